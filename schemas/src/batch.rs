@@ -1,0 +1,335 @@
+//! The fixed 61-byte header of a Kafka RecordBatch v2, read in place with zerocopy.
+//!
+//! The same bytes travel from the producer's buffer to the disk to the consumer's socket,
+//! so this module never copies a batch: it views the header where it lies, checks it,
+//! and patches the one field the node owns (the base offset, which the CRC does not
+//! cover). Byte layout, all big-endian, as Kafka's `DefaultRecordBatch`:
+//!
+//! ```text
+//! 0  base_offset i64        8  batch_length i32 (bytes after this field)
+//! 12 leader_epoch i32       16 magic i8 (= 2)        17 crc u32 (CRC32C of 21..end)
+//! 21 attributes i16         23 last_offset_delta i32 27 base_timestamp i64
+//! 35 max_timestamp i64      43 producer_id i64       51 producer_epoch i16
+//! 53 base_sequence i32      57 record_count i32      61 records...
+//! ```
+
+use thiserror::Error;
+use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::ids::Offset;
+
+/// Bytes in the fixed header of a v2 batch.
+pub const HEADER_BYTES: usize = 61;
+/// Bytes before `batch_length`'s count starts: base offset (8) and the length itself (4).
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+/// The only magic value we store.
+pub const MAGIC_V2: i8 = 2;
+/// Where the CRC-covered part of a batch starts (the attributes field).
+pub const CRC_START: usize = 21;
+/// The largest batch any code path accepts. Topic limits (max.message.bytes) are lower;
+/// this bound only protects parsers from absurd lengths read off a corrupt disk or wire.
+pub const BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Compression codec, attribute bits 0-2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// The codec named by attribute bits 0-2, or `None` for an undefined value.
+    #[must_use]
+    pub fn from_bits(bits: u16) -> Option<Compression> {
+        match bits & 0x07 {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Gzip),
+            2 => Some(Compression::Snappy),
+            3 => Some(Compression::Lz4),
+            4 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// The attribute bits of this codec.
+    #[must_use]
+    pub fn bits(self) -> u16 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        }
+    }
+}
+
+/// Which clock a batch's timestamps come from (attribute bit 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampType {
+    /// Set by the producer.
+    CreateTime,
+    /// Set by the node when it appended the batch.
+    LogAppendTime,
+}
+
+/// The attributes field of a v2 batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Attributes(pub u16);
+
+impl Attributes {
+    pub const TIMESTAMP_TYPE_BIT: u16 = 1 << 3;
+    pub const TRANSACTIONAL_BIT: u16 = 1 << 4;
+    pub const CONTROL_BIT: u16 = 1 << 5;
+    pub const DELETE_HORIZON_BIT: u16 = 1 << 6;
+
+    /// The codec, or `None` when bits 0-2 hold an undefined value.
+    #[must_use]
+    pub fn compression(self) -> Option<Compression> {
+        Compression::from_bits(self.0)
+    }
+
+    #[must_use]
+    pub fn timestamp_type(self) -> TimestampType {
+        if self.0 & Self::TIMESTAMP_TYPE_BIT != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    #[must_use]
+    pub fn is_transactional(self) -> bool {
+        self.0 & Self::TRANSACTIONAL_BIT != 0
+    }
+
+    #[must_use]
+    pub fn is_control(self) -> bool {
+        self.0 & Self::CONTROL_BIT != 0
+    }
+
+    #[must_use]
+    pub fn has_delete_horizon(self) -> bool {
+        self.0 & Self::DELETE_HORIZON_BIT != 0
+    }
+}
+
+/// The fixed header, viewed in place. Every field is big-endian and unaligned, so a
+/// header can be read from any byte position of a buffer.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug)]
+#[repr(C)]
+pub struct BatchHeader {
+    pub base_offset: I64,
+    pub batch_length: I32,
+    pub partition_leader_epoch: I32,
+    pub magic: i8,
+    pub crc: U32,
+    pub attributes: I16,
+    pub last_offset_delta: I32,
+    pub base_timestamp: I64,
+    pub max_timestamp: I64,
+    pub producer_id: I64,
+    pub producer_epoch: I16,
+    pub base_sequence: I32,
+    pub record_count: I32,
+}
+
+const _: () = assert!(std::mem::size_of::<BatchHeader>() == HEADER_BYTES);
+
+/// Why a batch was refused. Each message names the field and the value found, so the
+/// person reading a log line or an error reply knows what the producer sent.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("batch truncated: need {needed} bytes, have {available}")]
+    Truncated { needed: usize, available: usize },
+    #[error("batch length {0} is out of range (at least {min} and at most {max})", min = HEADER_BYTES - LOG_OVERHEAD_BYTES, max = BATCH_BYTES_MAX)]
+    BadLength(i64),
+    #[error("batch magic is {0}, only magic 2 (RecordBatch v2) is supported")]
+    BadMagic(i8),
+    #[error("batch CRC mismatch: header says {stored:#010x}, bytes give {computed:#010x}")]
+    BadCrc { stored: u32, computed: u32 },
+    #[error("batch record count {count} does not match last offset delta {last_offset_delta}")]
+    BadRecordCount { count: i32, last_offset_delta: i32 },
+    #[error("batch attributes {0:#06x} name an unknown compression codec")]
+    BadCompression(u16),
+}
+
+impl BatchHeader {
+    /// Views the header at the start of `bytes` without checking anything but its size.
+    pub fn view(bytes: &[u8]) -> Result<&BatchHeader, BatchError> {
+        BatchHeader::ref_from_prefix(bytes)
+            .map(|(header, _)| header)
+            .map_err(|_| BatchError::Truncated { needed: HEADER_BYTES, available: bytes.len() })
+    }
+
+    /// Total bytes of the batch, header included, as its length field says; an error
+    /// when the field is out of range (it could not be a batch we wrote or accept).
+    pub fn total_bytes(&self) -> Result<usize, BatchError> {
+        let length = i64::from(self.batch_length.get());
+        let min = (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i64;
+        if length < min || length as usize > BATCH_BYTES_MAX - LOG_OVERHEAD_BYTES {
+            return Err(BatchError::BadLength(length));
+        }
+        Ok(length as usize + LOG_OVERHEAD_BYTES)
+    }
+
+    #[must_use]
+    pub fn base_offset(&self) -> Offset {
+        Offset(self.base_offset.get().max(0) as u64)
+    }
+
+    /// The offset of the last record of the batch.
+    #[must_use]
+    pub fn last_offset(&self) -> Offset {
+        self.base_offset().plus(self.last_offset_delta.get().max(0) as u64)
+    }
+
+    /// The offset after the batch's last record: where the next batch starts.
+    #[must_use]
+    pub fn next_offset(&self) -> Offset {
+        self.last_offset().plus(1)
+    }
+
+    #[must_use]
+    pub fn attributes(&self) -> Attributes {
+        Attributes(self.attributes.get() as u16)
+    }
+
+    #[must_use]
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.get()
+    }
+
+    #[must_use]
+    pub fn record_count(&self) -> i32 {
+        self.record_count.get()
+    }
+}
+
+/// A whole batch whose length, magic and CRC have been checked.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckedBatch<'a> {
+    /// Exactly the batch's bytes.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> CheckedBatch<'a> {
+    #[must_use]
+    pub fn header(&self) -> &'a BatchHeader {
+        // The bytes were checked to hold a whole header when this value was made.
+        match BatchHeader::view(self.bytes) {
+            Ok(header) => header,
+            Err(e) => unreachable!("checked batch lost its header: {e}"),
+        }
+    }
+}
+
+/// Checks the batch at the start of `bytes`: length in range and present, magic 2,
+/// CRC32C over attributes..end. Returns the batch (its exact bytes) and leaves the rest.
+pub fn check_batch(bytes: &[u8]) -> Result<CheckedBatch<'_>, BatchError> {
+    let header = BatchHeader::view(bytes)?;
+    let total = header.total_bytes()?;
+    if bytes.len() < total {
+        return Err(BatchError::Truncated { needed: total, available: bytes.len() });
+    }
+    if header.magic != MAGIC_V2 {
+        return Err(BatchError::BadMagic(header.magic));
+    }
+    let stored = header.crc.get();
+    let computed = crc32c::crc32c(&bytes[CRC_START..total]);
+    if stored != computed {
+        return Err(BatchError::BadCrc { stored, computed });
+    }
+    Ok(CheckedBatch { bytes: &bytes[..total] })
+}
+
+/// Checks what a producer may send beyond `check_batch`: a known codec, and a record
+/// count that matches the offset delta (producers never leave gaps inside a batch).
+pub fn check_producer_batch(bytes: &[u8]) -> Result<CheckedBatch<'_>, BatchError> {
+    let batch = check_batch(bytes)?;
+    let header = batch.header();
+    let attributes = header.attributes();
+    if attributes.compression().is_none() {
+        return Err(BatchError::BadCompression(attributes.0));
+    }
+    let count = header.record_count();
+    let last_offset_delta = header.last_offset_delta.get();
+    if count < 1 || last_offset_delta != count - 1 {
+        return Err(BatchError::BadRecordCount { count, last_offset_delta });
+    }
+    Ok(batch)
+}
+
+/// Rewrites the base offset of the batch at the start of `bytes`. The CRC does not
+/// cover this field, so the batch stays valid. Panics if `bytes` holds no header: the
+/// caller checked the batch before.
+pub fn set_base_offset(bytes: &mut [u8], base: Offset) {
+    let (header, _) = match BatchHeader::mut_from_prefix(bytes) {
+        Ok(parts) => parts,
+        Err(_) => panic!("set_base_offset on {} bytes, less than a header", bytes.len()),
+    };
+    header.base_offset.set(base.0 as i64);
+}
+
+/// Recomputes and stores the CRC of a whole batch (after the node changed a covered
+/// field, e.g. LogAppendTime stamping). Panics if `bytes` holds no header.
+pub fn reseal_crc(bytes: &mut [u8]) {
+    let crc = crc32c::crc32c(&bytes[CRC_START..]);
+    let (header, _) = match BatchHeader::mut_from_prefix(bytes) {
+        Ok(parts) => parts,
+        Err(_) => panic!("reseal_crc on {} bytes, less than a header", bytes.len()),
+    };
+    header.crc.set(crc);
+}
+
+/// Walks a run of concatenated batches, checking only what is needed to step from one
+/// to the next (header present, length in range). Stops at the first batch that is not
+/// whole; `remainder()` then says how many bytes were left over.
+#[derive(Debug)]
+pub struct BatchWalker<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> BatchWalker<'a> {
+    #[must_use]
+    pub fn new(bytes: &'a [u8]) -> Self {
+        BatchWalker { bytes, position: 0 }
+    }
+
+    /// Byte position of the next batch within the walked bytes.
+    #[must_use]
+    pub fn position(&self) -> usize {
+        self.position
+    }
+}
+
+impl<'a> Iterator for BatchWalker<'a> {
+    /// (byte position, header, the batch's bytes)
+    type Item = Result<(usize, &'a BatchHeader, &'a [u8]), BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = &self.bytes[self.position..];
+        if rest.is_empty() {
+            return None;
+        }
+        let header = match BatchHeader::view(rest) {
+            Ok(h) => h,
+            Err(e) => return Some(Err(e)),
+        };
+        let total = match header.total_bytes() {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e)),
+        };
+        if rest.len() < total {
+            return Some(Err(BatchError::Truncated { needed: total, available: rest.len() }));
+        }
+        let at = self.position;
+        self.position += total;
+        Some(Ok((at, header, &rest[..total])))
+    }
+}

@@ -1,0 +1,16 @@
+//! Sluice's wire and disk formats.
+//!
+//! - `batch`: the fixed header of Kafka's RecordBatch v2, viewed in place, checked and
+//!   patched without copying the batch.
+//! - `ids`: strong identifier types (offsets, epochs, partition and producer ids).
+//! - `records`: building and reading the varint-encoded records inside a batch.
+//! - `varint`: the zigzag varints the records are written with.
+//!
+//! This crate depends on no crate of ours: the node and the client both build on it.
+
+pub mod batch;
+pub mod ids;
+
+pub use ids::{LeaderEpoch, Offset, PartitionId, ProducerId};
+pub mod records;
+pub mod varint;

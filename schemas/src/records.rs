@@ -1,0 +1,1 @@
+//! Records inside a RecordBatch v2 (being written).

@@ -1,0 +1,1 @@
+//! Zigzag varints (being written).
