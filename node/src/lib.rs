@@ -1,1 +1,9 @@
 //! The Sluice storage node.
+//!
+//! - `io`: the I/O seam, the only module that touches glommio and io_uring.
+//! - `storage`: the partition log (segments, indexes, cache, recovery).
+//!
+//! The shards, the protocol servers and replication build on these.
+
+pub mod io;
+pub mod storage;

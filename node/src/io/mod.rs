@@ -1,0 +1,426 @@
+//! The node's I/O seam: the only module that touches glommio and io_uring.
+//!
+//! Storage, and later replication and the protocol servers, see the small types here
+//! (`File`, `AlignedBuf`, `IoBytes`, a few directory calls, a task spawner and a clock)
+//! rather than glommio itself. Everything in this module must run on a glommio
+//! executor thread; none of it is `Send`.
+//!
+//! Guarantees: `File` is always opened with O_DIRECT (glommio DMA files), so a write that
+//! completed has left this process and survives its kill -9; only `fdatasync` makes it
+//! survive a power loss. Every error names the operation and the file.
+
+mod sync;
+
+pub use sync::{Oneshot, OneshotSender, WaitQueue};
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::ops::{Deref, Range};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use glommio::io::{DmaBuffer, DmaFile, DmaStreamWriterBuilder, OpenOptions, ReadResult};
+
+/// The alignment every O_DIRECT position, length and buffer address obeys here. 4 KiB
+/// satisfies both 512-byte and 4 KiB logical-block devices, and equals the page size.
+pub const IO_ALIGNMENT_BYTES: u64 = 4096;
+
+/// Rounds `value` down to the I/O alignment.
+#[must_use]
+pub fn align_down(value: u64) -> u64 {
+    value & !(IO_ALIGNMENT_BYTES - 1)
+}
+
+/// Rounds `value` up to the I/O alignment.
+#[must_use]
+pub fn align_up(value: u64) -> u64 {
+    align_down(value + IO_ALIGNMENT_BYTES - 1)
+}
+
+/// A buffer whose address and capacity are aligned for O_DIRECT, owned and writable
+/// while the log fills it. It is allocated outside glommio's short-lived I/O arena
+/// because the log keeps written buffers as its cache.
+pub struct AlignedBuf {
+    inner: DmaBuffer,
+}
+
+impl AlignedBuf {
+    /// A buffer of at least `bytes` bytes, rounded up to the alignment. Its contents
+    /// are unspecified: the writer fills what it writes out, padding included. It is
+    /// not zeroed because the log allocates one per write and zeroing a megabyte costs
+    /// more than the copy of a small batch.
+    #[must_use]
+    pub fn with_capacity(bytes: usize) -> AlignedBuf {
+        let capacity = align_up(bytes.max(1) as u64) as usize;
+        AlignedBuf { inner: glommio::allocate_dma_buffer_global(capacity) }
+    }
+
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.inner.len()
+    }
+
+    #[must_use]
+    pub fn as_slice(&self) -> &[u8] {
+        self.inner.as_bytes()
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.inner.as_bytes_mut()
+    }
+
+    /// Ends writing into the buffer: keeps its first `len` bytes (`len` aligned) and
+    /// makes it shareable between a disk write and the cache.
+    #[must_use]
+    pub fn freeze(mut self, len: usize) -> SharedBuf {
+        assert!(len as u64 % IO_ALIGNMENT_BYTES == 0 && len <= self.capacity(), "freeze at {len}");
+        self.inner.trim_to_size(len);
+        SharedBuf { inner: Rc::new(self.inner) }
+    }
+}
+
+/// A frozen `AlignedBuf`, shared without copying between an in-flight write and readers.
+#[derive(Clone)]
+pub struct SharedBuf {
+    inner: Rc<DmaBuffer>,
+}
+
+impl SharedBuf {
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    #[must_use]
+    pub fn as_slice(&self) -> &[u8] {
+        self.inner.as_bytes()
+    }
+}
+
+/// Bytes that came from the disk or the log's cache, shared without copying. Fetch hands
+/// these to the socket as they are.
+#[derive(Clone)]
+pub struct IoBytes {
+    source: IoSource,
+    range: Range<usize>,
+}
+
+#[derive(Clone)]
+enum IoSource {
+    Cached(SharedBuf),
+    Read(ReadResult),
+}
+
+impl IoBytes {
+    /// A view of `range` within a cached buffer.
+    #[must_use]
+    pub fn cached(buf: SharedBuf, range: Range<usize>) -> IoBytes {
+        assert!(range.end <= buf.len(), "cached range {range:?} beyond {}", buf.len());
+        IoBytes { source: IoSource::Cached(buf), range }
+    }
+
+    /// The sub-range `range` (relative to this view).
+    #[must_use]
+    pub fn slice(&self, range: Range<usize>) -> IoBytes {
+        assert!(range.start <= range.end && range.end <= self.len(), "slice {range:?} of {}", self.len());
+        IoBytes {
+            source: self.source.clone(),
+            range: self.range.start + range.start..self.range.start + range.end,
+        }
+    }
+
+    /// Extends this view by `next` when `next` starts right where this one ends in the
+    /// same buffer (consecutive batches of one read); returns whether it did.
+    pub fn try_extend(&mut self, next: &IoBytes) -> bool {
+        let same_source = match (&self.source, &next.source) {
+            (IoSource::Cached(a), IoSource::Cached(b)) => Rc::ptr_eq(&a.inner, &b.inner),
+            (IoSource::Read(a), IoSource::Read(b)) => std::ptr::eq(a.as_ptr(), b.as_ptr()),
+            _ => false,
+        };
+        if !same_source || self.range.end != next.range.start {
+            return false;
+        }
+        self.range.end = next.range.end;
+        true
+    }
+
+    /// Whether these bytes were served from memory rather than read from the disk.
+    #[must_use]
+    pub fn is_cached(&self) -> bool {
+        matches!(self.source, IoSource::Cached(_))
+    }
+}
+
+impl Deref for IoBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let all: &[u8] = match &self.source {
+            IoSource::Cached(buf) => buf.as_slice(),
+            IoSource::Read(read) => read,
+        };
+        &all[self.range.clone()]
+    }
+}
+
+impl std::fmt::Debug for IoBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IoBytes({} bytes, cached: {})", self.len(), self.is_cached())
+    }
+}
+
+fn glommio_error(e: glommio::GlommioError<()>) -> io::Error {
+    match e {
+        glommio::GlommioError::IoError(e) => e,
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Makes glommio learn, before the first direct-I/O file on `dir`'s device is opened,
+/// whether that device supports polled I/O.
+///
+/// glommio probes this once per device and thread by reading the first page of the
+/// first DMA file opened there. When that file is new and empty, the read succeeds
+/// without reaching the device, glommio wrongly concludes the device can poll, and
+/// every later read fails with EOPNOTSUPP on devices that cannot (virtio disks, most
+/// cloud volumes). So we open a one-page file first, which makes the probe real.
+pub async fn probe_device(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // glommio keeps its answer per thread, so do we.
+    thread_local!(static PROBED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) });
+    let device = std::fs::metadata(dir)?.dev();
+    if PROBED.with(|p| p.borrow().contains(&device)) {
+        return Ok(());
+    }
+    let path = dir.join(format!(".sluice-probe-{}", std::process::id()));
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&[0u8; IO_ALIGNMENT_BYTES as usize])?;
+        f.sync_all()?;
+    }
+    let opened = File::open(&path, false).await;
+    remove_file(&path)?;
+    opened?.close().await?;
+    PROBED.with(|p| p.borrow_mut().push(device));
+    Ok(())
+}
+
+/// A file opened for direct I/O through io_uring.
+pub struct File {
+    inner: DmaFile,
+    path: PathBuf,
+}
+
+impl File {
+    /// Creates a new file (it must not exist) for reading and writing.
+    pub async fn create_new(path: &Path) -> io::Result<File> {
+        let inner = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(path)
+            .await
+            .map_err(glommio_error)?;
+        Ok(File { inner, path: path.to_path_buf() })
+    }
+
+    /// Opens an existing file for reading, and for writing when `writable`.
+    pub async fn open(path: &Path, writable: bool) -> io::Result<File> {
+        let inner = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .dma_open(path)
+            .await
+            .map_err(glommio_error)?;
+        Ok(File { inner, path: path.to_path_buf() })
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes all of `buf` at `position` (aligned). Returns only when the write
+    /// completed: the kernel has the data, so it outlives this process.
+    pub async fn write_at(&self, buf: &SharedBuf, position: u64) -> io::Result<()> {
+        assert!(position % IO_ALIGNMENT_BYTES == 0, "unaligned write position {position}");
+        let len = buf.len();
+        let written = self
+            .inner
+            .write_rc_at(buf.inner.clone(), position)
+            .await
+            .map_err(glommio_error)?;
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes at position {position}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at `position` (any alignment); fewer at the end of file.
+    pub async fn read_at(&self, position: u64, len: usize) -> io::Result<IoBytes> {
+        let read = self.inner.read_at(position, len).await.map_err(glommio_error)?;
+        let n = read.len();
+        Ok(IoBytes { source: IoSource::Read(read), range: 0..n })
+    }
+
+    /// Flushes written data (and the metadata needed to read it) to stable storage.
+    pub async fn fdatasync(&self) -> io::Result<()> {
+        self.inner.fdatasync().await.map_err(glommio_error)
+    }
+
+    pub async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len).await.map_err(glommio_error)
+    }
+
+    /// Reserves blocks up to `len` bytes and extends the file size to it, so later
+    /// writes overwrite allocated extents instead of extending the file (which would
+    /// make ext4 run them synchronously).
+    pub async fn preallocate(&self, len: u64) -> io::Result<()> {
+        self.inner.pre_allocate(len, false).await.map_err(glommio_error)
+    }
+
+    pub async fn size(&self) -> io::Result<u64> {
+        self.inner.file_size().await.map_err(glommio_error)
+    }
+
+    pub async fn close(self) -> io::Result<()> {
+        self.inner.close().await.map_err(glommio_error)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file is written, synced and renamed
+/// over `path`, and the directory is synced. Used for small metadata files (indexes,
+/// checkpoints), never on the record path.
+pub async fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .dma_open(&tmp)
+        .await
+        .map_err(glommio_error)?;
+    let mut writer = DmaStreamWriterBuilder::new(file).build();
+    {
+        use futures_lite::AsyncWriteExt;
+        writer.write_all(bytes).await?;
+        writer.sync().await.map_err(glommio_error)?;
+        writer.close().await?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(parent_of(path)).await
+}
+
+/// Reads a whole (small) file, or `None` when it does not exist.
+pub async fn read_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let file = match File::open(path, false).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let size = file.size().await?;
+    let bytes = file.read_at(0, size as usize).await?.to_vec();
+    file.close().await?;
+    Ok(Some(bytes))
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes the directory's entries (created, renamed, removed files) durable.
+pub async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = glommio::io::Directory::open(dir).await.map_err(glommio_error)?;
+    d.sync().await.map_err(glommio_error)?;
+    d.close().await.map_err(glommio_error)
+}
+
+/// Removes a file; a file that is already gone is not an error.
+pub fn remove_file(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Runs `future` as a detached task on this shard's executor.
+pub fn spawn_detached<F>(future: F)
+where
+    F: Future<Output = ()> + 'static,
+{
+    glommio::spawn_local(future).detach();
+}
+
+/// Waits `duration` without blocking the executor.
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await;
+}
+
+/// Runs `future`, giving up after `timeout`: `None` when it timed out.
+pub async fn timeout<T>(timeout: Duration, future: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        sleep(timeout).await;
+        None
+    })
+    .await
+}
+
+/// Milliseconds since the Unix epoch, the unit of record timestamps. This is the one
+/// wall-clock read of the storage layer; tests replace it through `Clock`.
+#[derive(Clone, Default)]
+pub struct Clock {
+    fixed_ms: Rc<Cell<Option<i64>>>,
+}
+
+impl Clock {
+    /// The wall clock.
+    #[must_use]
+    pub fn system() -> Clock {
+        Clock::default()
+    }
+
+    /// A clock that reads `ms` until `set` moves it (for tests of time-based rules).
+    #[must_use]
+    pub fn manual(ms: i64) -> Clock {
+        Clock { fixed_ms: Rc::new(Cell::new(Some(ms))) }
+    }
+
+    /// Moves a manual clock.
+    pub fn set(&self, ms: i64) {
+        self.fixed_ms.set(Some(ms));
+    }
+
+    #[must_use]
+    pub fn now_ms(&self) -> i64 {
+        match self.fixed_ms.get() {
+            Some(ms) => ms,
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now_ms())
+    }
+}

@@ -1,0 +1,48 @@
+//! The storage engine's expected failures, each naming what it concerns (which file,
+//! which offset, which limit). Bugs are assertions, not variants here.
+
+use std::io;
+use std::path::PathBuf;
+
+use sluice_schemas::batch::BatchError;
+use sluice_schemas::Offset;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// An earlier write or fsync failed; the log takes no more writes until reopened,
+    /// because it can no longer say what is on the disk.
+    #[error("log {dir} is poisoned and refuses writes: {cause}")]
+    Poisoned { dir: PathBuf, cause: String },
+    #[error("invalid batch at byte {position} of the append: {source}")]
+    InvalidBatch {
+        position: usize,
+        #[source]
+        source: BatchError,
+    },
+    #[error("batch of {bytes} bytes exceeds the limit of {limit} bytes (max.message.bytes)")]
+    BatchTooLarge { bytes: u64, limit: u64 },
+    #[error("append holds no batch")]
+    EmptyAppend,
+    #[error("offset {requested} is out of range: the log holds {log_start} to {log_end}")]
+    OffsetOutOfRange { requested: Offset, log_start: Offset, log_end: Offset },
+    #[error("corrupt data in segment {segment} at offset {offset}, byte position {position}: {reason}")]
+    Corrupt { segment: PathBuf, offset: Offset, position: u64, reason: String },
+    #[error("invalid log configuration: {0}")]
+    Config(String),
+    #[error("log {dir} is closed")]
+    Closed { dir: PathBuf },
+}
+
+impl StorageError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StorageError::Io { op, path: path.into(), source }
+    }
+}

@@ -1,0 +1,347 @@
+//! Specifications of the partition log's behaviour, each on real files in a temporary
+//! directory, driven through glommio and io_uring as in the node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{batch, run};
+use sluice_node::storage::{FaultPoint, FsyncPolicy, LogConfig, PartitionLog, StorageError};
+use sluice_schemas::batch::{BatchWalker, HEADER_BYTES};
+use sluice_schemas::Offset;
+
+fn small_config() -> LogConfig {
+    LogConfig { segment_bytes: 8 * 1024, index_interval_bytes: 1024, ..LogConfig::default() }
+}
+
+/// The base offsets of the batches in `bytes`.
+fn bases(bytes: &[u8]) -> Vec<u64> {
+    BatchWalker::new(bytes).map(|b| b.unwrap().1.base_offset().0).collect()
+}
+
+#[test]
+fn appends_get_consecutive_offsets_and_read_back_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, report) = PartitionLog::open(&path, LogConfig::default()).await.unwrap();
+        assert_eq!(report.log_end, Offset(0));
+        let a = batch(1, 3, 10, 1000);
+        let b = batch(2, 2, 10, 2000);
+        let info = log.append(&a).await.unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (Offset(0), Offset(2)));
+        let info = log.append(&b).await.unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (Offset(3), Offset(4)));
+        assert_eq!(log.log_end_offset(), Offset(5));
+        let read = log.read(Offset(0), 1 << 20).await.unwrap();
+        let bytes = read.to_vec();
+        assert_eq!(bases(&bytes), vec![0, 3]);
+        // Everything but the base offset is what the producer sent.
+        assert_eq!(bytes[8..a.len()], a[8..]);
+        assert_eq!(bytes[a.len() + 8..], b[8..]);
+        // An offset inside a batch returns that whole batch.
+        let read = log.read(Offset(4), 1 << 20).await.unwrap();
+        assert_eq!(bases(&read.to_vec()), vec![3]);
+        assert_eq!(read.next_offset, Offset(5));
+        // At the end: empty. Past it: out of range.
+        assert!(log.read(Offset(5), 1 << 20).await.unwrap().chunks.is_empty());
+        assert!(matches!(log.read(Offset(6), 1).await, Err(StorageError::OffsetOutOfRange { .. })));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn several_batches_in_one_append_and_max_bytes_returns_at_least_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, LogConfig::default()).await.unwrap();
+        let mut many = Vec::new();
+        for i in 0..5 {
+            many.extend(batch(i, 2, 100, 0));
+        }
+        let info = log.append(&many).await.unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (Offset(0), Offset(9)));
+        let one = log.read(Offset(0), 1).await.unwrap();
+        assert_eq!(bases(&one.to_vec()), vec![0]);
+        let batch_bytes = one.bytes();
+        let two = log.read(Offset(2), 2 * batch_bytes).await.unwrap();
+        assert_eq!(bases(&two.to_vec()), vec![2, 4]);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn bad_batches_are_refused_with_their_position_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, LogConfig::default()).await.unwrap();
+        let good = batch(1, 1, 10, 0);
+        let mut corrupt = batch(2, 1, 10, 0);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let mut both = good.clone();
+        both.extend(&corrupt);
+        match log.append(&both).await {
+            Err(StorageError::InvalidBatch { position, source }) => {
+                assert_eq!(position, good.len());
+                assert!(source.to_string().contains("CRC"), "{source}");
+            }
+            other => panic!("expected InvalidBatch, got {other:?}"),
+        }
+        assert!(matches!(log.append(&good[..HEADER_BYTES - 1]).await, Err(StorageError::InvalidBatch { .. })));
+        assert!(matches!(log.append(&[]).await, Err(StorageError::EmptyAppend)));
+        assert_eq!(log.log_end_offset(), Offset(0));
+        let config = LogConfig { batch_bytes_max: 100, ..LogConfig::default() };
+        drop(log);
+        let (log, _) = PartitionLog::open(&path, config).await.unwrap();
+        let e = log.append(&batch(3, 1, 200, 0)).await.unwrap_err();
+        assert!(e.to_string().contains("exceeds the limit of 100 bytes"), "{e}");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn segments_roll_by_size_and_survive_reopen_with_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+        let mut expected = Vec::new();
+        for i in 0..40u64 {
+            let b = batch(i, 4, 200, i as i64 * 10);
+            log.append(&b).await.unwrap();
+            expected.push(b);
+        }
+        let segments = log.segments();
+        assert!(segments.len() >= 4, "{segments:?}");
+        assert!(segments.iter().all(|s| s.size_bytes <= 8 * 1024));
+        log.close().await.unwrap();
+        for suffix in ["index", "timeindex"] {
+            let name = format!("{:020}.{suffix}", segments[0].base.0);
+            assert!(path.join(&name).exists(), "{name} written at roll");
+        }
+        let (log, report) = PartitionLog::open(&path, small_config()).await.unwrap();
+        assert!(report.truncations.is_empty() && report.rebuilt_indexes.is_empty(), "{report:?}");
+        assert_eq!(report.log_end, Offset(160));
+        assert_eq!(log.segments(), segments);
+        let mut offset = Offset(0);
+        let mut all = Vec::new();
+        while offset < log.log_end_offset() {
+            let read = log.read(offset, 3000).await.unwrap();
+            assert!(!read.from_cache);
+            all.extend(read.to_vec());
+            offset = read.next_offset;
+        }
+        let walked: Vec<_> = BatchWalker::new(&all).map(|b| b.unwrap().2.to_vec()).collect();
+        assert_eq!(walked.len(), expected.len());
+        for (i, (got, want)) in walked.iter().zip(&expected).enumerate() {
+            assert_eq!(got[8..], want[8..], "batch {i}");
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_missing_or_damaged_index_is_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+        for i in 0..30u64 {
+            log.append(&batch(i, 4, 200, 0)).await.unwrap();
+        }
+        let segments = log.segments();
+        log.close().await.unwrap();
+        std::fs::remove_file(path.join(format!("{:020}.index", segments[0].base.0))).unwrap();
+        std::fs::write(path.join(format!("{:020}.timeindex", segments[1].base.0)), b"garbage").unwrap();
+        let (log, report) = PartitionLog::open(&path, small_config()).await.unwrap();
+        assert_eq!(report.rebuilt_indexes.len(), 2, "{report:?}");
+        assert_eq!(log.segments(), segments);
+        let read = log.read(segments[1].base.plus(1), 1).await.unwrap();
+        assert_eq!(bases(&read.to_vec()), vec![segments[1].base.0]);
+        log.close().await.unwrap();
+        let (_log, report) = PartitionLog::open(&path, small_config()).await.unwrap();
+        assert!(report.rebuilt_indexes.is_empty(), "rebuilt indexes were written back");
+    });
+}
+
+#[test]
+fn flipped_bytes_in_a_closed_segment_give_a_corruption_error_naming_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+        for i in 0..30u64 {
+            log.append(&batch(i, 4, 200, 0)).await.unwrap();
+        }
+        let first = log.segments()[0];
+        log.close().await.unwrap();
+        let seg = path.join(format!("{:020}.log", first.base.0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        // Inside the records of the third batch.
+        let (position, header, _) = BatchWalker::new(&bytes).nth(2).unwrap().unwrap();
+        let target = header.base_offset();
+        bytes[position + HEADER_BYTES + 20] ^= 0x5a;
+        std::fs::write(&seg, &bytes).unwrap();
+        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+        // Earlier batches still read.
+        assert!(log.read(Offset(0), 1).await.is_ok());
+        match log.read(target, 1).await {
+            Err(StorageError::Corrupt { segment, offset, position: p, reason }) => {
+                assert_eq!(segment, seg);
+                assert_eq!(offset, target);
+                assert_eq!(p, position as u64);
+                assert!(reason.contains("CRC"), "{reason}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_open_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, LogConfig::default()).await.unwrap();
+        for i in 0..5u64 {
+            log.append(&batch(i, 2, 50, 0)).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let seg = path.join(format!("{:020}.log", 0));
+        let good_len = std::fs::metadata(&seg).unwrap().len();
+        // Half a batch, as a write cut short by a crash would leave.
+        let extra = batch(9, 2, 50, 0);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes.extend(&extra[..extra.len() / 2]);
+        std::fs::write(&seg, &bytes).unwrap();
+        let (log, report) = PartitionLog::open(&path, LogConfig::default()).await.unwrap();
+        assert_eq!(report.truncations.len(), 1, "{report:?}");
+        let cut = &report.truncations[0];
+        assert_eq!((cut.offset, cut.position, cut.bytes_cut), (Offset(10), good_len, extra.len() as u64 / 2));
+        assert_eq!(log.log_end_offset(), Offset(10));
+        let info = log.append(&batch(10, 1, 50, 0)).await.unwrap();
+        assert_eq!(info.base_offset, Offset(10));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn truncate_to_cuts_whole_batches_and_appends_continue_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+        for i in 0..30u64 {
+            log.append(&batch(i, 4, 200, 0)).await.unwrap();
+        }
+        // Offset 41 is inside the batch 40..43: that whole batch goes.
+        assert_eq!(log.truncate_to(Offset(41)).await.unwrap(), Offset(40));
+        assert_eq!(log.log_end_offset(), Offset(40));
+        assert!(log.segments().last().unwrap().next_offset == Offset(40));
+        let info = log.append(&batch(99, 2, 10, 0)).await.unwrap();
+        assert_eq!(info.base_offset, Offset(40));
+        let read = log.read(Offset(36), 1 << 20).await.unwrap();
+        assert_eq!(bases(&read.to_vec()), vec![36, 40]);
+        log.close().await.unwrap();
+        let (log, report) = PartitionLog::open(&path, small_config()).await.unwrap();
+        assert_eq!(report.log_end, Offset(42));
+        assert!(report.truncations.is_empty(), "{report:?}");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn advancing_the_log_start_deletes_whole_segments_and_is_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+        for i in 0..30u64 {
+            log.append(&batch(i, 4, 200, 0)).await.unwrap();
+        }
+        let segments = log.segments();
+        let target = segments[2].base.plus(1);
+        assert_eq!(log.advance_log_start(target).await.unwrap(), 2);
+        assert_eq!(log.log_start_offset(), target);
+        assert!(!path.join(format!("{:020}.log", segments[0].base.0)).exists());
+        assert!(matches!(log.read(Offset(0), 1).await, Err(StorageError::OffsetOutOfRange { .. })));
+        log.close().await.unwrap();
+        let (log, report) = PartitionLog::open(&path, small_config()).await.unwrap();
+        assert_eq!(report.log_start, target);
+        assert!(matches!(
+            log.read(segments[2].base, 1).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_batch_at_or_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+        for i in 0..30u64 {
+            // Batch i holds timestamps 1000*i .. 1000*i+3.
+            log.append(&batch(i, 4, 200, 1000 * i as i64)).await.unwrap();
+        }
+        assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some(Offset(0)));
+        assert_eq!(log.offset_for_timestamp(5003).await.unwrap(), Some(Offset(20)));
+        assert_eq!(log.offset_for_timestamp(5004).await.unwrap(), Some(Offset(24)));
+        assert_eq!(log.offset_for_timestamp(29_003).await.unwrap(), Some(Offset(116)));
+        assert_eq!(log.offset_for_timestamp(29_004).await.unwrap(), None);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_failed_write_or_fsync_poisons_the_log_and_reopening_recovers_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        for point in [FaultPoint::Write, FaultPoint::Fsync] {
+            let (log, _) = PartitionLog::open(&path, LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() })
+                .await
+                .unwrap();
+            let end = log.log_end_offset();
+            log.append(&batch(1, 1, 10, 0)).await.unwrap();
+            log.faults().arm(point);
+            let e = log.append(&batch(2, 1, 10, 0)).await.unwrap_err();
+            assert!(matches!(e, StorageError::Poisoned { .. }), "{e}");
+            assert!(e.to_string().contains("injected fault"), "{e}");
+            // Later appends fail with the same cause; nothing is reported written.
+            let e = log.append(&batch(3, 1, 10, 0)).await.unwrap_err();
+            assert!(e.to_string().contains("poisoned"), "{e}");
+            assert_eq!(log.log_end_offset(), end.plus(1));
+            log.close().await.unwrap();
+        }
+        let (log, _) = PartitionLog::open(&path, LogConfig::default()).await.unwrap();
+        // Each round kept its first batch; the failed write (if it reached the disk) is
+        // a valid batch too, so the log holds 2 to 3 records, never a torn one.
+        assert!((2..=3).contains(&log.log_end_offset().0), "{}", log.log_end_offset());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn the_tail_is_served_from_the_cache_and_older_data_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let config = LogConfig { cache_bytes_max: 64 * 1024, ..small_config() };
+        let (log, _) = PartitionLog::open(&path, config).await.unwrap();
+        for i in 0..200u64 {
+            log.append(&batch(i, 1, 1000, 0)).await.unwrap();
+        }
+        assert!(log.cache_bytes() <= 64 * 1024);
+        let tail = log.read(Offset(199), 1).await.unwrap();
+        assert!(tail.from_cache);
+        let head = log.read(Offset(0), 1).await.unwrap();
+        assert!(!head.from_cache);
+        log.close().await.unwrap();
+    });
+}
