@@ -271,10 +271,7 @@ fn advancing_the_log_start_deletes_whole_segments_and_is_remembered() {
         log.close().await.unwrap();
         let (log, report) = PartitionLog::open(&path, small_config()).await.unwrap();
         assert_eq!(report.log_start, target);
-        assert!(matches!(
-            log.read(segments[2].base, 1).await,
-            Err(StorageError::OffsetOutOfRange { .. })
-        ));
+        assert!(matches!(log.read(segments[2].base, 1).await, Err(StorageError::OffsetOutOfRange { .. })));
         log.close().await.unwrap();
     });
 }

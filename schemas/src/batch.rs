@@ -34,10 +34,15 @@ pub const BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Compression codec, attribute bits 0-2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// Records stored as they are.
     None,
+    /// gzip (codec 1).
     Gzip,
+    /// snappy in Kafka's xerial framing (codec 2).
     Snappy,
+    /// LZ4 frame format (codec 3).
     Lz4,
+    /// zstd (codec 4).
     Zstd,
 }
 
@@ -82,9 +87,13 @@ pub enum TimestampType {
 pub struct Attributes(pub u16);
 
 impl Attributes {
+    /// Set when timestamps are LogAppendTime.
     pub const TIMESTAMP_TYPE_BIT: u16 = 1 << 3;
+    /// Set on batches written inside a transaction.
     pub const TRANSACTIONAL_BIT: u16 = 1 << 4;
+    /// Set on control batches (transaction commit/abort markers).
     pub const CONTROL_BIT: u16 = 1 << 5;
+    /// Set when the base timestamp holds a compaction delete horizon.
     pub const DELETE_HORIZON_BIT: u16 = 1 << 6;
 
     /// The codec, or `None` when bits 0-2 hold an undefined value.
@@ -93,6 +102,7 @@ impl Attributes {
         Compression::from_bits(self.0)
     }
 
+    /// Which clock the timestamps come from.
     #[must_use]
     pub fn timestamp_type(self) -> TimestampType {
         if self.0 & Self::TIMESTAMP_TYPE_BIT != 0 {
@@ -102,16 +112,19 @@ impl Attributes {
         }
     }
 
+    /// Whether the batch was written inside a transaction.
     #[must_use]
     pub fn is_transactional(self) -> bool {
         self.0 & Self::TRANSACTIONAL_BIT != 0
     }
 
+    /// Whether the batch holds control records (transaction markers).
     #[must_use]
     pub fn is_control(self) -> bool {
         self.0 & Self::CONTROL_BIT != 0
     }
 
+    /// Whether the base timestamp is a compaction delete horizon.
     #[must_use]
     pub fn has_delete_horizon(self) -> bool {
         self.0 & Self::DELETE_HORIZON_BIT != 0
@@ -122,6 +135,7 @@ impl Attributes {
 /// header can be read from any byte position of a buffer.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug)]
 #[repr(C)]
+#[allow(missing_docs)] // The fields are the wire layout in the module documentation.
 pub struct BatchHeader {
     pub base_offset: I64,
     pub batch_length: I32,
@@ -144,18 +158,30 @@ const _: () = assert!(std::mem::size_of::<BatchHeader>() == HEADER_BYTES);
 /// person reading a log line or an error reply knows what the producer sent.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum BatchError {
+    /// Fewer bytes than the header or the length field needs.
     #[error("batch truncated: need {needed} bytes, have {available}")]
     Truncated { needed: usize, available: usize },
+    /// The length field is below a header's size or above `BATCH_BYTES_MAX`.
     #[error("batch length {0} is out of range (at least {min} and at most {max})", min = HEADER_BYTES - LOG_OVERHEAD_BYTES, max = BATCH_BYTES_MAX)]
     BadLength(i64),
+    /// Not a v2 batch.
     #[error("batch magic is {0}, only magic 2 (RecordBatch v2) is supported")]
     BadMagic(i8),
+    /// The bytes are not what the producer sealed.
     #[error("batch CRC mismatch: header says {stored:#010x}, bytes give {computed:#010x}")]
     BadCrc { stored: u32, computed: u32 },
+    /// The record count disagrees with the offset delta (or is negative).
     #[error("batch record count {count} does not match last offset delta {last_offset_delta}")]
     BadRecordCount { count: i32, last_offset_delta: i32 },
+    /// Compression bits 0-2 are not a codec.
     #[error("batch attributes {0:#06x} name an unknown compression codec")]
     BadCompression(u16),
+    /// Offsets are never negative.
+    #[error("batch base offset {0} is negative")]
+    NegativeBaseOffset(i64),
+    /// Only the node writes transaction markers.
+    #[error("control batches (transaction markers) cannot be produced by clients")]
+    ControlBatchFromProducer,
 }
 
 impl BatchHeader {
@@ -177,6 +203,7 @@ impl BatchHeader {
         Ok(length as usize + LOG_OVERHEAD_BYTES)
     }
 
+    /// The offset of the batch's first record.
     #[must_use]
     pub fn base_offset(&self) -> Offset {
         Offset(self.base_offset.get().max(0) as u64)
@@ -194,30 +221,40 @@ impl BatchHeader {
         self.last_offset().plus(1)
     }
 
+    /// The attributes field.
     #[must_use]
     pub fn attributes(&self) -> Attributes {
         Attributes(self.attributes.get() as u16)
     }
 
+    /// The largest record timestamp (or the append time under LogAppendTime).
     #[must_use]
     pub fn max_timestamp(&self) -> i64 {
         self.max_timestamp.get()
     }
 
+    /// How many records the batch holds.
     #[must_use]
     pub fn record_count(&self) -> i32 {
         self.record_count.get()
     }
 }
 
-/// A whole batch whose length, magic and CRC have been checked.
+/// A whole batch whose length, magic and CRC have been checked. Only `check_batch` makes
+/// one, so holding one proves the checks ran.
 #[derive(Clone, Copy, Debug)]
 pub struct CheckedBatch<'a> {
-    /// Exactly the batch's bytes.
-    pub bytes: &'a [u8],
+    bytes: &'a [u8],
 }
 
 impl<'a> CheckedBatch<'a> {
+    /// Exactly the batch's bytes.
+    #[must_use]
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The batch's header.
     #[must_use]
     pub fn header(&self) -> &'a BatchHeader {
         // The bytes were checked to hold a whole header when this value was made.
@@ -244,6 +281,14 @@ pub fn check_batch(bytes: &[u8]) -> Result<CheckedBatch<'_>, BatchError> {
     if stored != computed {
         return Err(BatchError::BadCrc { stored, computed });
     }
+    let count = header.record_count.get();
+    let last_offset_delta = header.last_offset_delta.get();
+    if header.base_offset.get() < 0 {
+        return Err(BatchError::NegativeBaseOffset(header.base_offset.get()));
+    }
+    if count < 0 || last_offset_delta < 0 || count > last_offset_delta.saturating_add(1) {
+        return Err(BatchError::BadRecordCount { count, last_offset_delta });
+    }
     Ok(CheckedBatch { bytes: &bytes[..total] })
 }
 
@@ -255,6 +300,9 @@ pub fn check_producer_batch(bytes: &[u8]) -> Result<CheckedBatch<'_>, BatchError
     let attributes = header.attributes();
     if attributes.compression().is_none() {
         return Err(BatchError::BadCompression(attributes.0));
+    }
+    if attributes.is_control() {
+        return Err(BatchError::ControlBatchFromProducer);
     }
     let count = header.record_count();
     let last_offset_delta = header.last_offset_delta.get();
@@ -275,10 +323,16 @@ pub fn set_base_offset(bytes: &mut [u8], base: Offset) {
     header.base_offset.set(base.0 as i64);
 }
 
-/// Recomputes and stores the CRC of a whole batch (after the node changed a covered
-/// field, e.g. LogAppendTime stamping). Panics if `bytes` holds no header.
+/// Recomputes and stores the CRC of the batch at the start of `bytes` (after the node
+/// changed a covered field, e.g. LogAppendTime stamping), over exactly the bytes its
+/// length field names. Panics if `bytes` holds no whole batch: callers pass batches
+/// they built or checked, so anything else is a bug.
 pub fn reseal_crc(bytes: &mut [u8]) {
-    let crc = crc32c::crc32c(&bytes[CRC_START..]);
+    let total = match BatchHeader::view(bytes).and_then(BatchHeader::total_bytes) {
+        Ok(t) if t <= bytes.len() => t,
+        _ => panic!("reseal_crc on {} bytes that hold no whole batch", bytes.len()),
+    };
+    let crc = crc32c::crc32c(&bytes[CRC_START..total]);
     let (header, _) = match BatchHeader::mut_from_prefix(bytes) {
         Ok(parts) => parts,
         Err(_) => panic!("reseal_crc on {} bytes, less than a header", bytes.len()),
@@ -287,18 +341,20 @@ pub fn reseal_crc(bytes: &mut [u8]) {
 }
 
 /// Walks a run of concatenated batches, checking only what is needed to step from one
-/// to the next (header present, length in range). Stops at the first batch that is not
-/// whole; `remainder()` then says how many bytes were left over.
+/// to the next (header present, length in range). Yields one error for the first batch
+/// that is not whole, then ends; `position()` then says where that batch starts.
 #[derive(Debug)]
 pub struct BatchWalker<'a> {
     bytes: &'a [u8],
     position: usize,
+    failed: bool,
 }
 
 impl<'a> BatchWalker<'a> {
+    /// A walker over `bytes`, starting at its first byte.
     #[must_use]
     pub fn new(bytes: &'a [u8]) -> Self {
-        BatchWalker { bytes, position: 0 }
+        BatchWalker { bytes, position: 0, failed: false }
     }
 
     /// Byte position of the next batch within the walked bytes.
@@ -314,22 +370,73 @@ impl<'a> Iterator for BatchWalker<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let rest = &self.bytes[self.position..];
-        if rest.is_empty() {
+        if rest.is_empty() || self.failed {
             return None;
         }
-        let header = match BatchHeader::view(rest) {
-            Ok(h) => h,
-            Err(e) => return Some(Err(e)),
+        let total = match BatchHeader::view(rest).and_then(BatchHeader::total_bytes) {
+            Ok(t) if t <= rest.len() => t,
+            Ok(t) => {
+                self.failed = true;
+                return Some(Err(BatchError::Truncated { needed: t, available: rest.len() }));
+            }
+            Err(e) => {
+                self.failed = true;
+                return Some(Err(e));
+            }
         };
-        let total = match header.total_bytes() {
-            Ok(t) => t,
-            Err(e) => return Some(Err(e)),
-        };
-        if rest.len() < total {
-            return Some(Err(BatchError::Truncated { needed: total, available: rest.len() }));
-        }
+        let Ok(header) = BatchHeader::view(rest) else { unreachable!("viewed above") };
         let at = self.position;
         self.position += total;
         Some(Ok((at, header, &rest[..total])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn header_only(record_count: i32, last_offset_delta: i32, base_offset: i64) -> Vec<u8> {
+        let mut bytes = vec![0u8; HEADER_BYTES];
+        let (h, _) = BatchHeader::mut_from_prefix(&mut bytes).unwrap();
+        h.base_offset.set(base_offset);
+        h.batch_length.set((HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32);
+        h.magic = MAGIC_V2;
+        h.record_count.set(record_count);
+        h.last_offset_delta.set(last_offset_delta);
+        reseal_crc(&mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn negative_offsets_and_counts_are_refused() {
+        assert!(check_batch(&header_only(1, 0, 0)).is_ok());
+        assert_eq!(check_batch(&header_only(1, 0, -5)).unwrap_err(), BatchError::NegativeBaseOffset(-5));
+        assert!(matches!(check_batch(&header_only(-1, 0, 0)), Err(BatchError::BadRecordCount { .. })));
+        assert!(matches!(check_batch(&header_only(1, -1, 0)), Err(BatchError::BadRecordCount { .. })));
+        assert!(matches!(check_batch(&header_only(3, 1, 0)), Err(BatchError::BadRecordCount { .. })));
+    }
+
+    #[test]
+    fn producers_may_not_send_control_batches() {
+        let mut bytes = header_only(1, 0, 0);
+        let (h, _) = BatchHeader::mut_from_prefix(&mut bytes).unwrap();
+        h.attributes.set(Attributes::CONTROL_BIT as i16);
+        reseal_crc(&mut bytes);
+        assert!(check_batch(&bytes).is_ok());
+        assert_eq!(check_producer_batch(&bytes).unwrap_err(), BatchError::ControlBatchFromProducer);
+    }
+
+    #[test]
+    fn the_walker_yields_one_error_then_ends() {
+        let mut bytes = header_only(1, 0, 0);
+        bytes.extend(header_only(1, 0, 1));
+        bytes.extend([1, 2, 3]);
+        let mut walker = BatchWalker::new(&bytes);
+        assert!(walker.next().unwrap().is_ok());
+        assert!(walker.next().unwrap().is_ok());
+        assert!(walker.next().unwrap().is_err());
+        assert!(walker.next().is_none());
+        assert_eq!(walker.position(), 2 * HEADER_BYTES);
     }
 }

@@ -31,13 +31,11 @@ use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
 use zerocopy::IntoBytes;
 
 use crate::batch::{
-    reseal_crc, Attributes, BatchError, BatchHeader, CheckedBatch, Compression, TimestampType,
-    BATCH_BYTES_MAX, HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2,
+    reseal_crc, Attributes, BatchError, BatchHeader, CheckedBatch, Compression, TimestampType, BATCH_BYTES_MAX,
+    HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2,
 };
 use crate::ids::{LeaderEpoch, Offset, ProducerId};
-use crate::varint::{
-    read_varint, read_varlong, varint_len, varlong_len, write_varint, write_varlong, VarintError,
-};
+use crate::varint::{read_varint, read_varlong, varint_len, varlong_len, write_varint, write_varlong, VarintError};
 
 /// The fewest bytes a record can take: a one-byte length, then attributes, timestamp
 /// delta, offset delta, key length, value length and header count, one byte each.
@@ -300,11 +298,7 @@ impl RecordView<'_> {
             timestamp: self.timestamp,
             key: self.key.map(<[u8]>::to_vec),
             value: self.value.map(<[u8]>::to_vec),
-            headers: self
-                .headers
-                .iter()
-                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                .collect(),
+            headers: self.headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect(),
         }
     }
 }
@@ -420,11 +414,7 @@ struct Plan {
 
 /// `len` as the i32 Kafka writes it, or a `TooLarge` error naming `what`.
 fn wire_len(len: usize, what: &'static str) -> Result<i32, RecordError> {
-    i32::try_from(len).map_err(|_| RecordError::TooLarge {
-        what,
-        bytes: len as u64,
-        max: i32::MAX as u64,
-    })
+    i32::try_from(len).map_err(|_| RecordError::TooLarge { what, bytes: len as u64, max: i32::MAX as u64 })
 }
 
 fn write_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
@@ -443,20 +433,16 @@ impl BatchBuilder {
     /// fit its wire type (an offset or producer id above i64::MAX, an epoch above
     /// i32::MAX) or the attributes name an unknown codec.
     pub fn new(config: BatchConfig) -> Result<Self, RecordError> {
-        let base_offset = i64::try_from(config.base_offset.0).map_err(|_| {
-            RecordError::BadConfig { what: "base offset", value: config.base_offset.0 }
-        })?;
+        let base_offset = i64::try_from(config.base_offset.0)
+            .map_err(|_| RecordError::BadConfig { what: "base offset", value: config.base_offset.0 })?;
         let partition_leader_epoch = match config.partition_leader_epoch {
             None => -1,
-            Some(epoch) => i32::try_from(epoch.0).map_err(|_| RecordError::BadConfig {
-                what: "partition leader epoch",
-                value: u64::from(epoch.0),
-            })?,
+            Some(epoch) => i32::try_from(epoch.0)
+                .map_err(|_| RecordError::BadConfig { what: "partition leader epoch", value: u64::from(epoch.0) })?,
         };
         let producer_id = match config.producer_id {
             None => -1,
-            Some(id) => i64::try_from(id.0)
-                .map_err(|_| RecordError::BadConfig { what: "producer id", value: id.0 })?,
+            Some(id) => i64::try_from(id.0).map_err(|_| RecordError::BadConfig { what: "producer id", value: id.0 })?,
         };
         if config.attributes.compression().is_none() {
             return Err(BatchError::BadCompression(config.attributes.0).into());
@@ -550,18 +536,15 @@ impl BatchBuilder {
     ) -> Result<Plan, RecordError> {
         // The new record's offset delta is the current count, and the count after it must
         // still fit the header's i32 record count.
-        let offset_delta = i32::try_from(self.count).ok().filter(|&delta| delta < i32::MAX).ok_or(
-            RecordError::TooLarge {
+        let offset_delta =
+            i32::try_from(self.count).ok().filter(|&delta| delta < i32::MAX).ok_or(RecordError::TooLarge {
                 what: "record count",
                 bytes: u64::from(self.count) + 1,
                 max: i32::MAX as u64,
-            },
-        )?;
+            })?;
         let timestamp_delta = match self.base_timestamp {
             None => 0,
-            Some(base) => timestamp
-                .checked_sub(base)
-                .ok_or(RecordError::TimestampOutOfRange { base, timestamp })?,
+            Some(base) => timestamp.checked_sub(base).ok_or(RecordError::TimestampOutOfRange { base, timestamp })?,
         };
         let body = record_body_bytes(timestamp_delta, offset_delta, key, value, headers)?;
         let body_len = i32::try_from(body).map_err(|_| RecordError::TooLarge {
@@ -572,11 +555,7 @@ impl BatchBuilder {
         let record_bytes = varint_len(body_len) as u64 + body;
         let batch_bytes = self.buf.len() as u64 + record_bytes;
         if batch_bytes > BATCH_BYTES_MAX as u64 {
-            return Err(RecordError::TooLarge {
-                what: "batch",
-                bytes: batch_bytes,
-                max: BATCH_BYTES_MAX as u64,
-            });
+            return Err(RecordError::TooLarge { what: "batch", bytes: batch_bytes, max: BATCH_BYTES_MAX as u64 });
         }
         // Bounded by BATCH_BYTES_MAX just above, so it fits a usize.
         Ok(Plan { timestamp_delta, offset_delta, body_len, record_bytes: record_bytes as usize })
@@ -623,11 +602,7 @@ impl BatchBuilder {
             return Err(RecordError::EmptyBatch);
         };
         if buf.len() > BATCH_BYTES_MAX {
-            return Err(RecordError::TooLarge {
-                what: "batch",
-                bytes: buf.len() as u64,
-                max: BATCH_BYTES_MAX as u64,
-            });
+            return Err(RecordError::TooLarge { what: "batch", bytes: buf.len() as u64, max: BATCH_BYTES_MAX as u64 });
         }
         // Both fit an i32: the batch is at most BATCH_BYTES_MAX (256 MiB) and plan()
         // kept the count below i32::MAX.
@@ -669,18 +644,10 @@ impl BatchBuilder {
     /// after the caller compressed `records_bytes()` with `compression`. Count and
     /// timestamps come from the pushed records. An error if no record was pushed or the
     /// batch would pass `BATCH_BYTES_MAX`.
-    pub fn finish_compressed(
-        self,
-        records: &[u8],
-        compression: Compression,
-    ) -> Result<Vec<u8>, RecordError> {
+    pub fn finish_compressed(self, records: &[u8], compression: Compression) -> Result<Vec<u8>, RecordError> {
         let total = HEADER_BYTES as u64 + records.len() as u64;
         if total > BATCH_BYTES_MAX as u64 {
-            return Err(RecordError::TooLarge {
-                what: "batch",
-                bytes: total,
-                max: BATCH_BYTES_MAX as u64,
-            });
+            return Err(RecordError::TooLarge { what: "batch", bytes: total, max: BATCH_BYTES_MAX as u64 });
         }
         let mut buf = Vec::with_capacity(HEADER_BYTES + records.len());
         buf.resize(HEADER_BYTES, 0);
@@ -758,17 +725,11 @@ impl<'a> Cursor<'a> {
         match usize::try_from(value) {
             Ok(len) => Ok(Some(len)),
             Err(_) if value == -1 && nullable => Ok(None),
-            Err(_) => {
-                Err(RecordError::NegativeLength { index: self.index, position, field, value })
-            }
+            Err(_) => Err(RecordError::NegativeLength { index: self.index, position, field, value }),
         }
     }
 
-    fn nullable_bytes(
-        &mut self,
-        length: Field,
-        field: Field,
-    ) -> Result<Option<&'a [u8]>, RecordError> {
+    fn nullable_bytes(&mut self, length: Field, field: Field) -> Result<Option<&'a [u8]>, RecordError> {
         match self.length(length, true)? {
             None => Ok(None),
             Some(len) => self.take(len, field).map(Some),
@@ -802,14 +763,14 @@ impl<'a> RecordIter<'a> {
     pub fn new(batch: CheckedBatch<'a>) -> Result<Self, RecordError> {
         // View rather than `batch.header()`: CheckedBatch's bytes field is public, so a
         // value built by hand might be short, and we refuse that instead of panicking.
-        let header = BatchHeader::view(batch.bytes)?;
+        let header = BatchHeader::view(batch.bytes())?;
         let attributes = header.attributes();
         match attributes.compression() {
             None => return Err(BatchError::BadCompression(attributes.0).into()),
             Some(Compression::None) => {}
             Some(codec) => return Err(RecordError::Compressed(codec)),
         }
-        Self::over_records(batch.bytes.get(HEADER_BYTES..).unwrap_or(&[]), header)
+        Self::over_records(batch.bytes().get(HEADER_BYTES..).unwrap_or(&[]), header)
     }
 
     /// Checks the batch at the start of `bytes` (`batch::check_batch`) and iterates its
@@ -878,13 +839,12 @@ impl<'a> RecordIter<'a> {
             let key_len = cursor.length(Field::HeaderKeyLength, false)?.unwrap_or_default();
             let key_position = cursor.position();
             let key_bytes = cursor.take(key_len, Field::HeaderKey)?;
-            let key =
-                std::str::from_utf8(key_bytes).map_err(|_| RecordError::HeaderKeyNotUtf8 {
-                    index,
-                    position: key_position,
-                    // header < header_count, which came from an i32.
-                    header: u32::try_from(header).unwrap_or(u32::MAX),
-                })?;
+            let key = std::str::from_utf8(key_bytes).map_err(|_| RecordError::HeaderKeyNotUtf8 {
+                index,
+                position: key_position,
+                // header < header_count, which came from an i32.
+                header: u32::try_from(header).unwrap_or(u32::MAX),
+            })?;
             let value = cursor.nullable_bytes(Field::HeaderValueLength, Field::HeaderValue)?;
             headers.push(RecordHeader { key, value });
         }
@@ -910,13 +870,11 @@ impl<'a> RecordIter<'a> {
         }
         let timestamp = match self.log_append_time {
             Some(append_time) => append_time,
-            None => self.base_timestamp.checked_add(timestamp_delta).ok_or(
-                RecordError::TimestampOverflow {
-                    index,
-                    base: self.base_timestamp,
-                    delta: timestamp_delta,
-                },
-            )?,
+            None => self.base_timestamp.checked_add(timestamp_delta).ok_or(RecordError::TimestampOverflow {
+                index,
+                base: self.base_timestamp,
+                delta: timestamp_delta,
+            })?,
         };
 
         self.position += prefix.at;
@@ -976,12 +934,7 @@ mod tests {
     /// A batch exercising the null/empty distinctions and repeated header keys.
     fn sample_records() -> Vec<Record> {
         vec![
-            Record {
-                timestamp: 1_000,
-                key: Some(b"k1".to_vec()),
-                value: Some(b"v1".to_vec()),
-                headers: vec![],
-            },
+            Record { timestamp: 1_000, key: Some(b"k1".to_vec()), value: Some(b"v1".to_vec()), headers: vec![] },
             Record { timestamp: 990, key: None, value: None, headers: vec![] },
             Record { timestamp: 1_500, key: Some(vec![]), value: Some(vec![]), headers: vec![] },
             Record {
@@ -1082,11 +1035,7 @@ mod tests {
             assert_eq!(view.offset, Offset(i as u64));
             assert_eq!(view.offset_delta, i as i32);
             assert_eq!(view.attributes, 0);
-            assert_eq!(
-                view.timestamp_delta,
-                record.timestamp - 1_000,
-                "delta from the first record"
-            );
+            assert_eq!(view.timestamp_delta, record.timestamp - 1_000, "delta from the first record");
             assert_eq!(&view.to_record(), record);
         }
         // Null and empty stay distinct.
@@ -1170,22 +1119,12 @@ mod tests {
     fn size_bytes_tracks_the_finished_length_and_size_bytes_with_predicts_it() {
         let mut builder = BatchBuilder::new(BatchConfig::default()).unwrap();
         for record in sample_records() {
-            let headers: Vec<RecordHeader<'_>> = record
-                .headers
-                .iter()
-                .map(|(k, v)| RecordHeader { key: k, value: v.as_deref() })
-                .collect();
+            let headers: Vec<RecordHeader<'_>> =
+                record.headers.iter().map(|(k, v)| RecordHeader { key: k, value: v.as_deref() }).collect();
             let predicted = builder
-                .size_bytes_with(
-                    record.key.as_deref(),
-                    record.value.as_deref(),
-                    &headers,
-                    record.timestamp,
-                )
+                .size_bytes_with(record.key.as_deref(), record.value.as_deref(), &headers, record.timestamp)
                 .unwrap();
-            builder
-                .push(record.key.as_deref(), record.value.as_deref(), &headers, record.timestamp)
-                .unwrap();
+            builder.push(record.key.as_deref(), record.value.as_deref(), &headers, record.timestamp).unwrap();
             assert_eq!(builder.size_bytes(), predicted);
         }
         assert_eq!(builder.record_count(), 4);
@@ -1196,10 +1135,7 @@ mod tests {
 
     #[test]
     fn log_append_time_batches_report_the_max_timestamp_for_every_record() {
-        let config = BatchConfig {
-            attributes: Attributes(Attributes::TIMESTAMP_TYPE_BIT),
-            ..BatchConfig::default()
-        };
+        let config = BatchConfig { attributes: Attributes(Attributes::TIMESTAMP_TYPE_BIT), ..BatchConfig::default() };
         let batch = build(config, &sample_records());
         let timestamps: Vec<i64> = read_all(&batch).iter().map(|r| r.timestamp).collect();
         assert_eq!(timestamps, [1_500; 4]);
@@ -1216,14 +1152,9 @@ mod tests {
         let batch = builder.finish_compressed(&plain, Compression::Gzip).unwrap();
         let checked = check_producer_batch(&batch).unwrap();
         assert_eq!(checked.header().attributes().compression(), Some(Compression::Gzip));
-        assert_eq!(
-            RecordIter::new(checked).err(),
-            Some(RecordError::Compressed(Compression::Gzip))
-        );
-        let records: Vec<Record> = RecordIter::over_records(&plain, checked.header())
-            .unwrap()
-            .map(|r| r.unwrap().to_record())
-            .collect();
+        assert_eq!(RecordIter::new(checked).err(), Some(RecordError::Compressed(Compression::Gzip)));
+        let records: Vec<Record> =
+            RecordIter::over_records(&plain, checked.header()).unwrap().map(|r| r.unwrap().to_record()).collect();
         assert_eq!(records, sample_records());
     }
 
@@ -1247,17 +1178,11 @@ mod tests {
             Some(RecordError::BadConfig { what: "base offset", .. })
         ));
         assert!(matches!(
-            refuse(BatchConfig {
-                producer_id: Some(ProducerId(1 << 63)),
-                ..BatchConfig::default()
-            }),
+            refuse(BatchConfig { producer_id: Some(ProducerId(1 << 63)), ..BatchConfig::default() }),
             Some(RecordError::BadConfig { what: "producer id", .. })
         ));
         assert!(matches!(
-            refuse(BatchConfig {
-                partition_leader_epoch: Some(LeaderEpoch(u32::MAX)),
-                ..BatchConfig::default()
-            }),
+            refuse(BatchConfig { partition_leader_epoch: Some(LeaderEpoch(u32::MAX)), ..BatchConfig::default() }),
             Some(RecordError::BadConfig { what: "partition leader epoch", .. })
         ));
         assert_eq!(
@@ -1269,10 +1194,8 @@ mod tests {
     #[test]
     fn extreme_timestamps_within_range_round_trip() {
         for (first, second) in [(i64::MIN, -1), (0, i64::MAX), (i64::MAX, 0), (-1, i64::MIN + 1)] {
-            let records = [
-                Record { timestamp: first, ..Record::default() },
-                Record { timestamp: second, ..Record::default() },
-            ];
+            let records =
+                [Record { timestamp: first, ..Record::default() }, Record { timestamp: second, ..Record::default() }];
             let batch = build(BatchConfig::default(), &records);
             let read: Vec<i64> = read_all(&batch).iter().map(|r| r.timestamp).collect();
             assert_eq!(read, [first, second]);
@@ -1297,15 +1220,10 @@ mod tests {
         // calloc'd and never touched: the limit is checked before anything is copied.
         let huge = vec![0u8; BATCH_BYTES_MAX];
         let mut builder = BatchBuilder::new(BatchConfig::default()).unwrap();
-        assert!(matches!(
-            builder.push(None, Some(&huge), &[], 0),
-            Err(RecordError::TooLarge { what: "batch", .. })
-        ));
+        assert!(matches!(builder.push(None, Some(&huge), &[], 0), Err(RecordError::TooLarge { what: "batch", .. })));
         assert!(builder.is_empty());
         assert!(matches!(
-            BatchBuilder::new(BatchConfig::default())
-                .unwrap()
-                .finish_compressed(&huge, Compression::Zstd),
+            BatchBuilder::new(BatchConfig::default()).unwrap().finish_compressed(&huge, Compression::Zstd),
             Err(RecordError::TooLarge { what: "batch", .. })
         ));
     }
@@ -1316,8 +1234,7 @@ mod tests {
         let header = BatchHeader::view(&batch).unwrap();
         let records = &batch[HEADER_BYTES..];
         for cut in 0..records.len() {
-            let results: Vec<_> =
-                RecordIter::over_records(&records[..cut], header).unwrap().collect();
+            let results: Vec<_> = RecordIter::over_records(&records[..cut], header).unwrap().collect();
             let last = results.last().expect("a truncated batch yields at least its error");
             assert!(last.is_err(), "cut at {cut} went unnoticed");
             assert!(results[..results.len() - 1].iter().all(Result::is_ok));
@@ -1341,20 +1258,14 @@ mod tests {
     #[test]
     fn a_batch_of_zero_records_reads_as_empty_and_refuses_trailing_bytes() {
         assert_eq!(errors_over(&[], 0, -1), []);
-        assert_eq!(
-            errors_over(&Raw::new(0).encode(), 0, -1),
-            [RecordError::TrailingBytes { count: 0, bytes: 9 }]
-        );
+        assert_eq!(errors_over(&Raw::new(0).encode(), 0, -1), [RecordError::TrailingBytes { count: 0, bytes: 9 }]);
     }
 
     #[test]
     fn record_counts_must_match_the_records_present() {
         let two = [Raw::new(0).encode(), Raw::new(1).encode()].concat();
         assert_eq!(errors_over(&two, 2, 1), []);
-        assert_eq!(
-            errors_over(&two, 3, 2),
-            [RecordError::MissingRecords { expected: 3, found: 2 }]
-        );
+        assert_eq!(errors_over(&two, 3, 2), [RecordError::MissingRecords { expected: 3, found: 2 }]);
         assert_eq!(errors_over(&two, 1, 1), [RecordError::TrailingBytes { count: 1, bytes: 9 }]);
         let head = build(BatchConfig::default(), &[Record::default()]);
         let mut head = head[..HEADER_BYTES].to_vec();
@@ -1386,10 +1297,7 @@ mod tests {
         short.length_adjust = -1;
         let mut bytes = short.encode();
         bytes.push(0); // keep the batch's byte total right; only the record lies
-        assert!(matches!(
-            errors_over(&bytes, 1, 0)[..],
-            [RecordError::BadVarint { field: Field::HeaderCount, .. }]
-        ));
+        assert!(matches!(errors_over(&bytes, 1, 0)[..], [RecordError::BadVarint { field: Field::HeaderCount, .. }]));
         // Length longer than the fields, with the spare bytes inside the record.
         let mut padded = Raw::new(0);
         padded.length_adjust = 2;
@@ -1402,11 +1310,7 @@ mod tests {
         // An over-long length varint.
         assert!(matches!(
             errors_over(&[0xff; 8], 1, 0)[..],
-            [RecordError::BadVarint {
-                field: Field::Length,
-                source: VarintError::TooLong { .. },
-                ..
-            }]
+            [RecordError::BadVarint { field: Field::Length, source: VarintError::TooLong { .. }, .. }]
         ));
     }
 
@@ -1472,20 +1376,13 @@ mod tests {
 
     #[test]
     fn offset_deltas_must_increase_within_the_last_offset_delta() {
-        let records = |deltas: &[i32]| {
-            deltas.iter().map(|&d| Raw::new(d).encode()).collect::<Vec<_>>().concat()
-        };
+        let records = |deltas: &[i32]| deltas.iter().map(|&d| Raw::new(d).encode()).collect::<Vec<_>>().concat();
         // Gaps, as compaction leaves them, are fine.
         assert_eq!(errors_over(&records(&[0, 3, 9]), 3, 9), []);
         assert_eq!(errors_over(&records(&[2, 5]), 2, 7), []);
-        for (deltas, last) in
-            [(&[0, 0][..], 1), (&[1, 0][..], 1), (&[-1, 0][..], 1), (&[0, 2][..], 1)]
-        {
+        for (deltas, last) in [(&[0, 0][..], 1), (&[1, 0][..], 1), (&[-1, 0][..], 1), (&[0, 2][..], 1)] {
             let errors = errors_over(&records(deltas), 2, last);
-            assert!(
-                matches!(errors[..], [RecordError::BadOffsetDelta { .. }]),
-                "{deltas:?}: {errors:?}"
-            );
+            assert!(matches!(errors[..], [RecordError::BadOffsetDelta { .. }]), "{deltas:?}: {errors:?}");
         }
     }
 
@@ -1494,17 +1391,12 @@ mod tests {
         let mut raw = Raw::new(0);
         raw.timestamp_delta = i64::MAX;
         // errors_over's header has base timestamp 0: make it overflow with a second record.
-        let mut head =
-            build(BatchConfig::default(), &[Record { timestamp: 10, ..Record::default() }]);
+        let mut head = build(BatchConfig::default(), &[Record { timestamp: 10, ..Record::default() }]);
         head.truncate(HEADER_BYTES);
         let header = BatchHeader::view(&head).unwrap();
         let bytes = raw.encode();
-        let errors: Vec<_> =
-            RecordIter::over_records(&bytes, header).unwrap().filter_map(Result::err).collect();
-        assert_eq!(
-            errors,
-            [RecordError::TimestampOverflow { index: 0, base: 10, delta: i64::MAX }]
-        );
+        let errors: Vec<_> = RecordIter::over_records(&bytes, header).unwrap().filter_map(Result::err).collect();
+        assert_eq!(errors, [RecordError::TimestampOverflow { index: 0, base: 10, delta: i64::MAX }]);
     }
 
     #[test]
@@ -1520,22 +1412,10 @@ mod tests {
     }
 
     #[test]
-    fn a_hand_made_short_checked_batch_is_refused_not_panicked_on() {
-        let bogus = CheckedBatch { bytes: &[0u8; 10] };
-        assert!(matches!(
-            RecordIter::new(bogus),
-            Err(RecordError::Batch(BatchError::Truncated { .. }))
-        ));
-    }
-
-    #[test]
     fn errors_name_the_record_and_field() {
         let mut raw = Raw::new(0);
         raw.key = (-2, vec![]);
         let message = errors_over(&raw.encode(), 1, 0)[0].to_string();
-        assert_eq!(
-            message,
-            "record 0 (records byte 4): key length is -2, which is not a valid length or count"
-        );
+        assert_eq!(message, "record 0 (records byte 4): key length is -2, which is not a valid length or count");
     }
 }

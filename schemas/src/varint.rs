@@ -158,8 +158,7 @@ fn read_unsigned(bytes: &[u8], max_bytes: usize, bits: u32) -> Result<(u64, usiz
 pub fn read_uvarint(bytes: &[u8]) -> Result<(u32, usize), VarintError> {
     let (value, used) = read_unsigned(bytes, VARINT_BYTES_MAX, 32)?;
     // read_unsigned refused every bit above 32, so this conversion cannot fail.
-    let value =
-        u32::try_from(value).map_err(|_| VarintError::Overflow { bits: 32, last_byte: 0 })?;
+    let value = u32::try_from(value).map_err(|_| VarintError::Overflow { bits: 32, last_byte: 0 })?;
     Ok((value, used))
 }
 
@@ -232,10 +231,7 @@ mod tests {
         assert_eq!(varint_bytes(-65), [0x81, 0x01]);
         assert_eq!(varint_bytes(i32::MAX), [0xfe, 0xff, 0xff, 0xff, 0x0f]);
         assert_eq!(varint_bytes(i32::MIN), [0xff, 0xff, 0xff, 0xff, 0x0f]);
-        assert_eq!(
-            varlong_bytes(i64::MIN),
-            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
-        );
+        assert_eq!(varlong_bytes(i64::MIN), [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
     }
 
     #[test]
@@ -300,10 +296,7 @@ mod tests {
             read_varint(&[0xff, 0xff, 0xff, 0xff, 0x80, 0x00]),
             Err(VarintError::TooLong { max_bytes: 5, bits: 32 })
         );
-        assert_eq!(
-            read_varlong(&[0x80; 11]),
-            Err(VarintError::TooLong { max_bytes: 10, bits: 64 })
-        );
+        assert_eq!(read_varlong(&[0x80; 11]), Err(VarintError::TooLong { max_bytes: 10, bits: 64 }));
     }
 
     #[test]

@@ -30,13 +30,12 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression as KCompression, Record as KRecord, RecordBatchDecoder, RecordBatchEncoder,
-    RecordEncodeOptions, TimestampType as KTimestampType,
+    Compression as KCompression, Record as KRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType as KTimestampType,
 };
 use proptest::prelude::*;
 use sluice_schemas::batch::{
-    check_batch, check_producer_batch, reseal_crc, Attributes, BatchError, BatchHeader, CRC_START,
-    HEADER_BYTES,
+    check_batch, check_producer_batch, reseal_crc, Attributes, BatchError, BatchHeader, CRC_START, HEADER_BYTES,
 };
 use sluice_schemas::records::{BatchBuilder, BatchConfig, Record, RecordIter};
 use sluice_schemas::{LeaderEpoch, Offset, ProducerId};
@@ -131,12 +130,8 @@ impl Input {
 
 fn encode_theirs(records: &[KRecord]) -> Vec<u8> {
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records,
-        &RecordEncodeOptions { version: 2, compression: KCompression::None },
-    )
-    .unwrap();
+    RecordBatchEncoder::encode(&mut buf, records, &RecordEncodeOptions { version: 2, compression: KCompression::None })
+        .unwrap();
     buf.to_vec()
 }
 
@@ -178,12 +173,8 @@ fn record(base_timestamp: i64) -> impl Strategy<Value = Record> {
 }
 
 fn input() -> impl Strategy<Value = Input> {
-    let timestamps = prop_oneof![
-        Just(-1i64),
-        Just(0i64),
-        1_600_000_000_000i64..1_800_000_000_000,
-        -(1i64 << 60)..(1i64 << 60)
-    ];
+    let timestamps =
+        prop_oneof![Just(-1i64), Just(0i64), 1_600_000_000_000i64..1_800_000_000_000, -(1i64 << 60)..(1i64 << 60)];
     let batch_fields = (
         prop_oneof![Just(0u64), 0u64..1 << 40, Just(i64::MAX as u64 - 1_000)],
         proptest::option::of(0u32..=i32::MAX as u32),
@@ -254,8 +245,15 @@ proptest! {
         // kafka-protocol cannot write LogAppendTime batches.
         input.log_append_time = false;
         let batch = encode_theirs(&input.theirs());
-        let checked = check_producer_batch(&batch).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(checked.bytes.len(), batch.len(), "exactly one batch");
+        // Control batches are valid batches, but only the node may write them.
+        let checked = if input.control {
+            prop_assert!(check_producer_batch(&batch).is_err());
+            check_batch(&batch)
+        } else {
+            check_producer_batch(&batch)
+        }
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(checked.bytes().len(), batch.len(), "exactly one batch");
         let header = checked.header();
         prop_assert_eq!(header.base_offset(), Offset(input.base_offset));
         prop_assert_eq!(header.record_count(), input.records.len() as i32);

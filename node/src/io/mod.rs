@@ -130,10 +130,7 @@ impl IoBytes {
     #[must_use]
     pub fn slice(&self, range: Range<usize>) -> IoBytes {
         assert!(range.start <= range.end && range.end <= self.len(), "slice {range:?} of {}", self.len());
-        IoBytes {
-            source: self.source.clone(),
-            range: self.range.start + range.start..self.range.start + range.end,
-        }
+        IoBytes { source: self.source.clone(), range: self.range.start + range.start..self.range.start + range.end }
     }
 
     /// Extends this view by `next` when `next` starts right where this one ends in the
@@ -222,24 +219,14 @@ pub struct File {
 impl File {
     /// Creates a new file (it must not exist) for reading and writing.
     pub async fn create_new(path: &Path) -> io::Result<File> {
-        let inner = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .dma_open(path)
-            .await
-            .map_err(glommio_error)?;
+        let inner =
+            OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await.map_err(glommio_error)?;
         Ok(File { inner, path: path.to_path_buf() })
     }
 
     /// Opens an existing file for reading, and for writing when `writable`.
     pub async fn open(path: &Path, writable: bool) -> io::Result<File> {
-        let inner = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .dma_open(path)
-            .await
-            .map_err(glommio_error)?;
+        let inner = OpenOptions::new().read(true).write(writable).dma_open(path).await.map_err(glommio_error)?;
         Ok(File { inner, path: path.to_path_buf() })
     }
 
@@ -253,11 +240,7 @@ impl File {
     pub async fn write_at(&self, buf: &SharedBuf, position: u64) -> io::Result<()> {
         assert!(position % IO_ALIGNMENT_BYTES == 0, "unaligned write position {position}");
         let len = buf.len();
-        let written = self
-            .inner
-            .write_rc_at(buf.inner.clone(), position)
-            .await
-            .map_err(glommio_error)?;
+        let written = self.inner.write_rc_at(buf.inner.clone(), position).await.map_err(glommio_error)?;
         if written != len {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -303,17 +286,9 @@ impl File {
 /// over `path`, and the directory is synced. Used for small metadata files (indexes,
 /// checkpoints), never on the record path.
 pub async fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     let _ = std::fs::remove_file(&tmp);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .dma_open(&tmp)
-        .await
-        .map_err(glommio_error)?;
+    let file = OpenOptions::new().write(true).create_new(true).dma_open(&tmp).await.map_err(glommio_error)?;
     let mut writer = DmaStreamWriterBuilder::new(file).build();
     {
         use futures_lite::AsyncWriteExt;
@@ -411,10 +386,7 @@ impl Clock {
     pub fn now_ms(&self) -> i64 {
         match self.fixed_ms.get() {
             Some(ms) => ms,
-            None => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            None => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
         }
     }
 }

@@ -51,7 +51,14 @@ impl BatchCache {
     }
 
     /// Adds the batches at `range` of `buf` (offsets `first..next` of `segment_base`).
-    pub fn insert(&mut self, segment_base: Offset, first_offset: Offset, next_offset: Offset, buf: SharedBuf, range: Range<usize>) {
+    pub fn insert(
+        &mut self,
+        segment_base: Offset,
+        first_offset: Offset,
+        next_offset: Offset,
+        buf: SharedBuf,
+        range: Range<usize>,
+    ) {
         if self.bytes_max == 0 || range.is_empty() {
             return;
         }

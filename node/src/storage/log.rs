@@ -36,8 +36,7 @@ use crate::storage::config::{FsyncPolicy, LogConfig};
 use crate::storage::error::StorageError;
 use crate::storage::index::SegmentIndex;
 use crate::storage::segment::{
-    parse_segment_name, segment_path, walk_batches, Segment, Step, WalkEnd, INDEX_SUFFIX, LOG_SUFFIX,
-    TIME_INDEX_SUFFIX,
+    parse_segment_name, segment_path, walk_batches, Segment, Step, WalkEnd, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
 
 /// The file that remembers a log start offset inside the first segment (after
@@ -321,7 +320,7 @@ impl State {
         let needed = self.tail.bytes.len() + len;
         // Size the buffer near the recent writes: big under load (fewer, larger writes),
         // small for a trickle (the cache keeps these buffers).
-        let capacity = (self.last_write_bytes * 2).clamp(64 << 10, config.write_buffer_bytes) as usize;
+        let capacity = (self.last_write_bytes * 2).max(64 << 10).min(config.write_buffer_bytes) as usize;
         let mut buf = AlignedBuf::with_capacity(capacity.max(needed));
         buf.as_mut_slice()[..self.tail.bytes.len()].copy_from_slice(&self.tail.bytes);
         let segment_base = self.active().base;
@@ -435,7 +434,9 @@ impl PartitionLog {
         };
         let log_end = active.next_offset;
         let log_start = checkpoint.unwrap_or(first_base).max(first_base).min(log_end);
-        let tail = read_tail_page(active.file.as_deref(), active.size_bytes).await.map_err(|e| StorageError::io("reading the last page of", segment_path(dir, active.base, LOG_SUFFIX), e))?;
+        let tail = read_tail_page(active.file.as_deref(), active.size_bytes)
+            .await
+            .map_err(|e| StorageError::io("reading the last page of", segment_path(dir, active.base, LOG_SUFFIX), e))?;
         report.segments = segments.len();
         report.log_start = log_start;
         report.log_end = log_end;
@@ -535,7 +536,7 @@ impl PartitionLog {
         while position < batches.len() {
             let batch = check_producer_batch(&batches[position..])
                 .map_err(|source| StorageError::InvalidBatch { position, source })?;
-            let len = batch.bytes.len();
+            let len = batch.bytes().len();
             if len as u64 > sh.config.batch_bytes_max {
                 return Err(StorageError::BatchTooLarge { bytes: len as u64, limit: sh.config.batch_bytes_max });
             }
@@ -690,7 +691,14 @@ impl PartitionLog {
             // `from` lies in a gap after this segment's last batch: go on to the next one.
             segment_index += 1;
         }
-        Ok(Fetched { chunks: Vec::new(), first_offset: from, next_offset: log_end, log_start, log_end, from_cache: false })
+        Ok(Fetched {
+            chunks: Vec::new(),
+            first_offset: from,
+            next_offset: log_end,
+            log_start,
+            log_end,
+            from_cache: false,
+        })
     }
 
     /// The file and byte range to walk in segment `i` to find `from`, or `None` past the
@@ -932,10 +940,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
             let what = format!("writing {} at byte {file_position} failed: {e}", file.path().display());
             let error = poison(sh, what);
             for w in waiters {
-                w.reply.send(Err(StorageError::Poisoned {
-                    dir: sh.dir.clone(),
-                    cause: error.to_string(),
-                }));
+                w.reply.send(Err(StorageError::Poisoned { dir: sh.dir.clone(), cause: error.to_string() }));
             }
             return;
         }
@@ -1138,6 +1143,14 @@ async fn truncate(sh: &Shared, to: Offset) -> Result<Offset, StorageError> {
     st.next_offset = end;
     st.visible_end = end;
     st.tail = tail;
+    if st.log_start > end {
+        // A log start inside the batch that was cut falls back to the new end, and the
+        // checkpoint with it (else a reopen would hide the next appends).
+        st.log_start = end;
+        drop(st);
+        write_log_start(&sh.dir, end).await?;
+        st = sh.state.borrow_mut();
+    }
     info!(dir = %sh.dir.display(), to = %to, log_end = %st.next_offset, "log truncated");
     Ok(st.next_offset)
 }
@@ -1367,4 +1380,3 @@ async fn is_zero_from(file: &File, from: u64, end: u64) -> bool {
         Err(_) => false,
     }
 }
-

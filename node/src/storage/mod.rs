@@ -17,4 +17,6 @@ pub mod segment;
 
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::StorageError;
-pub use log::{AppendInfo, Durability, FaultPoint, Fetched, LogStats, PartitionLog, RecoveryReport, SegmentInfo, Truncation};
+pub use log::{
+    AppendInfo, Durability, FaultPoint, Fetched, LogStats, PartitionLog, RecoveryReport, SegmentInfo, Truncation,
+};

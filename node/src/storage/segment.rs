@@ -93,9 +93,10 @@ pub async fn walk_batches(
     let mut want = WALK_WINDOW_BYTES;
     while position < end {
         let len = want.min(end - position);
-        let window = file.read_at(position, len as usize).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("reading {len} bytes at byte {position}: {e}"))
-        })?;
+        let window = file
+            .read_at(position, len as usize)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("reading {len} bytes at byte {position}: {e}")))?;
         if window.is_empty() {
             return Ok(WalkEnd { position, invalid: Some("unexpected end of file".into()) });
         }
@@ -135,9 +136,7 @@ pub async fn walk_batches(
             match visit(position + at as u64, header, &batch) {
                 Step::Continue => at += total,
                 Step::Stop => return Ok(WalkEnd { position: position + at as u64, invalid: None }),
-                Step::Invalid(reason) => {
-                    return Ok(WalkEnd { position: position + at as u64, invalid: Some(reason) })
-                }
+                Step::Invalid(reason) => return Ok(WalkEnd { position: position + at as u64, invalid: Some(reason) }),
             }
         }
         position += at as u64;
