@@ -13,6 +13,16 @@ fn small_config() -> LogConfig {
     LogConfig { segment_bytes: 8 * 1024, index_interval_bytes: 1024, ..LogConfig::default() }
 }
 
+/// A log in `path` with small segments holding `count` batches of 4 records (offsets
+/// 4i..4i+3, timestamps 1000i..1000i+3).
+async fn filled_log(path: &std::path::Path, count: u64) -> PartitionLog {
+    let (log, _) = PartitionLog::open(path, small_config()).await.unwrap();
+    for i in 0..count {
+        log.append(&batch(i, 4, 200, 1000 * i as i64)).await.unwrap();
+    }
+    log
+}
+
 /// The base offsets of the batches in `bytes`.
 fn bases(bytes: &[u8]) -> Vec<u64> {
     BatchWalker::new(bytes).map(|b| b.unwrap().1.base_offset().0).collect()
@@ -147,10 +157,7 @@ fn a_missing_or_damaged_index_is_rebuilt_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(async move {
-        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
-        for i in 0..30u64 {
-            log.append(&batch(i, 4, 200, 0)).await.unwrap();
-        }
+        let log = filled_log(&path, 30).await;
         let segments = log.segments();
         log.close().await.unwrap();
         std::fs::remove_file(path.join(format!("{:020}.index", segments[0].base.0))).unwrap();
@@ -171,10 +178,7 @@ fn flipped_bytes_in_a_closed_segment_give_a_corruption_error_naming_segment_and_
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(async move {
-        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
-        for i in 0..30u64 {
-            log.append(&batch(i, 4, 200, 0)).await.unwrap();
-        }
+        let log = filled_log(&path, 30).await;
         let first = log.segments()[0];
         log.close().await.unwrap();
         let seg = path.join(format!("{:020}.log", first.base.0));
@@ -233,10 +237,7 @@ fn truncate_to_cuts_whole_batches_and_appends_continue_from_there() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(async move {
-        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
-        for i in 0..30u64 {
-            log.append(&batch(i, 4, 200, 0)).await.unwrap();
-        }
+        let log = filled_log(&path, 30).await;
         // Offset 41 is inside the batch 40..43: that whole batch goes.
         assert_eq!(log.truncate_to(Offset(41)).await.unwrap(), Offset(40));
         assert_eq!(log.log_end_offset(), Offset(40));
@@ -258,10 +259,7 @@ fn advancing_the_log_start_deletes_whole_segments_and_is_remembered() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(async move {
-        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
-        for i in 0..30u64 {
-            log.append(&batch(i, 4, 200, 0)).await.unwrap();
-        }
+        let log = filled_log(&path, 30).await;
         let segments = log.segments();
         let target = segments[2].base.plus(1);
         assert_eq!(log.advance_log_start(target).await.unwrap(), 2);
@@ -281,11 +279,7 @@ fn offset_for_timestamp_finds_the_first_batch_at_or_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(async move {
-        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
-        for i in 0..30u64 {
-            // Batch i holds timestamps 1000*i .. 1000*i+3.
-            log.append(&batch(i, 4, 200, 1000 * i as i64)).await.unwrap();
-        }
+        let log = filled_log(&path, 30).await;
         assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some(Offset(0)));
         assert_eq!(log.offset_for_timestamp(5003).await.unwrap(), Some(Offset(20)));
         assert_eq!(log.offset_for_timestamp(5004).await.unwrap(), Some(Offset(24)));

@@ -681,18 +681,19 @@ impl<'a> Cursor<'a> {
     }
 
     fn varint(&mut self, field: Field) -> Result<i32, RecordError> {
-        let (value, used) = read_varint(self.rest()).map_err(|source| RecordError::BadVarint {
-            index: self.index,
-            position: self.position(),
-            field,
-            source,
-        })?;
-        self.at += used;
-        Ok(value)
+        self.decode(field, read_varint)
     }
 
     fn varlong(&mut self, field: Field) -> Result<i64, RecordError> {
-        let (value, used) = read_varlong(self.rest()).map_err(|source| RecordError::BadVarint {
+        self.decode(field, read_varlong)
+    }
+
+    fn decode<T>(
+        &mut self,
+        field: Field,
+        read: fn(&[u8]) -> Result<(T, usize), VarintError>,
+    ) -> Result<T, RecordError> {
+        let (value, used) = read(self.rest()).map_err(|source| RecordError::BadVarint {
             index: self.index,
             position: self.position(),
             field,
