@@ -671,6 +671,9 @@ struct Cursor<'a> {
     index: u32,
 }
 
+/// A varint decoder: the value and the bytes it used.
+type VarintReader<T> = fn(&[u8]) -> Result<(T, usize), VarintError>;
+
 impl<'a> Cursor<'a> {
     fn position(&self) -> usize {
         self.origin + self.at
@@ -691,7 +694,7 @@ impl<'a> Cursor<'a> {
     fn decode<T>(
         &mut self,
         field: Field,
-        read: fn(&[u8]) -> Result<(T, usize), VarintError>,
+        read: VarintReader<T>,
     ) -> Result<T, RecordError> {
         let (value, used) = read(self.rest()).map_err(|source| RecordError::BadVarint {
             index: self.index,
