@@ -1137,22 +1137,24 @@ async fn truncate(sh: &Shared, to: Offset) -> Result<Offset, StorageError> {
     let tail = read_tail_page(Some(&file), cut_position)
         .await
         .map_err(|e| StorageError::io("reading the last page of", file.path(), e))?;
-    let mut st = sh.state.borrow_mut();
-    st.active_mut().index = index;
-    let end = st.active().next_offset;
-    st.next_offset = end;
-    st.visible_end = end;
-    st.tail = tail;
-    if st.log_start > end {
-        // A log start inside the batch that was cut falls back to the new end, and the
-        // checkpoint with it (else a reopen would hide the next appends).
-        st.log_start = end;
-        drop(st);
+    let (end, start_fell_back) = {
+        let mut st = sh.state.borrow_mut();
+        st.active_mut().index = index;
+        let end = st.active().next_offset;
+        st.next_offset = end;
+        st.visible_end = end;
+        st.tail = tail;
+        // A log start inside the batch that was cut falls back to the new end.
+        let fell_back = st.log_start > end;
+        st.log_start = st.log_start.min(end);
+        (end, fell_back)
+    };
+    if start_fell_back {
+        // The checkpoint too, else a reopen would hide the next appends.
         write_log_start(&sh.dir, end).await?;
-        st = sh.state.borrow_mut();
     }
-    info!(dir = %sh.dir.display(), to = %to, log_end = %st.next_offset, "log truncated");
-    Ok(st.next_offset)
+    info!(dir = %sh.dir.display(), to = %to, log_end = %end, "log truncated");
+    Ok(end)
 }
 
 async fn advance_start(sh: &Shared, to: Offset) -> Result<usize, StorageError> {
