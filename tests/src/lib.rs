@@ -1,1 +1,161 @@
-//! tests
+//! Helpers shared by the crash tests and the child processes they start.
+//!
+//! The crash tests kill a writer process (`log-writer`) at random moments and then check
+//! the log it left behind. For that check to be exact, both sides must agree on what
+//! each batch was: `crash_batch(run, k)` regenerates the k-th batch of run `run` byte for
+//! byte, and `BatchId::of` reads `(run, k)` back from any stored batch (it is encoded in
+//! the batch's base timestamp, which the log never rewrites). `Ack` is the one line the
+//! writer prints for each acknowledged append.
+
+use sluice_schemas::batch::BatchHeader;
+use sluice_schemas::records::{BatchBuilder, BatchConfig};
+use sluice_schemas::Offset;
+
+/// The writer's concurrent appenders: each has at most one append in flight, so at most
+/// this many batches of a killed run can be on disk without an `ack` line for them.
+pub const WRITER_TASKS: u32 = 4;
+
+/// The most records in one generated batch.
+pub const RECORDS_PER_BATCH_MAX: u32 = 20;
+
+/// Which generated batch a stored batch is: the writer's run and the batch's sequence
+/// number within that run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId {
+    pub run: u32,
+    pub k: u32,
+}
+
+impl BatchId {
+    /// The first record's timestamp: `run` in the high 32 bits, `k` in the low ones, so
+    /// any stored batch says which generated batch it is.
+    #[must_use]
+    pub fn base_timestamp(self) -> i64 {
+        (i64::from(self.run) << 32) | i64::from(self.k)
+    }
+
+    /// Reads the id back from a stored batch's header; `None` if the base timestamp
+    /// could not have been written by `crash_batch`.
+    #[must_use]
+    pub fn of(header: &BatchHeader) -> Option<BatchId> {
+        let ts = header.base_timestamp.get();
+        if ts < 0 || ts >> 32 > i64::from(u32::MAX) {
+            return None;
+        }
+        Some(BatchId { run: (ts >> 32) as u32, k: (ts & 0xffff_ffff) as u32 })
+    }
+}
+
+impl std::fmt::Display for BatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(run {}, k {})", self.run, self.k)
+    }
+}
+
+/// splitmix64: a tiny, well-mixed deterministic generator step.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The k-th batch of run `run`, the same bytes every time it is asked for. Half the
+/// batches are tiny (records of up to 31 bytes), a third medium (64..512 bytes per
+/// record) and the rest large (1 to 4 records of 1..8 KiB), so that batches of very
+/// different sizes share writes, straddle pages and fill segments unevenly. Record
+/// counts range over 1..=20. The base offset (bytes 0..8) is 0; the log rewrites it.
+#[must_use]
+pub fn crash_batch(id: BatchId) -> Vec<u8> {
+    let mut state = id.base_timestamp() as u64 ^ 0x5eed_ba7c_0000_0000;
+    let h = splitmix64(&mut state);
+    let (count, value_min, value_span) = match h % 16 {
+        0..=7 => (1 + (h >> 8) % u64::from(RECORDS_PER_BATCH_MAX), 0, 32),
+        8..=12 => (1 + (h >> 8) % u64::from(RECORDS_PER_BATCH_MAX), 64, 448),
+        _ => (1 + (h >> 8) % 4, 1024, 7168),
+    };
+    let mut builder =
+        BatchBuilder::new(BatchConfig::default()).unwrap_or_else(|e| panic!("the default batch config is valid: {e}"));
+    let ts = id.base_timestamp();
+    for i in 0..count {
+        let key = format!("r{}-k{}-{i}", id.run, id.k);
+        let value_bytes = value_min + splitmix64(&mut state) % value_span;
+        let mut value = Vec::with_capacity(value_bytes as usize + 8);
+        while (value.len() as u64) < value_bytes {
+            value.extend_from_slice(&splitmix64(&mut state).to_le_bytes());
+        }
+        value.truncate(value_bytes as usize);
+        builder
+            .push(Some(key.as_bytes()), Some(&value), &[], ts + i as i64)
+            .unwrap_or_else(|e| panic!("record {i} of batch {id} fits a batch: {e}"));
+    }
+    builder.finish().unwrap_or_else(|e| panic!("batch {id} finishes: {e}"))
+}
+
+/// One acknowledged append, as the writer prints it: `ack RUN K BASE LAST`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub id: BatchId,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+}
+
+impl Ack {
+    /// The line the writer prints, newline included.
+    #[must_use]
+    pub fn line(&self) -> String {
+        format!("ack {} {} {} {}\n", self.id.run, self.id.k, self.base_offset.0, self.last_offset.0)
+    }
+
+    /// Parses one line (without its newline); `None` if it is not an ack line.
+    #[must_use]
+    pub fn parse(line: &str) -> Option<Ack> {
+        let mut words = line.split(' ');
+        if words.next()? != "ack" {
+            return None;
+        }
+        let run = words.next()?.parse().ok()?;
+        let k = words.next()?.parse().ok()?;
+        let base = words.next()?.parse().ok()?;
+        let last = words.next()?.parse().ok()?;
+        if words.next().is_some() {
+            return None;
+        }
+        Some(Ack { id: BatchId { run, k }, base_offset: Offset(base), last_offset: Offset(last) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use sluice_schemas::batch::check_producer_batch;
+
+    #[test]
+    fn generated_batches_are_valid_deterministic_and_carry_their_id() {
+        let mut sizes = Vec::new();
+        for k in 0..200 {
+            let id = BatchId { run: 7, k };
+            let a = crash_batch(id);
+            assert_eq!(a, crash_batch(id), "batch {id} regenerates identically");
+            let checked = check_producer_batch(&a).unwrap();
+            assert_eq!(BatchId::of(checked.header()), Some(id));
+            let count = checked.header().record_count();
+            assert!((1..=RECORDS_PER_BATCH_MAX as i32).contains(&count));
+            sizes.push(a.len());
+        }
+        assert_ne!(crash_batch(BatchId { run: 1, k: 3 }), crash_batch(BatchId { run: 2, k: 3 }));
+        assert!(sizes.iter().any(|&s| s < 300), "some batches are tiny: {sizes:?}");
+        assert!(sizes.iter().any(|&s| s > 4096), "some batches span pages: {sizes:?}");
+    }
+
+    #[test]
+    fn ack_lines_round_trip_and_partial_lines_are_refused() {
+        let ack = Ack { id: BatchId { run: 3, k: 41 }, base_offset: Offset(100), last_offset: Offset(119) };
+        let line = ack.line();
+        assert_eq!(Ack::parse(line.trim_end()), Some(ack));
+        assert_eq!(Ack::parse("ack 3 41 100"), None);
+        assert_eq!(Ack::parse("ready 0"), None);
+    }
+}
