@@ -336,3 +336,40 @@ fn the_tail_is_served_from_the_cache_and_older_data_from_disk() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn appends_that_arrive_together_share_writes_and_report_their_durability() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        for (fsync, durability) in [
+            (FsyncPolicy::Always, sluice_node::storage::Durability::Synced),
+            (FsyncPolicy::Never, sluice_node::storage::Durability::Written),
+        ] {
+            let sub = path.join(fsync.to_string());
+            let (log, _) = PartitionLog::open(&sub, LogConfig { fsync, ..LogConfig::default() }).await.unwrap();
+            let log = std::rc::Rc::new(log);
+            let tasks: Vec<_> = (0..32u64)
+                .map(|i| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move { log.append(&batch(i, 2, 100, 0)).await.unwrap() })
+                })
+                .collect();
+            let mut infos = Vec::new();
+            for t in tasks {
+                infos.push(t.await);
+            }
+            assert!(infos.iter().all(|i| i.durability == durability));
+            let mut bases: Vec<u64> = infos.iter().map(|i| i.base_offset.0).collect();
+            bases.sort_unstable();
+            assert_eq!(bases, (0..32).map(|i| 2 * i).collect::<Vec<_>>(), "distinct, contiguous offsets");
+            let stats = log.stats();
+            assert_eq!(stats.appends, 32);
+            assert!(stats.writes < 32, "concurrent appends share writes: {stats:?}");
+            if fsync == FsyncPolicy::Always {
+                assert_eq!(stats.fsyncs, stats.writes, "one fdatasync per write");
+            }
+            std::rc::Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+        }
+    });
+}
