@@ -180,6 +180,29 @@ fn glommio_error(e: glommio::GlommioError<()>) -> io::Error {
     }
 }
 
+/// Tunes the C allocator for the node's write buffers; call once at process start, before
+/// the shards start.
+///
+/// The log allocates an aligned buffer per write (up to `write_buffer_bytes`) and keeps
+/// written buffers as its cache. With glibc's defaults every buffer over 128 KiB is a
+/// fresh mmap, freed with munmap when the cache evicts it: at 1 MiB appends that cost a
+/// page fault per 4 KiB written and halved append throughput in `log-bench`. Raising the
+/// mmap and trim thresholds keeps the buffers in the heap, where freed ones are reused
+/// with their pages already mapped.
+pub fn tune_allocator() {
+    /// glibc caps the mmap threshold at 32 MiB on 64-bit systems.
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 32 << 20;
+    const TRIM_THRESHOLD_BYTES: libc::c_int = 256 << 20;
+    // SAFETY: mallopt only changes allocator parameters; it is called before the node's
+    // threads allocate concurrently. On a C library without these options it is a no-op
+    // returning 0, which we ignore: the setting is a speed-up, not a requirement.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
+    }
+}
+
 /// Makes glommio learn, before the first direct-I/O file on `dir`'s device is opened,
 /// whether that device supports polled I/O.
 ///
@@ -322,7 +345,9 @@ fn parent_of(path: &Path) -> &Path {
 
 /// Makes the directory's entries (created, renamed, removed files) durable.
 pub async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let d = glommio::io::Directory::open(dir).await.map_err(glommio_error)?;
+    // glommio opens directories relative to no directory fd, so the path must be absolute.
+    let dir = std::path::absolute(dir)?;
+    let d = glommio::io::Directory::open(&dir).await.map_err(glommio_error)?;
     d.sync().await.map_err(glommio_error)?;
     d.close().await.map_err(glommio_error)
 }

@@ -73,6 +73,7 @@ fn print_line(line: &str) {
 }
 
 fn main() {
+    sluice_node::io::tune_allocator();
     let args = parse_args();
     let config = LogConfig { fsync: args.fsync, segment_bytes: args.segment_bytes, ..LogConfig::default() };
     let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
