@@ -691,11 +691,7 @@ impl<'a> Cursor<'a> {
         self.decode(field, read_varlong)
     }
 
-    fn decode<T>(
-        &mut self,
-        field: Field,
-        read: VarintReader<T>,
-    ) -> Result<T, RecordError> {
+    fn decode<T>(&mut self, field: Field, read: VarintReader<T>) -> Result<T, RecordError> {
         let (value, used) = read(self.rest()).map_err(|source| RecordError::BadVarint {
             index: self.index,
             position: self.position(),
