@@ -1,0 +1,389 @@
+//! Topic metadata: names, partition counts and per-topic configs, their validation, and
+//! the file they persist in.
+//!
+//! Pure logic, no I/O: the node's metadata shard reads and writes the file through
+//! `crate::io` and hands copies of `Metadata` to every shard.
+//!
+//! Guarantees: every topic in a `Metadata` has a valid name, at least one partition and
+//! only known config keys with valid values; a topic's partition count only grows.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::storage::{FsyncPolicy, LogConfig};
+
+/// Longest topic name, as Kafka (its directory name must stay under 255 bytes).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Most partitions a topic may have on this node.
+pub const PARTITIONS_MAX: u32 = 10_000;
+
+/// Why a topic operation was refused. The node maps each to its wire error code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopicError {
+    InvalidName(String),
+    AlreadyExists(String),
+    Unknown(String),
+    InvalidPartitions(String),
+    InvalidReplicationFactor(String),
+    InvalidConfig(String),
+}
+
+impl fmt::Display for TopicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TopicError::InvalidName(m)
+            | TopicError::InvalidPartitions(m)
+            | TopicError::InvalidReplicationFactor(m)
+            | TopicError::InvalidConfig(m) => f.write_str(m),
+            TopicError::AlreadyExists(name) => write!(f, "topic {name:?} already exists"),
+            TopicError::Unknown(name) => write!(f, "topic {name:?} does not exist"),
+        }
+    }
+}
+
+/// Checks a topic name against Kafka's rules: 1 to 249 of `[a-zA-Z0-9._-]`, not `.`
+/// or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let bad = |why: &str| Err(TopicError::InvalidName(format!("topic name {name:?} {why}")));
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return bad(&format!("is longer than {TOPIC_NAME_BYTES_MAX} characters"));
+    }
+    if name == "." || name == ".." {
+        return bad("is reserved");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return bad("may only contain ASCII letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// One settable topic config key: its name, its check, and how it applies to a log.
+struct ConfigKey {
+    name: &'static str,
+    doc: &'static str,
+    check: fn(&str) -> Result<(), String>,
+    apply: fn(&str, &mut LogConfig),
+    default: fn(&LogConfig) -> String,
+}
+
+fn parse_range(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!("must be a whole number from {min} to {max}")),
+    }
+}
+
+/// The topic configs the node implements today. Keys for features that do not exist yet
+/// (retention, compaction, replication) are refused rather than silently ignored.
+const CONFIG_KEYS: &[ConfigKey] = &[
+    ConfigKey {
+        name: "segment.bytes",
+        doc: "roll to a new segment file past this size",
+        check: |v| parse_range(v, 4096, i32::MAX as u64).map(|_| ()),
+        apply: |v, c| c.segment_bytes = v.trim().parse().unwrap_or(c.segment_bytes),
+        default: |c| c.segment_bytes.to_string(),
+    },
+    ConfigKey {
+        name: "segment.ms",
+        doc: "roll to a new segment file when the active one is this old",
+        check: |v| parse_range(v, 1, i64::MAX as u64).map(|_| ()),
+        apply: |v, c| c.segment_ms = v.trim().parse().unwrap_or(c.segment_ms),
+        default: |c| c.segment_ms.to_string(),
+    },
+    ConfigKey {
+        name: "max.message.bytes",
+        doc: "the largest record batch accepted",
+        check: |v| parse_range(v, 61, crate::storage::config::BATCH_BYTES_LIMIT).map(|_| ()),
+        apply: |v, c| c.batch_bytes_max = v.trim().parse().unwrap_or(c.batch_bytes_max),
+        default: |c| c.batch_bytes_max.to_string(),
+    },
+    ConfigKey {
+        name: "index.interval.bytes",
+        doc: "bytes of batches between two sparse index entries",
+        check: |v| parse_range(v, 1, i32::MAX as u64).map(|_| ()),
+        apply: |v, c| c.index_interval_bytes = v.trim().parse().unwrap_or(c.index_interval_bytes),
+        default: |c| c.index_interval_bytes.to_string(),
+    },
+    ConfigKey {
+        name: "fsync.policy",
+        doc: "always, never or interval:N (milliseconds): when appends are fdatasync'd",
+        check: |v| v.parse::<FsyncPolicy>().map(|_| ()),
+        apply: |v, c| c.fsync = v.parse().unwrap_or(c.fsync),
+        default: |c| c.fsync.to_string(),
+    },
+];
+
+/// The config keys a topic accepts, with a line of documentation each.
+pub fn config_keys() -> impl Iterator<Item = (&'static str, &'static str)> {
+    CONFIG_KEYS.iter().map(|k| (k.name, k.doc))
+}
+
+/// Checks one key and value; the message names the key, the value and what is allowed.
+pub fn validate_config(key: &str, value: &str) -> Result<(), TopicError> {
+    let Some(k) = CONFIG_KEYS.iter().find(|k| k.name == key) else {
+        let known: Vec<&str> = CONFIG_KEYS.iter().map(|k| k.name).collect();
+        return Err(TopicError::InvalidConfig(format!(
+            "unknown topic config {key:?}; known keys: {}",
+            known.join(", ")
+        )));
+    };
+    (k.check)(value).map_err(|why| TopicError::InvalidConfig(format!("{key} = {value:?}: {why}")))
+}
+
+/// A topic as the node knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topic {
+    pub name: String,
+    pub partitions: u32,
+    /// Only the configs set on the topic; the rest come from the node's defaults.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl Topic {
+    /// The log settings of this topic's partitions: the node defaults with the topic's
+    /// own configs applied.
+    #[must_use]
+    pub fn log_config(&self, defaults: &LogConfig) -> LogConfig {
+        let mut config = defaults.clone();
+        for (key, value) in &self.configs {
+            if let Some(k) = CONFIG_KEYS.iter().find(|k| k.name == key) {
+                (k.apply)(value, &mut config);
+            }
+        }
+        config
+    }
+
+    /// Every config with its effective value, and whether it is the node default.
+    #[must_use]
+    pub fn effective_configs(&self, defaults: &LogConfig) -> Vec<(String, String, bool)> {
+        CONFIG_KEYS
+            .iter()
+            .map(|k| match self.configs.get(k.name) {
+                Some(v) => (k.name.to_string(), v.clone(), false),
+                None => (k.name.to_string(), (k.default)(defaults), true),
+            })
+            .collect()
+    }
+}
+
+/// All topics of the node. Changes go through the methods, which keep the guarantees in
+/// the module documentation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metadata {
+    topics: BTreeMap<String, Topic>,
+}
+
+impl Metadata {
+    #[must_use]
+    pub fn topic(&self, name: &str) -> Option<&Topic> {
+        self.topics.get(name)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &Topic> {
+        self.topics.values()
+    }
+
+    /// Checks a new topic without adding it.
+    pub fn check_create(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        validate_topic_name(name)?;
+        if self.topics.contains_key(name) {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        if partitions == 0 || partitions > PARTITIONS_MAX {
+            return Err(TopicError::InvalidPartitions(format!(
+                "topic {name:?}: {partitions} partitions is out of range (1 to {PARTITIONS_MAX})"
+            )));
+        }
+        if replication_factor != 1 {
+            return Err(TopicError::InvalidReplicationFactor(format!(
+                "topic {name:?}: replication factor {replication_factor} is more than the 1 live node"
+            )));
+        }
+        for (key, value) in configs {
+            validate_config(key, value)?;
+        }
+        Ok(())
+    }
+
+    pub fn create(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<&Topic, TopicError> {
+        self.check_create(name, partitions, replication_factor, &configs)?;
+        let topic = Topic { name: name.to_string(), partitions, configs };
+        Ok(self.topics.entry(name.to_string()).or_insert(topic))
+    }
+
+    pub fn delete(&mut self, name: &str) -> Result<Topic, TopicError> {
+        self.topics.remove(name).ok_or_else(|| TopicError::Unknown(name.to_string()))
+    }
+
+    /// Checks growing a topic to `count` partitions without doing it.
+    pub fn check_partitions(&self, name: &str, count: u32) -> Result<(), TopicError> {
+        let topic = self.topics.get(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        if count < topic.partitions {
+            return Err(TopicError::InvalidPartitions(format!(
+                "topic {name:?} has {} partitions; partitions can only be added, never removed \
+                 (removing one would lose its records and remap keys)",
+                topic.partitions
+            )));
+        }
+        if count == topic.partitions {
+            return Err(TopicError::InvalidPartitions(format!(
+                "topic {name:?} already has {count} partitions"
+            )));
+        }
+        if count > PARTITIONS_MAX {
+            return Err(TopicError::InvalidPartitions(format!(
+                "topic {name:?}: {count} partitions is more than the limit of {PARTITIONS_MAX}"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn set_partitions(&mut self, name: &str, count: u32) -> Result<&Topic, TopicError> {
+        self.check_partitions(name, count)?;
+        let topic = self.topics.get_mut(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        topic.partitions = count;
+        Ok(topic)
+    }
+
+    /// Checks an incremental config change without applying it.
+    pub fn check_alter(&self, name: &str, set: &[(String, String)], delete: &[String]) -> Result<(), TopicError> {
+        if !self.topics.contains_key(name) {
+            return Err(TopicError::Unknown(name.to_string()));
+        }
+        for (key, value) in set {
+            validate_config(key, value)?;
+        }
+        for key in delete {
+            if !CONFIG_KEYS.iter().any(|k| k.name == key) {
+                return Err(TopicError::InvalidConfig(format!("unknown topic config {key:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn alter(&mut self, name: &str, set: &[(String, String)], delete: &[String]) -> Result<&Topic, TopicError> {
+        self.check_alter(name, set, delete)?;
+        let topic = self.topics.get_mut(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        for key in delete {
+            topic.configs.remove(key);
+        }
+        for (key, value) in set {
+            topic.configs.insert(key.clone(), value.clone());
+        }
+        Ok(topic)
+    }
+
+    /// The metadata file's contents (TOML).
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut topics = toml::Table::new();
+        for topic in self.topics.values() {
+            let mut t = toml::Table::new();
+            t.insert("partitions".into(), toml::Value::Integer(i64::from(topic.partitions)));
+            let configs: toml::Table =
+                topic.configs.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect();
+            t.insert("configs".into(), toml::Value::Table(configs));
+            topics.insert(topic.name.clone(), toml::Value::Table(t));
+        }
+        let mut root = toml::Table::new();
+        root.insert("topics".into(), toml::Value::Table(topics));
+        format!("# Sluice topic metadata. Written by the node; do not edit while it runs.\n{root}")
+    }
+
+    /// Reads the metadata file, checking every topic as `create` would.
+    pub fn decode(text: &str) -> Result<Metadata, String> {
+        let root: toml::Table = text.parse().map_err(|e| format!("not valid TOML: {e}"))?;
+        let mut metadata = Metadata::default();
+        let Some(topics) = root.get("topics") else { return Ok(metadata) };
+        let topics = topics.as_table().ok_or("`topics` is not a table")?;
+        for (name, t) in topics {
+            let t = t.as_table().ok_or_else(|| format!("topic {name:?} is not a table"))?;
+            let partitions = t
+                .get("partitions")
+                .and_then(toml::Value::as_integer)
+                .and_then(|p| u32::try_from(p).ok())
+                .ok_or_else(|| format!("topic {name:?} has no valid partition count"))?;
+            let mut configs = BTreeMap::new();
+            if let Some(c) = t.get("configs").and_then(toml::Value::as_table) {
+                for (k, v) in c {
+                    let v = v.as_str().ok_or_else(|| format!("topic {name:?} config {k:?} is not a string"))?;
+                    configs.insert(k.clone(), v.to_string());
+                }
+            }
+            metadata.create(name, partitions, 1, configs).map_err(|e| format!("topic {name:?}: {e}"))?;
+        }
+        Ok(metadata)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        for good in ["orders", "a.b_c-D9", &"x".repeat(249)] {
+            assert!(validate_topic_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "with space", "slash/no", &"x".repeat(250), "ünï"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn partitions_only_grow_and_the_error_says_why() {
+        let mut m = Metadata::default();
+        m.create("t", 3, 1, BTreeMap::new()).unwrap();
+        let e = m.set_partitions("t", 2).unwrap_err().to_string();
+        assert!(e.contains("can only be added, never removed"), "{e}");
+        assert!(m.set_partitions("t", 3).is_err());
+        assert_eq!(m.set_partitions("t", 5).unwrap().partitions, 5);
+        assert!(matches!(m.set_partitions("nope", 5), Err(TopicError::Unknown(_))));
+    }
+
+    #[test]
+    fn configs_are_checked_by_key_value_and_range() {
+        let mut m = Metadata::default();
+        let bad = BTreeMap::from([("segment.bytes".to_string(), "12".to_string())]);
+        let e = m.create("t", 1, 1, bad).unwrap_err().to_string();
+        assert!(e.contains("segment.bytes") && e.contains("\"12\"") && e.contains("4096"), "{e}");
+        let unknown = BTreeMap::from([("retention.mss".to_string(), "1".to_string())]);
+        assert!(m.create("t", 1, 1, unknown).unwrap_err().to_string().contains("unknown topic config"));
+        m.create("t", 1, 1, BTreeMap::from([("fsync.policy".into(), "never".into())])).unwrap();
+        let topic = m.alter("t", &[("segment.bytes".into(), "8192".into())], &["fsync.policy".into()]).unwrap();
+        let config = topic.log_config(&LogConfig::default());
+        assert_eq!(config.segment_bytes, 8192);
+        assert_eq!(config.fsync, LogConfig::default().fsync);
+        let effective = topic.effective_configs(&LogConfig::default());
+        assert!(effective.contains(&("segment.bytes".into(), "8192".into(), false)));
+        assert!(effective.iter().any(|(k, _, default)| k == "fsync.policy" && *default));
+        assert!(m.create("u", 1, 3, BTreeMap::new()).unwrap_err().to_string().contains("replication factor 3"));
+    }
+
+    #[test]
+    fn metadata_round_trips_through_its_file() {
+        let mut m = Metadata::default();
+        m.create("a", 3, 1, BTreeMap::from([("segment.ms".into(), "1000".into())])).unwrap();
+        m.create("b.c", 1, 1, BTreeMap::new()).unwrap();
+        let text = m.encode();
+        assert_eq!(Metadata::decode(&text).unwrap(), m);
+        assert!(Metadata::decode("topics = 3").is_err());
+        assert!(Metadata::decode("[topics.x]\npartitions = 0").is_err());
+    }
+}
