@@ -1,11 +1,21 @@
 //! The Sluice storage node.
 //!
+//! - `config`: the node's settings (flags, TOML file, defaults).
+//! - `errors`: how a request's parts fail, as the client is told.
+//! - `server`: the native protocol server (framing, one handler file per API group).
+//! - `metrics`: counters and latency histograms, rendered for Prometheus.
+//! - `shard`: the thread-per-core runtime (partition ownership, cross-shard calls).
 //! - `io`: the I/O seam, the only module that touches glommio and io_uring.
 //! - `storage`: the partition log (segments, indexes, cache, recovery).
 //! - `topics`: topic metadata, its validation and its file.
 //!
 //! The shards, the protocol servers and replication build on these.
 
+pub mod config;
+pub mod errors;
 pub mod io;
+pub mod metrics;
+pub mod server;
+pub mod shard;
 pub mod storage;
 pub mod topics;

@@ -241,9 +241,7 @@ impl Metadata {
             )));
         }
         if count == topic.partitions {
-            return Err(TopicError::InvalidPartitions(format!(
-                "topic {name:?} already has {count} partitions"
-            )));
+            return Err(TopicError::InvalidPartitions(format!("topic {name:?} already has {count} partitions")));
         }
         if count > PARTITIONS_MAX {
             return Err(TopicError::InvalidPartitions(format!(

@@ -5,6 +5,8 @@
 //! - `ids`: strong identifier types (offsets, epochs, partition and producer ids).
 //! - `records`: building and reading the varint-encoded records inside a batch.
 //! - `varint`: the zigzag varints the records are written with.
+//! - `wire`: the native protocol: flatbuffers envelopes generated from schemas/fbs/sluice.fbs
+//!   and the frames that carry them, verified before use.
 //!
 //! This crate depends on no crate of ours: the node and the client both build on it.
 
@@ -14,3 +16,4 @@ pub mod ids;
 pub use ids::{LeaderEpoch, Offset, PartitionId, ProducerId};
 pub mod records;
 pub mod varint;
+pub mod wire;

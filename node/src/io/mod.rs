@@ -11,9 +11,8 @@
 
 mod sync;
 
-pub use sync::{Oneshot, OneshotSender, WaitQueue};
+pub use sync::{first_of, join_all, LocalFuture, Oneshot, OneshotSender, WaitQueue};
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::ops::{Deref, Range};
@@ -383,10 +382,11 @@ pub async fn timeout<T>(timeout: Duration, future: impl Future<Output = T>) -> O
 }
 
 /// Milliseconds since the Unix epoch, the unit of record timestamps. This is the one
-/// wall-clock read of the storage layer; tests replace it through `Clock`.
+/// wall-clock read of the storage layer; tests replace it with a manual clock. It is
+/// `Send` so that configs holding it can cross to the shard threads.
 #[derive(Clone, Default)]
 pub struct Clock {
-    fixed_ms: Rc<Cell<Option<i64>>>,
+    fixed_ms: Option<std::sync::Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Clock {
@@ -399,18 +399,20 @@ impl Clock {
     /// A clock that reads `ms` until `set` moves it (for tests of time-based rules).
     #[must_use]
     pub fn manual(ms: i64) -> Clock {
-        Clock { fixed_ms: Rc::new(Cell::new(Some(ms))) }
+        Clock { fixed_ms: Some(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(ms))) }
     }
 
-    /// Moves a manual clock.
+    /// Moves a manual clock (no effect on the system clock).
     pub fn set(&self, ms: i64) {
-        self.fixed_ms.set(Some(ms));
+        if let Some(fixed) = &self.fixed_ms {
+            fixed.store(ms, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     #[must_use]
     pub fn now_ms(&self) -> i64 {
-        match self.fixed_ms.get() {
-            Some(ms) => ms,
+        match &self.fixed_ms {
+            Some(ms) => ms.load(std::sync::atomic::Ordering::SeqCst),
             None => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
         }
     }

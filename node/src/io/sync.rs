@@ -129,6 +129,54 @@ impl Future for Wait<'_> {
     }
 }
 
+/// A boxed future of this shard, which may borrow from its caller.
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Runs `futures` concurrently on this task (they may borrow from the caller, unlike
+/// spawned tasks) and returns their outputs in order.
+pub async fn join_all<'a, T>(futures: Vec<LocalFuture<'a, T>>) -> Vec<T> {
+    let mut futures: Vec<Option<LocalFuture<'a, T>>> = futures.into_iter().map(Some).collect();
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// Resolves when the first of `futures` does (the others are dropped); at once when
+/// there are none.
+pub async fn first_of(mut futures: Vec<LocalFuture<'_, ()>>) {
+    if futures.is_empty() {
+        return;
+    }
+    std::future::poll_fn(|cx| {
+        for f in &mut futures {
+            if f.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -239,6 +239,8 @@ struct Shared {
     work: WaitQueue,
     /// Wakes appends waiting for buffer room or for an exclusive job to end.
     room: WaitQueue,
+    /// Wakes readers waiting for new data (long-polling fetches).
+    appended: WaitQueue,
     faults: FaultInjector,
 }
 
@@ -467,6 +469,7 @@ impl PartitionLog {
             state: RefCell::new(state),
             work: WaitQueue::new(),
             room: WaitQueue::new(),
+            appended: WaitQueue::new(),
             faults: FaultInjector::default(),
         });
         io::spawn_detached(flusher(shared.clone()));
@@ -487,6 +490,21 @@ impl PartitionLog {
     #[must_use]
     pub fn log_start_offset(&self) -> Offset {
         self.shared.state.borrow().log_start
+    }
+
+    /// Resolves once records at or after `offset` are readable, or the log stops taking
+    /// writes (closed or poisoned). Callers bound the wait with a timeout.
+    pub async fn wait_for_data(&self, offset: Offset) {
+        loop {
+            let wait = self.shared.appended.wait();
+            {
+                let st = self.shared.state.borrow();
+                if st.visible_end > offset || st.closed || st.dropped || st.poisoned.is_some() {
+                    return;
+                }
+            }
+            wait.await;
+        }
     }
 
     /// The offset after the last acknowledged (written) record.
@@ -866,6 +884,7 @@ async fn flusher(sh: Rc<Shared>) {
     st.fail_everything(&sh.dir);
     drop(st);
     sh.room.notify_all();
+    sh.appended.notify_all();
     debug!(dir = %sh.dir.display(), "flusher stopped");
 }
 
@@ -876,6 +895,7 @@ fn poison(sh: &Shared, what: String) -> StorageError {
     st.fail_everything(&sh.dir);
     drop(st);
     sh.room.notify_all();
+    sh.appended.notify_all();
     StorageError::Poisoned { dir: sh.dir.clone(), cause: what }
 }
 
@@ -976,6 +996,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
         w.reply.send(Ok(AppendInfo { base_offset: w.base_offset, last_offset: w.last_offset, durability }));
     }
     sh.room.notify_all();
+    sh.appended.notify_all();
 }
 
 fn active_file(sh: &Shared) -> Option<Rc<File>> {

@@ -1,0 +1,253 @@
+//! The node's settings: command-line flags over an optional TOML file over defaults.
+//!
+//! Every limit has a name, a unit and a checked range; a bad flag or file gets an error
+//! naming the key, the value and what is allowed. With no flags at all the node is a
+//! single node on 127.0.0.1:9292 with its data in ./sluice-data.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::storage::{FsyncPolicy, LogConfig};
+
+/// The port the native protocol listens on by default.
+pub const DEFAULT_PORT: u16 = 9292;
+/// Shards at most (one per core; more only multiply idle executors).
+pub const SHARDS_MAX: usize = 256;
+
+pub const USAGE: &str = "\
+sluice-node: the Sluice storage node
+
+usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--shards N]
+                   [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
+                   [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N]
+                   [--request-memory-bytes N]
+
+  --config FILE             TOML file with the same keys (e.g. `data-dir = \"/var/lib/sluice\"`,
+                            `[topic-defaults]` with topic config keys); flags win over it
+  --data-dir DIR            where logs and metadata live (default ./sluice-data)
+  --listen HOST:PORT        native protocol listener (default 127.0.0.1:9292)
+  --shards N                executors, one pinned per core (default: the number of cores)
+  --node-id N               this node's id (default 0)
+  --metrics-listen HOST:PORT  Prometheus text endpoint at /metrics (default: off)
+  --fsync POLICY            default topic fsync policy: always, never or interval:N ms
+                            (default always; every policy survives kill -9 of the node)
+  --segment-bytes N         default topic segment size (default 1073741824)
+  --max-frame-bytes N       largest request frame; bigger ones are refused before they are
+                            read (default 104857600)
+  --max-in-flight N         requests in flight per connection (default 64)
+  --request-memory-bytes N  memory for request bodies per shard (default 268435456)
+  -h, --help                this text
+
+Logs go to stderr; RUST_LOG sets the filter (default info). SIGTERM or SIGINT shut the
+node down cleanly (writes finished, files synced and closed).";
+
+/// Everything `sluice-node` runs with.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: u32,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub metrics_listen: Option<SocketAddr>,
+    /// Frames larger than this are refused before their body is read.
+    pub frame_bytes_max: u32,
+    /// Requests read from one connection whose responses are not yet written.
+    pub in_flight_per_connection_max: usize,
+    /// Bytes of request bodies held at once by one shard.
+    pub request_memory_bytes_max: u64,
+    /// Log settings of topics that do not set their own.
+    pub topic_defaults: LogConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: 0,
+            data_dir: PathBuf::from("sluice-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()).min(SHARDS_MAX),
+            metrics_listen: None,
+            frame_bytes_max: 100 << 20,
+            in_flight_per_connection_max: 64,
+            request_memory_bytes_max: 256 << 20,
+            topic_defaults: LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() },
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<NodeConfig>),
+    Help,
+}
+
+fn number<T: TryFrom<u64>>(key: &str, value: &str, min: u64, max: u64) -> Result<T, String> {
+    let parsed = value.trim().parse::<u64>().ok().filter(|v| (min..=max).contains(v));
+    parsed
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| format!("{key} = {value:?}: must be a whole number from {min} to {max}"))
+}
+
+fn address(key: &str, value: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    value
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("{key} = {value:?}: not a HOST:PORT address"))
+}
+
+impl NodeConfig {
+    /// Applies one setting by its name (the flag without `--`, or the TOML key).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "data-dir" => self.data_dir = PathBuf::from(value),
+            "listen" => self.listen = address(key, value)?,
+            "shards" => self.shards = number(key, value, 1, SHARDS_MAX as u64)?,
+            "node-id" => self.node_id = number(key, value, 0, i32::MAX as u64)?,
+            "metrics-listen" => self.metrics_listen = Some(address(key, value)?),
+            "fsync" => {
+                self.topic_defaults.fsync = value.parse().map_err(|e| format!("{key} = {value:?}: {e}"))?;
+            }
+            "segment-bytes" => {
+                self.topic_defaults.segment_bytes = number(
+                    key,
+                    value,
+                    crate::storage::config::SEGMENT_BYTES_MIN,
+                    crate::storage::config::SEGMENT_BYTES_MAX,
+                )?;
+            }
+            "max-frame-bytes" => self.frame_bytes_max = number(key, value, 1024, 1 << 30)?,
+            "max-in-flight" => self.in_flight_per_connection_max = number(key, value, 1, 4096)?,
+            "request-memory-bytes" => self.request_memory_bytes_max = number(key, value, 1 << 20, 1 << 40)?,
+            _ => return Err(format!("unknown setting {key:?} (see --help)")),
+        }
+        Ok(())
+    }
+
+    /// Reads a TOML config file: top-level keys as the flags, and a `[topic-defaults]`
+    /// table of topic config keys (`segment.bytes`, `fsync.policy`, ...).
+    pub fn load_file(&mut self, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        let table: toml::Table = text.parse().map_err(|e| format!("config file {}: {e}", path.display()))?;
+        for (key, value) in &table {
+            if key == "topic-defaults" {
+                let defaults = value
+                    .as_table()
+                    .ok_or_else(|| format!("config file {}: topic-defaults must be a table", path.display()))?;
+                let topic = crate::topics::Topic {
+                    name: String::new(),
+                    partitions: 1,
+                    configs: defaults
+                        .iter()
+                        .map(|(k, v)| {
+                            let v = match v {
+                                toml::Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            crate::topics::validate_config(k, &v)
+                                .map(|()| (k.clone(), v))
+                                .map_err(|e| format!("config file {}: [topic-defaults] {e}", path.display()))
+                        })
+                        .collect::<Result<_, _>>()?,
+                };
+                self.topic_defaults = topic.log_config(&self.topic_defaults);
+                continue;
+            }
+            let value = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                other => {
+                    return Err(format!(
+                        "config file {}: {key} = {other}: expected a string or a number",
+                        path.display()
+                    ))
+                }
+            };
+            self.set(key, &value).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Parses the command line (without the program name): `--config` first, then every
+    /// other flag over it.
+    pub fn from_args(args: &[String]) -> Result<Command, String> {
+        let mut config = NodeConfig::default();
+        let mut pairs = Vec::new();
+        let mut i = 0;
+        while i < args.len() {
+            let arg = &args[i];
+            if arg == "-h" || arg == "--help" {
+                return Ok(Command::Help);
+            }
+            let Some(flag) = arg.strip_prefix("--") else {
+                return Err(format!("unexpected argument {arg:?} (see --help)"));
+            };
+            let (key, value) = match flag.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => {
+                    let value = args.get(i + 1).ok_or_else(|| format!("--{flag} needs a value"))?;
+                    i += 1;
+                    (flag.to_string(), value.clone())
+                }
+            };
+            pairs.push((key, value));
+            i += 1;
+        }
+        if let Some((_, file)) = pairs.iter().find(|(k, _)| k == "config") {
+            config.load_file(Path::new(file))?;
+        }
+        for (key, value) in pairs.iter().filter(|(k, _)| k != "config") {
+            config.set(key, value).map_err(|e| format!("--{e}"))?;
+        }
+        config.topic_defaults.validate()?;
+        if config.request_memory_bytes_max < u64::from(config.frame_bytes_max) {
+            return Err(format!(
+                "request-memory-bytes = {} must be at least max-frame-bytes = {} (else a largest frame could never be read)",
+                config.request_memory_bytes_max, config.frame_bytes_max
+            ));
+        }
+        Ok(Command::Run(Box::new(config)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn no_flags_give_a_local_single_node() {
+        let Command::Run(c) = NodeConfig::from_args(&[]).unwrap() else { panic!("help") };
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9292");
+        assert_eq!(c.data_dir, PathBuf::from("sluice-data"));
+        assert!(c.shards >= 1);
+        assert_eq!(c.topic_defaults.fsync, FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn flags_override_the_file_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "shards = 3\nlisten = \"127.0.0.1:7000\"\n[topic-defaults]\n\"segment.bytes\" = 65536\n")
+            .unwrap();
+        let cmd = NodeConfig::from_args(&args(&format!("--config {} --shards 2 --fsync never", file.display())));
+        let Command::Run(c) = cmd.unwrap() else { panic!("help") };
+        assert_eq!(c.shards, 2);
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.topic_defaults.segment_bytes, 65536);
+        assert_eq!(c.topic_defaults.fsync, FsyncPolicy::Never);
+        let e = NodeConfig::from_args(&args("--shards 0")).unwrap_err();
+        assert!(e.contains("shards") && e.contains("\"0\"") && e.contains("1 to 256"), "{e}");
+        let e = NodeConfig::from_args(&args("--fsync sometimes")).unwrap_err();
+        assert!(e.contains("sometimes"), "{e}");
+        assert!(NodeConfig::from_args(&args("--bogus 1")).unwrap_err().contains("unknown setting"));
+        assert!(NodeConfig::from_args(&args("--listen nowhere")).unwrap_err().contains("HOST:PORT"));
+        assert!(matches!(NodeConfig::from_args(&args("--help")), Ok(Command::Help)));
+    }
+}

@@ -1,0 +1,86 @@
+//! How a partition's or topic's part of a request failed, as the client will be told.
+//!
+//! Shards and handlers speak `ErrorKind`; the protocol server maps it to the wire's
+//! error code (Kafka's numbers) in one place. Storage errors map here, in one place too.
+
+use std::fmt;
+
+use crate::storage::StorageError;
+use crate::topics::TopicError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    UnknownTopicOrPartition,
+    OffsetOutOfRange,
+    CorruptMessage,
+    MessageTooLarge,
+    InvalidRecord,
+    InvalidTopic,
+    TopicAlreadyExists,
+    InvalidPartitions,
+    InvalidReplicationFactor,
+    InvalidConfig,
+    InvalidRequest,
+    InvalidRequiredAcks,
+    RequestTimedOut,
+    /// The partition's log failed (poisoned by an I/O error, or corrupt on disk).
+    Storage,
+    /// A bug or an unexpected state; the message says which.
+    Unknown,
+}
+
+/// An error with the message for the person who sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl NodeError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> NodeError {
+        NodeError { kind, message: message.into() }
+    }
+
+    #[must_use]
+    pub fn unknown_partition(topic: &str, partition: u32) -> NodeError {
+        NodeError::new(ErrorKind::UnknownTopicOrPartition, format!("topic {topic:?} has no partition {partition}"))
+    }
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<TopicError> for NodeError {
+    fn from(e: TopicError) -> Self {
+        let kind = match e {
+            TopicError::InvalidName(_) => ErrorKind::InvalidTopic,
+            TopicError::AlreadyExists(_) => ErrorKind::TopicAlreadyExists,
+            TopicError::Unknown(_) => ErrorKind::UnknownTopicOrPartition,
+            TopicError::InvalidPartitions(_) => ErrorKind::InvalidPartitions,
+            TopicError::InvalidReplicationFactor(_) => ErrorKind::InvalidReplicationFactor,
+            TopicError::InvalidConfig(_) => ErrorKind::InvalidConfig,
+        };
+        NodeError::new(kind, e.to_string())
+    }
+}
+
+/// Maps a storage failure of `topic`/`partition` to what the client is told.
+#[must_use]
+pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError {
+    use sluice_schemas::batch::BatchError;
+    let kind = match e {
+        StorageError::InvalidBatch { source: BatchError::BadCrc { .. }, .. } => ErrorKind::CorruptMessage,
+        StorageError::InvalidBatch { .. } | StorageError::EmptyAppend => ErrorKind::InvalidRecord,
+        StorageError::BatchTooLarge { .. } => ErrorKind::MessageTooLarge,
+        StorageError::OffsetOutOfRange { .. } => ErrorKind::OffsetOutOfRange,
+        StorageError::Closed { .. } => ErrorKind::UnknownTopicOrPartition,
+        StorageError::Io { .. }
+        | StorageError::Poisoned { .. }
+        | StorageError::Corrupt { .. }
+        | StorageError::Config(_) => ErrorKind::Storage,
+    };
+    NodeError::new(kind, format!("{topic}-{partition}: {e}"))
+}

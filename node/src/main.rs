@@ -1,0 +1,199 @@
+//! `sluice-node`: the Sluice storage node.
+//!
+//! Starts one pinned glommio executor (shard) per core; every shard opens the
+//! partitions it owns, listens on the same address (SO_REUSEPORT) and serves the native
+//! protocol. SIGTERM or SIGINT stop it cleanly: each shard closes its logs (writes
+//! finished, synced, preallocation trimmed). After a kill -9 the next start recovers.
+
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use sluice_node::config::{Command, NodeConfig, USAGE};
+use sluice_node::server::{self, Server};
+use sluice_node::shard::{Shard, MESH_CHANNEL_CAPACITY};
+use tracing::{error, info};
+
+/// io_uring memory registered per shard: the log allocates its own buffers, so glommio's
+/// arena only serves reads and sockets.
+const SHARD_IO_MEMORY_BYTES: usize = 2 << 20;
+/// How often a shard checks whether the node is stopping.
+const STOP_POLL_MS: u64 = 50;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match NodeConfig::from_args(&args) {
+        Ok(Command::Run(config)) => *config,
+        Ok(Command::Help) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{USAGE}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("sluice-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    sluice_node::io::tune_allocator();
+    if let Err(e) = check_memlock(config.shards) {
+        error!("{e}");
+        eprintln!("sluice-node: {e}");
+        return ExitCode::from(2);
+    }
+    // Shards inherit this mask, so only the main thread receives SIGTERM/SIGINT.
+    let signals = block_stop_signals();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(Barrier::new(config.shards));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let mesh = MeshBuilder::full(config.shards, MESH_CHANNEL_CAPACITY);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    info!(listen = %config.listen, data_dir = %config.data_dir.display(), shards = config.shards, "starting");
+    let mut handles = Vec::new();
+    for i in 0..config.shards {
+        let placement = if config.shards <= cores { Placement::Fixed(i) } else { Placement::Unbound };
+        let (config, mesh, shard_stop, ready, finished) =
+            (config.clone(), mesh.clone(), stop.clone(), ready.clone(), finished.clone());
+        let builder = LocalExecutorBuilder::new(placement).name(&format!("shard-{i}")).io_memory(SHARD_IO_MEMORY_BYTES);
+        match builder.spawn(move || async move {
+            let result = run_shard(config, mesh, shard_stop.clone(), ready).await;
+            if result.is_err() {
+                // One shard failing stops the node: a partial node would refuse its partitions.
+                shard_stop.store(true, Ordering::SeqCst);
+            }
+            finished.fetch_add(1, Ordering::SeqCst);
+            result
+        }) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                eprintln!("sluice-node: starting shard {i}: {e}");
+                stop.store(true, Ordering::SeqCst);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    while !stop.load(Ordering::SeqCst) {
+        if wait_for_signal(&signals, Duration::from_millis(100)) {
+            info!("stop signal received; shutting down");
+            stop.store(true, Ordering::SeqCst);
+        }
+        if finished.load(Ordering::SeqCst) == handles.len() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut ok = true;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!("{e}");
+                eprintln!("sluice-node: {e}");
+                ok = false;
+            }
+            Err(e) => {
+                eprintln!("sluice-node: a shard failed: {e}");
+                ok = false;
+            }
+        }
+    }
+    info!("stopped");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn run_shard(
+    config: NodeConfig,
+    mesh: MeshBuilder<sluice_node::shard::ShardMsg, glommio::channels::channel_mesh::Full>,
+    stop: Arc<AtomicBool>,
+    ready: Arc<Barrier>,
+) -> Result<(), String> {
+    let listen = config.listen;
+    let metrics_listen = config.metrics_listen;
+    let shard = Shard::start(Rc::new(config), mesh).await?;
+    // Every shard has opened its partitions before any accepts a connection.
+    ready.wait();
+    let listener = server::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
+    let serving = glommio::spawn_local(Server::new(shard.clone()).serve(listener));
+    let metrics = match (shard.id.0, metrics_listen) {
+        (0, Some(address)) => {
+            let listener = server::bind(address).map_err(|e| format!("metrics listener on {address}: {e}"))?;
+            Some(glommio::spawn_local(sluice_node::server::serve_metrics(shard.clone(), listener)))
+        }
+        _ => None,
+    };
+    if shard.id.0 == 0 {
+        info!(listen = %listen, "sluice-node ready");
+    }
+    while !stop.load(Ordering::SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+    drop(serving);
+    drop(metrics);
+    shard.close_logs().await;
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+}
+
+/// glommio registers memory with io_uring: each shard needs its arena locked.
+fn check_memlock(shards: usize) -> Result<(), String> {
+    let needed = (shards * SHARD_IO_MEMORY_BYTES) as u64 + (512 << 10);
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write and read the struct we pass; no other memory.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) != 0 {
+            return Ok(());
+        }
+        if limit.rlim_cur >= needed || limit.rlim_cur == libc::RLIM_INFINITY {
+            return Ok(());
+        }
+        let raised =
+            libc::rlimit { rlim_cur: limit.rlim_max.min(needed.max(limit.rlim_cur)), rlim_max: limit.rlim_max };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) == 0 && raised.rlim_cur >= 512 << 10 {
+            return Ok(());
+        }
+    }
+    if limit.rlim_cur >= 512 << 10 {
+        return Ok(()); // enough to start; glommio falls back to unregistered buffers
+    }
+    Err(format!(
+        "locked memory limit (ulimit -l) is {} KiB; glommio needs at least 512 KiB (raise it: ulimit -l 65536)",
+        limit.rlim_cur / 1024
+    ))
+}
+
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: the sigset is initialised by sigemptyset before use; pthread_sigmask only
+    // changes this thread's mask (inherited by threads spawned after it).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits up to `timeout` for a blocked stop signal; true when one arrived.
+fn wait_for_signal(set: &libc::sigset_t, timeout: Duration) -> bool {
+    let ts =
+        libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    // SAFETY: `set` is a valid, initialised sigset; a null siginfo pointer is allowed.
+    unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) > 0 }
+}

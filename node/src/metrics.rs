@@ -1,0 +1,203 @@
+//! Metrics: per-shard counters and latency histograms, summed over shards into the
+//! Prometheus text format served at `/metrics` (`--metrics-listen`).
+//!
+//! Each shard records into its own `Metrics` (no sharing, no locks); a scrape asks every
+//! shard for a `Snapshot` over the mesh and renders their sum.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use sluice_schemas::wire::RequestBody;
+
+/// The APIs metrics are kept for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    ApiVersions,
+    Metadata,
+    CreateTopics,
+    DeleteTopics,
+    CreatePartitions,
+    DescribeConfigs,
+    AlterConfigs,
+    Produce,
+    Fetch,
+    ListOffsets,
+    Other,
+}
+
+const APIS: [(Api, &str); 11] = [
+    (Api::ApiVersions, "api_versions"),
+    (Api::Metadata, "metadata"),
+    (Api::CreateTopics, "create_topics"),
+    (Api::DeleteTopics, "delete_topics"),
+    (Api::CreatePartitions, "create_partitions"),
+    (Api::DescribeConfigs, "describe_configs"),
+    (Api::AlterConfigs, "alter_configs"),
+    (Api::Produce, "produce"),
+    (Api::Fetch, "fetch"),
+    (Api::ListOffsets, "list_offsets"),
+    (Api::Other, "other"),
+];
+
+impl Api {
+    #[must_use]
+    pub fn of(body: RequestBody) -> Api {
+        match body {
+            RequestBody::ApiVersionsRequest => Api::ApiVersions,
+            RequestBody::MetadataRequest => Api::Metadata,
+            RequestBody::CreateTopicsRequest => Api::CreateTopics,
+            RequestBody::DeleteTopicsRequest => Api::DeleteTopics,
+            RequestBody::CreatePartitionsRequest => Api::CreatePartitions,
+            RequestBody::DescribeConfigsRequest => Api::DescribeConfigs,
+            RequestBody::AlterConfigsRequest => Api::AlterConfigs,
+            RequestBody::ProduceRequest => Api::Produce,
+            RequestBody::FetchRequest => Api::Fetch,
+            RequestBody::ListOffsetsRequest => Api::ListOffsets,
+            _ => Api::Other,
+        }
+    }
+
+    fn index(self) -> usize {
+        APIS.iter().position(|(a, _)| *a == self).unwrap_or(APIS.len() - 1)
+    }
+}
+
+/// Bytes and records in and out of one topic.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TopicCounters {
+    pub bytes_in: u64,
+    pub records_in: u64,
+    pub bytes_out: u64,
+    pub records_out: u64,
+}
+
+/// One shard's metrics; also the snapshot a shard sends for a scrape (it is `Send`).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    requests: [u64; APIS.len()],
+    latency_us: Vec<Histogram<u64>>,
+    pub topics: BTreeMap<String, TopicCounters>,
+    /// Record bytes copied while serving fetches (a partition of another shard).
+    pub fetch_bytes_copied: u64,
+    /// Record bytes sent in fetch responses.
+    pub fetch_bytes_served: u64,
+    pub cross_shard_calls: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let histogram =
+            || Histogram::new_with_bounds(1, 60_000_000, 2).unwrap_or_else(|_| unreachable!("valid bounds"));
+        Metrics {
+            requests: [0; APIS.len()],
+            latency_us: (0..APIS.len()).map(|_| histogram()).collect(),
+            topics: BTreeMap::new(),
+            fetch_bytes_copied: 0,
+            fetch_bytes_served: 0,
+            cross_shard_calls: 0,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn record(&mut self, api: Api, elapsed: Duration) {
+        let i = api.index();
+        self.requests[i] += 1;
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).clamp(1, 60_000_000);
+        let _ = self.latency_us[i].record(us);
+    }
+
+    pub fn topic(&mut self, topic: &str) -> &mut TopicCounters {
+        if !self.topics.contains_key(topic) {
+            self.topics.insert(topic.to_string(), TopicCounters::default());
+        }
+        self.topics.entry(topic.to_string()).or_default()
+    }
+
+    /// Adds another shard's metrics into these.
+    pub fn merge(&mut self, other: &Metrics) {
+        for i in 0..APIS.len() {
+            self.requests[i] += other.requests[i];
+            let _ = self.latency_us[i].add(&other.latency_us[i]);
+        }
+        for (name, c) in &other.topics {
+            let t = self.topic(name);
+            t.bytes_in += c.bytes_in;
+            t.records_in += c.records_in;
+            t.bytes_out += c.bytes_out;
+            t.records_out += c.records_out;
+        }
+        self.fetch_bytes_copied += other.fetch_bytes_copied;
+        self.fetch_bytes_served += other.fetch_bytes_served;
+        self.cross_shard_calls += other.cross_shard_calls;
+    }
+
+    /// The Prometheus text exposition of these metrics.
+    #[must_use]
+    pub fn render(&self, shards: u16) -> String {
+        let mut out = String::new();
+        let _ =
+            writeln!(out, "# HELP sluice_shards Executors (one per core) of this node.\n# TYPE sluice_shards gauge");
+        let _ = writeln!(out, "sluice_shards {shards}");
+        let _ = writeln!(
+            out,
+            "# HELP sluice_requests_total Requests handled, by API.\n# TYPE sluice_requests_total counter"
+        );
+        for (i, (_, name)) in APIS.iter().enumerate() {
+            let _ = writeln!(out, "sluice_requests_total{{api=\"{name}\"}} {}", self.requests[i]);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_request_latency_us Time from a request's frame read to its response ready, in microseconds.\n# TYPE sluice_request_latency_us summary"
+        );
+        for (i, (_, name)) in APIS.iter().enumerate() {
+            let h = &self.latency_us[i];
+            if h.is_empty() {
+                continue;
+            }
+            for q in [0.5, 0.9, 0.99, 0.999] {
+                let _ = writeln!(
+                    out,
+                    "sluice_request_latency_us{{api=\"{name}\",quantile=\"{q}\"}} {}",
+                    h.value_at_quantile(q)
+                );
+            }
+            let _ = writeln!(out, "sluice_request_latency_us_max{{api=\"{name}\"}} {}", h.max());
+            let _ = writeln!(out, "sluice_request_latency_us_count{{api=\"{name}\"}} {}", h.len());
+        }
+        type Counter = (&'static str, &'static str, fn(&TopicCounters) -> u64);
+        let counters: [Counter; 4] = [
+            ("sluice_topic_bytes_in_total", "Record batch bytes appended, by topic.", |c| c.bytes_in),
+            ("sluice_topic_records_in_total", "Records appended, by topic.", |c| c.records_in),
+            ("sluice_topic_bytes_out_total", "Record batch bytes fetched, by topic.", |c| c.bytes_out),
+            ("sluice_topic_records_out_total", "Records fetched, by topic.", |c| c.records_out),
+        ];
+        for (metric, help, get) in counters {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            for (topic, c) in &self.topics {
+                let _ = writeln!(out, "{metric}{{topic=\"{topic}\"}} {}", get(c));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_fetch_bytes_copied_total Record bytes copied in memory while serving fetches (0 when each partition is fetched through its own shard).\n# TYPE sluice_fetch_bytes_copied_total counter"
+        );
+        let _ = writeln!(out, "sluice_fetch_bytes_copied_total {}", self.fetch_bytes_copied);
+        let _ = writeln!(out, "# HELP sluice_fetch_bytes_served_total Record bytes sent in fetch responses.\n# TYPE sluice_fetch_bytes_served_total counter");
+        let _ = writeln!(out, "sluice_fetch_bytes_served_total {}", self.fetch_bytes_served);
+        let _ = writeln!(out, "# HELP sluice_cross_shard_calls_total Requests forwarded to another shard.\n# TYPE sluice_cross_shard_calls_total counter");
+        let _ = writeln!(out, "sluice_cross_shard_calls_total {}", self.cross_shard_calls);
+        out
+    }
+}
+
+/// Counts the records in whole batches (header walk, no decoding).
+#[must_use]
+pub fn records_in(batches: &[u8]) -> u64 {
+    sluice_schemas::batch::BatchWalker::new(batches)
+        .map_while(Result::ok)
+        .map(|(_, h, _)| u64::try_from(h.record_count()).unwrap_or(0))
+        .sum()
+}

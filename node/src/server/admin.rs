@@ -1,0 +1,291 @@
+//! Handlers of the metadata and admin APIs: ApiVersions, Metadata, CreateTopics,
+//! DeleteTopics, CreatePartitions, DescribeConfigs, AlterConfigs.
+//!
+//! Reads of metadata are answered from this shard's copy; changes are forwarded to
+//! shard 0, which owns the metadata (see `crate::shard`).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use flatbuffers::FlatBufferBuilder;
+use sluice_schemas::wire::{self, ApiKey, ErrorCode, ResponseBody};
+
+use super::{error_code, respond, topic_results, ResponseFrame, Server};
+use crate::errors::{ErrorKind, NodeError};
+use crate::shard::{AdminRequest, ConfigChange, NewTopic};
+use crate::shard::{ShardId, ShardReply, ShardRequest};
+
+/// The APIs this node serves, each at version 0.
+const APIS: &[ApiKey] = &[
+    ApiKey::ApiVersions,
+    ApiKey::Metadata,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::CreatePartitions,
+    ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+];
+
+pub fn api_versions(correlation_id: u32) -> ResponseFrame {
+    let mut b = FlatBufferBuilder::new();
+    let ranges: Vec<_> = APIS
+        .iter()
+        .map(|&api| {
+            wire::ApiVersionRange::create(&mut b, &wire::ApiVersionRangeArgs { api, min_version: 0, max_version: 0 })
+        })
+        .collect();
+    let apis = b.create_vector(&ranges);
+    let version = b.create_string(env!("CARGO_PKG_VERSION"));
+    let body = wire::ApiVersionsResponse::create(
+        &mut b,
+        &wire::ApiVersionsResponseArgs { error: ErrorCode::None, apis: Some(apis), node_version: Some(version) },
+    );
+    respond(b, correlation_id, ResponseBody::ApiVersionsResponse, body.as_union_value(), Vec::new())
+}
+
+pub fn metadata(server: &Rc<Server>, correlation_id: u32, request: wire::MetadataRequest<'_>) -> ResponseFrame {
+    let shard = &server.shard;
+    let metadata = shard.metadata();
+    let node_id = shard.config.node_id;
+    let names: Vec<String> = match request.topics() {
+        Some(list) => list.iter().map(str::to_string).collect(),
+        None => metadata.topics().map(|t| t.name.clone()).collect(),
+    };
+    let mut b = FlatBufferBuilder::new();
+    let topics: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let name_offset = b.create_string(name);
+            match metadata.topic(name) {
+                Some(topic) => {
+                    let partitions: Vec<_> = (0..topic.partitions)
+                        .map(|p| {
+                            let replicas = b.create_vector(&[node_id]);
+                            let isr = b.create_vector(&[node_id]);
+                            wire::PartitionMetadata::create(
+                                &mut b,
+                                &wire::PartitionMetadataArgs {
+                                    partition: p,
+                                    error: ErrorCode::None,
+                                    leader: node_id as i32,
+                                    leader_epoch: 0,
+                                    replicas: Some(replicas),
+                                    isr: Some(isr),
+                                },
+                            )
+                        })
+                        .collect();
+                    let partitions = b.create_vector(&partitions);
+                    wire::TopicMetadata::create(
+                        &mut b,
+                        &wire::TopicMetadataArgs {
+                            name: Some(name_offset),
+                            error: ErrorCode::None,
+                            message: None,
+                            partitions: Some(partitions),
+                        },
+                    )
+                }
+                None => {
+                    let message = b.create_string(&format!("topic {name:?} does not exist"));
+                    wire::TopicMetadata::create(
+                        &mut b,
+                        &wire::TopicMetadataArgs {
+                            name: Some(name_offset),
+                            error: ErrorCode::UnknownTopicOrPartition,
+                            message: Some(message),
+                            partitions: None,
+                        },
+                    )
+                }
+            }
+        })
+        .collect();
+    let topics = b.create_vector(&topics);
+    let host = b.create_string(&shard.config.listen.ip().to_string());
+    let node = wire::NodeInfo::create(
+        &mut b,
+        &wire::NodeInfoArgs { node_id, host: Some(host), port: shard.config.listen.port() },
+    );
+    let nodes = b.create_vector(&[node]);
+    let body = wire::MetadataResponse::create(
+        &mut b,
+        &wire::MetadataResponseArgs { nodes: Some(nodes), controller_id: node_id as i32, topics: Some(topics) },
+    );
+    respond(b, correlation_id, ResponseBody::MetadataResponse, body.as_union_value(), Vec::new())
+}
+
+/// Runs an admin request on shard 0 and returns its per-topic results.
+async fn run_admin(server: &Rc<Server>, request: AdminRequest) -> Vec<(String, Result<(), NodeError>)> {
+    let names: Vec<String> = match &request {
+        AdminRequest::CreateTopics { topics, .. } => topics.iter().map(|t| t.name.clone()).collect(),
+        AdminRequest::DeleteTopics { names } => names.clone(),
+        AdminRequest::CreatePartitions { topics, .. } => topics.iter().map(|t| t.0.clone()).collect(),
+        AdminRequest::AlterConfigs { topics, .. } => topics.iter().map(|t| t.topic.clone()).collect(),
+    };
+    match server.shard.call(ShardId(0), ShardRequest::Admin(request)).await {
+        ShardReply::Admin(result) => result.results,
+        ShardReply::Failed(e) => names.into_iter().map(|n| (n, Err(e.clone()))).collect(),
+        other => {
+            let e = NodeError::new(ErrorKind::Unknown, format!("unexpected admin reply {other:?}"));
+            names.into_iter().map(|n| (n, Err(e.clone()))).collect()
+        }
+    }
+}
+
+fn results_frame(
+    correlation_id: u32,
+    results: &[(String, Result<(), NodeError>)],
+    kind: ResponseBody,
+) -> ResponseFrame {
+    let mut b = FlatBufferBuilder::new();
+    let results_offset = topic_results(&mut b, results);
+    let body = match kind {
+        ResponseBody::CreateTopicsResponse => wire::CreateTopicsResponse::create(
+            &mut b,
+            &wire::CreateTopicsResponseArgs { results: Some(results_offset) },
+        )
+        .as_union_value(),
+        ResponseBody::DeleteTopicsResponse => wire::DeleteTopicsResponse::create(
+            &mut b,
+            &wire::DeleteTopicsResponseArgs { results: Some(results_offset) },
+        )
+        .as_union_value(),
+        ResponseBody::CreatePartitionsResponse => wire::CreatePartitionsResponse::create(
+            &mut b,
+            &wire::CreatePartitionsResponseArgs { results: Some(results_offset) },
+        )
+        .as_union_value(),
+        _ => wire::AlterConfigsResponse::create(
+            &mut b,
+            &wire::AlterConfigsResponseArgs { results: Some(results_offset) },
+        )
+        .as_union_value(),
+    };
+    respond(b, correlation_id, kind, body, Vec::new())
+}
+
+fn configs_of<'a>(
+    entries: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<wire::ConfigEntry<'a>>>>,
+) -> Vec<(String, String)> {
+    entries
+        .map(|v| v.iter().map(|e| (e.key().unwrap_or("").to_string(), e.value().unwrap_or("").to_string())).collect())
+        .unwrap_or_default()
+}
+
+pub async fn create_topics(server: &Rc<Server>, cid: u32, request: wire::CreateTopicsRequest<'_>) -> ResponseFrame {
+    let topics = request
+        .topics()
+        .map(|v| {
+            v.iter()
+                .map(|t| NewTopic {
+                    name: t.name().unwrap_or("").to_string(),
+                    partitions: t.partitions(),
+                    replication_factor: t.replication_factor(),
+                    configs: configs_of(t.configs()).into_iter().collect::<BTreeMap<_, _>>(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let results =
+        run_admin(server, AdminRequest::CreateTopics { topics, validate_only: request.validate_only() }).await;
+    results_frame(cid, &results, ResponseBody::CreateTopicsResponse)
+}
+
+pub async fn delete_topics(server: &Rc<Server>, cid: u32, request: wire::DeleteTopicsRequest<'_>) -> ResponseFrame {
+    let names = request.names().map(|v| v.iter().map(str::to_string).collect()).unwrap_or_default();
+    let results = run_admin(server, AdminRequest::DeleteTopics { names }).await;
+    results_frame(cid, &results, ResponseBody::DeleteTopicsResponse)
+}
+
+pub async fn create_partitions(
+    server: &Rc<Server>,
+    cid: u32,
+    request: wire::CreatePartitionsRequest<'_>,
+) -> ResponseFrame {
+    let topics = request
+        .topics()
+        .map(|v| v.iter().map(|t| (t.topic().unwrap_or("").to_string(), t.count())).collect())
+        .unwrap_or_default();
+    let results =
+        run_admin(server, AdminRequest::CreatePartitions { topics, validate_only: request.validate_only() }).await;
+    results_frame(cid, &results, ResponseBody::CreatePartitionsResponse)
+}
+
+pub async fn alter_configs(server: &Rc<Server>, cid: u32, request: wire::AlterConfigsRequest<'_>) -> ResponseFrame {
+    let topics = request
+        .topics()
+        .map(|v| {
+            v.iter()
+                .map(|t| {
+                    let delete = t.delete().map(|d| d.iter().map(str::to_string).collect()).unwrap_or_default();
+                    ConfigChange { topic: t.name().unwrap_or("").to_string(), set: configs_of(t.set()), delete }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let results =
+        run_admin(server, AdminRequest::AlterConfigs { topics, validate_only: request.validate_only() }).await;
+    results_frame(cid, &results, ResponseBody::AlterConfigsResponse)
+}
+
+pub fn describe_configs(server: &Rc<Server>, cid: u32, request: wire::DescribeConfigsRequest<'_>) -> ResponseFrame {
+    let metadata = server.shard.metadata();
+    let defaults = &server.shard.config.topic_defaults;
+    let names: Vec<String> = match request.topics() {
+        Some(v) => v.iter().map(str::to_string).collect(),
+        None => metadata.topics().map(|t| t.name.clone()).collect(),
+    };
+    let mut b = FlatBufferBuilder::new();
+    let results: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let name_offset = b.create_string(name);
+            match metadata.topic(name) {
+                Some(topic) => {
+                    let entries: Vec<_> = topic
+                        .effective_configs(defaults)
+                        .iter()
+                        .map(|(k, v, is_default)| {
+                            let key = b.create_string(k);
+                            let value = b.create_string(v);
+                            wire::ConfigEntry::create(
+                                &mut b,
+                                &wire::ConfigEntryArgs { key: Some(key), value: Some(value), is_default: *is_default },
+                            )
+                        })
+                        .collect();
+                    let configs = b.create_vector(&entries);
+                    wire::TopicConfigs::create(
+                        &mut b,
+                        &wire::TopicConfigsArgs {
+                            name: Some(name_offset),
+                            error: ErrorCode::None,
+                            message: None,
+                            configs: Some(configs),
+                        },
+                    )
+                }
+                None => {
+                    let message = b.create_string(&format!("topic {name:?} does not exist"));
+                    wire::TopicConfigs::create(
+                        &mut b,
+                        &wire::TopicConfigsArgs {
+                            name: Some(name_offset),
+                            error: error_code(ErrorKind::UnknownTopicOrPartition),
+                            message: Some(message),
+                            configs: None,
+                        },
+                    )
+                }
+            }
+        })
+        .collect();
+    let results = b.create_vector(&results);
+    let body =
+        wire::DescribeConfigsResponse::create(&mut b, &wire::DescribeConfigsResponseArgs { results: Some(results) });
+    respond(b, cid, ResponseBody::DescribeConfigsResponse, body.as_union_value(), Vec::new())
+}

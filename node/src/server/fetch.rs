@@ -1,0 +1,244 @@
+//! The Fetch and ListOffsets handlers.
+//!
+//! Fetch reads every asked partition on the shard that owns it. Partitions this shard
+//! owns are served from the log's cache or disk buffers with no copy: the buffers
+//! themselves go to the socket. Partitions of other shards come back copied once (across
+//! threads), which the shard counts in `fetch_bytes_copied`. When the first pass has less
+//! than `min_bytes`, the handler waits up to `max_wait_ms` for any asked partition to get
+//! new data (long polling), then reads again.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use flatbuffers::FlatBufferBuilder;
+use sluice_schemas::wire::{self, ErrorCode, ResponseBody};
+use sluice_schemas::Offset;
+
+use super::{error_code, respond, Payload, ResponseFrame, Server};
+use crate::errors::{ErrorKind, NodeError};
+use crate::io::LocalFuture;
+use crate::shard::{ReadResult, ShardReply, ShardRequest};
+
+/// The longest a fetch may wait for data, whatever it asks.
+pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
+
+struct Wanted {
+    topic: String,
+    partition: u32,
+    offset: i64,
+    max_bytes: u32,
+}
+
+struct Got {
+    payload: Vec<Payload>,
+    bytes: u64,
+    high_watermark: u64,
+    log_start_offset: u64,
+}
+
+async fn read_one(server: &Rc<Server>, w: &Wanted) -> Result<Got, NodeError> {
+    let shard = &server.shard;
+    shard.check_partition(&w.topic, w.partition)?;
+    let offset = u64::try_from(w.offset)
+        .map_err(|_| NodeError::new(ErrorKind::OffsetOutOfRange, format!("fetch offset {} is negative", w.offset)))?;
+    let owner = shard.owner(&w.topic, w.partition);
+    if owner == shard.id {
+        let (chunks, summary) = shard.read_local(&w.topic, w.partition, offset, w.max_bytes).await?;
+        let bytes = chunks.iter().map(|c| c.len() as u64).sum();
+        return Ok(Got {
+            payload: chunks.into_iter().map(Payload::Shared).collect(),
+            bytes,
+            high_watermark: summary.high_watermark,
+            log_start_offset: summary.log_start_offset,
+        });
+    }
+    let request = ShardRequest::Read { topic: w.topic.clone(), partition: w.partition, offset, max_bytes: w.max_bytes };
+    match shard.call(owner, request).await {
+        ShardReply::Read(Ok(ReadResult { bytes, high_watermark, log_start_offset })) => Ok(Got {
+            bytes: bytes.len() as u64,
+            payload: if bytes.is_empty() { Vec::new() } else { vec![Payload::Owned(bytes)] },
+            high_watermark,
+            log_start_offset,
+        }),
+        ShardReply::Read(Err(e)) | ShardReply::Failed(e) => Err(e),
+        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
+    }
+}
+
+async fn read_all(server: &Rc<Server>, wanted: &[Wanted]) -> Vec<Result<Got, NodeError>> {
+    let reads: Vec<LocalFuture<'_, Result<Got, NodeError>>> =
+        wanted.iter().map(|w| Box::pin(read_one(server, w)) as LocalFuture<'_, _>).collect();
+    crate::io::join_all(reads).await
+}
+
+/// Resolves when any of the partitions has data at its fetch offset.
+async fn wait_for_any(server: &Rc<Server>, wanted: &[Wanted], max_wait_ms: u32) {
+    let shard = &server.shard;
+    let waits: Vec<LocalFuture<'_, ()>> = wanted
+        .iter()
+        .filter(|w| w.offset >= 0 && shard.check_partition(&w.topic, w.partition).is_ok())
+        .map(|w| {
+            let owner = shard.owner(&w.topic, w.partition);
+            let offset = w.offset as u64;
+            let fut: LocalFuture<'_, ()> = if owner == shard.id {
+                Box::pin(async move {
+                    if let Some(log) = shard.log(&w.topic, w.partition) {
+                        log.wait_for_data(Offset(offset)).await;
+                    }
+                })
+            } else {
+                let request = ShardRequest::WaitForData {
+                    topic: w.topic.clone(),
+                    partition: w.partition,
+                    offset,
+                    max_wait_ms: u64::from(max_wait_ms),
+                };
+                Box::pin(async move {
+                    let _ = shard.call(owner, request).await;
+                })
+            };
+            fut
+        })
+        .collect();
+    let _ = crate::io::timeout(Duration::from_millis(u64::from(max_wait_ms)), crate::io::first_of(waits)).await;
+}
+
+pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::FetchRequest<'_>) -> ResponseFrame {
+    let mut wanted = Vec::new();
+    let mut layout: Vec<(String, usize)> = Vec::new();
+    for topic in request.topics().iter().flatten() {
+        let name = topic.topic().unwrap_or("").to_string();
+        let before = wanted.len();
+        for p in topic.partitions().iter().flatten() {
+            wanted.push(Wanted {
+                topic: name.clone(),
+                partition: p.partition(),
+                offset: p.fetch_offset(),
+                max_bytes: p.max_bytes(),
+            });
+        }
+        layout.push((name, wanted.len() - before));
+    }
+    let min_bytes = u64::from(request.min_bytes());
+    let max_wait_ms = request.max_wait_ms().min(FETCH_WAIT_MS_MAX);
+    let mut results = read_all(server, &wanted).await;
+    let total: u64 = results.iter().flatten().map(|g| g.bytes).sum();
+    let any_error = results.iter().any(Result::is_err);
+    if total < min_bytes && max_wait_ms > 0 && !any_error {
+        wait_for_any(server, &wanted, max_wait_ms).await;
+        results = read_all(server, &wanted).await;
+    }
+    // The request's byte budget: partitions in order; the first with data always fits.
+    let mut budget = u64::from(request.max_bytes());
+    let mut payload: Vec<Payload> = Vec::new();
+    let mut position: u64 = 0;
+    let mut b = FlatBufferBuilder::new();
+    let mut results = results.into_iter();
+    let mut wanted_iter = wanted.iter();
+    let mut topic_offsets = Vec::new();
+    for (name, count) in &layout {
+        let mut partitions = Vec::with_capacity(*count);
+        for _ in 0..*count {
+            let (Some(w), Some(result)) = (wanted_iter.next(), results.next()) else { break };
+            let args = match result {
+                Ok(got) => {
+                    let fits = position == 0 || got.bytes <= budget;
+                    let (start, length) = if fits && got.bytes > 0 {
+                        let start = position;
+                        position += got.bytes;
+                        budget = budget.saturating_sub(got.bytes);
+                        payload.extend(got.payload);
+                        (start, got.bytes)
+                    } else {
+                        (position, 0)
+                    };
+                    wire::PartitionFetchResultArgs {
+                        partition: w.partition,
+                        error: ErrorCode::None,
+                        message: None,
+                        high_watermark: got.high_watermark as i64,
+                        log_start_offset: got.log_start_offset as i64,
+                        records: Some(&wire::Slice::new(start as u32, length as u32)),
+                    }
+                }
+                Err(e) => wire::PartitionFetchResultArgs {
+                    partition: w.partition,
+                    error: error_code(e.kind),
+                    message: Some(b.create_string(&e.message)),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    records: None,
+                },
+            };
+            partitions.push(wire::PartitionFetchResult::create(&mut b, &args));
+        }
+        let partitions = b.create_vector(&partitions);
+        let topic = b.create_string(name);
+        topic_offsets.push(wire::TopicFetchResult::create(
+            &mut b,
+            &wire::TopicFetchResultArgs { topic: Some(topic), partitions: Some(partitions) },
+        ));
+    }
+    let topics = b.create_vector(&topic_offsets);
+    let body = wire::FetchResponse::create(&mut b, &wire::FetchResponseArgs { topics: Some(topics) });
+    respond(b, correlation_id, ResponseBody::FetchResponse, body.as_union_value(), payload)
+}
+
+pub async fn list_offsets(
+    server: &Rc<Server>,
+    correlation_id: u32,
+    request: wire::ListOffsetsRequest<'_>,
+) -> ResponseFrame {
+    let shard = &server.shard;
+    let mut b = FlatBufferBuilder::new();
+    let mut topic_offsets = Vec::new();
+    for topic in request.topics().iter().flatten() {
+        let name = topic.topic().unwrap_or("").to_string();
+        let mut partitions = Vec::new();
+        for p in topic.partitions().iter().flatten() {
+            let (partition, timestamp) = (p.partition(), p.timestamp());
+            let result = match shard.check_partition(&name, partition) {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let owner = shard.owner(&name, partition);
+                    if owner == shard.id {
+                        shard.list_offset_local(&name, partition, timestamp).await
+                    } else {
+                        let request = ShardRequest::ListOffset { topic: name.clone(), partition, timestamp };
+                        match shard.call(owner, request).await {
+                            ShardReply::Offset(r) => r,
+                            ShardReply::Failed(e) => Err(e),
+                            other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
+                        }
+                    }
+                }
+            };
+            let args = match result {
+                Ok(offset) => wire::PartitionOffsetResultArgs {
+                    partition,
+                    error: ErrorCode::None,
+                    message: None,
+                    timestamp: -1,
+                    offset: offset.map_or(-1, |o| o as i64),
+                },
+                Err(e) => wire::PartitionOffsetResultArgs {
+                    partition,
+                    error: error_code(e.kind),
+                    message: Some(b.create_string(&e.message)),
+                    timestamp: -1,
+                    offset: -1,
+                },
+            };
+            partitions.push(wire::PartitionOffsetResult::create(&mut b, &args));
+        }
+        let partitions = b.create_vector(&partitions);
+        let topic_name = b.create_string(&name);
+        topic_offsets.push(wire::TopicListOffsetsResult::create(
+            &mut b,
+            &wire::TopicListOffsetsResultArgs { topic: Some(topic_name), partitions: Some(partitions) },
+        ));
+    }
+    let topics = b.create_vector(&topic_offsets);
+    let body = wire::ListOffsetsResponse::create(&mut b, &wire::ListOffsetsResponseArgs { topics: Some(topics) });
+    respond(b, correlation_id, ResponseBody::ListOffsetsResponse, body.as_union_value(), Vec::new())
+}

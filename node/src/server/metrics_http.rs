@@ -1,0 +1,67 @@
+//! The Prometheus endpoint: `GET /metrics` on `--metrics-listen`, served by shard 0,
+//! which sums every shard's metrics for each scrape.
+
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use tracing::warn;
+
+use crate::metrics::Metrics;
+use crate::shard::{Shard, ShardId, ShardReply, ShardRequest};
+
+/// The largest HTTP request head read from a scraper.
+const REQUEST_HEAD_BYTES_MAX: usize = 8192;
+
+/// Serves scrapes until the task is dropped.
+pub async fn serve_metrics(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let shard = shard.clone();
+                crate::io::spawn_detached(async move {
+                    if let Err(e) = scrape(&shard, stream).await {
+                        warn!("metrics request failed: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!("metrics accept failed: {e}");
+                crate::io::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn scrape(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() + n > REQUEST_HEAD_BYTES_MAX {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
+        ("200 OK", gather(shard).await.render(shard.shards))
+    } else {
+        ("404 Not Found", "only /metrics is served here\n".to_string())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.close().await
+}
+
+async fn gather(shard: &Rc<Shard>) -> Metrics {
+    let mut total = Metrics::default();
+    for s in 0..shard.shards {
+        if let ShardReply::Metrics(m) = shard.call(ShardId(s), ShardRequest::Metrics).await {
+            total.merge(&m);
+        }
+    }
+    total
+}

@@ -1,0 +1,316 @@
+//! The native protocol server of one shard: accepts connections, reads frames, runs each
+//! request's handler and writes the responses in request order.
+//!
+//! Every shard runs one (the listener has SO_REUSEPORT, so the kernel spreads
+//! connections). Per connection, a reader task reads frames and starts a handler task per
+//! request; a writer task writes the responses in the order the requests came, so
+//! requests are pipelined up to `max-in-flight` per connection.
+//!
+//! Guarantees: a frame larger than `max-frame-bytes` is refused from its 8-byte header,
+//! before its body is read; the bodies held by one shard never exceed
+//! `request-memory-bytes`; a malformed frame gets an `ErrorResponse` and its connection
+//! is closed, and nothing else (other connections, stored data) is affected. Record bytes
+//! in fetch responses go to the socket from the log's buffers as they are.
+
+mod admin;
+mod fetch;
+mod metrics_http;
+mod produce;
+
+pub use metrics_http::serve_metrics;
+
+use std::rc::Rc;
+
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Semaphore;
+use sluice_schemas::wire::{self, ErrorCode, FrameHeader, RequestBody, ResponseBody, FRAME_HEADER_BYTES};
+use tracing::{debug, info, warn};
+
+use crate::errors::{ErrorKind, NodeError};
+use crate::io::IoBytes;
+use crate::metrics::Api;
+use crate::shard::Shard;
+
+/// The wire error code of an error kind (Kafka's numbers).
+#[must_use]
+pub fn error_code(kind: ErrorKind) -> ErrorCode {
+    match kind {
+        ErrorKind::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+        ErrorKind::OffsetOutOfRange => ErrorCode::OffsetOutOfRange,
+        ErrorKind::CorruptMessage => ErrorCode::CorruptMessage,
+        ErrorKind::MessageTooLarge => ErrorCode::MessageTooLarge,
+        ErrorKind::InvalidRecord => ErrorCode::InvalidRecord,
+        ErrorKind::InvalidTopic => ErrorCode::InvalidTopic,
+        ErrorKind::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
+        ErrorKind::InvalidPartitions => ErrorCode::InvalidPartitions,
+        ErrorKind::InvalidReplicationFactor => ErrorCode::InvalidReplicationFactor,
+        ErrorKind::InvalidConfig => ErrorCode::InvalidConfig,
+        ErrorKind::InvalidRequest => ErrorCode::InvalidRequest,
+        ErrorKind::InvalidRequiredAcks => ErrorCode::InvalidRequiredAcks,
+        ErrorKind::RequestTimedOut => ErrorCode::RequestTimedOut,
+        ErrorKind::Storage => ErrorCode::KafkaStorageError,
+        ErrorKind::Unknown => ErrorCode::UnknownServerError,
+    }
+}
+
+/// Bytes that follow a response's envelope on the wire.
+pub enum Payload {
+    /// Straight from the log's cache or disk buffers (no copy).
+    Shared(IoBytes),
+    /// Copied once, when a partition of another shard served it.
+    Owned(Vec<u8>),
+}
+
+impl Payload {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Shared(b) => b,
+            Payload::Owned(v) => v,
+        }
+    }
+}
+
+/// A response ready to write: frame header and envelope, then the payload pieces.
+pub struct ResponseFrame {
+    head: Vec<u8>,
+    payload: Vec<Payload>,
+}
+
+/// What the handler of one request decided.
+pub struct Outcome {
+    /// `None` for acks=0 produce requests, which get no response.
+    pub response: Option<ResponseFrame>,
+    /// Close the connection after writing the response (malformed request).
+    pub close: bool,
+}
+
+/// Finishes a response envelope with its body and wraps it in a frame.
+pub fn respond(
+    mut builder: FlatBufferBuilder<'_>,
+    correlation_id: u32,
+    body_type: ResponseBody,
+    body: WIPOffset<UnionWIPOffset>,
+    payload: Vec<Payload>,
+) -> ResponseFrame {
+    let envelope = wire::finish_response(&mut builder, correlation_id, body_type, body);
+    let payload_bytes: usize = payload.iter().map(|p| p.bytes().len()).sum();
+    let mut head = Vec::with_capacity(FRAME_HEADER_BYTES + envelope.len());
+    head.extend_from_slice(&FrameHeader::encode(envelope.len(), payload_bytes));
+    head.extend_from_slice(envelope);
+    ResponseFrame { head, payload }
+}
+
+/// An `ErrorResponse` for a frame that could not be handled.
+#[must_use]
+pub fn error_frame(correlation_id: u32, code: ErrorCode, message: &str) -> ResponseFrame {
+    let mut b = FlatBufferBuilder::new();
+    let message = b.create_string(message);
+    let body = wire::ErrorResponse::create(&mut b, &wire::ErrorResponseArgs { error: code, message: Some(message) });
+    respond(b, correlation_id, ResponseBody::ErrorResponse, body.as_union_value(), Vec::new())
+}
+
+/// Shared by the connections of one shard.
+pub struct Server {
+    pub shard: Rc<Shard>,
+    memory: Rc<Semaphore>,
+}
+
+impl Server {
+    #[must_use]
+    pub fn new(shard: Rc<Shard>) -> Rc<Server> {
+        let memory = Rc::new(Semaphore::new(shard.config.request_memory_bytes_max));
+        Rc::new(Server { shard, memory })
+    }
+
+    /// Accepts connections until `stop` resolves.
+    pub async fn serve(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    let server = self.clone();
+                    crate::io::spawn_detached(async move {
+                        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                        debug!(%peer, shard = server.shard.id.0, "connection opened");
+                        server.connection(stream).await;
+                        debug!(%peer, "connection closed");
+                    });
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    crate::io::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    async fn connection(self: &Rc<Self>, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = futures_lite::io::split(stream);
+        let in_flight = self.shard.config.in_flight_per_connection_max;
+        let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Outcome>>(in_flight);
+        let writer_task = glommio::spawn_local(async move {
+            while let Some(handle) = rx.recv().await {
+                let Some(outcome) = handle.await else { break };
+                if let Some(response) = outcome.response {
+                    if write_response(&mut writer, &response).await.is_err() {
+                        break;
+                    }
+                }
+                if outcome.close {
+                    break;
+                }
+            }
+            let _ = writer.close().await;
+        });
+        loop {
+            let mut header = [0u8; FRAME_HEADER_BYTES];
+            if reader.read_exact(&mut header).await.is_err() {
+                break; // closed by the peer
+            }
+            let parsed = FrameHeader::parse(&header, self.shard.config.frame_bytes_max);
+            let header = match parsed {
+                Ok(h) => h,
+                Err(e) => {
+                    warn!("refusing a frame: {e}");
+                    let frame = error_frame(0, ErrorCode::InvalidRequest, &e.to_string());
+                    let _ = tx
+                        .send(
+                            glommio::spawn_local(async move { Outcome { response: Some(frame), close: true } })
+                                .detach(),
+                        )
+                        .await;
+                    break;
+                }
+            };
+            // The body's memory is reserved before it is read: a shard never holds more
+            // than request-memory-bytes of request bodies.
+            let Ok(permit) = self.memory.clone().acquire_static_permit(u64::from(header.frame_bytes)).await else {
+                break;
+            };
+            let mut body = vec![0u8; header.body_bytes() as usize];
+            if reader.read_exact(&mut body).await.is_err() {
+                break;
+            }
+            let server = self.clone();
+            let envelope_bytes = header.envelope_bytes as usize;
+            let task = glommio::spawn_local(async move {
+                let outcome = server.handle(&body, envelope_bytes).await;
+                drop(permit);
+                outcome
+            })
+            .detach();
+            if tx.send(task).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        writer_task.await;
+    }
+
+    /// Parses and runs one request (`body` is the frame after its header).
+    async fn handle(self: &Rc<Self>, body: &[u8], envelope_bytes: usize) -> Outcome {
+        let (envelope, payload) = body.split_at(envelope_bytes.min(body.len()));
+        let request = match wire::parse_request(envelope) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("malformed request: {e}");
+                let frame = error_frame(0, ErrorCode::InvalidRequest, &format!("malformed request: {e}"));
+                return Outcome { response: Some(frame), close: true };
+            }
+        };
+        let correlation_id = request.correlation_id();
+        let started = std::time::Instant::now();
+        let api = Api::of(request.body_type());
+        let outcome = self.dispatch(&request, payload).await;
+        self.shard.metrics.borrow_mut().record(api, started.elapsed());
+        match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome {
+                response: Some(error_frame(correlation_id, error_code(e.kind), &e.message)),
+                close: e.kind == ErrorKind::InvalidRequest,
+            },
+        }
+    }
+
+    async fn dispatch(self: &Rc<Self>, request: &wire::Request<'_>, payload: &[u8]) -> Result<Outcome, NodeError> {
+        let cid = request.correlation_id();
+        let some = |frame| Ok(Outcome { response: Some(frame), close: false });
+        let missing = || NodeError::new(ErrorKind::InvalidRequest, "request body is missing");
+        match request.body_type() {
+            RequestBody::ApiVersionsRequest => some(admin::api_versions(cid)),
+            RequestBody::MetadataRequest => {
+                some(admin::metadata(self, cid, request.body_as_metadata_request().ok_or_else(missing)?))
+            }
+            RequestBody::CreateTopicsRequest => some(
+                admin::create_topics(self, cid, request.body_as_create_topics_request().ok_or_else(missing)?).await,
+            ),
+            RequestBody::DeleteTopicsRequest => some(
+                admin::delete_topics(self, cid, request.body_as_delete_topics_request().ok_or_else(missing)?).await,
+            ),
+            RequestBody::CreatePartitionsRequest => some(
+                admin::create_partitions(self, cid, request.body_as_create_partitions_request().ok_or_else(missing)?)
+                    .await,
+            ),
+            RequestBody::DescribeConfigsRequest => some(admin::describe_configs(
+                self,
+                cid,
+                request.body_as_describe_configs_request().ok_or_else(missing)?,
+            )),
+            RequestBody::AlterConfigsRequest => some(
+                admin::alter_configs(self, cid, request.body_as_alter_configs_request().ok_or_else(missing)?).await,
+            ),
+            RequestBody::ProduceRequest => {
+                let body = request.body_as_produce_request().ok_or_else(missing)?;
+                let response = produce::produce(self, cid, body, payload).await?;
+                Ok(Outcome { response, close: false })
+            }
+            RequestBody::FetchRequest => {
+                some(fetch::fetch(self, cid, request.body_as_fetch_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::ListOffsetsRequest => {
+                some(fetch::list_offsets(self, cid, request.body_as_list_offsets_request().ok_or_else(missing)?).await)
+            }
+            other => Err(NodeError::new(ErrorKind::InvalidRequest, format!("unknown request type {}", other.0))),
+        }
+    }
+}
+
+async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut W,
+    response: &ResponseFrame,
+) -> std::io::Result<()> {
+    writer.write_all(&response.head).await?;
+    for piece in &response.payload {
+        writer.write_all(piece.bytes()).await?;
+    }
+    writer.flush().await
+}
+
+/// Binds the shard's listener (SO_REUSEPORT: every shard binds the same address).
+pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(address).map_err(|e| std::io::Error::other(e.to_string()))?;
+    info!(address = %address, "listening");
+    Ok(listener)
+}
+
+/// Builds the vector of per-topic results of the admin APIs.
+pub fn topic_results<'b>(
+    b: &mut FlatBufferBuilder<'b>,
+    results: &[(String, Result<(), NodeError>)],
+) -> WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<wire::TopicResult<'b>>>> {
+    let items: Vec<_> = results
+        .iter()
+        .map(|(name, r)| {
+            let name = b.create_string(name);
+            let (error, message) = match r {
+                Ok(()) => (ErrorCode::None, None),
+                Err(e) => (error_code(e.kind), Some(b.create_string(&e.message))),
+            };
+            wire::TopicResult::create(b, &wire::TopicResultArgs { name: Some(name), error, message })
+        })
+        .collect();
+    b.create_vector(&items)
+}

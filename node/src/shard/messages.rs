@@ -1,0 +1,176 @@
+//! The messages shards send each other, and the admin operations on topic metadata.
+//!
+//! Everything here is `Send`: it crosses executor threads through the channel mesh.
+//! Record bytes cross as owned vectors (one copy), which `ShardStats` counts.
+
+use std::collections::BTreeMap;
+
+use crate::errors::NodeError;
+use crate::topics::Metadata;
+
+/// What travels on the mesh.
+#[derive(Debug)]
+pub enum ShardMsg {
+    Request { id: u64, from: u16, request: ShardRequest },
+    Reply { id: u64, reply: ShardReply },
+}
+
+/// Work for the shard that owns what it names.
+#[derive(Debug)]
+pub enum ShardRequest {
+    Append {
+        topic: String,
+        partition: u32,
+        batches: Vec<u8>,
+    },
+    Read {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+    },
+    /// Resolves when the partition has data at `offset`, or after `max_wait_ms`.
+    WaitForData {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        max_wait_ms: u64,
+    },
+    ListOffset {
+        topic: String,
+        partition: u32,
+        timestamp: i64,
+    },
+    /// To shard 0 only.
+    Admin(AdminRequest),
+    /// From shard 0: the new metadata; open and remove partitions to match it.
+    ApplyMetadata(Metadata),
+    /// Close every log (shutdown).
+    Close,
+    /// This shard's metrics, for a scrape.
+    Metrics,
+}
+
+#[derive(Debug)]
+pub enum ShardReply {
+    Appended(Result<Appended, NodeError>),
+    Read(Result<ReadResult, NodeError>),
+    Offset(Result<Option<u64>, NodeError>),
+    Admin(AdminResult),
+    Metrics(Box<crate::metrics::Metrics>),
+    Done,
+    Failed(NodeError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    pub log_start_offset: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ReadResult {
+    /// Whole stored batches (empty at the log end).
+    pub bytes: Vec<u8>,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// A change of topic metadata, run on shard 0.
+#[derive(Clone, Debug)]
+pub enum AdminRequest {
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    /// Grow topics to a new partition count.
+    CreatePartitions {
+        topics: Vec<(String, u32)>,
+        validate_only: bool,
+    },
+    AlterConfigs {
+        topics: Vec<ConfigChange>,
+        validate_only: bool,
+    },
+}
+
+/// An incremental change of one topic's configs.
+#[derive(Clone, Debug)]
+pub struct ConfigChange {
+    pub topic: String,
+    pub set: Vec<(String, String)>,
+    /// Keys to return to the node's default.
+    pub delete: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u16,
+    pub configs: BTreeMap<String, String>,
+}
+
+impl AdminRequest {
+    #[must_use]
+    pub fn validate_only(&self) -> bool {
+        match self {
+            AdminRequest::CreateTopics { validate_only, .. }
+            | AdminRequest::CreatePartitions { validate_only, .. }
+            | AdminRequest::AlterConfigs { validate_only, .. } => *validate_only,
+            AdminRequest::DeleteTopics { .. } => false,
+        }
+    }
+}
+
+/// Per topic, in request order.
+#[derive(Clone, Debug, Default)]
+pub struct AdminResult {
+    pub results: Vec<(String, Result<(), NodeError>)>,
+}
+
+/// Applies (or, with validate_only, checks) an admin request to `metadata`.
+pub fn apply_admin(metadata: &mut Metadata, request: &AdminRequest) -> Vec<(String, Result<(), NodeError>)> {
+    let check = request.validate_only();
+    match request {
+        AdminRequest::CreateTopics { topics, .. } => topics
+            .iter()
+            .map(|t| {
+                let r = if check {
+                    metadata.check_create(&t.name, t.partitions, t.replication_factor, &t.configs)
+                } else {
+                    metadata.create(&t.name, t.partitions, t.replication_factor, t.configs.clone()).map(|_| ())
+                };
+                (t.name.clone(), r.map_err(NodeError::from))
+            })
+            .collect(),
+        AdminRequest::DeleteTopics { names } => {
+            names.iter().map(|n| (n.clone(), metadata.delete(n).map(|_| ()).map_err(NodeError::from))).collect()
+        }
+        AdminRequest::CreatePartitions { topics, .. } => topics
+            .iter()
+            .map(|(name, count)| {
+                let r = if check {
+                    metadata.check_partitions(name, *count)
+                } else {
+                    metadata.set_partitions(name, *count).map(|_| ())
+                };
+                (name.clone(), r.map_err(NodeError::from))
+            })
+            .collect(),
+        AdminRequest::AlterConfigs { topics, .. } => topics
+            .iter()
+            .map(|c| {
+                let r = if check {
+                    metadata.check_alter(&c.topic, &c.set, &c.delete)
+                } else {
+                    metadata.alter(&c.topic, &c.set, &c.delete).map(|_| ())
+                };
+                (c.topic.clone(), r.map_err(NodeError::from))
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,432 @@
+//! The thread-per-core runtime: one `Shard` per glommio executor.
+//!
+//! Each partition is owned by exactly one shard (`shard_for`), which alone opens and
+//! touches its log. Every shard accepts connections; work for a partition owned by
+//! another shard crosses over a bounded glommio channel mesh as a `ShardRequest`, and
+//! the answer comes back as a `ShardReply` (`Shard::call`). Shard 0 owns the topic
+//! metadata: admin requests are forwarded to it, it writes the metadata file and then
+//! tells every shard the new metadata, and each shard opens or removes the partitions
+//! it owns.
+//!
+//! Lives on: each `Shard` on its own executor thread; nothing here is `Send` except the
+//! messages.
+
+mod messages;
+
+pub use messages::{
+    AdminRequest, AdminResult, Appended, ConfigChange, NewTopic, ReadResult, ShardMsg, ShardReply, ShardRequest,
+};
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use sluice_schemas::Offset;
+use tracing::{info, warn};
+
+use crate::config::NodeConfig;
+use crate::errors::{from_storage, ErrorKind, NodeError};
+use crate::io::{self, Oneshot, OneshotSender};
+use crate::metrics::Metrics;
+use crate::storage::PartitionLog;
+use crate::topics::{Metadata, Topic};
+
+/// Messages waiting in each direction between two shards; a sender past it waits.
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+/// The metadata file in the data directory.
+pub const METADATA_FILE: &str = "metadata.toml";
+
+/// The index of a shard, from 0 to the shard count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u16);
+
+/// Which shard owns `topic`'s `partition`: a topic's partitions go round-robin over the
+/// shards from a start that depends on the topic's name (FNV-1a), so many small topics
+/// do not all start on shard 0.
+#[must_use]
+pub fn shard_for(topic: &str, partition: u32, shards: u16) -> ShardId {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    ShardId(((hash.wrapping_add(u64::from(partition))) % u64::from(shards.max(1))) as u16)
+}
+
+/// The directory of a partition's log.
+#[must_use]
+pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: u32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// Per-shard state.
+pub struct Shard {
+    pub id: ShardId,
+    pub shards: u16,
+    pub config: Rc<NodeConfig>,
+    metadata: RefCell<Rc<Metadata>>,
+    logs: RefCell<HashMap<(String, u32), Rc<PartitionLog>>>,
+    senders: Senders<messages::ShardMsg>,
+    pending: RefCell<HashMap<u64, OneshotSender<ShardReply>>>,
+    next_call: Cell<u64>,
+    /// Admin requests run one at a time (on shard 0).
+    admin_busy: glommio::sync::Semaphore,
+    pub metrics: RefCell<Metrics>,
+}
+
+impl Shard {
+    /// Joins the mesh, loads the metadata and opens the partitions this shard owns.
+    pub async fn start(
+        config: Rc<NodeConfig>,
+        mesh: glommio::channels::channel_mesh::MeshBuilder<messages::ShardMsg, glommio::channels::channel_mesh::Full>,
+    ) -> Result<Rc<Shard>, String> {
+        let (senders, receivers) = mesh.join().await.map_err(|e| format!("joining the shard mesh failed: {e}"))?;
+        let id = ShardId(senders.peer_id() as u16);
+        let shards = senders.nr_consumers() as u16;
+        let metadata = load_metadata(&config.data_dir).await?;
+        let shard = Rc::new(Shard {
+            id,
+            shards,
+            config,
+            metadata: RefCell::new(Rc::new(Metadata::default())),
+            logs: RefCell::new(HashMap::new()),
+            senders,
+            pending: RefCell::new(HashMap::new()),
+            next_call: Cell::new(0),
+            admin_busy: glommio::sync::Semaphore::new(1),
+            metrics: RefCell::new(Metrics::default()),
+        });
+        shard.apply_metadata(metadata).await;
+        spawn_receivers(&shard, receivers);
+        Ok(shard)
+    }
+
+    #[must_use]
+    pub fn metadata(&self) -> Rc<Metadata> {
+        self.metadata.borrow().clone()
+    }
+
+    #[must_use]
+    pub fn owner(&self, topic: &str, partition: u32) -> ShardId {
+        shard_for(topic, partition, self.shards)
+    }
+
+    /// The log of a partition this shard owns.
+    #[must_use]
+    pub fn log(&self, topic: &str, partition: u32) -> Option<Rc<PartitionLog>> {
+        self.logs.borrow().get(&(topic.to_string(), partition)).cloned()
+    }
+
+    /// Checks that the topic and partition exist in the metadata.
+    pub fn check_partition(&self, topic: &str, partition: u32) -> Result<(), NodeError> {
+        match self.metadata().topic(topic) {
+            Some(t) if partition < t.partitions => Ok(()),
+            Some(_) => Err(NodeError::unknown_partition(topic, partition)),
+            None => Err(NodeError::new(ErrorKind::UnknownTopicOrPartition, format!("topic {topic:?} does not exist"))),
+        }
+    }
+
+    /// Runs `request` on shard `to`: directly when it is this shard, else over the mesh.
+    pub async fn call(self: &Rc<Self>, to: ShardId, request: ShardRequest) -> ShardReply {
+        if to == self.id {
+            return self.handle(request).await;
+        }
+        let id = self.next_call.get();
+        self.next_call.set(id + 1);
+        let (tx, rx) = Oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
+        self.metrics.borrow_mut().cross_shard_calls += 1;
+        let message = messages::ShardMsg::Request { id, from: self.id.0, request };
+        if self.senders.send_to(usize::from(to.0), message).await.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return ShardReply::Failed(NodeError::new(ErrorKind::Unknown, format!("shard {} is gone", to.0)));
+        }
+        rx.await.unwrap_or_else(|| ShardReply::Failed(NodeError::new(ErrorKind::Unknown, "shard reply lost")))
+    }
+
+    /// Handles a request on the shard that owns what it concerns.
+    pub async fn handle(self: &Rc<Self>, request: ShardRequest) -> ShardReply {
+        match request {
+            ShardRequest::Append { topic, partition, batches } => {
+                ShardReply::Appended(self.append_local(&topic, partition, &batches).await)
+            }
+            ShardRequest::Read { topic, partition, offset, max_bytes } => {
+                let result = self.read_local(&topic, partition, offset, max_bytes).await.map(|(chunks, r)| {
+                    // Crossing to another thread means one copy of the record bytes.
+                    let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum());
+                    for c in &chunks {
+                        bytes.extend_from_slice(c);
+                    }
+                    self.metrics.borrow_mut().fetch_bytes_copied += bytes.len() as u64;
+                    ReadResult { bytes, ..r }
+                });
+                ShardReply::Read(result)
+            }
+            ShardRequest::WaitForData { topic, partition, offset, max_wait_ms } => {
+                if let Some(log) = self.log(&topic, partition) {
+                    let _ = io::timeout(Duration::from_millis(max_wait_ms), log.wait_for_data(Offset(offset))).await;
+                }
+                ShardReply::Done
+            }
+            ShardRequest::ListOffset { topic, partition, timestamp } => {
+                ShardReply::Offset(self.list_offset_local(&topic, partition, timestamp).await)
+            }
+            ShardRequest::Admin(request) => ShardReply::Admin(self.admin(request).await),
+            ShardRequest::ApplyMetadata(metadata) => {
+                self.apply_metadata(metadata).await;
+                ShardReply::Done
+            }
+            ShardRequest::Close => {
+                self.close_logs().await;
+                ShardReply::Done
+            }
+            ShardRequest::Metrics => ShardReply::Metrics(Box::new(self.metrics.borrow().clone())),
+        }
+    }
+
+    fn local_log(&self, topic: &str, partition: u32) -> Result<Rc<PartitionLog>, NodeError> {
+        self.check_partition(topic, partition)?;
+        self.log(topic, partition).ok_or_else(|| NodeError::unknown_partition(topic, partition))
+    }
+
+    /// Appends batches to a partition this shard owns.
+    pub async fn append_local(&self, topic: &str, partition: u32, batches: &[u8]) -> Result<Appended, NodeError> {
+        let log = self.local_log(topic, partition)?;
+        let info = log.append(batches).await.map_err(|e| from_storage(topic, partition, &e))?;
+        let mut metrics = self.metrics.borrow_mut();
+        let counters = metrics.topic(topic);
+        counters.bytes_in += batches.len() as u64;
+        counters.records_in += info.last_offset.0 + 1 - info.base_offset.0;
+        Ok(Appended { base_offset: info.base_offset.0, log_start_offset: log.log_start_offset().0 })
+    }
+
+    /// Reads from a partition this shard owns, without copying the record bytes.
+    pub async fn read_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+    ) -> Result<(Vec<io::IoBytes>, ReadResult), NodeError> {
+        let log = self.local_log(topic, partition)?;
+        let fetched =
+            log.read(Offset(offset), u64::from(max_bytes)).await.map_err(|e| from_storage(topic, partition, &e))?;
+        let summary =
+            ReadResult { bytes: Vec::new(), high_watermark: fetched.log_end.0, log_start_offset: fetched.log_start.0 };
+        let mut metrics = self.metrics.borrow_mut();
+        metrics.fetch_bytes_served += fetched.bytes();
+        let counters = metrics.topic(topic);
+        counters.bytes_out += fetched.bytes();
+        counters.records_out += fetched.chunks.iter().map(|c| crate::metrics::records_in(c)).sum::<u64>();
+        drop(metrics);
+        Ok((fetched.chunks, summary))
+    }
+
+    /// -1: the log end; -2: the log start; else the first batch at or after the
+    /// timestamp (`None` when there is none).
+    pub async fn list_offset_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<Option<u64>, NodeError> {
+        let log = self.local_log(topic, partition)?;
+        match timestamp {
+            -1 => Ok(Some(log.log_end_offset().0)),
+            -2 => Ok(Some(log.log_start_offset().0)),
+            t if t < 0 => {
+                Err(NodeError::new(ErrorKind::InvalidRequest, format!("timestamp {t} is not -1, -2 or a time")))
+            }
+            t => log
+                .offset_for_timestamp(t)
+                .await
+                .map(|o| o.map(|o| o.0))
+                .map_err(|e| from_storage(topic, partition, &e)),
+        }
+    }
+
+    /// Makes this shard's partitions match `metadata`: opens the ones it now owns,
+    /// closes and removes the ones whose topic is gone, reopens those whose configs
+    /// changed.
+    async fn apply_metadata(&self, metadata: Metadata) {
+        let previous = self.metadata.replace(Rc::new(metadata));
+        let current = self.metadata();
+        // Topics removed: close and delete their partitions.
+        for topic in previous.topics() {
+            if current.topic(&topic.name).is_none() {
+                for p in 0..topic.partitions {
+                    let log = self.logs.borrow_mut().remove(&(topic.name.clone(), p));
+                    if let Some(log) = log {
+                        close_log(log).await;
+                        let dir = partition_dir(&self.config.data_dir, &topic.name, p);
+                        if let Err(e) = std::fs::remove_dir_all(&dir) {
+                            warn!(dir = %dir.display(), "removing a deleted partition: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        for topic in current.topics() {
+            let changed = previous.topic(&topic.name).is_some_and(|old| old.configs != topic.configs);
+            for p in 0..topic.partitions {
+                if shard_for(&topic.name, p, self.shards) != self.id {
+                    continue;
+                }
+                let key = (topic.name.clone(), p);
+                if changed {
+                    let old = self.logs.borrow_mut().remove(&key);
+                    if let Some(old) = old {
+                        close_log(old).await;
+                    }
+                }
+                if self.logs.borrow().contains_key(&key) {
+                    continue;
+                }
+                match self.open_log(topic, p).await {
+                    Ok(log) => {
+                        self.logs.borrow_mut().insert(key, Rc::new(log));
+                    }
+                    Err(e) => warn!(topic = %topic.name, partition = p, "partition not opened: {e}"),
+                }
+            }
+        }
+    }
+
+    async fn open_log(&self, topic: &Topic, partition: u32) -> Result<PartitionLog, String> {
+        let dir = partition_dir(&self.config.data_dir, &topic.name, partition);
+        let config = topic.log_config(&self.config.topic_defaults);
+        let (log, report) = PartitionLog::open(&dir, config).await.map_err(|e| e.to_string())?;
+        for cut in &report.truncations {
+            warn!(segment = %cut.segment.display(), offset = %cut.offset, position = cut.position,
+                  bytes_cut = cut.bytes_cut, reason = %cut.reason, "recovery cut a torn tail");
+        }
+        Ok(log)
+    }
+
+    /// Closes every log of this shard (shutdown).
+    pub async fn close_logs(&self) {
+        let logs: Vec<_> = self.logs.borrow_mut().drain().map(|(_, log)| log).collect();
+        for log in logs {
+            close_log(log).await;
+        }
+    }
+
+    /// Runs an admin request; only on shard 0 (others forward it there).
+    async fn admin(self: &Rc<Self>, request: AdminRequest) -> AdminResult {
+        assert_eq!(self.id, ShardId(0), "admin requests run on shard 0");
+        let Ok(_permit) = self.admin_busy.acquire_permit(1).await else {
+            return AdminResult::default();
+        };
+        let mut metadata = (*self.metadata()).clone();
+        let results = messages::apply_admin(&mut metadata, &request);
+        if !request.validate_only() && results.iter().any(|(_, r)| r.is_ok()) {
+            if let Err(e) = store_metadata(&self.config.data_dir, &metadata).await {
+                let message = format!("writing topic metadata failed: {e}");
+                warn!("{message}");
+                let failed = results
+                    .into_iter()
+                    .map(|(name, _)| (name, Err(NodeError::new(ErrorKind::Storage, message.clone()))))
+                    .collect();
+                return AdminResult { results: failed };
+            }
+            info!(?request, "topic metadata changed");
+            let calls: Vec<_> = (0..self.shards)
+                .map(|s| {
+                    let shard = self.clone();
+                    let metadata = metadata.clone();
+                    async move { shard.call(ShardId(s), ShardRequest::ApplyMetadata(metadata)).await }
+                })
+                .collect();
+            futures_lite_join_all(calls).await;
+        }
+        AdminResult { results }
+    }
+}
+
+async fn close_log(log: Rc<PartitionLog>) {
+    // Other tasks may still hold the log for a moment (a read in flight); the last
+    // holder's drop lets the flusher finish. Close now when we are the only holder.
+    match Rc::try_unwrap(log) {
+        Ok(log) => {
+            let dir = log.dir().to_path_buf();
+            if let Err(e) = log.close().await {
+                warn!(dir = %dir.display(), "closing a partition log: {e}");
+            }
+        }
+        Err(shared) => {
+            let _ = shared.sync().await;
+        }
+    }
+}
+
+/// Runs futures concurrently on this shard and collects their outputs in order.
+pub async fn futures_lite_join_all<F: std::future::Future + 'static>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F::Output: 'static,
+{
+    let tasks: Vec<_> = futures.into_iter().map(glommio::spawn_local).collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await);
+    }
+    out
+}
+
+fn spawn_receivers(shard: &Rc<Shard>, mut receivers: Receivers<messages::ShardMsg>) {
+    for (_, stream) in receivers.streams() {
+        let shard = shard.clone();
+        io::spawn_detached(async move {
+            while let Some(message) = stream.recv().await {
+                match message {
+                    messages::ShardMsg::Request { id, from, request } => {
+                        let shard = shard.clone();
+                        io::spawn_detached(async move {
+                            let reply = shard.handle(request).await;
+                            let _ =
+                                shard.senders.send_to(usize::from(from), messages::ShardMsg::Reply { id, reply }).await;
+                        });
+                    }
+                    messages::ShardMsg::Reply { id, reply } => {
+                        if let Some(tx) = shard.pending.borrow_mut().remove(&id) {
+                            tx.send(reply);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn load_metadata(data_dir: &std::path::Path) -> Result<Metadata, String> {
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("creating data directory {}: {e}", data_dir.display()))?;
+    let path = data_dir.join(METADATA_FILE);
+    match io::read_file(&path).await {
+        Ok(Some(bytes)) => {
+            let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", path.display()))?;
+            Metadata::decode(&text).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Ok(None) => Ok(Metadata::default()),
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
+async fn store_metadata(data_dir: &std::path::Path, metadata: &Metadata) -> std::io::Result<()> {
+    io::write_file_atomically(&data_dir.join(METADATA_FILE), metadata.encode().as_bytes()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topics_partitions_spread_round_robin_over_the_shards() {
+        let owners: Vec<u16> = (0..8).map(|p| shard_for("orders", p, 4).0).collect();
+        for pair in owners.windows(2) {
+            assert_eq!((pair[0] + 1) % 4, pair[1]);
+        }
+        assert!((0..100).all(|p| shard_for("x", p, 1) == ShardId(0)));
+    }
+}
