@@ -217,7 +217,11 @@ impl Server {
             Ok(r) => r,
             Err(e) => {
                 warn!("malformed request: {e}");
-                let frame = error_frame(0, ErrorCode::InvalidRequest, &format!("malformed request: {e}"));
+                let correlation_id = match &e {
+                    wire::FrameError::UnknownBody { correlation_id, .. } => *correlation_id,
+                    _ => 0,
+                };
+                let frame = error_frame(correlation_id, ErrorCode::InvalidRequest, &format!("malformed request: {e}"));
                 return Outcome { response: Some(frame), close: true };
             }
         };
