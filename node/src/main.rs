@@ -47,6 +47,23 @@ fn main() -> ExitCode {
         eprintln!("sluice-node: {e}");
         return ExitCode::from(2);
     }
+    // One node per data directory: two writers on the same segment files would corrupt
+    // them. The lock lives as long as the process.
+    let _data_dir_lock = match lock_data_dir(&config.data_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("sluice-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The shards' listeners share the port with SO_REUSEPORT, which would also let them
+    // share it with another process: check first that nobody else listens there.
+    if let Err(e) = check_port_free(config.listen) {
+        error!("{e}");
+        eprintln!("sluice-node: {e}");
+        return ExitCode::from(2);
+    }
     // Shards inherit this mask, so only the main thread receives SIGTERM/SIGINT.
     let signals = block_stop_signals();
     let stop = Arc::new(AtomicBool::new(false));
@@ -141,6 +158,50 @@ async fn run_shard(
     drop(metrics);
     shard.close_logs().await;
     Ok(())
+}
+
+/// Takes an exclusive lock on `DATA_DIR/LOCK` (flock, released when the process exits,
+/// whatever way it exits).
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::io::Write;
+    use std::os::unix::io::AsRawFd;
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("creating data directory {}: {e}", data_dir.display()))?;
+    let path = data_dir.join("LOCK");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; it only changes the lock state.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(format!(
+            "data directory {} is in use by another sluice-node (pid {})",
+            data_dir.display(),
+            holder.trim()
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
+}
+
+/// Fails when another process listens on `address`. It asks by connecting: a bind test
+/// would also fail on the closing connections a previous node left behind, which are
+/// harmless. A node killed a moment ago can keep accepting for some milliseconds after
+/// it died, so a listener that answers is asked again for a while before giving up.
+fn check_port_free(address: std::net::SocketAddr) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)) {
+            Err(_) => return Ok(()),
+            Ok(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(_) => return Err(format!("another process is listening on {address}")),
+        }
+    }
 }
 
 fn init_logging() {

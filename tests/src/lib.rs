@@ -6,6 +6,11 @@
 //! byte, and `BatchId::of` reads `(run, k)` back from any stored batch (it is encoded in
 //! the batch's base timestamp, which the log never rewrites). `Ack` is the one line the
 //! writer prints for each acknowledged append.
+//!
+//! `node_client` serves the node tests instead: a real `sluice-node` process and a blocking client of
+//! its native protocol, for the node's integration tests (tests/node.rs).
+
+pub mod node_client;
 
 use sluice_schemas::batch::BatchHeader;
 use sluice_schemas::records::{BatchBuilder, BatchConfig};

@@ -225,8 +225,8 @@ impl Shard {
         Ok((fetched.chunks, summary))
     }
 
-    /// -1: the log end; -2: the log start; else the first batch at or after the
-    /// timestamp (`None` when there is none).
+    /// -1: the log end; -2: the log start; else the first offset whose record timestamp
+    /// is at or after `timestamp` (`None` when there is none).
     pub async fn list_offset_local(
         &self,
         topic: &str,
@@ -240,11 +240,19 @@ impl Shard {
             t if t < 0 => {
                 Err(NodeError::new(ErrorKind::InvalidRequest, format!("timestamp {t} is not -1, -2 or a time")))
             }
-            t => log
-                .offset_for_timestamp(t)
-                .await
-                .map(|o| o.map(|o| o.0))
-                .map_err(|e| from_storage(topic, partition, &e)),
+            t => {
+                let batch = log.offset_for_timestamp(t).await.map_err(|e| from_storage(topic, partition, &e))?;
+                let Some(batch) = batch else { return Ok(None) };
+                // The log finds the first batch whose max timestamp reaches `t`; the protocol
+                // (as Kafka) answers the first record in it that does. A batch whose records
+                // cannot be read here (compressed) is answered by its first offset.
+                let read = log.read(batch, 1).await.map_err(|e| from_storage(topic, partition, &e))?;
+                let bytes = read.to_vec();
+                let record = sluice_schemas::records::RecordIter::from_bytes(&bytes).ok().and_then(|mut records| {
+                    records.find_map(|r| r.ok().filter(|r| r.offset >= batch && r.timestamp >= t).map(|r| r.offset))
+                });
+                Ok(Some(record.unwrap_or(batch).0))
+            }
         }
     }
 

@@ -1,0 +1,993 @@
+//! A real `sluice-node` process and a small blocking client of its native protocol, for
+//! the node's integration tests (tests/node.rs).
+//!
+//! - `NodeProcess` starts the node binary on a free loopback port with its data in a
+//!   directory the test owns, waits (bounded) until it answers a request, and stops it
+//!   by its pid: SIGTERM (clean shutdown) or SIGKILL (crash), then waits until its port
+//!   is released, so a restart on the same port talks only to the new process. Its Drop
+//!   kills and reaps a node that is still running, so no test leaves a process behind,
+//!   even when it fails.
+//! - `Client` speaks the protocol over a `std::net::TcpStream` with read and write
+//!   timeouts: one frame out, one frame in, with the correlation id checked. `request` is
+//!   the generic sender; the typed helpers build each API's envelope and return plain
+//!   values, so the tests read as what they check rather than as flatbuffers plumbing.
+//!
+//! Guarantees: every wait here is bounded (connect, read, write, process exit), and a
+//! response is only read through `parse_response`, which verifies the envelope first.
+//!
+//! Where the node binary comes from: `CARGO_BIN_EXE_sluice-node` exists at compile time
+//! only for tests of the package that owns the binary, and `sluice-node` is another
+//! package. So `node_binary` asks cargo (`$CARGO`, which `cargo test` sets for the test
+//! process) to build it, once per test process, into the target directory the tests were
+//! built in; that is a no-op when it is up to date, and it means a plain
+//! `cargo test -p sluice-tests --test node` never runs a stale or missing node.
+//! `cargo test --workspace` builds the binary anyway (sluice-node has integration tests).
+//! `SLUICE_NODE_BIN=/path/to/sluice-node` skips the build and uses that binary.
+
+// Only tests use this module, and a panic with a message is how a test fails: `expect`
+// says what was expected where it is used.
+#![allow(clippy::expect_used)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use sluice_schemas::wire::{self, ErrorCode, FrameHeader, RequestBody, Response, FRAME_HEADER_BYTES};
+
+/// How long a started node may take to answer its first request.
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a node may take to exit after SIGTERM (it finishes writes and syncs logs).
+pub const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a SIGKILLed node may take to be reaped (in-flight io_uring requests finish
+/// before the kernel lets it go).
+pub const NODE_REAP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read and write timeout of every client socket: no request of these tests waits for
+/// longer (fetch waits are at most a few seconds).
+pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest response frame the client accepts.
+pub const RESPONSE_FRAME_BYTES_MAX: u32 = 256 << 20;
+/// How long building the node binary may take before the tests give up.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often waits for a process or a port poll.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Polls `child` until it exits or `timeout` passes; `None` on timeout.
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() >= deadline => return None,
+            Ok(None) => std::thread::sleep(POLL_INTERVAL),
+            Err(e) => panic!("waiting for process {}: {e}", child.id()),
+        }
+    }
+}
+
+/// The `sluice-node` binary, built (or checked up to date) once per test process; see
+/// the module documentation.
+pub fn node_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("SLUICE_NODE_BIN") {
+            return PathBuf::from(path);
+        }
+        if let Some(path) = std::env::var_os("CARGO_BIN_EXE_sluice-node") {
+            return PathBuf::from(path);
+        }
+        // target/<profile>/deps/<test-exe>: the binary lands in target/<profile>/.
+        let exe = std::env::current_exe().expect("the test executable has a path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps", exe.display()))
+            .to_path_buf();
+        let binary = profile_dir.join("sluice-node");
+        if let Some(cargo) = std::env::var_os("CARGO") {
+            build_node(&cargo, &profile_dir);
+        }
+        assert!(
+            binary.is_file(),
+            "{} does not exist: build it with `cargo build -p sluice-node` (or set SLUICE_NODE_BIN)",
+            binary.display()
+        );
+        binary
+    })
+}
+
+/// Runs `cargo build -p sluice-node --bin sluice-node` into the profile the tests were
+/// built with (bounded by `BUILD_TIMEOUT`).
+fn build_node(cargo: &std::ffi::OsStr, profile_dir: &Path) {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
+    let mut command = Command::new(cargo);
+    command.args(["build", "--quiet", "-p", "sluice-node", "--bin", "sluice-node", "--manifest-path"]);
+    command.arg(&manifest);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            command.arg("--release");
+        }
+        Some(other) => {
+            command.args(["--profile", other]);
+        }
+    }
+    if let Some(target_dir) = profile_dir.parent() {
+        command.arg("--target-dir").arg(target_dir);
+    }
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    let Some(status) = wait_with_timeout(&mut child, BUILD_TIMEOUT) else {
+        let _ = child.kill();
+        let _ = wait_with_timeout(&mut child, NODE_REAP_TIMEOUT);
+        panic!("building sluice-node took more than {BUILD_TIMEOUT:?}");
+    };
+    assert!(status.success(), "building sluice-node failed ({status}): {command:?}");
+}
+
+/// A loopback address with a port that was free a moment ago: bound to port 0, read,
+/// released. Another process could take it before the node binds it; on a test machine
+/// that is rare. (A socket without SO_REUSEPORT there makes the node's bind fail; another
+/// sluice-node there is today silently shared: see tests/node.rs.)
+#[must_use]
+pub fn free_loopback_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    listener.local_addr().expect("a bound listener has an address")
+}
+
+/// The line a node logs once shard 0 listens (node/src/main.rs).
+const READY_LINE: &str = "sluice-node ready";
+
+/// What a node that was expected to refuse to start did.
+#[derive(Debug)]
+pub enum StartAttempt {
+    /// It exited by itself with this status; the tail of its log.
+    Exited(ExitStatus, String),
+    /// It started serving, and was killed; the tail of its log.
+    Started(String),
+}
+
+/// A running `sluice-node`, stopped by its pid when dropped.
+pub struct NodeProcess {
+    child: Option<Child>,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    shards: usize,
+    extra_args: Vec<String>,
+    log_path: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts a node with `shards` shards and its data in `data_dir` (created if needed) on
+    /// a free loopback port, with `extra_args` appended to the command line, and waits
+    /// until it answers requests. Its stderr goes to `node-PORT.log` in `data_dir`'s parent
+    /// (appended to across restarts), which a failing test prints.
+    #[must_use]
+    pub fn start(data_dir: &Path, shards: usize, extra_args: &[&str]) -> NodeProcess {
+        NodeProcess::start_at(free_loopback_addr(), data_dir, shards, extra_args)
+    }
+
+    /// As `start`, on a given address (to restart a node where its clients expect it).
+    #[must_use]
+    pub fn start_at(addr: SocketAddr, data_dir: &Path, shards: usize, extra_args: &[&str]) -> NodeProcess {
+        let mut node = NodeProcess::not_started(addr, data_dir, shards, extra_args);
+        node.spawn();
+        node
+    }
+
+    /// Starts a node that should refuse to start (its port or data directory is taken)
+    /// and reports what it did: exited by itself, or started serving, in which case it is
+    /// killed and reaped here. Bounded by `NODE_START_TIMEOUT`.
+    #[must_use]
+    pub fn try_start_at(addr: SocketAddr, data_dir: &Path, shards: usize, extra_args: &[&str]) -> StartAttempt {
+        let mut node = NodeProcess::not_started(addr, data_dir, shards, extra_args);
+        node.launch();
+        let mut child = node.child.take().expect("launched above");
+        let deadline = Instant::now() + NODE_START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return StartAttempt::Exited(status, node.log_tail());
+            }
+            let log = std::fs::read_to_string(&node.log_path).unwrap_or_default();
+            let started = log.contains(READY_LINE);
+            if started || Instant::now() >= deadline {
+                let _ = child.kill(); // SIGKILL to this child's pid
+                let _ = wait_with_timeout(&mut child, NODE_REAP_TIMEOUT);
+                assert!(started, "the node at {addr} neither exited nor started within {NODE_START_TIMEOUT:?}:\n{log}");
+                return StartAttempt::Started(node.log_tail());
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn not_started(addr: SocketAddr, data_dir: &Path, shards: usize, extra_args: &[&str]) -> NodeProcess {
+        let parent = data_dir.parent().unwrap_or_else(|| panic!("{} has no parent", data_dir.display()));
+        NodeProcess {
+            child: None,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            shards,
+            extra_args: extra_args.iter().map(|s| (*s).to_string()).collect(),
+            // One log per port: two nodes on one data directory keep separate logs.
+            log_path: parent.join(format!("node-{}.log", addr.port())),
+        }
+    }
+
+    /// Starts the process, without waiting for it to serve.
+    fn launch(&mut self) {
+        assert!(self.child.is_none(), "the node at {} is already running", self.addr);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", self.log_path.display()));
+        let mut command = Command::new(node_binary());
+        command
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", &self.addr.to_string(), "--shards", &self.shards.to_string()])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = command.spawn().unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+        self.child = Some(child);
+    }
+
+    fn spawn(&mut self) {
+        self.launch();
+        self.wait_until_serving();
+    }
+
+    /// Polls until the node answers a request (ApiVersions), failing early if it exits.
+    ///
+    /// A bare TCP connect is not proof enough: after a kill -9 the old process's listening
+    /// socket can outlive it for a few milliseconds (see `wait_until_port_released`), and
+    /// the kernel completes handshakes on it.
+    fn wait_until_serving(&mut self) {
+        let deadline = Instant::now() + NODE_START_TIMEOUT;
+        loop {
+            if Client::answers(self.addr) {
+                return;
+            }
+            let child = self.child.as_mut().expect("spawned above");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                panic!("the node at {} exited during startup ({status}); its log:\n{}", self.addr, self.log_tail());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node at {} did not answer within {NODE_START_TIMEOUT:?}; its log:\n{}",
+                self.addr,
+                self.log_tail()
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Polls (bounded) until connecting to the node's address is refused.
+    ///
+    /// Why: the node's listening sockets have io_uring requests (accept) in flight, and
+    /// the kernel tears an exited process's rings down asynchronously, so a socket can keep
+    /// listening, and completing handshakes, for milliseconds after `waitpid` returned. A
+    /// node restarted on the same port in that window shares it through SO_REUSEPORT with
+    /// the dying socket, whose queued connections are then reset. Waiting here makes a
+    /// restart start from a free port.
+    fn wait_until_port_released(&self) {
+        let deadline = Instant::now() + NODE_REAP_TIMEOUT;
+        loop {
+            match TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still accepts connections {NODE_REAP_TIMEOUT:?} after its node exited",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts the node again after a stop, on the same address, data and arguments.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The running process's id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or_else(|| panic!("the node at {} is not running", self.addr), Child::id)
+    }
+
+    /// A new client connection to this node.
+    #[must_use]
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// The last lines of the node's stderr, for failure messages.
+    #[must_use]
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pids fit pid_t");
+        // SAFETY: kill(2) only sends a signal; the pid is our own child, not yet reaped
+        // (reaping happens only through `self.child`), so it cannot name another process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the clean shutdown; returns the exit status.
+    /// If the node does not exit in time it is killed and the test fails.
+    pub fn sigterm_and_wait(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().expect("signalled above");
+        match wait_with_timeout(&mut child, NODE_STOP_TIMEOUT) {
+            Some(status) => {
+                self.wait_until_port_released();
+                status
+            }
+            None => {
+                let _ = child.kill();
+                let _ = wait_with_timeout(&mut child, NODE_REAP_TIMEOUT);
+                panic!("the node did not exit within {NODE_STOP_TIMEOUT:?} of SIGTERM; its log:\n{}", self.log_tail());
+            }
+        }
+    }
+
+    /// Sends SIGKILL and reaps the process (bounded); returns the exit status.
+    pub fn kill9_and_wait(&mut self) -> ExitStatus {
+        self.signal(libc::SIGKILL);
+        let mut child = self.child.take().expect("signalled above");
+        let status = wait_with_timeout(&mut child, NODE_REAP_TIMEOUT)
+            .unwrap_or_else(|| panic!("the SIGKILLed node {} was not reaped within {NODE_REAP_TIMEOUT:?}", child.id()));
+        self.wait_until_port_released();
+        status
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- last lines of the node log {} ---\n{}", self.log_path.display(), self.log_tail());
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL to this child's pid
+            let _ = wait_with_timeout(&mut child, NODE_REAP_TIMEOUT);
+        }
+    }
+}
+
+/// One response frame: its verified envelope and its payload.
+pub struct ResponseBytes {
+    envelope: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl ResponseBytes {
+    /// The verified envelope; panics if it does not verify (a node bug).
+    #[must_use]
+    pub fn response(&self) -> Response<'_> {
+        wire::parse_response(&self.envelope).unwrap_or_else(|e| panic!("the node sent a bad response: {e}"))
+    }
+
+    #[must_use]
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The bytes a `Slice` of the envelope names; panics if it lies outside the payload.
+    #[must_use]
+    pub fn slice(&self, slice: Option<&wire::Slice>) -> &[u8] {
+        match slice {
+            Some(s) => wire::payload_slice(&self.payload, s).unwrap_or_else(|e| panic!("bad slice in a response: {e}")),
+            None => &[],
+        }
+    }
+
+    /// The `ErrorResponse` (code and message) if the node answered with one.
+    #[must_use]
+    pub fn error_response(&self) -> Option<(ErrorCode, String)> {
+        let r = self.response().body_as_error_response()?;
+        Some((r.error(), r.message().unwrap_or("").to_string()))
+    }
+}
+
+/// One topic's outcome of an admin request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicOutcome {
+    pub name: String,
+    pub error: ErrorCode,
+    pub message: String,
+}
+
+/// One topic of a metadata response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub error: ErrorCode,
+    /// The partition indexes listed, in the order listed.
+    pub partitions: Vec<u32>,
+}
+
+/// One topic of a DescribeConfigs response: `(key, value, is_default)` per config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicConfigs {
+    pub name: String,
+    pub error: ErrorCode,
+    pub message: String,
+    pub configs: Vec<(String, String, bool)>,
+}
+
+impl TopicConfigs {
+    /// The value of `key`, and whether it is the default.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<(&str, bool)> {
+        self.configs.iter().find(|(k, _, _)| k == key).map(|(_, v, d)| (v.as_str(), *d))
+    }
+}
+
+/// One partition's outcome of a produce request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Produced {
+    pub topic: String,
+    pub partition: u32,
+    pub error: ErrorCode,
+    pub message: String,
+    pub base_offset: i64,
+}
+
+/// One partition's outcome of a fetch request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    pub topic: String,
+    pub partition: u32,
+    pub error: ErrorCode,
+    pub message: String,
+    pub high_watermark: i64,
+    /// Whole record batches, as stored.
+    pub records: Vec<u8>,
+}
+
+/// One partition to fetch: topic, partition, offset, the partition's max bytes.
+pub type FetchTarget<'a> = (&'a str, u32, i64, u32);
+
+/// A blocking connection to a node.
+pub struct Client {
+    stream: TcpStream,
+    next_correlation_id: u32,
+}
+
+impl Client {
+    /// Connects with `SOCKET_TIMEOUT` on connect, reads and writes; panics if it cannot.
+    #[must_use]
+    pub fn connect(addr: SocketAddr) -> Client {
+        Client::try_connect(addr, SOCKET_TIMEOUT).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"))
+    }
+
+    /// Connects with `timeout` on connect, reads and writes.
+    pub fn try_connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(Client { stream, next_correlation_id: 1 })
+    }
+
+    /// True when a node at `addr` answers an ApiVersions request within a second.
+    #[must_use]
+    pub fn answers(addr: SocketAddr) -> bool {
+        let Ok(mut client) = Client::try_connect(addr, Duration::from_secs(1)) else { return false };
+        let mut builder = FlatBufferBuilder::new();
+        let body = wire::ApiVersionsRequest::create(&mut builder, &wire::ApiVersionsRequestArgs {});
+        let envelope = wire::finish_request(
+            &mut builder,
+            1,
+            0,
+            Some("probe"),
+            RequestBody::ApiVersionsRequest,
+            body.as_union_value(),
+        );
+        if client.send_raw(&wire::frame(envelope, &[])).is_err() {
+            return false;
+        }
+        matches!(client.receive(), Ok(Some(r)) if r.response().body_as_api_versions_response().is_some())
+    }
+
+    /// Builds a request (`build` writes the body into the builder and returns it), sends
+    /// it with `payload`, and returns its correlation id without reading a response.
+    pub fn send(
+        &mut self,
+        body_type: RequestBody,
+        build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
+        payload: &[u8],
+    ) -> u32 {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let mut builder = FlatBufferBuilder::new();
+        let body = build(&mut builder);
+        let envelope = wire::finish_request(&mut builder, correlation_id, 0, Some("sluice-tests"), body_type, body);
+        self.send_raw(&wire::frame(envelope, payload))
+            .unwrap_or_else(|e| panic!("sending request {correlation_id}: {e}"));
+        correlation_id
+    }
+
+    /// Reads one response frame; `Ok(None)` when the node closed the connection cleanly
+    /// before a frame started.
+    pub fn receive(&mut self) -> std::io::Result<Option<ResponseBytes>> {
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        match self.stream.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let header = FrameHeader::parse(&header, RESPONSE_FRAME_BYTES_MAX).map_err(std::io::Error::other)?;
+        let mut body = vec![0u8; header.body_bytes() as usize];
+        self.stream.read_exact(&mut body)?;
+        let (envelope, payload) = header.split(&body).map_err(std::io::Error::other)?;
+        wire::parse_response(envelope).map_err(std::io::Error::other)?;
+        Ok(Some(ResponseBytes { envelope: envelope.to_vec(), payload: payload.to_vec() }))
+    }
+
+    /// Reads the response to request `correlation_id`; panics if the connection closes or
+    /// the next response is another request's.
+    pub fn receive_for(&mut self, correlation_id: u32) -> ResponseBytes {
+        let response = self
+            .receive()
+            .unwrap_or_else(|e| panic!("reading the response to request {correlation_id}: {e}"))
+            .unwrap_or_else(|| panic!("the node closed the connection instead of answering request {correlation_id}"));
+        let got = response.response().correlation_id();
+        assert_eq!(got, correlation_id, "the response has the correlation id of another request");
+        response
+    }
+
+    /// Sends a request and reads its response (see `send`).
+    pub fn request(
+        &mut self,
+        body_type: RequestBody,
+        build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
+        payload: &[u8],
+    ) -> ResponseBytes {
+        let correlation_id = self.send(body_type, build, payload);
+        self.receive_for(correlation_id)
+    }
+
+    /// Writes bytes as they are (for malformed frames).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+
+    /// Closes the sending side, so the node sees end of file after what was sent.
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// True when the node has closed the connection: a read returns end of file (or a
+    /// reset) within `SOCKET_TIMEOUT`, with no bytes before it.
+    pub fn is_closed_by_node(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    // Admin ------------------------------------------------------------------------------
+
+    fn topic_results<'a>(
+        results: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<wire::TopicResult<'a>>>>,
+    ) -> Vec<TopicOutcome> {
+        results
+            .iter()
+            .flatten()
+            .map(|r| TopicOutcome {
+                name: r.name().unwrap_or("").to_string(),
+                error: r.error(),
+                message: r.message().unwrap_or("").to_string(),
+            })
+            .collect()
+    }
+
+    fn only(mut outcomes: Vec<TopicOutcome>, what: &str) -> TopicOutcome {
+        assert_eq!(outcomes.len(), 1, "{what}: one topic asked, {} results: {outcomes:?}", outcomes.len());
+        outcomes.remove(0)
+    }
+
+    /// Creates a topic with `partitions` partitions and these configs.
+    pub fn create_topic(&mut self, name: &str, partitions: u32, configs: &[(&str, &str)]) -> TopicOutcome {
+        let response = self.request(
+            RequestBody::CreateTopicsRequest,
+            |b| {
+                let entries: Vec<_> = configs
+                    .iter()
+                    .map(|(k, v)| {
+                        let (key, value) = (b.create_string(k), b.create_string(v));
+                        wire::ConfigEntry::create(
+                            b,
+                            &wire::ConfigEntryArgs { key: Some(key), value: Some(value), is_default: false },
+                        )
+                    })
+                    .collect();
+                let configs = b.create_vector(&entries);
+                let name = b.create_string(name);
+                let topic = wire::CreatableTopic::create(
+                    b,
+                    &wire::CreatableTopicArgs {
+                        name: Some(name),
+                        partitions,
+                        replication_factor: 1,
+                        configs: Some(configs),
+                    },
+                );
+                let topics = b.create_vector(&[topic]);
+                wire::CreateTopicsRequest::create(
+                    b,
+                    &wire::CreateTopicsRequestArgs { topics: Some(topics), timeout_ms: 30_000, validate_only: false },
+                )
+                .as_union_value()
+            },
+            &[],
+        );
+        let body = response.response().body_as_create_topics_response().expect("a CreateTopicsResponse");
+        Self::only(Self::topic_results(body.results()), "create_topic")
+    }
+
+    /// Deletes a topic.
+    pub fn delete_topic(&mut self, name: &str) -> TopicOutcome {
+        let response = self.request(
+            RequestBody::DeleteTopicsRequest,
+            |b| {
+                let name = b.create_string(name);
+                let names = b.create_vector(&[name]);
+                wire::DeleteTopicsRequest::create(
+                    b,
+                    &wire::DeleteTopicsRequestArgs { names: Some(names), timeout_ms: 30_000 },
+                )
+                .as_union_value()
+            },
+            &[],
+        );
+        let body = response.response().body_as_delete_topics_response().expect("a DeleteTopicsResponse");
+        Self::only(Self::topic_results(body.results()), "delete_topic")
+    }
+
+    /// Sets a topic's partition count to `count` (it may only grow).
+    pub fn create_partitions(&mut self, name: &str, count: u32) -> TopicOutcome {
+        let response = self.request(
+            RequestBody::CreatePartitionsRequest,
+            |b| {
+                let topic = b.create_string(name);
+                let increase =
+                    wire::PartitionsIncrease::create(b, &wire::PartitionsIncreaseArgs { topic: Some(topic), count });
+                let topics = b.create_vector(&[increase]);
+                wire::CreatePartitionsRequest::create(
+                    b,
+                    &wire::CreatePartitionsRequestArgs {
+                        topics: Some(topics),
+                        timeout_ms: 30_000,
+                        validate_only: false,
+                    },
+                )
+                .as_union_value()
+            },
+            &[],
+        );
+        let body = response.response().body_as_create_partitions_response().expect("a CreatePartitionsResponse");
+        Self::only(Self::topic_results(body.results()), "create_partitions")
+    }
+
+    /// The metadata of `topics`, or of every topic when `None`.
+    pub fn metadata(&mut self, topics: Option<&[&str]>) -> Vec<TopicInfo> {
+        let response = self.request(
+            RequestBody::MetadataRequest,
+            |b| {
+                let topics = topics.map(|names| {
+                    let names: Vec<_> = names.iter().map(|n| b.create_string(n)).collect();
+                    b.create_vector(&names)
+                });
+                wire::MetadataRequest::create(b, &wire::MetadataRequestArgs { topics }).as_union_value()
+            },
+            &[],
+        );
+        let body = response.response().body_as_metadata_response().expect("a MetadataResponse");
+        body.topics()
+            .iter()
+            .flatten()
+            .map(|t| TopicInfo {
+                name: t.name().unwrap_or("").to_string(),
+                error: t.error(),
+                partitions: t.partitions().iter().flatten().map(|p| p.partition()).collect(),
+            })
+            .collect()
+    }
+
+    /// The configs of `topics`.
+    pub fn describe_configs(&mut self, topics: &[&str]) -> Vec<TopicConfigs> {
+        let response = self.request(
+            RequestBody::DescribeConfigsRequest,
+            |b| {
+                let names: Vec<_> = topics.iter().map(|n| b.create_string(n)).collect();
+                let names = b.create_vector(&names);
+                wire::DescribeConfigsRequest::create(b, &wire::DescribeConfigsRequestArgs { topics: Some(names) })
+                    .as_union_value()
+            },
+            &[],
+        );
+        let body = response.response().body_as_describe_configs_response().expect("a DescribeConfigsResponse");
+        body.results()
+            .iter()
+            .flatten()
+            .map(|t| TopicConfigs {
+                name: t.name().unwrap_or("").to_string(),
+                error: t.error(),
+                message: t.message().unwrap_or("").to_string(),
+                configs: t
+                    .configs()
+                    .iter()
+                    .flatten()
+                    .map(|c| (c.key().unwrap_or("").to_string(), c.value().unwrap_or("").to_string(), c.is_default()))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Sets and deletes (returns to the default) configs of one topic.
+    pub fn alter_configs(&mut self, name: &str, set: &[(&str, &str)], delete: &[&str]) -> TopicOutcome {
+        let response = self.request(
+            RequestBody::AlterConfigsRequest,
+            |b| {
+                let entries: Vec<_> = set
+                    .iter()
+                    .map(|(k, v)| {
+                        let (key, value) = (b.create_string(k), b.create_string(v));
+                        wire::ConfigEntry::create(
+                            b,
+                            &wire::ConfigEntryArgs { key: Some(key), value: Some(value), is_default: false },
+                        )
+                    })
+                    .collect();
+                let set = b.create_vector(&entries);
+                let keys: Vec<_> = delete.iter().map(|k| b.create_string(k)).collect();
+                let delete = b.create_vector(&keys);
+                let name = b.create_string(name);
+                let change = wire::TopicConfigChange::create(
+                    b,
+                    &wire::TopicConfigChangeArgs { name: Some(name), set: Some(set), delete: Some(delete) },
+                );
+                let topics = b.create_vector(&[change]);
+                wire::AlterConfigsRequest::create(
+                    b,
+                    &wire::AlterConfigsRequestArgs { topics: Some(topics), validate_only: false },
+                )
+                .as_union_value()
+            },
+            &[],
+        );
+        let body = response.response().body_as_alter_configs_response().expect("an AlterConfigsResponse");
+        Self::only(Self::topic_results(body.results()), "alter_configs")
+    }
+
+    // Produce ----------------------------------------------------------------------------
+
+    /// Sends a produce request for several partitions (topic, partition, batch bytes) and
+    /// returns its correlation id. The partitions' records are laid out in the payload in
+    /// the order given.
+    pub fn send_produce(&mut self, acks: i16, parts: &[(&str, u32, &[u8])]) -> u32 {
+        let mut payload = Vec::new();
+        let mut slices = Vec::new();
+        for (_, _, records) in parts {
+            let offset = u32::try_from(payload.len()).expect("test payloads are small");
+            let length = u32::try_from(records.len()).expect("test payloads are small");
+            slices.push(wire::Slice::new(offset, length));
+            payload.extend_from_slice(records);
+        }
+        self.send(
+            RequestBody::ProduceRequest,
+            |b| {
+                // One TopicProduce per run of the same topic, in the order given.
+                let mut topics = Vec::new();
+                let mut i = 0;
+                while i < parts.len() {
+                    let topic = parts[i].0;
+                    let mut partitions = Vec::new();
+                    while i < parts.len() && parts[i].0 == topic {
+                        partitions.push(wire::PartitionProduce::create(
+                            b,
+                            &wire::PartitionProduceArgs { partition: parts[i].1, records: Some(&slices[i]) },
+                        ));
+                        i += 1;
+                    }
+                    let partitions = b.create_vector(&partitions);
+                    let topic = b.create_string(topic);
+                    topics.push(wire::TopicProduce::create(
+                        b,
+                        &wire::TopicProduceArgs { topic: Some(topic), partitions: Some(partitions) },
+                    ));
+                }
+                let topics = b.create_vector(&topics);
+                wire::ProduceRequest::create(
+                    b,
+                    &wire::ProduceRequestArgs { acks, timeout_ms: 30_000, topics: Some(topics) },
+                )
+                .as_union_value()
+            },
+            &payload,
+        )
+    }
+
+    /// Produces to several partitions at once (acks 1 or -1) and returns every
+    /// partition's outcome, in the order of the response.
+    pub fn produce_many(&mut self, acks: i16, parts: &[(&str, u32, &[u8])]) -> Vec<Produced> {
+        assert_ne!(acks, 0, "acks=0 gets no response: use send_produce");
+        let correlation_id = self.send_produce(acks, parts);
+        let response = self.receive_for(correlation_id);
+        if let Some((code, message)) = response.error_response() {
+            panic!("the produce request was refused as a whole: {code:?}: {message}");
+        }
+        let body = response.response().body_as_produce_response().expect("a ProduceResponse");
+        let mut out = Vec::new();
+        for topic in body.topics().iter().flatten() {
+            for p in topic.partitions().iter().flatten() {
+                out.push(Produced {
+                    topic: topic.topic().unwrap_or("").to_string(),
+                    partition: p.partition(),
+                    error: p.error(),
+                    message: p.message().unwrap_or("").to_string(),
+                    base_offset: p.base_offset(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Produces batches to one partition (acks 1 or -1).
+    pub fn produce(&mut self, topic: &str, partition: u32, batches: &[u8], acks: i16) -> Produced {
+        let mut out = self.produce_many(acks, &[(topic, partition, batches)]);
+        assert_eq!(out.len(), 1, "one partition produced to, {} results: {out:?}", out.len());
+        out.remove(0)
+    }
+
+    // Fetch and offsets ------------------------------------------------------------------
+
+    /// Fetches several partitions in one request and returns every partition's outcome,
+    /// in the order of the response.
+    pub fn fetch_many(&mut self, targets: &[FetchTarget<'_>], max_wait_ms: u32, min_bytes: u32) -> Vec<Fetched> {
+        let correlation_id = self.send_fetch(targets, max_wait_ms, min_bytes);
+        let response = self.receive_for(correlation_id);
+        let body = response.response().body_as_fetch_response().expect("a FetchResponse");
+        let mut out = Vec::new();
+        for topic in body.topics().iter().flatten() {
+            for p in topic.partitions().iter().flatten() {
+                out.push(Fetched {
+                    topic: topic.topic().unwrap_or("").to_string(),
+                    partition: p.partition(),
+                    error: p.error(),
+                    message: p.message().unwrap_or("").to_string(),
+                    high_watermark: p.high_watermark(),
+                    records: response.slice(p.records()).to_vec(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Sends a fetch request for several partitions without reading its response, and
+    /// returns its correlation id.
+    pub fn send_fetch(&mut self, targets: &[FetchTarget<'_>], max_wait_ms: u32, min_bytes: u32) -> u32 {
+        self.send(
+            RequestBody::FetchRequest,
+            |b| {
+                let mut topics = Vec::new();
+                let mut i = 0;
+                while i < targets.len() {
+                    let topic = targets[i].0;
+                    let mut partitions = Vec::new();
+                    while i < targets.len() && targets[i].0 == topic {
+                        let (_, partition, fetch_offset, max_bytes) = targets[i];
+                        partitions.push(wire::PartitionFetch::create(
+                            b,
+                            &wire::PartitionFetchArgs { partition, fetch_offset, max_bytes },
+                        ));
+                        i += 1;
+                    }
+                    let partitions = b.create_vector(&partitions);
+                    let topic = b.create_string(topic);
+                    topics.push(wire::TopicFetch::create(
+                        b,
+                        &wire::TopicFetchArgs { topic: Some(topic), partitions: Some(partitions) },
+                    ));
+                }
+                let topics = b.create_vector(&topics);
+                wire::FetchRequest::create(
+                    b,
+                    &wire::FetchRequestArgs { max_wait_ms, min_bytes, max_bytes: 64 << 20, topics: Some(topics) },
+                )
+                .as_union_value()
+            },
+            &[],
+        )
+    }
+
+    /// Fetches one partition from `offset`.
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+        min_bytes: u32,
+    ) -> Fetched {
+        let mut out = self.fetch_many(&[(topic, partition, offset, max_bytes)], max_wait_ms, min_bytes);
+        assert_eq!(out.len(), 1, "one partition fetched, {} results: {out:?}", out.len());
+        out.remove(0)
+    }
+
+    /// The offset for `timestamp` (-1: the log end, -2: the log start, else the first
+    /// offset at or after that time): `(error, offset)`.
+    pub fn list_offsets(&mut self, topic: &str, partition: u32, timestamp: i64) -> (ErrorCode, i64) {
+        let response = self.request(
+            RequestBody::ListOffsetsRequest,
+            |b| {
+                let p = wire::PartitionListOffsets::create(b, &wire::PartitionListOffsetsArgs { partition, timestamp });
+                let partitions = b.create_vector(&[p]);
+                let topic = b.create_string(topic);
+                let t = wire::TopicListOffsets::create(
+                    b,
+                    &wire::TopicListOffsetsArgs { topic: Some(topic), partitions: Some(partitions) },
+                );
+                let topics = b.create_vector(&[t]);
+                wire::ListOffsetsRequest::create(b, &wire::ListOffsetsRequestArgs { topics: Some(topics) })
+                    .as_union_value()
+            },
+            &[],
+        );
+        let body = response.response().body_as_list_offsets_response().expect("a ListOffsetsResponse");
+        let p = body
+            .topics()
+            .and_then(|t| t.iter().next())
+            .and_then(|t| t.partitions())
+            .and_then(|p| p.iter().next())
+            .expect("one partition result");
+        (p.error(), p.offset())
+    }
+}
+
+/// `GET /metrics` from a node's `--metrics-listen` address; returns the body.
+#[must_use]
+pub fn scrape_metrics(addr: SocketAddr) -> String {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, SOCKET_TIMEOUT).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    stream.set_read_timeout(Some(SOCKET_TIMEOUT)).expect("setting a read timeout");
+    stream.set_write_timeout(Some(SOCKET_TIMEOUT)).expect("setting a write timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n")
+        .expect("sending the scrape");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("reading the scrape (the node closes after it)");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    assert!(head.starts_with("HTTP/1.1 200"), "the scrape failed: {head}");
+    body.to_string()
+}
+
+/// The value of an unlabelled metric in a Prometheus text scrape.
+#[must_use]
+pub fn metric_value(scrape: &str, name: &str) -> Option<u64> {
+    scrape.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

@@ -1,0 +1,732 @@
+//! Specifications of `sluice-node` as its clients see it: real node processes, real
+//! loopback sockets, the native protocol, and restarts by SIGTERM and kill -9.
+//!
+//! Each test starts its own node (two shards unless it says otherwise) with its data in a
+//! temporary directory, talks to it through `sluice_tests::node_client`, and stops it by
+//! its pid; a node still running when a test ends, passes or fails, is killed and reaped
+//! by `NodeProcess`'s Drop, which also prints the node's log when the test failed. Every
+//! wait is bounded: sockets have read and write timeouts, process starts and exits have
+//! deadlines. No test asserts how fast the node is, only what it answers; the only
+//! elapsed-time checks are the long-poll fetch's own `max_wait_ms`, which the node must
+//! not sleep out when data arrives, nor cut short when none does.
+//!
+//! The two `a_second_node_...` tests pin what the node does not do yet (refuse a data
+//! directory or a port another node holds); they fail until it does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sluice_schemas::batch::BatchWalker;
+use sluice_schemas::records::{BatchBuilder, BatchConfig};
+use sluice_schemas::wire::{self, ErrorCode, FrameHeader, RequestBody};
+use sluice_tests::node_client::{free_loopback_addr, metric_value, scrape_metrics, Client, NodeProcess, StartAttempt};
+use tempfile::TempDir;
+
+/// The shards of every node here: the test machines have two cores.
+const SHARDS: usize = 2;
+/// A fetch's per-partition byte budget when a test wants everything.
+const FETCH_BYTES: u32 = 1 << 20;
+/// The most fetch round trips `fetch_all` makes before it gives up.
+const FETCH_ROUNDS_MAX: usize = 10_000;
+
+/// A temporary directory with the node's data in `data/` and its log next to it.
+fn node_dir() -> (TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("creating a temporary directory");
+    let data = tmp.path().join("data");
+    (tmp, data)
+}
+
+/// A batch of `records` records with keys `{tag}-{i}`, values of `value_bytes` bytes
+/// derived from the tag, and timestamps `timestamp_ms + i`.
+fn batch(tag: &str, records: u32, value_bytes: usize, timestamp_ms: i64) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(BatchConfig::default()).unwrap();
+    for i in 0..records {
+        let key = format!("{tag}-{i}");
+        let value: Vec<u8> = key.bytes().cycle().take(value_bytes).collect();
+        builder.push(Some(key.as_bytes()), Some(&value), &[], timestamp_ms + i64::from(i)).unwrap();
+    }
+    builder.finish().unwrap()
+}
+
+/// Checks that `stored` is exactly the batches `produced`, in order, each byte for byte
+/// but for its base offset (bytes 0..8), which must be `first_offset`, then each batch's
+/// base offset plus its record count.
+fn assert_stored_as_produced(stored: &[u8], produced: &[&[u8]], first_offset: i64, what: &str) {
+    let batches: Vec<_> = BatchWalker::new(stored).map(|b| b.unwrap_or_else(|e| panic!("{what}: {e}"))).collect();
+    assert_eq!(batches.len(), produced.len(), "{what}: the number of stored batches");
+    let mut expected_base = first_offset;
+    for (i, ((_, header, bytes), sent)) in batches.iter().zip(produced).enumerate() {
+        assert_eq!(header.base_offset().0 as i64, expected_base, "{what}: base offset of batch {i}");
+        assert_eq!(bytes.len(), sent.len(), "{what}: length of batch {i}");
+        assert!(bytes[8..] == sent[8..], "{what}: batch {i} differs from what was produced after its base offset");
+        expected_base += i64::from(header.record_count());
+    }
+}
+
+/// The records in one batch.
+fn record_count(batch: &[u8]) -> i64 {
+    let (_, header, _) = BatchWalker::new(batch).next().expect("a batch").expect("a whole batch");
+    i64::from(header.record_count())
+}
+
+/// Every batch of a partition, from offset 0 to its high watermark, over as many
+/// fetches as it takes.
+fn fetch_all(client: &mut Client, topic: &str, partition: u32) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut offset = 0i64;
+    for _ in 0..FETCH_ROUNDS_MAX {
+        let fetched = client.fetch(topic, partition, offset, FETCH_BYTES, 0, 0);
+        assert_eq!(fetched.error, ErrorCode::None, "fetching {topic}-{partition} at {offset}: {}", fetched.message);
+        if fetched.records.is_empty() {
+            assert_eq!(offset, fetched.high_watermark, "{topic}-{partition}: an empty fetch below the high watermark");
+            return all;
+        }
+        for b in BatchWalker::new(&fetched.records) {
+            let (_, header, _) = b.unwrap_or_else(|e| panic!("{topic}-{partition} at {offset}: {e}"));
+            offset = header.next_offset().0 as i64;
+        }
+        all.extend_from_slice(&fetched.records);
+    }
+    panic!("{topic}-{partition}: not read to its end in {FETCH_ROUNDS_MAX} fetches");
+}
+
+/// A topic created with its partitions and configs, or the test fails.
+fn create(client: &mut Client, name: &str, partitions: u32, configs: &[(&str, &str)]) {
+    let outcome = client.create_topic(name, partitions, configs);
+    assert_eq!(outcome.error, ErrorCode::None, "creating {name}: {}", outcome.message);
+}
+
+/// The basic contract: a created topic is listed with its partitions; produced batches,
+/// with acks=1 and acks=all, get consecutive offsets per partition and are fetched back
+/// byte for byte but for the base offset the node assigns; ListOffsets answers the log
+/// start (-2), the log end (-1) and the first offset whose record timestamp is at or
+/// after a given one (even inside a batch, as Kafka and schemas/fbs/sluice.fbs say).
+#[test]
+fn a_topic_is_created_produced_to_and_fetched_back_byte_for_byte() {
+    let (_tmp, data) = node_dir();
+    let node = NodeProcess::start(&data, SHARDS, &[]);
+    let mut client = node.client();
+    create(&mut client, "orders", 3, &[]);
+
+    let topics = client.metadata(Some(&["orders"]));
+    assert_eq!(topics.len(), 1);
+    assert_eq!((topics[0].name.as_str(), topics[0].error), ("orders", ErrorCode::None));
+    assert_eq!(topics[0].partitions, vec![0, 1, 2]);
+    assert!(client.metadata(None).iter().any(|t| t.name == "orders"), "listing every topic includes it");
+
+    for p in 0..3u32 {
+        let tag = format!("orders-{p}");
+        // Offsets 0..3 at ts 10_000.., then two batches in one request: 3..7 at ts 20_000..
+        // and 7..9 at ts 30_000...
+        let first = batch(&format!("{tag}-a"), 3, 100, 10_000);
+        let second = batch(&format!("{tag}-b"), 4, 300, 20_000);
+        let third = batch(&format!("{tag}-c"), 2, 50, 30_000);
+        let produced = client.produce("orders", p, &first, 1);
+        assert_eq!((produced.error, produced.base_offset), (ErrorCode::None, 0), "{tag}: {}", produced.message);
+        let both = [second.clone(), third.clone()].concat();
+        let produced = client.produce("orders", p, &both, -1);
+        assert_eq!((produced.error, produced.base_offset), (ErrorCode::None, 3), "{tag}: {}", produced.message);
+
+        let fetched = client.fetch("orders", p, 0, FETCH_BYTES, 0, 0);
+        assert_eq!(fetched.error, ErrorCode::None, "{tag}: {}", fetched.message);
+        assert_eq!(fetched.high_watermark, 9, "{tag}: the high watermark is the log end");
+        assert_stored_as_produced(&fetched.records, &[&first, &second, &third], 0, &tag);
+        // An offset inside a batch returns that whole batch.
+        let fetched = client.fetch("orders", p, 5, FETCH_BYTES, 0, 0);
+        assert_stored_as_produced(&fetched.records, &[&second, &third], 3, &format!("{tag} from offset 5"));
+        // At the log end: nothing, no error. Past it: out of range.
+        let at_end = client.fetch("orders", p, 9, FETCH_BYTES, 0, 0);
+        assert_eq!((at_end.error, at_end.records.len()), (ErrorCode::None, 0), "{tag}: {}", at_end.message);
+        assert_eq!(client.fetch("orders", p, 10, FETCH_BYTES, 0, 0).error, ErrorCode::OffsetOutOfRange, "{tag}");
+
+        assert_eq!(client.list_offsets("orders", p, -2), (ErrorCode::None, 0), "{tag}: the log start");
+        assert_eq!(client.list_offsets("orders", p, -1), (ErrorCode::None, 9), "{tag}: the log end");
+        assert_eq!(client.list_offsets("orders", p, 0), (ErrorCode::None, 0), "{tag}: before every record");
+        assert_eq!(client.list_offsets("orders", p, 15_000), (ErrorCode::None, 3), "{tag}: between batches");
+        assert_eq!(client.list_offsets("orders", p, 20_002), (ErrorCode::None, 5), "{tag}: a record inside a batch");
+        assert_eq!(client.list_offsets("orders", p, 30_000), (ErrorCode::None, 7), "{tag}: a batch's first record");
+        assert_eq!(client.list_offsets("orders", p, 40_000), (ErrorCode::None, -1), "{tag}: after every record");
+    }
+}
+
+/// A produce with acks=0 gets no response at all, yet its records are stored: the next
+/// response on the same connection is the one to the request sent after it.
+#[test]
+fn acks_zero_gets_no_response_but_the_records_are_stored() {
+    let (_tmp, data) = node_dir();
+    let node = NodeProcess::start(&data, SHARDS, &[]);
+    let mut client = node.client();
+    create(&mut client, "fire-and-forget", 2, &[]);
+    let sent = [batch("zero-0", 5, 64, 1_000), batch("zero-1", 2, 64, 2_000)];
+
+    client.send_produce(0, &[("fire-and-forget", 0, &sent[0]), ("fire-and-forget", 1, &sent[1])]);
+    // Responses come in request order, so had the produce been answered, its response
+    // would be read here instead of the metadata response (receive_for checks the id).
+    let topics = client.metadata(Some(&["fire-and-forget"]));
+    assert_eq!(topics[0].partitions, vec![0, 1]);
+
+    for p in 0..2u32 {
+        let fetched = client.fetch("fire-and-forget", p, 0, FETCH_BYTES, 0, 0);
+        assert_eq!(fetched.error, ErrorCode::None, "{}", fetched.message);
+        assert_stored_as_produced(&fetched.records, &[&sent[p as usize]], 0, &format!("partition {p}"));
+    }
+}
+
+/// Every batch acknowledged with acks=1 is there after a clean stop (SIGTERM) and after a
+/// crash (kill -9), at the offsets it was acknowledged with, and appends go on from the
+/// end of the log after each restart. SIGTERM stops the node cleanly even with
+/// connections open and a long-polling fetch in flight.
+#[test]
+fn records_survive_sigterm_and_kill_9_restarts() {
+    const BATCHES_PER_ROUND: usize = 20;
+    let (_tmp, data) = node_dir();
+    // Small segments, so the restarts recover logs of several segments.
+    let mut node = NodeProcess::start(&data, SHARDS, &["--segment-bytes", "16384"]);
+    let mut client = node.client();
+    create(&mut client, "durable", 2, &[]);
+
+    let mut produced: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
+    let produce_round = |client: &mut Client, round: usize, produced: &mut Vec<Vec<Vec<u8>>>| {
+        for k in 0..BATCHES_PER_ROUND {
+            for p in 0..2u32 {
+                let sent = batch(&format!("r{round}-p{p}-k{k}"), 1 + (k as u32 % 5), 200 + 97 * k, 1_000 * k as i64);
+                let expected_base: i64 = produced[p as usize].iter().map(|b| record_count(b)).sum();
+                let outcome = client.produce("durable", p, &sent, 1);
+                assert_eq!(outcome.error, ErrorCode::None, "round {round}: {}", outcome.message);
+                assert_eq!(outcome.base_offset, expected_base, "round {round}: batch {k} of partition {p}");
+                produced[p as usize].push(sent);
+            }
+        }
+    };
+    let check_all = |client: &mut Client, produced: &Vec<Vec<Vec<u8>>>, what: &str| {
+        for p in 0..2u32 {
+            let stored = fetch_all(client, "durable", p);
+            let sent: Vec<&[u8]> = produced[p as usize].iter().map(Vec::as_slice).collect();
+            assert_stored_as_produced(&stored, &sent, 0, &format!("{what}, partition {p}"));
+        }
+    };
+
+    produce_round(&mut client, 0, &mut produced);
+    // The stop is clean even with connections open and a long poll waiting at the log end.
+    let end: i64 = produced[0].iter().map(|b| record_count(b)).sum();
+    let poll_id = client.send_fetch(&[("durable", 0, end, FETCH_BYTES)], 10_000, 1);
+    let _idle = node.client();
+    let status = node.sigterm_and_wait();
+    assert!(status.success(), "a SIGTERM stop is clean: {status}");
+    // The long poll is answered (empty) or its connection closed; it is not left hanging.
+    match client.receive() {
+        Ok(Some(response)) => assert_eq!(response.response().correlation_id(), poll_id),
+        Ok(None) => {}
+        Err(e) => panic!("the long poll neither got an answer nor a close: {e}"),
+    }
+    node.restart();
+    let mut client = node.client();
+    check_all(&mut client, &produced, "after SIGTERM");
+
+    produce_round(&mut client, 1, &mut produced);
+    let status = node.kill9_and_wait();
+    assert!(!status.success(), "kill -9 kills: {status}");
+    node.restart();
+    let mut client = node.client();
+    check_all(&mut client, &produced, "after kill -9");
+    // And the log takes appends again where it ended.
+    produce_round(&mut client, 2, &mut produced);
+    check_all(&mut client, &produced, "after appending past the recovered end");
+}
+
+/// Partitions live on different shards, but one connection reaches them all: a single
+/// connection produces to and fetches from the 8 partitions of a topic on a 2-shard node,
+/// in one request each and one partition at a time, pipelined requests are answered in
+/// order, and the node counts the hops.
+#[test]
+fn one_connection_reaches_partitions_on_every_shard() {
+    const PARTITIONS: u32 = 8;
+    let (_tmp, data) = node_dir();
+    let metrics_addr: SocketAddr = free_loopback_addr();
+    let node = NodeProcess::start(&data, SHARDS, &["--metrics-listen", &metrics_addr.to_string()]);
+    let mut client = node.client();
+    create(&mut client, "spread", PARTITIONS, &[]);
+
+    // One request for all partitions...
+    let first: Vec<Vec<u8>> = (0..PARTITIONS).map(|p| batch(&format!("spread-{p}-a"), 3, 80, 1_000)).collect();
+    let parts: Vec<(&str, u32, &[u8])> = (0..PARTITIONS).map(|p| ("spread", p, first[p as usize].as_slice())).collect();
+    let outcomes = client.produce_many(1, &parts);
+    assert_eq!(outcomes.len(), PARTITIONS as usize);
+    for o in &outcomes {
+        assert_eq!((o.error, o.base_offset), (ErrorCode::None, 0), "spread-{}: {}", o.partition, o.message);
+    }
+    // ...then one request per partition.
+    let second: Vec<Vec<u8>> = (0..PARTITIONS).map(|p| batch(&format!("spread-{p}-b"), 2, 80, 2_000)).collect();
+    for p in 0..PARTITIONS {
+        let o = client.produce("spread", p, &second[p as usize], -1);
+        assert_eq!((o.error, o.base_offset), (ErrorCode::None, 3), "spread-{p}: {}", o.message);
+    }
+
+    let targets: Vec<(&str, u32, i64, u32)> = (0..PARTITIONS).map(|p| ("spread", p, 0, FETCH_BYTES)).collect();
+    let fetched = client.fetch_many(&targets, 0, 0);
+    assert_eq!(fetched.len(), PARTITIONS as usize);
+    for f in &fetched {
+        assert_eq!((f.error, f.high_watermark), (ErrorCode::None, 5), "spread-{}: {}", f.partition, f.message);
+        let p = f.partition as usize;
+        assert_stored_as_produced(&f.records, &[&first[p], &second[p]], 0, &format!("spread-{p}, fetched together"));
+    }
+    for p in 0..PARTITIONS {
+        let f = client.fetch("spread", p, 3, FETCH_BYTES, 0, 0);
+        assert_stored_as_produced(&f.records, &[&second[p as usize]], 3, &format!("spread-{p}, fetched alone"));
+        assert_eq!(client.list_offsets("spread", p, -1), (ErrorCode::None, 5), "spread-{p}");
+    }
+
+    // Pipelined requests to partitions of both shards are answered in request order, each
+    // produce at the offset that follows the previous one to its partition.
+    let third: Vec<Vec<u8>> = (0..PARTITIONS).map(|p| batch(&format!("spread-{p}-c"), 1, 20, 3_000)).collect();
+    let mut sent = Vec::new();
+    for round in 0..4i64 {
+        for p in 0..PARTITIONS {
+            sent.push((p, 5 + round, client.send_produce(1, &[("spread", p, &third[p as usize])])));
+        }
+    }
+    for (p, expected_offset, correlation_id) in sent {
+        let response = client.receive_for(correlation_id);
+        let body = response.response().body_as_produce_response().expect("a ProduceResponse");
+        let result = body.topics().unwrap().get(0).partitions().unwrap().get(0);
+        assert_eq!((result.partition(), result.error()), (p, ErrorCode::None), "{:?}", result.message());
+        assert_eq!(result.base_offset(), expected_offset, "spread-{p}");
+    }
+
+    let scrape = scrape_metrics(metrics_addr);
+    assert_eq!(metric_value(&scrape, "sluice_shards"), Some(SHARDS as u64), "{scrape}");
+    let hops = metric_value(&scrape, "sluice_cross_shard_calls_total").unwrap_or_else(|| panic!("{scrape}"));
+    assert!(hops > 0, "half the partitions are on the other shard, so some calls crossed: {scrape}");
+}
+
+/// A frame with a well-formed header around `envelope` (any bytes) and no payload.
+fn framed(envelope: &[u8]) -> Vec<u8> {
+    wire::frame(envelope, &[])
+}
+
+/// Bad frames never crash the node or touch stored data: a frame it cannot parse gets an
+/// `ErrorResponse` and its connection is closed; a frame larger than `--max-frame-bytes`
+/// is refused from its header alone, without the node waiting for its body; a frame cut
+/// short just ends its connection. Other connections, open before or after, keep working
+/// and every stored record stays as it was.
+#[test]
+fn malformed_frames_get_an_error_and_only_that_connection_closes() {
+    let (_tmp, data) = node_dir();
+    let node = NodeProcess::start(&data, SHARDS, &["--max-frame-bytes", "65536"]);
+    let mut bystander = node.client();
+    create(&mut bystander, "safe", 2, &[]);
+    let stored = [batch("safe-0", 4, 100, 1_000), batch("safe-1", 4, 100, 1_000)];
+    for p in 0..2u32 {
+        assert_eq!(bystander.produce("safe", p, &stored[p as usize], 1).error, ErrorCode::None);
+    }
+    let everything_still_works = |what: &str, bystander: &mut Client| {
+        for client in [&mut node.client(), bystander] {
+            assert_eq!(client.metadata(Some(&["safe"]))[0].partitions, vec![0, 1], "after {what}");
+            for p in 0..2u32 {
+                let f = client.fetch("safe", p, 0, FETCH_BYTES, 0, 0);
+                assert_eq!((f.error, f.high_watermark), (ErrorCode::None, 4), "after {what}: {}", f.message);
+                assert_stored_as_produced(&f.records, &[&stored[p as usize]], 0, &format!("after {what}"));
+            }
+        }
+    };
+    let expect_error_then_close = |client: &mut Client, what: &str| -> String {
+        let response = client
+            .receive()
+            .unwrap_or_else(|e| panic!("{what}: reading the error response: {e}"))
+            .unwrap_or_else(|| panic!("{what}: the node closed the connection without an ErrorResponse"));
+        let (code, message) = response.error_response().unwrap_or_else(|| panic!("{what}: not an ErrorResponse"));
+        assert_eq!(code, ErrorCode::InvalidRequest, "{what}: {message}");
+        assert!(client.is_closed_by_node(), "{what}: the connection is closed after the error");
+        message
+    };
+
+    // Not our protocol at all (an HTTP request read as a frame header is a 1.2 GB frame).
+    let mut client = node.client();
+    client.send_raw(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\n\r\n").unwrap();
+    let message = expect_error_then_close(&mut client, "an HTTP request");
+    assert!(message.contains("exceeds the limit of 65536"), "{message}");
+    everything_still_works("an HTTP request", &mut bystander);
+
+    // A header whose two sizes contradict each other.
+    let mut client = node.client();
+    let mut header = [0u8; 8];
+    header[..4].copy_from_slice(&10u32.to_be_bytes());
+    header[4..].copy_from_slice(&100u32.to_be_bytes());
+    client.send_raw(&header).unwrap();
+    let message = expect_error_then_close(&mut client, "inconsistent sizes");
+    assert!(message.contains("inconsistent"), "{message}");
+    everything_still_works("inconsistent sizes", &mut bystander);
+
+    // A header announcing 1 MiB against a 64 KiB limit, and no body: the node answers from
+    // the header alone (if it waited for the body, this read would time out).
+    let mut client = node.client();
+    client.send_raw(&FrameHeader::encode(16, (1 << 20) - 20)).unwrap();
+    let message = expect_error_then_close(&mut client, "an oversized frame");
+    assert!(message.contains("1048576") && message.contains("65536"), "{message}");
+    everything_still_works("an oversized frame", &mut bystander);
+
+    // A frame cut short: the header promises 1000 bytes, 10 arrive, then the client hangs up.
+    let mut client = node.client();
+    client.send_raw(&FrameHeader::encode(100, 896)).unwrap();
+    client.send_raw(&[7u8; 10]).unwrap();
+    client.shutdown_write();
+    assert!(client.is_closed_by_node(), "a truncated frame ends its connection without a response");
+    everything_still_works("a truncated frame", &mut bystander);
+
+    // Envelopes that fail flatbuffers verification: garbage, and a real request cut short.
+    let mut builder = flatbuffers::FlatBufferBuilder::new();
+    let body = wire::MetadataRequest::create(&mut builder, &wire::MetadataRequestArgs::default());
+    let good = wire::finish_request(&mut builder, 9, 0, Some("t"), RequestBody::MetadataRequest, body.as_union_value())
+        .to_vec();
+    for (what, envelope) in
+        [("a garbage envelope", vec![0xffu8; 64]), ("a truncated envelope", good[..good.len() / 2].to_vec())]
+    {
+        let mut client = node.client();
+        client.send_raw(&framed(&envelope)).unwrap();
+        let message = expect_error_then_close(&mut client, what);
+        assert!(message.contains("malformed request"), "{what}: {message}");
+        everything_still_works(what, &mut bystander);
+    }
+
+    // A verified envelope with a body type this version does not know.
+    let mut builder = flatbuffers::FlatBufferBuilder::new();
+    let body = wire::MetadataRequest::create(&mut builder, &wire::MetadataRequestArgs::default());
+    let unknown = wire::finish_request(&mut builder, 10, 0, None, RequestBody(200), body.as_union_value()).to_vec();
+    let mut client = node.client();
+    client.send_raw(&framed(&unknown)).unwrap();
+    let message = expect_error_then_close(&mut client, "an unknown body type");
+    assert!(message.contains("200"), "{message}");
+    everything_still_works("an unknown body type", &mut bystander);
+
+    // A good request after the bad ones on a fresh connection, pipelined behind another.
+    let mut client = node.client();
+    let a = client.send(
+        RequestBody::MetadataRequest,
+        |b| wire::MetadataRequest::create(b, &wire::MetadataRequestArgs::default()).as_union_value(),
+        &[],
+    );
+    let b = client.send(
+        RequestBody::ApiVersionsRequest,
+        |b| wire::ApiVersionsRequest::create(b, &wire::ApiVersionsRequestArgs {}).as_union_value(),
+        &[],
+    );
+    assert!(client.receive_for(a).response().body_as_metadata_response().is_some());
+    assert!(client.receive_for(b).response().body_as_api_versions_response().is_some());
+}
+
+/// Produce checks every partition's batches on their own: a corrupt batch (CRC mismatch),
+/// a batch over the topic's `max.message.bytes`, an unknown topic and an unknown partition
+/// each fail only their partition, with the right error code and a message naming the
+/// partition; the other partitions of the same request are stored. A partition's batches
+/// are all-or-nothing: a good batch sent with a corrupt one is not stored either.
+#[test]
+fn corrupted_batches_are_refused_per_partition_and_nothing_else_is_lost() {
+    let (_tmp, data) = node_dir();
+    let node = NodeProcess::start(&data, SHARDS, &[]);
+    let mut client = node.client();
+    create(&mut client, "mixed", 2, &[]);
+    create(&mut client, "small", 1, &[("max.message.bytes", "1024")]);
+
+    let good_before = batch("mixed-0-good", 3, 100, 1_000);
+    let mut corrupt = batch("mixed-0-bad", 3, 100, 2_000);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x01; // a flipped bit in the last record: the CRC no longer matches
+    let good = batch("mixed-1-good", 3, 100, 3_000);
+    let too_large = batch("small-big", 2, 1_500, 4_000);
+    let fits = batch("small-fits", 2, 100, 5_000);
+    let good_and_corrupt = [good_before.clone(), corrupt].concat();
+    let outcomes = client.produce_many(
+        1,
+        &[
+            ("mixed", 0, &good_and_corrupt),
+            ("mixed", 1, &good),
+            ("mixed", 7, &good),
+            ("small", 0, &too_large),
+            ("no-such-topic", 0, &good),
+        ],
+    );
+    let outcome = |topic: &str, partition: u32| {
+        outcomes
+            .iter()
+            .find(|o| o.topic == topic && o.partition == partition)
+            .unwrap_or_else(|| panic!("no result for {topic}-{partition}: {outcomes:?}"))
+    };
+    let bad = outcome("mixed", 0);
+    assert_eq!(bad.error, ErrorCode::CorruptMessage, "{}", bad.message);
+    assert!(bad.message.contains("mixed-0") && bad.message.contains("CRC"), "{}", bad.message);
+    assert_eq!(bad.base_offset, -1);
+    let stored = outcome("mixed", 1);
+    assert_eq!((stored.error, stored.base_offset), (ErrorCode::None, 0), "{}", stored.message);
+    let unknown_partition = outcome("mixed", 7);
+    assert_eq!(unknown_partition.error, ErrorCode::UnknownTopicOrPartition, "{}", unknown_partition.message);
+    assert!(unknown_partition.message.contains('7'), "{}", unknown_partition.message);
+    let large = outcome("small", 0);
+    assert_eq!(large.error, ErrorCode::MessageTooLarge, "{}", large.message);
+    assert!(large.message.contains("small-0") && large.message.contains("1024"), "{}", large.message);
+    let unknown_topic = outcome("no-such-topic", 0);
+    assert_eq!(unknown_topic.error, ErrorCode::UnknownTopicOrPartition, "{}", unknown_topic.message);
+    assert!(unknown_topic.message.contains("no-such-topic"), "{}", unknown_topic.message);
+
+    // What was refused left no trace; what was accepted is whole.
+    let f = client.fetch("mixed", 0, 0, FETCH_BYTES, 0, 0);
+    assert_eq!((f.error, f.high_watermark, f.records.len()), (ErrorCode::None, 0, 0), "{}", f.message);
+    let f = client.fetch("mixed", 1, 0, FETCH_BYTES, 0, 0);
+    assert_stored_as_produced(&f.records, &[&good], 0, "mixed-1");
+    assert_eq!(client.list_offsets("small", 0, -1), (ErrorCode::None, 0));
+    // The refused partitions take good batches afterwards, from offset 0.
+    assert_eq!(client.produce("mixed", 0, &good_before, 1).base_offset, 0);
+    assert_eq!(client.produce("small", 0, &fits, 1).base_offset, 0);
+    // Fetching what does not exist is refused the same way.
+    assert_eq!(client.fetch("mixed", 7, 0, FETCH_BYTES, 0, 0).error, ErrorCode::UnknownTopicOrPartition);
+    assert_eq!(client.fetch("no-such-topic", 0, 0, FETCH_BYTES, 0, 0).error, ErrorCode::UnknownTopicOrPartition);
+    assert_eq!(client.list_offsets("no-such-topic", 0, -1).0, ErrorCode::UnknownTopicOrPartition);
+    // An empty record set, a negative fetch offset and a negative timestamp other than
+    // -1 and -2 are refused too.
+    let empty = client.produce("mixed", 1, &[], 1);
+    assert_eq!(empty.error, ErrorCode::InvalidRecord, "{}", empty.message);
+    assert_eq!(client.fetch("mixed", 1, -1, FETCH_BYTES, 0, 0).error, ErrorCode::OffsetOutOfRange);
+    assert_eq!(client.list_offsets("mixed", 1, -3).0, ErrorCode::InvalidRequest);
+    // An acks value that is not 0, 1 or -1 is refused, and stores nothing.
+    let refused = client.produce("mixed", 1, &good, 2);
+    assert_eq!(refused.error, ErrorCode::InvalidRequiredAcks, "{}", refused.message);
+    assert_eq!(client.list_offsets("mixed", 1, -1), (ErrorCode::None, 3));
+}
+
+/// A topic's partition count only grows: growing it adds usable partitions, and asking
+/// for fewer (or as many) is refused with InvalidPartitions and a message that says
+/// partitions can only be added. The count stays as it was after a refusal.
+#[test]
+fn partitions_can_only_be_added() {
+    let (_tmp, data) = node_dir();
+    let node = NodeProcess::start(&data, SHARDS, &[]);
+    let mut client = node.client();
+    create(&mut client, "grow", 2, &[]);
+    let before = batch("grow-0", 2, 10, 1_000);
+    assert_eq!(client.produce("grow", 0, &before, 1).error, ErrorCode::None);
+
+    let grown = client.create_partitions("grow", 5);
+    assert_eq!(grown.error, ErrorCode::None, "{}", grown.message);
+    assert_eq!(client.metadata(Some(&["grow"]))[0].partitions, vec![0, 1, 2, 3, 4]);
+    for p in 2..5u32 {
+        let sent = batch(&format!("grow-{p}"), 3, 10, 2_000);
+        let o = client.produce("grow", p, &sent, 1);
+        assert_eq!((o.error, o.base_offset), (ErrorCode::None, 0), "grow-{p}: {}", o.message);
+        let f = client.fetch("grow", p, 0, FETCH_BYTES, 0, 0);
+        assert_stored_as_produced(&f.records, &[&sent], 0, &format!("grow-{p}"));
+    }
+    let f = client.fetch("grow", 0, 0, FETCH_BYTES, 0, 0);
+    assert_stored_as_produced(&f.records, &[&before], 0, "grow-0, untouched by the growth");
+
+    let shrink = client.create_partitions("grow", 3);
+    assert_eq!(shrink.error, ErrorCode::InvalidPartitions, "{}", shrink.message);
+    assert!(shrink.message.contains("partitions can only be added"), "{}", shrink.message);
+    let same = client.create_partitions("grow", 5);
+    assert_eq!(same.error, ErrorCode::InvalidPartitions, "{}", same.message);
+    assert_eq!(client.create_partitions("no-such-topic", 5).error, ErrorCode::UnknownTopicOrPartition);
+    // A topic needs at least one partition, and a valid name.
+    assert_eq!(client.create_topic("empty", 0, &[]).error, ErrorCode::InvalidPartitions);
+    assert_eq!(client.create_topic("bad/name", 1, &[]).error, ErrorCode::InvalidTopic);
+    assert_eq!(client.metadata(Some(&["grow"]))[0].partitions, vec![0, 1, 2, 3, 4]);
+}
+
+/// Topic configs are described with their effective values (the topic's own, or the
+/// node's default, marked as such), altered incrementally (set, or delete back to the
+/// default) and validated (unknown keys and out-of-range values are refused, naming the
+/// key); an altered config takes effect at once; and configs and partition counts persist
+/// across a crash (kill -9) and restart.
+#[test]
+fn topic_configs_are_described_altered_and_validated() {
+    let (_tmp, data) = node_dir();
+    let mut node = NodeProcess::start(&data, SHARDS, &["--fsync", "never"]);
+    let mut client = node.client();
+    create(&mut client, "tuned", 2, &[("segment.bytes", "65536")]);
+
+    let described = client.describe_configs(&["tuned"]);
+    assert_eq!(described.len(), 1);
+    assert_eq!(described[0].error, ErrorCode::None, "{}", described[0].message);
+    assert_eq!(described[0].get("segment.bytes"), Some(("65536", false)));
+    assert_eq!(described[0].get("fsync.policy"), Some(("never", true)), "the node's --fsync is the default");
+    assert!(matches!(described[0].get("max.message.bytes"), Some((_, true))), "{:?}", described[0]);
+
+    let altered = client.alter_configs("tuned", &[("max.message.bytes", "2048")], &["segment.bytes"]);
+    assert_eq!(altered.error, ErrorCode::None, "{}", altered.message);
+    let described = client.describe_configs(&["tuned"]);
+    assert_eq!(described[0].get("max.message.bytes"), Some(("2048", false)));
+    assert!(matches!(described[0].get("segment.bytes"), Some((v, true)) if v != "65536"), "{:?}", described[0]);
+    // The new limit applies to the next produce, on both shards' partitions.
+    for p in 0..2u32 {
+        let o = client.produce("tuned", p, &batch("tuned-big", 2, 1_500, 1_000), 1);
+        assert_eq!(o.error, ErrorCode::MessageTooLarge, "tuned-{p}: {}", o.message);
+        assert_eq!(client.produce("tuned", p, &batch("tuned-ok", 2, 100, 1_000), 1).error, ErrorCode::None);
+    }
+
+    // Refusals name what was wrong and change nothing.
+    let unknown_key = client.alter_configs("tuned", &[("retention.ms", "1000")], &[]);
+    assert_eq!(unknown_key.error, ErrorCode::InvalidConfig, "{}", unknown_key.message);
+    assert!(unknown_key.message.contains("retention.ms"), "{}", unknown_key.message);
+    let out_of_range = client.alter_configs("tuned", &[("segment.bytes", "12")], &[]);
+    assert_eq!(out_of_range.error, ErrorCode::InvalidConfig, "{}", out_of_range.message);
+    assert!(out_of_range.message.contains("segment.bytes") && out_of_range.message.contains("12"));
+    assert_eq!(
+        client.alter_configs("no-such-topic", &[("segment.ms", "1000")], &[]).error,
+        ErrorCode::UnknownTopicOrPartition
+    );
+    let bad_create = client.create_topic("never-made", 1, &[("fsync.policy", "sometimes")]);
+    assert_eq!(bad_create.error, ErrorCode::InvalidConfig, "{}", bad_create.message);
+    assert!(bad_create.message.contains("sometimes"), "{}", bad_create.message);
+    assert_eq!(client.metadata(Some(&["never-made"]))[0].error, ErrorCode::UnknownTopicOrPartition);
+    assert_eq!(client.describe_configs(&["never-made"])[0].error, ErrorCode::UnknownTopicOrPartition);
+    assert_eq!(client.create_topic("tuned", 1, &[]).error, ErrorCode::TopicAlreadyExists);
+    assert_eq!(client.describe_configs(&["tuned"])[0].get("max.message.bytes"), Some(("2048", false)));
+
+    // Acknowledged metadata changes survive a crash.
+    assert_eq!(client.create_partitions("tuned", 3).error, ErrorCode::None);
+    let before_crash = client.describe_configs(&["tuned"]);
+    drop(client);
+    node.kill9_and_wait();
+    node.restart();
+    let mut client = node.client();
+    assert_eq!(client.metadata(Some(&["tuned"]))[0].partitions, vec![0, 1, 2]);
+    assert_eq!(client.describe_configs(&["tuned"]), before_crash);
+    let o = client.produce("tuned", 2, &batch("tuned-big", 2, 1_500, 1_000), 1);
+    assert_eq!(o.error, ErrorCode::MessageTooLarge, "the limit still applies: {}", o.message);
+    for p in 0..2u32 {
+        assert_eq!(client.list_offsets("tuned", p, -1), (ErrorCode::None, 2), "tuned-{p} kept its records");
+    }
+}
+
+/// A deleted topic is gone, with its records: it is no longer listed, produce and fetch
+/// refuse it, a restart does not bring it back, and its name can be used again for a new,
+/// empty topic.
+#[test]
+fn a_deleted_topic_is_gone_and_its_name_can_be_reused() {
+    let (_tmp, data) = node_dir();
+    let mut node = NodeProcess::start(&data, SHARDS, &[]);
+    let mut client = node.client();
+    create(&mut client, "doomed", 2, &[]);
+    create(&mut client, "kept", 1, &[]);
+    let kept = batch("kept", 2, 10, 1_000);
+    assert_eq!(client.produce("kept", 0, &kept, 1).error, ErrorCode::None);
+    for p in 0..2u32 {
+        assert_eq!(client.produce("doomed", p, &batch("doomed", 4, 10, 1_000), 1).error, ErrorCode::None);
+    }
+
+    let deleted = client.delete_topic("doomed");
+    assert_eq!(deleted.error, ErrorCode::None, "{}", deleted.message);
+    assert_eq!(client.delete_topic("doomed").error, ErrorCode::UnknownTopicOrPartition);
+    assert_eq!(client.metadata(Some(&["doomed"]))[0].error, ErrorCode::UnknownTopicOrPartition);
+    assert!(!client.metadata(None).iter().any(|t| t.name == "doomed"));
+    assert_eq!(client.produce("doomed", 0, &kept, 1).error, ErrorCode::UnknownTopicOrPartition);
+    assert_eq!(client.fetch("doomed", 1, 0, FETCH_BYTES, 0, 0).error, ErrorCode::UnknownTopicOrPartition);
+
+    drop(client);
+    assert!(node.sigterm_and_wait().success());
+    node.restart();
+    let mut client = node.client();
+    assert_eq!(client.metadata(Some(&["doomed"]))[0].error, ErrorCode::UnknownTopicOrPartition);
+    create(&mut client, "doomed", 2, &[]);
+    for p in 0..2u32 {
+        assert_eq!(client.list_offsets("doomed", p, -1), (ErrorCode::None, 0), "a new topic starts empty");
+    }
+    let f = client.fetch("kept", 0, 0, FETCH_BYTES, 0, 0);
+    assert_stored_as_produced(&f.records, &[&kept], 0, "the other topic");
+}
+
+/// A fetch at the log end with `min_bytes` 1 waits for data: it returns as soon as
+/// another connection's produce lands (well before its `max_wait_ms`), with that data,
+/// whichever shard the partition is on; with no data it returns empty once
+/// `max_wait_ms` has passed.
+#[test]
+fn fetch_long_polls_until_data_arrives() {
+    const LONG_WAIT_MS: u32 = 5_000;
+    const SHORT_WAIT_MS: u32 = 200;
+    let (_tmp, data) = node_dir();
+    let node = NodeProcess::start(&data, SHARDS, &[]);
+    let addr = node.addr();
+    let mut producer = node.client();
+    // Two partitions land on the two shards, so one of them is remote to the fetching
+    // connection whichever shard accepted it.
+    create(&mut producer, "poll", 2, &[]);
+
+    for p in 0..2u32 {
+        let fetcher = std::thread::spawn(move || {
+            let mut client = Client::connect(addr);
+            let started = Instant::now();
+            let fetched = client.fetch("poll", p, 0, FETCH_BYTES, LONG_WAIT_MS, 1);
+            (fetched, started.elapsed())
+        });
+        // Give the fetch time to start waiting; if the produce still comes first, the fetch
+        // finds the data at once, which the assertions below accept as well.
+        std::thread::sleep(Duration::from_millis(300));
+        let sent = batch(&format!("poll-{p}"), 2, 50, 1_000);
+        assert_eq!(producer.produce("poll", p, &sent, 1).error, ErrorCode::None);
+        let (fetched, elapsed) = fetcher.join().expect("the fetching thread");
+        assert_eq!(fetched.error, ErrorCode::None, "poll-{p}: {}", fetched.message);
+        assert_stored_as_produced(&fetched.records, &[&sent], 0, &format!("poll-{p}, long-polled"));
+        assert!(
+            elapsed < Duration::from_millis(u64::from(LONG_WAIT_MS) * 9 / 10),
+            "poll-{p}: the fetch slept out its max_wait ({elapsed:?}) instead of waking on the produce"
+        );
+
+        let started = Instant::now();
+        let empty = producer.fetch("poll", p, 2, FETCH_BYTES, SHORT_WAIT_MS, 1);
+        let elapsed = started.elapsed();
+        assert_eq!((empty.error, empty.records.len()), (ErrorCode::None, 0), "poll-{p}: {}", empty.message);
+        assert!(
+            elapsed >= Duration::from_millis(u64::from(SHORT_WAIT_MS) * 3 / 4),
+            "poll-{p}: an empty fetch returned after {elapsed:?}, before its max_wait of {SHORT_WAIT_MS} ms"
+        );
+    }
+}
+
+/// Starts a node on `data` and stores a batch in topic `held`, partition 0.
+fn node_holding_a_batch(data: &std::path::Path) -> (NodeProcess, Vec<u8>) {
+    let node = NodeProcess::start(data, SHARDS, &[]);
+    let mut client = node.client();
+    create(&mut client, "held", 1, &[]);
+    let sent = batch("held", 3, 100, 1_000);
+    assert_eq!(client.produce("held", 0, &sent, 1).error, ErrorCode::None);
+    (node, sent)
+}
+
+/// Checks that `node` still serves `held` as it was.
+fn assert_still_holds(node: &NodeProcess, sent: &[u8]) {
+    let mut client = node.client();
+    let f = client.fetch("held", 0, 0, FETCH_BYTES, 0, 0);
+    assert_eq!(f.error, ErrorCode::None, "{}", f.message);
+    assert_stored_as_produced(&f.records, &[sent], 0, "the first node's data");
+}
+
+/// A data directory belongs to one node at a time: a second node started on it (on
+/// another port) must refuse to start, not open the same partition logs and write to
+/// them beside the first.
+#[test]
+fn a_second_node_on_the_same_data_dir_refuses_to_start() {
+    let (_tmp, data) = node_dir();
+    let (node, sent) = node_holding_a_batch(&data);
+    let attempt = NodeProcess::try_start_at(free_loopback_addr(), &data, SHARDS, &[]);
+    assert_still_holds(&node, &sent);
+    match attempt {
+        StartAttempt::Exited(status, _log) => assert!(!status.success(), "it exits with a failure: {status}"),
+        StartAttempt::Started(log) => panic!("a second node started on the data directory of a running node:\n{log}"),
+    }
+}
+
+/// A port belongs to one node at a time: a second node started on it (with its own data)
+/// must refuse to start, not share the port, which would hand some of the first node's
+/// clients to a node that does not have their topics.
+#[test]
+fn a_second_node_on_the_same_port_refuses_to_start() {
+    let (_tmp, data) = node_dir();
+    let (node, sent) = node_holding_a_batch(&data);
+    let (_other_tmp, other_data) = node_dir();
+    match NodeProcess::try_start_at(node.addr(), &other_data, SHARDS, &[]) {
+        StartAttempt::Exited(status, _log) => assert!(!status.success(), "it exits with a failure: {status}"),
+        // (Checked before the first node's data: the killed second node's socket can take
+        // connections on the shared port for a few milliseconds after it is reaped.)
+        StartAttempt::Started(log) => panic!("a second node started on the port of a running node:\n{log}"),
+    }
+    assert_still_holds(&node, &sent);
+}
