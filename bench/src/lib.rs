@@ -12,6 +12,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use sluice_schemas::records::{BatchBuilder, BatchConfig};
 
+pub mod baseline;
+
 /// The alignment of O_DIRECT buffers, positions and lengths used by the baselines: the
 /// same 4 KiB the node's I/O seam uses (`sluice_node::io::IO_ALIGNMENT_BYTES`).
 pub const DIRECT_IO_ALIGNMENT_BYTES: usize = 4096;
@@ -107,7 +109,7 @@ impl AlignedBlock {
     /// A block of `len` bytes (a positive multiple of the alignment) holding `contents`
     /// repeated from its start.
     pub fn filled_with(len: usize, contents: &[u8]) -> Result<AlignedBlock, BenchError> {
-        if len == 0 || len % DIRECT_IO_ALIGNMENT_BYTES != 0 {
+        if len == 0 || !len.is_multiple_of(DIRECT_IO_ALIGNMENT_BYTES) {
             return Err(BenchError(format!(
                 "an O_DIRECT block must be a positive multiple of {DIRECT_IO_ALIGNMENT_BYTES} bytes, not {len}"
             )));
@@ -197,6 +199,7 @@ pub fn record_latency(histogram: &mut Histogram<u64>, elapsed: Duration) {
 pub struct LatencySummary {
     pub count: u64,
     pub p50_us: u64,
+    pub p90_us: u64,
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
@@ -208,6 +211,7 @@ impl LatencySummary {
         LatencySummary {
             count: histogram.len(),
             p50_us: histogram.value_at_quantile(0.50),
+            p90_us: histogram.value_at_quantile(0.90),
             p99_us: histogram.value_at_quantile(0.99),
             p999_us: histogram.value_at_quantile(0.999),
             max_us: histogram.max(),

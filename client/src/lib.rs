@@ -1,7 +1,31 @@
-//! The Sluice client crate.
+//! The Sluice client: the batching producer, the consumer and the admin client, for
+//! tokio applications (plus blocking facades for plain threads), and the `sluice` CLI.
 //!
-//! Not yet written: the producer, consumer and admin clients and the `sluice` CLI come
-//! with the client issue, once the node speaks its protocol. Today this crate only
-//! re-exports the record batch codec that the producer will build batches with.
+//! - `producer`: the batching producer (`Producer`, `ProducerConfig`, `ProducerRecord`).
+//! - `consumer`: assigned partitions, seek, poll (`Consumer`, `ConsumerConfig`).
+//! - `blocking`: the same for plain threads.
+//! - `admin`: topics, partitions, configs.
+//! - `partitioner`: murmur2 as Kafka's Java client, sticky for null keys.
+//! - `compression`: gzip, snappy (xerial framing), lz4 (frame), zstd, as Kafka clients.
+//! - `serialize`: bytes, string, i64, f64 serializers and the traits for custom ones.
+//! - `protocol`: typed requests and responses of the native protocol.
+//! - `connection`: one pipelined TCP connection to a node.
+//! - `error`: `ClientError`, with `is_retriable`.
+//!
+//! This crate never depends on the node; it shares only `sluice-schemas` with it.
 
+pub mod admin;
+pub mod blocking;
+pub mod compression;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod partitioner;
+pub mod producer;
+pub mod protocol;
+pub mod serialize;
+
+pub use admin::Admin;
+pub use error::{ClientError, ErrorCode, Result};
+pub use protocol::NewTopic;
 pub use sluice_schemas as schemas;

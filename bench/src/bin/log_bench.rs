@@ -647,7 +647,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 fn size_label(batch_bytes: usize) -> String {
-    if batch_bytes % (1 << 20) == 0 {
+    if batch_bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", batch_bytes >> 20)
     } else {
         format!("{} KiB", batch_bytes >> 10)

@@ -74,7 +74,7 @@ impl AlignedBuf {
     /// makes it shareable between a disk write and the cache.
     #[must_use]
     pub fn freeze(mut self, len: usize) -> SharedBuf {
-        assert!(len as u64 % IO_ALIGNMENT_BYTES == 0 && len <= self.capacity(), "freeze at {len}");
+        assert!((len as u64).is_multiple_of(IO_ALIGNMENT_BYTES) && len <= self.capacity(), "freeze at {len}");
         self.inner.trim_to_size(len);
         SharedBuf { inner: Rc::new(self.inner) }
     }
@@ -260,7 +260,7 @@ impl File {
     /// Writes all of `buf` at `position` (aligned). Returns only when the write
     /// completed: the kernel has the data, so it outlives this process.
     pub async fn write_at(&self, buf: &SharedBuf, position: u64) -> io::Result<()> {
-        assert!(position % IO_ALIGNMENT_BYTES == 0, "unaligned write position {position}");
+        assert!(position.is_multiple_of(IO_ALIGNMENT_BYTES), "unaligned write position {position}");
         let len = buf.len();
         let written = self.inner.write_rc_at(buf.inner.clone(), position).await.map_err(glommio_error)?;
         if written != len {

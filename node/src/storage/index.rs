@@ -153,7 +153,7 @@ impl SegmentIndex {
         times: &[u8],
         segment_bytes: u64,
     ) -> Result<SegmentIndex, String> {
-        if offsets.len() % OFFSET_ENTRY_BYTES != 0 || times.len() % TIME_ENTRY_BYTES != 0 {
+        if !offsets.len().is_multiple_of(OFFSET_ENTRY_BYTES) || !times.len().is_multiple_of(TIME_ENTRY_BYTES) {
             return Err(format!("index sizes {} and {} are not whole entries", offsets.len(), times.len()));
         }
         let count = offsets.len() / OFFSET_ENTRY_BYTES;

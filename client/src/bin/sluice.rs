@@ -1,0 +1,427 @@
+//! `sluice`: the command-line tool for topics, producing and consuming (like kcat and
+//! rpk). Exit codes a script can rely on: 0 success, 1 the operation failed (the message
+//! says why), 2 bad usage, 3 no node could be reached.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use sluice_client::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+use sluice_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
+use sluice_client::{Admin, ClientError, NewTopic};
+use sluice_schemas::batch::Compression;
+
+const USAGE: &str = "\
+sluice: the Sluice command-line tool
+
+usage: sluice [--bootstrap HOST:PORT[,HOST:PORT...]] COMMAND ...
+
+commands:
+  topic create NAME --partitions N [--replication-factor R] [--config KEY=VALUE]...
+  topic list
+  topic describe NAME
+  topic delete NAME
+  topic add-partitions NAME --partitions N      (partitions can only be added)
+  topic config NAME [--set KEY=VALUE]... [--delete KEY]...   (no flags: show)
+  produce TOPIC [--acks 0|1|all] [--key-separator SEP] [--compression none|gzip|snappy|lz4|zstd]
+                [--partition P] [--header KEY=VALUE]...
+      one record per line of stdin; with --key-separator the text before the first
+      separator is the key. A summary goes to stderr.
+  consume TOPIC [--partition P] [--offset beginning|end|N] [--max-messages N]
+                [--timeout-ms T] [--format FMT]
+      prints records to stdout. Stops after --max-messages, or when no record came for
+      --timeout-ms; otherwise follows the topic until interrupted.
+      FMT tokens (kcat's): %t topic, %p partition, %o offset, %k key, %s value,
+      %T timestamp (ms), %h headers (k=v,...), \\n newline, \\t tab. Default: \"%s\\n\".
+
+The bootstrap address also comes from $SLUICE_BOOTSTRAP (default 127.0.0.1:9292).
+Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 no node reachable.";
+
+enum Failure {
+    Usage(String),
+    Failed(String),
+    Unreachable(String),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Connect { .. } => Failure::Unreachable(e.to_string()),
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Command-line arguments after the command words: flags (repeatable) and positionals.
+struct Args {
+    positional: Vec<String>,
+    flags: Vec<(String, String)>,
+}
+
+impl Args {
+    fn parse(words: &[String], boolean_flags: &[&str]) -> Result<Args, Failure> {
+        let mut positional = Vec::new();
+        let mut flags = Vec::new();
+        let mut i = 0;
+        while i < words.len() {
+            let w = &words[i];
+            if let Some(flag) = w.strip_prefix("--") {
+                if let Some((k, v)) = flag.split_once('=') {
+                    flags.push((k.to_string(), v.to_string()));
+                } else if boolean_flags.contains(&flag) {
+                    flags.push((flag.to_string(), String::new()));
+                } else {
+                    let v = words.get(i + 1).ok_or_else(|| Failure::Usage(format!("--{flag} needs a value")))?;
+                    flags.push((flag.to_string(), v.clone()));
+                    i += 1;
+                }
+            } else {
+                positional.push(w.clone());
+            }
+            i += 1;
+        }
+        Ok(Args { positional, flags })
+    }
+
+    fn one(&self, key: &str) -> Option<&str> {
+        self.flags.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, key: &str) -> Vec<&str> {
+        self.flags.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+    }
+
+    fn only(&self, allowed: &[&str]) -> Result<(), Failure> {
+        match self.flags.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+            Some((k, _)) => Err(Failure::Usage(format!("unknown flag --{k} (see --help)"))),
+            None => Ok(()),
+        }
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, Failure> {
+        self.one(key)
+            .map(|v| v.parse::<T>().map_err(|_| Failure::Usage(format!("--{key} {v:?} is not a valid number"))))
+            .transpose()
+    }
+
+    fn name(&self, what: &str) -> Result<String, Failure> {
+        self.positional.first().cloned().ok_or_else(|| Failure::Usage(format!("missing {what}")))
+    }
+}
+
+fn key_value(s: &str, flag: &str) -> Result<(String, String), Failure> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| Failure::Usage(format!("--{flag} {s:?} is not KEY=VALUE")))
+}
+
+fn compression(s: &str) -> Result<Compression, Failure> {
+    Ok(match s {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        _ => return Err(Failure::Usage(format!("--compression {s:?}: none, gzip, snappy, lz4 or zstd"))),
+    })
+}
+
+fn main() -> ExitCode {
+    let mut words: Vec<String> = std::env::args().skip(1).collect();
+    if words.is_empty() || words.iter().any(|w| w == "-h" || w == "--help" || w == "help") {
+        println!("{USAGE}");
+        return if words.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+    }
+    let mut bootstrap = std::env::var("SLUICE_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9292".to_string());
+    if let Some(i) = words.iter().position(|w| w == "--bootstrap" || w.starts_with("--bootstrap=")) {
+        let w = words.remove(i);
+        match w.split_once('=') {
+            Some((_, v)) => bootstrap = v.to_string(),
+            None if i < words.len() => bootstrap = words.remove(i),
+            None => return finish(Err(Failure::Usage("--bootstrap needs a value".into()))),
+        }
+    }
+    let servers: Vec<String> =
+        bootstrap.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return finish(Err(Failure::Failed(format!("starting the runtime: {e}")))),
+    };
+    finish(runtime.block_on(run(servers, words)))
+}
+
+fn finish(result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("sluice: {m}\n(run `sluice --help` for usage)");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(m)) => {
+            eprintln!("sluice: {m}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Unreachable(m)) => {
+            eprintln!("sluice: {m}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(servers: Vec<String>, words: Vec<String>) -> Result<(), Failure> {
+    match words.first().map(String::as_str) {
+        Some("topic") => topic(&servers, &words[1..]).await,
+        Some("produce") => produce(&servers, &words[1..]).await,
+        Some("consume") => consume(&servers, &words[1..]).await,
+        Some(other) => Err(Failure::Usage(format!("unknown command {other:?}"))),
+        None => Err(Failure::Usage("missing command".into())),
+    }
+}
+
+async fn topic(servers: &[String], words: &[String]) -> Result<(), Failure> {
+    let Some(sub) = words.first() else { return Err(Failure::Usage("topic needs a subcommand".into())) };
+    let args = Args::parse(&words[1..], &[])?;
+    // Each subcommand checks its arguments before it connects: bad usage is exit code 2
+    // whether or not a node is reachable.
+    let connect = || Admin::connect(servers);
+    match sub.as_str() {
+        "create" => {
+            args.only(&["partitions", "replication-factor", "config"])?;
+            let name = args.name("topic name")?;
+            let partitions =
+                args.number::<u32>("partitions")?.ok_or_else(|| Failure::Usage("--partitions is required".into()))?;
+            let replication_factor = args.number::<u16>("replication-factor")?.unwrap_or(1);
+            let configs = args.all("config").iter().map(|c| key_value(c, "config")).collect::<Result<Vec<_>, _>>()?;
+            let admin = connect().await?;
+            admin.create_topic(NewTopic { name: name.clone(), partitions, replication_factor, configs }).await?;
+            eprintln!("created topic {name} with {partitions} partitions");
+        }
+        "list" => {
+            args.only(&[])?;
+            let admin = connect().await?;
+            for name in admin.list_topics().await? {
+                println!("{name}");
+            }
+        }
+        "describe" => {
+            args.only(&[])?;
+            let name = args.name("topic name")?;
+            let admin = connect().await?;
+            let info = admin.describe_topic(&name).await?;
+            let partitions = info.partitions?;
+            println!("topic {name}: {} partitions", partitions.len());
+            for p in partitions {
+                let leader = p.leader.map_or_else(|| "none".to_string(), |l| l.to_string());
+                println!("  partition {}: leader {leader}, replicas {:?}, isr {:?}", p.partition, p.replicas, p.isr);
+            }
+        }
+        "delete" => {
+            args.only(&[])?;
+            let name = args.name("topic name")?;
+            let admin = connect().await?;
+            admin.delete_topic(&name).await?;
+            eprintln!("deleted topic {name}");
+        }
+        "add-partitions" => {
+            args.only(&["partitions"])?;
+            let name = args.name("topic name")?;
+            let count =
+                args.number::<u32>("partitions")?.ok_or_else(|| Failure::Usage("--partitions is required".into()))?;
+            let admin = connect().await?;
+            admin.add_partitions(&name, count).await?;
+            eprintln!("topic {name} now has {count} partitions");
+        }
+        "config" => {
+            args.only(&["set", "delete"])?;
+            let name = args.name("topic name")?;
+            let set = args.all("set").iter().map(|c| key_value(c, "set")).collect::<Result<Vec<_>, _>>()?;
+            let delete: Vec<String> = args.all("delete").iter().map(|s| s.to_string()).collect();
+            let admin = connect().await?;
+            if !set.is_empty() || !delete.is_empty() {
+                admin.alter_configs(&name, &set, &delete).await?;
+            }
+            for c in admin.describe_configs(&name).await? {
+                let origin = if c.is_default { " (default)" } else { "" };
+                println!("{}={}{origin}", c.key, c.value);
+            }
+        }
+        other => return Err(Failure::Usage(format!("unknown topic subcommand {other:?}"))),
+    }
+    Ok(())
+}
+
+async fn produce(servers: &[String], words: &[String]) -> Result<(), Failure> {
+    let args = Args::parse(words, &[])?;
+    args.only(&["acks", "key-separator", "compression", "partition", "header"])?;
+    let topic = args.name("topic")?;
+    let acks = Acks::parse(args.one("acks").unwrap_or("all")).map_err(|e| Failure::Usage(e.to_string()))?;
+    let headers = args.all("header").iter().map(|h| key_value(h, "header")).collect::<Result<Vec<_>, _>>()?;
+    let config = ProducerConfig {
+        bootstrap_servers: servers.to_vec(),
+        client_id: "sluice-cli".into(),
+        acks,
+        compression: compression(args.one("compression").unwrap_or("none"))?,
+        ..ProducerConfig::default()
+    };
+    let partition = args.number::<u32>("partition")?;
+    let separator = args.one("key-separator").map(str::to_string);
+    let producer = Producer::new(config).await?;
+    let started = Instant::now();
+    let mut deliveries = Vec::new();
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|e| Failure::Failed(format!("reading stdin: {e}")))?;
+        let (key, value) = match &separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(k.as_bytes().to_vec()), v.as_bytes().to_vec()),
+                None => (None, line.as_bytes().to_vec()),
+            },
+            None => (None, line.as_bytes().to_vec()),
+        };
+        bytes += value.len() as u64;
+        let mut record =
+            ProducerRecord { topic: topic.clone(), partition, key, value: Some(value), ..ProducerRecord::default() };
+        for (k, v) in &headers {
+            record = record.header(k.clone(), v.as_bytes().to_vec());
+        }
+        deliveries.push(producer.send(record).await?);
+        lines += 1;
+    }
+    producer.flush().await;
+    let mut failed = 0u64;
+    let mut first_error = None;
+    for d in deliveries {
+        if let Err(e) = d.await {
+            failed += 1;
+            first_error.get_or_insert(e);
+        }
+    }
+    producer.close().await;
+    let elapsed = started.elapsed();
+    eprintln!(
+        "produced {} of {lines} records ({bytes} value bytes) to {topic} in {:.3} s (acks={})",
+        lines - failed,
+        elapsed.as_secs_f64(),
+        args.one("acks").unwrap_or("all")
+    );
+    match first_error {
+        Some(e) => Err(Failure::Failed(format!("{failed} records failed; first error: {e}"))),
+        None => Ok(()),
+    }
+}
+
+async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
+    let args = Args::parse(words, &[])?;
+    args.only(&["partition", "offset", "max-messages", "timeout-ms", "format"])?;
+    let topic = args.name("topic")?;
+    let max_messages = args.number::<u64>("max-messages")?;
+    let idle_timeout = args.number::<u64>("timeout-ms")?.map(Duration::from_millis);
+    let format = args.one("format").unwrap_or("%s\\n").to_string();
+    let offset = args.one("offset").unwrap_or("beginning");
+    let seek = match offset {
+        "beginning" => SeekTo::Beginning,
+        "end" => SeekTo::End,
+        n => SeekTo::Offset(
+            n.parse().map_err(|_| Failure::Usage(format!("--offset {n:?}: beginning, end or a number")))?,
+        ),
+    };
+    let config = ConsumerConfig {
+        bootstrap_servers: servers.to_vec(),
+        client_id: "sluice-cli".into(),
+        auto_offset_reset: OffsetReset::Earliest,
+        fetch_max_wait_ms: 200,
+        ..ConsumerConfig::default()
+    };
+    let partition = args.number::<u32>("partition")?;
+    let mut consumer = Consumer::new(config).await?;
+    let partitions: Vec<u32> = match partition {
+        Some(p) => vec![p],
+        None => {
+            let admin = Admin::connect(servers).await?;
+            let info = admin.describe_topic(&topic).await?;
+            info.partitions?.iter().map(|p| p.partition).collect()
+        }
+    };
+    consumer.assign(partitions.iter().map(|&p| (topic.clone(), p)).collect());
+    for &p in &partitions {
+        consumer.seek(&topic, p, seek).await?;
+    }
+    let mut printed = 0u64;
+    let mut last_record = Instant::now();
+    let stdout = std::io::stdout();
+    loop {
+        if max_messages.is_some_and(|m| printed >= m) {
+            break;
+        }
+        if idle_timeout.is_some_and(|t| last_record.elapsed() >= t) {
+            break;
+        }
+        let wait = idle_timeout.map_or(Duration::from_millis(500), |t| {
+            t.saturating_sub(last_record.elapsed()).min(Duration::from_millis(500))
+        });
+        let records = consumer.poll(wait).await?;
+        if !records.is_empty() {
+            last_record = Instant::now();
+        }
+        let mut out = stdout.lock();
+        for r in records {
+            if max_messages.is_some_and(|m| printed >= m) {
+                break;
+            }
+            out.write_all(&render(&format, &r)).map_err(|e| Failure::Failed(format!("writing stdout: {e}")))?;
+            printed += 1;
+        }
+        out.flush().map_err(|e| Failure::Failed(format!("writing stdout: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Renders a record with kcat's format tokens.
+fn render(format: &str, r: &ConsumerRecord) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek().copied()) {
+            ('%', Some(t)) => {
+                chars.next();
+                match t {
+                    't' => out.extend_from_slice(r.topic.as_bytes()),
+                    'p' => out.extend_from_slice(r.partition.to_string().as_bytes()),
+                    'o' => out.extend_from_slice(r.offset.to_string().as_bytes()),
+                    'k' => out.extend_from_slice(r.key.as_deref().unwrap_or_default()),
+                    's' => out.extend_from_slice(r.value.as_deref().unwrap_or_default()),
+                    'T' => out.extend_from_slice(r.timestamp_ms.to_string().as_bytes()),
+                    'h' => {
+                        let h: Vec<String> = r
+                            .headers
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v.as_deref().unwrap_or_default())))
+                            .collect();
+                        out.extend_from_slice(h.join(",").as_bytes());
+                    }
+                    '%' => out.push(b'%'),
+                    other => {
+                        out.push(b'%');
+                        out.extend_from_slice(other.to_string().as_bytes());
+                    }
+                }
+            }
+            ('\\', Some('n')) => {
+                chars.next();
+                out.push(b'\n');
+            }
+            ('\\', Some('t')) => {
+                chars.next();
+                out.push(b'\t');
+            }
+            _ => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out
+}

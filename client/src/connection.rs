@@ -1,0 +1,251 @@
+//! One TCP connection to a node, with pipelined requests.
+//!
+//! Requests are written in order under a lock and their reply slots queued in the same
+//! order; a reader task hands each response to the next slot (the node answers in
+//! request order) after checking its correlation id. At most `max_in_flight` requests
+//! wait for replies at once. When the connection fails, every waiting request gets the
+//! error and the connection refuses new ones (the caller reconnects).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use sluice_schemas::wire::{self, FrameHeader, RequestBody, FRAME_HEADER_BYTES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::error::{ClientError, Result};
+
+/// The largest response frame the client reads (a fetch asks for at most its
+/// fetch.max.bytes plus envelopes).
+pub const RESPONSE_FRAME_BYTES_MAX: u32 = 256 << 20;
+
+/// A response frame: its envelope and payload.
+#[derive(Debug)]
+pub struct Frame {
+    body: Vec<u8>,
+    envelope_bytes: usize,
+}
+
+impl Frame {
+    /// The verified response envelope.
+    pub fn response(&self) -> Result<wire::Response<'_>> {
+        wire::parse_response(&self.body[..self.envelope_bytes]).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// The bytes after the envelope (record batches of a fetch).
+    #[must_use]
+    pub fn payload(&self) -> &[u8] {
+        &self.body[self.envelope_bytes..]
+    }
+}
+
+struct Pending {
+    slots: VecDeque<(u32, oneshot::Sender<Result<Frame>>)>,
+    failed: Option<ClientError>,
+}
+
+struct Writer {
+    half: OwnedWriteHalf,
+    next_correlation_id: u32,
+}
+
+pub struct Connection {
+    address: String,
+    client_id: String,
+    writer: tokio::sync::Mutex<Writer>,
+    pending: Arc<Mutex<Pending>>,
+    in_flight: Arc<Semaphore>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Connection({})", self.address)
+    }
+}
+
+impl Connection {
+    /// Connects to `address` (HOST:PORT).
+    pub async fn connect(
+        address: &str,
+        client_id: &str,
+        max_in_flight: usize,
+        request_timeout: Duration,
+    ) -> Result<Connection> {
+        let connect = tokio::time::timeout(request_timeout, TcpStream::connect(address)).await;
+        let stream = match connect {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ClientError::Connect { address: address.to_string(), message: e.to_string() }),
+            Err(_) => {
+                return Err(ClientError::Connect { address: address.to_string(), message: "timed out".into() });
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let pending = Arc::new(Mutex::new(Pending { slots: VecDeque::new(), failed: None }));
+        tokio::spawn(read_responses(read, pending.clone(), address.to_string()));
+        Ok(Connection {
+            address: address.to_string(),
+            client_id: client_id.to_string(),
+            writer: tokio::sync::Mutex::new(Writer { half: write, next_correlation_id: 1 }),
+            pending,
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            request_timeout,
+        })
+    }
+
+    #[must_use]
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Whether the connection has failed (the caller should reconnect).
+    #[must_use]
+    pub fn is_broken(&self) -> bool {
+        self.pending.lock().map(|p| p.failed.is_some()).unwrap_or(true)
+    }
+
+    /// Sends a request whose body `build` writes, followed by `payload`, and waits for
+    /// its response (or `request.timeout.ms`).
+    pub async fn request(
+        &self,
+        body_type: RequestBody,
+        build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
+        payload: &[u8],
+    ) -> Result<Frame> {
+        let _permit = self.in_flight.acquire().await.map_err(|_| ClientError::Protocol("connection closed".into()))?;
+        let receiver = self.send(body_type, build, payload, true).await?;
+        let Some(receiver) = receiver else { unreachable!("a reply slot was asked for") };
+        match tokio::time::timeout(self.request_timeout, receiver).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.broken_error()),
+            Err(_) => Err(ClientError::Timeout {
+                address: self.address.clone(),
+                timeout_ms: self.request_timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Sends a request that gets no response (produce with acks=0).
+    pub async fn send_only(
+        &self,
+        body_type: RequestBody,
+        build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
+        payload: &[u8],
+    ) -> Result<()> {
+        self.send(body_type, build, payload, false).await.map(|_| ())
+    }
+
+    fn broken_error(&self) -> ClientError {
+        self.pending
+            .lock()
+            .ok()
+            .and_then(|p| p.failed.clone())
+            .unwrap_or_else(|| ClientError::Io { address: self.address.clone(), message: "connection closed".into() })
+    }
+
+    async fn send(
+        &self,
+        body_type: RequestBody,
+        build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
+        payload: &[u8],
+        expect_reply: bool,
+    ) -> Result<Option<oneshot::Receiver<Result<Frame>>>> {
+        let mut writer = self.writer.lock().await;
+        let correlation_id = writer.next_correlation_id;
+        writer.next_correlation_id = writer.next_correlation_id.wrapping_add(1);
+        let mut builder = FlatBufferBuilder::new();
+        let body = build(&mut builder);
+        let envelope = wire::finish_request(&mut builder, correlation_id, 0, Some(&self.client_id), body_type, body);
+        let header =
+            FrameHeader::try_encode(envelope.len(), payload.len()).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let receiver = {
+            let mut pending = self.pending.lock().map_err(|_| ClientError::Protocol("poisoned lock".into()))?;
+            if let Some(e) = &pending.failed {
+                return Err(e.clone());
+            }
+            if expect_reply {
+                let (tx, rx) = oneshot::channel();
+                pending.slots.push_back((correlation_id, tx));
+                Some(rx)
+            } else {
+                None
+            }
+        };
+        let io_error = |e: std::io::Error| ClientError::Io { address: self.address.clone(), message: e.to_string() };
+        let mut head = Vec::with_capacity(FRAME_HEADER_BYTES + envelope.len());
+        head.extend_from_slice(&header);
+        head.extend_from_slice(envelope);
+        let written = async {
+            writer.half.write_all(&head).await?;
+            if !payload.is_empty() {
+                writer.half.write_all(payload).await?;
+            }
+            writer.half.flush().await
+        }
+        .await;
+        if let Err(e) = written {
+            let error = io_error(e);
+            fail_all(&self.pending, error.clone());
+            return Err(error);
+        }
+        Ok(receiver)
+    }
+}
+
+fn fail_all(pending: &Mutex<Pending>, error: ClientError) {
+    if let Ok(mut p) = pending.lock() {
+        if p.failed.is_none() {
+            p.failed = Some(error.clone());
+        }
+        for (_, slot) in p.slots.drain(..) {
+            let _ = slot.send(Err(error.clone()));
+        }
+    }
+}
+
+async fn read_responses(mut read: OwnedReadHalf, pending: Arc<Mutex<Pending>>, address: String) {
+    let error = loop {
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        if let Err(e) = read.read_exact(&mut header).await {
+            break ClientError::Io { address: address.clone(), message: format!("connection closed: {e}") };
+        }
+        let header = match FrameHeader::parse(&header, RESPONSE_FRAME_BYTES_MAX) {
+            Ok(h) => h,
+            Err(e) => break ClientError::Protocol(format!("bad response frame from {address}: {e}")),
+        };
+        let mut body = vec![0u8; header.body_bytes() as usize];
+        if let Err(e) = read.read_exact(&mut body).await {
+            break ClientError::Io { address: address.clone(), message: format!("connection closed: {e}") };
+        }
+        let frame = Frame { body, envelope_bytes: header.envelope_bytes as usize };
+        let correlation_id = match frame.response() {
+            Ok(r) => r.correlation_id(),
+            Err(e) => break e,
+        };
+        let slot = pending.lock().ok().and_then(|mut p| p.slots.pop_front());
+        match slot {
+            Some((expected, tx)) if expected == correlation_id => {
+                let _ = tx.send(Ok(frame));
+            }
+            Some((expected, tx)) => {
+                // The node closes a connection after an error frame for a request it could
+                // not parse (correlation id 0): give that error to the waiting request.
+                let error = match frame.response().ok().and_then(|r| r.body_as_error_response()) {
+                    Some(e) => ClientError::server(e.error().0, e.message()),
+                    None => ClientError::Protocol(format!(
+                        "response for correlation id {correlation_id} where {expected} was expected"
+                    )),
+                };
+                let _ = tx.send(Err(error.clone()));
+                break error;
+            }
+            None => break ClientError::Protocol(format!("unrequested response {correlation_id} from {address}")),
+        }
+    };
+    fail_all(&pending, error);
+}

@@ -1,0 +1,372 @@
+//! The consumer: assigned partitions, positions, seek, and `poll` returning records.
+//!
+//! `poll` fetches every assigned partition from its position, decodes the batches
+//! (decompressing them), skips records before the position (a batch can start earlier),
+//! and moves the positions past what it returns. As soon as it has records to return it
+//! starts the next fetch in the background, so the next batch is on its way while the
+//! application works (fetch pipelining). A partition with no position gets one from
+//! `auto.offset.reset`; `none` makes `poll` fail with `NoOffset`, as in Kafka.
+//! Group subscription comes with consumer groups.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_schemas::batch::{check_batch, BatchWalker, Compression, TimestampType, HEADER_BYTES};
+use sluice_schemas::records::RecordIter;
+use tokio::task::JoinHandle;
+
+use crate::admin::connect_any;
+use crate::connection::Connection;
+use crate::error::{ClientError, ErrorCode, Result};
+use crate::protocol::{self, FetchLimits, FetchPartition, FetchedPartition};
+
+/// What to do when a partition has no valid position (auto.offset.reset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+    /// `poll` fails with `NoOffset`.
+    None,
+}
+
+impl OffsetReset {
+    pub fn parse(s: &str) -> Result<OffsetReset> {
+        match s {
+            "earliest" => Ok(OffsetReset::Earliest),
+            "latest" => Ok(OffsetReset::Latest),
+            "none" => Ok(OffsetReset::None),
+            _ => Err(ClientError::Config(format!("auto.offset.reset = {s:?}: must be earliest, latest or none"))),
+        }
+    }
+}
+
+/// Consumer settings, named and defaulted as Kafka's Java consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    pub bootstrap_servers: Vec<String>,
+    pub client_id: String,
+    pub auto_offset_reset: OffsetReset,
+    pub fetch_min_bytes: u32,
+    pub fetch_max_wait_ms: u32,
+    pub fetch_max_bytes: u32,
+    pub max_partition_fetch_bytes: u32,
+    pub request_timeout_ms: u64,
+    /// Check each batch's CRC before decoding it (check.crcs).
+    pub check_crcs: bool,
+    /// Largest decompressed records section accepted from one batch.
+    pub decompressed_batch_bytes_max: usize,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            bootstrap_servers: vec!["127.0.0.1:9292".to_string()],
+            client_id: "sluice-consumer".to_string(),
+            auto_offset_reset: OffsetReset::Latest,
+            fetch_min_bytes: 1,
+            fetch_max_wait_ms: 500,
+            fetch_max_bytes: 52_428_800,
+            max_partition_fetch_bytes: 1_048_576,
+            request_timeout_ms: 30_000,
+            check_crcs: true,
+            decompressed_batch_bytes_max: 64 << 20,
+        }
+    }
+}
+
+/// A consumed record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub timestamp_type: TimestampType,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Where `seek` moves a partition's position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeekTo {
+    Offset(u64),
+    Beginning,
+    End,
+    /// The first record with a timestamp at or after this (ms since the epoch); the end
+    /// when there is none.
+    Timestamp(i64),
+}
+
+type Tp = (String, u32);
+
+struct Prefetch {
+    /// The positions the fetch was sent with: its result is used only if they still hold.
+    positions: HashMap<Tp, u64>,
+    task: JoinHandle<Result<Vec<FetchedPartition>>>,
+}
+
+/// A consumer of assigned partitions.
+pub struct Consumer {
+    config: ConsumerConfig,
+    conn: Arc<Connection>,
+    assignment: Vec<Tp>,
+    positions: HashMap<Tp, u64>,
+    prefetch: Option<Prefetch>,
+    buffered: VecDeque<ConsumerRecord>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Consumer({:?})", self.assignment)
+    }
+}
+
+impl Consumer {
+    pub async fn new(config: ConsumerConfig) -> Result<Consumer> {
+        let conn = connect_any(
+            &config.bootstrap_servers,
+            &config.client_id,
+            4,
+            Duration::from_millis(config.request_timeout_ms),
+        )
+        .await?;
+        Ok(Consumer {
+            config,
+            conn: Arc::new(conn),
+            assignment: Vec::new(),
+            positions: HashMap::new(),
+            prefetch: None,
+            buffered: VecDeque::new(),
+        })
+    }
+
+    /// Consumes exactly these partitions from now on (positions of partitions kept in the
+    /// assignment are kept).
+    pub fn assign(&mut self, partitions: Vec<(String, u32)>) {
+        self.positions.retain(|tp, _| partitions.contains(tp));
+        self.buffered.retain(|r| partitions.contains(&(r.topic.clone(), r.partition)));
+        self.assignment = partitions;
+        self.prefetch = None;
+    }
+
+    #[must_use]
+    pub fn assignment(&self) -> &[(String, u32)] {
+        &self.assignment
+    }
+
+    /// The offset of the next record `poll` returns for a partition.
+    #[must_use]
+    pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
+        let tp = (topic.to_string(), partition);
+        self.buffered
+            .iter()
+            .find(|r| r.topic == topic && r.partition == partition)
+            .map(|r| r.offset)
+            .or_else(|| self.positions.get(&tp).copied())
+    }
+
+    /// Moves a partition's position.
+    pub async fn seek(&mut self, topic: &str, partition: u32, to: SeekTo) -> Result<u64> {
+        let query = match to {
+            SeekTo::Offset(o) => {
+                self.set_position(topic, partition, o);
+                return Ok(o);
+            }
+            SeekTo::Beginning => protocol::EARLIEST,
+            SeekTo::End => protocol::LATEST,
+            SeekTo::Timestamp(t) => t,
+        };
+        let offset = match self.list_offset(topic, partition, query).await? {
+            Some(o) => o,
+            None => self.list_offset(topic, partition, protocol::LATEST).await?.unwrap_or(0),
+        };
+        self.set_position(topic, partition, offset);
+        Ok(offset)
+    }
+
+    fn set_position(&mut self, topic: &str, partition: u32, offset: u64) {
+        self.positions.insert((topic.to_string(), partition), offset);
+        self.buffered.retain(|r| !(r.topic == topic && r.partition == partition));
+        self.prefetch = None;
+    }
+
+    async fn list_offset(&self, topic: &str, partition: u32, query: i64) -> Result<Option<u64>> {
+        let results = protocol::list_offsets(&self.conn, &[(topic.to_string(), partition, query)]).await?;
+        results
+            .into_iter()
+            .next()
+            .map_or_else(|| Err(ClientError::Protocol("empty ListOffsets response".into())), |r| r.2)
+    }
+
+    async fn reset(&mut self, topic: &str, partition: u32) -> Result<()> {
+        let query = match self.config.auto_offset_reset {
+            OffsetReset::Earliest => protocol::EARLIEST,
+            OffsetReset::Latest => protocol::LATEST,
+            OffsetReset::None => return Err(ClientError::NoOffset { topic: topic.to_string(), partition }),
+        };
+        let offset = self.list_offset(topic, partition, query).await?.unwrap_or(0);
+        self.positions.insert((topic.to_string(), partition), offset);
+        Ok(())
+    }
+
+    fn start_fetch(&mut self) {
+        let parts: Vec<FetchPartition> = self
+            .assignment
+            .iter()
+            .filter_map(|tp| {
+                self.positions.get(tp).map(|&offset| FetchPartition {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    offset,
+                    max_bytes: self.config.max_partition_fetch_bytes,
+                })
+            })
+            .collect();
+        if parts.is_empty() {
+            return;
+        }
+        let limits = FetchLimits {
+            max_wait_ms: self.config.fetch_max_wait_ms,
+            min_bytes: self.config.fetch_min_bytes,
+            max_bytes: self.config.fetch_max_bytes,
+        };
+        let conn = self.conn.clone();
+        let task = tokio::spawn(async move { protocol::fetch(&conn, limits, &parts).await });
+        self.prefetch = Some(Prefetch { positions: self.positions.clone(), task });
+    }
+
+    /// Returns records from the assigned partitions, waiting up to `timeout` for some.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.buffered.is_empty() {
+                let records: Vec<ConsumerRecord> = self.buffered.drain(..).collect();
+                self.start_fetch();
+                return Ok(records);
+            }
+            let missing: Vec<Tp> =
+                self.assignment.iter().filter(|tp| !self.positions.contains_key(*tp)).cloned().collect();
+            for (topic, partition) in missing {
+                self.reset(&topic, partition).await?;
+            }
+            if self.assignment.is_empty() {
+                tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                return Ok(Vec::new());
+            }
+            let prefetch = match self.prefetch.take() {
+                Some(p) if p.positions == self.positions => p,
+                _ => {
+                    self.start_fetch();
+                    match self.prefetch.take() {
+                        Some(p) => p,
+                        None => return Ok(Vec::new()),
+                    }
+                }
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let mut task = prefetch.task;
+            let fetched = match tokio::time::timeout(remaining, &mut task).await {
+                Ok(joined) => joined.map_err(|e| ClientError::Protocol(format!("fetch task failed: {e}")))??,
+                Err(_) => {
+                    // Keep the fetch for the next poll.
+                    self.prefetch = Some(Prefetch { positions: prefetch.positions, task });
+                    return Ok(Vec::new());
+                }
+            };
+            self.absorb(fetched).await?;
+            if self.buffered.is_empty() && Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// Decodes a fetch's batches into the buffer and advances positions.
+    async fn absorb(&mut self, fetched: Vec<FetchedPartition>) -> Result<()> {
+        for part in fetched {
+            let tp = (part.topic.clone(), part.partition);
+            let Some(&position) = self.positions.get(&tp) else { continue };
+            let data = match part.result {
+                Ok(d) => d,
+                Err(e) if crate::protocol::error_code(&e) == Some(ErrorCode(1)) => {
+                    // Offset out of range: reset by policy (none is an error).
+                    self.positions.remove(&tp);
+                    self.reset(&part.topic, part.partition).await?;
+                    continue;
+                }
+                Err(e) if e.is_retriable() => continue,
+                Err(e) => return Err(e),
+            };
+            let mut next = position;
+            for batch in BatchWalker::new(data.records()) {
+                let Ok((_, header, bytes)) = batch else { break };
+                if self.config.check_crcs {
+                    check_batch(bytes)
+                        .map_err(|e| ClientError::Codec(format!("{}-{}: {e}", part.topic, part.partition)))?;
+                }
+                let records = decode_batch(bytes, self.config.decompressed_batch_bytes_max)
+                    .map_err(|e| ClientError::Codec(format!("{}-{}: {e}", part.topic, part.partition)))?;
+                let timestamp_type = header.attributes().timestamp_type();
+                for r in records {
+                    if r.offset < position {
+                        continue;
+                    }
+                    next = r.offset + 1;
+                    self.buffered.push_back(ConsumerRecord {
+                        topic: part.topic.clone(),
+                        partition: part.partition,
+                        offset: r.offset,
+                        timestamp_ms: r.timestamp_ms,
+                        timestamp_type,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                    });
+                }
+                // Control batches and compaction gaps: move past the whole batch.
+                next = next.max(header.next_offset().0);
+            }
+            self.positions.insert(tp, next.max(position));
+        }
+        Ok(())
+    }
+}
+
+struct Decoded {
+    offset: u64,
+    timestamp_ms: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// The records of one batch, decompressed if needed. Control batches have none.
+fn decode_batch(bytes: &[u8], limit: usize) -> std::result::Result<Vec<Decoded>, String> {
+    let header = sluice_schemas::batch::BatchHeader::view(bytes).map_err(|e| e.to_string())?;
+    let attributes = header.attributes();
+    if attributes.is_control() {
+        return Ok(Vec::new());
+    }
+    let codec = attributes.compression().ok_or("unknown compression codec")?;
+    let decompressed;
+    let iter = if codec == Compression::None {
+        RecordIter::from_bytes(bytes).map_err(|e| e.to_string())?
+    } else {
+        decompressed =
+            crate::compression::decompress(codec, &bytes[HEADER_BYTES..], limit).map_err(|e| e.to_string())?;
+        RecordIter::over_records(&decompressed, header).map_err(|e| e.to_string())?
+    };
+    let mut out = Vec::new();
+    for r in iter {
+        let r = r.map_err(|e| e.to_string())?;
+        out.push(Decoded {
+            offset: r.offset.0,
+            timestamp_ms: r.timestamp,
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
+            headers: r.headers.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect(),
+        });
+    }
+    Ok(out)
+}

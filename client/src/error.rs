@@ -1,0 +1,103 @@
+//! The client's errors: what failed, and whether trying again can help.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// A wire error code (Kafka's numbers), with the name Kafka gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorCode(pub i16);
+
+impl ErrorCode {
+    pub const NONE: ErrorCode = ErrorCode(0);
+
+    /// Kafka's name of the code.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            -1 => "UNKNOWN_SERVER_ERROR",
+            0 => "NONE",
+            1 => "OFFSET_OUT_OF_RANGE",
+            2 => "CORRUPT_MESSAGE",
+            3 => "UNKNOWN_TOPIC_OR_PARTITION",
+            5 => "LEADER_NOT_AVAILABLE",
+            6 => "NOT_LEADER_OR_FOLLOWER",
+            7 => "REQUEST_TIMED_OUT",
+            10 => "MESSAGE_TOO_LARGE",
+            17 => "INVALID_TOPIC_EXCEPTION",
+            18 => "RECORD_LIST_TOO_LARGE",
+            19 => "NOT_ENOUGH_REPLICAS",
+            21 => "INVALID_REQUIRED_ACKS",
+            35 => "UNSUPPORTED_VERSION",
+            36 => "TOPIC_ALREADY_EXISTS",
+            37 => "INVALID_PARTITIONS",
+            38 => "INVALID_REPLICATION_FACTOR",
+            40 => "INVALID_CONFIG",
+            42 => "INVALID_REQUEST",
+            44 => "POLICY_VIOLATION",
+            56 => "KAFKA_STORAGE_ERROR",
+            87 => "INVALID_RECORD",
+            _ => "UNKNOWN_CODE",
+        }
+    }
+
+    /// Whether Kafka clients retry a request that failed with this code: the condition
+    /// is expected to pass (a leader moving, a timeout, stale metadata).
+    #[must_use]
+    pub fn is_retriable(self) -> bool {
+        matches!(self.0, 2 | 3 | 5 | 6 | 7 | 19 | 56)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.0)
+    }
+}
+
+#[derive(Debug, Error, Clone)]
+pub enum ClientError {
+    #[error("cannot connect to {address}: {message}")]
+    Connect { address: String, message: String },
+    #[error("connection to {address} failed: {message}")]
+    Io { address: String, message: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("{code}: {message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("request to {address} timed out after {timeout_ms} ms")]
+    Timeout { address: String, timeout_ms: u64 },
+    #[error("buffer.memory is full: waited {waited_ms} ms (max.block.ms) for {bytes} bytes")]
+    BufferFull { bytes: usize, waited_ms: u64 },
+    #[error("record of {bytes} bytes is larger than {limit} bytes ({setting})")]
+    RecordTooLarge { bytes: usize, limit: usize, setting: &'static str },
+    #[error("delivery timed out after {timeout_ms} ms (delivery.timeout.ms){}", last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default())]
+    DeliveryTimeout { timeout_ms: u64, last_error: Option<Box<ClientError>> },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Codec(String),
+    #[error("no committed or reset position for {topic}-{partition}: auto.offset.reset is none")]
+    NoOffset { topic: String, partition: u32 },
+    #[error("the producer is closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// Whether sending again (after a metadata refresh and a backoff) can succeed.
+    #[must_use]
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Io { .. } | ClientError::Timeout { .. } => true,
+            ClientError::Server { code, .. } => code.is_retriable(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn server(code: i16, message: Option<&str>) -> ClientError {
+        let code = ErrorCode(code);
+        ClientError::Server { code, message: message.unwrap_or(code.name()).to_string() }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
