@@ -12,8 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_schemas::batch::{check_batch, BatchWalker, Compression, TimestampType, HEADER_BYTES};
-use sluice_schemas::records::RecordIter;
+use sluice_schemas::batch::{check_batch, BatchWalker, TimestampType};
 use tokio::task::JoinHandle;
 
 use crate::admin::connect_any;
@@ -344,29 +343,21 @@ struct Decoded {
 /// The records of one batch, decompressed if needed. Control batches have none.
 fn decode_batch(bytes: &[u8], limit: usize) -> std::result::Result<Vec<Decoded>, String> {
     let header = sluice_schemas::batch::BatchHeader::view(bytes).map_err(|e| e.to_string())?;
-    let attributes = header.attributes();
-    if attributes.is_control() {
+    if header.attributes().is_control() {
         return Ok(Vec::new());
     }
-    let codec = attributes.compression().ok_or("unknown compression codec")?;
-    let decompressed;
-    let iter = if codec == Compression::None {
-        RecordIter::from_bytes(bytes).map_err(|e| e.to_string())?
-    } else {
-        decompressed =
-            crate::compression::decompress(codec, &bytes[HEADER_BYTES..], limit).map_err(|e| e.to_string())?;
-        RecordIter::over_records(&decompressed, header).map_err(|e| e.to_string())?
-    };
-    let mut out = Vec::new();
-    for r in iter {
-        let r = r.map_err(|e| e.to_string())?;
-        out.push(Decoded {
-            offset: r.offset.0,
-            timestamp_ms: r.timestamp,
-            key: r.key.map(<[u8]>::to_vec),
-            value: r.value.map(<[u8]>::to_vec),
-            headers: r.headers.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect(),
-        });
-    }
-    Ok(out)
+    crate::compression::with_records(bytes, limit, |records| {
+        records
+            .map(|r| {
+                let r = r.map_err(|e| e.to_string())?;
+                Ok(Decoded {
+                    offset: r.offset.0,
+                    timestamp_ms: r.timestamp,
+                    key: r.key.map(<[u8]>::to_vec),
+                    value: r.value.map(<[u8]>::to_vec),
+                    headers: r.headers.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect(),
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()
+    })?
 }

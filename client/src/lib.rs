@@ -16,7 +16,6 @@
 
 pub mod admin;
 pub mod blocking;
-pub mod compression;
 pub mod connection;
 pub mod consumer;
 pub mod error;
@@ -29,3 +28,5 @@ pub use admin::Admin;
 pub use error::{ClientError, ErrorCode, Result};
 pub use protocol::NewTopic;
 pub use sluice_schemas as schemas;
+/// Kafka's batch codecs (they live in `sluice-schemas`, shared with the node).
+pub use sluice_schemas::compression;

@@ -3,6 +3,8 @@
 //! - `batch`: the fixed header of Kafka's RecordBatch v2, viewed in place, checked and
 //!   patched without copying the batch.
 //! - `ids`: strong identifier types (offsets, epochs, partition and producer ids).
+//! - `compression`: Kafka's batch codecs (gzip, snappy in xerial framing, lz4 frame,
+//!   zstd), byte-compatible with Kafka clients, and `with_records` over any batch.
 //! - `records`: building and reading the varint-encoded records inside a batch.
 //! - `varint`: the zigzag varints the records are written with.
 //! - `wire`: the native protocol: flatbuffers envelopes generated from schemas/fbs/sluice.fbs
@@ -11,6 +13,7 @@
 //! This crate depends on no crate of ours: the node and the client both build on it.
 
 pub mod batch;
+pub mod compression;
 pub mod ids;
 
 pub use ids::{LeaderEpoch, Offset, PartitionId, ProducerId};

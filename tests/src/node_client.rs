@@ -22,7 +22,9 @@
 //! built in; that is a no-op when it is up to date, and it means a plain
 //! `cargo test -p sluice-tests --test node` never runs a stale or missing node.
 //! `cargo test --workspace` builds the binary anyway (sluice-node has integration tests).
-//! `SLUICE_NODE_BIN=/path/to/sluice-node` skips the build and uses that binary.
+//! `SLUICE_NODE_BIN=/path/to/sluice-node` skips the build and uses that binary. The CLI
+//! tests (tests/cli.rs) find the `sluice` binary of `sluice-client` the same way
+//! (`cli_binary`, `SLUICE_CLI_BIN`).
 
 // Only tests use this module, and a panic with a message is how a test fails: `expect`
 // says what was expected where it is used.
@@ -51,7 +53,7 @@ pub const NODE_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest response frame the client accepts.
 pub const RESPONSE_FRAME_BYTES_MAX: u32 = 256 << 20;
-/// How long building the node binary may take before the tests give up.
+/// How long building a binary (the node, the CLI) may take before the tests give up.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often waits for a process or a port poll.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -73,39 +75,51 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus>
 /// the module documentation.
 pub fn node_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("SLUICE_NODE_BIN") {
-            return PathBuf::from(path);
-        }
-        if let Some(path) = std::env::var_os("CARGO_BIN_EXE_sluice-node") {
-            return PathBuf::from(path);
-        }
-        // target/<profile>/deps/<test-exe>: the binary lands in target/<profile>/.
-        let exe = std::env::current_exe().expect("the test executable has a path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps", exe.display()))
-            .to_path_buf();
-        let binary = profile_dir.join("sluice-node");
-        if let Some(cargo) = std::env::var_os("CARGO") {
-            build_node(&cargo, &profile_dir);
-        }
-        assert!(
-            binary.is_file(),
-            "{} does not exist: build it with `cargo build -p sluice-node` (or set SLUICE_NODE_BIN)",
-            binary.display()
-        );
-        binary
-    })
+    BINARY.get_or_init(|| workspace_binary("sluice-node", "sluice-node", "SLUICE_NODE_BIN"))
 }
 
-/// Runs `cargo build -p sluice-node --bin sluice-node` into the profile the tests were
-/// built with (bounded by `BUILD_TIMEOUT`).
-fn build_node(cargo: &std::ffi::OsStr, profile_dir: &Path) {
+/// The `sluice` command-line tool (package `sluice-client`), found and built as
+/// `node_binary` finds and builds the node; `SLUICE_CLI_BIN` overrides it.
+pub fn cli_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| workspace_binary("sluice-client", "sluice", "SLUICE_CLI_BIN"))
+}
+
+/// The binary `bin` of workspace package `package`: the path in `override_var` if set,
+/// else `CARGO_BIN_EXE_<bin>` if cargo set it, else target/<profile>/<bin> after asking
+/// `$CARGO` to build it into the profile the tests were built with.
+fn workspace_binary(package: &str, bin: &str, override_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(override_var) {
+        return PathBuf::from(path);
+    }
+    if let Some(path) = std::env::var_os(format!("CARGO_BIN_EXE_{bin}")) {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/<test-exe>: the binary lands in target/<profile>/.
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps", exe.display()))
+        .to_path_buf();
+    let binary = profile_dir.join(bin);
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        build_binary(&cargo, package, bin, &profile_dir);
+    }
+    assert!(
+        binary.is_file(),
+        "{} does not exist: build it with `cargo build -p {package} --bin {bin}` (or set {override_var})",
+        binary.display()
+    );
+    binary
+}
+
+/// Runs `cargo build -p PACKAGE --bin BIN` into the profile the tests were built with
+/// (bounded by `BUILD_TIMEOUT`).
+fn build_binary(cargo: &std::ffi::OsStr, package: &str, bin: &str, profile_dir: &Path) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
     let mut command = Command::new(cargo);
-    command.args(["build", "--quiet", "-p", "sluice-node", "--bin", "sluice-node", "--manifest-path"]);
+    command.args(["build", "--quiet", "-p", package, "--bin", bin, "--manifest-path"]);
     command.arg(&manifest);
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
@@ -123,9 +137,9 @@ fn build_node(cargo: &std::ffi::OsStr, profile_dir: &Path) {
     let Some(status) = wait_with_timeout(&mut child, BUILD_TIMEOUT) else {
         let _ = child.kill();
         let _ = wait_with_timeout(&mut child, NODE_REAP_TIMEOUT);
-        panic!("building sluice-node took more than {BUILD_TIMEOUT:?}");
+        panic!("building {bin} took more than {BUILD_TIMEOUT:?}");
     };
-    assert!(status.success(), "building sluice-node failed ({status}): {command:?}");
+    assert!(status.success(), "building {bin} failed ({status}): {command:?}");
 }
 
 /// A loopback address with a port that was free a moment ago: bound to port 0, read,

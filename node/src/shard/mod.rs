@@ -244,13 +244,17 @@ impl Shard {
                 let batch = log.offset_for_timestamp(t).await.map_err(|e| from_storage(topic, partition, &e))?;
                 let Some(batch) = batch else { return Ok(None) };
                 // The log finds the first batch whose max timestamp reaches `t`; the protocol
-                // (as Kafka) answers the first record in it that does. A batch whose records
-                // cannot be read here (compressed) is answered by its first offset.
+                // (as Kafka) answers the first record in it that does, decompressing the
+                // batch when it must (as Kafka's broker does for this lookup).
                 let read = log.read(batch, 1).await.map_err(|e| from_storage(topic, partition, &e))?;
                 let bytes = read.to_vec();
-                let record = sluice_schemas::records::RecordIter::from_bytes(&bytes).ok().and_then(|mut records| {
+                let limit = self.config.topic_defaults.batch_bytes_max as usize * 64;
+                let record = sluice_schemas::compression::with_records(&bytes, limit, |mut records| {
                     records.find_map(|r| r.ok().filter(|r| r.offset >= batch && r.timestamp >= t).map(|r| r.offset))
-                });
+                })
+                .map_err(|e| {
+                    NodeError::new(ErrorKind::Storage, format!("{topic}-{partition}: reading batch {batch}: {e}"))
+                })?;
                 Ok(Some(record.unwrap_or(batch).0))
             }
         }

@@ -29,7 +29,8 @@
 
 use std::io::{Read, Write};
 
-use sluice_schemas::batch::Compression;
+use crate::batch::{BatchHeader, Compression, HEADER_BYTES};
+use crate::records::RecordIter;
 use thiserror::Error;
 
 /// The first 8 bytes of a xerial snappy stream, as snappy-java writes them.
@@ -440,6 +441,25 @@ fn zstd_decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
         }
     }
     Ok(out)
+}
+
+/// Runs `f` over the records of one whole batch, decompressing them first when the batch
+/// is compressed (at most `size_limit_bytes` of records). Control batches have records
+/// too (the markers); callers skip them by the header's attributes.
+pub fn with_records<T>(
+    batch: &[u8],
+    size_limit_bytes: usize,
+    f: impl FnOnce(RecordIter<'_>) -> T,
+) -> Result<T, String> {
+    let header = BatchHeader::view(batch).map_err(|e| e.to_string())?;
+    let total = header.total_bytes().map_err(|e| e.to_string())?;
+    let codec = header.attributes().compression().ok_or("unknown compression codec")?;
+    if codec == Compression::None {
+        return RecordIter::from_bytes(&batch[..total.min(batch.len())]).map(f).map_err(|e| e.to_string());
+    }
+    let records = batch.get(HEADER_BYTES..total).ok_or("batch shorter than its length field")?;
+    let decompressed = decompress(codec, records, size_limit_bytes).map_err(|e| e.to_string())?;
+    RecordIter::over_records(&decompressed, header).map(f).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -1,0 +1,248 @@
+//! Specifications of the `sluice` command-line tool (package `sluice-client`) against
+//! real node processes: what a script driving it can rely on, its output and its exit
+//! codes (0 success, 1 the operation failed, 2 bad usage, 3 no node reachable).
+//!
+//! Each test starts its own `sluice-node` (two shards) with its data in a temporary
+//! directory; `NodeProcess` stops it by its pid when the test ends. The `sluice` binary
+//! is found, and built if needed, by `node_client::cli_binary` (as the node binary is:
+//! `CARGO_BIN_EXE_sluice` exists only for tests of `sluice-client` itself). Every run of
+//! it is bounded by `CLI_TIMEOUT`: one that runs longer is killed by its pid and reaped,
+//! and the test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_client::partitioner::partition_for_key;
+use sluice_tests::node_client::{cli_binary, free_loopback_addr, NodeProcess};
+use tempfile::TempDir;
+
+/// The shards of every node here: the test machines have two cores.
+const SHARDS: usize = 2;
+/// The longest one run of the CLI may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the wait for a CLI run polls it.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+fn start_node() -> (TempDir, NodeProcess) {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let data: PathBuf = dir.path().join("data");
+    let node = NodeProcess::start(&data, SHARDS, &[]);
+    (dir, node)
+}
+
+/// What one run of the CLI did.
+#[derive(Debug)]
+struct Run {
+    /// The exit code (`None`: killed by a signal).
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `sluice --bootstrap BOOTSTRAP ARGS...` with `stdin` as its standard input, and
+/// waits (bounded by `CLI_TIMEOUT`) for it to exit.
+fn sluice(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Run {
+    let mut command = Command::new(cli_binary());
+    command
+        .args(["--bootstrap", bootstrap])
+        .args(args)
+        .env_remove("SLUICE_BOOTSTRAP")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    sluice_command(command, stdin)
+}
+
+/// Runs a prepared CLI command: feeds `stdin` and drains stdout and stderr on threads
+/// (a pipe holds only so much), polls until it exits, and kills it by its pid if it
+/// runs past `CLI_TIMEOUT`.
+fn sluice_command(mut command: Command, stdin: &[u8]) -> Run {
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    // A CLI that exits without reading all of stdin closes the pipe: that write error is
+    // not this test's concern (the exit code and output are).
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + CLI_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the CLI") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill(); // SIGKILL to this child's pid
+            let _ = child.wait();
+            panic!("{command:?} ran longer than {CLI_TIMEOUT:?}");
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    writer.join().expect("the stdin writer");
+    Run { code: status.code(), stdout: stdout.join().expect("stdout"), stderr: stderr.join().expect("stderr") }
+}
+
+/// Runs the CLI against `node` and checks that it succeeded.
+fn sluice_ok(node: &NodeProcess, args: &[&str], stdin: &[u8]) -> Run {
+    let run = sluice(&node.addr().to_string(), args, stdin);
+    assert_eq!(run.code, Some(0), "sluice {args:?} failed: {run:?}");
+    run
+}
+
+/// Lines written as `key-i:value-i` with `--key-separator :` are produced as records
+/// with key `key-i` and value `value-i`: 10,000 of them to a 3-partition topic come back
+/// (all, once each) through `consume --format '%k=%s\n'`, and each key is in the
+/// partition Kafka's Java client would pick (`--format '%p %k\n'`).
+#[test]
+fn produce_then_consume_10000_keyed_lines_round_trip() {
+    const LINES: usize = 10_000;
+    const PARTITIONS: u32 = 3;
+    let (_dir, node) = start_node();
+    sluice_ok(&node, &["topic", "create", "lines", "--partitions", "3"], b"");
+    let input: String = (0..LINES).map(|i| format!("key-{i}:value-{i}\n")).collect();
+    let produced = sluice_ok(&node, &["produce", "lines", "--key-separator", ":"], input.as_bytes());
+    assert!(produced.stderr.contains("produced 10000 of 10000 records"), "the summary: {}", produced.stderr);
+
+    let consume = |format: &str| {
+        let args = ["consume", "lines", "--format", format, "--max-messages", "10000", "--timeout-ms", "5000"];
+        sluice_ok(&node, &args, b"").stdout
+    };
+    let consumed: Vec<String> = consume("%k=%s\\n").lines().map(str::to_string).collect();
+    assert_eq!(consumed.len(), LINES, "one line per record");
+    let consumed: BTreeSet<String> = consumed.into_iter().collect();
+    let expected: BTreeSet<String> = (0..LINES).map(|i| format!("key-{i}=value-{i}")).collect();
+    assert_eq!(consumed, expected, "every line comes back once, as key=value");
+
+    let placed = consume("%p %k\\n");
+    let mut keys = BTreeSet::new();
+    for line in placed.lines() {
+        let (partition, key) = line.split_once(' ').unwrap_or_else(|| panic!("{line:?} is not 'PARTITION KEY'"));
+        let partition: u32 = partition.parse().unwrap();
+        assert_eq!(partition, partition_for_key(key.as_bytes(), PARTITIONS), "the partition of key {key:?}");
+        keys.insert(key.to_string());
+    }
+    assert_eq!(keys.len(), LINES, "every key was placed");
+}
+
+/// The exit codes a script can rely on: `--help` 0 (usage on stdout); no command, an
+/// unknown command or an unknown topic subcommand 2, even with no node reachable (usage
+/// is checked before connecting); an operation the node refuses (creating a topic that
+/// exists, producing to or consuming from one that does not) 1 with the node's reason; no node at the bootstrap address 3, for the topic,
+/// produce and consume commands alike.
+#[test]
+fn exit_codes_tell_success_failure_bad_usage_and_an_unreachable_node_apart() {
+    let (_dir, node) = start_node();
+    let addr = node.addr().to_string();
+    // Nothing listens here: the port was bound and released.
+    let closed = free_loopback_addr().to_string();
+
+    let help = sluice(&addr, &["--help"], b"");
+    assert_eq!(help.code, Some(0), "{help:?}");
+    assert!(help.stdout.contains("usage: sluice"), "--help prints the usage: {help:?}");
+
+    let mut command = Command::new(cli_binary());
+    command.env_remove("SLUICE_BOOTSTRAP").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let bare = sluice_command(command, b"");
+    assert_eq!(bare.code, Some(2), "no command is bad usage: {bare:?}");
+
+    for bootstrap in [&addr, &closed] {
+        let unknown = sluice(bootstrap, &["frobnicate"], b"");
+        assert_eq!(unknown.code, Some(2), "{unknown:?}");
+        assert!(unknown.stderr.contains("unknown command \"frobnicate\""), "{unknown:?}");
+        let unknown = sluice(bootstrap, &["topic", "frobnicate"], b"");
+        assert_eq!(unknown.code, Some(2), "{unknown:?}");
+        assert!(unknown.stderr.contains("unknown topic subcommand"), "{unknown:?}");
+        let missing = sluice(bootstrap, &["topic", "create", "no-partitions"], b"");
+        assert_eq!(missing.code, Some(2), "{missing:?}");
+        assert!(missing.stderr.contains("--partitions is required"), "{missing:?}");
+    }
+
+    sluice_ok(&node, &["topic", "create", "taken", "--partitions", "1"], b"");
+    let again = sluice(&addr, &["topic", "create", "taken", "--partitions", "1"], b"");
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert!(again.stderr.contains("TOPIC_ALREADY_EXISTS") && again.stderr.contains("already exists"), "{again:?}");
+
+    for args in [&["produce", "no-such-topic"][..], &["consume", "no-such-topic", "--timeout-ms", "100"]] {
+        let refused = sluice(&addr, args, b"a line\n");
+        assert_eq!(refused.code, Some(1), "sluice {args:?}: {refused:?}");
+        assert!(refused.stderr.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{refused:?}");
+    }
+
+    for args in [&["topic", "list"][..], &["produce", "taken"], &["consume", "taken", "--timeout-ms", "100"]] {
+        let unreachable = sluice(&closed, args, b"a line\n");
+        assert_eq!(unreachable.code, Some(3), "sluice {args:?} with no node at {closed}: {unreachable:?}");
+        assert!(unreachable.stderr.contains("cannot connect"), "{unreachable:?}");
+    }
+}
+
+/// `topic describe` lists a topic's partitions; `topic config --set` changes a config
+/// (shown without "(default)" from then on) and `--delete` returns it to the default; a
+/// value the node refuses is exit code 1; `topic add-partitions` grows a topic (the new
+/// partition takes records) and refuses to shrink it (exit code 1, "can only be added").
+#[test]
+fn topic_describe_config_and_add_partitions_work_and_partitions_never_shrink() {
+    let (_dir, node) = start_node();
+    let addr = node.addr().to_string();
+    sluice_ok(&node, &["topic", "create", "admin", "--partitions", "2"], b"");
+
+    let described = sluice_ok(&node, &["topic", "describe", "admin"], b"").stdout;
+    let lines: Vec<&str> = described.lines().collect();
+    assert_eq!(lines.first(), Some(&"topic admin: 2 partitions"), "{described}");
+    assert!(
+        lines[1].trim_start().starts_with("partition 0:") && lines[2].trim_start().starts_with("partition 1:"),
+        "{described}"
+    );
+    assert_eq!(lines.len(), 3, "{described}");
+
+    let set = sluice_ok(&node, &["topic", "config", "admin", "--set", "segment.ms=3600000"], b"").stdout;
+    assert!(set.lines().any(|l| l == "segment.ms=3600000"), "the set value, not marked default: {set}");
+    assert!(set.lines().any(|l| l.starts_with("segment.bytes=") && l.ends_with(" (default)")), "{set}");
+    let shown = sluice_ok(&node, &["topic", "config", "admin"], b"").stdout;
+    assert!(shown.lines().any(|l| l == "segment.ms=3600000"), "the change is kept: {shown}");
+    let reset = sluice_ok(&node, &["topic", "config", "admin", "--delete", "segment.ms"], b"").stdout;
+    assert!(!reset.lines().any(|l| l.starts_with("segment.ms=3600000")), "back to the default: {reset}");
+    let refused = sluice(&addr, &["topic", "config", "admin", "--set", "segment.bytes=1"], b"");
+    assert_eq!(refused.code, Some(1), "a segment.bytes of 1 is refused: {refused:?}");
+
+    let grown = sluice_ok(&node, &["topic", "add-partitions", "admin", "--partitions", "4"], b"");
+    assert!(grown.stderr.contains("now has 4 partitions"), "{grown:?}");
+    let described = sluice_ok(&node, &["topic", "describe", "admin"], b"").stdout;
+    assert!(described.starts_with("topic admin: 4 partitions\n"), "{described}");
+    assert!(described.contains("partition 3:"), "{described}");
+    sluice_ok(&node, &["produce", "admin", "--partition", "3"], b"in the new partition\n");
+    let consumed = sluice_ok(
+        &node,
+        &[
+            "consume",
+            "admin",
+            "--partition",
+            "3",
+            "--format",
+            "%p@%o %s\\n",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "5000",
+        ],
+        b"",
+    );
+    assert_eq!(consumed.stdout, "3@0 in the new partition\n");
+
+    let shrink = sluice(&addr, &["topic", "add-partitions", "admin", "--partitions", "3"], b"");
+    assert_eq!(shrink.code, Some(1), "{shrink:?}");
+    assert!(shrink.stderr.contains("can only be added"), "{shrink:?}");
+    let described = sluice_ok(&node, &["topic", "describe", "admin"], b"").stdout;
+    assert!(described.starts_with("topic admin: 4 partitions\n"), "still 4: {described}");
+}
