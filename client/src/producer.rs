@@ -731,3 +731,47 @@ fn release(inner: &Arc<Inner>, topic: &str, partition: u32) {
         queue.in_flight = false;
     }
 }
+
+/// A producer of typed keys and values: serializes them (as Kafka's `key.serializer`
+/// and `value.serializer`) and sends the bytes through a `Producer`.
+pub struct TypedProducer<K: ?Sized, V: ?Sized> {
+    producer: Producer,
+    key_serializer: Box<dyn crate::serialize::Serializer<K>>,
+    value_serializer: Box<dyn crate::serialize::Serializer<V>>,
+}
+
+impl<K: ?Sized, V: ?Sized> std::fmt::Debug for TypedProducer<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TypedProducer({:?})", self.producer)
+    }
+}
+
+impl<K: ?Sized, V: ?Sized> TypedProducer<K, V> {
+    pub fn new(
+        producer: Producer,
+        key_serializer: impl crate::serialize::Serializer<K> + 'static,
+        value_serializer: impl crate::serialize::Serializer<V> + 'static,
+    ) -> TypedProducer<K, V> {
+        TypedProducer {
+            producer,
+            key_serializer: Box::new(key_serializer),
+            value_serializer: Box::new(value_serializer),
+        }
+    }
+
+    /// Serializes and queues a record (`key` `None`: the sticky partitioner chooses).
+    pub async fn send(&self, topic: &str, key: Option<&K>, value: &V) -> Result<DeliveryFuture> {
+        let serialize_error = |e: crate::serialize::SerializeError| ClientError::Codec(e.to_string());
+        let key = key.map(|k| self.key_serializer.serialize(topic, k)).transpose().map_err(serialize_error)?;
+        let value = self.value_serializer.serialize(topic, value).map_err(serialize_error)?;
+        self.producer
+            .send(ProducerRecord { topic: topic.to_string(), key, value: Some(value), ..ProducerRecord::default() })
+            .await
+    }
+
+    /// The untyped producer underneath (flush, close, records with headers).
+    #[must_use]
+    pub fn inner(&self) -> &Producer {
+        &self.producer
+    }
+}

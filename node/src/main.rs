@@ -77,7 +77,11 @@ fn main() -> ExitCode {
         let placement = if config.shards <= cores { Placement::Fixed(i) } else { Placement::Unbound };
         let (config, mesh, shard_stop, ready, finished) =
             (config.clone(), mesh.clone(), stop.clone(), ready.clone(), finished.clone());
-        let builder = LocalExecutorBuilder::new(placement).name(&format!("shard-{i}")).io_memory(SHARD_IO_MEMORY_BYTES);
+        let mut builder =
+            LocalExecutorBuilder::new(placement).name(&format!("shard-{i}")).io_memory(SHARD_IO_MEMORY_BYTES);
+        if config.spin_before_park_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
+        }
         match builder.spawn(move || async move {
             let result = run_shard(config, mesh, shard_stop.clone(), ready).await;
             if result.is_err() {

@@ -13,10 +13,6 @@
 //! is; the only elapsed-time check is that `send` blocked at least `max.block.ms` before
 //! failing with `BufferFull`, which is what that setting promises.
 //!
-//! `seek_by_timestamp_finds_the_exact_record_in_a_compressed_batch` pins what the node
-//! does not do yet (an exact ListOffsets answer inside a compressed batch); it fails
-//! until it does.
-//!
 //! The test bodies run on the thread that `#[tokio::test]` blocks on, not on a runtime
 //! worker, so the blocking calls of `NodeProcess` (start, kill, restart) stall only the
 //! test itself while the producer's sender task goes on running on the two workers.
@@ -687,4 +683,31 @@ async fn a_record_larger_than_max_request_size_fails_at_send_with_record_too_lar
     }
     let delivery = producer.send(ProducerRecord::new("sized", vec![0u8; 1000])).await.unwrap();
     assert_eq!(delivered(delivery, "a record that fits").await.unwrap().offset, Some(0));
+}
+
+/// Typed keys and values go through Kafka's serializers: a string key and an i64 value
+/// come back as the bytes Kafka's StringSerializer and LongSerializer write, and
+/// deserialize to what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_producers_serialize_keys_and_values_as_kafkas_serializers() {
+    use sluice_client::producer::TypedProducer;
+    use sluice_client::serialize::{Deserializer, I64Serializer, StringSerializer};
+    let (_dir, node) = start_node();
+    create_topic(&node, "typed", 1).await;
+    let producer = Producer::new(producer_config(&node)).await.unwrap();
+    let typed: TypedProducer<str, i64> = TypedProducer::new(producer, StringSerializer, I64Serializer);
+    for i in 0..10i64 {
+        let d = typed.send("typed", Some(&*format!("k{i}")), &(i * 1_000_000_007)).await.unwrap();
+        delivered(d, "typed record").await.unwrap();
+    }
+    let records = consume_to(&node, "typed", &[10]).await;
+    assert_eq!(records.len(), 10);
+    for (i, r) in records.iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
+        let value = r.value.as_deref().unwrap();
+        assert_eq!(value, (i * 1_000_000_007).to_be_bytes());
+        assert_eq!(I64Serializer.deserialize("typed", value).unwrap(), i * 1_000_000_007);
+    }
+    typed.inner().close().await;
 }
