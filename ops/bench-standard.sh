@@ -8,6 +8,7 @@
 # 16 partitions at max rate with acks=1 and with acks=all; consume cold (from the
 # start, from disk) and hot (the tail, from the cache); end-to-end latency at 50% of
 # the acks=1 max rate; a small request's round trip next to a plain TCP echo.
+# NODE_ARGS adds node flags (e.g. NODE_ARGS="--fsync never").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -20,7 +21,7 @@ cargo build --release -q -p sluice-node -p sluice-bench
 NODE=target/release/sluice-node
 BENCH=target/release/sluice-bench
 
-$NODE --data-dir "$DATA/node" --listen 127.0.0.1:$PORT --metrics-listen 127.0.0.1:$METRICS 2>"$DATA/node.log" &
+$NODE --data-dir "$DATA/node" --listen 127.0.0.1:$PORT --metrics-listen 127.0.0.1:$METRICS ${NODE_ARGS:-} 2>"$DATA/node.log" &
 NODE_PID=$!
 trap 'kill $NODE_PID 2>/dev/null; wait $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 1 100); do
