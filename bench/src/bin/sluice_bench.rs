@@ -568,14 +568,7 @@ async fn consume(opts: &Opts) -> Result<Report, BenchError> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..consumers {
-        let mine: Vec<u32> = (0..partitions).filter(|p| *p as usize % consumers == c).collect();
-        let config = ConsumerConfig {
-            bootstrap_servers: bootstrap.clone(),
-            client_id: format!("sluice-bench-{c}"),
-            auto_offset_reset: OffsetReset::Earliest,
-            fetch_max_wait_ms: 100,
-            ..ConsumerConfig::default()
-        };
+        let (mine, config) = consumer_share(&bootstrap, partitions, consumers, c, OffsetReset::Earliest);
         let (meter, stop, topic, start) = (meter.clone(), stop.clone(), topic.clone(), start.clone());
         tasks.push(tokio::spawn(async move {
             let mut consumer = Consumer::new(config).await?;
@@ -584,12 +577,12 @@ async fn consume(opts: &Opts) -> Result<Report, BenchError> {
             for &p in &mine {
                 let end = consumer.seek(&topic, p, SeekTo::End).await?;
                 ends.insert(p, end);
-                let from = if start == "tail" { end.saturating_sub(tail_bytes / record_bytes) } else { 0 };
-                let begin = consumer.seek(&topic, p, SeekTo::Offset(from)).await?;
-                if start != "tail" {
-                    consumer.seek(&topic, p, SeekTo::Beginning).await?;
-                }
-                let _ = begin;
+                let to = if start == "tail" {
+                    SeekTo::Offset(end.saturating_sub(tail_bytes / record_bytes))
+                } else {
+                    SeekTo::Beginning
+                };
+                consumer.seek(&topic, p, to).await?;
             }
             // Read until every partition reaches the end it had at the start.
             while !stop.load(Ordering::Relaxed) {
@@ -633,6 +626,25 @@ async fn consume(opts: &Opts) -> Result<Report, BenchError> {
     Ok(report)
 }
 
+/// Consumer `c` of `consumers`: its partitions (round-robin) and its settings.
+fn consumer_share(
+    bootstrap: &[String],
+    partitions: u32,
+    consumers: usize,
+    c: usize,
+    reset: OffsetReset,
+) -> (Vec<u32>, ConsumerConfig) {
+    let mine = (0..partitions).filter(|p| *p as usize % consumers == c).collect();
+    let config = ConsumerConfig {
+        bootstrap_servers: bootstrap.to_vec(),
+        client_id: format!("sluice-bench-{c}"),
+        auto_offset_reset: reset,
+        fetch_max_wait_ms: 100,
+        ..ConsumerConfig::default()
+    };
+    (mine, config)
+}
+
 async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<Result<T, tokio::task::JoinError>> {
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
@@ -651,7 +663,6 @@ async fn e2e(opts: &Opts) -> Result<Report, BenchError> {
     if rate == 0 {
         return Err(BenchError("e2e needs a fixed --rate".into()));
     }
-    let duration = opts.num::<f64>("duration-s", 10.0)?;
     let warmup = opts.num::<f64>("warmup-s", 2.0)?;
     // Consumers at the tail, measuring from each record's create timestamp.
     let meter = Meter::new()?;
@@ -659,14 +670,7 @@ async fn e2e(opts: &Opts) -> Result<Report, BenchError> {
     let consumers = opts.num::<usize>("consumers", 1)?.max(1);
     let mut tasks = Vec::new();
     for c in 0..consumers {
-        let mine: Vec<u32> = (0..partitions).filter(|p| *p as usize % consumers == c).collect();
-        let config = ConsumerConfig {
-            bootstrap_servers: bootstrap.clone(),
-            client_id: format!("sluice-bench-e2e-{c}"),
-            auto_offset_reset: OffsetReset::Latest,
-            fetch_max_wait_ms: 100,
-            ..ConsumerConfig::default()
-        };
+        let (mine, config) = consumer_share(&bootstrap, partitions, consumers, c, OffsetReset::Latest);
         let (meter, stop, topic) = (meter.clone(), stop.clone(), topic.clone());
         tasks.push(tokio::spawn(async move {
             let mut consumer = Consumer::new(config).await?;
@@ -701,8 +705,6 @@ async fn e2e(opts: &Opts) -> Result<Report, BenchError> {
     let latency = meter.latency.lock().map(|h| LatencySummary::of(&h)).unwrap_or_default();
     report.add("e2e_records", meter.records.load(Ordering::Relaxed) as f64);
     report.latency("e2e_latency", &latency);
-    report.add("e2e_note_ms_resolution", 1.0);
-    let _ = duration;
     Ok(report)
 }
 
