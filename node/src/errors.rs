@@ -23,6 +23,14 @@ pub enum ErrorKind {
     InvalidRequest,
     InvalidRequiredAcks,
     RequestTimedOut,
+    CoordinatorNotAvailable,
+    InvalidGroupId,
+    UnknownMemberId,
+    InvalidSessionTimeout,
+    RebalanceInProgress,
+    IllegalGeneration,
+    NonEmptyGroup,
+    GroupIdNotFound,
     /// The partition's log failed (poisoned by an I/O error, or corrupt on disk).
     Storage,
     /// A bug or an unexpected state; the message says which.

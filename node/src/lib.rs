@@ -1,6 +1,7 @@
 //! The Sluice storage node.
 //!
 //! - `config`: the node's settings (flags, TOML file, defaults).
+//! - `groups`: the consumer group coordinator and its assignment strategies.
 //! - `errors`: how a request's parts fail, as the client is told.
 //! - `server`: the native protocol server (framing, one handler file per API group).
 //! - `metrics`: counters and latency histograms, rendered for Prometheus.
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod errors;
+pub mod groups;
 pub mod io;
 pub mod metrics;
 pub mod server;

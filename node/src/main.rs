@@ -143,6 +143,9 @@ async fn run_shard(
     let shard = Shard::start(Rc::new(config), mesh).await?;
     // Every shard has opened its partitions before any accepts a connection.
     ready.wait();
+    if shard.id.0 == 0 {
+        shard.ensure_offsets_topic().await.map_err(|e| format!("creating the offsets topic: {e}"))?;
+    }
     let listener = server::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
     let serving = glommio::spawn_local(Server::new(shard.clone()).serve(listener));
     let metrics = match (shard.id.0, metrics_listen) {

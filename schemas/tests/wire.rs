@@ -52,6 +52,25 @@ fn string_list(list: Option<Vector<'_, ForwardsUOffset<&str>>>) -> Vec<String> {
     list.unwrap().iter().map(str::to_owned).collect()
 }
 
+/// The assignment `[orders: 0, 2, 5]`, as join responses, group descriptions and offset
+/// fetches carry it.
+fn topic_partitions<'f>(
+    builder: &mut FlatBufferBuilder<'f>,
+) -> WIPOffset<Vector<'f, ForwardsUOffset<TopicPartitions<'f>>>> {
+    let topic = builder.create_string("orders");
+    let partitions = builder.create_vector(&[0u32, 2, 5]);
+    let assignment =
+        TopicPartitions::create(builder, &TopicPartitionsArgs { topic: Some(topic), partitions: Some(partitions) });
+    builder.create_vector(&[assignment])
+}
+
+fn check_topic_partitions(list: Option<Vector<'_, ForwardsUOffset<TopicPartitions<'_>>>>) {
+    let list = list.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list.get(0).topic(), Some("orders"));
+    assert_eq!(list.get(0).partitions().unwrap().iter().collect::<Vec<_>>(), [0, 2, 5]);
+}
+
 /// The payload of a frame that carries both batches, and the slices that name them.
 fn two_batches() -> (Vec<u8>, Slice, Slice) {
     let payload = [BATCH_ONE, BATCH_TWO].concat();
@@ -176,6 +195,91 @@ fn build_request_body(
             let body = ListOffsetsRequest::create(builder, &ListOffsetsRequestArgs { topics: Some(topics) });
             (body.as_union_value(), no_payload)
         }
+        RequestBody::JoinGroupRequest => {
+            let group_id = builder.create_string("billing");
+            let member_id = builder.create_string("member-1");
+            let topics = strings(builder, &["orders", "payments"]);
+            let strategy = builder.create_string("roundrobin");
+            let body = JoinGroupRequest::create(
+                builder,
+                &JoinGroupRequestArgs {
+                    group_id: Some(group_id),
+                    member_id: Some(member_id),
+                    session_timeout_ms: 30_000,
+                    rebalance_timeout_ms: 60_000,
+                    topics: Some(topics),
+                    strategy: Some(strategy),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::HeartbeatRequest => {
+            let group_id = builder.create_string("billing");
+            let member_id = builder.create_string("member-1");
+            let body = HeartbeatRequest::create(
+                builder,
+                &HeartbeatRequestArgs { group_id: Some(group_id), member_id: Some(member_id), generation: 4 },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::LeaveGroupRequest => {
+            let group_id = builder.create_string("billing");
+            let member_id = builder.create_string("member-1");
+            let body = LeaveGroupRequest::create(
+                builder,
+                &LeaveGroupRequestArgs { group_id: Some(group_id), member_id: Some(member_id) },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::OffsetCommitRequest => {
+            let metadata = builder.create_string("checkpoint");
+            let partition = OffsetCommitPartition::create(
+                builder,
+                &OffsetCommitPartitionArgs { partition: 2, offset: 42, metadata: Some(metadata) },
+            );
+            let partitions = builder.create_vector(&[partition]);
+            let topic = builder.create_string("orders");
+            let topic = OffsetCommitTopic::create(
+                builder,
+                &OffsetCommitTopicArgs { topic: Some(topic), partitions: Some(partitions) },
+            );
+            let topics = builder.create_vector(&[topic]);
+            let group_id = builder.create_string("billing");
+            let member_id = builder.create_string("member-1");
+            let body = OffsetCommitRequest::create(
+                builder,
+                &OffsetCommitRequestArgs {
+                    group_id: Some(group_id),
+                    member_id: Some(member_id),
+                    generation: 4,
+                    topics: Some(topics),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::OffsetFetchRequest => {
+            let group_id = builder.create_string("billing");
+            let topics = topic_partitions(builder);
+            let body = OffsetFetchRequest::create(
+                builder,
+                &OffsetFetchRequestArgs { group_id: Some(group_id), topics: Some(topics) },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::ListGroupsRequest => {
+            (ListGroupsRequest::create(builder, &ListGroupsRequestArgs {}).as_union_value(), no_payload)
+        }
+        RequestBody::DescribeGroupsRequest => {
+            let group_ids = strings(builder, &["billing", "audit"]);
+            let body =
+                DescribeGroupsRequest::create(builder, &DescribeGroupsRequestArgs { group_ids: Some(group_ids) });
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::DeleteGroupsRequest => {
+            let group_ids = strings(builder, &["billing", "audit"]);
+            let body = DeleteGroupsRequest::create(builder, &DeleteGroupsRequestArgs { group_ids: Some(group_ids) });
+            (body.as_union_value(), no_payload)
+        }
         other => panic!("no request body of type {other:?}"),
     }
 }
@@ -268,6 +372,55 @@ fn check_request(request: &Request<'_>, payload: &[u8]) {
             assert_eq!(partitions.len(), 1);
             assert_eq!((partitions.get(0).partition(), partitions.get(0).timestamp()), (1, -2));
         }
+        RequestBody::JoinGroupRequest => {
+            let body = request.body_as_join_group_request().unwrap();
+            assert_eq!(body.group_id(), Some("billing"));
+            assert_eq!(body.member_id(), Some("member-1"));
+            assert_eq!((body.session_timeout_ms(), body.rebalance_timeout_ms()), (30_000, 60_000));
+            assert_eq!(string_list(body.topics()), ["orders", "payments"]);
+            assert_eq!(body.strategy(), Some("roundrobin"));
+        }
+        RequestBody::HeartbeatRequest => {
+            let body = request.body_as_heartbeat_request().unwrap();
+            assert_eq!(body.group_id(), Some("billing"));
+            assert_eq!(body.member_id(), Some("member-1"));
+            assert_eq!(body.generation(), 4);
+        }
+        RequestBody::LeaveGroupRequest => {
+            let body = request.body_as_leave_group_request().unwrap();
+            assert_eq!(body.group_id(), Some("billing"));
+            assert_eq!(body.member_id(), Some("member-1"));
+        }
+        RequestBody::OffsetCommitRequest => {
+            let body = request.body_as_offset_commit_request().unwrap();
+            assert_eq!(body.group_id(), Some("billing"));
+            assert_eq!(body.member_id(), Some("member-1"));
+            assert_eq!(body.generation(), 4);
+            let topics = body.topics().unwrap();
+            assert_eq!(topics.len(), 1);
+            assert_eq!(topics.get(0).topic(), Some("orders"));
+            let partitions = topics.get(0).partitions().unwrap();
+            assert_eq!(partitions.len(), 1);
+            let partition = partitions.get(0);
+            assert_eq!((partition.partition(), partition.offset()), (2, 42));
+            assert_eq!(partition.metadata(), Some("checkpoint"));
+        }
+        RequestBody::OffsetFetchRequest => {
+            let body = request.body_as_offset_fetch_request().unwrap();
+            assert_eq!(body.group_id(), Some("billing"));
+            check_topic_partitions(body.topics());
+        }
+        RequestBody::ListGroupsRequest => {
+            request.body_as_list_groups_request().unwrap();
+        }
+        RequestBody::DescribeGroupsRequest => {
+            let body = request.body_as_describe_groups_request().unwrap();
+            assert_eq!(string_list(body.group_ids()), ["billing", "audit"]);
+        }
+        RequestBody::DeleteGroupsRequest => {
+            let body = request.body_as_delete_groups_request().unwrap();
+            assert_eq!(string_list(body.group_ids()), ["billing", "audit"]);
+        }
         other => panic!("unexpected body type {other:?}"),
     }
 }
@@ -355,6 +508,46 @@ fn list_offsets_request_round_trips_with_every_field_set() {
 }
 
 #[test]
+fn join_group_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::JoinGroupRequest);
+}
+
+#[test]
+fn heartbeat_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::HeartbeatRequest);
+}
+
+#[test]
+fn leave_group_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::LeaveGroupRequest);
+}
+
+#[test]
+fn offset_commit_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::OffsetCommitRequest);
+}
+
+#[test]
+fn offset_fetch_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::OffsetFetchRequest);
+}
+
+#[test]
+fn list_groups_request_round_trips() {
+    round_trip_request(RequestBody::ListGroupsRequest);
+}
+
+#[test]
+fn describe_groups_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::DescribeGroupsRequest);
+}
+
+#[test]
+fn delete_groups_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::DeleteGroupsRequest);
+}
+
+#[test]
 fn every_request_body_type_is_covered_by_these_tests() {
     let covered = ALL_REQUEST_BODIES.len();
     assert_eq!(covered, RequestBody::ENUM_VALUES.len() - 1, "a request body type was added: add it to the tests");
@@ -371,7 +564,7 @@ fn a_response_envelope_is_not_taken_for_a_request() {
     }
 }
 
-const ALL_REQUEST_BODIES: [RequestBody; 10] = [
+const ALL_REQUEST_BODIES: [RequestBody; 18] = [
     RequestBody::ApiVersionsRequest,
     RequestBody::MetadataRequest,
     RequestBody::CreateTopicsRequest,
@@ -382,6 +575,14 @@ const ALL_REQUEST_BODIES: [RequestBody; 10] = [
     RequestBody::ProduceRequest,
     RequestBody::FetchRequest,
     RequestBody::ListOffsetsRequest,
+    RequestBody::JoinGroupRequest,
+    RequestBody::HeartbeatRequest,
+    RequestBody::LeaveGroupRequest,
+    RequestBody::OffsetCommitRequest,
+    RequestBody::OffsetFetchRequest,
+    RequestBody::ListGroupsRequest,
+    RequestBody::DescribeGroupsRequest,
+    RequestBody::DeleteGroupsRequest,
 ];
 
 // Responses -----------------------------------------------------------------------------
@@ -598,6 +799,151 @@ fn build_response_body(
             );
             (body.as_union_value(), no_payload)
         }
+        ResponseBody::JoinGroupResponse => {
+            let message = builder.create_string("session timeout out of range");
+            let member_id = builder.create_string("member-1");
+            let leader_id = builder.create_string("member-0");
+            let strategy = builder.create_string("range");
+            let assignment = topic_partitions(builder);
+            let body = JoinGroupResponse::create(
+                builder,
+                &JoinGroupResponseArgs {
+                    error: ErrorCode::InvalidSessionTimeout,
+                    message: Some(message),
+                    generation: 4,
+                    member_id: Some(member_id),
+                    leader_id: Some(leader_id),
+                    strategy: Some(strategy),
+                    assignment: Some(assignment),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::HeartbeatResponse => {
+            let message = builder.create_string("group 'billing' is rebalancing");
+            let body = HeartbeatResponse::create(
+                builder,
+                &HeartbeatResponseArgs { error: ErrorCode::RebalanceInProgress, message: Some(message) },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::LeaveGroupResponse => {
+            let message = builder.create_string("no member 'member-1' in group 'billing'");
+            let body = LeaveGroupResponse::create(
+                builder,
+                &LeaveGroupResponseArgs { error: ErrorCode::UnknownMemberId, message: Some(message) },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::OffsetCommitResponse => {
+            let partition_message = builder.create_string("no partition 2 of 'orders'");
+            let partition = PartitionResult::create(
+                builder,
+                &PartitionResultArgs {
+                    partition: 2,
+                    error: ErrorCode::UnknownTopicOrPartition,
+                    message: Some(partition_message),
+                },
+            );
+            let partitions = builder.create_vector(&[partition]);
+            let topic = builder.create_string("orders");
+            let topic = OffsetCommitTopicResult::create(
+                builder,
+                &OffsetCommitTopicResultArgs { topic: Some(topic), partitions: Some(partitions) },
+            );
+            let topics = builder.create_vector(&[topic]);
+            let message = builder.create_string("generation 4 is stale");
+            let body = OffsetCommitResponse::create(
+                builder,
+                &OffsetCommitResponseArgs {
+                    error: ErrorCode::IllegalGeneration,
+                    message: Some(message),
+                    topics: Some(topics),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::OffsetFetchResponse => {
+            let metadata = builder.create_string("checkpoint");
+            let partition = OffsetFetchPartition::create(
+                builder,
+                &OffsetFetchPartitionArgs { partition: 2, offset: 42, metadata: Some(metadata) },
+            );
+            let partitions = builder.create_vector(&[partition]);
+            let topic = builder.create_string("orders");
+            let topic = OffsetFetchTopic::create(
+                builder,
+                &OffsetFetchTopicArgs { topic: Some(topic), partitions: Some(partitions) },
+            );
+            let topics = builder.create_vector(&[topic]);
+            let message = builder.create_string("invalid group id");
+            let body = OffsetFetchResponse::create(
+                builder,
+                &OffsetFetchResponseArgs {
+                    error: ErrorCode::InvalidGroupId,
+                    message: Some(message),
+                    topics: Some(topics),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::ListGroupsResponse => {
+            let group_id = builder.create_string("billing");
+            let state = builder.create_string("Stable");
+            let listing = GroupListing::create(
+                builder,
+                &GroupListingArgs { group_id: Some(group_id), state: Some(state), members: 3 },
+            );
+            let groups = builder.create_vector(&[listing]);
+            let body = ListGroupsResponse::create(builder, &ListGroupsResponseArgs { groups: Some(groups) });
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::DescribeGroupsResponse => {
+            let member_id = builder.create_string("member-1");
+            let client_id = builder.create_string(CLIENT_ID);
+            let client_host = builder.create_string("10.0.0.7");
+            let assignment = topic_partitions(builder);
+            let member = GroupMember::create(
+                builder,
+                &GroupMemberArgs {
+                    member_id: Some(member_id),
+                    client_id: Some(client_id),
+                    client_host: Some(client_host),
+                    assignment: Some(assignment),
+                },
+            );
+            let members = builder.create_vector(&[member]);
+            let group_id = builder.create_string("billing");
+            let message = builder.create_string("group 'billing' not found");
+            let state = builder.create_string("PreparingRebalance");
+            let strategy = builder.create_string("cooperative-sticky");
+            let description = GroupDescription::create(
+                builder,
+                &GroupDescriptionArgs {
+                    group_id: Some(group_id),
+                    error: ErrorCode::GroupIdNotFound,
+                    message: Some(message),
+                    state: Some(state),
+                    strategy: Some(strategy),
+                    generation: 4,
+                    members: Some(members),
+                },
+            );
+            let groups = builder.create_vector(&[description]);
+            let body = DescribeGroupsResponse::create(builder, &DescribeGroupsResponseArgs { groups: Some(groups) });
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::DeleteGroupsResponse => {
+            let name = builder.create_string("billing");
+            let message = builder.create_string("group 'billing' has members");
+            let result = TopicResult::create(
+                builder,
+                &TopicResultArgs { name: Some(name), error: ErrorCode::NonEmptyGroup, message: Some(message) },
+            );
+            let results = builder.create_vector(&[result]);
+            let body = DeleteGroupsResponse::create(builder, &DeleteGroupsResponseArgs { results: Some(results) });
+            (body.as_union_value(), no_payload)
+        }
         other => panic!("no response body of type {other:?}"),
     }
 }
@@ -707,6 +1053,85 @@ fn check_response(response: &Response<'_>, payload: &[u8]) {
             assert_eq!(body.error(), ErrorCode::InvalidRequest);
             assert_eq!(body.message(), Some("frame of 2000000 bytes exceeds the limit of 1048576 bytes"));
         }
+        ResponseBody::JoinGroupResponse => {
+            let body = response.body_as_join_group_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::InvalidSessionTimeout);
+            assert_eq!(body.message(), Some("session timeout out of range"));
+            assert_eq!(body.generation(), 4);
+            assert_eq!(body.member_id(), Some("member-1"));
+            assert_eq!(body.leader_id(), Some("member-0"));
+            assert_eq!(body.strategy(), Some("range"));
+            check_topic_partitions(body.assignment());
+        }
+        ResponseBody::HeartbeatResponse => {
+            let body = response.body_as_heartbeat_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::RebalanceInProgress);
+            assert_eq!(body.message(), Some("group 'billing' is rebalancing"));
+        }
+        ResponseBody::LeaveGroupResponse => {
+            let body = response.body_as_leave_group_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::UnknownMemberId);
+            assert_eq!(body.message(), Some("no member 'member-1' in group 'billing'"));
+        }
+        ResponseBody::OffsetCommitResponse => {
+            let body = response.body_as_offset_commit_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::IllegalGeneration);
+            assert_eq!(body.message(), Some("generation 4 is stale"));
+            let topics = body.topics().unwrap();
+            assert_eq!(topics.len(), 1);
+            assert_eq!(topics.get(0).topic(), Some("orders"));
+            let partitions = topics.get(0).partitions().unwrap();
+            assert_eq!(partitions.len(), 1);
+            let partition = partitions.get(0);
+            assert_eq!(partition.partition(), 2);
+            assert_eq!(partition.error(), ErrorCode::UnknownTopicOrPartition);
+            assert_eq!(partition.message(), Some("no partition 2 of 'orders'"));
+        }
+        ResponseBody::OffsetFetchResponse => {
+            let body = response.body_as_offset_fetch_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::InvalidGroupId);
+            assert_eq!(body.message(), Some("invalid group id"));
+            let topics = body.topics().unwrap();
+            assert_eq!(topics.len(), 1);
+            assert_eq!(topics.get(0).topic(), Some("orders"));
+            let partitions = topics.get(0).partitions().unwrap();
+            assert_eq!(partitions.len(), 1);
+            let partition = partitions.get(0);
+            assert_eq!((partition.partition(), partition.offset()), (2, 42));
+            assert_eq!(partition.metadata(), Some("checkpoint"));
+        }
+        ResponseBody::ListGroupsResponse => {
+            let groups = response.body_as_list_groups_response().unwrap().groups().unwrap();
+            assert_eq!(groups.len(), 1);
+            let listing = groups.get(0);
+            assert_eq!((listing.group_id(), listing.state(), listing.members()), (Some("billing"), Some("Stable"), 3));
+        }
+        ResponseBody::DescribeGroupsResponse => {
+            let groups = response.body_as_describe_groups_response().unwrap().groups().unwrap();
+            assert_eq!(groups.len(), 1);
+            let group = groups.get(0);
+            assert_eq!(group.group_id(), Some("billing"));
+            assert_eq!(group.error(), ErrorCode::GroupIdNotFound);
+            assert_eq!(group.message(), Some("group 'billing' not found"));
+            assert_eq!(group.state(), Some("PreparingRebalance"));
+            assert_eq!(group.strategy(), Some("cooperative-sticky"));
+            assert_eq!(group.generation(), 4);
+            let members = group.members().unwrap();
+            assert_eq!(members.len(), 1);
+            let member = members.get(0);
+            assert_eq!(member.member_id(), Some("member-1"));
+            assert_eq!(member.client_id(), Some(CLIENT_ID));
+            assert_eq!(member.client_host(), Some("10.0.0.7"));
+            check_topic_partitions(member.assignment());
+        }
+        ResponseBody::DeleteGroupsResponse => {
+            let results = response.body_as_delete_groups_response().unwrap().results().unwrap();
+            assert_eq!(results.len(), 1);
+            let result = results.get(0);
+            assert_eq!(result.name(), Some("billing"));
+            assert_eq!(result.error(), ErrorCode::NonEmptyGroup);
+            assert_eq!(result.message(), Some("group 'billing' has members"));
+        }
         other => panic!("unexpected body type {other:?}"),
     }
 }
@@ -726,7 +1151,7 @@ fn round_trip_response(body_type: ResponseBody) {
     check_response(&response, payload);
 }
 
-const ALL_RESPONSE_BODIES: [ResponseBody; 11] = [
+const ALL_RESPONSE_BODIES: [ResponseBody; 19] = [
     ResponseBody::ApiVersionsResponse,
     ResponseBody::MetadataResponse,
     ResponseBody::CreateTopicsResponse,
@@ -738,6 +1163,14 @@ const ALL_RESPONSE_BODIES: [ResponseBody; 11] = [
     ResponseBody::FetchResponse,
     ResponseBody::ListOffsetsResponse,
     ResponseBody::ErrorResponse,
+    ResponseBody::JoinGroupResponse,
+    ResponseBody::HeartbeatResponse,
+    ResponseBody::LeaveGroupResponse,
+    ResponseBody::OffsetCommitResponse,
+    ResponseBody::OffsetFetchResponse,
+    ResponseBody::ListGroupsResponse,
+    ResponseBody::DescribeGroupsResponse,
+    ResponseBody::DeleteGroupsResponse,
 ];
 
 #[test]
@@ -777,6 +1210,46 @@ fn admin_and_api_versions_responses_round_trip_with_every_field_set() {
     ] {
         round_trip_response(body_type);
     }
+}
+
+#[test]
+fn join_group_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::JoinGroupResponse);
+}
+
+#[test]
+fn heartbeat_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::HeartbeatResponse);
+}
+
+#[test]
+fn leave_group_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::LeaveGroupResponse);
+}
+
+#[test]
+fn offset_commit_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::OffsetCommitResponse);
+}
+
+#[test]
+fn offset_fetch_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::OffsetFetchResponse);
+}
+
+#[test]
+fn list_groups_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::ListGroupsResponse);
+}
+
+#[test]
+fn describe_groups_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::DescribeGroupsResponse);
+}
+
+#[test]
+fn delete_groups_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::DeleteGroupsResponse);
 }
 
 #[test]

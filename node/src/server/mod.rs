@@ -14,6 +14,7 @@
 
 mod admin;
 mod fetch;
+mod groups;
 mod metrics_http;
 mod produce;
 
@@ -51,6 +52,14 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::InvalidRequest => ErrorCode::InvalidRequest,
         ErrorKind::InvalidRequiredAcks => ErrorCode::InvalidRequiredAcks,
         ErrorKind::RequestTimedOut => ErrorCode::RequestTimedOut,
+        ErrorKind::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        ErrorKind::InvalidGroupId => ErrorCode::InvalidGroupId,
+        ErrorKind::UnknownMemberId => ErrorCode::UnknownMemberId,
+        ErrorKind::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,
+        ErrorKind::RebalanceInProgress => ErrorCode::RebalanceInProgress,
+        ErrorKind::IllegalGeneration => ErrorCode::IllegalGeneration,
+        ErrorKind::NonEmptyGroup => ErrorCode::NonEmptyGroup,
+        ErrorKind::GroupIdNotFound => ErrorCode::GroupIdNotFound,
         ErrorKind::Storage => ErrorCode::KafkaStorageError,
         ErrorKind::Unknown => ErrorCode::UnknownServerError,
     }
@@ -148,6 +157,7 @@ impl Server {
 
     async fn connection(self: &Rc<Self>, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
+        let peer_address: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
         let (mut reader, mut writer) = futures_lite::io::split(stream);
         let in_flight = self.shard.config.in_flight_per_connection_max;
         let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Outcome>>(in_flight);
@@ -195,9 +205,10 @@ impl Server {
                 break;
             }
             let server = self.clone();
+            let peer = peer_address.clone();
             let envelope_bytes = header.envelope_bytes as usize;
             let task = glommio::spawn_local(async move {
-                let outcome = server.handle(&body, envelope_bytes).await;
+                let outcome = server.handle(&body, envelope_bytes, &peer).await;
                 drop(permit);
                 outcome
             })
@@ -211,7 +222,7 @@ impl Server {
     }
 
     /// Parses and runs one request (`body` is the frame after its header).
-    async fn handle(self: &Rc<Self>, body: &[u8], envelope_bytes: usize) -> Outcome {
+    async fn handle(self: &Rc<Self>, body: &[u8], envelope_bytes: usize, peer: &str) -> Outcome {
         let (envelope, payload) = body.split_at(envelope_bytes.min(body.len()));
         let request = match wire::parse_request(envelope) {
             Ok(r) => r,
@@ -228,7 +239,7 @@ impl Server {
         let correlation_id = request.correlation_id();
         let started = std::time::Instant::now();
         let api = Api::of(request.body_type());
-        let outcome = self.dispatch(&request, payload).await;
+        let outcome = self.dispatch(&request, payload, peer).await;
         self.shard.metrics.borrow_mut().record(api, started.elapsed());
         match outcome {
             Ok(outcome) => outcome,
@@ -239,7 +250,12 @@ impl Server {
         }
     }
 
-    async fn dispatch(self: &Rc<Self>, request: &wire::Request<'_>, payload: &[u8]) -> Result<Outcome, NodeError> {
+    async fn dispatch(
+        self: &Rc<Self>,
+        request: &wire::Request<'_>,
+        payload: &[u8],
+        peer: &str,
+    ) -> Result<Outcome, NodeError> {
         let cid = request.correlation_id();
         let some = |frame| Ok(Outcome { response: Some(frame), close: false });
         let missing = || NodeError::new(ErrorKind::InvalidRequest, "request body is missing");
@@ -276,6 +292,29 @@ impl Server {
             }
             RequestBody::ListOffsetsRequest => {
                 some(fetch::list_offsets(self, cid, request.body_as_list_offsets_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::JoinGroupRequest => {
+                let body = request.body_as_join_group_request().ok_or_else(missing)?;
+                some(groups::join(self, cid, body, request.client_id().unwrap_or(""), peer).await)
+            }
+            RequestBody::HeartbeatRequest => {
+                some(groups::heartbeat(self, cid, request.body_as_heartbeat_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::LeaveGroupRequest => {
+                some(groups::leave(self, cid, request.body_as_leave_group_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::OffsetCommitRequest => {
+                some(groups::commit(self, cid, request.body_as_offset_commit_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::OffsetFetchRequest => {
+                some(groups::fetch(self, cid, request.body_as_offset_fetch_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::ListGroupsRequest => some(groups::list(self, cid).await),
+            RequestBody::DescribeGroupsRequest => {
+                some(groups::describe(self, cid, request.body_as_describe_groups_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::DeleteGroupsRequest => {
+                some(groups::delete(self, cid, request.body_as_delete_groups_request().ok_or_else(missing)?).await)
             }
             other => Err(NodeError::new(ErrorKind::InvalidRequest, format!("unknown request type {}", other.0))),
         }

@@ -49,6 +49,10 @@ pub enum ShardRequest {
     Close,
     /// This shard's metrics, for a scrape.
     Metrics,
+    /// To the group's coordinator shard (List: to every shard).
+    Group(crate::groups::GroupRequest),
+    /// The committed offsets of every group this shard coordinates (lag metrics).
+    GroupOffsets,
 }
 
 #[derive(Debug)]
@@ -58,6 +62,8 @@ pub enum ShardReply {
     Offset(Result<Option<u64>, NodeError>),
     Admin(AdminResult),
     Metrics(Box<crate::metrics::Metrics>),
+    Group(crate::groups::GroupReply),
+    GroupOffsets(Vec<(String, String, u32, i64)>),
     Done,
     Failed(NodeError),
 }

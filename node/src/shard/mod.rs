@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::errors::{from_storage, ErrorKind, NodeError};
+use crate::groups::{offsets_partition, Coordinator, GroupHost, GroupRequest, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::io::{self, Oneshot, OneshotSender};
 use crate::metrics::Metrics;
 use crate::storage::PartitionLog;
@@ -75,6 +76,18 @@ pub struct Shard {
     /// Admin requests run one at a time (on shard 0).
     admin_busy: glommio::sync::Semaphore,
     pub metrics: RefCell<Metrics>,
+    /// The consumer groups this shard coordinates.
+    pub groups: Coordinator,
+}
+
+impl GroupHost for Shard {
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.metadata().topic(topic).map(|t| t.partitions)
+    }
+
+    fn offsets_log(&self, partition: u32) -> Option<Rc<PartitionLog>> {
+        self.log(OFFSETS_TOPIC, partition)
+    }
 }
 
 impl Shard {
@@ -98,9 +111,11 @@ impl Shard {
             next_call: Cell::new(0),
             admin_busy: glommio::sync::Semaphore::new(1),
             metrics: RefCell::new(Metrics::default()),
+            groups: Coordinator::default(),
         });
         shard.apply_metadata(metadata).await;
         spawn_receivers(&shard, receivers);
+        crate::groups::spawn_expiry(Rc::downgrade(&shard), |s: &Shard| &s.groups);
         Ok(shard)
     }
 
@@ -112,6 +127,57 @@ impl Shard {
     #[must_use]
     pub fn owner(&self, topic: &str, partition: u32) -> ShardId {
         shard_for(topic, partition, self.shards)
+    }
+
+    /// The shard coordinating `group`: the owner of its offsets partition.
+    #[must_use]
+    pub fn coordinator_of(&self, group: &str) -> ShardId {
+        shard_for(OFFSETS_TOPIC, offsets_partition(group), self.shards)
+    }
+
+    /// Runs a group request on its coordinator shard (List: on every shard, merged).
+    pub async fn group_call(self: &Rc<Self>, request: GroupRequest) -> crate::groups::GroupReply {
+        use crate::groups::GroupReply;
+        let Some(group) = request.group().map(str::to_string) else {
+            let mut all = Vec::new();
+            for s in 0..self.shards {
+                if let ShardReply::Group(GroupReply::Listed(list)) =
+                    self.call(ShardId(s), ShardRequest::Group(GroupRequest::List)).await
+                {
+                    all.extend(list);
+                }
+            }
+            all.sort();
+            return GroupReply::Listed(all);
+        };
+        match self.call(self.coordinator_of(&group), ShardRequest::Group(request)).await {
+            ShardReply::Group(reply) => reply,
+            ShardReply::Failed(e) => GroupReply::Done(Err(e)),
+            other => GroupReply::Done(Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}")))),
+        }
+    }
+
+    /// Creates the internal offsets topic when it is missing (shard 0, at start).
+    pub async fn ensure_offsets_topic(self: &Rc<Self>) -> Result<(), String> {
+        if self.metadata().topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        let request = AdminRequest::CreateTopics {
+            topics: vec![NewTopic {
+                name: OFFSETS_TOPIC.to_string(),
+                partitions: OFFSETS_PARTITIONS,
+                replication_factor: 1,
+                configs: std::collections::BTreeMap::new(),
+            }],
+            validate_only: false,
+        };
+        match self.call(ShardId(0), ShardRequest::Admin(request)).await {
+            ShardReply::Admin(r) => match r.results.into_iter().next() {
+                Some((_, Err(e))) if e.kind != ErrorKind::TopicAlreadyExists => Err(e.message),
+                _ => Ok(()),
+            },
+            other => Err(format!("creating {OFFSETS_TOPIC}: {other:?}")),
+        }
     }
 
     /// The log of a partition this shard owns.
@@ -184,6 +250,8 @@ impl Shard {
                 ShardReply::Done
             }
             ShardRequest::Metrics => ShardReply::Metrics(Box::new(self.metrics.borrow().clone())),
+            ShardRequest::Group(request) => ShardReply::Group(self.groups.handle(&**self, request).await),
+            ShardRequest::GroupOffsets => ShardReply::GroupOffsets(self.groups.all_committed()),
         }
     }
 
@@ -299,6 +367,9 @@ impl Shard {
                 }
                 match self.open_log(topic, p).await {
                     Ok(log) => {
+                        if topic.name == OFFSETS_TOPIC {
+                            self.groups.load(&log).await;
+                        }
                         self.logs.borrow_mut().insert(key, Rc::new(log));
                     }
                     Err(e) => warn!(topic = %topic.name, partition = p, "partition not opened: {e}"),

@@ -270,6 +270,14 @@ pub fn api_key_of(body: RequestBody) -> Option<ApiKey> {
         RequestBody::ProduceRequest => Some(ApiKey::Produce),
         RequestBody::FetchRequest => Some(ApiKey::Fetch),
         RequestBody::ListOffsetsRequest => Some(ApiKey::ListOffsets),
+        RequestBody::JoinGroupRequest => Some(ApiKey::JoinGroup),
+        RequestBody::HeartbeatRequest => Some(ApiKey::Heartbeat),
+        RequestBody::LeaveGroupRequest => Some(ApiKey::LeaveGroup),
+        RequestBody::OffsetCommitRequest => Some(ApiKey::OffsetCommit),
+        RequestBody::OffsetFetchRequest => Some(ApiKey::OffsetFetch),
+        RequestBody::ListGroupsRequest => Some(ApiKey::ListGroups),
+        RequestBody::DescribeGroupsRequest => Some(ApiKey::DescribeGroups),
+        RequestBody::DeleteGroupsRequest => Some(ApiKey::DeleteGroups),
         _ => None,
     }
 }
@@ -444,6 +452,14 @@ mod tests {
             (RequestBody::ProduceRequest, ApiKey::Produce),
             (RequestBody::FetchRequest, ApiKey::Fetch),
             (RequestBody::ListOffsetsRequest, ApiKey::ListOffsets),
+            (RequestBody::JoinGroupRequest, ApiKey::JoinGroup),
+            (RequestBody::HeartbeatRequest, ApiKey::Heartbeat),
+            (RequestBody::LeaveGroupRequest, ApiKey::LeaveGroup),
+            (RequestBody::OffsetCommitRequest, ApiKey::OffsetCommit),
+            (RequestBody::OffsetFetchRequest, ApiKey::OffsetFetch),
+            (RequestBody::ListGroupsRequest, ApiKey::ListGroups),
+            (RequestBody::DescribeGroupsRequest, ApiKey::DescribeGroups),
+            (RequestBody::DeleteGroupsRequest, ApiKey::DeleteGroups),
         ];
         for (body, api) in expected {
             assert_eq!(api_key_of(body), Some(api), "{body:?}");

@@ -32,7 +32,7 @@ pub const ENUM_MIN_ERROR_CODE: i16 = -1;
 pub const ENUM_MAX_ERROR_CODE: i16 = 87;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 22] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 30] = [
   ErrorCode::UnknownServerError,
   ErrorCode::None,
   ErrorCode::OffsetOutOfRange,
@@ -42,10 +42,16 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 22] = [
   ErrorCode::NotLeaderOrFollower,
   ErrorCode::RequestTimedOut,
   ErrorCode::MessageTooLarge,
+  ErrorCode::CoordinatorNotAvailable,
   ErrorCode::InvalidTopic,
   ErrorCode::RecordListTooLarge,
   ErrorCode::NotEnoughReplicas,
   ErrorCode::InvalidRequiredAcks,
+  ErrorCode::IllegalGeneration,
+  ErrorCode::InvalidGroupId,
+  ErrorCode::UnknownMemberId,
+  ErrorCode::InvalidSessionTimeout,
+  ErrorCode::RebalanceInProgress,
   ErrorCode::UnsupportedVersion,
   ErrorCode::TopicAlreadyExists,
   ErrorCode::InvalidPartitions,
@@ -54,6 +60,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 22] = [
   ErrorCode::InvalidRequest,
   ErrorCode::PolicyViolation,
   ErrorCode::KafkaStorageError,
+  ErrorCode::NonEmptyGroup,
+  ErrorCode::GroupIdNotFound,
   ErrorCode::InvalidRecord,
 ];
 
@@ -71,10 +79,16 @@ impl ErrorCode {
   pub const NotLeaderOrFollower: Self = Self(6);
   pub const RequestTimedOut: Self = Self(7);
   pub const MessageTooLarge: Self = Self(10);
+  pub const CoordinatorNotAvailable: Self = Self(15);
   pub const InvalidTopic: Self = Self(17);
   pub const RecordListTooLarge: Self = Self(18);
   pub const NotEnoughReplicas: Self = Self(19);
   pub const InvalidRequiredAcks: Self = Self(21);
+  pub const IllegalGeneration: Self = Self(22);
+  pub const InvalidGroupId: Self = Self(24);
+  pub const UnknownMemberId: Self = Self(25);
+  pub const InvalidSessionTimeout: Self = Self(26);
+  pub const RebalanceInProgress: Self = Self(27);
   pub const UnsupportedVersion: Self = Self(35);
   pub const TopicAlreadyExists: Self = Self(36);
   pub const InvalidPartitions: Self = Self(37);
@@ -83,6 +97,8 @@ impl ErrorCode {
   pub const InvalidRequest: Self = Self(42);
   pub const PolicyViolation: Self = Self(44);
   pub const KafkaStorageError: Self = Self(56);
+  pub const NonEmptyGroup: Self = Self(68);
+  pub const GroupIdNotFound: Self = Self(69);
   pub const InvalidRecord: Self = Self(87);
 
   pub const ENUM_MIN: i16 = -1;
@@ -97,10 +113,16 @@ impl ErrorCode {
     Self::NotLeaderOrFollower,
     Self::RequestTimedOut,
     Self::MessageTooLarge,
+    Self::CoordinatorNotAvailable,
     Self::InvalidTopic,
     Self::RecordListTooLarge,
     Self::NotEnoughReplicas,
     Self::InvalidRequiredAcks,
+    Self::IllegalGeneration,
+    Self::InvalidGroupId,
+    Self::UnknownMemberId,
+    Self::InvalidSessionTimeout,
+    Self::RebalanceInProgress,
     Self::UnsupportedVersion,
     Self::TopicAlreadyExists,
     Self::InvalidPartitions,
@@ -109,6 +131,8 @@ impl ErrorCode {
     Self::InvalidRequest,
     Self::PolicyViolation,
     Self::KafkaStorageError,
+    Self::NonEmptyGroup,
+    Self::GroupIdNotFound,
     Self::InvalidRecord,
   ];
   /// Returns the variant's name or "" if unknown.
@@ -123,10 +147,16 @@ impl ErrorCode {
       Self::NotLeaderOrFollower => Some("NotLeaderOrFollower"),
       Self::RequestTimedOut => Some("RequestTimedOut"),
       Self::MessageTooLarge => Some("MessageTooLarge"),
+      Self::CoordinatorNotAvailable => Some("CoordinatorNotAvailable"),
       Self::InvalidTopic => Some("InvalidTopic"),
       Self::RecordListTooLarge => Some("RecordListTooLarge"),
       Self::NotEnoughReplicas => Some("NotEnoughReplicas"),
       Self::InvalidRequiredAcks => Some("InvalidRequiredAcks"),
+      Self::IllegalGeneration => Some("IllegalGeneration"),
+      Self::InvalidGroupId => Some("InvalidGroupId"),
+      Self::UnknownMemberId => Some("UnknownMemberId"),
+      Self::InvalidSessionTimeout => Some("InvalidSessionTimeout"),
+      Self::RebalanceInProgress => Some("RebalanceInProgress"),
       Self::UnsupportedVersion => Some("UnsupportedVersion"),
       Self::TopicAlreadyExists => Some("TopicAlreadyExists"),
       Self::InvalidPartitions => Some("InvalidPartitions"),
@@ -135,6 +165,8 @@ impl ErrorCode {
       Self::InvalidRequest => Some("InvalidRequest"),
       Self::PolicyViolation => Some("PolicyViolation"),
       Self::KafkaStorageError => Some("KafkaStorageError"),
+      Self::NonEmptyGroup => Some("NonEmptyGroup"),
+      Self::GroupIdNotFound => Some("GroupIdNotFound"),
       Self::InvalidRecord => Some("InvalidRecord"),
       _ => None,
     }
@@ -194,10 +226,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 9;
+pub const ENUM_MAX_API_KEY: u16 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 10] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 18] = [
   ApiKey::ApiVersions,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -208,6 +240,14 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 10] = [
   ApiKey::Produce,
   ApiKey::Fetch,
   ApiKey::ListOffsets,
+  ApiKey::JoinGroup,
+  ApiKey::Heartbeat,
+  ApiKey::LeaveGroup,
+  ApiKey::OffsetCommit,
+  ApiKey::OffsetFetch,
+  ApiKey::ListGroups,
+  ApiKey::DescribeGroups,
+  ApiKey::DeleteGroups,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -225,9 +265,17 @@ impl ApiKey {
   pub const Produce: Self = Self(7);
   pub const Fetch: Self = Self(8);
   pub const ListOffsets: Self = Self(9);
+  pub const JoinGroup: Self = Self(10);
+  pub const Heartbeat: Self = Self(11);
+  pub const LeaveGroup: Self = Self(12);
+  pub const OffsetCommit: Self = Self(13);
+  pub const OffsetFetch: Self = Self(14);
+  pub const ListGroups: Self = Self(15);
+  pub const DescribeGroups: Self = Self(16);
+  pub const DeleteGroups: Self = Self(17);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 9;
+  pub const ENUM_MAX: u16 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::ApiVersions,
     Self::Metadata,
@@ -239,6 +287,14 @@ impl ApiKey {
     Self::Produce,
     Self::Fetch,
     Self::ListOffsets,
+    Self::JoinGroup,
+    Self::Heartbeat,
+    Self::LeaveGroup,
+    Self::OffsetCommit,
+    Self::OffsetFetch,
+    Self::ListGroups,
+    Self::DescribeGroups,
+    Self::DeleteGroups,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -253,6 +309,14 @@ impl ApiKey {
       Self::Produce => Some("Produce"),
       Self::Fetch => Some("Fetch"),
       Self::ListOffsets => Some("ListOffsets"),
+      Self::JoinGroup => Some("JoinGroup"),
+      Self::Heartbeat => Some("Heartbeat"),
+      Self::LeaveGroup => Some("LeaveGroup"),
+      Self::OffsetCommit => Some("OffsetCommit"),
+      Self::OffsetFetch => Some("OffsetFetch"),
+      Self::ListGroups => Some("ListGroups"),
+      Self::DescribeGroups => Some("DescribeGroups"),
+      Self::DeleteGroups => Some("DeleteGroups"),
       _ => None,
     }
   }
@@ -311,10 +375,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ApiKey {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 10;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 11] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 19] = [
   RequestBody::NONE,
   RequestBody::ApiVersionsRequest,
   RequestBody::MetadataRequest,
@@ -326,6 +390,14 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 11] = [
   RequestBody::ProduceRequest,
   RequestBody::FetchRequest,
   RequestBody::ListOffsetsRequest,
+  RequestBody::JoinGroupRequest,
+  RequestBody::HeartbeatRequest,
+  RequestBody::LeaveGroupRequest,
+  RequestBody::OffsetCommitRequest,
+  RequestBody::OffsetFetchRequest,
+  RequestBody::ListGroupsRequest,
+  RequestBody::DescribeGroupsRequest,
+  RequestBody::DeleteGroupsRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -344,9 +416,17 @@ impl RequestBody {
   pub const ProduceRequest: Self = Self(8);
   pub const FetchRequest: Self = Self(9);
   pub const ListOffsetsRequest: Self = Self(10);
+  pub const JoinGroupRequest: Self = Self(11);
+  pub const HeartbeatRequest: Self = Self(12);
+  pub const LeaveGroupRequest: Self = Self(13);
+  pub const OffsetCommitRequest: Self = Self(14);
+  pub const OffsetFetchRequest: Self = Self(15);
+  pub const ListGroupsRequest: Self = Self(16);
+  pub const DescribeGroupsRequest: Self = Self(17);
+  pub const DeleteGroupsRequest: Self = Self(18);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 10;
+  pub const ENUM_MAX: u8 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsRequest,
@@ -359,6 +439,14 @@ impl RequestBody {
     Self::ProduceRequest,
     Self::FetchRequest,
     Self::ListOffsetsRequest,
+    Self::JoinGroupRequest,
+    Self::HeartbeatRequest,
+    Self::LeaveGroupRequest,
+    Self::OffsetCommitRequest,
+    Self::OffsetFetchRequest,
+    Self::ListGroupsRequest,
+    Self::DescribeGroupsRequest,
+    Self::DeleteGroupsRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -374,6 +462,14 @@ impl RequestBody {
       Self::ProduceRequest => Some("ProduceRequest"),
       Self::FetchRequest => Some("FetchRequest"),
       Self::ListOffsetsRequest => Some("ListOffsetsRequest"),
+      Self::JoinGroupRequest => Some("JoinGroupRequest"),
+      Self::HeartbeatRequest => Some("HeartbeatRequest"),
+      Self::LeaveGroupRequest => Some("LeaveGroupRequest"),
+      Self::OffsetCommitRequest => Some("OffsetCommitRequest"),
+      Self::OffsetFetchRequest => Some("OffsetFetchRequest"),
+      Self::ListGroupsRequest => Some("ListGroupsRequest"),
+      Self::DescribeGroupsRequest => Some("DescribeGroupsRequest"),
+      Self::DeleteGroupsRequest => Some("DeleteGroupsRequest"),
       _ => None,
     }
   }
@@ -434,10 +530,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 11;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 12] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 20] = [
   ResponseBody::NONE,
   ResponseBody::ApiVersionsResponse,
   ResponseBody::MetadataResponse,
@@ -450,6 +546,14 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 12] = [
   ResponseBody::FetchResponse,
   ResponseBody::ListOffsetsResponse,
   ResponseBody::ErrorResponse,
+  ResponseBody::JoinGroupResponse,
+  ResponseBody::HeartbeatResponse,
+  ResponseBody::LeaveGroupResponse,
+  ResponseBody::OffsetCommitResponse,
+  ResponseBody::OffsetFetchResponse,
+  ResponseBody::ListGroupsResponse,
+  ResponseBody::DescribeGroupsResponse,
+  ResponseBody::DeleteGroupsResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -469,9 +573,17 @@ impl ResponseBody {
   pub const FetchResponse: Self = Self(9);
   pub const ListOffsetsResponse: Self = Self(10);
   pub const ErrorResponse: Self = Self(11);
+  pub const JoinGroupResponse: Self = Self(12);
+  pub const HeartbeatResponse: Self = Self(13);
+  pub const LeaveGroupResponse: Self = Self(14);
+  pub const OffsetCommitResponse: Self = Self(15);
+  pub const OffsetFetchResponse: Self = Self(16);
+  pub const ListGroupsResponse: Self = Self(17);
+  pub const DescribeGroupsResponse: Self = Self(18);
+  pub const DeleteGroupsResponse: Self = Self(19);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsResponse,
@@ -485,6 +597,14 @@ impl ResponseBody {
     Self::FetchResponse,
     Self::ListOffsetsResponse,
     Self::ErrorResponse,
+    Self::JoinGroupResponse,
+    Self::HeartbeatResponse,
+    Self::LeaveGroupResponse,
+    Self::OffsetCommitResponse,
+    Self::OffsetFetchResponse,
+    Self::ListGroupsResponse,
+    Self::DescribeGroupsResponse,
+    Self::DeleteGroupsResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -501,6 +621,14 @@ impl ResponseBody {
       Self::FetchResponse => Some("FetchResponse"),
       Self::ListOffsetsResponse => Some("ListOffsetsResponse"),
       Self::ErrorResponse => Some("ErrorResponse"),
+      Self::JoinGroupResponse => Some("JoinGroupResponse"),
+      Self::HeartbeatResponse => Some("HeartbeatResponse"),
+      Self::LeaveGroupResponse => Some("LeaveGroupResponse"),
+      Self::OffsetCommitResponse => Some("OffsetCommitResponse"),
+      Self::OffsetFetchResponse => Some("OffsetFetchResponse"),
+      Self::ListGroupsResponse => Some("ListGroupsResponse"),
+      Self::DescribeGroupsResponse => Some("DescribeGroupsResponse"),
+      Self::DeleteGroupsResponse => Some("DeleteGroupsResponse"),
       _ => None,
     }
   }
@@ -5826,6 +5954,3275 @@ impl core::fmt::Debug for ListOffsetsResponse<'_> {
       ds.finish()
   }
 }
+pub enum TopicPartitionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct TopicPartitions<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for TopicPartitions<'a> {
+  type Inner = TopicPartitions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> TopicPartitions<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITIONS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    TopicPartitions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args TopicPartitionsArgs<'args>
+  ) -> flatbuffers::WIPOffset<TopicPartitions<'bldr>> {
+    let mut builder = TopicPartitionsBuilder::new(_fbb);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(TopicPartitions::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partitions(&self) -> Option<flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u32>>>(TopicPartitions::VT_PARTITIONS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for TopicPartitions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u32>>>("partitions", Self::VT_PARTITIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TopicPartitionsArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partitions: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u32>>>,
+}
+impl<'a> Default for TopicPartitionsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TopicPartitionsArgs {
+      topic: None,
+      partitions: None,
+    }
+  }
+}
+
+pub struct TopicPartitionsBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> TopicPartitionsBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TopicPartitions::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TopicPartitions::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> TopicPartitionsBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    TopicPartitionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<TopicPartitions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for TopicPartitions<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("TopicPartitions");
+      ds.field("topic", &self.topic());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum JoinGroupRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct JoinGroupRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for JoinGroupRequest<'a> {
+  type Inner = JoinGroupRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> JoinGroupRequest<'a> {
+  pub const VT_GROUP_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_SESSION_TIMEOUT_MS: flatbuffers::VOffsetT = 8;
+  pub const VT_REBALANCE_TIMEOUT_MS: flatbuffers::VOffsetT = 10;
+  pub const VT_TOPICS: flatbuffers::VOffsetT = 12;
+  pub const VT_STRATEGY: flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    JoinGroupRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args JoinGroupRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<JoinGroupRequest<'bldr>> {
+    let mut builder = JoinGroupRequestBuilder::new(_fbb);
+    if let Some(x) = args.strategy { builder.add_strategy(x); }
+    if let Some(x) = args.topics { builder.add_topics(x); }
+    builder.add_rebalance_timeout_ms(args.rebalance_timeout_ms);
+    builder.add_session_timeout_ms(args.session_timeout_ms);
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    if let Some(x) = args.group_id { builder.add_group_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(JoinGroupRequest::VT_GROUP_ID, None)}
+  }
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(JoinGroupRequest::VT_MEMBER_ID, None)}
+  }
+  #[inline]
+  pub fn session_timeout_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(JoinGroupRequest::VT_SESSION_TIMEOUT_MS, Some(45000)).unwrap()}
+  }
+  #[inline]
+  pub fn rebalance_timeout_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(JoinGroupRequest::VT_REBALANCE_TIMEOUT_MS, Some(300000)).unwrap()}
+  }
+  #[inline]
+  pub fn topics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(JoinGroupRequest::VT_TOPICS, None)}
+  }
+  #[inline]
+  pub fn strategy(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(JoinGroupRequest::VT_STRATEGY, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for JoinGroupRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group_id", Self::VT_GROUP_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<u32>("session_timeout_ms", Self::VT_SESSION_TIMEOUT_MS, false)?
+     .visit_field::<u32>("rebalance_timeout_ms", Self::VT_REBALANCE_TIMEOUT_MS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("topics", Self::VT_TOPICS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("strategy", Self::VT_STRATEGY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JoinGroupRequestArgs<'a> {
+    pub group_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub member_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+    pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub strategy: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for JoinGroupRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JoinGroupRequestArgs {
+      group_id: None,
+      member_id: None,
+      session_timeout_ms: 45000,
+      rebalance_timeout_ms: 300000,
+      topics: None,
+      strategy: None,
+    }
+  }
+}
+
+pub struct JoinGroupRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> JoinGroupRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group_id(&mut self, group_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JoinGroupRequest::VT_GROUP_ID, group_id);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JoinGroupRequest::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_session_timeout_ms(&mut self, session_timeout_ms: u32) {
+    self.fbb_.push_slot::<u32>(JoinGroupRequest::VT_SESSION_TIMEOUT_MS, session_timeout_ms, 45000);
+  }
+  #[inline]
+  pub fn add_rebalance_timeout_ms(&mut self, rebalance_timeout_ms: u32) {
+    self.fbb_.push_slot::<u32>(JoinGroupRequest::VT_REBALANCE_TIMEOUT_MS, rebalance_timeout_ms, 300000);
+  }
+  #[inline]
+  pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JoinGroupRequest::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn add_strategy(&mut self, strategy: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JoinGroupRequest::VT_STRATEGY, strategy);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> JoinGroupRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    JoinGroupRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<JoinGroupRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for JoinGroupRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("JoinGroupRequest");
+      ds.field("group_id", &self.group_id());
+      ds.field("member_id", &self.member_id());
+      ds.field("session_timeout_ms", &self.session_timeout_ms());
+      ds.field("rebalance_timeout_ms", &self.rebalance_timeout_ms());
+      ds.field("topics", &self.topics());
+      ds.field("strategy", &self.strategy());
+      ds.finish()
+  }
+}
+pub enum JoinGroupResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct JoinGroupResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for JoinGroupResponse<'a> {
+  type Inner = JoinGroupResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> JoinGroupResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_GENERATION: flatbuffers::VOffsetT = 8;
+  pub const VT_MEMBER_ID: flatbuffers::VOffsetT = 10;
+  pub const VT_LEADER_ID: flatbuffers::VOffsetT = 12;
+  pub const VT_STRATEGY: flatbuffers::VOffsetT = 14;
+  pub const VT_ASSIGNMENT: flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    JoinGroupResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args JoinGroupResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<JoinGroupResponse<'bldr>> {
+    let mut builder = JoinGroupResponseBuilder::new(_fbb);
+    if let Some(x) = args.assignment { builder.add_assignment(x); }
+    if let Some(x) = args.strategy { builder.add_strategy(x); }
+    if let Some(x) = args.leader_id { builder.add_leader_id(x); }
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    builder.add_generation(args.generation);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(JoinGroupResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(JoinGroupResponse::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn generation(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(JoinGroupResponse::VT_GENERATION, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(JoinGroupResponse::VT_MEMBER_ID, None)}
+  }
+  #[inline]
+  pub fn leader_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(JoinGroupResponse::VT_LEADER_ID, None)}
+  }
+  #[inline]
+  pub fn strategy(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(JoinGroupResponse::VT_STRATEGY, None)}
+  }
+  #[inline]
+  pub fn assignment(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions>>>>(JoinGroupResponse::VT_ASSIGNMENT, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for JoinGroupResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<i32>("generation", Self::VT_GENERATION, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("leader_id", Self::VT_LEADER_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("strategy", Self::VT_STRATEGY, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicPartitions>>>>("assignment", Self::VT_ASSIGNMENT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JoinGroupResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub generation: i32,
+    pub member_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub leader_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub strategy: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub assignment: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>>>,
+}
+impl<'a> Default for JoinGroupResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JoinGroupResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+      generation: -1,
+      member_id: None,
+      leader_id: None,
+      strategy: None,
+      assignment: None,
+    }
+  }
+}
+
+pub struct JoinGroupResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> JoinGroupResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(JoinGroupResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JoinGroupResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_generation(&mut self, generation: i32) {
+    self.fbb_.push_slot::<i32>(JoinGroupResponse::VT_GENERATION, generation, -1);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JoinGroupResponse::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_leader_id(&mut self, leader_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JoinGroupResponse::VT_LEADER_ID, leader_id);
+  }
+  #[inline]
+  pub fn add_strategy(&mut self, strategy: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JoinGroupResponse::VT_STRATEGY, strategy);
+  }
+  #[inline]
+  pub fn add_assignment(&mut self, assignment: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TopicPartitions<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(JoinGroupResponse::VT_ASSIGNMENT, assignment);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> JoinGroupResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    JoinGroupResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<JoinGroupResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for JoinGroupResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("JoinGroupResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("generation", &self.generation());
+      ds.field("member_id", &self.member_id());
+      ds.field("leader_id", &self.leader_id());
+      ds.field("strategy", &self.strategy());
+      ds.field("assignment", &self.assignment());
+      ds.finish()
+  }
+}
+pub enum HeartbeatRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct HeartbeatRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for HeartbeatRequest<'a> {
+  type Inner = HeartbeatRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> HeartbeatRequest<'a> {
+  pub const VT_GROUP_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_GENERATION: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    HeartbeatRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args HeartbeatRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<HeartbeatRequest<'bldr>> {
+    let mut builder = HeartbeatRequestBuilder::new(_fbb);
+    builder.add_generation(args.generation);
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    if let Some(x) = args.group_id { builder.add_group_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(HeartbeatRequest::VT_GROUP_ID, None)}
+  }
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(HeartbeatRequest::VT_MEMBER_ID, None)}
+  }
+  #[inline]
+  pub fn generation(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(HeartbeatRequest::VT_GENERATION, Some(-1)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for HeartbeatRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group_id", Self::VT_GROUP_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<i32>("generation", Self::VT_GENERATION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct HeartbeatRequestArgs<'a> {
+    pub group_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub member_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub generation: i32,
+}
+impl<'a> Default for HeartbeatRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    HeartbeatRequestArgs {
+      group_id: None,
+      member_id: None,
+      generation: -1,
+    }
+  }
+}
+
+pub struct HeartbeatRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> HeartbeatRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group_id(&mut self, group_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(HeartbeatRequest::VT_GROUP_ID, group_id);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(HeartbeatRequest::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_generation(&mut self, generation: i32) {
+    self.fbb_.push_slot::<i32>(HeartbeatRequest::VT_GENERATION, generation, -1);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> HeartbeatRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    HeartbeatRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<HeartbeatRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for HeartbeatRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("HeartbeatRequest");
+      ds.field("group_id", &self.group_id());
+      ds.field("member_id", &self.member_id());
+      ds.field("generation", &self.generation());
+      ds.finish()
+  }
+}
+pub enum HeartbeatResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct HeartbeatResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for HeartbeatResponse<'a> {
+  type Inner = HeartbeatResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> HeartbeatResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    HeartbeatResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args HeartbeatResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<HeartbeatResponse<'bldr>> {
+    let mut builder = HeartbeatResponseBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(HeartbeatResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(HeartbeatResponse::VT_MESSAGE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for HeartbeatResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct HeartbeatResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for HeartbeatResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    HeartbeatResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+    }
+  }
+}
+
+pub struct HeartbeatResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> HeartbeatResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(HeartbeatResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(HeartbeatResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> HeartbeatResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    HeartbeatResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<HeartbeatResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for HeartbeatResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("HeartbeatResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum LeaveGroupRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaveGroupRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for LeaveGroupRequest<'a> {
+  type Inner = LeaveGroupRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> LeaveGroupRequest<'a> {
+  pub const VT_GROUP_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER_ID: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    LeaveGroupRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args LeaveGroupRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<LeaveGroupRequest<'bldr>> {
+    let mut builder = LeaveGroupRequestBuilder::new(_fbb);
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    if let Some(x) = args.group_id { builder.add_group_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(LeaveGroupRequest::VT_GROUP_ID, None)}
+  }
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(LeaveGroupRequest::VT_MEMBER_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for LeaveGroupRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group_id", Self::VT_GROUP_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaveGroupRequestArgs<'a> {
+    pub group_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub member_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for LeaveGroupRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaveGroupRequestArgs {
+      group_id: None,
+      member_id: None,
+    }
+  }
+}
+
+pub struct LeaveGroupRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> LeaveGroupRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group_id(&mut self, group_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(LeaveGroupRequest::VT_GROUP_ID, group_id);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(LeaveGroupRequest::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> LeaveGroupRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    LeaveGroupRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<LeaveGroupRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for LeaveGroupRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("LeaveGroupRequest");
+      ds.field("group_id", &self.group_id());
+      ds.field("member_id", &self.member_id());
+      ds.finish()
+  }
+}
+pub enum LeaveGroupResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaveGroupResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for LeaveGroupResponse<'a> {
+  type Inner = LeaveGroupResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> LeaveGroupResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    LeaveGroupResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args LeaveGroupResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<LeaveGroupResponse<'bldr>> {
+    let mut builder = LeaveGroupResponseBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(LeaveGroupResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(LeaveGroupResponse::VT_MESSAGE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for LeaveGroupResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaveGroupResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for LeaveGroupResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaveGroupResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+    }
+  }
+}
+
+pub struct LeaveGroupResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> LeaveGroupResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(LeaveGroupResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(LeaveGroupResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> LeaveGroupResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    LeaveGroupResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<LeaveGroupResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for LeaveGroupResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("LeaveGroupResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum OffsetCommitPartitionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OffsetCommitPartition<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetCommitPartition<'a> {
+  type Inner = OffsetCommitPartition<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetCommitPartition<'a> {
+  pub const VT_PARTITION: flatbuffers::VOffsetT = 4;
+  pub const VT_OFFSET: flatbuffers::VOffsetT = 6;
+  pub const VT_METADATA: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetCommitPartition { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetCommitPartitionArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetCommitPartition<'bldr>> {
+    let mut builder = OffsetCommitPartitionBuilder::new(_fbb);
+    builder.add_offset(args.offset);
+    if let Some(x) = args.metadata { builder.add_metadata(x); }
+    builder.add_partition(args.partition);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(OffsetCommitPartition::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(OffsetCommitPartition::VT_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn metadata(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetCommitPartition::VT_METADATA, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetCommitPartition<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<i64>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("metadata", Self::VT_METADATA, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetCommitPartitionArgs<'a> {
+    pub partition: u32,
+    pub offset: i64,
+    pub metadata: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for OffsetCommitPartitionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetCommitPartitionArgs {
+      partition: 0,
+      offset: 0,
+      metadata: None,
+    }
+  }
+}
+
+pub struct OffsetCommitPartitionBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetCommitPartitionBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(OffsetCommitPartition::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_offset(&mut self, offset: i64) {
+    self.fbb_.push_slot::<i64>(OffsetCommitPartition::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn add_metadata(&mut self, metadata: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitPartition::VT_METADATA, metadata);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetCommitPartitionBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetCommitPartitionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetCommitPartition<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetCommitPartition<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetCommitPartition");
+      ds.field("partition", &self.partition());
+      ds.field("offset", &self.offset());
+      ds.field("metadata", &self.metadata());
+      ds.finish()
+  }
+}
+pub enum OffsetCommitTopicOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OffsetCommitTopic<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetCommitTopic<'a> {
+  type Inner = OffsetCommitTopic<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetCommitTopic<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITIONS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetCommitTopic { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetCommitTopicArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetCommitTopic<'bldr>> {
+    let mut builder = OffsetCommitTopicBuilder::new(_fbb);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetCommitTopic::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partitions(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitPartition<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitPartition>>>>(OffsetCommitTopic::VT_PARTITIONS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetCommitTopic<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<OffsetCommitPartition>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetCommitTopicArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partitions: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitPartition<'a>>>>>,
+}
+impl<'a> Default for OffsetCommitTopicArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetCommitTopicArgs {
+      topic: None,
+      partitions: None,
+    }
+  }
+}
+
+pub struct OffsetCommitTopicBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetCommitTopicBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitTopic::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<OffsetCommitPartition<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitTopic::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetCommitTopicBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetCommitTopicBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetCommitTopic<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetCommitTopic<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetCommitTopic");
+      ds.field("topic", &self.topic());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum OffsetCommitRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OffsetCommitRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetCommitRequest<'a> {
+  type Inner = OffsetCommitRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetCommitRequest<'a> {
+  pub const VT_GROUP_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_GENERATION: flatbuffers::VOffsetT = 8;
+  pub const VT_TOPICS: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetCommitRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetCommitRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetCommitRequest<'bldr>> {
+    let mut builder = OffsetCommitRequestBuilder::new(_fbb);
+    if let Some(x) = args.topics { builder.add_topics(x); }
+    builder.add_generation(args.generation);
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    if let Some(x) = args.group_id { builder.add_group_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetCommitRequest::VT_GROUP_ID, None)}
+  }
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetCommitRequest::VT_MEMBER_ID, None)}
+  }
+  #[inline]
+  pub fn generation(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(OffsetCommitRequest::VT_GENERATION, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn topics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitTopic<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitTopic>>>>(OffsetCommitRequest::VT_TOPICS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetCommitRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group_id", Self::VT_GROUP_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<i32>("generation", Self::VT_GENERATION, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<OffsetCommitTopic>>>>("topics", Self::VT_TOPICS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetCommitRequestArgs<'a> {
+    pub group_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub member_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub generation: i32,
+    pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitTopic<'a>>>>>,
+}
+impl<'a> Default for OffsetCommitRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetCommitRequestArgs {
+      group_id: None,
+      member_id: None,
+      generation: -1,
+      topics: None,
+    }
+  }
+}
+
+pub struct OffsetCommitRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetCommitRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group_id(&mut self, group_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitRequest::VT_GROUP_ID, group_id);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitRequest::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_generation(&mut self, generation: i32) {
+    self.fbb_.push_slot::<i32>(OffsetCommitRequest::VT_GENERATION, generation, -1);
+  }
+  #[inline]
+  pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<OffsetCommitTopic<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitRequest::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetCommitRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetCommitRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetCommitRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetCommitRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetCommitRequest");
+      ds.field("group_id", &self.group_id());
+      ds.field("member_id", &self.member_id());
+      ds.field("generation", &self.generation());
+      ds.field("topics", &self.topics());
+      ds.finish()
+  }
+}
+pub enum PartitionResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PartitionResult<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for PartitionResult<'a> {
+  type Inner = PartitionResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> PartitionResult<'a> {
+  pub const VT_PARTITION: flatbuffers::VOffsetT = 4;
+  pub const VT_ERROR: flatbuffers::VOffsetT = 6;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    PartitionResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args PartitionResultArgs<'args>
+  ) -> flatbuffers::WIPOffset<PartitionResult<'bldr>> {
+    let mut builder = PartitionResultBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_partition(args.partition);
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PartitionResult::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(PartitionResult::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PartitionResult::VT_MESSAGE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for PartitionResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PartitionResultArgs<'a> {
+    pub partition: u32,
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for PartitionResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PartitionResultArgs {
+      partition: 0,
+      error: ErrorCode::None,
+      message: None,
+    }
+  }
+}
+
+pub struct PartitionResultBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> PartitionResultBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(PartitionResult::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(PartitionResult::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionResult::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> PartitionResultBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    PartitionResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<PartitionResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for PartitionResult<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("PartitionResult");
+      ds.field("partition", &self.partition());
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum OffsetCommitTopicResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OffsetCommitTopicResult<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetCommitTopicResult<'a> {
+  type Inner = OffsetCommitTopicResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetCommitTopicResult<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITIONS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetCommitTopicResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetCommitTopicResultArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetCommitTopicResult<'bldr>> {
+    let mut builder = OffsetCommitTopicResultBuilder::new(_fbb);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetCommitTopicResult::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partitions(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionResult<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionResult>>>>(OffsetCommitTopicResult::VT_PARTITIONS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetCommitTopicResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<PartitionResult>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetCommitTopicResultArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partitions: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionResult<'a>>>>>,
+}
+impl<'a> Default for OffsetCommitTopicResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetCommitTopicResultArgs {
+      topic: None,
+      partitions: None,
+    }
+  }
+}
+
+pub struct OffsetCommitTopicResultBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetCommitTopicResultBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitTopicResult::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<PartitionResult<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitTopicResult::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetCommitTopicResultBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetCommitTopicResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetCommitTopicResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetCommitTopicResult<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetCommitTopicResult");
+      ds.field("topic", &self.topic());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum OffsetCommitResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OffsetCommitResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetCommitResponse<'a> {
+  type Inner = OffsetCommitResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetCommitResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_TOPICS: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetCommitResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetCommitResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetCommitResponse<'bldr>> {
+    let mut builder = OffsetCommitResponseBuilder::new(_fbb);
+    if let Some(x) = args.topics { builder.add_topics(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(OffsetCommitResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetCommitResponse::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn topics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitTopicResult<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitTopicResult>>>>(OffsetCommitResponse::VT_TOPICS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetCommitResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<OffsetCommitTopicResult>>>>("topics", Self::VT_TOPICS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetCommitResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitTopicResult<'a>>>>>,
+}
+impl<'a> Default for OffsetCommitResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetCommitResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+      topics: None,
+    }
+  }
+}
+
+pub struct OffsetCommitResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetCommitResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(OffsetCommitResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<OffsetCommitTopicResult<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitResponse::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetCommitResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetCommitResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetCommitResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetCommitResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetCommitResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("topics", &self.topics());
+      ds.finish()
+  }
+}
+pub enum OffsetFetchRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OffsetFetchRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetFetchRequest<'a> {
+  type Inner = OffsetFetchRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetFetchRequest<'a> {
+  pub const VT_GROUP_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_TOPICS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetFetchRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetFetchRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetFetchRequest<'bldr>> {
+    let mut builder = OffsetFetchRequestBuilder::new(_fbb);
+    if let Some(x) = args.topics { builder.add_topics(x); }
+    if let Some(x) = args.group_id { builder.add_group_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetFetchRequest::VT_GROUP_ID, None)}
+  }
+  #[inline]
+  pub fn topics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions>>>>(OffsetFetchRequest::VT_TOPICS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetFetchRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group_id", Self::VT_GROUP_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicPartitions>>>>("topics", Self::VT_TOPICS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetFetchRequestArgs<'a> {
+    pub group_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>>>,
+}
+impl<'a> Default for OffsetFetchRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetFetchRequestArgs {
+      group_id: None,
+      topics: None,
+    }
+  }
+}
+
+pub struct OffsetFetchRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetFetchRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group_id(&mut self, group_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetFetchRequest::VT_GROUP_ID, group_id);
+  }
+  #[inline]
+  pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TopicPartitions<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetFetchRequest::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetFetchRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetFetchRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetFetchRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetFetchRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetFetchRequest");
+      ds.field("group_id", &self.group_id());
+      ds.field("topics", &self.topics());
+      ds.finish()
+  }
+}
+pub enum OffsetFetchPartitionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OffsetFetchPartition<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetFetchPartition<'a> {
+  type Inner = OffsetFetchPartition<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetFetchPartition<'a> {
+  pub const VT_PARTITION: flatbuffers::VOffsetT = 4;
+  pub const VT_OFFSET: flatbuffers::VOffsetT = 6;
+  pub const VT_METADATA: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetFetchPartition { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetFetchPartitionArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetFetchPartition<'bldr>> {
+    let mut builder = OffsetFetchPartitionBuilder::new(_fbb);
+    builder.add_offset(args.offset);
+    if let Some(x) = args.metadata { builder.add_metadata(x); }
+    builder.add_partition(args.partition);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(OffsetFetchPartition::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(OffsetFetchPartition::VT_OFFSET, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn metadata(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetFetchPartition::VT_METADATA, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetFetchPartition<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<i64>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("metadata", Self::VT_METADATA, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetFetchPartitionArgs<'a> {
+    pub partition: u32,
+    pub offset: i64,
+    pub metadata: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for OffsetFetchPartitionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetFetchPartitionArgs {
+      partition: 0,
+      offset: -1,
+      metadata: None,
+    }
+  }
+}
+
+pub struct OffsetFetchPartitionBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetFetchPartitionBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(OffsetFetchPartition::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_offset(&mut self, offset: i64) {
+    self.fbb_.push_slot::<i64>(OffsetFetchPartition::VT_OFFSET, offset, -1);
+  }
+  #[inline]
+  pub fn add_metadata(&mut self, metadata: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetFetchPartition::VT_METADATA, metadata);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetFetchPartitionBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetFetchPartitionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetFetchPartition<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetFetchPartition<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetFetchPartition");
+      ds.field("partition", &self.partition());
+      ds.field("offset", &self.offset());
+      ds.field("metadata", &self.metadata());
+      ds.finish()
+  }
+}
+pub enum OffsetFetchTopicOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OffsetFetchTopic<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetFetchTopic<'a> {
+  type Inner = OffsetFetchTopic<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetFetchTopic<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITIONS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetFetchTopic { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetFetchTopicArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetFetchTopic<'bldr>> {
+    let mut builder = OffsetFetchTopicBuilder::new(_fbb);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetFetchTopic::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partitions(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetFetchPartition<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetFetchPartition>>>>(OffsetFetchTopic::VT_PARTITIONS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetFetchTopic<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<OffsetFetchPartition>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetFetchTopicArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partitions: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetFetchPartition<'a>>>>>,
+}
+impl<'a> Default for OffsetFetchTopicArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetFetchTopicArgs {
+      topic: None,
+      partitions: None,
+    }
+  }
+}
+
+pub struct OffsetFetchTopicBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetFetchTopicBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetFetchTopic::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<OffsetFetchPartition<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetFetchTopic::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetFetchTopicBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetFetchTopicBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetFetchTopic<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetFetchTopic<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetFetchTopic");
+      ds.field("topic", &self.topic());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum OffsetFetchResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OffsetFetchResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetFetchResponse<'a> {
+  type Inner = OffsetFetchResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetFetchResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_TOPICS: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetFetchResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetFetchResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetFetchResponse<'bldr>> {
+    let mut builder = OffsetFetchResponseBuilder::new(_fbb);
+    if let Some(x) = args.topics { builder.add_topics(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(OffsetFetchResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetFetchResponse::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn topics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetFetchTopic<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetFetchTopic>>>>(OffsetFetchResponse::VT_TOPICS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetFetchResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<OffsetFetchTopic>>>>("topics", Self::VT_TOPICS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetFetchResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetFetchTopic<'a>>>>>,
+}
+impl<'a> Default for OffsetFetchResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetFetchResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+      topics: None,
+    }
+  }
+}
+
+pub struct OffsetFetchResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetFetchResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(OffsetFetchResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetFetchResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<OffsetFetchTopic<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetFetchResponse::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetFetchResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetFetchResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetFetchResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetFetchResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetFetchResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("topics", &self.topics());
+      ds.finish()
+  }
+}
+pub enum ListGroupsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListGroupsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListGroupsRequest<'a> {
+  type Inner = ListGroupsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListGroupsRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListGroupsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args ListGroupsRequestArgs
+  ) -> flatbuffers::WIPOffset<ListGroupsRequest<'bldr>> {
+    let mut builder = ListGroupsRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for ListGroupsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListGroupsRequestArgs {
+}
+impl<'a> Default for ListGroupsRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    ListGroupsRequestArgs {
+    }
+  }
+}
+
+pub struct ListGroupsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListGroupsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListGroupsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListGroupsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListGroupsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListGroupsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListGroupsRequest");
+      ds.finish()
+  }
+}
+pub enum GroupListingOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GroupListing<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GroupListing<'a> {
+  type Inner = GroupListing<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GroupListing<'a> {
+  pub const VT_GROUP_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_STATE: flatbuffers::VOffsetT = 6;
+  pub const VT_MEMBERS: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GroupListing { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GroupListingArgs<'args>
+  ) -> flatbuffers::WIPOffset<GroupListing<'bldr>> {
+    let mut builder = GroupListingBuilder::new(_fbb);
+    builder.add_members(args.members);
+    if let Some(x) = args.state { builder.add_state(x); }
+    if let Some(x) = args.group_id { builder.add_group_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupListing::VT_GROUP_ID, None)}
+  }
+  #[inline]
+  pub fn state(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupListing::VT_STATE, None)}
+  }
+  #[inline]
+  pub fn members(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(GroupListing::VT_MEMBERS, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for GroupListing<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group_id", Self::VT_GROUP_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("state", Self::VT_STATE, false)?
+     .visit_field::<u32>("members", Self::VT_MEMBERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupListingArgs<'a> {
+    pub group_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub state: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub members: u32,
+}
+impl<'a> Default for GroupListingArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupListingArgs {
+      group_id: None,
+      state: None,
+      members: 0,
+    }
+  }
+}
+
+pub struct GroupListingBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GroupListingBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group_id(&mut self, group_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupListing::VT_GROUP_ID, group_id);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupListing::VT_STATE, state);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: u32) {
+    self.fbb_.push_slot::<u32>(GroupListing::VT_MEMBERS, members, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GroupListingBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GroupListingBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GroupListing<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GroupListing<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GroupListing");
+      ds.field("group_id", &self.group_id());
+      ds.field("state", &self.state());
+      ds.field("members", &self.members());
+      ds.finish()
+  }
+}
+pub enum ListGroupsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListGroupsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListGroupsResponse<'a> {
+  type Inner = ListGroupsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListGroupsResponse<'a> {
+  pub const VT_GROUPS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListGroupsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListGroupsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListGroupsResponse<'bldr>> {
+    let mut builder = ListGroupsResponseBuilder::new(_fbb);
+    if let Some(x) = args.groups { builder.add_groups(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn groups(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupListing<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupListing>>>>(ListGroupsResponse::VT_GROUPS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ListGroupsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<GroupListing>>>>("groups", Self::VT_GROUPS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListGroupsResponseArgs<'a> {
+    pub groups: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupListing<'a>>>>>,
+}
+impl<'a> Default for ListGroupsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListGroupsResponseArgs {
+      groups: None,
+    }
+  }
+}
+
+pub struct ListGroupsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListGroupsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_groups(&mut self, groups: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<GroupListing<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListGroupsResponse::VT_GROUPS, groups);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListGroupsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListGroupsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListGroupsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListGroupsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListGroupsResponse");
+      ds.field("groups", &self.groups());
+      ds.finish()
+  }
+}
+pub enum DescribeGroupsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeGroupsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DescribeGroupsRequest<'a> {
+  type Inner = DescribeGroupsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DescribeGroupsRequest<'a> {
+  pub const VT_GROUP_IDS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DescribeGroupsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DescribeGroupsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<DescribeGroupsRequest<'bldr>> {
+    let mut builder = DescribeGroupsRequestBuilder::new(_fbb);
+    if let Some(x) = args.group_ids { builder.add_group_ids(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group_ids(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(DescribeGroupsRequest::VT_GROUP_IDS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DescribeGroupsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("group_ids", Self::VT_GROUP_IDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeGroupsRequestArgs<'a> {
+    pub group_ids: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for DescribeGroupsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescribeGroupsRequestArgs {
+      group_ids: None,
+    }
+  }
+}
+
+pub struct DescribeGroupsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DescribeGroupsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group_ids(&mut self, group_ids: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeGroupsRequest::VT_GROUP_IDS, group_ids);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DescribeGroupsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DescribeGroupsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DescribeGroupsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DescribeGroupsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeGroupsRequest");
+      ds.field("group_ids", &self.group_ids());
+      ds.finish()
+  }
+}
+pub enum GroupMemberOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GroupMember<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GroupMember<'a> {
+  type Inner = GroupMember<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GroupMember<'a> {
+  pub const VT_MEMBER_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_CLIENT_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_CLIENT_HOST: flatbuffers::VOffsetT = 8;
+  pub const VT_ASSIGNMENT: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GroupMember { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GroupMemberArgs<'args>
+  ) -> flatbuffers::WIPOffset<GroupMember<'bldr>> {
+    let mut builder = GroupMemberBuilder::new(_fbb);
+    if let Some(x) = args.assignment { builder.add_assignment(x); }
+    if let Some(x) = args.client_host { builder.add_client_host(x); }
+    if let Some(x) = args.client_id { builder.add_client_id(x); }
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupMember::VT_MEMBER_ID, None)}
+  }
+  #[inline]
+  pub fn client_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupMember::VT_CLIENT_ID, None)}
+  }
+  #[inline]
+  pub fn client_host(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupMember::VT_CLIENT_HOST, None)}
+  }
+  #[inline]
+  pub fn assignment(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions>>>>(GroupMember::VT_ASSIGNMENT, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for GroupMember<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("client_id", Self::VT_CLIENT_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("client_host", Self::VT_CLIENT_HOST, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicPartitions>>>>("assignment", Self::VT_ASSIGNMENT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupMemberArgs<'a> {
+    pub member_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub client_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub client_host: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub assignment: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>>>,
+}
+impl<'a> Default for GroupMemberArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupMemberArgs {
+      member_id: None,
+      client_id: None,
+      client_host: None,
+      assignment: None,
+    }
+  }
+}
+
+pub struct GroupMemberBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GroupMemberBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupMember::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_client_id(&mut self, client_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupMember::VT_CLIENT_ID, client_id);
+  }
+  #[inline]
+  pub fn add_client_host(&mut self, client_host: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupMember::VT_CLIENT_HOST, client_host);
+  }
+  #[inline]
+  pub fn add_assignment(&mut self, assignment: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TopicPartitions<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupMember::VT_ASSIGNMENT, assignment);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GroupMemberBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GroupMemberBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GroupMember<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GroupMember<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GroupMember");
+      ds.field("member_id", &self.member_id());
+      ds.field("client_id", &self.client_id());
+      ds.field("client_host", &self.client_host());
+      ds.field("assignment", &self.assignment());
+      ds.finish()
+  }
+}
+pub enum GroupDescriptionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GroupDescription<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GroupDescription<'a> {
+  type Inner = GroupDescription<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GroupDescription<'a> {
+  pub const VT_GROUP_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_ERROR: flatbuffers::VOffsetT = 6;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 8;
+  pub const VT_STATE: flatbuffers::VOffsetT = 10;
+  pub const VT_STRATEGY: flatbuffers::VOffsetT = 12;
+  pub const VT_GENERATION: flatbuffers::VOffsetT = 14;
+  pub const VT_MEMBERS: flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GroupDescription { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GroupDescriptionArgs<'args>
+  ) -> flatbuffers::WIPOffset<GroupDescription<'bldr>> {
+    let mut builder = GroupDescriptionBuilder::new(_fbb);
+    if let Some(x) = args.members { builder.add_members(x); }
+    builder.add_generation(args.generation);
+    if let Some(x) = args.strategy { builder.add_strategy(x); }
+    if let Some(x) = args.state { builder.add_state(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    if let Some(x) = args.group_id { builder.add_group_id(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupDescription::VT_GROUP_ID, None)}
+  }
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(GroupDescription::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupDescription::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn state(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupDescription::VT_STATE, None)}
+  }
+  #[inline]
+  pub fn strategy(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupDescription::VT_STRATEGY, None)}
+  }
+  #[inline]
+  pub fn generation(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(GroupDescription::VT_GENERATION, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupMember<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupMember>>>>(GroupDescription::VT_MEMBERS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for GroupDescription<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group_id", Self::VT_GROUP_ID, false)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("state", Self::VT_STATE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("strategy", Self::VT_STRATEGY, false)?
+     .visit_field::<i32>("generation", Self::VT_GENERATION, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<GroupMember>>>>("members", Self::VT_MEMBERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupDescriptionArgs<'a> {
+    pub group_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub state: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub strategy: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub generation: i32,
+    pub members: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupMember<'a>>>>>,
+}
+impl<'a> Default for GroupDescriptionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupDescriptionArgs {
+      group_id: None,
+      error: ErrorCode::None,
+      message: None,
+      state: None,
+      strategy: None,
+      generation: -1,
+      members: None,
+    }
+  }
+}
+
+pub struct GroupDescriptionBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GroupDescriptionBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group_id(&mut self, group_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupDescription::VT_GROUP_ID, group_id);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(GroupDescription::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupDescription::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupDescription::VT_STATE, state);
+  }
+  #[inline]
+  pub fn add_strategy(&mut self, strategy: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupDescription::VT_STRATEGY, strategy);
+  }
+  #[inline]
+  pub fn add_generation(&mut self, generation: i32) {
+    self.fbb_.push_slot::<i32>(GroupDescription::VT_GENERATION, generation, -1);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<GroupMember<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupDescription::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GroupDescriptionBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GroupDescriptionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GroupDescription<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GroupDescription<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GroupDescription");
+      ds.field("group_id", &self.group_id());
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("state", &self.state());
+      ds.field("strategy", &self.strategy());
+      ds.field("generation", &self.generation());
+      ds.field("members", &self.members());
+      ds.finish()
+  }
+}
+pub enum DescribeGroupsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeGroupsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DescribeGroupsResponse<'a> {
+  type Inner = DescribeGroupsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DescribeGroupsResponse<'a> {
+  pub const VT_GROUPS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DescribeGroupsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DescribeGroupsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<DescribeGroupsResponse<'bldr>> {
+    let mut builder = DescribeGroupsResponseBuilder::new(_fbb);
+    if let Some(x) = args.groups { builder.add_groups(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn groups(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupDescription<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupDescription>>>>(DescribeGroupsResponse::VT_GROUPS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DescribeGroupsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<GroupDescription>>>>("groups", Self::VT_GROUPS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeGroupsResponseArgs<'a> {
+    pub groups: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupDescription<'a>>>>>,
+}
+impl<'a> Default for DescribeGroupsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescribeGroupsResponseArgs {
+      groups: None,
+    }
+  }
+}
+
+pub struct DescribeGroupsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DescribeGroupsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_groups(&mut self, groups: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<GroupDescription<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeGroupsResponse::VT_GROUPS, groups);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DescribeGroupsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DescribeGroupsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DescribeGroupsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DescribeGroupsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeGroupsResponse");
+      ds.field("groups", &self.groups());
+      ds.finish()
+  }
+}
+pub enum DeleteGroupsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteGroupsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DeleteGroupsRequest<'a> {
+  type Inner = DeleteGroupsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DeleteGroupsRequest<'a> {
+  pub const VT_GROUP_IDS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DeleteGroupsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DeleteGroupsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<DeleteGroupsRequest<'bldr>> {
+    let mut builder = DeleteGroupsRequestBuilder::new(_fbb);
+    if let Some(x) = args.group_ids { builder.add_group_ids(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group_ids(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(DeleteGroupsRequest::VT_GROUP_IDS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DeleteGroupsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("group_ids", Self::VT_GROUP_IDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteGroupsRequestArgs<'a> {
+    pub group_ids: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for DeleteGroupsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteGroupsRequestArgs {
+      group_ids: None,
+    }
+  }
+}
+
+pub struct DeleteGroupsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DeleteGroupsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group_ids(&mut self, group_ids: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DeleteGroupsRequest::VT_GROUP_IDS, group_ids);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteGroupsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DeleteGroupsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DeleteGroupsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DeleteGroupsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteGroupsRequest");
+      ds.field("group_ids", &self.group_ids());
+      ds.finish()
+  }
+}
+pub enum DeleteGroupsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteGroupsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DeleteGroupsResponse<'a> {
+  type Inner = DeleteGroupsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DeleteGroupsResponse<'a> {
+  pub const VT_RESULTS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DeleteGroupsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DeleteGroupsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<DeleteGroupsResponse<'bldr>> {
+    let mut builder = DeleteGroupsResponseBuilder::new(_fbb);
+    if let Some(x) = args.results { builder.add_results(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn results(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicResult<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicResult>>>>(DeleteGroupsResponse::VT_RESULTS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DeleteGroupsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicResult>>>>("results", Self::VT_RESULTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteGroupsResponseArgs<'a> {
+    pub results: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicResult<'a>>>>>,
+}
+impl<'a> Default for DeleteGroupsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteGroupsResponseArgs {
+      results: None,
+    }
+  }
+}
+
+pub struct DeleteGroupsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DeleteGroupsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_results(&mut self, results: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TopicResult<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DeleteGroupsResponse::VT_RESULTS, results);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteGroupsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DeleteGroupsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DeleteGroupsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DeleteGroupsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteGroupsResponse");
+      ds.field("results", &self.results());
+      ds.finish()
+  }
+}
 pub enum ErrorResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6166,6 +9563,126 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_join_group_request(&self) -> Option<JoinGroupRequest<'a>> {
+    if self.body_type() == RequestBody::JoinGroupRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { JoinGroupRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_heartbeat_request(&self) -> Option<HeartbeatRequest<'a>> {
+    if self.body_type() == RequestBody::HeartbeatRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { HeartbeatRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_leave_group_request(&self) -> Option<LeaveGroupRequest<'a>> {
+    if self.body_type() == RequestBody::LeaveGroupRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaveGroupRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_offset_commit_request(&self) -> Option<OffsetCommitRequest<'a>> {
+    if self.body_type() == RequestBody::OffsetCommitRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { OffsetCommitRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_offset_fetch_request(&self) -> Option<OffsetFetchRequest<'a>> {
+    if self.body_type() == RequestBody::OffsetFetchRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { OffsetFetchRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_groups_request(&self) -> Option<ListGroupsRequest<'a>> {
+    if self.body_type() == RequestBody::ListGroupsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListGroupsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_groups_request(&self) -> Option<DescribeGroupsRequest<'a>> {
+    if self.body_type() == RequestBody::DescribeGroupsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeGroupsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_delete_groups_request(&self) -> Option<DeleteGroupsRequest<'a>> {
+    if self.body_type() == RequestBody::DeleteGroupsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteGroupsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -6190,6 +9707,14 @@ impl flatbuffers::Verifiable for Request<'_> {
           RequestBody::ProduceRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ProduceRequest>>("RequestBody::ProduceRequest", pos),
           RequestBody::FetchRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<FetchRequest>>("RequestBody::FetchRequest", pos),
           RequestBody::ListOffsetsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListOffsetsRequest>>("RequestBody::ListOffsetsRequest", pos),
+          RequestBody::JoinGroupRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<JoinGroupRequest>>("RequestBody::JoinGroupRequest", pos),
+          RequestBody::HeartbeatRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<HeartbeatRequest>>("RequestBody::HeartbeatRequest", pos),
+          RequestBody::LeaveGroupRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<LeaveGroupRequest>>("RequestBody::LeaveGroupRequest", pos),
+          RequestBody::OffsetCommitRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<OffsetCommitRequest>>("RequestBody::OffsetCommitRequest", pos),
+          RequestBody::OffsetFetchRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<OffsetFetchRequest>>("RequestBody::OffsetFetchRequest", pos),
+          RequestBody::ListGroupsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListGroupsRequest>>("RequestBody::ListGroupsRequest", pos),
+          RequestBody::DescribeGroupsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeGroupsRequest>>("RequestBody::DescribeGroupsRequest", pos),
+          RequestBody::DeleteGroupsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteGroupsRequest>>("RequestBody::DeleteGroupsRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -6330,6 +9855,62 @@ impl core::fmt::Debug for Request<'_> {
         },
         RequestBody::ListOffsetsRequest => {
           if let Some(x) = self.body_as_list_offsets_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::JoinGroupRequest => {
+          if let Some(x) = self.body_as_join_group_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::HeartbeatRequest => {
+          if let Some(x) = self.body_as_heartbeat_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::LeaveGroupRequest => {
+          if let Some(x) = self.body_as_leave_group_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::OffsetCommitRequest => {
+          if let Some(x) = self.body_as_offset_commit_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::OffsetFetchRequest => {
+          if let Some(x) = self.body_as_offset_fetch_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ListGroupsRequest => {
+          if let Some(x) = self.body_as_list_groups_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DescribeGroupsRequest => {
+          if let Some(x) = self.body_as_describe_groups_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DeleteGroupsRequest => {
+          if let Some(x) = self.body_as_delete_groups_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6566,6 +10147,126 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_join_group_response(&self) -> Option<JoinGroupResponse<'a>> {
+    if self.body_type() == ResponseBody::JoinGroupResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { JoinGroupResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_heartbeat_response(&self) -> Option<HeartbeatResponse<'a>> {
+    if self.body_type() == ResponseBody::HeartbeatResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { HeartbeatResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_leave_group_response(&self) -> Option<LeaveGroupResponse<'a>> {
+    if self.body_type() == ResponseBody::LeaveGroupResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaveGroupResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_offset_commit_response(&self) -> Option<OffsetCommitResponse<'a>> {
+    if self.body_type() == ResponseBody::OffsetCommitResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { OffsetCommitResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_offset_fetch_response(&self) -> Option<OffsetFetchResponse<'a>> {
+    if self.body_type() == ResponseBody::OffsetFetchResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { OffsetFetchResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_groups_response(&self) -> Option<ListGroupsResponse<'a>> {
+    if self.body_type() == ResponseBody::ListGroupsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListGroupsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_groups_response(&self) -> Option<DescribeGroupsResponse<'a>> {
+    if self.body_type() == ResponseBody::DescribeGroupsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeGroupsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_delete_groups_response(&self) -> Option<DeleteGroupsResponse<'a>> {
+    if self.body_type() == ResponseBody::DeleteGroupsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteGroupsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Response<'_> {
@@ -6589,6 +10290,14 @@ impl flatbuffers::Verifiable for Response<'_> {
           ResponseBody::FetchResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<FetchResponse>>("ResponseBody::FetchResponse", pos),
           ResponseBody::ListOffsetsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListOffsetsResponse>>("ResponseBody::ListOffsetsResponse", pos),
           ResponseBody::ErrorResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ErrorResponse>>("ResponseBody::ErrorResponse", pos),
+          ResponseBody::JoinGroupResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<JoinGroupResponse>>("ResponseBody::JoinGroupResponse", pos),
+          ResponseBody::HeartbeatResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<HeartbeatResponse>>("ResponseBody::HeartbeatResponse", pos),
+          ResponseBody::LeaveGroupResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<LeaveGroupResponse>>("ResponseBody::LeaveGroupResponse", pos),
+          ResponseBody::OffsetCommitResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<OffsetCommitResponse>>("ResponseBody::OffsetCommitResponse", pos),
+          ResponseBody::OffsetFetchResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<OffsetFetchResponse>>("ResponseBody::OffsetFetchResponse", pos),
+          ResponseBody::ListGroupsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListGroupsResponse>>("ResponseBody::ListGroupsResponse", pos),
+          ResponseBody::DescribeGroupsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeGroupsResponse>>("ResponseBody::DescribeGroupsResponse", pos),
+          ResponseBody::DeleteGroupsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteGroupsResponse>>("ResponseBody::DeleteGroupsResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -6722,6 +10431,62 @@ impl core::fmt::Debug for Response<'_> {
         },
         ResponseBody::ErrorResponse => {
           if let Some(x) = self.body_as_error_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::JoinGroupResponse => {
+          if let Some(x) = self.body_as_join_group_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::HeartbeatResponse => {
+          if let Some(x) = self.body_as_heartbeat_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::LeaveGroupResponse => {
+          if let Some(x) = self.body_as_leave_group_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::OffsetCommitResponse => {
+          if let Some(x) = self.body_as_offset_commit_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::OffsetFetchResponse => {
+          if let Some(x) = self.body_as_offset_fetch_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::ListGroupsResponse => {
+          if let Some(x) = self.body_as_list_groups_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::DescribeGroupsResponse => {
+          if let Some(x) = self.body_as_describe_groups_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::DeleteGroupsResponse => {
+          if let Some(x) = self.body_as_delete_groups_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

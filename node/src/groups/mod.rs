@@ -1,0 +1,862 @@
+//! The consumer group coordinator.
+//!
+//! Each group is owned by one shard: the owner of the `__consumer_offsets` partition that
+//! the group id hashes to. That shard keeps the group's members and generation, computes
+//! assignments with the group's strategy (`assign`), removes members whose session timed
+//! out, and stores committed offsets by appending them to its offsets partition, from
+//! which it reloads them at start. Requests for a group arriving on another shard are
+//! forwarded there (`ShardRequest::Group`).
+//!
+//! Protocol: a member joins (JoinGroup); a join starts a rebalance, which waits for every
+//! current member to join again (they learn of it from a heartbeat answered
+//! RebalanceInProgress) or for the rebalance timeout, then bumps the generation and
+//! answers every join with the member's assignment. Commits and heartbeats from another
+//! generation are refused (fencing). Lives on: the coordinator shard of each group.
+
+pub mod assign;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use sluice_schemas::records::{BatchBuilder, BatchConfig, RecordIter};
+use tracing::{debug, info, warn};
+
+use crate::errors::{ErrorKind, NodeError};
+use crate::io::{self, WaitQueue};
+use crate::storage::PartitionLog;
+
+/// The internal topic holding committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Its partitions: groups spread over them (and so over shards) by hash.
+pub const OFFSETS_PARTITIONS: u32 = 8;
+/// Session timeouts a member may ask for (Kafka's broker defaults).
+pub const SESSION_TIMEOUT_MS_MIN: u32 = 100;
+pub const SESSION_TIMEOUT_MS_MAX: u32 = 1_800_000;
+/// How often the coordinator looks for members whose session expired.
+pub const EXPIRY_CHECK_MS: u64 = 100;
+/// Longest group id accepted.
+pub const GROUP_ID_BYTES_MAX: usize = 255;
+
+/// The offsets partition of a group.
+#[must_use]
+pub fn offsets_partition(group: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in group.bytes() {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % OFFSETS_PARTITIONS
+}
+
+/// A group request, sent to the group's coordinator shard.
+#[derive(Clone, Debug)]
+pub enum GroupRequest {
+    Join {
+        group: String,
+        member_id: String,
+        client_id: String,
+        client_host: String,
+        session_timeout_ms: u32,
+        rebalance_timeout_ms: u32,
+        topics: Vec<String>,
+        strategy: String,
+    },
+    Heartbeat {
+        group: String,
+        member_id: String,
+        generation: i32,
+    },
+    Leave {
+        group: String,
+        member_id: String,
+    },
+    Commit {
+        group: String,
+        member_id: String,
+        generation: i32,
+        offsets: Vec<(String, u32, i64, String)>,
+    },
+    Fetch {
+        group: String,
+        partitions: Option<Vec<(String, u32)>>,
+    },
+    List,
+    Describe {
+        group: String,
+    },
+    Delete {
+        group: String,
+    },
+}
+
+impl GroupRequest {
+    /// The group this request is about (`None` for List, which asks every shard).
+    #[must_use]
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            GroupRequest::Join { group, .. }
+            | GroupRequest::Heartbeat { group, .. }
+            | GroupRequest::Leave { group, .. }
+            | GroupRequest::Commit { group, .. }
+            | GroupRequest::Fetch { group, .. }
+            | GroupRequest::Describe { group }
+            | GroupRequest::Delete { group } => Some(group),
+            GroupRequest::List => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct JoinResult {
+    pub generation: i32,
+    pub member_id: String,
+    pub leader_id: String,
+    pub strategy: String,
+    pub assignment: Vec<(String, u32)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub assignment: Vec<(String, u32)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct GroupDescription {
+    pub group: String,
+    pub state: String,
+    pub strategy: String,
+    pub generation: i32,
+    pub members: Vec<MemberDescription>,
+}
+
+/// One partition's result of a commit.
+pub type PartitionOutcome = (String, u32, Result<(), NodeError>);
+
+/// A group's committed offsets: (topic, partition) -> (offset, metadata).
+type Committed = BTreeMap<(String, u32), (i64, String)>;
+
+/// Replies, `Send` to cross shards.
+#[derive(Clone, Debug)]
+pub enum GroupReply {
+    Joined(Result<JoinResult, NodeError>),
+    Done(Result<(), NodeError>),
+    Committed(Result<Vec<PartitionOutcome>, NodeError>),
+    Offsets(Result<Vec<(String, u32, i64, String)>, NodeError>),
+    Listed(Vec<(String, String, u32)>),
+    Described(Result<GroupDescription, NodeError>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Empty,
+    PreparingRebalance,
+    Stable,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::PreparingRebalance => "PreparingRebalance",
+            State::Stable => "Stable",
+        }
+    }
+}
+
+struct Member {
+    client_id: String,
+    client_host: String,
+    topics: BTreeSet<String>,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    last_seen: Instant,
+    /// Joined in the rebalance under way.
+    rejoined: bool,
+    assignment: Vec<(String, u32)>,
+}
+
+struct Group {
+    state: State,
+    generation: i32,
+    strategy: String,
+    leader: String,
+    members: BTreeMap<String, Member>,
+    /// Wakes joins waiting for the rebalance to complete.
+    rebalanced: Rc<WaitQueue>,
+    rebalance_deadline: Option<Instant>,
+}
+
+impl Group {
+    fn new() -> Group {
+        Group {
+            state: State::Empty,
+            generation: 0,
+            strategy: String::new(),
+            leader: String::new(),
+            members: BTreeMap::new(),
+            rebalanced: Rc::new(WaitQueue::new()),
+            rebalance_deadline: None,
+        }
+    }
+}
+
+/// What the coordinator needs from its shard: partition counts (for assignment) and the
+/// offsets logs it owns.
+pub trait GroupHost {
+    fn partition_count(&self, topic: &str) -> Option<u32>;
+    fn offsets_log(&self, partition: u32) -> Option<Rc<PartitionLog>>;
+}
+
+/// The groups owned by one shard, and their committed offsets.
+#[derive(Default)]
+pub struct Coordinator {
+    groups: RefCell<HashMap<String, Group>>,
+    /// group -> (topic, partition) -> (offset, metadata)
+    offsets: RefCell<HashMap<String, Committed>>,
+    next_member: std::cell::Cell<u64>,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> NodeError {
+    NodeError::new(kind, message)
+}
+
+fn check_group_id(group: &str) -> Result<(), NodeError> {
+    if group.is_empty() || group.len() > GROUP_ID_BYTES_MAX {
+        return Err(error(
+            ErrorKind::InvalidGroupId,
+            format!("group id {group:?} must have 1 to {GROUP_ID_BYTES_MAX} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// An offset commit as a record: key (group, topic, partition), value (offset, metadata);
+/// a null value (tombstone) deletes it.
+fn offset_record_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut key = vec![1u8];
+    for s in [group, topic] {
+        key.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        key.extend_from_slice(s.as_bytes());
+    }
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+fn parse_offset_key(key: &[u8]) -> Option<(String, String, u32)> {
+    let mut at = 1usize;
+    if key.first() != Some(&1) {
+        return None;
+    }
+    let mut strings = Vec::new();
+    for _ in 0..2 {
+        let len = u16::from_be_bytes([*key.get(at)?, *key.get(at + 1)?]) as usize;
+        at += 2;
+        strings.push(String::from_utf8(key.get(at..at + len)?.to_vec()).ok()?);
+        at += len;
+    }
+    let p = key.get(at..at + 4)?;
+    let topic = strings.pop()?;
+    let group = strings.pop()?;
+    Some((group, topic, u32::from_be_bytes([p[0], p[1], p[2], p[3]])))
+}
+
+fn offset_record_value(offset: i64, metadata: &str) -> Vec<u8> {
+    let mut value = vec![1u8];
+    value.extend_from_slice(&offset.to_be_bytes());
+    value.extend_from_slice(metadata.as_bytes());
+    value
+}
+
+fn parse_offset_value(value: &[u8]) -> Option<(i64, String)> {
+    if value.first() != Some(&1) || value.len() < 9 {
+        return None;
+    }
+    let mut o = [0u8; 8];
+    o.copy_from_slice(&value[1..9]);
+    Some((i64::from_be_bytes(o), String::from_utf8_lossy(&value[9..]).into_owned()))
+}
+
+impl Coordinator {
+    /// Reads the committed offsets of one offsets partition this shard now owns.
+    pub async fn load(&self, log: &PartitionLog) {
+        let mut offset = log.log_start_offset();
+        let mut loaded = 0u64;
+        while offset < log.log_end_offset() {
+            let fetched = match log.read(offset, 1 << 20).await {
+                Ok(f) if !f.chunks.is_empty() => f,
+                Ok(_) => break,
+                Err(e) => {
+                    warn!("loading committed offsets from {}: {e}", log.dir().display());
+                    break;
+                }
+            };
+            let bytes = fetched.to_vec();
+            for batch in sluice_schemas::batch::BatchWalker::new(&bytes) {
+                let Ok((_, _, batch)) = batch else { break };
+                let Ok(records) = RecordIter::from_bytes(batch) else { continue };
+                for r in records.flatten() {
+                    let Some((group, topic, partition)) = r.key.and_then(parse_offset_key) else { continue };
+                    let mut offsets = self.offsets.borrow_mut();
+                    let entry = offsets.entry(group.clone()).or_default();
+                    match r.value.and_then(parse_offset_value) {
+                        Some(v) => {
+                            entry.insert((topic, partition), v);
+                        }
+                        None => {
+                            entry.remove(&(topic, partition));
+                            if entry.is_empty() {
+                                offsets.remove(&group);
+                            }
+                        }
+                    }
+                    loaded += 1;
+                }
+            }
+            offset = fetched.next_offset;
+        }
+        debug!(dir = %log.dir().display(), records = loaded, "committed offsets loaded");
+    }
+
+    pub async fn handle(&self, host: &dyn GroupHost, request: GroupRequest) -> GroupReply {
+        match request {
+            GroupRequest::Join {
+                group,
+                member_id,
+                client_id,
+                client_host,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+                topics,
+                strategy,
+            } => {
+                let join = JoinArgs {
+                    member_id,
+                    client_id,
+                    client_host,
+                    session_timeout_ms,
+                    rebalance_timeout_ms,
+                    topics,
+                    strategy,
+                };
+                GroupReply::Joined(self.join(host, &group, join).await)
+            }
+            GroupRequest::Heartbeat { group, member_id, generation } => {
+                GroupReply::Done(self.heartbeat(&group, &member_id, generation))
+            }
+            GroupRequest::Leave { group, member_id } => GroupReply::Done(self.leave(host, &group, &member_id)),
+            GroupRequest::Commit { group, member_id, generation, offsets } => {
+                GroupReply::Committed(self.commit(host, &group, &member_id, generation, offsets).await)
+            }
+            GroupRequest::Fetch { group, partitions } => GroupReply::Offsets(Ok(self.fetch(&group, partitions))),
+            GroupRequest::List => GroupReply::Listed(self.list()),
+            GroupRequest::Describe { group } => GroupReply::Described(self.describe(&group)),
+            GroupRequest::Delete { group } => GroupReply::Done(self.delete(host, &group).await),
+        }
+    }
+
+    async fn join(&self, host: &dyn GroupHost, group_id: &str, join: JoinArgs) -> Result<JoinResult, NodeError> {
+        check_group_id(group_id)?;
+        if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&join.session_timeout_ms) {
+            return Err(error(
+                ErrorKind::InvalidSessionTimeout,
+                format!(
+                    "session timeout {} ms is out of range ({SESSION_TIMEOUT_MS_MIN} to {SESSION_TIMEOUT_MS_MAX})",
+                    join.session_timeout_ms
+                ),
+            ));
+        }
+        if !assign::STRATEGIES.contains(&join.strategy.as_str()) {
+            return Err(error(
+                ErrorKind::InvalidRequest,
+                format!("strategy {:?} is not one of {}", join.strategy, assign::STRATEGIES.join(", ")),
+            ));
+        }
+        let (member_id, waiter, started_generation) = {
+            let mut groups = self.groups.borrow_mut();
+            let group = groups.entry(group_id.to_string()).or_insert_with(Group::new);
+            if !group.members.is_empty() && group.strategy != join.strategy {
+                return Err(error(
+                    ErrorKind::InvalidRequest,
+                    format!("group {group_id:?} uses strategy {:?}, not {:?}", group.strategy, join.strategy),
+                ));
+            }
+            let member_id = if join.member_id.is_empty() {
+                let n = self.next_member.get();
+                self.next_member.set(n + 1);
+                format!(
+                    "{}-{}-{n}",
+                    if join.client_id.is_empty() { "member" } else { &join.client_id },
+                    std::process::id()
+                )
+            } else if group.members.contains_key(&join.member_id) {
+                join.member_id.clone()
+            } else {
+                return Err(error(
+                    ErrorKind::UnknownMemberId,
+                    format!("member {:?} is not in group {group_id:?} (its session may have expired)", join.member_id),
+                ));
+            };
+            let previous = group.members.remove(&member_id);
+            group.strategy = join.strategy.clone();
+            group.members.insert(
+                member_id.clone(),
+                Member {
+                    client_id: join.client_id,
+                    client_host: join.client_host,
+                    topics: join.topics.into_iter().collect(),
+                    session_timeout: Duration::from_millis(u64::from(join.session_timeout_ms)),
+                    rebalance_timeout: Duration::from_millis(u64::from(join.rebalance_timeout_ms)),
+                    last_seen: Instant::now(),
+                    rejoined: true,
+                    assignment: previous.map(|m| m.assignment).unwrap_or_default(),
+                },
+            );
+            if group.state != State::PreparingRebalance {
+                start_rebalance(group, group_id, Some(&member_id));
+            }
+            (member_id, group.rebalanced.clone(), group.generation)
+        };
+        self.maybe_complete(host, group_id, false);
+        // Wait for the rebalance to complete (bounded by the rebalance deadline, which the
+        // expiry task enforces).
+        loop {
+            let wait = waiter.wait();
+            {
+                let groups = self.groups.borrow();
+                let Some(group) = groups.get(group_id) else {
+                    return Err(error(ErrorKind::UnknownMemberId, format!("group {group_id:?} was deleted")));
+                };
+                let Some(member) = group.members.get(&member_id) else {
+                    return Err(error(
+                        ErrorKind::UnknownMemberId,
+                        format!("member {member_id:?} was removed from group {group_id:?} during the rebalance"),
+                    ));
+                };
+                if group.state == State::Stable && group.generation > started_generation {
+                    return Ok(JoinResult {
+                        generation: group.generation,
+                        member_id: member_id.clone(),
+                        leader_id: group.leader.clone(),
+                        strategy: group.strategy.clone(),
+                        assignment: member.assignment.clone(),
+                    });
+                }
+            }
+            wait.await;
+        }
+    }
+
+    /// Completes the group's rebalance when every member has joined again, or when
+    /// `deadline_passed` (members that did not are removed).
+    fn maybe_complete(&self, host: &dyn GroupHost, group_id: &str, deadline_passed: bool) {
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else { return };
+        if group.state != State::PreparingRebalance {
+            return;
+        }
+        let all_in = group.members.values().all(|m| m.rejoined);
+        if !all_in && !deadline_passed {
+            return;
+        }
+        let gone: Vec<String> = group.members.iter().filter(|(_, m)| !m.rejoined).map(|(id, _)| id.clone()).collect();
+        for id in &gone {
+            info!(group = group_id, member = %id, "member did not rejoin in time; removed");
+            group.members.remove(id);
+        }
+        if group.members.is_empty() {
+            group.state = State::Empty;
+            group.rebalance_deadline = None;
+            group.rebalanced.notify_all();
+            return;
+        }
+        let topics: BTreeSet<String> = group.members.values().flat_map(|m| m.topics.iter().cloned()).collect();
+        let partitions: BTreeMap<String, u32> =
+            topics.iter().filter_map(|t| host.partition_count(t).map(|c| (t.clone(), c))).collect();
+        let subscriptions: Vec<assign::MemberSubscription> = group
+            .members
+            .iter()
+            .map(|(id, m)| assign::MemberSubscription {
+                member_id: id.clone(),
+                topics: m.topics.clone(),
+                owned: m.assignment.clone(),
+            })
+            .collect();
+        let assignment = assign::assign(&group.strategy, &subscriptions, &partitions);
+        for (id, m) in &mut group.members {
+            m.assignment = assignment.get(id).cloned().unwrap_or_default();
+            m.rejoined = false;
+            m.last_seen = Instant::now();
+        }
+        group.generation += 1;
+        if !group.members.contains_key(&group.leader) {
+            group.leader = group.members.keys().next().cloned().unwrap_or_default();
+        }
+        group.state = State::Stable;
+        group.rebalance_deadline = None;
+        info!(group = group_id, generation = group.generation, members = group.members.len(), "rebalance complete");
+        group.rebalanced.notify_all();
+    }
+
+    fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32) -> Result<(), NodeError> {
+        let mut groups = self.groups.borrow_mut();
+        let group = groups.get_mut(group_id).ok_or_else(|| {
+            error(ErrorKind::UnknownMemberId, format!("group {group_id:?} has no member {member_id:?}"))
+        })?;
+        let state = group.state;
+        let current = group.generation;
+        let member = group.members.get_mut(member_id).ok_or_else(|| {
+            error(ErrorKind::UnknownMemberId, format!("member {member_id:?} is not in group {group_id:?}"))
+        })?;
+        member.last_seen = Instant::now();
+        if state == State::PreparingRebalance {
+            return Err(error(
+                ErrorKind::RebalanceInProgress,
+                format!("group {group_id:?} is rebalancing: join again"),
+            ));
+        }
+        if generation != current {
+            return Err(error(
+                ErrorKind::IllegalGeneration,
+                format!("generation {generation} is not group {group_id:?}'s current generation {current}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn leave(&self, host: &dyn GroupHost, group_id: &str, member_id: &str) -> Result<(), NodeError> {
+        {
+            let mut groups = self.groups.borrow_mut();
+            let group = groups.get_mut(group_id).ok_or_else(|| {
+                error(ErrorKind::UnknownMemberId, format!("group {group_id:?} has no member {member_id:?}"))
+            })?;
+            if group.members.remove(member_id).is_none() {
+                return Err(error(
+                    ErrorKind::UnknownMemberId,
+                    format!("member {member_id:?} is not in group {group_id:?}"),
+                ));
+            }
+            info!(group = group_id, member = member_id, "member left");
+            rebalance_after_departure(group, group_id);
+        }
+        self.maybe_complete(host, group_id, false);
+        Ok(())
+    }
+
+    /// Removes members whose session expired and enforces rebalance deadlines.
+    pub fn expire(&self, host: &dyn GroupHost) {
+        let now = Instant::now();
+        let mut to_complete = Vec::new();
+        {
+            let mut groups = self.groups.borrow_mut();
+            for (id, group) in groups.iter_mut() {
+                let expired: Vec<String> = group
+                    .members
+                    .iter()
+                    .filter(|(_, m)| {
+                        !(group.state == State::PreparingRebalance && m.rejoined)
+                            && now.duration_since(m.last_seen) > m.session_timeout
+                    })
+                    .map(|(mid, _)| mid.clone())
+                    .collect();
+                for mid in &expired {
+                    info!(group = %id, member = %mid, "session expired; member removed");
+                    group.members.remove(mid);
+                }
+                if !expired.is_empty() {
+                    rebalance_after_departure(group, id);
+                }
+                if group.state == State::PreparingRebalance {
+                    let passed = group.rebalance_deadline.is_some_and(|d| now >= d);
+                    to_complete.push((id.clone(), passed));
+                }
+            }
+        }
+        for (id, passed) in to_complete {
+            self.maybe_complete(host, &id, passed);
+        }
+    }
+
+    async fn commit(
+        &self,
+        host: &dyn GroupHost,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        offsets: Vec<(String, u32, i64, String)>,
+    ) -> Result<Vec<PartitionOutcome>, NodeError> {
+        check_group_id(group_id)?;
+        {
+            let groups = self.groups.borrow();
+            match groups.get(group_id) {
+                Some(group) if member_id.is_empty() && generation < 0 => {
+                    if !group.members.is_empty() {
+                        return Err(error(
+                            ErrorKind::NonEmptyGroup,
+                            format!("group {group_id:?} has {} active members; stop them first", group.members.len()),
+                        ));
+                    }
+                }
+                None if member_id.is_empty() && generation < 0 => {}
+                Some(group) => {
+                    if !group.members.contains_key(member_id) {
+                        return Err(error(
+                            ErrorKind::UnknownMemberId,
+                            format!("member {member_id:?} is not in group {group_id:?}"),
+                        ));
+                    }
+                    if generation != group.generation {
+                        return Err(error(
+                            ErrorKind::IllegalGeneration,
+                            format!(
+                                "commit from generation {generation}, but group {group_id:?} is at generation {}: \
+                                 the member was fenced by a rebalance",
+                                group.generation
+                            ),
+                        ));
+                    }
+                }
+                None => {
+                    return Err(error(
+                        ErrorKind::UnknownMemberId,
+                        format!("group {group_id:?} has no member {member_id:?}"),
+                    ));
+                }
+            }
+        }
+        let mut results = Vec::new();
+        let mut builder =
+            BatchBuilder::new(BatchConfig::default()).map_err(|e| error(ErrorKind::Unknown, e.to_string()))?;
+        let mut accepted = Vec::new();
+        let now = now_ms();
+        for (topic, partition, offset, metadata) in offsets {
+            match host.partition_count(&topic) {
+                Some(c) if partition < c && offset >= 0 => {
+                    let key = offset_record_key(group_id, &topic, partition);
+                    let value = offset_record_value(offset, &metadata);
+                    if let Err(e) = builder.push(Some(&key), Some(&value), &[], now) {
+                        results.push((topic, partition, Err(error(ErrorKind::InvalidRequest, e.to_string()))));
+                        continue;
+                    }
+                    accepted.push((topic, partition, offset, metadata));
+                }
+                Some(_) if offset < 0 => results.push((
+                    topic,
+                    partition,
+                    Err(error(ErrorKind::OffsetOutOfRange, format!("offset {offset} is negative"))),
+                )),
+                _ => {
+                    let e = NodeError::unknown_partition(&topic, partition);
+                    results.push((topic, partition, Err(e)));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return Ok(results);
+        }
+        self.persist(host, group_id, builder).await?;
+        let mut all = self.offsets.borrow_mut();
+        let entry = all.entry(group_id.to_string()).or_default();
+        for (topic, partition, offset, metadata) in accepted {
+            entry.insert((topic.clone(), partition), (offset, metadata));
+            results.push((topic, partition, Ok(())));
+        }
+        Ok(results)
+    }
+
+    async fn persist(&self, host: &dyn GroupHost, group_id: &str, builder: BatchBuilder) -> Result<(), NodeError> {
+        let log = host.offsets_log(offsets_partition(group_id)).ok_or_else(|| {
+            error(
+                ErrorKind::CoordinatorNotAvailable,
+                format!("the offsets partition of group {group_id:?} is not open here"),
+            )
+        })?;
+        let batch = builder.finish().map_err(|e| error(ErrorKind::Unknown, e.to_string()))?;
+        log.append(&batch)
+            .await
+            .map_err(|e| crate::errors::from_storage(OFFSETS_TOPIC, offsets_partition(group_id), &e))?;
+        Ok(())
+    }
+
+    fn fetch(&self, group_id: &str, partitions: Option<Vec<(String, u32)>>) -> Vec<(String, u32, i64, String)> {
+        let all = self.offsets.borrow();
+        let committed = all.get(group_id);
+        match partitions {
+            Some(list) => list
+                .into_iter()
+                .map(|(t, p)| {
+                    let (o, m) = committed.and_then(|c| c.get(&(t.clone(), p))).cloned().unwrap_or((-1, String::new()));
+                    (t, p, o, m)
+                })
+                .collect(),
+            None => committed
+                .map(|c| c.iter().map(|((t, p), (o, m))| (t.clone(), *p, *o, m.clone())).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn list(&self) -> Vec<(String, String, u32)> {
+        let groups = self.groups.borrow();
+        let offsets = self.offsets.borrow();
+        let mut names: BTreeSet<&String> = groups.keys().collect();
+        names.extend(offsets.keys());
+        names
+            .into_iter()
+            .map(|g| match groups.get(g) {
+                Some(group) => (g.clone(), group.state.name().to_string(), group.members.len() as u32),
+                None => (g.clone(), State::Empty.name().to_string(), 0),
+            })
+            .collect()
+    }
+
+    fn describe(&self, group_id: &str) -> Result<GroupDescription, NodeError> {
+        let groups = self.groups.borrow();
+        let known = groups.contains_key(group_id) || self.offsets.borrow().contains_key(group_id);
+        if !known {
+            return Err(error(ErrorKind::GroupIdNotFound, format!("group {group_id:?} does not exist")));
+        }
+        Ok(match groups.get(group_id) {
+            Some(g) => GroupDescription {
+                group: group_id.to_string(),
+                state: g.state.name().to_string(),
+                strategy: g.strategy.clone(),
+                generation: g.generation,
+                members: g
+                    .members
+                    .iter()
+                    .map(|(id, m)| MemberDescription {
+                        member_id: id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        assignment: m.assignment.clone(),
+                    })
+                    .collect(),
+            },
+            None => GroupDescription {
+                group: group_id.to_string(),
+                state: State::Empty.name().to_string(),
+                strategy: String::new(),
+                generation: 0,
+                members: Vec::new(),
+            },
+        })
+    }
+
+    async fn delete(&self, host: &dyn GroupHost, group_id: &str) -> Result<(), NodeError> {
+        if let Some(g) = self.groups.borrow().get(group_id) {
+            if !g.members.is_empty() {
+                return Err(error(
+                    ErrorKind::NonEmptyGroup,
+                    format!("group {group_id:?} has {} active members", g.members.len()),
+                ));
+            }
+        }
+        let committed: Vec<(String, u32)> =
+            self.offsets.borrow().get(group_id).map(|c| c.keys().cloned().collect()).unwrap_or_default();
+        let known = self.groups.borrow().contains_key(group_id) || !committed.is_empty();
+        if !known {
+            return Err(error(ErrorKind::GroupIdNotFound, format!("group {group_id:?} does not exist")));
+        }
+        if !committed.is_empty() {
+            let mut builder =
+                BatchBuilder::new(BatchConfig::default()).map_err(|e| error(ErrorKind::Unknown, e.to_string()))?;
+            for (topic, partition) in &committed {
+                let key = offset_record_key(group_id, topic, *partition);
+                builder.push(Some(&key), None, &[], now_ms()).map_err(|e| error(ErrorKind::Unknown, e.to_string()))?;
+            }
+            self.persist(host, group_id, builder).await?;
+        }
+        self.offsets.borrow_mut().remove(group_id);
+        if let Some(g) = self.groups.borrow_mut().remove(group_id) {
+            g.rebalanced.notify_all();
+        }
+        info!(group = group_id, "group deleted");
+        Ok(())
+    }
+
+    /// Committed offsets of every group this shard owns (for lag metrics).
+    #[must_use]
+    pub fn all_committed(&self) -> Vec<(String, String, u32, i64)> {
+        self.offsets
+            .borrow()
+            .iter()
+            .flat_map(|(g, c)| c.iter().map(move |((t, p), (o, _))| (g.clone(), t.clone(), *p, *o)))
+            .collect()
+    }
+}
+
+struct JoinArgs {
+    member_id: String,
+    client_id: String,
+    client_host: String,
+    session_timeout_ms: u32,
+    rebalance_timeout_ms: u32,
+    topics: Vec<String>,
+    strategy: String,
+}
+
+fn start_rebalance(group: &mut Group, group_id: &str, joined: Option<&str>) {
+    group.state = State::PreparingRebalance;
+    let mut longest = Duration::from_millis(0);
+    for (id, m) in &mut group.members {
+        m.rejoined = joined == Some(id.as_str());
+        longest = longest.max(m.rebalance_timeout);
+    }
+    group.rebalance_deadline = Some(Instant::now() + longest);
+    debug!(group = group_id, members = group.members.len(), "rebalance started");
+}
+
+/// After members left or expired: an empty group is Empty; a stable one rebalances.
+fn rebalance_after_departure(group: &mut Group, group_id: &str) {
+    if group.members.is_empty() {
+        group.state = State::Empty;
+        group.rebalance_deadline = None;
+        group.rebalanced.notify_all();
+    } else if group.state == State::Stable {
+        start_rebalance(group, group_id, None);
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Runs `expire` every `EXPIRY_CHECK_MS` while `host` lives.
+pub fn spawn_expiry<H: GroupHost + 'static>(
+    host: std::rc::Weak<H>,
+    coordinator: impl Fn(&H) -> &Coordinator + 'static,
+) {
+    io::spawn_detached(async move {
+        loop {
+            io::sleep(Duration::from_millis(EXPIRY_CHECK_MS)).await;
+            let Some(h) = host.upgrade() else { return };
+            coordinator(&h).expire(&*h);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn offset_records_round_trip() {
+        let key = offset_record_key("g1", "orders", 7);
+        assert_eq!(parse_offset_key(&key), Some(("g1".into(), "orders".into(), 7)));
+        let value = offset_record_value(42, "meta");
+        assert_eq!(parse_offset_value(&value), Some((42, "meta".into())));
+        assert_eq!(parse_offset_key(&key[..key.len() - 1]), None);
+        assert_eq!(parse_offset_value(&[1, 2]), None);
+    }
+
+    #[test]
+    fn groups_spread_over_the_offsets_partitions() {
+        let used: BTreeSet<u32> = (0..100).map(|i| offsets_partition(&format!("group-{i}"))).collect();
+        assert_eq!(used.len(), OFFSETS_PARTITIONS as usize);
+    }
+}
