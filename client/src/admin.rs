@@ -4,7 +4,20 @@ use std::time::Duration;
 
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
-use crate::protocol::{self, ClusterMetadata, ConfigValue, NewTopic, TopicInfo};
+use crate::protocol::{self, ClusterMetadata, ConfigValue, GroupInfo, NewTopic, TopicInfo};
+
+/// A partition's lag in a group: log end offset minus committed offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    pub committed: Option<u64>,
+    pub log_end: u64,
+    /// `log_end - committed` (the whole log when nothing is committed).
+    pub lag: u64,
+    /// The member the partition is assigned to, if any.
+    pub member_id: Option<String>,
+}
 
 /// Connects to the first reachable of `servers` (HOST:PORT each).
 pub async fn connect_any(
@@ -89,5 +102,67 @@ impl Admin {
     /// Sets `set` and returns `delete` to the node's defaults.
     pub async fn alter_configs(&self, name: &str, set: &[(String, String)], delete: &[String]) -> Result<()> {
         protocol::alter_configs(&self.conn, name, set, delete).await?
+    }
+
+    /// (group id, state, members) of every group.
+    pub async fn list_groups(&self) -> Result<Vec<(String, String, u32)>> {
+        protocol::list_groups(&self.conn).await
+    }
+
+    pub async fn describe_group(&self, group: &str) -> Result<GroupInfo> {
+        protocol::describe_group(&self.conn, group).await
+    }
+
+    /// Per partition with a committed offset or an owner: committed, log end and lag.
+    pub async fn group_lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
+        let info = self.describe_group(group).await?;
+        let committed = protocol::fetch_offsets(&self.conn, group, None).await?;
+        let mut parts: std::collections::BTreeMap<(String, u32), (Option<u64>, Option<String>)> =
+            committed.into_iter().map(|(t, p, o, _)| ((t, p), (o, None))).collect();
+        for m in &info.members {
+            for tp in &m.assignment {
+                parts.entry(tp.clone()).or_insert((None, None)).1 = Some(m.member_id.clone());
+            }
+        }
+        let queries: Vec<(String, u32, i64)> = parts.keys().map(|(t, p)| (t.clone(), *p, protocol::LATEST)).collect();
+        let ends = if queries.is_empty() { Vec::new() } else { protocol::list_offsets(&self.conn, &queries).await? };
+        let mut out = Vec::new();
+        for ((topic, partition), (committed, member_id)) in parts {
+            let log_end = ends
+                .iter()
+                .find(|(t, p, _)| *t == topic && *p == partition)
+                .and_then(|(_, _, r)| r.as_ref().ok().copied().flatten())
+                .unwrap_or(0);
+            let lag = log_end.saturating_sub(committed.unwrap_or(0));
+            out.push(PartitionLag { topic, partition, committed, log_end, lag, member_id });
+        }
+        Ok(out)
+    }
+
+    /// Sets a group's committed offsets of every partition of `topic` to `to`
+    /// (`protocol::EARLIEST`, `protocol::LATEST` or an offset). The group must be empty.
+    pub async fn reset_offsets(&self, group: &str, topic: &str, to: i64) -> Result<Vec<(u32, u64)>> {
+        let info = self.describe_topic(topic).await?;
+        let partitions: Vec<u32> = info.partitions?.iter().map(|p| p.partition).collect();
+        let mut offsets = Vec::new();
+        for p in &partitions {
+            let target = if to >= 0 {
+                to as u64
+            } else {
+                let r = protocol::list_offsets(&self.conn, &[(topic.to_string(), *p, to)]).await?;
+                r.into_iter().next().and_then(|(_, _, o)| o.ok().flatten()).unwrap_or(0)
+            };
+            offsets.push((topic.to_string(), *p, target, String::new()));
+        }
+        let results = protocol::commit_offsets(&self.conn, group, "", -1, &offsets).await?;
+        for (_, _, r) in results {
+            r?;
+        }
+        Ok(offsets.into_iter().map(|(_, p, o, _)| (p, o)).collect())
+    }
+
+    /// Deletes an empty group and its committed offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        protocol::delete_group(&self.conn, group).await
     }
 }

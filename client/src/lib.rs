@@ -2,6 +2,7 @@
 //! tokio applications (plus blocking facades for plain threads), and the `sluice` CLI.
 //!
 //! - `producer`: the batching producer (`Producer`, `ProducerConfig`, `ProducerRecord`).
+//! - `group`: `GroupConsumer`, subscribing as a member of a consumer group.
 //! - `consumer`: assigned partitions, seek, poll (`Consumer`, `ConsumerConfig`).
 //! - `blocking`: the same for plain threads.
 //! - `admin`: topics, partitions, configs.
@@ -19,6 +20,7 @@ pub mod blocking;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod protocol;

@@ -589,3 +589,354 @@ pub fn error_code(e: &ClientError) -> Option<ErrorCode> {
         _ => None,
     }
 }
+
+// Consumer groups -----------------------------------------------------------------------
+
+/// A member's place in its group after a join.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    pub generation: i32,
+    pub member_id: String,
+    pub leader_id: String,
+    pub assignment: Vec<(String, u32)>,
+}
+
+fn pairs_of(
+    list: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<wire::TopicPartitions<'_>>>>,
+) -> Vec<(String, u32)> {
+    list.iter()
+        .flatten()
+        .flat_map(|t| {
+            let topic = t.topic().unwrap_or("").to_string();
+            t.partitions()
+                .map(|p| p.iter().collect::<Vec<u32>>())
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |p| (topic.clone(), p))
+        })
+        .collect()
+}
+
+/// Joins (or rejoins) a group; resolves when the rebalance completes.
+#[allow(clippy::too_many_arguments)]
+pub async fn join_group(
+    conn: &Connection,
+    group: &str,
+    member_id: &str,
+    session_timeout_ms: u32,
+    rebalance_timeout_ms: u32,
+    topics: &[String],
+    strategy: &str,
+) -> Result<Joined> {
+    let (group, member_id, topics, strategy) =
+        (group.to_string(), member_id.to_string(), topics.to_vec(), strategy.to_string());
+    let frame = conn
+        .request(
+            RequestBody::JoinGroupRequest,
+            move |b| {
+                let group_id = b.create_string(&group);
+                let member_id = b.create_string(&member_id);
+                let names: Vec<_> = topics.iter().map(|t| b.create_string(t)).collect();
+                let topics = b.create_vector(&names);
+                let strategy = b.create_string(&strategy);
+                wire::JoinGroupRequest::create(
+                    b,
+                    &wire::JoinGroupRequestArgs {
+                        group_id: Some(group_id),
+                        member_id: Some(member_id),
+                        session_timeout_ms,
+                        rebalance_timeout_ms,
+                        topics: Some(topics),
+                        strategy: Some(strategy),
+                    },
+                )
+                .as_union_value()
+            },
+            &[],
+        )
+        .await?;
+    let response = frame.response()?;
+    let r = response.body_as_join_group_response().ok_or_else(|| unexpected(&frame, "JoinGroup"))?;
+    code_result(r.error(), r.message())?;
+    Ok(Joined {
+        generation: r.generation(),
+        member_id: r.member_id().unwrap_or("").to_string(),
+        leader_id: r.leader_id().unwrap_or("").to_string(),
+        assignment: pairs_of(r.assignment()),
+    })
+}
+
+pub async fn heartbeat(conn: &Connection, group: &str, member_id: &str, generation: i32) -> Result<()> {
+    let (group, member_id) = (group.to_string(), member_id.to_string());
+    let frame = conn
+        .request(
+            RequestBody::HeartbeatRequest,
+            move |b| {
+                let group_id = b.create_string(&group);
+                let member_id = b.create_string(&member_id);
+                wire::HeartbeatRequest::create(
+                    b,
+                    &wire::HeartbeatRequestArgs { group_id: Some(group_id), member_id: Some(member_id), generation },
+                )
+                .as_union_value()
+            },
+            &[],
+        )
+        .await?;
+    let response = frame.response()?;
+    let r = response.body_as_heartbeat_response().ok_or_else(|| unexpected(&frame, "Heartbeat"))?;
+    code_result(r.error(), r.message())
+}
+
+pub async fn leave_group(conn: &Connection, group: &str, member_id: &str) -> Result<()> {
+    let (group, member_id) = (group.to_string(), member_id.to_string());
+    let frame = conn
+        .request(
+            RequestBody::LeaveGroupRequest,
+            move |b| {
+                let group_id = b.create_string(&group);
+                let member_id = b.create_string(&member_id);
+                wire::LeaveGroupRequest::create(
+                    b,
+                    &wire::LeaveGroupRequestArgs { group_id: Some(group_id), member_id: Some(member_id) },
+                )
+                .as_union_value()
+            },
+            &[],
+        )
+        .await?;
+    let response = frame.response()?;
+    let r = response.body_as_leave_group_response().ok_or_else(|| unexpected(&frame, "LeaveGroup"))?;
+    code_result(r.error(), r.message())
+}
+
+/// One offset to commit: (topic, partition, offset, metadata).
+pub type CommitOffset = (String, u32, u64, String);
+
+/// Commits offsets for a group member (`member_id` empty and `generation` -1: an admin
+/// commit, accepted only while the group has no members). Per-partition results.
+pub async fn commit_offsets(
+    conn: &Connection,
+    group: &str,
+    member_id: &str,
+    generation: i32,
+    offsets: &[CommitOffset],
+) -> Result<Vec<(String, u32, Result<()>)>> {
+    let (group, member_id, offsets) = (group.to_string(), member_id.to_string(), offsets.to_vec());
+    let frame = conn
+        .request(
+            RequestBody::OffsetCommitRequest,
+            move |b| {
+                let mut topics: Vec<(String, Vec<&CommitOffset>)> = Vec::new();
+                for o in &offsets {
+                    match topics.iter_mut().find(|(t, _)| *t == o.0) {
+                        Some((_, list)) => list.push(o),
+                        None => topics.push((o.0.clone(), vec![o])),
+                    }
+                }
+                let topics: Vec<_> = topics
+                    .iter()
+                    .map(|(topic, list)| {
+                        let items: Vec<_> = list
+                            .iter()
+                            .map(|(_, p, offset, metadata)| {
+                                let metadata = b.create_string(metadata);
+                                wire::OffsetCommitPartition::create(
+                                    b,
+                                    &wire::OffsetCommitPartitionArgs {
+                                        partition: *p,
+                                        offset: *offset as i64,
+                                        metadata: Some(metadata),
+                                    },
+                                )
+                            })
+                            .collect();
+                        let partitions = b.create_vector(&items);
+                        let topic = b.create_string(topic);
+                        wire::OffsetCommitTopic::create(
+                            b,
+                            &wire::OffsetCommitTopicArgs { topic: Some(topic), partitions: Some(partitions) },
+                        )
+                    })
+                    .collect();
+                let topics = b.create_vector(&topics);
+                let group_id = b.create_string(&group);
+                let member_id = b.create_string(&member_id);
+                wire::OffsetCommitRequest::create(
+                    b,
+                    &wire::OffsetCommitRequestArgs {
+                        group_id: Some(group_id),
+                        member_id: Some(member_id),
+                        generation,
+                        topics: Some(topics),
+                    },
+                )
+                .as_union_value()
+            },
+            &[],
+        )
+        .await?;
+    let response = frame.response()?;
+    let r = response.body_as_offset_commit_response().ok_or_else(|| unexpected(&frame, "OffsetCommit"))?;
+    code_result(r.error(), r.message())?;
+    let mut out = Vec::new();
+    for t in r.topics().iter().flatten() {
+        for p in t.partitions().iter().flatten() {
+            out.push((t.topic().unwrap_or("").to_string(), p.partition(), code_result(p.error(), p.message())));
+        }
+    }
+    Ok(out)
+}
+
+/// Committed offsets of a group: of `partitions`, or all when `None`. `None` offset:
+/// nothing committed.
+pub async fn fetch_offsets(
+    conn: &Connection,
+    group: &str,
+    partitions: Option<&[(String, u32)]>,
+) -> Result<Vec<(String, u32, Option<u64>, String)>> {
+    let (group, partitions) = (group.to_string(), partitions.map(<[(String, u32)]>::to_vec));
+    let frame = conn
+        .request(
+            RequestBody::OffsetFetchRequest,
+            move |b| {
+                let topics = partitions.map(|list| {
+                    let mut topics: Vec<(String, Vec<u32>)> = Vec::new();
+                    for (t, p) in &list {
+                        match topics.iter_mut().find(|(name, _)| name == t) {
+                            Some((_, ps)) => ps.push(*p),
+                            None => topics.push((t.clone(), vec![*p])),
+                        }
+                    }
+                    let items: Vec<_> = topics
+                        .iter()
+                        .map(|(t, ps)| {
+                            let topic = b.create_string(t);
+                            let partitions = b.create_vector(ps);
+                            wire::TopicPartitions::create(
+                                b,
+                                &wire::TopicPartitionsArgs { topic: Some(topic), partitions: Some(partitions) },
+                            )
+                        })
+                        .collect();
+                    b.create_vector(&items)
+                });
+                let group_id = b.create_string(&group);
+                wire::OffsetFetchRequest::create(b, &wire::OffsetFetchRequestArgs { group_id: Some(group_id), topics })
+                    .as_union_value()
+            },
+            &[],
+        )
+        .await?;
+    let response = frame.response()?;
+    let r = response.body_as_offset_fetch_response().ok_or_else(|| unexpected(&frame, "OffsetFetch"))?;
+    code_result(r.error(), r.message())?;
+    let mut out = Vec::new();
+    for t in r.topics().iter().flatten() {
+        for p in t.partitions().iter().flatten() {
+            out.push((
+                t.topic().unwrap_or("").to_string(),
+                p.partition(),
+                u64::try_from(p.offset()).ok(),
+                p.metadata().unwrap_or("").to_string(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// (group id, state, members) of every group.
+pub async fn list_groups(conn: &Connection) -> Result<Vec<(String, String, u32)>> {
+    let frame = conn
+        .request(
+            RequestBody::ListGroupsRequest,
+            |b| wire::ListGroupsRequest::create(b, &wire::ListGroupsRequestArgs {}).as_union_value(),
+            &[],
+        )
+        .await?;
+    let response = frame.response()?;
+    let r = response.body_as_list_groups_response().ok_or_else(|| unexpected(&frame, "ListGroups"))?;
+    Ok(r.groups()
+        .iter()
+        .flatten()
+        .map(|g| (g.group_id().unwrap_or("").to_string(), g.state().unwrap_or("").to_string(), g.members()))
+        .collect())
+}
+
+/// A group's members and their assignments.
+#[derive(Clone, Debug)]
+pub struct GroupInfo {
+    pub group: String,
+    pub state: String,
+    pub strategy: String,
+    pub generation: i32,
+    pub members: Vec<MemberInfo>,
+}
+
+/// A member of a group as the coordinator describes it.
+#[derive(Clone, Debug)]
+pub struct MemberInfo {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub assignment: Vec<(String, u32)>,
+}
+
+pub async fn describe_group(conn: &Connection, group: &str) -> Result<GroupInfo> {
+    let group_owned = group.to_string();
+    let frame = conn
+        .request(
+            RequestBody::DescribeGroupsRequest,
+            move |b| {
+                let id = b.create_string(&group_owned);
+                let ids = b.create_vector(&[id]);
+                wire::DescribeGroupsRequest::create(b, &wire::DescribeGroupsRequestArgs { group_ids: Some(ids) })
+                    .as_union_value()
+            },
+            &[],
+        )
+        .await?;
+    let response = frame.response()?;
+    let r = response.body_as_describe_groups_response().ok_or_else(|| unexpected(&frame, "DescribeGroups"))?;
+    let g = r
+        .groups()
+        .and_then(|g| g.iter().next())
+        .ok_or_else(|| ClientError::Protocol("empty DescribeGroups response".into()))?;
+    code_result(g.error(), g.message())?;
+    Ok(GroupInfo {
+        group: g.group_id().unwrap_or("").to_string(),
+        state: g.state().unwrap_or("").to_string(),
+        strategy: g.strategy().unwrap_or("").to_string(),
+        generation: g.generation(),
+        members: g
+            .members()
+            .iter()
+            .flatten()
+            .map(|m| MemberInfo {
+                member_id: m.member_id().unwrap_or("").to_string(),
+                client_id: m.client_id().unwrap_or("").to_string(),
+                client_host: m.client_host().unwrap_or("").to_string(),
+                assignment: pairs_of(m.assignment()),
+            })
+            .collect(),
+    })
+}
+
+pub async fn delete_group(conn: &Connection, group: &str) -> Result<()> {
+    let group_owned = group.to_string();
+    let frame = conn
+        .request(
+            RequestBody::DeleteGroupsRequest,
+            move |b| {
+                let id = b.create_string(&group_owned);
+                let ids = b.create_vector(&[id]);
+                wire::DeleteGroupsRequest::create(b, &wire::DeleteGroupsRequestArgs { group_ids: Some(ids) })
+                    .as_union_value()
+            },
+            &[],
+        )
+        .await?;
+    let response = frame.response()?;
+    let r = response.body_as_delete_groups_response().ok_or_else(|| unexpected(&frame, "DeleteGroups"))?;
+    topic_results(r.results()).into_iter().next().map_or(Ok(()), |(_, r)| r)
+}

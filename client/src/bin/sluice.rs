@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use sluice_client::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+use sluice_client::group::{GroupConfig, GroupConsumer};
 use sluice_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use sluice_client::{Admin, ClientError, NewTopic};
 use sluice_schemas::batch::Compression;
@@ -31,10 +32,20 @@ commands:
       separator is the key. A summary goes to stderr.
   consume TOPIC [--partition P] [--offset beginning|end|N] [--max-messages N]
                 [--timeout-ms T] [--format FMT]
+                [--group G [--session-timeout-ms N] [--heartbeat-interval-ms N]
+                 [--strategy range|roundrobin|cooperative-sticky]]
       prints records to stdout. Stops after --max-messages, or when no record came for
       --timeout-ms; otherwise follows the topic until interrupted.
       FMT tokens (kcat's): %t topic, %p partition, %o offset, %k key, %s value,
       %T timestamp (ms), %h headers (k=v,...), \\n newline, \\t tab. Default: \"%s\\n\".
+      With --group it joins consumer group G (the group assigns partitions and the
+      consumer starts at the committed offsets, or the beginning) and commits after
+      printing each batch of records.
+  group list
+  group describe G          members, assignment, and per partition committed offset,
+                            log end and lag
+  group reset-offsets G --topic T --to earliest|latest|N   (only while G has no members)
+  group delete G            (only while G has no members)
 
 The bootstrap address also comes from $SLUICE_BOOTSTRAP (default 127.0.0.1:9292).
 Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 no node reachable.";
@@ -129,6 +140,12 @@ fn compression(s: &str) -> Result<Compression, Failure> {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, stop quietly when the reader of stdout goes away
+    // (`sluice consume ... | head`), instead of failing on the broken pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let mut words: Vec<String> = std::env::args().skip(1).collect();
     if words.is_empty() || words.iter().any(|w| w == "-h" || w == "--help" || w == "help") {
         println!("{USAGE}");
@@ -173,6 +190,7 @@ fn finish(result: Result<(), Failure>) -> ExitCode {
 async fn run(servers: Vec<String>, words: Vec<String>) -> Result<(), Failure> {
     match words.first().map(String::as_str) {
         Some("topic") => topic(&servers, &words[1..]).await,
+        Some("group") => group(&servers, &words[1..]).await,
         Some("produce") => produce(&servers, &words[1..]).await,
         Some("consume") => consume(&servers, &words[1..]).await,
         Some(other) => Err(Failure::Usage(format!("unknown command {other:?}"))),
@@ -313,9 +331,34 @@ async fn produce(servers: &[String], words: &[String]) -> Result<(), Failure> {
     }
 }
 
+/// Where `consume` reads from: assigned partitions, or a consumer group.
+enum Source {
+    Plain(Box<Consumer>),
+    Group(Box<GroupConsumer>),
+}
+
+impl Source {
+    async fn poll(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        match self {
+            Source::Plain(c) => c.poll(wait).await,
+            Source::Group(g) => g.poll(wait).await,
+        }
+    }
+}
+
 async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
     let args = Args::parse(words, &[])?;
-    args.only(&["partition", "offset", "max-messages", "timeout-ms", "format"])?;
+    args.only(&[
+        "partition",
+        "offset",
+        "max-messages",
+        "timeout-ms",
+        "format",
+        "group",
+        "session-timeout-ms",
+        "heartbeat-interval-ms",
+        "strategy",
+    ])?;
     let topic = args.name("topic")?;
     let max_messages = args.number::<u64>("max-messages")?;
     let idle_timeout = args.number::<u64>("timeout-ms")?.map(Duration::from_millis);
@@ -328,6 +371,22 @@ async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
             n.parse().map_err(|_| Failure::Usage(format!("--offset {n:?}: beginning, end or a number")))?,
         ),
     };
+    let group = args.one("group").map(str::to_string);
+    if group.is_some() && (args.one("partition").is_some() || args.one("offset").is_some()) {
+        return Err(Failure::Usage("--group takes no --partition or --offset: the group assigns partitions".into()));
+    }
+    let group_config = match &group {
+        Some(g) => Some(GroupConfig {
+            group_id: g.clone(),
+            session_timeout_ms: args.number::<u32>("session-timeout-ms")?.unwrap_or(10_000),
+            heartbeat_interval_ms: args.number::<u64>("heartbeat-interval-ms")?.unwrap_or(1_000),
+            strategy: args.one("strategy").unwrap_or("cooperative-sticky").to_string(),
+            // Offsets are committed after each printed batch instead.
+            enable_auto_commit: false,
+            ..GroupConfig::default()
+        }),
+        None => None,
+    };
     let config = ConsumerConfig {
         bootstrap_servers: servers.to_vec(),
         client_id: "sluice-cli".into(),
@@ -335,20 +394,30 @@ async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
         fetch_max_wait_ms: 200,
         ..ConsumerConfig::default()
     };
-    let partition = args.number::<u32>("partition")?;
-    let mut consumer = Consumer::new(config).await?;
-    let partitions: Vec<u32> = match partition {
-        Some(p) => vec![p],
+    let mut source = match group_config {
+        Some(gc) => {
+            let mut g = GroupConsumer::new(config, gc).await?;
+            g.subscribe(vec![topic.clone()]).await?;
+            Source::Group(Box::new(g))
+        }
         None => {
-            let admin = Admin::connect(servers).await?;
-            let info = admin.describe_topic(&topic).await?;
-            info.partitions?.iter().map(|p| p.partition).collect()
+            let partition = args.number::<u32>("partition")?;
+            let mut consumer = Consumer::new(config).await?;
+            let partitions: Vec<u32> = match partition {
+                Some(p) => vec![p],
+                None => {
+                    let admin = Admin::connect(servers).await?;
+                    let info = admin.describe_topic(&topic).await?;
+                    info.partitions?.iter().map(|p| p.partition).collect()
+                }
+            };
+            consumer.assign(partitions.iter().map(|&p| (topic.clone(), p)).collect());
+            for &p in &partitions {
+                consumer.seek(&topic, p, seek).await?;
+            }
+            Source::Plain(Box::new(consumer))
         }
     };
-    consumer.assign(partitions.iter().map(|&p| (topic.clone(), p)).collect());
-    for &p in &partitions {
-        consumer.seek(&topic, p, seek).await?;
-    }
     let mut printed = 0u64;
     let mut last_record = Instant::now();
     let stdout = std::io::stdout();
@@ -362,19 +431,108 @@ async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
         let wait = idle_timeout.map_or(Duration::from_millis(500), |t| {
             t.saturating_sub(last_record.elapsed()).min(Duration::from_millis(500))
         });
-        let records = consumer.poll(wait).await?;
+        let records = source.poll(wait).await?;
         if !records.is_empty() {
             last_record = Instant::now();
         }
-        let mut out = stdout.lock();
-        for r in records {
-            if max_messages.is_some_and(|m| printed >= m) {
-                break;
+        let mut committed_up_to = Vec::new();
+        {
+            let mut out = stdout.lock();
+            for r in records {
+                if max_messages.is_some_and(|m| printed >= m) {
+                    break;
+                }
+                out.write_all(&render(&format, &r)).map_err(|e| Failure::Failed(format!("writing stdout: {e}")))?;
+                committed_up_to.retain(|(t, p, _): &(String, u32, u64)| !(t == &r.topic && *p == r.partition));
+                committed_up_to.push((r.topic.clone(), r.partition, r.offset + 1));
+                printed += 1;
             }
-            out.write_all(&render(&format, &r)).map_err(|e| Failure::Failed(format!("writing stdout: {e}")))?;
-            printed += 1;
+            out.flush().map_err(|e| Failure::Failed(format!("writing stdout: {e}")))?;
         }
-        out.flush().map_err(|e| Failure::Failed(format!("writing stdout: {e}")))?;
+        // In a group: commit what was printed (at-least-once: a crash before this
+        // commit re-delivers these records to the partition's next owner).
+        if let Source::Group(g) = &mut source {
+            if !committed_up_to.is_empty() {
+                if let Err(e) = g.commit_offsets(&committed_up_to).await {
+                    eprintln!("sluice: commit failed ({e}); the records will be delivered again");
+                }
+            }
+        }
+    }
+    if let Source::Group(g) = source {
+        g.close().await?;
+    }
+    Ok(())
+}
+
+async fn group(servers: &[String], words: &[String]) -> Result<(), Failure> {
+    let Some(sub) = words.first() else { return Err(Failure::Usage("group needs a subcommand".into())) };
+    let args = Args::parse(&words[1..], &[])?;
+    match sub.as_str() {
+        "list" => {
+            args.only(&[])?;
+            let admin = Admin::connect(servers).await?;
+            for (group, state, members) in admin.list_groups().await? {
+                println!("{group}\t{state}\t{members} members");
+            }
+        }
+        "describe" => {
+            args.only(&[])?;
+            let name = args.name("group id")?;
+            let admin = Admin::connect(servers).await?;
+            let info = admin.describe_group(&name).await?;
+            println!(
+                "group {}: {} (generation {}, strategy {}), {} members",
+                info.group,
+                info.state,
+                info.generation,
+                if info.strategy.is_empty() { "-" } else { &info.strategy },
+                info.members.len()
+            );
+            for m in &info.members {
+                println!(
+                    "  member {} ({} at {}): {} partitions",
+                    m.member_id,
+                    m.client_id,
+                    m.client_host,
+                    m.assignment.len()
+                );
+            }
+            println!("{:<24} {:>9} {:>12} {:>12} {:>10}  MEMBER", "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG");
+            for l in admin.group_lag(&name).await? {
+                let committed = l.committed.map_or_else(|| "-".to_string(), |c| c.to_string());
+                let member = l.member_id.unwrap_or_else(|| "-".to_string());
+                println!(
+                    "{:<24} {:>9} {:>12} {:>12} {:>10}  {member}",
+                    l.topic, l.partition, committed, l.log_end, l.lag
+                );
+            }
+        }
+        "reset-offsets" => {
+            args.only(&["topic", "to"])?;
+            let name = args.name("group id")?;
+            let topic = args.one("topic").ok_or_else(|| Failure::Usage("--topic is required".into()))?.to_string();
+            let to = match args.one("to").ok_or_else(|| Failure::Usage("--to is required".into()))? {
+                "earliest" => sluice_client::protocol::EARLIEST,
+                "latest" => sluice_client::protocol::LATEST,
+                n => n
+                    .parse::<u64>()
+                    .map_err(|_| Failure::Usage(format!("--to {n:?}: earliest, latest or an offset")))?
+                    as i64,
+            };
+            let admin = Admin::connect(servers).await?;
+            for (p, o) in admin.reset_offsets(&name, &topic, to).await? {
+                println!("{topic}\t{p}\t{o}");
+            }
+        }
+        "delete" => {
+            args.only(&[])?;
+            let name = args.name("group id")?;
+            let admin = Admin::connect(servers).await?;
+            admin.delete_group(&name).await?;
+            eprintln!("deleted group {name}");
+        }
+        other => return Err(Failure::Usage(format!("unknown group subcommand {other:?}"))),
     }
     Ok(())
 }
