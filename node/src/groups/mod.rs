@@ -854,6 +854,72 @@ mod tests {
         assert_eq!(parse_offset_value(&[1, 2]), None);
     }
 
+    struct FakeHost;
+
+    impl GroupHost for FakeHost {
+        fn partition_count(&self, topic: &str) -> Option<u32> {
+            (topic == "t").then_some(6)
+        }
+        fn offsets_log(&self, _partition: u32) -> Option<Rc<PartitionLog>> {
+            None
+        }
+    }
+
+    fn join_request(member_id: &str) -> GroupRequest {
+        GroupRequest::Join {
+            group: "g".into(),
+            member_id: member_id.into(),
+            client_id: "c".into(),
+            client_host: "h".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            topics: vec!["t".into()],
+            strategy: "range".into(),
+        }
+    }
+
+    fn joined(reply: GroupReply) -> JoinResult {
+        match reply {
+            GroupReply::Joined(Ok(j)) => j,
+            other => panic!("expected a join, got {other:?}"),
+        }
+    }
+
+    /// A second member's join puts the group in a rebalance: the first member's heartbeat
+    /// says so, its rejoin completes the rebalance for both with a new generation, and
+    /// heartbeats or commits from the old generation are refused.
+    #[test]
+    fn a_join_rebalances_the_group_and_old_generations_are_fenced() {
+        use futures_lite::future::block_on;
+        let c = Coordinator::default();
+        let first = joined(block_on(c.handle(&FakeHost, join_request(""))));
+        assert_eq!(first.generation, 1);
+        assert_eq!(first.assignment.len(), 6);
+        let second_join = c.handle(&FakeHost, join_request(""));
+        let first_again = async {
+            // The heartbeat that tells the first member to rejoin.
+            let beat = c.heartbeat("g", &first.member_id, first.generation);
+            assert_eq!(beat.unwrap_err().kind, ErrorKind::RebalanceInProgress);
+            c.handle(&FakeHost, join_request(&first.member_id)).await
+        };
+        let (second, first2) = block_on(futures_lite::future::zip(second_join, first_again));
+        let (second, first2) = (joined(second), joined(first2));
+        assert_eq!((second.generation, first2.generation), (2, 2));
+        assert_eq!(second.assignment.len() + first2.assignment.len(), 6);
+        assert_eq!(second.assignment.len(), 3);
+        let stale = c.heartbeat("g", &first.member_id, 1).unwrap_err();
+        assert_eq!(stale.kind, ErrorKind::IllegalGeneration);
+        let commit = block_on(c.commit(&FakeHost, "g", &first.member_id, 1, vec![("t".into(), 0, 5, String::new())]));
+        assert_eq!(commit.unwrap_err().kind, ErrorKind::IllegalGeneration);
+        assert!(c.heartbeat("g", "nobody", 2).is_err());
+        // Leaving rebalances the rest; the last one leaving empties the group.
+        c.leave(&FakeHost, "g", &first.member_id).unwrap();
+        let last = joined(block_on(c.handle(&FakeHost, join_request(&second.member_id))));
+        assert_eq!(last.assignment.len(), 6);
+        c.leave(&FakeHost, "g", &second.member_id).unwrap();
+        assert_eq!(c.list(), vec![("g".to_string(), "Empty".to_string(), 0)]);
+    }
+
     #[test]
     fn groups_spread_over_the_offsets_partitions() {
         let used: BTreeSet<u32> = (0..100).map(|i| offsets_partition(&format!("group-{i}"))).collect();

@@ -44,7 +44,9 @@ async fn scrape(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()>
         head.extend_from_slice(&buf[..n]);
     }
     let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-        ("200 OK", gather(shard).await.render(shard.shards))
+        let mut text = gather(shard).await.render(shard.shards);
+        text.push_str(&group_lag(shard).await);
+        ("200 OK", text)
     } else {
         ("404 Not Found", "only /metrics is served here\n".to_string())
     };
@@ -64,4 +66,46 @@ async fn gather(shard: &Rc<Shard>) -> Metrics {
         }
     }
     total
+}
+
+/// Per group and partition: the committed offset and the lag (log end minus committed),
+/// what Burrow reads from Kafka.
+async fn group_lag(shard: &Rc<Shard>) -> String {
+    use std::fmt::Write as _;
+    let mut committed = Vec::new();
+    for s in 0..shard.shards {
+        if let ShardReply::GroupOffsets(list) = shard.call(ShardId(s), ShardRequest::GroupOffsets).await {
+            committed.extend(list);
+        }
+    }
+    committed.sort();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP sluice_group_committed_offset The offset a consumer group committed, by partition.\n# TYPE sluice_group_committed_offset gauge"
+    );
+    for (group, topic, partition, offset) in &committed {
+        let _ = writeln!(
+            out,
+            "sluice_group_committed_offset{{group=\"{group}\",topic=\"{topic}\",partition=\"{partition}\"}} {offset}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_group_lag Records between a group's committed offset and the log end, by partition.\n# TYPE sluice_group_lag gauge"
+    );
+    for (group, topic, partition, offset) in &committed {
+        let owner = shard.owner(topic, *partition);
+        let end = match shard
+            .call(owner, ShardRequest::ListOffset { topic: topic.clone(), partition: *partition, timestamp: -1 })
+            .await
+        {
+            ShardReply::Offset(Ok(Some(end))) => end,
+            _ => continue,
+        };
+        let lag = end.saturating_sub(u64::try_from(*offset).unwrap_or(0));
+        let _ =
+            writeln!(out, "sluice_group_lag{{group=\"{group}\",topic=\"{topic}\",partition=\"{partition}\"}} {lag}");
+    }
+    out
 }
