@@ -153,12 +153,23 @@ pub fn apply_admin(metadata: &mut Metadata, request: &AdminRequest) -> Vec<(Stri
                 (t.name.clone(), r.map_err(NodeError::from))
             })
             .collect(),
-        AdminRequest::DeleteTopics { names } => {
-            names.iter().map(|n| (n.clone(), metadata.delete(n).map(|_| ()).map_err(NodeError::from))).collect()
-        }
+        AdminRequest::DeleteTopics { names } => names
+            .iter()
+            .map(|n| {
+                let r = if n == crate::groups::OFFSETS_TOPIC {
+                    Err(internal(n, "deleted"))
+                } else {
+                    metadata.delete(n).map(|_| ()).map_err(NodeError::from)
+                };
+                (n.clone(), r)
+            })
+            .collect(),
         AdminRequest::CreatePartitions { topics, .. } => topics
             .iter()
             .map(|(name, count)| {
+                if name == crate::groups::OFFSETS_TOPIC {
+                    return (name.clone(), Err(internal(name, "given partitions")));
+                }
                 let r = if check {
                     metadata.check_partitions(name, *count)
                 } else {
@@ -179,4 +190,13 @@ pub fn apply_admin(metadata: &mut Metadata, request: &AdminRequest) -> Vec<(Stri
             })
             .collect(),
     }
+}
+
+/// Refuses a change to an internal topic: the groups' offsets live there, and a group
+/// finds its offsets partition by hashing over its partition count.
+fn internal(name: &str, what: &str) -> NodeError {
+    NodeError::new(
+        crate::errors::ErrorKind::InvalidTopic,
+        format!("{name} is an internal topic (consumer group offsets) and cannot be {what}"),
+    )
 }
