@@ -255,7 +255,11 @@ impl GroupConsumer {
         if member_id.is_empty() {
             return Ok(());
         }
-        protocol::leave_group(&self.conn, &self.config.group_id, &member_id).await
+        match protocol::leave_group(&self.conn, &self.config.group_id, &member_id).await {
+            // Already gone (its session expired): leaving is done.
+            Err(e) if protocol::error_code(&e) == Some(ErrorCode(25)) => Ok(()),
+            other => other,
+        }
     }
 
     async fn rejoin(&mut self) -> Result<()> {
@@ -313,6 +317,19 @@ impl GroupConsumer {
             }
         }
         Ok(())
+    }
+}
+
+/// A consumer dropped without `close` stops heartbeating: the coordinator then removes
+/// it when its session times out and its partitions go to the other members. (Without
+/// this, the detached heartbeat task would keep a member that no longer polls in the
+/// group for as long as the runtime lives, holding its partitions, and every rebalance
+/// would wait for it until the rebalance timeout.)
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
     }
 }
 

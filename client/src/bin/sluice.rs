@@ -431,7 +431,12 @@ async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
         let wait = idle_timeout.map_or(Duration::from_millis(500), |t| {
             t.saturating_sub(last_record.elapsed()).min(Duration::from_millis(500))
         });
-        let records = source.poll(wait).await?;
+        // SIGINT or SIGTERM end the loop, so a group member leaves at once and its
+        // partitions move without waiting for its session to expire.
+        let records = tokio::select! {
+            r = source.poll(wait) => r?,
+            () = stop_signal() => break,
+        };
         if !records.is_empty() {
             last_record = Instant::now();
         }
@@ -463,6 +468,20 @@ async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
         g.close().await?;
     }
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM (never, if the handlers cannot be installed).
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 async fn group(servers: &[String], words: &[String]) -> Result<(), Failure> {

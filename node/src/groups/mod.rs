@@ -437,7 +437,14 @@ impl Coordinator {
                         format!("member {member_id:?} was removed from group {group_id:?} during the rebalance"),
                     ));
                 };
-                if group.state == State::Stable && group.generation > started_generation {
+                // The rebalance this join took part in completed: answer with its
+                // generation and assignment, whatever the group's state is now. Another
+                // join may have started the next rebalance before this task was woken;
+                // waiting for that one instead would wait for this member to rejoin, which
+                // it cannot do before it has this answer (it would stall until the
+                // rebalance deadline and then be dropped). The member learns of the next
+                // rebalance from its next heartbeat.
+                if group.generation > started_generation {
                     return Ok(JoinResult {
                         generation: group.generation,
                         member_id: member_id.clone(),

@@ -53,6 +53,13 @@ pub async fn produce(
                 if let Err(e) = shard.check_partition(&name, partition) {
                     return (partition, Err(e));
                 }
+                if name == crate::groups::OFFSETS_TOPIC {
+                    let e = NodeError::new(
+                        ErrorKind::InvalidTopic,
+                        format!("{name} is an internal topic; only the group coordinator writes to it"),
+                    );
+                    return (partition, Err(e));
+                }
                 let owner = shard.owner(&name, partition);
                 if owner == shard.id {
                     return (partition, shard.append_local(&name, partition, records).await);
