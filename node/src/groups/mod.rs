@@ -53,42 +53,14 @@ pub fn offsets_partition(group: &str) -> u32 {
 /// A group request, sent to the group's coordinator shard.
 #[derive(Clone, Debug)]
 pub enum GroupRequest {
-    Join {
-        group: String,
-        member_id: String,
-        client_id: String,
-        client_host: String,
-        session_timeout_ms: u32,
-        rebalance_timeout_ms: u32,
-        topics: Vec<String>,
-        strategy: String,
-    },
-    Heartbeat {
-        group: String,
-        member_id: String,
-        generation: i32,
-    },
-    Leave {
-        group: String,
-        member_id: String,
-    },
-    Commit {
-        group: String,
-        member_id: String,
-        generation: i32,
-        offsets: Vec<(String, u32, i64, String)>,
-    },
-    Fetch {
-        group: String,
-        partitions: Option<Vec<(String, u32)>>,
-    },
+    Join { group: String, join: JoinArgs },
+    Heartbeat { group: String, member_id: String, generation: i32 },
+    Leave { group: String, member_id: String },
+    Commit { group: String, member_id: String, generation: i32, offsets: Vec<(String, u32, i64, String)> },
+    Fetch { group: String, partitions: Option<Vec<(String, u32)>> },
     List,
-    Describe {
-        group: String,
-    },
-    Delete {
-        group: String,
-    },
+    Describe { group: String },
+    Delete { group: String },
 }
 
 impl GroupRequest {
@@ -324,27 +296,7 @@ impl Coordinator {
 
     pub async fn handle(&self, host: &dyn GroupHost, request: GroupRequest) -> GroupReply {
         match request {
-            GroupRequest::Join {
-                group,
-                member_id,
-                client_id,
-                client_host,
-                session_timeout_ms,
-                rebalance_timeout_ms,
-                topics,
-                strategy,
-            } => {
-                let join = JoinArgs {
-                    member_id,
-                    client_id,
-                    client_host,
-                    session_timeout_ms,
-                    rebalance_timeout_ms,
-                    topics,
-                    strategy,
-                };
-                GroupReply::Joined(self.join(host, &group, join).await)
-            }
+            GroupRequest::Join { group, join } => GroupReply::Joined(self.join(host, &group, join).await),
             GroupRequest::Heartbeat { group, member_id, generation } => {
                 GroupReply::Done(self.heartbeat(&group, &member_id, generation))
             }
@@ -796,14 +748,17 @@ impl Coordinator {
     }
 }
 
-struct JoinArgs {
-    member_id: String,
-    client_id: String,
-    client_host: String,
-    session_timeout_ms: u32,
-    rebalance_timeout_ms: u32,
-    topics: Vec<String>,
-    strategy: String,
+/// A member's join: who it is and what it wants.
+#[derive(Clone, Debug)]
+pub struct JoinArgs {
+    /// Empty on a member's first join.
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+    pub topics: Vec<String>,
+    pub strategy: String,
 }
 
 fn start_rebalance(group: &mut Group, group_id: &str, joined: Option<&str>) {
@@ -875,13 +830,15 @@ mod tests {
     fn join_request(member_id: &str) -> GroupRequest {
         GroupRequest::Join {
             group: "g".into(),
-            member_id: member_id.into(),
-            client_id: "c".into(),
-            client_host: "h".into(),
-            session_timeout_ms: 10_000,
-            rebalance_timeout_ms: 10_000,
-            topics: vec!["t".into()],
-            strategy: "range".into(),
+            join: JoinArgs {
+                member_id: member_id.into(),
+                client_id: "c".into(),
+                client_host: "h".into(),
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 10_000,
+                topics: vec!["t".into()],
+                strategy: "range".into(),
+            },
         }
     }
 

@@ -9,7 +9,7 @@ use sluice_schemas::wire::{self, ErrorCode, ResponseBody};
 
 use super::{error_code, respond, topic_results, ResponseFrame, Server};
 use crate::errors::{ErrorKind, NodeError};
-use crate::groups::{GroupReply, GroupRequest};
+use crate::groups::{GroupReply, GroupRequest, JoinArgs};
 
 fn unexpected(reply: &GroupReply) -> NodeError {
     NodeError::new(ErrorKind::Unknown, format!("unexpected group reply {reply:?}"))
@@ -70,13 +70,15 @@ pub async fn join(
 ) -> ResponseFrame {
     let request = GroupRequest::Join {
         group: str_of(r.group_id()),
-        member_id: str_of(r.member_id()),
-        client_id: client_id.to_string(),
-        client_host: peer.to_string(),
-        session_timeout_ms: r.session_timeout_ms(),
-        rebalance_timeout_ms: r.rebalance_timeout_ms(),
-        topics: r.topics().map(|t| t.iter().map(str::to_string).collect()).unwrap_or_default(),
-        strategy: r.strategy().filter(|s| !s.is_empty()).unwrap_or("range").to_string(),
+        join: JoinArgs {
+            member_id: str_of(r.member_id()),
+            client_id: client_id.to_string(),
+            client_host: peer.to_string(),
+            session_timeout_ms: r.session_timeout_ms(),
+            rebalance_timeout_ms: r.rebalance_timeout_ms(),
+            topics: r.topics().map(|t| t.iter().map(str::to_string).collect()).unwrap_or_default(),
+            strategy: r.strategy().filter(|s| !s.is_empty()).unwrap_or("range").to_string(),
+        },
     };
     let reply = server.shard.group_call(request).await;
     let mut b = FlatBufferBuilder::new();
