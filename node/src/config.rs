@@ -20,7 +20,7 @@ sluice-node: the Sluice storage node
 usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--shards N]
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N]
-                   [--request-memory-bytes N] [--spin-before-park-us N]
+                   [--request-memory-bytes N] [--spin-before-park-us N] [--retention-check-ms N]
 
   --config FILE             TOML file with the same keys (e.g. `data-dir = \"/var/lib/sluice\"`,
                             `[topic-defaults]` with topic config keys); flags win over it
@@ -38,6 +38,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--shar
   --request-memory-bytes N  memory for request bodies per shard (default 268435456)
   --spin-before-park-us N   an idle shard polls this long before sleeping (default 0): lower
                             latency for requests to an idle node, a busy core while polling
+  --retention-check-ms N    how often retention deletes expired segments (default 300000)
   -h, --help                this text
 
 Logs go to stderr; RUST_LOG sets the filter (default info). SIGTERM or SIGINT shut the
@@ -63,6 +64,8 @@ pub struct NodeConfig {
     /// Polling cuts the wake-up latency of a request that arrives on an idle shard, at
     /// the cost of a busy core while it polls.
     pub spin_before_park_us: u64,
+    /// How often each shard applies topics' retention (log.retention.check.interval.ms).
+    pub retention_check_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -78,6 +81,7 @@ impl Default for NodeConfig {
             request_memory_bytes_max: 256 << 20,
             topic_defaults: LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() },
             spin_before_park_us: 0,
+            retention_check_ms: 300_000,
         }
     }
 }
@@ -129,6 +133,7 @@ impl NodeConfig {
             "max-in-flight" => self.in_flight_per_connection_max = number(key, value, 1, 4096)?,
             "request-memory-bytes" => self.request_memory_bytes_max = number(key, value, 1 << 20, 1 << 40)?,
             "spin-before-park-us" => self.spin_before_park_us = number(key, value, 0, 1_000_000)?,
+            "retention-check-ms" => self.retention_check_ms = number(key, value, 10, 86_400_000)?,
             _ => return Err(format!("unknown setting {key:?} (see --help)")),
         }
         Ok(())

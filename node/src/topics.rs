@@ -76,6 +76,14 @@ fn parse_range(value: &str, min: u64, max: u64) -> Result<u64, String> {
     }
 }
 
+/// A limit that may be -1 (none): `None` for -1, else a whole number from 0.
+fn parse_limit(value: &str) -> Result<Option<u64>, String> {
+    match value.trim() {
+        "-1" => Ok(None),
+        v => v.parse::<u64>().map(Some).map_err(|_| "must be -1 (no limit) or a whole number from 0".to_string()),
+    }
+}
+
 /// The topic configs the node implements today. Keys for features that do not exist yet
 /// (retention, compaction, replication) are refused rather than silently ignored.
 const CONFIG_KEYS: &[ConfigKey] = &[
@@ -106,6 +114,39 @@ const CONFIG_KEYS: &[ConfigKey] = &[
         check: |v| parse_range(v, 1, i32::MAX as u64).map(|_| ()),
         apply: |v, c| c.index_interval_bytes = v.trim().parse().unwrap_or(c.index_interval_bytes),
         default: |c| c.index_interval_bytes.to_string(),
+    },
+    ConfigKey {
+        name: "retention.ms",
+        doc: "delete closed segments whose newest record is older than this; -1 keeps forever",
+        check: |v| parse_limit(v).map(|_| ()),
+        apply: |v, c| c.retention_ms = parse_limit(v).unwrap_or(c.retention_ms),
+        default: |c| c.retention_ms.map_or("-1".to_string(), |v| v.to_string()),
+    },
+    ConfigKey {
+        name: "retention.bytes",
+        doc: "delete the oldest closed segments while a partition is larger; -1 is no limit",
+        check: |v| parse_limit(v).map(|_| ()),
+        apply: |v, c| c.retention_bytes = parse_limit(v).unwrap_or(c.retention_bytes),
+        default: |c| c.retention_bytes.map_or("-1".to_string(), |v| v.to_string()),
+    },
+    ConfigKey {
+        name: "message.timestamp.type",
+        doc: "CreateTime (the producer's) or LogAppendTime (the node's clock at append)",
+        check: |v| match v {
+            "CreateTime" | "LogAppendTime" => Ok(()),
+            _ => Err("must be CreateTime or LogAppendTime".to_string()),
+        },
+        apply: |v, c| {
+            c.timestamp_type = if v == "LogAppendTime" {
+                sluice_schemas::batch::TimestampType::LogAppendTime
+            } else {
+                sluice_schemas::batch::TimestampType::CreateTime
+            }
+        },
+        default: |c| match c.timestamp_type {
+            sluice_schemas::batch::TimestampType::LogAppendTime => "LogAppendTime".to_string(),
+            sluice_schemas::batch::TimestampType::CreateTime => "CreateTime".to_string(),
+        },
     },
     ConfigKey {
         name: "fsync.policy",

@@ -373,3 +373,67 @@ fn appends_that_arrive_together_share_writes_and_report_their_durability() {
         }
     });
 }
+
+#[test]
+fn retention_deletes_closed_segments_past_the_time_and_size_limits_but_never_the_active_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let clock = sluice_node::io::Clock::manual(1_000_000);
+        let config = LogConfig { retention_ms: Some(10_000), clock: clock.clone(), ..small_config() };
+        let (log, _) = PartitionLog::open(&path, config).await.unwrap();
+        for i in 0..30u64 {
+            // Batch i's records are stamped 1000*i (ms), far in the past for the clock.
+            log.append(&batch(i, 4, 200, 1000 * i as i64)).await.unwrap();
+        }
+        let segments = log.segments();
+        assert!(segments.len() >= 3);
+        // Everything is older than 10 s at t=1000 s: every closed segment goes.
+        let deleted = log.apply_retention().await.unwrap();
+        assert_eq!(deleted, segments.len() - 1);
+        assert_eq!(log.segments().len(), 1, "the active segment stays");
+        assert_eq!(log.log_start_offset(), segments.last().unwrap().base);
+        assert!(matches!(log.read(Offset(0), 1).await, Err(StorageError::OffsetOutOfRange { .. })));
+        log.close().await.unwrap();
+
+        // By size: keep the newest segments within 20 KiB, whatever their age.
+        let sized = path.join("sized");
+        let config = LogConfig { retention_ms: None, retention_bytes: Some(20 * 1024), ..small_config() };
+        let (log, _) = PartitionLog::open(&sized, config).await.unwrap();
+        for i in 0..60u64 {
+            log.append(&batch(i, 4, 200, 0)).await.unwrap();
+        }
+        log.apply_retention().await.unwrap();
+        let kept: u64 = log.segments().iter().map(|s| s.size_bytes).sum();
+        assert!(kept <= 20 * 1024, "{kept}");
+        assert!(log.log_start_offset() > Offset(0));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn log_append_time_topics_stamp_batches_with_the_nodes_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let clock = sluice_node::io::Clock::manual(1_700_000_000_000);
+        let config = LogConfig {
+            timestamp_type: sluice_schemas::batch::TimestampType::LogAppendTime,
+            clock: clock.clone(),
+            ..LogConfig::default()
+        };
+        let (log, _) = PartitionLog::open(&path, config).await.unwrap();
+        let info = log.append(&batch(1, 3, 10, 5)).await.unwrap();
+        assert_eq!(info.log_append_time_ms, Some(1_700_000_000_000));
+        let stored = log.read(Offset(0), 1 << 20).await.unwrap().to_vec();
+        let checked = sluice_schemas::batch::check_batch(&stored).unwrap();
+        let header = checked.header();
+        assert_eq!(header.attributes().timestamp_type(), sluice_schemas::batch::TimestampType::LogAppendTime);
+        assert_eq!(header.max_timestamp(), 1_700_000_000_000);
+        for r in sluice_schemas::records::RecordIter::from_bytes(&stored).unwrap() {
+            assert_eq!(r.unwrap().timestamp, 1_700_000_000_000, "every record reads the append time");
+        }
+        assert_eq!(log.offset_for_timestamp(1_700_000_000_000).await.unwrap(), Some(Offset(0)));
+        log.close().await.unwrap();
+    });
+}

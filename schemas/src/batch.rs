@@ -323,6 +323,23 @@ pub fn set_base_offset(bytes: &mut [u8], base: Offset) {
     header.base_offset.set(base.0 as i64);
 }
 
+/// Stamps the batch at the start of `bytes` with the node's append time, as Kafka does for
+/// topics with LogAppendTime: the timestamp-type bit is set, the max timestamp becomes
+/// `now_ms` (readers take every record's timestamp from it), and the CRC is resealed.
+/// Panics if `bytes` holds no whole batch (callers pass checked batches).
+pub fn stamp_log_append_time(bytes: &mut [u8], now_ms: i64) {
+    {
+        let (header, _) = match BatchHeader::mut_from_prefix(bytes) {
+            Ok(parts) => parts,
+            Err(_) => panic!("stamp_log_append_time on {} bytes, less than a header", bytes.len()),
+        };
+        let attributes = header.attributes.get() as u16 | Attributes::TIMESTAMP_TYPE_BIT;
+        header.attributes.set(attributes as i16);
+        header.max_timestamp.set(now_ms);
+    }
+    reseal_crc(bytes);
+}
+
 /// Recomputes and stores the CRC of the batch at the start of `bytes` (after the node
 /// changed a covered field, e.g. LogAppendTime stamping), over exactly the bytes its
 /// length field names. Panics if `bytes` holds no whole batch: callers pass batches

@@ -711,3 +711,83 @@ async fn typed_producers_serialize_keys_and_values_as_kafkas_serializers() {
     }
     typed.inner().close().await;
 }
+
+/// Retention by time removes whole old segments: the log start moves past them, a fetch
+/// below it is out of range, and a consumer at an expired position resets to the new
+/// log start (auto.offset.reset = earliest) and reads what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_segments_are_deleted_and_consumers_reset_to_the_new_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"), SHARDS, &["--retention-check-ms", "100"]);
+    let admin = Admin::connect(&bootstrap(&node)).await.unwrap();
+    let configs =
+        vec![("segment.bytes".to_string(), "8192".to_string()), ("retention.ms".to_string(), "2000".to_string())];
+    admin
+        .create_topic(NewTopic { name: "expiring".into(), partitions: 1, replication_factor: 1, configs })
+        .await
+        .unwrap();
+    let producer = Producer::new(ProducerConfig { linger_ms: 0, ..producer_config(&node) }).await.unwrap();
+    // Old records (an hour ago), then fresh ones: only the old segments may go.
+    let old = now_ms() - 3_600_000;
+    for i in 0..40i64 {
+        let d = producer.send(ProducerRecord::new("expiring", vec![b'o'; 1000]).timestamp(old + i)).await.unwrap();
+        delivered(d, "old record").await.unwrap();
+    }
+    for _ in 0..5 {
+        let d = producer.send(ProducerRecord::new("expiring", vec![b'n'; 1000])).await.unwrap();
+        delivered(d, "new record").await.unwrap();
+    }
+    let conn = connect(&node).await;
+    let deadline = Instant::now() + WAIT;
+    let start = loop {
+        let r = protocol::list_offsets(&conn, &[("expiring".into(), 0, protocol::EARLIEST)]).await.unwrap();
+        let start = r[0].2.clone().unwrap().unwrap();
+        if start > 0 {
+            break start;
+        }
+        assert!(Instant::now() < deadline, "retention deleted nothing within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(start <= 40, "the fresh records stay: log start {start}");
+    let limits = FetchLimits { max_wait_ms: 0, min_bytes: 1, max_bytes: FETCH_BYTES };
+    let part = FetchPartition { topic: "expiring".into(), partition: 0, offset: 0, max_bytes: FETCH_BYTES };
+    let fetched = protocol::fetch(&conn, limits, &[part]).await.unwrap();
+    let error = fetched[0].result.clone().unwrap_err();
+    assert_eq!(protocol::error_code(&error), Some(sluice_client::ErrorCode(1)), "{error}");
+    let mut consumer = Consumer::new(consumer_config(&node, OffsetReset::Earliest)).await.unwrap();
+    consumer.assign(vec![("expiring".into(), 0)]);
+    consumer.seek("expiring", 0, SeekTo::Offset(0)).await.unwrap();
+    let mut first = None;
+    let deadline = Instant::now() + WAIT;
+    while first.is_none() {
+        assert!(Instant::now() < deadline, "no record after the reset within {WAIT:?}");
+        first = consumer.poll(POLL).await.unwrap().first().map(|r| r.offset);
+    }
+    assert_eq!(first, Some(start), "the consumer reset to the log start");
+    producer.close().await;
+}
+
+/// A LogAppendTime topic carries the node's clock: the delivery and the consumed record
+/// show the append time, not the producer's timestamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_append_time_topics_replace_the_producers_timestamps() {
+    let (_dir, node) = start_node();
+    let admin = Admin::connect(&bootstrap(&node)).await.unwrap();
+    let configs = vec![("message.timestamp.type".to_string(), "LogAppendTime".to_string())];
+    admin
+        .create_topic(NewTopic { name: "stamped".into(), partitions: 1, replication_factor: 1, configs })
+        .await
+        .unwrap();
+    let before = now_ms();
+    let producer = Producer::new(producer_config(&node)).await.unwrap();
+    let d = producer.send(ProducerRecord::new("stamped", "v").timestamp(1_000)).await.unwrap();
+    delivered(d, "stamped record").await.unwrap();
+    let records = consume_to(&node, "stamped", &[1]).await;
+    assert_eq!(records[0].timestamp_type, sluice_schemas::batch::TimestampType::LogAppendTime);
+    assert!(records[0].timestamp_ms >= before && records[0].timestamp_ms <= now_ms(), "{}", records[0].timestamp_ms);
+    producer.close().await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}

@@ -95,7 +95,7 @@ pub async fn produce(
                             error: ErrorCode::None,
                             message: None,
                             base_offset: a.base_offset as i64,
-                            log_append_time_ms: -1,
+                            log_append_time_ms: a.log_append_time_ms.unwrap_or(-1),
                             log_start_offset: a.log_start_offset as i64,
                         },
                         Err(e) => wire::PartitionProduceResultArgs {

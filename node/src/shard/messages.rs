@@ -72,6 +72,7 @@ pub enum ShardReply {
 pub struct Appended {
     pub base_offset: u64,
     pub log_start_offset: u64,
+    pub log_append_time_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default)]

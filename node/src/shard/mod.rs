@@ -116,6 +116,7 @@ impl Shard {
         shard.apply_metadata(metadata).await;
         spawn_receivers(&shard, receivers);
         crate::groups::spawn_expiry(Rc::downgrade(&shard), |s: &Shard| &s.groups);
+        spawn_retention(Rc::downgrade(&shard));
         Ok(shard)
     }
 
@@ -167,7 +168,9 @@ impl Shard {
                 name: OFFSETS_TOPIC.to_string(),
                 partitions: OFFSETS_PARTITIONS,
                 replication_factor: 1,
-                configs: std::collections::BTreeMap::new(),
+                // Committed offsets must outlive any retention; compaction will bound
+                // this topic's size.
+                configs: std::collections::BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]),
             }],
             validate_only: false,
         };
@@ -268,7 +271,11 @@ impl Shard {
         let counters = metrics.topic(topic);
         counters.bytes_in += batches.len() as u64;
         counters.records_in += info.last_offset.0 + 1 - info.base_offset.0;
-        Ok(Appended { base_offset: info.base_offset.0, log_start_offset: log.log_start_offset().0 })
+        Ok(Appended {
+            base_offset: info.base_offset.0,
+            log_start_offset: log.log_start_offset().0,
+            log_append_time_ms: info.log_append_time_ms,
+        })
     }
 
     /// Reads from a partition this shard owns, without copying the record bytes.
@@ -481,6 +488,28 @@ fn spawn_receivers(shard: &Rc<Shard>, mut receivers: Receivers<messages::ShardMs
             }
         });
     }
+}
+
+/// Applies every owned log's retention each `retention_check_ms`, while the shard lives.
+fn spawn_retention(shard: std::rc::Weak<Shard>) {
+    io::spawn_detached(async move {
+        loop {
+            let interval = match shard.upgrade() {
+                Some(s) => s.config.retention_check_ms,
+                None => return,
+            };
+            io::sleep(Duration::from_millis(interval)).await;
+            let Some(s) = shard.upgrade() else { return };
+            let logs: Vec<(String, u32, Rc<PartitionLog>)> =
+                s.logs.borrow().iter().map(|((t, p), l)| (t.clone(), *p, l.clone())).collect();
+            drop(s);
+            for (topic, partition, log) in logs {
+                if let Err(e) = log.apply_retention().await {
+                    warn!(%topic, partition, "retention failed: {e}");
+                }
+            }
+        }
+    });
 }
 
 async fn load_metadata(data_dir: &std::path::Path) -> Result<Metadata, String> {

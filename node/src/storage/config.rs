@@ -85,8 +85,16 @@ pub struct LogConfig {
     /// default: on ext4, writes into reserved (unwritten) extents measured 15-25% slower
     /// than extending writes, which io_uring hands to its workers (see ARCHITECTURE.md).
     pub preallocate_bytes: u64,
-    /// The clock for segment age and (later) LogAppendTime.
+    /// The clock for segment age and LogAppendTime.
     pub clock: Clock,
+    /// Delete closed segments whose newest record is older than this (retention.ms);
+    /// `None`: keep forever.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest closed segments while the log is larger than this
+    /// (retention.bytes); `None`: no size limit.
+    pub retention_bytes: Option<u64>,
+    /// Which timestamp batches carry (message.timestamp.type).
+    pub timestamp_type: sluice_schemas::batch::TimestampType,
 }
 
 impl Default for LogConfig {
@@ -102,6 +110,9 @@ impl Default for LogConfig {
             unflushed_bytes_max: 32 << 20,
             preallocate_bytes: 0,
             clock: Clock::system(),
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            timestamp_type: sluice_schemas::batch::TimestampType::CreateTime,
         }
     }
 }

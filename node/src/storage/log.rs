@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use sluice_schemas::batch::{check_batch, check_producer_batch, set_base_offset};
+use sluice_schemas::batch::{check_batch, check_producer_batch, set_base_offset, stamp_log_append_time, TimestampType};
 use sluice_schemas::Offset;
 use tracing::{debug, info, warn};
 
@@ -59,6 +59,8 @@ pub struct AppendInfo {
     pub base_offset: Offset,
     pub last_offset: Offset,
     pub durability: Durability,
+    /// The append time stamped on the batches (LogAppendTime topics only).
+    pub log_append_time_ms: Option<i64>,
 }
 
 /// Whole stored batches returned by `read`, as the bytes that lie on disk or in the
@@ -167,6 +169,7 @@ impl FaultInjector {
 struct Waiter {
     base_offset: Offset,
     last_offset: Offset,
+    log_append_time_ms: Option<i64>,
     reply: OneshotSender<Result<AppendInfo, StorageError>>,
 }
 
@@ -581,6 +584,7 @@ impl PartitionLog {
         let reply = {
             let mut st = sh.state.borrow_mut();
             let now_ms = sh.config.clock.now_ms();
+            let log_append_time = sh.config.timestamp_type == TimestampType::LogAppendTime;
             let base_offset = st.next_offset;
             for &(position, len, count, max_timestamp) in &checked {
                 let active = st.active();
@@ -599,6 +603,12 @@ impl PartitionLog {
                 let dst = &mut p.buf.as_mut_slice()[p.len..p.len + len];
                 dst.copy_from_slice(&batches[position..position + len]);
                 set_base_offset(dst, offset);
+                let max_timestamp = if log_append_time {
+                    stamp_log_append_time(dst, now_ms);
+                    now_ms
+                } else {
+                    max_timestamp
+                };
                 p.len += len;
                 p.next_offset = offset.plus(count);
                 let segment = st.active_mut();
@@ -615,7 +625,8 @@ impl PartitionLog {
             let (tx, rx) = Oneshot::channel();
             let last_offset = Offset(st.next_offset.0 - 1);
             let Some(p) = st.pending.as_mut() else { unreachable!("the append filled a buffer") };
-            p.waiters.push(Waiter { base_offset, last_offset, reply: tx });
+            let log_append_time_ms = log_append_time.then_some(now_ms);
+            p.waiters.push(Waiter { base_offset, last_offset, log_append_time_ms, reply: tx });
             rx
         };
         sh.work.notify_all();
@@ -791,6 +802,39 @@ impl PartitionLog {
     /// deletes the closed segments wholly below it. Returns how many were deleted.
     pub async fn advance_log_start(&self, offset: Offset) -> Result<usize, StorageError> {
         self.exclusive(|reply| Job::AdvanceStart { to: offset, reply }).await
+    }
+
+    /// Deletes the oldest closed segments that retention allows: those whose newest
+    /// record is older than `retention_ms`, and those that keep the log above
+    /// `retention_bytes`. The active segment is never deleted, and appends go on while
+    /// this runs. Returns how many segments were deleted.
+    pub async fn apply_retention(&self) -> Result<usize, StorageError> {
+        let config = &self.shared.config;
+        if config.retention_ms.is_none() && config.retention_bytes.is_none() {
+            return Ok(0);
+        }
+        let segments = self.segments();
+        let Some((_, closed)) = segments.split_last() else { return Ok(0) };
+        let now_ms = config.clock.now_ms();
+        let mut total: u64 = segments.iter().map(|s| s.size_bytes).sum();
+        let mut new_start = None;
+        for s in closed {
+            let expired = config.retention_ms.is_some_and(|ms| s.max_timestamp < now_ms.saturating_sub(ms as i64));
+            let oversize = config.retention_bytes.is_some_and(|limit| total > limit);
+            if !(expired || oversize) {
+                break;
+            }
+            total -= s.size_bytes;
+            new_start = Some(s.next_offset);
+        }
+        match new_start {
+            Some(offset) if offset > self.log_start_offset() => {
+                let deleted = self.advance_log_start(offset).await?;
+                info!(dir = %self.shared.dir.display(), log_start = %offset, deleted, "retention deleted segments");
+                Ok(deleted)
+            }
+            _ => Ok(0),
+        }
     }
 
     /// fdatasyncs everything written so far.
@@ -993,7 +1037,12 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
         }
     }
     for w in waiters {
-        w.reply.send(Ok(AppendInfo { base_offset: w.base_offset, last_offset: w.last_offset, durability }));
+        w.reply.send(Ok(AppendInfo {
+            base_offset: w.base_offset,
+            last_offset: w.last_offset,
+            durability,
+            log_append_time_ms: w.log_append_time_ms,
+        }));
     }
     sh.room.notify_all();
     sh.appended.notify_all();
