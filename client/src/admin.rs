@@ -165,4 +165,14 @@ impl Admin {
     pub async fn delete_group(&self, group: &str) -> Result<()> {
         protocol::delete_group(&self.conn, group).await
     }
+
+    /// Deletes the records of a partition below `offset` (-1: all written so far), as
+    /// Kafka's DeleteRecords. Returns the partition's new log start.
+    pub async fn delete_records(&self, topic: &str, partition: u32, offset: i64) -> Result<u64> {
+        protocol::delete_records(&self.conn, &[(topic.to_string(), partition, offset)])
+            .await?
+            .into_iter()
+            .next()
+            .map_or_else(|| Err(ClientError::Protocol("empty DeleteRecords response".into())), |(_, _, r)| r)
+    }
 }

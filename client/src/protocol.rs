@@ -940,3 +940,52 @@ pub async fn delete_group(conn: &Connection, group: &str) -> Result<()> {
     let r = response.body_as_delete_groups_response().ok_or_else(|| unexpected(&frame, "DeleteGroups"))?;
     topic_results(r.results()).into_iter().next().map_or(Ok(()), |(_, r)| r)
 }
+
+/// Moves partitions' log starts forward: (topic, partition, new start or -1 for the log
+/// end). Returns each partition's log start afterwards.
+pub async fn delete_records(
+    conn: &Connection,
+    parts: &[(String, u32, i64)],
+) -> Result<Vec<(String, u32, Result<u64>)>> {
+    let parts_owned = parts.to_vec();
+    let frame = conn
+        .request(
+            RequestBody::DeleteRecordsRequest,
+            move |b| {
+                let topics: Vec<_> = parts_owned
+                    .iter()
+                    .map(|(topic, partition, offset)| {
+                        let p = wire::PartitionOffset::create(
+                            b,
+                            &wire::PartitionOffsetArgs { partition: *partition, offset: *offset },
+                        );
+                        let partitions = b.create_vector(&[p]);
+                        let topic = b.create_string(topic);
+                        wire::TopicDeleteRecords::create(
+                            b,
+                            &wire::TopicDeleteRecordsArgs { topic: Some(topic), partitions: Some(partitions) },
+                        )
+                    })
+                    .collect();
+                let topics = b.create_vector(&topics);
+                wire::DeleteRecordsRequest::create(
+                    b,
+                    &wire::DeleteRecordsRequestArgs { topics: Some(topics), timeout_ms: 30_000 },
+                )
+                .as_union_value()
+            },
+            &[],
+        )
+        .await?;
+    let response = frame.response()?;
+    let r = response.body_as_delete_records_response().ok_or_else(|| unexpected(&frame, "DeleteRecords"))?;
+    let mut out = Vec::new();
+    for t in r.topics().iter().flatten() {
+        let topic = t.topic().unwrap_or("").to_string();
+        for p in t.partitions().iter().flatten() {
+            let result = code_result(p.error(), p.message()).map(|()| u64::try_from(p.low_watermark()).unwrap_or(0));
+            out.push((topic.clone(), p.partition(), result));
+        }
+    }
+    Ok(out)
+}

@@ -280,6 +280,21 @@ fn build_request_body(
             let body = DeleteGroupsRequest::create(builder, &DeleteGroupsRequestArgs { group_ids: Some(group_ids) });
             (body.as_union_value(), no_payload)
         }
+        RequestBody::DeleteRecordsRequest => {
+            let partition = PartitionOffset::create(builder, &PartitionOffsetArgs { partition: 2, offset: 42 });
+            let partitions = builder.create_vector(&[partition]);
+            let topic = builder.create_string("orders");
+            let topic = TopicDeleteRecords::create(
+                builder,
+                &TopicDeleteRecordsArgs { topic: Some(topic), partitions: Some(partitions) },
+            );
+            let topics = builder.create_vector(&[topic]);
+            let body = DeleteRecordsRequest::create(
+                builder,
+                &DeleteRecordsRequestArgs { topics: Some(topics), timeout_ms: 7500 },
+            );
+            (body.as_union_value(), no_payload)
+        }
         other => panic!("no request body of type {other:?}"),
     }
 }
@@ -421,6 +436,16 @@ fn check_request(request: &Request<'_>, payload: &[u8]) {
             let body = request.body_as_delete_groups_request().unwrap();
             assert_eq!(string_list(body.group_ids()), ["billing", "audit"]);
         }
+        RequestBody::DeleteRecordsRequest => {
+            let body = request.body_as_delete_records_request().unwrap();
+            assert_eq!(body.timeout_ms(), 7500);
+            let topics = body.topics().unwrap();
+            assert_eq!(topics.len(), 1);
+            assert_eq!(topics.get(0).topic(), Some("orders"));
+            let partitions = topics.get(0).partitions().unwrap();
+            assert_eq!(partitions.len(), 1);
+            assert_eq!((partitions.get(0).partition(), partitions.get(0).offset()), (2, 42));
+        }
         other => panic!("unexpected body type {other:?}"),
     }
 }
@@ -548,6 +573,11 @@ fn delete_groups_request_round_trips_with_every_field_set() {
 }
 
 #[test]
+fn delete_records_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::DeleteRecordsRequest);
+}
+
+#[test]
 fn every_request_body_type_is_covered_by_these_tests() {
     let covered = ALL_REQUEST_BODIES.len();
     assert_eq!(covered, RequestBody::ENUM_VALUES.len() - 1, "a request body type was added: add it to the tests");
@@ -564,7 +594,7 @@ fn a_response_envelope_is_not_taken_for_a_request() {
     }
 }
 
-const ALL_REQUEST_BODIES: [RequestBody; 18] = [
+const ALL_REQUEST_BODIES: [RequestBody; 19] = [
     RequestBody::ApiVersionsRequest,
     RequestBody::MetadataRequest,
     RequestBody::CreateTopicsRequest,
@@ -583,6 +613,7 @@ const ALL_REQUEST_BODIES: [RequestBody; 18] = [
     RequestBody::ListGroupsRequest,
     RequestBody::DescribeGroupsRequest,
     RequestBody::DeleteGroupsRequest,
+    RequestBody::DeleteRecordsRequest,
 ];
 
 // Responses -----------------------------------------------------------------------------
@@ -944,6 +975,27 @@ fn build_response_body(
             let body = DeleteGroupsResponse::create(builder, &DeleteGroupsResponseArgs { results: Some(results) });
             (body.as_union_value(), no_payload)
         }
+        ResponseBody::DeleteRecordsResponse => {
+            let message = builder.create_string("offset 42 is beyond the log end");
+            let partition = PartitionLowWatermark::create(
+                builder,
+                &PartitionLowWatermarkArgs {
+                    partition: 2,
+                    error: ErrorCode::OffsetOutOfRange,
+                    message: Some(message),
+                    low_watermark: 17,
+                },
+            );
+            let partitions = builder.create_vector(&[partition]);
+            let topic = builder.create_string("orders");
+            let topic = TopicDeleteRecordsResult::create(
+                builder,
+                &TopicDeleteRecordsResultArgs { topic: Some(topic), partitions: Some(partitions) },
+            );
+            let topics = builder.create_vector(&[topic]);
+            let body = DeleteRecordsResponse::create(builder, &DeleteRecordsResponseArgs { topics: Some(topics) });
+            (body.as_union_value(), no_payload)
+        }
         other => panic!("no response body of type {other:?}"),
     }
 }
@@ -1132,6 +1184,18 @@ fn check_response(response: &Response<'_>, payload: &[u8]) {
             assert_eq!(result.error(), ErrorCode::NonEmptyGroup);
             assert_eq!(result.message(), Some("group 'billing' has members"));
         }
+        ResponseBody::DeleteRecordsResponse => {
+            let topics = response.body_as_delete_records_response().unwrap().topics().unwrap();
+            assert_eq!(topics.len(), 1);
+            assert_eq!(topics.get(0).topic(), Some("orders"));
+            let partitions = topics.get(0).partitions().unwrap();
+            assert_eq!(partitions.len(), 1);
+            let partition = partitions.get(0);
+            assert_eq!(partition.partition(), 2);
+            assert_eq!(partition.error(), ErrorCode::OffsetOutOfRange);
+            assert_eq!(partition.message(), Some("offset 42 is beyond the log end"));
+            assert_eq!(partition.low_watermark(), 17);
+        }
         other => panic!("unexpected body type {other:?}"),
     }
 }
@@ -1151,7 +1215,7 @@ fn round_trip_response(body_type: ResponseBody) {
     check_response(&response, payload);
 }
 
-const ALL_RESPONSE_BODIES: [ResponseBody; 19] = [
+const ALL_RESPONSE_BODIES: [ResponseBody; 20] = [
     ResponseBody::ApiVersionsResponse,
     ResponseBody::MetadataResponse,
     ResponseBody::CreateTopicsResponse,
@@ -1171,6 +1235,7 @@ const ALL_RESPONSE_BODIES: [ResponseBody; 19] = [
     ResponseBody::ListGroupsResponse,
     ResponseBody::DescribeGroupsResponse,
     ResponseBody::DeleteGroupsResponse,
+    ResponseBody::DeleteRecordsResponse,
 ];
 
 #[test]
@@ -1250,6 +1315,11 @@ fn describe_groups_response_round_trips_with_every_field_set() {
 #[test]
 fn delete_groups_response_round_trips_with_every_field_set() {
     round_trip_response(ResponseBody::DeleteGroupsResponse);
+}
+
+#[test]
+fn delete_records_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::DeleteRecordsResponse);
 }
 
 #[test]

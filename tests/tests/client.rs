@@ -791,3 +791,47 @@ async fn log_append_time_topics_replace_the_producers_timestamps() {
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
+
+/// DeleteRecords moves a partition's log start: records below it are out of range, the
+/// new start survives a restart, an offset past the end is refused, and the internal
+/// offsets topic cannot be cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_log_start_and_it_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut node = NodeProcess::start(&data, SHARDS, &[]);
+    create_topic(&node, "trimmed", 1).await;
+    let producer = Producer::new(producer_config(&node)).await.unwrap();
+    for i in 0..20u32 {
+        let d = producer.send(ProducerRecord::new("trimmed", i.to_string()).partition(0)).await.unwrap();
+        delivered(d, "record").await.unwrap();
+    }
+    producer.close().await;
+    let admin = Admin::connect(&bootstrap(&node)).await.unwrap();
+    assert_eq!(admin.delete_records("trimmed", 0, 12).await.unwrap(), 12);
+    let past_end = admin.delete_records("trimmed", 0, 99).await.unwrap_err();
+    assert_eq!(protocol::error_code(&past_end), Some(sluice_client::ErrorCode(1)), "{past_end}");
+    let internal = admin.delete_records("__consumer_offsets", 0, -1).await.unwrap_err();
+    assert!(internal.to_string().contains("internal topic"), "{internal}");
+    node.sigterm_and_wait();
+    node.restart();
+    let conn = connect(&node).await;
+    let r = protocol::list_offsets(&conn, &[("trimmed".into(), 0, protocol::EARLIEST)]).await.unwrap();
+    assert_eq!(r[0].2.clone().unwrap(), Some(12), "the new log start survives a restart");
+    let records = {
+        let mut consumer = Consumer::new(consumer_config(&node, OffsetReset::Earliest)).await.unwrap();
+        consumer.assign(vec![("trimmed".into(), 0)]);
+        consumer.seek("trimmed", 0, SeekTo::Beginning).await.unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while got.len() < 8 {
+            assert!(Instant::now() < deadline, "read {} of 8 records in {WAIT:?}", got.len());
+            got.extend(consumer.poll(POLL).await.unwrap());
+        }
+        got
+    };
+    assert_eq!(records.first().map(|r| r.offset), Some(12));
+    assert_eq!(records.first().and_then(|r| r.value.clone()), Some(b"12".to_vec()));
+    let admin = Admin::connect(&bootstrap(&node)).await.unwrap();
+    assert_eq!(admin.delete_records("trimmed", 0, -1).await.unwrap(), 20, "-1 means the log end");
+}

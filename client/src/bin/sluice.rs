@@ -26,6 +26,8 @@ commands:
   topic delete NAME
   topic add-partitions NAME --partitions N      (partitions can only be added)
   topic config NAME [--set KEY=VALUE]... [--delete KEY]...   (no flags: show)
+  topic delete-records NAME --partition P --offset N|end   (records below N become
+                            unreadable; their whole segments are deleted)
   produce TOPIC [--acks 0|1|all] [--key-separator SEP] [--compression none|gzip|snappy|lz4|zstd]
                 [--partition P] [--header KEY=VALUE]...
       one record per line of stdin; with --key-separator the text before the first
@@ -241,6 +243,19 @@ async fn topic(servers: &[String], words: &[String]) -> Result<(), Failure> {
             let admin = connect().await?;
             admin.delete_topic(&name).await?;
             eprintln!("deleted topic {name}");
+        }
+        "delete-records" => {
+            args.only(&["partition", "offset"])?;
+            let name = args.name("topic name")?;
+            let partition =
+                args.number::<u32>("partition")?.ok_or_else(|| Failure::Usage("--partition is required".into()))?;
+            let offset = match args.one("offset").ok_or_else(|| Failure::Usage("--offset is required".into()))? {
+                "end" => -1,
+                n => n.parse::<u64>().map_err(|_| Failure::Usage(format!("--offset {n:?}: an offset or end")))? as i64,
+            };
+            let admin = Admin::connect(servers).await?;
+            let start = admin.delete_records(&name, partition, offset).await?;
+            eprintln!("{name}-{partition} now starts at offset {start}");
         }
         "add-partitions" => {
             args.only(&["partitions"])?;

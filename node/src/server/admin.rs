@@ -35,6 +35,7 @@ const APIS: &[ApiKey] = &[
     ApiKey::ListGroups,
     ApiKey::DescribeGroups,
     ApiKey::DeleteGroups,
+    ApiKey::DeleteRecords,
 ];
 
 pub fn api_versions(correlation_id: u32) -> ResponseFrame {

@@ -13,6 +13,7 @@
 //! in fetch responses go to the socket from the log's buffers as they are.
 
 mod admin;
+mod delete_records;
 mod fetch;
 mod groups;
 mod metrics_http;
@@ -310,6 +311,14 @@ impl Server {
                 some(groups::fetch(self, cid, request.body_as_offset_fetch_request().ok_or_else(missing)?).await)
             }
             RequestBody::ListGroupsRequest => some(groups::list(self, cid).await),
+            RequestBody::DeleteRecordsRequest => some(
+                delete_records::delete_records(
+                    self,
+                    cid,
+                    request.body_as_delete_records_request().ok_or_else(missing)?,
+                )
+                .await,
+            ),
             RequestBody::DescribeGroupsRequest => {
                 some(groups::describe(self, cid, request.body_as_describe_groups_request().ok_or_else(missing)?).await)
             }

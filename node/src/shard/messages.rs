@@ -53,6 +53,12 @@ pub enum ShardRequest {
     Group(crate::groups::GroupRequest),
     /// The committed offsets of every group this shard coordinates (lag metrics).
     GroupOffsets,
+    /// Move a partition's log start to `offset` (-1: its log end).
+    DeleteRecords {
+        topic: String,
+        partition: u32,
+        offset: i64,
+    },
 }
 
 #[derive(Debug)]
@@ -64,6 +70,8 @@ pub enum ShardReply {
     Metrics(Box<crate::metrics::Metrics>),
     Group(crate::groups::GroupReply),
     GroupOffsets(Vec<(String, String, u32, i64)>),
+    /// The log start offset after DeleteRecords.
+    LowWatermark(Result<u64, NodeError>),
     Done,
     Failed(NodeError),
 }

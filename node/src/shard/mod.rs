@@ -255,6 +255,9 @@ impl Shard {
             ShardRequest::Metrics => ShardReply::Metrics(Box::new(self.metrics.borrow().clone())),
             ShardRequest::Group(request) => ShardReply::Group(self.groups.handle(&**self, request).await),
             ShardRequest::GroupOffsets => ShardReply::GroupOffsets(self.groups.all_committed()),
+            ShardRequest::DeleteRecords { topic, partition, offset } => {
+                ShardReply::LowWatermark(self.delete_records_local(&topic, partition, offset).await)
+            }
         }
     }
 
@@ -333,6 +336,27 @@ impl Shard {
                 Ok(Some(record.unwrap_or(batch).0))
             }
         }
+    }
+
+    /// Moves a partition's log start to `offset` (-1: the log end), deleting the whole
+    /// segments below it. Returns the new log start.
+    pub async fn delete_records_local(&self, topic: &str, partition: u32, offset: i64) -> Result<u64, NodeError> {
+        if topic == OFFSETS_TOPIC {
+            return Err(NodeError::new(
+                ErrorKind::InvalidTopic,
+                format!("{topic} is an internal topic; its records are the groups' committed offsets"),
+            ));
+        }
+        let log = self.local_log(topic, partition)?;
+        let target = match offset {
+            -1 => log.log_end_offset(),
+            o if o < 0 => {
+                return Err(NodeError::new(ErrorKind::OffsetOutOfRange, format!("offset {o} is not -1 or an offset")));
+            }
+            o => Offset(o as u64),
+        };
+        log.advance_log_start(target).await.map_err(|e| from_storage(topic, partition, &e))?;
+        Ok(log.log_start_offset().0)
     }
 
     /// Makes this shard's partitions match `metadata`: opens the ones it now owns,

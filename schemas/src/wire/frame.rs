@@ -278,6 +278,7 @@ pub fn api_key_of(body: RequestBody) -> Option<ApiKey> {
         RequestBody::ListGroupsRequest => Some(ApiKey::ListGroups),
         RequestBody::DescribeGroupsRequest => Some(ApiKey::DescribeGroups),
         RequestBody::DeleteGroupsRequest => Some(ApiKey::DeleteGroups),
+        RequestBody::DeleteRecordsRequest => Some(ApiKey::DeleteRecords),
         _ => None,
     }
 }
@@ -460,6 +461,7 @@ mod tests {
             (RequestBody::ListGroupsRequest, ApiKey::ListGroups),
             (RequestBody::DescribeGroupsRequest, ApiKey::DescribeGroups),
             (RequestBody::DeleteGroupsRequest, ApiKey::DeleteGroups),
+            (RequestBody::DeleteRecordsRequest, ApiKey::DeleteRecords),
         ];
         for (body, api) in expected {
             assert_eq!(api_key_of(body), Some(api), "{body:?}");
