@@ -21,6 +21,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--shar
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N]
                    [--request-memory-bytes N] [--spin-before-park-us N] [--retention-check-ms N]
+                   [--compaction-check-ms N] [--compaction-bytes-per-s N]
 
   --config FILE             TOML file with the same keys (e.g. `data-dir = \"/var/lib/sluice\"`,
                             `[topic-defaults]` with topic config keys); flags win over it
@@ -39,6 +40,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--shar
   --spin-before-park-us N   an idle shard polls this long before sleeping (default 0): lower
                             latency for requests to an idle node, a busy core while polling
   --retention-check-ms N    how often retention deletes expired segments (default 300000)
+  --compaction-check-ms N   how often compacted topics are cleaned (default 15000)
+  --compaction-bytes-per-s N  the cleaner's read rate per shard, 0 unthrottled (default 67108864)
   -h, --help                this text
 
 Logs go to stderr; RUST_LOG sets the filter (default info). SIGTERM or SIGINT shut the
@@ -66,6 +69,10 @@ pub struct NodeConfig {
     pub spin_before_park_us: u64,
     /// How often each shard applies topics' retention (log.retention.check.interval.ms).
     pub retention_check_ms: u64,
+    /// How often each shard compacts its compacted topics' partitions.
+    pub compaction_check_ms: u64,
+    /// The cleaner's read rate per shard, so appends keep their throughput.
+    pub compaction_bytes_per_s: u64,
 }
 
 impl Default for NodeConfig {
@@ -82,6 +89,8 @@ impl Default for NodeConfig {
             topic_defaults: LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() },
             spin_before_park_us: 0,
             retention_check_ms: 300_000,
+            compaction_check_ms: 15_000,
+            compaction_bytes_per_s: 64 << 20,
         }
     }
 }
@@ -134,6 +143,8 @@ impl NodeConfig {
             "request-memory-bytes" => self.request_memory_bytes_max = number(key, value, 1 << 20, 1 << 40)?,
             "spin-before-park-us" => self.spin_before_park_us = number(key, value, 0, 1_000_000)?,
             "retention-check-ms" => self.retention_check_ms = number(key, value, 10, 86_400_000)?,
+            "compaction-check-ms" => self.compaction_check_ms = number(key, value, 10, 86_400_000)?,
+            "compaction-bytes-per-s" => self.compaction_bytes_per_s = number(key, value, 0, 1 << 40)?,
             _ => return Err(format!("unknown setting {key:?} (see --help)")),
         }
         Ok(())

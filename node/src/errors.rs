@@ -23,6 +23,7 @@ pub enum ErrorKind {
     InvalidRequest,
     InvalidRequiredAcks,
     RequestTimedOut,
+    NotEnoughReplicas,
     CoordinatorNotAvailable,
     InvalidGroupId,
     UnknownMemberId,

@@ -84,6 +84,19 @@ fn parse_limit(value: &str) -> Result<Option<u64>, String> {
     }
 }
 
+/// `delete`, `compact` or both (comma-separated, any order): (delete, compact).
+fn parse_cleanup(value: &str) -> Result<(bool, bool), String> {
+    let mut policy = (false, false);
+    for part in value.split(',').map(str::trim) {
+        match part {
+            "delete" => policy.0 = true,
+            "compact" => policy.1 = true,
+            _ => return Err("must be delete, compact or delete,compact".to_string()),
+        }
+    }
+    Ok(policy)
+}
+
 /// The topic configs the node implements today. Keys for features that do not exist yet
 /// (retention, compaction, replication) are refused rather than silently ignored.
 const CONFIG_KEYS: &[ConfigKey] = &[
@@ -147,6 +160,43 @@ const CONFIG_KEYS: &[ConfigKey] = &[
             sluice_schemas::batch::TimestampType::LogAppendTime => "LogAppendTime".to_string(),
             sluice_schemas::batch::TimestampType::CreateTime => "CreateTime".to_string(),
         },
+    },
+    ConfigKey {
+        name: "cleanup.policy",
+        doc: "delete (retention), compact (latest value per key) or delete,compact",
+        check: |v| parse_cleanup(v).map(|_| ()),
+        apply: |v, c| {
+            if let Ok((delete, compact)) = parse_cleanup(v) {
+                c.cleanup_delete = delete;
+                c.cleanup_compact = compact;
+            }
+        },
+        default: |c| match (c.cleanup_delete, c.cleanup_compact) {
+            (true, true) => "delete,compact".to_string(),
+            (false, true) => "compact".to_string(),
+            _ => "delete".to_string(),
+        },
+    },
+    ConfigKey {
+        name: "min.compaction.lag.ms",
+        doc: "segments younger than this are not compacted",
+        check: |v| parse_range(v, 0, i64::MAX as u64).map(|_| ()),
+        apply: |v, c| c.min_compaction_lag_ms = v.trim().parse().unwrap_or(c.min_compaction_lag_ms),
+        default: |c| c.min_compaction_lag_ms.to_string(),
+    },
+    ConfigKey {
+        name: "delete.retention.ms",
+        doc: "how long compaction keeps tombstones (null values) after their batch",
+        check: |v| parse_range(v, 0, i64::MAX as u64).map(|_| ()),
+        apply: |v, c| c.delete_retention_ms = v.trim().parse().unwrap_or(c.delete_retention_ms),
+        default: |c| c.delete_retention_ms.to_string(),
+    },
+    ConfigKey {
+        name: "min.insync.replicas",
+        doc: "acks=all needs this many in-sync replicas (a single node has 1)",
+        check: |v| parse_range(v, 1, 32).map(|_| ()),
+        apply: |v, c| c.min_insync_replicas = v.trim().parse().unwrap_or(c.min_insync_replicas),
+        default: |c| c.min_insync_replicas.to_string(),
     },
     ConfigKey {
         name: "fsync.policy",

@@ -437,3 +437,119 @@ fn log_append_time_topics_stamp_batches_with_the_nodes_clock() {
         log.close().await.unwrap();
     });
 }
+
+/// A batch of one record with `key` and `value` (None: a tombstone) at `timestamp`.
+fn keyed(key: &str, value: Option<&str>, timestamp: i64) -> Vec<u8> {
+    let mut b = sluice_schemas::records::BatchBuilder::new(sluice_schemas::records::BatchConfig::default()).unwrap();
+    b.push(Some(key.as_bytes()), value.map(str::as_bytes), &[], timestamp).unwrap();
+    b.finish().unwrap()
+}
+
+/// Every record of the log as (offset, key, value).
+async fn all_records(log: &PartitionLog) -> Vec<(u64, String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let fetched = log.read(offset, 1 << 20).await.unwrap();
+        if fetched.chunks.is_empty() {
+            break;
+        }
+        let bytes = fetched.to_vec();
+        for r in BatchWalker::new(&bytes).flat_map(|b| {
+            let (_, _, batch) = b.unwrap();
+            sluice_schemas::records::RecordIter::from_bytes(batch)
+                .unwrap()
+                .map(|r| {
+                    let r = r.unwrap();
+                    (
+                        r.offset.0,
+                        String::from_utf8(r.key.unwrap().to_vec()).unwrap(),
+                        r.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }) {
+            out.push(r);
+        }
+        offset = fetched.next_offset;
+    }
+    out
+}
+
+#[test]
+fn compaction_keeps_the_latest_value_of_each_key_at_its_offset_and_drops_old_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let clock = sluice_node::io::Clock::manual(1_000_000);
+        let config =
+            LogConfig { segment_bytes: 4096, index_interval_bytes: 256, clock: clock.clone(), ..LogConfig::default() };
+        let (log, _) = PartitionLog::open(&path, config.clone()).await.unwrap();
+        // 200 records over 10 keys: key k gets values 0..20; key 3 ends with a tombstone.
+        let mut latest = std::collections::BTreeMap::new();
+        for i in 0..200u64 {
+            let key = format!("k{}", i % 10);
+            let value = if i == 193 { None } else { Some(format!("v{i}")) };
+            log.append(&keyed(&key, value.as_deref(), 1_000 + i as i64)).await.unwrap();
+            latest.insert(key, (i, value));
+        }
+        let before = all_records(&log).await;
+        assert_eq!(before.len(), 200);
+        let closed_end = log.segments().last().unwrap().base.0;
+        // Tombstones are young (delete.retention.ms 1 h): they stay for now.
+        let report = log.compact(0, 3_600_000, 0).await.unwrap();
+        assert!(report.segments_rewritten > 0 && report.records_removed > 0, "{report:?}");
+        let after = all_records(&log).await;
+        for (offset, key, value) in &after {
+            // Offsets never change: each kept record is the one produced at its offset.
+            assert_eq!(value.clone(), before[*offset as usize].2, "offset {offset}");
+            if *offset < closed_end {
+                assert_eq!(latest[key].0, *offset, "{key} at {offset} was superseded but kept");
+            }
+        }
+        for (key, (offset, _)) in &latest {
+            assert!(after.iter().any(|(o, k, _)| o == offset && k == key), "{key}'s latest record at {offset} is kept");
+        }
+        assert!(after.iter().any(|(o, _, v)| *o == 193 && v.is_none()), "a young tombstone stays");
+        // The same after a reopen (the rewritten segments and their indexes are on disk).
+        log.close().await.unwrap();
+        let (log, report) = PartitionLog::open(&path, config.clone()).await.unwrap();
+        assert!(report.truncations.is_empty(), "{report:?}");
+        assert_eq!(all_records(&log).await, after);
+        // Later, the tombstone's time has passed: it goes too, once its segment is
+        // closed and compacted.
+        for i in 200..260u64 {
+            log.append(&keyed(&format!("x{i}"), Some("filler"), 2_000_000)).await.unwrap();
+        }
+        clock.set(10_000_000);
+        log.compact(0, 3_600_000, 0).await.unwrap();
+        let last = all_records(&log).await;
+        assert!(!last.iter().any(|(o, _, _)| *o == 193), "an expired tombstone is removed");
+        assert_eq!(log.log_end_offset(), Offset(260), "the log end never moves back");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_compacted_copy_left_by_a_crash_is_discarded_and_the_segment_is_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let config = LogConfig { segment_bytes: 4096, ..LogConfig::default() };
+        let (log, _) = PartitionLog::open(&path, config.clone()).await.unwrap();
+        for i in 0..100u64 {
+            log.append(&keyed(&format!("k{}", i % 5), Some("v"), 1_000)).await.unwrap();
+        }
+        let before = all_records(&log).await;
+        let first = log.segments()[0].base;
+        log.close().await.unwrap();
+        // A crash after the cleaner wrote its copy but before the swap.
+        let cleaned = path.join(format!("{:020}.cleaned", first.0));
+        std::fs::write(&cleaned, b"half a compacted segment").unwrap();
+        let (log, report) = PartitionLog::open(&path, config).await.unwrap();
+        assert!(!cleaned.exists(), "the copy is removed at open");
+        assert!(report.truncations.is_empty());
+        assert_eq!(all_records(&log).await, before);
+        log.close().await.unwrap();
+    });
+}

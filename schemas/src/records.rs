@@ -361,6 +361,9 @@ pub struct BatchBuilder {
     /// HEADER_BYTES placeholder bytes, then the encoded records.
     buf: Vec<u8>,
     count: u32,
+    /// The offset delta the next record gets: the count, unless the caller skipped
+    /// offsets (compaction keeps a record's offset when it drops the ones around it).
+    next_offset_delta: i32,
     /// The first record's timestamp (the batch's base timestamp) once there is one.
     base_timestamp: Option<i64>,
     max_timestamp: i64,
@@ -460,6 +463,7 @@ impl BatchBuilder {
             },
             buf,
             count: 0,
+            next_offset_delta: 0,
             base_timestamp: None,
             max_timestamp: i64::MIN,
         })
@@ -516,6 +520,21 @@ impl BatchBuilder {
         self.push_iter(key, value, headers.iter().map(|h| (h.key, h.value)), timestamp)
     }
 
+    /// Makes the next record's offset `base offset + delta`, leaving the offsets before
+    /// it unused (as compaction does). `delta` must not go backwards.
+    pub fn skip_to_offset_delta(&mut self, delta: i32) -> Result<(), RecordError> {
+        if delta < self.next_offset_delta {
+            return Err(RecordError::BadOffsetDelta {
+                index: self.count,
+                offset_delta: delta,
+                previous: Some(self.next_offset_delta - 1),
+                last_offset_delta: self.next_offset_delta - 1,
+            });
+        }
+        self.next_offset_delta = delta;
+        Ok(())
+    }
+
     /// Appends an owned record, as `push`.
     pub fn push_record(&mut self, record: &Record) -> Result<(), RecordError> {
         self.push_iter(
@@ -534,10 +553,10 @@ impl BatchBuilder {
         headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
         timestamp: i64,
     ) -> Result<Plan, RecordError> {
-        // The new record's offset delta is the current count, and the count after it must
-        // still fit the header's i32 record count.
+        // The new record's offset delta is the next one (the count, unless offsets were
+        // skipped), and the delta after it must still fit the header's i32.
         let offset_delta =
-            i32::try_from(self.count).ok().filter(|&delta| delta < i32::MAX).ok_or(RecordError::TooLarge {
+            Some(self.next_offset_delta).filter(|&delta| delta < i32::MAX).ok_or(RecordError::TooLarge {
                 what: "record count",
                 bytes: u64::from(self.count) + 1,
                 max: i32::MAX as u64,
@@ -589,6 +608,7 @@ impl BatchBuilder {
         // The size computation and the writer must agree, or the length prefix lies.
         assert_eq!(self.buf.len() - start, plan.record_bytes, "record size computed wrongly");
         self.count += 1;
+        self.next_offset_delta += 1;
         self.base_timestamp.get_or_insert(timestamp);
         self.max_timestamp = self.max_timestamp.max(timestamp);
         Ok(())
@@ -617,7 +637,7 @@ impl BatchBuilder {
             crc: U32::new(0),
             // Bit-for-bit reinterpretation: the wire field is an i16 of flag bits.
             attributes: I16::new(attributes as i16),
-            last_offset_delta: I32::new(count - 1),
+            last_offset_delta: I32::new(self.next_offset_delta - 1),
             base_timestamp: I64::new(base_timestamp),
             max_timestamp: I64::new(self.max_timestamp),
             producer_id: I64::new(self.config.producer_id),
@@ -1409,6 +1429,21 @@ mod tests {
         assert!(matches!(iter.next(), Some(Err(_))));
         assert!(iter.next().is_none());
         assert!(iter.next().is_none());
+    }
+
+    #[test]
+    fn skipped_offsets_are_kept_as_gaps_and_read_back_at_their_offsets() {
+        let mut b = BatchBuilder::new(BatchConfig { base_offset: Offset(100), ..BatchConfig::default() }).unwrap();
+        b.push(Some(b"a"), Some(b"1"), &[], 10).unwrap();
+        b.skip_to_offset_delta(5).unwrap();
+        b.push(Some(b"b"), None, &[], 11).unwrap();
+        assert!(b.skip_to_offset_delta(3).is_err(), "deltas never go backwards");
+        let batch = b.finish().unwrap();
+        let checked = check_batch(&batch).unwrap();
+        assert_eq!(checked.header().last_offset_delta.get(), 5);
+        assert_eq!(checked.header().record_count(), 2);
+        let offsets: Vec<u64> = RecordIter::from_bytes(&batch).unwrap().map(|r| r.unwrap().offset.0).collect();
+        assert_eq!(offsets, vec![100, 105]);
     }
 
     #[test]

@@ -835,3 +835,101 @@ async fn delete_records_moves_the_log_start_and_it_survives_a_restart() {
     let admin = Admin::connect(&bootstrap(&node)).await.unwrap();
     assert_eq!(admin.delete_records("trimmed", 0, -1).await.unwrap(), 20, "-1 means the log end");
 }
+
+/// A compacted topic keeps each key's latest value through node crashes in the middle of
+/// compaction: the cleaner runs continuously while the node is killed with SIGKILL again
+/// and again; after every restart each key's latest acknowledged record is readable at
+/// its acknowledged offset, every batch decodes, and in the end compaction has removed
+/// superseded records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_topic_keeps_every_keys_latest_value_through_kill_9_during_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--compaction-check-ms", "20", "--compaction-bytes-per-s", "0"];
+    let mut node = NodeProcess::start(&dir.path().join("data"), SHARDS, &args);
+    let admin = Admin::connect(&bootstrap(&node)).await.unwrap();
+    let configs =
+        vec![("cleanup.policy".to_string(), "compact".to_string()), ("segment.bytes".to_string(), "4096".to_string())];
+    admin.create_topic(NewTopic { name: "table".into(), partitions: 1, replication_factor: 1, configs }).await.unwrap();
+    let mut latest: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut produced = 0u64;
+    let mut seed = 0x5eed_u64;
+    for round in 0..6u64 {
+        let producer = Producer::new(ProducerConfig { linger_ms: 0, ..producer_config(&node) }).await.unwrap();
+        for i in 0..200u64 {
+            let key = format!("key-{}", (round * 7 + i) % 25);
+            let value = format!("r{round}-i{i}");
+            let d =
+                producer.send(ProducerRecord::new("table", value.clone()).key(key.clone()).partition(0)).await.unwrap();
+            let m = delivered(d, "keyed record").await.unwrap();
+            latest.insert(key, (m.offset.unwrap(), value));
+            produced += 1;
+        }
+        drop(producer);
+        // Let the cleaner get going, then kill the node at a pseudo-random moment.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(seed % 120)).await;
+        node.kill9_and_wait();
+        node.restart();
+        let records = consume_all(&node, "table", produced).await;
+        for (key, (offset, value)) in &latest {
+            let found = records.iter().find(|r| r.offset == *offset);
+            let found = found.unwrap_or_else(|| panic!("round {round}: {key}'s latest record at {offset} is missing"));
+            assert_eq!(found.key.as_deref(), Some(key.as_bytes()));
+            assert_eq!(found.value.as_deref(), Some(value.as_bytes()));
+        }
+    }
+    // The cleaner had time on a healthy node: superseded records are gone.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let records = consume_all(&node, "table", produced).await;
+        if (records.len() as u64) < produced / 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "compaction removed too little: {} of {produced} left", records.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every record of partition 0 of `topic` from its log start to its end (at most
+/// `bound` records' worth of offsets), bounded by `WAIT`.
+async fn consume_all(node: &NodeProcess, topic: &str, end: u64) -> Vec<ConsumerRecord> {
+    let mut consumer = Consumer::new(consumer_config(node, OffsetReset::Earliest)).await.unwrap();
+    consumer.assign(vec![(topic.to_string(), 0)]);
+    consumer.seek(topic, 0, SeekTo::Beginning).await.unwrap();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while consumer.position(topic, 0).unwrap_or(0) < end {
+        assert!(Instant::now() < deadline, "read to {:?} of {end} in {WAIT:?}", consumer.position(topic, 0));
+        records.extend(consumer.poll(POLL).await.unwrap());
+    }
+    records
+}
+
+/// min.insync.replicas above the one replica a single node has refuses acks=all with
+/// NOT_ENOUGH_REPLICAS (retriable, as in Kafka), while acks=1 still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_is_refused_when_fewer_replicas_are_in_sync_than_min_insync_replicas() {
+    let (_dir, node) = start_node();
+    let admin = Admin::connect(&bootstrap(&node)).await.unwrap();
+    let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
+    admin
+        .create_topic(NewTopic { name: "strict".into(), partitions: 1, replication_factor: 1, configs })
+        .await
+        .unwrap();
+    let conn = connect(&node).await;
+    let batch = {
+        let mut b =
+            sluice_schemas::records::BatchBuilder::new(sluice_schemas::records::BatchConfig::default()).unwrap();
+        b.push(None, Some(b"v"), &[], 1).unwrap();
+        b.finish().unwrap()
+    };
+    let parts = [protocol::PartitionBatches { topic: "strict", partition: 0, batches: &batch }];
+    let all = protocol::produce(&conn, -1, 5_000, &parts).await.unwrap();
+    let e = all[0].base_offset.clone().unwrap_err();
+    assert_eq!(protocol::error_code(&e), Some(sluice_client::ErrorCode(19)), "{e}");
+    assert!(e.is_retriable());
+    let one = protocol::produce(&conn, 1, 5_000, &parts).await.unwrap();
+    assert_eq!(one[0].base_offset.clone().unwrap(), 0);
+}

@@ -53,6 +53,7 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::InvalidRequest => ErrorCode::InvalidRequest,
         ErrorKind::InvalidRequiredAcks => ErrorCode::InvalidRequiredAcks,
         ErrorKind::RequestTimedOut => ErrorCode::RequestTimedOut,
+        ErrorKind::NotEnoughReplicas => ErrorCode::NotEnoughReplicas,
         ErrorKind::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
         ErrorKind::InvalidGroupId => ErrorCode::InvalidGroupId,
         ErrorKind::UnknownMemberId => ErrorCode::UnknownMemberId,

@@ -53,6 +53,21 @@ pub async fn produce(
                 if let Err(e) = shard.check_partition(&name, partition) {
                     return (partition, Err(e));
                 }
+                if acks == -1 {
+                    let default = shard.config.topic_defaults.min_insync_replicas;
+                    let min_isr = shard
+                        .metadata()
+                        .topic(&name)
+                        .and_then(|t| t.configs.get("min.insync.replicas").and_then(|v| v.parse().ok()))
+                        .unwrap_or(default);
+                    if min_isr > 1 {
+                        let e = NodeError::new(
+                            ErrorKind::NotEnoughReplicas,
+                            format!("{name}-{partition}: min.insync.replicas is {min_isr}, but 1 replica is in sync"),
+                        );
+                        return (partition, Err(e));
+                    }
+                }
                 if name == crate::groups::OFFSETS_TOPIC {
                     let e = NodeError::new(
                         ErrorKind::InvalidTopic,

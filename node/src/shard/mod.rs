@@ -117,6 +117,7 @@ impl Shard {
         spawn_receivers(&shard, receivers);
         crate::groups::spawn_expiry(Rc::downgrade(&shard), |s: &Shard| &s.groups);
         spawn_retention(Rc::downgrade(&shard));
+        spawn_cleaner(Rc::downgrade(&shard));
         Ok(shard)
     }
 
@@ -168,9 +169,9 @@ impl Shard {
                 name: OFFSETS_TOPIC.to_string(),
                 partitions: OFFSETS_PARTITIONS,
                 replication_factor: 1,
-                // Committed offsets must outlive any retention; compaction will bound
-                // this topic's size.
-                configs: std::collections::BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]),
+                // Committed offsets outlive any retention; compaction keeps the latest
+                // commit of each (group, topic, partition) and drops deleted groups.
+                configs: std::collections::BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
             }],
             validate_only: false,
         };
@@ -530,6 +531,35 @@ fn spawn_retention(shard: std::rc::Weak<Shard>) {
             for (topic, partition, log) in logs {
                 if let Err(e) = log.apply_retention().await {
                     warn!(%topic, partition, "retention failed: {e}");
+                }
+            }
+        }
+    });
+}
+
+/// Compacts every owned partition of a compacted topic each `compaction_check_ms`.
+fn spawn_cleaner(shard: std::rc::Weak<Shard>) {
+    io::spawn_detached(async move {
+        loop {
+            let interval = match shard.upgrade() {
+                Some(s) => s.config.compaction_check_ms,
+                None => return,
+            };
+            io::sleep(Duration::from_millis(interval)).await;
+            let Some(s) = shard.upgrade() else { return };
+            let rate = s.config.compaction_bytes_per_s;
+            let logs: Vec<(String, u32, Rc<PartitionLog>)> = s
+                .logs
+                .borrow()
+                .iter()
+                .filter(|(_, l)| l.config().cleanup_compact)
+                .map(|((t, p), l)| (t.clone(), *p, l.clone()))
+                .collect();
+            drop(s);
+            for (topic, partition, log) in logs {
+                let (lag, tombstones) = (log.config().min_compaction_lag_ms, log.config().delete_retention_ms);
+                if let Err(e) = log.compact(lag, tombstones, rate).await {
+                    warn!(%topic, partition, "compaction failed: {e}");
                 }
             }
         }

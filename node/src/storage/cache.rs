@@ -95,6 +95,15 @@ impl BatchCache {
         }
     }
 
+    /// Forgets the entries of one segment (compaction rewrote it).
+    pub fn drop_segment(&mut self, segment_base: Offset) {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.segment_base != segment_base);
+        if self.entries.len() != before {
+            self.bytes = self.entries.iter().map(|e| e.charge_bytes).sum();
+        }
+    }
+
     /// Whole batches starting with the one that holds `from`, up to `max_bytes` (at
     /// least one batch), all from one segment; `None` when `from` is not cached.
     #[must_use]

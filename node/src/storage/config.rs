@@ -95,6 +95,18 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// Which timestamp batches carry (message.timestamp.type).
     pub timestamp_type: sluice_schemas::batch::TimestampType,
+    /// cleanup.policy includes `delete`: retention applies.
+    pub cleanup_delete: bool,
+    /// cleanup.policy includes `compact`: the cleaner keeps the latest value per key.
+    pub cleanup_compact: bool,
+    /// Segments younger than this are not compacted (min.compaction.lag.ms).
+    pub min_compaction_lag_ms: u64,
+    /// Tombstones are kept this long after their batch, so consumers see them
+    /// (delete.retention.ms).
+    pub delete_retention_ms: u64,
+    /// acks=all produce is refused with NOT_ENOUGH_REPLICAS while fewer replicas than
+    /// this are in sync (min.insync.replicas); a single node has one.
+    pub min_insync_replicas: u32,
 }
 
 impl Default for LogConfig {
@@ -113,6 +125,11 @@ impl Default for LogConfig {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             timestamp_type: sluice_schemas::batch::TimestampType::CreateTime,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 86_400_000,
+            min_insync_replicas: 1,
         }
     }
 }

@@ -121,6 +121,15 @@ pub struct SegmentInfo {
     pub max_timestamp: i64,
 }
 
+/// What one compaction pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub segments_rewritten: usize,
+    pub records_removed: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
 /// Counters of what the log did, for metrics and benchmarks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LogStats {
@@ -197,16 +206,35 @@ struct TailPage {
 
 enum Job {
     Write(Pending),
-    Roll { base: Offset },
-    Truncate { to: Offset, reply: OneshotSender<Result<Offset, StorageError>> },
-    AdvanceStart { to: Offset, reply: OneshotSender<Result<usize, StorageError>> },
-    Sync { reply: OneshotSender<Result<(), StorageError>> },
-    Close { reply: OneshotSender<Result<(), StorageError>> },
+    Roll {
+        base: Offset,
+    },
+    Truncate {
+        to: Offset,
+        reply: OneshotSender<Result<Offset, StorageError>>,
+    },
+    AdvanceStart {
+        to: Offset,
+        reply: OneshotSender<Result<usize, StorageError>>,
+    },
+    /// Put a compacted copy (`<base>.cleaned`) in place of segment `base`, if it still
+    /// has `size` bytes (nothing truncated or deleted it meanwhile).
+    SwapSegment {
+        base: Offset,
+        size: u64,
+        reply: OneshotSender<Result<bool, StorageError>>,
+    },
+    Sync {
+        reply: OneshotSender<Result<(), StorageError>>,
+    },
+    Close {
+        reply: OneshotSender<Result<(), StorageError>>,
+    },
 }
 
 impl Job {
     fn is_exclusive(&self) -> bool {
-        matches!(self, Job::Truncate { .. } | Job::AdvanceStart { .. } | Job::Close { .. })
+        matches!(self, Job::Truncate { .. } | Job::AdvanceStart { .. } | Job::SwapSegment { .. } | Job::Close { .. })
     }
 }
 
@@ -367,6 +395,7 @@ impl State {
                 Job::Roll { .. } => {}
                 Job::Truncate { reply, .. } => reply.send(Err(error())),
                 Job::AdvanceStart { reply, .. } => reply.send(Err(error())),
+                Job::SwapSegment { reply, .. } => reply.send(Err(error())),
                 Job::Sync { reply } => reply.send(Err(error())),
                 Job::Close { reply } => reply.send(Err(error())),
             }
@@ -387,8 +416,9 @@ impl PartitionLog {
             let entry = entry.map_err(|e| StorageError::io("listing log directory", dir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.ends_with(".tmp") {
-                // A metadata file whose atomic write did not finish.
+            if name.ends_with(".tmp") || name.ends_with(".cleaned") {
+                // A metadata file whose atomic write did not finish, or a compacted copy
+                // of a segment that was never swapped in: the original is intact.
                 io::remove_file(&entry.path()).map_err(|e| StorageError::io("removing", entry.path(), e))?;
                 continue;
             }
@@ -810,7 +840,7 @@ impl PartitionLog {
     /// this runs. Returns how many segments were deleted.
     pub async fn apply_retention(&self) -> Result<usize, StorageError> {
         let config = &self.shared.config;
-        if config.retention_ms.is_none() && config.retention_bytes.is_none() {
+        if !config.cleanup_delete || (config.retention_ms.is_none() && config.retention_bytes.is_none()) {
             return Ok(0);
         }
         let segments = self.segments();
@@ -835,6 +865,34 @@ impl PartitionLog {
             }
             _ => Ok(0),
         }
+    }
+
+    /// Compacts the closed segments (Kafka's log cleaner): within them only the latest
+    /// record of each key stays (at its own offset: offsets never change, gaps appear),
+    /// and tombstones (null values) go once their batch is older than
+    /// `delete_retention_ms`. Segments newer than `min_lag_ms` and the active segment are
+    /// left alone; control batches are kept whole. Each rewritten segment is written to
+    /// `<base>.cleaned` and renamed over the original (atomic), so a crash at any point
+    /// leaves either the old or the new segment, never a mix. `bytes_per_s` throttles
+    /// the cleaner's reads so appends keep their throughput.
+    pub async fn compact(
+        &self,
+        min_lag_ms: u64,
+        delete_retention_ms: u64,
+        bytes_per_s: u64,
+    ) -> Result<CompactionReport, StorageError> {
+        crate::storage::compact::compact(self, min_lag_ms, delete_retention_ms, bytes_per_s).await
+    }
+
+    pub(crate) async fn swap_segment(&self, base: Offset, size: u64) -> Result<bool, StorageError> {
+        self.exclusive(|reply| Job::SwapSegment { base, size, reply }).await
+    }
+
+    /// The files of the closed segments and their sizes, oldest first.
+    pub(crate) fn closed_segment_files(&self) -> Vec<(Offset, Rc<File>, u64, i64)> {
+        let st = self.shared.state.borrow();
+        let Some((_, closed)) = st.segments.split_last() else { return Vec::new() };
+        closed.iter().filter_map(|s| Some((s.base, s.file.clone()?, s.size_bytes, s.index.max_timestamp()))).collect()
     }
 
     /// fdatasyncs everything written so far.
@@ -954,6 +1012,7 @@ async fn run_job(sh: &Rc<Shared>, job: Job) -> bool {
         }
         Job::Truncate { to, reply } => reply.send(truncate(sh, to).await),
         Job::AdvanceStart { to, reply } => reply.send(advance_start(sh, to).await),
+        Job::SwapSegment { base, size, reply } => reply.send(swap_segment(sh, base, size).await),
         Job::Sync { reply } => reply.send(sync_active(sh).await),
         Job::Close { reply } => {
             reply.send(close_files(sh).await);
@@ -1257,6 +1316,55 @@ async fn advance_start(sh: &Shared, to: Offset) -> Result<usize, StorageError> {
         io::sync_dir(&sh.dir).await.map_err(|e| StorageError::io("syncing directory", &sh.dir, e))?;
     }
     Ok(doomed.len())
+}
+
+/// Puts `<base>.cleaned` in place of segment `base` (see `PartitionLog::compact`).
+/// Returns false (and removes the copy) when the segment changed since it was read.
+async fn swap_segment(sh: &Shared, base: Offset, size: u64) -> Result<bool, StorageError> {
+    let cleaned = segment_path(&sh.dir, base, "cleaned");
+    let still_there = {
+        let st = sh.state.borrow();
+        let last = st.segments.len().saturating_sub(1);
+        st.segments.iter().position(|s| s.base == base).is_some_and(|i| i < last && st.segments[i].size_bytes == size)
+    };
+    if !still_there {
+        io::remove_file(&cleaned).map_err(|e| StorageError::io("removing", &cleaned, e))?;
+        return Ok(false);
+    }
+    // Index files go first: a crash after the rename then finds none and rebuilds them,
+    // rather than trusting positions of the old segment.
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = segment_path(&sh.dir, base, suffix);
+        io::remove_file(&path).map_err(|e| StorageError::io("removing", &path, e))?;
+    }
+    let path = segment_path(&sh.dir, base, LOG_SUFFIX);
+    std::fs::rename(&cleaned, &path).map_err(|e| StorageError::io("renaming a compacted segment to", &path, e))?;
+    io::sync_dir(&sh.dir).await.map_err(|e| StorageError::io("syncing directory", &sh.dir, e))?;
+    let file = File::open(&path, true).await.map_err(|e| StorageError::io("opening segment", &path, e))?;
+    let new_size = file.size().await.map_err(|e| StorageError::io("sizing segment", &path, e))?;
+    let scan = scan_segment(&file, base, SegmentIndex::new(base, sh.config.index_interval_bytes), 0, new_size, true)
+        .await
+        .map_err(|e| StorageError::io("scanning segment", &path, e))?;
+    if let Some(reason) = scan.invalid {
+        return Err(StorageError::Corrupt {
+            segment: path,
+            offset: scan.next_offset,
+            position: scan.valid_end,
+            reason,
+        });
+    }
+    let (offsets, times) = scan.index.encode();
+    write_index_files(&sh.dir, base, &offsets, &times).await?;
+    let mut st = sh.state.borrow_mut();
+    st.cache.drop_segment(base);
+    if let Some(s) = st.segment_mut(base) {
+        s.file = Some(Rc::new(file));
+        s.size_bytes = new_size;
+        s.written_bytes = new_size;
+        s.preallocated_bytes = new_size;
+        s.index = scan.index;
+    }
+    Ok(true)
 }
 
 async fn close_files(sh: &Shared) -> Result<(), StorageError> {

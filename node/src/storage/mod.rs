@@ -9,6 +9,7 @@
 //! Storage touches files only through `crate::io`.
 
 pub mod cache;
+pub mod compact;
 pub mod config;
 pub mod error;
 pub mod index;

@@ -1,0 +1,180 @@
+//! Log compaction: keep the latest record of each key in the closed segments.
+//!
+//! One pass: read the whole log once to learn each key's latest offset, then rewrite
+//! each closed segment old enough (`min_lag_ms`) without the superseded records and the
+//! expired tombstones, keeping every kept record at its own offset (batches get offset
+//! gaps, as Kafka's). A rewritten segment is written to `<base>.cleaned` and swapped in
+//! by the log's flusher with an atomic rename (`PartitionLog::swap_segment`). Batches
+//! whose records all stay are copied as they are; control batches always stay.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sluice_schemas::batch::{BatchHeader, BatchWalker, Compression};
+use sluice_schemas::records::{BatchBuilder, BatchConfig, RecordHeader};
+use sluice_schemas::{LeaderEpoch, Offset, ProducerId};
+use tracing::info;
+
+use crate::io;
+use crate::storage::error::StorageError;
+use crate::storage::log::{CompactionReport, PartitionLog};
+use crate::storage::segment::{segment_path, walk_batches, Step};
+
+/// Largest decompressed records section the cleaner accepts from one batch.
+const DECOMPRESSED_BYTES_MAX: usize = 256 << 20;
+
+fn corrupt(log: &PartitionLog, base: Offset, offset: Offset, reason: String) -> StorageError {
+    StorageError::Corrupt { segment: segment_path(log.dir(), base, "log"), offset, position: 0, reason }
+}
+
+pub async fn compact(
+    log: &PartitionLog,
+    min_lag_ms: u64,
+    delete_retention_ms: u64,
+    bytes_per_s: u64,
+) -> Result<CompactionReport, StorageError> {
+    let now_ms = log.config().clock.now_ms();
+    let closed = log.closed_segment_files();
+    let eligible: Vec<_> =
+        closed.into_iter().filter(|(_, _, _, max_ts)| *max_ts <= now_ms.saturating_sub(min_lag_ms as i64)).collect();
+    let mut report = CompactionReport::default();
+    if eligible.is_empty() {
+        return Ok(report);
+    }
+    let latest = latest_offsets(log).await?;
+    for (base, file, size, _) in eligible {
+        let mut batches: Vec<Vec<u8>> = Vec::new();
+        walk_batches(&file, 0, size, true, |_, _, batch| {
+            batches.push(batch.to_vec());
+            Step::Continue
+        })
+        .await
+        .map_err(|e| StorageError::io("reading", file.path(), e))?;
+        let mut rewritten = Vec::with_capacity(size as usize);
+        let mut removed = 0u64;
+        for batch in &batches {
+            let (kept, dropped) = clean_batch(batch, &latest, now_ms, delete_retention_ms)
+                .map_err(|reason| corrupt(log, base, base, reason))?;
+            removed += dropped;
+            rewritten.extend_from_slice(&kept);
+        }
+        // Throttle by what was read, so appends on this shard keep their throughput.
+        if bytes_per_s > 0 {
+            io::sleep(Duration::from_secs_f64(size as f64 / bytes_per_s as f64)).await;
+        }
+        if removed == 0 {
+            continue;
+        }
+        let cleaned = segment_path(log.dir(), base, "cleaned");
+        io::write_file_atomically(&cleaned, &rewritten)
+            .await
+            .map_err(|e| StorageError::io("writing a compacted segment", &cleaned, e))?;
+        if log.swap_segment(base, size).await? {
+            report.segments_rewritten += 1;
+            report.records_removed += removed;
+            report.bytes_before += size;
+            report.bytes_after += rewritten.len() as u64;
+        }
+    }
+    if report.segments_rewritten > 0 {
+        info!(dir = %log.dir().display(), ?report, "compacted");
+    }
+    Ok(report)
+}
+
+/// The latest offset of every key in the log.
+async fn latest_offsets(log: &PartitionLog) -> Result<HashMap<Vec<u8>, u64>, StorageError> {
+    let mut latest = HashMap::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let fetched = log.read(offset, 1 << 20).await?;
+        if fetched.chunks.is_empty() {
+            break;
+        }
+        let bytes = fetched.to_vec();
+        for batch in BatchWalker::new(&bytes) {
+            let Ok((_, header, batch)) = batch else { break };
+            if header.attributes().is_control() {
+                continue;
+            }
+            sluice_schemas::compression::with_records(batch, DECOMPRESSED_BYTES_MAX, |records| {
+                for r in records.flatten() {
+                    if let Some(key) = r.key {
+                        latest.insert(key.to_vec(), r.offset.0);
+                    }
+                }
+            })
+            .map_err(|reason| StorageError::Corrupt {
+                segment: log.dir().to_path_buf(),
+                offset: header.base_offset(),
+                position: 0,
+                reason,
+            })?;
+        }
+        offset = fetched.next_offset.max(offset.plus(1));
+    }
+    Ok(latest)
+}
+
+/// One batch without its superseded records and expired tombstones: the batch itself
+/// when nothing goes, a rebuilt batch when some do, nothing when all do.
+fn clean_batch(
+    batch: &[u8],
+    latest: &HashMap<Vec<u8>, u64>,
+    now_ms: i64,
+    delete_retention_ms: u64,
+) -> Result<(Vec<u8>, u64), String> {
+    let header = BatchHeader::view(batch).map_err(|e| e.to_string())?;
+    let attributes = header.attributes();
+    if attributes.is_control() {
+        return Ok((batch.to_vec(), 0));
+    }
+    let tombstones_expire = header.max_timestamp() < now_ms.saturating_sub(delete_retention_ms as i64);
+    let codec = attributes.compression().ok_or("unknown compression codec")?;
+    type Kept = (u64, i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>);
+    let (kept, total) = sluice_schemas::compression::with_records(batch, DECOMPRESSED_BYTES_MAX, |records| {
+        let mut kept: Vec<Kept> = Vec::new();
+        let mut total = 0u64;
+        for r in records {
+            let r = r.map_err(|e| e.to_string())?;
+            total += 1;
+            let latest_for_key = r.key.is_none_or(|k| latest.get(k).is_some_and(|&o| o == r.offset.0));
+            let expired_tombstone = r.value.is_none() && tombstones_expire;
+            if latest_for_key && !expired_tombstone {
+                let headers = r.headers.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect();
+                kept.push((r.offset.0, r.timestamp, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec), headers));
+            }
+        }
+        Ok::<_, String>((kept, total))
+    })??;
+    let removed = total - kept.len() as u64;
+    if removed == 0 {
+        return Ok((batch.to_vec(), 0));
+    }
+    let Some(first) = kept.first() else { return Ok((Vec::new(), removed)) };
+    let config = BatchConfig {
+        base_offset: Offset(first.0),
+        partition_leader_epoch: u32::try_from(header.partition_leader_epoch.get()).ok().map(LeaderEpoch),
+        producer_id: u64::try_from(header.producer_id.get()).ok().map(ProducerId),
+        producer_epoch: header.producer_epoch.get(),
+        base_sequence: header.base_sequence.get(),
+        attributes,
+    };
+    let mut builder = BatchBuilder::new(config).map_err(|e| e.to_string())?;
+    for (offset, timestamp, key, value, headers) in &kept {
+        let delta = i32::try_from(offset - first.0).map_err(|_| "offset delta overflows".to_string())?;
+        builder.skip_to_offset_delta(delta).map_err(|e| e.to_string())?;
+        let headers: Vec<RecordHeader<'_>> =
+            headers.iter().map(|(k, v)| RecordHeader { key: k, value: v.as_deref() }).collect();
+        builder.push(key.as_deref(), value.as_deref(), &headers, *timestamp).map_err(|e| e.to_string())?;
+    }
+    let rebuilt = if codec == Compression::None {
+        builder.finish()
+    } else {
+        let compressed =
+            sluice_schemas::compression::compress(codec, builder.records_bytes()).map_err(|e| e.to_string())?;
+        builder.finish_compressed(&compressed, codec)
+    }
+    .map_err(|e| e.to_string())?;
+    Ok((rebuilt, removed))
+}
