@@ -22,6 +22,10 @@ use crate::storage::segment::{segment_path, walk_batches, Step};
 
 /// Largest decompressed records section the cleaner accepts from one batch.
 const DECOMPRESSED_BYTES_MAX: usize = 256 << 20;
+/// A pass runs only when at least this share of the closed segments' bytes was written
+/// since the last pass (Kafka's min.cleanable.dirty.ratio): re-reading a log that is
+/// already clean would cost appends their throughput for nothing.
+const DIRTY_RATIO_MIN: f64 = 0.5;
 
 fn corrupt(log: &PartitionLog, base: Offset, offset: Offset, reason: String) -> StorageError {
     StorageError::Corrupt { segment: segment_path(log.dir(), base, "log"), offset, position: 0, reason }
@@ -38,9 +42,14 @@ pub async fn compact(
     let eligible: Vec<_> =
         closed.into_iter().filter(|(_, _, _, max_ts)| *max_ts <= now_ms.saturating_sub(min_lag_ms as i64)).collect();
     let mut report = CompactionReport::default();
-    if eligible.is_empty() {
+    let clean_offset = log.clean_offset();
+    let total: u64 = eligible.iter().map(|(_, _, size, _)| size).sum();
+    let dirty: u64 = eligible.iter().filter(|(base, _, _, _)| *base >= clean_offset).map(|(_, _, size, _)| size).sum();
+    if eligible.is_empty() || dirty == 0 || (dirty as f64) < DIRTY_RATIO_MIN * total as f64 && clean_offset > Offset(0)
+    {
         return Ok(report);
     }
+    let dirty_end = log.segments().iter().rev().nth(1).map_or(clean_offset, |s| s.next_offset);
     let latest = latest_offsets(log).await?;
     for (base, file, size, _) in eligible {
         let mut batches: Vec<Vec<u8>> = Vec::new();
@@ -76,6 +85,7 @@ pub async fn compact(
             report.bytes_after += rewritten.len() as u64;
         }
     }
+    log.set_clean_offset(dirty_end);
     if report.segments_rewritten > 0 {
         info!(dir = %log.dir().display(), ?report, "compacted");
     }

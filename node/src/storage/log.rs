@@ -259,6 +259,8 @@ struct State {
     unsynced: bool,
     /// Size of the latest write, to size the next buffer near it.
     last_write_bytes: u64,
+    /// Closed segments below this offset were compacted (what came after is "dirty").
+    clean_offset: Offset,
     stats: LogStats,
 }
 
@@ -494,6 +496,7 @@ impl PartitionLog {
             last_sync: Instant::now(),
             unsynced: false,
             last_write_bytes: 0,
+            clean_offset: Offset(0),
             stats: LogStats::default(),
         };
         let shared = Rc::new(Shared {
@@ -882,6 +885,15 @@ impl PartitionLog {
         bytes_per_s: u64,
     ) -> Result<CompactionReport, StorageError> {
         crate::storage::compact::compact(self, min_lag_ms, delete_retention_ms, bytes_per_s).await
+    }
+
+    /// Closed segments below this offset were compacted.
+    pub(crate) fn clean_offset(&self) -> Offset {
+        self.shared.state.borrow().clean_offset
+    }
+
+    pub(crate) fn set_clean_offset(&self, offset: Offset) {
+        self.shared.state.borrow_mut().clean_offset = offset;
     }
 
     pub(crate) async fn swap_segment(&self, base: Offset, size: u64) -> Result<bool, StorageError> {
