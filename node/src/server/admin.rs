@@ -15,32 +15,10 @@ use crate::errors::{ErrorKind, NodeError};
 use crate::shard::{AdminRequest, ConfigChange, NewTopic};
 use crate::shard::{ShardId, ShardReply, ShardRequest};
 
-/// The APIs this node serves, each at version 0.
-const APIS: &[ApiKey] = &[
-    ApiKey::ApiVersions,
-    ApiKey::Metadata,
-    ApiKey::CreateTopics,
-    ApiKey::DeleteTopics,
-    ApiKey::CreatePartitions,
-    ApiKey::DescribeConfigs,
-    ApiKey::AlterConfigs,
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::JoinGroup,
-    ApiKey::Heartbeat,
-    ApiKey::LeaveGroup,
-    ApiKey::OffsetCommit,
-    ApiKey::OffsetFetch,
-    ApiKey::ListGroups,
-    ApiKey::DescribeGroups,
-    ApiKey::DeleteGroups,
-    ApiKey::DeleteRecords,
-];
-
 pub fn api_versions(correlation_id: u32) -> ResponseFrame {
     let mut b = FlatBufferBuilder::new();
-    let ranges: Vec<_> = APIS
+    // Every API of the schema is served, each at version 0.
+    let ranges: Vec<_> = ApiKey::ENUM_VALUES
         .iter()
         .map(|&api| {
             wire::ApiVersionRange::create(&mut b, &wire::ApiVersionRangeArgs { api, min_version: 0, max_version: 0 })
