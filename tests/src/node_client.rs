@@ -628,17 +628,7 @@ impl Client {
         let response = self.request(
             RequestBody::CreateTopicsRequest,
             |b| {
-                let entries: Vec<_> = configs
-                    .iter()
-                    .map(|(k, v)| {
-                        let (key, value) = (b.create_string(k), b.create_string(v));
-                        wire::ConfigEntry::create(
-                            b,
-                            &wire::ConfigEntryArgs { key: Some(key), value: Some(value), is_default: false },
-                        )
-                    })
-                    .collect();
-                let configs = b.create_vector(&entries);
+                let configs = config_entries(b, configs);
                 let name = b.create_string(name);
                 let topic = wire::CreatableTopic::create(
                     b,
@@ -766,17 +756,7 @@ impl Client {
         let response = self.request(
             RequestBody::AlterConfigsRequest,
             |b| {
-                let entries: Vec<_> = set
-                    .iter()
-                    .map(|(k, v)| {
-                        let (key, value) = (b.create_string(k), b.create_string(v));
-                        wire::ConfigEntry::create(
-                            b,
-                            &wire::ConfigEntryArgs { key: Some(key), value: Some(value), is_default: false },
-                        )
-                    })
-                    .collect();
-                let set = b.create_vector(&entries);
+                let set = config_entries(b, set);
                 let keys: Vec<_> = delete.iter().map(|k| b.create_string(k)).collect();
                 let delete = b.create_vector(&keys);
                 let name = b.create_string(name);
@@ -1004,4 +984,69 @@ pub fn scrape_metrics(addr: SocketAddr) -> String {
 #[must_use]
 pub fn metric_value(scrape: &str, name: &str) -> Option<u64> {
     scrape.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A vector of config entries (key, value) in `b`.
+fn config_entries<'b>(
+    b: &mut FlatBufferBuilder<'b>,
+    configs: &[(&str, &str)],
+) -> WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<wire::ConfigEntry<'b>>>> {
+    let entries: Vec<_> = configs
+        .iter()
+        .map(|(k, v)| {
+            let (key, value) = (b.create_string(k), b.create_string(v));
+            wire::ConfigEntry::create(
+                b,
+                &wire::ConfigEntryArgs { key: Some(key), value: Some(value), is_default: false },
+            )
+        })
+        .collect();
+    b.create_vector(&entries)
+}
+
+/// What one run of a CLI process did.
+#[derive(Debug)]
+pub struct CliRun {
+    /// The exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a prepared command (its stdin, stdout and stderr are set up here): feeds it
+/// `stdin`, drains stdout and stderr on threads (a pipe holds only so much), polls until
+/// it exits, and kills it by its pid and fails the test if it runs past `timeout`.
+pub fn run_command(mut command: Command, stdin: &[u8], timeout: Duration) -> CliRun {
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    // A process that exits without reading all of stdin closes the pipe: that write
+    // error is not the caller's concern (the exit code and output are).
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the process") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill(); // SIGKILL to this child's pid
+            let _ = child.wait();
+            panic!("{command:?} ran longer than {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    writer.join().expect("the stdin writer");
+    CliRun { code: status.code(), stdout: stdout.join().expect("stdout"), stderr: stderr.join().expect("stderr") }
 }

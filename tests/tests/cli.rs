@@ -11,21 +11,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use sluice_client::partitioner::partition_for_key;
-use sluice_tests::node_client::{cli_binary, free_loopback_addr, NodeProcess};
+use sluice_tests::node_client::{cli_binary, free_loopback_addr, run_command, CliRun, NodeProcess};
 use tempfile::TempDir;
 
 /// The shards of every node here: the test machines have two cores.
 const SHARDS: usize = 2;
 /// The longest one run of the CLI may take.
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often the wait for a CLI run polls it.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 fn start_node() -> (TempDir, NodeProcess) {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
@@ -34,64 +31,19 @@ fn start_node() -> (TempDir, NodeProcess) {
     (dir, node)
 }
 
-/// What one run of the CLI did.
-#[derive(Debug)]
-struct Run {
-    /// The exit code (`None`: killed by a signal).
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
+type Run = CliRun;
 
 /// Runs `sluice --bootstrap BOOTSTRAP ARGS...` with `stdin` as its standard input, and
 /// waits (bounded by `CLI_TIMEOUT`) for it to exit.
 fn sluice(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Run {
     let mut command = Command::new(cli_binary());
-    command
-        .args(["--bootstrap", bootstrap])
-        .args(args)
-        .env_remove("SLUICE_BOOTSTRAP")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(["--bootstrap", bootstrap]).args(args).env_remove("SLUICE_BOOTSTRAP");
     sluice_command(command, stdin)
 }
 
-/// Runs a prepared CLI command: feeds `stdin` and drains stdout and stderr on threads
-/// (a pipe holds only so much), polls until it exits, and kills it by its pid if it
-/// runs past `CLI_TIMEOUT`.
-fn sluice_command(mut command: Command, stdin: &[u8]) -> Run {
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
-    let mut input = child.stdin.take().expect("piped stdin");
-    let stdin = stdin.to_vec();
-    // A CLI that exits without reading all of stdin closes the pipe: that write error is
-    // not this test's concern (the exit code and output are).
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + CLI_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the CLI") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill(); // SIGKILL to this child's pid
-            let _ = child.wait();
-            panic!("{command:?} ran longer than {CLI_TIMEOUT:?}");
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    };
-    writer.join().expect("the stdin writer");
-    Run { code: status.code(), stdout: stdout.join().expect("stdout"), stderr: stderr.join().expect("stderr") }
+/// Runs a prepared CLI command with `stdin`, bounded by `CLI_TIMEOUT`.
+fn sluice_command(command: Command, stdin: &[u8]) -> Run {
+    run_command(command, stdin, CLI_TIMEOUT)
 }
 
 /// Runs the CLI against `node` and checks that it succeeded.
@@ -153,7 +105,7 @@ fn exit_codes_tell_success_failure_bad_usage_and_an_unreachable_node_apart() {
     assert!(help.stdout.contains("usage: sluice"), "--help prints the usage: {help:?}");
 
     let mut command = Command::new(cli_binary());
-    command.env_remove("SLUICE_BOOTSTRAP").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.env_remove("SLUICE_BOOTSTRAP");
     let bare = sluice_command(command, b"");
     assert_eq!(bare.code, Some(2), "no command is bad usage: {bare:?}");
 

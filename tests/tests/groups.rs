@@ -49,7 +49,7 @@ use sluice_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use sluice_client::protocol::{self, GroupInfo};
 use sluice_client::{Admin, ClientError, ErrorCode, NewTopic};
 use sluice_schemas::wire::{self, RequestBody};
-use sluice_tests::node_client::{cli_binary, Client, NodeProcess};
+use sluice_tests::node_client::{cli_binary, run_command, CliRun, Client, NodeProcess};
 use tempfile::TempDir;
 
 /// The shards of every node here: the test machines have two cores.
@@ -348,41 +348,12 @@ fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<std::process::E
     }
 }
 
-/// What one run of the CLI did.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `sluice --bootstrap NODE ARGS...` and waits (bounded by `CLI_TIMEOUT`) for it to
 /// exit; one that runs longer is killed by its pid and the test fails.
-fn sluice(node: &NodeProcess, args: &[&str]) -> Run {
+fn sluice(node: &NodeProcess, args: &[&str]) -> CliRun {
     let mut command = Command::new(cli_binary());
-    command
-        .args(["--bootstrap", &node.addr().to_string()])
-        .args(args)
-        .env_remove("SLUICE_BOOTSTRAP")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let Some(status) = wait_for_exit(&mut child, CLI_TIMEOUT) else {
-        let _ = child.kill(); // SIGKILL to this child's pid
-        let _ = wait_for_exit(&mut child, PROCESS_EXIT_TIMEOUT);
-        panic!("{command:?} ran longer than {CLI_TIMEOUT:?}");
-    };
-    Run { code: status.code(), stdout: stdout.join().expect("stdout"), stderr: stderr.join().expect("stderr") }
+    command.args(["--bootstrap", &node.addr().to_string()]).args(args).env_remove("SLUICE_BOOTSTRAP");
+    run_command(command, b"", CLI_TIMEOUT)
 }
 
 // Waiting on the group ----------------------------------------------------------------------
