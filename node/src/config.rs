@@ -11,13 +11,16 @@ use crate::storage::{FsyncPolicy, LogConfig};
 
 /// The port the native protocol listens on by default.
 pub const DEFAULT_PORT: u16 = 9292;
+/// The port the Kafka protocol listens on by default.
+pub const DEFAULT_KAFKA_PORT: u16 = 9092;
 /// Shards at most (one per core; more only multiply idle executors).
 pub const SHARDS_MAX: usize = 256;
 
 pub const USAGE: &str = "\
 sluice-node: the Sluice storage node
 
-usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--shards N]
+usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
+                   [--kafka-listen HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N]
                    [--request-memory-bytes N] [--spin-before-park-us N] [--retention-check-ms N]
@@ -27,6 +30,10 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--shar
                             `[topic-defaults]` with topic config keys); flags win over it
   --data-dir DIR            where logs and metadata live (default ./sluice-data)
   --listen HOST:PORT        native protocol listener (default 127.0.0.1:9292)
+  --kafka-listen HOST:PORT  Kafka protocol listener for existing Kafka clients and tools
+                            (default 127.0.0.1:9092; `off` turns it off)
+  --kafka-advertised HOST:PORT  the address Kafka clients are told to connect to
+                            (default: the --kafka-listen address)
   --shards N                executors, one pinned per core (default: the number of cores)
   --node-id N               this node's id (default 0)
   --metrics-listen HOST:PORT  Prometheus text endpoint at /metrics (default: off)
@@ -53,6 +60,10 @@ pub struct NodeConfig {
     pub node_id: u32,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The Kafka wire protocol's listener (`None`: off).
+    pub kafka_listen: Option<SocketAddr>,
+    /// What Metadata and FindCoordinator tell Kafka clients (default: `kafka_listen`).
+    pub kafka_advertised: Option<(String, u16)>,
     pub shards: usize,
     pub metrics_listen: Option<SocketAddr>,
     /// Frames larger than this are refused before their body is read.
@@ -81,6 +92,8 @@ impl Default for NodeConfig {
             node_id: 0,
             data_dir: PathBuf::from("sluice-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            kafka_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_KAFKA_PORT))),
+            kafka_advertised: None,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()).min(SHARDS_MAX),
             metrics_listen: None,
             frame_bytes_max: 100 << 20,
@@ -119,11 +132,30 @@ fn address(key: &str, value: &str) -> Result<SocketAddr, String> {
 }
 
 impl NodeConfig {
+    /// The host and port Kafka clients are told to connect to.
+    #[must_use]
+    pub fn kafka_advertised(&self) -> Option<(String, u16)> {
+        if self.kafka_advertised.is_some() {
+            return self.kafka_advertised.clone();
+        }
+        self.kafka_listen.map(|a| (a.ip().to_string(), a.port()))
+    }
+
     /// Applies one setting by its name (the flag without `--`, or the TOML key).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
             "data-dir" => self.data_dir = PathBuf::from(value),
             "listen" => self.listen = address(key, value)?,
+            "kafka-listen" if value == "off" => self.kafka_listen = None,
+            "kafka-listen" => self.kafka_listen = Some(address(key, value)?),
+            "kafka-advertised" => {
+                let (host, port) = value
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h, p.parse::<u16>().ok().filter(|p| *p > 0)?)))
+                    .filter(|(h, _)| !h.is_empty())
+                    .ok_or_else(|| format!("{key} = {value:?}: not a HOST:PORT address"))?;
+                self.kafka_advertised = Some((host.to_string(), port));
+            }
             "shards" => self.shards = number(key, value, 1, SHARDS_MAX as u64)?,
             "node-id" => self.node_id = number(key, value, 0, i32::MAX as u64)?,
             "metrics-listen" => self.metrics_listen = Some(address(key, value)?),

@@ -30,6 +30,11 @@ pub enum ErrorKind {
     InvalidSessionTimeout,
     RebalanceInProgress,
     IllegalGeneration,
+    /// A member's group protocol does not match the group's (Kafka's classic protocol
+    /// against ours, or no protocol in common).
+    InconsistentGroupProtocol,
+    /// An idempotent producer's batch does not follow its last sequence number.
+    OutOfOrderSequenceNumber,
     NonEmptyGroup,
     GroupIdNotFound,
     /// The partition's log failed (poisoned by an I/O error, or corrupt on disk).

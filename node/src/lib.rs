@@ -16,6 +16,7 @@ pub mod config;
 pub mod errors;
 pub mod groups;
 pub mod io;
+pub mod kafka;
 pub mod metrics;
 pub mod server;
 pub mod shard;

@@ -59,10 +59,12 @@ fn main() -> ExitCode {
     };
     // The shards' listeners share the port with SO_REUSEPORT, which would also let them
     // share it with another process: check first that nobody else listens there.
-    if let Err(e) = check_port_free(config.listen) {
-        error!("{e}");
-        eprintln!("sluice-node: {e}");
-        return ExitCode::from(2);
+    for address in std::iter::once(config.listen).chain(config.kafka_listen) {
+        if let Err(e) = check_port_free(address) {
+            error!("{e}");
+            eprintln!("sluice-node: {e}");
+            return ExitCode::from(2);
+        }
     }
     // Shards inherit this mask, so only the main thread receives SIGTERM/SIGINT.
     let signals = block_stop_signals();
@@ -140,6 +142,7 @@ async fn run_shard(
 ) -> Result<(), String> {
     let listen = config.listen;
     let metrics_listen = config.metrics_listen;
+    let kafka_listen = config.kafka_listen;
     let shard = Shard::start(Rc::new(config), mesh).await?;
     // Every shard has opened its partitions before any accepts a connection.
     ready.wait();
@@ -147,7 +150,15 @@ async fn run_shard(
         shard.ensure_offsets_topic().await.map_err(|e| format!("creating the offsets topic: {e}"))?;
     }
     let listener = server::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
-    let serving = glommio::spawn_local(Server::new(shard.clone()).serve(listener));
+    let server = Server::new(shard.clone());
+    let serving = glommio::spawn_local(server::serve_native(server.clone(), listener));
+    let kafka = match kafka_listen {
+        Some(address) => {
+            let listener = server::bind(address).map_err(|e| format!("Kafka listener on {address}: {e}"))?;
+            Some(glommio::spawn_local(sluice_node::kafka::serve(server.clone(), listener)))
+        }
+        None => None,
+    };
     let metrics = match (shard.id.0, metrics_listen) {
         (0, Some(address)) => {
             let listener = server::bind(address).map_err(|e| format!("metrics listener on {address}: {e}"))?;
@@ -156,12 +167,16 @@ async fn run_shard(
         _ => None,
     };
     if shard.id.0 == 0 {
-        info!(listen = %listen, "sluice-node ready");
+        match kafka_listen {
+            Some(kafka) => info!(listen = %listen, kafka_listen = %kafka, "sluice-node ready"),
+            None => info!(listen = %listen, "sluice-node ready"),
+        }
     }
     while !stop.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }
     drop(serving);
+    drop(kafka);
     drop(metrics);
     shard.close_logs().await;
     Ok(())

@@ -12,8 +12,18 @@
 //! RebalanceInProgress) or for the rebalance timeout, then bumps the generation and
 //! answers every join with the member's assignment. Commits and heartbeats from another
 //! generation are refused (fencing). Lives on: the coordinator shard of each group.
+//!
+//! Two protocols share the coordinator and the committed offsets. Our native members
+//! name their topics and a strategy, and the coordinator assigns (above). Kafka's classic
+//! protocol (`JoinProtocol::Classic`) assigns on the client: members join with the
+//! protocols they support and opaque metadata; on completion the coordinator picks the
+//! protocol every member supports (by vote, as Kafka does), answers the leader with every
+//! member's metadata and moves to CompletingRebalance; the leader's SyncGroup carries
+//! every member's opaque assignment, which the coordinator hands to each member's
+//! SyncGroup. One group is either native or classic while it has members.
 
 pub mod assign;
+pub mod consumer_protocol;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -38,6 +48,8 @@ pub const SESSION_TIMEOUT_MS_MAX: u32 = 1_800_000;
 pub const EXPIRY_CHECK_MS: u64 = 100;
 /// Longest group id accepted.
 pub const GROUP_ID_BYTES_MAX: usize = 255;
+/// Kafka's protocol type of consumer groups, which native groups report too.
+pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
 /// The offsets partition of a group.
 #[must_use]
@@ -53,14 +65,43 @@ pub fn offsets_partition(group: &str) -> u32 {
 /// A group request, sent to the group's coordinator shard.
 #[derive(Clone, Debug)]
 pub enum GroupRequest {
-    Join { group: String, join: JoinArgs },
-    Heartbeat { group: String, member_id: String, generation: i32 },
-    Leave { group: String, member_id: String },
-    Commit { group: String, member_id: String, generation: i32, offsets: Vec<(String, u32, i64, String)> },
-    Fetch { group: String, partitions: Option<Vec<(String, u32)>> },
+    Join {
+        group: String,
+        join: JoinArgs,
+    },
+    /// Classic protocol: the leader sends every member's assignment; others send none.
+    Sync {
+        group: String,
+        member_id: String,
+        generation: i32,
+        assignments: Vec<(String, Vec<u8>)>,
+    },
+    Heartbeat {
+        group: String,
+        member_id: String,
+        generation: i32,
+    },
+    Leave {
+        group: String,
+        member_id: String,
+    },
+    Commit {
+        group: String,
+        member_id: String,
+        generation: i32,
+        offsets: Vec<(String, u32, i64, String)>,
+    },
+    Fetch {
+        group: String,
+        partitions: Option<Vec<(String, u32)>>,
+    },
     List,
-    Describe { group: String },
-    Delete { group: String },
+    Describe {
+        group: String,
+    },
+    Delete {
+        group: String,
+    },
 }
 
 impl GroupRequest {
@@ -69,6 +110,7 @@ impl GroupRequest {
     pub fn group(&self) -> Option<&str> {
         match self {
             GroupRequest::Join { group, .. }
+            | GroupRequest::Sync { group, .. }
             | GroupRequest::Heartbeat { group, .. }
             | GroupRequest::Leave { group, .. }
             | GroupRequest::Commit { group, .. }
@@ -85,8 +127,12 @@ pub struct JoinResult {
     pub generation: i32,
     pub member_id: String,
     pub leader_id: String,
+    /// The assignment strategy (native) or the chosen protocol (classic).
     pub strategy: String,
+    /// Native: the member's partitions.
     pub assignment: Vec<(String, u32)>,
+    /// Classic, for the leader only: every member's metadata for the chosen protocol.
+    pub members: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -94,16 +140,36 @@ pub struct MemberDescription {
     pub member_id: String,
     pub client_id: String,
     pub client_host: String,
+    /// Native: the subscribed topics.
+    pub topics: Vec<String>,
+    /// The member's partitions (classic: decoded from its assignment when the group's
+    /// protocol type is `consumer`).
     pub assignment: Vec<(String, u32)>,
+    /// Classic: the member's metadata for the chosen protocol and its opaque assignment.
+    pub metadata: Vec<u8>,
+    pub assignment_bytes: Vec<u8>,
 }
 
 #[derive(Clone, Debug)]
 pub struct GroupDescription {
     pub group: String,
     pub state: String,
+    /// Kafka's protocol type: `consumer` for native groups.
+    pub protocol_type: String,
+    /// Whether the members run Kafka's classic protocol (client-side assignment).
+    pub classic: bool,
     pub strategy: String,
     pub generation: i32,
     pub members: Vec<MemberDescription>,
+}
+
+/// One line of ListGroups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub group: String,
+    pub state: String,
+    pub members: u32,
+    pub protocol_type: String,
 }
 
 /// One partition's result of a commit.
@@ -116,10 +182,11 @@ type Committed = BTreeMap<(String, u32), (i64, String)>;
 #[derive(Clone, Debug)]
 pub enum GroupReply {
     Joined(Result<JoinResult, NodeError>),
+    Synced(Result<Vec<u8>, NodeError>),
     Done(Result<(), NodeError>),
     Committed(Result<Vec<PartitionOutcome>, NodeError>),
     Offsets(Result<Vec<(String, u32, i64, String)>, NodeError>),
-    Listed(Vec<(String, String, u32)>),
+    Listed(Vec<GroupSummary>),
     Described(Result<GroupDescription, NodeError>),
 }
 
@@ -127,6 +194,8 @@ pub enum GroupReply {
 enum State {
     Empty,
     PreparingRebalance,
+    /// Classic protocol: joined, waiting for the leader's assignments.
+    CompletingRebalance,
     Stable,
 }
 
@@ -135,6 +204,7 @@ impl State {
         match self {
             State::Empty => "Empty",
             State::PreparingRebalance => "PreparingRebalance",
+            State::CompletingRebalance => "CompletingRebalance",
             State::Stable => "Stable",
         }
     }
@@ -150,12 +220,25 @@ struct Member {
     /// Joined in the rebalance under way.
     rejoined: bool,
     assignment: Vec<(String, u32)>,
+    /// Classic protocol: (name, metadata) in the member's order of preference.
+    protocols: Vec<(String, Vec<u8>)>,
+    /// Classic protocol: the assignment its leader computed for it.
+    assignment_bytes: Vec<u8>,
+}
+
+impl Member {
+    fn supports(&self, protocol: &str) -> bool {
+        self.protocols.iter().any(|(name, _)| name == protocol)
+    }
 }
 
 struct Group {
     state: State,
     generation: i32,
     strategy: String,
+    /// Kafka's classic protocol (client-side assignment) rather than ours.
+    classic: bool,
+    protocol_type: String,
     leader: String,
     members: BTreeMap<String, Member>,
     /// Wakes joins waiting for the rebalance to complete.
@@ -169,6 +252,8 @@ impl Group {
             state: State::Empty,
             generation: 0,
             strategy: String::new(),
+            classic: false,
+            protocol_type: String::new(),
             leader: String::new(),
             members: BTreeMap::new(),
             rebalanced: Rc::new(WaitQueue::new()),
@@ -297,6 +382,9 @@ impl Coordinator {
     pub async fn handle(&self, host: &dyn GroupHost, request: GroupRequest) -> GroupReply {
         match request {
             GroupRequest::Join { group, join } => GroupReply::Joined(self.join(host, &group, join).await),
+            GroupRequest::Sync { group, member_id, generation, assignments } => {
+                GroupReply::Synced(self.sync(&group, &member_id, generation, assignments).await)
+            }
             GroupRequest::Heartbeat { group, member_id, generation } => {
                 GroupReply::Done(self.heartbeat(&group, &member_id, generation))
             }
@@ -322,21 +410,27 @@ impl Coordinator {
                 ),
             ));
         }
-        if !assign::STRATEGIES.contains(&join.strategy.as_str()) {
-            return Err(error(
-                ErrorKind::InvalidRequest,
-                format!("strategy {:?} is not one of {}", join.strategy, assign::STRATEGIES.join(", ")),
-            ));
+        match &join.protocol {
+            JoinProtocol::Native { strategy, .. } if !assign::STRATEGIES.contains(&strategy.as_str()) => {
+                return Err(error(
+                    ErrorKind::InvalidRequest,
+                    format!("strategy {strategy:?} is not one of {}", assign::STRATEGIES.join(", ")),
+                ));
+            }
+            JoinProtocol::Classic { protocol_type, protocols } if protocol_type.is_empty() || protocols.is_empty() => {
+                return Err(error(
+                    ErrorKind::InconsistentGroupProtocol,
+                    "a join must name a protocol type and at least one protocol",
+                ));
+            }
+            _ => {}
         }
         let (member_id, waiter, started_generation) = {
             let mut groups = self.groups.borrow_mut();
             let group = groups.entry(group_id.to_string()).or_insert_with(Group::new);
-            if !group.members.is_empty() && group.strategy != join.strategy {
-                return Err(error(
-                    ErrorKind::InvalidRequest,
-                    format!("group {group_id:?} uses strategy {:?}, not {:?}", group.strategy, join.strategy),
-                ));
-            }
+            let others: Vec<&Member> =
+                group.members.iter().filter(|(id, _)| **id != join.member_id).map(|(_, m)| m).collect();
+            check_protocol(group_id, group, &others, &join.protocol)?;
             let member_id = if join.member_id.is_empty() {
                 let n = self.next_member.get();
                 self.next_member.set(n + 1);
@@ -354,18 +448,32 @@ impl Coordinator {
                 ));
             };
             let previous = group.members.remove(&member_id);
-            group.strategy = join.strategy.clone();
+            let (topics, protocols) = match join.protocol {
+                JoinProtocol::Native { topics, strategy } => {
+                    group.strategy = strategy;
+                    group.classic = false;
+                    group.protocol_type = CONSUMER_PROTOCOL_TYPE.to_string();
+                    (topics.into_iter().collect(), Vec::new())
+                }
+                JoinProtocol::Classic { protocol_type, protocols } => {
+                    group.classic = true;
+                    group.protocol_type = protocol_type;
+                    (BTreeSet::new(), protocols)
+                }
+            };
             group.members.insert(
                 member_id.clone(),
                 Member {
                     client_id: join.client_id,
                     client_host: join.client_host,
-                    topics: join.topics.into_iter().collect(),
+                    topics,
                     session_timeout: Duration::from_millis(u64::from(join.session_timeout_ms)),
                     rebalance_timeout: Duration::from_millis(u64::from(join.rebalance_timeout_ms)),
                     last_seen: Instant::now(),
                     rejoined: true,
                     assignment: previous.map(|m| m.assignment).unwrap_or_default(),
+                    protocols,
+                    assignment_bytes: Vec::new(),
                 },
             );
             if group.state != State::PreparingRebalance {
@@ -397,12 +505,25 @@ impl Coordinator {
                 // rebalance deadline and then be dropped). The member learns of the next
                 // rebalance from its next heartbeat.
                 if group.generation > started_generation {
+                    let members = if group.classic && group.leader == member_id {
+                        group
+                            .members
+                            .iter()
+                            .map(|(id, m)| {
+                                let metadata = m.protocols.iter().find(|(name, _)| *name == group.strategy);
+                                (id.clone(), metadata.map(|(_, bytes)| bytes.clone()).unwrap_or_default())
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     return Ok(JoinResult {
                         generation: group.generation,
                         member_id: member_id.clone(),
                         leader_id: group.leader.clone(),
                         strategy: group.strategy.clone(),
                         assignment: member.assignment.clone(),
+                        members,
                     });
                 }
             }
@@ -433,21 +554,38 @@ impl Coordinator {
             group.rebalanced.notify_all();
             return;
         }
-        let topics: BTreeSet<String> = group.members.values().flat_map(|m| m.topics.iter().cloned()).collect();
-        let partitions: BTreeMap<String, u32> =
-            topics.iter().filter_map(|t| host.partition_count(t).map(|c| (t.clone(), c))).collect();
-        let subscriptions: Vec<assign::MemberSubscription> = group
-            .members
-            .iter()
-            .map(|(id, m)| assign::MemberSubscription {
-                member_id: id.clone(),
-                topics: m.topics.clone(),
-                owned: m.assignment.clone(),
-            })
-            .collect();
-        let assignment = assign::assign(&group.strategy, &subscriptions, &partitions);
-        for (id, m) in &mut group.members {
-            m.assignment = assignment.get(id).cloned().unwrap_or_default();
+        if group.classic {
+            // The leader assigns; members wait for it in SyncGroup, for at most the
+            // rebalance timeout.
+            group.strategy = choose_protocol(group.members.values()).unwrap_or_default();
+            let mut longest = Duration::from_millis(0);
+            for m in group.members.values_mut() {
+                m.assignment_bytes.clear();
+                longest = longest.max(m.rebalance_timeout);
+            }
+            group.state = State::CompletingRebalance;
+            group.rebalance_deadline = Some(Instant::now() + longest);
+        } else {
+            let topics: BTreeSet<String> = group.members.values().flat_map(|m| m.topics.iter().cloned()).collect();
+            let partitions: BTreeMap<String, u32> =
+                topics.iter().filter_map(|t| host.partition_count(t).map(|c| (t.clone(), c))).collect();
+            let subscriptions: Vec<assign::MemberSubscription> = group
+                .members
+                .iter()
+                .map(|(id, m)| assign::MemberSubscription {
+                    member_id: id.clone(),
+                    topics: m.topics.clone(),
+                    owned: m.assignment.clone(),
+                })
+                .collect();
+            let assignment = assign::assign(&group.strategy, &subscriptions, &partitions);
+            for (id, m) in &mut group.members {
+                m.assignment = assignment.get(id).cloned().unwrap_or_default();
+            }
+            group.state = State::Stable;
+            group.rebalance_deadline = None;
+        }
+        for m in group.members.values_mut() {
             m.rejoined = false;
             m.last_seen = Instant::now();
         }
@@ -455,10 +593,79 @@ impl Coordinator {
         if !group.members.contains_key(&group.leader) {
             group.leader = group.members.keys().next().cloned().unwrap_or_default();
         }
-        group.state = State::Stable;
-        group.rebalance_deadline = None;
         info!(group = group_id, generation = group.generation, members = group.members.len(), "rebalance complete");
         group.rebalanced.notify_all();
+    }
+
+    /// Classic protocol: the leader's SyncGroup stores every member's assignment; the
+    /// others' wait for it (bounded by the rebalance deadline, after which the expiry
+    /// task starts a new rebalance and they are answered RebalanceInProgress).
+    async fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<u8>, NodeError> {
+        check_group_id(group_id)?;
+        let mut assignments = Some(assignments);
+        loop {
+            let waiter = {
+                let mut groups = self.groups.borrow_mut();
+                let group = groups.get_mut(group_id).ok_or_else(|| {
+                    error(ErrorKind::UnknownMemberId, format!("group {group_id:?} has no member {member_id:?}"))
+                })?;
+                let Some(member) = group.members.get_mut(member_id) else {
+                    return Err(error(
+                        ErrorKind::UnknownMemberId,
+                        format!("member {member_id:?} is not in group {group_id:?}"),
+                    ));
+                };
+                member.last_seen = Instant::now();
+                if generation != group.generation {
+                    return Err(error(
+                        ErrorKind::IllegalGeneration,
+                        format!(
+                            "sync for generation {generation}, but group {group_id:?} is at generation {}",
+                            group.generation
+                        ),
+                    ));
+                }
+                match group.state {
+                    State::PreparingRebalance | State::Empty => {
+                        return Err(error(
+                            ErrorKind::RebalanceInProgress,
+                            format!("group {group_id:?} is rebalancing: join again"),
+                        ));
+                    }
+                    State::Stable => return Ok(member.assignment_bytes.clone()),
+                    State::CompletingRebalance if group.leader == member_id => {
+                        let given: HashMap<String, Vec<u8>> =
+                            assignments.take().unwrap_or_default().into_iter().collect();
+                        let decode = group.protocol_type == CONSUMER_PROTOCOL_TYPE;
+                        for (id, m) in &mut group.members {
+                            m.assignment_bytes = given.get(id).cloned().unwrap_or_default();
+                            m.assignment = if decode {
+                                consumer_protocol::decode_assignment(&m.assignment_bytes).unwrap_or_default()
+                            } else {
+                                Vec::new()
+                            };
+                        }
+                        group.state = State::Stable;
+                        group.rebalance_deadline = None;
+                        group.rebalanced.notify_all();
+                        info!(group = group_id, generation, "assignments received from the leader");
+                        return Ok(group
+                            .members
+                            .get(member_id)
+                            .map(|m| m.assignment_bytes.clone())
+                            .unwrap_or_default());
+                    }
+                    State::CompletingRebalance => group.rebalanced.clone(),
+                }
+            };
+            waiter.wait().await;
+        }
     }
 
     fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32) -> Result<(), NodeError> {
@@ -529,9 +736,12 @@ impl Coordinator {
                 if !expired.is_empty() {
                     rebalance_after_departure(group, id);
                 }
+                let passed = group.rebalance_deadline.is_some_and(|d| now >= d);
                 if group.state == State::PreparingRebalance {
-                    let passed = group.rebalance_deadline.is_some_and(|d| now >= d);
                     to_complete.push((id.clone(), passed));
+                } else if group.state == State::CompletingRebalance && passed {
+                    info!(group = %id, leader = %group.leader, "the leader sent no assignments in time; rebalancing");
+                    start_rebalance(group, id, None);
                 }
             }
         }
@@ -658,7 +868,7 @@ impl Coordinator {
         }
     }
 
-    fn list(&self) -> Vec<(String, String, u32)> {
+    fn list(&self) -> Vec<GroupSummary> {
         let groups = self.groups.borrow();
         let offsets = self.offsets.borrow();
         let mut names: BTreeSet<&String> = groups.keys().collect();
@@ -666,8 +876,18 @@ impl Coordinator {
         names
             .into_iter()
             .map(|g| match groups.get(g) {
-                Some(group) => (g.clone(), group.state.name().to_string(), group.members.len() as u32),
-                None => (g.clone(), State::Empty.name().to_string(), 0),
+                Some(group) => GroupSummary {
+                    group: g.clone(),
+                    state: group.state.name().to_string(),
+                    members: group.members.len() as u32,
+                    protocol_type: group.protocol_type.clone(),
+                },
+                None => GroupSummary {
+                    group: g.clone(),
+                    state: State::Empty.name().to_string(),
+                    members: 0,
+                    protocol_type: String::new(),
+                },
             })
             .collect()
     }
@@ -682,6 +902,8 @@ impl Coordinator {
             Some(g) => GroupDescription {
                 group: group_id.to_string(),
                 state: g.state.name().to_string(),
+                protocol_type: g.protocol_type.clone(),
+                classic: g.classic,
                 strategy: g.strategy.clone(),
                 generation: g.generation,
                 members: g
@@ -691,13 +913,23 @@ impl Coordinator {
                         member_id: id.clone(),
                         client_id: m.client_id.clone(),
                         client_host: m.client_host.clone(),
+                        topics: m.topics.iter().cloned().collect(),
                         assignment: m.assignment.clone(),
+                        metadata: m
+                            .protocols
+                            .iter()
+                            .find(|(name, _)| *name == g.strategy)
+                            .map(|(_, bytes)| bytes.clone())
+                            .unwrap_or_default(),
+                        assignment_bytes: m.assignment_bytes.clone(),
                     })
                     .collect(),
             },
             None => GroupDescription {
                 group: group_id.to_string(),
                 state: State::Empty.name().to_string(),
+                protocol_type: String::new(),
+                classic: false,
                 strategy: String::new(),
                 generation: 0,
                 members: Vec::new(),
@@ -757,8 +989,75 @@ pub struct JoinArgs {
     pub client_host: String,
     pub session_timeout_ms: u32,
     pub rebalance_timeout_ms: u32,
-    pub topics: Vec<String>,
-    pub strategy: String,
+    pub protocol: JoinProtocol,
+}
+
+/// How a member's group assigns partitions.
+#[derive(Clone, Debug)]
+pub enum JoinProtocol {
+    /// Ours: the coordinator assigns `topics`' partitions with `strategy`.
+    Native { topics: Vec<String>, strategy: String },
+    /// Kafka's classic protocol: the leader member assigns. `protocols` are (name,
+    /// metadata) in the member's order of preference.
+    Classic { protocol_type: String, protocols: Vec<(String, Vec<u8>)> },
+}
+
+/// Refuses a join whose protocol does not fit the group's other members: native and
+/// classic members never mix, and classic members share a protocol type and at least
+/// one protocol.
+fn check_protocol(group_id: &str, group: &Group, others: &[&Member], protocol: &JoinProtocol) -> Result<(), NodeError> {
+    if others.is_empty() {
+        return Ok(());
+    }
+    let inconsistent = |why: String| Err(error(ErrorKind::InconsistentGroupProtocol, why));
+    match protocol {
+        JoinProtocol::Native { .. } if group.classic => {
+            inconsistent(format!("group {group_id:?} has members of Kafka's classic protocol"))
+        }
+        JoinProtocol::Native { strategy, .. } if *strategy != group.strategy => {
+            inconsistent(format!("group {group_id:?} uses strategy {:?}, not {strategy:?}", group.strategy))
+        }
+        JoinProtocol::Native { .. } => Ok(()),
+        JoinProtocol::Classic { .. } if !group.classic => {
+            inconsistent(format!("group {group_id:?} has members of Sluice's native protocol"))
+        }
+        JoinProtocol::Classic { protocol_type, .. } if *protocol_type != group.protocol_type => inconsistent(format!(
+            "group {group_id:?} has protocol type {:?}, not {protocol_type:?}",
+            group.protocol_type
+        )),
+        JoinProtocol::Classic { protocols, .. } => {
+            if protocols.iter().any(|(name, _)| others.iter().all(|m| m.supports(name))) {
+                Ok(())
+            } else {
+                let names: Vec<&str> = protocols.iter().map(|(n, _)| n.as_str()).collect();
+                inconsistent(format!("none of the protocols {names:?} is supported by every member of {group_id:?}"))
+            }
+        }
+    }
+}
+
+/// The protocol every member supports that most members prefer (each votes for its
+/// first supported one, as Kafka's coordinator does); ties go to the earlier vote.
+fn choose_protocol<'a>(members: impl Iterator<Item = &'a Member> + Clone) -> Option<String> {
+    let first = members.clone().next()?;
+    let candidates: Vec<&str> = first
+        .protocols
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| members.clone().all(|m| m.supports(name)))
+        .collect();
+    let mut votes: Vec<(&str, usize)> = Vec::new();
+    for m in members {
+        let Some(choice) = m.protocols.iter().map(|(n, _)| n.as_str()).find(|n| candidates.contains(n)) else {
+            continue;
+        };
+        match votes.iter_mut().find(|(name, _)| *name == choice) {
+            Some((_, count)) => *count += 1,
+            None => votes.push((choice, 1)),
+        }
+    }
+    let best = votes.iter().map(|(_, c)| *c).max()?;
+    votes.into_iter().find(|(_, c)| *c == best).map(|(name, _)| name.to_string())
 }
 
 fn start_rebalance(group: &mut Group, group_id: &str, joined: Option<&str>) {
@@ -769,6 +1068,8 @@ fn start_rebalance(group: &mut Group, group_id: &str, joined: Option<&str>) {
         longest = longest.max(m.rebalance_timeout);
     }
     group.rebalance_deadline = Some(Instant::now() + longest);
+    // Members waiting in SyncGroup learn that their generation is over.
+    group.rebalanced.notify_all();
     debug!(group = group_id, members = group.members.len(), "rebalance started");
 }
 
@@ -778,7 +1079,7 @@ fn rebalance_after_departure(group: &mut Group, group_id: &str) {
         group.state = State::Empty;
         group.rebalance_deadline = None;
         group.rebalanced.notify_all();
-    } else if group.state == State::Stable {
+    } else if group.state != State::PreparingRebalance {
         start_rebalance(group, group_id, None);
     }
 }
@@ -836,8 +1137,7 @@ mod tests {
                 client_host: "h".into(),
                 session_timeout_ms: 10_000,
                 rebalance_timeout_ms: 10_000,
-                topics: vec!["t".into()],
-                strategy: "range".into(),
+                protocol: JoinProtocol::Native { topics: vec!["t".into()], strategy: "range".into() },
             },
         }
     }
@@ -881,7 +1181,8 @@ mod tests {
         let last = joined(block_on(c.handle(&FakeHost, join_request(&second.member_id))));
         assert_eq!(last.assignment.len(), 6);
         c.leave(&FakeHost, "g", &second.member_id).unwrap();
-        assert_eq!(c.list(), vec![("g".to_string(), "Empty".to_string(), 0)]);
+        let listed = c.list();
+        assert_eq!((listed[0].group.as_str(), listed[0].state.as_str(), listed[0].members), ("g", "Empty", 0));
     }
 
     #[test]

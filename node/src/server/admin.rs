@@ -106,7 +106,7 @@ pub fn metadata(server: &Rc<Server>, correlation_id: u32, request: wire::Metadat
 }
 
 /// Runs an admin request on shard 0 and returns its per-topic results.
-async fn run_admin(server: &Rc<Server>, request: AdminRequest) -> Vec<(String, Result<(), NodeError>)> {
+pub(crate) async fn run_admin(server: &Rc<Server>, request: AdminRequest) -> Vec<(String, Result<(), NodeError>)> {
     let names: Vec<String> = match &request {
         AdminRequest::CreateTopics { topics, .. } => topics.iter().map(|t| t.name.clone()).collect(),
         AdminRequest::DeleteTopics { names } => names.clone(),

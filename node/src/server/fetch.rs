@@ -22,18 +22,80 @@ use crate::shard::{ReadResult, ShardReply, ShardRequest};
 /// The longest a fetch may wait for data, whatever it asks.
 pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
 
-struct Wanted {
-    topic: String,
-    partition: u32,
-    offset: i64,
-    max_bytes: u32,
+/// One partition a fetch asks for, from either protocol.
+pub struct Wanted {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub max_bytes: u32,
 }
 
-struct Got {
-    payload: Vec<Payload>,
-    bytes: u64,
-    high_watermark: u64,
-    log_start_offset: u64,
+/// What a fetch got from one partition: whole stored batches.
+pub struct Got {
+    pub payload: Vec<Payload>,
+    pub bytes: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// A fetch's limits.
+#[derive(Clone, Copy, Debug)]
+pub struct FetchLimits {
+    pub min_bytes: u64,
+    pub max_wait_ms: u32,
+    /// The whole response's record bytes (the first partition with data always fits).
+    pub max_bytes: u64,
+}
+
+/// Reads every wanted partition, waits for `min_bytes` up to `max_wait_ms` (long
+/// polling), and keeps the partitions' data within `max_bytes` in request order (a
+/// partition that does not fit gets no data). Both protocols' Fetch handlers call this.
+pub async fn fetch_all(server: &Rc<Server>, wanted: &[Wanted], limits: FetchLimits) -> Vec<Result<Got, NodeError>> {
+    let max_wait_ms = limits.max_wait_ms.min(FETCH_WAIT_MS_MAX);
+    let mut results = read_all(server, wanted).await;
+    let total: u64 = results.iter().flatten().map(|g| g.bytes).sum();
+    let any_error = results.iter().any(Result::is_err);
+    if total < limits.min_bytes && max_wait_ms > 0 && !any_error {
+        wait_for_any(server, wanted, max_wait_ms).await;
+        results = read_all(server, wanted).await;
+    }
+    let mut budget = limits.max_bytes;
+    let mut first = true;
+    for got in results.iter_mut().flatten() {
+        if got.bytes == 0 {
+            continue;
+        }
+        if first || got.bytes <= budget {
+            first = false;
+            budget = budget.saturating_sub(got.bytes);
+        } else {
+            got.payload.clear();
+            got.bytes = 0;
+        }
+    }
+    results
+}
+
+/// The offset of `timestamp` (-1 latest, -2 earliest, else the first record at or after
+/// it) in one partition, from the shard that owns it.
+pub async fn list_offset(
+    server: &Rc<Server>,
+    topic: &str,
+    partition: u32,
+    timestamp: i64,
+) -> Result<Option<u64>, NodeError> {
+    let shard = &server.shard;
+    shard.check_partition(topic, partition)?;
+    let owner = shard.owner(topic, partition);
+    if owner == shard.id {
+        return shard.list_offset_local(topic, partition, timestamp).await;
+    }
+    let request = ShardRequest::ListOffset { topic: topic.to_string(), partition, timestamp };
+    match shard.call(owner, request).await {
+        ShardReply::Offset(r) => r,
+        ShardReply::Failed(e) => Err(e),
+        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
+    }
 }
 
 async fn read_one(server: &Rc<Server>, w: &Wanted) -> Result<Got, NodeError> {
@@ -119,17 +181,12 @@ pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::Fetc
         }
         layout.push((name, wanted.len() - before));
     }
-    let min_bytes = u64::from(request.min_bytes());
-    let max_wait_ms = request.max_wait_ms().min(FETCH_WAIT_MS_MAX);
-    let mut results = read_all(server, &wanted).await;
-    let total: u64 = results.iter().flatten().map(|g| g.bytes).sum();
-    let any_error = results.iter().any(Result::is_err);
-    if total < min_bytes && max_wait_ms > 0 && !any_error {
-        wait_for_any(server, &wanted, max_wait_ms).await;
-        results = read_all(server, &wanted).await;
-    }
-    // The request's byte budget: partitions in order; the first with data always fits.
-    let mut budget = u64::from(request.max_bytes());
+    let limits = FetchLimits {
+        min_bytes: u64::from(request.min_bytes()),
+        max_wait_ms: request.max_wait_ms(),
+        max_bytes: u64::from(request.max_bytes()),
+    };
+    let results = fetch_all(server, &wanted, limits).await;
     let mut payload: Vec<Payload> = Vec::new();
     let mut position: u64 = 0;
     let mut b = FlatBufferBuilder::new();
@@ -142,16 +199,10 @@ pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::Fetc
             let (Some(w), Some(result)) = (wanted_iter.next(), results.next()) else { break };
             let args = match result {
                 Ok(got) => {
-                    let fits = position == 0 || got.bytes <= budget;
-                    let (start, length) = if fits && got.bytes > 0 {
-                        let start = position;
-                        position += got.bytes;
-                        budget = budget.saturating_sub(got.bytes);
-                        payload.extend(got.payload);
-                        (start, got.bytes)
-                    } else {
-                        (position, 0)
-                    };
+                    let start = position;
+                    position += got.bytes;
+                    payload.extend(got.payload);
+                    let length = got.bytes;
                     wire::PartitionFetchResultArgs {
                         partition: w.partition,
                         error: ErrorCode::None,
@@ -189,7 +240,6 @@ pub async fn list_offsets(
     correlation_id: u32,
     request: wire::ListOffsetsRequest<'_>,
 ) -> ResponseFrame {
-    let shard = &server.shard;
     let mut b = FlatBufferBuilder::new();
     let mut topic_offsets = Vec::new();
     for topic in request.topics().iter().flatten() {
@@ -197,22 +247,7 @@ pub async fn list_offsets(
         let mut partitions = Vec::new();
         for p in topic.partitions().iter().flatten() {
             let (partition, timestamp) = (p.partition(), p.timestamp());
-            let result = match shard.check_partition(&name, partition) {
-                Err(e) => Err(e),
-                Ok(()) => {
-                    let owner = shard.owner(&name, partition);
-                    if owner == shard.id {
-                        shard.list_offset_local(&name, partition, timestamp).await
-                    } else {
-                        let request = ShardRequest::ListOffset { topic: name.clone(), partition, timestamp };
-                        match shard.call(owner, request).await {
-                            ShardReply::Offset(r) => r,
-                            ShardReply::Failed(e) => Err(e),
-                            other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
-                        }
-                    }
-                }
-            };
+            let result = list_offset(server, &name, partition, timestamp).await;
             let args = match result {
                 Ok(offset) => wire::PartitionOffsetResultArgs {
                     partition,

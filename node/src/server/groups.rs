@@ -9,7 +9,7 @@ use sluice_schemas::wire::{self, ErrorCode, ResponseBody};
 
 use super::{error_code, respond, topic_results, ResponseFrame, Server};
 use crate::errors::{ErrorKind, NodeError};
-use crate::groups::{GroupReply, GroupRequest, JoinArgs};
+use crate::groups::{GroupReply, GroupRequest, JoinArgs, JoinProtocol};
 
 fn unexpected(reply: &GroupReply) -> NodeError {
     NodeError::new(ErrorKind::Unknown, format!("unexpected group reply {reply:?}"))
@@ -76,8 +76,10 @@ pub async fn join(
             client_host: peer.to_string(),
             session_timeout_ms: r.session_timeout_ms(),
             rebalance_timeout_ms: r.rebalance_timeout_ms(),
-            topics: r.topics().map(|t| t.iter().map(str::to_string).collect()).unwrap_or_default(),
-            strategy: r.strategy().filter(|s| !s.is_empty()).unwrap_or("range").to_string(),
+            protocol: JoinProtocol::Native {
+                topics: r.topics().map(|t| t.iter().map(str::to_string).collect()).unwrap_or_default(),
+                strategy: r.strategy().filter(|s| !s.is_empty()).unwrap_or("range").to_string(),
+            },
         },
     };
     let reply = server.shard.group_call(request).await;
@@ -248,12 +250,12 @@ pub async fn list(server: &Rc<Server>, cid: u32) -> ResponseFrame {
     let mut b = FlatBufferBuilder::new();
     let items: Vec<_> = groups
         .iter()
-        .map(|(g, state, members)| {
-            let group_id = b.create_string(g);
-            let state = b.create_string(state);
+        .map(|g| {
+            let group_id = b.create_string(&g.group);
+            let state = b.create_string(&g.state);
             wire::GroupListing::create(
                 &mut b,
-                &wire::GroupListingArgs { group_id: Some(group_id), state: Some(state), members: *members },
+                &wire::GroupListingArgs { group_id: Some(group_id), state: Some(state), members: g.members },
             )
         })
         .collect();

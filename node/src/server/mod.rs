@@ -12,12 +12,12 @@
 //! is closed, and nothing else (other connections, stored data) is affected. Record bytes
 //! in fetch responses go to the socket from the log's buffers as they are.
 
-mod admin;
+pub(crate) mod admin;
 mod delete_records;
-mod fetch;
+pub(crate) mod fetch;
 mod groups;
 mod metrics_http;
-mod produce;
+pub(crate) mod produce;
 
 pub use metrics_http::serve_metrics;
 
@@ -60,6 +60,8 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,
         ErrorKind::RebalanceInProgress => ErrorCode::RebalanceInProgress,
         ErrorKind::IllegalGeneration => ErrorCode::IllegalGeneration,
+        ErrorKind::InconsistentGroupProtocol => ErrorCode::InconsistentGroupProtocol,
+        ErrorKind::OutOfOrderSequenceNumber => ErrorCode::OutOfOrderSequenceNumber,
         ErrorKind::NonEmptyGroup => ErrorCode::NonEmptyGroup,
         ErrorKind::GroupIdNotFound => ErrorCode::GroupIdNotFound,
         ErrorKind::Storage => ErrorCode::KafkaStorageError,
@@ -76,7 +78,8 @@ pub enum Payload {
 }
 
 impl Payload {
-    fn bytes(&self) -> &[u8] {
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
         match self {
             Payload::Shared(b) => b,
             Payload::Owned(v) => v,
@@ -88,6 +91,24 @@ impl Payload {
 pub struct ResponseFrame {
     head: Vec<u8>,
     payload: Vec<Payload>,
+}
+
+impl ResponseFrame {
+    /// A response written as `head` then each piece of `payload`, in order.
+    #[must_use]
+    pub fn new(head: Vec<u8>, payload: Vec<Payload>) -> ResponseFrame {
+        ResponseFrame { head, payload }
+    }
+
+    #[must_use]
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    #[must_use]
+    pub fn payload(&self) -> &[Payload] {
+        &self.payload
+    }
 }
 
 /// What the handler of one request decided.
@@ -123,10 +144,139 @@ pub fn error_frame(correlation_id: u32, code: ErrorCode, message: &str) -> Respo
     respond(b, correlation_id, ResponseBody::ErrorResponse, body.as_union_value(), Vec::new())
 }
 
-/// Shared by the connections of one shard.
+/// Shared by the connections of one shard, of both protocols.
 pub struct Server {
     pub shard: Rc<Shard>,
     memory: Rc<Semaphore>,
+}
+
+/// A wire protocol served on a listener: how its frames are delimited, and how one
+/// request is handled. The connection loop (`serve`) is the same for every protocol:
+/// pipelined requests up to `max-in-flight`, answered in order, bodies within the
+/// shard's request memory.
+pub(crate) trait Protocol: 'static {
+    /// Bytes of the frame header, which gives the body's length.
+    const HEADER_BYTES: usize;
+    /// What the handler needs from the header.
+    type Frame: 'static;
+    fn server(self: &Rc<Self>) -> Rc<Server>;
+    /// The body's length and what the handler needs from the header; `Err` refuses the
+    /// frame: its response, if any, is written and the connection closed.
+    fn parse_header(&self, header: &[u8]) -> Result<(usize, Self::Frame), Option<ResponseFrame>>;
+    /// Runs one request.
+    async fn handle(self: Rc<Self>, frame: Self::Frame, body: Vec<u8>, peer: Rc<str>) -> Outcome;
+}
+
+/// Serves the native protocol on `listener`, forever.
+pub async fn serve_native(server: Rc<Server>, listener: TcpListener) {
+    serve(server, listener).await;
+}
+
+/// Accepts connections of one protocol, forever.
+pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let protocol = protocol.clone();
+                crate::io::spawn_detached(async move {
+                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    debug!(%peer, shard = protocol.server().shard.id.0, "connection opened");
+                    connection(protocol, stream).await;
+                    debug!(%peer, "connection closed");
+                });
+            }
+            Err(e) => {
+                warn!("accept failed: {e}");
+                crate::io::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn connection<P: Protocol>(protocol: Rc<P>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer_address: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let server = protocol.server();
+    let in_flight = server.shard.config.in_flight_per_connection_max;
+    let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Outcome>>(in_flight);
+    let writer_task = glommio::spawn_local(async move {
+        while let Some(handle) = rx.recv().await {
+            let Some(outcome) = handle.await else { break };
+            if let Some(response) = outcome.response {
+                if write_response(&mut writer, &response).await.is_err() {
+                    break;
+                }
+            }
+            if outcome.close {
+                break;
+            }
+        }
+        let _ = writer.close().await;
+    });
+    let mut header = vec![0u8; P::HEADER_BYTES];
+    loop {
+        if reader.read_exact(&mut header).await.is_err() {
+            break; // closed by the peer
+        }
+        let (body_bytes, frame) = match protocol.parse_header(&header) {
+            Ok(parsed) => parsed,
+            Err(refusal) => {
+                let task = glommio::spawn_local(async move { Outcome { response: refusal, close: true } }).detach();
+                let _ = tx.send(task).await;
+                break;
+            }
+        };
+        // The body's memory is reserved before it is read: a shard never holds more
+        // than request-memory-bytes of request bodies.
+        let reserve = (P::HEADER_BYTES + body_bytes) as u64;
+        let Ok(permit) = server.memory.clone().acquire_static_permit(reserve).await else {
+            break;
+        };
+        let mut body = vec![0u8; body_bytes];
+        if reader.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        let protocol = protocol.clone();
+        let peer = peer_address.clone();
+        let task = glommio::spawn_local(async move {
+            let outcome = protocol.handle(frame, body, peer).await;
+            drop(permit);
+            outcome
+        })
+        .detach();
+        if tx.send(task).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    writer_task.await;
+}
+
+impl Protocol for Server {
+    const HEADER_BYTES: usize = FRAME_HEADER_BYTES;
+    /// The envelope's length.
+    type Frame = usize;
+
+    fn server(self: &Rc<Self>) -> Rc<Server> {
+        self.clone()
+    }
+
+    fn parse_header(&self, header: &[u8]) -> Result<(usize, usize), Option<ResponseFrame>> {
+        let mut bytes = [0u8; FRAME_HEADER_BYTES];
+        bytes.copy_from_slice(header);
+        match FrameHeader::parse(&bytes, self.shard.config.frame_bytes_max) {
+            Ok(h) => Ok((h.body_bytes() as usize, h.envelope_bytes as usize)),
+            Err(e) => {
+                warn!("refusing a frame: {e}");
+                Err(Some(error_frame(0, ErrorCode::InvalidRequest, &e.to_string())))
+            }
+        }
+    }
+
+    async fn handle(self: Rc<Self>, envelope_bytes: usize, body: Vec<u8>, peer: Rc<str>) -> Outcome {
+        self.handle_native(&body, envelope_bytes, &peer).await
+    }
 }
 
 impl Server {
@@ -136,95 +286,8 @@ impl Server {
         Rc::new(Server { shard, memory })
     }
 
-    /// Accepts connections until `stop` resolves.
-    pub async fn serve(self: Rc<Self>, listener: TcpListener) {
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    let server = self.clone();
-                    crate::io::spawn_detached(async move {
-                        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                        debug!(%peer, shard = server.shard.id.0, "connection opened");
-                        server.connection(stream).await;
-                        debug!(%peer, "connection closed");
-                    });
-                }
-                Err(e) => {
-                    warn!("accept failed: {e}");
-                    crate::io::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            }
-        }
-    }
-
-    async fn connection(self: &Rc<Self>, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let peer_address: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
-        let (mut reader, mut writer) = futures_lite::io::split(stream);
-        let in_flight = self.shard.config.in_flight_per_connection_max;
-        let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Outcome>>(in_flight);
-        let writer_task = glommio::spawn_local(async move {
-            while let Some(handle) = rx.recv().await {
-                let Some(outcome) = handle.await else { break };
-                if let Some(response) = outcome.response {
-                    if write_response(&mut writer, &response).await.is_err() {
-                        break;
-                    }
-                }
-                if outcome.close {
-                    break;
-                }
-            }
-            let _ = writer.close().await;
-        });
-        loop {
-            let mut header = [0u8; FRAME_HEADER_BYTES];
-            if reader.read_exact(&mut header).await.is_err() {
-                break; // closed by the peer
-            }
-            let parsed = FrameHeader::parse(&header, self.shard.config.frame_bytes_max);
-            let header = match parsed {
-                Ok(h) => h,
-                Err(e) => {
-                    warn!("refusing a frame: {e}");
-                    let frame = error_frame(0, ErrorCode::InvalidRequest, &e.to_string());
-                    let _ = tx
-                        .send(
-                            glommio::spawn_local(async move { Outcome { response: Some(frame), close: true } })
-                                .detach(),
-                        )
-                        .await;
-                    break;
-                }
-            };
-            // The body's memory is reserved before it is read: a shard never holds more
-            // than request-memory-bytes of request bodies.
-            let Ok(permit) = self.memory.clone().acquire_static_permit(u64::from(header.frame_bytes)).await else {
-                break;
-            };
-            let mut body = vec![0u8; header.body_bytes() as usize];
-            if reader.read_exact(&mut body).await.is_err() {
-                break;
-            }
-            let server = self.clone();
-            let peer = peer_address.clone();
-            let envelope_bytes = header.envelope_bytes as usize;
-            let task = glommio::spawn_local(async move {
-                let outcome = server.handle(&body, envelope_bytes, &peer).await;
-                drop(permit);
-                outcome
-            })
-            .detach();
-            if tx.send(task).await.is_err() {
-                break;
-            }
-        }
-        drop(tx);
-        writer_task.await;
-    }
-
     /// Parses and runs one request (`body` is the frame after its header).
-    async fn handle(self: &Rc<Self>, body: &[u8], envelope_bytes: usize, peer: &str) -> Outcome {
+    async fn handle_native(self: &Rc<Self>, body: &[u8], envelope_bytes: usize, peer: &str) -> Outcome {
         let (envelope, payload) = body.split_at(envelope_bytes.min(body.len()));
         let request = match wire::parse_request(envelope) {
             Ok(r) => r,

@@ -18,75 +18,31 @@ use crate::shard::{Appended, ShardReply, ShardRequest};
 
 type PartitionOutcome = (u32, Result<Appended, NodeError>);
 
-pub async fn produce(
+/// One partition's records of a produce request, from either protocol.
+pub struct ProducePartition<'a> {
+    pub partition: u32,
+    /// The batches, or why the request's framing of them was refused.
+    pub records: Result<&'a [u8], NodeError>,
+}
+
+/// Per topic, in request order: each partition's append.
+pub type ProduceResults = Vec<(String, Vec<PartitionOutcome>)>;
+
+/// Appends each partition's batches on the shard that owns it, concurrently, and returns
+/// each partition's outcome. Both protocols' Produce handlers call this; they only
+/// decode requests and encode responses.
+pub async fn append_all(
     server: &Rc<Server>,
-    correlation_id: u32,
-    request: wire::ProduceRequest<'_>,
-    payload: &[u8],
-) -> Result<Option<ResponseFrame>, NodeError> {
-    let acks = request.acks();
+    acks: i16,
+    request: Vec<(String, Vec<ProducePartition<'_>>)>,
+) -> ProduceResults {
     let shard = &server.shard;
     let mut topics: Vec<(String, Vec<LocalFuture<'_, PartitionOutcome>>)> = Vec::new();
-    for topic in request.topics().iter().flatten() {
-        let name = topic.name_or_empty();
+    for (name, partitions) in request {
         let mut parts: Vec<LocalFuture<'_, PartitionOutcome>> = Vec::new();
-        for part in topic.partitions().iter().flatten() {
-            let partition = part.partition();
+        for ProducePartition { partition, records } in partitions {
             let name = name.clone();
-            let records = part
-                .records()
-                .ok_or_else(|| NodeError::new(ErrorKind::InvalidRequest, format!("{name}-{partition}: no records")))
-                .and_then(|slice| {
-                    wire::payload_slice(payload, slice)
-                        .map_err(|e| NodeError::new(ErrorKind::InvalidRequest, format!("{name}-{partition}: {e}")))
-                });
-            parts.push(Box::pin(async move {
-                if !matches!(acks, -1..=1) {
-                    let e =
-                        NodeError::new(ErrorKind::InvalidRequiredAcks, format!("acks {acks} is not 0, 1 or -1 (all)"));
-                    return (partition, Err(e));
-                }
-                let records = match records {
-                    Ok(r) => r,
-                    Err(e) => return (partition, Err(e)),
-                };
-                if let Err(e) = shard.check_partition(&name, partition) {
-                    return (partition, Err(e));
-                }
-                if acks == -1 {
-                    let default = shard.config.topic_defaults.min_insync_replicas;
-                    let min_isr = shard
-                        .metadata()
-                        .topic(&name)
-                        .and_then(|t| t.configs.get("min.insync.replicas").and_then(|v| v.parse().ok()))
-                        .unwrap_or(default);
-                    if min_isr > 1 {
-                        let e = NodeError::new(
-                            ErrorKind::NotEnoughReplicas,
-                            format!("{name}-{partition}: min.insync.replicas is {min_isr}, but 1 replica is in sync"),
-                        );
-                        return (partition, Err(e));
-                    }
-                }
-                if name == crate::groups::OFFSETS_TOPIC {
-                    let e = NodeError::new(
-                        ErrorKind::InvalidTopic,
-                        format!("{name} is an internal topic; only the group coordinator writes to it"),
-                    );
-                    return (partition, Err(e));
-                }
-                let owner = shard.owner(&name, partition);
-                if owner == shard.id {
-                    return (partition, shard.append_local(&name, partition, records).await);
-                }
-                let request = ShardRequest::Append { topic: name.clone(), partition, batches: records.to_vec() };
-                let result = match shard.call(owner, request).await {
-                    ShardReply::Appended(r) => r,
-                    ShardReply::Failed(e) => Err(e),
-                    other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
-                };
-                (partition, result)
-            }));
+            parts.push(Box::pin(async move { (partition, append_one(shard, acks, &name, partition, records).await) }));
         }
         topics.push((name, parts));
     }
@@ -94,6 +50,82 @@ pub async fn produce(
     for (name, parts) in topics {
         results.push((name, crate::io::join_all(parts).await));
     }
+    results
+}
+
+async fn append_one(
+    shard: &Rc<crate::shard::Shard>,
+    acks: i16,
+    name: &str,
+    partition: u32,
+    records: Result<&[u8], NodeError>,
+) -> Result<Appended, NodeError> {
+    if !matches!(acks, -1..=1) {
+        return Err(NodeError::new(ErrorKind::InvalidRequiredAcks, format!("acks {acks} is not 0, 1 or -1 (all)")));
+    }
+    let records = records?;
+    shard.check_partition(name, partition)?;
+    if acks == -1 {
+        let default = shard.config.topic_defaults.min_insync_replicas;
+        let min_isr = shard
+            .metadata()
+            .topic(name)
+            .and_then(|t| t.configs.get("min.insync.replicas").and_then(|v| v.parse().ok()))
+            .unwrap_or(default);
+        if min_isr > 1 {
+            return Err(NodeError::new(
+                ErrorKind::NotEnoughReplicas,
+                format!("{name}-{partition}: min.insync.replicas is {min_isr}, but 1 replica is in sync"),
+            ));
+        }
+    }
+    if name == crate::groups::OFFSETS_TOPIC {
+        return Err(NodeError::new(
+            ErrorKind::InvalidTopic,
+            format!("{name} is an internal topic; only the group coordinator writes to it"),
+        ));
+    }
+    let owner = shard.owner(name, partition);
+    if owner == shard.id {
+        return shard.append_local(name, partition, records).await;
+    }
+    let request = ShardRequest::Append { topic: name.to_string(), partition, batches: records.to_vec() };
+    match shard.call(owner, request).await {
+        ShardReply::Appended(r) => r,
+        ShardReply::Failed(e) => Err(e),
+        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
+    }
+}
+
+pub async fn produce(
+    server: &Rc<Server>,
+    correlation_id: u32,
+    request: wire::ProduceRequest<'_>,
+    payload: &[u8],
+) -> Result<Option<ResponseFrame>, NodeError> {
+    let acks = request.acks();
+    let mut topics = Vec::new();
+    for topic in request.topics().iter().flatten() {
+        let name = topic.name_or_empty();
+        let partitions = topic
+            .partitions()
+            .iter()
+            .flatten()
+            .map(|part| {
+                let partition = part.partition();
+                let records = part
+                    .records()
+                    .ok_or_else(|| NodeError::new(ErrorKind::InvalidRequest, format!("{name}-{partition}: no records")))
+                    .and_then(|slice| {
+                        wire::payload_slice(payload, slice)
+                            .map_err(|e| NodeError::new(ErrorKind::InvalidRequest, format!("{name}-{partition}: {e}")))
+                    });
+                ProducePartition { partition, records }
+            })
+            .collect();
+        topics.push((name, partitions));
+    }
+    let results = append_all(server, acks, topics).await;
     if acks == 0 {
         return Ok(None);
     }

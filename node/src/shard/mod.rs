@@ -149,7 +149,7 @@ impl Shard {
                     all.extend(list);
                 }
             }
-            all.sort();
+            all.sort_by(|a, b| a.group.cmp(&b.group));
             return GroupReply::Listed(all);
         };
         match self.call(self.coordinator_of(&group), ShardRequest::Group(request)).await {

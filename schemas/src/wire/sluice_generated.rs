@@ -32,7 +32,7 @@ pub const ENUM_MIN_ERROR_CODE: i16 = -1;
 pub const ENUM_MAX_ERROR_CODE: i16 = 87;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 30] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 32] = [
   ErrorCode::UnknownServerError,
   ErrorCode::None,
   ErrorCode::OffsetOutOfRange,
@@ -48,6 +48,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 30] = [
   ErrorCode::NotEnoughReplicas,
   ErrorCode::InvalidRequiredAcks,
   ErrorCode::IllegalGeneration,
+  ErrorCode::InconsistentGroupProtocol,
   ErrorCode::InvalidGroupId,
   ErrorCode::UnknownMemberId,
   ErrorCode::InvalidSessionTimeout,
@@ -59,6 +60,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 30] = [
   ErrorCode::InvalidConfig,
   ErrorCode::InvalidRequest,
   ErrorCode::PolicyViolation,
+  ErrorCode::OutOfOrderSequenceNumber,
   ErrorCode::KafkaStorageError,
   ErrorCode::NonEmptyGroup,
   ErrorCode::GroupIdNotFound,
@@ -85,6 +87,7 @@ impl ErrorCode {
   pub const NotEnoughReplicas: Self = Self(19);
   pub const InvalidRequiredAcks: Self = Self(21);
   pub const IllegalGeneration: Self = Self(22);
+  pub const InconsistentGroupProtocol: Self = Self(23);
   pub const InvalidGroupId: Self = Self(24);
   pub const UnknownMemberId: Self = Self(25);
   pub const InvalidSessionTimeout: Self = Self(26);
@@ -96,6 +99,7 @@ impl ErrorCode {
   pub const InvalidConfig: Self = Self(40);
   pub const InvalidRequest: Self = Self(42);
   pub const PolicyViolation: Self = Self(44);
+  pub const OutOfOrderSequenceNumber: Self = Self(45);
   pub const KafkaStorageError: Self = Self(56);
   pub const NonEmptyGroup: Self = Self(68);
   pub const GroupIdNotFound: Self = Self(69);
@@ -119,6 +123,7 @@ impl ErrorCode {
     Self::NotEnoughReplicas,
     Self::InvalidRequiredAcks,
     Self::IllegalGeneration,
+    Self::InconsistentGroupProtocol,
     Self::InvalidGroupId,
     Self::UnknownMemberId,
     Self::InvalidSessionTimeout,
@@ -130,6 +135,7 @@ impl ErrorCode {
     Self::InvalidConfig,
     Self::InvalidRequest,
     Self::PolicyViolation,
+    Self::OutOfOrderSequenceNumber,
     Self::KafkaStorageError,
     Self::NonEmptyGroup,
     Self::GroupIdNotFound,
@@ -153,6 +159,7 @@ impl ErrorCode {
       Self::NotEnoughReplicas => Some("NotEnoughReplicas"),
       Self::InvalidRequiredAcks => Some("InvalidRequiredAcks"),
       Self::IllegalGeneration => Some("IllegalGeneration"),
+      Self::InconsistentGroupProtocol => Some("InconsistentGroupProtocol"),
       Self::InvalidGroupId => Some("InvalidGroupId"),
       Self::UnknownMemberId => Some("UnknownMemberId"),
       Self::InvalidSessionTimeout => Some("InvalidSessionTimeout"),
@@ -164,6 +171,7 @@ impl ErrorCode {
       Self::InvalidConfig => Some("InvalidConfig"),
       Self::InvalidRequest => Some("InvalidRequest"),
       Self::PolicyViolation => Some("PolicyViolation"),
+      Self::OutOfOrderSequenceNumber => Some("OutOfOrderSequenceNumber"),
       Self::KafkaStorageError => Some("KafkaStorageError"),
       Self::NonEmptyGroup => Some("NonEmptyGroup"),
       Self::GroupIdNotFound => Some("GroupIdNotFound"),

@@ -1,0 +1,265 @@
+//! Kafka's metadata and admin APIs: ApiVersions, Metadata, FindCoordinator, CreateTopics,
+//! DeleteTopics, CreatePartitions, DescribeConfigs, InitProducerId. Topic changes go to
+//! shard 0 through `run_admin`, as the native protocol's do.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest,
+    MetadataResponse, ProducerId, TopicName,
+};
+
+use super::{code, codes, text, Request, APIS};
+use crate::errors::{ErrorKind, NodeError};
+use crate::server::admin::run_admin;
+use crate::server::Server;
+use crate::shard::{AdminRequest, NewTopic};
+
+/// What Kafka clients see as the cluster id.
+pub const CLUSTER_ID: &str = "sluice";
+/// DescribeConfigs resource types.
+const RESOURCE_TOPIC: i8 = 2;
+/// DescribeConfigs config sources.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+/// FindCoordinator key types.
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    let api_keys = APIS
+        .iter()
+        .map(|(key, min, max)| {
+            ApiVersion::default().with_api_key(*key as i16).with_min_version(*min).with_max_version(*max)
+        })
+        .collect();
+    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+}
+
+/// This node as Kafka clients reach it.
+fn advertised(server: &Rc<Server>) -> (BrokerId, String, i32) {
+    let config = &server.shard.config;
+    let (host, port) = config.kafka_advertised().unwrap_or_else(|| (config.listen.ip().to_string(), 0));
+    (BrokerId(i32::try_from(config.node_id).unwrap_or(0)), host, i32::from(port))
+}
+
+pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> MetadataResponse {
+    let v = r.version;
+    let metadata = server.shard.metadata();
+    let (node_id, host, port) = advertised(server);
+    let names: Vec<String> = match request.topics {
+        Some(list) => list.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect(),
+        None => metadata.topics().map(|t| t.name.clone()).collect(),
+    };
+    let topics = names
+        .into_iter()
+        .map(|name| {
+            let topic = MetadataResponseTopic::default()
+                .with_name(Some(TopicName(text(&name))))
+                .with_is_internal(v >= 1 && name == crate::groups::OFFSETS_TOPIC);
+            match metadata.topic(&name) {
+                Some(t) => topic.with_partitions(
+                    (0..t.partitions)
+                        .map(|p| {
+                            MetadataResponsePartition::default()
+                                .with_partition_index(super::index_of(p))
+                                .with_leader_id(node_id)
+                                .with_leader_epoch(if v >= 7 { 0 } else { -1 })
+                                .with_replica_nodes(vec![node_id])
+                                .with_isr_nodes(vec![node_id])
+                        })
+                        .collect(),
+                ),
+                None => topic.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION),
+            }
+        })
+        .collect();
+    let broker = MetadataResponseBroker::default().with_node_id(node_id).with_host(text(&host)).with_port(port);
+    MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id((v >= 2).then(|| text(CLUSTER_ID)))
+        .with_controller_id(if v >= 1 { node_id } else { BrokerId(-1) })
+        .with_topics(topics)
+}
+
+pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let (node_id, host, port) = advertised(server);
+    if request.key_type == KEY_TYPE_TRANSACTION {
+        return FindCoordinatorResponse::default()
+            .with_error_code(codes::COORDINATOR_NOT_AVAILABLE)
+            .with_error_message((r.version >= 1).then(|| text("transactions are not supported by Sluice")))
+            .with_node_id(BrokerId(-1))
+            .with_port(-1);
+    }
+    // Every node coordinates the groups whose offsets partitions it holds; on one node,
+    // all of them.
+    FindCoordinatorResponse::default().with_node_id(node_id).with_host(text(&host)).with_port(port)
+}
+
+fn error_message(r: &Result<(), NodeError>) -> Option<kafka_protocol::protocol::StrBytes> {
+    r.as_ref().err().map(|e| text(&e.message))
+}
+
+pub async fn create_topics(server: &Rc<Server>, r: &Request, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut refused: BTreeMap<String, NodeError> = BTreeMap::new();
+    let mut asked: Vec<(String, i32, i16)> = Vec::new();
+    let mut topics = Vec::new();
+    for t in request.topics {
+        let name = t.name.0.to_string();
+        // Kafka's defaults: num.partitions 1, default.replication.factor 1.
+        let partitions = if t.num_partitions == -1 { 1 } else { t.num_partitions };
+        let replication_factor = if t.replication_factor == -1 { 1 } else { t.replication_factor };
+        asked.push((name.clone(), partitions, replication_factor));
+        if !t.assignments.is_empty() {
+            let e = NodeError::new(ErrorKind::InvalidRequest, "manual replica assignment is not supported");
+            refused.insert(name, e);
+            continue;
+        }
+        let (Ok(partitions), Ok(replication_factor)) = (u32::try_from(partitions), u16::try_from(replication_factor))
+        else {
+            let e = NodeError::new(
+                ErrorKind::InvalidPartitions,
+                format!("topic {name:?}: {partitions} partitions and replication factor {replication_factor}"),
+            );
+            refused.insert(name, e);
+            continue;
+        };
+        let configs = t.configs.into_iter().filter_map(|c| Some((c.name.to_string(), c.value?.to_string()))).collect();
+        topics.push(NewTopic { name, partitions, replication_factor, configs });
+    }
+    let mut results: BTreeMap<String, Result<(), NodeError>> = BTreeMap::new();
+    if !topics.is_empty() {
+        let request = AdminRequest::CreateTopics { topics, validate_only: request.validate_only };
+        results.extend(run_admin(server, request).await);
+    }
+    results.extend(refused.into_iter().map(|(n, e)| (n, Err(e))));
+    let topics = asked
+        .into_iter()
+        .map(|(name, partitions, replication_factor)| {
+            let result = results.remove(&name).unwrap_or(Ok(()));
+            // Kafka v5+ echoes the topic's partitions and replication factor.
+            let ok = result.is_ok() && r.version >= 5;
+            CreatableTopicResult::default()
+                .with_name(TopicName(text(&name)))
+                .with_error_code(super::code_of(&result))
+                .with_error_message(error_message(&result))
+                .with_num_partitions(if ok { partitions } else { -1 })
+                .with_replication_factor(if ok { replication_factor } else { -1 })
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+pub async fn delete_topics(server: &Rc<Server>, r: &Request, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let mut names: Vec<String> = request.topic_names.into_iter().map(|n| n.0.to_string()).collect();
+    names.extend(request.topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())));
+    let results = run_admin(server, AdminRequest::DeleteTopics { names }).await;
+    let responses = results
+        .into_iter()
+        .map(|(name, result)| {
+            DeletableTopicResult::default()
+                .with_name(Some(TopicName(text(&name))))
+                .with_error_code(super::code_of(&result))
+                .with_error_message(if r.version >= 5 { error_message(&result) } else { None })
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub async fn create_partitions(server: &Rc<Server>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let topics =
+        request.topics.into_iter().map(|t| (t.name.0.to_string(), u32::try_from(t.count).unwrap_or(0))).collect();
+    let results =
+        run_admin(server, AdminRequest::CreatePartitions { topics, validate_only: request.validate_only }).await;
+    let results = results
+        .into_iter()
+        .map(|(name, result)| {
+            CreatePartitionsTopicResult::default()
+                .with_name(TopicName(text(&name)))
+                .with_error_code(super::code_of(&result))
+                .with_error_message(error_message(&result))
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+pub fn describe_configs(server: &Rc<Server>, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let metadata = server.shard.metadata();
+    let defaults = &server.shard.config.topic_defaults;
+    let results = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let name = resource.resource_name.to_string();
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name);
+            if resource.resource_type != RESOURCE_TOPIC {
+                // Node settings are flags and a file, not dynamic configs: none to show.
+                return result;
+            }
+            let Some(topic) = metadata.topic(&name) else {
+                let e = NodeError::new(ErrorKind::UnknownTopicOrPartition, format!("topic {name:?} does not exist"));
+                return result.with_error_code(code(&e)).with_error_message(Some(text(&e.message)));
+            };
+            let wanted =
+                resource.configuration_keys.map(|keys| keys.iter().map(ToString::to_string).collect::<Vec<_>>());
+            let configs = topic
+                .effective_configs(defaults)
+                .into_iter()
+                .filter(|(k, _, _)| wanted.as_ref().is_none_or(|w| w.contains(k)))
+                .map(|(k, v, is_default)| {
+                    DescribeConfigsResourceResult::default()
+                        .with_name(text(&k))
+                        .with_value(Some(text(&v)))
+                        .with_config_source(if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC })
+                })
+                .collect();
+            result.with_configs(configs)
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Producer ids are unique across the node's restarts: the high bits are the start time
+/// in milliseconds, the low 20 bits count ids given since (a million per start, then the
+/// count runs into the time bits, which stays unique unless the node restarts within as
+/// many milliseconds).
+static NEXT_PRODUCER: AtomicU64 = AtomicU64::new(0);
+
+fn next_producer_id() -> i64 {
+    static STARTED_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let started = *STARTED_MS.get_or_init(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64)
+    });
+    let n = NEXT_PRODUCER.fetch_add(1, Ordering::Relaxed);
+    i64::try_from(((started << 20) + n) & (i64::MAX as u64)).unwrap_or(0)
+}
+
+pub fn init_producer_id(request: InitProducerIdRequest) -> InitProducerIdResponse {
+    // Transactions are not supported (Kafka has no message field here to say so).
+    if request.transactional_id.is_some() {
+        return InitProducerIdResponse::default()
+            .with_error_code(codes::UNSUPPORTED_VERSION)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
+    // A producer that asks again with its id (KIP-360) gets the next epoch.
+    if request.producer_id.0 >= 0 && request.producer_epoch >= 0 {
+        return InitProducerIdResponse::default()
+            .with_producer_id(request.producer_id)
+            .with_producer_epoch(request.producer_epoch.saturating_add(1));
+    }
+    InitProducerIdResponse::default().with_producer_id(ProducerId(next_producer_id())).with_producer_epoch(0)
+}

@@ -1,0 +1,156 @@
+//! Kafka's Produce, Fetch and ListOffsets, over the same operations as the native ones
+//! (`append_all`, `fetch_all`, `list_offset`). Produce's record batches are slices of
+//! the request as read (no copy before the log); Fetch's go to the socket from the log's
+//! buffers (`fetch_response`).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    FetchRequest, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, TopicName,
+};
+
+use super::fetch_response::{FetchedPartition, FetchedTopic};
+use super::{code, index_of, partition_index, text, Request};
+use crate::errors::{ErrorKind, NodeError};
+use crate::server::fetch::{fetch_all, list_offset, FetchLimits, Wanted};
+use crate::server::produce::{append_all, ProducePartition};
+use crate::server::{ResponseFrame, Server};
+
+pub async fn produce(
+    server: &Rc<Server>,
+    request: &Request,
+    produce: ProduceRequest,
+) -> Result<Option<ResponseFrame>, NodeError> {
+    let acks = produce.acks;
+    let v = request.version;
+    let transactional = produce.transactional_id.is_some();
+    let topics = produce
+        .topic_data
+        .iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partition_data
+                .iter()
+                .map(|p| {
+                    let partition = partition_index(p.index);
+                    let records = match &p.records {
+                        _ if transactional => Err(NodeError::new(
+                            ErrorKind::InvalidRequest,
+                            "transactional produce is not supported by Sluice",
+                        )),
+                        Some(records) => Ok(&records[..]),
+                        None => {
+                            Err(NodeError::new(ErrorKind::InvalidRequest, format!("{name}-{partition}: no records")))
+                        }
+                    };
+                    ProducePartition { partition, records }
+                })
+                .collect();
+            (name, partitions)
+        })
+        .collect();
+    let results = append_all(server, acks, topics).await;
+    if acks == 0 {
+        return Ok(None);
+    }
+    let responses = results
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(partition, result)| {
+                    let response = PartitionProduceResponse::default().with_index(index_of(partition));
+                    match result {
+                        Ok(a) => response
+                            .with_base_offset(a.base_offset as i64)
+                            .with_log_append_time_ms(a.log_append_time_ms.unwrap_or(-1))
+                            .with_log_start_offset(if v >= 5 { a.log_start_offset as i64 } else { -1 }),
+                        Err(e) => response
+                            .with_error_code(code(&e))
+                            .with_error_message((v >= 8).then(|| text(&e.message)))
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1),
+                    }
+                })
+                .collect();
+            TopicProduceResponse::default().with_name(TopicName(text(&name))).with_partition_responses(partitions)
+        })
+        .collect();
+    request.respond(&ProduceResponse::default().with_responses(responses)).map(Some)
+}
+
+pub async fn fetch(server: &Rc<Server>, request: &Request, fetch: FetchRequest) -> ResponseFrame {
+    let mut wanted = Vec::new();
+    let mut layout: Vec<(String, usize)> = Vec::new();
+    for topic in &fetch.topics {
+        let name = topic.topic.0.to_string();
+        for p in &topic.partitions {
+            wanted.push(Wanted {
+                topic: name.clone(),
+                partition: partition_index(p.partition),
+                offset: p.fetch_offset,
+                max_bytes: u32::try_from(p.partition_max_bytes).unwrap_or(0),
+            });
+        }
+        layout.push((name, topic.partitions.len()));
+    }
+    let limits = FetchLimits {
+        min_bytes: u64::try_from(fetch.min_bytes).unwrap_or(0),
+        max_wait_ms: u32::try_from(fetch.max_wait_ms).unwrap_or(0),
+        max_bytes: u64::try_from(fetch.max_bytes).unwrap_or(0),
+    };
+    let mut results = fetch_all(server, &wanted, limits).await.into_iter();
+    let mut wanted = wanted.into_iter();
+    let topics = layout
+        .into_iter()
+        .map(|(name, count)| FetchedTopic {
+            name,
+            partitions: (&mut wanted)
+                .zip(&mut results)
+                .take(count)
+                .map(|(w, result)| match result {
+                    Ok(got) => FetchedPartition {
+                        partition: index_of(w.partition),
+                        error_code: 0,
+                        high_watermark: got.high_watermark as i64,
+                        log_start_offset: got.log_start_offset as i64,
+                        records: got.payload,
+                        records_bytes: got.bytes,
+                    },
+                    Err(e) => FetchedPartition {
+                        partition: index_of(w.partition),
+                        error_code: code(&e),
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        records: Vec::new(),
+                        records_bytes: 0,
+                    },
+                })
+                .collect(),
+        })
+        .collect::<Vec<_>>();
+    super::fetch_response::encode(request.correlation_id, request.version, topics)
+}
+
+pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let epoch = |e: i32| if r.version >= 4 { e } else { -1 };
+    let mut topics = Vec::new();
+    for t in request.topics {
+        let name = t.name.0.to_string();
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let result = list_offset(server, &name, partition_index(p.partition_index), p.timestamp).await;
+            let response =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1);
+            partitions.push(match result {
+                Ok(offset) => response.with_offset(offset.map_or(-1, |o| o as i64)).with_leader_epoch(epoch(0)),
+                Err(e) => response.with_error_code(code(&e)).with_offset(-1),
+            });
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(TopicName(text(&name))).with_partitions(partitions));
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,208 @@
+//! Kafka's Fetch response (v4 to v12), written so that record bytes are not copied: the
+//! fields go into small owned pieces and each partition's stored batches follow as the
+//! log's own buffers (`Payload::Shared`). The layout is Kafka's FetchResponse.json; the
+//! test decodes our output with the kafka-protocol crate for every version served.
+
+use crate::server::{Payload, ResponseFrame};
+
+/// Fetch v12 is the first flexible version (compact strings and arrays, tagged fields).
+const FLEXIBLE_FROM: i16 = 12;
+
+pub struct FetchedTopic {
+    pub name: String,
+    pub partitions: Vec<FetchedPartition>,
+}
+
+pub struct FetchedPartition {
+    pub partition: i32,
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// Whole stored batches, as the log holds them.
+    pub records: Vec<Payload>,
+    pub records_bytes: u64,
+}
+
+/// Builds the pieces of a response: owned field bytes between shared record bytes.
+struct Pieces {
+    flexible: bool,
+    pieces: Vec<Payload>,
+    current: Vec<u8>,
+}
+
+impl Pieces {
+    fn i16(&mut self, v: i16) {
+        self.current.extend_from_slice(&v.to_be_bytes());
+    }
+    fn i32(&mut self, v: i32) {
+        self.current.extend_from_slice(&v.to_be_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.current.extend_from_slice(&v.to_be_bytes());
+    }
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.current.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.current.push(v as u8);
+    }
+    /// An array's length (or a nullable array's null, `None`).
+    fn array(&mut self, len: Option<usize>) {
+        match (self.flexible, len) {
+            (true, Some(n)) => self.varint(n as u64 + 1),
+            (true, None) => self.varint(0),
+            (false, Some(n)) => self.i32(i32::try_from(n).unwrap_or(i32::MAX)),
+            (false, None) => self.i32(-1),
+        }
+    }
+    fn string(&mut self, s: &str) {
+        if self.flexible {
+            self.varint(s.len() as u64 + 1);
+        } else {
+            self.i16(i16::try_from(s.len()).unwrap_or(i16::MAX));
+        }
+        self.current.extend_from_slice(s.as_bytes());
+    }
+    /// Records: the length, then the stored buffers as they are.
+    fn records(&mut self, bytes: u64, records: Vec<Payload>) {
+        if self.flexible {
+            self.varint(bytes + 1);
+        } else {
+            self.i32(i32::try_from(bytes).unwrap_or(i32::MAX));
+        }
+        if !records.is_empty() {
+            self.pieces.push(Payload::Owned(std::mem::take(&mut self.current)));
+            self.pieces.extend(records);
+        }
+    }
+    fn tags(&mut self) {
+        if self.flexible {
+            self.varint(0);
+        }
+    }
+    fn finish(mut self) -> ResponseFrame {
+        if !self.current.is_empty() {
+            self.pieces.push(Payload::Owned(self.current));
+        }
+        let size: usize = self.pieces.iter().map(|p| p.bytes().len()).sum();
+        let mut pieces = self.pieces.into_iter();
+        let mut head = u32::try_from(size).unwrap_or(u32::MAX).to_be_bytes().to_vec();
+        let rest: Vec<Payload> = match pieces.next() {
+            Some(Payload::Owned(first)) => {
+                head.extend_from_slice(&first);
+                pieces.collect()
+            }
+            Some(first) => std::iter::once(first).chain(pieces).collect(),
+            None => Vec::new(),
+        };
+        ResponseFrame::new(head, rest)
+    }
+}
+
+/// The response to a Fetch of `version` (4 to 12), without fetch sessions (session id 0,
+/// so clients send full requests).
+pub fn encode(correlation_id: i32, version: i16, topics: Vec<FetchedTopic>) -> ResponseFrame {
+    let flexible = version >= FLEXIBLE_FROM;
+    let mut w = Pieces { flexible, pieces: Vec::new(), current: Vec::with_capacity(256) };
+    w.i32(correlation_id);
+    w.tags(); // response header v1
+    w.i32(0); // throttle_time_ms
+    if version >= 7 {
+        w.i16(0); // error_code
+        w.i32(0); // session_id
+    }
+    w.array(Some(topics.len()));
+    for topic in topics {
+        w.string(&topic.name);
+        w.array(Some(topic.partitions.len()));
+        for p in topic.partitions {
+            w.i32(p.partition);
+            w.i16(p.error_code);
+            w.i64(p.high_watermark);
+            w.i64(p.high_watermark); // last_stable_offset: no transactions
+            if version >= 5 {
+                w.i64(p.log_start_offset);
+            }
+            w.array(None); // aborted_transactions
+            if version >= 11 {
+                w.i32(-1); // preferred_read_replica
+            }
+            w.records(p.records_bytes, p.records);
+            w.tags();
+        }
+        w.tags();
+    }
+    w.tags();
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use bytes::{Buf, Bytes};
+    use kafka_protocol::messages::{FetchResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+
+    fn flatten(frame: &ResponseFrame) -> Vec<u8> {
+        let mut out = frame.head().to_vec();
+        for p in frame.payload() {
+            out.extend_from_slice(p.bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn the_crate_decodes_our_fetch_responses_at_every_version() {
+        for version in 4..=12 {
+            let topics = vec![
+                FetchedTopic {
+                    name: "orders".into(),
+                    partitions: vec![
+                        FetchedPartition {
+                            partition: 0,
+                            error_code: 0,
+                            high_watermark: 10,
+                            log_start_offset: 2,
+                            records: vec![Payload::Owned(vec![1, 2, 3]), Payload::Owned(vec![4, 5])],
+                            records_bytes: 5,
+                        },
+                        FetchedPartition {
+                            partition: 3,
+                            error_code: 1,
+                            high_watermark: -1,
+                            log_start_offset: -1,
+                            records: Vec::new(),
+                            records_bytes: 0,
+                        },
+                    ],
+                },
+                FetchedTopic { name: "empty".into(), partitions: Vec::new() },
+            ];
+            let bytes = flatten(&encode(77, version, topics));
+            let mut buf = Bytes::from(bytes);
+            let size = buf.get_u32() as usize;
+            assert_eq!(size, buf.len(), "v{version}: the size prefix");
+            let header_version = if version >= 12 { 1 } else { 0 };
+            let header = ResponseHeader::decode(&mut buf, header_version).unwrap();
+            assert_eq!(header.correlation_id, 77);
+            let response = FetchResponse::decode(&mut buf, version).unwrap();
+            assert_eq!(buf.remaining(), 0, "v{version}: trailing bytes");
+            assert_eq!(response.responses.len(), 2);
+            let orders = &response.responses[0];
+            assert_eq!(orders.topic.0.as_str(), "orders");
+            let p0 = &orders.partitions[0];
+            assert_eq!((p0.partition_index, p0.error_code, p0.high_watermark), (0, 0, 10));
+            assert_eq!(p0.last_stable_offset, 10);
+            if version >= 5 {
+                assert_eq!(p0.log_start_offset, 2);
+            }
+            assert_eq!(p0.records.as_deref(), Some(&[1u8, 2, 3, 4, 5][..]));
+            let p3 = &orders.partitions[1];
+            assert_eq!((p3.partition_index, p3.error_code), (3, 1));
+            assert_eq!(p3.records.as_deref().map(<[u8]>::len), Some(0));
+            assert!(response.responses[1].partitions.is_empty());
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Kafka's group APIs on the same coordinator as the native ones: JoinGroup, SyncGroup,
+//! Heartbeat and LeaveGroup run Kafka's classic protocol (the leader client assigns);
+//! OffsetCommit and OffsetFetch read and write the same committed offsets as native
+//! groups; DescribeGroups and ListGroups show both kinds.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
+use kafka_protocol::messages::{
+    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse, TopicName,
+};
+
+use super::{code, code_of, index_of, partition_index, text, Request};
+use crate::errors::{ErrorKind, NodeError};
+use crate::groups::{consumer_protocol, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
+use crate::server::Server;
+
+fn unexpected(reply: &GroupReply) -> NodeError {
+    NodeError::new(ErrorKind::Unknown, format!("unexpected group reply {reply:?}"))
+}
+
+fn done(reply: GroupReply) -> Result<(), NodeError> {
+    match reply {
+        GroupReply::Done(r) => r,
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Groups (topic, partition, value) triples by topic, in first-seen order.
+fn by_topic<T>(items: Vec<(String, u32, T)>) -> Vec<(String, Vec<(u32, T)>)> {
+    let mut out: Vec<(String, Vec<(u32, T)>)> = Vec::new();
+    for (t, p, v) in items {
+        match out.iter_mut().find(|(name, _)| *name == t) {
+            Some((_, list)) => list.push((p, v)),
+            None => out.push((t, vec![(p, v)])),
+        }
+    }
+    out
+}
+
+pub async fn join(server: &Rc<Server>, request: &Request, r: JoinGroupRequest, peer: &str) -> JoinGroupResponse {
+    let session_timeout_ms = u32::try_from(r.session_timeout_ms).unwrap_or(0);
+    // JoinGroup v0 has no rebalance timeout: Kafka uses the session timeout.
+    let rebalance_timeout_ms = u32::try_from(r.rebalance_timeout_ms).unwrap_or(session_timeout_ms);
+    let protocol_type = r.protocol_type.to_string();
+    let join = GroupRequest::Join {
+        group: r.group_id.0.to_string(),
+        join: JoinArgs {
+            member_id: r.member_id.to_string(),
+            client_id: request.client_id.clone(),
+            client_host: peer.to_string(),
+            session_timeout_ms,
+            rebalance_timeout_ms,
+            protocol: JoinProtocol::Classic {
+                protocol_type: protocol_type.clone(),
+                protocols: r.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata.to_vec())).collect(),
+            },
+        },
+    };
+    match server.shard.group_call(join).await {
+        GroupReply::Joined(Ok(j)) => JoinGroupResponse::default()
+            .with_generation_id(j.generation)
+            .with_protocol_type((request.version >= 7).then(|| text(&protocol_type)))
+            .with_protocol_name(Some(text(&j.strategy)))
+            .with_leader(text(&j.leader_id))
+            .with_member_id(text(&j.member_id))
+            .with_members(
+                j.members
+                    .into_iter()
+                    .map(|(id, metadata)| {
+                        JoinGroupResponseMember::default()
+                            .with_member_id(text(&id))
+                            .with_metadata(Bytes::from(metadata))
+                    })
+                    .collect(),
+            ),
+        other => {
+            let e = match other {
+                GroupReply::Joined(Err(e)) | GroupReply::Done(Err(e)) => e,
+                other => unexpected(&other),
+            };
+            JoinGroupResponse::default()
+                .with_error_code(code(&e))
+                .with_generation_id(-1)
+                .with_protocol_name(Some(text("")))
+                .with_member_id(r.member_id)
+        }
+    }
+}
+
+pub async fn sync(server: &Rc<Server>, r: SyncGroupRequest) -> SyncGroupResponse {
+    let sync = GroupRequest::Sync {
+        group: r.group_id.0.to_string(),
+        member_id: r.member_id.to_string(),
+        generation: r.generation_id,
+        assignments: r.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment.to_vec())).collect(),
+    };
+    let response = SyncGroupResponse::default().with_protocol_type(r.protocol_type).with_protocol_name(r.protocol_name);
+    match server.shard.group_call(sync).await {
+        GroupReply::Synced(Ok(assignment)) => response.with_assignment(Bytes::from(assignment)),
+        GroupReply::Synced(Err(e)) | GroupReply::Done(Err(e)) => response.with_error_code(code(&e)),
+        other => response.with_error_code(code(&unexpected(&other))),
+    }
+}
+
+pub async fn heartbeat(server: &Rc<Server>, r: HeartbeatRequest) -> HeartbeatResponse {
+    let request = GroupRequest::Heartbeat {
+        group: r.group_id.0.to_string(),
+        member_id: r.member_id.to_string(),
+        generation: r.generation_id,
+    };
+    HeartbeatResponse::default().with_error_code(code_of(&done(server.shard.group_call(request).await)))
+}
+
+pub async fn leave(server: &Rc<Server>, request: &Request, r: LeaveGroupRequest) -> LeaveGroupResponse {
+    let group = r.group_id.0.to_string();
+    // v0-v2 name one member; v3+ a batch of them.
+    let members: Vec<String> = if request.version < 3 {
+        vec![r.member_id.to_string()]
+    } else {
+        r.members.iter().map(|m| m.member_id.to_string()).collect()
+    };
+    let mut responses = Vec::new();
+    let mut first_error = 0;
+    for member_id in members {
+        let leave = GroupRequest::Leave { group: group.clone(), member_id: member_id.clone() };
+        let error = code_of(&done(server.shard.group_call(leave).await));
+        if first_error == 0 {
+            first_error = error;
+        }
+        responses.push(MemberResponse::default().with_member_id(text(&member_id)).with_error_code(error));
+    }
+    let response = LeaveGroupResponse::default();
+    if request.version < 3 {
+        response.with_error_code(first_error)
+    } else {
+        response.with_members(responses)
+    }
+}
+
+pub async fn commit(server: &Rc<Server>, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    let mut asked = Vec::new();
+    for t in &r.topics {
+        for p in &t.partitions {
+            let metadata = p.committed_metadata.as_ref().map(ToString::to_string).unwrap_or_default();
+            asked.push((t.name.0.to_string(), partition_index(p.partition_index), p.committed_offset, metadata));
+        }
+    }
+    let request = GroupRequest::Commit {
+        group: r.group_id.0.to_string(),
+        member_id: r.member_id.to_string(),
+        generation: r.generation_id_or_member_epoch,
+        offsets: asked.clone(),
+    };
+    let results: Vec<(String, u32, i16)> = match server.shard.group_call(request).await {
+        GroupReply::Committed(Ok(list)) => list.into_iter().map(|(t, p, r)| (t, p, code_of(&r))).collect(),
+        other => {
+            let e = match other {
+                GroupReply::Committed(Err(e)) | GroupReply::Done(Err(e)) => e,
+                other => unexpected(&other),
+            };
+            asked.into_iter().map(|(t, p, _, _)| (t, p, code(&e))).collect()
+        }
+    };
+    let topics = by_topic(results)
+        .into_iter()
+        .map(|(name, partitions)| {
+            OffsetCommitResponseTopic::default().with_name(TopicName(text(&name))).with_partitions(
+                partitions
+                    .into_iter()
+                    .map(|(p, error)| {
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(index_of(p))
+                            .with_error_code(error)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchRequest) -> OffsetFetchResponse {
+    let partitions = r.topics.map(|topics| {
+        topics
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name.0.to_string();
+                t.partition_indexes.into_iter().map(move |p| (name.clone(), partition_index(p)))
+            })
+            .collect()
+    });
+    let request = GroupRequest::Fetch { group: r.group_id.0.to_string(), partitions };
+    let offsets = match server.shard.group_call(request).await {
+        GroupReply::Offsets(Ok(list)) => list,
+        other => {
+            let e = match other {
+                GroupReply::Offsets(Err(e)) | GroupReply::Done(Err(e)) => e,
+                other => unexpected(&other),
+            };
+            // v1 has no group-level error: the request's partitions carry it.
+            if req.version >= 2 {
+                return OffsetFetchResponse::default().with_error_code(code(&e));
+            }
+            Vec::new()
+        }
+    };
+    let triples = offsets.into_iter().map(|(t, p, o, m)| (t, p, (o, m))).collect();
+    let topics = by_topic(triples)
+        .into_iter()
+        .map(|(name, partitions)| {
+            OffsetFetchResponseTopic::default().with_name(TopicName(text(&name))).with_partitions(
+                partitions
+                    .into_iter()
+                    .map(|(p, (offset, metadata))| {
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(index_of(p))
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(-1)
+                            .with_metadata(Some(text(&metadata)))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+pub async fn describe(server: &Rc<Server>, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let mut groups = Vec::new();
+    for id in r.groups {
+        let reply = server.shard.group_call(GroupRequest::Describe { group: id.0.to_string() }).await;
+        let group = DescribedGroup::default().with_group_id(GroupId(id.0.clone()));
+        groups.push(match reply {
+            GroupReply::Described(Ok(d)) => {
+                let members = d
+                    .members
+                    .iter()
+                    .map(|m| {
+                        // Native members get the consumer protocol's encodings of what the
+                        // coordinator assigned, so Kafka tools read both kinds alike.
+                        let (metadata, assignment) = if d.classic {
+                            (m.metadata.clone(), m.assignment_bytes.clone())
+                        } else {
+                            (
+                                consumer_protocol::encode_subscription(&m.topics),
+                                consumer_protocol::encode_assignment(&m.assignment),
+                            )
+                        };
+                        DescribedGroupMember::default()
+                            .with_member_id(text(&m.member_id))
+                            .with_client_id(text(&m.client_id))
+                            .with_client_host(text(&m.client_host))
+                            .with_member_metadata(Bytes::from(metadata))
+                            .with_member_assignment(Bytes::from(assignment))
+                    })
+                    .collect();
+                group
+                    .with_group_state(text(&d.state))
+                    .with_protocol_type(text(&d.protocol_type))
+                    .with_protocol_data(text(&d.strategy))
+                    .with_members(members)
+            }
+            // Kafka describes a group it does not know as Dead, without an error.
+            GroupReply::Described(Err(e)) if e.kind == ErrorKind::GroupIdNotFound => {
+                group.with_group_state(text("Dead"))
+            }
+            GroupReply::Described(Err(e)) | GroupReply::Done(Err(e)) => group.with_error_code(code(&e)),
+            other => group.with_error_code(code(&unexpected(&other))),
+        });
+    }
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn list(server: &Rc<Server>, request: &Request, r: ListGroupsRequest) -> ListGroupsResponse {
+    let groups = match server.shard.group_call(GroupRequest::List).await {
+        GroupReply::Listed(list) => list,
+        other => return ListGroupsResponse::default().with_error_code(code(&unexpected(&other))),
+    };
+    let wanted: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let groups = groups
+        .into_iter()
+        .filter(|g| wanted.is_empty() || wanted.contains(&g.state.to_lowercase()))
+        .map(|g| {
+            ListedGroup::default()
+                .with_group_id(GroupId(text(&g.group)))
+                .with_protocol_type(text(&g.protocol_type))
+                .with_group_state(if request.version >= 4 { text(&g.state) } else { Default::default() })
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}

@@ -1,0 +1,281 @@
+//! The Kafka wire-protocol listener: existing Kafka clients and tools (librdkafka and
+//! everything built on it, the Java client, kafka-python, kcat) work against the node.
+//!
+//! It is a second `Protocol` on the same connection loop as the native one
+//! (`crate::server::serve`), and its handlers call the same operations: `append_all` for
+//! Produce, `fetch_all` for Fetch, `run_admin` for topic changes, and the group
+//! coordinator for groups and offsets. Only decoding requests and encoding responses
+//! live here. Message encodings come from the kafka-protocol crate (generated from
+//! Kafka's own message definitions), except the Fetch response, which is written by
+//! `fetch_response` so that record bytes go to the socket from the log's buffers as
+//! they are; a test checks it against the crate's decoder for every version.
+//!
+//! Versions: the ranges of Kafka 2.8 (`APIS`) for the APIs served, the last release
+//! before topic ids in Fetch; Produce is advertised from v0 because librdkafka derives
+//! features from it, but v0-v2 (message formats v0 and v1, which Sluice does not store)
+//! close the connection with a log line, as Kafka does for a version it does not serve.
+
+mod admin;
+mod data;
+mod fetch_response;
+mod groups;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::net::TcpListener;
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tracing::warn;
+
+use crate::errors::{ErrorKind, NodeError};
+use crate::metrics::Api;
+use crate::server::{Outcome, Protocol, ResponseFrame, Server};
+
+/// The APIs served and their versions (Kafka 2.8's ranges).
+pub const APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 11),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+];
+
+/// The oldest Produce version decoded: v3 carries RecordBatch v2, what the log stores.
+pub const PRODUCE_VERSION_MIN: i16 = 3;
+
+/// Kafka's error codes that the native protocol has no use for.
+pub mod codes {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+}
+
+/// The version range served for `key`.
+#[must_use]
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    APIS.iter().find(|(k, _, _)| *k == key).map(|(_, min, max)| (*min, *max))
+}
+
+/// Kafka's error code for an error.
+#[must_use]
+pub fn code(e: &NodeError) -> i16 {
+    crate::server::error_code(e.kind).0
+}
+
+/// Kafka's error code of a result.
+pub fn code_of<T>(r: &Result<T, NodeError>) -> i16 {
+    r.as_ref().err().map_or(codes::NONE, code)
+}
+
+pub(crate) fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Partition indexes are i32 on Kafka's wire; a negative one names no partition.
+pub(crate) fn partition_index(p: i32) -> u32 {
+    u32::try_from(p).unwrap_or(u32::MAX)
+}
+
+pub(crate) fn index_of(p: u32) -> i32 {
+    i32::try_from(p).unwrap_or(i32::MAX)
+}
+
+/// One request's header fields the handlers need.
+pub struct Request {
+    pub key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: String,
+}
+
+impl Request {
+    /// Encodes `body` as this request's response.
+    pub fn respond(&self, body: &impl Encodable) -> Result<ResponseFrame, NodeError> {
+        encode_response(self.correlation_id, self.key.response_header_version(self.version), self.version, body)
+    }
+}
+
+fn encode_response(
+    correlation_id: i32,
+    header_version: i16,
+    version: i16,
+    body: &impl Encodable,
+) -> Result<ResponseFrame, NodeError> {
+    let mut out: Vec<u8> = vec![0; 4];
+    let failed = |e: String| NodeError::new(ErrorKind::Unknown, format!("encoding a response: {e}"));
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut out, header_version)
+        .map_err(|e| failed(e.to_string()))?;
+    body.encode(&mut out, version).map_err(|e| failed(e.to_string()))?;
+    let size = u32::try_from(out.len() - 4).map_err(|_| NodeError::new(ErrorKind::Unknown, "response too large"))?;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(ResponseFrame::new(out, Vec::new()))
+}
+
+/// Decodes a request body of the request's version.
+pub(crate) fn decode<T: Decodable>(request: &Request, body: &mut Bytes) -> Result<T, NodeError> {
+    T::decode(body, request.version).map_err(|e| {
+        NodeError::new(
+            ErrorKind::InvalidRequest,
+            format!("malformed {:?} v{} request: {e}", request.key, request.version),
+        )
+    })
+}
+
+/// The Kafka protocol on one shard, over the shard's `Server`.
+pub struct KafkaServer {
+    server: Rc<Server>,
+}
+
+/// Serves the Kafka protocol on `listener`, forever.
+pub async fn serve(server: Rc<Server>, listener: TcpListener) {
+    crate::server::serve(Rc::new(KafkaServer { server }), listener).await;
+}
+
+impl Protocol for KafkaServer {
+    const HEADER_BYTES: usize = 4;
+    type Frame = ();
+
+    fn server(self: &Rc<Self>) -> Rc<Server> {
+        self.server.clone()
+    }
+
+    fn parse_header(&self, header: &[u8]) -> Result<(usize, ()), Option<ResponseFrame>> {
+        let mut size = [0u8; 4];
+        size.copy_from_slice(header);
+        let size = i32::from_be_bytes(size);
+        let max = self.server.shard.config.frame_bytes_max;
+        match u32::try_from(size) {
+            Ok(s) if s >= 8 && s <= max => Ok((s as usize, ())),
+            _ => {
+                warn!("refusing a Kafka request of {size} bytes (from 8 to {max}); closing the connection");
+                Err(None)
+            }
+        }
+    }
+
+    async fn handle(self: Rc<Self>, _frame: (), body: Vec<u8>, peer: Rc<str>) -> Outcome {
+        let close = Outcome { response: None, close: true };
+        let mut body = Bytes::from(body);
+        let key = i16::from_be_bytes([body[0], body[1]]);
+        let version = i16::from_be_bytes([body[2], body[3]]);
+        let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+        let Ok(api) = ApiKey::try_from(key) else {
+            warn!(%peer, "Kafka request with unknown API key {key}; closing the connection");
+            return close;
+        };
+        let Some((min, max)) = supported(api) else {
+            warn!(%peer, "Kafka API {api:?} is not served; closing the connection");
+            return close;
+        };
+        if !(min..=max).contains(&version) {
+            if api == ApiKey::ApiVersions {
+                // Kafka's answer to an ApiVersions it cannot parse: v0, with the ranges.
+                let response = admin::api_versions(codes::UNSUPPORTED_VERSION);
+                return match encode_response(correlation_id, 0, 0, &response) {
+                    Ok(frame) => Outcome { response: Some(frame), close: false },
+                    Err(_) => close,
+                };
+            }
+            warn!(%peer, "Kafka {api:?} v{version} is not served (v{min} to v{max}); closing the connection");
+            return close;
+        }
+        if api == ApiKey::Produce && version < PRODUCE_VERSION_MIN {
+            warn!(
+                %peer,
+                "Kafka Produce v{version} carries message format v0/v1, which Sluice does not store \
+                 (Produce v3+ with RecordBatch v2 is needed); closing the connection"
+            );
+            return close;
+        }
+        let header = match RequestHeader::decode(&mut body, api.request_header_version(version)) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(%peer, "malformed Kafka request header: {e}; closing the connection");
+                return close;
+            }
+        };
+        let request = Request {
+            key: api,
+            version,
+            correlation_id,
+            client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+        };
+        let started = std::time::Instant::now();
+        let outcome = self.dispatch(&request, &mut body, &peer).await;
+        self.server.shard.metrics.borrow_mut().record(metrics_api(api), started.elapsed());
+        match outcome {
+            Ok(response) => Outcome { response, close: false },
+            Err(e) => {
+                warn!(%peer, "Kafka {api:?} v{version}: {e}; closing the connection");
+                close
+            }
+        }
+    }
+}
+
+impl KafkaServer {
+    /// Runs one request. `Ok(None)`: no response (Produce with acks=0). `Err`: the
+    /// request could not be decoded; the connection is closed, as Kafka does.
+    async fn dispatch(&self, r: &Request, body: &mut Bytes, peer: &str) -> Result<Option<ResponseFrame>, NodeError> {
+        let server = &self.server;
+        let frame = match r.key {
+            ApiKey::ApiVersions => r.respond(&admin::api_versions(codes::NONE))?,
+            ApiKey::Metadata => r.respond(&admin::metadata(server, r, decode(r, body)?))?,
+            ApiKey::CreateTopics => r.respond(&admin::create_topics(server, r, decode(r, body)?).await)?,
+            ApiKey::DeleteTopics => r.respond(&admin::delete_topics(server, r, decode(r, body)?).await)?,
+            ApiKey::CreatePartitions => r.respond(&admin::create_partitions(server, decode(r, body)?).await)?,
+            ApiKey::DescribeConfigs => r.respond(&admin::describe_configs(server, decode(r, body)?))?,
+            ApiKey::InitProducerId => r.respond(&admin::init_producer_id(decode(r, body)?))?,
+            ApiKey::FindCoordinator => r.respond(&admin::find_coordinator(server, r, decode(r, body)?))?,
+            ApiKey::Produce => return data::produce(server, r, decode(r, body)?).await,
+            ApiKey::Fetch => data::fetch(server, r, decode(r, body)?).await,
+            ApiKey::ListOffsets => r.respond(&data::list_offsets(server, r, decode(r, body)?).await)?,
+            ApiKey::JoinGroup => r.respond(&groups::join(server, r, decode(r, body)?, peer).await)?,
+            ApiKey::SyncGroup => r.respond(&groups::sync(server, decode(r, body)?).await)?,
+            ApiKey::Heartbeat => r.respond(&groups::heartbeat(server, decode(r, body)?).await)?,
+            ApiKey::LeaveGroup => r.respond(&groups::leave(server, r, decode(r, body)?).await)?,
+            ApiKey::OffsetCommit => r.respond(&groups::commit(server, decode(r, body)?).await)?,
+            ApiKey::OffsetFetch => r.respond(&groups::fetch_offsets(server, r, decode(r, body)?).await)?,
+            ApiKey::DescribeGroups => r.respond(&groups::describe(server, decode(r, body)?).await)?,
+            ApiKey::ListGroups => r.respond(&groups::list(server, r, decode(r, body)?).await)?,
+            other => {
+                return Err(NodeError::new(ErrorKind::InvalidRequest, format!("API {other:?} is not served")));
+            }
+        };
+        Ok(Some(frame))
+    }
+}
+
+fn metrics_api(key: ApiKey) -> Api {
+    match key {
+        ApiKey::ApiVersions => Api::ApiVersions,
+        ApiKey::Metadata => Api::Metadata,
+        ApiKey::CreateTopics => Api::CreateTopics,
+        ApiKey::DeleteTopics => Api::DeleteTopics,
+        ApiKey::CreatePartitions => Api::CreatePartitions,
+        ApiKey::DescribeConfigs => Api::DescribeConfigs,
+        ApiKey::Produce => Api::Produce,
+        ApiKey::Fetch => Api::Fetch,
+        ApiKey::ListOffsets => Api::ListOffsets,
+        _ => Api::Other,
+    }
+}
