@@ -18,6 +18,7 @@ pub mod groups;
 pub mod io;
 pub mod kafka;
 pub mod metrics;
+pub mod producers;
 pub mod server;
 pub mod shard;
 pub mod storage;

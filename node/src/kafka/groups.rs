@@ -1,11 +1,12 @@
 //! Kafka's group APIs on the same coordinator as the native ones: JoinGroup, SyncGroup,
 //! Heartbeat and LeaveGroup run Kafka's classic protocol (the leader client assigns);
 //! OffsetCommit and OffsetFetch read and write the same committed offsets as native
-//! groups; DescribeGroups and ListGroups show both kinds.
+//! groups; DescribeGroups, ListGroups and DeleteGroups see both kinds.
 
 use std::rc::Rc;
 
 use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -13,10 +14,10 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
 use kafka_protocol::messages::{
-    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
-    SyncGroupResponse, TopicName,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 
 use super::{code, code_of, index_of, partition_index, text, Request};
@@ -298,4 +299,13 @@ pub async fn list(server: &Rc<Server>, request: &Request, r: ListGroupsRequest) 
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn delete(server: &Rc<Server>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::new();
+    for id in r.groups_names {
+        let result = done(server.shard.group_call(GroupRequest::Delete { group: id.0.to_string() }).await);
+        results.push(DeletableGroupResult::default().with_group_id(id).with_error_code(code_of(&result)));
+    }
+    DeleteGroupsResponse::default().with_results(results)
 }

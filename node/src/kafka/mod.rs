@@ -47,6 +47,7 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -257,6 +258,7 @@ impl KafkaServer {
             ApiKey::OffsetFetch => r.respond(&groups::fetch_offsets(server, r, decode(r, body)?).await)?,
             ApiKey::DescribeGroups => r.respond(&groups::describe(server, decode(r, body)?).await)?,
             ApiKey::ListGroups => r.respond(&groups::list(server, r, decode(r, body)?).await)?,
+            ApiKey::DeleteGroups => r.respond(&groups::delete(server, decode(r, body)?).await)?,
             other => {
                 return Err(NodeError::new(ErrorKind::InvalidRequest, format!("API {other:?} is not served")));
             }

@@ -24,6 +24,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Receivers, Senders};
+use sluice_schemas::batch::BatchHeader;
 use sluice_schemas::Offset;
 use tracing::{info, warn};
 
@@ -32,6 +33,7 @@ use crate::errors::{from_storage, ErrorKind, NodeError};
 use crate::groups::{offsets_partition, Coordinator, GroupHost, GroupRequest, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::io::{self, Oneshot, OneshotSender};
 use crate::metrics::Metrics;
+use crate::producers::{BatchIdentity, Check, ProducerStates};
 use crate::storage::PartitionLog;
 use crate::topics::{Metadata, Topic};
 
@@ -78,6 +80,8 @@ pub struct Shard {
     pub metrics: RefCell<Metrics>,
     /// The consumer groups this shard coordinates.
     pub groups: Coordinator,
+    /// Idempotent producers' recent batches, per partition this shard owns.
+    producers: RefCell<HashMap<(String, u32), ProducerStates>>,
 }
 
 impl GroupHost for Shard {
@@ -112,6 +116,7 @@ impl Shard {
             admin_busy: glommio::sync::Semaphore::new(1),
             metrics: RefCell::new(Metrics::default()),
             groups: Coordinator::default(),
+            producers: RefCell::new(HashMap::new()),
         });
         shard.apply_metadata(metadata).await;
         spawn_receivers(&shard, receivers);
@@ -270,7 +275,29 @@ impl Shard {
     /// Appends batches to a partition this shard owns.
     pub async fn append_local(&self, topic: &str, partition: u32, batches: &[u8]) -> Result<Appended, NodeError> {
         let log = self.local_log(topic, partition)?;
-        let info = log.append(batches).await.map_err(|e| from_storage(topic, partition, &e))?;
+        // An idempotent producer's batch: answered from its first append when retried.
+        let identity = BatchHeader::view(batches).ok().and_then(BatchIdentity::of);
+        if let Some(id) = identity {
+            let check = self.producers.borrow_mut().entry((topic.to_string(), partition)).or_default().check(id);
+            match check {
+                Check::Append => {}
+                Check::Duplicate(base_offset) => {
+                    return Ok(Appended {
+                        base_offset,
+                        log_start_offset: log.log_start_offset().0,
+                        log_append_time_ms: None,
+                    });
+                }
+                Check::Refused(e) => return Err(e),
+            }
+        }
+        let appended = log.append(batches).await;
+        if let Some(id) = identity {
+            if let Some(states) = self.producers.borrow_mut().get_mut(&(topic.to_string(), partition)) {
+                states.complete(id, appended.as_ref().ok().map(|info| info.base_offset.0));
+            }
+        }
+        let info = appended.map_err(|e| from_storage(topic, partition, &e))?;
         let mut metrics = self.metrics.borrow_mut();
         let counters = metrics.topic(topic);
         counters.bytes_in += batches.len() as u64;
@@ -371,6 +398,7 @@ impl Shard {
             if current.topic(&topic.name).is_none() {
                 for p in 0..topic.partitions {
                     let log = self.logs.borrow_mut().remove(&(topic.name.clone(), p));
+                    self.producers.borrow_mut().remove(&(topic.name.clone(), p));
                     if let Some(log) = log {
                         close_log(log).await;
                         let dir = partition_dir(&self.config.data_dir, &topic.name, p);
