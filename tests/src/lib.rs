@@ -8,8 +8,10 @@
 //! writer prints for each acknowledged append.
 //!
 //! `node_client` serves the node tests instead: a real `sluice-node` process and a blocking client of
-//! its native protocol, for the node's integration tests (tests/node.rs).
+//! its native protocol, for the node's integration tests (tests/node.rs). `json` reads
+//! what the Kafka client scripts (tests/kafka, run by tests/kafka.rs) print.
 
+pub mod json;
 pub mod node_client;
 
 use sluice_schemas::batch::BatchHeader;

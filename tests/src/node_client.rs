@@ -7,6 +7,10 @@
 //!   is released, so a restart on the same port talks only to the new process. Its Drop
 //!   kills and reaps a node that is still running, so no test leaves a process behind,
 //!   even when it fails.
+//! - The node's Kafka listener is off (`--kafka-listen off`) unless the test asks for
+//!   it: `start_with_kafka` puts it on a second free loopback port (`kafka_addr`), so
+//!   parallel test nodes never fight over Kafka's default port 9092. A node with a Kafka
+//!   listener counts as serving once both listeners answer an ApiVersions request.
 //! - `Client` speaks the protocol over a `std::net::TcpStream` with read and write
 //!   timeouts: one frame out, one frame in, with the correlation id checked. `request` is
 //!   the generic sender; the typed helpers build each API's envelope and return plain
@@ -152,6 +156,58 @@ pub fn free_loopback_addr() -> SocketAddr {
     listener.local_addr().expect("a bound listener has an address")
 }
 
+/// The value of a `--kafka-listen VALUE` (or `--kafka-listen=VALUE`) argument.
+fn kafka_listen_value<S: AsRef<str>>(args: &[S]) -> Option<&str> {
+    args.iter().enumerate().find_map(|(i, arg)| match arg.as_ref() {
+        "--kafka-listen" => args.get(i + 1).map(AsRef::as_ref),
+        other => other.strip_prefix("--kafka-listen="),
+    })
+}
+
+/// True when `args` set the Kafka listener (to an address or `off`).
+fn has_kafka_listen<S: AsRef<str>>(args: &[S]) -> bool {
+    args.iter().any(|arg| arg.as_ref() == "--kafka-listen" || arg.as_ref().starts_with("--kafka-listen="))
+}
+
+/// True when a Kafka listener at `addr` answers an ApiVersions v0 request within a
+/// second: a response with the request's correlation id and error code 0 (NONE).
+#[must_use]
+pub fn kafka_answers(addr: SocketAddr) -> bool {
+    const API_VERSIONS: i16 = 18;
+    const CORRELATION_ID: i32 = 0x5eed;
+    let probe = || -> std::io::Result<bool> {
+        let timeout = Duration::from_secs(1);
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        // Request header v1 (api key, api version, correlation id, client id) and an
+        // empty v0 body, after the 4-byte size.
+        let client_id = b"sluice-tests";
+        let mut request = Vec::new();
+        request.extend_from_slice(&API_VERSIONS.to_be_bytes());
+        request.extend_from_slice(&0i16.to_be_bytes());
+        request.extend_from_slice(&CORRELATION_ID.to_be_bytes());
+        request.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+        request.extend_from_slice(client_id);
+        let mut frame = (request.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&request);
+        stream.write_all(&frame)?;
+        // Response: size, correlation id, error code, then the API list.
+        let mut size = [0u8; 4];
+        stream.read_exact(&mut size)?;
+        let size = i32::from_be_bytes(size);
+        if !(6..=1 << 20).contains(&size) {
+            return Ok(false);
+        }
+        let mut body = vec![0u8; size as usize];
+        stream.read_exact(&mut body)?;
+        let correlation_id = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        let error_code = i16::from_be_bytes([body[4], body[5]]);
+        Ok(correlation_id == CORRELATION_ID && error_code == 0)
+    };
+    probe().unwrap_or(false)
+}
+
 /// The line a node logs once shard 0 listens (node/src/main.rs).
 const READY_LINE: &str = "sluice-node ready";
 
@@ -182,6 +238,21 @@ impl NodeProcess {
     #[must_use]
     pub fn start(data_dir: &Path, shards: usize, extra_args: &[&str]) -> NodeProcess {
         NodeProcess::start_at(free_loopback_addr(), data_dir, shards, extra_args)
+    }
+
+    /// As `start`, with the Kafka listener on a second free loopback port (`kafka_addr`),
+    /// after `extra_args` (which must not name `--kafka-listen` themselves).
+    #[must_use]
+    pub fn start_with_kafka(data_dir: &Path, shards: usize, extra_args: &[&str]) -> NodeProcess {
+        assert!(!has_kafka_listen(extra_args), "start_with_kafka chooses the Kafka address: {extra_args:?}");
+        let addr = free_loopback_addr();
+        // Two ports bound and released one after the other are almost never the same;
+        // when they are, ask again.
+        let kafka = std::iter::repeat_with(free_loopback_addr).find(|k| *k != addr).expect("an endless iterator");
+        let kafka = kafka.to_string();
+        let mut args = extra_args.to_vec();
+        args.extend(["--kafka-listen", kafka.as_str()]);
+        NodeProcess::start_at(addr, data_dir, shards, &args)
     }
 
     /// As `start`, on a given address (to restart a node where its clients expect it).
@@ -239,14 +310,18 @@ impl NodeProcess {
             .open(&self.log_path)
             .unwrap_or_else(|e| panic!("opening {}: {e}", self.log_path.display()));
         let mut command = Command::new(node_binary());
-        command
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--listen", &self.addr.to_string(), "--shards", &self.shards.to_string()])
-            .args(&self.extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        command.arg("--data-dir").arg(&self.data_dir).args([
+            "--listen",
+            &self.addr.to_string(),
+            "--shards",
+            &self.shards.to_string(),
+        ]);
+        // No Kafka listener unless asked for: its default address (127.0.0.1:9092) would
+        // be shared by every node of a parallel test run.
+        if !has_kafka_listen(&self.extra_args) {
+            command.args(["--kafka-listen", "off"]);
+        }
+        command.args(&self.extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let child = command.spawn().unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
         self.child = Some(child);
     }
@@ -256,15 +331,17 @@ impl NodeProcess {
         self.wait_until_serving();
     }
 
-    /// Polls until the node answers a request (ApiVersions), failing early if it exits.
+    /// Polls until the node answers a request (ApiVersions) on its native address, and on
+    /// its Kafka address if it has one, failing early if it exits.
     ///
     /// A bare TCP connect is not proof enough: after a kill -9 the old process's listening
     /// socket can outlive it for a few milliseconds (see `wait_until_port_released`), and
     /// the kernel completes handshakes on it.
     fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + NODE_START_TIMEOUT;
+        let kafka = self.kafka_addr();
         loop {
-            if Client::answers(self.addr) {
+            if Client::answers(self.addr) && kafka.is_none_or(kafka_answers) {
                 return;
             }
             let child = self.child.as_mut().expect("spawned above");
@@ -282,7 +359,8 @@ impl NodeProcess {
         }
     }
 
-    /// Polls (bounded) until connecting to the node's address is refused.
+    /// Polls (bounded) until connecting to the node's address, and to its Kafka address if
+    /// it has one, is refused.
     ///
     /// Why: the node's listening sockets have io_uring requests (accept) in flight, and
     /// the kernel tears an exited process's rings down asynchronously, so a socket can keep
@@ -292,21 +370,23 @@ impl NodeProcess {
     /// restart start from a free port.
     fn wait_until_port_released(&self) {
         let deadline = Instant::now() + NODE_REAP_TIMEOUT;
-        loop {
-            match TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) {
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
-                _ => {}
+        for addr in std::iter::once(self.addr).chain(self.kafka_addr()) {
+            loop {
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                    _ => {}
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{addr} still accepts connections {NODE_REAP_TIMEOUT:?} after its node exited"
+                );
+                std::thread::sleep(Duration::from_millis(5));
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} still accepts connections {NODE_REAP_TIMEOUT:?} after its node exited",
-                self.addr
-            );
-            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    /// Starts the node again after a stop, on the same address, data and arguments.
+    /// Starts the node again after a stop, on the same address, data and arguments (so
+    /// on the same Kafka address too).
     pub fn restart(&mut self) {
         self.spawn();
     }
@@ -314,6 +394,13 @@ impl NodeProcess {
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the node's Kafka listener: the `--kafka-listen` argument it was
+    /// started with, `None` when there is none or it is `off` (or not an IP:PORT).
+    #[must_use]
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        kafka_listen_value(&self.extra_args)?.parse().ok()
     }
 
     /// The running process's id.

@@ -1,0 +1,150 @@
+"""Kafka admin requests through confluent-kafka's AdminClient (librdkafka), one command per
+run; each prints its outcome as JSON lines. An error the node answers with is a result
+(printed by its Kafka name, e.g. "TOPIC_ALREADY_EXISTS"); no answer is a failure.
+
+usage: admin.py --bootstrap HOST:PORT COMMAND ...
+  create NAME PARTITIONS [KEY=VALUE...]  {"topic", "error"}
+  add-partitions NAME TOTAL              {"topic", "error"}
+  delete NAME...                         {"topic", "error"} per topic
+  topics                                 {"topic", "partitions"} per topic (metadata)
+  configs NAME                           {"name", "value", "is_default"} per config
+  groups GROUP TOPIC                     a confluent-kafka consumer joins GROUP on TOPIC;
+                                         then {"step": "listed", "groups"} (ListGroups),
+                                         {"step": "joined", ...} (DescribeGroups), the
+                                         consumer leaves, {"step": "left", ...}
+"""
+
+import argparse
+import time
+
+from common import deadline, emit, fail, run
+
+REQUEST_TIMEOUT_S = 15
+
+
+def error_name(future):
+    """None when the admin request's future succeeded, else the Kafka error's name."""
+    from confluent_kafka import KafkaException
+
+    try:
+        future.result(timeout=REQUEST_TIMEOUT_S)
+        return None
+    except KafkaException as e:
+        return e.args[0].name()
+
+
+def create(admin, args):
+    from confluent_kafka.admin import NewTopic
+
+    configs = dict(item.split("=", 1) for item in args.rest[2:])
+    topic = NewTopic(args.rest[0], num_partitions=int(args.rest[1]), replication_factor=1, config=configs)
+    for name, future in admin.create_topics([topic], request_timeout=REQUEST_TIMEOUT_S).items():
+        emit(topic=name, error=error_name(future))
+
+
+def add_partitions(admin, args):
+    from confluent_kafka.admin import NewPartitions
+
+    increase = NewPartitions(args.rest[0], int(args.rest[1]))
+    for name, future in admin.create_partitions([increase], request_timeout=REQUEST_TIMEOUT_S).items():
+        emit(topic=name, error=error_name(future))
+
+
+def delete(admin, args):
+    for name, future in admin.delete_topics(args.rest, request_timeout=REQUEST_TIMEOUT_S).items():
+        emit(topic=name, error=error_name(future))
+
+
+def topics(admin, _args):
+    for name, topic in sorted(admin.list_topics(timeout=REQUEST_TIMEOUT_S).topics.items()):
+        if topic.error is not None:
+            fail(f"metadata of {name}: {topic.error}")
+        emit(topic=name, partitions=sorted(topic.partitions))
+
+
+def configs(admin, args):
+    from confluent_kafka.admin import ConfigResource
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, args.rest[0])
+    for future in admin.describe_configs([resource], request_timeout=REQUEST_TIMEOUT_S).values():
+        for name, entry in sorted(future.result(timeout=REQUEST_TIMEOUT_S).items()):
+            emit(name=name, value=entry.value, is_default=entry.is_default)
+
+
+def describe_group(admin, group):
+    description = admin.describe_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_S)[group].result(
+        timeout=REQUEST_TIMEOUT_S
+    )
+    return {
+        "group": description.group_id,
+        "state": description.state.name,
+        "simple": description.is_simple_consumer_group,
+        "assignor": description.partition_assignor,
+        "members": [
+            {
+                "client_id": m.client_id,
+                "assignment": sorted([tp.topic, tp.partition] for tp in m.assignment.topic_partitions),
+            }
+            for m in description.members
+        ],
+    }
+
+
+def groups(admin, args):
+    from confluent_kafka import Consumer
+
+    group, topic = args.rest
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": group,
+            "client.id": "admin-py-member",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+        }
+    )
+    consumer.subscribe([topic])
+    while not consumer.assignment():  # joins the group; bounded by the deadline
+        consumer.poll(0.2)
+    listed = admin.list_consumer_groups(request_timeout=REQUEST_TIMEOUT_S).result(timeout=REQUEST_TIMEOUT_S)
+    if listed.errors:
+        fail(f"ListGroups: {listed.errors}")
+    emit(step="listed", groups=sorted(g.group_id for g in listed.valid))
+    emit(step="joined", **describe_group(admin, group))
+    consumer.close()
+    # LeaveGroup is answered before close returns; the group may still be settling.
+    described = describe_group(admin, group)
+    for _ in range(50):
+        if described["state"] == "EMPTY":
+            break
+        time.sleep(0.1)
+        described = describe_group(admin, group)
+    emit(step="left", **described)
+
+
+def main():
+    from confluent_kafka.admin import AdminClient
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--timeout", type=int, default=60)
+    parser.add_argument("command", choices=["create", "add-partitions", "delete", "topics", "configs", "groups"])
+    parser.add_argument("rest", nargs="*")
+    args = parser.parse_args()
+    deadline(args.timeout)
+    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    commands = {
+        "create": create,
+        "add-partitions": add_partitions,
+        "delete": delete,
+        "topics": topics,
+        "configs": configs,
+        "groups": groups,
+    }
+    commands[args.command](admin, args)
+
+
+if __name__ == "__main__":
+    run(main)

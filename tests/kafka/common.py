@@ -1,0 +1,86 @@
+"""What the Kafka client scripts here share: a hard deadline, JSON-lines output, and
+records as JSON (bytes as lowercase hex, null for none).
+
+tests/tests/kafka.rs runs these scripts as processes (python3 SCRIPT ARGS...); each
+prints its results as one JSON object per line on stdout, and exits non-zero with a
+message on stderr when it cannot do what it was asked.
+"""
+
+import json
+import os
+import signal
+import sys
+import traceback
+
+
+def fail(message):
+    """Exits with status 1 after printing `message` to stderr. os._exit: a client that
+    was not closed cannot hold the interpreter's shutdown up."""
+    sys.stdout.flush()
+    print(f"{os.path.basename(sys.argv[0])}: {message}", file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+def run(main):
+    """Runs `main`; an exception fails the script with its traceback."""
+    try:
+        main()
+    except Exception:  # everything unexpected is a failure, reported as such
+        fail(f"failed:\n{traceback.format_exc()}")
+
+
+def deadline(seconds):
+    """Fails the script if it still runs `seconds` from now."""
+
+    def expired(_signum, _frame):
+        fail(f"still running after {seconds} s")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+
+
+def emit(**fields):
+    """Prints one JSON line."""
+    print(json.dumps(fields), flush=True)
+
+
+def to_hex(data):
+    return None if data is None else bytes(data).hex()
+
+
+def from_hex(text):
+    return None if text is None else bytes.fromhex(text)
+
+
+def read_specs():
+    """The records to produce, one JSON object per line of stdin: partition (or null for
+    the client's partitioner), key, value, headers ([name, value] pairs), timestamp (ms,
+    or null for now)."""
+    specs = []
+    for line in sys.stdin:
+        if line.strip():
+            spec = json.loads(line)
+            specs.append(
+                {
+                    "partition": spec.get("partition"),
+                    "key": from_hex(spec.get("key")),
+                    "value": from_hex(spec.get("value")),
+                    "headers": [(name, from_hex(value)) for name, value in spec.get("headers") or []],
+                    "timestamp": spec.get("timestamp"),
+                }
+            )
+    return specs
+
+
+def emit_record(partition, offset, timestamp_type, timestamp, key, value, headers):
+    """Prints a consumed record; `timestamp_type` is "CreateTime" or "LogAppendTime",
+    `headers` a list of (name, value) pairs."""
+    emit(
+        partition=partition,
+        offset=offset,
+        timestamp_type=timestamp_type,
+        timestamp=timestamp,
+        key=to_hex(key),
+        value=to_hex(value),
+        headers=[[name, to_hex(value)] for name, value in headers or []],
+    )

@@ -1,0 +1,916 @@
+//! Specifications of the node's Kafka listener (`--kafka-listen`) against real Kafka
+//! clients: what an application using kcat, confluent-kafka (librdkafka) or kafka-python
+//! can rely on, and what it shares with the native protocol.
+//!
+//! - kcat produces and consumes keyed records with headers under every codec; the node
+//!   stores the batches with that codec, and the native protocol reads the same records.
+//!   A kcat consumer group reads every record once, and resumes from its commits.
+//! - Records cross the protocols byte for byte: produced through Kafka, read natively, and
+//!   produced natively (under every codec), read through Kafka, with the same partition,
+//!   offset, timestamp, key, value and headers (null and empty ones, binary bytes,
+//!   repeated header names).
+//! - A Kafka consumer group (confluent-kafka, then kafka-python) that commits what it
+//!   read resumes exactly there after a node restart: no record lost, none read twice.
+//! - A group's committed offsets are one set, whichever protocol commits or reads them.
+//! - Kafka admin requests create, grow, describe and delete topics, and list and describe
+//!   groups, and the native protocol sees the same topics and configs.
+//!
+//! Each test starts its own `sluice-node` (two shards) with a Kafka listener on a free
+//! loopback port (`NodeProcess::start_with_kafka`), its data in a temporary directory;
+//! `NodeProcess` stops it by its pid when the test ends. The Kafka clients run as
+//! processes: `kcat`, and the Python scripts in tests/kafka (see the docstring of each),
+//! which print JSON lines (read with `sluice_tests::json`). Every run is bounded by
+//! `TOOL_TIMEOUT` through `run_command`, which kills a process that runs longer by its pid
+//! and fails the test; the scripts also stop themselves after `SCRIPT_TIMEOUT_S`. The
+//! native side is the client crate (`sluice_client`) in this process and the `sluice` CLI.
+//!
+//! What the machine needs: `kcat` (Debian package kcat) and python3 with confluent-kafka
+//! 2.16.1 and kafka-python 3.0.12; .ci/run installs them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sluice_client::blocking::{BlockingAdmin, BlockingConsumer, BlockingProducer};
+use sluice_client::connection::Connection;
+use sluice_client::consumer::{ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+use sluice_client::producer::{Acks, ProducerConfig, ProducerRecord};
+use sluice_client::protocol;
+use sluice_schemas::batch::{BatchWalker, Compression, TimestampType};
+use sluice_schemas::wire::ErrorCode;
+use sluice_tests::json::Json;
+use sluice_tests::node_client::{cli_binary, run_command, CliRun, NodeProcess};
+use tempfile::TempDir;
+
+/// The shards of every node here: the test machines have two cores.
+const SHARDS: usize = 2;
+/// The longest one run of kcat, a script or the CLI may take.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(90);
+/// The scripts' own deadline (their `--timeout`), inside `TOOL_TIMEOUT`.
+const SCRIPT_TIMEOUT_S: u32 = 60;
+/// The longest a test waits for one thing in this process (records, a native request).
+const WAIT: Duration = Duration::from_secs(30);
+/// The codecs, by their Kafka names.
+const CODECS: [(&str, Compression); 5] = [
+    ("none", Compression::None),
+    ("gzip", Compression::Gzip),
+    ("snappy", Compression::Snappy),
+    ("lz4", Compression::Lz4),
+    ("zstd", Compression::Zstd),
+];
+/// Timestamps of generated records are around this (ms since the epoch).
+const BASE_TIMESTAMP_MS: i64 = 1_700_000_000_000;
+
+// Node and native helpers -------------------------------------------------------------------
+
+fn start_node() -> (TempDir, NodeProcess) {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let data: PathBuf = dir.path().join("data");
+    let node = NodeProcess::start_with_kafka(&data, SHARDS, &[]);
+    (dir, node)
+}
+
+/// The node's Kafka bootstrap address.
+fn kafka(node: &NodeProcess) -> String {
+    node.kafka_addr().expect("the node has a Kafka listener").to_string()
+}
+
+fn bootstrap(node: &NodeProcess) -> Vec<String> {
+    vec![node.addr().to_string()]
+}
+
+/// Creates a topic through the native protocol (the node creates none by itself).
+fn create_topic(node: &NodeProcess, name: &str, partitions: u32) {
+    let outcome = node.client().create_topic(name, partitions, &[]);
+    assert_eq!(outcome.error, ErrorCode::None, "creating {name}: {}", outcome.message);
+}
+
+/// Runs `future` on a small runtime of its own, bounded by `WAIT`.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    runtime.block_on(async { tokio::time::timeout(WAIT, future).await.expect("a native request took over WAIT") })
+}
+
+async fn connect(node: &NodeProcess) -> Connection {
+    Connection::connect(&node.addr().to_string(), "kafka-tests", 4, Duration::from_secs(10)).await.expect("connecting")
+}
+
+/// A group's committed offsets of partitions 0..`partitions` of `topic`, read through
+/// the native protocol (`None`: nothing committed).
+fn committed_natively(node: &NodeProcess, group: &str, topic: &str, partitions: u32) -> Vec<Option<u64>> {
+    block_on(async {
+        let conn = connect(node).await;
+        let query: Vec<(String, u32)> = (0..partitions).map(|p| (topic.to_string(), p)).collect();
+        let answers = protocol::fetch_offsets(&conn, group, Some(&query)).await.expect("OffsetFetch");
+        (0..partitions)
+            .map(|p| answers.iter().find(|(t, q, _, _)| t == topic && *q == p).and_then(|(_, _, o, _)| *o))
+            .collect()
+    })
+}
+
+/// Commits `offsets` (partition, offset) of `topic` for `group` through the native
+/// protocol, as an admin commit (no member; the group must be empty).
+fn commit_natively(node: &NodeProcess, group: &str, topic: &str, offsets: &[(u32, u64)]) {
+    let offsets: Vec<protocol::CommitOffset> =
+        offsets.iter().map(|&(p, o)| (topic.to_string(), p, o, String::new())).collect();
+    let results = block_on(async {
+        let conn = connect(node).await;
+        protocol::commit_offsets(&conn, group, "", -1, &offsets).await.expect("OffsetCommit")
+    });
+    assert_eq!(results.len(), offsets.len(), "one result per partition: {results:?}");
+    for (t, p, result) in results {
+        result.unwrap_or_else(|e| panic!("committing {t}-{p} for {group}: {e}"));
+    }
+}
+
+/// Each partition's log end offset, through the native protocol.
+fn log_ends(node: &NodeProcess, topic: &str, partitions: u32) -> Vec<u64> {
+    let mut client = node.client();
+    (0..partitions)
+        .map(|p| {
+            let (error, end) = client.list_offsets(topic, p, -1);
+            assert_eq!(error, ErrorCode::None, "the log end of {topic}-{p}");
+            u64::try_from(end).expect("a log end is not negative")
+        })
+        .collect()
+}
+
+/// The codecs of the batches stored in `topic`-`partition`, fetched raw from offset 0.
+fn stored_codecs(node: &NodeProcess, topic: &str, partition: u32) -> Vec<Option<Compression>> {
+    let fetched = node.client().fetch(topic, partition, 0, 16 << 20, 0, 1);
+    assert_eq!(fetched.error, ErrorCode::None, "fetching {topic}-{partition}: {}", fetched.message);
+    BatchWalker::new(&fetched.records)
+        .map(|batch| batch.expect("whole, valid batches").1.attributes().compression())
+        .collect()
+}
+
+// Records -------------------------------------------------------------------------------------
+
+/// A record as a consumer sees it, on either protocol.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Record {
+    partition: u32,
+    offset: u64,
+    timestamp_ms: i64,
+    /// CreateTime (the producer's clock) in every test here.
+    create_time: bool,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Record {
+    fn from_native(r: ConsumerRecord) -> Record {
+        Record {
+            partition: r.partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            create_time: r.timestamp_type == TimestampType::CreateTime,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+        }
+    }
+
+    /// A record line of consume.py.
+    fn from_json(line: &Json) -> Record {
+        let int = |name: &str| line.get(name).and_then(Json::as_i64).unwrap_or_else(|| panic!("no {name} in {line:?}"));
+        let headers = line.get("headers").and_then(Json::as_array).unwrap_or_else(|| panic!("no headers in {line:?}"));
+        Record {
+            partition: u32::try_from(int("partition")).unwrap(),
+            offset: u64::try_from(int("offset")).unwrap(),
+            timestamp_ms: int("timestamp"),
+            create_time: line.get("timestamp_type").and_then(Json::as_str) == Some("CreateTime"),
+            key: from_hex(line.get("key").unwrap_or(&Json::Null)),
+            value: from_hex(line.get("value").unwrap_or(&Json::Null)),
+            headers: headers
+                .iter()
+                .map(|h| match h.as_array() {
+                    Some([name, value]) => (name.as_str().expect("a header name").to_string(), from_hex(value)),
+                    _ => panic!("a header is [name, value]: {h:?}"),
+                })
+                .collect(),
+        }
+    }
+
+    /// Partition and offset.
+    fn at(&self) -> (u32, u64) {
+        (self.partition, self.offset)
+    }
+}
+
+/// A record to produce; `partition` and `timestamp_ms` `None`: the client chooses.
+#[derive(Clone, Debug)]
+struct Spec {
+    partition: Option<u32>,
+    timestamp_ms: Option<i64>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Spec {
+    /// A line of produce.py's input.
+    fn to_json(&self) -> String {
+        let headers: Vec<String> =
+            self.headers.iter().map(|(name, value)| format!("[{},{}]", json_string(name), hex_json(value))).collect();
+        format!(
+            "{{\"partition\":{},\"timestamp\":{},\"key\":{},\"value\":{},\"headers\":[{}]}}\n",
+            self.partition.map_or_else(|| "null".to_string(), |p| p.to_string()),
+            self.timestamp_ms.map_or_else(|| "null".to_string(), |t| t.to_string()),
+            hex_json(&self.key),
+            hex_json(&self.value),
+            headers.join(",")
+        )
+    }
+
+    /// The record a consumer should see, stored at `at`.
+    fn stored_at(&self, (partition, offset): (u32, u64)) -> Record {
+        Record {
+            partition,
+            offset,
+            timestamp_ms: self.timestamp_ms.expect("specs compared byte for byte have a timestamp"),
+            create_time: true,
+            key: self.key.clone(),
+            value: self.value.clone(),
+            headers: self.headers.clone(),
+        }
+    }
+
+    fn to_native(&self, topic: &str) -> ProducerRecord {
+        ProducerRecord {
+            topic: topic.to_string(),
+            partition: self.partition,
+            key: self.key.clone(),
+            value: self.value.clone(),
+            headers: self.headers.clone(),
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
+
+/// `len` bytes from `seed`, covering 0x00, 0xff and bytes that are not UTF-8.
+fn bytes(seed: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (seed.wrapping_mul(131).wrapping_add(j.wrapping_mul(17)) % 256) as u8).collect()
+}
+
+/// The `i`-th record of a varied set for `partition`: null and empty keys and values,
+/// binary bytes, a 10 KB value, no headers, a null header value, a repeated header name,
+/// a non-ASCII header name, and timestamps that go back and forth.
+fn varied(i: usize, partition: u32) -> Spec {
+    let key = match i % 5 {
+        0 => None,
+        1 => Some(Vec::new()),
+        _ => Some(bytes(i, 4 + i % 13)),
+    };
+    let value = match i % 7 {
+        0 => None,
+        1 => Some(Vec::new()),
+        2 => Some(bytes(i * 7, 10_000)),
+        _ => Some(bytes(i * 31, 20 + i % 200)),
+    };
+    let headers = match i % 4 {
+        0 => Vec::new(),
+        1 => vec![("trace".to_string(), Some(bytes(i, 16)))],
+        2 => vec![
+            ("dup".to_string(), Some(b"first".to_vec())),
+            ("dup".to_string(), Some(b"second".to_vec())),
+            ("null".to_string(), None),
+        ],
+        _ => vec![("\u{e9}t\u{e9}".to_string(), Some(vec![0, 0xff])), ("empty".to_string(), Some(Vec::new()))],
+    };
+    let timestamp_ms = BASE_TIMESTAMP_MS + ((i * 7919) % 5000) as i64 - 2500;
+    Spec { partition: Some(partition), timestamp_ms: Some(timestamp_ms), key, value, headers }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_json(bytes: &Option<Vec<u8>>) -> String {
+    bytes.as_ref().map_or_else(|| "null".to_string(), |b| format!("\"{}\"", hex(b)))
+}
+
+fn from_hex(value: &Json) -> Option<Vec<u8>> {
+    let text = match value {
+        Json::Null => return None,
+        Json::String(s) => s,
+        other => panic!("not hex or null: {other:?}"),
+    };
+    assert!(text.len() % 2 == 0, "odd hex {text:?}");
+    Some((0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect())
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Produces `specs` through the native client (acks=all, `compression`) and returns
+/// where each was stored, in order.
+fn produce_natively(node: &NodeProcess, topic: &str, specs: &[Spec], compression: Compression) -> Vec<(u32, u64)> {
+    let producer = BlockingProducer::new(ProducerConfig {
+        bootstrap_servers: bootstrap(node),
+        client_id: "kafka-tests".into(),
+        acks: Acks::All,
+        compression,
+        delivery_timeout_ms: 30_000,
+        request_timeout_ms: 10_000,
+        ..ProducerConfig::default()
+    })
+    .expect("starting the native producer");
+    let deliveries: Vec<_> = specs.iter().map(|s| producer.send(s.to_native(topic)).expect("send")).collect();
+    producer.flush();
+    let stored = deliveries
+        .into_iter()
+        .map(|d| {
+            let report = d.wait().unwrap_or_else(|e| panic!("a native delivery to {topic}: {e}"));
+            (report.partition, report.offset.expect("acks=all reports an offset"))
+        })
+        .collect();
+    producer.close();
+    stored
+}
+
+/// Reads `count` records of every partition of `topic` from the beginning through the
+/// native client (bounded by `WAIT`), sorted by partition and offset; then checks that
+/// no further record comes.
+fn read_natively(node: &NodeProcess, topic: &str, count: usize) -> Vec<Record> {
+    let admin = BlockingAdmin::connect(&bootstrap(node)).expect("connecting the native admin client");
+    let partitions = admin.partitions(topic).unwrap_or_else(|e| panic!("the partitions of {topic}: {e}"));
+    let mut consumer = BlockingConsumer::new(ConsumerConfig {
+        bootstrap_servers: bootstrap(node),
+        client_id: "kafka-tests".into(),
+        auto_offset_reset: OffsetReset::Earliest,
+        fetch_max_wait_ms: 100,
+        request_timeout_ms: 10_000,
+        ..ConsumerConfig::default()
+    })
+    .expect("starting the native consumer");
+    consumer.assign(partitions.iter().map(|&p| (topic.to_string(), p)).collect());
+    for &p in &partitions {
+        consumer.seek(topic, p, SeekTo::Beginning).expect("seek");
+    }
+    let deadline = Instant::now() + WAIT;
+    let mut records = Vec::new();
+    while records.len() < count {
+        assert!(Instant::now() < deadline, "read {} of {count} records of {topic} natively in {WAIT:?}", records.len());
+        records.extend(consumer.poll(Duration::from_millis(100)).expect("poll").into_iter().map(Record::from_native));
+    }
+    records.extend(consumer.poll(Duration::from_millis(300)).expect("poll").into_iter().map(Record::from_native));
+    assert_eq!(records.len(), count, "{topic} has exactly {count} records");
+    records.sort();
+    records
+}
+
+// Kafka clients ---------------------------------------------------------------------------------
+
+/// True when `program` is an executable file in a directory of $PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+fn require(program: &str) {
+    assert!(on_path(program), "{program} is not installed; .ci/run installs what these tests need");
+}
+
+/// Runs `kcat ARGS` with `stdin`, bounded by `TOOL_TIMEOUT`, and checks that it succeeded.
+fn kcat(args: &[&str], stdin: &[u8]) -> CliRun {
+    require("kcat");
+    let mut command = Command::new("kcat");
+    command.args(args);
+    let run = run_command(command, stdin, TOOL_TIMEOUT);
+    assert_eq!(run.code, Some(0), "kcat {args:?} failed: {run:?}");
+    run
+}
+
+/// Runs tests/kafka/SCRIPT with `args` (and `--timeout`) and `stdin`, bounded by
+/// `TOOL_TIMEOUT`; checks that it succeeded and returns its JSON lines.
+fn script(name: &str, args: &[&str], stdin: &[u8]) -> Vec<Json> {
+    require("python3");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join(name);
+    let mut command = Command::new("python3");
+    command
+        .arg(&path)
+        .args(["--timeout", &SCRIPT_TIMEOUT_S.to_string()])
+        .args(args)
+        // No __pycache__ next to the scripts.
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let run = run_command(command, stdin, TOOL_TIMEOUT);
+    assert_eq!(run.code, Some(0), "{name} {args:?} failed:\n{}\nstdout:\n{}", run.stderr, run.stdout);
+    run.stdout
+        .lines()
+        .map(|line| Json::parse(line).unwrap_or_else(|e| panic!("{name} printed {line:?}, not JSON: {e}")))
+        .collect()
+}
+
+/// Produces `specs` through produce.py with `client` and returns where each was stored.
+fn produce_through_kafka(node: &NodeProcess, client: &str, topic: &str, specs: &[Spec]) -> Vec<(u32, u64)> {
+    let input: String = specs.iter().map(Spec::to_json).collect();
+    let lines =
+        script("produce.py", &["--client", client, "--bootstrap", &kafka(node), "--topic", topic], input.as_bytes());
+    assert_eq!(lines.len(), specs.len(), "one delivery report per record");
+    lines
+        .iter()
+        .map(|l| {
+            let partition = l.get("partition").and_then(Json::as_i64).expect("a partition");
+            let offset = l.get("offset").and_then(Json::as_i64).expect("an offset");
+            (u32::try_from(partition).unwrap(), u64::try_from(offset).unwrap())
+        })
+        .collect()
+}
+
+/// Consumes `count` records through consume.py with `client` (in `group` if given).
+fn consume_through_kafka(
+    node: &NodeProcess,
+    client: &str,
+    topic: &str,
+    count: usize,
+    group: Option<&str>,
+) -> Vec<Record> {
+    let (count, kafka) = (count.to_string(), kafka(node));
+    let mut args = vec!["--client", client, "--bootstrap", &kafka, "--topic", topic, "--max", &count];
+    if let Some(group) = group {
+        args.extend(["--group", group]);
+    }
+    script("consume.py", &args, b"").iter().map(Record::from_json).collect()
+}
+
+/// Runs admin.py COMMAND ARGS against the node.
+fn admin(node: &NodeProcess, command: &[&str]) -> Vec<Json> {
+    let kafka = kafka(node);
+    let mut args = vec!["--bootstrap", kafka.as_str()];
+    args.extend_from_slice(command);
+    script("admin.py", &args, b"")
+}
+
+/// The `error` of admin.py's one-line outcome for `topic`: `None` for success.
+fn admin_error(lines: &[Json], topic: &str) -> Option<String> {
+    let line = lines
+        .iter()
+        .find(|l| l.get("topic").and_then(Json::as_str) == Some(topic))
+        .unwrap_or_else(|| panic!("no outcome for {topic} in {lines:?}"));
+    line.get("error").and_then(Json::as_str).map(str::to_string)
+}
+
+/// A record as kcat prints it with `KCAT_FORMAT`: partition, offset, timestamp, key,
+/// value, headers.
+type KcatRecord = (u32, u64, i64, String, String, Vec<(String, String)>);
+const KCAT_FORMAT: &str = "%p\\t%o\\t%T\\t%k\\t%s\\t%h\\n";
+
+/// Parses kcat's output with `KCAT_FORMAT` (headers as `name=value,...`).
+fn parse_kcat(stdout: &str) -> Vec<KcatRecord> {
+    stdout
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let [p, o, t, k, v, h] = fields[..] else { panic!("kcat printed {line:?}") };
+            let headers = h
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|kv| {
+                    let (name, value) = kv.split_once('=').unwrap_or_else(|| panic!("a header {kv:?} in {line:?}"));
+                    (name.to_string(), value.to_string())
+                })
+                .collect();
+            (p.parse().unwrap(), o.parse().unwrap(), t.parse().unwrap(), k.to_string(), v.to_string(), headers)
+        })
+        .collect()
+}
+
+/// Checks that `at` holds each (partition, offset) once and that each partition's offsets
+/// run from `from[p]` without a gap.
+fn assert_contiguous(what: &str, at: &[(u32, u64)], from: &BTreeMap<u32, u64>) {
+    let mut by_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for &(p, o) in at {
+        by_partition.entry(p).or_default().push(o);
+    }
+    for (p, mut offsets) in by_partition {
+        offsets.sort_unstable();
+        let start = from.get(&p).copied().unwrap_or(0);
+        let expected: Vec<u64> = (start..start + offsets.len() as u64).collect();
+        assert_eq!(offsets, expected, "{what}: the offsets of partition {p}");
+    }
+}
+
+// kcat ------------------------------------------------------------------------------------------
+
+/// For each codec, kcat produces 200 keyed lines (`-K:`) with two headers (`-H`) to a
+/// 3-partition topic, compressed with `-z CODEC`, and consumes them back from the
+/// beginning to the end (`-o beginning -e`): every key comes back once with its value and
+/// both headers, each partition's offsets run from 0 without a gap, and the node stored
+/// the batches with that codec. The native client then reads the same records at the
+/// same offsets with the same key, value, headers and timestamp.
+#[test]
+fn kcat_produces_and_consumes_keyed_records_with_headers_under_every_codec() {
+    const LINES: usize = 200;
+    let (_dir, node) = start_node();
+    let addr = kafka(&node);
+    for (codec, compression) in CODECS {
+        let topic = format!("kcat-{codec}");
+        create_topic(&node, &topic, 3);
+        let input: String = (0..LINES).map(|i| format!("key-{i}:{codec} value {i}\n")).collect();
+        let codec_header = format!("codec={codec}");
+        let mut args = vec!["-P", "-b", &addr, "-t", &topic, "-K:", "-z", codec, "-X", "message.timeout.ms=20000"];
+        args.extend(["-H", "origin=kcat", "-H", &codec_header]);
+        kcat(&args, input.as_bytes());
+        let consumed = kcat(&["-C", "-b", &addr, "-t", &topic, "-o", "beginning", "-e", "-q", "-f", KCAT_FORMAT], b"");
+        let records = parse_kcat(&consumed.stdout);
+
+        let got: BTreeSet<(String, String)> = records.iter().map(|r| (r.3.clone(), r.4.clone())).collect();
+        let expected: BTreeSet<(String, String)> =
+            (0..LINES).map(|i| (format!("key-{i}"), format!("{codec} value {i}"))).collect();
+        assert_eq!(records.len(), LINES, "{codec}: one line per record: {}", consumed.stdout);
+        assert_eq!(got, expected, "{codec}: every key comes back once with its value");
+        let headers = vec![("origin".to_string(), "kcat".to_string()), ("codec".to_string(), codec.to_string())];
+        for r in &records {
+            assert_eq!(r.5, headers, "{codec}: the headers of {r:?}");
+        }
+        let at: Vec<(u32, u64)> = records.iter().map(|r| (r.0, r.1)).collect();
+        assert_contiguous(codec, &at, &BTreeMap::new());
+
+        let codecs: Vec<Option<Compression>> = (0..3).flat_map(|p| stored_codecs(&node, &topic, p)).collect();
+        assert!(codecs.contains(&Some(compression)), "{codec}: the node stored {codecs:?}");
+        assert!(
+            codecs.iter().all(|c| *c == Some(compression) || *c == Some(Compression::None)),
+            "{codec}: librdkafka sends a batch uncompressed only when compressing does not pay: {codecs:?}"
+        );
+
+        let native = read_natively(&node, &topic, LINES);
+        let mut kcat_view: Vec<KcatRecord> = records;
+        kcat_view.sort();
+        for (n, k) in native.iter().zip(&kcat_view) {
+            assert_eq!((n.partition, n.offset, n.timestamp_ms), (k.0, k.1, k.2), "{codec}: where and when");
+            assert_eq!(n.key.as_deref(), Some(k.3.as_bytes()), "{codec}: the key at {:?}", n.at());
+            assert_eq!(n.value.as_deref(), Some(k.4.as_bytes()), "{codec}: the value at {:?}", n.at());
+            let native_headers: Vec<(String, String)> = n
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), String::from_utf8(value.clone().unwrap()).unwrap()))
+                .collect();
+            assert_eq!(native_headers, k.5, "{codec}: the headers at {:?}", n.at());
+        }
+    }
+}
+
+/// A kcat balanced consumer (`-G`) reads all 300 records of a 4-partition topic once each
+/// (`-c 300 -e`); when it exits it has committed the log end of every partition (as the
+/// native protocol reads the group's offsets). 40 records later, a second kcat in the
+/// same group reads exactly those 40.
+#[test]
+fn a_kcat_consumer_group_reads_every_record_once_and_resumes_from_its_commits() {
+    const TOPIC: &str = "kcat-group";
+    const GROUP: &str = "kcat-readers";
+    let (_dir, node) = start_node();
+    let addr = kafka(&node);
+    create_topic(&node, TOPIC, 4);
+    let lines = |range: std::ops::Range<usize>| -> String { range.map(|i| format!("key-{i}:value-{i}\n")).collect() };
+    let produce = |input: String| {
+        kcat(&["-P", "-b", &addr, "-t", TOPIC, "-K:", "-X", "message.timeout.ms=20000"], input.as_bytes());
+    };
+    let group_read = |count: usize| -> Vec<KcatRecord> {
+        let count = count.to_string();
+        let mut args = vec!["-b", &addr, "-G", GROUP, "-c", &count, "-e", "-q", "-f", KCAT_FORMAT];
+        args.extend(["-X", "auto.offset.reset=earliest", "-X", "session.timeout.ms=6000"]);
+        args.extend(["-X", "heartbeat.interval.ms=500", TOPIC]);
+        parse_kcat(&kcat(&args, b"").stdout)
+    };
+
+    produce(lines(0..300));
+    let first = group_read(300);
+    let keys: BTreeSet<&str> = first.iter().map(|r| r.3.as_str()).collect();
+    assert_eq!((first.len(), keys.len()), (300, 300), "every record once");
+    for r in &first {
+        assert_eq!(r.4, format!("value-{}", &r.3["key-".len()..]), "the value of {}", r.3);
+    }
+    assert_contiguous(
+        "the group's first read",
+        &first.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+        &BTreeMap::new(),
+    );
+    let ends = log_ends(&node, TOPIC, 4);
+    assert_eq!(ends.iter().sum::<u64>(), 300);
+    let committed = committed_natively(&node, GROUP, TOPIC, 4);
+    let expected: Vec<Option<u64>> = ends.iter().map(|&e| (e > 0).then_some(e)).collect();
+    assert_eq!(committed, expected, "kcat committed the log end of each partition it read");
+
+    produce(lines(300..340));
+    let second = group_read(40);
+    let keys: BTreeSet<String> = second.iter().map(|r| r.3.clone()).collect();
+    let expected: BTreeSet<String> = (300..340).map(|i| format!("key-{i}")).collect();
+    assert_eq!(keys, expected, "the second member starts at the committed offsets");
+    let from: BTreeMap<u32, u64> = ends.iter().enumerate().map(|(p, &e)| (p as u32, e)).collect();
+    assert_contiguous("the group's second read", &second.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), &from);
+}
+
+// Across the protocols ------------------------------------------------------------------------
+
+/// 150 varied records (null and empty keys and values, binary bytes, 10 KB values,
+/// null-valued and repeated headers, timestamps out of order) produced through
+/// confluent-kafka with explicit partitions and timestamps are read natively exactly: at
+/// the partition and offset of their delivery reports, with the same timestamp
+/// (CreateTime), key, value and headers.
+#[test]
+fn records_produced_through_kafka_are_read_natively_byte_for_byte() {
+    const TOPIC: &str = "from-kafka";
+    let (_dir, node) = start_node();
+    create_topic(&node, TOPIC, 3);
+    let specs: Vec<Spec> = (0..150).map(|i| varied(i, (i % 3) as u32)).collect();
+    let stored = produce_through_kafka(&node, "confluent", TOPIC, &specs);
+    let mut expected: Vec<Record> = specs.iter().zip(&stored).map(|(s, &at)| s.stored_at(at)).collect();
+    expected.sort();
+    assert_contiguous("the delivery reports", &stored, &BTreeMap::new());
+
+    let native = read_natively(&node, TOPIC, specs.len());
+    for (n, e) in native.iter().zip(&expected) {
+        assert_eq!(n, e, "the record at {:?}", e.at());
+    }
+}
+
+/// Records produced through the native client, one codec per partition of a 5-partition
+/// topic (40 varied records each, as above), are read through confluent-kafka exactly:
+/// partition, offset, timestamp (CreateTime), key, value and headers, so librdkafka
+/// decodes each codec as the native producer framed it.
+#[test]
+fn records_produced_natively_are_read_through_kafka_byte_for_byte() {
+    const TOPIC: &str = "from-native";
+    let (_dir, node) = start_node();
+    create_topic(&node, TOPIC, CODECS.len() as u32);
+    let mut expected = Vec::new();
+    for (partition, (codec, compression)) in CODECS.iter().enumerate() {
+        let specs: Vec<Spec> = (0..40).map(|i| varied(i + 40 * partition, partition as u32)).collect();
+        let stored = produce_natively(&node, TOPIC, &specs, *compression);
+        expected.extend(specs.iter().zip(stored).map(|(s, at)| s.stored_at(at)));
+        let codecs = stored_codecs(&node, TOPIC, partition as u32);
+        assert!(codecs.iter().all(|c| *c == Some(*compression)), "{codec}: the node stored {codecs:?}");
+    }
+    expected.sort();
+
+    let mut consumed = consume_through_kafka(&node, "confluent", TOPIC, expected.len(), None);
+    consumed.sort();
+    assert_eq!(consumed.len(), expected.len());
+    for (k, e) in consumed.iter().zip(&expected) {
+        assert_eq!(k, e, "the record at {:?}", e.at());
+    }
+}
+
+// Consumer groups across a restart --------------------------------------------------------------
+
+/// The group test below for one Kafka client: 600 keyed records through `client`
+/// (acks=all; the client's partitioner spreads them over 3 partitions); a member of a
+/// group reads 250, committing each; the node restarts (SIGTERM, then the same data,
+/// ports and flags); a new member of the group starts at the committed offsets and reads
+/// the other 350. Together they read every record exactly once, and the group ends with
+/// the log ends committed.
+fn group_resumes_across_a_restart(client: &str) {
+    const TOPIC: &str = "orders";
+    const PARTITIONS: u32 = 3;
+    let group = format!("{client}-group");
+    let (_dir, mut node) = start_node();
+    create_topic(&node, TOPIC, PARTITIONS);
+    let specs: Vec<Spec> = (0..600)
+        .map(|i| Spec {
+            partition: None,
+            timestamp_ms: None,
+            key: Some(format!("k-{i}").into_bytes()),
+            value: Some(format!("v-{i}").into_bytes()),
+            headers: Vec::new(),
+        })
+        .collect();
+    let stored = produce_through_kafka(&node, client, TOPIC, &specs);
+    assert_contiguous("the delivery reports", &stored, &BTreeMap::new());
+    let value_at: BTreeMap<(u32, u64), Vec<u8>> =
+        stored.iter().zip(&specs).map(|(&at, s)| (at, s.value.clone().unwrap())).collect();
+    assert_eq!(value_at.len(), 600, "600 distinct offsets");
+
+    let first = consume_through_kafka(&node, client, TOPIC, 250, Some(&group));
+    let committed = committed_natively(&node, &group, TOPIC, PARTITIONS);
+    let mut read_to: BTreeMap<u32, u64> = BTreeMap::new();
+    for r in &first {
+        let end = read_to.entry(r.partition).or_insert(0);
+        *end = (*end).max(r.offset + 1);
+    }
+    let expected: Vec<Option<u64>> = (0..PARTITIONS).map(|p| read_to.get(&p).copied()).collect();
+    assert_eq!(committed, expected, "the group committed what its first member read");
+
+    node.sigterm_and_wait();
+    node.restart();
+    assert_eq!(committed_natively(&node, &group, TOPIC, PARTITIONS), expected, "the commits survive the restart");
+
+    let second = consume_through_kafka(&node, client, TOPIC, 350, Some(&group));
+    assert_contiguous("the second member", &second.iter().map(Record::at).collect::<Vec<_>>(), &read_to);
+    let mut seen = BTreeSet::new();
+    for r in first.iter().chain(&second) {
+        assert!(seen.insert(r.at()), "{:?} was read twice", r.at());
+        assert_eq!(r.value.as_ref(), value_at.get(&r.at()), "the value at {:?}", r.at());
+    }
+    assert_eq!(seen.len(), 600, "no record was lost");
+    let ends: Vec<Option<u64>> = log_ends(&node, TOPIC, PARTITIONS).into_iter().map(Some).collect();
+    assert_eq!(committed_natively(&node, &group, TOPIC, PARTITIONS), ends, "the group committed everything");
+}
+
+/// See `group_resumes_across_a_restart`: confluent-kafka (librdkafka) producer with
+/// acks=all, and consumers with `enable.auto.commit` false committing synchronously.
+#[test]
+fn a_confluent_kafka_group_resumes_from_its_commits_after_a_node_restart() {
+    group_resumes_across_a_restart("confluent");
+}
+
+/// See `group_resumes_across_a_restart`: kafka-python `KafkaProducer(acks='all')`
+/// (idempotent by default, so through InitProducerId), and `KafkaConsumer` with
+/// `commit()`.
+#[test]
+fn a_kafka_python_group_resumes_from_its_commits_after_a_node_restart() {
+    group_resumes_across_a_restart("kafka-python");
+}
+
+// Committed offsets shared between the protocols -------------------------------------------------
+
+/// One group id, one set of committed offsets: offsets committed through Kafka by a
+/// kafka-python member (3 and 7) are what both Kafka clients read back, what the native
+/// OffsetFetch returns, and what `sluice group describe` shows (with the lag); offsets
+/// committed natively (12 and 5) are what kafka-python's `list_group_offsets` and
+/// confluent-kafka's `committed()` return, and where a confluent-kafka member of the group
+/// starts reading; its commits are then read natively.
+#[test]
+fn committed_offsets_are_shared_between_kafka_and_native_groups() {
+    const TOPIC: &str = "shared";
+    const GROUP: &str = "shared-group";
+    let (_dir, node) = start_node();
+    create_topic(&node, TOPIC, 2);
+    let specs: Vec<Spec> = (0..40).map(|i| varied(i, (i % 2) as u32)).collect();
+    produce_natively(&node, TOPIC, &specs, Compression::None);
+    assert_eq!(log_ends(&node, TOPIC, 2), vec![20, 20]);
+
+    let read_through_kafka = |commit: Option<&str>| -> BTreeMap<(String, u32), Option<i64>> {
+        let kafka = kafka(&node);
+        let mut args = vec!["--bootstrap", &kafka, "--group", GROUP, "--topic", TOPIC, "--partitions", "2"];
+        if let Some(commit) = commit {
+            args.extend(["--commit", commit]);
+        }
+        script("offsets.py", &args, b"")
+            .iter()
+            .map(|l| {
+                let client = l.get("client").and_then(Json::as_str).expect("a client").to_string();
+                let partition = u32::try_from(l.get("partition").and_then(Json::as_i64).expect("a partition")).unwrap();
+                ((client, partition), l.get("offset").and_then(Json::as_i64))
+            })
+            .collect()
+    };
+    let both = |p0: i64, p1: i64| -> BTreeMap<(String, u32), Option<i64>> {
+        ["confluent", "kafka-python"]
+            .iter()
+            .flat_map(|c| [((c.to_string(), 0), Some(p0)), ((c.to_string(), 1), Some(p1))])
+            .collect()
+    };
+
+    // Kafka commits, both sides read.
+    assert_eq!(read_through_kafka(Some("0=3,1=7")), both(3, 7), "committed through Kafka, read through Kafka");
+    assert_eq!(committed_natively(&node, GROUP, TOPIC, 2), vec![Some(3), Some(7)], "read natively");
+    let mut command = Command::new(cli_binary());
+    command.args(["--bootstrap", &node.addr().to_string(), "group", "describe", GROUP]);
+    let described = run_command(command, b"", TOOL_TIMEOUT);
+    assert_eq!(described.code, Some(0), "sluice group describe: {described:?}");
+    let rows: Vec<Vec<&str>> = described
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols.first() == Some(&TOPIC))
+        .collect();
+    let rows: Vec<[&str; 4]> = rows.iter().map(|c| [c[1], c[2], c[3], c[4]]).collect();
+    assert_eq!(
+        rows,
+        vec![["0", "3", "20", "17"], ["1", "7", "20", "13"]],
+        "partition, committed, log end, lag: {}",
+        described.stdout
+    );
+
+    // Native commits, both sides read, and a Kafka member starts there.
+    commit_natively(&node, GROUP, TOPIC, &[(0, 12), (1, 5)]);
+    assert_eq!(read_through_kafka(None), both(12, 5), "committed natively, read through Kafka");
+    let consumed = consume_through_kafka(&node, "confluent", TOPIC, 8 + 15, Some(GROUP));
+    let from = BTreeMap::from([(0, 12), (1, 5)]);
+    assert_contiguous(
+        "a Kafka member after the native commit",
+        &consumed.iter().map(Record::at).collect::<Vec<_>>(),
+        &from,
+    );
+    assert_eq!(committed_natively(&node, GROUP, TOPIC, 2), vec![Some(20), Some(20)], "its commits, read natively");
+}
+
+// Admin ------------------------------------------------------------------------------------------
+
+/// Through confluent-kafka's AdminClient: CreateTopics creates topics (with a config) that
+/// the native protocol then lists, and refuses an existing name (TOPIC_ALREADY_EXISTS);
+/// CreatePartitions grows a topic and refuses to shrink it (INVALID_PARTITIONS);
+/// DescribeConfigs shows the native configs, set and default; ListGroups and
+/// DescribeGroups show a live member of a classic group (state, client id, assignment),
+/// and the group empty once it left; DeleteTopics deletes (and an unknown topic is
+/// UNKNOWN_TOPIC_OR_PART).
+#[test]
+fn kafka_admin_creates_grows_describes_and_deletes_topics_and_describes_groups() {
+    let (_dir, node) = start_node();
+    let mut client = node.client();
+
+    // CreateTopics.
+    assert_eq!(admin_error(&admin(&node, &["create", "admin-a", "3"]), "admin-a"), None);
+    let created = admin(&node, &["create", "admin-b", "1", "retention.ms=3600000"]);
+    assert_eq!(admin_error(&created, "admin-b"), None);
+    let native = client.metadata(Some(&["admin-a", "admin-b"]));
+    let mut partitions: Vec<(&str, ErrorCode, usize)> =
+        native.iter().map(|t| (t.name.as_str(), t.error, t.partitions.len())).collect();
+    partitions.sort_by_key(|t| t.0);
+    assert_eq!(partitions, vec![("admin-a", ErrorCode::None, 3), ("admin-b", ErrorCode::None, 1)]);
+    let again = admin(&node, &["create", "admin-a", "3"]);
+    assert_eq!(admin_error(&again, "admin-a").as_deref(), Some("TOPIC_ALREADY_EXISTS"));
+
+    // CreatePartitions.
+    assert_eq!(admin_error(&admin(&node, &["add-partitions", "admin-a", "5"]), "admin-a"), None);
+    assert_eq!(client.metadata(Some(&["admin-a"]))[0].partitions.len(), 5, "grown, as the native side sees it");
+    let listed = admin(&node, &["topics"]);
+    let a = listed.iter().find(|l| l.get("topic").and_then(Json::as_str) == Some("admin-a")).expect("admin-a listed");
+    let a_partitions: Vec<i64> =
+        a.get("partitions").and_then(Json::as_array).unwrap().iter().filter_map(Json::as_i64).collect();
+    assert_eq!(a_partitions, vec![0, 1, 2, 3, 4], "grown, as Kafka's Metadata sees it");
+    let shrink = admin(&node, &["add-partitions", "admin-a", "2"]);
+    assert_eq!(admin_error(&shrink, "admin-a").as_deref(), Some("INVALID_PARTITIONS"));
+
+    // DescribeConfigs: every config the native side describes, with its value and
+    // whether it is the default.
+    let configs = admin(&node, &["configs", "admin-b"]);
+    let through_kafka: BTreeMap<String, (Option<String>, Option<bool>)> = configs
+        .iter()
+        .map(|c| {
+            let name = c.get("name").and_then(Json::as_str).expect("a name").to_string();
+            let value = c.get("value").and_then(Json::as_str).map(str::to_string);
+            (name, (value, c.get("is_default").and_then(Json::as_bool)))
+        })
+        .collect();
+    let natively = client.describe_configs(&["admin-b"]).remove(0);
+    assert_eq!(natively.error, ErrorCode::None, "{}", natively.message);
+    assert_eq!(natively.get("retention.ms"), Some(("3600000", false)), "the config set at creation");
+    for (key, value, is_default) in &natively.configs {
+        assert_eq!(
+            through_kafka.get(key),
+            Some(&(Some(value.clone()), Some(*is_default))),
+            "{key} through Kafka, against the native {value:?} (default: {is_default})"
+        );
+    }
+
+    // ListGroups and DescribeGroups, with a member and after it left.
+    let groups = admin(&node, &["groups", "admin-group", "admin-a"]);
+    let step = |name: &str| {
+        groups
+            .iter()
+            .find(|l| l.get("step").and_then(Json::as_str) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} step in {groups:?}"))
+    };
+    let listed: Vec<&str> =
+        step("listed").get("groups").and_then(Json::as_array).unwrap().iter().filter_map(Json::as_str).collect();
+    assert!(listed.contains(&"admin-group"), "ListGroups lists the group: {listed:?}");
+    let joined = step("joined");
+    assert_eq!(joined.get("state").and_then(Json::as_str), Some("STABLE"), "{joined:?}");
+    assert_eq!(
+        joined.get("simple").and_then(Json::as_bool),
+        Some(false),
+        "a group with a consumer protocol: {joined:?}"
+    );
+    let members = joined.get("members").and_then(Json::as_array).unwrap();
+    assert_eq!(members.len(), 1, "{joined:?}");
+    assert_eq!(members[0].get("client_id").and_then(Json::as_str), Some("admin-py-member"));
+    let assignment: Vec<(String, i64)> = members[0]
+        .get("assignment")
+        .and_then(Json::as_array)
+        .unwrap()
+        .iter()
+        .map(|tp| match tp.as_array() {
+            Some([t, p]) => (t.as_str().unwrap().to_string(), p.as_i64().unwrap()),
+            _ => panic!("an assigned partition is [topic, partition]: {tp:?}"),
+        })
+        .collect();
+    let all: Vec<(String, i64)> = (0..5).map(|p| ("admin-a".to_string(), p)).collect();
+    assert_eq!(assignment, all, "the only member has every partition");
+    let left = step("left");
+    assert_eq!(left.get("state").and_then(Json::as_str), Some("EMPTY"), "{left:?}");
+    assert_eq!(left.get("members").and_then(Json::as_array).map(<[Json]>::len), Some(0), "{left:?}");
+
+    // DeleteTopics.
+    let deleted = admin(&node, &["delete", "admin-a", "admin-b"]);
+    assert_eq!((admin_error(&deleted, "admin-a"), admin_error(&deleted, "admin-b")), (None, None));
+    let names: Vec<String> = client.metadata(None).into_iter().map(|t| t.name).collect();
+    assert!(!names.iter().any(|n| n == "admin-a" || n == "admin-b"), "deleted, as the native side sees it: {names:?}");
+    let unknown = admin(&node, &["delete", "no-such-topic"]);
+    assert_eq!(admin_error(&unknown, "no-such-topic").as_deref(), Some("UNKNOWN_TOPIC_OR_PART"));
+}

@@ -1,0 +1,193 @@
+//! The Kafka listener against bad and edge-case input, byte by byte: requests built with
+//! the kafka-protocol crate (the client side of the same message definitions) on a plain
+//! socket, against a real node process. Real Kafka clients are driven in `kafka.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_schemas::records::{BatchBuilder, BatchConfig};
+use sluice_tests::node_client::NodeProcess;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    stream
+}
+
+fn send_raw(stream: &mut TcpStream, bytes: &[u8]) {
+    let mut frame = (bytes.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(bytes);
+    stream.write_all(&frame).unwrap();
+}
+
+/// Encodes a request (header and body) of `key` at `version`.
+fn request(key: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("kafka-wire-test")))
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    buf.to_vec()
+}
+
+/// Reads one response; `None` when the node closed the connection.
+fn receive(stream: &mut TcpStream) -> Option<Bytes> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(Bytes::from(body))
+}
+
+fn response<T: Decodable>(key: ApiKey, version: i16, correlation_id: i32, mut bytes: Bytes) -> T {
+    let header = ResponseHeader::decode(&mut bytes, key.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, correlation_id);
+    let body = T::decode(&mut bytes, version).unwrap();
+    assert_eq!(bytes.remaining(), 0, "{key:?} v{version}: trailing bytes");
+    body
+}
+
+fn closed_by_node(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0) | Err(_))
+}
+
+fn produce(stream: &mut TcpStream, correlation_id: i32, topic: &str, records: Bytes) -> ProduceResponse {
+    let body =
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))])]);
+    send_raw(stream, &request(ApiKey::Produce, 9, correlation_id, &body));
+    response(ApiKey::Produce, 9, correlation_id, receive(stream).unwrap())
+}
+
+fn batch(values: &[&[u8]]) -> Bytes {
+    let mut builder = BatchBuilder::new(BatchConfig::default()).unwrap();
+    for v in values {
+        builder.push(Some(b"k"), Some(v), &[], 1_700_000_000_000).unwrap();
+    }
+    Bytes::from(builder.finish().unwrap())
+}
+
+/// An ApiVersions version the node does not serve gets Kafka's v0 fallback
+/// (UNSUPPORTED_VERSION with the ranges) and the connection stays usable; every range
+/// decodes at the flexible v3.
+#[test]
+fn api_versions_answers_every_version_and_falls_back_to_v0() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_kafka(dir.path(), 1, &[]);
+    let mut s = connect(node.kafka_addr().unwrap());
+    // A v3 request relabelled v9, as a newer client would send it.
+    let mut newer = request(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default());
+    newer[2..4].copy_from_slice(&9i16.to_be_bytes());
+    send_raw(&mut s, &newer);
+    let fallback: ApiVersionsResponse = response(ApiKey::ApiVersions, 0, 1, receive(&mut s).unwrap());
+    assert_eq!(fallback.error_code, 35, "UNSUPPORTED_VERSION");
+    let produce = fallback.api_keys.iter().find(|k| k.api_key == ApiKey::Produce as i16).unwrap();
+    assert_eq!((produce.min_version, produce.max_version), (0, 9));
+    for version in 0..=3 {
+        send_raw(&mut s, &request(ApiKey::ApiVersions, version, 2, &ApiVersionsRequest::default()));
+        let r: ApiVersionsResponse = response(ApiKey::ApiVersions, version, 2, receive(&mut s).unwrap());
+        assert_eq!(r.error_code, 0);
+        let fetch = r.api_keys.iter().find(|k| k.api_key == ApiKey::Fetch as i16).unwrap();
+        assert_eq!((fetch.min_version, fetch.max_version), (4, 12));
+    }
+}
+
+/// Bad input closes only its own connection: an oversized size prefix, a body of
+/// garbage, an API the node does not serve and a produce version it does not store.
+/// A corrupt batch is refused for its partition with CORRUPT_MESSAGE, and what was
+/// stored before is intact.
+#[test]
+fn bad_kafka_input_is_refused_and_stored_records_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_kafka(dir.path(), 2, &[]);
+    node.client().create_topic("wire", 1, &[]);
+    let addr = node.kafka_addr().unwrap();
+    let mut good = connect(addr);
+    let stored = produce(&mut good, 1, "wire", batch(&[b"one", b"two"]));
+    let p = &stored.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+
+    // A size prefix over --max-frame-bytes: closed before anything is read.
+    let mut s = connect(addr);
+    s.write_all(&i32::MAX.to_be_bytes()).unwrap();
+    assert!(closed_by_node(&mut s));
+    // A negative size.
+    let mut s = connect(addr);
+    s.write_all(&(-5i32).to_be_bytes()).unwrap();
+    assert!(closed_by_node(&mut s));
+    // Garbage after a valid Produce header.
+    let mut s = connect(addr);
+    let mut bytes = request(ApiKey::Produce, 9, 7, &ProduceRequest::default());
+    bytes.truncate(20);
+    bytes.extend_from_slice(&[0xff; 64]);
+    send_raw(&mut s, &bytes);
+    assert!(closed_by_node(&mut s));
+    // An API key that does not exist, and one the node does not serve (SaslHandshake).
+    for key in [999i16, 17] {
+        let mut s = connect(addr);
+        let mut bytes = key.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0, 0, 0, 0, 0, 9, 0, 0]);
+        send_raw(&mut s, &bytes);
+        assert!(closed_by_node(&mut s), "api key {key}");
+    }
+    // Produce v2 carries message format v1, which the log does not store.
+    let mut s = connect(addr);
+    let mut bytes = 0i16.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&2i16.to_be_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, 8, 0, 0]);
+    send_raw(&mut s, &bytes);
+    assert!(closed_by_node(&mut s));
+
+    // A batch whose CRC does not match: refused for its partition, connection kept.
+    let mut corrupt = batch(&[b"three"]).to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x55;
+    let refused = produce(&mut good, 2, "wire", Bytes::from(corrupt));
+    let p = &refused.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 2, "CORRUPT_MESSAGE");
+    // An unknown topic.
+    let unknown = produce(&mut good, 3, "nope", batch(&[b"x"]));
+    assert_eq!(unknown.responses[0].partition_responses[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+
+    // Everything stored before is there, byte for byte, on the same connection.
+    let fetch = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_topics(vec![
+        kafka_protocol::messages::fetch_request::FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("wire")))
+            .with_partitions(vec![kafka_protocol::messages::fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)]),
+    ]);
+    send_raw(&mut good, &request(ApiKey::Fetch, 12, 4, &fetch));
+    let fetched: FetchResponse = response(ApiKey::Fetch, 12, 4, receive(&mut good).unwrap());
+    let p = &fetched.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 2));
+    let records = p.records.clone().unwrap();
+    let mut expected = batch(&[b"one", b"two"]).to_vec();
+    expected[..8].copy_from_slice(&0i64.to_be_bytes());
+    assert_eq!(records.len(), expected.len());
+    // The stored batch is the produced one (the node rewrote only the base offset).
+    assert_eq!(&records[8..], &expected[8..]);
+}
