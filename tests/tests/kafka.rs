@@ -12,6 +12,7 @@
 //! - A Kafka consumer group (confluent-kafka, then kafka-python) that commits what it
 //!   read resumes exactly there after a node restart: no record lost, none read twice.
 //! - A group's committed offsets are one set, whichever protocol commits or reads them.
+//! - The `sluice` CLI and kcat read each other's records alike.
 //! - Kafka admin requests create, grow, describe and delete topics, and list and describe
 //!   groups, and the native protocol sees the same topics and configs.
 //!
@@ -779,10 +780,7 @@ fn committed_offsets_are_shared_between_kafka_and_native_groups() {
     // Kafka commits, both sides read.
     assert_eq!(read_through_kafka(Some("0=3,1=7")), both(3, 7), "committed through Kafka, read through Kafka");
     assert_eq!(committed_natively(&node, GROUP, TOPIC, 2), vec![Some(3), Some(7)], "read natively");
-    let mut command = Command::new(cli_binary());
-    command.args(["--bootstrap", &node.addr().to_string(), "group", "describe", GROUP]);
-    let described = run_command(command, b"", TOOL_TIMEOUT);
-    assert_eq!(described.code, Some(0), "sluice group describe: {described:?}");
+    let described = sluice_cli(&node, &["group", "describe", GROUP], b"");
     let rows: Vec<Vec<&str>> = described
         .stdout
         .lines()
@@ -913,4 +911,52 @@ fn kafka_admin_creates_grows_describes_and_deletes_topics_and_describes_groups()
     assert!(!names.iter().any(|n| n == "admin-a" || n == "admin-b"), "deleted, as the native side sees it: {names:?}");
     let unknown = admin(&node, &["delete", "no-such-topic"]);
     assert_eq!(admin_error(&unknown, "no-such-topic").as_deref(), Some("UNKNOWN_TOPIC_OR_PART"));
+}
+
+/// Runs the `sluice` CLI against the node's native listener.
+fn sluice_cli(node: &NodeProcess, args: &[&str], stdin: &[u8]) -> CliRun {
+    let mut command = Command::new(cli_binary());
+    command.args(["--bootstrap", &node.addr().to_string()]).args(args);
+    let run = run_command(command, stdin, TOOL_TIMEOUT);
+    assert_eq!(run.code, Some(0), "sluice {args:?}: {run:?}");
+    run
+}
+
+/// The `sluice` CLI and kcat read each other's records with the same format string:
+/// kcat's output of what `sluice produce` wrote equals `sluice consume`'s, and the
+/// reverse (partition, offset, timestamp, key, value, headers).
+#[test]
+fn the_sluice_cli_and_kcat_read_each_others_records() {
+    const N: usize = 100;
+    let (_dir, node) = start_node();
+    let addr = kafka(&node);
+    let read_both = |topic: &str| -> (Vec<KcatRecord>, Vec<KcatRecord>) {
+        let through_kafka =
+            kcat(&["-C", "-b", &addr, "-t", topic, "-o", "beginning", "-e", "-q", "-f", KCAT_FORMAT], b"");
+        let max = N.to_string();
+        let args = ["consume", topic, "--offset", "beginning", "--max-messages", &max, "--format", KCAT_FORMAT];
+        let native = sluice_cli(&node, &args, b"");
+        let (mut kafka_view, mut native_view) = (parse_kcat(&through_kafka.stdout), parse_kcat(&native.stdout));
+        kafka_view.sort();
+        native_view.sort();
+        (kafka_view, native_view)
+    };
+    let input: String = (0..N).map(|i| format!("key-{i}:value {i}\n")).collect();
+
+    create_topic(&node, "from-cli", 3);
+    let args = ["produce", "from-cli", "--key-separator", ":", "--compression", "lz4", "--header", "origin=cli"];
+    sluice_cli(&node, &args, input.as_bytes());
+    let (kafka_view, native_view) = read_both("from-cli");
+    assert_eq!(kafka_view.len(), N, "kcat read every record the CLI produced");
+    assert_eq!(kafka_view, native_view, "kcat and sluice consume agree on the CLI's records");
+    assert!(kafka_view.iter().all(|r| r.5 == [("origin".to_string(), "cli".to_string())]));
+
+    create_topic(&node, "from-kcat", 3);
+    let args = ["-P", "-b", &addr, "-t", "from-kcat", "-K:", "-z", "snappy", "-H", "origin=kcat"];
+    kcat(&args, input.as_bytes());
+    let (kafka_view, native_view) = read_both("from-kcat");
+    assert_eq!(native_view.len(), N, "sluice consume read every record kcat produced");
+    assert_eq!(kafka_view, native_view, "kcat and sluice consume agree on kcat's records");
+    let keys: BTreeSet<&str> = native_view.iter().map(|r| r.3.as_str()).collect();
+    assert_eq!(keys.len(), N);
 }
