@@ -1137,3 +1137,18 @@ pub fn run_command(mut command: Command, stdin: &[u8], timeout: Duration) -> Cli
     writer.join().expect("the stdin writer");
     CliRun { code: status.code(), stdout: stdout.join().expect("stdout"), stderr: stderr.join().expect("stderr") }
 }
+
+/// A group's committed offsets of partitions 0..`partitions` of `topic`, read through the
+/// native protocol on `conn` (`None`: nothing committed).
+pub async fn committed_offsets(
+    conn: &sluice_client::connection::Connection,
+    group: &str,
+    topic: &str,
+    partitions: u32,
+) -> Vec<Option<u64>> {
+    let query: Vec<(String, u32)> = (0..partitions).map(|p| (topic.to_string(), p)).collect();
+    let answers = sluice_client::protocol::fetch_offsets(conn, group, Some(&query)).await.expect("OffsetFetch");
+    (0..partitions)
+        .map(|p| answers.iter().find(|(t, q, _, _)| t == topic && *q == p).and_then(|(_, _, o, _)| *o))
+        .collect()
+}

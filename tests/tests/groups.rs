@@ -223,12 +223,7 @@ fn first_offsets(records: &[ConsumerRecord]) -> BTreeMap<u32, u64> {
 
 /// The group's committed offset of each partition of `topic` (`None`: nothing committed).
 async fn committed(node: &NodeProcess, group: &str, topic: &str, partitions: u32) -> Vec<Option<u64>> {
-    let conn = connect(node).await;
-    let query: Vec<(String, u32)> = (0..partitions).map(|p| (topic.to_string(), p)).collect();
-    let answers = protocol::fetch_offsets(&conn, group, Some(&query)).await.expect("OffsetFetch");
-    (0..partitions)
-        .map(|p| answers.iter().find(|(t, q, _, _)| t == topic && *q == p).and_then(|(_, _, o, _)| *o))
-        .collect()
+    sluice_tests::node_client::committed_offsets(&connect(node).await, group, topic, partitions).await
 }
 
 fn server_code(result: &Result<impl std::fmt::Debug, ClientError>) -> Option<ErrorCode> {

@@ -102,12 +102,7 @@ async fn connect(node: &NodeProcess) -> Connection {
 /// the native protocol (`None`: nothing committed).
 fn committed_natively(node: &NodeProcess, group: &str, topic: &str, partitions: u32) -> Vec<Option<u64>> {
     block_on(async {
-        let conn = connect(node).await;
-        let query: Vec<(String, u32)> = (0..partitions).map(|p| (topic.to_string(), p)).collect();
-        let answers = protocol::fetch_offsets(&conn, group, Some(&query)).await.expect("OffsetFetch");
-        (0..partitions)
-            .map(|p| answers.iter().find(|(t, q, _, _)| t == topic && *q == p).and_then(|(_, _, o, _)| *o))
-            .collect()
+        sluice_tests::node_client::committed_offsets(&connect(node).await, group, topic, partitions).await
     })
 }
 

@@ -29,6 +29,19 @@ fn unexpected(reply: &GroupReply) -> NodeError {
     NodeError::new(ErrorKind::Unknown, format!("unexpected group reply {reply:?}"))
 }
 
+/// The error of a reply that is not the success asked for.
+fn failure(reply: GroupReply) -> NodeError {
+    match reply {
+        GroupReply::Joined(Err(e))
+        | GroupReply::Synced(Err(e))
+        | GroupReply::Done(Err(e))
+        | GroupReply::Committed(Err(e))
+        | GroupReply::Offsets(Err(e))
+        | GroupReply::Described(Err(e)) => e,
+        other => unexpected(&other),
+    }
+}
+
 fn done(reply: GroupReply) -> Result<(), NodeError> {
     match reply {
         GroupReply::Done(r) => r,
@@ -85,10 +98,7 @@ pub async fn join(server: &Rc<Server>, request: &Request, r: JoinGroupRequest, p
                     .collect(),
             ),
         other => {
-            let e = match other {
-                GroupReply::Joined(Err(e)) | GroupReply::Done(Err(e)) => e,
-                other => unexpected(&other),
-            };
+            let e = failure(other);
             JoinGroupResponse::default()
                 .with_error_code(code(&e))
                 .with_generation_id(-1)
@@ -108,8 +118,7 @@ pub async fn sync(server: &Rc<Server>, r: SyncGroupRequest) -> SyncGroupResponse
     let response = SyncGroupResponse::default().with_protocol_type(r.protocol_type).with_protocol_name(r.protocol_name);
     match server.shard.group_call(sync).await {
         GroupReply::Synced(Ok(assignment)) => response.with_assignment(Bytes::from(assignment)),
-        GroupReply::Synced(Err(e)) | GroupReply::Done(Err(e)) => response.with_error_code(code(&e)),
-        other => response.with_error_code(code(&unexpected(&other))),
+        other => response.with_error_code(code(&failure(other))),
     }
 }
 
@@ -165,10 +174,7 @@ pub async fn commit(server: &Rc<Server>, r: OffsetCommitRequest) -> OffsetCommit
     let results: Vec<(String, u32, i16)> = match server.shard.group_call(request).await {
         GroupReply::Committed(Ok(list)) => list.into_iter().map(|(t, p, r)| (t, p, code_of(&r))).collect(),
         other => {
-            let e = match other {
-                GroupReply::Committed(Err(e)) | GroupReply::Done(Err(e)) => e,
-                other => unexpected(&other),
-            };
+            let e = failure(other);
             asked.into_iter().map(|(t, p, _, _)| (t, p, code(&e))).collect()
         }
     };
@@ -204,10 +210,7 @@ pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchReq
     let offsets = match server.shard.group_call(request).await {
         GroupReply::Offsets(Ok(list)) => list,
         other => {
-            let e = match other {
-                GroupReply::Offsets(Err(e)) | GroupReply::Done(Err(e)) => e,
-                other => unexpected(&other),
-            };
+            let e = failure(other);
             // v1 has no group-level error: the request's partitions carry it.
             if req.version >= 2 {
                 return OffsetFetchResponse::default().with_error_code(code(&e));
@@ -275,8 +278,7 @@ pub async fn describe(server: &Rc<Server>, r: DescribeGroupsRequest) -> Describe
             GroupReply::Described(Err(e)) if e.kind == ErrorKind::GroupIdNotFound => {
                 group.with_group_state(text("Dead"))
             }
-            GroupReply::Described(Err(e)) | GroupReply::Done(Err(e)) => group.with_error_code(code(&e)),
-            other => group.with_error_code(code(&unexpected(&other))),
+            other => group.with_error_code(code(&failure(other))),
         });
     }
     DescribeGroupsResponse::default().with_groups(groups)
