@@ -70,15 +70,17 @@ fn closed_by_node(stream: &mut TcpStream) -> bool {
 }
 
 fn produce(stream: &mut TcpStream, correlation_id: i32, topic: &str, records: Bytes) -> ProduceResponse {
-    let body =
-        ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))])]);
-    send_raw(stream, &request(ApiKey::Produce, 9, correlation_id, &body));
+    send_produce(stream, -1, correlation_id, topic, records);
     response(ApiKey::Produce, 9, correlation_id, receive(stream).unwrap())
+}
+
+fn send_produce(stream: &mut TcpStream, acks: i16, correlation_id: i32, topic: &str, records: Bytes) {
+    let partition = PartitionProduceData::default().with_index(0).with_records(Some(records));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_data(vec![partition]);
+    let body = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![topic]);
+    send_raw(stream, &request(ApiKey::Produce, 9, correlation_id, &body));
 }
 
 fn batch(values: &[&[u8]]) -> Bytes {
@@ -117,7 +119,7 @@ fn api_versions_answers_every_version_and_falls_back_to_v0() {
 /// Bad input closes only its own connection: an oversized size prefix, a body of
 /// garbage, an API the node does not serve and a produce version it does not store.
 /// A corrupt batch is refused for its partition with CORRUPT_MESSAGE, and what was
-/// stored before is intact.
+/// stored before is intact. acks=0 gets no response and stores the record.
 #[test]
 fn bad_kafka_input_is_refused_and_stored_records_survive() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,6 +173,12 @@ fn bad_kafka_input_is_refused_and_stored_records_survive() {
     let unknown = produce(&mut good, 3, "nope", batch(&[b"x"]));
     assert_eq!(unknown.responses[0].partition_responses[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
 
+    // acks=0: no response at all; the next response on the connection is the next
+    // request's, and the record is stored.
+    send_produce(&mut good, 0, 5, "wire", batch(&[b"fire-and-forget"]));
+    let after = produce(&mut good, 6, "wire", batch(&[b"acked"]));
+    assert_eq!(after.responses[0].partition_responses[0].base_offset, 3);
+
     // Everything stored before is there, byte for byte, on the same connection.
     let fetch = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_topics(vec![
         kafka_protocol::messages::fetch_request::FetchTopic::default()
@@ -183,11 +191,11 @@ fn bad_kafka_input_is_refused_and_stored_records_survive() {
     send_raw(&mut good, &request(ApiKey::Fetch, 12, 4, &fetch));
     let fetched: FetchResponse = response(ApiKey::Fetch, 12, 4, receive(&mut good).unwrap());
     let p = &fetched.responses[0].partitions[0];
-    assert_eq!((p.error_code, p.high_watermark), (0, 2));
+    assert_eq!((p.error_code, p.high_watermark), (0, 4));
     let records = p.records.clone().unwrap();
-    let mut expected = batch(&[b"one", b"two"]).to_vec();
-    expected[..8].copy_from_slice(&0i64.to_be_bytes());
-    assert_eq!(records.len(), expected.len());
-    // The stored batch is the produced one (the node rewrote only the base offset).
-    assert_eq!(&records[8..], &expected[8..]);
+    let expected = batch(&[b"one", b"two"]).to_vec();
+    // The first stored batch is the produced one (the node rewrote only the base offset).
+    assert!(records.len() > expected.len());
+    assert_eq!(&records[..8], &0i64.to_be_bytes());
+    assert_eq!(&records[8..expected.len()], &expected[8..]);
 }
