@@ -13,6 +13,7 @@
 //! The shards, the protocol servers and replication build on these.
 
 pub mod config;
+pub mod controller;
 pub mod errors;
 pub mod groups;
 pub mod io;
