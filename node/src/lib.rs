@@ -1,16 +1,21 @@
 //! The Sluice storage node.
 //!
 //! - `config`: the node's settings (flags, TOML file, defaults).
+//! - `controller`: the controller quorum (raft-rs voters with a write-ahead log); not yet
+//!   wired to the node's network.
 //! - `groups`: the consumer group coordinator and its assignment strategies.
 //! - `errors`: how a request's parts fail, as the client is told.
-//! - `server`: the native protocol server (framing, one handler file per API group).
+//! - `server`: the connection loop shared by both protocols, the native protocol's
+//!   handlers, and the operations both protocols call.
+//! - `kafka`: the Kafka wire-protocol listener over the same operations.
+//! - `producers`: idempotent producers' recent batches per partition.
+//! - `replication`: the ISR, high-watermark, epoch and election state machines and their
+//!   deterministic simulation; not yet wired to the node.
 //! - `metrics`: counters and latency histograms, rendered for Prometheus.
 //! - `shard`: the thread-per-core runtime (partition ownership, cross-shard calls).
 //! - `io`: the I/O seam, the only module that touches glommio and io_uring.
 //! - `storage`: the partition log (segments, indexes, cache, recovery).
 //! - `topics`: topic metadata, its validation and its file.
-//!
-//! The shards, the protocol servers and replication build on these.
 
 pub mod config;
 pub mod controller;
@@ -20,6 +25,7 @@ pub mod io;
 pub mod kafka;
 pub mod metrics;
 pub mod producers;
+pub mod replication;
 pub mod server;
 pub mod shard;
 pub mod storage;

@@ -8,6 +8,9 @@ usage: admin.py --bootstrap HOST:PORT COMMAND ...
   delete NAME...                         {"topic", "error"} per topic
   topics                                 {"topic", "partitions"} per topic (metadata)
   configs NAME                           {"name", "value", "is_default"} per config
+  alter-config NAME OP KEY [VALUE]       IncrementalAlterConfigs (OP: set, delete, append,
+                                         subtract) {"topic", "error"}
+  delete-records NAME PARTITION OFFSET   {"topic", "partition", "low_watermark", "error"}
   groups GROUP TOPIC                     a confluent-kafka consumer joins GROUP on TOPIC;
                                          then {"step": "listed", "groups"} (ListGroups),
                                          {"step": "joined", ...} (DescribeGroups), the
@@ -71,6 +74,31 @@ def configs(admin, args):
             emit(name=name, value=entry.value, is_default=entry.is_default)
 
 
+def alter_config(admin, args):
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    name, op, key = args.rest[:3]
+    value = args.rest[3] if len(args.rest) > 3 else None
+    op_type = {"set": AlterConfigOpType.SET, "delete": AlterConfigOpType.DELETE,
+               "append": AlterConfigOpType.APPEND, "subtract": AlterConfigOpType.SUBTRACT}[op]
+    entry = ConfigEntry(key, value, incremental_operation=op_type)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource], request_timeout=REQUEST_TIMEOUT_S).values():
+        emit(topic=name, error=error_name(future))
+
+
+def delete_records(admin, args):
+    from confluent_kafka import TopicPartition
+
+    name, partition, offset = args.rest[0], int(args.rest[1]), int(args.rest[2])
+    for tp, future in admin.delete_records([TopicPartition(name, partition, offset)],
+                                           request_timeout=REQUEST_TIMEOUT_S).items():
+        error, low = error_name(future), None
+        if error is None:
+            low = future.result().low_watermark
+        emit(topic=tp.topic, partition=tp.partition, low_watermark=low, error=error)
+
+
 def describe_group(admin, group):
     description = admin.describe_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_S)[group].result(
         timeout=REQUEST_TIMEOUT_S
@@ -130,7 +158,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--timeout", type=int, default=60)
-    parser.add_argument("command", choices=["create", "add-partitions", "delete", "topics", "configs", "groups"])
+    parser.add_argument(
+        "command",
+        choices=["create", "add-partitions", "delete", "topics", "configs", "alter-config", "delete-records", "groups"],
+    )
     parser.add_argument("rest", nargs="*")
     args = parser.parse_args()
     deadline(args.timeout)
@@ -141,6 +172,8 @@ def main():
         "delete": delete,
         "topics": topics,
         "configs": configs,
+        "alter-config": alter_config,
+        "delete-records": delete_records,
         "groups": groups,
     }
     commands[args.command](admin, args)

@@ -955,3 +955,56 @@ fn the_sluice_cli_and_kcat_read_each_others_records() {
     let keys: BTreeSet<&str> = native_view.iter().map(|r| r.3.as_str()).collect();
     assert_eq!(keys.len(), N);
 }
+
+/// Kafka's IncrementalAlterConfigs (set, append and subtract list elements, an unknown
+/// key refused) and DeleteRecords through confluent-kafka's AdminClient, checked
+/// natively; and a deleted topic takes its groups' committed offsets with it.
+#[test]
+fn kafka_admin_alters_configs_deletes_records_and_deleted_topics_lose_their_offsets() {
+    const TOPIC: &str = "alter-me";
+    let (_dir, node) = start_node();
+    create_topic(&node, TOPIC, 2);
+    let config = |key: &str| -> (String, bool) {
+        let configs = node.client().describe_configs(&[TOPIC]);
+        let (value, is_default) = configs[0].get(key).unwrap_or_else(|| panic!("{key} in {configs:?}"));
+        (value.to_string(), is_default)
+    };
+    let alter = |args: &[&str]| -> Option<String> {
+        let mut command = vec!["alter-config", TOPIC];
+        command.extend_from_slice(args);
+        admin_error(&admin(&node, &command), TOPIC)
+    };
+
+    assert_eq!(alter(&["set", "retention.ms", "60000"]), None);
+    assert_eq!(config("retention.ms"), ("60000".to_string(), false));
+    assert_eq!(alter(&["append", "cleanup.policy", "compact"]), None);
+    assert_eq!(config("cleanup.policy").0, "delete,compact");
+    assert_eq!(alter(&["subtract", "cleanup.policy", "delete"]), None);
+    assert_eq!(config("cleanup.policy").0, "compact");
+    assert_eq!(alter(&["delete", "retention.ms"]), None);
+    assert!(config("retention.ms").1, "back to the default");
+    assert_eq!(alter(&["set", "no.such.key", "1"]).as_deref(), Some("INVALID_CONFIG"));
+
+    // DeleteRecords: partition 0's log start moves to 4; kcat then reads from there.
+    let addr = kafka(&node);
+    let input: String = (0..10).map(|i| format!("k{i}:v{i}\n")).collect();
+    kcat(&["-P", "-b", &addr, "-t", TOPIC, "-p", "0", "-K:"], input.as_bytes());
+    let deleted = admin(&node, &["delete-records", TOPIC, "0", "4"]);
+    assert_eq!(deleted[0].get("error"), Some(&Json::Null), "{deleted:?}");
+    assert_eq!(deleted[0].get("low_watermark").and_then(Json::as_i64), Some(4));
+    let left =
+        kcat(&["-C", "-b", &addr, "-t", TOPIC, "-p", "0", "-o", "beginning", "-e", "-q", "-f", KCAT_FORMAT], b"");
+    let offsets: Vec<u64> = parse_kcat(&left.stdout).iter().map(|r| r.1).collect();
+    assert_eq!(offsets, (4..10).collect::<Vec<u64>>());
+
+    // Deleting the topic forgets the offsets committed for it, also after a restart.
+    commit_natively(&node, "forgetful", TOPIC, &[(0, 7), (1, 0)]);
+    assert_eq!(committed_natively(&node, "forgetful", TOPIC, 2), vec![Some(7), Some(0)]);
+    assert_eq!(admin_error(&admin(&node, &["delete", TOPIC]), TOPIC), None);
+    create_topic(&node, TOPIC, 2);
+    assert_eq!(committed_natively(&node, "forgetful", TOPIC, 2), vec![None, None], "gone with the topic");
+    let mut node = node;
+    node.sigterm_and_wait();
+    node.restart();
+    assert_eq!(committed_natively(&node, "forgetful", TOPIC, 2), vec![None, None], "and stay gone");
+}

@@ -969,6 +969,39 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Forgets every group's committed offsets of a deleted topic (tombstones in the
+    /// offsets partitions), as Kafka does: a topic created again under the name starts
+    /// without them.
+    pub async fn forget_topic(&self, host: &dyn GroupHost, topic: &str) {
+        let groups: Vec<(String, Vec<u32>)> = self
+            .offsets
+            .borrow()
+            .iter()
+            .map(|(g, c)| (g.clone(), c.keys().filter(|(t, _)| t == topic).map(|(_, p)| *p).collect::<Vec<_>>()))
+            .filter(|(_, partitions)| !partitions.is_empty())
+            .collect();
+        for (group, partitions) in groups {
+            let Ok(mut builder) = BatchBuilder::new(BatchConfig::default()) else { return };
+            for p in &partitions {
+                let key = offset_record_key(&group, topic, *p);
+                if builder.push(Some(&key), None, &[], now_ms()).is_err() {
+                    return;
+                }
+            }
+            if let Err(e) = self.persist(host, &group, builder).await {
+                warn!(group = %group, topic, "forgetting the offsets of a deleted topic: {e}");
+                continue;
+            }
+            let mut all = self.offsets.borrow_mut();
+            if let Some(committed) = all.get_mut(&group) {
+                committed.retain(|(t, _), _| t != topic);
+                if committed.is_empty() {
+                    all.remove(&group);
+                }
+            }
+        }
+    }
+
     /// Committed offsets of every group this shard owns (for lag metrics).
     #[must_use]
     pub fn all_committed(&self) -> Vec<(String, String, u32, i64)> {

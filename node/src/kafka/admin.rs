@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -15,17 +16,18 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest,
-    MetadataResponse, ProducerId, TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, BrokerId, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    MetadataRequest, MetadataResponse, ProducerId, TopicName,
 };
 
 use super::{code, codes, text, Request, APIS};
 use crate::errors::{ErrorKind, NodeError};
 use crate::server::admin::run_admin;
 use crate::server::Server;
-use crate::shard::{AdminRequest, NewTopic};
+use crate::shard::{AdminRequest, ConfigChange, NewTopic};
 
 /// What Kafka clients see as the cluster id.
 pub const CLUSTER_ID: &str = "sluice";
@@ -230,6 +232,142 @@ pub fn describe_configs(server: &Rc<Server>, request: DescribeConfigsRequest) ->
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// Topic config changes of both AlterConfigs flavours: each resource's change, or why it
+/// is refused before it reaches shard 0.
+type Changes = Vec<(i8, String, Result<ConfigChange, NodeError>)>;
+
+async fn apply_config_changes(
+    server: &Rc<Server>,
+    changes: Changes,
+    validate_only: bool,
+) -> Vec<AlterConfigsResourceResponse> {
+    let ok: Vec<ConfigChange> = changes.iter().filter_map(|(_, _, c)| c.as_ref().ok().cloned()).collect();
+    let mut results: BTreeMap<String, Result<(), NodeError>> = BTreeMap::new();
+    if !ok.is_empty() {
+        results.extend(run_admin(server, AdminRequest::AlterConfigs { topics: ok, validate_only }).await);
+    }
+    changes
+        .into_iter()
+        .map(|(resource_type, name, change)| {
+            let result = change.and_then(|_| results.remove(&name).unwrap_or(Ok(())));
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(text(&name))
+                .with_error_code(super::code_of(&result))
+                .with_error_message(error_message(&result))
+        })
+        .collect()
+}
+
+fn topic_resource(resource_type: i8, name: &str) -> Result<(), NodeError> {
+    if resource_type == RESOURCE_TOPIC {
+        return Ok(());
+    }
+    Err(NodeError::new(
+        ErrorKind::InvalidRequest,
+        format!("resource type {resource_type} of {name:?}: only topic configs change at run time (node settings are flags and a file)"),
+    ))
+}
+
+/// Kafka's legacy AlterConfigs replaces a topic's whole set of configs: those not named
+/// return to their defaults.
+pub async fn alter_configs(server: &Rc<Server>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let metadata = server.shard.metadata();
+    let changes = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let name = r.resource_name.to_string();
+            let change = topic_resource(r.resource_type, &name).map(|()| {
+                let set: Vec<(String, String)> = r
+                    .configs
+                    .iter()
+                    .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                    .collect();
+                let delete = metadata
+                    .topic(&name)
+                    .map(|t| t.configs.keys().filter(|k| !set.iter().any(|(s, _)| s == *k)).cloned().collect())
+                    .unwrap_or_default();
+                ConfigChange { topic: name.clone(), set, delete }
+            });
+            (r.resource_type, name, change)
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(apply_config_changes(server, changes, request.validate_only).await)
+}
+
+/// Kafka's IncrementalAlterConfigs: SET, DELETE, and APPEND or SUBTRACT an element of a
+/// list value (`cleanup.policy`).
+pub async fn incremental_alter_configs(
+    server: &Rc<Server>,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let metadata = server.shard.metadata();
+    let defaults = &server.shard.config.topic_defaults;
+    let changes = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let name = r.resource_name.to_string();
+            let change = topic_resource(r.resource_type, &name).and_then(|()| {
+                let current: BTreeMap<String, String> = metadata
+                    .topic(&name)
+                    .map(|t| t.effective_configs(defaults).into_iter().map(|(k, v, _)| (k, v)).collect())
+                    .unwrap_or_default();
+                let mut change = ConfigChange { topic: name.clone(), set: Vec::new(), delete: Vec::new() };
+                for c in &r.configs {
+                    let key = c.name.to_string();
+                    let value = c.value.as_ref().map(ToString::to_string).unwrap_or_default();
+                    match c.config_operation {
+                        OP_SET => change.set.push((key, value)),
+                        OP_DELETE => change.delete.push(key),
+                        OP_APPEND | OP_SUBTRACT => {
+                            let mut items: Vec<String> = current
+                                .get(&key)
+                                .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                                .unwrap_or_default();
+                            if c.config_operation == OP_APPEND {
+                                if !items.contains(&value) {
+                                    items.push(value);
+                                }
+                            } else {
+                                items.retain(|i| *i != value);
+                            }
+                            change.set.push((key, items.join(",")));
+                        }
+                        op => {
+                            return Err(NodeError::new(
+                                ErrorKind::InvalidRequest,
+                                format!("config operation {op} on {key:?} is not SET, DELETE, APPEND or SUBTRACT"),
+                            ))
+                        }
+                    }
+                }
+                Ok(change)
+            });
+            (r.resource_type, name, change)
+        })
+        .collect();
+    let responses = apply_config_changes(server, changes, request.validate_only).await;
+    let responses = responses
+        .into_iter()
+        .map(|r| {
+            kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name)
+                .with_error_code(r.error_code)
+                .with_error_message(r.error_message)
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
 /// Producer ids are unique across the node's restarts: the high bits are the start time

@@ -1,19 +1,22 @@
-//! Kafka's Produce, Fetch and ListOffsets, over the same operations as the native ones
-//! (`append_all`, `fetch_all`, `list_offset`). Produce's record batches are slices of
+//! Kafka's Produce, Fetch, ListOffsets and DeleteRecords, over the same operations as the
+//! native ones (`append_all`, `fetch_all`, `list_offset`, `delete_records_one`). Produce's record batches are slices of
 //! the request as read (no copy before the log); Fetch's go to the socket from the log's
 //! buffers (`fetch_response`).
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    FetchRequest, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, TopicName,
+    DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest,
+    ProduceResponse, TopicName,
 };
 
 use super::fetch_response::{FetchedPartition, FetchedTopic};
 use super::{code, index_of, partition_index, text, Request};
 use crate::errors::{ErrorKind, NodeError};
+use crate::server::delete_records::delete_records_one;
 use crate::server::fetch::{fetch_all, list_offset, FetchLimits, Wanted};
 use crate::server::produce::{append_all, ProducePartition};
 use crate::server::{ResponseFrame, Server};
@@ -153,4 +156,22 @@ pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsets
         topics.push(ListOffsetsTopicResponse::default().with_name(TopicName(text(&name))).with_partitions(partitions));
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+pub async fn delete_records(server: &Rc<Server>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let mut topics = Vec::new();
+    for t in request.topics {
+        let name = t.name.0.to_string();
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let result = delete_records_one(server, &name, partition_index(p.partition_index), p.offset).await;
+            let response = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+            partitions.push(match result {
+                Ok(low) => response.with_low_watermark(low as i64),
+                Err(e) => response.with_error_code(code(&e)).with_low_watermark(-1),
+            });
+        }
+        topics.push(DeleteRecordsTopicResult::default().with_name(TopicName(text(&name))).with_partitions(partitions));
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
 }

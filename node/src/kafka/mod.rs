@@ -53,6 +53,9 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 1),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
 ];
 
@@ -245,6 +248,11 @@ impl KafkaServer {
             ApiKey::DeleteTopics => r.respond(&admin::delete_topics(server, r, decode(r, body)?).await)?,
             ApiKey::CreatePartitions => r.respond(&admin::create_partitions(server, decode(r, body)?).await)?,
             ApiKey::DescribeConfigs => r.respond(&admin::describe_configs(server, decode(r, body)?))?,
+            ApiKey::AlterConfigs => r.respond(&admin::alter_configs(server, decode(r, body)?).await)?,
+            ApiKey::IncrementalAlterConfigs => {
+                r.respond(&admin::incremental_alter_configs(server, decode(r, body)?).await)?
+            }
+            ApiKey::DeleteRecords => r.respond(&data::delete_records(server, decode(r, body)?).await)?,
             ApiKey::InitProducerId => r.respond(&admin::init_producer_id(decode(r, body)?))?,
             ApiKey::FindCoordinator => r.respond(&admin::find_coordinator(server, r, decode(r, body)?))?,
             ApiKey::Produce => return data::produce(server, r, decode(r, body)?).await,

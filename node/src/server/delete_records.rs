@@ -13,26 +13,32 @@ use crate::shard::{ShardReply, ShardRequest};
 /// Each partition's new log start, or why it did not move.
 type LowWatermarks = Vec<(u32, Result<u64, NodeError>)>;
 
-pub async fn delete_records(server: &Rc<Server>, cid: u32, request: wire::DeleteRecordsRequest<'_>) -> ResponseFrame {
+/// Moves one partition's log start to `offset` (-1: the log end) on the shard that owns
+/// it and returns the new log start. Both protocols' DeleteRecords call this.
+pub async fn delete_records_one(
+    server: &Rc<Server>,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+) -> Result<u64, NodeError> {
     let shard = &server.shard;
+    shard.check_partition(topic, partition)?;
+    let request = ShardRequest::DeleteRecords { topic: topic.to_string(), partition, offset };
+    match shard.call(shard.owner(topic, partition), request).await {
+        ShardReply::LowWatermark(r) => r,
+        ShardReply::Failed(e) => Err(e),
+        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
+    }
+}
+
+pub async fn delete_records(server: &Rc<Server>, cid: u32, request: wire::DeleteRecordsRequest<'_>) -> ResponseFrame {
     let mut results: Vec<(String, LowWatermarks)> = Vec::new();
     for t in request.topics().iter().flatten() {
         let topic = t.topic().unwrap_or("").to_string();
         let mut parts = Vec::new();
         for p in t.partitions().iter().flatten() {
             let partition = p.partition();
-            let result = match shard.check_partition(&topic, partition) {
-                Err(e) => Err(e),
-                Ok(()) => {
-                    let request = ShardRequest::DeleteRecords { topic: topic.clone(), partition, offset: p.offset() };
-                    match shard.call(shard.owner(&topic, partition), request).await {
-                        ShardReply::LowWatermark(r) => r,
-                        ShardReply::Failed(e) => Err(e),
-                        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
-                    }
-                }
-            };
-            parts.push((partition, result));
+            parts.push((partition, delete_records_one(server, &topic, partition, p.offset()).await));
         }
         results.push((topic, parts));
     }

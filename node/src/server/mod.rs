@@ -13,7 +13,7 @@
 //! in fetch responses go to the socket from the log's buffers as they are.
 
 pub(crate) mod admin;
-mod delete_records;
+pub(crate) mod delete_records;
 pub(crate) mod fetch;
 mod groups;
 mod metrics_http;

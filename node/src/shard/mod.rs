@@ -393,9 +393,10 @@ impl Shard {
     async fn apply_metadata(&self, metadata: Metadata) {
         let previous = self.metadata.replace(Rc::new(metadata));
         let current = self.metadata();
-        // Topics removed: close and delete their partitions.
+        // Topics removed: close and delete their partitions, and forget groups' offsets.
         for topic in previous.topics() {
             if current.topic(&topic.name).is_none() {
+                self.groups.forget_topic(self, &topic.name).await;
                 for p in 0..topic.partitions {
                     let log = self.logs.borrow_mut().remove(&(topic.name.clone(), p));
                     self.producers.borrow_mut().remove(&(topic.name.clone(), p));

@@ -1,0 +1,267 @@
+//! Partition replication as plain state machines: Kafka's ISR model (leader, followers,
+//! in-sync replica set, high watermark, leader epochs, elections) with no I/O and no wall
+//! clock. Every actor has one `step(now_ms, input) -> actions`: messages and the current
+//! time come in, messages to send and log operations to perform go out. The same code runs
+//! in the node (later, behind the I/O seam) and in the deterministic simulator
+//! (`replication::sim`, tests only), which replays a whole run from one seed.
+//!
+//! - `log`: `ReplicaLog`, a replica's log as replication sees it (offset, leader epoch,
+//!   payload id per entry), its leader-epoch cache and the OffsetsForLeaderEpoch answer.
+//! - `replica`: `ReplicaNode`, one node's replicas of every partition: the leader side
+//!   (follower progress, high watermark, ISR changes, acks) and the follower side
+//!   (fetching, truncating a divergent tail).
+//! - `controller`: `Controller`, the cluster controller as one linearizable actor (it
+//!   stands for the Raft quorum): node sessions and fencing, leader elections, ISR
+//!   changes, controlled shutdown, preferred leaders.
+//!
+//! What the whole guarantees (and `sim` checks after every step, see its module doc):
+//! a leader's high watermark never decreases within its epoch; consumers are never shown
+//! a high watermark that some current ISR member does not hold; every record acknowledged
+//! with acks=all is at its offset in every ISR member and every later leader; the logs of
+//! ISR members are identical below the high watermark; leader epochs only increase and
+//! each has at most one leader. These hold with message loss, delay, reordering, network
+//! partitions, crashes and restarts, as long as every appended entry is durable and
+//! unclean leader election is off (an unclean election may lose acknowledged records, as
+//! in Kafka).
+//!
+//! Where it lives: each `ReplicaNode`'s partition state belongs to the shard that owns the
+//! partition; the `Controller` lives in the controller quorum's state machine.
+
+pub mod controller;
+pub mod log;
+pub mod replica;
+#[cfg(test)]
+mod replica_tests;
+#[cfg(test)]
+mod sim;
+
+use std::fmt;
+
+use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
+
+pub use controller::PartitionSpec;
+pub use controller::{Controller, ControllerConfig, ControllerInput};
+pub use log::{EpochEnd, LogEntry, LogOp, ReplicaLog};
+pub use replica::{NodeAction, NodeInput, ReplicaConfig, ReplicaNode, ReplicaSpec};
+
+/// A node of the cluster (Kafka's broker id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct NodeId(pub u32);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// A client (producer or consumer) as the network addresses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientId(pub u32);
+
+/// Bumped by the controller on every change of a partition's leader or ISR (KIP-497's
+/// partition epoch): an ISR change proposed against an older one is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PartitionEpoch(pub u32);
+
+impl fmt::Display for PartitionEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One life of a node process, from start to crash or shutdown (Kafka's broker epoch).
+/// A restarted node comes back with a larger one; the controller fences the older life
+/// and nodes ignore controller messages addressed to another life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Incarnation(pub u64);
+
+/// Stands for a record batch's contents: replication never looks inside a batch, so the
+/// model carries an id that tests can compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PayloadId(pub u64);
+
+/// Who sends or receives a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Endpoint {
+    Controller,
+    Node(NodeId),
+    Client(ClientId),
+}
+
+/// A partition's settings that replication reads (topic configs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionConfig {
+    /// `min.insync.replicas`: acks=all is refused while the ISR is smaller.
+    pub min_insync_replicas: u32,
+    /// `unclean.leader.election.enable`: elect a replica outside the ISR when no ISR member
+    /// is available (it may lose acknowledged records).
+    pub unclean_leader_election: bool,
+}
+
+/// What the controller decided for one partition. The partition epoch orders these:
+/// a node applies one only if its partition epoch is newer than what it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    pub partition: PartitionId,
+    /// `None` while no eligible replica is available.
+    pub leader: Option<NodeId>,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+    /// In replica order; never empty (when the last member is fenced it stays, leaderless).
+    pub isr: Vec<NodeId>,
+    /// The assignment, preferred leader first.
+    pub replicas: Vec<NodeId>,
+}
+
+/// Producer acknowledgement modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    /// No response at all.
+    None,
+    /// After the leader's append.
+    Leader,
+    /// After every ISR member has the record (the high watermark passed it).
+    All,
+}
+
+/// Expected failures, as Kafka's error codes name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaError {
+    /// NOT_LEADER_OR_FOLLOWER: this node does not lead the partition (as far as it knows).
+    NotLeader,
+    /// FENCED_LEADER_EPOCH: the request carries an older leader epoch than this leader's.
+    FencedLeaderEpoch,
+    /// UNKNOWN_LEADER_EPOCH: the request carries a newer leader epoch than this leader's.
+    UnknownLeaderEpoch,
+    /// NOT_ENOUGH_REPLICAS: acks=all while the ISR is below min.insync.replicas.
+    NotEnoughReplicas,
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND: the record reached the high watermark after the
+    /// ISR fell below min.insync.replicas; it is stored but not acknowledged.
+    NotEnoughReplicasAfterAppend,
+    /// OFFSET_NOT_AVAILABLE: a new leader whose high watermark has not yet reached the
+    /// start of its epoch (it could be below what an earlier leader showed).
+    OffsetNotAvailable,
+    /// OFFSET_OUT_OF_RANGE: the fetch offset is above the high watermark.
+    OffsetOutOfRange,
+}
+
+/// What a leader answers a follower's fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchResult {
+    /// Entries from the fetch offset (possibly none) and the leader's high watermark.
+    Entries {
+        entries: Vec<LogEntry>,
+        high_watermark: Offset,
+    },
+    /// The follower's log diverges from the leader's: the leader's answer to
+    /// OffsetsForLeaderEpoch for the follower's last epoch. The follower truncates to
+    /// `min(end_offset, its own end offset for epoch)` and fetches again.
+    Diverging {
+        end: Option<EpochEnd>,
+    },
+    Error(ReplicaError),
+}
+
+/// A consumer fetch's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerRecords {
+    /// Entries below the high watermark from the fetch offset.
+    pub entries: Vec<LogEntry>,
+    pub high_watermark: Offset,
+    pub leader_epoch: LeaderEpoch,
+}
+
+/// Every message of the protocol. Requests carry a `request_id` that their reply echoes;
+/// the sender keeps one request in flight per purpose and ignores replies to older ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Node -> controller, every `heartbeat_interval_ms`; `want_shutdown` asks for a
+    /// controlled shutdown.
+    Heartbeat {
+        node: NodeId,
+        incarnation: Incarnation,
+        want_shutdown: bool,
+    },
+    /// Controller -> node: the state of every partition the node replicates;
+    /// `shutdown_ready` once leaderships have moved away after `want_shutdown`.
+    HeartbeatReply {
+        incarnation: Incarnation,
+        states: Vec<PartitionState>,
+        shutdown_ready: bool,
+    },
+    /// Controller -> node: one partition changed.
+    PartitionUpdate {
+        incarnation: Incarnation,
+        state: PartitionState,
+    },
+    /// Leader -> controller: replace the ISR (AlterPartition), valid only against the
+    /// leader and partition epochs the controller currently has.
+    AlterPartition {
+        node: NodeId,
+        incarnation: Incarnation,
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
+        isr: Vec<NodeId>,
+        /// Increases with every send, retries included: the controller ignores a request
+        /// at or below one it already answered in the same leader epoch, so once the
+        /// leader has the answer to its latest send, no older copy can still change the ISR.
+        request_id: u64,
+    },
+    /// Controller -> leader: the partition's state after the proposal (accepted or not).
+    AlterPartitionReply {
+        incarnation: Incarnation,
+        request_id: u64,
+        accepted: bool,
+        state: PartitionState,
+    },
+    /// Follower -> leader: entries from `fetch_offset` (the follower's log end offset);
+    /// `last_fetched_epoch` is the epoch of its last entry, checked by the leader.
+    Fetch {
+        partition: PartitionId,
+        replica: NodeId,
+        leader_epoch: LeaderEpoch,
+        fetch_offset: Offset,
+        last_fetched_epoch: Option<LeaderEpoch>,
+        request_id: u64,
+    },
+    FetchReply {
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+        request_id: u64,
+        result: FetchResult,
+    },
+    /// Client -> leader.
+    Produce {
+        partition: PartitionId,
+        acks: Acks,
+        payload: PayloadId,
+        request_id: u64,
+    },
+    ProduceReply {
+        partition: PartitionId,
+        request_id: u64,
+        result: Result<Offset, ReplicaError>,
+    },
+    /// Consumer -> leader: entries from `offset`, below the high watermark;
+    /// `leader_epoch` is the consumer's view (fencing stale leaders and stale consumers).
+    ConsumerFetch {
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+        offset: Offset,
+        request_id: u64,
+    },
+    ConsumerFetchReply {
+        partition: PartitionId,
+        request_id: u64,
+        result: Result<ConsumerRecords, ReplicaError>,
+    },
+}
+
+/// A message on its way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub from: Endpoint,
+    pub to: Endpoint,
+    pub message: Message,
+}

@@ -1,0 +1,964 @@
+//! The deterministic replication simulator: a controller, 3-5 nodes, 2-4 partitions
+//! (replication factor 3, min.insync.replicas 2), producers (acks 0, 1 and all) and
+//! consumers, over a network that loses, delays and reorders messages and that partitions;
+//! nodes crash (volatile state lost, every appended entry kept), restart, and shut down
+//! cleanly. One seed decides everything (a splitmix64 generator, simulated time, ordered
+//! maps only), so `SEED=n` replays a run exactly.
+//!
+//! One step is one event (a message delivered, a timer, a client action, a fault); after
+//! every step the checker verifies, per partition:
+//! 1. HW never goes back: (a) a node's HW never decreases while it leads in the same
+//!    epoch (checked per (node, epoch), across restarts too); (b) the committed prefix,
+//!    the longest log prefix any replica ever held below its HW, is held by every member
+//!    of the controller's current ISR and never contradicted: every replica's log below
+//!    its HW equals it; (c) each consumer's HW never decreases and every entry it read is
+//!    the committed one (new leaders refuse consumers until their HW reaches their epoch
+//!    start, so a lagging new HW is hidden, not shown).
+//! 2. Every record acknowledged with acks=all is in the committed prefix at its offset
+//!    when the ack arrives (hence, by 1b, in every ISR member at every later step), and in
+//!    the log of every node the controller makes leader afterwards.
+//! 3. The logs of ISR members are identical below the HW: follows from 1b, since no
+//!    replica's HW is beyond the committed prefix.
+//! 4. Leader epochs only increase (the controller's, and each node's view within one
+//!    life); at most one node ever leads a given epoch.
+//!
+//! A partition with unclean election on may lose acknowledged records (Kafka's trade):
+//! once it had an unclean election, only 1a and 4 are checked for it (replicas of the old
+//! history keep stale HWs until they truncate, and a stale leader may still acknowledge,
+//! so the committed prefix is no longer defined).
+//!
+//! Run: `cargo test -p sluice-node --lib replication::sim` (the CI seeds). Replay one:
+//! `SEED=17 SIM_STEPS=4000 cargo test -p sluice-node --lib replication::sim -- --nocapture`
+//! (`SIM_TRACE=1` prints every event). Many seeds, longer:
+//! `SIM_SEEDS=10000 SIM_STEPS=20000 cargo test --release -p sluice-node --lib replication::sim -- --nocapture`
+//! (`SIM_SEED_START` shifts the range).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
+
+use super::{
+    Acks, ClientId, Controller, ControllerConfig, ControllerInput, Endpoint, Envelope, Incarnation, Message,
+    NodeAction, NodeId, NodeInput, PartitionConfig, PartitionEpoch, PayloadId, ReplicaConfig, ReplicaError, ReplicaLog,
+    ReplicaNode,
+};
+
+/// The seeds CI runs, each for `CI_STEPS` steps.
+const CI_SEEDS: u64 = 64;
+const CI_STEPS: u64 = 20_000;
+
+const CONTROLLER: ControllerConfig =
+    ControllerConfig { session_timeout_ms: 300, preferred_election_interval_ms: 1_000 };
+const REPLICA: ReplicaConfig = ReplicaConfig {
+    heartbeat_interval_ms: 50,
+    replica_lag_time_max_ms: 250,
+    fetch_timeout_ms: 150,
+    fetch_backoff_ms: 20,
+    fetch_entries_max: 8,
+    alter_partition_retry_ms: 150,
+};
+const REPLICATION_FACTOR: u32 = 3;
+const MIN_INSYNC_REPLICAS: u32 = 2;
+const NODE_TICK_MS: u64 = 10;
+const CONTROLLER_TICK_MS: u64 = 20;
+const CLIENT_TIMEOUT_MS: u64 = 400;
+
+/// splitmix64: small, fast, and the same everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.next() % 100 < p
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
+        if items.is_empty() {
+            return None;
+        }
+        Some(items[(self.next() % items.len() as u64) as usize])
+    }
+}
+
+thread_local! {
+    /// The step being run, for the report of a panic inside a state machine.
+    static STEP: Cell<u64> = const { Cell::new(0) };
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    /// A message, and the life of its destination node when it was sent: a node that
+    /// crashed meanwhile never gets it (its connections died with it).
+    Deliver(Envelope, u64),
+    /// A node's timer, for one life of it.
+    NodeTick(NodeId, u64),
+    ControllerTick,
+    ProducerTick(usize),
+    ConsumerTick(usize),
+    Fault,
+    Restart(NodeId),
+    Heal(u64),
+    /// A controlled shutdown that has not finished by now becomes a crash.
+    ShutdownDeadline(NodeId, u64),
+}
+
+struct NodeSlot {
+    /// `None` while down.
+    node: Option<ReplicaNode>,
+    /// The current (or last) life.
+    incarnation: u64,
+    /// What survives a crash: every `LogOp` the node asked for, performed.
+    disk: BTreeMap<PartitionId, ReplicaLog>,
+    shutting_down: bool,
+}
+
+struct Producer {
+    client: ClientId,
+    partition: PartitionId,
+    leader: Option<NodeId>,
+    /// (request id, acks, payload, sent at).
+    in_flight: Option<(u64, Acks, PayloadId, u64)>,
+}
+
+struct Consumer {
+    client: ClientId,
+    partition: PartitionId,
+    leader: Option<(NodeId, LeaderEpoch)>,
+    position: Offset,
+    high_watermark_seen: Offset,
+    /// (request id, sent at).
+    in_flight: Option<(u64, u64)>,
+}
+
+/// What a run did, to see that it exercised something.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stats {
+    delivered: u64,
+    lost: u64,
+    crashes: u64,
+    clean_shutdowns: u64,
+    cuts: u64,
+    acked_all: u64,
+    acked_one: u64,
+    refused_not_enough_replicas: u64,
+    consumed: u64,
+    truncations: u64,
+    elections: u64,
+    unclean_elections: u64,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.delivered += o.delivered;
+        self.lost += o.lost;
+        self.crashes += o.crashes;
+        self.clean_shutdowns += o.clean_shutdowns;
+        self.cuts += o.cuts;
+        self.acked_all += o.acked_all;
+        self.acked_one += o.acked_one;
+        self.refused_not_enough_replicas += o.refused_not_enough_replicas;
+        self.consumed += o.consumed;
+        self.truncations += o.truncations;
+        self.elections += o.elections;
+        self.unclean_elections += o.unclean_elections;
+    }
+}
+
+/// Committed history of one partition, as the checker knows it.
+#[derive(Default)]
+struct PartitionHistory {
+    /// The committed prefix: (epoch, payload) per offset.
+    committed: Vec<(LeaderEpoch, PayloadId)>,
+    /// acks=all acknowledgements: (offset, payload).
+    acked: Vec<(Offset, PayloadId)>,
+    /// The controller's (leader epoch, partition epoch, leader) at the last step.
+    controller: (LeaderEpoch, PartitionEpoch, Option<NodeId>),
+    unclean_elections: u64,
+}
+
+#[derive(Default)]
+struct Checker {
+    partitions: BTreeMap<PartitionId, PartitionHistory>,
+    /// Per (node, partition): (log truncation count, length verified against `committed`).
+    verified: BTreeMap<(NodeId, PartitionId), (u64, u64)>,
+    /// Per (partition, epoch): the node that led it.
+    epoch_leaders: BTreeMap<(PartitionId, LeaderEpoch), NodeId>,
+    /// Per (partition, node, epoch): the highest HW it had as leader.
+    leader_hws: BTreeMap<(PartitionId, NodeId, LeaderEpoch), Offset>,
+    /// Per (node, life, partition): the highest leader epoch it knew.
+    known_epochs: BTreeMap<(NodeId, u64, PartitionId), LeaderEpoch>,
+}
+
+impl Checker {
+    /// Checks that `log` holds exactly the committed prefix below `upto` (which must not be
+    /// beyond it), reusing what was verified while the log was not truncated.
+    fn verify_prefix(&mut self, node: NodeId, p: PartitionId, log: &ReplicaLog, upto: u64) -> Result<(), String> {
+        let history = self.partitions.entry(p).or_default();
+        let cache = self.verified.entry((node, p)).or_insert((log.truncations(), 0));
+        if cache.0 != log.truncations() {
+            *cache = (log.truncations(), 0);
+        }
+        if log.end_offset().0 < upto {
+            return Err(format!(
+                "{node} misses committed entries of partition {p}: its log ends at {} below {upto}",
+                log.end_offset()
+            ));
+        }
+        for offset in cache.1..upto {
+            let entry = log.entry(Offset(offset)).expect("checked above");
+            let committed = history.committed[offset as usize];
+            if (entry.epoch, entry.payload) != committed {
+                return Err(format!(
+                    "{node}'s log of partition {p} differs from the committed prefix at offset {offset}: \
+                     {entry:?} vs (epoch, payload) {committed:?}"
+                ));
+            }
+        }
+        cache.1 = cache.1.max(upto);
+        Ok(())
+    }
+
+    /// A replica's HW is `hw`: its log below it must be the committed prefix, which grows
+    /// to `hw` if it is shorter.
+    fn observe_high_watermark(
+        &mut self,
+        node: NodeId,
+        p: PartitionId,
+        log: &ReplicaLog,
+        hw: Offset,
+    ) -> Result<(), String> {
+        if hw > log.end_offset() {
+            return Err(format!("{node}'s HW {hw} of partition {p} is beyond its log end {}", log.end_offset()));
+        }
+        let len = self.partitions.entry(p).or_default().committed.len() as u64;
+        self.verify_prefix(node, p, log, hw.0.min(len))?;
+        if hw.0 > len {
+            let history = self.partitions.entry(p).or_default();
+            for offset in len..hw.0 {
+                let entry = log.entry(Offset(offset)).expect("below the log end");
+                history.committed.push((entry.epoch, entry.payload));
+            }
+            if let Some(cache) = self.verified.get_mut(&(node, p)) {
+                cache.1 = hw.0;
+            }
+        }
+        Ok(())
+    }
+
+    fn forget_partition(&mut self, p: PartitionId) {
+        let history = self.partitions.entry(p).or_default();
+        history.committed.clear();
+        history.acked.clear();
+        self.verified.retain(|(_, q), _| *q != p);
+    }
+}
+
+struct Sim {
+    seed: u64,
+    steps: u64,
+    step: u64,
+    now_ms: u64,
+    rng: Rng,
+    trace: bool,
+    events: BTreeMap<(u64, u64), Event>,
+    event_seq: u64,
+    loss_percent: u64,
+    max_down: usize,
+    controller: Controller,
+    nodes: BTreeMap<NodeId, NodeSlot>,
+    partitions: Vec<(PartitionId, PartitionConfig)>,
+    producers: Vec<Producer>,
+    consumers: Vec<Consumer>,
+    /// Active network cuts: id -> one-way links (from, to) that drop everything.
+    cuts: BTreeMap<u64, Vec<(Endpoint, Endpoint)>>,
+    next_cut: u64,
+    next_payload: u64,
+    next_request_id: u64,
+    checker: Checker,
+    stats: Stats,
+    /// A violation seen while delivering to a client, reported by the step's check.
+    pending_violation: Option<String>,
+}
+
+impl Sim {
+    fn new(seed: u64, steps: u64) -> Sim {
+        let mut rng = Rng(seed);
+        let node_count = rng.range(3, 5) as u32;
+        let partition_count = rng.range(2, 4) as u32;
+        let loss_percent = rng.range(0, 8);
+        let unclean = rng.percent(25);
+        let ids: Vec<NodeId> = (1..=node_count).map(NodeId).collect();
+        let mut specs = Vec::new();
+        let mut partitions = Vec::new();
+        for p in 0..partition_count {
+            let replicas: Vec<NodeId> = (0..REPLICATION_FACTOR).map(|i| ids[((p + i) % node_count) as usize]).collect();
+            // With unclean election drawn, the last partition has it on.
+            let config = PartitionConfig {
+                min_insync_replicas: MIN_INSYNC_REPLICAS,
+                unclean_leader_election: unclean && p + 1 == partition_count,
+            };
+            specs.push((PartitionId(p), replicas, config));
+            partitions.push((PartitionId(p), config));
+        }
+        let controller = Controller::new(CONTROLLER, &ids, &specs);
+        let mut nodes = BTreeMap::new();
+        for id in &ids {
+            let hosted: Vec<PartitionId> =
+                specs.iter().filter(|(_, r, _)| r.contains(id)).map(|(p, _, _)| *p).collect();
+            let disk = hosted.iter().map(|p| (*p, ReplicaLog::new())).collect();
+            nodes.insert(*id, NodeSlot { node: None, incarnation: 0, disk, shutting_down: false });
+        }
+        let mut sim = Sim {
+            seed,
+            steps,
+            step: 0,
+            now_ms: 0,
+            rng,
+            trace: std::env::var("SIM_TRACE").is_ok_and(|v| v == "1"),
+            events: BTreeMap::new(),
+            event_seq: 0,
+            loss_percent,
+            max_down: if node_count >= 4 { 2 } else { 1 },
+            controller,
+            nodes,
+            partitions,
+            producers: Vec::new(),
+            consumers: Vec::new(),
+            cuts: BTreeMap::new(),
+            next_cut: 0,
+            next_payload: 0,
+            next_request_id: 0,
+            checker: Checker::default(),
+            stats: Stats::default(),
+            pending_violation: None,
+        };
+        for id in ids {
+            sim.start_node(id);
+        }
+        for (i, (p, _)) in sim.partitions.clone().into_iter().enumerate() {
+            sim.producers.push(Producer { client: ClientId(i as u32), partition: p, leader: None, in_flight: None });
+            sim.consumers.push(Consumer {
+                client: ClientId(1_000 + i as u32),
+                partition: p,
+                leader: None,
+                position: Offset(0),
+                high_watermark_seen: Offset(0),
+                in_flight: None,
+            });
+            sim.schedule(5, Event::ProducerTick(i));
+            sim.schedule(7, Event::ConsumerTick(i));
+        }
+        sim.schedule(0, Event::ControllerTick);
+        sim.schedule(200, Event::Fault);
+        sim
+    }
+
+    fn schedule(&mut self, after_ms: u64, event: Event) {
+        self.event_seq += 1;
+        self.events.insert((self.now_ms + after_ms, self.event_seq), event);
+    }
+
+    fn fail(&self, what: &str) -> String {
+        format!(
+            "seed {} step {} (t={} ms): {what}\nreplay: SEED={} SIM_STEPS={} cargo test -p sluice-node --lib \
+             replication::sim -- --nocapture",
+            self.seed, self.step, self.now_ms, self.seed, self.steps
+        )
+    }
+
+    fn run(&mut self) -> Result<Stats, String> {
+        while self.step < self.steps {
+            self.step += 1;
+            STEP.with(|s| s.set(self.step));
+            let Some(((at, _), event)) = self.events.pop_first() else { break };
+            self.now_ms = at;
+            if self.trace {
+                eprintln!("[{} t={}] {event:?}", self.step, self.now_ms);
+            }
+            self.handle(event);
+            self.check().map_err(|e| self.fail(&e))?;
+        }
+        self.final_check().map_err(|e| self.fail(&e))?;
+        Ok(self.stats)
+    }
+
+    // ---- Events ----
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver(envelope, life) => self.deliver(envelope, life),
+            Event::NodeTick(id, life) => {
+                let slot = &self.nodes[&id];
+                if slot.node.is_some() && slot.incarnation == life {
+                    let after = NODE_TICK_MS + self.rng.range(0, 3);
+                    self.schedule(after, Event::NodeTick(id, life));
+                    self.node_step(id, NodeInput::Tick);
+                }
+            }
+            Event::ControllerTick => {
+                self.schedule(CONTROLLER_TICK_MS, Event::ControllerTick);
+                let out = self.controller.step(self.now_ms, ControllerInput::Tick);
+                out.into_iter().for_each(|e| self.send(e));
+            }
+            Event::ProducerTick(i) => self.producer_tick(i),
+            Event::ConsumerTick(i) => self.consumer_tick(i),
+            Event::Fault => {
+                let after = self.rng.range(50, 600);
+                self.schedule(after, Event::Fault);
+                self.fault();
+            }
+            Event::Restart(id) => self.start_node(id),
+            Event::Heal(cut) => {
+                self.cuts.remove(&cut);
+            }
+            Event::ShutdownDeadline(id, life) => {
+                let slot = &self.nodes[&id];
+                if slot.node.is_some() && slot.incarnation == life && slot.shutting_down {
+                    self.stop_node(id, false);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, envelope: Envelope) {
+        if self.rng.percent(self.loss_percent) {
+            self.stats.lost += 1;
+            return;
+        }
+        let delay = match self.rng.range(0, 99) {
+            0..=87 => self.rng.range(1, 10),
+            88..=97 => self.rng.range(10, 100),
+            _ => self.rng.range(100, 400),
+        };
+        let life = match envelope.to {
+            Endpoint::Node(id) => self.nodes[&id].incarnation,
+            _ => 0,
+        };
+        self.schedule(delay, Event::Deliver(envelope, life));
+    }
+
+    fn cut(&self, from: Endpoint, to: Endpoint) -> bool {
+        self.cuts.values().any(|links| links.contains(&(from, to)))
+    }
+
+    fn deliver(&mut self, envelope: Envelope, life: u64) {
+        if self.cut(envelope.from, envelope.to) {
+            self.stats.lost += 1;
+            return;
+        }
+        self.stats.delivered += 1;
+        match envelope.to {
+            Endpoint::Controller => {
+                let out = self.controller.step(self.now_ms, ControllerInput::Receive(envelope));
+                out.into_iter().for_each(|e| self.send(e));
+            }
+            Endpoint::Node(id) => {
+                if self.nodes[&id].incarnation == life {
+                    self.node_step(id, NodeInput::Receive(envelope));
+                }
+            }
+            Endpoint::Client(client) => self.client_receive(client, envelope.message),
+        }
+    }
+
+    fn node_step(&mut self, id: NodeId, input: NodeInput) {
+        let now = self.now_ms;
+        let slot = self.nodes.get_mut(&id).expect("known node");
+        let Some(node) = slot.node.as_mut() else { return };
+        let actions = node.step(now, input);
+        let mut ready = false;
+        for action in actions {
+            match action {
+                NodeAction::Send(envelope) => self.send(envelope),
+                NodeAction::Log { partition, op } => {
+                    if matches!(op, super::LogOp::TruncateTo(_)) {
+                        self.stats.truncations += 1;
+                    }
+                    let slot = self.nodes.get_mut(&id).expect("known node");
+                    slot.disk.get_mut(&partition).expect("hosted partition").apply(&op);
+                }
+                NodeAction::ShutdownReady => ready = true,
+            }
+        }
+        if ready && self.nodes[&id].shutting_down {
+            self.stop_node(id, true);
+        }
+    }
+
+    fn start_node(&mut self, id: NodeId) {
+        let slot = self.nodes.get_mut(&id).expect("known node");
+        if slot.node.is_some() {
+            return;
+        }
+        slot.incarnation += 1;
+        slot.shutting_down = false;
+        let specs = slot
+            .disk
+            .iter()
+            .map(|(p, log)| {
+                let config = self.partitions.iter().find(|(q, _)| q == p).expect("partition").1;
+                (*p, config, log.clone())
+            })
+            .collect();
+        slot.node = Some(ReplicaNode::new(id, Incarnation(slot.incarnation), REPLICA, specs));
+        let life = slot.incarnation;
+        let after = self.rng.range(0, NODE_TICK_MS);
+        self.schedule(after, Event::NodeTick(id, life));
+    }
+
+    /// Stops a node (crash, or the end of a controlled shutdown): everything but its disk
+    /// is lost. Checks first that the `LogOp`s it emitted reproduce its log.
+    fn stop_node(&mut self, id: NodeId, clean: bool) {
+        let slot = self.nodes.get_mut(&id).expect("known node");
+        let Some(node) = slot.node.take() else { return };
+        for (p, disk) in &slot.disk {
+            assert!(node.log(*p) == Some(disk), "{id}'s LogOps do not reproduce its log of partition {p}");
+        }
+        slot.shutting_down = false;
+        if clean {
+            self.stats.clean_shutdowns += 1;
+        } else {
+            self.stats.crashes += 1;
+        }
+        let after = self.rng.range(100, 1_500);
+        self.schedule(after, Event::Restart(id));
+    }
+
+    fn fault(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let up: Vec<NodeId> =
+            ids.iter().filter(|id| self.nodes[id].node.is_some() && !self.nodes[id].shutting_down).copied().collect();
+        let can_stop = ids.len() - up.len() < self.max_down;
+        match self.rng.range(0, 99) {
+            0..=24 if can_stop => {
+                if let Some(id) = self.rng.pick(&up) {
+                    self.stop_node(id, false);
+                }
+            }
+            25..=39 if can_stop => {
+                if let Some(id) = self.rng.pick(&up) {
+                    let life = self.nodes[&id].incarnation;
+                    self.nodes.get_mut(&id).expect("known node").shutting_down = true;
+                    self.schedule(1_000, Event::ShutdownDeadline(id, life));
+                    self.node_step(id, NodeInput::BeginShutdown);
+                }
+            }
+            40..=74 => {
+                let Some(a) = self.rng.pick(&ids) else { return };
+                let links: Vec<(Endpoint, Endpoint)> = match self.rng.range(0, 3) {
+                    // Isolated from everyone, the controller included.
+                    0 => {
+                        let mut others: Vec<Endpoint> =
+                            ids.iter().filter(|b| **b != a).map(|b| Endpoint::Node(*b)).collect();
+                        others.push(Endpoint::Controller);
+                        others.iter().flat_map(|o| [(Endpoint::Node(a), *o), (*o, Endpoint::Node(a))]).collect()
+                    }
+                    // Cut from the controller only: it keeps serving while fenced.
+                    1 => vec![(Endpoint::Node(a), Endpoint::Controller), (Endpoint::Controller, Endpoint::Node(a))],
+                    // One link between two nodes, both ways.
+                    2 => {
+                        let b = self.rng.pick(&ids).filter(|b| *b != a).unwrap_or(a);
+                        vec![(Endpoint::Node(a), Endpoint::Node(b)), (Endpoint::Node(b), Endpoint::Node(a))]
+                    }
+                    // One way only.
+                    _ => {
+                        let b = self.rng.pick(&ids).filter(|b| *b != a).unwrap_or(a);
+                        vec![(Endpoint::Node(a), Endpoint::Node(b))]
+                    }
+                };
+                self.next_cut += 1;
+                self.cuts.insert(self.next_cut, links);
+                self.stats.cuts += 1;
+                let after = self.rng.range(100, 1_500);
+                self.schedule(after, Event::Heal(self.next_cut));
+            }
+            75..=84 => self.loss_percent = self.rng.range(0, 10),
+            _ => {}
+        }
+    }
+
+    // ---- Clients ----
+
+    fn request_id(&mut self) -> u64 {
+        self.next_request_id += 1;
+        self.next_request_id
+    }
+
+    fn producer_tick(&mut self, i: usize) {
+        let after = self.rng.range(5, 40);
+        self.schedule(after, Event::ProducerTick(i));
+        let now = self.now_ms;
+        let p = self.producers[i].partition;
+        if let Some((_, _, _, sent)) = self.producers[i].in_flight {
+            if now < sent + CLIENT_TIMEOUT_MS {
+                return;
+            }
+            // No answer: outcome unknown, as for a real producer's request timeout.
+            self.producers[i].in_flight = None;
+            self.producers[i].leader = None;
+        }
+        if self.producers[i].leader.is_none() || self.rng.percent(2) {
+            self.producers[i].leader = self.controller.partition(p).and_then(|s| s.leader);
+        }
+        let Some(leader) = self.producers[i].leader else { return };
+        let acks = match self.rng.range(0, 99) {
+            0..=54 => Acks::All,
+            55..=89 => Acks::Leader,
+            _ => Acks::None,
+        };
+        self.next_payload += 1;
+        let payload = PayloadId(self.next_payload);
+        let request_id = self.request_id();
+        if acks != Acks::None {
+            self.producers[i].in_flight = Some((request_id, acks, payload, now));
+        }
+        let client = self.producers[i].client;
+        let message = Message::Produce { partition: p, acks, payload, request_id };
+        self.send(Envelope { from: Endpoint::Client(client), to: Endpoint::Node(leader), message });
+    }
+
+    fn consumer_tick(&mut self, i: usize) {
+        let after = self.rng.range(10, 60);
+        self.schedule(after, Event::ConsumerTick(i));
+        let now = self.now_ms;
+        let p = self.consumers[i].partition;
+        if let Some((_, sent)) = self.consumers[i].in_flight {
+            if now < sent + CLIENT_TIMEOUT_MS {
+                return;
+            }
+            self.consumers[i].in_flight = None;
+            self.consumers[i].leader = None;
+        }
+        if self.consumers[i].leader.is_none() || self.rng.percent(2) {
+            self.consumers[i].leader =
+                self.controller.partition(p).and_then(|s| s.leader.map(|leader| (leader, s.leader_epoch)));
+        }
+        let Some((leader, epoch)) = self.consumers[i].leader else { return };
+        let request_id = self.request_id();
+        self.consumers[i].in_flight = Some((request_id, now));
+        let consumer = &self.consumers[i];
+        let message =
+            Message::ConsumerFetch { partition: p, leader_epoch: epoch, offset: consumer.position, request_id };
+        let from = Endpoint::Client(consumer.client);
+        self.send(Envelope { from, to: Endpoint::Node(leader), message });
+    }
+
+    fn client_receive(&mut self, client: ClientId, message: Message) {
+        match message {
+            Message::ProduceReply { request_id, result, .. } => {
+                let Some(i) = self.producers.iter().position(|p| p.client == client) else { return };
+                let Some((id, acks, payload, _)) = self.producers[i].in_flight else { return };
+                if id != request_id {
+                    return;
+                }
+                self.producers[i].in_flight = None;
+                let p = self.producers[i].partition;
+                let unclean = self.checker.partitions.get(&p).is_some_and(|h| h.unclean_elections > 0);
+                match (result, acks) {
+                    (Ok(_), Acks::All) if unclean => self.stats.acked_all += 1,
+                    (Ok(offset), Acks::All) => {
+                        self.stats.acked_all += 1;
+                        let history = self.checker.partitions.entry(p).or_default();
+                        history.acked.push((offset, payload));
+                        let committed = history.committed.get(offset.0 as usize).copied();
+                        if committed.map(|(_, payload)| payload) != Some(payload) {
+                            // Reported by the next check, with the step.
+                            self.pending_violation = Some(format!(
+                                "(2) acks=all record {payload:?} acknowledged at offset {offset} of partition {p} \
+                                 is not committed there (committed: {committed:?})"
+                            ));
+                        }
+                    }
+                    (Ok(_), _) => self.stats.acked_one += 1,
+                    (Err(ReplicaError::NotEnoughReplicas), _) => self.stats.refused_not_enough_replicas += 1,
+                    (Err(_), _) => self.producers[i].leader = None,
+                }
+            }
+            Message::ConsumerFetchReply { request_id, result, .. } => {
+                let Some(i) = self.consumers.iter().position(|c| c.client == client) else { return };
+                if self.consumers[i].in_flight.map(|(id, _)| id) != Some(request_id) {
+                    return;
+                }
+                self.consumers[i].in_flight = None;
+                let p = self.consumers[i].partition;
+                if self.checker.partitions.get(&p).is_some_and(|h| h.unclean_elections > 0) {
+                    return;
+                }
+                match result {
+                    Ok(records) => {
+                        if let Err(e) = self.consume(i, &records) {
+                            self.pending_violation = Some(e);
+                        }
+                    }
+                    Err(ReplicaError::OffsetOutOfRange) => {
+                        let c = &self.consumers[i];
+                        self.pending_violation = Some(format!(
+                            "(1c) consumer of partition {} at offset {} (HW seen {}) told OFFSET_OUT_OF_RANGE: \
+                             the HW went back",
+                            c.partition, c.position, c.high_watermark_seen
+                        ));
+                    }
+                    Err(_) => self.consumers[i].leader = None,
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn consume(&mut self, i: usize, records: &super::ConsumerRecords) -> Result<(), String> {
+        let c = &mut self.consumers[i];
+        let p = c.partition;
+        if records.high_watermark < c.high_watermark_seen {
+            return Err(format!(
+                "(1c) consumer of partition {p} saw HW {} after {} (leader epoch {})",
+                records.high_watermark, c.high_watermark_seen, records.leader_epoch
+            ));
+        }
+        c.high_watermark_seen = records.high_watermark;
+        if let Some((_, epoch)) = &mut c.leader {
+            *epoch = (*epoch).max(records.leader_epoch);
+        }
+        let history = self.checker.partitions.entry(p).or_default();
+        for entry in &records.entries {
+            if entry.offset != c.position {
+                return Err(format!("(1c) consumer of partition {p} expected offset {} got {entry:?}", c.position));
+            }
+            let committed = history.committed.get(entry.offset.0 as usize).copied();
+            if committed != Some((entry.epoch, entry.payload)) {
+                return Err(format!(
+                    "(1b) consumer of partition {p} read {entry:?} below the HW; committed there: {committed:?}"
+                ));
+            }
+            c.position = c.position.plus(1);
+            self.stats.consumed += 1;
+        }
+        Ok(())
+    }
+
+    // ---- Invariants ----
+
+    fn log_of(&self, id: NodeId, p: PartitionId) -> Option<&ReplicaLog> {
+        let slot = self.nodes.get(&id)?;
+        match &slot.node {
+            Some(node) => node.log(p),
+            None => slot.disk.get(&p),
+        }
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        if let Some(violation) = self.pending_violation.take() {
+            return Err(violation);
+        }
+        let partitions: Vec<PartitionId> = self.partitions.iter().map(|(p, _)| *p).collect();
+        for p in &partitions {
+            let p = *p;
+            let state = self.controller.partition(p).expect("partition").clone();
+            let unclean = self.controller.unclean_elections(p);
+            let history = self.checker.partitions.entry(p).or_default();
+            // (4) The controller's epochs only increase; a new leader epoch comes with a
+            // new partition epoch.
+            let (last_leader_epoch, last_partition_epoch, _) = history.controller;
+            if state.leader_epoch < last_leader_epoch || state.partition_epoch < last_partition_epoch {
+                return Err(format!(
+                    "(4) controller epochs of partition {p} went back: {:?} after {:?}",
+                    (state.leader_epoch, state.partition_epoch),
+                    (last_leader_epoch, last_partition_epoch)
+                ));
+            }
+            let new_leader = state.leader_epoch > last_leader_epoch;
+            history.controller = (state.leader_epoch, state.partition_epoch, state.leader);
+            if unclean > history.unclean_elections {
+                history.unclean_elections = unclean;
+                self.stats.unclean_elections += 1;
+            }
+            if history.unclean_elections > 0 {
+                // Acknowledged records may be gone (Kafka's trade): only (1a) and (4) hold.
+                self.checker.forget_partition(p);
+                for c in self.consumers.iter_mut().filter(|c| c.partition == p) {
+                    c.position = Offset(0);
+                    c.high_watermark_seen = Offset(0);
+                }
+                continue;
+            }
+            if new_leader && state.leader.is_some() {
+                self.stats.elections += 1;
+            }
+            // (2) A node the controller makes leader holds every acknowledged record.
+            if let (true, Some(leader)) = (new_leader, state.leader) {
+                let log = self.log_of(leader, p).expect("leader hosts the partition");
+                let history = &self.checker.partitions[&p];
+                for (offset, payload) in &history.acked {
+                    if log.entry(*offset).map(|e| e.payload) != Some(*payload) {
+                        return Err(format!(
+                            "(2) {leader}, leader of partition {p} in epoch {}, lacks acks=all record {payload:?} \
+                             at offset {offset}",
+                            state.leader_epoch
+                        ));
+                    }
+                }
+            }
+        }
+        // Per node: (4) epochs and single leaders, (1a) leader HW, (1b) the committed prefix.
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in &ids {
+            let slot = &self.nodes[id];
+            let life = slot.incarnation;
+            let Some(node) = slot.node.as_ref() else { continue };
+            for p in node.partitions() {
+                if let Some(state) = node.known_state(p) {
+                    let known = self.checker.known_epochs.entry((*id, life, p)).or_insert(state.leader_epoch);
+                    if state.leader_epoch < *known {
+                        return Err(format!(
+                            "(4) {id} went back from leader epoch {known} to {} for partition {p}",
+                            state.leader_epoch
+                        ));
+                    }
+                    *known = state.leader_epoch;
+                }
+                let log = node.log(p).expect("hosted");
+                let hw = node.high_watermark(p).expect("hosted");
+                if let Some(epoch) = node.leader_epoch_if_leader(p) {
+                    let leader = *self.checker.epoch_leaders.entry((p, epoch)).or_insert(*id);
+                    if leader != *id {
+                        return Err(format!("(4) partition {p} has two leaders in epoch {epoch}: {leader} and {id}"));
+                    }
+                    let controller_epoch = self.controller.partition(p).expect("partition").leader_epoch;
+                    if epoch > controller_epoch {
+                        return Err(format!(
+                            "(4) {id} leads partition {p} in epoch {epoch}, unknown to the controller"
+                        ));
+                    }
+                    let last = self.checker.leader_hws.entry((p, *id, epoch)).or_insert(hw);
+                    if hw < *last {
+                        return Err(format!(
+                            "(1a) {id}'s HW of partition {p} went back from {last} to {hw} while leading epoch {epoch}"
+                        ));
+                    }
+                    *last = hw;
+                }
+                if self.checker.partitions.get(&p).is_some_and(|h| h.unclean_elections == 0) {
+                    self.checker.observe_high_watermark(*id, p, log, hw).map_err(|e| format!("(1b/3) {e}"))?;
+                }
+            }
+        }
+        // (1b, 3) Every member of the controller's ISR holds the committed prefix.
+        for p in partitions {
+            if self.checker.partitions.get(&p).is_some_and(|h| h.unclean_elections > 0) {
+                continue;
+            }
+            let state = self.controller.partition(p).expect("partition").clone();
+            let len = self.checker.partitions.entry(p).or_default().committed.len() as u64;
+            for member in &state.isr {
+                let slot = &self.nodes[member];
+                let log = match &slot.node {
+                    Some(node) => node.log(p).expect("hosted"),
+                    None => slot.disk.get(&p).expect("hosted"),
+                };
+                self.checker.verify_prefix(*member, p, log, len).map_err(|e| {
+                    format!("(1b/3) ISR member (ISR {:?}, partition epoch {}): {e}", state.isr, state.partition_epoch)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end: every acks=all record is in every ISR member's log.
+    fn final_check(&self) -> Result<(), String> {
+        for (p, history) in &self.checker.partitions {
+            let state = self.controller.partition(*p).expect("partition");
+            for member in &state.isr {
+                let log = self.log_of(*member, *p).expect("hosted");
+                for (offset, payload) in &history.acked {
+                    if log.entry(*offset).map(|e| e.payload) != Some(*payload) {
+                        return Err(format!(
+                            "(2) ISR member {member} of partition {p} lacks acks=all record {payload:?} at {offset}"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one seed; a panic inside a state machine is reported with its seed and step.
+fn run_seed(seed: u64, steps: u64) -> Result<Stats, String> {
+    let result = catch_unwind(AssertUnwindSafe(|| Sim::new(seed, steps).run()));
+    match result {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_default();
+            Err(format!(
+                "seed {seed} step {}: panicked: {message}\nreplay: SEED={seed} SIM_STEPS={steps} cargo test -p \
+                 sluice-node --lib replication::sim -- --nocapture",
+                STEP.with(Cell::get)
+            ))
+        }
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn replication_holds_its_invariants_under_faults() {
+    let steps = env_u64("SIM_STEPS").unwrap_or(CI_STEPS);
+    let seeds: Vec<u64> = match (env_u64("SEED"), env_u64("SIM_SEEDS")) {
+        (Some(seed), _) => vec![seed],
+        (None, Some(count)) => {
+            let start = env_u64("SIM_SEED_START").unwrap_or(0);
+            (start..start + count).collect()
+        }
+        (None, None) => (0..CI_SEEDS).collect(),
+    };
+    let started = std::time::Instant::now();
+    let mut total = Stats::default();
+    let mut failures = Vec::new();
+    for seed in &seeds {
+        match run_seed(*seed, steps) {
+            Ok(stats) => total.add(&stats),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    eprintln!(
+        "replication sim: {} seeds x {steps} steps in {:.1}s, {} failed; {total:?}",
+        seeds.len(),
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{} seed(s) failed:\n{}", failures.len(), failures.join("\n"));
+    // The run must have exercised what it claims to test.
+    if seeds.len() >= 10 {
+        assert!(total.acked_all > 0 && total.consumed > 0, "nothing acknowledged or consumed: {total:?}");
+        assert!(total.crashes > 0 && total.clean_shutdowns > 0 && total.elections > 0, "no faults: {total:?}");
+        assert!(total.truncations > 0, "no divergent tail was ever truncated: {total:?}");
+    }
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let a = run_seed(7, 2_000).map(|s| format!("{s:?}"));
+    let b = run_seed(7, 2_000).map(|s| format!("{s:?}"));
+    assert_eq!(a, b);
+}
