@@ -11,8 +11,7 @@
 //!    how well group commit merges appends into shared writes.
 //!
 //! On request (`--only`), the two baselines also run writing into space reserved ahead
-//! with fallocate(2) the way the log reserves it, to tell the file system's share of a
-//! gap from the log's own.
+//! with fallocate(2), to tell the file system's share of a gap from the log's own.
 //!
 //! Every measurement writes to a fresh file or a fresh log directory (so segment
 //! creation and preallocation count, as in real use), applies the same fsync policy, and
@@ -67,8 +66,8 @@ usage: log-bench [--dir PATH] [--total-mib N] [--warmup-mib N] [--batch-kib LIST
                      one-at-a-time appends are always measured too
   --only LIST        the measurements to run, from pwrite, glommio, log, log-qdn,
                      pwrite-prealloc, glommio-prealloc (default: the first four; the
-                     last two repeat the baselines writing into space preallocated
-                     the way the log preallocates it)
+                     last two repeat the baselines writing into space reserved
+                     ahead with fallocate)
   --json             print the results as JSON instead of tables";
 
 type Result<T, E = BenchError> = std::result::Result<T, E>;
@@ -90,7 +89,7 @@ struct Args {
 enum Kind {
     Pwrite,
     Glommio,
-    /// The baselines again, but writing into space preallocated the way the log does it.
+    /// The baselines again, but writing into space reserved ahead with fallocate.
     PwritePrealloc,
     GlommioPrealloc,
     Log,
@@ -116,8 +115,8 @@ impl Kind {
 }
 
 /// Whether a baseline writes into a fresh file as it grows, or into space reserved
-/// ahead of it with fallocate(2) the way the log reserves it
-/// (`LogConfig::preallocate_bytes` at a time, extending the file size).
+/// ahead of it with fallocate(2), `LogConfig::preallocate_bytes` at a time (the log
+/// itself zero-fills ahead of small writes instead; see ARCHITECTURE.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Space {
     Appending,
@@ -328,7 +327,7 @@ fn measure_all(args: &Args, root: &Path) -> Result<Vec<SizeResult>> {
     Ok(results)
 }
 
-/// Space reserved the way a log with the default config reserves it.
+/// Space reserved with fallocate, as much at a time as the log zero-fills.
 fn log_space() -> Space {
     Space::Preallocated { ahead_bytes: LogConfig::default().preallocate_bytes }
 }

@@ -259,6 +259,9 @@ struct State {
     unsynced: bool,
     /// Size of the latest write, to size the next buffer near it.
     last_write_bytes: u64,
+    /// The recent write size (an exponential moving average, 1/8 per write): whether
+    /// this log's writes are small enough to zero-fill ahead of.
+    write_bytes_average: u64,
     /// Closed segments below this offset were compacted (what came after is "dirty").
     clean_offset: Offset,
     stats: LogStats,
@@ -496,6 +499,7 @@ impl PartitionLog {
             last_sync: Instant::now(),
             unsynced: false,
             last_write_bytes: 0,
+            write_bytes_average: 0,
             clean_offset: Offset(0),
             stats: LogStats::default(),
         };
@@ -1039,26 +1043,28 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
     let write_len = align_up(len as u64) as usize;
     buf.as_mut_slice()[len..write_len].fill(0);
     let buf = buf.freeze(write_len);
-    let (file, preallocated) = {
+    let (file, preallocated, write_bytes_average) = {
         let mut st = sh.state.borrow_mut();
+        let average = st.write_bytes_average;
         let Some(segment) = st.segment_mut(segment_base) else {
             unreachable!("segment {segment_base} vanished with writes queued")
         };
-        (segment.file.clone(), segment.preallocated_bytes)
+        (segment.file.clone(), segment.preallocated_bytes, average)
     };
     let Some(file) = file else { unreachable!("segment {segment_base} written before its file was created") };
     let always = sh.config.fsync == FsyncPolicy::Always;
     let result: std::io::Result<u64> = async {
         let end = file_position + write_len as u64;
         let mut preallocated_now = preallocated;
-        if sh.config.preallocate_bytes > 0 && end > preallocated {
-            let target = align_up((preallocated + sh.config.preallocate_bytes).max(end));
-            match file.preallocate(target).await {
-                Ok(()) => preallocated_now = target,
-                // Some file systems cannot preallocate; writes still work.
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => preallocated_now = u64::MAX,
-                Err(e) => return Err(e),
-            }
+        // A log whose writes are small zero-fills the space ahead of them first (in the
+        // same task, so the zeros never land on data); one whose writes are large
+        // extends the file as it goes.
+        let small = write_bytes_average <= sh.config.zero_fill_write_bytes_max;
+        if sh.config.preallocate_bytes > 0 && small && end > preallocated {
+            let from = align_up(preallocated.max(file_position));
+            let target = align_up((from + sh.config.preallocate_bytes).max(end));
+            file.zero_fill(from, target).await?;
+            preallocated_now = target;
         }
         sh.faults.fire(FaultPoint::Write)?;
         file.write_at(&buf, file_position).await?;
@@ -1091,6 +1097,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
         st.visible_end = next_offset;
         st.unflushed_bytes -= (len - batches_start) as u64;
         st.last_write_bytes = write_len as u64;
+        st.write_bytes_average = st.write_bytes_average - st.write_bytes_average / 8 + write_len as u64 / 8;
         st.cache.insert(segment_base, first_offset, next_offset, buf, batches_start..len);
         st.stats.writes += 1;
         st.stats.bytes_written += write_len as u64;
