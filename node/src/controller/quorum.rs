@@ -5,8 +5,9 @@
 //! voters had it on disk (fsync) first, so it survives the loss of any minority, and
 //! every voter applies the same commands in the same order. A proposal can be lost when
 //! leadership changes before it commits; the proposer learns of success only from its
-//! `Applied` (matched by proposal id) and retries after a timeout, so commands should be
-//! idempotent or carry what makes a retry harmless. No I/O but the write-ahead log: the
+//! `Applied` (matched by proposal id, unique across the voter's restarts) and retries
+//! after a timeout, so commands should be idempotent or carry what makes a retry
+//! harmless. No I/O but the write-ahead log: the
 //! caller moves `Output::messages` between voters, calls `tick` on a timer and `poll`
 //! after every `tick`, `step` and `propose`. Lives on: one thread (one shard) per voter.
 //!
@@ -38,8 +39,10 @@ pub trait StateMachine {
 pub struct Applied {
     /// Its position in the log.
     pub index: u64,
-    /// This voter's proposal id, when this voter proposed it.
+    /// This voter's proposal id, when this voter proposed it (in this life or an earlier
+    /// one: ids never repeat across restarts, see `Quorum::propose`).
     pub proposal: Option<u64>,
+    pub command: Vec<u8>,
     pub result: Vec<u8>,
 }
 
@@ -172,13 +175,44 @@ pub struct Quorum<S> {
     node: RawNode<MemStorage>,
     wal: Wal,
     state: S,
-    next_proposal: u64,
+    /// The last proposal id handed out: the term it was made in (high 32 bits) and a
+    /// counter within the term (low 32 bits).
+    last_proposal: u64,
+    /// fsync the write-ahead log (off only in simulations, whose crashes keep every write).
+    sync: bool,
 }
 
 impl<S: StateMachine> Quorum<S> {
     /// Opens voter `id` of `voters` with its log in `dir`, replaying what it holds; every
     /// committed command is applied again to `state` by the next `poll`s.
     pub fn open(id: u64, voters: &[u64], dir: &Path, state: S) -> Result<Quorum<S>, QuorumError> {
+        Quorum::open_with(id, voters, dir, state, None)
+    }
+
+    /// Simulations only: `open` without fsync (a simulated crash drops the voter but keeps
+    /// every byte written) and with a fixed election timeout of `election_ticks` (raft-rs
+    /// draws it from the thread's random generator otherwise, which a seeded replay
+    /// cannot reproduce; the simulator draws a different one per voter from its seed).
+    #[cfg(test)]
+    pub(crate) fn open_for_simulation(
+        id: u64,
+        voters: &[u64],
+        dir: &Path,
+        state: S,
+        election_ticks: usize,
+    ) -> Result<Quorum<S>, QuorumError> {
+        let mut quorum = Quorum::open_with(id, voters, dir, state, Some(election_ticks))?;
+        quorum.sync = false;
+        Ok(quorum)
+    }
+
+    fn open_with(
+        id: u64,
+        voters: &[u64],
+        dir: &Path,
+        state: S,
+        fixed_election_ticks: Option<usize>,
+    ) -> Result<Quorum<S>, QuorumError> {
         let (wal, records) = Wal::open(dir)?;
         let storage = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), Vec::new())));
         {
@@ -194,7 +228,7 @@ impl<S: StateMachine> Quorum<S> {
                 }
             }
         }
-        let config = Config {
+        let mut config = Config {
             id,
             election_tick: ELECTION_TICKS,
             heartbeat_tick: HEARTBEAT_TICKS,
@@ -202,10 +236,15 @@ impl<S: StateMachine> Quorum<S> {
             check_quorum: true,
             ..Config::default()
         };
+        if let Some(ticks) = fixed_election_ticks {
+            // raft-rs draws from [min, max): a range of one is fixed.
+            config.min_election_tick = ticks.max(ELECTION_TICKS);
+            config.max_election_tick = config.min_election_tick + 1;
+        }
         config.validate()?;
         let logger = slog::Logger::root(TracingDrain, slog::o!());
         let node = RawNode::new(&config, storage, &logger)?;
-        Ok(Quorum { id, node, wal, state, next_proposal: 1 })
+        Ok(Quorum { id, node, wal, state, last_proposal: 0, sync: true })
     }
 
     #[must_use]
@@ -216,6 +255,24 @@ impl<S: StateMachine> Quorum<S> {
     #[must_use]
     pub fn state(&self) -> &S {
         &self.state
+    }
+
+    /// The Raft term this voter is in.
+    #[must_use]
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    /// Leads, and has applied every command committed before its term (its term's first
+    /// entry committed and everything up to it applied): its state is the latest committed
+    /// one, so decisions may be made on it (KRaft's leader waits the same way).
+    #[must_use]
+    pub fn leader_ready(&self) -> bool {
+        let raft = &self.node.raft;
+        let log = &raft.raft_log;
+        raft.state == StateRole::Leader
+            && log.applied >= log.committed
+            && log.term(log.committed).is_ok_and(|term| term == raft.term)
     }
 
     /// The leader this voter knows of.
@@ -243,14 +300,21 @@ impl<S: StateMachine> Quorum<S> {
     }
 
     /// Proposes a command (on the leader) and returns its proposal id, which the
-    /// command's `Applied` carries once it is committed.
+    /// command's `Applied` carries once it is committed. Ids are the term (high 32 bits)
+    /// and a counter within it: a voter leads a term at most once, even across restarts,
+    /// so an id never names two proposals (a restarted voter re-applies entries it
+    /// proposed in an earlier life, with their earlier ids).
     pub fn propose(&mut self, command: Vec<u8>) -> Result<u64, QuorumError> {
         if !self.is_leader() {
             return Err(QuorumError::NotLeader { leader: self.leader() });
         }
-        let proposal = self.next_proposal;
-        self.next_proposal += 1;
+        let term = self.term();
+        assert!(term < 1 << 32, "raft term {term} beyond the proposal id's 32 bits");
+        let term_base = term << 32;
+        let proposal = if self.last_proposal >= term_base { self.last_proposal + 1 } else { term_base + 1 };
+        assert!(proposal < term_base + (1 << 32), "more than 2^32 proposals in term {term}");
         self.node.propose(context(self.id, proposal), command)?;
+        self.last_proposal = proposal;
         Ok(proposal)
     }
 
@@ -275,7 +339,7 @@ impl<S: StateMachine> Quorum<S> {
                 self.node.mut_store().wl().set_hardstate(hs.clone());
             }
             // Entries and votes are on disk before anything that depends on them leaves.
-            self.wal.flush(true)?;
+            self.wal.flush(self.sync)?;
             for m in ready.take_persisted_messages() {
                 out.messages.push((m.to, encode(&m)?));
             }
@@ -306,7 +370,7 @@ impl<S: StateMachine> Quorum<S> {
             }
             let result = self.state.apply(&entry.data);
             let proposal = parse_context(&entry.context).filter(|(p, _)| *p == self.id).map(|(_, id)| id);
-            out.applied.push(Applied { index: entry.index, proposal, result });
+            out.applied.push(Applied { index: entry.index, proposal, command: entry.data.to_vec(), result });
         }
     }
 }
@@ -385,7 +449,10 @@ mod tests {
 
         fn start(&mut self, id: u64) {
             let dir = self.dir.path().join(format!("voter-{id}"));
-            let quorum = Quorum::open(id, &self.voters, &dir, Recorder::default()).unwrap();
+            // Seeded election timeouts (raft-rs's own draw is not), no fsync (a simulated
+            // crash keeps every byte written): a seed replays exactly, and fast.
+            let ticks = ELECTION_TICKS + self.rng.below(ELECTION_TICKS as u64) as usize;
+            let quorum = Quorum::open_for_simulation(id, &self.voters, &dir, Recorder::default(), ticks).unwrap();
             self.nodes.insert(id, Some(quorum));
         }
 

@@ -1,26 +1,41 @@
-//! The cluster controller as one deterministic, linearizable actor. In the cluster it is
-//! the state machine of the controller quorum's Raft log (every decision below is one
-//! committed record); here it is a plain struct, so the simulator can drive it.
+//! The controller's decision side, and the two ways to run it over the replicated state
+//! (`replication::state::ClusterState`).
 //!
-//! It keeps, per partition, {leader, leader epoch, partition epoch, ISR, replicas} and,
-//! per node, its session (incarnation, last heartbeat, fenced or not). Guarantees:
-//! - leader epochs and partition epochs only increase; every leader change bumps the
-//!   leader epoch, every change at all bumps the partition epoch;
-//! - with unclean election off, a leader is always an ISR member, and the ISR only grows
-//!   through a leader's AlterPartition made against the current epochs (stale proposals
-//!   are refused and answered with the current state);
-//! - a node that stops heartbeating for `session_timeout_ms`, that restarts (new
-//!   incarnation), or that asks for a controlled shutdown is fenced: it loses its
-//!   leaderships and leaves every ISR where it is not the last member; a fenced or
-//!   shutting-down node is never elected and never added to an ISR;
-//! - decisions reach nodes as `PartitionUpdate` messages (which may be lost) and again in
-//!   every `HeartbeatReply`.
+//! `ControllerLeader` runs only on the controller quorum's leader. It takes the nodes'
+//! messages (heartbeats, AlterPartition) and ticks with the current time, reads the
+//! committed state, and decides: commands to propose (register, fence or unfence a node,
+//! controlled shutdown, an ISR change, a preferred-leader move) and the answers that need
+//! no command (a heartbeat's reply from the committed state). Its soft state is the nodes'
+//! last-heartbeat times and the commands in flight; a new leader starts every session
+//! clock afresh (as KRaft does), so a leadership change never fences a node by itself.
+//!
+//! Guarantees:
+//! - every answer carries committed state only: what a command changed reaches nodes
+//!   (`replies`: `PartitionUpdate`s, the `AlterPartitionReply`, the `HeartbeatReply` of a
+//!   registration or shutdown) only once the command was applied, never on proposal; a
+//!   heartbeat that needs a command gets no reply until then (the node sends another);
+//! - decisions are made on a leader's applied state only once it has applied everything
+//!   committed before its term (`Quorum::leader_ready`); a decision made on a state that
+//!   moved on since is harmless, since `ClusterState::apply` validates every command
+//!   against the state it is applied to;
+//! - a command is proposed again only after `proposal_retry_ms` without its `Applied`
+//!   (a proposal can be lost when the quorum's leadership changes).
+//!
+//! `ControllerVoter` is one controller voter as the node will run it: a `Quorum` of
+//! `ClusterState` plus, while it leads, a `ControllerLeader`; it turns applied proposals
+//! into replies. `Controller` is the same decisions over a state that commits every
+//! command at once (one in-process voter without a log), for unit tests and fast
+//! simulation sweeps.
+//!
+//! Where it lives: one `ControllerVoter` per controller voter (one thread each); nodes
+//! address `Endpoint::Controller`, which the transport routes to the quorum's leader.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use sluice_schemas::ids::{LeaderEpoch, PartitionId};
-
-use super::{Endpoint, Envelope, Incarnation, Message, NodeId, PartitionConfig, PartitionEpoch, PartitionState};
+use super::state::{ClusterState, Command, Outcome, PartitionSpec};
+use super::{Endpoint, Envelope, Incarnation, Message, NodeId};
+use crate::controller::quorum::{Applied, Quorum, QuorumError, StateMachine};
 
 /// The controller's timers.
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +44,8 @@ pub struct ControllerConfig {
     pub session_timeout_ms: u64,
     /// How often leadership goes back to preferred replicas that are in sync.
     pub preferred_election_interval_ms: u64,
+    /// A proposed command without its `Applied` for this long may be proposed again.
+    pub proposal_retry_ms: u64,
 }
 
 /// What the controller reacts to.
@@ -39,96 +56,52 @@ pub enum ControllerInput {
     Tick,
 }
 
-/// A node's session as the controller sees it.
-#[derive(Clone, Debug, Default)]
-struct Session {
-    /// `None` until the node's first heartbeat.
-    incarnation: Option<Incarnation>,
-    last_heartbeat_ms: u64,
-    fenced: bool,
-    /// Asked for a controlled shutdown in this incarnation: stays fenced until it restarts.
-    shutting_down: bool,
+/// What the leader decided in one step.
+#[derive(Debug, Default)]
+pub struct Decisions {
+    /// Commands to propose, in order.
+    pub propose: Vec<Command>,
+    /// Messages to send now (they carry committed state only).
+    pub send: Vec<Envelope>,
 }
 
-struct PartitionRecord {
-    state: PartitionState,
-    config: PartitionConfig,
-    unclean_elections: u64,
-    /// The last AlterPartition answered: (leader epoch, request id).
-    last_alter: Option<(LeaderEpoch, u64)>,
-}
+/// Proposals a voter remembers while waiting for their `Applied`; beyond this the oldest
+/// is forgotten (its command may still commit; only its reply is lost, and nodes retry).
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 4_096;
 
-/// The controller. Lives in the controller quorum's state machine; one per cluster.
-pub struct Controller {
+/// The decision side: lives on the quorum leader only, for one term (see the module doc).
+pub struct ControllerLeader {
     config: ControllerConfig,
-    sessions: BTreeMap<NodeId, Session>,
-    partitions: BTreeMap<PartitionId, PartitionRecord>,
+    /// When this leadership started: the session clock of a node not heard from since.
+    started_ms: u64,
+    /// Per node, its last heartbeat in this leadership.
+    heartbeats: BTreeMap<NodeId, u64>,
     last_preferred_ms: u64,
+    /// Commands proposed and not yet applied, with when they were proposed.
+    in_flight: BTreeMap<Command, u64>,
 }
 
-/// An AlterPartition request's fields.
-struct Proposal {
-    node: NodeId,
-    incarnation: Incarnation,
-    leader_epoch: LeaderEpoch,
-    partition_epoch: PartitionEpoch,
-    isr: Vec<NodeId>,
-    request_id: u64,
-}
-
-/// A partition's assignment and settings, as created.
-pub type PartitionSpec = (PartitionId, Vec<NodeId>, PartitionConfig);
-
-impl Controller {
-    /// A cluster of `nodes` (all fenced until they heartbeat) and partitions with their
-    /// replicas (preferred first). Each partition starts leaderless with every replica in
-    /// its ISR (all logs are empty, hence equal).
+impl ControllerLeader {
+    /// A leadership starting at `now_ms`: every node's session clock starts now.
     #[must_use]
-    pub fn new(config: ControllerConfig, nodes: &[NodeId], partitions: &[PartitionSpec]) -> Controller {
-        let sessions = nodes.iter().map(|n| (*n, Session { fenced: true, ..Session::default() })).collect();
-        let partitions = partitions
-            .iter()
-            .map(|(partition, replicas, config)| {
-                assert!(!replicas.is_empty(), "partition {partition} has no replicas");
-                let state = PartitionState {
-                    partition: *partition,
-                    leader: None,
-                    leader_epoch: LeaderEpoch(0),
-                    partition_epoch: PartitionEpoch(0),
-                    isr: replicas.clone(),
-                    replicas: replicas.clone(),
-                };
-                (*partition, PartitionRecord { state, config: *config, unclean_elections: 0, last_alter: None })
-            })
-            .collect();
-        Controller { config, sessions, partitions, last_preferred_ms: 0 }
+    pub fn new(config: ControllerConfig, now_ms: u64) -> ControllerLeader {
+        ControllerLeader {
+            config,
+            started_ms: now_ms,
+            heartbeats: BTreeMap::new(),
+            last_preferred_ms: now_ms,
+            in_flight: BTreeMap::new(),
+        }
     }
 
-    /// The partition's current state.
-    #[must_use]
-    pub fn partition(&self, partition: PartitionId) -> Option<&PartitionState> {
-        self.partitions.get(&partition).map(|r| &r.state)
-    }
-
-    /// How many times the partition got a leader from outside its ISR.
-    #[must_use]
-    pub fn unclean_elections(&self, partition: PartitionId) -> u64 {
-        self.partitions.get(&partition).map_or(0, |r| r.unclean_elections)
-    }
-
-    #[must_use]
-    pub fn is_fenced(&self, node: NodeId) -> bool {
-        self.sessions.get(&node).is_none_or(|s| s.fenced)
-    }
-
-    /// One step: a message or a tick in, messages out.
-    pub fn step(&mut self, now_ms: u64, input: ControllerInput) -> Vec<Envelope> {
-        let mut out = Vec::new();
+    /// One input against the committed `state`: commands to propose, messages to send.
+    pub fn step(&mut self, now_ms: u64, state: &ClusterState, input: ControllerInput) -> Decisions {
+        let mut out = Decisions::default();
         match input {
-            ControllerInput::Tick => self.tick(now_ms, &mut out),
+            ControllerInput::Tick => self.tick(now_ms, state, &mut out),
             ControllerInput::Receive(envelope) => match envelope.message {
                 Message::Heartbeat { node, incarnation, want_shutdown } => {
-                    self.heartbeat(now_ms, node, incarnation, want_shutdown, &mut out);
+                    self.heartbeat(now_ms, state, node, incarnation, want_shutdown, &mut out);
                 }
                 Message::AlterPartition {
                     node,
@@ -139,8 +112,17 @@ impl Controller {
                     isr,
                     request_id,
                 } => {
-                    let proposal = Proposal { node, incarnation, leader_epoch, partition_epoch, isr, request_id };
-                    self.alter_partition(partition, proposal, &mut out);
+                    // Validated when applied, against the state of that moment.
+                    let command = Command::AlterPartition {
+                        node,
+                        incarnation,
+                        partition,
+                        leader_epoch,
+                        partition_epoch,
+                        isr,
+                        request_id,
+                    };
+                    self.propose(now_ms, command, &mut out);
                 }
                 // Nothing else is addressed to the controller.
                 _ => {}
@@ -149,223 +131,346 @@ impl Controller {
         out
     }
 
-    fn tick(&mut self, now_ms: u64, out: &mut Vec<Envelope>) {
-        let expired: Vec<NodeId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| !s.fenced && now_ms.saturating_sub(s.last_heartbeat_ms) > self.config.session_timeout_ms)
-            .map(|(n, _)| *n)
+    /// `command`, proposed by this leader, was applied.
+    pub fn applied(&mut self, command: &Command) {
+        self.in_flight.remove(command);
+    }
+
+    fn propose(&mut self, now_ms: u64, command: Command, out: &mut Decisions) {
+        if self.in_flight.get(&command).is_some_and(|at| now_ms < at + self.config.proposal_retry_ms) {
+            return;
+        }
+        self.in_flight.insert(command.clone(), now_ms);
+        out.propose.push(command);
+    }
+
+    fn tick(&mut self, now_ms: u64, state: &ClusterState, out: &mut Decisions) {
+        let retry_ms = self.config.proposal_retry_ms;
+        self.in_flight.retain(|_, at| now_ms < *at + retry_ms);
+        let expired: Vec<Command> = state
+            .nodes()
+            .filter_map(|(node, record)| {
+                let incarnation = record.incarnation?;
+                let last = self.heartbeats.get(&node).copied().unwrap_or(self.started_ms);
+                let expired = !record.fenced && now_ms.saturating_sub(last) > self.config.session_timeout_ms;
+                expired.then_some(Command::FenceNode { node, incarnation })
+            })
             .collect();
-        for node in expired {
-            self.fence(node, out);
+        for command in expired {
+            self.propose(now_ms, command, out);
         }
         if now_ms.saturating_sub(self.last_preferred_ms) >= self.config.preferred_election_interval_ms {
             self.last_preferred_ms = now_ms;
-            self.elect_preferred_leaders(out);
+            let moves: Vec<Command> = state
+                .partitions()
+                .filter_map(|r| {
+                    let preferred = *r.state.replicas.first()?;
+                    let wanted = r.state.leader != Some(preferred)
+                        && r.state.isr.contains(&preferred)
+                        && state.eligible(preferred);
+                    let (partition, partition_epoch) = (r.state.partition, r.state.partition_epoch);
+                    wanted.then_some(Command::ElectPreferred { partition, partition_epoch })
+                })
+                .collect();
+            for command in moves {
+                self.propose(now_ms, command, out);
+            }
         }
     }
 
     fn heartbeat(
         &mut self,
         now_ms: u64,
+        state: &ClusterState,
         node: NodeId,
         incarnation: Incarnation,
         want_shutdown: bool,
-        out: &mut Vec<Envelope>,
+        out: &mut Decisions,
     ) {
-        let Some(session) = self.sessions.get(&node) else { return };
-        if session.incarnation.is_some_and(|known| known > incarnation) {
+        let record = state.node(node).cloned().unwrap_or_default();
+        if record.incarnation.is_some_and(|known| known > incarnation) {
             return; // From an earlier life, delivered late.
         }
-        if session.incarnation != Some(incarnation) {
-            // A new life: whatever the old one led or was in sync for ends here. Its log
-            // survived, so it may rejoin ISRs by catching up like any follower.
-            if !session.fenced {
-                self.fence(node, out);
-            }
-            let session = self.session_mut(node);
-            session.incarnation = Some(incarnation);
-            session.shutting_down = false;
-        }
-        self.session_mut(node).last_heartbeat_ms = now_ms;
-        if want_shutdown {
-            // Controlled shutdown: move leaderships and ISR memberships away now, while the
-            // node still serves, instead of waiting for its session to expire.
-            if !self.sessions.get(&node).is_some_and(|s| s.shutting_down) {
-                self.session_mut(node).shutting_down = true;
-                self.fence(node, out);
-            }
-        } else if self.sessions.get(&node).is_some_and(|s| s.fenced && !s.shutting_down) {
-            self.session_mut(node).fenced = false;
-            self.elect_leaderless(out);
-        }
-        let shutdown_ready = self.sessions.get(&node).is_some_and(|s| s.shutting_down);
-        let states =
-            self.partitions.values().filter(|r| r.state.replicas.contains(&node)).map(|r| r.state.clone()).collect();
-        out.push(Envelope {
-            from: Endpoint::Controller,
-            to: Endpoint::Node(node),
-            message: Message::HeartbeatReply { incarnation, states, shutdown_ready },
-        });
-    }
-
-    fn alter_partition(&mut self, partition: PartitionId, proposal: Proposal, out: &mut Vec<Envelope>) {
-        let Proposal { node, incarnation, leader_epoch, partition_epoch, isr, request_id } = proposal;
-        let Some(session) = self.sessions.get(&node) else { return };
-        let live = session.incarnation == Some(incarnation) && !session.fenced;
-        let eligible: Vec<NodeId> =
-            self.sessions.iter().filter(|(_, s)| !s.fenced && !s.shutting_down).map(|(n, _)| *n).collect();
-        let Some(record) = self.partitions.get_mut(&partition) else { return };
-        if record.last_alter.is_some_and(|(epoch, id)| epoch == leader_epoch && id >= request_id) {
-            return; // An older copy of a request already answered.
-        }
-        if record.state.leader_epoch == leader_epoch {
-            record.last_alter = Some((leader_epoch, request_id));
-        }
-        let state = &mut record.state;
-        let accepted = live
-            && state.leader == Some(node)
-            && state.leader_epoch == leader_epoch
-            && state.partition_epoch == partition_epoch
-            && isr.contains(&node)
-            && isr.iter().all(|m| state.replicas.contains(m))
-            && isr.iter().all(|m| state.isr.contains(m) || eligible.contains(m));
-        if accepted {
-            let mut ordered: Vec<NodeId> = state.replicas.iter().filter(|r| isr.contains(r)).copied().collect();
-            ordered.dedup();
-            state.isr = ordered;
-            state.partition_epoch = PartitionEpoch(state.partition_epoch.0 + 1);
-        }
-        let reply = state.clone();
-        if accepted {
-            self.broadcast(partition, out);
-        }
-        out.push(Envelope {
-            from: Endpoint::Controller,
-            to: Endpoint::Node(node),
-            message: Message::AlterPartitionReply { incarnation, request_id, accepted, state: reply },
-        });
-    }
-
-    fn session_mut(&mut self, node: NodeId) -> &mut Session {
-        self.sessions.entry(node).or_default()
-    }
-
-    fn eligible(&self, node: NodeId) -> bool {
-        self.sessions.get(&node).is_some_and(|s| !s.fenced && !s.shutting_down)
-    }
-
-    /// Fences `node`: it leaves every ISR where it is not the last member and loses its
-    /// leaderships (to another ISR member, or to nobody).
-    fn fence(&mut self, node: NodeId, out: &mut Vec<Envelope>) {
-        self.session_mut(node).fenced = true;
-        let ids: Vec<PartitionId> = self.partitions.keys().copied().collect();
-        for id in ids {
-            let Some(record) = self.partitions.get_mut(&id) else { continue };
-            let state = &mut record.state;
-            if !state.replicas.contains(&node) {
-                continue;
-            }
-            let mut changed = false;
-            if state.isr.len() > 1 && state.isr.contains(&node) {
-                state.isr.retain(|m| *m != node);
-                changed = true;
-            }
-            if state.leader == Some(node) {
-                self.elect(id);
-                changed = true;
-            }
-            if changed {
-                self.bump_partition_epoch(id);
-                self.broadcast(id, out);
-            }
+        self.heartbeats.insert(node, now_ms);
+        let command = if record.incarnation != Some(incarnation) {
+            // A new life; a shutdown it asks for is decided on its next heartbeat.
+            Some(Command::RegisterNode { node, incarnation })
+        } else if want_shutdown && !record.shutting_down {
+            // Controlled shutdown: move leaderships and ISR memberships away now, while
+            // the node still serves, instead of waiting for its session to expire.
+            Some(Command::ControlledShutdown { node, incarnation })
+        } else if !want_shutdown && record.fenced && !record.shutting_down {
+            Some(Command::UnfenceNode { node, incarnation })
+        } else {
+            None
+        };
+        match command {
+            // Answered once applied (`replies`), with the state it made.
+            Some(command) => self.propose(now_ms, command, out),
+            None => out.send.push(heartbeat_reply(state, node, incarnation)),
         }
     }
+}
 
-    /// Who would be elected for `id` now: the first eligible ISR member in replica order,
-    /// or (unclean election on, no ISR member eligible) the first eligible replica. The
-    /// flag says whether the choice is unclean.
-    fn candidate(&self, id: PartitionId) -> Option<(NodeId, bool)> {
-        let record = self.partitions.get(&id)?;
-        let state = &record.state;
-        if let Some(clean) = state.replicas.iter().find(|r| state.isr.contains(r) && self.eligible(**r)) {
-            return Some((*clean, false));
-        }
-        if !record.config.unclean_leader_election {
-            return None;
-        }
-        state.replicas.iter().find(|r| self.eligible(**r)).map(|r| (*r, true))
+fn heartbeat_reply(state: &ClusterState, node: NodeId, incarnation: Incarnation) -> Envelope {
+    let shutdown_ready = state.node(node).is_some_and(|r| r.shutting_down);
+    Envelope {
+        from: Endpoint::Controller,
+        to: Endpoint::Node(node),
+        message: Message::HeartbeatReply { incarnation, states: state.states_of(node), shutdown_ready },
     }
+}
 
-    /// Gives `id` a new leader epoch with the current candidate as leader (or none).
-    fn elect(&mut self, id: PartitionId) {
-        let candidate = self.candidate(id);
-        let Some(record) = self.partitions.get_mut(&id) else { return };
-        let state = &mut record.state;
-        state.leader_epoch = LeaderEpoch(state.leader_epoch.0 + 1);
-        state.leader = candidate.map(|(node, _)| node);
-        if let Some((node, true)) = candidate {
-            // Kafka's unclean election: the new leader's log is the truth from now on.
-            state.isr = vec![node];
-            record.unclean_elections += 1;
-        }
-    }
-
-    fn bump_partition_epoch(&mut self, id: PartitionId) {
-        if let Some(record) = self.partitions.get_mut(&id) {
-            record.state.partition_epoch = PartitionEpoch(record.state.partition_epoch.0 + 1);
-        }
-    }
-
-    /// After a node comes back: leaderless partitions get a leader if one is now eligible.
-    fn elect_leaderless(&mut self, out: &mut Vec<Envelope>) {
-        let ids: Vec<PartitionId> = self
-            .partitions
-            .iter()
-            .filter(|(id, r)| r.state.leader.is_none() && self.candidate(**id).is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.elect(id);
-            self.bump_partition_epoch(id);
-            self.broadcast(id, out);
-        }
-    }
-
-    /// Moves leadership to the preferred replica (the first) where it is eligible and in
-    /// sync but not leading (Kafka's preferred leader election after a node returns).
-    fn elect_preferred_leaders(&mut self, out: &mut Vec<Envelope>) {
-        let moves: Vec<(PartitionId, NodeId)> = self
-            .partitions
-            .iter()
-            .filter_map(|(id, r)| {
-                let preferred = *r.state.replicas.first()?;
-                let wanted =
-                    r.state.leader != Some(preferred) && r.state.isr.contains(&preferred) && self.eligible(preferred);
-                wanted.then_some((*id, preferred))
-            })
-            .collect();
-        for (id, preferred) in moves {
-            if let Some(record) = self.partitions.get_mut(&id) {
-                record.state.leader = Some(preferred);
-                record.state.leader_epoch = LeaderEpoch(record.state.leader_epoch.0 + 1);
-                record.state.partition_epoch = PartitionEpoch(record.state.partition_epoch.0 + 1);
-            }
-            self.broadcast(id, out);
-        }
-    }
-
-    /// Sends the partition's state to each of its replicas' current incarnation.
-    fn broadcast(&self, id: PartitionId, out: &mut Vec<Envelope>) {
-        let Some(record) = self.partitions.get(&id) else { return };
-        for replica in &record.state.replicas {
-            let Some(incarnation) = self.sessions.get(replica).and_then(|s| s.incarnation) else { continue };
+/// The messages a committed command calls for, from its `Outcome` and the state after it:
+/// the new state of every partition it changed to each replica's current life, the
+/// answer to an AlterPartition, and the heartbeat reply a registration, unfencing or
+/// shutdown was waiting for.
+#[must_use]
+pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Vec<Envelope> {
+    let mut out = Vec::new();
+    for changed in &outcome.changed {
+        for replica in &changed.replicas {
+            let Some(incarnation) = state.node(*replica).and_then(|r| r.incarnation) else { continue };
             out.push(Envelope {
                 from: Endpoint::Controller,
                 to: Endpoint::Node(*replica),
-                message: Message::PartitionUpdate { incarnation, state: record.state.clone() },
+                message: Message::PartitionUpdate { incarnation, state: changed.clone() },
             });
         }
+    }
+    match command {
+        Command::AlterPartition { node, incarnation, request_id, .. } => {
+            if let Some(answer) = &outcome.answer {
+                out.push(Envelope {
+                    from: Endpoint::Controller,
+                    to: Endpoint::Node(*node),
+                    message: Message::AlterPartitionReply {
+                        incarnation: *incarnation,
+                        request_id: *request_id,
+                        accepted: outcome.accepted,
+                        state: answer.clone(),
+                    },
+                });
+            }
+        }
+        Command::RegisterNode { node, incarnation }
+        | Command::UnfenceNode { node, incarnation }
+        | Command::ControlledShutdown { node, incarnation } => {
+            if state.node(*node).is_some_and(|r| r.incarnation == Some(*incarnation)) {
+                out.push(heartbeat_reply(state, *node, *incarnation));
+            }
+        }
+        Command::FenceNode { .. } | Command::ElectPreferred { .. } | Command::CreatePartition { .. } => {}
+    }
+    out
+}
+
+/// Applies `command` to `state` through its encoding, as a voter would.
+fn commit_at_once(state: &mut ClusterState, command: &Command) -> Outcome {
+    let result = StateMachine::apply(state, &command.encode());
+    match Outcome::decode(&result) {
+        Ok(outcome) => outcome,
+        Err(e) => panic!("the state machine's own outcome does not decode: {e}"),
+    }
+}
+
+/// The controller as one in-process voter whose every proposal commits at once: the same
+/// decisions and state as `ControllerVoter`, without the log (tests, fast simulation).
+pub struct Controller {
+    state: ClusterState,
+    leader: ControllerLeader,
+}
+
+impl Controller {
+    /// A cluster of `nodes` (all fenced until they register) and partitions with their
+    /// replicas (preferred first), each leaderless with every replica in its ISR.
+    #[must_use]
+    pub fn new(config: ControllerConfig, nodes: &[NodeId], partitions: &[PartitionSpec]) -> Controller {
+        Controller { state: ClusterState::new(nodes, partitions), leader: ControllerLeader::new(config, 0) }
+    }
+
+    #[must_use]
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// The partition's current state.
+    #[must_use]
+    pub fn partition(&self, partition: sluice_schemas::ids::PartitionId) -> Option<&super::PartitionState> {
+        self.state.partition(partition)
+    }
+
+    /// How many times the partition got a leader from outside its ISR.
+    #[must_use]
+    pub fn unclean_elections(&self, partition: sluice_schemas::ids::PartitionId) -> u64 {
+        self.state.unclean_elections(partition)
+    }
+
+    #[must_use]
+    pub fn is_fenced(&self, node: NodeId) -> bool {
+        self.state.is_fenced(node)
+    }
+
+    /// One step: a message or a tick in, messages out (each command committed at once).
+    pub fn step(&mut self, now_ms: u64, input: ControllerInput) -> Vec<Envelope> {
+        let decisions = self.leader.step(now_ms, &self.state, input);
+        let mut out = decisions.send;
+        for command in decisions.propose {
+            let outcome = commit_at_once(&mut self.state, &command);
+            self.leader.applied(&command);
+            out.extend(replies(&self.state, &command, &outcome));
+        }
+        out
+    }
+}
+
+/// What a `ControllerVoter` call produced.
+#[derive(Debug, Default)]
+pub struct VoterOutput {
+    /// Raft messages to deliver: (voter id, encoded message).
+    pub raft: Vec<(u64, Vec<u8>)>,
+    /// Messages to nodes.
+    pub send: Vec<Envelope>,
+    /// Every command this voter applied, in log order (for checkers and metrics).
+    pub applied: Vec<Applied>,
+}
+
+/// One controller voter: the replicated `ClusterState` in a `Quorum`, and the decision
+/// side while this voter leads (see the module doc). Call `tick` on a timer, `step_raft`
+/// with other voters' messages, `receive` with nodes' messages.
+pub struct ControllerVoter {
+    config: ControllerConfig,
+    quorum: Quorum<ClusterState>,
+    /// The decision side and the term it leads, while this voter is a ready leader.
+    leader: Option<(u64, ControllerLeader)>,
+    /// This voter's proposals waiting for their `Applied`, by proposal id.
+    proposals: BTreeMap<u64, Command>,
+}
+
+impl ControllerVoter {
+    /// Opens voter `id` of `voters` with its log in `dir`; every voter starts from the same
+    /// `bootstrap` state and replays its log over it.
+    pub fn open(
+        id: u64,
+        voters: &[u64],
+        dir: &Path,
+        bootstrap: ClusterState,
+        config: ControllerConfig,
+    ) -> Result<ControllerVoter, QuorumError> {
+        let quorum = Quorum::open(id, voters, dir, bootstrap)?;
+        Ok(ControllerVoter { config, quorum, leader: None, proposals: BTreeMap::new() })
+    }
+
+    /// Simulations only: see `Quorum::open_for_simulation`.
+    #[cfg(test)]
+    pub(crate) fn open_for_simulation(
+        id: u64,
+        voters: &[u64],
+        dir: &Path,
+        bootstrap: ClusterState,
+        config: ControllerConfig,
+        election_ticks: usize,
+    ) -> Result<ControllerVoter, QuorumError> {
+        let quorum = Quorum::open_for_simulation(id, voters, dir, bootstrap, election_ticks)?;
+        Ok(ControllerVoter { config, quorum, leader: None, proposals: BTreeMap::new() })
+    }
+
+    /// The committed state as far as this voter applied it.
+    #[must_use]
+    pub fn state(&self) -> &ClusterState {
+        self.quorum.state()
+    }
+
+    /// Leads the quorum and makes decisions.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.leader.is_some()
+    }
+
+    #[must_use]
+    pub fn quorum(&self) -> &Quorum<ClusterState> {
+        &self.quorum
+    }
+
+    /// Time passed: a Raft tick, then (leading) the decision side's tick.
+    pub fn tick(&mut self, now_ms: u64) -> Result<VoterOutput, QuorumError> {
+        let mut out = VoterOutput::default();
+        self.quorum.tick();
+        self.poll(now_ms, &mut out)?;
+        self.decide(now_ms, ControllerInput::Tick, &mut out)?;
+        Ok(out)
+    }
+
+    /// A message from another voter.
+    pub fn step_raft(&mut self, now_ms: u64, bytes: &[u8]) -> Result<VoterOutput, QuorumError> {
+        let mut out = VoterOutput::default();
+        if let Err(e) = self.quorum.step(bytes) {
+            // A stale or malformed message changes nothing; Raft recovers by itself.
+            tracing::debug!("controller voter {} dropped a raft message: {e}", self.quorum.id());
+        }
+        self.poll(now_ms, &mut out)?;
+        Ok(out)
+    }
+
+    /// A message from a node. Dropped unless this voter leads: the node keeps sending
+    /// heartbeats and retrying proposals, and the transport finds the leader.
+    pub fn receive(&mut self, now_ms: u64, envelope: Envelope) -> Result<VoterOutput, QuorumError> {
+        let mut out = VoterOutput::default();
+        self.decide(now_ms, ControllerInput::Receive(envelope), &mut out)?;
+        Ok(out)
+    }
+
+    fn decide(&mut self, now_ms: u64, input: ControllerInput, out: &mut VoterOutput) -> Result<(), QuorumError> {
+        let Some((_, leader)) = self.leader.as_mut() else { return Ok(()) };
+        let decisions = leader.step(now_ms, self.quorum.state(), input);
+        out.send.extend(decisions.send);
+        for command in decisions.propose {
+            match self.quorum.propose(command.encode()) {
+                Ok(id) => {
+                    if self.proposals.len() >= PROPOSALS_IN_FLIGHT_MAX {
+                        self.proposals.pop_first();
+                    }
+                    self.proposals.insert(id, command);
+                }
+                // Leadership is moving: the command is dropped; the next leader decides again.
+                Err(QuorumError::NotLeader { .. } | QuorumError::Raft(_)) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        self.poll(now_ms, out)
+    }
+
+    fn poll(&mut self, now_ms: u64, out: &mut VoterOutput) -> Result<(), QuorumError> {
+        let output = self.quorum.poll()?;
+        out.raft.extend(output.messages);
+        for applied in output.applied {
+            if let Some(command) = applied.proposal.and_then(|id| self.proposals.remove(&id)) {
+                match Outcome::decode(&applied.result) {
+                    Ok(outcome) => out.send.extend(replies(self.quorum.state(), &command, &outcome)),
+                    Err(e) => tracing::error!("controller outcome at index {} does not decode: {e}", applied.index),
+                }
+                if let Some((_, leader)) = self.leader.as_mut() {
+                    leader.applied(&command);
+                }
+            }
+            out.applied.push(applied);
+        }
+        // Leadership follows the quorum: a new term (or a first leadership) starts a fresh
+        // decision side with fresh session clocks; losing it drops the soft state.
+        let term = self.quorum.term();
+        if self.quorum.leader_ready() {
+            if self.leader.as_ref().is_none_or(|(t, _)| *t != term) {
+                self.leader = Some((term, ControllerLeader::new(self.config, now_ms)));
+            }
+        } else {
+            self.leader = None;
+            if !self.quorum.is_leader() {
+                // Proposals of a lost leadership may still commit, but their answers
+                // would come from a voter nodes no longer talk to: they retry instead.
+                self.proposals.clear();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -373,13 +478,17 @@ impl Controller {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+    use sluice_schemas::ids::{LeaderEpoch, PartitionId};
+
     use super::*;
+    use crate::replication::PartitionConfig;
 
     const P: PartitionId = PartitionId(0);
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
     fn controller(unclean: bool) -> Controller {
-        let config = ControllerConfig { session_timeout_ms: 100, preferred_election_interval_ms: 1_000 };
+        let config =
+            ControllerConfig { session_timeout_ms: 100, preferred_election_interval_ms: 1_000, proposal_retry_ms: 200 };
         let nodes = [NodeId(1), NodeId(2), NodeId(3)];
         let spec = (P, nodes.to_vec(), PartitionConfig { min_insync_replicas: 2, unclean_leader_election: unclean });
         Controller::new(config, &nodes, &[spec])

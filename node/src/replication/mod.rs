@@ -10,9 +10,15 @@
 //! - `replica`: `ReplicaNode`, one node's replicas of every partition: the leader side
 //!   (follower progress, high watermark, ISR changes, acks) and the follower side
 //!   (fetching, truncating a divergent tail).
-//! - `controller`: `Controller`, the cluster controller as one linearizable actor (it
-//!   stands for the Raft quorum): node sessions and fencing, leader elections, ISR
-//!   changes, controlled shutdown, preferred leaders.
+//! - `state`: `ClusterState`, the controller's replicated state (node registrations and
+//!   fencing, partitions' leaders, epochs and ISRs), changed only by `Command`s applied in
+//!   the controller quorum's log order; it is the quorum's `StateMachine` (commands and
+//!   outcomes in a small versioned binary encoding).
+//! - `controller`: the decision side, `ControllerLeader`, which runs on the quorum leader:
+//!   node sessions (soft state), and the commands to propose for fencing, elections, ISR
+//!   changes, controlled shutdown and preferred leaders; answers go out only once their
+//!   command committed. `ControllerVoter` runs it over a `Quorum<ClusterState>`;
+//!   `Controller` over a state that commits at once (tests, fast simulation).
 //!
 //! What the whole guarantees (and `sim` checks after every step, see its module doc):
 //! a leader's high watermark never decreases within its epoch; consumers are never shown
@@ -25,7 +31,8 @@
 //! in Kafka).
 //!
 //! Where it lives: each `ReplicaNode`'s partition state belongs to the shard that owns the
-//! partition; the `Controller` lives in the controller quorum's state machine.
+//! partition; the `ClusterState` is the state machine of every controller voter, and the
+//! `ControllerLeader` runs on whichever voter leads the quorum (`ControllerVoter`).
 
 pub mod controller;
 pub mod log;
@@ -34,15 +41,18 @@ pub mod replica;
 mod replica_tests;
 #[cfg(test)]
 mod sim;
+pub mod state;
 
 use std::fmt;
 
 use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
 
-pub use controller::PartitionSpec;
-pub use controller::{Controller, ControllerConfig, ControllerInput};
+pub use controller::{
+    replies, Controller, ControllerConfig, ControllerInput, ControllerLeader, ControllerVoter, Decisions, VoterOutput,
+};
 pub use log::{EpochEnd, LogEntry, LogOp, ReplicaLog};
 pub use replica::{NodeAction, NodeInput, ReplicaConfig, ReplicaNode, ReplicaSpec};
+pub use state::{ClusterState, Command, NodeRecord, Outcome, PartitionRecord, PartitionSpec};
 
 /// A node of the cluster (Kafka's broker id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -89,7 +99,7 @@ pub enum Endpoint {
 }
 
 /// A partition's settings that replication reads (topic configs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PartitionConfig {
     /// `min.insync.replicas`: acks=all is refused while the ISR is smaller.
     pub min_insync_replicas: u32,

@@ -186,6 +186,21 @@ fn follower_rejoins_the_isr_once_caught_up_and_counts_for_the_hw_at_once() {
     assert_eq!(leader.high_watermark(P), Some(Offset(3)));
 }
 
+/// A follower is proposed back into the ISR only once it also holds everything from
+/// before this leader's epoch, not merely everything below the HW: a new leader's HW may
+/// lag behind what an earlier leader committed (here it is 0, as n2 has not fetched yet),
+/// and an ISR member must hold all of that.
+#[test]
+fn follower_rejoins_only_past_the_epoch_start_even_above_a_lagging_hw() {
+    let mut leader = node_with(1, log_of(&[1, 1, 1], 0));
+    update(&mut leader, 0, state(1, 2, 5, &[1, 2]));
+    assert_eq!(leader.high_watermark(P), Some(Offset(0)));
+    let (_, out) = fetch(&mut leader, 1, 3, 2, 1, Some(1));
+    assert!(proposals(&out).is_empty(), "n3 is at the HW but lacks offsets 1..3 from before epoch 2");
+    let (_, out) = fetch(&mut leader, 2, 3, 2, 3, Some(1));
+    assert_eq!(proposals(&out), vec![ids(&[1, 2, 3])]);
+}
+
 #[test]
 fn follower_truncates_a_divergent_tail_over_several_rounds() {
     // n2 has entries from a deposed epoch-3 leader; n1 leads epoch 4.

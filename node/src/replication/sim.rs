@@ -3,7 +3,17 @@
 //! consumers, over a network that loses, delays and reorders messages and that partitions;
 //! nodes crash (volatile state lost, every appended entry kept), restart, and shut down
 //! cleanly. One seed decides everything (a splitmix64 generator, simulated time, ordered
-//! maps only), so `SEED=n` replays a run exactly.
+//! maps only, Raft election timeouts drawn from the seed), so `SEED=n` replays a run
+//! exactly.
+//!
+//! The controller runs in one of two modes: `Direct`, one in-process voter whose every
+//! command commits at once (`Controller`, the big CI sweep), or `Quorum`, 3 Raft voters
+//! (`ControllerVoter`, write-ahead logs in a temporary directory) whose messages cross the
+//! same lossy network, which crash (a minority at most) and restart from their logs, and
+//! which get cut off from each other; node messages go to a voter that believes it leads,
+//! and the decision side runs there. The checks read the controller's committed state:
+//! every command any voter applied, applied once in log order to a reference
+//! `ClusterState`.
 //!
 //! One step is one event (a message delivered, a timer, a client action, a fault); after
 //! every step the checker verifies, per partition:
@@ -21,13 +31,16 @@
 //!    replica's HW is beyond the committed prefix.
 //! 4. Leader epochs only increase (the controller's, and each node's view within one
 //!    life); at most one node ever leads a given epoch.
+//! 5. (`Quorum`) Every voter applies the same command with the same result at each log
+//!    index, restarts included.
 //!
 //! A partition with unclean election on may lose acknowledged records (Kafka's trade):
 //! once it had an unclean election, only 1a and 4 are checked for it (replicas of the old
 //! history keep stale HWs until they truncate, and a stale leader may still acknowledge,
 //! so the committed prefix is no longer defined).
 //!
-//! Run: `cargo test -p sluice-node --lib replication::sim` (the CI seeds). Replay one:
+//! Run: `cargo test -p sluice-node --lib replication::sim` (the CI seeds of both modes).
+//! Replay one (a failure prints its own line, with the mode's test name):
 //! `SEED=17 SIM_STEPS=4000 cargo test -p sluice-node --lib replication::sim -- --nocapture`
 //! (`SIM_TRACE=1` prints every event). Many seeds, longer:
 //! `SIM_SEEDS=10000 SIM_STEPS=20000 cargo test --release -p sluice-node --lib replication::sim -- --nocapture`
@@ -42,17 +55,26 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
 
 use super::{
-    Acks, ClientId, Controller, ControllerConfig, ControllerInput, Endpoint, Envelope, Incarnation, Message,
-    NodeAction, NodeId, NodeInput, PartitionConfig, PartitionEpoch, PayloadId, ReplicaConfig, ReplicaError, ReplicaLog,
-    ReplicaNode,
+    Acks, ClientId, ClusterState, Controller, ControllerConfig, ControllerInput, ControllerVoter, Endpoint, Envelope,
+    Incarnation, Message, NodeAction, NodeId, NodeInput, PartitionConfig, PartitionEpoch, PayloadId, ReplicaConfig,
+    ReplicaError, ReplicaLog, ReplicaNode, VoterOutput,
 };
+use crate::controller::quorum::{Applied, QuorumError, StateMachine};
 
-/// The seeds CI runs, each for `CI_STEPS` steps.
+/// The seeds CI runs, each for `CI_STEPS` steps: `CI_SEEDS` with the one-voter
+/// controller, `QUORUM_CI_SEEDS` with the 3-voter Raft quorum (slower per step).
 const CI_SEEDS: u64 = 64;
 const CI_STEPS: u64 = 20_000;
+const QUORUM_CI_SEEDS: u64 = 16;
+const QUORUM_CI_STEPS: u64 = 20_000;
 
 const CONTROLLER: ControllerConfig =
-    ControllerConfig { session_timeout_ms: 300, preferred_election_interval_ms: 1_000 };
+    ControllerConfig { session_timeout_ms: 300, preferred_election_interval_ms: 1_000, proposal_retry_ms: 200 };
+/// The controller quorum's voters in `Mode::Quorum`, and their Raft election timeouts in
+/// ticks (one drawn per voter life from the seed; raft-rs's own draw is not seeded).
+const VOTERS: u64 = 3;
+const VOTER_ELECTION_TICKS_MIN: u64 = 10;
+const VOTER_ELECTION_TICKS_MAX: u64 = 20;
 const REPLICA: ReplicaConfig = ReplicaConfig {
     heartbeat_interval_ms: 50,
     replica_lag_time_max_ms: 250,
@@ -116,6 +138,65 @@ enum Event {
     Heal(u64),
     /// A controlled shutdown that has not finished by now becomes a crash.
     ShutdownDeadline(NodeId, u64),
+    /// A controller voter's timer, for one life of it (`Mode::Quorum`).
+    VoterTick(u64, u64),
+    VoterRestart(u64),
+    /// A Raft message between voters, and the life of its destination when sent.
+    Raft {
+        from: u64,
+        to: u64,
+        bytes: Vec<u8>,
+        life: u64,
+    },
+}
+
+/// How the controller runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// One in-process voter whose every command commits at once (`Controller`).
+    Direct,
+    /// `VOTERS` Raft voters (`ControllerVoter`) over the simulated network, with their
+    /// write-ahead logs in a temporary directory: their messages are lost, delayed and
+    /// reordered, voters are isolated, crash and restart from their logs, and the
+    /// decision side runs on whichever voter leads.
+    Quorum,
+}
+
+struct VoterSlot {
+    /// `None` while down.
+    voter: Option<ControllerVoter>,
+    life: u64,
+}
+
+/// The controller quorum in `Mode::Quorum`, and the checker's reference of its log.
+struct Voters {
+    dir: tempfile::TempDir,
+    ids: Vec<u64>,
+    slots: BTreeMap<u64, VoterSlot>,
+    bootstrap: ClusterState,
+    /// The committed state: every command that any voter applied, applied once in log
+    /// order to a reference state machine. The checks read the controller's state here.
+    committed: ClusterState,
+    /// Per log index: (command, result), as first applied.
+    log: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
+    last_index: u64,
+    /// Active cuts isolating a voter from the other voters: cut id -> voter.
+    isolated: BTreeMap<u64, u64>,
+}
+
+enum Control {
+    Direct(Controller),
+    Quorum(Box<Voters>),
+}
+
+impl Control {
+    /// The controller's committed state.
+    fn state(&self) -> &ClusterState {
+        match self {
+            Control::Direct(controller) => controller.state(),
+            Control::Quorum(voters) => &voters.committed,
+        }
+    }
 }
 
 struct NodeSlot {
@@ -161,6 +242,10 @@ struct Stats {
     truncations: u64,
     elections: u64,
     unclean_elections: u64,
+    commands_committed: u64,
+    controller_elections: u64,
+    voter_crashes: u64,
+    voter_isolations: u64,
 }
 
 impl Stats {
@@ -177,6 +262,10 @@ impl Stats {
         self.truncations += o.truncations;
         self.elections += o.elections;
         self.unclean_elections += o.unclean_elections;
+        self.commands_committed += o.commands_committed;
+        self.controller_elections += o.controller_elections;
+        self.voter_crashes += o.voter_crashes;
+        self.voter_isolations += o.voter_isolations;
     }
 }
 
@@ -270,6 +359,7 @@ impl Checker {
 }
 
 struct Sim {
+    mode: Mode,
     seed: u64,
     steps: u64,
     step: u64,
@@ -280,7 +370,7 @@ struct Sim {
     event_seq: u64,
     loss_percent: u64,
     max_down: usize,
-    controller: Controller,
+    control: Control,
     nodes: BTreeMap<NodeId, NodeSlot>,
     partitions: Vec<(PartitionId, PartitionConfig)>,
     producers: Vec<Producer>,
@@ -297,7 +387,7 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(seed: u64, steps: u64) -> Sim {
+    fn new(seed: u64, steps: u64, mode: Mode) -> Sim {
         let mut rng = Rng(seed);
         let node_count = rng.range(3, 5) as u32;
         let partition_count = rng.range(2, 4) as u32;
@@ -316,7 +406,24 @@ impl Sim {
             specs.push((PartitionId(p), replicas, config));
             partitions.push((PartitionId(p), config));
         }
-        let controller = Controller::new(CONTROLLER, &ids, &specs);
+        let control = match mode {
+            Mode::Direct => Control::Direct(Controller::new(CONTROLLER, &ids, &specs)),
+            Mode::Quorum => {
+                let bootstrap = ClusterState::new(&ids, &specs);
+                let ids: Vec<u64> = (1..=VOTERS).collect();
+                let slots = ids.iter().map(|id| (*id, VoterSlot { voter: None, life: 0 })).collect();
+                Control::Quorum(Box::new(Voters {
+                    dir: tempfile::tempdir().expect("temporary directory"),
+                    ids,
+                    slots,
+                    committed: bootstrap.clone(),
+                    bootstrap,
+                    log: BTreeMap::new(),
+                    last_index: 0,
+                    isolated: BTreeMap::new(),
+                }))
+            }
+        };
         let mut nodes = BTreeMap::new();
         for id in &ids {
             let hosted: Vec<PartitionId> =
@@ -325,6 +432,7 @@ impl Sim {
             nodes.insert(*id, NodeSlot { node: None, incarnation: 0, disk, shutting_down: false });
         }
         let mut sim = Sim {
+            mode,
             seed,
             steps,
             step: 0,
@@ -335,7 +443,7 @@ impl Sim {
             event_seq: 0,
             loss_percent,
             max_down: if node_count >= 4 { 2 } else { 1 },
-            controller,
+            control,
             nodes,
             partitions,
             producers: Vec::new(),
@@ -364,7 +472,14 @@ impl Sim {
             sim.schedule(5, Event::ProducerTick(i));
             sim.schedule(7, Event::ConsumerTick(i));
         }
-        sim.schedule(0, Event::ControllerTick);
+        match mode {
+            Mode::Direct => sim.schedule(0, Event::ControllerTick),
+            Mode::Quorum => {
+                for id in 1..=VOTERS {
+                    sim.start_voter(id);
+                }
+            }
+        }
         sim.schedule(200, Event::Fault);
         sim
     }
@@ -376,9 +491,11 @@ impl Sim {
 
     fn fail(&self, what: &str) -> String {
         format!(
-            "seed {} step {} (t={} ms): {what}\nreplay: SEED={} SIM_STEPS={} cargo test -p sluice-node --lib \
-             replication::sim -- --nocapture",
-            self.seed, self.step, self.now_ms, self.seed, self.steps
+            "seed {} step {} (t={} ms): {what}\n{}",
+            self.seed,
+            self.step,
+            self.now_ms,
+            replay(self.seed, self.steps, self.mode)
         )
     }
 
@@ -413,8 +530,26 @@ impl Sim {
             }
             Event::ControllerTick => {
                 self.schedule(CONTROLLER_TICK_MS, Event::ControllerTick);
-                let out = self.controller.step(self.now_ms, ControllerInput::Tick);
-                out.into_iter().for_each(|e| self.send(e));
+                if let Control::Direct(controller) = &mut self.control {
+                    let out = controller.step(self.now_ms, ControllerInput::Tick);
+                    out.into_iter().for_each(|e| self.send(e));
+                }
+            }
+            Event::VoterTick(id, life) => {
+                if self.voter_alive(id, life) {
+                    let after = CONTROLLER_TICK_MS + self.rng.range(0, 3);
+                    self.schedule(after, Event::VoterTick(id, life));
+                    self.voter_call(id, |voter, now| voter.tick(now));
+                }
+            }
+            Event::VoterRestart(id) => self.start_voter(id),
+            Event::Raft { from, to, bytes, life } => {
+                if self.voter_isolated(from) || self.voter_isolated(to) {
+                    self.stats.lost += 1;
+                } else if self.voter_alive(to, life) {
+                    self.stats.delivered += 1;
+                    self.voter_call(to, |voter, now| voter.step_raft(now, &bytes));
+                }
             }
             Event::ProducerTick(i) => self.producer_tick(i),
             Event::ConsumerTick(i) => self.consumer_tick(i),
@@ -426,6 +561,9 @@ impl Sim {
             Event::Restart(id) => self.start_node(id),
             Event::Heal(cut) => {
                 self.cuts.remove(&cut);
+                if let Control::Quorum(voters) = &mut self.control {
+                    voters.isolated.remove(&cut);
+                }
             }
             Event::ShutdownDeadline(id, life) => {
                 let slot = &self.nodes[&id];
@@ -464,10 +602,25 @@ impl Sim {
         }
         self.stats.delivered += 1;
         match envelope.to {
-            Endpoint::Controller => {
-                let out = self.controller.step(self.now_ms, ControllerInput::Receive(envelope));
-                out.into_iter().for_each(|e| self.send(e));
-            }
+            Endpoint::Controller => match &mut self.control {
+                Control::Direct(controller) => {
+                    let out = controller.step(self.now_ms, ControllerInput::Receive(envelope));
+                    out.into_iter().for_each(|e| self.send(e));
+                }
+                Control::Quorum(voters) => {
+                    // The transport finds a voter that believes it leads (a deposed one
+                    // may not know yet); with none, the message is lost and the node retries.
+                    let leaders: Vec<u64> = voters
+                        .slots
+                        .iter()
+                        .filter(|(_, s)| s.voter.as_ref().is_some_and(ControllerVoter::is_leader))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if let Some(id) = self.rng.pick(&leaders) {
+                        self.voter_call(id, |voter, now| voter.receive(now, envelope));
+                    }
+                }
+            },
             Endpoint::Node(id) => {
                 if self.nodes[&id].incarnation == life {
                     self.node_step(id, NodeInput::Receive(envelope));
@@ -589,8 +742,138 @@ impl Sim {
                 self.schedule(after, Event::Heal(self.next_cut));
             }
             75..=84 => self.loss_percent = self.rng.range(0, 10),
+            85..=92 => self.voter_fault(),
             _ => {}
         }
+    }
+
+    // ---- The controller quorum (Mode::Quorum) ----
+
+    fn voter_alive(&self, id: u64, life: u64) -> bool {
+        match &self.control {
+            Control::Quorum(voters) => voters.slots.get(&id).is_some_and(|s| s.voter.is_some() && s.life == life),
+            Control::Direct(_) => false,
+        }
+    }
+
+    fn voter_isolated(&self, id: u64) -> bool {
+        matches!(&self.control, Control::Quorum(voters) if voters.isolated.values().any(|v| *v == id))
+    }
+
+    /// Starts (or restarts, from its write-ahead log) voter `id`.
+    fn start_voter(&mut self, id: u64) {
+        let ticks = self.rng.range(VOTER_ELECTION_TICKS_MIN, VOTER_ELECTION_TICKS_MAX) as usize;
+        let after = self.rng.range(0, CONTROLLER_TICK_MS);
+        let Control::Quorum(voters) = &mut self.control else { return };
+        let Some(slot) = voters.slots.get_mut(&id) else { return };
+        if slot.voter.is_some() {
+            return;
+        }
+        let dir = voters.dir.path().join(format!("voter-{id}"));
+        let voter =
+            ControllerVoter::open_for_simulation(id, &voters.ids, &dir, voters.bootstrap.clone(), CONTROLLER, ticks)
+                .expect("open a controller voter");
+        slot.voter = Some(voter);
+        slot.life += 1;
+        let life = slot.life;
+        self.schedule(after, Event::VoterTick(id, life));
+    }
+
+    /// A voter crashes (a minority at most is down) or is cut from the other voters.
+    fn voter_fault(&mut self) {
+        let Control::Quorum(voters) = &self.control else { return };
+        let ids = voters.ids.clone();
+        let down = voters.slots.values().filter(|s| s.voter.is_none()).count();
+        let Some(id) = self.rng.pick(&ids) else { return };
+        if self.rng.percent(50) {
+            if down + 1 > (ids.len() - 1) / 2 {
+                return;
+            }
+            if let Control::Quorum(voters) = &mut self.control {
+                if let Some(slot) = voters.slots.get_mut(&id) {
+                    if slot.voter.take().is_some() {
+                        self.stats.voter_crashes += 1;
+                        let after = self.rng.range(100, 1_500);
+                        self.schedule(after, Event::VoterRestart(id));
+                    }
+                }
+            }
+        } else {
+            self.next_cut += 1;
+            let cut = self.next_cut;
+            if let Control::Quorum(voters) = &mut self.control {
+                voters.isolated.insert(cut, id);
+            }
+            self.stats.voter_isolations += 1;
+            let after = self.rng.range(100, 1_500);
+            self.schedule(after, Event::Heal(cut));
+        }
+    }
+
+    fn voter_call(
+        &mut self,
+        id: u64,
+        call: impl FnOnce(&mut ControllerVoter, u64) -> Result<VoterOutput, QuorumError>,
+    ) {
+        let now = self.now_ms;
+        let Control::Quorum(voters) = &mut self.control else { return };
+        let Some(voter) = voters.slots.get_mut(&id).and_then(|s| s.voter.as_mut()) else { return };
+        let was_leader = voter.is_leader();
+        let out = call(voter, now).expect("controller voter I/O");
+        if !was_leader && voter.is_leader() {
+            self.stats.controller_elections += 1;
+        }
+        for applied in &out.applied {
+            if let Err(e) = self.check_applied(id, applied) {
+                self.pending_violation.get_or_insert(e);
+            }
+        }
+        for (to, bytes) in out.raft {
+            self.send_raft(id, to, bytes);
+        }
+        for envelope in out.send {
+            self.send(envelope);
+        }
+    }
+
+    /// (5) Every voter applies the same command, with the same result, at each index:
+    /// the first voter to apply an index extends the reference log (and its state), every
+    /// later one must match it.
+    fn check_applied(&mut self, voter: u64, applied: &Applied) -> Result<(), String> {
+        let Control::Quorum(voters) = &mut self.control else { return Ok(()) };
+        if applied.index > voters.last_index {
+            let result = StateMachine::apply(&mut voters.committed, &applied.command);
+            if result != applied.result {
+                return Err(format!(
+                    "(5) voter {voter} applied index {} with another result than the reference state machine",
+                    applied.index
+                ));
+            }
+            voters.log.insert(applied.index, (applied.command.clone(), applied.result.clone()));
+            voters.last_index = applied.index;
+            self.stats.commands_committed += 1;
+            return Ok(());
+        }
+        match voters.log.get(&applied.index) {
+            Some((command, result)) if *command == applied.command && *result == applied.result => Ok(()),
+            _ => Err(format!("(5) voter {voter} applied another command (or result) at index {}", applied.index)),
+        }
+    }
+
+    fn send_raft(&mut self, from: u64, to: u64, bytes: Vec<u8>) {
+        if self.rng.percent(self.loss_percent) {
+            self.stats.lost += 1;
+            return;
+        }
+        let delay = match self.rng.range(0, 99) {
+            0..=89 => self.rng.range(1, 10),
+            _ => self.rng.range(10, 100),
+        };
+        let life = match &self.control {
+            Control::Quorum(voters) => voters.slots.get(&to).map_or(0, |s| s.life),
+            Control::Direct(_) => 0,
+        };
+        self.schedule(delay, Event::Raft { from, to, bytes, life });
     }
 
     // ---- Clients ----
@@ -614,7 +897,7 @@ impl Sim {
             self.producers[i].leader = None;
         }
         if self.producers[i].leader.is_none() || self.rng.percent(2) {
-            self.producers[i].leader = self.controller.partition(p).and_then(|s| s.leader);
+            self.producers[i].leader = self.control.state().partition(p).and_then(|s| s.leader);
         }
         let Some(leader) = self.producers[i].leader else { return };
         let acks = match self.rng.range(0, 99) {
@@ -647,7 +930,7 @@ impl Sim {
         }
         if self.consumers[i].leader.is_none() || self.rng.percent(2) {
             self.consumers[i].leader =
-                self.controller.partition(p).and_then(|s| s.leader.map(|leader| (leader, s.leader_epoch)));
+                self.control.state().partition(p).and_then(|s| s.leader.map(|leader| (leader, s.leader_epoch)));
         }
         let Some((leader, epoch)) = self.consumers[i].leader else { return };
         let request_id = self.request_id();
@@ -768,8 +1051,8 @@ impl Sim {
         let partitions: Vec<PartitionId> = self.partitions.iter().map(|(p, _)| *p).collect();
         for p in &partitions {
             let p = *p;
-            let state = self.controller.partition(p).expect("partition").clone();
-            let unclean = self.controller.unclean_elections(p);
+            let state = self.control.state().partition(p).expect("partition").clone();
+            let unclean = self.control.state().unclean_elections(p);
             let history = self.checker.partitions.entry(p).or_default();
             // (4) The controller's epochs only increase; a new leader epoch comes with a
             // new partition epoch.
@@ -838,7 +1121,7 @@ impl Sim {
                     if leader != *id {
                         return Err(format!("(4) partition {p} has two leaders in epoch {epoch}: {leader} and {id}"));
                     }
-                    let controller_epoch = self.controller.partition(p).expect("partition").leader_epoch;
+                    let controller_epoch = self.control.state().partition(p).expect("partition").leader_epoch;
                     if epoch > controller_epoch {
                         return Err(format!(
                             "(4) {id} leads partition {p} in epoch {epoch}, unknown to the controller"
@@ -862,7 +1145,7 @@ impl Sim {
             if self.checker.partitions.get(&p).is_some_and(|h| h.unclean_elections > 0) {
                 continue;
             }
-            let state = self.controller.partition(p).expect("partition").clone();
+            let state = self.control.state().partition(p).expect("partition").clone();
             let len = self.checker.partitions.entry(p).or_default().committed.len() as u64;
             for member in &state.isr {
                 let slot = &self.nodes[member];
@@ -881,7 +1164,7 @@ impl Sim {
     /// At the end: every acks=all record is in every ISR member's log.
     fn final_check(&self) -> Result<(), String> {
         for (p, history) in &self.checker.partitions {
-            let state = self.controller.partition(*p).expect("partition");
+            let state = self.control.state().partition(*p).expect("partition");
             for member in &state.isr {
                 let log = self.log_of(*member, *p).expect("hosted");
                 for (offset, payload) in &history.acked {
@@ -898,8 +1181,8 @@ impl Sim {
 }
 
 /// Runs one seed; a panic inside a state machine is reported with its seed and step.
-fn run_seed(seed: u64, steps: u64) -> Result<Stats, String> {
-    let result = catch_unwind(AssertUnwindSafe(|| Sim::new(seed, steps).run()));
+fn run_seed(seed: u64, steps: u64, mode: Mode) -> Result<Stats, String> {
+    let result = catch_unwind(AssertUnwindSafe(|| Sim::new(seed, steps, mode).run()));
     match result {
         Ok(outcome) => outcome,
         Err(panic) => {
@@ -909,9 +1192,9 @@ fn run_seed(seed: u64, steps: u64) -> Result<Stats, String> {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
                 .unwrap_or_default();
             Err(format!(
-                "seed {seed} step {}: panicked: {message}\nreplay: SEED={seed} SIM_STEPS={steps} cargo test -p \
-                 sluice-node --lib replication::sim -- --nocapture",
-                STEP.with(Cell::get)
+                "seed {seed} step {}: panicked: {message}\n{}",
+                STEP.with(Cell::get),
+                replay(seed, steps, mode)
             ))
         }
     }
@@ -921,44 +1204,76 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-#[test]
-fn replication_holds_its_invariants_under_faults() {
-    let steps = env_u64("SIM_STEPS").unwrap_or(CI_STEPS);
+/// How to replay one seed of `mode`.
+fn replay(seed: u64, steps: u64, mode: Mode) -> String {
+    let test = match mode {
+        Mode::Direct => "replication_holds_its_invariants_under_faults",
+        Mode::Quorum => "replication_holds_its_invariants_with_a_raft_controller_quorum",
+    };
+    format!(
+        "replay: SEED={seed} SIM_STEPS={steps} cargo test -p sluice-node --lib replication::sim::{test} -- --nocapture"
+    )
+}
+
+/// Runs the seeds CI runs for `mode` (or those `SEED` / `SIM_SEEDS` / `SIM_SEED_START`
+/// name) and checks that the runs exercised what they claim to test.
+fn sweep(mode: Mode, ci_seeds: u64, ci_steps: u64) -> Stats {
+    let steps = env_u64("SIM_STEPS").unwrap_or(ci_steps);
     let seeds: Vec<u64> = match (env_u64("SEED"), env_u64("SIM_SEEDS")) {
         (Some(seed), _) => vec![seed],
         (None, Some(count)) => {
             let start = env_u64("SIM_SEED_START").unwrap_or(0);
             (start..start + count).collect()
         }
-        (None, None) => (0..CI_SEEDS).collect(),
+        (None, None) => (0..ci_seeds).collect(),
     };
     let started = std::time::Instant::now();
     let mut total = Stats::default();
     let mut failures = Vec::new();
     for seed in &seeds {
-        match run_seed(*seed, steps) {
+        match run_seed(*seed, steps, mode) {
             Ok(stats) => total.add(&stats),
             Err(failure) => failures.push(failure),
         }
     }
     eprintln!(
-        "replication sim: {} seeds x {steps} steps in {:.1}s, {} failed; {total:?}",
+        "replication sim ({mode:?}): {} seeds x {steps} steps in {:.1}s, {} failed; {total:?}",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         failures.len()
     );
     assert!(failures.is_empty(), "{} seed(s) failed:\n{}", failures.len(), failures.join("\n"));
-    // The run must have exercised what it claims to test.
     if seeds.len() >= 10 {
         assert!(total.acked_all > 0 && total.consumed > 0, "nothing acknowledged or consumed: {total:?}");
         assert!(total.crashes > 0 && total.clean_shutdowns > 0 && total.elections > 0, "no faults: {total:?}");
         assert!(total.truncations > 0, "no divergent tail was ever truncated: {total:?}");
     }
+    total
+}
+
+/// The big sweep, with the controller as one voter that commits at once.
+#[test]
+fn replication_holds_its_invariants_under_faults() {
+    sweep(Mode::Direct, CI_SEEDS, CI_STEPS);
+}
+
+/// A smaller sweep with the controller as 3 Raft voters over the simulated network
+/// (crashing, restarting from their logs, isolated, leadership moving).
+#[test]
+fn replication_holds_its_invariants_with_a_raft_controller_quorum() {
+    let total = sweep(Mode::Quorum, QUORUM_CI_SEEDS, QUORUM_CI_STEPS);
+    if env_u64("SEED").is_none() {
+        assert!(total.controller_elections > total.voter_crashes.min(1), "leadership never moved: {total:?}");
+        assert!(total.voter_crashes > 0 && total.voter_isolations > 0, "no controller faults: {total:?}");
+        assert!(total.commands_committed > 0, "nothing committed: {total:?}");
+    }
 }
 
 #[test]
 fn the_same_seed_replays_the_same_run() {
-    let a = run_seed(7, 2_000).map(|s| format!("{s:?}"));
-    let b = run_seed(7, 2_000).map(|s| format!("{s:?}"));
-    assert_eq!(a, b);
+    for mode in [Mode::Direct, Mode::Quorum] {
+        let a = run_seed(7, 2_000, mode).map(|s| format!("{s:?}"));
+        let b = run_seed(7, 2_000, mode).map(|s| format!("{s:?}"));
+        assert_eq!(a, b, "{mode:?}");
+    }
 }

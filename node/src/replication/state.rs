@@ -1,0 +1,878 @@
+//! The controller's replicated state: what every controller voter holds, changed only by
+//! committed `Command`s applied in log order (`ClusterState::apply`, and through it
+//! `controller::quorum::StateMachine`). It keeps, per node, its registration (current
+//! incarnation, fenced, shutting down) and, per partition, {replicas, leader, leader
+//! epoch, partition epoch, ISR, config}.
+//!
+//! Guarantees:
+//! - `apply` is deterministic: no clock, no randomness, ordered maps only, so every voter
+//!   that applies the same commands in the same order holds the same state and returns
+//!   the same results. Every command is validated against the state it is applied to,
+//!   never against the state its proposer saw: a stale, duplicated or retried command is
+//!   refused or changes nothing, so the decision side (`replication::controller`) may
+//!   propose freely.
+//! - leader epochs and partition epochs only increase; every leader change bumps the
+//!   leader epoch, every change at all bumps the partition epoch;
+//! - with unclean election off, a leader is always an ISR member; the ISR only grows
+//!   through the leader's AlterPartition made against the current leader and partition
+//!   epochs, adding only eligible (registered, unfenced, not shutting down) replicas;
+//! - a fenced node (session expired, restarted, or shutting down) has lost its
+//!   leaderships and left every ISR where it was not the last member; it is never elected.
+//!
+//! Encoding (commands in the Raft log, outcomes in `Applied::result`): a version byte
+//! (`ENCODING_VERSION`), a tag byte, then the fields in order, integers big-endian, a node
+//! list as a u16 count and u32 ids (at most `NODES_PER_LIST_MAX`), an optional value as a
+//! 0/1 byte and the value. Decoding checks every length and refuses trailing bytes.
+//!
+//! Where it lives: inside the controller quorum's `Quorum<ClusterState>` on every voter
+//! (one thread each); tests also hold one directly.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use sluice_schemas::ids::{LeaderEpoch, PartitionId};
+
+use super::{Incarnation, NodeId, PartitionConfig, PartitionEpoch, PartitionState};
+use crate::controller::quorum::StateMachine;
+
+/// The version of the command and outcome encodings; bumped on any change.
+pub const ENCODING_VERSION: u8 = 1;
+/// Replicas (or ISR members) in one list: far above any replication factor, low enough
+/// that a malformed length cannot make a decoder allocate much.
+pub const NODES_PER_LIST_MAX: usize = 1_024;
+
+/// A change to the replicated state. Every one names what it is about precisely enough
+/// (incarnations, epochs) that applying it twice, or after the state moved on, is
+/// harmless.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Command {
+    /// A node's life begins (first heartbeat of a new incarnation): the older life is
+    /// fenced (it loses leaderships and ISR memberships), the new one is eligible. A
+    /// command for an older incarnation than the registered one changes nothing.
+    RegisterNode { node: NodeId, incarnation: Incarnation },
+    /// A registered life whose session expired: fenced. Ignored for another life.
+    FenceNode { node: NodeId, incarnation: Incarnation },
+    /// A life that was fenced (session expiry) heartbeats again: eligible again, and
+    /// leaderless partitions elect where they now can.
+    UnfenceNode { node: NodeId, incarnation: Incarnation },
+    /// The life asked for a controlled shutdown: fenced now, and stays so until restart.
+    ControlledShutdown { node: NodeId, incarnation: Incarnation },
+    /// The leader's proposed ISR (Kafka's AlterPartition), valid only against the current
+    /// leader and partition epochs.
+    AlterPartition {
+        node: NodeId,
+        incarnation: Incarnation,
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
+        isr: Vec<NodeId>,
+        request_id: u64,
+    },
+    /// Move leadership to the preferred replica, if the partition is still at
+    /// `partition_epoch` and the preferred replica is eligible and in sync.
+    ElectPreferred { partition: PartitionId, partition_epoch: PartitionEpoch },
+    /// A new partition with every replica in its ISR (its logs are empty), led by the
+    /// first eligible replica if there is one. Ignored if the partition exists.
+    CreatePartition { partition: PartitionId, replicas: Vec<NodeId>, config: PartitionConfig },
+}
+
+/// What applying a command did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The command changed the state (for AlterPartition: it was accepted).
+    pub accepted: bool,
+    /// Every partition the command changed, as it is right after the command.
+    pub changed: Vec<PartitionState>,
+    /// AlterPartition only: the partition's state to answer with; `None` when this is an
+    /// old copy of a request already answered (it gets no answer) or the partition is unknown.
+    pub answer: Option<PartitionState>,
+}
+
+/// A node as the replicated state knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// `None` until the node's first registration.
+    pub incarnation: Option<Incarnation>,
+    pub fenced: bool,
+    /// Asked for a controlled shutdown in this incarnation: fenced until it restarts.
+    pub shutting_down: bool,
+}
+
+impl NodeRecord {
+    /// May lead or join an ISR.
+    #[must_use]
+    pub fn eligible(&self) -> bool {
+        self.incarnation.is_some() && !self.fenced && !self.shutting_down
+    }
+}
+
+/// A partition as the replicated state knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionRecord {
+    pub state: PartitionState,
+    pub config: PartitionConfig,
+    pub unclean_elections: u64,
+    /// The last AlterPartition answered: (leader epoch, request id). Older copies of it
+    /// (same leader epoch, request id not above) are ignored, so once the leader has the
+    /// answer to its latest send no older copy can change the ISR.
+    pub last_alter: Option<(LeaderEpoch, u64)>,
+}
+
+/// A partition's assignment and settings, as created.
+pub type PartitionSpec = (PartitionId, Vec<NodeId>, PartitionConfig);
+
+/// The controller's replicated state (see the module doc).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    partitions: BTreeMap<PartitionId, PartitionRecord>,
+}
+
+impl ClusterState {
+    /// The bootstrap state every voter starts from: `nodes` known but unregistered
+    /// (fenced), and `partitions` created (see `Command::CreatePartition`).
+    #[must_use]
+    pub fn new(nodes: &[NodeId], partitions: &[PartitionSpec]) -> ClusterState {
+        let mut state = ClusterState::default();
+        for node in nodes {
+            state.nodes.insert(*node, NodeRecord { fenced: true, ..NodeRecord::default() });
+        }
+        for (partition, replicas, config) in partitions {
+            state.create_partition(*partition, replicas, *config);
+        }
+        state
+    }
+
+    #[must_use]
+    pub fn node(&self, node: NodeId) -> Option<&NodeRecord> {
+        self.nodes.get(&node)
+    }
+
+    /// Every known node, in id order.
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &NodeRecord)> {
+        self.nodes.iter().map(|(id, record)| (*id, record))
+    }
+
+    #[must_use]
+    pub fn partition(&self, partition: PartitionId) -> Option<&PartitionState> {
+        self.partitions.get(&partition).map(|r| &r.state)
+    }
+
+    #[must_use]
+    pub fn partition_record(&self, partition: PartitionId) -> Option<&PartitionRecord> {
+        self.partitions.get(&partition)
+    }
+
+    /// Every partition, in id order.
+    pub fn partitions(&self) -> impl Iterator<Item = &PartitionRecord> {
+        self.partitions.values()
+    }
+
+    /// How many times the partition got a leader from outside its ISR.
+    #[must_use]
+    pub fn unclean_elections(&self, partition: PartitionId) -> u64 {
+        self.partitions.get(&partition).map_or(0, |r| r.unclean_elections)
+    }
+
+    #[must_use]
+    pub fn is_fenced(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_none_or(|n| n.fenced)
+    }
+
+    #[must_use]
+    pub fn eligible(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(NodeRecord::eligible)
+    }
+
+    /// The states of every partition `node` replicates, in partition order.
+    #[must_use]
+    pub fn states_of(&self, node: NodeId) -> Vec<PartitionState> {
+        self.partitions.values().filter(|r| r.state.replicas.contains(&node)).map(|r| r.state.clone()).collect()
+    }
+
+    /// Applies one command (see `Command` for what each does).
+    pub fn apply_command(&mut self, command: &Command) -> Outcome {
+        let mut out = Outcome::default();
+        match command {
+            Command::RegisterNode { node, incarnation } => {
+                let record = self.nodes.entry(*node).or_insert(NodeRecord { fenced: true, ..NodeRecord::default() });
+                if record.incarnation.is_some_and(|known| known >= *incarnation) {
+                    return out; // The same life again, or an older one delivered late.
+                }
+                // Whatever the old life led or was in sync for ends here. Its log survived,
+                // so the new one may rejoin ISRs by catching up like any follower.
+                if !record.fenced {
+                    self.fence(*node, &mut out);
+                }
+                let record = self.nodes.entry(*node).or_default();
+                *record = NodeRecord { incarnation: Some(*incarnation), fenced: false, shutting_down: false };
+                out.accepted = true;
+                self.elect_leaderless(&mut out);
+            }
+            Command::FenceNode { node, incarnation } => {
+                if self.nodes.get(node).is_some_and(|n| n.incarnation == Some(*incarnation) && !n.fenced) {
+                    out.accepted = true;
+                    self.fence(*node, &mut out);
+                }
+            }
+            Command::UnfenceNode { node, incarnation } => {
+                let Some(record) = self.nodes.get_mut(node) else { return out };
+                if record.incarnation == Some(*incarnation) && record.fenced && !record.shutting_down {
+                    record.fenced = false;
+                    out.accepted = true;
+                    self.elect_leaderless(&mut out);
+                }
+            }
+            Command::ControlledShutdown { node, incarnation } => {
+                let Some(record) = self.nodes.get_mut(node) else { return out };
+                if record.incarnation == Some(*incarnation) && !record.shutting_down {
+                    record.shutting_down = true;
+                    out.accepted = true;
+                    self.fence(*node, &mut out);
+                }
+            }
+            Command::AlterPartition {
+                node,
+                incarnation,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                isr,
+                request_id,
+            } => {
+                self.alter_partition(
+                    *node,
+                    *incarnation,
+                    *partition,
+                    (*leader_epoch, *partition_epoch),
+                    isr,
+                    *request_id,
+                    &mut out,
+                );
+            }
+            Command::ElectPreferred { partition, partition_epoch } => {
+                let Some(record) = self.partitions.get(partition) else { return out };
+                let state = &record.state;
+                let Some(preferred) = state.replicas.first().copied() else { return out };
+                if state.partition_epoch != *partition_epoch
+                    || state.leader == Some(preferred)
+                    || !state.isr.contains(&preferred)
+                    || !self.eligible(preferred)
+                {
+                    return out;
+                }
+                if let Some(record) = self.partitions.get_mut(partition) {
+                    record.state.leader = Some(preferred);
+                    record.state.leader_epoch = LeaderEpoch(record.state.leader_epoch.0 + 1);
+                    record.state.partition_epoch = PartitionEpoch(record.state.partition_epoch.0 + 1);
+                    out.accepted = true;
+                    out.changed.push(record.state.clone());
+                }
+            }
+            Command::CreatePartition { partition, replicas, config } => {
+                if !self.partitions.contains_key(partition) && !replicas.is_empty() {
+                    self.create_partition(*partition, replicas, *config);
+                    if self.candidate(*partition).is_some() {
+                        self.elect(*partition);
+                    }
+                    out.accepted = true;
+                    out.changed.extend(self.partition(*partition).cloned());
+                }
+            }
+        }
+        out
+    }
+
+    fn create_partition(&mut self, partition: PartitionId, replicas: &[NodeId], config: PartitionConfig) {
+        assert!(!replicas.is_empty(), "partition {partition} has no replicas");
+        let mut replicas = replicas.to_vec();
+        let mut seen = Vec::new();
+        replicas.retain(|r| {
+            let new = !seen.contains(r);
+            seen.push(*r);
+            new
+        });
+        let state = PartitionState {
+            partition,
+            leader: None,
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
+            isr: replicas.clone(),
+            replicas,
+        };
+        self.partitions.insert(partition, PartitionRecord { state, config, unclean_elections: 0, last_alter: None });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alter_partition(
+        &mut self,
+        node: NodeId,
+        incarnation: Incarnation,
+        partition: PartitionId,
+        (leader_epoch, partition_epoch): (LeaderEpoch, PartitionEpoch),
+        isr: &[NodeId],
+        request_id: u64,
+        out: &mut Outcome,
+    ) {
+        let live = self.nodes.get(&node).is_some_and(|n| n.incarnation == Some(incarnation) && !n.fenced);
+        let eligible: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.eligible()).map(|(id, _)| *id).collect();
+        let Some(record) = self.partitions.get_mut(&partition) else { return };
+        if record.last_alter.is_some_and(|(epoch, id)| epoch == leader_epoch && id >= request_id) {
+            return; // An older copy of a request already answered.
+        }
+        if record.state.leader_epoch == leader_epoch {
+            record.last_alter = Some((leader_epoch, request_id));
+        }
+        let state = &mut record.state;
+        let accepted = live
+            && state.leader == Some(node)
+            && state.leader_epoch == leader_epoch
+            && state.partition_epoch == partition_epoch
+            && isr.contains(&node)
+            && isr.iter().all(|m| state.replicas.contains(m))
+            && isr.iter().all(|m| state.isr.contains(m) || eligible.contains(m));
+        if accepted {
+            state.isr = state.replicas.iter().filter(|r| isr.contains(r)).copied().collect();
+            state.partition_epoch = PartitionEpoch(state.partition_epoch.0 + 1);
+            out.accepted = true;
+            out.changed.push(state.clone());
+        }
+        out.answer = Some(state.clone());
+    }
+
+    /// Fences `node`: it leaves every ISR where it is not the last member and loses its
+    /// leaderships (to another ISR member, or to nobody).
+    fn fence(&mut self, node: NodeId, out: &mut Outcome) {
+        if let Some(record) = self.nodes.get_mut(&node) {
+            record.fenced = true;
+        }
+        let ids: Vec<PartitionId> = self.partitions.keys().copied().collect();
+        for id in ids {
+            let Some(record) = self.partitions.get_mut(&id) else { continue };
+            let state = &mut record.state;
+            if !state.replicas.contains(&node) {
+                continue;
+            }
+            let mut changed = false;
+            if state.isr.len() > 1 && state.isr.contains(&node) {
+                state.isr.retain(|m| *m != node);
+                changed = true;
+            }
+            if state.leader == Some(node) {
+                self.elect(id);
+                changed = true;
+            }
+            if changed {
+                self.bump_partition_epoch(id, out);
+            }
+        }
+    }
+
+    /// Who would be elected for `id` now: the first eligible ISR member in replica order,
+    /// or (unclean election on, no ISR member eligible) the first eligible replica. The
+    /// flag says whether the choice is unclean.
+    fn candidate(&self, id: PartitionId) -> Option<(NodeId, bool)> {
+        let record = self.partitions.get(&id)?;
+        let state = &record.state;
+        if let Some(clean) = state.replicas.iter().find(|r| state.isr.contains(r) && self.eligible(**r)) {
+            return Some((*clean, false));
+        }
+        if !record.config.unclean_leader_election {
+            return None;
+        }
+        state.replicas.iter().find(|r| self.eligible(**r)).map(|r| (*r, true))
+    }
+
+    /// Gives `id` a new leader epoch with the current candidate as leader (or none).
+    fn elect(&mut self, id: PartitionId) {
+        let candidate = self.candidate(id);
+        let Some(record) = self.partitions.get_mut(&id) else { return };
+        let state = &mut record.state;
+        state.leader_epoch = LeaderEpoch(state.leader_epoch.0 + 1);
+        state.leader = candidate.map(|(node, _)| node);
+        if let Some((node, true)) = candidate {
+            // Kafka's unclean election: the new leader's log is the truth from now on.
+            state.isr = vec![node];
+            record.unclean_elections += 1;
+        }
+    }
+
+    fn bump_partition_epoch(&mut self, id: PartitionId, out: &mut Outcome) {
+        if let Some(record) = self.partitions.get_mut(&id) {
+            record.state.partition_epoch = PartitionEpoch(record.state.partition_epoch.0 + 1);
+            out.changed.retain(|s| s.partition != id);
+            out.changed.push(record.state.clone());
+        }
+    }
+
+    /// After a node comes back: leaderless partitions get a leader if one is now eligible.
+    fn elect_leaderless(&mut self, out: &mut Outcome) {
+        let ids: Vec<PartitionId> = self
+            .partitions
+            .iter()
+            .filter(|(id, r)| r.state.leader.is_none() && self.candidate(**id).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.elect(id);
+            self.bump_partition_epoch(id, out);
+        }
+    }
+}
+
+impl StateMachine for ClusterState {
+    /// Decodes and applies one command; returns the encoded `Outcome`. A command that does
+    /// not decode changes nothing (on every voter alike) and gets an empty outcome.
+    fn apply(&mut self, command: &[u8]) -> Vec<u8> {
+        let outcome = match Command::decode(command) {
+            Ok(command) => self.apply_command(&command),
+            Err(e) => {
+                tracing::error!("controller log holds a command that does not decode: {e}");
+                Outcome::default()
+            }
+        };
+        outcome.encode()
+    }
+}
+
+// ---- Encoding ----
+
+/// Why bytes do not decode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("controller record at byte {at}: {what}")]
+pub struct DecodeError {
+    pub at: usize,
+    pub what: String,
+}
+
+const TAG_REGISTER: u8 = 1;
+const TAG_FENCE: u8 = 2;
+const TAG_UNFENCE: u8 = 3;
+const TAG_SHUTDOWN: u8 = 4;
+const TAG_ALTER: u8 = 5;
+const TAG_PREFERRED: u8 = 6;
+const TAG_CREATE: u8 = 7;
+const TAG_OUTCOME: u8 = 100;
+
+#[derive(Default)]
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn bool(&mut self, v: bool) {
+        self.u8(u8::from(v));
+    }
+    fn nodes(&mut self, nodes: &[NodeId]) {
+        assert!(nodes.len() <= NODES_PER_LIST_MAX, "{} nodes in one list", nodes.len());
+        self.u16(nodes.len() as u16);
+        nodes.iter().for_each(|n| self.u32(n.0));
+    }
+    fn state(&mut self, s: &PartitionState) {
+        self.u32(s.partition.0);
+        match s.leader {
+            Some(leader) => {
+                self.bool(true);
+                self.u32(leader.0);
+            }
+            None => self.bool(false),
+        }
+        self.u32(s.leader_epoch.0);
+        self.u32(s.partition_epoch.0);
+        self.nodes(&s.isr);
+        self.nodes(&s.replicas);
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn err<T>(&self, what: impl fmt::Display) -> Result<T, DecodeError> {
+        Err(DecodeError { at: self.at, what: what.to_string() })
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        match self.bytes.get(self.at..self.at + n) {
+            Some(slice) => {
+                self.at += n;
+                Ok(slice)
+            }
+            None => self.err(format!("needs {n} more bytes, has {}", self.bytes.len() - self.at)),
+        }
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => self.err(format!("flag byte {other} is neither 0 nor 1")),
+        }
+    }
+    fn nodes(&mut self) -> Result<Vec<NodeId>, DecodeError> {
+        let count = self.u16()? as usize;
+        if count > NODES_PER_LIST_MAX {
+            return self.err(format!("{count} nodes in one list, above {NODES_PER_LIST_MAX}"));
+        }
+        (0..count).map(|_| self.u32().map(NodeId)).collect()
+    }
+    fn state(&mut self) -> Result<PartitionState, DecodeError> {
+        let partition = PartitionId(self.u32()?);
+        let leader = if self.bool()? { Some(NodeId(self.u32()?)) } else { None };
+        let leader_epoch = LeaderEpoch(self.u32()?);
+        let partition_epoch = PartitionEpoch(self.u32()?);
+        let isr = self.nodes()?;
+        let replicas = self.nodes()?;
+        Ok(PartitionState { partition, leader, leader_epoch, partition_epoch, isr, replicas })
+    }
+    fn header(&mut self) -> Result<u8, DecodeError> {
+        let version = self.u8()?;
+        if version != ENCODING_VERSION {
+            return self.err(format!("encoding version {version}, this node reads {ENCODING_VERSION}"));
+        }
+        self.u8()
+    }
+    fn finish(&self) -> Result<(), DecodeError> {
+        if self.at != self.bytes.len() {
+            return self.err(format!("{} trailing bytes", self.bytes.len() - self.at));
+        }
+        Ok(())
+    }
+}
+
+impl Command {
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(ENCODING_VERSION);
+        match self {
+            Command::RegisterNode { node, incarnation } => {
+                w.u8(TAG_REGISTER);
+                w.u32(node.0);
+                w.u64(incarnation.0);
+            }
+            Command::FenceNode { node, incarnation } => {
+                w.u8(TAG_FENCE);
+                w.u32(node.0);
+                w.u64(incarnation.0);
+            }
+            Command::UnfenceNode { node, incarnation } => {
+                w.u8(TAG_UNFENCE);
+                w.u32(node.0);
+                w.u64(incarnation.0);
+            }
+            Command::ControlledShutdown { node, incarnation } => {
+                w.u8(TAG_SHUTDOWN);
+                w.u32(node.0);
+                w.u64(incarnation.0);
+            }
+            Command::AlterPartition {
+                node,
+                incarnation,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                isr,
+                request_id,
+            } => {
+                w.u8(TAG_ALTER);
+                w.u32(node.0);
+                w.u64(incarnation.0);
+                w.u32(partition.0);
+                w.u32(leader_epoch.0);
+                w.u32(partition_epoch.0);
+                w.nodes(isr);
+                w.u64(*request_id);
+            }
+            Command::ElectPreferred { partition, partition_epoch } => {
+                w.u8(TAG_PREFERRED);
+                w.u32(partition.0);
+                w.u32(partition_epoch.0);
+            }
+            Command::CreatePartition { partition, replicas, config } => {
+                w.u8(TAG_CREATE);
+                w.u32(partition.0);
+                w.nodes(replicas);
+                w.u32(config.min_insync_replicas);
+                w.bool(config.unclean_leader_election);
+            }
+        }
+        w.0
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        let mut r = Reader { bytes, at: 0 };
+        let command = match r.header()? {
+            TAG_REGISTER => Command::RegisterNode { node: NodeId(r.u32()?), incarnation: Incarnation(r.u64()?) },
+            TAG_FENCE => Command::FenceNode { node: NodeId(r.u32()?), incarnation: Incarnation(r.u64()?) },
+            TAG_UNFENCE => Command::UnfenceNode { node: NodeId(r.u32()?), incarnation: Incarnation(r.u64()?) },
+            TAG_SHUTDOWN => Command::ControlledShutdown { node: NodeId(r.u32()?), incarnation: Incarnation(r.u64()?) },
+            TAG_ALTER => Command::AlterPartition {
+                node: NodeId(r.u32()?),
+                incarnation: Incarnation(r.u64()?),
+                partition: PartitionId(r.u32()?),
+                leader_epoch: LeaderEpoch(r.u32()?),
+                partition_epoch: PartitionEpoch(r.u32()?),
+                isr: r.nodes()?,
+                request_id: r.u64()?,
+            },
+            TAG_PREFERRED => {
+                Command::ElectPreferred { partition: PartitionId(r.u32()?), partition_epoch: PartitionEpoch(r.u32()?) }
+            }
+            TAG_CREATE => Command::CreatePartition {
+                partition: PartitionId(r.u32()?),
+                replicas: r.nodes()?,
+                config: PartitionConfig { min_insync_replicas: r.u32()?, unclean_leader_election: r.bool()? },
+            },
+            tag => return r.err(format!("unknown command tag {tag}")),
+        };
+        r.finish()?;
+        Ok(command)
+    }
+}
+
+impl Outcome {
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(ENCODING_VERSION);
+        w.u8(TAG_OUTCOME);
+        w.bool(self.accepted);
+        w.u32(self.changed.len() as u32);
+        self.changed.iter().for_each(|s| w.state(s));
+        match &self.answer {
+            Some(s) => {
+                w.bool(true);
+                w.state(s);
+            }
+            None => w.bool(false),
+        }
+        w.0
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Outcome, DecodeError> {
+        let mut r = Reader { bytes, at: 0 };
+        let tag = r.header()?;
+        if tag != TAG_OUTCOME {
+            return r.err(format!("tag {tag} is not an outcome"));
+        }
+        let accepted = r.bool()?;
+        let count = r.u32()? as usize;
+        // Each state takes at least 17 bytes: a larger count is malformed, not a reason to allocate.
+        if count > bytes.len() / 17 {
+            return r.err(format!("{count} partition states in {} bytes", bytes.len()));
+        }
+        let changed = (0..count).map(|_| r.state()).collect::<Result<Vec<_>, _>>()?;
+        let answer = if r.bool()? { Some(r.state()?) } else { None };
+        r.finish()?;
+        Ok(Outcome { accepted, changed, answer })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const P: PartitionId = PartitionId(0);
+    const CONFIG: PartitionConfig = PartitionConfig { min_insync_replicas: 2, unclean_leader_election: false };
+
+    fn ids(nodes: &[u32]) -> Vec<NodeId> {
+        nodes.iter().map(|n| NodeId(*n)).collect()
+    }
+
+    fn cluster() -> ClusterState {
+        let mut state = ClusterState::new(&ids(&[1, 2, 3]), &[(P, ids(&[1, 2, 3]), CONFIG)]);
+        for n in 1..=3 {
+            state.apply_command(&Command::RegisterNode { node: NodeId(n), incarnation: Incarnation(1) });
+        }
+        state
+    }
+
+    fn every_command() -> Vec<Command> {
+        vec![
+            Command::RegisterNode { node: NodeId(1), incarnation: Incarnation(u64::MAX) },
+            Command::FenceNode { node: NodeId(2), incarnation: Incarnation(3) },
+            Command::UnfenceNode { node: NodeId(3), incarnation: Incarnation(4) },
+            Command::ControlledShutdown { node: NodeId(u32::MAX), incarnation: Incarnation(0) },
+            Command::AlterPartition {
+                node: NodeId(1),
+                incarnation: Incarnation(7),
+                partition: PartitionId(9),
+                leader_epoch: LeaderEpoch(10),
+                partition_epoch: PartitionEpoch(11),
+                isr: ids(&[1, 3]),
+                request_id: 12,
+            },
+            Command::ElectPreferred { partition: PartitionId(2), partition_epoch: PartitionEpoch(5) },
+            Command::CreatePartition {
+                partition: PartitionId(4),
+                replicas: ids(&[3, 1, 2]),
+                config: PartitionConfig { min_insync_replicas: 1, unclean_leader_election: true },
+            },
+        ]
+    }
+
+    /// Every command and outcome decodes to itself; truncated, extended, re-versioned or
+    /// re-tagged bytes are refused with an error, never a panic.
+    #[test]
+    fn encodings_round_trip_and_refuse_malformed_bytes() {
+        for command in every_command() {
+            let bytes = command.encode();
+            assert_eq!(Command::decode(&bytes).unwrap(), command);
+            for cut in 0..bytes.len() {
+                assert!(Command::decode(&bytes[..cut]).is_err(), "{command:?} cut at {cut}");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(Command::decode(&longer).is_err());
+            let mut version = bytes.clone();
+            version[0] = ENCODING_VERSION + 1;
+            assert!(Command::decode(&version).is_err());
+        }
+        let mut bad_tag = every_command()[0].encode();
+        bad_tag[1] = 0;
+        assert!(Command::decode(&bad_tag).is_err());
+        let state = cluster();
+        let outcome = Outcome {
+            accepted: true,
+            changed: vec![state.partition(P).unwrap().clone()],
+            answer: Some(state.partition(P).unwrap().clone()),
+        };
+        let bytes = outcome.encode();
+        assert_eq!(Outcome::decode(&bytes).unwrap(), outcome);
+        for cut in 0..bytes.len() {
+            assert!(Outcome::decode(&bytes[..cut]).is_err());
+        }
+        assert_eq!(Outcome::decode(&Outcome::default().encode()).unwrap(), Outcome::default());
+    }
+
+    /// The state machine refuses nothing it cannot read: a malformed command changes no
+    /// state and still gets an (empty) outcome, the same on every voter.
+    #[test]
+    fn a_malformed_command_changes_nothing() {
+        let mut state = cluster();
+        let before = state.clone();
+        let result = StateMachine::apply(&mut state, &[ENCODING_VERSION, 77, 1, 2]);
+        assert_eq!(Outcome::decode(&result).unwrap(), Outcome::default());
+        assert_eq!(state, before);
+    }
+
+    /// Two states fed the same commands (encoded, through `StateMachine::apply`) end equal
+    /// with equal results, and applying a command twice changes nothing the second time.
+    #[test]
+    fn apply_is_deterministic_and_repeats_are_harmless() {
+        let commands = vec![
+            Command::FenceNode { node: NodeId(1), incarnation: Incarnation(1) },
+            Command::UnfenceNode { node: NodeId(1), incarnation: Incarnation(1) },
+            Command::AlterPartition {
+                node: NodeId(2),
+                incarnation: Incarnation(1),
+                partition: P,
+                leader_epoch: LeaderEpoch(2),
+                partition_epoch: PartitionEpoch(2),
+                isr: ids(&[1, 2, 3]),
+                request_id: 1,
+            },
+            Command::ElectPreferred { partition: P, partition_epoch: PartitionEpoch(3) },
+            Command::ControlledShutdown { node: NodeId(2), incarnation: Incarnation(1) },
+            Command::RegisterNode { node: NodeId(2), incarnation: Incarnation(2) },
+        ];
+        let mut a = cluster();
+        let mut b = cluster();
+        for command in &commands {
+            let bytes = command.encode();
+            let ra = StateMachine::apply(&mut a, &bytes);
+            let rb = StateMachine::apply(&mut b, &bytes);
+            assert_eq!(ra, rb);
+            assert!(Outcome::decode(&ra).unwrap().accepted, "{command:?}");
+            let again = a.clone();
+            let repeat = Outcome::decode(&StateMachine::apply(&mut a, &bytes)).unwrap();
+            assert!(!repeat.accepted && repeat.changed.is_empty(), "{command:?} applied twice: {repeat:?}");
+            assert_eq!(a, again);
+            StateMachine::apply(&mut b, &bytes);
+        }
+        assert_eq!(a, b);
+        assert_eq!(a.partition(P).unwrap().leader, Some(NodeId(1)), "the preferred replica leads again");
+    }
+
+    /// An AlterPartition made against an older partition epoch is refused even when the
+    /// leader and its epoch are unchanged and every member it names is eligible: here the
+    /// ISR changed (n3 fenced, then back) between the proposal and its arrival.
+    #[test]
+    fn alter_partition_against_an_older_partition_epoch_is_refused() {
+        let mut state = cluster();
+        let before = state.partition(P).unwrap().clone();
+        state.apply_command(&Command::FenceNode { node: NodeId(3), incarnation: Incarnation(1) });
+        state.apply_command(&Command::UnfenceNode { node: NodeId(3), incarnation: Incarnation(1) });
+        let now = state.partition(P).unwrap().clone();
+        assert_eq!((now.leader, now.leader_epoch), (before.leader, before.leader_epoch));
+        assert_eq!(now.isr, ids(&[1, 2]));
+        let stale = Command::AlterPartition {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+            partition: P,
+            leader_epoch: before.leader_epoch,
+            partition_epoch: before.partition_epoch,
+            isr: ids(&[1, 3]),
+            request_id: 1,
+        };
+        let outcome = state.apply_command(&stale);
+        assert!(!outcome.accepted);
+        assert_eq!(outcome.answer.as_ref(), Some(&now));
+        assert_eq!(state.partition(P).unwrap().isr, ids(&[1, 2]));
+    }
+
+    /// A created partition gets a leader at once when a replica is eligible, or as soon as
+    /// one becomes eligible; creating it again changes nothing.
+    #[test]
+    fn create_partition_elects_when_it_can_and_happens_once() {
+        let mut state = cluster();
+        let create = Command::CreatePartition { partition: PartitionId(5), replicas: ids(&[2, 3, 2]), config: CONFIG };
+        let outcome = state.apply_command(&create);
+        assert!(outcome.accepted);
+        let created = state.partition(PartitionId(5)).unwrap().clone();
+        assert_eq!(
+            (created.leader, created.leader_epoch, created.isr.clone()),
+            (Some(NodeId(2)), LeaderEpoch(1), ids(&[2, 3]))
+        );
+        assert!(!state.apply_command(&create).accepted);
+        // Created while no replica is eligible, it stays leaderless until one is.
+        for n in [2, 3] {
+            state.apply_command(&Command::ControlledShutdown { node: NodeId(n), incarnation: Incarnation(1) });
+        }
+        let create = Command::CreatePartition { partition: PartitionId(6), replicas: ids(&[2, 3]), config: CONFIG };
+        state.apply_command(&create);
+        assert_eq!(state.partition(PartitionId(6)).unwrap().leader, None);
+        state.apply_command(&Command::RegisterNode { node: NodeId(3), incarnation: Incarnation(2) });
+        assert_eq!(state.partition(PartitionId(6)).unwrap().leader, Some(NodeId(3)));
+    }
+}
