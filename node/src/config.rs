@@ -258,6 +258,13 @@ impl NodeConfig {
             config.set(key, value).map_err(|e| format!("--{e}"))?;
         }
         config.topic_defaults.validate()?;
+        if config.kafka_listen.is_some_and(|a| a.ip().is_unspecified()) && config.kafka_advertised.is_none() {
+            return Err(format!(
+                "kafka-listen = {} listens on every address: set kafka-advertised = HOST:PORT to the address Kafka \
+                 clients should connect to",
+                config.kafka_listen.map(|a| a.to_string()).unwrap_or_default()
+            ));
+        }
         if config.request_memory_bytes_max < u64::from(config.frame_bytes_max) {
             return Err(format!(
                 "request-memory-bytes = {} must be at least max-frame-bytes = {} (else a largest frame could never be read)",

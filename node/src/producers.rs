@@ -6,8 +6,8 @@
 //! partition keeps the last five batches of each producer. A batch equal to one of them
 //! is a duplicate; otherwise its base sequence must follow the last one; a new epoch
 //! starts afresh; an older epoch is fenced. A producer id the partition does not know
-//! (new, or known only before the node restarted: this state lives in memory) is
-//! accepted at any sequence. Plain state, no I/O: the shard checks a batch before
+//! (new, known only before the node restarted since this state lives in memory, or
+//! forgotten past `PRODUCERS_MAX` producers) is accepted at any sequence. Plain state, no I/O: the shard checks a batch before
 //! appending it and completes the entry when the append finished.
 
 use std::collections::{HashMap, VecDeque};
@@ -18,6 +18,9 @@ use crate::errors::{ErrorKind, NodeError};
 
 /// Batches remembered per producer (Kafka's max.in.flight for idempotence).
 pub const RECENT_BATCHES: usize = 5;
+/// Producers remembered per partition; past it, the least recently seen is forgotten
+/// (its next batch is accepted as from a new producer).
+pub const PRODUCERS_MAX: usize = 10_000;
 
 /// Who wrote a batch and which sequence numbers it covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,20 +65,32 @@ struct Recent {
 struct Producer {
     epoch: i16,
     recent: VecDeque<Recent>,
+    /// When it was last seen, in checks of this partition (for eviction).
+    seen: u64,
 }
 
 /// The producers of one partition.
 #[derive(Default)]
 pub struct ProducerStates {
     producers: HashMap<i64, Producer>,
+    checks: u64,
 }
 
 impl ProducerStates {
     pub fn check(&mut self, id: BatchIdentity) -> Check {
-        let producer = self
-            .producers
-            .entry(id.producer_id)
-            .or_insert_with(|| Producer { epoch: id.epoch, recent: VecDeque::new() });
+        self.checks += 1;
+        if self.producers.len() >= PRODUCERS_MAX && !self.producers.contains_key(&id.producer_id) {
+            let oldest = self.producers.iter().min_by_key(|(_, p)| p.seen).map(|(pid, _)| *pid);
+            if let Some(pid) = oldest {
+                self.producers.remove(&pid);
+            }
+        }
+        let producer = self.producers.entry(id.producer_id).or_insert_with(|| Producer {
+            epoch: id.epoch,
+            recent: VecDeque::new(),
+            seen: 0,
+        });
+        producer.seen = self.checks;
         if id.epoch < producer.epoch {
             return Check::Refused(NodeError::new(
                 ErrorKind::OutOfOrderSequenceNumber,
@@ -129,11 +144,16 @@ impl ProducerStates {
     }
 
     /// Records where an appended batch went, or forgets it when its append failed (so
-    /// that the producer's retry is appended).
+    /// that the producer's retry is appended). A batch of an epoch since replaced
+    /// changes nothing.
     pub fn complete(&mut self, id: BatchIdentity, appended: Option<u64>) {
         let Some(producer) = self.producers.get_mut(&id.producer_id) else { return };
-        let position =
-            producer.recent.iter().position(|r| r.first_sequence == id.first_sequence && r.base_offset.is_none());
+        if producer.epoch != id.epoch {
+            return;
+        }
+        let position = producer.recent.iter().position(|r| {
+            r.first_sequence == id.first_sequence && r.last_sequence == id.last_sequence && r.base_offset.is_none()
+        });
         match (position, appended) {
             (Some(i), Some(base)) => {
                 if let Some(r) = producer.recent.get_mut(i) {
@@ -141,7 +161,7 @@ impl ProducerStates {
                 }
             }
             (Some(i), None) => {
-                producer.recent.truncate(i);
+                producer.recent.remove(i);
             }
             (None, _) => {}
         }
@@ -170,8 +190,24 @@ mod tests {
         s.complete(batch(10, 12, 0), None);
         assert_eq!(s.check(batch(10, 12, 0)), Check::Append);
         s.complete(batch(10, 12, 0), Some(110));
-        // A new epoch starts afresh; the old one is fenced.
+        // A new epoch starts afresh; the old one is fenced, and an old-epoch append that
+        // completes late does not touch the new epoch's batches.
         assert_eq!(s.check(batch(0, 0, 1)), Check::Append);
         assert!(matches!(s.check(batch(13, 13, 0)), Check::Refused(_)));
+        s.complete(batch(0, 0, 0), None);
+        s.complete(batch(0, 0, 1), Some(120));
+        assert_eq!(s.check(batch(0, 0, 1)), Check::Duplicate(120));
+    }
+
+    #[test]
+    fn the_least_recently_seen_producer_is_forgotten_past_the_limit() {
+        let mut s = ProducerStates::default();
+        for pid in 0..PRODUCERS_MAX as i64 + 1 {
+            let id = BatchIdentity { producer_id: pid, epoch: 0, first_sequence: 0, last_sequence: 0 };
+            assert_eq!(s.check(id), Check::Append);
+            s.complete(id, Some(pid as u64));
+        }
+        assert_eq!(s.producers.len(), PRODUCERS_MAX);
+        assert!(!s.producers.contains_key(&0), "the first one seen is the one forgotten");
     }
 }

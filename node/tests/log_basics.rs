@@ -553,3 +553,32 @@ fn a_compacted_copy_left_by_a_crash_is_discarded_and_the_segment_is_intact() {
         log.close().await.unwrap();
     });
 }
+
+/// Appends waiting for room are served in arrival order: a small append that would fit
+/// never passes a large one that waits, so a producer's pipelined batches keep their
+/// order in the log.
+#[test]
+fn appends_waiting_for_room_keep_their_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let config = LogConfig { write_buffer_bytes: 64 << 10, unflushed_bytes_max: 64 << 10, ..LogConfig::default() };
+        let (log, _) = PartitionLog::open(&path, config).await.unwrap();
+        let log = std::rc::Rc::new(log);
+        let big = batch(1, 1, 40 << 10, 1000);
+        let small = batch(2, 1, 100, 2000);
+        let appends: Vec<_> = [&big, &big, &small]
+            .into_iter()
+            .map(|b| {
+                let (log, b) = (log.clone(), b.clone());
+                glommio::spawn_local(async move { log.append(&b).await.unwrap().base_offset })
+            })
+            .collect();
+        let mut offsets = Vec::new();
+        for a in appends {
+            offsets.push(a.await);
+        }
+        assert_eq!(offsets, vec![Offset(0), Offset(1), Offset(2)], "in arrival order");
+        std::rc::Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+    });
+}

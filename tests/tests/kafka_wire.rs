@@ -146,6 +146,14 @@ fn bad_kafka_input_is_refused_and_stored_records_survive() {
     bytes.extend_from_slice(&[0xff; 64]);
     send_raw(&mut s, &bytes);
     assert!(closed_by_node(&mut s));
+    // A Metadata v0 request announcing 2^31-1 topics in 14 bytes: refused, the node
+    // neither aborts nor reserves memory for them.
+    let mut s = connect(addr);
+    let mut bytes = request(ApiKey::Metadata, 0, 8, &kafka_protocol::messages::MetadataRequest::default());
+    let at = bytes.len() - 4;
+    bytes[at..].copy_from_slice(&i32::MAX.to_be_bytes());
+    send_raw(&mut s, &bytes);
+    assert!(closed_by_node(&mut s));
     // An API key that does not exist, and one the node does not serve (SaslHandshake).
     for key in [999i16, 17] {
         let mut s = connect(addr);
@@ -198,4 +206,37 @@ fn bad_kafka_input_is_refused_and_stored_records_survive() {
     assert!(records.len() > expected.len());
     assert_eq!(&records[..8], &0i64.to_be_bytes());
     assert_eq!(&records[8..expected.len()], &expected[8..]);
+}
+
+/// ListOffsets by timestamp answers the first record at or after it with that record's
+/// own timestamp (Java's offsetsForTimes refuses a negative one); the log ends carry -1.
+#[test]
+fn list_offsets_by_timestamp_answers_the_records_timestamp() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_kafka(dir.path(), 1, &[]);
+    node.client().create_topic("times", 1, &[]);
+    let mut s = connect(node.kafka_addr().unwrap());
+    // Timestamps 1_700_000_000_000 + 0, 1, 2 at offsets 0, 1, 2.
+    let mut builder = BatchBuilder::new(BatchConfig::default()).unwrap();
+    for (i, v) in [b"a", b"b", b"c"].into_iter().enumerate() {
+        builder.push(Some(b"k"), Some(v), &[], 1_700_000_000_000 + i as i64).unwrap();
+    }
+    let stored = produce(&mut s, 1, "times", Bytes::from(builder.finish().unwrap()));
+    assert_eq!(stored.responses[0].partition_responses[0].error_code, 0);
+    for (asked, expected) in
+        [(1_700_000_000_001, (1, 1_700_000_000_001)), (-2, (0, -1)), (-1, (3, -1)), (1_800_000_000_000, (-1, -1))]
+    {
+        let body =
+            ListOffsetsRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(-1)).with_topics(vec![
+                ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_static_str("times"))).with_partitions(
+                    vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(asked)],
+                ),
+            ]);
+        send_raw(&mut s, &request(ApiKey::ListOffsets, 4, 2, &body));
+        let r: ListOffsetsResponse = response(ApiKey::ListOffsets, 4, 2, receive(&mut s).unwrap());
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.offset, p.timestamp), (0, expected.0, expected.1), "timestamp {asked}");
+    }
 }

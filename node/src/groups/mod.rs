@@ -434,11 +434,7 @@ impl Coordinator {
             let member_id = if join.member_id.is_empty() {
                 let n = self.next_member.get();
                 self.next_member.set(n + 1);
-                format!(
-                    "{}-{}-{n}",
-                    if join.client_id.is_empty() { "member" } else { &join.client_id },
-                    std::process::id()
-                )
+                format!("{}-{}-{n}", if join.client_id.is_empty() { "member" } else { &join.client_id }, instance_tag())
             } else if group.members.contains_key(&join.member_id) {
                 join.member_id.clone()
             } else {
@@ -724,8 +720,12 @@ impl Coordinator {
                     .members
                     .iter()
                     .filter(|(_, m)| {
-                        !(group.state == State::PreparingRebalance && m.rejoined)
-                            && now.duration_since(m.last_seen) > m.session_timeout
+                        // Members that joined, or wait in SyncGroup for the leader's
+                        // assignment, are kept (as Kafka does); the rebalance deadline
+                        // bounds both.
+                        let waiting = (group.state == State::PreparingRebalance && m.rejoined)
+                            || group.state == State::CompletingRebalance;
+                        !waiting && now.duration_since(m.last_seen) > m.session_timeout
                     })
                     .map(|(mid, _)| mid.clone())
                     .collect();
@@ -1115,6 +1115,18 @@ fn rebalance_after_departure(group: &mut Group, group_id: &str) {
     } else if group.state != State::PreparingRebalance {
         start_rebalance(group, group_id, None);
     }
+}
+
+/// What makes member ids unique across the node's restarts (the counter restarts at 0,
+/// and clients reuse client ids): the start time in nanoseconds, mixed with the pid.
+fn instance_tag() -> String {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        format!("{:x}", nanos ^ (u64::from(std::process::id()) << 48))
+    })
+    .clone()
 }
 
 fn now_ms() -> i64 {

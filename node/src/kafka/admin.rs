@@ -61,8 +61,11 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
     let metadata = server.shard.metadata();
     let (node_id, host, port) = advertised(server);
     let names: Vec<String> = match request.topics {
-        Some(list) => list.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect(),
-        None => metadata.topics().map(|t| t.name.clone()).collect(),
+        // v0 has no null: an empty list asks for every topic.
+        Some(list) if !(v == 0 && list.is_empty()) => {
+            list.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()
+        }
+        _ => metadata.topics().map(|t| t.name.clone()).collect(),
     };
     let topics = names
         .into_iter()
@@ -149,7 +152,7 @@ pub async fn create_topics(server: &Rc<Server>, r: &Request, request: CreateTopi
     let topics = asked
         .into_iter()
         .map(|(name, partitions, replication_factor)| {
-            let result = results.remove(&name).unwrap_or(Ok(()));
+            let result = results.get(&name).cloned().unwrap_or(Ok(()));
             // Kafka v5+ echoes the topic's partitions and replication factor.
             let ok = result.is_ok() && r.version >= 5;
             CreatableTopicResult::default()
@@ -257,7 +260,7 @@ async fn apply_config_changes(
     changes
         .into_iter()
         .map(|(resource_type, name, change)| {
-            let result = change.and_then(|_| results.remove(&name).unwrap_or(Ok(())));
+            let result = change.and_then(|_| results.get(&name).cloned().unwrap_or(Ok(())));
             AlterConfigsResourceResponse::default()
                 .with_resource_type(resource_type)
                 .with_resource_name(text(&name))

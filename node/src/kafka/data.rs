@@ -1,7 +1,7 @@
 //! Kafka's Produce, Fetch, ListOffsets and DeleteRecords, over the same operations as the
-//! native ones (`append_all`, `fetch_all`, `list_offset`, `delete_records_one`). Produce's record batches are slices of
-//! the request as read (no copy before the log); Fetch's go to the socket from the log's
-//! buffers (`fetch_response`).
+//! native ones (`append_all`, `fetch_all`, `list_offset`, `delete_records_one`).
+//! Produce's record batches are slices of the request as read (no copy before the log);
+//! Fetch's go to the socket from the log's buffers (`fetch_response`).
 
 use std::rc::Rc;
 
@@ -57,7 +57,12 @@ pub async fn produce(
         .collect();
     let results = append_all(server, acks, topics).await;
     if acks == 0 {
-        return Ok(None);
+        // No response to carry an error: Kafka closes the connection so the client notices.
+        let failed = results.iter().flat_map(|(_, parts)| parts).find_map(|(_, r)| r.as_ref().err());
+        return match failed {
+            Some(e) => Err(NodeError::new(e.kind, format!("acks=0 produce failed: {}", e.message))),
+            None => Ok(None),
+        };
     }
     let responses = results
         .into_iter()
@@ -149,7 +154,10 @@ pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsets
             let response =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1);
             partitions.push(match result {
-                Ok(offset) => response.with_offset(offset.map_or(-1, |o| o as i64)).with_leader_epoch(epoch(0)),
+                Ok(found) => response
+                    .with_offset(found.map_or(-1, |(o, _)| o as i64))
+                    .with_timestamp(found.map_or(-1, |(_, t)| t))
+                    .with_leader_epoch(epoch(0)),
                 Err(e) => response.with_error_code(code(&e)).with_offset(-1),
             });
         }

@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 
-use super::{code, code_of, index_of, partition_index, text, Request};
+use super::{code, code_of, codes, index_of, partition_index, text, Request};
 use crate::errors::{ErrorKind, NodeError};
 use crate::groups::{consumer_protocol, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
 use crate::server::Server;
@@ -175,7 +175,10 @@ pub async fn commit(server: &Rc<Server>, r: OffsetCommitRequest) -> OffsetCommit
         GroupReply::Committed(Ok(list)) => list.into_iter().map(|(t, p, r)| (t, p, code_of(&r))).collect(),
         other => {
             let e = failure(other);
-            asked.into_iter().map(|(t, p, _, _)| (t, p, code(&e))).collect()
+            // A commit without a member to a group with members: Kafka says
+            // UNKNOWN_MEMBER_ID (clients raise CommitFailedException).
+            let error = if e.kind == ErrorKind::NonEmptyGroup { codes::UNKNOWN_MEMBER_ID } else { code(&e) };
+            asked.into_iter().map(|(t, p, _, _)| (t, p, error)).collect()
         }
     };
     let topics = by_topic(results)
@@ -206,6 +209,7 @@ pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchReq
             })
             .collect()
     });
+    let asked = partitions.clone().unwrap_or_default();
     let request = GroupRequest::Fetch { group: r.group_id.0.to_string(), partitions };
     let offsets = match server.shard.group_call(request).await {
         GroupReply::Offsets(Ok(list)) => list,
@@ -215,28 +219,36 @@ pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchReq
             if req.version >= 2 {
                 return OffsetFetchResponse::default().with_error_code(code(&e));
             }
-            Vec::new()
+            let failed = asked.into_iter().map(|(t, p)| (t, p, (-1, String::new(), code(&e)))).collect();
+            return OffsetFetchResponse::default().with_topics(offset_fetch_topics(failed));
         }
     };
-    let triples = offsets.into_iter().map(|(t, p, o, m)| (t, p, (o, m))).collect();
-    let topics = by_topic(triples)
+    let triples = offsets.into_iter().map(|(t, p, o, m)| (t, p, (o, m, codes::NONE))).collect();
+    OffsetFetchResponse::default().with_topics(offset_fetch_topics(triples))
+}
+
+/// Committed offset, metadata and error code of each (topic, partition), by topic.
+type FetchedOffsets = Vec<(String, u32, (i64, String, i16))>;
+
+fn offset_fetch_topics(offsets: FetchedOffsets) -> Vec<OffsetFetchResponseTopic> {
+    by_topic(offsets)
         .into_iter()
         .map(|(name, partitions)| {
             OffsetFetchResponseTopic::default().with_name(TopicName(text(&name))).with_partitions(
                 partitions
                     .into_iter()
-                    .map(|(p, (offset, metadata))| {
+                    .map(|(p, (offset, metadata, error))| {
                         OffsetFetchResponsePartition::default()
                             .with_partition_index(index_of(p))
                             .with_committed_offset(offset)
                             .with_committed_leader_epoch(-1)
                             .with_metadata(Some(text(&metadata)))
+                            .with_error_code(error)
                     })
                     .collect(),
             )
         })
-        .collect();
-    OffsetFetchResponse::default().with_topics(topics)
+        .collect()
 }
 
 pub async fn describe(server: &Rc<Server>, r: DescribeGroupsRequest) -> DescribeGroupsResponse {

@@ -66,6 +66,7 @@ pub const PRODUCE_VERSION_MIN: i16 = 3;
 pub mod codes {
     pub const NONE: i16 = 0;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const INVALID_REQUEST: i16 = 42;
     pub const UNSUPPORTED_VERSION: i16 = 35;
@@ -97,8 +98,9 @@ pub(crate) fn partition_index(p: i32) -> u32 {
     u32::try_from(p).unwrap_or(u32::MAX)
 }
 
+/// A partition index for Kafka's wire; one that named no partition goes back as -1.
 pub(crate) fn index_of(p: u32) -> i32 {
-    i32::try_from(p).unwrap_or(i32::MAX)
+    i32::try_from(p).unwrap_or(-1)
 }
 
 /// One request's header fields the handlers need.

@@ -17,7 +17,7 @@ use sluice_schemas::Offset;
 use super::{error_code, respond, Payload, ResponseFrame, Server};
 use crate::errors::{ErrorKind, NodeError};
 use crate::io::LocalFuture;
-use crate::shard::{ReadResult, ShardReply, ShardRequest};
+use crate::shard::{OffsetAndTime, ReadResult, ShardReply, ShardRequest};
 
 /// The longest a fetch may wait for data, whatever it asks.
 pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
@@ -77,13 +77,13 @@ pub async fn fetch_all(server: &Rc<Server>, wanted: &[Wanted], limits: FetchLimi
 }
 
 /// The offset of `timestamp` (-1 latest, -2 earliest, else the first record at or after
-/// it) in one partition, from the shard that owns it.
+/// it, with its timestamp) in one partition, from the shard that owns it.
 pub async fn list_offset(
     server: &Rc<Server>,
     topic: &str,
     partition: u32,
     timestamp: i64,
-) -> Result<Option<u64>, NodeError> {
+) -> Result<Option<OffsetAndTime>, NodeError> {
     let shard = &server.shard;
     shard.check_partition(topic, partition)?;
     let owner = shard.owner(topic, partition);
@@ -249,12 +249,12 @@ pub async fn list_offsets(
             let (partition, timestamp) = (p.partition(), p.timestamp());
             let result = list_offset(server, &name, partition, timestamp).await;
             let args = match result {
-                Ok(offset) => wire::PartitionOffsetResultArgs {
+                Ok(found) => wire::PartitionOffsetResultArgs {
                     partition,
                     error: ErrorCode::None,
                     message: None,
-                    timestamp: -1,
-                    offset: offset.map_or(-1, |o| o as i64),
+                    timestamp: found.map_or(-1, |(_, t)| t),
+                    offset: found.map_or(-1, |(o, _)| o as i64),
                 },
                 Err(e) => wire::PartitionOffsetResultArgs {
                     partition,

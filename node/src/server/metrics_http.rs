@@ -100,7 +100,7 @@ async fn group_lag(shard: &Rc<Shard>) -> String {
             .call(owner, ShardRequest::ListOffset { topic: topic.clone(), partition: *partition, timestamp: -1 })
             .await
         {
-            ShardReply::Offset(Ok(Some(end))) => end,
+            ShardReply::Offset(Ok(Some((end, _)))) => end,
             _ => continue,
         };
         let lag = end.saturating_sub(u64::try_from(*offset).unwrap_or(0));

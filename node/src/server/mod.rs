@@ -8,7 +8,8 @@
 //!
 //! Guarantees: a frame larger than `max-frame-bytes` is refused from its 8-byte header,
 //! before its body is read; the bodies held by one shard never exceed
-//! `request-memory-bytes`; a malformed frame gets an `ErrorResponse` and its connection
+//! `request-memory-bytes`, and a body that does not arrive within `BODY_READ_TIMEOUT`
+//! closes its connection (releasing its reservation); a malformed frame gets an `ErrorResponse` and its connection
 //! is closed, and nothing else (other connections, stored data) is affected. Record bytes
 //! in fetch responses go to the socket from the log's buffers as they are.
 
@@ -172,6 +173,9 @@ pub async fn serve_native(server: Rc<Server>, listener: TcpListener) {
     serve(server, listener).await;
 }
 
+/// How long a request's body may take to arrive once its header announced it.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Accepts connections of one protocol, forever.
 pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: TcpListener) {
     loop {
@@ -228,14 +232,21 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: TcpStream) {
             }
         };
         // The body's memory is reserved before it is read: a shard never holds more
-        // than request-memory-bytes of request bodies.
-        let reserve = (P::HEADER_BYTES + body_bytes) as u64;
-        let Ok(permit) = server.memory.clone().acquire_static_permit(reserve).await else {
+        // than request-memory-bytes of request bodies (and every body fits, since the
+        // config keeps request-memory-bytes at least max-frame-bytes).
+        let Ok(permit) = server.memory.clone().acquire_static_permit(body_bytes as u64).await else {
             break;
         };
+        // A peer that announces a body and does not send it would hold its reservation:
+        // it gets BODY_READ_TIMEOUT, then the connection is closed.
         let mut body = vec![0u8; body_bytes];
-        if reader.read_exact(&mut body).await.is_err() {
-            break;
+        match crate::io::timeout(BODY_READ_TIMEOUT, reader.read_exact(&mut body)).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) => break,
+            None => {
+                warn!(peer = %peer_address, bytes = body_bytes, "a request body did not arrive in time; closing the connection");
+                break;
+            }
         }
         let protocol = protocol.clone();
         let peer = peer_address.clone();

@@ -65,7 +65,7 @@ pub enum ShardRequest {
 pub enum ShardReply {
     Appended(Result<Appended, NodeError>),
     Read(Result<ReadResult, NodeError>),
-    Offset(Result<Option<u64>, NodeError>),
+    Offset(Result<Option<OffsetAndTime>, NodeError>),
     Admin(AdminResult),
     Metrics(Box<crate::metrics::Metrics>),
     Group(crate::groups::GroupReply),
@@ -75,6 +75,9 @@ pub enum ShardReply {
     Done,
     Failed(NodeError),
 }
+
+/// An offset and the timestamp of the record there (-1 when it names no record).
+pub type OffsetAndTime = (u64, i64);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Appended {

@@ -14,7 +14,8 @@
 mod messages;
 
 pub use messages::{
-    AdminRequest, AdminResult, Appended, ConfigChange, NewTopic, ReadResult, ShardMsg, ShardReply, ShardRequest,
+    AdminRequest, AdminResult, Appended, ConfigChange, NewTopic, OffsetAndTime, ReadResult, ShardMsg, ShardReply,
+    ShardRequest,
 };
 
 use std::cell::{Cell, RefCell};
@@ -276,8 +277,16 @@ impl Shard {
     pub async fn append_local(&self, topic: &str, partition: u32, batches: &[u8]) -> Result<Appended, NodeError> {
         let log = self.local_log(topic, partition)?;
         // An idempotent producer's batch: answered from its first append when retried.
-        let identity = BatchHeader::view(batches).ok().and_then(BatchIdentity::of);
+        let header = BatchHeader::view(batches).ok();
+        let identity = header.and_then(BatchIdentity::of);
         if let Some(id) = identity {
+            // As Kafka: one batch per partition per request, so a retry is one unit.
+            if header.and_then(|h| h.total_bytes().ok()) != Some(batches.len()) {
+                return Err(NodeError::new(
+                    ErrorKind::InvalidRecord,
+                    format!("{topic}-{partition}: an idempotent producer sends one batch per partition per request"),
+                ));
+            }
             let check = self.producers.borrow_mut().entry((topic.to_string(), partition)).or_default().check(id);
             match check {
                 Check::Append => {}
@@ -332,17 +341,18 @@ impl Shard {
     }
 
     /// -1: the log end; -2: the log start; else the first offset whose record timestamp
-    /// is at or after `timestamp` (`None` when there is none).
+    /// is at or after `timestamp`, with that record's timestamp (`None` when there is
+    /// none). The log end and start come with timestamp -1, as in Kafka.
     pub async fn list_offset_local(
         &self,
         topic: &str,
         partition: u32,
         timestamp: i64,
-    ) -> Result<Option<u64>, NodeError> {
+    ) -> Result<Option<OffsetAndTime>, NodeError> {
         let log = self.local_log(topic, partition)?;
         match timestamp {
-            -1 => Ok(Some(log.log_end_offset().0)),
-            -2 => Ok(Some(log.log_start_offset().0)),
+            -1 => Ok(Some((log.log_end_offset().0, -1))),
+            -2 => Ok(Some((log.log_start_offset().0, -1))),
             t if t < 0 => {
                 Err(NodeError::new(ErrorKind::InvalidRequest, format!("timestamp {t} is not -1, -2 or a time")))
             }
@@ -356,12 +366,14 @@ impl Shard {
                 let bytes = read.to_vec();
                 let limit = self.config.topic_defaults.batch_bytes_max as usize * 64;
                 let record = sluice_schemas::compression::with_records(&bytes, limit, |mut records| {
-                    records.find_map(|r| r.ok().filter(|r| r.offset >= batch && r.timestamp >= t).map(|r| r.offset))
+                    records.find_map(|r| {
+                        r.ok().filter(|r| r.offset >= batch && r.timestamp >= t).map(|r| (r.offset, r.timestamp))
+                    })
                 })
                 .map_err(|e| {
                     NodeError::new(ErrorKind::Storage, format!("{topic}-{partition}: reading batch {batch}: {e}"))
                 })?;
-                Ok(Some(record.unwrap_or(batch).0))
+                Ok(Some(record.map_or((batch.0, -1), |(offset, timestamp)| (offset.0, timestamp))))
             }
         }
     }

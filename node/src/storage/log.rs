@@ -251,6 +251,10 @@ struct State {
     unflushed_bytes: u64,
     /// Exclusive jobs queued or running: appends wait until they are done.
     exclusive_jobs: u32,
+    /// Appends waiting for room, first come first served: one that fits never passes
+    /// one that waits (a producer's pipelined batches keep their order).
+    append_queue: VecDeque<u64>,
+    next_append_ticket: u64,
     poisoned: Option<String>,
     closed: bool,
     dropped: bool,
@@ -408,6 +412,23 @@ impl State {
     }
 }
 
+/// An append's place in the queue for room; leaving the queue (served, failed or
+/// cancelled) lets the next one through.
+struct AppendTicket<'a> {
+    shared: &'a Shared,
+    id: u64,
+    queued: bool,
+}
+
+impl Drop for AppendTicket<'_> {
+    fn drop(&mut self) {
+        if self.queued {
+            self.shared.state.borrow_mut().append_queue.retain(|id| *id != self.id);
+            self.shared.room.notify_all();
+        }
+    }
+}
+
 impl PartitionLog {
     /// Opens the log in `dir` (created if missing), recovering it as described in the
     /// module documentation, and starts its flusher on the current shard.
@@ -492,6 +513,8 @@ impl PartitionLog {
             jobs: VecDeque::new(),
             unflushed_bytes: 0,
             exclusive_jobs: 0,
+            append_queue: VecDeque::new(),
+            next_append_ticket: 0,
             poisoned: None,
             closed: false,
             dropped: false,
@@ -606,17 +629,36 @@ impl PartitionLog {
             return Err(StorageError::EmptyAppend);
         }
         let total = batches.len() as u64;
+        let mut ticket: Option<AppendTicket<'_>> = None;
         loop {
             let wait = sh.room.wait();
             {
-                let st = sh.state.borrow();
+                let mut st = sh.state.borrow_mut();
                 st.check_writable(&sh.dir)?;
                 let room = st.unflushed_bytes == 0 || st.unflushed_bytes + total <= sh.config.unflushed_bytes_max;
-                if st.exclusive_jobs == 0 && room {
+                let first = match &ticket {
+                    None => st.append_queue.is_empty(),
+                    Some(t) => st.append_queue.front() == Some(&t.id),
+                };
+                if st.exclusive_jobs == 0 && room && first {
+                    if let Some(t) = ticket.as_mut() {
+                        st.append_queue.pop_front();
+                        t.queued = false;
+                    }
                     break;
+                }
+                if ticket.is_none() {
+                    let id = st.next_append_ticket;
+                    st.next_append_ticket += 1;
+                    st.append_queue.push_back(id);
+                    ticket = Some(AppendTicket { shared: sh, id, queued: true });
                 }
             }
             wait.await;
+        }
+        if ticket.is_some() {
+            // The next in line may fit too.
+            sh.room.notify_all();
         }
         let reply = {
             let mut st = sh.state.borrow_mut();
