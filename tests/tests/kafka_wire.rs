@@ -240,3 +240,42 @@ fn list_offsets_by_timestamp_answers_the_records_timestamp() {
         assert_eq!((p.error_code, p.offset, p.timestamp), (0, expected.0, expected.1), "timestamp {asked}");
     }
 }
+
+/// Fetch waits until `min_bytes` arrived (or `max_wait_ms` passed), not merely until any
+/// data is there: with one small batch stored and min_bytes above it, the answer comes
+/// once a second batch arrives, and holds both.
+#[test]
+fn fetch_waits_for_min_bytes() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_kafka(dir.path(), 2, &[]);
+    node.client().create_topic("slow", 1, &[]);
+    let addr = node.kafka_addr().unwrap();
+    let first = batch(&[b"first"]);
+    let mut s = connect(addr);
+    produce(&mut s, 1, "slow", first.clone());
+    let later = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut other = connect(addr);
+        produce(&mut other, 1, "slow", batch(&[b"second"]));
+    });
+    let started = std::time::Instant::now();
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(5000)
+        .with_min_bytes(first.len() as i32 + 1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("slow")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    send_raw(&mut s, &request(ApiKey::Fetch, 12, 2, &fetch));
+    let fetched: FetchResponse = response(ApiKey::Fetch, 12, 2, receive(&mut s).unwrap());
+    later.join().unwrap();
+    let p = &fetched.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 2));
+    assert!(p.records.as_ref().unwrap().len() > first.len(), "both batches in one answer");
+    assert!(started.elapsed() >= Duration::from_millis(250), "it waited for the second batch");
+    assert!(started.elapsed() < Duration::from_secs(4), "and no longer than that");
+}

@@ -51,12 +51,28 @@ pub struct FetchLimits {
 /// polling), and keeps the partitions' data within `max_bytes` in request order (a
 /// partition that does not fit gets no data). Both protocols' Fetch handlers call this.
 pub async fn fetch_all(server: &Rc<Server>, wanted: &[Wanted], limits: FetchLimits) -> Vec<Result<Got, NodeError>> {
-    let max_wait_ms = limits.max_wait_ms.min(FETCH_WAIT_MS_MAX);
+    let max_wait = Duration::from_millis(u64::from(limits.max_wait_ms.min(FETCH_WAIT_MS_MAX)));
+    let deadline = std::time::Instant::now() + max_wait;
     let mut results = read_all(server, wanted).await;
-    let total: u64 = results.iter().flatten().map(|g| g.bytes).sum();
-    let any_error = results.iter().any(Result::is_err);
-    if total < limits.min_bytes && max_wait_ms > 0 && !any_error {
-        wait_for_any(server, wanted, max_wait_ms).await;
+    // Until min_bytes arrived or max_wait passed: wait for data past what the last read
+    // saw (each partition's log end), then read again.
+    loop {
+        let total: u64 = results.iter().flatten().map(|g| g.bytes).sum();
+        let now = std::time::Instant::now();
+        if total >= limits.min_bytes || results.iter().any(Result::is_err) || now >= deadline {
+            break;
+        }
+        let past: Vec<i64> = wanted
+            .iter()
+            .zip(&results)
+            .map(|(w, r)| match r {
+                Ok(got) => w.offset.max(i64::try_from(got.high_watermark).unwrap_or(i64::MAX)),
+                Err(_) => w.offset,
+            })
+            .collect();
+        if !wait_for_any(server, wanted, &past, deadline - now).await {
+            break;
+        }
         results = read_all(server, wanted).await;
     }
     let mut budget = limits.max_bytes;
@@ -133,15 +149,18 @@ async fn read_all(server: &Rc<Server>, wanted: &[Wanted]) -> Vec<Result<Got, Nod
     crate::io::join_all(reads).await
 }
 
-/// Resolves when any of the partitions has data at its fetch offset.
-async fn wait_for_any(server: &Rc<Server>, wanted: &[Wanted], max_wait_ms: u32) {
+/// Waits until any of the partitions has data at its offset in `past` (true), or for
+/// `max_wait` (false).
+async fn wait_for_any(server: &Rc<Server>, wanted: &[Wanted], past: &[i64], max_wait: Duration) -> bool {
     let shard = &server.shard;
+    let max_wait_ms = u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX);
     let waits: Vec<LocalFuture<'_, ()>> = wanted
         .iter()
-        .filter(|w| w.offset >= 0 && shard.check_partition(&w.topic, w.partition).is_ok())
-        .map(|w| {
+        .zip(past)
+        .filter(|(w, at)| **at >= 0 && shard.check_partition(&w.topic, w.partition).is_ok())
+        .map(|(w, at)| {
             let owner = shard.owner(&w.topic, w.partition);
-            let offset = w.offset as u64;
+            let offset = *at as u64;
             let fut: LocalFuture<'_, ()> = if owner == shard.id {
                 Box::pin(async move {
                     if let Some(log) = shard.log(&w.topic, w.partition) {
@@ -149,12 +168,8 @@ async fn wait_for_any(server: &Rc<Server>, wanted: &[Wanted], max_wait_ms: u32) 
                     }
                 })
             } else {
-                let request = ShardRequest::WaitForData {
-                    topic: w.topic.clone(),
-                    partition: w.partition,
-                    offset,
-                    max_wait_ms: u64::from(max_wait_ms),
-                };
+                let request =
+                    ShardRequest::WaitForData { topic: w.topic.clone(), partition: w.partition, offset, max_wait_ms };
                 Box::pin(async move {
                     let _ = shard.call(owner, request).await;
                 })
@@ -162,7 +177,10 @@ async fn wait_for_any(server: &Rc<Server>, wanted: &[Wanted], max_wait_ms: u32) 
             fut
         })
         .collect();
-    let _ = crate::io::timeout(Duration::from_millis(u64::from(max_wait_ms)), crate::io::first_of(waits)).await;
+    if waits.is_empty() {
+        return false;
+    }
+    crate::io::timeout(max_wait, crate::io::first_of(waits)).await.is_some()
 }
 
 pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::FetchRequest<'_>) -> ResponseFrame {
