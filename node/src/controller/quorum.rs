@@ -381,6 +381,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
+    use crate::replication::sim::Rng;
 
     /// Records every command it applies, and answers with the command.
     #[derive(Default)]
@@ -392,25 +393,6 @@ mod tests {
         fn apply(&mut self, command: &[u8]) -> Vec<u8> {
             self.applied.push(command.to_vec());
             command.to_vec()
-        }
-    }
-
-    /// splitmix64: a seeded generator, so a failing seed replays exactly.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn chance(&mut self, percent: u64) -> bool {
-            self.below(100) < percent
         }
     }
 
@@ -451,7 +433,7 @@ mod tests {
             let dir = self.dir.path().join(format!("voter-{id}"));
             // Seeded election timeouts (raft-rs's own draw is not), no fsync (a simulated
             // crash keeps every byte written): a seed replays exactly, and fast.
-            let ticks = ELECTION_TICKS + self.rng.below(ELECTION_TICKS as u64) as usize;
+            let ticks = ELECTION_TICKS + self.rng.range(0, ELECTION_TICKS as u64 - 1) as usize;
             let quorum = Quorum::open_for_simulation(id, &self.voters, &dir, Recorder::default(), ticks).unwrap();
             self.nodes.insert(id, Some(quorum));
         }
@@ -471,8 +453,8 @@ mod tests {
         /// One step: a tick, a delivery, a proposal, a crash or a restart.
         fn step(&mut self, step: u64) {
             let ids: Vec<u64> = self.nodes.keys().copied().collect();
-            let id = ids[self.rng.below(ids.len() as u64) as usize];
-            match self.rng.below(100) {
+            let id = ids[self.rng.range(0, ids.len() as u64 - 1) as usize];
+            match self.rng.range(0, 99) {
                 0..=29 => {
                     if let Some(Some(q)) = self.nodes.get_mut(&id) {
                         q.tick();
@@ -482,9 +464,9 @@ mod tests {
                 }
                 30..=79 if !self.in_flight.is_empty() => {
                     // Any message in flight may arrive next (reordering); some are lost.
-                    let i = self.rng.below(self.in_flight.len() as u64) as usize;
+                    let i = self.rng.range(0, self.in_flight.len() as u64 - 1) as usize;
                     let (_, to, bytes) = self.in_flight.swap_remove(i);
-                    if self.rng.chance(10) {
+                    if self.rng.percent(10) {
                         return;
                     }
                     if let Some(Some(q)) = self.nodes.get_mut(&to) {

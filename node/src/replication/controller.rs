@@ -595,9 +595,9 @@ mod tests {
         assert!(!alter(&mut c, 1, &[1, 2, 3]));
     }
 
-    #[test]
-    fn unclean_election_off_leaves_partition_leaderless() {
-        let mut c = controller(false);
+    /// Three nodes, the ISR shrunk to n1, and n1 fenced (it stopped heartbeating).
+    fn only_the_in_sync_node_fenced(unclean: bool) -> Controller {
+        let mut c = controller(unclean);
         for n in 1..=3 {
             heartbeat(&mut c, 0, n, 1);
         }
@@ -605,6 +605,12 @@ mod tests {
         heartbeat(&mut c, 90, 2, 1);
         heartbeat(&mut c, 90, 3, 1);
         c.step(150, ControllerInput::Tick);
+        c
+    }
+
+    #[test]
+    fn unclean_election_off_leaves_partition_leaderless() {
+        let mut c = only_the_in_sync_node_fenced(false);
         let state = c.partition(P).unwrap();
         assert_eq!(state.leader, None, "only n1 was in sync");
         assert_eq!(state.isr, vec![NodeId(1)], "the last ISR member stays");
@@ -615,14 +621,7 @@ mod tests {
 
     #[test]
     fn unclean_election_on_elects_outside_the_isr() {
-        let mut c = controller(true);
-        for n in 1..=3 {
-            heartbeat(&mut c, 0, n, 1);
-        }
-        assert!(alter(&mut c, 1, &[1]));
-        heartbeat(&mut c, 90, 2, 1);
-        heartbeat(&mut c, 90, 3, 1);
-        c.step(150, ControllerInput::Tick);
+        let c = only_the_in_sync_node_fenced(true);
         let state = c.partition(P).unwrap();
         assert_eq!(state.leader, Some(NodeId(2)));
         assert_eq!(state.isr, vec![NodeId(2)]);

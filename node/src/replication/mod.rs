@@ -40,7 +40,7 @@ pub mod replica;
 #[cfg(test)]
 mod replica_tests;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 pub mod state;
 
 use std::fmt;
