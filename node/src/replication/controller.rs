@@ -229,12 +229,18 @@ fn heartbeat_reply(state: &ClusterState, node: NodeId, incarnation: Incarnation)
 pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Vec<Envelope> {
     let mut out = Vec::new();
     for changed in &outcome.changed {
-        for replica in &changed.replicas {
+        // The partition as it is now, addressed to each replica's life as it is now. The
+        // state as this command left it may be stale: a voter applies several commands
+        // before it answers, and a later one (a restarted node registering its new life,
+        // which ends the old life's leaderships) must not be undone by an earlier
+        // update reaching the new life. Found by the quorum simulation, seed 1748.
+        let current = state.partition(changed.partition).unwrap_or(changed);
+        for replica in &current.replicas {
             let Some(incarnation) = state.node(*replica).and_then(|r| r.incarnation) else { continue };
             out.push(Envelope {
                 from: Endpoint::Controller,
                 to: Endpoint::Node(*replica),
-                message: Message::PartitionUpdate { incarnation, state: changed.clone() },
+                message: Message::PartitionUpdate { incarnation, state: current.clone() },
             });
         }
     }

@@ -1269,6 +1269,18 @@ fn replication_holds_its_invariants_with_a_raft_controller_quorum() {
     }
 }
 
+/// Seeds that once failed, run to past their failing step in every CI run.
+/// - Quorum 1748 (step 946): a restarted node's new life got an update computed before
+///   its registration and led the old life's epoch with a high watermark of 0.
+#[test]
+fn seeds_that_once_failed_pass() {
+    for (seed, mode, steps) in [(1748, Mode::Quorum, 2_000)] {
+        if let Err(failure) = run_seed(seed, steps, mode) {
+            panic!("{failure}");
+        }
+    }
+}
+
 #[test]
 fn the_same_seed_replays_the_same_run() {
     for mode in [Mode::Direct, Mode::Quorum] {
