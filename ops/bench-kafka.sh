@@ -20,17 +20,11 @@ KPORT=${KAFKA_PORT:-19393}
 
 command -v kcat >/dev/null || { echo "kcat is missing (apt-get install kcat)"; exit 1; }
 cargo build --release -q -p sluice-node -p sluice-bench -p sluice-client
-NODE=target/release/sluice-node
 BENCH=target/release/sluice-bench
 CLI=target/release/sluice
 
-$NODE --data-dir "$DATA/node" --listen 127.0.0.1:$PORT --kafka-listen 127.0.0.1:$KPORT ${NODE_ARGS:-} 2>"$DATA/node.log" &
-NODE_PID=$!
-trap 'kill $NODE_PID 2>/dev/null; wait $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
-for _ in $(seq 1 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/$KPORT) 2>/dev/null && break
-  sleep 0.1
-done
+. ops/bench-node.sh
+start_bench_node "$KPORT" --listen 127.0.0.1:$PORT --kafka-listen 127.0.0.1:$KPORT
 
 $CLI --bootstrap 127.0.0.1:$PORT topic create kcat-bench --partitions 16 >/dev/null
 # 1 KiB lines (1023 bytes and the newline), generated once, outside the timing.

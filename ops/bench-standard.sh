@@ -18,16 +18,10 @@ PORT=${PORT:-19292}
 METRICS=${METRICS_PORT:-19293}
 
 cargo build --release -q -p sluice-node -p sluice-bench
-NODE=target/release/sluice-node
 BENCH=target/release/sluice-bench
 
-$NODE --data-dir "$DATA/node" --listen 127.0.0.1:$PORT --metrics-listen 127.0.0.1:$METRICS ${NODE_ARGS:-} 2>"$DATA/node.log" &
-NODE_PID=$!
-trap 'kill $NODE_PID 2>/dev/null; wait $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
-for _ in $(seq 1 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
-  sleep 0.1
-done
+. ops/bench-node.sh
+start_bench_node "$PORT" --listen 127.0.0.1:$PORT --kafka-listen off --metrics-listen 127.0.0.1:$METRICS
 
 COMMON="--bootstrap 127.0.0.1:$PORT --node-pid $NODE_PID --metrics 127.0.0.1:$METRICS --json"
 run() { echo "+ sluice-bench $*" >&2; $BENCH "$@"; }

@@ -51,6 +51,20 @@ pub const GROUP_ID_BYTES_MAX: usize = 255;
 /// Kafka's protocol type of consumer groups, which native groups report too.
 pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
+/// Groups (topic, partition, value) triples by topic, in first-seen order: how both
+/// protocols' group responses nest partitions under topics.
+#[must_use]
+pub fn by_topic<T>(items: Vec<(String, u32, T)>) -> Vec<(String, Vec<(u32, T)>)> {
+    let mut out: Vec<(String, Vec<(u32, T)>)> = Vec::new();
+    for (t, p, v) in items {
+        match out.iter_mut().find(|(name, _)| *name == t) {
+            Some((_, list)) => list.push((p, v)),
+            None => out.push((t, vec![(p, v)])),
+        }
+    }
+    out
+}
+
 /// The offsets partition of a group.
 #[must_use]
 pub fn offsets_partition(group: &str) -> u32 {

@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 
 use super::{code, code_of, codes, index_of, partition_index, text, Request};
 use crate::errors::{ErrorKind, NodeError};
-use crate::groups::{consumer_protocol, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
+use crate::groups::{by_topic, consumer_protocol, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
 use crate::server::Server;
 
 fn unexpected(reply: &GroupReply) -> NodeError {
@@ -47,18 +47,6 @@ fn done(reply: GroupReply) -> Result<(), NodeError> {
         GroupReply::Done(r) => r,
         other => Err(unexpected(&other)),
     }
-}
-
-/// Groups (topic, partition, value) triples by topic, in first-seen order.
-fn by_topic<T>(items: Vec<(String, u32, T)>) -> Vec<(String, Vec<(u32, T)>)> {
-    let mut out: Vec<(String, Vec<(u32, T)>)> = Vec::new();
-    for (t, p, v) in items {
-        match out.iter_mut().find(|(name, _)| *name == t) {
-            Some((_, list)) => list.push((p, v)),
-            None => out.push((t, vec![(p, v)])),
-        }
-    }
-    out
 }
 
 pub async fn join(server: &Rc<Server>, request: &Request, r: JoinGroupRequest, peer: &str) -> JoinGroupResponse {

@@ -9,7 +9,7 @@ use sluice_schemas::wire::{self, ErrorCode, ResponseBody};
 
 use super::{error_code, respond, topic_results, ResponseFrame, Server};
 use crate::errors::{ErrorKind, NodeError};
-use crate::groups::{GroupReply, GroupRequest, JoinArgs, JoinProtocol};
+use crate::groups::{by_topic, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
 
 fn unexpected(reply: &GroupReply) -> NodeError {
     NodeError::new(ErrorKind::Unknown, format!("unexpected group reply {reply:?}"))
@@ -25,24 +25,12 @@ fn code_and_message<'b>(
     }
 }
 
-/// Groups (topic, partition) pairs by topic, in first-seen order.
-fn by_topic<T: Clone>(items: &[(String, u32, T)]) -> Vec<(String, Vec<(u32, T)>)> {
-    let mut out: Vec<(String, Vec<(u32, T)>)> = Vec::new();
-    for (t, p, v) in items {
-        match out.iter_mut().find(|(name, _)| name == t) {
-            Some((_, list)) => list.push((*p, v.clone())),
-            None => out.push((t.clone(), vec![(*p, v.clone())])),
-        }
-    }
-    out
-}
-
 fn topic_partitions<'b>(
     b: &mut FlatBufferBuilder<'b>,
     assignment: &[(String, u32)],
 ) -> WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<wire::TopicPartitions<'b>>>> {
     let with_unit: Vec<(String, u32, ())> = assignment.iter().map(|(t, p)| (t.clone(), *p, ())).collect();
-    let items: Vec<_> = by_topic(&with_unit)
+    let items: Vec<_> = by_topic(with_unit)
         .into_iter()
         .map(|(topic, parts)| {
             let topic = b.create_string(&topic);
@@ -163,7 +151,7 @@ pub async fn commit(server: &Rc<Server>, cid: u32, r: wire::OffsetCommitRequest<
         GroupReply::Committed(Err(e)) | GroupReply::Done(Err(e)) => (Err(e), Vec::new()),
         other => (Err(unexpected(&other)), Vec::new()),
     };
-    let topics: Vec<_> = by_topic(&per_partition)
+    let topics: Vec<_> = by_topic(per_partition)
         .into_iter()
         .map(|(topic, parts)| {
             let items: Vec<_> = parts
@@ -212,7 +200,7 @@ pub async fn fetch(server: &Rc<Server>, cid: u32, r: wire::OffsetFetchRequest<'_
         other => (Err(unexpected(&other)), Vec::new()),
     };
     let triples: Vec<(String, u32, (i64, String))> = offsets.into_iter().map(|(t, p, o, m)| (t, p, (o, m))).collect();
-    let topics: Vec<_> = by_topic(&triples)
+    let topics: Vec<_> = by_topic(triples)
         .into_iter()
         .map(|(topic, parts)| {
             let items: Vec<_> = parts

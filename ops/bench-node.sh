@@ -1,0 +1,19 @@
+# Sourced by the bench scripts: starts a release node for one run.
+#
+#   start_bench_node WAIT_PORT NODE_FLAGS...
+#
+# Runs target/release/sluice-node with its data in $DATA/node (log in $DATA/node.log),
+# NODE_FLAGS then $NODE_ARGS; sets NODE_PID; stops the node and removes $DATA when the
+# script exits; returns once 127.0.0.1:WAIT_PORT accepts connections (at most 10 s).
+start_bench_node() {
+  local wait_port=$1
+  shift
+  # shellcheck disable=SC2086 # NODE_ARGS is a list of flags
+  target/release/sluice-node --data-dir "$DATA/node" "$@" ${NODE_ARGS:-} 2>"$DATA/node.log" &
+  NODE_PID=$!
+  trap 'kill $NODE_PID 2>/dev/null; wait $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
+  for _ in $(seq 1 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$wait_port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+}
