@@ -23,7 +23,9 @@ use kafka_protocol::messages::{
     MetadataRequest, MetadataResponse, ProducerId, TopicName,
 };
 
-use super::{code, codes, text, Request, APIS};
+use sluice_schemas::wire::ErrorCode;
+
+use super::{code, text, Request, APIS};
 use crate::errors::{ErrorKind, NodeError};
 use crate::server::admin::run_admin;
 use crate::server::Server;
@@ -86,7 +88,7 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
                         })
                         .collect(),
                 ),
-                None => topic.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION),
+                None => topic.with_error_code(ErrorCode::UnknownTopicOrPartition.0),
             }
         })
         .collect();
@@ -102,7 +104,7 @@ pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinat
     let (node_id, host, port) = advertised(server);
     if request.key_type == KEY_TYPE_TRANSACTION {
         return FindCoordinatorResponse::default()
-            .with_error_code(codes::COORDINATOR_NOT_AVAILABLE)
+            .with_error_code(ErrorCode::CoordinatorNotAvailable.0)
             .with_error_message((r.version >= 1).then(|| text("transactions are not supported by Sluice")))
             .with_node_id(BrokerId(-1))
             .with_port(-1);
@@ -392,7 +394,7 @@ pub fn init_producer_id(request: InitProducerIdRequest) -> InitProducerIdRespons
     // Transactions are not supported (Kafka has no message field here to say so).
     if request.transactional_id.is_some() {
         return InitProducerIdResponse::default()
-            .with_error_code(codes::UNSUPPORTED_VERSION)
+            .with_error_code(ErrorCode::UnsupportedVersion.0)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }

@@ -20,7 +20,9 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 
-use super::{code, code_of, codes, index_of, partition_index, text, Request};
+use sluice_schemas::wire::ErrorCode;
+
+use super::{code, code_of, index_of, partition_index, text, Request};
 use crate::errors::{ErrorKind, NodeError};
 use crate::groups::{by_topic, consumer_protocol, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
 use crate::server::Server;
@@ -165,7 +167,7 @@ pub async fn commit(server: &Rc<Server>, r: OffsetCommitRequest) -> OffsetCommit
             let e = failure(other);
             // A commit without a member to a group with members: Kafka says
             // UNKNOWN_MEMBER_ID (clients raise CommitFailedException).
-            let error = if e.kind == ErrorKind::NonEmptyGroup { codes::UNKNOWN_MEMBER_ID } else { code(&e) };
+            let error = if e.kind == ErrorKind::NonEmptyGroup { ErrorCode::UnknownMemberId.0 } else { code(&e) };
             asked.into_iter().map(|(t, p, _, _)| (t, p, error)).collect()
         }
     };
@@ -211,7 +213,7 @@ pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchReq
             return OffsetFetchResponse::default().with_topics(offset_fetch_topics(failed));
         }
     };
-    let triples = offsets.into_iter().map(|(t, p, o, m)| (t, p, (o, m, codes::NONE))).collect();
+    let triples = offsets.into_iter().map(|(t, p, o, m)| (t, p, (o, m, ErrorCode::None.0))).collect();
     OffsetFetchResponse::default().with_topics(offset_fetch_topics(triples))
 }
 

@@ -28,6 +28,8 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tracing::warn;
 
+use sluice_schemas::wire::ErrorCode;
+
 use crate::errors::{ErrorKind, NodeError};
 use crate::metrics::Api;
 use crate::server::{Outcome, Protocol, ResponseFrame, Server};
@@ -62,16 +64,6 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
 /// The oldest Produce version decoded: v3 carries RecordBatch v2, what the log stores.
 pub const PRODUCE_VERSION_MIN: i16 = 3;
 
-/// Kafka's error codes that the native protocol has no use for.
-pub mod codes {
-    pub const NONE: i16 = 0;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-}
-
 /// The version range served for `key`.
 #[must_use]
 pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
@@ -86,7 +78,7 @@ pub fn code(e: &NodeError) -> i16 {
 
 /// Kafka's error code of a result.
 pub fn code_of<T>(r: &Result<T, NodeError>) -> i16 {
-    r.as_ref().err().map_or(codes::NONE, code)
+    r.as_ref().err().map_or(ErrorCode::None.0, code)
 }
 
 pub(crate) fn text(s: &str) -> StrBytes {
@@ -195,7 +187,7 @@ impl Protocol for KafkaServer {
         if !(min..=max).contains(&version) {
             if api == ApiKey::ApiVersions {
                 // Kafka's answer to an ApiVersions it cannot parse: v0, with the ranges.
-                let response = admin::api_versions(codes::UNSUPPORTED_VERSION);
+                let response = admin::api_versions(ErrorCode::UnsupportedVersion.0);
                 return match encode_response(correlation_id, 0, 0, &response) {
                     Ok(frame) => Outcome { response: Some(frame), close: false },
                     Err(_) => close,
@@ -244,7 +236,7 @@ impl KafkaServer {
     async fn dispatch(&self, r: &Request, body: &mut Bytes, peer: &str) -> Result<Option<ResponseFrame>, NodeError> {
         let server = &self.server;
         let frame = match r.key {
-            ApiKey::ApiVersions => r.respond(&admin::api_versions(codes::NONE))?,
+            ApiKey::ApiVersions => r.respond(&admin::api_versions(ErrorCode::None.0))?,
             ApiKey::Metadata => r.respond(&admin::metadata(server, r, decode(r, body)?))?,
             ApiKey::CreateTopics => r.respond(&admin::create_topics(server, r, decode(r, body)?).await)?,
             ApiKey::DeleteTopics => r.respond(&admin::delete_topics(server, r, decode(r, body)?).await)?,

@@ -101,12 +101,12 @@ impl ResponseFrame {
         ResponseFrame { head, payload }
     }
 
-    #[must_use]
+    #[cfg(test)]
     pub fn head(&self) -> &[u8] {
         &self.head
     }
 
-    #[must_use]
+    #[cfg(test)]
     pub fn payload(&self) -> &[Payload] {
         &self.payload
     }
