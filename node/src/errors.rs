@@ -94,7 +94,9 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
         StorageError::Io { .. }
         | StorageError::Poisoned { .. }
         | StorageError::Corrupt { .. }
-        | StorageError::Config(_) => ErrorKind::Storage,
+        | StorageError::Config(_)
+        | StorageError::NotContiguous { .. }
+        | StorageError::EpochGoesBack { .. } => ErrorKind::Storage,
     };
     NodeError::new(kind, format!("{topic}-{partition}: {e}"))
 }

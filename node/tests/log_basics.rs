@@ -7,6 +7,7 @@ mod common;
 use common::{batch, run};
 use sluice_node::storage::{FaultPoint, FsyncPolicy, LogConfig, PartitionLog, StorageError};
 use sluice_schemas::batch::{BatchWalker, HEADER_BYTES};
+use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;
 
 fn small_config() -> LogConfig {
@@ -580,5 +581,97 @@ fn appends_waiting_for_room_keep_their_arrival_order() {
         }
         assert_eq!(offsets, vec![Offset(0), Offset(1), Offset(2)], "in arrival order");
         std::rc::Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+    });
+}
+
+/// Epochs of a leader's appends: (epoch, first offset) per change.
+fn epochs(pairs: &[(u32, u64)]) -> Vec<(LeaderEpoch, Offset)> {
+    pairs.iter().map(|(e, o)| (LeaderEpoch(*e), Offset(*o))).collect()
+}
+
+#[test]
+fn leader_appends_stamp_their_epoch_and_the_epoch_cache_survives_rolls_truncation_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+        // 30 batches of 4 records over several 8 KiB segments: epoch 1 for 0..40,
+        // epoch 3 for 40..100, epoch 4 from 100.
+        for i in 0..30u64 {
+            let epoch = match i {
+                0..10 => 1,
+                10..25 => 3,
+                _ => 4,
+            };
+            let info = log
+                .append_as_leader::<()>(&batch(i, 4, 200, 0), |base, span| {
+                    assert_eq!((base, span), (Offset(4 * i), 4), "decide sees the offsets the batch gets");
+                    Ok(LeaderEpoch(epoch))
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(info.base_offset, Offset(4 * i));
+        }
+        assert!(log.segments().len() > 3, "the epochs span rolled segments");
+        assert_eq!(log.epoch_starts(), epochs(&[(1, 0), (3, 40), (4, 100)]));
+        let read = log.read(Offset(40), 1 << 20).await.unwrap().to_vec();
+        let (_, header, _) = BatchWalker::new(&read).next().unwrap().unwrap();
+        assert_eq!(header.leader_epoch(), Some(LeaderEpoch(3)), "the batch carries its leader's epoch");
+        // A refused append stores nothing.
+        let refused = log.append_as_leader(&batch(99, 1, 10, 0), |_, _| Err("not the leader")).await;
+        assert_eq!(refused.unwrap_err(), "not the leader");
+        assert_eq!(log.log_end_offset(), Offset(120));
+        log.close().await.unwrap();
+
+        // Reopened: the epochs come back (closed segments' from the file written at each
+        // roll, the active segment's from its scan).
+        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+        assert_eq!(log.epoch_starts(), epochs(&[(1, 0), (3, 40), (4, 100)]));
+        // Truncation drops the epochs that start at or after the new end, on disk too.
+        assert_eq!(log.truncate_to(Offset(60)).await.unwrap(), Offset(60));
+        assert_eq!(log.epoch_starts(), epochs(&[(1, 0), (3, 40)]));
+        log.close().await.unwrap();
+        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+        assert_eq!(log.epoch_starts(), epochs(&[(1, 0), (3, 40)]));
+        // A stale leader cannot append in an older epoch.
+        let stale = log.append_as_leader::<()>(&batch(5, 1, 10, 0), |_, _| Ok(LeaderEpoch(2))).await.unwrap();
+        assert!(matches!(stale, Err(StorageError::EpochGoesBack { .. })), "{stale:?}");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn copied_batches_keep_the_leaders_offsets_and_epochs_and_must_continue_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader_path, follower_path) = (dir.path().join("leader"), dir.path().join("follower"));
+    run(async move {
+        let (leader, _) = PartitionLog::open(&leader_path, small_config()).await.unwrap();
+        let (follower, _) = PartitionLog::open(&follower_path, small_config()).await.unwrap();
+        for i in 0..6u64 {
+            let epoch = LeaderEpoch(if i < 3 { 2 } else { 5 });
+            leader.append_as_leader::<()>(&batch(i, 3, 50, 0), |_, _| Ok(epoch)).await.unwrap().unwrap();
+        }
+        let all = leader.read(Offset(0), 1 << 20).await.unwrap().to_vec();
+        // Not at the log end: refused, nothing stored.
+        let from_3 = leader.read(Offset(3), 1 << 20).await.unwrap().to_vec();
+        let gap = follower.append_copied(&from_3).await;
+        assert!(matches!(gap, Err(StorageError::NotContiguous { expected: Offset(0), got: Offset(3) })), "{gap:?}");
+        assert_eq!(follower.log_end_offset(), Offset(0));
+        let info = follower.append_copied(&all).await.unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (Offset(0), Offset(17)));
+        assert_eq!(follower.read(Offset(0), 1 << 20).await.unwrap().to_vec(), all, "byte for byte");
+        assert_eq!(follower.epoch_starts(), epochs(&[(2, 0), (5, 9)]));
+        // An older epoch after a newer one is refused.
+        let old_epoch = {
+            let mut b = batch(9, 1, 10, 0);
+            sluice_schemas::batch::set_base_offset(&mut b, Offset(18));
+            sluice_schemas::batch::set_leader_epoch(&mut b, LeaderEpoch(4));
+            b
+        };
+        let back = follower.append_copied(&old_epoch).await;
+        assert!(matches!(back, Err(StorageError::EpochGoesBack { .. })), "{back:?}");
+        leader.close().await.unwrap();
+        follower.close().await.unwrap();
     });
 }

@@ -17,7 +17,7 @@ use thiserror::Error;
 use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::ids::Offset;
+use crate::ids::{LeaderEpoch, Offset};
 
 /// Bytes in the fixed header of a v2 batch.
 pub const HEADER_BYTES: usize = 61;
@@ -238,6 +238,13 @@ impl BatchHeader {
     pub fn record_count(&self) -> i32 {
         self.record_count.get()
     }
+
+    /// The epoch of the partition leader that appended the batch; `None` for -1 (a
+    /// single node's log, or a producer's batch not yet appended).
+    #[must_use]
+    pub fn leader_epoch(&self) -> Option<LeaderEpoch> {
+        u32::try_from(self.partition_leader_epoch.get()).ok().map(LeaderEpoch)
+    }
 }
 
 /// A whole batch whose length, magic and CRC have been checked. Only `check_batch` makes
@@ -321,6 +328,16 @@ pub fn set_base_offset(bytes: &mut [u8], base: Offset) {
         Err(_) => panic!("set_base_offset on {} bytes, less than a header", bytes.len()),
     };
     header.base_offset.set(base.0 as i64);
+}
+
+/// Stamps the partition leader epoch into the batch at the start of `bytes`. The CRC does
+/// not cover this field either. Panics if `bytes` holds no header.
+pub fn set_leader_epoch(bytes: &mut [u8], epoch: LeaderEpoch) {
+    let (header, _) = match BatchHeader::mut_from_prefix(bytes) {
+        Ok(parts) => parts,
+        Err(_) => panic!("set_leader_epoch on {} bytes, less than a header", bytes.len()),
+    };
+    header.partition_leader_epoch.set(epoch.0.min(i32::MAX as u32) as i32);
 }
 
 /// Stamps the batch at the start of `bytes` with the node's append time, as Kafka does for

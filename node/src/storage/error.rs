@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use sluice_schemas::batch::BatchError;
+use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;
 use thiserror::Error;
 
@@ -35,6 +36,12 @@ pub enum StorageError {
     OffsetOutOfRange { requested: Offset, log_start: Offset, log_end: Offset },
     #[error("corrupt data in segment {segment} at offset {offset}, byte position {position}: {reason}")]
     Corrupt { segment: PathBuf, offset: Offset, position: u64, reason: String },
+    /// A copied batch does not continue the log where it ends (replication).
+    #[error("copied batch starts at offset {got}, but the log ends at {expected}")]
+    NotContiguous { expected: Offset, got: Offset },
+    /// A batch's leader epoch is older than the log's latest (replication).
+    #[error("batch at offset {offset} has leader epoch {epoch}, older than the log's latest epoch {latest}")]
+    EpochGoesBack { offset: Offset, epoch: LeaderEpoch, latest: LeaderEpoch },
     #[error("invalid log configuration: {0}")]
     Config(String),
     #[error("log {dir} is closed")]

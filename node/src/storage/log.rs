@@ -26,7 +26,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use sluice_schemas::batch::{check_batch, check_producer_batch, set_base_offset, stamp_log_append_time, TimestampType};
+use sluice_schemas::batch::{
+    check_batch, check_producer_batch, set_base_offset, set_leader_epoch, stamp_log_append_time, TimestampType,
+};
+use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;
 use tracing::{debug, info, warn};
 
@@ -42,6 +45,38 @@ use crate::storage::segment::{
 /// The file that remembers a log start offset inside the first segment (after
 /// DeleteRecords or retention moved it past the segment's base).
 const LOG_START_FILE: &str = "log-start-offset";
+
+/// The leader-epoch cache (Kafka's `leader-epoch-checkpoint`): one "epoch first-offset"
+/// line per epoch. Written before each roll and after each truncation, so it always
+/// covers the closed segments; the active segment's epochs come from its scan at open.
+const EPOCHS_FILE: &str = "leader-epochs";
+
+/// Each leader epoch in the log and the offset of its first batch, both increasing.
+pub type EpochStarts = Vec<(LeaderEpoch, Offset)>;
+
+/// How an append places its batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// Producer batches on a single node: offsets assigned at the log end.
+    Assign,
+    /// Producer batches on a partition leader: offsets assigned, the epoch stamped.
+    Lead(LeaderEpoch),
+    /// Batches copied from the partition leader, kept as they are (offsets, epochs,
+    /// timestamps); the first starts at the log end and the rest follow on.
+    Copy,
+}
+
+/// One batch of an append, checked.
+#[derive(Clone, Copy, Debug)]
+struct Checked {
+    position: usize,
+    len: usize,
+    /// Offsets the batch covers (its last offset delta plus one).
+    span: u64,
+    max_timestamp: i64,
+    base: Offset,
+    epoch: Option<LeaderEpoch>,
+}
 
 /// What an acknowledged append survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,8 +241,10 @@ struct TailPage {
 
 enum Job {
     Write(Pending),
+    /// Start segment `base`, after writing the epoch cache (as of the roll).
     Roll {
         base: Offset,
+        epochs: EpochStarts,
     },
     Truncate {
         to: Offset,
@@ -268,6 +305,8 @@ struct State {
     write_bytes_average: u64,
     /// Closed segments below this offset were compacted (what came after is "dirty").
     clean_offset: Offset,
+    /// The leader-epoch cache, including batches not yet written.
+    epochs: EpochStarts,
     stats: LogStats,
 }
 
@@ -336,7 +375,7 @@ impl State {
     fn roll(&mut self, config: &LogConfig, now_ms: i64) {
         self.seal_pending();
         let base = self.next_offset;
-        self.jobs.push_back(Job::Roll { base });
+        self.jobs.push_back(Job::Roll { base, epochs: self.epochs.clone() });
         self.segments.push(Segment {
             base,
             next_offset: base,
@@ -454,6 +493,7 @@ impl PartitionLog {
         }
         bases.sort();
         let checkpoint = read_log_start(dir).await?;
+        let mut epochs = read_epochs(dir).await?;
         let mut report = RecoveryReport::default();
         let now_ms = config.clock.now_ms();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
@@ -475,7 +515,7 @@ impl PartitionLog {
         }
         for (i, &base) in bases.iter().enumerate() {
             let is_active = i + 1 == bases.len();
-            let segment = recover_segment(dir, base, &config, is_active, now_ms, &mut report).await?;
+            let segment = recover_segment(dir, base, &config, is_active, now_ms, &mut report, &mut epochs).await?;
             if let Some(previous) = segments.last() {
                 if previous.next_offset > segment.base {
                     return Err(StorageError::Corrupt {
@@ -495,6 +535,7 @@ impl PartitionLog {
         };
         let log_end = active.next_offset;
         let log_start = checkpoint.unwrap_or(first_base).max(first_base).min(log_end);
+        epochs.retain(|(_, start)| *start < log_end);
         let tail = read_tail_page(active.file.as_deref(), active.size_bytes)
             .await
             .map_err(|e| StorageError::io("reading the last page of", segment_path(dir, active.base, LOG_SUFFIX), e))?;
@@ -524,6 +565,7 @@ impl PartitionLog {
             last_write_bytes: 0,
             write_bytes_average: 0,
             clean_offset: Offset(0),
+            epochs,
             stats: LogStats::default(),
         };
         let shared = Rc::new(Shared {
@@ -611,24 +653,96 @@ impl PartitionLog {
     /// offsets, and completes once they are written (and synced under `always`). A bad
     /// batch refuses the whole append, naming its byte position; nothing is stored then.
     pub async fn append(&self, batches: &[u8]) -> Result<AppendInfo, StorageError> {
-        let sh = &self.shared;
+        let checked = self.check_append(batches, true)?;
+        self.wait_turn(batches.len() as u64).await?;
+        let reply = self.enqueue(batches, &checked, Placement::Assign)?;
+        self.finish(reply).await
+    }
+
+    /// `append` on a partition's leader. `decide` runs at the moment the batches get their
+    /// offsets, with no other append or truncation in between: it is given the first
+    /// offset and the number of offsets, and returns the leader epoch to stamp on every
+    /// batch, or refuses the append (then nothing is stored). Replication uses it to keep
+    /// its view of the log in step with the log.
+    pub async fn append_as_leader<E>(
+        &self,
+        batches: &[u8],
+        decide: impl FnOnce(Offset, u64) -> Result<LeaderEpoch, E>,
+    ) -> Result<Result<AppendInfo, StorageError>, E> {
+        let checked = match self.check_append(batches, true) {
+            Ok(checked) => checked,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Err(e) = self.wait_turn(batches.len() as u64).await {
+            return Ok(Err(e));
+        }
+        let base = self.shared.state.borrow().next_offset;
+        let epoch = decide(base, checked.iter().map(|c| c.span).sum())?;
+        let reply = match self.enqueue(batches, &checked, Placement::Lead(epoch)) {
+            Ok(reply) => reply,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self.finish(reply).await)
+    }
+
+    /// Appends batches copied from the partition's leader as they are: offsets, leader
+    /// epochs and timestamps kept. The first must start at the log end and each next one
+    /// where the one before ends (`NotContiguous`), with epochs that never go back
+    /// (`EpochGoesBack`); otherwise nothing is stored.
+    pub async fn append_copied(&self, batches: &[u8]) -> Result<AppendInfo, StorageError> {
+        let checked = self.check_append(batches, false)?;
+        self.wait_turn(batches.len() as u64).await?;
+        let reply = self.enqueue(batches, &checked, Placement::Copy)?;
+        self.finish(reply).await
+    }
+
+    /// The leader-epoch cache: each epoch in the log (written or queued) with the offset
+    /// of its first batch.
+    #[must_use]
+    pub fn epoch_starts(&self) -> EpochStarts {
+        self.shared.state.borrow().epochs.clone()
+    }
+
+    /// The offset the next appended batch gets (queued appends included).
+    #[must_use]
+    pub fn next_offset(&self) -> Offset {
+        self.shared.state.borrow().next_offset
+    }
+
+    fn check_append(&self, batches: &[u8], producer: bool) -> Result<Vec<Checked>, StorageError> {
+        let limit = self.shared.config.batch_bytes_max;
         let mut checked = Vec::new();
         let mut position = 0;
         while position < batches.len() {
-            let batch = check_producer_batch(&batches[position..])
+            let rest = &batches[position..];
+            let batch = if producer { check_producer_batch(rest) } else { check_batch(rest) }
                 .map_err(|source| StorageError::InvalidBatch { position, source })?;
             let len = batch.bytes().len();
-            if len as u64 > sh.config.batch_bytes_max {
-                return Err(StorageError::BatchTooLarge { bytes: len as u64, limit: sh.config.batch_bytes_max });
+            if len as u64 > limit {
+                return Err(StorageError::BatchTooLarge { bytes: len as u64, limit });
             }
             let header = batch.header();
-            checked.push((position, len, header.record_count() as u64, header.max_timestamp()));
+            checked.push(Checked {
+                position,
+                len,
+                span: header.next_offset().records_since(header.base_offset()),
+                max_timestamp: header.max_timestamp(),
+                base: header.base_offset(),
+                epoch: header.leader_epoch(),
+            });
             position += len;
         }
         if checked.is_empty() {
             return Err(StorageError::EmptyAppend);
         }
-        let total = batches.len() as u64;
+        Ok(checked)
+    }
+
+    /// Waits until this append may take offsets: no exclusive job (truncation, ...) is
+    /// queued, the unflushed bytes leave room, and every append that waited before it
+    /// went first.
+    async fn wait_turn(&self, total: u64) -> Result<(), StorageError> {
+        let sh = &self.shared;
         let mut ticket: Option<AppendTicket<'_>> = None;
         loop {
             let wait = sh.room.wait();
@@ -660,58 +774,109 @@ impl PartitionLog {
             // The next in line may fit too.
             sh.room.notify_all();
         }
-        let reply = {
-            let mut st = sh.state.borrow_mut();
-            let now_ms = sh.config.clock.now_ms();
-            let log_append_time = sh.config.timestamp_type == TimestampType::LogAppendTime;
-            let base_offset = st.next_offset;
-            for &(position, len, count, max_timestamp) in &checked {
-                let active = st.active();
-                let age_ms = now_ms.saturating_sub(active.created_ms);
-                let relative_end = st.next_offset.plus(count).records_since(active.base);
-                if !active.is_empty()
-                    && (active.size_bytes + len as u64 > sh.config.segment_bytes
-                        || age_ms >= sh.config.segment_ms as i64
-                        || relative_end > u64::from(u32::MAX))
-                {
-                    st.roll(&sh.config, now_ms);
+        Ok(())
+    }
+
+    /// Gives the batches their offsets and copies them into the write buffer, all at once
+    /// (no await): returns what their write will answer.
+    fn enqueue(
+        &self,
+        batches: &[u8],
+        checked: &[Checked],
+        placement: Placement,
+    ) -> Result<Oneshot<Result<AppendInfo, StorageError>>, StorageError> {
+        let sh = &self.shared;
+        let mut st = sh.state.borrow_mut();
+        st.check_writable(&sh.dir)?;
+        let latest = st.epochs.last().map(|e| e.0);
+        let mut expected = st.next_offset;
+        let mut epoch_floor = latest;
+        for c in checked {
+            let epoch = match placement {
+                Placement::Assign => None,
+                Placement::Lead(epoch) => Some(epoch),
+                Placement::Copy => {
+                    if c.base != expected {
+                        return Err(StorageError::NotContiguous { expected, got: c.base });
+                    }
+                    c.epoch
                 }
-                st.ensure_room(&sh.config, len);
-                let offset = st.next_offset;
-                let Some(p) = st.pending.as_mut() else { unreachable!("ensure_room made a buffer") };
-                let dst = &mut p.buf.as_mut_slice()[p.len..p.len + len];
-                dst.copy_from_slice(&batches[position..position + len]);
-                set_base_offset(dst, offset);
-                let max_timestamp = if log_append_time {
-                    stamp_log_append_time(dst, now_ms);
-                    now_ms
-                } else {
-                    max_timestamp
-                };
-                p.len += len;
-                p.next_offset = offset.plus(count);
-                let segment = st.active_mut();
-                let file_position = segment.size_bytes;
-                segment.index.on_batch(offset, file_position, len as u64, max_timestamp);
-                segment.size_bytes += len as u64;
-                segment.next_offset = offset.plus(count);
-                st.next_offset = offset.plus(count);
-                st.unflushed_bytes += len as u64;
-                st.stats.batches_appended += 1;
-                st.stats.bytes_appended += len as u64;
+            };
+            if let (Some(epoch), Some(floor)) = (epoch, epoch_floor) {
+                if epoch < floor {
+                    return Err(StorageError::EpochGoesBack { offset: expected, epoch, latest: floor });
+                }
             }
-            st.stats.appends += 1;
-            let (tx, rx) = Oneshot::channel();
-            let last_offset = Offset(st.next_offset.0 - 1);
-            let Some(p) = st.pending.as_mut() else { unreachable!("the append filled a buffer") };
-            let log_append_time_ms = log_append_time.then_some(now_ms);
-            p.waiters.push(Waiter { base_offset, last_offset, log_append_time_ms, reply: tx });
-            rx
-        };
+            epoch_floor = epoch.or(epoch_floor);
+            expected = expected.plus(c.span);
+        }
+        let now_ms = sh.config.clock.now_ms();
+        let log_append_time = sh.config.timestamp_type == TimestampType::LogAppendTime && placement != Placement::Copy;
+        let base_offset = st.next_offset;
+        for c in checked {
+            let len = c.len;
+            let active = st.active();
+            let age_ms = now_ms.saturating_sub(active.created_ms);
+            let relative_end = st.next_offset.plus(c.span).records_since(active.base);
+            if !active.is_empty()
+                && (active.size_bytes + len as u64 > sh.config.segment_bytes
+                    || age_ms >= sh.config.segment_ms as i64
+                    || relative_end > u64::from(u32::MAX))
+            {
+                st.roll(&sh.config, now_ms);
+            }
+            st.ensure_room(&sh.config, len);
+            let offset = st.next_offset;
+            let Some(p) = st.pending.as_mut() else { unreachable!("ensure_room made a buffer") };
+            let dst = &mut p.buf.as_mut_slice()[p.len..p.len + len];
+            dst.copy_from_slice(&batches[c.position..c.position + len]);
+            set_base_offset(dst, offset);
+            let epoch = match placement {
+                Placement::Assign => None,
+                Placement::Lead(epoch) => {
+                    set_leader_epoch(dst, epoch);
+                    Some(epoch)
+                }
+                Placement::Copy => c.epoch,
+            };
+            let max_timestamp = if log_append_time {
+                stamp_log_append_time(dst, now_ms);
+                now_ms
+            } else {
+                c.max_timestamp
+            };
+            p.len += len;
+            p.next_offset = offset.plus(c.span);
+            let segment = st.active_mut();
+            let file_position = segment.size_bytes;
+            segment.index.on_batch(offset, file_position, len as u64, max_timestamp);
+            segment.size_bytes += len as u64;
+            segment.next_offset = offset.plus(c.span);
+            st.next_offset = offset.plus(c.span);
+            st.unflushed_bytes += len as u64;
+            st.stats.batches_appended += 1;
+            st.stats.bytes_appended += len as u64;
+            if let Some(epoch) = epoch {
+                if st.epochs.last().is_none_or(|e| e.0 < epoch) {
+                    st.epochs.push((epoch, offset));
+                }
+            }
+        }
+        st.stats.appends += 1;
+        let (tx, rx) = Oneshot::channel();
+        let last_offset = Offset(st.next_offset.0 - 1);
+        let Some(p) = st.pending.as_mut() else { unreachable!("the append filled a buffer") };
+        let log_append_time_ms = log_append_time.then_some(now_ms);
+        p.waiters.push(Waiter { base_offset, last_offset, log_append_time_ms, reply: tx });
+        drop(st);
         sh.work.notify_all();
+        Ok(rx)
+    }
+
+    async fn finish(&self, reply: Oneshot<Result<AppendInfo, StorageError>>) -> Result<AppendInfo, StorageError> {
         match reply.await {
             Some(result) => result,
-            None => Err(StorageError::Closed { dir: sh.dir.clone() }),
+            None => Err(StorageError::Closed { dir: self.shared.dir.clone() }),
         }
     }
 
@@ -1063,8 +1228,8 @@ fn poison(sh: &Shared, what: String) -> StorageError {
 async fn run_job(sh: &Rc<Shared>, job: Job) -> bool {
     match job {
         Job::Write(p) => write_pending(sh, p).await,
-        Job::Roll { base } => {
-            if let Err(e) = roll_files(sh, base).await {
+        Job::Roll { base, epochs } => {
+            if let Err(e) = roll_files(sh, base, &epochs).await {
                 poison(sh, e.to_string());
             }
         }
@@ -1192,7 +1357,10 @@ async fn sync_active(sh: &Shared) -> Result<(), StorageError> {
 }
 
 /// Finishes the segment before `base` (trim, sync, index files) and creates `base`'s.
-async fn roll_files(sh: &Shared, base: Offset) -> Result<(), StorageError> {
+async fn roll_files(sh: &Shared, base: Offset, epochs: &[(LeaderEpoch, Offset)]) -> Result<(), StorageError> {
+    if !epochs.is_empty() {
+        write_epochs(&sh.dir, epochs).await?;
+    }
     let previous = {
         let st = sh.state.borrow();
         let i = st.segments.iter().position(|s| s.base == base);
@@ -1337,8 +1505,11 @@ async fn truncate(sh: &Shared, to: Offset) -> Result<Offset, StorageError> {
         // A log start inside the batch that was cut falls back to the new end.
         let fell_back = st.log_start > end;
         st.log_start = st.log_start.min(end);
+        st.epochs.retain(|(_, start)| *start < end);
         (end, fell_back)
     };
+    let epochs = sh.state.borrow().epochs.clone();
+    write_epochs(&sh.dir, &epochs).await?;
     if start_fell_back {
         // The checkpoint too, else a reopen would hide the next appends.
         write_log_start(&sh.dir, end).await?;
@@ -1481,6 +1652,36 @@ async fn write_log_start(dir: &Path, offset: Offset) -> Result<(), StorageError>
         .map_err(|e| StorageError::io("writing", &path, e))
 }
 
+async fn read_epochs(dir: &Path) -> Result<EpochStarts, StorageError> {
+    let path = dir.join(EPOCHS_FILE);
+    let Some(bytes) = io::read_file(&path).await.map_err(|e| StorageError::io("reading", &path, e))? else {
+        return Ok(Vec::new());
+    };
+    let mut epochs: EpochStarts = Vec::new();
+    for line in String::from_utf8_lossy(&bytes).lines() {
+        let mut fields = line.split_whitespace().map(str::parse::<u64>);
+        match (fields.next(), fields.next()) {
+            (Some(Ok(epoch)), Some(Ok(start))) if epoch <= u64::from(u32::MAX) => {
+                let entry = (LeaderEpoch(epoch as u32), Offset(start));
+                if epochs.last().is_none_or(|last| last.0 < entry.0 && last.1 <= entry.1) {
+                    epochs.push(entry);
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        warn!(path = %path.display(), %line, "ignoring the rest of an unreadable leader-epoch file");
+        break;
+    }
+    Ok(epochs)
+}
+
+async fn write_epochs(dir: &Path, epochs: &[(LeaderEpoch, Offset)]) -> Result<(), StorageError> {
+    let path = dir.join(EPOCHS_FILE);
+    let text: String = epochs.iter().map(|(epoch, start)| format!("{epoch} {start}\n")).collect();
+    io::write_file_atomically(&path, text.as_bytes()).await.map_err(|e| StorageError::io("writing", &path, e))
+}
+
 /// Opens one segment at startup. The active (last) one is scanned whole with CRC checks;
 /// a closed one loads its index files and walks only the batches from the last index
 /// entry on; when the files are missing or disagree with the segment it is scanned
@@ -1493,6 +1694,7 @@ async fn recover_segment(
     is_active: bool,
     now_ms: i64,
     report: &mut RecoveryReport,
+    epochs: &mut EpochStarts,
 ) -> Result<Segment, StorageError> {
     let path = segment_path(dir, base, LOG_SUFFIX);
     let file = File::open(&path, true).await.map_err(|e| StorageError::io("opening segment", &path, e))?;
@@ -1533,6 +1735,11 @@ async fn recover_segment(
             });
         }
     }
+    for (epoch, start) in &scan.epochs {
+        if epochs.last().is_none_or(|last| last.0 < *epoch) {
+            epochs.push((*epoch, *start));
+        }
+    }
     if scan.valid_end < size {
         file.truncate(scan.valid_end).await.map_err(|e| StorageError::io("truncating segment", &path, e))?;
         file.fdatasync().await.map_err(|e| StorageError::io("syncing segment", &path, e))?;
@@ -1570,6 +1777,8 @@ async fn load_index(dir: &Path, base: Offset, config: &LogConfig, size: u64) -> 
 
 struct Scan {
     index: SegmentIndex,
+    /// Each epoch change among the batches walked (valid ones only), with its offset.
+    epochs: EpochStarts,
     next_offset: Offset,
     valid_end: u64,
     invalid: Option<String>,
@@ -1588,10 +1797,16 @@ async fn scan_segment(
 ) -> std::io::Result<Scan> {
     let mut next_offset = base;
     let mut first_timestamp = None;
+    let mut epochs: EpochStarts = Vec::new();
     let end = walk_batches(file, from, size, verify_crc, |position, header, batch| {
         let batch_base = header.base_offset();
         if batch_base < next_offset {
             return Step::Invalid(format!("batch offset {batch_base} is below the expected {next_offset}"));
+        }
+        if let Some(epoch) = header.leader_epoch() {
+            if epochs.last().is_none_or(|last| last.0 < epoch) {
+                epochs.push((epoch, batch_base));
+            }
         }
         index.on_batch(batch_base, position, batch.len() as u64, header.max_timestamp());
         if position == 0 {
@@ -1606,7 +1821,8 @@ async fn scan_segment(
         None if from > 0 && next_offset == base => Some(format!("no batch at indexed position {from}")),
         other => other,
     };
-    Ok(Scan { index, next_offset, valid_end: end.position, invalid, first_timestamp })
+    // Walking stops at the first invalid batch, so every epoch seen is in a valid one.
+    Ok(Scan { index, epochs, next_offset, valid_end: end.position, invalid, first_timestamp })
 }
 
 /// Whether the bytes from `from` to `end` (the first page of them) are all zero: space
