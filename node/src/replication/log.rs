@@ -1,24 +1,41 @@
-//! A replica's log as replication sees it: a sequence of entries (offset, leader epoch,
-//! payload id) from offset 0, with the leader-epoch cache (each epoch's first offset) and
-//! the OffsetsForLeaderEpoch answer computed from it.
+//! A replica's log as replication sees it: a sequence of entries (record batches: base
+//! offset, offsets spanned, leader epoch) from offset 0, with the leader-epoch cache (each
+//! epoch's first offset) and the OffsetsForLeaderEpoch answer computed from it.
 //!
-//! Guarantees (asserted, they are bugs otherwise): offsets are contiguous; epochs never
-//! decrease along the log; the epoch cache always equals what the entries say. The real
-//! `PartitionLog` maps onto this through `LogOp`: a replica's state machine changes its
-//! `ReplicaLog` and emits the same change as a `LogOp` for the storage to perform; the
-//! epoch cache is what Kafka keeps in `leader-epoch-checkpoint`. Log start is always 0
-//! here (retention is not modelled).
+//! Two forms. A *tracked* log (`ReplicaLog::new`, the simulator and unit tests) keeps
+//! every entry, with a payload id that checkers compare. A *stored* log
+//! (`ReplicaLog::stored`, the node) keeps only the log end and the epoch cache: the
+//! batches themselves live in the `PartitionLog`, which the node keeps in step through
+//! `LogOp`s (and the leader's own appends), and `read` returns nothing, so the node fills
+//! fetch replies from the `PartitionLog`.
+//!
+//! Guarantees (asserted, they are bugs otherwise): entries are contiguous; epochs never
+//! decrease along the log; the epoch cache always equals what the entries say. A
+//! truncation removes whole entries: the one holding the offset and everything after.
+//! Log start is always 0 here (retention is not modelled).
 
 use sluice_schemas::ids::{LeaderEpoch, Offset};
 
 use super::PayloadId;
 
-/// One entry (a record batch in the real log: its base offset and partition leader epoch).
+/// One entry: a record batch, its base offset, how many offsets it spans and the epoch of
+/// the leader that appended it (the batch's `partition_leader_epoch`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogEntry {
     pub offset: Offset,
+    /// At least 1.
+    pub count: u64,
     pub epoch: LeaderEpoch,
+    /// Stands for the batch's contents (0 in the node, where the bytes travel beside).
     pub payload: PayloadId,
+}
+
+impl LogEntry {
+    /// The offset after the entry's last one.
+    #[must_use]
+    pub fn end(&self) -> Offset {
+        self.offset.plus(self.count)
+    }
 }
 
 /// A change to perform on the stored log, in order with the others.
@@ -26,7 +43,7 @@ pub struct LogEntry {
 pub enum LogOp {
     /// Append these entries at the log end (the first one's offset is the log end offset).
     Append(Vec<LogEntry>),
-    /// Remove every entry at or above this offset.
+    /// Remove the entry holding this offset and every one after it.
     TruncateTo(Offset),
 }
 
@@ -49,7 +66,9 @@ struct EpochStart {
 /// entry is durable in the model).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaLog {
-    entries: Vec<LogEntry>,
+    /// Every entry (a tracked log), or `None` (a stored log).
+    entries: Option<Vec<LogEntry>>,
+    end: Offset,
     /// The leader-epoch cache, strictly increasing in both fields.
     epochs: Vec<EpochStart>,
     /// How many truncations removed entries: lets checkers cache what they verified.
@@ -57,15 +76,29 @@ pub struct ReplicaLog {
 }
 
 impl ReplicaLog {
+    /// An empty tracked log.
     #[must_use]
     pub fn new() -> ReplicaLog {
-        ReplicaLog::default()
+        ReplicaLog { entries: Some(Vec::new()), ..ReplicaLog::default() }
+    }
+
+    /// The view of a stored log that ends at `end` with this epoch cache (from
+    /// `PartitionLog::epoch_starts`); epochs at or after `end` are ignored.
+    #[must_use]
+    pub fn stored(end: Offset, epochs: &[(LeaderEpoch, Offset)]) -> ReplicaLog {
+        let mut cache: Vec<EpochStart> = Vec::new();
+        for (epoch, start) in epochs {
+            if *start < end && cache.last().is_none_or(|last| last.epoch < *epoch && last.start <= *start) {
+                cache.push(EpochStart { epoch: *epoch, start: *start });
+            }
+        }
+        ReplicaLog { entries: None, end, epochs: cache, truncations: 0 }
     }
 
     /// The log end offset (LEO): the offset the next entry gets.
     #[must_use]
     pub fn end_offset(&self) -> Offset {
-        Offset(self.entries.len() as u64)
+        self.end
     }
 
     /// The epoch of the last entry; `None` when the log is empty.
@@ -74,27 +107,27 @@ impl ReplicaLog {
         self.epochs.last().map(|e| e.epoch)
     }
 
+    /// The entry holding `offset` (tracked logs only).
     #[must_use]
     pub fn entry(&self, offset: Offset) -> Option<&LogEntry> {
-        usize::try_from(offset.0).ok().and_then(|i| self.entries.get(i))
+        let entries = self.entries.as_ref()?;
+        let i = entries.partition_point(|e| e.end() <= offset);
+        entries.get(i).filter(|e| e.offset <= offset)
     }
 
-    /// Entries from `offset` (inclusive) to `until` (exclusive), at most `max`.
+    /// Entries that start from `offset` (inclusive) to `until` (exclusive), at most `max`;
+    /// nothing for a stored log (its bytes are read from the `PartitionLog`).
     #[must_use]
     pub fn read(&self, offset: Offset, until: Offset, max: usize) -> Vec<LogEntry> {
-        let end = until.min(self.end_offset());
-        if offset >= end {
-            return Vec::new();
-        }
-        let from = offset.0 as usize;
-        let to = (end.0 as usize).min(from + max);
-        self.entries[from..to].to_vec()
+        let Some(entries) = &self.entries else { return Vec::new() };
+        let from = entries.partition_point(|e| e.offset < offset);
+        entries[from..].iter().take_while(|e| e.offset < until).take(max).copied().collect()
     }
 
-    /// Every entry, in offset order.
+    /// Every entry, in offset order (none for a stored log).
     #[must_use]
     pub fn entries(&self) -> &[LogEntry] {
-        &self.entries
+        self.entries.as_deref().unwrap_or_default()
     }
 
     /// The leader-epoch cache: each epoch with its first offset.
@@ -108,17 +141,18 @@ impl ReplicaLog {
         self.truncations
     }
 
-    /// Appends one entry in `epoch` (on a leader); returns its offset.
+    /// Appends one single-offset entry in `epoch` (on a leader); returns it.
     pub fn append(&mut self, epoch: LeaderEpoch, payload: PayloadId) -> LogEntry {
-        let entry = LogEntry { offset: self.end_offset(), epoch, payload };
+        let entry = LogEntry { offset: self.end_offset(), count: 1, epoch, payload };
         self.push(entry);
         entry
     }
 
-    /// Appends an entry copied from the leader; it must land exactly at the log end, in an
-    /// epoch no older than the last one.
+    /// Appends an entry; it must land exactly at the log end, in an epoch no older than
+    /// the last one.
     pub fn push(&mut self, entry: LogEntry) {
         assert_eq!(entry.offset, self.end_offset(), "entry {entry:?} is not at the log end");
+        assert!(entry.count > 0, "entry {entry:?} spans no offset");
         match self.latest_epoch() {
             Some(latest) if latest == entry.epoch => {}
             Some(latest) => {
@@ -127,16 +161,28 @@ impl ReplicaLog {
             }
             None => self.epochs.push(EpochStart { epoch: entry.epoch, start: entry.offset }),
         }
-        self.entries.push(entry);
+        self.end = entry.end();
+        if let Some(entries) = &mut self.entries {
+            entries.push(entry);
+        }
     }
 
-    /// Removes every entry at or above `offset` (nothing if the log ends before it).
+    /// Removes the entry holding `offset` and every one after it (nothing if the log ends
+    /// at or before it). A stored log cannot see entry boundaries: there `offset` must be
+    /// one, as replication's truncation points always are (both logs' batches in an
+    /// epoch are that epoch's leader's batches).
     pub fn truncate_to(&mut self, offset: Offset) {
-        if offset >= self.end_offset() {
+        if offset >= self.end {
             return;
         }
-        self.entries.truncate(offset.0 as usize);
-        self.epochs.retain(|e| e.start < offset);
+        self.end = offset;
+        if let Some(entries) = &mut self.entries {
+            let keep = entries.partition_point(|e| e.end() <= offset);
+            entries.truncate(keep);
+            self.end = entries.last().map_or(Offset(0), LogEntry::end);
+        }
+        let end = self.end;
+        self.epochs.retain(|e| e.start < end);
         self.truncations += 1;
     }
 
@@ -211,6 +257,41 @@ mod tests {
         assert_eq!(log.truncations(), 2, "truncating past the end changes nothing");
         log.append(LeaderEpoch(5), PayloadId(9));
         assert_eq!(log.epoch_starts(), vec![(LeaderEpoch(1), Offset(0)), (LeaderEpoch(5), Offset(2))]);
+    }
+
+    #[test]
+    fn batches_span_offsets_and_truncation_removes_the_whole_batch() {
+        let mut log = ReplicaLog::new();
+        for (offset, count, epoch) in [(0, 3, 1), (3, 2, 1), (5, 4, 2)] {
+            log.push(LogEntry { offset: Offset(offset), count, epoch: LeaderEpoch(epoch), payload: PayloadId(offset) });
+        }
+        assert_eq!(log.end_offset(), Offset(9));
+        assert_eq!(log.entry(Offset(4)).map(|e| e.offset), Some(Offset(3)), "offset 4 is in the batch from 3");
+        assert_eq!(log.read(Offset(3), Offset(9), 10).len(), 2);
+        assert_eq!(log.end_offset_for_epoch(LeaderEpoch(1)).map(|e| e.end_offset), Some(Offset(5)));
+        log.truncate_to(Offset(6));
+        assert_eq!(log.end_offset(), Offset(5), "the batch holding 6 went whole");
+        assert_eq!(log.latest_epoch(), Some(LeaderEpoch(1)));
+        log.truncate_to(Offset(4));
+        assert_eq!(log.end_offset(), Offset(3));
+    }
+
+    #[test]
+    fn a_stored_log_keeps_only_its_end_and_epoch_cache() {
+        let mut log = ReplicaLog::stored(Offset(100), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(4), Offset(60))]);
+        assert_eq!(
+            log.end_offset_for_epoch(LeaderEpoch(3)),
+            Some(EpochEnd { epoch: LeaderEpoch(1), end_offset: Offset(60) })
+        );
+        assert!(log.read(Offset(0), Offset(100), 10).is_empty(), "the bytes are in the PartitionLog");
+        log.push(LogEntry { offset: Offset(100), count: 20, epoch: LeaderEpoch(6), payload: PayloadId(0) });
+        assert_eq!(log.end_offset(), Offset(120));
+        log.truncate_to(Offset(60));
+        assert_eq!(log.epoch_starts(), vec![(LeaderEpoch(1), Offset(0))]);
+        assert_eq!(log.end_offset(), Offset(60));
+        assert!(log.entries().is_empty());
+        let ignored = ReplicaLog::stored(Offset(10), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(2), Offset(10))]);
+        assert_eq!(ignored.latest_epoch(), Some(LeaderEpoch(1)), "an epoch starting at the end is not in the log");
     }
 
     #[test]

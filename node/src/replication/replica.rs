@@ -247,6 +247,72 @@ impl ReplicaNode {
         self.replicas.keys().copied().collect()
     }
 
+    /// The node's produce path, where the `PartitionLog` gives offsets: called at the
+    /// moment it gives `count` offsets from `base` to a producer's batches (with nothing
+    /// in between), this checks the leadership (and for acks=all the ISR's size), records
+    /// the entry and returns the epoch to stamp on the batches. The acks=all answer comes
+    /// later, as a `ProduceReply` sent to `client` once the high watermark passes it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lead_append(
+        &mut self,
+        now_ms: u64,
+        partition: PartitionId,
+        client: Endpoint,
+        acks: Acks,
+        base: Offset,
+        count: u64,
+        request_id: u64,
+    ) -> (Result<LeaderEpoch, ReplicaError>, Vec<NodeAction>) {
+        let mut out = Vec::new();
+        let mut ctx = Ctx {
+            node: self.id,
+            incarnation: self.incarnation,
+            config: &self.config,
+            now_ms,
+            next_request_id: &mut self.next_request_id,
+            out: &mut out,
+        };
+        let Some(replica) = self.replicas.get_mut(&partition) else { return (Err(ReplicaError::NotLeader), out) };
+        let Role::Leader(leader) = &replica.role else { return (Err(ReplicaError::NotLeader), out) };
+        let epoch = leader.epoch;
+        if replica.log.end_offset() != base {
+            tracing::error!(
+                "partition {partition}: the stored log gives offset {base}, replication expects {}",
+                replica.log.end_offset()
+            );
+            return (Err(ReplicaError::NotLeader), out);
+        }
+        let result = match replica.produce(&mut ctx, client, acks, super::PayloadId(0), count.max(1), true, request_id)
+        {
+            Some(Err(e)) => Err(e),
+            Some(Ok(_)) | None => Ok(epoch),
+        };
+        (result, out)
+    }
+
+    /// What a consumer may read of `partition` here: below the high watermark, on the
+    /// leader, once its HW reached its epoch start. Returns (HW, leader epoch).
+    pub fn consumer_view(&self, partition: PartitionId) -> Result<(Offset, LeaderEpoch), ReplicaError> {
+        let replica = self.replicas.get(&partition).ok_or(ReplicaError::NotLeader)?;
+        let Role::Leader(leader) = &replica.role else { return Err(ReplicaError::NotLeader) };
+        if replica.high_watermark < leader.epoch_start {
+            return Err(ReplicaError::OffsetNotAvailable);
+        }
+        Ok((replica.high_watermark, leader.epoch))
+    }
+
+    /// Starts replicating a partition this node was newly assigned, over its stored log.
+    pub fn add_partition(&mut self, partition: PartitionId, config: PartitionConfig, log: ReplicaLog) {
+        self.replicas.entry(partition).or_insert(Replica {
+            partition,
+            config,
+            log,
+            high_watermark: Offset(0),
+            state: None,
+            role: Role::Idle,
+        });
+    }
+
     /// One step: an input at `now_ms` in, actions out (in the order to perform them).
     pub fn step(&mut self, now_ms: u64, input: NodeInput) -> Vec<NodeAction> {
         let mut out = Vec::new();
@@ -324,7 +390,7 @@ impl ReplicaNode {
                     }
                     Message::Produce { partition, acks, payload, request_id } => {
                         let result = match self.replicas.get_mut(&partition) {
-                            Some(replica) => replica.produce(&mut ctx, from, acks, payload, request_id),
+                            Some(replica) => replica.produce(&mut ctx, from, acks, payload, 1, false, request_id),
                             None => Some(Err(ReplicaError::NotLeader)),
                         };
                         if let (Some(result), false) = (result, acks == Acks::None) {
@@ -538,12 +604,17 @@ impl Replica {
         }
     }
 
+    /// Appends an entry of `count` offsets as the leader. `stored`: the caller's log
+    /// already took it (the node's `PartitionLog::append_as_leader`), so no `LogOp`.
+    #[allow(clippy::too_many_arguments)]
     fn produce(
         &mut self,
         ctx: &mut Ctx<'_>,
         client: Endpoint,
         acks: Acks,
         payload: super::PayloadId,
+        count: u64,
+        stored: bool,
         request_id: u64,
     ) -> Option<Result<Offset, ReplicaError>> {
         let Role::Leader(leader) = &self.role else { return Some(Err(ReplicaError::NotLeader)) };
@@ -551,8 +622,12 @@ impl Replica {
             return Some(Err(ReplicaError::NotEnoughReplicas));
         }
         let epoch = leader.epoch;
-        let entry = LogEntry { offset: self.log.end_offset(), epoch, payload };
-        self.log_op(ctx, LogOp::Append(vec![entry]));
+        let entry = LogEntry { offset: self.log.end_offset(), count, epoch, payload };
+        if stored {
+            self.log.push(entry);
+        } else {
+            self.log_op(ctx, LogOp::Append(vec![entry]));
+        }
         if acks == Acks::All {
             if let Role::Leader(leader) = &mut self.role {
                 leader.waiting.push(WaitingAck { client, request_id, offset: entry.offset });

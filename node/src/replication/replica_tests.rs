@@ -206,9 +206,9 @@ fn follower_truncates_a_divergent_tail_over_several_rounds() {
     // n2 has entries from a deposed epoch-3 leader; n1 leads epoch 4.
     let leader_log = log_of(&[1, 2, 2, 4], 0);
     let mut follower_log = log_of(&[1], 0);
-    follower_log.push(LogEntry { offset: Offset(1), epoch: LeaderEpoch(1), payload: PayloadId(50) });
-    follower_log.push(LogEntry { offset: Offset(2), epoch: LeaderEpoch(3), payload: PayloadId(51) });
-    follower_log.push(LogEntry { offset: Offset(3), epoch: LeaderEpoch(3), payload: PayloadId(52) });
+    follower_log.push(LogEntry { offset: Offset(1), count: 1, epoch: LeaderEpoch(1), payload: PayloadId(50) });
+    follower_log.push(LogEntry { offset: Offset(2), count: 1, epoch: LeaderEpoch(3), payload: PayloadId(51) });
+    follower_log.push(LogEntry { offset: Offset(3), count: 1, epoch: LeaderEpoch(3), payload: PayloadId(52) });
     let mut leader = node_with(1, leader_log.clone());
     let mut follower = node_with(2, follower_log);
     update(&mut leader, 0, state(1, 4, 9, &[1, 2, 3]));
@@ -287,4 +287,28 @@ fn controller_messages_for_another_life_are_ignored() {
     assert_eq!(node.leader_epoch_if_leader(P), Some(LeaderEpoch(1)));
     update(&mut node, 0, state(2, 1, 0, &[1, 2, 3]));
     assert_eq!(node.leader_epoch_if_leader(P), Some(LeaderEpoch(1)), "an older partition epoch changes nothing");
+}
+
+#[test]
+fn the_nodes_produce_path_records_batches_the_stored_log_placed() {
+    let stored = ReplicaLog::stored(Offset(10), &[(LeaderEpoch(1), Offset(0))]);
+    let mut leader = ReplicaNode::new(NodeId(1), Incarnation(1), CONFIG, vec![(P, PARTITION, stored)]);
+    let client = Endpoint::Client(ClientId(7));
+    let (refused, _) = leader.lead_append(0, P, client, Acks::All, Offset(10), 5, 1);
+    assert_eq!(refused, Err(ReplicaError::NotLeader), "no state from the controller yet");
+    update(&mut leader, 0, state(1, 2, 1, &[1, 2]));
+    let (wrong, _) = leader.lead_append(0, P, client, Acks::Leader, Offset(11), 5, 2);
+    assert_eq!(wrong, Err(ReplicaError::NotLeader), "an offset the log does not agree on is refused");
+    let (epoch, out) = leader.lead_append(0, P, client, Acks::All, Offset(10), 5, 3);
+    assert_eq!(epoch, Ok(LeaderEpoch(2)), "the batch is stamped with the leader's epoch");
+    assert!(acks(&sent(out)).is_empty(), "acks=all waits for the follower");
+    assert!(leader.log(P).unwrap().entries().is_empty(), "a stored log keeps no entries");
+    assert_eq!(leader.log(P).unwrap().end_offset(), Offset(15));
+    assert_eq!(leader.consumer_view(P), Err(ReplicaError::OffsetNotAvailable), "HW below the epoch start (10)");
+    let (result, out) = fetch(&mut leader, 1, 2, 2, 15, Some(2));
+    assert!(matches!(result, FetchResult::Entries { high_watermark: Offset(15), ref entries } if entries.is_empty()));
+    assert_eq!(acks(&out), vec![Ok(Offset(10))]);
+    assert_eq!(leader.consumer_view(P), Ok((Offset(15), LeaderEpoch(2))));
+    update(&mut leader, 2, state(2, 3, 2, &[2]));
+    assert_eq!(leader.consumer_view(P), Err(ReplicaError::NotLeader));
 }
