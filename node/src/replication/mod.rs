@@ -14,6 +14,8 @@
 //!   fencing, partitions' leaders, epochs and ISRs), changed only by `Command`s applied in
 //!   the controller quorum's log order; it is the quorum's `StateMachine` (commands and
 //!   outcomes in a small versioned binary encoding).
+//! - `wire`: the bytes of the inter-node messages (heartbeats, partition updates,
+//!   AlterPartition, replica fetches and their replies) for the node's transport.
 //! - `controller`: the decision side, `ControllerLeader`, which runs on the quorum leader:
 //!   node sessions (soft state), and the commands to propose for fencing, elections, ISR
 //!   changes, controlled shutdown and preferred leaders; answers go out only once their
@@ -42,6 +44,7 @@ mod replica_tests;
 #[cfg(test)]
 pub(crate) mod sim;
 pub mod state;
+pub mod wire;
 
 use std::fmt;
 

@@ -454,31 +454,32 @@ const TAG_PREFERRED: u8 = 6;
 const TAG_CREATE: u8 = 7;
 const TAG_OUTCOME: u8 = 100;
 
+/// Writes the encoding's fields (also used by `replication::wire`).
 #[derive(Default)]
-struct Writer(Vec<u8>);
+pub(super) struct Writer(pub(super) Vec<u8>);
 
 impl Writer {
-    fn u8(&mut self, v: u8) {
+    pub(super) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u16(&mut self, v: u16) {
+    pub(super) fn u16(&mut self, v: u16) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn u32(&mut self, v: u32) {
+    pub(super) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(super) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn bool(&mut self, v: bool) {
+    pub(super) fn bool(&mut self, v: bool) {
         self.u8(u8::from(v));
     }
-    fn nodes(&mut self, nodes: &[NodeId]) {
+    pub(super) fn nodes(&mut self, nodes: &[NodeId]) {
         assert!(nodes.len() <= NODES_PER_LIST_MAX, "{} nodes in one list", nodes.len());
         self.u16(nodes.len() as u16);
         nodes.iter().for_each(|n| self.u32(n.0));
     }
-    fn state(&mut self, s: &PartitionState) {
+    pub(super) fn state(&mut self, s: &PartitionState) {
         self.u32(s.partition.0);
         match s.leader {
             Some(leader) => {
@@ -494,16 +495,17 @@ impl Writer {
     }
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Reads the encoding's fields, checking every length (also used by `replication::wire`).
+pub(super) struct Reader<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn err<T>(&self, what: impl fmt::Display) -> Result<T, DecodeError> {
+    pub(super) fn err<T>(&self, what: impl fmt::Display) -> Result<T, DecodeError> {
         Err(DecodeError { at: self.at, what: what.to_string() })
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         match self.bytes.get(self.at..self.at + n) {
             Some(slice) => {
                 self.at += n;
@@ -512,38 +514,38 @@ impl<'a> Reader<'a> {
             None => self.err(format!("needs {n} more bytes, has {}", self.bytes.len() - self.at)),
         }
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(super) fn u16(&mut self) -> Result<u16, DecodeError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(super) fn u64(&mut self) -> Result<u64, DecodeError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_be_bytes(a))
     }
-    fn bool(&mut self) -> Result<bool, DecodeError> {
+    pub(super) fn bool(&mut self) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
             other => self.err(format!("flag byte {other} is neither 0 nor 1")),
         }
     }
-    fn nodes(&mut self) -> Result<Vec<NodeId>, DecodeError> {
+    pub(super) fn nodes(&mut self) -> Result<Vec<NodeId>, DecodeError> {
         let count = self.u16()? as usize;
         if count > NODES_PER_LIST_MAX {
             return self.err(format!("{count} nodes in one list, above {NODES_PER_LIST_MAX}"));
         }
         (0..count).map(|_| self.u32().map(NodeId)).collect()
     }
-    fn state(&mut self) -> Result<PartitionState, DecodeError> {
+    pub(super) fn state(&mut self) -> Result<PartitionState, DecodeError> {
         let partition = PartitionId(self.u32()?);
         let leader = if self.bool()? { Some(NodeId(self.u32()?)) } else { None };
         let leader_epoch = LeaderEpoch(self.u32()?);
@@ -552,14 +554,14 @@ impl<'a> Reader<'a> {
         let replicas = self.nodes()?;
         Ok(PartitionState { partition, leader, leader_epoch, partition_epoch, isr, replicas })
     }
-    fn header(&mut self) -> Result<u8, DecodeError> {
+    pub(super) fn header(&mut self) -> Result<u8, DecodeError> {
         let version = self.u8()?;
         if version != ENCODING_VERSION {
             return self.err(format!("encoding version {version}, this node reads {ENCODING_VERSION}"));
         }
         self.u8()
     }
-    fn finish(&self) -> Result<(), DecodeError> {
+    pub(super) fn finish(&self) -> Result<(), DecodeError> {
         if self.at != self.bytes.len() {
             return self.err(format!("{} trailing bytes", self.bytes.len() - self.at));
         }
