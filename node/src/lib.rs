@@ -1,5 +1,7 @@
 //! The Sluice storage node.
 //!
+//! - `cluster`: the transport between nodes (framed TCP for Raft and replication
+//!   messages); not yet started by the node.
 //! - `config`: the node's settings (flags, TOML file, defaults).
 //! - `controller`: the controller quorum (raft-rs voters with a write-ahead log); not yet
 //!   wired to the node's network.
@@ -17,6 +19,7 @@
 //! - `storage`: the partition log (segments, indexes, cache, recovery).
 //! - `topics`: topic metadata, its validation and its file.
 
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod errors;
