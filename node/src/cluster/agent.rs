@@ -54,8 +54,14 @@ pub struct Agent {
     started: Instant,
     voter: RefCell<Option<ControllerVoter>>,
     replicas: RefCell<ReplicaNode>,
-    transport: RefCell<Option<Rc<Transport>>>,
-    inbox: RefCell<VecDeque<Inbound>>,
+    transport: Rc<Transport>,
+    inbox: Rc<Inbox>,
+}
+
+/// Inbound frames waiting for the agent's one handling task.
+#[derive(Default)]
+struct Inbox {
+    frames: RefCell<VecDeque<Inbound>>,
     wake: WaitQueue,
 }
 
@@ -77,23 +83,21 @@ impl Agent {
             None
         };
         let replicas = ReplicaNode::new(config.node, config.incarnation, config.replica, Vec::new());
+        let inbox = Rc::new(Inbox::default());
+        let queue = inbox.clone();
+        let handler: Handler = Rc::new(move |frame| {
+            queue.frames.borrow_mut().push_back(frame);
+            queue.wake.notify_all();
+        });
+        let transport = Transport::start(config.node, &config.peers, handler.clone());
         let agent = Rc::new(Agent {
             config,
             started: Instant::now(),
             voter: RefCell::new(voter),
             replicas: RefCell::new(replicas),
-            transport: RefCell::new(None),
-            inbox: RefCell::new(VecDeque::new()),
-            wake: WaitQueue::new(),
+            transport,
+            inbox,
         });
-        let inbox = Rc::downgrade(&agent);
-        let handler: Handler = Rc::new(move |frame| {
-            if let Some(agent) = inbox.upgrade() {
-                agent.inbox.borrow_mut().push_back(frame);
-                agent.wake.notify_all();
-            }
-        });
-        *agent.transport.borrow_mut() = Some(Transport::start(agent.config.node, &agent.config.peers, handler.clone()));
         io::spawn_detached(transport::serve(listener, handler));
         io::spawn_detached(agent.clone().pump());
         io::spawn_detached(agent.clone().tick_voter());
@@ -119,8 +123,8 @@ impl Agent {
 
     async fn pump(self: Rc<Self>) {
         loop {
-            let wait = self.wake.wait();
-            let next = self.inbox.borrow_mut().pop_front();
+            let wait = self.inbox.wake.wait();
+            let next = self.inbox.frames.borrow_mut().pop_front();
             match next {
                 Some(frame) => self.handle(frame),
                 None => wait.await,
@@ -191,24 +195,22 @@ impl Agent {
                 return;
             }
         };
-        let Some(transport) = self.transport.borrow().clone() else { return };
         let me = u64::from(self.config.node.0);
         for (to, bytes) in out.raft {
             match u32::try_from(to) {
-                Ok(to) => transport.send_raft(NodeId(to), me, bytes),
+                Ok(to) => self.transport.send_raft(NodeId(to), me, bytes),
                 Err(_) => warn!("raft message to voter {to}, which is not a node id"),
             }
         }
         for envelope in out.send {
-            self.send(&transport, &envelope);
+            self.send(&envelope);
         }
     }
 
     fn node_actions(&self, actions: Vec<NodeAction>) {
-        let Some(transport) = self.transport.borrow().clone() else { return };
         for action in actions {
             match action {
-                NodeAction::Send(envelope) => self.send(&transport, &envelope),
+                NodeAction::Send(envelope) => self.send(&envelope),
                 // No partitions are hosted yet, so there is no log to change.
                 NodeAction::Log { partition, .. } => warn!("log operation for unhosted partition {partition}"),
                 NodeAction::ShutdownReady => {}
@@ -216,15 +218,15 @@ impl Agent {
         }
     }
 
-    fn send(&self, transport: &Transport, envelope: &Envelope) {
+    fn send(&self, envelope: &Envelope) {
         let Some(bytes) = wire::encode(envelope, &[]) else { return };
         match envelope.to {
             Endpoint::Controller => {
                 for voter in &self.config.voters {
-                    transport.send_envelope(*voter, bytes.clone());
+                    self.transport.send_envelope(*voter, bytes.clone());
                 }
             }
-            Endpoint::Node(node) => transport.send_envelope(node, bytes),
+            Endpoint::Node(node) => self.transport.send_envelope(node, bytes),
             Endpoint::Client(_) => {}
         }
     }

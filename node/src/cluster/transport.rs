@@ -18,7 +18,7 @@
 //! Where it lives: one `Transport` per shard that talks to other nodes; its connection
 //! tasks run on that shard.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -55,9 +55,9 @@ pub type Handler = Rc<dyn Fn(Inbound)>;
 #[derive(Default)]
 struct Outbox {
     frames: RefCell<VecDeque<Vec<u8>>>,
-    bytes: RefCell<usize>,
+    bytes: Cell<usize>,
     wake: WaitQueue,
-    dropped: RefCell<u64>,
+    dropped: Cell<u64>,
 }
 
 /// This node's connections to its peers (see the module doc).
@@ -104,7 +104,7 @@ impl Transport {
     /// Frames dropped so far because a peer's queue was full.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.outboxes.values().map(|o| *o.dropped.borrow()).sum()
+        self.outboxes.values().map(|o| o.dropped.get()).sum()
     }
 
     fn queue(&self, to: NodeId, kind: u8, prefix: &[u8], body: &[u8]) {
@@ -113,8 +113,8 @@ impl Transport {
             return;
         };
         let len = 1 + prefix.len() + body.len();
-        if len > FRAME_BYTES_MAX || *outbox.bytes.borrow() + len > OUTBOX_BYTES_MAX {
-            *outbox.dropped.borrow_mut() += 1;
+        if len > FRAME_BYTES_MAX || outbox.bytes.get() + len > OUTBOX_BYTES_MAX {
+            outbox.dropped.set(outbox.dropped.get() + 1);
             return;
         }
         let mut frame = Vec::with_capacity(4 + len);
@@ -122,7 +122,7 @@ impl Transport {
         frame.push(kind);
         frame.extend_from_slice(prefix);
         frame.extend_from_slice(body);
-        *outbox.bytes.borrow_mut() += frame.len();
+        outbox.bytes.set(outbox.bytes.get() + frame.len());
         outbox.frames.borrow_mut().push_back(frame);
         outbox.wake.notify_all();
     }
@@ -152,14 +152,14 @@ async fn sender(node: NodeId, address: SocketAddr, outbox: Rc<Outbox>) {
                     };
                     debug!("cannot reach node {node} at {address}: {why}");
                     outbox.frames.borrow_mut().clear();
-                    *outbox.bytes.borrow_mut() = 0;
+                    outbox.bytes.set(0);
                     io::sleep(RECONNECT_BACKOFF).await;
                     continue;
                 }
             }
         }
         let batch: Vec<Vec<u8>> = outbox.frames.borrow_mut().drain(..).collect();
-        *outbox.bytes.borrow_mut() = 0;
+        outbox.bytes.set(0);
         let Some(s) = stream.as_mut() else { continue };
         let mut failed = false;
         for frame in &batch {

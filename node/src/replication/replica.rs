@@ -301,18 +301,6 @@ impl ReplicaNode {
         Ok((replica.high_watermark, leader.epoch))
     }
 
-    /// Starts replicating a partition this node was newly assigned, over its stored log.
-    pub fn add_partition(&mut self, partition: PartitionId, config: PartitionConfig, log: ReplicaLog) {
-        self.replicas.entry(partition).or_insert(Replica {
-            partition,
-            config,
-            log,
-            high_watermark: Offset(0),
-            state: None,
-            role: Role::Idle,
-        });
-    }
-
     /// One step: an input at `now_ms` in, actions out (in the order to perform them).
     pub fn step(&mut self, now_ms: u64, input: NodeInput) -> Vec<NodeAction> {
         let mut out = Vec::new();

@@ -703,12 +703,6 @@ impl PartitionLog {
         self.shared.state.borrow().epochs.clone()
     }
 
-    /// The offset the next appended batch gets (queued appends included).
-    #[must_use]
-    pub fn next_offset(&self) -> Offset {
-        self.shared.state.borrow().next_offset
-    }
-
     fn check_append(&self, batches: &[u8], producer: bool) -> Result<Vec<Checked>, StorageError> {
         let limit = self.shared.config.batch_bytes_max;
         let mut checked = Vec::new();
@@ -788,9 +782,8 @@ impl PartitionLog {
         let sh = &self.shared;
         let mut st = sh.state.borrow_mut();
         st.check_writable(&sh.dir)?;
-        let latest = st.epochs.last().map(|e| e.0);
         let mut expected = st.next_offset;
-        let mut epoch_floor = latest;
+        let mut epoch_floor = st.epochs.last().map(|e| e.0);
         for c in checked {
             let epoch = match placement {
                 Placement::Assign => None,
