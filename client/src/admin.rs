@@ -1,10 +1,12 @@
 //! The admin client: topics, partitions and configs.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 use crate::protocol::{self, ClusterMetadata, ConfigValue, GroupInfo, NewTopic, TopicInfo};
+use crate::router::{stale_metadata, Router};
 
 /// A partition's lag in a group: log end offset minus committed offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,11 +38,21 @@ pub async fn connect_any(
     Err(last)
 }
 
-/// Administers topics through one node.
-#[derive(Debug)]
+/// Administers topics: reads through any node, changes through the controller (found
+/// from Metadata, as Kafka's admin client does), retried while leadership moves.
 pub struct Admin {
     conn: Connection,
+    router: Router,
 }
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Admin({:?})", self.conn)
+    }
+}
+
+/// How long an admin change keeps retrying while the controller or a leader moves.
+const RETRY_FOR: Duration = Duration::from_secs(15);
 
 fn single(results: Vec<(String, Result<()>)>, name: &str) -> Result<()> {
     results
@@ -52,22 +64,63 @@ fn single(results: Vec<(String, Result<()>)>, name: &str) -> Result<()> {
 impl Admin {
     /// Connects to the first reachable bootstrap server.
     pub async fn connect(bootstrap_servers: &[String]) -> Result<Admin> {
-        let conn = connect_any(bootstrap_servers, "sluice-admin", 8, Duration::from_secs(30)).await?;
-        Ok(Admin { conn })
+        let timeout = Duration::from_secs(30);
+        let conn = connect_any(bootstrap_servers, "sluice-admin", 8, timeout).await?;
+        let router = Router::new(bootstrap_servers, "sluice-admin", 8, timeout, Duration::ZERO);
+        Ok(Admin { conn, router })
+    }
+
+    /// Runs `call` on the controller's connection, again while the controller moves.
+    async fn on_controller<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(Arc<Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + RETRY_FOR;
+        loop {
+            let result = match self.router.to_controller().await {
+                Ok(conn) => call(conn).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if stale_metadata(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A connection to the partition's leader (for requests only it answers).
+    async fn to_leader(&self, topic: &str, partition: u32) -> Result<Arc<Connection>> {
+        self.router.refresh(topic).await?;
+        self.router.to_node(self.router.leader(topic, partition)).await
     }
 
     pub async fn create_topic(&self, topic: NewTopic) -> Result<()> {
-        let name = topic.name.clone();
-        single(protocol::create_topics(&self.conn, &[topic], false).await?, &name)
+        self.on_controller(|conn| {
+            let topic = topic.clone();
+            async move {
+                let name = topic.name.clone();
+                single(protocol::create_topics(&conn, &[topic], false).await?, &name)
+            }
+        })
+        .await
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        single(protocol::delete_topics(&self.conn, &[name.to_string()]).await?, name)
+        self.on_controller(
+            |conn| async move { single(protocol::delete_topics(&conn, &[name.to_string()]).await?, name) },
+        )
+        .await
     }
 
     /// Grows a topic to `count` partitions (partitions are never removed).
     pub async fn add_partitions(&self, name: &str, count: u32) -> Result<()> {
-        single(protocol::create_partitions(&self.conn, &[(name.to_string(), count)]).await?, name)
+        self.on_controller(|conn| async move {
+            single(protocol::create_partitions(&conn, &[(name.to_string(), count)]).await?, name)
+        })
+        .await
     }
 
     /// Every topic's name, sorted.
@@ -101,7 +154,7 @@ impl Admin {
 
     /// Sets `set` and returns `delete` to the node's defaults.
     pub async fn alter_configs(&self, name: &str, set: &[(String, String)], delete: &[String]) -> Result<()> {
-        protocol::alter_configs(&self.conn, name, set, delete).await?
+        self.on_controller(|conn| async move { protocol::alter_configs(&conn, name, set, delete).await? }).await
     }
 
     /// (group id, state, members) of every group.
@@ -125,7 +178,11 @@ impl Admin {
             }
         }
         let queries: Vec<(String, u32, i64)> = parts.keys().map(|(t, p)| (t.clone(), *p, protocol::LATEST)).collect();
-        let ends = if queries.is_empty() { Vec::new() } else { protocol::list_offsets(&self.conn, &queries).await? };
+        let mut ends = Vec::with_capacity(queries.len());
+        for query in queries {
+            let conn = self.to_leader(&query.0, query.1).await?;
+            ends.extend(protocol::list_offsets(&conn, &[query]).await?);
+        }
         let mut out = Vec::new();
         for ((topic, partition), (committed, member_id)) in parts {
             let log_end = ends
@@ -149,7 +206,8 @@ impl Admin {
             let target = if to >= 0 {
                 to as u64
             } else {
-                let r = protocol::list_offsets(&self.conn, &[(topic.to_string(), *p, to)]).await?;
+                let conn = self.to_leader(topic, *p).await?;
+                let r = protocol::list_offsets(&conn, &[(topic.to_string(), *p, to)]).await?;
                 r.into_iter().next().and_then(|(_, _, o)| o.ok().flatten()).unwrap_or(0)
             };
             offsets.push((topic.to_string(), *p, target, String::new()));
@@ -169,7 +227,8 @@ impl Admin {
     /// Deletes the records of a partition below `offset` (-1: all written so far), as
     /// Kafka's DeleteRecords. Returns the partition's new log start.
     pub async fn delete_records(&self, topic: &str, partition: u32, offset: i64) -> Result<u64> {
-        protocol::delete_records(&self.conn, &[(topic.to_string(), partition, offset)])
+        let conn = self.to_leader(topic, partition).await?;
+        protocol::delete_records(&conn, &[(topic.to_string(), partition, offset)])
             .await?
             .into_iter()
             .next()

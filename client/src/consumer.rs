@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use sluice_schemas::batch::{check_batch, BatchWalker, TimestampType};
 use tokio::task::JoinHandle;
 
-use crate::admin::connect_any;
-use crate::connection::Connection;
 use crate::error::{ClientError, ErrorCode, Result};
 use crate::protocol::{self, FetchLimits, FetchPartition, FetchedPartition};
+use crate::router::{stale_metadata, Router};
 
 /// What to do when a partition has no valid position (auto.offset.reset).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +108,7 @@ struct Prefetch {
 /// A consumer of assigned partitions.
 pub struct Consumer {
     config: ConsumerConfig,
-    conn: Arc<Connection>,
+    router: Arc<Router>,
     assignment: Vec<Tp>,
     positions: HashMap<Tp, u64>,
     prefetch: Option<Prefetch>,
@@ -124,16 +123,17 @@ impl std::fmt::Debug for Consumer {
 
 impl Consumer {
     pub async fn new(config: ConsumerConfig) -> Result<Consumer> {
-        let conn = connect_any(
+        let router = Router::new(
             &config.bootstrap_servers,
             &config.client_id,
             4,
             Duration::from_millis(config.request_timeout_ms),
-        )
-        .await?;
+            Duration::ZERO,
+        );
+        router.any().await?;
         Ok(Consumer {
             config,
-            conn: Arc::new(conn),
+            router: Arc::new(router),
             assignment: Vec::new(),
             positions: HashMap::new(),
             prefetch: None,
@@ -192,7 +192,18 @@ impl Consumer {
     }
 
     async fn list_offset(&self, topic: &str, partition: u32, query: i64) -> Result<Option<u64>> {
-        let results = protocol::list_offsets(&self.conn, &[(topic.to_string(), partition, query)]).await?;
+        if self.router.leader(topic, partition).is_none() {
+            self.router.refresh(topic).await?;
+        }
+        let conn = self.router.to_node(self.router.leader(topic, partition)).await?;
+        let results = match protocol::list_offsets(&conn, &[(topic.to_string(), partition, query)]).await {
+            Err(e) if stale_metadata(&e) => {
+                self.router.refresh(topic).await?;
+                let conn = self.router.to_node(self.router.leader(topic, partition)).await?;
+                protocol::list_offsets(&conn, &[(topic.to_string(), partition, query)]).await?
+            }
+            other => other?,
+        };
         results
             .into_iter()
             .next()
@@ -231,8 +242,8 @@ impl Consumer {
             min_bytes: self.config.fetch_min_bytes,
             max_bytes: self.config.fetch_max_bytes,
         };
-        let conn = self.conn.clone();
-        let task = tokio::spawn(async move { protocol::fetch(&conn, limits, &parts).await });
+        let router = self.router.clone();
+        let task = tokio::spawn(async move { fetch_from_leaders(&router, limits, parts).await });
         self.prefetch = Some(Prefetch { positions: self.positions.clone(), task });
     }
 
@@ -294,7 +305,12 @@ impl Consumer {
                     self.reset(&part.topic, part.partition).await?;
                     continue;
                 }
-                Err(e) if e.is_retriable() => continue,
+                Err(e) if e.is_retriable() => {
+                    if stale_metadata(&e) {
+                        let _ = self.router.refresh(&part.topic).await;
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let mut next = position;
@@ -341,6 +357,51 @@ struct Decoded {
 }
 
 /// The records of one batch, decompressed if needed. Control batches have none.
+/// Fetches each partition from its leader, one request per leader, concurrently. A
+/// leader that cannot be reached fails only its own partitions.
+async fn fetch_from_leaders(
+    router: &Arc<Router>,
+    limits: FetchLimits,
+    parts: Vec<FetchPartition>,
+) -> Result<Vec<FetchedPartition>> {
+    let mut by_leader: HashMap<Option<u32>, Vec<FetchPartition>> = HashMap::new();
+    for part in parts {
+        if router.leader(&part.topic, part.partition).is_none() {
+            let _ = router.refresh(&part.topic).await;
+        }
+        by_leader.entry(router.leader(&part.topic, part.partition)).or_default().push(part);
+    }
+    let tasks: Vec<_> = by_leader
+        .into_iter()
+        .map(|(leader, parts)| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let result = match router.to_node(leader).await {
+                    Ok(conn) => protocol::fetch(&conn, limits, &parts).await,
+                    Err(e) => Err(e),
+                };
+                result.or_else(|e| {
+                    let failed = |p: &FetchPartition| FetchedPartition {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        result: Err(e.clone()),
+                    };
+                    if e.is_retriable() {
+                        Ok(parts.iter().map(failed).collect())
+                    } else {
+                        Err(e)
+                    }
+                })
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.extend(task.await.map_err(|e| ClientError::Protocol(format!("fetch task failed: {e}")))??);
+    }
+    Ok(out)
+}
+
 fn decode_batch(bytes: &[u8], limit: usize) -> std::result::Result<Vec<Decoded>, String> {
     let header = sluice_schemas::batch::BatchHeader::view(bytes).map_err(|e| e.to_string())?;
     if header.attributes().is_control() {

@@ -28,6 +28,7 @@ impl ErrorCode {
             17 => "INVALID_TOPIC_EXCEPTION",
             18 => "RECORD_LIST_TOO_LARGE",
             19 => "NOT_ENOUGH_REPLICAS",
+            20 => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
             21 => "INVALID_REQUIRED_ACKS",
             22 => "ILLEGAL_GENERATION",
             24 => "INVALID_GROUP_ID",
@@ -39,6 +40,7 @@ impl ErrorCode {
             37 => "INVALID_PARTITIONS",
             38 => "INVALID_REPLICATION_FACTOR",
             40 => "INVALID_CONFIG",
+            41 => "NOT_CONTROLLER",
             42 => "INVALID_REQUEST",
             44 => "POLICY_VIOLATION",
             56 => "KAFKA_STORAGE_ERROR",
@@ -53,7 +55,7 @@ impl ErrorCode {
     /// is expected to pass (a leader moving, a timeout, stale metadata).
     #[must_use]
     pub fn is_retriable(self) -> bool {
-        matches!(self.0, 2 | 3 | 5 | 6 | 7 | 19 | 56)
+        matches!(self.0, 2 | 3 | 5 | 6 | 7 | 19 | 20 | 41 | 56)
     }
 }
 

@@ -11,6 +11,7 @@
 //! - `serialize`: bytes, string, i64, f64 serializers and the traits for custom ones.
 //! - `protocol`: typed requests and responses of the native protocol.
 //! - `connection`: one pipelined TCP connection to a node.
+//! - `router`: each partition's leader and a connection per node (cluster routing).
 //! - `error`: `ClientError`, with `is_retriable`.
 //!
 //! This crate never depends on the node; it shares only `sluice-schemas` with it.
@@ -24,6 +25,7 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod protocol;
+mod router;
 pub mod serialize;
 
 pub use admin::Admin;

@@ -22,11 +22,10 @@ use sluice_schemas::records::{BatchBuilder, BatchConfig, RecordHeader};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
-use crate::admin::connect_any;
-use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::protocol::{self, PartitionBatches};
+use crate::router::{stale_metadata, Router};
 
 /// Bytes a batch's header and a record's framing add, for the size estimates that
 /// decide when a batch is full (the exact size is the builder's).
@@ -296,8 +295,7 @@ struct State {
 
 struct Inner {
     config: ProducerConfig,
-    conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
-    partitions: Mutex<HashMap<String, (u32, Instant)>>,
+    router: Router,
     state: Mutex<State>,
     memory: Arc<Semaphore>,
     wake: Notify,
@@ -324,16 +322,22 @@ impl Producer {
     /// Starts a producer (and its sender task on the current tokio runtime).
     pub async fn new(config: ProducerConfig) -> Result<Producer> {
         config.validate()?;
+        let router = Router::new(
+            &config.bootstrap_servers,
+            &config.client_id,
+            config.max_in_flight_requests_per_connection,
+            Duration::from_millis(config.request_timeout_ms),
+            Duration::from_millis(config.metadata_max_age_ms),
+        );
         let inner = Arc::new(Inner {
             memory: Arc::new(Semaphore::new(config.buffer_memory)),
             config,
-            conn: tokio::sync::Mutex::new(None),
-            partitions: Mutex::new(HashMap::new()),
+            router,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             idle: Notify::new(),
         });
-        inner.connection().await?;
+        inner.router.any().await?;
         tokio::spawn(sender(inner.clone()));
         Ok(Producer { inner })
     }
@@ -521,47 +525,8 @@ fn close_all_open(st: &mut State, compression: Compression) {
 }
 
 impl Inner {
-    /// The connection, reconnecting when it broke.
-    async fn connection(&self) -> Result<Arc<Connection>> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            if !c.is_broken() {
-                return Ok(c.clone());
-            }
-        }
-        let c = Arc::new(
-            connect_any(
-                &self.config.bootstrap_servers,
-                &self.config.client_id,
-                self.config.max_in_flight_requests_per_connection,
-                Duration::from_millis(self.config.request_timeout_ms),
-            )
-            .await?,
-        );
-        *guard = Some(c.clone());
-        Ok(c)
-    }
-
     async fn partitions_for(&self, topic: &str) -> Result<u32> {
-        if let Some((count, at)) = lock(&self.partitions).get(topic) {
-            if at.elapsed() < Duration::from_millis(self.config.metadata_max_age_ms) {
-                return Ok(*count);
-            }
-        }
-        self.refresh_metadata(topic).await
-    }
-
-    async fn refresh_metadata(&self, topic: &str) -> Result<u32> {
-        let conn = self.connection().await?;
-        let metadata = protocol::metadata(&conn, Some(&[topic.to_string()])).await?;
-        let info = metadata
-            .topics
-            .into_iter()
-            .find(|t| t.name == topic)
-            .ok_or_else(|| ClientError::Protocol(format!("no metadata for topic {topic:?}")))?;
-        let count = info.partitions?.len() as u32;
-        lock(&self.partitions).insert(topic.to_string(), (count, Instant::now()));
-        Ok(count)
+        self.router.partitions(topic).await
     }
 
     /// Resolves `slots` with offsets from `base_offset` (or fails them).
@@ -640,9 +605,17 @@ async fn sender(inner: Arc<Inner>) {
             inner.finish(&topic, partition, batch, Err(error));
         }
         if !to_send.is_empty() {
-            let inner = inner.clone();
-            // The connection's in-flight limit bounds how many of these run at once.
-            tokio::spawn(async move { send_request(&inner, to_send).await });
+            // One request per partition leader; each connection's in-flight limit bounds
+            // how many run at once.
+            let mut by_leader: HashMap<Option<u32>, Vec<(String, u32, ReadyBatch)>> = HashMap::new();
+            for (topic, partition, batch) in to_send {
+                let leader = inner.router.leader(&topic, partition);
+                by_leader.entry(leader).or_default().push((topic, partition, batch));
+            }
+            for (leader, batches) in by_leader {
+                let inner = inner.clone();
+                tokio::spawn(async move { send_request(&inner, leader, batches).await });
+            }
             continue;
         }
         if closed && lock(&inner.state).outstanding == 0 {
@@ -653,10 +626,10 @@ async fn sender(inner: Arc<Inner>) {
     }
 }
 
-async fn send_request(inner: &Arc<Inner>, batches: Vec<(String, u32, ReadyBatch)>) {
+async fn send_request(inner: &Arc<Inner>, leader: Option<u32>, batches: Vec<(String, u32, ReadyBatch)>) {
     let acks = inner.config.acks.wire();
     let result = async {
-        let conn = inner.connection().await?;
+        let conn = inner.router.to_node(leader).await?;
         let parts: Vec<PartitionBatches<'_>> =
             batches.iter().map(|(t, p, b)| PartitionBatches { topic: t, partition: *p, batches: &b.bytes }).collect();
         protocol::produce(&conn, acks, inner.config.request_timeout_ms as u32, &parts).await
@@ -709,8 +682,8 @@ async fn send_request(inner: &Arc<Inner>, batches: Vec<(String, u32, ReadyBatch)
             continue;
         }
         debug!(%topic, partition, %error, attempt = batch.attempts + 1, "retrying batch");
-        if matches!(crate::protocol::error_code(&error), Some(c) if c.0 == 3 || c.0 == 6) {
-            let _ = inner.refresh_metadata(&topic).await;
+        if stale_metadata(&error) {
+            let _ = inner.router.refresh(&topic).await;
         }
         batch.attempts += 1;
         batch.not_before = Instant::now() + Duration::from_millis(inner.config.retry_backoff_ms);

@@ -25,6 +25,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N]
                    [--request-memory-bytes N] [--spin-before-park-us N] [--retention-check-ms N]
                    [--compaction-check-ms N] [--compaction-bytes-per-s N]
+                   [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--session-timeout-ms N]
+                   [--replica-lag-time-max-ms N]
 
   --config FILE             TOML file with the same keys (e.g. `data-dir = \"/var/lib/sluice\"`,
                             `[topic-defaults]` with topic config keys); flags win over it
@@ -49,6 +51,15 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --retention-check-ms N    how often retention deletes expired segments (default 300000)
   --compaction-check-ms N   how often compacted topics are cleaned (default 15000)
   --compaction-bytes-per-s N  the cleaner's read rate per shard, 0 unthrottled (default 67108864)
+  --peer ID=NATIVE,CLUSTER[,KAFKA]  a node of the cluster: its id, native listener, cluster
+                            (replication) listener and Kafka listener; repeat for every node,
+                            this one included (its entry must match --node-id, --listen and
+                            --kafka-listen). Without --peer the node is a single node. Every
+                            peer is a controller voter: run 1, 3 or 5 nodes
+  --session-timeout-ms N    a node not heard from for this long is fenced and loses its
+                            leaderships (default 3000)
+  --replica-lag-time-max-ms N  a follower that has not caught up for this long leaves the
+                            ISR (replica.lag.time.max.ms, default 10000)
   -h, --help                this text
 
 Logs go to stderr; RUST_LOG sets the filter (default info). SIGTERM or SIGINT shut the
@@ -84,7 +95,28 @@ pub struct NodeConfig {
     pub compaction_check_ms: u64,
     /// The cleaner's read rate per shard, so appends keep their throughput.
     pub compaction_bytes_per_s: u64,
+    /// Every node of the cluster, this one included; empty for a single node.
+    pub peers: Vec<Peer>,
+    /// A node not heard from for this long is fenced (cluster only).
+    pub session_timeout_ms: u64,
+    /// replica.lag.time.max.ms (cluster only).
+    pub replica_lag_time_max_ms: u64,
 }
+
+/// A node of the cluster and its addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u32,
+    /// Its native protocol listener.
+    pub listen: SocketAddr,
+    /// Its cluster listener (replication and the controller quorum).
+    pub cluster: SocketAddr,
+    /// Its Kafka listener, if it has one.
+    pub kafka: Option<SocketAddr>,
+}
+
+/// Controller voters at most: every peer is one.
+pub const VOTERS_MAX: usize = 7;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -104,6 +136,9 @@ impl Default for NodeConfig {
             retention_check_ms: 300_000,
             compaction_check_ms: 15_000,
             compaction_bytes_per_s: 64 << 20,
+            peers: Vec::new(),
+            session_timeout_ms: 3_000,
+            replica_lag_time_max_ms: 10_000,
         }
     }
 }
@@ -131,6 +166,23 @@ fn address(key: &str, value: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{key} = {value:?}: not a HOST:PORT address"))
 }
 
+/// `ID=NATIVE,CLUSTER[,KAFKA]`.
+fn peer(key: &str, value: &str) -> Result<Peer, String> {
+    let bad = || format!("{key} = {value:?}: expected ID=HOST:PORT,HOST:PORT[,HOST:PORT] (native, cluster, Kafka)");
+    let (id, addresses) = value.split_once('=').ok_or_else(bad)?;
+    let id = number(key, id, 0, i32::MAX as u64)?;
+    let parts: Vec<&str> = addresses.split(',').collect();
+    if !(2..=3).contains(&parts.len()) {
+        return Err(bad());
+    }
+    Ok(Peer {
+        id,
+        listen: address(key, parts[0])?,
+        cluster: address(key, parts[1])?,
+        kafka: parts.get(2).map(|a| address(key, a)).transpose()?,
+    })
+}
+
 impl NodeConfig {
     /// The host and port Kafka clients are told to connect to.
     #[must_use]
@@ -139,6 +191,41 @@ impl NodeConfig {
             return self.kafka_advertised.clone();
         }
         self.kafka_listen.map(|a| (a.ip().to_string(), a.port()))
+    }
+
+    /// This node's entry among the peers (`None`: a single node).
+    #[must_use]
+    pub fn me(&self) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.id == self.node_id)
+    }
+
+    fn check_cluster(&self) -> Result<(), String> {
+        if self.peers.is_empty() {
+            return Ok(());
+        }
+        let Some(me) = self.me() else {
+            return Err(format!("node-id = {} is not one of the --peer entries", self.node_id));
+        };
+        if me.listen != self.listen || me.kafka != self.kafka_listen {
+            return Err(format!(
+                "peer {}'s entry ({}, Kafka {}) does not match this node's listen = {} and kafka-listen = {}",
+                me.id,
+                me.listen,
+                me.kafka.map_or("off".to_string(), |a| a.to_string()),
+                self.listen,
+                self.kafka_listen.map_or("off".to_string(), |a| a.to_string())
+            ));
+        }
+        if self.peers.len() > VOTERS_MAX {
+            return Err(format!("{} peers: every peer is a controller voter, at most {VOTERS_MAX}", self.peers.len()));
+        }
+        let mut ids: Vec<u32> = self.peers.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.peers.len() {
+            return Err("two --peer entries have the same id".to_string());
+        }
+        Ok(())
     }
 
     /// Applies one setting by its name (the flag without `--`, or the TOML key).
@@ -177,6 +264,9 @@ impl NodeConfig {
             "retention-check-ms" => self.retention_check_ms = number(key, value, 10, 86_400_000)?,
             "compaction-check-ms" => self.compaction_check_ms = number(key, value, 10, 86_400_000)?,
             "compaction-bytes-per-s" => self.compaction_bytes_per_s = number(key, value, 0, 1 << 40)?,
+            "peer" => self.peers.push(peer(key, value)?),
+            "session-timeout-ms" => self.session_timeout_ms = number(key, value, 100, 600_000)?,
+            "replica-lag-time-max-ms" => self.replica_lag_time_max_ms = number(key, value, 100, 600_000)?,
             _ => return Err(format!("unknown setting {key:?} (see --help)")),
         }
         Ok(())
@@ -209,6 +299,15 @@ impl NodeConfig {
                         .collect::<Result<_, _>>()?,
                 };
                 self.topic_defaults = topic.log_config(&self.topic_defaults);
+                continue;
+            }
+            if let ("peer", toml::Value::Array(list)) = (key.as_str(), value) {
+                for entry in list {
+                    let entry = entry
+                        .as_str()
+                        .ok_or_else(|| format!("config file {}: peer entries must be strings", path.display()))?;
+                    self.set(key, entry).map_err(|e| format!("config file {}: {e}", path.display()))?;
+                }
                 continue;
             }
             let value = match value {
@@ -258,6 +357,7 @@ impl NodeConfig {
             config.set(key, value).map_err(|e| format!("--{e}"))?;
         }
         config.topic_defaults.validate()?;
+        config.check_cluster()?;
         if config.kafka_listen.is_some_and(|a| a.ip().is_unspecified()) && config.kafka_advertised.is_none() {
             return Err(format!(
                 "kafka-listen = {} listens on every address: set kafka-advertised = HOST:PORT to the address Kafka \
@@ -312,5 +412,22 @@ mod tests {
         assert!(NodeConfig::from_args(&args("--bogus 1")).unwrap_err().contains("unknown setting"));
         assert!(NodeConfig::from_args(&args("--listen nowhere")).unwrap_err().contains("HOST:PORT"));
         assert!(matches!(NodeConfig::from_args(&args("--help")), Ok(Command::Help)));
+    }
+
+    #[test]
+    fn peers_name_every_node_and_must_include_this_one() {
+        let peers = "--peer 1=127.0.0.1:7001,127.0.0.1:7101 --peer 2=127.0.0.1:7002,127.0.0.1:7102,127.0.0.1:7202";
+        let cmd =
+            NodeConfig::from_args(&args(&format!("--node-id 1 --listen 127.0.0.1:7001 --kafka-listen off {peers}")));
+        let Command::Run(c) = cmd.unwrap() else { panic!("help") };
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.me().unwrap().cluster.port(), 7101);
+        assert_eq!(c.peers[1].kafka.unwrap().port(), 7202);
+        let e = NodeConfig::from_args(&args(&format!("--node-id 3 {peers}"))).unwrap_err();
+        assert!(e.contains("node-id = 3"), "{e}");
+        let e = NodeConfig::from_args(&args(&format!("--node-id 1 --kafka-listen off {peers}"))).unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+        let e = NodeConfig::from_args(&args("--peer 1=127.0.0.1:7001")).unwrap_err();
+        assert!(e.contains("ID=HOST:PORT"), "{e}");
     }
 }

@@ -24,6 +24,15 @@ pub enum ErrorKind {
     InvalidRequiredAcks,
     RequestTimedOut,
     NotEnoughReplicas,
+    /// Stored by the leader, but the ISR fell below min.insync.replicas before every
+    /// member had it: not acknowledged (a retry may duplicate it, as in Kafka).
+    NotEnoughReplicasAfterAppend,
+    /// This node does not lead the partition (in a cluster): refresh metadata, retry.
+    NotLeaderOrFollower,
+    /// The partition has no leader now, or its new leader is not ready to serve yet.
+    LeaderNotAvailable,
+    /// Admin requests go to the controller (in a cluster); the message names it.
+    NotController,
     CoordinatorNotAvailable,
     InvalidGroupId,
     UnknownMemberId,

@@ -15,6 +15,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_node::config::{Command, NodeConfig, USAGE};
 use sluice_node::server::{self, Server};
+use sluice_node::shard::cluster::ClusterSetup;
 use sluice_node::shard::{Shard, MESH_CHANNEL_CAPACITY};
 use tracing::{error, info};
 
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
     };
     // The shards' listeners share the port with SO_REUSEPORT, which would also let them
     // share it with another process: check first that nobody else listens there.
-    for address in std::iter::once(config.listen).chain(config.kafka_listen) {
+    for address in std::iter::once(config.listen).chain(config.kafka_listen).chain(config.me().map(|p| p.cluster)) {
         if let Err(e) = check_port_free(address) {
             error!("{e}");
             eprintln!("sluice-node: {e}");
@@ -73,19 +74,20 @@ fn main() -> ExitCode {
     let finished = Arc::new(AtomicUsize::new(0));
     let mesh = MeshBuilder::full(config.shards, MESH_CHANNEL_CAPACITY);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cluster = cluster_setup(&config);
     info!(listen = %config.listen, data_dir = %config.data_dir.display(), shards = config.shards, "starting");
     let mut handles = Vec::new();
     for i in 0..config.shards {
         let placement = if config.shards <= cores { Placement::Fixed(i) } else { Placement::Unbound };
-        let (config, mesh, shard_stop, ready, finished) =
-            (config.clone(), mesh.clone(), stop.clone(), ready.clone(), finished.clone());
+        let (config, mesh, shard_stop, ready, finished, cluster) =
+            (config.clone(), mesh.clone(), stop.clone(), ready.clone(), finished.clone(), cluster.clone());
         let mut builder =
             LocalExecutorBuilder::new(placement).name(&format!("shard-{i}")).io_memory(SHARD_IO_MEMORY_BYTES);
         if config.spin_before_park_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
         }
         match builder.spawn(move || async move {
-            let result = run_shard(config, mesh, shard_stop.clone(), ready).await;
+            let result = run_shard(config, cluster, mesh, shard_stop.clone(), ready).await;
             if result.is_err() {
                 // One shard failing stops the node: a partial node would refuse its partitions.
                 shard_stop.store(true, Ordering::SeqCst);
@@ -134,8 +136,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// The cluster settings every shard starts with (`None` for a single node). This life's
+/// incarnation is the start time in milliseconds: larger than any earlier life's.
+fn cluster_setup(config: &NodeConfig) -> Option<ClusterSetup> {
+    use sluice_node::replication::{ControllerConfig, Incarnation, NodeId, ReplicaConfig};
+    config.me()?;
+    let peers = config.peers.iter().map(|p| (NodeId(p.id), p.cluster)).collect();
+    let incarnation =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64);
+    let session = config.session_timeout_ms;
+    Some(ClusterSetup {
+        node: NodeId(config.node_id),
+        incarnation: Incarnation(incarnation),
+        peers,
+        voters: config.peers.iter().map(|p| NodeId(p.id)).collect(),
+        controller: ControllerConfig {
+            session_timeout_ms: session,
+            preferred_election_interval_ms: 5_000,
+            proposal_retry_ms: 500,
+        },
+        replica: ReplicaConfig {
+            heartbeat_interval_ms: (session / 6).max(50),
+            replica_lag_time_max_ms: config.replica_lag_time_max_ms,
+            fetch_timeout_ms: 2_000,
+            fetch_backoff_ms: 1,
+            fetch_entries_max: 1_000,
+            alter_partition_retry_ms: 500,
+        },
+    })
+}
+
 async fn run_shard(
     config: NodeConfig,
+    cluster: Option<ClusterSetup>,
     mesh: MeshBuilder<sluice_node::shard::ShardMsg, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     ready: Arc<Barrier>,
@@ -144,9 +177,12 @@ async fn run_shard(
     let metrics_listen = config.metrics_listen;
     let kafka_listen = config.kafka_listen;
     let shard = Shard::start(Rc::new(config), mesh).await?;
+    if let Some(setup) = &cluster {
+        shard.start_cluster(setup)?;
+    }
     // Every shard has opened its partitions before any accepts a connection.
     ready.wait();
-    if shard.id.0 == 0 {
+    if shard.id.0 == 0 && cluster.is_none() {
         shard.ensure_offsets_topic().await.map_err(|e| format!("creating the offsets topic: {e}"))?;
     }
     let listener = server::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;

@@ -199,6 +199,16 @@ const CONFIG_KEYS: &[ConfigKey] = &[
         default: |c| c.min_insync_replicas.to_string(),
     },
     ConfigKey {
+        name: "unclean.leader.election.enable",
+        doc: "in a cluster, elect a replica outside the ISR when no ISR member is left (may lose acknowledged records)",
+        check: |v| match v {
+            "true" | "false" => Ok(()),
+            _ => Err("must be true or false".to_string()),
+        },
+        apply: |v, c| c.unclean_leader_election = v == "true",
+        default: |c| c.unclean_leader_election.to_string(),
+    },
+    ConfigKey {
         name: "fsync.policy",
         doc: "always, never or interval:N (milliseconds): when appends are fdatasync'd",
         check: |v| v.parse::<FsyncPolicy>().map(|_| ()),
@@ -265,6 +275,8 @@ impl Topic {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metadata {
     topics: BTreeMap<String, Topic>,
+    /// In a cluster, the nodes that may hold replicas now (a single node: `None`, one).
+    live_nodes: Option<u32>,
 }
 
 impl Metadata {
@@ -275,6 +287,13 @@ impl Metadata {
 
     pub fn topics(&self) -> impl Iterator<Item = &Topic> {
         self.topics.values()
+    }
+
+    /// Metadata a cluster's controller state holds (already checked when it was made),
+    /// with the number of live nodes new topics may be placed on.
+    #[must_use]
+    pub fn of_cluster(topics: impl IntoIterator<Item = Topic>, live_nodes: u32) -> Metadata {
+        Metadata { topics: topics.into_iter().map(|t| (t.name.clone(), t)).collect(), live_nodes: Some(live_nodes) }
     }
 
     /// Checks a new topic without adding it.
@@ -294,9 +313,12 @@ impl Metadata {
                 "topic {name:?}: {partitions} partitions is out of range (1 to {PARTITIONS_MAX})"
             )));
         }
-        if replication_factor != 1 {
+        let live = self.live_nodes.unwrap_or(1);
+        if replication_factor == 0 || u32::from(replication_factor) > live {
             return Err(TopicError::InvalidReplicationFactor(format!(
-                "topic {name:?}: replication factor {replication_factor} is more than the 1 live node"
+                "topic {name:?}: replication factor {replication_factor} is {} the {live} live node{}",
+                if replication_factor == 0 { "below 1; it must be 1 to" } else { "more than" },
+                if live == 1 { "" } else { "s" }
             )));
         }
         for (key, value) in configs {

@@ -1,14 +1,11 @@
-//! A node's cluster agent: runs its controller voter (when the node is one) and its
-//! `ReplicaNode` on one shard, on timers, over the `transport`. Inbound frames are queued
-//! and handled by one task in arrival order, so no state machine is ever re-entered.
+//! A node's cluster agent: its controller voter on timers, and the routing of every frame
+//! that reaches the node's cluster listener. Inbound frames are queued and handled by one
+//! task in arrival order, so the voter is never re-entered.
 //!
-//! Routing: Raft messages go to the voter they name (voter ids are node ids); envelopes
-//! addressed to `Endpoint::Controller` go to every voter (only the quorum's leader acts on
-//! them, the others drop them), and envelopes to a node go to that node.
-//!
-//! What is wired so far: the controller quorum between nodes, and node registration and
-//! fencing through heartbeats. The `ReplicaNode` hosts no partitions yet: placing
-//! partitions and driving their logs is the next step (ARCHITECTURE.md, "The cluster").
+//! Routing: Raft messages go to the voter; envelopes addressed to `Endpoint::Controller` go
+//! to the voter (only the quorum's leader acts on them, the others drop them); envelopes to
+//! this node go to `route` (the shard that replicates their partition). Messages this node
+//! sends to the controller go to every voter.
 //!
 //! Where it lives: shard 0 of every node of a cluster.
 
@@ -25,27 +22,29 @@ use super::transport::{self, Handler, Inbound, Transport};
 use crate::controller::quorum::QuorumError;
 use crate::io::{self, WaitQueue};
 use crate::replication::{
-    wire, ClusterState, ControllerConfig, ControllerVoter, Endpoint, Envelope, Incarnation, NodeAction, NodeId,
-    NodeInput, ReplicaConfig, ReplicaNode, VoterOutput,
+    wire, ClusterState, Command, ControllerConfig, ControllerVoter, Endpoint, Envelope, NodeId, VoterOutput,
 };
 
 /// How often the voter ticks (raft-rs counts its election timeout in ticks).
 pub const CONTROLLER_TICK: Duration = Duration::from_millis(20);
-/// How often the `ReplicaNode` ticks (heartbeats, fetch timers, ISR checks).
-pub const NODE_TICK: Duration = Duration::from_millis(10);
 
 /// A cluster agent's settings.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub node: NodeId,
-    /// This life of the node: larger than every earlier life's (the start time in ms).
-    pub incarnation: Incarnation,
     /// Every node's cluster address.
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// The controller voters (a subset of `peers`).
     pub voters: Vec<NodeId>,
     pub controller: ControllerConfig,
-    pub replica: ReplicaConfig,
+}
+
+/// Where the agent hands what is not the voter's.
+pub struct AgentHooks {
+    /// An envelope for this node (wire bytes).
+    pub route: Box<dyn Fn(Vec<u8>)>,
+    /// The voter applied committed commands: the cluster state changed.
+    pub changed: Box<dyn Fn()>,
 }
 
 /// One node's agent (see the module doc).
@@ -53,9 +52,9 @@ pub struct Agent {
     config: AgentConfig,
     started: Instant,
     voter: RefCell<Option<ControllerVoter>>,
-    replicas: RefCell<ReplicaNode>,
     transport: Rc<Transport>,
     inbox: Rc<Inbox>,
+    hooks: AgentHooks,
 }
 
 /// Inbound frames waiting for the agent's one handling task.
@@ -73,6 +72,7 @@ impl Agent {
         config: AgentConfig,
         dir: &Path,
         listener: glommio::net::TcpListener,
+        hooks: AgentHooks,
     ) -> Result<Rc<Agent>, QuorumError> {
         let voter = if config.voters.contains(&config.node) {
             let ids: Vec<u64> = config.voters.iter().map(|n| u64::from(n.0)).collect();
@@ -82,7 +82,6 @@ impl Agent {
         } else {
             None
         };
-        let replicas = ReplicaNode::new(config.node, config.incarnation, config.replica, Vec::new());
         let inbox = Rc::new(Inbox::default());
         let queue = inbox.clone();
         let handler: Handler = Rc::new(move |frame| {
@@ -90,19 +89,25 @@ impl Agent {
             queue.wake.notify_all();
         });
         let transport = Transport::start(config.node, &config.peers, handler.clone());
-        let agent = Rc::new(Agent {
-            config,
-            started: Instant::now(),
-            voter: RefCell::new(voter),
-            replicas: RefCell::new(replicas),
-            transport,
-            inbox,
-        });
+        let agent =
+            Rc::new(Agent { config, started: Instant::now(), voter: RefCell::new(voter), transport, inbox, hooks });
         io::spawn_detached(transport::serve(listener, handler));
         io::spawn_detached(agent.clone().pump());
         io::spawn_detached(agent.clone().tick_voter());
-        io::spawn_detached(agent.clone().tick_node());
         Ok(agent)
+    }
+
+    /// The transport to other nodes (shard 0's replicas send through it too).
+    #[must_use]
+    pub fn transport(&self) -> Rc<Transport> {
+        self.transport.clone()
+    }
+
+    /// A frame for this node that reached another shard (to itself, through its own
+    /// transport): handled as if it came from the network.
+    pub fn deliver(&self, frame: Inbound) {
+        self.inbox.frames.borrow_mut().push_back(frame);
+        self.inbox.wake.notify_all();
     }
 
     /// The committed cluster state as this node's voter applied it (`None` off voters).
@@ -111,10 +116,33 @@ impl Agent {
         self.voter.borrow().as_ref().map(|v| v.state().clone())
     }
 
+    /// Runs `f` on the committed state without copying it (`None` off voters).
+    pub fn with_state<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> Option<T> {
+        self.voter.borrow().as_ref().map(|v| f(v.state()))
+    }
+
     /// Whether this node's voter leads the controller quorum.
     #[must_use]
     pub fn is_controller(&self) -> bool {
         self.voter.borrow().as_ref().is_some_and(ControllerVoter::is_leader)
+    }
+
+    /// The voter the quorum follows as leader, as this voter knows it.
+    #[must_use]
+    pub fn controller(&self) -> Option<NodeId> {
+        let leader = self.voter.borrow().as_ref().and_then(|v| v.quorum().leader())?;
+        u32::try_from(leader).ok().map(NodeId)
+    }
+
+    /// Proposes an admin command (this voter must lead); it is applied once committed.
+    pub fn propose(&self, command: &Command) -> Result<(), String> {
+        let out = {
+            let mut voter = self.voter.borrow_mut();
+            let Some(voter) = voter.as_mut() else { return Err("this node is not a controller voter".into()) };
+            voter.propose(self.now_ms(), command).map_err(|e| e.to_string())?
+        };
+        self.voter_output(Some(Ok(out)));
+        Ok(())
     }
 
     fn now_ms(&self) -> u64 {
@@ -144,15 +172,6 @@ impl Agent {
         }
     }
 
-    async fn tick_node(self: Rc<Self>) {
-        loop {
-            io::sleep(NODE_TICK).await;
-            let now = self.now_ms();
-            let actions = self.replicas.borrow_mut().step(now, NodeInput::Tick);
-            self.node_actions(actions);
-        }
-    }
-
     fn handle(&self, frame: Inbound) {
         let now = self.now_ms();
         match frame {
@@ -161,22 +180,20 @@ impl Agent {
                 self.voter_output(out);
             }
             Inbound::Envelope(bytes) => {
-                let envelope = match wire::decode(&bytes) {
-                    Ok((envelope, _data)) => envelope,
+                let to = match wire::decode(&bytes) {
+                    Ok((envelope, _)) if envelope.to == Endpoint::Controller => {
+                        let out = self.voter.borrow_mut().as_mut().map(|v| v.receive(now, envelope));
+                        self.voter_output(out);
+                        return;
+                    }
+                    Ok((envelope, _)) => envelope.to,
                     Err(e) => {
                         warn!("dropping a replication message that does not decode: {e}");
                         return;
                     }
                 };
-                match envelope.to {
-                    Endpoint::Controller => {
-                        let out = self.voter.borrow_mut().as_mut().map(|v| v.receive(now, envelope));
-                        self.voter_output(out);
-                    }
-                    Endpoint::Node(node) if node == self.config.node => {
-                        let actions = self.replicas.borrow_mut().step(now, NodeInput::Receive(envelope));
-                        self.node_actions(actions);
-                    }
+                match to {
+                    Endpoint::Node(node) if node == self.config.node => (self.hooks.route)(bytes),
                     to => debug!("dropping a message addressed to {to:?}"),
                 }
             }
@@ -205,16 +222,8 @@ impl Agent {
         for envelope in out.send {
             self.send(&envelope);
         }
-    }
-
-    fn node_actions(&self, actions: Vec<NodeAction>) {
-        for action in actions {
-            match action {
-                NodeAction::Send(envelope) => self.send(&envelope),
-                // No partitions are hosted yet, so there is no log to change.
-                NodeAction::Log { partition, .. } => warn!("log operation for unhosted partition {partition}"),
-                NodeAction::ShutdownReady => {}
-            }
+        if !out.applied.is_empty() {
+            (self.hooks.changed)();
         }
     }
 
@@ -239,6 +248,16 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
+    use crate::cluster::host::{HostLogs, ReplicaHost};
+    use crate::replication::{Incarnation, ReplicaConfig};
+
+    struct NoLogs;
+
+    impl HostLogs for NoLogs {
+        fn hosted_log(&self, _: &str, _: u32) -> Option<Rc<crate::storage::PartitionLog>> {
+            None
+        }
+    }
 
     /// Three nodes, each on its own executor thread with its own cluster port and voter
     /// log, over real loopback sockets: the quorum elects a controller and registers every
@@ -256,24 +275,24 @@ mod tests {
         let stop_rx = std::sync::Arc::new(std::sync::Mutex::new(stop_rx));
         let mut threads = Vec::new();
         for node in 1..=3u32 {
+            let voters = vec![NodeId(1), NodeId(2), NodeId(3)];
             let config = AgentConfig {
                 node: NodeId(node),
-                incarnation: Incarnation(u64::from(node)),
                 peers: peers.clone(),
-                voters: vec![NodeId(1), NodeId(2), NodeId(3)],
+                voters: voters.clone(),
                 controller: ControllerConfig {
                     session_timeout_ms: 2_000,
                     preferred_election_interval_ms: 1_000,
                     proposal_retry_ms: 200,
                 },
-                replica: ReplicaConfig {
-                    heartbeat_interval_ms: 100,
-                    replica_lag_time_max_ms: 1_000,
-                    fetch_timeout_ms: 500,
-                    fetch_backoff_ms: 20,
-                    fetch_entries_max: 100,
-                    alter_partition_retry_ms: 500,
-                },
+            };
+            let replica = ReplicaConfig {
+                heartbeat_interval_ms: 100,
+                replica_lag_time_max_ms: 1_000,
+                fetch_timeout_ms: 500,
+                fetch_backoff_ms: 20,
+                fetch_entries_max: 100,
+                alter_partition_retry_ms: 500,
             };
             let voter_dir = dir.path().join(format!("n{node}"));
             let done = done_tx.clone();
@@ -282,7 +301,31 @@ mod tests {
                 let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().unwrap();
                 executor.run(async move {
                     let listener = glommio::net::TcpListener::bind(config.peers[&config.node]).unwrap();
-                    let agent = Agent::start(config, &voter_dir, listener).unwrap();
+                    // The node's replicas (none hosted) send its heartbeats; the agent
+                    // hands them what is addressed to the node.
+                    let host: Rc<std::cell::OnceCell<Rc<ReplicaHost>>> = Rc::default();
+                    let route = host.clone();
+                    let hooks = AgentHooks {
+                        route: Box::new(move |bytes| {
+                            if let Some(host) = route.get() {
+                                host.receive(&bytes);
+                            }
+                        }),
+                        changed: Box::new(|| {}),
+                    };
+                    let me = config.node;
+                    let agent = Agent::start(config, &voter_dir, listener, hooks).unwrap();
+                    let logs: std::rc::Weak<dyn HostLogs> = std::rc::Weak::<NoLogs>::new();
+                    let started = ReplicaHost::start(
+                        me,
+                        Incarnation(u64::from(node)),
+                        0,
+                        voters,
+                        replica,
+                        agent.transport(),
+                        logs,
+                    );
+                    let _ = host.set(started);
                     // Report until every node is registered in this voter's state (bounded).
                     for _ in 0..1_000 {
                         io::sleep(Duration::from_millis(20)).await;

@@ -2,10 +2,11 @@
 //! nodes.
 //!
 //! - `transport`: the best-effort framed TCP carrier between nodes.
-//! - `agent`: runs a node's controller voter and `ReplicaNode` on timers over the
-//!   transport (controller quorum, registration and fencing so far).
-//!
-//! Not yet started by the node's `main` (see ARCHITECTURE.md, "The cluster").
+//! - `agent`: runs a node's controller voter on timers over the transport and routes
+//!   what reaches the node's cluster listener (shard 0).
+//! - `host`: a shard's `ReplicaNode` over its real logs: performs its log operations,
+//!   fills its fetch answers, and runs the leader's produce path.
 
 pub mod agent;
+pub mod host;
 pub mod transport;

@@ -60,8 +60,9 @@ fn advertised(server: &Rc<Server>) -> (BrokerId, String, i32) {
 
 pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> MetadataResponse {
     let v = r.version;
-    let metadata = server.shard.metadata();
-    let (node_id, host, port) = advertised(server);
+    let shard = &server.shard;
+    let metadata = shard.metadata();
+    let broker = |id: u32| BrokerId(i32::try_from(id).unwrap_or(-1));
     let names: Vec<String> = match request.topics {
         // v0 has no null: an empty list asks for every topic.
         Some(list) if !(v == 0 && list.is_empty()) => {
@@ -79,12 +80,16 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
                 Some(t) => topic.with_partitions(
                     (0..t.partitions)
                         .map(|p| {
+                            let placement = shard.placement(&name, p);
+                            let leader = placement.leader.map_or(BrokerId(-1), broker);
+                            let epoch = i32::try_from(placement.leader_epoch).unwrap_or(i32::MAX);
                             MetadataResponsePartition::default()
+                                .with_error_code(if leader.0 < 0 { ErrorCode::LeaderNotAvailable.0 } else { 0 })
                                 .with_partition_index(super::index_of(p))
-                                .with_leader_id(node_id)
-                                .with_leader_epoch(if v >= 7 { 0 } else { -1 })
-                                .with_replica_nodes(vec![node_id])
-                                .with_isr_nodes(vec![node_id])
+                                .with_leader_id(leader)
+                                .with_leader_epoch(if v >= 7 { epoch } else { -1 })
+                                .with_replica_nodes(placement.replicas.into_iter().map(broker).collect())
+                                .with_isr_nodes(placement.isr.into_iter().map(broker).collect())
                         })
                         .collect(),
                 ),
@@ -92,11 +97,24 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
             }
         })
         .collect();
-    let broker = MetadataResponseBroker::default().with_node_id(node_id).with_host(text(&host)).with_port(port);
+    let brokers = shard
+        .node_addresses()
+        .into_iter()
+        .filter_map(|node| {
+            let (host, port) = node.kafka?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(broker(node.id))
+                    .with_host(text(&host))
+                    .with_port(i32::from(port)),
+            )
+        })
+        .collect();
+    let controller = shard.controller_id().map_or(BrokerId(-1), broker);
     MetadataResponse::default()
-        .with_brokers(vec![broker])
+        .with_brokers(brokers)
         .with_cluster_id((v >= 2).then(|| text(CLUSTER_ID)))
-        .with_controller_id(if v >= 1 { node_id } else { BrokerId(-1) })
+        .with_controller_id(if v >= 1 { controller } else { BrokerId(-1) })
         .with_topics(topics)
 }
 

@@ -266,7 +266,11 @@ pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Ve
                 out.push(heartbeat_reply(state, *node, *incarnation));
             }
         }
-        Command::FenceNode { .. } | Command::ElectPreferred { .. } | Command::CreatePartition { .. } => {}
+        Command::FenceNode { .. }
+        | Command::ElectPreferred { .. }
+        | Command::CreatePartition { .. }
+        | Command::SetTopic { .. }
+        | Command::DeleteTopic { .. } => {}
     }
     out
 }
@@ -423,6 +427,19 @@ impl ControllerVoter {
     pub fn receive(&mut self, now_ms: u64, envelope: Envelope) -> Result<VoterOutput, QuorumError> {
         let mut out = VoterOutput::default();
         self.decide(now_ms, ControllerInput::Receive(envelope), &mut out)?;
+        Ok(out)
+    }
+
+    /// Proposes an admin command (a topic change) on the quorum this voter leads; the
+    /// messages it calls for go out once it is applied, as for the leader's own commands.
+    pub fn propose(&mut self, now_ms: u64, command: &Command) -> Result<VoterOutput, QuorumError> {
+        let mut out = VoterOutput::default();
+        let id = self.quorum.propose(command.encode())?;
+        if self.proposals.len() >= PROPOSALS_IN_FLIGHT_MAX {
+            self.proposals.pop_first();
+        }
+        self.proposals.insert(id, command.clone());
+        self.poll(now_ms, &mut out)?;
         Ok(out)
     }
 

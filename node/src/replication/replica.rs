@@ -192,23 +192,19 @@ pub struct ReplicaNode {
 impl ReplicaNode {
     #[must_use]
     pub fn new(id: NodeId, incarnation: Incarnation, config: ReplicaConfig, partitions: Vec<ReplicaSpec>) -> Self {
-        let replicas = partitions
-            .into_iter()
-            .map(|(partition, config, log)| {
-                let replica =
-                    Replica { partition, config, log, high_watermark: Offset(0), state: None, role: Role::Idle };
-                (partition, replica)
-            })
-            .collect();
-        ReplicaNode {
+        let mut node = ReplicaNode {
             id,
             incarnation,
             config,
-            replicas,
+            replicas: BTreeMap::new(),
             last_heartbeat_ms: None,
             shutting_down: false,
             next_request_id: 0,
+        };
+        for (partition, config, log) in partitions {
+            node.add_partition(partition, config, log);
         }
+        node
     }
 
     #[must_use]
@@ -245,6 +241,51 @@ impl ReplicaNode {
     #[must_use]
     pub fn partitions(&self) -> Vec<PartitionId> {
         self.replicas.keys().copied().collect()
+    }
+
+    /// Starts replicating a partition (a node learns of new partitions as topics are
+    /// created). No role until the controller's state for it arrives. Ignored if hosted.
+    pub fn add_partition(&mut self, partition: PartitionId, config: PartitionConfig, log: ReplicaLog) {
+        self.replicas.entry(partition).or_insert(Replica {
+            partition,
+            config,
+            log,
+            high_watermark: Offset(0),
+            state: None,
+            role: Role::Idle,
+        });
+    }
+
+    /// A hosted partition's settings.
+    #[must_use]
+    pub fn partition_config(&self, partition: PartitionId) -> Option<PartitionConfig> {
+        self.replicas.get(&partition).map(|r| r.config)
+    }
+
+    /// Changes a hosted partition's settings (its topic's configs changed).
+    pub fn set_partition_config(&mut self, partition: PartitionId, config: PartitionConfig) {
+        if let Some(replica) = self.replicas.get_mut(&partition) {
+            replica.config = config;
+        }
+    }
+
+    /// Stops replicating a partition (its topic was deleted, or its stored log failed and
+    /// it is added back from what the log holds). acks=all produces waiting on it get
+    /// NOT_LEADER.
+    pub fn remove_partition(&mut self, now_ms: u64, partition: PartitionId) -> Vec<NodeAction> {
+        let mut out = Vec::new();
+        let mut ctx = Ctx {
+            node: self.id,
+            incarnation: self.incarnation,
+            config: &self.config,
+            now_ms,
+            next_request_id: &mut self.next_request_id,
+            out: &mut out,
+        };
+        if let Some(mut replica) = self.replicas.remove(&partition) {
+            replica.fail_waiting(&mut ctx);
+        }
+        out
     }
 
     /// The node's produce path, where the `PartitionLog` gives offsets: called at the

@@ -74,6 +74,20 @@ pub enum Command {
     /// A new partition with every replica in its ISR (its logs are empty), led by the
     /// first eligible replica if there is one. Ignored if the partition exists.
     CreatePartition { partition: PartitionId, replicas: Vec<NodeId>, config: PartitionConfig },
+    /// Creates a topic or changes one: its configs become `configs`, `config` applies to
+    /// all its partitions, and each assignment past its current partition count becomes a
+    /// new partition (with the next free partition ids). A topic never loses partitions, so
+    /// applying it again changes nothing.
+    SetTopic {
+        name: String,
+        replication_factor: u16,
+        configs: Vec<(String, String)>,
+        /// One replica list per partition, the whole topic (existing ones are kept as they are).
+        assignments: Vec<Vec<NodeId>>,
+        config: PartitionConfig,
+    },
+    /// Deletes a topic and its partitions. Ignored when it does not exist.
+    DeleteTopic { name: String },
 }
 
 /// What applying a command did.
@@ -118,6 +132,16 @@ pub struct PartitionRecord {
     pub last_alter: Option<(LeaderEpoch, u64)>,
 }
 
+/// A topic as the cluster knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicRecord {
+    /// Its partitions' ids, in partition order.
+    pub partitions: Vec<PartitionId>,
+    pub replication_factor: u16,
+    /// The configs set on the topic (the rest are node defaults).
+    pub configs: BTreeMap<String, String>,
+}
+
 /// A partition's assignment and settings, as created.
 pub type PartitionSpec = (PartitionId, Vec<NodeId>, PartitionConfig);
 
@@ -126,6 +150,9 @@ pub type PartitionSpec = (PartitionId, Vec<NodeId>, PartitionConfig);
 pub struct ClusterState {
     nodes: BTreeMap<NodeId, NodeRecord>,
     partitions: BTreeMap<PartitionId, PartitionRecord>,
+    topics: BTreeMap<String, TopicRecord>,
+    /// The id the next new partition of a topic gets (ids are never reused).
+    next_partition: u32,
 }
 
 impl ClusterState {
@@ -140,7 +167,72 @@ impl ClusterState {
         for (partition, replicas, config) in partitions {
             state.create_partition(*partition, replicas, *config);
         }
+        state.next_partition = partitions.iter().map(|(p, _, _)| p.0 + 1).max().unwrap_or(0);
         state
+    }
+
+    /// Replica lists for `count` new partitions of `replication_factor` replicas each: on
+    /// distinct eligible nodes, the preferred leader (first) on the node with the fewest
+    /// leaderships and the others on the nodes with the fewest replicas, counting every
+    /// partition already placed. Refused when fewer nodes are live than the factor.
+    pub fn place(&self, count: u32, replication_factor: u16) -> Result<Vec<Vec<NodeId>>, String> {
+        let live: Vec<NodeId> = self.nodes().filter(|(_, r)| r.eligible()).map(|(id, _)| id).collect();
+        let factor = usize::from(replication_factor);
+        if factor == 0 || factor > live.len() {
+            return Err(format!(
+                "replication factor {factor} is {} the {} live node{}",
+                if factor == 0 { "below 1; it must be 1 to" } else { "more than" },
+                live.len(),
+                if live.len() == 1 { "" } else { "s" }
+            ));
+        }
+        let mut replicas: BTreeMap<NodeId, usize> = live.iter().map(|n| (*n, 0)).collect();
+        let mut leaders = replicas.clone();
+        for record in self.partitions.values() {
+            for (i, node) in record.state.replicas.iter().enumerate() {
+                if let Some(count) = replicas.get_mut(node) {
+                    *count += 1;
+                    if i == 0 {
+                        *leaders.entry(*node).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        for p in 0..count as usize {
+            // Ties go round-robin from a start that moves with each partition.
+            let turn = |i: usize| (i + live.len() - p % live.len()) % live.len();
+            let mut chosen: Vec<NodeId> = Vec::with_capacity(factor);
+            while chosen.len() < factor {
+                let load = |n: &NodeId| if chosen.is_empty() { (leaders[n], replicas[n]) } else { (replicas[n], 0) };
+                let next = live
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| !chosen.contains(n))
+                    .min_by_key(|(i, n)| (load(n), turn(*i)))
+                    .map(|(_, n)| *n);
+                let Some(next) = next else { break };
+                chosen.push(next);
+            }
+            for (i, node) in chosen.iter().enumerate() {
+                *replicas.entry(*node).or_default() += 1;
+                if i == 0 {
+                    *leaders.entry(*node).or_default() += 1;
+                }
+            }
+            out.push(chosen);
+        }
+        Ok(out)
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> impl Iterator<Item = (&String, &TopicRecord)> {
+        self.topics.iter()
+    }
+
+    #[must_use]
+    pub fn topic(&self, name: &str) -> Option<&TopicRecord> {
+        self.topics.get(name)
     }
 
     #[must_use]
@@ -277,6 +369,43 @@ impl ClusterState {
                     }
                     out.accepted = true;
                     out.changed.extend(self.partition(*partition).cloned());
+                }
+            }
+            Command::SetTopic { name, replication_factor, configs, assignments, config } => {
+                let mut topic = self.topics.remove(name).unwrap_or_default();
+                if topic.partitions.is_empty() {
+                    topic.replication_factor = *replication_factor;
+                }
+                topic.configs = configs.iter().cloned().collect();
+                for id in &topic.partitions {
+                    if let Some(record) = self.partitions.get_mut(id) {
+                        record.config = *config;
+                    }
+                }
+                for replicas in assignments.iter().skip(topic.partitions.len()) {
+                    if replicas.is_empty() {
+                        break;
+                    }
+                    let id = PartitionId(self.next_partition);
+                    self.next_partition += 1;
+                    self.create_partition(id, replicas, *config);
+                    if self.candidate(id).is_some() {
+                        self.elect(id);
+                    }
+                    topic.partitions.push(id);
+                    out.changed.extend(self.partition(id).cloned());
+                }
+                out.accepted = !topic.partitions.is_empty();
+                if out.accepted {
+                    self.topics.insert(name.clone(), topic);
+                }
+            }
+            Command::DeleteTopic { name } => {
+                if let Some(topic) = self.topics.remove(name) {
+                    for id in topic.partitions {
+                        self.partitions.remove(&id);
+                    }
+                    out.accepted = true;
                 }
             }
         }
@@ -452,6 +581,8 @@ const TAG_SHUTDOWN: u8 = 4;
 const TAG_ALTER: u8 = 5;
 const TAG_PREFERRED: u8 = 6;
 const TAG_CREATE: u8 = 7;
+const TAG_SET_TOPIC: u8 = 8;
+const TAG_DELETE_TOPIC: u8 = 9;
 const TAG_OUTCOME: u8 = 100;
 
 /// Writes the encoding's fields (also used by `replication::wire`).
@@ -470,6 +601,12 @@ impl Writer {
     }
     pub(super) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    /// A u16 length and UTF-8 bytes (names and config values are far shorter).
+    pub(super) fn string(&mut self, v: &str) {
+        let bytes = &v.as_bytes()[..v.len().min(usize::from(u16::MAX))];
+        self.u16(bytes.len() as u16);
+        self.0.extend_from_slice(bytes);
     }
     pub(super) fn bool(&mut self, v: bool) {
         self.u8(u8::from(v));
@@ -530,6 +667,14 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_be_bytes(a))
+    }
+    pub(super) fn string(&mut self) -> Result<String, DecodeError> {
+        let len = usize::from(self.u16()?);
+        let bytes = self.take(len)?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.to_string()),
+            Err(_) => self.err("a string that is not UTF-8"),
+        }
     }
     pub(super) fn bool(&mut self) -> Result<bool, DecodeError> {
         match self.u8()? {
@@ -625,6 +770,24 @@ impl Command {
                 w.u32(config.min_insync_replicas);
                 w.bool(config.unclean_leader_election);
             }
+            Command::SetTopic { name, replication_factor, configs, assignments, config } => {
+                w.u8(TAG_SET_TOPIC);
+                w.string(name);
+                w.u16(*replication_factor);
+                w.u32(configs.len() as u32);
+                for (key, value) in configs {
+                    w.string(key);
+                    w.string(value);
+                }
+                w.u32(assignments.len() as u32);
+                assignments.iter().for_each(|replicas| w.nodes(replicas));
+                w.u32(config.min_insync_replicas);
+                w.bool(config.unclean_leader_election);
+            }
+            Command::DeleteTopic { name } => {
+                w.u8(TAG_DELETE_TOPIC);
+                w.string(name);
+            }
         }
         w.0
     }
@@ -653,6 +816,24 @@ impl Command {
                 replicas: r.nodes()?,
                 config: PartitionConfig { min_insync_replicas: r.u32()?, unclean_leader_election: r.bool()? },
             },
+            TAG_SET_TOPIC => {
+                let name = r.string()?;
+                let replication_factor = r.u16()?;
+                // Each pair takes at least 4 bytes, each assignment 2: larger counts are malformed.
+                let count = r.u32()? as usize;
+                if count > bytes.len() / 4 {
+                    return r.err(format!("{count} configs in {} bytes", bytes.len()));
+                }
+                let configs = (0..count).map(|_| Ok((r.string()?, r.string()?))).collect::<Result<Vec<_>, _>>()?;
+                let count = r.u32()? as usize;
+                if count > bytes.len() / 2 {
+                    return r.err(format!("{count} assignments in {} bytes", bytes.len()));
+                }
+                let assignments = (0..count).map(|_| r.nodes()).collect::<Result<Vec<_>, _>>()?;
+                let config = PartitionConfig { min_insync_replicas: r.u32()?, unclean_leader_election: r.bool()? };
+                Command::SetTopic { name, replication_factor, configs, assignments, config }
+            }
+            TAG_DELETE_TOPIC => Command::DeleteTopic { name: r.string()? },
             tag => return r.err(format!("unknown command tag {tag}")),
         };
         r.finish()?;
@@ -740,6 +921,14 @@ mod tests {
                 replicas: ids(&[3, 1, 2]),
                 config: PartitionConfig { min_insync_replicas: 1, unclean_leader_election: true },
             },
+            Command::SetTopic {
+                name: "orders".to_string(),
+                replication_factor: 3,
+                configs: vec![("retention.ms".to_string(), "1000".to_string())],
+                assignments: vec![ids(&[1, 2, 3]), ids(&[2, 3, 1])],
+                config: CONFIG,
+            },
+            Command::DeleteTopic { name: "orders".to_string() },
         ]
     }
 
@@ -876,5 +1065,69 @@ mod tests {
         assert_eq!(state.partition(PartitionId(6)).unwrap().leader, None);
         state.apply_command(&Command::RegisterNode { node: NodeId(3), incarnation: Incarnation(2) });
         assert_eq!(state.partition(PartitionId(6)).unwrap().leader, Some(NodeId(3)));
+    }
+
+    /// Placement spreads replicas and preferred leaders evenly over live nodes only, and
+    /// refuses a factor above the live node count.
+    #[test]
+    fn placement_spreads_over_live_nodes_and_refuses_too_large_a_factor() {
+        let mut state = ClusterState::new(&ids(&[1, 2, 3, 4]), &[]);
+        for n in 1..=3 {
+            state.apply_command(&Command::RegisterNode { node: NodeId(n), incarnation: Incarnation(1) });
+        }
+        let placed = state.place(6, 2).unwrap();
+        assert_eq!(placed.len(), 6);
+        let mut leaders = BTreeMap::new();
+        let mut replicas = BTreeMap::new();
+        for list in &placed {
+            assert_eq!(list.len(), 2);
+            assert_ne!(list[0], list[1]);
+            assert!(!list.contains(&NodeId(4)), "node 4 never registered: {placed:?}");
+            *leaders.entry(list[0]).or_insert(0) += 1;
+            for n in list {
+                *replicas.entry(*n).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "{placed:?}");
+        assert_eq!(replicas.values().copied().collect::<Vec<_>>(), vec![4, 4, 4], "{placed:?}");
+        let e = state.place(1, 4).unwrap_err();
+        assert!(e.contains("replication factor 4") && e.contains("3 live nodes"), "{e}");
+        assert!(state.place(1, 0).is_err());
+    }
+
+    /// A topic takes fresh partition ids, its partitions get leaders, applying the same
+    /// command again changes nothing, a longer assignment adds partitions, configs are
+    /// replaced, and deleting it removes its partitions (their ids are not reused).
+    #[test]
+    fn topics_allocate_partitions_idempotently_and_deletion_frees_them() {
+        let mut state = cluster();
+        let set = |assignments: Vec<Vec<NodeId>>, retention: &str| Command::SetTopic {
+            name: "orders".to_string(),
+            replication_factor: 2,
+            configs: vec![("retention.ms".to_string(), retention.to_string())],
+            assignments,
+            config: CONFIG,
+        };
+        let created = state.apply_command(&set(vec![ids(&[2, 3]), ids(&[3, 1])], "10"));
+        assert!(created.accepted);
+        assert_eq!(created.changed.len(), 2);
+        let topic = state.topic("orders").unwrap().clone();
+        assert_eq!(topic.partitions, vec![PartitionId(1), PartitionId(2)]);
+        assert_eq!(state.partition(PartitionId(1)).unwrap().leader, Some(NodeId(2)));
+        assert_eq!(state.partition(PartitionId(2)).unwrap().leader, Some(NodeId(3)));
+        let again = state.apply_command(&set(vec![ids(&[2, 3]), ids(&[3, 1])], "10"));
+        assert!(again.changed.is_empty());
+        assert_eq!(state.topic("orders").unwrap().partitions.len(), 2);
+        let grown = state.apply_command(&set(vec![ids(&[2, 3]), ids(&[3, 1]), ids(&[1, 2])], "20"));
+        assert_eq!(grown.changed.len(), 1);
+        let topic = state.topic("orders").unwrap();
+        assert_eq!(topic.partitions, vec![PartitionId(1), PartitionId(2), PartitionId(3)]);
+        assert_eq!(topic.configs.get("retention.ms").map(String::as_str), Some("20"));
+        assert_eq!(topic.replication_factor, 2);
+        assert!(state.apply_command(&Command::DeleteTopic { name: "orders".to_string() }).accepted);
+        assert!(state.topic("orders").is_none() && state.partition(PartitionId(2)).is_none());
+        assert!(!state.apply_command(&Command::DeleteTopic { name: "orders".to_string() }).accepted);
+        state.apply_command(&set(vec![ids(&[1, 2])], "10"));
+        assert_eq!(state.topic("orders").unwrap().partitions, vec![PartitionId(4)]);
     }
 }

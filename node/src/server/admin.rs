@@ -36,7 +36,6 @@ pub fn api_versions(correlation_id: u32) -> ResponseFrame {
 pub fn metadata(server: &Rc<Server>, correlation_id: u32, request: wire::MetadataRequest<'_>) -> ResponseFrame {
     let shard = &server.shard;
     let metadata = shard.metadata();
-    let node_id = shard.config.node_id;
     let names: Vec<String> = match request.topics() {
         Some(list) => list.iter().map(str::to_string).collect(),
         None => metadata.topics().map(|t| t.name.clone()).collect(),
@@ -50,15 +49,17 @@ pub fn metadata(server: &Rc<Server>, correlation_id: u32, request: wire::Metadat
                 Some(topic) => {
                     let partitions: Vec<_> = (0..topic.partitions)
                         .map(|p| {
-                            let replicas = b.create_vector(&[node_id]);
-                            let isr = b.create_vector(&[node_id]);
+                            let placement = shard.placement(name, p);
+                            let replicas = b.create_vector(&placement.replicas);
+                            let isr = b.create_vector(&placement.isr);
+                            let leader = placement.leader.map_or(-1, |l| l as i32);
                             wire::PartitionMetadata::create(
                                 &mut b,
                                 &wire::PartitionMetadataArgs {
                                     partition: p,
-                                    error: ErrorCode::None,
-                                    leader: node_id as i32,
-                                    leader_epoch: 0,
+                                    error: if leader < 0 { ErrorCode::LeaderNotAvailable } else { ErrorCode::None },
+                                    leader,
+                                    leader_epoch: placement.leader_epoch,
                                     replicas: Some(replicas),
                                     isr: Some(isr),
                                 },
@@ -92,27 +93,29 @@ pub fn metadata(server: &Rc<Server>, correlation_id: u32, request: wire::Metadat
         })
         .collect();
     let topics = b.create_vector(&topics);
-    let host = b.create_string(&shard.config.listen.ip().to_string());
-    let node = wire::NodeInfo::create(
-        &mut b,
-        &wire::NodeInfoArgs { node_id, host: Some(host), port: shard.config.listen.port() },
-    );
-    let nodes = b.create_vector(&[node]);
+    let nodes: Vec<_> = shard
+        .node_addresses()
+        .into_iter()
+        .map(|node| {
+            let host = b.create_string(&node.listen.ip().to_string());
+            wire::NodeInfo::create(
+                &mut b,
+                &wire::NodeInfoArgs { node_id: node.id, host: Some(host), port: node.listen.port() },
+            )
+        })
+        .collect();
+    let nodes = b.create_vector(&nodes);
+    let controller_id = shard.controller_id().map_or(-1, |c| c as i32);
     let body = wire::MetadataResponse::create(
         &mut b,
-        &wire::MetadataResponseArgs { nodes: Some(nodes), controller_id: node_id as i32, topics: Some(topics) },
+        &wire::MetadataResponseArgs { nodes: Some(nodes), controller_id, topics: Some(topics) },
     );
     respond(b, correlation_id, ResponseBody::MetadataResponse, body.as_union_value(), Vec::new())
 }
 
 /// Runs an admin request on shard 0 and returns its per-topic results.
 pub(crate) async fn run_admin(server: &Rc<Server>, request: AdminRequest) -> Vec<(String, Result<(), NodeError>)> {
-    let names: Vec<String> = match &request {
-        AdminRequest::CreateTopics { topics, .. } => topics.iter().map(|t| t.name.clone()).collect(),
-        AdminRequest::DeleteTopics { names } => names.clone(),
-        AdminRequest::CreatePartitions { topics, .. } => topics.iter().map(|t| t.0.clone()).collect(),
-        AdminRequest::AlterConfigs { topics, .. } => topics.iter().map(|t| t.topic.clone()).collect(),
-    };
+    let names = request.topic_names();
     match server.shard.call(ShardId(0), ShardRequest::Admin(request)).await {
         ShardReply::Admin(result) => result.results,
         ShardReply::Failed(e) => names.into_iter().map(|n| (n, Err(e.clone()))).collect(),

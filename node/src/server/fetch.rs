@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use flatbuffers::FlatBufferBuilder;
 use sluice_schemas::wire::{self, ErrorCode, ResponseBody};
-use sluice_schemas::Offset;
 
 use super::{error_code, respond, Payload, ResponseFrame, Server};
 use crate::errors::{ErrorKind, NodeError};
@@ -162,11 +161,7 @@ async fn wait_for_any(server: &Rc<Server>, wanted: &[Wanted], past: &[i64], max_
             let owner = shard.owner(&w.topic, w.partition);
             let offset = *at as u64;
             let fut: LocalFuture<'_, ()> = if owner == shard.id {
-                Box::pin(async move {
-                    if let Some(log) = shard.log(&w.topic, w.partition) {
-                        log.wait_for_data(Offset(offset)).await;
-                    }
-                })
+                Box::pin(async move { shard.wait_for_readable(&w.topic, w.partition, offset).await })
             } else {
                 let request =
                     ShardRequest::WaitForData { topic: w.topic.clone(), partition: w.partition, offset, max_wait_ms };

@@ -65,7 +65,7 @@ async fn append_one(
     }
     let records = records?;
     shard.check_partition(name, partition)?;
-    if acks == -1 {
+    if acks == -1 && shard.cluster.get().is_none() {
         let default = shard.config.topic_defaults.min_insync_replicas;
         let min_isr = shard
             .metadata()
@@ -87,9 +87,9 @@ async fn append_one(
     }
     let owner = shard.owner(name, partition);
     if owner == shard.id {
-        return shard.append_local(name, partition, records).await;
+        return shard.append_local(name, partition, records, acks).await;
     }
-    let request = ShardRequest::Append { topic: name.to_string(), partition, batches: records.to_vec() };
+    let request = ShardRequest::Append { topic: name.to_string(), partition, batches: records.to_vec(), acks };
     match shard.call(owner, request).await {
         ShardReply::Appended(r) => r,
         ShardReply::Failed(e) => Err(e),

@@ -22,6 +22,8 @@ pub enum ShardRequest {
         topic: String,
         partition: u32,
         batches: Vec<u8>,
+        /// 0, 1 or -1 (all).
+        acks: i16,
     },
     Read {
         topic: String,
@@ -47,6 +49,12 @@ pub enum ShardRequest {
     ApplyMetadata(Metadata),
     /// Close every log (shutdown).
     Close,
+    /// From shard 0: the cluster's committed state changed.
+    ApplyCluster(Box<super::cluster::ClusterUpdate>),
+    /// To the shard that owns the partition: a replication envelope (wire bytes).
+    Replication(Vec<u8>),
+    /// To shard 0: a frame another shard sent to this node (its controller voter).
+    ClusterFrame(crate::cluster::transport::Inbound),
     /// This shard's metrics, for a scrape.
     Metrics,
     /// To the group's coordinator shard (List: to every shard).
@@ -133,6 +141,17 @@ pub struct NewTopic {
 }
 
 impl AdminRequest {
+    /// The topics the request names, in order (each gets a result).
+    #[must_use]
+    pub fn topic_names(&self) -> Vec<String> {
+        match self {
+            AdminRequest::CreateTopics { topics, .. } => topics.iter().map(|t| t.name.clone()).collect(),
+            AdminRequest::DeleteTopics { names } => names.clone(),
+            AdminRequest::CreatePartitions { topics, .. } => topics.iter().map(|(n, _)| n.clone()).collect(),
+            AdminRequest::AlterConfigs { topics, .. } => topics.iter().map(|c| c.topic.clone()).collect(),
+        }
+    }
+
     #[must_use]
     pub fn validate_only(&self) -> bool {
         match self {

@@ -11,6 +11,7 @@
 //! Lives on: each `Shard` on its own executor thread; nothing here is `Send` except the
 //! messages.
 
+pub mod cluster;
 mod messages;
 
 pub use messages::{
@@ -18,7 +19,7 @@ pub use messages::{
     ShardRequest,
 };
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -83,6 +84,14 @@ pub struct Shard {
     pub groups: Coordinator,
     /// Idempotent producers' recent batches, per partition this shard owns.
     producers: RefCell<HashMap<(String, u32), ProducerStates>>,
+    /// In a cluster: this shard's replicas.
+    pub(crate) cluster: OnceCell<Rc<crate::cluster::host::ReplicaHost>>,
+    /// In a cluster, on shard 0: the controller voter and the node's transport.
+    pub(crate) agent: OnceCell<Rc<crate::cluster::agent::Agent>>,
+    /// In a cluster: leaders, replicas and ISRs as the committed state has them.
+    view: RefCell<Rc<cluster::ClusterView>>,
+    /// Shard 0: a view refresh is scheduled.
+    refresh_pending: Cell<bool>,
 }
 
 impl GroupHost for Shard {
@@ -104,7 +113,9 @@ impl Shard {
         let (senders, receivers) = mesh.join().await.map_err(|e| format!("joining the shard mesh failed: {e}"))?;
         let id = ShardId(senders.peer_id() as u16);
         let shards = senders.nr_consumers() as u16;
-        let metadata = load_metadata(&config.data_dir).await?;
+        // A cluster's topics live in the controller's committed state, not in a file.
+        let metadata =
+            if config.peers.is_empty() { load_metadata(&config.data_dir).await? } else { Metadata::default() };
         let shard = Rc::new(Shard {
             id,
             shards,
@@ -118,6 +129,10 @@ impl Shard {
             metrics: RefCell::new(Metrics::default()),
             groups: Coordinator::default(),
             producers: RefCell::new(HashMap::new()),
+            cluster: OnceCell::new(),
+            agent: OnceCell::new(),
+            view: RefCell::new(Rc::new(cluster::ClusterView::default())),
+            refresh_pending: Cell::new(false),
         });
         shard.apply_metadata(metadata).await;
         spawn_receivers(&shard, receivers);
@@ -226,8 +241,8 @@ impl Shard {
     /// Handles a request on the shard that owns what it concerns.
     pub async fn handle(self: &Rc<Self>, request: ShardRequest) -> ShardReply {
         match request {
-            ShardRequest::Append { topic, partition, batches } => {
-                ShardReply::Appended(self.append_local(&topic, partition, &batches).await)
+            ShardRequest::Append { topic, partition, batches, acks } => {
+                ShardReply::Appended(self.append_local(&topic, partition, &batches, acks).await)
             }
             ShardRequest::Read { topic, partition, offset, max_bytes } => {
                 let result = self.read_local(&topic, partition, offset, max_bytes).await.map(|(chunks, r)| {
@@ -242,9 +257,9 @@ impl Shard {
                 ShardReply::Read(result)
             }
             ShardRequest::WaitForData { topic, partition, offset, max_wait_ms } => {
-                if let Some(log) = self.log(&topic, partition) {
-                    let _ = io::timeout(Duration::from_millis(max_wait_ms), log.wait_for_data(Offset(offset))).await;
-                }
+                let _ =
+                    io::timeout(Duration::from_millis(max_wait_ms), self.wait_for_readable(&topic, partition, offset))
+                        .await;
                 ShardReply::Done
             }
             ShardRequest::ListOffset { topic, partition, timestamp } => {
@@ -259,6 +274,22 @@ impl Shard {
                 self.close_logs().await;
                 ShardReply::Done
             }
+            ShardRequest::ApplyCluster(update) => {
+                self.apply_cluster(*update).await;
+                ShardReply::Done
+            }
+            ShardRequest::Replication(bytes) => {
+                if let Some(host) = self.cluster.get() {
+                    host.receive(&bytes);
+                }
+                ShardReply::Done
+            }
+            ShardRequest::ClusterFrame(frame) => {
+                if let Some(agent) = self.agent.get() {
+                    agent.deliver(frame);
+                }
+                ShardReply::Done
+            }
             ShardRequest::Metrics => ShardReply::Metrics(Box::new(self.metrics.borrow().clone())),
             ShardRequest::Group(request) => ShardReply::Group(self.groups.handle(&**self, request).await),
             ShardRequest::GroupOffsets => ShardReply::GroupOffsets(self.groups.all_committed()),
@@ -270,12 +301,51 @@ impl Shard {
 
     fn local_log(&self, topic: &str, partition: u32) -> Result<Rc<PartitionLog>, NodeError> {
         self.check_partition(topic, partition)?;
-        self.log(topic, partition).ok_or_else(|| NodeError::unknown_partition(topic, partition))
+        match (self.log(topic, partition), self.cluster.get()) {
+            (Some(log), _) => Ok(log),
+            (None, Some(_)) => Err(not_replicated(topic, partition)),
+            (None, None) => Err(NodeError::unknown_partition(topic, partition)),
+        }
     }
 
-    /// Appends batches to a partition this shard owns.
-    pub async fn append_local(&self, topic: &str, partition: u32, batches: &[u8]) -> Result<Appended, NodeError> {
+    /// In a cluster: the partition's replication id, if this shard replicates it.
+    fn replica_id(&self, topic: &str, partition: u32) -> Result<Option<sluice_schemas::ids::PartitionId>, NodeError> {
+        let Some(host) = self.cluster.get() else { return Ok(None) };
+        host.partition_id(topic, partition).map(Some).ok_or_else(|| not_replicated(topic, partition))
+    }
+
+    /// In a cluster: the offset consumers may read up to (the high watermark), on the
+    /// leader only; `None` on a single node (the whole log).
+    fn readable_end(&self, topic: &str, partition: u32) -> Result<Option<Offset>, NodeError> {
+        let (Some(host), Some(id)) = (self.cluster.get(), self.replica_id(topic, partition)?) else { return Ok(None) };
+        host.readable(id, (topic, partition)).map(Some)
+    }
+
+    /// Resolves once consumers can read at `offset` of a partition this shard owns (the
+    /// log end on a single node, the high watermark in a cluster). Callers bound it.
+    pub async fn wait_for_readable(&self, topic: &str, partition: u32, offset: u64) {
+        match (self.cluster.get(), self.replica_id(topic, partition)) {
+            (Some(host), Ok(Some(id))) => host.wait_for_high_watermark(id, Offset(offset)).await,
+            (Some(_), _) => {}
+            (None, _) => {
+                if let Some(log) = self.log(topic, partition) {
+                    log.wait_for_data(Offset(offset)).await;
+                }
+            }
+        }
+    }
+
+    /// Appends batches to a partition this shard owns (in a cluster: leads it) with
+    /// `acks` (0, 1 or -1: all).
+    pub async fn append_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: &[u8],
+        acks: i16,
+    ) -> Result<Appended, NodeError> {
         let log = self.local_log(topic, partition)?;
+        let replica = self.replica_id(topic, partition)?;
         // An idempotent producer's batch: answered from its first append when retried.
         let header = BatchHeader::view(batches).ok();
         let identity = header.and_then(BatchIdentity::of);
@@ -300,13 +370,23 @@ impl Shard {
                 Check::Refused(e) => return Err(e),
             }
         }
-        let appended = log.append(batches).await;
+        let appended = match (replica, self.cluster.get()) {
+            (Some(id), Some(host)) => {
+                let acks = match acks {
+                    0 => crate::replication::Acks::None,
+                    1 => crate::replication::Acks::Leader,
+                    _ => crate::replication::Acks::All,
+                };
+                host.append(&log, id, acks, batches, (topic, partition)).await
+            }
+            _ => log.append(batches).await.map_err(|e| from_storage(topic, partition, &e)),
+        };
         if let Some(id) = identity {
             if let Some(states) = self.producers.borrow_mut().get_mut(&(topic.to_string(), partition)) {
                 states.complete(id, appended.as_ref().ok().map(|info| info.base_offset.0));
             }
         }
-        let info = appended.map_err(|e| from_storage(topic, partition, &e))?;
+        let info = appended?;
         let mut metrics = self.metrics.borrow_mut();
         let counters = metrics.topic(topic);
         counters.bytes_in += batches.len() as u64;
@@ -327,10 +407,19 @@ impl Shard {
         max_bytes: u32,
     ) -> Result<(Vec<io::IoBytes>, ReadResult), NodeError> {
         let log = self.local_log(topic, partition)?;
-        let fetched =
-            log.read(Offset(offset), u64::from(max_bytes)).await.map_err(|e| from_storage(topic, partition, &e))?;
-        let summary =
-            ReadResult { bytes: Vec::new(), high_watermark: fetched.log_end.0, log_start_offset: fetched.log_start.0 };
+        let readable = self.readable_end(topic, partition)?;
+        let past_hw = readable.is_some_and(|hw| offset >= hw.0) && offset <= log.log_end_offset().0;
+        let mut fetched = if past_hw {
+            // At or past the high watermark: nothing to serve yet (as at a log end).
+            crate::storage::Fetched::empty(Offset(offset), log.log_start_offset(), log.log_end_offset())
+        } else {
+            log.read(Offset(offset), u64::from(max_bytes)).await.map_err(|e| from_storage(topic, partition, &e))?
+        };
+        if let Some(hw) = readable {
+            fetched.chunks = below(std::mem::take(&mut fetched.chunks), hw);
+        }
+        let high_watermark = readable.unwrap_or(fetched.log_end).0;
+        let summary = ReadResult { bytes: Vec::new(), high_watermark, log_start_offset: fetched.log_start.0 };
         let mut metrics = self.metrics.borrow_mut();
         metrics.fetch_bytes_served += fetched.bytes();
         let counters = metrics.topic(topic);
@@ -351,7 +440,7 @@ impl Shard {
     ) -> Result<Option<OffsetAndTime>, NodeError> {
         let log = self.local_log(topic, partition)?;
         match timestamp {
-            -1 => Ok(Some((log.log_end_offset().0, -1))),
+            -1 => Ok(Some((self.readable_end(topic, partition)?.unwrap_or(log.log_end_offset()).0, -1))),
             -2 => Ok(Some((log.log_start_offset().0, -1))),
             t if t < 0 => {
                 Err(NodeError::new(ErrorKind::InvalidRequest, format!("timestamp {t} is not -1, -2 or a time")))
@@ -425,7 +514,7 @@ impl Shard {
         for topic in current.topics() {
             let changed = previous.topic(&topic.name).is_some_and(|old| old.configs != topic.configs);
             for p in 0..topic.partitions {
-                if shard_for(&topic.name, p, self.shards) != self.id {
+                if shard_for(&topic.name, p, self.shards) != self.id || !self.replicates(&topic.name, p) {
                     continue;
                 }
                 let key = (topic.name.clone(), p);
@@ -473,6 +562,9 @@ impl Shard {
     /// Runs an admin request; only on shard 0 (others forward it there).
     async fn admin(self: &Rc<Self>, request: AdminRequest) -> AdminResult {
         assert_eq!(self.id, ShardId(0), "admin requests run on shard 0");
+        if let Some(agent) = self.agent.get() {
+            return self.cluster_admin(agent, request).await;
+        }
         let Ok(_permit) = self.admin_busy.acquire_permit(1).await else {
             return AdminResult::default();
         };
@@ -500,6 +592,39 @@ impl Shard {
         }
         AdminResult { results }
     }
+}
+
+/// A partition this node does not lead or replicate, in a cluster.
+fn not_replicated(topic: &str, partition: u32) -> NodeError {
+    NodeError::new(
+        ErrorKind::NotLeaderOrFollower,
+        format!("{topic}-{partition}: this node does not lead it; refresh metadata and retry"),
+    )
+}
+
+/// The whole batches of `chunks` that lie below `end` (batches never span chunks).
+fn below(chunks: Vec<io::IoBytes>, end: Offset) -> Vec<io::IoBytes> {
+    let mut out = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let mut keep = 0;
+        for batch in sluice_schemas::batch::BatchWalker::new(&chunk) {
+            match batch {
+                Ok((position, header, _)) if header.base_offset() < end => {
+                    keep = position + header.total_bytes().unwrap_or(0);
+                }
+                _ => break,
+            }
+        }
+        if keep == chunk.len() {
+            out.push(chunk);
+            continue;
+        }
+        if keep > 0 {
+            out.push(chunk.slice(0..keep));
+        }
+        break;
+    }
+    out
 }
 
 async fn close_log(log: Rc<PartitionLog>) {

@@ -111,6 +111,9 @@ pub struct LogConfig {
     /// acks=all produce is refused with NOT_ENOUGH_REPLICAS while fewer replicas than
     /// this are in sync (min.insync.replicas); a single node has one.
     pub min_insync_replicas: u32,
+    /// In a cluster: a replica outside the ISR may be elected leader when no ISR member
+    /// is available (unclean.leader.election.enable; it may lose acknowledged records).
+    pub unclean_leader_election: bool,
 }
 
 impl Default for LogConfig {
@@ -135,6 +138,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             delete_retention_ms: 86_400_000,
             min_insync_replicas: 1,
+            unclean_leader_election: false,
         }
     }
 }

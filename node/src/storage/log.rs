@@ -114,6 +114,12 @@ pub struct Fetched {
 }
 
 impl Fetched {
+    /// Nothing, read at `at`.
+    #[must_use]
+    pub fn empty(at: Offset, log_start: Offset, log_end: Offset) -> Fetched {
+        Fetched { chunks: Vec::new(), first_offset: at, next_offset: at, log_start, log_end, from_cache: true }
+    }
+
     #[must_use]
     pub fn bytes(&self) -> u64 {
         self.chunks.iter().map(|c| c.len() as u64).sum()
@@ -884,16 +890,8 @@ impl PartitionLog {
             if from < log_start || from > log_end {
                 return Err(StorageError::OffsetOutOfRange { requested: from, log_start, log_end });
             }
-            let empty = Fetched {
-                chunks: Vec::new(),
-                first_offset: from,
-                next_offset: from,
-                log_start,
-                log_end,
-                from_cache: true,
-            };
             if from == log_end {
-                return Ok(empty);
+                return Ok(Fetched::empty(from, log_start, log_end));
             }
             if let Some(hit) = st.cache.read(from, max_bytes) {
                 st.stats.reads_from_cache += 1;

@@ -32,7 +32,7 @@ pub const ENUM_MIN_ERROR_CODE: i16 = -1;
 pub const ENUM_MAX_ERROR_CODE: i16 = 87;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 32] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 34] = [
   ErrorCode::UnknownServerError,
   ErrorCode::None,
   ErrorCode::OffsetOutOfRange,
@@ -46,6 +46,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 32] = [
   ErrorCode::InvalidTopic,
   ErrorCode::RecordListTooLarge,
   ErrorCode::NotEnoughReplicas,
+  ErrorCode::NotEnoughReplicasAfterAppend,
   ErrorCode::InvalidRequiredAcks,
   ErrorCode::IllegalGeneration,
   ErrorCode::InconsistentGroupProtocol,
@@ -58,6 +59,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 32] = [
   ErrorCode::InvalidPartitions,
   ErrorCode::InvalidReplicationFactor,
   ErrorCode::InvalidConfig,
+  ErrorCode::NotController,
   ErrorCode::InvalidRequest,
   ErrorCode::PolicyViolation,
   ErrorCode::OutOfOrderSequenceNumber,
@@ -85,6 +87,7 @@ impl ErrorCode {
   pub const InvalidTopic: Self = Self(17);
   pub const RecordListTooLarge: Self = Self(18);
   pub const NotEnoughReplicas: Self = Self(19);
+  pub const NotEnoughReplicasAfterAppend: Self = Self(20);
   pub const InvalidRequiredAcks: Self = Self(21);
   pub const IllegalGeneration: Self = Self(22);
   pub const InconsistentGroupProtocol: Self = Self(23);
@@ -97,6 +100,7 @@ impl ErrorCode {
   pub const InvalidPartitions: Self = Self(37);
   pub const InvalidReplicationFactor: Self = Self(38);
   pub const InvalidConfig: Self = Self(40);
+  pub const NotController: Self = Self(41);
   pub const InvalidRequest: Self = Self(42);
   pub const PolicyViolation: Self = Self(44);
   pub const OutOfOrderSequenceNumber: Self = Self(45);
@@ -121,6 +125,7 @@ impl ErrorCode {
     Self::InvalidTopic,
     Self::RecordListTooLarge,
     Self::NotEnoughReplicas,
+    Self::NotEnoughReplicasAfterAppend,
     Self::InvalidRequiredAcks,
     Self::IllegalGeneration,
     Self::InconsistentGroupProtocol,
@@ -133,6 +138,7 @@ impl ErrorCode {
     Self::InvalidPartitions,
     Self::InvalidReplicationFactor,
     Self::InvalidConfig,
+    Self::NotController,
     Self::InvalidRequest,
     Self::PolicyViolation,
     Self::OutOfOrderSequenceNumber,
@@ -157,6 +163,7 @@ impl ErrorCode {
       Self::InvalidTopic => Some("InvalidTopic"),
       Self::RecordListTooLarge => Some("RecordListTooLarge"),
       Self::NotEnoughReplicas => Some("NotEnoughReplicas"),
+      Self::NotEnoughReplicasAfterAppend => Some("NotEnoughReplicasAfterAppend"),
       Self::InvalidRequiredAcks => Some("InvalidRequiredAcks"),
       Self::IllegalGeneration => Some("IllegalGeneration"),
       Self::InconsistentGroupProtocol => Some("InconsistentGroupProtocol"),
@@ -169,6 +176,7 @@ impl ErrorCode {
       Self::InvalidPartitions => Some("InvalidPartitions"),
       Self::InvalidReplicationFactor => Some("InvalidReplicationFactor"),
       Self::InvalidConfig => Some("InvalidConfig"),
+      Self::NotController => Some("NotController"),
       Self::InvalidRequest => Some("InvalidRequest"),
       Self::PolicyViolation => Some("PolicyViolation"),
       Self::OutOfOrderSequenceNumber => Some("OutOfOrderSequenceNumber"),

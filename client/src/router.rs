@@ -1,0 +1,147 @@
+//! Where a request goes: each partition's leader, and a connection per node.
+//!
+//! The router learns leaders from Metadata (through any bootstrap server) and keeps one
+//! connection per node it talks to. A request that fails with NOT_LEADER_OR_FOLLOWER,
+//! LEADER_NOT_AVAILABLE or UNKNOWN_TOPIC_OR_PARTITION, or on a broken connection, should
+//! be followed by `refresh` and a retry, as Kafka clients do. With a single node, every
+//! request uses the bootstrap connection (the node's advertised address may not be the
+//! one the client was given).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::admin::connect_any;
+use crate::connection::Connection;
+use crate::error::{ClientError, Result};
+use crate::protocol;
+
+#[derive(Default)]
+struct Known {
+    /// Per topic: each partition's leader (`None` while it has none), and when learnt.
+    topics: HashMap<String, (Vec<Option<u32>>, Instant)>,
+    /// Node id -> HOST:PORT.
+    nodes: HashMap<u32, String>,
+    controller: Option<u32>,
+}
+
+pub(crate) struct Router {
+    servers: Vec<String>,
+    client_id: String,
+    max_in_flight: usize,
+    timeout: Duration,
+    max_age: Duration,
+    bootstrap: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    known: Mutex<Known>,
+    conns: tokio::sync::Mutex<HashMap<u32, Arc<Connection>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Router {
+    pub(crate) fn new(
+        servers: &[String],
+        client_id: &str,
+        max_in_flight: usize,
+        timeout: Duration,
+        max_age: Duration,
+    ) -> Router {
+        Router {
+            servers: servers.to_vec(),
+            client_id: client_id.to_string(),
+            max_in_flight,
+            timeout,
+            max_age,
+            bootstrap: tokio::sync::Mutex::new(None),
+            known: Mutex::new(Known::default()),
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A connection to any bootstrap server (reconnecting when it broke).
+    pub(crate) async fn any(&self) -> Result<Arc<Connection>> {
+        let mut guard = self.bootstrap.lock().await;
+        if let Some(c) = guard.as_ref().filter(|c| !c.is_broken()) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(connect_any(&self.servers, &self.client_id, self.max_in_flight, self.timeout).await?);
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Learns `topic`'s leaders (and the nodes) again; returns its partition count.
+    pub(crate) async fn refresh(&self, topic: &str) -> Result<u32> {
+        let conn = self.any().await?;
+        let metadata = protocol::metadata(&conn, Some(&[topic.to_string()])).await?;
+        let mut known = lock(&self.known);
+        known.nodes = metadata.nodes.iter().map(|n| (n.node_id, format!("{}:{}", n.host, n.port))).collect();
+        known.controller = metadata.controller_id;
+        let info = metadata
+            .topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .ok_or_else(|| ClientError::Protocol(format!("no metadata for topic {topic:?}")))?;
+        let partitions = info.partitions?;
+        let leaders: Vec<Option<u32>> = partitions.iter().map(|p| p.leader).collect();
+        let count = leaders.len() as u32;
+        known.topics.insert(topic.to_string(), (leaders, Instant::now()));
+        Ok(count)
+    }
+
+    /// `topic`'s partition count, from metadata no older than metadata.max.age.ms.
+    pub(crate) async fn partitions(&self, topic: &str) -> Result<u32> {
+        if let Some((leaders, at)) = lock(&self.known).topics.get(topic) {
+            if at.elapsed() < self.max_age {
+                return Ok(leaders.len() as u32);
+            }
+        }
+        self.refresh(topic).await
+    }
+
+    /// The partition's leader as last learnt.
+    pub(crate) fn leader(&self, topic: &str, partition: u32) -> Option<u32> {
+        lock(&self.known).topics.get(topic).and_then(|(l, _)| l.get(partition as usize).copied().flatten())
+    }
+
+    /// A connection to `node` (the bootstrap connection for a single node, or when the
+    /// node is unknown).
+    pub(crate) async fn to_node(&self, node: Option<u32>) -> Result<Arc<Connection>> {
+        let address = {
+            let known = lock(&self.known);
+            match node {
+                Some(n) if known.nodes.len() > 1 => known.nodes.get(&n).cloned(),
+                _ => None,
+            }
+        };
+        let (Some(node), Some(address)) = (node, address) else { return self.any().await };
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(&node).filter(|c| !c.is_broken()) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Connection::connect(&address, &self.client_id, self.max_in_flight, self.timeout).await?);
+        conns.insert(node, c.clone());
+        Ok(c)
+    }
+
+    /// A connection to the controller (admin requests), after asking any node which it is.
+    pub(crate) async fn to_controller(&self) -> Result<Arc<Connection>> {
+        let conn = self.any().await?;
+        let metadata = protocol::metadata(&conn, Some(&[])).await?;
+        {
+            let mut known = lock(&self.known);
+            known.nodes = metadata.nodes.iter().map(|n| (n.node_id, format!("{}:{}", n.host, n.port))).collect();
+            known.controller = metadata.controller_id;
+        }
+        self.to_node(metadata.controller_id).await
+    }
+}
+
+/// Whether an error means the client's idea of leaders is stale: refresh, then retry.
+pub(crate) fn stale_metadata(error: &ClientError) -> bool {
+    match error {
+        ClientError::Connect { .. } | ClientError::Io { .. } => true,
+        other => matches!(protocol::error_code(other), Some(c) if matches!(c.0, 3 | 5 | 6 | 41)),
+    }
+}

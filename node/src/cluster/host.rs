@@ -1,0 +1,545 @@
+//! A shard's replicas: the `ReplicaNode` of the partitions this shard owns and replicates,
+//! driven over the shard's real logs and the cluster transport.
+//!
+//! The state machine decides; this file performs. Its `NodeAction`s run here:
+//! - log operations (a follower's copied batches, a truncation) run on the partition's
+//!   `PartitionLog` in order, one at a time per partition, and whatever the state machine
+//!   sent after them (the next fetch) leaves only once they completed, so a follower never
+//!   reports a log end it has not stored;
+//! - a leader's fetch answer is filled from its `PartitionLog` (the batches as stored,
+//!   read from the follower's log end, waiting up to `FETCH_WAIT` for new ones when there
+//!   are none: the follower's long poll);
+//! - answers to producers (acks=all) resolve the produce request waiting for them.
+//!
+//! The leader's own appends do not pass through here as actions: `append` runs the
+//! state machine's `lead_append` inside `PartitionLog::append_as_leader`, so both agree on
+//! every batch's offset and epoch.
+//!
+//! When a log operation fails (a full or failing disk), the partition's replica is rebuilt
+//! from what its log holds, as a restarted node would be, and follows the controller's
+//! state again; nothing is acknowledged that was not stored.
+//!
+//! Where it lives: one per shard of a node in a cluster (`Shard::cluster`). Shard 0's
+//! sends the node's heartbeats; the others drop theirs (one node, one session).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use sluice_schemas::ids::{Offset, PartitionId};
+use tracing::{debug, warn};
+
+use super::transport::Transport;
+use crate::errors::{from_storage, ErrorKind, NodeError};
+use crate::io::{self, Oneshot, OneshotSender, WaitQueue};
+use crate::replication::{
+    wire, Acks, ClientId, Endpoint, Envelope, FetchResult, Incarnation, LogOp, Message, NodeAction, NodeId, NodeInput,
+    PartitionConfig, PartitionState, ReplicaConfig, ReplicaError, ReplicaLog, ReplicaNode,
+};
+use crate::storage::{AppendInfo, PartitionLog};
+
+/// How often the replicas tick (heartbeats, fetch timers, ISR checks).
+pub const NODE_TICK: Duration = Duration::from_millis(10);
+/// How long a leader holds a follower's fetch that finds nothing new.
+pub const FETCH_WAIT: Duration = Duration::from_millis(200);
+/// Batch bytes in one fetch answer (at least one whole batch is always sent).
+pub const FETCH_BYTES_MAX: u64 = 4 << 20;
+/// How long an acks=all produce waits for the ISR before it times out.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a host finds the logs of the partitions it replicates (the shard).
+pub trait HostLogs {
+    fn hosted_log(&self, topic: &str, partition: u32) -> Option<Rc<PartitionLog>>;
+}
+
+/// A log operation or a send that must wait for the ones before it.
+enum Job {
+    Log {
+        op: LogOp,
+        data: Option<Vec<u8>>,
+    },
+    /// A send; `fetch_from` when it is a leader's fetch answer to fill from the log.
+    Send {
+        envelope: Envelope,
+        fetch_from: Option<Offset>,
+    },
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: RefCell<VecDeque<Job>>,
+    running: Cell<bool>,
+}
+
+/// One shard's replicas (see the module doc).
+pub struct ReplicaHost {
+    me: NodeId,
+    incarnation: Incarnation,
+    shard: u16,
+    voters: Vec<NodeId>,
+    started: Instant,
+    replicas: RefCell<ReplicaNode>,
+    names: RefCell<BTreeMap<PartitionId, (String, u32)>>,
+    ids: RefCell<HashMap<(String, u32), PartitionId>>,
+    transport: Rc<Transport>,
+    logs: Weak<dyn HostLogs>,
+    acks: RefCell<HashMap<u64, OneshotSender<Result<Offset, ReplicaError>>>>,
+    next_ack: Cell<u64>,
+    queues: RefCell<HashMap<PartitionId, Rc<Queue>>>,
+    /// Woken whenever a high watermark may have moved (consumers' long polls).
+    moved: WaitQueue,
+    shutdown_ready: Cell<bool>,
+}
+
+impl ReplicaHost {
+    /// A host for shard `shard` of node `me`, sending through `transport`; its tick task
+    /// runs on this shard while the host lives.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        me: NodeId,
+        incarnation: Incarnation,
+        shard: u16,
+        voters: Vec<NodeId>,
+        config: ReplicaConfig,
+        transport: Rc<Transport>,
+        logs: Weak<dyn HostLogs>,
+    ) -> Rc<ReplicaHost> {
+        let host = Rc::new(ReplicaHost {
+            me,
+            incarnation,
+            shard,
+            voters,
+            started: Instant::now(),
+            replicas: RefCell::new(ReplicaNode::new(me, incarnation, config, Vec::new())),
+            names: RefCell::new(BTreeMap::new()),
+            ids: RefCell::new(HashMap::new()),
+            transport,
+            logs,
+            acks: RefCell::new(HashMap::new()),
+            next_ack: Cell::new(0),
+            queues: RefCell::new(HashMap::new()),
+            moved: WaitQueue::default(),
+            shutdown_ready: Cell::new(false),
+        });
+        let weak = Rc::downgrade(&host);
+        io::spawn_detached(async move {
+            loop {
+                io::sleep(NODE_TICK).await;
+                let Some(host) = weak.upgrade() else { return };
+                let actions = host.replicas.borrow_mut().step(host.now_ms(), NodeInput::Tick);
+                host.perform(actions, None, None);
+            }
+        });
+        host
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    #[must_use]
+    pub fn node(&self) -> NodeId {
+        self.me
+    }
+
+    #[must_use]
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    /// The replication id of a partition this shard replicates.
+    #[must_use]
+    pub fn partition_id(&self, topic: &str, partition: u32) -> Option<PartitionId> {
+        self.ids.borrow().get(&(topic.to_string(), partition)).copied()
+    }
+
+    #[must_use]
+    pub fn is_hosted(&self, id: PartitionId) -> bool {
+        self.names.borrow().contains_key(&id)
+    }
+
+    /// Starts replicating a partition whose log is open: replication's view of it is what
+    /// the log holds (its end and its leader-epoch cache).
+    pub fn host(&self, id: PartitionId, topic: &str, partition: u32, config: PartitionConfig, log: &PartitionLog) {
+        let stored = ReplicaLog::stored(log.log_end_offset(), &log.epoch_starts());
+        self.replicas.borrow_mut().add_partition(id, config, stored);
+        self.names.borrow_mut().insert(id, (topic.to_string(), partition));
+        self.ids.borrow_mut().insert((topic.to_string(), partition), id);
+    }
+
+    /// A hosted partition's settings changed (its topic's configs).
+    pub fn set_config(&self, id: PartitionId, config: PartitionConfig) {
+        self.replicas.borrow_mut().set_partition_config(id, config);
+    }
+
+    /// Stops replicating a partition (its topic was deleted).
+    pub fn unhost(self: &Rc<Self>, id: PartitionId) {
+        let actions = self.replicas.borrow_mut().remove_partition(self.now_ms(), id);
+        if let Some(name) = self.names.borrow_mut().remove(&id) {
+            self.ids.borrow_mut().remove(&name);
+        }
+        self.queues.borrow_mut().remove(&id);
+        self.perform(actions, None, None);
+    }
+
+    /// Every partition this shard replicates.
+    #[must_use]
+    pub fn hosted(&self) -> Vec<PartitionId> {
+        self.names.borrow().keys().copied().collect()
+    }
+
+    /// Committed controller states for hosted partitions, addressed to this node's life
+    /// (the node's own controller voter applied them after this life registered): the
+    /// same as the controller's updates, only sooner.
+    pub fn apply_states(self: &Rc<Self>, states: Vec<PartitionState>) {
+        for state in states {
+            if !self.is_hosted(state.partition) {
+                continue;
+            }
+            let message = Message::PartitionUpdate { incarnation: self.incarnation, state };
+            let envelope = Envelope { from: Endpoint::Controller, to: Endpoint::Node(self.me), message };
+            let actions = self.replicas.borrow_mut().step(self.now_ms(), NodeInput::Receive(envelope));
+            self.perform(actions, None, None);
+        }
+        self.moved.notify_all();
+    }
+
+    /// An envelope from another node (or this node's controller), in wire bytes.
+    pub fn receive(self: &Rc<Self>, bytes: &[u8]) {
+        match wire::decode(bytes) {
+            Ok((envelope, data)) => self.receive_envelope(envelope, data),
+            Err(e) => warn!("dropping a replication message that does not decode: {e}"),
+        }
+    }
+
+    fn receive_envelope(self: &Rc<Self>, envelope: Envelope, data: &[u8]) {
+        let mut fetch_from = None;
+        let mut copied = None;
+        match &envelope.message {
+            Message::Fetch { fetch_offset, .. } => fetch_from = Some(*fetch_offset),
+            Message::FetchReply { result: FetchResult::Entries { entries, .. }, .. } if !entries.is_empty() => {
+                // The entries must be what the batches say, or the follower's view of its
+                // log would part from the log.
+                match wire::entries_of(data) {
+                    Ok(found) if &found == entries => copied = Some(data.to_vec()),
+                    Ok(_) => {
+                        warn!("dropping a fetch answer whose entries do not match its batches");
+                        return;
+                    }
+                    Err(e) => {
+                        warn!("dropping a fetch answer whose batches do not parse: {e}");
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let actions = self.replicas.borrow_mut().step(self.now_ms(), NodeInput::Receive(envelope));
+        self.perform(actions, copied, fetch_from);
+        self.moved.notify_all();
+    }
+
+    /// Appends producer batches as the partition's leader. With acks=all it resolves once
+    /// every ISR member has them (the high watermark passed them), or fails.
+    pub async fn append(
+        self: &Rc<Self>,
+        log: &PartitionLog,
+        id: PartitionId,
+        acks: Acks,
+        batches: &[u8],
+        name: (&str, u32),
+    ) -> Result<AppendInfo, NodeError> {
+        let ack = self.next_ack.get() + 1;
+        self.next_ack.set(ack);
+        let waiter = (acks == Acks::All).then(|| {
+            let (tx, rx) = Oneshot::channel();
+            self.acks.borrow_mut().insert(ack, tx);
+            rx
+        });
+        let mut actions = Vec::new();
+        let appended = log
+            .append_as_leader(batches, |base, span| {
+                let client = Endpoint::Client(ClientId(0));
+                let (result, out) =
+                    self.replicas.borrow_mut().lead_append(self.now_ms(), id, client, acks, base, span, ack);
+                actions = out;
+                result
+            })
+            .await;
+        self.perform(actions, None, None);
+        self.moved.notify_all();
+        let info = match appended {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => {
+                self.acks.borrow_mut().remove(&ack);
+                // The state machine may have counted the batches the log failed to store.
+                self.rebuild(id);
+                return Err(from_storage(name.0, name.1, &e));
+            }
+            Err(e) => {
+                self.acks.borrow_mut().remove(&ack);
+                return Err(replica_error(e, name));
+            }
+        };
+        let Some(waiter) = waiter else { return Ok(info) };
+        match io::timeout(ACK_TIMEOUT, waiter).await {
+            Some(Some(Ok(_))) => Ok(info),
+            Some(Some(Err(e))) => Err(replica_error(e, name)),
+            Some(None) | None => {
+                self.acks.borrow_mut().remove(&ack);
+                Err(NodeError::new(
+                    ErrorKind::RequestTimedOut,
+                    format!("{}-{}: the in-sync replicas did not confirm within {ACK_TIMEOUT:?}", name.0, name.1),
+                ))
+            }
+        }
+    }
+
+    /// What consumers may read here: below the returned high watermark, on the leader.
+    pub fn readable(&self, id: PartitionId, name: (&str, u32)) -> Result<Offset, NodeError> {
+        self.replicas.borrow().consumer_view(id).map(|(hw, _)| hw).map_err(|e| replica_error(e, name))
+    }
+
+    /// Resolves once the partition's high watermark is past `offset` or this node stops
+    /// leading it (callers bound the wait).
+    pub async fn wait_for_high_watermark(&self, id: PartitionId, offset: Offset) {
+        loop {
+            let wait = self.moved.wait();
+            match self.replicas.borrow().consumer_view(id) {
+                Ok((hw, _)) if hw <= offset => {}
+                Err(ReplicaError::OffsetNotAvailable) => {}
+                _ => return,
+            }
+            wait.await;
+        }
+    }
+
+    /// Asks the controller to move this node's leaderships away (controlled shutdown).
+    pub fn begin_shutdown(self: &Rc<Self>) {
+        let actions = self.replicas.borrow_mut().step(self.now_ms(), NodeInput::BeginShutdown);
+        self.perform(actions, None, None);
+    }
+
+    /// The controller confirmed a controlled shutdown.
+    #[must_use]
+    pub fn shutdown_ready(&self) -> bool {
+        self.shutdown_ready.get()
+    }
+
+    /// The partition's leader, epoch, ISR and high watermark as this node knows them.
+    #[must_use]
+    pub fn known_state(&self, id: PartitionId) -> Option<(PartitionState, Offset)> {
+        let replicas = self.replicas.borrow();
+        Some((replicas.known_state(id)?.clone(), replicas.high_watermark(id)?))
+    }
+
+    fn perform(self: &Rc<Self>, actions: Vec<NodeAction>, mut data: Option<Vec<u8>>, fetch_from: Option<Offset>) {
+        for action in actions {
+            match action {
+                NodeAction::Send(envelope) => {
+                    if let (Endpoint::Client(_), Message::ProduceReply { request_id, result, .. }) =
+                        (&envelope.to, &envelope.message)
+                    {
+                        if let Some(tx) = self.acks.borrow_mut().remove(request_id) {
+                            tx.send(*result);
+                        }
+                        continue;
+                    }
+                    if self.shard != 0 && matches!(envelope.message, Message::Heartbeat { .. }) {
+                        continue;
+                    }
+                    let serve = envelope.from == Endpoint::Node(self.me)
+                        && matches!(envelope.message, Message::FetchReply { result: FetchResult::Entries { .. }, .. });
+                    let partition = partition_of(&envelope.message);
+                    let busy = partition.is_some_and(|p| self.queue_busy(p));
+                    match partition {
+                        Some(p) if busy => {
+                            self.enqueue(p, Job::Send { envelope, fetch_from: fetch_from.filter(|_| serve) })
+                        }
+                        _ if serve => {
+                            let host = self.clone();
+                            let from = fetch_from.unwrap_or(Offset(0));
+                            io::spawn_detached(async move { host.serve_fetch(envelope, from).await });
+                        }
+                        _ => self.send_now(&envelope, &[]),
+                    }
+                }
+                NodeAction::Log { partition, op } => {
+                    let data = if matches!(op, LogOp::Append(_)) { data.take() } else { None };
+                    self.enqueue(partition, Job::Log { op, data });
+                }
+                NodeAction::ShutdownReady => self.shutdown_ready.set(true),
+            }
+        }
+    }
+
+    fn queue_busy(&self, id: PartitionId) -> bool {
+        self.queues.borrow().get(&id).is_some_and(|q| q.running.get())
+    }
+
+    fn enqueue(self: &Rc<Self>, id: PartitionId, job: Job) {
+        let queue = self.queues.borrow_mut().entry(id).or_default().clone();
+        queue.jobs.borrow_mut().push_back(job);
+        if !queue.running.get() {
+            queue.running.set(true);
+            let host = self.clone();
+            io::spawn_detached(async move { host.drain(id, queue).await });
+        }
+    }
+
+    async fn drain(self: Rc<Self>, id: PartitionId, queue: Rc<Queue>) {
+        loop {
+            let job = queue.jobs.borrow_mut().pop_front();
+            let Some(job) = job else {
+                queue.running.set(false);
+                return;
+            };
+            match job {
+                Job::Send { envelope, fetch_from: Some(from) } => self.serve_fetch(envelope, from).await,
+                Job::Send { envelope, fetch_from: None } => self.send_now(&envelope, &[]),
+                Job::Log { op, data } => {
+                    if let Err(e) = self.log_op(id, &op, data.as_deref()).await {
+                        warn!("partition {id}: {e}; rebuilding its replica from its log");
+                        queue.jobs.borrow_mut().clear();
+                        self.rebuild(id);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn log_op(&self, id: PartitionId, op: &LogOp, data: Option<&[u8]>) -> Result<(), String> {
+        let log = self.log_of(id).ok_or("its log is not open")?;
+        match op {
+            LogOp::Append(_) => {
+                let data = data.ok_or("copied entries came without their batches")?;
+                log.append_copied(data).await.map(|_| ()).map_err(|e| format!("storing copied batches: {e}"))
+            }
+            LogOp::TruncateTo(offset) => {
+                let end = log.truncate_to(*offset).await.map_err(|e| format!("truncating to {offset}: {e}"))?;
+                debug!("partition {id}: truncated to {end} (asked {offset})");
+                Ok(())
+            }
+        }
+    }
+
+    fn log_of(&self, id: PartitionId) -> Option<Rc<PartitionLog>> {
+        let (topic, partition) = self.names.borrow().get(&id).cloned()?;
+        self.logs.upgrade()?.hosted_log(&topic, partition)
+    }
+
+    /// The replica's view of its log could differ from the log after a failed operation:
+    /// start it again from the log, with the controller's latest state for it.
+    fn rebuild(self: &Rc<Self>, id: PartitionId) {
+        let Some(log) = self.log_of(id) else { return };
+        let Some((topic, partition)) = self.names.borrow().get(&id).cloned() else { return };
+        let known = self.replicas.borrow().known_state(id).cloned();
+        let config = self.replicas.borrow().partition_config(id);
+        let actions = self.replicas.borrow_mut().remove_partition(self.now_ms(), id);
+        self.perform(actions, None, None);
+        if let Some(config) = config {
+            self.host(id, &topic, partition, config, &log);
+        }
+        if let Some(state) = known {
+            self.apply_states(vec![state]);
+        }
+    }
+
+    /// A leader's answer to a follower's fetch, with the batches from the follower's log
+    /// end (after waiting up to `FETCH_WAIT` for some when there are none).
+    async fn serve_fetch(&self, envelope: Envelope, from: Offset) {
+        let Message::FetchReply { partition, leader_epoch, request_id, result } = envelope.message else { return };
+        let FetchResult::Entries { high_watermark, .. } = result else { return };
+        let reply = |result| Envelope {
+            from: envelope.from,
+            to: envelope.to,
+            message: Message::FetchReply { partition, leader_epoch, request_id, result },
+        };
+        let Some(log) = self.log_of(partition) else {
+            self.send_now(&reply(FetchResult::Error(ReplicaError::NotLeader)), &[]);
+            return;
+        };
+        if log.log_end_offset() <= from {
+            let _ = io::timeout(FETCH_WAIT, log.wait_for_data(from)).await;
+        }
+        let mut bytes = match log.read(from, FETCH_BYTES_MAX).await {
+            Ok(fetched) => fetched.to_vec(),
+            Err(e) => {
+                debug!("partition {partition}: reading for a follower from {from}: {e}");
+                self.send_now(&reply(FetchResult::Error(ReplicaError::OffsetOutOfRange)), &[]);
+                return;
+            }
+        };
+        let mut entries = match wire::entries_of(&bytes) {
+            Ok(entries) => entries,
+            Err(e) => {
+                warn!("partition {partition}: its stored batches from {from} do not parse: {e}");
+                return;
+            }
+        };
+        // A read starts at the batch holding `from`; a follower's log end is a batch end.
+        let skip: usize = entries.iter().take_while(|e| e.offset < from).map(|_| 1).sum();
+        if skip > 0 {
+            let cut = batch_bytes(&bytes, skip);
+            bytes.drain(..cut);
+            entries.drain(..skip);
+        }
+        self.send_now(&reply(FetchResult::Entries { entries, high_watermark }), &bytes);
+    }
+
+    fn send_now(&self, envelope: &Envelope, data: &[u8]) {
+        let Some(bytes) = wire::encode(envelope, data) else { return };
+        match envelope.to {
+            Endpoint::Controller => {
+                for voter in &self.voters {
+                    self.transport.send_envelope(*voter, bytes.clone());
+                }
+            }
+            Endpoint::Node(node) => self.transport.send_envelope(node, bytes),
+            Endpoint::Client(_) => {}
+        }
+    }
+}
+
+/// The bytes of the first `count` batches of `bytes`.
+fn batch_bytes(bytes: &[u8], count: usize) -> usize {
+    sluice_schemas::batch::BatchWalker::new(bytes)
+        .take(count)
+        .filter_map(Result::ok)
+        .map(|(position, header, _)| position + header.total_bytes().unwrap_or(0))
+        .last()
+        .unwrap_or(0)
+}
+
+/// The partition a message is about, if it is about one.
+pub(crate) fn partition_of(message: &Message) -> Option<PartitionId> {
+    match message {
+        Message::Fetch { partition, .. }
+        | Message::FetchReply { partition, .. }
+        | Message::AlterPartition { partition, .. } => Some(*partition),
+        Message::PartitionUpdate { state, .. } | Message::AlterPartitionReply { state, .. } => Some(state.partition),
+        _ => None,
+    }
+}
+
+/// The node error a replication refusal is, as clients are told.
+fn replica_error(e: ReplicaError, (topic, partition): (&str, u32)) -> NodeError {
+    let (kind, why) = match e {
+        ReplicaError::NotLeader | ReplicaError::FencedLeaderEpoch | ReplicaError::UnknownLeaderEpoch => {
+            (ErrorKind::NotLeaderOrFollower, "this node does not lead it; refresh metadata and retry")
+        }
+        ReplicaError::NotEnoughReplicas => {
+            (ErrorKind::NotEnoughReplicas, "fewer replicas are in sync than min.insync.replicas")
+        }
+        ReplicaError::NotEnoughReplicasAfterAppend => (
+            ErrorKind::NotEnoughReplicasAfterAppend,
+            "stored, but the in-sync replicas fell below min.insync.replicas before all had it",
+        ),
+        ReplicaError::OffsetNotAvailable => {
+            (ErrorKind::LeaderNotAvailable, "its new leader has not yet confirmed what earlier leaders served")
+        }
+        ReplicaError::OffsetOutOfRange => (ErrorKind::OffsetOutOfRange, "the offset is past the high watermark"),
+    };
+    NodeError::new(kind, format!("{topic}-{partition}: {why}"))
+}

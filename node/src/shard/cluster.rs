@@ -1,0 +1,499 @@
+//! A shard's part in a cluster: the cluster view it serves metadata from, the partitions
+//! it replicates, how shard 0 routes replication messages to the shard that owns their
+//! partition, and how admin requests become controller commands.
+//!
+//! Shard 0 of every node runs the cluster agent (controller voter and transport). Each
+//! time the voter applies commands, shard 0 derives a `ClusterUpdate` (topics, partition
+//! states, live nodes) from the committed state and gives it to every shard, which opens
+//! the logs of the partitions it owns and this node replicates, hosts them in its
+//! `ReplicaHost` and feeds it their committed states. Every node is a voter, so every node
+//! holds the committed state and answers metadata from it.
+//!
+//! Lives on: every shard's executor (the view and host are per shard).
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use sluice_schemas::ids::PartitionId;
+use tracing::{info, warn};
+
+use super::{messages, shard_for, AdminRequest, AdminResult, Shard, ShardId, ShardRequest};
+use crate::cluster::agent::{Agent, AgentConfig, AgentHooks};
+use crate::cluster::host::{partition_of, HostLogs, ReplicaHost};
+use crate::cluster::transport::{Handler, Inbound, Transport};
+use crate::errors::{ErrorKind, NodeError};
+use crate::replication::{
+    wire, ClusterState, Command, ControllerConfig, Envelope, Incarnation, Message, NodeId, PartitionConfig,
+    PartitionState, ReplicaConfig,
+};
+use crate::storage::PartitionLog;
+use crate::topics::{Metadata, Topic};
+
+/// How long an admin request waits for its command to be applied.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The cluster as a shard serves it (derived from the committed controller state).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterView {
+    /// The voter the quorum follows, as shard 0's voter knows it.
+    pub controller: Option<NodeId>,
+    pub partitions: HashMap<(String, u32), PartitionState>,
+    pub ids: HashMap<PartitionId, (String, u32)>,
+    pub configs: HashMap<PartitionId, PartitionConfig>,
+    /// Nodes registered, unfenced and not shutting down.
+    pub live: Vec<NodeId>,
+    /// Every known node and whether it is fenced.
+    pub nodes: Vec<(NodeId, bool)>,
+    /// This life of the node is registered: the states are addressed to it.
+    pub registered: bool,
+}
+
+/// What shard 0 gives every shard when the committed state changes.
+#[derive(Clone, Debug)]
+pub struct ClusterUpdate {
+    pub metadata: Metadata,
+    pub view: ClusterView,
+}
+
+/// How a node replicates in a cluster (settings every shard needs).
+#[derive(Clone, Debug)]
+pub struct ClusterSetup {
+    pub node: NodeId,
+    pub incarnation: Incarnation,
+    pub peers: BTreeMap<NodeId, std::net::SocketAddr>,
+    pub voters: Vec<NodeId>,
+    pub controller: ControllerConfig,
+    pub replica: ReplicaConfig,
+}
+
+/// Where a partition lives, as Metadata answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub leader: Option<u32>,
+    pub leader_epoch: u32,
+    pub replicas: Vec<u32>,
+    pub isr: Vec<u32>,
+}
+
+/// A node as Metadata lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeAddress {
+    pub id: u32,
+    pub listen: std::net::SocketAddr,
+    /// Where Kafka clients reach it.
+    pub kafka: Option<(String, u16)>,
+}
+
+impl HostLogs for Shard {
+    fn hosted_log(&self, topic: &str, partition: u32) -> Option<Rc<PartitionLog>> {
+        self.log(topic, partition)
+    }
+}
+
+/// The update the committed `state` makes, as node `me` in life `incarnation` sees it.
+#[must_use]
+pub fn update_of(
+    state: &ClusterState,
+    me: NodeId,
+    incarnation: Incarnation,
+    controller: Option<NodeId>,
+) -> ClusterUpdate {
+    let mut view = ClusterView {
+        controller,
+        registered: state.node(me).and_then(|r| r.incarnation) == Some(incarnation),
+        live: state.nodes().filter(|(_, r)| r.eligible()).map(|(id, _)| id).collect(),
+        nodes: state.nodes().map(|(id, r)| (id, r.fenced)).collect(),
+        ..ClusterView::default()
+    };
+    let mut topics = Vec::new();
+    for (name, topic) in state.topics() {
+        topics.push(Topic {
+            name: name.clone(),
+            partitions: topic.partitions.len() as u32,
+            configs: topic.configs.clone(),
+        });
+        for (p, id) in topic.partitions.iter().enumerate() {
+            if let Some(record) = state.partition_record(*id) {
+                view.partitions.insert((name.clone(), p as u32), record.state.clone());
+                view.ids.insert(*id, (name.clone(), p as u32));
+                view.configs.insert(*id, record.config);
+            }
+        }
+    }
+    let metadata = Metadata::of_cluster(topics, view.live.len() as u32);
+    ClusterUpdate { metadata, view }
+}
+
+impl Shard {
+    /// Where a partition lives: its leader, epoch, replicas and ISR (a single node: here).
+    #[must_use]
+    pub fn placement(&self, topic: &str, partition: u32) -> Placement {
+        if self.cluster.get().is_none() {
+            let me = self.config.node_id;
+            return Placement { leader: Some(me), leader_epoch: 0, replicas: vec![me], isr: vec![me] };
+        }
+        let ids = |nodes: &[NodeId]| nodes.iter().map(|n| n.0).collect::<Vec<u32>>();
+        match self.view.borrow().partitions.get(&(topic.to_string(), partition)) {
+            Some(s) => Placement {
+                leader: s.leader.map(|l| l.0),
+                leader_epoch: s.leader_epoch.0,
+                replicas: ids(&s.replicas),
+                isr: ids(&s.isr),
+            },
+            None => Placement { leader: None, leader_epoch: 0, replicas: Vec::new(), isr: Vec::new() },
+        }
+    }
+
+    /// The nodes Metadata lists: every peer of a cluster, or this node.
+    #[must_use]
+    pub fn node_addresses(&self) -> Vec<NodeAddress> {
+        if self.config.peers.is_empty() {
+            let me = NodeAddress {
+                id: self.config.node_id,
+                listen: self.config.listen,
+                kafka: self.config.kafka_advertised(),
+            };
+            return vec![me];
+        }
+        self.config
+            .peers
+            .iter()
+            .map(|p| NodeAddress {
+                id: p.id,
+                listen: p.listen,
+                kafka: if p.id == self.config.node_id {
+                    self.config.kafka_advertised()
+                } else {
+                    p.kafka.map(|a| (a.ip().to_string(), a.port()))
+                },
+            })
+            .collect()
+    }
+
+    /// The controller's node id (a single node is its own).
+    #[must_use]
+    pub fn controller_id(&self) -> Option<u32> {
+        if self.cluster.get().is_none() {
+            return Some(self.config.node_id);
+        }
+        self.view.borrow().controller.map(|c| c.0)
+    }
+
+    /// The cluster view (empty for a single node).
+    #[must_use]
+    pub fn cluster_view(&self) -> Rc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    /// Starts this shard's part of the cluster: on shard 0 the agent (serving the node's
+    /// cluster listener) and on every shard its replica host.
+    pub fn start_cluster(self: &Rc<Self>, setup: &ClusterSetup) -> Result<(), String> {
+        let logs: std::rc::Weak<dyn HostLogs> = Rc::downgrade(self) as std::rc::Weak<dyn HostLogs>;
+        let transport = if self.id == ShardId(0) {
+            let address = setup.peers.get(&setup.node).copied().ok_or("this node has no cluster address")?;
+            let listener =
+                glommio::net::TcpListener::bind(address).map_err(|e| format!("cluster listener on {address}: {e}"))?;
+            let (route, changed) = (Rc::downgrade(self), Rc::downgrade(self));
+            let hooks = AgentHooks {
+                route: Box::new(move |bytes| {
+                    if let Some(shard) = route.upgrade() {
+                        shard.route(bytes);
+                    }
+                }),
+                changed: Box::new(move || {
+                    if let Some(shard) = changed.upgrade() {
+                        shard.refresh_cluster();
+                    }
+                }),
+            };
+            let config = AgentConfig {
+                node: setup.node,
+                peers: setup.peers.clone(),
+                voters: setup.voters.clone(),
+                controller: setup.controller,
+            };
+            let dir = self.config.data_dir.join("controller");
+            let agent = Agent::start(config, &dir, listener, hooks).map_err(|e| format!("controller voter: {e}"))?;
+            let transport = agent.transport();
+            let _ = self.agent.set(agent);
+            transport
+        } else {
+            // Frames this shard sends to its own node (to the controller voter) go to shard 0.
+            let weak = Rc::downgrade(self);
+            let handler: Handler = Rc::new(move |frame: Inbound| {
+                if let Some(shard) = weak.upgrade() {
+                    crate::io::spawn_detached(async move {
+                        let _ = shard.call(ShardId(0), ShardRequest::ClusterFrame(frame)).await;
+                    });
+                }
+            });
+            Transport::start(setup.node, &setup.peers, handler)
+        };
+        let host = ReplicaHost::start(
+            setup.node,
+            setup.incarnation,
+            self.id.0,
+            setup.voters.clone(),
+            setup.replica,
+            transport,
+            logs,
+        );
+        let _ = self.cluster.set(host);
+        if self.id == ShardId(0) {
+            self.refresh_cluster();
+        }
+        Ok(())
+    }
+
+    /// Whether this node keeps a replica of the partition (always, for a single node).
+    pub(super) fn replicates(&self, topic: &str, partition: u32) -> bool {
+        let Some(host) = self.cluster.get() else { return true };
+        self.view
+            .borrow()
+            .partitions
+            .get(&(topic.to_string(), partition))
+            .is_some_and(|s| s.replicas.contains(&host.node()))
+    }
+
+    /// Shard 0: the voter applied commands; give every shard the new view (once per
+    /// burst of changes, from a task of its own, so the voter is not re-entered).
+    fn refresh_cluster(self: &Rc<Self>) {
+        if self.refresh_pending.replace(true) {
+            return;
+        }
+        let shard = self.clone();
+        crate::io::spawn_detached(async move {
+            while shard.refresh_pending.get() {
+                shard.refresh_pending.set(false);
+                let (Some(agent), Some(host)) = (shard.agent.get(), shard.cluster.get()) else { return };
+                let Some(update) =
+                    agent.with_state(|state| update_of(state, host.node(), host.incarnation(), agent.controller()))
+                else {
+                    return;
+                };
+                for s in 0..shard.shards {
+                    let update = Box::new(update.clone());
+                    let _ = shard.call(ShardId(s), ShardRequest::ApplyCluster(update)).await;
+                }
+            }
+        });
+    }
+
+    /// Every shard: adopt a new cluster view: open and host the partitions it now
+    /// replicates, let go of deleted ones, and feed the host their committed states.
+    pub(super) async fn apply_cluster(&self, update: ClusterUpdate) {
+        let view = Rc::new(update.view);
+        self.view.replace(view.clone());
+        self.apply_metadata(update.metadata).await;
+        let Some(host) = self.cluster.get() else { return };
+        let me = host.node();
+        let mut states = Vec::new();
+        for (id, (topic, partition)) in &view.ids {
+            if shard_for(topic, *partition, self.shards) != self.id {
+                continue;
+            }
+            let Some(state) = view.partitions.get(&(topic.clone(), *partition)) else { continue };
+            if !state.replicas.contains(&me) {
+                continue;
+            }
+            let config = view
+                .configs
+                .get(id)
+                .copied()
+                .unwrap_or(PartitionConfig { min_insync_replicas: 1, unclean_leader_election: false });
+            if host.is_hosted(*id) {
+                host.set_config(*id, config);
+            } else if let Some(log) = self.log(topic, *partition) {
+                host.host(*id, topic, *partition, config, &log);
+            }
+            states.push(state.clone());
+        }
+        for id in host.hosted() {
+            if !view.ids.contains_key(&id) {
+                host.unhost(id);
+            }
+        }
+        if view.registered {
+            host.apply_states(states);
+        }
+    }
+
+    /// Shard 0: an envelope for this node goes to the shard that owns its partition; a
+    /// heartbeat reply is split among the shards by partition.
+    fn route(self: &Rc<Self>, bytes: Vec<u8>) {
+        let envelope = match wire::decode(&bytes) {
+            Ok((envelope, _)) => envelope,
+            Err(e) => {
+                warn!("dropping a replication message that does not decode: {e}");
+                return;
+            }
+        };
+        let view = self.view.borrow().clone();
+        let owner = |id: &PartitionId| view.ids.get(id).map(|(t, p)| shard_for(t, *p, self.shards));
+        if let Message::HeartbeatReply { incarnation, states, shutdown_ready } = envelope.message {
+            let mut split: BTreeMap<ShardId, Vec<PartitionState>> =
+                (0..self.shards).map(|s| (ShardId(s), Vec::new())).collect();
+            for state in states {
+                if let Some(list) = owner(&state.partition).and_then(|s| split.get_mut(&s)) {
+                    list.push(state);
+                }
+            }
+            for (to, states) in split {
+                let message = Message::HeartbeatReply { incarnation, states, shutdown_ready };
+                let part = Envelope { from: envelope.from, to: envelope.to, message };
+                if let Some(bytes) = wire::encode(&part, &[]) {
+                    self.deliver(to, bytes);
+                }
+            }
+            return;
+        }
+        match partition_of(&envelope.message).map(|id| owner(&id)) {
+            Some(Some(to)) => self.deliver(to, bytes),
+            Some(None) => {} // A partition this node does not know yet: its sender retries.
+            None => self.deliver(ShardId(0), bytes),
+        }
+    }
+
+    fn deliver(self: &Rc<Self>, to: ShardId, bytes: Vec<u8>) {
+        if to == self.id {
+            if let Some(host) = self.cluster.get() {
+                host.receive(&bytes);
+            }
+            return;
+        }
+        let shard = self.clone();
+        crate::io::spawn_detached(async move {
+            let _ = shard.call(to, ShardRequest::Replication(bytes)).await;
+        });
+    }
+
+    /// Shard 0 of a node in a cluster: admin requests become controller commands, run by
+    /// the controller only.
+    pub(super) async fn cluster_admin(self: &Rc<Self>, agent: &Rc<Agent>, request: AdminRequest) -> AdminResult {
+        let refuse = |e: NodeError| AdminResult {
+            results: request.topic_names().into_iter().map(|n| (n, Err(e.clone()))).collect(),
+        };
+        if !agent.is_controller() {
+            let me = self.cluster.get().map_or(0, |h| h.node().0);
+            let who = agent.controller().map_or("no controller is elected yet".to_string(), |c| {
+                let address = self
+                    .config
+                    .peers
+                    .iter()
+                    .find(|p| p.id == c.0)
+                    .map_or(String::new(), |p| format!(" at {}", p.listen));
+                format!("the controller is node {}{address}", c.0)
+            });
+            return refuse(NodeError::new(
+                ErrorKind::NotController,
+                format!("node {me} is not the cluster's controller, which runs admin requests; {who}"),
+            ));
+        }
+        let Some(mut metadata) = agent.with_state(|s| update_of(s, NodeId(0), Incarnation(0), None).metadata) else {
+            return refuse(NodeError::new(ErrorKind::NotController, "this node is not a controller voter"));
+        };
+        let results = messages::apply_admin(&mut metadata, &request);
+        if request.validate_only() {
+            return AdminResult { results };
+        }
+        let mut out = Vec::with_capacity(results.len());
+        for (name, result) in results {
+            let result = match result {
+                Ok(()) => self.commit_topic(agent, &request, &name, metadata.topic(&name)).await,
+                Err(e) => Err(e),
+            };
+            out.push((name, result));
+        }
+        AdminResult { results: out }
+    }
+
+    /// Proposes the command that makes topic `name` what `topic` says (deleted when
+    /// `None`) and waits until it is applied.
+    async fn commit_topic(
+        &self,
+        agent: &Rc<Agent>,
+        request: &AdminRequest,
+        name: &str,
+        topic: Option<&Topic>,
+    ) -> Result<(), NodeError> {
+        let defaults = &self.config.topic_defaults;
+        let command = agent
+            .with_state(|state| topic_command(state, request, name, topic, defaults))
+            .unwrap_or_else(|| Err(NodeError::new(ErrorKind::NotController, "this node is not a controller voter")))?;
+        agent.propose(&command).map_err(|e| {
+            NodeError::new(
+                ErrorKind::NotController,
+                format!("topic {name:?}: the controller could not propose it: {e}"),
+            )
+        })?;
+        let deadline = Instant::now() + ADMIN_TIMEOUT;
+        while Instant::now() < deadline {
+            if agent.with_state(|state| applied(state, &command)) == Some(true) {
+                info!(topic = name, "topic metadata changed in the cluster");
+                return Ok(());
+            }
+            crate::io::sleep(Duration::from_millis(5)).await;
+        }
+        Err(NodeError::new(
+            ErrorKind::RequestTimedOut,
+            format!(
+                "topic {name:?}: the change was not committed within {ADMIN_TIMEOUT:?} (is a quorum of voters up?)"
+            ),
+        ))
+    }
+}
+
+/// The controller command that makes topic `name` what `topic` says.
+fn topic_command(
+    state: &ClusterState,
+    request: &AdminRequest,
+    name: &str,
+    topic: Option<&Topic>,
+    defaults: &crate::storage::LogConfig,
+) -> Result<Command, NodeError> {
+    let Some(topic) = topic else { return Ok(Command::DeleteTopic { name: name.to_string() }) };
+    let existing = state.topic(name);
+    let replication_factor = match (existing, request) {
+        (Some(t), _) => t.replication_factor,
+        (None, AdminRequest::CreateTopics { topics, .. }) => {
+            topics.iter().find(|t| t.name == name).map_or(1, |t| t.replication_factor)
+        }
+        (None, _) => 1,
+    };
+    let mut assignments: Vec<Vec<NodeId>> = existing
+        .map(|t| {
+            t.partitions.iter().map(|id| state.partition(*id).map(|s| s.replicas.clone()).unwrap_or_default()).collect()
+        })
+        .unwrap_or_default();
+    let new = topic.partitions.saturating_sub(assignments.len() as u32);
+    if new > 0 {
+        let placed = state
+            .place(new, replication_factor)
+            .map_err(|e| NodeError::new(ErrorKind::InvalidReplicationFactor, format!("topic {name:?}: {e}")))?;
+        assignments.extend(placed);
+    }
+    let log = topic.log_config(defaults);
+    Ok(Command::SetTopic {
+        name: name.to_string(),
+        replication_factor,
+        configs: topic.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        assignments,
+        config: PartitionConfig {
+            min_insync_replicas: log.min_insync_replicas,
+            unclean_leader_election: log.unclean_leader_election,
+        },
+    })
+}
+
+/// Whether `command` (a topic change) shows in the committed state.
+fn applied(state: &ClusterState, command: &Command) -> bool {
+    match command {
+        Command::DeleteTopic { name } => state.topic(name).is_none(),
+        Command::SetTopic { name, configs, assignments, .. } => state.topic(name).is_some_and(|t| {
+            t.partitions.len() == assignments.len()
+                && t.configs.iter().map(|(k, v)| (k.clone(), v.clone())).eq(configs.iter().cloned())
+        }),
+        _ => true,
+    }
+}
