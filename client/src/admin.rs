@@ -41,13 +41,13 @@ pub async fn connect_any(
 /// Administers topics: reads through any node, changes through the controller (found
 /// from Metadata, as Kafka's admin client does), retried while leadership moves.
 pub struct Admin {
-    conn: Connection,
+    servers: Vec<String>,
     router: Router,
 }
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Admin({:?})", self.conn)
+        write!(f, "Admin({:?})", self.servers)
     }
 }
 
@@ -64,10 +64,19 @@ fn single(results: Vec<(String, Result<()>)>, name: &str) -> Result<()> {
 impl Admin {
     /// Connects to the first reachable bootstrap server.
     pub async fn connect(bootstrap_servers: &[String]) -> Result<Admin> {
-        let timeout = Duration::from_secs(30);
-        let conn = connect_any(bootstrap_servers, "sluice-admin", 8, timeout).await?;
+        Admin::connect_with_timeout(bootstrap_servers, Duration::from_secs(30)).await
+    }
+
+    /// As `connect`, with `timeout` for each request (Kafka's request.timeout.ms).
+    pub async fn connect_with_timeout(bootstrap_servers: &[String], timeout: Duration) -> Result<Admin> {
         let router = Router::new(bootstrap_servers, "sluice-admin", 8, timeout, Duration::ZERO);
-        Ok(Admin { conn, router })
+        router.any().await?;
+        Ok(Admin { servers: bootstrap_servers.to_vec(), router })
+    }
+
+    /// A connection to any node (another one once it broke).
+    async fn conn(&self) -> Result<Arc<Connection>> {
+        self.router.any().await
     }
 
     /// Runs `call` on the controller's connection, again while the controller moves.
@@ -140,12 +149,12 @@ impl Admin {
     }
 
     pub async fn metadata(&self, topics: Option<&[String]>) -> Result<ClusterMetadata> {
-        protocol::metadata(&self.conn, topics).await
+        protocol::metadata(&*self.conn().await?, topics).await
     }
 
     /// Every config of a topic with its effective value.
     pub async fn describe_configs(&self, name: &str) -> Result<Vec<ConfigValue>> {
-        protocol::describe_configs(&self.conn, &[name.to_string()])
+        protocol::describe_configs(&*self.conn().await?, &[name.to_string()])
             .await?
             .into_iter()
             .next()
@@ -159,17 +168,17 @@ impl Admin {
 
     /// (group id, state, members) of every group.
     pub async fn list_groups(&self) -> Result<Vec<(String, String, u32)>> {
-        protocol::list_groups(&self.conn).await
+        protocol::list_groups(&*self.conn().await?).await
     }
 
     pub async fn describe_group(&self, group: &str) -> Result<GroupInfo> {
-        protocol::describe_group(&self.conn, group).await
+        protocol::describe_group(&*self.conn().await?, group).await
     }
 
     /// Per partition with a committed offset or an owner: committed, log end and lag.
     pub async fn group_lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
         let info = self.describe_group(group).await?;
-        let committed = protocol::fetch_offsets(&self.conn, group, None).await?;
+        let committed = protocol::fetch_offsets(&*self.conn().await?, group, None).await?;
         let mut parts: std::collections::BTreeMap<(String, u32), (Option<u64>, Option<String>)> =
             committed.into_iter().map(|(t, p, o, _)| ((t, p), (o, None))).collect();
         for m in &info.members {
@@ -212,7 +221,7 @@ impl Admin {
             };
             offsets.push((topic.to_string(), *p, target, String::new()));
         }
-        let results = protocol::commit_offsets(&self.conn, group, "", -1, &offsets).await?;
+        let results = protocol::commit_offsets(&*self.conn().await?, group, "", -1, &offsets).await?;
         for (_, _, r) in results {
             r?;
         }
@@ -221,7 +230,7 @@ impl Admin {
 
     /// Deletes an empty group and its committed offsets.
     pub async fn delete_group(&self, group: &str) -> Result<()> {
-        protocol::delete_group(&self.conn, group).await
+        protocol::delete_group(&*self.conn().await?, group).await
     }
 
     /// Deletes the records of a partition below `offset` (-1: all written so far), as

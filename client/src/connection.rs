@@ -123,10 +123,18 @@ impl Connection {
         match tokio::time::timeout(self.request_timeout, receiver).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.broken_error()),
-            Err(_) => Err(ClientError::Timeout {
-                address: self.address.clone(),
-                timeout_ms: self.request_timeout.as_millis() as u64,
-            }),
+            Err(_) => {
+                let error = ClientError::Timeout {
+                    address: self.address.clone(),
+                    timeout_ms: self.request_timeout.as_millis() as u64,
+                };
+                // As Kafka clients: a node that does not answer in time is given up on;
+                // callers reconnect (possibly elsewhere) rather than queue behind it.
+                if let Ok(mut pending) = self.pending.lock() {
+                    pending.failed.get_or_insert_with(|| error.clone());
+                }
+                Err(error)
+            }
         }
     }
 

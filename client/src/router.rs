@@ -32,6 +32,8 @@ pub(crate) struct Router {
     timeout: Duration,
     max_age: Duration,
     bootstrap: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// The bootstrap server to try first: moves on past one whose connection broke.
+    first: std::sync::atomic::AtomicUsize,
     known: Mutex<Known>,
     conns: tokio::sync::Mutex<HashMap<u32, Arc<Connection>>>,
 }
@@ -55,6 +57,7 @@ impl Router {
             timeout,
             max_age,
             bootstrap: tokio::sync::Mutex::new(None),
+            first: std::sync::atomic::AtomicUsize::new(0),
             known: Mutex::new(Known::default()),
             conns: tokio::sync::Mutex::new(HashMap::new()),
         }
@@ -62,11 +65,19 @@ impl Router {
 
     /// A connection to any bootstrap server (reconnecting when it broke).
     pub(crate) async fn any(&self) -> Result<Arc<Connection>> {
+        use std::sync::atomic::Ordering;
         let mut guard = self.bootstrap.lock().await;
-        if let Some(c) = guard.as_ref().filter(|c| !c.is_broken()) {
-            return Ok(c.clone());
+        match guard.as_ref() {
+            Some(c) if !c.is_broken() => return Ok(c.clone()),
+            Some(_) => {
+                self.first.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {}
         }
-        let c = Arc::new(connect_any(&self.servers, &self.client_id, self.max_in_flight, self.timeout).await?);
+        let start = self.first.load(Ordering::Relaxed) % self.servers.len().max(1);
+        let mut servers = self.servers.clone();
+        servers.rotate_left(start);
+        let c = Arc::new(connect_any(&servers, &self.client_id, self.max_in_flight, self.timeout).await?);
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -141,7 +152,7 @@ impl Router {
 /// Whether an error means the client's idea of leaders is stale: refresh, then retry.
 pub(crate) fn stale_metadata(error: &ClientError) -> bool {
     match error {
-        ClientError::Connect { .. } | ClientError::Io { .. } => true,
+        ClientError::Connect { .. } | ClientError::Io { .. } | ClientError::Timeout { .. } => true,
         other => matches!(protocol::error_code(other), Some(c) if matches!(c.0, 3 | 5 | 6 | 41)),
     }
 }

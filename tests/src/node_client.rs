@@ -431,6 +431,17 @@ impl NodeProcess {
         assert_eq!(rc, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
     }
 
+    /// Stops the process where it is (SIGSTOP): it keeps its sockets but answers nothing,
+    /// as a node that froze or lost the network would.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// Sends SIGTERM and waits (bounded) for the clean shutdown; returns the exit status.
     /// If the node does not exit in time it is killed and the test fails.
     pub fn sigterm_and_wait(&mut self) -> ExitStatus {

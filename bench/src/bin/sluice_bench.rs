@@ -41,9 +41,12 @@ usage: sluice-bench SUBCOMMAND [flags]
 subcommands: produce | consume | e2e | baseline | rtt
 
 common flags:
-  --bootstrap HOST:PORT   node address (default 127.0.0.1:9292)
+  --bootstrap HOST:PORT[,HOST:PORT...]  node addresses (default 127.0.0.1:9292); with a
+                          cluster, give them all: clients go to each partition's leader
   --topic NAME            (default bench; created with --partitions if missing)
   --partitions P          (default 16)
+  --replication-factor R  of a topic the bench creates (default 1)
+  --min-insync N          its min.insync.replicas (default: the node's)
   --record-bytes N        value bytes per record (default 1024)
   --duration-s S          measured seconds (default 10), after --warmup-s (default 2)
   --total-mib N           produce: stop after N MiB were acknowledged instead of after S
@@ -257,17 +260,28 @@ fn add_ratios(report: &mut Report, baseline: Option<&Baseline>, field: &str) {
 }
 
 async fn ensure_topic(opts: &Opts) -> Result<(String, u32, Vec<String>), BenchError> {
-    let bootstrap = vec![opts.get("bootstrap", "127.0.0.1:9292")];
+    let bootstrap: Vec<String> = opts.get("bootstrap", "127.0.0.1:9292").split(',').map(str::to_string).collect();
     let topic = opts.get("topic", "bench");
     let partitions = opts.num::<u32>("partitions", 16)?;
+    let replication_factor = opts.num::<u16>("replication-factor", 1)?;
+    let configs = match opts.num::<u32>("min-insync", 0)? {
+        0 => Vec::new(),
+        n => vec![("min.insync.replicas".to_string(), n.to_string())],
+    };
     let admin = Admin::connect(&bootstrap).await.map_err(client_error)?;
     match admin.describe_topic(&topic).await.map_err(client_error)?.partitions {
         Ok(p) => Ok((topic, p.len() as u32, bootstrap)),
         Err(_) => {
-            admin
-                .create_topic(NewTopic { name: topic.clone(), partitions, replication_factor: 1, configs: Vec::new() })
-                .await
-                .map_err(client_error)?;
+            let new = NewTopic { name: topic.clone(), partitions, replication_factor, configs };
+            admin.create_topic(new).await.map_err(client_error)?;
+            // Leaders take a moment to be elected and known everywhere.
+            for _ in 0..100 {
+                let ready = admin.describe_topic(&topic).await.ok().and_then(|t| t.partitions.ok());
+                if ready.is_some_and(|p| p.iter().all(|p| p.leader.is_some())) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
             Ok((topic, partitions, bootstrap))
         }
     }

@@ -43,6 +43,8 @@ commands:
       With --group it joins consumer group G (the group assigns partitions and the
       consumer starts at the committed offsets, or the beginning) and commits after
       printing each batch of records.
+  cluster status            the controller, the live nodes, and the partitions that are
+                            offline (no leader) or under-replicated (ISR below replicas)
   group list
   group describe G          members, assignment, and per partition committed offset,
                             log end and lag
@@ -195,9 +197,46 @@ async fn run(servers: Vec<String>, words: Vec<String>) -> Result<(), Failure> {
         Some("group") => group(&servers, &words[1..]).await,
         Some("produce") => produce(&servers, &words[1..]).await,
         Some("consume") => consume(&servers, &words[1..]).await,
+        Some("cluster") => cluster(&servers, &words[1..]).await,
         Some(other) => Err(Failure::Usage(format!("unknown command {other:?}"))),
         None => Err(Failure::Usage("missing command".into())),
     }
+}
+
+/// `cluster status`: the live nodes, the controller, and the partitions that are offline
+/// (no leader) or under-replicated (fewer in sync than replicas).
+async fn cluster(servers: &[String], words: &[String]) -> Result<(), Failure> {
+    match words.first().map(String::as_str) {
+        Some("status") => {}
+        Some(other) => return Err(Failure::Usage(format!("unknown cluster subcommand {other:?}"))),
+        None => return Err(Failure::Usage("cluster needs a subcommand".into())),
+    }
+    Args::parse(&words[1..], &[])?.only(&[])?;
+    let metadata = Admin::connect(servers).await?.metadata(None).await?;
+    let controller = metadata.controller_id.map_or_else(|| "none elected".to_string(), |c| format!("node {c}"));
+    println!("controller: {controller}");
+    println!("live nodes: {}", metadata.nodes.len());
+    for node in &metadata.nodes {
+        println!("  node {}: {}:{}", node.node_id, node.host, node.port);
+    }
+    let (mut total, mut offline, mut under) = (0, Vec::new(), Vec::new());
+    for topic in &metadata.topics {
+        let Ok(partitions) = &topic.partitions else { continue };
+        for p in partitions {
+            total += 1;
+            let name = format!("{}-{}", topic.name, p.partition);
+            if p.leader.is_none() {
+                offline.push(format!("  {name}: no leader, replicas {:?}, isr {:?}", p.replicas, p.isr));
+            } else if p.isr.len() < p.replicas.len() {
+                under.push(format!("  {name}: isr {:?} of replicas {:?}", p.isr, p.replicas));
+            }
+        }
+    }
+    println!("partitions: {total}, offline: {}, under-replicated: {}", offline.len(), under.len());
+    for line in offline.iter().chain(&under) {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 async fn topic(servers: &[String], words: &[String]) -> Result<(), Failure> {

@@ -127,6 +127,14 @@ pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinat
             .with_node_id(BrokerId(-1))
             .with_port(-1);
     }
+    if !server.shard.config.peers.is_empty() {
+        let e = crate::shard::groups_not_in_clusters();
+        return FindCoordinatorResponse::default()
+            .with_error_code(ErrorCode::CoordinatorNotAvailable.0)
+            .with_error_message((r.version >= 1).then(|| text(&e.message)))
+            .with_node_id(BrokerId(-1))
+            .with_port(-1);
+    }
     // Every node coordinates the groups whose offsets partitions it holds; on one node,
     // all of them.
     FindCoordinatorResponse::default().with_node_id(node_id).with_host(text(&host)).with_port(port)

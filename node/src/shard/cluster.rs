@@ -243,6 +243,7 @@ impl Shard {
         if self.id == ShardId(0) {
             self.refresh_cluster();
         }
+        self.sync_host(&ClusterView::default());
         Ok(())
     }
 
@@ -280,13 +281,20 @@ impl Shard {
         });
     }
 
-    /// Every shard: adopt a new cluster view: open and host the partitions it now
-    /// replicates, let go of deleted ones, and feed the host their committed states.
+    /// Every shard: adopt a new cluster view: open the partitions it now replicates,
+    /// then host them (`sync_host`).
     pub(super) async fn apply_cluster(&self, update: ClusterUpdate) {
-        let view = Rc::new(update.view);
-        self.view.replace(view.clone());
+        let previous = self.view.replace(Rc::new(update.view));
         self.apply_metadata(update.metadata).await;
+        self.sync_host(&previous);
+    }
+
+    /// Makes the host replicate what the view says this shard replicates (whose logs are
+    /// open), let go of deleted partitions, and feeds it their committed states. Runs on
+    /// every view change, and once when the host starts (a view may have come first).
+    fn sync_host(&self, previous: &ClusterView) {
         let Some(host) = self.cluster.get() else { return };
+        let view = self.view.borrow().clone();
         let me = host.node();
         let mut states = Vec::new();
         for (id, (topic, partition)) in &view.ids {
@@ -296,6 +304,11 @@ impl Shard {
             let Some(state) = view.partitions.get(&(topic.clone(), *partition)) else { continue };
             if !state.replicas.contains(&me) {
                 continue;
+            }
+            let before = previous.partitions.get(&(topic.clone(), *partition));
+            if before.is_none_or(|b| (b.leader, &b.isr) != (state.leader, &state.isr)) {
+                let leader = state.leader.map_or("none".to_string(), |l| l.to_string());
+                info!(%topic, partition, %leader, epoch = %state.leader_epoch, isr = ?state.isr, "partition state");
             }
             let config = view
                 .configs

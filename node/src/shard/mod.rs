@@ -161,6 +161,9 @@ impl Shard {
     /// Runs a group request on its coordinator shard (List: on every shard, merged).
     pub async fn group_call(self: &Rc<Self>, request: GroupRequest) -> crate::groups::GroupReply {
         use crate::groups::GroupReply;
+        if self.cluster.get().is_some() {
+            return GroupReply::Done(Err(groups_not_in_clusters()));
+        }
         let Some(group) = request.group().map(str::to_string) else {
             let mut all = Vec::new();
             for s in 0..self.shards {
@@ -592,6 +595,15 @@ impl Shard {
         }
         AdminResult { results }
     }
+}
+
+/// Consumer groups keep their offsets in a partition of this node: not yet replicated.
+#[must_use]
+pub fn groups_not_in_clusters() -> NodeError {
+    NodeError::new(
+        ErrorKind::CoordinatorNotAvailable,
+        "consumer groups are not supported yet when nodes run as a cluster (--peer); they work on a single node",
+    )
 }
 
 /// A partition this node does not lead or replicate, in a cluster.

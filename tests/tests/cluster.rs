@@ -1,0 +1,318 @@
+//! Process tests of a cluster: three `sluice-node` processes on loopback ports, each its
+//! own controller voter, replicating topics with replication factor 3. The tests talk to
+//! them through `sluice-client` only (the producer and admin client follow leaders as an
+//! application's would), kill -9, restart, SIGSTOP and SIGCONT them by their process ids,
+//! and at the end stop every node and open each replica's log files directly to compare
+//! them.
+//!
+//! Every wait is bounded (`WAIT`, and `NodeProcess`'s own deadlines); every node is
+//! stopped by its pid when a test ends (`NodeProcess` kills and reaps it, and prints its
+//! log when the test failed). No test asserts how fast anything is.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_client::connection::Connection;
+use sluice_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
+use sluice_client::protocol::{self, PartitionInfo};
+use sluice_client::{Admin, NewTopic};
+use sluice_node::storage::{LogConfig, PartitionLog};
+use sluice_schemas::batch::BatchWalker;
+use sluice_schemas::Offset;
+use sluice_tests::node_client::{free_loopback_addr, NodeProcess};
+use tempfile::TempDir;
+
+const NODES: usize = 3;
+const SHARDS: usize = 2;
+/// The longest a test waits for one thing (a leader, a full ISR, a flush).
+const WAIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+/// Fast failure detection, so ten failovers fit in a test.
+const NODE_FLAGS: &[&str] = &["--session-timeout-ms", "1000", "--replica-lag-time-max-ms", "3000"];
+
+/// A cluster of `NODES` node processes (each a voter), data under one temporary directory.
+struct Cluster {
+    // Fields drop in order: the nodes (printing their logs if the test failed) before
+    // the directory holding those logs.
+    nodes: Vec<NodeProcess>,
+    dir: TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let mut addresses: Vec<SocketAddr> = Vec::new();
+        while addresses.len() < 2 * NODES {
+            let a = free_loopback_addr();
+            if !addresses.contains(&a) {
+                addresses.push(a);
+            }
+        }
+        let (native, cluster) = addresses.split_at(NODES);
+        let peers: Vec<String> = (0..NODES).map(|i| format!("--peer={}={},{}", i + 1, native[i], cluster[i])).collect();
+        let nodes = (0..NODES)
+            .map(|i| {
+                let id = (i + 1).to_string();
+                let mut args: Vec<&str> = vec!["--node-id", &id];
+                args.extend(NODE_FLAGS);
+                args.extend(peers.iter().map(String::as_str));
+                NodeProcess::start_at(native[i], &Cluster::data_of(dir.path(), i + 1), SHARDS, &args)
+            })
+            .collect();
+        Cluster { nodes, dir }
+    }
+
+    fn data_of(dir: &Path, node: usize) -> PathBuf {
+        dir.join(format!("node-{node}"))
+    }
+
+    fn bootstrap(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr().to_string()).collect()
+    }
+
+    fn node(&mut self, id: u32) -> &mut NodeProcess {
+        &mut self.nodes[id as usize - 1]
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `WAIT`.
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn partitions(admin: &Admin, topic: &str) -> Option<Vec<PartitionInfo>> {
+    admin.describe_topic(topic).await.ok()?.partitions.ok()
+}
+
+/// Waits until every partition of `topic` has a leader and all `NODES` replicas in sync.
+async fn wait_for_full_isr(admin: &Admin, topic: &str) -> Vec<PartitionInfo> {
+    wait_for(&format!("every partition of {topic} to have {NODES} in-sync replicas"), || async {
+        let parts = partitions(admin, topic).await?;
+        parts.iter().all(|p| p.leader.is_some() && p.isr.len() == NODES).then_some(parts)
+    })
+    .await
+}
+
+async fn leader_of(admin: &Admin, topic: &str, partition: u32) -> u32 {
+    wait_for(&format!("a leader of {topic}-{partition}"), || async {
+        partitions(admin, topic).await?.get(partition as usize)?.leader
+    })
+    .await
+}
+
+/// The high watermark of a partition, from its leader (ListOffsets latest).
+async fn high_watermark(cluster: &Cluster, admin: &Admin, topic: &str, partition: u32) -> u64 {
+    let leader = leader_of(admin, topic, partition).await;
+    let address = cluster.nodes[leader as usize - 1].addr().to_string();
+    let conn = Connection::connect(&address, "cluster-test", 1, Duration::from_secs(10)).await.unwrap();
+    let answer = protocol::list_offsets(&conn, &[(topic.to_string(), partition, protocol::LATEST)]).await.unwrap();
+    answer[0].2.clone().unwrap().unwrap()
+}
+
+/// Every batch of a stopped node's replica below `end`: (base offset, bytes).
+fn stored_batches(dir: &Path, end: u64) -> Vec<(u64, Vec<u8>)> {
+    let dir = dir.to_path_buf();
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(2 << 20)
+        .make()
+        .expect("glommio executor (is ulimit -l at least 512 KiB?)");
+    executor.run(async move {
+        let (log, _) = PartitionLog::open(&dir, LogConfig::default())
+            .await
+            .unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()));
+        let mut out = Vec::new();
+        let mut offset = Offset(0);
+        while offset.0 < end {
+            assert!(offset < log.log_end_offset(), "{} ends at {} below {end}", dir.display(), log.log_end_offset());
+            let bytes = log.read(offset, 1 << 20).await.unwrap().to_vec();
+            for item in BatchWalker::new(&bytes) {
+                let (_, header, batch) = item.unwrap();
+                if header.base_offset().0 >= end {
+                    break;
+                }
+                out.push((header.base_offset().0, batch.to_vec()));
+                offset = header.next_offset();
+            }
+        }
+        log.close().await.unwrap();
+        out
+    })
+}
+
+/// (offset, value) of every record in `batches`.
+fn records_of(batches: &[(u64, Vec<u8>)]) -> BTreeMap<u64, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for (_, batch) in batches {
+        sluice_schemas::compression::with_records(batch, 64 << 20, |records| {
+            for r in records {
+                let r = r.unwrap();
+                out.insert(r.offset.0, r.value.map(<[u8]>::to_vec).unwrap_or_default());
+            }
+        })
+        .unwrap();
+    }
+    out
+}
+
+/// What the producer task saw acknowledged: (partition, offset) -> value.
+type Acked = Arc<Mutex<BTreeMap<(u32, u64), Vec<u8>>>>;
+
+/// Produces numbered records with acks=all round-robin over `partitions` until `stop`,
+/// in rounds of `ROUND` records, recording every acknowledged one.
+async fn produce_until(producer: Producer, topic: String, partitions: u32, stop: Arc<AtomicBool>, acked: Acked) {
+    const ROUND: u64 = 50;
+    let mut next = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let mut deliveries = Vec::new();
+        for _ in 0..ROUND {
+            let value = format!("record-{next}").into_bytes();
+            let record = ProducerRecord {
+                topic: topic.clone(),
+                partition: Some((next % u64::from(partitions)) as u32),
+                value: Some(value.clone()),
+                ..ProducerRecord::default()
+            };
+            next += 1;
+            if let Ok(delivery) = producer.send(record).await {
+                deliveries.push((value, delivery));
+            }
+        }
+        for (value, delivery) in deliveries {
+            if let Ok(Ok(meta)) = tokio::time::timeout(WAIT, delivery).await {
+                let offset = meta.offset.expect("acks=all reports offsets");
+                let previous = acked.lock().unwrap().insert((meta.partition, offset), value);
+                assert!(previous.is_none(), "two records acknowledged at {}-{offset}", meta.partition);
+            }
+        }
+    }
+}
+
+/// The acceptance test of replication: a 3-node cluster, a topic with replication factor 3
+/// and min.insync.replicas=2, producers with acks=all while the leader of partition 0 is
+/// killed with kill -9 ten times (restarted each time) and then a node is frozen with
+/// SIGSTOP and let go with SIGCONT. Afterwards every acknowledged record is at its
+/// acknowledged offset in every replica, and the replicas are byte for byte identical
+/// below the high watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_leader_kills_and_a_frozen_node_on_every_replica() {
+    const TOPIC: &str = "acked";
+    const PARTITIONS: u32 = 2;
+    let mut cluster = Cluster::start();
+    let bootstrap = cluster.bootstrap();
+    // Short request timeouts: a frozen node must not hold the test's metadata requests.
+    let admin = Admin::connect_with_timeout(&bootstrap, Duration::from_secs(2)).await.unwrap();
+    let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
+    let topic = NewTopic { name: TOPIC.into(), partitions: PARTITIONS, replication_factor: 3, configs };
+    wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+    wait_for_full_isr(&admin, TOPIC).await;
+
+    let config = ProducerConfig {
+        bootstrap_servers: bootstrap.clone(),
+        acks: Acks::All,
+        linger_ms: 2,
+        retries: u32::MAX,
+        retry_backoff_ms: 50,
+        delivery_timeout_ms: 30_000,
+        request_timeout_ms: 5_000,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(config).await.unwrap();
+    let (stop, acked): (Arc<AtomicBool>, Acked) = (Arc::default(), Arc::default());
+    let task = tokio::spawn(produce_until(producer.clone(), TOPIC.into(), PARTITIONS, stop.clone(), acked.clone()));
+
+    let mut kills = 0;
+    while kills < 10 {
+        let before = acked.lock().unwrap().len();
+        wait_for("records acknowledged before the next kill", || async {
+            (acked.lock().unwrap().len() >= before + 100).then_some(())
+        })
+        .await;
+        let leader = leader_of(&admin, TOPIC, 0).await;
+        let started = Instant::now();
+        cluster.node(leader).kill9_and_wait();
+        kills += 1;
+        // The controller fences it after the session timeout and elects another leader.
+        wait_for("a new leader of partition 0", || async {
+            let now = partitions(&admin, TOPIC).await?.first()?.leader?;
+            (now != leader).then_some(())
+        })
+        .await;
+        let failover = started.elapsed();
+        cluster.node(leader).restart();
+        wait_for_full_isr(&admin, TOPIC).await;
+        eprintln!(
+            "kill {kills}: node {leader} killed; new leader after {failover:?}, back in sync after {:?}; {} records acknowledged",
+            started.elapsed(),
+            acked.lock().unwrap().len()
+        );
+    }
+    // Freeze the leader of partition 1: it loses its session and leadership while it
+    // still believes it leads; once thawed it must follow and match the new leader.
+    let frozen = leader_of(&admin, TOPIC, 1).await;
+    cluster.node(frozen).pause();
+    wait_for("a new leader of partition 1 while the old one is frozen", || async {
+        let now = partitions(&admin, TOPIC).await?.get(1)?.leader?;
+        (now != frozen).then_some(())
+    })
+    .await;
+    let before = acked.lock().unwrap().len();
+    wait_for("records acknowledged while a node is frozen", || async {
+        (acked.lock().unwrap().len() >= before + 100).then_some(())
+    })
+    .await;
+    cluster.node(frozen).resume();
+    wait_for_full_isr(&admin, TOPIC).await;
+
+    stop.store(true, Ordering::SeqCst);
+    tokio::time::timeout(WAIT, task).await.expect("the producer task stops").unwrap();
+    producer.close().await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 1_100, "only {} records were acknowledged", acked.len());
+
+    // Every replica has everything below the high watermark once the ISR is full.
+    wait_for_full_isr(&admin, TOPIC).await;
+    let mut high_watermarks = Vec::new();
+    for p in 0..PARTITIONS {
+        high_watermarks.push(high_watermark(&cluster, &admin, TOPIC, p).await);
+    }
+    for node in &mut cluster.nodes {
+        node.sigterm_and_wait();
+    }
+    for p in 0..PARTITIONS {
+        let hw = high_watermarks[p as usize];
+        let replicas: Vec<Vec<(u64, Vec<u8>)>> = (1..=NODES)
+            .map(|n| stored_batches(&Cluster::data_of(cluster.dir.path(), n).join(format!("{TOPIC}-{p}")), hw))
+            .collect();
+        for (n, replica) in replicas.iter().enumerate().skip(1) {
+            assert!(
+                replica == &replicas[0],
+                "node {}'s {TOPIC}-{p} differs from node 1's below the high watermark {hw}",
+                n + 1
+            );
+        }
+        let stored = records_of(&replicas[0]);
+        for ((partition, offset), value) in acked.iter().filter(|((partition, _), _)| *partition == p) {
+            assert_eq!(
+                stored.get(offset),
+                Some(value),
+                "the record acknowledged at {TOPIC}-{partition}@{offset} is not there (high watermark {hw})"
+            );
+        }
+    }
+}
