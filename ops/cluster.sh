@@ -69,7 +69,16 @@ start)
         start_node "$dir" "$i"
         bootstrap+="${bootstrap:+,}127.0.0.1:$((base + i))"
     done
-    for i in $(seq 1 "$n"); do wait_listening $((base + i)); done
+    for i in $(seq 1 "$n"); do
+        wait_listening $((base + i))
+        # Another process on the port would answer too: the node must still be running.
+        sleep 0.2
+        kill -0 "$(cat "$dir/node-$i.pid")" 2>/dev/null || {
+            echo "node $i exited at start; the end of $dir/node-$i.log:" >&2
+            tail -5 "$dir/node-$i.log" >&2
+            exit 1
+        }
+    done
     echo "$n" >"$dir/nodes"
     echo "$bootstrap"
     ;;

@@ -1,12 +1,12 @@
 //! The admin client: topics, partitions and configs.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 use crate::protocol::{self, ClusterMetadata, ConfigValue, GroupInfo, NewTopic, TopicInfo};
-use crate::router::{stale_metadata, Router};
+use crate::router::{coordinator_moved, stale_metadata, with_retries, Router};
 
 /// A partition's lag in a group: log end offset minus committed offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,19 +85,16 @@ impl Admin {
         F: Fn(Arc<Connection>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let deadline = Instant::now() + RETRY_FOR;
-        loop {
-            let result = match self.router.to_controller().await {
-                Ok(conn) => call(conn).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Err(e) if stale_metadata(&e) && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => return other,
-            }
-        }
+        with_retries(RETRY_FOR, stale_metadata, || self.router.to_controller(), || {}, call).await
+    }
+
+    /// Runs `call` on `group`'s coordinator, again while the coordinator moves.
+    async fn on_coordinator<T, F, Fut>(&self, group: &str, call: F) -> Result<T>
+    where
+        F: Fn(Arc<Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        with_retries(RETRY_FOR, coordinator_moved, || self.router.to_coordinator(group), || {}, call).await
     }
 
     /// A connection to the partition's leader (for requests only it answers).
@@ -168,17 +165,26 @@ impl Admin {
 
     /// (group id, state, members) of every group.
     pub async fn list_groups(&self) -> Result<Vec<(String, String, u32)>> {
-        protocol::list_groups(&*self.conn().await?).await
+        // Each node lists the groups it coordinates.
+        let mut all = Vec::new();
+        for node in self.router.learn_nodes().await? {
+            let conn = self.router.to_node(Some(node)).await?;
+            all.extend(protocol::list_groups(&conn).await?);
+        }
+        all.sort();
+        all.dedup_by(|a, b| a.0 == b.0);
+        Ok(all)
     }
 
     pub async fn describe_group(&self, group: &str) -> Result<GroupInfo> {
-        protocol::describe_group(&*self.conn().await?, group).await
+        self.on_coordinator(group, |conn| async move { protocol::describe_group(&conn, group).await }).await
     }
 
     /// Per partition with a committed offset or an owner: committed, log end and lag.
     pub async fn group_lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
         let info = self.describe_group(group).await?;
-        let committed = protocol::fetch_offsets(&*self.conn().await?, group, None).await?;
+        let committed =
+            self.on_coordinator(group, |conn| async move { protocol::fetch_offsets(&conn, group, None).await }).await?;
         let mut parts: std::collections::BTreeMap<(String, u32), (Option<u64>, Option<String>)> =
             committed.into_iter().map(|(t, p, o, _)| ((t, p), (o, None))).collect();
         for m in &info.members {
@@ -221,16 +227,19 @@ impl Admin {
             };
             offsets.push((topic.to_string(), *p, target, String::new()));
         }
-        let results = protocol::commit_offsets(&*self.conn().await?, group, "", -1, &offsets).await?;
+        let offsets = &offsets;
+        let results = self
+            .on_coordinator(group, |conn| async move { protocol::commit_offsets(&conn, group, "", -1, offsets).await })
+            .await?;
         for (_, _, r) in results {
             r?;
         }
-        Ok(offsets.into_iter().map(|(_, p, o, _)| (p, o)).collect())
+        Ok(offsets.iter().map(|(_, p, o, _)| (*p, *o)).collect())
     }
 
     /// Deletes an empty group and its committed offsets.
     pub async fn delete_group(&self, group: &str) -> Result<()> {
-        protocol::delete_group(&*self.conn().await?, group).await
+        self.on_coordinator(group, |conn| async move { protocol::delete_group(&conn, group).await }).await
     }
 
     /// Deletes the records of a partition below `offset` (-1: all written so far), as

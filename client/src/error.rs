@@ -25,6 +25,7 @@ impl ErrorCode {
             7 => "REQUEST_TIMED_OUT",
             10 => "MESSAGE_TOO_LARGE",
             15 => "COORDINATOR_NOT_AVAILABLE",
+            16 => "NOT_COORDINATOR",
             17 => "INVALID_TOPIC_EXCEPTION",
             18 => "RECORD_LIST_TOO_LARGE",
             19 => "NOT_ENOUGH_REPLICAS",
@@ -55,7 +56,7 @@ impl ErrorCode {
     /// is expected to pass (a leader moving, a timeout, stale metadata).
     #[must_use]
     pub fn is_retriable(self) -> bool {
-        matches!(self.0, 2 | 3 | 5 | 6 | 7 | 19 | 20 | 41 | 56)
+        matches!(self.0, 2 | 3 | 5 | 6 | 7 | 15 | 16 | 19 | 20 | 41 | 56)
     }
 }
 

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use crate::admin::connect_any;
 use crate::connection::Connection;
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 use crate::error::{ClientError, ErrorCode, Result};
 use crate::protocol;
+use crate::router::{coordinator_moved, with_retries, Router};
 
 /// Group settings, named and defaulted as Kafka's consumer.
 #[derive(Clone, Debug)]
@@ -67,9 +67,50 @@ struct Membership {
 }
 
 /// A consumer in a group.
+/// The connection to the group's coordinator: found from metadata (the leader of the
+/// group's offsets partition), found again when it moves or fails.
+struct CoordinatorLink {
+    router: Router,
+    group: String,
+    current: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// Set when a request found the coordinator moved: the next one looks it up again.
+    moved: std::sync::atomic::AtomicBool,
+}
+
+impl CoordinatorLink {
+    async fn conn(&self) -> Result<Arc<Connection>> {
+        let mut current = self.current.lock().await;
+        let moved = self.moved.swap(false, std::sync::atomic::Ordering::SeqCst);
+        match current.as_ref() {
+            Some(c) if !moved && !c.is_broken() => Ok(c.clone()),
+            _ => {
+                let c = self.router.to_coordinator(&self.group).await?;
+                *current = Some(c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    fn forget(&self) {
+        self.moved.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Runs `call` on the coordinator, again while it moves (at most `COORDINATOR_RETRY`).
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(Arc<Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        with_retries(COORDINATOR_RETRY, coordinator_moved, || self.conn(), || self.forget(), call).await
+    }
+}
+
+/// How long a group request keeps looking for a coordinator that moved.
+const COORDINATOR_RETRY: Duration = Duration::from_secs(30);
+
 pub struct GroupConsumer {
     consumer: Consumer,
-    conn: Arc<Connection>,
+    link: Arc<CoordinatorLink>,
     config: GroupConfig,
     topics: Vec<String>,
     membership: Arc<Mutex<Membership>>,
@@ -100,18 +141,25 @@ impl GroupConsumer {
                 config.heartbeat_interval_ms, config.session_timeout_ms
             )));
         }
-        let conn = connect_any(
+        let router = Router::new(
             &consumer_config.bootstrap_servers,
             &consumer_config.client_id,
             4,
             // A join waits for the whole rebalance.
             Duration::from_millis(u64::from(config.rebalance_timeout_ms) + consumer_config.request_timeout_ms),
-        )
-        .await?;
+            Duration::ZERO,
+        );
+        router.any().await?;
+        let link = CoordinatorLink {
+            router,
+            group: config.group_id.clone(),
+            current: tokio::sync::Mutex::new(None),
+            moved: std::sync::atomic::AtomicBool::new(false),
+        };
         let consumer = Consumer::new(consumer_config).await?;
         Ok(GroupConsumer {
             consumer,
-            conn: Arc::new(conn),
+            link: Arc::new(link),
             config,
             topics: Vec::new(),
             membership: Arc::new(Mutex::new(Membership::default())),
@@ -133,7 +181,7 @@ impl GroupConsumer {
         self.rejoin().await?;
         if self.heartbeat.is_none() {
             self.heartbeat = Some(tokio::spawn(heartbeats(
-                self.conn.clone(),
+                self.link.clone(),
                 self.config.group_id.clone(),
                 self.membership.clone(),
                 Duration::from_millis(self.config.heartbeat_interval_ms),
@@ -204,11 +252,16 @@ impl GroupConsumer {
             let m = lock(&self.membership);
             (m.member_id.clone(), m.generation)
         };
-        let (conn, group) = (self.conn.clone(), self.config.group_id.clone());
+        let (link, group) = (self.link.clone(), self.config.group_id.clone());
         self.last_commit = Instant::now();
         tokio::spawn(async move {
-            let result =
-                protocol::commit_offsets(&conn, &group, &member_id, generation, &offsets).await.and_then(first_error);
+            let (group, member_id, offsets) = (&group, &member_id, &offsets);
+            let result = link
+                .call(
+                    |conn| async move { protocol::commit_offsets(&conn, group, member_id, generation, offsets).await },
+                )
+                .await
+                .and_then(first_error);
             callback(result);
         });
     }
@@ -224,8 +277,11 @@ impl GroupConsumer {
         };
         let offsets: Vec<protocol::CommitOffset> =
             offsets.iter().map(|(t, p, o)| (t.clone(), *p, *o, String::new())).collect();
-        let result =
-            protocol::commit_offsets(&self.conn, &self.config.group_id, &member_id, generation, &offsets).await;
+        let (group, member, offsets) = (&self.config.group_id, &member_id, &offsets);
+        let result = self
+            .link
+            .call(|conn| async move { protocol::commit_offsets(&conn, group, member, generation, offsets).await })
+            .await;
         if let Err(e) = &result {
             if matches!(protocol::error_code(e), Some(ErrorCode(22 | 25 | 27))) {
                 // Fenced by a rebalance: rejoin at the next poll.
@@ -238,8 +294,9 @@ impl GroupConsumer {
 
     /// The group's committed offset of a partition.
     pub async fn committed(&self, topic: &str, partition: u32) -> Result<Option<u64>> {
+        let (group, wanted) = (&self.config.group_id, &[(topic.to_string(), partition)]);
         let list =
-            protocol::fetch_offsets(&self.conn, &self.config.group_id, Some(&[(topic.to_string(), partition)])).await?;
+            self.link.call(|conn| async move { protocol::fetch_offsets(&conn, group, Some(wanted)).await }).await?;
         Ok(list.into_iter().next().and_then(|(_, _, o, _)| o))
     }
 
@@ -255,7 +312,8 @@ impl GroupConsumer {
         if member_id.is_empty() {
             return Ok(());
         }
-        match protocol::leave_group(&self.conn, &self.config.group_id, &member_id).await {
+        let (group, member) = (&self.config.group_id, &member_id);
+        match self.link.call(|conn| async move { protocol::leave_group(&conn, group, member).await }).await {
             // Already gone (its session expired): leaving is done.
             Err(e) if protocol::error_code(&e) == Some(ErrorCode(25)) => Ok(()),
             other => other,
@@ -268,17 +326,21 @@ impl GroupConsumer {
         }
         let member_id = self.member_id();
         let join = |member_id: String| {
-            let (conn, config, topics) = (self.conn.clone(), self.config.clone(), self.topics.clone());
+            let (link, config, topics) = (self.link.clone(), self.config.clone(), self.topics.clone());
             async move {
-                protocol::join_group(
-                    &conn,
-                    &config.group_id,
-                    &member_id,
-                    config.session_timeout_ms,
-                    config.rebalance_timeout_ms,
-                    &topics,
-                    &config.strategy,
-                )
+                let (config, topics, member_id) = (&config, &topics, &member_id);
+                link.call(|conn| async move {
+                    protocol::join_group(
+                        &conn,
+                        &config.group_id,
+                        member_id,
+                        config.session_timeout_ms,
+                        config.rebalance_timeout_ms,
+                        topics,
+                        &config.strategy,
+                    )
+                    .await
+                })
                 .await
             }
         };
@@ -297,7 +359,9 @@ impl GroupConsumer {
         }
         self.consumer.assign(joined.assignment.clone());
         if !assigned.is_empty() {
-            let committed = protocol::fetch_offsets(&self.conn, &self.config.group_id, Some(&assigned)).await?;
+            let (group, wanted) = (&self.config.group_id, &assigned);
+            let committed =
+                self.link.call(|conn| async move { protocol::fetch_offsets(&conn, group, Some(wanted)).await }).await?;
             for (t, p, offset, _) in committed {
                 if let Some(o) = offset {
                     self.consumer.seek(&t, p, SeekTo::Offset(o)).await?;
@@ -339,7 +403,7 @@ fn first_error(results: Vec<(String, u32, Result<()>)>) -> Result<()> {
 
 /// Heartbeats until aborted; marks the generation stale when the coordinator says the
 /// group is rebalancing or this member is fenced or unknown.
-async fn heartbeats(conn: Arc<Connection>, group: String, membership: Arc<Mutex<Membership>>, interval: Duration) {
+async fn heartbeats(link: Arc<CoordinatorLink>, group: String, membership: Arc<Mutex<Membership>>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
         let (member_id, generation) = {
@@ -349,7 +413,16 @@ async fn heartbeats(conn: Arc<Connection>, group: String, membership: Arc<Mutex<
         if member_id.is_empty() {
             continue;
         }
-        if let Err(e) = protocol::heartbeat(&conn, &group, &member_id, generation).await {
+        let result = match link.conn().await {
+            Ok(conn) => protocol::heartbeat(&conn, &group, &member_id, generation).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            if coordinator_moved(&e) {
+                // The next beat finds the coordinator again; a new one does not know this
+                // member and answers UNKNOWN_MEMBER_ID, which makes it rejoin.
+                link.forget();
+            }
             if matches!(protocol::error_code(&e), Some(ErrorCode(22 | 25 | 27))) {
                 let mut m = lock(&membership);
                 if m.generation == generation {

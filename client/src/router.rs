@@ -136,17 +136,70 @@ impl Router {
         Ok(c)
     }
 
-    /// A connection to the controller (admin requests), after asking any node which it is.
-    pub(crate) async fn to_controller(&self) -> Result<Arc<Connection>> {
+    /// Asks any node for the live nodes and the controller; returns the nodes' ids.
+    pub(crate) async fn learn_nodes(&self) -> Result<Vec<u32>> {
         let conn = self.any().await?;
         let metadata = protocol::metadata(&conn, Some(&[])).await?;
-        {
-            let mut known = lock(&self.known);
-            known.nodes = metadata.nodes.iter().map(|n| (n.node_id, format!("{}:{}", n.host, n.port))).collect();
-            known.controller = metadata.controller_id;
-        }
-        self.to_node(metadata.controller_id).await
+        let mut known = lock(&self.known);
+        known.nodes = metadata.nodes.iter().map(|n| (n.node_id, format!("{}:{}", n.host, n.port))).collect();
+        known.controller = metadata.controller_id;
+        Ok(metadata.nodes.iter().map(|n| n.node_id).collect())
     }
+
+    /// A connection to the controller (admin requests), after asking any node which it is.
+    pub(crate) async fn to_controller(&self) -> Result<Arc<Connection>> {
+        self.learn_nodes().await?;
+        let controller = lock(&self.known).controller;
+        self.to_node(controller).await
+    }
+}
+
+impl Router {
+    /// A connection to `group`'s coordinator: the leader of its offsets partition (any
+    /// node of a single-node cluster).
+    pub(crate) async fn to_coordinator(&self, group: &str) -> Result<Arc<Connection>> {
+        use sluice_schemas::groups::{offsets_partition, OFFSETS_TOPIC};
+        self.refresh(OFFSETS_TOPIC).await?;
+        self.to_node(self.leader(OFFSETS_TOPIC, offsets_partition(group))).await
+    }
+}
+
+/// Runs `call` on the connection `connect` gives, again (after `forget`) while `moved`
+/// says the error means it went to the wrong node or a node that failed, for at most
+/// `retry_for`.
+pub(crate) async fn with_retries<T, C, CF, F, FF>(
+    retry_for: Duration,
+    moved: fn(&ClientError) -> bool,
+    connect: C,
+    forget: impl Fn(),
+    call: F,
+) -> Result<T>
+where
+    C: Fn() -> CF,
+    CF: std::future::Future<Output = Result<Arc<Connection>>>,
+    F: Fn(Arc<Connection>) -> FF,
+    FF: std::future::Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + retry_for;
+    loop {
+        let result = match connect().await {
+            Ok(conn) => call(conn).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e) if moved(&e) && Instant::now() < deadline => {
+                forget();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether an error means the group's coordinator moved (or is not known yet): find it
+/// again, then retry.
+pub(crate) fn coordinator_moved(error: &ClientError) -> bool {
+    stale_metadata(error) || matches!(protocol::error_code(error), Some(c) if matches!(c.0, 15 | 16))
 }
 
 /// Whether an error means the client's idea of leaders is stale: refresh, then retry.

@@ -34,6 +34,8 @@ pub enum ErrorKind {
     /// Admin requests go to the controller (in a cluster); the message names it.
     NotController,
     CoordinatorNotAvailable,
+    /// The group's coordinator is another node (in a cluster): find it again.
+    NotCoordinator,
     InvalidGroupId,
     UnknownMemberId,
     InvalidSessionTimeout,

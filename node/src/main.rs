@@ -24,6 +24,8 @@ use tracing::{error, info};
 const SHARD_IO_MEMORY_BYTES: usize = 2 << 20;
 /// How often a shard checks whether the node is stopping.
 const STOP_POLL_MS: u64 = 50;
+/// How long a node of a cluster waits, on SIGTERM, for its leaderships to move away.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -72,6 +74,9 @@ fn main() -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(Barrier::new(config.shards));
     let finished = Arc::new(AtomicUsize::new(0));
+    // Set by shard 0 once a cluster node's leaderships moved away (or it gave up): the
+    // other shards serve until then.
+    let handed_over = Arc::new(AtomicBool::new(false));
     let mesh = MeshBuilder::full(config.shards, MESH_CHANNEL_CAPACITY);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cluster = cluster_setup(&config);
@@ -79,15 +84,22 @@ fn main() -> ExitCode {
     let mut handles = Vec::new();
     for i in 0..config.shards {
         let placement = if config.shards <= cores { Placement::Fixed(i) } else { Placement::Unbound };
-        let (config, mesh, shard_stop, ready, finished, cluster) =
-            (config.clone(), mesh.clone(), stop.clone(), ready.clone(), finished.clone(), cluster.clone());
+        let (config, mesh, shard_stop, ready, finished, cluster, handed_over) = (
+            config.clone(),
+            mesh.clone(),
+            stop.clone(),
+            ready.clone(),
+            finished.clone(),
+            cluster.clone(),
+            handed_over.clone(),
+        );
         let mut builder =
             LocalExecutorBuilder::new(placement).name(&format!("shard-{i}")).io_memory(SHARD_IO_MEMORY_BYTES);
         if config.spin_before_park_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
         }
         match builder.spawn(move || async move {
-            let result = run_shard(config, cluster, mesh, shard_stop.clone(), ready).await;
+            let result = run_shard(config, cluster, mesh, shard_stop.clone(), ready, handed_over).await;
             if result.is_err() {
                 // One shard failing stops the node: a partial node would refuse its partitions.
                 shard_stop.store(true, Ordering::SeqCst);
@@ -172,6 +184,7 @@ async fn run_shard(
     mesh: MeshBuilder<sluice_node::shard::ShardMsg, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     ready: Arc<Barrier>,
+    handed_over: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let listen = config.listen;
     let metrics_listen = config.metrics_listen;
@@ -210,6 +223,16 @@ async fn run_shard(
     }
     while !stop.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+    if cluster.is_some() {
+        if shard.id.0 == 0 {
+            shard.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT).await;
+            handed_over.store(true, Ordering::SeqCst);
+        }
+        let deadline = std::time::Instant::now() + CONTROLLED_SHUTDOWN_TIMEOUT + Duration::from_secs(1);
+        while !handed_over.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
     }
     drop(serving);
     drop(kafka);

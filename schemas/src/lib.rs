@@ -14,6 +14,7 @@
 
 pub mod batch;
 pub mod compression;
+pub mod groups;
 pub mod ids;
 
 pub use ids::{LeaderEpoch, Offset, PartitionId, ProducerId};

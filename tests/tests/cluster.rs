@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_client::connection::Connection;
+use sluice_client::consumer::{ConsumerConfig, OffsetReset};
+use sluice_client::group::{GroupConfig, GroupConsumer};
 use sluice_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use sluice_client::protocol::{self, PartitionInfo};
 use sluice_client::{Admin, NewTopic};
@@ -315,4 +317,98 @@ async fn acknowledged_records_survive_leader_kills_and_a_frozen_node_on_every_re
             );
         }
     }
+}
+
+/// Consumer groups through a coordinator failover: a member consumes a replicated topic
+/// and commits; the node coordinating its group (the leader of the group's offsets
+/// partition) is killed with kill -9. Another replica takes over the group with the
+/// committed offsets it replicated; the member finds it, rejoins and goes on from its
+/// commits, so every record is consumed and the commits made before the kill survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_keeps_consuming_and_its_commits_survive_a_coordinator_kill() {
+    const TOPIC: &str = "events";
+    const GROUP: &str = "readers";
+    const RECORDS: u64 = 3_000;
+    let mut cluster = Cluster::start();
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect_with_timeout(&bootstrap, Duration::from_secs(2)).await.unwrap();
+    let topic = NewTopic { name: TOPIC.into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
+    wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+    wait_for_full_isr(&admin, TOPIC).await;
+    wait_for_full_isr(&admin, sluice_schemas::groups::OFFSETS_TOPIC).await;
+
+    let config = ProducerConfig { bootstrap_servers: bootstrap.clone(), acks: Acks::All, ..ProducerConfig::default() };
+    let producer = Producer::new(config).await.unwrap();
+    let produce = |from: u64, to: u64| {
+        let producer = producer.clone();
+        async move {
+            let mut deliveries = Vec::new();
+            for i in from..to {
+                let value = format!("event-{i}").into_bytes();
+                let record = ProducerRecord { topic: TOPIC.into(), value: Some(value), ..ProducerRecord::default() };
+                deliveries.push(producer.send(record).await.unwrap());
+            }
+            for d in deliveries {
+                tokio::time::timeout(WAIT, d).await.unwrap().unwrap();
+            }
+        }
+    };
+    produce(0, RECORDS / 2).await;
+
+    let consumer_config = ConsumerConfig {
+        bootstrap_servers: bootstrap.clone(),
+        auto_offset_reset: OffsetReset::Earliest,
+        request_timeout_ms: 3_000,
+        ..ConsumerConfig::default()
+    };
+    let group_config = GroupConfig {
+        group_id: GROUP.into(),
+        session_timeout_ms: 6_000,
+        heartbeat_interval_ms: 500,
+        enable_auto_commit: false,
+        ..GroupConfig::default()
+    };
+    let mut member = GroupConsumer::new(consumer_config, group_config).await.unwrap();
+    tokio::time::timeout(WAIT, member.subscribe(vec![TOPIC.into()])).await.unwrap().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < RECORDS as usize / 2 {
+        assert!(Instant::now() < deadline, "consumed {} of {} before the kill", seen.len(), RECORDS / 2);
+        for r in member.poll(POLL).await.unwrap() {
+            seen.insert(r.value.unwrap_or_default());
+        }
+        member.commit_sync().await.unwrap();
+    }
+    let mut committed_before = BTreeMap::new();
+    for p in 0..3 {
+        committed_before.insert(p, member.committed(TOPIC, p).await.unwrap());
+    }
+
+    let partition = sluice_schemas::groups::offsets_partition(GROUP);
+    let coordinator = leader_of(&admin, sluice_schemas::groups::OFFSETS_TOPIC, partition).await;
+    cluster.node(coordinator).kill9_and_wait();
+    produce(RECORDS / 2, RECORDS).await;
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < RECORDS as usize {
+        assert!(Instant::now() < deadline, "consumed {} of {RECORDS} after the coordinator's kill", seen.len());
+        // Errors while the coordinator moves are retried by the next poll and commit.
+        if let Ok(records) = member.poll(POLL).await {
+            for r in records {
+                seen.insert(r.value.unwrap_or_default());
+            }
+        }
+        let _ = member.commit_sync().await;
+    }
+    let now = leader_of(&admin, sluice_schemas::groups::OFFSETS_TOPIC, partition).await;
+    assert_ne!(now, coordinator, "another node coordinates the group");
+    for p in 0..3 {
+        let committed = member.committed(TOPIC, p).await.unwrap();
+        assert!(
+            committed >= committed_before[&p],
+            "partition {p}: the commit {:?} made before the kill went back to {committed:?}",
+            committed_before[&p]
+        );
+    }
+    member.close().await.unwrap();
+    cluster.node(coordinator).restart();
 }

@@ -55,6 +55,8 @@ pub struct Agent {
     transport: Rc<Transport>,
     inbox: Rc<Inbox>,
     hooks: AgentHooks,
+    /// The quorum leader last reported through `hooks.changed`.
+    last_controller: std::cell::Cell<Option<NodeId>>,
 }
 
 /// Inbound frames waiting for the agent's one handling task.
@@ -89,8 +91,15 @@ impl Agent {
             queue.wake.notify_all();
         });
         let transport = Transport::start(config.node, &config.peers, handler.clone());
-        let agent =
-            Rc::new(Agent { config, started: Instant::now(), voter: RefCell::new(voter), transport, inbox, hooks });
+        let agent = Rc::new(Agent {
+            config,
+            started: Instant::now(),
+            voter: RefCell::new(voter),
+            transport,
+            inbox,
+            hooks,
+            last_controller: std::cell::Cell::new(None),
+        });
         io::spawn_detached(transport::serve(listener, handler));
         io::spawn_detached(agent.clone().pump());
         io::spawn_detached(agent.clone().tick_voter());
@@ -176,8 +185,23 @@ impl Agent {
         let now = self.now_ms();
         match frame {
             Inbound::Raft { bytes, .. } => {
-                let out = self.voter.borrow_mut().as_mut().map(|v| v.step_raft(now, &bytes));
-                self.voter_output(out);
+                // raft-rs panics on messages its log cannot follow (a peer that remembers
+                // entries this voter's wiped log lacks): that voter leaves the quorum, the
+                // node goes on.
+                let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.voter.borrow_mut().as_mut().map(|v| v.step_raft(now, &bytes))
+                }));
+                match stepped {
+                    Ok(out) => self.voter_output(out),
+                    Err(_) => {
+                        error!(
+                            "controller voter on node {} cannot follow the quorum's log (was its data directory \
+                             replaced?); it leaves the quorum",
+                            self.config.node
+                        );
+                        *self.voter.borrow_mut() = None;
+                    }
+                }
             }
             Inbound::Envelope(bytes) => {
                 let to = match wire::decode(&bytes) {
@@ -222,7 +246,8 @@ impl Agent {
         for envelope in out.send {
             self.send(&envelope);
         }
-        if !out.applied.is_empty() {
+        let controller = self.controller();
+        if !out.applied.is_empty() || self.last_controller.replace(controller) != controller {
             (self.hooks.changed)();
         }
     }

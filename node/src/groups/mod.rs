@@ -34,13 +34,10 @@ use sluice_schemas::records::{BatchBuilder, BatchConfig, RecordIter};
 use tracing::{debug, info, warn};
 
 use crate::errors::{ErrorKind, NodeError};
-use crate::io::{self, WaitQueue};
+use crate::io::{self, LocalFuture, WaitQueue};
 use crate::storage::PartitionLog;
 
-/// The internal topic holding committed offsets.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Its partitions: groups spread over them (and so over shards) by hash.
-pub const OFFSETS_PARTITIONS: u32 = 8;
+pub use sluice_schemas::groups::{offsets_partition, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 /// Session timeouts a member may ask for (Kafka's broker defaults).
 pub const SESSION_TIMEOUT_MS_MIN: u32 = 100;
 pub const SESSION_TIMEOUT_MS_MAX: u32 = 1_800_000;
@@ -63,17 +60,6 @@ pub fn by_topic<T>(items: Vec<(String, u32, T)>) -> Vec<(String, Vec<(u32, T)>)>
         }
     }
     out
-}
-
-/// The offsets partition of a group.
-#[must_use]
-pub fn offsets_partition(group: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for b in group.bytes() {
-        hash ^= u32::from(b);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash % OFFSETS_PARTITIONS
 }
 
 /// A group request, sent to the group's coordinator shard.
@@ -280,7 +266,9 @@ impl Group {
 /// offsets logs it owns.
 pub trait GroupHost {
     fn partition_count(&self, topic: &str) -> Option<u32>;
-    fn offsets_log(&self, partition: u32) -> Option<Rc<PartitionLog>>;
+    /// Appends a batch of offset records to an offsets partition this shard holds (in a
+    /// cluster: leads, and the ISR has it once this resolves).
+    fn append_offsets<'a>(&'a self, partition: u32, batch: &'a [u8]) -> LocalFuture<'a, Result<(), NodeError>>;
 }
 
 /// The groups owned by one shard, and their committed offsets.
@@ -391,6 +379,13 @@ impl Coordinator {
             offset = fetched.next_offset;
         }
         debug!(dir = %log.dir().display(), records = loaded, "committed offsets loaded");
+    }
+
+    /// Drops every group of one offsets partition, members and committed offsets (in a
+    /// cluster: this node stopped leading it, or is about to reload it as its new leader).
+    pub fn forget_partition(&self, partition: u32) {
+        self.groups.borrow_mut().retain(|group, _| offsets_partition(group) != partition);
+        self.offsets.borrow_mut().retain(|group, _| offsets_partition(group) != partition);
     }
 
     pub async fn handle(&self, host: &dyn GroupHost, request: GroupRequest) -> GroupReply {
@@ -852,17 +847,8 @@ impl Coordinator {
     }
 
     async fn persist(&self, host: &dyn GroupHost, group_id: &str, builder: BatchBuilder) -> Result<(), NodeError> {
-        let log = host.offsets_log(offsets_partition(group_id)).ok_or_else(|| {
-            error(
-                ErrorKind::CoordinatorNotAvailable,
-                format!("the offsets partition of group {group_id:?} is not open here"),
-            )
-        })?;
         let batch = builder.finish().map_err(|e| error(ErrorKind::Unknown, e.to_string()))?;
-        log.append(&batch)
-            .await
-            .map_err(|e| crate::errors::from_storage(OFFSETS_TOPIC, offsets_partition(group_id), &e))?;
-        Ok(())
+        host.append_offsets(offsets_partition(group_id), &batch).await
     }
 
     fn fetch(&self, group_id: &str, partitions: Option<Vec<(String, u32)>>) -> Vec<(String, u32, i64, String)> {
@@ -1182,8 +1168,8 @@ mod tests {
         fn partition_count(&self, topic: &str) -> Option<u32> {
             (topic == "t").then_some(6)
         }
-        fn offsets_log(&self, _partition: u32) -> Option<Rc<PartitionLog>> {
-            None
+        fn append_offsets<'a>(&'a self, _: u32, _: &'a [u8]) -> LocalFuture<'a, Result<(), NodeError>> {
+            Box::pin(async { Err(error(ErrorKind::CoordinatorNotAvailable, "no offsets partition here")) })
         }
     }
 

@@ -128,12 +128,21 @@ pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinat
             .with_port(-1);
     }
     if !server.shard.config.peers.is_empty() {
-        let e = crate::shard::groups_not_in_clusters();
-        return FindCoordinatorResponse::default()
-            .with_error_code(ErrorCode::CoordinatorNotAvailable.0)
-            .with_error_message((r.version >= 1).then(|| text(&e.message)))
-            .with_node_id(BrokerId(-1))
-            .with_port(-1);
+        // The leader of the group's offsets partition coordinates it.
+        let partition = crate::groups::offsets_partition(&request.key);
+        let leader = server.shard.placement(crate::groups::OFFSETS_TOPIC, partition).leader;
+        let address = leader.and_then(|l| server.shard.node_addresses().into_iter().find(|n| n.id == l));
+        return match address.and_then(|n| Some((n.id, n.kafka?))) {
+            Some((id, (host, port))) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(i32::try_from(id).unwrap_or(-1)))
+                .with_host(text(&host))
+                .with_port(i32::from(port)),
+            None => FindCoordinatorResponse::default()
+                .with_error_code(ErrorCode::CoordinatorNotAvailable.0)
+                .with_error_message((r.version >= 1).then(|| text("the group's offsets partition has no leader yet")))
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+        };
     }
     // Every node coordinates the groups whose offsets partitions it holds; on one node,
     // all of them.

@@ -60,6 +60,7 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::LeaderNotAvailable => ErrorCode::LeaderNotAvailable,
         ErrorKind::NotController => ErrorCode::NotController,
         ErrorKind::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        ErrorKind::NotCoordinator => ErrorCode::NotCoordinator,
         ErrorKind::InvalidGroupId => ErrorCode::InvalidGroupId,
         ErrorKind::UnknownMemberId => ErrorCode::UnknownMemberId,
         ErrorKind::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,

@@ -23,6 +23,7 @@ use crate::cluster::agent::{Agent, AgentConfig, AgentHooks};
 use crate::cluster::host::{partition_of, HostLogs, ReplicaHost};
 use crate::cluster::transport::{Handler, Inbound, Transport};
 use crate::errors::{ErrorKind, NodeError};
+use crate::groups::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::replication::{
     wire, ClusterState, Command, ControllerConfig, Envelope, Incarnation, Message, NodeId, PartitionConfig,
     PartitionState, ReplicaConfig,
@@ -91,6 +92,15 @@ impl HostLogs for Shard {
     }
 }
 
+/// Clears a flag when its task ends, however it ends.
+struct RunningFlag<'a>(&'a std::cell::Cell<bool>);
+
+impl Drop for RunningFlag<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// The update the committed `state` makes, as node `me` in life `incarnation` sees it.
 #[must_use]
 pub fn update_of(
@@ -145,7 +155,8 @@ impl Shard {
         }
     }
 
-    /// The nodes Metadata lists: every peer of a cluster, or this node.
+    /// The nodes Metadata lists: a cluster's live nodes (every peer until the state names
+    /// them), or this node.
     #[must_use]
     pub fn node_addresses(&self) -> Vec<NodeAddress> {
         if self.config.peers.is_empty() {
@@ -156,9 +167,11 @@ impl Shard {
             };
             return vec![me];
         }
+        let live = self.view.borrow().live.clone();
         self.config
             .peers
             .iter()
+            .filter(|p| live.is_empty() || live.contains(&NodeId(p.id)))
             .map(|p| NodeAddress {
                 id: p.id,
                 listen: p.listen,
@@ -242,9 +255,56 @@ impl Shard {
         let _ = self.cluster.set(host);
         if self.id == ShardId(0) {
             self.refresh_cluster();
+            self.spawn_offsets_topic_creation(setup.peers.len());
         }
         self.sync_host(&ClusterView::default());
         Ok(())
+    }
+
+    /// Shard 0: whichever node is the controller creates the offsets topic, replicated
+    /// like any topic (factor 3, or fewer nodes), once that many nodes are live.
+    fn spawn_offsets_topic_creation(self: &Rc<Self>, nodes: usize) {
+        let factor = nodes.min(3) as u16;
+        let weak = Rc::downgrade(self);
+        crate::io::spawn_detached(async move {
+            loop {
+                crate::io::sleep(Duration::from_millis(200)).await;
+                let Some(shard) = weak.upgrade() else { return };
+                if shard.metadata().topic(OFFSETS_TOPIC).is_some() {
+                    return;
+                }
+                let Some(agent) = shard.agent.get().cloned() else { return };
+                if agent.is_controller() && shard.view.borrow().live.len() >= usize::from(factor) {
+                    let result = shard.cluster_admin(&agent, super::offsets_topic_request(factor)).await;
+                    if let Some((_, Err(e))) = result.results.first() {
+                        warn!("creating {OFFSETS_TOPIC}: {e}");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Shard 0, on SIGTERM: asks the controller to move this node's leaderships away
+    /// (Kafka's controlled shutdown) and waits until it did, at most `timeout`, while
+    /// every shard goes on serving. Returns whether the controller confirmed.
+    pub async fn controlled_shutdown(&self, timeout: Duration) -> bool {
+        let Some(host) = self.cluster.get() else { return true };
+        let deadline = Instant::now() + timeout;
+        let mut next_ask = Instant::now();
+        while Instant::now() < deadline {
+            if host.shutdown_ready() {
+                info!("the controller moved this node's leaderships away");
+                return true;
+            }
+            // Asked again now and then: the controller may have changed meanwhile.
+            if Instant::now() >= next_ask {
+                host.begin_shutdown();
+                next_ask = Instant::now() + Duration::from_millis(500);
+            }
+            crate::io::sleep(Duration::from_millis(10)).await;
+        }
+        warn!("the controller did not confirm the controlled shutdown within {timeout:?}; stopping anyway");
+        false
     }
 
     /// Whether this node keeps a replica of the partition (always, for a single node).
@@ -260,11 +320,13 @@ impl Shard {
     /// Shard 0: the voter applied commands; give every shard the new view (once per
     /// burst of changes, from a task of its own, so the voter is not re-entered).
     fn refresh_cluster(self: &Rc<Self>) {
-        if self.refresh_pending.replace(true) {
-            return;
+        self.refresh_pending.set(true);
+        if self.refresh_running.replace(true) {
+            return; // The running task sees the flag and refreshes again.
         }
         let shard = self.clone();
         crate::io::spawn_detached(async move {
+            let _running = RunningFlag(&shard.refresh_running);
             while shard.refresh_pending.get() {
                 shard.refresh_pending.set(false);
                 let (Some(agent), Some(host)) = (shard.agent.get(), shard.cluster.get()) else { return };
@@ -287,6 +349,31 @@ impl Shard {
         let previous = self.view.replace(Rc::new(update.view));
         self.apply_metadata(update.metadata).await;
         self.sync_host(&previous);
+        self.follow_group_leadership(&previous).await;
+    }
+
+    /// This node coordinates the groups of the offsets partitions it leads: a new
+    /// leader loads their committed offsets from its replica (which has everything
+    /// acknowledged), and a former leader forgets them (members rejoin the new one).
+    async fn follow_group_leadership(&self, previous: &ClusterView) {
+        let Some(me) = self.cluster.get().map(|h| h.node()) else { return };
+        let view = self.view.borrow().clone();
+        for partition in 0..OFFSETS_PARTITIONS {
+            if shard_for(OFFSETS_TOPIC, partition, self.shards) != self.id {
+                continue;
+            }
+            let key = (OFFSETS_TOPIC.to_string(), partition);
+            let leads = |v: &ClusterView| v.registered && v.partitions.get(&key).is_some_and(|s| s.leader == Some(me));
+            let (before, now) = (leads(previous), leads(&view));
+            if before == now {
+                continue;
+            }
+            self.groups.forget_partition(partition);
+            if let (true, Some(log)) = (now, self.log(OFFSETS_TOPIC, partition)) {
+                self.groups.load(&log).await;
+                info!(partition, "coordinating the groups of {OFFSETS_TOPIC}-{partition}");
+            }
+        }
     }
 
     /// Makes the host replicate what the view says this shard replicates (whose logs are

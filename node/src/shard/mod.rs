@@ -90,8 +90,9 @@ pub struct Shard {
     pub(crate) agent: OnceCell<Rc<crate::cluster::agent::Agent>>,
     /// In a cluster: leaders, replicas and ISRs as the committed state has them.
     view: RefCell<Rc<cluster::ClusterView>>,
-    /// Shard 0: a view refresh is scheduled.
+    /// Shard 0: a view refresh is wanted, and one is running.
     refresh_pending: Cell<bool>,
+    refresh_running: Cell<bool>,
 }
 
 impl GroupHost for Shard {
@@ -99,8 +100,22 @@ impl GroupHost for Shard {
         self.metadata().topic(topic).map(|t| t.partitions)
     }
 
-    fn offsets_log(&self, partition: u32) -> Option<Rc<PartitionLog>> {
-        self.log(OFFSETS_TOPIC, partition)
+    fn append_offsets<'a>(&'a self, partition: u32, batch: &'a [u8]) -> io::LocalFuture<'a, Result<(), NodeError>> {
+        Box::pin(async move {
+            let log = self.log(OFFSETS_TOPIC, partition).ok_or_else(|| {
+                NodeError::new(
+                    ErrorKind::CoordinatorNotAvailable,
+                    format!("the offsets partition {OFFSETS_TOPIC}-{partition} is not open here"),
+                )
+            })?;
+            match (self.cluster.get(), self.replica_id(OFFSETS_TOPIC, partition)?) {
+                (Some(host), Some(id)) => {
+                    let name = (OFFSETS_TOPIC, partition);
+                    host.append(&log, id, crate::replication::Acks::All, batch, name).await.map(|_| ())
+                }
+                _ => log.append(batch).await.map(|_| ()).map_err(|e| from_storage(OFFSETS_TOPIC, partition, &e)),
+            }
+        })
     }
 }
 
@@ -133,6 +148,7 @@ impl Shard {
             agent: OnceCell::new(),
             view: RefCell::new(Rc::new(cluster::ClusterView::default())),
             refresh_pending: Cell::new(false),
+            refresh_running: Cell::new(false),
         });
         shard.apply_metadata(metadata).await;
         spawn_receivers(&shard, receivers);
@@ -161,9 +177,6 @@ impl Shard {
     /// Runs a group request on its coordinator shard (List: on every shard, merged).
     pub async fn group_call(self: &Rc<Self>, request: GroupRequest) -> crate::groups::GroupReply {
         use crate::groups::GroupReply;
-        if self.cluster.get().is_some() {
-            return GroupReply::Done(Err(groups_not_in_clusters()));
-        }
         let Some(group) = request.group().map(str::to_string) else {
             let mut all = Vec::new();
             for s in 0..self.shards {
@@ -188,17 +201,7 @@ impl Shard {
         if self.metadata().topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
-        let request = AdminRequest::CreateTopics {
-            topics: vec![NewTopic {
-                name: OFFSETS_TOPIC.to_string(),
-                partitions: OFFSETS_PARTITIONS,
-                replication_factor: 1,
-                // Committed offsets outlive any retention; compaction keeps the latest
-                // commit of each (group, topic, partition) and drops deleted groups.
-                configs: std::collections::BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-            }],
-            validate_only: false,
-        };
+        let request = offsets_topic_request(1);
         match self.call(ShardId(0), ShardRequest::Admin(request)).await {
             ShardReply::Admin(r) => match r.results.into_iter().next() {
                 Some((_, Err(e))) if e.kind != ErrorKind::TopicAlreadyExists => Err(e.message),
@@ -294,7 +297,12 @@ impl Shard {
                 ShardReply::Done
             }
             ShardRequest::Metrics => ShardReply::Metrics(Box::new(self.metrics.borrow().clone())),
-            ShardRequest::Group(request) => ShardReply::Group(self.groups.handle(&**self, request).await),
+            ShardRequest::Group(request) => {
+                if let Err(e) = self.check_coordinator(&request) {
+                    return ShardReply::Group(crate::groups::GroupReply::Done(Err(e)));
+                }
+                ShardReply::Group(self.groups.handle(&**self, request).await)
+            }
             ShardRequest::GroupOffsets => ShardReply::GroupOffsets(self.groups.all_committed()),
             ShardRequest::DeleteRecords { topic, partition, offset } => {
                 ShardReply::LowWatermark(self.delete_records_local(&topic, partition, offset).await)
@@ -322,6 +330,27 @@ impl Shard {
     fn readable_end(&self, topic: &str, partition: u32) -> Result<Option<Offset>, NodeError> {
         let (Some(host), Some(id)) = (self.cluster.get(), self.replica_id(topic, partition)?) else { return Ok(None) };
         host.readable(id, (topic, partition)).map(Some)
+    }
+
+    /// In a cluster, a group's coordinator is the leader of its offsets partition: any
+    /// other node answers NOT_COORDINATOR (the client finds the leader and retries).
+    fn check_coordinator(&self, request: &GroupRequest) -> Result<(), NodeError> {
+        let (Some(_), Some(group)) = (self.cluster.get(), request.group()) else { return Ok(()) };
+        let partition = offsets_partition(group);
+        match self.readable_end(OFFSETS_TOPIC, partition) {
+            Ok(_) if self.log(OFFSETS_TOPIC, partition).is_some() => Ok(()),
+            Ok(_) | Err(_) => {
+                let leader = self.placement(OFFSETS_TOPIC, partition).leader;
+                let leader = leader.map_or("no node yet".to_string(), |l| format!("node {l}"));
+                Err(NodeError::new(
+                    ErrorKind::NotCoordinator,
+                    format!(
+                        "this node does not coordinate group {group:?}: its offsets partition \
+                         {OFFSETS_TOPIC}-{partition} is led by {leader}"
+                    ),
+                ))
+            }
+        }
     }
 
     /// Resolves once consumers can read at `offset` of a partition this shard owns (the
@@ -597,13 +626,19 @@ impl Shard {
     }
 }
 
-/// Consumer groups keep their offsets in a partition of this node: not yet replicated.
-#[must_use]
-pub fn groups_not_in_clusters() -> NodeError {
-    NodeError::new(
-        ErrorKind::CoordinatorNotAvailable,
-        "consumer groups are not supported yet when nodes run as a cluster (--peer); they work on a single node",
-    )
+/// Creates the internal offsets topic with `replication_factor`.
+fn offsets_topic_request(replication_factor: u16) -> AdminRequest {
+    AdminRequest::CreateTopics {
+        topics: vec![NewTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            partitions: OFFSETS_PARTITIONS,
+            replication_factor,
+            // Committed offsets outlive any retention; compaction keeps the latest
+            // commit of each (group, topic, partition) and drops deleted groups.
+            configs: std::collections::BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        }],
+        validate_only: false,
+    }
 }
 
 /// A partition this node does not lead or replicate, in a cluster.

@@ -32,7 +32,7 @@ pub const ENUM_MIN_ERROR_CODE: i16 = -1;
 pub const ENUM_MAX_ERROR_CODE: i16 = 87;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 34] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 35] = [
   ErrorCode::UnknownServerError,
   ErrorCode::None,
   ErrorCode::OffsetOutOfRange,
@@ -43,6 +43,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 34] = [
   ErrorCode::RequestTimedOut,
   ErrorCode::MessageTooLarge,
   ErrorCode::CoordinatorNotAvailable,
+  ErrorCode::NotCoordinator,
   ErrorCode::InvalidTopic,
   ErrorCode::RecordListTooLarge,
   ErrorCode::NotEnoughReplicas,
@@ -84,6 +85,7 @@ impl ErrorCode {
   pub const RequestTimedOut: Self = Self(7);
   pub const MessageTooLarge: Self = Self(10);
   pub const CoordinatorNotAvailable: Self = Self(15);
+  pub const NotCoordinator: Self = Self(16);
   pub const InvalidTopic: Self = Self(17);
   pub const RecordListTooLarge: Self = Self(18);
   pub const NotEnoughReplicas: Self = Self(19);
@@ -122,6 +124,7 @@ impl ErrorCode {
     Self::RequestTimedOut,
     Self::MessageTooLarge,
     Self::CoordinatorNotAvailable,
+    Self::NotCoordinator,
     Self::InvalidTopic,
     Self::RecordListTooLarge,
     Self::NotEnoughReplicas,
@@ -160,6 +163,7 @@ impl ErrorCode {
       Self::RequestTimedOut => Some("RequestTimedOut"),
       Self::MessageTooLarge => Some("MessageTooLarge"),
       Self::CoordinatorNotAvailable => Some("CoordinatorNotAvailable"),
+      Self::NotCoordinator => Some("NotCoordinator"),
       Self::InvalidTopic => Some("InvalidTopic"),
       Self::RecordListTooLarge => Some("RecordListTooLarge"),
       Self::NotEnoughReplicas => Some("NotEnoughReplicas"),
