@@ -333,7 +333,7 @@ mod tests {
                     let hooks = AgentHooks {
                         route: Box::new(move |bytes| {
                             if let Some(host) = route.get() {
-                                host.receive(&bytes);
+                                host.receive(bytes);
                             }
                         }),
                         changed: Box::new(|| {}),

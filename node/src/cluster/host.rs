@@ -53,11 +53,18 @@ pub trait HostLogs {
     fn hosted_log(&self, topic: &str, partition: u32) -> Option<Rc<PartitionLog>>;
 }
 
+/// A fetch answer's batches as they arrived: the whole frame, and where they lie in it
+/// (kept as received, not copied out).
+struct Copied {
+    frame: Vec<u8>,
+    range: std::ops::Range<usize>,
+}
+
 /// A log operation or a send that must wait for the ones before it.
 enum Job {
     Log {
         op: LogOp,
-        data: Option<Vec<u8>>,
+        data: Option<Copied>,
     },
     /// A send; `fetch_from` when it is a leader's fetch answer to fill from the log.
     Send {
@@ -206,14 +213,19 @@ impl ReplicaHost {
     }
 
     /// An envelope from another node (or this node's controller), in wire bytes.
-    pub fn receive(self: &Rc<Self>, bytes: &[u8]) {
-        match wire::decode(bytes) {
-            Ok((envelope, data)) => self.receive_envelope(envelope, data),
-            Err(e) => warn!("dropping a replication message that does not decode: {e}"),
-        }
+    pub fn receive(self: &Rc<Self>, bytes: Vec<u8>) {
+        let (envelope, data_len) = match wire::decode(&bytes) {
+            Ok((envelope, data)) => (envelope, data.len()),
+            Err(e) => {
+                warn!("dropping a replication message that does not decode: {e}");
+                return;
+            }
+        };
+        let range = wire::data_range(&bytes, data_len);
+        self.receive_envelope(envelope, Copied { frame: bytes, range });
     }
 
-    fn receive_envelope(self: &Rc<Self>, envelope: Envelope, data: &[u8]) {
+    fn receive_envelope(self: &Rc<Self>, envelope: Envelope, data: Copied) {
         let mut fetch_from = None;
         let mut copied = None;
         match &envelope.message {
@@ -221,8 +233,8 @@ impl ReplicaHost {
             Message::FetchReply { result: FetchResult::Entries { entries, .. }, .. } if !entries.is_empty() => {
                 // The entries must be what the batches say, or the follower's view of its
                 // log would part from the log.
-                match wire::entries_of(data) {
-                    Ok(found) if &found == entries => copied = Some(data.to_vec()),
+                match wire::entries_of(&data.frame[data.range.clone()]) {
+                    Ok(found) if &found == entries => copied = Some(data),
                     Ok(_) => {
                         warn!("dropping a fetch answer whose entries do not match its batches");
                         return;
@@ -334,7 +346,7 @@ impl ReplicaHost {
         Some((replicas.known_state(id)?.clone(), replicas.high_watermark(id)?))
     }
 
-    fn perform(self: &Rc<Self>, actions: Vec<NodeAction>, mut data: Option<Vec<u8>>, fetch_from: Option<Offset>) {
+    fn perform(self: &Rc<Self>, actions: Vec<NodeAction>, mut data: Option<Copied>, fetch_from: Option<Offset>) {
         for action in actions {
             match action {
                 NodeAction::Send(envelope) => {
@@ -399,7 +411,8 @@ impl ReplicaHost {
                 Job::Send { envelope, fetch_from: Some(from) } => self.serve_fetch(envelope, from).await,
                 Job::Send { envelope, fetch_from: None } => self.send_now(&envelope, &[]),
                 Job::Log { op, data } => {
-                    if let Err(e) = self.log_op(id, &op, data.as_deref()).await {
+                    let data = data.as_ref().map(|c| &c.frame[c.range.clone()]);
+                    if let Err(e) = self.log_op(id, &op, data).await {
                         warn!("partition {id}: {e}; rebuilding its replica from its log");
                         queue.jobs.borrow_mut().clear();
                         self.rebuild(id);
@@ -463,33 +476,48 @@ impl ReplicaHost {
         if log.log_end_offset() <= from {
             let _ = io::timeout(FETCH_WAIT, log.wait_for_data(from)).await;
         }
-        let mut bytes = match log.read(from, FETCH_BYTES_MAX).await {
-            Ok(fetched) => fetched.to_vec(),
+        let fetched = match log.read(from, FETCH_BYTES_MAX).await {
+            Ok(fetched) => fetched,
             Err(e) => {
                 debug!("partition {partition}: reading for a follower from {from}: {e}");
                 self.send_now(&reply(FetchResult::Error(ReplicaError::OffsetOutOfRange)), &[]);
                 return;
             }
         };
-        let mut entries = match wire::entries_of(&bytes) {
-            Ok(entries) => entries,
-            Err(e) => {
-                warn!("partition {partition}: its stored batches from {from} do not parse: {e}");
-                return;
+        // Whole batches from `from` (a read starts at the batch holding it; a follower's
+        // log end is a batch end), sent as the log's buffers hold them: one copy, into
+        // the frame.
+        let mut entries = Vec::new();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(fetched.chunks.len());
+        for chunk in &fetched.chunks {
+            // (A walker repeats its error forever: stop at the first.)
+            let start = sluice_schemas::batch::BatchWalker::new(chunk)
+                .map_while(Result::ok)
+                .find(|(_, header, _)| header.base_offset() >= from)
+                .map(|(position, _, _)| position);
+            let Some(start) = start else { continue };
+            match wire::entries_of(&chunk[start..]) {
+                Ok(found) => entries.extend(found),
+                Err(e) => {
+                    warn!("partition {partition}: its stored batches from {from} do not parse: {e}");
+                    return;
+                }
             }
-        };
-        // A read starts at the batch holding `from`; a follower's log end is a batch end.
-        let skip: usize = entries.iter().take_while(|e| e.offset < from).map(|_| 1).sum();
-        if skip > 0 {
-            let cut = batch_bytes(&bytes, skip);
-            bytes.drain(..cut);
-            entries.drain(..skip);
+            parts.push(&chunk[start..]);
         }
-        self.send_now(&reply(FetchResult::Entries { entries, high_watermark }), &bytes);
+        let envelope = reply(FetchResult::Entries { entries, high_watermark });
+        if let Some(bytes) = wire::encode_parts(&envelope, &parts) {
+            self.transmit(&envelope, bytes);
+        }
     }
 
     fn send_now(&self, envelope: &Envelope, data: &[u8]) {
-        let Some(bytes) = wire::encode(envelope, data) else { return };
+        if let Some(bytes) = wire::encode(envelope, data) {
+            self.transmit(envelope, bytes);
+        }
+    }
+
+    fn transmit(&self, envelope: &Envelope, bytes: Vec<u8>) {
         match envelope.to {
             Endpoint::Controller => {
                 for voter in &self.voters {
@@ -500,16 +528,6 @@ impl ReplicaHost {
             Endpoint::Client(_) => {}
         }
     }
-}
-
-/// The bytes of the first `count` batches of `bytes`.
-fn batch_bytes(bytes: &[u8], count: usize) -> usize {
-    sluice_schemas::batch::BatchWalker::new(bytes)
-        .take(count)
-        .filter_map(Result::ok)
-        .map(|(position, header, _)| position + header.total_bytes().unwrap_or(0))
-        .last()
-        .unwrap_or(0)
 }
 
 /// The partition a message is about, if it is about one.

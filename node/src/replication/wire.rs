@@ -37,7 +37,15 @@ const ENTRY_BYTES: usize = 28;
 /// `None` for a client message, which never travels between nodes.
 #[must_use]
 pub fn encode(envelope: &Envelope, data: &[u8]) -> Option<Vec<u8>> {
-    let mut w = Writer::default();
+    encode_parts(envelope, &[data])
+}
+
+/// `encode` with the data in several pieces (a log read's chunks), copied once, into
+/// the envelope's buffer.
+#[must_use]
+pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
+    let data_len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut w = Writer(Vec::with_capacity(64 + data_len));
     w.u8(ENCODING_VERSION);
     match &envelope.message {
         Message::Heartbeat { node, incarnation, want_shutdown } => {
@@ -125,9 +133,18 @@ pub fn encode(envelope: &Envelope, data: &[u8]) -> Option<Vec<u8>> {
     }
     endpoint(&mut w, envelope.from);
     endpoint(&mut w, envelope.to);
-    w.u32(u32::try_from(data.len()).ok()?);
-    w.0.extend_from_slice(data);
+    w.u32(u32::try_from(data_len).ok()?);
+    for part in parts {
+        w.0.extend_from_slice(part);
+    }
     Some(w.0)
+}
+
+/// Where the data of an encoded envelope lies in its bytes, given its length from
+/// `decode`: it is their last part.
+#[must_use]
+pub fn data_range(bytes: &[u8], data_len: usize) -> std::ops::Range<usize> {
+    bytes.len().saturating_sub(data_len)..bytes.len()
 }
 
 /// Decodes an envelope and the data after it (see `encode`).

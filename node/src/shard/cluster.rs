@@ -458,7 +458,7 @@ impl Shard {
     fn deliver(self: &Rc<Self>, to: ShardId, bytes: Vec<u8>) {
         if to == self.id {
             if let Some(host) = self.cluster.get() {
-                host.receive(&bytes);
+                host.receive(bytes);
             }
             return;
         }

@@ -286,7 +286,7 @@ impl Shard {
             }
             ShardRequest::Replication(bytes) => {
                 if let Some(host) = self.cluster.get() {
-                    host.receive(&bytes);
+                    host.receive(bytes);
                 }
                 ShardReply::Done
             }
