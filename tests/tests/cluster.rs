@@ -49,18 +49,21 @@ impl Cluster {
     fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let mut addresses: Vec<SocketAddr> = Vec::new();
-        while addresses.len() < 2 * NODES {
+        while addresses.len() < 3 * NODES {
             let a = free_loopback_addr();
             if !addresses.contains(&a) {
                 addresses.push(a);
             }
         }
-        let (native, cluster) = addresses.split_at(NODES);
-        let peers: Vec<String> = (0..NODES).map(|i| format!("--peer={}={},{}", i + 1, native[i], cluster[i])).collect();
+        let (native, rest) = addresses.split_at(NODES);
+        let (cluster, kafka) = rest.split_at(NODES);
+        let peers: Vec<String> =
+            (0..NODES).map(|i| format!("--peer={}={},{},{}", i + 1, native[i], cluster[i], kafka[i])).collect();
         let nodes = (0..NODES)
             .map(|i| {
                 let id = (i + 1).to_string();
-                let mut args: Vec<&str> = vec!["--node-id", &id];
+                let kafka = kafka[i].to_string();
+                let mut args: Vec<&str> = vec!["--node-id", &id, "--kafka-listen", &kafka];
                 args.extend(NODE_FLAGS);
                 args.extend(peers.iter().map(String::as_str));
                 NodeProcess::start_at(native[i], &Cluster::data_of(dir.path(), i + 1), SHARDS, &args)
@@ -411,4 +414,35 @@ async fn a_group_keeps_consuming_and_its_commits_survive_a_coordinator_kill() {
     }
     member.close().await.unwrap();
     cluster.node(coordinator).restart();
+}
+
+/// Kafka's own clients against the cluster: kcat produces with acks=all through one node's
+/// Kafka listener (librdkafka sends each partition to its leader from Metadata) and reads
+/// everything back as a consumer group through another node's (FindCoordinator names
+/// the group's coordinator).
+#[test]
+fn kcat_produces_to_leaders_and_consumes_as_a_group_across_the_cluster() {
+    let cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let topic = NewTopic { name: "kafka-made".into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
+    runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, "kafka-made").await;
+        wait_for_full_isr(&admin, sluice_schemas::groups::OFFSETS_TOPIC).await;
+    });
+    let kafka = |n: usize| cluster.nodes[n].kafka_addr().unwrap().to_string();
+    let lines: String = (0..300).map(|i| format!("line-{i}\n")).collect();
+    let mut produce = std::process::Command::new("kcat");
+    produce.args(["-b", &kafka(0), "-P", "-t", "kafka-made", "-X", "acks=all"]);
+    let run = sluice_tests::node_client::run_command(produce, lines.as_bytes(), WAIT);
+    assert_eq!(run.code, Some(0), "kcat -P: {run:?}");
+    let mut consume = std::process::Command::new("kcat");
+    consume.args(["-b", &kafka(2), "-G", "kcat-group", "kafka-made", "-o", "beginning", "-e", "-q"]);
+    let run = sluice_tests::node_client::run_command(consume, b"", WAIT);
+    assert_eq!(run.code, Some(0), "kcat -G: {run:?}");
+    let mut got: Vec<&str> = run.stdout.lines().collect();
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got.len(), 300, "every line once: {:?}", &got[..got.len().min(5)]);
 }
