@@ -8,13 +8,14 @@
 #   ops/cluster.sh stop DIR           stop every node (SIGTERM, then SIGKILL after 20 s)
 #
 # Node i listens on 127.0.0.1: native 19200+i, cluster 19300+i, Kafka 19400+i (BASE_PORT,
-# default 19200, moves all three). Every node is a controller voter, so run 1, 3 or 5.
+# default 19200, moves all three). Every node is a controller voter unless NODE_FLAGS
+# names the voters (e.g. "--voters 1,2,3"; needed past 7 nodes); the others follow.
 # The node binary is target/release/sluice-node, or $SLUICE_NODE; extra node flags go in
 # $NODE_FLAGS (e.g. "--shards 1 --session-timeout-ms 1500"), and are kept for start-node.
 set -euo pipefail
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -58,7 +59,7 @@ wait_listening() {
 cmd="${1:-}"
 case "$cmd" in
 start)
-    [[ $# -eq 3 && "$2" =~ ^[1-7]$ ]] || usage
+    [[ $# -eq 3 && "$2" =~ ^[1-9]$ ]] || usage
     n="$2" dir="$3" base="${BASE_PORT:-19200}"
     [[ -x "$node_bin" ]] || { echo "no node binary at $node_bin (cargo build --release)" >&2; exit 1; }
     mkdir -p "$dir"

@@ -25,7 +25,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N]
                    [--request-memory-bytes N] [--spin-before-park-us N] [--retention-check-ms N]
                    [--compaction-check-ms N] [--compaction-bytes-per-s N]
-                   [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--session-timeout-ms N]
+                   [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--voters ID,ID,...]
+                   [--session-timeout-ms N]
                    [--replica-lag-time-max-ms N]
 
   --config FILE             TOML file with the same keys (e.g. `data-dir = \"/var/lib/sluice\"`,
@@ -54,8 +55,9 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --peer ID=NATIVE,CLUSTER[,KAFKA]  a node of the cluster: its id, native listener, cluster
                             (replication) listener and Kafka listener; repeat for every node,
                             this one included (its entry must match --node-id, --listen and
-                            --kafka-listen). Without --peer the node is a single node. Every
-                            peer is a controller voter: run 1, 3 or 5 nodes
+                            --kafka-listen). Without --peer the node is a single node
+  --voters ID,ID,...        the controller quorum's voters, 1, 3 or 5 of the peers (default:
+                            every peer, if there are at most 7); the others follow its log
   --session-timeout-ms N    a node not heard from for this long is fenced and loses its
                             leaderships (default 3000)
   --replica-lag-time-max-ms N  a follower that has not caught up for this long leaves the
@@ -97,6 +99,8 @@ pub struct NodeConfig {
     pub compaction_bytes_per_s: u64,
     /// Every node of the cluster, this one included; empty for a single node.
     pub peers: Vec<Peer>,
+    /// The controller quorum's voters (empty: every peer).
+    pub voters: Vec<u32>,
     /// A node not heard from for this long is fenced (cluster only).
     pub session_timeout_ms: u64,
     /// replica.lag.time.max.ms (cluster only).
@@ -115,7 +119,7 @@ pub struct Peer {
     pub kafka: Option<SocketAddr>,
 }
 
-/// Controller voters at most: every peer is one.
+/// Controller voters at most.
 pub const VOTERS_MAX: usize = 7;
 
 impl Default for NodeConfig {
@@ -137,6 +141,7 @@ impl Default for NodeConfig {
             compaction_check_ms: 15_000,
             compaction_bytes_per_s: 64 << 20,
             peers: Vec::new(),
+            voters: Vec::new(),
             session_timeout_ms: 3_000,
             replica_lag_time_max_ms: 10_000,
         }
@@ -193,6 +198,16 @@ impl NodeConfig {
         self.kafka_listen.map(|a| (a.ip().to_string(), a.port()))
     }
 
+    /// The controller voters: `voters`, or every peer.
+    #[must_use]
+    pub fn voter_ids(&self) -> Vec<u32> {
+        if self.voters.is_empty() {
+            self.peers.iter().map(|p| p.id).collect()
+        } else {
+            self.voters.clone()
+        }
+    }
+
     /// This node's entry among the peers (`None`: a single node).
     #[must_use]
     pub fn me(&self) -> Option<&Peer> {
@@ -216,8 +231,15 @@ impl NodeConfig {
                 self.kafka_listen.map_or("off".to_string(), |a| a.to_string())
             ));
         }
-        if self.peers.len() > VOTERS_MAX {
-            return Err(format!("{} peers: every peer is a controller voter, at most {VOTERS_MAX}", self.peers.len()));
+        let voters = self.voter_ids();
+        if voters.len() > VOTERS_MAX {
+            return Err(format!(
+                "{} controller voters: at most {VOTERS_MAX} (choose 1, 3 or 5 peers with --voters)",
+                voters.len()
+            ));
+        }
+        if let Some(v) = voters.iter().find(|v| !self.peers.iter().any(|p| p.id == **v)) {
+            return Err(format!("voters: node {v} is not one of the --peer entries"));
         }
         let mut ids: Vec<u32> = self.peers.iter().map(|p| p.id).collect();
         ids.sort_unstable();
@@ -265,6 +287,14 @@ impl NodeConfig {
             "compaction-check-ms" => self.compaction_check_ms = number(key, value, 10, 86_400_000)?,
             "compaction-bytes-per-s" => self.compaction_bytes_per_s = number(key, value, 0, 1 << 40)?,
             "peer" => self.peers.push(peer(key, value)?),
+            "voters" => {
+                self.voters = value
+                    .split(',')
+                    .map(|id| number(key, id, 0, i32::MAX as u64))
+                    .collect::<Result<Vec<u32>, String>>()?;
+                self.voters.sort_unstable();
+                self.voters.dedup();
+            }
             "session-timeout-ms" => self.session_timeout_ms = number(key, value, 100, 600_000)?,
             "replica-lag-time-max-ms" => self.replica_lag_time_max_ms = number(key, value, 100, 600_000)?,
             _ => return Err(format!("unknown setting {key:?} (see --help)")),
@@ -429,5 +459,11 @@ mod tests {
         assert!(e.contains("does not match"), "{e}");
         let e = NodeConfig::from_args(&args("--peer 1=127.0.0.1:7001")).unwrap_err();
         assert!(e.contains("ID=HOST:PORT"), "{e}");
+        let base = "--node-id 1 --listen 127.0.0.1:7001 --kafka-listen off";
+        let cmd = NodeConfig::from_args(&args(&format!("{base} {peers} --voters 1")));
+        let Command::Run(c) = cmd.unwrap() else { panic!("help") };
+        assert_eq!(c.voter_ids(), vec![1]);
+        let e = NodeConfig::from_args(&args(&format!("{base} {peers} --voters 1,5"))).unwrap_err();
+        assert!(e.contains("node 5 is not one of the --peer entries"), "{e}");
     }
 }

@@ -161,7 +161,7 @@ fn cluster_setup(config: &NodeConfig) -> Option<ClusterSetup> {
         node: NodeId(config.node_id),
         incarnation: Incarnation(incarnation),
         peers,
-        voters: config.peers.iter().map(|p| NodeId(p.id)).collect(),
+        voters: config.voter_ids().into_iter().map(NodeId).collect(),
         controller: ControllerConfig {
             session_timeout_ms: session,
             preferred_election_interval_ms: 5_000,

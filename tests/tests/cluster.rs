@@ -47,24 +47,30 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(NODES, &[])
+    }
+
+    /// `count` nodes, each started with `extra` flags too.
+    fn start_with(count: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let mut addresses: Vec<SocketAddr> = Vec::new();
-        while addresses.len() < 3 * NODES {
+        while addresses.len() < 3 * count {
             let a = free_loopback_addr();
             if !addresses.contains(&a) {
                 addresses.push(a);
             }
         }
-        let (native, rest) = addresses.split_at(NODES);
-        let (cluster, kafka) = rest.split_at(NODES);
+        let (native, rest) = addresses.split_at(count);
+        let (cluster, kafka) = rest.split_at(count);
         let peers: Vec<String> =
-            (0..NODES).map(|i| format!("--peer={}={},{},{}", i + 1, native[i], cluster[i], kafka[i])).collect();
-        let nodes = (0..NODES)
+            (0..count).map(|i| format!("--peer={}={},{},{}", i + 1, native[i], cluster[i], kafka[i])).collect();
+        let nodes = (0..count)
             .map(|i| {
                 let id = (i + 1).to_string();
                 let kafka = kafka[i].to_string();
                 let mut args: Vec<&str> = vec!["--node-id", &id, "--kafka-listen", &kafka];
                 args.extend(NODE_FLAGS);
+                args.extend(extra);
                 args.extend(peers.iter().map(String::as_str));
                 NodeProcess::start_at(native[i], &Cluster::data_of(dir.path(), i + 1), SHARDS, &args)
             })
@@ -445,4 +451,54 @@ fn kcat_produces_to_leaders_and_consumes_as_a_group_across_the_cluster() {
     got.sort_unstable();
     got.dedup();
     assert_eq!(got.len(), 300, "every line once: {:?}", &got[..got.len().min(5)]);
+}
+
+/// A node that is not a controller voter (`--voters 1,2,3` of four nodes) follows the
+/// controller's log as a learner: it serves metadata, sends admin requests' clients to
+/// the controller, hosts replicas like any node, and a client that knows only it
+/// produces and consumes through the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_voters_follows_the_metadata_and_replicates() {
+    let cluster = Cluster::start_with(4, &["--voters", "1,2,3"]);
+    let only_node_4 = vec![cluster.nodes[3].addr().to_string()];
+    let admin = Admin::connect_with_timeout(&only_node_4, Duration::from_secs(2)).await.unwrap();
+    let topic = NewTopic { name: "wide".into(), partitions: 4, replication_factor: 3, configs: Vec::new() };
+    wait_for("the topic to be created through node 4", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+    let parts = wait_for_full_isr(&admin, "wide").await;
+    // Node 4 joined after the offsets topic was placed on the voters: it is the least
+    // loaded, so it gets replicas and leaderships of the new topic.
+    assert!(parts.iter().any(|p| p.leader == Some(4)), "node 4 leads a partition: {parts:?}");
+    let metadata = admin.metadata(Some(&[])).await.unwrap();
+    assert!(matches!(metadata.controller_id, Some(1..=3)), "a voter controls: {:?}", metadata.controller_id);
+
+    let config =
+        ProducerConfig { bootstrap_servers: only_node_4.clone(), acks: Acks::All, ..ProducerConfig::default() };
+    let producer = Producer::new(config).await.unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..200 {
+        let record = ProducerRecord {
+            topic: "wide".into(),
+            value: Some(format!("w-{i}").into_bytes()),
+            ..ProducerRecord::default()
+        };
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    for d in deliveries {
+        tokio::time::timeout(WAIT, d).await.unwrap().unwrap();
+    }
+    let consumer_config = ConsumerConfig {
+        bootstrap_servers: only_node_4,
+        auto_offset_reset: OffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = sluice_client::consumer::Consumer::new(consumer_config).await.unwrap();
+    consumer.assign((0..4).map(|p| ("wide".to_string(), p)).collect());
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < 200 {
+        assert!(Instant::now() < deadline, "consumed {} of 200", seen.len());
+        for r in consumer.poll(POLL).await.unwrap() {
+            seen.insert(r.value.unwrap_or_default());
+        }
+    }
 }

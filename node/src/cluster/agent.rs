@@ -67,7 +67,7 @@ struct Inbox {
 }
 
 impl Agent {
-    /// Opens the voter's log in `dir` (when this node is a voter), starts the transport
+    /// Opens the node's quorum log in `dir` (as a voter or a learner), starts the transport
     /// and the agent's tasks on this shard, and serves `listener` (the node's cluster
     /// address).
     pub fn start(
@@ -76,13 +76,16 @@ impl Agent {
         listener: glommio::net::TcpListener,
         hooks: AgentHooks,
     ) -> Result<Rc<Agent>, QuorumError> {
-        let voter = if config.voters.contains(&config.node) {
+        // Every node holds the committed state: voters vote, the other nodes follow the
+        // log as learners.
+        let voter = {
             let ids: Vec<u64> = config.voters.iter().map(|n| u64::from(n.0)).collect();
+            let learners: Vec<u64> =
+                config.peers.keys().filter(|n| !config.voters.contains(n)).map(|n| u64::from(n.0)).collect();
             let nodes: Vec<NodeId> = config.peers.keys().copied().collect();
             let bootstrap = ClusterState::new(&nodes, &[]);
-            Some(ControllerVoter::open(u64::from(config.node.0), &ids, dir, bootstrap, config.controller)?)
-        } else {
-            None
+            let me = u64::from(config.node.0);
+            Some(ControllerVoter::open(me, &ids, &learners, dir, bootstrap, config.controller)?)
         };
         let inbox = Rc::new(Inbox::default());
         let queue = inbox.clone();
@@ -119,7 +122,8 @@ impl Agent {
         self.inbox.wake.notify_all();
     }
 
-    /// The committed cluster state as this node's voter applied it (`None` off voters).
+    /// The committed cluster state as this node applied it (`None` once its quorum member
+    /// left the quorum).
     #[must_use]
     pub fn controller_state(&self) -> Option<ClusterState> {
         self.voter.borrow().as_ref().map(|v| v.state().clone())

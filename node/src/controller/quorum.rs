@@ -183,10 +183,11 @@ pub struct Quorum<S> {
 }
 
 impl<S: StateMachine> Quorum<S> {
-    /// Opens voter `id` of `voters` with its log in `dir`, replaying what it holds; every
-    /// committed command is applied again to `state` by the next `poll`s.
-    pub fn open(id: u64, voters: &[u64], dir: &Path, state: S) -> Result<Quorum<S>, QuorumError> {
-        Quorum::open_with(id, voters, dir, state, None)
+    /// Opens member `id` (one of `voters`, or of `learners`: members that receive and
+    /// apply the log but never vote or lead) with its log in `dir`, replaying what it
+    /// holds; every committed command is applied again to `state` by the next `poll`s.
+    pub fn open(id: u64, voters: &[u64], learners: &[u64], dir: &Path, state: S) -> Result<Quorum<S>, QuorumError> {
+        Quorum::open_with(id, voters, learners, dir, state, None)
     }
 
     /// Simulations only: `open` without fsync (a simulated crash drops the voter but keeps
@@ -201,7 +202,7 @@ impl<S: StateMachine> Quorum<S> {
         state: S,
         election_ticks: usize,
     ) -> Result<Quorum<S>, QuorumError> {
-        let mut quorum = Quorum::open_with(id, voters, dir, state, Some(election_ticks))?;
+        let mut quorum = Quorum::open_with(id, voters, &[], dir, state, Some(election_ticks))?;
         quorum.sync = false;
         Ok(quorum)
     }
@@ -209,12 +210,13 @@ impl<S: StateMachine> Quorum<S> {
     fn open_with(
         id: u64,
         voters: &[u64],
+        learners: &[u64],
         dir: &Path,
         state: S,
         fixed_election_ticks: Option<usize>,
     ) -> Result<Quorum<S>, QuorumError> {
         let (wal, records) = Wal::open(dir)?;
-        let storage = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), Vec::new())));
+        let storage = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), learners.to_vec())));
         {
             let mut core = storage.wl();
             for (kind, payload) in records {

@@ -358,16 +358,18 @@ pub struct ControllerVoter {
 }
 
 impl ControllerVoter {
-    /// Opens voter `id` of `voters` with its log in `dir`; every voter starts from the same
+    /// Opens member `id` of the quorum of `voters` (plus `learners`, which follow the log
+    /// and never lead) with its log in `dir`; every member starts from the same
     /// `bootstrap` state and replays its log over it.
     pub fn open(
         id: u64,
         voters: &[u64],
+        learners: &[u64],
         dir: &Path,
         bootstrap: ClusterState,
         config: ControllerConfig,
     ) -> Result<ControllerVoter, QuorumError> {
-        let quorum = Quorum::open(id, voters, dir, bootstrap)?;
+        let quorum = Quorum::open(id, voters, learners, dir, bootstrap)?;
         Ok(ControllerVoter { config, quorum, leader: None, proposals: BTreeMap::new() })
     }
 
