@@ -293,6 +293,9 @@ struct State {
     closed: bool,
 }
 
+/// How long a send waits for a topic's metadata that a node does not have yet.
+const METADATA_GRACE: Duration = Duration::from_secs(1);
+
 struct Inner {
     config: ProducerConfig,
     router: Router,
@@ -525,8 +528,20 @@ fn close_all_open(st: &mut State, compression: Compression) {
 }
 
 impl Inner {
+    /// The topic's partition count. A node may not know a topic created a moment ago
+    /// (in a cluster, metadata reaches nodes as they apply the controller's log): stale
+    /// answers are retried for up to `METADATA_GRACE` (or max.block.ms, if shorter).
     async fn partitions_for(&self, topic: &str) -> Result<u32> {
-        self.router.partitions(topic).await
+        let grace = METADATA_GRACE.min(Duration::from_millis(self.config.max_block_ms));
+        let deadline = Instant::now() + grace;
+        loop {
+            match self.router.partitions(topic).await {
+                Err(e) if stale_metadata(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Resolves `slots` with offsets from `base_offset` (or fails them).

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use sluice_schemas::ids::PartitionId;
 use tracing::{info, warn};
 
-use super::{messages, shard_for, AdminRequest, AdminResult, Shard, ShardId, ShardRequest};
+use super::{messages, AdminRequest, AdminResult, Shard, ShardId, ShardRequest};
 use crate::cluster::agent::{Agent, AgentConfig, AgentHooks};
 use crate::cluster::host::{partition_of, HostLogs, ReplicaHost};
 use crate::cluster::transport::{Handler, Inbound, Transport};
@@ -30,6 +30,40 @@ use crate::replication::{
 };
 use crate::storage::PartitionLog;
 use crate::topics::{Metadata, Topic};
+
+/// Which shard of this node holds each partition it replicates: lines of `TOPIC PARTITION
+/// SHARD` (topic names have no spaces).
+pub const SHARD_MAP_FILE: &str = "shard-map";
+
+/// Reads `SHARD_MAP_FILE`; lines that do not parse are skipped (their partitions are
+/// placed again).
+fn parse_shard_map(text: &str) -> HashMap<(String, u32), u16> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split(' ');
+            let (topic, partition, shard) = (words.next()?, words.next()?, words.next()?);
+            Some(((topic.to_string(), partition.parse().ok()?), shard.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Keeps the partitions of `mine` that `placed` has (on a shard that exists), drops the
+/// others, and puts each new one on the shard with the fewest partitions.
+fn assign_shards(placed: &mut HashMap<(String, u32), u16>, mine: &[(String, u32)], shards: u16) {
+    let wanted: std::collections::HashSet<&(String, u32)> = mine.iter().collect();
+    placed.retain(|k, shard| wanted.contains(k) && *shard < shards);
+    let mut load = vec![0usize; usize::from(shards)];
+    for shard in placed.values() {
+        load[usize::from(*shard)] += 1;
+    }
+    let mut new: Vec<&(String, u32)> = mine.iter().filter(|k| !placed.contains_key(*k)).collect();
+    new.sort();
+    for key in new {
+        let least = (0..shards).min_by_key(|s| (load[usize::from(*s)], *s)).unwrap_or(0);
+        load[usize::from(least)] += 1;
+        placed.insert(key.clone(), least);
+    }
+}
 
 /// How long an admin request waits for its command to be applied.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +82,8 @@ pub struct ClusterView {
     pub nodes: Vec<(NodeId, bool)>,
     /// This life of the node is registered: the states are addressed to it.
     pub registered: bool,
+    /// The shard of each partition this node replicates (`SHARD_MAP_FILE`).
+    pub shards: HashMap<(String, u32), u16>,
 }
 
 /// What shard 0 gives every shard when the committed state changes.
@@ -330,17 +366,46 @@ impl Shard {
             while shard.refresh_pending.get() {
                 shard.refresh_pending.set(false);
                 let (Some(agent), Some(host)) = (shard.agent.get(), shard.cluster.get()) else { return };
-                let Some(update) =
+                let Some(mut update) =
                     agent.with_state(|state| update_of(state, host.node(), host.incarnation(), agent.controller()))
                 else {
                     return;
                 };
+                update.view.shards = shard.place_on_shards(&update.view, host.node()).await;
                 for s in 0..shard.shards {
                     let update = Box::new(update.clone());
                     let _ = shard.call(ShardId(s), ShardRequest::ApplyCluster(update)).await;
                 }
             }
         });
+    }
+
+    /// Shard 0: the shard of each partition this node replicates. A partition keeps the
+    /// shard it was given (from `SHARD_MAP_FILE`, so its log opens there after a restart);
+    /// a new one goes to the shard with the fewest partitions. The file is written
+    /// before any shard uses the map.
+    async fn place_on_shards(&self, view: &ClusterView, me: NodeId) -> HashMap<(String, u32), u16> {
+        let path = self.config.data_dir.join(SHARD_MAP_FILE);
+        let mut known: HashMap<(String, u32), u16> = match crate::io::read_file(&path).await {
+            Ok(Some(bytes)) => parse_shard_map(&String::from_utf8_lossy(&bytes)),
+            Ok(None) => HashMap::new(),
+            Err(e) => {
+                warn!("reading {}: {e}", path.display());
+                HashMap::new()
+            }
+        };
+        let mine: Vec<(String, u32)> =
+            view.partitions.iter().filter(|(_, s)| s.replicas.contains(&me)).map(|(k, _)| k.clone()).collect();
+        let before = known.clone();
+        assign_shards(&mut known, &mine, self.shards);
+        if known != before {
+            let mut lines: Vec<String> = known.iter().map(|((t, p), s)| format!("{t} {p} {s}\n")).collect();
+            lines.sort();
+            if let Err(e) = crate::io::write_file_atomically(&path, lines.concat().as_bytes()).await {
+                warn!("writing {}: {e}", path.display());
+            }
+        }
+        known
     }
 
     /// Every shard: adopt a new cluster view: open the partitions it now replicates,
@@ -359,7 +424,7 @@ impl Shard {
         let Some(me) = self.cluster.get().map(|h| h.node()) else { return };
         let view = self.view.borrow().clone();
         for partition in 0..OFFSETS_PARTITIONS {
-            if shard_for(OFFSETS_TOPIC, partition, self.shards) != self.id {
+            if self.owner(OFFSETS_TOPIC, partition) != self.id {
                 continue;
             }
             let key = (OFFSETS_TOPIC.to_string(), partition);
@@ -385,7 +450,7 @@ impl Shard {
         let me = host.node();
         let mut states = Vec::new();
         for (id, (topic, partition)) in &view.ids {
-            if shard_for(topic, *partition, self.shards) != self.id {
+            if self.owner(topic, *partition) != self.id {
                 continue;
             }
             let Some(state) = view.partitions.get(&(topic.clone(), *partition)) else { continue };
@@ -430,7 +495,7 @@ impl Shard {
             }
         };
         let view = self.view.borrow().clone();
-        let owner = |id: &PartitionId| view.ids.get(id).map(|(t, p)| shard_for(t, *p, self.shards));
+        let owner = |id: &PartitionId| view.ids.get(id).map(|(t, p)| self.owner(t, *p));
         if let Message::HeartbeatReply { incarnation, states, shutdown_ready } = envelope.message {
             let mut split: BTreeMap<ShardId, Vec<PartitionState>> =
                 (0..self.shards).map(|s| (ShardId(s), Vec::new())).collect();
@@ -595,5 +660,34 @@ fn applied(state: &ClusterState, command: &Command) -> bool {
                 && t.configs.iter().map(|(k, v)| (k.clone(), v.clone())).eq(configs.iter().cloned())
         }),
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(topic: &str, partition: u32) -> (String, u32) {
+        (topic.to_string(), partition)
+    }
+
+    /// Placed partitions stay on their shard (their logs are there); new ones fill the
+    /// least-loaded shards; gone ones and shards that no longer exist are dropped; the
+    /// file form reads back.
+    #[test]
+    fn replicas_go_to_the_least_loaded_shard_and_stay_there() {
+        let mut placed = HashMap::from([(key("a", 0), 1), (key("a", 1), 1), (key("gone", 0), 0), (key("b", 0), 7)]);
+        let mine = vec![key("a", 0), key("a", 1), key("b", 0), key("c", 0), key("c", 1), key("c", 2)];
+        assign_shards(&mut placed, &mine, 2);
+        assert_eq!(placed[&key("a", 0)], 1);
+        assert_eq!(placed[&key("a", 1)], 1);
+        assert!(!placed.contains_key(&key("gone", 0)));
+        let mut load = [0, 0];
+        for shard in placed.values() {
+            load[usize::from(*shard)] += 1;
+        }
+        assert_eq!(load, [3, 3], "{placed:?}");
+        let text: String = placed.iter().map(|((t, p), s)| format!("{t} {p} {s}\n")).collect();
+        assert_eq!(parse_shard_map(&format!("{text}not a line\n")), placed);
     }
 }

@@ -163,15 +163,23 @@ impl Shard {
         self.metadata.borrow().clone()
     }
 
+    /// The shard that owns a partition: on a single node `shard_for`; in a cluster the
+    /// shard this node placed its replica on (the least loaded when it arrived; see
+    /// `shard::cluster`), or `shard_for` for a partition it does not replicate.
     #[must_use]
     pub fn owner(&self, topic: &str, partition: u32) -> ShardId {
+        if self.cluster.get().is_some() {
+            if let Some(shard) = self.view.borrow().shards.get(&(topic.to_string(), partition)) {
+                return ShardId(*shard);
+            }
+        }
         shard_for(topic, partition, self.shards)
     }
 
     /// The shard coordinating `group`: the owner of its offsets partition.
     #[must_use]
     pub fn coordinator_of(&self, group: &str) -> ShardId {
-        shard_for(OFFSETS_TOPIC, offsets_partition(group), self.shards)
+        self.owner(OFFSETS_TOPIC, offsets_partition(group))
     }
 
     /// Runs a group request on its coordinator shard (List: on every shard, merged).
@@ -546,7 +554,7 @@ impl Shard {
         for topic in current.topics() {
             let changed = previous.topic(&topic.name).is_some_and(|old| old.configs != topic.configs);
             for p in 0..topic.partitions {
-                if shard_for(&topic.name, p, self.shards) != self.id || !self.replicates(&topic.name, p) {
+                if self.owner(&topic.name, p) != self.id || !self.replicates(&topic.name, p) {
                     continue;
                 }
                 let key = (topic.name.clone(), p);
