@@ -1,10 +1,10 @@
 //! The Sluice storage node.
 //!
-//! - `cluster`: the transport between nodes (framed TCP for Raft and replication
-//!   messages); not yet started by the node.
+//! - `cluster`: a node in a cluster: the transport between nodes, the agent (controller
+//!   quorum member and routing, shard 0) and each shard's replica host over its logs.
 //! - `config`: the node's settings (flags, TOML file, defaults).
-//! - `controller`: the controller quorum (raft-rs voters with a write-ahead log); not yet
-//!   wired to the node's network.
+//! - `controller`: the controller quorum (raft-rs voters and learners with a write-ahead
+//!   log).
 //! - `groups`: the consumer group coordinator and its assignment strategies.
 //! - `errors`: how a request's parts fail, as the client is told.
 //! - `server`: the connection loop shared by both protocols, the native protocol's
@@ -12,9 +12,10 @@
 //! - `kafka`: the Kafka wire-protocol listener over the same operations.
 //! - `producers`: idempotent producers' recent batches per partition.
 //! - `replication`: the ISR, high-watermark, epoch and election state machines and their
-//!   deterministic simulation; not yet wired to the node.
+//!   deterministic simulation; the node runs them through `cluster::host`.
 //! - `metrics`: counters and latency histograms, rendered for Prometheus.
-//! - `shard`: the thread-per-core runtime (partition ownership, cross-shard calls).
+//! - `shard`: the thread-per-core runtime (partition ownership, cross-shard calls) and
+//!   its part in a cluster (`shard::cluster`).
 //! - `io`: the I/O seam, the only module that touches glommio and io_uring.
 //! - `storage`: the partition log (segments, indexes, cache, recovery).
 //! - `topics`: topic metadata, its validation and its file.
