@@ -8,6 +8,7 @@ use glommio::net::{TcpListener, TcpStream};
 use tracing::warn;
 
 use crate::metrics::Metrics;
+use crate::shard::cluster::ClusterView;
 use crate::shard::{Shard, ShardId, ShardReply, ShardRequest};
 
 /// The largest HTTP request head read from a scraper.
@@ -46,6 +47,9 @@ async fn scrape(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()>
     let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
         let mut text = gather(shard).await.render(shard.shards);
         text.push_str(&group_lag(shard).await);
+        if shard.config.me().is_some() {
+            text.push_str(&cluster_gauges(&shard.cluster_view(), shard.config.node_id));
+        }
         ("200 OK", text)
     } else {
         ("404 Not Found", "only /metrics is served here\n".to_string())
@@ -66,6 +70,39 @@ async fn gather(shard: &Rc<Shard>) -> Metrics {
         }
     }
     total
+}
+
+/// A cluster node's view, as Kafka's broker metrics put it: whether it is the controller,
+/// the live nodes, the partitions it leads, those of them whose ISR is short of their
+/// replicas (UnderReplicatedPartitions), and the partitions without a leader
+/// (OfflinePartitionsCount).
+fn cluster_gauges(view: &ClusterView, me: u32) -> String {
+    let led: Vec<_> = view.partitions.values().filter(|s| s.leader.is_some_and(|l| l.0 == me)).collect();
+    let gauges = [
+        (
+            "cluster_is_controller",
+            "1 when this node is the controller.",
+            u64::from(view.controller.is_some_and(|c| c.0 == me)),
+        ),
+        ("cluster_live_nodes", "Nodes registered and not fenced.", view.live.len() as u64),
+        ("partitions_led", "Partitions this node leads.", led.len() as u64),
+        (
+            "partitions_under_replicated",
+            "Partitions this node leads whose ISR is smaller than their replicas.",
+            led.iter().filter(|s| s.isr.len() < s.replicas.len()).count() as u64,
+        ),
+        (
+            "partitions_offline",
+            "Partitions of the cluster without a leader.",
+            view.partitions.values().filter(|s| s.leader.is_none()).count() as u64,
+        ),
+    ];
+    gauges
+        .iter()
+        .map(|(name, help, value)| {
+            format!("# HELP sluice_{name} {help}\n# TYPE sluice_{name} gauge\nsluice_{name} {value}\n")
+        })
+        .collect()
 }
 
 /// Per group and partition: the committed offset and the lag (log end minus committed),
@@ -108,4 +145,46 @@ async fn group_lag(shard: &Rc<Shard>) -> String {
             writeln!(out, "sluice_group_lag{{group=\"{group}\",topic=\"{topic}\",partition=\"{partition}\"}} {lag}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use sluice_schemas::ids::{LeaderEpoch, PartitionId};
+
+    use super::*;
+    use crate::replication::{NodeId, PartitionEpoch, PartitionState};
+
+    fn state(id: u32, leader: Option<u32>, isr: &[u32]) -> PartitionState {
+        PartitionState {
+            partition: PartitionId(id),
+            leader: leader.map(NodeId),
+            leader_epoch: LeaderEpoch(1),
+            partition_epoch: PartitionEpoch(1),
+            isr: isr.iter().map(|n| NodeId(*n)).collect(),
+            replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
+        }
+    }
+
+    #[test]
+    fn cluster_gauges_count_what_this_node_leads_and_what_has_no_leader() {
+        let mut view =
+            ClusterView { controller: Some(NodeId(2)), live: vec![NodeId(1), NodeId(2)], ..ClusterView::default() };
+        view.partitions.insert(("t".into(), 0), state(0, Some(1), &[1, 2, 3]));
+        view.partitions.insert(("t".into(), 1), state(1, Some(1), &[1, 2]));
+        view.partitions.insert(("t".into(), 2), state(2, Some(2), &[2]));
+        view.partitions.insert(("t".into(), 3), state(3, None, &[3]));
+        let text = cluster_gauges(&view, 1);
+        for line in [
+            "sluice_cluster_is_controller 0",
+            "sluice_cluster_live_nodes 2",
+            "sluice_partitions_led 2",
+            "sluice_partitions_under_replicated 1",
+            "sluice_partitions_offline 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
+        }
+        assert!(cluster_gauges(&view, 2).lines().any(|l| l == "sluice_cluster_is_controller 1"));
+    }
 }
