@@ -339,13 +339,6 @@ impl ReplicaHost {
         self.shutdown_ready.get()
     }
 
-    /// The partition's leader, epoch, ISR and high watermark as this node knows them.
-    #[must_use]
-    pub fn known_state(&self, id: PartitionId) -> Option<(PartitionState, Offset)> {
-        let replicas = self.replicas.borrow();
-        Some((replicas.known_state(id)?.clone(), replicas.high_watermark(id)?))
-    }
-
     fn perform(self: &Rc<Self>, actions: Vec<NodeAction>, mut data: Option<Copied>, fetch_from: Option<Offset>) {
         for action in actions {
             match action {
