@@ -41,8 +41,8 @@ pub struct AgentConfig {
 
 /// Where the agent hands what is not the voter's.
 pub struct AgentHooks {
-    /// An envelope for this node (wire bytes).
-    pub route: Box<dyn Fn(Vec<u8>)>,
+    /// Envelopes for this node (wire bytes) that arrived together.
+    pub route: Box<dyn Fn(Vec<Vec<u8>>)>,
     /// The voter applied committed commands: the cluster state changed.
     pub changed: Box<dyn Fn()>,
 }
@@ -207,24 +207,35 @@ impl Agent {
                     }
                 }
             }
-            Inbound::Envelope(bytes) => {
-                let to = match wire::decode(&bytes) {
-                    Ok((envelope, _)) if envelope.to == Endpoint::Controller => {
-                        let out = self.voter.borrow_mut().as_mut().map(|v| v.receive(now, envelope));
-                        self.voter_output(out);
-                        return;
-                    }
-                    Ok((envelope, _)) => envelope.to,
-                    Err(e) => {
-                        warn!("dropping a replication message that does not decode: {e}");
-                        return;
-                    }
-                };
-                match to {
-                    Endpoint::Node(node) if node == self.config.node => (self.hooks.route)(bytes),
-                    to => debug!("dropping a message addressed to {to:?}"),
+            Inbound::Envelope(bytes) => self.envelopes(now, vec![bytes]),
+            Inbound::Batch(list) => self.envelopes(now, list),
+        }
+    }
+
+    /// Envelopes that arrived together: the controller's to the voter, the node's to
+    /// `route` (together, so a batch stays a batch).
+    fn envelopes(&self, now: u64, list: Vec<Vec<u8>>) {
+        let mut mine = Vec::with_capacity(list.len());
+        for bytes in list {
+            let to = match wire::decode(&bytes) {
+                Ok((envelope, _)) if envelope.to == Endpoint::Controller => {
+                    let out = self.voter.borrow_mut().as_mut().map(|v| v.receive(now, envelope));
+                    self.voter_output(out);
+                    continue;
                 }
+                Ok((envelope, _)) => envelope.to,
+                Err(e) => {
+                    warn!("dropping a replication message that does not decode: {e}");
+                    continue;
+                }
+            };
+            match to {
+                Endpoint::Node(node) if node == self.config.node => mine.push(bytes),
+                to => debug!("dropping a message addressed to {to:?}"),
             }
+        }
+        if !mine.is_empty() {
+            (self.hooks.route)(mine);
         }
     }
 
@@ -335,9 +346,9 @@ mod tests {
                     let host: Rc<std::cell::OnceCell<Rc<ReplicaHost>>> = Rc::default();
                     let route = host.clone();
                     let hooks = AgentHooks {
-                        route: Box::new(move |bytes| {
+                        route: Box::new(move |list| {
                             if let Some(host) = route.get() {
-                                host.receive(bytes);
+                                host.receive_batch(list);
                             }
                         }),
                         changed: Box::new(|| {}),

@@ -6,9 +6,12 @@
 //!   `PartitionLog` in order, one at a time per partition, and whatever the state machine
 //!   sent after them (the next fetch) leaves only once they completed, so a follower never
 //!   reports a log end it has not stored;
-//! - a leader's fetch answer is filled from its `PartitionLog` (the batches as stored,
-//!   read from the follower's log end, waiting up to `FETCH_WAIT` for new ones when there
-//!   are none: the follower's long poll);
+//! - fetches are batched across partitions per pair of nodes: a follower's fetches to one
+//!   leader made in the same executor turn leave in one frame, and the leader answers
+//!   the fetches of a frame together, in one frame, once any of their partitions has
+//!   batches past the follower's log end or after `FETCH_WAIT` (the long poll). Each
+//!   answer is filled from the leader's `PartitionLog` (the batches as stored, from the
+//!   follower's log end);
 //! - answers to producers (acks=all) resolve the produce request waiting for them.
 //!
 //! The leader's own appends do not pass through here as actions: `append` runs the
@@ -97,6 +100,9 @@ pub struct ReplicaHost {
     /// Woken whenever a high watermark may have moved (consumers' long polls).
     moved: WaitQueue,
     shutdown_ready: Cell<bool>,
+    /// Fetches and fetch answers to send per node at the end of this executor turn.
+    outgoing: RefCell<BTreeMap<NodeId, Vec<Vec<u8>>>>,
+    flush_scheduled: Cell<bool>,
 }
 
 impl ReplicaHost {
@@ -128,6 +134,8 @@ impl ReplicaHost {
             queues: RefCell::new(HashMap::new()),
             moved: WaitQueue::default(),
             shutdown_ready: Cell::new(false),
+            outgoing: RefCell::new(BTreeMap::new()),
+            flush_scheduled: Cell::new(false),
         });
         let weak = Rc::downgrade(&host);
         io::spawn_detached(async move {
@@ -210,6 +218,13 @@ impl ReplicaHost {
             self.perform(actions, None, None);
         }
         self.moved.notify_all();
+    }
+
+    /// Envelopes that arrived together (one frame from one node), in order.
+    pub fn receive_batch(self: &Rc<Self>, list: Vec<Vec<u8>>) {
+        for bytes in list {
+            self.receive(bytes);
+        }
     }
 
     /// An envelope from another node (or this node's controller), in wire bytes.
@@ -367,7 +382,7 @@ impl ReplicaHost {
                             let from = fetch_from.unwrap_or(Offset(0));
                             io::spawn_detached(async move { host.serve_fetch(envelope, from).await });
                         }
-                        _ => self.send_now(&envelope, &[]),
+                        _ => self.send(envelope),
                     }
                 }
                 NodeAction::Log { partition, op } => {
@@ -402,7 +417,7 @@ impl ReplicaHost {
             };
             match job {
                 Job::Send { envelope, fetch_from: Some(from) } => self.serve_fetch(envelope, from).await,
-                Job::Send { envelope, fetch_from: None } => self.send_now(&envelope, &[]),
+                Job::Send { envelope, fetch_from: None } => self.send(envelope),
                 Job::Log { op, data } => {
                     let data = data.as_ref().map(|c| &c.frame[c.range.clone()]);
                     if let Err(e) = self.log_op(id, &op, data).await {
@@ -452,29 +467,39 @@ impl ReplicaHost {
         }
     }
 
-    /// A leader's answer to a follower's fetch, with the batches from the follower's log
-    /// end (after waiting up to `FETCH_WAIT` for some when there are none).
-    async fn serve_fetch(&self, envelope: Envelope, from: Offset) {
-        let Message::FetchReply { partition, leader_epoch, request_id, result } = envelope.message else { return };
-        let FetchResult::Entries { high_watermark, .. } = result else { return };
+    /// A leader's answer to a follower's fetch: once the partition has batches past the
+    /// follower's log end, or after `FETCH_WAIT` (the follower's long poll). It leaves with
+    /// the other answers for that node that are ready in the same executor turn.
+    async fn serve_fetch(self: &Rc<Self>, envelope: Envelope, from: Offset) {
+        let Endpoint::Node(to) = envelope.to else { return };
+        if let Some(log) = partition_of(&envelope.message).and_then(|p| self.log_of(p)) {
+            if log.log_end_offset() <= from {
+                let _ = io::timeout(FETCH_WAIT, log.wait_for_data(from)).await;
+            }
+        }
+        if let Some(bytes) = self.fetch_answer(envelope, from).await {
+            self.queue_out(to, bytes);
+        }
+    }
+
+    /// A leader's answer to a follower's fetch, in wire bytes, with the batches from the
+    /// follower's log end as the log holds them.
+    async fn fetch_answer(&self, envelope: Envelope, from: Offset) -> Option<Vec<u8>> {
+        let Message::FetchReply { partition, leader_epoch, request_id, result } = envelope.message else { return None };
+        let FetchResult::Entries { high_watermark, .. } = result else { return None };
         let reply = |result| Envelope {
             from: envelope.from,
             to: envelope.to,
             message: Message::FetchReply { partition, leader_epoch, request_id, result },
         };
         let Some(log) = self.log_of(partition) else {
-            self.send_now(&reply(FetchResult::Error(ReplicaError::NotLeader)), &[]);
-            return;
+            return wire::encode(&reply(FetchResult::Error(ReplicaError::NotLeader)), &[]);
         };
-        if log.log_end_offset() <= from {
-            let _ = io::timeout(FETCH_WAIT, log.wait_for_data(from)).await;
-        }
         let fetched = match log.read(from, FETCH_BYTES_MAX).await {
             Ok(fetched) => fetched,
             Err(e) => {
                 debug!("partition {partition}: reading for a follower from {from}: {e}");
-                self.send_now(&reply(FetchResult::Error(ReplicaError::OffsetOutOfRange)), &[]);
-                return;
+                return wire::encode(&reply(FetchResult::Error(ReplicaError::OffsetOutOfRange)), &[]);
             }
         };
         // Whole batches from `from` (a read starts at the batch holding it; a follower's
@@ -493,14 +518,40 @@ impl ReplicaHost {
                 Ok(found) => entries.extend(found),
                 Err(e) => {
                     warn!("partition {partition}: its stored batches from {from} do not parse: {e}");
-                    return;
+                    return None;
                 }
             }
             parts.push(&chunk[start..]);
         }
-        let envelope = reply(FetchResult::Entries { entries, high_watermark });
-        if let Some(bytes) = wire::encode_parts(&envelope, &parts) {
-            self.transmit(&envelope, bytes);
+        wire::encode_parts(&reply(FetchResult::Entries { entries, high_watermark }), &parts)
+    }
+
+    /// Sends an envelope; a follower's fetches go through `queue_out`.
+    fn send(self: &Rc<Self>, envelope: Envelope) {
+        let (Message::Fetch { .. }, Endpoint::Node(leader)) = (&envelope.message, envelope.to) else {
+            self.send_now(&envelope, &[]);
+            return;
+        };
+        if let Some(bytes) = wire::encode(&envelope, &[]) {
+            self.queue_out(leader, bytes);
+        }
+    }
+
+    /// Fetches and fetch answers for a node wait for the others this shard sends it in
+    /// this turn of the executor, and leave with them in one frame (batched across
+    /// partitions per pair of nodes).
+    fn queue_out(self: &Rc<Self>, to: NodeId, bytes: Vec<u8>) {
+        self.outgoing.borrow_mut().entry(to).or_default().push(bytes);
+        if !self.flush_scheduled.replace(true) {
+            let host = self.clone();
+            io::spawn_detached(async move {
+                futures_lite::future::yield_now().await;
+                host.flush_scheduled.set(false);
+                let outgoing = std::mem::take(&mut *host.outgoing.borrow_mut());
+                for (leader, list) in outgoing {
+                    host.transport.send_batch(leader, list);
+                }
+            });
         }
     }
 

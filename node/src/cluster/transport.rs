@@ -8,8 +8,9 @@
 //! connection attempt fails (what was queued is stale by the time a peer returns).
 //!
 //! On the wire a frame is `u32` length (big-endian, of what follows), a kind byte, then
-//! the body: `KIND_ENVELOPE` (a `replication::wire` envelope with its data) or
-//! `KIND_RAFT` (`u64` sender voter id, then a raft-rs message). Frames over
+//! the body: `KIND_ENVELOPE` (a `replication::wire` envelope with its data),
+//! `KIND_BATCH` (several envelopes, each a `u32` length and its bytes) or `KIND_RAFT`
+//! (`u64` sender voter id, then a raft-rs message). Frames over
 //! `FRAME_BYTES_MAX` or of an unknown kind close the connection that sent them.
 //!
 //! Guarantees: frames to one peer arrive in the order sent, or not at all, over one
@@ -35,6 +36,9 @@ use crate::replication::NodeId;
 pub const KIND_ENVELOPE: u8 = 1;
 /// A Raft message between controller voters.
 pub const KIND_RAFT: u8 = 2;
+/// Several envelopes for one node in one frame, each a `u32` length and its bytes (a
+/// follower's fetches of many partitions, a leader's answers to them).
+pub const KIND_BATCH: u8 = 3;
 /// The largest frame a node sends or accepts (a fetch reply carries up to a few MiB).
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
 /// Bytes queued for one peer before new frames are dropped.
@@ -46,7 +50,12 @@ const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inbound {
     Envelope(Vec<u8>),
-    Raft { from: u64, bytes: Vec<u8> },
+    /// Envelopes that travelled in one frame, in order.
+    Batch(Vec<Vec<u8>>),
+    Raft {
+        from: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 /// What receives inbound frames (the shard's cluster loop).
@@ -90,6 +99,29 @@ impl Transport {
         } else {
             self.queue(to, KIND_ENVELOPE, &[], &bytes);
         }
+    }
+
+    /// Queues several envelopes for `to` as one frame (one envelope: as itself).
+    pub fn send_batch(&self, to: NodeId, mut envelopes: Vec<Vec<u8>>) {
+        if envelopes.len() == 1 {
+            if let Some(one) = envelopes.pop() {
+                self.send_envelope(to, one);
+            }
+            return;
+        }
+        if envelopes.is_empty() {
+            return;
+        }
+        if to == self.me {
+            (self.handler)(Inbound::Batch(envelopes));
+            return;
+        }
+        let mut body = Vec::with_capacity(envelopes.iter().map(|e| 4 + e.len()).sum());
+        for envelope in &envelopes {
+            body.extend_from_slice(&(envelope.len() as u32).to_be_bytes());
+            body.extend_from_slice(envelope);
+        }
+        self.queue(to, KIND_BATCH, &[], &body);
     }
 
     /// Queues a Raft message from voter `from` for node `to`.
@@ -218,10 +250,28 @@ async fn receive(mut stream: TcpStream, handler: Handler) -> Result<(), String> 
                 id.copy_from_slice(&frame[1..9]);
                 Inbound::Raft { from: u64::from_be_bytes(id), bytes: frame[9..].to_vec() }
             }
+            KIND_BATCH => Inbound::Batch(split_batch(&frame[1..])?),
             kind => return Err(format!("frame kind {kind} of {len} bytes")),
         };
         handler(inbound);
     }
+}
+
+/// The envelopes of a batch frame's body, or why it is not one.
+fn split_batch(mut body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let Some((len, rest)) = body.split_first_chunk::<4>() else {
+            return Err(format!("a batch ends with {} stray bytes", body.len()));
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > rest.len() {
+            return Err(format!("a batch's envelope of {len} bytes has {} left", rest.len()));
+        }
+        out.push(rest[..len].to_vec());
+        body = &rest[len..];
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -281,6 +331,12 @@ mod tests {
             transport.send_envelope(b, b"after".to_vec());
             assert!(wait_for(&received, 102).await);
             assert_eq!(received.borrow()[101], Inbound::Envelope(b"after".to_vec()));
+            // Several envelopes in one frame arrive as one batch, in order.
+            transport.send_batch(b, vec![b"one".to_vec(), b"two".to_vec(), Vec::new()]);
+            assert!(wait_for(&received, 103).await);
+            let batch = vec![b"one".to_vec(), b"two".to_vec(), Vec::new()];
+            assert_eq!(received.borrow()[102], Inbound::Batch(batch));
+            assert!(split_batch(&[0, 0, 0, 9, 1]).is_err() && split_batch(&[0, 0]).is_err());
             // To itself: straight to its own handler.
             let own = Transport::start(b, &peers, handler);
             own.send_envelope(b, b"self".to_vec());

@@ -245,9 +245,9 @@ impl Shard {
                 glommio::net::TcpListener::bind(address).map_err(|e| format!("cluster listener on {address}: {e}"))?;
             let (route, changed) = (Rc::downgrade(self), Rc::downgrade(self));
             let hooks = AgentHooks {
-                route: Box::new(move |bytes| {
+                route: Box::new(move |list| {
                     if let Some(shard) = route.upgrade() {
-                        shard.route(bytes);
+                        shard.route(list);
                     }
                 }),
                 changed: Box::new(move || {
@@ -486,50 +486,57 @@ impl Shard {
 
     /// Shard 0: an envelope for this node goes to the shard that owns its partition; a
     /// heartbeat reply is split among the shards by partition.
-    fn route(self: &Rc<Self>, bytes: Vec<u8>) {
-        let envelope = match wire::decode(&bytes) {
-            Ok((envelope, _)) => envelope,
-            Err(e) => {
-                warn!("dropping a replication message that does not decode: {e}");
-                return;
-            }
-        };
+    fn route(self: &Rc<Self>, list: Vec<Vec<u8>>) {
         let view = self.view.borrow().clone();
         let owner = |id: &PartitionId| view.ids.get(id).map(|(t, p)| self.owner(t, *p));
-        if let Message::HeartbeatReply { incarnation, states, shutdown_ready } = envelope.message {
-            let mut split: BTreeMap<ShardId, Vec<PartitionState>> =
-                (0..self.shards).map(|s| (ShardId(s), Vec::new())).collect();
-            for state in states {
-                if let Some(list) = owner(&state.partition).and_then(|s| split.get_mut(&s)) {
-                    list.push(state);
+        // What arrived together goes on together, per shard.
+        let mut per_shard: BTreeMap<ShardId, Vec<Vec<u8>>> = BTreeMap::new();
+        for bytes in list {
+            let envelope = match wire::decode(&bytes) {
+                Ok((envelope, _)) => envelope,
+                Err(e) => {
+                    warn!("dropping a replication message that does not decode: {e}");
+                    continue;
                 }
-            }
-            for (to, states) in split {
-                let message = Message::HeartbeatReply { incarnation, states, shutdown_ready };
-                let part = Envelope { from: envelope.from, to: envelope.to, message };
-                if let Some(bytes) = wire::encode(&part, &[]) {
-                    self.deliver(to, bytes);
+            };
+            if let Message::HeartbeatReply { incarnation, states, shutdown_ready } = envelope.message {
+                let mut split: BTreeMap<ShardId, Vec<PartitionState>> =
+                    (0..self.shards).map(|s| (ShardId(s), Vec::new())).collect();
+                for state in states {
+                    if let Some(list) = owner(&state.partition).and_then(|s| split.get_mut(&s)) {
+                        list.push(state);
+                    }
                 }
+                for (to, states) in split {
+                    let message = Message::HeartbeatReply { incarnation, states, shutdown_ready };
+                    let part = Envelope { from: envelope.from, to: envelope.to, message };
+                    if let Some(bytes) = wire::encode(&part, &[]) {
+                        per_shard.entry(to).or_default().push(bytes);
+                    }
+                }
+                continue;
             }
-            return;
+            match partition_of(&envelope.message).map(|id| owner(&id)) {
+                Some(Some(to)) => per_shard.entry(to).or_default().push(bytes),
+                Some(None) => {} // A partition this node does not know yet: its sender retries.
+                None => per_shard.entry(ShardId(0)).or_default().push(bytes),
+            }
         }
-        match partition_of(&envelope.message).map(|id| owner(&id)) {
-            Some(Some(to)) => self.deliver(to, bytes),
-            Some(None) => {} // A partition this node does not know yet: its sender retries.
-            None => self.deliver(ShardId(0), bytes),
+        for (to, list) in per_shard {
+            self.deliver(to, list);
         }
     }
 
-    fn deliver(self: &Rc<Self>, to: ShardId, bytes: Vec<u8>) {
+    fn deliver(self: &Rc<Self>, to: ShardId, list: Vec<Vec<u8>>) {
         if to == self.id {
             if let Some(host) = self.cluster.get() {
-                host.receive(bytes);
+                host.receive_batch(list);
             }
             return;
         }
         let shard = self.clone();
         crate::io::spawn_detached(async move {
-            let _ = shard.call(to, ShardRequest::Replication(bytes)).await;
+            let _ = shard.call(to, ShardRequest::Replication(list)).await;
         });
     }
 

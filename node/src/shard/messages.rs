@@ -51,8 +51,9 @@ pub enum ShardRequest {
     Close,
     /// From shard 0: the cluster's committed state changed.
     ApplyCluster(Box<super::cluster::ClusterUpdate>),
-    /// To the shard that owns the partition: a replication envelope (wire bytes).
-    Replication(Vec<u8>),
+    /// To the shard that owns their partitions: replication envelopes (wire bytes) that
+    /// arrived together.
+    Replication(Vec<Vec<u8>>),
     /// To shard 0: a frame another shard sent to this node (its controller voter).
     ClusterFrame(crate::cluster::transport::Inbound),
     /// This shard's metrics, for a scrape.

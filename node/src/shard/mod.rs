@@ -292,9 +292,9 @@ impl Shard {
                 self.apply_cluster(*update).await;
                 ShardReply::Done
             }
-            ShardRequest::Replication(bytes) => {
+            ShardRequest::Replication(list) => {
                 if let Some(host) = self.cluster.get() {
-                    host.receive(bytes);
+                    host.receive_batch(list);
                 }
                 ShardReply::Done
             }
