@@ -502,3 +502,50 @@ async fn a_node_outside_the_voters_follows_the_metadata_and_replicates() {
         }
     }
 }
+
+/// acks=all with the ISR below min.insync.replicas: a topic with replication factor 3 and
+/// min.insync.replicas=3 loses a follower (kill -9); once the controller shrinks the ISR,
+/// acks=all produce is refused with NOT_ENOUGH_REPLICAS (retried by the producer until
+/// its delivery timeout), acks=1 still succeeds, and acks=all works again once the
+/// follower is back in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_is_refused_while_the_isr_is_below_min_insync_replicas() {
+    let mut cluster = Cluster::start();
+    let bootstrap = cluster.bootstrap();
+    let admin = Admin::connect_with_timeout(&bootstrap, Duration::from_secs(2)).await.unwrap();
+    let configs = vec![("min.insync.replicas".to_string(), "3".to_string())];
+    let topic = NewTopic { name: "strict".into(), partitions: 1, replication_factor: 3, configs };
+    wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+    let parts = wait_for_full_isr(&admin, "strict").await;
+    let leader = parts[0].leader.unwrap();
+    let follower = parts[0].replicas.iter().copied().find(|r| *r != leader).unwrap();
+    let producer = |acks: Acks| {
+        let config = ProducerConfig {
+            bootstrap_servers: bootstrap.clone(),
+            acks,
+            delivery_timeout_ms: 3_000,
+            request_timeout_ms: 1_000,
+            retry_backoff_ms: 100,
+            ..ProducerConfig::default()
+        };
+        Producer::new(config)
+    };
+    let record = || ProducerRecord { topic: "strict".into(), value: Some(b"v".to_vec()), ..ProducerRecord::default() };
+    let all = producer(Acks::All).await.unwrap();
+    tokio::time::timeout(WAIT, all.send(record()).await.unwrap()).await.unwrap().unwrap();
+
+    cluster.node(follower).kill9_and_wait();
+    wait_for("the ISR to shrink to 2", || async {
+        (partitions(&admin, "strict").await?.first()?.isr.len() == 2).then_some(())
+    })
+    .await;
+    let refused = tokio::time::timeout(WAIT, all.send(record()).await.unwrap()).await.unwrap();
+    let error = refused.expect_err("acks=all with 2 of min.insync.replicas=3 in sync").to_string();
+    assert!(error.contains("NOT_ENOUGH_REPLICAS"), "{error}");
+    let one = producer(Acks::Leader).await.unwrap();
+    tokio::time::timeout(WAIT, one.send(record()).await.unwrap()).await.unwrap().unwrap();
+
+    cluster.node(follower).restart();
+    wait_for_full_isr(&admin, "strict").await;
+    tokio::time::timeout(WAIT, all.send(record()).await.unwrap()).await.unwrap().unwrap();
+}
