@@ -152,9 +152,7 @@ impl Router {
         let controller = lock(&self.known).controller;
         self.to_node(controller).await
     }
-}
 
-impl Router {
     /// A connection to `group`'s coordinator: the leader of its offsets partition (any
     /// node of a single-node cluster).
     pub(crate) async fn to_coordinator(&self, group: &str) -> Result<Arc<Connection>> {

@@ -180,26 +180,42 @@ pub type ReplicaSpec = (PartitionId, PartitionConfig, ReplicaLog);
 /// a restarted node is a new `ReplicaNode` over the stored logs, with a larger
 /// incarnation.
 pub struct ReplicaNode {
-    id: NodeId,
-    incarnation: Incarnation,
-    config: ReplicaConfig,
+    me: Me,
     replicas: BTreeMap<PartitionId, Replica>,
     last_heartbeat_ms: Option<u64>,
     shutting_down: bool,
+}
+
+/// Who the node is and what every handler reads or counts: kept apart from the replicas
+/// so a handler can hold both.
+struct Me {
+    id: NodeId,
+    incarnation: Incarnation,
+    config: ReplicaConfig,
     next_request_id: u64,
+}
+
+impl Me {
+    fn ctx<'a>(&'a mut self, now_ms: u64, out: &'a mut Vec<NodeAction>) -> Ctx<'a> {
+        Ctx {
+            node: self.id,
+            incarnation: self.incarnation,
+            config: &self.config,
+            now_ms,
+            next_request_id: &mut self.next_request_id,
+            out,
+        }
+    }
 }
 
 impl ReplicaNode {
     #[must_use]
     pub fn new(id: NodeId, incarnation: Incarnation, config: ReplicaConfig, partitions: Vec<ReplicaSpec>) -> Self {
         let mut node = ReplicaNode {
-            id,
-            incarnation,
-            config,
+            me: Me { id, incarnation, config, next_request_id: 0 },
             replicas: BTreeMap::new(),
             last_heartbeat_ms: None,
             shutting_down: false,
-            next_request_id: 0,
         };
         for (partition, config, log) in partitions {
             node.add_partition(partition, config, log);
@@ -209,7 +225,7 @@ impl ReplicaNode {
 
     #[must_use]
     pub fn id(&self) -> NodeId {
-        self.id
+        self.me.id
     }
 
     #[must_use]
@@ -274,14 +290,7 @@ impl ReplicaNode {
     /// NOT_LEADER.
     pub fn remove_partition(&mut self, now_ms: u64, partition: PartitionId) -> Vec<NodeAction> {
         let mut out = Vec::new();
-        let mut ctx = Ctx {
-            node: self.id,
-            incarnation: self.incarnation,
-            config: &self.config,
-            now_ms,
-            next_request_id: &mut self.next_request_id,
-            out: &mut out,
-        };
+        let mut ctx = self.me.ctx(now_ms, &mut out);
         if let Some(mut replica) = self.replicas.remove(&partition) {
             replica.fail_waiting(&mut ctx);
         }
@@ -305,14 +314,7 @@ impl ReplicaNode {
         request_id: u64,
     ) -> (Result<LeaderEpoch, ReplicaError>, Vec<NodeAction>) {
         let mut out = Vec::new();
-        let mut ctx = Ctx {
-            node: self.id,
-            incarnation: self.incarnation,
-            config: &self.config,
-            now_ms,
-            next_request_id: &mut self.next_request_id,
-            out: &mut out,
-        };
+        let mut ctx = self.me.ctx(now_ms, &mut out);
         let Some(replica) = self.replicas.get_mut(&partition) else { return (Err(ReplicaError::NotLeader), out) };
         let Role::Leader(leader) = &replica.role else { return (Err(ReplicaError::NotLeader), out) };
         let epoch = leader.epoch;
@@ -345,14 +347,7 @@ impl ReplicaNode {
     /// One step: an input at `now_ms` in, actions out (in the order to perform them).
     pub fn step(&mut self, now_ms: u64, input: NodeInput) -> Vec<NodeAction> {
         let mut out = Vec::new();
-        let mut ctx = Ctx {
-            node: self.id,
-            incarnation: self.incarnation,
-            config: &self.config,
-            now_ms,
-            next_request_id: &mut self.next_request_id,
-            out: &mut out,
-        };
+        let mut ctx = self.me.ctx(now_ms, &mut out);
         match input {
             NodeInput::Tick => {
                 if self.last_heartbeat_ms.is_none_or(|last| now_ms >= last + ctx.config.heartbeat_interval_ms) {

@@ -386,14 +386,18 @@ impl Shard {
     /// before any shard uses the map.
     async fn place_on_shards(&self, view: &ClusterView, me: NodeId) -> HashMap<(String, u32), u16> {
         let path = self.config.data_dir.join(SHARD_MAP_FILE);
-        let mut known: HashMap<(String, u32), u16> = match crate::io::read_file(&path).await {
-            Ok(Some(bytes)) => parse_shard_map(&String::from_utf8_lossy(&bytes)),
-            Ok(None) => HashMap::new(),
-            Err(e) => {
-                warn!("reading {}: {e}", path.display());
-                HashMap::new()
-            }
-        };
+        // The last view has the map; the file is read only until there is one.
+        let mut known = self.view.borrow().shards.clone();
+        if known.is_empty() {
+            known = match crate::io::read_file(&path).await {
+                Ok(Some(bytes)) => parse_shard_map(&String::from_utf8_lossy(&bytes)),
+                Ok(None) => HashMap::new(),
+                Err(e) => {
+                    warn!("reading {}: {e}", path.display());
+                    HashMap::new()
+                }
+            };
+        }
         let mine: Vec<(String, u32)> =
             view.partitions.iter().filter(|(_, s)| s.replicas.contains(&me)).map(|(k, _)| k.clone()).collect();
         let before = known.clone();
