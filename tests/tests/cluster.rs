@@ -462,6 +462,9 @@ async fn a_node_outside_the_voters_follows_the_metadata_and_replicates() {
     let cluster = Cluster::start_with(4, &["--voters", "1,2,3"]);
     let only_node_4 = vec![cluster.nodes[3].addr().to_string()];
     let admin = Admin::connect_with_timeout(&only_node_4, Duration::from_secs(2)).await.unwrap();
+    // Placement uses live nodes only: wait until all four registered.
+    wait_for("four live nodes", || async { (admin.metadata(Some(&[])).await.ok()?.nodes.len() == 4).then_some(()) })
+        .await;
     let topic = NewTopic { name: "wide".into(), partitions: 4, replication_factor: 3, configs: Vec::new() };
     wait_for("the topic to be created through node 4", || async { admin.create_topic(topic.clone()).await.ok() }).await;
     let parts = wait_for_full_isr(&admin, "wide").await;

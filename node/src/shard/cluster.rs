@@ -191,8 +191,8 @@ impl Shard {
         }
     }
 
-    /// The nodes Metadata lists: a cluster's live nodes (every peer until the state names
-    /// them), or this node.
+    /// The nodes Metadata lists: a cluster's live nodes (every peer until this node has a
+    /// committed state), or this node.
     #[must_use]
     pub fn node_addresses(&self) -> Vec<NodeAddress> {
         if self.config.peers.is_empty() {
@@ -203,11 +203,12 @@ impl Shard {
             };
             return vec![me];
         }
-        let live = self.view.borrow().live.clone();
+        let view = self.view.borrow().clone();
+        // Before the first committed state (no nodes known yet), every peer.
         self.config
             .peers
             .iter()
-            .filter(|p| live.is_empty() || live.contains(&NodeId(p.id)))
+            .filter(|p| view.nodes.is_empty() || view.live.contains(&NodeId(p.id)))
             .map(|p| NodeAddress {
                 id: p.id,
                 listen: p.listen,
