@@ -103,6 +103,26 @@ impl SharedBuf {
     }
 }
 
+impl SharedBuf {
+    /// `len` zero bytes (rounded up to the alignment), for zero-filling files ahead of
+    /// their writes.
+    #[must_use]
+    pub fn zeros(len: usize) -> SharedBuf {
+        let mut buf = AlignedBuf::with_capacity(len);
+        buf.as_mut_slice().fill(0);
+        let len = buf.capacity();
+        buf.freeze(len)
+    }
+
+    /// A copy of the first `len` bytes (`len` aligned), as a buffer of its own.
+    #[must_use]
+    pub fn prefix(&self, len: usize) -> SharedBuf {
+        let mut buf = AlignedBuf::with_capacity(len);
+        buf.as_mut_slice()[..len].copy_from_slice(&self.as_slice()[..len]);
+        buf.freeze(len)
+    }
+}
+
 /// Bytes that came from the disk or the log's cache, shared without copying. Fetch hands
 /// these to the socket as they are.
 #[derive(Clone)]
@@ -286,22 +306,6 @@ impl File {
 
     pub async fn truncate(&self, len: u64) -> io::Result<()> {
         self.inner.truncate(len).await.map_err(glommio_error)
-    }
-
-    /// Writes zeros over `from..to` (aligned), so that later writes there overwrite
-    /// written extents: no extent conversion, no size change, no metadata to sync.
-    pub async fn zero_fill(&self, from: u64, to: u64) -> io::Result<()> {
-        const CHUNK_BYTES: u64 = 1 << 20;
-        let mut position = from;
-        while position < to {
-            let len = (to - position).min(CHUNK_BYTES) as usize;
-            let mut buf = AlignedBuf::with_capacity(len);
-            buf.as_mut_slice().fill(0);
-            let buf = buf.freeze(align_up(len as u64) as usize);
-            self.write_at(&buf, position).await?;
-            position += buf.len() as u64;
-        }
-        Ok(())
     }
 
     pub async fn size(&self) -> io::Result<u64> {

@@ -33,7 +33,7 @@ use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;
 use tracing::{debug, info, warn};
 
-use crate::io::{self, align_down, align_up, AlignedBuf, File, IoBytes, Oneshot, OneshotSender, WaitQueue};
+use crate::io::{self, align_down, align_up, AlignedBuf, File, IoBytes, Oneshot, OneshotSender, SharedBuf, WaitQueue};
 use crate::storage::cache::BatchCache;
 use crate::storage::config::{FsyncPolicy, LogConfig};
 use crate::storage::error::StorageError;
@@ -188,10 +188,18 @@ pub struct LogStats {
 /// Named fault-injection points, for tests of the failure paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultPoint {
-    /// The next segment write fails with EIO.
+    /// The next segment write (a zero-fill's included) fails with EIO, writing nothing.
     Write,
     /// The next fdatasync fails with EIO.
     Fsync,
+    /// The next segment write (a zero-fill's included) stores its first half, in whole
+    /// pages, and then fails with ENOSPC, as a write that fills the disk does.
+    NoSpace,
+    /// The log stops dead between the next zero-fill and the data write it precedes: the
+    /// zeros are on disk, the data write never happens, and the log is poisoned. That
+    /// leaves the files as a process killed at that moment would; tests reopen the
+    /// directory as the next process would (and `log-writer` kills itself there).
+    DieAfterZeroFill,
 }
 
 /// Faults armed by a test; each fires once.
@@ -205,10 +213,16 @@ impl FaultInjector {
         self.armed.borrow_mut().push(point);
     }
 
-    fn fire(&self, point: FaultPoint) -> std::io::Result<()> {
+    /// Whether `point` was armed (it is disarmed now).
+    fn take(&self, point: FaultPoint) -> bool {
         let mut armed = self.armed.borrow_mut();
-        if let Some(i) = armed.iter().position(|p| *p == point) {
-            armed.remove(i);
+        let i = armed.iter().position(|p| *p == point);
+        i.map(|i| armed.remove(i)).is_some()
+    }
+
+    /// An error naming `point` if it was armed.
+    fn fire(&self, point: FaultPoint) -> std::io::Result<()> {
+        if self.take(point) {
             return Err(std::io::Error::other(format!("injected fault at {point:?}")));
         }
         Ok(())
@@ -238,11 +252,20 @@ struct Pending {
     waiters: Vec<Waiter>,
 }
 
-/// The data in the active segment's last, partial page, as of the end of all sealed
-/// buffers: the next buffer starts with it.
+/// The data in the active segment's last, partial page: as of the end of all sealed
+/// buffers (the next buffer starts with it), or as of the last completed write (what no
+/// later write may change).
+#[derive(Clone, Debug, Default)]
 struct TailPage {
     position: u64,
     bytes: Vec<u8>,
+}
+
+impl TailPage {
+    /// Where the data ends.
+    fn end(&self) -> u64 {
+        self.position + self.bytes.len() as u64
+    }
 }
 
 enum Job {
@@ -290,6 +313,9 @@ struct State {
     visible_end: Offset,
     pending: Option<Pending>,
     tail: TailPage,
+    /// The active segment file's last written page, as of the last completed write: the
+    /// bytes there are acknowledged (or about to be), and no write may change them.
+    written: TailPage,
     jobs: VecDeque<Job>,
     unflushed_bytes: u64,
     /// Exclusive jobs queued or running: appends wait until they are done.
@@ -556,6 +582,7 @@ impl PartitionLog {
             next_offset: log_end,
             visible_end: log_end,
             pending: None,
+            written: tail.clone(),
             tail,
             jobs: VecDeque::new(),
             unflushed_bytes: 0,
@@ -1219,11 +1246,12 @@ fn poison(sh: &Shared, what: String) -> StorageError {
 async fn run_job(sh: &Rc<Shared>, job: Job) -> bool {
     match job {
         Job::Write(p) => write_pending(sh, p).await,
-        Job::Roll { base, epochs } => {
-            if let Err(e) = roll_files(sh, base, &epochs).await {
+        Job::Roll { base, epochs } => match roll_files(sh, base, &epochs).await {
+            Ok(()) => sh.state.borrow_mut().written = TailPage::default(),
+            Err(e) => {
                 poison(sh, e.to_string());
             }
-        }
+        },
         Job::Truncate { to, reply } => reply.send(truncate(sh, to).await),
         Job::AdvanceStart { to, reply } => reply.send(advance_start(sh, to).await),
         Job::SwapSegment { base, size, reply } => reply.send(swap_segment(sh, base, size).await),
@@ -1241,45 +1269,62 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
     let write_len = align_up(len as u64) as usize;
     buf.as_mut_slice()[len..write_len].fill(0);
     let buf = buf.freeze(write_len);
-    let (file, preallocated, write_bytes_average) = {
+    let (file, preallocated, written_bytes, written, write_bytes_average) = {
         let mut st = sh.state.borrow_mut();
         let average = st.write_bytes_average;
+        let written = st.written.clone();
         let Some(segment) = st.segment_mut(segment_base) else {
             unreachable!("segment {segment_base} vanished with writes queued")
         };
-        (segment.file.clone(), segment.preallocated_bytes, average)
+        (segment.file.clone(), segment.preallocated_bytes, segment.written_bytes, written, average)
     };
     let Some(file) = file else { unreachable!("segment {segment_base} written before its file was created") };
     let always = sh.config.fsync == FsyncPolicy::Always;
-    let result: std::io::Result<u64> = async {
+    let path = file.path().display();
+    let result: Result<u64, String> = async {
+        if written.end() != written_bytes {
+            return Err(format!(
+                "refusing to write {path}: its written data ends at byte {written_bytes} but the last written page \
+                 kept ends at {}",
+                written.end()
+            ));
+        }
         let end = file_position + write_len as u64;
         let mut preallocated_now = preallocated;
         // A log whose writes are small zero-fills the space ahead of them first (in the
         // same task, so the zeros never land on data); one whose writes are large
-        // extends the file as it goes.
+        // extends the file as it goes. The zeros start past the written data's last page
+        // (which holds acknowledged bytes) and past what was zero-filled before: after
+        // large writes the zero-filled end lags behind the data.
         let small = write_bytes_average <= sh.config.zero_fill_write_bytes_max;
         if sh.config.preallocate_bytes > 0 && small && end > preallocated {
-            let from = align_up(preallocated.max(file_position));
+            let from = align_up(preallocated.max(written_bytes));
             let target = align_up((from + sh.config.preallocate_bytes).max(end));
-            file.zero_fill(from, target).await?;
+            zero_fill(sh, &file, from, target, &written)
+                .await
+                .map_err(|e| format!("zero-filling {path} from byte {from} to {target} failed: {e}"))?;
             preallocated_now = target;
+            sh.faults.fire(FaultPoint::DieAfterZeroFill).map_err(|e| e.to_string())?;
         }
-        sh.faults.fire(FaultPoint::Write)?;
-        file.write_at(&buf, file_position).await?;
-        if always {
-            sh.faults.fire(FaultPoint::Fsync)?;
-            file.fdatasync().await?;
-        }
-        Ok(preallocated_now)
+        let written = async {
+            write_segment(sh, &file, &buf, file_position, &written).await?;
+            if always {
+                sh.faults.fire(FaultPoint::Fsync)?;
+                file.fdatasync().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        written.await.map_err(|e| format!("writing {path} at byte {file_position} failed: {e}"))?;
+        // The file holds written bytes up to `end` now, zeros or data.
+        Ok(preallocated_now.max(end))
     }
     .await;
     let preallocated_now = match result {
         Ok(p) => p,
-        Err(e) => {
-            let what = format!("writing {} at byte {file_position} failed: {e}", file.path().display());
-            let error = poison(sh, what);
+        Err(what) => {
+            poison(sh, what.clone());
             for w in waiters {
-                w.reply.send(Err(StorageError::Poisoned { dir: sh.dir.clone(), cause: error.to_string() }));
+                w.reply.send(Err(StorageError::Poisoned { dir: sh.dir.clone(), cause: what.clone() }));
             }
             return;
         }
@@ -1291,6 +1336,9 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
         segment.preallocated_bytes = preallocated_now;
         segment.written_bytes = file_position + len as u64;
         assert!(segment.written_bytes <= segment.size_bytes);
+        let page = align_down(file_position + len as u64);
+        let from = (page - file_position) as usize;
+        st.written = TailPage { position: page, bytes: buf.as_slice()[from..len].to_vec() };
         assert!(next_offset > st.visible_end, "writes complete in offset order");
         st.visible_end = next_offset;
         st.unflushed_bytes -= (len - batches_start) as u64;
@@ -1322,6 +1370,67 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
     }
     sh.room.notify_all();
     sh.appended.notify_all();
+}
+
+/// Every write to a segment file goes through here, zero-fills included: it refuses a
+/// write that would change a written byte (`keeps_written_bytes`) and meets the armed
+/// write faults.
+async fn write_segment(
+    sh: &Shared,
+    file: &File,
+    buf: &SharedBuf,
+    position: u64,
+    written: &TailPage,
+) -> std::io::Result<()> {
+    keeps_written_bytes(written, position, buf.as_slice()).map_err(std::io::Error::other)?;
+    sh.faults.fire(FaultPoint::Write)?;
+    if sh.faults.take(FaultPoint::NoSpace) {
+        let half = align_down(buf.len() as u64 / 2) as usize;
+        if half > 0 {
+            file.write_at(&buf.prefix(half), position).await?;
+        }
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    file.write_at(buf, position).await
+}
+
+/// Writes zeros over `from..to` (aligned), so that later writes there overwrite written
+/// extents: no extent conversion, no size change, no metadata to sync.
+async fn zero_fill(sh: &Shared, file: &File, from: u64, to: u64, written: &TailPage) -> std::io::Result<()> {
+    const CHUNK_BYTES: u64 = 1 << 20;
+    let mut position = from;
+    while position < to {
+        let zeros = SharedBuf::zeros((to - position).min(CHUNK_BYTES) as usize);
+        write_segment(sh, file, &zeros, position, written).await?;
+        position += zeros.len() as u64;
+    }
+    Ok(())
+}
+
+/// **No write ever changes an acknowledged byte.** A write whose bytes start with `first`
+/// at `position` may start at or past the end of the written data (`written` is its last
+/// page), or at that last page carrying the written bytes unchanged; nothing else. Pages
+/// before the last one are never written again, and no zero-fill or retry starts inside
+/// written data. A refusal names the bytes the write would have changed.
+fn keeps_written_bytes(written: &TailPage, position: u64, first: &[u8]) -> Result<(), String> {
+    let end = written.end();
+    if position >= end {
+        return Ok(());
+    }
+    let kept = written.bytes.len();
+    if position == written.position && first.len() >= kept && first[..kept] == written.bytes[..] {
+        return Ok(());
+    }
+    let changed = first.iter().zip(&written.bytes).position(|(a, b)| a != b);
+    Err(format!(
+        "refusing a write of {} bytes at byte {position}: written data ends at byte {end} and the write would \
+         change it{}",
+        first.len(),
+        match (position == written.position, changed) {
+            (true, Some(i)) => format!(" (first at byte {})", position + i as u64),
+            _ => format!(" (its last page starts at byte {})", written.position),
+        }
+    ))
 }
 
 fn active_file(sh: &Shared) -> Option<Rc<File>> {
@@ -1492,6 +1601,7 @@ async fn truncate(sh: &Shared, to: Offset) -> Result<Offset, StorageError> {
         let end = st.active().next_offset;
         st.next_offset = end;
         st.visible_end = end;
+        st.written = tail.clone();
         st.tail = tail;
         // A log start inside the batch that was cut falls back to the new end.
         let fell_back = st.log_start > end;
@@ -1826,5 +1936,47 @@ async fn is_zero_from(file: &File, from: u64, end: u64) -> bool {
     match file.read_at(from, len).await {
         Ok(bytes) => bytes.iter().all(|b| *b == 0),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{keeps_written_bytes, TailPage};
+
+    fn written(position: u64, bytes: &[u8]) -> TailPage {
+        TailPage { position, bytes: bytes.to_vec() }
+    }
+
+    #[test]
+    fn a_write_past_the_written_data_is_allowed() {
+        let w = written(8192, &[1, 2, 3]);
+        assert!(keeps_written_bytes(&w, 12288, &[0; 4096]).is_ok());
+        assert!(keeps_written_bytes(&TailPage::default(), 0, &[9; 4096]).is_ok());
+        // The data ends on a page boundary: the next page is free.
+        assert!(keeps_written_bytes(&written(4096, &[]), 4096, &[0; 4096]).is_ok());
+    }
+
+    #[test]
+    fn a_write_over_the_last_page_must_carry_its_bytes_unchanged() {
+        let w = written(8192, &[1, 2, 3]);
+        let mut page = vec![0u8; 4096];
+        page[..3].copy_from_slice(&[1, 2, 3]);
+        assert!(keeps_written_bytes(&w, 8192, &page).is_ok());
+        // Zeros over it (the zero-fill that lost acknowledged records) are refused.
+        let e = keeps_written_bytes(&w, 8192, &[0; 4096]).unwrap_err();
+        assert!(e.contains("first at byte 8192"), "{e}");
+        page[2] = 7;
+        let e = keeps_written_bytes(&w, 8192, &page).unwrap_err();
+        assert!(e.contains("first at byte 8194"), "{e}");
+        // A write shorter than the written bytes cannot carry them.
+        assert!(keeps_written_bytes(&w, 8192, &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn no_write_starts_before_the_last_written_page() {
+        let w = written(8192, &[1, 2, 3]);
+        let e = keeps_written_bytes(&w, 4096, &[0; 8192]).unwrap_err();
+        assert!(e.contains("last page starts at byte 8192"), "{e}");
+        assert!(keeps_written_bytes(&w, 0, &[0; 4096]).is_err());
     }
 }
