@@ -82,15 +82,85 @@ pub fn crash_batch(id: BatchId) -> Vec<u8> {
         8..=12 => (1 + (h >> 8) % u64::from(RECORDS_PER_BATCH_MAX), 64, 448),
         _ => (1 + (h >> 8) % 4, 1024, 7168),
     };
+    generated_batch(id, state, count, value_min, value_span)
+}
+
+/// The large batches that start each run of the large-then-small pattern.
+pub const LARGE_BATCHES: u32 = 16;
+
+/// The k-th batch of run `run` in the large-then-small pattern (`Pattern::LargeThenSmall`):
+/// the first `LARGE_BATCHES` are about 1 MB (16 records of 60 KiB, under the log's
+/// default 1 MiB batch limit), every later one a single record of 4,000 to 6,000 bytes.
+#[must_use]
+pub fn large_then_small_batch(id: BatchId) -> Vec<u8> {
+    let state = id.base_timestamp() as u64 ^ 0x1a76_e5a1_0000_0000;
+    if id.k < LARGE_BATCHES {
+        generated_batch(id, state, 16, 60 << 10, 1)
+    } else {
+        generated_batch(id, state, 1, 4000, 2001)
+    }
+}
+
+/// What a writer appends: its batches, and how many it keeps in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// `crash_batch`es, `WRITER_TASKS` appends in flight, forever.
+    Mixed,
+    /// `large_then_small_batch`es: the large ones `WRITER_TASKS` at a time, then the small
+    /// ones one at a time, forever. The log zero-fills ahead of small writes only, so the
+    /// first small writes zero-fill behind data that large writes put past the space
+    /// zero-filled before them.
+    LargeThenSmall,
+}
+
+impl Pattern {
+    /// The batch `id` of this pattern, the same bytes every time.
+    #[must_use]
+    pub fn batch(self, id: BatchId) -> Vec<u8> {
+        match self {
+            Pattern::Mixed => crash_batch(id),
+            Pattern::LargeThenSmall => large_then_small_batch(id),
+        }
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pattern::Mixed => "mixed",
+            Pattern::LargeThenSmall => "large-then-small",
+        })
+    }
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Pattern, String> {
+        match s {
+            "mixed" => Ok(Pattern::Mixed),
+            "large-then-small" => Ok(Pattern::LargeThenSmall),
+            other => Err(format!("unknown pattern {other:?} (mixed or large-then-small)")),
+        }
+    }
+}
+
+/// A batch of `count` records of `value_min..value_min + value_span` bytes each, drawn
+/// from the generator `state`, with keys and timestamps that name `id`.
+fn generated_batch(id: BatchId, mut state: u64, count: u64, value_min: u64, value_span: u64) -> Vec<u8> {
     let mut builder =
         BatchBuilder::new(BatchConfig::default()).unwrap_or_else(|e| panic!("the default batch config is valid: {e}"));
     let ts = id.base_timestamp();
     for i in 0..count {
         let key = format!("r{}-k{}-{i}", id.run, id.k);
         let value_bytes = value_min + splitmix64(&mut state) % value_span;
-        let mut value = Vec::with_capacity(value_bytes as usize + 8);
+        // Up to 4 KiB drawn from the generator, repeated to the length: every page of a
+        // large value is non-zero and differs from other records', and a debug build
+        // makes a megabyte of it quickly.
+        let drawn = value_bytes.min(4096).div_ceil(8);
+        let block: Vec<u8> = (0..drawn).flat_map(|_| splitmix64(&mut state).to_le_bytes()).collect();
+        let mut value = Vec::with_capacity(value_bytes as usize + block.len());
         while (value.len() as u64) < value_bytes {
-            value.extend_from_slice(&splitmix64(&mut state).to_le_bytes());
+            value.extend_from_slice(&block);
         }
         value.truncate(value_bytes as usize);
         builder
@@ -148,6 +218,10 @@ mod tests {
             assert_eq!(a, crash_batch(id), "batch {id} regenerates identically");
             let checked = check_producer_batch(&a).unwrap();
             assert_eq!(BatchId::of(checked.header()), Some(id));
+            let pattern = Pattern::LargeThenSmall.batch(id);
+            assert_eq!(BatchId::of(check_producer_batch(&pattern).unwrap().header()), Some(id));
+            let expected = if k < LARGE_BATCHES { 960 << 10..1 << 20 } else { 4000..6200 };
+            assert!(expected.contains(&pattern.len()), "pattern batch {id}: {} bytes", pattern.len());
             let count = checked.header().record_count();
             assert!((1..=RECORDS_PER_BATCH_MAX as i32).contains(&count));
             sizes.push(a.len());

@@ -128,7 +128,11 @@ impl Fetched {
     /// The returned batches as one vector (copies; for tests and tools).
     #[must_use]
     pub fn to_vec(&self) -> Vec<u8> {
-        self.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+        let mut all = Vec::with_capacity(self.bytes() as usize);
+        for chunk in &self.chunks {
+            all.extend_from_slice(chunk);
+        }
+        all
     }
 }
 
@@ -1941,6 +1945,7 @@ async fn is_zero_from(file: &File, from: u64, end: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::{keeps_written_bytes, TailPage};
 
     fn written(position: u64, bytes: &[u8]) -> TailPage {

@@ -2,7 +2,14 @@
 //! generated batches forever, several at a time, printing one line per acknowledged
 //! append, until it is killed.
 //!
-//! Usage: `log-writer --dir PATH --fsync always|never|interval:N --run R --segment-bytes N`
+//! Usage: `log-writer --dir PATH --fsync always|never|interval:N --run R --segment-bytes N
+//! [--pattern mixed|large-then-small] [--die-after-zero-fill]`
+//!
+//! `--pattern` chooses the batches and how many are in flight (`sluice_tests::Pattern`;
+//! `mixed` by default). `--die-after-zero-fill` (with `large-then-small`) arms the log's
+//! `DieAfterZeroFill` fault when the small batches start, and the process kills itself
+//! with SIGKILL when an append fails with it: it dies between a zero-fill and the data
+//! write after it, the moment the crash tests aim their kills at.
 //!
 //! Output on stdout, one whole line per `write` (a line is never split across writes, so
 //! a kill leaves at most an unterminated last line, which readers ignore):
@@ -20,14 +27,16 @@ use std::path::PathBuf;
 use std::process::exit;
 use std::rc::Rc;
 
-use sluice_node::storage::{Durability, FsyncPolicy, LogConfig, PartitionLog};
-use sluice_tests::{crash_batch, Ack, BatchId, WRITER_TASKS};
+use sluice_node::storage::{Durability, FaultPoint, FsyncPolicy, LogConfig, PartitionLog};
+use sluice_tests::{Ack, BatchId, Pattern, LARGE_BATCHES, WRITER_TASKS};
 
 struct Args {
     dir: PathBuf,
     fsync: FsyncPolicy,
     run: u32,
     segment_bytes: u64,
+    pattern: Pattern,
+    die_after_zero_fill: bool,
 }
 
 fn fail(message: &str) -> ! {
@@ -40,8 +49,14 @@ fn parse_args() -> Args {
     let mut fsync = None;
     let mut run = None;
     let mut segment_bytes = None;
+    let mut pattern = Pattern::Mixed;
+    let mut die_after_zero_fill = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--die-after-zero-fill" {
+            die_after_zero_fill = true;
+            continue;
+        }
         let Some(value) = args.next() else { fail(&format!("{flag} needs a value")) };
         match flag.as_str() {
             "--dir" => dir = Some(PathBuf::from(value)),
@@ -51,6 +66,7 @@ fn parse_args() -> Args {
                 segment_bytes =
                     Some(value.parse::<u64>().unwrap_or_else(|e| fail(&format!("--segment-bytes {value}: {e}"))))
             }
+            "--pattern" => pattern = value.parse().unwrap_or_else(|e: String| fail(&e)),
             other => fail(&format!("unknown flag {other}")),
         }
     }
@@ -60,6 +76,8 @@ fn parse_args() -> Args {
         fsync: fsync.unwrap_or_else(|| fail(usage)),
         run: run.unwrap_or_else(|| fail(usage)),
         segment_bytes: segment_bytes.unwrap_or_else(|| fail(usage)),
+        pattern,
+        die_after_zero_fill,
     }
 }
 
@@ -88,24 +106,27 @@ fn main() {
         let log = Rc::new(log);
         // The next sequence number to append; each task takes one before each append.
         let next_k = Rc::new(Cell::new(0u32));
-        let always = args.fsync == FsyncPolicy::Always;
-        let run = args.run;
+        let writer = Rc::new(Writer {
+            log: log.clone(),
+            run: args.run,
+            pattern: args.pattern,
+            always: args.fsync == FsyncPolicy::Always,
+        });
+        // Mixed: every task appends forever. Large-then-small: the tasks share the large
+        // batches, then one appends the small ones.
+        let stop_at = match args.pattern {
+            Pattern::Mixed => u32::MAX,
+            Pattern::LargeThenSmall => LARGE_BATCHES,
+        };
         let tasks: Vec<_> = (0..WRITER_TASKS)
             .map(|_| {
-                let log = log.clone();
+                let writer = writer.clone();
                 let next_k = next_k.clone();
                 glommio::spawn_local(async move {
-                    loop {
+                    while next_k.get() < stop_at {
                         let k = next_k.get();
                         next_k.set(k + 1);
-                        let id = BatchId { run, k };
-                        let batch = crash_batch(id);
-                        let info = log.append(&batch).await.unwrap_or_else(|e| fail(&format!("append of {id}: {e}")));
-                        if always && info.durability != Durability::Synced {
-                            fail(&format!("append of {id} under fsync=always came back {:?}", info.durability));
-                        }
-                        let ack = Ack { id, base_offset: info.base_offset, last_offset: info.last_offset };
-                        print_line(&ack.line());
+                        writer.append(k).await;
                     }
                 })
             })
@@ -113,5 +134,47 @@ fn main() {
         for task in tasks {
             task.await;
         }
+        if args.die_after_zero_fill {
+            log.faults().arm(FaultPoint::DieAfterZeroFill);
+        }
+        for k in stop_at.. {
+            writer.append(k).await;
+        }
     });
+}
+
+/// Appends batches of one run and prints their acks.
+struct Writer {
+    log: Rc<PartitionLog>,
+    run: u32,
+    pattern: Pattern,
+    always: bool,
+}
+
+impl Writer {
+    /// Appends batch `k` and prints its ack line, or exits (killing itself when the
+    /// `DieAfterZeroFill` fault fired).
+    async fn append(&self, k: u32) {
+        let id = BatchId { run: self.run, k };
+        let batch = self.pattern.batch(id);
+        let info = match self.log.append(&batch).await {
+            Ok(info) => info,
+            Err(e) if e.to_string().contains("DieAfterZeroFill") => die(),
+            Err(e) => fail(&format!("append of {id}: {e}")),
+        };
+        if self.always && info.durability != Durability::Synced {
+            fail(&format!("append of {id} under fsync=always came back {:?}", info.durability));
+        }
+        let ack = Ack { id, base_offset: info.base_offset, last_offset: info.last_offset };
+        print_line(&ack.line());
+    }
+}
+
+/// Kills this process with SIGKILL, as the crash tests do from outside.
+fn die() -> ! {
+    // SAFETY: kill(2) on our own pid with a valid signal; no memory is passed.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    fail("SIGKILL to itself returned")
 }
