@@ -1,0 +1,215 @@
+//! A full disk, with a real node process on a real (small) file system: the test makes a
+//! 64 MiB ext4 image, loop-mounts it as the node's data directory, produces until every
+//! partition refuses writes with "No space left on device", and checks that nothing
+//! acknowledged was lost or changed: while the disk is full, after a clean restart on the
+//! still-full disk, and after a kill -9 and another restart.
+//!
+//! The producer alternates large batches (~512 KiB, which the log writes as they come)
+//! and small ones (~5 KB, which the log zero-fills ahead of), the pattern under which a
+//! zero-fill used to start on the page holding the last acknowledged bytes: when the
+//! disk filled during that zero-fill, those bytes stayed zeros.
+//!
+//! It needs root (mount, losetup) and a kernel with loop devices; without them it fails
+//! saying so. The file system is unmounted and the node stopped by its pid on every exit
+//! path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sluice_schemas::batch::BatchWalker;
+use sluice_schemas::records::{BatchBuilder, BatchConfig};
+use sluice_schemas::wire::ErrorCode;
+use sluice_tests::node_client::{run_command, Client, NodeProcess};
+
+/// The file system's size: room for a few preallocated segments and some data.
+const IMAGE_BYTES: u64 = 64 << 20;
+const TOPIC: &str = "full";
+const PARTITIONS: u32 = 4;
+/// Large batches per cycle and partition: 8 records of 64 KiB.
+const LARGE_PER_CYCLE: u32 = 8;
+/// Small batches per cycle and partition: one record of ~5 KB.
+const SMALL_PER_CYCLE: u32 = 16;
+/// The produce loop's bound: a 64 MiB disk is full long before.
+const PRODUCE_DEADLINE: Duration = Duration::from_secs(120);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+const FETCH_BYTES: u32 = 4 << 20;
+const FETCH_ROUNDS_MAX: usize = 10_000;
+
+/// A loop-mounted ext4 file system in a temporary directory, unmounted when dropped.
+struct LoopFs {
+    _tmp: tempfile::TempDir,
+    mount: PathBuf,
+}
+
+fn run(program: &str, args: &[&str]) {
+    let mut command = Command::new(program);
+    command.args(args);
+    let out = run_command(command, b"", COMMAND_TIMEOUT);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "`{program} {}` failed: {}{}\nThis test needs root and loop devices (it loop-mounts a small ext4 image).",
+        args.join(" "),
+        out.stdout,
+        out.stderr
+    );
+}
+
+impl LoopFs {
+    fn new(bytes: u64) -> LoopFs {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let image = tmp.path().join("disk.img");
+        std::fs::File::create(&image).and_then(|f| f.set_len(bytes)).expect("creating the image file");
+        let mount = tmp.path().join("mnt");
+        std::fs::create_dir(&mount).expect("creating the mount point");
+        let (image_arg, mount_arg) = (image.to_str().expect("utf-8 path"), mount.to_str().expect("utf-8 path"));
+        run("mkfs.ext4", &["-q", "-F", "-m", "0", image_arg]);
+        run("mount", &["-o", "loop", image_arg, mount_arg]);
+        let fs = LoopFs { _tmp: tmp, mount };
+        // The node's data directory is the file system's root: fsck's directory goes.
+        std::fs::remove_dir(fs.mount.join("lost+found")).expect("removing lost+found");
+        fs
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        // The node is stopped before this (it is declared after the file system).
+        let mount = self.mount.to_str().unwrap_or_default();
+        for _ in 0..50 {
+            let done = Command::new("umount").arg(mount).status().is_ok_and(|s| s.success());
+            if done {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Busy: detach it lazily rather than leave it mounted.
+        let _ = Command::new("umount").args(["-l", mount]).status();
+    }
+}
+
+/// A batch of `records` records with keys `{tag}-{i}` and values of `value_bytes` bytes.
+fn batch(tag: &str, records: u32, value_bytes: usize) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(BatchConfig::default()).unwrap();
+    for i in 0..records {
+        let key = format!("{tag}-{i}");
+        let value: Vec<u8> = key.bytes().chain(std::iter::once(b'|')).cycle().take(value_bytes).collect();
+        builder.push(Some(key.as_bytes()), Some(&value), &[], i64::from(i)).unwrap();
+    }
+    builder.finish().unwrap()
+}
+
+/// One acknowledged batch: its partition, its offset and the bytes produced.
+struct Acked {
+    partition: u32,
+    base_offset: i64,
+    bytes: Vec<u8>,
+}
+
+/// Every batch of `partition`, from offset 0 to the high watermark, by base offset.
+fn fetch_all(client: &mut Client, partition: u32) -> Vec<(i64, Vec<u8>)> {
+    let mut all = Vec::new();
+    let mut offset = 0i64;
+    for _ in 0..FETCH_ROUNDS_MAX {
+        let fetched = client.fetch(TOPIC, partition, offset, FETCH_BYTES, 0, 0);
+        assert_eq!(fetched.error, ErrorCode::None, "fetching {TOPIC}-{partition} at {offset}: {}", fetched.message);
+        if fetched.records.is_empty() {
+            assert_eq!(offset, fetched.high_watermark, "{TOPIC}-{partition}: an empty fetch below the high watermark");
+            return all;
+        }
+        for b in BatchWalker::new(&fetched.records) {
+            let (_, header, bytes) = b.unwrap_or_else(|e| panic!("{TOPIC}-{partition} at {offset}: {e}"));
+            all.push((header.base_offset().0 as i64, bytes.to_vec()));
+            offset = header.next_offset().0 as i64;
+        }
+    }
+    panic!("{TOPIC}-{partition}: not read to its end in {FETCH_ROUNDS_MAX} fetches");
+}
+
+/// Checks that every acknowledged batch is stored at its offset, byte for byte but for the
+/// base offset the node writes.
+fn assert_all_acked_stored(node: &NodeProcess, acked: &[Acked], when: &str) {
+    let mut client = node.client();
+    let mut lost = Vec::new();
+    for partition in 0..PARTITIONS {
+        let stored = fetch_all(&mut client, partition);
+        for a in acked.iter().filter(|a| a.partition == partition) {
+            match stored.iter().find(|(base, _)| *base == a.base_offset) {
+                Some((_, bytes)) if bytes[8..] == a.bytes[8..] => {}
+                Some(_) => lost.push(format!("partition {partition} offset {} changed", a.base_offset)),
+                None => lost.push(format!(
+                    "partition {partition} offset {} is gone (log end {})",
+                    a.base_offset,
+                    stored.last().map_or(0, |(base, _)| *base)
+                )),
+            }
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{when}: {} of {} acknowledged batches lost or changed: {}",
+        lost.len(),
+        acked.len(),
+        lost.join("; ")
+    );
+}
+
+/// Produces the large-then-small cycles round-robin over the partitions until every
+/// partition has refused a batch; returns what was acknowledged and the refusals.
+fn fill_the_disk(node: &NodeProcess) -> (Vec<Acked>, Vec<String>) {
+    let mut client = node.client();
+    let mut acked = Vec::new();
+    let mut refusals: Vec<Option<String>> = vec![None; PARTITIONS as usize];
+    let deadline = Instant::now() + PRODUCE_DEADLINE;
+    let large: Vec<u8> = batch("large", LARGE_PER_CYCLE, 64 << 10);
+    let mut cycle = 0u32;
+    while refusals.iter().any(Option::is_none) {
+        assert!(Instant::now() < deadline, "the disk did not fill within {PRODUCE_DEADLINE:?}");
+        for partition in 0..PARTITIONS {
+            if refusals[partition as usize].is_some() {
+                continue;
+            }
+            let smalls = (0..SMALL_PER_CYCLE).map(|i| batch(&format!("c{cycle}-p{partition}-s{i}"), 1, 5000));
+            for bytes in std::iter::repeat_n(large.clone(), LARGE_PER_CYCLE as usize).chain(smalls) {
+                let produced = client.produce(TOPIC, partition, &bytes, 1);
+                if produced.error != ErrorCode::None {
+                    refusals[partition as usize] = Some(format!("{:?}: {}", produced.error, produced.message));
+                    break;
+                }
+                acked.push(Acked { partition, base_offset: produced.base_offset, bytes });
+            }
+        }
+        cycle += 1;
+    }
+    (acked, refusals.into_iter().flatten().collect())
+}
+
+#[test]
+fn a_full_disk_loses_no_acknowledged_record_and_a_restart_recovers_every_one() {
+    let fs = LoopFs::new(IMAGE_BYTES);
+    let data: &Path = &fs.mount;
+    let mut node = NodeProcess::start(data, 1, &["--kafka-listen", "off"]);
+    let outcome = node.client().create_topic(TOPIC, PARTITIONS, &[]);
+    assert_eq!(outcome.error, ErrorCode::None, "creating {TOPIC}: {}", outcome.message);
+
+    let (acked, refusals) = fill_the_disk(&node);
+    assert!(acked.len() > 100, "only {} batches fit on the disk: the test did not exercise much", acked.len());
+    for refusal in &refusals {
+        assert!(refusal.contains("No space left on device"), "a full disk is named as such: {refusal}");
+    }
+    println!("{} batches acknowledged before the disk filled; refusals: {refusals:?}", acked.len());
+    assert_all_acked_stored(&node, &acked, "while the disk is full");
+
+    node.sigterm_and_wait();
+    node.restart();
+    assert_all_acked_stored(&node, &acked, "after a clean restart on the full disk");
+
+    node.kill9_and_wait();
+    node.restart();
+    assert_all_acked_stored(&node, &acked, "after kill -9 and a restart");
+    node.sigterm_and_wait();
+    drop(node);
+    drop(fs);
+}
