@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use glommio::io::{DmaBuffer, DmaFile, DmaStreamWriterBuilder, OpenOptions, ReadResult};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 /// The alignment every O_DIRECT position, length and buffer address obeys here. 4 KiB
 /// satisfies both 512-byte and 4 KiB logical-block devices, and equals the page size.
@@ -223,13 +223,16 @@ pub fn tune_allocator() {
 }
 
 /// Makes glommio learn, before the first direct-I/O file on `dir`'s device is opened,
-/// whether that device supports polled I/O.
+/// whether that device supports polled I/O. Every `File` open and creation calls it, so
+/// no other file can be the first.
 ///
 /// glommio probes this once per device and thread by reading the first page of the
-/// first DMA file opened there. When that file is new and empty, the read succeeds
-/// without reaching the device, glommio wrongly concludes the device can poll, and
-/// every later read fails with EOPNOTSUPP on devices that cannot (virtio disks, most
-/// cloud volumes). So we open a one-page file first, which makes the probe real.
+/// first DMA file opened there. When that file is empty, the read succeeds without
+/// reaching the device, glommio wrongly concludes the device can poll, and every later
+/// read fails with EOPNOTSUPP on devices that cannot (virtio disks, loop devices, most
+/// cloud volumes). So we open a file with a written first page first, which makes the
+/// probe real: a one-page file we write, or, when the disk is too full for one, an
+/// existing file of at least a page near `dir`.
 pub async fn probe_device(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     // glommio keeps its answer per thread, so do we.
@@ -239,17 +242,78 @@ pub async fn probe_device(dir: &Path) -> io::Result<()> {
         return Ok(());
     }
     let path = dir.join(format!(".sluice-probe-{}", std::process::id()));
-    {
+    let written = (|| {
         use std::io::Write;
         let mut f = std::fs::File::create(&path)?;
         f.write_all(&[0u8; IO_ALIGNMENT_BYTES as usize])?;
-        f.sync_all()?;
+        f.sync_all()
+    })();
+    let probe = match written {
+        Ok(()) => Some(path.clone()),
+        Err(e) => {
+            remove_file(&path)?;
+            let found = file_of_a_page_near(dir, device);
+            if found.is_none() {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot learn whether the device of {} supports polled I/O: writing a probe file failed \
+                         ({e}) and no file of a page is there to read",
+                        dir.display()
+                    ),
+                ));
+            }
+            found
+        }
+    };
+    if let Some(probe) = probe {
+        let opened = open_dma(&probe, false).await;
+        if probe == path {
+            remove_file(&path)?;
+        }
+        opened?.close().await?;
     }
-    let opened = File::open(&path, false).await;
-    remove_file(&path)?;
-    opened?.close().await?;
     PROBED.with(|p| p.borrow_mut().push(device));
     Ok(())
+}
+
+/// A regular file of at least a page on device `device`, in `dir`, its subdirectories,
+/// its parent or the parent's subdirectories (a partition's segments, a data
+/// directory's other partitions). Looks at a bounded number of entries.
+fn file_of_a_page_near(dir: &Path, device: u64) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    const ENTRIES_MAX: usize = 10_000;
+    let mut dirs = vec![dir.to_path_buf()];
+    if let Some(parent) = dir.parent() {
+        dirs.push(parent.to_path_buf());
+    }
+    let mut seen = 0;
+    let mut i = 0;
+    while i < dirs.len() && seen < ENTRIES_MAX {
+        let Ok(entries) = std::fs::read_dir(&dirs[i]) else {
+            i += 1;
+            continue;
+        };
+        let top = i < 2;
+        for entry in entries.flatten().take(ENTRIES_MAX - seen) {
+            seen += 1;
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() && meta.dev() == device && meta.len() >= IO_ALIGNMENT_BYTES {
+                return Some(entry.path());
+            }
+            if meta.is_dir() && top {
+                dirs.push(entry.path());
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Opens a DMA file without probing (the probe's own open).
+async fn open_dma(path: &Path, writable: bool) -> io::Result<File> {
+    let inner = OpenOptions::new().read(true).write(writable).dma_open(path).await.map_err(glommio_error)?;
+    Ok(File { inner, path: path.to_path_buf() })
 }
 
 /// A file opened for direct I/O through io_uring.
@@ -261,6 +325,7 @@ pub struct File {
 impl File {
     /// Creates a new file (it must not exist) for reading and writing.
     pub async fn create_new(path: &Path) -> io::Result<File> {
+        probe_device(parent_of(path)).await?;
         let inner =
             OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await.map_err(glommio_error)?;
         Ok(File { inner, path: path.to_path_buf() })
@@ -268,8 +333,8 @@ impl File {
 
     /// Opens an existing file for reading, and for writing when `writable`.
     pub async fn open(path: &Path, writable: bool) -> io::Result<File> {
-        let inner = OpenOptions::new().read(true).write(writable).dma_open(path).await.map_err(glommio_error)?;
-        Ok(File { inner, path: path.to_path_buf() })
+        probe_device(parent_of(path)).await?;
+        open_dma(path, writable).await
     }
 
     #[must_use]
@@ -317,19 +382,38 @@ impl File {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file is written, synced and renamed
-/// over `path`, and the directory is synced. Used for small metadata files (indexes,
-/// checkpoints), never on the record path.
+/// Writes `bytes` to `path` atomically: a temporary file is written, synced, checked to
+/// hold exactly `bytes`' length and renamed over `path`, and the directory is synced. A
+/// failed write (a full disk) leaves `path` as it was. Used for small metadata files
+/// (indexes, checkpoints), never on the record path.
 pub async fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    let _ = std::fs::remove_file(&tmp);
-    let file = OpenOptions::new().write(true).create_new(true).dma_open(&tmp).await.map_err(glommio_error)?;
-    let mut writer = DmaStreamWriterBuilder::new(file).build();
-    {
-        use futures_lite::AsyncWriteExt;
-        writer.write_all(bytes).await?;
-        writer.sync().await.map_err(glommio_error)?;
-        writer.close().await?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    remove_file(&tmp)?;
+    let file = File::create_new(&tmp).await?;
+    let written = async {
+        let len = bytes.len();
+        if len > 0 {
+            let padded = align_up(len as u64) as usize;
+            let mut buf = AlignedBuf::with_capacity(padded);
+            buf.as_mut_slice()[..len].copy_from_slice(bytes);
+            buf.as_mut_slice()[len..padded].fill(0);
+            file.write_at(&buf.freeze(padded), 0).await?;
+            file.truncate(len as u64).await?;
+        }
+        file.fdatasync().await?;
+        let size = file.size().await?;
+        if size != len as u64 {
+            return Err(io::Error::other(format!("{} holds {size} bytes after writing {len}", tmp.display())));
+        }
+        Ok(())
+    }
+    .await;
+    let closed = file.close().await;
+    if let Err(e) = written.and(closed) {
+        let _ = remove_file(&tmp);
+        return Err(e);
     }
     std::fs::rename(&tmp, path)?;
     sync_dir(parent_of(path)).await
