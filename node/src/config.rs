@@ -55,7 +55,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --peer ID=NATIVE,CLUSTER[,KAFKA]  a node of the cluster: its id, native listener, cluster
                             (replication) listener and Kafka listener; repeat for every node,
                             this one included (its entry must match --node-id, --listen and
-                            --kafka-listen). Without --peer the node is a single node
+                            --kafka-listen). Without --peer the node is a cluster of one: its
+                            own controller (one voter) and every partition's only replica
   --voters ID,ID,...        the controller quorum's voters, 1, 3 or 5 of the peers (default:
                             every peer, if there are at most 7); the others follow its log
   --session-timeout-ms N    a node not heard from for this long is fenced and loses its
@@ -97,7 +98,8 @@ pub struct NodeConfig {
     pub compaction_check_ms: u64,
     /// The cleaner's read rate per shard, so appends keep their throughput.
     pub compaction_bytes_per_s: u64,
-    /// Every node of the cluster, this one included; empty for a single node.
+    /// Every node of the cluster, this one included, as `--peer` named them; empty for a
+    /// cluster of one (see `nodes`).
     pub peers: Vec<Peer>,
     /// The controller quorum's voters (empty: every peer).
     pub voters: Vec<u32>,
@@ -113,8 +115,9 @@ pub struct Peer {
     pub id: u32,
     /// Its native protocol listener.
     pub listen: SocketAddr,
-    /// Its cluster listener (replication and the controller quorum).
-    pub cluster: SocketAddr,
+    /// Its cluster listener (replication and the controller quorum); a cluster of one
+    /// has none.
+    pub cluster: Option<SocketAddr>,
     /// Its Kafka listener, if it has one.
     pub kafka: Option<SocketAddr>,
 }
@@ -183,7 +186,7 @@ fn peer(key: &str, value: &str) -> Result<Peer, String> {
     Ok(Peer {
         id,
         listen: address(key, parts[0])?,
-        cluster: address(key, parts[1])?,
+        cluster: Some(address(key, parts[1])?),
         kafka: parts.get(2).map(|a| address(key, a)).transpose()?,
     })
 }
@@ -198,27 +201,52 @@ impl NodeConfig {
         self.kafka_listen.map(|a| (a.ip().to_string(), a.port()))
     }
 
-    /// The controller voters: `voters`, or every peer.
+    /// The cluster's nodes: the `--peer` entries, or this node alone (a cluster of one,
+    /// without a cluster listener).
+    #[must_use]
+    pub fn nodes(&self) -> Vec<Peer> {
+        if self.peers.is_empty() {
+            return vec![Peer { id: self.node_id, listen: self.listen, cluster: None, kafka: self.kafka_listen }];
+        }
+        self.peers.clone()
+    }
+
+    /// The controller voters: `voters`, or every node.
     #[must_use]
     pub fn voter_ids(&self) -> Vec<u32> {
         if self.voters.is_empty() {
-            self.peers.iter().map(|p| p.id).collect()
+            self.nodes().iter().map(|p| p.id).collect()
         } else {
             self.voters.clone()
         }
     }
 
-    /// This node's entry among the peers (`None`: a single node).
+    /// Whether this node is the controller quorum's only voter: nothing outside the node
+    /// decides, so it can wait at start until it leads its partitions.
     #[must_use]
-    pub fn me(&self) -> Option<&Peer> {
-        self.peers.iter().find(|p| p.id == self.node_id)
+    pub fn sole_voter(&self) -> bool {
+        self.voter_ids() == [self.node_id]
+    }
+
+    /// This node's entry among the nodes.
+    #[must_use]
+    pub fn me(&self) -> Peer {
+        let nodes = self.nodes();
+        match nodes.into_iter().find(|p| p.id == self.node_id) {
+            Some(me) => me,
+            // `check_cluster` refused this configuration; describe this node as it is.
+            None => Peer { id: self.node_id, listen: self.listen, cluster: None, kafka: self.kafka_listen },
+        }
     }
 
     fn check_cluster(&self) -> Result<(), String> {
         if self.peers.is_empty() {
+            if let Some(v) = self.voters.iter().find(|v| **v != self.node_id) {
+                return Err(format!("voters: node {v} is not this node, and no --peer names other nodes"));
+            }
             return Ok(());
         }
-        let Some(me) = self.me() else {
+        let Some(me) = self.peers.iter().find(|p| p.id == self.node_id) else {
             return Err(format!("node-id = {} is not one of the --peer entries", self.node_id));
         };
         if me.listen != self.listen || me.kafka != self.kafka_listen {
@@ -421,6 +449,10 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("sluice-data"));
         assert!(c.shards >= 1);
         assert_eq!(c.topic_defaults.fsync, FsyncPolicy::Always);
+        // A cluster of one: this node alone, its only voter, without a cluster listener.
+        assert_eq!(c.nodes(), vec![c.me()]);
+        assert_eq!((c.me().id, c.me().cluster), (0, None));
+        assert!(c.sole_voter());
     }
 
     #[test]
@@ -451,7 +483,7 @@ mod tests {
             NodeConfig::from_args(&args(&format!("--node-id 1 --listen 127.0.0.1:7001 --kafka-listen off {peers}")));
         let Command::Run(c) = cmd.unwrap() else { panic!("help") };
         assert_eq!(c.peers.len(), 2);
-        assert_eq!(c.me().unwrap().cluster.port(), 7101);
+        assert_eq!(c.me().cluster.unwrap().port(), 7101);
         assert_eq!(c.peers[1].kafka.unwrap().port(), 7202);
         let e = NodeConfig::from_args(&args(&format!("--node-id 3 {peers}"))).unwrap_err();
         assert!(e.contains("node-id = 3"), "{e}");

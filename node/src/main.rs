@@ -2,7 +2,8 @@
 //!
 //! Starts one pinned glommio executor (shard) per core; every shard opens the
 //! partitions it owns, listens on the same address (SO_REUSEPORT) and serves the native
-//! protocol. SIGTERM or SIGINT stop it cleanly: each shard closes its logs (writes
+//! protocol. Every node is part of a cluster (without `--peer`, a cluster of one: its own
+//! controller). SIGTERM or SIGINT stop it cleanly: each shard closes its logs (writes
 //! finished, synced, preallocation trimmed). After a kill -9 the next start recovers.
 
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ const SHARD_IO_MEMORY_BYTES: usize = 2 << 20;
 const STOP_POLL_MS: u64 = 50;
 /// How long a node of a cluster waits, on SIGTERM, for its leaderships to move away.
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a cluster of one waits at start to be its own controller and lead its
+/// partitions before it serves.
+const SOLE_CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -62,7 +66,7 @@ fn main() -> ExitCode {
     };
     // The shards' listeners share the port with SO_REUSEPORT, which would also let them
     // share it with another process: check first that nobody else listens there.
-    for address in std::iter::once(config.listen).chain(config.kafka_listen).chain(config.me().map(|p| p.cluster)) {
+    for address in std::iter::once(config.listen).chain(config.kafka_listen).chain(config.me().cluster) {
         if let Err(e) = check_port_free(address) {
             error!("{e}");
             eprintln!("sluice-node: {e}");
@@ -71,12 +75,14 @@ fn main() -> ExitCode {
     }
     // Shards inherit this mask, so only the main thread receives SIGTERM/SIGINT.
     let signals = block_stop_signals();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ready = Arc::new(Barrier::new(config.shards));
-    let finished = Arc::new(AtomicUsize::new(0));
-    // Set by shard 0 once a cluster node's leaderships moved away (or it gave up): the
-    // other shards serve until then.
-    let handed_over = Arc::new(AtomicBool::new(false));
+    let life = Arc::new(Lifecycle {
+        stop: AtomicBool::new(false),
+        started: Barrier::new(config.shards),
+        serving: AtomicBool::new(false),
+        finished: AtomicUsize::new(0),
+        handed_over: AtomicBool::new(false),
+    });
+    let stop = &life.stop;
     let mesh = MeshBuilder::full(config.shards, MESH_CHANNEL_CAPACITY);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cluster = cluster_setup(&config);
@@ -84,27 +90,19 @@ fn main() -> ExitCode {
     let mut handles = Vec::new();
     for i in 0..config.shards {
         let placement = if config.shards <= cores { Placement::Fixed(i) } else { Placement::Unbound };
-        let (config, mesh, shard_stop, ready, finished, cluster, handed_over) = (
-            config.clone(),
-            mesh.clone(),
-            stop.clone(),
-            ready.clone(),
-            finished.clone(),
-            cluster.clone(),
-            handed_over.clone(),
-        );
+        let (config, mesh, cluster, life) = (config.clone(), mesh.clone(), cluster.clone(), life.clone());
         let mut builder =
             LocalExecutorBuilder::new(placement).name(&format!("shard-{i}")).io_memory(SHARD_IO_MEMORY_BYTES);
         if config.spin_before_park_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
         }
         match builder.spawn(move || async move {
-            let result = run_shard(config, cluster, mesh, shard_stop.clone(), ready, handed_over).await;
+            let result = run_shard(config, cluster, mesh, &life).await;
             if result.is_err() {
                 // One shard failing stops the node: a partial node would refuse its partitions.
-                shard_stop.store(true, Ordering::SeqCst);
+                life.stop.store(true, Ordering::SeqCst);
             }
-            finished.fetch_add(1, Ordering::SeqCst);
+            life.finished.fetch_add(1, Ordering::SeqCst);
             result
         }) {
             Ok(h) => handles.push(h),
@@ -120,7 +118,7 @@ fn main() -> ExitCode {
             info!("stop signal received; shutting down");
             stop.store(true, Ordering::SeqCst);
         }
-        if finished.load(Ordering::SeqCst) == handles.len() {
+        if life.finished.load(Ordering::SeqCst) == handles.len() {
             break;
         }
     }
@@ -148,16 +146,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// The cluster settings every shard starts with (`None` for a single node). This life's
-/// incarnation is the start time in milliseconds: larger than any earlier life's.
-fn cluster_setup(config: &NodeConfig) -> Option<ClusterSetup> {
+/// The cluster settings every shard starts with (a cluster of one without `--peer`). This
+/// life's incarnation is the start time in milliseconds: larger than any earlier life's.
+fn cluster_setup(config: &NodeConfig) -> ClusterSetup {
     use sluice_node::replication::{ControllerConfig, Incarnation, NodeId, ReplicaConfig};
-    config.me()?;
-    let peers = config.peers.iter().map(|p| (NodeId(p.id), p.cluster)).collect();
+    let peers = config.nodes().iter().map(|p| (NodeId(p.id), p.cluster)).collect();
     let incarnation =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64);
     let session = config.session_timeout_ms;
-    Some(ClusterSetup {
+    ClusterSetup {
         node: NodeId(config.node_id),
         incarnation: Incarnation(incarnation),
         peers,
@@ -175,28 +172,51 @@ fn cluster_setup(config: &NodeConfig) -> Option<ClusterSetup> {
             fetch_entries_max: 1_000,
             alter_partition_retry_ms: 500,
         },
-    })
+    }
+}
+
+/// What the shards of a node share to start and stop together.
+struct Lifecycle {
+    /// The node is stopping (a signal, or a shard failed).
+    stop: AtomicBool,
+    /// Every shard started (joined the mesh, started its part of the cluster).
+    started: Barrier,
+    /// Set by shard 0 when the node may serve: at once, or for a cluster of one once it
+    /// is its own controller and leads its partitions.
+    serving: AtomicBool,
+    /// Shards that returned.
+    finished: AtomicUsize,
+    /// Set by shard 0 once the node's leaderships moved away (or it gave up): the other
+    /// shards serve until then.
+    handed_over: AtomicBool,
 }
 
 async fn run_shard(
     config: NodeConfig,
-    cluster: Option<ClusterSetup>,
+    cluster: ClusterSetup,
     mesh: MeshBuilder<sluice_node::shard::ShardMsg, glommio::channels::channel_mesh::Full>,
-    stop: Arc<AtomicBool>,
-    ready: Arc<Barrier>,
-    handed_over: Arc<AtomicBool>,
+    life: &Lifecycle,
 ) -> Result<(), String> {
     let listen = config.listen;
     let metrics_listen = config.metrics_listen;
     let kafka_listen = config.kafka_listen;
-    let shard = Shard::start(Rc::new(config), mesh).await?;
-    if let Some(setup) = &cluster {
-        shard.start_cluster(setup)?;
+    let sole_voter = config.sole_voter();
+    let shard = Shard::start(Rc::new(config), &cluster, mesh).await?;
+    life.started.wait();
+    // A cluster of one serves once it is its own controller and leads its partitions
+    // (every shard applied that), as a single node always did; the nodes of a larger
+    // cluster serve at once (a quorum needs the others, which may start later).
+    if shard.id.0 == 0 {
+        if sole_voter {
+            shard.await_sole_controller(SOLE_CONTROLLER_TIMEOUT).await?;
+        }
+        life.serving.store(true, Ordering::SeqCst);
     }
-    // Every shard has opened its partitions before any accepts a connection.
-    ready.wait();
-    if shard.id.0 == 0 && cluster.is_none() {
-        shard.ensure_offsets_topic().await.map_err(|e| format!("creating the offsets topic: {e}"))?;
+    while !life.serving.load(Ordering::SeqCst) {
+        if life.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        glommio::timer::sleep(Duration::from_millis(2)).await;
     }
     let listener = server::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
     let server = Server::new(shard.clone());
@@ -221,18 +241,16 @@ async fn run_shard(
             None => info!(listen = %listen, "sluice-node ready"),
         }
     }
-    while !stop.load(Ordering::SeqCst) {
+    while !life.stop.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }
-    if cluster.is_some() {
-        if shard.id.0 == 0 {
-            shard.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT).await;
-            handed_over.store(true, Ordering::SeqCst);
-        }
-        let deadline = std::time::Instant::now() + CONTROLLED_SHUTDOWN_TIMEOUT + Duration::from_secs(1);
-        while !handed_over.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
+    if shard.id.0 == 0 {
+        shard.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT).await;
+        life.handed_over.store(true, Ordering::SeqCst);
+    }
+    let deadline = std::time::Instant::now() + CONTROLLED_SHUTDOWN_TIMEOUT + Duration::from_secs(1);
+    while !life.handed_over.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(serving);
     drop(kafka);

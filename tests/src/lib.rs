@@ -170,6 +170,17 @@ fn generated_batch(id: BatchId, mut state: u64, count: u64, value_min: u64, valu
     builder.finish().unwrap_or_else(|e| panic!("batch {id} finishes: {e}"))
 }
 
+/// Whether a batch the node stored is the batch a producer sent, byte for byte but for the
+/// two fields the partition's leader writes, as Kafka's does: the base offset (bytes 0..8)
+/// and the partition leader epoch (bytes 12..16). The CRC covers neither.
+#[must_use]
+pub fn stored_as_produced(stored: &[u8], produced: &[u8]) -> bool {
+    stored.len() == produced.len()
+        && stored.len() >= 16
+        && stored[8..12] == produced[8..12]
+        && stored[16..] == produced[16..]
+}
+
 /// One acknowledged append, as the writer prints it: `ack RUN K BASE LAST`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ack {

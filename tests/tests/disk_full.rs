@@ -129,7 +129,7 @@ fn fetch_all(client: &mut Client, partition: u32) -> Vec<(i64, Vec<u8>)> {
 }
 
 /// Checks that every acknowledged batch is stored at its offset, byte for byte but for the
-/// base offset the node writes.
+/// base offset and leader epoch the node writes.
 fn assert_all_acked_stored(node: &NodeProcess, acked: &[Acked], when: &str) {
     let mut client = node.client();
     let mut lost = Vec::new();
@@ -137,7 +137,7 @@ fn assert_all_acked_stored(node: &NodeProcess, acked: &[Acked], when: &str) {
         let stored = fetch_all(&mut client, partition);
         for a in acked.iter().filter(|a| a.partition == partition) {
             match stored.iter().find(|(base, _)| *base == a.base_offset) {
-                Some((_, bytes)) if bytes[8..] == a.bytes[8..] => {}
+                Some((_, bytes)) if sluice_tests::stored_as_produced(bytes, &a.bytes) => {}
                 Some(_) => lost.push(format!("partition {partition} offset {} changed", a.base_offset)),
                 None => lost.push(format!(
                     "partition {partition} offset {} is gone (log end {})",

@@ -52,7 +52,7 @@ fn batch(tag: &str, records: u32, value_bytes: usize, timestamp_ms: i64) -> Vec<
 
 /// Checks that `stored` is exactly the batches `produced`, in order, each byte for byte
 /// but for its base offset (bytes 0..8), which must be `first_offset`, then each batch's
-/// base offset plus its record count.
+/// base offset plus its record count, and its partition leader epoch (the leader's).
 fn assert_stored_as_produced(stored: &[u8], produced: &[&[u8]], first_offset: i64, what: &str) {
     let batches: Vec<_> = BatchWalker::new(stored).map(|b| b.unwrap_or_else(|e| panic!("{what}: {e}"))).collect();
     assert_eq!(batches.len(), produced.len(), "{what}: the number of stored batches");
@@ -60,7 +60,10 @@ fn assert_stored_as_produced(stored: &[u8], produced: &[&[u8]], first_offset: i6
     for (i, ((_, header, bytes), sent)) in batches.iter().zip(produced).enumerate() {
         assert_eq!(header.base_offset().0 as i64, expected_base, "{what}: base offset of batch {i}");
         assert_eq!(bytes.len(), sent.len(), "{what}: length of batch {i}");
-        assert!(bytes[8..] == sent[8..], "{what}: batch {i} differs from what was produced after its base offset");
+        assert!(
+            sluice_tests::stored_as_produced(bytes, sent),
+            "{what}: batch {i} differs from what was produced (but for its base offset and leader epoch)"
+        );
         expected_base += i64::from(header.record_count());
     }
 }
@@ -729,4 +732,59 @@ fn a_second_node_on_the_same_port_refuses_to_start() {
         StartAttempt::Started(log) => panic!("a second node started on the port of a running node:\n{log}"),
     }
     assert_still_holds(&node, &sent);
+}
+
+/// A data directory a single node wrote before it was a cluster of one: topics in
+/// `metadata.toml`, logs appended without leader epochs (made here with the storage
+/// engine, as that node wrote them). The first start migrates the topics into the
+/// controller's state with their configs, says so in its log, renames the file, and
+/// serves the records as they were; appends go on from the old log ends; a second start
+/// does not migrate again.
+#[test]
+fn a_single_node_data_directory_from_before_is_migrated_at_the_first_start() {
+    let (tmp, data) = node_dir();
+    let old = [batch("old-0", 3, 40, 1_000), batch("old-1", 2, 40, 1_000)];
+    let logs: Vec<(PathBuf, Vec<u8>)> =
+        old.iter().enumerate().map(|(p, b)| (data.join(format!("legacy-{p}")), b.clone())).collect();
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(2 << 20)
+        .make()
+        .expect("glommio executor (is ulimit -l at least 512 KiB?)");
+    executor.run(async move {
+        for (dir, bytes) in logs {
+            let config = sluice_node::storage::LogConfig::default();
+            let (log, _) = sluice_node::storage::PartitionLog::open(&dir, config).await.unwrap();
+            log.append(&bytes).await.unwrap();
+            log.close().await.unwrap();
+        }
+    });
+    std::fs::write(
+        data.join("metadata.toml"),
+        "# Sluice topic metadata. Written by the node; do not edit while it runs.\n\
+         [topics.legacy]\npartitions = 2\n[topics.legacy.configs]\n\"retention.ms\" = \"86400000\"\n",
+    )
+    .unwrap();
+
+    let mut node = NodeProcess::start(&data, SHARDS, &[]);
+    assert!(node.log_tail().contains("migrated a single node's topics"), "{}", node.log_tail());
+    assert!(!data.join("metadata.toml").exists() && data.join("metadata.toml.migrated").exists());
+    let mut client = node.client();
+    let listed = client.metadata(Some(&["legacy"]));
+    assert_eq!((listed[0].error, listed[0].partitions.clone()), (ErrorCode::None, vec![0, 1]));
+    let configs = client.describe_configs(&["legacy"]);
+    assert_eq!(configs[0].get("retention.ms"), Some(("86400000", false)));
+    for (p, b) in old.iter().enumerate() {
+        assert_stored_as_produced(&fetch_all(&mut client, "legacy", p as u32), &[b], 0, "a migrated partition");
+    }
+    let next = batch("new-0", 1, 40, 2_000);
+    let produced = client.produce("legacy", 0, &next, 1);
+    assert_eq!((produced.error, produced.base_offset), (ErrorCode::None, 3), "{}", produced.message);
+
+    drop(client);
+    assert!(node.sigterm_and_wait().success());
+    node.restart();
+    let mut client = node.client();
+    assert_stored_as_produced(&fetch_all(&mut client, "legacy", 0), &[&old[0], &next], 0, "after a second start");
+    let log = std::fs::read_to_string(tmp.path().join(format!("node-{}.log", node.addr().port()))).unwrap();
+    assert_eq!(log.matches("migrated a single node's topics").count(), 1, "migrated once");
 }

@@ -28,12 +28,32 @@ use crate::replication::{
 /// How often the voter ticks (raft-rs counts its election timeout in ticks).
 pub const CONTROLLER_TICK: Duration = Duration::from_millis(20);
 
+/// The raft id of a node's quorum member: its node id, but for node 0 (raft-rs reserves
+/// id 0), whose member is `NODE_0_RAFT_ID`, past every node id.
+const NODE_0_RAFT_ID: u64 = 1 << 32;
+
+fn raft_id(node: NodeId) -> u64 {
+    if node.0 == 0 {
+        NODE_0_RAFT_ID
+    } else {
+        u64::from(node.0)
+    }
+}
+
+/// The node whose quorum member has raft id `id` (see `raft_id`).
+fn node_of(id: u64) -> Option<NodeId> {
+    if id == NODE_0_RAFT_ID {
+        return Some(NodeId(0));
+    }
+    u32::try_from(id).ok().filter(|n| *n != 0).map(NodeId)
+}
+
 /// A cluster agent's settings.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub node: NodeId,
-    /// Every node's cluster address.
-    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Every node and its cluster address (a cluster of one has none).
+    pub peers: BTreeMap<NodeId, Option<SocketAddr>>,
     /// The controller voters (a subset of `peers`).
     pub voters: Vec<NodeId>,
     pub controller: ControllerConfig,
@@ -69,22 +89,22 @@ struct Inbox {
 impl Agent {
     /// Opens the node's quorum log in `dir` (as a voter or a learner), starts the transport
     /// and the agent's tasks on this shard, and serves `listener` (the node's cluster
-    /// address).
+    /// address; a cluster of one has none).
     pub fn start(
         config: AgentConfig,
         dir: &Path,
-        listener: glommio::net::TcpListener,
+        listener: Option<glommio::net::TcpListener>,
         hooks: AgentHooks,
     ) -> Result<Rc<Agent>, QuorumError> {
         // Every node holds the committed state: voters vote, the other nodes follow the
         // log as learners.
         let voter = {
-            let ids: Vec<u64> = config.voters.iter().map(|n| u64::from(n.0)).collect();
+            let ids: Vec<u64> = config.voters.iter().map(|n| raft_id(*n)).collect();
             let learners: Vec<u64> =
-                config.peers.keys().filter(|n| !config.voters.contains(n)).map(|n| u64::from(n.0)).collect();
+                config.peers.keys().filter(|n| !config.voters.contains(n)).map(|n| raft_id(*n)).collect();
             let nodes: Vec<NodeId> = config.peers.keys().copied().collect();
             let bootstrap = ClusterState::new(&nodes, &[]);
-            let me = u64::from(config.node.0);
+            let me = raft_id(config.node);
             Some(ControllerVoter::open(me, &ids, &learners, dir, bootstrap, config.controller)?)
         };
         let inbox = Rc::new(Inbox::default());
@@ -93,7 +113,7 @@ impl Agent {
             queue.frames.borrow_mut().push_back(frame);
             queue.wake.notify_all();
         });
-        let transport = Transport::start(config.node, &config.peers, handler.clone());
+        let transport = Transport::start(config.node, &transport::addresses(&config.peers), handler.clone());
         let agent = Rc::new(Agent {
             config,
             started: Instant::now(),
@@ -103,7 +123,9 @@ impl Agent {
             hooks,
             last_controller: std::cell::Cell::new(None),
         });
-        io::spawn_detached(transport::serve(listener, handler));
+        if let Some(listener) = listener {
+            io::spawn_detached(transport::serve(listener, handler));
+        }
         io::spawn_detached(agent.clone().pump());
         io::spawn_detached(agent.clone().tick_voter());
         Ok(agent)
@@ -144,7 +166,7 @@ impl Agent {
     #[must_use]
     pub fn controller(&self) -> Option<NodeId> {
         let leader = self.voter.borrow().as_ref().and_then(|v| v.quorum().leader())?;
-        u32::try_from(leader).ok().map(NodeId)
+        node_of(leader)
     }
 
     /// Proposes an admin command (this voter must lead); it is applied once committed.
@@ -251,11 +273,11 @@ impl Agent {
                 return;
             }
         };
-        let me = u64::from(self.config.node.0);
+        let me = raft_id(self.config.node);
         for (to, bytes) in out.raft {
-            match u32::try_from(to) {
-                Ok(to) => self.transport.send_raft(NodeId(to), me, bytes),
-                Err(_) => warn!("raft message to voter {to}, which is not a node id"),
+            match node_of(to) {
+                Some(to) => self.transport.send_raft(to, me, bytes),
+                None => warn!("raft message to voter {to}, which is not a node id"),
             }
         }
         for envelope in out.send {
@@ -303,12 +325,21 @@ mod tests {
     /// log, over real loopback sockets: the quorum elects a controller and registers every
     /// node through its heartbeats.
     #[test]
+    fn node_0_has_a_raft_id_of_its_own() {
+        for node in [0, 1, 7, u32::MAX >> 1] {
+            assert_eq!(node_of(raft_id(NodeId(node))), Some(NodeId(node)));
+        }
+        assert_ne!(raft_id(NodeId(0)), 0, "raft-rs reserves 0");
+        assert_eq!(node_of(0), None);
+    }
+
+    #[test]
     fn three_nodes_elect_a_controller_over_tcp_and_register_through_heartbeats() {
         let dir = tempfile::tempdir().unwrap();
         let listeners: Vec<std::net::TcpListener> =
             (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let peers: BTreeMap<NodeId, SocketAddr> =
-            listeners.iter().enumerate().map(|(i, l)| (NodeId(i as u32 + 1), l.local_addr().unwrap())).collect();
+        let peers: BTreeMap<NodeId, Option<SocketAddr>> =
+            listeners.iter().enumerate().map(|(i, l)| (NodeId(i as u32 + 1), Some(l.local_addr().unwrap()))).collect();
         drop(listeners);
         let (done_tx, done_rx) = mpsc::channel::<(u32, bool, usize)>();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -340,7 +371,7 @@ mod tests {
             threads.push(std::thread::spawn(move || {
                 let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().unwrap();
                 executor.run(async move {
-                    let listener = glommio::net::TcpListener::bind(config.peers[&config.node]).unwrap();
+                    let listener = glommio::net::TcpListener::bind(config.peers[&config.node].unwrap()).unwrap();
                     // The node's replicas (none hosted) send its heartbeats; the agent
                     // hands them what is addressed to the node.
                     let host: Rc<std::cell::OnceCell<Rc<ReplicaHost>>> = Rc::default();
@@ -354,7 +385,7 @@ mod tests {
                         changed: Box::new(|| {}),
                     };
                     let me = config.node;
-                    let agent = Agent::start(config, &voter_dir, listener, hooks).unwrap();
+                    let agent = Agent::start(config, &voter_dir, Some(listener), hooks).unwrap();
                     let logs: std::rc::Weak<dyn HostLogs> = std::rc::Weak::<NoLogs>::new();
                     let started = ReplicaHost::start(
                         me,

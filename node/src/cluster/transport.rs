@@ -69,6 +69,13 @@ struct Outbox {
     dropped: Cell<u64>,
 }
 
+/// The nodes that have a cluster address, with it (a cluster of one has none: it sends
+/// only to itself).
+#[must_use]
+pub fn addresses(peers: &BTreeMap<NodeId, Option<SocketAddr>>) -> BTreeMap<NodeId, SocketAddr> {
+    peers.iter().filter_map(|(id, address)| address.map(|a| (*id, a))).collect()
+}
+
 /// This node's connections to its peers (see the module doc).
 pub struct Transport {
     me: NodeId,

@@ -51,13 +51,6 @@ pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
 }
 
-/// This node as Kafka clients reach it.
-fn advertised(server: &Rc<Server>) -> (BrokerId, String, i32) {
-    let config = &server.shard.config;
-    let (host, port) = config.kafka_advertised().unwrap_or_else(|| (config.listen.ip().to_string(), 0));
-    (BrokerId(i32::try_from(config.node_id).unwrap_or(0)), host, i32::from(port))
-}
-
 pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> MetadataResponse {
     let v = r.version;
     let shard = &server.shard;
@@ -119,7 +112,6 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
 }
 
 pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let (node_id, host, port) = advertised(server);
     if request.key_type == KEY_TYPE_TRANSACTION {
         return FindCoordinatorResponse::default()
             .with_error_code(ErrorCode::CoordinatorNotAvailable.0)
@@ -127,26 +119,21 @@ pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinat
             .with_node_id(BrokerId(-1))
             .with_port(-1);
     }
-    if !server.shard.config.peers.is_empty() {
-        // The leader of the group's offsets partition coordinates it.
-        let partition = crate::groups::offsets_partition(&request.key);
-        let leader = server.shard.placement(crate::groups::OFFSETS_TOPIC, partition).leader;
-        let address = leader.and_then(|l| server.shard.node_addresses().into_iter().find(|n| n.id == l));
-        return match address.and_then(|n| Some((n.id, n.kafka?))) {
-            Some((id, (host, port))) => FindCoordinatorResponse::default()
-                .with_node_id(BrokerId(i32::try_from(id).unwrap_or(-1)))
-                .with_host(text(&host))
-                .with_port(i32::from(port)),
-            None => FindCoordinatorResponse::default()
-                .with_error_code(ErrorCode::CoordinatorNotAvailable.0)
-                .with_error_message((r.version >= 1).then(|| text("the group's offsets partition has no leader yet")))
-                .with_node_id(BrokerId(-1))
-                .with_port(-1),
-        };
+    // The leader of the group's offsets partition coordinates it.
+    let partition = crate::groups::offsets_partition(&request.key);
+    let leader = server.shard.placement(crate::groups::OFFSETS_TOPIC, partition).leader;
+    let address = leader.and_then(|l| server.shard.node_addresses().into_iter().find(|n| n.id == l));
+    match address.and_then(|n| Some((n.id, n.kafka?))) {
+        Some((id, (host, port))) => FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(i32::try_from(id).unwrap_or(-1)))
+            .with_host(text(&host))
+            .with_port(i32::from(port)),
+        None => FindCoordinatorResponse::default()
+            .with_error_code(ErrorCode::CoordinatorNotAvailable.0)
+            .with_error_message((r.version >= 1).then(|| text("the group's offsets partition has no leader yet")))
+            .with_node_id(BrokerId(-1))
+            .with_port(-1),
     }
-    // Every node coordinates the groups whose offsets partitions it holds; on one node,
-    // all of them.
-    FindCoordinatorResponse::default().with_node_id(node_id).with_host(text(&host)).with_port(port)
 }
 
 fn error_message(r: &Result<(), NodeError>) -> Option<kafka_protocol::protocol::StrBytes> {

@@ -47,9 +47,7 @@ async fn scrape(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()>
     let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
         let mut text = gather(shard).await.render(shard.shards);
         text.push_str(&group_lag(shard).await);
-        if shard.config.me().is_some() {
-            text.push_str(&cluster_gauges(&shard.cluster_view(), shard.config.node_id));
-        }
+        text.push_str(&cluster_gauges(&shard.cluster_view(), shard.config.node_id));
         ("200 OK", text)
     } else {
         ("404 Not Found", "only /metrics is served here\n".to_string())

@@ -65,20 +65,6 @@ async fn append_one(
     }
     let records = records?;
     shard.check_partition(name, partition)?;
-    if acks == -1 && shard.cluster.get().is_none() {
-        let default = shard.config.topic_defaults.min_insync_replicas;
-        let min_isr = shard
-            .metadata()
-            .topic(name)
-            .and_then(|t| t.configs.get("min.insync.replicas").and_then(|v| v.parse().ok()))
-            .unwrap_or(default);
-        if min_isr > 1 {
-            return Err(NodeError::new(
-                ErrorKind::NotEnoughReplicas,
-                format!("{name}-{partition}: min.insync.replicas is {min_isr}, but 1 replica is in sync"),
-            ));
-        }
-    }
     if name == crate::groups::OFFSETS_TOPIC {
         return Err(NodeError::new(
             ErrorKind::InvalidTopic,

@@ -1,13 +1,20 @@
-//! A shard's part in a cluster: the cluster view it serves metadata from, the partitions
+//! A shard's part in the cluster: the cluster view it serves metadata from, the partitions
 //! it replicates, how shard 0 routes replication messages to the shard that owns their
 //! partition, and how admin requests become controller commands.
 //!
-//! Shard 0 of every node runs the cluster agent (controller voter and transport). Each
-//! time the voter applies commands, shard 0 derives a `ClusterUpdate` (topics, partition
-//! states, live nodes) from the committed state and gives it to every shard, which opens
-//! the logs of the partitions it owns and this node replicates, hosts them in its
-//! `ReplicaHost` and feeds it their committed states. Every node is a voter, so every node
-//! holds the committed state and answers metadata from it.
+//! Every node is in a cluster: one started without `--peer` is a cluster of one, its own
+//! controller (a quorum of one voter) and every partition's only replica, through the
+//! same code. Shard 0 of every node runs the cluster agent (controller voter or learner,
+//! and the transport; a cluster of one has no cluster listener). Each time the quorum
+//! applies commands, shard 0 derives a `ClusterUpdate` (topics, partition states, live
+//! nodes) from the committed state and gives it to every shard, which opens the logs of
+//! the partitions it owns and this node replicates, hosts them in its `ReplicaHost` and
+//! feeds it their committed states. Every node holds the committed state and answers
+//! metadata from it.
+//!
+//! A data directory of a single node from before (topics in `metadata.toml`) is migrated
+//! at the first start: its topics become controller commands, their logs are kept, and the
+//! file is renamed `metadata.toml.migrated`.
 //!
 //! Lives on: every shard's executor (the view and host are per shard).
 
@@ -67,6 +74,8 @@ fn assign_shards(placed: &mut HashMap<(String, u32), u16>, mine: &[(String, u32)
 
 /// How long an admin request waits for its command to be applied.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a waiting admin request or start looks at the committed state again.
+const STATE_POLL: Duration = Duration::from_millis(2);
 
 /// The cluster as a shard serves it (derived from the committed controller state).
 #[derive(Clone, Debug, Default)]
@@ -93,12 +102,13 @@ pub struct ClusterUpdate {
     pub view: ClusterView,
 }
 
-/// How a node replicates in a cluster (settings every shard needs).
+/// How a node replicates in its cluster (settings every shard needs).
 #[derive(Clone, Debug)]
 pub struct ClusterSetup {
     pub node: NodeId,
     pub incarnation: Incarnation,
-    pub peers: BTreeMap<NodeId, std::net::SocketAddr>,
+    /// Every node and its cluster address (a cluster of one has none).
+    pub peers: BTreeMap<NodeId, Option<std::net::SocketAddr>>,
     pub voters: Vec<NodeId>,
     pub controller: ControllerConfig,
     pub replica: ReplicaConfig,
@@ -172,13 +182,9 @@ pub fn update_of(
 }
 
 impl Shard {
-    /// Where a partition lives: its leader, epoch, replicas and ISR (a single node: here).
+    /// Where a partition lives: its leader, epoch, replicas and ISR.
     #[must_use]
     pub fn placement(&self, topic: &str, partition: u32) -> Placement {
-        if self.cluster.get().is_none() {
-            let me = self.config.node_id;
-            return Placement { leader: Some(me), leader_epoch: 0, replicas: vec![me], isr: vec![me] };
-        }
         let ids = |nodes: &[NodeId]| nodes.iter().map(|n| n.0).collect::<Vec<u32>>();
         match self.view.borrow().partitions.get(&(topic.to_string(), partition)) {
             Some(s) => Placement {
@@ -191,22 +197,14 @@ impl Shard {
         }
     }
 
-    /// The nodes Metadata lists: a cluster's live nodes (every peer until this node has a
-    /// committed state), or this node.
+    /// The nodes Metadata lists: the cluster's live nodes (every node until this node has
+    /// a committed state).
     #[must_use]
     pub fn node_addresses(&self) -> Vec<NodeAddress> {
-        if self.config.peers.is_empty() {
-            let me = NodeAddress {
-                id: self.config.node_id,
-                listen: self.config.listen,
-                kafka: self.config.kafka_advertised(),
-            };
-            return vec![me];
-        }
         let view = self.view.borrow().clone();
-        // Before the first committed state (no nodes known yet), every peer.
+        // Before the first committed state (no nodes known yet), every node.
         self.config
-            .peers
+            .nodes()
             .iter()
             .filter(|p| view.nodes.is_empty() || view.live.contains(&NodeId(p.id)))
             .map(|p| NodeAddress {
@@ -221,29 +219,31 @@ impl Shard {
             .collect()
     }
 
-    /// The controller's node id (a single node is its own).
+    /// The controller's node id.
     #[must_use]
     pub fn controller_id(&self) -> Option<u32> {
-        if self.cluster.get().is_none() {
-            return Some(self.config.node_id);
-        }
         self.view.borrow().controller.map(|c| c.0)
     }
 
-    /// The cluster view (empty for a single node).
+    /// The cluster view.
     #[must_use]
     pub fn cluster_view(&self) -> Rc<ClusterView> {
         self.view.borrow().clone()
     }
 
-    /// Starts this shard's part of the cluster: on shard 0 the agent (serving the node's
-    /// cluster listener) and on every shard its replica host.
-    pub fn start_cluster(self: &Rc<Self>, setup: &ClusterSetup) -> Result<(), String> {
+    /// Starts this shard's part of the cluster (from `Shard::start`): on shard 0 the agent
+    /// (serving the node's cluster listener, if it has one) and on every shard its replica
+    /// host.
+    pub(super) fn start_cluster(self: &Rc<Self>, setup: &ClusterSetup) -> Result<(), String> {
         let logs: std::rc::Weak<dyn HostLogs> = Rc::downgrade(self) as std::rc::Weak<dyn HostLogs>;
         let transport = if self.id == ShardId(0) {
-            let address = setup.peers.get(&setup.node).copied().ok_or("this node has no cluster address")?;
-            let listener =
-                glommio::net::TcpListener::bind(address).map_err(|e| format!("cluster listener on {address}: {e}"))?;
+            let listener = match setup.peers.get(&setup.node).copied().flatten() {
+                Some(address) => Some(
+                    glommio::net::TcpListener::bind(address)
+                        .map_err(|e| format!("cluster listener on {address}: {e}"))?,
+                ),
+                None => None,
+            };
             let (route, changed) = (Rc::downgrade(self), Rc::downgrade(self));
             let hooks = AgentHooks {
                 route: Box::new(move |list| {
@@ -278,7 +278,7 @@ impl Shard {
                     });
                 }
             });
-            Transport::start(setup.node, &setup.peers, handler)
+            Transport::start(setup.node, &crate::cluster::transport::addresses(&setup.peers), handler)
         };
         let host = ReplicaHost::start(
             setup.node,
@@ -289,7 +289,7 @@ impl Shard {
             transport,
             logs,
         );
-        let _ = self.cluster.set(host);
+        let _ = self.host.set(host);
         if self.id == ShardId(0) {
             self.refresh_cluster();
             self.spawn_offsets_topic_creation(setup.peers.len());
@@ -310,22 +310,125 @@ impl Shard {
                 if shard.metadata().topic(OFFSETS_TOPIC).is_some() {
                     return;
                 }
-                let Some(agent) = shard.agent.get().cloned() else { return };
-                if agent.is_controller() && shard.view.borrow().live.len() >= usize::from(factor) {
-                    let result = shard.cluster_admin(&agent, super::offsets_topic_request(factor)).await;
-                    if let Some((_, Err(e))) = result.results.first() {
-                        warn!("creating {OFFSETS_TOPIC}: {e}");
-                    }
-                }
+                shard.create_offsets_topic(factor).await;
             }
         });
     }
 
+    /// Shard 0: creates the offsets topic if this node is the controller and `factor`
+    /// nodes are live.
+    async fn create_offsets_topic(self: &Rc<Self>, factor: u16) {
+        let Some(agent) = self.agent.get().cloned() else { return };
+        if agent.is_controller() && self.view.borrow().live.len() >= usize::from(factor) {
+            let result = self.cluster_admin(&agent, super::offsets_topic_request(factor)).await;
+            if let Some((_, Err(e))) = result.results.first() {
+                if e.kind != ErrorKind::TopicAlreadyExists {
+                    warn!("creating {OFFSETS_TOPIC}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Shard 0 of a node that is its quorum's only voter (a cluster of one), at start:
+    /// waits until it is the controller and its life is registered, migrates a data
+    /// directory from before (`metadata.toml`), creates the offsets topic, and waits
+    /// until it leads every partition it replicates and every shard applied that, so
+    /// that the node serves its first request as a single node always did. Gives up
+    /// (with a warning) after `timeout`; the node then serves what it can.
+    pub async fn await_sole_controller(self: &Rc<Self>, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let Some(agent) = self.agent.get().cloned() else { return Ok(()) };
+        while !(agent.is_controller() && self.view.borrow().registered) {
+            if Instant::now() >= deadline {
+                warn!("this node did not become its own controller within {timeout:?}");
+                return Ok(());
+            }
+            crate::io::sleep(STATE_POLL).await;
+        }
+        self.migrate_legacy_metadata(&agent).await?;
+        self.create_offsets_topic(1).await;
+        let me = self.host().node();
+        loop {
+            self.await_local_view(deadline).await;
+            let view = self.view.borrow().clone();
+            let leaderless = view.partitions.values().filter(|s| s.replicas.contains(&me) && s.leader != Some(me));
+            if leaderless.count() == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                warn!("this node does not lead all its partitions {timeout:?} after it started");
+                return Ok(());
+            }
+            crate::io::sleep(STATE_POLL).await;
+        }
+    }
+
+    /// Shard 0: the topics of a single node's data directory from before it was a cluster
+    /// of one (`LEGACY_METADATA_FILE`) become topics of the controller's state (their logs
+    /// stay where they are), then the file is renamed so it is read only once.
+    async fn migrate_legacy_metadata(self: &Rc<Self>, agent: &Rc<Agent>) -> Result<(), String> {
+        let path = self.config.data_dir.join(super::LEGACY_METADATA_FILE);
+        let bytes = match crate::io::read_file(&path).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", path.display()))?;
+        let legacy = Metadata::decode(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut migrated = 0;
+        for topic in legacy.topics() {
+            if self.metadata().topic(&topic.name).is_some() {
+                continue;
+            }
+            let request = AdminRequest::CreateTopics {
+                topics: vec![messages::NewTopic {
+                    name: topic.name.clone(),
+                    partitions: topic.partitions,
+                    replication_factor: 1,
+                    configs: topic.configs.clone(),
+                }],
+                validate_only: false,
+            };
+            if let Some((_, Err(e))) = self.cluster_admin(agent, request).await.results.into_iter().next() {
+                return Err(format!("migrating topic {:?} from {}: {e}", topic.name, path.display()));
+            }
+            migrated += 1;
+        }
+        let done = path.with_extension("toml.migrated");
+        std::fs::rename(&path, &done).map_err(|e| format!("renaming {} to {}: {e}", path.display(), done.display()))?;
+        crate::io::sync_dir(&self.config.data_dir)
+            .await
+            .map_err(|e| format!("syncing {}: {e}", self.config.data_dir.display()))?;
+        info!(
+            topics = migrated,
+            from = %path.display(),
+            "migrated a single node's topics into the controller's state; their logs are kept as they were, and \
+             the old file is now {}",
+            done.display()
+        );
+        Ok(())
+    }
+
+    /// Shard 0: waits (until `deadline`) until every shard applied a view taken after this
+    /// call: what the committed state holds now is what every shard serves.
+    async fn await_local_view(self: &Rc<Self>, deadline: Instant) {
+        let target = self.refreshes_started.get() + 1;
+        self.refresh_cluster();
+        while self.refreshes_done.get() < target && Instant::now() < deadline {
+            crate::io::sleep(STATE_POLL).await;
+        }
+    }
+
     /// Shard 0, on SIGTERM: asks the controller to move this node's leaderships away
     /// (Kafka's controlled shutdown) and waits until it did, at most `timeout`, while
-    /// every shard goes on serving. Returns whether the controller confirmed.
+    /// every shard goes on serving. Returns whether the controller confirmed. A node that
+    /// is the only live one has nowhere to move them, so it skips this (as Kafka keeps a
+    /// partition's leader when no other replica is in sync).
     pub async fn controlled_shutdown(&self, timeout: Duration) -> bool {
-        let Some(host) = self.cluster.get() else { return true };
+        let host = self.host();
+        if self.view.borrow().live.iter().all(|n| *n == host.node()) {
+            return true;
+        }
         let deadline = Instant::now() + timeout;
         let mut next_ask = Instant::now();
         while Instant::now() < deadline {
@@ -344,14 +447,10 @@ impl Shard {
         false
     }
 
-    /// Whether this node keeps a replica of the partition (always, for a single node).
+    /// Whether this node keeps a replica of the partition.
     pub(super) fn replicates(&self, topic: &str, partition: u32) -> bool {
-        let Some(host) = self.cluster.get() else { return true };
-        self.view
-            .borrow()
-            .partitions
-            .get(&(topic.to_string(), partition))
-            .is_some_and(|s| s.replicas.contains(&host.node()))
+        let me = self.host().node();
+        self.view.borrow().partitions.get(&(topic.to_string(), partition)).is_some_and(|s| s.replicas.contains(&me))
     }
 
     /// Shard 0: the voter applied commands; give every shard the new view (once per
@@ -366,7 +465,9 @@ impl Shard {
             let _running = RunningFlag(&shard.refresh_running);
             while shard.refresh_pending.get() {
                 shard.refresh_pending.set(false);
-                let (Some(agent), Some(host)) = (shard.agent.get(), shard.cluster.get()) else { return };
+                let number = shard.refreshes_started.get() + 1;
+                shard.refreshes_started.set(number);
+                let (Some(agent), host) = (shard.agent.get(), shard.host()) else { return };
                 let Some(mut update) =
                     agent.with_state(|state| update_of(state, host.node(), host.incarnation(), agent.controller()))
                 else {
@@ -377,6 +478,7 @@ impl Shard {
                     let update = Box::new(update.clone());
                     let _ = shard.call(ShardId(s), ShardRequest::ApplyCluster(update)).await;
                 }
+                shard.refreshes_done.set(number);
             }
         });
     }
@@ -426,7 +528,7 @@ impl Shard {
     /// leader loads their committed offsets from its replica (which has everything
     /// acknowledged), and a former leader forgets them (members rejoin the new one).
     async fn follow_group_leadership(&self, previous: &ClusterView) {
-        let Some(me) = self.cluster.get().map(|h| h.node()) else { return };
+        let me = self.host().node();
         let view = self.view.borrow().clone();
         for partition in 0..OFFSETS_PARTITIONS {
             if self.owner(OFFSETS_TOPIC, partition) != self.id {
@@ -450,7 +552,7 @@ impl Shard {
     /// open), let go of deleted partitions, and feeds it their committed states. Runs on
     /// every view change, and once when the host starts (a view may have come first).
     fn sync_host(&self, previous: &ClusterView) {
-        let Some(host) = self.cluster.get() else { return };
+        let host = self.host();
         let view = self.view.borrow().clone();
         let me = host.node();
         let mut states = Vec::new();
@@ -534,9 +636,7 @@ impl Shard {
 
     fn deliver(self: &Rc<Self>, to: ShardId, list: Vec<Vec<u8>>) {
         if to == self.id {
-            if let Some(host) = self.cluster.get() {
-                host.receive_batch(list);
-            }
+            self.host().receive_batch(list);
             return;
         }
         let shard = self.clone();
@@ -545,18 +645,17 @@ impl Shard {
         });
     }
 
-    /// Shard 0 of a node in a cluster: admin requests become controller commands, run by
-    /// the controller only.
+    /// Shard 0: admin requests become controller commands, run by the controller only.
     pub(super) async fn cluster_admin(self: &Rc<Self>, agent: &Rc<Agent>, request: AdminRequest) -> AdminResult {
         let refuse = |e: NodeError| AdminResult {
             results: request.topic_names().into_iter().map(|n| (n, Err(e.clone()))).collect(),
         };
         if !agent.is_controller() {
-            let me = self.cluster.get().map_or(0, |h| h.node().0);
+            let me = self.host().node().0;
             let who = agent.controller().map_or("no controller is elected yet".to_string(), |c| {
                 let address = self
                     .config
-                    .peers
+                    .nodes()
                     .iter()
                     .find(|p| p.id == c.0)
                     .map_or(String::new(), |p| format!(" at {}", p.listen));
@@ -586,9 +685,9 @@ impl Shard {
     }
 
     /// Proposes the command that makes topic `name` what `topic` says (deleted when
-    /// `None`) and waits until it is applied.
+    /// `None`) and waits until it is applied, and until this node's shards serve it.
     async fn commit_topic(
-        &self,
+        self: &Rc<Self>,
         agent: &Rc<Agent>,
         request: &AdminRequest,
         name: &str,
@@ -608,9 +707,10 @@ impl Shard {
         while Instant::now() < deadline {
             if agent.with_state(|state| applied(state, &command)) == Some(true) {
                 info!(topic = name, "topic metadata changed in the cluster");
+                self.await_local_view(deadline).await;
                 return Ok(());
             }
-            crate::io::sleep(Duration::from_millis(5)).await;
+            crate::io::sleep(STATE_POLL).await;
         }
         Err(NodeError::new(
             ErrorKind::RequestTimedOut,

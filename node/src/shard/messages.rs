@@ -45,8 +45,6 @@ pub enum ShardRequest {
     },
     /// To shard 0 only.
     Admin(AdminRequest),
-    /// From shard 0: the new metadata; open and remove partitions to match it.
-    ApplyMetadata(Metadata),
     /// Close every log (shutdown).
     Close,
     /// From shard 0: the cluster's committed state changed.

@@ -3,10 +3,14 @@
 //! Each partition is owned by exactly one shard (`shard_for`), which alone opens and
 //! touches its log. Every shard accepts connections; work for a partition owned by
 //! another shard crosses over a bounded glommio channel mesh as a `ShardRequest`, and
-//! the answer comes back as a `ShardReply` (`Shard::call`). Shard 0 owns the topic
-//! metadata: admin requests are forwarded to it, it writes the metadata file and then
-//! tells every shard the new metadata, and each shard opens or removes the partitions
-//! it owns.
+//! the answer comes back as a `ShardReply` (`Shard::call`).
+//!
+//! A node is always part of a cluster, if only a cluster of one: topics, partitions,
+//! leaders and ISRs live in the controller quorum's committed state (`shard::cluster`),
+//! every partition is replicated through the same `ReplicaHost` path (with replication
+//! factor 1 on a node of its own), and admin requests become controller commands on
+//! shard 0. Each shard opens, hosts and removes the partitions it owns as the committed
+//! state changes.
 //!
 //! Lives on: each `Shard` on its own executor thread; nothing here is `Send` except the
 //! messages.
@@ -28,7 +32,7 @@ use std::time::Duration;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use sluice_schemas::batch::BatchHeader;
 use sluice_schemas::Offset;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::config::NodeConfig;
 use crate::errors::{from_storage, ErrorKind, NodeError};
@@ -41,8 +45,9 @@ use crate::topics::{Metadata, Topic};
 
 /// Messages waiting in each direction between two shards; a sender past it waits.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
-/// The metadata file in the data directory.
-pub const METADATA_FILE: &str = "metadata.toml";
+/// Where a single node kept its topics before it became a cluster of one: migrated into
+/// the controller's state at the first start (`shard::cluster`), then renamed.
+pub const LEGACY_METADATA_FILE: &str = "metadata.toml";
 
 /// The index of a shard, from 0 to the shard count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,22 +82,24 @@ pub struct Shard {
     senders: Senders<messages::ShardMsg>,
     pending: RefCell<HashMap<u64, OneshotSender<ShardReply>>>,
     next_call: Cell<u64>,
-    /// Admin requests run one at a time (on shard 0).
-    admin_busy: glommio::sync::Semaphore,
     pub metrics: RefCell<Metrics>,
     /// The consumer groups this shard coordinates.
     pub groups: Coordinator,
     /// Idempotent producers' recent batches, per partition this shard owns.
     producers: RefCell<HashMap<(String, u32), ProducerStates>>,
-    /// In a cluster: this shard's replicas.
-    pub(crate) cluster: OnceCell<Rc<crate::cluster::host::ReplicaHost>>,
-    /// In a cluster, on shard 0: the controller voter and the node's transport.
+    /// This shard's replicas (set by `start`, before the shard serves anything).
+    host: OnceCell<Rc<crate::cluster::host::ReplicaHost>>,
+    /// On shard 0: the controller voter and the node's transport.
     pub(crate) agent: OnceCell<Rc<crate::cluster::agent::Agent>>,
-    /// In a cluster: leaders, replicas and ISRs as the committed state has them.
+    /// Leaders, replicas and ISRs as the committed state has them.
     view: RefCell<Rc<cluster::ClusterView>>,
     /// Shard 0: a view refresh is wanted, and one is running.
     refresh_pending: Cell<bool>,
     refresh_running: Cell<bool>,
+    /// Shard 0: views taken from the committed state, and views every shard applied
+    /// (numbered in order; see `cluster::await_local_view`).
+    refreshes_started: Cell<u64>,
+    refreshes_done: Cell<u64>,
 }
 
 impl GroupHost for Shard {
@@ -108,29 +115,26 @@ impl GroupHost for Shard {
                     format!("the offsets partition {OFFSETS_TOPIC}-{partition} is not open here"),
                 )
             })?;
-            match (self.cluster.get(), self.replica_id(OFFSETS_TOPIC, partition)?) {
-                (Some(host), Some(id)) => {
-                    let name = (OFFSETS_TOPIC, partition);
-                    host.append(&log, id, crate::replication::Acks::All, batch, name).await.map(|_| ())
-                }
-                _ => log.append(batch).await.map(|_| ()).map_err(|e| from_storage(OFFSETS_TOPIC, partition, &e)),
-            }
+            let id = self.replica_id(OFFSETS_TOPIC, partition)?;
+            let name = (OFFSETS_TOPIC, partition);
+            self.host().append(&log, id, crate::replication::Acks::All, batch, name).await.map(|_| ())
         })
     }
 }
 
 impl Shard {
-    /// Joins the mesh, loads the metadata and opens the partitions this shard owns.
+    /// Joins the mesh and starts this shard's part of the cluster (its replicas; on shard
+    /// 0 the controller voter too). The partitions open as the committed state arrives.
     pub async fn start(
         config: Rc<NodeConfig>,
+        setup: &cluster::ClusterSetup,
         mesh: glommio::channels::channel_mesh::MeshBuilder<messages::ShardMsg, glommio::channels::channel_mesh::Full>,
     ) -> Result<Rc<Shard>, String> {
         let (senders, receivers) = mesh.join().await.map_err(|e| format!("joining the shard mesh failed: {e}"))?;
         let id = ShardId(senders.peer_id() as u16);
         let shards = senders.nr_consumers() as u16;
-        // A cluster's topics live in the controller's committed state, not in a file.
-        let metadata =
-            if config.peers.is_empty() { load_metadata(&config.data_dir).await? } else { Metadata::default() };
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("creating data directory {}: {e}", config.data_dir.display()))?;
         let shard = Rc::new(Shard {
             id,
             shards,
@@ -140,18 +144,19 @@ impl Shard {
             senders,
             pending: RefCell::new(HashMap::new()),
             next_call: Cell::new(0),
-            admin_busy: glommio::sync::Semaphore::new(1),
             metrics: RefCell::new(Metrics::default()),
             groups: Coordinator::default(),
             producers: RefCell::new(HashMap::new()),
-            cluster: OnceCell::new(),
+            host: OnceCell::new(),
             agent: OnceCell::new(),
             view: RefCell::new(Rc::new(cluster::ClusterView::default())),
             refresh_pending: Cell::new(false),
             refresh_running: Cell::new(false),
+            refreshes_started: Cell::new(0),
+            refreshes_done: Cell::new(0),
         });
-        shard.apply_metadata(metadata).await;
         spawn_receivers(&shard, receivers);
+        shard.start_cluster(setup)?;
         crate::groups::spawn_expiry(Rc::downgrade(&shard), |s: &Shard| &s.groups);
         spawn_retention(Rc::downgrade(&shard));
         spawn_cleaner(Rc::downgrade(&shard));
@@ -163,17 +168,23 @@ impl Shard {
         self.metadata.borrow().clone()
     }
 
-    /// The shard that owns a partition: on a single node `shard_for`; in a cluster the
-    /// shard this node placed its replica on (the least loaded when it arrived; see
-    /// `shard::cluster`), or `shard_for` for a partition it does not replicate.
+    /// The shard that owns a partition: the shard this node placed its replica on (the
+    /// least loaded when it arrived; see `shard::cluster`), or `shard_for` for a partition
+    /// it does not replicate.
     #[must_use]
     pub fn owner(&self, topic: &str, partition: u32) -> ShardId {
-        if self.cluster.get().is_some() {
-            if let Some(shard) = self.view.borrow().shards.get(&(topic.to_string(), partition)) {
-                return ShardId(*shard);
-            }
+        match self.view.borrow().shards.get(&(topic.to_string(), partition)) {
+            Some(shard) => ShardId(*shard),
+            None => shard_for(topic, partition, self.shards),
         }
-        shard_for(topic, partition, self.shards)
+    }
+
+    /// This shard's replicas.
+    pub(crate) fn host(&self) -> &Rc<crate::cluster::host::ReplicaHost> {
+        match self.host.get() {
+            Some(host) => host,
+            None => unreachable!("Shard::start sets the replica host before the shard serves"),
+        }
     }
 
     /// The shard coordinating `group`: the owner of its offsets partition.
@@ -201,21 +212,6 @@ impl Shard {
             ShardReply::Group(reply) => reply,
             ShardReply::Failed(e) => GroupReply::Done(Err(e)),
             other => GroupReply::Done(Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}")))),
-        }
-    }
-
-    /// Creates the internal offsets topic when it is missing (shard 0, at start).
-    pub async fn ensure_offsets_topic(self: &Rc<Self>) -> Result<(), String> {
-        if self.metadata().topic(OFFSETS_TOPIC).is_some() {
-            return Ok(());
-        }
-        let request = offsets_topic_request(1);
-        match self.call(ShardId(0), ShardRequest::Admin(request)).await {
-            ShardReply::Admin(r) => match r.results.into_iter().next() {
-                Some((_, Err(e))) if e.kind != ErrorKind::TopicAlreadyExists => Err(e.message),
-                _ => Ok(()),
-            },
-            other => Err(format!("creating {OFFSETS_TOPIC}: {other:?}")),
         }
     }
 
@@ -280,10 +276,6 @@ impl Shard {
                 ShardReply::Offset(self.list_offset_local(&topic, partition, timestamp).await)
             }
             ShardRequest::Admin(request) => ShardReply::Admin(self.admin(request).await),
-            ShardRequest::ApplyMetadata(metadata) => {
-                self.apply_metadata(metadata).await;
-                ShardReply::Done
-            }
             ShardRequest::Close => {
                 self.close_logs().await;
                 ShardReply::Done
@@ -293,9 +285,7 @@ impl Shard {
                 ShardReply::Done
             }
             ShardRequest::Replication(list) => {
-                if let Some(host) = self.cluster.get() {
-                    host.receive_batch(list);
-                }
+                self.host().receive_batch(list);
                 ShardReply::Done
             }
             ShardRequest::ClusterFrame(frame) => {
@@ -320,30 +310,23 @@ impl Shard {
 
     fn local_log(&self, topic: &str, partition: u32) -> Result<Rc<PartitionLog>, NodeError> {
         self.check_partition(topic, partition)?;
-        match (self.log(topic, partition), self.cluster.get()) {
-            (Some(log), _) => Ok(log),
-            (None, Some(_)) => Err(not_replicated(topic, partition)),
-            (None, None) => Err(NodeError::unknown_partition(topic, partition)),
-        }
+        self.log(topic, partition).ok_or_else(|| not_replicated(topic, partition))
     }
 
-    /// In a cluster: the partition's replication id, if this shard replicates it.
-    fn replica_id(&self, topic: &str, partition: u32) -> Result<Option<sluice_schemas::ids::PartitionId>, NodeError> {
-        let Some(host) = self.cluster.get() else { return Ok(None) };
-        host.partition_id(topic, partition).map(Some).ok_or_else(|| not_replicated(topic, partition))
+    /// The partition's replication id, if this shard replicates it.
+    fn replica_id(&self, topic: &str, partition: u32) -> Result<sluice_schemas::ids::PartitionId, NodeError> {
+        self.host().partition_id(topic, partition).ok_or_else(|| not_replicated(topic, partition))
     }
 
-    /// In a cluster: the offset consumers may read up to (the high watermark), on the
-    /// leader only; `None` on a single node (the whole log).
-    fn readable_end(&self, topic: &str, partition: u32) -> Result<Option<Offset>, NodeError> {
-        let (Some(host), Some(id)) = (self.cluster.get(), self.replica_id(topic, partition)?) else { return Ok(None) };
-        host.readable(id, (topic, partition)).map(Some)
+    /// The offset consumers may read up to (the high watermark), on the leader only.
+    fn readable_end(&self, topic: &str, partition: u32) -> Result<Offset, NodeError> {
+        self.host().readable(self.replica_id(topic, partition)?, (topic, partition))
     }
 
-    /// In a cluster, a group's coordinator is the leader of its offsets partition: any
-    /// other node answers NOT_COORDINATOR (the client finds the leader and retries).
+    /// A group's coordinator is the leader of its offsets partition: any other node
+    /// answers NOT_COORDINATOR (the client finds the leader and retries).
     fn check_coordinator(&self, request: &GroupRequest) -> Result<(), NodeError> {
-        let (Some(_), Some(group)) = (self.cluster.get(), request.group()) else { return Ok(()) };
+        let Some(group) = request.group() else { return Ok(()) };
         let partition = offsets_partition(group);
         match self.readable_end(OFFSETS_TOPIC, partition) {
             Ok(_) if self.log(OFFSETS_TOPIC, partition).is_some() => Ok(()),
@@ -361,22 +344,16 @@ impl Shard {
         }
     }
 
-    /// Resolves once consumers can read at `offset` of a partition this shard owns (the
-    /// log end on a single node, the high watermark in a cluster). Callers bound it.
+    /// Resolves once consumers can read at `offset` of a partition this shard owns (its
+    /// high watermark passed it) or this node stops leading it. Callers bound it.
     pub async fn wait_for_readable(&self, topic: &str, partition: u32, offset: u64) {
-        match (self.cluster.get(), self.replica_id(topic, partition)) {
-            (Some(host), Ok(Some(id))) => host.wait_for_high_watermark(id, Offset(offset)).await,
-            (Some(_), _) => {}
-            (None, _) => {
-                if let Some(log) = self.log(topic, partition) {
-                    log.wait_for_data(Offset(offset)).await;
-                }
-            }
+        if let Ok(id) = self.replica_id(topic, partition) {
+            self.host().wait_for_high_watermark(id, Offset(offset)).await;
         }
     }
 
-    /// Appends batches to a partition this shard owns (in a cluster: leads it) with
-    /// `acks` (0, 1 or -1: all).
+    /// Appends batches to a partition this shard owns and leads with `acks` (0, 1 or -1:
+    /// all).
     pub async fn append_local(
         &self,
         topic: &str,
@@ -410,17 +387,12 @@ impl Shard {
                 Check::Refused(e) => return Err(e),
             }
         }
-        let appended = match (replica, self.cluster.get()) {
-            (Some(id), Some(host)) => {
-                let acks = match acks {
-                    0 => crate::replication::Acks::None,
-                    1 => crate::replication::Acks::Leader,
-                    _ => crate::replication::Acks::All,
-                };
-                host.append(&log, id, acks, batches, (topic, partition)).await
-            }
-            _ => log.append(batches).await.map_err(|e| from_storage(topic, partition, &e)),
+        let acks = match acks {
+            0 => crate::replication::Acks::None,
+            1 => crate::replication::Acks::Leader,
+            _ => crate::replication::Acks::All,
         };
+        let appended = self.host().append(&log, replica, acks, batches, (topic, partition)).await;
         if let Some(id) = identity {
             if let Some(states) = self.producers.borrow_mut().get_mut(&(topic.to_string(), partition)) {
                 states.complete(id, appended.as_ref().ok().map(|info| info.base_offset.0));
@@ -447,18 +419,16 @@ impl Shard {
         max_bytes: u32,
     ) -> Result<(Vec<io::IoBytes>, ReadResult), NodeError> {
         let log = self.local_log(topic, partition)?;
-        let readable = self.readable_end(topic, partition)?;
-        let past_hw = readable.is_some_and(|hw| offset >= hw.0) && offset <= log.log_end_offset().0;
+        let hw = self.readable_end(topic, partition)?;
+        let past_hw = offset >= hw.0 && offset <= log.log_end_offset().0;
         let mut fetched = if past_hw {
             // At or past the high watermark: nothing to serve yet (as at a log end).
             crate::storage::Fetched::empty(Offset(offset), log.log_start_offset(), log.log_end_offset())
         } else {
             log.read(Offset(offset), u64::from(max_bytes)).await.map_err(|e| from_storage(topic, partition, &e))?
         };
-        if let Some(hw) = readable {
-            fetched.chunks = below(std::mem::take(&mut fetched.chunks), hw);
-        }
-        let high_watermark = readable.unwrap_or(fetched.log_end).0;
+        fetched.chunks = below(std::mem::take(&mut fetched.chunks), hw);
+        let high_watermark = hw.0;
         let summary = ReadResult { bytes: Vec::new(), high_watermark, log_start_offset: fetched.log_start.0 };
         let mut metrics = self.metrics.borrow_mut();
         metrics.fetch_bytes_served += fetched.bytes();
@@ -480,7 +450,7 @@ impl Shard {
     ) -> Result<Option<OffsetAndTime>, NodeError> {
         let log = self.local_log(topic, partition)?;
         match timestamp {
-            -1 => Ok(Some((self.readable_end(topic, partition)?.unwrap_or(log.log_end_offset()).0, -1))),
+            -1 => Ok(Some((self.readable_end(topic, partition)?.0, -1))),
             -2 => Ok(Some((log.log_start_offset().0, -1))),
             t if t < 0 => {
                 Err(NodeError::new(ErrorKind::InvalidRequest, format!("timestamp {t} is not -1, -2 or a time")))
@@ -599,38 +569,17 @@ impl Shard {
         }
     }
 
-    /// Runs an admin request; only on shard 0 (others forward it there).
+    /// Runs an admin request as controller commands; only on shard 0 (others forward it
+    /// there).
     async fn admin(self: &Rc<Self>, request: AdminRequest) -> AdminResult {
-        assert_eq!(self.id, ShardId(0), "admin requests run on shard 0");
-        if let Some(agent) = self.agent.get() {
-            return self.cluster_admin(agent, request).await;
-        }
-        let Ok(_permit) = self.admin_busy.acquire_permit(1).await else {
-            return AdminResult::default();
-        };
-        let mut metadata = (*self.metadata()).clone();
-        let results = messages::apply_admin(&mut metadata, &request);
-        if !request.validate_only() && results.iter().any(|(_, r)| r.is_ok()) {
-            if let Err(e) = store_metadata(&self.config.data_dir, &metadata).await {
-                let message = format!("writing topic metadata failed: {e}");
-                warn!("{message}");
-                let failed = results
-                    .into_iter()
-                    .map(|(name, _)| (name, Err(NodeError::new(ErrorKind::Storage, message.clone()))))
-                    .collect();
-                return AdminResult { results: failed };
+        match self.agent.get() {
+            Some(agent) => self.cluster_admin(agent, request).await,
+            None => {
+                let e =
+                    NodeError::new(ErrorKind::Unknown, format!("admin request on shard {}, not shard 0", self.id.0));
+                AdminResult { results: request.topic_names().into_iter().map(|n| (n, Err(e.clone()))).collect() }
             }
-            info!(?request, "topic metadata changed");
-            let calls: Vec<_> = (0..self.shards)
-                .map(|s| {
-                    let shard = self.clone();
-                    let metadata = metadata.clone();
-                    async move { shard.call(ShardId(s), ShardRequest::ApplyMetadata(metadata)).await }
-                })
-                .collect();
-            futures_lite_join_all(calls).await;
         }
-        AdminResult { results }
     }
 }
 
@@ -696,19 +645,6 @@ async fn close_log(log: Rc<PartitionLog>) {
             let _ = shared.sync().await;
         }
     }
-}
-
-/// Runs futures concurrently on this shard and collects their outputs in order.
-pub async fn futures_lite_join_all<F: std::future::Future + 'static>(futures: Vec<F>) -> Vec<F::Output>
-where
-    F::Output: 'static,
-{
-    let tasks: Vec<_> = futures.into_iter().map(glommio::spawn_local).collect();
-    let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        out.push(t.await);
-    }
-    out
 }
 
 fn spawn_receivers(shard: &Rc<Shard>, mut receivers: Receivers<messages::ShardMsg>) {
@@ -785,23 +721,6 @@ fn spawn_cleaner(shard: std::rc::Weak<Shard>) {
             }
         }
     });
-}
-
-async fn load_metadata(data_dir: &std::path::Path) -> Result<Metadata, String> {
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("creating data directory {}: {e}", data_dir.display()))?;
-    let path = data_dir.join(METADATA_FILE);
-    match io::read_file(&path).await {
-        Ok(Some(bytes)) => {
-            let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", path.display()))?;
-            Metadata::decode(&text).map_err(|e| format!("{}: {e}", path.display()))
-        }
-        Ok(None) => Ok(Metadata::default()),
-        Err(e) => Err(format!("reading {}: {e}", path.display())),
-    }
-}
-
-async fn store_metadata(data_dir: &std::path::Path, metadata: &Metadata) -> std::io::Result<()> {
-    io::write_file_atomically(&data_dir.join(METADATA_FILE), metadata.encode().as_bytes()).await
 }
 
 #[cfg(test)]
