@@ -318,9 +318,12 @@ impl Shard {
         self.host().partition_id(topic, partition).ok_or_else(|| not_replicated(topic, partition))
     }
 
-    /// The offset consumers may read up to (the high watermark), on the leader only.
+    /// The offset consumers may read up to, on the leader only: the high watermark, or the
+    /// log's written end if that is lower (a leader alone in its ISR moves the high
+    /// watermark when the log gives its append offsets, before the write completes).
     fn readable_end(&self, topic: &str, partition: u32) -> Result<Offset, NodeError> {
-        self.host().readable(self.replica_id(topic, partition)?, (topic, partition))
+        let hw = self.host().readable(self.replica_id(topic, partition)?, (topic, partition))?;
+        Ok(self.log(topic, partition).map_or(hw, |log| hw.min(log.log_end_offset())))
     }
 
     /// A group's coordinator is the leader of its offsets partition: any other node
@@ -345,10 +348,14 @@ impl Shard {
     }
 
     /// Resolves once consumers can read at `offset` of a partition this shard owns (its
-    /// high watermark passed it) or this node stops leading it. Callers bound it.
+    /// high watermark passed it and the log has written it, see `readable_end`) or this
+    /// node stops leading it. Callers bound it.
     pub async fn wait_for_readable(&self, topic: &str, partition: u32, offset: u64) {
         if let Ok(id) = self.replica_id(topic, partition) {
             self.host().wait_for_high_watermark(id, Offset(offset)).await;
+            if let Some(log) = self.log(topic, partition) {
+                log.wait_for_data(Offset(offset)).await;
+            }
         }
     }
 
