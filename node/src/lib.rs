@@ -5,7 +5,8 @@
 //! - `config`: the node's settings (flags, TOML file, defaults).
 //! - `controller`: the controller quorum (raft-rs voters and learners with a write-ahead
 //!   log).
-//! - `groups`: the consumer group coordinator and its assignment strategies.
+//! - `groups`: the consumer group coordinator (the state machine `groups::state` and its
+//!   driver on the shard) and its assignment strategies.
 //! - `errors`: how a request's parts fail, as the client is told.
 //! - `server`: the connection loop shared by both protocols, the native protocol's
 //!   handlers, and the operations both protocols call.

@@ -1,0 +1,167 @@
+//! The coordinator's requests and replies: what a protocol handler sends a group's
+//! coordinator shard and what it gets back. Plain data, `Send` (requests and replies cross
+//! shards), shared by the native and the Kafka handlers and by the coordinator's state
+//! machine (`state`). Nothing here does I/O.
+
+use crate::errors::NodeError;
+
+/// Groups (topic, partition, value) triples by topic, in first-seen order: how both
+/// protocols' group responses nest partitions under topics.
+#[must_use]
+pub fn by_topic<T>(items: Vec<(String, u32, T)>) -> Vec<(String, Vec<(u32, T)>)> {
+    let mut out: Vec<(String, Vec<(u32, T)>)> = Vec::new();
+    for (t, p, v) in items {
+        match out.iter_mut().find(|(name, _)| *name == t) {
+            Some((_, list)) => list.push((p, v)),
+            None => out.push((t, vec![(p, v)])),
+        }
+    }
+    out
+}
+
+/// A group request, sent to the group's coordinator shard.
+#[derive(Clone, Debug)]
+pub enum GroupRequest {
+    Join {
+        group: String,
+        join: JoinArgs,
+    },
+    /// Classic protocol: the leader sends every member's assignment; others send none.
+    Sync {
+        group: String,
+        member_id: String,
+        generation: i32,
+        assignments: Vec<(String, Vec<u8>)>,
+    },
+    Heartbeat {
+        group: String,
+        member_id: String,
+        generation: i32,
+    },
+    Leave {
+        group: String,
+        member_id: String,
+    },
+    Commit {
+        group: String,
+        member_id: String,
+        generation: i32,
+        offsets: Vec<(String, u32, i64, String)>,
+    },
+    Fetch {
+        group: String,
+        partitions: Option<Vec<(String, u32)>>,
+    },
+    List,
+    Describe {
+        group: String,
+    },
+    Delete {
+        group: String,
+    },
+}
+
+impl GroupRequest {
+    /// The group this request is about (`None` for List, which asks every shard).
+    #[must_use]
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            GroupRequest::Join { group, .. }
+            | GroupRequest::Sync { group, .. }
+            | GroupRequest::Heartbeat { group, .. }
+            | GroupRequest::Leave { group, .. }
+            | GroupRequest::Commit { group, .. }
+            | GroupRequest::Fetch { group, .. }
+            | GroupRequest::Describe { group }
+            | GroupRequest::Delete { group } => Some(group),
+            GroupRequest::List => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct JoinResult {
+    pub generation: i32,
+    pub member_id: String,
+    pub leader_id: String,
+    /// The assignment strategy (native) or the chosen protocol (classic).
+    pub strategy: String,
+    /// Native: the member's partitions.
+    pub assignment: Vec<(String, u32)>,
+    /// Classic, for the leader only: every member's metadata for the chosen protocol.
+    pub members: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    /// Native: the subscribed topics.
+    pub topics: Vec<String>,
+    /// The member's partitions (classic: decoded from its assignment when the group's
+    /// protocol type is `consumer`).
+    pub assignment: Vec<(String, u32)>,
+    /// Classic: the member's metadata for the chosen protocol and its opaque assignment.
+    pub metadata: Vec<u8>,
+    pub assignment_bytes: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct GroupDescription {
+    pub group: String,
+    pub state: String,
+    /// Kafka's protocol type: `consumer` for native groups.
+    pub protocol_type: String,
+    /// Whether the members run Kafka's classic protocol (client-side assignment).
+    pub classic: bool,
+    pub strategy: String,
+    pub generation: i32,
+    pub members: Vec<MemberDescription>,
+}
+
+/// One line of ListGroups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub group: String,
+    pub state: String,
+    pub members: u32,
+    pub protocol_type: String,
+}
+
+/// One partition's result of a commit.
+pub type PartitionOutcome = (String, u32, Result<(), NodeError>);
+
+/// Replies, `Send` to cross shards.
+#[derive(Clone, Debug)]
+pub enum GroupReply {
+    Joined(Result<JoinResult, NodeError>),
+    Synced(Result<Vec<u8>, NodeError>),
+    Done(Result<(), NodeError>),
+    Committed(Result<Vec<PartitionOutcome>, NodeError>),
+    Offsets(Result<Vec<(String, u32, i64, String)>, NodeError>),
+    Listed(Vec<GroupSummary>),
+    Described(Result<GroupDescription, NodeError>),
+}
+
+/// A member's join: who it is and what it wants.
+#[derive(Clone, Debug)]
+pub struct JoinArgs {
+    /// Empty on a member's first join.
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+    pub protocol: JoinProtocol,
+}
+
+/// How a member's group assigns partitions.
+#[derive(Clone, Debug)]
+pub enum JoinProtocol {
+    /// Ours: the coordinator assigns `topics`' partitions with `strategy`.
+    Native { topics: Vec<String>, strategy: String },
+    /// Kafka's classic protocol: the leader member assigns. `protocols` are (name,
+    /// metadata) in the member's order of preference.
+    Classic { protocol_type: String, protocols: Vec<(String, Vec<u8>)> },
+}

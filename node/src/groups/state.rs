@@ -1,0 +1,1084 @@
+//! The group coordinator's decisions as a state machine: `Groups::step(now_ms, input,
+//! topics)` takes one event (a request, a timer tick, offsets loaded from the log, the
+//! result of an append) and returns what to do (`GroupAction`: answer a request, append
+//! offset records). It holds one shard's groups (members, generations, states,
+//! protocols, assignments) and the committed offsets it has seen.
+//!
+//! What it guarantees:
+//! - it reads no clock and does no I/O: time is the `now_ms` of each step (any monotonic
+//!   milliseconds), and the only outside knowledge is `Topics` (partition counts), so
+//!   tests drive rebalances with simulated time (`state_tests.rs`, which also checks
+//!   that this file's imports stay pure);
+//! - a request is answered exactly once, by a `Reply` with its `RequestId`, in the step
+//!   that decides it: at once, or later when a rebalance completes (JoinGroup), the leader
+//!   sends its assignments (SyncGroup), or the append it asked for completes (commits,
+//!   deletions). Requests of a group whose offsets partition is forgotten are answered
+//!   NOT_COORDINATOR;
+//! - a commit or a deletion changes the committed offsets only once its records were
+//!   appended (`GroupInput::Appended`), and is answered then with the append's result;
+//! - commits and heartbeats from another generation are refused (fencing).
+//!
+//! Protocol: a member joins (JoinGroup); a join starts a rebalance, which waits for every
+//! current member to join again (they learn of it from a heartbeat answered
+//! RebalanceInProgress) or for the rebalance timeout (members that did not rejoin are
+//! removed), then bumps the generation and answers every join. Native members get their
+//! assignment in the answer (the coordinator assigns with `assign`). Kafka's classic
+//! protocol assigns on the client: on completion the coordinator picks the protocol every
+//! member supports (by vote, as Kafka does), answers the leader with every member's
+//! metadata and moves to CompletingRebalance; the leader's SyncGroup carries every
+//! member's opaque assignment, which the coordinator hands to each member's SyncGroup.
+//! A member whose heartbeats stop for its session timeout is removed and the rest
+//! rebalance. One group is either native or classic while it has members.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sluice_schemas::groups::offsets_partition;
+use tracing::{debug, info, warn};
+
+use super::assign;
+use super::consumer_protocol;
+use super::messages::{
+    GroupDescription, GroupReply, GroupRequest, GroupSummary, JoinArgs, JoinProtocol, JoinResult, MemberDescription,
+    PartitionOutcome,
+};
+use super::records::OffsetRecord;
+use crate::errors::{ErrorKind, NodeError};
+
+/// Session timeouts a member may ask for (Kafka's broker defaults).
+pub const SESSION_TIMEOUT_MS_MIN: u32 = 100;
+pub const SESSION_TIMEOUT_MS_MAX: u32 = 1_800_000;
+/// Longest group id accepted.
+pub const GROUP_ID_BYTES_MAX: usize = 255;
+/// Kafka's protocol type of consumer groups, which native groups report too.
+pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+
+/// Names a request that waits for its `Reply`; chosen by the driver, unique among the
+/// requests in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// Names an append the state machine asked for; the driver reports its result with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppendId(pub u64);
+
+/// What the coordinator needs to know of the topics: their partition counts (to assign
+/// partitions and to check commits).
+pub trait Topics {
+    fn partition_count(&self, topic: &str) -> Option<u32>;
+}
+
+/// What the coordinator reacts to.
+#[derive(Clone, Debug)]
+pub enum GroupInput {
+    /// A request, to be answered by a `Reply` with `id`.
+    Request { id: RequestId, request: GroupRequest },
+    /// Time passed: remove members whose session expired, enforce rebalance deadlines.
+    Tick,
+    /// Records read back from an offsets partition, in log order.
+    Loaded(Vec<OffsetRecord>),
+    /// An `AppendOffsets` completed.
+    Appended { append: AppendId, result: Result<(), NodeError> },
+    /// This shard no longer coordinates the groups of this offsets partition (or is
+    /// about to load it again): forget them and their committed offsets.
+    ForgetPartition(u32),
+    /// A topic was deleted: delete every group's commits of it (tombstones first).
+    ForgetTopic(String),
+}
+
+/// What the coordinator asks its driver to do.
+#[derive(Clone, Debug)]
+pub enum GroupAction {
+    /// Answer the request `id`.
+    Reply { id: RequestId, reply: GroupReply },
+    /// Append `records` as one batch to offsets partition `partition` and report the
+    /// result as `GroupInput::Appended { append, .. }`. Appends the driver is given in
+    /// one step are independent, and the driver performs them in the order given.
+    AppendOffsets { append: AppendId, partition: u32, records: Vec<OffsetRecord> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Empty,
+    PreparingRebalance,
+    /// Classic protocol: joined, waiting for the leader's assignments.
+    CompletingRebalance,
+    Stable,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::PreparingRebalance => "PreparingRebalance",
+            State::CompletingRebalance => "CompletingRebalance",
+            State::Stable => "Stable",
+        }
+    }
+}
+
+struct Member {
+    client_id: String,
+    client_host: String,
+    topics: BTreeSet<String>,
+    session_timeout_ms: u64,
+    rebalance_timeout_ms: u64,
+    last_seen_ms: u64,
+    /// Joined in the rebalance under way.
+    rejoined: bool,
+    assignment: Vec<(String, u32)>,
+    /// Classic protocol: (name, metadata) in the member's order of preference.
+    protocols: Vec<(String, Vec<u8>)>,
+    /// Classic protocol: the assignment its leader computed for it.
+    assignment_bytes: Vec<u8>,
+}
+
+impl Member {
+    fn supports(&self, protocol: &str) -> bool {
+        self.protocols.iter().any(|(name, _)| name == protocol)
+    }
+}
+
+struct Group {
+    state: State,
+    generation: i32,
+    strategy: String,
+    /// Kafka's classic protocol (client-side assignment) rather than ours.
+    classic: bool,
+    protocol_type: String,
+    leader: String,
+    members: BTreeMap<String, Member>,
+    rebalance_deadline_ms: Option<u64>,
+}
+
+impl Group {
+    fn new() -> Group {
+        Group {
+            state: State::Empty,
+            generation: 0,
+            strategy: String::new(),
+            classic: false,
+            protocol_type: String::new(),
+            leader: String::new(),
+            members: BTreeMap::new(),
+            rebalance_deadline_ms: None,
+        }
+    }
+}
+
+/// A group's committed offsets: (topic, partition) -> (offset, metadata).
+type Committed = BTreeMap<(String, u32), (i64, String)>;
+
+/// A request waiting for its group: a JoinGroup for the rebalance it took part in to
+/// complete, or a classic member's SyncGroup for its leader's assignments.
+struct Waiting {
+    id: RequestId,
+    group: String,
+    member: String,
+    /// The group's generation when it was sent: a join's answer comes with a later one,
+    /// a sync is for this one.
+    generation: i32,
+}
+
+/// What an append in flight was for.
+enum PendingAppend {
+    Commit {
+        id: RequestId,
+        group: String,
+        accepted: Vec<(String, u32, i64, String)>,
+        /// The refused partitions' outcomes, answered with the accepted ones.
+        refused: Vec<PartitionOutcome>,
+    },
+    Delete {
+        id: RequestId,
+        group: String,
+    },
+    ForgetTopic {
+        group: String,
+        topic: String,
+    },
+}
+
+/// One shard's groups and committed offsets. Lives on: the shard owning the offsets
+/// partitions of these groups (`Coordinator` drives it there).
+///
+/// Pending requests are bounded by the requests the server holds in flight (each one
+/// a request whose memory the server reserved).
+pub struct Groups {
+    groups: BTreeMap<String, Group>,
+    /// group -> (topic, partition) -> (offset, metadata)
+    offsets: BTreeMap<String, Committed>,
+    /// Member ids are `<client id>-<instance tag>-<counter>`.
+    instance_tag: String,
+    next_member: u64,
+    joins: Vec<Waiting>,
+    syncs: Vec<Waiting>,
+    appends: BTreeMap<AppendId, PendingAppend>,
+    next_append: u64,
+    /// The latest step's time: time never goes back.
+    now_ms: u64,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> NodeError {
+    NodeError::new(kind, message)
+}
+
+fn check_group_id(group: &str) -> Result<(), NodeError> {
+    if group.is_empty() || group.len() > GROUP_ID_BYTES_MAX {
+        return Err(error(
+            ErrorKind::InvalidGroupId,
+            format!("group id {group:?} must have 1 to {GROUP_ID_BYTES_MAX} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+impl Groups {
+    /// No groups. `instance_tag` makes member ids unique across the node's restarts (the
+    /// member counter starts at 0 again, and clients reuse client ids).
+    #[must_use]
+    pub fn new(instance_tag: impl Into<String>) -> Groups {
+        Groups {
+            groups: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            instance_tag: instance_tag.into(),
+            next_member: 0,
+            joins: Vec::new(),
+            syncs: Vec::new(),
+            appends: BTreeMap::new(),
+            next_append: 0,
+            now_ms: 0,
+        }
+    }
+
+    /// Takes one event at `now_ms` and returns what to do, in order.
+    pub fn step(&mut self, now_ms: u64, input: GroupInput, topics: &dyn Topics) -> Vec<GroupAction> {
+        assert!(now_ms >= self.now_ms, "the group state machine's time went back from {} to {now_ms} ms", self.now_ms);
+        self.now_ms = now_ms;
+        let mut out = Vec::new();
+        match input {
+            GroupInput::Request { id, request } => self.request(now_ms, topics, id, request, &mut out),
+            GroupInput::Tick => self.expire(now_ms, topics),
+            GroupInput::Loaded(records) => self.load(records),
+            GroupInput::Appended { append, result } => self.appended(append, result, &mut out),
+            GroupInput::ForgetPartition(partition) => self.forget_partition(partition, &mut out),
+            GroupInput::ForgetTopic(topic) => self.forget_topic(&topic, &mut out),
+        }
+        self.settle(now_ms, &mut out);
+        out
+    }
+
+    /// Committed offsets of every group (for lag metrics): (group, topic, partition,
+    /// offset).
+    #[must_use]
+    pub fn all_committed(&self) -> Vec<(String, String, u32, i64)> {
+        self.offsets
+            .iter()
+            .flat_map(|(g, c)| c.iter().map(move |((t, p), (o, _))| (g.clone(), t.clone(), *p, *o)))
+            .collect()
+    }
+
+    /// Requests waiting for a rebalance, a leader's assignments or an append.
+    #[must_use]
+    pub fn pending_requests(&self) -> usize {
+        let appends = self.appends.values().filter(|a| !matches!(a, PendingAppend::ForgetTopic { .. })).count();
+        self.joins.len() + self.syncs.len() + appends
+    }
+
+    fn request(
+        &mut self,
+        now_ms: u64,
+        topics: &dyn Topics,
+        id: RequestId,
+        request: GroupRequest,
+        out: &mut Vec<GroupAction>,
+    ) {
+        let reply = match request {
+            GroupRequest::Join { group, join } => match self.join(now_ms, topics, id, &group, join) {
+                // Answered by `settle` once the rebalance completes (maybe in this step).
+                Ok(()) => return,
+                Err(e) => GroupReply::Joined(Err(e)),
+            },
+            GroupRequest::Sync { group, member_id, generation, assignments } => {
+                if let Err(e) = check_group_id(&group) {
+                    GroupReply::Synced(Err(e))
+                } else {
+                    match self.sync(now_ms, &group, &member_id, generation, &mut Some(assignments)) {
+                        Some(result) => GroupReply::Synced(result),
+                        None => {
+                            self.syncs.push(Waiting { id, group, member: member_id, generation });
+                            return;
+                        }
+                    }
+                }
+            }
+            GroupRequest::Heartbeat { group, member_id, generation } => {
+                GroupReply::Done(self.heartbeat(now_ms, &group, &member_id, generation))
+            }
+            GroupRequest::Leave { group, member_id } => {
+                GroupReply::Done(self.leave(now_ms, topics, &group, &member_id))
+            }
+            GroupRequest::Commit { group, member_id, generation, offsets } => {
+                match self.commit(topics, id, &group, &member_id, generation, offsets, out) {
+                    Some(result) => GroupReply::Committed(result),
+                    None => return,
+                }
+            }
+            GroupRequest::Fetch { group, partitions } => GroupReply::Offsets(Ok(self.fetch(&group, partitions))),
+            GroupRequest::List => GroupReply::Listed(self.list()),
+            GroupRequest::Describe { group } => GroupReply::Described(self.describe(&group)),
+            GroupRequest::Delete { group } => match self.delete(id, &group, out) {
+                Some(result) => GroupReply::Done(result),
+                None => return,
+            },
+        };
+        out.push(GroupAction::Reply { id, reply });
+    }
+
+    /// Adds (or replaces) the member and starts a rebalance unless one is under way; the
+    /// join waits in `joins` for it to complete.
+    fn join(
+        &mut self,
+        now_ms: u64,
+        topics: &dyn Topics,
+        id: RequestId,
+        group_id: &str,
+        join: JoinArgs,
+    ) -> Result<(), NodeError> {
+        check_group_id(group_id)?;
+        if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&join.session_timeout_ms) {
+            return Err(error(
+                ErrorKind::InvalidSessionTimeout,
+                format!(
+                    "session timeout {} ms is out of range ({SESSION_TIMEOUT_MS_MIN} to {SESSION_TIMEOUT_MS_MAX})",
+                    join.session_timeout_ms
+                ),
+            ));
+        }
+        match &join.protocol {
+            JoinProtocol::Native { strategy, .. } if !assign::STRATEGIES.contains(&strategy.as_str()) => {
+                return Err(error(
+                    ErrorKind::InvalidRequest,
+                    format!("strategy {strategy:?} is not one of {}", assign::STRATEGIES.join(", ")),
+                ));
+            }
+            JoinProtocol::Classic { protocol_type, protocols } if protocol_type.is_empty() || protocols.is_empty() => {
+                return Err(error(
+                    ErrorKind::InconsistentGroupProtocol,
+                    "a join must name a protocol type and at least one protocol",
+                ));
+            }
+            _ => {}
+        }
+        let group = self.groups.entry(group_id.to_string()).or_insert_with(Group::new);
+        let others: Vec<&Member> =
+            group.members.iter().filter(|(mid, _)| **mid != join.member_id).map(|(_, m)| m).collect();
+        check_protocol(group_id, group, &others, &join.protocol)?;
+        let member_id = if join.member_id.is_empty() {
+            let n = self.next_member;
+            self.next_member += 1;
+            let client = if join.client_id.is_empty() { "member" } else { &join.client_id };
+            format!("{client}-{}-{n}", self.instance_tag)
+        } else if group.members.contains_key(&join.member_id) {
+            join.member_id.clone()
+        } else {
+            return Err(error(
+                ErrorKind::UnknownMemberId,
+                format!("member {:?} is not in group {group_id:?} (its session may have expired)", join.member_id),
+            ));
+        };
+        let previous = group.members.remove(&member_id);
+        let (member_topics, protocols) = match join.protocol {
+            JoinProtocol::Native { topics, strategy } => {
+                group.strategy = strategy;
+                group.classic = false;
+                group.protocol_type = CONSUMER_PROTOCOL_TYPE.to_string();
+                (topics.into_iter().collect(), Vec::new())
+            }
+            JoinProtocol::Classic { protocol_type, protocols } => {
+                group.classic = true;
+                group.protocol_type = protocol_type;
+                (BTreeSet::new(), protocols)
+            }
+        };
+        group.members.insert(
+            member_id.clone(),
+            Member {
+                client_id: join.client_id,
+                client_host: join.client_host,
+                topics: member_topics,
+                session_timeout_ms: u64::from(join.session_timeout_ms),
+                rebalance_timeout_ms: u64::from(join.rebalance_timeout_ms),
+                last_seen_ms: now_ms,
+                rejoined: true,
+                assignment: previous.map(|m| m.assignment).unwrap_or_default(),
+                protocols,
+                assignment_bytes: Vec::new(),
+            },
+        );
+        if group.state != State::PreparingRebalance {
+            start_rebalance(now_ms, group, group_id, Some(&member_id));
+        }
+        self.joins.push(Waiting { id, group: group_id.to_string(), member: member_id, generation: group.generation });
+        maybe_complete(now_ms, topics, group, group_id, false);
+        Ok(())
+    }
+
+    /// Classic protocol: the leader's SyncGroup stores every member's assignment and is
+    /// answered with its own; the others' wait (`None`) while the group is
+    /// CompletingRebalance, which the rebalance deadline bounds (then a new rebalance
+    /// starts and they are answered RebalanceInProgress). `assignments` is taken by the
+    /// leader's.
+    fn sync(
+        &mut self,
+        now_ms: u64,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: &mut Option<Vec<(String, Vec<u8>)>>,
+    ) -> Option<Result<Vec<u8>, NodeError>> {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return Some(Err(error(
+                ErrorKind::UnknownMemberId,
+                format!("group {group_id:?} has no member {member_id:?}"),
+            )));
+        };
+        let Some(member) = group.members.get_mut(member_id) else {
+            return Some(Err(error(
+                ErrorKind::UnknownMemberId,
+                format!("member {member_id:?} is not in group {group_id:?}"),
+            )));
+        };
+        member.last_seen_ms = now_ms;
+        if generation != group.generation {
+            return Some(Err(error(
+                ErrorKind::IllegalGeneration,
+                format!(
+                    "sync for generation {generation}, but group {group_id:?} is at generation {}",
+                    group.generation
+                ),
+            )));
+        }
+        match group.state {
+            State::PreparingRebalance | State::Empty => Some(Err(error(
+                ErrorKind::RebalanceInProgress,
+                format!("group {group_id:?} is rebalancing: join again"),
+            ))),
+            State::Stable => Some(Ok(member.assignment_bytes.clone())),
+            State::CompletingRebalance if group.leader == member_id => {
+                let given: HashMap<String, Vec<u8>> = assignments.take().unwrap_or_default().into_iter().collect();
+                let decode = group.protocol_type == CONSUMER_PROTOCOL_TYPE;
+                for (mid, m) in &mut group.members {
+                    m.assignment_bytes = given.get(mid).cloned().unwrap_or_default();
+                    m.assignment = if decode {
+                        consumer_protocol::decode_assignment(&m.assignment_bytes).unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                }
+                group.state = State::Stable;
+                group.rebalance_deadline_ms = None;
+                info!(group = group_id, generation, "assignments received from the leader");
+                Some(Ok(group.members.get(member_id).map(|m| m.assignment_bytes.clone()).unwrap_or_default()))
+            }
+            State::CompletingRebalance => None,
+        }
+    }
+
+    fn heartbeat(&mut self, now_ms: u64, group_id: &str, member_id: &str, generation: i32) -> Result<(), NodeError> {
+        let group = self.groups.get_mut(group_id).ok_or_else(|| {
+            error(ErrorKind::UnknownMemberId, format!("group {group_id:?} has no member {member_id:?}"))
+        })?;
+        let (state, current) = (group.state, group.generation);
+        let member = group.members.get_mut(member_id).ok_or_else(|| {
+            error(ErrorKind::UnknownMemberId, format!("member {member_id:?} is not in group {group_id:?}"))
+        })?;
+        member.last_seen_ms = now_ms;
+        if state == State::PreparingRebalance {
+            return Err(error(
+                ErrorKind::RebalanceInProgress,
+                format!("group {group_id:?} is rebalancing: join again"),
+            ));
+        }
+        if generation != current {
+            return Err(error(
+                ErrorKind::IllegalGeneration,
+                format!("generation {generation} is not group {group_id:?}'s current generation {current}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, now_ms: u64, topics: &dyn Topics, group_id: &str, member_id: &str) -> Result<(), NodeError> {
+        let group = self.groups.get_mut(group_id).ok_or_else(|| {
+            error(ErrorKind::UnknownMemberId, format!("group {group_id:?} has no member {member_id:?}"))
+        })?;
+        if group.members.remove(member_id).is_none() {
+            return Err(error(
+                ErrorKind::UnknownMemberId,
+                format!("member {member_id:?} is not in group {group_id:?}"),
+            ));
+        }
+        info!(group = group_id, member = member_id, "member left");
+        rebalance_after_departure(now_ms, group, group_id);
+        maybe_complete(now_ms, topics, group, group_id, false);
+        Ok(())
+    }
+
+    /// Removes members whose session expired and enforces rebalance deadlines.
+    fn expire(&mut self, now_ms: u64, topics: &dyn Topics) {
+        for (id, group) in &mut self.groups {
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    // Members that joined, or wait in SyncGroup for the leader's
+                    // assignment, are kept (as Kafka does); the rebalance deadline
+                    // bounds both.
+                    let waiting = (group.state == State::PreparingRebalance && m.rejoined)
+                        || group.state == State::CompletingRebalance;
+                    !waiting && now_ms.saturating_sub(m.last_seen_ms) > m.session_timeout_ms
+                })
+                .map(|(mid, _)| mid.clone())
+                .collect();
+            for mid in &expired {
+                info!(group = %id, member = %mid, "session expired; member removed");
+                group.members.remove(mid);
+            }
+            if !expired.is_empty() {
+                rebalance_after_departure(now_ms, group, id);
+            }
+            let passed = group.rebalance_deadline_ms.is_some_and(|d| now_ms >= d);
+            if group.state == State::PreparingRebalance {
+                maybe_complete(now_ms, topics, group, id, passed);
+            } else if group.state == State::CompletingRebalance && passed {
+                info!(group = %id, leader = %group.leader, "the leader sent no assignments in time; rebalancing");
+                start_rebalance(now_ms, group, id, None);
+            }
+        }
+    }
+
+    /// Checks a commit and asks for the append of its accepted offsets; answers at once
+    /// (`Some`) when it is refused or nothing in it is accepted.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &mut self,
+        topics: &dyn Topics,
+        id: RequestId,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        offsets: Vec<(String, u32, i64, String)>,
+        out: &mut Vec<GroupAction>,
+    ) -> Option<Result<Vec<PartitionOutcome>, NodeError>> {
+        if let Err(e) = self.check_commit(group_id, member_id, generation) {
+            return Some(Err(e));
+        }
+        let mut refused = Vec::new();
+        let mut accepted = Vec::new();
+        for (topic, partition, offset, metadata) in offsets {
+            match topics.partition_count(&topic) {
+                Some(c) if partition < c && offset >= 0 => accepted.push((topic, partition, offset, metadata)),
+                Some(_) if offset < 0 => refused.push((
+                    topic,
+                    partition,
+                    Err(error(ErrorKind::OffsetOutOfRange, format!("offset {offset} is negative"))),
+                )),
+                _ => {
+                    let e = NodeError::unknown_partition(&topic, partition);
+                    refused.push((topic, partition, Err(e)));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return Some(Ok(refused));
+        }
+        let records = accepted
+            .iter()
+            .map(|(topic, partition, offset, metadata)| OffsetRecord {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: Some((*offset, metadata.clone())),
+            })
+            .collect();
+        let pending = PendingAppend::Commit { id, group: group_id.to_string(), accepted, refused };
+        out.push(self.append(group_id, records, pending));
+        None
+    }
+
+    /// Who may commit: a member of the group's current generation, or anyone (an admin
+    /// resetting offsets: no member id, a negative generation) while it has no members.
+    fn check_commit(&self, group_id: &str, member_id: &str, generation: i32) -> Result<(), NodeError> {
+        check_group_id(group_id)?;
+        let admin = member_id.is_empty() && generation < 0;
+        match self.groups.get(group_id) {
+            Some(group) if admin => {
+                if !group.members.is_empty() {
+                    return Err(error(
+                        ErrorKind::NonEmptyGroup,
+                        format!("group {group_id:?} has {} active members; stop them first", group.members.len()),
+                    ));
+                }
+            }
+            None if admin => {}
+            Some(group) => {
+                if !group.members.contains_key(member_id) {
+                    return Err(error(
+                        ErrorKind::UnknownMemberId,
+                        format!("member {member_id:?} is not in group {group_id:?}"),
+                    ));
+                }
+                if generation != group.generation {
+                    return Err(error(
+                        ErrorKind::IllegalGeneration,
+                        format!(
+                            "commit from generation {generation}, but group {group_id:?} is at generation {}: \
+                             the member was fenced by a rebalance",
+                            group.generation
+                        ),
+                    ));
+                }
+            }
+            None => {
+                return Err(error(
+                    ErrorKind::UnknownMemberId,
+                    format!("group {group_id:?} has no member {member_id:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what an append is for and returns the action that asks for it.
+    fn append(&mut self, group_id: &str, records: Vec<OffsetRecord>, pending: PendingAppend) -> GroupAction {
+        let append = AppendId(self.next_append);
+        self.next_append += 1;
+        self.appends.insert(append, pending);
+        GroupAction::AppendOffsets { append, partition: offsets_partition(group_id), records }
+    }
+
+    fn appended(&mut self, append: AppendId, result: Result<(), NodeError>, out: &mut Vec<GroupAction>) {
+        let Some(pending) = self.appends.remove(&append) else {
+            panic!("append {append:?} completed twice, or was never asked for");
+        };
+        match pending {
+            PendingAppend::Commit { id, group, accepted, mut refused } => {
+                let reply = result.map(|()| {
+                    // As it always has, a commit updates the view even if its group's
+                    // partition was forgotten while it was appended.
+                    let committed = self.offsets.entry(group).or_default();
+                    for (topic, partition, offset, metadata) in accepted {
+                        committed.insert((topic.clone(), partition), (offset, metadata));
+                        refused.push((topic, partition, Ok(())));
+                    }
+                    refused
+                });
+                out.push(GroupAction::Reply { id, reply: GroupReply::Committed(reply) });
+            }
+            PendingAppend::Delete { id, group } => {
+                if result.is_ok() {
+                    self.remove_group(&group);
+                }
+                out.push(GroupAction::Reply { id, reply: GroupReply::Done(result) });
+            }
+            PendingAppend::ForgetTopic { group, topic } => match result {
+                Ok(()) => {
+                    if let Some(committed) = self.offsets.get_mut(&group) {
+                        committed.retain(|(t, _), _| *t != topic);
+                        if committed.is_empty() {
+                            self.offsets.remove(&group);
+                        }
+                    }
+                }
+                Err(e) => warn!(group = %group, topic = %topic, "forgetting the offsets of a deleted topic: {e}"),
+            },
+        }
+    }
+
+    fn fetch(&self, group_id: &str, partitions: Option<Vec<(String, u32)>>) -> Vec<(String, u32, i64, String)> {
+        let committed = self.offsets.get(group_id);
+        match partitions {
+            Some(list) => list
+                .into_iter()
+                .map(|(t, p)| {
+                    let (o, m) = committed.and_then(|c| c.get(&(t.clone(), p))).cloned().unwrap_or((-1, String::new()));
+                    (t, p, o, m)
+                })
+                .collect(),
+            None => committed
+                .map(|c| c.iter().map(|((t, p), (o, m))| (t.clone(), *p, *o, m.clone())).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every group with members or committed offsets, by name.
+    fn list(&self) -> Vec<GroupSummary> {
+        let mut names: BTreeSet<&String> = self.groups.keys().collect();
+        names.extend(self.offsets.keys());
+        names
+            .into_iter()
+            .map(|g| match self.groups.get(g) {
+                Some(group) => GroupSummary {
+                    group: g.clone(),
+                    state: group.state.name().to_string(),
+                    members: group.members.len() as u32,
+                    protocol_type: group.protocol_type.clone(),
+                },
+                None => GroupSummary {
+                    group: g.clone(),
+                    state: State::Empty.name().to_string(),
+                    members: 0,
+                    protocol_type: String::new(),
+                },
+            })
+            .collect()
+    }
+
+    fn describe(&self, group_id: &str) -> Result<GroupDescription, NodeError> {
+        let known = self.groups.contains_key(group_id) || self.offsets.contains_key(group_id);
+        if !known {
+            return Err(error(ErrorKind::GroupIdNotFound, format!("group {group_id:?} does not exist")));
+        }
+        Ok(match self.groups.get(group_id) {
+            Some(g) => GroupDescription {
+                group: group_id.to_string(),
+                state: g.state.name().to_string(),
+                protocol_type: g.protocol_type.clone(),
+                classic: g.classic,
+                strategy: g.strategy.clone(),
+                generation: g.generation,
+                members: g
+                    .members
+                    .iter()
+                    .map(|(id, m)| MemberDescription {
+                        member_id: id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        topics: m.topics.iter().cloned().collect(),
+                        assignment: m.assignment.clone(),
+                        metadata: m
+                            .protocols
+                            .iter()
+                            .find(|(name, _)| *name == g.strategy)
+                            .map(|(_, bytes)| bytes.clone())
+                            .unwrap_or_default(),
+                        assignment_bytes: m.assignment_bytes.clone(),
+                    })
+                    .collect(),
+            },
+            None => GroupDescription {
+                group: group_id.to_string(),
+                state: State::Empty.name().to_string(),
+                protocol_type: String::new(),
+                classic: false,
+                strategy: String::new(),
+                generation: 0,
+                members: Vec::new(),
+            },
+        })
+    }
+
+    /// Deletes a group without members: its committed offsets get tombstones first (the
+    /// answer waits for their append), then the group is forgotten.
+    fn delete(&mut self, id: RequestId, group_id: &str, out: &mut Vec<GroupAction>) -> Option<Result<(), NodeError>> {
+        if let Some(g) = self.groups.get(group_id) {
+            if !g.members.is_empty() {
+                return Some(Err(error(
+                    ErrorKind::NonEmptyGroup,
+                    format!("group {group_id:?} has {} active members", g.members.len()),
+                )));
+            }
+        }
+        let committed: Vec<(String, u32)> =
+            self.offsets.get(group_id).map(|c| c.keys().cloned().collect()).unwrap_or_default();
+        if !self.groups.contains_key(group_id) && committed.is_empty() {
+            return Some(Err(error(ErrorKind::GroupIdNotFound, format!("group {group_id:?} does not exist"))));
+        }
+        if committed.is_empty() {
+            self.remove_group(group_id);
+            return Some(Ok(()));
+        }
+        let records = tombstones(group_id, committed);
+        out.push(self.append(group_id, records, PendingAppend::Delete { id, group: group_id.to_string() }));
+        None
+    }
+
+    /// Forgets a group and its offsets; a join still waiting for it is answered that
+    /// the group was deleted (by `settle`).
+    fn remove_group(&mut self, group_id: &str) {
+        self.offsets.remove(group_id);
+        self.groups.remove(group_id);
+        info!(group = group_id, "group deleted");
+    }
+
+    /// Forgets every group's committed offsets of a deleted topic, as Kafka does: a
+    /// topic created again under the name starts without them. Each group's tombstones
+    /// are one append; its view changes once that append succeeded.
+    fn forget_topic(&mut self, topic: &str, out: &mut Vec<GroupAction>) {
+        let groups: Vec<(String, Vec<(String, u32)>)> = self
+            .offsets
+            .iter()
+            .map(|(g, c)| (g.clone(), c.keys().filter(|(t, _)| t == topic).cloned().collect::<Vec<_>>()))
+            .filter(|(_, partitions)| !partitions.is_empty())
+            .collect();
+        for (group, partitions) in groups {
+            let records = tombstones(&group, partitions);
+            let pending = PendingAppend::ForgetTopic { group: group.clone(), topic: topic.to_string() };
+            out.push(self.append(&group, records, pending));
+        }
+    }
+
+    /// Forgets the groups of one offsets partition and their committed offsets; their
+    /// waiting joins and syncs are answered NOT_COORDINATOR (the client finds the group's
+    /// coordinator again). Appends in flight still answer their requests when they
+    /// complete.
+    fn forget_partition(&mut self, partition: u32, out: &mut Vec<GroupAction>) {
+        self.groups.retain(|group, _| offsets_partition(group) != partition);
+        self.offsets.retain(|group, _| offsets_partition(group) != partition);
+        let not_coordinator = |group: &str| {
+            error(
+                ErrorKind::NotCoordinator,
+                format!("this node no longer coordinates group {group:?}: find its coordinator again"),
+            )
+        };
+        let refuse_join: fn(NodeError) -> GroupReply = |e| GroupReply::Joined(Err(e));
+        let refuse_sync: fn(NodeError) -> GroupReply = |e| GroupReply::Synced(Err(e));
+        for (waiting, refuse) in [(&mut self.joins, refuse_join), (&mut self.syncs, refuse_sync)] {
+            waiting.retain(|w| {
+                let forgotten = offsets_partition(&w.group) == partition;
+                if forgotten {
+                    out.push(GroupAction::Reply { id: w.id, reply: refuse(not_coordinator(&w.group)) });
+                }
+                !forgotten
+            });
+        }
+    }
+
+    /// Applies records read back from an offsets partition, in log order.
+    fn load(&mut self, records: Vec<OffsetRecord>) {
+        for r in records {
+            match r.value {
+                Some(v) => {
+                    self.offsets.entry(r.group).or_default().insert((r.topic, r.partition), v);
+                }
+                None => {
+                    if let Some(committed) = self.offsets.get_mut(&r.group) {
+                        committed.remove(&(r.topic, r.partition));
+                        if committed.is_empty() {
+                            self.offsets.remove(&r.group);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers the waiting joins and syncs whose outcome this step decided.
+    fn settle(&mut self, now_ms: u64, out: &mut Vec<GroupAction>) {
+        for join in std::mem::take(&mut self.joins) {
+            match join_outcome(&self.groups, &join) {
+                Some(result) => out.push(GroupAction::Reply { id: join.id, reply: GroupReply::Joined(result) }),
+                None => self.joins.push(join),
+            }
+        }
+        for sync in std::mem::take(&mut self.syncs) {
+            match self.sync(now_ms, &sync.group, &sync.member, sync.generation, &mut None) {
+                Some(result) => out.push(GroupAction::Reply { id: sync.id, reply: GroupReply::Synced(result) }),
+                None => self.syncs.push(sync),
+            }
+        }
+    }
+}
+
+/// A waiting join's answer, once there is one: the rebalance it took part in completed
+/// (whatever the group's state is now), or it can no longer complete for this member.
+fn join_outcome(groups: &BTreeMap<String, Group>, join: &Waiting) -> Option<Result<JoinResult, NodeError>> {
+    let (group_id, member_id) = (&join.group, &join.member);
+    let Some(group) = groups.get(group_id) else {
+        return Some(Err(error(ErrorKind::UnknownMemberId, format!("group {group_id:?} was deleted"))));
+    };
+    let Some(member) = group.members.get(member_id) else {
+        return Some(Err(error(
+            ErrorKind::UnknownMemberId,
+            format!("member {member_id:?} was removed from group {group_id:?} during the rebalance"),
+        )));
+    };
+    // The answer comes with the generation the rebalance completed with, even when
+    // another join started the next rebalance in the same step: waiting for that one
+    // instead would wait for this member to rejoin, which it cannot do before it has this
+    // answer. The member learns of the next rebalance from its next heartbeat.
+    if group.generation <= join.generation {
+        return None;
+    }
+    let members = if group.classic && group.leader == *member_id {
+        group
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let metadata = m.protocols.iter().find(|(name, _)| *name == group.strategy);
+                (id.clone(), metadata.map(|(_, bytes)| bytes.clone()).unwrap_or_default())
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Some(Ok(JoinResult {
+        generation: group.generation,
+        member_id: member_id.clone(),
+        leader_id: group.leader.clone(),
+        strategy: group.strategy.clone(),
+        assignment: member.assignment.clone(),
+        members,
+    }))
+}
+
+fn tombstones(group_id: &str, partitions: Vec<(String, u32)>) -> Vec<OffsetRecord> {
+    partitions
+        .into_iter()
+        .map(|(topic, partition)| OffsetRecord { group: group_id.to_string(), topic, partition, value: None })
+        .collect()
+}
+
+/// Completes the group's rebalance when every member has joined again, or when
+/// `deadline_passed` (members that did not are removed).
+fn maybe_complete(now_ms: u64, topics: &dyn Topics, group: &mut Group, group_id: &str, deadline_passed: bool) {
+    if group.state != State::PreparingRebalance {
+        return;
+    }
+    let all_in = group.members.values().all(|m| m.rejoined);
+    if !all_in && !deadline_passed {
+        return;
+    }
+    let gone: Vec<String> = group.members.iter().filter(|(_, m)| !m.rejoined).map(|(id, _)| id.clone()).collect();
+    for id in &gone {
+        info!(group = group_id, member = %id, "member did not rejoin in time; removed");
+        group.members.remove(id);
+    }
+    if group.members.is_empty() {
+        group.state = State::Empty;
+        group.rebalance_deadline_ms = None;
+        return;
+    }
+    if group.classic {
+        // The leader assigns; members wait for it in SyncGroup, for at most the
+        // rebalance timeout.
+        group.strategy = choose_protocol(group.members.values()).unwrap_or_default();
+        let mut longest = 0;
+        for m in group.members.values_mut() {
+            m.assignment_bytes.clear();
+            longest = longest.max(m.rebalance_timeout_ms);
+        }
+        group.state = State::CompletingRebalance;
+        group.rebalance_deadline_ms = Some(now_ms + longest);
+    } else {
+        let subscribed: BTreeSet<String> = group.members.values().flat_map(|m| m.topics.iter().cloned()).collect();
+        let partitions: BTreeMap<String, u32> =
+            subscribed.iter().filter_map(|t| topics.partition_count(t).map(|c| (t.clone(), c))).collect();
+        let subscriptions: Vec<assign::MemberSubscription> = group
+            .members
+            .iter()
+            .map(|(id, m)| assign::MemberSubscription {
+                member_id: id.clone(),
+                topics: m.topics.clone(),
+                owned: m.assignment.clone(),
+            })
+            .collect();
+        let assignment = assign::assign(&group.strategy, &subscriptions, &partitions);
+        for (id, m) in &mut group.members {
+            m.assignment = assignment.get(id).cloned().unwrap_or_default();
+        }
+        group.state = State::Stable;
+        group.rebalance_deadline_ms = None;
+    }
+    for m in group.members.values_mut() {
+        m.rejoined = false;
+        m.last_seen_ms = now_ms;
+    }
+    group.generation += 1;
+    if !group.members.contains_key(&group.leader) {
+        group.leader = group.members.keys().next().cloned().unwrap_or_default();
+    }
+    info!(group = group_id, generation = group.generation, members = group.members.len(), "rebalance complete");
+}
+
+/// Starts a rebalance: every member but `joined` must join again before the longest
+/// rebalance timeout among them. Members waiting in SyncGroup learn that their
+/// generation is over (`settle` answers them RebalanceInProgress).
+fn start_rebalance(now_ms: u64, group: &mut Group, group_id: &str, joined: Option<&str>) {
+    group.state = State::PreparingRebalance;
+    let mut longest = 0;
+    for (id, m) in &mut group.members {
+        m.rejoined = joined == Some(id.as_str());
+        longest = longest.max(m.rebalance_timeout_ms);
+    }
+    group.rebalance_deadline_ms = Some(now_ms + longest);
+    debug!(group = group_id, members = group.members.len(), "rebalance started");
+}
+
+/// After members left or expired: an empty group is Empty; a stable one rebalances.
+fn rebalance_after_departure(now_ms: u64, group: &mut Group, group_id: &str) {
+    if group.members.is_empty() {
+        group.state = State::Empty;
+        group.rebalance_deadline_ms = None;
+    } else if group.state != State::PreparingRebalance {
+        start_rebalance(now_ms, group, group_id, None);
+    }
+}
+
+/// Refuses a join whose protocol does not fit the group's other members: native and
+/// classic members never mix, and classic members share a protocol type and at least
+/// one protocol.
+fn check_protocol(group_id: &str, group: &Group, others: &[&Member], protocol: &JoinProtocol) -> Result<(), NodeError> {
+    if others.is_empty() {
+        return Ok(());
+    }
+    let inconsistent = |why: String| Err(error(ErrorKind::InconsistentGroupProtocol, why));
+    match protocol {
+        JoinProtocol::Native { .. } if group.classic => {
+            inconsistent(format!("group {group_id:?} has members of Kafka's classic protocol"))
+        }
+        JoinProtocol::Native { strategy, .. } if *strategy != group.strategy => {
+            inconsistent(format!("group {group_id:?} uses strategy {:?}, not {strategy:?}", group.strategy))
+        }
+        JoinProtocol::Native { .. } => Ok(()),
+        JoinProtocol::Classic { .. } if !group.classic => {
+            inconsistent(format!("group {group_id:?} has members of Sluice's native protocol"))
+        }
+        JoinProtocol::Classic { protocol_type, .. } if *protocol_type != group.protocol_type => inconsistent(format!(
+            "group {group_id:?} has protocol type {:?}, not {protocol_type:?}",
+            group.protocol_type
+        )),
+        JoinProtocol::Classic { protocols, .. } => {
+            if protocols.iter().any(|(name, _)| others.iter().all(|m| m.supports(name))) {
+                Ok(())
+            } else {
+                let names: Vec<&str> = protocols.iter().map(|(n, _)| n.as_str()).collect();
+                inconsistent(format!("none of the protocols {names:?} is supported by every member of {group_id:?}"))
+            }
+        }
+    }
+}
+
+/// The protocol every member supports that most members prefer (each votes for its
+/// first supported one, as Kafka's coordinator does); ties go to the earlier vote.
+fn choose_protocol<'a>(members: impl Iterator<Item = &'a Member> + Clone) -> Option<String> {
+    let first = members.clone().next()?;
+    let candidates: Vec<&str> = first
+        .protocols
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| members.clone().all(|m| m.supports(name)))
+        .collect();
+    let mut votes: Vec<(&str, usize)> = Vec::new();
+    for m in members {
+        let Some(choice) = m.protocols.iter().map(|(n, _)| n.as_str()).find(|n| candidates.contains(n)) else {
+            continue;
+        };
+        match votes.iter_mut().find(|(name, _)| *name == choice) {
+            Some((_, count)) => *count += 1,
+            None => votes.push((choice, 1)),
+        }
+    }
+    let best = votes.iter().map(|(_, c)| *c).max()?;
+    votes.into_iter().find(|(_, c)| *c == best).map(|(name, _)| name.to_string())
+}
