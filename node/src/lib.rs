@@ -26,12 +26,15 @@ pub mod config;
 pub mod controller;
 pub mod errors;
 pub mod groups;
-pub mod io;
 pub mod kafka;
 pub mod metrics;
 pub mod producers;
 pub mod replication;
 pub mod server;
 pub mod shard;
-pub mod storage;
 pub mod topics;
+
+/// The I/O seam (crate `sluice-io`), under its old module path.
+pub use sluice_io as io;
+/// The storage engine (crate `sluice-storage`), under its old module path.
+pub use sluice_storage as storage;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::{LocalExecutorBuilder, Placement};
+use sluice_node::io::mesh::Mesh;
+use sluice_node::io::rt::{self, LocalExecutorBuilder, Placement};
 use sluice_node::config::{Command, NodeConfig, USAGE};
 use sluice_node::server::{self, Server};
 use sluice_node::shard::cluster::ClusterSetup;
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         handed_over: AtomicBool::new(false),
     });
     let stop = &life.stop;
-    let mesh = MeshBuilder::full(config.shards, MESH_CHANNEL_CAPACITY);
+    let mesh = Mesh::new(config.shards, MESH_CHANNEL_CAPACITY);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cluster = cluster_setup(&config);
     info!(listen = %config.listen, data_dir = %config.data_dir.display(), shards = config.shards, "starting");
@@ -194,7 +194,7 @@ struct Lifecycle {
 async fn run_shard(
     config: NodeConfig,
     cluster: ClusterSetup,
-    mesh: MeshBuilder<sluice_node::shard::ShardMsg, glommio::channels::channel_mesh::Full>,
+    mesh: Mesh<sluice_node::shard::ShardMsg>,
     life: &Lifecycle,
 ) -> Result<(), String> {
     let listen = config.listen;
@@ -216,22 +216,22 @@ async fn run_shard(
         if life.stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        glommio::timer::sleep(Duration::from_millis(2)).await;
+        sluice_node::io::sleep(Duration::from_millis(2)).await;
     }
     let listener = server::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
     let server = Server::new(shard.clone());
-    let serving = glommio::spawn_local(server::serve_native(server.clone(), listener));
+    let serving = rt::spawn(server::serve_native(server.clone(), listener));
     let kafka = match kafka_listen {
         Some(address) => {
             let listener = server::bind(address).map_err(|e| format!("Kafka listener on {address}: {e}"))?;
-            Some(glommio::spawn_local(sluice_node::kafka::serve(server.clone(), listener)))
+            Some(rt::spawn(sluice_node::kafka::serve(server.clone(), listener)))
         }
         None => None,
     };
     let metrics = match (shard.id.0, metrics_listen) {
         (0, Some(address)) => {
             let listener = server::bind(address).map_err(|e| format!("metrics listener on {address}: {e}"))?;
-            Some(glommio::spawn_local(sluice_node::server::serve_metrics(shard.clone(), listener)))
+            Some(rt::spawn(sluice_node::server::serve_metrics(shard.clone(), listener)))
         }
         _ => None,
     };
@@ -242,7 +242,7 @@ async fn run_shard(
         }
     }
     while !life.stop.load(Ordering::SeqCst) {
-        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+        sluice_node::io::sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }
     if shard.id.0 == 0 {
         shard.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT).await;
@@ -250,7 +250,7 @@ async fn run_shard(
     }
     let deadline = std::time::Instant::now() + CONTROLLED_SHUTDOWN_TIMEOUT + Duration::from_secs(1);
     while !life.handed_over.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+        sluice_node::io::sleep(Duration::from_millis(10)).await;
     }
     drop(serving);
     drop(kafka);

@@ -93,7 +93,7 @@ impl Agent {
     pub fn start(
         config: AgentConfig,
         dir: &Path,
-        listener: Option<glommio::net::TcpListener>,
+        listener: Option<sluice_io::net::Listener>,
         hooks: AgentHooks,
     ) -> Result<Rc<Agent>, QuorumError> {
         // Every node holds the committed state: voters vote, the other nodes follow the
@@ -369,9 +369,9 @@ mod tests {
             let done = done_tx.clone();
             let stop = stop_rx.clone();
             threads.push(std::thread::spawn(move || {
-                let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().unwrap();
+                let executor = io::rt::LocalExecutorBuilder::new(io::rt::Placement::Unbound).make().unwrap();
                 executor.run(async move {
-                    let listener = glommio::net::TcpListener::bind(config.peers[&config.node].unwrap()).unwrap();
+                    let listener = sluice_io::net::Listener::bind(config.peers[&config.node].unwrap()).unwrap();
                     // The node's replicas (none hosted) send its heartbeats; the agent
                     // hands them what is addressed to the node.
                     let host: Rc<std::cell::OnceCell<Rc<ReplicaHost>>> = Rc::default();

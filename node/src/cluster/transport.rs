@@ -26,7 +26,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use sluice_io::net::{Connection as TcpStream, Listener as TcpListener};
 use tracing::{debug, warn};
 
 use crate::io::{self, WaitQueue};
@@ -288,7 +288,7 @@ mod tests {
     use super::*;
 
     fn run<T: 'static>(future: impl std::future::Future<Output = T> + 'static) -> T {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().unwrap().run(future)
+        io::rt::LocalExecutorBuilder::new(io::rt::Placement::Unbound).make().unwrap().run(future)
     }
 
     fn free_address() -> SocketAddr {

@@ -23,7 +23,7 @@ mod groups;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::net::TcpListener;
+use sluice_io::net::Listener;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tracing::warn;
@@ -144,7 +144,7 @@ pub struct KafkaServer {
 }
 
 /// Serves the Kafka protocol on `listener`, forever.
-pub async fn serve(server: Rc<Server>, listener: TcpListener) {
+pub async fn serve(server: Rc<Server>, listener: Listener) {
     crate::server::serve(Rc::new(KafkaServer { server }), listener).await;
 }
 

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use sluice_io::net::{Connection, Listener};
 use tracing::warn;
 
 use crate::metrics::Metrics;
@@ -15,7 +15,7 @@ use crate::shard::{Shard, ShardId, ShardReply, ShardRequest};
 const REQUEST_HEAD_BYTES_MAX: usize = 8192;
 
 /// Serves scrapes until the task is dropped.
-pub async fn serve_metrics(shard: Rc<Shard>, listener: TcpListener) {
+pub async fn serve_metrics(shard: Rc<Shard>, listener: Listener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -34,7 +34,7 @@ pub async fn serve_metrics(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-async fn scrape(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()> {
+async fn scrape(shard: &Rc<Shard>, mut stream: Connection) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {

@@ -26,9 +26,8 @@ use std::rc::Rc;
 
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel;
-use glommio::net::{TcpListener, TcpStream};
-use glommio::sync::Semaphore;
+use sluice_io::net::{Connection, Listener};
+use sluice_io::rt::{self, Semaphore, TaskHandle};
 use sluice_schemas::wire::{self, ErrorCode, FrameHeader, RequestBody, ResponseBody, FRAME_HEADER_BYTES};
 use tracing::{debug, info, warn};
 
@@ -174,7 +173,7 @@ pub(crate) trait Protocol: 'static {
 }
 
 /// Serves the native protocol on `listener`, forever.
-pub async fn serve_native(server: Rc<Server>, listener: TcpListener) {
+pub async fn serve_native(server: Rc<Server>, listener: Listener) {
     serve(server, listener).await;
 }
 
@@ -182,7 +181,7 @@ pub async fn serve_native(server: Rc<Server>, listener: TcpListener) {
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Accepts connections of one protocol, forever.
-pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: TcpListener) {
+pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -202,14 +201,14 @@ pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: TcpListener) {
     }
 }
 
-async fn connection<P: Protocol>(protocol: Rc<P>, stream: TcpStream) {
+async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
     let _ = stream.set_nodelay(true);
     let peer_address: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let server = protocol.server();
     let in_flight = server.shard.config.in_flight_per_connection_max;
-    let (tx, rx) = local_channel::new_bounded::<glommio::task::JoinHandle<Outcome>>(in_flight);
-    let writer_task = glommio::spawn_local(async move {
+    let (tx, rx) = rt::local_channel::<TaskHandle<Outcome>>(in_flight);
+    let writer_task = rt::spawn(async move {
         while let Some(handle) = rx.recv().await {
             let Some(outcome) = handle.await else { break };
             if let Some(response) = outcome.response {
@@ -231,7 +230,7 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: TcpStream) {
         let (body_bytes, frame) = match protocol.parse_header(&header) {
             Ok(parsed) => parsed,
             Err(refusal) => {
-                let task = glommio::spawn_local(async move { Outcome { response: refusal, close: true } }).detach();
+                let task = rt::spawn(async move { Outcome { response: refusal, close: true } }).detach();
                 let _ = tx.send(task).await;
                 break;
             }
@@ -255,7 +254,7 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: TcpStream) {
         }
         let protocol = protocol.clone();
         let peer = peer_address.clone();
-        let task = glommio::spawn_local(async move {
+        let task = rt::spawn(async move {
             let outcome = protocol.handle(frame, body, peer).await;
             drop(permit);
             outcome
@@ -422,8 +421,8 @@ async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
 }
 
 /// Binds the shard's listener (SO_REUSEPORT: every shard binds the same address).
-pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind(address).map_err(|e| std::io::Error::other(e.to_string()))?;
+pub fn bind(address: std::net::SocketAddr) -> std::io::Result<Listener> {
+    let listener = Listener::bind(address)?;
     info!(address = %address, "listening");
     Ok(listener)
 }

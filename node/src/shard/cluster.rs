@@ -239,7 +239,7 @@ impl Shard {
         let transport = if self.id == ShardId(0) {
             let listener = match setup.peers.get(&setup.node).copied().flatten() {
                 Some(address) => Some(
-                    glommio::net::TcpListener::bind(address)
+                    sluice_io::net::Listener::bind(address)
                         .map_err(|e| format!("cluster listener on {address}: {e}"))?,
                 ),
                 None => None,

@@ -1,8 +1,8 @@
-//! The thread-per-core runtime: one `Shard` per glommio executor.
+//! The thread-per-core runtime: one `Shard` per executor (one per core).
 //!
 //! Each partition is owned by exactly one shard (`shard_for`), which alone opens and
 //! touches its log. Every shard accepts connections; work for a partition owned by
-//! another shard crosses over a bounded glommio channel mesh as a `ShardRequest`, and
+//! another shard crosses over the bounded channel mesh (`sluice_io::mesh`) as a `ShardRequest`, and
 //! the answer comes back as a `ShardReply` (`Shard::call`).
 //!
 //! A node is always part of a cluster, if only a cluster of one: topics, partitions,
@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::{Receivers, Senders};
+use sluice_io::mesh::{Mesh, MeshReceiver, MeshSender};
 use sluice_schemas::batch::BatchHeader;
 use sluice_schemas::Offset;
 use tracing::warn;
@@ -79,7 +79,7 @@ pub struct Shard {
     pub config: Rc<NodeConfig>,
     metadata: RefCell<Rc<Metadata>>,
     logs: RefCell<HashMap<(String, u32), Rc<PartitionLog>>>,
-    senders: Senders<messages::ShardMsg>,
+    senders: MeshSender<messages::ShardMsg>,
     pending: RefCell<HashMap<u64, OneshotSender<ShardReply>>>,
     next_call: Cell<u64>,
     pub metrics: RefCell<Metrics>,
@@ -128,11 +128,11 @@ impl Shard {
     pub async fn start(
         config: Rc<NodeConfig>,
         setup: &cluster::ClusterSetup,
-        mesh: glommio::channels::channel_mesh::MeshBuilder<messages::ShardMsg, glommio::channels::channel_mesh::Full>,
+        mesh: Mesh<messages::ShardMsg>,
     ) -> Result<Rc<Shard>, String> {
         let (senders, receivers) = mesh.join().await.map_err(|e| format!("joining the shard mesh failed: {e}"))?;
-        let id = ShardId(senders.peer_id() as u16);
-        let shards = senders.nr_consumers() as u16;
+        let id = ShardId(senders.me() as u16);
+        let shards = senders.members() as u16;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("creating data directory {}: {e}", config.data_dir.display()))?;
         let shard = Rc::new(Shard {
@@ -654,8 +654,8 @@ async fn close_log(log: Rc<PartitionLog>) {
     }
 }
 
-fn spawn_receivers(shard: &Rc<Shard>, mut receivers: Receivers<messages::ShardMsg>) {
-    for (_, stream) in receivers.streams() {
+fn spawn_receivers(shard: &Rc<Shard>, receivers: Vec<MeshReceiver<messages::ShardMsg>>) {
+    for stream in receivers {
         let shard = shard.clone();
         io::spawn_detached(async move {
             while let Some(message) = stream.recv().await {

@@ -33,12 +33,12 @@ use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;
 use tracing::{debug, info, warn};
 
-use crate::io::{self, align_down, align_up, AlignedBuf, File, IoBytes, Oneshot, OneshotSender, SharedBuf, WaitQueue};
-use crate::storage::cache::BatchCache;
-use crate::storage::config::{FsyncPolicy, LogConfig};
-use crate::storage::error::StorageError;
-use crate::storage::index::SegmentIndex;
-use crate::storage::segment::{
+use sluice_io::{self as io, align_down, align_up, AlignedBuf, File, IoBytes, Oneshot, OneshotSender, SharedBuf, WaitQueue};
+use crate::cache::BatchCache;
+use crate::config::{FsyncPolicy, LogConfig};
+use crate::error::StorageError;
+use crate::index::SegmentIndex;
+use crate::segment::{
     parse_segment_name, segment_path, walk_batches, Segment, Step, WalkEnd, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
 
@@ -1117,7 +1117,7 @@ impl PartitionLog {
         delete_retention_ms: u64,
         bytes_per_s: u64,
     ) -> Result<CompactionReport, StorageError> {
-        crate::storage::compact::compact(self, min_lag_ms, delete_retention_ms, bytes_per_s).await
+        crate::compact::compact(self, min_lag_ms, delete_retention_ms, bytes_per_s).await
     }
 
     /// Closed segments below this offset were compacted.

@@ -14,7 +14,7 @@ use std::ops::Range;
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::Offset;
 
-use crate::io::{align_up, IoBytes, SharedBuf};
+use sluice_io::{align_up, IoBytes, SharedBuf};
 
 struct Entry {
     segment_base: Offset,

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{batch, run};
-use sluice_node::storage::{FaultPoint, FsyncPolicy, LogConfig, PartitionLog, StorageError};
+use sluice_storage::{FaultPoint, FsyncPolicy, LogConfig, PartitionLog, StorageError};
 use sluice_schemas::batch::{BatchWalker, HEADER_BYTES};
 use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;
@@ -344,8 +344,8 @@ fn appends_that_arrive_together_share_writes_and_report_their_durability() {
     let path = dir.path().to_path_buf();
     run(async move {
         for (fsync, durability) in [
-            (FsyncPolicy::Always, sluice_node::storage::Durability::Synced),
-            (FsyncPolicy::Never, sluice_node::storage::Durability::Written),
+            (FsyncPolicy::Always, sluice_storage::Durability::Synced),
+            (FsyncPolicy::Never, sluice_storage::Durability::Written),
         ] {
             let sub = path.join(fsync.to_string());
             let (log, _) = PartitionLog::open(&sub, LogConfig { fsync, ..LogConfig::default() }).await.unwrap();
@@ -380,7 +380,7 @@ fn retention_deletes_closed_segments_past_the_time_and_size_limits_but_never_the
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(async move {
-        let clock = sluice_node::io::Clock::manual(1_000_000);
+        let clock = sluice_io::Clock::manual(1_000_000);
         let config = LogConfig { retention_ms: Some(10_000), clock: clock.clone(), ..small_config() };
         let (log, _) = PartitionLog::open(&path, config).await.unwrap();
         for i in 0..30u64 {
@@ -417,7 +417,7 @@ fn log_append_time_topics_stamp_batches_with_the_nodes_clock() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(async move {
-        let clock = sluice_node::io::Clock::manual(1_700_000_000_000);
+        let clock = sluice_io::Clock::manual(1_700_000_000_000);
         let config = LogConfig {
             timestamp_type: sluice_schemas::batch::TimestampType::LogAppendTime,
             clock: clock.clone(),
@@ -482,7 +482,7 @@ fn compaction_keeps_the_latest_value_of_each_key_at_its_offset_and_drops_old_tom
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(async move {
-        let clock = sluice_node::io::Clock::manual(1_000_000);
+        let clock = sluice_io::Clock::manual(1_000_000);
         let config =
             LogConfig { segment_bytes: 4096, index_interval_bytes: 256, clock: clock.clone(), ..LogConfig::default() };
         let (log, _) = PartitionLog::open(&path, config.clone()).await.unwrap();

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::io::Clock;
+use sluice_io::Clock;
 
 /// When the log calls fdatasync, and so what an acknowledged append survives.
 /// Every policy survives kill -9 of the node: an append completes only after its

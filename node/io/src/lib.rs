@@ -1,14 +1,19 @@
-//! The node's I/O seam: the only module that touches glommio and io_uring.
+//! `sluice-io`: the node's I/O seam, the only crate that depends on glommio (and through
+//! it on io_uring).
 //!
-//! Storage, and later replication and the protocol servers, see the small types here
-//! (`File`, `AlignedBuf`, `IoBytes`, a few directory calls, a task spawner and a clock)
-//! rather than glommio itself. Everything in this module must run on a glommio
-//! executor thread; none of it is `Send`.
+//! Storage, the protocol servers, the cluster transport and the shards see the small
+//! types here rather than glommio itself: `File`, `AlignedBuf`, `IoBytes`, a few directory
+//! calls and a clock (this file), TCP listeners and connections (`net`), the cross-shard
+//! mesh (`mesh`), tasks, executors and local channels (`rt`). Everything here must run on
+//! a glommio executor thread; none of it is `Send`.
 //!
 //! Guarantees: `File` is always opened with O_DIRECT (glommio DMA files), so a write that
 //! completed has left this process and survives its kill -9; only `fdatasync` makes it
 //! survive a power loss. Every error names the operation and the file.
 
+pub mod mesh;
+pub mod net;
+pub mod rt;
 mod sync;
 
 pub use sync::{first_of, join_all, LocalFuture, Oneshot, OneshotSender, WaitQueue};

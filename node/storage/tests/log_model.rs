@@ -9,8 +9,8 @@ mod common;
 use std::path::Path;
 
 use proptest::prelude::*;
-use sluice_node::io::Clock;
-use sluice_node::storage::{FsyncPolicy, LogConfig, PartitionLog, StorageError};
+use sluice_io::Clock;
+use sluice_storage::{FsyncPolicy, LogConfig, PartitionLog, StorageError};
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::Offset;
 

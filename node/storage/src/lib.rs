@@ -6,7 +6,7 @@
 //! - `cache`: the bounded cache of recently written batches.
 //! - `config`: per-log settings and the fsync policy.
 //!
-//! Storage touches files only through `crate::io`.
+//! Storage touches files only through `sluice_io`.
 
 pub mod cache;
 pub mod compact;

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use common::{batch, run};
-use sluice_node::storage::{FaultPoint, FsyncPolicy, LogConfig, PartitionLog};
+use sluice_storage::{FaultPoint, FsyncPolicy, LogConfig, PartitionLog};
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::Offset;
 
