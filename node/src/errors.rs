@@ -111,3 +111,42 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
     };
     NodeError::new(kind, format!("{topic}-{partition}: {e}"))
 }
+
+/// The wire error code of an error kind (Kafka's numbers).
+#[must_use]
+pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
+    use sluice_schemas::wire::ErrorCode;
+    match kind {
+        ErrorKind::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+        ErrorKind::OffsetOutOfRange => ErrorCode::OffsetOutOfRange,
+        ErrorKind::CorruptMessage => ErrorCode::CorruptMessage,
+        ErrorKind::MessageTooLarge => ErrorCode::MessageTooLarge,
+        ErrorKind::InvalidRecord => ErrorCode::InvalidRecord,
+        ErrorKind::InvalidTopic => ErrorCode::InvalidTopic,
+        ErrorKind::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
+        ErrorKind::InvalidPartitions => ErrorCode::InvalidPartitions,
+        ErrorKind::InvalidReplicationFactor => ErrorCode::InvalidReplicationFactor,
+        ErrorKind::InvalidConfig => ErrorCode::InvalidConfig,
+        ErrorKind::InvalidRequest => ErrorCode::InvalidRequest,
+        ErrorKind::InvalidRequiredAcks => ErrorCode::InvalidRequiredAcks,
+        ErrorKind::RequestTimedOut => ErrorCode::RequestTimedOut,
+        ErrorKind::NotEnoughReplicas => ErrorCode::NotEnoughReplicas,
+        ErrorKind::NotEnoughReplicasAfterAppend => ErrorCode::NotEnoughReplicasAfterAppend,
+        ErrorKind::NotLeaderOrFollower => ErrorCode::NotLeaderOrFollower,
+        ErrorKind::LeaderNotAvailable => ErrorCode::LeaderNotAvailable,
+        ErrorKind::NotController => ErrorCode::NotController,
+        ErrorKind::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        ErrorKind::NotCoordinator => ErrorCode::NotCoordinator,
+        ErrorKind::InvalidGroupId => ErrorCode::InvalidGroupId,
+        ErrorKind::UnknownMemberId => ErrorCode::UnknownMemberId,
+        ErrorKind::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,
+        ErrorKind::RebalanceInProgress => ErrorCode::RebalanceInProgress,
+        ErrorKind::IllegalGeneration => ErrorCode::IllegalGeneration,
+        ErrorKind::InconsistentGroupProtocol => ErrorCode::InconsistentGroupProtocol,
+        ErrorKind::OutOfOrderSequenceNumber => ErrorCode::OutOfOrderSequenceNumber,
+        ErrorKind::NonEmptyGroup => ErrorCode::NonEmptyGroup,
+        ErrorKind::GroupIdNotFound => ErrorCode::GroupIdNotFound,
+        ErrorKind::Storage => ErrorCode::KafkaStorageError,
+        ErrorKind::Unknown => ErrorCode::UnknownServerError,
+    }
+}

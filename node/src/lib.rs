@@ -8,13 +8,17 @@
 //! - `groups`: the consumer group coordinator (the state machine `groups::state` and its
 //!   driver on the shard) and its assignment strategies.
 //! - `errors`: how a request's parts fail, as the client is told.
-//! - `server`: the connection loop shared by both protocols, the native protocol's
-//!   handlers, and the operations both protocols call.
+//! - `listener`: the connection loop both protocols share (framing, pipelining, request
+//!   memory, in-order responses).
+//! - `ops`: the operations both protocols call (produce, fetch, list offsets, delete
+//!   records, admin), over the shard.
+//! - `native`: the native protocol's handlers over `ops`.
 //! - `kafka`: the Kafka wire-protocol listener over the same operations.
 //! - `producers`: idempotent producers' recent batches per partition.
 //! - `replication`: the ISR, high-watermark, epoch and election state machines and their
 //!   deterministic simulation; the node runs them through `cluster::host`.
-//! - `metrics`: counters and latency histograms, rendered for Prometheus.
+//! - `metrics`: counters and latency histograms, rendered for Prometheus, and the
+//!   `/metrics` HTTP endpoint.
 //! - `shard`: the thread-per-core runtime (partition ownership, cross-shard calls) and
 //!   its part in a cluster (`shard::cluster`).
 //! - `io`: the I/O seam, the only module that touches glommio and io_uring.
@@ -27,10 +31,12 @@ pub mod controller;
 pub mod errors;
 pub mod groups;
 pub mod kafka;
+pub mod listener;
 pub mod metrics;
+pub mod native;
+pub mod ops;
 pub mod producers;
 pub mod replication;
-pub mod server;
 pub mod shard;
 pub mod topics;
 

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use sluice_node::config::{Command, NodeConfig, USAGE};
 use sluice_node::io::mesh::Mesh;
 use sluice_node::io::rt::{self, LocalExecutorBuilder, Placement};
-use sluice_node::config::{Command, NodeConfig, USAGE};
-use sluice_node::server::{self, Server};
+use sluice_node::listener::{self, Server};
 use sluice_node::shard::cluster::ClusterSetup;
 use sluice_node::shard::{Shard, MESH_CHANNEL_CAPACITY};
 use tracing::{error, info};
@@ -218,20 +218,20 @@ async fn run_shard(
         }
         sluice_node::io::sleep(Duration::from_millis(2)).await;
     }
-    let listener = server::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
+    let listener = listener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
     let server = Server::new(shard.clone());
-    let serving = rt::spawn(server::serve_native(server.clone(), listener));
+    let serving = rt::spawn(sluice_node::native::serve_native(server.clone(), listener));
     let kafka = match kafka_listen {
         Some(address) => {
-            let listener = server::bind(address).map_err(|e| format!("Kafka listener on {address}: {e}"))?;
+            let listener = listener::bind(address).map_err(|e| format!("Kafka listener on {address}: {e}"))?;
             Some(rt::spawn(sluice_node::kafka::serve(server.clone(), listener)))
         }
         None => None,
     };
     let metrics = match (shard.id.0, metrics_listen) {
         (0, Some(address)) => {
-            let listener = server::bind(address).map_err(|e| format!("metrics listener on {address}: {e}"))?;
-            Some(rt::spawn(sluice_node::server::serve_metrics(shard.clone(), listener)))
+            let listener = listener::bind(address).map_err(|e| format!("metrics listener on {address}: {e}"))?;
+            Some(rt::spawn(sluice_node::metrics::serve_metrics(shard.clone(), listener)))
         }
         _ => None,
     };

@@ -27,8 +27,8 @@ use sluice_schemas::wire::ErrorCode;
 
 use super::{code, text, Request, APIS};
 use crate::errors::{ErrorKind, NodeError};
-use crate::server::admin::run_admin;
-use crate::server::Server;
+use crate::listener::Server;
+use crate::ops::admin::run_admin;
 use crate::shard::{AdminRequest, ConfigChange, NewTopic};
 
 /// What Kafka clients see as the cluster id.
@@ -170,7 +170,7 @@ pub async fn create_topics(server: &Rc<Server>, r: &Request, request: CreateTopi
     let mut results: BTreeMap<String, Result<(), NodeError>> = BTreeMap::new();
     if !topics.is_empty() {
         let request = AdminRequest::CreateTopics { topics, validate_only: request.validate_only };
-        results.extend(run_admin(server, request).await);
+        results.extend(run_admin(&server.shard, request).await);
     }
     results.extend(refused.into_iter().map(|(n, e)| (n, Err(e))));
     let topics = asked
@@ -193,7 +193,7 @@ pub async fn create_topics(server: &Rc<Server>, r: &Request, request: CreateTopi
 pub async fn delete_topics(server: &Rc<Server>, r: &Request, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let mut names: Vec<String> = request.topic_names.into_iter().map(|n| n.0.to_string()).collect();
     names.extend(request.topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())));
-    let results = run_admin(server, AdminRequest::DeleteTopics { names }).await;
+    let results = run_admin(&server.shard, AdminRequest::DeleteTopics { names }).await;
     let responses = results
         .into_iter()
         .map(|(name, result)| {
@@ -210,7 +210,7 @@ pub async fn create_partitions(server: &Rc<Server>, request: CreatePartitionsReq
     let topics =
         request.topics.into_iter().map(|t| (t.name.0.to_string(), u32::try_from(t.count).unwrap_or(0))).collect();
     let results =
-        run_admin(server, AdminRequest::CreatePartitions { topics, validate_only: request.validate_only }).await;
+        run_admin(&server.shard, AdminRequest::CreatePartitions { topics, validate_only: request.validate_only }).await;
     let results = results
         .into_iter()
         .map(|(name, result)| {
@@ -279,7 +279,7 @@ async fn apply_config_changes(
     let ok: Vec<ConfigChange> = changes.iter().filter_map(|(_, _, c)| c.as_ref().ok().cloned()).collect();
     let mut results: BTreeMap<String, Result<(), NodeError>> = BTreeMap::new();
     if !ok.is_empty() {
-        results.extend(run_admin(server, AdminRequest::AlterConfigs { topics: ok, validate_only }).await);
+        results.extend(run_admin(&server.shard, AdminRequest::AlterConfigs { topics: ok, validate_only }).await);
     }
     changes
         .into_iter()

@@ -16,10 +16,9 @@ use kafka_protocol::messages::{
 use super::fetch_response::{FetchedPartition, FetchedTopic};
 use super::{code, index_of, partition_index, text, Request};
 use crate::errors::{ErrorKind, NodeError};
-use crate::server::delete_records::delete_records_one;
-use crate::server::fetch::{fetch_all, list_offset, FetchLimits, Wanted};
-use crate::server::produce::{append_all, ProducePartition};
-use crate::server::{ResponseFrame, Server};
+use crate::listener::{ResponseFrame, Server};
+use crate::ops::fetch::{fetch_all, list_offset, FetchLimits, Wanted};
+use crate::ops::produce::{append_all, ProducePartition};
 
 pub async fn produce(
     server: &Rc<Server>,
@@ -55,7 +54,7 @@ pub async fn produce(
             (name, partitions)
         })
         .collect();
-    let results = append_all(server, acks, topics).await;
+    let results = append_all(&server.shard, acks, topics).await;
     if acks == 0 {
         // No response to carry an error: Kafka closes the connection so the client notices.
         let failed = results.iter().flat_map(|(_, parts)| parts).find_map(|(_, r)| r.as_ref().err());
@@ -110,7 +109,7 @@ pub async fn fetch(server: &Rc<Server>, request: &Request, fetch: FetchRequest) 
         max_wait_ms: u32::try_from(fetch.max_wait_ms).unwrap_or(0),
         max_bytes: u64::try_from(fetch.max_bytes).unwrap_or(0),
     };
-    let mut results = fetch_all(server, &wanted, limits).await.into_iter();
+    let mut results = fetch_all(&server.shard, &wanted, limits).await.into_iter();
     let mut wanted = wanted.into_iter();
     let topics = layout
         .into_iter()
@@ -150,7 +149,7 @@ pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsets
         let name = t.name.0.to_string();
         let mut partitions = Vec::new();
         for p in t.partitions {
-            let result = list_offset(server, &name, partition_index(p.partition_index), p.timestamp).await;
+            let result = list_offset(&server.shard, &name, partition_index(p.partition_index), p.timestamp).await;
             let response =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1);
             partitions.push(match result {
@@ -172,7 +171,13 @@ pub async fn delete_records(server: &Rc<Server>, request: DeleteRecordsRequest) 
         let name = t.name.0.to_string();
         let mut partitions = Vec::new();
         for p in t.partitions {
-            let result = delete_records_one(server, &name, partition_index(p.partition_index), p.offset).await;
+            let result = crate::ops::delete_records::delete_records(
+                &server.shard,
+                &name,
+                partition_index(p.partition_index),
+                p.offset,
+            )
+            .await;
             let response = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
             partitions.push(match result {
                 Ok(low) => response.with_low_watermark(low as i64),

@@ -3,7 +3,7 @@
 //! log's own buffers (`Payload::Shared`). The layout is Kafka's FetchResponse.json; the
 //! test decodes our output with the kafka-protocol crate for every version served.
 
-use crate::server::{Payload, ResponseFrame};
+use crate::listener::{Payload, ResponseFrame};
 
 /// Fetch v12 is the first flexible version (compact strings and arrays, tagged fields).
 const FLEXIBLE_FROM: i16 = 12;

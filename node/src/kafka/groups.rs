@@ -25,7 +25,7 @@ use sluice_schemas::wire::ErrorCode;
 use super::{code, code_of, index_of, partition_index, text, Request};
 use crate::errors::{ErrorKind, NodeError};
 use crate::groups::{by_topic, consumer_protocol, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
-use crate::server::Server;
+use crate::listener::Server;
 
 fn unexpected(reply: &GroupReply) -> NodeError {
     NodeError::new(ErrorKind::Unknown, format!("unexpected group reply {reply:?}"))

@@ -2,7 +2,7 @@
 //! everything built on it, the Java client, kafka-python, kcat) work against the node.
 //!
 //! It is a second `Protocol` on the same connection loop as the native one
-//! (`crate::server::serve`), and its handlers call the same operations: `append_all` for
+//! (`crate::listener::serve`), and its handlers call the same operations: `append_all` for
 //! Produce, `fetch_all` for Fetch, `run_admin` for topic changes, and the group
 //! coordinator for groups and offsets. Only decoding requests and encoding responses
 //! live here. Message encodings come from the kafka-protocol crate (generated from
@@ -23,16 +23,16 @@ mod groups;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use sluice_io::net::Listener;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_io::net::Listener;
 use tracing::warn;
 
 use sluice_schemas::wire::ErrorCode;
 
 use crate::errors::{ErrorKind, NodeError};
+use crate::listener::{Outcome, Protocol, ResponseFrame, Server};
 use crate::metrics::Api;
-use crate::server::{Outcome, Protocol, ResponseFrame, Server};
 
 /// The APIs served and their versions (Kafka 2.8's ranges).
 pub const APIS: &[(ApiKey, i16, i16)] = &[
@@ -73,7 +73,7 @@ pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
 /// Kafka's error code for an error.
 #[must_use]
 pub fn code(e: &NodeError) -> i16 {
-    crate::server::error_code(e.kind).0
+    crate::errors::error_code(e.kind).0
 }
 
 /// Kafka's error code of a result.
@@ -145,7 +145,7 @@ pub struct KafkaServer {
 
 /// Serves the Kafka protocol on `listener`, forever.
 pub async fn serve(server: Rc<Server>, listener: Listener) {
-    crate::server::serve(Rc::new(KafkaServer { server }), listener).await;
+    crate::listener::serve(Rc::new(KafkaServer { server }), listener).await;
 }
 
 impl Protocol for KafkaServer {

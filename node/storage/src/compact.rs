@@ -15,10 +15,10 @@ use sluice_schemas::records::{BatchBuilder, BatchConfig, RecordHeader};
 use sluice_schemas::{LeaderEpoch, Offset, ProducerId};
 use tracing::info;
 
-use sluice_io as io;
 use crate::error::StorageError;
 use crate::log::{CompactionReport, PartitionLog};
 use crate::segment::{segment_path, walk_batches, Step};
+use sluice_io as io;
 
 /// Largest decompressed records section the cleaner accepts from one batch.
 const DECOMPRESSED_BYTES_MAX: usize = 256 << 20;

@@ -33,13 +33,15 @@ use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;
 use tracing::{debug, info, warn};
 
-use sluice_io::{self as io, align_down, align_up, AlignedBuf, File, IoBytes, Oneshot, OneshotSender, SharedBuf, WaitQueue};
 use crate::cache::BatchCache;
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::StorageError;
 use crate::index::SegmentIndex;
 use crate::segment::{
     parse_segment_name, segment_path, walk_batches, Segment, Step, WalkEnd, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use sluice_io::{
+    self as io, align_down, align_up, AlignedBuf, File, IoBytes, Oneshot, OneshotSender, SharedBuf, WaitQueue,
 };
 
 /// The file that remembers a log start offset inside the first segment (after

@@ -10,8 +10,8 @@ use std::rc::Rc;
 use sluice_schemas::batch::{check_batch, BatchError, BatchHeader};
 use sluice_schemas::Offset;
 
-use sluice_io::{File, IoBytes};
 use crate::index::SegmentIndex;
+use sluice_io::{File, IoBytes};
 
 pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";

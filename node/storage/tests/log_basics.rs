@@ -5,10 +5,10 @@
 mod common;
 
 use common::{batch, run};
-use sluice_storage::{FaultPoint, FsyncPolicy, LogConfig, PartitionLog, StorageError};
 use sluice_schemas::batch::{BatchWalker, HEADER_BYTES};
 use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;
+use sluice_storage::{FaultPoint, FsyncPolicy, LogConfig, PartitionLog, StorageError};
 
 fn small_config() -> LogConfig {
     LogConfig { segment_bytes: 8 * 1024, index_interval_bytes: 1024, ..LogConfig::default() }

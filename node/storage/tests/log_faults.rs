@@ -15,9 +15,9 @@ use std::path::Path;
 use std::rc::Rc;
 
 use common::{batch, run};
-use sluice_storage::{FaultPoint, FsyncPolicy, LogConfig, PartitionLog};
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::Offset;
+use sluice_storage::{FaultPoint, FsyncPolicy, LogConfig, PartitionLog};
 
 /// Large batches: 16 records of 60 KiB, about 1 MB each (the default batch limit is 1 MiB), far above the size under which
 /// writes zero-fill ahead of themselves (256 KiB by default); 16 of them write past the

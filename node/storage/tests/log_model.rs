@@ -10,9 +10,9 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use sluice_io::Clock;
-use sluice_storage::{FsyncPolicy, LogConfig, PartitionLog, StorageError};
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::Offset;
+use sluice_storage::{FsyncPolicy, LogConfig, PartitionLog, StorageError};
 
 #[derive(Clone, Debug)]
 enum Op {

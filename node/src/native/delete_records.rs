@@ -6,30 +6,12 @@ use std::rc::Rc;
 use flatbuffers::FlatBufferBuilder;
 use sluice_schemas::wire::{self, ErrorCode, ResponseBody};
 
-use super::{error_code, respond, ResponseFrame, Server};
-use crate::errors::{ErrorKind, NodeError};
-use crate::shard::{ShardReply, ShardRequest};
+use super::respond;
+use crate::errors::{error_code, NodeError};
+use crate::listener::{ResponseFrame, Server};
 
 /// Each partition's new log start, or why it did not move.
 type LowWatermarks = Vec<(u32, Result<u64, NodeError>)>;
-
-/// Moves one partition's log start to `offset` (-1: the log end) on the shard that owns
-/// it and returns the new log start. Both protocols' DeleteRecords call this.
-pub async fn delete_records_one(
-    server: &Rc<Server>,
-    topic: &str,
-    partition: u32,
-    offset: i64,
-) -> Result<u64, NodeError> {
-    let shard = &server.shard;
-    shard.check_partition(topic, partition)?;
-    let request = ShardRequest::DeleteRecords { topic: topic.to_string(), partition, offset };
-    match shard.call(shard.owner(topic, partition), request).await {
-        ShardReply::LowWatermark(r) => r,
-        ShardReply::Failed(e) => Err(e),
-        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
-    }
-}
 
 pub async fn delete_records(server: &Rc<Server>, cid: u32, request: wire::DeleteRecordsRequest<'_>) -> ResponseFrame {
     let mut results: Vec<(String, LowWatermarks)> = Vec::new();
@@ -38,7 +20,10 @@ pub async fn delete_records(server: &Rc<Server>, cid: u32, request: wire::Delete
         let mut parts = Vec::new();
         for p in t.partitions().iter().flatten() {
             let partition = p.partition();
-            parts.push((partition, delete_records_one(server, &topic, partition, p.offset()).await));
+            parts.push((
+                partition,
+                crate::ops::delete_records::delete_records(&server.shard, &topic, partition, p.offset()).await,
+            ));
         }
         results.push((topic, parts));
     }

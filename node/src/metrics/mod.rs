@@ -4,6 +4,10 @@
 //! Each shard records into its own `Metrics` (no sharing, no locks); a scrape asks every
 //! shard for a `Snapshot` over the mesh and renders their sum.
 
+mod http;
+
+pub use http::serve_metrics;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;

@@ -7,9 +7,10 @@ use std::rc::Rc;
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 use sluice_schemas::wire::{self, ErrorCode, ResponseBody};
 
-use super::{error_code, respond, topic_results, ResponseFrame, Server};
-use crate::errors::{ErrorKind, NodeError};
+use super::{respond, topic_results};
+use crate::errors::{error_code, ErrorKind, NodeError};
 use crate::groups::{by_topic, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
+use crate::listener::{ResponseFrame, Server};
 
 fn unexpected(reply: &GroupReply) -> NodeError {
     NodeError::new(ErrorKind::Unknown, format!("unexpected group reply {reply:?}"))

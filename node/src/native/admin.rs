@@ -10,10 +10,11 @@ use std::rc::Rc;
 use flatbuffers::FlatBufferBuilder;
 use sluice_schemas::wire::{self, ApiKey, ErrorCode, ResponseBody};
 
-use super::{error_code, respond, topic_results, ResponseFrame, Server};
-use crate::errors::{ErrorKind, NodeError};
+use super::{respond, topic_results};
+use crate::errors::{error_code, ErrorKind, NodeError};
+use crate::listener::{ResponseFrame, Server};
+use crate::ops::admin::run_admin;
 use crate::shard::{AdminRequest, ConfigChange, NewTopic};
-use crate::shard::{ShardId, ShardReply, ShardRequest};
 
 pub fn api_versions(correlation_id: u32) -> ResponseFrame {
     let mut b = FlatBufferBuilder::new();
@@ -113,19 +114,6 @@ pub fn metadata(server: &Rc<Server>, correlation_id: u32, request: wire::Metadat
     respond(b, correlation_id, ResponseBody::MetadataResponse, body.as_union_value(), Vec::new())
 }
 
-/// Runs an admin request on shard 0 and returns its per-topic results.
-pub(crate) async fn run_admin(server: &Rc<Server>, request: AdminRequest) -> Vec<(String, Result<(), NodeError>)> {
-    let names = request.topic_names();
-    match server.shard.call(ShardId(0), ShardRequest::Admin(request)).await {
-        ShardReply::Admin(result) => result.results,
-        ShardReply::Failed(e) => names.into_iter().map(|n| (n, Err(e.clone()))).collect(),
-        other => {
-            let e = NodeError::new(ErrorKind::Unknown, format!("unexpected admin reply {other:?}"));
-            names.into_iter().map(|n| (n, Err(e.clone()))).collect()
-        }
-    }
-}
-
 fn results_frame(
     correlation_id: u32,
     results: &[(String, Result<(), NodeError>)],
@@ -181,13 +169,13 @@ pub async fn create_topics(server: &Rc<Server>, cid: u32, request: wire::CreateT
         })
         .unwrap_or_default();
     let results =
-        run_admin(server, AdminRequest::CreateTopics { topics, validate_only: request.validate_only() }).await;
+        run_admin(&server.shard, AdminRequest::CreateTopics { topics, validate_only: request.validate_only() }).await;
     results_frame(cid, &results, ResponseBody::CreateTopicsResponse)
 }
 
 pub async fn delete_topics(server: &Rc<Server>, cid: u32, request: wire::DeleteTopicsRequest<'_>) -> ResponseFrame {
     let names = request.names().map(|v| v.iter().map(str::to_string).collect()).unwrap_or_default();
-    let results = run_admin(server, AdminRequest::DeleteTopics { names }).await;
+    let results = run_admin(&server.shard, AdminRequest::DeleteTopics { names }).await;
     results_frame(cid, &results, ResponseBody::DeleteTopicsResponse)
 }
 
@@ -201,7 +189,8 @@ pub async fn create_partitions(
         .map(|v| v.iter().map(|t| (t.topic().unwrap_or("").to_string(), t.count())).collect())
         .unwrap_or_default();
     let results =
-        run_admin(server, AdminRequest::CreatePartitions { topics, validate_only: request.validate_only() }).await;
+        run_admin(&server.shard, AdminRequest::CreatePartitions { topics, validate_only: request.validate_only() })
+            .await;
     results_frame(cid, &results, ResponseBody::CreatePartitionsResponse)
 }
 
@@ -218,7 +207,7 @@ pub async fn alter_configs(server: &Rc<Server>, cid: u32, request: wire::AlterCo
         })
         .unwrap_or_default();
     let results =
-        run_admin(server, AdminRequest::AlterConfigs { topics, validate_only: request.validate_only() }).await;
+        run_admin(&server.shard, AdminRequest::AlterConfigs { topics, validate_only: request.validate_only() }).await;
     results_frame(cid, &results, ResponseBody::AlterConfigsResponse)
 }
 

@@ -1,0 +1,214 @@
+//! The connection loop both protocols share, on every shard: accepts connections, reads
+//! frames, runs each request's handler and writes the responses in request order.
+//!
+//! Every shard runs one per protocol (the listener has SO_REUSEPORT, so the kernel
+//! spreads connections). Per connection, a reader task reads frames and starts a handler
+//! task per request; a writer task writes the responses in the order the requests came,
+//! so requests are pipelined up to `max-in-flight` per connection.
+//!
+//! Guarantees: a frame larger than `max-frame-bytes` is refused from its header, before
+//! its body is read; the bodies held by one shard never exceed `request-memory-bytes`,
+//! and a body that does not arrive within `BODY_READ_TIMEOUT` closes its connection
+//! (releasing its reservation); a frame the protocol refuses gets its answer and its
+//! connection is closed, and nothing else (other connections, stored data) is affected.
+//! Record bytes in fetch responses go to the socket from the log's buffers as they are.
+
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use sluice_io::net::{Connection, Listener};
+use sluice_io::rt::{self, Semaphore, TaskHandle};
+use tracing::{debug, info, warn};
+
+use crate::io::IoBytes;
+use crate::shard::Shard;
+
+/// Bytes that follow a response's envelope on the wire.
+pub enum Payload {
+    /// Straight from the log's cache or disk buffers (no copy).
+    Shared(IoBytes),
+    /// Copied once, when a partition of another shard served it.
+    Owned(Vec<u8>),
+}
+
+impl Payload {
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Shared(b) => b,
+            Payload::Owned(v) => v,
+        }
+    }
+}
+
+/// A response ready to write: frame header and envelope, then the payload pieces.
+pub struct ResponseFrame {
+    head: Vec<u8>,
+    payload: Vec<Payload>,
+}
+
+impl ResponseFrame {
+    /// A response written as `head` then each piece of `payload`, in order.
+    #[must_use]
+    pub fn new(head: Vec<u8>, payload: Vec<Payload>) -> ResponseFrame {
+        ResponseFrame { head, payload }
+    }
+
+    #[cfg(test)]
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    #[cfg(test)]
+    pub fn payload(&self) -> &[Payload] {
+        &self.payload
+    }
+}
+
+/// What the handler of one request decided.
+pub struct Outcome {
+    /// `None` for acks=0 produce requests, which get no response.
+    pub response: Option<ResponseFrame>,
+    /// Close the connection after writing the response (malformed request).
+    pub close: bool,
+}
+
+/// Shared by the connections of one shard, of both protocols.
+pub struct Server {
+    pub shard: Rc<Shard>,
+    memory: Rc<Semaphore>,
+}
+
+/// A wire protocol served on a listener: how its frames are delimited, and how one
+/// request is handled. The connection loop (`serve`) is the same for every protocol:
+/// pipelined requests up to `max-in-flight`, answered in order, bodies within the
+/// shard's request memory.
+pub(crate) trait Protocol: 'static {
+    /// Bytes of the frame header, which gives the body's length.
+    const HEADER_BYTES: usize;
+    /// What the handler needs from the header.
+    type Frame: 'static;
+    fn server(self: &Rc<Self>) -> Rc<Server>;
+    /// The body's length and what the handler needs from the header; `Err` refuses the
+    /// frame: its response, if any, is written and the connection closed.
+    fn parse_header(&self, header: &[u8]) -> Result<(usize, Self::Frame), Option<ResponseFrame>>;
+    /// Runs one request.
+    async fn handle(self: Rc<Self>, frame: Self::Frame, body: Vec<u8>, peer: Rc<str>) -> Outcome;
+}
+
+/// How long a request's body may take to arrive once its header announced it.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Accepts connections of one protocol, forever.
+pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let protocol = protocol.clone();
+                crate::io::spawn_detached(async move {
+                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    debug!(%peer, shard = protocol.server().shard.id.0, "connection opened");
+                    connection(protocol, stream).await;
+                    debug!(%peer, "connection closed");
+                });
+            }
+            Err(e) => {
+                warn!("accept failed: {e}");
+                crate::io::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
+    let _ = stream.set_nodelay(true);
+    let peer_address: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let server = protocol.server();
+    let in_flight = server.shard.config.in_flight_per_connection_max;
+    let (tx, rx) = rt::local_channel::<TaskHandle<Outcome>>(in_flight);
+    let writer_task = rt::spawn(async move {
+        while let Some(handle) = rx.recv().await {
+            let Some(outcome) = handle.await else { break };
+            if let Some(response) = outcome.response {
+                if write_response(&mut writer, &response).await.is_err() {
+                    break;
+                }
+            }
+            if outcome.close {
+                break;
+            }
+        }
+        let _ = writer.close().await;
+    });
+    let mut header = vec![0u8; P::HEADER_BYTES];
+    loop {
+        if reader.read_exact(&mut header).await.is_err() {
+            break; // closed by the peer
+        }
+        let (body_bytes, frame) = match protocol.parse_header(&header) {
+            Ok(parsed) => parsed,
+            Err(refusal) => {
+                let task = rt::spawn(async move { Outcome { response: refusal, close: true } }).detach();
+                let _ = tx.send(task).await;
+                break;
+            }
+        };
+        // The body's memory is reserved before it is read: a shard never holds more
+        // than request-memory-bytes of request bodies (and every body fits, since the
+        // config keeps request-memory-bytes at least max-frame-bytes).
+        let Ok(permit) = server.memory.clone().acquire_static_permit(body_bytes as u64).await else {
+            break;
+        };
+        // A peer that announces a body and does not send it would hold its reservation:
+        // it gets BODY_READ_TIMEOUT, then the connection is closed.
+        let mut body = vec![0u8; body_bytes];
+        match crate::io::timeout(BODY_READ_TIMEOUT, reader.read_exact(&mut body)).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) => break,
+            None => {
+                warn!(peer = %peer_address, bytes = body_bytes, "a request body did not arrive in time; closing the connection");
+                break;
+            }
+        }
+        let protocol = protocol.clone();
+        let peer = peer_address.clone();
+        let task = rt::spawn(async move {
+            let outcome = protocol.handle(frame, body, peer).await;
+            drop(permit);
+            outcome
+        })
+        .detach();
+        if tx.send(task).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    writer_task.await;
+}
+
+impl Server {
+    #[must_use]
+    pub fn new(shard: Rc<Shard>) -> Rc<Server> {
+        let memory = Rc::new(Semaphore::new(shard.config.request_memory_bytes_max));
+        Rc::new(Server { shard, memory })
+    }
+}
+
+async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut W,
+    response: &ResponseFrame,
+) -> std::io::Result<()> {
+    writer.write_all(&response.head).await?;
+    for piece in &response.payload {
+        writer.write_all(piece.bytes()).await?;
+    }
+    writer.flush().await
+}
+
+/// Binds the shard's listener (SO_REUSEPORT: every shard binds the same address).
+pub fn bind(address: std::net::SocketAddr) -> std::io::Result<Listener> {
+    let listener = Listener::bind(address)?;
+    info!(address = %address, "listening");
+    Ok(listener)
+}

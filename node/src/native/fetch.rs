@@ -1,0 +1,125 @@
+//! The native Fetch and ListOffsets handlers over `ops::fetch`: the record bytes each
+//! partition got go into the response as they are (no copy for this shard's partitions).
+
+use std::rc::Rc;
+
+use flatbuffers::FlatBufferBuilder;
+use sluice_schemas::wire::{self, ErrorCode, ResponseBody};
+
+use super::respond;
+use crate::errors::error_code;
+use crate::listener::{Payload, ResponseFrame, Server};
+use crate::ops::fetch::{fetch_all, list_offset, FetchLimits, Wanted};
+
+pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::FetchRequest<'_>) -> ResponseFrame {
+    let mut wanted = Vec::new();
+    let mut layout: Vec<(String, usize)> = Vec::new();
+    for topic in request.topics().iter().flatten() {
+        let name = topic.topic().unwrap_or("").to_string();
+        let before = wanted.len();
+        for p in topic.partitions().iter().flatten() {
+            wanted.push(Wanted {
+                topic: name.clone(),
+                partition: p.partition(),
+                offset: p.fetch_offset(),
+                max_bytes: p.max_bytes(),
+            });
+        }
+        layout.push((name, wanted.len() - before));
+    }
+    let limits = FetchLimits {
+        min_bytes: u64::from(request.min_bytes()),
+        max_wait_ms: request.max_wait_ms(),
+        max_bytes: u64::from(request.max_bytes()),
+    };
+    let results = fetch_all(&server.shard, &wanted, limits).await;
+    let mut payload: Vec<Payload> = Vec::new();
+    let mut position: u64 = 0;
+    let mut b = FlatBufferBuilder::new();
+    let mut results = results.into_iter();
+    let mut wanted_iter = wanted.iter();
+    let mut topic_offsets = Vec::new();
+    for (name, count) in &layout {
+        let mut partitions = Vec::with_capacity(*count);
+        for _ in 0..*count {
+            let (Some(w), Some(result)) = (wanted_iter.next(), results.next()) else { break };
+            let args = match result {
+                Ok(got) => {
+                    let start = position;
+                    position += got.bytes;
+                    payload.extend(got.payload);
+                    let length = got.bytes;
+                    wire::PartitionFetchResultArgs {
+                        partition: w.partition,
+                        error: ErrorCode::None,
+                        message: None,
+                        high_watermark: got.high_watermark as i64,
+                        log_start_offset: got.log_start_offset as i64,
+                        records: Some(&wire::Slice::new(start as u32, length as u32)),
+                    }
+                }
+                Err(e) => wire::PartitionFetchResultArgs {
+                    partition: w.partition,
+                    error: error_code(e.kind),
+                    message: Some(b.create_string(&e.message)),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    records: None,
+                },
+            };
+            partitions.push(wire::PartitionFetchResult::create(&mut b, &args));
+        }
+        let partitions = b.create_vector(&partitions);
+        let topic = b.create_string(name);
+        topic_offsets.push(wire::TopicFetchResult::create(
+            &mut b,
+            &wire::TopicFetchResultArgs { topic: Some(topic), partitions: Some(partitions) },
+        ));
+    }
+    let topics = b.create_vector(&topic_offsets);
+    let body = wire::FetchResponse::create(&mut b, &wire::FetchResponseArgs { topics: Some(topics) });
+    respond(b, correlation_id, ResponseBody::FetchResponse, body.as_union_value(), payload)
+}
+
+pub async fn list_offsets(
+    server: &Rc<Server>,
+    correlation_id: u32,
+    request: wire::ListOffsetsRequest<'_>,
+) -> ResponseFrame {
+    let mut b = FlatBufferBuilder::new();
+    let mut topic_offsets = Vec::new();
+    for topic in request.topics().iter().flatten() {
+        let name = topic.topic().unwrap_or("").to_string();
+        let mut partitions = Vec::new();
+        for p in topic.partitions().iter().flatten() {
+            let (partition, timestamp) = (p.partition(), p.timestamp());
+            let result = list_offset(&server.shard, &name, partition, timestamp).await;
+            let args = match result {
+                Ok(found) => wire::PartitionOffsetResultArgs {
+                    partition,
+                    error: ErrorCode::None,
+                    message: None,
+                    timestamp: found.map_or(-1, |(_, t)| t),
+                    offset: found.map_or(-1, |(o, _)| o as i64),
+                },
+                Err(e) => wire::PartitionOffsetResultArgs {
+                    partition,
+                    error: error_code(e.kind),
+                    message: Some(b.create_string(&e.message)),
+                    timestamp: -1,
+                    offset: -1,
+                },
+            };
+            partitions.push(wire::PartitionOffsetResult::create(&mut b, &args));
+        }
+        let partitions = b.create_vector(&partitions);
+        let topic_name = b.create_string(&name);
+        topic_offsets.push(wire::TopicListOffsetsResult::create(
+            &mut b,
+            &wire::TopicListOffsetsResultArgs { topic: Some(topic_name), partitions: Some(partitions) },
+        ));
+    }
+    let topics = b.create_vector(&topic_offsets);
+    let body = wire::ListOffsetsResponse::create(&mut b, &wire::ListOffsetsResponseArgs { topics: Some(topics) });
+    respond(b, correlation_id, ResponseBody::ListOffsetsResponse, body.as_union_value(), Vec::new())
+}

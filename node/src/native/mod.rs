@@ -1,0 +1,205 @@
+//! The native protocol (flatbuffers envelopes, `schemas/fbs/sluice.fbs`) on the shared
+//! connection loop (`listener`): parses each request, dispatches it to its handler over
+//! the operations in `ops`, and encodes the answer. A malformed request gets an
+//! `ErrorResponse` and its connection is closed.
+
+mod admin;
+mod delete_records;
+mod fetch;
+mod groups;
+mod produce;
+
+use std::rc::Rc;
+
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use sluice_io::net::Listener;
+use sluice_schemas::wire::{self, ErrorCode, FrameHeader, RequestBody, ResponseBody, FRAME_HEADER_BYTES};
+use tracing::warn;
+
+use crate::errors::{error_code, ErrorKind, NodeError};
+use crate::listener::{serve, Outcome, Payload, Protocol, ResponseFrame, Server};
+use crate::metrics::Api;
+
+/// Serves the native protocol on `listener`, forever.
+pub async fn serve_native(server: Rc<Server>, listener: Listener) {
+    serve(server, listener).await;
+}
+
+/// Finishes a response envelope with its body and wraps it in a frame.
+pub fn respond(
+    mut builder: FlatBufferBuilder<'_>,
+    correlation_id: u32,
+    body_type: ResponseBody,
+    body: WIPOffset<UnionWIPOffset>,
+    payload: Vec<Payload>,
+) -> ResponseFrame {
+    let envelope = wire::finish_response(&mut builder, correlation_id, body_type, body);
+    let payload_bytes: usize = payload.iter().map(|p| p.bytes().len()).sum();
+    let mut head = Vec::with_capacity(FRAME_HEADER_BYTES + envelope.len());
+    head.extend_from_slice(&FrameHeader::encode(envelope.len(), payload_bytes));
+    head.extend_from_slice(envelope);
+    ResponseFrame::new(head, payload)
+}
+
+/// An `ErrorResponse` for a frame that could not be handled.
+#[must_use]
+pub fn error_frame(correlation_id: u32, code: ErrorCode, message: &str) -> ResponseFrame {
+    let mut b = FlatBufferBuilder::new();
+    let message = b.create_string(message);
+    let body = wire::ErrorResponse::create(&mut b, &wire::ErrorResponseArgs { error: code, message: Some(message) });
+    respond(b, correlation_id, ResponseBody::ErrorResponse, body.as_union_value(), Vec::new())
+}
+
+impl Protocol for Server {
+    const HEADER_BYTES: usize = FRAME_HEADER_BYTES;
+    /// The envelope's length.
+    type Frame = usize;
+
+    fn server(self: &Rc<Self>) -> Rc<Server> {
+        self.clone()
+    }
+
+    fn parse_header(&self, header: &[u8]) -> Result<(usize, usize), Option<ResponseFrame>> {
+        let mut bytes = [0u8; FRAME_HEADER_BYTES];
+        bytes.copy_from_slice(header);
+        match FrameHeader::parse(&bytes, self.shard.config.frame_bytes_max) {
+            Ok(h) => Ok((h.body_bytes() as usize, h.envelope_bytes as usize)),
+            Err(e) => {
+                warn!("refusing a frame: {e}");
+                Err(Some(error_frame(0, ErrorCode::InvalidRequest, &e.to_string())))
+            }
+        }
+    }
+
+    async fn handle(self: Rc<Self>, envelope_bytes: usize, body: Vec<u8>, peer: Rc<str>) -> Outcome {
+        self.handle_native(&body, envelope_bytes, &peer).await
+    }
+}
+
+impl Server {
+    /// Parses and runs one request (`body` is the frame after its header).
+    async fn handle_native(self: &Rc<Self>, body: &[u8], envelope_bytes: usize, peer: &str) -> Outcome {
+        let (envelope, payload) = body.split_at(envelope_bytes.min(body.len()));
+        let request = match wire::parse_request(envelope) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("malformed request: {e}");
+                let correlation_id = match &e {
+                    wire::FrameError::UnknownBody { correlation_id, .. } => *correlation_id,
+                    _ => 0,
+                };
+                let frame = error_frame(correlation_id, ErrorCode::InvalidRequest, &format!("malformed request: {e}"));
+                return Outcome { response: Some(frame), close: true };
+            }
+        };
+        let correlation_id = request.correlation_id();
+        let started = std::time::Instant::now();
+        let api = Api::of(request.body_type());
+        let outcome = self.dispatch(&request, payload, peer).await;
+        self.shard.metrics.borrow_mut().record(api, started.elapsed());
+        match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome {
+                response: Some(error_frame(correlation_id, error_code(e.kind), &e.message)),
+                close: e.kind == ErrorKind::InvalidRequest,
+            },
+        }
+    }
+
+    async fn dispatch(
+        self: &Rc<Self>,
+        request: &wire::Request<'_>,
+        payload: &[u8],
+        peer: &str,
+    ) -> Result<Outcome, NodeError> {
+        let cid = request.correlation_id();
+        let some = |frame| Ok(Outcome { response: Some(frame), close: false });
+        let missing = || NodeError::new(ErrorKind::InvalidRequest, "request body is missing");
+        match request.body_type() {
+            RequestBody::ApiVersionsRequest => some(admin::api_versions(cid)),
+            RequestBody::MetadataRequest => {
+                some(admin::metadata(self, cid, request.body_as_metadata_request().ok_or_else(missing)?))
+            }
+            RequestBody::CreateTopicsRequest => some(
+                admin::create_topics(self, cid, request.body_as_create_topics_request().ok_or_else(missing)?).await,
+            ),
+            RequestBody::DeleteTopicsRequest => some(
+                admin::delete_topics(self, cid, request.body_as_delete_topics_request().ok_or_else(missing)?).await,
+            ),
+            RequestBody::CreatePartitionsRequest => some(
+                admin::create_partitions(self, cid, request.body_as_create_partitions_request().ok_or_else(missing)?)
+                    .await,
+            ),
+            RequestBody::DescribeConfigsRequest => some(admin::describe_configs(
+                self,
+                cid,
+                request.body_as_describe_configs_request().ok_or_else(missing)?,
+            )),
+            RequestBody::AlterConfigsRequest => some(
+                admin::alter_configs(self, cid, request.body_as_alter_configs_request().ok_or_else(missing)?).await,
+            ),
+            RequestBody::ProduceRequest => {
+                let body = request.body_as_produce_request().ok_or_else(missing)?;
+                let response = produce::produce(self, cid, body, payload).await?;
+                Ok(Outcome { response, close: false })
+            }
+            RequestBody::FetchRequest => {
+                some(fetch::fetch(self, cid, request.body_as_fetch_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::ListOffsetsRequest => {
+                some(fetch::list_offsets(self, cid, request.body_as_list_offsets_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::JoinGroupRequest => {
+                let body = request.body_as_join_group_request().ok_or_else(missing)?;
+                some(groups::join(self, cid, body, request.client_id().unwrap_or(""), peer).await)
+            }
+            RequestBody::HeartbeatRequest => {
+                some(groups::heartbeat(self, cid, request.body_as_heartbeat_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::LeaveGroupRequest => {
+                some(groups::leave(self, cid, request.body_as_leave_group_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::OffsetCommitRequest => {
+                some(groups::commit(self, cid, request.body_as_offset_commit_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::OffsetFetchRequest => {
+                some(groups::fetch(self, cid, request.body_as_offset_fetch_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::ListGroupsRequest => some(groups::list(self, cid).await),
+            RequestBody::DeleteRecordsRequest => some(
+                delete_records::delete_records(
+                    self,
+                    cid,
+                    request.body_as_delete_records_request().ok_or_else(missing)?,
+                )
+                .await,
+            ),
+            RequestBody::DescribeGroupsRequest => {
+                some(groups::describe(self, cid, request.body_as_describe_groups_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::DeleteGroupsRequest => {
+                some(groups::delete(self, cid, request.body_as_delete_groups_request().ok_or_else(missing)?).await)
+            }
+            other => Err(NodeError::new(ErrorKind::InvalidRequest, format!("unknown request type {}", other.0))),
+        }
+    }
+}
+
+/// Builds the vector of per-topic results of the admin APIs.
+pub fn topic_results<'b>(
+    b: &mut FlatBufferBuilder<'b>,
+    results: &[(String, Result<(), NodeError>)],
+) -> WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<wire::TopicResult<'b>>>> {
+    let items: Vec<_> = results
+        .iter()
+        .map(|(name, r)| {
+            let name = b.create_string(name);
+            let (error, message) = match r {
+                Ok(()) => (ErrorCode::None, None),
+                Err(e) => (error_code(e.kind), Some(b.create_string(&e.message))),
+            };
+            wire::TopicResult::create(b, &wire::TopicResultArgs { name: Some(name), error, message })
+        })
+        .collect();
+    b.create_vector(&items)
+}
