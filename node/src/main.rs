@@ -191,7 +191,7 @@ async fn run_shard(
     let kafka_listen = config.kafka_listen;
     let shard = Shard::start(Rc::new(config), mesh).await?;
     if let Some(setup) = &cluster {
-        shard.start_cluster(setup)?;
+        shard.start_cluster(setup).await?;
     }
     // Every shard has opened its partitions before any accepts a connection.
     ready.wait();

@@ -566,6 +566,15 @@ impl StateMachine for ClusterState {
         };
         outcome.encode()
     }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.encode_snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        *self = ClusterState::decode_snapshot(snapshot).map_err(|e| e.to_string())?;
+        Ok(())
+    }
 }
 
 // ---- Encoding ----
