@@ -3,8 +3,8 @@
 //! - `cluster`: a node in a cluster: the transport between nodes, the agent (controller
 //!   quorum member and routing, shard 0) and each shard's replica host over its logs.
 //! - `config`: the node's settings (flags, TOML file, defaults).
-//! - `controller`: the controller quorum (raft-rs voters and learners with a write-ahead
-//!   log).
+//! - `controller`: the controller quorum (raft-rs voters and learners, doing no I/O) and
+//!   its log's bytes and files (write-ahead log segments, snapshots).
 //! - `groups`: the consumer group coordinator (the state machine `groups::state` and its
 //!   driver on the shard) and its assignment strategies.
 //! - `errors`: how a request's parts fail, as the client is told.

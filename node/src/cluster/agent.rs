@@ -1,6 +1,15 @@
-//! A node's cluster agent: its controller voter on timers, and the routing of every frame
-//! that reaches the node's cluster listener. Inbound frames are queued and handled by one
-//! task in arrival order, so the voter is never re-entered.
+//! A node's cluster agent: its controller voter on timers, the voter's log writes, and the
+//! routing of every frame that reaches the node's cluster listener. Inbound frames are
+//! queued and handled by one task in arrival order, so the voter is never re-entered.
+//!
+//! The voter's log: the voter does no I/O; each of its steps may hand out a `Persist`,
+//! which the writer task performs with `controller::wal`, in the order handed out (the
+//! persists that queued during one write share the next write and its fdatasync), then
+//! acknowledges with `ControllerVoter::persisted`. The voter goes on taking frames and
+//! ticks meanwhile (raft-rs's asynchronous ready protocol): what it may send at once goes at
+//! once (a leader's appends), and the messages that depend on a write (votes, append
+//! acknowledgements) come out of the acknowledgement, after the write and its fdatasync.
+//! A write that fails takes the voter out of the quorum, as a crash would.
 //!
 //! Routing: Raft messages go to the voter; envelopes addressed to `Endpoint::Controller` go
 //! to the voter (only the quorum's leader acts on them, the others drop them); envelopes to
@@ -19,7 +28,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, warn};
 
 use super::transport::{self, Handler, Inbound, Transport};
-use crate::controller::quorum::QuorumError;
+use crate::controller::quorum::{Persist, QuorumConfig, QuorumError, SNAPSHOT_BYTES_MAX};
+use crate::controller::wal::ControllerLog;
 use crate::io::{self, WaitQueue};
 use crate::replication::{
     wire, ClusterState, Command, ControllerConfig, ControllerVoter, Endpoint, Envelope, NodeId, VoterOutput,
@@ -47,6 +57,16 @@ fn node_of(id: u64) -> Option<NodeId> {
     }
     u32::try_from(id).ok().filter(|n| *n != 0).map(NodeId)
 }
+
+/// Log writes waiting for the writer task. One is added per voter step that changed what
+/// must be durable, and each write takes all of them, so the queue holds what arrived
+/// during one write; this many means the disk is far behind, and raft frames are dropped
+/// (the peers resend) until it catches up.
+pub const PERSISTS_QUEUED_MAX: usize = 1_024;
+
+// A snapshot travels to a lagging voter in one raft message: the state's encoding plus a
+// few dozen bytes of metadata must fit in one transport frame.
+const _: () = assert!(2 * SNAPSHOT_BYTES_MAX <= transport::FRAME_BYTES_MAX);
 
 /// A cluster agent's settings.
 #[derive(Clone, Debug)]
@@ -77,6 +97,15 @@ pub struct Agent {
     hooks: AgentHooks,
     /// The quorum leader last reported through `hooks.changed`.
     last_controller: std::cell::Cell<Option<NodeId>>,
+    /// The voter's log writes, for the writer task (see the module doc).
+    writes: Writes,
+}
+
+/// Log writes waiting for the writer task, oldest first.
+#[derive(Default)]
+struct Writes {
+    queue: RefCell<VecDeque<Persist>>,
+    wake: WaitQueue,
 }
 
 /// Inbound frames waiting for the agent's one handling task.
@@ -90,12 +119,13 @@ impl Agent {
     /// Opens the node's quorum log in `dir` (as a voter or a learner), starts the transport
     /// and the agent's tasks on this shard, and serves `listener` (the node's cluster
     /// address; a cluster of one has none).
-    pub fn start(
+    pub async fn start(
         config: AgentConfig,
         dir: &Path,
         listener: Option<sluice_io::net::Listener>,
         hooks: AgentHooks,
-    ) -> Result<Rc<Agent>, QuorumError> {
+    ) -> Result<Rc<Agent>, String> {
+        let (log, contents) = ControllerLog::open(dir).await.map_err(|e| e.to_string())?;
         // Every node holds the committed state: voters vote, the other nodes follow the
         // log as learners.
         let voter = {
@@ -105,7 +135,9 @@ impl Agent {
             let nodes: Vec<NodeId> = config.peers.keys().copied().collect();
             let bootstrap = ClusterState::new(&nodes, &[]);
             let me = raft_id(config.node);
-            Some(ControllerVoter::open(me, &ids, &learners, dir, bootstrap, config.controller)?)
+            let quorum = QuorumConfig::default();
+            ControllerVoter::open(me, &ids, &learners, contents, bootstrap, config.controller, quorum)
+                .map_err(|e| e.to_string())?
         };
         let inbox = Rc::new(Inbox::default());
         let queue = inbox.clone();
@@ -117,17 +149,19 @@ impl Agent {
         let agent = Rc::new(Agent {
             config,
             started: Instant::now(),
-            voter: RefCell::new(voter),
+            voter: RefCell::new(Some(voter)),
             transport,
             inbox,
             hooks,
             last_controller: std::cell::Cell::new(None),
+            writes: Writes::default(),
         });
         if let Some(listener) = listener {
             io::spawn_detached(transport::serve(listener, handler));
         }
         io::spawn_detached(agent.clone().pump());
         io::spawn_detached(agent.clone().tick_voter());
+        io::spawn_detached(agent.clone().write_log(log));
         Ok(agent)
     }
 
@@ -207,9 +241,38 @@ impl Agent {
         }
     }
 
+    /// Performs the voter's log writes in order (see the module doc).
+    async fn write_log(self: Rc<Self>, mut log: ControllerLog) {
+        loop {
+            let wait = self.writes.wake.wait();
+            let batch: Vec<Persist> = self.writes.queue.borrow_mut().drain(..).collect();
+            let Some(last) = batch.last().map(|p| p.number) else {
+                if self.voter.borrow().is_none() {
+                    return;
+                }
+                wait.await;
+                continue;
+            };
+            if let Err(e) = log.write(&batch).await {
+                // Nothing it did not store may be acknowledged: it stops taking part (as a
+                // crashed voter would); a restart reads back what is there.
+                error!("controller voter on node {} cannot write its log, leaving the quorum: {e}", self.config.node);
+                *self.voter.borrow_mut() = None;
+                self.writes.queue.borrow_mut().clear();
+                return;
+            }
+            let now = self.now_ms();
+            let out = self.voter.borrow_mut().as_mut().map(|v| v.persisted(now, last));
+            self.voter_output(out);
+        }
+    }
+
     fn handle(&self, frame: Inbound) {
         let now = self.now_ms();
         match frame {
+            Inbound::Raft { .. } if self.writes.queue.borrow().len() >= PERSISTS_QUEUED_MAX => {
+                debug!("dropping a raft message: {PERSISTS_QUEUED_MAX} controller log writes are queued");
+            }
             Inbound::Raft { bytes, .. } => {
                 // raft-rs panics on messages its log cannot follow (a peer that remembers
                 // entries this voter's wiped log lacks): that voter leaves the quorum, the
@@ -273,6 +336,10 @@ impl Agent {
                 return;
             }
         };
+        if !out.persist.is_empty() {
+            self.writes.queue.borrow_mut().extend(out.persist);
+            self.writes.wake.notify_all();
+        }
         let me = raft_id(self.config.node);
         for (to, bytes) in out.raft {
             match node_of(to) {
@@ -284,7 +351,8 @@ impl Agent {
             self.send(&envelope);
         }
         let controller = self.controller();
-        if !out.applied.is_empty() || self.last_controller.replace(controller) != controller {
+        let changed = !out.applied.is_empty() || out.restored.is_some();
+        if changed || self.last_controller.replace(controller) != controller {
             (self.hooks.changed)();
         }
     }
@@ -385,7 +453,7 @@ mod tests {
                         changed: Box::new(|| {}),
                     };
                     let me = config.node;
-                    let agent = Agent::start(config, &voter_dir, Some(listener), hooks).unwrap();
+                    let agent = Agent::start(config, &voter_dir, Some(listener), hooks).await.unwrap();
                     let logs: std::rc::Weak<dyn HostLogs> = std::rc::Weak::<NoLogs>::new();
                     let started = ReplicaHost::start(
                         me,

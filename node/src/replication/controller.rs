@@ -31,11 +31,11 @@
 //! address `Endpoint::Controller`, which the transport routes to the quorum's leader.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use super::state::{ClusterState, Command, Outcome, PartitionSpec};
 use super::{Endpoint, Envelope, Incarnation, Message, NodeId};
-use crate::controller::quorum::{Applied, Quorum, QuorumError, StateMachine};
+use crate::controller::format::LogContents;
+use crate::controller::quorum::{Applied, Persist, Quorum, QuorumConfig, QuorumError, StateMachine};
 
 /// The controller's timers.
 #[derive(Clone, Copy, Debug)]
@@ -343,11 +343,18 @@ pub struct VoterOutput {
     pub send: Vec<Envelope>,
     /// Every command this voter applied, in log order (for checkers and metrics).
     pub applied: Vec<Applied>,
+    /// The state was replaced by the leader's snapshot at this index (its commands are
+    /// not in `applied`).
+    pub restored: Option<u64>,
+    /// What to make durable, in this order (after every earlier call's), acknowledging
+    /// each with `ControllerVoter::persisted` (see `Quorum`).
+    pub persist: Vec<Persist>,
 }
 
 /// One controller voter: the replicated `ClusterState` in a `Quorum`, and the decision
 /// side while this voter leads (see the module doc). Call `tick` on a timer, `step_raft`
-/// with other voters' messages, `receive` with nodes' messages.
+/// with other voters' messages, `receive` with nodes' messages, and `persisted` once an
+/// output's `persist` is durable.
 pub struct ControllerVoter {
     config: ControllerConfig,
     quorum: Quorum<ClusterState>,
@@ -359,17 +366,18 @@ pub struct ControllerVoter {
 
 impl ControllerVoter {
     /// Opens member `id` of the quorum of `voters` (plus `learners`, which follow the log
-    /// and never lead) with its log in `dir`; every member starts from the same
-    /// `bootstrap` state and replays its log over it.
+    /// and never lead) from what its log holds; every member starts from the same
+    /// `bootstrap` state (or its snapshot's) and replays its log over it.
     pub fn open(
         id: u64,
         voters: &[u64],
         learners: &[u64],
-        dir: &Path,
+        log: LogContents,
         bootstrap: ClusterState,
         config: ControllerConfig,
+        quorum: QuorumConfig,
     ) -> Result<ControllerVoter, QuorumError> {
-        let quorum = Quorum::open(id, voters, learners, dir, bootstrap)?;
+        let quorum = Quorum::open(id, voters, learners, log, bootstrap, quorum)?;
         Ok(ControllerVoter { config, quorum, leader: None, proposals: BTreeMap::new() })
     }
 
@@ -378,13 +386,13 @@ impl ControllerVoter {
     pub(crate) fn open_for_simulation(
         id: u64,
         voters: &[u64],
-        dir: &Path,
+        log: LogContents,
         bootstrap: ClusterState,
-        config: ControllerConfig,
+        config: (ControllerConfig, QuorumConfig),
         election_ticks: usize,
     ) -> Result<ControllerVoter, QuorumError> {
-        let quorum = Quorum::open_for_simulation(id, voters, dir, bootstrap, election_ticks)?;
-        Ok(ControllerVoter { config, quorum, leader: None, proposals: BTreeMap::new() })
+        let quorum = Quorum::open_for_simulation(id, voters, log, bootstrap, config.1, election_ticks)?;
+        Ok(ControllerVoter { config: config.0, quorum, leader: None, proposals: BTreeMap::new() })
     }
 
     /// The committed state as far as this voter applied it.
@@ -420,6 +428,14 @@ impl ControllerVoter {
             // A stale or malformed message changes nothing; Raft recovers by itself.
             tracing::debug!("controller voter {} dropped a raft message: {e}", self.quorum.id());
         }
+        self.poll(now_ms, &mut out)?;
+        Ok(out)
+    }
+
+    /// The output's `persist` numbered `number` (and every one before it) is durable.
+    pub fn persisted(&mut self, now_ms: u64, number: u64) -> Result<VoterOutput, QuorumError> {
+        let mut out = VoterOutput::default();
+        self.quorum.persisted(number);
         self.poll(now_ms, &mut out)?;
         Ok(out)
     }
@@ -468,6 +484,8 @@ impl ControllerVoter {
     fn poll(&mut self, now_ms: u64, out: &mut VoterOutput) -> Result<(), QuorumError> {
         let output = self.quorum.poll()?;
         out.raft.extend(output.messages);
+        out.persist.extend(output.persist);
+        out.restored = output.restored.or(out.restored);
         for applied in output.applied {
             if let Some(command) = applied.proposal.and_then(|id| self.proposals.remove(&id)) {
                 match Outcome::decode(&applied.result) {

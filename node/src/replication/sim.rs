@@ -6,13 +6,17 @@
 //! maps only, Raft election timeouts drawn from the seed), so `SEED=n` replays a run
 //! exactly.
 //!
-//! The controller runs in one of two modes: `Direct`, one in-process voter whose every
+//! The controller runs in one of three modes: `Direct`, one in-process voter whose every
 //! command commits at once (`Controller`, the big CI sweep), or `Quorum`, 3 Raft voters
-//! (`ControllerVoter`, write-ahead logs in a temporary directory) whose messages cross the
-//! same lossy network, which crash (a minority at most) and restart from their logs, and
-//! which get cut off from each other; node messages go to a voter that believes it leads,
-//! and the decision side runs there. The checks read the controller's committed state:
-//! every command any voter applied, applied once in log order to a reference
+//! (`ControllerVoter`, each with its log in memory: `controller::format::MemoryLog`)
+//! whose messages cross the same lossy network, whose log writes complete 0-4 ms after
+//! they are handed out, which crash (a minority at most, losing their unfinished writes
+//! and, past the last sync, all but a torn prefix) and restart from their logs, and which
+//! get cut off from each other; node messages go to a voter that believes it leads, and
+//! the decision side runs there. `QuorumCompacting` is `Quorum` with a tiny log limit
+//! (`COMPACTING`), so voters snapshot their state all the time and lagging or restarted
+//! ones catch up from the leader's snapshot. The checks read the controller's committed
+//! state: every command any voter applied, applied once in log order to a reference
 //! `ClusterState`.
 //!
 //! One step is one event (a message delivered, a timer, a client action, a fault); after
@@ -33,6 +37,8 @@
 //!    life); at most one node ever leads a given epoch.
 //! 5. (`Quorum`) Every voter applies the same command with the same result at each log
 //!    index, restarts included.
+//! 6. (`Quorum`) A voter that takes the leader's snapshot at index i holds exactly the
+//!    reference state after every command up to i.
 //!
 //! A partition with unclean election on may lose acknowledged records (Kafka's trade):
 //! once it had an unclean election, only 1a and 4 are checked for it (replicas of the old
@@ -49,7 +55,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
@@ -59,7 +65,8 @@ use super::{
     Incarnation, Message, NodeAction, NodeId, NodeInput, PartitionConfig, PartitionEpoch, PayloadId, ReplicaConfig,
     ReplicaError, ReplicaLog, ReplicaNode, VoterOutput,
 };
-use crate::controller::quorum::{Applied, QuorumError, StateMachine};
+use crate::controller::format::MemoryLog;
+use crate::controller::quorum::{Applied, Persist, QuorumConfig, QuorumError, StateMachine};
 
 /// The seeds CI runs, each for `CI_STEPS` steps: `CI_SEEDS` with the one-voter
 /// controller, `QUORUM_CI_SEEDS` with the 3-voter Raft quorum (slower per step).
@@ -67,6 +74,11 @@ const CI_SEEDS: u64 = 64;
 const CI_STEPS: u64 = 20_000;
 const QUORUM_CI_SEEDS: u64 = 16;
 const QUORUM_CI_STEPS: u64 = 20_000;
+const COMPACTING_CI_SEEDS: u64 = 8;
+/// `Mode::QuorumCompacting`'s log limits: a snapshot every few commands.
+const COMPACTING: QuorumConfig = QuorumConfig { log_bytes_max: 1_024, log_entries_max: 16 };
+/// A voter's log write completes this long (at most) after it is handed out.
+const VOTER_WRITE_MS_MAX: u64 = 4;
 
 const CONTROLLER: ControllerConfig =
     ControllerConfig { session_timeout_ms: 300, preferred_election_interval_ms: 1_000, proposal_retry_ms: 200 };
@@ -141,6 +153,8 @@ enum Event {
     /// A controller voter's timer, for one life of it (`Mode::Quorum`).
     VoterTick(u64, u64),
     VoterRestart(u64),
+    /// A voter's oldest log write completes, for one life of it.
+    VoterPersist(u64, u64),
     /// A Raft message between voters, and the life of its destination when sent.
     Raft {
         from: u64,
@@ -160,17 +174,34 @@ enum Mode {
     /// reordered, voters are isolated, crash and restart from their logs, and the
     /// decision side runs on whichever voter leads.
     Quorum,
+    /// `Quorum` with logs compacted every few commands (`COMPACTING`).
+    QuorumCompacting,
+}
+
+impl Mode {
+    /// The voters' log limits (`None`: no quorum).
+    fn quorum_config(self) -> Option<QuorumConfig> {
+        match self {
+            Mode::Direct => None,
+            Mode::Quorum => Some(QuorumConfig::default()),
+            Mode::QuorumCompacting => Some(COMPACTING),
+        }
+    }
 }
 
 struct VoterSlot {
     /// `None` while down.
     voter: Option<ControllerVoter>,
     life: u64,
+    /// What survives a crash: the voter's log.
+    disk: MemoryLog,
+    /// Log writes handed out and not yet done, oldest first.
+    pending: VecDeque<Persist>,
 }
 
 /// The controller quorum in `Mode::Quorum`, and the checker's reference of its log.
 struct Voters {
-    dir: tempfile::TempDir,
+    config: QuorumConfig,
     ids: Vec<u64>,
     slots: BTreeMap<u64, VoterSlot>,
     bootstrap: ClusterState,
@@ -246,6 +277,10 @@ struct Stats {
     controller_elections: u64,
     voter_crashes: u64,
     voter_isolations: u64,
+    /// Snapshots a voter took of its own state (log compaction), and ones it took from
+    /// the leader.
+    voter_compactions: u64,
+    voter_restores: u64,
 }
 
 impl Stats {
@@ -266,6 +301,8 @@ impl Stats {
         self.controller_elections += o.controller_elections;
         self.voter_crashes += o.voter_crashes;
         self.voter_isolations += o.voter_isolations;
+        self.voter_compactions += o.voter_compactions;
+        self.voter_restores += o.voter_restores;
     }
 }
 
@@ -406,14 +443,15 @@ impl Sim {
             specs.push((PartitionId(p), replicas, config));
             partitions.push((PartitionId(p), config));
         }
-        let control = match mode {
-            Mode::Direct => Control::Direct(Controller::new(CONTROLLER, &ids, &specs)),
-            Mode::Quorum => {
+        let control = match mode.quorum_config() {
+            None => Control::Direct(Controller::new(CONTROLLER, &ids, &specs)),
+            Some(config) => {
                 let bootstrap = ClusterState::new(&ids, &specs);
                 let ids: Vec<u64> = (1..=VOTERS).collect();
-                let slots = ids.iter().map(|id| (*id, VoterSlot { voter: None, life: 0 })).collect();
+                let slot = || VoterSlot { voter: None, life: 0, disk: MemoryLog::default(), pending: VecDeque::new() };
+                let slots = ids.iter().map(|id| (*id, slot())).collect();
                 Control::Quorum(Box::new(Voters {
-                    dir: tempfile::tempdir().expect("temporary directory"),
+                    config,
                     ids,
                     slots,
                     committed: bootstrap.clone(),
@@ -474,7 +512,7 @@ impl Sim {
         }
         match mode {
             Mode::Direct => sim.schedule(0, Event::ControllerTick),
-            Mode::Quorum => {
+            Mode::Quorum | Mode::QuorumCompacting => {
                 for id in 1..=VOTERS {
                     sim.start_voter(id);
                 }
@@ -543,6 +581,11 @@ impl Sim {
                 }
             }
             Event::VoterRestart(id) => self.start_voter(id),
+            Event::VoterPersist(id, life) => {
+                if self.voter_alive(id, life) {
+                    self.voter_persist(id);
+                }
+            }
             Event::Raft { from, to, bytes, life } => {
                 if self.voter_isolated(from) || self.voter_isolated(to) {
                     self.stats.lost += 1;
@@ -747,7 +790,7 @@ impl Sim {
         }
     }
 
-    // ---- The controller quorum (Mode::Quorum) ----
+    // ---- The controller quorum (Mode::Quorum, Mode::QuorumCompacting) ----
 
     fn voter_alive(&self, id: u64, life: u64) -> bool {
         match &self.control {
@@ -760,7 +803,7 @@ impl Sim {
         matches!(&self.control, Control::Quorum(voters) if voters.isolated.values().any(|v| *v == id))
     }
 
-    /// Starts (or restarts, from its write-ahead log) voter `id`.
+    /// Starts (or restarts, from its log) voter `id`.
     fn start_voter(&mut self, id: u64) {
         let ticks = self.rng.range(VOTER_ELECTION_TICKS_MIN, VOTER_ELECTION_TICKS_MAX) as usize;
         let after = self.rng.range(0, CONTROLLER_TICK_MS);
@@ -769,14 +812,26 @@ impl Sim {
         if slot.voter.is_some() {
             return;
         }
-        let dir = voters.dir.path().join(format!("voter-{id}"));
-        let voter =
-            ControllerVoter::open_for_simulation(id, &voters.ids, &dir, voters.bootstrap.clone(), CONTROLLER, ticks)
-                .expect("open a controller voter");
+        let log = slot.disk.open().expect("a voter's log reads back");
+        let config = (CONTROLLER, voters.config);
+        let voter = ControllerVoter::open_for_simulation(id, &voters.ids, log, voters.bootstrap.clone(), config, ticks)
+            .expect("open a controller voter");
         slot.voter = Some(voter);
         slot.life += 1;
         let life = slot.life;
         self.schedule(after, Event::VoterTick(id, life));
+    }
+
+    /// A voter's oldest outstanding log write completes.
+    fn voter_persist(&mut self, id: u64) {
+        let Control::Quorum(voters) = &mut self.control else { return };
+        let Some(slot) = voters.slots.get_mut(&id) else { return };
+        let Some(persist) = slot.pending.pop_front() else { return };
+        slot.disk.write(&persist);
+        if persist.snapshot.is_some() {
+            self.stats.voter_compactions += 1;
+        }
+        self.voter_call(id, |voter, now| voter.persisted(now, persist.number));
     }
 
     /// A voter crashes (a minority at most is down) or is cut from the other voters.
@@ -789,9 +844,15 @@ impl Sim {
             if down + 1 > (ids.len() - 1) / 2 {
                 return;
             }
+            let kept = self.rng.next();
             if let Control::Quorum(voters) = &mut self.control {
                 if let Some(slot) = voters.slots.get_mut(&id) {
                     if slot.voter.take().is_some() {
+                        // Unfinished writes are gone; of what was written since the last
+                        // sync, a torn prefix may remain.
+                        slot.pending.clear();
+                        let unsynced = slot.disk.unsynced_bytes() as u64;
+                        slot.disk.crash((kept % (unsynced + 1)) as usize);
                         self.stats.voter_crashes += 1;
                         let after = self.rng.range(100, 1_500);
                         self.schedule(after, Event::VoterRestart(id));
@@ -819,9 +880,26 @@ impl Sim {
         let Control::Quorum(voters) = &mut self.control else { return };
         let Some(voter) = voters.slots.get_mut(&id).and_then(|s| s.voter.as_mut()) else { return };
         let was_leader = voter.is_leader();
-        let out = call(voter, now).expect("controller voter I/O");
+        let out = call(voter, now).expect("controller voter");
         if !was_leader && voter.is_leader() {
             self.stats.controller_elections += 1;
+        }
+        let restored = out.restored.map(|index| (index, voter.state().clone()));
+        let writes = out.persist.len();
+        let life = voters.slots.get(&id).map_or(0, |s| s.life);
+        if let Some(slot) = voters.slots.get_mut(&id) {
+            slot.pending.extend(out.persist);
+        }
+        // One completion per write: each completes the oldest outstanding one, in order.
+        for _ in 0..writes {
+            let after = self.rng.range(0, VOTER_WRITE_MS_MAX);
+            self.schedule(after, Event::VoterPersist(id, life));
+        }
+        if let Some((index, state)) = restored {
+            self.stats.voter_restores += 1;
+            if let Err(e) = self.check_restored(id, index, &state) {
+                self.pending_violation.get_or_insert(e);
+            }
         }
         for applied in &out.applied {
             if let Err(e) = self.check_applied(id, applied) {
@@ -834,6 +912,23 @@ impl Sim {
         for envelope in out.send {
             self.send(envelope);
         }
+    }
+
+    /// (6) A voter that took the leader's snapshot at `index` holds the reference state
+    /// after every command up to `index` (replayed from the bootstrap state).
+    fn check_restored(&self, voter: u64, index: u64, state: &ClusterState) -> Result<(), String> {
+        let Control::Quorum(voters) = &self.control else { return Ok(()) };
+        let mut reference = voters.bootstrap.clone();
+        for (command, _) in voters.log.range(..=index).map(|(_, entry)| entry) {
+            StateMachine::apply(&mut reference, command);
+        }
+        if *state != reference {
+            return Err(format!(
+                "(6) voter {voter} restored the leader's snapshot at index {index} into another state than the \
+                 reference's at that index"
+            ));
+        }
+        Ok(())
     }
 
     /// (5) Every voter applies the same command, with the same result, at each index:
@@ -1209,6 +1304,7 @@ fn replay(seed: u64, steps: u64, mode: Mode) -> String {
     let test = match mode {
         Mode::Direct => "replication_holds_its_invariants_under_faults",
         Mode::Quorum => "replication_holds_its_invariants_with_a_raft_controller_quorum",
+        Mode::QuorumCompacting => "replication_holds_its_invariants_while_the_controller_quorum_compacts",
     };
     format!(
         "replay: SEED={seed} SIM_STEPS={steps} cargo test -p sluice-node --lib replication::sim::{test} -- --nocapture"
@@ -1269,6 +1365,19 @@ fn replication_holds_its_invariants_with_a_raft_controller_quorum() {
     }
 }
 
+/// The quorum sweep again with a tiny log limit: voters snapshot their state every few
+/// commands, crash and restart from snapshot and log, and catch up from the leader's
+/// snapshot when its log no longer reaches back to theirs.
+#[test]
+fn replication_holds_its_invariants_while_the_controller_quorum_compacts() {
+    let total = sweep(Mode::QuorumCompacting, COMPACTING_CI_SEEDS, QUORUM_CI_STEPS);
+    if env_u64("SEED").is_none() {
+        assert!(total.voter_compactions > 0, "no voter compacted its log: {total:?}");
+        assert!(total.voter_restores > 0, "no voter caught up by the leader's snapshot: {total:?}");
+        assert!(total.voter_crashes > 0 && total.commands_committed > 0, "{total:?}");
+    }
+}
+
 /// Seeds that once failed, run to past their failing step in every CI run.
 /// - Quorum 1748 (step 946): a restarted node's new life got an update computed before
 ///   its registration and led the old life's epoch with a high watermark of 0.
@@ -1283,7 +1392,7 @@ fn seeds_that_once_failed_pass() {
 
 #[test]
 fn the_same_seed_replays_the_same_run() {
-    for mode in [Mode::Direct, Mode::Quorum] {
+    for mode in [Mode::Direct, Mode::Quorum, Mode::QuorumCompacting] {
         let a = run_seed(7, 2_000, mode).map(|s| format!("{s:?}"));
         let b = run_seed(7, 2_000, mode).map(|s| format!("{s:?}"));
         assert_eq!(a, b, "{mode:?}");

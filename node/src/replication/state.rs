@@ -19,7 +19,8 @@
 //! - a fenced node (session expired, restarted, or shutting down) has lost its
 //!   leaderships and left every ISR where it was not the last member; it is never elected.
 //!
-//! Encoding (commands in the Raft log, outcomes in `Applied::result`): a version byte
+//! Encoding (commands in the Raft log, outcomes in `Applied::result`, the whole state in
+//! the quorum's snapshots: `state::snapshot`): a version byte
 //! (`ENCODING_VERSION`), a tag byte, then the fields in order, integers big-endian, a node
 //! list as a u16 count and u32 ids (at most `NODES_PER_LIST_MAX`), an optional value as a
 //! 0/1 byte and the value. Decoding checks every length and refuses trailing bytes.
@@ -35,7 +36,10 @@ use sluice_schemas::ids::{LeaderEpoch, PartitionId};
 use super::{Incarnation, NodeId, PartitionConfig, PartitionEpoch, PartitionState};
 use crate::controller::quorum::StateMachine;
 
-/// The version of the command and outcome encodings; bumped on any change.
+mod snapshot;
+
+/// The version of the command, outcome and whole-state (snapshot) encodings; bumped on
+/// any change.
 pub const ENCODING_VERSION: u8 = 1;
 /// Replicas (or ISR members) in one list: far above any replication factor, low enough
 /// that a malformed length cannot make a decoder allocate much.
@@ -561,6 +565,15 @@ impl StateMachine for ClusterState {
             }
         };
         outcome.encode()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.encode_snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        *self = ClusterState::decode_snapshot(snapshot).map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 

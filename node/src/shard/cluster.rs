@@ -234,7 +234,7 @@ impl Shard {
     /// Starts this shard's part of the cluster (from `Shard::start`): on shard 0 the agent
     /// (serving the node's cluster listener, if it has one) and on every shard its replica
     /// host.
-    pub(super) fn start_cluster(self: &Rc<Self>, setup: &ClusterSetup) -> Result<(), String> {
+    pub(super) async fn start_cluster(self: &Rc<Self>, setup: &ClusterSetup) -> Result<(), String> {
         let logs: std::rc::Weak<dyn HostLogs> = Rc::downgrade(self) as std::rc::Weak<dyn HostLogs>;
         let transport = if self.id == ShardId(0) {
             let listener = match setup.peers.get(&setup.node).copied().flatten() {
@@ -264,7 +264,8 @@ impl Shard {
                 controller: setup.controller,
             };
             let dir = self.config.data_dir.join("controller");
-            let agent = Agent::start(config, &dir, listener, hooks).map_err(|e| format!("controller voter: {e}"))?;
+            let agent =
+                Agent::start(config, &dir, listener, hooks).await.map_err(|e| format!("controller voter: {e}"))?;
             let transport = agent.transport();
             let _ = self.agent.set(agent);
             transport

@@ -156,7 +156,7 @@ impl Shard {
             refreshes_done: Cell::new(0),
         });
         spawn_receivers(&shard, receivers);
-        shard.start_cluster(setup)?;
+        shard.start_cluster(setup).await?;
         crate::groups::spawn_expiry(Rc::downgrade(&shard), |s: &Shard| &s.groups);
         spawn_retention(Rc::downgrade(&shard));
         spawn_cleaner(Rc::downgrade(&shard));
