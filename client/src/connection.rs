@@ -31,6 +31,14 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The frame whose header is `header` and whose body (envelope, then payload) was read
+    /// after it; refused when the body is not the size the header gives. The envelope is
+    /// verified by `response`.
+    pub fn new(header: &FrameHeader, body: Vec<u8>) -> Result<Frame> {
+        header.split(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(Frame { body, envelope_bytes: header.envelope_bytes as usize })
+    }
+
     /// The verified response envelope.
     pub fn response(&self) -> Result<wire::Response<'_>> {
         wire::parse_response(&self.body[..self.envelope_bytes]).map_err(|e| ClientError::Protocol(e.to_string()))
@@ -230,7 +238,10 @@ async fn read_responses(mut read: OwnedReadHalf, pending: Arc<Mutex<Pending>>, a
         if let Err(e) = read.read_exact(&mut body).await {
             break ClientError::Io { address: address.clone(), message: format!("connection closed: {e}") };
         }
-        let frame = Frame { body, envelope_bytes: header.envelope_bytes as usize };
+        let frame = match Frame::new(&header, body) {
+            Ok(frame) => frame,
+            Err(e) => break e,
+        };
         let correlation_id = match frame.response() {
             Ok(r) => r.correlation_id(),
             Err(e) => break e,

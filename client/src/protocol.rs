@@ -1,18 +1,77 @@
 //! Typed requests and responses of the native protocol, over a `Connection`.
 //!
-//! Each function builds one request's flatbuffers envelope, sends it and turns the
-//! verified response into plain Rust values. Record batches travel in the frame
-//! payload: produce copies the batches into one payload; fetch returns ranges of the
-//! response frame, which `Fetched` keeps alive (no copy).
+//! Each API has three functions: `encode_x` writes the request's body into a flatbuffers
+//! builder, `decode_x` turns the verified response frame into plain Rust values, and the
+//! async `x` sends the one and reads the other over a `Connection`. The encoders and
+//! decoders do no I/O and are public, so a client with other I/O (the integration tests'
+//! blocking one, which also sends malformed frames) speaks the protocol through the same
+//! code. Record batches travel in the frame payload: produce copies the batches into one
+//! payload (`ProduceLayout`); fetch returns ranges of the response frame, which
+//! `FetchedData` keeps alive (no copy).
 
 use std::ops::Range;
 use std::sync::Arc;
 
-use flatbuffers::FlatBufferBuilder;
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use sluice_schemas::wire::{self, RequestBody};
 
 use crate::connection::{Connection, Frame};
 use crate::error::{ClientError, ErrorCode, Result};
+
+/// A request body written into a builder, ready for its envelope (`wire::finish_request`).
+pub type EncodedBody = WIPOffset<UnionWIPOffset>;
+
+/// A vector of tables or strings in a builder.
+type Offsets<'b, T> = WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<T>>>;
+
+/// `names` as a vector of strings.
+fn strings<'b>(b: &mut FlatBufferBuilder<'b>, names: &[impl AsRef<str>]) -> Offsets<'b, &'b str> {
+    let items: Vec<_> = names.iter().map(|n| b.create_string(n.as_ref())).collect();
+    b.create_vector(&items)
+}
+
+/// A string a request may carry.
+type Name<'b> = Option<WIPOffset<&'b str>>;
+
+/// A group member's names as a request carries them: (group id, member id).
+fn member_names<'b>(b: &mut FlatBufferBuilder<'b>, group: &str, member_id: &str) -> (Name<'b>, Name<'b>) {
+    (Some(b.create_string(group)), Some(b.create_string(member_id)))
+}
+
+/// `items` grouped by topic: topics in order of first appearance, each one's items in the
+/// order given.
+fn by_topic<'a, T>(items: &'a [T], topic_of: impl Fn(&'a T) -> &'a str) -> Vec<(&'a str, Vec<&'a T>)> {
+    let mut topics: Vec<(&str, Vec<&T>)> = Vec::new();
+    for item in items {
+        let topic = topic_of(item);
+        match topics.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, list)) => list.push(item),
+            None => topics.push((topic, vec![item])),
+        }
+    }
+    topics
+}
+
+/// The vector of a request's per-topic tables: for each topic, its partitions' tables
+/// (`partition` writes one), then the topic's table (`topic`, from its name and that
+/// vector).
+fn topic_tables<'b, T, P: 'b, Q: 'b>(
+    b: &mut FlatBufferBuilder<'b>,
+    topics: &[(impl AsRef<str>, Vec<T>)],
+    mut partition: impl FnMut(&mut FlatBufferBuilder<'b>, &T) -> WIPOffset<P>,
+    mut topic: impl FnMut(&mut FlatBufferBuilder<'b>, WIPOffset<&'b str>, Offsets<'b, P>) -> WIPOffset<Q>,
+) -> Offsets<'b, Q> {
+    let tables: Vec<_> = topics
+        .iter()
+        .map(|(name, items)| {
+            let partitions: Vec<_> = items.iter().map(|item| partition(b, item)).collect();
+            let partitions = b.create_vector(&partitions);
+            let name = b.create_string(name.as_ref());
+            topic(b, name, partitions)
+        })
+        .collect();
+    b.create_vector(&tables)
+}
 
 fn code_result(code: wire::ErrorCode, message: Option<&str>) -> Result<()> {
     if code == wire::ErrorCode::None {
@@ -59,24 +118,14 @@ pub struct ClusterMetadata {
     pub topics: Vec<TopicInfo>,
 }
 
-/// Metadata of `topics`, or of every topic when `None`.
-pub async fn metadata(conn: &Connection, topics: Option<&[String]>) -> Result<ClusterMetadata> {
-    let topics_owned: Option<Vec<String>> = topics.map(<[String]>::to_vec);
-    let frame = conn
-        .request(
-            RequestBody::MetadataRequest,
-            move |b| {
-                let topics = topics_owned.map(|t| {
-                    let names: Vec<_> = t.iter().map(|n| b.create_string(n)).collect();
-                    b.create_vector(&names)
-                });
-                wire::MetadataRequest::create(b, &wire::MetadataRequestArgs { topics }).as_union_value()
-            },
-            &[],
-        )
-        .await?;
+pub fn encode_metadata(b: &mut FlatBufferBuilder<'_>, topics: Option<&[impl AsRef<str>]>) -> EncodedBody {
+    let topics = topics.map(|t| strings(b, t));
+    wire::MetadataRequest::create(b, &wire::MetadataRequestArgs { topics }).as_union_value()
+}
+
+pub fn decode_metadata(frame: &Frame) -> Result<ClusterMetadata> {
     let response = frame.response()?;
-    let m = response.body_as_metadata_response().ok_or_else(|| unexpected(&frame, "Metadata"))?;
+    let m = response.body_as_metadata_response().ok_or_else(|| unexpected(frame, "Metadata"))?;
     let nodes = m
         .nodes()
         .iter()
@@ -106,6 +155,12 @@ pub async fn metadata(conn: &Connection, topics: Option<&[String]>) -> Result<Cl
     Ok(ClusterMetadata { nodes, controller_id: u32::try_from(m.controller_id()).ok(), topics })
 }
 
+/// Metadata of `topics`, or of every topic when `None`.
+pub async fn metadata(conn: &Connection, topics: Option<&[String]>) -> Result<ClusterMetadata> {
+    let frame = conn.request(RequestBody::MetadataRequest, |b| encode_metadata(b, topics), &[]).await?;
+    decode_metadata(&frame)
+}
+
 /// A topic to create.
 #[derive(Clone, Debug, Default)]
 pub struct NewTopic {
@@ -117,13 +172,13 @@ pub struct NewTopic {
 
 fn config_entries<'b>(
     b: &mut FlatBufferBuilder<'b>,
-    configs: &[(String, String)],
-) -> flatbuffers::WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<wire::ConfigEntry<'b>>>> {
+    configs: &[(impl AsRef<str>, impl AsRef<str>)],
+) -> Offsets<'b, wire::ConfigEntry<'b>> {
     let entries: Vec<_> = configs
         .iter()
         .map(|(k, v)| {
-            let key = b.create_string(k);
-            let value = b.create_string(v);
+            let key = b.create_string(k.as_ref());
+            let value = b.create_string(v.as_ref());
             wire::ConfigEntry::create(
                 b,
                 &wire::ConfigEntryArgs { key: Some(key), value: Some(value), is_default: false },
@@ -143,104 +198,91 @@ fn topic_results(
         .collect()
 }
 
+pub fn encode_create_topics(b: &mut FlatBufferBuilder<'_>, topics: &[NewTopic], validate_only: bool) -> EncodedBody {
+    let items: Vec<_> = topics
+        .iter()
+        .map(|t| {
+            let name = b.create_string(&t.name);
+            let configs = config_entries(b, &t.configs);
+            wire::CreatableTopic::create(
+                b,
+                &wire::CreatableTopicArgs {
+                    name: Some(name),
+                    partitions: t.partitions,
+                    replication_factor: t.replication_factor.max(1),
+                    configs: Some(configs),
+                },
+            )
+        })
+        .collect();
+    let topics = b.create_vector(&items);
+    wire::CreateTopicsRequest::create(
+        b,
+        &wire::CreateTopicsRequestArgs { topics: Some(topics), timeout_ms: 30_000, validate_only },
+    )
+    .as_union_value()
+}
+
+pub fn decode_create_topics(frame: &Frame) -> Result<Vec<(String, Result<()>)>> {
+    let response = frame.response()?;
+    let r = response.body_as_create_topics_response().ok_or_else(|| unexpected(frame, "CreateTopics"))?;
+    Ok(topic_results(r.results()))
+}
+
 /// Creates topics; one result per topic.
 pub async fn create_topics(
     conn: &Connection,
     topics: &[NewTopic],
     validate_only: bool,
 ) -> Result<Vec<(String, Result<()>)>> {
-    let topics = topics.to_vec();
-    let frame = conn
-        .request(
-            RequestBody::CreateTopicsRequest,
-            move |b| {
-                let items: Vec<_> = topics
-                    .iter()
-                    .map(|t| {
-                        let name = b.create_string(&t.name);
-                        let configs = config_entries(b, &t.configs);
-                        wire::CreatableTopic::create(
-                            b,
-                            &wire::CreatableTopicArgs {
-                                name: Some(name),
-                                partitions: t.partitions,
-                                replication_factor: t.replication_factor.max(1),
-                                configs: Some(configs),
-                            },
-                        )
-                    })
-                    .collect();
-                let topics = b.create_vector(&items);
-                wire::CreateTopicsRequest::create(
-                    b,
-                    &wire::CreateTopicsRequestArgs { topics: Some(topics), timeout_ms: 30_000, validate_only },
-                )
-                .as_union_value()
-            },
-            &[],
-        )
-        .await?;
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_create_topics(b, topics, validate_only);
+    decode_create_topics(&conn.request(RequestBody::CreateTopicsRequest, build, &[]).await?)
+}
+
+pub fn encode_delete_topics(b: &mut FlatBufferBuilder<'_>, names: &[impl AsRef<str>]) -> EncodedBody {
+    let names = strings(b, names);
+    wire::DeleteTopicsRequest::create(b, &wire::DeleteTopicsRequestArgs { names: Some(names), timeout_ms: 30_000 })
+        .as_union_value()
+}
+
+pub fn decode_delete_topics(frame: &Frame) -> Result<Vec<(String, Result<()>)>> {
     let response = frame.response()?;
-    let r = response.body_as_create_topics_response().ok_or_else(|| unexpected(&frame, "CreateTopics"))?;
+    let r = response.body_as_delete_topics_response().ok_or_else(|| unexpected(frame, "DeleteTopics"))?;
     Ok(topic_results(r.results()))
 }
 
 pub async fn delete_topics(conn: &Connection, names: &[String]) -> Result<Vec<(String, Result<()>)>> {
-    let names = names.to_vec();
-    let frame = conn
-        .request(
-            RequestBody::DeleteTopicsRequest,
-            move |b| {
-                let items: Vec<_> = names.iter().map(|n| b.create_string(n)).collect();
-                let names = b.create_vector(&items);
-                wire::DeleteTopicsRequest::create(
-                    b,
-                    &wire::DeleteTopicsRequestArgs { names: Some(names), timeout_ms: 30_000 },
-                )
-                .as_union_value()
-            },
-            &[],
-        )
-        .await?;
+    decode_delete_topics(
+        &conn.request(RequestBody::DeleteTopicsRequest, |b| encode_delete_topics(b, names), &[]).await?,
+    )
+}
+
+pub fn encode_create_partitions(b: &mut FlatBufferBuilder<'_>, topics: &[(impl AsRef<str>, u32)]) -> EncodedBody {
+    let items: Vec<_> = topics
+        .iter()
+        .map(|(name, count)| {
+            let topic = b.create_string(name.as_ref());
+            wire::PartitionsIncrease::create(b, &wire::PartitionsIncreaseArgs { topic: Some(topic), count: *count })
+        })
+        .collect();
+    let topics = b.create_vector(&items);
+    wire::CreatePartitionsRequest::create(
+        b,
+        &wire::CreatePartitionsRequestArgs { topics: Some(topics), timeout_ms: 30_000, validate_only: false },
+    )
+    .as_union_value()
+}
+
+pub fn decode_create_partitions(frame: &Frame) -> Result<Vec<(String, Result<()>)>> {
     let response = frame.response()?;
-    let r = response.body_as_delete_topics_response().ok_or_else(|| unexpected(&frame, "DeleteTopics"))?;
+    let r = response.body_as_create_partitions_response().ok_or_else(|| unexpected(frame, "CreatePartitions"))?;
     Ok(topic_results(r.results()))
 }
 
 /// Grows topics to new partition counts.
 pub async fn create_partitions(conn: &Connection, topics: &[(String, u32)]) -> Result<Vec<(String, Result<()>)>> {
-    let topics = topics.to_vec();
-    let frame = conn
-        .request(
-            RequestBody::CreatePartitionsRequest,
-            move |b| {
-                let items: Vec<_> = topics
-                    .iter()
-                    .map(|(name, count)| {
-                        let topic = b.create_string(name);
-                        wire::PartitionsIncrease::create(
-                            b,
-                            &wire::PartitionsIncreaseArgs { topic: Some(topic), count: *count },
-                        )
-                    })
-                    .collect();
-                let topics = b.create_vector(&items);
-                wire::CreatePartitionsRequest::create(
-                    b,
-                    &wire::CreatePartitionsRequestArgs {
-                        topics: Some(topics),
-                        timeout_ms: 30_000,
-                        validate_only: false,
-                    },
-                )
-                .as_union_value()
-            },
-            &[],
-        )
-        .await?;
-    let response = frame.response()?;
-    let r = response.body_as_create_partitions_response().ok_or_else(|| unexpected(&frame, "CreatePartitions"))?;
-    Ok(topic_results(r.results()))
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_create_partitions(b, topics);
+    decode_create_partitions(&conn.request(RequestBody::CreatePartitionsRequest, build, &[]).await?)
 }
 
 /// One config of a topic.
@@ -251,22 +293,17 @@ pub struct ConfigValue {
     pub is_default: bool,
 }
 
-pub async fn describe_configs(conn: &Connection, topics: &[String]) -> Result<Vec<(String, Result<Vec<ConfigValue>>)>> {
-    let topics = topics.to_vec();
-    let frame = conn
-        .request(
-            RequestBody::DescribeConfigsRequest,
-            move |b| {
-                let items: Vec<_> = topics.iter().map(|n| b.create_string(n)).collect();
-                let topics = b.create_vector(&items);
-                wire::DescribeConfigsRequest::create(b, &wire::DescribeConfigsRequestArgs { topics: Some(topics) })
-                    .as_union_value()
-            },
-            &[],
-        )
-        .await?;
+/// The configs of each topic.
+pub type TopicConfigs = Vec<(String, Result<Vec<ConfigValue>>)>;
+
+pub fn encode_describe_configs(b: &mut FlatBufferBuilder<'_>, topics: &[impl AsRef<str>]) -> EncodedBody {
+    let topics = strings(b, topics);
+    wire::DescribeConfigsRequest::create(b, &wire::DescribeConfigsRequestArgs { topics: Some(topics) }).as_union_value()
+}
+
+pub fn decode_describe_configs(frame: &Frame) -> Result<TopicConfigs> {
     let response = frame.response()?;
-    let r = response.body_as_describe_configs_response().ok_or_else(|| unexpected(&frame, "DescribeConfigs"))?;
+    let r = response.body_as_describe_configs_response().ok_or_else(|| unexpected(frame, "DescribeConfigs"))?;
     Ok(r.results()
         .iter()
         .flatten()
@@ -287,6 +324,36 @@ pub async fn describe_configs(conn: &Connection, topics: &[String]) -> Result<Ve
         .collect())
 }
 
+pub async fn describe_configs(conn: &Connection, topics: &[String]) -> Result<TopicConfigs> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_describe_configs(b, topics);
+    decode_describe_configs(&conn.request(RequestBody::DescribeConfigsRequest, build, &[]).await?)
+}
+
+pub fn encode_alter_configs(
+    b: &mut FlatBufferBuilder<'_>,
+    topic: &str,
+    set: &[(impl AsRef<str>, impl AsRef<str>)],
+    delete: &[impl AsRef<str>],
+) -> EncodedBody {
+    let name = b.create_string(topic);
+    let set = config_entries(b, set);
+    let delete = strings(b, delete);
+    let change = wire::TopicConfigChange::create(
+        b,
+        &wire::TopicConfigChangeArgs { name: Some(name), set: Some(set), delete: Some(delete) },
+    );
+    let topics = b.create_vector(&[change]);
+    wire::AlterConfigsRequest::create(b, &wire::AlterConfigsRequestArgs { topics: Some(topics), validate_only: false })
+        .as_union_value()
+}
+
+/// Every topic's result (`alter_configs` asks for one).
+pub fn decode_alter_configs(frame: &Frame) -> Result<Vec<(String, Result<()>)>> {
+    let response = frame.response()?;
+    let r = response.body_as_alter_configs_response().ok_or_else(|| unexpected(frame, "AlterConfigs"))?;
+    Ok(topic_results(r.results()))
+}
+
 /// Sets and deletes (returns to the default) configs of one topic.
 pub async fn alter_configs(
     conn: &Connection,
@@ -294,32 +361,9 @@ pub async fn alter_configs(
     set: &[(String, String)],
     delete: &[String],
 ) -> Result<Result<()>> {
-    let (topic, set, delete) = (topic.to_string(), set.to_vec(), delete.to_vec());
-    let frame = conn
-        .request(
-            RequestBody::AlterConfigsRequest,
-            move |b| {
-                let name = b.create_string(&topic);
-                let set = config_entries(b, &set);
-                let items: Vec<_> = delete.iter().map(|k| b.create_string(k)).collect();
-                let delete = b.create_vector(&items);
-                let change = wire::TopicConfigChange::create(
-                    b,
-                    &wire::TopicConfigChangeArgs { name: Some(name), set: Some(set), delete: Some(delete) },
-                );
-                let topics = b.create_vector(&[change]);
-                wire::AlterConfigsRequest::create(
-                    b,
-                    &wire::AlterConfigsRequestArgs { topics: Some(topics), validate_only: false },
-                )
-                .as_union_value()
-            },
-            &[],
-        )
-        .await?;
-    let response = frame.response()?;
-    let r = response.body_as_alter_configs_response().ok_or_else(|| unexpected(&frame, "AlterConfigs"))?;
-    Ok(topic_results(r.results()).into_iter().next().map_or(Ok(()), |(_, r)| r))
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_alter_configs(b, topic, set, delete);
+    let results = decode_alter_configs(&conn.request(RequestBody::AlterConfigsRequest, build, &[]).await?)?;
+    Ok(results.into_iter().next().map_or(Ok(()), |(_, r)| r))
 }
 
 /// Batches for one partition in a produce request.
@@ -340,59 +384,69 @@ pub struct ProduceOutcome {
     pub base_offset: Result<u64>,
 }
 
-/// Produces batches to partitions; with `acks` 0 returns no outcomes (no response).
-pub async fn produce(
-    conn: &Connection,
+/// A produce request's parts laid out: every partition's batches one after another in
+/// the payload (in the order given), and per topic, in order of first appearance, each
+/// partition's slice of it.
+#[derive(Clone, Debug)]
+pub struct ProduceLayout {
+    payload: Vec<u8>,
+    /// Per topic, its partitions' slices of the payload.
+    topics: Vec<(String, Vec<PayloadSlice>)>,
+}
+
+/// A partition's batches in a produce payload: (partition, offset, length).
+type PayloadSlice = (u32, u32, u32);
+
+impl ProduceLayout {
+    /// Refused when the payload would pass what a slice can address (4 GiB).
+    pub fn new(parts: &[PartitionBatches<'_>]) -> Result<ProduceLayout> {
+        let mut payload = Vec::with_capacity(parts.iter().map(|p| p.batches.len()).sum());
+        // (topic, (partition, offset, length)) in the order given.
+        let mut slices = Vec::with_capacity(parts.len());
+        for p in parts {
+            let offset = u32::try_from(payload.len()).map_err(|_| ClientError::Protocol("request too large".into()))?;
+            payload.extend_from_slice(p.batches);
+            slices.push((p.topic, (p.partition, offset, p.batches.len() as u32)));
+        }
+        let topics = by_topic(&slices, |s| s.0)
+            .into_iter()
+            .map(|(topic, list)| (topic.to_string(), list.into_iter().map(|s| s.1).collect()))
+            .collect();
+        Ok(ProduceLayout { payload, topics })
+    }
+
+    /// The frame payload that goes with the request.
+    #[must_use]
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// The request for `layout`, whose payload goes with it.
+pub fn encode_produce(
+    b: &mut FlatBufferBuilder<'_>,
     acks: i16,
     timeout_ms: u32,
-    parts: &[PartitionBatches<'_>],
-) -> Result<Vec<ProduceOutcome>> {
-    // Topics in order of first appearance, each with its partitions and payload slices
-    // (partition, offset, length).
-    type Slices = Vec<(u32, u32, u32)>;
-    let mut payload = Vec::with_capacity(parts.iter().map(|p| p.batches.len()).sum());
-    let mut layout: Vec<(String, Slices)> = Vec::new();
-    for p in parts {
-        let offset = u32::try_from(payload.len()).map_err(|_| ClientError::Protocol("request too large".into()))?;
-        payload.extend_from_slice(p.batches);
-        let entry = (p.partition, offset, p.batches.len() as u32);
-        match layout.iter_mut().find(|(t, _)| t == p.topic) {
-            Some((_, list)) => list.push(entry),
-            None => layout.push((p.topic.to_string(), vec![entry])),
-        }
-    }
-    let build = move |b: &mut FlatBufferBuilder<'static>| {
-        let topics: Vec<_> = layout
-            .iter()
-            .map(|(topic, partitions)| {
-                let items: Vec<_> = partitions
-                    .iter()
-                    .map(|&(partition, offset, length)| {
-                        wire::PartitionProduce::create(
-                            b,
-                            &wire::PartitionProduceArgs { partition, records: Some(&wire::Slice::new(offset, length)) },
-                        )
-                    })
-                    .collect();
-                let partitions = b.create_vector(&items);
-                let topic = b.create_string(topic);
-                wire::TopicProduce::create(
-                    b,
-                    &wire::TopicProduceArgs { topic: Some(topic), partitions: Some(partitions) },
-                )
-            })
-            .collect();
-        let topics = b.create_vector(&topics);
-        wire::ProduceRequest::create(b, &wire::ProduceRequestArgs { acks, timeout_ms, topics: Some(topics) })
-            .as_union_value()
-    };
-    if acks == 0 {
-        conn.send_only(RequestBody::ProduceRequest, build, &payload).await?;
-        return Ok(Vec::new());
-    }
-    let frame = conn.request(RequestBody::ProduceRequest, build, &payload).await?;
+    layout: &ProduceLayout,
+) -> EncodedBody {
+    let topics = topic_tables(
+        b,
+        &layout.topics,
+        |b, &(partition, offset, length)| {
+            let records = Some(&wire::Slice::new(offset, length));
+            wire::PartitionProduce::create(b, &wire::PartitionProduceArgs { partition, records })
+        },
+        |b, topic, partitions| {
+            wire::TopicProduce::create(b, &wire::TopicProduceArgs { topic: Some(topic), partitions: Some(partitions) })
+        },
+    );
+    wire::ProduceRequest::create(b, &wire::ProduceRequestArgs { acks, timeout_ms, topics: Some(topics) })
+        .as_union_value()
+}
+
+pub fn decode_produce(frame: &Frame) -> Result<Vec<ProduceOutcome>> {
     let response = frame.response()?;
-    let r = response.body_as_produce_response().ok_or_else(|| unexpected(&frame, "Produce"))?;
+    let r = response.body_as_produce_response().ok_or_else(|| unexpected(frame, "Produce"))?;
     let mut outcomes = Vec::new();
     for t in r.topics().iter().flatten() {
         let topic = t.topic().unwrap_or("").to_string();
@@ -404,6 +458,22 @@ pub async fn produce(
         }
     }
     Ok(outcomes)
+}
+
+/// Produces batches to partitions; with `acks` 0 returns no outcomes (no response).
+pub async fn produce(
+    conn: &Connection,
+    acks: i16,
+    timeout_ms: u32,
+    parts: &[PartitionBatches<'_>],
+) -> Result<Vec<ProduceOutcome>> {
+    let layout = ProduceLayout::new(parts)?;
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_produce(b, acks, timeout_ms, &layout);
+    if acks == 0 {
+        conn.send_only(RequestBody::ProduceRequest, build, layout.payload()).await?;
+        return Ok(Vec::new());
+    }
+    decode_produce(&conn.request(RequestBody::ProduceRequest, build, layout.payload()).await?)
 }
 
 /// One partition to fetch.
@@ -448,59 +518,26 @@ pub struct FetchLimits {
     pub max_bytes: u32,
 }
 
-pub async fn fetch(conn: &Connection, limits: FetchLimits, parts: &[FetchPartition]) -> Result<Vec<FetchedPartition>> {
-    let parts_owned = parts.to_vec();
-    let frame = conn
-        .request(
-            RequestBody::FetchRequest,
-            move |b| {
-                let mut topics: Vec<(String, Vec<&FetchPartition>)> = Vec::new();
-                for p in &parts_owned {
-                    match topics.iter_mut().find(|(t, _)| *t == p.topic) {
-                        Some((_, list)) => list.push(p),
-                        None => topics.push((p.topic.clone(), vec![p])),
-                    }
-                }
-                let topics: Vec<_> = topics
-                    .iter()
-                    .map(|(topic, list)| {
-                        let items: Vec<_> = list
-                            .iter()
-                            .map(|p| {
-                                wire::PartitionFetch::create(
-                                    b,
-                                    &wire::PartitionFetchArgs {
-                                        partition: p.partition,
-                                        fetch_offset: p.offset as i64,
-                                        max_bytes: p.max_bytes,
-                                    },
-                                )
-                            })
-                            .collect();
-                        let partitions = b.create_vector(&items);
-                        let topic = b.create_string(topic);
-                        wire::TopicFetch::create(
-                            b,
-                            &wire::TopicFetchArgs { topic: Some(topic), partitions: Some(partitions) },
-                        )
-                    })
-                    .collect();
-                let topics = b.create_vector(&topics);
-                wire::FetchRequest::create(
-                    b,
-                    &wire::FetchRequestArgs {
-                        max_wait_ms: limits.max_wait_ms,
-                        min_bytes: limits.min_bytes,
-                        max_bytes: limits.max_bytes,
-                        topics: Some(topics),
-                    },
-                )
-                .as_union_value()
-            },
-            &[],
-        )
-        .await?;
-    let frame = Arc::new(frame);
+/// The partitions grouped by topic, in order of first appearance.
+pub fn encode_fetch(b: &mut FlatBufferBuilder<'_>, limits: FetchLimits, parts: &[FetchPartition]) -> EncodedBody {
+    let topics = topic_tables(
+        b,
+        &by_topic(parts, |p| &p.topic),
+        |b, p| {
+            let (partition, fetch_offset, max_bytes) = (p.partition, p.offset as i64, p.max_bytes);
+            wire::PartitionFetch::create(b, &wire::PartitionFetchArgs { partition, fetch_offset, max_bytes })
+        },
+        |b, topic, partitions| {
+            wire::TopicFetch::create(b, &wire::TopicFetchArgs { topic: Some(topic), partitions: Some(partitions) })
+        },
+    );
+    let FetchLimits { max_wait_ms, min_bytes, max_bytes } = limits;
+    wire::FetchRequest::create(b, &wire::FetchRequestArgs { max_wait_ms, min_bytes, max_bytes, topics: Some(topics) })
+        .as_union_value()
+}
+
+/// Each partition's records are a range of `frame`, which they keep alive.
+pub fn decode_fetch(frame: Arc<Frame>) -> Result<Vec<FetchedPartition>> {
     let response = frame.response()?;
     let r = response.body_as_fetch_response().ok_or_else(|| unexpected(&frame, "Fetch"))?;
     let payload_bytes = frame.payload().len();
@@ -530,6 +567,11 @@ pub async fn fetch(conn: &Connection, limits: FetchLimits, parts: &[FetchPartiti
     Ok(out)
 }
 
+pub async fn fetch(conn: &Connection, limits: FetchLimits, parts: &[FetchPartition]) -> Result<Vec<FetchedPartition>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_fetch(b, limits, parts);
+    decode_fetch(Arc::new(conn.request(RequestBody::FetchRequest, build, &[]).await?))
+}
+
 /// ListOffsets query: the log end.
 pub const LATEST: i64 = -1;
 /// ListOffsets query: the log start.
@@ -537,39 +579,29 @@ pub const EARLIEST: i64 = -2;
 
 /// The offset for `timestamp` (`LATEST`, `EARLIEST` or ms since the epoch) of each
 /// partition; `None` when no record is that recent.
-pub async fn list_offsets(
-    conn: &Connection,
-    parts: &[(String, u32, i64)],
-) -> Result<Vec<(String, u32, Result<Option<u64>>)>> {
-    let parts_owned = parts.to_vec();
-    let frame = conn
-        .request(
-            RequestBody::ListOffsetsRequest,
-            move |b| {
-                let topics: Vec<_> = parts_owned
-                    .iter()
-                    .map(|(topic, partition, timestamp)| {
-                        let p = wire::PartitionListOffsets::create(
-                            b,
-                            &wire::PartitionListOffsetsArgs { partition: *partition, timestamp: *timestamp },
-                        );
-                        let partitions = b.create_vector(&[p]);
-                        let topic = b.create_string(topic);
-                        wire::TopicListOffsets::create(
-                            b,
-                            &wire::TopicListOffsetsArgs { topic: Some(topic), partitions: Some(partitions) },
-                        )
-                    })
-                    .collect();
-                let topics = b.create_vector(&topics);
-                wire::ListOffsetsRequest::create(b, &wire::ListOffsetsRequestArgs { topics: Some(topics) })
-                    .as_union_value()
-            },
-            &[],
-        )
-        .await?;
+/// A partition's answer to ListOffsets: (topic, partition, offset).
+pub type ListedOffset = (String, u32, Result<Option<u64>>);
+
+/// One topic entry per (topic, partition, timestamp).
+pub fn encode_list_offsets(b: &mut FlatBufferBuilder<'_>, parts: &[(impl AsRef<str>, u32, i64)]) -> EncodedBody {
+    let each: Vec<_> = parts.iter().map(|p| (p.0.as_ref(), vec![(p.1, p.2)])).collect();
+    let topics = topic_tables(
+        b,
+        &each,
+        |b, &(partition, timestamp)| {
+            wire::PartitionListOffsets::create(b, &wire::PartitionListOffsetsArgs { partition, timestamp })
+        },
+        |b, topic, partitions| {
+            let args = wire::TopicListOffsetsArgs { topic: Some(topic), partitions: Some(partitions) };
+            wire::TopicListOffsets::create(b, &args)
+        },
+    );
+    wire::ListOffsetsRequest::create(b, &wire::ListOffsetsRequestArgs { topics: Some(topics) }).as_union_value()
+}
+
+pub fn decode_list_offsets(frame: &Frame) -> Result<Vec<ListedOffset>> {
     let response = frame.response()?;
-    let r = response.body_as_list_offsets_response().ok_or_else(|| unexpected(&frame, "ListOffsets"))?;
+    let r = response.body_as_list_offsets_response().ok_or_else(|| unexpected(frame, "ListOffsets"))?;
     let mut out = Vec::new();
     for t in r.topics().iter().flatten() {
         let topic = t.topic().unwrap_or("").to_string();
@@ -579,6 +611,11 @@ pub async fn list_offsets(
         }
     }
     Ok(out)
+}
+
+pub async fn list_offsets(conn: &Connection, parts: &[(String, u32, i64)]) -> Result<Vec<ListedOffset>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_list_offsets(b, parts);
+    decode_list_offsets(&conn.request(RequestBody::ListOffsetsRequest, build, &[]).await?)
 }
 
 /// The server's error code of a failed result, for callers that branch on it.
@@ -617,6 +654,35 @@ fn pairs_of(
         .collect()
 }
 
+pub fn encode_join_group(
+    b: &mut FlatBufferBuilder<'_>,
+    group: &str,
+    member_id: &str,
+    session_timeout_ms: u32,
+    rebalance_timeout_ms: u32,
+    topics: &[impl AsRef<str>],
+    strategy: &str,
+) -> EncodedBody {
+    let (group_id, member_id) = member_names(b, group, member_id);
+    let topics = Some(strings(b, topics));
+    let strategy = Some(b.create_string(strategy));
+    let args =
+        wire::JoinGroupRequestArgs { group_id, member_id, session_timeout_ms, rebalance_timeout_ms, topics, strategy };
+    wire::JoinGroupRequest::create(b, &args).as_union_value()
+}
+
+pub fn decode_join_group(frame: &Frame) -> Result<Joined> {
+    let response = frame.response()?;
+    let r = response.body_as_join_group_response().ok_or_else(|| unexpected(frame, "JoinGroup"))?;
+    code_result(r.error(), r.message())?;
+    Ok(Joined {
+        generation: r.generation(),
+        member_id: r.member_id().unwrap_or("").to_string(),
+        leader_id: r.leader_id().unwrap_or("").to_string(),
+        assignment: pairs_of(r.assignment()),
+    })
+}
+
 /// Joins (or rejoins) a group; resolves when the rebalance completes.
 #[allow(clippy::too_many_arguments)]
 pub async fn join_group(
@@ -628,156 +694,76 @@ pub async fn join_group(
     topics: &[String],
     strategy: &str,
 ) -> Result<Joined> {
-    let (group, member_id, topics, strategy) =
-        (group.to_string(), member_id.to_string(), topics.to_vec(), strategy.to_string());
-    let frame = conn
-        .request(
-            RequestBody::JoinGroupRequest,
-            move |b| {
-                let group_id = b.create_string(&group);
-                let member_id = b.create_string(&member_id);
-                let names: Vec<_> = topics.iter().map(|t| b.create_string(t)).collect();
-                let topics = b.create_vector(&names);
-                let strategy = b.create_string(&strategy);
-                wire::JoinGroupRequest::create(
-                    b,
-                    &wire::JoinGroupRequestArgs {
-                        group_id: Some(group_id),
-                        member_id: Some(member_id),
-                        session_timeout_ms,
-                        rebalance_timeout_ms,
-                        topics: Some(topics),
-                        strategy: Some(strategy),
-                    },
-                )
-                .as_union_value()
-            },
-            &[],
-        )
-        .await?;
+    let build = |b: &mut FlatBufferBuilder<'static>| {
+        encode_join_group(b, group, member_id, session_timeout_ms, rebalance_timeout_ms, topics, strategy)
+    };
+    decode_join_group(&conn.request(RequestBody::JoinGroupRequest, build, &[]).await?)
+}
+
+pub fn encode_heartbeat(b: &mut FlatBufferBuilder<'_>, group: &str, member_id: &str, generation: i32) -> EncodedBody {
+    let (group_id, member_id) = member_names(b, group, member_id);
+    wire::HeartbeatRequest::create(b, &wire::HeartbeatRequestArgs { group_id, member_id, generation }).as_union_value()
+}
+
+pub fn decode_heartbeat(frame: &Frame) -> Result<()> {
     let response = frame.response()?;
-    let r = response.body_as_join_group_response().ok_or_else(|| unexpected(&frame, "JoinGroup"))?;
-    code_result(r.error(), r.message())?;
-    Ok(Joined {
-        generation: r.generation(),
-        member_id: r.member_id().unwrap_or("").to_string(),
-        leader_id: r.leader_id().unwrap_or("").to_string(),
-        assignment: pairs_of(r.assignment()),
-    })
+    let r = response.body_as_heartbeat_response().ok_or_else(|| unexpected(frame, "Heartbeat"))?;
+    code_result(r.error(), r.message())
 }
 
 pub async fn heartbeat(conn: &Connection, group: &str, member_id: &str, generation: i32) -> Result<()> {
-    let (group, member_id) = (group.to_string(), member_id.to_string());
-    let frame = conn
-        .request(
-            RequestBody::HeartbeatRequest,
-            move |b| {
-                let group_id = b.create_string(&group);
-                let member_id = b.create_string(&member_id);
-                wire::HeartbeatRequest::create(
-                    b,
-                    &wire::HeartbeatRequestArgs { group_id: Some(group_id), member_id: Some(member_id), generation },
-                )
-                .as_union_value()
-            },
-            &[],
-        )
-        .await?;
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_heartbeat(b, group, member_id, generation);
+    decode_heartbeat(&conn.request(RequestBody::HeartbeatRequest, build, &[]).await?)
+}
+
+pub fn encode_leave_group(b: &mut FlatBufferBuilder<'_>, group: &str, member_id: &str) -> EncodedBody {
+    let (group_id, member_id) = member_names(b, group, member_id);
+    wire::LeaveGroupRequest::create(b, &wire::LeaveGroupRequestArgs { group_id, member_id }).as_union_value()
+}
+
+pub fn decode_leave_group(frame: &Frame) -> Result<()> {
     let response = frame.response()?;
-    let r = response.body_as_heartbeat_response().ok_or_else(|| unexpected(&frame, "Heartbeat"))?;
+    let r = response.body_as_leave_group_response().ok_or_else(|| unexpected(frame, "LeaveGroup"))?;
     code_result(r.error(), r.message())
 }
 
 pub async fn leave_group(conn: &Connection, group: &str, member_id: &str) -> Result<()> {
-    let (group, member_id) = (group.to_string(), member_id.to_string());
-    let frame = conn
-        .request(
-            RequestBody::LeaveGroupRequest,
-            move |b| {
-                let group_id = b.create_string(&group);
-                let member_id = b.create_string(&member_id);
-                wire::LeaveGroupRequest::create(
-                    b,
-                    &wire::LeaveGroupRequestArgs { group_id: Some(group_id), member_id: Some(member_id) },
-                )
-                .as_union_value()
-            },
-            &[],
-        )
-        .await?;
-    let response = frame.response()?;
-    let r = response.body_as_leave_group_response().ok_or_else(|| unexpected(&frame, "LeaveGroup"))?;
-    code_result(r.error(), r.message())
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_leave_group(b, group, member_id);
+    decode_leave_group(&conn.request(RequestBody::LeaveGroupRequest, build, &[]).await?)
 }
 
 /// One offset to commit: (topic, partition, offset, metadata).
 pub type CommitOffset = (String, u32, u64, String);
 
-/// Commits offsets for a group member (`member_id` empty and `generation` -1: an admin
-/// commit, accepted only while the group has no members). Per-partition results.
-pub async fn commit_offsets(
-    conn: &Connection,
+/// The offsets grouped by topic, in order of first appearance.
+pub fn encode_commit_offsets(
+    b: &mut FlatBufferBuilder<'_>,
     group: &str,
     member_id: &str,
     generation: i32,
     offsets: &[CommitOffset],
-) -> Result<Vec<(String, u32, Result<()>)>> {
-    let (group, member_id, offsets) = (group.to_string(), member_id.to_string(), offsets.to_vec());
-    let frame = conn
-        .request(
-            RequestBody::OffsetCommitRequest,
-            move |b| {
-                let mut topics: Vec<(String, Vec<&CommitOffset>)> = Vec::new();
-                for o in &offsets {
-                    match topics.iter_mut().find(|(t, _)| *t == o.0) {
-                        Some((_, list)) => list.push(o),
-                        None => topics.push((o.0.clone(), vec![o])),
-                    }
-                }
-                let topics: Vec<_> = topics
-                    .iter()
-                    .map(|(topic, list)| {
-                        let items: Vec<_> = list
-                            .iter()
-                            .map(|(_, p, offset, metadata)| {
-                                let metadata = b.create_string(metadata);
-                                wire::OffsetCommitPartition::create(
-                                    b,
-                                    &wire::OffsetCommitPartitionArgs {
-                                        partition: *p,
-                                        offset: *offset as i64,
-                                        metadata: Some(metadata),
-                                    },
-                                )
-                            })
-                            .collect();
-                        let partitions = b.create_vector(&items);
-                        let topic = b.create_string(topic);
-                        wire::OffsetCommitTopic::create(
-                            b,
-                            &wire::OffsetCommitTopicArgs { topic: Some(topic), partitions: Some(partitions) },
-                        )
-                    })
-                    .collect();
-                let topics = b.create_vector(&topics);
-                let group_id = b.create_string(&group);
-                let member_id = b.create_string(&member_id);
-                wire::OffsetCommitRequest::create(
-                    b,
-                    &wire::OffsetCommitRequestArgs {
-                        group_id: Some(group_id),
-                        member_id: Some(member_id),
-                        generation,
-                        topics: Some(topics),
-                    },
-                )
-                .as_union_value()
-            },
-            &[],
-        )
-        .await?;
+) -> EncodedBody {
+    let topics = topic_tables(
+        b,
+        &by_topic(offsets, |o| &o.0),
+        |b, (_, partition, offset, metadata)| {
+            let metadata = Some(b.create_string(metadata));
+            let (partition, offset) = (*partition, *offset as i64);
+            wire::OffsetCommitPartition::create(b, &wire::OffsetCommitPartitionArgs { partition, offset, metadata })
+        },
+        |b, topic, partitions| {
+            let args = wire::OffsetCommitTopicArgs { topic: Some(topic), partitions: Some(partitions) };
+            wire::OffsetCommitTopic::create(b, &args)
+        },
+    );
+    let (group_id, member_id) = member_names(b, group, member_id);
+    let args = wire::OffsetCommitRequestArgs { group_id, member_id, generation, topics: Some(topics) };
+    wire::OffsetCommitRequest::create(b, &args).as_union_value()
+}
+
+pub fn decode_commit_offsets(frame: &Frame) -> Result<Vec<(String, u32, Result<()>)>> {
     let response = frame.response()?;
-    let r = response.body_as_offset_commit_response().ok_or_else(|| unexpected(&frame, "OffsetCommit"))?;
+    let r = response.body_as_offset_commit_response().ok_or_else(|| unexpected(frame, "OffsetCommit"))?;
     code_result(r.error(), r.message())?;
     let mut out = Vec::new();
     for t in r.topics().iter().flatten() {
@@ -788,48 +774,52 @@ pub async fn commit_offsets(
     Ok(out)
 }
 
-/// Committed offsets of a group: of `partitions`, or all when `None`. `None` offset:
-/// nothing committed.
-pub async fn fetch_offsets(
+/// Commits offsets for a group member (`member_id` empty and `generation` -1: an admin
+/// commit, accepted only while the group has no members). Per-partition results.
+pub async fn commit_offsets(
     conn: &Connection,
     group: &str,
+    member_id: &str,
+    generation: i32,
+    offsets: &[CommitOffset],
+) -> Result<Vec<(String, u32, Result<()>)>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_commit_offsets(b, group, member_id, generation, offsets);
+    decode_commit_offsets(&conn.request(RequestBody::OffsetCommitRequest, build, &[]).await?)
+}
+
+/// A group's committed offset of a partition: (topic, partition, offset, metadata); a
+/// `None` offset: nothing committed.
+pub type CommittedOffset = (String, u32, Option<u64>, String);
+
+/// The partitions grouped by topic, in order of first appearance.
+pub fn encode_fetch_offsets(
+    b: &mut FlatBufferBuilder<'_>,
+    group: &str,
     partitions: Option<&[(String, u32)]>,
-) -> Result<Vec<(String, u32, Option<u64>, String)>> {
-    let (group, partitions) = (group.to_string(), partitions.map(<[(String, u32)]>::to_vec));
-    let frame = conn
-        .request(
-            RequestBody::OffsetFetchRequest,
-            move |b| {
-                let topics = partitions.map(|list| {
-                    let mut topics: Vec<(String, Vec<u32>)> = Vec::new();
-                    for (t, p) in &list {
-                        match topics.iter_mut().find(|(name, _)| name == t) {
-                            Some((_, ps)) => ps.push(*p),
-                            None => topics.push((t.clone(), vec![*p])),
-                        }
-                    }
-                    let items: Vec<_> = topics
-                        .iter()
-                        .map(|(t, ps)| {
-                            let topic = b.create_string(t);
-                            let partitions = b.create_vector(ps);
-                            wire::TopicPartitions::create(
-                                b,
-                                &wire::TopicPartitionsArgs { topic: Some(topic), partitions: Some(partitions) },
-                            )
-                        })
-                        .collect();
-                    b.create_vector(&items)
-                });
-                let group_id = b.create_string(&group);
-                wire::OffsetFetchRequest::create(b, &wire::OffsetFetchRequestArgs { group_id: Some(group_id), topics })
-                    .as_union_value()
-            },
-            &[],
-        )
-        .await?;
+) -> EncodedBody {
+    let topics = partitions.map(|list| {
+        let items: Vec<_> = by_topic(list, |(t, _)| t)
+            .iter()
+            .map(|(t, ps)| {
+                let topic = b.create_string(t);
+                let ps: Vec<u32> = ps.iter().map(|(_, p)| *p).collect();
+                let partitions = b.create_vector(&ps);
+                wire::TopicPartitions::create(
+                    b,
+                    &wire::TopicPartitionsArgs { topic: Some(topic), partitions: Some(partitions) },
+                )
+            })
+            .collect();
+        b.create_vector(&items)
+    });
+    let group_id = b.create_string(group);
+    wire::OffsetFetchRequest::create(b, &wire::OffsetFetchRequestArgs { group_id: Some(group_id), topics })
+        .as_union_value()
+}
+
+pub fn decode_fetch_offsets(frame: &Frame) -> Result<Vec<CommittedOffset>> {
     let response = frame.response()?;
-    let r = response.body_as_offset_fetch_response().ok_or_else(|| unexpected(&frame, "OffsetFetch"))?;
+    let r = response.body_as_offset_fetch_response().ok_or_else(|| unexpected(frame, "OffsetFetch"))?;
     code_result(r.error(), r.message())?;
     let mut out = Vec::new();
     for t in r.topics().iter().flatten() {
@@ -845,22 +835,33 @@ pub async fn fetch_offsets(
     Ok(out)
 }
 
-/// (group id, state, members) of every group.
-pub async fn list_groups(conn: &Connection) -> Result<Vec<(String, String, u32)>> {
-    let frame = conn
-        .request(
-            RequestBody::ListGroupsRequest,
-            |b| wire::ListGroupsRequest::create(b, &wire::ListGroupsRequestArgs {}).as_union_value(),
-            &[],
-        )
-        .await?;
+/// Committed offsets of a group: of `partitions`, or all when `None`.
+pub async fn fetch_offsets(
+    conn: &Connection,
+    group: &str,
+    partitions: Option<&[(String, u32)]>,
+) -> Result<Vec<CommittedOffset>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_fetch_offsets(b, group, partitions);
+    decode_fetch_offsets(&conn.request(RequestBody::OffsetFetchRequest, build, &[]).await?)
+}
+
+pub fn encode_list_groups(b: &mut FlatBufferBuilder<'_>) -> EncodedBody {
+    wire::ListGroupsRequest::create(b, &wire::ListGroupsRequestArgs {}).as_union_value()
+}
+
+pub fn decode_list_groups(frame: &Frame) -> Result<Vec<(String, String, u32)>> {
     let response = frame.response()?;
-    let r = response.body_as_list_groups_response().ok_or_else(|| unexpected(&frame, "ListGroups"))?;
+    let r = response.body_as_list_groups_response().ok_or_else(|| unexpected(frame, "ListGroups"))?;
     Ok(r.groups()
         .iter()
         .flatten()
         .map(|g| (g.group_id().unwrap_or("").to_string(), g.state().unwrap_or("").to_string(), g.members()))
         .collect())
+}
+
+/// (group id, state, members) of every group.
+pub async fn list_groups(conn: &Connection) -> Result<Vec<(String, String, u32)>> {
+    decode_list_groups(&conn.request(RequestBody::ListGroupsRequest, encode_list_groups, &[]).await?)
 }
 
 /// A group's members and their assignments.
@@ -882,22 +883,14 @@ pub struct MemberInfo {
     pub assignment: Vec<(String, u32)>,
 }
 
-pub async fn describe_group(conn: &Connection, group: &str) -> Result<GroupInfo> {
-    let group_owned = group.to_string();
-    let frame = conn
-        .request(
-            RequestBody::DescribeGroupsRequest,
-            move |b| {
-                let id = b.create_string(&group_owned);
-                let ids = b.create_vector(&[id]);
-                wire::DescribeGroupsRequest::create(b, &wire::DescribeGroupsRequestArgs { group_ids: Some(ids) })
-                    .as_union_value()
-            },
-            &[],
-        )
-        .await?;
+pub fn encode_describe_group(b: &mut FlatBufferBuilder<'_>, group: &str) -> EncodedBody {
+    let ids = strings(b, &[group]);
+    wire::DescribeGroupsRequest::create(b, &wire::DescribeGroupsRequestArgs { group_ids: Some(ids) }).as_union_value()
+}
+
+pub fn decode_describe_group(frame: &Frame) -> Result<GroupInfo> {
     let response = frame.response()?;
-    let r = response.body_as_describe_groups_response().ok_or_else(|| unexpected(&frame, "DescribeGroups"))?;
+    let r = response.body_as_describe_groups_response().ok_or_else(|| unexpected(frame, "DescribeGroups"))?;
     let g = r
         .groups()
         .and_then(|g| g.iter().next())
@@ -922,63 +915,46 @@ pub async fn describe_group(conn: &Connection, group: &str) -> Result<GroupInfo>
     })
 }
 
-pub async fn delete_group(conn: &Connection, group: &str) -> Result<()> {
-    let group_owned = group.to_string();
-    let frame = conn
-        .request(
-            RequestBody::DeleteGroupsRequest,
-            move |b| {
-                let id = b.create_string(&group_owned);
-                let ids = b.create_vector(&[id]);
-                wire::DeleteGroupsRequest::create(b, &wire::DeleteGroupsRequestArgs { group_ids: Some(ids) })
-                    .as_union_value()
-            },
-            &[],
-        )
-        .await?;
+pub async fn describe_group(conn: &Connection, group: &str) -> Result<GroupInfo> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_describe_group(b, group);
+    decode_describe_group(&conn.request(RequestBody::DescribeGroupsRequest, build, &[]).await?)
+}
+
+pub fn encode_delete_group(b: &mut FlatBufferBuilder<'_>, group: &str) -> EncodedBody {
+    let ids = strings(b, &[group]);
+    wire::DeleteGroupsRequest::create(b, &wire::DeleteGroupsRequestArgs { group_ids: Some(ids) }).as_union_value()
+}
+
+pub fn decode_delete_group(frame: &Frame) -> Result<()> {
     let response = frame.response()?;
-    let r = response.body_as_delete_groups_response().ok_or_else(|| unexpected(&frame, "DeleteGroups"))?;
+    let r = response.body_as_delete_groups_response().ok_or_else(|| unexpected(frame, "DeleteGroups"))?;
     topic_results(r.results()).into_iter().next().map_or(Ok(()), |(_, r)| r)
 }
 
-/// Moves partitions' log starts forward: (topic, partition, new start or -1 for the log
-/// end). Returns each partition's log start afterwards.
-pub async fn delete_records(
-    conn: &Connection,
-    parts: &[(String, u32, i64)],
-) -> Result<Vec<(String, u32, Result<u64>)>> {
-    let parts_owned = parts.to_vec();
-    let frame = conn
-        .request(
-            RequestBody::DeleteRecordsRequest,
-            move |b| {
-                let topics: Vec<_> = parts_owned
-                    .iter()
-                    .map(|(topic, partition, offset)| {
-                        let p = wire::PartitionOffset::create(
-                            b,
-                            &wire::PartitionOffsetArgs { partition: *partition, offset: *offset },
-                        );
-                        let partitions = b.create_vector(&[p]);
-                        let topic = b.create_string(topic);
-                        wire::TopicDeleteRecords::create(
-                            b,
-                            &wire::TopicDeleteRecordsArgs { topic: Some(topic), partitions: Some(partitions) },
-                        )
-                    })
-                    .collect();
-                let topics = b.create_vector(&topics);
-                wire::DeleteRecordsRequest::create(
-                    b,
-                    &wire::DeleteRecordsRequestArgs { topics: Some(topics), timeout_ms: 30_000 },
-                )
-                .as_union_value()
-            },
-            &[],
-        )
-        .await?;
+pub async fn delete_group(conn: &Connection, group: &str) -> Result<()> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_delete_group(b, group);
+    decode_delete_group(&conn.request(RequestBody::DeleteGroupsRequest, build, &[]).await?)
+}
+
+/// One topic entry per (topic, partition, offset).
+pub fn encode_delete_records(b: &mut FlatBufferBuilder<'_>, parts: &[(String, u32, i64)]) -> EncodedBody {
+    let each: Vec<_> = parts.iter().map(|p| (p.0.as_str(), vec![(p.1, p.2)])).collect();
+    let topics = topic_tables(
+        b,
+        &each,
+        |b, &(partition, offset)| wire::PartitionOffset::create(b, &wire::PartitionOffsetArgs { partition, offset }),
+        |b, topic, partitions| {
+            let args = wire::TopicDeleteRecordsArgs { topic: Some(topic), partitions: Some(partitions) };
+            wire::TopicDeleteRecords::create(b, &args)
+        },
+    );
+    wire::DeleteRecordsRequest::create(b, &wire::DeleteRecordsRequestArgs { topics: Some(topics), timeout_ms: 30_000 })
+        .as_union_value()
+}
+
+pub fn decode_delete_records(frame: &Frame) -> Result<Vec<(String, u32, Result<u64>)>> {
     let response = frame.response()?;
-    let r = response.body_as_delete_records_response().ok_or_else(|| unexpected(&frame, "DeleteRecords"))?;
+    let r = response.body_as_delete_records_response().ok_or_else(|| unexpected(frame, "DeleteRecords"))?;
     let mut out = Vec::new();
     for t in r.topics().iter().flatten() {
         let topic = t.topic().unwrap_or("").to_string();
@@ -988,4 +964,14 @@ pub async fn delete_records(
         }
     }
     Ok(out)
+}
+
+/// Moves partitions' log starts forward: (topic, partition, new start or -1 for the log
+/// end). Returns each partition's log start afterwards.
+pub async fn delete_records(
+    conn: &Connection,
+    parts: &[(String, u32, i64)],
+) -> Result<Vec<(String, u32, Result<u64>)>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_delete_records(b, parts);
+    decode_delete_records(&conn.request(RequestBody::DeleteRecordsRequest, build, &[]).await?)
 }

@@ -13,6 +13,9 @@
 //! 53 base_sequence i32      57 record_count i32      61 records...
 //! ```
 
+use std::fmt;
+use std::str::FromStr;
+
 use thiserror::Error;
 use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -47,6 +50,10 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Every codec, in attribute-bit order.
+    pub const ALL: [Compression; 5] =
+        [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+
     /// The codec named by attribute bits 0-2, or `None` for an undefined value.
     #[must_use]
     pub fn from_bits(bits: u16) -> Option<Compression> {
@@ -70,6 +77,51 @@ impl Compression {
             Compression::Lz4 => 3,
             Compression::Zstd => 4,
         }
+    }
+
+    /// The codec's name as Kafka's `compression.type` config spells it (what `Display`
+    /// writes and `FromStr` reads).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A compression name that is none of Kafka's `compression.type` values.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{name:?} is not a compression codec ({accepted})", accepted = accepted_names())]
+pub struct UnknownCompression {
+    /// The name as it was given.
+    pub name: String,
+}
+
+/// "none, gzip, snappy, lz4 or zstd": the names `FromStr` accepts, for error messages.
+fn accepted_names() -> String {
+    let names: Vec<&str> = Compression::ALL.iter().map(|c| c.name()).collect();
+    match names.split_last() {
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+impl FromStr for Compression {
+    type Err = UnknownCompression;
+
+    /// Exactly the names `name` gives (lower case, as Kafka's configs take them).
+    fn from_str(s: &str) -> Result<Compression, UnknownCompression> {
+        Compression::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| UnknownCompression { name: s.to_string() })
     }
 }
 
@@ -429,6 +481,19 @@ impl<'a> Iterator for BatchWalker<'a> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn compression_names_are_kafkas_config_values_and_parse_back() {
+        let names: Vec<String> = Compression::ALL.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["none", "gzip", "snappy", "lz4", "zstd"]);
+        for codec in Compression::ALL {
+            assert_eq!(codec.name().parse::<Compression>(), Ok(codec));
+            assert_eq!(Compression::from_bits(codec.bits()), Some(codec));
+        }
+        let e = "LZ4".parse::<Compression>().unwrap_err();
+        assert_eq!(e.to_string(), r#""LZ4" is not a compression codec (none, gzip, snappy, lz4 or zstd)"#);
+        assert!("".parse::<Compression>().is_err());
+    }
 
     fn header_only(record_count: i32, last_offset_delta: i32, base_offset: i64) -> Vec<u8> {
         let mut bytes = vec![0u8; HEADER_BYTES];

@@ -70,7 +70,7 @@ pub enum CodecError {
     /// The input is not a stream this reader accepts: corrupt, truncated, followed by
     /// bytes that are not another frame, or asking for more than the reader supports
     /// (a newer xerial version, a zstd window over the bound).
-    #[error("{name} data cannot be read: {detail}", name = codec_name(*.codec))]
+    #[error("{codec} data cannot be read: {detail}")]
     Corrupt {
         /// The codec the batch's attributes named.
         codec: Compression,
@@ -78,7 +78,7 @@ pub enum CodecError {
         detail: String,
     },
     /// The data decompresses to more than the caller allowed.
-    #[error("{name} data decompresses to more than the limit of {limit_bytes} bytes", name = codec_name(*.codec))]
+    #[error("{codec} data decompresses to more than the limit of {limit_bytes} bytes")]
     TooLarge {
         /// The codec the batch's attributes named.
         codec: Compression,
@@ -87,25 +87,13 @@ pub enum CodecError {
     },
     /// The encoder failed. Not expected with in-memory buffers; kept as an error rather
     /// than a panic because the encoders' APIs can report failure.
-    #[error("{name} compression failed: {detail}", name = codec_name(*.codec))]
+    #[error("{codec} compression failed: {detail}")]
     Compress {
         /// The codec asked for.
         codec: Compression,
         /// The encoder's message.
         detail: String,
     },
-}
-
-/// The codec's name as Kafka's `compression.type` config spells it.
-#[must_use]
-pub fn codec_name(codec: Compression) -> &'static str {
-    match codec {
-        Compression::None => "none",
-        Compression::Gzip => "gzip",
-        Compression::Snappy => "snappy",
-        Compression::Lz4 => "lz4",
-        Compression::Zstd => "zstd",
-    }
 }
 
 fn corrupt(codec: Compression, detail: impl std::fmt::Display) -> CodecError {
@@ -607,11 +595,5 @@ mod tests {
             assert!(matches!(decompress(codec, b"", 100), Err(CodecError::Corrupt { .. })), "{codec:?}");
         }
         assert_eq!(decompress(Compression::None, b"", 0).unwrap(), b"");
-    }
-
-    #[test]
-    fn codec_names_are_kafkas_config_values() {
-        let names: Vec<_> = [Compression::None].into_iter().chain(CODECS).map(codec_name).collect();
-        assert_eq!(names, ["none", "gzip", "snappy", "lz4", "zstd"]);
     }
 }

@@ -13,11 +13,14 @@
 //!   listener counts as serving once both listeners answer an ApiVersions request.
 //! - `Client` speaks the protocol over a `std::net::TcpStream` with read and write
 //!   timeouts: one frame out, one frame in, with the correlation id checked. `request` is
-//!   the generic sender; the typed helpers build each API's envelope and return plain
-//!   values, so the tests read as what they check rather than as flatbuffers plumbing.
+//!   the generic sender, `send` and `receive_for` pipeline, `send_raw` writes any bytes
+//!   (malformed frames). The typed helpers encode requests and decode responses with the
+//!   client crate's `protocol::encode_x`/`decode_x` (one codec for both clients) and
+//!   return plain values (an error code and message per topic or partition), so the
+//!   tests read as what they check rather than as flatbuffers plumbing.
 //!
 //! Guarantees: every wait here is bounded (connect, read, write, process exit), and a
-//! response is only read through `parse_response`, which verifies the envelope first.
+//! response is read only once its envelope verified (`Frame::response`).
 //!
 //! Where the node binary comes from: `CARGO_BIN_EXE_sluice-node` exists at compile time
 //! only for tests of the package that owns the binary, and `sluice-node` is another
@@ -39,10 +42,15 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use flatbuffers::FlatBufferBuilder;
+use sluice_client::connection::{Frame, RESPONSE_FRAME_BYTES_MAX};
+use sluice_client::protocol::{
+    self, EncodedBody, FetchLimits, FetchPartition, NewTopic, PartitionBatches, ProduceLayout,
+};
+use sluice_client::ClientError;
 use sluice_schemas::wire::{self, ErrorCode, FrameHeader, RequestBody, Response, FRAME_HEADER_BYTES};
 
 /// How long a started node may take to answer its first request.
@@ -55,8 +63,6 @@ pub const NODE_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read and write timeout of every client socket: no request of these tests waits for
 /// longer (fetch waits are at most a few seconds).
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest response frame the client accepts.
-pub const RESPONSE_FRAME_BYTES_MAX: u32 = 256 << 20;
 /// How long building a binary (the node, the CLI) may take before the tests give up.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often waits for a process or a port poll.
@@ -483,31 +489,23 @@ impl Drop for NodeProcess {
     }
 }
 
-/// One response frame: its verified envelope and its payload.
+/// One response frame (its envelope verified when it was read), as the client crate
+/// holds it, so its decoders read it.
 pub struct ResponseBytes {
-    envelope: Vec<u8>,
-    payload: Vec<u8>,
+    frame: Frame,
 }
 
 impl ResponseBytes {
     /// The verified envelope; panics if it does not verify (a node bug).
     #[must_use]
     pub fn response(&self) -> Response<'_> {
-        wire::parse_response(&self.envelope).unwrap_or_else(|e| panic!("the node sent a bad response: {e}"))
+        self.frame.response().unwrap_or_else(|e| panic!("the node sent a bad response: {e}"))
     }
 
+    /// The frame, for the client crate's decoders (`protocol::decode_x`).
     #[must_use]
-    pub fn payload(&self) -> &[u8] {
-        &self.payload
-    }
-
-    /// The bytes a `Slice` of the envelope names; panics if it lies outside the payload.
-    #[must_use]
-    pub fn slice(&self, slice: Option<&wire::Slice>) -> &[u8] {
-        match slice {
-            Some(s) => wire::payload_slice(&self.payload, s).unwrap_or_else(|e| panic!("bad slice in a response: {e}")),
-            None => &[],
-        }
+    pub fn frame(&self) -> &Frame {
+        &self.frame
     }
 
     /// The `ErrorResponse` (code and message) if the node answered with one.
@@ -518,12 +516,35 @@ impl ResponseBytes {
     }
 }
 
+/// A node's answer as the tests compare it: `NONE` and "" for a success, else the node's
+/// error code and message (the code's name when the node sent none). An error that is
+/// not the node's answer (a response that does not decode) fails the test.
+fn code_and_message<T>(result: &sluice_client::Result<T>) -> (ErrorCode, String) {
+    match result {
+        Ok(_) => (ErrorCode::None, String::new()),
+        Err(ClientError::Server { code, message }) => (ErrorCode(code.0), message.clone()),
+        Err(e) => panic!("not an answer from the node: {e}"),
+    }
+}
+
+/// A decoded response, or the test fails saying what was expected.
+fn decoded<T>(what: &str, result: sluice_client::Result<T>) -> T {
+    result.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
 /// One topic's outcome of an admin request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicOutcome {
     pub name: String,
     pub error: ErrorCode,
     pub message: String,
+}
+
+impl TopicOutcome {
+    fn of((name, result): (String, sluice_client::Result<()>)) -> TopicOutcome {
+        let (error, message) = code_and_message(&result);
+        TopicOutcome { name, error, message }
+    }
 }
 
 /// One topic of a metadata response.
@@ -559,6 +580,8 @@ pub struct Produced {
     pub partition: u32,
     pub error: ErrorCode,
     pub message: String,
+    /// The offset of the partition's first record; -1 when it was refused (the client
+    /// crate keeps no offset for a refusal: check the raw response for what the wire says).
     pub base_offset: i64,
 }
 
@@ -569,6 +592,7 @@ pub struct Fetched {
     pub partition: u32,
     pub error: ErrorCode,
     pub message: String,
+    /// -1 when the fetch was refused.
     pub high_watermark: i64,
     /// Whole record batches, as stored.
     pub records: Vec<u8>,
@@ -577,7 +601,16 @@ pub struct Fetched {
 /// One partition to fetch: topic, partition, offset, the partition's max bytes.
 pub type FetchTarget<'a> = (&'a str, u32, i64, u32);
 
-/// A blocking connection to a node.
+/// The byte budget of every fetch request (each partition has its own in `FetchTarget`).
+const FETCH_REQUEST_BYTES_MAX: u32 = 64 << 20;
+
+/// The timeout every produce request carries.
+const PRODUCE_TIMEOUT_MS: u32 = 30_000;
+
+/// A blocking connection to a node. Requests are encoded and responses decoded by the
+/// client crate (`sluice_client::protocol`); what is here is the blocking I/O, raw and
+/// pipelined sending, and plain values (error code and message per topic or partition)
+/// that read well in assertions.
 pub struct Client {
     stream: TcpStream,
     next_correlation_id: u32,
@@ -624,7 +657,7 @@ impl Client {
     pub fn send(
         &mut self,
         body_type: RequestBody,
-        build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
+        build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> EncodedBody,
         payload: &[u8],
     ) -> u32 {
         let correlation_id = self.next_correlation_id;
@@ -650,9 +683,9 @@ impl Client {
         let header = FrameHeader::parse(&header, RESPONSE_FRAME_BYTES_MAX).map_err(std::io::Error::other)?;
         let mut body = vec![0u8; header.body_bytes() as usize];
         self.stream.read_exact(&mut body)?;
-        let (envelope, payload) = header.split(&body).map_err(std::io::Error::other)?;
-        wire::parse_response(envelope).map_err(std::io::Error::other)?;
-        Ok(Some(ResponseBytes { envelope: envelope.to_vec(), payload: payload.to_vec() }))
+        let frame = Frame::new(&header, body).map_err(std::io::Error::other)?;
+        frame.response().map_err(std::io::Error::other)?;
+        Ok(Some(ResponseBytes { frame }))
     }
 
     /// Reads the response to request `correlation_id`; panics if the connection closes or
@@ -671,7 +704,7 @@ impl Client {
     pub fn request(
         &mut self,
         body_type: RequestBody,
-        build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
+        build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> EncodedBody,
         payload: &[u8],
     ) -> ResponseBytes {
         let correlation_id = self.send(body_type, build, payload);
@@ -702,225 +735,101 @@ impl Client {
 
     // Admin ------------------------------------------------------------------------------
 
-    fn topic_results<'a>(
-        results: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<wire::TopicResult<'a>>>>,
-    ) -> Vec<TopicOutcome> {
-        results
-            .iter()
-            .flatten()
-            .map(|r| TopicOutcome {
-                name: r.name().unwrap_or("").to_string(),
-                error: r.error(),
-                message: r.message().unwrap_or("").to_string(),
-            })
-            .collect()
-    }
-
-    fn only(mut outcomes: Vec<TopicOutcome>, what: &str) -> TopicOutcome {
+    /// The one topic's outcome of a request about one topic.
+    fn only(results: sluice_client::Result<Vec<(String, sluice_client::Result<()>)>>, what: &str) -> TopicOutcome {
+        let mut outcomes: Vec<TopicOutcome> = decoded(what, results).into_iter().map(TopicOutcome::of).collect();
         assert_eq!(outcomes.len(), 1, "{what}: one topic asked, {} results: {outcomes:?}", outcomes.len());
         outcomes.remove(0)
     }
 
     /// Creates a topic with `partitions` partitions and these configs.
     pub fn create_topic(&mut self, name: &str, partitions: u32, configs: &[(&str, &str)]) -> TopicOutcome {
-        let response = self.request(
-            RequestBody::CreateTopicsRequest,
-            |b| {
-                let configs = config_entries(b, configs);
-                let name = b.create_string(name);
-                let topic = wire::CreatableTopic::create(
-                    b,
-                    &wire::CreatableTopicArgs {
-                        name: Some(name),
-                        partitions,
-                        replication_factor: 1,
-                        configs: Some(configs),
-                    },
-                );
-                let topics = b.create_vector(&[topic]);
-                wire::CreateTopicsRequest::create(
-                    b,
-                    &wire::CreateTopicsRequestArgs { topics: Some(topics), timeout_ms: 30_000, validate_only: false },
-                )
-                .as_union_value()
-            },
-            &[],
-        );
-        let body = response.response().body_as_create_topics_response().expect("a CreateTopicsResponse");
-        Self::only(Self::topic_results(body.results()), "create_topic")
+        let configs = configs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
+        let topic = NewTopic { name: name.to_string(), partitions, replication_factor: 1, configs };
+        let build = |b: &mut FlatBufferBuilder<'static>| protocol::encode_create_topics(b, &[topic], false);
+        let response = self.request(RequestBody::CreateTopicsRequest, build, &[]);
+        Self::only(protocol::decode_create_topics(&response.frame), "create_topic")
     }
 
     /// Deletes a topic.
     pub fn delete_topic(&mut self, name: &str) -> TopicOutcome {
-        let response = self.request(
-            RequestBody::DeleteTopicsRequest,
-            |b| {
-                let name = b.create_string(name);
-                let names = b.create_vector(&[name]);
-                wire::DeleteTopicsRequest::create(
-                    b,
-                    &wire::DeleteTopicsRequestArgs { names: Some(names), timeout_ms: 30_000 },
-                )
-                .as_union_value()
-            },
-            &[],
-        );
-        let body = response.response().body_as_delete_topics_response().expect("a DeleteTopicsResponse");
-        Self::only(Self::topic_results(body.results()), "delete_topic")
+        let response =
+            self.request(RequestBody::DeleteTopicsRequest, |b| protocol::encode_delete_topics(b, &[name]), &[]);
+        Self::only(protocol::decode_delete_topics(&response.frame), "delete_topic")
     }
 
     /// Sets a topic's partition count to `count` (it may only grow).
     pub fn create_partitions(&mut self, name: &str, count: u32) -> TopicOutcome {
-        let response = self.request(
-            RequestBody::CreatePartitionsRequest,
-            |b| {
-                let topic = b.create_string(name);
-                let increase =
-                    wire::PartitionsIncrease::create(b, &wire::PartitionsIncreaseArgs { topic: Some(topic), count });
-                let topics = b.create_vector(&[increase]);
-                wire::CreatePartitionsRequest::create(
-                    b,
-                    &wire::CreatePartitionsRequestArgs {
-                        topics: Some(topics),
-                        timeout_ms: 30_000,
-                        validate_only: false,
-                    },
-                )
-                .as_union_value()
-            },
-            &[],
-        );
-        let body = response.response().body_as_create_partitions_response().expect("a CreatePartitionsResponse");
-        Self::only(Self::topic_results(body.results()), "create_partitions")
+        let build = |b: &mut FlatBufferBuilder<'static>| protocol::encode_create_partitions(b, &[(name, count)]);
+        let response = self.request(RequestBody::CreatePartitionsRequest, build, &[]);
+        Self::only(protocol::decode_create_partitions(&response.frame), "create_partitions")
     }
 
     /// The metadata of `topics`, or of every topic when `None`.
     pub fn metadata(&mut self, topics: Option<&[&str]>) -> Vec<TopicInfo> {
-        let response = self.request(
-            RequestBody::MetadataRequest,
-            |b| {
-                let topics = topics.map(|names| {
-                    let names: Vec<_> = names.iter().map(|n| b.create_string(n)).collect();
-                    b.create_vector(&names)
-                });
-                wire::MetadataRequest::create(b, &wire::MetadataRequestArgs { topics }).as_union_value()
-            },
-            &[],
-        );
-        let body = response.response().body_as_metadata_response().expect("a MetadataResponse");
-        body.topics()
-            .iter()
-            .flatten()
+        let response = self.request(RequestBody::MetadataRequest, |b| protocol::encode_metadata(b, topics), &[]);
+        let metadata = decoded("metadata", protocol::decode_metadata(&response.frame));
+        metadata
+            .topics
+            .into_iter()
             .map(|t| TopicInfo {
-                name: t.name().unwrap_or("").to_string(),
-                error: t.error(),
-                partitions: t.partitions().iter().flatten().map(|p| p.partition()).collect(),
+                error: code_and_message(&t.partitions).0,
+                name: t.name,
+                partitions: t.partitions.map(|ps| ps.iter().map(|p| p.partition).collect()).unwrap_or_default(),
             })
             .collect()
     }
 
     /// The configs of `topics`.
     pub fn describe_configs(&mut self, topics: &[&str]) -> Vec<TopicConfigs> {
-        let response = self.request(
-            RequestBody::DescribeConfigsRequest,
-            |b| {
-                let names: Vec<_> = topics.iter().map(|n| b.create_string(n)).collect();
-                let names = b.create_vector(&names);
-                wire::DescribeConfigsRequest::create(b, &wire::DescribeConfigsRequestArgs { topics: Some(names) })
-                    .as_union_value()
-            },
-            &[],
-        );
-        let body = response.response().body_as_describe_configs_response().expect("a DescribeConfigsResponse");
-        body.results()
-            .iter()
-            .flatten()
-            .map(|t| TopicConfigs {
-                name: t.name().unwrap_or("").to_string(),
-                error: t.error(),
-                message: t.message().unwrap_or("").to_string(),
-                configs: t
-                    .configs()
-                    .iter()
-                    .flatten()
-                    .map(|c| (c.key().unwrap_or("").to_string(), c.value().unwrap_or("").to_string(), c.is_default()))
-                    .collect(),
+        let build = |b: &mut FlatBufferBuilder<'static>| protocol::encode_describe_configs(b, topics);
+        let response = self.request(RequestBody::DescribeConfigsRequest, build, &[]);
+        decoded("describe_configs", protocol::decode_describe_configs(&response.frame))
+            .into_iter()
+            .map(|(name, configs)| {
+                let (error, message) = code_and_message(&configs);
+                let configs = configs.unwrap_or_default().into_iter().map(|c| (c.key, c.value, c.is_default)).collect();
+                TopicConfigs { name, error, message, configs }
             })
             .collect()
     }
 
     /// Sets and deletes (returns to the default) configs of one topic.
     pub fn alter_configs(&mut self, name: &str, set: &[(&str, &str)], delete: &[&str]) -> TopicOutcome {
-        let response = self.request(
-            RequestBody::AlterConfigsRequest,
-            |b| {
-                let set = config_entries(b, set);
-                let keys: Vec<_> = delete.iter().map(|k| b.create_string(k)).collect();
-                let delete = b.create_vector(&keys);
-                let name = b.create_string(name);
-                let change = wire::TopicConfigChange::create(
-                    b,
-                    &wire::TopicConfigChangeArgs { name: Some(name), set: Some(set), delete: Some(delete) },
-                );
-                let topics = b.create_vector(&[change]);
-                wire::AlterConfigsRequest::create(
-                    b,
-                    &wire::AlterConfigsRequestArgs { topics: Some(topics), validate_only: false },
-                )
-                .as_union_value()
-            },
-            &[],
-        );
-        let body = response.response().body_as_alter_configs_response().expect("an AlterConfigsResponse");
-        Self::only(Self::topic_results(body.results()), "alter_configs")
+        let build = |b: &mut FlatBufferBuilder<'static>| protocol::encode_alter_configs(b, name, set, delete);
+        let response = self.request(RequestBody::AlterConfigsRequest, build, &[]);
+        Self::only(protocol::decode_alter_configs(&response.frame), "alter_configs")
     }
 
     // Produce ----------------------------------------------------------------------------
 
     /// Sends a produce request for several partitions (topic, partition, batch bytes) and
     /// returns its correlation id. The partitions' records are laid out in the payload in
-    /// the order given.
+    /// the order given, and grouped by topic in order of first appearance
+    /// (`protocol::ProduceLayout`).
     pub fn send_produce(&mut self, acks: i16, parts: &[(&str, u32, &[u8])]) -> u32 {
-        let mut payload = Vec::new();
-        let mut slices = Vec::new();
-        for (_, _, records) in parts {
-            let offset = u32::try_from(payload.len()).expect("test payloads are small");
-            let length = u32::try_from(records.len()).expect("test payloads are small");
-            slices.push(wire::Slice::new(offset, length));
-            payload.extend_from_slice(records);
+        let parts: Vec<PartitionBatches<'_>> =
+            parts.iter().map(|&(topic, partition, batches)| PartitionBatches { topic, partition, batches }).collect();
+        let layout = ProduceLayout::new(&parts).expect("test payloads fit a frame");
+        let build = |b: &mut FlatBufferBuilder<'static>| protocol::encode_produce(b, acks, PRODUCE_TIMEOUT_MS, &layout);
+        self.send(RequestBody::ProduceRequest, build, layout.payload())
+    }
+
+    /// Every partition's outcome in a produce response, in the order of the response; the
+    /// test fails if the request was refused as a whole.
+    #[must_use]
+    pub fn produced(response: &ResponseBytes) -> Vec<Produced> {
+        if let Some((code, message)) = response.error_response() {
+            panic!("the produce request was refused as a whole: {code:?}: {message}");
         }
-        self.send(
-            RequestBody::ProduceRequest,
-            |b| {
-                // One TopicProduce per run of the same topic, in the order given.
-                let mut topics = Vec::new();
-                let mut i = 0;
-                while i < parts.len() {
-                    let topic = parts[i].0;
-                    let mut partitions = Vec::new();
-                    while i < parts.len() && parts[i].0 == topic {
-                        partitions.push(wire::PartitionProduce::create(
-                            b,
-                            &wire::PartitionProduceArgs { partition: parts[i].1, records: Some(&slices[i]) },
-                        ));
-                        i += 1;
-                    }
-                    let partitions = b.create_vector(&partitions);
-                    let topic = b.create_string(topic);
-                    topics.push(wire::TopicProduce::create(
-                        b,
-                        &wire::TopicProduceArgs { topic: Some(topic), partitions: Some(partitions) },
-                    ));
-                }
-                let topics = b.create_vector(&topics);
-                wire::ProduceRequest::create(
-                    b,
-                    &wire::ProduceRequestArgs { acks, timeout_ms: 30_000, topics: Some(topics) },
-                )
-                .as_union_value()
-            },
-            &payload,
-        )
+        decoded("a ProduceResponse", protocol::decode_produce(&response.frame))
+            .into_iter()
+            .map(|o| {
+                let (error, message) = code_and_message(&o.base_offset);
+                let base_offset = o.base_offset.map_or(-1, |offset| offset as i64);
+                Produced { topic: o.topic, partition: o.partition, error, message, base_offset }
+            })
+            .collect()
     }
 
     /// Produces to several partitions at once (acks 1 or -1) and returns every
@@ -928,24 +837,7 @@ impl Client {
     pub fn produce_many(&mut self, acks: i16, parts: &[(&str, u32, &[u8])]) -> Vec<Produced> {
         assert_ne!(acks, 0, "acks=0 gets no response: use send_produce");
         let correlation_id = self.send_produce(acks, parts);
-        let response = self.receive_for(correlation_id);
-        if let Some((code, message)) = response.error_response() {
-            panic!("the produce request was refused as a whole: {code:?}: {message}");
-        }
-        let body = response.response().body_as_produce_response().expect("a ProduceResponse");
-        let mut out = Vec::new();
-        for topic in body.topics().iter().flatten() {
-            for p in topic.partitions().iter().flatten() {
-                out.push(Produced {
-                    topic: topic.topic().unwrap_or("").to_string(),
-                    partition: p.partition(),
-                    error: p.error(),
-                    message: p.message().unwrap_or("").to_string(),
-                    base_offset: p.base_offset(),
-                });
-            }
-        }
-        out
+        Self::produced(&self.receive_for(correlation_id))
     }
 
     /// Produces batches to one partition (acks 1 or -1).
@@ -962,58 +854,33 @@ impl Client {
     pub fn fetch_many(&mut self, targets: &[FetchTarget<'_>], max_wait_ms: u32, min_bytes: u32) -> Vec<Fetched> {
         let correlation_id = self.send_fetch(targets, max_wait_ms, min_bytes);
         let response = self.receive_for(correlation_id);
-        let body = response.response().body_as_fetch_response().expect("a FetchResponse");
-        let mut out = Vec::new();
-        for topic in body.topics().iter().flatten() {
-            for p in topic.partitions().iter().flatten() {
-                out.push(Fetched {
-                    topic: topic.topic().unwrap_or("").to_string(),
-                    partition: p.partition(),
-                    error: p.error(),
-                    message: p.message().unwrap_or("").to_string(),
-                    high_watermark: p.high_watermark(),
-                    records: response.slice(p.records()).to_vec(),
-                });
-            }
-        }
-        out
+        decoded("a FetchResponse", protocol::decode_fetch(Arc::new(response.frame)))
+            .into_iter()
+            .map(|f| {
+                let (error, message) = code_and_message(&f.result);
+                let (high_watermark, records) =
+                    f.result.map_or((-1, Vec::new()), |d| (d.high_watermark as i64, d.records().to_vec()));
+                Fetched { topic: f.topic, partition: f.partition, error, message, high_watermark, records }
+            })
+            .collect()
     }
 
-    /// Sends a fetch request for several partitions without reading its response, and
-    /// returns its correlation id.
+    /// Sends a fetch request for several partitions (grouped by topic in order of first
+    /// appearance) without reading its response, and returns its correlation id.
     pub fn send_fetch(&mut self, targets: &[FetchTarget<'_>], max_wait_ms: u32, min_bytes: u32) -> u32 {
-        self.send(
-            RequestBody::FetchRequest,
-            |b| {
-                let mut topics = Vec::new();
-                let mut i = 0;
-                while i < targets.len() {
-                    let topic = targets[i].0;
-                    let mut partitions = Vec::new();
-                    while i < targets.len() && targets[i].0 == topic {
-                        let (_, partition, fetch_offset, max_bytes) = targets[i];
-                        partitions.push(wire::PartitionFetch::create(
-                            b,
-                            &wire::PartitionFetchArgs { partition, fetch_offset, max_bytes },
-                        ));
-                        i += 1;
-                    }
-                    let partitions = b.create_vector(&partitions);
-                    let topic = b.create_string(topic);
-                    topics.push(wire::TopicFetch::create(
-                        b,
-                        &wire::TopicFetchArgs { topic: Some(topic), partitions: Some(partitions) },
-                    ));
-                }
-                let topics = b.create_vector(&topics);
-                wire::FetchRequest::create(
-                    b,
-                    &wire::FetchRequestArgs { max_wait_ms, min_bytes, max_bytes: 64 << 20, topics: Some(topics) },
-                )
-                .as_union_value()
-            },
-            &[],
-        )
+        let parts: Vec<FetchPartition> = targets
+            .iter()
+            .map(|&(topic, partition, offset, max_bytes)| FetchPartition {
+                topic: topic.to_string(),
+                partition,
+                // A negative offset (which the node must refuse) goes out as it is: the
+                // encoder writes the offset back as an i64.
+                offset: offset as u64,
+                max_bytes,
+            })
+            .collect();
+        let limits = FetchLimits { max_wait_ms, min_bytes, max_bytes: FETCH_REQUEST_BYTES_MAX };
+        self.send(RequestBody::FetchRequest, |b| protocol::encode_fetch(b, limits, &parts), &[])
     }
 
     /// Fetches one partition from `offset`.
@@ -1032,32 +899,17 @@ impl Client {
     }
 
     /// The offset for `timestamp` (-1: the log end, -2: the log start, else the first
-    /// offset at or after that time): `(error, offset)`.
+    /// offset at or after that time): `(error, offset)`, the offset -1 when no record is
+    /// that recent or the query was refused.
     pub fn list_offsets(&mut self, topic: &str, partition: u32, timestamp: i64) -> (ErrorCode, i64) {
-        let response = self.request(
-            RequestBody::ListOffsetsRequest,
-            |b| {
-                let p = wire::PartitionListOffsets::create(b, &wire::PartitionListOffsetsArgs { partition, timestamp });
-                let partitions = b.create_vector(&[p]);
-                let topic = b.create_string(topic);
-                let t = wire::TopicListOffsets::create(
-                    b,
-                    &wire::TopicListOffsetsArgs { topic: Some(topic), partitions: Some(partitions) },
-                );
-                let topics = b.create_vector(&[t]);
-                wire::ListOffsetsRequest::create(b, &wire::ListOffsetsRequestArgs { topics: Some(topics) })
-                    .as_union_value()
-            },
-            &[],
-        );
-        let body = response.response().body_as_list_offsets_response().expect("a ListOffsetsResponse");
-        let p = body
-            .topics()
-            .and_then(|t| t.iter().next())
-            .and_then(|t| t.partitions())
-            .and_then(|p| p.iter().next())
-            .expect("one partition result");
-        (p.error(), p.offset())
+        let build =
+            |b: &mut FlatBufferBuilder<'static>| protocol::encode_list_offsets(b, &[(topic, partition, timestamp)]);
+        let response = self.request(RequestBody::ListOffsetsRequest, build, &[]);
+        let mut answers = decoded("a ListOffsetsResponse", protocol::decode_list_offsets(&response.frame));
+        assert_eq!(answers.len(), 1, "one partition asked, {} results", answers.len());
+        let (_, _, result) = answers.remove(0);
+        let (error, _) = code_and_message(&result);
+        (error, result.ok().flatten().map_or(-1, |offset| offset as i64))
     }
 }
 
@@ -1082,24 +934,6 @@ pub fn scrape_metrics(addr: SocketAddr) -> String {
 #[must_use]
 pub fn metric_value(scrape: &str, name: &str) -> Option<u64> {
     scrape.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-/// A vector of config entries (key, value) in `b`.
-fn config_entries<'b>(
-    b: &mut FlatBufferBuilder<'b>,
-    configs: &[(&str, &str)],
-) -> WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<wire::ConfigEntry<'b>>>> {
-    let entries: Vec<_> = configs
-        .iter()
-        .map(|(k, v)| {
-            let (key, value) = (b.create_string(k), b.create_string(v));
-            wire::ConfigEntry::create(
-                b,
-                &wire::ConfigEntryArgs { key: Some(key), value: Some(value), is_default: false },
-            )
-        })
-        .collect();
-    b.create_vector(&entries)
 }
 
 /// What one run of a CLI process did.

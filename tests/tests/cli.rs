@@ -89,8 +89,8 @@ fn produce_then_consume_10000_keyed_lines_round_trip() {
 }
 
 /// The exit codes a script can rely on: `--help` 0 (usage on stdout); no command, an
-/// unknown command or an unknown topic subcommand 2, even with no node reachable (usage
-/// is checked before connecting); an operation the node refuses (creating a topic that
+/// unknown command, an unknown topic subcommand or an unknown codec 2 (naming the codecs
+/// there are), even with no node reachable (usage is checked before connecting); an operation the node refuses (creating a topic that
 /// exists, producing to or consuming from one that does not) 1 with the node's reason; no node at the bootstrap address 3, for the topic,
 /// produce and consume commands alike.
 #[test]
@@ -119,6 +119,10 @@ fn exit_codes_tell_success_failure_bad_usage_and_an_unreachable_node_apart() {
         let missing = sluice(bootstrap, &["topic", "create", "no-partitions"], b"");
         assert_eq!(missing.code, Some(2), "{missing:?}");
         assert!(missing.stderr.contains("--partitions is required"), "{missing:?}");
+        let codec = sluice(bootstrap, &["produce", "taken", "--compression", "brotli"], b"a line\n");
+        assert_eq!(codec.code, Some(2), "{codec:?}");
+        let names = r#"--compression "brotli" is not a compression codec (none, gzip, snappy, lz4 or zstd)"#;
+        assert!(codec.stderr.contains(names), "{codec:?}");
     }
 
     sluice_ok(&node, &["topic", "create", "taken", "--partitions", "1"], b"");

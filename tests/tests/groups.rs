@@ -950,38 +950,16 @@ async fn cooperative_sticky_revokes_only_the_partitions_that_move() {
 /// range), for tests that pipeline joins byte for byte.
 fn join_frame(correlation_id: u32, group: &str, member_id: &str, topic: &str, rebalance_timeout_ms: u32) -> Vec<u8> {
     let mut b = flatbuffers::FlatBufferBuilder::new();
-    let group_id = b.create_string(group);
-    let member_id = b.create_string(member_id);
-    let topic = b.create_string(topic);
-    let topics = b.create_vector(&[topic]);
-    let strategy = b.create_string("range");
-    let body = wire::JoinGroupRequest::create(
-        &mut b,
-        &wire::JoinGroupRequestArgs {
-            group_id: Some(group_id),
-            member_id: Some(member_id),
-            session_timeout_ms: 30_000,
-            rebalance_timeout_ms,
-            topics: Some(topics),
-            strategy: Some(strategy),
-        },
-    );
-    let envelope = wire::finish_request(
-        &mut b,
-        correlation_id,
-        0,
-        Some("group-tests"),
-        RequestBody::JoinGroupRequest,
-        body.as_union_value(),
-    );
+    let body = protocol::encode_join_group(&mut b, group, member_id, 30_000, rebalance_timeout_ms, &[topic], "range");
+    let envelope =
+        wire::finish_request(&mut b, correlation_id, 0, Some("group-tests"), RequestBody::JoinGroupRequest, body);
     wire::frame(envelope, &[])
 }
 
-/// The (error, generation, member id) of a JoinGroup response read from `client`.
-fn read_join(client: &mut Client, correlation_id: u32) -> (wire::ErrorCode, i32, String) {
+/// The JoinGroup response to request `correlation_id`, read from `client`.
+fn read_join(client: &mut Client, correlation_id: u32) -> sluice_client::Result<protocol::Joined> {
     let response = client.receive_for(correlation_id);
-    let body = response.response().body_as_join_group_response().expect("a JoinGroupResponse");
-    (body.error(), body.generation(), body.member_id().unwrap_or("").to_string())
+    protocol::decode_join_group(response.frame())
 }
 
 /// A rebalance that completes answers every member that joined it, even when another
@@ -1030,8 +1008,9 @@ async fn a_completed_rebalance_answers_its_members_even_when_the_next_one_starts
     let mut frames = join_frame(1, GROUP, &a.member_id, TOPIC, REBALANCE_TIMEOUT_MS);
     frames.extend(join_frame(2, GROUP, "", TOPIC, REBALANCE_TIMEOUT_MS));
     raw.send_raw(&frames).expect("sending the two joins");
-    let (error, a_generation, a_member) = read_join(&mut raw, 1);
-    assert_eq!((error, a_member.as_str()), (wire::ErrorCode::None, a.member_id.as_str()), "A rejoins");
+    let a_rejoined = read_join(&mut raw, 1).expect("A rejoins");
+    assert_eq!(a_rejoined.member_id, a.member_id, "A rejoins as itself");
+    let a_generation = a_rejoined.generation;
     assert!(a_generation > a.generation);
     let b = tokio::time::timeout(ANSWER_TIMEOUT, b_join)
         .await
@@ -1043,8 +1022,7 @@ async fn a_completed_rebalance_answers_its_members_even_when_the_next_one_starts
     // The next rebalance, started by C, completes once A and B rejoin.
     let a_again = spawn_join(a.member_id.clone());
     let b_again = spawn_join(b.member_id.clone());
-    let (error, c_generation, _) = read_join(&mut raw, 2);
-    assert_eq!(error, wire::ErrorCode::None, "C joins");
+    let c_generation = read_join(&mut raw, 2).expect("C joins").generation;
     for rejoin in [a_again, b_again] {
         let joined = tokio::time::timeout(ANSWER_TIMEOUT, rejoin).await.expect("a rejoin is answered").unwrap();
         assert_eq!(joined.expect("rejoining").generation, c_generation);

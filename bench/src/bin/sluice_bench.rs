@@ -288,14 +288,7 @@ async fn ensure_topic(opts: &Opts) -> Result<(String, u32, Vec<String>), BenchEr
 }
 
 fn compression(s: &str) -> Result<Compression, BenchError> {
-    Ok(match s {
-        "none" => Compression::None,
-        "gzip" => Compression::Gzip,
-        "snappy" => Compression::Snappy,
-        "lz4" => Compression::Lz4,
-        "zstd" => Compression::Zstd,
-        _ => return Err(BenchError(format!("--compression {s:?}: none, gzip, snappy, lz4 or zstd"))),
-    })
+    s.parse().map_err(|e| BenchError(format!("--compression {e}")))
 }
 
 /// Keys for records: none, uniform over 10,000, or Zipf(1) over 10,000.

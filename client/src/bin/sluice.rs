@@ -133,14 +133,7 @@ fn key_value(s: &str, flag: &str) -> Result<(String, String), Failure> {
 }
 
 fn compression(s: &str) -> Result<Compression, Failure> {
-    Ok(match s {
-        "none" => Compression::None,
-        "gzip" => Compression::Gzip,
-        "snappy" => Compression::Snappy,
-        "lz4" => Compression::Lz4,
-        "zstd" => Compression::Zstd,
-        _ => return Err(Failure::Usage(format!("--compression {s:?}: none, gzip, snappy, lz4 or zstd"))),
-    })
+    s.parse().map_err(|e| Failure::Usage(format!("--compression {e}")))
 }
 
 fn main() -> ExitCode {

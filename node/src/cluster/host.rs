@@ -577,9 +577,8 @@ impl ReplicaHost {
 /// The partition a message is about, if it is about one.
 pub(crate) fn partition_of(message: &Message) -> Option<PartitionId> {
     match message {
-        Message::Fetch { partition, .. }
-        | Message::FetchReply { partition, .. }
-        | Message::AlterPartition { partition, .. } => Some(*partition),
+        Message::Fetch { partition, .. } | Message::FetchReply { partition, .. } => Some(*partition),
+        Message::AlterPartition(alter) => Some(alter.partition),
         Message::PartitionUpdate { state, .. } | Message::AlterPartitionReply { state, .. } => Some(state.partition),
         _ => None,
     }

@@ -103,26 +103,9 @@ impl ControllerLeader {
                 Message::Heartbeat { node, incarnation, want_shutdown } => {
                     self.heartbeat(now_ms, state, node, incarnation, want_shutdown, &mut out);
                 }
-                Message::AlterPartition {
-                    node,
-                    incarnation,
-                    partition,
-                    leader_epoch,
-                    partition_epoch,
-                    isr,
-                    request_id,
-                } => {
+                Message::AlterPartition(alter) => {
                     // Validated when applied, against the state of that moment.
-                    let command = Command::AlterPartition {
-                        node,
-                        incarnation,
-                        partition,
-                        leader_epoch,
-                        partition_epoch,
-                        isr,
-                        request_id,
-                    };
-                    self.propose(now_ms, command, &mut out);
+                    self.propose(now_ms, Command::AlterPartition(alter), &mut out);
                 }
                 // Nothing else is addressed to the controller.
                 _ => {}
@@ -245,14 +228,14 @@ pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Ve
         }
     }
     match command {
-        Command::AlterPartition { node, incarnation, request_id, .. } => {
+        Command::AlterPartition(alter) => {
             if let Some(answer) = &outcome.answer {
                 out.push(Envelope {
                     from: Endpoint::Controller,
-                    to: Endpoint::Node(*node),
+                    to: Endpoint::Node(alter.node),
                     message: Message::AlterPartitionReply {
-                        incarnation: *incarnation,
-                        request_id: *request_id,
+                        incarnation: alter.incarnation,
+                        request_id: alter.request_id,
                         accepted: outcome.accepted,
                         state: answer.clone(),
                     },
@@ -524,7 +507,7 @@ mod tests {
     use sluice_schemas::ids::{LeaderEpoch, PartitionId};
 
     use super::*;
-    use crate::replication::PartitionConfig;
+    use crate::replication::{AlterPartition, PartitionConfig, PartitionState};
 
     const P: PartitionId = PartitionId(0);
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -550,18 +533,24 @@ mod tests {
         )
     }
 
+    /// Node `node` (first life) proposes `isr` against the partition's current epochs;
+    /// whether the controller accepted it.
     fn alter(c: &mut Controller, node: u32, isr: &[u32]) -> bool {
         let state = c.partition(P).unwrap().clone();
-        let request_id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let message = Message::AlterPartition {
-            request_id,
+        alter_against(c, node, isr, &state)
+    }
+
+    /// `alter` against the epochs of `state`, which may be stale.
+    fn alter_against(c: &mut Controller, node: u32, isr: &[u32], state: &PartitionState) -> bool {
+        let message = Message::AlterPartition(AlterPartition {
             node: NodeId(node),
             incarnation: Incarnation(1),
             partition: P,
             leader_epoch: state.leader_epoch,
             partition_epoch: state.partition_epoch,
             isr: isr.iter().map(|n| NodeId(*n)).collect(),
-        };
+            request_id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        });
         let out = c.step(
             0,
             ControllerInput::Receive(Envelope {
@@ -570,7 +559,11 @@ mod tests {
                 message,
             }),
         );
-        out.iter().any(|e| matches!(e.message, Message::AlterPartitionReply { accepted: true, .. }))
+        let accepted = out.iter().find_map(|e| match e.message {
+            Message::AlterPartitionReply { accepted, .. } => Some(accepted),
+            _ => None,
+        });
+        accepted.expect("the controller answers every AlterPartition it applies")
     }
 
     #[test]
@@ -606,20 +599,7 @@ mod tests {
         }
         let before = c.partition(P).unwrap().clone();
         assert!(alter(&mut c, 1, &[1, 2]), "current epochs: accepted");
-        let message = Message::AlterPartition {
-            node: NodeId(1),
-            incarnation: Incarnation(1),
-            partition: P,
-            leader_epoch: before.leader_epoch,
-            partition_epoch: before.partition_epoch,
-            isr: vec![NodeId(1)],
-            request_id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        };
-        let out = c.step(
-            0,
-            ControllerInput::Receive(Envelope { from: Endpoint::Node(NodeId(1)), to: Endpoint::Controller, message }),
-        );
-        assert!(out.iter().any(|e| matches!(e.message, Message::AlterPartitionReply { accepted: false, .. })));
+        assert!(!alter_against(&mut c, 1, &[1], &before), "older epochs: refused");
         assert_eq!(c.partition(P).unwrap().isr, vec![NodeId(1), NodeId(2)]);
         assert!(!alter(&mut c, 2, &[2]), "only the leader may change the ISR");
     }

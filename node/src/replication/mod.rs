@@ -126,6 +126,25 @@ pub struct PartitionState {
     pub replicas: Vec<NodeId>,
 }
 
+/// A leader's proposed ISR (Kafka's AlterPartition), valid only against the leader and
+/// partition epochs the controller has when it applies it. One type from the leader's
+/// `Message` through the controller's `Command` to the quorum's log, in one encoding
+/// (`state::Writer::alter_partition`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AlterPartition {
+    /// The leader that proposes it, in its life `incarnation`.
+    pub node: NodeId,
+    pub incarnation: Incarnation,
+    pub partition: PartitionId,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+    pub isr: Vec<NodeId>,
+    /// Increases with every send, retries included: the controller ignores a request at or
+    /// below one it already answered in the same leader epoch, so once the leader has the
+    /// answer to its latest send, no older copy can still change the ISR.
+    pub request_id: u64,
+}
+
 /// Producer acknowledgement modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Acks {
@@ -207,20 +226,9 @@ pub enum Message {
         incarnation: Incarnation,
         state: PartitionState,
     },
-    /// Leader -> controller: replace the ISR (AlterPartition), valid only against the
-    /// leader and partition epochs the controller currently has.
-    AlterPartition {
-        node: NodeId,
-        incarnation: Incarnation,
-        partition: PartitionId,
-        leader_epoch: LeaderEpoch,
-        partition_epoch: PartitionEpoch,
-        isr: Vec<NodeId>,
-        /// Increases with every send, retries included: the controller ignores a request
-        /// at or below one it already answered in the same leader epoch, so once the
-        /// leader has the answer to its latest send, no older copy can still change the ISR.
-        request_id: u64,
-    },
+    /// Leader -> controller: replace the ISR. The controller proposes it unchanged, as
+    /// `Command::AlterPartition`.
+    AlterPartition(AlterPartition),
     /// Controller -> leader: the partition's state after the proposal (accepted or not).
     AlterPartitionReply {
         incarnation: Incarnation,

@@ -29,8 +29,8 @@ use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
 
 use super::log::{LogEntry, LogOp, ReplicaLog};
 use super::{
-    Acks, ConsumerRecords, Endpoint, Envelope, FetchResult, Incarnation, Message, NodeId, PartitionConfig,
-    PartitionEpoch, PartitionState, ReplicaError,
+    Acks, AlterPartition, ConsumerRecords, Endpoint, Envelope, FetchResult, Incarnation, Message, NodeId,
+    PartitionConfig, PartitionEpoch, PartitionState, ReplicaError,
 };
 
 /// A node's replication timers and limits.
@@ -430,7 +430,7 @@ impl ReplicaNode {
                     }
                     // Addressed to the controller or to clients.
                     Message::Heartbeat { .. }
-                    | Message::AlterPartition { .. }
+                    | Message::AlterPartition(_)
                     | Message::ProduceReply { .. }
                     | Message::ConsumerFetchReply { .. } => {}
                 }
@@ -494,7 +494,7 @@ impl Replica {
         let Role::Leader(leader) = &mut self.role else { return };
         let request_id = ctx.request_id();
         leader.pending = Some(PendingIsr { isr: isr.clone(), request_id, sent_ms: ctx.now_ms });
-        let message = Message::AlterPartition {
+        let message = Message::AlterPartition(AlterPartition {
             node: ctx.node,
             incarnation: ctx.incarnation,
             partition: self.partition,
@@ -502,7 +502,7 @@ impl Replica {
             partition_epoch: leader.partition_epoch,
             isr,
             request_id,
-        };
+        });
         ctx.send(Endpoint::Controller, message);
     }
 

@@ -102,7 +102,7 @@ fn proposals(messages: &[Message]) -> Vec<Vec<NodeId>> {
     messages
         .iter()
         .filter_map(|m| match m {
-            Message::AlterPartition { isr, .. } => Some(isr.clone()),
+            Message::AlterPartition(alter) => Some(alter.isr.clone()),
             _ => None,
         })
         .collect()

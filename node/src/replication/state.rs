@@ -33,7 +33,7 @@ use std::fmt;
 
 use sluice_schemas::ids::{LeaderEpoch, PartitionId};
 
-use super::{Incarnation, NodeId, PartitionConfig, PartitionEpoch, PartitionState};
+use super::{AlterPartition, Incarnation, NodeId, PartitionConfig, PartitionEpoch, PartitionState};
 use crate::controller::quorum::StateMachine;
 
 mod snapshot;
@@ -61,17 +61,8 @@ pub enum Command {
     UnfenceNode { node: NodeId, incarnation: Incarnation },
     /// The life asked for a controlled shutdown: fenced now, and stays so until restart.
     ControlledShutdown { node: NodeId, incarnation: Incarnation },
-    /// The leader's proposed ISR (Kafka's AlterPartition), valid only against the current
-    /// leader and partition epochs.
-    AlterPartition {
-        node: NodeId,
-        incarnation: Incarnation,
-        partition: PartitionId,
-        leader_epoch: LeaderEpoch,
-        partition_epoch: PartitionEpoch,
-        isr: Vec<NodeId>,
-        request_id: u64,
-    },
+    /// The leader's proposed ISR, as its `Message::AlterPartition` carried it.
+    AlterPartition(AlterPartition),
     /// Move leadership to the preferred replica, if the partition is still at
     /// `partition_epoch` and the preferred replica is eligible and in sync.
     ElectPreferred { partition: PartitionId, partition_epoch: PartitionEpoch },
@@ -327,25 +318,7 @@ impl ClusterState {
                     self.fence(*node, &mut out);
                 }
             }
-            Command::AlterPartition {
-                node,
-                incarnation,
-                partition,
-                leader_epoch,
-                partition_epoch,
-                isr,
-                request_id,
-            } => {
-                self.alter_partition(
-                    *node,
-                    *incarnation,
-                    *partition,
-                    (*leader_epoch, *partition_epoch),
-                    isr,
-                    *request_id,
-                    &mut out,
-                );
-            }
+            Command::AlterPartition(alter) => self.alter_partition(alter, &mut out),
             Command::ElectPreferred { partition, partition_epoch } => {
                 let Some(record) = self.partitions.get(partition) else { return out };
                 let state = &record.state;
@@ -436,17 +409,9 @@ impl ClusterState {
         self.partitions.insert(partition, PartitionRecord { state, config, unclean_elections: 0, last_alter: None });
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn alter_partition(
-        &mut self,
-        node: NodeId,
-        incarnation: Incarnation,
-        partition: PartitionId,
-        (leader_epoch, partition_epoch): (LeaderEpoch, PartitionEpoch),
-        isr: &[NodeId],
-        request_id: u64,
-        out: &mut Outcome,
-    ) {
+    fn alter_partition(&mut self, alter: &AlterPartition, out: &mut Outcome) {
+        let AlterPartition { node, incarnation, partition, leader_epoch, partition_epoch, ref isr, request_id } =
+            *alter;
         let live = self.nodes.get(&node).is_some_and(|n| n.incarnation == Some(incarnation) && !n.fenced);
         let eligible: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.eligible()).map(|(id, _)| *id).collect();
         let Some(record) = self.partitions.get_mut(&partition) else { return };
@@ -643,6 +608,16 @@ impl Writer {
         self.nodes(&s.isr);
         self.nodes(&s.replicas);
     }
+    /// The same bytes in a command and in an inter-node message.
+    pub(super) fn alter_partition(&mut self, a: &AlterPartition) {
+        self.u32(a.node.0);
+        self.u64(a.incarnation.0);
+        self.u32(a.partition.0);
+        self.u32(a.leader_epoch.0);
+        self.u32(a.partition_epoch.0);
+        self.nodes(&a.isr);
+        self.u64(a.request_id);
+    }
 }
 
 /// Reads the encoding's fields, checking every length (also used by `replication::wire`).
@@ -712,6 +687,17 @@ impl<'a> Reader<'a> {
         let replicas = self.nodes()?;
         Ok(PartitionState { partition, leader, leader_epoch, partition_epoch, isr, replicas })
     }
+    pub(super) fn alter_partition(&mut self) -> Result<AlterPartition, DecodeError> {
+        Ok(AlterPartition {
+            node: NodeId(self.u32()?),
+            incarnation: Incarnation(self.u64()?),
+            partition: PartitionId(self.u32()?),
+            leader_epoch: LeaderEpoch(self.u32()?),
+            partition_epoch: PartitionEpoch(self.u32()?),
+            isr: self.nodes()?,
+            request_id: self.u64()?,
+        })
+    }
     pub(super) fn header(&mut self) -> Result<u8, DecodeError> {
         let version = self.u8()?;
         if version != ENCODING_VERSION {
@@ -753,23 +739,9 @@ impl Command {
                 w.u32(node.0);
                 w.u64(incarnation.0);
             }
-            Command::AlterPartition {
-                node,
-                incarnation,
-                partition,
-                leader_epoch,
-                partition_epoch,
-                isr,
-                request_id,
-            } => {
+            Command::AlterPartition(alter) => {
                 w.u8(TAG_ALTER);
-                w.u32(node.0);
-                w.u64(incarnation.0);
-                w.u32(partition.0);
-                w.u32(leader_epoch.0);
-                w.u32(partition_epoch.0);
-                w.nodes(isr);
-                w.u64(*request_id);
+                w.alter_partition(alter);
             }
             Command::ElectPreferred { partition, partition_epoch } => {
                 w.u8(TAG_PREFERRED);
@@ -812,15 +784,7 @@ impl Command {
             TAG_FENCE => Command::FenceNode { node: NodeId(r.u32()?), incarnation: Incarnation(r.u64()?) },
             TAG_UNFENCE => Command::UnfenceNode { node: NodeId(r.u32()?), incarnation: Incarnation(r.u64()?) },
             TAG_SHUTDOWN => Command::ControlledShutdown { node: NodeId(r.u32()?), incarnation: Incarnation(r.u64()?) },
-            TAG_ALTER => Command::AlterPartition {
-                node: NodeId(r.u32()?),
-                incarnation: Incarnation(r.u64()?),
-                partition: PartitionId(r.u32()?),
-                leader_epoch: LeaderEpoch(r.u32()?),
-                partition_epoch: PartitionEpoch(r.u32()?),
-                isr: r.nodes()?,
-                request_id: r.u64()?,
-            },
+            TAG_ALTER => Command::AlterPartition(r.alter_partition()?),
             TAG_PREFERRED => {
                 Command::ElectPreferred { partition: PartitionId(r.u32()?), partition_epoch: PartitionEpoch(r.u32()?) }
             }
@@ -919,7 +883,7 @@ mod tests {
             Command::FenceNode { node: NodeId(2), incarnation: Incarnation(3) },
             Command::UnfenceNode { node: NodeId(3), incarnation: Incarnation(4) },
             Command::ControlledShutdown { node: NodeId(u32::MAX), incarnation: Incarnation(0) },
-            Command::AlterPartition {
+            Command::AlterPartition(AlterPartition {
                 node: NodeId(1),
                 incarnation: Incarnation(7),
                 partition: PartitionId(9),
@@ -927,7 +891,7 @@ mod tests {
                 partition_epoch: PartitionEpoch(11),
                 isr: ids(&[1, 3]),
                 request_id: 12,
-            },
+            }),
             Command::ElectPreferred { partition: PartitionId(2), partition_epoch: PartitionEpoch(5) },
             Command::CreatePartition {
                 partition: PartitionId(4),
@@ -997,7 +961,7 @@ mod tests {
         let commands = vec![
             Command::FenceNode { node: NodeId(1), incarnation: Incarnation(1) },
             Command::UnfenceNode { node: NodeId(1), incarnation: Incarnation(1) },
-            Command::AlterPartition {
+            Command::AlterPartition(AlterPartition {
                 node: NodeId(2),
                 incarnation: Incarnation(1),
                 partition: P,
@@ -1005,7 +969,7 @@ mod tests {
                 partition_epoch: PartitionEpoch(2),
                 isr: ids(&[1, 2, 3]),
                 request_id: 1,
-            },
+            }),
             Command::ElectPreferred { partition: P, partition_epoch: PartitionEpoch(3) },
             Command::ControlledShutdown { node: NodeId(2), incarnation: Incarnation(1) },
             Command::RegisterNode { node: NodeId(2), incarnation: Incarnation(2) },
@@ -1040,7 +1004,7 @@ mod tests {
         let now = state.partition(P).unwrap().clone();
         assert_eq!((now.leader, now.leader_epoch), (before.leader, before.leader_epoch));
         assert_eq!(now.isr, ids(&[1, 2]));
-        let stale = Command::AlterPartition {
+        let stale = Command::AlterPartition(AlterPartition {
             node: NodeId(1),
             incarnation: Incarnation(1),
             partition: P,
@@ -1048,7 +1012,7 @@ mod tests {
             partition_epoch: before.partition_epoch,
             isr: ids(&[1, 3]),
             request_id: 1,
-        };
+        });
         let outcome = state.apply_command(&stale);
         assert!(!outcome.accepted);
         assert_eq!(outcome.answer.as_ref(), Some(&now));

@@ -17,9 +17,7 @@ use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
 
 use super::log::{EpochEnd, LogEntry};
 use super::state::{DecodeError, Reader, Writer, ENCODING_VERSION};
-use super::{
-    ClientId, Endpoint, Envelope, FetchResult, Incarnation, Message, NodeId, PartitionEpoch, PayloadId, ReplicaError,
-};
+use super::{ClientId, Endpoint, Envelope, FetchResult, Incarnation, Message, NodeId, PayloadId, ReplicaError};
 
 const TAG_HEARTBEAT: u8 = 20;
 const TAG_HEARTBEAT_REPLY: u8 = 21;
@@ -66,15 +64,9 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
             w.u64(incarnation.0);
             w.state(state);
         }
-        Message::AlterPartition { node, incarnation, partition, leader_epoch, partition_epoch, isr, request_id } => {
+        Message::AlterPartition(alter) => {
             w.u8(TAG_ALTER);
-            w.u32(node.0);
-            w.u64(incarnation.0);
-            w.u32(partition.0);
-            w.u32(leader_epoch.0);
-            w.u32(partition_epoch.0);
-            w.nodes(isr);
-            w.u64(*request_id);
+            w.alter_partition(alter);
         }
         Message::AlterPartitionReply { incarnation, request_id, accepted, state } => {
             w.u8(TAG_ALTER_REPLY);
@@ -164,15 +156,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
             Message::HeartbeatReply { incarnation, states, shutdown_ready: r.bool()? }
         }
         TAG_PARTITION_UPDATE => Message::PartitionUpdate { incarnation: Incarnation(r.u64()?), state: r.state()? },
-        TAG_ALTER => Message::AlterPartition {
-            node: NodeId(r.u32()?),
-            incarnation: Incarnation(r.u64()?),
-            partition: PartitionId(r.u32()?),
-            leader_epoch: LeaderEpoch(r.u32()?),
-            partition_epoch: PartitionEpoch(r.u32()?),
-            isr: r.nodes()?,
-            request_id: r.u64()?,
-        },
+        TAG_ALTER => Message::AlterPartition(r.alter_partition()?),
         TAG_ALTER_REPLY => Message::AlterPartitionReply {
             incarnation: Incarnation(r.u64()?),
             request_id: r.u64()?,
@@ -323,7 +307,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::replication::PartitionState;
+    use crate::replication::{AlterPartition, PartitionEpoch, PartitionState};
 
     fn state() -> PartitionState {
         PartitionState {
@@ -355,7 +339,7 @@ mod tests {
                 shutdown_ready: false,
             },
             Message::PartitionUpdate { incarnation: Incarnation(4), state: state() },
-            Message::AlterPartition {
+            Message::AlterPartition(AlterPartition {
                 node: NodeId(2),
                 incarnation: Incarnation(4),
                 partition: PartitionId(7),
@@ -363,7 +347,7 @@ mod tests {
                 partition_epoch: PartitionEpoch(9),
                 isr: vec![NodeId(2)],
                 request_id: 77,
-            },
+            }),
             Message::AlterPartitionReply {
                 incarnation: Incarnation(4),
                 request_id: 77,

@@ -165,7 +165,7 @@ mod tests {
             state.apply_command(&Command::RegisterNode { node: NodeId(n), incarnation: Incarnation(u64::from(n)) });
         }
         let partition = state.partition(PartitionId(0)).unwrap().clone();
-        state.apply_command(&Command::AlterPartition {
+        state.apply_command(&Command::AlterPartition(crate::replication::AlterPartition {
             node: partition.leader.unwrap(),
             incarnation: Incarnation(1),
             partition: PartitionId(0),
@@ -173,7 +173,7 @@ mod tests {
             partition_epoch: partition.partition_epoch,
             isr: ids(&[1]),
             request_id: 9,
-        });
+        }));
         let topic = |name: &str, assignments: Vec<Vec<NodeId>>, config| Command::SetTopic {
             name: name.to_string(),
             replication_factor: 2,
