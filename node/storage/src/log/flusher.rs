@@ -1,0 +1,438 @@
+//! The flusher task: runs the log's jobs in order. Writes pending buffers (zero-filling
+//! ahead of small writes), fdatasyncs per the fsync policy, completes appends, rolls
+//! segments and closes the log. Every segment write goes through `write_segment`, which
+//! refuses one that would change a written byte; a failed write or fsync poisons the log.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use sluice_schemas::ids::LeaderEpoch;
+use sluice_schemas::Offset;
+use tracing::{debug, info, warn};
+
+use crate::config::FsyncPolicy;
+use crate::error::StorageError;
+use crate::segment::{segment_path, LOG_SUFFIX};
+use sluice_io::{self as io, align_down, align_up, File, Oneshot, SharedBuf};
+
+use super::files::{write_epochs, write_index_files};
+use super::shape::{advance_start, swap_segment, truncate};
+use super::state::{Job, Pending, Shared, TailPage};
+use super::{AppendInfo, Durability, FaultPoint, PartitionLog};
+
+impl PartitionLog {
+    /// fdatasyncs everything written so far.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        let sh = &self.shared;
+        let reply = {
+            let mut st = sh.state.borrow_mut();
+            st.check_writable(&sh.dir)?;
+            st.seal_pending();
+            let (tx, rx) = Oneshot::channel();
+            st.jobs.push_back(Job::Sync { reply: tx });
+            rx
+        };
+        sh.work.notify_all();
+        match reply.await {
+            Some(result) => result,
+            None => Err(StorageError::Closed { dir: sh.dir.clone() }),
+        }
+    }
+
+    /// Writes and syncs everything appended, trims the active segment's preallocated
+    /// space and stops the flusher. A poisoned log closes without syncing.
+    pub async fn close(self) -> Result<(), StorageError> {
+        let poisoned = self.shared.state.borrow().poisoned.is_some();
+        if poisoned {
+            let mut st = self.shared.state.borrow_mut();
+            st.closed = true;
+            st.fail_everything(&self.shared.dir);
+            drop(st);
+            self.shared.work.notify_all();
+            return Ok(());
+        }
+        self.exclusive(|reply| Job::Close { reply }).await
+    }
+}
+
+/// The flusher task: runs jobs in order until the log closes.
+pub(super) async fn flusher(sh: Rc<Shared>) {
+    loop {
+        let wait = sh.work.wait();
+        let job = sh.state.borrow_mut().next_job();
+        match job {
+            Some(job) => {
+                let exclusive = job.is_exclusive();
+                let stop = run_job(&sh, job).await;
+                if exclusive {
+                    sh.state.borrow_mut().exclusive_jobs -= 1;
+                }
+                sh.room.notify_all();
+                if stop {
+                    break;
+                }
+            }
+            None => {
+                let (dropped, sync_in) = {
+                    let st = sh.state.borrow();
+                    let sync_in = match sh.config.fsync {
+                        FsyncPolicy::IntervalMs(ms) if st.unsynced && st.poisoned.is_none() => {
+                            Some(Duration::from_millis(ms).saturating_sub(st.last_sync.elapsed()))
+                        }
+                        _ => None,
+                    };
+                    (st.dropped || st.closed, sync_in)
+                };
+                if dropped {
+                    break;
+                }
+                match sync_in {
+                    Some(d) if d.is_zero() => {
+                        let _ = sync_active(&sh).await;
+                    }
+                    Some(d) => {
+                        let _ = io::timeout(d, wait).await;
+                    }
+                    None => wait.await,
+                }
+            }
+        }
+    }
+    let mut st = sh.state.borrow_mut();
+    st.closed = true;
+    st.fail_everything(&sh.dir);
+    drop(st);
+    sh.room.notify_all();
+    sh.appended.notify_all();
+    debug!(dir = %sh.dir.display(), "flusher stopped");
+}
+
+fn poison(sh: &Shared, what: String) -> StorageError {
+    warn!(dir = %sh.dir.display(), "{what}; the log refuses writes until it is reopened");
+    let mut st = sh.state.borrow_mut();
+    st.poisoned = Some(what.clone());
+    st.fail_everything(&sh.dir);
+    drop(st);
+    sh.room.notify_all();
+    sh.appended.notify_all();
+    StorageError::Poisoned { dir: sh.dir.clone(), cause: what }
+}
+
+/// Runs one job; returns true when the flusher should stop.
+async fn run_job(sh: &Rc<Shared>, job: Job) -> bool {
+    match job {
+        Job::Write(p) => write_pending(sh, p).await,
+        Job::Roll { base, epochs } => match roll_files(sh, base, &epochs).await {
+            Ok(()) => sh.state.borrow_mut().written = TailPage::default(),
+            Err(e) => {
+                poison(sh, e.to_string());
+            }
+        },
+        Job::Truncate { to, reply } => reply.send(truncate(sh, to).await),
+        Job::AdvanceStart { to, reply } => reply.send(advance_start(sh, to).await),
+        Job::SwapSegment { base, size, reply } => reply.send(swap_segment(sh, base, size).await),
+        Job::Sync { reply } => reply.send(sync_active(sh).await),
+        Job::Close { reply } => {
+            reply.send(close_files(sh).await);
+            return true;
+        }
+    }
+    false
+}
+
+async fn write_pending(sh: &Rc<Shared>, p: Pending) {
+    let Pending { segment_base, mut buf, file_position, len, batches_start, first_offset, next_offset, waiters } = p;
+    let write_len = align_up(len as u64) as usize;
+    buf.as_mut_slice()[len..write_len].fill(0);
+    let buf = buf.freeze(write_len);
+    let (file, preallocated, written_bytes, written, write_bytes_average) = {
+        let mut st = sh.state.borrow_mut();
+        let average = st.write_bytes_average;
+        let written = st.written.clone();
+        let Some(segment) = st.segment_mut(segment_base) else {
+            unreachable!("segment {segment_base} vanished with writes queued")
+        };
+        (segment.file.clone(), segment.preallocated_bytes, segment.written_bytes, written, average)
+    };
+    let Some(file) = file else { unreachable!("segment {segment_base} written before its file was created") };
+    let always = sh.config.fsync == FsyncPolicy::Always;
+    let path = file.path().display();
+    let result: Result<u64, String> = async {
+        if written.end() != written_bytes {
+            return Err(format!(
+                "refusing to write {path}: its written data ends at byte {written_bytes} but the last written page \
+                 kept ends at {}",
+                written.end()
+            ));
+        }
+        let end = file_position + write_len as u64;
+        let mut preallocated_now = preallocated;
+        // A log whose writes are small zero-fills the space ahead of them first (in the
+        // same task, so the zeros never land on data); one whose writes are large
+        // extends the file as it goes. The zeros start past the written data's last page
+        // (which holds acknowledged bytes) and past what was zero-filled before: after
+        // large writes the zero-filled end lags behind the data.
+        let small = write_bytes_average <= sh.config.zero_fill_write_bytes_max;
+        if sh.config.preallocate_bytes > 0 && small && end > preallocated {
+            let from = align_up(preallocated.max(written_bytes));
+            let target = align_up((from + sh.config.preallocate_bytes).max(end));
+            zero_fill(sh, &file, from, target, &written)
+                .await
+                .map_err(|e| format!("zero-filling {path} from byte {from} to {target} failed: {e}"))?;
+            preallocated_now = target;
+            sh.faults.fire(FaultPoint::DieAfterZeroFill).map_err(|e| e.to_string())?;
+        }
+        let written = async {
+            write_segment(sh, &file, &buf, file_position, &written).await?;
+            if always {
+                sh.faults.fire(FaultPoint::Fsync)?;
+                file.fdatasync().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        written.await.map_err(|e| format!("writing {path} at byte {file_position} failed: {e}"))?;
+        // The file holds written bytes up to `end` now, zeros or data.
+        Ok(preallocated_now.max(end))
+    }
+    .await;
+    let preallocated_now = match result {
+        Ok(p) => p,
+        Err(what) => {
+            poison(sh, what.clone());
+            for w in waiters {
+                w.reply.send(Err(StorageError::Poisoned { dir: sh.dir.clone(), cause: what.clone() }));
+            }
+            return;
+        }
+    };
+    let mut durability = if always { Durability::Synced } else { Durability::Written };
+    {
+        let mut st = sh.state.borrow_mut();
+        let Some(segment) = st.segment_mut(segment_base) else { unreachable!("segment vanished during a write") };
+        segment.preallocated_bytes = preallocated_now;
+        segment.written_bytes = file_position + len as u64;
+        assert!(segment.written_bytes <= segment.size_bytes);
+        let page = align_down(file_position + len as u64);
+        let from = (page - file_position) as usize;
+        st.written = TailPage { position: page, bytes: buf.as_slice()[from..len].to_vec() };
+        assert!(next_offset > st.visible_end, "writes complete in offset order");
+        st.visible_end = next_offset;
+        st.unflushed_bytes -= (len - batches_start) as u64;
+        st.last_write_bytes = write_len as u64;
+        st.write_bytes_average = st.write_bytes_average - st.write_bytes_average / 8 + write_len as u64 / 8;
+        st.cache.insert(segment_base, first_offset, next_offset, buf, batches_start..len);
+        st.stats.writes += 1;
+        st.stats.bytes_written += write_len as u64;
+        if always {
+            st.stats.fsyncs += 1;
+            st.last_sync = Instant::now();
+        } else {
+            st.unsynced = true;
+        }
+    }
+    if let FsyncPolicy::IntervalMs(ms) = sh.config.fsync {
+        let due = sh.state.borrow().last_sync.elapsed() >= Duration::from_millis(ms);
+        if due && sync_active(sh).await.is_ok() {
+            durability = Durability::Synced;
+        }
+    }
+    for w in waiters {
+        w.reply.send(Ok(AppendInfo {
+            base_offset: w.base_offset,
+            last_offset: w.last_offset,
+            durability,
+            log_append_time_ms: w.log_append_time_ms,
+        }));
+    }
+    sh.room.notify_all();
+    sh.appended.notify_all();
+}
+
+/// Every write to a segment file goes through here, zero-fills included: it refuses a
+/// write that would change a written byte (`keeps_written_bytes`) and meets the armed
+/// write faults.
+async fn write_segment(
+    sh: &Shared,
+    file: &File,
+    buf: &SharedBuf,
+    position: u64,
+    written: &TailPage,
+) -> std::io::Result<()> {
+    keeps_written_bytes(written, position, buf.as_slice()).map_err(std::io::Error::other)?;
+    sh.faults.fire(FaultPoint::Write)?;
+    if sh.faults.take(FaultPoint::NoSpace) {
+        let half = align_down(buf.len() as u64 / 2) as usize;
+        if half > 0 {
+            file.write_at(&buf.prefix(half), position).await?;
+        }
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    file.write_at(buf, position).await
+}
+
+/// Writes zeros over `from..to` (aligned), so that later writes there overwrite written
+/// extents: no extent conversion, no size change, no metadata to sync.
+async fn zero_fill(sh: &Shared, file: &File, from: u64, to: u64, written: &TailPage) -> std::io::Result<()> {
+    const CHUNK_BYTES: u64 = 1 << 20;
+    let mut position = from;
+    while position < to {
+        let zeros = SharedBuf::zeros((to - position).min(CHUNK_BYTES) as usize);
+        write_segment(sh, file, &zeros, position, written).await?;
+        position += zeros.len() as u64;
+    }
+    Ok(())
+}
+
+/// **No write ever changes an acknowledged byte.** A write whose bytes start with `first`
+/// at `position` may start at or past the end of the written data (`written` is its last
+/// page), or at that last page carrying the written bytes unchanged; nothing else. Pages
+/// before the last one are never written again, and no zero-fill or retry starts inside
+/// written data. A refusal names the bytes the write would have changed.
+fn keeps_written_bytes(written: &TailPage, position: u64, first: &[u8]) -> Result<(), String> {
+    let end = written.end();
+    if position >= end {
+        return Ok(());
+    }
+    let kept = written.bytes.len();
+    if position == written.position && first.len() >= kept && first[..kept] == written.bytes[..] {
+        return Ok(());
+    }
+    let changed = first.iter().zip(&written.bytes).position(|(a, b)| a != b);
+    Err(format!(
+        "refusing a write of {} bytes at byte {position}: written data ends at byte {end} and the write would \
+         change it{}",
+        first.len(),
+        match (position == written.position, changed) {
+            (true, Some(i)) => format!(" (first at byte {})", position + i as u64),
+            _ => format!(" (its last page starts at byte {})", written.position),
+        }
+    ))
+}
+
+fn active_file(sh: &Shared) -> Option<Rc<File>> {
+    sh.state.borrow().segments.iter().rev().find_map(|s| s.file.clone())
+}
+
+async fn sync_active(sh: &Shared) -> Result<(), StorageError> {
+    let Some(file) = active_file(sh) else { return Ok(()) };
+    let result = async {
+        sh.faults.fire(FaultPoint::Fsync)?;
+        file.fdatasync().await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            let mut st = sh.state.borrow_mut();
+            st.stats.fsyncs += 1;
+            st.last_sync = Instant::now();
+            st.unsynced = false;
+            Ok(())
+        }
+        Err(e) => Err(poison(sh, format!("fdatasync of {} failed: {e}", file.path().display()))),
+    }
+}
+
+/// Finishes the segment before `base` (trim, sync, index files) and creates `base`'s.
+async fn roll_files(sh: &Shared, base: Offset, epochs: &[(LeaderEpoch, Offset)]) -> Result<(), StorageError> {
+    if !epochs.is_empty() {
+        write_epochs(&sh.dir, epochs).await?;
+    }
+    let previous = {
+        let st = sh.state.borrow();
+        let i = st.segments.iter().position(|s| s.base == base);
+        let Some(i) = i else { unreachable!("rolled segment {base} missing") };
+        i.checked_sub(1).map(|j| {
+            let s = &st.segments[j];
+            (s.base, s.file.clone(), s.size_bytes, s.preallocated_bytes, s.index.encode())
+        })
+    };
+    if let Some((old_base, Some(file), size, preallocated, (offsets, times))) = previous {
+        seal_segment_file(sh, &file, size, preallocated).await?;
+        write_index_files(&sh.dir, old_base, &offsets, &times).await?;
+        if let Some(s) = sh.state.borrow_mut().segment_mut(old_base) {
+            s.preallocated_bytes = size;
+        }
+    }
+    let path = segment_path(&sh.dir, base, LOG_SUFFIX);
+    io::remove_file(&path).map_err(|e| StorageError::io("removing stale segment", &path, e))?;
+    let file = File::create_new(&path).await.map_err(|e| StorageError::io("creating segment", &path, e))?;
+    io::sync_dir(&sh.dir).await.map_err(|e| StorageError::io("syncing directory", &sh.dir, e))?;
+    if let Some(s) = sh.state.borrow_mut().segment_mut(base) {
+        s.file = Some(Rc::new(file));
+    }
+    Ok(())
+}
+
+/// Cuts a finished segment file to its data and syncs it (unless the policy is `never`):
+/// once the next segment exists, this one must hold exactly its batches.
+async fn seal_segment_file(sh: &Shared, file: &File, size: u64, preallocated: u64) -> Result<(), StorageError> {
+    if preallocated != size {
+        file.truncate(size).await.map_err(|e| StorageError::io("trimming segment", file.path(), e))?;
+    }
+    if sh.config.fsync != FsyncPolicy::Never {
+        sh.faults.fire(FaultPoint::Fsync).map_err(|e| StorageError::io("syncing segment", file.path(), e))?;
+        file.fdatasync().await.map_err(|e| StorageError::io("syncing segment", file.path(), e))?;
+    }
+    Ok(())
+}
+
+async fn close_files(sh: &Shared) -> Result<(), StorageError> {
+    let (file, size, preallocated) = {
+        let st = sh.state.borrow();
+        st.check_writable(&sh.dir)?;
+        let s = st.active();
+        (s.file.clone(), s.size_bytes, s.preallocated_bytes)
+    };
+    if let Some(file) = file {
+        if preallocated != size {
+            file.truncate(size).await.map_err(|e| StorageError::io("trimming segment", file.path(), e))?;
+        }
+        file.fdatasync().await.map_err(|e| StorageError::io("syncing segment", file.path(), e))?;
+    }
+    sh.state.borrow_mut().closed = true;
+    info!(dir = %sh.dir.display(), "partition log closed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::{keeps_written_bytes, TailPage};
+
+    fn written(position: u64, bytes: &[u8]) -> TailPage {
+        TailPage { position, bytes: bytes.to_vec() }
+    }
+
+    #[test]
+    fn a_write_past_the_written_data_is_allowed() {
+        let w = written(8192, &[1, 2, 3]);
+        assert!(keeps_written_bytes(&w, 12288, &[0; 4096]).is_ok());
+        assert!(keeps_written_bytes(&TailPage::default(), 0, &[9; 4096]).is_ok());
+        // The data ends on a page boundary: the next page is free.
+        assert!(keeps_written_bytes(&written(4096, &[]), 4096, &[0; 4096]).is_ok());
+    }
+
+    #[test]
+    fn a_write_over_the_last_page_must_carry_its_bytes_unchanged() {
+        let w = written(8192, &[1, 2, 3]);
+        let mut page = vec![0u8; 4096];
+        page[..3].copy_from_slice(&[1, 2, 3]);
+        assert!(keeps_written_bytes(&w, 8192, &page).is_ok());
+        // Zeros over it (the zero-fill that lost acknowledged records) are refused.
+        let e = keeps_written_bytes(&w, 8192, &[0; 4096]).unwrap_err();
+        assert!(e.contains("first at byte 8192"), "{e}");
+        page[2] = 7;
+        let e = keeps_written_bytes(&w, 8192, &page).unwrap_err();
+        assert!(e.contains("first at byte 8194"), "{e}");
+        // A write shorter than the written bytes cannot carry them.
+        assert!(keeps_written_bytes(&w, 8192, &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn no_write_starts_before_the_last_written_page() {
+        let w = written(8192, &[1, 2, 3]);
+        let e = keeps_written_bytes(&w, 4096, &[0; 8192]).unwrap_err();
+        assert!(e.contains("last page starts at byte 8192"), "{e}");
+        assert!(keeps_written_bytes(&w, 0, &[0; 4096]).is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! The read path: whole batches from the cache or a segment file (CRC-checked when read
+//! from disk), the offset for a timestamp, and waiting for new data. Readers see only
+//! written batches.
+
+use std::rc::Rc;
+
+use sluice_schemas::batch::check_batch;
+use sluice_schemas::Offset;
+
+use crate::error::StorageError;
+use crate::segment::{segment_path, walk_batches, Step, WalkEnd, LOG_SUFFIX};
+use sluice_io::{File, IoBytes};
+
+use super::{Fetched, PartitionLog};
+
+impl PartitionLog {
+    /// Resolves once records at or after `offset` are readable, or the log stops taking
+    /// writes (closed or poisoned). Callers bound the wait with a timeout.
+    pub async fn wait_for_data(&self, offset: Offset) {
+        loop {
+            let wait = self.shared.appended.wait();
+            {
+                let st = self.shared.state.borrow();
+                if st.visible_end > offset || st.closed || st.dropped || st.poisoned.is_some() {
+                    return;
+                }
+            }
+            wait.await;
+        }
+    }
+
+    /// Reads whole batches from the one holding `from`, up to `max_bytes` (but at least
+    /// one batch, however large), all from one segment. At the log end the result is
+    /// empty; below the log start or past the end it is `OffsetOutOfRange`. Batches read
+    /// from disk have their CRC checked: a mismatch is `Corrupt`, naming the segment.
+    pub async fn read(&self, from: Offset, max_bytes: u64) -> Result<Fetched, StorageError> {
+        let (log_start, log_end, mut segment_index) = {
+            let mut st = self.shared.state.borrow_mut();
+            let (log_start, log_end) = (st.log_start, st.visible_end);
+            if from < log_start || from > log_end {
+                return Err(StorageError::OffsetOutOfRange { requested: from, log_start, log_end });
+            }
+            if from == log_end {
+                return Ok(Fetched::empty(from, log_start, log_end));
+            }
+            if let Some(hit) = st.cache.read(from, max_bytes) {
+                st.stats.reads_from_cache += 1;
+                return Ok(Fetched {
+                    chunks: hit.chunks,
+                    first_offset: hit.first_offset,
+                    next_offset: hit.next_offset,
+                    log_start,
+                    log_end,
+                    from_cache: true,
+                });
+            }
+            st.stats.reads_from_disk += 1;
+            let i = st.segments.partition_point(|s| s.base <= from).saturating_sub(1);
+            (log_start, log_end, i)
+        };
+        let start_offset = from;
+        loop {
+            let Some((file, base, start, end)) = self.read_window(segment_index, start_offset) else {
+                break;
+            };
+            let mut chunks: Vec<IoBytes> = Vec::new();
+            let mut taken = 0u64;
+            let mut first = None;
+            let mut next_offset = start_offset;
+            let mut crc_error = None;
+            let walked = walk_batches(&file, start, end, false, |position, header, batch| {
+                if header.next_offset() <= start_offset {
+                    return Step::Continue;
+                }
+                if first.is_some() && taken + batch.len() as u64 > max_bytes {
+                    return Step::Stop;
+                }
+                if let Err(e) = check_batch(batch) {
+                    crc_error = Some((position, header.base_offset(), e.to_string()));
+                    return Step::Stop;
+                }
+                first.get_or_insert(header.base_offset());
+                next_offset = header.next_offset();
+                taken += batch.len() as u64;
+                let extended = chunks.last_mut().is_some_and(|last| last.try_extend(batch));
+                if !extended {
+                    chunks.push(batch.clone());
+                }
+                Step::Continue
+            })
+            .await
+            .map_err(|e| StorageError::io("reading", file.path(), e))?;
+            let path = segment_path(&self.shared.dir, base, LOG_SUFFIX);
+            if let Some((position, offset, reason)) = crc_error {
+                return Err(StorageError::Corrupt { segment: path, offset, position, reason });
+            }
+            if let WalkEnd { position, invalid: Some(reason) } = walked {
+                if first.is_none() {
+                    return Err(StorageError::Corrupt { segment: path, offset: next_offset, position, reason });
+                }
+            }
+            if let Some(first_offset) = first {
+                return Ok(Fetched { chunks, first_offset, next_offset, log_start, log_end, from_cache: false });
+            }
+            // `from` lies in a gap after this segment's last batch: go on to the next one.
+            segment_index += 1;
+        }
+        Ok(Fetched {
+            chunks: Vec::new(),
+            first_offset: from,
+            next_offset: log_end,
+            log_start,
+            log_end,
+            from_cache: false,
+        })
+    }
+
+    /// The file and byte range to walk in segment `i` to find `from`, or `None` past the
+    /// last segment.
+    fn read_window(&self, i: usize, from: Offset) -> Option<(Rc<File>, Offset, u64, u64)> {
+        let st = self.shared.state.borrow();
+        let segment = st.segments.get(i)?;
+        let file = segment.file.clone()?;
+        let start = segment.index.position_for_offset(from);
+        Some((file, segment.base, start, segment.written_bytes))
+    }
+
+    /// The base offset of the first written batch holding a record with a timestamp at
+    /// or after `timestamp` (batch max-timestamps decide), or `None` if there is none.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<Offset>, StorageError> {
+        let candidates: Vec<(Rc<File>, u64, u64)> = {
+            let st = self.shared.state.borrow();
+            st.segments
+                .iter()
+                .filter(|s| s.index.max_timestamp() >= timestamp)
+                .filter_map(|s| Some((s.file.clone()?, s.index.position_for_timestamp(timestamp), s.written_bytes)))
+                .collect()
+        };
+        let log_start = self.log_start_offset();
+        for (file, start, end) in candidates {
+            let mut found = None;
+            walk_batches(&file, start, end, false, |_, header, _| {
+                if header.max_timestamp() >= timestamp && header.next_offset() > log_start {
+                    found = Some(header.base_offset().max(log_start));
+                    return Step::Stop;
+                }
+                Step::Continue
+            })
+            .await
+            .map_err(|e| StorageError::io("reading", file.path(), e))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+}
