@@ -36,7 +36,6 @@ pub mod metrics;
 pub mod native;
 pub mod ops;
 pub mod producers;
-pub mod replication;
 pub mod shard;
 pub mod topics;
 
@@ -44,3 +43,6 @@ pub mod topics;
 pub use sluice_io as io;
 /// The storage engine (crate `sluice-storage`), under its old module path.
 pub use sluice_storage as storage;
+/// The replication and controller state machines (crate `sluice-replication`), under
+/// their old module path.
+pub use sluice_replication as replication;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, warn};
 
 use super::transport::{self, Handler, Inbound, Transport};
-use crate::controller::quorum::{Persist, QuorumConfig, QuorumError, SNAPSHOT_BYTES_MAX};
+use crate::replication::quorum::{Persist, QuorumConfig, QuorumError, SNAPSHOT_BYTES_MAX};
 use crate::controller::wal::ControllerLog;
 use crate::io::{self, WaitQueue};
 use crate::replication::{

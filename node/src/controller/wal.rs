@@ -1,5 +1,5 @@
 //! A controller voter's log in its directory: the node side of `quorum::Persist`, through
-//! the I/O seam (O_DIRECT files on io_uring). The bytes are `controller::format`'s.
+//! the I/O seam (O_DIRECT files on io_uring). The bytes are `sluice_replication::format`'s.
 //!
 //! Files: `snapshot` (the latest snapshot, replaced atomically) and one write-ahead log
 //! segment `wal-<index>`, which holds what follows the snapshot at `<index>` (0: none).
@@ -23,8 +23,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::controller::format::{decode_snapshot, scan_records, LogContents};
-use crate::controller::quorum::{Persist, SnapshotWrite};
+use crate::replication::format::{decode_snapshot, scan_records, LogContents};
+use crate::replication::quorum::{Persist, SnapshotWrite};
 use crate::io::{self, align_down, align_up, AlignedBuf, File};
 
 const SNAPSHOT_FILE: &str = "snapshot";
@@ -215,8 +215,8 @@ mod tests {
     use raft::eraftpb::Snapshot;
 
     use super::*;
-    use crate::controller::format::{encode_snapshot, push_record, KIND_ENTRY, KIND_HARD_STATE};
-    use crate::controller::quorum::{Quorum, QuorumConfig};
+    use crate::replication::format::{encode_snapshot, push_record, KIND_ENTRY, KIND_HARD_STATE};
+    use crate::replication::quorum::{Quorum, QuorumConfig};
     use crate::replication::{ClusterState, Command, Incarnation, NodeId};
 
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {

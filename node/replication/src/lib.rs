@@ -1,10 +1,18 @@
-//! Partition replication as plain state machines: Kafka's ISR model (leader, followers,
-//! in-sync replica set, high watermark, leader epochs, elections) with no I/O and no wall
-//! clock. Every actor has one `step(now_ms, input) -> actions`: messages and the current
-//! time come in, messages to send and log operations to perform go out. The same code runs
-//! in the node (later, behind the I/O seam) and in the deterministic simulator
-//! (`replication::sim`, tests only), which replays a whole run from one seed.
+//! `sluice-replication`: partition replication and the controller as plain state
+//! machines: Kafka's ISR model (leader, followers, in-sync replica set, high watermark,
+//! leader epochs, elections) and the controller quorum, with no I/O and no wall clock. This
+//! crate depends on neither glommio nor the node's I/O seam (`sluice-io`), so that holds by
+//! construction. Every actor has one `step(now_ms, input) -> actions`: messages and the
+//! current time come in, messages to send, log operations and what to make durable go out.
+//! The same code runs in the node (`sluice-node`'s `cluster` module performs the actions)
+//! and in the deterministic simulator (`sim`, tests only), which replays a whole run from
+//! one seed.
 //!
+//! - `quorum`: `Quorum`, one controller voter or learner over raft-rs (a Raft state machine
+//!   without I/O): its output says what to make durable (`Persist`) and which messages may
+//!   leave; it compacts its log by snapshots of its state machine. `format`: the bytes of
+//!   the quorum's write-ahead log and snapshot file, and the in-memory log the simulator
+//!   crashes.
 //! - `log`: `ReplicaLog`, a replica's log as replication sees it (offset, leader epoch,
 //!   payload id per entry), its leader-epoch cache and the OffsetsForLeaderEpoch answer.
 //! - `replica`: `ReplicaNode`, one node's replicas of every partition: the leader side
@@ -37,7 +45,11 @@
 //! `ControllerLeader` runs on whichever voter leads the quorum (`ControllerVoter`).
 
 pub mod controller;
+pub mod format;
 pub mod log;
+pub mod quorum;
+#[cfg(test)]
+mod quorum_tests;
 pub mod replica;
 #[cfg(test)]
 mod replica_tests;

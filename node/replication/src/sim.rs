@@ -45,11 +45,11 @@
 //! history keep stale HWs until they truncate, and a stale leader may still acknowledge,
 //! so the committed prefix is no longer defined).
 //!
-//! Run: `cargo test -p sluice-node --lib replication::sim` (the CI seeds of both modes).
+//! Run: `cargo test -p sluice-replication --lib sim` (the CI seeds of both modes).
 //! Replay one (a failure prints its own line, with the mode's test name):
-//! `SEED=17 SIM_STEPS=4000 cargo test -p sluice-node --lib replication::sim -- --nocapture`
+//! `SEED=17 SIM_STEPS=4000 cargo test -p sluice-replication --lib sim -- --nocapture`
 //! (`SIM_TRACE=1` prints every event). Many seeds, longer:
-//! `SIM_SEEDS=10000 SIM_STEPS=20000 cargo test --release -p sluice-node --lib replication::sim -- --nocapture`
+//! `SIM_SEEDS=10000 SIM_STEPS=20000 cargo test --release -p sluice-replication --lib sim -- --nocapture`
 //! (`SIM_SEED_START` shifts the range).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -65,8 +65,8 @@ use super::{
     Incarnation, Message, NodeAction, NodeId, NodeInput, PartitionConfig, PartitionEpoch, PayloadId, ReplicaConfig,
     ReplicaError, ReplicaLog, ReplicaNode, VoterOutput,
 };
-use crate::controller::format::MemoryLog;
-use crate::controller::quorum::{Applied, Persist, QuorumConfig, QuorumError, StateMachine};
+use crate::format::MemoryLog;
+use crate::quorum::{Applied, Persist, QuorumConfig, QuorumError, StateMachine};
 
 /// The seeds CI runs, each for `CI_STEPS` steps: `CI_SEEDS` with the one-voter
 /// controller, `QUORUM_CI_SEEDS` with the 3-voter Raft quorum (slower per step).
@@ -1307,7 +1307,7 @@ fn replay(seed: u64, steps: u64, mode: Mode) -> String {
         Mode::QuorumCompacting => "replication_holds_its_invariants_while_the_controller_quorum_compacts",
     };
     format!(
-        "replay: SEED={seed} SIM_STEPS={steps} cargo test -p sluice-node --lib replication::sim::{test} -- --nocapture"
+        "replay: SEED={seed} SIM_STEPS={steps} cargo test -p sluice-replication --lib sim::{test} -- --nocapture"
     )
 }
 

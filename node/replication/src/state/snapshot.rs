@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use sluice_schemas::ids::{LeaderEpoch, PartitionId};
 
 use super::{ClusterState, DecodeError, NodeRecord, PartitionRecord, Reader, TopicRecord, Writer, ENCODING_VERSION};
-use crate::replication::{Incarnation, NodeId, PartitionConfig};
+use crate::{Incarnation, NodeId, PartitionConfig};
 
 /// The tag of a whole state (commands use 1-9, outcomes 100).
 const TAG_STATE: u8 = 101;
@@ -147,8 +147,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::replication::state::Command;
-    use crate::replication::PartitionEpoch;
+    use crate::state::Command;
+    use crate::PartitionEpoch;
 
     fn ids(nodes: &[u32]) -> Vec<NodeId> {
         nodes.iter().map(|n| NodeId(*n)).collect()
@@ -165,7 +165,7 @@ mod tests {
             state.apply_command(&Command::RegisterNode { node: NodeId(n), incarnation: Incarnation(u64::from(n)) });
         }
         let partition = state.partition(PartitionId(0)).unwrap().clone();
-        state.apply_command(&Command::AlterPartition(crate::replication::AlterPartition {
+        state.apply_command(&Command::AlterPartition(crate::AlterPartition {
             node: partition.leader.unwrap(),
             incarnation: Incarnation(1),
             partition: PartitionId(0),

@@ -234,7 +234,7 @@ mod tests {
     /// the quorum test: appended after a torn record, a synced entry was lost).
     #[test]
     fn the_memory_log_loses_unsynced_bytes_and_cuts_a_torn_piece_at_open() {
-        use crate::controller::quorum::Persist;
+        use crate::quorum::Persist;
         let append = |payload: &[u8], sync| {
             let mut records = Vec::new();
             push_record(&mut records, KIND_ENTRY, payload);

@@ -307,7 +307,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::replication::{AlterPartition, PartitionEpoch, PartitionState};
+    use crate::{AlterPartition, PartitionEpoch, PartitionState};
 
     fn state() -> PartitionState {
         PartitionState {
@@ -431,7 +431,7 @@ mod tests {
         assert!(decode(&[ENCODING_VERSION + 1, TAG_FETCH]).unwrap_err().what.contains("version"));
         assert!(decode(&[ENCODING_VERSION, 99]).unwrap_err().what.contains("tag 99"));
         // Random bytes: refused or decoded, never a panic.
-        let mut rng = crate::replication::sim::Rng(5);
+        let mut rng = crate::sim::Rng(5);
         for _ in 0..20_000 {
             let len = rng.range(0, 63) as usize;
             let mut bytes: Vec<u8> = (0..len).map(|_| rng.range(0, 255) as u8).collect();

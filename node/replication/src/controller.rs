@@ -34,8 +34,8 @@ use std::collections::BTreeMap;
 
 use super::state::{ClusterState, Command, Outcome, PartitionSpec};
 use super::{Endpoint, Envelope, Incarnation, Message, NodeId};
-use crate::controller::format::LogContents;
-use crate::controller::quorum::{Applied, Persist, Quorum, QuorumConfig, QuorumError, StateMachine};
+use crate::format::LogContents;
+use crate::quorum::{Applied, Persist, Quorum, QuorumConfig, QuorumError, StateMachine};
 
 /// The controller's timers.
 #[derive(Clone, Copy, Debug)]
@@ -507,7 +507,7 @@ mod tests {
     use sluice_schemas::ids::{LeaderEpoch, PartitionId};
 
     use super::*;
-    use crate::replication::{AlterPartition, PartitionConfig, PartitionState};
+    use crate::{AlterPartition, PartitionConfig, PartitionState};
 
     const P: PartitionId = PartitionId(0);
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

@@ -34,7 +34,7 @@ use std::fmt;
 use sluice_schemas::ids::{LeaderEpoch, PartitionId};
 
 use super::{AlterPartition, Incarnation, NodeId, PartitionConfig, PartitionEpoch, PartitionState};
-use crate::controller::quorum::StateMachine;
+use crate::quorum::StateMachine;
 
 mod snapshot;
 

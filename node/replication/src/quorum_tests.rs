@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::format::MemoryLog;
 use super::quorum::{Output, Persist, Quorum, QuorumConfig, StateMachine, ELECTION_TICKS};
-use crate::replication::sim::Rng;
-use crate::replication::{ClusterState, Command, Incarnation, NodeId, PartitionConfig};
+use crate::sim::Rng;
+use crate::{ClusterState, Command, Incarnation, NodeId, PartitionConfig};
 
 /// Records every command it applies, and answers with the command.
 #[derive(Default)]
