@@ -46,3 +46,64 @@ pub use sluice_storage as storage;
 /// The replication and controller state machines (crate `sluice-replication`), under
 /// their old module path.
 pub use sluice_replication as replication;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// The sources of the node's four crates, each up to its `#[cfg(test)]` module,
+    /// without comment lines (test-only files left out).
+    fn node_sources() -> Vec<(std::path::PathBuf, String)> {
+        let node = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let mut dirs: Vec<_> = ["src", "io/src", "storage/src", "replication/src"].iter().map(|d| node.join(d)).collect();
+        let mut out = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if name.ends_with(".rs") && name != "sim.rs" && !name.ends_with("_tests.rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let code: Vec<&str> = text
+                        .lines()
+                        .take_while(|l| l.trim() != "#[cfg(test)]")
+                        .filter(|l| !l.trim_start().starts_with("//"))
+                        .collect();
+                    out.push((path, code.join("\n")));
+                }
+            }
+        }
+        out
+    }
+
+    /// "No lock on the data path": shards share nothing but the channel mesh, so no
+    /// source of the node's crates takes a lock.
+    #[test]
+    fn no_locks_in_the_node() {
+        let sources = node_sources();
+        assert!(sources.len() > 40, "found {} sources", sources.len());
+        for (path, code) in &sources {
+            for word in ["Mutex", "RwLock"] {
+                assert!(!code.contains(word), "{} names {word}", path.display());
+            }
+        }
+    }
+
+    /// "The state machines do no I/O and read no wall clock": `sluice-replication`
+    /// depends on neither glommio nor `sluice-io` (its Cargo.toml), and its sources name
+    /// no clock, file, socket, thread or sleep: time comes in as `now_ms`.
+    #[test]
+    fn the_replication_crate_reads_no_clock_and_does_no_io() {
+        let replication = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("replication");
+        let sources: Vec<_> = node_sources().into_iter().filter(|(path, _)| path.starts_with(&replication)).collect();
+        assert!(sources.len() >= 8, "found {} sources", sources.len());
+        let forbidden =
+            ["Instant", "SystemTime", "std::fs", "std::net", "std::thread", "sleep(", "glommio", "sluice_io", "tokio"];
+        for (path, code) in &sources {
+            for word in forbidden {
+                assert!(!code.contains(word), "{} names {word}", path.display());
+            }
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! Strong identifier types shared by the node and the client.
 //!
-//! A partition offset, a leader epoch and a partition id are different things; keeping
+//! A partition offset, a leader epoch and a partition's name are different things; keeping
 //! them different types means the compiler refuses to add an epoch to an offset. Each
 //! type carries only the arithmetic that means something for it.
 
@@ -43,13 +43,31 @@ impl fmt::Display for LeaderEpoch {
     }
 }
 
-/// The index of a partition within its topic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct PartitionId(pub u32);
+/// A partition named as clients name it: its topic and its index within the topic. The
+/// key of everything kept per partition, on the node and in the client.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
 
-impl fmt::Display for PartitionId {
+impl TopicPartition {
+    #[must_use]
+    pub fn new(topic: impl Into<String>, partition: u32) -> TopicPartition {
+        TopicPartition { topic: topic.into(), partition }
+    }
+}
+
+impl<S: Into<String>> From<(S, u32)> for TopicPartition {
+    fn from((topic, partition): (S, u32)) -> TopicPartition {
+        TopicPartition::new(topic, partition)
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    /// Kafka's `topic-partition`, as logs and partition directories name it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        write!(f, "{}-{}", self.topic, self.partition)
     }
 }
 

@@ -17,7 +17,7 @@ pub mod compression;
 pub mod groups;
 pub mod ids;
 
-pub use ids::{LeaderEpoch, Offset, PartitionId, ProducerId};
+pub use ids::{LeaderEpoch, Offset, ProducerId, TopicPartition};
 pub mod records;
 pub mod varint;
 pub mod wire;

@@ -289,13 +289,13 @@ impl Controller {
 
     /// The partition's current state.
     #[must_use]
-    pub fn partition(&self, partition: sluice_schemas::ids::PartitionId) -> Option<&super::PartitionState> {
+    pub fn partition(&self, partition: crate::ClusterPartitionId) -> Option<&super::PartitionState> {
         self.state.partition(partition)
     }
 
     /// How many times the partition got a leader from outside its ISR.
     #[must_use]
-    pub fn unclean_elections(&self, partition: sluice_schemas::ids::PartitionId) -> u64 {
+    pub fn unclean_elections(&self, partition: crate::ClusterPartitionId) -> u64 {
         self.state.unclean_elections(partition)
     }
 
@@ -504,12 +504,13 @@ impl ControllerVoter {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use sluice_schemas::ids::{LeaderEpoch, PartitionId};
+    use sluice_schemas::ids::LeaderEpoch;
+    use crate::ClusterPartitionId;
 
     use super::*;
     use crate::{AlterPartition, PartitionConfig, PartitionState};
 
-    const P: PartitionId = PartitionId(0);
+    const P: ClusterPartitionId = ClusterPartitionId(0);
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
     fn controller(unclean: bool) -> Controller {

@@ -60,7 +60,7 @@ pub mod wire;
 
 use std::fmt;
 
-use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
+use sluice_schemas::ids::{LeaderEpoch, Offset};
 
 pub use controller::{
     replies, Controller, ControllerConfig, ControllerInput, ControllerLeader, ControllerVoter, Decisions, VoterOutput,
@@ -68,6 +68,19 @@ pub use controller::{
 pub use log::{EpochEnd, LogEntry, LogOp, ReplicaLog};
 pub use replica::{NodeAction, NodeInput, ReplicaConfig, ReplicaNode, ReplicaSpec};
 pub use state::{ClusterState, Command, NodeRecord, Outcome, PartitionRecord, PartitionSpec};
+
+/// A partition's cluster-wide id: the controller numbers every partition of every topic
+/// once (`ClusterState`), and replication names partitions by it on the wire and in its
+/// state. It is not the index of a partition within its topic
+/// (`sluice_schemas::TopicPartition::partition`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ClusterPartitionId(pub u32);
+
+impl fmt::Display for ClusterPartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A node of the cluster (Kafka's broker id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -127,7 +140,7 @@ pub struct PartitionConfig {
 /// a node applies one only if its partition epoch is newer than what it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionState {
-    pub partition: PartitionId,
+    pub partition: ClusterPartitionId,
     /// `None` while no eligible replica is available.
     pub leader: Option<NodeId>,
     pub leader_epoch: LeaderEpoch,
@@ -147,7 +160,7 @@ pub struct AlterPartition {
     /// The leader that proposes it, in its life `incarnation`.
     pub node: NodeId,
     pub incarnation: Incarnation,
-    pub partition: PartitionId,
+    pub partition: ClusterPartitionId,
     pub leader_epoch: LeaderEpoch,
     pub partition_epoch: PartitionEpoch,
     pub isr: Vec<NodeId>,
@@ -251,7 +264,7 @@ pub enum Message {
     /// Follower -> leader: entries from `fetch_offset` (the follower's log end offset);
     /// `last_fetched_epoch` is the epoch of its last entry, checked by the leader.
     Fetch {
-        partition: PartitionId,
+        partition: ClusterPartitionId,
         replica: NodeId,
         leader_epoch: LeaderEpoch,
         fetch_offset: Offset,
@@ -259,33 +272,33 @@ pub enum Message {
         request_id: u64,
     },
     FetchReply {
-        partition: PartitionId,
+        partition: ClusterPartitionId,
         leader_epoch: LeaderEpoch,
         request_id: u64,
         result: FetchResult,
     },
     /// Client -> leader.
     Produce {
-        partition: PartitionId,
+        partition: ClusterPartitionId,
         acks: Acks,
         payload: PayloadId,
         request_id: u64,
     },
     ProduceReply {
-        partition: PartitionId,
+        partition: ClusterPartitionId,
         request_id: u64,
         result: Result<Offset, ReplicaError>,
     },
     /// Consumer -> leader: entries from `offset`, below the high watermark;
     /// `leader_epoch` is the consumer's view (fencing stale leaders and stale consumers).
     ConsumerFetch {
-        partition: PartitionId,
+        partition: ClusterPartitionId,
         leader_epoch: LeaderEpoch,
         offset: Offset,
         request_id: u64,
     },
     ConsumerFetchReply {
-        partition: PartitionId,
+        partition: ClusterPartitionId,
         request_id: u64,
         result: Result<ConsumerRecords, ReplicaError>,
     },
@@ -298,3 +311,4 @@ pub struct Envelope {
     pub to: Endpoint,
     pub message: Message,
 }
+

@@ -25,7 +25,8 @@
 
 use std::collections::BTreeMap;
 
-use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
+use sluice_schemas::ids::{LeaderEpoch, Offset};
+use crate::ClusterPartitionId;
 
 use super::log::{LogEntry, LogOp, ReplicaLog};
 use super::{
@@ -65,7 +66,7 @@ pub enum NodeAction {
     Send(Envelope),
     /// Perform this on the partition's stored log (before sending anything that follows).
     Log {
-        partition: PartitionId,
+        partition: ClusterPartitionId,
         op: LogOp,
     },
     /// The controller moved leaderships away: the node may stop now.
@@ -144,7 +145,7 @@ enum Role {
 
 /// One partition's replica on this node.
 struct Replica {
-    partition: PartitionId,
+    partition: ClusterPartitionId,
     config: PartitionConfig,
     log: ReplicaLog,
     high_watermark: Offset,
@@ -174,14 +175,14 @@ impl Ctx<'_> {
 }
 
 /// A partition to replicate, as a node starts: its settings and its stored log.
-pub type ReplicaSpec = (PartitionId, PartitionConfig, ReplicaLog);
+pub type ReplicaSpec = (ClusterPartitionId, PartitionConfig, ReplicaLog);
 
 /// One node's replicas of every partition it hosts. Everything but the logs is volatile:
 /// a restarted node is a new `ReplicaNode` over the stored logs, with a larger
 /// incarnation.
 pub struct ReplicaNode {
     me: Me,
-    replicas: BTreeMap<PartitionId, Replica>,
+    replicas: BTreeMap<ClusterPartitionId, Replica>,
     last_heartbeat_ms: Option<u64>,
     shutting_down: bool,
 }
@@ -229,18 +230,18 @@ impl ReplicaNode {
     }
 
     #[must_use]
-    pub fn log(&self, partition: PartitionId) -> Option<&ReplicaLog> {
+    pub fn log(&self, partition: ClusterPartitionId) -> Option<&ReplicaLog> {
         self.replicas.get(&partition).map(|r| &r.log)
     }
 
     #[must_use]
-    pub fn high_watermark(&self, partition: PartitionId) -> Option<Offset> {
+    pub fn high_watermark(&self, partition: ClusterPartitionId) -> Option<Offset> {
         self.replicas.get(&partition).map(|r| r.high_watermark)
     }
 
     /// The epoch this node leads the partition in, if it believes it leads it.
     #[must_use]
-    pub fn leader_epoch_if_leader(&self, partition: PartitionId) -> Option<LeaderEpoch> {
+    pub fn leader_epoch_if_leader(&self, partition: ClusterPartitionId) -> Option<LeaderEpoch> {
         match self.replicas.get(&partition).map(|r| &r.role) {
             Some(Role::Leader(leader)) => Some(leader.epoch),
             _ => None,
@@ -249,19 +250,19 @@ impl ReplicaNode {
 
     /// The latest partition state this node has from the controller.
     #[must_use]
-    pub fn known_state(&self, partition: PartitionId) -> Option<&PartitionState> {
+    pub fn known_state(&self, partition: ClusterPartitionId) -> Option<&PartitionState> {
         self.replicas.get(&partition).and_then(|r| r.state.as_ref())
     }
 
     /// The partitions this node hosts.
     #[must_use]
-    pub fn partitions(&self) -> Vec<PartitionId> {
+    pub fn partitions(&self) -> Vec<ClusterPartitionId> {
         self.replicas.keys().copied().collect()
     }
 
     /// Starts replicating a partition (a node learns of new partitions as topics are
     /// created). No role until the controller's state for it arrives. Ignored if hosted.
-    pub fn add_partition(&mut self, partition: PartitionId, config: PartitionConfig, log: ReplicaLog) {
+    pub fn add_partition(&mut self, partition: ClusterPartitionId, config: PartitionConfig, log: ReplicaLog) {
         self.replicas.entry(partition).or_insert(Replica {
             partition,
             config,
@@ -274,12 +275,12 @@ impl ReplicaNode {
 
     /// A hosted partition's settings.
     #[must_use]
-    pub fn partition_config(&self, partition: PartitionId) -> Option<PartitionConfig> {
+    pub fn partition_config(&self, partition: ClusterPartitionId) -> Option<PartitionConfig> {
         self.replicas.get(&partition).map(|r| r.config)
     }
 
     /// Changes a hosted partition's settings (its topic's configs changed).
-    pub fn set_partition_config(&mut self, partition: PartitionId, config: PartitionConfig) {
+    pub fn set_partition_config(&mut self, partition: ClusterPartitionId, config: PartitionConfig) {
         if let Some(replica) = self.replicas.get_mut(&partition) {
             replica.config = config;
         }
@@ -288,7 +289,7 @@ impl ReplicaNode {
     /// Stops replicating a partition (its topic was deleted, or its stored log failed and
     /// it is added back from what the log holds). acks=all produces waiting on it get
     /// NOT_LEADER.
-    pub fn remove_partition(&mut self, now_ms: u64, partition: PartitionId) -> Vec<NodeAction> {
+    pub fn remove_partition(&mut self, now_ms: u64, partition: ClusterPartitionId) -> Vec<NodeAction> {
         let mut out = Vec::new();
         let mut ctx = self.me.ctx(now_ms, &mut out);
         if let Some(mut replica) = self.replicas.remove(&partition) {
@@ -306,7 +307,7 @@ impl ReplicaNode {
     pub fn lead_append(
         &mut self,
         now_ms: u64,
-        partition: PartitionId,
+        partition: ClusterPartitionId,
         client: Endpoint,
         acks: Acks,
         base: Offset,
@@ -335,7 +336,7 @@ impl ReplicaNode {
 
     /// What a consumer may read of `partition` here: below the high watermark, on the
     /// leader, once its HW reached its epoch start. Returns (HW, leader epoch).
-    pub fn consumer_view(&self, partition: PartitionId) -> Result<(Offset, LeaderEpoch), ReplicaError> {
+    pub fn consumer_view(&self, partition: ClusterPartitionId) -> Result<(Offset, LeaderEpoch), ReplicaError> {
         let replica = self.replicas.get(&partition).ok_or(ReplicaError::NotLeader)?;
         let Role::Leader(leader) = &replica.role else { return Err(ReplicaError::NotLeader) };
         if replica.high_watermark < leader.epoch_start {

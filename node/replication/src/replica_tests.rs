@@ -3,11 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
+use sluice_schemas::ids::{LeaderEpoch, Offset};
+use crate::ClusterPartitionId;
 
 use super::*;
 
-const P: PartitionId = PartitionId(0);
+const P: ClusterPartitionId = ClusterPartitionId(0);
 const CONFIG: ReplicaConfig = ReplicaConfig {
     heartbeat_interval_ms: 50,
     replica_lag_time_max_ms: 250,

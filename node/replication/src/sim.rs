@@ -58,7 +58,8 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
+use sluice_schemas::ids::{LeaderEpoch, Offset};
+use crate::ClusterPartitionId;
 
 use super::{
     Acks, ClientId, ClusterState, Controller, ControllerConfig, ControllerInput, ControllerVoter, Endpoint, Envelope,
@@ -236,13 +237,13 @@ struct NodeSlot {
     /// The current (or last) life.
     incarnation: u64,
     /// What survives a crash: every `LogOp` the node asked for, performed.
-    disk: BTreeMap<PartitionId, ReplicaLog>,
+    disk: BTreeMap<ClusterPartitionId, ReplicaLog>,
     shutting_down: bool,
 }
 
 struct Producer {
     client: ClientId,
-    partition: PartitionId,
+    partition: ClusterPartitionId,
     leader: Option<NodeId>,
     /// (request id, acks, payload, sent at).
     in_flight: Option<(u64, Acks, PayloadId, u64)>,
@@ -250,7 +251,7 @@ struct Producer {
 
 struct Consumer {
     client: ClientId,
-    partition: PartitionId,
+    partition: ClusterPartitionId,
     leader: Option<(NodeId, LeaderEpoch)>,
     position: Offset,
     high_watermark_seen: Offset,
@@ -320,21 +321,21 @@ struct PartitionHistory {
 
 #[derive(Default)]
 struct Checker {
-    partitions: BTreeMap<PartitionId, PartitionHistory>,
+    partitions: BTreeMap<ClusterPartitionId, PartitionHistory>,
     /// Per (node, partition): (log truncation count, length verified against `committed`).
-    verified: BTreeMap<(NodeId, PartitionId), (u64, u64)>,
+    verified: BTreeMap<(NodeId, ClusterPartitionId), (u64, u64)>,
     /// Per (partition, epoch): the node that led it.
-    epoch_leaders: BTreeMap<(PartitionId, LeaderEpoch), NodeId>,
+    epoch_leaders: BTreeMap<(ClusterPartitionId, LeaderEpoch), NodeId>,
     /// Per (partition, node, epoch): the highest HW it had as leader.
-    leader_hws: BTreeMap<(PartitionId, NodeId, LeaderEpoch), Offset>,
+    leader_hws: BTreeMap<(ClusterPartitionId, NodeId, LeaderEpoch), Offset>,
     /// Per (node, life, partition): the highest leader epoch it knew.
-    known_epochs: BTreeMap<(NodeId, u64, PartitionId), LeaderEpoch>,
+    known_epochs: BTreeMap<(NodeId, u64, ClusterPartitionId), LeaderEpoch>,
 }
 
 impl Checker {
     /// Checks that `log` holds exactly the committed prefix below `upto` (which must not be
     /// beyond it), reusing what was verified while the log was not truncated.
-    fn verify_prefix(&mut self, node: NodeId, p: PartitionId, log: &ReplicaLog, upto: u64) -> Result<(), String> {
+    fn verify_prefix(&mut self, node: NodeId, p: ClusterPartitionId, log: &ReplicaLog, upto: u64) -> Result<(), String> {
         let history = self.partitions.entry(p).or_default();
         let cache = self.verified.entry((node, p)).or_insert((log.truncations(), 0));
         if cache.0 != log.truncations() {
@@ -365,7 +366,7 @@ impl Checker {
     fn observe_high_watermark(
         &mut self,
         node: NodeId,
-        p: PartitionId,
+        p: ClusterPartitionId,
         log: &ReplicaLog,
         hw: Offset,
     ) -> Result<(), String> {
@@ -387,7 +388,7 @@ impl Checker {
         Ok(())
     }
 
-    fn forget_partition(&mut self, p: PartitionId) {
+    fn forget_partition(&mut self, p: ClusterPartitionId) {
         let history = self.partitions.entry(p).or_default();
         history.committed.clear();
         history.acked.clear();
@@ -409,7 +410,7 @@ struct Sim {
     max_down: usize,
     control: Control,
     nodes: BTreeMap<NodeId, NodeSlot>,
-    partitions: Vec<(PartitionId, PartitionConfig)>,
+    partitions: Vec<(ClusterPartitionId, PartitionConfig)>,
     producers: Vec<Producer>,
     consumers: Vec<Consumer>,
     /// Active network cuts: id -> one-way links (from, to) that drop everything.
@@ -440,8 +441,8 @@ impl Sim {
                 min_insync_replicas: MIN_INSYNC_REPLICAS,
                 unclean_leader_election: unclean && p + 1 == partition_count,
             };
-            specs.push((PartitionId(p), replicas, config));
-            partitions.push((PartitionId(p), config));
+            specs.push((ClusterPartitionId(p), replicas, config));
+            partitions.push((ClusterPartitionId(p), config));
         }
         let control = match mode.quorum_config() {
             None => Control::Direct(Controller::new(CONTROLLER, &ids, &specs)),
@@ -464,7 +465,7 @@ impl Sim {
         };
         let mut nodes = BTreeMap::new();
         for id in &ids {
-            let hosted: Vec<PartitionId> =
+            let hosted: Vec<ClusterPartitionId> =
                 specs.iter().filter(|(_, r, _)| r.contains(id)).map(|(p, _, _)| *p).collect();
             let disk = hosted.iter().map(|p| (*p, ReplicaLog::new())).collect();
             nodes.insert(*id, NodeSlot { node: None, incarnation: 0, disk, shutting_down: false });
@@ -1131,7 +1132,7 @@ impl Sim {
 
     // ---- Invariants ----
 
-    fn log_of(&self, id: NodeId, p: PartitionId) -> Option<&ReplicaLog> {
+    fn log_of(&self, id: NodeId, p: ClusterPartitionId) -> Option<&ReplicaLog> {
         let slot = self.nodes.get(&id)?;
         match &slot.node {
             Some(node) => node.log(p),
@@ -1143,7 +1144,7 @@ impl Sim {
         if let Some(violation) = self.pending_violation.take() {
             return Err(violation);
         }
-        let partitions: Vec<PartitionId> = self.partitions.iter().map(|(p, _)| *p).collect();
+        let partitions: Vec<ClusterPartitionId> = self.partitions.iter().map(|(p, _)| *p).collect();
         for p in &partitions {
             let p = *p;
             let state = self.control.state().partition(p).expect("partition").clone();

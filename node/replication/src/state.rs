@@ -31,7 +31,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use sluice_schemas::ids::{LeaderEpoch, PartitionId};
+use sluice_schemas::ids::LeaderEpoch;
+use crate::ClusterPartitionId;
 
 use super::{AlterPartition, Incarnation, NodeId, PartitionConfig, PartitionEpoch, PartitionState};
 use crate::quorum::StateMachine;
@@ -65,10 +66,10 @@ pub enum Command {
     AlterPartition(AlterPartition),
     /// Move leadership to the preferred replica, if the partition is still at
     /// `partition_epoch` and the preferred replica is eligible and in sync.
-    ElectPreferred { partition: PartitionId, partition_epoch: PartitionEpoch },
+    ElectPreferred { partition: ClusterPartitionId, partition_epoch: PartitionEpoch },
     /// A new partition with every replica in its ISR (its logs are empty), led by the
     /// first eligible replica if there is one. Ignored if the partition exists.
-    CreatePartition { partition: PartitionId, replicas: Vec<NodeId>, config: PartitionConfig },
+    CreatePartition { partition: ClusterPartitionId, replicas: Vec<NodeId>, config: PartitionConfig },
     /// Creates a topic or changes one: its configs become `configs`, `config` applies to
     /// all its partitions, and each assignment past its current partition count becomes a
     /// new partition (with the next free partition ids). A topic never loses partitions, so
@@ -131,20 +132,20 @@ pub struct PartitionRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicRecord {
     /// Its partitions' ids, in partition order.
-    pub partitions: Vec<PartitionId>,
+    pub partitions: Vec<ClusterPartitionId>,
     pub replication_factor: u16,
     /// The configs set on the topic (the rest are node defaults).
     pub configs: BTreeMap<String, String>,
 }
 
 /// A partition's assignment and settings, as created.
-pub type PartitionSpec = (PartitionId, Vec<NodeId>, PartitionConfig);
+pub type PartitionSpec = (ClusterPartitionId, Vec<NodeId>, PartitionConfig);
 
 /// The controller's replicated state (see the module doc).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterState {
     nodes: BTreeMap<NodeId, NodeRecord>,
-    partitions: BTreeMap<PartitionId, PartitionRecord>,
+    partitions: BTreeMap<ClusterPartitionId, PartitionRecord>,
     topics: BTreeMap<String, TopicRecord>,
     /// The id the next new partition of a topic gets (ids are never reused).
     next_partition: u32,
@@ -241,12 +242,12 @@ impl ClusterState {
     }
 
     #[must_use]
-    pub fn partition(&self, partition: PartitionId) -> Option<&PartitionState> {
+    pub fn partition(&self, partition: ClusterPartitionId) -> Option<&PartitionState> {
         self.partitions.get(&partition).map(|r| &r.state)
     }
 
     #[must_use]
-    pub fn partition_record(&self, partition: PartitionId) -> Option<&PartitionRecord> {
+    pub fn partition_record(&self, partition: ClusterPartitionId) -> Option<&PartitionRecord> {
         self.partitions.get(&partition)
     }
 
@@ -257,7 +258,7 @@ impl ClusterState {
 
     /// How many times the partition got a leader from outside its ISR.
     #[must_use]
-    pub fn unclean_elections(&self, partition: PartitionId) -> u64 {
+    pub fn unclean_elections(&self, partition: ClusterPartitionId) -> u64 {
         self.partitions.get(&partition).map_or(0, |r| r.unclean_elections)
     }
 
@@ -363,7 +364,7 @@ impl ClusterState {
                     if replicas.is_empty() {
                         break;
                     }
-                    let id = PartitionId(self.next_partition);
+                    let id = ClusterPartitionId(self.next_partition);
                     self.next_partition += 1;
                     self.create_partition(id, replicas, *config);
                     if self.candidate(id).is_some() {
@@ -389,7 +390,7 @@ impl ClusterState {
         out
     }
 
-    fn create_partition(&mut self, partition: PartitionId, replicas: &[NodeId], config: PartitionConfig) {
+    fn create_partition(&mut self, partition: ClusterPartitionId, replicas: &[NodeId], config: PartitionConfig) {
         assert!(!replicas.is_empty(), "partition {partition} has no replicas");
         let mut replicas = replicas.to_vec();
         let mut seen = Vec::new();
@@ -444,7 +445,7 @@ impl ClusterState {
         if let Some(record) = self.nodes.get_mut(&node) {
             record.fenced = true;
         }
-        let ids: Vec<PartitionId> = self.partitions.keys().copied().collect();
+        let ids: Vec<ClusterPartitionId> = self.partitions.keys().copied().collect();
         for id in ids {
             let Some(record) = self.partitions.get_mut(&id) else { continue };
             let state = &mut record.state;
@@ -469,7 +470,7 @@ impl ClusterState {
     /// Who would be elected for `id` now: the first eligible ISR member in replica order,
     /// or (unclean election on, no ISR member eligible) the first eligible replica. The
     /// flag says whether the choice is unclean.
-    fn candidate(&self, id: PartitionId) -> Option<(NodeId, bool)> {
+    fn candidate(&self, id: ClusterPartitionId) -> Option<(NodeId, bool)> {
         let record = self.partitions.get(&id)?;
         let state = &record.state;
         if let Some(clean) = state.replicas.iter().find(|r| state.isr.contains(r) && self.eligible(**r)) {
@@ -482,7 +483,7 @@ impl ClusterState {
     }
 
     /// Gives `id` a new leader epoch with the current candidate as leader (or none).
-    fn elect(&mut self, id: PartitionId) {
+    fn elect(&mut self, id: ClusterPartitionId) {
         let candidate = self.candidate(id);
         let Some(record) = self.partitions.get_mut(&id) else { return };
         let state = &mut record.state;
@@ -495,7 +496,7 @@ impl ClusterState {
         }
     }
 
-    fn bump_partition_epoch(&mut self, id: PartitionId, out: &mut Outcome) {
+    fn bump_partition_epoch(&mut self, id: ClusterPartitionId, out: &mut Outcome) {
         if let Some(record) = self.partitions.get_mut(&id) {
             record.state.partition_epoch = PartitionEpoch(record.state.partition_epoch.0 + 1);
             out.changed.retain(|s| s.partition != id);
@@ -505,7 +506,7 @@ impl ClusterState {
 
     /// After a node comes back: leaderless partitions get a leader if one is now eligible.
     fn elect_leaderless(&mut self, out: &mut Outcome) {
-        let ids: Vec<PartitionId> = self
+        let ids: Vec<ClusterPartitionId> = self
             .partitions
             .iter()
             .filter(|(id, r)| r.state.leader.is_none() && self.candidate(**id).is_some())
@@ -679,7 +680,7 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| self.u32().map(NodeId)).collect()
     }
     pub(super) fn state(&mut self) -> Result<PartitionState, DecodeError> {
-        let partition = PartitionId(self.u32()?);
+        let partition = ClusterPartitionId(self.u32()?);
         let leader = if self.bool()? { Some(NodeId(self.u32()?)) } else { None };
         let leader_epoch = LeaderEpoch(self.u32()?);
         let partition_epoch = PartitionEpoch(self.u32()?);
@@ -691,7 +692,7 @@ impl<'a> Reader<'a> {
         Ok(AlterPartition {
             node: NodeId(self.u32()?),
             incarnation: Incarnation(self.u64()?),
-            partition: PartitionId(self.u32()?),
+            partition: ClusterPartitionId(self.u32()?),
             leader_epoch: LeaderEpoch(self.u32()?),
             partition_epoch: PartitionEpoch(self.u32()?),
             isr: self.nodes()?,
@@ -786,10 +787,10 @@ impl Command {
             TAG_SHUTDOWN => Command::ControlledShutdown { node: NodeId(r.u32()?), incarnation: Incarnation(r.u64()?) },
             TAG_ALTER => Command::AlterPartition(r.alter_partition()?),
             TAG_PREFERRED => {
-                Command::ElectPreferred { partition: PartitionId(r.u32()?), partition_epoch: PartitionEpoch(r.u32()?) }
+                Command::ElectPreferred { partition: ClusterPartitionId(r.u32()?), partition_epoch: PartitionEpoch(r.u32()?) }
             }
             TAG_CREATE => Command::CreatePartition {
-                partition: PartitionId(r.u32()?),
+                partition: ClusterPartitionId(r.u32()?),
                 replicas: r.nodes()?,
                 config: PartitionConfig { min_insync_replicas: r.u32()?, unclean_leader_election: r.bool()? },
             },
@@ -862,7 +863,7 @@ mod tests {
 
     use super::*;
 
-    const P: PartitionId = PartitionId(0);
+    const P: ClusterPartitionId = ClusterPartitionId(0);
     const CONFIG: PartitionConfig = PartitionConfig { min_insync_replicas: 2, unclean_leader_election: false };
 
     fn ids(nodes: &[u32]) -> Vec<NodeId> {
@@ -886,15 +887,15 @@ mod tests {
             Command::AlterPartition(AlterPartition {
                 node: NodeId(1),
                 incarnation: Incarnation(7),
-                partition: PartitionId(9),
+                partition: ClusterPartitionId(9),
                 leader_epoch: LeaderEpoch(10),
                 partition_epoch: PartitionEpoch(11),
                 isr: ids(&[1, 3]),
                 request_id: 12,
             }),
-            Command::ElectPreferred { partition: PartitionId(2), partition_epoch: PartitionEpoch(5) },
+            Command::ElectPreferred { partition: ClusterPartitionId(2), partition_epoch: PartitionEpoch(5) },
             Command::CreatePartition {
-                partition: PartitionId(4),
+                partition: ClusterPartitionId(4),
                 replicas: ids(&[3, 1, 2]),
                 config: PartitionConfig { min_insync_replicas: 1, unclean_leader_election: true },
             },
@@ -1024,10 +1025,10 @@ mod tests {
     #[test]
     fn create_partition_elects_when_it_can_and_happens_once() {
         let mut state = cluster();
-        let create = Command::CreatePartition { partition: PartitionId(5), replicas: ids(&[2, 3, 2]), config: CONFIG };
+        let create = Command::CreatePartition { partition: ClusterPartitionId(5), replicas: ids(&[2, 3, 2]), config: CONFIG };
         let outcome = state.apply_command(&create);
         assert!(outcome.accepted);
-        let created = state.partition(PartitionId(5)).unwrap().clone();
+        let created = state.partition(ClusterPartitionId(5)).unwrap().clone();
         assert_eq!(
             (created.leader, created.leader_epoch, created.isr.clone()),
             (Some(NodeId(2)), LeaderEpoch(1), ids(&[2, 3]))
@@ -1037,11 +1038,11 @@ mod tests {
         for n in [2, 3] {
             state.apply_command(&Command::ControlledShutdown { node: NodeId(n), incarnation: Incarnation(1) });
         }
-        let create = Command::CreatePartition { partition: PartitionId(6), replicas: ids(&[2, 3]), config: CONFIG };
+        let create = Command::CreatePartition { partition: ClusterPartitionId(6), replicas: ids(&[2, 3]), config: CONFIG };
         state.apply_command(&create);
-        assert_eq!(state.partition(PartitionId(6)).unwrap().leader, None);
+        assert_eq!(state.partition(ClusterPartitionId(6)).unwrap().leader, None);
         state.apply_command(&Command::RegisterNode { node: NodeId(3), incarnation: Incarnation(2) });
-        assert_eq!(state.partition(PartitionId(6)).unwrap().leader, Some(NodeId(3)));
+        assert_eq!(state.partition(ClusterPartitionId(6)).unwrap().leader, Some(NodeId(3)));
     }
 
     /// Placement spreads replicas and preferred leaders evenly over live nodes only, and
@@ -1089,22 +1090,22 @@ mod tests {
         assert!(created.accepted);
         assert_eq!(created.changed.len(), 2);
         let topic = state.topic("orders").unwrap().clone();
-        assert_eq!(topic.partitions, vec![PartitionId(1), PartitionId(2)]);
-        assert_eq!(state.partition(PartitionId(1)).unwrap().leader, Some(NodeId(2)));
-        assert_eq!(state.partition(PartitionId(2)).unwrap().leader, Some(NodeId(3)));
+        assert_eq!(topic.partitions, vec![ClusterPartitionId(1), ClusterPartitionId(2)]);
+        assert_eq!(state.partition(ClusterPartitionId(1)).unwrap().leader, Some(NodeId(2)));
+        assert_eq!(state.partition(ClusterPartitionId(2)).unwrap().leader, Some(NodeId(3)));
         let again = state.apply_command(&set(vec![ids(&[2, 3]), ids(&[3, 1])], "10"));
         assert!(again.changed.is_empty());
         assert_eq!(state.topic("orders").unwrap().partitions.len(), 2);
         let grown = state.apply_command(&set(vec![ids(&[2, 3]), ids(&[3, 1]), ids(&[1, 2])], "20"));
         assert_eq!(grown.changed.len(), 1);
         let topic = state.topic("orders").unwrap();
-        assert_eq!(topic.partitions, vec![PartitionId(1), PartitionId(2), PartitionId(3)]);
+        assert_eq!(topic.partitions, vec![ClusterPartitionId(1), ClusterPartitionId(2), ClusterPartitionId(3)]);
         assert_eq!(topic.configs.get("retention.ms").map(String::as_str), Some("20"));
         assert_eq!(topic.replication_factor, 2);
         assert!(state.apply_command(&Command::DeleteTopic { name: "orders".to_string() }).accepted);
-        assert!(state.topic("orders").is_none() && state.partition(PartitionId(2)).is_none());
+        assert!(state.topic("orders").is_none() && state.partition(ClusterPartitionId(2)).is_none());
         assert!(!state.apply_command(&Command::DeleteTopic { name: "orders".to_string() }).accepted);
         state.apply_command(&set(vec![ids(&[1, 2])], "10"));
-        assert_eq!(state.topic("orders").unwrap().partitions, vec![PartitionId(4)]);
+        assert_eq!(state.topic("orders").unwrap().partitions, vec![ClusterPartitionId(4)]);
     }
 }

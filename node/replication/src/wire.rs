@@ -13,7 +13,8 @@
 //! Where it lives: the node's cluster transport (`cluster::transport`) and its tests.
 
 use sluice_schemas::batch::BatchWalker;
-use sluice_schemas::ids::{LeaderEpoch, Offset, PartitionId};
+use sluice_schemas::ids::{LeaderEpoch, Offset};
+use crate::ClusterPartitionId;
 
 use super::log::{EpochEnd, LogEntry};
 use super::state::{DecodeError, Reader, Writer, ENCODING_VERSION};
@@ -164,7 +165,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
             state: r.state()?,
         },
         TAG_FETCH => Message::Fetch {
-            partition: PartitionId(r.u32()?),
+            partition: ClusterPartitionId(r.u32()?),
             replica: NodeId(r.u32()?),
             leader_epoch: LeaderEpoch(r.u32()?),
             fetch_offset: Offset(r.u64()?),
@@ -172,7 +173,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
             request_id: r.u64()?,
         },
         TAG_FETCH_REPLY => {
-            let partition = PartitionId(r.u32()?);
+            let partition = ClusterPartitionId(r.u32()?);
             let leader_epoch = LeaderEpoch(r.u32()?);
             let request_id = r.u64()?;
             let result = match r.u8()? {
@@ -311,7 +312,7 @@ mod tests {
 
     fn state() -> PartitionState {
         PartitionState {
-            partition: PartitionId(7),
+            partition: ClusterPartitionId(7),
             leader: Some(NodeId(2)),
             leader_epoch: LeaderEpoch(5),
             partition_epoch: PartitionEpoch(9),
@@ -326,7 +327,7 @@ mod tests {
             LogEntry { offset: Offset(14), count: 1, epoch: LeaderEpoch(5), payload: PayloadId(3) },
         ];
         let reply = |result| Message::FetchReply {
-            partition: PartitionId(7),
+            partition: ClusterPartitionId(7),
             leader_epoch: LeaderEpoch(5),
             request_id: 11,
             result,
@@ -342,7 +343,7 @@ mod tests {
             Message::AlterPartition(AlterPartition {
                 node: NodeId(2),
                 incarnation: Incarnation(4),
-                partition: PartitionId(7),
+                partition: ClusterPartitionId(7),
                 leader_epoch: LeaderEpoch(5),
                 partition_epoch: PartitionEpoch(9),
                 isr: vec![NodeId(2)],
@@ -355,7 +356,7 @@ mod tests {
                 state: state(),
             },
             Message::Fetch {
-                partition: PartitionId(7),
+                partition: ClusterPartitionId(7),
                 replica: NodeId(3),
                 leader_epoch: LeaderEpoch(5),
                 fetch_offset: Offset(10),
@@ -385,7 +386,7 @@ mod tests {
             }
         }
         let produce = Message::Produce {
-            partition: PartitionId(0),
+            partition: ClusterPartitionId(0),
             acks: super::super::Acks::All,
             payload: PayloadId(1),
             request_id: 1,

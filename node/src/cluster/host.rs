@@ -30,7 +30,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
-use sluice_schemas::ids::{Offset, PartitionId};
+use sluice_schemas::ids::Offset;
+use sluice_schemas::TopicPartition;
+use crate::replication::ClusterPartitionId;
 use tracing::{debug, warn};
 
 use super::transport::Transport;
@@ -90,13 +92,13 @@ pub struct ReplicaHost {
     voters: Vec<NodeId>,
     started: Instant,
     replicas: RefCell<ReplicaNode>,
-    names: RefCell<BTreeMap<PartitionId, (String, u32)>>,
-    ids: RefCell<HashMap<(String, u32), PartitionId>>,
+    names: RefCell<BTreeMap<ClusterPartitionId, TopicPartition>>,
+    ids: RefCell<HashMap<TopicPartition, ClusterPartitionId>>,
     transport: Rc<Transport>,
     logs: Weak<dyn HostLogs>,
     acks: RefCell<HashMap<u64, OneshotSender<Result<Offset, ReplicaError>>>>,
     next_ack: Cell<u64>,
-    queues: RefCell<HashMap<PartitionId, Rc<Queue>>>,
+    queues: RefCell<HashMap<ClusterPartitionId, Rc<Queue>>>,
     /// Woken whenever a high watermark may have moved (consumers' long polls).
     moved: WaitQueue,
     shutdown_ready: Cell<bool>,
@@ -165,31 +167,31 @@ impl ReplicaHost {
 
     /// The replication id of a partition this shard replicates.
     #[must_use]
-    pub fn partition_id(&self, topic: &str, partition: u32) -> Option<PartitionId> {
-        self.ids.borrow().get(&(topic.to_string(), partition)).copied()
+    pub fn partition_id(&self, topic: &str, partition: u32) -> Option<ClusterPartitionId> {
+        self.ids.borrow().get(&TopicPartition::new(topic, partition)).copied()
     }
 
     #[must_use]
-    pub fn is_hosted(&self, id: PartitionId) -> bool {
+    pub fn is_hosted(&self, id: ClusterPartitionId) -> bool {
         self.names.borrow().contains_key(&id)
     }
 
     /// Starts replicating a partition whose log is open: replication's view of it is what
     /// the log holds (its end and its leader-epoch cache).
-    pub fn host(&self, id: PartitionId, topic: &str, partition: u32, config: PartitionConfig, log: &PartitionLog) {
+    pub fn host(&self, id: ClusterPartitionId, topic: &str, partition: u32, config: PartitionConfig, log: &PartitionLog) {
         let stored = ReplicaLog::stored(log.log_end_offset(), &log.epoch_starts());
         self.replicas.borrow_mut().add_partition(id, config, stored);
-        self.names.borrow_mut().insert(id, (topic.to_string(), partition));
-        self.ids.borrow_mut().insert((topic.to_string(), partition), id);
+        self.names.borrow_mut().insert(id, TopicPartition::new(topic, partition));
+        self.ids.borrow_mut().insert(TopicPartition::new(topic, partition), id);
     }
 
     /// A hosted partition's settings changed (its topic's configs).
-    pub fn set_config(&self, id: PartitionId, config: PartitionConfig) {
+    pub fn set_config(&self, id: ClusterPartitionId, config: PartitionConfig) {
         self.replicas.borrow_mut().set_partition_config(id, config);
     }
 
     /// Stops replicating a partition (its topic was deleted).
-    pub fn unhost(self: &Rc<Self>, id: PartitionId) {
+    pub fn unhost(self: &Rc<Self>, id: ClusterPartitionId) {
         let actions = self.replicas.borrow_mut().remove_partition(self.now_ms(), id);
         if let Some(name) = self.names.borrow_mut().remove(&id) {
             self.ids.borrow_mut().remove(&name);
@@ -200,7 +202,7 @@ impl ReplicaHost {
 
     /// Every partition this shard replicates.
     #[must_use]
-    pub fn hosted(&self) -> Vec<PartitionId> {
+    pub fn hosted(&self) -> Vec<ClusterPartitionId> {
         self.names.borrow().keys().copied().collect()
     }
 
@@ -272,7 +274,7 @@ impl ReplicaHost {
     pub async fn append(
         self: &Rc<Self>,
         log: &PartitionLog,
-        id: PartitionId,
+        id: ClusterPartitionId,
         acks: Acks,
         batches: &[u8],
         name: (&str, u32),
@@ -324,13 +326,13 @@ impl ReplicaHost {
     }
 
     /// What consumers may read here: below the returned high watermark, on the leader.
-    pub fn readable(&self, id: PartitionId, name: (&str, u32)) -> Result<Offset, NodeError> {
+    pub fn readable(&self, id: ClusterPartitionId, name: (&str, u32)) -> Result<Offset, NodeError> {
         self.replicas.borrow().consumer_view(id).map(|(hw, _)| hw).map_err(|e| replica_error(e, name))
     }
 
     /// Resolves once the partition's high watermark is past `offset` or this node stops
     /// leading it (callers bound the wait).
-    pub async fn wait_for_high_watermark(&self, id: PartitionId, offset: Offset) {
+    pub async fn wait_for_high_watermark(&self, id: ClusterPartitionId, offset: Offset) {
         loop {
             let wait = self.moved.wait();
             match self.replicas.borrow().consumer_view(id) {
@@ -394,11 +396,11 @@ impl ReplicaHost {
         }
     }
 
-    fn queue_busy(&self, id: PartitionId) -> bool {
+    fn queue_busy(&self, id: ClusterPartitionId) -> bool {
         self.queues.borrow().get(&id).is_some_and(|q| q.running.get())
     }
 
-    fn enqueue(self: &Rc<Self>, id: PartitionId, job: Job) {
+    fn enqueue(self: &Rc<Self>, id: ClusterPartitionId, job: Job) {
         let queue = self.queues.borrow_mut().entry(id).or_default().clone();
         queue.jobs.borrow_mut().push_back(job);
         if !queue.running.get() {
@@ -408,7 +410,7 @@ impl ReplicaHost {
         }
     }
 
-    async fn drain(self: Rc<Self>, id: PartitionId, queue: Rc<Queue>) {
+    async fn drain(self: Rc<Self>, id: ClusterPartitionId, queue: Rc<Queue>) {
         loop {
             let job = queue.jobs.borrow_mut().pop_front();
             let Some(job) = job else {
@@ -430,7 +432,7 @@ impl ReplicaHost {
         }
     }
 
-    async fn log_op(&self, id: PartitionId, op: &LogOp, data: Option<&[u8]>) -> Result<(), String> {
+    async fn log_op(&self, id: ClusterPartitionId, op: &LogOp, data: Option<&[u8]>) -> Result<(), String> {
         let log = self.log_of(id).ok_or("its log is not open")?;
         match op {
             LogOp::Append(_) => {
@@ -445,16 +447,16 @@ impl ReplicaHost {
         }
     }
 
-    fn log_of(&self, id: PartitionId) -> Option<Rc<PartitionLog>> {
-        let (topic, partition) = self.names.borrow().get(&id).cloned()?;
-        self.logs.upgrade()?.hosted_log(&topic, partition)
+    fn log_of(&self, id: ClusterPartitionId) -> Option<Rc<PartitionLog>> {
+        let tp = self.names.borrow().get(&id).cloned()?;
+        self.logs.upgrade()?.hosted_log(&tp.topic, tp.partition)
     }
 
     /// The replica's view of its log could differ from the log after a failed operation:
     /// start it again from the log, with the controller's latest state for it.
-    fn rebuild(self: &Rc<Self>, id: PartitionId) {
+    fn rebuild(self: &Rc<Self>, id: ClusterPartitionId) {
         let Some(log) = self.log_of(id) else { return };
-        let Some((topic, partition)) = self.names.borrow().get(&id).cloned() else { return };
+        let Some(TopicPartition { topic, partition }) = self.names.borrow().get(&id).cloned() else { return };
         let known = self.replicas.borrow().known_state(id).cloned();
         let config = self.replicas.borrow().partition_config(id);
         let actions = self.replicas.borrow_mut().remove_partition(self.now_ms(), id);
@@ -575,7 +577,7 @@ impl ReplicaHost {
 }
 
 /// The partition a message is about, if it is about one.
-pub(crate) fn partition_of(message: &Message) -> Option<PartitionId> {
+pub(crate) fn partition_of(message: &Message) -> Option<ClusterPartitionId> {
     match message {
         Message::Fetch { partition, .. } | Message::FetchReply { partition, .. } => Some(*partition),
         Message::AlterPartition(alter) => Some(alter.partition),

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A (topic, partition).
-pub type Tp = (String, u32);
+pub type Tp = sluice_schemas::TopicPartition;
 
 /// The strategies a group may use.
 pub const STRATEGIES: &[&str] = &["range", "roundrobin", "cooperative-sticky"];
@@ -56,7 +56,7 @@ fn range(members: &[&MemberSubscription], partitions: &BTreeMap<String, u32>, ou
         for (i, m) in subscribed.iter().enumerate() {
             let take = each + u32::from((i as u32) < extra);
             if let Some(list) = out.get_mut(&m.member_id) {
-                list.extend((next..next + take).map(|p| (topic.clone(), p)));
+                list.extend((next..next + take).map(|p| Tp::new(topic.as_str(), p)));
             }
             next += take;
         }
@@ -81,7 +81,7 @@ fn round_robin(
                 turn += 1;
                 if m.topics.contains(topic) {
                     if let Some(list) = out.get_mut(&m.member_id) {
-                        list.push((topic.clone(), p));
+                        list.push(Tp::new(topic.as_str(), p));
                     }
                     break;
                 }
@@ -94,8 +94,8 @@ fn round_robin(
 /// allows, so a rebalance moves as few partitions as it can (the members are told only
 /// of the partitions they lose and gain).
 fn sticky(members: &[&MemberSubscription], partitions: &BTreeMap<String, u32>, out: &mut BTreeMap<String, Vec<Tp>>) {
-    let all: Vec<Tp> = partitions.iter().flat_map(|(t, &c)| (0..c).map(move |p| (t.clone(), p))).collect();
-    let eligible = |tp: &Tp| members.iter().filter(|m| m.topics.contains(&tp.0)).count();
+    let all: Vec<Tp> = partitions.iter().flat_map(|(t, &c)| (0..c).map(move |p| Tp::new(t.as_str(), p))).collect();
+    let eligible = |tp: &Tp| members.iter().filter(|m| m.topics.contains(&tp.topic)).count();
     let assignable = all.iter().filter(|tp| eligible(tp) > 0).count();
     if members.is_empty() || assignable == 0 {
         return;
@@ -108,14 +108,14 @@ fn sticky(members: &[&MemberSubscription], partitions: &BTreeMap<String, u32>, o
     for m in members {
         let mut kept = Vec::new();
         for tp in &m.owned {
-            let valid = partitions.get(&tp.0).is_some_and(|&c| tp.1 < c) && m.topics.contains(&tp.0);
+            let valid = partitions.get(&tp.topic).is_some_and(|&c| tp.partition < c) && m.topics.contains(&tp.topic);
             if valid && !taken.contains(tp) && kept.len() < quota_floor {
                 kept.push(tp.clone());
             }
         }
         if let Some(tp) = m.owned.iter().find(|tp| {
-            partitions.get(&tp.0).is_some_and(|&c| tp.1 < c)
-                && m.topics.contains(&tp.0)
+            partitions.get(&tp.topic).is_some_and(|&c| tp.partition < c)
+                && m.topics.contains(&tp.topic)
                 && !taken.contains(*tp)
                 && !kept.contains(tp)
         }) {
@@ -135,7 +135,7 @@ fn sticky(members: &[&MemberSubscription], partitions: &BTreeMap<String, u32>, o
     for tp in all.iter().filter(|tp| !taken.contains(*tp)) {
         let best = members
             .iter()
-            .filter(|m| m.topics.contains(&tp.0))
+            .filter(|m| m.topics.contains(&tp.topic))
             .min_by_key(|m| (out.get(&m.member_id).map_or(0, Vec::len), m.member_id.clone()));
         if let Some(m) = best {
             if let Some(list) = out.get_mut(&m.member_id) {
@@ -154,7 +154,7 @@ mod tests {
         MemberSubscription {
             member_id: id.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
-            owned: owned.iter().map(|(t, p)| (t.to_string(), *p)).collect(),
+            owned: owned.iter().map(|(t, p)| Tp::new(*t, *p)).collect(),
         }
     }
 
@@ -165,7 +165,7 @@ mod tests {
     fn check_complete(out: &BTreeMap<String, Vec<Tp>>, partitions: &BTreeMap<String, u32>) {
         let mut seen: Vec<Tp> = out.values().flatten().cloned().collect();
         seen.sort();
-        let all: Vec<Tp> = partitions.iter().flat_map(|(t, &c)| (0..c).map(move |p| (t.clone(), p))).collect();
+        let all: Vec<Tp> = partitions.iter().flat_map(|(t, &c)| (0..c).map(move |p| Tp::new(t.as_str(), p))).collect();
         assert_eq!(seen, all, "every partition exactly once");
     }
 
@@ -175,9 +175,9 @@ mod tests {
         let partitions = parts(&[("t", 7)]);
         let out = assign("range", &members, &partitions);
         check_complete(&out, &partitions);
-        assert_eq!(out["a"].iter().map(|p| p.1).collect::<Vec<_>>(), vec![0, 1, 2]);
-        assert_eq!(out["b"].iter().map(|p| p.1).collect::<Vec<_>>(), vec![3, 4]);
-        assert_eq!(out["c"].iter().map(|p| p.1).collect::<Vec<_>>(), vec![5, 6]);
+        assert_eq!(out["a"].iter().map(|p| p.partition).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(out["b"].iter().map(|p| p.partition).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(out["c"].iter().map(|p| p.partition).collect::<Vec<_>>(), vec![5, 6]);
     }
 
     #[test]
@@ -197,7 +197,7 @@ mod tests {
         let partitions = parts(&[("x", 2), ("y", 2)]);
         let out = assign("roundrobin", &members, &partitions);
         check_complete(&out, &partitions);
-        assert!(out["b"].iter().all(|tp| tp.0 == "y"));
+        assert!(out["b"].iter().all(|tp| tp.topic == "y"));
     }
 
     #[test]
@@ -209,7 +209,7 @@ mod tests {
             &partitions,
         );
         // c leaves: a and b keep theirs and share c's.
-        let owned = |id: &str| first[id].iter().map(|(t, p)| (t.as_str(), *p)).collect::<Vec<_>>();
+        let owned = |id: &str| first[id].iter().map(|tp| (tp.topic.as_str(), tp.partition)).collect::<Vec<_>>();
         let second = assign(
             "cooperative-sticky",
             &[member("a", &["t"], &owned("a")), member("b", &["t"], &owned("b"))],
@@ -221,7 +221,7 @@ mod tests {
             assert_eq!(second[id].len(), 3);
         }
         // d joins: each of a and b gives up exactly one.
-        let owned2 = |id: &str| second[id].iter().map(|(t, p)| (t.as_str(), *p)).collect::<Vec<_>>();
+        let owned2 = |id: &str| second[id].iter().map(|tp| (tp.topic.as_str(), tp.partition)).collect::<Vec<_>>();
         let third = assign(
             "cooperative-sticky",
             &[member("a", &["t"], &owned2("a")), member("b", &["t"], &owned2("b")), member("d", &["t"], &[])],

@@ -5,6 +5,7 @@
 //! the Kafka listener encodes native members' subscriptions and assignments so that Kafka
 //! tools describe every group alike. Encodings come from the kafka-protocol crate.
 
+use sluice_schemas::TopicPartition;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
 use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName};
@@ -15,7 +16,7 @@ const VERSION: i16 = 0;
 
 /// The (topic, partition) pairs of an encoded assignment; `None` when it is malformed.
 #[must_use]
-pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, u32)>> {
+pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<TopicPartition>> {
     if bytes.is_empty() {
         return Some(Vec::new());
     }
@@ -25,7 +26,7 @@ pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, u32)>> {
     let mut out = Vec::new();
     for t in assignment.assigned_partitions {
         for p in t.partitions {
-            out.push((t.topic.0.to_string(), u32::try_from(p).ok()?));
+            out.push(TopicPartition::new(t.topic.0.to_string(), u32::try_from(p).ok()?));
         }
     }
     Some(out)
@@ -33,9 +34,9 @@ pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, u32)>> {
 
 /// Encodes an assignment as the consumer protocol's v0.
 #[must_use]
-pub fn encode_assignment(assignment: &[(String, u32)]) -> Vec<u8> {
+pub fn encode_assignment(assignment: &[TopicPartition]) -> Vec<u8> {
     let mut topics: Vec<AssignedPartitions> = Vec::new();
-    for (topic, partition) in assignment {
+    for TopicPartition { topic, partition } in assignment {
         let p = i32::try_from(*partition).unwrap_or(i32::MAX);
         match topics.iter_mut().find(|t| t.topic.0.as_str() == topic) {
             Some(t) => t.partitions.push(p),
@@ -74,7 +75,7 @@ mod tests {
 
     #[test]
     fn assignments_round_trip() {
-        let assignment = vec![("a".to_string(), 0), ("a".to_string(), 2), ("b".to_string(), 1)];
+        let assignment: Vec<TopicPartition> = vec![("a", 0).into(), ("a", 2).into(), ("b", 1).into()];
         assert_eq!(decode_assignment(&encode_assignment(&assignment)), Some(assignment));
         assert_eq!(decode_assignment(&[]), Some(Vec::new()));
         assert_eq!(decode_assignment(&[0, 0, 0, 0, 0, 9]), None);

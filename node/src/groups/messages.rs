@@ -3,6 +3,7 @@
 //! shards), shared by the native and the Kafka handlers and by the coordinator's state
 //! machine (`state`). Nothing here does I/O.
 
+use sluice_schemas::TopicPartition;
 use crate::errors::NodeError;
 
 /// Groups (topic, partition, value) triples by topic, in first-seen order: how both
@@ -50,7 +51,7 @@ pub enum GroupRequest {
     },
     Fetch {
         group: String,
-        partitions: Option<Vec<(String, u32)>>,
+        partitions: Option<Vec<TopicPartition>>,
     },
     List,
     Describe {
@@ -87,7 +88,7 @@ pub struct JoinResult {
     /// The assignment strategy (native) or the chosen protocol (classic).
     pub strategy: String,
     /// Native: the member's partitions.
-    pub assignment: Vec<(String, u32)>,
+    pub assignment: Vec<TopicPartition>,
     /// Classic, for the leader only: every member's metadata for the chosen protocol.
     pub members: Vec<(String, Vec<u8>)>,
 }
@@ -101,7 +102,7 @@ pub struct MemberDescription {
     pub topics: Vec<String>,
     /// The member's partitions (classic: decoded from its assignment when the group's
     /// protocol type is `consumer`).
-    pub assignment: Vec<(String, u32)>,
+    pub assignment: Vec<TopicPartition>,
     /// Classic: the member's metadata for the chosen protocol and its opaque assignment.
     pub metadata: Vec<u8>,
     pub assignment_bytes: Vec<u8>,

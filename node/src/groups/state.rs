@@ -30,6 +30,7 @@
 //! A member whose heartbeats stop for its session timeout is removed and the rest
 //! rebalance. One group is either native or classic while it has members.
 
+use sluice_schemas::TopicPartition;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sluice_schemas::groups::offsets_partition;
@@ -125,7 +126,7 @@ struct Member {
     last_seen_ms: u64,
     /// Joined in the rebalance under way.
     rejoined: bool,
-    assignment: Vec<(String, u32)>,
+    assignment: Vec<TopicPartition>,
     /// Classic protocol: (name, metadata) in the member's order of preference.
     protocols: Vec<(String, Vec<u8>)>,
     /// Classic protocol: the assignment its leader computed for it.
@@ -166,7 +167,7 @@ impl Group {
 }
 
 /// A group's committed offsets: (topic, partition) -> (offset, metadata).
-type Committed = BTreeMap<(String, u32), (i64, String)>;
+type Committed = BTreeMap<TopicPartition, (i64, String)>;
 
 /// A request waiting for its group: a JoinGroup for the rebalance it took part in to
 /// complete, or a classic member's SyncGroup for its leader's assignments.
@@ -273,7 +274,7 @@ impl Groups {
     pub fn all_committed(&self) -> Vec<(String, String, u32, i64)> {
         self.offsets
             .iter()
-            .flat_map(|(g, c)| c.iter().map(move |((t, p), (o, _))| (g.clone(), t.clone(), *p, *o)))
+            .flat_map(|(g, c)| c.iter().map(move |(tp, (o, _))| (g.clone(), tp.topic.clone(), tp.partition, *o)))
             .collect()
     }
 
@@ -668,7 +669,7 @@ impl Groups {
                     // partition was forgotten while it was appended.
                     let committed = self.offsets.entry(group).or_default();
                     for (topic, partition, offset, metadata) in accepted {
-                        committed.insert((topic.clone(), partition), (offset, metadata));
+                        committed.insert(TopicPartition::new(topic.as_str(), partition), (offset, metadata));
                         refused.push((topic, partition, Ok(())));
                     }
                     refused
@@ -684,7 +685,7 @@ impl Groups {
             PendingAppend::ForgetTopic { group, topic } => match result {
                 Ok(()) => {
                     if let Some(committed) = self.offsets.get_mut(&group) {
-                        committed.retain(|(t, _), _| *t != topic);
+                        committed.retain(|tp, _| tp.topic != topic);
                         if committed.is_empty() {
                             self.offsets.remove(&group);
                         }
@@ -695,18 +696,18 @@ impl Groups {
         }
     }
 
-    fn fetch(&self, group_id: &str, partitions: Option<Vec<(String, u32)>>) -> Vec<(String, u32, i64, String)> {
+    fn fetch(&self, group_id: &str, partitions: Option<Vec<TopicPartition>>) -> Vec<(String, u32, i64, String)> {
         let committed = self.offsets.get(group_id);
         match partitions {
             Some(list) => list
                 .into_iter()
-                .map(|(t, p)| {
-                    let (o, m) = committed.and_then(|c| c.get(&(t.clone(), p))).cloned().unwrap_or((-1, String::new()));
-                    (t, p, o, m)
+                .map(|tp| {
+                    let (o, m) = committed.and_then(|c| c.get(&tp)).cloned().unwrap_or((-1, String::new()));
+                    (tp.topic, tp.partition, o, m)
                 })
                 .collect(),
             None => committed
-                .map(|c| c.iter().map(|((t, p), (o, m))| (t.clone(), *p, *o, m.clone())).collect())
+                .map(|c| c.iter().map(|(tp, (o, m))| (tp.topic.clone(), tp.partition, *o, m.clone())).collect())
                 .unwrap_or_default(),
         }
     }
@@ -789,7 +790,7 @@ impl Groups {
                 )));
             }
         }
-        let committed: Vec<(String, u32)> =
+        let committed: Vec<TopicPartition> =
             self.offsets.get(group_id).map(|c| c.keys().cloned().collect()).unwrap_or_default();
         if !self.groups.contains_key(group_id) && committed.is_empty() {
             return Some(Err(error(ErrorKind::GroupIdNotFound, format!("group {group_id:?} does not exist"))));
@@ -815,10 +816,10 @@ impl Groups {
     /// topic created again under the name starts without them. Each group's tombstones
     /// are one append; its view changes once that append succeeded.
     fn forget_topic(&mut self, topic: &str, out: &mut Vec<GroupAction>) {
-        let groups: Vec<(String, Vec<(String, u32)>)> = self
+        let groups: Vec<(String, Vec<TopicPartition>)> = self
             .offsets
             .iter()
-            .map(|(g, c)| (g.clone(), c.keys().filter(|(t, _)| t == topic).cloned().collect::<Vec<_>>()))
+            .map(|(g, c)| (g.clone(), c.keys().filter(|tp| tp.topic == *topic).cloned().collect::<Vec<_>>()))
             .filter(|(_, partitions)| !partitions.is_empty())
             .collect();
         for (group, partitions) in groups {
@@ -859,11 +860,11 @@ impl Groups {
         for r in records {
             match r.value {
                 Some(v) => {
-                    self.offsets.entry(r.group).or_default().insert((r.topic, r.partition), v);
+                    self.offsets.entry(r.group).or_default().insert(TopicPartition::new(r.topic, r.partition), v);
                 }
                 None => {
                     if let Some(committed) = self.offsets.get_mut(&r.group) {
-                        committed.remove(&(r.topic, r.partition));
+                        committed.remove(&TopicPartition::new(r.topic, r.partition));
                         if committed.is_empty() {
                             self.offsets.remove(&r.group);
                         }
@@ -932,10 +933,10 @@ fn join_outcome(groups: &BTreeMap<String, Group>, join: &Waiting) -> Option<Resu
     }))
 }
 
-fn tombstones(group_id: &str, partitions: Vec<(String, u32)>) -> Vec<OffsetRecord> {
+fn tombstones(group_id: &str, partitions: Vec<TopicPartition>) -> Vec<OffsetRecord> {
     partitions
         .into_iter()
-        .map(|(topic, partition)| OffsetRecord { group: group_id.to_string(), topic, partition, value: None })
+        .map(|TopicPartition { topic, partition }| OffsetRecord { group: group_id.to_string(), topic, partition, value: None })
         .collect()
 }
 

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use sluice_schemas::TopicPartition;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::consumer_protocol;
@@ -208,7 +209,7 @@ fn committed(reply: GroupReply) -> Result<Vec<(String, u32, Option<ErrorKind>)>,
 fn assert_partitions_of_t_shared(answers: &[&JoinResult]) {
     let mut seen = BTreeSet::new();
     for a in answers {
-        for (topic, p) in &a.assignment {
+        for TopicPartition { topic, partition: p } in &a.assignment {
             assert_eq!(topic, "t");
             assert!(seen.insert(*p), "partition {p} assigned twice");
         }
@@ -420,7 +421,7 @@ fn the_classic_leaders_sync_hands_each_member_its_assignment() {
     assert!(sim.waiting(b_sync));
     let given: Vec<(String, Vec<u8>)> = [(&a, 0), (&b, 1), (&c, 2)]
         .iter()
-        .map(|(j, p)| (j.member_id.clone(), consumer_protocol::encode_assignment(&[("t".to_string(), *p)])))
+        .map(|(j, p)| (j.member_id.clone(), consumer_protocol::encode_assignment(&[TopicPartition::new("t", *p)])))
         .collect();
     let a_bytes = synced(sim.call(sync(&a, given.clone()))).unwrap();
     assert_eq!(a_bytes, given[0].1);
@@ -429,8 +430,8 @@ fn the_classic_leaders_sync_hands_each_member_its_assignment() {
     match sim.call(GroupRequest::Describe { group: "k".into() }) {
         GroupReply::Described(Ok(d)) => {
             assert_eq!((d.state.as_str(), d.classic, d.protocol_type.as_str()), ("Stable", true, "consumer"));
-            let decoded: Vec<Vec<(String, u32)>> = d.members.iter().map(|m| m.assignment.clone()).collect();
-            assert_eq!(decoded, vec![vec![("t".into(), 0)], vec![("t".into(), 1)], vec![("t".into(), 2)]]);
+            let decoded: Vec<Vec<TopicPartition>> = d.members.iter().map(|m| m.assignment.clone()).collect();
+            assert_eq!(decoded, vec![vec![("t", 0).into()], vec![("t", 1).into()], vec![("t", 2).into()]]);
         }
         other => panic!("expected a description, got {other:?}"),
     }
@@ -563,7 +564,7 @@ fn loaded_offsets_are_fetched_and_tombstones_delete_them() {
     ]));
     sim.step(GroupInput::Loaded(vec![record("g", 1, None), record("h", 0, None), record("never", 0, None)]));
     assert_eq!(sim.fetch("g"), vec![("t".into(), 0, 3)]);
-    let asked = GroupRequest::Fetch { group: "g".into(), partitions: Some(vec![("t".into(), 0), ("t".into(), 5)]) };
+    let asked = GroupRequest::Fetch { group: "g".into(), partitions: Some(vec![("t", 0).into(), ("t", 5).into()]) };
     match sim.call(asked) {
         GroupReply::Offsets(Ok(list)) => {
             assert_eq!(list, vec![("t".into(), 0, 3, "m".into()), ("t".into(), 5, -1, String::new())]);

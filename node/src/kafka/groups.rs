@@ -3,6 +3,7 @@
 //! OffsetCommit and OffsetFetch read and write the same committed offsets as native
 //! groups; DescribeGroups, ListGroups and DeleteGroups see both kinds.
 
+use sluice_schemas::TopicPartition;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -195,7 +196,7 @@ pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchReq
             .into_iter()
             .flat_map(|t| {
                 let name = t.name.0.to_string();
-                t.partition_indexes.into_iter().map(move |p| (name.clone(), partition_index(p)))
+                t.partition_indexes.into_iter().map(move |p| TopicPartition::new(name.as_str(), partition_index(p)))
             })
             .collect()
     });
@@ -209,7 +210,7 @@ pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchReq
             if req.version >= 2 {
                 return OffsetFetchResponse::default().with_error_code(code(&e));
             }
-            let failed = asked.into_iter().map(|(t, p)| (t, p, (-1, String::new(), code(&e)))).collect();
+            let failed = asked.into_iter().map(|tp| (tp.topic, tp.partition, (-1, String::new(), code(&e)))).collect();
             return OffsetFetchResponse::default().with_topics(offset_fetch_topics(failed));
         }
     };

@@ -149,14 +149,15 @@ async fn group_lag(shard: &Rc<Shard>) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use sluice_schemas::ids::{LeaderEpoch, PartitionId};
+    use sluice_schemas::ids::LeaderEpoch;
+    use crate::replication::ClusterPartitionId;
 
     use super::*;
     use crate::replication::{NodeId, PartitionEpoch, PartitionState};
 
     fn state(id: u32, leader: Option<u32>, isr: &[u32]) -> PartitionState {
         PartitionState {
-            partition: PartitionId(id),
+            partition: ClusterPartitionId(id),
             leader: leader.map(NodeId),
             leader_epoch: LeaderEpoch(1),
             partition_epoch: PartitionEpoch(1),
@@ -169,10 +170,10 @@ mod tests {
     fn cluster_gauges_count_what_this_node_leads_and_what_has_no_leader() {
         let mut view =
             ClusterView { controller: Some(NodeId(2)), live: vec![NodeId(1), NodeId(2)], ..ClusterView::default() };
-        view.partitions.insert(("t".into(), 0), state(0, Some(1), &[1, 2, 3]));
-        view.partitions.insert(("t".into(), 1), state(1, Some(1), &[1, 2]));
-        view.partitions.insert(("t".into(), 2), state(2, Some(2), &[2]));
-        view.partitions.insert(("t".into(), 3), state(3, None, &[3]));
+        view.partitions.insert(("t", 0).into(), state(0, Some(1), &[1, 2, 3]));
+        view.partitions.insert(("t", 1).into(), state(1, Some(1), &[1, 2]));
+        view.partitions.insert(("t", 2).into(), state(2, Some(2), &[2]));
+        view.partitions.insert(("t", 3).into(), state(3, None, &[3]));
         let text = cluster_gauges(&view, 1);
         for line in [
             "sluice_cluster_is_controller 0",

@@ -2,6 +2,7 @@
 //! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups. Each runs on the group's
 //! coordinator shard (`Shard::group_call`).
 
+use sluice_schemas::TopicPartition;
 use std::rc::Rc;
 
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
@@ -28,9 +29,9 @@ fn code_and_message<'b>(
 
 fn topic_partitions<'b>(
     b: &mut FlatBufferBuilder<'b>,
-    assignment: &[(String, u32)],
+    assignment: &[TopicPartition],
 ) -> WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<wire::TopicPartitions<'b>>>> {
-    let with_unit: Vec<(String, u32, ())> = assignment.iter().map(|(t, p)| (t.clone(), *p, ())).collect();
+    let with_unit: Vec<(String, u32, ())> = assignment.iter().map(|tp| (tp.topic.clone(), tp.partition, ())).collect();
     let items: Vec<_> = by_topic(with_unit)
         .into_iter()
         .map(|(topic, parts)| {
@@ -189,7 +190,7 @@ pub async fn fetch(server: &Rc<Server>, cid: u32, r: wire::OffsetFetchRequest<'_
                     .map(|p| p.iter().collect::<Vec<u32>>())
                     .unwrap_or_default()
                     .into_iter()
-                    .map(move |p| (topic.clone(), p))
+                    .map(move |p| TopicPartition::new(topic.as_str(), p))
             })
             .collect()
     });

@@ -22,8 +22,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use sluice_schemas::ids::PartitionId;
+use sluice_schemas::TopicPartition;
 use tracing::{info, warn};
+
+use crate::replication::ClusterPartitionId;
 
 use super::{messages, AdminRequest, AdminResult, Shard, ShardId, ShardRequest};
 use crate::cluster::agent::{Agent, AgentConfig, AgentHooks};
@@ -44,31 +46,39 @@ pub const SHARD_MAP_FILE: &str = "shard-map";
 
 /// Reads `SHARD_MAP_FILE`; lines that do not parse are skipped (their partitions are
 /// placed again).
-fn parse_shard_map(text: &str) -> HashMap<(String, u32), u16> {
+fn parse_shard_map(text: &str) -> HashMap<TopicPartition, ShardId> {
     text.lines()
         .filter_map(|line| {
             let mut words = line.split(' ');
             let (topic, partition, shard) = (words.next()?, words.next()?, words.next()?);
-            Some(((topic.to_string(), partition.parse().ok()?), shard.parse().ok()?))
+            Some((TopicPartition::new(topic, partition.parse().ok()?), ShardId(shard.parse().ok()?)))
         })
         .collect()
 }
 
+/// `SHARD_MAP_FILE`'s text for `placed`, one sorted line per partition.
+fn shard_map_text(placed: &HashMap<TopicPartition, ShardId>) -> String {
+    let mut lines: Vec<String> =
+        placed.iter().map(|(tp, s)| format!("{} {} {}\n", tp.topic, tp.partition, s.0)).collect();
+    lines.sort();
+    lines.concat()
+}
+
 /// Keeps the partitions of `mine` that `placed` has (on a shard that exists), drops the
 /// others, and puts each new one on the shard with the fewest partitions.
-fn assign_shards(placed: &mut HashMap<(String, u32), u16>, mine: &[(String, u32)], shards: u16) {
-    let wanted: std::collections::HashSet<&(String, u32)> = mine.iter().collect();
-    placed.retain(|k, shard| wanted.contains(k) && *shard < shards);
+fn assign_shards(placed: &mut HashMap<TopicPartition, ShardId>, mine: &[TopicPartition], shards: u16) {
+    let wanted: std::collections::HashSet<&TopicPartition> = mine.iter().collect();
+    placed.retain(|k, shard| wanted.contains(k) && shard.0 < shards);
     let mut load = vec![0usize; usize::from(shards)];
     for shard in placed.values() {
-        load[usize::from(*shard)] += 1;
+        load[usize::from(shard.0)] += 1;
     }
-    let mut new: Vec<&(String, u32)> = mine.iter().filter(|k| !placed.contains_key(*k)).collect();
+    let mut new: Vec<&TopicPartition> = mine.iter().filter(|k| !placed.contains_key(*k)).collect();
     new.sort();
     for key in new {
         let least = (0..shards).min_by_key(|s| (load[usize::from(*s)], *s)).unwrap_or(0);
         load[usize::from(least)] += 1;
-        placed.insert(key.clone(), least);
+        placed.insert(key.clone(), ShardId(least));
     }
 }
 
@@ -82,9 +92,9 @@ const STATE_POLL: Duration = Duration::from_millis(2);
 pub struct ClusterView {
     /// The voter the quorum follows, as shard 0's voter knows it.
     pub controller: Option<NodeId>,
-    pub partitions: HashMap<(String, u32), PartitionState>,
-    pub ids: HashMap<PartitionId, (String, u32)>,
-    pub configs: HashMap<PartitionId, PartitionConfig>,
+    pub partitions: HashMap<TopicPartition, PartitionState>,
+    pub ids: HashMap<ClusterPartitionId, TopicPartition>,
+    pub configs: HashMap<ClusterPartitionId, PartitionConfig>,
     /// Nodes registered, unfenced and not shutting down.
     pub live: Vec<NodeId>,
     /// Every known node and whether it is fenced.
@@ -92,7 +102,7 @@ pub struct ClusterView {
     /// This life of the node is registered: the states are addressed to it.
     pub registered: bool,
     /// The shard of each partition this node replicates (`SHARD_MAP_FILE`).
-    pub shards: HashMap<(String, u32), u16>,
+    pub shards: HashMap<TopicPartition, ShardId>,
 }
 
 /// What shard 0 gives every shard when the committed state changes.
@@ -171,8 +181,8 @@ pub fn update_of(
         });
         for (p, id) in topic.partitions.iter().enumerate() {
             if let Some(record) = state.partition_record(*id) {
-                view.partitions.insert((name.clone(), p as u32), record.state.clone());
-                view.ids.insert(*id, (name.clone(), p as u32));
+                view.partitions.insert(TopicPartition::new(name.as_str(), p as u32), record.state.clone());
+                view.ids.insert(*id, TopicPartition::new(name.as_str(), p as u32));
                 view.configs.insert(*id, record.config);
             }
         }
@@ -186,7 +196,7 @@ impl Shard {
     #[must_use]
     pub fn placement(&self, topic: &str, partition: u32) -> Placement {
         let ids = |nodes: &[NodeId]| nodes.iter().map(|n| n.0).collect::<Vec<u32>>();
-        match self.view.borrow().partitions.get(&(topic.to_string(), partition)) {
+        match self.view.borrow().partitions.get(&TopicPartition::new(topic, partition)) {
             Some(s) => Placement {
                 leader: s.leader.map(|l| l.0),
                 leader_epoch: s.leader_epoch.0,
@@ -451,7 +461,7 @@ impl Shard {
     /// Whether this node keeps a replica of the partition.
     pub(super) fn replicates(&self, topic: &str, partition: u32) -> bool {
         let me = self.host().node();
-        self.view.borrow().partitions.get(&(topic.to_string(), partition)).is_some_and(|s| s.replicas.contains(&me))
+        self.view.borrow().partitions.get(&TopicPartition::new(topic, partition)).is_some_and(|s| s.replicas.contains(&me))
     }
 
     /// Shard 0: the voter applied commands; give every shard the new view (once per
@@ -488,7 +498,7 @@ impl Shard {
     /// shard it was given (from `SHARD_MAP_FILE`, so its log opens there after a restart);
     /// a new one goes to the shard with the fewest partitions. The file is written
     /// before any shard uses the map.
-    async fn place_on_shards(&self, view: &ClusterView, me: NodeId) -> HashMap<(String, u32), u16> {
+    async fn place_on_shards(&self, view: &ClusterView, me: NodeId) -> HashMap<TopicPartition, ShardId> {
         let path = self.config.data_dir.join(SHARD_MAP_FILE);
         // The last view has the map; the file is read only until there is one.
         let mut known = self.view.borrow().shards.clone();
@@ -502,14 +512,12 @@ impl Shard {
                 }
             };
         }
-        let mine: Vec<(String, u32)> =
+        let mine: Vec<TopicPartition> =
             view.partitions.iter().filter(|(_, s)| s.replicas.contains(&me)).map(|(k, _)| k.clone()).collect();
         let before = known.clone();
         assign_shards(&mut known, &mine, self.shards);
         if known != before {
-            let mut lines: Vec<String> = known.iter().map(|((t, p), s)| format!("{t} {p} {s}\n")).collect();
-            lines.sort();
-            if let Err(e) = crate::io::write_file_atomically(&path, lines.concat().as_bytes()).await {
+            if let Err(e) = crate::io::write_file_atomically(&path, shard_map_text(&known).as_bytes()).await {
                 warn!("writing {}: {e}", path.display());
             }
         }
@@ -535,7 +543,7 @@ impl Shard {
             if self.owner(OFFSETS_TOPIC, partition) != self.id {
                 continue;
             }
-            let key = (OFFSETS_TOPIC.to_string(), partition);
+            let key = TopicPartition::new(OFFSETS_TOPIC, partition);
             let leads = |v: &ClusterView| v.registered && v.partitions.get(&key).is_some_and(|s| s.leader == Some(me));
             let (before, now) = (leads(previous), leads(&view));
             if before == now {
@@ -557,15 +565,16 @@ impl Shard {
         let view = self.view.borrow().clone();
         let me = host.node();
         let mut states = Vec::new();
-        for (id, (topic, partition)) in &view.ids {
+        for (id, tp) in &view.ids {
+            let (topic, partition) = (&tp.topic, &tp.partition);
             if self.owner(topic, *partition) != self.id {
                 continue;
             }
-            let Some(state) = view.partitions.get(&(topic.clone(), *partition)) else { continue };
+            let Some(state) = view.partitions.get(tp) else { continue };
             if !state.replicas.contains(&me) {
                 continue;
             }
-            let before = previous.partitions.get(&(topic.clone(), *partition));
+            let before = previous.partitions.get(tp);
             if before.is_none_or(|b| (b.leader, &b.isr) != (state.leader, &state.isr)) {
                 let leader = state.leader.map_or("none".to_string(), |l| l.to_string());
                 info!(%topic, partition, %leader, epoch = %state.leader_epoch, isr = ?state.isr, "partition state");
@@ -596,7 +605,7 @@ impl Shard {
     /// heartbeat reply is split among the shards by partition.
     fn route(self: &Rc<Self>, list: Vec<Vec<u8>>) {
         let view = self.view.borrow().clone();
-        let owner = |id: &PartitionId| view.ids.get(id).map(|(t, p)| self.owner(t, *p));
+        let owner = |id: &ClusterPartitionId| view.ids.get(id).map(|tp| self.owner(&tp.topic, tp.partition));
         // What arrived together goes on together, per shard.
         let mut per_shard: BTreeMap<ShardId, Vec<Vec<u8>>> = BTreeMap::new();
         for bytes in list {
@@ -780,8 +789,8 @@ fn applied(state: &ClusterState, command: &Command) -> bool {
 mod tests {
     use super::*;
 
-    fn key(topic: &str, partition: u32) -> (String, u32) {
-        (topic.to_string(), partition)
+    fn key(topic: &str, partition: u32) -> TopicPartition {
+        TopicPartition::new(topic, partition)
     }
 
     /// Placed partitions stay on their shard (their logs are there); new ones fill the
@@ -789,18 +798,23 @@ mod tests {
     /// file form reads back.
     #[test]
     fn replicas_go_to_the_least_loaded_shard_and_stay_there() {
-        let mut placed = HashMap::from([(key("a", 0), 1), (key("a", 1), 1), (key("gone", 0), 0), (key("b", 0), 7)]);
+        let mut placed = HashMap::from([
+            (key("a", 0), ShardId(1)),
+            (key("a", 1), ShardId(1)),
+            (key("gone", 0), ShardId(0)),
+            (key("b", 0), ShardId(7)),
+        ]);
         let mine = vec![key("a", 0), key("a", 1), key("b", 0), key("c", 0), key("c", 1), key("c", 2)];
         assign_shards(&mut placed, &mine, 2);
-        assert_eq!(placed[&key("a", 0)], 1);
-        assert_eq!(placed[&key("a", 1)], 1);
+        assert_eq!(placed[&key("a", 0)], ShardId(1));
+        assert_eq!(placed[&key("a", 1)], ShardId(1));
         assert!(!placed.contains_key(&key("gone", 0)));
         let mut load = [0, 0];
         for shard in placed.values() {
-            load[usize::from(*shard)] += 1;
+            load[usize::from(shard.0)] += 1;
         }
         assert_eq!(load, [3, 3], "{placed:?}");
-        let text: String = placed.iter().map(|((t, p), s)| format!("{t} {p} {s}\n")).collect();
+        let text = shard_map_text(&placed);
         assert_eq!(parse_shard_map(&format!("{text}not a line\n")), placed);
     }
 }

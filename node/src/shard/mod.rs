@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use sluice_io::mesh::{Mesh, MeshReceiver, MeshSender};
 use sluice_schemas::batch::BatchHeader;
-use sluice_schemas::Offset;
+use sluice_schemas::{Offset, TopicPartition};
 use tracing::warn;
 
 use crate::config::NodeConfig;
@@ -78,7 +78,7 @@ pub struct Shard {
     pub shards: u16,
     pub config: Rc<NodeConfig>,
     metadata: RefCell<Rc<Metadata>>,
-    logs: RefCell<HashMap<(String, u32), Rc<PartitionLog>>>,
+    logs: RefCell<HashMap<TopicPartition, Rc<PartitionLog>>>,
     senders: MeshSender<messages::ShardMsg>,
     pending: RefCell<HashMap<u64, OneshotSender<ShardReply>>>,
     next_call: Cell<u64>,
@@ -86,7 +86,7 @@ pub struct Shard {
     /// The consumer groups this shard coordinates.
     pub groups: Coordinator,
     /// Idempotent producers' recent batches, per partition this shard owns.
-    producers: RefCell<HashMap<(String, u32), ProducerStates>>,
+    producers: RefCell<HashMap<TopicPartition, ProducerStates>>,
     /// This shard's replicas (set by `start`, before the shard serves anything).
     host: OnceCell<Rc<crate::cluster::host::ReplicaHost>>,
     /// On shard 0: the controller voter and the node's transport.
@@ -173,8 +173,8 @@ impl Shard {
     /// it does not replicate.
     #[must_use]
     pub fn owner(&self, topic: &str, partition: u32) -> ShardId {
-        match self.view.borrow().shards.get(&(topic.to_string(), partition)) {
-            Some(shard) => ShardId(*shard),
+        match self.view.borrow().shards.get(&TopicPartition::new(topic, partition)) {
+            Some(shard) => *shard,
             None => shard_for(topic, partition, self.shards),
         }
     }
@@ -218,7 +218,7 @@ impl Shard {
     /// The log of a partition this shard owns.
     #[must_use]
     pub fn log(&self, topic: &str, partition: u32) -> Option<Rc<PartitionLog>> {
-        self.logs.borrow().get(&(topic.to_string(), partition)).cloned()
+        self.logs.borrow().get(&TopicPartition::new(topic, partition)).cloned()
     }
 
     /// Checks that the topic and partition exist in the metadata.
@@ -314,7 +314,7 @@ impl Shard {
     }
 
     /// The partition's replication id, if this shard replicates it.
-    fn replica_id(&self, topic: &str, partition: u32) -> Result<sluice_schemas::ids::PartitionId, NodeError> {
+    fn replica_id(&self, topic: &str, partition: u32) -> Result<crate::replication::ClusterPartitionId, NodeError> {
         self.host().partition_id(topic, partition).ok_or_else(|| not_replicated(topic, partition))
     }
 
@@ -381,7 +381,7 @@ impl Shard {
                     format!("{topic}-{partition}: an idempotent producer sends one batch per partition per request"),
                 ));
             }
-            let check = self.producers.borrow_mut().entry((topic.to_string(), partition)).or_default().check(id);
+            let check = self.producers.borrow_mut().entry(TopicPartition::new(topic, partition)).or_default().check(id);
             match check {
                 Check::Append => {}
                 Check::Duplicate(base_offset) => {
@@ -401,7 +401,7 @@ impl Shard {
         };
         let appended = self.host().append(&log, replica, acks, batches, (topic, partition)).await;
         if let Some(id) = identity {
-            if let Some(states) = self.producers.borrow_mut().get_mut(&(topic.to_string(), partition)) {
+            if let Some(states) = self.producers.borrow_mut().get_mut(&TopicPartition::new(topic, partition)) {
                 states.complete(id, appended.as_ref().ok().map(|info| info.base_offset.0));
             }
         }
@@ -516,8 +516,8 @@ impl Shard {
             if current.topic(&topic.name).is_none() {
                 self.groups.forget_topic(self, &topic.name).await;
                 for p in 0..topic.partitions {
-                    let log = self.logs.borrow_mut().remove(&(topic.name.clone(), p));
-                    self.producers.borrow_mut().remove(&(topic.name.clone(), p));
+                    let log = self.logs.borrow_mut().remove(&TopicPartition::new(topic.name.as_str(), p));
+                    self.producers.borrow_mut().remove(&TopicPartition::new(topic.name.as_str(), p));
                     if let Some(log) = log {
                         close_log(log).await;
                         let dir = partition_dir(&self.config.data_dir, &topic.name, p);
@@ -534,7 +534,7 @@ impl Shard {
                 if self.owner(&topic.name, p) != self.id || !self.replicates(&topic.name, p) {
                     continue;
                 }
-                let key = (topic.name.clone(), p);
+                let key = TopicPartition::new(topic.name.as_str(), p);
                 if changed {
                     let old = self.logs.borrow_mut().remove(&key);
                     if let Some(old) = old {
@@ -690,7 +690,7 @@ fn spawn_retention(shard: std::rc::Weak<Shard>) {
             io::sleep(Duration::from_millis(interval)).await;
             let Some(s) = shard.upgrade() else { return };
             let logs: Vec<(String, u32, Rc<PartitionLog>)> =
-                s.logs.borrow().iter().map(|((t, p), l)| (t.clone(), *p, l.clone())).collect();
+                s.logs.borrow().iter().map(|(tp, l)| (tp.topic.clone(), tp.partition, l.clone())).collect();
             drop(s);
             for (topic, partition, log) in logs {
                 if let Err(e) = log.apply_retention().await {
@@ -717,7 +717,7 @@ fn spawn_cleaner(shard: std::rc::Weak<Shard>) {
                 .borrow()
                 .iter()
                 .filter(|(_, l)| l.config().cleanup_compact)
-                .map(|((t, p), l)| (t.clone(), *p, l.clone()))
+                .map(|(tp, l)| (tp.topic.clone(), tp.partition, l.clone()))
                 .collect();
             drop(s);
             for (topic, partition, log) in logs {

@@ -13,7 +13,8 @@
 
 use std::collections::BTreeMap;
 
-use sluice_schemas::ids::{LeaderEpoch, PartitionId};
+use sluice_schemas::ids::LeaderEpoch;
+use crate::ClusterPartitionId;
 
 use super::{ClusterState, DecodeError, NodeRecord, PartitionRecord, Reader, TopicRecord, Writer, ENCODING_VERSION};
 use crate::{Incarnation, NodeId, PartitionConfig};
@@ -109,7 +110,7 @@ impl ClusterState {
             let name = r.string()?;
             let replication_factor = r.u16()?;
             let ids = bounded(&mut r, 4)?;
-            let partitions = (0..ids).map(|_| r.u32().map(PartitionId)).collect::<Result<Vec<_>, _>>()?;
+            let partitions = (0..ids).map(|_| r.u32().map(ClusterPartitionId)).collect::<Result<Vec<_>, _>>()?;
             let pairs = bounded(&mut r, 4)?;
             let mut configs = BTreeMap::new();
             for _ in 0..pairs {
@@ -160,15 +161,15 @@ mod tests {
     fn busy_state() -> ClusterState {
         let config = PartitionConfig { min_insync_replicas: 2, unclean_leader_election: false };
         let unclean = PartitionConfig { min_insync_replicas: 1, unclean_leader_election: true };
-        let mut state = ClusterState::new(&ids(&[1, 2, 3, 4, 5]), &[(PartitionId(0), ids(&[1, 2, 3]), config)]);
+        let mut state = ClusterState::new(&ids(&[1, 2, 3, 4, 5]), &[(ClusterPartitionId(0), ids(&[1, 2, 3]), config)]);
         for n in 1..=4 {
             state.apply_command(&Command::RegisterNode { node: NodeId(n), incarnation: Incarnation(u64::from(n)) });
         }
-        let partition = state.partition(PartitionId(0)).unwrap().clone();
+        let partition = state.partition(ClusterPartitionId(0)).unwrap().clone();
         state.apply_command(&Command::AlterPartition(crate::AlterPartition {
             node: partition.leader.unwrap(),
             incarnation: Incarnation(1),
-            partition: PartitionId(0),
+            partition: ClusterPartitionId(0),
             leader_epoch: partition.leader_epoch,
             partition_epoch: partition.partition_epoch,
             isr: ids(&[1]),
@@ -190,7 +191,7 @@ mod tests {
         state.apply_command(&topic("risky", vec![ids(&[4, 1])], unclean));
         state.apply_command(&Command::ControlledShutdown { node: NodeId(4), incarnation: Incarnation(4) });
         state.apply_command(&Command::FenceNode { node: NodeId(1), incarnation: Incarnation(1) });
-        state.apply_command(&Command::ElectPreferred { partition: PartitionId(1), partition_epoch: PartitionEpoch(0) });
+        state.apply_command(&Command::ElectPreferred { partition: ClusterPartitionId(1), partition_epoch: PartitionEpoch(0) });
         state
     }
 
@@ -201,9 +202,9 @@ mod tests {
         let state = busy_state();
         assert!(state.node(NodeId(5)).unwrap().incarnation.is_none());
         assert!(state.node(NodeId(4)).unwrap().shutting_down && state.is_fenced(NodeId(1)));
-        assert!(state.partition_record(PartitionId(0)).unwrap().last_alter.is_some());
+        assert!(state.partition_record(ClusterPartitionId(0)).unwrap().last_alter.is_some());
         assert!(state.topic("gone").is_none() && state.topic("risky").is_some());
-        assert!(state.partition(PartitionId(0)).unwrap().leader.is_none(), "n1, the last ISR member, is fenced");
+        assert!(state.partition(ClusterPartitionId(0)).unwrap().leader.is_none(), "n1, the last ISR member, is fenced");
         let bytes = state.encode_snapshot();
         let decoded = ClusterState::decode_snapshot(&bytes).unwrap();
         assert_eq!(decoded, state);
