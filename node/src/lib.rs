@@ -41,11 +41,11 @@ pub mod topics;
 
 /// The I/O seam (crate `sluice-io`), under its old module path.
 pub use sluice_io as io;
-/// The storage engine (crate `sluice-storage`), under its old module path.
-pub use sluice_storage as storage;
 /// The replication and controller state machines (crate `sluice-replication`), under
 /// their old module path.
 pub use sluice_replication as replication;
+/// The storage engine (crate `sluice-storage`), under its old module path.
+pub use sluice_storage as storage;
 
 #[cfg(test)]
 mod tests {
@@ -55,7 +55,8 @@ mod tests {
     /// without comment lines (test-only files left out).
     fn node_sources() -> Vec<(std::path::PathBuf, String)> {
         let node = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let mut dirs: Vec<_> = ["src", "io/src", "storage/src", "replication/src"].iter().map(|d| node.join(d)).collect();
+        let mut dirs: Vec<_> =
+            ["src", "io/src", "storage/src", "replication/src"].iter().map(|d| node.join(d)).collect();
         let mut out = Vec::new();
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(&dir).unwrap() {

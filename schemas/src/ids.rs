@@ -18,6 +18,12 @@ impl Offset {
         Offset(self.0 + count)
     }
 
+    /// As the protocols carry offsets: a signed 64-bit number (offsets never reach 2^63).
+    #[must_use]
+    pub fn as_i64(self) -> i64 {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+
     /// How many records lie between `earlier` and this offset (`self - earlier`).
     /// Panics if `earlier` is after `self`: that is a bug in the caller.
     #[must_use]

@@ -504,8 +504,8 @@ impl ControllerVoter {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use sluice_schemas::ids::LeaderEpoch;
     use crate::ClusterPartitionId;
+    use sluice_schemas::ids::LeaderEpoch;
 
     use super::*;
     use crate::{AlterPartition, PartitionConfig, PartitionState};

@@ -311,4 +311,3 @@ pub struct Envelope {
     pub to: Endpoint,
     pub message: Message,
 }
-

@@ -25,8 +25,8 @@
 
 use std::collections::BTreeMap;
 
-use sluice_schemas::ids::{LeaderEpoch, Offset};
 use crate::ClusterPartitionId;
+use sluice_schemas::ids::{LeaderEpoch, Offset};
 
 use super::log::{LogEntry, LogOp, ReplicaLog};
 use super::{

@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sluice_schemas::ids::{LeaderEpoch, Offset};
 use crate::ClusterPartitionId;
+use sluice_schemas::ids::{LeaderEpoch, Offset};
 
 use super::*;
 

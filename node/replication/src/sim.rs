@@ -58,8 +58,8 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use sluice_schemas::ids::{LeaderEpoch, Offset};
 use crate::ClusterPartitionId;
+use sluice_schemas::ids::{LeaderEpoch, Offset};
 
 use super::{
     Acks, ClientId, ClusterState, Controller, ControllerConfig, ControllerInput, ControllerVoter, Endpoint, Envelope,
@@ -335,7 +335,13 @@ struct Checker {
 impl Checker {
     /// Checks that `log` holds exactly the committed prefix below `upto` (which must not be
     /// beyond it), reusing what was verified while the log was not truncated.
-    fn verify_prefix(&mut self, node: NodeId, p: ClusterPartitionId, log: &ReplicaLog, upto: u64) -> Result<(), String> {
+    fn verify_prefix(
+        &mut self,
+        node: NodeId,
+        p: ClusterPartitionId,
+        log: &ReplicaLog,
+        upto: u64,
+    ) -> Result<(), String> {
         let history = self.partitions.entry(p).or_default();
         let cache = self.verified.entry((node, p)).or_insert((log.truncations(), 0));
         if cache.0 != log.truncations() {
@@ -1307,9 +1313,7 @@ fn replay(seed: u64, steps: u64, mode: Mode) -> String {
         Mode::Quorum => "replication_holds_its_invariants_with_a_raft_controller_quorum",
         Mode::QuorumCompacting => "replication_holds_its_invariants_while_the_controller_quorum_compacts",
     };
-    format!(
-        "replay: SEED={seed} SIM_STEPS={steps} cargo test -p sluice-replication --lib sim::{test} -- --nocapture"
-    )
+    format!("replay: SEED={seed} SIM_STEPS={steps} cargo test -p sluice-replication --lib sim::{test} -- --nocapture")
 }
 
 /// Runs the seeds CI runs for `mode` (or those `SEED` / `SIM_SEEDS` / `SIM_SEED_START`

@@ -31,8 +31,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use sluice_schemas::ids::LeaderEpoch;
 use crate::ClusterPartitionId;
+use sluice_schemas::ids::LeaderEpoch;
 
 use super::{AlterPartition, Incarnation, NodeId, PartitionConfig, PartitionEpoch, PartitionState};
 use crate::quorum::StateMachine;
@@ -786,9 +786,10 @@ impl Command {
             TAG_UNFENCE => Command::UnfenceNode { node: NodeId(r.u32()?), incarnation: Incarnation(r.u64()?) },
             TAG_SHUTDOWN => Command::ControlledShutdown { node: NodeId(r.u32()?), incarnation: Incarnation(r.u64()?) },
             TAG_ALTER => Command::AlterPartition(r.alter_partition()?),
-            TAG_PREFERRED => {
-                Command::ElectPreferred { partition: ClusterPartitionId(r.u32()?), partition_epoch: PartitionEpoch(r.u32()?) }
-            }
+            TAG_PREFERRED => Command::ElectPreferred {
+                partition: ClusterPartitionId(r.u32()?),
+                partition_epoch: PartitionEpoch(r.u32()?),
+            },
             TAG_CREATE => Command::CreatePartition {
                 partition: ClusterPartitionId(r.u32()?),
                 replicas: r.nodes()?,
@@ -1025,7 +1026,8 @@ mod tests {
     #[test]
     fn create_partition_elects_when_it_can_and_happens_once() {
         let mut state = cluster();
-        let create = Command::CreatePartition { partition: ClusterPartitionId(5), replicas: ids(&[2, 3, 2]), config: CONFIG };
+        let create =
+            Command::CreatePartition { partition: ClusterPartitionId(5), replicas: ids(&[2, 3, 2]), config: CONFIG };
         let outcome = state.apply_command(&create);
         assert!(outcome.accepted);
         let created = state.partition(ClusterPartitionId(5)).unwrap().clone();
@@ -1038,7 +1040,8 @@ mod tests {
         for n in [2, 3] {
             state.apply_command(&Command::ControlledShutdown { node: NodeId(n), incarnation: Incarnation(1) });
         }
-        let create = Command::CreatePartition { partition: ClusterPartitionId(6), replicas: ids(&[2, 3]), config: CONFIG };
+        let create =
+            Command::CreatePartition { partition: ClusterPartitionId(6), replicas: ids(&[2, 3]), config: CONFIG };
         state.apply_command(&create);
         assert_eq!(state.partition(ClusterPartitionId(6)).unwrap().leader, None);
         state.apply_command(&Command::RegisterNode { node: NodeId(3), incarnation: Incarnation(2) });

@@ -12,9 +12,9 @@
 //!
 //! Where it lives: the node's cluster transport (`cluster::transport`) and its tests.
 
+use crate::ClusterPartitionId;
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::ids::{LeaderEpoch, Offset};
-use crate::ClusterPartitionId;
 
 use super::log::{EpochEnd, LogEntry};
 use super::state::{DecodeError, Reader, Writer, ENCODING_VERSION};

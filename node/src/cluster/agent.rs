@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, warn};
 
 use super::transport::{self, Handler, Inbound, Transport};
-use crate::replication::quorum::{Persist, QuorumConfig, QuorumError, SNAPSHOT_BYTES_MAX};
 use crate::controller::wal::ControllerLog;
 use crate::io::{self, WaitQueue};
+use crate::replication::quorum::{Persist, QuorumConfig, QuorumError, SNAPSHOT_BYTES_MAX};
 use crate::replication::{
     wire, ClusterState, Command, ControllerConfig, ControllerVoter, Endpoint, Envelope, NodeId, VoterOutput,
 };

@@ -30,9 +30,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+use crate::replication::ClusterPartitionId;
 use sluice_schemas::ids::Offset;
 use sluice_schemas::TopicPartition;
-use crate::replication::ClusterPartitionId;
 use tracing::{debug, warn};
 
 use super::transport::Transport;
@@ -178,7 +178,14 @@ impl ReplicaHost {
 
     /// Starts replicating a partition whose log is open: replication's view of it is what
     /// the log holds (its end and its leader-epoch cache).
-    pub fn host(&self, id: ClusterPartitionId, topic: &str, partition: u32, config: PartitionConfig, log: &PartitionLog) {
+    pub fn host(
+        &self,
+        id: ClusterPartitionId,
+        topic: &str,
+        partition: u32,
+        config: PartitionConfig,
+        log: &PartitionLog,
+    ) {
         let stored = ReplicaLog::stored(log.log_end_offset(), &log.epoch_starts());
         self.replicas.borrow_mut().add_partition(id, config, stored);
         self.names.borrow_mut().insert(id, TopicPartition::new(topic, partition));

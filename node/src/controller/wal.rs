@@ -23,9 +23,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::io::{self, align_down, align_up, AlignedBuf, File};
 use crate::replication::format::{decode_snapshot, scan_records, LogContents};
 use crate::replication::quorum::{Persist, SnapshotWrite};
-use crate::io::{self, align_down, align_up, AlignedBuf, File};
 
 const SNAPSHOT_FILE: &str = "snapshot";
 const SEGMENT_PREFIX: &str = "wal-";

@@ -5,11 +5,11 @@
 //! the Kafka listener encodes native members' subscriptions and assignments so that Kafka
 //! tools describe every group alike. Encodings come from the kafka-protocol crate.
 
-use sluice_schemas::TopicPartition;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
 use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_schemas::TopicPartition;
 
 /// The version written: v0 is read by every client.
 const VERSION: i16 = 0;

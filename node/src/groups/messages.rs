@@ -3,8 +3,8 @@
 //! shards), shared by the native and the Kafka handlers and by the coordinator's state
 //! machine (`state`). Nothing here does I/O.
 
-use sluice_schemas::TopicPartition;
 use crate::errors::NodeError;
+use sluice_schemas::TopicPartition;
 
 /// Groups (topic, partition, value) triples by topic, in first-seen order: how both
 /// protocols' group responses nest partitions under topics.

@@ -936,7 +936,12 @@ fn join_outcome(groups: &BTreeMap<String, Group>, join: &Waiting) -> Option<Resu
 fn tombstones(group_id: &str, partitions: Vec<TopicPartition>) -> Vec<OffsetRecord> {
     partitions
         .into_iter()
-        .map(|TopicPartition { topic, partition }| OffsetRecord { group: group_id.to_string(), topic, partition, value: None })
+        .map(|TopicPartition { topic, partition }| OffsetRecord {
+            group: group_id.to_string(),
+            topic,
+            partition,
+            value: None,
+        })
         .collect()
 }
 

@@ -29,6 +29,7 @@ use super::{code, text, Request, APIS};
 use crate::errors::{ErrorKind, NodeError};
 use crate::listener::Server;
 use crate::ops::admin::run_admin;
+use crate::replication::NodeId;
 use crate::shard::{AdminRequest, ConfigChange, NewTopic};
 
 /// What Kafka clients see as the cluster id.
@@ -55,7 +56,7 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
     let v = r.version;
     let shard = &server.shard;
     let metadata = shard.metadata();
-    let broker = |id: u32| BrokerId(i32::try_from(id).unwrap_or(-1));
+    let broker = |id: NodeId| BrokerId(i32::try_from(id.0).unwrap_or(-1));
     let names: Vec<String> = match request.topics {
         // v0 has no null: an empty list asks for every topic.
         Some(list) if !(v == 0 && list.is_empty()) => {
@@ -75,7 +76,7 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
                         .map(|p| {
                             let placement = shard.placement(&name, p);
                             let leader = placement.leader.map_or(BrokerId(-1), broker);
-                            let epoch = i32::try_from(placement.leader_epoch).unwrap_or(i32::MAX);
+                            let epoch = i32::try_from(placement.leader_epoch.0).unwrap_or(i32::MAX);
                             MetadataResponsePartition::default()
                                 .with_error_code(if leader.0 < 0 { ErrorCode::LeaderNotAvailable.0 } else { 0 })
                                 .with_partition_index(super::index_of(p))
@@ -125,7 +126,7 @@ pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinat
     let address = leader.and_then(|l| server.shard.node_addresses().into_iter().find(|n| n.id == l));
     match address.and_then(|n| Some((n.id, n.kafka?))) {
         Some((id, (host, port))) => FindCoordinatorResponse::default()
-            .with_node_id(BrokerId(i32::try_from(id).unwrap_or(-1)))
+            .with_node_id(BrokerId(i32::try_from(id.0).unwrap_or(-1)))
             .with_host(text(&host))
             .with_port(i32::from(port)),
         None => FindCoordinatorResponse::default()

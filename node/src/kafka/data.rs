@@ -72,9 +72,9 @@ pub async fn produce(
                     let response = PartitionProduceResponse::default().with_index(index_of(partition));
                     match result {
                         Ok(a) => response
-                            .with_base_offset(a.base_offset as i64)
+                            .with_base_offset(a.base_offset.as_i64())
                             .with_log_append_time_ms(a.log_append_time_ms.unwrap_or(-1))
-                            .with_log_start_offset(if v >= 5 { a.log_start_offset as i64 } else { -1 }),
+                            .with_log_start_offset(if v >= 5 { a.log_start_offset.as_i64() } else { -1 }),
                         Err(e) => response
                             .with_error_code(code(&e))
                             .with_error_message((v >= 8).then(|| text(&e.message)))
@@ -122,8 +122,8 @@ pub async fn fetch(server: &Rc<Server>, request: &Request, fetch: FetchRequest) 
                     Ok(got) => FetchedPartition {
                         partition: index_of(w.partition),
                         error_code: 0,
-                        high_watermark: got.high_watermark as i64,
-                        log_start_offset: got.log_start_offset as i64,
+                        high_watermark: got.high_watermark.as_i64(),
+                        log_start_offset: got.log_start_offset.as_i64(),
                         records: got.payload,
                         records_bytes: got.bytes,
                     },
@@ -154,7 +154,7 @@ pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsets
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1);
             partitions.push(match result {
                 Ok(found) => response
-                    .with_offset(found.map_or(-1, |(o, _)| o as i64))
+                    .with_offset(found.map_or(-1, |(o, _)| o.as_i64()))
                     .with_timestamp(found.map_or(-1, |(_, t)| t))
                     .with_leader_epoch(epoch(0)),
                 Err(e) => response.with_error_code(code(&e)).with_offset(-1),
@@ -180,7 +180,7 @@ pub async fn delete_records(server: &Rc<Server>, request: DeleteRecordsRequest) 
             .await;
             let response = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
             partitions.push(match result {
-                Ok(low) => response.with_low_watermark(low as i64),
+                Ok(low) => response.with_low_watermark(low.as_i64()),
                 Err(e) => response.with_error_code(code(&e)).with_low_watermark(-1),
             });
         }

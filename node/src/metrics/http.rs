@@ -138,7 +138,7 @@ async fn group_lag(shard: &Rc<Shard>) -> String {
             ShardReply::Offset(Ok(Some((end, _)))) => end,
             _ => continue,
         };
-        let lag = end.saturating_sub(u64::try_from(*offset).unwrap_or(0));
+        let lag = end.0.saturating_sub(u64::try_from(*offset).unwrap_or(0));
         let _ =
             writeln!(out, "sluice_group_lag{{group=\"{group}\",topic=\"{topic}\",partition=\"{partition}\"}} {lag}");
     }
@@ -149,8 +149,8 @@ async fn group_lag(shard: &Rc<Shard>) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use sluice_schemas::ids::LeaderEpoch;
     use crate::replication::ClusterPartitionId;
+    use sluice_schemas::ids::LeaderEpoch;
 
     use super::*;
     use crate::replication::{NodeId, PartitionEpoch, PartitionState};

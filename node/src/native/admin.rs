@@ -14,6 +14,7 @@ use super::{respond, topic_results};
 use crate::errors::{error_code, ErrorKind, NodeError};
 use crate::listener::{ResponseFrame, Server};
 use crate::ops::admin::run_admin;
+use crate::replication::NodeId;
 use crate::shard::{AdminRequest, ConfigChange, NewTopic};
 
 pub fn api_versions(correlation_id: u32) -> ResponseFrame {
@@ -51,16 +52,17 @@ pub fn metadata(server: &Rc<Server>, correlation_id: u32, request: wire::Metadat
                     let partitions: Vec<_> = (0..topic.partitions)
                         .map(|p| {
                             let placement = shard.placement(name, p);
-                            let replicas = b.create_vector(&placement.replicas);
-                            let isr = b.create_vector(&placement.isr);
-                            let leader = placement.leader.map_or(-1, |l| l as i32);
+                            let ids = |nodes: &[NodeId]| nodes.iter().map(|n| n.0).collect::<Vec<u32>>();
+                            let replicas = b.create_vector(&ids(&placement.replicas));
+                            let isr = b.create_vector(&ids(&placement.isr));
+                            let leader = placement.leader.map_or(-1, |l| i32::try_from(l.0).unwrap_or(-1));
                             wire::PartitionMetadata::create(
                                 &mut b,
                                 &wire::PartitionMetadataArgs {
                                     partition: p,
                                     error: if leader < 0 { ErrorCode::LeaderNotAvailable } else { ErrorCode::None },
                                     leader,
-                                    leader_epoch: placement.leader_epoch,
+                                    leader_epoch: placement.leader_epoch.0,
                                     replicas: Some(replicas),
                                     isr: Some(isr),
                                 },
@@ -101,12 +103,12 @@ pub fn metadata(server: &Rc<Server>, correlation_id: u32, request: wire::Metadat
             let host = b.create_string(&node.listen.ip().to_string());
             wire::NodeInfo::create(
                 &mut b,
-                &wire::NodeInfoArgs { node_id: node.id, host: Some(host), port: node.listen.port() },
+                &wire::NodeInfoArgs { node_id: node.id.0, host: Some(host), port: node.listen.port() },
             )
         })
         .collect();
     let nodes = b.create_vector(&nodes);
-    let controller_id = shard.controller_id().map_or(-1, |c| c as i32);
+    let controller_id = shard.controller_id().map_or(-1, |c| i32::try_from(c.0).unwrap_or(-1));
     let body = wire::MetadataResponse::create(
         &mut b,
         &wire::MetadataResponseArgs { nodes: Some(nodes), controller_id, topics: Some(topics) },

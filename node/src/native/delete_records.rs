@@ -11,7 +11,7 @@ use crate::errors::{error_code, NodeError};
 use crate::listener::{ResponseFrame, Server};
 
 /// Each partition's new log start, or why it did not move.
-type LowWatermarks = Vec<(u32, Result<u64, NodeError>)>;
+type LowWatermarks = Vec<(u32, Result<sluice_schemas::Offset, NodeError>)>;
 
 pub async fn delete_records(server: &Rc<Server>, cid: u32, request: wire::DeleteRecordsRequest<'_>) -> ResponseFrame {
     let mut results: Vec<(String, LowWatermarks)> = Vec::new();
@@ -39,7 +39,7 @@ pub async fn delete_records(server: &Rc<Server>, cid: u32, request: wire::Delete
                             partition: *partition,
                             error: ErrorCode::None,
                             message: None,
-                            low_watermark: *low as i64,
+                            low_watermark: low.as_i64(),
                         },
                         Err(e) => wire::PartitionLowWatermarkArgs {
                             partition: *partition,

@@ -53,8 +53,8 @@ pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::Fetc
                         partition: w.partition,
                         error: ErrorCode::None,
                         message: None,
-                        high_watermark: got.high_watermark as i64,
-                        log_start_offset: got.log_start_offset as i64,
+                        high_watermark: got.high_watermark.as_i64(),
+                        log_start_offset: got.log_start_offset.as_i64(),
                         records: Some(&wire::Slice::new(start as u32, length as u32)),
                     }
                 }
@@ -100,7 +100,7 @@ pub async fn list_offsets(
                     error: ErrorCode::None,
                     message: None,
                     timestamp: found.map_or(-1, |(_, t)| t),
-                    offset: found.map_or(-1, |(o, _)| o as i64),
+                    offset: found.map_or(-1, |(o, _)| o.as_i64()),
                 },
                 Err(e) => wire::PartitionOffsetResultArgs {
                     partition,

@@ -55,9 +55,9 @@ pub async fn produce(
                             partition: *partition,
                             error: ErrorCode::None,
                             message: None,
-                            base_offset: a.base_offset as i64,
+                            base_offset: a.base_offset.as_i64(),
                             log_append_time_ms: a.log_append_time_ms.unwrap_or(-1),
-                            log_start_offset: a.log_start_offset as i64,
+                            log_start_offset: a.log_start_offset.as_i64(),
                         },
                         Err(e) => wire::PartitionProduceResultArgs {
                             partition: *partition,

@@ -10,6 +10,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use sluice_schemas::Offset;
+
 use crate::errors::{ErrorKind, NodeError};
 use crate::io::LocalFuture;
 use crate::listener::Payload;
@@ -30,8 +32,8 @@ pub struct Wanted {
 pub struct Got {
     pub payload: Vec<Payload>,
     pub bytes: u64,
-    pub high_watermark: u64,
-    pub log_start_offset: u64,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
 }
 
 /// A fetch's limits.
@@ -62,7 +64,7 @@ pub async fn fetch_all(shard: &Rc<Shard>, wanted: &[Wanted], limits: FetchLimits
             .iter()
             .zip(&results)
             .map(|(w, r)| match r {
-                Ok(got) => w.offset.max(i64::try_from(got.high_watermark).unwrap_or(i64::MAX)),
+                Ok(got) => w.offset.max(got.high_watermark.as_i64()),
                 Err(_) => w.offset,
             })
             .collect();
@@ -112,6 +114,7 @@ pub async fn list_offset(
 async fn read_one(shard: &Rc<Shard>, w: &Wanted) -> Result<Got, NodeError> {
     shard.check_partition(&w.topic, w.partition)?;
     let offset = u64::try_from(w.offset)
+        .map(Offset)
         .map_err(|_| NodeError::new(ErrorKind::OffsetOutOfRange, format!("fetch offset {} is negative", w.offset)))?;
     let owner = shard.owner(&w.topic, w.partition);
     if owner == shard.id {
@@ -153,7 +156,7 @@ async fn wait_for_any(shard: &Rc<Shard>, wanted: &[Wanted], past: &[i64], max_wa
         .filter(|(w, at)| **at >= 0 && shard.check_partition(&w.topic, w.partition).is_ok())
         .map(|(w, at)| {
             let owner = shard.owner(&w.topic, w.partition);
-            let offset = *at as u64;
+            let offset = Offset(*at as u64);
             let fut: LocalFuture<'_, ()> = if owner == shard.id {
                 Box::pin(async move { shard.wait_for_readable(&w.topic, w.partition, offset).await })
             } else {

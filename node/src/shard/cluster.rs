@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::TopicPartition;
 use tracing::{info, warn};
 
@@ -127,16 +128,16 @@ pub struct ClusterSetup {
 /// Where a partition lives, as Metadata answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
-    pub leader: Option<u32>,
-    pub leader_epoch: u32,
-    pub replicas: Vec<u32>,
-    pub isr: Vec<u32>,
+    pub leader: Option<NodeId>,
+    pub leader_epoch: LeaderEpoch,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
 }
 
 /// A node as Metadata lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeAddress {
-    pub id: u32,
+    pub id: NodeId,
     pub listen: std::net::SocketAddr,
     /// Where Kafka clients reach it.
     pub kafka: Option<(String, u16)>,
@@ -195,15 +196,14 @@ impl Shard {
     /// Where a partition lives: its leader, epoch, replicas and ISR.
     #[must_use]
     pub fn placement(&self, topic: &str, partition: u32) -> Placement {
-        let ids = |nodes: &[NodeId]| nodes.iter().map(|n| n.0).collect::<Vec<u32>>();
         match self.view.borrow().partitions.get(&TopicPartition::new(topic, partition)) {
             Some(s) => Placement {
-                leader: s.leader.map(|l| l.0),
-                leader_epoch: s.leader_epoch.0,
-                replicas: ids(&s.replicas),
-                isr: ids(&s.isr),
+                leader: s.leader,
+                leader_epoch: s.leader_epoch,
+                replicas: s.replicas.clone(),
+                isr: s.isr.clone(),
             },
-            None => Placement { leader: None, leader_epoch: 0, replicas: Vec::new(), isr: Vec::new() },
+            None => Placement { leader: None, leader_epoch: LeaderEpoch(0), replicas: Vec::new(), isr: Vec::new() },
         }
     }
 
@@ -218,7 +218,7 @@ impl Shard {
             .iter()
             .filter(|p| view.nodes.is_empty() || view.live.contains(&NodeId(p.id)))
             .map(|p| NodeAddress {
-                id: p.id,
+                id: NodeId(p.id),
                 listen: p.listen,
                 kafka: if p.id == self.config.node_id {
                     self.config.kafka_advertised()
@@ -231,8 +231,8 @@ impl Shard {
 
     /// The controller's node id.
     #[must_use]
-    pub fn controller_id(&self) -> Option<u32> {
-        self.view.borrow().controller.map(|c| c.0)
+    pub fn controller_id(&self) -> Option<NodeId> {
+        self.view.borrow().controller
     }
 
     /// The cluster view.
@@ -461,7 +461,11 @@ impl Shard {
     /// Whether this node keeps a replica of the partition.
     pub(super) fn replicates(&self, topic: &str, partition: u32) -> bool {
         let me = self.host().node();
-        self.view.borrow().partitions.get(&TopicPartition::new(topic, partition)).is_some_and(|s| s.replicas.contains(&me))
+        self.view
+            .borrow()
+            .partitions
+            .get(&TopicPartition::new(topic, partition))
+            .is_some_and(|s| s.replicas.contains(&me))
     }
 
     /// Shard 0: the voter applied commands; give every shard the new view (once per

@@ -5,13 +5,15 @@
 
 use std::collections::BTreeMap;
 
+use sluice_schemas::Offset;
+
 use crate::errors::NodeError;
 use crate::topics::Metadata;
 
 /// What travels on the mesh.
 #[derive(Debug)]
 pub enum ShardMsg {
-    Request { id: u64, from: u16, request: ShardRequest },
+    Request { id: u64, from: super::ShardId, request: ShardRequest },
     Reply { id: u64, reply: ShardReply },
 }
 
@@ -28,14 +30,14 @@ pub enum ShardRequest {
     Read {
         topic: String,
         partition: u32,
-        offset: u64,
+        offset: Offset,
         max_bytes: u32,
     },
     /// Resolves when the partition has data at `offset`, or after `max_wait_ms`.
     WaitForData {
         topic: String,
         partition: u32,
-        offset: u64,
+        offset: Offset,
         max_wait_ms: u64,
     },
     ListOffset {
@@ -78,18 +80,18 @@ pub enum ShardReply {
     Group(crate::groups::GroupReply),
     GroupOffsets(Vec<(String, String, u32, i64)>),
     /// The log start offset after DeleteRecords.
-    LowWatermark(Result<u64, NodeError>),
+    LowWatermark(Result<Offset, NodeError>),
     Done,
     Failed(NodeError),
 }
 
 /// An offset and the timestamp of the record there (-1 when it names no record).
-pub type OffsetAndTime = (u64, i64);
+pub type OffsetAndTime = (Offset, i64);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Appended {
-    pub base_offset: u64,
-    pub log_start_offset: u64,
+    pub base_offset: Offset,
+    pub log_start_offset: Offset,
     pub log_append_time_ms: Option<i64>,
 }
 
@@ -97,8 +99,8 @@ pub struct Appended {
 pub struct ReadResult {
     /// Whole stored batches (empty at the log end).
     pub bytes: Vec<u8>,
-    pub high_watermark: u64,
-    pub log_start_offset: u64,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
 }
 
 /// A change of topic metadata, run on shard 0.

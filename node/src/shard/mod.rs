@@ -240,7 +240,7 @@ impl Shard {
         let (tx, rx) = Oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
         self.metrics.borrow_mut().cross_shard_calls += 1;
-        let message = messages::ShardMsg::Request { id, from: self.id.0, request };
+        let message = messages::ShardMsg::Request { id, from: self.id, request };
         if self.senders.send_to(usize::from(to.0), message).await.is_err() {
             self.pending.borrow_mut().remove(&id);
             return ShardReply::Failed(NodeError::new(ErrorKind::Unknown, format!("shard {} is gone", to.0)));
@@ -335,7 +335,7 @@ impl Shard {
             Ok(_) if self.log(OFFSETS_TOPIC, partition).is_some() => Ok(()),
             Ok(_) | Err(_) => {
                 let leader = self.placement(OFFSETS_TOPIC, partition).leader;
-                let leader = leader.map_or("no node yet".to_string(), |l| format!("node {l}"));
+                let leader = leader.map_or("no node yet".to_string(), |l| format!("node {}", l.0));
                 Err(NodeError::new(
                     ErrorKind::NotCoordinator,
                     format!(
@@ -350,11 +350,11 @@ impl Shard {
     /// Resolves once consumers can read at `offset` of a partition this shard owns (its
     /// high watermark passed it and the log has written it, see `readable_end`) or this
     /// node stops leading it. Callers bound it.
-    pub async fn wait_for_readable(&self, topic: &str, partition: u32, offset: u64) {
+    pub async fn wait_for_readable(&self, topic: &str, partition: u32, offset: Offset) {
         if let Ok(id) = self.replica_id(topic, partition) {
-            self.host().wait_for_high_watermark(id, Offset(offset)).await;
+            self.host().wait_for_high_watermark(id, offset).await;
             if let Some(log) = self.log(topic, partition) {
-                log.wait_for_data(Offset(offset)).await;
+                log.wait_for_data(offset).await;
             }
         }
     }
@@ -386,8 +386,8 @@ impl Shard {
                 Check::Append => {}
                 Check::Duplicate(base_offset) => {
                     return Ok(Appended {
-                        base_offset,
-                        log_start_offset: log.log_start_offset().0,
+                        base_offset: Offset(base_offset),
+                        log_start_offset: log.log_start_offset(),
                         log_append_time_ms: None,
                     });
                 }
@@ -411,8 +411,8 @@ impl Shard {
         counters.bytes_in += batches.len() as u64;
         counters.records_in += info.last_offset.0 + 1 - info.base_offset.0;
         Ok(Appended {
-            base_offset: info.base_offset.0,
-            log_start_offset: log.log_start_offset().0,
+            base_offset: info.base_offset,
+            log_start_offset: log.log_start_offset(),
             log_append_time_ms: info.log_append_time_ms,
         })
     }
@@ -422,21 +422,20 @@ impl Shard {
         &self,
         topic: &str,
         partition: u32,
-        offset: u64,
+        offset: Offset,
         max_bytes: u32,
     ) -> Result<(Vec<io::IoBytes>, ReadResult), NodeError> {
         let log = self.local_log(topic, partition)?;
         let hw = self.readable_end(topic, partition)?;
-        let past_hw = offset >= hw.0 && offset <= log.log_end_offset().0;
+        let past_hw = offset >= hw && offset <= log.log_end_offset();
         let mut fetched = if past_hw {
             // At or past the high watermark: nothing to serve yet (as at a log end).
-            crate::storage::Fetched::empty(Offset(offset), log.log_start_offset(), log.log_end_offset())
+            crate::storage::Fetched::empty(offset, log.log_start_offset(), log.log_end_offset())
         } else {
-            log.read(Offset(offset), u64::from(max_bytes)).await.map_err(|e| from_storage(topic, partition, &e))?
+            log.read(offset, u64::from(max_bytes)).await.map_err(|e| from_storage(topic, partition, &e))?
         };
         fetched.chunks = below(std::mem::take(&mut fetched.chunks), hw);
-        let high_watermark = hw.0;
-        let summary = ReadResult { bytes: Vec::new(), high_watermark, log_start_offset: fetched.log_start.0 };
+        let summary = ReadResult { bytes: Vec::new(), high_watermark: hw, log_start_offset: fetched.log_start };
         let mut metrics = self.metrics.borrow_mut();
         metrics.fetch_bytes_served += fetched.bytes();
         let counters = metrics.topic(topic);
@@ -457,8 +456,8 @@ impl Shard {
     ) -> Result<Option<OffsetAndTime>, NodeError> {
         let log = self.local_log(topic, partition)?;
         match timestamp {
-            -1 => Ok(Some((self.readable_end(topic, partition)?.0, -1))),
-            -2 => Ok(Some((log.log_start_offset().0, -1))),
+            -1 => Ok(Some((self.readable_end(topic, partition)?, -1))),
+            -2 => Ok(Some((log.log_start_offset(), -1))),
             t if t < 0 => {
                 Err(NodeError::new(ErrorKind::InvalidRequest, format!("timestamp {t} is not -1, -2 or a time")))
             }
@@ -479,14 +478,14 @@ impl Shard {
                 .map_err(|e| {
                     NodeError::new(ErrorKind::Storage, format!("{topic}-{partition}: reading batch {batch}: {e}"))
                 })?;
-                Ok(Some(record.map_or((batch.0, -1), |(offset, timestamp)| (offset.0, timestamp))))
+                Ok(Some(record.map_or((batch, -1), |(offset, timestamp)| (offset, timestamp))))
             }
         }
     }
 
     /// Moves a partition's log start to `offset` (-1: the log end), deleting the whole
     /// segments below it. Returns the new log start.
-    pub async fn delete_records_local(&self, topic: &str, partition: u32, offset: i64) -> Result<u64, NodeError> {
+    pub async fn delete_records_local(&self, topic: &str, partition: u32, offset: i64) -> Result<Offset, NodeError> {
         if topic == OFFSETS_TOPIC {
             return Err(NodeError::new(
                 ErrorKind::InvalidTopic,
@@ -502,7 +501,7 @@ impl Shard {
             o => Offset(o as u64),
         };
         log.advance_log_start(target).await.map_err(|e| from_storage(topic, partition, &e))?;
-        Ok(log.log_start_offset().0)
+        Ok(log.log_start_offset())
     }
 
     /// Makes this shard's partitions match `metadata`: opens the ones it now owns,
@@ -664,8 +663,10 @@ fn spawn_receivers(shard: &Rc<Shard>, receivers: Vec<MeshReceiver<messages::Shar
                         let shard = shard.clone();
                         io::spawn_detached(async move {
                             let reply = shard.handle(request).await;
-                            let _ =
-                                shard.senders.send_to(usize::from(from), messages::ShardMsg::Reply { id, reply }).await;
+                            let _ = shard
+                                .senders
+                                .send_to(usize::from(from.0), messages::ShardMsg::Reply { id, reply })
+                                .await;
                         });
                     }
                     messages::ShardMsg::Reply { id, reply } => {

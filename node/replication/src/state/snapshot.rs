@@ -13,8 +13,8 @@
 
 use std::collections::BTreeMap;
 
-use sluice_schemas::ids::LeaderEpoch;
 use crate::ClusterPartitionId;
+use sluice_schemas::ids::LeaderEpoch;
 
 use super::{ClusterState, DecodeError, NodeRecord, PartitionRecord, Reader, TopicRecord, Writer, ENCODING_VERSION};
 use crate::{Incarnation, NodeId, PartitionConfig};
@@ -191,7 +191,10 @@ mod tests {
         state.apply_command(&topic("risky", vec![ids(&[4, 1])], unclean));
         state.apply_command(&Command::ControlledShutdown { node: NodeId(4), incarnation: Incarnation(4) });
         state.apply_command(&Command::FenceNode { node: NodeId(1), incarnation: Incarnation(1) });
-        state.apply_command(&Command::ElectPreferred { partition: ClusterPartitionId(1), partition_epoch: PartitionEpoch(0) });
+        state.apply_command(&Command::ElectPreferred {
+            partition: ClusterPartitionId(1),
+            partition_epoch: PartitionEpoch(0),
+        });
         state
     }
 
