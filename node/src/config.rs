@@ -206,9 +206,14 @@ impl NodeConfig {
     #[must_use]
     pub fn nodes(&self) -> Vec<Peer> {
         if self.peers.is_empty() {
-            return vec![Peer { id: self.node_id, listen: self.listen, cluster: None, kafka: self.kafka_listen }];
+            return vec![self.alone()];
         }
         self.peers.clone()
+    }
+
+    /// This node as a cluster of one describes it (no cluster listener).
+    fn alone(&self) -> Peer {
+        Peer { id: self.node_id, listen: self.listen, cluster: None, kafka: self.kafka_listen }
     }
 
     /// The controller voters: `voters`, or every node.
@@ -231,12 +236,8 @@ impl NodeConfig {
     /// This node's entry among the nodes.
     #[must_use]
     pub fn me(&self) -> Peer {
-        let nodes = self.nodes();
-        match nodes.into_iter().find(|p| p.id == self.node_id) {
-            Some(me) => me,
-            // `check_cluster` refused this configuration; describe this node as it is.
-            None => Peer { id: self.node_id, listen: self.listen, cluster: None, kafka: self.kafka_listen },
-        }
+        // Not among the nodes only if `check_cluster` refused the configuration.
+        self.nodes().into_iter().find(|p| p.id == self.node_id).unwrap_or_else(|| self.alone())
     }
 
     fn check_cluster(&self) -> Result<(), String> {

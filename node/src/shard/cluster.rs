@@ -362,8 +362,7 @@ impl Shard {
         loop {
             self.await_local_view(deadline).await;
             let view = self.view.borrow().clone();
-            let leaderless = view.partitions.values().filter(|s| s.replicas.contains(&me) && s.leader != Some(me));
-            if leaderless.count() == 0 {
+            if !view.partitions.values().any(|s| s.replicas.contains(&me) && s.leader != Some(me)) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -482,7 +481,8 @@ impl Shard {
                 shard.refresh_pending.set(false);
                 let number = shard.refreshes_started.get() + 1;
                 shard.refreshes_started.set(number);
-                let (Some(agent), host) = (shard.agent.get(), shard.host()) else { return };
+                let Some(agent) = shard.agent.get() else { return };
+                let host = shard.host();
                 let Some(mut update) =
                     agent.with_state(|state| update_of(state, host.node(), host.incarnation(), agent.controller()))
                 else {
@@ -570,8 +570,8 @@ impl Shard {
         let me = host.node();
         let mut states = Vec::new();
         for (id, tp) in &view.ids {
-            let (topic, partition) = (&tp.topic, &tp.partition);
-            if self.owner(topic, *partition) != self.id {
+            let (topic, partition) = (&tp.topic, tp.partition);
+            if self.owner(topic, partition) != self.id {
                 continue;
             }
             let Some(state) = view.partitions.get(tp) else { continue };
@@ -590,8 +590,8 @@ impl Shard {
                 .unwrap_or(PartitionConfig { min_insync_replicas: 1, unclean_leader_election: false });
             if host.is_hosted(*id) {
                 host.set_config(*id, config);
-            } else if let Some(log) = self.log(topic, *partition) {
-                host.host(*id, topic, *partition, config, &log);
+            } else if let Some(log) = self.log(topic, partition) {
+                host.host(*id, topic, partition, config, &log);
             }
             states.push(state.clone());
         }

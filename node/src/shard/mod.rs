@@ -133,8 +133,6 @@ impl Shard {
         let (senders, receivers) = mesh.join().await.map_err(|e| format!("joining the shard mesh failed: {e}"))?;
         let id = ShardId(senders.me() as u16);
         let shards = senders.members() as u16;
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| format!("creating data directory {}: {e}", config.data_dir.display()))?;
         let shard = Rc::new(Shard {
             id,
             shards,

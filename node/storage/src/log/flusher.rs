@@ -148,7 +148,8 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
     let (file, preallocated, written_bytes, written, write_bytes_average) = {
         let mut st = sh.state.borrow_mut();
         let average = st.write_bytes_average;
-        let written = st.written.clone();
+        // Taken for the write and put back by it: no other write runs meanwhile.
+        let written = std::mem::take(&mut st.written);
         let Some(segment) = st.segment_mut(segment_base) else {
             unreachable!("segment {segment_base} vanished with writes queued")
         };
@@ -182,7 +183,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
             preallocated_now = target;
             sh.faults.fire(FaultPoint::DieAfterZeroFill).map_err(|e| e.to_string())?;
         }
-        let written = async {
+        let write = async {
             write_segment(sh, &file, &buf, file_position, &written).await?;
             if always {
                 sh.faults.fire(FaultPoint::Fsync)?;
@@ -190,7 +191,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
             }
             Ok::<(), std::io::Error>(())
         };
-        written.await.map_err(|e| format!("writing {path} at byte {file_position} failed: {e}"))?;
+        write.await.map_err(|e| format!("writing {path} at byte {file_position} failed: {e}"))?;
         // The file holds written bytes up to `end` now, zeros or data.
         Ok(preallocated_now.max(end))
     }
@@ -198,6 +199,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
     let preallocated_now = match result {
         Ok(p) => p,
         Err(what) => {
+            sh.state.borrow_mut().written = written;
             poison(sh, what.clone());
             for w in waiters {
                 w.reply.send(Err(StorageError::Poisoned { dir: sh.dir.clone(), cause: what.clone() }));
