@@ -23,7 +23,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--kafka-listen HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N]
-                   [--request-memory-bytes N] [--spin-before-park-us N] [--retention-check-ms N]
+                   [--request-memory-bytes N] [--reserve-bytes N] [--spin-before-park-us N]
+                   [--retention-check-ms N]
                    [--compaction-check-ms N] [--compaction-bytes-per-s N]
                    [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--voters ID,ID,...]
                    [--session-timeout-ms N]
@@ -47,6 +48,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                             read (default 104857600)
   --max-in-flight N         requests in flight per connection (default 64)
   --request-memory-bytes N  memory for request bodies per shard (default 268435456)
+  --reserve-bytes N         disk space zero-filled ahead of small writes, for all partitions
+                            together (default 67108864): writes into it sync no metadata
   --spin-before-park-us N   an idle shard polls this long before sleeping (default 0): lower
                             latency for requests to an idle node, a busy core while polling
   --retention-check-ms N    how often retention deletes expired segments (default 300000)
@@ -86,6 +89,9 @@ pub struct NodeConfig {
     pub in_flight_per_connection_max: usize,
     /// Bytes of request bodies held at once by one shard.
     pub request_memory_bytes_max: u64,
+    /// Bytes zero-filled ahead of the writes of all partitions together (divided among
+    /// the shards).
+    pub reserve_bytes_max: u64,
     /// Log settings of topics that do not set their own.
     pub topic_defaults: LogConfig,
     /// How long an idle shard polls before it sleeps in the kernel (0: sleep at once).
@@ -138,6 +144,7 @@ impl Default for NodeConfig {
             frame_bytes_max: 100 << 20,
             in_flight_per_connection_max: 64,
             request_memory_bytes_max: 256 << 20,
+            reserve_bytes_max: 64 << 20,
             topic_defaults: LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() },
             spin_before_park_us: 0,
             retention_check_ms: 300_000,
@@ -311,6 +318,7 @@ impl NodeConfig {
             "max-frame-bytes" => self.frame_bytes_max = number(key, value, 1024, 1 << 30)?,
             "max-in-flight" => self.in_flight_per_connection_max = number(key, value, 1, 4096)?,
             "request-memory-bytes" => self.request_memory_bytes_max = number(key, value, 1 << 20, 1 << 40)?,
+            "reserve-bytes" => self.reserve_bytes_max = number(key, value, 0, 1 << 40)?,
             "spin-before-park-us" => self.spin_before_park_us = number(key, value, 0, 1_000_000)?,
             "retention-check-ms" => self.retention_check_ms = number(key, value, 10, 86_400_000)?,
             "compaction-check-ms" => self.compaction_check_ms = number(key, value, 10, 86_400_000)?,

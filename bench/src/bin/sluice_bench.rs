@@ -344,6 +344,8 @@ struct Meter {
     window: Mutex<Histogram<u64>>,
     measuring: AtomicBool,
     errors: AtomicU64,
+    /// Bytes of every record counted, measured or not (warm-up and drain included).
+    bytes_total: AtomicU64,
 }
 
 impl Meter {
@@ -355,6 +357,7 @@ impl Meter {
             window: Mutex::new(latency_histogram_us()?),
             measuring: AtomicBool::new(false),
             errors: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
         }))
     }
 
@@ -362,6 +365,7 @@ impl Meter {
         if let Ok(mut w) = self.window.lock() {
             record_latency(&mut w, latency);
         }
+        self.bytes_total.fetch_add(bytes, Ordering::Relaxed);
         if self.measuring.load(Ordering::Relaxed) {
             self.records.fetch_add(1, Ordering::Relaxed);
             self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -556,6 +560,7 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
     report.add("throughput_mb_s", mb_per_s(bytes, elapsed));
     report.latency("ack_latency", &latency);
     report.add("errors", meter.errors.load(Ordering::Relaxed) as f64);
+    report.add("value_bytes_acked_total", meter.bytes_total.load(Ordering::Relaxed) as f64);
     probe.finish(&mut report, elapsed);
     Ok(report)
 }

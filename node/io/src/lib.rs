@@ -374,6 +374,25 @@ impl File {
         self.inner.fdatasync().await.map_err(glommio_error)
     }
 
+    /// syncfs(2) of the file system holding this file: commits every file's metadata
+    /// (one journal commit) and flushes the device's write cache. Runs on glommio's
+    /// blocking thread pool: the call may take milliseconds and must not stall the shard.
+    pub async fn syncfs(&self) -> io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        // A duplicate descriptor, so the blocking thread never sees one this file closed.
+        let fd = dup_cloexec(self.inner.as_raw_fd())?;
+        glommio::executor()
+            .spawn_blocking(move || {
+                // SAFETY: `fd` is a descriptor this call owns (dup'ed above); closed here.
+                let rc = unsafe { libc::syncfs(fd) };
+                let result = if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
+                // SAFETY: as above; nothing else uses `fd`.
+                unsafe { libc::close(fd) };
+                result
+            })
+            .await
+    }
+
     pub async fn truncate(&self, len: u64) -> io::Result<()> {
         self.inner.truncate(len).await.map_err(glommio_error)
     }
@@ -384,6 +403,17 @@ impl File {
 
     pub async fn close(self) -> io::Result<()> {
         self.inner.close().await.map_err(glommio_error)
+    }
+}
+
+/// dup(2) with close-on-exec.
+fn dup_cloexec(fd: std::os::unix::io::RawFd) -> io::Result<std::os::unix::io::RawFd> {
+    // SAFETY: fcntl on a descriptor this process holds open; it returns a new one or -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(new)
     }
 }
 

@@ -133,6 +133,10 @@ impl Shard {
         let (senders, receivers) = mesh.join().await.map_err(|e| format!("joining the shard mesh failed: {e}"))?;
         let id = ShardId(senders.me() as u16);
         let shards = senders.members() as u16;
+        // Node-wide storage limits, this shard's share, before any log opens here.
+        crate::storage::configure_shard(crate::storage::ShardLimits {
+            reserve_bytes_max: config.reserve_bytes_max / u64::from(shards.max(1)),
+        });
         let shard = Rc::new(Shard {
             id,
             shards,
@@ -292,7 +296,11 @@ impl Shard {
                 }
                 ShardReply::Done
             }
-            ShardRequest::Metrics => ShardReply::Metrics(Box::new(self.metrics.borrow().clone())),
+            ShardRequest::Metrics => {
+                let mut metrics = self.metrics.borrow().clone();
+                metrics.storage = crate::storage::shard_stats();
+                ShardReply::Metrics(Box::new(metrics))
+            }
             ShardRequest::Group(request) => {
                 if let Err(e) = self.check_coordinator(&request) {
                     return ShardReply::Group(crate::groups::GroupReply::Done(Err(e)));

@@ -5,18 +5,22 @@
 //! - `index`: the sparse offset and time indexes of a segment.
 //! - `cache`: the bounded cache of recently written batches.
 //! - `config`: per-log settings and the fsync policy.
+//! - `device`: what a shard's logs share: sync rounds, the zero-fill reserve budget,
+//!   counters.
 //!
 //! Storage touches files only through `sluice_io`.
 
 pub mod cache;
 pub mod compact;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod index;
 pub mod log;
 pub mod segment;
 
 pub use config::{FsyncPolicy, LogConfig};
+pub use device::{configure_shard, shard_stats, DeviceStats, ShardLimits};
 pub use error::StorageError;
 pub use log::{
     AppendInfo, Durability, FaultPoint, Fetched, LogStats, PartitionLog, RecoveryReport, SegmentInfo, Truncation,

@@ -51,6 +51,10 @@ pub struct Segment {
     pub created_ms: i64,
     /// The file size reserved so far (never below `size_bytes` once data is written).
     pub preallocated_bytes: u64,
+    /// The file size whose metadata (size, extents) a sync made durable: a write that ends
+    /// within it changes no metadata, so flushing the device's cache makes it durable.
+    /// 0 until the log's first sync of the file.
+    pub synced_bytes: u64,
 }
 
 impl Segment {

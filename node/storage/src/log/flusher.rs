@@ -19,6 +19,12 @@ use super::files::{write_epochs, write_index_files};
 use super::shape::{advance_start, swap_segment, truncate};
 use super::state::{Job, Pending, Shared, TailPage};
 use super::{AppendInfo, Durability, FaultPoint, PartitionLog};
+use crate::device::device;
+
+/// A log zero-fills ahead of itself by this many of its recent writes ...
+const ZERO_FILL_AHEAD_WRITES: u64 = 32;
+/// ... and by at least this much (`LogConfig::preallocate_bytes` is the most).
+const ZERO_FILL_BYTES_MIN: u64 = 256 << 10;
 
 impl PartitionLog {
     /// fdatasyncs everything written so far.
@@ -98,6 +104,7 @@ pub(super) async fn flusher(sh: Rc<Shared>) {
             }
         }
     }
+    release_reserve(&sh);
     let mut st = sh.state.borrow_mut();
     st.closed = true;
     st.fail_everything(&sh.dir);
@@ -145,7 +152,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
     let write_len = align_up(len as u64) as usize;
     buf.as_mut_slice()[len..write_len].fill(0);
     let buf = buf.freeze(write_len);
-    let (file, preallocated, written_bytes, written, write_bytes_average) = {
+    let (file, preallocated, written_bytes, synced_bytes, written, write_bytes_average) = {
         let mut st = sh.state.borrow_mut();
         let average = st.write_bytes_average;
         // Taken for the write and put back by it: no other write runs meanwhile.
@@ -153,11 +160,15 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
         let Some(segment) = st.segment_mut(segment_base) else {
             unreachable!("segment {segment_base} vanished with writes queued")
         };
-        (segment.file.clone(), segment.preallocated_bytes, segment.written_bytes, written, average)
+        let s = &*segment;
+        (s.file.clone(), s.preallocated_bytes, s.written_bytes, s.synced_bytes, written, average)
     };
     let Some(file) = file else { unreachable!("segment {segment_base} written before its file was created") };
     let always = sh.config.fsync == FsyncPolicy::Always;
     let path = file.path().display();
+    let device = device();
+    let end = file_position + write_len as u64;
+    let mut granted = 0;
     let result: Result<u64, String> = async {
         if written.end() != written_bytes {
             return Err(format!(
@@ -166,40 +177,52 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
                 written.end()
             ));
         }
-        let end = file_position + write_len as u64;
         let mut preallocated_now = preallocated;
         // A log whose writes are small zero-fills the space ahead of them first (in the
-        // same task, so the zeros never land on data); one whose writes are large
-        // extends the file as it goes. The zeros start past the written data's last page
-        // (which holds acknowledged bytes) and past what was zero-filled before: after
-        // large writes the zero-filled end lags behind the data.
+        // same task, so the zeros never land on data), as much as the shard's reserve
+        // budget grants; one whose writes are large, or that gets no reserve, extends the
+        // file as it goes. The zeros start past the written data's last page (which holds
+        // acknowledged bytes) and past what was zero-filled before: after large writes
+        // the zero-filled end lags behind the data.
         let small = write_bytes_average <= sh.config.zero_fill_write_bytes_max;
         if sh.config.preallocate_bytes > 0 && small && end > preallocated {
-            let from = align_up(preallocated.max(written_bytes));
-            let target = align_up((from + sh.config.preallocate_bytes).max(end));
-            zero_fill(sh, &file, from, target, &written)
-                .await
-                .map_err(|e| format!("zero-filling {path} from byte {from} to {target} failed: {e}"))?;
-            preallocated_now = target;
-            sh.faults.fire(FaultPoint::DieAfterZeroFill).map_err(|e| e.to_string())?;
+            let want = (write_bytes_average * ZERO_FILL_AHEAD_WRITES)
+                .clamp(ZERO_FILL_BYTES_MIN.min(sh.config.preallocate_bytes), sh.config.preallocate_bytes);
+            granted = device.take_reserve(want);
+            if granted > 0 {
+                let from = align_up(preallocated.max(written_bytes));
+                let target = end + granted;
+                zero_fill(sh, &file, from, target, &written)
+                    .await
+                    .map_err(|e| format!("zero-filling {path} from byte {from} to {target} failed: {e}"))?;
+                preallocated_now = target;
+                sh.faults.fire(FaultPoint::DieAfterZeroFill).map_err(|e| e.to_string())?;
+            }
         }
+        let file_end = preallocated_now.max(end);
         let write = async {
             write_segment(sh, &file, &buf, file_position, &written).await?;
+            device.count_write(buf.len() as u64, false);
             if always {
                 sh.faults.fire(FaultPoint::Fsync)?;
-                file.fdatasync().await?;
             }
             Ok::<(), std::io::Error>(())
         };
         write.await.map_err(|e| format!("writing {path} at byte {file_position} failed: {e}"))?;
-        // The file holds written bytes up to `end` now, zeros or data.
-        Ok(preallocated_now.max(end))
+        if always {
+            // Past the synced size the file's size or extents changed: its metadata must
+            // be synced too, not only the device's cache flushed.
+            device.sync(file.clone(), file_end > synced_bytes).await?;
+        }
+        // The file holds written bytes up to `file_end` now, zeros or data.
+        Ok(file_end)
     }
     .await;
     let preallocated_now = match result {
         Ok(p) => p,
         Err(what) => {
             sh.state.borrow_mut().written = written;
+            device.return_reserve(granted);
             poison(sh, what.clone());
             for w in waiters {
                 w.reply.send(Err(StorageError::Poisoned { dir: sh.dir.clone(), cause: what.clone() }));
@@ -210,9 +233,16 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
     let mut durability = if always { Durability::Synced } else { Durability::Written };
     {
         let mut st = sh.state.borrow_mut();
+        // What this log holds of the shard's reserve: its zero-filled bytes past the data.
+        let held = preallocated_now - end;
+        device.return_reserve((st.reserve_held + granted).saturating_sub(held));
+        st.reserve_held = held;
         let Some(segment) = st.segment_mut(segment_base) else { unreachable!("segment vanished during a write") };
         segment.preallocated_bytes = preallocated_now;
         segment.written_bytes = file_position + len as u64;
+        if always {
+            segment.synced_bytes = segment.synced_bytes.max(preallocated_now);
+        }
         assert!(segment.written_bytes <= segment.size_bytes);
         let page = align_down(file_position + len as u64);
         let from = (page - file_position) as usize;
@@ -250,6 +280,13 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
     sh.appended.notify_all();
 }
 
+/// Gives the shard back the reserve this log holds: its zero-filled space was trimmed or
+/// cut, or the log stopped.
+pub(super) fn release_reserve(sh: &Shared) {
+    let held = std::mem::take(&mut sh.state.borrow_mut().reserve_held);
+    device().return_reserve(held);
+}
+
 /// Every write to a segment file goes through here, zero-fills included: it refuses a
 /// write that would change a written byte (`keeps_written_bytes`) and meets the armed
 /// write faults.
@@ -280,6 +317,7 @@ async fn zero_fill(sh: &Shared, file: &File, from: u64, to: u64, written: &TailP
     while position < to {
         let zeros = SharedBuf::zeros((to - position).min(CHUNK_BYTES) as usize);
         write_segment(sh, file, &zeros, position, written).await?;
+        device().count_write(zeros.len() as u64, true);
         position += zeros.len() as u64;
     }
     Ok(())
@@ -318,19 +356,21 @@ fn active_file(sh: &Shared) -> Option<Rc<File>> {
 async fn sync_active(sh: &Shared) -> Result<(), StorageError> {
     let Some(file) = active_file(sh) else { return Ok(()) };
     let result = async {
-        sh.faults.fire(FaultPoint::Fsync)?;
-        file.fdatasync().await
+        sh.faults.fire(FaultPoint::Fsync).map_err(|e| e.to_string())?;
+        device().sync(file.clone(), true).await
     }
     .await;
     match result {
         Ok(()) => {
             let mut st = sh.state.borrow_mut();
+            let active = st.active_mut();
+            active.synced_bytes = active.synced_bytes.max(active.preallocated_bytes);
             st.stats.fsyncs += 1;
             st.last_sync = Instant::now();
             st.unsynced = false;
             Ok(())
         }
-        Err(e) => Err(poison(sh, format!("fdatasync of {} failed: {e}", file.path().display()))),
+        Err(e) => Err(poison(sh, format!("syncing {} failed: {e}", file.path().display()))),
     }
 }
 
@@ -350,6 +390,7 @@ async fn roll_files(sh: &Shared, base: Offset, epochs: &[(LeaderEpoch, Offset)])
     };
     if let Some((old_base, Some(file), size, preallocated, (offsets, times))) = previous {
         seal_segment_file(sh, &file, size, preallocated).await?;
+        release_reserve(sh);
         write_index_files(&sh.dir, old_base, &offsets, &times).await?;
         if let Some(s) = sh.state.borrow_mut().segment_mut(old_base) {
             s.preallocated_bytes = size;

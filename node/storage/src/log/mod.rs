@@ -225,6 +225,7 @@ impl PartitionLog {
                 file: Some(Rc::new(file)),
                 created_ms: now_ms,
                 preallocated_bytes: 0,
+                synced_bytes: 0,
             });
         }
         for (i, &base) in bases.iter().enumerate() {
@@ -278,6 +279,7 @@ impl PartitionLog {
             last_sync: Instant::now(),
             unsynced: false,
             last_write_bytes: 0,
+            reserve_held: 0,
             write_bytes_average: 0,
             clean_offset: Offset(0),
             epochs,

@@ -109,6 +109,7 @@ pub(super) async fn recover_segment(
         file: Some(Rc::new(file)),
         created_ms,
         preallocated_bytes: scan.valid_end,
+        synced_bytes: 0,
     })
 }
 

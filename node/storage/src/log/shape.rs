@@ -14,6 +14,7 @@ use crate::segment::{segment_path, walk_batches, Step, INDEX_SUFFIX, LOG_SUFFIX,
 use sluice_io::{self as io, File, Oneshot, OneshotSender};
 
 use super::files::{remove_segment_files, write_epochs, write_index_files, write_log_start};
+use super::flusher::release_reserve;
 use super::recovery::{read_tail_page, scan_segment};
 use super::state::{Job, Shared};
 use super::{CompactionReport, PartitionLog};
@@ -173,6 +174,7 @@ pub(super) async fn truncate(sh: &Shared, to: Offset) -> Result<Offset, StorageE
         }
     };
     file.truncate(cut_position).await.map_err(|e| StorageError::io("truncating", file.path(), e))?;
+    release_reserve(sh);
     // The segment is active again: its index lives in memory until it rolls.
     for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
         let path = segment_path(&sh.dir, base, suffix);
@@ -182,6 +184,7 @@ pub(super) async fn truncate(sh: &Shared, to: Offset) -> Result<Offset, StorageE
         let mut st = sh.state.borrow_mut();
         let s = st.active_mut();
         s.preallocated_bytes = cut_position;
+        s.synced_bytes = 0;
         s.size_bytes = cut_position;
         s.written_bytes = cut_position;
         s.next_offset = new_end.max(s.base);
@@ -304,6 +307,7 @@ pub(super) async fn swap_segment(sh: &Shared, base: Offset, size: u64) -> Result
         s.size_bytes = new_size;
         s.written_bytes = new_size;
         s.preallocated_bytes = new_size;
+        s.synced_bytes = 0;
         s.index = scan.index;
     }
     Ok(true)

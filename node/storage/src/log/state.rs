@@ -122,6 +122,8 @@ pub(super) struct State {
     pub(super) unsynced: bool,
     /// Size of the latest write, to size the next buffer near it.
     pub(super) last_write_bytes: u64,
+    /// The shard's reserve this log holds: zero-filled bytes past its data.
+    pub(super) reserve_held: u64,
     /// The recent write size (an exponential moving average, 1/8 per write): whether
     /// this log's writes are small enough to zero-fill ahead of.
     pub(super) write_bytes_average: u64,
@@ -202,6 +204,7 @@ impl State {
             file: None,
             created_ms: now_ms,
             preallocated_bytes: 0,
+            synced_bytes: 0,
         });
         self.tail = TailPage { position: 0, bytes: Vec::new() };
         self.stats.rolls += 1;

@@ -1,0 +1,197 @@
+//! What the logs of one shard share: sync rounds that make all their writes durable with
+//! as few device flushes as possible, one budget for the zero-filled reserve ahead of
+//! their writes, and counters of what reached the device.
+//!
+//! One per shard (a thread-local: a shard is a thread, and its logs live on it), so the
+//! cost of durability grows with the bytes and the rounds, not with the partition count.
+//!
+//! **Sync rounds.** A log whose write must be synced (fsync `always`) joins the shard's
+//! next round and waits for it; a round starts as soon as none runs, so rounds follow one
+//! another back to back and each takes every log that joined while the previous one ran
+//! (group commit across partitions). A round makes durable:
+//! - writes that changed no metadata (they overwrote zero-filled space whose size and
+//!   extents an earlier sync made durable), with one fdatasync of any one of their files:
+//!   ext4 and XFS flush the whole device's write cache on every fdatasync, and an
+//!   O_DIRECT write that completed is in that cache;
+//! - writes that changed a file's metadata (extended it, or zero-filled ahead), with that
+//!   file's own fdatasync when a few did, or one syncfs(2) (one journal commit for all,
+//!   and the device flush) when more did.
+//! A failed round fails every write in it: each of their logs is poisoned.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use sluice_io::{self as io, File, LocalFuture, WaitQueue};
+
+/// At most this many files changed metadata in a round: fdatasync each; more: one syncfs.
+const METADATA_FDATASYNCS_MAX: usize = 4;
+
+/// Node-wide limits, divided among the shards; each shard applies its share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardLimits {
+    /// Zero-filled bytes ahead of the writes of all this shard's logs together.
+    pub reserve_bytes_max: u64,
+}
+
+impl Default for ShardLimits {
+    fn default() -> Self {
+        ShardLimits { reserve_bytes_max: 64 << 20 }
+    }
+}
+
+/// Counters of one shard's storage, for metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Segment writes (data and zero-fills) and their bytes.
+    pub writes: u64,
+    pub bytes_written: u64,
+    /// Of those, zero-fills ahead of writes.
+    pub zero_fill_bytes: u64,
+    /// Sync rounds run, the log syncs they served, and the calls they made.
+    pub sync_rounds: u64,
+    pub syncs_served: u64,
+    pub fdatasyncs: u64,
+    pub syncfs_calls: u64,
+    /// Zero-filled bytes held ahead of writes now, and the limit.
+    pub reserved_bytes: u64,
+    pub reserve_bytes_max: u64,
+}
+
+impl DeviceStats {
+    /// Adds another shard's counters into these.
+    pub fn merge(&mut self, o: &DeviceStats) {
+        self.writes += o.writes;
+        self.bytes_written += o.bytes_written;
+        self.zero_fill_bytes += o.zero_fill_bytes;
+        self.sync_rounds += o.sync_rounds;
+        self.syncs_served += o.syncs_served;
+        self.fdatasyncs += o.fdatasyncs;
+        self.syncfs_calls += o.syncfs_calls;
+        self.reserved_bytes += o.reserved_bytes;
+        self.reserve_bytes_max += o.reserve_bytes_max;
+    }
+}
+
+/// A sync round being gathered or running: the files joined and, once done, its outcome.
+#[derive(Default)]
+struct Round {
+    /// Each joined file and whether its write changed the file's metadata.
+    files: RefCell<Vec<(Rc<File>, bool)>>,
+    outcome: RefCell<Option<Result<(), String>>>,
+}
+
+pub(crate) struct Device {
+    limits: Cell<ShardLimits>,
+    stats: RefCell<DeviceStats>,
+    gathering: RefCell<Rc<Round>>,
+    running: Cell<bool>,
+    round_done: WaitQueue,
+}
+
+thread_local! {
+    static DEVICE: Rc<Device> = Rc::new(Device {
+        limits: Cell::new(ShardLimits::default()),
+        stats: RefCell::new(DeviceStats::default()),
+        gathering: RefCell::new(Rc::new(Round::default())),
+        running: Cell::new(false),
+        round_done: WaitQueue::new(),
+    });
+}
+
+/// This shard's device.
+pub(crate) fn device() -> Rc<Device> {
+    DEVICE.with(Rc::clone)
+}
+
+/// Sets this shard's limits (a node calls it on each shard before opening logs).
+pub fn configure_shard(limits: ShardLimits) {
+    DEVICE.with(|d| d.limits.set(limits));
+}
+
+/// This shard's storage counters.
+#[must_use]
+pub fn shard_stats() -> DeviceStats {
+    DEVICE.with(|d| {
+        let mut s = *d.stats.borrow();
+        s.reserve_bytes_max = d.limits.get().reserve_bytes_max;
+        s
+    })
+}
+
+impl Device {
+    pub(crate) fn count_write(&self, bytes: u64, zero_fill: bool) {
+        let mut s = self.stats.borrow_mut();
+        s.writes += 1;
+        s.bytes_written += bytes;
+        if zero_fill {
+            s.zero_fill_bytes += bytes;
+        }
+    }
+
+    /// Up to `want` bytes of reserve (whole pages), as much as the shard's budget has left.
+    pub(crate) fn take_reserve(&self, want: u64) -> u64 {
+        let max = self.limits.get().reserve_bytes_max;
+        let mut s = self.stats.borrow_mut();
+        let granted = io::align_down(want.min(max.saturating_sub(s.reserved_bytes)));
+        s.reserved_bytes += granted;
+        granted
+    }
+
+    /// Gives back reserve that writes used up or a trim released.
+    pub(crate) fn return_reserve(&self, bytes: u64) {
+        let mut s = self.stats.borrow_mut();
+        s.reserved_bytes = s.reserved_bytes.saturating_sub(bytes);
+    }
+
+    /// Makes `file`'s completed writes durable in the shard's next round; `metadata`: a
+    /// write changed the file's size or extents since its last sync.
+    pub(crate) async fn sync(&self, file: Rc<File>, metadata: bool) -> Result<(), String> {
+        let round = self.gathering.borrow().clone();
+        round.files.borrow_mut().push((file, metadata));
+        loop {
+            if let Some(outcome) = round.outcome.borrow().clone() {
+                return outcome;
+            }
+            if !self.running.get() {
+                // Ours is the gathering round (it has not run): run it now.
+                self.running.set(true);
+                *self.gathering.borrow_mut() = Rc::new(Round::default());
+                let outcome = self.run_round(&round).await;
+                *round.outcome.borrow_mut() = Some(outcome.clone());
+                self.running.set(false);
+                self.round_done.notify_all();
+                return outcome;
+            }
+            self.round_done.wait().await;
+        }
+    }
+
+    async fn run_round(&self, round: &Round) -> Result<(), String> {
+        let files = std::mem::take(&mut *round.files.borrow_mut());
+        let changed: Vec<&Rc<File>> = files.iter().filter(|(_, metadata)| *metadata).map(|(f, _)| f).collect();
+        {
+            let mut s = self.stats.borrow_mut();
+            s.sync_rounds += 1;
+            s.syncs_served += files.len() as u64;
+        }
+        let named = |f: &File, e: std::io::Error| format!("syncing {} failed: {e}", f.path().display());
+        if changed.len() > METADATA_FDATASYNCS_MAX {
+            self.stats.borrow_mut().syncfs_calls += 1;
+            return changed[0]
+                .syncfs()
+                .await
+                .map_err(|e| format!("syncfs for {} failed: {e}", changed[0].path().display()));
+        }
+        // The files that changed metadata, or else one file: its fdatasync flushes the device.
+        let to_sync: Vec<&Rc<File>> =
+            if changed.is_empty() { files.iter().take(1).map(|(f, _)| f).collect() } else { changed };
+        self.stats.borrow_mut().fdatasyncs += to_sync.len() as u64;
+        let syncs: Vec<LocalFuture<'_, Result<(), String>>> = to_sync
+            .into_iter()
+            .map(|f| -> LocalFuture<'_, Result<(), String>> {
+                Box::pin(async move { f.fdatasync().await.map_err(|e| named(f, e)) })
+            })
+            .collect();
+        io::join_all(syncs).await.into_iter().collect()
+    }
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Produce throughput as the partition count grows, and the pinned one-shard rows, on this
+# machine, against a fresh release node per row. The node runs one shard pinned to core 0
+# (taskset -c 0); sluice-bench runs on core 1 (taskset -c 1).
+#
+#   ops/bench-partitions.sh [DURATION_S] [PARTITION_COUNTS]
+#
+# PARTITION_COUNTS defaults to "16 256 1024 10000". Each row: 1 KiB records, one
+# producer, Kafka's default client batching (16 KiB batches, linger 5 ms), acks=1, the
+# node's default fsync policy (always) unless NODE_ARGS says otherwise. After each row
+# the node is stopped, the data directory measured (du) against the bytes acknowledged,
+# and the node restarted on it to time its start (until it answers a metadata request
+# for the topic). Then the single-partition row: 1 MiB batches (1,000-byte records).
+# BIN=DIR takes sluice-node and sluice-bench from DIR instead of building them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+COUNTS=${2:-16 256 1024 10000}
+PORT=${PORT:-19400}
+DATA=$(mktemp -d "${TMPDIR:-/var/tmp}/sluice-parts.XXXXXX")
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p sluice-node -p sluice-bench
+  BIN=target/release
+fi
+NODE_PID=
+trap '[ -n "$NODE_PID" ] && kill $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
+
+start_node() {
+  # shellcheck disable=SC2086 # NODE_ARGS is a list of flags
+  taskset -c 0 "$BIN/sluice-node" --shards 1 --data-dir "$DATA/node" --listen 127.0.0.1:$PORT \
+    --kafka-listen off ${NODE_ARGS:-} 2>>"$DATA/node.log" &
+  NODE_PID=$!
+  for _ in $(seq 1 600); do
+    (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "the node did not listen within 30 s" >&2
+  return 1
+}
+stop_node() {
+  kill "$NODE_PID"
+  for _ in $(seq 1 600); do kill -0 "$NODE_PID" 2>/dev/null || break; sleep 0.05; done
+  wait "$NODE_PID" 2>/dev/null || true
+  NODE_PID=
+}
+field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d.get('$2', 'nan'))" "$1"; }
+
+BASE=$(taskset -c 1 "$BIN/sluice-bench" baseline --data-dir "$DATA" --json)
+echo "machine limits (same run): $BASE"
+echo
+echo "| partitions | batch | records/s | MB/s | vs O_DIRECT write | ack p50 us | p99 us | node CPU cores | node CPU us/record | data dir / bytes acked | node RSS MiB | restart s |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+row() {
+  local parts=$1 batch=$2 record=$3
+  rm -rf "$DATA/node"
+  start_node
+  local r
+  r=$(taskset -c 1 "$BIN/sluice-bench" produce --bootstrap 127.0.0.1:$PORT --topic scale --partitions "$parts" \
+    --record-bytes "$record" --batch-bytes "$batch" --linger-ms 5 --acks 1 --duration-s "$DURATION" \
+    --node-pid "$NODE_PID" --json)
+  local rss du
+  rss=$(awk '/VmHWM/ {print int($2/1024)}' /proc/$NODE_PID/status)
+  # Measured while the node runs: what it holds on disk in service, reserves included.
+  du=$(du -sb "$DATA/node" | cut -f1)
+  stop_node
+  local t0 t1
+  t0=$(date +%s.%N)
+  start_node
+  taskset -c 1 "$BIN/sluice-bench" produce --bootstrap 127.0.0.1:$PORT --topic scale --partitions "$parts" \
+    --record-bytes "$record" --total-mib 1 --warmup-s 0 --json >/dev/null
+  t1=$(date +%s.%N)
+  stop_node
+  python3 - "$r" "$BASE" "$parts" "$batch" "$du" "$rss" "$t0" "$t1" <<'PY'
+import json, sys
+r, base = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+parts, batch, du, rss, t0, t1 = sys.argv[3:]
+mb, rec = r["throughput_mb_s"], r["throughput_records_s"]
+acked = r["value_bytes_acked_total"]
+cpu = r.get("node_cpu_cores", float("nan"))
+print(f"| {parts} | {int(batch)//1024} KiB | {rec:.0f} | {mb:.1f} | {mb / base['direct_write_mb_s']:.2f} | "
+      f"{r.get('ack_latency_p50_us', '-')} | {r.get('ack_latency_p99_us', '-')} | {cpu:.2f} | {cpu * 1e6 / max(rec, 1):.2f} | "
+      f"{int(du) / max(acked, 1):.2f} | {rss} | {float(t1) - float(t0):.1f} |")
+PY
+}
+for p in $COUNTS; do row "$p" 16384 1024; done
+row 1 1048576 1000
