@@ -23,7 +23,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--kafka-listen HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N]
-                   [--request-memory-bytes N] [--reserve-bytes N] [--spin-before-park-us N]
+                   [--request-memory-bytes N] [--reserve-bytes N] [--cache-bytes N]
+                   [--spin-before-park-us N]
                    [--retention-check-ms N]
                    [--compaction-check-ms N] [--compaction-bytes-per-s N]
                    [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--voters ID,ID,...]
@@ -50,6 +51,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --request-memory-bytes N  memory for request bodies per shard (default 268435456)
   --reserve-bytes N         disk space zero-filled ahead of small writes, for all partitions
                             together (default 67108864): writes into it sync no metadata
+  --cache-bytes N           memory for recently written batches, all partitions together
+                            (default: an eighth of the machine's memory)
   --spin-before-park-us N   an idle shard polls this long before sleeping (default 0): lower
                             latency for requests to an idle node, a busy core while polling
   --retention-check-ms N    how often retention deletes expired segments (default 300000)
@@ -92,6 +95,9 @@ pub struct NodeConfig {
     /// Bytes zero-filled ahead of the writes of all partitions together (divided among
     /// the shards).
     pub reserve_bytes_max: u64,
+    /// Memory for the caches of recently written batches of all partitions together
+    /// (divided among the shards).
+    pub cache_bytes_max: u64,
     /// Log settings of topics that do not set their own.
     pub topic_defaults: LogConfig,
     /// How long an idle shard polls before it sleeps in the kernel (0: sleep at once).
@@ -145,6 +151,7 @@ impl Default for NodeConfig {
             in_flight_per_connection_max: 64,
             request_memory_bytes_max: 256 << 20,
             reserve_bytes_max: 64 << 20,
+            cache_bytes_max: memory_bytes() / 8,
             topic_defaults: LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() },
             spin_before_park_us: 0,
             retention_check_ms: 300_000,
@@ -163,6 +170,17 @@ impl Default for NodeConfig {
 pub enum Command {
     Run(Box<NodeConfig>),
     Help,
+}
+
+/// The machine's memory (MemTotal in /proc/meminfo); 8 GiB when it cannot be read.
+fn memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(8 << 30, |kib| kib << 10)
 }
 
 fn number<T: TryFrom<u64>>(key: &str, value: &str, min: u64, max: u64) -> Result<T, String> {
@@ -319,6 +337,7 @@ impl NodeConfig {
             "max-in-flight" => self.in_flight_per_connection_max = number(key, value, 1, 4096)?,
             "request-memory-bytes" => self.request_memory_bytes_max = number(key, value, 1 << 20, 1 << 40)?,
             "reserve-bytes" => self.reserve_bytes_max = number(key, value, 0, 1 << 40)?,
+            "cache-bytes" => self.cache_bytes_max = number(key, value, 0, 1 << 44)?,
             "spin-before-park-us" => self.spin_before_park_us = number(key, value, 0, 1_000_000)?,
             "retention-check-ms" => self.retention_check_ms = number(key, value, 10, 86_400_000)?,
             "compaction-check-ms" => self.compaction_check_ms = number(key, value, 10, 86_400_000)?,

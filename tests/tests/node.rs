@@ -796,3 +796,99 @@ fn a_single_node_data_directory_from_before_is_migrated_at_the_first_start() {
     let log = std::fs::read_to_string(tmp.path().join(format!("node-{}.log", node.addr().port()))).unwrap();
     assert_eq!(log.matches("migrated a single node's topics").count(), 1, "migrated once");
 }
+
+/// A thousand partitions written at once, kill -9 in the middle: a writer keeps several
+/// requests in flight, each with a batch for every one of 1,000 partitions (fsync
+/// `always`: each partition's writes join its shard's sync rounds), until the node is
+/// killed. After the restart every acknowledged batch is there, at the offset it was
+/// acknowledged with, byte for byte; and before the kill the rounds served several
+/// partitions' writes each (one device flush for many partitions).
+#[test]
+fn a_thousand_partitions_written_at_once_keep_every_acknowledged_batch_through_kill_9() {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const PARTITIONS: u32 = 1000;
+    const IN_FLIGHT: usize = 4;
+    const ROUNDS_BEFORE_KILL: usize = 6;
+    const DEADLINE: Duration = Duration::from_secs(60);
+    let (_tmp, data) = node_dir();
+    let metrics_addr: SocketAddr = free_loopback_addr();
+    let mut node = NodeProcess::start(&data, SHARDS, &["--metrics-listen", &metrics_addr.to_string()]);
+    let mut client = node.client();
+    create(&mut client, "wide", PARTITIONS, &[]);
+
+    // Per partition: each acknowledged batch with its base offset.
+    type Acked = Vec<Vec<(i64, Vec<u8>)>>;
+    let acked: Arc<Mutex<Acked>> = Arc::new(Mutex::new(vec![Vec::new(); PARTITIONS as usize]));
+    let rounds_acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, rounds_acked, stop, addr) = (acked.clone(), rounds_acked.clone(), stop.clone(), node.addr());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut c = Client::connect(addr);
+            let mut in_flight: VecDeque<(u32, Vec<Vec<u8>>)> = VecDeque::new();
+            let mut round = 0usize;
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < DEADLINE {
+                while in_flight.len() < IN_FLIGHT {
+                    let batches: Vec<Vec<u8>> = (0..PARTITIONS)
+                        .map(|p| {
+                            batch(&format!("r{round}-p{p}"), 1 + (round as u32 + p) % 3, 100 + p as usize % 200, 1_000)
+                        })
+                        .collect();
+                    let parts: Vec<(&str, u32, &[u8])> =
+                        batches.iter().enumerate().map(|(p, b)| ("wide", p as u32, b.as_slice())).collect();
+                    let id = c.send_produce(1, &parts);
+                    in_flight.push_back((id, batches));
+                    round += 1;
+                }
+                let Ok(Some(response)) = c.receive() else { return };
+                let Some((id, batches)) = in_flight.pop_front() else { return };
+                assert_eq!(response.response().correlation_id(), id, "responses come in request order");
+                let mut acked = acked.lock().unwrap();
+                for outcome in Client::produced(&response) {
+                    if outcome.error == ErrorCode::None {
+                        let p = outcome.partition as usize;
+                        acked[p].push((outcome.base_offset, batches[p].clone()));
+                    }
+                }
+                rounds_acked.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let waited = Instant::now();
+    while rounds_acked.load(Ordering::Relaxed) < ROUNDS_BEFORE_KILL {
+        assert!(waited.elapsed() < DEADLINE, "the writer got {ROUNDS_BEFORE_KILL} rounds acknowledged in time");
+        assert!(!writer.is_finished(), "the writer stopped early:\n{}", node.log_tail());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let scrape = scrape_metrics(metrics_addr);
+    let rounds = metric_value(&scrape, "sluice_storage_sync_rounds_total").expect("sync rounds counted");
+    let served = metric_value(&scrape, "sluice_storage_syncs_served_total").expect("syncs served counted");
+    assert!(served > rounds, "sync rounds serve several partitions' writes each: {served} syncs in {rounds} rounds");
+
+    let status = node.kill9_and_wait();
+    assert!(!status.success(), "kill -9 kills: {status}");
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("the writer thread ends once its connection is gone");
+    node.restart();
+    let mut client = node.client();
+    let acked = acked.lock().unwrap();
+    let total: usize = acked.iter().map(Vec::len).sum();
+    assert!(total >= ROUNDS_BEFORE_KILL * PARTITIONS as usize, "{total} batches acknowledged");
+    for (p, batches) in acked.iter().enumerate() {
+        let stored = fetch_all(&mut client, "wide", p as u32);
+        let by_base: std::collections::HashMap<i64, &[u8]> = BatchWalker::new(&stored)
+            .map(|b| {
+                let (_, header, bytes) = b.unwrap_or_else(|e| panic!("wide-{p}: {e}"));
+                (header.base_offset().0 as i64, bytes)
+            })
+            .collect();
+        for (base, sent) in batches {
+            let stored =
+                by_base.get(base).unwrap_or_else(|| panic!("wide-{p}: the batch acknowledged at {base} is gone"));
+            assert!(sluice_tests::stored_as_produced(stored, sent), "wide-{p}: the batch at {base} changed");
+        }
+    }
+}

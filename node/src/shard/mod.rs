@@ -136,6 +136,7 @@ impl Shard {
         // Node-wide storage limits, this shard's share, before any log opens here.
         crate::storage::configure_shard(crate::storage::ShardLimits {
             reserve_bytes_max: config.reserve_bytes_max / u64::from(shards.max(1)),
+            cache_bytes_max: config.cache_bytes_max / u64::from(shards.max(1)),
         });
         let shard = Rc::new(Shard {
             id,
@@ -533,6 +534,9 @@ impl Shard {
                 }
             }
         }
+        // Partitions to open, opened many at a time: a node with thousands of partitions
+        // starts in seconds (each open waits on the disk: a directory sync, a tail scan).
+        let mut to_open = Vec::new();
         for topic in current.topics() {
             let changed = previous.topic(&topic.name).is_some_and(|old| old.configs != topic.configs);
             for p in 0..topic.partitions {
@@ -546,15 +550,23 @@ impl Shard {
                         close_log(old).await;
                     }
                 }
-                if self.logs.borrow().contains_key(&key) {
-                    continue;
+                if !self.logs.borrow().contains_key(&key) {
+                    to_open.push((topic, p, key));
                 }
-                match self.open_log(topic, p).await {
+            }
+        }
+        for chunk in to_open.chunks(OPENS_AT_ONCE) {
+            let opens: Vec<io::LocalFuture<'_, _>> = chunk
+                .iter()
+                .map(|(topic, p, _)| -> io::LocalFuture<'_, _> { Box::pin(self.open_log(topic, *p)) })
+                .collect();
+            for ((topic, p, key), opened) in chunk.iter().zip(io::join_all(opens).await) {
+                match opened {
                     Ok(log) => {
                         if topic.name == OFFSETS_TOPIC {
                             self.groups.load(&log).await;
                         }
-                        self.logs.borrow_mut().insert(key, Rc::new(log));
+                        self.logs.borrow_mut().insert(key.clone(), Rc::new(log));
                     }
                     Err(e) => warn!(topic = %topic.name, partition = p, "partition not opened: {e}"),
                 }
@@ -575,9 +587,17 @@ impl Shard {
 
     /// Closes every log of this shard (shutdown).
     pub async fn close_logs(&self) {
-        let logs: Vec<_> = self.logs.borrow_mut().drain().map(|(_, log)| log).collect();
-        for log in logs {
-            close_log(log).await;
+        let mut logs = self.logs.borrow_mut().drain().map(|(_, log)| log).collect::<Vec<_>>().into_iter();
+        loop {
+            let closes: Vec<io::LocalFuture<'static, ()>> = logs
+                .by_ref()
+                .take(OPENS_AT_ONCE)
+                .map(|log| -> io::LocalFuture<'static, ()> { Box::pin(close_log(log)) })
+                .collect();
+            if closes.is_empty() {
+                break;
+            }
+            io::join_all(closes).await;
         }
     }
 
@@ -594,6 +614,9 @@ impl Shard {
         }
     }
 }
+
+/// Logs opened (or closed) at once by one shard.
+const OPENS_AT_ONCE: usize = 64;
 
 /// Creates the internal offsets topic with `replication_factor`.
 fn offsets_topic_request(replication_factor: u16) -> AdminRequest {

@@ -1,4 +1,5 @@
-//! A bounded cache of recently written batches, per log.
+//! A bounded cache of recently written batches: one per log, all of a shard's caches
+//! within one shard-wide budget.
 //!
 //! O_DIRECT bypasses the page cache, so without this every fetch at the tail would read
 //! the disk. The cache holds the log's own write buffers after their write completed
@@ -7,9 +8,16 @@
 //! allocation are never made resident.
 //! Every cached entry holds whole batches with consecutive offsets of one segment, and
 //! only data that is visible (written); the log clears entries it truncates away.
+//!
+//! Memory is bounded per shard, not per partition: every entry of every log on the shard
+//! is charged to the shard's pool (`ShardLimits::cache_bytes_max`), and when the pool is
+//! over its budget the oldest entries of the whole shard go first, whichever log holds
+//! them (a log's own limit, `cache.bytes.max`, still caps that log).
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::rc::{Rc, Weak};
 
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::Offset;
@@ -17,6 +25,8 @@ use sluice_schemas::Offset;
 use sluice_io::{align_up, IoBytes, SharedBuf};
 
 struct Entry {
+    /// Increasing over the whole shard: the pool's eviction order.
+    id: u64,
     segment_base: Offset,
     first_offset: Offset,
     next_offset: Offset,
@@ -26,9 +36,81 @@ struct Entry {
     charge_bytes: u64,
 }
 
-pub struct BatchCache {
+#[derive(Default)]
+struct Entries {
     entries: VecDeque<Entry>,
     bytes: u64,
+}
+
+/// The shard's pool: the bytes all its caches hold, its budget, and every entry in the
+/// order it was cached (items of entries a log already dropped are skipped when met).
+struct Pool {
+    bytes: Cell<u64>,
+    bytes_max: Cell<u64>,
+    next_id: Cell<u64>,
+    live: Cell<usize>,
+    order: RefCell<VecDeque<(Weak<RefCell<Entries>>, u64)>>,
+}
+
+thread_local! {
+    static POOL: Pool = Pool {
+        bytes: Cell::new(0),
+        bytes_max: Cell::new(crate::device::ShardLimits::default().cache_bytes_max),
+        next_id: Cell::new(0),
+        live: Cell::new(0),
+        order: RefCell::new(VecDeque::new()),
+    };
+}
+
+/// Sets this shard's cache budget (applied at the next insert).
+pub(crate) fn set_pool_limit(bytes_max: u64) {
+    POOL.with(|p| p.bytes_max.set(bytes_max));
+}
+
+/// Bytes all caches of this shard hold.
+#[must_use]
+pub fn pool_bytes() -> u64 {
+    POOL.with(|p| p.bytes.get())
+}
+
+fn pool_released(bytes: u64, entries: usize) {
+    POOL.with(|p| {
+        p.bytes.set(p.bytes.get().saturating_sub(bytes));
+        p.live.set(p.live.get().saturating_sub(entries));
+    });
+}
+
+/// Evicts the shard's oldest entries while the pool is over its budget. Runs with no
+/// cache borrowed.
+fn trim_pool() {
+    POOL.with(|p| loop {
+        let over = p.bytes.get() > p.bytes_max.get();
+        let mut order = p.order.borrow_mut();
+        // Items of dropped entries pile up when nothing is evicted: shed them now and then.
+        if !over && order.len() > 2 * p.live.get() + 1024 {
+            order.retain(|(w, id)| {
+                w.upgrade().is_some_and(|e| e.borrow().entries.binary_search_by_key(id, |e| e.id).is_ok())
+            });
+        }
+        if !over {
+            return;
+        }
+        let Some((weak, id)) = order.pop_front() else { return };
+        drop(order);
+        let Some(cache) = weak.upgrade() else { continue };
+        let mut c = cache.borrow_mut();
+        // The pool's oldest live entry is its log's oldest; otherwise this one is gone.
+        if c.entries.front().is_some_and(|e| e.id == id) {
+            if let Some(e) = c.entries.pop_front() {
+                c.bytes -= e.charge_bytes;
+                pool_released(e.charge_bytes, 1);
+            }
+        }
+    });
+}
+
+pub struct BatchCache {
+    inner: Rc<RefCell<Entries>>,
     bytes_max: u64,
 }
 
@@ -39,15 +121,21 @@ pub struct CacheHit {
     pub next_offset: Offset,
 }
 
+impl Drop for BatchCache {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 impl BatchCache {
     #[must_use]
     pub fn new(bytes_max: u64) -> BatchCache {
-        BatchCache { entries: VecDeque::new(), bytes: 0, bytes_max }
+        BatchCache { inner: Rc::new(RefCell::new(Entries::default())), bytes_max }
     }
 
     #[must_use]
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.inner.borrow().bytes
     }
 
     /// Adds the batches at `range` of `buf` (offsets `first..next` of `segment_base`).
@@ -62,45 +150,57 @@ impl BatchCache {
         if self.bytes_max == 0 || range.is_empty() {
             return;
         }
-        if let Some(last) = self.entries.back() {
-            assert!(last.next_offset <= first_offset, "cache entries out of order");
-        }
         let charge_bytes = align_up(range.end as u64);
         if charge_bytes > self.bytes_max {
             return;
         }
-        self.bytes += charge_bytes;
-        self.entries.push_back(Entry { segment_base, first_offset, next_offset, buf, range, charge_bytes });
-        while self.bytes > self.bytes_max {
-            self.pop_oldest();
+        {
+            let mut c = self.inner.borrow_mut();
+            if let Some(last) = c.entries.back() {
+                assert!(last.next_offset <= first_offset, "cache entries out of order");
+            }
+            let id = POOL.with(|p| {
+                let id = p.next_id.get();
+                p.next_id.set(id + 1);
+                p.bytes.set(p.bytes.get() + charge_bytes);
+                p.live.set(p.live.get() + 1);
+                p.order.borrow_mut().push_back((Rc::downgrade(&self.inner), id));
+                id
+            });
+            c.bytes += charge_bytes;
+            c.entries.push_back(Entry { id, segment_base, first_offset, next_offset, buf, range, charge_bytes });
+            while c.bytes > self.bytes_max {
+                pop_oldest(&mut c);
+            }
         }
-    }
-
-    fn pop_oldest(&mut self) {
-        if let Some(e) = self.entries.pop_front() {
-            self.bytes -= e.charge_bytes;
-        }
+        trim_pool();
     }
 
     /// Forgets everything (after a truncation).
     pub fn clear(&mut self) {
-        self.entries.clear();
-        self.bytes = 0;
+        let mut c = self.inner.borrow_mut();
+        let (bytes, count) = (c.bytes, c.entries.len());
+        c.entries.clear();
+        c.bytes = 0;
+        pool_released(bytes, count);
     }
 
     /// Forgets the entries of segments that were deleted (base below `segment_base`).
     pub fn drop_segments_before(&mut self, segment_base: Offset) {
-        while self.entries.front().is_some_and(|e| e.segment_base < segment_base) {
-            self.pop_oldest();
+        let mut c = self.inner.borrow_mut();
+        while c.entries.front().is_some_and(|e| e.segment_base < segment_base) {
+            pop_oldest(&mut c);
         }
     }
 
     /// Forgets the entries of one segment (compaction rewrote it).
     pub fn drop_segment(&mut self, segment_base: Offset) {
-        let before = self.entries.len();
-        self.entries.retain(|e| e.segment_base != segment_base);
-        if self.entries.len() != before {
-            self.bytes = self.entries.iter().map(|e| e.charge_bytes).sum();
+        let mut c = self.inner.borrow_mut();
+        let (before, bytes_before) = (c.entries.len(), c.bytes);
+        c.entries.retain(|e| e.segment_base != segment_base);
+        if c.entries.len() != before {
+            c.bytes = c.entries.iter().map(|e| e.charge_bytes).sum();
+            pool_released(bytes_before - c.bytes, before - c.entries.len());
         }
     }
 
@@ -108,8 +208,9 @@ impl BatchCache {
     /// least one batch), all from one segment; `None` when `from` is not cached.
     #[must_use]
     pub fn read(&self, from: Offset, max_bytes: u64) -> Option<CacheHit> {
-        let i = self.entries.partition_point(|e| e.next_offset <= from);
-        let first = self.entries.get(i)?;
+        let c = self.inner.borrow();
+        let i = c.entries.partition_point(|e| e.next_offset <= from);
+        let first = c.entries.get(i)?;
         if first.first_offset > from {
             return None;
         }
@@ -117,7 +218,7 @@ impl BatchCache {
         let mut taken = 0u64;
         let mut first_offset = None;
         let mut next_offset = from;
-        for e in self.entries.range(i..) {
+        for e in c.entries.range(i..) {
             if e.segment_base != first.segment_base || e.first_offset != next_offset && first_offset.is_some() {
                 break;
             }
@@ -151,5 +252,12 @@ impl BatchCache {
             }
         }
         Some(CacheHit { chunks, first_offset: first_offset?, next_offset })
+    }
+}
+
+fn pop_oldest(c: &mut Entries) {
+    if let Some(e) = c.entries.pop_front() {
+        c.bytes -= e.charge_bytes;
+        pool_released(e.charge_bytes, 1);
     }
 }

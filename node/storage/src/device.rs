@@ -1,6 +1,7 @@
 //! What the logs of one shard share: sync rounds that make all their writes durable with
 //! as few device flushes as possible, one budget for the zero-filled reserve ahead of
-//! their writes, and counters of what reached the device.
+//! their writes, the limits (the cache's budget is applied in `cache`), and counters of
+//! what reached the device.
 //!
 //! One per shard (a thread-local: a shard is a thread, and its logs live on it), so the
 //! cost of durability grows with the bytes and the rounds, not with the partition count.
@@ -16,6 +17,7 @@
 //! - writes that changed a file's metadata (extended it, or zero-filled ahead), with that
 //!   file's own fdatasync when a few did, or one syncfs(2) (one journal commit for all,
 //!   and the device flush) when more did.
+//!
 //! A failed round fails every write in it: each of their logs is poisoned.
 
 use std::cell::{Cell, RefCell};
@@ -31,11 +33,13 @@ const METADATA_FDATASYNCS_MAX: usize = 4;
 pub struct ShardLimits {
     /// Zero-filled bytes ahead of the writes of all this shard's logs together.
     pub reserve_bytes_max: u64,
+    /// Recently written batches all this shard's logs cache together (`cache`).
+    pub cache_bytes_max: u64,
 }
 
 impl Default for ShardLimits {
     fn default() -> Self {
-        ShardLimits { reserve_bytes_max: 64 << 20 }
+        ShardLimits { reserve_bytes_max: 64 << 20, cache_bytes_max: 256 << 20 }
     }
 }
 
@@ -55,6 +59,9 @@ pub struct DeviceStats {
     /// Zero-filled bytes held ahead of writes now, and the limit.
     pub reserved_bytes: u64,
     pub reserve_bytes_max: u64,
+    /// Bytes the shard's caches hold now, and the limit.
+    pub cache_bytes: u64,
+    pub cache_bytes_max: u64,
 }
 
 impl DeviceStats {
@@ -69,6 +76,8 @@ impl DeviceStats {
         self.syncfs_calls += o.syncfs_calls;
         self.reserved_bytes += o.reserved_bytes;
         self.reserve_bytes_max += o.reserve_bytes_max;
+        self.cache_bytes += o.cache_bytes;
+        self.cache_bytes_max += o.cache_bytes_max;
     }
 }
 
@@ -106,6 +115,7 @@ pub(crate) fn device() -> Rc<Device> {
 /// Sets this shard's limits (a node calls it on each shard before opening logs).
 pub fn configure_shard(limits: ShardLimits) {
     DEVICE.with(|d| d.limits.set(limits));
+    crate::cache::set_pool_limit(limits.cache_bytes_max);
 }
 
 /// This shard's storage counters.
@@ -114,6 +124,8 @@ pub fn shard_stats() -> DeviceStats {
     DEVICE.with(|d| {
         let mut s = *d.stats.borrow();
         s.reserve_bytes_max = d.limits.get().reserve_bytes_max;
+        s.cache_bytes_max = d.limits.get().cache_bytes_max;
+        s.cache_bytes = crate::cache::pool_bytes();
         s
     })
 }

@@ -1,0 +1,98 @@
+//! Specifications of what the logs of one shard share (`sluice_storage::device`): sync
+//! rounds that serve many logs' writes with one device flush, one zero-fill reserve budget
+//! and one cache budget for all of them. Real files, real io_uring, one shard (this
+//! test's thread).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::rc::Rc;
+
+use common::{batch, run};
+use sluice_io::{join_all, LocalFuture};
+use sluice_schemas::batch::BatchWalker;
+use sluice_schemas::Offset;
+use sluice_storage::{configure_shard, shard_stats, LogConfig, PartitionLog, ShardLimits};
+
+/// Many logs appending at once under fsync `always`: the shard's sync rounds serve
+/// several logs each, the zero-filled reserve never passes the shard's budget and is all
+/// given back when the logs close, and every acknowledged batch reads back after reopening.
+#[test]
+fn a_shards_logs_share_sync_rounds_and_one_reserve_budget() {
+    const LOGS: usize = 16;
+    const BATCHES: u64 = 20;
+    const RESERVE: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(async move {
+        configure_shard(ShardLimits { reserve_bytes_max: RESERVE, cache_bytes_max: 256 << 10 });
+        let config = LogConfig { preallocate_bytes: 512 << 10, ..LogConfig::default() };
+        let mut logs = Vec::new();
+        for i in 0..LOGS {
+            logs.push(Rc::new(PartitionLog::open(&root.join(format!("p{i}")), config.clone()).await.unwrap().0));
+        }
+        let before = shard_stats();
+        let appends: Vec<LocalFuture<'_, ()>> = logs
+            .iter()
+            .enumerate()
+            .map(|(i, log)| -> LocalFuture<'_, ()> {
+                Box::pin(async move {
+                    for k in 0..BATCHES {
+                        log.append(&batch(i as u64 * 1000 + k, 3, 1200, 0)).await.unwrap();
+                        assert!(shard_stats().reserved_bytes <= RESERVE, "the reserve stays within the budget");
+                    }
+                })
+            })
+            .collect();
+        join_all(appends).await;
+        let after = shard_stats();
+        let rounds = after.sync_rounds - before.sync_rounds;
+        let served = after.syncs_served - before.syncs_served;
+        assert!(served >= LOGS as u64 * BATCHES, "every write was synced: {served}");
+        assert!(served > rounds, "rounds serve several logs each: {served} syncs in {rounds} rounds");
+        assert!(after.fdatasyncs - before.fdatasyncs + after.syncfs_calls - before.syncfs_calls <= rounds * 4);
+        assert!(after.zero_fill_bytes > before.zero_fill_bytes, "small writes zero-fill ahead");
+        assert!(after.cache_bytes <= 256 << 10, "the shard's caches stay within their budget");
+        for log in logs {
+            Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+        }
+        assert_eq!(shard_stats().reserved_bytes, 0, "closed logs give their reserve back");
+        for i in 0..LOGS {
+            let (log, _) = PartitionLog::open(&root.join(format!("p{i}")), config.clone()).await.unwrap();
+            let read = log.read(Offset(0), 1 << 20).await.unwrap();
+            let bytes = read.to_vec();
+            let stored: Vec<_> = BatchWalker::new(&bytes).map(|b| b.unwrap().2.to_vec()).collect();
+            assert_eq!(stored.len() as u64, BATCHES, "log {i}");
+            for (k, s) in stored.iter().enumerate() {
+                assert_eq!(s[8..], batch(i as u64 * 1000 + k as u64, 3, 1200, 0)[8..], "log {i} batch {k}");
+            }
+            log.close().await.unwrap();
+        }
+    });
+}
+
+/// The cache budget is the shard's, not each log's: when it is full, the oldest entries
+/// of the whole shard go first, whichever log holds them.
+#[test]
+fn the_shards_cache_budget_evicts_the_oldest_entries_of_any_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(async move {
+        configure_shard(ShardLimits { reserve_bytes_max: 1 << 20, cache_bytes_max: 64 << 10 });
+        let config = LogConfig { cache_bytes_max: 1 << 20, ..LogConfig::default() };
+        let (a, _) = PartitionLog::open(&root.join("a"), config.clone()).await.unwrap();
+        let (b, _) = PartitionLog::open(&root.join("b"), config).await.unwrap();
+        for k in 0..4 {
+            a.append(&batch(k, 1, 3000, 0)).await.unwrap();
+        }
+        assert!(a.read(Offset(3), 1).await.unwrap().from_cache, "a's tail is cached while there is room");
+        for k in 0..32 {
+            b.append(&batch(100 + k, 1, 3000, 0)).await.unwrap();
+        }
+        assert!(shard_stats().cache_bytes <= 64 << 10, "{}", shard_stats().cache_bytes);
+        assert!(b.read(Offset(31), 1).await.unwrap().from_cache, "b's tail, the newest, is cached");
+        assert!(!a.read(Offset(3), 1).await.unwrap().from_cache, "a's entries, the oldest, were evicted for b's");
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    });
+}
