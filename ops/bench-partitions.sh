@@ -46,7 +46,8 @@ stop_node() {
 field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d.get('$2', 'nan'))" "$1"; }
 
 BASE=$(taskset -c 1 "$BIN/sluice-bench" baseline --data-dir "$DATA" --json)
-echo "machine limits (same run): $BASE"
+echo "Node: one shard pinned to core 0 (taskset -c 0); sluice-bench pinned to core 1 (taskset -c 1)."
+echo "Machine limits (same run, measured from core 1): $BASE"
 echo
 echo "| partitions | batch | records/s | MB/s | vs O_DIRECT write | ack p50 us | p99 us | node CPU cores | node CPU us/record | data dir / bytes acked | node RSS MiB | restart s |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

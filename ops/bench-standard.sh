@@ -8,7 +8,9 @@
 # 16 partitions at max rate with acks=1 and with acks=all; consume cold (from the
 # start, from disk) and hot (the tail, from the cache); end-to-end latency at 50% of
 # the acks=1 max rate; a small request's round trip next to a plain TCP echo.
-# NODE_ARGS adds node flags (e.g. NODE_ARGS="--fsync never").
+# Then the partition-scaling and pinned one-shard rows (ops/bench-partitions.sh: 16, 256,
+# 1,024 and 10,000 partitions, and one partition with 1 MiB batches), appended to the
+# same table file. NODE_ARGS adds node flags (e.g. NODE_ARGS="--fsync never").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -68,3 +70,10 @@ print(f"Small request round trip (ApiVersions, one connection): node p50 {rtt['n
       f"{rtt['node_rtt_p99_us']} us; plain TCP echo p50 {rtt['echo_rtt_p50_us']} us / p99 {rtt['echo_rtt_p99_us']} us "
       f"(ratio p50 {rtt['node_to_echo_p50_ratio']:.2f}).")
 PY
+
+kill "$NODE_PID"
+wait "$NODE_PID" 2>/dev/null || true
+echo | tee -a "$OUT"
+echo "Partition scaling and pinned one-shard rows (ops/bench-partitions.sh $DURATION):" | tee -a "$OUT"
+echo | tee -a "$OUT"
+BIN=target/release ops/bench-partitions.sh "$DURATION" | tee -a "$OUT"
