@@ -4,11 +4,14 @@
 //! client, or sticky for null keys), reserves its bytes from `buffer.memory` (waiting up
 //! to `max.block.ms`), and appends it to that partition's open RecordBatch v2. A batch
 //! closes at `batch.size` or after `linger.ms`, is compressed, and waits in its
-//! partition's queue. The sender task packs ready batches of many partitions into one
-//! produce request (up to `max.request.size`), keeps up to
-//! `max.in.flight.requests.per.connection` requests in flight, resolves each record's
-//! delivery with its offset, and retries retriable errors after `retry.backoff.ms` until
-//! `delivery.timeout.ms`.
+//! partition's queue. As Kafka's Java producer, the sender task sends to a partition
+//! leader only when fewer than `max.in.flight.requests.per.connection` requests are out
+//! to it, and then packs the ready batch of every partition it leads (oldest first, up
+//! to `max.request.size`) into one produce request: batches wait in their queues, not
+//! bound to small requests that wait for a slot of the connection. It resolves each
+//! record's delivery with its offset, and retries retriable errors after
+//! `retry.backoff.ms` until `delivery.timeout.ms`. Its work per wake-up follows what is
+//! ready or due, not the number of partitions.
 //!
 //! Guarantee: a partition has at most one batch in flight, so retries never reorder a
 //! partition's records.
@@ -261,7 +264,11 @@ impl Slot {
     }
 }
 
+/// A partition's batch being filled.
 struct OpenBatch {
+    /// Names the batch in `State::lingering`: an entry whose id is not that of its
+    /// partition's open batch is stale (the batch it named was closed full or by a flush).
+    id: u64,
     builder: BatchBuilder,
     opened: Instant,
     slots: Vec<Slot>,
@@ -278,23 +285,106 @@ struct ReadyBatch {
     last_error: Option<ClientError>,
 }
 
-#[derive(Default)]
-struct PartitionQueue {
-    open: Option<OpenBatch>,
-    ready: VecDeque<ReadyBatch>,
-    in_flight: bool,
+/// A batch taken out of its partition's queue: into a request, or expired.
+struct Sent {
+    /// The partition's index in `State::parts`.
+    part: usize,
+    topic: Arc<str>,
+    partition: u32,
+    batch: ReadyBatch,
 }
 
+/// A produce request to send: the leader, and one batch per partition.
+type Request = (Option<u32>, Vec<Sent>);
+
+/// One partition's batches.
+struct PartitionQueue {
+    topic: Arc<str>,
+    partition: u32,
+    open: Option<OpenBatch>,
+    ready: VecDeque<ReadyBatch>,
+    /// A batch of the partition is in a request: the next one waits for its outcome.
+    in_flight: bool,
+    /// The partition is queued (once) in a leader's `sendable` or in `backoff`.
+    waiting: bool,
+}
+
+/// The produce requests to one leader (`None`: not known; sent through a bootstrap
+/// server).
+#[derive(Default)]
+struct LeaderQueue {
+    /// Partitions whose front batch may go now, in the order they became sendable (so
+    /// the oldest batches go first).
+    sendable: VecDeque<usize>,
+    /// Requests out to the leader: at most max.in.flight.requests.per.connection. Batches
+    /// wait in their queues while none is free, rather than be bound to a small request
+    /// that waits for a slot of the connection; the next request takes them all.
+    in_flight: usize,
+}
+
+/// The producer's buffers. The sender's work per wake-up follows what is ready or due
+/// (the front of `lingering`, of `backoff`, of each leader's `sendable`), never the
+/// number of partitions: only `flush` and `close` look at every partition.
 #[derive(Default)]
 struct State {
-    queues: HashMap<(String, u32), PartitionQueue>,
+    /// Topic, partition -> index in `parts`.
+    index: HashMap<String, HashMap<u32, usize>>,
+    /// Every partition sent to (never removed, so an index stays valid).
+    parts: Vec<PartitionQueue>,
+    /// Open batches, (partition, batch id), in the order they opened. linger.ms is the
+    /// same for all, so this is the order their lingers end: the sender closes due
+    /// batches from the front and skips stale entries.
+    lingering: VecDeque<(usize, u64)>,
+    next_batch_id: u64,
+    leaders: HashMap<Option<u32>, LeaderQueue>,
+    /// Partitions whose front batch waits out retry.backoff.ms, in the order the waits
+    /// end (the backoff is the same for all).
+    backoff: VecDeque<usize>,
+    /// No waiting partition's front batch passes delivery.timeout.ms before this (a
+    /// lower bound): then the sender looks at the waiting partitions and sets it again.
+    next_expiry: Option<Instant>,
     /// Records sent and not yet resolved.
     outstanding: usize,
     closed: bool,
+    stats: ProducerStats,
+}
+
+impl State {
+    /// The index of a partition's queue (a new, empty one for a partition not seen).
+    fn part(&mut self, topic: &str, partition: u32) -> usize {
+        if let Some(&part) = self.index.get(topic).and_then(|p| p.get(&partition)) {
+            return part;
+        }
+        let part = self.parts.len();
+        self.parts.push(PartitionQueue {
+            topic: topic.into(),
+            partition,
+            open: None,
+            ready: VecDeque::new(),
+            in_flight: false,
+            waiting: false,
+        });
+        self.index.entry(topic.to_string()).or_default().insert(partition, part);
+        part
+    }
+}
+
+/// What a producer has sent since it started. `batches / requests` is how many
+/// partitions' batches a produce request carried on average.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProducerStats {
+    /// Produce requests sent (each attempt counts).
+    pub requests: u64,
+    /// Record batches in those requests (a retried batch counts again).
+    pub batches: u64,
 }
 
 /// How long a send waits for a topic's metadata that a node does not have yet.
 const METADATA_GRACE: Duration = Duration::from_secs(1);
+
+/// The longest the sender sleeps when nothing is due; sends, flushes and finished
+/// requests wake it sooner.
+const SENDER_IDLE: Duration = Duration::from_millis(200);
 
 struct Inner {
     config: ProducerConfig,
@@ -367,6 +457,12 @@ impl Producer {
         self.inner.partitions_for(topic).await
     }
 
+    /// How many produce requests and batches the producer has sent.
+    #[must_use]
+    pub fn stats(&self) -> ProducerStats {
+        lock(&self.inner.state).stats
+    }
+
     /// Sends every buffered record now and waits for all their delivery reports.
     pub async fn flush(&self) {
         loop {
@@ -376,7 +472,7 @@ impl Producer {
                 if st.outstanding == 0 {
                     return;
                 }
-                close_all_open(&mut st, self.inner.config.compression);
+                self.inner.close_all_open(&mut st);
             }
             self.inner.wake.notify_one();
             let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
@@ -429,23 +525,33 @@ impl Producer {
         .map_err(|_| ClientError::BufferFull { bytes: size, waited_ms: waited.elapsed().as_millis() as u64 })?
         .map_err(|_| ClientError::Closed)?;
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
-        let mut wake = false;
+        // The sender is woken when a batch opens (it may be sleeping past its linger) or
+        // closes (it may go now), not for every record.
+        let mut wake = config.linger_ms == 0;
         {
-            let mut st = lock(&inner.state);
+            let mut guard = lock(&inner.state);
+            let st = &mut *guard;
             if st.closed {
                 return Err(ClientError::Closed);
             }
-            let queue = st.queues.entry((record.topic.clone(), partition)).or_default();
-            let full = queue
+            let part = st.part(&record.topic, partition);
+            let full = st.parts[part]
                 .open
                 .as_ref()
                 .is_some_and(|b| b.builder.size_bytes() + size > config.batch_size && !b.slots.is_empty());
             if full {
-                close_open(queue, config.compression);
+                inner.close_open(st, part);
                 config.partitioner.on_new_batch(&record.topic, partition);
                 wake = true;
             }
-            let batch = queue.open.get_or_insert_with(|| OpenBatch {
+            if st.parts[part].open.is_none() {
+                st.next_batch_id += 1;
+                st.lingering.push_back((part, st.next_batch_id));
+                wake = true;
+            }
+            let id = st.next_batch_id;
+            let batch = st.parts[part].open.get_or_insert_with(|| OpenBatch {
+                id,
                 builder: new_builder(),
                 opened: Instant::now(),
                 slots: Vec::new(),
@@ -459,19 +565,16 @@ impl Producer {
                 .map_err(|e| ClientError::Codec(e.to_string()))?;
             batch.slots.push(Slot { reply, timestamp_ms });
             batch.permits.push(permit);
+            st.outstanding += 1;
             if batch.builder.size_bytes() >= config.batch_size {
-                close_open(queue, config.compression);
+                inner.close_open(st, part);
                 config.partitioner.on_new_batch(&record.topic, partition);
                 wake = true;
             }
-            st.outstanding += 1;
-            if config.linger_ms == 0 {
-                wake = true;
-            }
         }
-        // Even without a full batch: the sender may be sleeping past this batch's linger.
-        let _ = wake;
-        inner.wake.notify_one();
+        if wake {
+            inner.wake.notify_one();
+        }
         Ok(())
     }
 }
@@ -487,44 +590,22 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Closes a partition's open batch: encodes (and compresses) it into the ready queue.
-fn close_open(queue: &mut PartitionQueue, compression: Compression) {
-    let Some(open) = queue.open.take() else { return };
-    let OpenBatch { builder, opened, slots, permits } = open;
-    let encoded = if compression == Compression::None {
-        builder.finish()
-    } else {
-        match crate::compression::compress(compression, builder.records_bytes()) {
-            Ok(compressed) => builder.finish_compressed(&compressed, compression),
-            Err(e) => {
-                warn!("compression failed ({e}); sending the batch uncompressed");
-                builder.finish()
-            }
-        }
-    };
-    match encoded {
-        Ok(bytes) => queue.ready.push_back(ReadyBatch {
-            bytes,
-            slots,
-            permits,
-            created: opened,
-            attempts: 0,
-            not_before: Instant::now(),
-            last_error: None,
-        }),
-        Err(e) => {
-            let error = ClientError::Codec(e.to_string());
-            for slot in slots {
-                slot.resolve(Err(error.clone()));
-            }
-        }
+/// Resolves a batch's records with offsets from the base offset (or fails them);
+/// returns how many. Their buffer memory is freed after.
+fn resolve(topic: &str, partition: u32, batch: ReadyBatch, result: &Result<Option<u64>>) -> usize {
+    let count = batch.slots.len();
+    for (i, slot) in batch.slots.into_iter().enumerate() {
+        let timestamp_ms = slot.timestamp_ms;
+        let r = result.clone().map(|base| RecordMetadata {
+            topic: topic.to_string(),
+            partition,
+            offset: base.map(|b| b + i as u64),
+            timestamp_ms,
+        });
+        slot.resolve(r);
     }
-}
-
-fn close_all_open(st: &mut State, compression: Compression) {
-    for queue in st.queues.values_mut() {
-        close_open(queue, compression);
-    }
+    drop(batch.permits);
+    count
 }
 
 impl Inner {
@@ -544,180 +625,365 @@ impl Inner {
         }
     }
 
-    /// Resolves `slots` with offsets from `base_offset` (or fails them).
-    fn finish(&self, topic: &str, partition: u32, batch: ReadyBatch, result: Result<Option<u64>>) {
-        let count = batch.slots.len();
-        for (i, slot) in batch.slots.into_iter().enumerate() {
-            let timestamp_ms = slot.timestamp_ms;
-            let r = result.clone().map(|base| RecordMetadata {
-                topic: topic.to_string(),
-                partition,
-                offset: base.map(|b| b + i as u64),
-                timestamp_ms,
-            });
-            slot.resolve(r);
-        }
-        drop(batch.permits);
-        let mut st = lock(&self.state);
+    fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.delivery_timeout_ms)
+    }
+
+    /// Counts `count` records as resolved; wakes `flush` when none is left.
+    fn settle(&self, st: &mut State, count: usize) {
         st.outstanding = st.outstanding.saturating_sub(count);
         if st.outstanding == 0 {
             self.idle.notify_waiters();
         }
     }
+
+    /// Closes a partition's open batch: encodes (and compresses) it into the ready
+    /// queue, where it waits to be sent.
+    fn close_open(&self, st: &mut State, part: usize) {
+        let compression = self.config.compression;
+        let queue = &mut st.parts[part];
+        let Some(open) = queue.open.take() else { return };
+        let OpenBatch { builder, opened, slots, permits, .. } = open;
+        let encoded = if compression == Compression::None {
+            builder.finish()
+        } else {
+            match crate::compression::compress(compression, builder.records_bytes()) {
+                Ok(compressed) => builder.finish_compressed(&compressed, compression),
+                Err(e) => {
+                    warn!("compression failed ({e}); sending the batch uncompressed");
+                    builder.finish()
+                }
+            }
+        };
+        match encoded {
+            Ok(bytes) => {
+                queue.ready.push_back(ReadyBatch {
+                    bytes,
+                    slots,
+                    permits,
+                    created: opened,
+                    attempts: 0,
+                    not_before: Instant::now(),
+                    last_error: None,
+                });
+                self.mark_sendable(st, part);
+            }
+            Err(e) => {
+                let error = ClientError::Codec(e.to_string());
+                let count = slots.len();
+                for slot in slots {
+                    slot.resolve(Err(error.clone()));
+                }
+                drop(permits);
+                self.settle(st, count);
+            }
+        }
+    }
+
+    fn close_all_open(&self, st: &mut State) {
+        for part in 0..st.parts.len() {
+            self.close_open(st, part);
+        }
+        // Every entry is stale now.
+        st.lingering.clear();
+    }
+
+    /// Queues a partition whose front batch may be sent: in its leader's `sendable`, or
+    /// in `backoff` while a retry waits. Not one with a batch in flight (its outcome
+    /// queues it again) or queued already.
+    fn mark_sendable(&self, st: &mut State, part: usize) {
+        let queue = &mut st.parts[part];
+        if queue.in_flight || queue.waiting {
+            return;
+        }
+        let Some(front) = queue.ready.front() else { return };
+        let expiry = front.created + self.delivery_timeout();
+        let leader = (front.not_before <= Instant::now()).then(|| self.router.leader(&queue.topic, queue.partition));
+        queue.waiting = true;
+        st.next_expiry = Some(st.next_expiry.map_or(expiry, |e| e.min(expiry)));
+        match leader {
+            Some(leader) => st.leaders.entry(leader).or_default().sendable.push_back(part),
+            None => st.backoff.push_back(part),
+        }
+    }
+
+    /// Closes the open batches whose linger has passed, oldest first; returns when the
+    /// next one's ends.
+    fn close_lingered(&self, st: &mut State, now: Instant) -> Option<Instant> {
+        let linger = Duration::from_millis(self.config.linger_ms);
+        while let Some(&(part, id)) = st.lingering.front() {
+            let due = st.parts[part].open.as_ref().filter(|b| b.id == id).map(|b| b.opened + linger);
+            if let Some(due) = due.filter(|&due| due > now) {
+                return Some(due);
+            }
+            st.lingering.pop_front();
+            if due.is_some() {
+                self.close_open(st, part);
+            }
+        }
+        None
+    }
+
+    /// Queues the partitions whose retry backoff has passed with their leaders (learnt
+    /// again: the failure may have moved them); returns when the next backoff ends.
+    fn end_backoffs(&self, st: &mut State, now: Instant) -> Option<Instant> {
+        while let Some(&part) = st.backoff.front() {
+            if let Some(front) = st.parts[part].ready.front().filter(|b| b.not_before > now) {
+                return Some(front.not_before);
+            }
+            st.backoff.pop_front();
+            st.parts[part].waiting = false;
+            self.mark_sendable(st, part);
+        }
+        None
+    }
+
+    /// Takes out every waiting partition's front batches that are past
+    /// delivery.timeout.ms (batches behind one in flight are looked at once it is
+    /// done), and sets `next_expiry` from the batches left.
+    fn expire(&self, st: &mut State, now: Instant, expired: &mut Vec<Sent>) {
+        let timeout = self.delivery_timeout();
+        let State { parts, leaders, backoff, next_expiry, .. } = st;
+        let mut next: Option<Instant> = None;
+        let mut keep = |part: &usize| {
+            let queue = &mut parts[*part];
+            while let Some(front) = queue.ready.front() {
+                let expiry = front.created + timeout;
+                if expiry >= now {
+                    next = Some(next.map_or(expiry, |n| n.min(expiry)));
+                    return true;
+                }
+                if let Some(batch) = queue.ready.pop_front() {
+                    expired.push(Sent { part: *part, topic: queue.topic.clone(), partition: queue.partition, batch });
+                }
+            }
+            queue.waiting = false;
+            false
+        };
+        for leader in leaders.values_mut() {
+            leader.sendable.retain(&mut keep);
+        }
+        backoff.retain(&mut keep);
+        *next_expiry = next;
+    }
+
+    /// The requests that may go now. For each leader with a free in-flight slot: one
+    /// request of the front batch of every sendable partition, oldest first, up to
+    /// max.request.size; more while slots and batches last. Returns whether a partition
+    /// moved to another leader's queue (its leader changed since it was queued), which
+    /// may have a free slot.
+    fn drain(&self, st: &mut State, now: Instant, expired: &mut Vec<Sent>) -> (Vec<Request>, bool) {
+        let timeout = self.delivery_timeout();
+        let max_in_flight = self.config.max_in_flight_requests_per_connection;
+        let max_bytes = self.config.max_request_size;
+        let State { parts, leaders, stats, .. } = st;
+        let mut requests = Vec::new();
+        let mut moved = Vec::new();
+        for (&leader, queue) in leaders.iter_mut() {
+            while queue.in_flight < max_in_flight && !queue.sendable.is_empty() {
+                let mut batches = Vec::new();
+                let mut bytes = 0usize;
+                while let Some(&part) = queue.sendable.front() {
+                    let pq = &mut parts[part];
+                    while pq.ready.front().is_some_and(|b| now.saturating_duration_since(b.created) > timeout) {
+                        if let Some(batch) = pq.ready.pop_front() {
+                            expired.push(Sent { part, topic: pq.topic.clone(), partition: pq.partition, batch });
+                        }
+                    }
+                    let Some(len) = pq.ready.front().map(|b| b.bytes.len()).filter(|_| !pq.in_flight) else {
+                        queue.sendable.pop_front();
+                        pq.waiting = false;
+                        continue;
+                    };
+                    let current = self.router.leader(&pq.topic, pq.partition);
+                    if current != leader {
+                        queue.sendable.pop_front();
+                        moved.push((current, part));
+                        continue;
+                    }
+                    if !batches.is_empty() && bytes + len > max_bytes {
+                        break;
+                    }
+                    queue.sendable.pop_front();
+                    pq.waiting = false;
+                    if let Some(batch) = pq.ready.pop_front() {
+                        bytes += len;
+                        pq.in_flight = true;
+                        batches.push(Sent { part, topic: pq.topic.clone(), partition: pq.partition, batch });
+                    }
+                }
+                if batches.is_empty() {
+                    break;
+                }
+                queue.in_flight += 1;
+                stats.requests += 1;
+                stats.batches += batches.len() as u64;
+                requests.push((leader, batches));
+            }
+        }
+        let any_moved = !moved.is_empty();
+        for (leader, part) in moved {
+            leaders.entry(leader).or_default().sendable.push_back(part);
+        }
+        (requests, any_moved)
+    }
 }
 
-/// The sender task.
+/// The sender task: closes lingered batches, ends retry backoffs, expires batches past
+/// delivery.timeout.ms, and sends to each leader while it has a free in-flight slot.
 async fn sender(inner: Arc<Inner>) {
-    let linger = Duration::from_millis(inner.config.linger_ms);
     loop {
         let now = Instant::now();
-        let mut next_wake = now + Duration::from_millis(200);
-        let mut to_send: Vec<(String, u32, ReadyBatch)> = Vec::new();
-        let mut expired: Vec<(String, u32, ReadyBatch)> = Vec::new();
-        let closed;
-        {
-            let mut st = lock(&inner.state);
-            closed = st.closed;
-            let mut bytes = 0usize;
-            for ((topic, partition), queue) in &mut st.queues {
-                if let Some(open) = &queue.open {
-                    let due = open.opened + linger;
-                    if due <= now || closed {
-                        close_open(queue, inner.config.compression);
-                    } else {
-                        next_wake = next_wake.min(due);
-                    }
-                }
-                if queue.in_flight {
-                    continue;
-                }
-                let Some(front) = queue.ready.front() else { continue };
-                if front.created.elapsed() > Duration::from_millis(inner.config.delivery_timeout_ms) {
-                    if let Some(b) = queue.ready.pop_front() {
-                        expired.push((topic.clone(), *partition, b));
-                    }
-                    continue;
-                }
-                if front.not_before > now {
-                    next_wake = next_wake.min(front.not_before);
-                    continue;
-                }
-                if bytes > 0 && bytes + front.bytes.len() > inner.config.max_request_size {
-                    continue;
-                }
-                if let Some(b) = queue.ready.pop_front() {
-                    bytes += b.bytes.len();
-                    queue.in_flight = true;
-                    to_send.push((topic.clone(), *partition, b));
-                }
+        let mut wake_at = now + SENDER_IDLE;
+        let mut expired = Vec::new();
+        let (requests, closed) = {
+            let mut guard = lock(&inner.state);
+            let st = &mut *guard;
+            if st.closed {
+                inner.close_all_open(st);
             }
+            for due in [inner.close_lingered(st, now), inner.end_backoffs(st, now)].into_iter().flatten() {
+                wake_at = wake_at.min(due);
+            }
+            if st.next_expiry.is_some_and(|e| e <= now) {
+                inner.expire(st, now, &mut expired);
+            }
+            let (requests, moved) = inner.drain(st, now, &mut expired);
+            if moved {
+                wake_at = now;
+            }
+            if let Some(expiry) = st.next_expiry {
+                wake_at = wake_at.min(expiry);
+            }
+            (requests, st.closed)
+        };
+        if !expired.is_empty() {
+            let mut count = 0;
+            for s in expired {
+                let error = ClientError::DeliveryTimeout {
+                    timeout_ms: inner.config.delivery_timeout_ms,
+                    last_error: s.batch.last_error.clone().map(Box::new),
+                };
+                count += resolve(&s.topic, s.partition, s.batch, &Err(error));
+            }
+            inner.settle(&mut lock(&inner.state), count);
         }
-        for (topic, partition, batch) in expired {
-            let error = ClientError::DeliveryTimeout {
-                timeout_ms: inner.config.delivery_timeout_ms,
-                last_error: batch.last_error.clone().map(Box::new),
-            };
-            inner.finish(&topic, partition, batch, Err(error));
-        }
-        if !to_send.is_empty() {
-            // One request per partition leader; each connection's in-flight limit bounds
-            // how many run at once.
-            let mut by_leader: HashMap<Option<u32>, Vec<(String, u32, ReadyBatch)>> = HashMap::new();
-            for (topic, partition, batch) in to_send {
-                let leader = inner.router.leader(&topic, partition);
-                by_leader.entry(leader).or_default().push((topic, partition, batch));
-            }
-            for (leader, batches) in by_leader {
-                let inner = inner.clone();
-                tokio::spawn(async move { send_request(&inner, leader, batches).await });
-            }
-            continue;
+        for (leader, batches) in requests {
+            let inner = inner.clone();
+            tokio::spawn(async move { send_request(inner, leader, batches).await });
         }
         if closed && lock(&inner.state).outstanding == 0 {
             return;
         }
-        let wait = next_wake.saturating_duration_since(Instant::now());
+        let wait = wake_at.saturating_duration_since(Instant::now());
         let _ = tokio::time::timeout(wait, inner.wake.notified()).await;
     }
 }
 
-async fn send_request(inner: &Arc<Inner>, leader: Option<u32>, batches: Vec<(String, u32, ReadyBatch)>) {
-    let acks = inner.config.acks.wire();
+/// Sends one produce request (one batch per partition) to `leader`, resolves the
+/// records, frees the leader's in-flight slot, and queues retriable failures again
+/// behind their backoff.
+async fn send_request(inner: Arc<Inner>, leader: Option<u32>, sent: Vec<Sent>) {
+    let config = &inner.config;
+    let acks = config.acks.wire();
     let result = async {
         let conn = inner.router.to_node(leader).await?;
-        let parts: Vec<PartitionBatches<'_>> =
-            batches.iter().map(|(t, p, b)| PartitionBatches { topic: t, partition: *p, batches: &b.bytes }).collect();
-        protocol::produce(&conn, acks, inner.config.request_timeout_ms as u32, &parts).await
+        let parts: Vec<PartitionBatches<'_>> = sent
+            .iter()
+            .map(|s| PartitionBatches { topic: &s.topic, partition: s.partition, batches: &s.batch.bytes })
+            .collect();
+        protocol::produce(&conn, acks, config.request_timeout_ms as u32, &parts).await
     }
     .await;
-    let mut retry = Vec::new();
-    match result {
+    let outcomes: Vec<Result<Option<u64>>> = match result {
+        Ok(_) if acks == 0 => sent.iter().map(|_| Ok(None)).collect(),
         Ok(outcomes) => {
-            for (topic, partition, batch) in batches {
-                if acks == 0 {
-                    inner.finish(&topic, partition, batch, Ok(None));
-                    release(inner, &topic, partition);
-                    continue;
-                }
-                let outcome = outcomes
-                    .iter()
-                    .find(|o| o.topic == topic && o.partition == partition)
-                    .map(|o| o.base_offset.clone())
-                    .unwrap_or_else(|| Err(ClientError::Protocol(format!("no result for {topic}-{partition}"))));
-                match outcome {
-                    Ok(base) => {
-                        inner.finish(&topic, partition, batch, Ok(Some(base)));
-                        release(inner, &topic, partition);
-                    }
-                    Err(e) => retry.push((topic, partition, batch, e)),
-                }
-            }
+            // A request may carry hundreds of partitions: look each one's outcome up.
+            let by_partition: HashMap<(&str, u32), &Result<u64>> =
+                outcomes.iter().map(|o| ((o.topic.as_str(), o.partition), &o.base_offset)).collect();
+            sent.iter()
+                .map(|s| match by_partition.get(&(&*s.topic, s.partition)) {
+                    Some(&r) => r.clone().map(Some),
+                    None => Err(ClientError::Protocol(format!("no result for {}-{}", s.topic, s.partition))),
+                })
+                .collect()
         }
-        Err(e) => retry.extend(batches.into_iter().map(|(t, p, b)| (t, p, b, e.clone()))),
-    }
-    for (topic, partition, mut batch, error) in retry {
-        let retriable = error.is_retriable() && batch.attempts < inner.config.retries;
-        let in_time = batch.created.elapsed() + Duration::from_millis(inner.config.retry_backoff_ms)
-            < Duration::from_millis(inner.config.delivery_timeout_ms);
-        if !(retriable && in_time) {
-            debug!(%topic, partition, %error, "batch failed");
-            // A retriable error that ran out of delivery.timeout.ms is a delivery timeout
-            // (as Kafka's TimeoutException), the same error as a batch that expired in its
-            // queue, with the error that kept it from being delivered.
-            let error = if retriable {
-                ClientError::DeliveryTimeout {
-                    timeout_ms: inner.config.delivery_timeout_ms,
-                    last_error: Some(Box::new(error)),
-                }
-            } else {
-                error
-            };
-            inner.finish(&topic, partition, batch, Err(error));
-            release(inner, &topic, partition);
+        Err(e) => sent.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let mut settled = 0;
+    let mut released = Vec::with_capacity(sent.len());
+    let mut retry = Vec::new();
+    for (s, outcome) in sent.into_iter().zip(outcomes) {
+        let error = match outcome {
+            Ok(base) => {
+                settled += resolve(&s.topic, s.partition, s.batch, &Ok(base));
+                released.push(s.part);
+                continue;
+            }
+            Err(e) => e,
+        };
+        let retriable = error.is_retriable() && s.batch.attempts < config.retries;
+        let in_time = s.batch.created.elapsed() + Duration::from_millis(config.retry_backoff_ms)
+            < Duration::from_millis(config.delivery_timeout_ms);
+        if retriable && in_time {
+            debug!(topic = %s.topic, partition = s.partition, %error, attempt = s.batch.attempts + 1, "retrying batch");
+            retry.push((s, error));
             continue;
         }
-        debug!(%topic, partition, %error, attempt = batch.attempts + 1, "retrying batch");
-        if stale_metadata(&error) {
-            let _ = inner.router.refresh(&topic).await;
-        }
-        batch.attempts += 1;
-        batch.not_before = Instant::now() + Duration::from_millis(inner.config.retry_backoff_ms);
-        batch.last_error = Some(error);
-        let mut st = lock(&inner.state);
-        if let Some(queue) = st.queues.get_mut(&(topic.clone(), partition)) {
-            // Back at the front: the partition's order is kept.
-            queue.ready.push_front(batch);
-            queue.in_flight = false;
-        }
+        debug!(topic = %s.topic, partition = s.partition, %error, "batch failed");
+        // A retriable error that ran out of delivery.timeout.ms is a delivery timeout (as
+        // Kafka's TimeoutException), the same error as a batch that expired in its queue,
+        // with the error that kept it from being delivered.
+        let error = if retriable {
+            ClientError::DeliveryTimeout { timeout_ms: config.delivery_timeout_ms, last_error: Some(Box::new(error)) }
+        } else {
+            error
+        };
+        settled += resolve(&s.topic, s.partition, s.batch, &Err(error));
+        released.push(s.part);
     }
-    // The partitions of this request may send their next batches.
+    {
+        let mut guard = lock(&inner.state);
+        let st = &mut *guard;
+        for part in released {
+            st.parts[part].in_flight = false;
+            inner.mark_sendable(st, part);
+        }
+        if let Some(queue) = st.leaders.get_mut(&leader) {
+            queue.in_flight = queue.in_flight.saturating_sub(1);
+        }
+        inner.settle(st, settled);
+    }
+    // The leader has a free slot, and the partitions done may send their next batches.
     inner.wake.notify_one();
-}
-
-fn release(inner: &Arc<Inner>, topic: &str, partition: u32) {
-    if let Some(queue) = lock(&inner.state).queues.get_mut(&(topic.to_string(), partition)) {
-        queue.in_flight = false;
+    if retry.is_empty() {
+        return;
     }
+    // Each topic's leaders are learnt again once, not once per batch. The slot is free
+    // meanwhile; the retried partitions stay in flight, so nothing overtakes them.
+    let mut stale: Vec<Arc<str>> =
+        retry.iter().filter(|(_, e)| stale_metadata(e)).map(|(s, _)| s.topic.clone()).collect();
+    stale.sort_unstable();
+    stale.dedup();
+    for topic in stale {
+        let _ = inner.router.refresh(&topic).await;
+    }
+    {
+        let mut guard = lock(&inner.state);
+        let st = &mut *guard;
+        let not_before = Instant::now() + Duration::from_millis(config.retry_backoff_ms);
+        for (mut s, error) in retry {
+            s.batch.attempts += 1;
+            s.batch.not_before = not_before;
+            s.batch.last_error = Some(error);
+            let queue = &mut st.parts[s.part];
+            // Back at the front: the partition's order is kept.
+            queue.ready.push_front(s.batch);
+            queue.in_flight = false;
+            inner.mark_sendable(st, s.part);
+        }
+    }
+    inner.wake.notify_one();
 }
 
 /// A producer of typed keys and values: serializes them (as Kafka's `key.serializer`

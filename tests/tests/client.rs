@@ -288,6 +288,69 @@ async fn keyed_records_land_in_the_partition_kafkas_java_client_picks() {
     assert!(ends.iter().all(|&n| n > 0), "200 keys reach all 7 partitions: {ends:?}");
 }
 
+/// The sender packs many partitions' batches into one produce request: 2,000 records
+/// of 1 KiB (null keys, so the sticky partitioner fills one 16 KiB batch at a time, and
+/// linger.ms = 5 closes the slow ones) go to a 64-partition topic with one request in
+/// flight at a time. Every batch that becomes ready while that request is out goes in
+/// the next one, so requests carry at least 4 batches on average (about 20 here); a
+/// sender that binds batches to a request as they become ready, and lets the requests
+/// wait for the connection's slot, sends fewer than 2. Every record is delivered
+/// exactly once, each partition holds its records in send order, and each delivery
+/// report's offset holds that very record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_carry_the_batches_of_many_partitions_and_every_record_arrives_once_in_order() {
+    const RECORDS: u64 = 2_000;
+    const PARTITIONS: u32 = 64;
+    const VALUE_BYTES: usize = 1024;
+    let (_dir, node) = start_node();
+    create_topic(&node, "packed", PARTITIONS).await;
+    let config = ProducerConfig {
+        batch_size: 16_384,
+        linger_ms: 5,
+        max_in_flight_requests_per_connection: 1,
+        ..producer_config(&node)
+    };
+    let producer = Producer::new(config).await.unwrap();
+    let mut deliveries = Vec::new();
+    for seq in 0..RECORDS {
+        let mut value = format!("{seq:08}").into_bytes();
+        value.resize(VALUE_BYTES, b'.');
+        deliveries.push(producer.send(ProducerRecord::new("packed", value)).await.unwrap());
+    }
+    flush(&producer).await;
+    let stats = producer.stats();
+    let mut reported: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+    for (seq, delivery) in deliveries.into_iter().enumerate() {
+        let report = delivered(delivery, "a record").await.unwrap_or_else(|e| panic!("record {seq} failed: {e}"));
+        let offset = report.offset.expect("acks=all reports an offset");
+        assert!(reported.insert((report.partition, offset), seq as u64).is_none(), "two records at one offset");
+    }
+    assert!(
+        stats.batches >= 4 * stats.requests,
+        "{} batches in {} produce requests: fewer than 4 a request",
+        stats.batches,
+        stats.requests
+    );
+
+    let ends = end_offsets(&node, "packed", PARTITIONS).await;
+    assert_eq!(ends.iter().sum::<u64>(), RECORDS, "each record stored once: {ends:?}");
+    let consumed = consume_to(&node, "packed", &ends).await;
+    let mut last: Vec<Option<u64>> = vec![None; PARTITIONS as usize];
+    let mut seen = HashSet::new();
+    for r in consumed {
+        let value = r.value.expect("a value");
+        assert_eq!(value.len(), VALUE_BYTES);
+        let seq: u64 = String::from_utf8_lossy(&value[..8]).parse().unwrap();
+        assert!(seen.insert(seq), "record {seq} stored twice");
+        let p = r.partition as usize;
+        assert!(last[p] < Some(seq), "packed-{p}: record {seq} after {:?}, not in send order", last[p]);
+        last[p] = Some(seq);
+        assert_eq!(reported.get(&(r.partition, r.offset)), Some(&seq), "the delivery report of record {seq}");
+    }
+    assert_eq!(seen.len() as u64, RECORDS, "every record came back");
+    producer.close().await;
+}
+
 /// With acks 0, 1 and all, every record sent is stored; acks 1 and all report each
 /// record's offset (per partition 0, 1, 2, ... in send order), acks 0 reports none (the
 /// node does not answer).
