@@ -285,6 +285,17 @@ struct ReadyBatch {
     last_error: Option<ClientError>,
 }
 
+impl ReadyBatch {
+    /// Puts `next`, the partition's following batch, after this one: they go as one
+    /// entry, and their records get consecutive offsets (slot i at base + i).
+    fn append(&mut self, next: ReadyBatch) {
+        self.bytes.extend_from_slice(&next.bytes);
+        self.slots.extend(next.slots);
+        self.permits.extend(next.permits);
+        self.created = self.created.min(next.created);
+    }
+}
+
 /// A batch taken out of its partition's queue: into a request, or expired.
 struct Sent {
     /// The partition's index in `State::parts`.
@@ -806,8 +817,24 @@ impl Inner {
                     }
                     queue.sendable.pop_front();
                     pq.waiting = false;
-                    if let Some(batch) = pq.ready.pop_front() {
+                    if let Some(mut batch) = pq.ready.pop_front() {
                         bytes += len;
+                        // The partition's next ready batches ride along in the same entry
+                        // (one append on the node: all or none, in order), up to its share of
+                        // the request: more bytes in flight per partition, order kept.
+                        let share = (max_bytes / (queue.sendable.len() + 1)).max(self.config.batch_size);
+                        let mut entry = len;
+                        while let Some(next) = pq.ready.front() {
+                            let n = next.bytes.len();
+                            if next.attempts > 0 || next.not_before > now || entry + n > share || bytes + n > max_bytes {
+                                break;
+                            }
+                            let Some(next) = pq.ready.pop_front() else { break };
+                            batch.append(next);
+                            entry += n;
+                            bytes += n;
+                            stats.batches += 1;
+                        }
                         pq.in_flight = true;
                         batches.push(Sent { part, topic: pq.topic.clone(), partition: pq.partition, batch });
                     }
