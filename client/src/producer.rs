@@ -826,7 +826,8 @@ impl Inner {
                         let mut entry = len;
                         while let Some(next) = pq.ready.front() {
                             let n = next.bytes.len();
-                            if next.attempts > 0 || next.not_before > now || entry + n > share || bytes + n > max_bytes {
+                            if next.attempts > 0 || next.not_before > now || entry + n > share || bytes + n > max_bytes
+                            {
                                 break;
                             }
                             let Some(next) = pq.ready.pop_front() else { break };

@@ -26,7 +26,7 @@ const LARGE_BATCHES: u64 = 16;
 /// Small batches: about 5 KB, as a trickle of single records.
 const SMALL_RECORD_BYTES: usize = 5000;
 /// Enough small appends for the write-size average to fall below the zero-fill limit.
-const SMALL_BATCHES_MAX: u64 = 24;
+const SMALL_BATCHES_MAX: u64 = 40;
 
 fn config(fsync: FsyncPolicy) -> LogConfig {
     LogConfig { fsync, ..LogConfig::default() }

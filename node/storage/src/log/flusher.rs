@@ -17,7 +17,7 @@ use sluice_io::{self as io, align_down, align_up, File, Oneshot, SharedBuf};
 
 use super::files::{write_epochs, write_index_files};
 use super::shape::{advance_start, swap_segment, truncate};
-use super::state::{Job, Pending, Shared, TailPage};
+use super::state::{Job, Pending, Shared, TailPage, Waiter};
 use super::{AppendInfo, Durability, FaultPoint, PartitionLog};
 use crate::device::device;
 
@@ -61,11 +61,35 @@ impl PartitionLog {
     }
 }
 
-/// The flusher task: runs jobs in order until the log closes.
+/// The flusher task: runs jobs in order until the log closes. Under fsync `always` a
+/// write's sync and its appends' completion run beside the next write (`syncing`): the
+/// device writes one buffer while the shard's round syncs the one before. Completions stay
+/// in order (one runs at a time), and every job but a write waits for the running one.
 pub(super) async fn flusher(sh: Rc<Shared>) {
+    let mut syncing: Option<io::rt::Task<()>> = None;
     loop {
         let wait = sh.work.wait();
         let job = sh.state.borrow_mut().next_job();
+        if let Some(Job::Write(p)) = job {
+            if let Some(written) = write_pending(&sh, p).await {
+                if let Some(previous) = syncing.take() {
+                    previous.await;
+                }
+                if sh.config.fsync == FsyncPolicy::Always {
+                    syncing = Some(io::rt::spawn(complete(sh.clone(), written)));
+                } else {
+                    complete(sh.clone(), written).await;
+                }
+            }
+            continue;
+        }
+        if let Some(previous) = syncing.take() {
+            previous.await;
+            if job.is_none() {
+                // Look again: jobs may have come meanwhile.
+                continue;
+            }
+        }
         match job {
             Some(job) => {
                 let exclusive = job.is_exclusive();
@@ -128,7 +152,7 @@ fn poison(sh: &Shared, what: String) -> StorageError {
 /// Runs one job; returns true when the flusher should stop.
 async fn run_job(sh: &Rc<Shared>, job: Job) -> bool {
     match job {
-        Job::Write(p) => write_pending(sh, p).await,
+        Job::Write(_) => unreachable!("the flusher runs writes itself"),
         Job::Roll { base, epochs } => match roll_files(sh, base, &epochs).await {
             Ok(()) => sh.state.borrow_mut().written = TailPage::default(),
             Err(e) => {
@@ -147,7 +171,26 @@ async fn run_job(sh: &Rc<Shared>, job: Job) -> bool {
     false
 }
 
-async fn write_pending(sh: &Rc<Shared>, p: Pending) {
+/// A write that reached the device, waiting for its completion: the sync its policy asks
+/// for, then its appends answered and its batches made visible and cached.
+pub(super) struct Written {
+    segment_base: Offset,
+    file: Rc<File>,
+    buf: SharedBuf,
+    len: usize,
+    batches_start: usize,
+    first_offset: Offset,
+    next_offset: Offset,
+    waiters: Vec<Waiter>,
+    /// The file's size or extents changed since its last sync.
+    metadata: bool,
+    /// The file's written size (data or zeros) after the write.
+    file_end: u64,
+}
+
+/// Writes a pending buffer (zero-filling ahead first when the log's writes are small)
+/// and records what the file now holds. A failure poisons the log and fails the appends.
+async fn write_pending(sh: &Rc<Shared>, p: Pending) -> Option<Written> {
     let Pending { segment_base, mut buf, file_position, len, batches_start, first_offset, next_offset, waiters } = p;
     let write_len = align_up(len as u64) as usize;
     buf.as_mut_slice()[len..write_len].fill(0);
@@ -164,7 +207,6 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
         (s.file.clone(), s.preallocated_bytes, s.written_bytes, s.synced_bytes, written, average)
     };
     let Some(file) = file else { unreachable!("segment {segment_base} written before its file was created") };
-    let always = sh.config.fsync == FsyncPolicy::Always;
     let path = file.path().display();
     let device = device();
     let end = file_position + write_len as u64;
@@ -199,72 +241,108 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) {
                 sh.faults.fire(FaultPoint::DieAfterZeroFill).map_err(|e| e.to_string())?;
             }
         }
-        let file_end = preallocated_now.max(end);
-        let write = async {
-            write_segment(sh, &file, &buf, file_position, &written).await?;
-            device.count_write(buf.len() as u64, false);
-            if always {
-                sh.faults.fire(FaultPoint::Fsync)?;
-            }
-            Ok::<(), std::io::Error>(())
-        };
-        write.await.map_err(|e| format!("writing {path} at byte {file_position} failed: {e}"))?;
-        if always {
-            // Past the synced size the file's size or extents changed: its metadata must
-            // be synced too, not only the device's cache flushed.
-            device.sync(file.clone(), file_end > synced_bytes).await?;
-        }
-        // The file holds written bytes up to `file_end` now, zeros or data.
-        Ok(file_end)
+        write_segment(sh, &file, &buf, file_position, &written)
+            .await
+            .map_err(|e| format!("writing {path} at byte {file_position} failed: {e}"))?;
+        device.count_write(buf.len() as u64, false);
+        // The file holds written bytes up to here now, zeros or data.
+        Ok(preallocated_now.max(end))
     }
     .await;
-    let preallocated_now = match result {
-        Ok(p) => p,
+    let file_end = match result {
+        Ok(file_end) => file_end,
         Err(what) => {
             sh.state.borrow_mut().written = written;
             device.return_reserve(granted);
-            poison(sh, what.clone());
-            for w in waiters {
-                w.reply.send(Err(StorageError::Poisoned { dir: sh.dir.clone(), cause: what.clone() }));
-            }
-            return;
+            fail_appends(sh, waiters, poison(sh, what));
+            return None;
         }
     };
+    let mut st = sh.state.borrow_mut();
+    // What this log holds of the shard's reserve: its zero-filled bytes past the data.
+    let held = file_end - end;
+    device.return_reserve((st.reserve_held + granted).saturating_sub(held));
+    st.reserve_held = held;
+    let Some(segment) = st.segment_mut(segment_base) else { unreachable!("segment vanished during a write") };
+    segment.preallocated_bytes = file_end;
+    segment.written_bytes = file_position + len as u64;
+    assert!(segment.written_bytes <= segment.size_bytes);
+    let page = align_down(file_position + len as u64);
+    let from = (page - file_position) as usize;
+    st.written = TailPage { position: page, bytes: buf.as_slice()[from..len].to_vec() };
+    st.last_write_bytes = write_len as u64;
+    st.write_bytes_average = st.write_bytes_average - st.write_bytes_average / 8 + write_len as u64 / 8;
+    st.stats.writes += 1;
+    st.stats.bytes_written += write_len as u64;
+    Some(Written {
+        segment_base,
+        file,
+        buf,
+        len,
+        batches_start,
+        first_offset,
+        next_offset,
+        waiters,
+        // Past the synced size the file's size or extents changed: its metadata must be
+        // synced too, not only the device's cache flushed.
+        metadata: file_end > synced_bytes,
+        file_end,
+    })
+}
+
+fn fail_appends(sh: &Shared, waiters: Vec<Waiter>, error: StorageError) {
+    let cause = match &error {
+        StorageError::Poisoned { cause, .. } => cause.clone(),
+        other => other.to_string(),
+    };
+    for w in waiters {
+        w.reply.send(Err(StorageError::Poisoned { dir: sh.dir.clone(), cause: cause.clone() }));
+    }
+}
+
+/// Completes a write: syncs it under `always` (in the shard's next round), then makes its
+/// batches visible, caches them and answers its appends.
+async fn complete(sh: Rc<Shared>, w: Written) {
+    let Written { segment_base, file, buf, len, batches_start, first_offset, next_offset, waiters, metadata, file_end } =
+        w;
+    let always = sh.config.fsync == FsyncPolicy::Always;
+    if always {
+        let poisoned = sh.state.borrow().poisoned.clone();
+        if let Some(cause) = poisoned {
+            fail_appends(&sh, waiters, StorageError::Poisoned { dir: sh.dir.clone(), cause });
+            return;
+        }
+        let synced = async {
+            sh.faults.fire(FaultPoint::Fsync).map_err(|e| e.to_string())?;
+            device().sync(file.clone(), metadata).await
+        }
+        .await;
+        if let Err(e) = synced {
+            let what = format!("syncing {} failed: {e}", file.path().display());
+            fail_appends(&sh, waiters, poison(&sh, what));
+            return;
+        }
+    }
     let mut durability = if always { Durability::Synced } else { Durability::Written };
     {
         let mut st = sh.state.borrow_mut();
-        // What this log holds of the shard's reserve: its zero-filled bytes past the data.
-        let held = preallocated_now - end;
-        device.return_reserve((st.reserve_held + granted).saturating_sub(held));
-        st.reserve_held = held;
-        let Some(segment) = st.segment_mut(segment_base) else { unreachable!("segment vanished during a write") };
-        segment.preallocated_bytes = preallocated_now;
-        segment.written_bytes = file_position + len as u64;
         if always {
-            segment.synced_bytes = segment.synced_bytes.max(preallocated_now);
-        }
-        assert!(segment.written_bytes <= segment.size_bytes);
-        let page = align_down(file_position + len as u64);
-        let from = (page - file_position) as usize;
-        st.written = TailPage { position: page, bytes: buf.as_slice()[from..len].to_vec() };
-        assert!(next_offset > st.visible_end, "writes complete in offset order");
-        st.visible_end = next_offset;
-        st.unflushed_bytes -= (len - batches_start) as u64;
-        st.last_write_bytes = write_len as u64;
-        st.write_bytes_average = st.write_bytes_average - st.write_bytes_average / 8 + write_len as u64 / 8;
-        st.cache.insert(segment_base, first_offset, next_offset, buf, batches_start..len);
-        st.stats.writes += 1;
-        st.stats.bytes_written += write_len as u64;
-        if always {
+            if let Some(segment) = st.segment_mut(segment_base) {
+                segment.synced_bytes = segment.synced_bytes.max(file_end);
+            }
             st.stats.fsyncs += 1;
             st.last_sync = Instant::now();
         } else {
             st.unsynced = true;
         }
+        assert!(next_offset > st.visible_end, "writes complete in offset order");
+        st.visible_end = next_offset;
+        st.unflushed_bytes -= (len - batches_start) as u64;
+        st.cache.insert(segment_base, first_offset, next_offset, buf, batches_start..len);
     }
     if let FsyncPolicy::IntervalMs(ms) = sh.config.fsync {
         let due = sh.state.borrow().last_sync.elapsed() >= Duration::from_millis(ms);
-        if due && sync_active(sh).await.is_ok() {
+        if due && sync_active(&sh).await.is_ok() {
             durability = Durability::Synced;
         }
     }

@@ -72,6 +72,10 @@ impl PartitionLog {
                 if header.next_offset() <= start_offset {
                     return Step::Continue;
                 }
+                // Written but not yet visible (its sync is running): not yet.
+                if header.base_offset() >= log_end {
+                    return Step::Stop;
+                }
                 if first.is_some() && taken + batch.len() as u64 > max_bytes {
                     return Step::Stop;
                 }
