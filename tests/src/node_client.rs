@@ -661,13 +661,24 @@ impl Client {
         payload: &[u8],
     ) -> u32 {
         let correlation_id = self.next_correlation_id;
+        self.try_send(body_type, build, payload).unwrap_or_else(|e| panic!("sending request {correlation_id}: {e}"))
+    }
+
+    /// `send`, returning the error when the connection is gone (a test that kills the
+    /// node while it sends).
+    pub fn try_send(
+        &mut self,
+        body_type: RequestBody,
+        build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> EncodedBody,
+        payload: &[u8],
+    ) -> std::io::Result<u32> {
+        let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
         let mut builder = FlatBufferBuilder::new();
         let body = build(&mut builder);
         let envelope = wire::finish_request(&mut builder, correlation_id, 0, Some("sluice-tests"), body_type, body);
-        self.send_raw(&wire::frame(envelope, payload))
-            .unwrap_or_else(|e| panic!("sending request {correlation_id}: {e}"));
-        correlation_id
+        self.send_raw(&wire::frame(envelope, payload))?;
+        Ok(correlation_id)
     }
 
     /// Reads one response frame; `Ok(None)` when the node closed the connection cleanly
@@ -808,11 +819,17 @@ impl Client {
     /// the order given, and grouped by topic in order of first appearance
     /// (`protocol::ProduceLayout`).
     pub fn send_produce(&mut self, acks: i16, parts: &[(&str, u32, &[u8])]) -> u32 {
+        let correlation_id = self.next_correlation_id;
+        self.try_send_produce(acks, parts).unwrap_or_else(|e| panic!("sending request {correlation_id}: {e}"))
+    }
+
+    /// `send_produce`, returning the error when the connection is gone.
+    pub fn try_send_produce(&mut self, acks: i16, parts: &[(&str, u32, &[u8])]) -> std::io::Result<u32> {
         let parts: Vec<PartitionBatches<'_>> =
             parts.iter().map(|&(topic, partition, batches)| PartitionBatches { topic, partition, batches }).collect();
         let layout = ProduceLayout::new(&parts).expect("test payloads fit a frame");
         let build = |b: &mut FlatBufferBuilder<'static>| protocol::encode_produce(b, acks, PRODUCE_TIMEOUT_MS, &layout);
-        self.send(RequestBody::ProduceRequest, build, layout.payload())
+        self.try_send(RequestBody::ProduceRequest, build, layout.payload())
     }
 
     /// Every partition's outcome in a produce response, in the order of the response; the

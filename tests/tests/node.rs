@@ -839,7 +839,8 @@ fn a_thousand_partitions_written_at_once_keep_every_acknowledged_batch_through_k
                         .collect();
                     let parts: Vec<(&str, u32, &[u8])> =
                         batches.iter().enumerate().map(|(p, b)| ("wide", p as u32, b.as_slice())).collect();
-                    let id = c.send_produce(1, &parts);
+                    // The node may die under it: then the writer is done.
+                    let Ok(id) = c.try_send_produce(1, &parts) else { return };
                     in_flight.push_back((id, batches));
                     round += 1;
                 }
