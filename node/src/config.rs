@@ -24,6 +24,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N]
                    [--request-memory-bytes N] [--reserve-bytes N] [--cache-bytes N]
+                   [--read-ahead-bytes N]
                    [--spin-before-park-us N]
                    [--retention-check-ms N]
                    [--compaction-check-ms N] [--compaction-bytes-per-s N]
@@ -53,6 +54,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                             together (default 67108864): writes into it sync no metadata
   --cache-bytes N           memory for recently written batches, all partitions together
                             (default: an eighth of the machine's memory)
+  --read-ahead-bytes N      memory for reading ahead of sequential readers from disk, all
+                            partitions together (default 268435456)
   --spin-before-park-us N   an idle shard polls this long before sleeping (default 0): lower
                             latency for requests to an idle node, a busy core while polling
   --retention-check-ms N    how often retention deletes expired segments (default 300000)
@@ -98,6 +101,8 @@ pub struct NodeConfig {
     /// Memory for the caches of recently written batches of all partitions together
     /// (divided among the shards).
     pub cache_bytes_max: u64,
+    /// Memory for reading ahead of sequential readers (divided among the shards).
+    pub read_ahead_bytes_max: u64,
     /// Log settings of topics that do not set their own.
     pub topic_defaults: LogConfig,
     /// How long an idle shard polls before it sleeps in the kernel (0: sleep at once).
@@ -152,6 +157,7 @@ impl Default for NodeConfig {
             request_memory_bytes_max: 256 << 20,
             reserve_bytes_max: 64 << 20,
             cache_bytes_max: memory_bytes() / 8,
+            read_ahead_bytes_max: 256 << 20,
             topic_defaults: LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() },
             spin_before_park_us: 0,
             retention_check_ms: 300_000,
@@ -338,6 +344,7 @@ impl NodeConfig {
             "request-memory-bytes" => self.request_memory_bytes_max = number(key, value, 1 << 20, 1 << 40)?,
             "reserve-bytes" => self.reserve_bytes_max = number(key, value, 0, 1 << 40)?,
             "cache-bytes" => self.cache_bytes_max = number(key, value, 0, 1 << 44)?,
+            "read-ahead-bytes" => self.read_ahead_bytes_max = number(key, value, 0, 1 << 40)?,
             "spin-before-park-us" => self.spin_before_park_us = number(key, value, 0, 1_000_000)?,
             "retention-check-ms" => self.retention_check_ms = number(key, value, 10, 86_400_000)?,
             "compaction-check-ms" => self.compaction_check_ms = number(key, value, 10, 86_400_000)?,

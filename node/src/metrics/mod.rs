@@ -198,7 +198,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP sluice_cross_shard_calls_total Requests forwarded to another shard.\n# TYPE sluice_cross_shard_calls_total counter");
         let _ = writeln!(out, "sluice_cross_shard_calls_total {}", self.cross_shard_calls);
         let s = &self.storage;
-        let storage: [(&str, &str, &str, u64); 11] = [
+        let storage: [(&str, &str, &str, u64); 14] = [
             ("sluice_storage_writes_total", "counter", "Segment writes (data and zero-fills).", s.writes),
             ("sluice_storage_bytes_written_total", "counter", "Bytes of segment writes.", s.bytes_written),
             (
@@ -220,6 +220,19 @@ impl Metrics {
             ("sluice_storage_reserve_bytes_max", "gauge", "The node's budget for them.", s.reserve_bytes_max),
             ("sluice_storage_cache_bytes", "gauge", "Bytes of recent batches cached.", s.cache_bytes),
             ("sluice_storage_cache_bytes_max", "gauge", "The node's budget for them.", s.cache_bytes_max),
+            (
+                "sluice_storage_read_aheads_total",
+                "counter",
+                "Reads started ahead of sequential readers.",
+                s.read_aheads,
+            ),
+            (
+                "sluice_storage_reads_from_read_ahead_total",
+                "counter",
+                "Reads served from a read ahead.",
+                s.reads_from_read_ahead,
+            ),
+            ("sluice_storage_read_ahead_bytes", "gauge", "Bytes read ahead and not yet served.", s.read_ahead_bytes),
         ];
         for (metric, kind, help, value) in storage {
             let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric} {value}");

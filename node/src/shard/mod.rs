@@ -137,6 +137,7 @@ impl Shard {
         crate::storage::configure_shard(crate::storage::ShardLimits {
             reserve_bytes_max: config.reserve_bytes_max / u64::from(shards.max(1)),
             cache_bytes_max: config.cache_bytes_max / u64::from(shards.max(1)),
+            read_ahead_bytes_max: config.read_ahead_bytes_max / u64::from(shards.max(1)),
         });
         let shard = Rc::new(Shard {
             id,

@@ -35,11 +35,13 @@ pub struct ShardLimits {
     pub reserve_bytes_max: u64,
     /// Recently written batches all this shard's logs cache together (`cache`).
     pub cache_bytes_max: u64,
+    /// Segment bytes read ahead of sequential readers, all this shard's logs together.
+    pub read_ahead_bytes_max: u64,
 }
 
 impl Default for ShardLimits {
     fn default() -> Self {
-        ShardLimits { reserve_bytes_max: 64 << 20, cache_bytes_max: 256 << 20 }
+        ShardLimits { reserve_bytes_max: 64 << 20, cache_bytes_max: 256 << 20, read_ahead_bytes_max: 64 << 20 }
     }
 }
 
@@ -62,6 +64,10 @@ pub struct DeviceStats {
     /// Bytes the shard's caches hold now, and the limit.
     pub cache_bytes: u64,
     pub cache_bytes_max: u64,
+    /// Reads ahead started, reads served from them, and the bytes they hold now.
+    pub read_aheads: u64,
+    pub reads_from_read_ahead: u64,
+    pub read_ahead_bytes: u64,
 }
 
 impl DeviceStats {
@@ -78,6 +84,9 @@ impl DeviceStats {
         self.reserve_bytes_max += o.reserve_bytes_max;
         self.cache_bytes += o.cache_bytes;
         self.cache_bytes_max += o.cache_bytes_max;
+        self.read_aheads += o.read_aheads;
+        self.reads_from_read_ahead += o.reads_from_read_ahead;
+        self.read_ahead_bytes += o.read_ahead_bytes;
     }
 }
 
@@ -153,6 +162,27 @@ impl Device {
     pub(crate) fn return_reserve(&self, bytes: u64) {
         let mut s = self.stats.borrow_mut();
         s.reserved_bytes = s.reserved_bytes.saturating_sub(bytes);
+    }
+
+    /// `bytes` of the shard's read-ahead budget, all or nothing.
+    pub(crate) fn take_read_ahead(&self, bytes: u64) -> bool {
+        let max = self.limits.get().read_ahead_bytes_max;
+        let mut s = self.stats.borrow_mut();
+        if s.read_ahead_bytes + bytes > max {
+            return false;
+        }
+        s.read_ahead_bytes += bytes;
+        s.read_aheads += 1;
+        true
+    }
+
+    pub(crate) fn return_read_ahead(&self, bytes: u64) {
+        let mut s = self.stats.borrow_mut();
+        s.read_ahead_bytes = s.read_ahead_bytes.saturating_sub(bytes);
+    }
+
+    pub(crate) fn count_read_from_read_ahead(&self) {
+        self.stats.borrow_mut().reads_from_read_ahead += 1;
     }
 
     /// Makes `file`'s completed writes durable in the shard's next round; `metadata`: a

@@ -25,7 +25,11 @@ fn a_shards_logs_share_sync_rounds_and_one_reserve_budget() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(async move {
-        configure_shard(ShardLimits { reserve_bytes_max: RESERVE, cache_bytes_max: 256 << 10 });
+        configure_shard(ShardLimits {
+            reserve_bytes_max: RESERVE,
+            cache_bytes_max: 256 << 10,
+            ..ShardLimits::default()
+        });
         let config = LogConfig { preallocate_bytes: 512 << 10, ..LogConfig::default() };
         let mut logs = Vec::new();
         for i in 0..LOGS {
@@ -78,7 +82,11 @@ fn the_shards_cache_budget_evicts_the_oldest_entries_of_any_log() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(async move {
-        configure_shard(ShardLimits { reserve_bytes_max: 1 << 20, cache_bytes_max: 64 << 10 });
+        configure_shard(ShardLimits {
+            reserve_bytes_max: 1 << 20,
+            cache_bytes_max: 64 << 10,
+            ..ShardLimits::default()
+        });
         let config = LogConfig { cache_bytes_max: 1 << 20, ..LogConfig::default() };
         let (a, _) = PartitionLog::open(&root.join("a"), config.clone()).await.unwrap();
         let (b, _) = PartitionLog::open(&root.join("b"), config).await.unwrap();
@@ -94,5 +102,52 @@ fn the_shards_cache_budget_evicts_the_oldest_entries_of_any_log() {
         assert!(!a.read(Offset(3), 1).await.unwrap().from_cache, "a's entries, the oldest, were evicted for b's");
         a.close().await.unwrap();
         b.close().await.unwrap();
+    });
+}
+
+/// A reader that reads on from where its last read ended is served from the window read
+/// ahead of it: the same batches, byte for byte, as reads from disk; a reader that jumps,
+/// or a truncation, drops the window; its memory goes back to the shard's budget.
+#[test]
+fn sequential_readers_are_served_from_a_read_ahead() {
+    const BATCHES: u64 = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        configure_shard(ShardLimits::default());
+        // No cache: every read goes to disk or to the read ahead.
+        let config = LogConfig { cache_bytes_max: 0, ..LogConfig::default() };
+        let (log, _) = PartitionLog::open(&path, config).await.unwrap();
+        let sent: Vec<Vec<u8>> = (0..BATCHES).map(|k| batch(k, 4, 4000, 0)).collect();
+        for b in &sent {
+            log.append(b).await.unwrap();
+        }
+        let before = shard_stats();
+        let mut offset = Offset(0);
+        let mut stored = Vec::new();
+        while offset < log.log_end_offset() {
+            let fetched = log.read(offset, 64 << 10).await.unwrap();
+            assert!(!fetched.from_cache);
+            assert!(fetched.next_offset > offset, "progress at {offset}");
+            stored.extend(fetched.to_vec());
+            offset = fetched.next_offset;
+        }
+        let batches: Vec<_> = BatchWalker::new(&stored).map(|b| b.unwrap().2.to_vec()).collect();
+        assert_eq!(batches.len() as u64, BATCHES);
+        for (k, (got, want)) in batches.iter().zip(&sent).enumerate() {
+            assert_eq!(got[8..], want[8..], "batch {k}");
+        }
+        let after = shard_stats();
+        assert!(after.read_aheads > before.read_aheads, "reads ahead were started");
+        let served = after.reads_from_read_ahead - before.reads_from_read_ahead;
+        assert!(served >= 4, "most sequential reads were served from reads ahead: {served}");
+        // A jump drops the window; a truncation drops it too, and reads stop at the new end.
+        log.read(Offset(8), 64 << 10).await.unwrap();
+        log.read(Offset(40), 64 << 10).await.unwrap();
+        log.truncate_to(Offset(40)).await.unwrap();
+        let tail = log.read(Offset(36), 1 << 20).await.unwrap();
+        assert_eq!(tail.next_offset, Offset(40), "nothing past the truncation is served");
+        log.close().await.unwrap();
+        assert_eq!(shard_stats().read_ahead_bytes, 0, "the budget is all given back");
     });
 }

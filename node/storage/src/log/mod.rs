@@ -280,6 +280,8 @@ impl PartitionLog {
             unsynced: false,
             last_write_bytes: 0,
             reserve_held: 0,
+            read_next: None,
+            read_ahead: None,
             write_bytes_average: 0,
             clean_offset: Offset(0),
             epochs,

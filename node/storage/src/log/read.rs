@@ -2,16 +2,42 @@
 //! from disk), the offset for a timestamp, and waiting for new data. Readers see only
 //! written batches.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
-use sluice_schemas::batch::check_batch;
+use sluice_schemas::batch::{check_batch, BatchWalker};
 use sluice_schemas::Offset;
 
+use crate::device::device;
 use crate::error::StorageError;
 use crate::segment::{segment_path, walk_batches, Step, WalkEnd, LOG_SUFFIX};
-use sluice_io::{File, IoBytes};
+use sluice_io::{File, IoBytes, WaitQueue};
 
 use super::{Fetched, PartitionLog};
+
+/// The most a read ahead reads at once, and the least.
+const READ_AHEAD_BYTES_MAX: u64 = 8 << 20;
+const READ_AHEAD_BYTES_MIN: u64 = 64 << 10;
+
+/// Segment bytes read ahead of a sequential reader: the bytes after where its last read
+/// ended, read while it works on what it got, from the shard's read-ahead budget (given
+/// back when this is dropped). A read for `offset` is served from here.
+pub(super) struct ReadAhead {
+    file: Rc<File>,
+    segment_base: Offset,
+    position: u64,
+    offset: Offset,
+    /// `None` while the read runs.
+    window: RefCell<Option<Result<IoBytes, String>>>,
+    done: WaitQueue,
+    charge: u64,
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        device().return_read_ahead(self.charge);
+    }
+}
 
 impl PartitionLog {
     /// Resolves once records at or after `offset` are readable, or the log stops taking
@@ -34,7 +60,7 @@ impl PartitionLog {
     /// empty; below the log start or past the end it is `OffsetOutOfRange`. Batches read
     /// from disk have their CRC checked: a mismatch is `Corrupt`, naming the segment.
     pub async fn read(&self, from: Offset, max_bytes: u64) -> Result<Fetched, StorageError> {
-        let (log_start, log_end, mut segment_index) = {
+        let (log_start, log_end, mut segment_index, ahead, sequential) = {
             let mut st = self.shared.state.borrow_mut();
             let (log_start, log_end) = (st.log_start, st.visible_end);
             if from < log_start || from > log_end {
@@ -54,10 +80,19 @@ impl PartitionLog {
                     from_cache: true,
                 });
             }
+            // A read ahead serves exactly the offset it was read for; any other read
+            // drops it (a reader that jumped, or another reader).
+            let ahead = st.read_ahead.take().filter(|ahead| ahead.offset == from);
+            let sequential = st.read_next == Some(from);
             st.stats.reads_from_disk += 1;
             let i = st.segments.partition_point(|s| s.base <= from).saturating_sub(1);
-            (log_start, log_end, i)
+            (log_start, log_end, i, ahead, sequential)
         };
+        if let Some(ahead) = ahead {
+            if let Some(fetched) = self.serve_read_ahead(&ahead, from, max_bytes, log_start, log_end).await {
+                return Ok(fetched);
+            }
+        }
         let start_offset = from;
         loop {
             let Some((file, base, start, end)) = self.read_window(segment_index, start_offset) else {
@@ -68,6 +103,7 @@ impl PartitionLog {
             let mut first = None;
             let mut next_offset = start_offset;
             let mut crc_error = None;
+            let mut end_position = start;
             let walked = walk_batches(&file, start, end, false, |position, header, batch| {
                 if header.next_offset() <= start_offset {
                     return Step::Continue;
@@ -85,6 +121,7 @@ impl PartitionLog {
                 }
                 first.get_or_insert(header.base_offset());
                 next_offset = header.next_offset();
+                end_position = position + batch.len() as u64;
                 taken += batch.len() as u64;
                 let extended = chunks.last_mut().is_some_and(|last| last.try_extend(batch));
                 if !extended {
@@ -104,6 +141,7 @@ impl PartitionLog {
                 }
             }
             if let Some(first_offset) = first {
+                self.after_read(&file, base, end_position, next_offset, max_bytes, log_end, sequential);
                 return Ok(Fetched { chunks, first_offset, next_offset, log_start, log_end, from_cache: false });
             }
             // `from` lies in a gap after this segment's last batch: go on to the next one.
@@ -117,6 +155,107 @@ impl PartitionLog {
             log_end,
             from_cache: false,
         })
+    }
+
+    /// Serves a read from its read ahead: whole, CRC-checked batches from the window, up
+    /// to `max_bytes`, below `log_end`. `None` when the window cannot (its read failed, a
+    /// batch is bad or larger than the window): the read goes to disk and says why.
+    async fn serve_read_ahead(
+        &self,
+        ahead: &ReadAhead,
+        from: Offset,
+        max_bytes: u64,
+        log_start: Offset,
+        log_end: Offset,
+    ) -> Option<Fetched> {
+        let window = loop {
+            let wait = ahead.done.wait();
+            if let Some(result) = ahead.window.borrow().as_ref() {
+                break result.as_ref().ok()?.clone();
+            }
+            wait.await;
+        };
+        let (mut start, mut end, mut taken, mut first) = (None, 0usize, 0u64, from);
+        let mut next_offset = from;
+        for item in BatchWalker::new(&window) {
+            // A batch cut by the window's end: the window ends before it.
+            let Ok((position, header, batch)) = item else { break };
+            if header.base_offset() >= log_end || header.next_offset() <= from {
+                break;
+            }
+            if start.is_some() && taken + batch.len() as u64 > max_bytes {
+                break;
+            }
+            check_batch(batch).ok()?;
+            if start.is_none() {
+                start = Some(position);
+                first = header.base_offset();
+            }
+            end = position + batch.len();
+            taken += batch.len() as u64;
+            next_offset = header.next_offset();
+        }
+        let start = start?;
+        device().count_read_from_read_ahead();
+        self.after_read(
+            &ahead.file,
+            ahead.segment_base,
+            ahead.position + end as u64,
+            next_offset,
+            max_bytes,
+            log_end,
+            true,
+        );
+        Some(Fetched {
+            chunks: vec![window.slice(start..end)],
+            first_offset: first,
+            next_offset,
+            log_start,
+            log_end,
+            from_cache: false,
+        })
+    }
+
+    /// After a read from disk or a read ahead that ended at byte `position` of segment
+    /// `base` (offset `next`): for a sequential reader (this read began where the last
+    /// one ended) with more to read in this segment, starts reading the next window.
+    #[allow(clippy::too_many_arguments)]
+    fn after_read(
+        &self,
+        file: &Rc<File>,
+        base: Offset,
+        position: u64,
+        next: Offset,
+        max_bytes: u64,
+        log_end: Offset,
+        sequential: bool,
+    ) {
+        let mut st = self.shared.state.borrow_mut();
+        st.read_next = Some(next);
+        if !sequential || next >= log_end {
+            return;
+        }
+        let Some(written) = st.segments.iter().find(|s| s.base == base).map(|s| s.written_bytes) else { return };
+        let len = max_bytes.clamp(READ_AHEAD_BYTES_MIN, READ_AHEAD_BYTES_MAX).min(written.saturating_sub(position));
+        if len == 0 || !device().take_read_ahead(len) {
+            return;
+        }
+        let ahead = Rc::new(ReadAhead {
+            file: file.clone(),
+            segment_base: base,
+            position,
+            offset: next,
+            window: RefCell::new(None),
+            done: WaitQueue::new(),
+            charge: len,
+        });
+        st.read_ahead = Some(ahead.clone());
+        drop(st);
+        sluice_io::spawn_detached(async move {
+            let read = ahead.file.read_at(ahead.position, len as usize).await.map_err(|e| e.to_string());
+            *ahead.window.borrow_mut() = Some(read);
+            ahead.done.notify_all();
+        });
     }
 
     /// The file and byte range to walk in segment `i` to find `from`, or `None` past the

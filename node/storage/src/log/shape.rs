@@ -127,6 +127,7 @@ impl PartitionLog {
 }
 
 pub(super) async fn truncate(sh: &Shared, to: Offset) -> Result<Offset, StorageError> {
+    sh.state.borrow_mut().forget_read_ahead();
     let (log_start, next_offset) = {
         let st = sh.state.borrow();
         st.check_writable(&sh.dir)?;
@@ -232,6 +233,7 @@ pub(super) async fn truncate(sh: &Shared, to: Offset) -> Result<Offset, StorageE
 }
 
 pub(super) async fn advance_start(sh: &Shared, to: Offset) -> Result<usize, StorageError> {
+    sh.state.borrow_mut().forget_read_ahead();
     let (log_start, log_end) = {
         let st = sh.state.borrow();
         st.check_writable(&sh.dir)?;
@@ -266,6 +268,7 @@ pub(super) async fn advance_start(sh: &Shared, to: Offset) -> Result<usize, Stor
 /// Puts `<base>.cleaned` in place of segment `base` (see `PartitionLog::compact`).
 /// Returns false (and removes the copy) when the segment changed since it was read.
 pub(super) async fn swap_segment(sh: &Shared, base: Offset, size: u64) -> Result<bool, StorageError> {
+    sh.state.borrow_mut().forget_read_ahead();
     let cleaned = segment_path(&sh.dir, base, "cleaned");
     let still_there = {
         let st = sh.state.borrow();

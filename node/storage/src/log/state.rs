@@ -124,6 +124,11 @@ pub(super) struct State {
     pub(super) last_write_bytes: u64,
     /// The shard's reserve this log holds: zero-filled bytes past its data.
     pub(super) reserve_held: u64,
+    /// Where the last read from disk (or from a read-ahead) ended, as the offset a
+    /// sequential reader asks for next.
+    pub(super) read_next: Option<Offset>,
+    /// The segment bytes after that, being read or read, for a sequential reader.
+    pub(super) read_ahead: Option<std::rc::Rc<super::read::ReadAhead>>,
     /// The recent write size (an exponential moving average, 1/8 per write): whether
     /// this log's writes are small enough to zero-fill ahead of.
     pub(super) write_bytes_average: u64,
@@ -164,6 +169,12 @@ impl State {
 
     pub(super) fn segment_mut(&mut self, base: Offset) -> Option<&mut Segment> {
         self.segments.iter_mut().find(|s| s.base == base)
+    }
+
+    /// Drops the read ahead: the segments are about to change shape under it.
+    pub(super) fn forget_read_ahead(&mut self) {
+        self.read_ahead = None;
+        self.read_next = None;
     }
 
     pub(super) fn check_writable(&self, dir: &Path) -> Result<(), StorageError> {
