@@ -198,7 +198,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP sluice_cross_shard_calls_total Requests forwarded to another shard.\n# TYPE sluice_cross_shard_calls_total counter");
         let _ = writeln!(out, "sluice_cross_shard_calls_total {}", self.cross_shard_calls);
         let s = &self.storage;
-        let storage: [(&str, &str, &str, u64); 14] = [
+        let storage: [(&str, &str, &str, u64); 15] = [
             ("sluice_storage_writes_total", "counter", "Segment writes (data and zero-fills).", s.writes),
             ("sluice_storage_bytes_written_total", "counter", "Bytes of segment writes.", s.bytes_written),
             (
@@ -216,6 +216,7 @@ impl Metrics {
             ("sluice_storage_syncs_served_total", "counter", "Log syncs the rounds served.", s.syncs_served),
             ("sluice_storage_fdatasyncs_total", "counter", "fdatasync calls made by sync rounds.", s.fdatasyncs),
             ("sluice_storage_syncfs_total", "counter", "syncfs calls made by sync rounds.", s.syncfs_calls),
+            ("sluice_storage_sync_round_us_total", "counter", "Microseconds the sync rounds took.", s.sync_round_us),
             ("sluice_storage_reserved_bytes", "gauge", "Zero-filled bytes held ahead of writes.", s.reserved_bytes),
             ("sluice_storage_reserve_bytes_max", "gauge", "The node's budget for them.", s.reserve_bytes_max),
             ("sluice_storage_cache_bytes", "gauge", "Bytes of recent batches cached.", s.cache_bytes),

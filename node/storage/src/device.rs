@@ -58,6 +58,8 @@ pub struct DeviceStats {
     pub syncs_served: u64,
     pub fdatasyncs: u64,
     pub syncfs_calls: u64,
+    /// Microseconds the rounds took, all together.
+    pub sync_round_us: u64,
     /// Zero-filled bytes held ahead of writes now, and the limit.
     pub reserved_bytes: u64,
     pub reserve_bytes_max: u64,
@@ -80,6 +82,7 @@ impl DeviceStats {
         self.syncs_served += o.syncs_served;
         self.fdatasyncs += o.fdatasyncs;
         self.syncfs_calls += o.syncfs_calls;
+        self.sync_round_us += o.sync_round_us;
         self.reserved_bytes += o.reserved_bytes;
         self.reserve_bytes_max += o.reserve_bytes_max;
         self.cache_bytes += o.cache_bytes;
@@ -198,7 +201,9 @@ impl Device {
                 // Ours is the gathering round (it has not run): run it now.
                 self.running.set(true);
                 *self.gathering.borrow_mut() = Rc::new(Round::default());
+                let started = std::time::Instant::now();
                 let outcome = self.run_round(&round).await;
+                self.stats.borrow_mut().sync_round_us += started.elapsed().as_micros() as u64;
                 *round.outcome.borrow_mut() = Some(outcome.clone());
                 self.running.set(false);
                 self.round_done.notify_all();

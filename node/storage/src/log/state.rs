@@ -19,6 +19,11 @@ use sluice_io::{align_down, AlignedBuf, OneshotSender, WaitQueue};
 
 use super::{AppendInfo, EpochStarts, FaultInjector, LogStats};
 
+/// The smallest write buffer: one for a trickle of small appends stays small, so the
+/// cache (which keeps these buffers) is not filled with mostly empty ones, and a shard
+/// with thousands of partitions does not allocate (and fault in) 64 KiB per small write.
+const WRITE_BUFFER_BYTES_MIN: u64 = 16 << 10;
+
 /// An append waiting for its write.
 pub(super) struct Waiter {
     pub(super) base_offset: Offset,
@@ -232,7 +237,7 @@ impl State {
         let needed = self.tail.bytes.len() + len;
         // Size the buffer near the recent writes: big under load (fewer, larger writes),
         // small for a trickle (the cache keeps these buffers).
-        let capacity = (self.last_write_bytes * 2).max(64 << 10).min(config.write_buffer_bytes) as usize;
+        let capacity = (self.last_write_bytes * 2).max(WRITE_BUFFER_BYTES_MIN).min(config.write_buffer_bytes) as usize;
         let mut buf = AlignedBuf::with_capacity(capacity.max(needed));
         buf.as_mut_slice()[..self.tail.bytes.len()].copy_from_slice(&self.tail.bytes);
         let segment_base = self.active().base;
