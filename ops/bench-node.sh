@@ -11,7 +11,7 @@ start_bench_node() {
   # shellcheck disable=SC2086 # NODE_ARGS is a list of flags
   target/release/sluice-node --data-dir "$DATA/node" "$@" ${NODE_ARGS:-} 2>"$DATA/node.log" &
   NODE_PID=$!
-  trap 'kill $NODE_PID 2>/dev/null; wait $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
+  trap 'kill $NODE_PID 2>/dev/null || true; wait $NODE_PID 2>/dev/null || true; rm -rf "$DATA"' EXIT
   for _ in $(seq 1 100); do
     (exec 3<>/dev/tcp/127.0.0.1/"$wait_port") 2>/dev/null && return 0
     sleep 0.1
