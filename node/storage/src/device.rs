@@ -7,7 +7,8 @@
 //! cost of durability grows with the bytes and the rounds, not with the partition count.
 //!
 //! **Sync rounds.** A log whose write must be synced (fsync `always`) joins the shard's
-//! next round and waits for it; a round starts as soon as none runs, so rounds follow one
+//! next round and waits for it; a round starts as soon as none runs (after letting the
+//! logs whose writes completed in the same executor turn join), so rounds follow one
 //! another back to back and each takes every log that joined while the previous one ran
 //! (group commit across partitions). A round makes durable:
 //! - writes that changed no metadata (they overwrote zero-filled space whose size and
@@ -198,8 +199,10 @@ impl Device {
                 return outcome;
             }
             if !self.running.get() {
-                // Ours is the gathering round (it has not run): run it now.
+                // Ours is the gathering round (it has not run): run it, once the logs
+                // whose writes completed in the same turn of the executor have joined it.
                 self.running.set(true);
+                io::rt::yield_now().await;
                 *self.gathering.borrow_mut() = Rc::new(Round::default());
                 let started = std::time::Instant::now();
                 let outcome = self.run_round(&round).await;
