@@ -80,8 +80,9 @@ impl AlignedBuf {
     #[must_use]
     pub fn freeze(mut self, len: usize) -> SharedBuf {
         assert!((len as u64).is_multiple_of(IO_ALIGNMENT_BYTES) && len <= self.capacity(), "freeze at {len}");
+        let allocated = self.capacity();
         self.inner.trim_to_size(len);
-        SharedBuf { inner: Rc::new(self.inner) }
+        SharedBuf { inner: Rc::new(self.inner), allocated }
     }
 }
 
@@ -89,6 +90,8 @@ impl AlignedBuf {
 #[derive(Clone)]
 pub struct SharedBuf {
     inner: Rc<DmaBuffer>,
+    /// The allocation's size, which the buffer holds whatever its length.
+    allocated: usize,
 }
 
 impl SharedBuf {
@@ -105,6 +108,12 @@ impl SharedBuf {
     #[must_use]
     pub fn as_slice(&self) -> &[u8] {
         self.inner.as_bytes()
+    }
+
+    /// The memory the buffer holds: its whole allocation, not only its length.
+    #[must_use]
+    pub fn allocated_bytes(&self) -> usize {
+        self.allocated
     }
 }
 

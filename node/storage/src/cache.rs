@@ -3,9 +3,10 @@
 //!
 //! O_DIRECT bypasses the page cache, so without this every fetch at the tail would read
 //! the disk. The cache holds the log's own write buffers after their write completed
-//! (no extra copy on the append path). An entry is charged for the pages its data
-//! touches: the log sizes buffers to recent writes, and untouched pages of a buffer's
-//! allocation are never made resident.
+//! (no extra copy on the append path). An entry is charged for its buffer's whole
+//! allocation (the log sizes buffers near its recent writes): charging only the pages
+//! the data touched let the node's RSS pass the budget by a gigabyte, since the
+//! allocator hands out pages that earlier buffers touched.
 //! Every cached entry holds whole batches with consecutive offsets of one segment, and
 //! only data that is visible (written); the log clears entries it truncates away.
 //!
@@ -150,7 +151,7 @@ impl BatchCache {
         if self.bytes_max == 0 || range.is_empty() {
             return;
         }
-        let charge_bytes = align_up(range.end as u64);
+        let charge_bytes = (buf.allocated_bytes() as u64).max(align_up(range.end as u64));
         if charge_bytes > self.bytes_max {
             return;
         }
