@@ -84,7 +84,6 @@ impl PartitionLog {
             // drops it (a reader that jumped, or another reader).
             let ahead = st.read_ahead.take().filter(|ahead| ahead.offset == from);
             let sequential = st.read_next == Some(from);
-            st.stats.reads_from_disk += 1;
             let i = st.segments.partition_point(|s| s.base <= from).saturating_sub(1);
             (log_start, log_end, i, ahead, sequential)
         };
@@ -93,6 +92,7 @@ impl PartitionLog {
                 return Ok(fetched);
             }
         }
+        self.shared.state.borrow_mut().stats.reads_from_disk += 1;
         let start_offset = from;
         loop {
             let Some((file, base, start, end)) = self.read_window(segment_index, start_offset) else {
