@@ -102,6 +102,11 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
         StorageError::BatchTooLarge { .. } => ErrorKind::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => ErrorKind::OffsetOutOfRange,
         StorageError::Closed { .. } => ErrorKind::UnknownTopicOrPartition,
+        StorageError::OutOfOrderSequence { .. } | StorageError::ProducerFenced { .. } => {
+            ErrorKind::OutOfOrderSequenceNumber
+        }
+        // Retriable: the retry is appended again.
+        StorageError::DuplicateLost { .. } => ErrorKind::RequestTimedOut,
         StorageError::Io { .. }
         | StorageError::Poisoned { .. }
         | StorageError::Corrupt { .. }

@@ -14,7 +14,6 @@
 //!   records, admin), over the shard.
 //! - `native`: the native protocol's handlers over `ops`.
 //! - `kafka`: the Kafka wire-protocol listener over the same operations.
-//! - `producers`: idempotent producers' recent batches per partition.
 //! - `replication`: the ISR, high-watermark, epoch and election state machines and their
 //!   deterministic simulation; the node runs them through `cluster::host`.
 //! - `metrics`: counters and latency histograms, rendered for Prometheus, and the
@@ -35,7 +34,6 @@ pub mod listener;
 pub mod metrics;
 pub mod native;
 pub mod ops;
-pub mod producers;
 pub mod shard;
 pub mod topics;
 

@@ -328,6 +328,181 @@ async fn acknowledged_records_survive_leader_kills_and_a_frozen_node_on_every_re
     }
 }
 
+/// A child process the test reads JSON lines from as it runs; killed by its pid if the
+/// test ends before it does.
+struct Streaming {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<sluice_tests::json::Json>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Streaming {
+    fn start(mut command: std::process::Command) -> Streaming {
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
+        let mut child = command.spawn().expect("starting a helper process");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines: Arc<Mutex<Vec<sluice_tests::json::Json>>> = Arc::default();
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let json =
+                    sluice_tests::json::Json::parse(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
+                sink.lock().unwrap().push(json);
+            }
+        });
+        Streaming { child, lines, reader: Some(reader) }
+    }
+
+    fn count(&self, key: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|l| l.get(key).is_some()).count()
+    }
+
+    /// Waits (at most `limit`) for the process to exit by itself; its lines.
+    fn finish(mut self, limit: Duration) -> Vec<sluice_tests::json::Json> {
+        let deadline = Instant::now() + limit;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the helper process still runs after {limit:?}");
+            std::thread::sleep(POLL);
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Exactly once for an idempotent Kafka producer through failovers: confluent-kafka
+/// (librdkafka) with `enable.idempotence` and acks=all produces numbered values to a
+/// topic with replication factor 3 while the leaders of its partitions are killed with
+/// kill -9 ten times, each restarted (so leadership also comes back to it). Producer
+/// state is part of the log, so whichever replica leads answers a retried batch with
+/// its stored offsets: every acknowledged value is at its offset, no value is stored
+/// twice, and the producer saw no error beyond refused connections to killed nodes.
+#[test]
+fn an_idempotent_kafka_producer_stores_every_record_once_through_leader_kills() {
+    const TOPIC: &str = "exactly-once";
+    const PARTITIONS: u32 = 2;
+    assert!(
+        std::process::Command::new("python3")
+            .args(["-c", "import confluent_kafka"])
+            .status()
+            .is_ok_and(|s| s.success()),
+        "python3 with confluent-kafka is not installed; .ci/run installs what these tests need"
+    );
+    let mut cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
+    let topic = NewTopic { name: TOPIC.into(), partitions: PARTITIONS, replication_factor: 3, configs };
+    runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, TOPIC).await;
+    });
+    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+    let stop_file = cluster.dir.path().join("stop-producing");
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("idempotent.py"))
+        .args(["--bootstrap", &bootstrap.join(","), "--topic", TOPIC, "--partitions", &PARTITIONS.to_string()])
+        .arg("--stop-file")
+        .arg(&stop_file)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let producer = Streaming::start(command);
+
+    for kill in 0..10u32 {
+        let before = producer.count("offset");
+        runtime.block_on(wait_for("records acknowledged before the next kill", || async {
+            (producer.count("offset") >= before + 300).then_some(())
+        }));
+        let partition = kill % PARTITIONS;
+        let leader = runtime.block_on(leader_of(&admin, TOPIC, partition));
+        cluster.node(leader).kill9_and_wait();
+        runtime.block_on(wait_for("a new leader", || async {
+            let now = partitions(&admin, TOPIC).await?.get(partition as usize)?.leader?;
+            (now != leader).then_some(())
+        }));
+        cluster.node(leader).restart();
+        runtime.block_on(wait_for_full_isr(&admin, TOPIC));
+        eprintln!(
+            "kill {}: node {leader} (leader of {TOPIC}-{partition}); {} acknowledged",
+            kill + 1,
+            producer.count("offset")
+        );
+    }
+    let before = producer.count("offset");
+    runtime.block_on(wait_for("records acknowledged after the last kill", || async {
+        (producer.count("offset") >= before + 300).then_some(())
+    }));
+    std::fs::write(&stop_file, b"").unwrap();
+    let lines = producer.finish(WAIT * 2);
+
+    // A killed broker refuses connections, which librdkafka reports as transport errors
+    // and retries; any other error, a fatal one, or a failed delivery is a failure.
+    let transient = |l: &sluice_tests::json::Json| {
+        l.get("delivery").and_then(sluice_tests::json::Json::as_bool) == Some(false)
+            && l.get("fatal").and_then(sluice_tests::json::Json::as_bool) == Some(false)
+            && matches!(
+                l.get("code").and_then(sluice_tests::json::Json::as_str),
+                Some("_TRANSPORT" | "_ALL_BROKERS_DOWN")
+            )
+    };
+    let errors: Vec<&sluice_tests::json::Json> =
+        lines.iter().filter(|l| l.get("error").is_some() && !transient(l)).collect();
+    assert!(errors.is_empty(), "the producer saw errors: {errors:?}");
+    let done = lines.iter().find(|l| l.get("done").is_some()).expect("the producer finished");
+    assert_eq!(done.get("unflushed").and_then(sluice_tests::json::Json::as_i64), Some(0), "{done:?}");
+    let produced = done.get("produced").and_then(sluice_tests::json::Json::as_i64).unwrap();
+    let mut acked: BTreeMap<(u32, u64), String> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.get("offset").is_some()) {
+        let partition = u32::try_from(l.get("partition").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
+        let offset = u64::try_from(l.get("offset").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
+        let value = l.get("value").and_then(sluice_tests::json::Json::as_str).unwrap().to_string();
+        assert!(acked.insert((partition, offset), value).is_none(), "two acknowledgements at {partition}-{offset}");
+    }
+    assert_eq!(acked.len() as i64, produced, "every produced record was acknowledged");
+
+    runtime.block_on(wait_for_full_isr(&admin, TOPIC));
+    let high_watermarks: Vec<u64> =
+        (0..PARTITIONS).map(|p| runtime.block_on(high_watermark(&cluster, &admin, TOPIC, p))).collect();
+    for node in &mut cluster.nodes {
+        node.sigterm_and_wait();
+    }
+    let mut seen: BTreeMap<Vec<u8>, (u32, u64)> = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let dir = Cluster::data_of(cluster.dir.path(), 1).join(format!("{TOPIC}-{p}"));
+        let stored = records_of(&stored_batches(&dir, high_watermarks[p as usize]));
+        for (offset, value) in &stored {
+            if let Some(first) = seen.insert(value.clone(), (p, *offset)) {
+                panic!(
+                    "{} is stored twice: at {}-{} and {p}-{offset}",
+                    String::from_utf8_lossy(value),
+                    first.0,
+                    first.1
+                );
+            }
+        }
+        for ((partition, offset), value) in acked.iter().filter(|((partition, _), _)| *partition == p) {
+            assert_eq!(
+                stored.get(offset).map(|v| String::from_utf8_lossy(v).into_owned()).as_deref(),
+                Some(value.as_str()),
+                "the record acknowledged at {TOPIC}-{partition}@{offset}"
+            );
+        }
+    }
+    eprintln!("{produced} records produced through 10 leader kills, each stored once");
+}
+
 /// Consumer groups through a coordinator failover: a member consumes a replicated topic
 /// and commits; the node coordinating its group (the leader of the group's offsets
 /// partition) is killed with kill -9. Another replica takes over the group with the

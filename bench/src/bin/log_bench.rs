@@ -634,6 +634,7 @@ fn stats_since(now: &LogStats, before: &LogStats) -> LogStats {
         reads_from_cache: now.reads_from_cache - before.reads_from_cache,
         reads_from_disk: now.reads_from_disk - before.reads_from_disk,
         rolls: now.rolls - before.rolls,
+        duplicates: now.duplicates - before.duplicates,
     }
 }
 

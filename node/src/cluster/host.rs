@@ -318,6 +318,25 @@ impl ReplicaHost {
                 return Err(replica_error(e, name));
             }
         };
+        if info.duplicate {
+            // A retry the log answered from the stored batch: nothing was replicated for
+            // it, so it is acknowledged as the first append would have been, once the
+            // stored batch is committed.
+            self.acks.borrow_mut().remove(&ack);
+            if acks == Acks::All {
+                let _ = io::timeout(ACK_TIMEOUT, self.wait_for_high_watermark(id, info.last_offset)).await;
+                if self.readable(id, name)? <= info.last_offset {
+                    return Err(NodeError::new(
+                        ErrorKind::RequestTimedOut,
+                        format!(
+                            "{}-{}: the retried batch at offset {} was not committed within {ACK_TIMEOUT:?}",
+                            name.0, name.1, info.base_offset
+                        ),
+                    ));
+                }
+            }
+            return Ok(info);
+        }
         let Some(waiter) = waiter else { return Ok(info) };
         match io::timeout(ACK_TIMEOUT, waiter).await {
             Some(Some(Ok(_))) => Ok(info),

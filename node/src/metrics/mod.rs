@@ -75,6 +75,9 @@ pub struct TopicCounters {
     pub records_in: u64,
     pub bytes_out: u64,
     pub records_out: u64,
+    /// Batches an idempotent producer sent again that were answered with the offsets
+    /// they already have instead of being stored twice.
+    pub duplicate_batches_in: u64,
 }
 
 /// One shard's metrics; also the snapshot a shard sends for a scrape (it is `Send`).
@@ -135,6 +138,7 @@ impl Metrics {
             t.records_in += c.records_in;
             t.bytes_out += c.bytes_out;
             t.records_out += c.records_out;
+            t.duplicate_batches_in += c.duplicate_batches_in;
         }
         self.fetch_bytes_copied += other.fetch_bytes_copied;
         self.fetch_bytes_served += other.fetch_bytes_served;
@@ -176,11 +180,16 @@ impl Metrics {
             let _ = writeln!(out, "sluice_request_latency_us_count{{api=\"{name}\"}} {}", h.len());
         }
         type Counter = (&'static str, &'static str, fn(&TopicCounters) -> u64);
-        let counters: [Counter; 4] = [
+        let counters: [Counter; 5] = [
             ("sluice_topic_bytes_in_total", "Record batch bytes appended, by topic.", |c| c.bytes_in),
             ("sluice_topic_records_in_total", "Records appended, by topic.", |c| c.records_in),
             ("sluice_topic_bytes_out_total", "Record batch bytes fetched, by topic.", |c| c.bytes_out),
             ("sluice_topic_records_out_total", "Records fetched, by topic.", |c| c.records_out),
+            (
+                "sluice_topic_duplicate_batches_total",
+                "Retried idempotent batches answered with their stored offsets, by topic.",
+                |c| c.duplicate_batches_in,
+            ),
         ];
         for (metric, help, get) in counters {
             let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");

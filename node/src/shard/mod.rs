@@ -39,7 +39,7 @@ use crate::errors::{from_storage, ErrorKind, NodeError};
 use crate::groups::{offsets_partition, Coordinator, GroupHost, GroupRequest, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::io::{self, Oneshot, OneshotSender};
 use crate::metrics::Metrics;
-use crate::producers::{BatchIdentity, Check, ProducerStates};
+use crate::storage::producers::BatchIdentity;
 use crate::storage::PartitionLog;
 use crate::topics::{Metadata, Topic};
 
@@ -85,8 +85,6 @@ pub struct Shard {
     pub metrics: RefCell<Metrics>,
     /// The consumer groups this shard coordinates.
     pub groups: Coordinator,
-    /// Idempotent producers' recent batches, per partition this shard owns.
-    producers: RefCell<HashMap<TopicPartition, ProducerStates>>,
     /// This shard's replicas (set by `start`, before the shard serves anything).
     host: OnceCell<Rc<crate::cluster::host::ReplicaHost>>,
     /// On shard 0: the controller voter and the node's transport.
@@ -150,7 +148,6 @@ impl Shard {
             next_call: Cell::new(0),
             metrics: RefCell::new(Metrics::default()),
             groups: Coordinator::default(),
-            producers: RefCell::new(HashMap::new()),
             host: OnceCell::new(),
             agent: OnceCell::new(),
             view: RefCell::new(Rc::new(cluster::ClusterView::default())),
@@ -378,46 +375,32 @@ impl Shard {
     ) -> Result<Appended, NodeError> {
         let log = self.local_log(topic, partition)?;
         let replica = self.replica_id(topic, partition)?;
-        // An idempotent producer's batch: answered from its first append when retried.
+        // As Kafka: an idempotent producer sends one batch per partition per request, so
+        // that a retry is one unit (the log answers it from the stored batch).
         let header = BatchHeader::view(batches).ok();
-        let identity = header.and_then(BatchIdentity::of);
-        if let Some(id) = identity {
-            // As Kafka: one batch per partition per request, so a retry is one unit.
-            if header.and_then(|h| h.total_bytes().ok()) != Some(batches.len()) {
-                return Err(NodeError::new(
-                    ErrorKind::InvalidRecord,
-                    format!("{topic}-{partition}: an idempotent producer sends one batch per partition per request"),
-                ));
-            }
-            let check = self.producers.borrow_mut().entry(TopicPartition::new(topic, partition)).or_default().check(id);
-            match check {
-                Check::Append => {}
-                Check::Duplicate(base_offset) => {
-                    return Ok(Appended {
-                        base_offset: Offset(base_offset),
-                        log_start_offset: log.log_start_offset(),
-                        log_append_time_ms: None,
-                    });
-                }
-                Check::Refused(e) => return Err(e),
-            }
+        let idempotent = header.and_then(BatchIdentity::of).is_some();
+        if idempotent && header.and_then(|h| h.total_bytes().ok()) != Some(batches.len()) {
+            return Err(NodeError::new(
+                ErrorKind::InvalidRecord,
+                format!("{topic}-{partition}: an idempotent producer sends one batch per partition per request"),
+            ));
         }
         let acks = match acks {
             0 => crate::replication::Acks::None,
             1 => crate::replication::Acks::Leader,
             _ => crate::replication::Acks::All,
         };
-        let appended = self.host().append(&log, replica, acks, batches, (topic, partition)).await;
-        if let Some(id) = identity {
-            if let Some(states) = self.producers.borrow_mut().get_mut(&TopicPartition::new(topic, partition)) {
-                states.complete(id, appended.as_ref().ok().map(|info| info.base_offset.0));
+        let info = self.host().append(&log, replica, acks, batches, (topic, partition)).await?;
+        {
+            let mut metrics = self.metrics.borrow_mut();
+            let counters = metrics.topic(topic);
+            if info.duplicate {
+                counters.duplicate_batches_in += 1;
+            } else {
+                counters.bytes_in += batches.len() as u64;
+                counters.records_in += info.last_offset.0 + 1 - info.base_offset.0;
             }
         }
-        let info = appended?;
-        let mut metrics = self.metrics.borrow_mut();
-        let counters = metrics.topic(topic);
-        counters.bytes_in += batches.len() as u64;
-        counters.records_in += info.last_offset.0 + 1 - info.base_offset.0;
         Ok(Appended {
             base_offset: info.base_offset,
             log_start_offset: log.log_start_offset(),
@@ -524,7 +507,6 @@ impl Shard {
                 self.groups.forget_topic(self, &topic.name).await;
                 for p in 0..topic.partitions {
                     let log = self.logs.borrow_mut().remove(&TopicPartition::new(topic.name.as_str(), p));
-                    self.producers.borrow_mut().remove(&TopicPartition::new(topic.name.as_str(), p));
                     if let Some(log) = log {
                         close_log(log).await;
                         let dir = partition_dir(&self.config.data_dir, &topic.name, p);

@@ -42,6 +42,15 @@ pub enum StorageError {
     /// A batch's leader epoch is older than the log's latest (replication).
     #[error("batch at offset {offset} has leader epoch {epoch}, older than the log's latest epoch {latest}")]
     EpochGoesBack { offset: Offset, epoch: LeaderEpoch, latest: LeaderEpoch },
+    /// An idempotent producer's batch does not follow its last stored one.
+    #[error("producer {producer_id} sent sequence {sequence} out of order: {reason}")]
+    OutOfOrderSequence { producer_id: i64, sequence: i32, reason: String },
+    /// An idempotent producer's batch carries an older epoch than one already stored.
+    #[error("producer {producer_id} epoch {epoch} is fenced: epoch {current} is current")]
+    ProducerFenced { producer_id: i64, epoch: i16, current: i16 },
+    /// A retried batch whose first append is no longer in the log (cut meanwhile).
+    #[error("producer {producer_id} sequence {sequence} was stored and then cut from the log; retry")]
+    DuplicateLost { producer_id: i64, sequence: i32 },
     #[error("invalid log configuration: {0}")]
     Config(String),
     #[error("log {dir} is closed")]

@@ -5,6 +5,8 @@
 //! - `index`: the sparse offset and time indexes of a segment.
 //! - `cache`: the bounded cache of recently written batches.
 //! - `config`: per-log settings and the fsync policy.
+//! - `producers`: idempotent producers' last batches, derived from the log, and their
+//!   snapshots.
 //! - `device`: what a shard's logs share: sync rounds, the zero-fill reserve budget,
 //!   counters.
 //!
@@ -17,6 +19,7 @@ pub mod device;
 pub mod error;
 pub mod index;
 pub mod log;
+pub mod producers;
 pub mod segment;
 
 pub use config::{FsyncPolicy, LogConfig};

@@ -9,6 +9,7 @@ use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;
 
 use crate::error::StorageError;
+use crate::producers::{BatchIdentity, Duplicate, ProducerBatch};
 use sluice_io::Oneshot;
 
 use super::state::{AppendTicket, Waiter};
@@ -36,15 +37,25 @@ struct Checked {
     max_timestamp: i64,
     base: Offset,
     epoch: Option<LeaderEpoch>,
+    /// An idempotent producer's batch: who wrote it, which sequence numbers.
+    identity: Option<BatchIdentity>,
 }
 
 impl PartitionLog {
     /// Appends one or more concatenated producer batches, assigning them consecutive
     /// offsets, and completes once they are written (and synced under `always`). A bad
     /// batch refuses the whole append, naming its byte position; nothing is stored then.
+    ///
+    /// An idempotent producer's batch (producer id and sequence set) must follow that
+    /// producer's last stored one; a retry of one of its last five batches appends
+    /// nothing and answers with the stored batch's offsets (`AppendInfo::duplicate`)
+    /// once that batch is written.
     pub async fn append(&self, batches: &[u8]) -> Result<AppendInfo, StorageError> {
         let checked = self.check_append(batches, true)?;
         self.wait_turn(batches.len() as u64).await?;
+        if let Some(duplicate) = self.check_producers(&checked)? {
+            return self.answer_duplicate(&checked, duplicate).await;
+        }
         let reply = self.enqueue(batches, &checked, Placement::Assign)?;
         self.finish(reply).await
     }
@@ -65,6 +76,11 @@ impl PartitionLog {
         };
         if let Err(e) = self.wait_turn(batches.len() as u64).await {
             return Ok(Err(e));
+        }
+        match self.check_producers(&checked) {
+            Ok(None) => {}
+            Ok(Some(duplicate)) => return Ok(self.answer_duplicate(&checked, duplicate).await),
+            Err(e) => return Ok(Err(e)),
         }
         let base = self.shared.state.borrow().next_offset;
         let epoch = decide(base, checked.iter().map(|c| c.span).sum())?;
@@ -106,6 +122,7 @@ impl PartitionLog {
                 max_timestamp: header.max_timestamp(),
                 base: header.base_offset(),
                 epoch: header.leader_epoch(),
+                identity: BatchIdentity::of(header),
             });
             position += len;
         }
@@ -113,6 +130,55 @@ impl PartitionLog {
             return Err(StorageError::EmptyAppend);
         }
         Ok(checked)
+    }
+
+    /// Checks an append's idempotent batches against the producers' stored ones (see
+    /// `append`). Runs with no await before the offsets are given, so no other append
+    /// comes in between.
+    fn check_producers(&self, checked: &[Checked]) -> Result<Option<Duplicate>, StorageError> {
+        let ids: Vec<BatchIdentity> = checked.iter().filter_map(|c| c.identity).collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let st = self.shared.state.borrow();
+        st.check_writable(&self.shared.dir)?;
+        st.producers.check(&ids, checked.len())
+    }
+
+    /// Answers a retried batch with its first append's offsets once that append is
+    /// written (as an acknowledgement of the first would have been), or fails if the log
+    /// stops taking writes or the batch was cut from the log meanwhile.
+    async fn answer_duplicate(&self, checked: &[Checked], at: Duplicate) -> Result<AppendInfo, StorageError> {
+        let Some(id) = checked.first().and_then(|c| c.identity) else { unreachable!("a duplicate has an identity") };
+        let sh = &self.shared;
+        loop {
+            let wait = sh.appended.wait();
+            {
+                let mut st = sh.state.borrow_mut();
+                st.check_writable(&sh.dir)?;
+                if !st.producers.holds(&id, at) {
+                    return Err(StorageError::DuplicateLost {
+                        producer_id: id.producer_id,
+                        sequence: id.first_sequence,
+                    });
+                }
+                if st.visible_end > at.last {
+                    st.stats.duplicates += 1;
+                    let durability = match sh.config.fsync {
+                        crate::config::FsyncPolicy::Always => super::Durability::Synced,
+                        _ => super::Durability::Written,
+                    };
+                    return Ok(AppendInfo {
+                        base_offset: at.base,
+                        last_offset: at.last,
+                        durability,
+                        log_append_time_ms: None,
+                        duplicate: true,
+                    });
+                }
+            }
+            wait.await;
+        }
     }
 
     /// Waits until this append may take offsets: no exclusive job (truncation, ...) is
@@ -232,6 +298,10 @@ impl PartitionLog {
             st.unflushed_bytes += len as u64;
             st.stats.batches_appended += 1;
             st.stats.bytes_appended += len as u64;
+            if let Some(id) = c.identity {
+                let last = Offset(offset.plus(c.span).0 - 1);
+                st.producers.record(ProducerBatch { id, base: offset, last });
+            }
             if let Some(epoch) = epoch {
                 if st.epochs.last().is_none_or(|e| e.0 < epoch) {
                     st.epochs.push((epoch, offset));

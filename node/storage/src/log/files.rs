@@ -9,6 +9,7 @@ use sluice_schemas::Offset;
 use tracing::warn;
 
 use crate::error::StorageError;
+use crate::producers::{ProducerStates, SNAPSHOT_SUFFIX};
 use crate::segment::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use sluice_io as io;
 
@@ -37,11 +38,36 @@ pub(super) async fn write_index_files(
 }
 
 pub(super) fn remove_segment_files(dir: &Path, base: Offset) -> Result<(), StorageError> {
-    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, SNAPSHOT_SUFFIX] {
         let path = segment_path(dir, base, suffix);
         io::remove_file(&path).map_err(|e| StorageError::io("removing", &path, e))?;
     }
     Ok(())
+}
+
+pub(super) async fn write_producer_snapshot(dir: &Path, base: Offset, bytes: &[u8]) -> Result<(), StorageError> {
+    let path = segment_path(dir, base, SNAPSHOT_SUFFIX);
+    io::write_file_atomically(&path, bytes).await.map_err(|e| StorageError::io("writing producer snapshot", &path, e))
+}
+
+/// Segment `base`'s producer snapshot; `None` when it is missing or unreadable (said in
+/// the log: recovery then scans more of the log instead).
+pub(super) async fn read_producer_snapshot(dir: &Path, base: Offset) -> Option<ProducerStates> {
+    let path = segment_path(dir, base, SNAPSHOT_SUFFIX);
+    match io::read_file(&path).await {
+        Ok(Some(bytes)) => match ProducerStates::decode(&bytes) {
+            Ok(states) => Some(states),
+            Err(reason) => {
+                warn!(path = %path.display(), %reason, "ignoring an unreadable producer snapshot");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "ignoring an unreadable producer snapshot");
+            None
+        }
+    }
 }
 
 pub(super) async fn read_log_start(dir: &Path) -> Result<Option<Offset>, StorageError> {

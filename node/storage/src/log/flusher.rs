@@ -15,7 +15,7 @@ use crate::error::StorageError;
 use crate::segment::{segment_path, LOG_SUFFIX};
 use sluice_io::{self as io, align_down, align_up, File, Oneshot, SharedBuf};
 
-use super::files::{write_epochs, write_index_files};
+use super::files::{write_epochs, write_index_files, write_producer_snapshot};
 use super::shape::{advance_start, swap_segment, truncate};
 use super::state::{Job, Pending, Shared, TailPage, Waiter};
 use super::{AppendInfo, Durability, FaultPoint, PartitionLog};
@@ -153,7 +153,7 @@ fn poison(sh: &Shared, what: String) -> StorageError {
 async fn run_job(sh: &Rc<Shared>, job: Job) -> bool {
     match job {
         Job::Write(_) => unreachable!("the flusher runs writes itself"),
-        Job::Roll { base, epochs } => match roll_files(sh, base, &epochs).await {
+        Job::Roll { base, epochs, producers } => match roll_files(sh, base, &epochs, &producers).await {
             Ok(()) => sh.state.borrow_mut().written = TailPage::default(),
             Err(e) => {
                 poison(sh, e.to_string());
@@ -352,6 +352,7 @@ async fn complete(sh: Rc<Shared>, w: Written) {
             last_offset: w.last_offset,
             durability,
             log_append_time_ms: w.log_append_time_ms,
+            duplicate: false,
         }));
     }
     sh.room.notify_all();
@@ -452,8 +453,15 @@ async fn sync_active(sh: &Shared) -> Result<(), StorageError> {
     }
 }
 
-/// Finishes the segment before `base` (trim, sync, index files) and creates `base`'s.
-async fn roll_files(sh: &Shared, base: Offset, epochs: &[(LeaderEpoch, Offset)]) -> Result<(), StorageError> {
+/// Finishes the segment before `base` (trim, sync, index files), writes the producers'
+/// snapshot as of `base` and creates `base`'s segment: a segment file never exists
+/// without its snapshot, so recovery needs to scan only the active segment.
+async fn roll_files(
+    sh: &Shared,
+    base: Offset,
+    epochs: &[(LeaderEpoch, Offset)],
+    producers: &[u8],
+) -> Result<(), StorageError> {
     if !epochs.is_empty() {
         write_epochs(&sh.dir, epochs).await?;
     }
@@ -474,6 +482,7 @@ async fn roll_files(sh: &Shared, base: Offset, epochs: &[(LeaderEpoch, Offset)])
             s.preallocated_bytes = size;
         }
     }
+    write_producer_snapshot(&sh.dir, base, producers).await?;
     let path = segment_path(&sh.dir, base, LOG_SUFFIX);
     io::remove_file(&path).map_err(|e| StorageError::io("removing stale segment", &path, e))?;
     let file = File::create_new(&path).await.map_err(|e| StorageError::io("creating segment", &path, e))?;

@@ -19,6 +19,11 @@
 //! - At open, the last segment is scanned and its CRCs checked; a torn or corrupt tail is
 //!   cut off and reported. Closed segments were cut to their exact size before the next
 //!   segment was created, so only the last segment can have a torn tail after kill -9.
+//! - Idempotent producers' last batches (`crate::producers`) are derived from the
+//!   batches in the log, on every path that adds or removes them: appends (which check
+//!   them first and answer a retry with the stored batch's offsets), copies from a
+//!   leader, truncation, and recovery (the snapshot written at each roll plus the scan of
+//!   the active segment). Leader, followers and a restarted node agree on them.
 //!
 //! The log is split by what each part does:
 //! - `state`: the in-memory state shared by the handle and the flusher, and the job queue.
@@ -60,7 +65,7 @@ use sluice_io::{self as io, File, IoBytes, WaitQueue};
 
 use files::{read_epochs, read_log_start};
 use flusher::flusher;
-use recovery::{read_tail_page, recover_segment};
+use recovery::{read_tail_page, recover_producers, recover_segment};
 use state::{Shared, State};
 
 /// Each leader epoch in the log and the offset of its first batch, both increasing.
@@ -84,6 +89,9 @@ pub struct AppendInfo {
     pub durability: Durability,
     /// The append time stamped on the batches (LogAppendTime topics only).
     pub log_append_time_ms: Option<i64>,
+    /// The batch was an idempotent producer's retry of one the log already held: these
+    /// are the stored batch's offsets and nothing was appended.
+    pub duplicate: bool,
 }
 
 /// Whole stored batches returned by `read`, as the bytes that lie on disk or in the
@@ -175,6 +183,8 @@ pub struct LogStats {
     pub reads_from_cache: u64,
     pub reads_from_disk: u64,
     pub rolls: u64,
+    /// Idempotent producers' retries answered from the stored batch.
+    pub duplicates: u64,
 }
 
 /// A durable partition log. See the module documentation for its guarantees.
@@ -228,9 +238,14 @@ impl PartitionLog {
                 synced_bytes: 0,
             });
         }
+        let mut active_producer_batches = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let is_active = i + 1 == bases.len();
-            let segment = recover_segment(dir, base, &config, is_active, now_ms, &mut report, &mut epochs).await?;
+            let (segment, producer_batches) =
+                recover_segment(dir, base, &config, is_active, now_ms, &mut report, &mut epochs).await?;
+            if is_active {
+                active_producer_batches = producer_batches;
+            }
             if let Some(previous) = segments.last() {
                 if previous.next_offset > segment.base {
                     return Err(StorageError::Corrupt {
@@ -251,6 +266,7 @@ impl PartitionLog {
         let log_end = active.next_offset;
         let log_start = checkpoint.unwrap_or(first_base).max(first_base).min(log_end);
         epochs.retain(|(_, start)| *start < log_end);
+        let producers = recover_producers(dir, &segments, active_producer_batches).await?;
         let tail = read_tail_page(active.file.as_deref(), active.size_bytes)
             .await
             .map_err(|e| StorageError::io("reading the last page of", segment_path(dir, active.base, LOG_SUFFIX), e))?;
@@ -285,6 +301,7 @@ impl PartitionLog {
             write_bytes_average: 0,
             clean_offset: Offset(0),
             epochs,
+            producers,
             stats: LogStats::default(),
         };
         let shared = Rc::new(Shared {
@@ -298,6 +315,12 @@ impl PartitionLog {
         });
         io::spawn_detached(flusher(shared.clone()));
         Ok((PartitionLog { shared }, report))
+    }
+
+    /// The idempotent producers whose batches the log holds, with their latest batch.
+    #[must_use]
+    pub fn producers(&self) -> Vec<crate::producers::ProducerSummary> {
+        self.shared.state.borrow().producers.summaries()
     }
 
     #[must_use]

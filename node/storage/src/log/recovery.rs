@@ -11,10 +11,11 @@ use tracing::warn;
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::index::SegmentIndex;
+use crate::producers::{BatchIdentity, ProducerBatch, ProducerStates};
 use crate::segment::{segment_path, walk_batches, Segment, Step, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use sluice_io::{self as io, align_down, File};
 
-use super::files::write_index_files;
+use super::files::{read_producer_snapshot, write_index_files};
 use super::state::TailPage;
 use super::{EpochStarts, RecoveryReport, Truncation};
 
@@ -35,7 +36,8 @@ pub(super) async fn read_tail_page(file: Option<&File>, size: u64) -> std::io::R
 /// a closed one loads its index files and walks only the batches from the last index
 /// entry on; when the files are missing or disagree with the segment it is scanned
 /// whole and the files rewritten. Bytes after the last good batch are cut (and reported
-/// unless they are zeros: preallocated space never written).
+/// unless they are zeros: preallocated space never written). Also returns the idempotent
+/// producers' batches the scan walked (all of them for the active segment).
 pub(super) async fn recover_segment(
     dir: &Path,
     base: Offset,
@@ -44,7 +46,7 @@ pub(super) async fn recover_segment(
     now_ms: i64,
     report: &mut RecoveryReport,
     epochs: &mut EpochStarts,
-) -> Result<Segment, StorageError> {
+) -> Result<(Segment, Vec<ProducerBatch>), StorageError> {
     let path = segment_path(dir, base, LOG_SUFFIX);
     let file = File::open(&path, true).await.map_err(|e| StorageError::io("opening segment", &path, e))?;
     let size = file.size().await.map_err(|e| StorageError::io("sizing segment", &path, e))?;
@@ -100,7 +102,7 @@ pub(super) async fn recover_segment(
     }
     // segment.ms counts from the first batch's time when it is believable.
     let created_ms = scan.first_timestamp.filter(|ts| *ts > 0 && *ts <= now_ms).unwrap_or(now_ms);
-    Ok(Segment {
+    let segment = Segment {
         base,
         next_offset: scan.next_offset,
         size_bytes: scan.valid_end,
@@ -110,7 +112,55 @@ pub(super) async fn recover_segment(
         created_ms,
         preallocated_bytes: scan.valid_end,
         synced_bytes: 0,
-    })
+    };
+    Ok((segment, scan.producer_batches))
+}
+
+/// Closed segments scanned for producer state when the snapshots are missing (a data
+/// directory from before snapshots, or unreadable snapshot files): the state then covers
+/// the producers that wrote in the last segments, as Kafka's upgrade path does.
+const SNAPSHOT_LOOKBACK_SEGMENTS: usize = 2;
+
+/// Rebuilds the idempotent producers' state at open: the snapshot written when the active
+/// segment started, plus the active segment's batches (`active`, from its scan). Without
+/// that snapshot, the latest one among the previous `SNAPSHOT_LOOKBACK_SEGMENTS` closed
+/// segments (or none) and a walk of the closed segments after it.
+pub(super) async fn recover_producers(
+    dir: &Path,
+    segments: &[Segment],
+    active: Vec<ProducerBatch>,
+) -> Result<ProducerStates, StorageError> {
+    let last = segments.len() - 1;
+    let mut from = last;
+    let mut loaded = None;
+    for i in (last.saturating_sub(SNAPSHOT_LOOKBACK_SEGMENTS)..=last).rev() {
+        from = i;
+        if let Some(states) = read_producer_snapshot(dir, segments[i].base).await {
+            loaded = Some(states);
+            break;
+        }
+    }
+    let mut states = loaded.unwrap_or_default();
+    if from > 0 {
+        // A snapshot holds batches up to its segment's base; the segment before may have
+        // lost its tail since (a power loss under a lazy fsync policy).
+        states.truncate(segments[from - 1].next_offset);
+    }
+    for segment in &segments[from..last] {
+        let Some(file) = segment.file.as_deref() else { continue };
+        walk_batches(file, 0, segment.size_bytes, false, |_, header, _| {
+            if let Some(id) = BatchIdentity::of(header) {
+                states.record(ProducerBatch { id, base: header.base_offset(), last: header.last_offset() });
+            }
+            Step::Continue
+        })
+        .await
+        .map_err(|e| StorageError::io("scanning for producer state", file.path(), e))?;
+    }
+    for batch in active {
+        states.record(batch);
+    }
+    Ok(states)
 }
 
 /// A closed segment's index files, `None` for the active segment (it has none), or why
@@ -133,6 +183,8 @@ pub(super) struct Scan {
     pub(super) valid_end: u64,
     pub(super) invalid: Option<String>,
     first_timestamp: Option<i64>,
+    /// The idempotent producers' batches walked.
+    producer_batches: Vec<ProducerBatch>,
 }
 
 /// Walks a segment from `from` (0, or the position of the index's last entry after
@@ -148,6 +200,7 @@ pub(super) async fn scan_segment(
     let mut next_offset = base;
     let mut first_timestamp = None;
     let mut epochs: EpochStarts = Vec::new();
+    let mut producer_batches = Vec::new();
     let end = walk_batches(file, from, size, verify_crc, |position, header, batch| {
         let batch_base = header.base_offset();
         if batch_base < next_offset {
@@ -159,6 +212,9 @@ pub(super) async fn scan_segment(
             }
         }
         index.on_batch(batch_base, position, batch.len() as u64, header.max_timestamp());
+        if let Some(id) = BatchIdentity::of(header) {
+            producer_batches.push(ProducerBatch { id, base: batch_base, last: header.last_offset() });
+        }
         if position == 0 {
             first_timestamp = Some(header.max_timestamp());
         }
@@ -172,7 +228,7 @@ pub(super) async fn scan_segment(
         other => other,
     };
     // Walking stops at the first invalid batch, so every epoch seen is in a valid one.
-    Ok(Scan { index, epochs, next_offset, valid_end: end.position, invalid, first_timestamp })
+    Ok(Scan { index, epochs, next_offset, valid_end: end.position, invalid, first_timestamp, producer_batches })
 }
 
 /// Whether the bytes from `from` to `end` (the first page of them) are all zero: space

@@ -220,6 +220,7 @@ pub(super) async fn truncate(sh: &Shared, to: Offset) -> Result<Offset, StorageE
         let fell_back = st.log_start > end;
         st.log_start = st.log_start.min(end);
         st.epochs.retain(|(_, start)| *start < end);
+        st.producers.truncate(end);
         (end, fell_back)
     };
     let epochs = sh.state.borrow().epochs.clone();

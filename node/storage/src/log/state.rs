@@ -14,6 +14,7 @@ use crate::cache::BatchCache;
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::index::SegmentIndex;
+use crate::producers::ProducerStates;
 use crate::segment::Segment;
 use sluice_io::{align_down, AlignedBuf, OneshotSender, WaitQueue};
 
@@ -65,10 +66,12 @@ impl TailPage {
 
 pub(super) enum Job {
     Write(Pending),
-    /// Start segment `base`, after writing the epoch cache (as of the roll).
+    /// Start segment `base`, after writing the epoch cache and the producers' snapshot
+    /// (both as of the roll).
     Roll {
         base: Offset,
         epochs: EpochStarts,
+        producers: Vec<u8>,
     },
     Truncate {
         to: Offset,
@@ -141,6 +144,8 @@ pub(super) struct State {
     pub(super) clean_offset: Offset,
     /// The leader-epoch cache, including batches not yet written.
     pub(super) epochs: EpochStarts,
+    /// Idempotent producers' last batches, including batches not yet written.
+    pub(super) producers: ProducerStates,
     pub(super) stats: LogStats,
 }
 
@@ -210,7 +215,7 @@ impl State {
     pub(super) fn roll(&mut self, config: &LogConfig, now_ms: i64) {
         self.seal_pending();
         let base = self.next_offset;
-        self.jobs.push_back(Job::Roll { base, epochs: self.epochs.clone() });
+        self.jobs.push_back(Job::Roll { base, epochs: self.epochs.clone(), producers: self.producers.encode() });
         self.segments.push(Segment {
             base,
             next_offset: base,
