@@ -403,6 +403,22 @@ fn malformed_frames_get_an_error_and_only_that_connection_closes() {
     assert!(message.contains("200"), "{message}");
     everything_still_works("an unknown body type", &mut bystander);
 
+    // The same, crafted: the vtable entry of the unknown body points past the envelope
+    // (the verifier does not follow unknown union variants; this panicked a shard).
+    let mut crafted = unknown.clone();
+    let table = u32::from_le_bytes(crafted[..4].try_into().unwrap()) as usize;
+    let back = i32::from_le_bytes(crafted[table..table + 4].try_into().unwrap());
+    let entry = table.checked_add_signed(-(back as isize)).unwrap() + usize::from(wire::Request::VT_BODY);
+    crafted[entry..entry + 2].copy_from_slice(&0xfff0u16.to_le_bytes());
+    for _ in 0..SHARDS * 2 {
+        // SO_REUSEPORT spreads connections over the shards, so several reach each.
+        let mut client = node.client();
+        client.send_raw(&framed(&crafted)).unwrap();
+        let message = expect_error_then_close(&mut client, "a crafted unknown body");
+        assert!(message.contains("200"), "{message}");
+    }
+    everything_still_works("a crafted unknown body", &mut bystander);
+
     // A good request after the bad ones on a fresh connection, pipelined behind another.
     let mut client = node.client();
     let a = client.send(
