@@ -1,12 +1,13 @@
 """An idempotent confluent-kafka (librdkafka) producer with acks=all that keeps producing
-numbered values ("value-N", N from 0, partition N % PARTITIONS) until STOP_FILE exists,
-then flushes. Prints, as they happen, one line per acknowledged record
-{"partition", "offset", "value"} (value as text), one per failed delivery
+numbered values ("PREFIX-N", N from 0, partition N % PARTITIONS; PREFIX "value") until
+STOP_FILE exists or COUNT were produced, then flushes. Prints, as they happen, one line
+per acknowledged record {"partition", "offset", "value"} (value as text), one per failed delivery
 {"error", "code", "fatal", "delivery": true}, one per client error reported through
 error_cb {"error", "code", "fatal", "delivery": false} (librdkafka reports a refused
 connection to a killed broker there), and at the end {"done": true, "produced", "unflushed"}.
 
-usage: idempotent.py --bootstrap HOST:PORT --topic T --partitions P --stop-file PATH
+usage: idempotent.py --bootstrap HOST:PORT --topic T --partitions P
+                     (--stop-file PATH | --count N) [--prefix PREFIX]
                      [--rate RECORDS_PER_S] [--timeout S]
 """
 
@@ -22,10 +23,14 @@ def main():
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--partitions", type=int, required=True)
-    parser.add_argument("--stop-file", required=True)
+    parser.add_argument("--stop-file")
+    parser.add_argument("--count", type=int)
+    parser.add_argument("--prefix", default="value")
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--timeout", type=int, default=600)
     args = parser.parse_args()
+    if (args.stop_file is None) == (args.count is None):
+        parser.error("give one of --stop-file and --count")
     deadline(args.timeout)
 
     from confluent_kafka import Producer
@@ -54,13 +59,18 @@ def main():
 
     produced = 0
     started = time.monotonic()
-    while not os.path.exists(args.stop_file):
+    def more():
+        if args.count is not None:
+            return produced < args.count
+        return not os.path.exists(args.stop_file)
+
+    while more():
         # Keep to the rate: the test is about failover, not load.
         ahead = produced / args.rate - (time.monotonic() - started)
         if ahead > 0:
             producer.poll(ahead)
             continue
-        value = f"value-{produced}".encode()
+        value = f"{args.prefix}-{produced}".encode()
         try:
             producer.produce(args.topic, value=value, partition=produced % args.partitions, on_delivery=report)
             produced += 1

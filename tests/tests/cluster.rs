@@ -503,6 +503,85 @@ fn an_idempotent_kafka_producer_stores_every_record_once_through_leader_kills() 
     eprintln!("{produced} records produced through 10 leader kills, each stored once");
 }
 
+/// Producer ids come from the controller in blocks, unique across the cluster and its
+/// restarts: idempotent confluent-kafka producers, each bootstrapped from one node, take
+/// turns on every node of a 3-node cluster; then every node is killed with kill -9 and
+/// restarted (a new life gets a new block; its previous life may have used part of the
+/// old one) and the producers run again, three rounds in all. Every stored batch carries
+/// its producer's id: each producer has one, no two share one, and all come from the
+/// controller's blocks (below the blocks it could have given).
+#[test]
+fn producer_ids_are_unique_across_nodes_and_restarts() {
+    const TOPIC: &str = "producer-ids";
+    const ROUNDS: u32 = 3;
+    const RECORDS: u32 = 5;
+    let mut cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let topic = NewTopic { name: TOPIC.into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
+    runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, TOPIC).await;
+    });
+    let mut producers = Vec::new();
+    for round in 0..ROUNDS {
+        for n in 0..cluster.nodes.len() {
+            let prefix = format!("round{round}-node{}", n + 1);
+            let mut command = std::process::Command::new("python3");
+            command
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("idempotent.py"))
+                .args(["--bootstrap", &cluster.nodes[n].kafka_addr().unwrap().to_string(), "--topic", TOPIC])
+                .args(["--partitions", "1", "--count", &RECORDS.to_string(), "--prefix", &prefix])
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+            let lines = Streaming::start(command).finish(WAIT * 2);
+            let acked = lines.iter().filter(|l| l.get("offset").is_some()).count();
+            assert_eq!(acked, RECORDS as usize, "{prefix}: {lines:?}");
+            producers.push(prefix);
+        }
+        if round + 1 < ROUNDS {
+            for n in 1..=cluster.nodes.len() as u32 {
+                cluster.node(n).kill9_and_wait();
+                cluster.node(n).restart();
+                runtime.block_on(wait_for_full_isr(&admin, TOPIC));
+            }
+        }
+    }
+    let end = runtime.block_on(high_watermark(&cluster, &admin, TOPIC, 0));
+    for node in &mut cluster.nodes {
+        node.sigterm_and_wait();
+    }
+    let dir = Cluster::data_of(cluster.dir.path(), 1).join(format!("{TOPIC}-0"));
+    let mut ids: BTreeMap<String, std::collections::BTreeSet<i64>> = BTreeMap::new();
+    for (offset, batch) in stored_batches(&dir, end) {
+        let id = sluice_schemas::batch::BatchHeader::view(&batch).unwrap().producer_id.get();
+        let values = records_of(&[(offset, batch)]);
+        for value in values.values() {
+            let value = String::from_utf8_lossy(value);
+            let producer = value.rsplit_once('-').map(|(p, _)| p.to_string()).unwrap_or_default();
+            ids.entry(producer).or_default().insert(id);
+        }
+    }
+    assert_eq!(
+        ids.keys().cloned().collect::<Vec<_>>(),
+        {
+            producers.sort();
+            producers
+        },
+        "{ids:?}"
+    );
+    let mut seen: BTreeMap<i64, &str> = BTreeMap::new();
+    for (producer, set) in &ids {
+        assert_eq!(set.len(), 1, "{producer} wrote with producer ids {set:?}");
+        let id = *set.iter().next().unwrap();
+        // Each node life takes one block of 1,000; 3 rounds of 3 lives.
+        assert!((0..9_000).contains(&id), "{producer}: producer id {id} is not from the controller's blocks");
+        if let Some(other) = seen.insert(id, producer) {
+            panic!("{producer} and {other} both got producer id {id}");
+        }
+    }
+    eprintln!("producer ids: {ids:?}");
+}
+
 /// Consumer groups through a coordinator failover: a member consumes a replicated topic
 /// and commits; the node coordinating its group (the leader of the group's offsets
 /// partition) is killed with kill -9. Another replica takes over the group with the

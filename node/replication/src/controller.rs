@@ -107,6 +107,10 @@ impl ControllerLeader {
                     // Validated when applied, against the state of that moment.
                     self.propose(now_ms, Command::AlterPartition(alter), &mut out);
                 }
+                Message::AllocateProducerIds { node, incarnation, after } => {
+                    // Applying it twice allocates once, so a repeated ask is harmless.
+                    self.propose(now_ms, Command::AllocateProducerIds { node, incarnation, after }, &mut out);
+                }
                 // Nothing else is addressed to the controller.
                 _ => {}
             },
@@ -253,7 +257,9 @@ pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Ve
         | Command::ElectPreferred { .. }
         | Command::CreatePartition { .. }
         | Command::SetTopic { .. }
-        | Command::DeleteTopic { .. } => {}
+        | Command::DeleteTopic { .. }
+        // The node finds its block in the committed state it follows.
+        | Command::AllocateProducerIds { .. } => {}
     }
     out
 }
@@ -565,6 +571,33 @@ mod tests {
             _ => None,
         });
         accepted.expect("the controller answers every AlterPartition it applies")
+    }
+
+    /// A node's request for producer ids is proposed and applied (the node finds its
+    /// block in the state); the same request again, before or after, allocates nothing
+    /// more; one from a node's older life allocates nothing.
+    #[test]
+    fn a_request_for_producer_ids_gives_the_node_a_block_once() {
+        let mut c = controller(false);
+        heartbeat(&mut c, 0, 1, 1);
+        heartbeat(&mut c, 0, 2, 1);
+        let mut ask = |c: &mut Controller, now: u64, node: u32, life: u64, after: Option<u64>| {
+            let message = Message::AllocateProducerIds { node: NodeId(node), incarnation: Incarnation(life), after };
+            let from = Endpoint::Node(NodeId(node));
+            c.step(now, ControllerInput::Receive(Envelope { from, to: Endpoint::Controller, message }))
+        };
+        assert!(ask(&mut c, 1, 1, 1, None).is_empty(), "no reply: the node reads the state");
+        let first = c.state().producer_id_block(NodeId(1)).unwrap();
+        assert_eq!((first.incarnation, first.first), (Incarnation(1), 0));
+        ask(&mut c, 500, 1, 1, None);
+        assert_eq!(c.state().producer_id_block(NodeId(1)), Some(first));
+        ask(&mut c, 1_000, 2, 1, None);
+        ask(&mut c, 1_500, 1, 1, Some(first.first));
+        let next = c.state().producer_id_block(NodeId(1)).unwrap().first;
+        assert_eq!(next, 2 * crate::state::PRODUCER_ID_BLOCK, "after node 2's block");
+        heartbeat(&mut c, 2_000, 1, 2);
+        ask(&mut c, 2_500, 1, 1, Some(next));
+        assert_eq!(c.state().producer_id_block(NodeId(1)).unwrap().first, next, "the old life asks in vain");
     }
 
     #[test]

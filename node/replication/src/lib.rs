@@ -67,7 +67,7 @@ pub use controller::{
 };
 pub use log::{EpochEnd, LogEntry, LogOp, ReplicaLog};
 pub use replica::{NodeAction, NodeInput, ReplicaConfig, ReplicaNode, ReplicaSpec};
-pub use state::{ClusterState, Command, NodeRecord, Outcome, PartitionRecord, PartitionSpec};
+pub use state::{ClusterState, Command, NodeRecord, Outcome, PartitionRecord, PartitionSpec, ProducerIdBlock};
 
 /// A partition's cluster-wide id: the controller numbers every partition of every topic
 /// once (`ClusterState`), and replication names partitions by it on the wire and in its
@@ -254,6 +254,14 @@ pub enum Message {
     /// Leader -> controller: replace the ISR. The controller proposes it unchanged, as
     /// `Command::AlterPartition`.
     AlterPartition(AlterPartition),
+    /// Node -> controller: a new block of producer ids for this life of the node, past
+    /// the block starting at `after` (see `Command::AllocateProducerIds`). The node finds
+    /// the block in the committed state; there is no reply.
+    AllocateProducerIds {
+        node: NodeId,
+        incarnation: Incarnation,
+        after: Option<u64>,
+    },
     /// Controller -> leader: the partition's state after the proposal (accepted or not).
     AlterPartitionReply {
         incarnation: Incarnation,

@@ -432,6 +432,7 @@ impl ReplicaNode {
                     // Addressed to the controller or to clients.
                     Message::Heartbeat { .. }
                     | Message::AlterPartition(_)
+                    | Message::AllocateProducerIds { .. }
                     | Message::ProduceReply { .. }
                     | Message::ConsumerFetchReply { .. } => {}
                 }

@@ -84,6 +84,24 @@ pub enum Command {
     },
     /// Deletes a topic and its partitions. Ignored when it does not exist.
     DeleteTopic { name: String },
+    /// Gives life `incarnation` of `node` the next block of `PRODUCER_ID_BLOCK` producer
+    /// ids, unless it already has a block newer than `after` (the first id of the block it
+    /// is using; `None`: it has none in this life), so a request applied twice allocates
+    /// once. Ignored for a life that is not the node's current one.
+    AllocateProducerIds { node: NodeId, incarnation: Incarnation, after: Option<u64> },
+}
+
+/// Producer ids the controller hands a node at a time (Kafka's block size too).
+pub const PRODUCER_ID_BLOCK: u64 = 1_000;
+
+/// A block of producer ids given to one life of a node: `first..first + count`. Ids are
+/// never given twice: blocks come from one counter in the replicated state, and a node
+/// uses only blocks given to its current life (a restarted node asks for a new one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerIdBlock {
+    pub incarnation: Incarnation,
+    pub first: u64,
+    pub count: u64,
 }
 
 /// What applying a command did.
@@ -149,6 +167,10 @@ pub struct ClusterState {
     topics: BTreeMap<String, TopicRecord>,
     /// The id the next new partition of a topic gets (ids are never reused).
     next_partition: u32,
+    /// The first producer id of the next block (ids are never reused).
+    next_producer_id: u64,
+    /// Each node's latest block of producer ids.
+    producer_ids: BTreeMap<NodeId, ProducerIdBlock>,
 }
 
 impl ClusterState {
@@ -386,8 +408,31 @@ impl ClusterState {
                     out.accepted = true;
                 }
             }
+            Command::AllocateProducerIds { node, incarnation, after } => {
+                let current = self.nodes.get(node).is_some_and(|r| r.incarnation == Some(*incarnation));
+                let has_newer = self
+                    .producer_ids
+                    .get(node)
+                    .is_some_and(|b| b.incarnation == *incarnation && after.is_none_or(|a| b.first > a));
+                if current && !has_newer {
+                    let block = ProducerIdBlock {
+                        incarnation: *incarnation,
+                        first: self.next_producer_id,
+                        count: PRODUCER_ID_BLOCK,
+                    };
+                    self.next_producer_id += PRODUCER_ID_BLOCK;
+                    self.producer_ids.insert(*node, block);
+                    out.accepted = true;
+                }
+            }
         }
         out
+    }
+
+    /// The latest block of producer ids given to `node` (to any of its lives).
+    #[must_use]
+    pub fn producer_id_block(&self, node: NodeId) -> Option<ProducerIdBlock> {
+        self.producer_ids.get(&node).copied()
     }
 
     fn create_partition(&mut self, partition: ClusterPartitionId, replicas: &[NodeId], config: PartitionConfig) {
@@ -562,6 +607,7 @@ const TAG_PREFERRED: u8 = 6;
 const TAG_CREATE: u8 = 7;
 const TAG_SET_TOPIC: u8 = 8;
 const TAG_DELETE_TOPIC: u8 = 9;
+const TAG_ALLOCATE_PRODUCER_IDS: u8 = 10;
 const TAG_OUTCOME: u8 = 100;
 
 /// Writes the encoding's fields (also used by `replication::wire`).
@@ -580,6 +626,12 @@ impl Writer {
     }
     pub(super) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    pub(super) fn optional_u64(&mut self, v: Option<u64>) {
+        self.bool(v.is_some());
+        if let Some(v) = v {
+            self.u64(v);
+        }
     }
     /// A u16 length and UTF-8 bytes (names and config values are far shorter).
     pub(super) fn string(&mut self, v: &str) {
@@ -656,6 +708,13 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_be_bytes(a))
+    }
+    pub(super) fn optional_u64(&mut self) -> Result<Option<u64>, DecodeError> {
+        if self.bool()? {
+            Ok(Some(self.u64()?))
+        } else {
+            Ok(None)
+        }
     }
     pub(super) fn string(&mut self) -> Result<String, DecodeError> {
         let len = usize::from(self.u16()?);
@@ -774,6 +833,12 @@ impl Command {
                 w.u8(TAG_DELETE_TOPIC);
                 w.string(name);
             }
+            Command::AllocateProducerIds { node, incarnation, after } => {
+                w.u8(TAG_ALLOCATE_PRODUCER_IDS);
+                w.u32(node.0);
+                w.u64(incarnation.0);
+                w.optional_u64(*after);
+            }
         }
         w.0
     }
@@ -813,6 +878,11 @@ impl Command {
                 Command::SetTopic { name, replication_factor, configs, assignments, config }
             }
             TAG_DELETE_TOPIC => Command::DeleteTopic { name: r.string()? },
+            TAG_ALLOCATE_PRODUCER_IDS => Command::AllocateProducerIds {
+                node: NodeId(r.u32()?),
+                incarnation: Incarnation(r.u64()?),
+                after: r.optional_u64()?,
+            },
             tag => return r.err(format!("unknown command tag {tag}")),
         };
         r.finish()?;
@@ -908,6 +978,8 @@ mod tests {
                 config: CONFIG,
             },
             Command::DeleteTopic { name: "orders".to_string() },
+            Command::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(5), after: None },
+            Command::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(5), after: Some(u64::MAX) },
         ]
     }
 
@@ -1110,5 +1182,33 @@ mod tests {
         assert!(!state.apply_command(&Command::DeleteTopic { name: "orders".to_string() }).accepted);
         state.apply_command(&set(vec![ids(&[1, 2])], "10"));
         assert_eq!(state.topic("orders").unwrap().partitions, vec![ClusterPartitionId(4)]);
+    }
+
+    /// Producer id blocks come from one counter, so no id is given twice: a repeated
+    /// request (same life, same `after`) allocates once, a request for an older life of
+    /// the node allocates nothing, and a restarted node's new life gets a new block.
+    #[test]
+    fn producer_id_blocks_are_never_given_twice() {
+        let mut state = cluster();
+        let ask = |node: u32, life: u64, after: Option<u64>| Command::AllocateProducerIds {
+            node: NodeId(node),
+            incarnation: Incarnation(life),
+            after,
+        };
+        let block = |state: &ClusterState, node: u32| state.producer_id_block(NodeId(node)).map(|b| b.first);
+        assert!(state.apply_command(&ask(1, 1, None)).accepted);
+        assert!(!state.apply_command(&ask(1, 1, None)).accepted, "the same request again");
+        assert_eq!(block(&state, 1), Some(0));
+        assert!(state.apply_command(&ask(2, 1, None)).accepted);
+        assert_eq!(block(&state, 2), Some(PRODUCER_ID_BLOCK));
+        assert!(state.apply_command(&ask(1, 1, Some(0))).accepted, "node 1 used up its block");
+        assert!(!state.apply_command(&ask(1, 1, Some(0))).accepted);
+        assert_eq!(block(&state, 1), Some(2 * PRODUCER_ID_BLOCK));
+        assert!(!state.apply_command(&ask(3, 9, None)).accepted, "not node 3's current life");
+        state.apply_command(&Command::RegisterNode { node: NodeId(1), incarnation: Incarnation(2) });
+        assert!(!state.apply_command(&ask(1, 1, Some(2 * PRODUCER_ID_BLOCK))).accepted, "the old life");
+        assert!(state.apply_command(&ask(1, 2, None)).accepted, "the new life gets its own block");
+        let now = state.producer_id_block(NodeId(1)).unwrap();
+        assert_eq!((now.incarnation, now.first, now.count), (Incarnation(2), 3 * PRODUCER_ID_BLOCK, PRODUCER_ID_BLOCK));
     }
 }

@@ -3,7 +3,7 @@
 //! a version byte, a tag byte, big-endian fields, checked lengths), and for a fetch reply
 //! the batches' bytes after it. What travels between nodes is the inter-node protocol
 //! only: heartbeats and their replies, partition updates, AlterPartition and its reply,
-//! replica fetches and their replies. Client messages (`Produce`, `ConsumerFetch` and
+//! requests for producer ids, replica fetches and their replies. Client messages (`Produce`, `ConsumerFetch` and
 //! their replies) stay inside the simulator: clients use the native and Kafka protocols.
 //!
 //! Guarantees: `decode(encode(e)) == e` for every inter-node envelope; decoding never
@@ -27,6 +27,7 @@ const TAG_ALTER: u8 = 23;
 const TAG_ALTER_REPLY: u8 = 24;
 const TAG_FETCH: u8 = 25;
 const TAG_FETCH_REPLY: u8 = 26;
+const TAG_ALLOCATE_PRODUCER_IDS: u8 = 27;
 
 /// Bytes each encoded item takes at least: a count above `bytes / this` is malformed.
 const STATE_BYTES_MIN: usize = 17;
@@ -68,6 +69,12 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
         Message::AlterPartition(alter) => {
             w.u8(TAG_ALTER);
             w.alter_partition(alter);
+        }
+        Message::AllocateProducerIds { node, incarnation, after } => {
+            w.u8(TAG_ALLOCATE_PRODUCER_IDS);
+            w.u32(node.0);
+            w.u64(incarnation.0);
+            w.optional_u64(*after);
         }
         Message::AlterPartitionReply { incarnation, request_id, accepted, state } => {
             w.u8(TAG_ALTER_REPLY);
@@ -158,6 +165,11 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
         }
         TAG_PARTITION_UPDATE => Message::PartitionUpdate { incarnation: Incarnation(r.u64()?), state: r.state()? },
         TAG_ALTER => Message::AlterPartition(r.alter_partition()?),
+        TAG_ALLOCATE_PRODUCER_IDS => Message::AllocateProducerIds {
+            node: NodeId(r.u32()?),
+            incarnation: Incarnation(r.u64()?),
+            after: r.optional_u64()?,
+        },
         TAG_ALTER_REPLY => Message::AlterPartitionReply {
             incarnation: Incarnation(r.u64()?),
             request_id: r.u64()?,
@@ -334,6 +346,8 @@ mod tests {
         };
         let mut messages = vec![
             Message::Heartbeat { node: NodeId(3), incarnation: Incarnation(1 << 40), want_shutdown: true },
+            Message::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(6), after: Some(3_000) },
+            Message::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(6), after: None },
             Message::HeartbeatReply {
                 incarnation: Incarnation(4),
                 states: vec![state(), state()],

@@ -32,7 +32,7 @@ use crate::controller::wal::ControllerLog;
 use crate::io::{self, WaitQueue};
 use crate::replication::quorum::{Persist, QuorumConfig, QuorumError, SNAPSHOT_BYTES_MAX};
 use crate::replication::{
-    wire, ClusterState, Command, ControllerConfig, ControllerVoter, Endpoint, Envelope, NodeId, VoterOutput,
+    wire, ClusterState, Command, ControllerConfig, ControllerVoter, Endpoint, Envelope, Message, NodeId, VoterOutput,
 };
 
 /// How often the voter ticks (raft-rs counts its election timeout in ticks).
@@ -212,6 +212,11 @@ impl Agent {
         };
         self.voter_output(Some(Ok(out)));
         Ok(())
+    }
+
+    /// Sends `message` from this node to the controller (whichever voter leads).
+    pub fn ask_controller(&self, message: Message) {
+        self.send(&Envelope { from: Endpoint::Node(self.config.node), to: Endpoint::Controller, message });
     }
 
     fn now_ms(&self) -> u64 {

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -398,22 +397,9 @@ pub async fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-/// Producer ids are unique across the node's restarts: the high bits are the start time
-/// in milliseconds, the low 20 bits count ids given since (a million per start, then the
-/// count runs into the time bits, which stays unique unless the node restarts within as
-/// many milliseconds).
-static NEXT_PRODUCER: AtomicU64 = AtomicU64::new(0);
-
-fn next_producer_id() -> i64 {
-    static STARTED_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let started = *STARTED_MS.get_or_init(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64)
-    });
-    let n = NEXT_PRODUCER.fetch_add(1, Ordering::Relaxed);
-    i64::try_from(((started << 20) + n) & (i64::MAX as u64)).unwrap_or(0)
-}
-
-pub fn init_producer_id(request: InitProducerIdRequest) -> InitProducerIdResponse {
+/// A new producer gets an id from the node's block (unique in the cluster, across
+/// restarts: `ops::admin::producer_id`) and epoch 0.
+pub async fn init_producer_id(server: &Rc<Server>, request: InitProducerIdRequest) -> InitProducerIdResponse {
     // Transactions are not supported (Kafka has no message field here to say so).
     if request.transactional_id.is_some() {
         return InitProducerIdResponse::default()
@@ -427,5 +413,14 @@ pub fn init_producer_id(request: InitProducerIdRequest) -> InitProducerIdRespons
             .with_producer_id(request.producer_id)
             .with_producer_epoch(request.producer_epoch.saturating_add(1));
     }
-    InitProducerIdResponse::default().with_producer_id(ProducerId(next_producer_id())).with_producer_epoch(0)
+    match crate::ops::admin::producer_id(&server.shard).await {
+        Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Err(e) => {
+            tracing::warn!("InitProducerId: {}", e.message);
+            InitProducerIdResponse::default()
+                .with_error_code(super::code_of::<()>(&Err(e)))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
+    }
 }

@@ -247,7 +247,7 @@ impl KafkaServer {
                 r.respond(&admin::incremental_alter_configs(server, decode(r, body)?).await)?
             }
             ApiKey::DeleteRecords => r.respond(&data::delete_records(server, decode(r, body)?).await)?,
-            ApiKey::InitProducerId => r.respond(&admin::init_producer_id(decode(r, body)?))?,
+            ApiKey::InitProducerId => r.respond(&admin::init_producer_id(server, decode(r, body)?).await)?,
             ApiKey::FindCoordinator => r.respond(&admin::find_coordinator(server, r, decode(r, body)?))?,
             ApiKey::Produce => return data::produce(server, r, decode(r, body)?).await,
             ApiKey::Fetch => data::fetch(server, r, decode(r, body)?).await,

@@ -18,3 +18,13 @@ pub async fn run_admin(shard: &Rc<Shard>, request: AdminRequest) -> Vec<(String,
         }
     }
 }
+
+/// A producer id that no other producer of the cluster got or will get (from the node's
+/// block, which shard 0 holds).
+pub async fn producer_id(shard: &Rc<Shard>) -> Result<i64, NodeError> {
+    match shard.call(ShardId(0), ShardRequest::ProducerId).await {
+        ShardReply::ProducerId(result) => result,
+        ShardReply::Failed(e) => Err(e),
+        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected producer id reply {other:?}"))),
+    }
+}

@@ -36,7 +36,7 @@ use crate::errors::{ErrorKind, NodeError};
 use crate::groups::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::replication::{
     wire, ClusterState, Command, ControllerConfig, Envelope, Incarnation, Message, NodeId, PartitionConfig,
-    PartitionState, ReplicaConfig,
+    PartitionState, ProducerIdBlock, ReplicaConfig,
 };
 use crate::storage::PartitionLog;
 use crate::topics::{Metadata, Topic};
@@ -87,6 +87,42 @@ fn assign_shards(placed: &mut HashMap<TopicPartition, ShardId>, mine: &[TopicPar
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a waiting admin request or start looks at the committed state again.
 const STATE_POLL: Duration = Duration::from_millis(2);
+
+/// How long InitProducerId waits for the controller to give the node a block of ids.
+const PRODUCER_IDS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a node that waits for a block of producer ids asks again.
+const PRODUCER_IDS_ASK_EVERY: Duration = Duration::from_millis(500);
+
+/// Shard 0: the block of producer ids this life of the node is handing out (given by the
+/// controller; see `Command::AllocateProducerIds`). Empty at start: a restarted node never
+/// reuses a block, since it cannot know how much of it its previous life gave out.
+#[derive(Debug, Default)]
+pub(crate) struct ProducerIds {
+    /// The first id of the block in use, the next id to give and the block's end.
+    block: Option<(u64, u64, u64)>,
+}
+
+impl ProducerIds {
+    /// The next id, from the block in use or from `given` (the node's block in the
+    /// committed state) when that is newer and given to `incarnation`, this life; else
+    /// `Err(after)`: the controller must give a block past the one starting at `after`.
+    fn take(&mut self, incarnation: Incarnation, given: Option<ProducerIdBlock>) -> Result<u64, Option<u64>> {
+        let after = self.block.map(|(first, _, _)| first);
+        if let Some(b) = given.filter(|b| b.incarnation == incarnation && after.is_none_or(|a| b.first > a)) {
+            if self.block.is_none_or(|(_, next, end)| next == end) {
+                self.block = Some((b.first, b.first, b.first + b.count));
+                info!(first = b.first, count = b.count, "this node got a block of producer ids");
+            }
+        }
+        match self.block.as_mut() {
+            Some((_, next, end)) if *next < *end => {
+                *next += 1;
+                Ok(*next - 1)
+            }
+            _ => Err(self.block.map(|(first, _, _)| first)),
+        }
+    }
+}
 
 /// The cluster as a shard serves it (derived from the committed controller state).
 #[derive(Clone, Debug, Default)]
@@ -659,6 +695,43 @@ impl Shard {
         });
     }
 
+    /// Shard 0: the next producer id of this node's block; when the block is used up (or
+    /// this life has none yet), asks the controller for the next one and waits until the
+    /// committed state shows it. Ids are unique across the cluster and its restarts.
+    pub(super) async fn next_producer_id(self: &Rc<Self>) -> Result<i64, NodeError> {
+        let Some(agent) = self.agent.get() else {
+            return Err(NodeError::new(ErrorKind::CoordinatorNotAvailable, "producer ids are handed out by shard 0"));
+        };
+        let (me, incarnation) = (self.host().node(), self.host().incarnation());
+        let deadline = Instant::now() + PRODUCER_IDS_TIMEOUT;
+        let mut asked: Option<Instant> = None;
+        loop {
+            let given = agent.with_state(|s| s.producer_id_block(me)).flatten();
+            let after = match self.producer_ids.borrow_mut().take(incarnation, given) {
+                Ok(id) => {
+                    return i64::try_from(id).map_err(|_| {
+                        NodeError::new(ErrorKind::Unknown, "the cluster has handed out every producer id")
+                    })
+                }
+                Err(after) => after,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(NodeError::new(
+                    ErrorKind::CoordinatorNotAvailable,
+                    format!(
+                        "node {me} got no producer ids from the controller within {PRODUCER_IDS_TIMEOUT:?} (is a quorum of voters up?)"
+                    ),
+                ));
+            }
+            if asked.is_none_or(|at| now >= at + PRODUCER_IDS_ASK_EVERY) {
+                agent.ask_controller(Message::AllocateProducerIds { node: me, incarnation, after });
+                asked = Some(now);
+            }
+            crate::io::sleep(STATE_POLL).await;
+        }
+    }
+
     /// Shard 0: admin requests become controller commands, run by the controller only.
     pub(super) async fn cluster_admin(self: &Rc<Self>, agent: &Rc<Agent>, request: AdminRequest) -> AdminResult {
         let refuse = |e: NodeError| AdminResult {
@@ -792,6 +865,22 @@ fn applied(state: &ClusterState, command: &Command) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node uses only blocks given to its current life, each id once, and asks past the
+    /// block it used up.
+    #[test]
+    fn producer_ids_come_from_this_lifes_newest_block_once_each() {
+        let block =
+            |life: u64, first: u64, count: u64| ProducerIdBlock { incarnation: Incarnation(life), first, count };
+        let mut ids = ProducerIds::default();
+        assert_eq!(ids.take(Incarnation(2), None), Err(None));
+        assert_eq!(ids.take(Incarnation(2), Some(block(1, 0, 2))), Err(None), "a block of the previous life");
+        assert_eq!(ids.take(Incarnation(2), Some(block(2, 10, 2))), Ok(10));
+        assert_eq!(ids.take(Incarnation(2), Some(block(2, 10, 2))), Ok(11));
+        assert_eq!(ids.take(Incarnation(2), Some(block(2, 10, 2))), Err(Some(10)), "used up");
+        assert_eq!(ids.take(Incarnation(2), Some(block(2, 30, 1))), Ok(30));
+        assert_eq!(ids.take(Incarnation(2), Some(block(2, 30, 1))), Err(Some(30)));
+    }
 
     fn key(topic: &str, partition: u32) -> TopicPartition {
         TopicPartition::new(topic, partition)

@@ -47,6 +47,8 @@ pub enum ShardRequest {
     },
     /// To shard 0 only.
     Admin(AdminRequest),
+    /// To shard 0: a producer id from the node's block (InitProducerId).
+    ProducerId,
     /// Close every log (shutdown).
     Close,
     /// From shard 0: the cluster's committed state changed.
@@ -76,6 +78,7 @@ pub enum ShardReply {
     Read(Result<ReadResult, NodeError>),
     Offset(Result<Option<OffsetAndTime>, NodeError>),
     Admin(AdminResult),
+    ProducerId(Result<i64, NodeError>),
     Metrics(Box<crate::metrics::Metrics>),
     Group(crate::groups::GroupReply),
     GroupOffsets(Vec<(String, String, u32, i64)>),

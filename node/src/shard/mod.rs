@@ -98,6 +98,8 @@ pub struct Shard {
     /// (numbered in order; see `cluster::await_local_view`).
     refreshes_started: Cell<u64>,
     refreshes_done: Cell<u64>,
+    /// Shard 0: the node's block of producer ids, as far as it is used.
+    producer_ids: RefCell<cluster::ProducerIds>,
 }
 
 impl GroupHost for Shard {
@@ -155,6 +157,7 @@ impl Shard {
             refresh_running: Cell::new(false),
             refreshes_started: Cell::new(0),
             refreshes_done: Cell::new(0),
+            producer_ids: RefCell::new(cluster::ProducerIds::default()),
         });
         spawn_receivers(&shard, receivers);
         shard.start_cluster(setup).await?;
@@ -277,6 +280,7 @@ impl Shard {
                 ShardReply::Offset(self.list_offset_local(&topic, partition, timestamp).await)
             }
             ShardRequest::Admin(request) => ShardReply::Admin(self.admin(request).await),
+            ShardRequest::ProducerId => ShardReply::ProducerId(self.next_producer_id().await),
             ShardRequest::Close => {
                 self.close_logs().await;
                 ShardReply::Done

@@ -8,15 +8,21 @@
 //! (u32 count; each its `PartitionState`, config (min ISR u32, unclean flag), unclean
 //! elections u64, last AlterPartition as an optional (leader epoch u32, request id u64));
 //! the topics (u32 count; each name, replication factor u16, partition ids (u32 count,
-//! u32 each), configs (u32 count, key and value strings)). Decoding checks every count
-//! against the bytes left, refuses duplicates and trailing bytes.
+//! u32 each), configs (u32 count, key and value strings)); the producer ids (the next
+//! block's first id u64, u32 count; each node u32, incarnation u64, first id u64, count
+//! u64), a section that snapshots written before producer ids were allocated lack (their
+//! state starts at id 0). Decoding checks every count against the bytes left, refuses
+//! duplicates and trailing bytes.
 
 use std::collections::BTreeMap;
 
 use crate::ClusterPartitionId;
 use sluice_schemas::ids::LeaderEpoch;
 
-use super::{ClusterState, DecodeError, NodeRecord, PartitionRecord, Reader, TopicRecord, Writer, ENCODING_VERSION};
+use super::{
+    ClusterState, DecodeError, NodeRecord, PartitionRecord, ProducerIdBlock, Reader, TopicRecord, Writer,
+    ENCODING_VERSION,
+};
 use crate::{Incarnation, NodeId, PartitionConfig};
 
 /// The tag of a whole state (commands use 1-9, outcomes 100).
@@ -33,13 +39,7 @@ impl ClusterState {
         w.u32(count(self.nodes.len()));
         for (id, record) in &self.nodes {
             w.u32(id.0);
-            match record.incarnation {
-                Some(incarnation) => {
-                    w.bool(true);
-                    w.u64(incarnation.0);
-                }
-                None => w.bool(false),
-            }
+            w.optional_u64(record.incarnation.map(|i| i.0));
             w.bool(record.fenced);
             w.bool(record.shutting_down);
         }
@@ -70,6 +70,14 @@ impl ClusterState {
                 w.string(value);
             }
         }
+        w.u64(self.next_producer_id);
+        w.u32(count(self.producer_ids.len()));
+        for (node, block) in &self.producer_ids {
+            w.u32(node.0);
+            w.u64(block.incarnation.0);
+            w.u64(block.first);
+            w.u64(block.count);
+        }
         w.0
     }
 
@@ -87,7 +95,7 @@ impl ClusterState {
         let mut state = ClusterState { next_partition, ..ClusterState::default() };
         for _ in 0..nodes {
             let id = NodeId(r.u32()?);
-            let incarnation = if r.bool()? { Some(Incarnation(r.u64()?)) } else { None };
+            let incarnation = r.optional_u64()?.map(Incarnation);
             let record = NodeRecord { incarnation, fenced: r.bool()?, shutting_down: r.bool()? };
             if state.nodes.insert(id, record).is_some() {
                 return r.err(format!("node {id} listed twice"));
@@ -120,6 +128,16 @@ impl ClusterState {
             let topic = TopicRecord { partitions, replication_factor, configs };
             if state.topics.insert(name.clone(), topic).is_some() {
                 return r.err(format!("topic {name} listed twice"));
+            }
+        }
+        if r.at < r.bytes.len() {
+            state.next_producer_id = r.u64()?;
+            for _ in 0..bounded(&mut r, 28)? {
+                let node = NodeId(r.u32()?);
+                let block = ProducerIdBlock { incarnation: Incarnation(r.u64()?), first: r.u64()?, count: r.u64()? };
+                if state.producer_ids.insert(node, block).is_some() {
+                    return r.err(format!("producer ids of node {node} listed twice"));
+                }
             }
         }
         r.finish()?;
@@ -195,7 +213,17 @@ mod tests {
             partition: ClusterPartitionId(1),
             partition_epoch: PartitionEpoch(0),
         });
+        for (node, after) in [(2, None), (3, None), (2, Some(0))] {
+            let command =
+                Command::AllocateProducerIds { node: NodeId(node), incarnation: Incarnation(node.into()), after };
+            assert!(state.apply_command(&command).accepted);
+        }
         state
+    }
+
+    /// Bytes the producer-id section at the end of `state`'s snapshot takes.
+    fn producer_section_bytes(state: &ClusterState) -> usize {
+        8 + 4 + 28 * state.producer_ids.len()
     }
 
     /// A state decodes to itself and encodes again to the same bytes, including the empty
@@ -208,6 +236,7 @@ mod tests {
         assert!(state.partition_record(ClusterPartitionId(0)).unwrap().last_alter.is_some());
         assert!(state.topic("gone").is_none() && state.topic("risky").is_some());
         assert!(state.partition(ClusterPartitionId(0)).unwrap().leader.is_none(), "n1, the last ISR member, is fenced");
+        assert_eq!(state.producer_id_block(NodeId(2)).map(|b| b.first), Some(2 * crate::state::PRODUCER_ID_BLOCK));
         let bytes = state.encode_snapshot();
         let decoded = ClusterState::decode_snapshot(&bytes).unwrap();
         assert_eq!(decoded, state);
@@ -221,10 +250,15 @@ mod tests {
     /// count are refused with an error, never a panic or a large allocation.
     #[test]
     fn malformed_snapshots_are_refused() {
-        let bytes = busy_state().encode_snapshot();
-        for cut in 0..bytes.len() {
+        let state = busy_state();
+        let bytes = state.encode_snapshot();
+        // A snapshot from before producer ids ends where their section starts.
+        let older = bytes.len() - producer_section_bytes(&state);
+        for cut in (0..bytes.len()).filter(|cut| *cut != older) {
             assert!(ClusterState::decode_snapshot(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+        let without = ClusterState::decode_snapshot(&bytes[..older]).unwrap();
+        assert!(without.producer_id_block(NodeId(2)).is_none() && without.next_producer_id == 0);
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(ClusterState::decode_snapshot(&longer).is_err());
