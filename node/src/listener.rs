@@ -11,6 +11,8 @@
 //! and a body that does not arrive within `BODY_READ_TIMEOUT` closes its connection
 //! (releasing its reservation); a frame the protocol refuses gets its answer and its
 //! connection is closed, and nothing else (other connections, stored data) is affected.
+//! A connection whose peer hung up closes at once, without waiting for the handlers of
+//! its requests (as Kafka brokers do): a waiting request never holds a descriptor.
 //! Record bytes in fetch responses go to the socket from the log's buffers as they are.
 
 use std::rc::Rc;
@@ -142,6 +144,11 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
         let _ = writer.close().await;
     });
     let mut header = vec![0u8; P::HEADER_BYTES];
+    // Whether the peer is gone (hung up, or stopped sending): nobody reads the responses
+    // still to come, so the connection closes now rather than when the last handler
+    // ends (a long poll, or a JoinGroup waiting out a rebalance, would otherwise hold the
+    // socket as long as they wait; hostile traffic ran the node out of descriptors).
+    let mut peer_gone = true;
     loop {
         if reader.read_exact(&mut header).await.is_err() {
             break; // closed by the peer
@@ -150,7 +157,7 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
             Ok(parsed) => parsed,
             Err(refusal) => {
                 let task = rt::spawn(async move { Outcome { response: refusal, close: true } }).detach();
-                let _ = tx.send(task).await;
+                peer_gone = tx.send(task).await.is_err();
                 break;
             }
         };
@@ -184,7 +191,14 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
         }
     }
     drop(tx);
-    writer_task.await;
+    if peer_gone {
+        // Dropping the writer task cancels it; the handlers run on (a produce already
+        // started is stored) and their responses are dropped.
+        debug!(peer = %peer_address, "the peer is gone; closing without waiting for its requests");
+        drop(writer_task);
+    } else {
+        writer_task.await;
+    }
 }
 
 impl Server {

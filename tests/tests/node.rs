@@ -435,6 +435,44 @@ fn malformed_frames_get_an_error_and_only_that_connection_closes() {
     assert!(client.receive_for(b).response().body_as_api_versions_response().is_some());
 }
 
+/// A connection whose client hung up closes at once, even while its request waits: 20
+/// clients each send a long poll (30 s at the log end) and hang up; the node's open
+/// descriptors are back where they were within 10 s, long before the polls would have
+/// ended. (Before, each socket stayed open until its handler finished: hostile traffic
+/// with long waits ran the node out of descriptors.) The node serves on.
+#[test]
+fn a_hung_up_connection_is_closed_without_waiting_for_its_long_poll() {
+    const CLIENTS: usize = 20;
+    let (_tmp, data) = node_dir();
+    let node = NodeProcess::start(&data, SHARDS, &[]);
+    let mut client = node.client();
+    create(&mut client, "quiet", 1, &[]);
+    let descriptors = || std::fs::read_dir(format!("/proc/{}/fd", node.pid())).map(Iterator::count).unwrap_or(0);
+    let wait_until = |what: &str, limit: Duration, done: &dyn Fn(usize) -> bool| {
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = descriptors();
+            if done(now) {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "{what}: the node has {now} descriptors open after {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let before = descriptors();
+    let mut pollers: Vec<Client> = (0..CLIENTS).map(|_| node.client()).collect();
+    for poller in &mut pollers {
+        poller.send_fetch(&[("quiet", 0, 0, 1 << 20)], 30_000, 1);
+    }
+    wait_until("the connections open", Duration::from_secs(10), &|n| n >= before + CLIENTS);
+    std::thread::sleep(Duration::from_millis(200)); // the polls are waiting now
+    drop(pollers);
+    let started = Instant::now();
+    let after = wait_until("the hung-up connections close", Duration::from_secs(10), &|n| n <= before);
+    eprintln!("{before} descriptors before, {after} {:?} after {CLIENTS} clients hung up", started.elapsed());
+    assert_eq!(client.metadata(Some(&["quiet"]))[0].partitions, vec![0]);
+}
+
 /// Produce checks every partition's batches on their own: a corrupt batch (CRC mismatch),
 /// a batch over the topic's `max.message.bytes`, an unknown topic and an unknown partition
 /// each fail only their partition, with the right error code and a message naming the
