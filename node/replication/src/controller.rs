@@ -581,7 +581,7 @@ mod tests {
         let mut c = controller(false);
         heartbeat(&mut c, 0, 1, 1);
         heartbeat(&mut c, 0, 2, 1);
-        let mut ask = |c: &mut Controller, now: u64, node: u32, life: u64, after: Option<u64>| {
+        let ask = |c: &mut Controller, now: u64, node: u32, life: u64, after: Option<u64>| {
             let message = Message::AllocateProducerIds { node: NodeId(node), incarnation: Incarnation(life), after };
             let from = Endpoint::Node(NodeId(node));
             c.step(now, ControllerInput::Receive(Envelope { from, to: Endpoint::Controller, message }))
