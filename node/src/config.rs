@@ -49,7 +49,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --max-frame-bytes N       largest request frame; bigger ones are refused before they are
                             read (default 104857600)
   --max-in-flight N         requests in flight per connection (default 64)
-  --request-memory-bytes N  memory for request bodies per shard (default 268435456)
+  --request-memory-bytes N  memory for request bodies per shard, reserved as they arrive
+                            (default 268435456)
   --reserve-bytes N         disk space zero-filled ahead of small writes, for all partitions
                             together (default 67108864): writes into it sync no metadata
   --cache-bytes N           memory for recently written batches, all partitions together

@@ -8,8 +8,9 @@
 //!
 //! Guarantees: a frame larger than `max-frame-bytes` is refused from its header, before
 //! its body is read; the bodies held by one shard never exceed `request-memory-bytes`,
-//! and a body that does not arrive within `BODY_READ_TIMEOUT` closes its connection
-//! (releasing its reservation); a frame the protocol refuses gets its answer and its
+//! reserved as the body arrives (a peer dribbling a large body holds 16 KiB of it, see
+//! `read_body`), and a body that does not arrive within `BODY_READ_TIMEOUT` of its
+//! header closes its connection (releasing its reservation); a frame the protocol refuses gets its answer and its
 //! connection is closed, and nothing else (other connections, stored data) is affected.
 //! A connection whose peer hung up closes at once, without waiting for the handlers of
 //! its requests (as Kafka brokers do): a waiting request never holds a descriptor.
@@ -19,7 +20,7 @@ use std::rc::Rc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use sluice_io::net::{Connection, Listener};
-use sluice_io::rt::{self, Semaphore, TaskHandle};
+use sluice_io::rt::{self, Semaphore, StaticPermit, TaskHandle};
 use tracing::{debug, info, warn};
 
 use crate::io::IoBytes;
@@ -100,6 +101,9 @@ pub(crate) trait Protocol: 'static {
 
 /// How long a request's body may take to arrive once its header announced it.
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The part of a request body whose memory is reserved before any of it arrives (see
+/// `read_body`).
+pub const BODY_PREFIX_BYTES: usize = 16 << 10;
 
 /// Accepts connections of one protocol, forever.
 pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener) {
@@ -161,28 +165,14 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
                 break;
             }
         };
-        // The body's memory is reserved before it is read: a shard never holds more
-        // than request-memory-bytes of request bodies (and every body fits, since the
-        // config keeps request-memory-bytes at least max-frame-bytes).
-        let Ok(permit) = server.memory.clone().acquire_static_permit(body_bytes as u64).await else {
+        let Some((body, permits)) = read_body(&server, &mut reader, body_bytes, &peer_address).await else {
             break;
         };
-        // A peer that announces a body and does not send it would hold its reservation:
-        // it gets BODY_READ_TIMEOUT, then the connection is closed.
-        let mut body = vec![0u8; body_bytes];
-        match crate::io::timeout(BODY_READ_TIMEOUT, reader.read_exact(&mut body)).await {
-            Some(Ok(())) => {}
-            Some(Err(_)) => break,
-            None => {
-                warn!(peer = %peer_address, bytes = body_bytes, "a request body did not arrive in time; closing the connection");
-                break;
-            }
-        }
         let protocol = protocol.clone();
         let peer = peer_address.clone();
         let task = rt::spawn(async move {
             let outcome = protocol.handle(frame, body, peer).await;
-            drop(permit);
+            drop(permits);
             outcome
         })
         .detach();
@@ -198,6 +188,61 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
         drop(writer_task);
     } else {
         writer_task.await;
+    }
+}
+
+/// Reads a request body of `bytes` (its header just arrived) with its memory reserved:
+/// `None` when the peer hung up, sent too slowly or the shard is shutting down.
+///
+/// A shard never holds more than request-memory-bytes of request bodies (every body fits:
+/// the config keeps request-memory-bytes at least max-frame-bytes). The memory is reserved
+/// in two steps so that it follows what the peer really sends: the first
+/// `BODY_PREFIX_BYTES` (or the whole body, if smaller) before they are read, the rest
+/// once they arrived. A peer that announces a large body and dribbles it holds one prefix,
+/// not the body (2,000 such peers each announcing 1 MB held 2 GB of reservations and
+/// stalled every other request). A body with its whole reservation always completes; one
+/// waiting for the rest holds only its prefix, so waits for memory could only hold each
+/// other up with request-memory-bytes / 16 KiB bodies waiting at once (16,384 per shard
+/// by default), and then only until their deadline. The body must arrive within
+/// `BODY_READ_TIMEOUT` of its header, however it trickles (waits for memory do not count).
+async fn read_body<R: futures_lite::AsyncRead + Unpin>(
+    server: &Server,
+    reader: &mut R,
+    bytes: usize,
+    peer: &str,
+) -> Option<(Vec<u8>, (StaticPermit, Option<StaticPermit>))> {
+    let mut left = BODY_READ_TIMEOUT;
+    let prefix = bytes.min(BODY_PREFIX_BYTES);
+    let first = server.memory.clone().acquire_static_permit(prefix as u64).await.ok()?;
+    let mut body = vec![0u8; prefix];
+    read_within(reader, &mut body, &mut left, peer, bytes).await?;
+    let mut rest = None;
+    if bytes > prefix {
+        rest = Some(server.memory.clone().acquire_static_permit((bytes - prefix) as u64).await.ok()?);
+        body.resize(bytes, 0);
+        read_within(reader, &mut body[prefix..], &mut left, peer, bytes).await?;
+    }
+    Some((body, (first, rest)))
+}
+
+/// Reads exactly `into` within `left`, which it reduces by the time taken.
+async fn read_within<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    into: &mut [u8],
+    left: &mut std::time::Duration,
+    peer: &str,
+    body_bytes: usize,
+) -> Option<()> {
+    let started = std::time::Instant::now();
+    let read = crate::io::timeout(*left, reader.read_exact(into)).await;
+    *left = left.saturating_sub(started.elapsed());
+    match read {
+        Some(Ok(())) => Some(()),
+        Some(Err(_)) => None,
+        None => {
+            warn!(%peer, bytes = body_bytes, "a request body did not arrive in time; closing the connection");
+            None
+        }
     }
 }
 

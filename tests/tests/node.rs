@@ -473,6 +473,36 @@ fn a_hung_up_connection_is_closed_without_waiting_for_its_long_poll() {
     assert_eq!(client.metadata(Some(&["quiet"]))[0].partitions, vec![0]);
 }
 
+/// Slow clients cannot starve request memory: 400 connections each announce a 1 MiB
+/// request (the largest the node takes) and send one byte of it, against 16 MiB of
+/// request memory per shard (so their announced bodies are 25 times what it may hold). The node reserves memory as
+/// bodies arrive (16 KiB before the first byte, the rest once that came), so a produce
+/// and a fetch from another client still go through at once; with the whole body reserved
+/// at its header they waited for the slow bodies' 30 s deadline and the client timed out.
+#[test]
+fn slow_clients_announcing_large_requests_do_not_stall_others() {
+    const SLOW: usize = 400;
+    let (_tmp, data) = node_dir();
+    let node =
+        NodeProcess::start(&data, SHARDS, &["--max-frame-bytes", "1048576", "--request-memory-bytes", "16777216"]);
+    let mut client = node.client();
+    create(&mut client, "busy", 1, &[]);
+    let mut slow: Vec<Client> = (0..SLOW).map(|_| node.client()).collect();
+    for s in &mut slow {
+        // The largest frame the node takes: 16 of them fill a shard's request memory.
+        s.send_raw(&FrameHeader::encode(100, (1 << 20) - 4 - 100)).unwrap();
+        s.send_raw(&[0]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300)); // the node has read their headers
+    let started = Instant::now();
+    let stored = batch("busy", 10, 100, 1_000);
+    assert_eq!(client.produce("busy", 0, &stored, 1).error, ErrorCode::None);
+    let fetched = client.fetch("busy", 0, 0, FETCH_BYTES, 0, 0);
+    assert_eq!((fetched.error, fetched.high_watermark), (ErrorCode::None, 10), "{}", fetched.message);
+    eprintln!("produce and fetch took {:?} with {SLOW} slow 1 MiB requests open", started.elapsed());
+    drop(slow);
+}
+
 /// Produce checks every partition's batches on their own: a corrupt batch (CRC mismatch),
 /// a batch over the topic's `max.message.bytes`, an unknown topic and an unknown partition
 /// each fail only their partition, with the right error code and a message naming the

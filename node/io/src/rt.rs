@@ -5,7 +5,7 @@
 //! the rest of the node reaches glommio only through this crate.
 
 pub use glommio::channels::local_channel::{new_bounded as local_channel, LocalReceiver, LocalSender};
-pub use glommio::sync::Semaphore;
+pub use glommio::sync::{Semaphore, StaticPermit};
 pub use glommio::task::JoinHandle as TaskHandle;
 pub use glommio::{LocalExecutorBuilder, Placement, Task};
 
