@@ -18,7 +18,7 @@ use sluice_node::io::rt::{self, LocalExecutorBuilder, Placement};
 use sluice_node::listener::{self, Server};
 use sluice_node::shard::cluster::ClusterSetup;
 use sluice_node::shard::{Shard, MESH_CHANNEL_CAPACITY};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// io_uring memory registered per shard: the log allocates its own buffers, so glommio's
 /// arena only serves reads and sockets.
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
     };
     init_logging();
     sluice_node::io::tune_allocator();
+    raise_open_files_limit();
     if let Err(e) = check_memlock(config.shards) {
         error!("{e}");
         eprintln!("sluice-node: {e}");
@@ -311,6 +312,29 @@ fn init_logging() {
 }
 
 /// glommio registers memory with io_uring: each shard needs its arena locked.
+/// Raises the soft limit on open files to the hard limit (segment files, index files
+/// and connections each take a descriptor; distributions often start processes at a soft
+/// limit of 1,024 under a hard limit hundreds of times that), and says what the node has.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write and read the struct we pass; no other memory.
+    let (before, raised) = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let before = limit.rlim_cur;
+        let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        (before, before < limit.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0)
+    };
+    if raised {
+        info!("open files limit: {} (raised from {before})", limit.rlim_max);
+    } else if before < limit.rlim_max {
+        warn!("open files limit: {before}; raising it to the hard limit {} failed", limit.rlim_max);
+    } else {
+        info!("open files limit: {before}");
+    }
+}
+
 fn check_memlock(shards: usize) -> Result<(), String> {
     let needed = (shards * SHARD_IO_MEMORY_BYTES) as u64 + (512 << 10);
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -234,6 +234,8 @@ pub struct NodeProcess {
     shards: usize,
     extra_args: Vec<String>,
     log_path: PathBuf,
+    /// The soft limit on open files the node process starts with (`None`: this one's).
+    open_files_soft_limit: Option<u64>,
 }
 
 impl NodeProcess {
@@ -304,7 +306,17 @@ impl NodeProcess {
             extra_args: extra_args.iter().map(|s| (*s).to_string()).collect(),
             // One log per port: two nodes on one data directory keep separate logs.
             log_path: parent.join(format!("node-{}.log", addr.port())),
+            open_files_soft_limit: None,
         }
+    }
+
+    /// As `start`, with the node process started at a soft limit of `soft` open files.
+    #[must_use]
+    pub fn start_with_open_files_soft_limit(data_dir: &Path, shards: usize, soft: u64) -> NodeProcess {
+        let mut node = NodeProcess::not_started(free_loopback_addr(), data_dir, shards, &[]);
+        node.open_files_soft_limit = Some(soft);
+        node.spawn();
+        node
     }
 
     /// Starts the process, without waiting for it to serve.
@@ -328,6 +340,24 @@ impl NodeProcess {
             command.args(["--kafka-listen", "off"]);
         }
         command.args(&self.extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        if let Some(soft) = self.open_files_soft_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the child between fork and exec and only calls
+            // getrlimit/setrlimit, which are async-signal-safe, on a local struct.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    limit.rlim_cur = soft.min(limit.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = command.spawn().unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
         self.child = Some(child);
     }
@@ -421,10 +451,16 @@ impl NodeProcess {
         Client::connect(self.addr)
     }
 
+    /// The node's stderr so far (across restarts).
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// The last lines of the node's stderr, for failure messages.
     #[must_use]
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }

@@ -473,6 +473,22 @@ fn a_hung_up_connection_is_closed_without_waiting_for_its_long_poll() {
     assert_eq!(client.metadata(Some(&["quiet"]))[0].partitions, vec![0]);
 }
 
+/// The node raises its soft limit on open files to the hard limit at start (it needs a
+/// descriptor per segment and index file and per connection) and says so in its log:
+/// started at a soft limit of 256, it runs at the hard limit.
+#[test]
+fn the_node_raises_its_open_files_limit_to_the_hard_limit() {
+    let (_tmp, data) = node_dir();
+    let node = NodeProcess::start_with_open_files_soft_limit(&data, SHARDS, 256);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", node.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_else(|| panic!("{limits}"));
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    assert_eq!(numbers[0], numbers[1], "the soft limit is the hard limit: {line}");
+    assert_ne!(numbers[0], "256", "{line}");
+    assert!(node.log().contains(&format!("open files limit: {} (raised from 256)", numbers[1])), "{}", node.log_tail());
+}
+
 /// Slow clients cannot starve request memory: 400 connections each announce a 1 MiB
 /// request (the largest the node takes) and send one byte of it, against 16 MiB of
 /// request memory per shard (so their announced bodies are 25 times what it may hold). The node reserves memory as
