@@ -435,6 +435,50 @@ fn malformed_frames_get_an_error_and_only_that_connection_closes() {
     assert!(client.receive_for(b).response().body_as_api_versions_response().is_some());
 }
 
+/// A batch refused before it gets offsets (a CRC mismatch) while other appends of the same
+/// partition are in flight leaves the partition working: 40 good and 40 corrupt batches
+/// go to one partition pipelined on one connection, each corrupt one is refused, every
+/// good one is stored, and a later produce and fetch see exactly the good ones. (Before,
+/// a refusal reset the replication state to the log's visible end, forgetting the
+/// appends in flight, and the partition refused every later produce: "the stored log
+/// gives offset 715, replication expects 695".)
+#[test]
+fn a_refused_batch_among_appends_in_flight_leaves_the_partition_working() {
+    const ROUNDS: usize = 40;
+    let (_tmp, data) = node_dir();
+    let node = NodeProcess::start(&data, SHARDS, &[]);
+    let mut client = node.client();
+    create(&mut client, "interleaved", 1, &[]);
+    let mut good = Vec::new();
+    let mut sent = Vec::new();
+    for i in 0..ROUNDS {
+        let batch = batch(&format!("good-{i}"), 5, 100, 1_000 + i as i64);
+        sent.push((true, client.send_produce(1, &[("interleaved", 0, &batch)])));
+        good.push(batch);
+        let mut corrupt = self::batch(&format!("bad-{i}"), 5, 100, 5_000 + i as i64);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0x01;
+        sent.push((false, client.send_produce(1, &[("interleaved", 0, &corrupt)])));
+    }
+    for (is_good, id) in sent {
+        let outcome = &Client::produced(&client.receive_for(id))[0];
+        let expected = if is_good { ErrorCode::None } else { ErrorCode::CorruptMessage };
+        assert_eq!(outcome.error, expected, "request {id}: {}", outcome.message);
+    }
+    let last = batch("after", 5, 100, 9_000);
+    assert_eq!(client.produce("interleaved", 0, &last, 1).error, ErrorCode::None);
+    good.push(last);
+    let fetched = client.fetch("interleaved", 0, 0, FETCH_BYTES, 0, 0);
+    assert_eq!(
+        (fetched.error, fetched.high_watermark),
+        (ErrorCode::None, 5 * (ROUNDS as i64 + 1)),
+        "{}",
+        fetched.message
+    );
+    let refs: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
+    assert_stored_as_produced(&fetched.records, &refs, 0, "after the refusals");
+}
+
 /// A connection whose client hung up closes at once, even while its request waits: 20
 /// clients each send a long poll (30 s at the log end) and hang up; the node's open
 /// descriptors are back where they were within 10 s, long before the polls would have

@@ -294,8 +294,10 @@ impl ReplicaHost {
             rx
         });
         let mut actions = Vec::new();
+        let mut decided = false;
         let appended = log
             .append_as_leader(batches, |base, span| {
+                decided = true;
                 let client = Endpoint::Client(ClientId(0));
                 let (result, out) =
                     self.replicas.borrow_mut().lead_append(self.now_ms(), id, client, acks, base, span, ack);
@@ -310,7 +312,12 @@ impl ReplicaHost {
             Ok(Err(e)) => {
                 self.acks.borrow_mut().remove(&ack);
                 // The state machine may have counted the batches the log failed to store.
-                self.rebuild(id);
+                // Not when the log refused them before asking it (a producer's sequence
+                // out of order): rebuilding then would forget other appends in flight,
+                // which the state machine counted and the log has not stored yet.
+                if decided {
+                    self.rebuild(id);
+                }
                 return Err(from_storage(name.0, name.1, &e));
             }
             Err(e) => {
