@@ -44,7 +44,10 @@ impl ErrorCode {
             41 => "NOT_CONTROLLER",
             42 => "INVALID_REQUEST",
             44 => "POLICY_VIOLATION",
+            45 => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            47 => "INVALID_PRODUCER_EPOCH",
             56 => "KAFKA_STORAGE_ERROR",
+            59 => "UNKNOWN_PRODUCER_ID",
             68 => "NON_EMPTY_GROUP",
             69 => "GROUP_ID_NOT_FOUND",
             87 => "INVALID_RECORD",
@@ -102,6 +105,15 @@ impl ClientError {
             ClientError::Connect { .. } | ClientError::Io { .. } | ClientError::Timeout { .. } => true,
             ClientError::Server { code, .. } => code.is_retriable(),
             _ => false,
+        }
+    }
+
+    /// The node's error code, for an error the node answered.
+    #[must_use]
+    pub fn code(&self) -> Option<i16> {
+        match self {
+            ClientError::Server { code, .. } => Some(code.0),
+            _ => None,
         }
     }
 

@@ -13,14 +13,29 @@
 //! `retry.backoff.ms` until `delivery.timeout.ms`. Its work per wake-up follows what is
 //! ready or due, not the number of partitions.
 //!
-//! Guarantee: a partition has at most one batch in flight, so retries never reorder a
-//! partition's records.
+//! Idempotence (enable.idempotence, on by default with acks=all, as in Kafka): the
+//! producer gets a producer id from the cluster at start, and each batch carries it with
+//! its epoch and the sequence number of its first record, numbered per partition as the
+//! batches close. The node stores a retried batch once (it answers with the offsets the
+//! first copy got, through failovers and restarts: producer state is part of its log), so
+//! a partition may have up to max.in.flight.requests.per.connection (at most 5) batches in
+//! flight, each in its own request, and retries keep the order: a batch that comes back
+//! for a retry is put back in sequence order, and a partition resends retried batches
+//! one at a time once nothing of it is in flight. A batch the producer gives up on (a
+//! delivery timeout, or an error that is not retriable) leaves a gap in its partition's
+//! sequence numbers: the producer then waits for its requests in flight, asks for the
+//! next epoch, and numbers the batches not yet sent again from 0 (KIP-360).
+//!
+//! Guarantee: a partition's records are stored in the order they were sent. Without
+//! idempotence a partition has at most one batch in flight (its following ready batches
+//! may ride in the same append), so retries never reorder it; with it, sequence numbers
+//! keep the order and each retried batch is stored once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_schemas::batch::Compression;
+use sluice_schemas::batch::{stamp_producer, Compression};
 use sluice_schemas::records::{BatchBuilder, BatchConfig, RecordHeader};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
@@ -90,6 +105,9 @@ pub struct ProducerConfig {
     pub max_request_size: usize,
     pub metadata_max_age_ms: u64,
     pub partitioner: Arc<dyn Partitioner>,
+    /// enable.idempotence: applies with acks = all (ignored otherwise); needs
+    /// max.in.flight.requests.per.connection of at most 5.
+    pub enable_idempotence: bool,
 }
 
 impl std::fmt::Debug for ProducerConfig {
@@ -123,11 +141,21 @@ impl Default for ProducerConfig {
             max_request_size: 1_048_576,
             metadata_max_age_ms: 300_000,
             partitioner: Arc::new(DefaultPartitioner::default()),
+            enable_idempotence: true,
         }
     }
 }
 
+/// The most batches of a partition an idempotent producer has in flight (the node
+/// recognises a retry of any of a producer's last five batches).
+const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
+
 impl ProducerConfig {
+    /// Whether the producer numbers its batches: enable.idempotence with acks = all.
+    fn idempotent(&self) -> bool {
+        self.enable_idempotence && self.acks == Acks::All
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ClientError::Config(m));
         if self.bootstrap_servers.is_empty() {
@@ -147,6 +175,13 @@ impl ProducerConfig {
         }
         if self.max_in_flight_requests_per_connection == 0 {
             return bad("max.in.flight.requests.per.connection must be at least 1".into());
+        }
+        if self.idempotent() && self.max_in_flight_requests_per_connection > IDEMPOTENT_IN_FLIGHT_MAX {
+            return bad(format!(
+                "max.in.flight.requests.per.connection = {} must be at most {IDEMPOTENT_IN_FLIGHT_MAX} with \
+                 enable.idempotence (the node remembers a producer's last 5 batches per partition)",
+                self.max_in_flight_requests_per_connection
+            ));
         }
         if self.delivery_timeout_ms < self.linger_ms + self.request_timeout_ms {
             return bad(format!(
@@ -277,6 +312,12 @@ struct OpenBatch {
 
 struct ReadyBatch {
     bytes: Vec<u8>,
+    /// The sequence number of its first record (an idempotent producer's batches).
+    sequence: Option<i32>,
+    /// When last sent, it was the lowest sequence of its partition not yet acknowledged,
+    /// with nothing else of the partition in flight: a refusal of its sequence then is
+    /// not a matter of order (no earlier batch could still arrive).
+    sent_alone: bool,
     slots: Vec<Slot>,
     permits: Vec<OwnedSemaphorePermit>,
     created: Instant,
@@ -314,8 +355,14 @@ struct PartitionQueue {
     partition: u32,
     open: Option<OpenBatch>,
     ready: VecDeque<ReadyBatch>,
-    /// A batch of the partition is in a request: the next one waits for its outcome.
-    in_flight: bool,
+    /// Batches of the partition in requests: at most one without idempotence (the next
+    /// waits for its outcome), up to max.in.flight with it.
+    in_flight: usize,
+    /// The sequence number the partition's next closed batch starts at (idempotence).
+    next_sequence: i32,
+    /// The last sequence number the node acknowledged (idempotence; `None`: none in this
+    /// epoch).
+    acked_through: Option<i32>,
     /// The partition is queued (once) in a leader's `sendable` or in `backoff`.
     waiting: bool,
 }
@@ -358,6 +405,11 @@ struct State {
     outstanding: usize,
     closed: bool,
     stats: ProducerStats,
+    /// The idempotent producer's id and epoch (`None`: not idempotent).
+    identity: Option<protocol::ProducerIdentity>,
+    /// A batch was given up on with a sequence number: nothing more is sent until the
+    /// requests in flight are done and the producer is at its next epoch.
+    bump_epoch: bool,
 }
 
 impl State {
@@ -372,7 +424,9 @@ impl State {
             partition,
             open: None,
             ready: VecDeque::new(),
-            in_flight: false,
+            in_flight: 0,
+            next_sequence: 0,
+            acked_through: None,
             waiting: false,
         });
         self.index.entry(topic.to_string()).or_default().insert(partition, part);
@@ -442,6 +496,11 @@ impl Producer {
             idle: Notify::new(),
         });
         inner.router.any().await?;
+        if inner.config.idempotent() {
+            let identity = inner.init_producer_id(None).await?;
+            debug!(producer_id = identity.producer_id, epoch = identity.epoch, "idempotent producer");
+            lock(&inner.state).identity = Some(identity);
+        }
         tokio::spawn(sender(inner.clone()));
         Ok(Producer { inner })
     }
@@ -597,6 +656,20 @@ fn new_builder() -> BatchBuilder {
     }
 }
 
+/// The sequence number after a batch of `records` starting at `first`: they wrap from
+/// i32::MAX to 0, as Kafka's do.
+fn next_sequence(first: i32, records: usize) -> i32 {
+    let records = i64::try_from(records).unwrap_or(i64::MAX);
+    ((i64::from(first) + records) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Whether a partition with `in_flight` batches out may send `front` now: below `limit`,
+/// and a retried batch only when nothing of the partition is in flight (retries go one at
+/// a time, in sequence order).
+fn may_send(in_flight: usize, limit: usize, front: &ReadyBatch) -> bool {
+    in_flight < limit && (front.attempts == 0 || in_flight == 0)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -652,9 +725,16 @@ impl Inner {
     /// queue, where it waits to be sent.
     fn close_open(&self, st: &mut State, part: usize) {
         let compression = self.config.compression;
+        let identity = st.identity;
         let queue = &mut st.parts[part];
         let Some(open) = queue.open.take() else { return };
-        let OpenBatch { builder, opened, slots, permits, .. } = open;
+        let OpenBatch { mut builder, opened, slots, permits, .. } = open;
+        let sequence = identity.map(|id| {
+            let first = queue.next_sequence;
+            builder.set_producer(id.producer_id, id.epoch, first);
+            queue.next_sequence = next_sequence(first, slots.len());
+            first
+        });
         let encoded = if compression == Compression::None {
             builder.finish()
         } else {
@@ -670,6 +750,8 @@ impl Inner {
             Ok(bytes) => {
                 queue.ready.push_back(ReadyBatch {
                     bytes,
+                    sequence,
+                    sent_alone: false,
                     slots,
                     permits,
                     created: opened,
@@ -691,6 +773,67 @@ impl Inner {
         }
     }
 
+    /// Batches of one partition in flight at most: one without idempotence (retries never
+    /// reorder), max.in.flight with it (sequence numbers keep the order).
+    fn partition_in_flight_max(&self) -> usize {
+        if self.config.idempotent() {
+            self.config.max_in_flight_requests_per_connection
+        } else {
+            1
+        }
+    }
+
+    /// Asks for a producer id (`existing` `None`) or the next epoch, retrying retriable
+    /// errors (a cluster electing its controller) for up to max.block.ms.
+    async fn init_producer_id(
+        &self,
+        existing: Option<protocol::ProducerIdentity>,
+    ) -> Result<protocol::ProducerIdentity> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.max_block_ms);
+        loop {
+            let result = async { protocol::init_producer_id(&*self.router.any().await?, existing).await }.await;
+            match result {
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    debug!(%e, "InitProducerId failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(self.config.retry_backoff_ms)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// After a batch with a sequence number was given up on (its partition's numbers now
+    /// have a gap the node would refuse): the producer's next epoch, and every batch not
+    /// sent yet numbered again from 0. Runs when nothing is in flight.
+    async fn bump_epoch(&self, current: protocol::ProducerIdentity) {
+        match self.init_producer_id(Some(current)).await {
+            Ok(next) => {
+                let mut st = lock(&self.state);
+                st.identity = Some(next);
+                st.bump_epoch = false;
+                for pq in &mut st.parts {
+                    let mut sequence = 0;
+                    for batch in &mut pq.ready {
+                        stamp_producer(&mut batch.bytes, next.producer_id, next.epoch, sequence);
+                        batch.sequence = Some(sequence);
+                        sequence = next_sequence(sequence, batch.slots.len());
+                    }
+                    pq.next_sequence = sequence;
+                    pq.acked_through = None;
+                }
+                warn!(
+                    producer_id = next.producer_id,
+                    epoch = next.epoch,
+                    "a batch was given up on: the producer moved to its next epoch and numbers its batches again"
+                );
+            }
+            Err(e) => {
+                warn!(%e, "could not move the producer to its next epoch; trying again");
+                tokio::time::sleep(Duration::from_millis(self.config.retry_backoff_ms)).await;
+            }
+        }
+    }
+
     fn close_all_open(&self, st: &mut State) {
         for part in 0..st.parts.len() {
             self.close_open(st, part);
@@ -703,11 +846,12 @@ impl Inner {
     /// in `backoff` while a retry waits. Not one with a batch in flight (its outcome
     /// queues it again) or queued already.
     fn mark_sendable(&self, st: &mut State, part: usize) {
+        let limit = self.partition_in_flight_max();
         let queue = &mut st.parts[part];
-        if queue.in_flight || queue.waiting {
+        if queue.waiting {
             return;
         }
-        let Some(front) = queue.ready.front() else { return };
+        let Some(front) = queue.ready.front().filter(|f| may_send(queue.in_flight, limit, f)) else { return };
         let expiry = front.created + self.delivery_timeout();
         let leader = (front.not_before <= Instant::now()).then(|| self.router.leader(&queue.topic, queue.partition));
         queue.waiting = true;
@@ -784,9 +928,14 @@ impl Inner {
     /// moved to another leader's queue (its leader changed since it was queued), which
     /// may have a free slot.
     fn drain(&self, st: &mut State, now: Instant, expired: &mut Vec<Sent>) -> (Vec<Request>, bool) {
+        if st.bump_epoch {
+            return (Vec::new(), false);
+        }
         let timeout = self.delivery_timeout();
         let max_in_flight = self.config.max_in_flight_requests_per_connection;
         let max_bytes = self.config.max_request_size;
+        let limit = self.partition_in_flight_max();
+        let idempotent = st.identity.is_some();
         let State { parts, leaders, stats, .. } = st;
         let mut requests = Vec::new();
         let mut moved = Vec::new();
@@ -794,6 +943,8 @@ impl Inner {
             while queue.in_flight < max_in_flight && !queue.sendable.is_empty() {
                 let mut batches = Vec::new();
                 let mut bytes = 0usize;
+                // Partitions that may send their next batch in the next request.
+                let mut again = Vec::new();
                 while let Some(&part) = queue.sendable.front() {
                     let pq = &mut parts[part];
                     while pq.ready.front().is_some_and(|b| now.saturating_duration_since(b.created) > timeout) {
@@ -801,7 +952,9 @@ impl Inner {
                             expired.push(Sent { part, topic: pq.topic.clone(), partition: pq.partition, batch });
                         }
                     }
-                    let Some(len) = pq.ready.front().map(|b| b.bytes.len()).filter(|_| !pq.in_flight) else {
+                    let Some(len) =
+                        pq.ready.front().filter(|b| may_send(pq.in_flight, limit, b)).map(|b| b.bytes.len())
+                    else {
                         queue.sendable.pop_front();
                         pq.waiting = false;
                         continue;
@@ -819,12 +972,16 @@ impl Inner {
                     pq.waiting = false;
                     if let Some(mut batch) = pq.ready.pop_front() {
                         bytes += len;
+                        let expected = pq.acked_through.map_or(0, |a| next_sequence(a, 1));
+                        batch.sent_alone = pq.in_flight == 0 && batch.sequence == Some(expected);
                         // The partition's next ready batches ride along in the same entry
                         // (one append on the node: all or none, in order), up to its share of
                         // the request: more bytes in flight per partition, order kept.
+                        // Not for an idempotent producer: the node recognises a retry of one
+                        // batch, and a partition has several in flight instead.
                         let share = (max_bytes / (queue.sendable.len() + 1)).max(self.config.batch_size);
                         let mut entry = len;
-                        while let Some(next) = pq.ready.front() {
+                        while let Some(next) = pq.ready.front().filter(|_| !idempotent) {
                             let n = next.bytes.len();
                             if next.attempts > 0 || next.not_before > now || entry + n > share || bytes + n > max_bytes
                             {
@@ -836,9 +993,16 @@ impl Inner {
                             bytes += n;
                             stats.batches += 1;
                         }
-                        pq.in_flight = true;
+                        pq.in_flight += 1;
+                        if pq.ready.front().is_some_and(|b| may_send(pq.in_flight, limit, b) && b.not_before <= now) {
+                            again.push(part);
+                        }
                         batches.push(Sent { part, topic: pq.topic.clone(), partition: pq.partition, batch });
                     }
+                }
+                for part in again {
+                    parts[part].waiting = true;
+                    queue.sendable.push_back(part);
                 }
                 if batches.is_empty() {
                     break;
@@ -887,6 +1051,7 @@ async fn sender(inner: Arc<Inner>) {
         };
         if !expired.is_empty() {
             let mut count = 0;
+            let sequenced = expired.iter().any(|s| s.batch.sequence.is_some());
             for s in expired {
                 let error = ClientError::DeliveryTimeout {
                     timeout_ms: inner.config.delivery_timeout_ms,
@@ -894,7 +1059,17 @@ async fn sender(inner: Arc<Inner>) {
                 };
                 count += resolve(&s.topic, s.partition, s.batch, &Err(error));
             }
-            inner.settle(&mut lock(&inner.state), count);
+            let mut st = lock(&inner.state);
+            st.bump_epoch |= sequenced;
+            inner.settle(&mut st, count);
+        }
+        let bump = {
+            let st = lock(&inner.state);
+            st.identity.filter(|_| st.bump_epoch && st.parts.iter().all(|p| p.in_flight == 0))
+        };
+        if let Some(identity) = bump {
+            inner.bump_epoch(identity).await;
+            continue;
         }
         for (leader, batches) in requests {
             let inner = inner.clone();
@@ -940,17 +1115,34 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, sent: Vec<Sent>) {
     };
     let mut settled = 0;
     let mut released = Vec::with_capacity(sent.len());
+    let mut acked = Vec::new();
     let mut retry = Vec::new();
+    let mut bump = false;
     for (s, outcome) in sent.into_iter().zip(outcomes) {
         let error = match outcome {
             Ok(base) => {
+                if let Some(first) = s.batch.sequence {
+                    let last = next_sequence(first, s.batch.slots.len().saturating_sub(1));
+                    acked.push((s.part, last));
+                }
                 settled += resolve(&s.topic, s.partition, s.batch, &Ok(base));
                 released.push(s.part);
                 continue;
             }
             Err(e) => e,
         };
-        let retriable = error.is_retriable() && s.batch.attempts < config.retries;
+        // An idempotent batch whose sequence was refused: after a batch before it that was
+        // late or failed, it waits for that one. The lowest one: the node lost the
+        // producer's state (UNKNOWN_PRODUCER_ID; the batch goes again in the next epoch),
+        // or its sequence numbers have a gap (given up on; the next epoch starts again).
+        let code = error.code();
+        let refused =
+            s.batch.sequence.is_some() && matches!(code, Some(OUT_OF_ORDER_SEQUENCE_NUMBER | UNKNOWN_PRODUCER_ID));
+        let lowest = s.batch.sent_alone;
+        let state_lost = refused && lowest && code == Some(UNKNOWN_PRODUCER_ID);
+        bump |= state_lost;
+        let retriable =
+            (error.is_retriable() || (refused && (!lowest || state_lost))) && s.batch.attempts < config.retries;
         let in_time = s.batch.created.elapsed() + Duration::from_millis(config.retry_backoff_ms)
             < Duration::from_millis(config.delivery_timeout_ms);
         if retriable && in_time {
@@ -959,6 +1151,7 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, sent: Vec<Sent>) {
             continue;
         }
         debug!(topic = %s.topic, partition = s.partition, %error, "batch failed");
+        bump |= s.batch.sequence.is_some();
         // A retriable error that ran out of delivery.timeout.ms is a delivery timeout (as
         // Kafka's TimeoutException), the same error as a batch that expired in its queue,
         // with the error that kept it from being delivered.
@@ -973,8 +1166,17 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, sent: Vec<Sent>) {
     {
         let mut guard = lock(&inner.state);
         let st = &mut *guard;
+        for (part, last) in acked {
+            let pq = &mut st.parts[part];
+            if pq.acked_through.is_none_or(|a| sequence_after(last, a)) {
+                pq.acked_through = Some(last);
+            }
+        }
+        if bump {
+            st.bump_epoch = true;
+        }
         for part in released {
-            st.parts[part].in_flight = false;
+            st.parts[part].in_flight = st.parts[part].in_flight.saturating_sub(1);
             inner.mark_sendable(st, part);
         }
         if let Some(queue) = st.leaders.get_mut(&leader) {
@@ -1005,13 +1207,32 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, sent: Vec<Sent>) {
             s.batch.not_before = not_before;
             s.batch.last_error = Some(error);
             let queue = &mut st.parts[s.part];
-            // Back at the front: the partition's order is kept.
-            queue.ready.push_front(s.batch);
-            queue.in_flight = false;
+            // Back in the partition's order: at the front, or (several in flight) before
+            // the first batch with a later sequence number.
+            let at = s.batch.sequence.map_or(0, |q| {
+                queue
+                    .ready
+                    .iter()
+                    .position(|b| b.sequence.is_some_and(|b| sequence_after(b, q)))
+                    .unwrap_or(queue.ready.len())
+            });
+            queue.ready.insert(at, s.batch);
+            queue.in_flight = queue.in_flight.saturating_sub(1);
             inner.mark_sendable(st, s.part);
         }
     }
     inner.wake.notify_one();
+}
+
+/// Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER and UNKNOWN_PRODUCER_ID.
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const UNKNOWN_PRODUCER_ID: i16 = 59;
+
+/// Whether sequence number `a` comes after `b` (they wrap from i32::MAX to 0: `a` is after
+/// `b` when it is less than half the range ahead).
+fn sequence_after(a: i32, b: i32) -> bool {
+    let ahead = (i64::from(a) - i64::from(b)).rem_euclid(i64::from(i32::MAX) + 1);
+    ahead > 0 && ahead < (1 << 30)
 }
 
 /// A producer of typed keys and values: serializes them (as Kafka's `key.serializer`

@@ -975,3 +975,31 @@ pub async fn delete_records(
     let build = |b: &mut FlatBufferBuilder<'static>| encode_delete_records(b, parts);
     decode_delete_records(&conn.request(RequestBody::DeleteRecordsRequest, build, &[]).await?)
 }
+
+/// An idempotent producer's identity: its id and epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    pub producer_id: i64,
+    pub epoch: i16,
+}
+
+/// `existing`: `None` for a new producer; a producer's identity to get its next epoch.
+pub fn encode_init_producer_id(b: &mut FlatBufferBuilder<'_>, existing: Option<ProducerIdentity>) -> EncodedBody {
+    let (producer_id, producer_epoch) = existing.map_or((-1, -1), |p| (p.producer_id, p.epoch));
+    wire::InitProducerIdRequest::create(b, &wire::InitProducerIdRequestArgs { producer_id, producer_epoch })
+        .as_union_value()
+}
+
+pub fn decode_init_producer_id(frame: &Frame) -> Result<ProducerIdentity> {
+    let response = frame.response()?;
+    let r = response.body_as_init_producer_id_response().ok_or_else(|| unexpected(frame, "InitProducerId"))?;
+    code_result(r.error(), r.message())?;
+    Ok(ProducerIdentity { producer_id: r.producer_id(), epoch: r.producer_epoch() })
+}
+
+/// A producer id for a new idempotent producer (`existing` `None`), or the next epoch of
+/// an existing one.
+pub async fn init_producer_id(conn: &Connection, existing: Option<ProducerIdentity>) -> Result<ProducerIdentity> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_init_producer_id(b, existing);
+    decode_init_producer_id(&conn.request(RequestBody::InitProducerIdRequest, build, &[]).await?)
+}

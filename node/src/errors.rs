@@ -46,6 +46,10 @@ pub enum ErrorKind {
     InconsistentGroupProtocol,
     /// An idempotent producer's batch does not follow its last sequence number.
     OutOfOrderSequenceNumber,
+    /// An idempotent producer's batch carries an epoch older than its current one.
+    InvalidProducerEpoch,
+    /// A batch of an idempotent producer the partition has no state for, not at sequence 0.
+    UnknownProducerId,
     NonEmptyGroup,
     GroupIdNotFound,
     /// The partition's log failed (poisoned by an I/O error, or corrupt on disk).
@@ -102,9 +106,9 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
         StorageError::BatchTooLarge { .. } => ErrorKind::MessageTooLarge,
         StorageError::OffsetOutOfRange { .. } => ErrorKind::OffsetOutOfRange,
         StorageError::Closed { .. } => ErrorKind::UnknownTopicOrPartition,
-        StorageError::OutOfOrderSequence { .. } | StorageError::ProducerFenced { .. } => {
-            ErrorKind::OutOfOrderSequenceNumber
-        }
+        StorageError::OutOfOrderSequence { .. } => ErrorKind::OutOfOrderSequenceNumber,
+        StorageError::ProducerFenced { .. } => ErrorKind::InvalidProducerEpoch,
+        StorageError::UnknownProducer { .. } => ErrorKind::UnknownProducerId,
         // Retriable: the retry is appended again.
         StorageError::DuplicateLost { .. } => ErrorKind::RequestTimedOut,
         StorageError::Io { .. }
@@ -149,6 +153,8 @@ pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
         ErrorKind::IllegalGeneration => ErrorCode::IllegalGeneration,
         ErrorKind::InconsistentGroupProtocol => ErrorCode::InconsistentGroupProtocol,
         ErrorKind::OutOfOrderSequenceNumber => ErrorCode::OutOfOrderSequenceNumber,
+        ErrorKind::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch,
+        ErrorKind::UnknownProducerId => ErrorCode::UnknownProducerId,
         ErrorKind::NonEmptyGroup => ErrorCode::NonEmptyGroup,
         ErrorKind::GroupIdNotFound => ErrorCode::GroupIdNotFound,
         ErrorKind::Storage => ErrorCode::KafkaStorageError,

@@ -409,6 +409,22 @@ pub fn stamp_log_append_time(bytes: &mut [u8], now_ms: i64) {
     reseal_crc(bytes);
 }
 
+/// Gives the batch at the start of `bytes` another producer id, epoch and first sequence
+/// number (an idempotent producer renumbering batches it has not sent after it moved to
+/// a new epoch), and reseals the CRC. Panics if `bytes` holds no whole batch.
+pub fn stamp_producer(bytes: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    {
+        let (header, _) = match BatchHeader::mut_from_prefix(bytes) {
+            Ok(parts) => parts,
+            Err(_) => panic!("stamp_producer on {} bytes, less than a header", bytes.len()),
+        };
+        header.producer_id.set(producer_id);
+        header.producer_epoch.set(producer_epoch);
+        header.base_sequence.set(base_sequence);
+    }
+    reseal_crc(bytes);
+}
+
 /// Recomputes and stores the CRC of the batch at the start of `bytes` (after the node
 /// changed a covered field, e.g. LogAppendTime stamping), over exactly the bytes its
 /// length field names. Panics if `bytes` holds no whole batch: callers pass batches

@@ -432,6 +432,15 @@ fn write_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 }
 
 impl BatchBuilder {
+    /// Sets the idempotent producer's id, epoch and the batch's first sequence number
+    /// (written by `finish`): a producer stamps a batch when it closes, in the order its
+    /// sequence numbers go.
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.config.producer_id = producer_id;
+        self.config.producer_epoch = producer_epoch;
+        self.config.base_sequence = base_sequence;
+    }
+
     /// A builder for a batch with the given header fields; an error if a field does not
     /// fit its wire type (an offset or producer id above i64::MAX, an epoch above
     /// i32::MAX) or the attributes name an unknown codec.

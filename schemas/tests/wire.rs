@@ -295,6 +295,13 @@ fn build_request_body(
             );
             (body.as_union_value(), no_payload)
         }
+        RequestBody::InitProducerIdRequest => {
+            let body = InitProducerIdRequest::create(
+                builder,
+                &InitProducerIdRequestArgs { producer_id: 4_000_000_123, producer_epoch: 7 },
+            );
+            (body.as_union_value(), no_payload)
+        }
         other => panic!("no request body of type {other:?}"),
     }
 }
@@ -446,6 +453,10 @@ fn check_request(request: &Request<'_>, payload: &[u8]) {
             assert_eq!(partitions.len(), 1);
             assert_eq!((partitions.get(0).partition(), partitions.get(0).offset()), (2, 42));
         }
+        RequestBody::InitProducerIdRequest => {
+            let body = request.body_as_init_producer_id_request().unwrap();
+            assert_eq!((body.producer_id(), body.producer_epoch()), (4_000_000_123, 7));
+        }
         other => panic!("unexpected body type {other:?}"),
     }
 }
@@ -578,6 +589,11 @@ fn delete_records_request_round_trips_with_every_field_set() {
 }
 
 #[test]
+fn init_producer_id_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::InitProducerIdRequest);
+}
+
+#[test]
 fn every_request_body_type_is_covered_by_these_tests() {
     let covered = ALL_REQUEST_BODIES.len();
     assert_eq!(covered, RequestBody::ENUM_VALUES.len() - 1, "a request body type was added: add it to the tests");
@@ -594,7 +610,7 @@ fn a_response_envelope_is_not_taken_for_a_request() {
     }
 }
 
-const ALL_REQUEST_BODIES: [RequestBody; 19] = [
+const ALL_REQUEST_BODIES: [RequestBody; 20] = [
     RequestBody::ApiVersionsRequest,
     RequestBody::MetadataRequest,
     RequestBody::CreateTopicsRequest,
@@ -614,6 +630,7 @@ const ALL_REQUEST_BODIES: [RequestBody; 19] = [
     RequestBody::DescribeGroupsRequest,
     RequestBody::DeleteGroupsRequest,
     RequestBody::DeleteRecordsRequest,
+    RequestBody::InitProducerIdRequest,
 ];
 
 // Responses -----------------------------------------------------------------------------
@@ -996,6 +1013,19 @@ fn build_response_body(
             let body = DeleteRecordsResponse::create(builder, &DeleteRecordsResponseArgs { topics: Some(topics) });
             (body.as_union_value(), no_payload)
         }
+        ResponseBody::InitProducerIdResponse => {
+            let message = builder.create_string("no producer ids from the controller");
+            let body = InitProducerIdResponse::create(
+                builder,
+                &InitProducerIdResponseArgs {
+                    error: ErrorCode::CoordinatorNotAvailable,
+                    message: Some(message),
+                    producer_id: 12_000,
+                    producer_epoch: 3,
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
         other => panic!("no response body of type {other:?}"),
     }
 }
@@ -1196,6 +1226,12 @@ fn check_response(response: &Response<'_>, payload: &[u8]) {
             assert_eq!(partition.message(), Some("offset 42 is beyond the log end"));
             assert_eq!(partition.low_watermark(), 17);
         }
+        ResponseBody::InitProducerIdResponse => {
+            let body = response.body_as_init_producer_id_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::CoordinatorNotAvailable);
+            assert_eq!(body.message(), Some("no producer ids from the controller"));
+            assert_eq!((body.producer_id(), body.producer_epoch()), (12_000, 3));
+        }
         other => panic!("unexpected body type {other:?}"),
     }
 }
@@ -1215,7 +1251,7 @@ fn round_trip_response(body_type: ResponseBody) {
     check_response(&response, payload);
 }
 
-const ALL_RESPONSE_BODIES: [ResponseBody; 20] = [
+const ALL_RESPONSE_BODIES: [ResponseBody; 21] = [
     ResponseBody::ApiVersionsResponse,
     ResponseBody::MetadataResponse,
     ResponseBody::CreateTopicsResponse,
@@ -1236,6 +1272,7 @@ const ALL_RESPONSE_BODIES: [ResponseBody; 20] = [
     ResponseBody::DescribeGroupsResponse,
     ResponseBody::DeleteGroupsResponse,
     ResponseBody::DeleteRecordsResponse,
+    ResponseBody::InitProducerIdResponse,
 ];
 
 #[test]
@@ -1320,6 +1357,11 @@ fn delete_groups_response_round_trips_with_every_field_set() {
 #[test]
 fn delete_records_response_round_trips_with_every_field_set() {
     round_trip_response(ResponseBody::DeleteRecordsResponse);
+}
+
+#[test]
+fn init_producer_id_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::InitProducerIdResponse);
 }
 
 #[test]

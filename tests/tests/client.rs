@@ -399,14 +399,79 @@ type Report = (u64, Result<RecordMetadata, ClientError>);
 
 /// The records sent to one partition are stored in send order even when the node is
 /// killed (kill -9) and restarted mid-stream: the producer retries the failed requests
-/// (connection errors are retriable) and sends a partition's next batch only after the
-/// previous one is resolved. Without idempotence a batch the node stored but could not
-/// acknowledge may be stored again; removing those resends, the partition holds exactly
-/// the sequence 0, 1, 2, ... that was sent, every record is acknowledged (the node is
-/// back well within delivery.timeout.ms), and each delivery report's offset holds that
-/// very record.
+/// (connection errors are retriable). It is idempotent by default (acks=all): a batch the
+/// node stored but could not acknowledge before the kill is recognised when it comes
+/// again (producer state is part of the log), so the partition holds exactly the sequence
+/// 0, 1, 2, ... that was sent, with several batches in flight. Every record is
+/// acknowledged (the node is back well within delivery.timeout.ms), and each delivery
+/// report's offset holds that very record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_partition_is_stored_once_in_send_order_across_a_kill_and_restart() {
+    send_order_across_a_kill(true).await;
+}
+
+/// A batch an idempotent producer gives up on leaves a gap in its partition's sequence
+/// numbers, which the node would refuse from then on: one record over the topic's
+/// max.message.bytes (MESSAGE_TOO_LARGE, not retriable) in the middle of a stream. Its
+/// send fails; the producer moves to its next epoch and numbers the batches it has not
+/// stored again from 0, so every other record is stored, once, in send order (without the
+/// new epoch the records after it were refused until their delivery timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_goes_on_after_a_batch_it_gave_up_on() {
+    const RECORDS: u64 = 400;
+    const TOO_LARGE: u64 = 150;
+    let (_dir, node) = start_node();
+    let admin = Admin::connect(&bootstrap(&node)).await.unwrap();
+    let configs = vec![("max.message.bytes".to_string(), "2048".to_string())];
+    admin
+        .create_topic(NewTopic { name: "strict".into(), partitions: 1, replication_factor: 1, configs })
+        .await
+        .unwrap();
+    let config = ProducerConfig {
+        batch_size: 512,
+        delivery_timeout_ms: 20_000,
+        request_timeout_ms: 5_000,
+        ..producer_config(&node)
+    };
+    let producer = Producer::new(config).await.unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..RECORDS {
+        let value = if i == TOO_LARGE { vec![b'x'; 4096] } else { format!("{i:08}").into_bytes() };
+        deliveries.push((i, producer.send(ProducerRecord::new("strict", value).partition(0)).await.unwrap()));
+    }
+    let mut acked = BTreeMap::new();
+    for (i, delivery) in deliveries {
+        match delivered(delivery, &format!("record {i}")).await {
+            Ok(meta) => {
+                assert_ne!(i, TOO_LARGE, "the oversized record was stored");
+                acked.insert(meta.offset.unwrap(), i);
+            }
+            Err(e) => assert_eq!(i, TOO_LARGE, "record {i} failed: {e}"),
+        }
+    }
+    producer.close().await;
+    let ends = end_offsets(&node, "strict", 1).await;
+    let stored: Vec<u64> = consume_to(&node, "strict", &ends)
+        .await
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).parse().unwrap())
+        .collect();
+    let expected: Vec<u64> = (0..RECORDS).filter(|i| *i != TOO_LARGE).collect();
+    assert_eq!(stored, expected, "every other record, once, in send order");
+    for (offset, i) in acked {
+        assert_eq!(stored.get(offset as usize), Some(&i), "record {i} was acknowledged at offset {offset}");
+    }
+}
+
+/// The same without idempotence: a partition's next batch goes only after the previous one
+/// is resolved, so retries keep the order, but a batch the node stored and could not
+/// acknowledge is stored again; removing those resends, the partition holds 0, 1, 2, ...
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_keeps_send_order_across_retries_when_the_node_is_killed_and_restarted() {
+    send_order_across_a_kill(false).await;
+}
+
+async fn send_order_across_a_kill(idempotent: bool) {
     /// Records acknowledged before the kill.
     const ACKED_BEFORE_KILL: u64 = 300;
     /// Records sent while the node is down (the outage spans several retry backoffs).
@@ -422,6 +487,7 @@ async fn a_partition_keeps_send_order_across_retries_when_the_node_is_killed_and
         delivery_timeout_ms: 20_000,
         request_timeout_ms: 2_000,
         batch_size: 1024,
+        enable_idempotence: idempotent,
         ..producer_config(&node)
     };
     let producer = Producer::new(config).await.unwrap();
@@ -503,6 +569,10 @@ async fn a_partition_keeps_send_order_across_retries_when_the_node_is_killed_and
         "without resends the partition holds 0..{sent} in order ({} resent records)",
         stored.len() - first_copies.len()
     );
+    if idempotent {
+        assert_eq!(stored.len(), first_copies.len(), "an idempotent producer's records are stored once");
+    }
+    eprintln!("{sent} records sent, {} stored (idempotent: {idempotent})", stored.len());
     for (seq, offset) in acked_at {
         assert_eq!(stored.get(offset as usize), Some(&seq), "record {seq} was acknowledged at offset {offset}");
     }

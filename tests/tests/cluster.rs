@@ -138,13 +138,17 @@ async fn leader_of(admin: &Admin, topic: &str, partition: u32) -> u32 {
     .await
 }
 
-/// The high watermark of a partition, from its leader (ListOffsets latest).
+/// The high watermark of a partition, from its leader (ListOffsets latest); waits while
+/// a leader just elected has not confirmed its high watermark yet (LEADER_NOT_AVAILABLE).
 async fn high_watermark(cluster: &Cluster, admin: &Admin, topic: &str, partition: u32) -> u64 {
-    let leader = leader_of(admin, topic, partition).await;
-    let address = cluster.nodes[leader as usize - 1].addr().to_string();
-    let conn = Connection::connect(&address, "cluster-test", 1, Duration::from_secs(10)).await.unwrap();
-    let answer = protocol::list_offsets(&conn, &[(topic.to_string(), partition, protocol::LATEST)]).await.unwrap();
-    answer[0].2.clone().unwrap().unwrap()
+    wait_for(&format!("the high watermark of {topic}-{partition}"), || async {
+        let leader = leader_of(admin, topic, partition).await;
+        let address = cluster.nodes[leader as usize - 1].addr().to_string();
+        let conn = Connection::connect(&address, "cluster-test", 1, Duration::from_secs(10)).await.ok()?;
+        let answer = protocol::list_offsets(&conn, &[(topic.to_string(), partition, protocol::LATEST)]).await.ok()?;
+        answer.first()?.2.clone().ok()?
+    })
+    .await
 }
 
 /// Every batch of a stopped node's replica below `end`: (base offset, bytes).
@@ -229,8 +233,9 @@ async fn produce_until(producer: Producer, topic: String, partitions: u32, stop:
 /// and min.insync.replicas=2, producers with acks=all while the leader of partition 0 is
 /// killed with kill -9 ten times (restarted each time) and then a node is frozen with
 /// SIGSTOP and let go with SIGCONT. Afterwards every acknowledged record is at its
-/// acknowledged offset in every replica, and the replicas are byte for byte identical
-/// below the high watermark.
+/// acknowledged offset in every replica, the replicas are byte for byte identical below
+/// the high watermark, and no record is stored twice (the producer is idempotent, as by
+/// default with acks=all, and a new leader recognises a retried batch).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_leader_kills_and_a_frozen_node_on_every_replica() {
     const TOPIC: &str = "acked";
@@ -316,6 +321,7 @@ async fn acknowledged_records_survive_leader_kills_and_a_frozen_node_on_every_re
     for node in &mut cluster.nodes {
         node.sigterm_and_wait();
     }
+    let mut seen: BTreeMap<Vec<u8>, (u32, u64)> = BTreeMap::new();
     for p in 0..PARTITIONS {
         let hw = high_watermarks[p as usize];
         let replicas: Vec<Vec<(u64, Vec<u8>)>> = (1..=NODES)
@@ -336,7 +342,18 @@ async fn acknowledged_records_survive_leader_kills_and_a_frozen_node_on_every_re
                 "the record acknowledged at {TOPIC}-{partition}@{offset} is not there (high watermark {hw})"
             );
         }
+        for (offset, value) in &stored {
+            if let Some(first) = seen.insert(value.clone(), (p, *offset)) {
+                panic!(
+                    "{} is stored twice: at {}-{} and {p}-{offset}",
+                    String::from_utf8_lossy(value),
+                    first.0,
+                    first.1
+                );
+            }
+        }
     }
+    eprintln!("{} records stored, each once; {} acknowledged", seen.len(), acked.len());
 }
 
 /// A child process the test reads JSON lines from as it runs; killed by its pid if the

@@ -57,6 +57,7 @@ common flags:
   --metrics HOST:PORT     the node's metrics endpoint: report bytes copied per byte fetched
 produce / e2e:
   --producers N (1)  --acks 0|1|all (1)  --compression none|gzip|snappy|lz4|zstd
+  --idempotence on|off (on; applies with --acks all: up to 5 batches in flight per partition)
   --batch-bytes N (16384)  --linger-ms N (5)  --rate R records/s, 0 = max (0; e2e: 10000)
   --keys none|uniform|zipf (none)
 consume / e2e:
@@ -482,6 +483,11 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
         compression: compression(&opts.get("compression", "none"))?,
         batch_size: opts.num("batch-bytes", 16_384)?,
         linger_ms: opts.num("linger-ms", 5)?,
+        enable_idempotence: match opts.get("idempotence", "on").as_str() {
+            "on" => true,
+            "off" => false,
+            other => return Err(BenchError(format!("--idempotence {other:?}: on or off"))),
+        },
         ..ProducerConfig::default()
     };
     let meter = Meter::new()?;

@@ -31,7 +31,8 @@ commands:
   produce TOPIC [--acks 0|1|all] [--key-separator SEP] [--compression none|gzip|snappy|lz4|zstd]
                 [--partition P] [--header KEY=VALUE]...
       one record per line of stdin; with --key-separator the text before the first
-      separator is the key. A summary goes to stderr.
+      separator is the key. With --acks all (the default) the producer is idempotent:
+      a record retried after a failure is stored once. A summary goes to stderr.
   consume TOPIC [--partition P] [--offset beginning|end|N] [--max-messages N]
                 [--timeout-ms T] [--format FMT]
                 [--group G [--session-timeout-ms N] [--heartbeat-interval-ms N]

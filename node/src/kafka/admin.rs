@@ -397,8 +397,7 @@ pub async fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-/// A new producer gets an id from the node's block (unique in the cluster, across
-/// restarts: `ops::admin::producer_id`) and epoch 0.
+/// An idempotent producer's id and epoch (`ops::admin::init_producer`).
 pub async fn init_producer_id(server: &Rc<Server>, request: InitProducerIdRequest) -> InitProducerIdResponse {
     // Transactions are not supported (Kafka has no message field here to say so).
     if request.transactional_id.is_some() {
@@ -407,14 +406,12 @@ pub async fn init_producer_id(server: &Rc<Server>, request: InitProducerIdReques
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }
-    // A producer that asks again with its id (KIP-360) gets the next epoch.
-    if request.producer_id.0 >= 0 && request.producer_epoch >= 0 {
-        return InitProducerIdResponse::default()
-            .with_producer_id(request.producer_id)
-            .with_producer_epoch(request.producer_epoch.saturating_add(1));
-    }
-    match crate::ops::admin::producer_id(&server.shard).await {
-        Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
+    let existing = (request.producer_id.0 >= 0 && request.producer_epoch >= 0)
+        .then_some((request.producer_id.0, request.producer_epoch));
+    match crate::ops::admin::init_producer(&server.shard, existing).await {
+        Ok((id, epoch)) => {
+            InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(epoch)
+        }
         Err(e) => {
             tracing::warn!("InitProducerId: {}", e.message);
             InitProducerIdResponse::default()

@@ -270,3 +270,31 @@ pub fn describe_configs(server: &Rc<Server>, cid: u32, request: wire::DescribeCo
         wire::DescribeConfigsResponse::create(&mut b, &wire::DescribeConfigsResponseArgs { results: Some(results) });
     respond(b, cid, ResponseBody::DescribeConfigsResponse, body.as_union_value(), Vec::new())
 }
+
+/// InitProducerId (`ops::admin::init_producer`): a new producer sends id and epoch -1.
+pub async fn init_producer_id(
+    server: &Rc<Server>,
+    correlation_id: u32,
+    request: wire::InitProducerIdRequest<'_>,
+) -> ResponseFrame {
+    let existing = (request.producer_id() >= 0 && request.producer_epoch() >= 0)
+        .then_some((request.producer_id(), request.producer_epoch()));
+    let result = crate::ops::admin::init_producer(&server.shard, existing).await;
+    let mut b = FlatBufferBuilder::new();
+    let args = match &result {
+        Ok((producer_id, producer_epoch)) => wire::InitProducerIdResponseArgs {
+            error: ErrorCode::None,
+            message: None,
+            producer_id: *producer_id,
+            producer_epoch: *producer_epoch,
+        },
+        Err(e) => wire::InitProducerIdResponseArgs {
+            error: error_code(e.kind),
+            message: Some(b.create_string(&e.message)),
+            producer_id: -1,
+            producer_epoch: -1,
+        },
+    };
+    let body = wire::InitProducerIdResponse::create(&mut b, &args);
+    respond(b, correlation_id, ResponseBody::InitProducerIdResponse, body.as_union_value(), Vec::new())
+}

@@ -180,6 +180,10 @@ impl Server {
             RequestBody::DeleteGroupsRequest => {
                 some(groups::delete(self, cid, request.body_as_delete_groups_request().ok_or_else(missing)?).await)
             }
+            RequestBody::InitProducerIdRequest => {
+                let body = request.body_as_init_producer_id_request().ok_or_else(missing)?;
+                some(admin::init_producer_id(self, cid, body).await)
+            }
             other => Err(NodeError::new(ErrorKind::InvalidRequest, format!("unknown request type {}", other.0))),
         }
     }

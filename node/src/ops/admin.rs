@@ -19,9 +19,20 @@ pub async fn run_admin(shard: &Rc<Shard>, request: AdminRequest) -> Vec<(String,
     }
 }
 
+/// InitProducerId, for both protocols: a new producer (`existing` `None`) gets a producer
+/// id no other producer of the cluster got or will get, at epoch 0; a producer that asks
+/// again with its id and epoch (KIP-360: after a batch it could not deliver) gets the next
+/// epoch, or a new id once its epoch is at the largest.
+pub async fn init_producer(shard: &Rc<Shard>, existing: Option<(i64, i16)>) -> Result<(i64, i16), NodeError> {
+    match existing {
+        Some((id, epoch)) if epoch < i16::MAX => Ok((id, epoch + 1)),
+        _ => Ok((producer_id(shard).await?, 0)),
+    }
+}
+
 /// A producer id that no other producer of the cluster got or will get (from the node's
 /// block, which shard 0 holds).
-pub async fn producer_id(shard: &Rc<Shard>) -> Result<i64, NodeError> {
+async fn producer_id(shard: &Rc<Shard>) -> Result<i64, NodeError> {
     match shard.call(ShardId(0), ShardRequest::ProducerId).await {
         ShardReply::ProducerId(result) => result,
         ShardReply::Failed(e) => Err(e),

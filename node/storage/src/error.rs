@@ -45,6 +45,11 @@ pub enum StorageError {
     /// An idempotent producer's batch does not follow its last stored one.
     #[error("producer {producer_id} sent sequence {sequence} out of order: {reason}")]
     OutOfOrderSequence { producer_id: i64, sequence: i32, reason: String },
+    /// A batch of a producer the log has no state for (never seen, or forgotten with its
+    /// old segments) that does not start at sequence 0: Kafka's UNKNOWN_PRODUCER_ID. The
+    /// producer moves to a new epoch and starts again at 0.
+    #[error("producer {producer_id} is not known here and sent sequence {sequence}: a new producer or epoch starts at sequence 0")]
+    UnknownProducer { producer_id: i64, sequence: i32 },
     /// An idempotent producer's batch carries an older epoch than one already stored.
     #[error("producer {producer_id} epoch {epoch} is fenced: epoch {current} is current")]
     ProducerFenced { producer_id: i64, epoch: i16, current: i16 },

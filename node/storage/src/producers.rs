@@ -124,7 +124,13 @@ impl ProducerStates {
                     let same = p.recent.iter().find(|r| id.same_batch(r));
                     (p.epoch, p.recent.back().map(|r| r.last_sequence), same)
                 }
-                (None, None) => continue,
+                (None, None) if id.first_sequence == 0 => continue,
+                (None, None) => {
+                    return Err(StorageError::UnknownProducer {
+                        producer_id: id.producer_id,
+                        sequence: id.first_sequence,
+                    })
+                }
             };
             if id.epoch < epoch {
                 return Err(StorageError::ProducerFenced {
@@ -134,6 +140,13 @@ impl ProducerStates {
                 });
             }
             if id.epoch > epoch {
+                if id.first_sequence != 0 {
+                    return Err(StorageError::OutOfOrderSequence {
+                        producer_id: id.producer_id,
+                        sequence: id.first_sequence,
+                        reason: format!("epoch {} is new here and starts at sequence 0", id.epoch),
+                    });
+                }
                 continue;
             }
             if let Some(d) = duplicate {
@@ -379,7 +392,16 @@ mod tests {
         assert_eq!(s.len(), 1, "producer 9 wrote only after the cut");
         s.truncate(Offset(0));
         assert!(s.is_empty());
-        assert_eq!(s.check(&[id(40, 41, 3)], 1).ok(), Some(None), "a forgotten producer starts anywhere");
+        assert!(
+            matches!(s.check(&[id(40, 41, 3)], 1), Err(StorageError::UnknownProducer { sequence: 40, .. })),
+            "a forgotten producer is told so unless it starts again at 0"
+        );
+        assert_eq!(s.check(&[id(0, 1, 3)], 1).ok(), Some(None));
+        let next_epoch = BatchIdentity { producer_id: 7, epoch: 4, first_sequence: 0, last_sequence: 0 };
+        stored(&mut s, id(0, 1, 3), 0);
+        assert_eq!(s.check(&[next_epoch], 1).ok(), Some(None), "a new epoch starts at 0");
+        let skipping = BatchIdentity { first_sequence: 5, last_sequence: 5, ..next_epoch };
+        assert!(matches!(s.check(&[skipping], 1), Err(StorageError::OutOfOrderSequence { .. })), "and only there");
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub const ENUM_MIN_ERROR_CODE: i16 = -1;
 pub const ENUM_MAX_ERROR_CODE: i16 = 87;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 35] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 37] = [
   ErrorCode::UnknownServerError,
   ErrorCode::None,
   ErrorCode::OffsetOutOfRange,
@@ -64,7 +64,9 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 35] = [
   ErrorCode::InvalidRequest,
   ErrorCode::PolicyViolation,
   ErrorCode::OutOfOrderSequenceNumber,
+  ErrorCode::InvalidProducerEpoch,
   ErrorCode::KafkaStorageError,
+  ErrorCode::UnknownProducerId,
   ErrorCode::NonEmptyGroup,
   ErrorCode::GroupIdNotFound,
   ErrorCode::InvalidRecord,
@@ -106,7 +108,9 @@ impl ErrorCode {
   pub const InvalidRequest: Self = Self(42);
   pub const PolicyViolation: Self = Self(44);
   pub const OutOfOrderSequenceNumber: Self = Self(45);
+  pub const InvalidProducerEpoch: Self = Self(47);
   pub const KafkaStorageError: Self = Self(56);
+  pub const UnknownProducerId: Self = Self(59);
   pub const NonEmptyGroup: Self = Self(68);
   pub const GroupIdNotFound: Self = Self(69);
   pub const InvalidRecord: Self = Self(87);
@@ -145,7 +149,9 @@ impl ErrorCode {
     Self::InvalidRequest,
     Self::PolicyViolation,
     Self::OutOfOrderSequenceNumber,
+    Self::InvalidProducerEpoch,
     Self::KafkaStorageError,
+    Self::UnknownProducerId,
     Self::NonEmptyGroup,
     Self::GroupIdNotFound,
     Self::InvalidRecord,
@@ -184,7 +190,9 @@ impl ErrorCode {
       Self::InvalidRequest => Some("InvalidRequest"),
       Self::PolicyViolation => Some("PolicyViolation"),
       Self::OutOfOrderSequenceNumber => Some("OutOfOrderSequenceNumber"),
+      Self::InvalidProducerEpoch => Some("InvalidProducerEpoch"),
       Self::KafkaStorageError => Some("KafkaStorageError"),
+      Self::UnknownProducerId => Some("UnknownProducerId"),
       Self::NonEmptyGroup => Some("NonEmptyGroup"),
       Self::GroupIdNotFound => Some("GroupIdNotFound"),
       Self::InvalidRecord => Some("InvalidRecord"),
@@ -246,10 +254,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 18;
+pub const ENUM_MAX_API_KEY: u16 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 19] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 20] = [
   ApiKey::ApiVersions,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -269,6 +277,7 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 19] = [
   ApiKey::DescribeGroups,
   ApiKey::DeleteGroups,
   ApiKey::DeleteRecords,
+  ApiKey::InitProducerId,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -295,9 +304,10 @@ impl ApiKey {
   pub const DescribeGroups: Self = Self(16);
   pub const DeleteGroups: Self = Self(17);
   pub const DeleteRecords: Self = Self(18);
+  pub const InitProducerId: Self = Self(19);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 18;
+  pub const ENUM_MAX: u16 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::ApiVersions,
     Self::Metadata,
@@ -318,6 +328,7 @@ impl ApiKey {
     Self::DescribeGroups,
     Self::DeleteGroups,
     Self::DeleteRecords,
+    Self::InitProducerId,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -341,6 +352,7 @@ impl ApiKey {
       Self::DescribeGroups => Some("DescribeGroups"),
       Self::DeleteGroups => Some("DeleteGroups"),
       Self::DeleteRecords => Some("DeleteRecords"),
+      Self::InitProducerId => Some("InitProducerId"),
       _ => None,
     }
   }
@@ -399,10 +411,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ApiKey {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 19;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 20;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 20] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 21] = [
   RequestBody::NONE,
   RequestBody::ApiVersionsRequest,
   RequestBody::MetadataRequest,
@@ -423,6 +435,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 20] = [
   RequestBody::DescribeGroupsRequest,
   RequestBody::DeleteGroupsRequest,
   RequestBody::DeleteRecordsRequest,
+  RequestBody::InitProducerIdRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -450,9 +463,10 @@ impl RequestBody {
   pub const DescribeGroupsRequest: Self = Self(17);
   pub const DeleteGroupsRequest: Self = Self(18);
   pub const DeleteRecordsRequest: Self = Self(19);
+  pub const InitProducerIdRequest: Self = Self(20);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 19;
+  pub const ENUM_MAX: u8 = 20;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsRequest,
@@ -474,6 +488,7 @@ impl RequestBody {
     Self::DescribeGroupsRequest,
     Self::DeleteGroupsRequest,
     Self::DeleteRecordsRequest,
+    Self::InitProducerIdRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -498,6 +513,7 @@ impl RequestBody {
       Self::DescribeGroupsRequest => Some("DescribeGroupsRequest"),
       Self::DeleteGroupsRequest => Some("DeleteGroupsRequest"),
       Self::DeleteRecordsRequest => Some("DeleteRecordsRequest"),
+      Self::InitProducerIdRequest => Some("InitProducerIdRequest"),
       _ => None,
     }
   }
@@ -558,10 +574,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 20;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 21;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 21] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 22] = [
   ResponseBody::NONE,
   ResponseBody::ApiVersionsResponse,
   ResponseBody::MetadataResponse,
@@ -583,6 +599,7 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 21] = [
   ResponseBody::DescribeGroupsResponse,
   ResponseBody::DeleteGroupsResponse,
   ResponseBody::DeleteRecordsResponse,
+  ResponseBody::InitProducerIdResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -611,9 +628,10 @@ impl ResponseBody {
   pub const DescribeGroupsResponse: Self = Self(18);
   pub const DeleteGroupsResponse: Self = Self(19);
   pub const DeleteRecordsResponse: Self = Self(20);
+  pub const InitProducerIdResponse: Self = Self(21);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 20;
+  pub const ENUM_MAX: u8 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsResponse,
@@ -636,6 +654,7 @@ impl ResponseBody {
     Self::DescribeGroupsResponse,
     Self::DeleteGroupsResponse,
     Self::DeleteRecordsResponse,
+    Self::InitProducerIdResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -661,6 +680,7 @@ impl ResponseBody {
       Self::DescribeGroupsResponse => Some("DescribeGroupsResponse"),
       Self::DeleteGroupsResponse => Some("DeleteGroupsResponse"),
       Self::DeleteRecordsResponse => Some("DeleteRecordsResponse"),
+      Self::InitProducerIdResponse => Some("InitProducerIdResponse"),
       _ => None,
     }
   }
@@ -9956,6 +9976,268 @@ impl core::fmt::Debug for DeleteRecordsResponse<'_> {
       ds.finish()
   }
 }
+pub enum InitProducerIdRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct InitProducerIdRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for InitProducerIdRequest<'a> {
+  type Inner = InitProducerIdRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> InitProducerIdRequest<'a> {
+  pub const VT_PRODUCER_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_PRODUCER_EPOCH: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    InitProducerIdRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args InitProducerIdRequestArgs
+  ) -> flatbuffers::WIPOffset<InitProducerIdRequest<'bldr>> {
+    let mut builder = InitProducerIdRequestBuilder::new(_fbb);
+    builder.add_producer_id(args.producer_id);
+    builder.add_producer_epoch(args.producer_epoch);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(InitProducerIdRequest::VT_PRODUCER_ID, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn producer_epoch(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(InitProducerIdRequest::VT_PRODUCER_EPOCH, Some(-1)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for InitProducerIdRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i16>("producer_epoch", Self::VT_PRODUCER_EPOCH, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InitProducerIdRequestArgs {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+impl<'a> Default for InitProducerIdRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    InitProducerIdRequestArgs {
+      producer_id: -1,
+      producer_epoch: -1,
+    }
+  }
+}
+
+pub struct InitProducerIdRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> InitProducerIdRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(InitProducerIdRequest::VT_PRODUCER_ID, producer_id, -1);
+  }
+  #[inline]
+  pub fn add_producer_epoch(&mut self, producer_epoch: i16) {
+    self.fbb_.push_slot::<i16>(InitProducerIdRequest::VT_PRODUCER_EPOCH, producer_epoch, -1);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> InitProducerIdRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    InitProducerIdRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<InitProducerIdRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for InitProducerIdRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("InitProducerIdRequest");
+      ds.field("producer_id", &self.producer_id());
+      ds.field("producer_epoch", &self.producer_epoch());
+      ds.finish()
+  }
+}
+pub enum InitProducerIdResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct InitProducerIdResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for InitProducerIdResponse<'a> {
+  type Inner = InitProducerIdResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> InitProducerIdResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_PRODUCER_ID: flatbuffers::VOffsetT = 8;
+  pub const VT_PRODUCER_EPOCH: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    InitProducerIdResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args InitProducerIdResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<InitProducerIdResponse<'bldr>> {
+    let mut builder = InitProducerIdResponseBuilder::new(_fbb);
+    builder.add_producer_id(args.producer_id);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_producer_epoch(args.producer_epoch);
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(InitProducerIdResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(InitProducerIdResponse::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(InitProducerIdResponse::VT_PRODUCER_ID, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn producer_epoch(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(InitProducerIdResponse::VT_PRODUCER_EPOCH, Some(-1)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for InitProducerIdResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i16>("producer_epoch", Self::VT_PRODUCER_EPOCH, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InitProducerIdResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+impl<'a> Default for InitProducerIdResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InitProducerIdResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+      producer_id: -1,
+      producer_epoch: -1,
+    }
+  }
+}
+
+pub struct InitProducerIdResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> InitProducerIdResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(InitProducerIdResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(InitProducerIdResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(InitProducerIdResponse::VT_PRODUCER_ID, producer_id, -1);
+  }
+  #[inline]
+  pub fn add_producer_epoch(&mut self, producer_epoch: i16) {
+    self.fbb_.push_slot::<i16>(InitProducerIdResponse::VT_PRODUCER_EPOCH, producer_epoch, -1);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> InitProducerIdResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    InitProducerIdResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<InitProducerIdResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for InitProducerIdResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("InitProducerIdResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("producer_id", &self.producer_id());
+      ds.field("producer_epoch", &self.producer_epoch());
+      ds.finish()
+  }
+}
 pub enum ErrorResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -10431,6 +10713,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_init_producer_id_request(&self) -> Option<InitProducerIdRequest<'a>> {
+    if self.body_type() == RequestBody::InitProducerIdRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { InitProducerIdRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -10464,6 +10761,7 @@ impl flatbuffers::Verifiable for Request<'_> {
           RequestBody::DescribeGroupsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeGroupsRequest>>("RequestBody::DescribeGroupsRequest", pos),
           RequestBody::DeleteGroupsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteGroupsRequest>>("RequestBody::DeleteGroupsRequest", pos),
           RequestBody::DeleteRecordsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteRecordsRequest>>("RequestBody::DeleteRecordsRequest", pos),
+          RequestBody::InitProducerIdRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<InitProducerIdRequest>>("RequestBody::InitProducerIdRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -10667,6 +10965,13 @@ impl core::fmt::Debug for Request<'_> {
         },
         RequestBody::DeleteRecordsRequest => {
           if let Some(x) = self.body_as_delete_records_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::InitProducerIdRequest => {
+          if let Some(x) = self.body_as_init_producer_id_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -11038,6 +11343,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_init_producer_id_response(&self) -> Option<InitProducerIdResponse<'a>> {
+    if self.body_type() == ResponseBody::InitProducerIdResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { InitProducerIdResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Response<'_> {
@@ -11070,6 +11390,7 @@ impl flatbuffers::Verifiable for Response<'_> {
           ResponseBody::DescribeGroupsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeGroupsResponse>>("ResponseBody::DescribeGroupsResponse", pos),
           ResponseBody::DeleteGroupsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteGroupsResponse>>("ResponseBody::DeleteGroupsResponse", pos),
           ResponseBody::DeleteRecordsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteRecordsResponse>>("ResponseBody::DeleteRecordsResponse", pos),
+          ResponseBody::InitProducerIdResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<InitProducerIdResponse>>("ResponseBody::InitProducerIdResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -11266,6 +11587,13 @@ impl core::fmt::Debug for Response<'_> {
         },
         ResponseBody::DeleteRecordsResponse => {
           if let Some(x) = self.body_as_delete_records_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::InitProducerIdResponse => {
+          if let Some(x) = self.body_as_init_producer_id_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
