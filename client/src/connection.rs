@@ -125,25 +125,23 @@ impl Connection {
         build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
         payload: &[u8],
     ) -> Result<Frame> {
-        let _permit = self.in_flight.acquire().await.map_err(|_| ClientError::Protocol("connection closed".into()))?;
+        self.start_request(body_type, build, payload).await?.response().await
+    }
+
+    /// `request` in two steps: writes the request (once one of max.in.flight slots is
+    /// free) and returns the wait for its response. A caller that must keep the order of
+    /// its requests on the wire writes them one after the other and waits for the
+    /// responses together.
+    pub async fn start_request(
+        &self,
+        body_type: RequestBody,
+        build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
+        payload: &[u8],
+    ) -> Result<PendingResponse<'_>> {
+        let permit = self.in_flight.acquire().await.map_err(|_| ClientError::Protocol("connection closed".into()))?;
         let receiver = self.send(body_type, build, payload, true).await?;
         let Some(receiver) = receiver else { unreachable!("a reply slot was asked for") };
-        match tokio::time::timeout(self.request_timeout, receiver).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.broken_error()),
-            Err(_) => {
-                let error = ClientError::Timeout {
-                    address: self.address.clone(),
-                    timeout_ms: self.request_timeout.as_millis() as u64,
-                };
-                // As Kafka clients: a node that does not answer in time is given up on;
-                // callers reconnect (possibly elsewhere) rather than queue behind it.
-                if let Ok(mut pending) = self.pending.lock() {
-                    pending.failed.get_or_insert_with(|| error.clone());
-                }
-                Err(error)
-            }
-        }
+        Ok(PendingResponse { connection: self, _permit: permit, receiver })
     }
 
     /// Sends a request that gets no response (produce with acks=0).
@@ -267,4 +265,35 @@ async fn read_responses(mut read: OwnedReadHalf, pending: Arc<Mutex<Pending>>, a
         }
     };
     fail_all(&pending, error);
+}
+
+/// A request written on a connection whose response has not come yet (it holds one of
+/// the connection's in-flight slots).
+pub struct PendingResponse<'c> {
+    connection: &'c Connection,
+    _permit: tokio::sync::SemaphorePermit<'c>,
+    receiver: oneshot::Receiver<Result<Frame>>,
+}
+
+impl PendingResponse<'_> {
+    /// Waits for the response (or `request.timeout.ms`: then the connection is given up
+    /// on, as Kafka clients do, and callers reconnect, possibly elsewhere, rather than
+    /// queue behind a node that does not answer).
+    pub async fn response(self) -> Result<Frame> {
+        let conn = self.connection;
+        match tokio::time::timeout(conn.request_timeout, self.receiver).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(conn.broken_error()),
+            Err(_) => {
+                let error = ClientError::Timeout {
+                    address: conn.address.clone(),
+                    timeout_ms: conn.request_timeout.as_millis() as u64,
+                };
+                if let Ok(mut pending) = conn.pending.lock() {
+                    pending.failed.get_or_insert_with(|| error.clone());
+                }
+                Err(error)
+            }
+        }
+    }
 }

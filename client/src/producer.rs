@@ -18,24 +18,26 @@
 //! its epoch and the sequence number of its first record, numbered per partition as the
 //! batches close. The node stores a retried batch once (it answers with the offsets the
 //! first copy got, through failovers and restarts: producer state is part of its log), so
-//! a partition may have up to max.in.flight.requests.per.connection (at most 5) batches in
-//! flight, each in its own request, and retries keep the order: a batch that comes back
-//! for a retry is put back in sequence order, and a partition resends retried batches
-//! one at a time once nothing of it is in flight. A batch the producer gives up on (a
+//! a partition may have up to max.in.flight.requests.per.connection (at most 5) entries in
+//! flight, each in its own request and written to the connection in the order they were
+//! built, and retries keep the order: an entry that comes back for a retry is put back in
+//! sequence order and goes again as it was, and a partition resends retried entries one
+//! at a time once nothing of it is in flight. A batch the producer gives up on (a
 //! delivery timeout, or an error that is not retriable) leaves a gap in its partition's
 //! sequence numbers: the producer then waits for its requests in flight, asks for the
 //! next epoch, and numbers the batches not yet sent again from 0 (KIP-360).
 //!
-//! Guarantee: a partition's records are stored in the order they were sent. Without
-//! idempotence a partition has at most one batch in flight (its following ready batches
-//! may ride in the same append), so retries never reorder it; with it, sequence numbers
-//! keep the order and each retried batch is stored once.
+//! Guarantee: a partition's records are stored in the order they were sent. A fresh entry
+//! takes the partition's following ready batches along (one append on the node, up to
+//! the partition's share of max.request.size). Without idempotence a partition has at
+//! most one entry in flight, so retries never reorder it; with it, sequence numbers keep
+//! the order and each retried entry is stored once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_schemas::batch::{stamp_producer, Compression};
+use sluice_schemas::batch::{stamp_producer, BatchHeader, Compression};
 use sluice_schemas::records::{BatchBuilder, BatchConfig, RecordHeader};
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
@@ -327,6 +329,42 @@ struct ReadyBatch {
 }
 
 impl ReadyBatch {
+    /// Splits an entry of several batches into its batches, in order, each with its own
+    /// records' slots and memory (the entry itself back when it is one batch). The
+    /// batches keep the entry's attempts and times; an idempotent producer's keep their
+    /// sequence numbers.
+    fn split(self) -> Result<Vec<ReadyBatch>, Box<ReadyBatch>> {
+        let mut bounds = Vec::new();
+        let mut at = 0;
+        while let Some(rest) = self.bytes.get(at..).filter(|r| !r.is_empty()) {
+            let Ok(header) = BatchHeader::view(rest) else { return Err(Box::new(self)) };
+            let (Ok(total), Ok(records)) = (header.total_bytes(), usize::try_from(header.record_count.get())) else {
+                return Err(Box::new(self));
+            };
+            let sequence = (header.base_sequence.get() >= 0).then(|| header.base_sequence.get());
+            bounds.push((at..at + total, records, sequence));
+            at += total;
+        }
+        if bounds.len() < 2 || bounds.iter().map(|b| b.1).sum::<usize>() != self.slots.len() {
+            return Err(Box::new(self));
+        }
+        let (mut slots, mut permits) = (self.slots.into_iter(), self.permits.into_iter());
+        Ok(bounds
+            .into_iter()
+            .map(|(range, records, sequence)| ReadyBatch {
+                bytes: self.bytes[range].to_vec(),
+                sequence,
+                sent_alone: false,
+                slots: slots.by_ref().take(records).collect(),
+                permits: permits.by_ref().take(records).collect(),
+                created: self.created,
+                attempts: self.attempts,
+                not_before: self.not_before,
+                last_error: self.last_error.clone(),
+            })
+            .collect())
+    }
+
     /// Puts `next`, the partition's following batch, after this one: they go as one
     /// entry, and their records get consecutive offsets (slot i at base + i).
     fn append(&mut self, next: ReadyBatch) {
@@ -346,8 +384,9 @@ struct Sent {
     batch: ReadyBatch,
 }
 
-/// A produce request to send: the leader, and one batch per partition.
-type Request = (Option<u32>, Vec<Sent>);
+/// A produce request to send: the leader, its place among the requests to that leader
+/// (they are written in that order), and one batch per partition.
+type Request = (Option<u32>, u64, Vec<Sent>);
 
 /// One partition's batches.
 struct PartitionQueue {
@@ -378,6 +417,11 @@ struct LeaderQueue {
     /// wait in their queues while none is free, rather than be bound to a small request
     /// that waits for a slot of the connection; the next request takes them all.
     in_flight: usize,
+    /// Requests built for the leader, and requests written to it: each is written when
+    /// all built before it were (the send tasks race; a partition's batches must reach
+    /// the node in sequence order).
+    built: u64,
+    written: u64,
 }
 
 /// The producer's buffers. The sender's work per wake-up follows what is ready or due
@@ -451,6 +495,21 @@ const METADATA_GRACE: Duration = Duration::from_secs(1);
 /// requests wake it sooner.
 const SENDER_IDLE: Duration = Duration::from_millis(200);
 
+/// A request's turn to be written to its leader (see `Inner::write_turn`).
+struct WriteTurn<'a> {
+    inner: &'a Inner,
+    leader: Option<u32>,
+}
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        if let Some(queue) = lock(&self.inner.state).leaders.get_mut(&self.leader) {
+            queue.written += 1;
+        }
+        self.inner.turns.notify_waiters();
+    }
+}
+
 struct Inner {
     config: ProducerConfig,
     router: Router,
@@ -458,6 +517,8 @@ struct Inner {
     memory: Arc<Semaphore>,
     wake: Notify,
     idle: Notify,
+    /// A request was written: the next to its leader may go.
+    turns: Notify,
 }
 
 /// The batching producer; cheap to clone, usable from many tasks.
@@ -494,6 +555,7 @@ impl Producer {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             idle: Notify::new(),
+            turns: Notify::new(),
         });
         inner.router.any().await?;
         if inner.config.idempotent() {
@@ -663,6 +725,21 @@ fn next_sequence(first: i32, records: usize) -> i32 {
     ((i64::from(first) + records) % (i64::from(i32::MAX) + 1)) as i32
 }
 
+/// Stamps each batch in `bytes` (an entry: one batch, or several that rode together) with
+/// `identity` and consecutive sequence numbers from `sequence`; returns the next one.
+fn restamp(bytes: &mut [u8], identity: protocol::ProducerIdentity, mut sequence: i32) -> i32 {
+    let mut at = 0;
+    while let Some(rest) = bytes.get_mut(at..) {
+        let Ok(header) = BatchHeader::view(rest) else { break };
+        let (Ok(total), records) = (header.total_bytes(), header.record_count.get()) else { break };
+        let Some(batch) = rest.get_mut(..total) else { break };
+        stamp_producer(batch, identity.producer_id, identity.epoch, sequence);
+        sequence = next_sequence(sequence, usize::try_from(records).unwrap_or(0));
+        at += total;
+    }
+    sequence
+}
+
 /// Whether a partition with `in_flight` batches out may send `front` now: below `limit`,
 /// and a retried batch only when nothing of the partition is in flight (retries go one at
 /// a time, in sequence order).
@@ -814,9 +891,8 @@ impl Inner {
                 for pq in &mut st.parts {
                     let mut sequence = 0;
                     for batch in &mut pq.ready {
-                        stamp_producer(&mut batch.bytes, next.producer_id, next.epoch, sequence);
                         batch.sequence = Some(sequence);
-                        sequence = next_sequence(sequence, batch.slots.len());
+                        sequence = restamp(&mut batch.bytes, next, sequence);
                     }
                     pq.next_sequence = sequence;
                     pq.acked_through = None;
@@ -831,6 +907,20 @@ impl Inner {
                 warn!(%e, "could not move the producer to its next epoch; trying again");
                 tokio::time::sleep(Duration::from_millis(self.config.retry_backoff_ms)).await;
             }
+        }
+    }
+
+    /// Waits until every request built for `leader` before `ticket` was written; the
+    /// returned turn lets the next one go when dropped (written or failed).
+    async fn write_turn(&self, leader: Option<u32>, ticket: u64) -> WriteTurn<'_> {
+        loop {
+            let notified = self.turns.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&self.state).leaders.get(&leader).is_none_or(|q| q.written >= ticket) {
+                return WriteTurn { inner: self, leader };
+            }
+            notified.await;
         }
     }
 
@@ -977,11 +1067,13 @@ impl Inner {
                         // The partition's next ready batches ride along in the same entry
                         // (one append on the node: all or none, in order), up to its share of
                         // the request: more bytes in flight per partition, order kept.
-                        // Not for an idempotent producer: the node recognises a retry of one
-                        // batch, and a partition has several in flight instead.
+                        // An idempotent producer's retried entry goes again as it was (the node
+                        // finds its sequence numbers in the run it was stored as), so only a
+                        // fresh one takes followers.
                         let share = (max_bytes / (queue.sendable.len() + 1)).max(self.config.batch_size);
                         let mut entry = len;
-                        while let Some(next) = pq.ready.front().filter(|_| !idempotent) {
+                        let rides = !idempotent || batch.attempts == 0;
+                        while let Some(next) = pq.ready.front().filter(|_| rides) {
                             let n = next.bytes.len();
                             if next.attempts > 0 || next.not_before > now || entry + n > share || bytes + n > max_bytes
                             {
@@ -1010,7 +1102,8 @@ impl Inner {
                 queue.in_flight += 1;
                 stats.requests += 1;
                 stats.batches += batches.len() as u64;
-                requests.push((leader, batches));
+                requests.push((leader, queue.built, batches));
+                queue.built += 1;
             }
         }
         let any_moved = !moved.is_empty();
@@ -1071,9 +1164,9 @@ async fn sender(inner: Arc<Inner>) {
             inner.bump_epoch(identity).await;
             continue;
         }
-        for (leader, batches) in requests {
+        for (leader, ticket, batches) in requests {
             let inner = inner.clone();
-            tokio::spawn(async move { send_request(inner, leader, batches).await });
+            tokio::spawn(async move { send_request(inner, leader, ticket, batches).await });
         }
         if closed && lock(&inner.state).outstanding == 0 {
             return;
@@ -1086,16 +1179,22 @@ async fn sender(inner: Arc<Inner>) {
 /// Sends one produce request (one batch per partition) to `leader`, resolves the
 /// records, frees the leader's in-flight slot, and queues retriable failures again
 /// behind their backoff.
-async fn send_request(inner: Arc<Inner>, leader: Option<u32>, sent: Vec<Sent>) {
+async fn send_request(inner: Arc<Inner>, leader: Option<u32>, ticket: u64, sent: Vec<Sent>) {
     let config = &inner.config;
     let acks = config.acks.wire();
     let result = async {
+        let turn = inner.write_turn(leader, ticket).await;
         let conn = inner.router.to_node(leader).await?;
         let parts: Vec<PartitionBatches<'_>> = sent
             .iter()
             .map(|s| PartitionBatches { topic: &s.topic, partition: s.partition, batches: &s.batch.bytes })
             .collect();
-        protocol::produce(&conn, acks, config.request_timeout_ms as u32, &parts).await
+        let pending = protocol::start_produce(&conn, acks, config.request_timeout_ms as u32, &parts).await?;
+        drop(turn);
+        match pending {
+            None => Ok(Vec::new()),
+            Some(pending) => protocol::decode_produce(&pending.response().await?),
+        }
     }
     .await;
     let outcomes: Vec<Result<Option<u64>>> = match result {
@@ -1118,7 +1217,8 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, sent: Vec<Sent>) {
     let mut acked = Vec::new();
     let mut retry = Vec::new();
     let mut bump = false;
-    for (s, outcome) in sent.into_iter().zip(outcomes) {
+    let mut splits = Vec::new();
+    for (mut s, outcome) in sent.into_iter().zip(outcomes) {
         let error = match outcome {
             Ok(base) => {
                 if let Some(first) = s.batch.sequence {
@@ -1131,6 +1231,18 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, sent: Vec<Sent>) {
             }
             Err(e) => e,
         };
+        // An entry of several batches refused for what one of them holds: each batch goes
+        // again alone, so only the one at fault fails (as Kafka's producer splits a batch
+        // that is too large).
+        if matches!(error.code(), Some(CORRUPT_MESSAGE | MESSAGE_TOO_LARGE | RECORD_LIST_TOO_LARGE | INVALID_RECORD)) {
+            match s.batch.split() {
+                Ok(batches) => {
+                    splits.push((s.part, batches, error));
+                    continue;
+                }
+                Err(whole) => s.batch = *whole,
+            }
+        }
         // An idempotent batch whose sequence was refused: after a batch before it that was
         // late or failed, it waits for that one. The lowest one: the node lost the
         // producer's state (UNKNOWN_PRODUCER_ID; the batch goes again in the next epoch),
@@ -1186,6 +1298,30 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, sent: Vec<Sent>) {
     }
     // The leader has a free slot, and the partitions done may send their next batches.
     inner.wake.notify_one();
+    if !splits.is_empty() {
+        let mut guard = lock(&inner.state);
+        let st = &mut *guard;
+        for (part, batches, error) in splits {
+            debug!(batches = batches.len(), %error, "an entry was refused: its batches go again one by one");
+            let queue = &mut st.parts[part];
+            for (i, mut batch) in batches.into_iter().enumerate() {
+                batch.attempts += 1;
+                batch.last_error = Some(error.clone());
+                let at = batch.sequence.map_or(i, |q| {
+                    queue
+                        .ready
+                        .iter()
+                        .position(|b| b.sequence.is_some_and(|b| sequence_after(b, q)))
+                        .unwrap_or(queue.ready.len())
+                });
+                queue.ready.insert(at, batch);
+            }
+            queue.in_flight = queue.in_flight.saturating_sub(1);
+            inner.mark_sendable(st, part);
+        }
+        drop(guard);
+        inner.wake.notify_one();
+    }
     if retry.is_empty() {
         return;
     }
@@ -1224,9 +1360,13 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, sent: Vec<Sent>) {
     inner.wake.notify_one();
 }
 
-/// Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER and UNKNOWN_PRODUCER_ID.
+/// Kafka's error codes the producer acts on.
+const CORRUPT_MESSAGE: i16 = 2;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const RECORD_LIST_TOO_LARGE: i16 = 18;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const UNKNOWN_PRODUCER_ID: i16 = 59;
+const INVALID_RECORD: i16 = 87;
 
 /// Whether sequence number `a` comes after `b` (they wrap from i32::MAX to 0: `a` is after
 /// `b` when it is less than half the range ahead).

@@ -467,13 +467,27 @@ pub async fn produce(
     timeout_ms: u32,
     parts: &[PartitionBatches<'_>],
 ) -> Result<Vec<ProduceOutcome>> {
+    match start_produce(conn, acks, timeout_ms, parts).await? {
+        None => Ok(Vec::new()),
+        Some(pending) => decode_produce(&pending.response().await?),
+    }
+}
+
+/// `produce` in two steps: writes the request and returns the wait for its response
+/// (`None` with acks=0, which gets none); `decode_produce` reads the response.
+pub async fn start_produce<'c>(
+    conn: &'c Connection,
+    acks: i16,
+    timeout_ms: u32,
+    parts: &[PartitionBatches<'_>],
+) -> Result<Option<crate::connection::PendingResponse<'c>>> {
     let layout = ProduceLayout::new(parts)?;
     let build = |b: &mut FlatBufferBuilder<'static>| encode_produce(b, acks, timeout_ms, &layout);
     if acks == 0 {
         conn.send_only(RequestBody::ProduceRequest, build, layout.payload()).await?;
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    decode_produce(&conn.request(RequestBody::ProduceRequest, build, layout.payload()).await?)
+    Ok(Some(conn.start_request(RequestBody::ProduceRequest, build, layout.payload()).await?))
 }
 
 /// One partition to fetch.

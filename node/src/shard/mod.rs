@@ -30,7 +30,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use sluice_io::mesh::{Mesh, MeshReceiver, MeshSender};
-use sluice_schemas::batch::BatchHeader;
 use sluice_schemas::{Offset, TopicPartition};
 use tracing::warn;
 
@@ -39,7 +38,6 @@ use crate::errors::{from_storage, ErrorKind, NodeError};
 use crate::groups::{offsets_partition, Coordinator, GroupHost, GroupRequest, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::io::{self, Oneshot, OneshotSender};
 use crate::metrics::Metrics;
-use crate::storage::producers::BatchIdentity;
 use crate::storage::PartitionLog;
 use crate::topics::{Metadata, Topic};
 
@@ -381,14 +379,6 @@ impl Shard {
         let replica = self.replica_id(topic, partition)?;
         // As Kafka: an idempotent producer sends one batch per partition per request, so
         // that a retry is one unit (the log answers it from the stored batch).
-        let header = BatchHeader::view(batches).ok();
-        let idempotent = header.and_then(BatchIdentity::of).is_some();
-        if idempotent && header.and_then(|h| h.total_bytes().ok()) != Some(batches.len()) {
-            return Err(NodeError::new(
-                ErrorKind::InvalidRecord,
-                format!("{topic}-{partition}: an idempotent producer sends one batch per partition per request"),
-            ));
-        }
         let acks = match acks {
             0 => crate::replication::Acks::None,
             1 => crate::replication::Acks::Leader,

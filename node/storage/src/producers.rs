@@ -10,11 +10,17 @@
 //! A new leader or a restarted node therefore deduplicates a retry exactly as the old
 //! leader would have. Kafka's `ProducerStateManager` and its `.snapshot` files do the same.
 //!
-//! Kafka's rules (KIP-98): the partition keeps the last five batches of each producer. A
-//! batch equal to one of them is a duplicate; otherwise its base sequence must follow the
-//! last one; a newer epoch starts afresh; an older epoch is fenced. A producer id the
-//! partition does not know (new, or forgotten past `PRODUCERS_MAX` producers) is accepted
-//! at any sequence. Plain state, no I/O.
+//! Kafka's rules (KIP-98), with runs where Kafka keeps batches: the partition keeps each
+//! producer's last five runs, a run being batches with consecutive sequence numbers at
+//! contiguous offsets (one append of several batches is one run; so are a producer's
+//! appends that nothing else came between). Within a run a sequence number gives its
+//! offset, so an append whose sequence numbers lie in a run is a duplicate, answered with
+//! those offsets, whether it is one batch (Kafka's clients) or several (the native client
+//! sends a partition's ready batches in one append); otherwise its first sequence must
+//! follow the last one; a newer epoch starts afresh at sequence 0; an older epoch is
+//! fenced; a producer the partition does not know (new, or forgotten past `PRODUCERS_MAX`
+//! producers or with old segments) must start at 0. Every replica derives the same runs
+//! from the same batches. Plain state, no I/O.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -23,8 +29,11 @@ use sluice_schemas::Offset;
 
 use crate::error::StorageError;
 
-/// Batches remembered per producer (Kafka's max.in.flight for idempotence).
+/// Runs remembered per producer (Kafka's max.in.flight for idempotence: each append in
+/// flight is at most one run).
 pub const RECENT_BATCHES: usize = 5;
+/// Sequence numbers wrap from i32::MAX to 0.
+const SEQUENCES: i64 = i32::MAX as i64 + 1;
 /// Producers remembered per partition; past it, the least recently seen is forgotten
 /// (its next batch is accepted as from a new producer).
 pub const PRODUCERS_MAX: usize = 10_000;
@@ -58,9 +67,19 @@ impl BatchIdentity {
         Some(BatchIdentity { producer_id, epoch: header.producer_epoch.get(), first_sequence, last_sequence })
     }
 
-    fn same_batch(&self, r: &Recent) -> bool {
-        r.first_sequence == self.first_sequence && r.last_sequence == self.last_sequence
+    /// Where this batch's records lie if the run `r` holds all of its sequence numbers.
+    fn within(&self, r: &Recent) -> Option<Duplicate> {
+        let length = r.span();
+        let first = distance(r.first_sequence, self.first_sequence);
+        let last = distance(r.first_sequence, self.last_sequence);
+        (first <= last && last <= length)
+            .then(|| Duplicate { base: Offset(r.base.0 + first), last: Offset(r.base.0 + last) })
     }
+}
+
+/// How far sequence `to` is after `from` (they wrap from i32::MAX to 0).
+fn distance(from: i32, to: i32) -> u64 {
+    (i64::from(to) - i64::from(from)).rem_euclid(SEQUENCES) as u64
 }
 
 /// An idempotent batch and where it lies in the log.
@@ -78,12 +97,28 @@ pub struct Duplicate {
     pub last: Offset,
 }
 
+/// A run: batches of one producer with consecutive sequence numbers at contiguous
+/// offsets (`last - base == last_sequence - first_sequence`, modulo the wrap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Recent {
     first_sequence: i32,
     last_sequence: i32,
     base: Offset,
     last: Offset,
+}
+
+impl Recent {
+    /// Sequence numbers after the first one.
+    fn span(&self) -> u64 {
+        distance(self.first_sequence, self.last_sequence)
+    }
+
+    /// Whether `batch` continues the run: the next sequence number at the next offset.
+    fn continued_by(&self, batch: &ProducerBatch) -> bool {
+        distance(self.last_sequence, batch.id.first_sequence) == 1
+            && batch.base.0 == self.last.0 + 1
+            && self.span() + 1 + distance(batch.id.first_sequence, batch.id.last_sequence) < SEQUENCES as u64 / 2
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,63 +146,74 @@ pub struct ProducerStates {
 }
 
 impl ProducerStates {
-    /// Checks the idempotent batches of one append, in order, each against the state and
-    /// the batches before it in the same append. `Ok(Some)` when the append is exactly
-    /// one batch that the log already holds; `Ok(None)` when it may be appended.
+    /// Checks the idempotent batches of one append. When they are the whole append and one
+    /// producer's, with consecutive sequence numbers, they are checked as one range:
+    /// `Ok(Some)` when a run holds it (a retry, answered with those offsets), `Ok(None)`
+    /// when it may be appended. Batches of several producers are checked each after the
+    /// one before it; none of them may repeat a stored one.
     pub fn check(&self, ids: &[BatchIdentity], batches_in_append: usize) -> Result<Option<Duplicate>, StorageError> {
+        if let Some(range) = one_range(ids, batches_in_append)? {
+            return self.check_range(&range);
+        }
         for (i, id) in ids.iter().enumerate() {
             // The same producer earlier in this append decides, else the state.
-            let earlier = ids[..i].iter().rev().find(|e| e.producer_id == id.producer_id);
-            let (epoch, last_sequence, duplicate) = match (earlier, self.producers.get(&id.producer_id)) {
-                (Some(e), _) => (e.epoch, Some(e.last_sequence), None),
-                (None, Some(p)) => {
-                    let same = p.recent.iter().find(|r| id.same_batch(r));
-                    (p.epoch, p.recent.back().map(|r| r.last_sequence), same)
-                }
-                (None, None) if id.first_sequence == 0 => continue,
-                (None, None) => {
-                    return Err(StorageError::UnknownProducer {
-                        producer_id: id.producer_id,
-                        sequence: id.first_sequence,
-                    })
-                }
-            };
-            if id.epoch < epoch {
-                return Err(StorageError::ProducerFenced {
-                    producer_id: id.producer_id,
-                    epoch: id.epoch,
-                    current: epoch,
-                });
-            }
-            if id.epoch > epoch {
-                if id.first_sequence != 0 {
+            if let Some(e) = ids[..i].iter().rev().find(|e| e.producer_id == id.producer_id) {
+                if id.epoch != e.epoch || distance(e.last_sequence, id.first_sequence) != 1 {
                     return Err(StorageError::OutOfOrderSequence {
                         producer_id: id.producer_id,
                         sequence: id.first_sequence,
-                        reason: format!("epoch {} is new here and starts at sequence 0", id.epoch),
+                        reason: format!("the batch before it in this append ends at {}", e.last_sequence),
                     });
                 }
                 continue;
             }
-            if let Some(d) = duplicate {
-                if batches_in_append != 1 {
-                    return Err(StorageError::OutOfOrderSequence {
-                        producer_id: id.producer_id,
-                        sequence: id.first_sequence,
-                        reason: "repeats a stored batch inside an append of several batches".to_string(),
-                    });
-                }
-                return Ok(Some(Duplicate { base: d.base, last: d.last }));
+            if self.check_range(id)?.is_some() {
+                return Err(StorageError::OutOfOrderSequence {
+                    producer_id: id.producer_id,
+                    sequence: id.first_sequence,
+                    reason: "repeats stored records inside an append of several producers' batches".to_string(),
+                });
             }
-            if let Some(last) = last_sequence {
+        }
+        Ok(None)
+    }
+
+    /// Checks one producer's range of sequence numbers against its state.
+    fn check_range(&self, id: &BatchIdentity) -> Result<Option<Duplicate>, StorageError> {
+        let Some(p) = self.producers.get(&id.producer_id) else {
+            if id.first_sequence == 0 {
+                return Ok(None);
+            }
+            return Err(StorageError::UnknownProducer { producer_id: id.producer_id, sequence: id.first_sequence });
+        };
+        if id.epoch < p.epoch {
+            return Err(StorageError::ProducerFenced {
+                producer_id: id.producer_id,
+                epoch: id.epoch,
+                current: p.epoch,
+            });
+        }
+        if id.epoch > p.epoch {
+            if id.first_sequence != 0 {
+                return Err(StorageError::OutOfOrderSequence {
+                    producer_id: id.producer_id,
+                    sequence: id.first_sequence,
+                    reason: format!("epoch {} is new here and starts at sequence 0", id.epoch),
+                });
+            }
+            return Ok(None);
+        }
+        if let Some(duplicate) = p.recent.iter().find_map(|r| id.within(r)) {
+            return Ok(Some(duplicate));
+        }
+        if let Some(last) = p.recent.back().map(|r| r.last_sequence) {
+            if distance(last, id.first_sequence) != 1 {
                 let expected = last.wrapping_add(1) & i32::MAX;
-                if id.first_sequence != expected {
-                    return Err(StorageError::OutOfOrderSequence {
-                        producer_id: id.producer_id,
-                        sequence: id.first_sequence,
-                        reason: format!("the last stored sequence is {last}: expected {expected}"),
-                    });
-                }
+                return Err(StorageError::OutOfOrderSequence {
+                    producer_id: id.producer_id,
+                    sequence: id.first_sequence,
+                    reason: format!("the last stored sequence is {last}: expected {expected}"),
+                });
             }
         }
         Ok(None)
@@ -197,6 +243,11 @@ impl ProducerStates {
             producer.recent.clear();
         }
         producer.seen = self.clock;
+        if let Some(run) = producer.recent.back_mut().filter(|r| r.continued_by(&batch)) {
+            run.last_sequence = batch.id.last_sequence;
+            run.last = batch.last;
+            return;
+        }
         if producer.recent.len() == RECENT_BATCHES {
             producer.recent.pop_front();
         }
@@ -208,21 +259,27 @@ impl ProducerStates {
         });
     }
 
-    /// Forgets batches at or after `end` (the log was cut there). A producer left with
-    /// no batch is forgotten, so its next batch is accepted at any sequence.
+    /// Forgets records at or after `end` (the log was cut there): runs after it go, a run
+    /// across it is cut short. A producer left with no run is forgotten.
     pub fn truncate(&mut self, end: Offset) {
         self.producers.retain(|_, p| {
             p.recent.retain(|r| r.base < end);
+            if let Some(run) = p.recent.back_mut().filter(|r| r.last >= end) {
+                let kept = end.0 - 1 - run.base.0;
+                run.last = Offset(end.0 - 1);
+                run.last_sequence = ((i64::from(run.first_sequence) + kept as i64) % SEQUENCES) as i32;
+            }
             !p.recent.is_empty()
         });
     }
 
-    /// Whether the log still holds this duplicate at the same offsets.
+    /// Whether the log still holds the records of `id` (a producer's range of sequence
+    /// numbers) at the offsets of `at`.
     #[must_use]
     pub fn holds(&self, id: &BatchIdentity, at: Duplicate) -> bool {
-        self.producers.get(&id.producer_id).is_some_and(|p| {
-            p.epoch == id.epoch && p.recent.iter().any(|r| id.same_batch(r) && r.base == at.base && r.last == at.last)
-        })
+        self.producers
+            .get(&id.producer_id)
+            .is_some_and(|p| p.epoch == id.epoch && p.recent.iter().any(|r| id.within(r) == Some(at)))
     }
 
     #[must_use]
@@ -321,6 +378,26 @@ impl ProducerStates {
     }
 }
 
+/// The range of sequence numbers of an append that is all one producer's batches, in
+/// order; `None` when the append has other batches too; an error when one producer's
+/// batches in it skip or repeat sequence numbers.
+fn one_range(ids: &[BatchIdentity], batches_in_append: usize) -> Result<Option<BatchIdentity>, StorageError> {
+    let (Some(first), Some(last)) = (ids.first(), ids.last()) else { return Ok(None) };
+    if ids.len() != batches_in_append || ids.iter().any(|i| i.producer_id != first.producer_id) {
+        return Ok(None);
+    }
+    for pair in ids.windows(2) {
+        if pair[1].epoch != pair[0].epoch || distance(pair[0].last_sequence, pair[1].first_sequence) != 1 {
+            return Err(StorageError::OutOfOrderSequence {
+                producer_id: pair[1].producer_id,
+                sequence: pair[1].first_sequence,
+                reason: format!("the batch before it in this append ends at {}", pair[0].last_sequence),
+            });
+        }
+    }
+    Ok(Some(BatchIdentity { last_sequence: last.last_sequence, ..*first }))
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -413,5 +490,44 @@ mod tests {
         }
         assert_eq!(s.len(), PRODUCERS_MAX);
         assert!(!s.producers.contains_key(&0), "the first one seen is the one forgotten");
+    }
+
+    /// An append of several batches is one run: a retry of the whole append, or of any
+    /// batch in it, is answered with its offsets; appends nothing came between join the
+    /// run; another producer's batch in between starts a new run; past five runs the
+    /// oldest is forgotten (a retry of it is out of order); a cut shortens a run.
+    #[test]
+    fn runs_answer_retries_of_several_batches_and_any_batch_in_them() {
+        let mut s = ProducerStates::default();
+        // One append of three batches (sequences 0-9, 10-19, 20-29) at offsets 100-129.
+        let batches = [id(0, 9, 0), id(10, 19, 0), id(20, 29, 0)];
+        assert_eq!(s.check(&batches, 3).ok(), Some(None));
+        for (i, b) in batches.iter().enumerate() {
+            stored(&mut s, *b, 100 + 10 * i as u64);
+        }
+        let whole = Duplicate { base: Offset(100), last: Offset(129) };
+        assert_eq!(s.check(&batches, 3).ok(), Some(Some(whole)), "the whole append again");
+        assert_eq!(s.check(&[id(10, 19, 0)], 1).ok(), Some(Some(Duplicate { base: Offset(110), last: Offset(119) })));
+        let range = BatchIdentity { last_sequence: 29, ..batches[0] };
+        assert!(s.holds(&range, whole));
+        // The next append right after joins the run.
+        assert_eq!(s.check(&[id(30, 39, 0)], 1).ok(), Some(None));
+        stored(&mut s, id(30, 39, 0), 130);
+        assert_eq!(s.check(&[id(25, 34, 0)], 1).ok(), Some(Some(Duplicate { base: Offset(125), last: Offset(134) })));
+        // A gap inside an append is refused.
+        assert!(matches!(s.check(&[id(40, 49, 0), id(51, 60, 0)], 2), Err(StorageError::OutOfOrderSequence { .. })));
+        // Five more runs, each after another producer's batch: the first run is forgotten.
+        for k in 0..5u64 {
+            let other = BatchIdentity { producer_id: 8, epoch: 0, first_sequence: k as i32, last_sequence: k as i32 };
+            stored(&mut s, other, 140 + 20 * k);
+            let seq = 40 + 10 * k as i32;
+            stored(&mut s, id(seq, seq + 9, 0), 141 + 20 * k);
+        }
+        assert!(matches!(s.check(&[id(0, 9, 0)], 1), Err(StorageError::OutOfOrderSequence { .. })), "forgotten");
+        assert_eq!(s.check(&[id(40, 49, 0)], 1).ok(), Some(Some(Duplicate { base: Offset(141), last: Offset(150) })));
+        // A cut through the last run (sequences 80-89 at 221-230) keeps 80-84.
+        s.truncate(Offset(226));
+        assert_eq!(s.check(&[id(80, 84, 0)], 1).ok(), Some(Some(Duplicate { base: Offset(221), last: Offset(225) })));
+        assert_eq!(s.check(&[id(85, 89, 0)], 1).ok(), Some(None), "the cut records are appended again");
     }
 }

@@ -149,7 +149,13 @@ impl PartitionLog {
     /// written (as an acknowledgement of the first would have been), or fails if the log
     /// stops taking writes or the batch was cut from the log meanwhile.
     async fn answer_duplicate(&self, checked: &[Checked], at: Duplicate) -> Result<AppendInfo, StorageError> {
-        let Some(id) = checked.first().and_then(|c| c.identity) else { unreachable!("a duplicate has an identity") };
+        let (Some(first), Some(last)) =
+            (checked.first().and_then(|c| c.identity), checked.last().and_then(|c| c.identity))
+        else {
+            unreachable!("a duplicate is one producer's batches")
+        };
+        // The whole append's range of sequence numbers.
+        let id = BatchIdentity { last_sequence: last.last_sequence, ..first };
         let sh = &self.shared;
         loop {
             let wait = sh.appended.wait();
