@@ -1,0 +1,153 @@
+//! Writes the seed inputs of the fuzz corpus (`fuzz/corpus/<target>/seed-*`) from the real
+//! encoders: native requests as the client builds them, record batches under every codec,
+//! replication messages, controller commands and a cluster state. libFuzzer grows the
+//! corpus from these; `cargo fuzz cmin` keeps it small (see fuzz/README.md).
+//!
+//!     cargo run -p sluice-fuzz-targets --example seed_corpus
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::path::Path;
+
+use sluice_replication::state::{ClusterState, Command};
+use sluice_replication::ClusterPartitionId;
+use sluice_replication::{wire, Endpoint, Envelope, Incarnation, Message, NodeId, PartitionConfig};
+use sluice_schemas::batch::Compression;
+use sluice_schemas::compression::compress;
+use sluice_schemas::records::{BatchBuilder, BatchConfig, RecordHeader};
+use sluice_schemas::wire::{self as w, finish_request, frame, RequestBody};
+
+fn batch(records: usize, compression: Compression) -> Vec<u8> {
+    let mut b = BatchBuilder::new(BatchConfig::default()).unwrap();
+    for i in 0..records {
+        let key = format!("key-{i}");
+        let value = format!("value {i} {}", "x".repeat(i % 50));
+        b.push(
+            Some(key.as_bytes()),
+            Some(value.as_bytes()),
+            &[RecordHeader { key: "h", value: Some(b"v") }],
+            1_000 + i as i64,
+        )
+        .unwrap();
+    }
+    if compression == Compression::None {
+        return b.finish().unwrap();
+    }
+    let packed = compress(compression, b.records_bytes()).unwrap();
+    b.finish_compressed(&packed, compression).unwrap()
+}
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("fuzz").join("corpus").join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+    println!("{target}/seed-{name}: {} bytes", bytes.len());
+}
+
+fn native() {
+    let mut b = flatbuffers::FlatBufferBuilder::new();
+    let body = w::MetadataRequest::create(&mut b, &w::MetadataRequestArgs::default());
+    let env = finish_request(&mut b, 1, 0, Some("seed"), RequestBody::MetadataRequest, body.as_union_value()).to_vec();
+    write("native_frame", "metadata", &frame(&env, &[]));
+
+    let payload = [batch(3, Compression::None), batch(5, Compression::Lz4)].concat();
+    let first = payload.len() - batch(5, Compression::Lz4).len();
+    let mut b = flatbuffers::FlatBufferBuilder::new();
+    let parts = [(0u32, 0u32, first as u32), (1, first as u32, (payload.len() - first) as u32)];
+    let partitions: Vec<_> = parts
+        .iter()
+        .map(|&(partition, offset, length)| {
+            let slice = w::Slice::new(offset, length);
+            w::PartitionProduce::create(&mut b, &w::PartitionProduceArgs { partition, records: Some(&slice) })
+        })
+        .collect();
+    let partitions = b.create_vector(&partitions);
+    let topic = b.create_string("orders");
+    let topic =
+        w::TopicProduce::create(&mut b, &w::TopicProduceArgs { topic: Some(topic), partitions: Some(partitions) });
+    let topics = b.create_vector(&[topic]);
+    let body = w::ProduceRequest::create(
+        &mut b,
+        &w::ProduceRequestArgs { acks: -1, timeout_ms: 30_000, topics: Some(topics) },
+    );
+    let env = finish_request(&mut b, 2, 0, Some("seed"), RequestBody::ProduceRequest, body.as_union_value()).to_vec();
+    write("native_frame", "produce", &frame(&env, &payload));
+
+    let mut b = flatbuffers::FlatBufferBuilder::new();
+    let body =
+        w::InitProducerIdRequest::create(&mut b, &w::InitProducerIdRequestArgs { producer_id: -1, producer_epoch: -1 });
+    let env = finish_request(&mut b, 3, 0, None, RequestBody::InitProducerIdRequest, body.as_union_value()).to_vec();
+    write("native_frame", "init-producer-id", &frame(&env, &[]));
+
+    let mut b = flatbuffers::FlatBufferBuilder::new();
+    let group = b.create_string("readers");
+    let member = b.create_string("");
+    let body = w::HeartbeatRequest::create(
+        &mut b,
+        &w::HeartbeatRequestArgs { group_id: Some(group), member_id: Some(member), generation: 3 },
+    );
+    let env = finish_request(&mut b, 4, 0, Some("seed"), RequestBody::HeartbeatRequest, body.as_union_value()).to_vec();
+    write("native_frame", "heartbeat", &frame(&env, &[]));
+}
+
+fn batches() {
+    for (name, codec) in [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        write("record_batch", name, &batch(7, codec));
+    }
+    write("record_batch", "two", &[batch(2, Compression::None), batch(3, Compression::Gzip)].concat());
+}
+
+fn replication() {
+    let messages = [
+        Message::Heartbeat { node: NodeId(2), incarnation: Incarnation(7), want_shutdown: false },
+        Message::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(7), after: Some(1_000) },
+        Message::Fetch {
+            partition: ClusterPartitionId(3),
+            replica: NodeId(2),
+            leader_epoch: sluice_schemas::ids::LeaderEpoch(4),
+            fetch_offset: sluice_schemas::Offset(100),
+            last_fetched_epoch: Some(sluice_schemas::ids::LeaderEpoch(3)),
+            request_id: 9,
+        },
+    ];
+    for (i, message) in messages.into_iter().enumerate() {
+        let envelope = Envelope { from: Endpoint::Node(NodeId(2)), to: Endpoint::Node(NodeId(1)), message };
+        write("replication_message", &format!("message-{i}"), &wire::encode(&envelope, b"data").unwrap());
+    }
+}
+
+fn controller() {
+    let config = PartitionConfig { min_insync_replicas: 2, unclean_leader_election: false };
+    let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+    let mut state = ClusterState::new(&nodes, &[(ClusterPartitionId(0), nodes.to_vec(), config)]);
+    let commands = [
+        Command::RegisterNode { node: NodeId(1), incarnation: Incarnation(1) },
+        Command::SetTopic {
+            name: "orders".into(),
+            replication_factor: 3,
+            configs: vec![("retention.ms".into(), "1000".into())],
+            assignments: vec![nodes.to_vec()],
+            config,
+        },
+        Command::AllocateProducerIds { node: NodeId(1), incarnation: Incarnation(1), after: None },
+    ];
+    for (i, command) in commands.iter().enumerate() {
+        write("controller_state", &format!("command-{i}"), &command.encode());
+        let outcome = state.apply_command(command);
+        write("controller_state", &format!("outcome-{i}"), &outcome.encode());
+    }
+    write("controller_state", "state", &state.encode_snapshot());
+}
+
+fn main() {
+    native();
+    batches();
+    replication();
+    controller();
+}

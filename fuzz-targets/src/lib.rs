@@ -1,0 +1,110 @@
+//! The fuzz targets: one function per parser of bytes that come from outside the node
+//! (clients, other nodes, files), each taking any bytes and never panicking. What a
+//! parser accepts is read whole (every field of a verified envelope, every record of a
+//! batch), and what decodes is encoded again and must decode to the same value.
+//!
+//! libFuzzer runs them through the cargo-fuzz crate in `fuzz/` (nightly; see its
+//! README); this crate's test replays every input of the committed corpus
+//! (`fuzz/corpus/<target>/`) on stable, in CI. An input that made a target fail goes
+//! into the corpus with its fix.
+
+use sluice_replication::state::{ClusterState, Command, Outcome};
+use sluice_replication::wire;
+use sluice_schemas::batch::{check_batch, check_producer_batch, BatchWalker};
+use sluice_schemas::compression::with_records;
+use sluice_schemas::wire::{parse_request, parse_response, payload_slice, FrameHeader, FRAME_HEADER_BYTES};
+
+/// The largest frame the fuzzed parsers accept (the node's default max-frame-bytes).
+const FRAME_BYTES_MAX: u32 = 100 << 20;
+/// Decompressed records a batch may expand to here (the node allows more; a fuzzer input
+/// is small).
+const RECORDS_BYTES_MAX: usize = 16 << 20;
+
+/// A fuzz target: any bytes in, a panic only for a bug.
+pub type Target = fn(&[u8]);
+
+/// Every target by name (the corpus directory's name), for the replay test.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("native_frame", native_frame),
+    ("record_batch", record_batch),
+    ("replication_message", replication_message),
+    ("controller_state", controller_state),
+];
+
+/// A native-protocol frame as the node reads it: the 8-byte header, then the envelope
+/// and payload. A verified request is read whole (its `Debug` visits every field), and a
+/// produce request's record slices are taken from the payload and walked as batches.
+pub fn native_frame(data: &[u8]) {
+    let Some((header, body)) = data.split_first_chunk::<FRAME_HEADER_BYTES>() else { return };
+    let Ok(header) = FrameHeader::parse(header, FRAME_BYTES_MAX) else { return };
+    let Ok((envelope, payload)) = header.split(body) else {
+        // The body as sent may be short or long: parse what is there as an envelope too.
+        let _ = parse_request(body).map(|r| format!("{r:?}"));
+        return;
+    };
+    if let Ok(request) = parse_request(envelope) {
+        let _ = format!("{request:?}");
+        if let Some(produce) = request.body_as_produce_request() {
+            for topic in produce.topics().iter().flatten() {
+                for partition in topic.partitions().iter().flatten() {
+                    let Some(slice) = partition.records() else { continue };
+                    if let Ok(records) = payload_slice(payload, slice) {
+                        record_batch(records);
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(response) = parse_response(envelope) {
+        let _ = format!("{response:?}");
+    }
+}
+
+/// Record batches as a producer or a replica sends them: checked as the log checks
+/// them, walked, and every record of each batch read (decompressed first).
+pub fn record_batch(data: &[u8]) {
+    let _ = check_producer_batch(data);
+    if let Ok(checked) = check_batch(data) {
+        let _ = format!("{:?}", checked.header());
+    }
+    for item in BatchWalker::new(data) {
+        let Ok((_, _, batch)) = item else { break };
+        let _ = with_records(batch, RECORDS_BYTES_MAX, |records| {
+            for record in records {
+                let Ok(record) = record else { break };
+                let _ = format!("{record:?}");
+            }
+        });
+    }
+}
+
+/// A replication message between nodes: what decodes encodes again to an envelope that
+/// decodes the same.
+pub fn replication_message(data: &[u8]) {
+    let Ok((envelope, payload)) = wire::decode(data) else { return };
+    let Some(again) = wire::encode(&envelope, payload) else {
+        panic!("a decoded envelope does not encode: {envelope:?}");
+    };
+    match wire::decode(&again) {
+        Ok((decoded, data)) => {
+            assert_eq!(decoded, envelope, "an envelope changed in a round trip");
+            assert_eq!(data, payload, "an envelope's data changed in a round trip");
+        }
+        Err(e) => panic!("a re-encoded envelope does not decode: {e}"),
+    }
+}
+
+/// The controller's encodings, read from its log and snapshots: a command, an outcome,
+/// a whole cluster state. What decodes encodes again to the same value.
+pub fn controller_state(data: &[u8]) {
+    if let Ok(command) = Command::decode(data) {
+        assert_eq!(Command::decode(&command.encode()).ok(), Some(command), "a command changed in a round trip");
+    }
+    if let Ok(outcome) = Outcome::decode(data) {
+        assert_eq!(Outcome::decode(&outcome.encode()).ok(), Some(outcome), "an outcome changed in a round trip");
+    }
+    if let Ok(state) = ClusterState::decode_snapshot(data) {
+        let again = ClusterState::decode_snapshot(&state.encode_snapshot());
+        assert_eq!(again.ok(), Some(state), "a cluster state changed in a round trip");
+    }
+}
