@@ -145,7 +145,48 @@ fn controller() {
     write("controller_state", "state", &state.encode_snapshot());
 }
 
+/// Kafka requests as clients encode them (header and body, without the size prefix).
+fn kafka() {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    fn request(key: ApiKey, version: i16, body: &impl Encodable) -> Vec<u8> {
+        let mut buf = bytes::BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("seed")))
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        buf.to_vec()
+    }
+    let topic = || TopicName(StrBytes::from_static_str("orders"));
+    write("kafka_request", "api-versions-v3", &request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()));
+    write("kafka_request", "metadata-v12", &request(ApiKey::Metadata, 12, &MetadataRequest::default()));
+    let records = bytes::Bytes::from(batch(3, Compression::None));
+    let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
+        produce_request::TopicProduceData::default().with_name(topic()).with_partition_data(vec![
+            produce_request::PartitionProduceData::default().with_index(0).with_records(Some(records)),
+        ]),
+    ]);
+    write("kafka_request", "produce-v9", &request(ApiKey::Produce, 9, &produce));
+    let fetch = FetchRequest::default().with_max_wait_ms(500).with_topics(vec![fetch_request::FetchTopic::default()
+        .with_topic(topic())
+        .with_partitions(vec![fetch_request::FetchPartition::default().with_partition(0).with_fetch_offset(5)])]);
+    write("kafka_request", "fetch-v12", &request(ApiKey::Fetch, 12, &fetch));
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("readers")))
+        .with_session_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(bytes::Bytes::from_static(b"\0\x01"))]);
+    write("kafka_request", "join-group-v7", &request(ApiKey::JoinGroup, 7, &join));
+}
+
 fn main() {
+    kafka();
     native();
     batches();
     replication();

@@ -29,7 +29,57 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("record_batch", record_batch),
     ("replication_message", replication_message),
     ("controller_state", controller_state),
+    ("kafka_request", kafka_request),
 ];
+
+/// A Kafka request as the node's Kafka listener reads it (after the 4-byte size): API
+/// key, version, then the header of that version and the body, for every API the node
+/// serves, at any version the kafka-protocol crate knows (a superset of what it serves).
+/// What decodes is read whole.
+pub fn kafka_request(data: &[u8]) {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Decodable;
+    fn body<T: Decodable + std::fmt::Debug>(body: &mut bytes::Bytes, version: i16) {
+        if let Ok(request) = T::decode(body, version) {
+            let _ = format!("{request:?}");
+        }
+    }
+    let Some((key, rest)) = data.split_first_chunk::<2>() else { return };
+    let Ok(api) = ApiKey::try_from(i16::from_be_bytes(*key)) else { return };
+    let Some((version, _)) = rest.split_first_chunk::<2>() else { return };
+    let versions = api.valid_versions();
+    let span = (i32::from(versions.max) - i32::from(versions.min) + 1).max(1);
+    let version = (i32::from(versions.min) + i32::from(i16::from_be_bytes(*version)).rem_euclid(span)) as i16;
+    let mut b = bytes::Bytes::copy_from_slice(data);
+    let Ok(header) = RequestHeader::decode(&mut b, api.request_header_version(version)) else { return };
+    let _ = format!("{header:?}");
+    match api {
+        ApiKey::Produce => body::<ProduceRequest>(&mut b, version),
+        ApiKey::Fetch => body::<FetchRequest>(&mut b, version),
+        ApiKey::ListOffsets => body::<ListOffsetsRequest>(&mut b, version),
+        ApiKey::Metadata => body::<MetadataRequest>(&mut b, version),
+        ApiKey::OffsetCommit => body::<OffsetCommitRequest>(&mut b, version),
+        ApiKey::OffsetFetch => body::<OffsetFetchRequest>(&mut b, version),
+        ApiKey::FindCoordinator => body::<FindCoordinatorRequest>(&mut b, version),
+        ApiKey::JoinGroup => body::<JoinGroupRequest>(&mut b, version),
+        ApiKey::Heartbeat => body::<HeartbeatRequest>(&mut b, version),
+        ApiKey::LeaveGroup => body::<LeaveGroupRequest>(&mut b, version),
+        ApiKey::SyncGroup => body::<SyncGroupRequest>(&mut b, version),
+        ApiKey::DescribeGroups => body::<DescribeGroupsRequest>(&mut b, version),
+        ApiKey::ListGroups => body::<ListGroupsRequest>(&mut b, version),
+        ApiKey::DeleteGroups => body::<DeleteGroupsRequest>(&mut b, version),
+        ApiKey::ApiVersions => body::<ApiVersionsRequest>(&mut b, version),
+        ApiKey::CreateTopics => body::<CreateTopicsRequest>(&mut b, version),
+        ApiKey::DeleteTopics => body::<DeleteTopicsRequest>(&mut b, version),
+        ApiKey::InitProducerId => body::<InitProducerIdRequest>(&mut b, version),
+        ApiKey::DescribeConfigs => body::<DescribeConfigsRequest>(&mut b, version),
+        ApiKey::AlterConfigs => body::<AlterConfigsRequest>(&mut b, version),
+        ApiKey::IncrementalAlterConfigs => body::<IncrementalAlterConfigsRequest>(&mut b, version),
+        ApiKey::DeleteRecords => body::<DeleteRecordsRequest>(&mut b, version),
+        ApiKey::CreatePartitions => body::<CreatePartitionsRequest>(&mut b, version),
+        _ => {}
+    }
+}
 
 /// A native-protocol frame as the node reads it: the 8-byte header, then the envelope
 /// and payload. A verified request is read whole (its `Debug` visits every field), and a
