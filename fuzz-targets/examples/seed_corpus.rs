@@ -185,7 +185,32 @@ fn kafka() {
     write("kafka_request", "join-group-v7", &request(ApiKey::JoinGroup, 7, &join));
 }
 
+/// A closed segment's index files and a producer snapshot, as a log writes them.
+fn storage() {
+    use sluice_storage::index::SegmentIndex;
+    use sluice_storage::producers::{BatchIdentity, ProducerBatch, ProducerStates};
+    let mut index = SegmentIndex::new(sluice_schemas::Offset(1_000), 4096);
+    let mut position = 0;
+    for i in 0..20u64 {
+        index.on_batch(sluice_schemas::Offset(1_000 + 10 * i), position, 3_000, 1_700_000_000_000 + i as i64);
+        position += 3_000;
+    }
+    let (offsets, times) = index.encode();
+    let mut bytes = position.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&4096u64.to_be_bytes());
+    bytes.extend_from_slice(&offsets);
+    bytes.extend_from_slice(&times);
+    write("storage_files", "index", &bytes);
+    let mut states = ProducerStates::default();
+    for (pid, base) in [(1_000i64, 0u64), (1_001, 10), (1_000, 20), (2_000, 35)] {
+        let id = BatchIdentity { producer_id: pid, epoch: 0, first_sequence: 0, last_sequence: 9 };
+        states.record(ProducerBatch { id, base: sluice_schemas::Offset(base), last: sluice_schemas::Offset(base + 9) });
+    }
+    write("storage_files", "producers", &states.encode());
+}
+
 fn main() {
+    storage();
     kafka();
     native();
     batches();

@@ -30,7 +30,32 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("replication_message", replication_message),
     ("controller_state", controller_state),
     ("kafka_request", kafka_request),
+    ("storage_files", storage_files),
 ];
+
+/// The small files a log reads at open, which a crash or a disk may have damaged: a
+/// closed segment's index files (the first 16 bytes give the segment's size and the
+/// index interval, the rest is split between the offset and time indexes) and a
+/// producer-state snapshot (the whole input). What decodes encodes again to the same.
+pub fn storage_files(data: &[u8]) {
+    use sluice_schemas::Offset;
+    use sluice_storage::index::SegmentIndex;
+    use sluice_storage::producers::ProducerStates;
+    if let Ok(states) = ProducerStates::decode(data) {
+        let again = ProducerStates::decode(&states.encode()).map(|s| s.summaries());
+        assert_eq!(again, Ok(states.summaries()), "a producer snapshot changed in a round trip");
+    }
+    let Some((sizes, files)) = data.split_first_chunk::<16>() else { return };
+    let segment_bytes = u64::from_be_bytes(sizes[..8].try_into().unwrap_or_default());
+    let interval = u64::from_be_bytes(sizes[8..].try_into().unwrap_or_default()).max(1);
+    let (offsets, times) = files.split_at(files.len() / 2);
+    let base = Offset(1_000);
+    if let Ok(index) = SegmentIndex::decode(base, interval, offsets, times, segment_bytes) {
+        let (offsets, times) = index.encode();
+        let again = SegmentIndex::decode(base, interval, &offsets, &times, segment_bytes).map(|i| i.entries().to_vec());
+        assert_eq!(again, Ok(index.entries().to_vec()), "an index changed in a round trip");
+    }
+}
 
 /// A Kafka request as the node's Kafka listener reads it (after the 4-byte size): API
 /// key, version, then the header of that version and the body, for every API the node
