@@ -22,7 +22,7 @@ sluice-node: the Sluice storage node
 usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--kafka-listen HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
-                   [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N]
+                   [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N] [--max-connections N]
                    [--request-memory-bytes N] [--reserve-bytes N] [--cache-bytes N]
                    [--read-ahead-bytes N]
                    [--spin-before-park-us N]
@@ -49,6 +49,9 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --max-frame-bytes N       largest request frame; bigger ones are refused before they are
                             read (default 104857600)
   --max-in-flight N         requests in flight per connection (default 64)
+  --max-connections N       client connections open at once, both protocols, all shards
+                            (default: half the open-files limit); past it a new one is
+                            closed at once (sluice_connections_refused_total)
   --request-memory-bytes N  memory for request bodies per shard, reserved as they arrive
                             (default 268435456)
   --reserve-bytes N         disk space zero-filled ahead of small writes, for all partitions
@@ -94,6 +97,8 @@ pub struct NodeConfig {
     pub frame_bytes_max: u32,
     /// Requests read from one connection whose responses are not yet written.
     pub in_flight_per_connection_max: usize,
+    /// Client connections open at once, node-wide (`None`: half the open-files limit).
+    pub connections_max: Option<usize>,
     /// Bytes of request bodies held at once by one shard.
     pub request_memory_bytes_max: u64,
     /// Bytes zero-filled ahead of the writes of all partitions together (divided among
@@ -155,6 +160,7 @@ impl Default for NodeConfig {
             metrics_listen: None,
             frame_bytes_max: 100 << 20,
             in_flight_per_connection_max: 64,
+            connections_max: None,
             request_memory_bytes_max: 256 << 20,
             reserve_bytes_max: 64 << 20,
             cache_bytes_max: memory_bytes() / 8,
@@ -342,6 +348,7 @@ impl NodeConfig {
             }
             "max-frame-bytes" => self.frame_bytes_max = number(key, value, 1024, 1 << 30)?,
             "max-in-flight" => self.in_flight_per_connection_max = number(key, value, 1, 4096)?,
+            "max-connections" => self.connections_max = Some(number(key, value, 1, 1 << 30)?),
             "request-memory-bytes" => self.request_memory_bytes_max = number(key, value, 1 << 20, 1 << 40)?,
             "reserve-bytes" => self.reserve_bytes_max = number(key, value, 0, 1 << 40)?,
             "cache-bytes" => self.cache_bytes_max = number(key, value, 0, 1 << 44)?,

@@ -80,6 +80,8 @@ pub struct Outcome {
 pub struct Server {
     pub shard: Rc<Shard>,
     memory: Rc<Semaphore>,
+    /// This shard's share of max-connections (the open ones are `sluice_connections`).
+    connections_max: u64,
 }
 
 /// A wire protocol served on a listener: how its frames are delimited, and how one
@@ -105,16 +107,34 @@ pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// `read_body`).
 pub const BODY_PREFIX_BYTES: usize = 16 << 10;
 
-/// Accepts connections of one protocol, forever.
+/// Accepts connections of one protocol, forever. Past the shard's share of
+/// max-connections a new connection is closed at once (counted, and logged now and then),
+/// so that hostile or runaway clients cannot take the descriptors the logs need.
 pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener) {
+    let server = protocol.server();
     loop {
         match listener.accept().await {
+            Ok(stream) if server.shard.metrics.borrow().connections >= server.connections_max => {
+                let refused = {
+                    let mut metrics = server.shard.metrics.borrow_mut();
+                    metrics.connections_refused += 1;
+                    metrics.connections_refused
+                };
+                if refused.is_power_of_two() {
+                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    warn!(%peer, refused, "max-connections reached on this shard: closing a new connection");
+                }
+                drop(stream);
+            }
             Ok(stream) => {
                 let protocol = protocol.clone();
+                let server = server.clone();
+                server.shard.metrics.borrow_mut().connections += 1;
                 crate::io::spawn_detached(async move {
                     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    debug!(%peer, shard = protocol.server().shard.id.0, "connection opened");
+                    debug!(%peer, shard = server.shard.id.0, "connection opened");
                     connection(protocol, stream).await;
+                    server.shard.metrics.borrow_mut().connections -= 1;
                     debug!(%peer, "connection closed");
                 });
             }
@@ -133,9 +153,14 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
     let server = protocol.server();
     let in_flight = server.shard.config.in_flight_per_connection_max;
     let (tx, rx) = rt::local_channel::<TaskHandle<Outcome>>(in_flight);
+    let shard = server.shard.clone();
     let writer_task = rt::spawn(async move {
         while let Some(handle) = rx.recv().await {
             let Some(outcome) = handle.await else { break };
+            if outcome.close {
+                // A request the protocol refused (malformed, unknown, not served).
+                shard.metrics.borrow_mut().requests_refused_malformed += 1;
+            }
             if let Some(response) = outcome.response {
                 if write_response(&mut writer, &response).await.is_err() {
                     break;
@@ -160,6 +185,7 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
         let (body_bytes, frame) = match protocol.parse_header(&header) {
             Ok(parsed) => parsed,
             Err(refusal) => {
+                server.shard.metrics.borrow_mut().requests_refused_frame += 1;
                 let task = rt::spawn(async move { Outcome { response: refusal, close: true } }).detach();
                 peer_gone = tx.send(task).await.is_err();
                 break;
@@ -215,18 +241,19 @@ async fn read_body<R: futures_lite::AsyncRead + Unpin>(
     let prefix = bytes.min(BODY_PREFIX_BYTES);
     let first = server.memory.clone().acquire_static_permit(prefix as u64).await.ok()?;
     let mut body = vec![0u8; prefix];
-    read_within(reader, &mut body, &mut left, peer, bytes).await?;
+    read_within(server, reader, &mut body, &mut left, peer, bytes).await?;
     let mut rest = None;
     if bytes > prefix {
         rest = Some(server.memory.clone().acquire_static_permit((bytes - prefix) as u64).await.ok()?);
         body.resize(bytes, 0);
-        read_within(reader, &mut body[prefix..], &mut left, peer, bytes).await?;
+        read_within(server, reader, &mut body[prefix..], &mut left, peer, bytes).await?;
     }
     Some((body, (first, rest)))
 }
 
 /// Reads exactly `into` within `left`, which it reduces by the time taken.
 async fn read_within<R: futures_lite::AsyncRead + Unpin>(
+    server: &Server,
     reader: &mut R,
     into: &mut [u8],
     left: &mut std::time::Duration,
@@ -240,6 +267,7 @@ async fn read_within<R: futures_lite::AsyncRead + Unpin>(
         Some(Ok(())) => Some(()),
         Some(Err(_)) => None,
         None => {
+            server.shard.metrics.borrow_mut().requests_refused_body_timeout += 1;
             warn!(%peer, bytes = body_bytes, "a request body did not arrive in time; closing the connection");
             None
         }
@@ -250,8 +278,20 @@ impl Server {
     #[must_use]
     pub fn new(shard: Rc<Shard>) -> Rc<Server> {
         let memory = Rc::new(Semaphore::new(shard.config.request_memory_bytes_max));
-        Rc::new(Server { shard, memory })
+        let node_wide = shard.config.connections_max.unwrap_or_else(|| open_files_limit() / 2);
+        let connections_max = (node_wide / usize::from(shard.shards.max(1))).max(1) as u64;
+        Rc::new(Server { shard, memory, connections_max })
     }
+}
+
+/// The process's soft limit on open files (what the node raised it to at start).
+fn open_files_limit() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct we pass; no other memory.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return 1 << 20;
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(1 << 20)
 }
 
 async fn write_response<W: futures_lite::AsyncWrite + Unpin>(

@@ -517,6 +517,64 @@ fn a_hung_up_connection_is_closed_without_waiting_for_its_long_poll() {
     assert_eq!(client.metadata(Some(&["quiet"]))[0].partitions, vec![0]);
 }
 
+/// max-connections holds against a crowd: with a cap of 6 on 2 shards (3 each), of 20
+/// connections that each send ApiVersions at most 6 are answered; the others are closed
+/// at once and counted (`sluice_connections_refused_total`). When the served ones close,
+/// `sluice_connections` is back to 0 and a new connection is served. Refused requests are
+/// counted by reason: an oversized frame header, a malformed envelope.
+#[test]
+fn connections_past_max_connections_are_closed_at_once_and_counted() {
+    use std::io::{Read, Write};
+    const CAP: usize = 6;
+    let (_tmp, data) = node_dir();
+    let metrics = free_loopback_addr();
+    let metrics_arg = metrics.to_string();
+    let args = ["--max-connections", "6", "--max-frame-bytes", "65536", "--metrics-listen", metrics_arg.as_str()];
+    let node = NodeProcess::start(&data, SHARDS, &args);
+    let mut builder = flatbuffers::FlatBufferBuilder::new();
+    let body = wire::ApiVersionsRequest::create(&mut builder, &wire::ApiVersionsRequestArgs {});
+    let request = wire::frame(
+        wire::finish_request(&mut builder, 1, 0, None, RequestBody::ApiVersionsRequest, body.as_union_value()),
+        &[],
+    );
+    // Whether the node answers a request on a new connection (kept open when it does).
+    let try_connection = || -> Option<std::net::TcpStream> {
+        let mut stream = std::net::TcpStream::connect(node.addr()).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream.write_all(&request).ok()?;
+        let mut first = [0u8; 1];
+        matches!(stream.read(&mut first), Ok(1)).then_some(stream)
+    };
+    let outcomes: Vec<Option<std::net::TcpStream>> = (0..20).map(|_| try_connection()).collect();
+    let served = outcomes.iter().filter(|o| o.is_some()).count();
+    assert!((CAP / 2..=CAP).contains(&served), "{served} of 20 connections were served under a cap of {CAP}");
+    let scrape = scrape_metrics(metrics);
+    assert_eq!(metric_value(&scrape, "sluice_connections"), Some(served as u64), "{scrape}");
+    let refused = metric_value(&scrape, "sluice_connections_refused_total").unwrap_or(0);
+    assert!(refused >= (20 - served) as u64, "{refused} refusals counted: {scrape}");
+    drop(outcomes);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_value(&scrape_metrics(metrics), "sluice_connections") != Some(0) {
+        assert!(Instant::now() < deadline, "connections still counted open 10 s after they closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(try_connection().is_some(), "a new connection is served once the others closed");
+
+    // Refusals by reason.
+    let mut oversized = node.client();
+    oversized.send_raw(&FrameHeader::encode(16, (1 << 20) - 20)).unwrap();
+    assert!(oversized.receive().is_ok());
+    let mut garbage = node.client();
+    garbage.send_raw(&wire::frame(&[0xff; 64], &[])).unwrap();
+    assert!(garbage.receive().is_ok());
+    drop((oversized, garbage));
+    let scrape = scrape_metrics(metrics);
+    for reason in ["frame_header", "malformed"] {
+        let name = format!("sluice_requests_refused_total{{reason=\"{reason}\"}}");
+        assert!(metric_value(&scrape, &name).is_some_and(|n| n >= 1), "{name}: {scrape}");
+    }
+}
+
 /// The node raises its soft limit on open files to the hard limit at start (it needs a
 /// descriptor per segment and index file and per connection) and says so in its log:
 /// started at a soft limit of 256, it runs at the hard limit.

@@ -91,6 +91,17 @@ pub struct Metrics {
     /// Record bytes sent in fetch responses.
     pub fetch_bytes_served: u64,
     pub cross_shard_calls: u64,
+    /// Client connections open (both protocols; filled in when a snapshot is taken).
+    pub connections: u64,
+    /// New connections closed at once: max-connections was reached.
+    pub connections_refused: u64,
+    /// Requests refused from their frame header (too large, inconsistent sizes).
+    pub requests_refused_frame: u64,
+    /// Request bodies that did not arrive within the body deadline.
+    pub requests_refused_body_timeout: u64,
+    /// Requests the protocol refused, closing their connection (malformed, unknown or
+    /// unserved API or version).
+    pub requests_refused_malformed: u64,
     /// The shard's storage counters (filled in when a snapshot is taken).
     pub storage: sluice_storage::DeviceStats,
 }
@@ -106,6 +117,11 @@ impl Default for Metrics {
             fetch_bytes_copied: 0,
             fetch_bytes_served: 0,
             cross_shard_calls: 0,
+            connections: 0,
+            connections_refused: 0,
+            requests_refused_frame: 0,
+            requests_refused_body_timeout: 0,
+            requests_refused_malformed: 0,
             storage: sluice_storage::DeviceStats::default(),
         }
     }
@@ -143,6 +159,11 @@ impl Metrics {
         self.fetch_bytes_copied += other.fetch_bytes_copied;
         self.fetch_bytes_served += other.fetch_bytes_served;
         self.cross_shard_calls += other.cross_shard_calls;
+        self.connections += other.connections;
+        self.connections_refused += other.connections_refused;
+        self.requests_refused_frame += other.requests_refused_frame;
+        self.requests_refused_body_timeout += other.requests_refused_body_timeout;
+        self.requests_refused_malformed += other.requests_refused_malformed;
         self.storage.merge(&other.storage);
     }
 
@@ -206,6 +227,27 @@ impl Metrics {
         let _ = writeln!(out, "sluice_fetch_bytes_served_total {}", self.fetch_bytes_served);
         let _ = writeln!(out, "# HELP sluice_cross_shard_calls_total Requests forwarded to another shard.\n# TYPE sluice_cross_shard_calls_total counter");
         let _ = writeln!(out, "sluice_cross_shard_calls_total {}", self.cross_shard_calls);
+        let _ = writeln!(
+            out,
+            "# HELP sluice_connections Client connections open, both protocols.\n# TYPE sluice_connections gauge"
+        );
+        let _ = writeln!(out, "sluice_connections {}", self.connections);
+        let _ = writeln!(
+            out,
+            "# HELP sluice_connections_refused_total New connections closed at once because max-connections was reached.\n# TYPE sluice_connections_refused_total counter"
+        );
+        let _ = writeln!(out, "sluice_connections_refused_total {}", self.connections_refused);
+        let _ = writeln!(
+            out,
+            "# HELP sluice_requests_refused_total Requests refused and their connections closed, by reason.\n# TYPE sluice_requests_refused_total counter"
+        );
+        for (reason, count) in [
+            ("frame_header", self.requests_refused_frame),
+            ("body_timeout", self.requests_refused_body_timeout),
+            ("malformed", self.requests_refused_malformed),
+        ] {
+            let _ = writeln!(out, "sluice_requests_refused_total{{reason=\"{reason}\"}} {count}");
+        }
         let s = &self.storage;
         let storage: [(&str, &str, &str, u64); 15] = [
             ("sluice_storage_writes_total", "counter", "Segment writes (data and zero-fills).", s.writes),
