@@ -280,3 +280,55 @@ fn fetch_waits_for_min_bytes() {
     assert!(started.elapsed() >= Duration::from_millis(250), "it waited for the second batch");
     assert!(started.elapsed() < Duration::from_secs(4), "and no longer than that");
 }
+
+/// DescribeProducers (v0, as Kafka 3.9) lists the idempotent producers a partition knows,
+/// from its leader: two batches of producer 4242 at epoch 3 (sequences 0-2, then 3-4) show
+/// as that producer with last sequence 4; another topic's partition lists none; a
+/// partition that does not exist answers UNKNOWN_TOPIC_OR_PARTITION.
+#[test]
+fn describe_producers_lists_a_partitions_idempotent_producers() {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_kafka(dir.path(), 2, &[]);
+    node.client().create_topic("idempotent", 1, &[]);
+    node.client().create_topic("plain", 1, &[]);
+    let mut s = connect(node.kafka_addr().unwrap());
+    let idempotent = |first: i32, values: &[&[u8]]| {
+        let config = BatchConfig {
+            producer_id: Some(sluice_schemas::ids::ProducerId(4242)),
+            producer_epoch: 3,
+            base_sequence: first,
+            ..BatchConfig::default()
+        };
+        let mut builder = BatchBuilder::new(config).unwrap();
+        for v in values {
+            builder.push(Some(b"k"), Some(v), &[], 1_700_000_000_000).unwrap();
+        }
+        Bytes::from(builder.finish().unwrap())
+    };
+    let runs: [(i32, &[&[u8]]); 2] = [(0, &[b"a", b"b", b"c"]), (3, &[b"d", b"e"])];
+    for (cid, (first, values)) in runs.into_iter().enumerate() {
+        let stored = produce(&mut s, cid as i32 + 1, "idempotent", idempotent(first, values));
+        assert_eq!(stored.responses[0].partition_responses[0].error_code, 0);
+    }
+    assert_eq!(produce(&mut s, 3, "plain", batch(&[b"x"])).responses[0].partition_responses[0].error_code, 0);
+    let topic = |name: &'static str, partitions: Vec<i32>| {
+        TopicRequest::default().with_name(TopicName(StrBytes::from_static_str(name))).with_partition_indexes(partitions)
+    };
+    let body = DescribeProducersRequest::default().with_topics(vec![
+        topic("idempotent", vec![0]),
+        topic("plain", vec![0]),
+        topic("idempotent", vec![7]),
+    ]);
+    send_raw(&mut s, &request(ApiKey::DescribeProducers, 0, 4, &body));
+    let r: DescribeProducersResponse = response(ApiKey::DescribeProducers, 0, 4, receive(&mut s).unwrap());
+    let found = &r.topics[0].partitions[0];
+    assert_eq!(found.error_code, 0, "{:?}", found.error_message);
+    assert_eq!(found.active_producers.len(), 1, "{found:?}");
+    let p = &found.active_producers[0];
+    assert_eq!((p.producer_id, p.producer_epoch, p.last_sequence), (ProducerId(4242), 3, 4));
+    let plain = &r.topics[1].partitions[0];
+    assert_eq!((plain.error_code, plain.active_producers.len()), (0, 0));
+    assert_eq!(r.topics[2].partitions[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+}

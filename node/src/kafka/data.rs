@@ -9,8 +9,8 @@ use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionRe
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest,
-    ProduceResponse, TopicName,
+    DeleteRecordsRequest, DeleteRecordsResponse, DescribeProducersRequest, DescribeProducersResponse, FetchRequest,
+    ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 
 use super::fetch_response::{FetchedPartition, FetchedTopic};
@@ -163,6 +163,41 @@ pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsets
         topics.push(ListOffsetsTopicResponse::default().with_name(TopicName(text(&name))).with_partitions(partitions));
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// Each asked partition's idempotent producers, from its leader. Sluice keeps no
+/// producer timestamps and no transactions yet: last_timestamp, coordinator_epoch and
+/// current_txn_start_offset are -1.
+pub async fn describe_producers(server: &Rc<Server>, request: DescribeProducersRequest) -> DescribeProducersResponse {
+    use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
+    let mut topics = Vec::new();
+    for t in request.topics {
+        let name = t.name.0.to_string();
+        let mut partitions = Vec::new();
+        for index in t.partition_indexes {
+            let result = crate::ops::admin::describe_producers(&server.shard, &name, partition_index(index)).await;
+            let response = PartitionResponse::default().with_partition_index(index);
+            partitions.push(match result {
+                Ok(producers) => response.with_active_producers(
+                    producers
+                        .iter()
+                        .map(|p| {
+                            ProducerState::default()
+                                .with_producer_id(ProducerId(p.producer_id))
+                                .with_producer_epoch(i32::from(p.epoch))
+                                .with_last_sequence(p.last_sequence)
+                                .with_last_timestamp(-1)
+                                .with_coordinator_epoch(-1)
+                                .with_current_txn_start_offset(-1)
+                        })
+                        .collect(),
+                ),
+                Err(e) => response.with_error_code(code(&e)).with_error_message(Some(text(&e.message))),
+            });
+        }
+        topics.push(TopicResponse::default().with_name(TopicName(text(&name))).with_partitions(partitions));
+    }
+    DescribeProducersResponse::default().with_topics(topics)
 }
 
 pub async fn delete_records(server: &Rc<Server>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {

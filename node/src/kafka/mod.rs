@@ -59,6 +59,7 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// The oldest Produce version decoded: v3 carries RecordBatch v2, what the log stores.
@@ -247,6 +248,7 @@ impl KafkaServer {
                 r.respond(&admin::incremental_alter_configs(server, decode(r, body)?).await)?
             }
             ApiKey::DeleteRecords => r.respond(&data::delete_records(server, decode(r, body)?).await)?,
+            ApiKey::DescribeProducers => r.respond(&data::describe_producers(server, decode(r, body)?).await)?,
             ApiKey::InitProducerId => r.respond(&admin::init_producer_id(server, decode(r, body)?).await)?,
             ApiKey::FindCoordinator => r.respond(&admin::find_coordinator(server, r, decode(r, body)?))?,
             ApiKey::Produce => return data::produce(server, r, decode(r, body)?).await,

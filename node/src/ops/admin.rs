@@ -19,6 +19,22 @@ pub async fn run_admin(shard: &Rc<Shard>, request: AdminRequest) -> Vec<(String,
     }
 }
 
+/// DescribeProducers: the idempotent producers one partition knows, from its leader
+/// (producer id, epoch, last sequence number, last offset).
+pub async fn describe_producers(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+) -> Result<Vec<crate::storage::producers::ProducerSummary>, NodeError> {
+    shard.check_partition(topic, partition)?;
+    let request = ShardRequest::Producers { topic: topic.to_string(), partition };
+    match shard.call(shard.owner(topic, partition), request).await {
+        ShardReply::Producers(r) => r,
+        ShardReply::Failed(e) => Err(e),
+        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected producers reply {other:?}"))),
+    }
+}
+
 /// InitProducerId, for both protocols: a new producer (`existing` `None`) gets a producer
 /// id no other producer of the cluster got or will get, at epoch 0; a producer that asks
 /// again with its id and epoch (KIP-360: after a batch it could not deliver) gets the next

@@ -64,6 +64,11 @@ pub enum ShardRequest {
     Group(crate::groups::GroupRequest),
     /// The committed offsets of every group this shard coordinates (lag metrics).
     GroupOffsets,
+    /// The idempotent producers a partition this shard leads knows (DescribeProducers).
+    Producers {
+        topic: String,
+        partition: u32,
+    },
     /// Move a partition's log start to `offset` (-1: its log end).
     DeleteRecords {
         topic: String,
@@ -84,6 +89,7 @@ pub enum ShardReply {
     GroupOffsets(Vec<(String, String, u32, i64)>),
     /// The log start offset after DeleteRecords.
     LowWatermark(Result<Offset, NodeError>),
+    Producers(Result<Vec<crate::storage::producers::ProducerSummary>, NodeError>),
     Done,
     Failed(NodeError),
 }

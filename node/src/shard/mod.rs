@@ -309,6 +309,9 @@ impl Shard {
                 ShardReply::Group(self.groups.handle(&**self, request).await)
             }
             ShardRequest::GroupOffsets => ShardReply::GroupOffsets(self.groups.all_committed()),
+            ShardRequest::Producers { topic, partition } => {
+                ShardReply::Producers(self.producers_local(&topic, partition))
+            }
             ShardRequest::DeleteRecords { topic, partition, offset } => {
                 ShardReply::LowWatermark(self.delete_records_local(&topic, partition, offset).await)
             }
@@ -470,6 +473,19 @@ impl Shard {
 
     /// Moves a partition's log start to `offset` (-1: the log end), deleting the whole
     /// segments below it. Returns the new log start.
+    /// The idempotent producers the partition knows, on its leader only (a follower's
+    /// state may be behind).
+    pub fn producers_local(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<crate::storage::producers::ProducerSummary>, NodeError> {
+        let log = self.local_log(topic, partition)?;
+        let id = self.replica_id(topic, partition)?;
+        self.host().readable(id, (topic, partition))?;
+        Ok(log.producers())
+    }
+
     pub async fn delete_records_local(&self, topic: &str, partition: u32, offset: i64) -> Result<Offset, NodeError> {
         if topic == OFFSETS_TOPIC {
             return Err(NodeError::new(
