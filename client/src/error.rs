@@ -55,11 +55,15 @@ impl ErrorCode {
         }
     }
 
-    /// Whether Kafka clients retry a request that failed with this code: the condition
-    /// is expected to pass (a leader moving, a timeout, stale metadata).
+    /// Whether this client retries a request that failed with this code: the condition
+    /// is expected to pass (a leader moving, a timeout, stale metadata). Kafka clients
+    /// also retry KAFKA_STORAGE_ERROR (56), which a Sluice node answers when its disk is
+    /// full or failing: a condition that waits for an operator, so this client reports it
+    /// at once (with the node's message naming the directory) instead of retrying it
+    /// until `delivery_timeout_ms`.
     #[must_use]
     pub fn is_retriable(self) -> bool {
-        matches!(self.0, 2 | 3 | 5 | 6 | 7 | 15 | 16 | 19 | 20 | 41 | 56)
+        matches!(self.0, 2 | 3 | 5 | 6 | 7 | 15 | 16 | 19 | 20 | 41)
     }
 }
 

@@ -9,6 +9,12 @@
 //! zero-fill used to start on the page holding the last acknowledged bytes: when the
 //! disk filled during that zero-fill, those bytes stayed zeros.
 //!
+//! Then, without a restart: with the free-space guard (`storage-min-free-bytes`, on by
+//! default) produce is refused with an error naming the full directory before the disk
+//! is full, the CLI prints it at once and exits 1; with the guard off the disk fills to
+//! ENOSPC and the failed logs are reopened by the node. Either way DeleteRecords frees
+//! space on the full disk and produce works again.
+//!
 //! It needs root (mount, losetup) and a kernel with loop devices; without them it fails
 //! saying so. The file system is unmounted and the node stopped by its pid on every exit
 //! path.
@@ -21,7 +27,9 @@ use std::time::{Duration, Instant};
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::records::{BatchBuilder, BatchConfig};
 use sluice_schemas::wire::ErrorCode;
-use sluice_tests::node_client::{run_command, Client, NodeProcess};
+use sluice_tests::node_client::{
+    cli_binary, free_loopback_addr, metric_value, run_command, scrape_metrics, Client, NodeProcess,
+};
 
 /// The file system's size: room for a few preallocated segments and some data.
 const IMAGE_BYTES: u64 = 64 << 20;
@@ -190,7 +198,8 @@ fn fill_the_disk(node: &NodeProcess) -> (Vec<Acked>, Vec<String>) {
 fn a_full_disk_loses_no_acknowledged_record_and_a_restart_recovers_every_one() {
     let fs = LoopFs::new(IMAGE_BYTES);
     let data: &Path = &fs.mount;
-    let mut node = NodeProcess::start(data, 1, &["--kafka-listen", "off"]);
+    // The guard off: the disk fills to ENOSPC, the case this test is about.
+    let mut node = NodeProcess::start(data, 1, &["--kafka-listen", "off", "--storage-min-free-bytes", "0"]);
     let outcome = node.client().create_topic(TOPIC, PARTITIONS, &[]);
     assert_eq!(outcome.error, ErrorCode::None, "creating {TOPIC}: {}", outcome.message);
 
@@ -209,6 +218,160 @@ fn a_full_disk_loses_no_acknowledged_record_and_a_restart_recovers_every_one() {
     node.kill9_and_wait();
     node.restart();
     assert_all_acked_stored(&node, &acked, "after kill -9 and a restart");
+    node.sigterm_and_wait();
+    drop(node);
+    drop(fs);
+}
+
+/// Segments small enough that DeleteRecords frees most of the disk.
+const SMALL_SEGMENT_BYTES: &str = "2097152";
+/// How long the node may take to take writes again once space is freed (it reopens
+/// failed logs each second, backing off while they keep failing).
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs the CLI against `node` with `stdin`, bounded by `COMMAND_TIMEOUT`.
+fn sluice(node: &NodeProcess, args: &[&str], stdin: &[u8]) -> sluice_tests::node_client::CliRun {
+    let mut command = Command::new(cli_binary());
+    command.args(["--bootstrap", &node.addr().to_string()]).args(args).env_remove("SLUICE_BOOTSTRAP");
+    run_command(command, stdin, COMMAND_TIMEOUT)
+}
+
+/// Moves every partition's log start to its end (`topic delete-records`), retrying while
+/// a log is being reopened; the closed segments are deleted.
+fn delete_all_records(node: &NodeProcess) {
+    for partition in 0..PARTITIONS {
+        let deadline = Instant::now() + RECOVERY_DEADLINE;
+        let p = partition.to_string();
+        loop {
+            let run = sluice(node, &["topic", "delete-records", TOPIC, "--partition", &p, "--offset", "end"], b"");
+            if run.code == Some(0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delete-records {TOPIC}-{partition} kept failing on the full disk: {run:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Once space is freed, every partition takes writes again without a restart: a batch to
+/// each is acknowledged (retried while its log is reopened) and reads back as produced.
+fn assert_writes_resume(node: &NodeProcess) {
+    let mut client = node.client();
+    for partition in 0..PARTITIONS {
+        let bytes = batch(&format!("after-p{partition}"), 4, 1000);
+        let deadline = Instant::now() + RECOVERY_DEADLINE;
+        let produced = loop {
+            let produced = client.produce(TOPIC, partition, &bytes, -1);
+            if produced.error == ErrorCode::None {
+                break produced;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{TOPIC}-{partition} still refuses writes {RECOVERY_DEADLINE:?} after space was freed: {:?}: {}",
+                produced.error,
+                produced.message
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let fetched = client.fetch(TOPIC, partition, produced.base_offset, FETCH_BYTES, 0, 0);
+        assert_eq!(fetched.error, ErrorCode::None, "{}", fetched.message);
+        let (_, _, stored) = BatchWalker::new(&fetched.records).next().expect("the new batch").expect("a whole batch");
+        assert!(sluice_tests::stored_as_produced(stored, &bytes), "{TOPIC}-{partition}: the new batch changed");
+    }
+    // And a steady stream after it: 2 MiB more per partition, every batch acknowledged.
+    let large = batch("resumed", LARGE_PER_CYCLE, 64 << 10);
+    for partition in 0..PARTITIONS {
+        for _ in 0..4 {
+            let produced = client.produce(TOPIC, partition, &large, -1);
+            assert_eq!(produced.error, ErrorCode::None, "{TOPIC}-{partition}: {}", produced.message);
+        }
+    }
+}
+
+fn start_on_small_disk(fs: &LoopFs, extra: &[&str]) -> (NodeProcess, std::net::SocketAddr) {
+    let metrics = free_loopback_addr();
+    let metrics_arg = metrics.to_string();
+    let mut args = vec!["--kafka-listen", "off", "--metrics-listen", metrics_arg.as_str()];
+    args.extend_from_slice(extra);
+    let node = NodeProcess::start(&fs.mount, 1, &args);
+    let outcome = node.client().create_topic(TOPIC, PARTITIONS, &[("segment.bytes", SMALL_SEGMENT_BYTES)]);
+    assert_eq!(outcome.error, ErrorCode::None, "creating {TOPIC}: {}", outcome.message);
+    (node, metrics)
+}
+
+/// The default guard (5% of the file system free) refuses produce before the disk is
+/// full, naming the directory; the CLI says so at once and exits 1; metrics show it;
+/// DeleteRecords frees space and produce resumes without a restart.
+#[test]
+fn below_the_free_space_margin_produce_is_refused_by_name_and_resumes_once_space_is_freed() {
+    let fs = LoopFs::new(IMAGE_BYTES);
+    let (mut node, metrics) = start_on_small_disk(&fs, &[]);
+    let (acked, refusals) = fill_the_disk(&node);
+    assert!(acked.len() > 100, "only {} batches fit on the disk", acked.len());
+    let dir = fs.mount.display().to_string();
+    for refusal in &refusals {
+        assert!(
+            refusal.contains(&format!("data directory {dir} is full")) && refusal.contains("storage-min-free-bytes"),
+            "the guard names the full directory: {refusal}"
+        );
+    }
+    assert_all_acked_stored(&node, &acked, "while the disk is below its margin");
+    let scrape = scrape_metrics(metrics);
+    assert_eq!(metric_value(&scrape, "sluice_data_dir_full"), Some(1), "{scrape}");
+    assert!(metric_value(&scrape, "sluice_produce_refused_no_space_total").unwrap_or(0) >= u64::from(PARTITIONS));
+    assert_eq!(metric_value(&scrape, "sluice_storage_failed_logs"), Some(0), "the guard kept every log whole");
+    let free = metric_value(&scrape, "sluice_data_dir_free_bytes").expect("free bytes");
+    let min_free = metric_value(&scrape, "sluice_data_dir_min_free_bytes").expect("the margin");
+    // The default margin: 5% of the file system (a little under 64 MiB after ext4's own).
+    assert!(free < min_free && min_free > 0 && min_free <= IMAGE_BYTES / 100 * 5, "free {free}, margin {min_free}");
+
+    // The CLI reports it at once (no retrying until the delivery timeout) and exits 1.
+    let started = Instant::now();
+    let run = sluice(&node, &["produce", TOPIC, "--partition", "0"], b"one more line\n");
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("KAFKA_STORAGE_ERROR") && run.stderr.contains("is full"), "{run:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the CLI took {:?} to report it", started.elapsed());
+
+    delete_all_records(&node);
+    assert_writes_resume(&node);
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    while metric_value(&scrape_metrics(metrics), "sluice_data_dir_full") != Some(0) {
+        assert!(Instant::now() < deadline, "sluice_data_dir_full stayed 1 after space was freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(node.log().contains("data directory is full"), "the node's log names the full directory");
+    node.sigterm_and_wait();
+    drop(node);
+    drop(fs);
+}
+
+/// With the guard off the disk fills to ENOSPC and the logs that failed refuse writes;
+/// the node reopens them itself (no restart), DeleteRecords frees space on the full
+/// disk, and produce resumes. Nothing acknowledged was lost on the way.
+#[test]
+fn logs_that_failed_on_a_full_disk_take_writes_again_once_space_is_freed_without_a_restart() {
+    let fs = LoopFs::new(IMAGE_BYTES);
+    let (mut node, metrics) = start_on_small_disk(&fs, &["--storage-min-free-bytes", "0"]);
+    let (acked, refusals) = fill_the_disk(&node);
+    assert!(acked.len() > 100, "only {} batches fit on the disk", acked.len());
+    for refusal in &refusals {
+        assert!(refusal.contains("No space left on device"), "a full disk is named as such: {refusal}");
+    }
+    assert_all_acked_stored(&node, &acked, "while the disk is full");
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    while metric_value(&scrape_metrics(metrics), "sluice_storage_logs_reopened_total").unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no failed log was reopened");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_all_acked_stored(&node, &acked, "after the failed logs were reopened on the full disk");
+    delete_all_records(&node);
+    assert_writes_resume(&node);
+    let scrape = scrape_metrics(metrics);
+    assert_eq!(metric_value(&scrape, "sluice_storage_failed_logs"), Some(0), "{scrape}");
+    assert!(node.log().contains("reopened a log that had failed"), "the node's log says what it did");
     node.sigterm_and_wait();
     drop(node);
     drop(fs);

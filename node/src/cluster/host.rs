@@ -487,7 +487,7 @@ impl ReplicaHost {
 
     /// The replica's view of its log could differ from the log after a failed operation:
     /// start it again from the log, with the controller's latest state for it.
-    fn rebuild(self: &Rc<Self>, id: ClusterPartitionId) {
+    pub(crate) fn rebuild(self: &Rc<Self>, id: ClusterPartitionId) {
         let Some(log) = self.log_of(id) else { return };
         let Some(TopicPartition { topic, partition }) = self.names.borrow().get(&id).cloned() else { return };
         let known = self.replicas.borrow().known_state(id).cloned();

@@ -104,6 +104,25 @@ pub struct Metrics {
     pub requests_refused_malformed: u64,
     /// The shard's storage counters (filled in when a snapshot is taken).
     pub storage: sluice_storage::DeviceStats,
+    /// Logs refusing writes after a failed write or fsync, until they are reopened
+    /// (filled in when a snapshot is taken).
+    pub failed_logs: u64,
+    /// Failed logs opened again (a counter).
+    pub logs_reopened: u64,
+    /// Produce requests refused because the data directory was below its free margin.
+    pub produce_refused_no_space: u64,
+    /// The data directory's file system (filled in when a snapshot is taken).
+    pub data_dir: Option<DataDirGauges>,
+}
+
+/// The data directory's file system, as a shard last read it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DataDirGauges {
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    pub min_free_bytes: u64,
+    /// Below `min_free_bytes`: produce is refused.
+    pub full: bool,
 }
 
 impl Default for Metrics {
@@ -123,6 +142,10 @@ impl Default for Metrics {
             requests_refused_body_timeout: 0,
             requests_refused_malformed: 0,
             storage: sluice_storage::DeviceStats::default(),
+            failed_logs: 0,
+            logs_reopened: 0,
+            produce_refused_no_space: 0,
+            data_dir: None,
         }
     }
 }
@@ -165,6 +188,16 @@ impl Metrics {
         self.requests_refused_body_timeout += other.requests_refused_body_timeout;
         self.requests_refused_malformed += other.requests_refused_malformed;
         self.storage.merge(&other.storage);
+        self.failed_logs += other.failed_logs;
+        self.logs_reopened += other.logs_reopened;
+        self.produce_refused_no_space += other.produce_refused_no_space;
+        // One file system: the lowest free figure any shard read, full if any saw it so.
+        self.data_dir = match (self.data_dir, other.data_dir) {
+            (Some(a), Some(b)) => {
+                Some(DataDirGauges { free_bytes: a.free_bytes.min(b.free_bytes), full: a.full || b.full, ..a })
+            }
+            (a, b) => a.or(b),
+        };
     }
 
     /// The Prometheus text exposition of these metrics.
@@ -286,7 +319,42 @@ impl Metrics {
             ),
             ("sluice_storage_read_ahead_bytes", "gauge", "Bytes read ahead and not yet served.", s.read_ahead_bytes),
         ];
-        for (metric, kind, help, value) in storage {
+        let d = self.data_dir.unwrap_or_default();
+        let space: [(&str, &str, &str, u64); 7] = [
+            (
+                "sluice_storage_failed_logs",
+                "gauge",
+                "Partition logs refusing writes after a failed write or fsync, until they are reopened.",
+                self.failed_logs,
+            ),
+            (
+                "sluice_storage_logs_reopened_total",
+                "counter",
+                "Failed partition logs opened again.",
+                self.logs_reopened,
+            ),
+            (
+                "sluice_produce_refused_no_space_total",
+                "counter",
+                "Produce requests refused because the data directory was below storage-min-free-bytes.",
+                self.produce_refused_no_space,
+            ),
+            ("sluice_data_dir_free_bytes", "gauge", "Free bytes of the data directory's file system.", d.free_bytes),
+            ("sluice_data_dir_total_bytes", "gauge", "Size of the data directory's file system.", d.total_bytes),
+            (
+                "sluice_data_dir_min_free_bytes",
+                "gauge",
+                "storage-min-free-bytes: below it produce is refused.",
+                d.min_free_bytes,
+            ),
+            (
+                "sluice_data_dir_full",
+                "gauge",
+                "1 while the data directory is below storage-min-free-bytes (produce refused).",
+                u64::from(d.full),
+            ),
+        ];
+        for (metric, kind, help, value) in storage.into_iter().chain(space) {
             let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric} {value}");
         }
         out

@@ -17,6 +17,7 @@
 
 pub mod cluster;
 mod messages;
+pub mod space;
 
 pub use messages::{
     AdminRequest, AdminResult, Appended, ConfigChange, NewTopic, OffsetAndTime, ReadResult, ShardMsg, ShardReply,
@@ -98,6 +99,10 @@ pub struct Shard {
     refreshes_done: Cell<u64>,
     /// Shard 0: the node's block of producer ids, as far as it is used.
     producer_ids: RefCell<cluster::ProducerIds>,
+    /// The data directory's free space, and the guard that refuses produce when it is low.
+    pub space: space::DataDirSpace,
+    /// When failed logs are opened again.
+    repairs: space::Repairs,
 }
 
 impl GroupHost for Shard {
@@ -137,6 +142,7 @@ impl Shard {
             cache_bytes_max: config.cache_bytes_max / u64::from(shards.max(1)),
             read_ahead_bytes_max: config.read_ahead_bytes_max / u64::from(shards.max(1)),
         });
+        let (config_data_dir, config_min_free) = (config.data_dir.clone(), config.storage_min_free_bytes);
         let shard = Rc::new(Shard {
             id,
             shards,
@@ -156,12 +162,15 @@ impl Shard {
             refreshes_started: Cell::new(0),
             refreshes_done: Cell::new(0),
             producer_ids: RefCell::new(cluster::ProducerIds::default()),
+            space: space::DataDirSpace::new(&config_data_dir, config_min_free),
+            repairs: space::Repairs::default(),
         });
         spawn_receivers(&shard, receivers);
         shard.start_cluster(setup).await?;
         crate::groups::spawn_expiry(Rc::downgrade(&shard), |s: &Shard| &s.groups);
         spawn_retention(Rc::downgrade(&shard));
         spawn_cleaner(Rc::downgrade(&shard));
+        space::spawn_repair(Rc::downgrade(&shard));
         Ok(shard)
     }
 
@@ -300,6 +309,17 @@ impl Shard {
             ShardRequest::Metrics => {
                 let mut metrics = self.metrics.borrow().clone();
                 metrics.storage = crate::storage::shard_stats();
+                metrics.failed_logs = self.logs.borrow().values().filter(|l| l.failure().is_some()).count() as u64;
+                metrics.logs_reopened = self.repairs.reopened.get();
+                metrics.produce_refused_no_space = self.space.refused.get();
+                self.space.refresh(std::time::Instant::now());
+                let (free, total) = self.space.free_and_total();
+                metrics.data_dir = Some(crate::metrics::DataDirGauges {
+                    free_bytes: free,
+                    total_bytes: total,
+                    min_free_bytes: self.space.min_free(),
+                    full: self.space.is_low(),
+                });
                 ShardReply::Metrics(Box::new(metrics))
             }
             ShardRequest::Group(request) => {
@@ -380,6 +400,7 @@ impl Shard {
     ) -> Result<Appended, NodeError> {
         let log = self.local_log(topic, partition)?;
         let replica = self.replica_id(topic, partition)?;
+        self.space.check(topic, partition, batches.len() as u64)?;
         // As Kafka: an idempotent producer sends one batch per partition per request, so
         // that a retry is one unit (the log answers it from the stored batch).
         let acks = match acks {

@@ -345,6 +345,14 @@ impl PartitionLog {
         self.shared.state.borrow().visible_end
     }
 
+    /// Why the log refuses writes, when a write or fsync failed (a full or failing
+    /// disk): the log can no longer say what its last bytes on disk are, so it takes no
+    /// more writes until it is opened again, which recovers what the disk holds.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.shared.state.borrow().poisoned.clone()
+    }
+
     #[must_use]
     pub fn stats(&self) -> LogStats {
         self.shared.state.borrow().stats
