@@ -15,6 +15,12 @@
 //! A connection whose peer hung up closes at once, without waiting for the handlers of
 //! its requests (as Kafka brokers do): a waiting request never holds a descriptor.
 //! Record bytes in fetch responses go to the socket from the log's buffers as they are.
+//!
+//! Order: each request's handler gets a `Turn`, its place in its connection's order. A
+//! protocol that processes one connection's requests in order (Kafka's: a commit followed
+//! by an offset fetch must see the commit) waits for the previous request's turn before
+//! it starts, and releases its own once what follows may start; one that does not
+//! (the native protocol, whose client orders what it needs) releases it at once.
 
 use std::rc::Rc;
 
@@ -23,7 +29,7 @@ use sluice_io::net::{Connection, Listener};
 use sluice_io::rt::{self, Semaphore, StaticPermit, TaskHandle};
 use tracing::{debug, info, warn};
 
-use crate::io::IoBytes;
+use crate::io::{IoBytes, Oneshot, OneshotSender};
 use crate::shard::Shard;
 
 /// Bytes that follow a response's envelope on the wire.
@@ -97,8 +103,45 @@ pub(crate) trait Protocol: 'static {
     /// The body's length and what the handler needs from the header; `Err` refuses the
     /// frame: its response, if any, is written and the connection closed.
     fn parse_header(&self, header: &[u8]) -> Result<(usize, Self::Frame), Option<ResponseFrame>>;
-    /// Runs one request.
-    async fn handle(self: Rc<Self>, frame: Self::Frame, body: Vec<u8>, peer: Rc<str>) -> Outcome;
+    /// Runs one request; `turn` is its place in the connection's order.
+    async fn handle(self: Rc<Self>, frame: Self::Frame, body: Vec<u8>, peer: Rc<str>, turn: Turn) -> Outcome;
+}
+
+/// A request's place in its connection's order: `wait` returns once the request before
+/// it released its turn (or ended); `release` (or dropping it) lets the next one start.
+pub struct Turn {
+    previous: Option<Oneshot<()>>,
+    done: Option<OneshotSender<()>>,
+}
+
+impl Turn {
+    /// The turn after `previous` (`None`: the connection's first request), and the
+    /// receiver the request after it waits on.
+    fn after(previous: Option<Oneshot<()>>) -> (Turn, Oneshot<()>) {
+        let (tx, rx) = Oneshot::channel();
+        (Turn { previous, done: Some(tx) }, rx)
+    }
+
+    /// Waits until every earlier request of the connection released its turn.
+    pub async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // `None`: the previous request's handler ended without releasing; it is done.
+            let _ = previous.await;
+        }
+    }
+
+    /// Lets the next request of the connection start.
+    pub fn release(&mut self) {
+        if let Some(done) = self.done.take() {
+            done.send(());
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// How long a request's body may take to arrive once its header announced it.
@@ -178,6 +221,8 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
     // ends (a long poll, or a JoinGroup waiting out a rebalance, would otherwise hold the
     // socket as long as they wait; hostile traffic ran the node out of descriptors).
     let mut peer_gone = true;
+    // What the next request's turn waits on.
+    let mut previous_turn = None;
     loop {
         if reader.read_exact(&mut header).await.is_err() {
             break; // closed by the peer
@@ -196,8 +241,10 @@ async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
         };
         let protocol = protocol.clone();
         let peer = peer_address.clone();
+        let (turn, next) = Turn::after(previous_turn.take());
+        previous_turn = Some(next);
         let task = rt::spawn(async move {
-            let outcome = protocol.handle(frame, body, peer).await;
+            let outcome = protocol.handle(frame, body, peer, turn).await;
             drop(permits);
             outcome
         })

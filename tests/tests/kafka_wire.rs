@@ -332,3 +332,55 @@ fn describe_producers_lists_a_partitions_idempotent_producers() {
     assert_eq!((plain.error_code, plain.active_producers.len()), (0, 0));
     assert_eq!(r.topics[2].partitions[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
 }
+
+/// One connection's requests run in order, as Kafka runs them: 100 OffsetCommits, each
+/// followed by an OffsetFetch, all sent before any answer is read; every fetch sees the
+/// commit sent just before it (run concurrently, a fetch answered from the coordinator's
+/// memory while the commit before it was still being written saw the older offset).
+#[test]
+fn pipelined_requests_of_one_connection_run_in_order_so_an_offset_fetch_sees_the_commit_before_it() {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{
+        GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    };
+    const ROUNDS: i64 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_kafka(dir.path(), 2, &[]);
+    assert_eq!(node.client().create_topic("ordered", 1, &[]).error, sluice_schemas::wire::ErrorCode::None);
+    let mut s = connect(node.kafka_addr().unwrap());
+    let values: Vec<Vec<u8>> = (0..ROUNDS).map(|i| format!("v{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    assert_eq!(produce(&mut s, 1, "ordered", batch(&refs)).responses[0].partition_responses[0].error_code, 0);
+    let group = GroupId(StrBytes::from_static_str("ordered-group"));
+    let topic = || TopicName(StrBytes::from_static_str("ordered"));
+    let frame = |bytes: Vec<u8>| [(bytes.len() as i32).to_be_bytes().to_vec(), bytes].concat();
+    let mut pipelined = Vec::new();
+    for i in 1..=ROUNDS {
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(group.clone())
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default().with_name(topic()).with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(i),
+            ])]);
+        pipelined.extend(frame(request(ApiKey::OffsetCommit, 8, (i * 2) as i32, &commit)));
+        let fetch = OffsetFetchRequest::default().with_group_id(group.clone()).with_topics(Some(vec![
+            OffsetFetchRequestTopic::default().with_name(topic()).with_partition_indexes(vec![0]),
+        ]));
+        pipelined.extend(frame(request(ApiKey::OffsetFetch, 7, (i * 2 + 1) as i32, &fetch)));
+    }
+    s.write_all(&pipelined).unwrap();
+    let mut stale = Vec::new();
+    for i in 1..=ROUNDS {
+        let committed: OffsetCommitResponse =
+            response(ApiKey::OffsetCommit, 8, (i * 2) as i32, receive(&mut s).expect("a commit answer"));
+        assert_eq!(committed.topics[0].partitions[0].error_code, 0, "commit {i}");
+        let fetched: OffsetFetchResponse =
+            response(ApiKey::OffsetFetch, 7, (i * 2 + 1) as i32, receive(&mut s).expect("a fetch answer"));
+        let offset = fetched.topics[0].partitions[0].committed_offset;
+        if offset != i {
+            stale.push(format!("fetch {i} saw {offset}"));
+        }
+    }
+    assert!(stale.is_empty(), "offset fetches that missed the commit before them: {}", stale.join(", "));
+}

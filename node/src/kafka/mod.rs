@@ -31,7 +31,7 @@ use tracing::warn;
 use sluice_schemas::wire::ErrorCode;
 
 use crate::errors::{ErrorKind, NodeError};
-use crate::listener::{Outcome, Protocol, ResponseFrame, Server};
+use crate::listener::{Outcome, Protocol, ResponseFrame, Server, Turn};
 use crate::metrics::Api;
 
 /// The APIs served and their versions (Kafka 2.8's ranges).
@@ -171,7 +171,16 @@ impl Protocol for KafkaServer {
         }
     }
 
-    async fn handle(self: Rc<Self>, _frame: (), body: Vec<u8>, peer: Rc<str>) -> Outcome {
+    /// One connection's requests run in order, as Kafka runs them (it reads a
+    /// connection's next request only once the last one is answered): each starts once
+    /// the one before it is done, so a fetch of committed offsets sees a commit sent
+    /// before it, and a group request sees the one before. Produce and Fetch let the next
+    /// request start as soon as they start: a produce's appends are queued on their logs
+    /// in request order before anything after it runs (so an idempotent producer's
+    /// pipelined batches are stored in order), and neither its wait for the in-sync
+    /// replicas nor a fetch's long poll holds the connection up.
+    async fn handle(self: Rc<Self>, _frame: (), body: Vec<u8>, peer: Rc<str>, mut turn: Turn) -> Outcome {
+        turn.wait().await;
         let close = Outcome { response: None, close: true };
         let mut body = Bytes::from(body);
         let key = i16::from_be_bytes([body[0], body[1]]);
@@ -218,8 +227,12 @@ impl Protocol for KafkaServer {
             correlation_id,
             client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
         };
+        if matches!(api, ApiKey::Produce | ApiKey::Fetch) {
+            turn.release();
+        }
         let started = std::time::Instant::now();
         let outcome = self.dispatch(&request, &mut body, &peer).await;
+        drop(turn);
         self.server.shard.metrics.borrow_mut().record(metrics_api(api), started.elapsed());
         match outcome {
             Ok(response) => Outcome { response, close: false },

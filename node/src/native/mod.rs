@@ -17,7 +17,7 @@ use sluice_schemas::wire::{self, ErrorCode, FrameHeader, RequestBody, ResponseBo
 use tracing::warn;
 
 use crate::errors::{error_code, ErrorKind, NodeError};
-use crate::listener::{serve, Outcome, Payload, Protocol, ResponseFrame, Server};
+use crate::listener::{serve, Outcome, Payload, Protocol, ResponseFrame, Server, Turn};
 use crate::metrics::Api;
 
 /// Serves the native protocol on `listener`, forever.
@@ -71,7 +71,10 @@ impl Protocol for Server {
         }
     }
 
-    async fn handle(self: Rc<Self>, envelope_bytes: usize, body: Vec<u8>, peer: Rc<str>) -> Outcome {
+    async fn handle(self: Rc<Self>, envelope_bytes: usize, body: Vec<u8>, peer: Rc<str>, turn: Turn) -> Outcome {
+        // Native requests run concurrently: the client orders what needs an order (an
+        // idempotent producer's batches go out one leader turn at a time).
+        drop(turn);
         self.handle_native(&body, envelope_bytes, &peer).await
     }
 }
