@@ -325,20 +325,11 @@ impl Server {
     #[must_use]
     pub fn new(shard: Rc<Shard>) -> Rc<Server> {
         let memory = Rc::new(Semaphore::new(shard.config.request_memory_bytes_max));
-        let node_wide = shard.config.connections_max.unwrap_or_else(|| open_files_limit() / 2);
+        let node_wide =
+            shard.config.connections_max.unwrap_or_else(|| crate::shard::descriptors::open_files_limit() / 2);
         let connections_max = (node_wide / usize::from(shard.shards.max(1))).max(1) as u64;
         Rc::new(Server { shard, memory, connections_max })
     }
-}
-
-/// The process's soft limit on open files (what the node raised it to at start).
-fn open_files_limit() -> usize {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes the struct we pass; no other memory.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
-        return 1 << 20;
-    }
-    usize::try_from(limit.rlim_cur).unwrap_or(1 << 20)
 }
 
 async fn write_response<W: futures_lite::AsyncWrite + Unpin>(

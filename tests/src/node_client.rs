@@ -235,7 +235,8 @@ pub struct NodeProcess {
     extra_args: Vec<String>,
     log_path: PathBuf,
     /// The soft limit on open files the node process starts with (`None`: this one's).
-    open_files_soft_limit: Option<u64>,
+    /// The open files limit the process starts with: soft, and hard when given.
+    open_files_limits: Option<(u64, Option<u64>)>,
 }
 
 impl NodeProcess {
@@ -306,15 +307,22 @@ impl NodeProcess {
             extra_args: extra_args.iter().map(|s| (*s).to_string()).collect(),
             // One log per port: two nodes on one data directory keep separate logs.
             log_path: parent.join(format!("node-{}.log", addr.port())),
-            open_files_soft_limit: None,
+            open_files_limits: None,
         }
     }
 
     /// As `start`, with the node process started at a soft limit of `soft` open files.
     #[must_use]
     pub fn start_with_open_files_soft_limit(data_dir: &Path, shards: usize, soft: u64) -> NodeProcess {
+        NodeProcess::start_with_open_files_limits(data_dir, shards, soft, None)
+    }
+
+    /// As `start`, with the node process started at these open files limits (`hard`:
+    /// lowered too, when given; the node cannot raise it).
+    #[must_use]
+    pub fn start_with_open_files_limits(data_dir: &Path, shards: usize, soft: u64, hard: Option<u64>) -> NodeProcess {
         let mut node = NodeProcess::not_started(free_loopback_addr(), data_dir, shards, &[]);
-        node.open_files_soft_limit = Some(soft);
+        node.open_files_limits = Some((soft, hard));
         node.spawn();
         node
     }
@@ -340,7 +348,7 @@ impl NodeProcess {
             command.args(["--kafka-listen", "off"]);
         }
         command.args(&self.extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-        if let Some(soft) = self.open_files_soft_limit {
+        if let Some((soft, hard)) = self.open_files_limits {
             use std::os::unix::process::CommandExt;
             // SAFETY: the closure runs in the child between fork and exec and only calls
             // getrlimit/setrlimit, which are async-signal-safe, on a local struct.
@@ -350,6 +358,7 @@ impl NodeProcess {
                     if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
+                    limit.rlim_max = hard.unwrap_or(limit.rlim_max).min(limit.rlim_max);
                     limit.rlim_cur = soft.min(limit.rlim_max);
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                         return Err(std::io::Error::last_os_error());

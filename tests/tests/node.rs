@@ -591,6 +591,39 @@ fn the_node_raises_its_open_files_limit_to_the_hard_limit() {
     assert!(node.log().contains(&format!("open files limit: {} (raised from 256)", numbers[1])), "{}", node.log_tail());
 }
 
+/// Descriptors are a budget: on a node whose open files limit is 1,024, a create of
+/// 2,000 partitions is refused up front with an error naming the limit (not reported as
+/// created while its partitions fail to open), and nothing of it is left; one that fits
+/// is created and served. A partition that fails to open anyway (here: a file where its
+/// directory must go) fails its create with the reason, and the topic is deleted again.
+#[test]
+fn creates_past_the_open_files_limit_or_with_partitions_that_cannot_open_fail_by_name() {
+    let (_tmp, data) = node_dir();
+    let node = NodeProcess::start_with_open_files_limits(&data, 1, 1024, Some(1024));
+    let mut client = node.client();
+    let refused = client.create_topic("too-many", 2000, &[]);
+    assert_eq!(refused.error, ErrorCode::InvalidPartitions, "{}", refused.message);
+    assert!(refused.message.contains("open files limit 1024"), "{}", refused.message);
+    assert!(client.metadata(Some(&["too-many"])).iter().all(|t| t.partitions.is_empty()), "nothing of it is left");
+
+    create(&mut client, "fits", 100, &[]);
+    let stored = batch("fits", 3, 10, 1_000);
+    assert_eq!(client.produce("fits", 99, &stored, 1).error, ErrorCode::None);
+
+    std::fs::write(data.join("blocked-2"), b"not a directory").unwrap();
+    let failed = client.create_topic("blocked", 4, &[]);
+    assert_eq!(failed.error, ErrorCode::KafkaStorageError, "{}", failed.message);
+    assert!(
+        failed.message.contains("blocked-2") && failed.message.contains("the topic was not created"),
+        "{}",
+        failed.message
+    );
+    assert!(client.metadata(Some(&["blocked"])).iter().all(|t| t.partitions.is_empty()), "the topic was deleted");
+    std::fs::remove_file(data.join("blocked-2")).unwrap();
+    create(&mut client, "blocked", 4, &[]);
+    assert_eq!(client.produce("blocked", 2, &batch("blocked", 1, 10, 1_000), 1).error, ErrorCode::None);
+}
+
 /// Slow clients cannot starve request memory: 400 connections each announce a 1 MiB
 /// request (the largest the node takes) and send one byte of it, against 16 MiB of
 /// request memory per shard (so their announced bodies are 25 times what it may hold). The node reserves memory as

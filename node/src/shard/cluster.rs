@@ -784,6 +784,12 @@ impl Shard {
         let command = agent
             .with_state(|state| topic_command(state, request, name, topic, defaults))
             .unwrap_or_else(|| Err(NodeError::new(ErrorKind::NotController, "this node is not a controller voter")))?;
+        let existing = agent.with_state(|state| state.topic(name).map_or(0, |t| t.partitions.len())).unwrap_or(0);
+        if let Command::SetTopic { assignments, .. } = &command {
+            let me = self.host().node();
+            let new_here = assignments.iter().skip(existing).filter(|replicas| replicas.contains(&me)).count();
+            super::descriptors::check_room_for(name, new_here)?;
+        }
         agent.propose(&command).map_err(|e| {
             NodeError::new(
                 ErrorKind::NotController,
@@ -795,7 +801,7 @@ impl Shard {
             if agent.with_state(|state| applied(state, &command)) == Some(true) {
                 info!(topic = name, "topic metadata changed in the cluster");
                 self.await_local_view(deadline).await;
-                return Ok(());
+                return self.check_opened(agent, request, name, existing, topic.is_some()).await;
             }
             crate::io::sleep(STATE_POLL).await;
         }
@@ -803,6 +809,57 @@ impl Shard {
             ErrorKind::RequestTimedOut,
             format!(
                 "topic {name:?}: the change was not committed within {ADMIN_TIMEOUT:?} (is a quorum of voters up?)"
+            ),
+        ))
+    }
+}
+
+impl Shard {
+    /// After a topic change: fails it when a partition this node should have opened did
+    /// not open (a full disk, the open files limit), naming each; a topic it created is
+    /// deleted again, so a create that failed leaves nothing behind.
+    async fn check_opened(
+        self: &Rc<Self>,
+        agent: &Rc<Agent>,
+        request: &AdminRequest,
+        name: &str,
+        existed: usize,
+        kept: bool,
+    ) -> Result<(), NodeError> {
+        if !kept {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        for shard in 0..self.shards {
+            let ask = ShardRequest::OpenFailures { topic: name.to_string() };
+            // Boxed: an admin request reaches here from `call` itself (a cycle of futures).
+            let reply: crate::io::LocalFuture<'_, super::ShardReply> = Box::pin(self.call(ShardId(shard), ask));
+            if let super::ShardReply::OpenFailures(found) = reply.await {
+                failures.extend(found);
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        failures.sort();
+        let listed: Vec<String> = failures.iter().map(|(p, why)| format!("{name}-{p}: {why}")).collect();
+        let created = existed == 0 && matches!(request, AdminRequest::CreateTopics { .. });
+        let undone = if created {
+            let delete = AdminRequest::DeleteTopics { names: vec![name.to_string()] };
+            match Box::pin(self.commit_topic(agent, &delete, name, None)).await {
+                Ok(()) => "; the topic was not created".to_string(),
+                Err(e) => format!("; deleting the topic again failed: {e}"),
+            }
+        } else {
+            String::new()
+        };
+        Err(NodeError::new(
+            ErrorKind::Storage,
+            format!(
+                "topic {name:?}: {} of its partitions could not be opened on node {}{undone}: {}",
+                failures.len(),
+                self.host().node(),
+                listed.join("; ")
             ),
         ))
     }

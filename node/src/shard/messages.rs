@@ -69,6 +69,10 @@ pub enum ShardRequest {
         topic: String,
         partition: u32,
     },
+    /// The partitions of `topic` this shard should have opened and could not, with why.
+    OpenFailures {
+        topic: String,
+    },
     /// Move a partition's log start to `offset` (-1: its log end).
     DeleteRecords {
         topic: String,
@@ -90,6 +94,7 @@ pub enum ShardReply {
     /// The log start offset after DeleteRecords.
     LowWatermark(Result<Offset, NodeError>),
     Producers(Result<Vec<crate::storage::producers::ProducerSummary>, NodeError>),
+    OpenFailures(Vec<(u32, String)>),
     Done,
     Failed(NodeError),
 }

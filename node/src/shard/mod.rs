@@ -16,6 +16,7 @@
 //! messages.
 
 pub mod cluster;
+pub mod descriptors;
 mod messages;
 pub mod space;
 
@@ -103,6 +104,9 @@ pub struct Shard {
     pub space: space::DataDirSpace,
     /// When failed logs are opened again.
     repairs: space::Repairs,
+    /// Partitions this shard should have open and could not open, with why (a create
+    /// that made them fails with it; see `cluster::commit_topic`).
+    open_failures: RefCell<HashMap<TopicPartition, String>>,
 }
 
 impl GroupHost for Shard {
@@ -164,6 +168,7 @@ impl Shard {
             producer_ids: RefCell::new(cluster::ProducerIds::default()),
             space: space::DataDirSpace::new(&config_data_dir, config_min_free),
             repairs: space::Repairs::default(),
+            open_failures: RefCell::new(HashMap::new()),
         });
         spawn_receivers(&shard, receivers);
         shard.start_cluster(setup).await?;
@@ -332,6 +337,14 @@ impl Shard {
             ShardRequest::Producers { topic, partition } => {
                 ShardReply::Producers(self.producers_local(&topic, partition))
             }
+            ShardRequest::OpenFailures { topic } => ShardReply::OpenFailures(
+                self.open_failures
+                    .borrow()
+                    .iter()
+                    .filter(|(key, _)| key.topic == topic)
+                    .map(|(key, why)| (key.partition, why.clone()))
+                    .collect(),
+            ),
             ShardRequest::DeleteRecords { topic, partition, offset } => {
                 ShardReply::LowWatermark(self.delete_records_local(&topic, partition, offset).await)
             }
@@ -535,6 +548,7 @@ impl Shard {
         // Topics removed: close and delete their partitions, and forget groups' offsets.
         for topic in previous.topics() {
             if current.topic(&topic.name).is_none() {
+                self.open_failures.borrow_mut().retain(|key, _| key.topic != topic.name);
                 self.groups.forget_topic(self, &topic.name).await;
                 for p in 0..topic.partitions {
                     let log = self.logs.borrow_mut().remove(&TopicPartition::new(topic.name.as_str(), p));
@@ -580,9 +594,14 @@ impl Shard {
                         if topic.name == OFFSETS_TOPIC {
                             self.groups.load(&log).await;
                         }
+                        self.open_failures.borrow_mut().remove(key);
                         self.logs.borrow_mut().insert(key.clone(), Rc::new(log));
                     }
-                    Err(e) => warn!(topic = %topic.name, partition = p, "partition not opened: {e}"),
+                    Err(e) => {
+                        let e = descriptors::describe_open_failure(e);
+                        warn!(topic = %topic.name, partition = p, "partition not opened: {e}");
+                        self.open_failures.borrow_mut().insert(key.clone(), e);
+                    }
                 }
             }
         }
