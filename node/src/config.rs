@@ -24,7 +24,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N] [--max-connections N]
                    [--request-memory-bytes N] [--reserve-bytes N] [--cache-bytes N]
-                   [--storage-min-free-bytes N]
+                   [--storage-min-free-bytes N] [--segment-files-max N]
                    [--read-ahead-bytes N]
                    [--spin-before-park-us N]
                    [--retention-check-ms N]
@@ -61,6 +61,9 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                             while the data directory's file system has less free (default:
                             5% of it, at most 1 GiB; 0 turns the guard off); logs that
                             failed on a full disk are reopened once a second
+  --segment-files-max N     closed segments' files open at once, all partitions together
+                            (default: an eighth of the open files limit, at most 1024);
+                            each partition also holds its active segment open
   --cache-bytes N           memory for recently written batches, all partitions together
                             (default: an eighth of the machine's memory)
   --read-ahead-bytes N      memory for reading ahead of sequential readers from disk, all
@@ -109,6 +112,9 @@ pub struct NodeConfig {
     /// Produce is refused while the data directory's file system has less free space
     /// (`None`: 5% of it, at most 1 GiB; 0: never refused).
     pub storage_min_free_bytes: Option<u64>,
+    /// Closed segments' files open at once, node-wide (`None`: an eighth of the open
+    /// files limit, at most 1024).
+    pub segment_files_max: Option<usize>,
     /// Bytes zero-filled ahead of the writes of all partitions together (divided among
     /// the shards).
     pub reserve_bytes_max: u64,
@@ -171,6 +177,7 @@ impl Default for NodeConfig {
             connections_max: None,
             request_memory_bytes_max: 256 << 20,
             storage_min_free_bytes: None,
+            segment_files_max: None,
             reserve_bytes_max: 64 << 20,
             cache_bytes_max: memory_bytes() / 8,
             read_ahead_bytes_max: 256 << 20,
@@ -359,6 +366,7 @@ impl NodeConfig {
             "max-in-flight" => self.in_flight_per_connection_max = number(key, value, 1, 4096)?,
             "max-connections" => self.connections_max = Some(number(key, value, 1, 1 << 30)?),
             "request-memory-bytes" => self.request_memory_bytes_max = number(key, value, 1 << 20, 1 << 40)?,
+            "segment-files-max" => self.segment_files_max = Some(number(key, value, 1, 1 << 24)?),
             "storage-min-free-bytes" => self.storage_min_free_bytes = Some(number(key, value, 0, 1 << 50)?),
             "reserve-bytes" => self.reserve_bytes_max = number(key, value, 0, 1 << 40)?,
             "cache-bytes" => self.cache_bytes_max = number(key, value, 0, 1 << 44)?,

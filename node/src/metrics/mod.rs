@@ -282,7 +282,7 @@ impl Metrics {
             let _ = writeln!(out, "sluice_requests_refused_total{{reason=\"{reason}\"}} {count}");
         }
         let s = &self.storage;
-        let storage: [(&str, &str, &str, u64); 15] = [
+        let storage: [(&str, &str, &str, u64); 19] = [
             ("sluice_storage_writes_total", "counter", "Segment writes (data and zero-fills).", s.writes),
             ("sluice_storage_bytes_written_total", "counter", "Bytes of segment writes.", s.bytes_written),
             (
@@ -318,6 +318,30 @@ impl Metrics {
                 s.reads_from_read_ahead,
             ),
             ("sluice_storage_read_ahead_bytes", "gauge", "Bytes read ahead and not yet served.", s.read_ahead_bytes),
+            (
+                "sluice_storage_segment_files_open",
+                "gauge",
+                "Closed segments' files open in the pool.",
+                s.segment_files_open,
+            ),
+            (
+                "sluice_storage_segment_files_max",
+                "gauge",
+                "The pool's limit (--segment-files-max).",
+                s.segment_files_max,
+            ),
+            (
+                "sluice_storage_segment_file_opens_total",
+                "counter",
+                "Closed segments' files opened into the pool.",
+                s.segment_file_opens,
+            ),
+            (
+                "sluice_storage_segment_file_evictions_total",
+                "counter",
+                "Closed segments' files closed to keep the pool within its limit.",
+                s.segment_file_evictions,
+            ),
         ];
         let d = self.data_dir.unwrap_or_default();
         let space: [(&str, &str, &str, u64); 7] = [

@@ -788,7 +788,7 @@ impl Shard {
         if let Command::SetTopic { assignments, .. } = &command {
             let me = self.host().node();
             let new_here = assignments.iter().skip(existing).filter(|replicas| replicas.contains(&me)).count();
-            super::descriptors::check_room_for(name, new_here)?;
+            super::descriptors::check_room_for(name, new_here, super::descriptors::segment_files_max(&self.config))?;
         }
         agent.propose(&command).map_err(|e| {
             NodeError::new(

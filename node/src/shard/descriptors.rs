@@ -22,6 +22,12 @@ pub fn open_files_limit() -> usize {
     usize::try_from(limit.rlim_cur).unwrap_or(1 << 20)
 }
 
+/// Closed segments' files the node keeps open at most (`--segment-files-max`).
+#[must_use]
+pub fn segment_files_max(config: &crate::config::NodeConfig) -> usize {
+    config.segment_files_max.unwrap_or_else(|| (open_files_limit() / 8).min(1024))
+}
+
 /// Descriptors the process holds now.
 #[must_use]
 pub fn open_descriptors() -> usize {
@@ -29,21 +35,22 @@ pub fn open_descriptors() -> usize {
 }
 
 /// Whether this node has descriptors for `new` more partitions of `topic`: refused
-/// (INVALID_PARTITIONS) when they would leave less than `DESCRIPTOR_HEADROOM` free.
-pub fn check_room_for(topic: &str, new: usize) -> Result<(), NodeError> {
+/// (INVALID_PARTITIONS) when they would leave less than `DESCRIPTOR_HEADROOM` free
+/// beside the closed segments' pool (`pool`, which may not be full yet).
+pub fn check_room_for(topic: &str, new: usize, pool: usize) -> Result<(), NodeError> {
     if new == 0 {
         return Ok(());
     }
     let (limit, open) = (open_files_limit(), open_descriptors());
-    if open + new + DESCRIPTOR_HEADROOM <= limit {
+    if open + new + DESCRIPTOR_HEADROOM + pool <= limit {
         return Ok(());
     }
     Err(NodeError::new(
         ErrorKind::InvalidPartitions,
         format!(
             "topic {topic:?}: {new} new partitions on this node need {new} file descriptors (one open segment each), \
-             but {open} of its open files limit {limit} are open and {DESCRIPTOR_HEADROOM} are kept free; raise the \
-             node's limit (its hard limit, ulimit -Hn: the node raises its soft limit to it) or create fewer partitions"
+             but {open} of its open files limit {limit} are open and {DESCRIPTOR_HEADROOM} are kept free beside the \
+             {pool} of closed segments' files (--segment-files-max); raise the node's limit (its hard limit, ulimit -Hn: the node raises its soft limit to it) or create fewer partitions"
         ),
     ))
 }
@@ -64,9 +71,9 @@ mod tests {
 
     #[test]
     fn partitions_past_the_open_files_limit_are_refused_with_the_numbers() {
-        assert!(check_room_for("t", 0).is_ok());
-        assert!(check_room_for("t", 1).is_ok(), "one more fits under any real limit");
-        let e = check_room_for("t", open_files_limit()).unwrap_err();
+        assert!(check_room_for("t", 0, 0).is_ok());
+        assert!(check_room_for("t", 1, 0).is_ok(), "one more fits under any real limit");
+        let e = check_room_for("t", open_files_limit(), 0).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidPartitions);
         assert!(e.message.contains(&format!("open files limit {}", open_files_limit())), "{}", e.message);
         let described = describe_open_failure("creating segment x: Too many open files (os error 24)".into());

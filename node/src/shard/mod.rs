@@ -145,6 +145,7 @@ impl Shard {
             reserve_bytes_max: config.reserve_bytes_max / u64::from(shards.max(1)),
             cache_bytes_max: config.cache_bytes_max / u64::from(shards.max(1)),
             read_ahead_bytes_max: config.read_ahead_bytes_max / u64::from(shards.max(1)),
+            segment_files_max: (descriptors::segment_files_max(&config) / usize::from(shards.max(1))).max(1),
         });
         let (config_data_dir, config_min_free) = (config.data_dir.clone(), config.storage_min_free_bytes);
         let shard = Rc::new(Shard {

@@ -38,20 +38,21 @@ pub async fn compact(
     bytes_per_s: u64,
 ) -> Result<CompactionReport, StorageError> {
     let now_ms = log.config().clock.now_ms();
-    let closed = log.closed_segment_files();
+    let closed = log.closed_segments();
     let eligible: Vec<_> =
-        closed.into_iter().filter(|(_, _, _, max_ts)| *max_ts <= now_ms.saturating_sub(min_lag_ms as i64)).collect();
+        closed.into_iter().filter(|(_, _, max_ts)| *max_ts <= now_ms.saturating_sub(min_lag_ms as i64)).collect();
     let mut report = CompactionReport::default();
     let clean_offset = log.clean_offset();
-    let total: u64 = eligible.iter().map(|(_, _, size, _)| size).sum();
-    let dirty: u64 = eligible.iter().filter(|(base, _, _, _)| *base >= clean_offset).map(|(_, _, size, _)| size).sum();
+    let total: u64 = eligible.iter().map(|(_, size, _)| size).sum();
+    let dirty: u64 = eligible.iter().filter(|(base, _, _)| *base >= clean_offset).map(|(_, size, _)| size).sum();
     if eligible.is_empty() || dirty == 0 || (dirty as f64) < DIRTY_RATIO_MIN * total as f64 && clean_offset > Offset(0)
     {
         return Ok(report);
     }
     let dirty_end = log.segments().iter().rev().nth(1).map_or(clean_offset, |s| s.next_offset);
     let latest = latest_offsets(log).await?;
-    for (base, file, size, _) in eligible {
+    for (base, size, _) in eligible {
+        let file = log.closed_segment_file(base).await?;
         let mut batches: Vec<Vec<u8>> = Vec::new();
         walk_batches(&file, 0, size, true, |_, _, batch| {
             batches.push(batch.to_vec());

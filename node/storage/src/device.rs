@@ -38,11 +38,19 @@ pub struct ShardLimits {
     pub cache_bytes_max: u64,
     /// Segment bytes read ahead of sequential readers, all this shard's logs together.
     pub read_ahead_bytes_max: u64,
+    /// Closed segments' files open at once, all this shard's logs together
+    /// (`segment_files`).
+    pub segment_files_max: usize,
 }
 
 impl Default for ShardLimits {
     fn default() -> Self {
-        ShardLimits { reserve_bytes_max: 64 << 20, cache_bytes_max: 256 << 20, read_ahead_bytes_max: 64 << 20 }
+        ShardLimits {
+            reserve_bytes_max: 64 << 20,
+            cache_bytes_max: 256 << 20,
+            read_ahead_bytes_max: 64 << 20,
+            segment_files_max: crate::segment_files::SEGMENT_FILES_MAX_DEFAULT,
+        }
     }
 }
 
@@ -71,6 +79,12 @@ pub struct DeviceStats {
     pub read_aheads: u64,
     pub reads_from_read_ahead: u64,
     pub read_ahead_bytes: u64,
+    /// Closed segments' files open now, the pool's limit, files opened into it and
+    /// closed to make room (`segment_files`).
+    pub segment_files_open: u64,
+    pub segment_files_max: u64,
+    pub segment_file_opens: u64,
+    pub segment_file_evictions: u64,
 }
 
 impl DeviceStats {
@@ -91,6 +105,10 @@ impl DeviceStats {
         self.read_aheads += o.read_aheads;
         self.reads_from_read_ahead += o.reads_from_read_ahead;
         self.read_ahead_bytes += o.read_ahead_bytes;
+        self.segment_files_open += o.segment_files_open;
+        self.segment_files_max += o.segment_files_max;
+        self.segment_file_opens += o.segment_file_opens;
+        self.segment_file_evictions += o.segment_file_evictions;
     }
 }
 
@@ -129,6 +147,7 @@ pub(crate) fn device() -> Rc<Device> {
 pub fn configure_shard(limits: ShardLimits) {
     DEVICE.with(|d| d.limits.set(limits));
     crate::cache::set_pool_limit(limits.cache_bytes_max);
+    crate::segment_files::set_max(limits.segment_files_max);
 }
 
 /// This shard's storage counters.
@@ -139,6 +158,11 @@ pub fn shard_stats() -> DeviceStats {
         s.reserve_bytes_max = d.limits.get().reserve_bytes_max;
         s.cache_bytes_max = d.limits.get().cache_bytes_max;
         s.cache_bytes = crate::cache::pool_bytes();
+        let files = crate::segment_files::stats();
+        s.segment_files_open = files.open;
+        s.segment_files_max = files.max;
+        s.segment_file_opens = files.opens;
+        s.segment_file_evictions = files.evictions;
         s
     })
 }

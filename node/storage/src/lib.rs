@@ -7,6 +7,8 @@
 //! - `config`: per-log settings and the fsync policy.
 //! - `producers`: idempotent producers' last batches, derived from the log, and their
 //!   snapshots.
+//! - `segment_files`: closed segments' files, opened on demand from a bounded pool per
+//!   shard.
 //! - `device`: what a shard's logs share: sync rounds, the zero-fill reserve budget,
 //!   counters.
 //!
@@ -21,6 +23,7 @@ pub mod index;
 pub mod log;
 pub mod producers;
 pub mod segment;
+pub mod segment_files;
 
 pub use config::{FsyncPolicy, LogConfig};
 pub use device::{configure_shard, shard_stats, DeviceStats, ShardLimits};

@@ -45,7 +45,9 @@ pub struct Segment {
     /// Bytes of batches whose write completed: readers never look past this.
     pub written_bytes: u64,
     pub index: SegmentIndex,
-    /// `None` only between a roll and the flusher creating the file.
+    /// The active segment's file (`None` only between a roll and the flusher creating
+    /// it). Closed segments hold none: their files come from the shard's pool
+    /// (`segment_files`) when read.
     pub file: Option<Rc<File>>,
     /// When the segment started, for segment.ms.
     pub created_ms: i64,

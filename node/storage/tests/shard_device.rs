@@ -151,3 +151,74 @@ fn sequential_readers_are_served_from_a_read_ahead() {
         assert_eq!(shard_stats().read_ahead_bytes, 0, "the budget is all given back");
     });
 }
+
+/// Descriptors the process holds, and how many point at deleted files.
+fn descriptors() -> (usize, usize) {
+    let entries: Vec<_> = std::fs::read_dir("/proc/self/fd").unwrap().flatten().collect();
+    let deleted = entries
+        .iter()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|target| target.to_string_lossy().ends_with("(deleted)")))
+        .count();
+    (entries.len(), deleted)
+}
+
+/// A log holds only its active segment's file open; closed segments' files come from the
+/// shard's pool, which keeps at most `segment_files_max` of them: eight logs of five
+/// segments each, read from the start (past a cache too small to serve them), hold eight
+/// active files plus four from the pool, and every record reads back. A segment deleted
+/// by DeleteRecords leaves the pool (no descriptor keeps its space), and closed logs leave
+/// nothing in it.
+#[test]
+fn closed_segments_are_opened_from_a_bounded_pool() {
+    const LOGS: usize = 8;
+    const BATCHES: u64 = 20;
+    const POOL: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(async move {
+        configure_shard(ShardLimits { cache_bytes_max: 4096, segment_files_max: POOL, ..ShardLimits::default() });
+        let (baseline, _) = descriptors();
+        let config = LogConfig { segment_bytes: 8 << 10, index_interval_bytes: 1024, ..LogConfig::default() };
+        let mut logs = Vec::new();
+        for i in 0..LOGS {
+            let (log, _) = PartitionLog::open(&root.join(format!("p{i}")), config.clone()).await.unwrap();
+            for k in 0..BATCHES {
+                log.append(&batch(i as u64 * 1000 + k, 1, 1800, 0)).await.unwrap();
+            }
+            assert!(log.segments().len() >= 4, "log {i} rolled: {} segments", log.segments().len());
+            logs.push(log);
+        }
+        for (i, log) in logs.iter().enumerate() {
+            let mut offset = Offset(0);
+            let mut k = 0;
+            while offset < log.log_end_offset() {
+                let read = log.read(offset, 4096).await.unwrap();
+                let bytes = read.to_vec();
+                for b in BatchWalker::new(&bytes) {
+                    let (_, header, stored) = b.unwrap();
+                    assert_eq!(stored[8..], batch(i as u64 * 1000 + k, 1, 1800, 0)[8..], "log {i} batch {k}");
+                    k += 1;
+                    offset = header.next_offset();
+                }
+                let stats = shard_stats();
+                assert!(stats.segment_files_open <= POOL as u64, "{stats:?}");
+            }
+            assert_eq!(k, BATCHES, "log {i}");
+        }
+        let stats = shard_stats();
+        assert!(stats.segment_file_evictions > 0 && stats.segment_file_opens > POOL as u64, "{stats:?}");
+        let (open, _) = descriptors();
+        assert!(open <= baseline + LOGS + POOL + 2, "{open} descriptors, {baseline} before: one per log plus the pool");
+
+        let first = &logs[0];
+        // Its first segment's file goes into the pool again, then the segment goes.
+        first.read(Offset(0), 4096).await.unwrap();
+        let deleted = first.advance_log_start(first.segments()[2].base).await.unwrap();
+        assert_eq!(deleted, 2);
+        assert_eq!(descriptors().1, 0, "no descriptor keeps a deleted segment");
+        for log in logs {
+            log.close().await.unwrap();
+        }
+        assert_eq!(shard_stats().segment_files_open, 0, "closed logs leave nothing in the pool");
+    });
+}

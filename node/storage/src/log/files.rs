@@ -40,6 +40,8 @@ pub(super) async fn write_index_files(
 pub(super) fn remove_segment_files(dir: &Path, base: Offset) -> Result<(), StorageError> {
     for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, SNAPSHOT_SUFFIX] {
         let path = segment_path(dir, base, suffix);
+        // An open file would keep the deleted file's space.
+        crate::segment_files::forget(&path);
         io::remove_file(&path).map_err(|e| StorageError::io("removing", &path, e))?;
     }
     Ok(())

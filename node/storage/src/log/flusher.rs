@@ -480,6 +480,8 @@ async fn roll_files(
         write_index_files(&sh.dir, old_base, &offsets, &times).await?;
         if let Some(s) = sh.state.borrow_mut().segment_mut(old_base) {
             s.preallocated_bytes = size;
+            // Closed now: its file closes once readers are done; reads use the pool.
+            s.file = None;
         }
     }
     write_producer_snapshot(&sh.dir, base, producers).await?;

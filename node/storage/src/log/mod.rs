@@ -392,8 +392,19 @@ impl PartitionLog {
     }
 }
 
+/// A segment's file: the one it holds (the active segment), else the closed segment's
+/// from the shard's pool (`segment_files`).
+pub(super) async fn file_of(dir: &Path, base: Offset, open: Option<Rc<File>>) -> Result<Rc<File>, StorageError> {
+    if let Some(file) = open {
+        return Ok(file);
+    }
+    let path = segment_path(dir, base, LOG_SUFFIX);
+    crate::segment_files::get(&path).await.map_err(|e| StorageError::io("opening segment", &path, e))
+}
+
 impl Drop for PartitionLog {
     fn drop(&mut self) {
+        crate::segment_files::forget_dir(&self.shared.dir);
         // Without close(): the flusher finishes the queued writes, then exits.
         self.shared.state.borrow_mut().dropped = true;
         self.shared.work.notify_all();

@@ -95,7 +95,7 @@ impl PartitionLog {
         self.shared.state.borrow_mut().stats.reads_from_disk += 1;
         let start_offset = from;
         loop {
-            let Some((file, base, start, end)) = self.read_window(segment_index, start_offset) else {
+            let Some((file, base, start, end)) = self.read_window(segment_index, start_offset).await? else {
                 break;
             };
             let mut chunks: Vec<IoBytes> = Vec::new();
@@ -260,27 +260,30 @@ impl PartitionLog {
 
     /// The file and byte range to walk in segment `i` to find `from`, or `None` past the
     /// last segment.
-    fn read_window(&self, i: usize, from: Offset) -> Option<(Rc<File>, Offset, u64, u64)> {
-        let st = self.shared.state.borrow();
-        let segment = st.segments.get(i)?;
-        let file = segment.file.clone()?;
-        let start = segment.index.position_for_offset(from);
-        Some((file, segment.base, start, segment.written_bytes))
+    async fn read_window(&self, i: usize, from: Offset) -> Result<Option<(Rc<File>, Offset, u64, u64)>, StorageError> {
+        let (base, open, start, end) = {
+            let st = self.shared.state.borrow();
+            let Some(segment) = st.segments.get(i) else { return Ok(None) };
+            (segment.base, segment.file.clone(), segment.index.position_for_offset(from), segment.written_bytes)
+        };
+        let file = super::file_of(&self.shared.dir, base, open).await?;
+        Ok(Some((file, base, start, end)))
     }
 
     /// The base offset of the first written batch holding a record with a timestamp at
     /// or after `timestamp` (batch max-timestamps decide), or `None` if there is none.
     pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<Offset>, StorageError> {
-        let candidates: Vec<(Rc<File>, u64, u64)> = {
+        let candidates: Vec<(Offset, Option<Rc<File>>, u64, u64)> = {
             let st = self.shared.state.borrow();
             st.segments
                 .iter()
                 .filter(|s| s.index.max_timestamp() >= timestamp)
-                .filter_map(|s| Some((s.file.clone()?, s.index.position_for_timestamp(timestamp), s.written_bytes)))
+                .map(|s| (s.base, s.file.clone(), s.index.position_for_timestamp(timestamp), s.written_bytes))
                 .collect()
         };
         let log_start = self.log_start_offset();
-        for (file, start, end) in candidates {
+        for (base, open, start, end) in candidates {
+            let file = super::file_of(&self.shared.dir, base, open).await?;
             let mut found = None;
             walk_batches(&file, start, end, false, |_, header, _| {
                 if header.max_timestamp() >= timestamp && header.next_offset() > log_start {

@@ -108,7 +108,8 @@ pub(super) async fn recover_segment(
         size_bytes: scan.valid_end,
         written_bytes: scan.valid_end,
         index: scan.index,
-        file: Some(Rc::new(file)),
+        // A closed segment's file closes here; reads open it again from the pool.
+        file: is_active.then(|| Rc::new(file)),
         created_ms,
         preallocated_bytes: scan.valid_end,
         synced_bytes: 0,
@@ -147,8 +148,8 @@ pub(super) async fn recover_producers(
         states.truncate(segments[from - 1].next_offset);
     }
     for segment in &segments[from..last] {
-        let Some(file) = segment.file.as_deref() else { continue };
-        walk_batches(file, 0, segment.size_bytes, false, |_, header, _| {
+        let file = super::file_of(dir, segment.base, segment.file.clone()).await?;
+        walk_batches(&file, 0, segment.size_bytes, false, |_, header, _| {
             if let Some(id) = BatchIdentity::of(header) {
                 states.record(ProducerBatch { id, base: header.base_offset(), last: header.last_offset() });
             }

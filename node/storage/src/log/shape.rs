@@ -119,10 +119,15 @@ impl PartitionLog {
     }
 
     /// The files of the closed segments and their sizes, oldest first.
-    pub(crate) fn closed_segment_files(&self) -> Vec<(Offset, Rc<File>, u64, i64)> {
+    pub(crate) fn closed_segments(&self) -> Vec<(Offset, u64, i64)> {
         let st = self.shared.state.borrow();
         let Some((_, closed)) = st.segments.split_last() else { return Vec::new() };
-        closed.iter().filter_map(|s| Some((s.base, s.file.clone()?, s.size_bytes, s.index.max_timestamp()))).collect()
+        closed.iter().map(|s| (s.base, s.size_bytes, s.index.max_timestamp())).collect()
+    }
+
+    /// A closed segment's file, from the shard's pool.
+    pub(crate) async fn closed_segment_file(&self, base: Offset) -> Result<Rc<File>, StorageError> {
+        super::file_of(&self.shared.dir, base, None).await
     }
 }
 
@@ -151,11 +156,23 @@ pub(super) async fn truncate(sh: &Shared, to: Offset) -> Result<Offset, StorageE
         remove_segment_files(&sh.dir, *base)?;
     }
     // Cut the last remaining segment at the batch holding `to`.
-    let (file, base, start, end) = {
+    let (open, base, start, end) = {
         let st = sh.state.borrow();
         let s = st.active();
-        let Some(file) = s.file.clone() else { unreachable!("a kept segment has its file") };
-        (file, s.base, s.index.position_for_offset(to), s.written_bytes)
+        (s.file.clone(), s.base, s.index.position_for_offset(to), s.written_bytes)
+    };
+    let file = match open {
+        Some(file) => file,
+        None => {
+            // A closed segment becomes the active one again: it is written, so it is
+            // opened for writing and held, not taken from the pool.
+            let path = segment_path(&sh.dir, base, LOG_SUFFIX);
+            crate::segment_files::forget(&path);
+            let file =
+                Rc::new(File::open(&path, true).await.map_err(|e| StorageError::io("opening segment", &path, e))?);
+            sh.state.borrow_mut().active_mut().file = Some(file.clone());
+            file
+        }
     };
     let mut cut = None;
     walk_batches(&file, start, end, false, |position, header, _| {
@@ -287,6 +304,7 @@ pub(super) async fn swap_segment(sh: &Shared, base: Offset, size: u64) -> Result
         io::remove_file(&path).map_err(|e| StorageError::io("removing", &path, e))?;
     }
     let path = segment_path(&sh.dir, base, LOG_SUFFIX);
+    crate::segment_files::forget(&path);
     std::fs::rename(&cleaned, &path).map_err(|e| StorageError::io("renaming a compacted segment to", &path, e))?;
     io::sync_dir(&sh.dir).await.map_err(|e| StorageError::io("syncing directory", &sh.dir, e))?;
     let file = File::open(&path, true).await.map_err(|e| StorageError::io("opening segment", &path, e))?;
@@ -306,8 +324,8 @@ pub(super) async fn swap_segment(sh: &Shared, base: Offset, size: u64) -> Result
     write_index_files(&sh.dir, base, &offsets, &times).await?;
     let mut st = sh.state.borrow_mut();
     st.cache.drop_segment(base);
+    drop(file);
     if let Some(s) = st.segment_mut(base) {
-        s.file = Some(Rc::new(file));
         s.size_bytes = new_size;
         s.written_bytes = new_size;
         s.preallocated_bytes = new_size;
