@@ -46,6 +46,10 @@ pub enum ErrorKind {
     InconsistentGroupProtocol,
     /// An idempotent producer's batch does not follow its last sequence number.
     OutOfOrderSequenceNumber,
+    /// An idempotent producer's batch starts past the next expected sequence number (a
+    /// batch before it is missing): OUT_OF_ORDER_SEQUENCE_NUMBER on the native protocol;
+    /// the Kafka listener answers it as retriable (see `kafka::code`).
+    SequenceGap,
     /// An idempotent producer's batch carries an epoch older than its current one.
     InvalidProducerEpoch,
     /// A batch of an idempotent producer the partition has no state for, not at sequence 0.
@@ -107,6 +111,7 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
         StorageError::OffsetOutOfRange { .. } => ErrorKind::OffsetOutOfRange,
         StorageError::Closed { .. } => ErrorKind::UnknownTopicOrPartition,
         StorageError::OutOfOrderSequence { .. } => ErrorKind::OutOfOrderSequenceNumber,
+        StorageError::SequenceGap { .. } => ErrorKind::SequenceGap,
         StorageError::ProducerFenced { .. } => ErrorKind::InvalidProducerEpoch,
         StorageError::UnknownProducer { .. } => ErrorKind::UnknownProducerId,
         // Retriable: the retry is appended again.
@@ -152,7 +157,7 @@ pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
         ErrorKind::RebalanceInProgress => ErrorCode::RebalanceInProgress,
         ErrorKind::IllegalGeneration => ErrorCode::IllegalGeneration,
         ErrorKind::InconsistentGroupProtocol => ErrorCode::InconsistentGroupProtocol,
-        ErrorKind::OutOfOrderSequenceNumber => ErrorCode::OutOfOrderSequenceNumber,
+        ErrorKind::OutOfOrderSequenceNumber | ErrorKind::SequenceGap => ErrorCode::OutOfOrderSequenceNumber,
         ErrorKind::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch,
         ErrorKind::UnknownProducerId => ErrorCode::UnknownProducerId,
         ErrorKind::NonEmptyGroup => ErrorCode::NonEmptyGroup,

@@ -48,6 +48,8 @@ def main():
             "request.timeout.ms": 5_000,
             "retry.backoff.ms": 100,
             "error_cb": on_error,
+            # RDKAFKA_DEBUG (e.g. "eos,msg") turns on librdkafka's debug log on stderr.
+            **({"debug": os.environ["RDKAFKA_DEBUG"]} if os.environ.get("RDKAFKA_DEBUG") else {}),
         }
     )
 

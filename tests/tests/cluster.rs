@@ -848,3 +848,306 @@ async fn acks_all_is_refused_while_the_isr_is_below_min_insync_replicas() {
     wait_for_full_isr(&admin, "strict").await;
     tokio::time::timeout(WAIT, all.send(record()).await.unwrap()).await.unwrap().unwrap();
 }
+
+/// A small seeded generator (xorshift64*) for the nemesis' choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `low..=high`.
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next() % (high - low + 1)
+    }
+}
+
+/// What the chaos test's consumer saw: each record it was given, in order, and the
+/// position it committed per partition (the next offset to read) once a commit succeeded.
+#[derive(Default)]
+struct Consumed {
+    records: Vec<(u32, u64, Vec<u8>)>,
+    committed: BTreeMap<u32, u64>,
+    /// Records given below a position the group had committed (a consumer going back).
+    backwards: Vec<String>,
+    commits: u64,
+}
+
+/// One member of a consumer group that polls `topic`, commits what it was given after
+/// each poll, and records both, until `stop`.
+async fn consume_until(bootstrap: Vec<String>, topic: &str, stop: Arc<AtomicBool>, seen: Arc<Mutex<Consumed>>) {
+    let consumer_config = ConsumerConfig {
+        bootstrap_servers: bootstrap,
+        auto_offset_reset: OffsetReset::Earliest,
+        request_timeout_ms: 3_000,
+        ..ConsumerConfig::default()
+    };
+    let group_config = GroupConfig {
+        group_id: "chaos-readers".into(),
+        session_timeout_ms: 10_000,
+        heartbeat_interval_ms: 500,
+        enable_auto_commit: false,
+        ..GroupConfig::default()
+    };
+    let mut member = loop {
+        // The cluster may be down when it starts: try again until it is up.
+        match GroupConsumer::new(consumer_config.clone(), group_config.clone()).await {
+            Ok(member) => break member,
+            Err(_) if !stop.load(Ordering::SeqCst) => tokio::time::sleep(POLL).await,
+            Err(e) => panic!("the consumer never connected: {e}"),
+        }
+    };
+    while member.subscribe(vec![topic.to_string()]).await.is_err() {
+        assert!(!stop.load(Ordering::SeqCst), "the consumer never joined its group");
+        tokio::time::sleep(POLL).await;
+    }
+    let mut positions: BTreeMap<u32, u64> = BTreeMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        // Errors while nodes die are retried by the next poll and commit.
+        let Ok(records) = member.poll(POLL).await else { continue };
+        {
+            let mut seen = seen.lock().unwrap();
+            for r in records {
+                if let Some(committed) = seen.committed.get(&r.partition) {
+                    if r.offset < *committed {
+                        let note = format!(
+                            "{topic}-{} offset {} given after {committed} was committed",
+                            r.partition, r.offset
+                        );
+                        seen.backwards.push(note);
+                    }
+                }
+                positions.insert(r.partition, r.offset + 1);
+                seen.records.push((r.partition, r.offset, r.value.unwrap_or_default()));
+            }
+        }
+        let offsets: Vec<(String, u32, u64)> = positions.iter().map(|(p, o)| (topic.to_string(), *p, *o)).collect();
+        if member.commit_offsets(&offsets).await.is_ok() {
+            let mut seen = seen.lock().unwrap();
+            seen.commits += 1;
+            for (p, o) in &positions {
+                let c = seen.committed.entry(*p).or_insert(0);
+                *c = (*c).max(*o);
+            }
+        }
+    }
+    let _ = member.close().await;
+}
+
+/// Chaos, as Jepsen's queue workload: a 3-node cluster (replication factor 3,
+/// min.insync.replicas 2) under an idempotent acks=all confluent-kafka producer and a
+/// consumer group, while a seeded nemesis kills one node or two with kill -9 (restarting
+/// them after a few seconds) or freezes one with SIGSTOP for 3 to 15 s, over and over.
+/// The checkers: no acknowledged record lost (each at its acknowledged offset), none
+/// stored twice, offsets dense below the high watermark, no consumer given a record below
+/// what its group had committed (going back), no consumer given a record that is not in
+/// the log at that offset afterwards (a read of uncommitted data), and every acknowledged
+/// record consumed. It prints its seed, the faults it injected and what it checked.
+/// `SLUICE_CHAOS_SECONDS` (default 90) and `SLUICE_CHAOS_SEED` set the run; the long run
+/// is `SLUICE_CHAOS_SECONDS=1800 cargo test -p sluice-tests --test cluster chaos`.
+#[test]
+fn chaos_kills_and_pauses_lose_no_acknowledged_record_and_store_none_twice() {
+    const TOPIC: &str = "chaos";
+    const PARTITIONS: u32 = 3;
+    let seconds: u64 = std::env::var("SLUICE_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(90);
+    let seed: u64 = std::env::var("SLUICE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("chaos: seed {seed}, {seconds} s (SLUICE_CHAOS_SEED={seed} repeats the nemesis' choices)");
+    let mut rng = Rng(seed);
+    let mut cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
+    let topic = NewTopic { name: TOPIC.into(), partitions: PARTITIONS, replication_factor: 3, configs };
+    runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, TOPIC).await;
+        wait_for_full_isr(&admin, sluice_schemas::groups::OFFSETS_TOPIC).await;
+    });
+    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+    let stop_file = cluster.dir.path().join("stop-producing");
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("idempotent.py"))
+        .args(["--bootstrap", &bootstrap.join(","), "--topic", TOPIC, "--partitions", &PARTITIONS.to_string()])
+        .args(["--rate", "1000", "--timeout", &(seconds + 300).to_string()])
+        .arg("--stop-file")
+        .arg(&stop_file)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let producer = Streaming::start(command);
+    let stop_consuming = Arc::new(AtomicBool::new(false));
+    let consumed = Arc::new(Mutex::new(Consumed::default()));
+    let consumer = runtime.spawn(consume_until(cluster.bootstrap(), TOPIC, stop_consuming.clone(), consumed.clone()));
+
+    let mut faults: BTreeMap<&str, u32> = BTreeMap::new();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(rng.between(1_000, 3_000)));
+        let first = rng.between(1, NODES as u64) as u32;
+        let started = Instant::now();
+        let kind = rng.between(0, 2);
+        eprintln!("chaos: fault {kind} on node {first} at {:?}", end.saturating_duration_since(started));
+        match kind {
+            0 => {
+                cluster.node(first).kill9_and_wait();
+                std::thread::sleep(Duration::from_millis(rng.between(2_000, 6_000)));
+                cluster.node(first).restart();
+                *faults.entry("kill one node").or_default() += 1;
+            }
+            1 => {
+                let second = first % NODES as u32 + 1;
+                cluster.node(first).kill9_and_wait();
+                cluster.node(second).kill9_and_wait();
+                std::thread::sleep(Duration::from_millis(rng.between(2_000, 5_000)));
+                cluster.node(first).restart();
+                cluster.node(second).restart();
+                *faults.entry("kill two nodes").or_default() += 1;
+            }
+            _ => {
+                cluster.node(first).pause();
+                std::thread::sleep(Duration::from_millis(rng.between(3_000, 15_000)));
+                cluster.node(first).resume();
+                *faults.entry("pause one node (SIGSTOP)").or_default() += 1;
+            }
+        }
+        runtime.block_on(wait_for_full_isr(&admin, TOPIC));
+        eprintln!("chaos: {faults:?}; {} acknowledged so far", producer.count("offset"));
+    }
+    std::fs::write(&stop_file, b"").unwrap();
+    let lines = producer.finish(WAIT * 2);
+    let done = lines.iter().find(|l| l.get("done").is_some()).expect("the producer finished");
+    assert_eq!(done.get("unflushed").and_then(sluice_tests::json::Json::as_i64), Some(0), "{done:?}");
+    let fatal: Vec<_> =
+        lines.iter().filter(|l| l.get("fatal").and_then(sluice_tests::json::Json::as_bool) == Some(true)).collect();
+    assert!(fatal.is_empty(), "the producer failed fatally: {fatal:?}");
+    let mut acked: BTreeMap<(u32, u64), String> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.get("offset").is_some()) {
+        let partition = u32::try_from(l.get("partition").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
+        let offset = u64::try_from(l.get("offset").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
+        let value = l.get("value").and_then(sluice_tests::json::Json::as_str).unwrap().to_string();
+        assert!(acked.insert((partition, offset), value).is_none(), "two acknowledgements at {partition}-{offset}");
+    }
+    let failed_deliveries =
+        lines.iter().filter(|l| l.get("delivery").and_then(sluice_tests::json::Json::as_bool) == Some(true)).count();
+
+    runtime.block_on(wait_for_full_isr(&admin, TOPIC));
+    let high_watermarks: Vec<u64> =
+        (0..PARTITIONS).map(|p| runtime.block_on(high_watermark(&cluster, &admin, TOPIC, p))).collect();
+    // The consumer catches up with everything committed, then stops.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let caught_up = {
+            let seen = consumed.lock().unwrap();
+            (0..PARTITIONS).all(|p| seen.committed.get(&p).copied().unwrap_or(0) >= high_watermarks[p as usize])
+        };
+        if caught_up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the consumer did not catch up with {high_watermarks:?} within {WAIT:?}");
+        std::thread::sleep(POLL);
+    }
+    stop_consuming.store(true, Ordering::SeqCst);
+    runtime.block_on(async { tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap() });
+    for node in &mut cluster.nodes {
+        node.sigterm_and_wait();
+    }
+
+    let errors: Vec<String> = lines
+        .iter()
+        .filter(|l| l.get("error").is_some())
+        .filter(|l| {
+            !matches!(
+                l.get("code").and_then(sluice_tests::json::Json::as_str),
+                Some("_TRANSPORT" | "_ALL_BROKERS_DOWN")
+            )
+        })
+        .map(|l| format!("{l:?}"))
+        .collect();
+    eprintln!("chaos: producer errors other than refused connections: {errors:?}");
+    let mut stored: BTreeMap<u32, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
+    let mut seen_values: BTreeMap<Vec<u8>, (u32, u64)> = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let dir = Cluster::data_of(cluster.dir.path(), 1).join(format!("{TOPIC}-{p}"));
+        let batches = stored_batches(&dir, high_watermarks[p as usize]);
+        let identity = |offset: u64| {
+            batches.iter().rev().find(|(base, _)| *base <= offset).map(|(base, bytes)| {
+                let h = sluice_schemas::batch::BatchHeader::view(bytes).unwrap();
+                format!(
+                    "batch at {base}: producer {} epoch {} base sequence {} records {}",
+                    h.producer_id.get(),
+                    h.producer_epoch.get(),
+                    h.base_sequence.get(),
+                    h.record_count.get()
+                )
+            })
+        };
+        let records = records_of(&batches);
+        let mut here: BTreeMap<&Vec<u8>, u64> = BTreeMap::new();
+        let mut shown = 0;
+        for (offset, value) in &records {
+            if let Some(first) = here.insert(value, *offset) {
+                shown += 1;
+                if shown > 3 {
+                    continue;
+                }
+                let text = String::from_utf8_lossy(value).into_owned();
+                let acked_at = acked.iter().find(|(_, v)| **v == text).map(|(k, _)| *k);
+                eprintln!(
+                    "chaos: duplicate {text} (acknowledged at {acked_at:?}): {:?} / {:?}",
+                    identity(first),
+                    identity(*offset)
+                );
+            }
+        }
+        let offsets: Vec<u64> = records.keys().copied().collect();
+        let dense: Vec<u64> = (0..high_watermarks[p as usize]).collect();
+        assert_eq!(offsets, dense, "{TOPIC}-{p}: offsets below the high watermark are dense");
+        for (offset, value) in &records {
+            if let Some(first) = seen_values.insert(value.clone(), (p, *offset)) {
+                panic!(
+                    "{} is stored twice: at {}-{} and {p}-{offset}",
+                    String::from_utf8_lossy(value),
+                    first.0,
+                    first.1
+                );
+            }
+        }
+        stored.insert(p, records);
+    }
+    for ((p, offset), value) in &acked {
+        assert_eq!(
+            stored[p].get(offset).map(|v| String::from_utf8_lossy(v).into_owned()).as_deref(),
+            Some(value.as_str()),
+            "the record acknowledged at {TOPIC}-{p}@{offset} is lost"
+        );
+    }
+    let seen = consumed.lock().unwrap();
+    assert!(seen.backwards.is_empty(), "consumers went back: {:?}", seen.backwards);
+    let mut consumed_values = std::collections::BTreeSet::new();
+    for (p, offset, value) in &seen.records {
+        assert_eq!(
+            stored[p].get(offset),
+            Some(value),
+            "the consumer read {TOPIC}-{p}@{offset} = {}, which the log does not hold there",
+            String::from_utf8_lossy(value)
+        );
+        consumed_values.insert(value.clone());
+    }
+    let unconsumed = acked.values().filter(|v| !consumed_values.contains(v.as_bytes())).count();
+    assert_eq!(unconsumed, 0, "acknowledged records the consumer never got");
+    let total: usize = stored.values().map(BTreeMap::len).sum();
+    eprintln!(
+        "chaos: seed {seed}; faults {faults:?}; {} acknowledged ({failed_deliveries} deliveries failed and were \
+         not acknowledged), {total} stored, none lost, none twice; {} consumed ({} redelivered after a failure, \
+         none below a commit, none not in the log), {} commits",
+        acked.len(),
+        seen.records.len(),
+        seen.records.len() - consumed_values.len(),
+        seen.commits
+    );
+}

@@ -45,6 +45,12 @@ pub enum StorageError {
     /// An idempotent producer's batch does not follow its last stored one.
     #[error("producer {producer_id} sent sequence {sequence} out of order: {reason}")]
     OutOfOrderSequence { producer_id: i64, sequence: i32, reason: String },
+    /// An idempotent producer's batch whose sequence numbers start past the next one
+    /// expected: a batch before it is missing here (still in flight, refused and being
+    /// retried, or lost by the producer). Unlike `OutOfOrderSequence` this says "send the
+    /// earlier batch first", which a client retrying in order resolves.
+    #[error("producer {producer_id} sent sequence {sequence}, but sequence {expected} is the next expected here: an earlier batch is missing; send it first")]
+    SequenceGap { producer_id: i64, sequence: i32, expected: i32 },
     /// A batch of a producer the log has no state for (never seen, or forgotten with its
     /// old segments) that does not start at sequence 0: Kafka's UNKNOWN_PRODUCER_ID. The
     /// producer moves to a new epoch and starts again at 0.

@@ -207,8 +207,16 @@ impl ProducerStates {
             return Ok(Some(duplicate));
         }
         if let Some(last) = p.recent.back().map(|r| r.last_sequence) {
-            if distance(last, id.first_sequence) != 1 {
-                let expected = last.wrapping_add(1) & i32::MAX;
+            let ahead = distance(last, id.first_sequence);
+            let expected = last.wrapping_add(1) & i32::MAX;
+            if ahead > 1 && ahead < SEQUENCES as u64 / 2 {
+                return Err(StorageError::SequenceGap {
+                    producer_id: id.producer_id,
+                    sequence: id.first_sequence,
+                    expected,
+                });
+            }
+            if ahead != 1 {
                 return Err(StorageError::OutOfOrderSequence {
                     producer_id: id.producer_id,
                     sequence: id.first_sequence,
@@ -428,7 +436,12 @@ mod tests {
     }
 
     fn refused(r: Result<Option<Duplicate>, StorageError>) -> bool {
-        matches!(r, Err(StorageError::OutOfOrderSequence { .. } | StorageError::ProducerFenced { .. }))
+        matches!(
+            r,
+            Err(StorageError::OutOfOrderSequence { .. }
+                | StorageError::SequenceGap { .. }
+                | StorageError::ProducerFenced { .. })
+        )
     }
 
     #[test]
@@ -437,7 +450,11 @@ mod tests {
         assert_eq!(s.check(&[id(0, 9, 0)], 1).ok(), Some(None));
         stored(&mut s, id(0, 9, 0), 100);
         assert_eq!(s.check(&[id(0, 9, 0)], 1).ok(), Some(Some(Duplicate { base: Offset(100), last: Offset(109) })));
-        assert!(refused(s.check(&[id(11, 12, 0)], 1)));
+        assert!(matches!(
+            s.check(&[id(11, 12, 0)], 1),
+            Err(StorageError::SequenceGap { sequence: 11, expected: 10, .. })
+        ));
+        assert!(matches!(s.check(&[id(5, 12, 0)], 1), Err(StorageError::OutOfOrderSequence { .. })), "behind");
         // Inside one append, each batch follows the one before it.
         assert_eq!(s.check(&[id(10, 12, 0), id(13, 13, 0)], 2).ok(), Some(None));
         assert!(refused(s.check(&[id(10, 12, 0), id(14, 14, 0)], 2)));

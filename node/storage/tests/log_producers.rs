@@ -55,7 +55,10 @@ fn a_retry_is_answered_with_the_stored_offsets_across_rolls_and_reopens() {
         assert_eq!((info.base_offset, info.last_offset), (Offset(76), Offset(79)));
         assert_eq!(log.log_end_offset(), Offset(80));
         // A gap and an old epoch are refused; nothing is stored.
-        assert!(matches!(log.append(&idempotent(7, 0, 84)).await, Err(StorageError::OutOfOrderSequence { .. })));
+        assert!(matches!(
+            log.append(&idempotent(7, 0, 84)).await,
+            Err(StorageError::SequenceGap { sequence: 84, expected: 80, .. })
+        ));
         let segments = log.segments().len();
         assert!(segments >= 3, "the batches span several segments ({segments})");
         assert_eq!(snapshots(&path), segments - 1, "one snapshot per rolled segment");
@@ -114,7 +117,7 @@ fn a_follower_that_copied_the_batches_answers_retries_and_truncation_forgets_wha
         // Cut at the third batch: its retry is appended again, the one before it is not.
         follower.truncate_to(Offset(12)).await.unwrap();
         assert!(follower.append(&idempotent(9, 2, 4)).await.unwrap().duplicate);
-        assert!(matches!(follower.append(&idempotent(9, 2, 12)).await, Err(StorageError::OutOfOrderSequence { .. })));
+        assert!(matches!(follower.append(&idempotent(9, 2, 12)).await, Err(StorageError::SequenceGap { .. })));
         let info = follower.append(&idempotent(9, 2, 8)).await.unwrap();
         assert!(!info.duplicate);
         assert_eq!(info.base_offset, Offset(12));
