@@ -947,13 +947,13 @@ async fn consume_until(bootstrap: Vec<String>, topic: &str, stop: Arc<AtomicBool
 /// what its group had committed (going back), no consumer given a record that is not in
 /// the log at that offset afterwards (a read of uncommitted data), and every acknowledged
 /// record consumed. It prints its seed, the faults it injected and what it checked.
-/// `SLUICE_CHAOS_SECONDS` (default 90) and `SLUICE_CHAOS_SEED` set the run; the long run
+/// `SLUICE_CHAOS_SECONDS` (default 60) and `SLUICE_CHAOS_SEED` set the run; the long run
 /// is `SLUICE_CHAOS_SECONDS=1800 cargo test -p sluice-tests --test cluster chaos`.
 #[test]
 fn chaos_kills_and_pauses_lose_no_acknowledged_record_and_store_none_twice() {
     const TOPIC: &str = "chaos";
     const PARTITIONS: u32 = 3;
-    let seconds: u64 = std::env::var("SLUICE_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(90);
+    let seconds: u64 = std::env::var("SLUICE_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let seed: u64 = std::env::var("SLUICE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
     });

@@ -86,6 +86,10 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
                         })
                         .collect(),
                 ),
+                // A node that just started and has not caught up with the cluster's
+                // topics: a retriable answer, not "no such topic" (librdkafka dropped the
+                // topic's partitions on that and a producer stalled for minutes).
+                None if !shard.has_metadata() => topic.with_error_code(ErrorCode::LeaderNotAvailable.0),
                 None => topic.with_error_code(ErrorCode::UnknownTopicOrPartition.0),
             }
         })

@@ -81,12 +81,18 @@ pub fn metadata(server: &Rc<Server>, correlation_id: u32, request: wire::Metadat
                     )
                 }
                 None => {
-                    let message = b.create_string(&format!("topic {name:?} does not exist"));
+                    // A node that just started may not have the cluster's topics yet.
+                    let (error, message) = if shard.has_metadata() {
+                        (ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
+                    } else {
+                        (ErrorCode::LeaderNotAvailable, "this node has not loaded the cluster's topics yet".to_string())
+                    };
+                    let message = b.create_string(&message);
                     wire::TopicMetadata::create(
                         &mut b,
                         &wire::TopicMetadataArgs {
                             name: Some(name_offset),
-                            error: ErrorCode::UnknownTopicOrPartition,
+                            error,
                             message: Some(message),
                             partitions: None,
                         },

@@ -107,6 +107,9 @@ pub struct Shard {
     /// Partitions this shard should have open and could not open, with why (a create
     /// that made them fails with it; see `cluster::commit_topic`).
     open_failures: RefCell<HashMap<TopicPartition, String>>,
+    /// This shard applied the cluster's committed state at least once since the node
+    /// started: before that its metadata is empty, not "no topics".
+    metadata_applied: Cell<bool>,
 }
 
 impl GroupHost for Shard {
@@ -170,6 +173,7 @@ impl Shard {
             space: space::DataDirSpace::new(&config_data_dir, config_min_free),
             repairs: space::Repairs::default(),
             open_failures: RefCell::new(HashMap::new()),
+            metadata_applied: Cell::new(false),
         });
         spawn_receivers(&shard, receivers);
         shard.start_cluster(setup).await?;
@@ -178,6 +182,14 @@ impl Shard {
         spawn_cleaner(Rc::downgrade(&shard));
         space::spawn_repair(Rc::downgrade(&shard));
         Ok(shard)
+    }
+
+    /// Whether this shard has the cluster's topics yet. A node of a larger cluster serves
+    /// as soon as it starts; until its first view of the committed state a topic it does
+    /// not know may well exist, so it must not say otherwise.
+    #[must_use]
+    pub fn has_metadata(&self) -> bool {
+        self.metadata_applied.get()
     }
 
     #[must_use]
@@ -544,6 +556,7 @@ impl Shard {
     /// closes and removes the ones whose topic is gone, reopens those whose configs
     /// changed.
     async fn apply_metadata(&self, metadata: Metadata) {
+        self.metadata_applied.set(true);
         let previous = self.metadata.replace(Rc::new(metadata));
         let current = self.metadata();
         // Topics removed: close and delete their partitions, and forget groups' offsets.
