@@ -342,22 +342,35 @@ async fn acknowledged_records_survive_leader_kills_and_a_frozen_node_on_every_re
                 "the record acknowledged at {TOPIC}-{partition}@{offset} is not there (high watermark {hw})"
             );
         }
-        for (offset, value) in &stored {
-            if let Some(first) = seen.insert(value.clone(), (p, *offset)) {
-                panic!(
-                    "{} is stored twice: at {}-{} and {p}-{offset}",
-                    String::from_utf8_lossy(value),
-                    first.0,
-                    first.1
-                );
-            }
-        }
+        assert_stored_once(&mut seen, p, &stored);
     }
     eprintln!("{} records stored, each once; {} acknowledged", seen.len(), acked.len());
 }
 
 /// A child process the test reads JSON lines from as it runs; killed by its pid if the
 /// test ends before it does.
+/// What an idempotent.py producer printed as acknowledged: (partition, offset) -> value.
+fn acknowledged(lines: &[sluice_tests::json::Json]) -> BTreeMap<(u32, u64), String> {
+    let mut acked = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.get("offset").is_some()) {
+        let partition = u32::try_from(l.get("partition").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
+        let offset = u64::try_from(l.get("offset").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
+        let value = l.get("value").and_then(sluice_tests::json::Json::as_str).unwrap().to_string();
+        assert!(acked.insert((partition, offset), value).is_none(), "two acknowledgements at {partition}-{offset}");
+    }
+    acked
+}
+
+/// Fails when a value of `records` (partition `p`) was already seen, here or in another
+/// partition; records where each value is.
+fn assert_stored_once(seen: &mut BTreeMap<Vec<u8>, (u32, u64)>, p: u32, records: &BTreeMap<u64, Vec<u8>>) {
+    for (offset, value) in records {
+        if let Some(first) = seen.insert(value.clone(), (p, *offset)) {
+            panic!("{} is stored twice: at {}-{} and {p}-{offset}", String::from_utf8_lossy(value), first.0, first.1);
+        }
+    }
+}
+
 struct Streaming {
     child: std::process::Child,
     lines: Arc<Mutex<Vec<sluice_tests::json::Json>>>,
@@ -505,13 +518,7 @@ fn idempotent_producer_through_kills(mut cluster: Cluster) {
     let done = lines.iter().find(|l| l.get("done").is_some()).expect("the producer finished");
     assert_eq!(done.get("unflushed").and_then(sluice_tests::json::Json::as_i64), Some(0), "{done:?}");
     let produced = done.get("produced").and_then(sluice_tests::json::Json::as_i64).unwrap();
-    let mut acked: BTreeMap<(u32, u64), String> = BTreeMap::new();
-    for l in lines.iter().filter(|l| l.get("offset").is_some()) {
-        let partition = u32::try_from(l.get("partition").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
-        let offset = u64::try_from(l.get("offset").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
-        let value = l.get("value").and_then(sluice_tests::json::Json::as_str).unwrap().to_string();
-        assert!(acked.insert((partition, offset), value).is_none(), "two acknowledgements at {partition}-{offset}");
-    }
+    let acked = acknowledged(&lines);
     assert_eq!(acked.len() as i64, produced, "every produced record was acknowledged");
 
     runtime.block_on(wait_for_full_isr(&admin, TOPIC));
@@ -524,16 +531,7 @@ fn idempotent_producer_through_kills(mut cluster: Cluster) {
     for p in 0..PARTITIONS {
         let dir = Cluster::data_of(cluster.dir.path(), 1).join(format!("{TOPIC}-{p}"));
         let stored = records_of(&stored_batches(&dir, high_watermarks[p as usize]));
-        for (offset, value) in &stored {
-            if let Some(first) = seen.insert(value.clone(), (p, *offset)) {
-                panic!(
-                    "{} is stored twice: at {}-{} and {p}-{offset}",
-                    String::from_utf8_lossy(value),
-                    first.0,
-                    first.1
-                );
-            }
-        }
+        assert_stored_once(&mut seen, p, &stored);
         for ((partition, offset), value) in acked.iter().filter(|((partition, _), _)| *partition == p) {
             assert_eq!(
                 stored.get(offset).map(|v| String::from_utf8_lossy(v).into_owned()).as_deref(),
@@ -1025,13 +1023,7 @@ fn chaos_kills_and_pauses_lose_no_acknowledged_record_and_store_none_twice() {
     let fatal: Vec<_> =
         lines.iter().filter(|l| l.get("fatal").and_then(sluice_tests::json::Json::as_bool) == Some(true)).collect();
     assert!(fatal.is_empty(), "the producer failed fatally: {fatal:?}");
-    let mut acked: BTreeMap<(u32, u64), String> = BTreeMap::new();
-    for l in lines.iter().filter(|l| l.get("offset").is_some()) {
-        let partition = u32::try_from(l.get("partition").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
-        let offset = u64::try_from(l.get("offset").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
-        let value = l.get("value").and_then(sluice_tests::json::Json::as_str).unwrap().to_string();
-        assert!(acked.insert((partition, offset), value).is_none(), "two acknowledgements at {partition}-{offset}");
-    }
+    let acked = acknowledged(&lines);
     let failed_deliveries =
         lines.iter().filter(|l| l.get("delivery").and_then(sluice_tests::json::Json::as_bool) == Some(true)).count();
 
@@ -1107,16 +1099,7 @@ fn chaos_kills_and_pauses_lose_no_acknowledged_record_and_store_none_twice() {
         let offsets: Vec<u64> = records.keys().copied().collect();
         let dense: Vec<u64> = (0..high_watermarks[p as usize]).collect();
         assert_eq!(offsets, dense, "{TOPIC}-{p}: offsets below the high watermark are dense");
-        for (offset, value) in &records {
-            if let Some(first) = seen_values.insert(value.clone(), (p, *offset)) {
-                panic!(
-                    "{} is stored twice: at {}-{} and {p}-{offset}",
-                    String::from_utf8_lossy(value),
-                    first.0,
-                    first.1
-                );
-            }
-        }
+        assert_stored_once(&mut seen_values, p, &records);
         stored.insert(p, records);
     }
     for ((p, offset), value) in &acked {
