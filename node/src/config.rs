@@ -403,6 +403,7 @@ impl NodeConfig {
                     .ok_or_else(|| format!("config file {}: topic-defaults must be a table", path.display()))?;
                 let topic = crate::topics::Topic {
                     name: String::new(),
+                    id: crate::topics::TopicId::NONE,
                     partitions: 1,
                     configs: defaults
                         .iter()

@@ -7,7 +7,7 @@
 //! Guarantees: every topic in a `Metadata` has a valid name, at least one partition and
 //! only known config keys with valid values; a topic's partition count only grows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use crate::storage::{FsyncPolicy, LogConfig};
@@ -234,10 +234,43 @@ pub fn validate_config(key: &str, value: &str) -> Result<(), TopicError> {
     (k.check)(value).map_err(|why| TopicError::InvalidConfig(format!("{key} = {value:?}: {why}")))
 }
 
+/// A topic's id: the UUID Kafka's Metadata (v10+) and Fetch (v13+) name topics by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicId(pub [u8; 16]);
+
+impl TopicId {
+    /// No id (Kafka's zero UUID): a topic only being checked, or read from the topics
+    /// file a single node kept before it was a cluster of one.
+    pub const NONE: TopicId = TopicId([0; 16]);
+
+    /// The id of the topic `name` whose first partition has the cluster-wide number
+    /// `first_partition`. The controller gives each partition its number once and never
+    /// again (its counter is in the replicated state and its snapshots), so every node
+    /// derives the same id from the state it applied, the id survives restarts, and a
+    /// topic deleted and created again under the same name gets a new one, as Kafka's
+    /// ids do. FNV-1a (128 bits) of both, marked as a UUID of version 8 (so it is never
+    /// zero, nor Kafka's reserved id 1).
+    #[must_use]
+    pub fn derive(name: &str, first_partition: u32) -> TopicId {
+        const OFFSET_BASIS: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+        let mut hash = OFFSET_BASIS;
+        for byte in name.as_bytes().iter().chain(&[0xff]).chain(&first_partition.to_be_bytes()) {
+            hash ^= u128::from(*byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+        let mut bytes = hash.to_be_bytes();
+        bytes[6] = (bytes[6] & 0x0f) | 0x80;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        TopicId(bytes)
+    }
+}
+
 /// A topic as the node knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topic {
     pub name: String,
+    pub id: TopicId,
     pub partitions: u32,
     /// Only the configs set on the topic; the rest come from the node's defaults.
     pub configs: BTreeMap<String, String>,
@@ -275,6 +308,8 @@ impl Topic {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metadata {
     topics: BTreeMap<String, Topic>,
+    /// Topic names by id (topics without one are not in it).
+    ids: HashMap<TopicId, String>,
     /// In a cluster, the nodes that may hold replicas now (a single node: `None`, one).
     live_nodes: Option<u32>,
 }
@@ -289,11 +324,19 @@ impl Metadata {
         self.topics.values()
     }
 
+    /// The topic with this id.
+    #[must_use]
+    pub fn topic_by_id(&self, id: TopicId) -> Option<&Topic> {
+        self.ids.get(&id).and_then(|name| self.topics.get(name))
+    }
+
     /// Metadata a cluster's controller state holds (already checked when it was made),
     /// with the number of live nodes new topics may be placed on.
     #[must_use]
     pub fn of_cluster(topics: impl IntoIterator<Item = Topic>, live_nodes: u32) -> Metadata {
-        Metadata { topics: topics.into_iter().map(|t| (t.name.clone(), t)).collect(), live_nodes: Some(live_nodes) }
+        let topics: BTreeMap<String, Topic> = topics.into_iter().map(|t| (t.name.clone(), t)).collect();
+        let ids = topics.values().filter(|t| t.id != TopicId::NONE).map(|t| (t.id, t.name.clone())).collect();
+        Metadata { topics, ids, live_nodes: Some(live_nodes) }
     }
 
     /// Checks a new topic without adding it.
@@ -335,7 +378,7 @@ impl Metadata {
         configs: BTreeMap<String, String>,
     ) -> Result<&Topic, TopicError> {
         self.check_create(name, partitions, replication_factor, &configs)?;
-        let topic = Topic { name: name.to_string(), partitions, configs };
+        let topic = Topic { name: name.to_string(), id: TopicId::NONE, partitions, configs };
         Ok(self.topics.entry(name.to_string()).or_insert(topic))
     }
 

@@ -978,18 +978,27 @@ impl Client {
 /// `GET /metrics` from a node's `--metrics-listen` address; returns the body.
 #[must_use]
 pub fn scrape_metrics(addr: SocketAddr) -> String {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "the scrape failed: {body}");
+    body
+}
+
+/// One HTTP/1.0 GET (so the server answers without chunking and closes): the status and
+/// the body. Bounded by the socket timeouts.
+#[must_use]
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream =
         TcpStream::connect_timeout(&addr, SOCKET_TIMEOUT).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
     stream.set_read_timeout(Some(SOCKET_TIMEOUT)).expect("setting a read timeout");
     stream.set_write_timeout(Some(SOCKET_TIMEOUT)).expect("setting a write timeout");
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n")
-        .expect("sending the scrape");
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap_or_else(|e| panic!("sending GET {path}: {e}"));
     let mut text = String::new();
-    stream.read_to_string(&mut text).expect("reading the scrape (the node closes after it)");
+    stream.read_to_string(&mut text).unwrap_or_else(|e| panic!("reading the answer to GET {path}: {e}"));
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    assert!(head.starts_with("HTTP/1.1 200"), "the scrape failed: {head}");
-    body.to_string()
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, body.to_string())
 }
 
 /// The value of an unlabelled metric in a Prometheus text scrape.

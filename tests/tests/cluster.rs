@@ -716,6 +716,326 @@ async fn a_group_keeps_consuming_and_its_commits_survive_a_coordinator_kill() {
     cluster.node(coordinator).restart();
 }
 
+/// A Kafka consumer group survives its coordinator, as in Kafka: a confluent-kafka member
+/// reads a replicated topic slowly, committing each record, while the node coordinating
+/// its group (the leader of the group's offsets partition) is killed with kill -9, twice
+/// (each restarted, so leadership moves and comes back). The new coordinator loads the
+/// group's metadata (members, generation, assignments) from `__consumer_offsets`, so the
+/// member's heartbeats and commits go on: one assignment for the whole run, no commit
+/// refused as from an unknown member or an old generation, every record read exactly
+/// once.
+#[test]
+fn a_kafka_group_keeps_its_members_and_generation_through_coordinator_kills() {
+    const TOPIC: &str = "steady";
+    const GROUP: &str = "steady-group";
+    const RECORDS: usize = 600;
+    let mut cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let topic = NewTopic { name: TOPIC.into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
+    runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, TOPIC).await;
+        wait_for_full_isr(&admin, sluice_schemas::groups::OFFSETS_TOPIC).await;
+    });
+    let kafka: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+    let lines: String = (0..RECORDS).map(|i| format!("value-{i}\n")).collect();
+    let mut produce = std::process::Command::new("kcat");
+    produce.args(["-b", &kafka[0], "-P", "-t", TOPIC, "-X", "acks=all"]);
+    let run = sluice_tests::node_client::run_command(produce, lines.as_bytes(), WAIT);
+    assert_eq!(run.code, Some(0), "kcat -P: {run:?}");
+
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("group_member.py"))
+        .args(["--bootstrap", &kafka.join(","), "--topic", TOPIC, "--group", GROUP])
+        .args(["--count", &RECORDS.to_string(), "--delay-ms", "50", "--timeout", "170"])
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let member = Streaming::start(command);
+    let offsets_partition = sluice_schemas::groups::offsets_partition(GROUP);
+    let mut killed = Vec::new();
+    for round in 0..2 {
+        let read = 50 + round * 150;
+        runtime.block_on(wait_for("the member to read on", || async { (member.count("value") >= read).then_some(()) }));
+        let coordinator = runtime.block_on(leader_of(&admin, sluice_schemas::groups::OFFSETS_TOPIC, offsets_partition));
+        cluster.node(coordinator).kill9_and_wait();
+        killed.push(coordinator);
+        std::thread::sleep(Duration::from_secs(3));
+        cluster.node(coordinator).restart();
+        runtime.block_on(wait_for_full_isr(&admin, sluice_schemas::groups::OFFSETS_TOPIC));
+    }
+    let lines = member.finish(Duration::from_secs(180));
+    let events = |key: &str| lines.iter().filter(|l| l.get(key).is_some()).collect::<Vec<_>>();
+    assert_eq!(
+        events("assigned").len(),
+        1,
+        "one assignment for the whole run (coordinators killed: {killed:?}): {:?}",
+        events("assigned")
+    );
+    // (Closing revokes the partitions, after "done".)
+    let done = lines.iter().position(|l| l.get("done").is_some()).expect("the member finished");
+    let revoked: Vec<_> = lines[..done].iter().filter(|l| l.get("revoked").is_some()).collect();
+    assert!(revoked.is_empty(), "no rebalance: {revoked:?}");
+    let refused: Vec<_> = events("commit_error")
+        .into_iter()
+        .filter(|l| {
+            let e = l.get("commit_error").and_then(|e| e.as_str()).unwrap_or_default();
+            e.contains("UNKNOWN_MEMBER_ID") || e.contains("ILLEGAL_GENERATION") || e.contains("REBALANCE")
+        })
+        .collect();
+    assert!(refused.is_empty(), "commits refused as from a stranger: {refused:?}");
+    let mut values: Vec<&str> = events("value").iter().filter_map(|l| l.get("value")?.as_str()).collect();
+    let read = values.len();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!((values.len(), read), (RECORDS, RECORDS), "every record read exactly once");
+    eprintln!(
+        "coordinators killed: {killed:?}; commit errors: {}; client errors: {}",
+        events("commit_error").len(),
+        events("error").len()
+    );
+}
+
+/// A process a test started, killed (by its pid) when dropped.
+struct Helper {
+    name: &'static str,
+    child: std::process::Child,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Helper {
+    fn start(name: &'static str, mut command: std::process::Command, log: &Path) -> Helper {
+        let out = std::fs::File::create(log).expect("creating a helper's log");
+        command.stdout(out.try_clone().expect("a log handle")).stderr(out);
+        let child = command.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Helper { name, child }
+    }
+
+    /// Fails the test if the process has exited, with its logs.
+    fn check_running(&mut self, logs: &[&Path]) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let logs: String = logs.iter().map(|l| std::fs::read_to_string(l).unwrap_or_default()).collect();
+            panic!("{} exited ({status}); its logs:\n{logs}", self.name);
+        }
+    }
+}
+
+/// Debian's ZooKeeper: its configuration directory (logging) and its jar.
+const ZOOKEEPER_CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar";
+
+/// ZooKeeper (Debian's), which Burrow needs for itself, on a free loopback port.
+fn start_zookeeper(dir: &Path) -> (Helper, SocketAddr) {
+    let addr = free_loopback_addr();
+    let config = format!(
+        "tickTime=2000\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
+         4lw.commands.whitelist=srvr\n",
+        dir.join("zk-data").display(),
+        addr.port()
+    );
+    let config_file = dir.join("zoo.cfg");
+    std::fs::write(&config_file, config).unwrap();
+    // The server's main class on the classpath Debian's zkEnv.sh sets (the jar's manifest
+    // names its dependencies), without the scripts' fixed log and config directories.
+    let mut command = std::process::Command::new("java");
+    command
+        .args(["-Xmx128m", "-cp", ZOOKEEPER_CLASSPATH, "org.apache.zookeeper.server.quorum.QuorumPeerMain"])
+        .arg(&config_file);
+    let log = dir.join("zookeeper.log");
+    let mut zk = Helper::start("ZooKeeper", command, &log);
+    // Serving once `srvr` names its mode: it listens (and drops sessions) before that.
+    let serving = || -> Option<()> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(b"srvr").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer.contains("Mode:").then_some(())
+    };
+    let deadline = Instant::now() + WAIT;
+    while serving().is_none() {
+        zk.check_running(&[&log]);
+        assert!(Instant::now() < deadline, "ZooKeeper does not serve on {addr}");
+        std::thread::sleep(POLL);
+    }
+    (zk, addr)
+}
+
+/// Burrow (Debian's 1.2.1) watching the cluster's Kafka listeners; its HTTP address.
+fn start_burrow(dir: &Path, zookeeper: SocketAddr, kafka: &[String]) -> (Helper, SocketAddr) {
+    let http = free_loopback_addr();
+    let servers = kafka.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    let d = dir.display();
+    let config = format!(
+        r#"[general]
+pidfile="{d}/burrow.pid"
+[logging]
+filename="{d}/burrow-app.log"
+level="info"
+[zookeeper]
+servers=["{zookeeper}"]
+timeout=6
+root-path="/burrow"
+[client-profile.sluice]
+client-id="burrow-test"
+kafka-version="2.0.0"
+[cluster.sluice]
+class-name="kafka"
+servers=[{servers}]
+client-profile="sluice"
+topic-refresh=5
+offset-refresh=2
+[consumer.sluice]
+class-name="kafka"
+cluster="sluice"
+servers=[{servers}]
+client-profile="sluice"
+start-latest=false
+[httpserver.default]
+address="{http}"
+[storage.default]
+class-name="inmemory"
+workers=4
+intervals=10
+expire-group=604800
+min-distance=1
+"#
+    );
+    std::fs::write(dir.join("burrow.toml"), config).unwrap();
+    let mut command = std::process::Command::new("/usr/bin/Burrow");
+    command.arg("-config-dir").arg(dir);
+    let log = dir.join("burrow.log");
+    let mut burrow = Helper::start("Burrow", command, &log);
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect_timeout(&http, Duration::from_secs(1)).is_err() {
+        burrow.check_running(&[&log, &dir.join("burrow-app.log")]);
+        assert!(Instant::now() < deadline, "Burrow does not serve HTTP on {http}");
+        std::thread::sleep(POLL);
+    }
+    (burrow, http)
+}
+
+/// What Burrow reports for each partition of `topic` in `group`: (last committed offset
+/// it decoded, current lag), by partition; empty while it knows nothing of the group.
+fn burrow_view(http: SocketAddr, group: &str, topic: &str) -> BTreeMap<u32, (i64, i64)> {
+    let (status, body) = sluice_tests::node_client::http_get(http, &format!("/v3/kafka/sluice/consumer/{group}"));
+    if status != 200 {
+        return BTreeMap::new();
+    }
+    let Ok(json) = sluice_tests::json::Json::parse(&body) else { return BTreeMap::new() };
+    let Some(partitions) = json.get("topics").and_then(|t| t.get(topic)).and_then(|p| p.as_array()) else {
+        return BTreeMap::new();
+    };
+    let mut view = BTreeMap::new();
+    for (p, partition) in partitions.iter().enumerate() {
+        let last = partition
+            .get("offsets")
+            .and_then(|o| o.as_array())
+            .and_then(|o| o.iter().filter(|e| !e.is_null()).filter_map(|e| e.get("offset")?.as_i64()).max());
+        let lag = partition.get("current-lag").and_then(|l| l.as_i64());
+        if let (Some(last), Some(lag)) = (last, lag) {
+            view.insert(p as u32, (last, lag));
+        }
+    }
+    view
+}
+
+/// Burrow, a lag monitor nobody here wrote, reads the group's commits from
+/// `__consumer_offsets` itself (so the records must be in Kafka's schemas) and the high
+/// watermarks with ListOffsets, and reports each partition's committed offset and lag; it
+/// goes on doing so after the group's coordinator is killed with kill -9 and the group
+/// commits again through the new one.
+#[test]
+fn burrow_reports_a_groups_lag_and_keeps_reporting_it_after_a_coordinator_kill() {
+    const TOPIC: &str = "lagged";
+    const GROUP: &str = "watched-group";
+    for program in ["/usr/bin/Burrow", "/usr/share/java/zookeeper.jar", "java", "kcat"] {
+        let found = program.starts_with('/') && Path::new(program).exists()
+            || std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {program}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        assert!(found, "{program} is not installed; .ci/run installs what these tests need");
+    }
+    let mut cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let topic = NewTopic { name: TOPIC.into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
+    runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, TOPIC).await;
+        wait_for_full_isr(&admin, sluice_schemas::groups::OFFSETS_TOPIC).await;
+    });
+    let kafka: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+    let lines: String = (0..300).map(|i| format!("value-{i}\n")).collect();
+    let mut produce = std::process::Command::new("kcat");
+    produce.args(["-b", &kafka[0], "-P", "-t", TOPIC, "-X", "acks=all"]);
+    let run = sluice_tests::node_client::run_command(produce, lines.as_bytes(), WAIT);
+    assert_eq!(run.code, Some(0), "kcat -P: {run:?}");
+    // A member reads `count` records (from the group's commits on), committing each.
+    let read = |bootstrap: &[String], count: usize| -> BTreeMap<u32, i64> {
+        let mut command = std::process::Command::new("python3");
+        command
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("group_member.py"))
+            .args(["--bootstrap", &bootstrap.join(","), "--topic", TOPIC, "--group", GROUP])
+            .args(["--count", &count.to_string(), "--timeout", "100"])
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        let lines = Streaming::start(command).finish(WAIT * 2);
+        let mut committed = BTreeMap::new();
+        for l in &lines {
+            if let (Some(p), Some(o)) =
+                (l.get("partition").and_then(|p| p.as_i64()), l.get("offset").and_then(|o| o.as_i64()))
+            {
+                let c = committed.entry(p as u32).or_insert(0);
+                *c = (*c).max(o + 1);
+            }
+        }
+        committed
+    };
+    let mut committed = read(&kafka, 120);
+    let hwm: BTreeMap<u32, i64> =
+        (0..3).map(|p| (p, runtime.block_on(high_watermark(&cluster, &admin, TOPIC, p)) as i64)).collect();
+
+    let (_zookeeper, zk_addr) = start_zookeeper(cluster.dir.path());
+    let burrow_dir = cluster.dir.path().join("burrow");
+    std::fs::create_dir_all(&burrow_dir).unwrap();
+    let (_burrow, http) = start_burrow(&burrow_dir, zk_addr, &kafka);
+    let expected = |committed: &BTreeMap<u32, i64>| -> BTreeMap<u32, (i64, i64)> {
+        committed.iter().map(|(p, c)| (*p, (*c, hwm[p] - c))).collect()
+    };
+    let want = expected(&committed);
+    let seen = runtime.block_on(wait_for("Burrow to report the group's lag", || async {
+        let view = burrow_view(http, GROUP, TOPIC);
+        want.iter().all(|(p, w)| view.get(p) == Some(w)).then_some(view)
+    }));
+    eprintln!("Burrow's view (partition: committed, lag): {seen:?}; high watermarks {hwm:?}");
+
+    let coordinator = runtime.block_on(leader_of(
+        &admin,
+        sluice_schemas::groups::OFFSETS_TOPIC,
+        sluice_schemas::groups::offsets_partition(GROUP),
+    ));
+    cluster.node(coordinator).kill9_and_wait();
+    let alive: Vec<String> =
+        kafka.iter().enumerate().filter(|(i, _)| *i as u32 + 1 != coordinator).map(|(_, a)| a.clone()).collect();
+    for (p, c) in read(&alive, 100) {
+        committed.insert(p, c);
+    }
+    let want = expected(&committed);
+    let seen = runtime.block_on(wait_for("Burrow to report the commits made through the new coordinator", || async {
+        let view = burrow_view(http, GROUP, TOPIC);
+        want.iter().all(|(p, w)| view.get(p) == Some(w)).then_some(view)
+    }));
+    eprintln!("after killing node {coordinator}, the coordinator: Burrow's view {seen:?}");
+    cluster.node(coordinator).restart();
+}
+
 /// Kafka's own clients against the cluster: kcat produces with acks=all through one node's
 /// Kafka listener (librdkafka sends each partition to its leader from Metadata) and reads
 /// everything back as a consumer group through another node's (FindCoordinator names
@@ -745,6 +1065,39 @@ fn kcat_produces_to_leaders_and_consumes_as_a_group_across_the_cluster() {
     got.sort_unstable();
     got.dedup();
     assert_eq!(got.len(), 300, "every line once: {:?}", &got[..got.len().min(5)]);
+}
+
+/// A restarted node answers Metadata with the topic's partitions, never an error with
+/// none: two of the three nodes are killed, so the controller has no quorum; one comes
+/// back, and a Kafka client asks it for the topic as soon as it answers at all, while
+/// the quorum it completes elects a leader and the node registers. (An error with no
+/// partitions, "not available" or "unknown topic", makes librdkafka drop the topic's
+/// partitions and fail the messages queued for them.) The node holds Metadata until it
+/// has applied its own registration, as a Kafka broker serves only once caught up.
+#[test]
+fn a_restarted_node_answers_metadata_once_it_has_caught_up_with_the_topics() {
+    const TOPIC: &str = "caught-up";
+    let mut cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let topic = NewTopic { name: TOPIC.into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
+    runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, TOPIC).await;
+    });
+    cluster.node(2).kill9_and_wait();
+    cluster.node(3).kill9_and_wait();
+    cluster.node(3).restart();
+    let mut list = std::process::Command::new("kcat");
+    list.args(["-b", &cluster.nodes[2].kafka_addr().unwrap().to_string(), "-L", "-J", "-t", TOPIC]);
+    let run = sluice_tests::node_client::run_command(list, b"", WAIT);
+    assert_eq!(run.code, Some(0), "kcat -L: {run:?}");
+    let metadata = sluice_tests::json::Json::parse(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    let topics = metadata.get("topics").and_then(|t| t.as_array()).expect("topics");
+    assert_eq!(topics.len(), 1, "{}", run.stdout);
+    assert!(topics[0].get("error").is_none(), "the restarted node answered an error: {}", run.stdout);
+    let partitions = topics[0].get("partitions").and_then(|p| p.as_array()).map_or(0, <[_]>::len);
+    assert_eq!(partitions, 3, "{}", run.stdout);
 }
 
 /// A node that is not a controller voter (`--voters 1,2,3` of four nodes) follows the

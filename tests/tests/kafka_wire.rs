@@ -93,7 +93,7 @@ fn batch(values: &[&[u8]]) -> Bytes {
 
 /// An ApiVersions version the node does not serve gets Kafka's v0 fallback
 /// (UNSUPPORTED_VERSION with the ranges) and the connection stays usable; every range
-/// decodes at the flexible v3.
+/// decodes at every version.
 #[test]
 fn api_versions_answers_every_version_and_falls_back_to_v0() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,13 +106,13 @@ fn api_versions_answers_every_version_and_falls_back_to_v0() {
     let fallback: ApiVersionsResponse = response(ApiKey::ApiVersions, 0, 1, receive(&mut s).unwrap());
     assert_eq!(fallback.error_code, 35, "UNSUPPORTED_VERSION");
     let produce = fallback.api_keys.iter().find(|k| k.api_key == ApiKey::Produce as i16).unwrap();
-    assert_eq!((produce.min_version, produce.max_version), (0, 9));
-    for version in 0..=3 {
+    assert_eq!((produce.min_version, produce.max_version), (0, 11));
+    for version in 0..=4 {
         send_raw(&mut s, &request(ApiKey::ApiVersions, version, 2, &ApiVersionsRequest::default()));
         let r: ApiVersionsResponse = response(ApiKey::ApiVersions, version, 2, receive(&mut s).unwrap());
         assert_eq!(r.error_code, 0);
         let fetch = r.api_keys.iter().find(|k| k.api_key == ApiKey::Fetch as i16).unwrap();
-        assert_eq!((fetch.min_version, fetch.max_version), (4, 12));
+        assert_eq!((fetch.min_version, fetch.max_version), (4, 17));
     }
 }
 
@@ -383,4 +383,493 @@ fn pipelined_requests_of_one_connection_run_in_order_so_an_offset_fetch_sees_the
         }
     }
     assert!(stale.is_empty(), "offset fetches that missed the commit before them: {}", stale.join(", "));
+}
+
+/// Kafka 3.9's version range of every API the node serves, as its ApiVersions answers
+/// (Produce v0 to v2 are advertised, as Kafka does, but refused: they carry message
+/// formats Sluice does not store; Fetch starts at v4, the first to carry RecordBatch v2).
+const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 0, 9),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 0, 9),
+    (ApiKey::OffsetFetch, 0, 9),
+    (ApiKey::FindCoordinator, 0, 5),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 6),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeConfigs, 0, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeProducers, 0, 0),
+];
+
+/// One connection's requests with increasing correlation ids.
+struct Wire {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Wire {
+    /// Sends `body` (the crate's type) at `version` and decodes the answer at `version`.
+    fn call<R: Decodable>(&mut self, key: ApiKey, version: i16, body: &impl Encodable) -> R {
+        self.call_as(key, version, version, body)
+    }
+
+    /// Sends `body` encoded in the layout of `layout` under the header of `version` (an
+    /// old version whose layout a later one kept), and decodes the answer as `layout`.
+    fn call_as<R: Decodable>(&mut self, key: ApiKey, version: i16, layout: i16, body: &impl Encodable) -> R {
+        let mut buf = BytesMut::new();
+        body.encode(&mut buf, layout).unwrap();
+        let mut bytes = self.call_raw(key, version, &buf);
+        let r = R::decode(&mut bytes, layout).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+        assert_eq!(bytes.remaining(), 0, "{key:?} v{version}: trailing bytes");
+        r
+    }
+
+    /// Sends a body encoded by hand; returns the answer's body.
+    fn call_raw(&mut self, key: ApiKey, version: i16, body: &[u8]) -> Bytes {
+        self.correlation_id += 1;
+        let mut frame = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("kafka-wire-test")))
+            .encode(&mut frame, key.request_header_version(version))
+            .unwrap();
+        frame.extend_from_slice(body);
+        send_raw(&mut self.stream, &frame);
+        let mut bytes = receive(&mut self.stream).unwrap_or_else(|| panic!("{key:?} v{version}: connection closed"));
+        let header = ResponseHeader::decode(&mut bytes, key.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.correlation_id, "{key:?} v{version}");
+        bytes
+    }
+}
+
+/// Kafka's classic encoding, for the old versions the kafka-protocol crate no longer has.
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    b.extend_from_slice(&(s.len() as i16).to_be_bytes());
+    b.extend_from_slice(s.as_bytes());
+}
+fn get_str(b: &mut Bytes) -> String {
+    let len = b.get_i16();
+    if len < 0 {
+        return String::new();
+    }
+    String::from_utf8(b.split_to(len as usize).to_vec()).unwrap()
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Every API at the oldest and the newest version the node serves (Kafka 3.9's ranges),
+/// on one connection to a real node, with requests that do something: topics created,
+/// described, altered, grown and deleted (the newest DeleteTopics by topic id), records
+/// produced and fetched (the newest Fetch by topic id, from Metadata v12), offsets
+/// listed, committed and fetched back across versions, a group joined, synced, described,
+/// listed, left and deleted. The old versions the kafka-protocol crate dropped (ListOffsets
+/// v0, OffsetCommit v0/v1, CreateTopics v0, DeleteTopics v0, DescribeConfigs v0) are
+/// written and read here by hand from Kafka's message definitions.
+#[test]
+fn every_served_api_answers_at_its_oldest_and_newest_version() {
+    use kafka_protocol::messages::*;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_kafka(dir.path(), 1, &[]);
+    let mut w = Wire { stream: connect(node.kafka_addr().unwrap()), correlation_id: 0 };
+
+    // ApiVersions: the ranges are Kafka 3.9's.
+    for version in [0, 4] {
+        let r: ApiVersionsResponse = w.call(ApiKey::ApiVersions, version, &ApiVersionsRequest::default());
+        let mut got: Vec<(i16, i16, i16)> =
+            r.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
+        let mut want: Vec<(i16, i16, i16)> = KAFKA_3_9.iter().map(|(k, lo, hi)| (*k as i16, *lo, *hi)).collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want, "ApiVersions v{version}");
+    }
+
+    // CreateTopics v0 (by hand) and v7.
+    let mut body = Vec::new();
+    body.extend_from_slice(&1i32.to_be_bytes());
+    put_str(&mut body, "old");
+    body.extend_from_slice(&2i32.to_be_bytes()); // partitions
+    body.extend_from_slice(&1i16.to_be_bytes()); // replication factor
+    body.extend_from_slice(&0i32.to_be_bytes()); // assignments
+    body.extend_from_slice(&0i32.to_be_bytes()); // configs
+    body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout
+    let mut r = w.call_raw(ApiKey::CreateTopics, 0, &body);
+    assert_eq!(r.get_i32(), 1);
+    assert_eq!((get_str(&mut r), r.get_i16()), ("old".to_string(), 0), "CreateTopics v0");
+    assert_eq!(r.remaining(), 0);
+    let create = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(name("wire"))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    let r: CreateTopicsResponse = w.call(ApiKey::CreateTopics, 7, &create);
+    let created = &r.topics[0];
+    assert_eq!((created.error_code, created.num_partitions), (0, 1), "CreateTopics v7: {r:?}");
+    assert!(!created.topic_id.is_nil(), "CreateTopics v7 names the topic's id");
+
+    // Metadata v0, and v12 by id alone.
+    let r: MetadataResponse = w.call(
+        ApiKey::Metadata,
+        0,
+        &MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(name("wire")))])),
+    );
+    assert_eq!((r.topics[0].error_code, r.topics[0].partitions.len()), (0, 1), "Metadata v0");
+    let r: MetadataResponse = w.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(None));
+    let me = r.brokers[0].node_id;
+    let id = r.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "wire")).unwrap().topic_id;
+    assert_eq!(id, created.topic_id, "Metadata v12 and CreateTopics v7 name the same id");
+    let r: MetadataResponse = w.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![metadata_request::MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(id)])),
+    );
+    assert_eq!(r.topics[0].name.as_ref().map(|n| n.0.as_str()), Some("wire"), "Metadata v12 by id");
+
+    // Produce v3 and v11.
+    for (version, value) in [(3, &b"first"[..]), (11, &b"second"[..])] {
+        let p = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+            produce_request::TopicProduceData::default().with_name(name("wire")).with_partition_data(vec![
+                produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch(&[value]))),
+            ]),
+        ]);
+        let r: ProduceResponse = w.call(ApiKey::Produce, version, &p);
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "Produce v{version}");
+    }
+
+    // Fetch v4 by name and v17 by id: both records.
+    for version in [4, 17] {
+        let topic = fetch_request::FetchTopic::default()
+            .with_topic(name(if version < 13 { "wire" } else { "" }))
+            .with_topic_id(if version >= 13 { id } else { Default::default() })
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)]);
+        let f = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![topic]);
+        let r: FetchResponse = w.call(ApiKey::Fetch, version, &f);
+        let t = &r.responses[0];
+        if version >= 13 {
+            assert_eq!(t.topic_id, id, "Fetch v{version} answers by id");
+        }
+        let p = &t.partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 2), "Fetch v{version}");
+        assert!(p.records.as_ref().is_some_and(|r| r.len() > 61), "Fetch v{version}: records");
+    }
+    // An id no topic has.
+    let f = FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![fetch_request::FetchTopic::default()
+        .with_topic_id(uuid::Uuid::from_u128(7))
+        .with_partitions(vec![fetch_request::FetchPartition::default().with_partition(0)])]);
+    let r: FetchResponse = w.call(ApiKey::Fetch, 17, &f);
+    assert_eq!(r.responses[0].partitions[0].error_code, 100, "UNKNOWN_TOPIC_ID");
+
+    // ListOffsets v0 (by hand): latest and earliest, one offset each.
+    for (timestamp, expected) in [(-1i64, 2i64), (-2, 0)] {
+        let mut body = Vec::new();
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes());
+        put_str(&mut body, "wire");
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        body.extend_from_slice(&timestamp.to_be_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes());
+        let mut r = w.call_raw(ApiKey::ListOffsets, 0, &body);
+        assert_eq!((r.get_i32(), get_str(&mut r), r.get_i32()), (1, "wire".to_string(), 1));
+        assert_eq!((r.get_i32(), r.get_i16()), (0, 0), "ListOffsets v0 partition and error");
+        assert_eq!((r.get_i32(), r.get_i64()), (1, expected), "ListOffsets v0 at {timestamp}");
+        assert_eq!(r.remaining(), 0);
+    }
+    // ListOffsets v9: latest, max timestamp (the records share one), earliest local,
+    // latest tiered (nothing is tiered).
+    for (timestamp, expected) in [(-1, 2), (-3, 0), (-4, 0), (-5, -1)] {
+        let l = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            list_offsets_request::ListOffsetsTopic::default().with_name(name("wire")).with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default().with_partition_index(0).with_timestamp(timestamp),
+            ]),
+        ]);
+        let r: ListOffsetsResponse = w.call(ApiKey::ListOffsets, 9, &l);
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.offset), (0, expected), "ListOffsets v9 at {timestamp}");
+    }
+
+    // OffsetCommit v0 and v1 (by hand; both answered in v2's layout), v9; OffsetFetch v0
+    // (v1's layout) and v9 (groups in a list) read them back.
+    for (version, group, offset) in [(0i16, "g0", 1i64), (1, "g1", 2)] {
+        let mut body = Vec::new();
+        put_str(&mut body, group);
+        if version == 1 {
+            body.extend_from_slice(&(-1i32).to_be_bytes());
+            put_str(&mut body, "");
+        }
+        body.extend_from_slice(&1i32.to_be_bytes());
+        put_str(&mut body, "wire");
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        body.extend_from_slice(&offset.to_be_bytes());
+        if version == 1 {
+            body.extend_from_slice(&(-1i64).to_be_bytes());
+        }
+        put_str(&mut body, "meta");
+        let mut r = w.call_raw(ApiKey::OffsetCommit, version, &body);
+        let r = OffsetCommitResponse::decode(&mut r, 2).unwrap();
+        assert_eq!(r.topics[0].partitions[0].error_code, 0, "OffsetCommit v{version}");
+    }
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(text("g9")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+            .with_name(name("wire"))
+            .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(2)])]);
+    let r: OffsetCommitResponse = w.call(ApiKey::OffsetCommit, 9, &commit);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0, "OffsetCommit v9");
+    let fetch0 = OffsetFetchRequest::default().with_group_id(GroupId(text("g0"))).with_topics(Some(vec![
+        offset_fetch_request::OffsetFetchRequestTopic::default()
+            .with_name(name("wire"))
+            .with_partition_indexes(vec![0]),
+    ]));
+    let r: OffsetFetchResponse = w.call_as(ApiKey::OffsetFetch, 0, 1, &fetch0);
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.committed_offset), (0, 1), "OffsetFetch v0 reads OffsetCommit v0's commit");
+    assert_eq!(p.metadata.as_deref(), Some("meta"));
+    let groups = ["g1", "g9"].map(|g| {
+        offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(text(g))).with_topics(None)
+    });
+    let r: OffsetFetchResponse =
+        w.call(ApiKey::OffsetFetch, 9, &OffsetFetchRequest::default().with_groups(groups.to_vec()));
+    let got: Vec<(String, i64)> =
+        r.groups.iter().map(|g| (g.group_id.0.to_string(), g.topics[0].partitions[0].committed_offset)).collect();
+    assert_eq!(got, vec![("g1".to_string(), 2), ("g9".to_string(), 2)], "OffsetFetch v9");
+
+    // FindCoordinator v0 and v5 (keys in a list).
+    let r: FindCoordinatorResponse =
+        w.call(ApiKey::FindCoordinator, 0, &FindCoordinatorRequest::default().with_key(text("g0")));
+    assert_eq!((r.error_code, r.node_id), (0, me), "FindCoordinator v0");
+    let r: FindCoordinatorResponse = w.call(
+        ApiKey::FindCoordinator,
+        5,
+        &FindCoordinatorRequest::default().with_coordinator_keys(vec![text("g0"), text("g1")]),
+    );
+    let got: Vec<(String, i16, BrokerId)> =
+        r.coordinators.iter().map(|c| (c.key.to_string(), c.error_code, c.node_id)).collect();
+    assert_eq!(got, vec![("g0".to_string(), 0, me), ("g1".to_string(), 0, me)], "FindCoordinator v5");
+
+    // A group: JoinGroup v0 (one member: it leads), SyncGroup v0, Heartbeat v0, then the
+    // newest versions: JoinGroup v9 of another group, Heartbeat v4
+    // and SyncGroup v5 of a stranger are refused, LeaveGroup v5 and v0.
+    let protocol = join_group_request::JoinGroupRequestProtocol::default()
+        .with_name(text("range"))
+        .with_metadata(Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]));
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(text("j")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(text("consumer"))
+        .with_protocols(vec![protocol]);
+    let r: JoinGroupResponse = w.call(ApiKey::JoinGroup, 0, &join);
+    assert_eq!(r.error_code, 0, "JoinGroup v0: {r:?}");
+    assert_eq!(r.leader, r.member_id);
+    let (member, generation) = (r.member_id.clone(), r.generation_id);
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(text("j")))
+        .with_generation_id(generation)
+        .with_member_id(member.clone())
+        .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default()
+            .with_member_id(member.clone())
+            .with_assignment(Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0]))]);
+    let r: SyncGroupResponse = w.call(ApiKey::SyncGroup, 0, &sync);
+    assert_eq!(r.error_code, 0, "SyncGroup v0");
+    let beat = HeartbeatRequest::default()
+        .with_group_id(GroupId(text("j")))
+        .with_generation_id(generation)
+        .with_member_id(member.clone());
+    let r: HeartbeatResponse = w.call(ApiKey::Heartbeat, 0, &beat);
+    assert_eq!(r.error_code, 0, "Heartbeat v0");
+    let r: JoinGroupResponse = w.call(ApiKey::JoinGroup, 9, &join.clone().with_group_id(GroupId(text("j9"))));
+    // (Kafka asks a new member of v4+ to rejoin with its id first, MEMBER_ID_REQUIRED;
+    // Sluice lets it in at once, which clients take as well.)
+    assert_eq!(r.error_code, 0, "JoinGroup v9: {r:?}");
+    assert!(!r.member_id.is_empty() && r.leader == r.member_id);
+    let stranger = beat.clone().with_member_id(text("stranger"));
+    let r: HeartbeatResponse = w.call(ApiKey::Heartbeat, 4, &stranger);
+    assert_eq!(r.error_code, 25, "Heartbeat v4: UNKNOWN_MEMBER_ID");
+    let r: SyncGroupResponse = w.call(
+        ApiKey::SyncGroup,
+        5,
+        &sync.clone().with_member_id(text("stranger")).with_protocol_type(Some(text("consumer"))),
+    );
+    assert_eq!(r.error_code, 25, "SyncGroup v5: UNKNOWN_MEMBER_ID");
+    for version in [0, 5] {
+        let r: DescribeGroupsResponse = w.call(
+            ApiKey::DescribeGroups,
+            version,
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(text("j"))]),
+        );
+        let g = &r.groups[0];
+        assert_eq!((g.error_code, g.members.len()), (0, 1), "DescribeGroups v{version}");
+        let r: ListGroupsResponse = w.call(ApiKey::ListGroups, version, &ListGroupsRequest::default());
+        assert!(r.groups.iter().any(|g| g.group_id.0.as_str() == "j"), "ListGroups v{version}");
+    }
+    let leave = LeaveGroupRequest::default().with_group_id(GroupId(text("j"))).with_members(vec![
+        leave_group_request::MemberIdentity::default().with_member_id(member.clone()).with_reason(Some(text("done"))),
+    ]);
+    let r: LeaveGroupResponse = w.call(ApiKey::LeaveGroup, 5, &leave);
+    assert_eq!((r.error_code, r.members[0].error_code), (0, 0), "LeaveGroup v5");
+    let r: LeaveGroupResponse = w.call(
+        ApiKey::LeaveGroup,
+        0,
+        &LeaveGroupRequest::default().with_group_id(GroupId(text("j"))).with_member_id(member),
+    );
+    assert_eq!(r.error_code, 25, "LeaveGroup v0 of a member that left: UNKNOWN_MEMBER_ID");
+    for (version, group) in [(0, "g0"), (2, "j")] {
+        let r: DeleteGroupsResponse = w.call(
+            ApiKey::DeleteGroups,
+            version,
+            &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(text(group))]),
+        );
+        assert_eq!(r.results[0].error_code, 0, "DeleteGroups v{version}");
+    }
+
+    // InitProducerId v0 and v5.
+    for version in [0, 5] {
+        let r: InitProducerIdResponse = w.call(
+            ApiKey::InitProducerId,
+            version,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        );
+        assert!(r.error_code == 0 && r.producer_id.0 >= 0, "InitProducerId v{version}: {r:?}");
+    }
+
+    // AlterConfigs v0 and v2, IncrementalAlterConfigs v0 and v1; DescribeConfigs v0 (by
+    // hand: is_default where later versions have the source) and v4 see them.
+    for version in [0, 2] {
+        let a =
+            AlterConfigsRequest::default().with_resources(vec![alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(text("wire"))
+                .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                    .with_name(text("retention.ms"))
+                    .with_value(Some(text("86400000")))])]);
+        let r: AlterConfigsResponse = w.call(ApiKey::AlterConfigs, version, &a);
+        assert_eq!(r.responses[0].error_code, 0, "AlterConfigs v{version}");
+    }
+    for version in [0, 1] {
+        let a = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(text("wire"))
+                .with_configs(vec![incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(text("retention.ms"))
+                    .with_config_operation(0)
+                    .with_value(Some(text("3600000")))]),
+        ]);
+        let r: IncrementalAlterConfigsResponse = w.call(ApiKey::IncrementalAlterConfigs, version, &a);
+        assert_eq!(r.responses[0].error_code, 0, "IncrementalAlterConfigs v{version}");
+    }
+    let mut body = Vec::new();
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.push(2);
+    put_str(&mut body, "wire");
+    body.extend_from_slice(&(-1i32).to_be_bytes()); // every key
+    let mut r = w.call_raw(ApiKey::DescribeConfigs, 0, &body);
+    let _throttle = r.get_i32();
+    assert_eq!(r.get_i32(), 1);
+    assert_eq!(r.get_i16(), 0, "DescribeConfigs v0 error");
+    assert_eq!(get_str(&mut r), "", "no error message");
+    assert_eq!((r.get_i8(), get_str(&mut r)), (2, "wire".to_string()));
+    let mut configs = std::collections::BTreeMap::new();
+    for _ in 0..r.get_i32() {
+        let (key, value) = (get_str(&mut r), get_str(&mut r));
+        let (_read_only, is_default, _sensitive) = (r.get_i8(), r.get_i8(), r.get_i8());
+        configs.insert(key, (value, is_default == 1));
+    }
+    assert_eq!(r.remaining(), 0);
+    assert_eq!(configs.get("retention.ms"), Some(&("3600000".to_string(), false)), "DescribeConfigs v0");
+    assert!(configs.get("cleanup.policy").is_some_and(|(_, default)| *default), "{configs:?}");
+    let d = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(text("wire"))
+            .with_configuration_keys(Some(vec![text("retention.ms")])),
+    ]);
+    let r: DescribeConfigsResponse = w.call(ApiKey::DescribeConfigs, 4, &d);
+    let c = &r.results[0].configs[0];
+    assert_eq!((c.value.as_deref(), c.config_source), (Some("3600000"), 1), "DescribeConfigs v4 (topic config)");
+
+    // CreatePartitions v0 and v3; DeleteRecords v0 and v2; DescribeProducers v0.
+    for (version, count) in [(0, 3), (3, 4)] {
+        let c = CreatePartitionsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default().with_name(name("old")).with_count(count),
+        ]);
+        let r: CreatePartitionsResponse = w.call(ApiKey::CreatePartitions, version, &c);
+        assert_eq!(r.results[0].error_code, 0, "CreatePartitions v{version}: {r:?}");
+    }
+    for (version, offset) in [(0, 1), (2, 2)] {
+        let d = DeleteRecordsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default().with_name(name("wire")).with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default().with_partition_index(0).with_offset(offset),
+            ]),
+        ]);
+        let r: DeleteRecordsResponse = w.call(ApiKey::DeleteRecords, version, &d);
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.low_watermark), (0, offset), "DeleteRecords v{version}");
+    }
+    let r: DescribeProducersResponse = w.call(
+        ApiKey::DescribeProducers,
+        0,
+        &DescribeProducersRequest::default().with_topics(vec![describe_producers_request::TopicRequest::default()
+            .with_name(name("wire"))
+            .with_partition_indexes(vec![0])]),
+    );
+    assert_eq!(r.topics[0].partitions[0].error_code, 0, "DescribeProducers v0");
+
+    // DeleteTopics v0 (by name; answered by hand) and v6 (by id).
+    let d = DeleteTopicsRequest::default().with_timeout_ms(10_000).with_topic_names(vec![name("old")]);
+    let mut buf = BytesMut::new();
+    d.encode(&mut buf, 1).unwrap();
+    let mut r = w.call_raw(ApiKey::DeleteTopics, 0, &buf);
+    assert_eq!(r.get_i32(), 1);
+    assert_eq!((get_str(&mut r), r.get_i16()), ("old".to_string(), 0), "DeleteTopics v0");
+    assert_eq!(r.remaining(), 0);
+    let d = DeleteTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![delete_topics_request::DeleteTopicState::default().with_topic_id(id)]);
+    let r: DeleteTopicsResponse = w.call(ApiKey::DeleteTopics, 6, &d);
+    let deleted = &r.responses[0];
+    assert_eq!((deleted.error_code, deleted.name.as_ref().map(|n| n.0.as_str())), (0, Some("wire")), "DeleteTopics v6");
+    let r: MetadataResponse = w.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(None));
+    let left: Vec<_> = r.topics.iter().filter(|t| !t.is_internal).map(|t| t.name.clone()).collect();
+    assert!(left.is_empty(), "both topics deleted: {left:?}");
 }

@@ -729,11 +729,11 @@ fn corrupted_batches_are_refused_per_partition_and_nothing_else_is_lost() {
     assert_eq!(client.fetch("no-such-topic", 0, 0, FETCH_BYTES, 0, 0).error, ErrorCode::UnknownTopicOrPartition);
     assert_eq!(client.list_offsets("no-such-topic", 0, -1).0, ErrorCode::UnknownTopicOrPartition);
     // An empty record set, a negative fetch offset and a negative timestamp other than
-    // -1 and -2 are refused too.
+    // Kafka's -1 to -5 are refused too.
     let empty = client.produce("mixed", 1, &[], 1);
     assert_eq!(empty.error, ErrorCode::InvalidRecord, "{}", empty.message);
     assert_eq!(client.fetch("mixed", 1, -1, FETCH_BYTES, 0, 0).error, ErrorCode::OffsetOutOfRange);
-    assert_eq!(client.list_offsets("mixed", 1, -3).0, ErrorCode::InvalidRequest);
+    assert_eq!(client.list_offsets("mixed", 1, -6).0, ErrorCode::InvalidRequest);
     // An acks value that is not 0, 1 or -1 is refused, and stores nothing.
     let refused = client.produce("mixed", 1, &good, 2);
     assert_eq!(refused.error, ErrorCode::InvalidRequiredAcks, "{}", refused.message);

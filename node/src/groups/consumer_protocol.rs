@@ -54,8 +54,25 @@ pub fn encode_assignment(assignment: &[TopicPartition]) -> Vec<u8> {
 /// Encodes a subscription to `topics` as the consumer protocol's v0.
 #[must_use]
 pub fn encode_subscription(topics: &[String]) -> Vec<u8> {
+    encode_subscription_with(topics, None)
+}
+
+/// Encodes a subscription to `topics` with `user_data` as the consumer protocol's v0.
+#[must_use]
+pub fn encode_subscription_with(topics: &[String], user_data: Option<&[u8]>) -> Vec<u8> {
     let topics = topics.iter().map(|t| StrBytes::from_string(t.clone())).collect();
-    encode(&ConsumerProtocolSubscription::default().with_topics(topics))
+    let user_data = user_data.map(Bytes::copy_from_slice);
+    encode(&ConsumerProtocolSubscription::default().with_topics(topics).with_user_data(user_data))
+}
+
+/// The topics and user data of an encoded subscription; `None` when it is malformed.
+#[must_use]
+pub fn decode_subscription(bytes: &[u8]) -> Option<(Vec<String>, Option<Vec<u8>>)> {
+    let mut buf = Bytes::copy_from_slice(bytes);
+    let version = buf.try_get_i16().ok()?;
+    let subscription = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)).ok()?;
+    let topics = subscription.topics.iter().map(ToString::to_string).collect();
+    Some((topics, subscription.user_data.map(|d| d.to_vec())))
 }
 
 fn encode(message: &impl Encodable) -> Vec<u8> {
@@ -80,5 +97,7 @@ mod tests {
         assert_eq!(decode_assignment(&[]), Some(Vec::new()));
         assert_eq!(decode_assignment(&[0, 0, 0, 0, 0, 9]), None);
         assert!(encode_subscription(&["a".to_string()]).len() > 2);
+        let subscription = encode_subscription_with(&["a".to_string(), "b".to_string()], Some(b"x"));
+        assert_eq!(decode_subscription(&subscription), Some((vec!["a".into(), "b".into()], Some(b"x".to_vec()))));
     }
 }

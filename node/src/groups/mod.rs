@@ -43,7 +43,7 @@ pub use sluice_schemas::groups::{offsets_partition, OFFSETS_PARTITIONS, OFFSETS_
 use state::{GroupAction, GroupInput, Groups, RequestId, Topics};
 pub use state::{CONSUMER_PROTOCOL_TYPE, GROUP_ID_BYTES_MAX, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN};
 
-use records::OffsetRecord;
+use records::GroupRecord;
 
 /// How often the coordinator looks for members whose session expired (and rebalances
 /// past their deadline): the resolution of both timeouts.
@@ -89,6 +89,10 @@ pub struct Coordinator {
     /// Requests waiting for their reply, by the id the state machine answers.
     waiting: RefCell<HashMap<RequestId, OneshotSender<GroupReply>>>,
     next_request: Cell<u64>,
+    /// Offsets partitions being loaded: their groups' requests are answered
+    /// COORDINATOR_NOT_AVAILABLE (retriable) until their members and offsets are in, so
+    /// a member that found this new coordinator early is not told it is unknown.
+    loading: RefCell<std::collections::BTreeSet<u32>>,
 }
 
 impl Default for Coordinator {
@@ -98,6 +102,7 @@ impl Default for Coordinator {
             started: Instant::now(),
             waiting: RefCell::new(HashMap::new()),
             next_request: Cell::new(0),
+            loading: RefCell::new(std::collections::BTreeSet::new()),
         }
     }
 }
@@ -143,6 +148,14 @@ impl Coordinator {
     }
 
     pub async fn handle(&self, host: &dyn GroupHost, request: GroupRequest) -> GroupReply {
+        if let Some(partition) = request.group().map(offsets_partition) {
+            if self.loading.borrow().contains(&partition) {
+                return GroupReply::Done(Err(NodeError::new(
+                    ErrorKind::CoordinatorNotAvailable,
+                    format!("the groups of {OFFSETS_TOPIC}-{partition} are being loaded here; retry"),
+                )));
+            }
+        }
         let id = RequestId(self.next_request.get());
         self.next_request.set(id.0 + 1);
         let (tx, rx) = Oneshot::channel();
@@ -154,14 +167,31 @@ impl Coordinator {
         })
     }
 
-    /// Removes members whose session expired and enforces rebalance deadlines.
-    pub fn expire(&self, host: &dyn GroupHost) {
+    /// Removes members whose session expired and enforces rebalance deadlines (storing
+    /// the metadata of the groups that changed).
+    pub async fn expire(&self, host: &dyn GroupHost) {
         let actions = self.step(GroupInput::Tick, &HostTopics(host));
-        self.answer_all(actions);
+        self.perform(host, actions).await;
     }
 
-    /// Reads the committed offsets of one offsets partition this shard now owns.
-    pub async fn load(&self, log: &PartitionLog) {
+    /// Reads the groups and committed offsets of offsets partition `partition`, which
+    /// this shard now owns.
+    pub async fn load(&self, partition: u32, log: &PartitionLog) {
+        self.begin_loading(partition);
+        self.load_records(log).await;
+        self.end_loading(partition);
+    }
+
+    /// Answers the groups of `partition` "not available" until `end_loading`.
+    pub fn begin_loading(&self, partition: u32) {
+        self.loading.borrow_mut().insert(partition);
+    }
+
+    pub fn end_loading(&self, partition: u32) {
+        self.loading.borrow_mut().remove(&partition);
+    }
+
+    async fn load_records(&self, log: &PartitionLog) {
         let mut offset = log.log_start_offset();
         let mut loaded = 0u64;
         while offset < log.log_end_offset() {
@@ -179,7 +209,7 @@ impl Coordinator {
                 let Ok((_, _, batch)) = batch else { break };
                 let Ok(iter) = RecordIter::from_bytes(batch) else { continue };
                 for r in iter.flatten() {
-                    let Some(record) = r.key.and_then(|key| OffsetRecord::parse(key, r.value)) else { continue };
+                    let Some(record) = r.key.and_then(|key| GroupRecord::parse(key, r.value)) else { continue };
                     records.push(record);
                 }
             }
@@ -188,7 +218,7 @@ impl Coordinator {
             self.answer_all(actions);
             offset = fetched.next_offset;
         }
-        debug!(dir = %log.dir().display(), records = loaded, "committed offsets loaded");
+        debug!(dir = %log.dir().display(), records = loaded, "groups and committed offsets loaded");
     }
 
     /// Drops every group of one offsets partition, members and committed offsets (in a
@@ -215,14 +245,14 @@ impl Coordinator {
 
 /// Appends offset records as one batch, stamped with the wall clock (record timestamps
 /// are wall-clock milliseconds).
-async fn append_records(host: &dyn GroupHost, partition: u32, records: &[OffsetRecord]) -> Result<(), NodeError> {
+async fn append_records(host: &dyn GroupHost, partition: u32, records: &[GroupRecord]) -> Result<(), NodeError> {
     let timestamp_ms = io::Clock::system().now_ms();
     let fail = |e: sluice_schemas::records::RecordError| {
         NodeError::new(ErrorKind::InvalidRequest, format!("offset records for {OFFSETS_TOPIC}-{partition}: {e}"))
     };
     let mut builder = BatchBuilder::new(BatchConfig::default()).map_err(fail)?;
     for record in records {
-        builder.push(Some(&record.key()), record.value().as_deref(), &[], timestamp_ms).map_err(fail)?;
+        builder.push(Some(&record.key()), record.value(timestamp_ms).as_deref(), &[], timestamp_ms).map_err(fail)?;
     }
     let batch = builder.finish().map_err(fail)?;
     host.append_offsets(partition, &batch).await
@@ -249,7 +279,7 @@ pub fn spawn_expiry<H: GroupHost + 'static>(
         loop {
             io::sleep(Duration::from_millis(EXPIRY_CHECK_MS)).await;
             let Some(h) = host.upgrade() else { return };
-            coordinator(&h).expire(&*h);
+            coordinator(&h).expire(&*h).await;
         }
     });
 }
@@ -331,17 +361,19 @@ mod tests {
             GroupReply::Committed(Ok(results)) => assert_eq!(results, vec![("t".into(), 2, Ok(()))]),
             other => panic!("expected a commit, got {other:?}"),
         }
+        // The join's rebalance stored the group's metadata; then the commit.
         let appended = host.appended.borrow().clone();
-        assert_eq!(appended.len(), 1);
-        assert_eq!(appended[0].0, offsets_partition("g"));
-        let stored: Vec<OffsetRecord> = RecordIter::from_bytes(&appended[0].1)
-            .unwrap()
-            .map(|r| r.unwrap())
-            .map(|r| OffsetRecord::parse(r.key.unwrap(), r.value).unwrap())
+        assert_eq!(appended.len(), 2);
+        assert!(appended.iter().all(|(p, _)| *p == offsets_partition("g")));
+        let stored: Vec<GroupRecord> = appended
+            .iter()
+            .flat_map(|(_, batch)| RecordIter::from_bytes(batch).unwrap().map(|r| r.unwrap()))
+            .map(|r| GroupRecord::parse(r.key.unwrap(), r.value).unwrap())
             .collect();
+        assert!(matches!(&stored[0], GroupRecord::Group(g) if g.value.as_ref().is_some_and(|v| v.generation == 1)));
         let expected =
-            OffsetRecord { group: "g".into(), topic: "t".into(), partition: 2, value: Some((5, "m".into())) };
-        assert_eq!(stored, vec![expected]);
+            records::OffsetRecord { group: "g".into(), topic: "t".into(), partition: 2, value: Some((5, "m".into())) };
+        assert_eq!(stored[1], GroupRecord::Offset(expected));
         host.refuse.set(true);
         match block_on(c.handle(&host, commit(9))) {
             GroupReply::Committed(Err(e)) => assert_eq!(e.kind, ErrorKind::CoordinatorNotAvailable),

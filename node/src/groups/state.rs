@@ -42,7 +42,7 @@ use super::messages::{
     GroupDescription, GroupReply, GroupRequest, GroupSummary, JoinArgs, JoinProtocol, JoinResult, MemberDescription,
     PartitionOutcome,
 };
-use super::records::OffsetRecord;
+use super::records::{GroupMetadata, GroupMetadataRecord, GroupRecord, MemberMetadata, OffsetRecord};
 use crate::errors::{ErrorKind, NodeError};
 
 /// Session timeouts a member may ask for (Kafka's broker defaults).
@@ -76,7 +76,7 @@ pub enum GroupInput {
     /// Time passed: remove members whose session expired, enforce rebalance deadlines.
     Tick,
     /// Records read back from an offsets partition, in log order.
-    Loaded(Vec<OffsetRecord>),
+    Loaded(Vec<GroupRecord>),
     /// An `AppendOffsets` completed.
     Appended { append: AppendId, result: Result<(), NodeError> },
     /// This shard no longer coordinates the groups of this offsets partition (or is
@@ -94,7 +94,7 @@ pub enum GroupAction {
     /// Append `records` as one batch to offsets partition `partition` and report the
     /// result as `GroupInput::Appended { append, .. }`. Appends the driver is given in
     /// one step are independent, and the driver performs them in the order given.
-    AppendOffsets { append: AppendId, partition: u32, records: Vec<OffsetRecord> },
+    AppendOffsets { append: AppendId, partition: u32, records: Vec<GroupRecord> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +149,9 @@ struct Group {
     leader: String,
     members: BTreeMap<String, Member>,
     rebalance_deadline_ms: Option<u64>,
+    /// A rebalance completed or the group emptied in this step: its metadata is written
+    /// at the step's end (`store_changed_groups`).
+    changed: bool,
 }
 
 impl Group {
@@ -162,9 +165,109 @@ impl Group {
             leader: String::new(),
             members: BTreeMap::new(),
             rebalance_deadline_ms: None,
+            changed: false,
+        }
+    }
+
+    /// The group as `GroupMetadataValue` holds it: what a new coordinator needs to carry
+    /// on without a rebalance.
+    fn metadata(&self) -> GroupMetadata {
+        let members = self
+            .members
+            .iter()
+            .map(|(id, m)| MemberMetadata {
+                member_id: id.clone(),
+                group_instance_id: None,
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: i32::try_from(m.rebalance_timeout_ms).unwrap_or(i32::MAX),
+                session_timeout_ms: i32::try_from(m.session_timeout_ms).unwrap_or(i32::MAX),
+                subscription: if self.classic {
+                    m.protocols
+                        .iter()
+                        .find(|(name, _)| *name == self.strategy)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default()
+                } else {
+                    let topics: Vec<String> = m.topics.iter().cloned().collect();
+                    consumer_protocol::encode_subscription_with(&topics, Some(NATIVE_MARK))
+                },
+                assignment: if self.classic {
+                    m.assignment_bytes.clone()
+                } else {
+                    consumer_protocol::encode_assignment(&m.assignment)
+                },
+            })
+            .collect();
+        let active = !self.members.is_empty();
+        GroupMetadata {
+            protocol_type: self.protocol_type.clone(),
+            generation: self.generation,
+            protocol: active.then(|| self.strategy.clone()),
+            leader: active.then(|| self.leader.clone()),
+            state_timestamp_ms: -1,
+            members,
+        }
+    }
+
+    /// A group as its metadata record left it: Stable with its members (sessions
+    /// starting `now_ms`), or Empty.
+    fn loaded(metadata: GroupMetadata, now_ms: u64) -> Group {
+        // Native members' subscriptions carry `NATIVE_MARK` as user data.
+        let native = !metadata.members.is_empty()
+            && metadata.members.iter().all(|m| {
+                consumer_protocol::decode_subscription(&m.subscription)
+                    .is_some_and(|(_, data)| data.as_deref() == Some(NATIVE_MARK))
+            });
+        let strategy = metadata.protocol.unwrap_or_default();
+        let decode = metadata.protocol_type == CONSUMER_PROTOCOL_TYPE;
+        let members: BTreeMap<String, Member> = metadata
+            .members
+            .into_iter()
+            .map(|m| {
+                let (topics, protocols, assignment_bytes) = if native {
+                    let topics = consumer_protocol::decode_subscription(&m.subscription).map(|(t, _)| t);
+                    (topics.unwrap_or_default().into_iter().collect(), Vec::new(), Vec::new())
+                } else {
+                    (BTreeSet::new(), vec![(strategy.clone(), m.subscription)], m.assignment.clone())
+                };
+                let assignment = if decode || native {
+                    consumer_protocol::decode_assignment(&m.assignment).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let member = Member {
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    topics,
+                    session_timeout_ms: u64::try_from(m.session_timeout_ms).unwrap_or(0),
+                    rebalance_timeout_ms: u64::try_from(m.rebalance_timeout_ms).unwrap_or(0),
+                    last_seen_ms: now_ms,
+                    rejoined: false,
+                    assignment,
+                    protocols,
+                    assignment_bytes,
+                };
+                (m.member_id, member)
+            })
+            .collect();
+        Group {
+            state: if members.is_empty() { State::Empty } else { State::Stable },
+            generation: metadata.generation,
+            strategy,
+            classic: !native,
+            protocol_type: metadata.protocol_type,
+            leader: metadata.leader.unwrap_or_default(),
+            members,
+            rebalance_deadline_ms: None,
+            changed: false,
         }
     }
 }
+
+/// The user data in native members' subscriptions as group metadata records store them:
+/// how a new coordinator tells a native group from a classic one.
+const NATIVE_MARK: &[u8] = b"sluice-native";
 
 /// A group's committed offsets: (topic, partition) -> (offset, metadata).
 type Committed = BTreeMap<TopicPartition, (i64, String)>;
@@ -196,6 +299,12 @@ enum PendingAppend {
     ForgetTopic {
         group: String,
         topic: String,
+    },
+    /// A group's metadata after a rebalance or its last member left: nobody waits for it
+    /// (a coordinator that fails before it is stored leaves the previous generation, and
+    /// members rejoin).
+    GroupMetadata {
+        group: String,
     },
 }
 
@@ -265,7 +374,25 @@ impl Groups {
             GroupInput::ForgetTopic(topic) => self.forget_topic(&topic, &mut out),
         }
         self.settle(now_ms, &mut out);
+        self.store_changed_groups(&mut out);
         out
+    }
+
+    /// Appends the metadata of every group a rebalance or a departure changed in this step.
+    fn store_changed_groups(&mut self, out: &mut Vec<GroupAction>) {
+        let changed: Vec<(String, GroupMetadata)> = self
+            .groups
+            .iter_mut()
+            .filter(|(_, g)| g.changed)
+            .map(|(id, g)| {
+                g.changed = false;
+                (id.clone(), g.metadata())
+            })
+            .collect();
+        for (group, metadata) in changed {
+            let record = GroupRecord::Group(GroupMetadataRecord { group: group.clone(), value: Some(metadata) });
+            out.push(self.append(&group.clone(), vec![record], PendingAppend::GroupMetadata { group }));
+        }
     }
 
     /// Committed offsets of every group (for lag metrics): (group, topic, partition,
@@ -281,7 +408,11 @@ impl Groups {
     /// Requests waiting for a rebalance, a leader's assignments or an append.
     #[must_use]
     pub fn pending_requests(&self) -> usize {
-        let appends = self.appends.values().filter(|a| !matches!(a, PendingAppend::ForgetTopic { .. })).count();
+        let appends = self
+            .appends
+            .values()
+            .filter(|a| !matches!(a, PendingAppend::ForgetTopic { .. } | PendingAppend::GroupMetadata { .. }))
+            .count();
         self.joins.len() + self.syncs.len() + appends
     }
 
@@ -478,6 +609,7 @@ impl Groups {
                 }
                 group.state = State::Stable;
                 group.rebalance_deadline_ms = None;
+                group.changed = true;
                 info!(group = group_id, generation, "assignments received from the leader");
                 Some(Ok(group.members.get(member_id).map(|m| m.assignment_bytes.clone()).unwrap_or_default()))
             }
@@ -595,11 +727,13 @@ impl Groups {
         }
         let records = accepted
             .iter()
-            .map(|(topic, partition, offset, metadata)| OffsetRecord {
-                group: group_id.to_string(),
-                topic: topic.clone(),
-                partition: *partition,
-                value: Some((*offset, metadata.clone())),
+            .map(|(topic, partition, offset, metadata)| {
+                GroupRecord::Offset(OffsetRecord {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    value: Some((*offset, metadata.clone())),
+                })
             })
             .collect();
         let pending = PendingAppend::Commit { id, group: group_id.to_string(), accepted, refused };
@@ -651,7 +785,7 @@ impl Groups {
     }
 
     /// Records what an append is for and returns the action that asks for it.
-    fn append(&mut self, group_id: &str, records: Vec<OffsetRecord>, pending: PendingAppend) -> GroupAction {
+    fn append(&mut self, group_id: &str, records: Vec<GroupRecord>, pending: PendingAppend) -> GroupAction {
         let append = AppendId(self.next_append);
         self.next_append += 1;
         self.appends.insert(append, pending);
@@ -693,6 +827,11 @@ impl Groups {
                 }
                 Err(e) => warn!(group = %group, topic = %topic, "forgetting the offsets of a deleted topic: {e}"),
             },
+            PendingAppend::GroupMetadata { group } => {
+                if let Err(e) = result {
+                    warn!(group = %group, "storing the group's metadata: {e}");
+                }
+            }
         }
     }
 
@@ -795,11 +934,10 @@ impl Groups {
         if !self.groups.contains_key(group_id) && committed.is_empty() {
             return Some(Err(error(ErrorKind::GroupIdNotFound, format!("group {group_id:?} does not exist"))));
         }
-        if committed.is_empty() {
-            self.remove_group(group_id);
-            return Some(Ok(()));
-        }
-        let records = tombstones(group_id, committed);
+        // The offsets' tombstones and the group metadata's, so a new coordinator loads
+        // neither.
+        let mut records = tombstones(group_id, committed);
+        records.push(GroupRecord::Group(GroupMetadataRecord { group: group_id.to_string(), value: None }));
         out.push(self.append(group_id, records, PendingAppend::Delete { id, group: group_id.to_string() }));
         None
     }
@@ -855,9 +993,22 @@ impl Groups {
         }
     }
 
-    /// Applies records read back from an offsets partition, in log order.
-    fn load(&mut self, records: Vec<OffsetRecord>) {
-        for r in records {
+    /// Applies records read back from an offsets partition, in log order: committed
+    /// offsets, and groups as their last metadata left them (members keep their ids and
+    /// generation, their sessions starting now).
+    fn load(&mut self, records: Vec<GroupRecord>) {
+        for record in records {
+            let r = match record {
+                GroupRecord::Offset(r) => r,
+                GroupRecord::Group(GroupMetadataRecord { group, value: Some(metadata) }) => {
+                    self.groups.insert(group, Group::loaded(metadata, self.now_ms));
+                    continue;
+                }
+                GroupRecord::Group(GroupMetadataRecord { group, value: None }) => {
+                    self.groups.remove(&group);
+                    continue;
+                }
+            };
             match r.value {
                 Some(v) => {
                     self.offsets.entry(r.group).or_default().insert(TopicPartition::new(r.topic, r.partition), v);
@@ -933,14 +1084,11 @@ fn join_outcome(groups: &BTreeMap<String, Group>, join: &Waiting) -> Option<Resu
     }))
 }
 
-fn tombstones(group_id: &str, partitions: Vec<TopicPartition>) -> Vec<OffsetRecord> {
+fn tombstones(group_id: &str, partitions: Vec<TopicPartition>) -> Vec<GroupRecord> {
     partitions
         .into_iter()
-        .map(|TopicPartition { topic, partition }| OffsetRecord {
-            group: group_id.to_string(),
-            topic,
-            partition,
-            value: None,
+        .map(|TopicPartition { topic, partition }| {
+            GroupRecord::Offset(OffsetRecord { group: group_id.to_string(), topic, partition, value: None })
         })
         .collect()
 }
@@ -963,6 +1111,7 @@ fn maybe_complete(now_ms: u64, topics: &dyn Topics, group: &mut Group, group_id:
     if group.members.is_empty() {
         group.state = State::Empty;
         group.rebalance_deadline_ms = None;
+        group.changed = true;
         return;
     }
     if group.classic {
@@ -995,6 +1144,7 @@ fn maybe_complete(now_ms: u64, topics: &dyn Topics, group: &mut Group, group_id:
         }
         group.state = State::Stable;
         group.rebalance_deadline_ms = None;
+        group.changed = true;
     }
     for m in group.members.values_mut() {
         m.rejoined = false;
@@ -1026,6 +1176,7 @@ fn rebalance_after_departure(now_ms: u64, group: &mut Group, group_id: &str) {
     if group.members.is_empty() {
         group.state = State::Empty;
         group.rebalance_deadline_ms = None;
+        group.changed = true;
     } else if group.state != State::PreparingRebalance {
         start_rebalance(now_ms, group, group_id, None);
     }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::consumer_protocol;
 use super::messages::{GroupReply, GroupRequest, JoinArgs, JoinProtocol, JoinResult};
-use super::records::OffsetRecord;
+use super::records::{GroupMetadataRecord, GroupRecord, OffsetRecord};
 use super::state::{AppendId, GroupAction, GroupInput, Groups, RequestId, Topics};
 use crate::errors::{ErrorKind, NodeError};
 use sluice_schemas::groups::offsets_partition;
@@ -37,7 +37,11 @@ struct Sim {
     now_ms: u64,
     next_request: u64,
     answered: BTreeMap<RequestId, GroupReply>,
+    /// Appends of offset records or deletions (their group metadata records left out).
     appends: Vec<(AppendId, u32, Vec<OffsetRecord>)>,
+    /// Group metadata records stored (an append of metadata alone needs no completing:
+    /// nobody waits for it).
+    stored_groups: Vec<GroupMetadataRecord>,
     /// Every action, for replay comparisons.
     log: Vec<String>,
 }
@@ -50,6 +54,7 @@ impl Sim {
             next_request: 0,
             answered: BTreeMap::new(),
             appends: Vec::new(),
+            stored_groups: Vec::new(),
             log: Vec::new(),
         }
     }
@@ -64,7 +69,21 @@ impl Sim {
                     assert!(previous.is_none(), "{id:?} answered twice");
                 }
                 GroupAction::AppendOffsets { append, partition, records } => {
-                    self.appends.push((append, partition, records));
+                    // Appends of group metadata alone answer nobody; a deletion's does.
+                    let mut offsets = Vec::new();
+                    let mut deletes = false;
+                    for record in records {
+                        match record {
+                            GroupRecord::Offset(r) => offsets.push(r),
+                            GroupRecord::Group(g) => {
+                                deletes |= g.value.is_none();
+                                self.stored_groups.push(g);
+                            }
+                        }
+                    }
+                    if !offsets.is_empty() || deletes {
+                        self.appends.push((append, partition, offsets));
+                    }
                 }
             }
         }
@@ -437,6 +456,82 @@ fn the_classic_leaders_sync_hands_each_member_its_assignment() {
     }
 }
 
+/// A new coordinator (another node, after a failover) loads each group as its last
+/// metadata record left it: a classic group's members keep their ids, generation,
+/// protocol and assignments, and a native group's its members, topics and assignment, so
+/// their heartbeats and commits go on without a rebalance. Every record passes through
+/// its stored bytes. An emptied group loads Empty with its generation; a deleted one
+/// (tombstone) not at all.
+#[test]
+fn a_new_coordinator_loads_groups_from_their_metadata_and_members_carry_on() {
+    let mut old = Sim::new();
+    let a = joined(old.call(classic_join("", "a", &["range"])));
+    let sync = GroupRequest::Sync {
+        group: "k".into(),
+        member_id: a.member_id.clone(),
+        generation: a.generation,
+        assignments: vec![(a.member_id.clone(), consumer_protocol::encode_assignment(&[("t", 1).into()]))],
+    };
+    let a_bytes = synced(old.call(sync)).unwrap();
+    let n = old.join_now("g", "", "n");
+    let gone = old.join_now("e", "", "e");
+    assert_eq!(done(old.call(GroupRequest::Leave { group: "e".into(), member_id: gone.member_id })), Ok(()));
+    let stored: Vec<GroupRecord> = old
+        .stored_groups
+        .iter()
+        .map(|g| {
+            let record = GroupRecord::Group(g.clone());
+            GroupRecord::parse(&record.key(), record.value(0).as_deref()).unwrap()
+        })
+        .collect();
+
+    let mut new = Sim::new();
+    new.now_ms = old.now_ms + 5_000;
+    new.step(GroupInput::Loaded(stored));
+    assert_eq!(new.state("k"), ("Stable".into(), 1, 1));
+    assert_eq!(new.heartbeat("k", &a), Ok(()));
+    let again =
+        GroupRequest::Sync { group: "k".into(), member_id: a.member_id.clone(), generation: 1, assignments: vec![] };
+    assert_eq!(synced(new.call(again)).unwrap(), a_bytes, "the leader's assignment survives");
+    match new.call(GroupRequest::Describe { group: "k".into() }) {
+        GroupReply::Described(Ok(d)) => {
+            assert!(d.classic);
+            assert_eq!((d.strategy.as_str(), d.members[0].assignment.clone()), ("range", vec![("t", 1).into()]));
+        }
+        other => panic!("expected a description, got {other:?}"),
+    }
+    assert_eq!(new.heartbeat("g", &n), Ok(()));
+    match new.call(GroupRequest::Describe { group: "g".into() }) {
+        GroupReply::Described(Ok(d)) => {
+            assert!(!d.classic);
+            assert_eq!(d.members[0].topics, vec!["t".to_string()]);
+            assert_eq!(d.members[0].assignment, n.assignment, "the native member's assignment survives");
+        }
+        other => panic!("expected a description, got {other:?}"),
+    }
+    let commit = new.commit("g", &n.member_id, n.generation, &[("t", 0, 7)]);
+    new.complete_appends(Ok(()));
+    assert!(committed(new.take(commit).unwrap()).is_ok(), "a member's commit after the move is accepted");
+    assert_eq!(new.state("e"), ("Empty".into(), 1, 0));
+    // A member that stays silent past its session is expired by the new coordinator.
+    new.tick_at(new.now_ms + u64::from(SESSION_MS) + 1);
+    assert_eq!(new.state("k"), ("Empty".into(), 1, 0));
+
+    // Deleting a group stores its metadata's tombstone with the offsets': loading them
+    // forgets it.
+    let delete = new.send(GroupRequest::Delete { group: "e".into() });
+    assert!(new.stored_groups.iter().any(|g| g.group == "e" && g.value.is_none()));
+    assert!(new.waiting(delete));
+    new.complete_appends(Ok(()));
+    assert_eq!(done(new.take(delete).unwrap()), Ok(()));
+    let mut third = Sim::new();
+    third.step(GroupInput::Loaded(new.stored_groups.iter().cloned().map(GroupRecord::Group).collect()));
+    match third.call(GroupRequest::Describe { group: "e".into() }) {
+        GroupReply::Described(Err(e)) => assert_eq!(e.kind, ErrorKind::GroupIdNotFound),
+        other => panic!("expected no group e, got {other:?}"),
+    }
+}
+
 /// Classic protocol: a leader that sends no assignments within the rebalance timeout
 /// starts a new rebalance; members waiting in SyncGroup are told RebalanceInProgress.
 #[test]
@@ -550,11 +645,13 @@ fn an_empty_groups_offsets_may_be_reset_and_it_may_be_deleted() {
 #[test]
 fn loaded_offsets_are_fetched_and_tombstones_delete_them() {
     let mut sim = Sim::new();
-    let record = |group: &str, partition: u32, value: Option<i64>| OffsetRecord {
-        group: group.into(),
-        topic: "t".into(),
-        partition,
-        value: value.map(|o| (o, "m".to_string())),
+    let record = |group: &str, partition: u32, value: Option<i64>| {
+        GroupRecord::Offset(OffsetRecord {
+            group: group.into(),
+            topic: "t".into(),
+            partition,
+            value: value.map(|o| (o, "m".to_string())),
+        })
     };
     sim.step(GroupInput::Loaded(vec![
         record("g", 0, Some(1)),
@@ -590,7 +687,9 @@ fn a_deleted_topics_commits_are_tombstoned_in_every_group() {
         partition: 0,
         value: Some((1, String::new())),
     };
-    sim.step(GroupInput::Loaded(vec![record("g", "t"), record("g", "u"), record("h", "t"), record("i", "u")]));
+    sim.step(GroupInput::Loaded(
+        [record("g", "t"), record("g", "u"), record("h", "t"), record("i", "u")].map(GroupRecord::Offset).to_vec(),
+    ));
     sim.step(GroupInput::ForgetTopic("t".into()));
     assert_eq!(sim.appends.len(), 2);
     let (g_append, h_append) = (sim.appends[0].clone(), sim.appends[1].clone());
@@ -671,8 +770,10 @@ fn the_same_inputs_replay_the_same_actions() {
         sim.log
     };
     let first = run();
-    // Three joins answered at once, three at the deadline, three appends, three commits.
-    assert_eq!(first.len(), 12);
+    // Three joins answered at once, three at the deadline, three appends, three commits;
+    // and each group's metadata stored after its two rebalances and when it emptied.
+    let metadata = first.iter().filter(|l| l.contains("GroupMetadataRecord")).count();
+    assert_eq!((first.len() - metadata, metadata), (12, 9), "{first:#?}");
     assert_eq!(first, run());
 }
 

@@ -30,6 +30,7 @@ use crate::listener::Server;
 use crate::ops::admin::run_admin;
 use crate::replication::NodeId;
 use crate::shard::{AdminRequest, ConfigChange, NewTopic};
+use crate::topics::TopicId;
 
 /// What Kafka clients see as the cluster id.
 pub const CLUSTER_ID: &str = "sluice";
@@ -56,21 +57,34 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
     let shard = &server.shard;
     let metadata = shard.metadata();
     let broker = |id: NodeId| BrokerId(i32::try_from(id.0).unwrap_or(-1));
-    let names: Vec<String> = match request.topics {
+    // A topic is asked for by name, or (v12+) by id alone.
+    let asked: Vec<(Option<String>, TopicId)> = match request.topics {
         // v0 has no null: an empty list asks for every topic.
-        Some(list) if !(v == 0 && list.is_empty()) => {
-            list.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()
-        }
-        _ => metadata.topics().map(|t| t.name.clone()).collect(),
+        Some(list) if !(v == 0 && list.is_empty()) => list
+            .into_iter()
+            .map(|t| match t.name {
+                Some(n) if !n.0.is_empty() || t.topic_id.is_nil() => (Some(n.0.to_string()), TopicId::NONE),
+                _ => {
+                    let id = TopicId(*t.topic_id.as_bytes());
+                    (metadata.topic_by_id(id).map(|t| t.name.clone()), id)
+                }
+            })
+            .collect(),
+        _ => metadata.topics().map(|t| (Some(t.name.clone()), t.id)).collect(),
     };
-    let topics = names
+    let topics = asked
         .into_iter()
-        .map(|name| {
+        .map(|(name, id)| {
+            let Some(name) = name else {
+                return MetadataResponseTopic::default()
+                    .with_topic_id(uuid::Uuid::from_bytes(id.0))
+                    .with_error_code(super::UNKNOWN_TOPIC_ID);
+            };
             let topic = MetadataResponseTopic::default()
                 .with_name(Some(TopicName(text(&name))))
                 .with_is_internal(v >= 1 && name == crate::groups::OFFSETS_TOPIC);
             match metadata.topic(&name) {
-                Some(t) => topic.with_partitions(
+                Some(t) => topic.with_topic_id(uuid::Uuid::from_bytes(t.id.0)).with_partitions(
                     (0..t.partitions)
                         .map(|p| {
                             let placement = shard.placement(&name, p);
@@ -86,9 +100,8 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
                         })
                         .collect(),
                 ),
-                // A node that just started and has not caught up with the cluster's
-                // topics: a retriable answer, not "no such topic" (librdkafka dropped the
-                // topic's partitions on that and a producer stalled for minutes).
+                // A node that has not caught up with the cluster's topics even after
+                // `wait_for_metadata`: a retriable answer, not "no such topic".
                 None if !shard.has_metadata() => topic.with_error_code(ErrorCode::LeaderNotAvailable.0),
                 None => topic.with_error_code(ErrorCode::UnknownTopicOrPartition.0),
             }
@@ -115,28 +128,54 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
         .with_topics(topics)
 }
 
+/// FindCoordinator: one key up to v3, a list of keys from v4 (KIP-699).
 pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    if request.key_type == KEY_TYPE_TRANSACTION {
-        return FindCoordinatorResponse::default()
-            .with_error_code(ErrorCode::CoordinatorNotAvailable.0)
-            .with_error_message((r.version >= 1).then(|| text("transactions are not supported by Sluice")))
-            .with_node_id(BrokerId(-1))
-            .with_port(-1);
+    if r.version >= 4 {
+        use kafka_protocol::messages::find_coordinator_response::Coordinator;
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let c = Coordinator::default().with_key(key.clone());
+                match coordinator_of(server, request.key_type, key) {
+                    Ok((id, host, port)) => c.with_node_id(id).with_host(text(&host)).with_port(port),
+                    Err((error, message)) => c
+                        .with_error_code(error.0)
+                        .with_error_message(Some(text(message)))
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    // The leader of the group's offsets partition coordinates it.
-    let partition = crate::groups::offsets_partition(&request.key);
+    match coordinator_of(server, request.key_type, &request.key) {
+        Ok((id, host, port)) => {
+            FindCoordinatorResponse::default().with_node_id(id).with_host(text(&host)).with_port(port)
+        }
+        Err((error, message)) => FindCoordinatorResponse::default()
+            .with_error_code(error.0)
+            .with_error_message((r.version >= 1).then(|| text(message)))
+            .with_node_id(BrokerId(-1))
+            .with_port(-1),
+    }
+}
+
+/// The node coordinating `key`: the leader of the group's offsets partition.
+fn coordinator_of(
+    server: &Rc<Server>,
+    key_type: i8,
+    key: &str,
+) -> Result<(BrokerId, String, i32), (ErrorCode, &'static str)> {
+    if key_type == KEY_TYPE_TRANSACTION {
+        return Err((ErrorCode::CoordinatorNotAvailable, "transactions are not supported by Sluice"));
+    }
+    let partition = crate::groups::offsets_partition(key);
     let leader = server.shard.placement(crate::groups::OFFSETS_TOPIC, partition).leader;
     let address = leader.and_then(|l| server.shard.node_addresses().into_iter().find(|n| n.id == l));
     match address.and_then(|n| Some((n.id, n.kafka?))) {
-        Some((id, (host, port))) => FindCoordinatorResponse::default()
-            .with_node_id(BrokerId(i32::try_from(id.0).unwrap_or(-1)))
-            .with_host(text(&host))
-            .with_port(i32::from(port)),
-        None => FindCoordinatorResponse::default()
-            .with_error_code(ErrorCode::CoordinatorNotAvailable.0)
-            .with_error_message((r.version >= 1).then(|| text("the group's offsets partition has no leader yet")))
-            .with_node_id(BrokerId(-1))
-            .with_port(-1),
+        Some((id, (host, port))) => Ok((BrokerId(i32::try_from(id.0).unwrap_or(-1)), host, i32::from(port))),
+        None => Err((ErrorCode::CoordinatorNotAvailable, "the group's offsets partition has no leader yet")),
     }
 }
 
@@ -177,14 +216,18 @@ pub async fn create_topics(server: &Rc<Server>, r: &Request, request: CreateTopi
         results.extend(run_admin(&server.shard, request).await);
     }
     results.extend(refused.into_iter().map(|(n, e)| (n, Err(e))));
+    let metadata = server.shard.metadata();
     let topics = asked
         .into_iter()
         .map(|(name, partitions, replication_factor)| {
             let result = results.get(&name).cloned().unwrap_or(Ok(()));
             // Kafka v5+ echoes the topic's partitions and replication factor.
             let ok = result.is_ok() && r.version >= 5;
+            // v7+ names the new topic's id.
+            let id = metadata.topic(&name).filter(|_| result.is_ok()).map_or(TopicId::NONE, |t| t.id);
             CreatableTopicResult::default()
                 .with_name(TopicName(text(&name)))
+                .with_topic_id(uuid::Uuid::from_bytes(id.0))
                 .with_error_code(super::code_of(&result))
                 .with_error_message(error_message(&result))
                 .with_num_partitions(if ok { partitions } else { -1 })
@@ -194,19 +237,39 @@ pub async fn create_topics(server: &Rc<Server>, r: &Request, request: CreateTopi
     CreateTopicsResponse::default().with_topics(topics)
 }
 
+/// DeleteTopics: topics by name, or (v6+) by name or id.
 pub async fn delete_topics(server: &Rc<Server>, r: &Request, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let metadata = server.shard.metadata();
     let mut names: Vec<String> = request.topic_names.into_iter().map(|n| n.0.to_string()).collect();
-    names.extend(request.topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())));
+    let mut unknown_ids = Vec::new();
+    for t in request.topics {
+        match t.name {
+            Some(n) => names.push(n.0.to_string()),
+            None => match metadata.topic_by_id(TopicId(*t.topic_id.as_bytes())) {
+                Some(topic) => names.push(topic.name.clone()),
+                None => unknown_ids.push(t.topic_id),
+            },
+        }
+    }
+    let ids: BTreeMap<String, TopicId> =
+        names.iter().filter_map(|n| Some((n.clone(), metadata.topic(n)?.id))).collect();
     let results = run_admin(&server.shard, AdminRequest::DeleteTopics { names }).await;
-    let responses = results
+    let mut responses: Vec<DeletableTopicResult> = results
         .into_iter()
         .map(|(name, result)| {
             DeletableTopicResult::default()
+                .with_topic_id(uuid::Uuid::from_bytes(ids.get(&name).copied().unwrap_or(TopicId::NONE).0))
                 .with_name(Some(TopicName(text(&name))))
                 .with_error_code(super::code_of(&result))
                 .with_error_message(if r.version >= 5 { error_message(&result) } else { None })
         })
         .collect();
+    responses.extend(unknown_ids.into_iter().map(|id| {
+        DeletableTopicResult::default()
+            .with_topic_id(id)
+            .with_error_code(super::UNKNOWN_TOPIC_ID)
+            .with_error_message(Some(text(&format!("no topic has id {id}"))))
+    }));
     DeleteTopicsResponse::default().with_responses(responses)
 }
 

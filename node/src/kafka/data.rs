@@ -19,6 +19,7 @@ use crate::errors::{ErrorKind, NodeError};
 use crate::listener::{ResponseFrame, Server};
 use crate::ops::fetch::{fetch_all, list_offset, FetchLimits, Wanted};
 use crate::ops::produce::{append_all, ProducePartition};
+use crate::topics::TopicId;
 
 pub async fn produce(
     server: &Rc<Server>,
@@ -90,19 +91,31 @@ pub async fn produce(
 }
 
 pub async fn fetch(server: &Rc<Server>, request: &Request, fetch: FetchRequest) -> ResponseFrame {
+    let metadata = server.shard.metadata();
     let mut wanted = Vec::new();
-    let mut layout: Vec<(String, usize)> = Vec::new();
+    // Per topic: its name (`None`: v13+ named an id no topic has), its id, and the
+    // partitions asked.
+    let mut layout: Vec<(Option<String>, TopicId, Vec<i32>)> = Vec::new();
     for topic in &fetch.topics {
-        let name = topic.topic.0.to_string();
-        for p in &topic.partitions {
-            wanted.push(Wanted {
-                topic: name.clone(),
-                partition: partition_index(p.partition),
-                offset: p.fetch_offset,
-                max_bytes: u32::try_from(p.partition_max_bytes).unwrap_or(0),
-            });
+        let (name, id) = if request.version >= 13 {
+            let id = TopicId(*topic.topic_id.as_bytes());
+            (metadata.topic_by_id(id).map(|t| t.name.clone()), id)
+        } else {
+            let name = topic.topic.0.to_string();
+            let id = metadata.topic(&name).map_or(TopicId::NONE, |t| t.id);
+            (Some(name), id)
+        };
+        if let Some(name) = &name {
+            for p in &topic.partitions {
+                wanted.push(Wanted {
+                    topic: name.clone(),
+                    partition: partition_index(p.partition),
+                    offset: p.fetch_offset,
+                    max_bytes: u32::try_from(p.partition_max_bytes).unwrap_or(0),
+                });
+            }
         }
-        layout.push((name, topic.partitions.len()));
+        layout.push((name, id, topic.partitions.iter().map(|p| p.partition).collect()));
     }
     let limits = FetchLimits {
         min_bytes: u64::try_from(fetch.min_bytes).unwrap_or(0),
@@ -110,33 +123,34 @@ pub async fn fetch(server: &Rc<Server>, request: &Request, fetch: FetchRequest) 
         max_bytes: u64::try_from(fetch.max_bytes).unwrap_or(0),
     };
     let mut results = fetch_all(&server.shard, &wanted, limits).await.into_iter();
-    let mut wanted = wanted.into_iter();
+    let failed = |partition: i32, error_code: i16| FetchedPartition {
+        partition,
+        error_code,
+        high_watermark: -1,
+        log_start_offset: -1,
+        records: Vec::new(),
+        records_bytes: 0,
+    };
     let topics = layout
         .into_iter()
-        .map(|(name, count)| FetchedTopic {
-            name,
-            partitions: (&mut wanted)
-                .zip(&mut results)
-                .take(count)
-                .map(|(w, result)| match result {
-                    Ok(got) => FetchedPartition {
-                        partition: index_of(w.partition),
+        .map(|(name, id, partitions)| FetchedTopic {
+            partitions: partitions
+                .into_iter()
+                .map(|partition| match (&name, name.as_ref().and_then(|_| results.next())) {
+                    (Some(_), Some(Ok(got))) => FetchedPartition {
+                        partition,
                         error_code: 0,
                         high_watermark: got.high_watermark.as_i64(),
                         log_start_offset: got.log_start_offset.as_i64(),
                         records: got.payload,
                         records_bytes: got.bytes,
                     },
-                    Err(e) => FetchedPartition {
-                        partition: index_of(w.partition),
-                        error_code: code(&e),
-                        high_watermark: -1,
-                        log_start_offset: -1,
-                        records: Vec::new(),
-                        records_bytes: 0,
-                    },
+                    (Some(_), Some(Err(e))) => failed(partition, code(&e)),
+                    _ => failed(partition, super::UNKNOWN_TOPIC_ID),
                 })
                 .collect(),
+            name: name.unwrap_or_default(),
+            id,
         })
         .collect::<Vec<_>>();
     super::fetch_response::encode(request.correlation_id, request.version, topics)

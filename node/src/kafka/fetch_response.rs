@@ -1,15 +1,21 @@
-//! Kafka's Fetch response (v4 to v12), written so that record bytes are not copied: the
+//! Kafka's Fetch response (v4 to v17), written so that record bytes are not copied: the
 //! fields go into small owned pieces and each partition's stored batches follow as the
 //! log's own buffers (`Payload::Shared`). The layout is Kafka's FetchResponse.json; the
 //! test decodes our output with the kafka-protocol crate for every version served.
 
 use crate::listener::{Payload, ResponseFrame};
+use crate::topics::TopicId;
 
 /// Fetch v12 is the first flexible version (compact strings and arrays, tagged fields).
 const FLEXIBLE_FROM: i16 = 12;
+/// From Fetch v13 topics are named by id. (v14 to v17 change only the request, and add
+/// tagged fields to the response that a leader without them leaves out.)
+const TOPIC_IDS_FROM: i16 = 13;
 
 pub struct FetchedTopic {
+    /// Named by its name up to v12 and by its id from v13.
     pub name: String,
+    pub id: TopicId,
     pub partitions: Vec<FetchedPartition>,
 }
 
@@ -100,7 +106,7 @@ impl Pieces {
     }
 }
 
-/// The response to a Fetch of `version` (4 to 12), without fetch sessions (session id 0,
+/// The response to a Fetch of `version` (4 to 17), without fetch sessions (session id 0,
 /// so clients send full requests).
 pub fn encode(correlation_id: i32, version: i16, topics: Vec<FetchedTopic>) -> ResponseFrame {
     let flexible = version >= FLEXIBLE_FROM;
@@ -114,7 +120,11 @@ pub fn encode(correlation_id: i32, version: i16, topics: Vec<FetchedTopic>) -> R
     }
     w.array(Some(topics.len()));
     for topic in topics {
-        w.string(&topic.name);
+        if version >= TOPIC_IDS_FROM {
+            w.current.extend_from_slice(&topic.id.0);
+        } else {
+            w.string(&topic.name);
+        }
         w.array(Some(topic.partitions.len()));
         for p in topic.partitions {
             w.i32(p.partition);
@@ -155,10 +165,12 @@ mod tests {
 
     #[test]
     fn the_crate_decodes_our_fetch_responses_at_every_version() {
-        for version in 4..=12 {
+        let id = TopicId::derive("orders", 7);
+        for version in 4..=17 {
             let topics = vec![
                 FetchedTopic {
                     name: "orders".into(),
+                    id,
                     partitions: vec![
                         FetchedPartition {
                             partition: 0,
@@ -178,7 +190,7 @@ mod tests {
                         },
                     ],
                 },
-                FetchedTopic { name: "empty".into(), partitions: Vec::new() },
+                FetchedTopic { name: "empty".into(), id: TopicId::derive("empty", 9), partitions: Vec::new() },
             ];
             let bytes = flatten(&encode(77, version, topics));
             let mut buf = Bytes::from(bytes);
@@ -191,7 +203,11 @@ mod tests {
             assert_eq!(buf.remaining(), 0, "v{version}: trailing bytes");
             assert_eq!(response.responses.len(), 2);
             let orders = &response.responses[0];
-            assert_eq!(orders.topic.0.as_str(), "orders");
+            if version >= 13 {
+                assert_eq!(orders.topic_id.as_bytes(), &id.0);
+            } else {
+                assert_eq!(orders.topic.0.as_str(), "orders");
+            }
             let p0 = &orders.partitions[0];
             assert_eq!((p0.partition_index, p0.error_code, p0.high_watermark), (0, 0, 10));
             assert_eq!(p0.last_stable_offset, 10);

@@ -28,6 +28,9 @@ use crate::errors::{ErrorKind, NodeError};
 use crate::groups::{by_topic, consumer_protocol, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
 use crate::listener::Server;
 
+/// ListGroups v5's group type of every group (the classic protocol).
+const GROUP_TYPE: &str = "classic";
+
 fn unexpected(reply: &GroupReply) -> NodeError {
     NodeError::new(ErrorKind::Unknown, format!("unexpected group reply {reply:?}"))
 }
@@ -190,32 +193,75 @@ pub async fn commit(server: &Rc<Server>, r: OffsetCommitRequest) -> OffsetCommit
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// OffsetFetch: one group up to v7, a list of groups from v8 (KIP-709).
 pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchRequest) -> OffsetFetchResponse {
-    let partitions = r.topics.map(|topics| {
-        topics
-            .into_iter()
-            .flat_map(|t| {
-                let name = t.name.0.to_string();
-                t.partition_indexes.into_iter().map(move |p| TopicPartition::new(name.as_str(), partition_index(p)))
-            })
-            .collect()
-    });
-    let asked = partitions.clone().unwrap_or_default();
-    let request = GroupRequest::Fetch { group: r.group_id.0.to_string(), partitions };
-    let offsets = match server.shard.group_call(request).await {
-        GroupReply::Offsets(Ok(list)) => list,
-        other => {
-            let e = failure(other);
-            // v1 has no group-level error: the request's partitions carry it.
-            if req.version >= 2 {
-                return OffsetFetchResponse::default().with_error_code(code(&e));
-            }
-            let failed = asked.into_iter().map(|tp| (tp.topic, tp.partition, (-1, String::new(), code(&e)))).collect();
-            return OffsetFetchResponse::default().with_topics(offset_fetch_topics(failed));
+    if req.version >= 8 {
+        use kafka_protocol::messages::offset_fetch_response::{
+            OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
+        };
+        let mut groups = Vec::new();
+        for g in r.groups {
+            let partitions = g.topics.map(|topics| {
+                topics.into_iter().flat_map(|t| asked_partitions(t.name.0.to_string(), t.partition_indexes)).collect()
+            });
+            let response = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            groups.push(match fetch_group(server, g.group_id.0.to_string(), partitions).await {
+                Ok(offsets) => response.with_topics(
+                    by_topic(offsets)
+                        .into_iter()
+                        .map(|(name, partitions)| {
+                            OffsetFetchResponseTopics::default().with_name(TopicName(text(&name))).with_partitions(
+                                partitions
+                                    .into_iter()
+                                    .map(|(p, (offset, metadata, error))| {
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(index_of(p))
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(-1)
+                                            .with_metadata(Some(text(&metadata)))
+                                            .with_error_code(error)
+                                    })
+                                    .collect(),
+                            )
+                        })
+                        .collect(),
+                ),
+                Err(e) => response.with_error_code(code(&e)),
+            });
         }
-    };
-    let triples = offsets.into_iter().map(|(t, p, o, m)| (t, p, (o, m, ErrorCode::None.0))).collect();
-    OffsetFetchResponse::default().with_topics(offset_fetch_topics(triples))
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let partitions = r.topics.map(|topics| {
+        topics.into_iter().flat_map(|t| asked_partitions(t.name.0.to_string(), t.partition_indexes)).collect()
+    });
+    let asked: Vec<TopicPartition> = partitions.clone().unwrap_or_default();
+    match fetch_group(server, r.group_id.0.to_string(), partitions).await {
+        Ok(offsets) => OffsetFetchResponse::default().with_topics(offset_fetch_topics(offsets)),
+        // v0 and v1 have no group-level error: the request's partitions carry it.
+        Err(e) if req.version < 2 => {
+            let failed = asked.into_iter().map(|tp| (tp.topic, tp.partition, (-1, String::new(), code(&e)))).collect();
+            OffsetFetchResponse::default().with_topics(offset_fetch_topics(failed))
+        }
+        Err(e) => OffsetFetchResponse::default().with_error_code(code(&e)),
+    }
+}
+
+fn asked_partitions(name: String, indexes: Vec<i32>) -> impl Iterator<Item = TopicPartition> {
+    indexes.into_iter().map(move |p| TopicPartition::new(name.as_str(), partition_index(p)))
+}
+
+/// One group's committed offsets of `partitions` (`None`: all it has).
+async fn fetch_group(
+    server: &Rc<Server>,
+    group: String,
+    partitions: Option<Vec<TopicPartition>>,
+) -> Result<FetchedOffsets, NodeError> {
+    match server.shard.group_call(GroupRequest::Fetch { group, partitions }).await {
+        GroupReply::Offsets(Ok(list)) => {
+            Ok(list.into_iter().map(|(t, p, o, m)| (t, p, (o, m, ErrorCode::None.0))).collect())
+        }
+        other => Err(failure(other)),
+    }
 }
 
 /// Committed offset, metadata and error code of each (topic, partition), by topic.
@@ -293,14 +339,17 @@ pub async fn list(server: &Rc<Server>, request: &Request, r: ListGroupsRequest) 
         other => return ListGroupsResponse::default().with_error_code(code(&unexpected(&other))),
     };
     let wanted: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    // Every group here runs the classic protocol (v5's type; KIP-848 groups are "consumer").
+    let classic = r.types_filter.is_empty() || r.types_filter.iter().any(|t| t.eq_ignore_ascii_case(GROUP_TYPE));
     let groups = groups
         .into_iter()
-        .filter(|g| wanted.is_empty() || wanted.contains(&g.state.to_lowercase()))
+        .filter(|g| classic && (wanted.is_empty() || wanted.contains(&g.state.to_lowercase())))
         .map(|g| {
             ListedGroup::default()
                 .with_group_id(GroupId(text(&g.group)))
                 .with_protocol_type(text(&g.protocol_type))
                 .with_group_state(if request.version >= 4 { text(&g.state) } else { Default::default() })
+                .with_group_type(text(GROUP_TYPE))
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)

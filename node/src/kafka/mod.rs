@@ -19,6 +19,7 @@ mod admin;
 mod data;
 mod fetch_response;
 mod groups;
+mod legacy;
 
 use std::rc::Rc;
 
@@ -34,33 +35,40 @@ use crate::errors::{ErrorKind, NodeError};
 use crate::listener::{Outcome, Protocol, ResponseFrame, Server, Turn};
 use crate::metrics::Api;
 
-/// The APIs served and their versions (Kafka 2.8's ranges).
+/// The APIs served and their versions: Kafka 3.9's ranges, except Produce v0 to v2 and
+/// Fetch v0 to v3, which carry message formats v0 and v1 (Sluice stores RecordBatch v2
+/// only and does not convert). Versions the kafka-protocol crate no longer has (Kafka
+/// 4.0 removed them) go through `legacy`.
 pub const APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 0, 9),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 6),
-    (ApiKey::Metadata, 0, 11),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 7),
-    (ApiKey::FindCoordinator, 0, 3),
-    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 0, 9),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 0, 9),
+    (ApiKey::OffsetFetch, 0, 9),
+    (ApiKey::FindCoordinator, 0, 5),
+    (ApiKey::JoinGroup, 0, 9),
     (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
-    (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::InitProducerId, 0, 4),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::AlterConfigs, 0, 1),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 6),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeConfigs, 0, 4),
+    (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeProducers, 0, 0),
 ];
+
+/// Kafka's UNKNOWN_TOPIC_ID: a request named a topic by an id no topic has (the
+/// native protocol names topics by name only, so its error codes stop short of it).
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
 
 /// The oldest Produce version decoded: v3 carries RecordBatch v2, what the log stores.
 pub const PRODUCE_VERSION_MIN: i16 = 3;
@@ -120,15 +128,30 @@ pub struct Request {
 impl Request {
     /// Encodes `body` as this request's response.
     pub fn respond(&self, body: &impl Encodable) -> Result<ResponseFrame, NodeError> {
-        encode_response(self.correlation_id, self.key.response_header_version(self.version), self.version, body)
+        self.respond_as(self.version, body)
+    }
+
+    /// Encodes `body` as this request's response in the layout of `version` (an old
+    /// version whose layout a later one kept).
+    pub fn respond_as(&self, version: i16, body: &impl Encodable) -> Result<ResponseFrame, NodeError> {
+        let header_version = self.key.response_header_version(self.version);
+        encode_response(self.correlation_id, header_version, |out| body.encode(out, version).map_err(|e| e.to_string()))
+    }
+
+    /// Sends a body `legacy` encoded.
+    pub fn respond_encoded(&self, body: &legacy::Encoded) -> Result<ResponseFrame, NodeError> {
+        let header_version = self.key.response_header_version(self.version);
+        encode_response(self.correlation_id, header_version, |out| {
+            out.extend_from_slice(&body.0);
+            Ok(())
+        })
     }
 }
 
 fn encode_response(
     correlation_id: i32,
     header_version: i16,
-    version: i16,
-    body: &impl Encodable,
+    body: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
 ) -> Result<ResponseFrame, NodeError> {
     let mut out: Vec<u8> = vec![0; 4];
     let failed = |e: String| NodeError::new(ErrorKind::Unknown, format!("encoding a response: {e}"));
@@ -136,7 +159,7 @@ fn encode_response(
         .with_correlation_id(correlation_id)
         .encode(&mut out, header_version)
         .map_err(|e| failed(e.to_string()))?;
-    body.encode(&mut out, version).map_err(|e| failed(e.to_string()))?;
+    body(&mut out).map_err(failed)?;
     let size = u32::try_from(out.len() - 4).map_err(|_| NodeError::new(ErrorKind::Unknown, "response too large"))?;
     out[..4].copy_from_slice(&size.to_be_bytes());
     Ok(ResponseFrame::new(out, Vec::new()))
@@ -211,7 +234,8 @@ impl Protocol for KafkaServer {
             if api == ApiKey::ApiVersions {
                 // Kafka's answer to an ApiVersions it cannot parse: v0, with the ranges.
                 let response = admin::api_versions(ErrorCode::UnsupportedVersion.0);
-                return match encode_response(correlation_id, 0, 0, &response) {
+                let body = |out: &mut Vec<u8>| response.encode(out, 0).map_err(|e| e.to_string());
+                return match encode_response(correlation_id, 0, body) {
                     Ok(frame) => Outcome { response: Some(frame), close: false },
                     Err(_) => close,
                 };
@@ -264,7 +288,12 @@ impl KafkaServer {
         let server = &self.server;
         let frame = match r.key {
             ApiKey::ApiVersions => r.respond(&admin::api_versions(ErrorCode::None.0))?,
-            ApiKey::Metadata => r.respond(&admin::metadata(server, r, decode(r, body)?))?,
+            _ if legacy::is_legacy(r.key, r.version) => return self.dispatch_legacy(r, body).await.map(Some),
+            ApiKey::Metadata => {
+                let request = decode(r, body)?;
+                server.shard.wait_for_metadata(crate::shard::METADATA_CATCH_UP_WAIT).await;
+                r.respond(&admin::metadata(server, r, request))?
+            }
             ApiKey::CreateTopics => r.respond(&admin::create_topics(server, r, decode(r, body)?).await)?,
             ApiKey::DeleteTopics => r.respond(&admin::delete_topics(server, r, decode(r, body)?).await)?,
             ApiKey::CreatePartitions => r.respond(&admin::create_partitions(server, decode(r, body)?).await)?,
@@ -285,6 +314,13 @@ impl KafkaServer {
             ApiKey::Heartbeat => r.respond(&groups::heartbeat(server, decode(r, body)?).await)?,
             ApiKey::LeaveGroup => r.respond(&groups::leave(server, r, decode(r, body)?).await)?,
             ApiKey::OffsetCommit => r.respond(&groups::commit(server, decode(r, body)?).await)?,
+            // v0 has v1's layout (the crate starts at v1).
+            ApiKey::OffsetFetch if r.version == 0 => {
+                let request = kafka_protocol::messages::OffsetFetchRequest::decode(body, 1).map_err(|e| {
+                    NodeError::new(ErrorKind::InvalidRequest, format!("malformed OffsetFetch v0 request: {e}"))
+                })?;
+                r.respond_as(1, &groups::fetch_offsets(server, r, request).await)?
+            }
             ApiKey::OffsetFetch => r.respond(&groups::fetch_offsets(server, r, decode(r, body)?).await)?,
             ApiKey::DescribeGroups => r.respond(&groups::describe(server, decode(r, body)?).await)?,
             ApiKey::ListGroups => r.respond(&groups::list(server, r, decode(r, body)?).await)?,
@@ -294,6 +330,38 @@ impl KafkaServer {
             }
         };
         Ok(Some(frame))
+    }
+}
+
+impl KafkaServer {
+    /// The versions `legacy` decodes and encodes, through the same handlers.
+    async fn dispatch_legacy(&self, r: &Request, body: &mut Bytes) -> Result<ResponseFrame, NodeError> {
+        let server = &self.server;
+        match r.key {
+            ApiKey::ListOffsets => {
+                let (request, max_offsets) = legacy::list_offsets_v0(body)?;
+                let response = data::list_offsets(server, r, request).await;
+                r.respond_encoded(&legacy::list_offsets_v0_response(&response, &max_offsets))
+            }
+            ApiKey::OffsetCommit => {
+                let response = groups::commit(server, legacy::offset_commit_v0_v1(body, r.version)?).await;
+                // v0 to v2 answer alike, and the crate has v2.
+                r.respond_as(2, &response)
+            }
+            ApiKey::CreateTopics => {
+                let response = admin::create_topics(server, r, legacy::create_topics_v0_v1(body, r.version)?).await;
+                r.respond_encoded(&legacy::create_topics_v0_v1_response(&response, r.version))
+            }
+            ApiKey::DeleteTopics => {
+                let response = admin::delete_topics(server, r, legacy::delete_topics_v0(body)?).await;
+                r.respond_encoded(&legacy::delete_topics_v0_response(&response))
+            }
+            ApiKey::DescribeConfigs => {
+                let response = admin::describe_configs(server, legacy::describe_configs_v0(body)?);
+                r.respond_encoded(&legacy::describe_configs_v0_response(&response))
+            }
+            other => Err(NodeError::new(ErrorKind::Unknown, format!("no legacy codec for {other:?} v{}", r.version))),
+        }
     }
 }
 

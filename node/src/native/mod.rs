@@ -121,7 +121,9 @@ impl Server {
         match request.body_type() {
             RequestBody::ApiVersionsRequest => some(admin::api_versions(cid)),
             RequestBody::MetadataRequest => {
-                some(admin::metadata(self, cid, request.body_as_metadata_request().ok_or_else(missing)?))
+                let body = request.body_as_metadata_request().ok_or_else(missing)?;
+                self.shard.wait_for_metadata(crate::shard::METADATA_CATCH_UP_WAIT).await;
+                some(admin::metadata(self, cid, body))
             }
             RequestBody::CreateTopicsRequest => some(
                 admin::create_topics(self, cid, request.body_as_create_topics_request().ok_or_else(missing)?).await,

@@ -39,7 +39,7 @@ use crate::replication::{
     PartitionState, ProducerIdBlock, ReplicaConfig,
 };
 use crate::storage::PartitionLog;
-use crate::topics::{Metadata, Topic};
+use crate::topics::{Metadata, Topic, TopicId};
 
 /// Which shard of this node holds each partition it replicates: lines of `TOPIC PARTITION
 /// SHARD` (topic names have no spaces).
@@ -213,6 +213,7 @@ pub fn update_of(
     for (name, topic) in state.topics() {
         topics.push(Topic {
             name: name.clone(),
+            id: topic.partitions.first().map_or(TopicId::NONE, |first| TopicId::derive(name, first.0)),
             partitions: topic.partitions.len() as u32,
             configs: topic.configs.clone(),
         });
@@ -567,18 +568,36 @@ impl Shard {
     /// Every shard: adopt a new cluster view: open the partitions it now replicates,
     /// then host them (`sync_host`).
     pub(super) async fn apply_cluster(&self, update: ClusterUpdate) {
+        let registered = update.view.registered;
         let previous = self.view.replace(Rc::new(update.view));
+        // Before anything awaits: requests for the groups of an offsets partition this
+        // shard now leads must wait for them to be loaded, not find them missing.
+        let to_load = self.follow_group_leadership(&previous);
         self.apply_metadata(update.metadata).await;
+        if registered && !self.metadata_applied.replace(true) {
+            self.caught_up.notify_all();
+        }
         self.sync_host(&previous);
-        self.follow_group_leadership(&previous).await;
+        for partition in to_load {
+            match self.log(OFFSETS_TOPIC, partition) {
+                Some(log) => {
+                    self.groups.load(partition, &log).await;
+                    info!(partition, "coordinating the groups of {OFFSETS_TOPIC}-{partition}");
+                }
+                None => self.groups.end_loading(partition),
+            }
+        }
     }
 
-    /// This node coordinates the groups of the offsets partitions it leads: a new
-    /// leader loads their committed offsets from its replica (which has everything
-    /// acknowledged), and a former leader forgets them (members rejoin the new one).
-    async fn follow_group_leadership(&self, previous: &ClusterView) {
+    /// This node coordinates the groups of the offsets partitions it leads: a former
+    /// leader forgets them (members go to the new one), and a new leader loads their
+    /// metadata and committed offsets from its replica (which has everything
+    /// acknowledged), so members carry on with their generation. Returns the partitions
+    /// to load, marked as loading.
+    fn follow_group_leadership(&self, previous: &ClusterView) -> Vec<u32> {
         let me = self.host().node();
         let view = self.view.borrow().clone();
+        let mut to_load = Vec::new();
         for partition in 0..OFFSETS_PARTITIONS {
             if self.owner(OFFSETS_TOPIC, partition) != self.id {
                 continue;
@@ -590,11 +609,12 @@ impl Shard {
                 continue;
             }
             self.groups.forget_partition(partition);
-            if let (true, Some(log)) = (now, self.log(OFFSETS_TOPIC, partition)) {
-                self.groups.load(&log).await;
-                info!(partition, "coordinating the groups of {OFFSETS_TOPIC}-{partition}");
+            if now {
+                self.groups.begin_loading(partition);
+                to_load.push(partition);
             }
         }
+        to_load
     }
 
     /// Makes the host replicate what the view says this shard replicates (whose logs are

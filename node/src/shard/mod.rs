@@ -107,10 +107,26 @@ pub struct Shard {
     /// Partitions this shard should have open and could not open, with why (a create
     /// that made them fails with it; see `cluster::commit_topic`).
     open_failures: RefCell<HashMap<TopicPartition, String>>,
-    /// This shard applied the cluster's committed state at least once since the node
-    /// started: before that its metadata is empty, not "no topics".
+    /// This shard applied a view of the cluster's committed state in which this life of
+    /// the node is registered: everything committed before the registration (every
+    /// topic created before the node started) is in it. Before that its metadata may be
+    /// empty or old, not "no topics" (as a Kafka broker serves only once it has caught
+    /// up with the metadata log to its own registration).
     metadata_applied: Cell<bool>,
+    /// Woken when `metadata_applied` becomes true.
+    caught_up: io::WaitQueue,
 }
+
+/// ListOffsets' special timestamps (Kafka's `ListOffsetsRequest` constants).
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+/// How long a Metadata request waits for a node that has just started to catch up with
+/// the cluster's topics (`Shard::wait_for_metadata`) before it answers with what it has.
+pub const METADATA_CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
 impl GroupHost for Shard {
     fn partition_count(&self, topic: &str) -> Option<u32> {
@@ -174,6 +190,7 @@ impl Shard {
             repairs: space::Repairs::default(),
             open_failures: RefCell::new(HashMap::new()),
             metadata_applied: Cell::new(false),
+            caught_up: io::WaitQueue::new(),
         });
         spawn_receivers(&shard, receivers);
         shard.start_cluster(setup).await?;
@@ -184,12 +201,29 @@ impl Shard {
         Ok(shard)
     }
 
-    /// Whether this shard has the cluster's topics yet. A node of a larger cluster serves
-    /// as soon as it starts; until its first view of the committed state a topic it does
-    /// not know may well exist, so it must not say otherwise.
+    /// Whether this shard has the cluster's topics yet (see `metadata_applied`). A node
+    /// serves as soon as it starts; until it has caught up, a topic it does not know may
+    /// well exist, so it must not say otherwise.
     #[must_use]
     pub fn has_metadata(&self) -> bool {
         self.metadata_applied.get()
+    }
+
+    /// Waits until this shard has caught up with the cluster's topics, for at most
+    /// `limit`; returns whether it has. A Metadata request waits for it: an answer from
+    /// a node that has not (a topic missing, or "not available" with no partitions)
+    /// makes librdkafka drop the topic's partitions and fail the messages queued for them.
+    pub async fn wait_for_metadata(&self, limit: Duration) -> bool {
+        if self.has_metadata() {
+            return true;
+        }
+        let _ = io::timeout(limit, async {
+            while !self.has_metadata() {
+                self.caught_up.wait().await;
+            }
+        })
+        .await;
+        self.has_metadata()
     }
 
     #[must_use]
@@ -255,6 +289,11 @@ impl Shard {
         match self.metadata().topic(topic) {
             Some(t) if partition < t.partitions => Ok(()),
             Some(_) => Err(NodeError::unknown_partition(topic, partition)),
+            // Retriable: the client refreshes its metadata (from a node that has caught up).
+            None if !self.has_metadata() => Err(NodeError::new(
+                ErrorKind::NotLeaderOrFollower,
+                format!("this node has not caught up with the cluster's topics yet (topic {topic:?})"),
+            )),
             None => Err(NodeError::new(ErrorKind::UnknownTopicOrPartition, format!("topic {topic:?} does not exist"))),
         }
     }
@@ -480,9 +519,10 @@ impl Shard {
         Ok((fetched.chunks, summary))
     }
 
-    /// -1: the log end; -2: the log start; else the first offset whose record timestamp
-    /// is at or after `timestamp`, with that record's timestamp (`None` when there is
-    /// none). The log end and start come with timestamp -1, as in Kafka.
+    /// -1: the log end; -2 and -4: the log start; -3: the record with the largest
+    /// timestamp; -5 (the latest tiered offset): none; else the first offset whose record
+    /// timestamp is at or after `timestamp`, with that record's timestamp (`None` when
+    /// there is none). The log end and start come with timestamp -1, as in Kafka.
     pub async fn list_offset_local(
         &self,
         topic: &str,
@@ -491,31 +531,48 @@ impl Shard {
     ) -> Result<Option<OffsetAndTime>, NodeError> {
         let log = self.local_log(topic, partition)?;
         match timestamp {
-            -1 => Ok(Some((self.readable_end(topic, partition)?, -1))),
-            -2 => Ok(Some((log.log_start_offset(), -1))),
-            t if t < 0 => {
-                Err(NodeError::new(ErrorKind::InvalidRequest, format!("timestamp {t} is not -1, -2 or a time")))
+            LATEST => Ok(Some((self.readable_end(topic, partition)?, -1))),
+            // No tiered storage: the local log start is the earliest there is.
+            EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
+            MAX_TIMESTAMP => {
+                let newest = log.segments().iter().filter(|s| s.next_offset > s.base).map(|s| s.max_timestamp).max();
+                match newest {
+                    Some(t) if t >= 0 => self.offset_for_time(&log, topic, partition, t).await,
+                    _ => Ok(None),
+                }
             }
-            t => {
-                let batch = log.offset_for_timestamp(t).await.map_err(|e| from_storage(topic, partition, &e))?;
-                let Some(batch) = batch else { return Ok(None) };
-                // The log finds the first batch whose max timestamp reaches `t`; the protocol
-                // (as Kafka) answers the first record in it that does, decompressing the
-                // batch when it must (as Kafka's broker does for this lookup).
-                let read = log.read(batch, 1).await.map_err(|e| from_storage(topic, partition, &e))?;
-                let bytes = read.to_vec();
-                let limit = self.config.topic_defaults.batch_bytes_max as usize * 64;
-                let record = sluice_schemas::compression::with_records(&bytes, limit, |mut records| {
-                    records.find_map(|r| {
-                        r.ok().filter(|r| r.offset >= batch && r.timestamp >= t).map(|r| (r.offset, r.timestamp))
-                    })
-                })
-                .map_err(|e| {
-                    NodeError::new(ErrorKind::Storage, format!("{topic}-{partition}: reading batch {batch}: {e}"))
-                })?;
-                Ok(Some(record.map_or((batch, -1), |(offset, timestamp)| (offset, timestamp))))
-            }
+            // Nothing is tiered: Kafka answers no offset.
+            LATEST_TIERED => Ok(None),
+            t if t < 0 => Err(NodeError::new(
+                ErrorKind::InvalidRequest,
+                format!("timestamp {t} is not a time, nor -1 (latest), -2 (earliest), -3 (max timestamp), -4 (earliest local) or -5 (latest tiered)"),
+            )),
+            t => self.offset_for_time(&log, topic, partition, t).await,
         }
+    }
+
+    /// The first record whose timestamp reaches `t`, with its timestamp.
+    async fn offset_for_time(
+        &self,
+        log: &PartitionLog,
+        topic: &str,
+        partition: u32,
+        t: i64,
+    ) -> Result<Option<OffsetAndTime>, NodeError> {
+        let batch = log.offset_for_timestamp(t).await.map_err(|e| from_storage(topic, partition, &e))?;
+        let Some(batch) = batch else { return Ok(None) };
+        // The log finds the first batch whose max timestamp reaches `t`; the protocol
+        // (as Kafka) answers the first record in it that does, decompressing the
+        // batch when it must (as Kafka's broker does for this lookup).
+        let read = log.read(batch, 1).await.map_err(|e| from_storage(topic, partition, &e))?;
+        let bytes = read.to_vec();
+        let limit = self.config.topic_defaults.batch_bytes_max as usize * 64;
+        let record = sluice_schemas::compression::with_records(&bytes, limit, |mut records| {
+            records
+                .find_map(|r| r.ok().filter(|r| r.offset >= batch && r.timestamp >= t).map(|r| (r.offset, r.timestamp)))
+        })
+        .map_err(|e| NodeError::new(ErrorKind::Storage, format!("{topic}-{partition}: reading batch {batch}: {e}")))?;
+        Ok(Some(record.map_or((batch, -1), |(offset, timestamp)| (offset, timestamp))))
     }
 
     /// Moves a partition's log start to `offset` (-1: the log end), deleting the whole
@@ -556,7 +613,6 @@ impl Shard {
     /// closes and removes the ones whose topic is gone, reopens those whose configs
     /// changed.
     async fn apply_metadata(&self, metadata: Metadata) {
-        self.metadata_applied.set(true);
         let previous = self.metadata.replace(Rc::new(metadata));
         let current = self.metadata();
         // Topics removed: close and delete their partitions, and forget groups' offsets.
@@ -606,7 +662,7 @@ impl Shard {
                 match opened {
                     Ok(log) => {
                         if topic.name == OFFSETS_TOPIC {
-                            self.groups.load(&log).await;
+                            self.groups.load(*p, &log).await;
                         }
                         self.open_failures.borrow_mut().remove(key);
                         self.logs.borrow_mut().insert(key.clone(), Rc::new(log));
