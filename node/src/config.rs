@@ -29,6 +29,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--spin-before-park-us N]
                    [--retention-check-ms N]
                    [--compaction-check-ms N] [--compaction-bytes-per-s N]
+                   [--auto-create-topics true|false] [--num-partitions N]
+                   [--default-replication-factor N]
                    [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--voters ID,ID,...]
                    [--session-timeout-ms N]
                    [--replica-lag-time-max-ms N]
@@ -73,6 +75,11 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --retention-check-ms N    how often retention deletes expired segments (default 300000)
   --compaction-check-ms N   how often compacted topics are cleaned (default 15000)
   --compaction-bytes-per-s N  the cleaner's read rate per shard, 0 unthrottled (default 67108864)
+  --auto-create-topics true|false  a Kafka client's Metadata request for a topic that does
+                            not exist creates it, as Kafka's auto.create.topics.enable
+                            (default true; the controller's defaults below apply)
+  --num-partitions N        partitions of an auto-created topic (default 1)
+  --default-replication-factor N  replication factor of an auto-created topic (default 1)
   --peer ID=NATIVE,CLUSTER[,KAFKA]  a node of the cluster: its id, native listener, cluster
                             (replication) listener and Kafka listener; repeat for every node,
                             this one included (its entry must match --node-id, --listen and
@@ -135,6 +142,13 @@ pub struct NodeConfig {
     pub compaction_check_ms: u64,
     /// The cleaner's read rate per shard, so appends keep their throughput.
     pub compaction_bytes_per_s: u64,
+    /// Kafka's auto.create.topics.enable: a Kafka Metadata request for a missing topic
+    /// creates it.
+    pub auto_create_topics: bool,
+    /// Kafka's num.partitions: partitions of an auto-created topic.
+    pub num_partitions: u32,
+    /// Kafka's default.replication.factor: of an auto-created topic.
+    pub default_replication_factor: u16,
     /// Every node of the cluster, this one included, as `--peer` named them; empty for a
     /// cluster of one (see `nodes`).
     pub peers: Vec<Peer>,
@@ -186,6 +200,9 @@ impl Default for NodeConfig {
             retention_check_ms: 300_000,
             compaction_check_ms: 15_000,
             compaction_bytes_per_s: 64 << 20,
+            auto_create_topics: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
             peers: Vec::new(),
             voters: Vec::new(),
             session_timeout_ms: 3_000,
@@ -375,6 +392,15 @@ impl NodeConfig {
             "retention-check-ms" => self.retention_check_ms = number(key, value, 10, 86_400_000)?,
             "compaction-check-ms" => self.compaction_check_ms = number(key, value, 10, 86_400_000)?,
             "compaction-bytes-per-s" => self.compaction_bytes_per_s = number(key, value, 0, 1 << 40)?,
+            "auto-create-topics" => {
+                self.auto_create_topics = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("{key} = {value:?}: not true or false")),
+                };
+            }
+            "num-partitions" => self.num_partitions = number(key, value, 1, 1 << 20)?,
+            "default-replication-factor" => self.default_replication_factor = number(key, value, 1, 16)?,
             "peer" => self.peers.push(peer(key, value)?),
             "voters" => {
                 self.voters = value

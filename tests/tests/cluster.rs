@@ -796,6 +796,31 @@ fn a_kafka_group_keeps_its_members_and_generation_through_coordinator_kills() {
     );
 }
 
+/// Topic auto-creation in a cluster: kcat produces to a missing topic through a node
+/// that is not the controller; that node forwards the creation to the controller, which
+/// creates it with its defaults (`--num-partitions 2 --default-replication-factor 3`),
+/// and every record is stored.
+#[test]
+fn a_topic_auto_created_through_a_node_that_is_not_the_controller_gets_the_defaults() {
+    const TOPIC: &str = "auto-cluster";
+    let cluster = Cluster::start_with(NODES, &["--num-partitions", "2", "--default-replication-factor", "3"]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let controller =
+        runtime.block_on(wait_for("a controller", || async { admin.metadata(Some(&[])).await.ok()?.controller_id }));
+    let other = cluster.nodes.iter().enumerate().find(|(i, _)| *i as u32 + 1 != controller).map(|(_, n)| n).unwrap();
+    let lines: String = (0..100).map(|i| format!("auto-{i}\n")).collect();
+    let mut produce = std::process::Command::new("kcat");
+    produce.args(["-b", &other.kafka_addr().unwrap().to_string(), "-P", "-t", TOPIC, "-X", "acks=all"]);
+    let run = sluice_tests::node_client::run_command(produce, lines.as_bytes(), WAIT);
+    assert_eq!(run.code, Some(0), "kcat -P to a missing topic: {run:?}");
+    let partitions = runtime.block_on(wait_for_full_isr(&admin, TOPIC));
+    assert_eq!(partitions.len(), 2);
+    assert!(partitions.iter().all(|p| p.replicas.len() == 3), "{partitions:?}");
+    let stored: u64 = (0..2).map(|p| runtime.block_on(high_watermark(&cluster, &admin, TOPIC, p))).sum();
+    assert_eq!(stored, 100);
+}
+
 /// A process a test started, killed (by its pid) when dropped.
 struct Helper {
     name: &'static str,

@@ -1008,3 +1008,76 @@ fn kafka_admin_alters_configs_deletes_records_and_deleted_topics_lose_their_offs
     node.restart();
     assert_eq!(committed_natively(&node, "forgetful", TOPIC, 2), vec![None, None], "and stay gone");
 }
+
+/// Kafka's topic auto-creation: kcat producing to a topic that does not exist creates it
+/// (its Metadata request allows it) with `--num-partitions` partitions, and reads the
+/// records back; a node started with `--auto-create-topics false` refuses the same
+/// produce with an unknown topic and creates nothing.
+#[test]
+fn a_kafka_producer_auto_creates_a_missing_topic_unless_turned_off() {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let node = NodeProcess::start_with_kafka(&dir.path().join("data"), SHARDS, &["--num-partitions", "3"]);
+    let lines: String = (0..30).map(|i| format!("auto-{i}\n")).collect();
+    kcat(&["-b", &kafka(&node), "-P", "-t", "auto-made", "-X", "acks=all"], lines.as_bytes());
+    let metadata = kcat(&["-b", &kafka(&node), "-L", "-J", "-t", "auto-made"], b"");
+    let json = Json::parse(&metadata.stdout).unwrap_or_else(|e| panic!("{e}: {}", metadata.stdout));
+    let topics = json.get("topics").and_then(Json::as_array).expect("topics");
+    assert_eq!(topics[0].get("partitions").and_then(Json::as_array).map(<[Json]>::len), Some(3), "{}", metadata.stdout);
+    let read = kcat(&["-b", &kafka(&node), "-C", "-t", "auto-made", "-o", "beginning", "-e", "-q"], b"");
+    let mut got: Vec<&str> = read.stdout.lines().collect();
+    got.sort_unstable();
+    assert_eq!(got.len(), 30, "{}", read.stdout);
+
+    let off_dir = tempfile::tempdir().expect("creating a temporary directory");
+    let off = NodeProcess::start_with_kafka(&off_dir.path().join("data"), SHARDS, &["--auto-create-topics", "false"]);
+    require("kcat");
+    let mut command = std::process::Command::new("kcat");
+    command.args(["-b", &kafka(&off), "-P", "-t", "not-made", "-X", "message.timeout.ms=3000"]);
+    let run = run_command(command, b"x\n", TOOL_TIMEOUT);
+    // (librdkafka gives a missing topic up to 30 s to appear; the message times out
+    // first.)
+    assert!(run.code != Some(0) && run.stderr.contains("Delivery failed"), "the produce fails: {run:?}");
+    let listed = kcat(&["-b", &kafka(&off), "-L", "-J"], b"");
+    assert!(!listed.stdout.contains("not-made"), "{}", listed.stdout);
+}
+
+/// kafka-python's admin client describes the cluster (DescribeCluster: the cluster id,
+/// this node as the controller and only broker) and its log directories
+/// (DescribeLogDirs: the data directory, with each partition's size on disk).
+#[test]
+fn kafka_python_describes_the_cluster_and_its_log_directories() {
+    let (_dir, node) = start_node();
+    create_topic(&node, "sized", 2);
+    let lines: String = (0..50).map(|i| format!("record-{i}\n")).collect();
+    kcat(&["-b", &kafka(&node), "-P", "-t", "sized", "-p", "1"], lines.as_bytes());
+    let out = script("cluster_info.py", &["--bootstrap", &kafka(&node)], b"");
+    let cluster = out.iter().find_map(|l| l.get("cluster")).expect("a cluster line");
+    assert_eq!(cluster.get("cluster_id").and_then(Json::as_str), Some("sluice"), "{cluster:?}");
+    let brokers = cluster.get("brokers").and_then(Json::as_array).expect("brokers");
+    assert_eq!(brokers.len(), 1, "{cluster:?}");
+    let text = format!("{out:?}");
+    assert!(text.contains("sized"), "the log directory lists the topic: {text}");
+    // Partition 1 holds the records; partition 0 is empty.
+    let log_dirs = out.iter().find_map(|l| l.get("log_dirs")).expect("a log_dirs line");
+    let sizes: Vec<i64> = find_all(log_dirs, "partition_size");
+    assert!(sizes.iter().any(|s| *s > 0), "a partition with records has a size: {log_dirs:?}");
+}
+
+/// Every integer under `key` anywhere in `json`.
+fn find_all(json: &Json, key: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    if let Some(v) = json.get(key).and_then(Json::as_i64) {
+        out.push(v);
+    }
+    if let Some(items) = json.as_array() {
+        for item in items {
+            out.extend(find_all(item, key));
+        }
+    }
+    if let Json::Object(fields) = json {
+        for v in fields.values() {
+            out.extend(find_all(v, key));
+        }
+    }
+    out
+}

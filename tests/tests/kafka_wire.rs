@@ -413,6 +413,8 @@ const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeLogDirs, 0, 4),
 ];
 
 /// One connection's requests with increasing correlation ids.
@@ -854,6 +856,31 @@ fn every_served_api_answers_at_its_oldest_and_newest_version() {
             .with_partition_indexes(vec![0])]),
     );
     assert_eq!(r.topics[0].partitions[0].error_code, 0, "DescribeProducers v0");
+    for version in [0, 1] {
+        let r: DescribeClusterResponse =
+            w.call(ApiKey::DescribeCluster, version, &DescribeClusterRequest::default().with_endpoint_type(1));
+        assert_eq!(
+            (r.error_code, r.cluster_id.as_str(), r.controller_id),
+            (0, "sluice", me),
+            "DescribeCluster v{version}"
+        );
+        assert_eq!(r.brokers.len(), 1);
+    }
+    for (version, layout) in [(0, 1), (4, 4)] {
+        let d = DescribeLogDirsRequest::default().with_topics(Some(vec![
+            describe_log_dirs_request::DescribableLogDirTopic::default()
+                .with_topic(name("wire"))
+                .with_partitions(vec![0]),
+        ]));
+        let r: DescribeLogDirsResponse = w.call_as(ApiKey::DescribeLogDirs, version, layout, &d);
+        let dir = &r.results[0];
+        let p = &dir.topics[0].partitions[0];
+        assert_eq!((dir.topics.len(), p.partition_index), (1, 0), "DescribeLogDirs v{version}: {r:?}");
+        assert!(p.partition_size > 0, "DescribeLogDirs v{version}: the partition's bytes");
+        if version >= 4 {
+            assert!(dir.total_bytes > 0 && dir.usable_bytes > 0, "{r:?}");
+        }
+    }
 
     // DeleteTopics v0 (by name; answered by hand) and v6 (by id).
     let d = DeleteTopicsRequest::default().with_timeout_ms(10_000).with_topic_names(vec![name("old")]);

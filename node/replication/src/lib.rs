@@ -262,6 +262,13 @@ pub enum Message {
         incarnation: Incarnation,
         after: Option<u64>,
     },
+    /// Node -> controller: create these topics with the controller node's defaults (Kafka's
+    /// topic auto-creation, forwarded from a node that is not the controller). The node
+    /// waits for them in the committed state; there is no reply. Handed to the node's
+    /// admin path, not to the state machines.
+    CreateTopics {
+        names: Vec<String>,
+    },
     /// Controller -> leader: the partition's state after the proposal (accepted or not).
     AlterPartitionReply {
         incarnation: Incarnation,

@@ -433,6 +433,7 @@ impl ReplicaNode {
                     Message::Heartbeat { .. }
                     | Message::AlterPartition(_)
                     | Message::AllocateProducerIds { .. }
+                    | Message::CreateTopics { .. }
                     | Message::ProduceReply { .. }
                     | Message::ConsumerFetchReply { .. } => {}
                 }

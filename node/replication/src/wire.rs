@@ -3,7 +3,7 @@
 //! a version byte, a tag byte, big-endian fields, checked lengths), and for a fetch reply
 //! the batches' bytes after it. What travels between nodes is the inter-node protocol
 //! only: heartbeats and their replies, partition updates, AlterPartition and its reply,
-//! requests for producer ids, replica fetches and their replies. Client messages (`Produce`, `ConsumerFetch` and
+//! requests for producer ids and for topic creations, replica fetches and their replies. Client messages (`Produce`, `ConsumerFetch` and
 //! their replies) stay inside the simulator: clients use the native and Kafka protocols.
 //!
 //! Guarantees: `decode(encode(e)) == e` for every inter-node envelope; decoding never
@@ -28,6 +28,9 @@ const TAG_ALTER_REPLY: u8 = 24;
 const TAG_FETCH: u8 = 25;
 const TAG_FETCH_REPLY: u8 = 26;
 const TAG_ALLOCATE_PRODUCER_IDS: u8 = 27;
+const TAG_CREATE_TOPICS: u8 = 28;
+/// Topic names in one `CreateTopics`: a count above it is malformed.
+const CREATE_TOPICS_MAX: usize = 10_000;
 
 /// Bytes each encoded item takes at least: a count above `bytes / this` is malformed.
 const STATE_BYTES_MIN: usize = 17;
@@ -75,6 +78,11 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
             w.u32(node.0);
             w.u64(incarnation.0);
             w.optional_u64(*after);
+        }
+        Message::CreateTopics { names } => {
+            w.u8(TAG_CREATE_TOPICS);
+            w.u32(names.len() as u32);
+            names.iter().for_each(|n| w.string(n));
         }
         Message::AlterPartitionReply { incarnation, request_id, accepted, state } => {
             w.u8(TAG_ALTER_REPLY);
@@ -170,6 +178,13 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
             incarnation: Incarnation(r.u64()?),
             after: r.optional_u64()?,
         },
+        TAG_CREATE_TOPICS => {
+            let count = r.u32()? as usize;
+            if count > CREATE_TOPICS_MAX || count > bytes.len() {
+                return r.err(format!("{count} topic names in {} bytes", bytes.len()));
+            }
+            Message::CreateTopics { names: (0..count).map(|_| r.string()).collect::<Result<Vec<_>, _>>()? }
+        }
         TAG_ALTER_REPLY => Message::AlterPartitionReply {
             incarnation: Incarnation(r.u64()?),
             request_id: r.u64()?,
@@ -348,6 +363,8 @@ mod tests {
             Message::Heartbeat { node: NodeId(3), incarnation: Incarnation(1 << 40), want_shutdown: true },
             Message::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(6), after: Some(3_000) },
             Message::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(6), after: None },
+            Message::CreateTopics { names: vec!["orders".into(), "é-topic".into()] },
+            Message::CreateTopics { names: Vec::new() },
             Message::HeartbeatReply {
                 incarnation: Incarnation(4),
                 states: vec![state(), state()],

@@ -85,6 +85,8 @@ pub struct AgentHooks {
     pub route: Box<dyn Fn(Vec<Vec<u8>>)>,
     /// The voter applied committed commands: the cluster state changed.
     pub changed: Box<dyn Fn()>,
+    /// Another node asked the controller to create topics (`Message::CreateTopics`).
+    pub create_topics: Box<dyn Fn(Vec<String>)>,
 }
 
 /// One node's agent (see the module doc).
@@ -308,6 +310,10 @@ impl Agent {
         let mut mine = Vec::with_capacity(list.len());
         for bytes in list {
             let to = match wire::decode(&bytes) {
+                Ok((Envelope { to: Endpoint::Controller, message: Message::CreateTopics { names }, .. }, _)) => {
+                    (self.hooks.create_topics)(names);
+                    continue;
+                }
                 Ok((envelope, _)) if envelope.to == Endpoint::Controller => {
                     let out = self.voter.borrow_mut().as_mut().map(|v| v.receive(now, envelope));
                     self.voter_output(out);
@@ -456,6 +462,7 @@ mod tests {
                             }
                         }),
                         changed: Box::new(|| {}),
+                        create_topics: Box::new(|_| {}),
                     };
                     let me = config.node;
                     let agent = Agent::start(config, &voter_dir, Some(listener), hooks).await.unwrap();

@@ -17,7 +17,8 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, BrokerId, CreatePartitionsRequest,
     CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    DescribeLogDirsRequest, DescribeLogDirsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
     MetadataRequest, MetadataResponse, ProducerId, TopicName,
 };
@@ -50,6 +51,29 @@ pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
         })
         .collect();
     ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+}
+
+/// The topics a Metadata request asks for by name that do not exist and that it may
+/// auto-create: with `--auto-create-topics` on, when the request allows it (v4+ say so;
+/// older versions always do), on a node that has caught up with the cluster's topics
+/// (else a topic it does not know yet may exist), and not internal ones (`__` names).
+pub fn to_auto_create(server: &Rc<Server>, r: &Request, request: &MetadataRequest) -> Vec<String> {
+    let shard = &server.shard;
+    let allowed = r.version < 4 || request.allow_auto_topic_creation;
+    if !shard.config.auto_create_topics || !allowed || !shard.has_metadata() {
+        return Vec::new();
+    }
+    let metadata = shard.metadata();
+    let mut names: Vec<String> = request
+        .topics
+        .iter()
+        .flatten()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+        .filter(|n| !n.is_empty() && !n.starts_with("__") && metadata.topic(n).is_none())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> MetadataResponse {
@@ -487,4 +511,93 @@ pub async fn init_producer_id(server: &Rc<Server>, request: InitProducerIdReques
                 .with_producer_epoch(-1)
         }
     }
+}
+
+/// DescribeCluster: the cluster id, the controller and every node's Kafka address (v1
+/// may ask for controllers' endpoints instead, which a node does not serve, as Kafka's
+/// brokers do not).
+pub fn describe_cluster(server: &Rc<Server>, r: &Request, request: DescribeClusterRequest) -> DescribeClusterResponse {
+    use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+    /// Endpoint types (v1): brokers, controllers.
+    const BROKERS: i8 = 1;
+    const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
+    let shard = &server.shard;
+    let broker = |id: NodeId| BrokerId(i32::try_from(id.0).unwrap_or(-1));
+    let response = DescribeClusterResponse::default().with_endpoint_type(BROKERS).with_cluster_id(text(CLUSTER_ID));
+    if r.version >= 1 && request.endpoint_type != BROKERS {
+        return response
+            .with_error_code(UNSUPPORTED_ENDPOINT_TYPE)
+            .with_error_message(Some(text("a node answers for brokers' endpoints only (endpoint type 1)")));
+    }
+    let brokers = shard
+        .node_addresses()
+        .into_iter()
+        .filter_map(|node| {
+            let (host, port) = node.kafka?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(broker(node.id))
+                    .with_host(text(&host))
+                    .with_port(i32::from(port)),
+            )
+        })
+        .collect();
+    response
+        .with_controller_id(shard.controller_id().map_or(BrokerId(-1), broker))
+        .with_brokers(brokers)
+        .with_cluster_authorized_operations(i32::MIN)
+}
+
+/// DescribeLogDirs: this node's one log directory (`--data-dir`) with the size of every
+/// partition replica it holds (all, or those asked), its file system's total and usable
+/// bytes (v4), and offset lag 0 (no replica is being moved between directories).
+pub async fn describe_log_dirs(server: &Rc<Server>, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+    use kafka_protocol::messages::describe_log_dirs_response::{
+        DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+    };
+    let shard = &server.shard;
+    let mut sizes: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
+    for s in 0..shard.shards {
+        if let crate::shard::ShardReply::LogSizes(list) =
+            shard.call(crate::shard::ShardId(s), crate::shard::ShardRequest::LogSizes).await
+        {
+            for (tp, bytes) in list {
+                sizes.entry(tp.topic).or_default().insert(tp.partition, bytes);
+            }
+        }
+    }
+    let wanted: Option<BTreeMap<String, Vec<u32>>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions.into_iter().map(super::partition_index).collect()))
+            .collect()
+    });
+    let topics = sizes
+        .into_iter()
+        .filter_map(|(name, partitions)| {
+            let asked = match &wanted {
+                Some(w) => Some(w.get(&name)?),
+                None => None,
+            };
+            let partitions: Vec<DescribeLogDirsPartition> = partitions
+                .into_iter()
+                .filter(|(p, _)| asked.is_none_or(|a| a.contains(p)))
+                .map(|(p, bytes)| {
+                    DescribeLogDirsPartition::default()
+                        .with_partition_index(super::index_of(p))
+                        .with_partition_size(i64::try_from(bytes).unwrap_or(i64::MAX))
+                })
+                .collect();
+            (!partitions.is_empty())
+                .then(|| DescribeLogDirsTopic::default().with_name(TopicName(text(&name))).with_partitions(partitions))
+        })
+        .collect();
+    let (free, total) = shard.space.free_and_total();
+    let dir = shard.config.data_dir.canonicalize().unwrap_or_else(|_| shard.config.data_dir.clone());
+    let result = DescribeLogDirsResult::default()
+        .with_log_dir(text(&dir.display().to_string()))
+        .with_topics(topics)
+        .with_total_bytes(i64::try_from(total).unwrap_or(i64::MAX))
+        .with_usable_bytes(i64::try_from(free).unwrap_or(i64::MAX));
+    DescribeLogDirsResponse::default().with_results(vec![result])
 }

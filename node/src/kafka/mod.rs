@@ -64,6 +64,8 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeLogDirs, 0, 4),
 ];
 
 /// Kafka's UNKNOWN_TOPIC_ID: a request named a topic by an id no topic has (the
@@ -292,6 +294,8 @@ impl KafkaServer {
             ApiKey::Metadata => {
                 let request = decode(r, body)?;
                 server.shard.wait_for_metadata(crate::shard::METADATA_CATCH_UP_WAIT).await;
+                let missing = admin::to_auto_create(server, r, &request);
+                crate::ops::admin::auto_create(&server.shard, missing).await;
                 r.respond(&admin::metadata(server, r, request))?
             }
             ApiKey::CreateTopics => r.respond(&admin::create_topics(server, r, decode(r, body)?).await)?,
@@ -304,6 +308,15 @@ impl KafkaServer {
             }
             ApiKey::DeleteRecords => r.respond(&data::delete_records(server, decode(r, body)?).await)?,
             ApiKey::DescribeProducers => r.respond(&data::describe_producers(server, decode(r, body)?).await)?,
+            ApiKey::DescribeCluster => r.respond(&admin::describe_cluster(server, r, decode(r, body)?))?,
+            // v0 has v1's layout (the crate starts at v1).
+            ApiKey::DescribeLogDirs if r.version == 0 => {
+                let request = kafka_protocol::messages::DescribeLogDirsRequest::decode(body, 1).map_err(|e| {
+                    NodeError::new(ErrorKind::InvalidRequest, format!("malformed DescribeLogDirs v0 request: {e}"))
+                })?;
+                r.respond_as(1, &admin::describe_log_dirs(server, request).await)?
+            }
+            ApiKey::DescribeLogDirs => r.respond(&admin::describe_log_dirs(server, decode(r, body)?).await)?,
             ApiKey::InitProducerId => r.respond(&admin::init_producer_id(server, decode(r, body)?).await)?,
             ApiKey::FindCoordinator => r.respond(&admin::find_coordinator(server, r, decode(r, body)?))?,
             ApiKey::Produce => return data::produce(server, r, decode(r, body)?).await,

@@ -19,6 +19,31 @@ pub async fn run_admin(shard: &Rc<Shard>, request: AdminRequest) -> Vec<(String,
     }
 }
 
+/// How long a Metadata request waits for the topics it auto-creates to be served.
+const AUTO_CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Kafka's topic auto-creation (`--auto-create-topics`): creates the topics (through the
+/// controller, on shard 0) and waits, at most `AUTO_CREATE_WAIT`, until this shard's
+/// metadata has them with a leader for every partition, so the Metadata answer names
+/// their partitions and leaders. A name the controller refuses (an invalid one) stays
+/// unknown.
+pub async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
+    if names.is_empty() {
+        return;
+    }
+    let _ = shard.call(ShardId(0), ShardRequest::AutoCreate(names.clone())).await;
+    let served = || {
+        let metadata = shard.metadata();
+        names.iter().all(|n| {
+            metadata.topic(n).is_some_and(|t| (0..t.partitions).all(|p| shard.placement(n, p).leader.is_some()))
+        })
+    };
+    let deadline = std::time::Instant::now() + AUTO_CREATE_WAIT;
+    while !served() && std::time::Instant::now() < deadline {
+        crate::io::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// DescribeProducers: the idempotent producers one partition knows, from its leader
 /// (producer id, epoch, last sequence number, last offset).
 pub async fn describe_producers(

@@ -291,7 +291,7 @@ impl Shard {
                 ),
                 None => None,
             };
-            let (route, changed) = (Rc::downgrade(self), Rc::downgrade(self));
+            let (route, changed, create) = (Rc::downgrade(self), Rc::downgrade(self), Rc::downgrade(self));
             let hooks = AgentHooks {
                 route: Box::new(move |list| {
                     if let Some(shard) = route.upgrade() {
@@ -301,6 +301,16 @@ impl Shard {
                 changed: Box::new(move || {
                     if let Some(shard) = changed.upgrade() {
                         shard.refresh_cluster();
+                    }
+                }),
+                // Sent to every voter: the controller creates, the others ignore it (the
+                // asking node asks again if the controller changed meanwhile).
+                create_topics: Box::new(move |names| {
+                    let Some(shard) = create.upgrade() else { return };
+                    if shard.agent.get().is_some_and(|a| a.is_controller()) {
+                        crate::io::spawn_detached(async move {
+                            shard.auto_create(names).await;
+                        });
                     }
                 }),
             };
@@ -749,6 +759,45 @@ impl Shard {
                 asked = Some(now);
             }
             crate::io::sleep(STATE_POLL).await;
+        }
+    }
+
+    /// Shard 0: Kafka's topic auto-creation. The controller creates the topics with its
+    /// node's defaults (`--num-partitions`, `--default-replication-factor`); another
+    /// node forwards the names to it (`Message::CreateTopics`, answered by the topics
+    /// appearing in the committed state). A topic already being created here is not
+    /// asked for again.
+    pub(super) async fn auto_create(self: &Rc<Self>, names: Vec<String>) {
+        let Some(agent) = self.agent.get() else { return };
+        let names: Vec<String> =
+            names.into_iter().filter(|n| self.auto_creating.borrow_mut().insert(n.clone())).collect();
+        if names.is_empty() {
+            return;
+        }
+        if agent.is_controller() {
+            let topics = names
+                .iter()
+                .map(|name| messages::NewTopic {
+                    name: name.clone(),
+                    partitions: self.config.num_partitions,
+                    replication_factor: self.config.default_replication_factor,
+                    configs: std::collections::BTreeMap::new(),
+                })
+                .collect();
+            let request = AdminRequest::CreateTopics { topics, validate_only: false };
+            for (name, result) in self.cluster_admin(agent, request).await.results {
+                match result {
+                    Ok(()) => info!(topic = %name, "topic auto-created"),
+                    Err(e) if e.kind == ErrorKind::TopicAlreadyExists => {}
+                    Err(e) => warn!(topic = %name, "auto-creating the topic: {}", e.message),
+                }
+            }
+        } else {
+            agent.ask_controller(Message::CreateTopics { names: names.clone() });
+        }
+        let mut creating = self.auto_creating.borrow_mut();
+        for name in &names {
+            creating.remove(name);
         }
     }
 

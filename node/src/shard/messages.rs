@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_schemas::Offset;
+use sluice_schemas::{Offset, TopicPartition};
 
 use crate::errors::NodeError;
 use crate::topics::Metadata;
@@ -49,6 +49,8 @@ pub enum ShardRequest {
     Admin(AdminRequest),
     /// To shard 0: a producer id from the node's block (InitProducerId).
     ProducerId,
+    /// To shard 0: Kafka's topic auto-creation of these topics (`Shard::auto_create`).
+    AutoCreate(Vec<String>),
     /// Close every log (shutdown).
     Close,
     /// From shard 0: the cluster's committed state changed.
@@ -73,6 +75,8 @@ pub enum ShardRequest {
     OpenFailures {
         topic: String,
     },
+    /// The bytes of every partition log this shard holds (DescribeLogDirs).
+    LogSizes,
     /// Move a partition's log start to `offset` (-1: its log end).
     DeleteRecords {
         topic: String,
@@ -95,6 +99,7 @@ pub enum ShardReply {
     LowWatermark(Result<Offset, NodeError>),
     Producers(Result<Vec<crate::storage::producers::ProducerSummary>, NodeError>),
     OpenFailures(Vec<(u32, String)>),
+    LogSizes(Vec<(TopicPartition, u64)>),
     Done,
     Failed(NodeError),
 }

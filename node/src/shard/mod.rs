@@ -115,6 +115,8 @@ pub struct Shard {
     metadata_applied: Cell<bool>,
     /// Woken when `metadata_applied` becomes true.
     caught_up: io::WaitQueue,
+    /// Shard 0: topics being auto-created (`cluster::auto_create`).
+    auto_creating: RefCell<std::collections::BTreeSet<String>>,
 }
 
 /// ListOffsets' special timestamps (Kafka's `ListOffsetsRequest` constants).
@@ -191,6 +193,7 @@ impl Shard {
             open_failures: RefCell::new(HashMap::new()),
             metadata_applied: Cell::new(false),
             caught_up: io::WaitQueue::new(),
+            auto_creating: RefCell::new(std::collections::BTreeSet::new()),
         });
         spawn_receivers(&shard, receivers);
         shard.start_cluster(setup).await?;
@@ -345,6 +348,10 @@ impl Shard {
             }
             ShardRequest::Admin(request) => ShardReply::Admin(self.admin(request).await),
             ShardRequest::ProducerId => ShardReply::ProducerId(self.next_producer_id().await),
+            ShardRequest::AutoCreate(names) => {
+                self.auto_create(names).await;
+                ShardReply::Done
+            }
             ShardRequest::Close => {
                 self.close_logs().await;
                 ShardReply::Done
@@ -389,6 +396,13 @@ impl Shard {
             ShardRequest::Producers { topic, partition } => {
                 ShardReply::Producers(self.producers_local(&topic, partition))
             }
+            ShardRequest::LogSizes => ShardReply::LogSizes(
+                self.logs
+                    .borrow()
+                    .iter()
+                    .map(|(key, log)| (key.clone(), log.segments().iter().map(|s| s.size_bytes).sum()))
+                    .collect(),
+            ),
             ShardRequest::OpenFailures { topic } => ShardReply::OpenFailures(
                 self.open_failures
                     .borrow()
