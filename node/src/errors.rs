@@ -56,6 +56,9 @@ pub enum ErrorKind {
     UnknownProducerId,
     NonEmptyGroup,
     GroupIdNotFound,
+    /// OffsetDelete of a topic the group's members subscribe to (Kafka's code 86, which
+    /// the native protocol's enum does not name).
+    GroupSubscribedToTopic,
     /// The partition's log failed (poisoned by an I/O error, or corrupt on disk).
     Storage,
     /// A bug or an unexpected state; the message says which.
@@ -126,6 +129,9 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
     NodeError::new(kind, format!("{topic}-{partition}: {e}"))
 }
 
+/// Kafka's GROUP_SUBSCRIBED_TO_TOPIC.
+const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+
 /// The wire error code of an error kind (Kafka's numbers).
 #[must_use]
 pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
@@ -162,6 +168,7 @@ pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
         ErrorKind::UnknownProducerId => ErrorCode::UnknownProducerId,
         ErrorKind::NonEmptyGroup => ErrorCode::NonEmptyGroup,
         ErrorKind::GroupIdNotFound => ErrorCode::GroupIdNotFound,
+        ErrorKind::GroupSubscribedToTopic => ErrorCode(GROUP_SUBSCRIBED_TO_TOPIC),
         ErrorKind::Storage => ErrorCode::KafkaStorageError,
         ErrorKind::Unknown => ErrorCode::UnknownServerError,
     }

@@ -8,6 +8,7 @@ usage: admin.py --bootstrap HOST:PORT COMMAND ...
   delete NAME...                         {"topic", "error"} per topic
   topics                                 {"topic", "partitions"} per topic (metadata)
   configs NAME                           {"name", "value", "is_default"} per config
+  broker-configs ID                      the same for broker ID (its static settings)
   alter-config NAME OP KEY [VALUE]       IncrementalAlterConfigs (OP: set, delete, append,
                                          subtract) {"topic", "error"}
   delete-records NAME PARTITION OFFSET   {"topic", "partition", "low_watermark", "error"}
@@ -65,10 +66,10 @@ def topics(admin, _args):
         emit(topic=name, partitions=sorted(topic.partitions))
 
 
-def configs(admin, args):
+def configs(admin, args, kind="TOPIC"):
     from confluent_kafka.admin import ConfigResource
 
-    resource = ConfigResource(ConfigResource.Type.TOPIC, args.rest[0])
+    resource = ConfigResource(getattr(ConfigResource.Type, kind), args.rest[0])
     for future in admin.describe_configs([resource], request_timeout=REQUEST_TIMEOUT_S).values():
         for name, entry in sorted(future.result(timeout=REQUEST_TIMEOUT_S).items()):
             emit(name=name, value=entry.value, is_default=entry.is_default)
@@ -160,7 +161,17 @@ def main():
     parser.add_argument("--timeout", type=int, default=60)
     parser.add_argument(
         "command",
-        choices=["create", "add-partitions", "delete", "topics", "configs", "alter-config", "delete-records", "groups"],
+        choices=[
+            "create",
+            "add-partitions",
+            "delete",
+            "topics",
+            "configs",
+            "broker-configs",
+            "alter-config",
+            "delete-records",
+            "groups",
+        ],
     )
     parser.add_argument("rest", nargs="*")
     args = parser.parse_args()
@@ -172,6 +183,7 @@ def main():
         "delete": delete,
         "topics": topics,
         "configs": configs,
+        "broker-configs": lambda admin, args: configs(admin, args, kind="BROKER"),
         "alter-config": alter_config,
         "delete-records": delete_records,
         "groups": groups,

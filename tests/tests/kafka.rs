@@ -1081,3 +1081,40 @@ fn find_all(json: &Json, key: &str) -> Vec<i64> {
     }
     out
 }
+
+/// OffsetDelete through kafka-python's admin client (`delete_group_offsets`): the commit of
+/// the partition asked goes, the group's others stay.
+#[test]
+fn kafka_python_deletes_one_partitions_committed_offset() {
+    let (_dir, node) = start_node();
+    create_topic(&node, "committed", 2);
+    commit_natively(&node, "offsets-group", "committed", &[(0, 5), (1, 7)]);
+    let out = script(
+        "group_offsets.py",
+        &["--bootstrap", &kafka(&node), "--group", "offsets-group", "--delete", "committed:0"],
+        b"",
+    );
+    let line = |key: &str| out.iter().find_map(|l| l.get(key)).unwrap_or_else(|| panic!("no {key} in {out:?}"));
+    let offset = |map: &Json, key: &str| map.get(key).and_then(Json::as_i64);
+    assert_eq!((offset(line("before"), "committed-0"), offset(line("before"), "committed-1")), (Some(5), Some(7)));
+    assert!(line("deleted").get("committed-0").is_some_and(Json::is_null), "{out:?}");
+    assert_eq!((offset(line("after"), "committed-0"), offset(line("after"), "committed-1")), (None, Some(7)));
+}
+
+/// A broker's configs (DescribeConfigs of resource BROKER through confluent-kafka): the
+/// node's settings under Kafka's names, static and read only.
+#[test]
+fn confluent_kafka_describes_the_nodes_broker_configs() {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let data = dir.path().join("data");
+    let node = NodeProcess::start_with_kafka(&data, SHARDS, &["--num-partitions", "4", "--segment-bytes", "8388608"]);
+    let lines = admin(&node, &["broker-configs", "0"]);
+    let value = |name: &str| {
+        lines.iter().find(|l| l.get("name").and_then(Json::as_str) == Some(name)).and_then(|l| l.get("value")?.as_str())
+    };
+    assert_eq!(value("num.partitions"), Some("4"), "{lines:?}");
+    assert_eq!(value("log.segment.bytes"), Some("8388608"));
+    assert_eq!(value("auto.create.topics.enable"), Some("true"));
+    assert_eq!(value("broker.id"), Some("0"));
+    assert!(value("log.dirs").is_some_and(|d| d.ends_with("data")), "{:?}", value("log.dirs"));
+}

@@ -403,6 +403,7 @@ const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 0, 7),
     (ApiKey::DeleteTopics, 0, 6),
@@ -751,6 +752,19 @@ fn every_served_api_answers_at_its_oldest_and_newest_version() {
         &LeaveGroupRequest::default().with_group_id(GroupId(text("j"))).with_member_id(member),
     );
     assert_eq!(r.error_code, 25, "LeaveGroup v0 of a member that left: UNKNOWN_MEMBER_ID");
+    // OffsetDelete v0 of g9's commit (nobody subscribes): fetched back, it is gone.
+    let d = OffsetDeleteRequest::default().with_group_id(GroupId(text("g9"))).with_topics(vec![
+        offset_delete_request::OffsetDeleteRequestTopic::default().with_name(name("wire")).with_partitions(vec![
+            offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0),
+        ]),
+    ]);
+    let r: OffsetDeleteResponse = w.call(ApiKey::OffsetDelete, 0, &d);
+    assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0), "OffsetDelete v0");
+    let g9 =
+        [offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(text("g9"))).with_topics(None)];
+    let r: OffsetFetchResponse =
+        w.call(ApiKey::OffsetFetch, 9, &OffsetFetchRequest::default().with_groups(g9.to_vec()));
+    assert!(r.groups[0].topics.is_empty(), "g9's commit was deleted: {r:?}");
     for (version, group) in [(0, "g0"), (2, "j")] {
         let r: DeleteGroupsResponse = w.call(
             ApiKey::DeleteGroups,

@@ -60,6 +60,11 @@ pub enum GroupRequest {
     Delete {
         group: String,
     },
+    /// OffsetDelete: forget the group's commits of these partitions.
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<TopicPartition>,
+    },
 }
 
 impl GroupRequest {
@@ -74,7 +79,8 @@ impl GroupRequest {
             | GroupRequest::Commit { group, .. }
             | GroupRequest::Fetch { group, .. }
             | GroupRequest::Describe { group }
-            | GroupRequest::Delete { group } => Some(group),
+            | GroupRequest::Delete { group }
+            | GroupRequest::DeleteOffsets { group, .. } => Some(group),
             GroupRequest::List => None,
         }
     }

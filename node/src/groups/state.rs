@@ -169,6 +169,22 @@ impl Group {
         }
     }
 
+    /// The topics its members subscribe to: native members' topics, classic members' from
+    /// their consumer-protocol subscriptions in the chosen protocol.
+    fn subscribed_topics(&self) -> BTreeSet<String> {
+        let mut topics = BTreeSet::new();
+        for m in self.members.values() {
+            topics.extend(m.topics.iter().cloned());
+            if self.classic && self.protocol_type == CONSUMER_PROTOCOL_TYPE {
+                let chosen = m.protocols.iter().find(|(name, _)| *name == self.strategy).or(m.protocols.first());
+                if let Some((_, bytes)) = chosen {
+                    topics.extend(consumer_protocol::decode_subscription(bytes).map(|(t, _)| t).unwrap_or_default());
+                }
+            }
+        }
+        topics
+    }
+
     /// The group as `GroupMetadataValue` holds it: what a new coordinator needs to carry
     /// on without a rebalance.
     fn metadata(&self) -> GroupMetadata {
@@ -295,6 +311,12 @@ enum PendingAppend {
     Delete {
         id: RequestId,
         group: String,
+    },
+    DeleteOffsets {
+        id: RequestId,
+        group: String,
+        accepted: Vec<TopicPartition>,
+        refused: Vec<PartitionOutcome>,
     },
     ForgetTopic {
         group: String,
@@ -462,6 +484,12 @@ impl Groups {
                 Some(result) => GroupReply::Done(result),
                 None => return,
             },
+            GroupRequest::DeleteOffsets { group, partitions } => {
+                match self.delete_offsets(id, &group, partitions, out) {
+                    Some(result) => GroupReply::Committed(result),
+                    None => return,
+                }
+            }
         };
         out.push(GroupAction::Reply { id, reply });
     }
@@ -816,6 +844,21 @@ impl Groups {
                 }
                 out.push(GroupAction::Reply { id, reply: GroupReply::Done(result) });
             }
+            PendingAppend::DeleteOffsets { id, group, accepted, mut refused } => {
+                let reply = result.map(|()| {
+                    if let Some(committed) = self.offsets.get_mut(&group) {
+                        for tp in &accepted {
+                            committed.remove(tp);
+                        }
+                        if committed.is_empty() {
+                            self.offsets.remove(&group);
+                        }
+                    }
+                    refused.extend(accepted.into_iter().map(|tp| (tp.topic, tp.partition, Ok(()))));
+                    refused
+                });
+                out.push(GroupAction::Reply { id, reply: GroupReply::Committed(reply) });
+            }
             PendingAppend::ForgetTopic { group, topic } => match result {
                 Ok(()) => {
                     if let Some(committed) = self.offsets.get_mut(&group) {
@@ -939,6 +982,50 @@ impl Groups {
         let mut records = tombstones(group_id, committed);
         records.push(GroupRecord::Group(GroupMetadataRecord { group: group_id.to_string(), value: None }));
         out.push(self.append(group_id, records, PendingAppend::Delete { id, group: group_id.to_string() }));
+        None
+    }
+
+    /// OffsetDelete, as Kafka's: a group's commits of partitions of topics its members do
+    /// not subscribe to get tombstones (answered once appended); those of subscribed topics
+    /// are refused GROUP_SUBSCRIBED_TO_TOPIC. Partitions without a commit succeed.
+    fn delete_offsets(
+        &mut self,
+        id: RequestId,
+        group_id: &str,
+        partitions: Vec<TopicPartition>,
+        out: &mut Vec<GroupAction>,
+    ) -> Option<Result<Vec<PartitionOutcome>, NodeError>> {
+        if let Err(e) = check_group_id(group_id) {
+            return Some(Err(e));
+        }
+        if !self.groups.contains_key(group_id) && !self.offsets.contains_key(group_id) {
+            return Some(Err(error(ErrorKind::GroupIdNotFound, format!("group {group_id:?} does not exist"))));
+        }
+        let subscribed: BTreeSet<String> = self.groups.get(group_id).map(Group::subscribed_topics).unwrap_or_default();
+        let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+        for tp in partitions {
+            if subscribed.contains(&tp.topic) {
+                let e = error(
+                    ErrorKind::GroupSubscribedToTopic,
+                    format!("group {group_id:?} has members subscribed to {:?}", tp.topic),
+                );
+                refused.push((tp.topic, tp.partition, Err(e)));
+            } else {
+                accepted.push(tp);
+            }
+        }
+        let committed: Vec<TopicPartition> = accepted
+            .iter()
+            .filter(|tp| self.offsets.get(group_id).is_some_and(|c| c.contains_key(*tp)))
+            .cloned()
+            .collect();
+        if committed.is_empty() {
+            refused.extend(accepted.into_iter().map(|tp| (tp.topic, tp.partition, Ok(()))));
+            return Some(Ok(refused));
+        }
+        let records = tombstones(group_id, committed);
+        let pending = PendingAppend::DeleteOffsets { id, group: group_id.to_string(), accepted, refused };
+        out.push(self.append(group_id, records, pending));
         None
     }
 

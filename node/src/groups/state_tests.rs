@@ -532,6 +532,37 @@ fn a_new_coordinator_loads_groups_from_their_metadata_and_members_carry_on() {
     }
 }
 
+/// OffsetDelete: the commits of a topic the group's members subscribe to are refused
+/// (GROUP_SUBSCRIBED_TO_TOPIC); others get tombstones and are forgotten once appended;
+/// a partition without a commit succeeds; an unknown group is refused.
+#[test]
+fn offset_delete_forgets_commits_of_topics_the_members_do_not_subscribe_to() {
+    let mut sim = Sim::new();
+    let a = sim.join_now("g", "", "a");
+    let commit = sim.commit("g", &a.member_id, a.generation, &[("t", 0, 3), ("u", 1, 4)]);
+    sim.complete_appends(Ok(()));
+    assert!(committed(sim.take(commit).unwrap()).is_ok());
+    let delete = |partitions: &[(&str, u32)]| GroupRequest::DeleteOffsets {
+        group: "g".into(),
+        partitions: partitions.iter().map(|(t, p)| TopicPartition::new(*t, *p)).collect(),
+    };
+    let asked = sim.send(delete(&[("t", 0), ("u", 1), ("u", 0)]));
+    assert_eq!(sim.appends.len(), 1, "one append: u-1's tombstone");
+    assert_eq!(
+        sim.appends[0].2,
+        vec![OffsetRecord { group: "g".into(), topic: "u".into(), partition: 1, value: None }]
+    );
+    sim.complete_appends(Ok(()));
+    let outcome = committed(sim.take(asked).unwrap()).unwrap();
+    assert_eq!(
+        outcome,
+        vec![("t".into(), 0, Some(ErrorKind::GroupSubscribedToTopic)), ("u".into(), 1, None), ("u".into(), 0, None),]
+    );
+    assert_eq!(sim.fetch("g"), vec![("t".into(), 0, 3)]);
+    let unknown = GroupRequest::DeleteOffsets { group: "nope".into(), partitions: vec![("t", 0).into()] };
+    assert_eq!(committed(sim.call(unknown)).unwrap_err().kind, ErrorKind::GroupIdNotFound);
+}
+
 /// Classic protocol: a leader that sends no assignments within the rebalance timeout
 /// starts a new rebalance; members waiting in SyncGroup are told RebalanceInProgress.
 #[test]

@@ -37,9 +37,11 @@ use crate::topics::TopicId;
 pub const CLUSTER_ID: &str = "sluice";
 /// DescribeConfigs resource types.
 const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
 /// DescribeConfigs config sources.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_STATIC_BROKER: i8 = 4;
 /// FindCoordinator key types.
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
@@ -325,8 +327,10 @@ pub fn describe_configs(server: &Rc<Server>, request: DescribeConfigsRequest) ->
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name);
+            if resource.resource_type == RESOURCE_BROKER {
+                return broker_configs(server, &name, resource.configuration_keys.as_deref(), result);
+            }
             if resource.resource_type != RESOURCE_TOPIC {
-                // Node settings are flags and a file, not dynamic configs: none to show.
                 return result;
             }
             let Some(topic) = metadata.topic(&name) else {
@@ -350,6 +354,77 @@ pub fn describe_configs(server: &Rc<Server>, request: DescribeConfigsRequest) ->
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Kafka's broker config names of the topic configs whose node defaults they are.
+const BROKER_NAMES: &[(&str, &str)] = &[
+    ("segment.bytes", "log.segment.bytes"),
+    ("segment.ms", "log.roll.ms"),
+    ("max.message.bytes", "message.max.bytes"),
+    ("index.interval.bytes", "log.index.interval.bytes"),
+    ("retention.ms", "log.retention.ms"),
+    ("retention.bytes", "log.retention.bytes"),
+    ("message.timestamp.type", "log.message.timestamp.type"),
+    ("cleanup.policy", "log.cleanup.policy"),
+    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
+    ("min.insync.replicas", "min.insync.replicas"),
+    ("unclean.leader.election.enable", "unclean.leader.election.enable"),
+];
+
+/// A broker resource of DescribeConfigs: this node's settings under Kafka's broker config
+/// names (its flags and config file: static, read only), for resource name "" (the
+/// cluster's dynamic defaults: none) or this node's id. Another node's id is refused, as
+/// Kafka refuses it: each node describes its own.
+fn broker_configs(
+    server: &Rc<Server>,
+    name: &str,
+    keys: Option<&[kafka_protocol::protocol::StrBytes]>,
+    result: DescribeConfigsResult,
+) -> DescribeConfigsResult {
+    let config = &server.shard.config;
+    if name.is_empty() {
+        return result;
+    }
+    if name != config.node_id.to_string() {
+        let e = NodeError::new(
+            ErrorKind::InvalidRequest,
+            format!("this is node {}; node {name}'s configs are described by node {name}", config.node_id),
+        );
+        return result.with_error_code(code(&e)).with_error_message(Some(text(&e.message)));
+    }
+    let listener = |a: Option<(String, u16)>| a.map_or(String::new(), |(h, p)| format!("PLAINTEXT://{h}:{p}"));
+    let mut settings: Vec<(String, String)> = vec![
+        ("broker.id".into(), config.node_id.to_string()),
+        ("node.id".into(), config.node_id.to_string()),
+        ("log.dirs".into(), config.data_dir.display().to_string()),
+        ("listeners".into(), listener(config.kafka_listen.map(|a| (a.ip().to_string(), a.port())))),
+        ("advertised.listeners".into(), listener(config.kafka_advertised())),
+        ("auto.create.topics.enable".into(), config.auto_create_topics.to_string()),
+        ("num.partitions".into(), config.num_partitions.to_string()),
+        ("default.replication.factor".into(), config.default_replication_factor.to_string()),
+        ("offsets.topic.num.partitions".into(), crate::groups::OFFSETS_PARTITIONS.to_string()),
+        ("socket.request.max.bytes".into(), config.frame_bytes_max.to_string()),
+    ];
+    let defaults =
+        crate::topics::Topic { name: String::new(), id: TopicId::NONE, partitions: 0, configs: BTreeMap::new() };
+    for (key, value, _) in defaults.effective_configs(&config.topic_defaults) {
+        if let Some((_, broker)) = BROKER_NAMES.iter().find(|(topic, _)| *topic == key) {
+            settings.push(((*broker).to_string(), value));
+        }
+    }
+    let configs = settings
+        .into_iter()
+        .filter(|(k, _)| keys.is_none_or(|w| w.iter().any(|w| w.as_str() == k)))
+        .map(|(k, v)| {
+            DescribeConfigsResourceResult::default()
+                .with_name(text(&k))
+                .with_value(Some(text(&v)))
+                .with_read_only(true)
+                .with_config_source(SOURCE_STATIC_BROKER)
+        })
+        .collect();
+    result.with_configs(configs)
 }
 
 /// IncrementalAlterConfigs operations.

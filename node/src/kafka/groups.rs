@@ -17,8 +17,8 @@ use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartiti
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 
 use sluice_schemas::wire::ErrorCode;
@@ -362,4 +362,39 @@ pub async fn delete(server: &Rc<Server>, r: DeleteGroupsRequest) -> DeleteGroups
         results.push(DeletableGroupResult::default().with_group_id(id).with_error_code(code_of(&result)));
     }
     DeleteGroupsResponse::default().with_results(results)
+}
+
+/// OffsetDelete: forgets a group's commits of partitions whose topics its members do not
+/// subscribe to (those they do: GROUP_SUBSCRIBED_TO_TOPIC).
+pub async fn delete_offsets(server: &Rc<Server>, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+    let partitions = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.name.0.to_string();
+            t.partitions.iter().map(move |p| TopicPartition::new(name.as_str(), partition_index(p.partition_index)))
+        })
+        .collect();
+    let request = GroupRequest::DeleteOffsets { group: r.group_id.0.to_string(), partitions };
+    let outcomes = match server.shard.group_call(request).await {
+        GroupReply::Committed(Ok(list)) => list,
+        other => return OffsetDeleteResponse::default().with_error_code(code(&failure(other))),
+    };
+    let topics = by_topic(outcomes.into_iter().map(|(t, p, result)| (t, p, code_of(&result))).collect())
+        .into_iter()
+        .map(|(name, partitions)| {
+            OffsetDeleteResponseTopic::default().with_name(TopicName(text(&name))).with_partitions(
+                partitions
+                    .into_iter()
+                    .map(|(p, error)| {
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(index_of(p))
+                            .with_error_code(error)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
 }
