@@ -59,6 +59,9 @@ pub enum ErrorKind {
     /// OffsetDelete of a topic the group's members subscribe to (Kafka's code 86, which
     /// the native protocol's enum does not name).
     GroupSubscribedToTopic,
+    /// A static member's `group.instance.id` now belongs to another member id (Kafka's
+    /// FENCED_INSTANCE_ID, 82): a newer instance took its place.
+    FencedInstanceId,
     /// The partition's log failed (poisoned by an I/O error, or corrupt on disk).
     Storage,
     /// A bug or an unexpected state; the message says which.
@@ -131,6 +134,8 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
 
 /// Kafka's GROUP_SUBSCRIBED_TO_TOPIC.
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+/// Kafka's FENCED_INSTANCE_ID.
+const FENCED_INSTANCE_ID: i16 = 82;
 
 /// The wire error code of an error kind (Kafka's numbers).
 #[must_use]
@@ -169,6 +174,7 @@ pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
         ErrorKind::NonEmptyGroup => ErrorCode::NonEmptyGroup,
         ErrorKind::GroupIdNotFound => ErrorCode::GroupIdNotFound,
         ErrorKind::GroupSubscribedToTopic => ErrorCode(GROUP_SUBSCRIBED_TO_TOPIC),
+        ErrorKind::FencedInstanceId => ErrorCode(FENCED_INSTANCE_ID),
         ErrorKind::Storage => ErrorCode::KafkaStorageError,
         ErrorKind::Unknown => ErrorCode::UnknownServerError,
     }

@@ -12,8 +12,10 @@ each record so the test has time to act. It prints one JSON line per event:
   {"error": "..."}                               an error event of the consumer
   {"done": n, "member_id": ...}                  it read n distinct values; it closes
 
+With --instance-id it is a static member (group.instance.id, KIP-345).
+
 usage: group_member.py --bootstrap HOSTS --topic T --group G --count N
-                       [--delay-ms MS] [--timeout S]
+                       [--delay-ms MS] [--instance-id ID] [--timeout S]
 """
 
 import argparse
@@ -29,6 +31,7 @@ def main():
     parser.add_argument("--group", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--delay-ms", type=int, default=0)
+    parser.add_argument("--instance-id")
     parser.add_argument("--timeout", type=int, default=120)
     args = parser.parse_args()
     deadline(args.timeout)
@@ -43,17 +46,18 @@ def main():
     def revoked(_consumer, partitions):
         emit(revoked=[p.partition for p in partitions])
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": args.bootstrap,
-            "group.id": args.group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": 10000,
-            "heartbeat.interval.ms": 500,
-            "error_cb": lambda e: emit(error=str(e)),
-        }
-    )
+    config = {
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 500,
+        "error_cb": lambda e: emit(error=str(e)),
+    }
+    if args.instance_id:
+        config["group.instance.id"] = args.instance_id
+    consumer = Consumer(config)
     consumer.subscribe([args.topic], on_assign=assigned, on_revoke=revoked)
     seen = set()
     while len(seen) < args.count:

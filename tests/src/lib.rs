@@ -9,10 +9,12 @@
 //!
 //! `node_client` serves the node tests instead: a real `sluice-node` process and a blocking client of
 //! its native protocol, for the node's integration tests (tests/node.rs). `json` reads
-//! what the Kafka client scripts (tests/kafka, run by tests/kafka.rs) print.
+//! what the Kafka client scripts (tests/kafka, run by tests/kafka.rs) print, and `streaming`
+//! runs such a script in the background and reads its lines as they come.
 
 pub mod json;
 pub mod node_client;
+pub mod streaming;
 
 use sluice_schemas::batch::BatchHeader;
 use sluice_schemas::records::{BatchBuilder, BatchConfig};

@@ -27,6 +27,7 @@ use sluice_node::storage::{LogConfig, PartitionLog};
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::Offset;
 use sluice_tests::node_client::{free_loopback_addr, NodeProcess};
+use sluice_tests::streaming::Streaming;
 use tempfile::TempDir;
 
 const NODES: usize = 3;
@@ -367,58 +368,6 @@ fn assert_stored_once(seen: &mut BTreeMap<Vec<u8>, (u32, u64)>, p: u32, records:
     for (offset, value) in records {
         if let Some(first) = seen.insert(value.clone(), (p, *offset)) {
             panic!("{} is stored twice: at {}-{} and {p}-{offset}", String::from_utf8_lossy(value), first.0, first.1);
-        }
-    }
-}
-
-struct Streaming {
-    child: std::process::Child,
-    lines: Arc<Mutex<Vec<sluice_tests::json::Json>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Streaming {
-    fn start(mut command: std::process::Command) -> Streaming {
-        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
-        let mut child = command.spawn().expect("starting a helper process");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let lines: Arc<Mutex<Vec<sluice_tests::json::Json>>> = Arc::default();
-        let sink = lines.clone();
-        let reader = std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let json =
-                    sluice_tests::json::Json::parse(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
-                sink.lock().unwrap().push(json);
-            }
-        });
-        Streaming { child, lines, reader: Some(reader) }
-    }
-
-    fn count(&self, key: &str) -> usize {
-        self.lines.lock().unwrap().iter().filter(|l| l.get(key).is_some()).count()
-    }
-
-    /// Waits (at most `limit`) for the process to exit by itself; its lines.
-    fn finish(mut self, limit: Duration) -> Vec<sluice_tests::json::Json> {
-        let deadline = Instant::now() + limit;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "the helper process still runs after {limit:?}");
-            std::thread::sleep(POLL);
-        }
-        if let Some(reader) = self.reader.take() {
-            reader.join().unwrap();
-        }
-        self.lines.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Streaming {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }

@@ -15,6 +15,8 @@
 //! - The `sluice` CLI and kcat read each other's records alike.
 //! - Kafka admin requests create, grow, describe and delete topics, and list and describe
 //!   groups, and the native protocol sees the same topics and configs.
+//! - A static group member (`group.instance.id`) restarted within its session gets its
+//!   partitions back without a rebalance; a second process with its instance id fences it.
 //!
 //! Each test starts its own `sluice-node` (two shards) with a Kafka listener on a free
 //! loopback port (`NodeProcess::start_with_kafka`), its data in a temporary directory;
@@ -43,6 +45,7 @@ use sluice_schemas::batch::{BatchWalker, Compression, TimestampType};
 use sluice_schemas::wire::ErrorCode;
 use sluice_tests::json::Json;
 use sluice_tests::node_client::{cli_binary, run_command, CliRun, NodeProcess};
+use sluice_tests::streaming::Streaming;
 use tempfile::TempDir;
 
 /// The shards of every node here: the test machines have two cores.
@@ -1080,6 +1083,78 @@ fn find_all(json: &Json, key: &str) -> Vec<i64> {
         }
     }
     out
+}
+
+/// Static membership (KIP-345) with confluent-kafka: two members with `group.instance.id`
+/// share a topic's partitions; one is killed with SIGKILL (a static member does not leave)
+/// and restarted with its instance id within its session timeout. It gets back the
+/// partitions it had and the other member sees no rebalance (no revocation, no new
+/// assignment). A third process started with the same instance id takes the place, and
+/// the one it replaced is told it was fenced (FENCED_INSTANCE_ID, fatal to librdkafka).
+#[test]
+fn a_restarted_static_kafka_member_gets_its_partitions_back_without_a_rebalance() {
+    require("python3");
+    let (_dir, node) = start_node();
+    create_topic(&node, "static", 4);
+    let member = |instance: &str| {
+        let mut command = Command::new("python3");
+        command
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("group_member.py"))
+            .args(["--bootstrap", &kafka(&node), "--topic", "static", "--group", "static-group"])
+            .args(["--count", "1000", "--instance-id", instance, "--timeout", &SCRIPT_TIMEOUT_S.to_string()])
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        Streaming::start(command)
+    };
+    let assignments = |lines: &[Json]| -> Vec<BTreeSet<i64>> {
+        lines
+            .iter()
+            .filter_map(|l| l.get("assigned")?.as_array().map(|ps| ps.iter().filter_map(Json::as_i64).collect()))
+            .collect()
+    };
+    let a = member("i-a");
+    a.wait_for("assigned", WAIT);
+    let b = member("i-b");
+    // Settled: each has a share and the shares cover the partitions once.
+    let deadline = Instant::now() + WAIT;
+    let shares = loop {
+        let (of_a, of_b) = (assignments(&a.lines()), assignments(&b.lines()));
+        if let (Some(x), Some(y)) = (of_a.last(), of_b.last()) {
+            if !x.is_empty() && !y.is_empty() && x.is_disjoint(y) && x.len() + y.len() == 4 {
+                break (x.clone(), y.clone());
+            }
+        }
+        assert!(Instant::now() < deadline, "no settled assignment: a {of_a:?}, b {of_b:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Heartbeats go on for a while: nothing changes.
+    std::thread::sleep(Duration::from_secs(2));
+    let b_before = b.lines().len();
+    a.kill();
+    let a2 = member("i-a");
+    a2.wait_for("assigned", WAIT);
+    assert_eq!(assignments(&a2.lines()), vec![shares.0.clone()], "the restarted member gets its partitions back");
+    // Several heartbeat intervals (500 ms): a rebalance would reach b by now.
+    std::thread::sleep(Duration::from_secs(3));
+    let b_lines = b.lines();
+    let changes: Vec<_> =
+        b_lines[b_before..].iter().filter(|l| l.get("assigned").is_some() || l.get("revoked").is_some()).collect();
+    assert!(changes.is_empty(), "the other member saw a rebalance: {changes:?}");
+    assert_eq!(assignments(&b_lines).last(), Some(&shares.1));
+
+    let a3 = member("i-a");
+    a3.wait_for("assigned", WAIT);
+    let deadline = Instant::now() + WAIT;
+    let fenced = |lines: &[Json]| {
+        lines.iter().any(|l| l.get("error").and_then(Json::as_str).is_some_and(|e| e.to_lowercase().contains("fenced")))
+    };
+    while !fenced(&a2.lines()) {
+        assert!(Instant::now() < deadline, "the replaced member was not fenced: {:?}", a2.lines());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(assignments(&a3.lines()), vec![shares.0]);
+    for process in [a2, a3, b] {
+        process.kill();
+    }
 }
 
 /// OffsetDelete through kafka-python's admin client (`delete_group_offsets`): the commit of

@@ -43,6 +43,13 @@ pub enum GroupRequest {
         group: String,
         member_id: String,
     },
+    /// Kafka's LeaveGroup v3+ naming a static member by its `group.instance.id`
+    /// (`member_id` empty, or the id it must still have).
+    LeaveStatic {
+        group: String,
+        instance_id: String,
+        member_id: String,
+    },
     Commit {
         group: String,
         member_id: String,
@@ -76,6 +83,7 @@ impl GroupRequest {
             | GroupRequest::Sync { group, .. }
             | GroupRequest::Heartbeat { group, .. }
             | GroupRequest::Leave { group, .. }
+            | GroupRequest::LeaveStatic { group, .. }
             | GroupRequest::Commit { group, .. }
             | GroupRequest::Fetch { group, .. }
             | GroupRequest::Describe { group }
@@ -161,6 +169,9 @@ pub struct JoinArgs {
     pub session_timeout_ms: u32,
     pub rebalance_timeout_ms: u32,
     pub protocol: JoinProtocol,
+    /// Kafka's `group.instance.id` (static membership, KIP-345): a member that restarts
+    /// with it takes its previous self's place, without a rebalance when nothing changed.
+    pub instance_id: Option<String>,
 }
 
 /// How a member's group assigns partitions.

@@ -131,6 +131,8 @@ struct Member {
     protocols: Vec<(String, Vec<u8>)>,
     /// Classic protocol: the assignment its leader computed for it.
     assignment_bytes: Vec<u8>,
+    /// Kafka's `group.instance.id`: a static member.
+    instance_id: Option<String>,
 }
 
 impl Member {
@@ -152,6 +154,11 @@ struct Group {
     /// A rebalance completed or the group emptied in this step: its metadata is written
     /// at the step's end (`store_changed_groups`).
     changed: bool,
+    /// Static members: the member id each instance id held before its latest rejoin (one
+    /// per instance, so bounded by the group's instances). A request from one of these is
+    /// answered FENCED_INSTANCE_ID: two processes configured with one instance id must not
+    /// take turns evicting each other.
+    replaced: BTreeMap<String, String>,
 }
 
 impl Group {
@@ -166,7 +173,34 @@ impl Group {
             members: BTreeMap::new(),
             rebalance_deadline_ms: None,
             changed: false,
+            replaced: BTreeMap::new(),
         }
+    }
+
+    /// The error for a request from `member_id`, which is not a member: fenced when a static
+    /// member's restart replaced it, unknown otherwise.
+    fn not_a_member(&self, group_id: &str, member_id: &str) -> NodeError {
+        match self.replaced.get(member_id) {
+            Some(instance) => fenced(instance),
+            None => error(ErrorKind::UnknownMemberId, format!("member {member_id:?} is not in group {group_id:?}")),
+        }
+    }
+
+    /// The member id of the static member with `instance`.
+    fn static_member(&self, instance: &str) -> Option<String> {
+        self.members.iter().find(|(_, m)| m.instance_id.as_deref() == Some(instance)).map(|(id, _)| id.clone())
+    }
+
+    /// Classic protocol: every member's metadata for the chosen protocol, as the leader's
+    /// JoinGroup answer carries it.
+    fn member_metadata(&self) -> Vec<(String, Vec<u8>)> {
+        self.members
+            .iter()
+            .map(|(id, m)| {
+                let metadata = m.protocols.iter().find(|(name, _)| *name == self.strategy);
+                (id.clone(), metadata.map(|(_, bytes)| bytes.clone()).unwrap_or_default())
+            })
+            .collect()
     }
 
     /// The topics its members subscribe to: native members' topics, classic members' from
@@ -193,7 +227,7 @@ impl Group {
             .iter()
             .map(|(id, m)| MemberMetadata {
                 member_id: id.clone(),
-                group_instance_id: None,
+                group_instance_id: m.instance_id.clone(),
                 client_id: m.client_id.clone(),
                 client_host: m.client_host.clone(),
                 rebalance_timeout_ms: i32::try_from(m.rebalance_timeout_ms).unwrap_or(i32::MAX),
@@ -263,6 +297,7 @@ impl Group {
                     assignment,
                     protocols,
                     assignment_bytes,
+                    instance_id: m.group_instance_id,
                 };
                 (m.member_id, member)
             })
@@ -277,6 +312,7 @@ impl Group {
             members,
             rebalance_deadline_ms: None,
             changed: false,
+            replaced: BTreeMap::new(),
         }
     }
 }
@@ -352,6 +388,13 @@ pub struct Groups {
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> NodeError {
     NodeError::new(kind, message)
+}
+
+fn fenced(instance: &str) -> NodeError {
+    error(
+        ErrorKind::FencedInstanceId,
+        format!("instance id {instance:?} belongs to a newer member now: this one was fenced"),
+    )
 }
 
 fn check_group_id(group: &str) -> Result<(), NodeError> {
@@ -448,8 +491,10 @@ impl Groups {
     ) {
         let reply = match request {
             GroupRequest::Join { group, join } => match self.join(now_ms, topics, id, &group, join) {
+                // A static member back in its place: answered at once.
+                Ok(Some(result)) => GroupReply::Joined(Ok(result)),
                 // Answered by `settle` once the rebalance completes (maybe in this step).
-                Ok(()) => return,
+                Ok(None) => return,
                 Err(e) => GroupReply::Joined(Err(e)),
             },
             GroupRequest::Sync { group, member_id, generation, assignments } => {
@@ -470,6 +515,17 @@ impl Groups {
             }
             GroupRequest::Leave { group, member_id } => {
                 GroupReply::Done(self.leave(now_ms, topics, &group, &member_id))
+            }
+            GroupRequest::LeaveStatic { group, instance_id, member_id } => {
+                let found = self.groups.get(&group).and_then(|g| g.static_member(&instance_id));
+                GroupReply::Done(match found {
+                    Some(current) if !member_id.is_empty() && member_id != current => Err(fenced(&instance_id)),
+                    Some(current) => self.leave(now_ms, topics, &group, &current),
+                    None => Err(error(
+                        ErrorKind::UnknownMemberId,
+                        format!("group {group:?} has no member with instance id {instance_id:?}"),
+                    )),
+                })
             }
             GroupRequest::Commit { group, member_id, generation, offsets } => {
                 match self.commit(topics, id, &group, &member_id, generation, offsets, out) {
@@ -495,15 +551,19 @@ impl Groups {
     }
 
     /// Adds (or replaces) the member and starts a rebalance unless one is under way; the
-    /// join waits in `joins` for it to complete.
+    /// join waits in `joins` for it to complete. A static member (`instance_id`) that
+    /// joins without a member id takes the place of the member with its instance id under
+    /// a new member id (the old one is fenced); when the group is Stable and its protocols
+    /// (or topics) did not change, it is answered at once with the current generation and
+    /// its assignment, and nobody rebalances (KIP-345).
     fn join(
         &mut self,
         now_ms: u64,
         topics: &dyn Topics,
         id: RequestId,
         group_id: &str,
-        join: JoinArgs,
-    ) -> Result<(), NodeError> {
+        mut join: JoinArgs,
+    ) -> Result<Option<JoinResult>, NodeError> {
         check_group_id(group_id)?;
         if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&join.session_timeout_ms) {
             return Err(error(
@@ -530,6 +590,59 @@ impl Groups {
             _ => {}
         }
         let group = self.groups.entry(group_id.to_string()).or_insert_with(Group::new);
+        if let Some(instance) = join.instance_id.clone() {
+            match group.static_member(&instance) {
+                Some(current) if !join.member_id.is_empty() && join.member_id != current => {
+                    return Err(fenced(&instance));
+                }
+                Some(current) if join.member_id.is_empty() => {
+                    let n = self.next_member;
+                    self.next_member += 1;
+                    let client = if join.client_id.is_empty() { "member" } else { &join.client_id };
+                    let new_id = format!("{client}-{}-{n}", self.instance_tag);
+                    let Some(mut member) = group.members.remove(&current) else { unreachable!("found above") };
+                    group.replaced.retain(|_, i| *i != instance);
+                    group.replaced.insert(current.clone(), instance.clone());
+                    if group.leader == current {
+                        group.leader = new_id.clone();
+                    }
+                    info!(group = group_id, instance = %instance, old = %current, new = %new_id, "static member rejoined");
+                    let unchanged = match &join.protocol {
+                        JoinProtocol::Classic { protocols, .. } => group.classic && member.protocols == *protocols,
+                        JoinProtocol::Native { topics, strategy } => {
+                            !group.classic
+                                && *strategy == group.strategy
+                                && member.topics == topics.iter().cloned().collect::<BTreeSet<_>>()
+                        }
+                    };
+                    if group.state == State::Stable && unchanged {
+                        member.client_id = join.client_id;
+                        member.client_host = join.client_host;
+                        member.session_timeout_ms = u64::from(join.session_timeout_ms);
+                        member.rebalance_timeout_ms = u64::from(join.rebalance_timeout_ms);
+                        member.last_seen_ms = now_ms;
+                        let assignment = member.assignment.clone();
+                        group.members.insert(new_id.clone(), member);
+                        group.changed = true;
+                        return Ok(Some(JoinResult {
+                            generation: group.generation,
+                            member_id: new_id.clone(),
+                            leader_id: group.leader.clone(),
+                            strategy: group.strategy.clone(),
+                            assignment,
+                            members: if group.classic && group.leader == new_id {
+                                group.member_metadata()
+                            } else {
+                                Vec::new()
+                            },
+                        }));
+                    }
+                    group.members.insert(new_id.clone(), member);
+                    join.member_id = new_id;
+                }
+                _ => {}
+            }
+        }
         let others: Vec<&Member> =
             group.members.iter().filter(|(mid, _)| **mid != join.member_id).map(|(_, m)| m).collect();
         check_protocol(group_id, group, &others, &join.protocol)?;
@@ -541,10 +654,7 @@ impl Groups {
         } else if group.members.contains_key(&join.member_id) {
             join.member_id.clone()
         } else {
-            return Err(error(
-                ErrorKind::UnknownMemberId,
-                format!("member {:?} is not in group {group_id:?} (its session may have expired)", join.member_id),
-            ));
+            return Err(group.not_a_member(group_id, &join.member_id));
         };
         let previous = group.members.remove(&member_id);
         let (member_topics, protocols) = match join.protocol {
@@ -573,6 +683,7 @@ impl Groups {
                 assignment: previous.map(|m| m.assignment).unwrap_or_default(),
                 protocols,
                 assignment_bytes: Vec::new(),
+                instance_id: join.instance_id,
             },
         );
         if group.state != State::PreparingRebalance {
@@ -580,7 +691,7 @@ impl Groups {
         }
         self.joins.push(Waiting { id, group: group_id.to_string(), member: member_id, generation: group.generation });
         maybe_complete(now_ms, topics, group, group_id, false);
-        Ok(())
+        Ok(None)
     }
 
     /// Classic protocol: the leader's SyncGroup stores every member's assignment and is
@@ -602,11 +713,9 @@ impl Groups {
                 format!("group {group_id:?} has no member {member_id:?}"),
             )));
         };
-        let Some(member) = group.members.get_mut(member_id) else {
-            return Some(Err(error(
-                ErrorKind::UnknownMemberId,
-                format!("member {member_id:?} is not in group {group_id:?}"),
-            )));
+        let member = match group.members.get_mut(member_id) {
+            Some(member) => member,
+            None => return Some(Err(group.not_a_member(group_id, member_id))),
         };
         member.last_seen_ms = now_ms;
         if generation != group.generation {
@@ -650,9 +759,10 @@ impl Groups {
             error(ErrorKind::UnknownMemberId, format!("group {group_id:?} has no member {member_id:?}"))
         })?;
         let (state, current) = (group.state, group.generation);
-        let member = group.members.get_mut(member_id).ok_or_else(|| {
-            error(ErrorKind::UnknownMemberId, format!("member {member_id:?} is not in group {group_id:?}"))
-        })?;
+        let member = match group.members.get_mut(member_id) {
+            Some(member) => member,
+            None => return Err(group.not_a_member(group_id, member_id)),
+        };
         member.last_seen_ms = now_ms;
         if state == State::PreparingRebalance {
             return Err(error(
@@ -674,10 +784,7 @@ impl Groups {
             error(ErrorKind::UnknownMemberId, format!("group {group_id:?} has no member {member_id:?}"))
         })?;
         if group.members.remove(member_id).is_none() {
-            return Err(error(
-                ErrorKind::UnknownMemberId,
-                format!("member {member_id:?} is not in group {group_id:?}"),
-            ));
+            return Err(group.not_a_member(group_id, member_id));
         }
         info!(group = group_id, member = member_id, "member left");
         rebalance_after_departure(now_ms, group, group_id);
@@ -786,10 +893,7 @@ impl Groups {
             None if admin => {}
             Some(group) => {
                 if !group.members.contains_key(member_id) {
-                    return Err(error(
-                        ErrorKind::UnknownMemberId,
-                        format!("member {member_id:?} is not in group {group_id:?}"),
-                    ));
+                    return Err(group.not_a_member(group_id, member_id));
                 }
                 if generation != group.generation {
                     return Err(error(
@@ -1149,18 +1253,7 @@ fn join_outcome(groups: &BTreeMap<String, Group>, join: &Waiting) -> Option<Resu
     if group.generation <= join.generation {
         return None;
     }
-    let members = if group.classic && group.leader == *member_id {
-        group
-            .members
-            .iter()
-            .map(|(id, m)| {
-                let metadata = m.protocols.iter().find(|(name, _)| *name == group.strategy);
-                (id.clone(), metadata.map(|(_, bytes)| bytes.clone()).unwrap_or_default())
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let members = if group.classic && group.leader == *member_id { group.member_metadata() } else { Vec::new() };
     Some(Ok(JoinResult {
         generation: group.generation,
         member_id: member_id.clone(),

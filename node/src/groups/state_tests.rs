@@ -172,6 +172,7 @@ fn join_with(group: &str, member_id: &str, client: &str, protocol: JoinProtocol)
             session_timeout_ms: SESSION_MS,
             rebalance_timeout_ms: REBALANCE_MS,
             protocol,
+            instance_id: None,
         },
     }
 }
@@ -561,6 +562,70 @@ fn offset_delete_forgets_commits_of_topics_the_members_do_not_subscribe_to() {
     assert_eq!(sim.fetch("g"), vec![("t".into(), 0, 3)]);
     let unknown = GroupRequest::DeleteOffsets { group: "nope".into(), partitions: vec![("t", 0).into()] };
     assert_eq!(committed(sim.call(unknown)).unwrap_err().kind, ErrorKind::GroupIdNotFound);
+}
+
+/// Static membership (KIP-345): a classic member that restarts with its
+/// `group.instance.id` and no member id takes its previous self's place under a new
+/// member id, answered at once with the same generation; the other member's heartbeats
+/// go on (no rebalance), and the old member id is fenced (its heartbeats and a join
+/// naming it with the instance id). Leaving by instance id removes it and the rest rebalance.
+#[test]
+fn a_static_member_that_restarts_takes_its_place_without_a_rebalance() {
+    let mut sim = Sim::new();
+    let with_instance = |member_id: &str, client: &str, instance: &str| {
+        let mut join = classic_join(member_id, client, &["range"]);
+        if let GroupRequest::Join { join, .. } = &mut join {
+            join.instance_id = Some(instance.to_string());
+        }
+        join
+    };
+    let a = joined(sim.call(with_instance("", "a", "i-a")));
+    let b_join = sim.send(with_instance("", "b", "i-b"));
+    let a_join = sim.send(with_instance(&a.member_id, "a", "i-a"));
+    let (a, b) = (joined(sim.take(a_join).unwrap()), joined(sim.take(b_join).unwrap()));
+    assert_eq!(a.generation, 2);
+    let sync = |m: &JoinResult, assignments: Vec<(String, Vec<u8>)>| GroupRequest::Sync {
+        group: "k".into(),
+        member_id: m.member_id.clone(),
+        generation: m.generation,
+        assignments,
+    };
+    let given = vec![(a.member_id.clone(), b"for-a".to_vec()), (b.member_id.clone(), b"for-b".to_vec())];
+    let leader = if a.leader_id == a.member_id { &a } else { &b };
+    let other = if leader.member_id == a.member_id { &b } else { &a };
+    let other_sync = sim.send(sync(other, vec![]));
+    synced(sim.call(sync(leader, given))).unwrap();
+    synced(sim.take(other_sync).unwrap()).unwrap();
+    assert_eq!(sim.state("k"), ("Stable".into(), 2, 2));
+
+    // a restarts: same instance id, no member id.
+    let again = joined(sim.call(with_instance("", "a", "i-a")));
+    assert_eq!(again.generation, 2, "no rebalance");
+    assert_ne!(again.member_id, a.member_id);
+    assert_eq!(sim.heartbeat("k", &b), Ok(()), "the other member carries on");
+    let stale = sim.heartbeat("k", &a).unwrap_err();
+    assert_eq!(stale.kind, ErrorKind::FencedInstanceId, "the replaced member id is fenced: {stale}");
+    let zombie = with_instance(&a.member_id, "a", "i-a");
+    assert_eq!(join_error(sim.call(zombie)), ErrorKind::FencedInstanceId);
+    let a_bytes = synced(sim.call(sync(&again, vec![]))).unwrap();
+    assert_eq!(a_bytes, b"for-a".to_vec(), "its assignment is kept");
+    assert_eq!(sim.state("k"), ("Stable".into(), 2, 2));
+    assert!(sim
+        .stored_groups
+        .last()
+        .unwrap()
+        .value
+        .as_ref()
+        .unwrap()
+        .members
+        .iter()
+        .any(|m| { m.member_id == again.member_id && m.group_instance_id.as_deref() == Some("i-a") }));
+
+    let leave = GroupRequest::LeaveStatic { group: "k".into(), instance_id: "i-a".into(), member_id: String::new() };
+    assert_eq!(done(sim.call(leave)), Ok(()));
+    assert_eq!(sim.state("k").2, 1);
+    let unknown = GroupRequest::LeaveStatic { group: "k".into(), instance_id: "i-a".into(), member_id: String::new() };
+    assert_eq!(done(sim.call(unknown)).unwrap_err().kind, ErrorKind::UnknownMemberId);
 }
 
 /// Classic protocol: a leader that sends no assignments within the rebalance timeout

@@ -72,6 +72,8 @@ pub async fn join(server: &Rc<Server>, request: &Request, r: JoinGroupRequest, p
                 protocol_type: protocol_type.clone(),
                 protocols: r.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata.to_vec())).collect(),
             },
+            // v5+ (null before, and when the client has none).
+            instance_id: r.group_instance_id.as_ref().map(ToString::to_string).filter(|i| !i.is_empty()),
         },
     };
     match server.shard.group_call(join).await {
@@ -127,21 +129,36 @@ pub async fn heartbeat(server: &Rc<Server>, r: HeartbeatRequest) -> HeartbeatRes
 
 pub async fn leave(server: &Rc<Server>, request: &Request, r: LeaveGroupRequest) -> LeaveGroupResponse {
     let group = r.group_id.0.to_string();
-    // v0-v2 name one member; v3+ a batch of them.
-    let members: Vec<String> = if request.version < 3 {
-        vec![r.member_id.to_string()]
+    // v0-v2 name one member; v3+ a batch of them, static ones by instance id.
+    let members: Vec<(String, Option<String>)> = if request.version < 3 {
+        vec![(r.member_id.to_string(), None)]
     } else {
-        r.members.iter().map(|m| m.member_id.to_string()).collect()
+        r.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(ToString::to_string)))
+            .collect()
     };
     let mut responses = Vec::new();
     let mut first_error = 0;
-    for member_id in members {
-        let leave = GroupRequest::Leave { group: group.clone(), member_id: member_id.clone() };
+    for (member_id, instance_id) in members {
+        let leave = match &instance_id {
+            Some(instance) => GroupRequest::LeaveStatic {
+                group: group.clone(),
+                instance_id: instance.clone(),
+                member_id: member_id.clone(),
+            },
+            None => GroupRequest::Leave { group: group.clone(), member_id: member_id.clone() },
+        };
         let error = code_of(&done(server.shard.group_call(leave).await));
         if first_error == 0 {
             first_error = error;
         }
-        responses.push(MemberResponse::default().with_member_id(text(&member_id)).with_error_code(error));
+        responses.push(
+            MemberResponse::default()
+                .with_member_id(text(&member_id))
+                .with_group_instance_id(instance_id.map(|i| text(&i)))
+                .with_error_code(error),
+        );
     }
     let response = LeaveGroupResponse::default();
     if request.version < 3 {

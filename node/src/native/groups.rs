@@ -70,6 +70,7 @@ pub async fn join(
                 topics: r.topics().map(|t| t.iter().map(str::to_string).collect()).unwrap_or_default(),
                 strategy: r.strategy().filter(|s| !s.is_empty()).unwrap_or("range").to_string(),
             },
+            instance_id: None,
         },
     };
     let reply = server.shard.group_call(request).await;
