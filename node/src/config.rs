@@ -31,6 +31,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--compaction-check-ms N] [--compaction-bytes-per-s N]
                    [--auto-create-topics true|false] [--num-partitions N]
                    [--default-replication-factor N]
+                   [--group-initial-rebalance-delay-ms N]
                    [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--voters ID,ID,...]
                    [--session-timeout-ms N]
                    [--replica-lag-time-max-ms N]
@@ -80,6 +81,10 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                             (default true; the controller's defaults below apply)
   --num-partitions N        partitions of an auto-created topic (default 1)
   --default-replication-factor N  replication factor of an auto-created topic (default 1)
+  --group-initial-rebalance-delay-ms N  how long a new or empty Kafka (classic protocol)
+                            group waits for more members before its first rebalance,
+                            each join extending the wait up to the rebalance timeout, as
+                            Kafka's group.initial.rebalance.delay.ms (default 3000; 0: none)
   --peer ID=NATIVE,CLUSTER[,KAFKA]  a node of the cluster: its id, native listener, cluster
                             (replication) listener and Kafka listener; repeat for every node,
                             this one included (its entry must match --node-id, --listen and
@@ -149,6 +154,9 @@ pub struct NodeConfig {
     pub num_partitions: u32,
     /// Kafka's default.replication.factor: of an auto-created topic.
     pub default_replication_factor: u16,
+    /// Kafka's group.initial.rebalance.delay.ms: an empty classic group's first rebalance
+    /// waits this long for more members.
+    pub group_initial_rebalance_delay_ms: u64,
     /// Every node of the cluster, this one included, as `--peer` named them; empty for a
     /// cluster of one (see `nodes`).
     pub peers: Vec<Peer>,
@@ -203,6 +211,7 @@ impl Default for NodeConfig {
             auto_create_topics: true,
             num_partitions: 1,
             default_replication_factor: 1,
+            group_initial_rebalance_delay_ms: 3_000,
             peers: Vec::new(),
             voters: Vec::new(),
             session_timeout_ms: 3_000,
@@ -401,6 +410,9 @@ impl NodeConfig {
             }
             "num-partitions" => self.num_partitions = number(key, value, 1, 1 << 20)?,
             "default-replication-factor" => self.default_replication_factor = number(key, value, 1, 16)?,
+            "group-initial-rebalance-delay-ms" => {
+                self.group_initial_rebalance_delay_ms = number(key, value, 0, 300_000)?;
+            }
             "peer" => self.peers.push(peer(key, value)?),
             "voters" => {
                 self.voters = value

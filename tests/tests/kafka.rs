@@ -1085,6 +1085,53 @@ fn find_all(json: &Json, key: &str) -> Vec<i64> {
     out
 }
 
+/// A confluent-kafka group member (tests/kafka/group_member.py) reading `topic` in
+/// `group` in the background, static with `instance`; it runs until the test stops it.
+fn group_member(node: &NodeProcess, topic: &str, group: &str, instance: Option<&str>) -> Streaming {
+    require("python3");
+    let mut command = Command::new("python3");
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("group_member.py"))
+        .args(["--bootstrap", &kafka(node), "--topic", topic, "--group", group])
+        .args(["--count", "1000000", "--timeout", &SCRIPT_TIMEOUT_S.to_string()])
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    if let Some(instance) = instance {
+        command.args(["--instance-id", instance]);
+    }
+    Streaming::start(command)
+}
+
+/// The partitions of each `assigned` line of a group member, in order.
+fn assignments(lines: &[Json]) -> Vec<BTreeSet<i64>> {
+    lines
+        .iter()
+        .filter_map(|l| l.get("assigned")?.as_array().map(|ps| ps.iter().filter_map(Json::as_i64).collect()))
+        .collect()
+}
+
+/// group.initial.rebalance.delay.ms (default 3 s): two confluent-kafka members started a
+/// second apart join a new group in its first rebalance together, so each is assigned
+/// once, its share; without the delay the first would take every partition and give half
+/// back a moment later.
+#[test]
+fn members_starting_together_share_a_new_groups_first_rebalance() {
+    let (_dir, node) = start_node();
+    create_topic(&node, "together", 4);
+    let a = group_member(&node, "together", "together-group", None);
+    std::thread::sleep(Duration::from_secs(1));
+    let b = group_member(&node, "together", "together-group", None);
+    a.wait_for("assigned", WAIT);
+    b.wait_for("assigned", WAIT);
+    // Some heartbeats later: still one assignment each.
+    std::thread::sleep(Duration::from_secs(2));
+    let (of_a, of_b) = (assignments(&a.lines()), assignments(&b.lines()));
+    assert_eq!((of_a.len(), of_b.len()), (1, 1), "one assignment each: a {of_a:?}, b {of_b:?}");
+    assert!(of_a[0].is_disjoint(&of_b[0]) && of_a[0].len() + of_b[0].len() == 4, "a {of_a:?}, b {of_b:?}");
+    for member in [a, b] {
+        member.kill();
+    }
+}
+
 /// Static membership (KIP-345) with confluent-kafka: two members with `group.instance.id`
 /// share a topic's partitions; one is killed with SIGKILL (a static member does not leave)
 /// and restarted with its instance id within its session timeout. It gets back the
@@ -1093,24 +1140,9 @@ fn find_all(json: &Json, key: &str) -> Vec<i64> {
 /// the one it replaced is told it was fenced (FENCED_INSTANCE_ID, fatal to librdkafka).
 #[test]
 fn a_restarted_static_kafka_member_gets_its_partitions_back_without_a_rebalance() {
-    require("python3");
     let (_dir, node) = start_node();
     create_topic(&node, "static", 4);
-    let member = |instance: &str| {
-        let mut command = Command::new("python3");
-        command
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("group_member.py"))
-            .args(["--bootstrap", &kafka(&node), "--topic", "static", "--group", "static-group"])
-            .args(["--count", "1000", "--instance-id", instance, "--timeout", &SCRIPT_TIMEOUT_S.to_string()])
-            .env("PYTHONDONTWRITEBYTECODE", "1");
-        Streaming::start(command)
-    };
-    let assignments = |lines: &[Json]| -> Vec<BTreeSet<i64>> {
-        lines
-            .iter()
-            .filter_map(|l| l.get("assigned")?.as_array().map(|ps| ps.iter().filter_map(Json::as_i64).collect()))
-            .collect()
-    };
+    let member = |instance: &str| group_member(&node, "static", "static-group", Some(instance));
     let a = member("i-a");
     a.wait_for("assigned", WAIT);
     let b = member("i-b");
@@ -1182,7 +1214,8 @@ fn kafka_python_deletes_one_partitions_committed_offset() {
 fn confluent_kafka_describes_the_nodes_broker_configs() {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     let data = dir.path().join("data");
-    let node = NodeProcess::start_with_kafka(&data, SHARDS, &["--num-partitions", "4", "--segment-bytes", "8388608"]);
+    let flags = ["--num-partitions", "4", "--segment-bytes", "8388608", "--group-initial-rebalance-delay-ms", "1500"];
+    let node = NodeProcess::start_with_kafka(&data, SHARDS, &flags);
     let lines = admin(&node, &["broker-configs", "0"]);
     let value = |name: &str| {
         lines.iter().find(|l| l.get("name").and_then(Json::as_str) == Some(name)).and_then(|l| l.get("value")?.as_str())
@@ -1191,5 +1224,6 @@ fn confluent_kafka_describes_the_nodes_broker_configs() {
     assert_eq!(value("log.segment.bytes"), Some("8388608"));
     assert_eq!(value("auto.create.topics.enable"), Some("true"));
     assert_eq!(value("broker.id"), Some("0"));
+    assert_eq!(value("group.initial.rebalance.delay.ms"), Some("1500"));
     assert!(value("log.dirs").is_some_and(|d| d.ends_with("data")), "{:?}", value("log.dirs"));
 }

@@ -97,17 +97,23 @@ pub struct Coordinator {
 
 impl Default for Coordinator {
     fn default() -> Coordinator {
+        Coordinator::new(0)
+    }
+}
+
+impl Coordinator {
+    /// A coordinator whose new classic groups wait `initial_rebalance_delay_ms` for more
+    /// members before their first rebalance.
+    pub fn new(initial_rebalance_delay_ms: u64) -> Coordinator {
         Coordinator {
-            groups: RefCell::new(Groups::new(instance_tag())),
+            groups: RefCell::new(Groups::new(instance_tag()).with_initial_rebalance_delay(initial_rebalance_delay_ms)),
             started: Instant::now(),
             waiting: RefCell::new(HashMap::new()),
             next_request: Cell::new(0),
             loading: RefCell::new(std::collections::BTreeSet::new()),
         }
     }
-}
 
-impl Coordinator {
     /// Runs one event through the state machine at the current time.
     fn step(&self, input: GroupInput, topics: &dyn Topics) -> Vec<GroupAction> {
         let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);

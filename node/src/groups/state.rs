@@ -159,6 +159,9 @@ struct Group {
     /// answered FENCED_INSTANCE_ID: two processes configured with one instance id must not
     /// take turns evicting each other.
     replaced: BTreeMap<String, String>,
+    /// An empty classic group's first rebalance: (complete no earlier than, nor later
+    /// than); `maybe_complete` waits for the first while the members keep joining.
+    initial_delay: Option<(u64, u64)>,
 }
 
 impl Group {
@@ -174,6 +177,7 @@ impl Group {
             rebalance_deadline_ms: None,
             changed: false,
             replaced: BTreeMap::new(),
+            initial_delay: None,
         }
     }
 
@@ -313,6 +317,7 @@ impl Group {
             rebalance_deadline_ms: None,
             changed: false,
             replaced: BTreeMap::new(),
+            initial_delay: None,
         }
     }
 }
@@ -384,6 +389,8 @@ pub struct Groups {
     next_append: u64,
     /// The latest step's time: time never goes back.
     now_ms: u64,
+    /// Kafka's group.initial.rebalance.delay.ms (classic groups).
+    initial_rebalance_delay_ms: u64,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> NodeError {
@@ -422,7 +429,16 @@ impl Groups {
             appends: BTreeMap::new(),
             next_append: 0,
             now_ms: 0,
+            initial_rebalance_delay_ms: 0,
         }
+    }
+
+    /// An empty classic group's first rebalance waits `ms` for more members, each join
+    /// extending the wait by `ms` up to the group's rebalance timeout (Kafka's
+    /// group.initial.rebalance.delay.ms; 0, the default here, completes at once).
+    pub fn with_initial_rebalance_delay(mut self, ms: u64) -> Groups {
+        self.initial_rebalance_delay_ms = ms;
+        self
     }
 
     /// Takes one event at `now_ms` and returns what to do, in order.
@@ -657,6 +673,7 @@ impl Groups {
             return Err(group.not_a_member(group_id, &join.member_id));
         };
         let previous = group.members.remove(&member_id);
+        let join_rebalance_timeout_ms = join.rebalance_timeout_ms;
         let (member_topics, protocols) = match join.protocol {
             JoinProtocol::Native { topics, strategy } => {
                 group.strategy = strategy;
@@ -686,6 +703,14 @@ impl Groups {
                 instance_id: join.instance_id,
             },
         );
+        let delay = self.initial_rebalance_delay_ms;
+        if group.classic && delay > 0 {
+            if group.state == State::Empty {
+                group.initial_delay = Some((now_ms + delay, now_ms + u64::from(join_rebalance_timeout_ms)));
+            } else if let Some((until, limit)) = &mut group.initial_delay {
+                *until = (now_ms + delay).min(*limit).max(*until);
+            }
+        }
         if group.state != State::PreparingRebalance {
             start_rebalance(now_ms, group, group_id, Some(&member_id));
         }
@@ -1282,6 +1307,13 @@ fn maybe_complete(now_ms: u64, topics: &dyn Topics, group: &mut Group, group_id:
     let all_in = group.members.values().all(|m| m.rejoined);
     if !all_in && !deadline_passed {
         return;
+    }
+    // A new group's first rebalance waits for more members (the ticks complete it).
+    if let Some((until, limit)) = group.initial_delay {
+        if now_ms < until.min(limit) && !deadline_passed {
+            return;
+        }
+        group.initial_delay = None;
     }
     let gone: Vec<String> = group.members.iter().filter(|(_, m)| !m.rejoined).map(|(id, _)| id.clone()).collect();
     for id in &gone {

@@ -564,6 +564,55 @@ fn offset_delete_forgets_commits_of_topics_the_members_do_not_subscribe_to() {
     assert_eq!(committed(sim.call(unknown)).unwrap_err().kind, ErrorKind::GroupIdNotFound);
 }
 
+/// group.initial.rebalance.delay.ms: a new classic group's first rebalance waits the
+/// delay for more members, each join extending it (never past the rebalance timeout), so
+/// members starting together get one generation instead of one each. Later rebalances
+/// and native groups do not wait.
+#[test]
+fn a_new_classic_group_waits_the_initial_delay_for_more_members() {
+    const DELAY: u64 = 3_000;
+    let mut sim = Sim::new();
+    sim.groups = Groups::new("tag").with_initial_rebalance_delay(DELAY);
+    let start = sim.now_ms;
+    let a = sim.send(classic_join("", "a", &["range"]));
+    sim.tick_at(start + 2_000);
+    assert!(sim.waiting(a), "the first member waits out the delay");
+    let b = sim.send(classic_join("", "b", &["range"]));
+    sim.tick_at(start + DELAY + 100);
+    assert!(sim.waiting(a) && sim.waiting(b), "b's join extended the delay");
+    sim.tick_at(start + 2_000 + DELAY);
+    let (a, b) = (joined(sim.take(a).unwrap()), joined(sim.take(b).unwrap()));
+    assert_eq!((a.generation, b.generation), (1, 1), "one generation for both");
+
+    // A later rebalance does not wait: once a and b join again with c, it completes.
+    let c = sim.send(classic_join("", "c", &["range"]));
+    let a2 = sim.send(classic_join(&a.member_id, "a", &["range"]));
+    let b2 = sim.send(classic_join(&b.member_id, "b", &["range"]));
+    for id in [c, a2, b2] {
+        assert_eq!(joined(sim.take(id).unwrap()).generation, 2);
+    }
+
+    // The wait never passes the rebalance timeout, however the joins keep coming.
+    let t = sim.now_ms;
+    let in_k2 = |client: &str| {
+        let protocols = vec![("range".to_string(), Vec::new())];
+        join_with("k2", "", client, JoinProtocol::Classic { protocol_type: "consumer".into(), protocols })
+    };
+    let first = sim.send(in_k2("x"));
+    sim.tick_at(t + 2_000);
+    let _ = sim.send(in_k2("y"));
+    sim.tick_at(t + 4_000);
+    let _ = sim.send(in_k2("z"));
+    sim.tick_at(t + u64::from(REBALANCE_MS) - 1);
+    assert!(sim.waiting(first));
+    sim.tick_at(t + u64::from(REBALANCE_MS));
+    assert_eq!(sim.state("k2"), ("CompletingRebalance".into(), 1, 3));
+
+    // The native protocol does not wait.
+    let native = sim.join("n", "", "x");
+    assert!(!sim.waiting(native), "native groups complete at once");
+}
+
 /// Static membership (KIP-345): a classic member that restarts with its
 /// `group.instance.id` and no member id takes its previous self's place under a new
 /// member id, answered at once with the same generation; the other member's heartbeats

@@ -404,6 +404,7 @@ fn broker_configs(
         ("num.partitions".into(), config.num_partitions.to_string()),
         ("default.replication.factor".into(), config.default_replication_factor.to_string()),
         ("offsets.topic.num.partitions".into(), crate::groups::OFFSETS_PARTITIONS.to_string()),
+        ("group.initial.rebalance.delay.ms".into(), config.group_initial_rebalance_delay_ms.to_string()),
         ("socket.request.max.bytes".into(), config.frame_bytes_max.to_string()),
     ];
     let defaults =
