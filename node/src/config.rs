@@ -32,6 +32,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--auto-create-topics true|false] [--num-partitions N]
                    [--default-replication-factor N]
                    [--group-initial-rebalance-delay-ms N]
+                   [--group-consumer-heartbeat-interval-ms N] [--group-consumer-session-timeout-ms N]
                    [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--voters ID,ID,...]
                    [--session-timeout-ms N]
                    [--replica-lag-time-max-ms N]
@@ -85,6 +86,10 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                             group waits for more members before its first rebalance,
                             each join extending the wait up to the rebalance timeout, as
                             Kafka's group.initial.rebalance.delay.ms (default 3000; 0: none)
+  --group-consumer-heartbeat-interval-ms N  how often members of Kafka's consumer protocol
+                            (KIP-848) heartbeat (default 5000)
+  --group-consumer-session-timeout-ms N  a KIP-848 member not heard from for this long is
+                            removed from its group (default 45000)
   --peer ID=NATIVE,CLUSTER[,KAFKA]  a node of the cluster: its id, native listener, cluster
                             (replication) listener and Kafka listener; repeat for every node,
                             this one included (its entry must match --node-id, --listen and
@@ -157,6 +162,10 @@ pub struct NodeConfig {
     /// Kafka's group.initial.rebalance.delay.ms: an empty classic group's first rebalance
     /// waits this long for more members.
     pub group_initial_rebalance_delay_ms: u64,
+    /// Kafka's group.consumer.heartbeat.interval.ms and group.consumer.session.timeout.ms
+    /// (KIP-848 groups).
+    pub group_consumer_heartbeat_interval_ms: u32,
+    pub group_consumer_session_timeout_ms: u64,
     /// Every node of the cluster, this one included, as `--peer` named them; empty for a
     /// cluster of one (see `nodes`).
     pub peers: Vec<Peer>,
@@ -212,6 +221,8 @@ impl Default for NodeConfig {
             num_partitions: 1,
             default_replication_factor: 1,
             group_initial_rebalance_delay_ms: 3_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_session_timeout_ms: 45_000,
             peers: Vec::new(),
             voters: Vec::new(),
             session_timeout_ms: 3_000,
@@ -412,6 +423,12 @@ impl NodeConfig {
             "default-replication-factor" => self.default_replication_factor = number(key, value, 1, 16)?,
             "group-initial-rebalance-delay-ms" => {
                 self.group_initial_rebalance_delay_ms = number(key, value, 0, 300_000)?;
+            }
+            "group-consumer-heartbeat-interval-ms" => {
+                self.group_consumer_heartbeat_interval_ms = number(key, value, 100, 600_000)?;
+            }
+            "group-consumer-session-timeout-ms" => {
+                self.group_consumer_session_timeout_ms = number(key, value, 1_000, 3_600_000)?;
             }
             "peer" => self.peers.push(peer(key, value)?),
             "voters" => {

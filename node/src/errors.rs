@@ -62,6 +62,14 @@ pub enum ErrorKind {
     /// A static member's `group.instance.id` now belongs to another member id (Kafka's
     /// FENCED_INSTANCE_ID, 82): a newer instance took its place.
     FencedInstanceId,
+    /// KIP-848: a consumer group member's epoch is not its current one (Kafka's
+    /// FENCED_MEMBER_EPOCH, 110): it must join again.
+    FencedMemberEpoch,
+    /// KIP-848: a server-side assignor the coordinator does not have (UNSUPPORTED_ASSIGNOR, 112).
+    UnsupportedAssignor,
+    /// KIP-848: a commit from a member epoch that is not the member's current one
+    /// (STALE_MEMBER_EPOCH, 113).
+    StaleMemberEpoch,
     /// The partition's log failed (poisoned by an I/O error, or corrupt on disk).
     Storage,
     /// A bug or an unexpected state; the message says which.
@@ -136,6 +144,10 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 /// Kafka's FENCED_INSTANCE_ID.
 const FENCED_INSTANCE_ID: i16 = 82;
+/// Kafka's FENCED_MEMBER_EPOCH, UNSUPPORTED_ASSIGNOR and STALE_MEMBER_EPOCH (KIP-848).
+const FENCED_MEMBER_EPOCH: i16 = 110;
+const UNSUPPORTED_ASSIGNOR: i16 = 112;
+const STALE_MEMBER_EPOCH: i16 = 113;
 
 /// The wire error code of an error kind (Kafka's numbers).
 #[must_use]
@@ -175,6 +187,9 @@ pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
         ErrorKind::GroupIdNotFound => ErrorCode::GroupIdNotFound,
         ErrorKind::GroupSubscribedToTopic => ErrorCode(GROUP_SUBSCRIBED_TO_TOPIC),
         ErrorKind::FencedInstanceId => ErrorCode(FENCED_INSTANCE_ID),
+        ErrorKind::FencedMemberEpoch => ErrorCode(FENCED_MEMBER_EPOCH),
+        ErrorKind::UnsupportedAssignor => ErrorCode(UNSUPPORTED_ASSIGNOR),
+        ErrorKind::StaleMemberEpoch => ErrorCode(STALE_MEMBER_EPOCH),
         ErrorKind::Storage => ErrorCode::KafkaStorageError,
         ErrorKind::Unknown => ErrorCode::UnknownServerError,
     }

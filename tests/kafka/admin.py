@@ -16,6 +16,7 @@ usage: admin.py --bootstrap HOST:PORT COMMAND ...
                                          then {"step": "listed", "groups"} (ListGroups),
                                          {"step": "joined", ...} (DescribeGroups), the
                                          consumer leaves, {"step": "left", ...}
+  list-groups                            {"group", "type", "state"} per group (ListGroups)
 """
 
 import argparse
@@ -153,6 +154,14 @@ def groups(admin, args):
     emit(step="left", **described)
 
 
+def list_groups(admin, _args):
+    listed = admin.list_consumer_groups(request_timeout=REQUEST_TIMEOUT_S).result(timeout=REQUEST_TIMEOUT_S)
+    if listed.errors:
+        fail(f"ListGroups: {listed.errors}")
+    for g in sorted(listed.valid, key=lambda g: g.group_id):
+        emit(group=g.group_id, type=g.type.name, state=g.state.name)
+
+
 def main():
     from confluent_kafka.admin import AdminClient
 
@@ -171,6 +180,7 @@ def main():
             "alter-config",
             "delete-records",
             "groups",
+            "list-groups",
         ],
     )
     parser.add_argument("rest", nargs="*")
@@ -187,6 +197,7 @@ def main():
         "alter-config": alter_config,
         "delete-records": delete_records,
         "groups": groups,
+        "list-groups": list_groups,
     }
     commands[args.command](admin, args)
 

@@ -12,10 +12,13 @@ each record so the test has time to act. It prints one JSON line per event:
   {"error": "..."}                               an error event of the consumer
   {"done": n, "member_id": ...}                  it read n distinct values; it closes
 
-With --instance-id it is a static member (group.instance.id, KIP-345).
+With --instance-id it is a static member (group.instance.id, KIP-345). With --protocol
+consumer it runs Kafka's consumer group protocol (group.protocol=consumer, KIP-848: the
+coordinator assigns) instead of the classic one.
 
 usage: group_member.py --bootstrap HOSTS --topic T --group G --count N
-                       [--delay-ms MS] [--instance-id ID] [--timeout S]
+                       [--delay-ms MS] [--instance-id ID] [--protocol classic|consumer]
+                       [--timeout S]
 """
 
 import argparse
@@ -32,6 +35,7 @@ def main():
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--delay-ms", type=int, default=0)
     parser.add_argument("--instance-id")
+    parser.add_argument("--protocol", choices=["classic", "consumer"], default="classic")
     parser.add_argument("--timeout", type=int, default=120)
     args = parser.parse_args()
     deadline(args.timeout)
@@ -57,6 +61,11 @@ def main():
     }
     if args.instance_id:
         config["group.instance.id"] = args.instance_id
+    if args.protocol == "consumer":
+        # The coordinator sets the session and heartbeat timing of KIP-848 members.
+        del config["session.timeout.ms"]
+        del config["heartbeat.interval.ms"]
+        config["group.protocol"] = "consumer"
     consumer = Consumer(config)
     consumer.subscribe([args.topic], on_assign=assigned, on_revoke=revoked)
     seen = set()

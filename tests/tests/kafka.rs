@@ -17,6 +17,9 @@
 //!   groups, and the native protocol sees the same topics and configs.
 //! - A static group member (`group.instance.id`) restarted within its session gets its
 //!   partitions back without a rebalance; a second process with its instance id fences it.
+//!   A new group's first rebalance waits for members starting together.
+//! - Kafka's consumer group protocol (KIP-848): the coordinator hands partitions from one
+//!   member to another with no record read twice, and takes back a dead member's.
 //!
 //! Each test starts its own `sluice-node` (two shards) with a Kafka listener on a free
 //! loopback port (`NodeProcess::start_with_kafka`), its data in a temporary directory;
@@ -1088,16 +1091,19 @@ fn find_all(json: &Json, key: &str) -> Vec<i64> {
 /// A confluent-kafka group member (tests/kafka/group_member.py) reading `topic` in
 /// `group` in the background, static with `instance`; it runs until the test stops it.
 fn group_member(node: &NodeProcess, topic: &str, group: &str, instance: Option<&str>) -> Streaming {
+    group_member_with(node, topic, group, instance.map_or(Vec::new(), |i| vec!["--instance-id", i]))
+}
+
+/// The same with more of group_member.py's arguments.
+fn group_member_with(node: &NodeProcess, topic: &str, group: &str, args: Vec<&str>) -> Streaming {
     require("python3");
     let mut command = Command::new("python3");
     command
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("group_member.py"))
         .args(["--bootstrap", &kafka(node), "--topic", topic, "--group", group])
         .args(["--count", "1000000", "--timeout", &SCRIPT_TIMEOUT_S.to_string()])
+        .args(args)
         .env("PYTHONDONTWRITEBYTECODE", "1");
-    if let Some(instance) = instance {
-        command.args(["--instance-id", instance]);
-    }
     Streaming::start(command)
 }
 
@@ -1130,6 +1136,95 @@ fn members_starting_together_share_a_new_groups_first_rebalance() {
     for member in [a, b] {
         member.kill();
     }
+}
+
+/// What a member owns after its lines so far: under KIP-848 librdkafka's callbacks
+/// are incremental (partitions added, partitions taken away).
+fn owned_now(lines: &[Json]) -> BTreeSet<i64> {
+    let mut owned = BTreeSet::new();
+    let list =
+        |v: &Json| v.as_array().map(|ps| ps.iter().filter_map(Json::as_i64).collect::<Vec<_>>()).unwrap_or_default();
+    for l in lines {
+        if let Some(added) = l.get("assigned") {
+            owned.extend(list(added));
+        }
+        if let Some(taken) = l.get("revoked") {
+            for p in list(taken) {
+                owned.remove(&p);
+            }
+        }
+    }
+    owned
+}
+
+/// Kafka's consumer group protocol (KIP-848, `group.protocol=consumer` in
+/// confluent-kafka): the coordinator assigns. A first member takes all four partitions
+/// and reads slowly, committing each record; a second joins and the first hands it half
+/// (revoked first, then assigned), so the two read every record exactly once between
+/// them. The second is killed with SIGKILL; after the session timeout the first gets
+/// its partitions back and reads what is produced next. ListGroups shows a `consumer`
+/// group.
+#[test]
+fn a_kip_848_consumer_group_shares_partitions_and_takes_back_a_dead_members() {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let flags = ["--group-consumer-heartbeat-interval-ms", "500", "--group-consumer-session-timeout-ms", "5000"];
+    let node = NodeProcess::start_with_kafka(&dir.path().join("data"), SHARDS, &flags);
+    create_topic(&node, "kip848", 4);
+    let lines: String = (0..400).map(|i| format!("{i}:v-{i}\n")).collect();
+    let run = kcat(&["-b", &kafka(&node), "-P", "-t", "kip848", "-K", ":"], lines.as_bytes());
+    assert_eq!(run.code, Some(0), "kcat -P: {run:?}");
+    let member =
+        || group_member_with(&node, "kip848", "kip848-group", vec!["--protocol", "consumer", "--delay-ms", "20"]);
+    let a = member();
+    a.wait_for("value", WAIT);
+    let b = member();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (of_a, of_b) = (owned_now(&a.lines()), owned_now(&b.lines()));
+        if of_a.len() == 2 && of_b.len() == 2 && of_a.is_disjoint(&of_b) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no even split: a {of_a:?}, b {of_b:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let values = |lines: &[Json]| -> Vec<String> {
+        lines.iter().filter_map(|l| l.get("value")?.as_str().map(str::to_string)).collect()
+    };
+    let deadline = Instant::now() + WAIT;
+    while values(&a.lines()).len() + values(&b.lines()).len() < 400 {
+        assert!(Instant::now() < deadline, "the two did not read all 400 records");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut read = values(&a.lines());
+    read.extend(values(&b.lines()));
+    let distinct: BTreeSet<&String> = read.iter().collect();
+    assert_eq!((read.len(), distinct.len()), (400, 400), "every record read exactly once");
+    assert!(!values(&b.lines()).is_empty(), "the second member read its share");
+
+    let listed = admin(&node, &["list-groups"]);
+    let group = listed.iter().find(|l| l.get("group").and_then(Json::as_str) == Some("kip848-group"));
+    let field = |key: &str| group.and_then(|g| g.get(key)?.as_str());
+    assert_eq!((field("type"), field("state")), (Some("CONSUMER"), Some("STABLE")), "{listed:?}");
+
+    b.kill();
+    let deadline = Instant::now() + WAIT;
+    while owned_now(&a.lines()).len() < 4 {
+        assert!(Instant::now() < deadline, "the dead member's partitions never came back: {:?}", owned_now(&a.lines()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lines: String = (400..440).map(|i| format!("{i}:v-{i}\n")).collect();
+    let run = kcat(&["-b", &kafka(&node), "-P", "-t", "kip848", "-K", ":"], lines.as_bytes());
+    assert_eq!(run.code, Some(0), "kcat -P: {run:?}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got: BTreeSet<String> = values(&a.lines()).into_iter().collect();
+        if (400..440).all(|i| got.contains(&format!("v-{i}"))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a did not read the new records");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.kill();
 }
 
 /// Static membership (KIP-345) with confluent-kafka: two members with `group.instance.id`

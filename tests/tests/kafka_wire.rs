@@ -387,8 +387,10 @@ fn pipelined_requests_of_one_connection_run_in_order_so_an_offset_fetch_sees_the
 
 /// Kafka 3.9's version range of every API the node serves, as its ApiVersions answers
 /// (Produce v0 to v2 are advertised, as Kafka does, but refused: they carry message
-/// formats Sluice does not store; Fetch starts at v4, the first to carry RecordBatch v2).
+/// formats Sluice does not store; Fetch starts at v4, the first to carry RecordBatch v2),
+/// and ConsumerGroupHeartbeat as Kafka 4.0 serves it (KIP-848 became GA there).
 const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::Produce, 0, 11),
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 0, 9),
@@ -752,6 +754,39 @@ fn every_served_api_answers_at_its_oldest_and_newest_version() {
         &LeaveGroupRequest::default().with_group_id(GroupId(text("j"))).with_member_id(member),
     );
     assert_eq!(r.error_code, 25, "LeaveGroup v0 of a member that left: UNKNOWN_MEMBER_ID");
+    // ConsumerGroupHeartbeat (KIP-848): v0 joins with no member id and is named by the
+    // coordinator; v1 names itself. Each is assigned "wire"'s partitions (by topic id) in
+    // turn, a second member's share once the first gives it up; both leave (epoch -1).
+    let heartbeat = |member: &str, epoch: i32| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(text("kip848")))
+            .with_member_id(text(member))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(if epoch == 0 { 30_000 } else { -1 })
+            .with_subscribed_topic_names((epoch == 0).then(|| vec![name("wire")]))
+    };
+    let r: ConsumerGroupHeartbeatResponse = w.call(ApiKey::ConsumerGroupHeartbeat, 0, &heartbeat("", 0));
+    assert_eq!(r.error_code, 0, "ConsumerGroupHeartbeat v0: {r:?}");
+    let first = r.member_id.clone().expect("the coordinator names a v0 member");
+    let assigned = r.assignment.expect("a joining member is told its assignment").topic_partitions;
+    assert_eq!((assigned.len(), assigned[0].topic_id), (1, id), "assigned by topic id");
+    let all = assigned[0].partitions.len();
+    let epoch = r.member_epoch;
+    assert!(epoch > 0);
+    let r: ConsumerGroupHeartbeatResponse =
+        w.call(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat("b2Yb6HkqRjeUsRczPLaLmg", 0));
+    assert_eq!((r.error_code, r.member_id.as_deref()), (0, Some("b2Yb6HkqRjeUsRczPLaLmg")), "v1: {r:?}");
+    // ("wire" has one partition: the first member keeps it, the second gets none.)
+    let second = r.assignment.expect("a joining member is told its assignment").topic_partitions;
+    assert_eq!((all, second.iter().map(|t| t.partitions.len()).sum::<usize>()), (1, 0), "{second:?}");
+    let r: ConsumerGroupHeartbeatResponse = w.call(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat(&first, epoch));
+    assert_eq!((r.error_code, r.assignment), (0, None), "nothing changed for the first member");
+    let r: ConsumerGroupHeartbeatResponse = w.call(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat(&first, epoch - 1));
+    assert_eq!(r.error_code, 110, "a stale epoch: FENCED_MEMBER_EPOCH");
+    for member in [first.as_str(), "b2Yb6HkqRjeUsRczPLaLmg"] {
+        let r: ConsumerGroupHeartbeatResponse = w.call(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat(member, -1));
+        assert_eq!((r.error_code, r.member_epoch), (0, -1), "leaving: {r:?}");
+    }
     // OffsetDelete v0 of g9's commit (nobody subscribes): fetched back, it is gone.
     let d = OffsetDeleteRequest::default().with_group_id(GroupId(text("g9"))).with_topics(vec![
         offset_delete_request::OffsetDeleteRequestTopic::default().with_name(name("wire")).with_partitions(vec![

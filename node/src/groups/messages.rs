@@ -72,6 +72,11 @@ pub enum GroupRequest {
         group: String,
         partitions: Vec<TopicPartition>,
     },
+    /// Kafka's ConsumerGroupHeartbeat (KIP-848): join, stay, reconcile or leave.
+    ConsumerHeartbeat {
+        group: String,
+        heartbeat: ConsumerHeartbeat,
+    },
 }
 
 impl GroupRequest {
@@ -88,7 +93,8 @@ impl GroupRequest {
             | GroupRequest::Fetch { group, .. }
             | GroupRequest::Describe { group }
             | GroupRequest::Delete { group }
-            | GroupRequest::DeleteOffsets { group, .. } => Some(group),
+            | GroupRequest::DeleteOffsets { group, .. }
+            | GroupRequest::ConsumerHeartbeat { group, .. } => Some(group),
             GroupRequest::List => None,
         }
     }
@@ -142,6 +148,9 @@ pub struct GroupSummary {
     pub state: String,
     pub members: u32,
     pub protocol_type: String,
+    /// Kafka's group type: `classic` (the classic protocol, and native groups) or
+    /// `consumer` (KIP-848).
+    pub group_type: &'static str,
 }
 
 /// One partition's result of a commit.
@@ -157,6 +166,37 @@ pub enum GroupReply {
     Offsets(Result<Vec<(String, u32, i64, String)>, NodeError>),
     Listed(Vec<GroupSummary>),
     Described(Result<GroupDescription, NodeError>),
+    ConsumerHeartbeat(Result<ConsumerHeartbeatResult, NodeError>),
+}
+
+/// A KIP-848 member's heartbeat. Fields that are `None` did not change since its last
+/// heartbeat (the protocol sends them only on joining or when they change).
+#[derive(Clone, Debug, Default)]
+pub struct ConsumerHeartbeat {
+    /// Empty on joining when the coordinator names the member (v0); v1 clients name
+    /// themselves.
+    pub member_id: String,
+    /// 0: join; -1: leave; -2: a static member leaving for a while; else its epoch.
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rebalance_timeout_ms: Option<u32>,
+    pub topics: Option<Vec<String>>,
+    /// The server-side assignor asked for (`uniform` or `range`).
+    pub assignor: Option<String>,
+    /// The partitions the member owns now.
+    pub owned: Option<Vec<TopicPartition>>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+/// The coordinator's answer to a KIP-848 heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerHeartbeatResult {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: u32,
+    /// The partitions the member is to own, when they differ from what it was last told.
+    pub assignment: Option<Vec<TopicPartition>>,
 }
 
 /// A member's join: who it is and what it wants.

@@ -17,6 +17,7 @@
 //! `EXPIRY_CHECK_MS`.
 
 pub mod assign;
+pub mod consumer;
 pub mod consumer_protocol;
 mod messages;
 pub mod records;
@@ -36,8 +37,8 @@ use crate::io::{self, LocalFuture, Oneshot, OneshotSender};
 use crate::storage::PartitionLog;
 
 pub use messages::{
-    by_topic, GroupDescription, GroupReply, GroupRequest, GroupSummary, JoinArgs, JoinProtocol, JoinResult,
-    MemberDescription, PartitionOutcome,
+    by_topic, ConsumerHeartbeat, ConsumerHeartbeatResult, GroupDescription, GroupReply, GroupRequest, GroupSummary,
+    JoinArgs, JoinProtocol, JoinResult, MemberDescription, PartitionOutcome,
 };
 pub use sluice_schemas::groups::{offsets_partition, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use state::{GroupAction, GroupInput, Groups, RequestId, Topics};
@@ -97,16 +98,26 @@ pub struct Coordinator {
 
 impl Default for Coordinator {
     fn default() -> Coordinator {
-        Coordinator::new(0)
+        Coordinator::new(Groups::new(instance_tag()))
     }
 }
 
 impl Coordinator {
-    /// A coordinator whose new classic groups wait `initial_rebalance_delay_ms` for more
-    /// members before their first rebalance.
-    pub fn new(initial_rebalance_delay_ms: u64) -> Coordinator {
+    /// The coordinator with the node's group settings (`--group-*`).
+    pub fn for_node(config: &crate::config::NodeConfig) -> Coordinator {
+        Coordinator::new(
+            Groups::new(instance_tag())
+                .with_initial_rebalance_delay(config.group_initial_rebalance_delay_ms)
+                .with_consumer_timing(
+                    config.group_consumer_heartbeat_interval_ms,
+                    config.group_consumer_session_timeout_ms,
+                ),
+        )
+    }
+
+    fn new(groups: Groups) -> Coordinator {
         Coordinator {
-            groups: RefCell::new(Groups::new(instance_tag()).with_initial_rebalance_delay(initial_rebalance_delay_ms)),
+            groups: RefCell::new(groups),
             started: Instant::now(),
             waiting: RefCell::new(HashMap::new()),
             next_request: Cell::new(0),

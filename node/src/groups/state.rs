@@ -37,10 +37,11 @@ use sluice_schemas::groups::offsets_partition;
 use tracing::{debug, info, warn};
 
 use super::assign;
+use super::consumer::ConsumerGroup;
 use super::consumer_protocol;
 use super::messages::{
-    GroupDescription, GroupReply, GroupRequest, GroupSummary, JoinArgs, JoinProtocol, JoinResult, MemberDescription,
-    PartitionOutcome,
+    ConsumerHeartbeat, ConsumerHeartbeatResult, GroupDescription, GroupReply, GroupRequest, GroupSummary, JoinArgs,
+    JoinProtocol, JoinResult, MemberDescription, PartitionOutcome,
 };
 use super::records::{GroupMetadata, GroupMetadataRecord, GroupRecord, MemberMetadata, OffsetRecord};
 use crate::errors::{ErrorKind, NodeError};
@@ -391,6 +392,11 @@ pub struct Groups {
     now_ms: u64,
     /// Kafka's group.initial.rebalance.delay.ms (classic groups).
     initial_rebalance_delay_ms: u64,
+    /// Groups of Kafka's consumer protocol (KIP-848); a group id is in `groups` or here.
+    consumer_groups: BTreeMap<String, ConsumerGroup>,
+    /// group.consumer.heartbeat.interval.ms and group.consumer.session.timeout.ms.
+    consumer_heartbeat_interval_ms: u32,
+    consumer_session_timeout_ms: u64,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> NodeError {
@@ -430,7 +436,18 @@ impl Groups {
             next_append: 0,
             now_ms: 0,
             initial_rebalance_delay_ms: 0,
+            consumer_groups: BTreeMap::new(),
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_session_timeout_ms: 45_000,
         }
+    }
+
+    /// KIP-848 groups: the heartbeat interval members are told, and the session timeout
+    /// after which a silent member is removed (Kafka's defaults: 5 s and 45 s).
+    pub fn with_consumer_timing(mut self, heartbeat_interval_ms: u32, session_timeout_ms: u64) -> Groups {
+        self.consumer_heartbeat_interval_ms = heartbeat_interval_ms;
+        self.consumer_session_timeout_ms = session_timeout_ms;
+        self
     }
 
     /// An empty classic group's first rebalance waits `ms` for more members, each join
@@ -562,8 +579,40 @@ impl Groups {
                     None => return,
                 }
             }
+            GroupRequest::ConsumerHeartbeat { group, heartbeat } => {
+                GroupReply::ConsumerHeartbeat(self.consumer_heartbeat(now_ms, topics, &group, heartbeat))
+            }
         };
         out.push(GroupAction::Reply { id, reply });
+    }
+
+    /// A KIP-848 heartbeat (see `consumer`): refused for a group of the other protocols
+    /// while it has members.
+    fn consumer_heartbeat(
+        &mut self,
+        now_ms: u64,
+        topics: &dyn Topics,
+        group_id: &str,
+        heartbeat: ConsumerHeartbeat,
+    ) -> Result<ConsumerHeartbeatResult, NodeError> {
+        check_group_id(group_id)?;
+        if let Some(g) = self.groups.get(group_id) {
+            if !g.members.is_empty() {
+                return Err(error(
+                    ErrorKind::GroupIdNotFound,
+                    format!("group {group_id:?} is not a consumer group: its members use the classic protocol"),
+                ));
+            }
+        }
+        self.groups.remove(group_id);
+        let client = if heartbeat.client_id.is_empty() { "member".to_string() } else { heartbeat.client_id.clone() };
+        let (tag, next) = (&self.instance_tag, &mut self.next_member);
+        let new_id = || {
+            *next += 1;
+            format!("{client}-{tag}-{}", *next - 1)
+        };
+        let group = self.consumer_groups.entry(group_id.to_string()).or_default();
+        group.heartbeat(group_id, now_ms, topics, heartbeat, new_id, self.consumer_heartbeat_interval_ms)
     }
 
     /// Adds (or replaces) the member and starts a rebalance unless one is under way; the
@@ -605,6 +654,13 @@ impl Groups {
             }
             _ => {}
         }
+        if self.consumer_groups.get(group_id).is_some_and(|g| !g.members.is_empty()) {
+            return Err(error(
+                ErrorKind::InconsistentGroupProtocol,
+                format!("group {group_id:?} has members of Kafka's consumer protocol (KIP-848)"),
+            ));
+        }
+        self.consumer_groups.remove(group_id);
         let group = self.groups.entry(group_id.to_string()).or_insert_with(Group::new);
         if let Some(instance) = join.instance_id.clone() {
             match group.static_member(&instance) {
@@ -819,6 +875,9 @@ impl Groups {
 
     /// Removes members whose session expired and enforces rebalance deadlines.
     fn expire(&mut self, now_ms: u64, topics: &dyn Topics) {
+        for (id, group) in &mut self.consumer_groups {
+            group.expire(id, now_ms, self.consumer_session_timeout_ms);
+        }
         for (id, group) in &mut self.groups {
             let expired: Vec<String> = group
                 .members
@@ -906,6 +965,23 @@ impl Groups {
     fn check_commit(&self, group_id: &str, member_id: &str, generation: i32) -> Result<(), NodeError> {
         check_group_id(group_id)?;
         let admin = member_id.is_empty() && generation < 0;
+        if let Some(group) = self.consumer_groups.get(group_id) {
+            return match group.members.get(member_id) {
+                _ if admin && group.members.is_empty() => Ok(()),
+                _ if admin => Err(error(
+                    ErrorKind::NonEmptyGroup,
+                    format!("group {group_id:?} has {} active members; stop them first", group.members.len()),
+                )),
+                None => {
+                    Err(error(ErrorKind::UnknownMemberId, format!("member {member_id:?} is not in group {group_id:?}")))
+                }
+                Some(m) if m.epoch != generation => Err(error(
+                    ErrorKind::StaleMemberEpoch,
+                    format!("commit from member epoch {generation}; member {member_id:?}'s epoch is {}", m.epoch),
+                )),
+                Some(_) => Ok(()),
+            };
+        }
         match self.groups.get(group_id) {
             Some(group) if admin => {
                 if !group.members.is_empty() {
@@ -1027,20 +1103,33 @@ impl Groups {
     fn list(&self) -> Vec<GroupSummary> {
         let mut names: BTreeSet<&String> = self.groups.keys().collect();
         names.extend(self.offsets.keys());
+        names.extend(self.consumer_groups.keys());
         names
             .into_iter()
             .map(|g| match self.groups.get(g) {
+                None if self.consumer_groups.contains_key(g) => {
+                    let group = &self.consumer_groups[g];
+                    GroupSummary {
+                        group: g.clone(),
+                        state: group.state().to_string(),
+                        members: group.members.len() as u32,
+                        protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+                        group_type: "consumer",
+                    }
+                }
                 Some(group) => GroupSummary {
                     group: g.clone(),
                     state: group.state.name().to_string(),
                     members: group.members.len() as u32,
                     protocol_type: group.protocol_type.clone(),
+                    group_type: "classic",
                 },
                 None => GroupSummary {
                     group: g.clone(),
                     state: State::Empty.name().to_string(),
                     members: 0,
                     protocol_type: String::new(),
+                    group_type: "classic",
                 },
             })
             .collect()
@@ -1048,6 +1137,29 @@ impl Groups {
 
     fn describe(&self, group_id: &str) -> Result<GroupDescription, NodeError> {
         let known = self.groups.contains_key(group_id) || self.offsets.contains_key(group_id);
+        if let Some(g) = self.consumer_groups.get(group_id) {
+            return Ok(GroupDescription {
+                group: group_id.to_string(),
+                state: g.state().to_string(),
+                protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+                classic: false,
+                strategy: g.assignor.clone(),
+                generation: g.epoch,
+                members: g
+                    .members
+                    .iter()
+                    .map(|(id, m)| MemberDescription {
+                        member_id: id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        topics: m.topics.iter().cloned().collect(),
+                        assignment: m.assigned.iter().cloned().collect(),
+                        metadata: Vec::new(),
+                        assignment_bytes: Vec::new(),
+                    })
+                    .collect(),
+            });
+        }
         if !known {
             return Err(error(ErrorKind::GroupIdNotFound, format!("group {group_id:?} does not exist")));
         }
@@ -1093,17 +1205,18 @@ impl Groups {
     /// Deletes a group without members: its committed offsets get tombstones first (the
     /// answer waits for their append), then the group is forgotten.
     fn delete(&mut self, id: RequestId, group_id: &str, out: &mut Vec<GroupAction>) -> Option<Result<(), NodeError>> {
-        if let Some(g) = self.groups.get(group_id) {
-            if !g.members.is_empty() {
-                return Some(Err(error(
-                    ErrorKind::NonEmptyGroup,
-                    format!("group {group_id:?} has {} active members", g.members.len()),
-                )));
-            }
+        let members = self.groups.get(group_id).map_or(0, |g| g.members.len())
+            + self.consumer_groups.get(group_id).map_or(0, |g| g.members.len());
+        if members > 0 {
+            return Some(Err(error(
+                ErrorKind::NonEmptyGroup,
+                format!("group {group_id:?} has {members} active members"),
+            )));
         }
         let committed: Vec<TopicPartition> =
             self.offsets.get(group_id).map(|c| c.keys().cloned().collect()).unwrap_or_default();
-        if !self.groups.contains_key(group_id) && committed.is_empty() {
+        let exists = self.groups.contains_key(group_id) || self.consumer_groups.contains_key(group_id);
+        if !exists && committed.is_empty() {
             return Some(Err(error(ErrorKind::GroupIdNotFound, format!("group {group_id:?} does not exist"))));
         }
         // The offsets' tombstones and the group metadata's, so a new coordinator loads
@@ -1127,10 +1240,13 @@ impl Groups {
         if let Err(e) = check_group_id(group_id) {
             return Some(Err(e));
         }
-        if !self.groups.contains_key(group_id) && !self.offsets.contains_key(group_id) {
+        let exists = self.groups.contains_key(group_id) || self.consumer_groups.contains_key(group_id);
+        if !exists && !self.offsets.contains_key(group_id) {
             return Some(Err(error(ErrorKind::GroupIdNotFound, format!("group {group_id:?} does not exist"))));
         }
-        let subscribed: BTreeSet<String> = self.groups.get(group_id).map(Group::subscribed_topics).unwrap_or_default();
+        let mut subscribed: BTreeSet<String> =
+            self.groups.get(group_id).map(Group::subscribed_topics).unwrap_or_default();
+        subscribed.extend(self.consumer_groups.get(group_id).map(ConsumerGroup::subscribed_topics).unwrap_or_default());
         let (mut accepted, mut refused) = (Vec::new(), Vec::new());
         for tp in partitions {
             if subscribed.contains(&tp.topic) {
@@ -1163,6 +1279,7 @@ impl Groups {
     fn remove_group(&mut self, group_id: &str) {
         self.offsets.remove(group_id);
         self.groups.remove(group_id);
+        self.consumer_groups.remove(group_id);
         info!(group = group_id, "group deleted");
     }
 
@@ -1189,6 +1306,7 @@ impl Groups {
     /// complete.
     fn forget_partition(&mut self, partition: u32, out: &mut Vec<GroupAction>) {
         self.groups.retain(|group, _| offsets_partition(group) != partition);
+        self.consumer_groups.retain(|group, _| offsets_partition(group) != partition);
         self.offsets.retain(|group, _| offsets_partition(group) != partition);
         let not_coordinator = |group: &str| {
             error(

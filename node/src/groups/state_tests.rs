@@ -8,7 +8,9 @@ use sluice_schemas::TopicPartition;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::consumer_protocol;
-use super::messages::{GroupReply, GroupRequest, JoinArgs, JoinProtocol, JoinResult};
+use super::messages::{
+    ConsumerHeartbeat, ConsumerHeartbeatResult, GroupReply, GroupRequest, JoinArgs, JoinProtocol, JoinResult,
+};
 use super::records::{GroupMetadataRecord, GroupRecord, OffsetRecord};
 use super::state::{AppendId, GroupAction, GroupInput, Groups, RequestId, Topics};
 use crate::errors::{ErrorKind, NodeError};
@@ -951,4 +953,116 @@ fn the_core_reads_no_clock_and_does_no_io() {
             }
         }
     }
+}
+
+/// KIP-848 heartbeats for group "c" (subscribed to "t", six partitions).
+fn consumer_hb(member_id: &str, epoch: i32, owned: Option<&BTreeSet<TopicPartition>>) -> GroupRequest {
+    GroupRequest::ConsumerHeartbeat {
+        group: "c".into(),
+        heartbeat: ConsumerHeartbeat {
+            member_id: member_id.into(),
+            member_epoch: epoch,
+            rebalance_timeout_ms: (epoch == 0).then_some(REBALANCE_MS),
+            topics: (epoch == 0).then(|| vec!["t".to_string()]),
+            owned: owned.map(|o| o.iter().cloned().collect()),
+            client_id: "c".into(),
+            ..ConsumerHeartbeat::default()
+        },
+    }
+}
+
+fn beat(reply: GroupReply) -> Result<ConsumerHeartbeatResult, NodeError> {
+    match reply {
+        GroupReply::ConsumerHeartbeat(r) => r,
+        other => panic!("expected a heartbeat answer, got {other:?}"),
+    }
+}
+
+/// A KIP-848 member as a client keeps it: its id, epoch and owned partitions, updated
+/// from each answer (a client takes up what it is assigned and gives up the rest).
+struct Kip848 {
+    id: String,
+    epoch: i32,
+    owned: BTreeSet<TopicPartition>,
+}
+
+impl Kip848 {
+    fn join(sim: &mut Sim) -> Kip848 {
+        let r = beat(sim.call(consumer_hb("", 0, None))).unwrap();
+        let mut m = Kip848 { id: r.member_id.clone(), epoch: 0, owned: BTreeSet::new() };
+        m.take(r);
+        m
+    }
+
+    fn take(&mut self, r: ConsumerHeartbeatResult) {
+        self.epoch = r.member_epoch;
+        if let Some(list) = r.assignment {
+            self.owned = list.into_iter().collect();
+        }
+    }
+
+    fn beat(&mut self, sim: &mut Sim) {
+        let r = beat(sim.call(consumer_hb(&self.id, self.epoch, Some(&self.owned)))).unwrap();
+        self.take(r);
+    }
+}
+
+/// KIP-848 on the coordinator: the first member gets every partition; a second one
+/// joins and gets only what the first has given up, heartbeat by heartbeat, so no
+/// partition ever has two owners, until both are at the group's epoch with three each.
+/// A stale epoch is fenced, a commit must carry the member's epoch, a classic join is
+/// refused while the group has members, and a member that goes silent is removed and
+/// its partitions go to the other.
+#[test]
+fn a_kip_848_group_hands_partitions_over_without_two_owners() {
+    let mut sim = Sim::new();
+    let mut a = Kip848::join(&mut sim);
+    assert_eq!(a.owned.len(), 6);
+    let first_epoch = a.epoch;
+    let mut b = Kip848::join(&mut sim);
+    assert!(b.owned.is_empty(), "a still owns everything: {:?}", b.owned);
+    let mut rounds = 0;
+    while !(a.owned.len() == 3 && b.owned.len() == 3 && a.epoch == b.epoch) {
+        assert!(a.owned.is_disjoint(&b.owned), "two owners: a {:?}, b {:?}", a.owned, b.owned);
+        a.beat(&mut sim);
+        assert!(a.owned.is_disjoint(&b.owned), "two owners: a {:?}, b {:?}", a.owned, b.owned);
+        b.beat(&mut sim);
+        rounds += 1;
+        assert!(rounds < 5, "no convergence: a {:?} at {}, b {:?} at {}", a.owned, a.epoch, b.owned, b.epoch);
+    }
+    assert!(a.epoch > first_epoch);
+    assert_eq!(sim.state("c"), ("Stable".into(), a.epoch, 2));
+
+    let stale = beat(sim.call(consumer_hb(&a.id, first_epoch, None))).unwrap_err();
+    assert_eq!(stale.kind, ErrorKind::FencedMemberEpoch, "{stale}");
+    let old = committed(sim.call(GroupRequest::Commit {
+        group: "c".into(),
+        member_id: a.id.clone(),
+        generation: first_epoch,
+        offsets: vec![("t".into(), 0, 5, String::new())],
+    }));
+    assert_eq!(old.unwrap_err().kind, ErrorKind::StaleMemberEpoch);
+    let commit = sim.commit("c", &a.id, a.epoch, &[("t", 0, 5)]);
+    sim.complete_appends(Ok(()));
+    assert!(committed(sim.take(commit).unwrap()).is_ok());
+    let classic =
+        join_with("c", "", "k", JoinProtocol::Classic { protocol_type: "consumer".into(), protocols: vec![] });
+    assert_eq!(join_error(sim.call(classic)), ErrorKind::InconsistentGroupProtocol);
+
+    // b goes silent: after the session timeout a gets everything back.
+    let silent_from = sim.now_ms;
+    let mut now = silent_from;
+    while now < silent_from + 45_000 + 1_000 {
+        now += 5_000;
+        sim.tick_at(now);
+        a.beat(&mut sim);
+    }
+    assert_eq!(a.owned.len(), 6, "{:?}", a.owned);
+    assert_eq!(sim.state("c").2, 1);
+    let gone = beat(sim.call(consumer_hb(&b.id, b.epoch, None))).unwrap_err();
+    assert_eq!(gone.kind, ErrorKind::UnknownMemberId);
+    // Leaving (epoch -1) empties the group.
+    let left = beat(sim.call(consumer_hb(&a.id, -1, None))).unwrap();
+    assert_eq!(left.member_epoch, -1);
+    assert_eq!(sim.state("c").0, "Empty");
 }

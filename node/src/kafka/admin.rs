@@ -405,6 +405,9 @@ fn broker_configs(
         ("default.replication.factor".into(), config.default_replication_factor.to_string()),
         ("offsets.topic.num.partitions".into(), crate::groups::OFFSETS_PARTITIONS.to_string()),
         ("group.initial.rebalance.delay.ms".into(), config.group_initial_rebalance_delay_ms.to_string()),
+        ("group.coordinator.rebalance.protocols".into(), "classic,consumer".into()),
+        ("group.consumer.heartbeat.interval.ms".into(), config.group_consumer_heartbeat_interval_ms.to_string()),
+        ("group.consumer.session.timeout.ms".into(), config.group_consumer_session_timeout_ms.to_string()),
         ("socket.request.max.bytes".into(), config.frame_bytes_max.to_string()),
     ];
     let defaults =

@@ -2,11 +2,14 @@
 //! Heartbeat and LeaveGroup run Kafka's classic protocol (the leader client assigns);
 //! OffsetCommit and OffsetFetch read and write the same committed offsets as native
 //! groups; DescribeGroups, ListGroups and DeleteGroups see both kinds.
+//! ConsumerGroupHeartbeat runs Kafka's consumer protocol (KIP-848: the coordinator
+//! assigns, see `groups::consumer`) on the same coordinator.
 
 use sluice_schemas::TopicPartition;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -15,21 +18,20 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
-    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 
 use sluice_schemas::wire::ErrorCode;
 
 use super::{code, code_of, index_of, partition_index, text, Request};
 use crate::errors::{ErrorKind, NodeError};
-use crate::groups::{by_topic, consumer_protocol, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
+use crate::groups::{by_topic, consumer_protocol, ConsumerHeartbeat, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
 use crate::listener::Server;
-
-/// ListGroups v5's group type of every group (the classic protocol).
-const GROUP_TYPE: &str = "classic";
+use crate::topics::TopicId;
 
 fn unexpected(reply: &GroupReply) -> NodeError {
     NodeError::new(ErrorKind::Unknown, format!("unexpected group reply {reply:?}"))
@@ -356,17 +358,17 @@ pub async fn list(server: &Rc<Server>, request: &Request, r: ListGroupsRequest) 
         other => return ListGroupsResponse::default().with_error_code(code(&unexpected(&other))),
     };
     let wanted: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
-    // Every group here runs the classic protocol (v5's type; KIP-848 groups are "consumer").
-    let classic = r.types_filter.is_empty() || r.types_filter.iter().any(|t| t.eq_ignore_ascii_case(GROUP_TYPE));
+    // v5's types: "classic" (and native groups), "consumer" (KIP-848).
+    let typed = |t: &str| r.types_filter.is_empty() || r.types_filter.iter().any(|w| w.eq_ignore_ascii_case(t));
     let groups = groups
         .into_iter()
-        .filter(|g| classic && (wanted.is_empty() || wanted.contains(&g.state.to_lowercase())))
+        .filter(|g| typed(g.group_type) && (wanted.is_empty() || wanted.contains(&g.state.to_lowercase())))
         .map(|g| {
             ListedGroup::default()
                 .with_group_id(GroupId(text(&g.group)))
                 .with_protocol_type(text(&g.protocol_type))
                 .with_group_state(if request.version >= 4 { text(&g.state) } else { Default::default() })
-                .with_group_type(text(GROUP_TYPE))
+                .with_group_type(text(g.group_type))
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
@@ -414,4 +416,75 @@ pub async fn delete_offsets(server: &Rc<Server>, r: OffsetDeleteRequest) -> Offs
         })
         .collect();
     OffsetDeleteResponse::default().with_topics(topics)
+}
+
+/// ConsumerGroupHeartbeat (KIP-848): partitions cross as topic ids; a topic id no topic
+/// has any more is left out of what the member reports owning.
+pub async fn consumer_heartbeat(
+    server: &Rc<Server>,
+    request: &Request,
+    r: ConsumerGroupHeartbeatRequest,
+    peer: &str,
+) -> ConsumerGroupHeartbeatResponse {
+    let metadata = server.shard.metadata();
+    let owned = r.topic_partitions.map(|list| {
+        list.iter()
+            .filter_map(|t| metadata.topic_by_id(TopicId(*t.topic_id.as_bytes())).map(|topic| (topic.name.clone(), t)))
+            .flat_map(|(name, t)| {
+                t.partitions
+                    .iter()
+                    .filter_map(move |p| Some(TopicPartition::new(name.as_str(), u32::try_from(*p).ok()?)))
+            })
+            .collect()
+    });
+    let heartbeat = ConsumerHeartbeat {
+        member_id: r.member_id.to_string(),
+        member_epoch: r.member_epoch,
+        instance_id: r.instance_id.map(|i| i.to_string()).filter(|i| !i.is_empty()),
+        rebalance_timeout_ms: u32::try_from(r.rebalance_timeout_ms).ok(),
+        topics: r.subscribed_topic_names.map(|names| names.iter().map(|n| n.0.to_string()).collect()),
+        assignor: r.server_assignor.map(|a| a.to_string()),
+        owned,
+        client_id: request.client_id.clone(),
+        client_host: peer.to_string(),
+    };
+    if r.subscribed_topic_regex.is_some_and(|re| !re.is_empty()) {
+        let e = NodeError::new(ErrorKind::InvalidRequest, "regular expression subscriptions are not supported yet");
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(code(&e))
+            .with_error_message(Some(text(&e.message)));
+    }
+    let call = GroupRequest::ConsumerHeartbeat { group: r.group_id.0.to_string(), heartbeat };
+    match server.shard.group_call(call).await {
+        GroupReply::ConsumerHeartbeat(Ok(result)) => {
+            let assignment = result.assignment.map(|list| {
+                let topics = by_topic(list.into_iter().map(|tp| (tp.topic, tp.partition, ())).collect())
+                    .into_iter()
+                    .filter_map(|(name, partitions)| {
+                        let id = metadata.topic(&name)?.id;
+                        Some(
+                            TopicPartitions::default()
+                                .with_topic_id(uuid::Uuid::from_bytes(id.0))
+                                .with_partitions(partitions.iter().map(|(p, ())| *p as i32).collect()),
+                        )
+                    })
+                    .collect();
+                Assignment::default().with_topic_partitions(topics)
+            });
+            ConsumerGroupHeartbeatResponse::default()
+                .with_member_id(Some(text(&result.member_id)))
+                .with_member_epoch(result.member_epoch)
+                .with_heartbeat_interval_ms(i32::try_from(result.heartbeat_interval_ms).unwrap_or(i32::MAX))
+                .with_assignment(assignment)
+        }
+        GroupReply::ConsumerHeartbeat(Err(e)) => ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(code(&e))
+            .with_error_message(Some(text(&e.message))),
+        other => {
+            let e = unexpected(&other);
+            ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(code(&e))
+                .with_error_message(Some(text(&e.message)))
+        }
+    }
 }

@@ -55,6 +55,7 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 0, 7),
     (ApiKey::DeleteTopics, 0, 6),
@@ -340,6 +341,9 @@ impl KafkaServer {
             ApiKey::ListGroups => r.respond(&groups::list(server, r, decode(r, body)?).await)?,
             ApiKey::DeleteGroups => r.respond(&groups::delete(server, decode(r, body)?).await)?,
             ApiKey::OffsetDelete => r.respond(&groups::delete_offsets(server, decode(r, body)?).await)?,
+            ApiKey::ConsumerGroupHeartbeat => {
+                r.respond(&groups::consumer_heartbeat(server, r, decode(r, body)?, peer).await)?
+            }
             other => {
                 return Err(NodeError::new(ErrorKind::InvalidRequest, format!("API {other:?} is not served")));
             }

@@ -169,7 +169,7 @@ impl Shard {
             segment_files_max: (descriptors::segment_files_max(&config) / usize::from(shards.max(1))).max(1),
         });
         let (config_data_dir, config_min_free) = (config.data_dir.clone(), config.storage_min_free_bytes);
-        let initial_rebalance_delay_ms = config.group_initial_rebalance_delay_ms;
+        let coordinator = Coordinator::for_node(&config);
         let shard = Rc::new(Shard {
             id,
             shards,
@@ -180,7 +180,7 @@ impl Shard {
             pending: RefCell::new(HashMap::new()),
             next_call: Cell::new(0),
             metrics: RefCell::new(Metrics::default()),
-            groups: Coordinator::new(initial_rebalance_delay_ms),
+            groups: coordinator,
             host: OnceCell::new(),
             agent: OnceCell::new(),
             view: RefCell::new(Rc::new(cluster::ClusterView::default())),
