@@ -675,8 +675,20 @@ async fn a_group_keeps_consuming_and_its_commits_survive_a_coordinator_kill() {
 /// once.
 #[test]
 fn a_kafka_group_keeps_its_members_and_generation_through_coordinator_kills() {
+    group_through_coordinator_kills("classic");
+}
+
+/// The same for a group of Kafka's consumer protocol (KIP-848): the new coordinator
+/// loads the member's epoch and partitions, so nothing is revoked or fenced.
+#[test]
+fn a_kip_848_group_keeps_its_members_and_epochs_through_coordinator_kills() {
+    group_through_coordinator_kills("consumer");
+}
+
+fn group_through_coordinator_kills(protocol: &str) {
     const TOPIC: &str = "steady";
-    const GROUP: &str = "steady-group";
+    let group = format!("steady-{protocol}");
+    let group = group.as_str();
     const RECORDS: usize = 600;
     let mut cluster = Cluster::start();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
@@ -697,11 +709,11 @@ fn a_kafka_group_keeps_its_members_and_generation_through_coordinator_kills() {
     let mut command = std::process::Command::new("python3");
     command
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("group_member.py"))
-        .args(["--bootstrap", &kafka.join(","), "--topic", TOPIC, "--group", GROUP])
-        .args(["--count", &RECORDS.to_string(), "--delay-ms", "50", "--timeout", "170"])
+        .args(["--bootstrap", &kafka.join(","), "--topic", TOPIC, "--group", group])
+        .args(["--count", &RECORDS.to_string(), "--delay-ms", "50", "--timeout", "170", "--protocol", protocol])
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let member = Streaming::start(command);
-    let offsets_partition = sluice_schemas::groups::offsets_partition(GROUP);
+    let offsets_partition = sluice_schemas::groups::offsets_partition(group);
     let mut killed = Vec::new();
     for round in 0..2 {
         let read = 50 + round * 150;
@@ -729,7 +741,9 @@ fn a_kafka_group_keeps_its_members_and_generation_through_coordinator_kills() {
         .into_iter()
         .filter(|l| {
             let e = l.get("commit_error").and_then(|e| e.as_str()).unwrap_or_default();
-            e.contains("UNKNOWN_MEMBER_ID") || e.contains("ILLEGAL_GENERATION") || e.contains("REBALANCE")
+            ["UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION", "REBALANCE", "STALE_MEMBER_EPOCH", "FENCED_MEMBER_EPOCH"]
+                .iter()
+                .any(|refusal| e.contains(refusal))
         })
         .collect();
     assert!(refused.is_empty(), "commits refused as from a stranger: {refused:?}");

@@ -21,17 +21,25 @@
 //! - A member not heard from within the session timeout, or that keeps partitions it was
 //!   told to give up past its rebalance timeout, is removed.
 //!
-//! Not kept here (yet): the groups' state in `__consumer_offsets` (a new coordinator
-//! starts them empty: members are told UNKNOWN_MEMBER_ID and join again, their committed
-//! offsets kept), regex subscriptions and client-side assignors.
+//! - The group is written to its offsets partition whenever it changes, as a group
+//!   metadata record (`metadata`): protocol type `consumer`, the group epoch as the
+//!   generation, the assignor as the protocol, and per member its subscription (whose
+//!   user data carries `KIP848_MARK` and the member's epoch) and its partitions (those
+//!   it is giving up included). A new coordinator loads it (`loaded`): members keep
+//!   their ids, epochs and partitions, and the target is computed again at the next
+//!   heartbeat, so a coordinator failover moves no partition.
+//!
+//! Not here (yet): regex subscriptions and client-side assignors.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::info;
 
 use super::assign;
+use super::consumer_protocol;
 use super::messages::{ConsumerHeartbeat, ConsumerHeartbeatResult};
-use super::state::Topics;
+use super::records::{GroupMetadata, MemberMetadata};
+use super::state::{Topics, CONSUMER_PROTOCOL_TYPE};
 use crate::errors::{ErrorKind, NodeError};
 use sluice_schemas::TopicPartition;
 
@@ -40,6 +48,10 @@ pub const ASSIGNORS: &[(&str, &str)] = &[("uniform", "cooperative-sticky"), ("ra
 
 /// What a member joining without naming an assignor gets (Kafka's default).
 const DEFAULT_ASSIGNOR: &str = "uniform";
+
+/// The user data of KIP-848 members' subscriptions in stored group metadata, followed by
+/// the member's epoch (decimal): how a new coordinator tells these groups from others.
+const KIP848_MARK: &str = "sluice-kip848:";
 
 #[derive(Debug)]
 pub struct ConsumerMember {
@@ -70,9 +82,12 @@ pub struct ConsumerGroup {
     /// The epoch `target` was computed for.
     pub target_epoch: i32,
     target: BTreeMap<String, BTreeSet<TopicPartition>>,
-    /// Partition counts of the subscribed topics as of the target.
-    partitions: BTreeMap<String, u32>,
+    /// Partition counts of the subscribed topics as of the target (`None` for a group
+    /// just loaded: its next target is computed at its stored epoch).
+    partitions: Option<BTreeMap<String, u32>>,
     pub members: BTreeMap<String, ConsumerMember>,
+    /// Something stored changed in this step: the group's metadata is written at its end.
+    pub changed: bool,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> NodeError {
@@ -80,6 +95,83 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> NodeError {
 }
 
 impl ConsumerGroup {
+    /// Whether stored group metadata is a KIP-848 group's (see `metadata`).
+    pub fn is_stored_as_one(metadata: &GroupMetadata) -> bool {
+        metadata.protocol_type == CONSUMER_PROTOCOL_TYPE
+            && !metadata.members.is_empty()
+            && metadata.members.iter().all(|m| member_epoch(&m.subscription).is_some())
+    }
+
+    /// The group as its group metadata record holds it.
+    pub fn metadata(&self) -> GroupMetadata {
+        let members = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let topics: Vec<String> = m.topics.iter().cloned().collect();
+                let mark = format!("{KIP848_MARK}{}", m.epoch);
+                let held: Vec<TopicPartition> = m.assigned.union(&m.revoking).cloned().collect();
+                MemberMetadata {
+                    member_id: id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: i32::try_from(m.rebalance_timeout_ms).unwrap_or(i32::MAX),
+                    session_timeout_ms: -1,
+                    subscription: consumer_protocol::encode_subscription_with(&topics, Some(mark.as_bytes())),
+                    assignment: consumer_protocol::encode_assignment(&held),
+                }
+            })
+            .collect();
+        GroupMetadata {
+            protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+            generation: self.epoch,
+            protocol: Some(self.assignor.clone()),
+            leader: None,
+            state_timestamp_ms: -1,
+            members,
+        }
+    }
+
+    /// A group as its metadata record left it; sessions start `now_ms`.
+    pub fn loaded(metadata: GroupMetadata, now_ms: u64) -> ConsumerGroup {
+        let members = metadata
+            .members
+            .into_iter()
+            .map(|m| {
+                let topics =
+                    consumer_protocol::decode_subscription(&m.subscription).map(|(t, _)| t).unwrap_or_default();
+                let held: BTreeSet<TopicPartition> =
+                    consumer_protocol::decode_assignment(&m.assignment).unwrap_or_default().into_iter().collect();
+                let member = ConsumerMember {
+                    epoch: member_epoch(&m.subscription).unwrap_or(0),
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    instance_id: m.group_instance_id,
+                    topics: topics.into_iter().collect(),
+                    rebalance_timeout_ms: u32::try_from(m.rebalance_timeout_ms).unwrap_or(300_000),
+                    last_seen_ms: now_ms,
+                    assigned: held.clone(),
+                    revoking: BTreeSet::new(),
+                    revoking_since_ms: now_ms,
+                    owned: held.clone(),
+                    told: Some(held),
+                };
+                (m.member_id, member)
+            })
+            .collect();
+        ConsumerGroup {
+            epoch: metadata.generation,
+            assignor: metadata.protocol.unwrap_or_else(|| DEFAULT_ASSIGNOR.to_string()),
+            // Computed again at the next heartbeat (from what the members hold).
+            target_epoch: 0,
+            target: BTreeMap::new(),
+            partitions: None,
+            members,
+            changed: false,
+        }
+    }
+
     /// Kafka's consumer group states.
     pub fn state(&self) -> &'static str {
         if self.members.is_empty() {
@@ -164,9 +256,12 @@ impl ConsumerGroup {
         }
         if changed {
             self.epoch += 1;
+            self.changed = true;
         }
         self.refresh_target(group_id, topics);
-        self.reconcile(&member_id, now_ms);
+        if self.reconcile(&member_id, now_ms) {
+            self.changed = true;
+        }
         let Some(member) = self.members.get_mut(&member_id) else {
             return Err(error(ErrorKind::UnknownMemberId, format!("member {member_id:?} is gone")));
         };
@@ -224,11 +319,13 @@ impl ConsumerGroup {
         }
         if previous.is_none() || restarted.is_some() {
             self.epoch += 1;
+            self.changed = true;
         }
         if previous.is_some() {
             // Its place in the target goes with it.
             self.target_epoch = self.target_epoch.min(self.epoch - 1);
         }
+        self.changed = true;
         Ok(id)
     }
 
@@ -241,6 +338,7 @@ impl ConsumerGroup {
         }
         info!(group = group_id, member = %hb.member_id, "consumer group member left");
         self.epoch += 1;
+        self.changed = true;
         Ok(ConsumerHeartbeatResult {
             member_id: hb.member_id.clone(),
             member_epoch: hb.member_epoch,
@@ -268,6 +366,7 @@ impl ConsumerGroup {
         }
         if !gone.is_empty() {
             self.epoch += 1;
+            self.changed = true;
         }
         !gone.is_empty()
     }
@@ -277,9 +376,12 @@ impl ConsumerGroup {
     fn refresh_target(&mut self, group_id: &str, topics: &dyn Topics) {
         let partitions: BTreeMap<String, u32> =
             self.subscribed_topics().into_iter().filter_map(|t| topics.partition_count(&t).map(|c| (t, c))).collect();
-        if partitions != self.partitions {
-            self.partitions = partitions;
-            self.epoch += 1;
+        if self.partitions.as_ref() != Some(&partitions) {
+            if self.partitions.is_some() || self.target_epoch > 0 {
+                self.epoch += 1;
+                self.changed = true;
+            }
+            self.partitions = Some(partitions);
         }
         if self.target_epoch >= self.epoch {
             return;
@@ -294,7 +396,8 @@ impl ConsumerGroup {
                 owned: m.assigned.iter().chain(&m.revoking).cloned().collect(),
             })
             .collect();
-        self.target = assign::assign(strategy, &subscriptions, &self.partitions)
+        let partitions = self.partitions.clone().unwrap_or_default();
+        self.target = assign::assign(strategy, &subscriptions, &partitions)
             .into_iter()
             .map(|(id, list)| (id, list.into_iter().collect()))
             .collect();
@@ -302,8 +405,9 @@ impl ConsumerGroup {
         info!(group = group_id, epoch = self.epoch, members = self.members.len(), "consumer group target assignment");
     }
 
-    /// Moves one member toward the target (see the module's rules).
-    fn reconcile(&mut self, member_id: &str, now_ms: u64) {
+    /// Moves one member toward the target (see the module's rules); whether its epoch or
+    /// partitions changed.
+    fn reconcile(&mut self, member_id: &str, now_ms: u64) -> bool {
         let target = self.target.get(member_id).cloned().unwrap_or_default();
         let held_by_others: BTreeSet<TopicPartition> = self
             .members
@@ -312,12 +416,13 @@ impl ConsumerGroup {
             .flat_map(|(_, m)| m.assigned.iter().chain(&m.revoking).cloned())
             .collect();
         let target_epoch = self.target_epoch;
-        let Some(member) = self.members.get_mut(member_id) else { return };
+        let Some(member) = self.members.get_mut(member_id) else { return false };
+        let before = (member.epoch, member.assigned.len(), member.revoking.len());
         if !member.revoking.is_empty() && member.owned.is_disjoint(&member.revoking) {
             member.revoking.clear();
         }
         if !member.revoking.is_empty() {
-            return;
+            return before != (member.epoch, member.assigned.len(), member.revoking.len());
         }
         let drop: BTreeSet<TopicPartition> = member.assigned.difference(&target).cloned().collect();
         if !drop.is_empty() {
@@ -328,10 +433,17 @@ impl ConsumerGroup {
                 // It never took them up: nothing to wait for.
                 member.revoking.clear();
             } else {
-                return;
+                return true;
             }
         }
         member.assigned.extend(target.difference(&held_by_others).cloned());
         member.epoch = target_epoch;
+        before != (member.epoch, member.assigned.len(), member.revoking.len())
     }
+}
+
+/// A stored KIP-848 member's epoch, from its subscription's user data.
+fn member_epoch(subscription: &[u8]) -> Option<i32> {
+    let (_, data) = consumer_protocol::decode_subscription(subscription)?;
+    std::str::from_utf8(&data?).ok()?.strip_prefix(KIP848_MARK)?.parse().ok()
 }

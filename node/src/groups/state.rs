@@ -478,7 +478,7 @@ impl Groups {
 
     /// Appends the metadata of every group a rebalance or a departure changed in this step.
     fn store_changed_groups(&mut self, out: &mut Vec<GroupAction>) {
-        let changed: Vec<(String, GroupMetadata)> = self
+        let mut changed: Vec<(String, GroupMetadata)> = self
             .groups
             .iter_mut()
             .filter(|(_, g)| g.changed)
@@ -487,6 +487,10 @@ impl Groups {
                 (id.clone(), g.metadata())
             })
             .collect();
+        changed.extend(self.consumer_groups.iter_mut().filter(|(_, g)| g.changed).map(|(id, g)| {
+            g.changed = false;
+            (id.clone(), g.metadata())
+        }));
         for (group, metadata) in changed {
             let record = GroupRecord::Group(GroupMetadataRecord { group: group.clone(), value: Some(metadata) });
             out.push(self.append(&group.clone(), vec![record], PendingAppend::GroupMetadata { group }));
@@ -1335,11 +1339,18 @@ impl Groups {
             let r = match record {
                 GroupRecord::Offset(r) => r,
                 GroupRecord::Group(GroupMetadataRecord { group, value: Some(metadata) }) => {
-                    self.groups.insert(group, Group::loaded(metadata, self.now_ms));
+                    if ConsumerGroup::is_stored_as_one(&metadata) {
+                        self.groups.remove(&group);
+                        self.consumer_groups.insert(group, ConsumerGroup::loaded(metadata, self.now_ms));
+                    } else {
+                        self.consumer_groups.remove(&group);
+                        self.groups.insert(group, Group::loaded(metadata, self.now_ms));
+                    }
                     continue;
                 }
                 GroupRecord::Group(GroupMetadataRecord { group, value: None }) => {
                     self.groups.remove(&group);
+                    self.consumer_groups.remove(&group);
                     continue;
                 }
             };

@@ -1033,6 +1033,17 @@ fn a_kip_848_group_hands_partitions_over_without_two_owners() {
     assert!(a.epoch > first_epoch);
     assert_eq!(sim.state("c"), ("Stable".into(), a.epoch, 2));
 
+    // A new coordinator loads the group from its stored metadata: both members carry on
+    // at their epochs with their partitions, and nothing moves.
+    let stored = sim.stored_groups.iter().rev().find(|g| g.group == "c").unwrap().clone();
+    let mut next = Sim::new();
+    next.step(GroupInput::Loaded(vec![GroupRecord::Group(stored)]));
+    for m in [&a, &b] {
+        let r = beat(next.call(consumer_hb(&m.id, m.epoch, None))).unwrap();
+        assert_eq!((r.member_epoch, r.assignment), (m.epoch, None), "after the failover");
+    }
+    assert_eq!(next.state("c"), ("Stable".into(), a.epoch, 2));
+
     let stale = beat(sim.call(consumer_hb(&a.id, first_epoch, None))).unwrap_err();
     assert_eq!(stale.kind, ErrorKind::FencedMemberEpoch, "{stale}");
     let old = committed(sim.call(GroupRequest::Commit {
