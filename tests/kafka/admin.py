@@ -17,6 +17,9 @@ usage: admin.py --bootstrap HOST:PORT COMMAND ...
                                          {"step": "joined", ...} (DescribeGroups), the
                                          consumer leaves, {"step": "left", ...}
   list-groups                            {"group", "type", "state"} per group (ListGroups)
+  elect-leaders preferred|unclean [TOPIC:PARTITION...]
+                                         ElectLeaders (none named: every partition)
+                                         {"topic", "partition", "error"} per partition
 """
 
 import argparse
@@ -162,6 +165,23 @@ def list_groups(admin, _args):
         emit(group=g.group_id, type=g.type.name, state=g.state.name)
 
 
+def elect_leaders(admin, args):
+    from confluent_kafka import ElectionType, KafkaException, TopicPartition
+
+    kind = {"preferred": ElectionType.PREFERRED, "unclean": ElectionType.UNCLEAN}[args.rest[0]]
+    partitions = None
+    if args.rest[1:]:
+        partitions = [TopicPartition(t, int(p)) for t, p in (a.rsplit(":", 1) for a in args.rest[1:])]
+    try:
+        results = admin.elect_leaders(kind, partitions).result(
+            timeout=REQUEST_TIMEOUT_S
+        )
+    except KafkaException as e:
+        fail(f"ElectLeaders: {e}")
+    for tp, error in sorted(results.items(), key=lambda item: (item[0].topic, item[0].partition)):
+        emit(topic=tp.topic, partition=tp.partition, error=error.name() if error else None)
+
+
 def main():
     from confluent_kafka.admin import AdminClient
 
@@ -181,6 +201,7 @@ def main():
             "delete-records",
             "groups",
             "list-groups",
+            "elect-leaders",
         ],
     )
     parser.add_argument("rest", nargs="*")
@@ -198,6 +219,7 @@ def main():
         "delete-records": delete_records,
         "groups": groups,
         "list-groups": list_groups,
+        "elect-leaders": elect_leaders,
     }
     commands[args.command](admin, args)
 

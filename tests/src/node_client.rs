@@ -448,6 +448,12 @@ impl NodeProcess {
         kafka_listen_value(&self.extra_args)?.parse().ok()
     }
 
+    /// Whether the process runs (it was not stopped, or was started again).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// The running process's id.
     #[must_use]
     pub fn pid(&self) -> u32 {

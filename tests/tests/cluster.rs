@@ -759,6 +759,55 @@ fn group_through_coordinator_kills(protocol: &str) {
     );
 }
 
+/// ElectLeaders (preferred) through confluent-kafka's admin client: while a partition's
+/// preferred replica is killed (kill -9) the answer is PREFERRED_LEADER_NOT_AVAILABLE and
+/// the leadership stays where it moved; once it is back in sync the election is done (or
+/// was already done by the controller's own preferred election: ELECTION_NOT_NEEDED) and
+/// it leads again. An unclean election of a partition with a leader is not needed.
+#[test]
+fn kafka_elect_leaders_hands_leadership_back_to_a_preferred_replica_in_sync() {
+    const TOPIC: &str = "elect";
+    let mut cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let topic = NewTopic { name: TOPIC.into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
+    let preferred = runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, TOPIC).await[0].replicas[0]
+    });
+    let elect = |cluster: &Cluster, args: &[&str]| {
+        let kafka: Vec<String> =
+            cluster.nodes.iter().filter(|n| n.is_running()).map(|n| n.kafka_addr().unwrap().to_string()).collect();
+        let mut command = std::process::Command::new("python3");
+        command
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("admin.py"))
+            .args(["--bootstrap", &kafka.join(","), "elect-leaders"])
+            .args(args)
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        let run = sluice_tests::node_client::run_command(command, b"", WAIT * 2);
+        assert_eq!(run.code, Some(0), "admin.py elect-leaders {args:?}: {run:?}");
+        let line = run.stdout.lines().next().unwrap_or_default().to_string();
+        let json = sluice_tests::json::Json::parse(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        json.get("error").and_then(|e| e.as_str().map(str::to_string))
+    };
+    assert_eq!(elect(&cluster, &["preferred", "elect:0"]).as_deref(), Some("ELECTION_NOT_NEEDED"));
+    assert_eq!(elect(&cluster, &["unclean", "elect:0"]).as_deref(), Some("ELECTION_NOT_NEEDED"));
+
+    cluster.node(preferred).kill9_and_wait();
+    runtime.block_on(wait_for("another leader", || async {
+        let leader = partitions(&admin, TOPIC).await?.first()?.leader?;
+        (leader != preferred).then_some(())
+    }));
+    let error = elect(&cluster, &["preferred", "elect:0"]);
+    assert_eq!(error.as_deref(), Some("PREFERRED_LEADER_NOT_AVAILABLE"));
+
+    cluster.node(preferred).restart();
+    runtime.block_on(wait_for_full_isr(&admin, TOPIC));
+    let error = elect(&cluster, &["preferred", "elect:0"]);
+    assert!(error.is_none() || error.as_deref() == Some("ELECTION_NOT_NEEDED"), "{error:?}");
+    assert_eq!(runtime.block_on(leader_of(&admin, TOPIC, 0)), preferred, "the preferred replica leads again");
+}
+
 /// Topic auto-creation in a cluster: kcat produces to a missing topic through a node
 /// that is not the controller; that node forwards the creation to the controller, which
 /// creates it with its defaults (`--num-partitions 2 --default-replication-factor 3`),

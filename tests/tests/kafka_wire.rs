@@ -418,6 +418,7 @@ const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeLogDirs, 0, 4),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// One connection's requests with increasing correlation ids.
@@ -754,6 +755,16 @@ fn every_served_api_answers_at_its_oldest_and_newest_version() {
         &LeaveGroupRequest::default().with_group_id(GroupId(text("j"))).with_member_id(member),
     );
     assert_eq!(r.error_code, 25, "LeaveGroup v0 of a member that left: UNKNOWN_MEMBER_ID");
+    // ElectLeaders: one node leads every partition it has, its preferred replica.
+    let elect = ElectLeadersRequest::default().with_timeout_ms(1_000).with_topic_partitions(Some(vec![
+        elect_leaders_request::TopicPartitions::default().with_topic(name("wire")).with_partitions(vec![0]),
+    ]));
+    let r: ElectLeadersResponse = w.call(ApiKey::ElectLeaders, 0, &elect);
+    let result = &r.replica_election_results[0].partition_result[0];
+    assert_eq!((result.partition_id, result.error_code), (0, 84), "ElectLeaders v0: ELECTION_NOT_NEEDED");
+    let r: ElectLeadersResponse =
+        w.call(ApiKey::ElectLeaders, 2, &elect.clone().with_election_type(1).with_topic_partitions(None));
+    assert!(r.replica_election_results.is_empty(), "ElectLeaders v2, every partition: none needed {r:?}");
     // ConsumerGroupHeartbeat (KIP-848): v0 joins with no member id and is named by the
     // coordinator; v1 names itself. Each is assigned "wire"'s partitions (by topic id) in
     // turn, a second member's share once the first gives it up; both leave (epoch -1).
@@ -781,7 +792,8 @@ fn every_served_api_answers_at_its_oldest_and_newest_version() {
     assert_eq!((all, second.iter().map(|t| t.partitions.len()).sum::<usize>()), (1, 0), "{second:?}");
     let r: ConsumerGroupHeartbeatResponse = w.call(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat(&first, epoch));
     assert_eq!((r.error_code, r.assignment), (0, None), "nothing changed for the first member");
-    let r: ConsumerGroupHeartbeatResponse = w.call(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat(&first, epoch - 1));
+    assert!(r.member_epoch > epoch, "the first member moves to the group's new epoch");
+    let r: ConsumerGroupHeartbeatResponse = w.call(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat(&first, epoch));
     assert_eq!(r.error_code, 110, "a stale epoch: FENCED_MEMBER_EPOCH");
     for member in [first.as_str(), "b2Yb6HkqRjeUsRczPLaLmg"] {
         let r: ConsumerGroupHeartbeatResponse = w.call(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat(member, -1));

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -679,4 +680,107 @@ pub async fn describe_log_dirs(server: &Rc<Server>, request: DescribeLogDirsRequ
         .with_total_bytes(i64::try_from(total).unwrap_or(i64::MAX))
         .with_usable_bytes(i64::try_from(free).unwrap_or(i64::MAX));
     DescribeLogDirsResponse::default().with_results(vec![result])
+}
+
+/// Kafka's ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE and
+/// ELIGIBLE_LEADERS_NOT_AVAILABLE.
+const ELECTION_NOT_NEEDED: i16 = 84;
+const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+
+/// ElectLeaders. Preferred (v0, and election type 0): a partition whose first replica is
+/// live and in sync but does not lead is handed to it by the controller, whose preferred
+/// election runs every second (the answer waits, within the request's timeout, until the
+/// cluster's state shows it); one it already leads is ELECTION_NOT_NEEDED, one whose
+/// preferred replica is down or out of sync PREFERRED_LEADER_NOT_AVAILABLE. Unclean
+/// (type 1) is refused for a leaderless partition: electing a replica outside the ISR
+/// would lose acknowledged records, which Sluice never does. No partitions named: every
+/// partition, and only those that needed an election are answered (as Kafka does).
+pub async fn elect_leaders(
+    server: &Rc<Server>,
+    request: &Request,
+    r: kafka_protocol::messages::ElectLeadersRequest,
+) -> kafka_protocol::messages::ElectLeadersResponse {
+    use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
+    let shard = &server.shard;
+    let unclean = request.version >= 1 && r.election_type == 1;
+    let metadata = shard.metadata();
+    let explicit = r.topic_partitions.is_some();
+    let asked: Vec<(String, Vec<i32>)> = match r.topic_partitions {
+        Some(list) => list.into_iter().map(|t| (t.topic.0.to_string(), t.partitions)).collect(),
+        None => metadata.topics().map(|t| (t.name.clone(), (0..t.partitions).map(super::index_of).collect())).collect(),
+    };
+    let live = shard.cluster_view().live.clone();
+    // (topic, partition, the answer so far; `None`: waiting for the election).
+    let mut answers: Vec<(String, i32, Option<(i16, String)>)> = Vec::new();
+    for (topic, partitions) in asked {
+        for p in partitions {
+            let known = metadata.topic(&topic).is_some_and(|t| u32::try_from(p).is_ok_and(|p| p < t.partitions));
+            if !known {
+                let message = format!("{topic}-{p} does not exist");
+                answers.push((topic.clone(), p, Some((ErrorCode::UnknownTopicOrPartition.0, message))));
+                continue;
+            }
+            let placement = shard.placement(&topic, p as u32);
+            let preferred = placement.replicas.first().copied();
+            let answer = if unclean {
+                if placement.leader.is_some() {
+                    Some((ELECTION_NOT_NEEDED, format!("{topic}-{p} has a leader")))
+                } else {
+                    Some((
+                        ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                        format!(
+                            "{topic}-{p} has no leader; unclean election (a replica outside the ISR) is not \
+                             supported: it would lose acknowledged records"
+                        ),
+                    ))
+                }
+            } else if placement.leader.is_some() && placement.leader == preferred {
+                Some((ELECTION_NOT_NEEDED, format!("{topic}-{p} is led by its preferred replica")))
+            } else if preferred.is_none_or(|n| !placement.isr.contains(&n) || !live.contains(&n)) {
+                Some((
+                    PREFERRED_LEADER_NOT_AVAILABLE,
+                    format!("{topic}-{p}'s preferred replica {preferred:?} is not live and in sync"),
+                ))
+            } else {
+                None
+            };
+            answers.push((topic.clone(), p, answer));
+        }
+    }
+    let limit = Duration::from_millis(u64::try_from(r.timeout_ms).unwrap_or(0).clamp(1_000, 60_000));
+    let elected = |t: &str, p: i32| {
+        let placement = shard.placement(t, p as u32);
+        placement.leader.is_some() && placement.leader == placement.replicas.first().copied()
+    };
+    let _ = crate::io::timeout(limit, async {
+        while answers.iter().any(|(t, p, a)| a.is_none() && !elected(t, *p)) {
+            crate::io::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let mut results: Vec<ReplicaElectionResult> = Vec::new();
+    for (topic, p, answer) in answers {
+        let (code, message) = match answer {
+            Some(a) => a,
+            None if elected(&topic, p) => (0, String::new()),
+            None => (ErrorCode::RequestTimedOut.0, format!("{topic}-{p}'s preferred replica was not elected in time")),
+        };
+        if !explicit && code == ELECTION_NOT_NEEDED {
+            continue;
+        }
+        let result = PartitionResult::default()
+            .with_partition_id(p)
+            .with_error_code(code)
+            .with_error_message((code != 0).then(|| text(&message)));
+        match results.iter_mut().find(|r| r.topic.0.as_str() == topic) {
+            Some(r) => r.partition_result.push(result),
+            None => results.push(
+                ReplicaElectionResult::default()
+                    .with_topic(TopicName(text(&topic)))
+                    .with_partition_result(vec![result]),
+            ),
+        }
+    }
+    kafka_protocol::messages::ElectLeadersResponse::default().with_replica_election_results(results)
 }

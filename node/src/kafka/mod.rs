@@ -68,6 +68,7 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeLogDirs, 0, 4),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// Kafka's UNKNOWN_TOPIC_ID: a request named a topic by an id no topic has (the
@@ -341,6 +342,7 @@ impl KafkaServer {
             ApiKey::ListGroups => r.respond(&groups::list(server, r, decode(r, body)?).await)?,
             ApiKey::DeleteGroups => r.respond(&groups::delete(server, decode(r, body)?).await)?,
             ApiKey::OffsetDelete => r.respond(&groups::delete_offsets(server, decode(r, body)?).await)?,
+            ApiKey::ElectLeaders => r.respond(&admin::elect_leaders(server, r, decode(r, body)?).await)?,
             ApiKey::ConsumerGroupHeartbeat => {
                 r.respond(&groups::consumer_heartbeat(server, r, decode(r, body)?, peer).await)?
             }
