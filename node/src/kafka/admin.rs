@@ -688,6 +688,9 @@ const ELECTION_NOT_NEEDED: i16 = 84;
 const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
 const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
 
+/// A partition's ElectLeaders answer: error code and message.
+type Answer = (i16, String);
+
 /// ElectLeaders. Preferred (v0, and election type 0): a partition whose first replica is
 /// live and in sync but does not lead is handed to it by the controller, whose preferred
 /// election runs every second (the answer waits, within the request's timeout, until the
@@ -712,7 +715,7 @@ pub async fn elect_leaders(
     };
     let live = shard.cluster_view().live.clone();
     // (topic, partition, the answer so far; `None`: waiting for the election).
-    let mut answers: Vec<(String, i32, Option<(i16, String)>)> = Vec::new();
+    let mut answers: Vec<(String, i32, Option<Answer>)> = Vec::new();
     for (topic, partitions) in asked {
         for p in partitions {
             let known = metadata.topic(&topic).is_some_and(|t| u32::try_from(p).is_ok_and(|p| p < t.partitions));
