@@ -464,6 +464,70 @@ impl Wire {
     }
 }
 
+/// Fetch sessions (KIP-227), as the Java client uses them: a full fetch with session 0
+/// and epoch 0 opens one; the next requests (epochs 1, 2, ...) name only partitions whose
+/// position changed, and are answered only with partitions that have news (records, a
+/// moved high watermark). Out-of-turn epochs and unknown sessions are refused with
+/// Kafka's codes; a forgotten partition is no longer read; epoch -1 closes the session.
+#[test]
+fn fetch_sessions_answer_only_partitions_with_news() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_kafka(dir.path(), 1, &[]);
+    node.client().create_topic("sess", 3, &[]);
+    let mut s = connect(node.kafka_addr().unwrap());
+    let mut correlation = 0;
+    let produced = produce(&mut s, correlation, "sess", batch(&[b"one", b"two"]));
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    let mut call = |s: &mut TcpStream, session: i32, epoch: i32, partitions: &[(i32, i64)], forget: &[i32]| {
+        correlation += 1;
+        let topic = FetchTopic::default().with_topic(name("sess")).with_partitions(
+            partitions
+                .iter()
+                .map(|(p, o)| {
+                    FetchPartition::default().with_partition(*p).with_fetch_offset(*o).with_partition_max_bytes(1 << 20)
+                })
+                .collect(),
+        );
+        let forgotten = ForgottenTopic::default().with_topic(name("sess")).with_partitions(forget.to_vec());
+        let fetch = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_session_id(session)
+            .with_session_epoch(epoch)
+            .with_topics(if partitions.is_empty() { Vec::new() } else { vec![topic] })
+            .with_forgotten_topics_data(if forget.is_empty() { Vec::new() } else { vec![forgotten] });
+        send_raw(s, &request(ApiKey::Fetch, 12, correlation, &fetch));
+        let r: FetchResponse = response(ApiKey::Fetch, 12, correlation, receive(s).unwrap());
+        let answered: Vec<(i32, bool)> = r
+            .responses
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| (p.partition_index, p.records.as_ref().is_some_and(|r| !r.is_empty())))
+            })
+            .collect();
+        (r.error_code, r.session_id, answered)
+    };
+    let (error, session, answered) = call(&mut s, 0, 0, &[(0, 0), (1, 0), (2, 0)], &[]);
+    assert_eq!(error, 0);
+    assert_ne!(session, 0, "epoch 0 opens a session");
+    assert_eq!(answered, vec![(0, true), (1, false), (2, false)], "a full fetch answers every partition");
+    // Partition 0's position moved past the records: nothing new anywhere.
+    assert_eq!(call(&mut s, session, 1, &[(0, 2)], &[]), (0, session, vec![]));
+    produce(&mut s, 100, "sess", batch(&[b"three"]));
+    assert_eq!(call(&mut s, session, 2, &[], &[]), (0, session, vec![(0, true)]), "only the partition with news");
+    assert_eq!(call(&mut s, session, 2, &[], &[]).0, 71, "an epoch out of turn: INVALID_FETCH_SESSION_EPOCH");
+    assert_eq!(call(&mut s, session + 1, 1, &[], &[]).0, 70, "FETCH_SESSION_ID_NOT_FOUND");
+    // (The refusals do not move the session's epoch.) Forget partition 0: its records
+    // are no longer read.
+    assert_eq!(call(&mut s, session, 3, &[], &[0]), (0, session, vec![]));
+    produce(&mut s, 101, "sess", batch(&[b"four"]));
+    assert_eq!(call(&mut s, session, 4, &[], &[]), (0, session, vec![]), "partition 0 was forgotten");
+    let (error, closed, answered) = call(&mut s, session, -1, &[(0, 0)], &[]);
+    assert_eq!((error, closed, answered), (0, 0, vec![(0, true)]), "epoch -1: closed, a full fetch without session");
+    assert_eq!(call(&mut s, session, 5, &[], &[]).0, 70, "the closed session is gone");
+}
+
 /// Kafka's classic encoding, for the old versions the kafka-protocol crate no longer has.
 fn put_str(b: &mut Vec<u8>, s: &str) {
     b.extend_from_slice(&(s.len() as i16).to_be_bytes());

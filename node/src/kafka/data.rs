@@ -14,12 +14,12 @@ use kafka_protocol::messages::{
 };
 
 use super::fetch_response::{FetchedPartition, FetchedTopic};
+use super::fetch_sessions::{FetchSessions, Plan};
 use super::{code, index_of, partition_index, text, Request};
 use crate::errors::{ErrorKind, NodeError};
 use crate::listener::{ResponseFrame, Server};
 use crate::ops::fetch::{fetch_all, list_offset, FetchLimits, Wanted};
 use crate::ops::produce::{append_all, ProducePartition};
-use crate::topics::TopicId;
 
 pub async fn produce(
     server: &Rc<Server>,
@@ -90,70 +90,76 @@ pub async fn produce(
     request.respond(&ProduceResponse::default().with_responses(responses)).map(Some)
 }
 
-pub async fn fetch(server: &Rc<Server>, request: &Request, fetch: FetchRequest) -> ResponseFrame {
+/// Fetch, with fetch sessions (`fetch_sessions`): a full fetch answers every partition
+/// asked in the request's order; an incremental one reads every partition of its session
+/// and answers those with news.
+pub async fn fetch(
+    server: &Rc<Server>,
+    sessions: &FetchSessions,
+    request: &Request,
+    fetch: FetchRequest,
+) -> ResponseFrame {
     let metadata = server.shard.metadata();
-    let mut wanted = Vec::new();
-    // Per topic: its name (`None`: v13+ named an id no topic has), its id, and the
-    // partitions asked.
-    let mut layout: Vec<(Option<String>, TopicId, Vec<i32>)> = Vec::new();
-    for topic in &fetch.topics {
-        let (name, id) = if request.version >= 13 {
-            let id = TopicId(*topic.topic_id.as_bytes());
-            (metadata.topic_by_id(id).map(|t| t.name.clone()), id)
-        } else {
-            let name = topic.topic.0.to_string();
-            let id = metadata.topic(&name).map_or(TopicId::NONE, |t| t.id);
-            (Some(name), id)
-        };
-        if let Some(name) = &name {
-            for p in &topic.partitions {
-                wanted.push(Wanted {
-                    topic: name.clone(),
-                    partition: partition_index(p.partition),
-                    offset: p.fetch_offset,
-                    max_bytes: u32::try_from(p.partition_max_bytes).unwrap_or(0),
-                });
-            }
+    let (session, parts, incremental) = match sessions.plan(request.version, &fetch, &metadata) {
+        Plan::Refused(error) => {
+            return super::fetch_response::encode(request.correlation_id, request.version, error, 0, Vec::new());
         }
-        layout.push((name, id, topic.partitions.iter().map(|p| p.partition).collect()));
-    }
+        Plan::Full { session, parts } => (session, parts, false),
+        Plan::Incremental { session, parts } => (session, parts, true),
+    };
+    let wanted: Vec<Wanted> = parts
+        .iter()
+        .filter_map(|p| {
+            Some(Wanted {
+                topic: p.name.clone()?,
+                partition: partition_index(p.partition),
+                offset: p.offset,
+                max_bytes: p.max_bytes,
+            })
+        })
+        .collect();
     let limits = FetchLimits {
         min_bytes: u64::try_from(fetch.min_bytes).unwrap_or(0),
         max_wait_ms: u32::try_from(fetch.max_wait_ms).unwrap_or(0),
         max_bytes: u64::try_from(fetch.max_bytes).unwrap_or(0),
     };
     let mut results = fetch_all(&server.shard, &wanted, limits).await.into_iter();
-    let failed = |partition: i32, error_code: i16| FetchedPartition {
-        partition,
-        error_code,
-        high_watermark: -1,
-        log_start_offset: -1,
-        records: Vec::new(),
-        records_bytes: 0,
-    };
-    let topics = layout
-        .into_iter()
-        .map(|(name, id, partitions)| FetchedTopic {
-            partitions: partitions
-                .into_iter()
-                .map(|partition| match (&name, name.as_ref().and_then(|_| results.next())) {
-                    (Some(_), Some(Ok(got))) => FetchedPartition {
-                        partition,
-                        error_code: 0,
-                        high_watermark: got.high_watermark.as_i64(),
-                        log_start_offset: got.log_start_offset.as_i64(),
-                        records: got.payload,
-                        records_bytes: got.bytes,
-                    },
-                    (Some(_), Some(Err(e))) => failed(partition, code(&e)),
-                    _ => failed(partition, super::UNKNOWN_TOPIC_ID),
-                })
-                .collect(),
-            name: name.unwrap_or_default(),
-            id,
-        })
-        .collect::<Vec<_>>();
-    super::fetch_response::encode(request.correlation_id, request.version, topics)
+    let mut topics: Vec<FetchedTopic> = Vec::new();
+    for part in parts {
+        let fetched = match part.name.as_ref().and_then(|_| results.next()) {
+            Some(Ok(got)) => FetchedPartition {
+                partition: part.partition,
+                error_code: 0,
+                high_watermark: got.high_watermark.as_i64(),
+                log_start_offset: got.log_start_offset.as_i64(),
+                records: got.payload,
+                records_bytes: got.bytes,
+            },
+            failure => FetchedPartition {
+                partition: part.partition,
+                error_code: match failure {
+                    Some(Err(e)) => code(&e),
+                    _ => super::UNKNOWN_TOPIC_ID,
+                },
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Vec::new(),
+                records_bytes: 0,
+            },
+        };
+        if session != 0 {
+            let news = sessions.has_news(request.version, session, &part, &fetched);
+            if incremental && !news {
+                continue;
+            }
+        }
+        let name = part.name.unwrap_or_default();
+        match topics.last_mut() {
+            Some(t) if t.name == name && t.id == part.id => t.partitions.push(fetched),
+            _ => topics.push(FetchedTopic { name, id: part.id, partitions: vec![fetched] }),
+        }
+    }
+    super::fetch_response::encode(request.correlation_id, request.version, 0, session, topics)
 }
 
 pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsetsRequest) -> ListOffsetsResponse {

@@ -106,17 +106,23 @@ impl Pieces {
     }
 }
 
-/// The response to a Fetch of `version` (4 to 17), without fetch sessions (session id 0,
-/// so clients send full requests).
-pub fn encode(correlation_id: i32, version: i16, topics: Vec<FetchedTopic>) -> ResponseFrame {
+/// The response to a Fetch of `version` (4 to 17); v7+ carry the top-level error and the
+/// fetch session's id (0: none).
+pub fn encode(
+    correlation_id: i32,
+    version: i16,
+    error_code: i16,
+    session_id: i32,
+    topics: Vec<FetchedTopic>,
+) -> ResponseFrame {
     let flexible = version >= FLEXIBLE_FROM;
     let mut w = Pieces { flexible, pieces: Vec::new(), current: Vec::with_capacity(256) };
     w.i32(correlation_id);
     w.tags(); // response header v1
     w.i32(0); // throttle_time_ms
     if version >= 7 {
-        w.i16(0); // error_code
-        w.i32(0); // session_id
+        w.i16(error_code);
+        w.i32(session_id);
     }
     w.array(Some(topics.len()));
     for topic in topics {
@@ -192,7 +198,7 @@ mod tests {
                 },
                 FetchedTopic { name: "empty".into(), id: TopicId::derive("empty", 9), partitions: Vec::new() },
             ];
-            let bytes = flatten(&encode(77, version, topics));
+            let bytes = flatten(&encode(77, version, 0, 0, topics));
             let mut buf = Bytes::from(bytes);
             let size = buf.get_u32() as usize;
             assert_eq!(size, buf.len(), "v{version}: the size prefix");

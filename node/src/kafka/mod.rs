@@ -18,6 +18,7 @@
 mod admin;
 mod data;
 mod fetch_response;
+mod fetch_sessions;
 mod groups;
 mod legacy;
 
@@ -183,11 +184,14 @@ pub(crate) fn decode<T: Decodable>(request: &Request, body: &mut Bytes) -> Resul
 /// The Kafka protocol on one shard, over the shard's `Server`.
 pub struct KafkaServer {
     server: Rc<Server>,
+    /// This shard's fetch sessions (KIP-227).
+    sessions: fetch_sessions::FetchSessions,
 }
 
 /// Serves the Kafka protocol on `listener`, forever.
 pub async fn serve(server: Rc<Server>, listener: Listener) {
-    crate::listener::serve(Rc::new(KafkaServer { server }), listener).await;
+    let kafka = KafkaServer { server, sessions: fetch_sessions::FetchSessions::default() };
+    crate::listener::serve(Rc::new(kafka), listener).await;
 }
 
 impl Protocol for KafkaServer {
@@ -323,7 +327,7 @@ impl KafkaServer {
             ApiKey::InitProducerId => r.respond(&admin::init_producer_id(server, decode(r, body)?).await)?,
             ApiKey::FindCoordinator => r.respond(&admin::find_coordinator(server, r, decode(r, body)?))?,
             ApiKey::Produce => return data::produce(server, r, decode(r, body)?).await,
-            ApiKey::Fetch => data::fetch(server, r, decode(r, body)?).await,
+            ApiKey::Fetch => data::fetch(server, &self.sessions, r, decode(r, body)?).await,
             ApiKey::ListOffsets => r.respond(&data::list_offsets(server, r, decode(r, body)?).await)?,
             ApiKey::JoinGroup => r.respond(&groups::join(server, r, decode(r, body)?, peer).await)?,
             ApiKey::SyncGroup => r.respond(&groups::sync(server, decode(r, body)?).await)?,
