@@ -17,6 +17,7 @@ usage: admin.py --bootstrap HOST:PORT COMMAND ...
                                          {"step": "joined", ...} (DescribeGroups), the
                                          consumer leaves, {"step": "left", ...}
   list-groups                            {"group", "type", "state"} per group (ListGroups)
+  describe-group GROUP                   {"group", "state", "type", "members", ...}
   elect-leaders preferred|unclean [TOPIC:PARTITION...]
                                          ElectLeaders (none named: every partition)
                                          {"topic", "partition", "error"} per partition
@@ -108,15 +109,18 @@ def describe_group(admin, group):
     description = admin.describe_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_S)[group].result(
         timeout=REQUEST_TIMEOUT_S
     )
+    target = lambda m: sorted([tp.topic, tp.partition] for tp in m.target_assignment.topic_partitions) if m.target_assignment else None
     return {
         "group": description.group_id,
         "state": description.state.name,
+        "type": description.type.name,
         "simple": description.is_simple_consumer_group,
         "assignor": description.partition_assignor,
         "members": [
             {
                 "client_id": m.client_id,
                 "assignment": sorted([tp.topic, tp.partition] for tp in m.assignment.topic_partitions),
+                "target": target(m),
             }
             for m in description.members
         ],
@@ -155,6 +159,10 @@ def groups(admin, args):
         time.sleep(0.1)
         described = describe_group(admin, group)
     emit(step="left", **described)
+
+
+def describe(admin, args):
+    emit(**describe_group(admin, args.rest[0]))
 
 
 def list_groups(admin, _args):
@@ -201,6 +209,7 @@ def main():
             "delete-records",
             "groups",
             "list-groups",
+            "describe-group",
             "elect-leaders",
         ],
     )
@@ -219,6 +228,7 @@ def main():
         "delete-records": delete_records,
         "groups": groups,
         "list-groups": list_groups,
+        "describe-group": describe,
         "elect-leaders": elect_leaders,
     }
     commands[args.command](admin, args)

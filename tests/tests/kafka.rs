@@ -1205,6 +1205,17 @@ fn a_kip_848_consumer_group_shares_partitions_and_takes_back_a_dead_members() {
     let group = listed.iter().find(|l| l.get("group").and_then(Json::as_str) == Some("kip848-group"));
     let field = |key: &str| group.and_then(|g| g.get(key)?.as_str());
     assert_eq!((field("type"), field("state")), (Some("CONSUMER"), Some("STABLE")), "{listed:?}");
+    // Described with ConsumerGroupDescribe: both members, each with its two partitions
+    // as its assignment and its target.
+    let described = admin(&node, &["describe-group", "kip848-group"]);
+    let d = &described[0];
+    assert_eq!(d.get("type").and_then(Json::as_str), Some("CONSUMER"), "{described:?}");
+    let members = d.get("members").and_then(Json::as_array).unwrap_or_default();
+    assert_eq!(members.len(), 2, "{described:?}");
+    for m in members {
+        let count = |key: &str| m.get(key).and_then(Json::as_array).map_or(0, <[Json]>::len);
+        assert_eq!((count("assignment"), count("target")), (2, 2), "{described:?}");
+    }
 
     b.kill();
     let deadline = Instant::now() + WAIT;

@@ -391,6 +391,7 @@ fn pipelined_requests_of_one_connection_run_in_order_so_an_offset_fetch_sees_the
 /// and ConsumerGroupHeartbeat as Kafka 4.0 serves it (KIP-848 became GA there).
 const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::Produce, 0, 11),
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 0, 9),
@@ -859,6 +860,18 @@ fn every_served_api_answers_at_its_oldest_and_newest_version() {
     assert!(r.member_epoch > epoch, "the first member moves to the group's new epoch");
     let r: ConsumerGroupHeartbeatResponse = w.call(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat(&first, epoch));
     assert_eq!(r.error_code, 110, "a stale epoch: FENCED_MEMBER_EPOCH");
+    for version in [0, 1] {
+        let describe = ConsumerGroupDescribeRequest::default().with_group_ids(vec![
+            GroupId(text("kip848")),
+            GroupId(text("j9")),
+            GroupId(text("nobody")),
+        ]);
+        let r: ConsumerGroupDescribeResponse = w.call(ApiKey::ConsumerGroupDescribe, version, &describe);
+        let codes: Vec<i16> = r.groups.iter().map(|g| g.error_code).collect();
+        assert_eq!(codes, vec![0, 69, 69], "ConsumerGroupDescribe v{version}: a classic group and none are not found");
+        let g = &r.groups[0];
+        assert_eq!((g.members.len(), g.assignor_name.as_str()), (2, "uniform"), "{g:?}");
+    }
     for member in [first.as_str(), "b2Yb6HkqRjeUsRczPLaLmg"] {
         let r: ConsumerGroupHeartbeatResponse = w.call(ApiKey::ConsumerGroupHeartbeat, 1, &heartbeat(member, -1));
         assert_eq!((r.error_code, r.member_epoch), (0, -1), "leaving: {r:?}");

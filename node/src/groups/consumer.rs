@@ -185,6 +185,11 @@ impl ConsumerGroup {
         }
     }
 
+    /// A member's partitions in the target assignment.
+    pub fn target_of(&self, member_id: &str) -> Vec<TopicPartition> {
+        self.target.get(member_id).map(|t| t.iter().cloned().collect()).unwrap_or_default()
+    }
+
     pub fn subscribed_topics(&self) -> BTreeSet<String> {
         self.members.values().flat_map(|m| m.topics.iter().cloned()).collect()
     }

@@ -113,7 +113,7 @@ pub struct JoinResult {
     pub members: Vec<(String, Vec<u8>)>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MemberDescription {
     pub member_id: String,
     pub client_id: String,
@@ -126,9 +126,13 @@ pub struct MemberDescription {
     /// Classic: the member's metadata for the chosen protocol and its opaque assignment.
     pub metadata: Vec<u8>,
     pub assignment_bytes: Vec<u8>,
+    /// KIP-848: the member's epoch, instance id and target assignment.
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub target: Vec<TopicPartition>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct GroupDescription {
     pub group: String,
     pub state: String,
@@ -139,6 +143,10 @@ pub struct GroupDescription {
     pub strategy: String,
     pub generation: i32,
     pub members: Vec<MemberDescription>,
+    /// A group of Kafka's consumer protocol (KIP-848), with the epoch of its target
+    /// assignment.
+    pub kip848: bool,
+    pub assignment_epoch: i32,
 }
 
 /// One line of ListGroups.

@@ -1158,10 +1158,14 @@ impl Groups {
                         client_host: m.client_host.clone(),
                         topics: m.topics.iter().cloned().collect(),
                         assignment: m.assigned.iter().cloned().collect(),
-                        metadata: Vec::new(),
-                        assignment_bytes: Vec::new(),
+                        member_epoch: m.epoch,
+                        instance_id: m.instance_id.clone(),
+                        target: g.target_of(id),
+                        ..MemberDescription::default()
                     })
                     .collect(),
+                kip848: true,
+                assignment_epoch: g.target_epoch,
             });
         }
         if !known {
@@ -1191,8 +1195,12 @@ impl Groups {
                             .map(|(_, bytes)| bytes.clone())
                             .unwrap_or_default(),
                         assignment_bytes: m.assignment_bytes.clone(),
+                        member_epoch: g.generation,
+                        instance_id: m.instance_id.clone(),
+                        target: m.assignment.clone(),
                     })
                     .collect(),
+                ..GroupDescription::default()
             },
             None => GroupDescription {
                 group: group_id.to_string(),
@@ -1200,8 +1208,7 @@ impl Groups {
                 protocol_type: String::new(),
                 classic: false,
                 strategy: String::new(),
-                generation: 0,
-                members: Vec::new(),
+                ..GroupDescription::default()
             },
         })
     }

@@ -488,3 +488,72 @@ pub async fn consumer_heartbeat(
         }
     }
 }
+
+/// ConsumerGroupDescribe (KIP-848): a group of Kafka's consumer protocol with its epochs,
+/// assignor and members (their epochs, current and target partitions). Any other group
+/// is GROUP_ID_NOT_FOUND, as Kafka answers for a classic group (clients then describe it
+/// with DescribeGroups).
+pub async fn consumer_group_describe(
+    server: &Rc<Server>,
+    r: kafka_protocol::messages::ConsumerGroupDescribeRequest,
+) -> kafka_protocol::messages::ConsumerGroupDescribeResponse {
+    use kafka_protocol::messages::consumer_group_describe_response::{
+        Assignment as Described, DescribedGroup as Group, Member, TopicPartitions as Partitions,
+    };
+    let metadata = server.shard.metadata();
+    let assignment = |list: Vec<TopicPartition>| {
+        let topics = by_topic(list.into_iter().map(|tp| (tp.topic, tp.partition, ())).collect())
+            .into_iter()
+            .map(|(name, partitions)| {
+                let id = metadata.topic(&name).map_or(TopicId::NONE, |t| t.id);
+                Partitions::default()
+                    .with_topic_id(uuid::Uuid::from_bytes(id.0))
+                    .with_topic_name(TopicName(text(&name)))
+                    .with_partitions(partitions.iter().map(|(p, ())| index_of(*p)).collect())
+            })
+            .collect();
+        Described::default().with_topic_partitions(topics)
+    };
+    let mut groups = Vec::new();
+    for id in r.group_ids {
+        let group = Group::default().with_group_id(id.clone()).with_authorized_operations(i32::MIN);
+        let described = match server.shard.group_call(GroupRequest::Describe { group: id.0.to_string() }).await {
+            GroupReply::Described(Ok(d)) if d.kip848 => d,
+            GroupReply::Described(Ok(_)) => {
+                let e = NodeError::new(ErrorKind::GroupIdNotFound, format!("group {:?} is not a consumer group", id.0));
+                groups.push(group.with_error_code(code(&e)).with_error_message(Some(text(&e.message))));
+                continue;
+            }
+            other => {
+                let e = failure(other);
+                groups.push(group.with_error_code(code(&e)).with_error_message(Some(text(&e.message))));
+                continue;
+            }
+        };
+        let members = described
+            .members
+            .into_iter()
+            .map(|m| {
+                Member::default()
+                    .with_member_id(text(&m.member_id))
+                    .with_instance_id(m.instance_id.map(|i| text(&i)))
+                    .with_member_epoch(m.member_epoch)
+                    .with_client_id(text(&m.client_id))
+                    .with_client_host(text(&m.client_host))
+                    .with_subscribed_topic_names(m.topics.iter().map(|t| TopicName(text(t))).collect())
+                    .with_assignment(assignment(m.assignment))
+                    .with_target_assignment(assignment(m.target))
+                    .with_member_type(1)
+            })
+            .collect();
+        groups.push(
+            group
+                .with_group_state(text(&described.state))
+                .with_group_epoch(described.generation)
+                .with_assignment_epoch(described.assignment_epoch)
+                .with_assignor_name(text(&described.strategy))
+                .with_members(members),
+        );
+    }
+    kafka_protocol::messages::ConsumerGroupDescribeResponse::default().with_groups(groups)
+}

@@ -57,6 +57,7 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 0, 7),
     (ApiKey::DeleteTopics, 0, 6),
@@ -347,6 +348,9 @@ impl KafkaServer {
             ApiKey::DeleteGroups => r.respond(&groups::delete(server, decode(r, body)?).await)?,
             ApiKey::OffsetDelete => r.respond(&groups::delete_offsets(server, decode(r, body)?).await)?,
             ApiKey::ElectLeaders => r.respond(&admin::elect_leaders(server, r, decode(r, body)?).await)?,
+            ApiKey::ConsumerGroupDescribe => {
+                r.respond(&groups::consumer_group_describe(server, decode(r, body)?).await)?
+            }
             ApiKey::ConsumerGroupHeartbeat => {
                 r.respond(&groups::consumer_heartbeat(server, r, decode(r, body)?, peer).await)?
             }
