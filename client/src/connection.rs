@@ -123,7 +123,7 @@ impl Connection {
         &self,
         body_type: RequestBody,
         build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
-        payload: &[u8],
+        payload: &[&[u8]],
     ) -> Result<Frame> {
         self.start_request(body_type, build, payload).await?.response().await
     }
@@ -136,7 +136,7 @@ impl Connection {
         &self,
         body_type: RequestBody,
         build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
-        payload: &[u8],
+        payload: &[&[u8]],
     ) -> Result<PendingResponse<'_>> {
         let permit = self.in_flight.acquire().await.map_err(|_| ClientError::Protocol("connection closed".into()))?;
         let receiver = self.send(body_type, build, payload, true).await?;
@@ -149,7 +149,7 @@ impl Connection {
         &self,
         body_type: RequestBody,
         build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
-        payload: &[u8],
+        payload: &[&[u8]],
     ) -> Result<()> {
         self.send(body_type, build, payload, false).await.map(|_| ())
     }
@@ -166,7 +166,7 @@ impl Connection {
         &self,
         body_type: RequestBody,
         build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> WIPOffset<UnionWIPOffset>,
-        payload: &[u8],
+        payload: &[&[u8]],
         expect_reply: bool,
     ) -> Result<Option<oneshot::Receiver<Result<Frame>>>> {
         let mut writer = self.writer.lock().await;
@@ -175,8 +175,8 @@ impl Connection {
         let mut builder = FlatBufferBuilder::new();
         let body = build(&mut builder);
         let envelope = wire::finish_request(&mut builder, correlation_id, 0, Some(&self.client_id), body_type, body);
-        let header =
-            FrameHeader::try_encode(envelope.len(), payload.len()).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let header = FrameHeader::try_encode(envelope.len(), payload.iter().map(|c| c.len()).sum())
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let receiver = {
             let mut pending = self.pending.lock().map_err(|_| ClientError::Protocol("poisoned lock".into()))?;
             if let Some(e) = &pending.failed {
@@ -195,10 +195,10 @@ impl Connection {
         head.extend_from_slice(&header);
         head.extend_from_slice(envelope);
         let written = async {
-            writer.half.write_all(&head).await?;
-            if !payload.is_empty() {
-                writer.half.write_all(payload).await?;
-            }
+            let mut slices: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(1 + payload.len());
+            slices.push(std::io::IoSlice::new(&head));
+            slices.extend(payload.iter().filter(|c| !c.is_empty()).map(|c| std::io::IoSlice::new(c)));
+            write_all_vectored(&mut writer.half, &mut slices).await?;
             writer.half.flush().await
         }
         .await;
@@ -296,4 +296,17 @@ impl PendingResponse<'_> {
             }
         }
     }
+}
+
+/// Writes every slice (the frame's head and its payload's pieces) with as few writev
+/// calls as the socket takes.
+async fn write_all_vectored(half: &mut OwnedWriteHalf, mut slices: &mut [std::io::IoSlice<'_>]) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        let n = half.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
 }

@@ -454,6 +454,38 @@ struct State {
     /// A batch was given up on with a sequence number: nothing more is sent until the
     /// requests in flight are done and the producer is at its next epoch.
     bump_epoch: bool,
+    /// Records' default timestamps.
+    wall_clock: WallClock,
+}
+
+/// Wall-clock milliseconds from a monotonic instant: the wall clock read once a second,
+/// the time since taken from the instant the caller already has, so a record costs no
+/// second clock read. (Within the second the two clocks drift apart by far less than a
+/// millisecond, unless the wall clock is stepped, which the next second corrects.)
+#[derive(Debug)]
+struct WallClock {
+    base: Instant,
+    base_ms: i64,
+}
+
+impl Default for WallClock {
+    fn default() -> WallClock {
+        WallClock { base: Instant::now(), base_ms: now_ms() }
+    }
+}
+
+impl WallClock {
+    /// Re-read the wall clock after this long.
+    const REBASE: Duration = Duration::from_secs(1);
+
+    fn ms_at(&mut self, now: Instant) -> i64 {
+        let since = now.saturating_duration_since(self.base);
+        if since >= Self::REBASE {
+            *self = WallClock { base: now, base_ms: now_ms() };
+            return self.base_ms;
+        }
+        self.base_ms + since.as_millis() as i64
+    }
 }
 
 impl State {
@@ -632,10 +664,25 @@ impl Producer {
                 setting: "max.request.size",
             });
         }
+        // One clock read per record: the metadata's age, the wait for buffer memory, the
+        // batch's opening and the record's timestamp all use `now` (each slow path reads
+        // the clock again for its own timeout).
+        let now = Instant::now();
+        // The fast paths below never wait, so a task sending in a loop would keep the
+        // sender (and the delivery callbacks) off its thread until the whole buffer
+        // memory is full; the task budget makes it yield now and then, as an await that
+        // waits would.
+        tokio::task::consume_budget().await;
         let partitions =
-            tokio::time::timeout(Duration::from_millis(config.max_block_ms), inner.partitions_for(&record.topic))
+            match inner.router.cached_partitions(&record.topic, now) {
+                Some(count) => count,
+                None => tokio::time::timeout(
+                    Duration::from_millis(config.max_block_ms),
+                    inner.partitions_for(&record.topic),
+                )
                 .await
-                .unwrap_or(Err(ClientError::Timeout { address: "metadata".into(), timeout_ms: config.max_block_ms }))?;
+                .unwrap_or(Err(ClientError::Timeout { address: "metadata".into(), timeout_ms: config.max_block_ms }))?,
+            };
         let partition = match record.partition {
             Some(p) if p < partitions => p,
             Some(p) => {
@@ -648,15 +695,17 @@ impl Producer {
                 config.partitioner.partition(&record.topic, record.key.as_deref(), record.value.as_deref(), partitions)
             }
         };
-        let waited = Instant::now();
-        let permit = tokio::time::timeout(
-            Duration::from_millis(config.max_block_ms),
-            inner.memory.clone().acquire_many_owned(size as u32),
-        )
-        .await
-        .map_err(|_| ClientError::BufferFull { bytes: size, waited_ms: waited.elapsed().as_millis() as u64 })?
-        .map_err(|_| ClientError::Closed)?;
-        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+        let permit = match inner.memory.clone().try_acquire_many_owned(size as u32) {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => tokio::time::timeout(
+                Duration::from_millis(config.max_block_ms),
+                inner.memory.clone().acquire_many_owned(size as u32),
+            )
+            .await
+            .map_err(|_| ClientError::BufferFull { bytes: size, waited_ms: now.elapsed().as_millis() as u64 })?
+            .map_err(|_| ClientError::Closed)?,
+        };
         // The sender is woken when a batch opens (it may be sleeping past its linger) or
         // closes (it may go now), not for every record.
         let mut wake = config.linger_ms == 0;
@@ -666,6 +715,7 @@ impl Producer {
             if st.closed {
                 return Err(ClientError::Closed);
             }
+            let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| st.wall_clock.ms_at(now));
             let part = st.part(&record.topic, partition);
             let full = st.parts[part]
                 .open
@@ -685,7 +735,7 @@ impl Producer {
             let batch = st.parts[part].open.get_or_insert_with(|| OpenBatch {
                 id,
                 builder: new_builder(),
-                opened: Instant::now(),
+                opened: now,
                 slots: Vec::new(),
                 permits: Vec::new(),
             });
@@ -1416,5 +1466,25 @@ impl<K: ?Sized, V: ?Sized> TypedProducer<K, V> {
     #[must_use]
     pub fn inner(&self) -> &Producer {
         &self.producer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{now_ms, WallClock};
+    use std::time::{Duration, Instant};
+
+    /// A record's default timestamp from the wall clock kept per producer: within a few
+    /// ms of the real wall clock, also across a rebase.
+    #[test]
+    fn the_wall_clock_follows_the_real_one_from_one_instant_per_record() {
+        let mut clock = WallClock::default();
+        let until = Instant::now() + WallClock::REBASE + Duration::from_millis(300);
+        while Instant::now() < until {
+            let ms = clock.ms_at(Instant::now());
+            let real = now_ms();
+            assert!((ms - real).abs() <= 2, "{ms} against the real {real}");
+            std::thread::sleep(Duration::from_millis(7));
+        }
     }
 }

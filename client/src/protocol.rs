@@ -386,10 +386,11 @@ pub struct ProduceOutcome {
 
 /// A produce request's parts laid out: every partition's batches one after another in
 /// the payload (in the order given), and per topic, in order of first appearance, each
-/// partition's slice of it.
+/// partition's slice of it. The payload is the callers' batches themselves, written to
+/// the socket in one vectored write: no byte of a batch is copied to lay it out.
 #[derive(Clone, Debug)]
-pub struct ProduceLayout {
-    payload: Vec<u8>,
+pub struct ProduceLayout<'a> {
+    chunks: Vec<&'a [u8]>,
     /// Per topic, its partitions' slices of the payload.
     topics: Vec<(String, Vec<PayloadSlice>)>,
 }
@@ -397,28 +398,36 @@ pub struct ProduceLayout {
 /// A partition's batches in a produce payload: (partition, offset, length).
 type PayloadSlice = (u32, u32, u32);
 
-impl ProduceLayout {
+impl<'a> ProduceLayout<'a> {
     /// Refused when the payload would pass what a slice can address (4 GiB).
-    pub fn new(parts: &[PartitionBatches<'_>]) -> Result<ProduceLayout> {
-        let mut payload = Vec::with_capacity(parts.iter().map(|p| p.batches.len()).sum());
+    pub fn new(parts: &[PartitionBatches<'a>]) -> Result<ProduceLayout<'a>> {
+        let mut chunks = Vec::with_capacity(parts.len());
+        let mut len = 0usize;
         // (topic, (partition, offset, length)) in the order given.
         let mut slices = Vec::with_capacity(parts.len());
         for p in parts {
-            let offset = u32::try_from(payload.len()).map_err(|_| ClientError::Protocol("request too large".into()))?;
-            payload.extend_from_slice(p.batches);
+            let offset = u32::try_from(len).map_err(|_| ClientError::Protocol("request too large".into()))?;
+            chunks.push(p.batches);
+            len += p.batches.len();
             slices.push((p.topic, (p.partition, offset, p.batches.len() as u32)));
         }
         let topics = by_topic(&slices, |s| s.0)
             .into_iter()
             .map(|(topic, list)| (topic.to_string(), list.into_iter().map(|s| s.1).collect()))
             .collect();
-        Ok(ProduceLayout { payload, topics })
+        Ok(ProduceLayout { chunks, topics })
     }
 
-    /// The frame payload that goes with the request.
+    /// The frame payload that goes with the request, in pieces.
     #[must_use]
-    pub fn payload(&self) -> &[u8] {
-        &self.payload
+    pub fn chunks(&self) -> &[&'a [u8]] {
+        &self.chunks
+    }
+
+    /// The payload in one piece (a copy).
+    #[must_use]
+    pub fn payload(&self) -> Vec<u8> {
+        self.chunks.concat()
     }
 }
 
@@ -427,7 +436,7 @@ pub fn encode_produce(
     b: &mut FlatBufferBuilder<'_>,
     acks: i16,
     timeout_ms: u32,
-    layout: &ProduceLayout,
+    layout: &ProduceLayout<'_>,
 ) -> EncodedBody {
     let topics = topic_tables(
         b,
@@ -484,10 +493,10 @@ pub async fn start_produce<'c>(
     let layout = ProduceLayout::new(parts)?;
     let build = |b: &mut FlatBufferBuilder<'static>| encode_produce(b, acks, timeout_ms, &layout);
     if acks == 0 {
-        conn.send_only(RequestBody::ProduceRequest, build, layout.payload()).await?;
+        conn.send_only(RequestBody::ProduceRequest, build, layout.chunks()).await?;
         return Ok(None);
     }
-    Ok(Some(conn.start_request(RequestBody::ProduceRequest, build, layout.payload()).await?))
+    Ok(Some(conn.start_request(RequestBody::ProduceRequest, build, layout.chunks()).await?))
 }
 
 /// One partition to fetch.

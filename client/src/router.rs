@@ -101,6 +101,14 @@ impl Router {
         Ok(count)
     }
 
+    /// `topic`'s partition count if metadata no older than metadata.max.age.ms (as of
+    /// `now`) has it: the producer's per-record path, with no clock read and no await.
+    pub(crate) fn cached_partitions(&self, topic: &str, now: Instant) -> Option<u32> {
+        let known = lock(&self.known);
+        let (leaders, at) = known.topics.get(topic)?;
+        (now.saturating_duration_since(*at) < self.max_age).then_some(leaders.len() as u32)
+    }
+
     /// `topic`'s partition count, from metadata no older than metadata.max.age.ms.
     pub(crate) async fn partitions(&self, topic: &str) -> Result<u32> {
         if let Some((leaders, at)) = lock(&self.known).topics.get(topic) {

@@ -880,7 +880,7 @@ impl Client {
             parts.iter().map(|&(topic, partition, batches)| PartitionBatches { topic, partition, batches }).collect();
         let layout = ProduceLayout::new(&parts).expect("test payloads fit a frame");
         let build = |b: &mut FlatBufferBuilder<'static>| protocol::encode_produce(b, acks, PRODUCE_TIMEOUT_MS, &layout);
-        self.try_send(RequestBody::ProduceRequest, build, layout.payload())
+        self.try_send(RequestBody::ProduceRequest, build, &layout.payload())
     }
 
     /// Every partition's outcome in a produce response, in the order of the response; the
