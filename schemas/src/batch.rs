@@ -234,6 +234,9 @@ pub enum BatchError {
     /// Only the node writes transaction markers.
     #[error("control batches (transaction markers) cannot be produced by clients")]
     ControlBatchFromProducer,
+    /// Where only a transaction marker may go (the coordinator's append), something else.
+    #[error("not a transaction marker: a control batch whose first record's key is a marker's")]
+    NotAMarker,
 }
 
 impl BatchHeader {

@@ -2,6 +2,7 @@
 //!
 //! - `batch`: the fixed header of Kafka's RecordBatch v2, viewed in place, checked and
 //!   patched without copying the batch.
+//! - `control`: transaction markers (control batches), built and read.
 //! - `ids`: strong identifier types (offsets, epochs, partition and producer ids).
 //! - `compression`: Kafka's batch codecs (gzip, snappy in xerial framing, lz4 frame,
 //!   zstd), byte-compatible with Kafka clients, and `with_records` over any batch.
@@ -13,6 +14,7 @@
 //! This crate depends on no crate of ours: the node and the client both build on it.
 
 pub mod batch;
+pub mod control;
 pub mod compression;
 pub mod groups;
 pub mod ids;
