@@ -21,10 +21,34 @@
 //! fenced; a producer the partition does not know (new, or forgotten past `PRODUCERS_MAX`
 //! producers or with old segments) must start at 0. Every replica derives the same runs
 //! from the same batches. Plain state, no I/O.
+//!
+//! Transactions (KIP-98) are derived the same way. A producer's batch with the
+//! transactional attribute opens its transaction when none is open (its offset is the
+//! transaction's first offset); the coordinator's marker (a control batch,
+//! `sluice_schemas::control`) closes it. An ABORT marker adds an `AbortedTxn` (the
+//! transaction's first offset and the marker's offset) to the partition's aborted list,
+//! which read_committed fetches are given. The smallest first offset of the open
+//! transactions is the first unstable offset: the last stable offset (LSO) stops there.
+//! Guarantees:
+//! - The open transactions and the aborted list are a function of the batches in the
+//!   log: leader, followers and a reopened log (snapshot plus replay of the batches after
+//!   it) agree on them.
+//! - Truncation forgets transactions opened at or after the cut and aborted entries whose
+//!   marker was cut; a producer's last completed transaction whose marker was cut (and
+//!   whose first batch was not) is open again. Only the last completed one is remembered
+//!   per producer, so a second cut further back into an older transaction of the same
+//!   producer does not reopen that one (a reopen of the log derives it exactly).
+//! - A producer with an open transaction is not forgotten past `PRODUCERS_MAX` while
+//!   another can be: forgetting it would move the LSO past uncommitted records. When
+//!   every producer has one open, the partition keeps more than `PRODUCERS_MAX` (their
+//!   coordinators close them within the transaction timeout).
+//! - The aborted list is kept whole in memory (and in each snapshot) from the log start
+//!   on: one entry per aborted transaction still in the log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use sluice_schemas::batch::BatchHeader;
+use sluice_schemas::control::ControlType;
 use sluice_schemas::Offset;
 
 use crate::error::StorageError;
@@ -42,7 +66,12 @@ pub const PRODUCERS_MAX: usize = 10_000;
 pub const SNAPSHOT_SUFFIX: &str = "producers";
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SLPS";
-const SNAPSHOT_VERSION: u16 = 1;
+/// Version 2 adds the transactions (each producer's open and last completed one, and the
+/// aborted list); version 1 files are still read.
+const SNAPSHOT_VERSION: u16 = 2;
+/// Aborted transactions a snapshot may hold: a bound on what a corrupt count may make
+/// the decoder allocate, far above any real partition's.
+const SNAPSHOT_ABORTED_MAX: u32 = 1 << 28;
 
 /// Who wrote a batch and which sequence numbers it covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +156,78 @@ struct Producer {
     recent: VecDeque<Recent>,
     /// When it was last written, in batches recorded by this partition (for eviction).
     seen: u64,
+    /// The first offset of its open transaction.
+    txn_first: Option<Offset>,
+    /// Its last completed transaction: first offset and the marker's offset (so that a
+    /// cut through the marker opens it again).
+    last_txn: Option<(Offset, Offset)>,
+}
+
+impl Producer {
+    fn new(epoch: i16) -> Producer {
+        Producer { epoch, recent: VecDeque::new(), seen: 0, txn_first: None, last_txn: None }
+    }
+
+    /// Whether the producer still holds anything the log holds.
+    fn holds_anything(&self) -> bool {
+        !self.recent.is_empty() || self.txn_first.is_some() || self.last_txn.is_some()
+    }
+}
+
+/// An aborted transaction: its producer, the offset of its first batch and of its ABORT
+/// marker. A read_committed reader skips that producer's transactional records from
+/// `first_offset` until the marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: Offset,
+    /// The ABORT marker's offset.
+    pub last_offset: Offset,
+}
+
+/// What the producer state needs of any batch in the log: who wrote it, where it lies,
+/// whether it is transactional, and a marker's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoggedBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Its sequence numbers, for an idempotent batch.
+    pub identity: Option<BatchIdentity>,
+    pub base: Offset,
+    pub last: Offset,
+    pub transactional: bool,
+    /// The marker's type, for a transaction marker.
+    pub control: Option<ControlType>,
+}
+
+impl LoggedBatch {
+    /// The batch as the producer state sees it, at the offsets its header says; `None`
+    /// for batches that change no producer's state (no producer id, or neither
+    /// idempotent, transactional nor a marker).
+    #[must_use]
+    pub fn of(header: &BatchHeader, control: Option<ControlType>) -> Option<LoggedBatch> {
+        let producer_id = header.producer_id.get();
+        let identity = BatchIdentity::of(header);
+        let transactional = header.attributes().is_transactional();
+        if producer_id < 0 || (identity.is_none() && !transactional && control.is_none()) {
+            return None;
+        }
+        Some(LoggedBatch {
+            producer_id,
+            epoch: header.producer_epoch.get(),
+            identity,
+            base: header.base_offset(),
+            last: header.last_offset(),
+            transactional,
+            control,
+        })
+    }
+
+    /// The same batch at offsets `base..=last` (an append gives it its offsets).
+    #[must_use]
+    pub fn at(self, base: Offset, last: Offset) -> LoggedBatch {
+        LoggedBatch { base, last, ..self }
+    }
 }
 
 /// A producer's state as an operator sees it (DescribeProducers).
@@ -134,15 +235,24 @@ struct Producer {
 pub struct ProducerSummary {
     pub producer_id: i64,
     pub epoch: i16,
+    /// -1 when the producer wrote no idempotent batch the partition remembers.
     pub last_sequence: i32,
+    /// Its latest batch or marker the partition remembers.
     pub last_offset: Offset,
+    /// The first offset of its open transaction.
+    pub current_txn_start_offset: Option<Offset>,
 }
 
-/// The idempotent producers of one partition.
+/// The idempotent and transactional producers of one partition, and its aborted
+/// transactions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: HashMap<i64, Producer>,
     clock: u64,
+    /// The open transactions by first offset: the first is the first unstable offset.
+    open: BTreeMap<Offset, i64>,
+    /// Aborted transactions in marker order (by `last_offset`).
+    aborted: VecDeque<AbortedTxn>,
 }
 
 impl ProducerStates {
@@ -227,58 +337,170 @@ impl ProducerStates {
         Ok(None)
     }
 
-    /// Records a batch the log now holds (appended, copied from the leader, or found at
-    /// recovery). A batch of an older epoch than the producer's changes nothing.
+    /// Refuses a marker or a sequence-less transactional batch of an older epoch than
+    /// its producer's (the coordinator raised the epoch to fence that producer).
+    pub fn check_epoch(&self, producer_id: i64, epoch: i16) -> Result<(), StorageError> {
+        match self.producers.get(&producer_id) {
+            Some(p) if epoch < p.epoch => Err(StorageError::ProducerFenced { producer_id, epoch, current: p.epoch }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records an idempotent batch the log now holds (see `record_logged`).
     pub fn record(&mut self, batch: ProducerBatch) {
-        self.clock += 1;
-        let pid = batch.id.producer_id;
-        if self.producers.len() >= PRODUCERS_MAX && !self.producers.contains_key(&pid) {
-            let oldest = self.producers.iter().min_by_key(|(_, p)| p.seen).map(|(pid, _)| *pid);
-            if let Some(oldest) = oldest {
-                self.producers.remove(&oldest);
-            }
-        }
-        let producer = self.producers.entry(pid).or_insert_with(|| Producer {
-            epoch: batch.id.epoch,
-            recent: VecDeque::new(),
-            seen: 0,
+        let id = batch.id;
+        self.record_logged(LoggedBatch {
+            producer_id: id.producer_id,
+            epoch: id.epoch,
+            identity: Some(id),
+            base: batch.base,
+            last: batch.last,
+            transactional: false,
+            control: None,
         });
-        if batch.id.epoch < producer.epoch {
-            return;
+    }
+
+    /// Records any batch the log now holds, from its header (where it lies) and, for a
+    /// control batch, its marker type (`sluice_schemas::control::control_type`). Returns
+    /// the aborted transaction an ABORT marker completes.
+    pub fn record_header(&mut self, header: &BatchHeader, control: Option<ControlType>) -> Option<AbortedTxn> {
+        LoggedBatch::of(header, control).and_then(|b| self.record_logged(b))
+    }
+
+    /// Records a batch the log now holds (appended, copied from the leader, or found at
+    /// recovery). A batch of an older epoch than the producer's changes nothing; a newer
+    /// epoch (a batch's or a marker's) starts the producer's runs afresh. A transactional
+    /// batch opens the producer's transaction if none is open; a marker closes it, and an
+    /// ABORT marker adds it to the aborted list (and returns it).
+    pub fn record_logged(&mut self, batch: LoggedBatch) -> Option<AbortedTxn> {
+        self.clock += 1;
+        let pid = batch.producer_id;
+        if self.producers.len() >= PRODUCERS_MAX && !self.producers.contains_key(&pid) {
+            self.evict_one();
         }
-        if batch.id.epoch > producer.epoch {
-            producer.epoch = batch.id.epoch;
+        let producer = self.producers.entry(pid).or_insert_with(|| Producer::new(batch.epoch));
+        if batch.epoch < producer.epoch {
+            return None;
+        }
+        if batch.epoch > producer.epoch {
+            producer.epoch = batch.epoch;
             producer.recent.clear();
         }
         producer.seen = self.clock;
-        if let Some(run) = producer.recent.back_mut().filter(|r| r.continued_by(&batch)) {
-            run.last_sequence = batch.id.last_sequence;
-            run.last = batch.last;
-            return;
+        if let Some(control) = batch.control {
+            let first = match producer.txn_first.take() {
+                Some(first) => {
+                    self.open.remove(&first);
+                    first
+                }
+                None => batch.base,
+            };
+            producer.last_txn = Some((first, batch.base));
+            if control == ControlType::Commit {
+                return None;
+            }
+            let aborted = AbortedTxn { producer_id: pid, first_offset: first, last_offset: batch.base };
+            debug_assert!(self.aborted.back().is_none_or(|a| a.last_offset < aborted.last_offset));
+            self.aborted.push_back(aborted);
+            return Some(aborted);
+        }
+        if batch.transactional && producer.txn_first.is_none() {
+            producer.txn_first = Some(batch.base);
+            self.open.insert(batch.base, pid);
+        }
+        let Some(id) = batch.identity else { return None };
+        let run = ProducerBatch { id, base: batch.base, last: batch.last };
+        if let Some(last) = producer.recent.back_mut().filter(|r| r.continued_by(&run)) {
+            last.last_sequence = id.last_sequence;
+            last.last = batch.last;
+            return None;
         }
         if producer.recent.len() == RECENT_BATCHES {
             producer.recent.pop_front();
         }
         producer.recent.push_back(Recent {
-            first_sequence: batch.id.first_sequence,
-            last_sequence: batch.id.last_sequence,
+            first_sequence: id.first_sequence,
+            last_sequence: id.last_sequence,
             base: batch.base,
             last: batch.last,
         });
+        None
+    }
+
+    /// Forgets the least recently seen producer without an open transaction (see the
+    /// module documentation); none when every producer has one.
+    fn evict_one(&mut self) {
+        let oldest = self.producers.iter().filter(|(_, p)| p.txn_first.is_none()).min_by_key(|(_, p)| p.seen);
+        if let Some(pid) = oldest.map(|(pid, _)| *pid) {
+            self.producers.remove(&pid);
+        }
     }
 
     /// Forgets records at or after `end` (the log was cut there): runs after it go, a run
-    /// across it is cut short. A producer left with no run is forgotten.
+    /// across it is cut short; transactions opened at or after it go, a completed one
+    /// whose marker was cut is open again; aborted entries whose marker was cut go. A
+    /// producer left with nothing is forgotten.
     pub fn truncate(&mut self, end: Offset) {
-        self.producers.retain(|_, p| {
+        let open = &mut self.open;
+        open.retain(|first, _| *first < end);
+        self.producers.retain(|pid, p| {
             p.recent.retain(|r| r.base < end);
             if let Some(run) = p.recent.back_mut().filter(|r| r.last >= end) {
                 let kept = end.0 - 1 - run.base.0;
                 run.last = Offset(end.0 - 1);
                 run.last_sequence = ((i64::from(run.first_sequence) + kept as i64) % SEQUENCES) as i32;
             }
-            !p.recent.is_empty()
+            if p.txn_first.is_some_and(|first| first >= end) {
+                p.txn_first = None;
+            }
+            if let Some((first, marker)) = p.last_txn {
+                if marker >= end {
+                    p.last_txn = None;
+                    if first < end {
+                        // The marker was cut: the transaction is open again.
+                        assert!(p.txn_first.is_none(), "producer {pid}: a transaction opened before its last marker");
+                        p.txn_first = Some(first);
+                        open.insert(first, *pid);
+                    }
+                }
+            }
+            p.holds_anything()
         });
+        while self.aborted.back().is_some_and(|a| a.last_offset >= end) {
+            self.aborted.pop_back();
+        }
+    }
+
+    /// Forgets the aborted transactions wholly below `log_start` (retention or
+    /// DeleteRecords removed them): no reader can fetch their records any more.
+    pub fn advance_start(&mut self, log_start: Offset) {
+        while self.aborted.front().is_some_and(|a| a.last_offset < log_start) {
+            self.aborted.pop_front();
+        }
+    }
+
+    /// The first offset of the earliest open transaction: read_committed readers stop
+    /// there. Cheap (the open transactions are kept ordered).
+    #[must_use]
+    pub fn first_unstable_offset(&self) -> Option<Offset> {
+        self.open.keys().next().copied()
+    }
+
+    /// The aborted transactions that may hold records in `[from, to)`: those with
+    /// `last_offset >= from && first_offset < to`, by first offset.
+    #[must_use]
+    pub fn aborted_between(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        let mut found: Vec<AbortedTxn> =
+            self.aborted.iter().skip(start).filter(|a| a.first_offset < to).copied().collect();
+        found.sort_by_key(|a| (a.first_offset, a.producer_id));
+        found
+    }
+
+    /// Every aborted transaction still remembered, in marker order.
+    #[must_use]
+    pub fn aborted_len(&self) -> usize {
+        self.aborted.len()
     }
 
     /// Whether the log still holds the records of `id` (a producer's range of sequence
@@ -307,12 +529,16 @@ impl ProducerStates {
             .producers
             .iter()
             .filter_map(|(pid, p)| {
-                let last = p.recent.back()?;
+                let last_offset = [p.recent.back().map(|r| r.last), p.txn_first, p.last_txn.map(|t| t.1)]
+                    .into_iter()
+                    .flatten()
+                    .max()?;
                 Some(ProducerSummary {
                     producer_id: *pid,
                     epoch: p.epoch,
-                    last_sequence: last.last_sequence,
-                    last_offset: last.last,
+                    last_sequence: p.recent.back().map_or(-1, |r| r.last_sequence),
+                    last_offset,
+                    current_txn_start_offset: p.txn_first,
                 })
             })
             .collect();
@@ -321,13 +547,17 @@ impl ProducerStates {
     }
 
     /// The snapshot file's bytes: magic, version, producers least recently seen first
-    /// (id, epoch, batch count, then each batch's sequences and offsets), and a CRC-32C
-    /// of everything before it. Little-endian.
+    /// (id, epoch, batch count, then each batch's sequences and offsets, then the open
+    /// transaction's first offset and the last completed transaction's first and marker
+    /// offsets, each behind a presence byte), the aborted transactions (count, then
+    /// producer id, first and last offset each), and a CRC-32C of everything before it.
+    /// Little-endian.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut producers: Vec<(&i64, &Producer)> = self.producers.iter().collect();
         producers.sort_by_key(|(_, p)| p.seen);
-        let mut out = Vec::with_capacity(16 + producers.len() * (11 + RECENT_BATCHES * 24));
+        let mut out =
+            Vec::with_capacity(20 + producers.len() * (29 + RECENT_BATCHES * 24) + self.aborted.len() * 24);
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         out.extend_from_slice(&(producers.len() as u32).to_le_bytes());
@@ -341,6 +571,18 @@ impl ProducerStates {
                 out.extend_from_slice(&r.base.0.to_le_bytes());
                 out.extend_from_slice(&r.last.0.to_le_bytes());
             }
+            out.push(u8::from(p.txn_first.is_some()));
+            out.extend_from_slice(&p.txn_first.unwrap_or_default().0.to_le_bytes());
+            out.push(u8::from(p.last_txn.is_some()));
+            let (first, marker) = p.last_txn.unwrap_or_default();
+            out.extend_from_slice(&first.0.to_le_bytes());
+            out.extend_from_slice(&marker.0.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.aborted.len() as u32).to_le_bytes());
+        for a in &self.aborted {
+            out.extend_from_slice(&a.producer_id.to_le_bytes());
+            out.extend_from_slice(&a.first_offset.0.to_le_bytes());
+            out.extend_from_slice(&a.last_offset.0.to_le_bytes());
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -358,7 +600,7 @@ impl ProducerStates {
             return Err("not a producer snapshot".into());
         }
         let version = u16::from_le_bytes(r.take()?);
-        if version != SNAPSHOT_VERSION {
+        if version != 1 && version != SNAPSHOT_VERSION {
             return Err(format!("unknown version {version}"));
         }
         let count = u32::from_le_bytes(r.take()?);
@@ -370,13 +612,50 @@ impl ProducerStates {
             if usize::from(n) > RECENT_BATCHES {
                 return Err(format!("producer {pid} has {n} batches, more than {RECENT_BATCHES}"));
             }
+            let mut p = Producer::new(epoch);
             for _ in 0..n {
                 let first_sequence = i32::from_le_bytes(r.take()?);
                 let last_sequence = i32::from_le_bytes(r.take()?);
                 let base = Offset(u64::from_le_bytes(r.take()?));
                 let last = Offset(u64::from_le_bytes(r.take()?));
-                let id = BatchIdentity { producer_id: pid, epoch, first_sequence, last_sequence };
-                states.record(ProducerBatch { id, base, last });
+                if last < base || p.recent.back().is_some_and(|b| b.last >= base) {
+                    return Err(format!("producer {pid}: batch at {base}..={last} out of order"));
+                }
+                p.recent.push_back(Recent { first_sequence, last_sequence, base, last });
+            }
+            if version >= 2 {
+                let [open] = r.take::<1>()?;
+                let first = Offset(u64::from_le_bytes(r.take()?));
+                p.txn_first = (open != 0).then_some(first);
+                let [done] = r.take::<1>()?;
+                let first = Offset(u64::from_le_bytes(r.take()?));
+                let marker = Offset(u64::from_le_bytes(r.take()?));
+                p.last_txn = (done != 0).then_some((first, marker));
+            }
+            states.clock += 1;
+            p.seen = states.clock;
+            if let Some(first) = p.txn_first {
+                if states.open.insert(first, pid).is_some() {
+                    return Err(format!("two open transactions start at {first}"));
+                }
+            }
+            if states.producers.insert(pid, p).is_some() {
+                return Err(format!("producer {pid} twice"));
+            }
+        }
+        if version >= 2 {
+            let count = u32::from_le_bytes(r.take()?);
+            if count > SNAPSHOT_ABORTED_MAX {
+                return Err(format!("{count} aborted transactions, more than {SNAPSHOT_ABORTED_MAX}"));
+            }
+            for _ in 0..count {
+                let producer_id = i64::from_le_bytes(r.take()?);
+                let first_offset = Offset(u64::from_le_bytes(r.take()?));
+                let last_offset = Offset(u64::from_le_bytes(r.take()?));
+                if first_offset > last_offset || states.aborted.back().is_some_and(|a| a.last_offset >= last_offset) {
+                    return Err(format!("aborted transaction {first_offset}..={last_offset} out of order"));
+                }
+                states.aborted.push_back(AbortedTxn { producer_id, first_offset, last_offset });
             }
         }
         if r.at != body.len() {

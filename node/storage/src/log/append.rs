@@ -5,11 +5,13 @@
 use sluice_schemas::batch::{
     check_batch, check_producer_batch, set_base_offset, set_leader_epoch, stamp_log_append_time, TimestampType,
 };
+use sluice_schemas::batch::BatchError;
+use sluice_schemas::control::control_type;
 use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;
 
 use crate::error::StorageError;
-use crate::producers::{BatchIdentity, Duplicate, ProducerBatch};
+use crate::producers::{BatchIdentity, Duplicate, LoggedBatch};
 use sluice_io::Oneshot;
 
 use super::state::{AppendTicket, Waiter};
@@ -27,6 +29,17 @@ enum Placement {
     Copy,
 }
 
+/// Who wrote an append's batches, which decides how they are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// A producer: `check_producer_batch` (no control batches).
+    Producer,
+    /// The node's transaction coordinator: transaction markers only.
+    Coordinator,
+    /// The partition leader: any valid batch.
+    Leader,
+}
+
 /// One batch of an append, checked.
 #[derive(Clone, Copy, Debug)]
 struct Checked {
@@ -39,6 +52,8 @@ struct Checked {
     epoch: Option<LeaderEpoch>,
     /// An idempotent producer's batch: who wrote it, which sequence numbers.
     identity: Option<BatchIdentity>,
+    /// What the producer state records of it (idempotent, transactional, markers).
+    logged: Option<LoggedBatch>,
 }
 
 impl PartitionLog {
@@ -51,7 +66,7 @@ impl PartitionLog {
     /// nothing and answers with the stored batch's offsets (`AppendInfo::duplicate`)
     /// once that batch is written.
     pub async fn append(&self, batches: &[u8]) -> Result<AppendInfo, StorageError> {
-        let checked = self.check_append(batches, true)?;
+        let checked = self.check_append(batches, Source::Producer)?;
         self.wait_turn(batches.len() as u64).await?;
         if let Some(duplicate) = self.check_producers(&checked)? {
             return self.answer_duplicate(&checked, duplicate).await;
@@ -70,7 +85,30 @@ impl PartitionLog {
         batches: &[u8],
         decide: impl FnOnce(Offset, u64) -> Result<LeaderEpoch, E>,
     ) -> Result<Result<AppendInfo, StorageError>, E> {
-        let checked = match self.check_append(batches, true) {
+        self.append_led(batches, Source::Producer, decide).await
+    }
+
+    /// `append_as_leader` for transaction markers the node's coordinator built
+    /// (`sluice_schemas::control::control_batch`): every batch must be a valid control
+    /// batch with a marker key (else `InvalidBatch`), and a marker of an older epoch than
+    /// its producer's is refused (`ProducerFenced`). A marker closes its producer's open
+    /// transaction; an ABORT marker adds it to `aborted_transactions`; a marker of a newer
+    /// epoch raises the producer's epoch, fencing the older one's next batch.
+    pub async fn append_control_as_leader<E>(
+        &self,
+        batch: &[u8],
+        decide: impl FnOnce(Offset, u64) -> Result<LeaderEpoch, E>,
+    ) -> Result<Result<AppendInfo, StorageError>, E> {
+        self.append_led(batch, Source::Coordinator, decide).await
+    }
+
+    async fn append_led<E>(
+        &self,
+        batches: &[u8],
+        source: Source,
+        decide: impl FnOnce(Offset, u64) -> Result<LeaderEpoch, E>,
+    ) -> Result<Result<AppendInfo, StorageError>, E> {
+        let checked = match self.check_append(batches, source) {
             Ok(checked) => checked,
             Err(e) => return Ok(Err(e)),
         };
@@ -94,27 +132,32 @@ impl PartitionLog {
     /// Appends batches copied from the partition's leader as they are: offsets, leader
     /// epochs and timestamps kept. The first must start at the log end and each next one
     /// where the one before ends (`NotContiguous`), with epochs that never go back
-    /// (`EpochGoesBack`); otherwise nothing is stored.
+    /// (`EpochGoesBack`); otherwise nothing is stored. Transactional batches and markers
+    /// update the transaction state as they did on the leader.
     pub async fn append_copied(&self, batches: &[u8]) -> Result<AppendInfo, StorageError> {
-        let checked = self.check_append(batches, false)?;
+        let checked = self.check_append(batches, Source::Leader)?;
         self.wait_turn(batches.len() as u64).await?;
         let reply = self.enqueue(batches, &checked, Placement::Copy)?;
         self.finish(reply).await
     }
 
-    fn check_append(&self, batches: &[u8], producer: bool) -> Result<Vec<Checked>, StorageError> {
+    fn check_append(&self, batches: &[u8], source: Source) -> Result<Vec<Checked>, StorageError> {
         let limit = self.shared.config.batch_bytes_max;
         let mut checked = Vec::new();
         let mut position = 0;
         while position < batches.len() {
             let rest = &batches[position..];
-            let batch = if producer { check_producer_batch(rest) } else { check_batch(rest) }
+            let batch = if source == Source::Producer { check_producer_batch(rest) } else { check_batch(rest) }
                 .map_err(|source| StorageError::InvalidBatch { position, source })?;
             let len = batch.bytes().len();
             if len as u64 > limit {
                 return Err(StorageError::BatchTooLarge { bytes: len as u64, limit });
             }
             let header = batch.header();
+            let control = if header.attributes().is_control() { control_type(batch.bytes()) } else { None };
+            if source == Source::Coordinator && control.is_none() {
+                return Err(StorageError::InvalidBatch { position, source: BatchError::NotAMarker });
+            }
             checked.push(Checked {
                 position,
                 len,
@@ -123,6 +166,7 @@ impl PartitionLog {
                 base: header.base_offset(),
                 epoch: header.leader_epoch(),
                 identity: BatchIdentity::of(header),
+                logged: LoggedBatch::of(header, control),
             });
             position += len;
         }
@@ -133,14 +177,20 @@ impl PartitionLog {
     }
 
     /// Checks an append's idempotent batches against the producers' stored ones (see
-    /// `append`). Runs with no await before the offsets are given, so no other append
-    /// comes in between.
+    /// `append`), and its markers and sequence-less transactional batches against their
+    /// producers' epochs. Runs with no await before the offsets are given, so no other
+    /// append comes in between.
     fn check_producers(&self, checked: &[Checked]) -> Result<Option<Duplicate>, StorageError> {
         let ids: Vec<BatchIdentity> = checked.iter().filter_map(|c| c.identity).collect();
+        let unsequenced = checked.iter().filter_map(|c| c.logged).filter(|l| l.identity.is_none());
+        let st = self.shared.state.borrow();
+        for l in unsequenced {
+            st.check_writable(&self.shared.dir)?;
+            st.producers.check_epoch(l.producer_id, l.epoch)?;
+        }
         if ids.is_empty() {
             return Ok(None);
         }
-        let st = self.shared.state.borrow();
         st.check_writable(&self.shared.dir)?;
         st.producers.check(&ids, checked.len())
     }
@@ -304,9 +354,9 @@ impl PartitionLog {
             st.unflushed_bytes += len as u64;
             st.stats.batches_appended += 1;
             st.stats.bytes_appended += len as u64;
-            if let Some(id) = c.identity {
+            if let Some(logged) = c.logged {
                 let last = Offset(offset.plus(c.span).0 - 1);
-                st.producers.record(ProducerBatch { id, base: offset, last });
+                st.producers.record_logged(logged.at(offset, last));
             }
             if let Some(epoch) = epoch {
                 if st.epochs.last().is_none_or(|e| e.0 < epoch) {

@@ -24,6 +24,18 @@
 //!   them first and answer a retry with the stored batch's offsets), copies from a
 //!   leader, truncation, and recovery (the snapshot written at each roll plus the scan of
 //!   the active segment). Leader, followers and a restarted node agree on them.
+//! - Transactions (KIP-98) are derived the same way, on the same paths: transactional
+//!   batches open their producer's transaction, the coordinator's markers
+//!   (`append_control_as_leader`, or copied from the leader) close it. The last stable
+//!   offset (`last_stable_offset`: the first offset of the earliest open transaction, else
+//!   the log end) never passes a transactional batch that is appended but not committed
+//!   or aborted, written or not. `aborted_transactions` lists the aborted transactions
+//!   still in the log (from the log start on), in marker order. Both survive kill -9 and
+//!   reopen exactly (the roll snapshot holds them, the active segment's scan replays the
+//!   markers after it), truncation (a cut marker reopens its transaction, a cut first
+//!   batch removes it) and moving the log start (aborted entries wholly below it go).
+//!   Producers may not append control batches; only `append_control_as_leader` and
+//!   `append_copied` take them.
 //!
 //! The log is split by what each part does:
 //! - `state`: the in-memory state shared by the handle and the flusher, and the job queue.
@@ -266,7 +278,8 @@ impl PartitionLog {
         let log_end = active.next_offset;
         let log_start = checkpoint.unwrap_or(first_base).max(first_base).min(log_end);
         epochs.retain(|(_, start)| *start < log_end);
-        let producers = recover_producers(dir, &segments, active_producer_batches).await?;
+        let mut producers = recover_producers(dir, &segments, active_producer_batches).await?;
+        producers.advance_start(log_start);
         let tail = read_tail_page(active.file.as_deref(), active.size_bytes)
             .await
             .map_err(|e| StorageError::io("reading the last page of", segment_path(dir, active.base, LOG_SUFFIX), e))?;
@@ -321,6 +334,24 @@ impl PartitionLog {
     #[must_use]
     pub fn producers(&self) -> Vec<crate::producers::ProducerSummary> {
         self.shared.state.borrow().producers.summaries()
+    }
+
+    /// The last stable offset: the first offset of the earliest open transaction, or the
+    /// log end (`log_end_offset`) when none is open or it starts at or past the log end
+    /// (appended, not yet written). read_committed readers stop here; the node takes the
+    /// smaller of it and the high watermark.
+    #[must_use]
+    pub fn last_stable_offset(&self) -> Offset {
+        let st = self.shared.state.borrow();
+        st.producers.first_unstable_offset().map_or(st.visible_end, |first| first.min(st.visible_end))
+    }
+
+    /// The aborted transactions that may hold records in `[from, to)`
+    /// (`last_offset >= from && first_offset < to`), by first offset: what a
+    /// read_committed Fetch returns beside the records it read from `from` to `to`.
+    #[must_use]
+    pub fn aborted_transactions(&self, from: Offset, to: Offset) -> Vec<crate::producers::AbortedTxn> {
+        self.shared.state.borrow().producers.aborted_between(from, to)
     }
 
     #[must_use]

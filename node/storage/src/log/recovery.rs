@@ -11,7 +11,8 @@ use tracing::warn;
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::index::SegmentIndex;
-use crate::producers::{BatchIdentity, ProducerBatch, ProducerStates};
+use crate::producers::{LoggedBatch, ProducerStates};
+use sluice_schemas::control::control_type;
 use crate::segment::{segment_path, walk_batches, Segment, Step, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use sluice_io::{self as io, align_down, File};
 
@@ -36,8 +37,9 @@ pub(super) async fn read_tail_page(file: Option<&File>, size: u64) -> std::io::R
 /// a closed one loads its index files and walks only the batches from the last index
 /// entry on; when the files are missing or disagree with the segment it is scanned
 /// whole and the files rewritten. Bytes after the last good batch are cut (and reported
-/// unless they are zeros: preallocated space never written). Also returns the idempotent
-/// producers' batches the scan walked (all of them for the active segment).
+/// unless they are zeros: preallocated space never written). Also returns the batches
+/// the scan walked that change producer state (idempotent, transactional, markers; all
+/// of them for the active segment).
 pub(super) async fn recover_segment(
     dir: &Path,
     base: Offset,
@@ -46,7 +48,7 @@ pub(super) async fn recover_segment(
     now_ms: i64,
     report: &mut RecoveryReport,
     epochs: &mut EpochStarts,
-) -> Result<(Segment, Vec<ProducerBatch>), StorageError> {
+) -> Result<(Segment, Vec<LoggedBatch>), StorageError> {
     let path = segment_path(dir, base, LOG_SUFFIX);
     let file = File::open(&path, true).await.map_err(|e| StorageError::io("opening segment", &path, e))?;
     let size = file.size().await.map_err(|e| StorageError::io("sizing segment", &path, e))?;
@@ -122,14 +124,15 @@ pub(super) async fn recover_segment(
 /// the producers that wrote in the last segments, as Kafka's upgrade path does.
 const SNAPSHOT_LOOKBACK_SEGMENTS: usize = 2;
 
-/// Rebuilds the idempotent producers' state at open: the snapshot written when the active
-/// segment started, plus the active segment's batches (`active`, from its scan). Without
+/// Rebuilds the producers' state (idempotent runs, open transactions, aborted list) at
+/// open: the snapshot written when the active segment started, plus the active segment's
+/// batches (`active`, from its scan), markers included. Without
 /// that snapshot, the latest one among the previous `SNAPSHOT_LOOKBACK_SEGMENTS` closed
 /// segments (or none) and a walk of the closed segments after it.
 pub(super) async fn recover_producers(
     dir: &Path,
     segments: &[Segment],
-    active: Vec<ProducerBatch>,
+    active: Vec<LoggedBatch>,
 ) -> Result<ProducerStates, StorageError> {
     let last = segments.len() - 1;
     let mut from = last;
@@ -149,17 +152,16 @@ pub(super) async fn recover_producers(
     }
     for segment in &segments[from..last] {
         let file = super::file_of(dir, segment.base, segment.file.clone()).await?;
-        walk_batches(&file, 0, segment.size_bytes, false, |_, header, _| {
-            if let Some(id) = BatchIdentity::of(header) {
-                states.record(ProducerBatch { id, base: header.base_offset(), last: header.last_offset() });
-            }
+        walk_batches(&file, 0, segment.size_bytes, false, |_, header, batch| {
+            let control = if header.attributes().is_control() { control_type(batch) } else { None };
+            states.record_header(header, control);
             Step::Continue
         })
         .await
         .map_err(|e| StorageError::io("scanning for producer state", file.path(), e))?;
     }
     for batch in active {
-        states.record(batch);
+        states.record_logged(batch);
     }
     Ok(states)
 }
@@ -184,8 +186,8 @@ pub(super) struct Scan {
     pub(super) valid_end: u64,
     pub(super) invalid: Option<String>,
     first_timestamp: Option<i64>,
-    /// The idempotent producers' batches walked.
-    producer_batches: Vec<ProducerBatch>,
+    /// The batches walked that change producer state.
+    producer_batches: Vec<LoggedBatch>,
 }
 
 /// Walks a segment from `from` (0, or the position of the index's last entry after
@@ -213,8 +215,9 @@ pub(super) async fn scan_segment(
             }
         }
         index.on_batch(batch_base, position, batch.len() as u64, header.max_timestamp());
-        if let Some(id) = BatchIdentity::of(header) {
-            producer_batches.push(ProducerBatch { id, base: batch_base, last: header.last_offset() });
+        let control = if header.attributes().is_control() { control_type(batch) } else { None };
+        if let Some(logged) = LoggedBatch::of(header, control) {
+            producer_batches.push(logged);
         }
         if position == 0 {
             first_timestamp = Some(header.max_timestamp());

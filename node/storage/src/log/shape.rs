@@ -267,6 +267,7 @@ pub(super) async fn advance_start(sh: &Shared, to: Offset) -> Result<usize, Stor
     let doomed: Vec<Offset> = {
         let mut st = sh.state.borrow_mut();
         st.log_start = to;
+        st.producers.advance_start(to);
         let last = st.segments.len() - 1;
         let count = st.segments[..last].iter().take_while(|s| s.next_offset <= to).count();
         let doomed: Vec<Offset> = st.segments.drain(..count).map(|s| s.base).collect();
