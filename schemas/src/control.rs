@@ -101,6 +101,7 @@ pub fn control_type(batch: &[u8]) -> Option<ControlType> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::batch::{check_producer_batch, BatchError, BatchHeader};

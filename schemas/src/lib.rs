@@ -14,8 +14,8 @@
 //! This crate depends on no crate of ours: the node and the client both build on it.
 
 pub mod batch;
-pub mod control;
 pub mod compression;
+pub mod control;
 pub mod groups;
 pub mod ids;
 

@@ -6,6 +6,11 @@
 //! gaps, as Kafka's). A rewritten segment is written to `<base>.cleaned` and swapped in
 //! by the log's flusher with an atomic rename (`PartitionLog::swap_segment`). Batches
 //! whose records all stay are copied as they are; control batches always stay.
+//!
+//! Transactions: only stable records (below the last stable offset) that were not
+//! aborted can supersede a key, so a record read_committed readers skip never removes
+//! one they read. Control batches (markers), aborted transactional batches and batches
+//! at or past the LSO are kept whole: markers and aborted data are not removed yet.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,6 +22,7 @@ use tracing::info;
 
 use crate::error::StorageError;
 use crate::log::{CompactionReport, PartitionLog};
+use crate::producers::AbortedTxn;
 use crate::segment::{segment_path, walk_batches, Step};
 use sluice_io as io;
 
@@ -50,7 +56,8 @@ pub async fn compact(
         return Ok(report);
     }
     let dirty_end = log.segments().iter().rev().nth(1).map_or(clean_offset, |s| s.next_offset);
-    let latest = latest_offsets(log).await?;
+    let keep = Untouchable::of(log);
+    let latest = latest_offsets(log, &keep).await?;
     for (base, size, _) in eligible {
         let file = log.closed_segment_file(base).await?;
         let mut batches: Vec<Vec<u8>> = Vec::new();
@@ -63,7 +70,7 @@ pub async fn compact(
         let mut rewritten = Vec::with_capacity(size as usize);
         let mut removed = 0u64;
         for batch in &batches {
-            let (kept, dropped) = clean_batch(batch, &latest, now_ms, delete_retention_ms)
+            let (kept, dropped) = clean_batch(batch, &latest, &keep, now_ms, delete_retention_ms)
                 .map_err(|reason| corrupt(log, base, base, reason))?;
             removed += dropped;
             rewritten.extend_from_slice(&kept);
@@ -93,11 +100,41 @@ pub async fn compact(
     Ok(report)
 }
 
-/// The latest offset of every key in the log.
-async fn latest_offsets(log: &PartitionLog) -> Result<HashMap<Vec<u8>, u64>, StorageError> {
+/// The batches compaction leaves whole and whose keys supersede nothing: markers,
+/// aborted transactional batches, and everything at or past the last stable offset.
+struct Untouchable {
+    stable_end: Offset,
+    aborted: HashMap<i64, Vec<AbortedTxn>>,
+}
+
+impl Untouchable {
+    fn of(log: &PartitionLog) -> Untouchable {
+        let stable_end = log.last_stable_offset();
+        let mut aborted: HashMap<i64, Vec<AbortedTxn>> = HashMap::new();
+        for a in log.aborted_transactions(log.log_start_offset(), stable_end) {
+            aborted.entry(a.producer_id).or_default().push(a);
+        }
+        Untouchable { stable_end, aborted }
+    }
+
+    fn covers(&self, header: &BatchHeader) -> bool {
+        let attributes = header.attributes();
+        let base = header.base_offset();
+        attributes.is_control()
+            || base >= self.stable_end
+            || (attributes.is_transactional()
+                && self
+                    .aborted
+                    .get(&header.producer_id.get())
+                    .is_some_and(|list| list.iter().any(|a| a.first_offset <= base && base < a.last_offset)))
+    }
+}
+
+/// The latest offset of every key in the stable, not aborted part of the log.
+async fn latest_offsets(log: &PartitionLog, keep: &Untouchable) -> Result<HashMap<Vec<u8>, u64>, StorageError> {
     let mut latest = HashMap::new();
     let mut offset = log.log_start_offset();
-    while offset < log.log_end_offset() {
+    while offset < log.log_end_offset().min(keep.stable_end) {
         let fetched = log.read(offset, 1 << 20).await?;
         if fetched.chunks.is_empty() {
             break;
@@ -105,7 +142,7 @@ async fn latest_offsets(log: &PartitionLog) -> Result<HashMap<Vec<u8>, u64>, Sto
         let bytes = fetched.to_vec();
         for batch in BatchWalker::new(&bytes) {
             let Ok((_, header, batch)) = batch else { break };
-            if header.attributes().is_control() {
+            if keep.covers(header) {
                 continue;
             }
             sluice_schemas::compression::with_records(batch, DECOMPRESSED_BYTES_MAX, |records| {
@@ -132,12 +169,13 @@ async fn latest_offsets(log: &PartitionLog) -> Result<HashMap<Vec<u8>, u64>, Sto
 fn clean_batch(
     batch: &[u8],
     latest: &HashMap<Vec<u8>, u64>,
+    keep: &Untouchable,
     now_ms: i64,
     delete_retention_ms: u64,
 ) -> Result<(Vec<u8>, u64), String> {
     let header = BatchHeader::view(batch).map_err(|e| e.to_string())?;
     let attributes = header.attributes();
-    if attributes.is_control() {
+    if keep.covers(header) {
         return Ok((batch.to_vec(), 0));
     }
     let tombstones_expire = header.max_timestamp() < now_ms.saturating_sub(delete_retention_ms as i64);

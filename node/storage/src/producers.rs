@@ -408,7 +408,7 @@ impl ProducerStates {
             producer.txn_first = Some(batch.base);
             self.open.insert(batch.base, pid);
         }
-        let Some(id) = batch.identity else { return None };
+        let id = batch.identity?;
         let run = ProducerBatch { id, base: batch.base, last: batch.last };
         if let Some(last) = producer.recent.back_mut().filter(|r| r.continued_by(&run)) {
             last.last_sequence = id.last_sequence;
@@ -556,8 +556,7 @@ impl ProducerStates {
     pub fn encode(&self) -> Vec<u8> {
         let mut producers: Vec<(&i64, &Producer)> = self.producers.iter().collect();
         producers.sort_by_key(|(_, p)| p.seen);
-        let mut out =
-            Vec::with_capacity(20 + producers.len() * (29 + RECENT_BATCHES * 24) + self.aborted.len() * 24);
+        let mut out = Vec::with_capacity(20 + producers.len() * (29 + RECENT_BATCHES * 24) + self.aborted.len() * 24);
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         out.extend_from_slice(&(producers.len() as u32).to_le_bytes());
@@ -702,6 +701,7 @@ impl Reader<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -825,5 +825,107 @@ mod tests {
         s.truncate(Offset(226));
         assert_eq!(s.check(&[id(80, 84, 0)], 1).ok(), Some(Some(Duplicate { base: Offset(221), last: Offset(225) })));
         assert_eq!(s.check(&[id(85, 89, 0)], 1).ok(), Some(None), "the cut records are appended again");
+    }
+
+    fn logged(pid: i64, epoch: i16, base: u64, transactional: bool, control: Option<ControlType>) -> LoggedBatch {
+        let last = if control.is_some() { base } else { base + 3 };
+        LoggedBatch {
+            producer_id: pid,
+            epoch,
+            identity: None,
+            base: Offset(base),
+            last: Offset(last),
+            transactional,
+            control,
+        }
+    }
+
+    /// The open transactions, the last completed ones and the aborted list survive a
+    /// snapshot round trip; a version 1 snapshot (no transactions) is still read.
+    #[test]
+    fn transactions_round_trip_through_a_snapshot_and_version_1_is_read() {
+        let mut s = ProducerStates::default();
+        stored(&mut s, id(0, 3, 0), 0);
+        assert_eq!(s.record_logged(logged(7, 0, 4, true, None)), None);
+        assert_eq!(s.record_logged(logged(8, 0, 8, true, None)), None);
+        let abort = s.record_logged(logged(8, 0, 12, false, Some(ControlType::Abort)));
+        assert_eq!(abort, Some(AbortedTxn { producer_id: 8, first_offset: Offset(8), last_offset: Offset(12) }));
+        assert_eq!(s.first_unstable_offset(), Some(Offset(4)));
+        let decoded = ProducerStates::decode(&s.encode()).expect("decodes");
+        assert_eq!(decoded.first_unstable_offset(), Some(Offset(4)));
+        assert_eq!(decoded.aborted_between(Offset(0), Offset(100)), s.aborted_between(Offset(0), Offset(100)));
+        assert_eq!(decoded.summaries(), s.summaries());
+        // The last completed transaction came along: a cut through its marker reopens it.
+        let mut cut = decoded.clone();
+        cut.truncate(Offset(12));
+        assert_eq!(cut.first_unstable_offset(), Some(Offset(4)));
+        assert_eq!(cut.summaries()[1].current_txn_start_offset, Some(Offset(8)));
+        assert_eq!(cut.aborted_len(), 0);
+
+        // Version 1: the same layout up to each producer's runs, nothing after them.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(SNAPSHOT_MAGIC);
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&7i64.to_le_bytes());
+        v1.extend_from_slice(&0i16.to_le_bytes());
+        v1.push(1);
+        for v in [0i32, 3] {
+            v1.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [0u64, 3] {
+            v1.extend_from_slice(&v.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let old = ProducerStates::decode(&v1).expect("version 1 decodes");
+        assert_eq!(old.check(&[id(0, 3, 0)], 1).ok(), Some(Some(Duplicate { base: Offset(0), last: Offset(3) })));
+        assert_eq!(old.first_unstable_offset(), None);
+    }
+
+    /// Past `PRODUCERS_MAX`, a producer with an open transaction is kept while one
+    /// without can go; when none can, the partition keeps them all.
+    #[test]
+    fn eviction_spares_producers_with_open_transactions() {
+        let mut s = ProducerStates::default();
+        s.record_logged(logged(0, 0, 0, true, None));
+        for pid in 1..PRODUCERS_MAX as i64 + 1 {
+            let id = BatchIdentity { producer_id: pid, epoch: 0, first_sequence: 0, last_sequence: 0 };
+            s.record(ProducerBatch { id, base: Offset(pid as u64 * 4), last: Offset(pid as u64 * 4) });
+        }
+        assert_eq!(s.len(), PRODUCERS_MAX);
+        assert!(s.producers.contains_key(&0), "the oldest, but in a transaction");
+        assert!(!s.producers.contains_key(&1), "the oldest without one went instead");
+        assert_eq!(s.first_unstable_offset(), Some(Offset(0)));
+        let mut all_open = ProducerStates::default();
+        for pid in 0..PRODUCERS_MAX as i64 + 1 {
+            all_open.record_logged(logged(pid, 0, pid as u64 * 4, true, None));
+        }
+        assert_eq!(all_open.len(), PRODUCERS_MAX + 1, "no open transaction is forgotten");
+        assert_eq!(all_open.first_unstable_offset(), Some(Offset(0)));
+    }
+
+    /// Markers: a commit closes without listing, an abort without an open transaction
+    /// lists the marker alone, a newer epoch clears the runs (fencing the old epoch),
+    /// and an older one changes nothing.
+    #[test]
+    fn markers_close_transactions_and_raise_epochs() {
+        let mut s = ProducerStates::default();
+        stored(&mut s, id(0, 3, 0), 0);
+        assert_eq!(s.record_logged(logged(7, 0, 4, false, Some(ControlType::Commit))), None);
+        assert_eq!(
+            s.record_logged(logged(7, 0, 5, false, Some(ControlType::Abort))),
+            Some(AbortedTxn { producer_id: 7, first_offset: Offset(5), last_offset: Offset(5) })
+        );
+        assert_eq!(
+            s.record_logged(logged(7, 1, 6, false, Some(ControlType::Abort))).map(|a| a.first_offset),
+            Some(Offset(6))
+        );
+        assert!(matches!(s.check(&[id(4, 4, 0)], 1), Err(StorageError::ProducerFenced { .. })));
+        assert!(matches!(s.check_epoch(7, 0), Err(StorageError::ProducerFenced { current: 1, .. })));
+        assert_eq!(s.record_logged(logged(7, 0, 7, false, Some(ControlType::Abort))), None, "an older epoch's marker");
+        assert_eq!(s.aborted_len(), 2);
+        s.advance_start(Offset(6));
+        assert_eq!(s.aborted_between(Offset(0), Offset(10)).len(), 1);
     }
 }

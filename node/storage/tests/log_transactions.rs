@@ -52,8 +52,11 @@ fn aborted(pid: u64, first: u64, last: u64) -> AbortedTxn {
     AbortedTxn { producer_id: pid as i64, first_offset: Offset(first), last_offset: Offset(last) }
 }
 
-/// Everything a read_committed reader and DescribeProducers see of the transactions.
-fn txn_view(log: &PartitionLog) -> (Offset, Vec<AbortedTxn>, Vec<(i64, Option<Offset>)>) {
+/// Everything a read_committed reader and DescribeProducers see of the transactions:
+/// the LSO, the aborted list, and each producer's open transaction.
+type TxnView = (Offset, Vec<AbortedTxn>, Vec<(i64, Option<Offset>)>);
+
+fn txn_view(log: &PartitionLog) -> TxnView {
     let producers = log.producers().iter().map(|p| (p.producer_id, p.current_txn_start_offset)).collect();
     (log.last_stable_offset(), log.aborted_transactions(Offset(0), Offset(u64::MAX)), producers)
 }
@@ -73,10 +76,10 @@ fn the_lso_stops_at_the_first_open_transaction_and_aborted_ones_are_listed() {
         log.append(&txn(1, 0, Some(4))).await.unwrap(); // 12-15
         assert_eq!(log.last_stable_offset(), Offset(2));
         let summary = log.producers();
-        assert_eq!(summary.iter().map(|p| p.current_txn_start_offset).collect::<Vec<_>>(), [
-            Some(Offset(2)),
-            Some(Offset(8))
-        ]);
+        assert_eq!(
+            summary.iter().map(|p| p.current_txn_start_offset).collect::<Vec<_>>(),
+            [Some(Offset(2)), Some(Offset(8))]
+        );
         assert_eq!(marker(&log, 1, 0, ControlType::Commit).await.unwrap(), Offset(16));
         assert_eq!(log.last_stable_offset(), Offset(8), "the next open transaction");
         log.append(&plain(2)).await.unwrap(); // 17-18
@@ -302,6 +305,49 @@ fn only_the_coordinator_appends_markers_and_it_appends_only_markers() {
         }
         assert_eq!(log.log_end_offset(), Offset(0), "nothing stored");
         assert!(marker(&log, 1, 0, ControlType::Abort).await.is_ok());
+        log.close().await.unwrap();
+    });
+}
+
+/// Compaction keeps markers and aborted transactional batches whole, and an aborted or
+/// still open transaction's key never removes the committed record of that key.
+#[test]
+fn compaction_lets_only_committed_records_supersede_keys_and_keeps_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+        // Producer 1's keys k1-0..3: committed at 0-3, aborted at 5-8, open from 20.
+        log.append(&txn(1, 0, Some(0))).await.unwrap(); // 0-3
+        marker(&log, 1, 0, ControlType::Commit).await.unwrap(); // 4
+        log.append(&txn(1, 0, Some(4))).await.unwrap(); // 5-8
+        marker(&log, 1, 0, ControlType::Abort).await.unwrap(); // 9
+                                                               // Producer 2 commits its keys k2-0..3 twice: the first copy may go.
+        log.append(&txn(2, 0, Some(0))).await.unwrap(); // 10-13
+        marker(&log, 2, 0, ControlType::Commit).await.unwrap(); // 14
+        log.append(&txn(2, 0, Some(4))).await.unwrap(); // 15-18
+        marker(&log, 2, 0, ControlType::Commit).await.unwrap(); // 19
+        log.append(&txn(1, 0, Some(8))).await.unwrap(); // 20-23
+        for seed in 0..60 {
+            log.append(&plain(100 + seed)).await.unwrap();
+        }
+        assert!(log.segments().len() >= 4);
+        let before = txn_view(&log);
+        let report = log.compact(0, 0, 0).await.unwrap();
+        assert_eq!(report.records_removed, 4, "only producer 2's first, committed copy: {report:?}");
+        let mut bases = Vec::new();
+        let mut at = log.log_start_offset();
+        while at < log.log_end_offset() {
+            let fetched = log.read(at, 1 << 20).await.unwrap();
+            for batch in sluice_schemas::batch::BatchWalker::new(&fetched.to_vec()) {
+                bases.push(batch.unwrap().1.base_offset().0);
+            }
+            at = fetched.next_offset;
+        }
+        bases.retain(|b| *b < 24);
+        bases.dedup();
+        assert_eq!(bases, [0, 4, 5, 9, 14, 15, 19, 20], "committed, aborted, open data and every marker stay");
+        assert_eq!(txn_view(&log), before);
         log.close().await.unwrap();
     });
 }

@@ -2,10 +2,10 @@
 //! unflushed budget, first come first served), assigning offsets and copying the batches
 //! into the pending buffer, then waiting for their write.
 
+use sluice_schemas::batch::BatchError;
 use sluice_schemas::batch::{
     check_batch, check_producer_batch, set_base_offset, set_leader_epoch, stamp_log_append_time, TimestampType,
 };
-use sluice_schemas::batch::BatchError;
 use sluice_schemas::control::control_type;
 use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;

@@ -12,9 +12,9 @@ use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::index::SegmentIndex;
 use crate::producers::{LoggedBatch, ProducerStates};
-use sluice_schemas::control::control_type;
 use crate::segment::{segment_path, walk_batches, Segment, Step, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use sluice_io::{self as io, align_down, File};
+use sluice_schemas::control::control_type;
 
 use super::files::{read_producer_snapshot, write_index_files};
 use super::state::TailPage;
