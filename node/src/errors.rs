@@ -70,6 +70,22 @@ pub enum ErrorKind {
     /// KIP-848: a commit from a member epoch that is not the member's current one
     /// (STALE_MEMBER_EPOCH, 113).
     StaleMemberEpoch,
+    /// The coordinator is loading its state from its internal partition (retriable).
+    CoordinatorLoadInProgress,
+    /// Transactions (KIP-98): the transactional id has a change in progress, or its
+    /// last transaction is still being completed (retriable).
+    ConcurrentTransactions,
+    /// The request does not fit the transaction's state (EndTxn with no transaction).
+    InvalidTxnState,
+    /// The producer id is not the transactional id's.
+    InvalidProducerIdMapping,
+    InvalidTransactionTimeout,
+    /// A newer producer with the same transactional id was initialized (or the
+    /// transaction timed out): this one may not go on.
+    ProducerFenced,
+    TransactionalIdNotFound,
+    /// OffsetFetch asked for stable offsets while a transaction's commit of them is pending.
+    UnstableOffsetCommit,
     /// The partition's log failed (poisoned by an I/O error, or corrupt on disk).
     Storage,
     /// A bug or an unexpected state; the message says which.
@@ -148,6 +164,30 @@ const FENCED_INSTANCE_ID: i16 = 82;
 const FENCED_MEMBER_EPOCH: i16 = 110;
 const UNSUPPORTED_ASSIGNOR: i16 = 112;
 const STALE_MEMBER_EPOCH: i16 = 113;
+/// Kafka's codes for transactions.
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const INVALID_TXN_STATE: i16 = 48;
+const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+const CONCURRENT_TRANSACTIONS: i16 = 51;
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+const PRODUCER_FENCED: i16 = 90;
+const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+
+/// The error kind of a Kafka error code another node answered (the codes a node
+/// acts on; others are `Unknown`).
+#[must_use]
+pub fn kind_of_code(code: i16) -> ErrorKind {
+    use sluice_schemas::wire::ErrorCode;
+    match code {
+        c if c == ErrorCode::UnknownTopicOrPartition.0 => ErrorKind::UnknownTopicOrPartition,
+        c if c == ErrorCode::NotLeaderOrFollower.0 => ErrorKind::NotLeaderOrFollower,
+        c if c == ErrorCode::InvalidProducerEpoch.0 => ErrorKind::InvalidProducerEpoch,
+        c if c == ErrorCode::RequestTimedOut.0 => ErrorKind::RequestTimedOut,
+        c if c == ErrorCode::NotEnoughReplicas.0 => ErrorKind::NotEnoughReplicas,
+        _ => ErrorKind::Unknown,
+    }
+}
 
 /// The wire error code of an error kind (Kafka's numbers).
 #[must_use]
@@ -190,6 +230,14 @@ pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
         ErrorKind::FencedMemberEpoch => ErrorCode(FENCED_MEMBER_EPOCH),
         ErrorKind::UnsupportedAssignor => ErrorCode(UNSUPPORTED_ASSIGNOR),
         ErrorKind::StaleMemberEpoch => ErrorCode(STALE_MEMBER_EPOCH),
+        ErrorKind::CoordinatorLoadInProgress => ErrorCode(COORDINATOR_LOAD_IN_PROGRESS),
+        ErrorKind::ConcurrentTransactions => ErrorCode(CONCURRENT_TRANSACTIONS),
+        ErrorKind::InvalidTxnState => ErrorCode(INVALID_TXN_STATE),
+        ErrorKind::InvalidProducerIdMapping => ErrorCode(INVALID_PRODUCER_ID_MAPPING),
+        ErrorKind::InvalidTransactionTimeout => ErrorCode(INVALID_TRANSACTION_TIMEOUT),
+        ErrorKind::ProducerFenced => ErrorCode(PRODUCER_FENCED),
+        ErrorKind::TransactionalIdNotFound => ErrorCode(TRANSACTIONAL_ID_NOT_FOUND),
+        ErrorKind::UnstableOffsetCommit => ErrorCode(UNSTABLE_OFFSET_COMMIT),
         ErrorKind::Storage => ErrorCode::KafkaStorageError,
         ErrorKind::Unknown => ErrorCode::UnknownServerError,
     }

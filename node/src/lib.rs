@@ -36,6 +36,7 @@ pub mod native;
 pub mod ops;
 pub mod shard;
 pub mod topics;
+pub mod txn;
 
 /// The I/O seam (crate `sluice-io`), under its old module path.
 pub use sluice_io as io;

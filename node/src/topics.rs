@@ -470,6 +470,13 @@ impl Metadata {
     }
 }
 
+/// Whether `name` is an internal topic (consumer group offsets, transaction states):
+/// only their coordinators write to them, and they are not deleted or given partitions.
+#[must_use]
+pub fn is_internal(name: &str) -> bool {
+    name == crate::groups::OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

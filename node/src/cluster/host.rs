@@ -286,6 +286,30 @@ impl ReplicaHost {
         batches: &[u8],
         name: (&str, u32),
     ) -> Result<AppendInfo, NodeError> {
+        self.append_as(log, id, acks, batches, name, false).await
+    }
+
+    /// Appends a transaction marker (a control batch the coordinator built) as the
+    /// partition's leader, acknowledged as acks=all.
+    pub async fn append_marker(
+        self: &Rc<Self>,
+        log: &PartitionLog,
+        id: ClusterPartitionId,
+        marker: &[u8],
+        name: (&str, u32),
+    ) -> Result<AppendInfo, NodeError> {
+        self.append_as(log, id, Acks::All, marker, name, true).await
+    }
+
+    async fn append_as(
+        self: &Rc<Self>,
+        log: &PartitionLog,
+        id: ClusterPartitionId,
+        acks: Acks,
+        batches: &[u8],
+        name: (&str, u32),
+        marker: bool,
+    ) -> Result<AppendInfo, NodeError> {
         let ack = self.next_ack.get() + 1;
         self.next_ack.set(ack);
         let waiter = (acks == Acks::All).then(|| {
@@ -295,16 +319,19 @@ impl ReplicaHost {
         });
         let mut actions = Vec::new();
         let mut decided = false;
-        let appended = log
-            .append_as_leader(batches, |base, span| {
-                decided = true;
-                let client = Endpoint::Client(ClientId(0));
-                let (result, out) =
-                    self.replicas.borrow_mut().lead_append(self.now_ms(), id, client, acks, base, span, ack);
-                actions = out;
-                result
-            })
-            .await;
+        let decide = |base, span| {
+            decided = true;
+            let client = Endpoint::Client(ClientId(0));
+            let (result, out) =
+                self.replicas.borrow_mut().lead_append(self.now_ms(), id, client, acks, base, span, ack);
+            actions = out;
+            result
+        };
+        let appended = if marker {
+            log.append_control_as_leader(batches, decide).await
+        } else {
+            log.append_as_leader(batches, decide).await
+        };
         self.perform(actions, None, None);
         self.moved.notify_all();
         let info = match appended {

@@ -56,9 +56,22 @@ pub enum GroupRequest {
         generation: i32,
         offsets: Vec<(String, u32, i64, String)>,
     },
+    /// Offsets committed in a transaction (Kafka's TxnOffsetCommit): they count once the
+    /// transaction commits.
+    TxnCommit {
+        group: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        /// Empty with generation -1 before KIP-447 (the producer's commit, unchecked).
+        member_id: String,
+        generation: i32,
+        offsets: Vec<(String, u32, i64, String)>,
+    },
     Fetch {
         group: String,
         partitions: Option<Vec<TopicPartition>>,
+        /// Refuse (UNSTABLE_OFFSET_COMMIT) while a transaction's commit of one is pending.
+        require_stable: bool,
     },
     List,
     Describe {
@@ -91,6 +104,7 @@ impl GroupRequest {
             | GroupRequest::LeaveStatic { group, .. }
             | GroupRequest::Commit { group, .. }
             | GroupRequest::Fetch { group, .. }
+            | GroupRequest::TxnCommit { group, .. }
             | GroupRequest::Describe { group }
             | GroupRequest::Delete { group }
             | GroupRequest::DeleteOffsets { group, .. }

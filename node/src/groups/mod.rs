@@ -137,8 +137,8 @@ impl Coordinator {
         while let Some(action) = queue.pop_front() {
             match action {
                 GroupAction::Reply { id, reply } => self.answer(id, reply),
-                GroupAction::AppendOffsets { append, partition, records } => {
-                    let result = append_records(host, partition, &records).await;
+                GroupAction::AppendOffsets { append, partition, records, producer } => {
+                    let result = append_records(host, partition, &records, producer).await;
                     queue.extend(self.step(GroupInput::Appended { append, result }, &HostTopics(host)));
                 }
             }
@@ -211,6 +211,8 @@ impl Coordinator {
     async fn load_records(&self, log: &PartitionLog) {
         let mut offset = log.log_start_offset();
         let mut loaded = 0u64;
+        // Transactional commits, by producer, until their transaction's marker.
+        let mut open: HashMap<i64, Vec<GroupRecord>> = HashMap::new();
         while offset < log.log_end_offset() {
             let fetched = match log.read(offset, LOAD_READ_BYTES).await {
                 Ok(f) if !f.chunks.is_empty() => f,
@@ -223,11 +225,24 @@ impl Coordinator {
             let bytes = fetched.to_vec();
             let mut records = Vec::new();
             for batch in sluice_schemas::batch::BatchWalker::new(&bytes) {
-                let Ok((_, _, batch)) = batch else { break };
+                let Ok((_, header, batch)) = batch else { break };
+                let attributes = header.attributes();
+                let producer_id = header.producer_id.get();
+                if attributes.is_control() {
+                    let ended = open.remove(&producer_id);
+                    if let (Some(ended), Some(sluice_schemas::control::ControlType::Commit)) =
+                        (ended, sluice_schemas::control::control_type(batch))
+                    {
+                        records.extend(ended);
+                    }
+                    continue;
+                }
                 let Ok(iter) = RecordIter::from_bytes(batch) else { continue };
+                let into =
+                    if attributes.is_transactional() { open.entry(producer_id).or_default() } else { &mut records };
                 for r in iter.flatten() {
                     let Some(record) = r.key.and_then(|key| GroupRecord::parse(key, r.value)) else { continue };
-                    records.push(record);
+                    into.push(record);
                 }
             }
             loaded += records.len() as u64;
@@ -235,7 +250,18 @@ impl Coordinator {
             self.answer_all(actions);
             offset = fetched.next_offset;
         }
+        for (producer_id, records) in open {
+            let actions = self.step(GroupInput::LoadedTxn { producer_id, records }, &NoTopics);
+            self.answer_all(actions);
+        }
         debug!(dir = %log.dir().display(), records = loaded, "groups and committed offsets loaded");
+    }
+
+    /// A transaction's marker was written to one of this shard's offsets partitions: the
+    /// producer's transactional offset commits count now, or are dropped.
+    pub fn transaction_ended(&self, producer_id: i64, commit: bool) {
+        let actions = self.step(GroupInput::TransactionEnded { producer_id, commit }, &NoTopics);
+        self.answer_all(actions);
     }
 
     /// Drops every group of one offsets partition, members and committed offsets (in a
@@ -262,12 +288,25 @@ impl Coordinator {
 
 /// Appends offset records as one batch, stamped with the wall clock (record timestamps
 /// are wall-clock milliseconds).
-async fn append_records(host: &dyn GroupHost, partition: u32, records: &[GroupRecord]) -> Result<(), NodeError> {
+/// A transaction's records (`producer`) go in a transactional batch of its producer id
+/// and epoch, with no sequence number (as Kafka's group coordinator writes them).
+async fn append_records(
+    host: &dyn GroupHost,
+    partition: u32,
+    records: &[GroupRecord],
+    producer: Option<(i64, i16)>,
+) -> Result<(), NodeError> {
     let timestamp_ms = io::Clock::system().now_ms();
     let fail = |e: sluice_schemas::records::RecordError| {
         NodeError::new(ErrorKind::InvalidRequest, format!("offset records for {OFFSETS_TOPIC}-{partition}: {e}"))
     };
-    let mut builder = BatchBuilder::new(BatchConfig::default()).map_err(fail)?;
+    let mut config = BatchConfig::default();
+    if let Some((producer_id, epoch)) = producer {
+        config.producer_id = u64::try_from(producer_id).ok().map(sluice_schemas::ProducerId);
+        config.producer_epoch = epoch;
+        config.attributes = sluice_schemas::batch::Attributes(sluice_schemas::batch::Attributes::TRANSACTIONAL_BIT);
+    }
+    let mut builder = BatchBuilder::new(config).map_err(fail)?;
     for record in records {
         builder.push(Some(&record.key()), record.value(timestamp_ms).as_deref(), &[], timestamp_ms).map_err(fail)?;
     }

@@ -249,42 +249,42 @@ fn parse_old_value(value: &[u8]) -> Option<(i64, String)> {
 /// Kafka's classic encoding: big-endian integers, i16-length strings (-1: null),
 /// i32-length bytes.
 #[derive(Default)]
-struct Writer(Vec<u8>);
+pub(crate) struct Writer(pub(crate) Vec<u8>);
 
 impl Writer {
-    fn i16(&mut self, v: i16) {
+    pub(crate) fn i16(&mut self, v: i16) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn i32(&mut self, v: i32) {
+    pub(crate) fn i32(&mut self, v: i32) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn i64(&mut self, v: i64) {
+    pub(crate) fn i64(&mut self, v: i64) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
     /// Strings here are group ids, topic names, member and client ids, hosts, protocol
     /// names and commit metadata, all bounded far below i16::MAX by the requests that
     /// carry them; a longer one is cut rather than written with a wrong length.
-    fn string(&mut self, s: &str) {
+    pub(crate) fn string(&mut self, s: &str) {
         let bytes = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
         self.i16(bytes.len() as i16);
         self.0.extend_from_slice(bytes);
     }
-    fn nullable_string(&mut self, s: Option<&str>) {
+    pub(crate) fn nullable_string(&mut self, s: Option<&str>) {
         match s {
             Some(s) => self.string(s),
             None => self.i16(-1),
         }
     }
-    fn bytes(&mut self, b: &[u8]) {
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.i32(i32::try_from(b.len()).unwrap_or(i32::MAX));
         self.0.extend_from_slice(b);
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&[u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -292,28 +292,28 @@ impl Reader<'_> {
         self.0 = rest;
         Some(head)
     }
-    fn i16(&mut self) -> Option<i16> {
+    pub(crate) fn i16(&mut self) -> Option<i16> {
         self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
     }
-    fn i32(&mut self) -> Option<i32> {
+    pub(crate) fn i32(&mut self) -> Option<i32> {
         self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn i64(&mut self) -> Option<i64> {
+    pub(crate) fn i64(&mut self) -> Option<i64> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Some(i64::from_be_bytes(a))
     }
-    fn nullable_string(&mut self) -> Option<Option<String>> {
+    pub(crate) fn nullable_string(&mut self) -> Option<Option<String>> {
         let len = self.i16()?;
         if len < 0 {
             return Some(None);
         }
         String::from_utf8(self.take(len as usize)?.to_vec()).ok().map(Some)
     }
-    fn string(&mut self) -> Option<String> {
+    pub(crate) fn string(&mut self) -> Option<String> {
         self.nullable_string()?
     }
-    fn bytes(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn bytes(&mut self) -> Option<Vec<u8>> {
         let len = self.i32()?;
         if len < 0 {
             return Some(Vec::new());

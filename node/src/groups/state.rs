@@ -78,6 +78,11 @@ pub enum GroupInput {
     Tick,
     /// Records read back from an offsets partition, in log order.
     Loaded(Vec<GroupRecord>),
+    /// Transactional offset commits read back whose transaction has not ended yet.
+    LoadedTxn { producer_id: i64, records: Vec<GroupRecord> },
+    /// A transaction's marker was written to an offsets partition: its offset commits
+    /// count now (commit) or never (abort).
+    TransactionEnded { producer_id: i64, commit: bool },
     /// An `AppendOffsets` completed.
     Appended { append: AppendId, result: Result<(), NodeError> },
     /// This shard no longer coordinates the groups of this offsets partition (or is
@@ -95,7 +100,8 @@ pub enum GroupAction {
     /// Append `records` as one batch to offsets partition `partition` and report the
     /// result as `GroupInput::Appended { append, .. }`. Appends the driver is given in
     /// one step are independent, and the driver performs them in the order given.
-    AppendOffsets { append: AppendId, partition: u32, records: Vec<GroupRecord> },
+    /// `producer`: a transaction's (producer id, epoch), whose batch is transactional.
+    AppendOffsets { append: AppendId, partition: u32, records: Vec<GroupRecord>, producer: Option<(i64, i16)> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -364,12 +370,29 @@ enum PendingAppend {
         group: String,
         topic: String,
     },
+    /// Offsets committed in a transaction (TxnOffsetCommit): pending until its marker.
+    TxnCommit {
+        id: RequestId,
+        group: String,
+        producer_id: i64,
+        accepted: Vec<(String, u32, i64, String)>,
+        refused: Vec<PartitionOutcome>,
+    },
     /// A group's metadata after a rebalance or its last member left: nobody waits for it
     /// (a coordinator that fails before it is stored leaves the previous generation, and
     /// members rejoin).
     GroupMetadata {
         group: String,
     },
+}
+
+/// Who commits offsets in a transaction (TxnOffsetCommit).
+struct TxnCommitArgs<'a> {
+    group: &'a str,
+    producer_id: i64,
+    producer_epoch: i16,
+    member_id: &'a str,
+    generation: i32,
 }
 
 /// One shard's groups and committed offsets. Lives on: the shard owning the offsets
@@ -397,7 +420,14 @@ pub struct Groups {
     /// group.consumer.heartbeat.interval.ms and group.consumer.session.timeout.ms.
     consumer_heartbeat_interval_ms: u32,
     consumer_session_timeout_ms: u64,
+    /// Offsets committed in transactions not ended yet, by producer id: (group,
+    /// partition, (offset, metadata)), in commit order.
+    pending_txn: BTreeMap<i64, Vec<PendingTxnCommit>>,
 }
+
+/// A transaction's offset commit waiting for its marker: group, partition, (offset,
+/// metadata).
+type PendingTxnCommit = (String, TopicPartition, (i64, String));
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> NodeError {
     NodeError::new(kind, message)
@@ -439,6 +469,7 @@ impl Groups {
             consumer_groups: BTreeMap::new(),
             consumer_heartbeat_interval_ms: 5_000,
             consumer_session_timeout_ms: 45_000,
+            pending_txn: BTreeMap::new(),
         }
     }
 
@@ -467,6 +498,8 @@ impl Groups {
             GroupInput::Request { id, request } => self.request(now_ms, topics, id, request, &mut out),
             GroupInput::Tick => self.expire(now_ms, topics),
             GroupInput::Loaded(records) => self.load(records),
+            GroupInput::LoadedTxn { producer_id, records } => self.load_pending(producer_id, records),
+            GroupInput::TransactionEnded { producer_id, commit } => self.transaction_ended(producer_id, commit),
             GroupInput::Appended { append, result } => self.appended(append, result, &mut out),
             GroupInput::ForgetPartition(partition) => self.forget_partition(partition, &mut out),
             GroupInput::ForgetTopic(topic) => self.forget_topic(&topic, &mut out),
@@ -570,7 +603,28 @@ impl Groups {
                     None => return,
                 }
             }
-            GroupRequest::Fetch { group, partitions } => GroupReply::Offsets(Ok(self.fetch(&group, partitions))),
+            GroupRequest::TxnCommit { group, producer_id, producer_epoch, member_id, generation, offsets } => {
+                let args =
+                    TxnCommitArgs { group: &group, producer_id, producer_epoch, member_id: &member_id, generation };
+                match self.txn_commit(topics, id, &args, offsets, out) {
+                    Some(result) => GroupReply::Committed(result),
+                    None => return,
+                }
+            }
+            GroupRequest::Fetch { group, partitions, require_stable } => {
+                if require_stable {
+                    if let Some(tp) = self.pending_of(&group, partitions.as_deref()) {
+                        return out.push(GroupAction::Reply {
+                            id,
+                            reply: GroupReply::Offsets(Err(error(
+                                ErrorKind::UnstableOffsetCommit,
+                                format!("group {group:?} has a transaction's pending commit of {tp}; retry"),
+                            ))),
+                        });
+                    }
+                }
+                GroupReply::Offsets(Ok(self.fetch(&group, partitions)))
+            }
             GroupRequest::List => GroupReply::Listed(self.list()),
             GroupRequest::Describe { group } => GroupReply::Described(self.describe(&group)),
             GroupRequest::Delete { group } => match self.delete(id, &group, out) {
@@ -1026,7 +1080,7 @@ impl Groups {
         let append = AppendId(self.next_append);
         self.next_append += 1;
         self.appends.insert(append, pending);
-        GroupAction::AppendOffsets { append, partition: offsets_partition(group_id), records }
+        GroupAction::AppendOffsets { append, partition: offsets_partition(group_id), records, producer: None }
     }
 
     fn appended(&mut self, append: AppendId, result: Result<(), NodeError>, out: &mut Vec<GroupAction>) {
@@ -1041,6 +1095,21 @@ impl Groups {
                     let committed = self.offsets.entry(group).or_default();
                     for (topic, partition, offset, metadata) in accepted {
                         committed.insert(TopicPartition::new(topic.as_str(), partition), (offset, metadata));
+                        refused.push((topic, partition, Ok(())));
+                    }
+                    refused
+                });
+                out.push(GroupAction::Reply { id, reply: GroupReply::Committed(reply) });
+            }
+            PendingAppend::TxnCommit { id, group, producer_id, accepted, mut refused } => {
+                let reply = result.map(|()| {
+                    let pending = self.pending_txn.entry(producer_id).or_default();
+                    for (topic, partition, offset, metadata) in accepted {
+                        pending.push((
+                            group.clone(),
+                            TopicPartition::new(topic.as_str(), partition),
+                            (offset, metadata),
+                        ));
                         refused.push((topic, partition, Ok(())));
                     }
                     refused
@@ -1319,6 +1388,10 @@ impl Groups {
         self.groups.retain(|group, _| offsets_partition(group) != partition);
         self.consumer_groups.retain(|group, _| offsets_partition(group) != partition);
         self.offsets.retain(|group, _| offsets_partition(group) != partition);
+        for pending in self.pending_txn.values_mut() {
+            pending.retain(|(group, _, _)| offsets_partition(group) != partition);
+        }
+        self.pending_txn.retain(|_, pending| !pending.is_empty());
         let not_coordinator = |group: &str| {
             error(
                 ErrorKind::NotCoordinator,
@@ -1335,6 +1408,103 @@ impl Groups {
                 }
                 !forgotten
             });
+        }
+    }
+
+    /// Checks a transactional offset commit (TxnOffsetCommit) and asks for the append of
+    /// its accepted offsets as the transaction's batch; they count once its commit
+    /// marker is written (`transaction_ended`). Answers at once (`Some`) when refused.
+    fn txn_commit(
+        &mut self,
+        topics: &dyn Topics,
+        id: RequestId,
+        args: &TxnCommitArgs<'_>,
+        offsets: Vec<(String, u32, i64, String)>,
+        out: &mut Vec<GroupAction>,
+    ) -> Option<Result<Vec<PartitionOutcome>, NodeError>> {
+        let group_id = args.group;
+        // Before KIP-447 (TxnOffsetCommit v0-2) the request names no member: it is the
+        // producer's, whatever the group's generation.
+        let checked = if args.member_id.is_empty() && args.generation < 0 {
+            check_group_id(group_id)
+        } else {
+            self.check_commit(group_id, args.member_id, args.generation)
+        };
+        if let Err(e) = checked {
+            return Some(Err(e));
+        }
+        let mut refused = Vec::new();
+        let mut accepted = Vec::new();
+        for (topic, partition, offset, metadata) in offsets {
+            match topics.partition_count(&topic) {
+                Some(c) if partition < c && offset >= 0 => accepted.push((topic, partition, offset, metadata)),
+                _ => {
+                    let e = NodeError::unknown_partition(&topic, partition);
+                    refused.push((topic, partition, Err(e)));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return Some(Ok(refused));
+        }
+        let records = accepted
+            .iter()
+            .map(|(topic, partition, offset, metadata)| {
+                GroupRecord::Offset(OffsetRecord {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    value: Some((*offset, metadata.clone())),
+                })
+            })
+            .collect();
+        let pending = PendingAppend::TxnCommit {
+            id,
+            group: group_id.to_string(),
+            producer_id: args.producer_id,
+            accepted,
+            refused,
+        };
+        let GroupAction::AppendOffsets { append, partition, records, .. } = self.append(group_id, records, pending)
+        else {
+            unreachable!("append asks for an append")
+        };
+        out.push(GroupAction::AppendOffsets {
+            append,
+            partition,
+            records,
+            producer: Some((args.producer_id, args.producer_epoch)),
+        });
+        None
+    }
+
+    /// A partition of `group` (of `partitions`, or any) with a transaction's commit pending.
+    fn pending_of(&self, group: &str, partitions: Option<&[TopicPartition]>) -> Option<TopicPartition> {
+        self.pending_txn.values().flatten().find_map(|(g, tp, _)| {
+            (g == group && partitions.is_none_or(|asked| asked.contains(tp))).then(|| tp.clone())
+        })
+    }
+
+    /// Settles a producer's transactional offset commits: committed ones count now,
+    /// aborted ones are dropped.
+    fn transaction_ended(&mut self, producer_id: i64, commit: bool) {
+        let Some(pending) = self.pending_txn.remove(&producer_id) else { return };
+        if !commit {
+            return;
+        }
+        for (group, tp, value) in pending {
+            self.offsets.entry(group).or_default().insert(tp, value);
+        }
+    }
+
+    /// Transactional commits read back from an offsets partition whose marker is not
+    /// there (yet).
+    fn load_pending(&mut self, producer_id: i64, records: Vec<GroupRecord>) {
+        let pending = self.pending_txn.entry(producer_id).or_default();
+        for record in records {
+            if let GroupRecord::Offset(OffsetRecord { group, topic, partition, value: Some(v) }) = record {
+                pending.push((group, TopicPartition::new(topic, partition), v));
+            }
         }
     }
 

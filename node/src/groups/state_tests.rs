@@ -70,7 +70,7 @@ impl Sim {
                     let previous = self.answered.insert(id, reply);
                     assert!(previous.is_none(), "{id:?} answered twice");
                 }
-                GroupAction::AppendOffsets { append, partition, records } => {
+                GroupAction::AppendOffsets { append, partition, records, .. } => {
                     // Appends of group metadata alone answer nobody; a deletion's does.
                     let mut offsets = Vec::new();
                     let mut deletes = false;
@@ -150,7 +150,7 @@ impl Sim {
     }
 
     fn fetch(&mut self, group: &str) -> Vec<(String, u32, i64)> {
-        match self.call(GroupRequest::Fetch { group: group.into(), partitions: None }) {
+        match self.call(GroupRequest::Fetch { group: group.into(), partitions: None, require_stable: false }) {
             GroupReply::Offsets(Ok(list)) => list.into_iter().map(|(t, p, o, _)| (t, p, o)).collect(),
             other => panic!("expected offsets, got {other:?}"),
         }
@@ -808,7 +808,11 @@ fn loaded_offsets_are_fetched_and_tombstones_delete_them() {
     ]));
     sim.step(GroupInput::Loaded(vec![record("g", 1, None), record("h", 0, None), record("never", 0, None)]));
     assert_eq!(sim.fetch("g"), vec![("t".into(), 0, 3)]);
-    let asked = GroupRequest::Fetch { group: "g".into(), partitions: Some(vec![("t", 0).into(), ("t", 5).into()]) };
+    let asked = GroupRequest::Fetch {
+        group: "g".into(),
+        partitions: Some(vec![("t", 0).into(), ("t", 5).into()]),
+        require_stable: false,
+    };
     match sim.call(asked) {
         GroupReply::Offsets(Ok(list)) => {
             assert_eq!(list, vec![("t".into(), 0, 3, "m".into()), ("t".into(), 5, -1, String::new())]);

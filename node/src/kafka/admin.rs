@@ -109,7 +109,7 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
             };
             let topic = MetadataResponseTopic::default()
                 .with_name(Some(TopicName(text(&name))))
-                .with_is_internal(v >= 1 && name == crate::groups::OFFSETS_TOPIC);
+                .with_is_internal(v >= 1 && crate::topics::is_internal(&name));
             match metadata.topic(&name) {
                 Some(t) => topic.with_topic_id(uuid::Uuid::from_bytes(t.id.0)).with_partitions(
                     (0..t.partitions)
@@ -156,6 +156,14 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
 }
 
 /// FindCoordinator: one key up to v3, a list of keys from v4 (KIP-699).
+/// The first FindCoordinator for a transactional id creates the transactions' state
+/// topic, as Kafka does (and waits, bounded, for its partitions to have leaders).
+pub async fn create_txn_topic_for(server: &Rc<Server>, request: &FindCoordinatorRequest) {
+    if request.key_type == KEY_TYPE_TRANSACTION && server.shard.metadata().topic(crate::txn::TXN_TOPIC).is_none() {
+        crate::ops::admin::auto_create(&server.shard, vec![crate::txn::TXN_TOPIC.to_string()]).await;
+    }
+}
+
 pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
     if r.version >= 4 {
         use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -194,15 +202,16 @@ fn coordinator_of(
     key_type: i8,
     key: &str,
 ) -> Result<(BrokerId, String, i32), (ErrorCode, &'static str)> {
-    if key_type == KEY_TYPE_TRANSACTION {
-        return Err((ErrorCode::CoordinatorNotAvailable, "transactions are not supported by Sluice"));
-    }
-    let partition = crate::groups::offsets_partition(key);
-    let leader = server.shard.placement(crate::groups::OFFSETS_TOPIC, partition).leader;
+    let (topic, partition) = if key_type == KEY_TYPE_TRANSACTION {
+        (crate::txn::TXN_TOPIC, crate::txn::txn_partition(key))
+    } else {
+        (crate::groups::OFFSETS_TOPIC, crate::groups::offsets_partition(key))
+    };
+    let leader = server.shard.placement(topic, partition).leader;
     let address = leader.and_then(|l| server.shard.node_addresses().into_iter().find(|n| n.id == l));
     match address.and_then(|n| Some((n.id, n.kafka?))) {
         Some((id, (host, port))) => Ok((BrokerId(i32::try_from(id.0).unwrap_or(-1)), host, i32::from(port))),
-        None => Err((ErrorCode::CoordinatorNotAvailable, "the group's offsets partition has no leader yet")),
+        None => Err((ErrorCode::CoordinatorNotAvailable, "the coordinator's internal partition has no leader yet")),
     }
 }
 
@@ -570,16 +579,23 @@ pub async fn incremental_alter_configs(
 
 /// An idempotent producer's id and epoch (`ops::admin::init_producer`).
 pub async fn init_producer_id(server: &Rc<Server>, request: InitProducerIdRequest) -> InitProducerIdResponse {
-    // Transactions are not supported (Kafka has no message field here to say so).
-    if request.transactional_id.is_some() {
-        return InitProducerIdResponse::default()
-            .with_error_code(ErrorCode::UnsupportedVersion.0)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-    }
     let existing = (request.producer_id.0 >= 0 && request.producer_epoch >= 0)
         .then_some((request.producer_id.0, request.producer_epoch));
-    match crate::ops::admin::init_producer(&server.shard, existing).await {
+    let result = match request.transactional_id.filter(|id| !id.is_empty()) {
+        Some(id) => {
+            let init = crate::txn::TxnRequest::InitProducerId {
+                transactional_id: id.0.to_string(),
+                timeout_ms: request.transaction_timeout_ms,
+                existing,
+            };
+            match server.shard.txn_call(init).await {
+                crate::txn::TxnReply::ProducerId(r) => r,
+                other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
+            }
+        }
+        None => crate::ops::admin::init_producer(&server.shard, existing).await,
+    };
+    match result {
         Ok((id, epoch)) => {
             InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(epoch)
         }

@@ -28,7 +28,6 @@ pub async fn produce(
 ) -> Result<Option<ResponseFrame>, NodeError> {
     let acks = produce.acks;
     let v = request.version;
-    let transactional = produce.transactional_id.is_some();
     let topics = produce
         .topic_data
         .iter()
@@ -40,10 +39,6 @@ pub async fn produce(
                 .map(|p| {
                     let partition = partition_index(p.index);
                     let records = match &p.records {
-                        _ if transactional => Err(NodeError::new(
-                            ErrorKind::InvalidRequest,
-                            "transactional produce is not supported by Sluice",
-                        )),
                         Some(records) => Ok(&records[..]),
                         None => {
                             Err(NodeError::new(ErrorKind::InvalidRequest, format!("{name}-{partition}: no records")))
@@ -115,6 +110,7 @@ pub async fn fetch(
                 partition: partition_index(p.partition),
                 offset: p.offset,
                 max_bytes: p.max_bytes,
+                read_committed: fetch.isolation_level == 1,
             })
         })
         .collect();
@@ -131,7 +127,9 @@ pub async fn fetch(
                 partition: part.partition,
                 error_code: 0,
                 high_watermark: got.high_watermark.as_i64(),
+                last_stable_offset: got.last_stable_offset.as_i64(),
                 log_start_offset: got.log_start_offset.as_i64(),
+                aborted: got.aborted.iter().map(|(pid, first)| (*pid, first.as_i64())).collect(),
                 records: got.payload,
                 records_bytes: got.bytes,
             },
@@ -142,7 +140,9 @@ pub async fn fetch(
                     _ => super::UNKNOWN_TOPIC_ID,
                 },
                 high_watermark: -1,
+                last_stable_offset: -1,
                 log_start_offset: -1,
+                aborted: Vec::new(),
                 records: Vec::new(),
                 records_bytes: 0,
             },
@@ -169,7 +169,10 @@ pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsets
         let name = t.name.0.to_string();
         let mut partitions = Vec::new();
         for p in t.partitions {
-            let result = list_offset(&server.shard, &name, partition_index(p.partition_index), p.timestamp).await;
+            let read_committed = r.version >= 2 && request.isolation_level == 1;
+            let result =
+                list_offset(&server.shard, &name, partition_index(p.partition_index), p.timestamp, read_committed)
+                    .await;
             let response =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1);
             partitions.push(match result {
@@ -185,9 +188,9 @@ pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsets
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// Each asked partition's idempotent producers, from its leader. Sluice keeps no
-/// producer timestamps and no transactions yet: last_timestamp, coordinator_epoch and
-/// current_txn_start_offset are -1.
+/// Each asked partition's idempotent producers, from its leader, with the first offset
+/// of each one's open transaction (-1: none). Sluice keeps no producer timestamps:
+/// last_timestamp and coordinator_epoch are -1.
 pub async fn describe_producers(server: &Rc<Server>, request: DescribeProducersRequest) -> DescribeProducersResponse {
     use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
     let mut topics = Vec::new();
@@ -208,7 +211,7 @@ pub async fn describe_producers(server: &Rc<Server>, request: DescribeProducersR
                                 .with_last_sequence(p.last_sequence)
                                 .with_last_timestamp(-1)
                                 .with_coordinator_epoch(-1)
-                                .with_current_txn_start_offset(-1)
+                                .with_current_txn_start_offset(p.current_txn_start_offset.map_or(-1, |o| o.as_i64()))
                         })
                         .collect(),
                 ),

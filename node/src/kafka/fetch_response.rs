@@ -23,7 +23,11 @@ pub struct FetchedPartition {
     pub partition: i32,
     pub error_code: i16,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// read_committed: aborted transactions (producer id, first offset) that may have
+    /// records among these batches; clients skip their records.
+    pub aborted: Vec<(i64, i64)>,
     /// Whole stored batches, as the log holds them.
     pub records: Vec<Payload>,
     pub records_bytes: u64,
@@ -136,11 +140,16 @@ pub fn encode(
             w.i32(p.partition);
             w.i16(p.error_code);
             w.i64(p.high_watermark);
-            w.i64(p.high_watermark); // last_stable_offset: no transactions
+            w.i64(p.last_stable_offset);
             if version >= 5 {
                 w.i64(p.log_start_offset);
             }
-            w.array(None); // aborted_transactions
+            w.array(Some(p.aborted.len()));
+            for (producer_id, first_offset) in &p.aborted {
+                w.i64(*producer_id);
+                w.i64(*first_offset);
+                w.tags();
+            }
             if version >= 11 {
                 w.i32(-1); // preferred_read_replica
             }
@@ -182,7 +191,9 @@ mod tests {
                             partition: 0,
                             error_code: 0,
                             high_watermark: 10,
+                            last_stable_offset: 8,
                             log_start_offset: 2,
+                            aborted: vec![(4001, 3), (4002, 6)],
                             records: vec![Payload::Owned(vec![1, 2, 3]), Payload::Owned(vec![4, 5])],
                             records_bytes: 5,
                         },
@@ -190,7 +201,9 @@ mod tests {
                             partition: 3,
                             error_code: 1,
                             high_watermark: -1,
+                            last_stable_offset: -1,
                             log_start_offset: -1,
+                            aborted: Vec::new(),
                             records: Vec::new(),
                             records_bytes: 0,
                         },
@@ -216,7 +229,10 @@ mod tests {
             }
             let p0 = &orders.partitions[0];
             assert_eq!((p0.partition_index, p0.error_code, p0.high_watermark), (0, 0, 10));
-            assert_eq!(p0.last_stable_offset, 10);
+            assert_eq!(p0.last_stable_offset, 8);
+            let aborted: Vec<(i64, i64)> =
+                p0.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset)).collect();
+            assert_eq!(aborted, vec![(4001, 3), (4002, 6)], "v{version}: aborted transactions");
             if version >= 5 {
                 assert_eq!(p0.log_start_offset, 2);
             }

@@ -224,7 +224,7 @@ pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchReq
                 topics.into_iter().flat_map(|t| asked_partitions(t.name.0.to_string(), t.partition_indexes)).collect()
             });
             let response = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            groups.push(match fetch_group(server, g.group_id.0.to_string(), partitions).await {
+            groups.push(match fetch_group(server, g.group_id.0.to_string(), partitions, r.require_stable).await {
                 Ok(offsets) => response.with_topics(
                     by_topic(offsets)
                         .into_iter()
@@ -254,7 +254,7 @@ pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchReq
         topics.into_iter().flat_map(|t| asked_partitions(t.name.0.to_string(), t.partition_indexes)).collect()
     });
     let asked: Vec<TopicPartition> = partitions.clone().unwrap_or_default();
-    match fetch_group(server, r.group_id.0.to_string(), partitions).await {
+    match fetch_group(server, r.group_id.0.to_string(), partitions, r.require_stable).await {
         Ok(offsets) => OffsetFetchResponse::default().with_topics(offset_fetch_topics(offsets)),
         // v0 and v1 have no group-level error: the request's partitions carry it.
         Err(e) if req.version < 2 => {
@@ -269,15 +269,27 @@ fn asked_partitions(name: String, indexes: Vec<i32>) -> impl Iterator<Item = Top
     indexes.into_iter().map(move |p| TopicPartition::new(name.as_str(), partition_index(p)))
 }
 
-/// One group's committed offsets of `partitions` (`None`: all it has).
+/// One group's committed offsets of `partitions` (`None`: all it has). With
+/// `require_stable` (v7+, a read_committed consumer), partitions with a transaction's
+/// commit pending are answered UNSTABLE_OFFSET_COMMIT, which the client retries.
 async fn fetch_group(
     server: &Rc<Server>,
     group: String,
     partitions: Option<Vec<TopicPartition>>,
+    require_stable: bool,
 ) -> Result<FetchedOffsets, NodeError> {
-    match server.shard.group_call(GroupRequest::Fetch { group, partitions }).await {
+    let asked = partitions.clone();
+    match server.shard.group_call(GroupRequest::Fetch { group, partitions, require_stable }).await {
         GroupReply::Offsets(Ok(list)) => {
             Ok(list.into_iter().map(|(t, p, o, m)| (t, p, (o, m, ErrorCode::None.0))).collect())
+        }
+        GroupReply::Offsets(Err(e)) if e.kind == ErrorKind::UnstableOffsetCommit && asked.is_some() => {
+            let unstable = code(&e);
+            Ok(asked
+                .unwrap_or_default()
+                .into_iter()
+                .map(|tp| (tp.topic, tp.partition, (-1, String::new(), unstable)))
+                .collect())
         }
         other => Err(failure(other)),
     }

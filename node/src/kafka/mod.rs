@@ -21,6 +21,7 @@ mod fetch_response;
 mod fetch_sessions;
 mod groups;
 mod legacy;
+mod txn;
 
 use std::rc::Rc;
 
@@ -71,6 +72,13 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::WriteTxnMarkers, 0, 1),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// Kafka's UNKNOWN_TOPIC_ID: a request named a topic by an id no topic has (the
@@ -326,7 +334,11 @@ impl KafkaServer {
             }
             ApiKey::DescribeLogDirs => r.respond(&admin::describe_log_dirs(server, decode(r, body)?).await)?,
             ApiKey::InitProducerId => r.respond(&admin::init_producer_id(server, decode(r, body)?).await)?,
-            ApiKey::FindCoordinator => r.respond(&admin::find_coordinator(server, r, decode(r, body)?))?,
+            ApiKey::FindCoordinator => {
+                let request = decode(r, body)?;
+                admin::create_txn_topic_for(server, &request).await;
+                r.respond(&admin::find_coordinator(server, r, request))?
+            }
             ApiKey::Produce => return data::produce(server, r, decode(r, body)?).await,
             ApiKey::Fetch => data::fetch(server, &self.sessions, r, decode(r, body)?).await,
             ApiKey::ListOffsets => r.respond(&data::list_offsets(server, r, decode(r, body)?).await)?,
@@ -348,6 +360,13 @@ impl KafkaServer {
             ApiKey::DeleteGroups => r.respond(&groups::delete(server, decode(r, body)?).await)?,
             ApiKey::OffsetDelete => r.respond(&groups::delete_offsets(server, decode(r, body)?).await)?,
             ApiKey::ElectLeaders => r.respond(&admin::elect_leaders(server, r, decode(r, body)?).await)?,
+            ApiKey::AddPartitionsToTxn => r.respond(&txn::add_partitions(server, r, decode(r, body)?).await)?,
+            ApiKey::AddOffsetsToTxn => r.respond(&txn::add_offsets(server, decode(r, body)?).await)?,
+            ApiKey::EndTxn => r.respond(&txn::end_txn(server, decode(r, body)?).await)?,
+            ApiKey::WriteTxnMarkers => r.respond(&txn::write_txn_markers(server, decode(r, body)?).await)?,
+            ApiKey::TxnOffsetCommit => r.respond(&txn::txn_offset_commit(server, decode(r, body)?).await)?,
+            ApiKey::DescribeTransactions => r.respond(&txn::describe_transactions(server, decode(r, body)?).await)?,
+            ApiKey::ListTransactions => r.respond(&txn::list_transactions(server, decode(r, body)?).await)?,
             ApiKey::ConsumerGroupDescribe => {
                 r.respond(&groups::consumer_group_describe(server, decode(r, body)?).await)?
             }

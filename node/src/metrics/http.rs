@@ -132,7 +132,15 @@ async fn group_lag(shard: &Rc<Shard>) -> String {
     for (group, topic, partition, offset) in &committed {
         let owner = shard.owner(topic, *partition);
         let end = match shard
-            .call(owner, ShardRequest::ListOffset { topic: topic.clone(), partition: *partition, timestamp: -1 })
+            .call(
+                owner,
+                ShardRequest::ListOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    timestamp: -1,
+                    read_committed: false,
+                },
+            )
             .await
         {
             ShardReply::Offset(Ok(Some((end, _)))) => end,

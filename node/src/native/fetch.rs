@@ -23,6 +23,7 @@ pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::Fetc
                 partition: p.partition(),
                 offset: p.fetch_offset(),
                 max_bytes: p.max_bytes(),
+                read_committed: false,
             });
         }
         layout.push((name, wanted.len() - before));
@@ -93,7 +94,7 @@ pub async fn list_offsets(
         let mut partitions = Vec::new();
         for p in topic.partitions().iter().flatten() {
             let (partition, timestamp) = (p.partition(), p.timestamp());
-            let result = list_offset(&server.shard, &name, partition, timestamp).await;
+            let result = list_offset(&server.shard, &name, partition, timestamp, false).await;
             let args = match result {
                 Ok(found) => wire::PartitionOffsetResultArgs {
                     partition,

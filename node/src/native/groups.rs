@@ -195,7 +195,10 @@ pub async fn fetch(server: &Rc<Server>, cid: u32, r: wire::OffsetFetchRequest<'_
             })
             .collect()
     });
-    let reply = server.shard.group_call(GroupRequest::Fetch { group: str_of(r.group_id()), partitions }).await;
+    let reply = server
+        .shard
+        .group_call(GroupRequest::Fetch { group: str_of(r.group_id()), partitions, require_stable: false })
+        .await;
     let mut b = FlatBufferBuilder::new();
     let (result, offsets) = match reply {
         GroupReply::Offsets(Ok(list)) => (Ok(()), list),

@@ -67,13 +67,13 @@ pub async fn describe_producers(
 pub async fn init_producer(shard: &Rc<Shard>, existing: Option<(i64, i16)>) -> Result<(i64, i16), NodeError> {
     match existing {
         Some((id, epoch)) if epoch < i16::MAX => Ok((id, epoch + 1)),
-        _ => Ok((producer_id(shard).await?, 0)),
+        _ => Ok((new_producer_id(shard).await?, 0)),
     }
 }
 
 /// A producer id that no other producer of the cluster got or will get (from the node's
 /// block, which shard 0 holds).
-async fn producer_id(shard: &Rc<Shard>) -> Result<i64, NodeError> {
+pub async fn new_producer_id(shard: &Rc<Shard>) -> Result<i64, NodeError> {
     match shard.call(ShardId(0), ShardRequest::ProducerId).await {
         ShardReply::ProducerId(result) => result,
         ShardReply::Failed(e) => Err(e),

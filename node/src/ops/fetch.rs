@@ -26,6 +26,8 @@ pub struct Wanted {
     pub partition: u32,
     pub offset: i64,
     pub max_bytes: u32,
+    /// Kafka's isolation level read_committed: only below the last stable offset.
+    pub read_committed: bool,
 }
 
 /// What a fetch got from one partition: whole stored batches.
@@ -34,6 +36,10 @@ pub struct Got {
     pub bytes: u64,
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
+    pub last_stable_offset: Offset,
+    /// The aborted transactions (producer id, first offset) that may have records here
+    /// (read_committed only).
+    pub aborted: Vec<(i64, Offset)>,
 }
 
 /// A fetch's limits.
@@ -91,19 +97,21 @@ pub async fn fetch_all(shard: &Rc<Shard>, wanted: &[Wanted], limits: FetchLimits
 }
 
 /// The offset of `timestamp` (-1 latest, -2 earliest, else the first record at or after
-/// it, with its timestamp) in one partition, from the shard that owns it.
+/// it, with its timestamp) in one partition, from the shard that owns it. The latest
+/// offset is the last stable offset for `read_committed`.
 pub async fn list_offset(
     shard: &Rc<Shard>,
     topic: &str,
     partition: u32,
     timestamp: i64,
+    read_committed: bool,
 ) -> Result<Option<OffsetAndTime>, NodeError> {
     shard.check_partition(topic, partition)?;
     let owner = shard.owner(topic, partition);
     if owner == shard.id {
-        return shard.list_offset_local(topic, partition, timestamp).await;
+        return shard.list_offset_local(topic, partition, timestamp, read_committed).await;
     }
-    let request = ShardRequest::ListOffset { topic: topic.to_string(), partition, timestamp };
+    let request = ShardRequest::ListOffset { topic: topic.to_string(), partition, timestamp, read_committed };
     match shard.call(owner, request).await {
         ShardReply::Offset(r) => r,
         ShardReply::Failed(e) => Err(e),
@@ -118,23 +126,35 @@ async fn read_one(shard: &Rc<Shard>, w: &Wanted) -> Result<Got, NodeError> {
         .map_err(|_| NodeError::new(ErrorKind::OffsetOutOfRange, format!("fetch offset {} is negative", w.offset)))?;
     let owner = shard.owner(&w.topic, w.partition);
     if owner == shard.id {
-        let (chunks, summary) = shard.read_local(&w.topic, w.partition, offset, w.max_bytes).await?;
+        let (chunks, summary) = shard.read_local(&w.topic, w.partition, offset, w.max_bytes, w.read_committed).await?;
         let bytes = chunks.iter().map(|c| c.len() as u64).sum();
         return Ok(Got {
             payload: chunks.into_iter().map(Payload::Shared).collect(),
             bytes,
             high_watermark: summary.high_watermark,
             log_start_offset: summary.log_start_offset,
+            last_stable_offset: summary.last_stable_offset,
+            aborted: summary.aborted,
         });
     }
-    let request = ShardRequest::Read { topic: w.topic.clone(), partition: w.partition, offset, max_bytes: w.max_bytes };
+    let request = ShardRequest::Read {
+        topic: w.topic.clone(),
+        partition: w.partition,
+        offset,
+        max_bytes: w.max_bytes,
+        read_committed: w.read_committed,
+    };
     match shard.call(owner, request).await {
-        ShardReply::Read(Ok(ReadResult { bytes, high_watermark, log_start_offset })) => Ok(Got {
-            bytes: bytes.len() as u64,
-            payload: if bytes.is_empty() { Vec::new() } else { vec![Payload::Owned(bytes)] },
-            high_watermark,
-            log_start_offset,
-        }),
+        ShardReply::Read(Ok(ReadResult { bytes, high_watermark, log_start_offset, last_stable_offset, aborted })) => {
+            Ok(Got {
+                bytes: bytes.len() as u64,
+                payload: if bytes.is_empty() { Vec::new() } else { vec![Payload::Owned(bytes)] },
+                high_watermark,
+                log_start_offset,
+                last_stable_offset,
+                aborted,
+            })
+        }
         ShardReply::Read(Err(e)) | ShardReply::Failed(e) => Err(e),
         other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
     }

@@ -7,3 +7,4 @@ pub mod admin;
 pub mod delete_records;
 pub mod fetch;
 pub mod produce;
+pub mod txn;

@@ -60,10 +60,10 @@ async fn append_one(
     }
     let records = records?;
     shard.check_partition(name, partition)?;
-    if name == crate::groups::OFFSETS_TOPIC {
+    if crate::topics::is_internal(name) {
         return Err(NodeError::new(
             ErrorKind::InvalidTopic,
-            format!("{name} is an internal topic; only the group coordinator writes to it"),
+            format!("{name} is an internal topic; only its coordinator writes to it"),
         ));
     }
     let owner = shard.owner(name, partition);

@@ -577,12 +577,19 @@ impl Shard {
 
     /// Every shard: adopt a new cluster view: open the partitions it now replicates,
     /// then host them (`sync_host`).
-    pub(super) async fn apply_cluster(&self, update: ClusterUpdate) {
+    pub(super) async fn apply_cluster(self: &Rc<Self>, update: ClusterUpdate) {
         let registered = update.view.registered;
         let previous = self.view.replace(Rc::new(update.view));
         // Before anything awaits: requests for the groups of an offsets partition this
         // shard now leads must wait for them to be loaded, not find them missing.
-        let to_load = self.follow_group_leadership(&previous);
+        let to_load = self.follow_leadership(&previous, OFFSETS_TOPIC, OFFSETS_PARTITIONS);
+        for &partition in &to_load {
+            self.groups.begin_loading(partition);
+        }
+        let txn_to_load = self.follow_leadership(&previous, crate::txn::TXN_TOPIC, crate::txn::TXN_PARTITIONS);
+        for &partition in &txn_to_load {
+            self.txns.begin_loading(partition);
+        }
         self.apply_metadata(update.metadata).await;
         if registered && !self.metadata_applied.replace(true) {
             self.caught_up.notify_all();
@@ -597,30 +604,40 @@ impl Shard {
                 None => self.groups.end_loading(partition),
             }
         }
+        for partition in txn_to_load {
+            match self.log(crate::txn::TXN_TOPIC, partition) {
+                Some(log) => self.txns.load(self, partition, &log).await,
+                None => self.txns.end_loading(partition),
+            }
+        }
     }
 
-    /// This node coordinates the groups of the offsets partitions it leads: a former
-    /// leader forgets them (members go to the new one), and a new leader loads their
-    /// metadata and committed offsets from its replica (which has everything
-    /// acknowledged), so members carry on with their generation. Returns the partitions
-    /// to load, marked as loading.
-    fn follow_group_leadership(&self, previous: &ClusterView) -> Vec<u32> {
+    /// This node coordinates the groups (transactional ids) of the offsets (transaction
+    /// state) partitions it leads: a former leader forgets them (clients go to the new
+    /// one), and a new leader loads their state from its replica (which has everything
+    /// acknowledged), so members carry on with their generation and transactions with
+    /// their epochs. Returns the partitions of `topic` this shard must load now (the
+    /// caller marks them loading before anything awaits).
+    fn follow_leadership(&self, previous: &ClusterView, topic: &str, partitions: u32) -> Vec<u32> {
         let me = self.host().node();
         let view = self.view.borrow().clone();
         let mut to_load = Vec::new();
-        for partition in 0..OFFSETS_PARTITIONS {
-            if self.owner(OFFSETS_TOPIC, partition) != self.id {
+        for partition in 0..partitions {
+            if self.owner(topic, partition) != self.id {
                 continue;
             }
-            let key = TopicPartition::new(OFFSETS_TOPIC, partition);
+            let key = TopicPartition::new(topic, partition);
             let leads = |v: &ClusterView| v.registered && v.partitions.get(&key).is_some_and(|s| s.leader == Some(me));
             let (before, now) = (leads(previous), leads(&view));
             if before == now {
                 continue;
             }
-            self.groups.forget_partition(partition);
+            if topic == OFFSETS_TOPIC {
+                self.groups.forget_partition(partition);
+            } else {
+                self.txns.forget_partition(partition);
+            }
             if now {
-                self.groups.begin_loading(partition);
                 to_load.push(partition);
             }
         }
@@ -775,13 +792,19 @@ impl Shard {
             return;
         }
         if agent.is_controller() {
+            let live = self.view.borrow().live.len();
             let topics = names
                 .iter()
-                .map(|name| messages::NewTopic {
-                    name: name.clone(),
-                    partitions: self.config.num_partitions,
-                    replication_factor: self.config.default_replication_factor,
-                    configs: std::collections::BTreeMap::new(),
+                .map(|name| {
+                    if name == crate::txn::TXN_TOPIC {
+                        return super::txn_topic(live);
+                    }
+                    messages::NewTopic {
+                        name: name.clone(),
+                        partitions: self.config.num_partitions,
+                        replication_factor: self.config.default_replication_factor,
+                        configs: std::collections::BTreeMap::new(),
+                    }
                 })
                 .collect();
             let request = AdminRequest::CreateTopics { topics, validate_only: false };

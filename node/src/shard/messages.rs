@@ -32,6 +32,8 @@ pub enum ShardRequest {
         partition: u32,
         offset: Offset,
         max_bytes: u32,
+        /// Stop at the last stable offset and name the aborted transactions.
+        read_committed: bool,
     },
     /// Resolves when the partition has data at `offset`, or after `max_wait_ms`.
     WaitForData {
@@ -44,6 +46,7 @@ pub enum ShardRequest {
         topic: String,
         partition: u32,
         timestamp: i64,
+        read_committed: bool,
     },
     /// To shard 0 only.
     Admin(AdminRequest),
@@ -64,6 +67,17 @@ pub enum ShardRequest {
     Metrics,
     /// To the group's coordinator shard (List: to every shard).
     Group(crate::groups::GroupRequest),
+    /// To the transactional id's coordinator shard (List: to every shard).
+    Txn(crate::txn::TxnRequest),
+    /// To the shard owning a partition its node leads: write a transaction marker.
+    WriteMarker {
+        topic: String,
+        partition: u32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    },
     /// The committed offsets of every group this shard coordinates (lag metrics).
     GroupOffsets,
     /// The idempotent producers a partition this shard leads knows (DescribeProducers).
@@ -94,6 +108,7 @@ pub enum ShardReply {
     ProducerId(Result<i64, NodeError>),
     Metrics(Box<crate::metrics::Metrics>),
     Group(crate::groups::GroupReply),
+    Txn(crate::txn::TxnReply),
     GroupOffsets(Vec<(String, String, u32, i64)>),
     /// The log start offset after DeleteRecords.
     LowWatermark(Result<Offset, NodeError>),
@@ -120,6 +135,11 @@ pub struct ReadResult {
     pub bytes: Vec<u8>,
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
+    /// The offset below which no transaction is open (at most the high watermark).
+    pub last_stable_offset: Offset,
+    /// read_committed: the aborted transactions (producer id, first offset) that may have
+    /// records in what was read.
+    pub aborted: Vec<(i64, Offset)>,
 }
 
 /// A change of topic metadata, run on shard 0.
@@ -207,7 +227,7 @@ pub fn apply_admin(metadata: &mut Metadata, request: &AdminRequest) -> Vec<(Stri
         AdminRequest::DeleteTopics { names } => names
             .iter()
             .map(|n| {
-                let r = if n == crate::groups::OFFSETS_TOPIC {
+                let r = if crate::topics::is_internal(n) {
                     Err(internal(n, "deleted"))
                 } else {
                     metadata.delete(n).map(|_| ()).map_err(NodeError::from)
@@ -218,7 +238,7 @@ pub fn apply_admin(metadata: &mut Metadata, request: &AdminRequest) -> Vec<(Stri
         AdminRequest::CreatePartitions { topics, .. } => topics
             .iter()
             .map(|(name, count)| {
-                if name == crate::groups::OFFSETS_TOPIC {
+                if crate::topics::is_internal(name) {
                     return (name.clone(), Err(internal(name, "given partitions")));
                 }
                 let r = if check {
@@ -248,6 +268,6 @@ pub fn apply_admin(metadata: &mut Metadata, request: &AdminRequest) -> Vec<(Stri
 fn internal(name: &str, what: &str) -> NodeError {
     NodeError::new(
         crate::errors::ErrorKind::InvalidTopic,
-        format!("{name} is an internal topic (consumer group offsets) and cannot be {what}"),
+        format!("{name} is an internal topic (group offsets or transaction states) and cannot be {what}"),
     )
 }

@@ -85,6 +85,8 @@ pub struct Shard {
     pub metrics: RefCell<Metrics>,
     /// The consumer groups this shard coordinates.
     pub groups: Coordinator,
+    /// The transactions this shard coordinates.
+    pub txns: crate::txn::TxnCoordinator,
     /// This shard's replicas (set by `start`, before the shard serves anything).
     host: OnceCell<Rc<crate::cluster::host::ReplicaHost>>,
     /// On shard 0: the controller voter and the node's transport.
@@ -136,17 +138,7 @@ impl GroupHost for Shard {
     }
 
     fn append_offsets<'a>(&'a self, partition: u32, batch: &'a [u8]) -> io::LocalFuture<'a, Result<(), NodeError>> {
-        Box::pin(async move {
-            let log = self.log(OFFSETS_TOPIC, partition).ok_or_else(|| {
-                NodeError::new(
-                    ErrorKind::CoordinatorNotAvailable,
-                    format!("the offsets partition {OFFSETS_TOPIC}-{partition} is not open here"),
-                )
-            })?;
-            let id = self.replica_id(OFFSETS_TOPIC, partition)?;
-            let name = (OFFSETS_TOPIC, partition);
-            self.host().append(&log, id, crate::replication::Acks::All, batch, name).await.map(|_| ())
-        })
+        Box::pin(self.append_internal(OFFSETS_TOPIC, partition, batch))
     }
 }
 
@@ -181,6 +173,7 @@ impl Shard {
             next_call: Cell::new(0),
             metrics: RefCell::new(Metrics::default()),
             groups: coordinator,
+            txns: crate::txn::TxnCoordinator::default(),
             host: OnceCell::new(),
             agent: OnceCell::new(),
             view: RefCell::new(Rc::new(cluster::ClusterView::default())),
@@ -199,6 +192,7 @@ impl Shard {
         spawn_receivers(&shard, receivers);
         shard.start_cluster(setup).await?;
         crate::groups::spawn_expiry(Rc::downgrade(&shard), |s: &Shard| &s.groups);
+        crate::txn::spawn_expiry(Rc::downgrade(&shard));
         spawn_retention(Rc::downgrade(&shard));
         spawn_cleaner(Rc::downgrade(&shard));
         space::spawn_repair(Rc::downgrade(&shard));
@@ -326,8 +320,9 @@ impl Shard {
             ShardRequest::Append { topic, partition, batches, acks } => {
                 ShardReply::Appended(self.append_local(&topic, partition, &batches, acks).await)
             }
-            ShardRequest::Read { topic, partition, offset, max_bytes } => {
-                let result = self.read_local(&topic, partition, offset, max_bytes).await.map(|(chunks, r)| {
+            ShardRequest::Read { topic, partition, offset, max_bytes, read_committed } => {
+                let read = self.read_local(&topic, partition, offset, max_bytes, read_committed).await;
+                let result = read.map(|(chunks, r)| {
                     // Crossing to another thread means one copy of the record bytes.
                     let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum());
                     for c in &chunks {
@@ -344,8 +339,8 @@ impl Shard {
                         .await;
                 ShardReply::Done
             }
-            ShardRequest::ListOffset { topic, partition, timestamp } => {
-                ShardReply::Offset(self.list_offset_local(&topic, partition, timestamp).await)
+            ShardRequest::ListOffset { topic, partition, timestamp, read_committed } => {
+                ShardReply::Offset(self.list_offset_local(&topic, partition, timestamp, read_committed).await)
             }
             ShardRequest::Admin(request) => ShardReply::Admin(self.admin(request).await),
             ShardRequest::ProducerId => ShardReply::ProducerId(self.next_producer_id().await),
@@ -394,6 +389,17 @@ impl Shard {
                 ShardReply::Group(self.groups.handle(&**self, request).await)
             }
             ShardRequest::GroupOffsets => ShardReply::GroupOffsets(self.groups.all_committed()),
+            ShardRequest::Txn(request) => {
+                // Boxed: a coordinator's request calls other shards (`call` again).
+                let handled: io::LocalFuture<'_, crate::txn::TxnReply> = Box::pin(self.txns.handle(self, request));
+                ShardReply::Txn(handled.await)
+            }
+            ShardRequest::WriteMarker { topic, partition, producer_id, epoch, commit, coordinator_epoch } => {
+                match self.write_marker_local(&topic, partition, producer_id, epoch, commit, coordinator_epoch).await {
+                    Ok(()) => ShardReply::Done,
+                    Err(e) => ShardReply::Failed(e),
+                }
+            }
             ShardRequest::Producers { topic, partition } => {
                 ShardReply::Producers(self.producers_local(&topic, partition))
             }
@@ -506,25 +512,110 @@ impl Shard {
         })
     }
 
-    /// Reads from a partition this shard owns, without copying the record bytes.
+    /// Appends a coordinator's records (group offsets and metadata, transaction states)
+    /// to a partition of an internal topic this shard holds, acknowledged by its in-sync
+    /// replicas.
+    pub async fn append_internal(&self, topic: &str, partition: u32, batch: &[u8]) -> Result<(), NodeError> {
+        let log = self.log(topic, partition).ok_or_else(|| {
+            NodeError::new(
+                ErrorKind::CoordinatorNotAvailable,
+                format!("the internal partition {topic}-{partition} is not open here"),
+            )
+        })?;
+        let id = self.replica_id(topic, partition)?;
+        self.host().append(&log, id, crate::replication::Acks::All, batch, (topic, partition)).await.map(|_| ())
+    }
+
+    /// Writes a transaction's commit or abort marker to a partition this shard owns and
+    /// leads (acknowledged by its in-sync replicas). A marker on an offsets partition
+    /// also settles the producer's transactional offset commits there.
+    pub async fn write_marker_local(
+        &self,
+        topic: &str,
+        partition: u32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<(), NodeError> {
+        use sluice_schemas::control::{control_batch, ControlType};
+        let log = self.local_log(topic, partition)?;
+        let replica = self.replica_id(topic, partition)?;
+        let control = if commit { ControlType::Commit } else { ControlType::Abort };
+        let now = io::Clock::system().now_ms();
+        let marker = control_batch(producer_id, epoch, control, coordinator_epoch, now);
+        self.host().append_marker(&log, replica, &marker, (topic, partition)).await?;
+        if topic == OFFSETS_TOPIC {
+            self.groups.transaction_ended(producer_id, commit);
+        }
+        Ok(())
+    }
+
+    /// This node's id in the cluster.
+    #[must_use]
+    pub fn node_id(&self) -> crate::replication::NodeId {
+        self.host().node()
+    }
+
+    /// Runs a transaction request on the shard coordinating its transactional id (List:
+    /// on every shard, merged).
+    pub async fn txn_call(self: &Rc<Self>, request: crate::txn::TxnRequest) -> crate::txn::TxnReply {
+        use crate::txn::{txn_partition, TxnReply, TXN_TOPIC};
+        let Some(id) = request.transactional_id() else {
+            let mut all = Vec::new();
+            for s in 0..self.shards {
+                if let ShardReply::Txn(TxnReply::Listed(list)) =
+                    self.call(ShardId(s), ShardRequest::Txn(crate::txn::TxnRequest::List)).await
+                {
+                    all.extend(list);
+                }
+            }
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            return TxnReply::Listed(all);
+        };
+        let owner = self.owner(TXN_TOPIC, txn_partition(id));
+        match self.call(owner, ShardRequest::Txn(request)).await {
+            ShardReply::Txn(reply) => reply,
+            ShardReply::Failed(e) => TxnReply::Done(Err(e)),
+            other => TxnReply::Done(Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}")))),
+        }
+    }
+
+    /// Reads from a partition this shard owns, without copying the record bytes. With
+    /// `read_committed` (Kafka's isolation level) it reads only below the last stable
+    /// offset and names the aborted transactions that may have records in the read.
     pub async fn read_local(
         &self,
         topic: &str,
         partition: u32,
         offset: Offset,
         max_bytes: u32,
+        read_committed: bool,
     ) -> Result<(Vec<io::IoBytes>, ReadResult), NodeError> {
         let log = self.local_log(topic, partition)?;
         let hw = self.readable_end(topic, partition)?;
-        let past_hw = offset >= hw && offset <= log.log_end_offset();
+        let lso = hw.min(log.last_stable_offset());
+        let end = if read_committed { lso } else { hw };
+        let past_hw = offset >= end && offset <= log.log_end_offset();
         let mut fetched = if past_hw {
             // At or past the high watermark: nothing to serve yet (as at a log end).
             crate::storage::Fetched::empty(offset, log.log_start_offset(), log.log_end_offset())
         } else {
             log.read(offset, u64::from(max_bytes)).await.map_err(|e| from_storage(topic, partition, &e))?
         };
-        fetched.chunks = below(std::mem::take(&mut fetched.chunks), hw);
-        let summary = ReadResult { bytes: Vec::new(), high_watermark: hw, log_start_offset: fetched.log_start };
+        fetched.chunks = below(std::mem::take(&mut fetched.chunks), end);
+        let aborted = if read_committed && !fetched.chunks.is_empty() {
+            log.aborted_transactions(offset, end).into_iter().map(|a| (a.producer_id, a.first_offset)).collect()
+        } else {
+            Vec::new()
+        };
+        let summary = ReadResult {
+            bytes: Vec::new(),
+            high_watermark: hw,
+            log_start_offset: fetched.log_start,
+            last_stable_offset: lso,
+            aborted,
+        };
         let mut metrics = self.metrics.borrow_mut();
         metrics.fetch_bytes_served += fetched.bytes();
         let counters = metrics.topic(topic);
@@ -543,9 +634,13 @@ impl Shard {
         topic: &str,
         partition: u32,
         timestamp: i64,
+        read_committed: bool,
     ) -> Result<Option<OffsetAndTime>, NodeError> {
         let log = self.local_log(topic, partition)?;
         match timestamp {
+            LATEST if read_committed => {
+                Ok(Some((self.readable_end(topic, partition)?.min(log.last_stable_offset()), -1)))
+            }
             LATEST => Ok(Some((self.readable_end(topic, partition)?, -1))),
             // No tiered storage: the local log start is the earliest there is.
             EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
@@ -737,6 +832,22 @@ impl Shard {
 const OPENS_AT_ONCE: usize = 64;
 
 /// Creates the internal offsets topic with `replication_factor`.
+/// The transactions' state topic, as Kafka makes it when the first transactional
+/// producer looks for its coordinator: replicated to 3 nodes (or all there are), with
+/// min.insync.replicas 2 (or 1 on fewer nodes), compacted.
+fn txn_topic(live_nodes: usize) -> NewTopic {
+    let factor = live_nodes.clamp(1, 3) as u16;
+    NewTopic {
+        name: crate::txn::TXN_TOPIC.to_string(),
+        partitions: crate::txn::TXN_PARTITIONS,
+        replication_factor: factor,
+        configs: std::collections::BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("min.insync.replicas".to_string(), factor.min(2).to_string()),
+        ]),
+    }
+}
+
 fn offsets_topic_request(replication_factor: u16) -> AdminRequest {
     AdminRequest::CreateTopics {
         topics: vec![NewTopic {

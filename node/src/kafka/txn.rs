@@ -1,0 +1,303 @@
+//! Kafka's transaction APIs over the transaction coordinator (`crate::txn`), the group
+//! coordinator (TxnOffsetCommit) and the markers (`ops::txn`): AddPartitionsToTxn,
+//! AddOffsetsToTxn, EndTxn, TxnOffsetCommit, WriteTxnMarkers, DescribeTransactions and
+//! ListTransactions. Only decoding and encoding live here.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, ListTransactionsRequest,
+    ListTransactionsResponse, ProducerId, TopicName, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+use sluice_schemas::TopicPartition;
+
+use super::{code, code_of, index_of, partition_index, text, Request};
+use crate::errors::{ErrorKind, NodeError};
+use crate::groups::{by_topic, offsets_partition, GroupReply, GroupRequest, OFFSETS_TOPIC};
+use crate::listener::Server;
+use crate::txn::{TxnMetadata, TxnReply, TxnRequest, TxnStatus};
+
+/// AddPartitionsToTxn v4+ (KIP-890) batches transactions, from brokers verifying them.
+const BATCHED_FROM: i16 = 4;
+
+fn partitions_of(topics: &[AddPartitionsToTxnTopic]) -> Vec<TopicPartition> {
+    topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| TopicPartition::new(t.name.0.to_string(), partition_index(*p))))
+        .collect()
+}
+
+fn topic_results(partitions: &[TopicPartition], error: i16) -> Vec<AddPartitionsToTxnTopicResult> {
+    let listed: Vec<(String, u32, ())> = partitions.iter().map(|tp| (tp.topic.clone(), tp.partition, ())).collect();
+    by_topic(listed)
+        .into_iter()
+        .map(|(name, ps)| {
+            AddPartitionsToTxnTopicResult::default().with_name(TopicName(text(&name))).with_results_by_partition(
+                ps.into_iter()
+                    .map(|(p, ())| {
+                        AddPartitionsToTxnPartitionResult::default()
+                            .with_partition_index(index_of(p))
+                            .with_partition_error_code(error)
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+async fn add(server: &Rc<Server>, id: String, producer_id: i64, epoch: i16, partitions: Vec<TopicPartition>) -> i16 {
+    let request = TxnRequest::AddPartitions { transactional_id: id, producer_id, epoch, partitions };
+    match server.shard.txn_call(request).await {
+        TxnReply::Done(r) => code_of(&r),
+        other => code(&unexpected(&other)),
+    }
+}
+
+/// Whether the transaction of `id` is ongoing for this producer with `partitions` in it
+/// (a v4+ verify-only request).
+async fn verify(server: &Rc<Server>, id: String, producer_id: i64, epoch: i16, partitions: &[TopicPartition]) -> i16 {
+    match server.shard.txn_call(TxnRequest::Describe { transactional_id: id }).await {
+        TxnReply::Described(Ok(m))
+            if m.producer_id == producer_id
+                && m.producer_epoch == epoch
+                && m.status == TxnStatus::Ongoing
+                && partitions.iter().all(|tp| m.partitions.contains(tp)) =>
+        {
+            0
+        }
+        TxnReply::Described(Err(e)) => code(&e),
+        _ => code(&NodeError::new(ErrorKind::InvalidTxnState, "the partitions are not in the ongoing transaction")),
+    }
+}
+
+pub async fn add_partitions(
+    server: &Rc<Server>,
+    r: &Request,
+    request: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    if r.version < BATCHED_FROM {
+        let partitions = partitions_of(&request.v3_and_below_topics);
+        let error = add(
+            server,
+            request.v3_and_below_transactional_id.0.to_string(),
+            request.v3_and_below_producer_id.0,
+            request.v3_and_below_producer_epoch,
+            partitions.clone(),
+        )
+        .await;
+        return AddPartitionsToTxnResponse::default()
+            .with_results_by_topic_v3_and_below(topic_results(&partitions, error));
+    }
+    let mut results = Vec::new();
+    for t in request.transactions {
+        let partitions = partitions_of(&t.topics);
+        let id = t.transactional_id.0.to_string();
+        let error = if t.verify_only {
+            verify(server, id, t.producer_id.0, t.producer_epoch, &partitions).await
+        } else {
+            add(server, id, t.producer_id.0, t.producer_epoch, partitions.clone()).await
+        };
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(t.transactional_id)
+                .with_topic_results(topic_results(&partitions, error)),
+        );
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+}
+
+/// AddOffsetsToTxn: the group's offsets partition joins the transaction (its marker
+/// settles the transaction's offset commits).
+pub async fn add_offsets(server: &Rc<Server>, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+    let partition = offsets_partition(&request.group_id.0);
+    let error = add(
+        server,
+        request.transactional_id.0.to_string(),
+        request.producer_id.0,
+        request.producer_epoch,
+        vec![TopicPartition::new(OFFSETS_TOPIC, partition)],
+    )
+    .await;
+    AddOffsetsToTxnResponse::default().with_error_code(error)
+}
+
+pub async fn end_txn(server: &Rc<Server>, request: EndTxnRequest) -> EndTxnResponse {
+    let ending = TxnRequest::EndTxn {
+        transactional_id: request.transactional_id.0.to_string(),
+        producer_id: request.producer_id.0,
+        epoch: request.producer_epoch,
+        commit: request.committed,
+    };
+    let error = match server.shard.txn_call(ending).await {
+        TxnReply::Done(r) => code_of(&r),
+        other => code(&unexpected(&other)),
+    };
+    EndTxnResponse::default().with_error_code(error).with_producer_id(ProducerId(-1)).with_producer_epoch(-1)
+}
+
+/// TxnOffsetCommit: offsets committed in the producer's transaction, to the group's
+/// coordinator; they count once the transaction commits.
+pub async fn txn_offset_commit(server: &Rc<Server>, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+    let offsets: Vec<(String, u32, i64, String)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.0.to_string(),
+                    partition_index(p.partition_index),
+                    p.committed_offset,
+                    p.committed_metadata.as_ref().map(ToString::to_string).unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    let asked: Vec<(String, u32)> = offsets.iter().map(|(t, p, _, _)| (t.clone(), *p)).collect();
+    let commit = GroupRequest::TxnCommit {
+        group: request.group_id.0.to_string(),
+        producer_id: request.producer_id.0,
+        producer_epoch: request.producer_epoch,
+        member_id: request.member_id.to_string(),
+        generation: request.generation_id,
+        offsets,
+    };
+    let outcomes: Vec<(String, u32, i16)> = match server.shard.group_call(commit).await {
+        GroupReply::Committed(Ok(results)) => results.into_iter().map(|(t, p, r)| (t, p, code_of(&r))).collect(),
+        GroupReply::Committed(Err(e)) | GroupReply::Done(Err(e)) => {
+            asked.into_iter().map(|(t, p)| (t, p, code(&e))).collect()
+        }
+        other => {
+            let e = NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"));
+            asked.into_iter().map(|(t, p)| (t, p, code(&e))).collect()
+        }
+    };
+    let topics = by_topic(outcomes)
+        .into_iter()
+        .map(|(name, ps)| {
+            TxnOffsetCommitResponseTopic::default().with_name(TopicName(text(&name))).with_partitions(
+                ps.into_iter()
+                    .map(|(p, c)| {
+                        TxnOffsetCommitResponsePartition::default().with_partition_index(index_of(p)).with_error_code(c)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// WriteTxnMarkers: a transaction coordinator (on another node) asks this node to write
+/// markers to partitions it leads.
+pub async fn write_txn_markers(server: &Rc<Server>, request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    let mut markers = Vec::new();
+    for m in request.markers {
+        let mut topics = Vec::new();
+        for t in &m.topics {
+            let mut partitions = Vec::new();
+            for p in &t.partition_indexes {
+                let tp = TopicPartition::new(t.name.0.to_string(), partition_index(*p));
+                let written = crate::ops::txn::write_marker_here(
+                    &server.shard,
+                    &tp,
+                    m.producer_id.0,
+                    m.producer_epoch,
+                    m.transaction_result,
+                    m.coordinator_epoch,
+                )
+                .await;
+                partitions.push(
+                    WritableTxnMarkerPartitionResult::default()
+                        .with_partition_index(*p)
+                        .with_error_code(code_of(&written)),
+                );
+            }
+            topics.push(WritableTxnMarkerTopicResult::default().with_name(t.name.clone()).with_partitions(partitions));
+        }
+        markers.push(WritableTxnMarkerResult::default().with_producer_id(m.producer_id).with_topics(topics));
+    }
+    WriteTxnMarkersResponse::default().with_markers(markers)
+}
+
+fn topic_data(meta: &TxnMetadata) -> Vec<kafka_protocol::messages::describe_transactions_response::TopicData> {
+    use kafka_protocol::messages::describe_transactions_response::TopicData;
+    let listed: Vec<(String, u32, ())> =
+        meta.partitions.iter().map(|tp| (tp.topic.clone(), tp.partition, ())).collect();
+    by_topic(listed)
+        .into_iter()
+        .map(|(name, ps)| {
+            TopicData::default()
+                .with_topic(TopicName(text(&name)))
+                .with_partitions(ps.into_iter().map(|(p, ())| index_of(p)).collect())
+        })
+        .collect()
+}
+
+pub async fn describe_transactions(
+    server: &Rc<Server>,
+    request: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    use kafka_protocol::messages::describe_transactions_response::TransactionState;
+    let mut states = Vec::new();
+    for id in request.transactional_ids {
+        let state = TransactionState::default().with_transactional_id(id.clone());
+        let described = match server.shard.txn_call(TxnRequest::Describe { transactional_id: id.0.to_string() }).await {
+            TxnReply::Described(r) => r,
+            other => Err(unexpected(&other)),
+        };
+        states.push(match described {
+            Ok(m) => state
+                .with_transaction_state(text(m.status.name()))
+                .with_transaction_timeout_ms(m.timeout_ms)
+                .with_transaction_start_time_ms(m.start_ms)
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_producer_epoch(m.producer_epoch)
+                .with_topics(topic_data(&m)),
+            Err(e) => state.with_error_code(code(&e)).with_producer_id(ProducerId(-1)).with_producer_epoch(-1),
+        });
+    }
+    DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+pub async fn list_transactions(server: &Rc<Server>, request: ListTransactionsRequest) -> ListTransactionsResponse {
+    use kafka_protocol::messages::list_transactions_response::TransactionState;
+    let listed = match server.shard.txn_call(TxnRequest::List).await {
+        TxnReply::Listed(list) => list,
+        _ => Vec::new(),
+    };
+    let states: Vec<String> = request.state_filters.iter().map(ToString::to_string).collect();
+    let known = ["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort"];
+    let unknown = states.iter().filter(|s| !known.contains(&s.as_str())).map(|s| text(s)).collect();
+    let now = crate::io::Clock::system().now_ms();
+    let transactions = listed
+        .into_iter()
+        .filter(|(_, m)| states.is_empty() || states.iter().any(|s| s == m.status.name()))
+        .filter(|(_, m)| {
+            request.producer_id_filters.is_empty() || request.producer_id_filters.contains(&ProducerId(m.producer_id))
+        })
+        // v1: only transactions running longer than the duration (ms); -1: all.
+        .filter(|(_, m)| request.duration_filter < 0 || (m.start_ms >= 0 && now - m.start_ms > request.duration_filter))
+        .map(|(id, m)| {
+            TransactionState::default()
+                .with_transactional_id(kafka_protocol::messages::TransactionalId(text(&id)))
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_transaction_state(text(m.status.name()))
+        })
+        .collect();
+    ListTransactionsResponse::default().with_unknown_state_filters(unknown).with_transaction_states(transactions)
+}
+
+fn unexpected(reply: &TxnReply) -> NodeError {
+    NodeError::new(ErrorKind::Unknown, format!("unexpected transaction reply {reply:?}"))
+}

@@ -1,0 +1,171 @@
+//! Transaction markers: the commit or abort control batch the transaction coordinator
+//! writes to each partition of a transaction, through the partition's leader.
+//!
+//! A partition this node leads gets its marker from the shard that owns it
+//! (`Shard::write_marker_local`: appended as the leader appends, acknowledged by the
+//! in-sync replicas). A partition another node leads gets it through that node's Kafka
+//! listener, with Kafka's own inter-broker request, WriteTxnMarkers, which the listener
+//! serves (`kafka::txn::write_txn_markers`) by coming back here on its node.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+use kafka_protocol::messages::{
+    ApiKey, ProducerId, RequestHeader, ResponseHeader, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_schemas::TopicPartition;
+
+use crate::errors::{ErrorKind, NodeError};
+use crate::replication::NodeId;
+use crate::shard::{Shard, ShardReply, ShardRequest};
+
+/// How long a marker sent to another node may take, connection included.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The WriteTxnMarkers version sent (v1: flexible, Kafka 2.8+).
+const MARKERS_VERSION: i16 = 1;
+
+/// Writes the marker of producer `producer_id`'s transaction (at `epoch`) to `tp`
+/// through its leader.
+pub async fn write_marker(
+    shard: &Rc<Shard>,
+    tp: &TopicPartition,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Result<(), NodeError> {
+    shard.check_partition(&tp.topic, tp.partition)?;
+    let leader = shard.placement(&tp.topic, tp.partition).leader;
+    let Some(leader) = leader else {
+        return Err(NodeError::new(ErrorKind::LeaderNotAvailable, format!("{tp} has no leader now")));
+    };
+    if leader == shard.node_id() {
+        return write_marker_here(shard, tp, producer_id, epoch, commit, coordinator_epoch).await;
+    }
+    let address = shard.config.nodes().iter().find(|p| p.id == leader.0).and_then(|p| p.kafka);
+    let Some(address) = address else {
+        return Err(NodeError::new(
+            ErrorKind::LeaderNotAvailable,
+            format!("{tp} is led by node {}, which has no Kafka listener to take its transaction marker", leader.0),
+        ));
+    };
+    send_marker(address, leader, tp, producer_id, epoch, commit, coordinator_epoch).await
+}
+
+/// Writes a marker to a partition this node leads, on the shard that owns it.
+pub async fn write_marker_here(
+    shard: &Rc<Shard>,
+    tp: &TopicPartition,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Result<(), NodeError> {
+    shard.check_partition(&tp.topic, tp.partition)?;
+    let request = ShardRequest::WriteMarker {
+        topic: tp.topic.clone(),
+        partition: tp.partition,
+        producer_id,
+        epoch,
+        commit,
+        coordinator_epoch,
+    };
+    match shard.call(shard.owner(&tp.topic, tp.partition), request).await {
+        ShardReply::Done => Ok(()),
+        ShardReply::Failed(e) => Err(e),
+        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected marker reply {other:?}"))),
+    }
+}
+
+/// Sends one marker to node `leader`'s Kafka listener and reads its answer.
+async fn send_marker(
+    address: SocketAddr,
+    leader: NodeId,
+    tp: &TopicPartition,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Result<(), NodeError> {
+    let topic = WritableTxnMarkerTopic::default()
+        .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
+        .with_partition_indexes(vec![i32::try_from(tp.partition).unwrap_or(-1)]);
+    let marker = WritableTxnMarker::default()
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_transaction_result(commit)
+        .with_coordinator_epoch(coordinator_epoch)
+        .with_topics(vec![topic]);
+    let request = WriteTxnMarkersRequest::default().with_markers(vec![marker]);
+    let unreachable =
+        |e: String| NodeError::new(ErrorKind::LeaderNotAvailable, format!("{tp}: node {} at {address}: {e}", leader.0));
+    let response: WriteTxnMarkersResponse =
+        match crate::io::timeout(REMOTE_TIMEOUT, call(address, ApiKey::WriteTxnMarkers, MARKERS_VERSION, &request))
+            .await
+        {
+            Some(r) => r.map_err(unreachable)?,
+            None => return Err(unreachable(format!("no answer within {REMOTE_TIMEOUT:?}"))),
+        };
+    let code = response
+        .markers
+        .iter()
+        .flat_map(|m| m.topics.iter())
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| p.error_code)
+        .find(|c| *c != 0);
+    match code {
+        None => Ok(()),
+        Some(code) => Err(NodeError::new(
+            crate::errors::kind_of_code(code),
+            format!("{tp}: node {} refused the transaction marker with error {code}", leader.0),
+        )),
+    }
+}
+
+/// One request to a Kafka listener on a connection of its own; the decoded response.
+async fn call<R: Decodable>(
+    address: SocketAddr,
+    key: ApiKey,
+    version: i16,
+    body: &impl Encodable,
+) -> Result<R, String> {
+    let mut connection = crate::io::net::Connection::connect(address).await.map_err(|e| e.to_string())?;
+    let _ = connection.set_nodelay(true);
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&[0; 4]);
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("sluice-txn-coordinator")))
+        .encode(&mut frame, key.request_header_version(version))
+        .map_err(|e| e.to_string())?;
+    body.encode(&mut frame, version).map_err(|e| e.to_string())?;
+    let size = u32::try_from(frame.len() - 4).map_err(|_| "request too large".to_string())?;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    connection.write_all(&frame).await.map_err(|e| e.to_string())?;
+    connection.flush().await.map_err(|e| e.to_string())?;
+    let mut size = [0u8; 4];
+    connection.read_exact(&mut size).await.map_err(|e| e.to_string())?;
+    let size = u32::from_be_bytes(size) as usize;
+    if size > 1 << 20 {
+        return Err(format!("a response of {size} bytes to {key:?}"));
+    }
+    let mut body = vec![0u8; size];
+    connection.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    let mut body = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut body, key.response_header_version(version)).map_err(|e| e.to_string())?;
+    if header.correlation_id != 1 {
+        return Err(format!("response to correlation id {}", header.correlation_id));
+    }
+    let response = R::decode(&mut body, version).map_err(|e| e.to_string())?;
+    if body.has_remaining() {
+        return Err(format!("{} bytes after the {key:?} response", body.remaining()));
+    }
+    Ok(response)
+}

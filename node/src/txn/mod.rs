@@ -1,0 +1,657 @@
+//! The transaction coordinator (Kafka's KIP-98 transactions).
+//!
+//! A transactional id belongs to one partition of the internal, compacted
+//! `__transaction_state` topic (by hash, as groups belong to `__consumer_offsets`
+//! partitions); the leader of that partition coordinates it, on the shard that owns the
+//! partition. Every change of an id's state (`records::TxnMetadata`: producer id and
+//! epoch, status, partitions, timeout) is appended to that partition, acknowledged by its
+//! in-sync replicas, before it counts, so a new leader loads it back and carries on:
+//! a transaction that was deciding (PrepareCommit / PrepareAbort) gets its markers
+//! written by the new coordinator.
+//!
+//! The protocol, as Kafka's coordinator runs it:
+//! - InitProducerId with a transactional id gives the id a producer id (the first time)
+//!   and a new epoch each time, which fences the older producer; an ongoing transaction
+//!   of the id is aborted first (the client is told CONCURRENT_TRANSACTIONS and retries).
+//! - AddPartitionsToTxn (and AddOffsetsToTxn, which adds the group's offsets partition)
+//!   records the partitions the producer is about to write; the transaction is Ongoing.
+//! - EndTxn stores PrepareCommit or PrepareAbort and answers; the coordinator then writes
+//!   a commit or abort marker (a control batch) to every partition of the transaction
+//!   through its leader (`ops::txn::write_marker`) and stores CompleteCommit or
+//!   CompleteAbort. Until then the id's requests get CONCURRENT_TRANSACTIONS.
+//! - A transaction Ongoing for longer than its timeout is aborted with the producer's
+//!   epoch bumped, so the producer that left it is fenced.
+//!
+//! One change of an id is in flight at a time (`Entry::busy`); a request that finds one
+//! gets CONCURRENT_TRANSACTIONS (retriable), as Kafka answers an id with a pending
+//! state transition.
+
+pub mod records;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use sluice_schemas::records::{BatchBuilder, BatchConfig, RecordIter};
+use sluice_schemas::TopicPartition;
+use tracing::{debug, info, warn};
+
+use crate::errors::{ErrorKind, NodeError};
+use crate::io;
+use crate::shard::Shard;
+use crate::storage::PartitionLog;
+pub use records::{TxnMetadata, TxnRecord, TxnStatus};
+
+/// The internal topic holding the transactions' state.
+pub const TXN_TOPIC: &str = "__transaction_state";
+/// Its partitions: transactional ids spread over them by hash.
+pub const TXN_PARTITIONS: u32 = 8;
+/// The longest transaction timeout a producer may ask for (Kafka's
+/// transaction.max.timeout.ms default: 15 minutes).
+pub const TXN_TIMEOUT_MS_MAX: i32 = 900_000;
+/// How often the coordinator looks for transactions past their timeout.
+pub const EXPIRY_CHECK: Duration = Duration::from_secs(1);
+/// Transactional ids are at most this long (they are keys of the state topic).
+pub const TRANSACTIONAL_ID_BYTES_MAX: usize = 1024;
+/// Bytes read from a state partition at a time while loading it.
+const LOAD_READ_BYTES: u64 = 1 << 20;
+/// The longest wait between tries of a marker or a state record that failed.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// The state partition of a transactional id (FNV-1a, as groups' offsets partitions).
+#[must_use]
+pub fn txn_partition(transactional_id: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in transactional_id.bytes() {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % TXN_PARTITIONS
+}
+
+/// Work for the coordinator of a transactional id (List: every shard).
+#[derive(Debug)]
+pub enum TxnRequest {
+    InitProducerId { transactional_id: String, timeout_ms: i32, existing: Option<(i64, i16)> },
+    AddPartitions { transactional_id: String, producer_id: i64, epoch: i16, partitions: Vec<TopicPartition> },
+    EndTxn { transactional_id: String, producer_id: i64, epoch: i16, commit: bool },
+    Describe { transactional_id: String },
+    List,
+}
+
+impl TxnRequest {
+    #[must_use]
+    pub fn transactional_id(&self) -> Option<&str> {
+        match self {
+            TxnRequest::InitProducerId { transactional_id, .. }
+            | TxnRequest::AddPartitions { transactional_id, .. }
+            | TxnRequest::EndTxn { transactional_id, .. }
+            | TxnRequest::Describe { transactional_id } => Some(transactional_id),
+            TxnRequest::List => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum TxnReply {
+    ProducerId(Result<(i64, i16), NodeError>),
+    Done(Result<(), NodeError>),
+    Described(Result<TxnMetadata, NodeError>),
+    Listed(Vec<(String, TxnMetadata)>),
+}
+
+struct Entry {
+    meta: TxnMetadata,
+    /// A change of this id is being stored.
+    busy: bool,
+}
+
+/// The ids of one state partition this shard coordinates.
+struct Loaded {
+    /// Which load of the partition this is: tasks of an earlier load (markers being
+    /// written) stop once it changed.
+    generation: u64,
+    ids: HashMap<String, Entry>,
+}
+
+/// The transactions coordinated by one shard: those of the state partitions it owns and
+/// its node leads.
+#[derive(Default)]
+pub struct TxnCoordinator {
+    partitions: RefCell<HashMap<u32, Loaded>>,
+    /// Partitions being loaded: their ids' requests are answered "not available".
+    loading: RefCell<BTreeSet<u32>>,
+    generations: Cell<u64>,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> NodeError {
+    NodeError::new(kind, message)
+}
+
+fn concurrent(id: &str, what: &str) -> NodeError {
+    error(ErrorKind::ConcurrentTransactions, format!("transactional id {id:?} {what}; retry"))
+}
+
+fn now_ms() -> i64 {
+    io::Clock::system().now_ms()
+}
+
+impl TxnCoordinator {
+    pub async fn handle(&self, shard: &Rc<Shard>, request: TxnRequest) -> TxnReply {
+        match request {
+            TxnRequest::InitProducerId { transactional_id, timeout_ms, existing } => {
+                TxnReply::ProducerId(self.init_producer_id(shard, &transactional_id, timeout_ms, existing).await)
+            }
+            TxnRequest::AddPartitions { transactional_id, producer_id, epoch, partitions } => {
+                TxnReply::Done(self.add_partitions(shard, &transactional_id, producer_id, epoch, partitions).await)
+            }
+            TxnRequest::EndTxn { transactional_id, producer_id, epoch, commit } => {
+                TxnReply::Done(self.end_txn(shard, &transactional_id, producer_id, epoch, commit).await)
+            }
+            TxnRequest::Describe { transactional_id } => TxnReply::Described(self.describe(&transactional_id)),
+            TxnRequest::List => TxnReply::Listed(self.list()),
+        }
+    }
+
+    /// Whether this shard coordinates `id` now (its partition is loaded here).
+    fn check_coordinator(&self, id: &str) -> Result<u32, NodeError> {
+        if id.is_empty() || id.len() > TRANSACTIONAL_ID_BYTES_MAX {
+            return Err(error(
+                ErrorKind::InvalidRequest,
+                format!("a transactional id has 1 to {TRANSACTIONAL_ID_BYTES_MAX} bytes, not {}", id.len()),
+            ));
+        }
+        let partition = txn_partition(id);
+        if self.loading.borrow().contains(&partition) {
+            return Err(error(
+                ErrorKind::CoordinatorLoadInProgress,
+                format!("the transactions of {TXN_TOPIC}-{partition} are being loaded here; retry"),
+            ));
+        }
+        if !self.partitions.borrow().contains_key(&partition) {
+            return Err(error(
+                ErrorKind::NotCoordinator,
+                format!("this node does not coordinate transactional id {id:?} ({TXN_TOPIC}-{partition})"),
+            ));
+        }
+        Ok(partition)
+    }
+
+    /// The id's state, and the generation of its partition's load; `None` for an id the
+    /// coordinator does not know. Refuses one with a change in flight.
+    fn current(&self, id: &str, partition: u32) -> Result<(Option<TxnMetadata>, u64), NodeError> {
+        let partitions = self.partitions.borrow();
+        let Some(loaded) = partitions.get(&partition) else {
+            return Err(error(ErrorKind::NotCoordinator, format!("{TXN_TOPIC}-{partition} is no longer led here")));
+        };
+        match loaded.ids.get(id) {
+            Some(e) if e.busy => Err(concurrent(id, "has a change in progress")),
+            Some(e) => Ok((Some(e.meta.clone()), loaded.generation)),
+            None => Ok((None, loaded.generation)),
+        }
+    }
+
+    /// Stores `meta` as the id's new state: appended to its state partition (with the
+    /// in-sync replicas), then taken. The id is busy meanwhile; the change is dropped if
+    /// the partition was reloaded or let go of in between.
+    async fn store(
+        &self,
+        shard: &Rc<Shard>,
+        id: &str,
+        partition: u32,
+        generation: u64,
+        meta: TxnMetadata,
+    ) -> Result<(), NodeError> {
+        let fresh = {
+            let mut partitions = self.partitions.borrow_mut();
+            let Some(loaded) = partitions.get_mut(&partition).filter(|l| l.generation == generation) else {
+                return Err(error(ErrorKind::NotCoordinator, format!("{TXN_TOPIC}-{partition} is no longer led here")));
+            };
+            let fresh = !loaded.ids.contains_key(id);
+            let entry = loaded.ids.entry(id.to_string()).or_insert_with(|| Entry { meta: meta.clone(), busy: false });
+            if entry.busy {
+                return Err(concurrent(id, "has a change in progress"));
+            }
+            entry.busy = true;
+            fresh
+        };
+        let record = TxnRecord { transactional_id: id.to_string(), value: Some(meta.clone()) };
+        let result = append_record(shard, partition, &record).await;
+        let mut partitions = self.partitions.borrow_mut();
+        let Some(loaded) = partitions.get_mut(&partition).filter(|l| l.generation == generation) else {
+            return Err(error(ErrorKind::NotCoordinator, format!("{TXN_TOPIC}-{partition} is no longer led here")));
+        };
+        match result {
+            Ok(()) => {
+                loaded.ids.insert(id.to_string(), Entry { meta, busy: false });
+                Ok(())
+            }
+            Err(e) => {
+                // A new id whose first record failed is forgotten; a known one keeps its state.
+                if fresh {
+                    loaded.ids.remove(id);
+                } else if let Some(entry) = loaded.ids.get_mut(id) {
+                    entry.busy = false;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn init_producer_id(
+        &self,
+        shard: &Rc<Shard>,
+        id: &str,
+        timeout_ms: i32,
+        existing: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), NodeError> {
+        if !(1..=TXN_TIMEOUT_MS_MAX).contains(&timeout_ms) {
+            return Err(error(
+                ErrorKind::InvalidTransactionTimeout,
+                format!("transaction timeout {timeout_ms} ms is not between 1 and {TXN_TIMEOUT_MS_MAX} ms"),
+            ));
+        }
+        let partition = self.check_coordinator(id)?;
+        let (current, generation) = self.current(id, partition)?;
+        let now = now_ms();
+        let (producer_id, epoch) = match current {
+            None => {
+                let pid = crate::ops::admin::new_producer_id(shard).await?;
+                (pid, 0)
+            }
+            Some(m) if m.status.preparing() => return Err(concurrent(id, "is completing its last transaction")),
+            Some(m) if m.status == TxnStatus::Ongoing => {
+                // Abort the transaction the older producer left, fencing it; the client
+                // retries and then gets the next epoch.
+                info!(transactional_id = %id, producer_id = m.producer_id, "aborting the ongoing transaction of a re-initialized transactional id");
+                self.begin_abort(shard, id, partition, generation, m, true).await?;
+                return Err(concurrent(id, "had an ongoing transaction, which is being aborted"));
+            }
+            Some(m) => {
+                if let Some((pid, e)) = existing {
+                    if pid != m.producer_id || e != m.producer_epoch {
+                        return Err(error(
+                            ErrorKind::ProducerFenced,
+                            format!(
+                                "producer {pid} epoch {e} is not transactional id {id:?}'s current producer \
+                                 ({} epoch {})",
+                                m.producer_id, m.producer_epoch
+                            ),
+                        ));
+                    }
+                }
+                if m.producer_epoch >= i16::MAX - 1 {
+                    (crate::ops::admin::new_producer_id(shard).await?, 0)
+                } else {
+                    (m.producer_id, m.producer_epoch + 1)
+                }
+            }
+        };
+        let meta = TxnMetadata {
+            producer_id,
+            producer_epoch: epoch,
+            timeout_ms,
+            status: TxnStatus::Empty,
+            partitions: BTreeSet::new(),
+            last_update_ms: now,
+            start_ms: -1,
+        };
+        self.store(shard, id, partition, generation, meta).await?;
+        info!(transactional_id = %id, producer_id, epoch, "transactional producer initialized");
+        Ok((producer_id, epoch))
+    }
+
+    /// The id's state for a request of producer `producer_id` at `epoch`, which must be
+    /// its current producer.
+    fn producer_state(&self, id: &str, producer_id: i64, epoch: i16) -> Result<(u32, u64, TxnMetadata), NodeError> {
+        let partition = self.check_coordinator(id)?;
+        let (current, generation) = self.current(id, partition)?;
+        let Some(m) = current else {
+            return Err(error(
+                ErrorKind::InvalidProducerIdMapping,
+                format!("transactional id {id:?} has no producer: call InitProducerId first"),
+            ));
+        };
+        if m.producer_id != producer_id {
+            return Err(error(
+                ErrorKind::InvalidProducerIdMapping,
+                format!("transactional id {id:?} belongs to producer {}, not {producer_id}", m.producer_id),
+            ));
+        }
+        if epoch != m.producer_epoch {
+            return Err(error(
+                ErrorKind::ProducerFenced,
+                format!(
+                    "producer {producer_id} epoch {epoch} was fenced: transactional id {id:?} is at epoch {}",
+                    m.producer_epoch
+                ),
+            ));
+        }
+        Ok((partition, generation, m))
+    }
+
+    async fn add_partitions(
+        &self,
+        shard: &Rc<Shard>,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<(), NodeError> {
+        let (partition, generation, m) = self.producer_state(id, producer_id, epoch)?;
+        if m.status.preparing() {
+            return Err(concurrent(id, "is completing its last transaction"));
+        }
+        for tp in &partitions {
+            shard.check_partition(&tp.topic, tp.partition)?;
+        }
+        if m.status == TxnStatus::Ongoing && partitions.iter().all(|tp| m.partitions.contains(tp)) {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut meta = m.clone();
+        if meta.status != TxnStatus::Ongoing {
+            meta.start_ms = now;
+            meta.partitions.clear();
+        }
+        meta.status = TxnStatus::Ongoing;
+        meta.partitions.extend(partitions);
+        meta.last_update_ms = now;
+        self.store(shard, id, partition, generation, meta).await
+    }
+
+    async fn end_txn(
+        &self,
+        shard: &Rc<Shard>,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(), NodeError> {
+        let (partition, generation, m) = self.producer_state(id, producer_id, epoch)?;
+        let ending = if commit { "commit" } else { "abort" };
+        match (m.status, commit) {
+            (TxnStatus::Ongoing, _) => {
+                let mut meta = m;
+                meta.status = if commit { TxnStatus::PrepareCommit } else { TxnStatus::PrepareAbort };
+                meta.last_update_ms = now_ms();
+                self.store(shard, id, partition, generation, meta).await?;
+                self.spawn_completion(shard, id.to_string(), partition, generation);
+                Ok(())
+            }
+            // A retry of an EndTxn that completed.
+            (TxnStatus::CompleteCommit, true) | (TxnStatus::CompleteAbort, false) => Ok(()),
+            (TxnStatus::PrepareCommit, true) | (TxnStatus::PrepareAbort, false) => {
+                Err(concurrent(id, "is still writing its markers"))
+            }
+            (status, _) => Err(error(
+                ErrorKind::InvalidTxnState,
+                format!("cannot {ending} transactional id {id:?}'s transaction: it is {}", status.name()),
+            )),
+        }
+    }
+
+    /// Stores PrepareAbort for an ongoing transaction (with the producer's epoch bumped
+    /// when `fence`: the producer that left it may not write again) and writes its abort
+    /// markers in the background.
+    async fn begin_abort(
+        &self,
+        shard: &Rc<Shard>,
+        id: &str,
+        partition: u32,
+        generation: u64,
+        m: TxnMetadata,
+        fence: bool,
+    ) -> Result<(), NodeError> {
+        let mut meta = m;
+        if fence && meta.producer_epoch < i16::MAX - 1 {
+            meta.producer_epoch += 1;
+        }
+        meta.status = TxnStatus::PrepareAbort;
+        meta.last_update_ms = now_ms();
+        self.store(shard, id, partition, generation, meta).await?;
+        self.spawn_completion(shard, id.to_string(), partition, generation);
+        Ok(())
+    }
+
+    /// Writes the markers of a decided transaction to each of its partitions (retrying
+    /// until each is written, a partition is gone, or this shard stops coordinating the
+    /// id), then stores the transaction as complete.
+    fn spawn_completion(&self, shard: &Rc<Shard>, id: String, partition: u32, generation: u64) {
+        let shard = shard.clone();
+        io::spawn_detached(async move {
+            let coordinator = &shard.txns;
+            let still =
+                |c: &TxnCoordinator| c.partitions.borrow().get(&partition).is_some_and(|l| l.generation == generation);
+            let meta = match coordinator.partitions.borrow().get(&partition).and_then(|l| l.ids.get(&id)) {
+                Some(e) if e.meta.status.preparing() => e.meta.clone(),
+                _ => return,
+            };
+            let commit = meta.status == TxnStatus::PrepareCommit;
+            let coordinator_epoch = i32::try_from(generation).unwrap_or(i32::MAX);
+            let writes: Vec<io::LocalFuture<'_, ()>> = meta
+                .partitions
+                .iter()
+                .map(|tp| {
+                    let shard = &shard;
+                    let f: io::LocalFuture<'_, ()> = Box::pin(async move {
+                        let mut wait = Duration::from_millis(20);
+                        loop {
+                            if !still(&shard.txns) {
+                                return;
+                            }
+                            let result = crate::ops::txn::write_marker(
+                                shard,
+                                tp,
+                                meta.producer_id,
+                                meta.producer_epoch,
+                                commit,
+                                coordinator_epoch,
+                            )
+                            .await;
+                            match result {
+                                Ok(()) => return,
+                                Err(e) if e.kind == ErrorKind::UnknownTopicOrPartition => {
+                                    warn!(partition = %tp, "skipping the transaction marker of a deleted partition: {e}");
+                                    return;
+                                }
+                                Err(e) => {
+                                    debug!(partition = %tp, "writing a transaction marker: {e}; retrying");
+                                    io::sleep(wait).await;
+                                    wait = (wait * 2).min(RETRY_MAX);
+                                }
+                            }
+                        }
+                    });
+                    f
+                })
+                .collect();
+            io::join_all(writes).await;
+            let mut done = meta.clone();
+            done.status = if commit { TxnStatus::CompleteCommit } else { TxnStatus::CompleteAbort };
+            done.partitions.clear();
+            done.last_update_ms = now_ms();
+            let mut wait = Duration::from_millis(20);
+            while still(coordinator) {
+                if let Some(entry) =
+                    coordinator.partitions.borrow_mut().get_mut(&partition).and_then(|l| l.ids.get_mut(&id))
+                {
+                    // Nothing else changes a deciding id; let `store` take it.
+                    entry.busy = false;
+                }
+                match coordinator.store(&shard, &id, partition, generation, done.clone()).await {
+                    Ok(()) => {
+                        debug!(transactional_id = %id, commit, "transaction complete");
+                        return;
+                    }
+                    Err(e) => {
+                        debug!(transactional_id = %id, "storing a completed transaction: {e}; retrying");
+                        io::sleep(wait).await;
+                        wait = (wait * 2).min(RETRY_MAX);
+                    }
+                }
+            }
+        });
+    }
+
+    fn describe(&self, id: &str) -> Result<TxnMetadata, NodeError> {
+        let partition = self.check_coordinator(id)?;
+        self.partitions
+            .borrow()
+            .get(&partition)
+            .and_then(|l| l.ids.get(id))
+            .map(|e| e.meta.clone())
+            .ok_or_else(|| error(ErrorKind::TransactionalIdNotFound, format!("no transactional id {id:?}")))
+    }
+
+    fn list(&self) -> Vec<(String, TxnMetadata)> {
+        let mut all: Vec<(String, TxnMetadata)> = self
+            .partitions
+            .borrow()
+            .values()
+            .flat_map(|l| l.ids.iter().map(|(id, e)| (id.clone(), e.meta.clone())))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Aborts the transactions that stayed Ongoing past their timeout, fencing their
+    /// producers (Kafka's transaction expiry).
+    pub async fn expire(&self, shard: &Rc<Shard>) {
+        let now = now_ms();
+        let expired: Vec<(String, u32, u64, TxnMetadata)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .flat_map(|(p, l)| {
+                l.ids
+                    .iter()
+                    .filter(|(_, e)| {
+                        !e.busy
+                            && e.meta.status == TxnStatus::Ongoing
+                            && now.saturating_sub(e.meta.start_ms) > i64::from(e.meta.timeout_ms)
+                    })
+                    .map(|(id, e)| (id.clone(), *p, l.generation, e.meta.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (id, partition, generation, meta) in expired {
+            info!(
+                transactional_id = %id,
+                producer_id = meta.producer_id,
+                timeout_ms = meta.timeout_ms,
+                "aborting a transaction past its timeout"
+            );
+            if let Err(e) = self.begin_abort(shard, &id, partition, generation, meta, true).await {
+                debug!(transactional_id = %id, "aborting an expired transaction: {e}");
+            }
+        }
+    }
+
+    /// Answers the ids of `partition` "loading" until `load` or `end_loading`.
+    pub fn begin_loading(&self, partition: u32) {
+        self.loading.borrow_mut().insert(partition);
+    }
+
+    pub fn end_loading(&self, partition: u32) {
+        self.loading.borrow_mut().remove(&partition);
+    }
+
+    /// This shard no longer coordinates the ids of `partition`.
+    pub fn forget_partition(&self, partition: u32) {
+        self.partitions.borrow_mut().remove(&partition);
+    }
+
+    /// Reads the ids of state partition `partition` (which this node now leads) from its
+    /// log, then resumes the transactions that were deciding.
+    pub async fn load(&self, shard: &Rc<Shard>, partition: u32, log: &PartitionLog) {
+        let mut ids: HashMap<String, Entry> = HashMap::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let fetched = match log.read(offset, LOAD_READ_BYTES).await {
+                Ok(f) if !f.chunks.is_empty() => f,
+                Ok(_) => break,
+                Err(e) => {
+                    warn!("loading transactions from {}: {e}", log.dir().display());
+                    break;
+                }
+            };
+            let bytes = fetched.to_vec();
+            for batch in sluice_schemas::batch::BatchWalker::new(&bytes) {
+                let Ok((_, header, batch)) = batch else { break };
+                if header.attributes().is_control() {
+                    continue;
+                }
+                let Ok(iter) = RecordIter::from_bytes(batch) else { continue };
+                for r in iter.flatten() {
+                    let Some(record) = r.key.and_then(|key| TxnRecord::parse(key, r.value)) else { continue };
+                    match record.value {
+                        Some(meta) => {
+                            ids.insert(record.transactional_id, Entry { meta, busy: false });
+                        }
+                        None => {
+                            ids.remove(&record.transactional_id);
+                        }
+                    }
+                }
+            }
+            offset = fetched.next_offset;
+        }
+        let generation = self.generations.get() + 1;
+        self.generations.set(generation);
+        let deciding: Vec<String> =
+            ids.iter().filter(|(_, e)| e.meta.status.preparing()).map(|(id, _)| id.clone()).collect();
+        info!(
+            partition,
+            ids = ids.len(),
+            deciding = deciding.len(),
+            "coordinating the transactions of {TXN_TOPIC}-{partition}"
+        );
+        self.partitions.borrow_mut().insert(partition, Loaded { generation, ids });
+        self.end_loading(partition);
+        for id in deciding {
+            self.spawn_completion(shard, id, partition, generation);
+        }
+    }
+}
+
+/// Appends one state record to a state partition this shard leads, acknowledged by its
+/// in-sync replicas.
+async fn append_record(shard: &Rc<Shard>, partition: u32, record: &TxnRecord) -> Result<(), NodeError> {
+    let timestamp_ms = now_ms();
+    let fail = |e: sluice_schemas::records::RecordError| {
+        error(ErrorKind::Unknown, format!("a record of {TXN_TOPIC}-{partition}: {e}"))
+    };
+    let mut builder = BatchBuilder::new(BatchConfig::default()).map_err(fail)?;
+    builder.push(Some(&record.key()), record.value().as_deref(), &[], timestamp_ms).map_err(fail)?;
+    let batch = builder.finish().map_err(fail)?;
+    shard.append_internal(TXN_TOPIC, partition, &batch).await.map_err(|e| match e.kind {
+        ErrorKind::NotLeaderOrFollower | ErrorKind::UnknownTopicOrPartition => {
+            error(ErrorKind::NotCoordinator, format!("{TXN_TOPIC}-{partition}: {}", e.message))
+        }
+        _ => e,
+    })
+}
+
+/// Runs `expire` every `EXPIRY_CHECK` while the shard lives.
+pub fn spawn_expiry(shard: std::rc::Weak<Shard>) {
+    io::spawn_detached(async move {
+        loop {
+            io::sleep(EXPIRY_CHECK).await;
+            let Some(s) = shard.upgrade() else { return };
+            s.txns.expire(&s).await;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transactional_ids_spread_over_the_state_partitions() {
+        let used: BTreeSet<u32> = (0..100).map(|i| txn_partition(&format!("tx-{i}"))).collect();
+        assert_eq!(used.len(), TXN_PARTITIONS as usize);
+    }
+}

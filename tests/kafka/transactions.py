@@ -1,0 +1,190 @@
+"""Kafka transactions through confluent-kafka (librdkafka): transactional producers, a
+consume-transform-produce loop and read_committed consumers. Each command prints JSON
+lines.
+
+usage: transactions.py --bootstrap HOST:PORT COMMAND ...
+  produce TOPIC PARTITIONS TXN_ID PLAN   runs one transaction per letter of PLAN (c: commit,
+                                         a: abort), each writing 3 values "TXN_ID-K-J"
+                                         (K the transaction's number) over the partitions;
+                                         {"txn", "outcome", "values"} per transaction
+  open TOPIC TXN_ID TIMEOUT_MS           begins a transaction (timeout TIMEOUT_MS), writes
+                                         "TXN_ID-open-0" to partition 0, waits until it is
+                                         acknowledged, prints {"written"} and exits without
+                                         ending the transaction (the coordinator must abort
+                                         it after its timeout)
+  consume TOPIC ISOLATION [EXPECT]       reads every partition from the start with
+                                         isolation.level ISOLATION until EXPECT values (or,
+                                         without EXPECT, until 5 s pass with nothing new);
+                                         {"value", "partition", "offset"} per record, then
+                                         {"done", "count"}
+  watermarks TOPIC PARTITION ISOLATION   {"low", "high"} (high: the last stable offset for
+                                         read_committed)
+  transform IN OUT GROUP TXN_ID COUNT    consume-transform-produce: reads IN in GROUP,
+                                         writes "out-" + value to OUT and commits the input
+                                         offsets in the same transaction, every 10 records,
+                                         until COUNT records were committed; aborts (and
+                                         rewinds to the committed offsets) each 4th
+                                         transaction first; {"committed", "aborted"}
+"""
+
+import argparse
+import time
+
+from common import deadline, emit, fail, run
+
+
+def producer(bootstrap, txn_id, timeout_ms=10_000):
+    from confluent_kafka import Producer
+
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "transactional.id": txn_id,
+            "transaction.timeout.ms": timeout_ms,
+            "linger.ms": 5,
+            "request.timeout.ms": 5_000,
+            "message.timeout.ms": timeout_ms,
+        }
+    )
+
+
+def produce(args):
+    topic, partitions, txn_id, plan = args.rest[0], int(args.rest[1]), args.rest[2], args.rest[3]
+    p = producer(args.bootstrap, txn_id)
+    p.init_transactions(30)
+    for k, letter in enumerate(plan):
+        p.begin_transaction()
+        values = [f"{txn_id}-{k}-{j}" for j in range(3)]
+        for j, value in enumerate(values):
+            p.produce(topic, value=value.encode(), partition=(k + j) % partitions)
+        if letter == "c":
+            p.commit_transaction(30)
+            outcome = "committed"
+        else:
+            p.flush(30)
+            p.abort_transaction(30)
+            outcome = "aborted"
+        emit(txn=k, outcome=outcome, values=values)
+
+
+def open_transaction(args):
+    import os
+
+    topic, txn_id, timeout_ms = args.rest[0], args.rest[1], int(args.rest[2])
+    p = producer(args.bootstrap, txn_id, timeout_ms)
+    p.init_transactions(30)
+    p.begin_transaction()
+    acked = []
+    p.produce(topic, value=f"{txn_id}-open-0".encode(), partition=0, on_delivery=lambda err, msg: acked.append(err))
+    p.flush(30)
+    if acked != [None]:
+        fail(f"the open transaction's record was not acknowledged: {acked}")
+    emit(written=True)
+    # Leave without ending the transaction, as a producer that died would.
+    os._exit(0)
+
+
+def consumer(bootstrap, isolation, group=None, auto_commit=False):
+    from confluent_kafka import Consumer
+
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group or f"reader-{time.monotonic_ns()}",
+            "isolation.level": isolation,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": auto_commit,
+            "enable.partition.eof": False,
+        }
+    )
+
+
+def consume(args):
+    topic, isolation = args.rest[0], args.rest[1]
+    expect = int(args.rest[2]) if len(args.rest) > 2 else None
+    c = consumer(args.bootstrap, isolation)
+    c.subscribe([topic])
+    count = 0
+    quiet_since = time.monotonic()
+    while True:
+        msg = c.poll(0.2)
+        if msg is None:
+            if expect is None and count > 0 and time.monotonic() - quiet_since > 5:
+                break
+            if expect is None and count == 0 and time.monotonic() - quiet_since > 10:
+                break
+            continue
+        if msg.error():
+            fail(f"consume error: {msg.error()}")
+        count += 1
+        quiet_since = time.monotonic()
+        emit(value=msg.value().decode(), partition=msg.partition(), offset=msg.offset())
+        if expect is not None and count >= expect:
+            break
+    c.close()
+    emit(done=True, count=count)
+
+
+def watermarks(args):
+    from confluent_kafka import TopicPartition
+
+    topic, partition, isolation = args.rest[0], int(args.rest[1]), args.rest[2]
+    c = consumer(args.bootstrap, isolation)
+    low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+    c.close()
+    emit(low=low, high=high)
+
+
+def transform(args):
+    from confluent_kafka import TopicPartition
+
+    source, sink, group, txn_id, count = args.rest[0], args.rest[1], args.rest[2], args.rest[3], int(args.rest[4])
+    c = consumer(args.bootstrap, "read_committed", group)
+    c.subscribe([source])
+    p = producer(args.bootstrap, txn_id)
+    p.init_transactions(30)
+    committed = aborted = txns = 0
+    while committed < count:
+        batch = c.consume(num_messages=10, timeout=1.0)
+        batch = [m for m in batch if not m.error()]
+        if not batch:
+            continue
+        txns += 1
+        p.begin_transaction()
+        for m in batch:
+            p.produce(sink, key=m.key(), value=b"out-" + m.value(), partition=m.partition())
+        p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 30)
+        if txns % 4 == 0:
+            p.abort_transaction(30)
+            aborted += len(batch)
+            # Rewind to the committed offsets: the batch is read again.
+            for tp in c.committed(c.assignment(), timeout=30):
+                c.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+            continue
+        p.commit_transaction(30)
+        committed += len(batch)
+    c.close()
+    emit(committed=committed, aborted=aborted)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--timeout", type=int, default=120)
+    parser.add_argument("command")
+    parser.add_argument("rest", nargs="*")
+    args = parser.parse_args()
+    deadline(args.timeout)
+    commands = {
+        "produce": produce,
+        "open": open_transaction,
+        "consume": consume,
+        "watermarks": watermarks,
+        "transform": transform,
+    }
+    if args.command not in commands:
+        fail(f"unknown command {args.command}")
+    commands[args.command](args)
+
+
+run(main)
