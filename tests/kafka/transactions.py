@@ -19,12 +19,16 @@ usage: transactions.py --bootstrap HOST:PORT COMMAND ...
                                          {"done", "count"}
   watermarks TOPIC PARTITION ISOLATION   {"low", "high"} (high: the last stable offset for
                                          read_committed)
-  transform IN OUT GROUP TXN_ID COUNT    consume-transform-produce: reads IN in GROUP,
+  transform IN OUT GROUP TXN_ID COUNT [PACE_MS]
+                                         consume-transform-produce: reads IN in GROUP,
                                          writes "out-" + value to OUT and commits the input
-                                         offsets in the same transaction, every 10 records,
-                                         until COUNT records were committed; aborts (and
-                                         rewinds to the committed offsets) each 4th
-                                         transaction first; {"committed", "aborted"}
+                                         offsets in the same transaction, up to 10 records
+                                         at a time, until COUNT records were committed;
+                                         aborts (and rewinds to the committed offsets) each
+                                         4th transaction, and any that fails; with PACE_MS
+                                         {"progress"} after each commit and a pause;
+                                         {"aborted_on"} per failed one; at the end
+                                         {"committed", "aborted"}
 """
 
 import argparse
@@ -135,14 +139,48 @@ def watermarks(args):
     emit(low=low, high=high)
 
 
-def transform(args):
+# A consumer's calls report a coordinator that moved without marking it retriable.
+COORDINATOR_MOVED = {"NOT_COORDINATOR", "COORDINATOR_NOT_AVAILABLE", "COORDINATOR_LOAD_IN_PROGRESS", "_TIMED_OUT", "_TRANSPORT"}
+
+
+def retrying(what, action, attempts=60):
+    """Runs a transactional call, retrying what librdkafka says is retriable (a
+    coordinator or leader that moved); re-raises what needs an abort; fails on fatal."""
+    from confluent_kafka import KafkaException
+
+    for _ in range(attempts):
+        try:
+            return action()
+        except KafkaException as e:
+            err = e.args[0]
+            if err.fatal():
+                fail(f"{what}: fatal error {err}")
+            moved = what == "committed" and err.name() in COORDINATOR_MOVED
+            if err.txn_requires_abort() or not (err.retriable() or moved):
+                raise
+            time.sleep(0.2)
+    fail(f"{what}: still failing after {attempts} tries")
+
+
+def rewind(c):
+    """Seeks the consumer back to its group's committed offsets."""
     from confluent_kafka import TopicPartition
 
+    for tp in retrying("committed", lambda: c.committed(c.assignment(), timeout=10)):
+        c.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+
+
+def transform(args):
+    """Consume-transform-produce; with PACE_MS, waits that long between transactions and
+    prints {"progress"} after each commit (the cluster test kills nodes meanwhile)."""
+    from confluent_kafka import KafkaException
+
     source, sink, group, txn_id, count = args.rest[0], args.rest[1], args.rest[2], args.rest[3], int(args.rest[4])
+    pace_ms = int(args.rest[5]) if len(args.rest) > 5 else 0
     c = consumer(args.bootstrap, "read_committed", group)
     c.subscribe([source])
-    p = producer(args.bootstrap, txn_id)
-    p.init_transactions(30)
+    p = producer(args.bootstrap, txn_id, 30_000)
+    retrying("init_transactions", lambda: p.init_transactions(30))
     committed = aborted = txns = 0
     while committed < count:
         batch = c.consume(num_messages=10, timeout=1.0)
@@ -150,19 +188,26 @@ def transform(args):
         if not batch:
             continue
         txns += 1
-        p.begin_transaction()
-        for m in batch:
-            p.produce(sink, key=m.key(), value=b"out-" + m.value(), partition=m.partition())
-        p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 30)
-        if txns % 4 == 0:
-            p.abort_transaction(30)
+        try:
+            p.begin_transaction()
+            for m in batch:
+                p.produce(sink, key=m.key(), value=b"out-" + m.value(), partition=m.partition())
+            offsets = c.position(c.assignment())
+            retrying("send_offsets", lambda: p.send_offsets_to_transaction(offsets, c.consumer_group_metadata(), 30))
+            if txns % 4 == 0:
+                raise RuntimeError("abort on purpose")
+            retrying("commit", lambda: p.commit_transaction(30))
+        except (KafkaException, RuntimeError) as e:
+            retrying("abort", lambda: p.abort_transaction(30))
             aborted += len(batch)
-            # Rewind to the committed offsets: the batch is read again.
-            for tp in c.committed(c.assignment(), timeout=30):
-                c.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+            rewind(c)
+            if isinstance(e, KafkaException):
+                emit(aborted_on=str(e.args[0]))
             continue
-        p.commit_transaction(30)
         committed += len(batch)
+        if pace_ms:
+            emit(progress=committed)
+            time.sleep(pace_ms / 1000)
     c.close()
     emit(committed=committed, aborted=aborted)
 

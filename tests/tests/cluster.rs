@@ -499,6 +499,117 @@ fn idempotent_producer_through_kills(mut cluster: Cluster) {
 /// old one) and the producers run again, three rounds in all. Every stored batch carries
 /// its producer's id: each producer has one, no two share one, and all come from the
 /// controller's blocks (below the blocks it could have given).
+/// A python3 script of `tests/kafka` as a streaming process.
+fn kafka_script(name: &str, args: &[&str]) -> Streaming {
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join(name))
+        .args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    Streaming::start(command)
+}
+
+/// Exactly-once through kill -9s: a consume-transform-produce loop (confluent-kafka's
+/// transactional producer, offsets committed in each transaction, a fourth of them
+/// aborted on purpose) runs while the transaction coordinator's node, the group
+/// coordinator's node and partition leaders are killed and restarted; the output, read
+/// with read_committed, holds each input record exactly once and nothing aborted.
+#[test]
+fn consume_transform_produce_is_exactly_once_through_coordinator_and_leader_kills() {
+    const RECORDS: usize = 3000;
+    const TXN_ID: &str = "ctp-1";
+    const GROUP: &str = "ctp";
+    let mut cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    for name in ["in", "out"] {
+        let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
+        let topic = NewTopic { name: name.into(), partitions: 2, replication_factor: 3, configs };
+        runtime.block_on(async {
+            wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+            wait_for_full_isr(&admin, name).await;
+        });
+    }
+    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+    let bootstrap = bootstrap.join(",");
+    let input = kafka_script(
+        "idempotent.py",
+        &[
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            "in",
+            "--partitions",
+            "2",
+            "--count",
+            &RECORDS.to_string(),
+            "--prefix",
+            "v",
+            "--rate",
+            "5000",
+        ],
+    );
+    let lines = input.finish(WAIT * 2);
+    assert_eq!(acknowledged(&lines).len(), RECORDS, "the input was produced");
+    let transform = kafka_script(
+        "transactions.py",
+        &[
+            "--bootstrap",
+            &bootstrap,
+            "--timeout",
+            "400",
+            "transform",
+            "in",
+            "out",
+            GROUP,
+            TXN_ID,
+            &RECORDS.to_string(),
+            "40",
+        ],
+    );
+    let txn_partition = sluice_node::txn::txn_partition(TXN_ID);
+    let offsets_partition = sluice_schemas::groups::offsets_partition(GROUP);
+    let victims: [(&str, u32); 4] =
+        [("__transaction_state", txn_partition), ("out", 0), ("__consumer_offsets", offsets_partition), ("in", 1)];
+    for (kill, (topic, partition)) in victims.into_iter().enumerate() {
+        let before = transform.count("progress");
+        runtime.block_on(wait_for("transactions committed before the next kill", || async {
+            (transform.count("progress") >= before + 5).then_some(())
+        }));
+        let leader = runtime.block_on(leader_of(&admin, topic, partition));
+        cluster.node(leader).kill9_and_wait();
+        runtime.block_on(wait_for("a new leader", || async {
+            let now = partitions(&admin, topic).await?.get(partition as usize)?.leader?;
+            (now != leader).then_some(())
+        }));
+        cluster.node(leader).restart();
+        runtime.block_on(wait_for_full_isr(&admin, topic));
+        eprintln!(
+            "kill {}: node {leader} (leader of {topic}-{partition}); {} transactions committed",
+            kill + 1,
+            transform.count("progress")
+        );
+    }
+    let lines = transform.finish(Duration::from_secs(400));
+    let done = lines.iter().find(|l| l.get("committed").is_some()).expect("the transform loop finished");
+    assert_eq!(done.get("committed").and_then(sluice_tests::json::Json::as_i64), Some(RECORDS as i64));
+    let read = kafka_script(
+        "transactions.py",
+        &["--bootstrap", &bootstrap, "consume", "out", "read_committed", &RECORDS.to_string()],
+    )
+    .finish(WAIT * 2);
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for value in read.iter().filter_map(|l| l.get("value").and_then(sluice_tests::json::Json::as_str)) {
+        *seen.entry(value.to_string()).or_default() += 1;
+    }
+    let twice: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "records transformed more than once: {twice:?}");
+    let expected: std::collections::BTreeSet<String> = (0..RECORDS).map(|i| format!("out-v-{i}")).collect();
+    let got: std::collections::BTreeSet<String> = seen.into_keys().collect();
+    assert_eq!(got.len(), RECORDS, "{} of {RECORDS} input records made it out", got.len());
+    assert_eq!(got, expected);
+}
+
 #[test]
 fn producer_ids_are_unique_across_nodes_and_restarts() {
     const TOPIC: &str = "producer-ids";

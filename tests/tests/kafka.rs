@@ -1333,3 +1333,115 @@ fn confluent_kafka_describes_the_nodes_broker_configs() {
     assert_eq!(value("group.initial.rebalance.delay.ms"), Some("1500"));
     assert!(value("log.dirs").is_some_and(|d| d.ends_with("data")), "{:?}", value("log.dirs"));
 }
+
+// Transactions ---------------------------------------------------------------------------
+
+fn transactions(node: &NodeProcess, args: &[&str]) -> Vec<Json> {
+    let bootstrap = kafka(node);
+    let mut full: Vec<&str> = vec!["--bootstrap", &bootstrap];
+    full.extend_from_slice(args);
+    script("transactions.py", &full, b"")
+}
+
+/// The values a consume of transactions.py printed.
+fn values_read(lines: &[Json]) -> Vec<String> {
+    lines.iter().filter_map(|l| l.get("value").and_then(Json::as_str).map(str::to_string)).collect()
+}
+
+/// (low, high) of one partition as a consumer with `isolation` sees it (high: the last
+/// stable offset for read_committed).
+fn watermarks(node: &NodeProcess, topic: &str, partition: u32, isolation: &str) -> (i64, i64) {
+    let lines = transactions(node, &["watermarks", topic, &partition.to_string(), isolation]);
+    let get = |k: &str| lines.last().and_then(|l| l.get(k)).and_then(Json::as_i64).expect("watermarks");
+    (get("low"), get("high"))
+}
+
+/// Transactions through confluent-kafka's transactional producer: read_committed
+/// consumers see the committed transactions' records and none of the aborted ones (which
+/// read_uncommitted consumers do see); a transaction left open holds the last stable
+/// offset back until the coordinator aborts it at its timeout, even across a kill -9 of
+/// the node in between (its state, the open transaction and the aborted ones are stored).
+#[test]
+fn read_committed_consumers_see_committed_transactions_only_and_an_open_one_times_out_across_kill_9() {
+    let (_dir, mut node) = start_node();
+    create_topic(&node, "tx", 3);
+    let lines = transactions(&node, &["produce", "tx", "3", "p1", "cacca"]);
+    let outcome = |o: &str| -> BTreeSet<String> {
+        lines
+            .iter()
+            .filter(|l| l.get("outcome").and_then(Json::as_str) == Some(o))
+            .flat_map(|l| l.get("values").and_then(Json::as_array).unwrap_or(&[]).iter())
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let (committed, aborted) = (outcome("committed"), outcome("aborted"));
+    assert_eq!((committed.len(), aborted.len()), (9, 6), "{lines:?}");
+    let read = |node: &NodeProcess, isolation: &str, expect: usize| -> Vec<String> {
+        values_read(&transactions(node, &["consume", "tx", isolation, &expect.to_string()]))
+    };
+    let seen = read(&node, "read_committed", 9);
+    assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), committed, "read_committed: {seen:?}");
+    let all = read(&node, "read_uncommitted", 15);
+    assert_eq!(all.iter().cloned().collect::<BTreeSet<_>>(), &committed | &aborted);
+    assert_eq!(watermarks(&node, "tx", 0, "read_committed"), watermarks(&node, "tx", 0, "read_uncommitted"));
+
+    // A transaction left open (its producer exits) holds partition 0's last stable offset.
+    let open = transactions(&node, &["open", "tx", "p2", "6000"]);
+    assert_eq!(open.last().and_then(|l| l.get("written")).and_then(Json::as_bool), Some(true));
+    let (_, stable) = watermarks(&node, "tx", 0, "read_committed");
+    let (_, end) = watermarks(&node, "tx", 0, "read_uncommitted");
+    assert_eq!(stable + 1, end, "the open transaction's record is not stable");
+    node.kill9_and_wait();
+    node.restart();
+    assert_eq!(watermarks(&node, "tx", 0, "read_committed").1, stable, "still open after the restart");
+    // The coordinator (loaded back from __transaction_state) aborts it at its timeout.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, now_stable) = watermarks(&node, "tx", 0, "read_committed");
+        let (_, now_end) = watermarks(&node, "tx", 0, "read_uncommitted");
+        if now_stable == now_end {
+            assert!(now_end > end, "the abort marker follows the open record");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the open transaction was not aborted: stable {now_stable}, end {now_end}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let seen = read(&node, "read_committed", 9);
+    assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), committed, "after the restart: {seen:?}");
+    // A new producer with the fenced transactional id carries on.
+    let lines = transactions(&node, &["produce", "tx", "3", "p2", "c"]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(read(&node, "read_committed", 12).len(), 12);
+}
+
+/// Consume-transform-produce with confluent-kafka: records read in a group are written
+/// to another topic and their offsets committed in the same transaction, every fourth
+/// transaction aborted and redone; the output, read with read_committed, holds each input
+/// record exactly once.
+#[test]
+fn consume_transform_produce_writes_each_input_record_exactly_once() {
+    let (_dir, node) = start_node();
+    create_topic(&node, "in", 2);
+    create_topic(&node, "out", 2);
+    let specs: Vec<Spec> = (0..200)
+        .map(|i| Spec {
+            partition: Some(i % 2),
+            timestamp_ms: None,
+            key: None,
+            value: Some(format!("v{i}").into_bytes()),
+            headers: Vec::new(),
+        })
+        .collect();
+    produce_through_kafka(&node, "confluent", "in", &specs);
+    let lines = transactions(&node, &["transform", "in", "out", "ctp", "ctp-1", "200"]);
+    let done = lines.last().expect("a summary");
+    assert_eq!(done.get("committed").and_then(Json::as_i64), Some(200), "{lines:?}");
+    assert!(done.get("aborted").and_then(Json::as_i64).unwrap_or(0) > 0, "some transactions were aborted: {lines:?}");
+    let out = values_read(&transactions(&node, &["consume", "out", "read_committed", "200"]));
+    let expected: BTreeSet<String> = (0..200).map(|i| format!("out-v{i}")).collect();
+    assert_eq!(out.len(), 200, "{out:?}");
+    assert_eq!(out.into_iter().collect::<BTreeSet<_>>(), expected);
+    // The group's committed offsets are the transactions' (the input's end).
+    let committed = committed_natively(&node, "ctp", "in", 2);
+    assert_eq!(committed, vec![Some(100), Some(100)]);
+}
