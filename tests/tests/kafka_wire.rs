@@ -1045,3 +1045,100 @@ fn every_served_api_answers_at_its_oldest_and_newest_version() {
     let left: Vec<_> = r.topics.iter().filter(|t| !t.is_internal).map(|t| t.name.clone()).collect();
     assert!(left.is_empty(), "both topics deleted: {left:?}");
 }
+
+/// The transaction APIs by raw requests: FindCoordinator for a transactional id (which
+/// creates `__transaction_state`), InitProducerId with it, EndTxn with no transaction
+/// (INVALID_TXN_STATE), AddPartitionsToTxn v3 and v4's verify-only batch,
+/// DescribeTransactions and ListTransactions (filters by state and running time), a
+/// stale epoch fenced, an abort completed, and the next InitProducerId bumping the epoch.
+#[test]
+fn transaction_apis_answer_with_kafkas_states_and_errors() {
+    use kafka_protocol::messages::*;
+    const INVALID_TXN_STATE: i16 = 48;
+    const PRODUCER_FENCED: i16 = 90;
+    const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_kafka(dir.path(), 2, &[]);
+    node.client().create_topic("t", 2, &[]);
+    let mut w = Wire { stream: connect(node.kafka_addr().unwrap()), correlation_id: 0 };
+    let id = TransactionalId(text("w-1"));
+    let r: FindCoordinatorResponse =
+        w.call(ApiKey::FindCoordinator, 3, &FindCoordinatorRequest::default().with_key(text("w-1")).with_key_type(1));
+    assert_eq!((r.error_code, r.node_id.0), (0, 0), "FindCoordinator: {r:?}");
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(id.clone()))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r: InitProducerIdResponse = w.call(ApiKey::InitProducerId, 4, &init);
+    assert_eq!((r.error_code, r.producer_epoch), (0, 0), "{r:?}");
+    let pid = r.producer_id;
+    let end = |epoch: i16, committed: bool| {
+        EndTxnRequest::default()
+            .with_transactional_id(id.clone())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_committed(committed)
+    };
+    let r: EndTxnResponse = w.call(ApiKey::EndTxn, 3, &end(0, true));
+    assert_eq!(r.error_code, INVALID_TXN_STATE, "no transaction to commit");
+    let topic = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+        .with_name(TopicName(text("t")))
+        .with_partitions(vec![0, 1]);
+    let add = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(id.clone())
+        .with_v3_and_below_producer_id(pid)
+        .with_v3_and_below_producer_epoch(0)
+        .with_v3_and_below_topics(vec![topic.clone()]);
+    let r: AddPartitionsToTxnResponse = w.call(ApiKey::AddPartitionsToTxn, 3, &add);
+    let codes: Vec<i16> =
+        r.results_by_topic_v3_and_below[0].results_by_partition.iter().map(|p| p.partition_error_code).collect();
+    assert_eq!(codes, vec![0, 0], "{r:?}");
+    let verify = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(id.clone())
+            .with_producer_id(pid)
+            .with_producer_epoch(0)
+            .with_verify_only(true)
+            .with_topics(vec![topic]),
+    ]);
+    let r: AddPartitionsToTxnResponse = w.call(ApiKey::AddPartitionsToTxn, 4, &verify);
+    assert!(
+        r.results_by_transaction[0].topic_results[0].results_by_partition.iter().all(|p| p.partition_error_code == 0),
+        "{r:?}"
+    );
+    let describe = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![id.clone(), TransactionalId(text("nobody"))]);
+    let r: DescribeTransactionsResponse = w.call(ApiKey::DescribeTransactions, 0, &describe);
+    let state = &r.transaction_states[0];
+    assert_eq!((state.error_code, state.transaction_state.as_str(), state.producer_id), (0, "Ongoing", pid));
+    assert_eq!(state.topics[0].partitions, vec![0, 1]);
+    assert_eq!(r.transaction_states[1].error_code, TRANSACTIONAL_ID_NOT_FOUND);
+    let list = |states: &[&str], duration: i64| {
+        ListTransactionsRequest::default()
+            .with_state_filters(states.iter().map(|s| text(s)).collect())
+            .with_duration_filter(duration)
+    };
+    let r: ListTransactionsResponse = w.call(ApiKey::ListTransactions, 1, &list(&["Ongoing"], -1));
+    assert_eq!(r.transaction_states.len(), 1, "{r:?}");
+    let r: ListTransactionsResponse = w.call(ApiKey::ListTransactions, 1, &list(&[], 3_600_000));
+    assert!(r.transaction_states.is_empty(), "no transaction has run for an hour: {r:?}");
+    let r: ListTransactionsResponse = w.call(ApiKey::ListTransactions, 0, &list(&["Bogus"], -1));
+    assert_eq!(r.unknown_state_filters, vec![text("Bogus")]);
+    let r: EndTxnResponse = w.call(ApiKey::EndTxn, 3, &end(1, true));
+    assert_eq!(r.error_code, PRODUCER_FENCED, "another epoch");
+    let r: EndTxnResponse = w.call(ApiKey::EndTxn, 3, &end(0, false));
+    assert_eq!(r.error_code, 0, "abort");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let r: DescribeTransactionsResponse = w.call(ApiKey::DescribeTransactions, 0, &describe);
+        if r.transaction_states[0].transaction_state.as_str() == "CompleteAbort" {
+            assert!(r.transaction_states[0].topics.is_empty());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the abort did not complete: {r:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r: InitProducerIdResponse = w.call(ApiKey::InitProducerId, 4, &init);
+    assert_eq!((r.error_code, r.producer_id, r.producer_epoch), (0, pid, 1), "{r:?}");
+}
