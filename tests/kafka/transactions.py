@@ -29,6 +29,11 @@ usage: transactions.py --bootstrap HOST:PORT COMMAND ...
                                          {"progress"} after each commit and a pause;
                                          {"aborted_on"} per failed one; at the end
                                          {"committed", "aborted"}
+  bench TOPIC PARTITIONS TXNS PER_TXN MODE
+                                         TXNS rounds of PER_TXN 1 KiB records, each round a
+                                         transaction (MODE txn) or an idempotent producer's
+                                         flush (MODE idempotent); {"mode", "records_per_s",
+                                         "p50_ms", "p99_ms"} (commit or flush latency)
 """
 
 import argparse
@@ -212,6 +217,49 @@ def transform(args):
     emit(committed=committed, aborted=aborted)
 
 
+def bench(args):
+    """Throughput and latency of TXNS transactions of PER_TXN 1 KiB records each over
+    PARTITIONS partitions (MODE txn), or of the same records from an idempotent producer
+    flushed as often (MODE idempotent): {"mode", "records_per_s", "p50_ms", "p99_ms"}
+    (latency of each commit, or of each flush)."""
+    from confluent_kafka import Producer
+
+    topic, partitions, txns, per_txn, mode = args.rest[0], int(args.rest[1]), int(args.rest[2]), int(args.rest[3]), args.rest[4]
+    config = {"bootstrap.servers": args.bootstrap, "linger.ms": 5, "acks": "all", "enable.idempotence": True}
+    if mode == "txn":
+        config["transactional.id"] = f"bench-{time.monotonic_ns()}"
+    p = Producer(config)
+    if mode == "txn":
+        p.init_transactions(30)
+    value = b"x" * 1024
+    latencies = []
+    started = time.monotonic()
+    for t in range(txns):
+        if mode == "txn":
+            p.begin_transaction()
+        for i in range(per_txn):
+            while True:
+                try:
+                    p.produce(topic, value=value, partition=(t * per_txn + i) % partitions)
+                    break
+                except BufferError:
+                    p.poll(0.01)
+        ending = time.monotonic()
+        if mode == "txn":
+            p.commit_transaction(30)
+        else:
+            p.flush(30)
+        latencies.append((time.monotonic() - ending) * 1000)
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    emit(
+        mode=mode,
+        records_per_s=round(txns * per_txn / elapsed),
+        p50_ms=round(latencies[len(latencies) // 2], 2),
+        p99_ms=round(latencies[min(len(latencies) - 1, len(latencies) * 99 // 100)], 2),
+    )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
@@ -226,6 +274,7 @@ def main():
         "consume": consume,
         "watermarks": watermarks,
         "transform": transform,
+        "bench": bench,
     }
     if args.command not in commands:
         fail(f"unknown command {args.command}")
