@@ -16,6 +16,7 @@ use sluice_schemas::batch::{check_batch, BatchWalker, TimestampType};
 use tokio::task::JoinHandle;
 
 use crate::error::{ClientError, ErrorCode, Result};
+pub use crate::protocol::IsolationLevel;
 use crate::protocol::{self, FetchLimits, FetchPartition, FetchedPartition};
 use crate::router::{stale_metadata, Router};
 
@@ -54,6 +55,9 @@ pub struct ConsumerConfig {
     pub check_crcs: bool,
     /// Largest decompressed records section accepted from one batch.
     pub decompressed_batch_bytes_max: usize,
+    /// isolation.level: read_committed reads only below the last stable offset and skips
+    /// aborted transactions' records (Kafka's default, as here, is read_uncommitted).
+    pub isolation_level: IsolationLevel,
 }
 
 impl Default for ConsumerConfig {
@@ -69,6 +73,7 @@ impl Default for ConsumerConfig {
             request_timeout_ms: 30_000,
             check_crcs: true,
             decompressed_batch_bytes_max: 64 << 20,
+            isolation_level: IsolationLevel::ReadUncommitted,
         }
     }
 }
@@ -243,7 +248,8 @@ impl Consumer {
             max_bytes: self.config.fetch_max_bytes,
         };
         let router = self.router.clone();
-        let task = tokio::spawn(async move { fetch_from_leaders(&router, limits, parts).await });
+        let isolation = self.config.isolation_level;
+        let task = tokio::spawn(async move { fetch_from_leaders(&router, limits, isolation, parts).await });
         self.prefetch = Some(Prefetch { positions: self.positions.clone(), task });
     }
 
@@ -314,11 +320,16 @@ impl Consumer {
                 Err(e) => return Err(e),
             };
             let mut next = position;
+            let mut aborted = AbortedFilter::new(self.config.isolation_level, &data.aborted);
             for batch in BatchWalker::new(data.records()) {
                 let Ok((_, header, bytes)) = batch else { break };
                 if self.config.check_crcs {
                     check_batch(bytes)
                         .map_err(|e| ClientError::Codec(format!("{}-{}: {e}", part.topic, part.partition)))?;
+                }
+                if aborted.skips(header, bytes) {
+                    next = next.max(header.next_offset().0);
+                    continue;
                 }
                 let records = decode_batch(bytes, self.config.decompressed_batch_bytes_max)
                     .map_err(|e| ClientError::Codec(format!("{}-{}: {e}", part.topic, part.partition)))?;
@@ -348,6 +359,49 @@ impl Consumer {
     }
 }
 
+/// A read-committed reader's skipping of aborted transactions (Kafka's consumer does
+/// the same): a producer's transactional batches are skipped from the first offset of
+/// one of its aborted transactions that the fetch named, up to that transaction's abort
+/// marker.
+struct AbortedFilter {
+    /// Aborted transactions not reached yet, by first offset (the last one first).
+    pending: Vec<(u64, i64)>,
+    /// Producers whose aborted transaction the reader is inside.
+    aborting: std::collections::HashSet<i64>,
+}
+
+impl AbortedFilter {
+    fn new(isolation: IsolationLevel, aborted: &[(i64, u64)]) -> AbortedFilter {
+        let mut pending: Vec<(u64, i64)> = match isolation {
+            IsolationLevel::ReadCommitted => aborted.iter().map(|(pid, first)| (*first, *pid)).collect(),
+            IsolationLevel::ReadUncommitted => Vec::new(),
+        };
+        pending.sort_unstable_by(|a, b| b.cmp(a));
+        AbortedFilter { pending, aborting: std::collections::HashSet::new() }
+    }
+
+    /// Whether the batch's records are to be skipped (control batches have none anyway).
+    fn skips(&mut self, header: &sluice_schemas::batch::BatchHeader, bytes: &[u8]) -> bool {
+        while self.pending.last().is_some_and(|(first, _)| *first <= header.last_offset().0) {
+            if let Some((_, pid)) = self.pending.pop() {
+                self.aborting.insert(pid);
+            }
+        }
+        let attributes = header.attributes();
+        if !attributes.is_transactional() {
+            return false;
+        }
+        let pid = header.producer_id.get();
+        if attributes.is_control() {
+            if sluice_schemas::control::control_type(bytes) == Some(sluice_schemas::control::ControlType::Abort) {
+                self.aborting.remove(&pid);
+            }
+            return true;
+        }
+        self.aborting.contains(&pid)
+    }
+}
+
 struct Decoded {
     offset: u64,
     timestamp_ms: i64,
@@ -362,6 +416,7 @@ struct Decoded {
 async fn fetch_from_leaders(
     router: &Arc<Router>,
     limits: FetchLimits,
+    isolation: IsolationLevel,
     parts: Vec<FetchPartition>,
 ) -> Result<Vec<FetchedPartition>> {
     let mut by_leader: HashMap<Option<u32>, Vec<FetchPartition>> = HashMap::new();
@@ -377,7 +432,7 @@ async fn fetch_from_leaders(
             let router = router.clone();
             tokio::spawn(async move {
                 let result = match router.to_node(leader).await {
-                    Ok(conn) => protocol::fetch(&conn, limits, &parts).await,
+                    Ok(conn) => protocol::fetch_isolated(&conn, limits, &parts, isolation).await,
                     Err(e) => Err(e),
                 };
                 result.or_else(|e| {

@@ -51,6 +51,14 @@ impl ErrorCode {
             68 => "NON_EMPTY_GROUP",
             69 => "GROUP_ID_NOT_FOUND",
             87 => "INVALID_RECORD",
+            14 => "COORDINATOR_LOAD_IN_PROGRESS",
+            48 => "INVALID_TXN_STATE",
+            49 => "INVALID_PRODUCER_ID_MAPPING",
+            50 => "INVALID_TRANSACTION_TIMEOUT",
+            51 => "CONCURRENT_TRANSACTIONS",
+            88 => "UNSTABLE_OFFSET_COMMIT",
+            90 => "PRODUCER_FENCED",
+            105 => "TRANSACTIONAL_ID_NOT_FOUND",
             _ => "UNKNOWN_CODE",
         }
     }
@@ -63,7 +71,7 @@ impl ErrorCode {
     /// until `delivery_timeout_ms`.
     #[must_use]
     pub fn is_retriable(self) -> bool {
-        matches!(self.0, 2 | 3 | 5 | 6 | 7 | 15 | 16 | 19 | 20 | 41)
+        matches!(self.0, 2 | 3 | 5 | 6 | 7 | 14 | 15 | 16 | 19 | 20 | 41 | 51 | 88)
     }
 }
 
@@ -99,6 +107,10 @@ pub enum ClientError {
     NoOffset { topic: String, partition: u32 },
     #[error("the producer is closed")]
     Closed,
+    /// A transactional producer's call out of turn (send before begin_transaction, commit
+    /// of a transaction whose records failed): the message says what to do.
+    #[error("transaction: {0}")]
+    Transaction(String),
 }
 
 impl ClientError {

@@ -110,6 +110,11 @@ pub struct ProducerConfig {
     /// enable.idempotence: applies with acks = all (ignored otherwise); needs
     /// max.in.flight.requests.per.connection of at most 5.
     pub enable_idempotence: bool,
+    /// transactional.id: makes the producer transactional (`init_transactions`, then
+    /// `begin_transaction` ... `commit_transaction`); needs idempotence and acks = all.
+    pub transactional_id: Option<String>,
+    /// transaction.timeout.ms: the coordinator aborts a transaction open longer.
+    pub transaction_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for ProducerConfig {
@@ -144,6 +149,8 @@ impl Default for ProducerConfig {
             metadata_max_age_ms: 300_000,
             partitioner: Arc::new(DefaultPartitioner::default()),
             enable_idempotence: true,
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
         }
     }
 }
@@ -173,6 +180,15 @@ impl ProducerConfig {
             return bad(format!(
                 "buffer.memory = {} must be at least max.request.size = {}",
                 self.buffer_memory, self.max_request_size
+            ));
+        }
+        if self.transactional_id.is_some() && !self.idempotent() {
+            return bad("transactional.id needs enable.idempotence and acks = all".into());
+        }
+        if self.transactional_id.is_some() && !(1..=900_000).contains(&self.transaction_timeout_ms) {
+            return bad(format!(
+                "transaction.timeout.ms = {} must be from 1 to 900000 (the node's maximum)",
+                self.transaction_timeout_ms
             ));
         }
         if self.max_in_flight_requests_per_connection == 0 {
@@ -456,6 +472,12 @@ struct State {
     bump_epoch: bool,
     /// Records' default timestamps.
     wall_clock: WallClock,
+    /// A transactional producer: a transaction is begun and not ended.
+    txn_in_progress: bool,
+    /// The partitions added to the ongoing transaction.
+    txn_partitions: std::collections::HashSet<(String, u32)>,
+    /// A record of the ongoing transaction failed: it can only be aborted.
+    txn_failed: Option<String>,
 }
 
 /// Wall-clock milliseconds from a monotonic instant: the wall clock read once a second,
@@ -590,7 +612,8 @@ impl Producer {
             turns: Notify::new(),
         });
         inner.router.any().await?;
-        if inner.config.idempotent() {
+        // A transactional producer gets its identity from `init_transactions`.
+        if inner.config.idempotent() && inner.config.transactional_id.is_none() {
             let identity = inner.init_producer_id(None).await?;
             debug!(producer_id = identity.producer_id, epoch = identity.epoch, "idempotent producer");
             lock(&inner.state).identity = Some(identity);
@@ -641,6 +664,85 @@ impl Producer {
             self.inner.wake.notify_one();
             let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
         }
+    }
+
+    /// Transactions (Kafka's KIP-98; needs `transactional_id`): gets the producer id
+    /// and a new epoch from the transactional id's coordinator, which fences any earlier
+    /// producer with the same id and aborts a transaction it left open.
+    pub async fn init_transactions(&self) -> Result<()> {
+        let identity = self.inner.init_producer_id(None).await?;
+        debug!(producer_id = identity.producer_id, epoch = identity.epoch, "transactional producer");
+        let mut st = lock(&self.inner.state);
+        st.identity = Some(identity);
+        for pq in &mut st.parts {
+            pq.next_sequence = 0;
+            pq.acked_through = None;
+        }
+        Ok(())
+    }
+
+    /// Begins a transaction: the records sent until `commit_transaction` or
+    /// `abort_transaction` are read by read-committed consumers all or none.
+    pub fn begin_transaction(&self) -> Result<()> {
+        let mut st = lock(&self.inner.state);
+        if self.inner.config.transactional_id.is_none() || st.identity.is_none() {
+            return Err(ClientError::Transaction("call init_transactions first (with transactional.id set)".into()));
+        }
+        if st.txn_in_progress {
+            return Err(ClientError::Transaction("a transaction is already begun".into()));
+        }
+        st.txn_in_progress = true;
+        st.txn_partitions.clear();
+        st.txn_failed = None;
+        Ok(())
+    }
+
+    /// Commits a consumer group's offsets (topic, partition, next offset to read) in the
+    /// ongoing transaction: they count only if it commits. `member_id` and `generation`
+    /// are the group member's (empty and -1: not checked against the group).
+    pub async fn send_offsets_to_transaction(
+        &self,
+        group: &str,
+        offsets: &[(String, u32, u64)],
+        member_id: &str,
+        generation: i32,
+    ) -> Result<()> {
+        use sluice_schemas::groups::{offsets_partition, OFFSETS_TOPIC};
+        let inner = &self.inner;
+        inner.join_transaction(OFFSETS_TOPIC, offsets_partition(group)).await?;
+        let txn = inner.txn_producer()?;
+        let offsets: Vec<protocol::CommitOffset> =
+            offsets.iter().map(|(t, p, o)| (t.clone(), *p, *o, String::new())).collect();
+        let results = crate::router::with_retries(
+            Duration::from_millis(inner.config.max_block_ms),
+            txn_retriable,
+            || inner.router.to_coordinator(group),
+            || {},
+            |conn| {
+                let (txn, offsets) = (&txn, &offsets);
+                async move { protocol::txn_offset_commit(&conn, txn, group, member_id, generation, offsets).await }
+            },
+        )
+        .await?;
+        match results.into_iter().find_map(|(_, _, r)| r.err()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends every record of the transaction and waits for them, then commits it. A
+    /// transaction whose records failed cannot commit (abort it).
+    pub async fn commit_transaction(&self) -> Result<()> {
+        self.inner.txn_producer()?;
+        self.flush().await;
+        self.inner.end_transaction(true).await
+    }
+
+    /// Aborts the ongoing transaction: read-committed consumers never see its records.
+    pub async fn abort_transaction(&self) -> Result<()> {
+        self.inner.txn_producer()?;
+        self.flush().await;
+        self.inner.end_transaction(false).await
     }
 
     /// Flushes, then stops the sender; later sends fail with `Closed`.
@@ -695,6 +797,9 @@ impl Producer {
                 config.partitioner.partition(&record.topic, record.key.as_deref(), record.value.as_deref(), partitions)
             }
         };
+        if config.transactional_id.is_some() {
+            inner.join_transaction(&record.topic, partition).await?;
+        }
         let permit = match inner.memory.clone().try_acquire_many_owned(size as u32) {
             Ok(permit) => permit,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
@@ -732,9 +837,10 @@ impl Producer {
                 wake = true;
             }
             let id = st.next_batch_id;
+            let transactional = config.transactional_id.is_some();
             let batch = st.parts[part].open.get_or_insert_with(|| OpenBatch {
                 id,
-                builder: new_builder(),
+                builder: new_builder(transactional),
                 opened: now,
                 slots: Vec::new(),
                 permits: Vec::new(),
@@ -761,8 +867,13 @@ impl Producer {
     }
 }
 
-fn new_builder() -> BatchBuilder {
-    match BatchBuilder::new(BatchConfig::default()) {
+/// A batch builder; a transactional producer's batches carry the transactional attribute.
+fn new_builder(transactional: bool) -> BatchBuilder {
+    let mut config = BatchConfig::default();
+    if transactional {
+        config.attributes = sluice_schemas::batch::Attributes(sluice_schemas::batch::Attributes::TRANSACTIONAL_BIT);
+    }
+    match BatchBuilder::new(config) {
         Ok(b) => b,
         Err(e) => unreachable!("the default batch config is valid: {e}"),
     }
@@ -795,6 +906,12 @@ fn restamp(bytes: &mut [u8], identity: protocol::ProducerIdentity, mut sequence:
 /// a time, in sequence order).
 fn may_send(in_flight: usize, limit: usize, front: &ReadyBatch) -> bool {
     in_flight < limit && (front.attempts == 0 || in_flight == 0)
+}
+
+/// Errors a transaction request waits out: the coordinator moved or is loading, or the
+/// id's last transaction is still completing.
+fn txn_retriable(error: &ClientError) -> bool {
+    crate::router::coordinator_moved(error) || matches!(error.code(), Some(14 | 51))
 }
 
 fn now_ms() -> i64 {
@@ -916,6 +1033,14 @@ impl Inner {
         &self,
         existing: Option<protocol::ProducerIdentity>,
     ) -> Result<protocol::ProducerIdentity> {
+        if let Some(id) = &self.config.transactional_id {
+            let timeout_ms = i32::try_from(self.config.transaction_timeout_ms).unwrap_or(i32::MAX);
+            return self
+                .txn_call(
+                    |conn| async move { protocol::init_transactional_producer(&conn, id, timeout_ms, existing).await },
+                )
+                .await;
+        }
         let deadline = Instant::now() + Duration::from_millis(self.config.max_block_ms);
         loop {
             let result = async { protocol::init_producer_id(&*self.router.any().await?, existing).await }.await;
@@ -927,6 +1052,80 @@ impl Inner {
                 other => return other,
             }
         }
+    }
+
+    /// Runs `call` on the transactional id's coordinator, again while it moves, loads or
+    /// completes the last transaction (for up to max.block.ms).
+    async fn txn_call<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(Arc<crate::connection::Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let Some(id) = self.config.transactional_id.as_deref() else {
+            return Err(ClientError::Transaction("the producer has no transactional.id".into()));
+        };
+        crate::router::with_retries(
+            Duration::from_millis(self.config.max_block_ms),
+            txn_retriable,
+            || self.router.to_txn_coordinator(id),
+            || {},
+            call,
+        )
+        .await
+    }
+
+    /// The ongoing transaction's producer, or why there is none.
+    fn txn_producer(&self) -> Result<protocol::TxnProducer> {
+        let st = lock(&self.state);
+        match (&self.config.transactional_id, st.identity, st.txn_in_progress) {
+            (Some(id), Some(identity), true) => Ok(protocol::TxnProducer { transactional_id: id.clone(), identity }),
+            (None, _, _) => Err(ClientError::Transaction("the producer has no transactional.id".into())),
+            (_, None, _) => Err(ClientError::Transaction("call init_transactions first".into())),
+            (_, _, false) => Err(ClientError::Transaction("no transaction is begun: call begin_transaction".into())),
+        }
+    }
+
+    /// Adds a partition to the ongoing transaction the first time the transaction writes
+    /// to it (one round trip to the coordinator per new partition).
+    async fn join_transaction(&self, topic: &str, partition: u32) -> Result<()> {
+        let txn = self.txn_producer()?;
+        let key = (topic.to_string(), partition);
+        if lock(&self.state).txn_partitions.contains(&key) {
+            return Ok(());
+        }
+        let partitions = [key.clone()];
+        self.txn_call(|conn| {
+            let (txn, partitions) = (&txn, &partitions);
+            async move { protocol::add_partitions_to_txn(&conn, txn, partitions).await }
+        })
+        .await?;
+        lock(&self.state).txn_partitions.insert(key);
+        Ok(())
+    }
+
+    /// Ends the ongoing transaction: every record sent and acknowledged first, then the
+    /// coordinator writes the markers.
+    async fn end_transaction(&self, commit: bool) -> Result<()> {
+        let txn = self.txn_producer()?;
+        if commit {
+            if let Some(failed) = lock(&self.state).txn_failed.clone() {
+                return Err(ClientError::Transaction(format!(
+                    "a record of the transaction failed ({failed}): abort the transaction"
+                )));
+            }
+        }
+        let ending = self
+            .txn_call(|conn| {
+                let txn = &txn;
+                async move { protocol::end_txn(&conn, txn, commit).await }
+            })
+            .await;
+        // Retrying an EndTxn that was done answers done; a fenced producer stays fenced.
+        let mut st = lock(&self.state);
+        st.txn_in_progress = false;
+        st.txn_partitions.clear();
+        st.txn_failed = None;
+        ending
     }
 
     /// After a batch with a sequence number was given up on (its partition's numbers now
@@ -1204,6 +1403,9 @@ async fn sender(inner: Arc<Inner>) {
             }
             let mut st = lock(&inner.state);
             st.bump_epoch |= sequenced;
+            if st.txn_in_progress {
+                st.txn_failed.get_or_insert_with(|| "a batch expired".to_string());
+            }
             inner.settle(&mut st, count);
         }
         let bump = {
@@ -1322,6 +1524,9 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, ticket: u64, sent:
         } else {
             error
         };
+        if inner.config.transactional_id.is_some() {
+            lock(&inner.state).txn_failed.get_or_insert_with(|| error.to_string());
+        }
         settled += resolve(&s.topic, s.partition, s.batch, &Err(error));
         released.push(s.part);
     }

@@ -521,6 +521,11 @@ pub struct FetchedPartition {
 pub struct FetchedData {
     pub high_watermark: u64,
     pub log_start_offset: u64,
+    /// Below it no transaction is open.
+    pub last_stable_offset: u64,
+    /// Read committed: the aborted transactions (producer id, first offset) that may have
+    /// batches in the records, to skip.
+    pub aborted: Vec<(i64, u64)>,
     frame: Arc<Frame>,
     records: Range<usize>,
 }
@@ -541,8 +546,48 @@ pub struct FetchLimits {
     pub max_bytes: u32,
 }
 
+/// Kafka's isolation levels: what a fetch may read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IsolationLevel {
+    /// Everything below the high watermark, aborted transactions included.
+    #[default]
+    ReadUncommitted,
+    /// Below the last stable offset, with the aborted transactions to skip.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    /// `read_uncommitted` or `read_committed`, Kafka's names.
+    pub fn parse(s: &str) -> Result<IsolationLevel> {
+        match s {
+            "read_uncommitted" => Ok(IsolationLevel::ReadUncommitted),
+            "read_committed" => Ok(IsolationLevel::ReadCommitted),
+            _ => {
+                Err(ClientError::Config(format!("isolation.level = {s:?}: must be read_uncommitted or read_committed")))
+            }
+        }
+    }
+
+    fn wire(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        }
+    }
+}
+
 /// The partitions grouped by topic, in order of first appearance.
 pub fn encode_fetch(b: &mut FlatBufferBuilder<'_>, limits: FetchLimits, parts: &[FetchPartition]) -> EncodedBody {
+    encode_fetch_isolated(b, limits, parts, IsolationLevel::ReadUncommitted)
+}
+
+/// `encode_fetch` at an isolation level.
+pub fn encode_fetch_isolated(
+    b: &mut FlatBufferBuilder<'_>,
+    limits: FetchLimits,
+    parts: &[FetchPartition],
+    isolation: IsolationLevel,
+) -> EncodedBody {
     let topics = topic_tables(
         b,
         &by_topic(parts, |p| &p.topic),
@@ -555,8 +600,9 @@ pub fn encode_fetch(b: &mut FlatBufferBuilder<'_>, limits: FetchLimits, parts: &
         },
     );
     let FetchLimits { max_wait_ms, min_bytes, max_bytes } = limits;
-    wire::FetchRequest::create(b, &wire::FetchRequestArgs { max_wait_ms, min_bytes, max_bytes, topics: Some(topics) })
-        .as_union_value()
+    let isolation_level = isolation.wire();
+    let args = wire::FetchRequestArgs { max_wait_ms, min_bytes, max_bytes, topics: Some(topics), isolation_level };
+    wire::FetchRequest::create(b, &args).as_union_value()
 }
 
 /// Each partition's records are a range of `frame`, which they keep alive.
@@ -577,9 +623,17 @@ pub fn decode_fetch(frame: Arc<Frame>) -> Result<Vec<FetchedPartition>> {
                         "fetch slice {start}..{end} beyond {payload_bytes} bytes"
                     )));
                 }
+                let aborted = p
+                    .aborted_transactions()
+                    .iter()
+                    .flatten()
+                    .map(|a| (a.producer_id(), u64::try_from(a.first_offset()).unwrap_or(0)))
+                    .collect();
                 Ok(FetchedData {
                     high_watermark: u64::try_from(p.high_watermark()).unwrap_or(0),
                     log_start_offset: u64::try_from(p.log_start_offset()).unwrap_or(0),
+                    last_stable_offset: u64::try_from(p.last_stable_offset()).unwrap_or(0),
+                    aborted,
                     frame: frame.clone(),
                     records: start..end,
                 })
@@ -591,7 +645,17 @@ pub fn decode_fetch(frame: Arc<Frame>) -> Result<Vec<FetchedPartition>> {
 }
 
 pub async fn fetch(conn: &Connection, limits: FetchLimits, parts: &[FetchPartition]) -> Result<Vec<FetchedPartition>> {
-    let build = |b: &mut FlatBufferBuilder<'static>| encode_fetch(b, limits, parts);
+    fetch_isolated(conn, limits, parts, IsolationLevel::ReadUncommitted).await
+}
+
+/// `fetch` at an isolation level.
+pub async fn fetch_isolated(
+    conn: &Connection,
+    limits: FetchLimits,
+    parts: &[FetchPartition],
+    isolation: IsolationLevel,
+) -> Result<Vec<FetchedPartition>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_fetch_isolated(b, limits, parts, isolation);
     decode_fetch(Arc::new(conn.request(RequestBody::FetchRequest, build, &[]).await?))
 }
 
@@ -766,7 +830,16 @@ pub fn encode_commit_offsets(
     generation: i32,
     offsets: &[CommitOffset],
 ) -> EncodedBody {
-    let topics = topic_tables(
+    let topics = commit_topics(b, offsets);
+    let (group_id, member_id) = member_names(b, group, member_id);
+    let args = wire::OffsetCommitRequestArgs { group_id, member_id, generation, topics: Some(topics) };
+    wire::OffsetCommitRequest::create(b, &args).as_union_value()
+}
+
+type CommitTopics<'b> = WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<wire::OffsetCommitTopic<'b>>>>;
+
+fn commit_topics<'b>(b: &mut FlatBufferBuilder<'b>, offsets: &[CommitOffset]) -> CommitTopics<'b> {
+    topic_tables(
         b,
         &by_topic(offsets, |o| &o.0),
         |b, (_, partition, offset, metadata)| {
@@ -778,10 +851,7 @@ pub fn encode_commit_offsets(
             let args = wire::OffsetCommitTopicArgs { topic: Some(topic), partitions: Some(partitions) };
             wire::OffsetCommitTopic::create(b, &args)
         },
-    );
-    let (group_id, member_id) = member_names(b, group, member_id);
-    let args = wire::OffsetCommitRequestArgs { group_id, member_id, generation, topics: Some(topics) };
-    wire::OffsetCommitRequest::create(b, &args).as_union_value()
+    )
 }
 
 pub fn decode_commit_offsets(frame: &Frame) -> Result<Vec<(String, u32, Result<()>)>> {
@@ -1008,9 +1078,21 @@ pub struct ProducerIdentity {
 
 /// `existing`: `None` for a new producer; a producer's identity to get its next epoch.
 pub fn encode_init_producer_id(b: &mut FlatBufferBuilder<'_>, existing: Option<ProducerIdentity>) -> EncodedBody {
+    encode_init_transactional(b, existing, None)
+}
+
+/// `encode_init_producer_id` for a transactional producer: (transactional id, timeout ms).
+pub fn encode_init_transactional(
+    b: &mut FlatBufferBuilder<'_>,
+    existing: Option<ProducerIdentity>,
+    transactional: Option<(&str, i32)>,
+) -> EncodedBody {
     let (producer_id, producer_epoch) = existing.map_or((-1, -1), |p| (p.producer_id, p.epoch));
-    wire::InitProducerIdRequest::create(b, &wire::InitProducerIdRequestArgs { producer_id, producer_epoch })
-        .as_union_value()
+    let transactional_id = transactional.map(|(id, _)| b.create_string(id));
+    let transaction_timeout_ms = transactional.map_or(60_000, |(_, t)| t);
+    let args =
+        wire::InitProducerIdRequestArgs { producer_id, producer_epoch, transactional_id, transaction_timeout_ms };
+    wire::InitProducerIdRequest::create(b, &args).as_union_value()
 }
 
 pub fn decode_init_producer_id(frame: &Frame) -> Result<ProducerIdentity> {
@@ -1025,4 +1107,159 @@ pub fn decode_init_producer_id(frame: &Frame) -> Result<ProducerIdentity> {
 pub async fn init_producer_id(conn: &Connection, existing: Option<ProducerIdentity>) -> Result<ProducerIdentity> {
     let build = |b: &mut FlatBufferBuilder<'static>| encode_init_producer_id(b, existing);
     decode_init_producer_id(&conn.request(RequestBody::InitProducerIdRequest, build, &[]).await?)
+}
+
+// Transactions -------------------------------------------------------------------------
+
+/// A transactional producer's identity, as its transactional id's coordinator knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnProducer {
+    pub transactional_id: String,
+    pub identity: ProducerIdentity,
+}
+
+/// A producer id (or the next epoch) for `transactional_id`, from its coordinator.
+pub async fn init_transactional_producer(
+    conn: &Connection,
+    transactional_id: &str,
+    timeout_ms: i32,
+    existing: Option<ProducerIdentity>,
+) -> Result<ProducerIdentity> {
+    let build = |b: &mut FlatBufferBuilder<'static>| {
+        encode_init_transactional(b, existing, Some((transactional_id, timeout_ms)))
+    };
+    decode_init_producer_id(&conn.request(RequestBody::InitProducerIdRequest, build, &[]).await?)
+}
+
+fn txn_header<'b>(b: &mut FlatBufferBuilder<'b>, txn: &TxnProducer) -> (Option<WIPOffset<&'b str>>, i64, i16) {
+    (Some(b.create_string(&txn.transactional_id)), txn.identity.producer_id, txn.identity.epoch)
+}
+
+/// Adds partitions to the producer's ongoing transaction (before it writes to them).
+pub async fn add_partitions_to_txn(conn: &Connection, txn: &TxnProducer, partitions: &[(String, u32)]) -> Result<()> {
+    let build = |b: &mut FlatBufferBuilder<'static>| {
+        let items: Vec<_> = by_topic(partitions, |(t, _)| t)
+            .iter()
+            .map(|(topic, list)| {
+                let numbers: Vec<u32> = list.iter().map(|(_, p)| *p).collect();
+                let partitions = b.create_vector(&numbers);
+                let topic = b.create_string(topic);
+                wire::TopicPartitions::create(
+                    b,
+                    &wire::TopicPartitionsArgs { topic: Some(topic), partitions: Some(partitions) },
+                )
+            })
+            .collect();
+        let topics = b.create_vector(&items);
+        let (transactional_id, producer_id, producer_epoch) = txn_header(b, txn);
+        let args =
+            wire::AddPartitionsToTxnRequestArgs { transactional_id, producer_id, producer_epoch, topics: Some(topics) };
+        wire::AddPartitionsToTxnRequest::create(b, &args).as_union_value()
+    };
+    let frame = conn.request(RequestBody::AddPartitionsToTxnRequest, build, &[]).await?;
+    let response = frame.response()?;
+    let r =
+        response.body_as_add_partitions_to_txn_response().ok_or_else(|| unexpected(&frame, "AddPartitionsToTxn"))?;
+    code_result(r.error(), r.message())
+}
+
+fn decode_end_txn(frame: &Frame) -> Result<()> {
+    let response = frame.response()?;
+    let r = response.body_as_end_txn_response().ok_or_else(|| unexpected(frame, "EndTxn"))?;
+    code_result(r.error(), r.message())
+}
+
+/// Commits (`commit`) or aborts the producer's ongoing transaction.
+pub async fn end_txn(conn: &Connection, txn: &TxnProducer, commit: bool) -> Result<()> {
+    let build = |b: &mut FlatBufferBuilder<'static>| {
+        let (transactional_id, producer_id, producer_epoch) = txn_header(b, txn);
+        let args = wire::EndTxnRequestArgs { transactional_id, producer_id, producer_epoch, commit };
+        wire::EndTxnRequest::create(b, &args).as_union_value()
+    };
+    decode_end_txn(&conn.request(RequestBody::EndTxnRequest, build, &[]).await?)
+}
+
+/// Commits a group's offsets in the producer's transaction (to the group's coordinator;
+/// the group's offsets partition must be in the transaction). Per-partition results.
+pub async fn txn_offset_commit(
+    conn: &Connection,
+    txn: &TxnProducer,
+    group: &str,
+    member_id: &str,
+    generation: i32,
+    offsets: &[CommitOffset],
+) -> Result<Vec<(String, u32, Result<()>)>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| {
+        let topics = commit_topics(b, offsets);
+        let (group_id, member_id) = member_names(b, group, member_id);
+        let (transactional_id, producer_id, producer_epoch) = txn_header(b, txn);
+        let args = wire::TxnOffsetCommitRequestArgs {
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            group_id,
+            member_id,
+            generation,
+            topics: Some(topics),
+        };
+        wire::TxnOffsetCommitRequest::create(b, &args).as_union_value()
+    };
+    decode_commit_offsets(&conn.request(RequestBody::TxnOffsetCommitRequest, build, &[]).await?)
+}
+
+/// A transactional id's state, as its coordinator lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionInfo {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Kafka's names: Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort.
+    pub state: String,
+    pub timeout_ms: i32,
+    /// When the ongoing transaction began (ms since the epoch); -1: none.
+    pub start_ms: i64,
+    pub partitions: Vec<(String, u32)>,
+}
+
+/// The transactional ids the node coordinates.
+pub async fn list_transactions(conn: &Connection) -> Result<Vec<TransactionInfo>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| {
+        wire::ListTransactionsRequest::create(b, &wire::ListTransactionsRequestArgs {}).as_union_value()
+    };
+    let frame = conn.request(RequestBody::ListTransactionsRequest, build, &[]).await?;
+    let response = frame.response()?;
+    let r = response.body_as_list_transactions_response().ok_or_else(|| unexpected(&frame, "ListTransactions"))?;
+    code_result(r.error(), r.message())?;
+    Ok(r.transactions()
+        .iter()
+        .flatten()
+        .map(|t| TransactionInfo {
+            transactional_id: t.transactional_id().unwrap_or("").to_string(),
+            producer_id: t.producer_id(),
+            producer_epoch: t.producer_epoch(),
+            state: t.state().unwrap_or("").to_string(),
+            timeout_ms: t.timeout_ms(),
+            start_ms: t.start_ms(),
+            partitions: t
+                .partitions()
+                .iter()
+                .flatten()
+                .flat_map(|tp| {
+                    let topic = tp.topic().unwrap_or("").to_string();
+                    tp.partitions().into_iter().flatten().map(move |p| (topic.clone(), p))
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// Aborts a transactional id's ongoing transaction (an operator's abort of a hanging
+/// transaction; its producer is fenced). To the id's coordinator.
+pub async fn abort_transaction(conn: &Connection, transactional_id: &str) -> Result<()> {
+    let build = |b: &mut FlatBufferBuilder<'static>| {
+        let transactional_id = Some(b.create_string(transactional_id));
+        wire::AbortTransactionRequest::create(b, &wire::AbortTransactionRequestArgs { transactional_id })
+            .as_union_value()
+    };
+    decode_end_txn(&conn.request(RequestBody::AbortTransactionRequest, build, &[]).await?)
 }

@@ -168,6 +168,15 @@ impl Router {
         self.refresh(OFFSETS_TOPIC).await?;
         self.to_node(self.leader(OFFSETS_TOPIC, offsets_partition(group))).await
     }
+
+    /// A connection to a transactional id's coordinator: the leader of its transaction
+    /// state partition; any node while that topic does not exist yet (its first
+    /// InitProducerId creates it, then answers NOT_COORDINATOR if another node leads).
+    pub(crate) async fn to_txn_coordinator(&self, transactional_id: &str) -> Result<Arc<Connection>> {
+        use sluice_schemas::groups::{txn_partition, TXN_TOPIC};
+        let _ = self.refresh(TXN_TOPIC).await;
+        self.to_node(self.leader(TXN_TOPIC, txn_partition(transactional_id))).await
+    }
 }
 
 /// Runs `call` on the connection `connect` gives, again (after `forget`) while `moved`

@@ -1066,3 +1066,87 @@ async fn acks_all_is_refused_when_fewer_replicas_are_in_sync_than_min_insync_rep
     let one = protocol::produce(&conn, 1, 5_000, &parts).await.unwrap();
     assert_eq!(one[0].base_offset.clone().unwrap(), 0);
 }
+
+/// Transactions through `sluice-client` over the native protocol: a transactional
+/// producer commits, aborts and commits again; a read-committed consumer gets exactly
+/// the committed records (and stops below an open transaction), a read-uncommitted one
+/// everything; records outside a transaction are refused; offsets sent in a transaction
+/// count only once it commits; a second producer with the same transactional id fences
+/// the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_and_abort_and_read_committed_consumers_see_only_committed_records() {
+    use sluice_client::consumer::IsolationLevel;
+    let (_dir, node) = start_node();
+    create_topic(&node, "txn", 2).await;
+    let config = ProducerConfig { transactional_id: Some("native-1".into()), ..producer_config(&node) };
+    let producer = Producer::new(config.clone()).await.unwrap();
+    let refused = producer.send(ProducerRecord::new("txn", "early").partition(0)).await;
+    assert!(matches!(refused, Err(ClientError::Transaction(_))), "{:?}", refused.err());
+    producer.init_transactions().await.unwrap();
+    let refused = producer.send(ProducerRecord::new("txn", "unbegun").partition(0)).await;
+    assert!(matches!(refused, Err(ClientError::Transaction(_))), "{:?}", refused.err());
+    let mut committed = Vec::new();
+    for (round, commit) in [(0, true), (1, false), (2, true)] {
+        producer.begin_transaction().unwrap();
+        for i in 0..4u32 {
+            let value = format!("r{round}-{i}");
+            producer.send(ProducerRecord::new("txn", value.clone()).partition(i % 2)).await.unwrap();
+            if commit {
+                committed.push(value);
+            }
+        }
+        if commit {
+            producer.commit_transaction().await.unwrap();
+        } else {
+            producer.abort_transaction().await.unwrap();
+        }
+    }
+    // Offsets committed in a transaction: invisible until it commits.
+    producer.begin_transaction().unwrap();
+    producer.send(ProducerRecord::new("txn", "r3-0").partition(0)).await.unwrap();
+    producer.send_offsets_to_transaction("txn-group", &[("txn".into(), 1, 42)], "", -1).await.unwrap();
+    let conn = connect(&node).await;
+    let before = protocol::fetch_offsets(&conn, "txn-group", Some(&[("txn".to_string(), 1)])).await.unwrap();
+    assert_eq!(before[0].2, None, "not committed before the transaction is: {before:?}");
+
+    let read = |isolation: IsolationLevel| {
+        let config = ConsumerConfig { isolation_level: isolation, ..consumer_config(&node, OffsetReset::Earliest) };
+        async move {
+            let mut consumer = Consumer::new(config).await.unwrap();
+            consumer.assign(vec![("txn".into(), 0), ("txn".into(), 1)]);
+            consumer
+        }
+    };
+    // The open transaction (r3-0 on partition 0) holds read-committed readers back.
+    let mut committed_reader = read(IsolationLevel::ReadCommitted).await;
+    let mut seen = values(&mut committed_reader, committed.len()).await;
+    assert!(committed_reader.poll(POLL).await.unwrap().is_empty(), "nothing past the open transaction");
+    seen.sort();
+    let mut expected = committed.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+    let mut everything = values(&mut read(IsolationLevel::ReadUncommitted).await, 13).await;
+    everything.sort();
+    assert_eq!(everything.len(), 13, "{everything:?}");
+
+    producer.commit_transaction().await.unwrap();
+    assert_eq!(values(&mut committed_reader, 1).await, ["r3-0"]);
+    let after = protocol::fetch_offsets(&conn, "txn-group", Some(&[("txn".to_string(), 1)])).await.unwrap();
+    assert_eq!(after[0].2, Some(42), "committed with the transaction: {after:?}");
+
+    // A second producer with the same transactional id fences the first.
+    let second = Producer::new(config).await.unwrap();
+    second.init_transactions().await.unwrap();
+    producer.begin_transaction().unwrap();
+    let sent = producer.send(ProducerRecord::new("txn", "fenced").partition(0)).await;
+    let outcome = match sent {
+        Ok(delivery) => delivery.await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let commit = producer.commit_transaction().await;
+    assert!(outcome.is_err() || commit.is_err(), "the fenced producer could not commit: {outcome:?} {commit:?}");
+    second.begin_transaction().unwrap();
+    second.send(ProducerRecord::new("txn", "second").partition(1)).await.unwrap();
+    second.commit_transaction().await.unwrap();
+    assert_eq!(values(&mut committed_reader, 1).await, ["second"]);
+}

@@ -159,8 +159,8 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
 /// The first FindCoordinator for a transactional id creates the transactions' state
 /// topic, as Kafka does (and waits, bounded, for its partitions to have leaders).
 pub async fn create_txn_topic_for(server: &Rc<Server>, request: &FindCoordinatorRequest) {
-    if request.key_type == KEY_TYPE_TRANSACTION && server.shard.metadata().topic(crate::txn::TXN_TOPIC).is_none() {
-        crate::ops::admin::auto_create(&server.shard, vec![crate::txn::TXN_TOPIC.to_string()]).await;
+    if request.key_type == KEY_TYPE_TRANSACTION {
+        crate::ops::txn::ensure_txn_topic(&server.shard).await;
     }
 }
 
@@ -581,21 +581,8 @@ pub async fn incremental_alter_configs(
 pub async fn init_producer_id(server: &Rc<Server>, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let existing = (request.producer_id.0 >= 0 && request.producer_epoch >= 0)
         .then_some((request.producer_id.0, request.producer_epoch));
-    let result = match request.transactional_id.filter(|id| !id.is_empty()) {
-        Some(id) => {
-            let init = crate::txn::TxnRequest::InitProducerId {
-                transactional_id: id.0.to_string(),
-                timeout_ms: request.transaction_timeout_ms,
-                existing,
-            };
-            match server.shard.txn_call(init).await {
-                crate::txn::TxnReply::ProducerId(r) => r,
-                other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))),
-            }
-        }
-        None => crate::ops::admin::init_producer(&server.shard, existing).await,
-    };
-    match result {
+    let id = request.transactional_id.as_ref().map(|id| id.0.as_str());
+    match crate::ops::txn::init_producer(&server.shard, id, request.transaction_timeout_ms, existing).await {
         Ok((id, epoch)) => {
             InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(epoch)
         }

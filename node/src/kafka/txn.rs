@@ -27,7 +27,8 @@ use super::{code, code_of, index_of, partition_index, text, Request};
 use crate::errors::{ErrorKind, NodeError};
 use crate::groups::{by_topic, offsets_partition, GroupReply, GroupRequest, OFFSETS_TOPIC};
 use crate::listener::Server;
-use crate::txn::{TxnMetadata, TxnReply, TxnRequest, TxnStatus};
+use crate::ops::txn as txn_ops;
+use crate::txn::{TxnMetadata, TxnRequest, TxnStatus};
 
 /// AddPartitionsToTxn v4+ (KIP-890) batches transactions, from brokers verifying them.
 const BATCHED_FROM: i16 = 4;
@@ -59,17 +60,14 @@ fn topic_results(partitions: &[TopicPartition], error: i16) -> Vec<AddPartitions
 
 async fn add(server: &Rc<Server>, id: String, producer_id: i64, epoch: i16, partitions: Vec<TopicPartition>) -> i16 {
     let request = TxnRequest::AddPartitions { transactional_id: id, producer_id, epoch, partitions };
-    match server.shard.txn_call(request).await {
-        TxnReply::Done(r) => code_of(&r),
-        other => code(&unexpected(&other)),
-    }
+    code_of(&txn_ops::txn_done(&server.shard, request).await)
 }
 
 /// Whether the transaction of `id` is ongoing for this producer with `partitions` in it
 /// (a v4+ verify-only request).
 async fn verify(server: &Rc<Server>, id: String, producer_id: i64, epoch: i16, partitions: &[TopicPartition]) -> i16 {
-    match server.shard.txn_call(TxnRequest::Describe { transactional_id: id }).await {
-        TxnReply::Described(Ok(m))
+    match txn_ops::describe(&server.shard, &id).await {
+        Ok(m)
             if m.producer_id == producer_id
                 && m.producer_epoch == epoch
                 && m.status == TxnStatus::Ongoing
@@ -77,8 +75,8 @@ async fn verify(server: &Rc<Server>, id: String, producer_id: i64, epoch: i16, p
         {
             0
         }
-        TxnReply::Described(Err(e)) => code(&e),
-        _ => code(&NodeError::new(ErrorKind::InvalidTxnState, "the partitions are not in the ongoing transaction")),
+        Err(e) => code(&e),
+        Ok(_) => code(&NodeError::new(ErrorKind::InvalidTxnState, "the partitions are not in the ongoing transaction")),
     }
 }
 
@@ -140,10 +138,7 @@ pub async fn end_txn(server: &Rc<Server>, request: EndTxnRequest) -> EndTxnRespo
         epoch: request.producer_epoch,
         commit: request.committed,
     };
-    let error = match server.shard.txn_call(ending).await {
-        TxnReply::Done(r) => code_of(&r),
-        other => code(&unexpected(&other)),
-    };
+    let error = code_of(&txn_ops::txn_done(&server.shard, ending).await);
     EndTxnResponse::default().with_error_code(error).with_producer_id(ProducerId(-1)).with_producer_epoch(-1)
 }
 
@@ -252,11 +247,7 @@ pub async fn describe_transactions(
     let mut states = Vec::new();
     for id in request.transactional_ids {
         let state = TransactionState::default().with_transactional_id(id.clone());
-        let described = match server.shard.txn_call(TxnRequest::Describe { transactional_id: id.0.to_string() }).await {
-            TxnReply::Described(r) => r,
-            other => Err(unexpected(&other)),
-        };
-        states.push(match described {
+        states.push(match txn_ops::describe(&server.shard, &id.0).await {
             Ok(m) => state
                 .with_transaction_state(text(m.status.name()))
                 .with_transaction_timeout_ms(m.timeout_ms)
@@ -272,10 +263,7 @@ pub async fn describe_transactions(
 
 pub async fn list_transactions(server: &Rc<Server>, request: ListTransactionsRequest) -> ListTransactionsResponse {
     use kafka_protocol::messages::list_transactions_response::TransactionState;
-    let listed = match server.shard.txn_call(TxnRequest::List).await {
-        TxnReply::Listed(list) => list,
-        _ => Vec::new(),
-    };
+    let listed = txn_ops::list(&server.shard).await;
     let states: Vec<String> = request.state_filters.iter().map(ToString::to_string).collect();
     let known = ["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort"];
     let unknown = states.iter().filter(|s| !known.contains(&s.as_str())).map(|s| text(s)).collect();
@@ -296,8 +284,4 @@ pub async fn list_transactions(server: &Rc<Server>, request: ListTransactionsReq
         })
         .collect();
     ListTransactionsResponse::default().with_unknown_state_filters(unknown).with_transaction_states(transactions)
-}
-
-fn unexpected(reply: &TxnReply) -> NodeError {
-    NodeError::new(ErrorKind::Unknown, format!("unexpected transaction reply {reply:?}"))
 }

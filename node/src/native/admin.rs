@@ -277,7 +277,8 @@ pub fn describe_configs(server: &Rc<Server>, cid: u32, request: wire::DescribeCo
     respond(b, cid, ResponseBody::DescribeConfigsResponse, body.as_union_value(), Vec::new())
 }
 
-/// InitProducerId (`ops::admin::init_producer`): a new producer sends id and epoch -1.
+/// InitProducerId (`ops::txn::init_producer`): a new producer sends id and epoch -1; a
+/// transactional one its transactional id, to the id's coordinator.
 pub async fn init_producer_id(
     server: &Rc<Server>,
     correlation_id: u32,
@@ -285,7 +286,13 @@ pub async fn init_producer_id(
 ) -> ResponseFrame {
     let existing = (request.producer_id() >= 0 && request.producer_epoch() >= 0)
         .then_some((request.producer_id(), request.producer_epoch()));
-    let result = crate::ops::admin::init_producer(&server.shard, existing).await;
+    let result = crate::ops::txn::init_producer(
+        &server.shard,
+        request.transactional_id(),
+        request.transaction_timeout_ms(),
+        existing,
+    )
+    .await;
     let mut b = FlatBufferBuilder::new();
     let args = match &result {
         Ok((producer_id, producer_epoch)) => wire::InitProducerIdResponseArgs {

@@ -11,6 +11,9 @@ use crate::errors::error_code;
 use crate::listener::{Payload, ResponseFrame, Server};
 use crate::ops::fetch::{fetch_all, list_offset, FetchLimits, Wanted};
 
+/// FetchRequest.isolation_level of a read-committed reader (Kafka's value).
+const READ_COMMITTED: i8 = 1;
+
 pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::FetchRequest<'_>) -> ResponseFrame {
     let mut wanted = Vec::new();
     let mut layout: Vec<(String, usize)> = Vec::new();
@@ -23,7 +26,7 @@ pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::Fetc
                 partition: p.partition(),
                 offset: p.fetch_offset(),
                 max_bytes: p.max_bytes(),
-                read_committed: false,
+                read_committed: request.isolation_level() == READ_COMMITTED,
             });
         }
         layout.push((name, wanted.len() - before));
@@ -50,6 +53,20 @@ pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::Fetc
                     position += got.bytes;
                     payload.extend(got.payload);
                     let length = got.bytes;
+                    let aborted = (!got.aborted.is_empty()).then(|| {
+                        let items: Vec<_> = got
+                            .aborted
+                            .iter()
+                            .map(|(producer_id, first)| {
+                                let args = wire::AbortedTransactionArgs {
+                                    producer_id: *producer_id,
+                                    first_offset: first.as_i64(),
+                                };
+                                wire::AbortedTransaction::create(&mut b, &args)
+                            })
+                            .collect();
+                        b.create_vector(&items)
+                    });
                     wire::PartitionFetchResultArgs {
                         partition: w.partition,
                         error: ErrorCode::None,
@@ -57,6 +74,8 @@ pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::Fetc
                         high_watermark: got.high_watermark.as_i64(),
                         log_start_offset: got.log_start_offset.as_i64(),
                         records: Some(&wire::Slice::new(start as u32, length as u32)),
+                        last_stable_offset: got.last_stable_offset.as_i64(),
+                        aborted_transactions: aborted,
                     }
                 }
                 Err(e) => wire::PartitionFetchResultArgs {
@@ -66,6 +85,8 @@ pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::Fetc
                     high_watermark: -1,
                     log_start_offset: -1,
                     records: None,
+                    last_stable_offset: -1,
+                    aborted_transactions: None,
                 },
             };
             partitions.push(wire::PartitionFetchResult::create(&mut b, &args));

@@ -135,18 +135,44 @@ pub async fn leave(server: &Rc<Server>, cid: u32, r: wire::LeaveGroupRequest<'_>
 }
 
 pub async fn commit(server: &Rc<Server>, cid: u32, r: wire::OffsetCommitRequest<'_>) -> ResponseFrame {
-    let mut offsets = Vec::new();
-    for t in r.topics().iter().flatten() {
-        for p in t.partitions().iter().flatten() {
-            offsets.push((str_of(t.topic()), p.partition(), p.offset(), str_of(p.metadata())));
-        }
-    }
+    let offsets = commit_offsets(r.topics());
     let request = GroupRequest::Commit {
         group: str_of(r.group_id()),
         member_id: str_of(r.member_id()),
         generation: r.generation(),
         offsets,
     };
+    commit_response(server, cid, request).await
+}
+
+/// TxnOffsetCommit: offsets committed in a transaction, counted once it commits;
+/// answered as OffsetCommit.
+pub async fn txn_commit(server: &Rc<Server>, cid: u32, r: wire::TxnOffsetCommitRequest<'_>) -> ResponseFrame {
+    let request = GroupRequest::TxnCommit {
+        group: str_of(r.group_id()),
+        producer_id: r.producer_id(),
+        producer_epoch: r.producer_epoch(),
+        member_id: str_of(r.member_id()),
+        generation: r.generation(),
+        offsets: commit_offsets(r.topics()),
+    };
+    commit_response(server, cid, request).await
+}
+
+type CommitTopics<'a> = Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<wire::OffsetCommitTopic<'a>>>>;
+
+fn commit_offsets(topics: CommitTopics<'_>) -> Vec<(String, u32, i64, String)> {
+    let mut offsets = Vec::new();
+    for t in topics.iter().flatten() {
+        for p in t.partitions().iter().flatten() {
+            offsets.push((str_of(t.topic()), p.partition(), p.offset(), str_of(p.metadata())));
+        }
+    }
+    offsets
+}
+
+/// Runs a commit on the group's coordinator and answers it as OffsetCommit.
+async fn commit_response(server: &Rc<Server>, cid: u32, request: GroupRequest) -> ResponseFrame {
     let reply = server.shard.group_call(request).await;
     let mut b = FlatBufferBuilder::new();
     let (result, per_partition) = match reply {

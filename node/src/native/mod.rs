@@ -8,6 +8,7 @@ mod delete_records;
 mod fetch;
 mod groups;
 mod produce;
+mod txn;
 
 use std::rc::Rc;
 
@@ -188,6 +189,22 @@ impl Server {
             RequestBody::InitProducerIdRequest => {
                 let body = request.body_as_init_producer_id_request().ok_or_else(missing)?;
                 some(admin::init_producer_id(self, cid, body).await)
+            }
+            RequestBody::AddPartitionsToTxnRequest => {
+                let body = request.body_as_add_partitions_to_txn_request().ok_or_else(missing)?;
+                some(txn::add_partitions(self, cid, body).await)
+            }
+            RequestBody::EndTxnRequest => {
+                some(txn::end_txn(self, cid, request.body_as_end_txn_request().ok_or_else(missing)?).await)
+            }
+            RequestBody::TxnOffsetCommitRequest => {
+                let body = request.body_as_txn_offset_commit_request().ok_or_else(missing)?;
+                some(groups::txn_commit(self, cid, body).await)
+            }
+            RequestBody::ListTransactionsRequest => some(txn::list_transactions(self, cid).await),
+            RequestBody::AbortTransactionRequest => {
+                let body = request.body_as_abort_transaction_request().ok_or_else(missing)?;
+                some(txn::abort_transaction(self, cid, body).await)
             }
             other => Err(NodeError::new(ErrorKind::InvalidRequest, format!("unknown request type {}", other.0))),
         }

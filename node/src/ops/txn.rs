@@ -23,6 +23,64 @@ use sluice_schemas::TopicPartition;
 use crate::errors::{ErrorKind, NodeError};
 use crate::replication::NodeId;
 use crate::shard::{Shard, ShardReply, ShardRequest};
+use crate::txn::{TxnMetadata, TxnReply, TxnRequest, TXN_TOPIC};
+
+/// InitProducerId from either listener: with a transactional id, from the id's
+/// coordinator (creating `__transaction_state` first if it does not exist yet, as
+/// Kafka's first FindCoordinator for a transactional id does); else an idempotent
+/// producer's id.
+pub async fn init_producer(
+    shard: &Rc<Shard>,
+    transactional_id: Option<&str>,
+    timeout_ms: i32,
+    existing: Option<(i64, i16)>,
+) -> Result<(i64, i16), NodeError> {
+    let Some(id) = transactional_id.filter(|id| !id.is_empty()) else {
+        return crate::ops::admin::init_producer(shard, existing).await;
+    };
+    ensure_txn_topic(shard).await;
+    let init = TxnRequest::InitProducerId { transactional_id: id.to_string(), timeout_ms, existing };
+    match shard.txn_call(init).await {
+        TxnReply::ProducerId(r) => r,
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Creates the transactions' state topic if it does not exist (waiting, bounded, for
+/// its partitions to have leaders).
+pub async fn ensure_txn_topic(shard: &Rc<Shard>) {
+    if shard.metadata().topic(TXN_TOPIC).is_none() {
+        crate::ops::admin::auto_create(shard, vec![TXN_TOPIC.to_string()]).await;
+    }
+}
+
+/// Runs a transaction request that answers done or failed (AddPartitions, EndTxn, Abort).
+pub async fn txn_done(shard: &Rc<Shard>, request: TxnRequest) -> Result<(), NodeError> {
+    match shard.txn_call(request).await {
+        TxnReply::Done(r) => r,
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The transactional ids this node coordinates, with their state.
+pub async fn list(shard: &Rc<Shard>) -> Vec<(String, TxnMetadata)> {
+    match shard.txn_call(TxnRequest::List).await {
+        TxnReply::Listed(list) => list,
+        _ => Vec::new(),
+    }
+}
+
+/// One transactional id's state, from its coordinator.
+pub async fn describe(shard: &Rc<Shard>, transactional_id: &str) -> Result<TxnMetadata, NodeError> {
+    match shard.txn_call(TxnRequest::Describe { transactional_id: transactional_id.to_string() }).await {
+        TxnReply::Described(r) => r,
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(reply: &TxnReply) -> NodeError {
+    NodeError::new(ErrorKind::Unknown, format!("unexpected transaction reply {reply:?}"))
+}
 
 /// How long a marker sent to another node may take, connection included.
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);

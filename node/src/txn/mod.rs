@@ -43,10 +43,7 @@ use crate::shard::Shard;
 use crate::storage::PartitionLog;
 pub use records::{TxnMetadata, TxnRecord, TxnStatus};
 
-/// The internal topic holding the transactions' state.
-pub const TXN_TOPIC: &str = "__transaction_state";
-/// Its partitions: transactional ids spread over them by hash.
-pub const TXN_PARTITIONS: u32 = 8;
+pub use sluice_schemas::groups::{txn_partition, TXN_PARTITIONS, TXN_TOPIC};
 /// The longest transaction timeout a producer may ask for (Kafka's
 /// transaction.max.timeout.ms default: 15 minutes).
 pub const TXN_TIMEOUT_MS_MAX: i32 = 900_000;
@@ -59,25 +56,34 @@ const LOAD_READ_BYTES: u64 = 1 << 20;
 /// The longest wait between tries of a marker or a state record that failed.
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// The state partition of a transactional id (FNV-1a, as groups' offsets partitions).
-#[must_use]
-pub fn txn_partition(transactional_id: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for b in transactional_id.bytes() {
-        hash ^= u32::from(b);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash % TXN_PARTITIONS
-}
-
 /// Work for the coordinator of a transactional id (List: every shard).
 #[derive(Debug)]
 pub enum TxnRequest {
-    InitProducerId { transactional_id: String, timeout_ms: i32, existing: Option<(i64, i16)> },
-    AddPartitions { transactional_id: String, producer_id: i64, epoch: i16, partitions: Vec<TopicPartition> },
-    EndTxn { transactional_id: String, producer_id: i64, epoch: i16, commit: bool },
-    Describe { transactional_id: String },
+    InitProducerId {
+        transactional_id: String,
+        timeout_ms: i32,
+        existing: Option<(i64, i16)>,
+    },
+    AddPartitions {
+        transactional_id: String,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<TopicPartition>,
+    },
+    EndTxn {
+        transactional_id: String,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    },
+    Describe {
+        transactional_id: String,
+    },
     List,
+    /// An operator's abort of the id's ongoing transaction, fencing its producer.
+    Abort {
+        transactional_id: String,
+    },
 }
 
 impl TxnRequest {
@@ -87,7 +93,8 @@ impl TxnRequest {
             TxnRequest::InitProducerId { transactional_id, .. }
             | TxnRequest::AddPartitions { transactional_id, .. }
             | TxnRequest::EndTxn { transactional_id, .. }
-            | TxnRequest::Describe { transactional_id } => Some(transactional_id),
+            | TxnRequest::Describe { transactional_id }
+            | TxnRequest::Abort { transactional_id } => Some(transactional_id),
             TxnRequest::List => None,
         }
     }
@@ -151,6 +158,7 @@ impl TxnCoordinator {
             }
             TxnRequest::Describe { transactional_id } => TxnReply::Described(self.describe(&transactional_id)),
             TxnRequest::List => TxnReply::Listed(self.list()),
+            TxnRequest::Abort { transactional_id } => TxnReply::Done(self.abort(shard, &transactional_id).await),
         }
     }
 
@@ -493,6 +501,24 @@ impl TxnCoordinator {
                 }
             }
         });
+    }
+
+    /// Aborts the id's ongoing transaction (an operator's `sluice transaction abort`),
+    /// fencing the producer that left it; a transaction already ending or ended is left.
+    async fn abort(&self, shard: &Rc<Shard>, id: &str) -> Result<(), NodeError> {
+        let partition = self.check_coordinator(id)?;
+        let (current, generation) = self.current(id, partition)?;
+        match current {
+            None => Err(error(ErrorKind::TransactionalIdNotFound, format!("no transactional id {id:?}"))),
+            Some(m) if m.status == TxnStatus::Ongoing => {
+                info!(transactional_id = %id, producer_id = m.producer_id, "aborting a transaction on request");
+                self.begin_abort(shard, id, partition, generation, m, true).await
+            }
+            Some(m) => Err(error(
+                ErrorKind::InvalidTxnState,
+                format!("transactional id {id:?} has no ongoing transaction to abort: it is {}", m.status.name()),
+            )),
+        }
     }
 
     fn describe(&self, id: &str) -> Result<TxnMetadata, NodeError> {

@@ -289,6 +289,11 @@ pub fn api_key_of(body: RequestBody) -> Option<ApiKey> {
         RequestBody::DeleteGroupsRequest => Some(ApiKey::DeleteGroups),
         RequestBody::DeleteRecordsRequest => Some(ApiKey::DeleteRecords),
         RequestBody::InitProducerIdRequest => Some(ApiKey::InitProducerId),
+        RequestBody::AddPartitionsToTxnRequest => Some(ApiKey::AddPartitionsToTxn),
+        RequestBody::EndTxnRequest => Some(ApiKey::EndTxn),
+        RequestBody::TxnOffsetCommitRequest => Some(ApiKey::TxnOffsetCommit),
+        RequestBody::ListTransactionsRequest => Some(ApiKey::ListTransactions),
+        RequestBody::AbortTransactionRequest => Some(ApiKey::AbortTransaction),
         _ => None,
     }
 }
@@ -473,6 +478,11 @@ mod tests {
             (RequestBody::DeleteGroupsRequest, ApiKey::DeleteGroups),
             (RequestBody::DeleteRecordsRequest, ApiKey::DeleteRecords),
             (RequestBody::InitProducerIdRequest, ApiKey::InitProducerId),
+            (RequestBody::AddPartitionsToTxnRequest, ApiKey::AddPartitionsToTxn),
+            (RequestBody::EndTxnRequest, ApiKey::EndTxn),
+            (RequestBody::TxnOffsetCommitRequest, ApiKey::TxnOffsetCommit),
+            (RequestBody::ListTransactionsRequest, ApiKey::ListTransactions),
+            (RequestBody::AbortTransactionRequest, ApiKey::AbortTransaction),
         ];
         for (body, api) in expected {
             assert_eq!(api_key_of(body), Some(api), "{body:?}");

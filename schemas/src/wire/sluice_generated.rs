@@ -29,10 +29,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: i16 = -1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: i16 = 87;
+pub const ENUM_MAX_ERROR_CODE: i16 = 105;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 37] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 45] = [
   ErrorCode::UnknownServerError,
   ErrorCode::None,
   ErrorCode::OffsetOutOfRange,
@@ -42,6 +42,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 37] = [
   ErrorCode::NotLeaderOrFollower,
   ErrorCode::RequestTimedOut,
   ErrorCode::MessageTooLarge,
+  ErrorCode::CoordinatorLoadInProgress,
   ErrorCode::CoordinatorNotAvailable,
   ErrorCode::NotCoordinator,
   ErrorCode::InvalidTopic,
@@ -65,11 +66,18 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 37] = [
   ErrorCode::PolicyViolation,
   ErrorCode::OutOfOrderSequenceNumber,
   ErrorCode::InvalidProducerEpoch,
+  ErrorCode::InvalidTxnState,
+  ErrorCode::InvalidProducerIdMapping,
+  ErrorCode::InvalidTransactionTimeout,
+  ErrorCode::ConcurrentTransactions,
   ErrorCode::KafkaStorageError,
   ErrorCode::UnknownProducerId,
   ErrorCode::NonEmptyGroup,
   ErrorCode::GroupIdNotFound,
   ErrorCode::InvalidRecord,
+  ErrorCode::UnstableOffsetCommit,
+  ErrorCode::ProducerFenced,
+  ErrorCode::TransactionalIdNotFound,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -86,6 +94,7 @@ impl ErrorCode {
   pub const NotLeaderOrFollower: Self = Self(6);
   pub const RequestTimedOut: Self = Self(7);
   pub const MessageTooLarge: Self = Self(10);
+  pub const CoordinatorLoadInProgress: Self = Self(14);
   pub const CoordinatorNotAvailable: Self = Self(15);
   pub const NotCoordinator: Self = Self(16);
   pub const InvalidTopic: Self = Self(17);
@@ -109,14 +118,21 @@ impl ErrorCode {
   pub const PolicyViolation: Self = Self(44);
   pub const OutOfOrderSequenceNumber: Self = Self(45);
   pub const InvalidProducerEpoch: Self = Self(47);
+  pub const InvalidTxnState: Self = Self(48);
+  pub const InvalidProducerIdMapping: Self = Self(49);
+  pub const InvalidTransactionTimeout: Self = Self(50);
+  pub const ConcurrentTransactions: Self = Self(51);
   pub const KafkaStorageError: Self = Self(56);
   pub const UnknownProducerId: Self = Self(59);
   pub const NonEmptyGroup: Self = Self(68);
   pub const GroupIdNotFound: Self = Self(69);
   pub const InvalidRecord: Self = Self(87);
+  pub const UnstableOffsetCommit: Self = Self(88);
+  pub const ProducerFenced: Self = Self(90);
+  pub const TransactionalIdNotFound: Self = Self(105);
 
   pub const ENUM_MIN: i16 = -1;
-  pub const ENUM_MAX: i16 = 87;
+  pub const ENUM_MAX: i16 = 105;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::UnknownServerError,
     Self::None,
@@ -127,6 +143,7 @@ impl ErrorCode {
     Self::NotLeaderOrFollower,
     Self::RequestTimedOut,
     Self::MessageTooLarge,
+    Self::CoordinatorLoadInProgress,
     Self::CoordinatorNotAvailable,
     Self::NotCoordinator,
     Self::InvalidTopic,
@@ -150,11 +167,18 @@ impl ErrorCode {
     Self::PolicyViolation,
     Self::OutOfOrderSequenceNumber,
     Self::InvalidProducerEpoch,
+    Self::InvalidTxnState,
+    Self::InvalidProducerIdMapping,
+    Self::InvalidTransactionTimeout,
+    Self::ConcurrentTransactions,
     Self::KafkaStorageError,
     Self::UnknownProducerId,
     Self::NonEmptyGroup,
     Self::GroupIdNotFound,
     Self::InvalidRecord,
+    Self::UnstableOffsetCommit,
+    Self::ProducerFenced,
+    Self::TransactionalIdNotFound,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -168,6 +192,7 @@ impl ErrorCode {
       Self::NotLeaderOrFollower => Some("NotLeaderOrFollower"),
       Self::RequestTimedOut => Some("RequestTimedOut"),
       Self::MessageTooLarge => Some("MessageTooLarge"),
+      Self::CoordinatorLoadInProgress => Some("CoordinatorLoadInProgress"),
       Self::CoordinatorNotAvailable => Some("CoordinatorNotAvailable"),
       Self::NotCoordinator => Some("NotCoordinator"),
       Self::InvalidTopic => Some("InvalidTopic"),
@@ -191,11 +216,18 @@ impl ErrorCode {
       Self::PolicyViolation => Some("PolicyViolation"),
       Self::OutOfOrderSequenceNumber => Some("OutOfOrderSequenceNumber"),
       Self::InvalidProducerEpoch => Some("InvalidProducerEpoch"),
+      Self::InvalidTxnState => Some("InvalidTxnState"),
+      Self::InvalidProducerIdMapping => Some("InvalidProducerIdMapping"),
+      Self::InvalidTransactionTimeout => Some("InvalidTransactionTimeout"),
+      Self::ConcurrentTransactions => Some("ConcurrentTransactions"),
       Self::KafkaStorageError => Some("KafkaStorageError"),
       Self::UnknownProducerId => Some("UnknownProducerId"),
       Self::NonEmptyGroup => Some("NonEmptyGroup"),
       Self::GroupIdNotFound => Some("GroupIdNotFound"),
       Self::InvalidRecord => Some("InvalidRecord"),
+      Self::UnstableOffsetCommit => Some("UnstableOffsetCommit"),
+      Self::ProducerFenced => Some("ProducerFenced"),
+      Self::TransactionalIdNotFound => Some("TransactionalIdNotFound"),
       _ => None,
     }
   }
@@ -254,10 +286,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 19;
+pub const ENUM_MAX_API_KEY: u16 = 24;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 20] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 25] = [
   ApiKey::ApiVersions,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -278,6 +310,11 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 20] = [
   ApiKey::DeleteGroups,
   ApiKey::DeleteRecords,
   ApiKey::InitProducerId,
+  ApiKey::AddPartitionsToTxn,
+  ApiKey::EndTxn,
+  ApiKey::TxnOffsetCommit,
+  ApiKey::ListTransactions,
+  ApiKey::AbortTransaction,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -305,9 +342,14 @@ impl ApiKey {
   pub const DeleteGroups: Self = Self(17);
   pub const DeleteRecords: Self = Self(18);
   pub const InitProducerId: Self = Self(19);
+  pub const AddPartitionsToTxn: Self = Self(20);
+  pub const EndTxn: Self = Self(21);
+  pub const TxnOffsetCommit: Self = Self(22);
+  pub const ListTransactions: Self = Self(23);
+  pub const AbortTransaction: Self = Self(24);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 19;
+  pub const ENUM_MAX: u16 = 24;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::ApiVersions,
     Self::Metadata,
@@ -329,6 +371,11 @@ impl ApiKey {
     Self::DeleteGroups,
     Self::DeleteRecords,
     Self::InitProducerId,
+    Self::AddPartitionsToTxn,
+    Self::EndTxn,
+    Self::TxnOffsetCommit,
+    Self::ListTransactions,
+    Self::AbortTransaction,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -353,6 +400,11 @@ impl ApiKey {
       Self::DeleteGroups => Some("DeleteGroups"),
       Self::DeleteRecords => Some("DeleteRecords"),
       Self::InitProducerId => Some("InitProducerId"),
+      Self::AddPartitionsToTxn => Some("AddPartitionsToTxn"),
+      Self::EndTxn => Some("EndTxn"),
+      Self::TxnOffsetCommit => Some("TxnOffsetCommit"),
+      Self::ListTransactions => Some("ListTransactions"),
+      Self::AbortTransaction => Some("AbortTransaction"),
       _ => None,
     }
   }
@@ -411,10 +463,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ApiKey {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 20;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 25;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 21] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 26] = [
   RequestBody::NONE,
   RequestBody::ApiVersionsRequest,
   RequestBody::MetadataRequest,
@@ -436,6 +488,11 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 21] = [
   RequestBody::DeleteGroupsRequest,
   RequestBody::DeleteRecordsRequest,
   RequestBody::InitProducerIdRequest,
+  RequestBody::AddPartitionsToTxnRequest,
+  RequestBody::EndTxnRequest,
+  RequestBody::TxnOffsetCommitRequest,
+  RequestBody::ListTransactionsRequest,
+  RequestBody::AbortTransactionRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -464,9 +521,14 @@ impl RequestBody {
   pub const DeleteGroupsRequest: Self = Self(18);
   pub const DeleteRecordsRequest: Self = Self(19);
   pub const InitProducerIdRequest: Self = Self(20);
+  pub const AddPartitionsToTxnRequest: Self = Self(21);
+  pub const EndTxnRequest: Self = Self(22);
+  pub const TxnOffsetCommitRequest: Self = Self(23);
+  pub const ListTransactionsRequest: Self = Self(24);
+  pub const AbortTransactionRequest: Self = Self(25);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 20;
+  pub const ENUM_MAX: u8 = 25;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsRequest,
@@ -489,6 +551,11 @@ impl RequestBody {
     Self::DeleteGroupsRequest,
     Self::DeleteRecordsRequest,
     Self::InitProducerIdRequest,
+    Self::AddPartitionsToTxnRequest,
+    Self::EndTxnRequest,
+    Self::TxnOffsetCommitRequest,
+    Self::ListTransactionsRequest,
+    Self::AbortTransactionRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -514,6 +581,11 @@ impl RequestBody {
       Self::DeleteGroupsRequest => Some("DeleteGroupsRequest"),
       Self::DeleteRecordsRequest => Some("DeleteRecordsRequest"),
       Self::InitProducerIdRequest => Some("InitProducerIdRequest"),
+      Self::AddPartitionsToTxnRequest => Some("AddPartitionsToTxnRequest"),
+      Self::EndTxnRequest => Some("EndTxnRequest"),
+      Self::TxnOffsetCommitRequest => Some("TxnOffsetCommitRequest"),
+      Self::ListTransactionsRequest => Some("ListTransactionsRequest"),
+      Self::AbortTransactionRequest => Some("AbortTransactionRequest"),
       _ => None,
     }
   }
@@ -574,10 +646,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 21;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 24;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 22] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 25] = [
   ResponseBody::NONE,
   ResponseBody::ApiVersionsResponse,
   ResponseBody::MetadataResponse,
@@ -600,6 +672,9 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 22] = [
   ResponseBody::DeleteGroupsResponse,
   ResponseBody::DeleteRecordsResponse,
   ResponseBody::InitProducerIdResponse,
+  ResponseBody::AddPartitionsToTxnResponse,
+  ResponseBody::EndTxnResponse,
+  ResponseBody::ListTransactionsResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -629,9 +704,12 @@ impl ResponseBody {
   pub const DeleteGroupsResponse: Self = Self(19);
   pub const DeleteRecordsResponse: Self = Self(20);
   pub const InitProducerIdResponse: Self = Self(21);
+  pub const AddPartitionsToTxnResponse: Self = Self(22);
+  pub const EndTxnResponse: Self = Self(23);
+  pub const ListTransactionsResponse: Self = Self(24);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 21;
+  pub const ENUM_MAX: u8 = 24;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsResponse,
@@ -655,6 +733,9 @@ impl ResponseBody {
     Self::DeleteGroupsResponse,
     Self::DeleteRecordsResponse,
     Self::InitProducerIdResponse,
+    Self::AddPartitionsToTxnResponse,
+    Self::EndTxnResponse,
+    Self::ListTransactionsResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -681,6 +762,9 @@ impl ResponseBody {
       Self::DeleteGroupsResponse => Some("DeleteGroupsResponse"),
       Self::DeleteRecordsResponse => Some("DeleteRecordsResponse"),
       Self::InitProducerIdResponse => Some("InitProducerIdResponse"),
+      Self::AddPartitionsToTxnResponse => Some("AddPartitionsToTxnResponse"),
+      Self::EndTxnResponse => Some("EndTxnResponse"),
+      Self::ListTransactionsResponse => Some("ListTransactionsResponse"),
       _ => None,
     }
   }
@@ -4784,6 +4868,7 @@ impl<'a> FetchRequest<'a> {
   pub const VT_MIN_BYTES: flatbuffers::VOffsetT = 6;
   pub const VT_MAX_BYTES: flatbuffers::VOffsetT = 8;
   pub const VT_TOPICS: flatbuffers::VOffsetT = 10;
+  pub const VT_ISOLATION_LEVEL: flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -4799,6 +4884,7 @@ impl<'a> FetchRequest<'a> {
     builder.add_max_bytes(args.max_bytes);
     builder.add_min_bytes(args.min_bytes);
     builder.add_max_wait_ms(args.max_wait_ms);
+    builder.add_isolation_level(args.isolation_level);
     builder.finish()
   }
 
@@ -4831,6 +4917,13 @@ impl<'a> FetchRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicFetch>>>>(FetchRequest::VT_TOPICS, None)}
   }
+  #[inline]
+  pub fn isolation_level(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(FetchRequest::VT_ISOLATION_LEVEL, Some(0)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for FetchRequest<'_> {
@@ -4844,6 +4937,7 @@ impl flatbuffers::Verifiable for FetchRequest<'_> {
      .visit_field::<u32>("min_bytes", Self::VT_MIN_BYTES, false)?
      .visit_field::<u32>("max_bytes", Self::VT_MAX_BYTES, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicFetch>>>>("topics", Self::VT_TOPICS, false)?
+     .visit_field::<i8>("isolation_level", Self::VT_ISOLATION_LEVEL, false)?
      .finish();
     Ok(())
   }
@@ -4853,6 +4947,7 @@ pub struct FetchRequestArgs<'a> {
     pub min_bytes: u32,
     pub max_bytes: u32,
     pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicFetch<'a>>>>>,
+    pub isolation_level: i8,
 }
 impl<'a> Default for FetchRequestArgs<'a> {
   #[inline]
@@ -4862,6 +4957,7 @@ impl<'a> Default for FetchRequestArgs<'a> {
       min_bytes: 1,
       max_bytes: 52428800,
       topics: None,
+      isolation_level: 0,
     }
   }
 }
@@ -4888,6 +4984,10 @@ impl<'a: 'b, 'b> FetchRequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(FetchRequest::VT_TOPICS, topics);
   }
   #[inline]
+  pub fn add_isolation_level(&mut self, isolation_level: i8) {
+    self.fbb_.push_slot::<i8>(FetchRequest::VT_ISOLATION_LEVEL, isolation_level, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> FetchRequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     FetchRequestBuilder {
@@ -4909,6 +5009,121 @@ impl core::fmt::Debug for FetchRequest<'_> {
       ds.field("min_bytes", &self.min_bytes());
       ds.field("max_bytes", &self.max_bytes());
       ds.field("topics", &self.topics());
+      ds.field("isolation_level", &self.isolation_level());
+      ds.finish()
+  }
+}
+pub enum AbortedTransactionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AbortedTransaction<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AbortedTransaction<'a> {
+  type Inner = AbortedTransaction<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AbortedTransaction<'a> {
+  pub const VT_PRODUCER_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_FIRST_OFFSET: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AbortedTransaction { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AbortedTransactionArgs
+  ) -> flatbuffers::WIPOffset<AbortedTransaction<'bldr>> {
+    let mut builder = AbortedTransactionBuilder::new(_fbb);
+    builder.add_first_offset(args.first_offset);
+    builder.add_producer_id(args.producer_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(AbortedTransaction::VT_PRODUCER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn first_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(AbortedTransaction::VT_FIRST_OFFSET, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for AbortedTransaction<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i64>("first_offset", Self::VT_FIRST_OFFSET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AbortedTransactionArgs {
+    pub producer_id: i64,
+    pub first_offset: i64,
+}
+impl<'a> Default for AbortedTransactionArgs {
+  #[inline]
+  fn default() -> Self {
+    AbortedTransactionArgs {
+      producer_id: 0,
+      first_offset: 0,
+    }
+  }
+}
+
+pub struct AbortedTransactionBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AbortedTransactionBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(AbortedTransaction::VT_PRODUCER_ID, producer_id, 0);
+  }
+  #[inline]
+  pub fn add_first_offset(&mut self, first_offset: i64) {
+    self.fbb_.push_slot::<i64>(AbortedTransaction::VT_FIRST_OFFSET, first_offset, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AbortedTransactionBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AbortedTransactionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AbortedTransaction<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AbortedTransaction<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AbortedTransaction");
+      ds.field("producer_id", &self.producer_id());
+      ds.field("first_offset", &self.first_offset());
       ds.finish()
   }
 }
@@ -4934,6 +5149,8 @@ impl<'a> PartitionFetchResult<'a> {
   pub const VT_HIGH_WATERMARK: flatbuffers::VOffsetT = 10;
   pub const VT_LOG_START_OFFSET: flatbuffers::VOffsetT = 12;
   pub const VT_RECORDS: flatbuffers::VOffsetT = 14;
+  pub const VT_LAST_STABLE_OFFSET: flatbuffers::VOffsetT = 16;
+  pub const VT_ABORTED_TRANSACTIONS: flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -4945,8 +5162,10 @@ impl<'a> PartitionFetchResult<'a> {
     args: &'args PartitionFetchResultArgs<'args>
   ) -> flatbuffers::WIPOffset<PartitionFetchResult<'bldr>> {
     let mut builder = PartitionFetchResultBuilder::new(_fbb);
+    builder.add_last_stable_offset(args.last_stable_offset);
     builder.add_log_start_offset(args.log_start_offset);
     builder.add_high_watermark(args.high_watermark);
+    if let Some(x) = args.aborted_transactions { builder.add_aborted_transactions(x); }
     if let Some(x) = args.records { builder.add_records(x); }
     if let Some(x) = args.message { builder.add_message(x); }
     builder.add_partition(args.partition);
@@ -4997,6 +5216,20 @@ impl<'a> PartitionFetchResult<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Slice>(PartitionFetchResult::VT_RECORDS, None)}
   }
+  #[inline]
+  pub fn last_stable_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(PartitionFetchResult::VT_LAST_STABLE_OFFSET, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn aborted_transactions(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AbortedTransaction<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AbortedTransaction>>>>(PartitionFetchResult::VT_ABORTED_TRANSACTIONS, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for PartitionFetchResult<'_> {
@@ -5012,6 +5245,8 @@ impl flatbuffers::Verifiable for PartitionFetchResult<'_> {
      .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
      .visit_field::<i64>("log_start_offset", Self::VT_LOG_START_OFFSET, false)?
      .visit_field::<Slice>("records", Self::VT_RECORDS, false)?
+     .visit_field::<i64>("last_stable_offset", Self::VT_LAST_STABLE_OFFSET, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<AbortedTransaction>>>>("aborted_transactions", Self::VT_ABORTED_TRANSACTIONS, false)?
      .finish();
     Ok(())
   }
@@ -5023,6 +5258,8 @@ pub struct PartitionFetchResultArgs<'a> {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub records: Option<&'a Slice>,
+    pub last_stable_offset: i64,
+    pub aborted_transactions: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AbortedTransaction<'a>>>>>,
 }
 impl<'a> Default for PartitionFetchResultArgs<'a> {
   #[inline]
@@ -5034,6 +5271,8 @@ impl<'a> Default for PartitionFetchResultArgs<'a> {
       high_watermark: -1,
       log_start_offset: -1,
       records: None,
+      last_stable_offset: -1,
+      aborted_transactions: None,
     }
   }
 }
@@ -5068,6 +5307,14 @@ impl<'a: 'b, 'b> PartitionFetchResultBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<&Slice>(PartitionFetchResult::VT_RECORDS, records);
   }
   #[inline]
+  pub fn add_last_stable_offset(&mut self, last_stable_offset: i64) {
+    self.fbb_.push_slot::<i64>(PartitionFetchResult::VT_LAST_STABLE_OFFSET, last_stable_offset, -1);
+  }
+  #[inline]
+  pub fn add_aborted_transactions(&mut self, aborted_transactions: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<AbortedTransaction<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionFetchResult::VT_ABORTED_TRANSACTIONS, aborted_transactions);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> PartitionFetchResultBuilder<'a, 'b> {
     let start = _fbb.start_table();
     PartitionFetchResultBuilder {
@@ -5091,6 +5338,8 @@ impl core::fmt::Debug for PartitionFetchResult<'_> {
       ds.field("high_watermark", &self.high_watermark());
       ds.field("log_start_offset", &self.log_start_offset());
       ds.field("records", &self.records());
+      ds.field("last_stable_offset", &self.last_stable_offset());
+      ds.field("aborted_transactions", &self.aborted_transactions());
       ds.finish()
   }
 }
@@ -9994,6 +10243,8 @@ impl<'a> flatbuffers::Follow<'a> for InitProducerIdRequest<'a> {
 impl<'a> InitProducerIdRequest<'a> {
   pub const VT_PRODUCER_ID: flatbuffers::VOffsetT = 4;
   pub const VT_PRODUCER_EPOCH: flatbuffers::VOffsetT = 6;
+  pub const VT_TRANSACTIONAL_ID: flatbuffers::VOffsetT = 8;
+  pub const VT_TRANSACTION_TIMEOUT_MS: flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -10002,10 +10253,12 @@ impl<'a> InitProducerIdRequest<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
     _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
-    args: &'args InitProducerIdRequestArgs
+    args: &'args InitProducerIdRequestArgs<'args>
   ) -> flatbuffers::WIPOffset<InitProducerIdRequest<'bldr>> {
     let mut builder = InitProducerIdRequestBuilder::new(_fbb);
     builder.add_producer_id(args.producer_id);
+    builder.add_transaction_timeout_ms(args.transaction_timeout_ms);
+    if let Some(x) = args.transactional_id { builder.add_transactional_id(x); }
     builder.add_producer_epoch(args.producer_epoch);
     builder.finish()
   }
@@ -10025,6 +10278,20 @@ impl<'a> InitProducerIdRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i16>(InitProducerIdRequest::VT_PRODUCER_EPOCH, Some(-1)).unwrap()}
   }
+  #[inline]
+  pub fn transactional_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(InitProducerIdRequest::VT_TRANSACTIONAL_ID, None)}
+  }
+  #[inline]
+  pub fn transaction_timeout_ms(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(InitProducerIdRequest::VT_TRANSACTION_TIMEOUT_MS, Some(60000)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for InitProducerIdRequest<'_> {
@@ -10036,20 +10303,26 @@ impl flatbuffers::Verifiable for InitProducerIdRequest<'_> {
     v.visit_table(pos)?
      .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
      .visit_field::<i16>("producer_epoch", Self::VT_PRODUCER_EPOCH, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("transactional_id", Self::VT_TRANSACTIONAL_ID, false)?
+     .visit_field::<i32>("transaction_timeout_ms", Self::VT_TRANSACTION_TIMEOUT_MS, false)?
      .finish();
     Ok(())
   }
 }
-pub struct InitProducerIdRequestArgs {
+pub struct InitProducerIdRequestArgs<'a> {
     pub producer_id: i64,
     pub producer_epoch: i16,
+    pub transactional_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub transaction_timeout_ms: i32,
 }
-impl<'a> Default for InitProducerIdRequestArgs {
+impl<'a> Default for InitProducerIdRequestArgs<'a> {
   #[inline]
   fn default() -> Self {
     InitProducerIdRequestArgs {
       producer_id: -1,
       producer_epoch: -1,
+      transactional_id: None,
+      transaction_timeout_ms: 60000,
     }
   }
 }
@@ -10066,6 +10339,14 @@ impl<'a: 'b, 'b> InitProducerIdRequestBuilder<'a, 'b> {
   #[inline]
   pub fn add_producer_epoch(&mut self, producer_epoch: i16) {
     self.fbb_.push_slot::<i16>(InitProducerIdRequest::VT_PRODUCER_EPOCH, producer_epoch, -1);
+  }
+  #[inline]
+  pub fn add_transactional_id(&mut self, transactional_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(InitProducerIdRequest::VT_TRANSACTIONAL_ID, transactional_id);
+  }
+  #[inline]
+  pub fn add_transaction_timeout_ms(&mut self, transaction_timeout_ms: i32) {
+    self.fbb_.push_slot::<i32>(InitProducerIdRequest::VT_TRANSACTION_TIMEOUT_MS, transaction_timeout_ms, 60000);
   }
   #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> InitProducerIdRequestBuilder<'a, 'b> {
@@ -10087,6 +10368,8 @@ impl core::fmt::Debug for InitProducerIdRequest<'_> {
     let mut ds = f.debug_struct("InitProducerIdRequest");
       ds.field("producer_id", &self.producer_id());
       ds.field("producer_epoch", &self.producer_epoch());
+      ds.field("transactional_id", &self.transactional_id());
+      ds.field("transaction_timeout_ms", &self.transaction_timeout_ms());
       ds.finish()
   }
 }
@@ -10235,6 +10518,1235 @@ impl core::fmt::Debug for InitProducerIdResponse<'_> {
       ds.field("message", &self.message());
       ds.field("producer_id", &self.producer_id());
       ds.field("producer_epoch", &self.producer_epoch());
+      ds.finish()
+  }
+}
+pub enum AddPartitionsToTxnRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AddPartitionsToTxnRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AddPartitionsToTxnRequest<'a> {
+  type Inner = AddPartitionsToTxnRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AddPartitionsToTxnRequest<'a> {
+  pub const VT_TRANSACTIONAL_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_PRODUCER_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_PRODUCER_EPOCH: flatbuffers::VOffsetT = 8;
+  pub const VT_TOPICS: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AddPartitionsToTxnRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AddPartitionsToTxnRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<AddPartitionsToTxnRequest<'bldr>> {
+    let mut builder = AddPartitionsToTxnRequestBuilder::new(_fbb);
+    builder.add_producer_id(args.producer_id);
+    if let Some(x) = args.topics { builder.add_topics(x); }
+    if let Some(x) = args.transactional_id { builder.add_transactional_id(x); }
+    builder.add_producer_epoch(args.producer_epoch);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn transactional_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AddPartitionsToTxnRequest::VT_TRANSACTIONAL_ID, None)}
+  }
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(AddPartitionsToTxnRequest::VT_PRODUCER_ID, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn producer_epoch(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(AddPartitionsToTxnRequest::VT_PRODUCER_EPOCH, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn topics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions>>>>(AddPartitionsToTxnRequest::VT_TOPICS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for AddPartitionsToTxnRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("transactional_id", Self::VT_TRANSACTIONAL_ID, false)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i16>("producer_epoch", Self::VT_PRODUCER_EPOCH, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicPartitions>>>>("topics", Self::VT_TOPICS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AddPartitionsToTxnRequestArgs<'a> {
+    pub transactional_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>>>,
+}
+impl<'a> Default for AddPartitionsToTxnRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AddPartitionsToTxnRequestArgs {
+      transactional_id: None,
+      producer_id: -1,
+      producer_epoch: -1,
+      topics: None,
+    }
+  }
+}
+
+pub struct AddPartitionsToTxnRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AddPartitionsToTxnRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_transactional_id(&mut self, transactional_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AddPartitionsToTxnRequest::VT_TRANSACTIONAL_ID, transactional_id);
+  }
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(AddPartitionsToTxnRequest::VT_PRODUCER_ID, producer_id, -1);
+  }
+  #[inline]
+  pub fn add_producer_epoch(&mut self, producer_epoch: i16) {
+    self.fbb_.push_slot::<i16>(AddPartitionsToTxnRequest::VT_PRODUCER_EPOCH, producer_epoch, -1);
+  }
+  #[inline]
+  pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TopicPartitions<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AddPartitionsToTxnRequest::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AddPartitionsToTxnRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AddPartitionsToTxnRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AddPartitionsToTxnRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AddPartitionsToTxnRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AddPartitionsToTxnRequest");
+      ds.field("transactional_id", &self.transactional_id());
+      ds.field("producer_id", &self.producer_id());
+      ds.field("producer_epoch", &self.producer_epoch());
+      ds.field("topics", &self.topics());
+      ds.finish()
+  }
+}
+pub enum AddPartitionsToTxnResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AddPartitionsToTxnResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AddPartitionsToTxnResponse<'a> {
+  type Inner = AddPartitionsToTxnResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AddPartitionsToTxnResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AddPartitionsToTxnResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AddPartitionsToTxnResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<AddPartitionsToTxnResponse<'bldr>> {
+    let mut builder = AddPartitionsToTxnResponseBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(AddPartitionsToTxnResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AddPartitionsToTxnResponse::VT_MESSAGE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for AddPartitionsToTxnResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AddPartitionsToTxnResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AddPartitionsToTxnResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AddPartitionsToTxnResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+    }
+  }
+}
+
+pub struct AddPartitionsToTxnResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AddPartitionsToTxnResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(AddPartitionsToTxnResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AddPartitionsToTxnResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AddPartitionsToTxnResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AddPartitionsToTxnResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AddPartitionsToTxnResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AddPartitionsToTxnResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AddPartitionsToTxnResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum EndTxnRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct EndTxnRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for EndTxnRequest<'a> {
+  type Inner = EndTxnRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> EndTxnRequest<'a> {
+  pub const VT_TRANSACTIONAL_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_PRODUCER_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_PRODUCER_EPOCH: flatbuffers::VOffsetT = 8;
+  pub const VT_COMMIT: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    EndTxnRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args EndTxnRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<EndTxnRequest<'bldr>> {
+    let mut builder = EndTxnRequestBuilder::new(_fbb);
+    builder.add_producer_id(args.producer_id);
+    if let Some(x) = args.transactional_id { builder.add_transactional_id(x); }
+    builder.add_producer_epoch(args.producer_epoch);
+    builder.add_commit(args.commit);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn transactional_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(EndTxnRequest::VT_TRANSACTIONAL_ID, None)}
+  }
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(EndTxnRequest::VT_PRODUCER_ID, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn producer_epoch(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(EndTxnRequest::VT_PRODUCER_EPOCH, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn commit(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(EndTxnRequest::VT_COMMIT, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for EndTxnRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("transactional_id", Self::VT_TRANSACTIONAL_ID, false)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i16>("producer_epoch", Self::VT_PRODUCER_EPOCH, false)?
+     .visit_field::<bool>("commit", Self::VT_COMMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EndTxnRequestArgs<'a> {
+    pub transactional_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+}
+impl<'a> Default for EndTxnRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EndTxnRequestArgs {
+      transactional_id: None,
+      producer_id: -1,
+      producer_epoch: -1,
+      commit: false,
+    }
+  }
+}
+
+pub struct EndTxnRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> EndTxnRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_transactional_id(&mut self, transactional_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(EndTxnRequest::VT_TRANSACTIONAL_ID, transactional_id);
+  }
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(EndTxnRequest::VT_PRODUCER_ID, producer_id, -1);
+  }
+  #[inline]
+  pub fn add_producer_epoch(&mut self, producer_epoch: i16) {
+    self.fbb_.push_slot::<i16>(EndTxnRequest::VT_PRODUCER_EPOCH, producer_epoch, -1);
+  }
+  #[inline]
+  pub fn add_commit(&mut self, commit: bool) {
+    self.fbb_.push_slot::<bool>(EndTxnRequest::VT_COMMIT, commit, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> EndTxnRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    EndTxnRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<EndTxnRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for EndTxnRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("EndTxnRequest");
+      ds.field("transactional_id", &self.transactional_id());
+      ds.field("producer_id", &self.producer_id());
+      ds.field("producer_epoch", &self.producer_epoch());
+      ds.field("commit", &self.commit());
+      ds.finish()
+  }
+}
+pub enum EndTxnResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct EndTxnResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for EndTxnResponse<'a> {
+  type Inner = EndTxnResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> EndTxnResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    EndTxnResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args EndTxnResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<EndTxnResponse<'bldr>> {
+    let mut builder = EndTxnResponseBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(EndTxnResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(EndTxnResponse::VT_MESSAGE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for EndTxnResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EndTxnResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for EndTxnResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EndTxnResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+    }
+  }
+}
+
+pub struct EndTxnResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> EndTxnResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(EndTxnResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(EndTxnResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> EndTxnResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    EndTxnResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<EndTxnResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for EndTxnResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("EndTxnResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum TxnOffsetCommitRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct TxnOffsetCommitRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for TxnOffsetCommitRequest<'a> {
+  type Inner = TxnOffsetCommitRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> TxnOffsetCommitRequest<'a> {
+  pub const VT_TRANSACTIONAL_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_PRODUCER_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_PRODUCER_EPOCH: flatbuffers::VOffsetT = 8;
+  pub const VT_GROUP_ID: flatbuffers::VOffsetT = 10;
+  pub const VT_MEMBER_ID: flatbuffers::VOffsetT = 12;
+  pub const VT_GENERATION: flatbuffers::VOffsetT = 14;
+  pub const VT_TOPICS: flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    TxnOffsetCommitRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args TxnOffsetCommitRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<TxnOffsetCommitRequest<'bldr>> {
+    let mut builder = TxnOffsetCommitRequestBuilder::new(_fbb);
+    builder.add_producer_id(args.producer_id);
+    if let Some(x) = args.topics { builder.add_topics(x); }
+    builder.add_generation(args.generation);
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    if let Some(x) = args.group_id { builder.add_group_id(x); }
+    if let Some(x) = args.transactional_id { builder.add_transactional_id(x); }
+    builder.add_producer_epoch(args.producer_epoch);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn transactional_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(TxnOffsetCommitRequest::VT_TRANSACTIONAL_ID, None)}
+  }
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(TxnOffsetCommitRequest::VT_PRODUCER_ID, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn producer_epoch(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(TxnOffsetCommitRequest::VT_PRODUCER_EPOCH, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn group_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(TxnOffsetCommitRequest::VT_GROUP_ID, None)}
+  }
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(TxnOffsetCommitRequest::VT_MEMBER_ID, None)}
+  }
+  #[inline]
+  pub fn generation(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(TxnOffsetCommitRequest::VT_GENERATION, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn topics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitTopic<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitTopic>>>>(TxnOffsetCommitRequest::VT_TOPICS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for TxnOffsetCommitRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("transactional_id", Self::VT_TRANSACTIONAL_ID, false)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i16>("producer_epoch", Self::VT_PRODUCER_EPOCH, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group_id", Self::VT_GROUP_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<i32>("generation", Self::VT_GENERATION, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<OffsetCommitTopic>>>>("topics", Self::VT_TOPICS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TxnOffsetCommitRequestArgs<'a> {
+    pub transactional_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub group_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub member_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub generation: i32,
+    pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<OffsetCommitTopic<'a>>>>>,
+}
+impl<'a> Default for TxnOffsetCommitRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TxnOffsetCommitRequestArgs {
+      transactional_id: None,
+      producer_id: -1,
+      producer_epoch: -1,
+      group_id: None,
+      member_id: None,
+      generation: -1,
+      topics: None,
+    }
+  }
+}
+
+pub struct TxnOffsetCommitRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> TxnOffsetCommitRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_transactional_id(&mut self, transactional_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TxnOffsetCommitRequest::VT_TRANSACTIONAL_ID, transactional_id);
+  }
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(TxnOffsetCommitRequest::VT_PRODUCER_ID, producer_id, -1);
+  }
+  #[inline]
+  pub fn add_producer_epoch(&mut self, producer_epoch: i16) {
+    self.fbb_.push_slot::<i16>(TxnOffsetCommitRequest::VT_PRODUCER_EPOCH, producer_epoch, -1);
+  }
+  #[inline]
+  pub fn add_group_id(&mut self, group_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TxnOffsetCommitRequest::VT_GROUP_ID, group_id);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TxnOffsetCommitRequest::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_generation(&mut self, generation: i32) {
+    self.fbb_.push_slot::<i32>(TxnOffsetCommitRequest::VT_GENERATION, generation, -1);
+  }
+  #[inline]
+  pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<OffsetCommitTopic<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TxnOffsetCommitRequest::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> TxnOffsetCommitRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    TxnOffsetCommitRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<TxnOffsetCommitRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for TxnOffsetCommitRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("TxnOffsetCommitRequest");
+      ds.field("transactional_id", &self.transactional_id());
+      ds.field("producer_id", &self.producer_id());
+      ds.field("producer_epoch", &self.producer_epoch());
+      ds.field("group_id", &self.group_id());
+      ds.field("member_id", &self.member_id());
+      ds.field("generation", &self.generation());
+      ds.field("topics", &self.topics());
+      ds.finish()
+  }
+}
+pub enum TransactionDescriptionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct TransactionDescription<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for TransactionDescription<'a> {
+  type Inner = TransactionDescription<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> TransactionDescription<'a> {
+  pub const VT_TRANSACTIONAL_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_PRODUCER_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_PRODUCER_EPOCH: flatbuffers::VOffsetT = 8;
+  pub const VT_STATE: flatbuffers::VOffsetT = 10;
+  pub const VT_TIMEOUT_MS: flatbuffers::VOffsetT = 12;
+  pub const VT_START_MS: flatbuffers::VOffsetT = 14;
+  pub const VT_PARTITIONS: flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    TransactionDescription { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args TransactionDescriptionArgs<'args>
+  ) -> flatbuffers::WIPOffset<TransactionDescription<'bldr>> {
+    let mut builder = TransactionDescriptionBuilder::new(_fbb);
+    builder.add_start_ms(args.start_ms);
+    builder.add_producer_id(args.producer_id);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    builder.add_timeout_ms(args.timeout_ms);
+    if let Some(x) = args.state { builder.add_state(x); }
+    if let Some(x) = args.transactional_id { builder.add_transactional_id(x); }
+    builder.add_producer_epoch(args.producer_epoch);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn transactional_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(TransactionDescription::VT_TRANSACTIONAL_ID, None)}
+  }
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(TransactionDescription::VT_PRODUCER_ID, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn producer_epoch(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(TransactionDescription::VT_PRODUCER_EPOCH, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn state(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(TransactionDescription::VT_STATE, None)}
+  }
+  #[inline]
+  pub fn timeout_ms(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(TransactionDescription::VT_TIMEOUT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn start_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(TransactionDescription::VT_START_MS, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn partitions(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions>>>>(TransactionDescription::VT_PARTITIONS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for TransactionDescription<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("transactional_id", Self::VT_TRANSACTIONAL_ID, false)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i16>("producer_epoch", Self::VT_PRODUCER_EPOCH, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("state", Self::VT_STATE, false)?
+     .visit_field::<i32>("timeout_ms", Self::VT_TIMEOUT_MS, false)?
+     .visit_field::<i64>("start_ms", Self::VT_START_MS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicPartitions>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TransactionDescriptionArgs<'a> {
+    pub transactional_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub state: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub timeout_ms: i32,
+    pub start_ms: i64,
+    pub partitions: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>>>,
+}
+impl<'a> Default for TransactionDescriptionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TransactionDescriptionArgs {
+      transactional_id: None,
+      producer_id: -1,
+      producer_epoch: -1,
+      state: None,
+      timeout_ms: 0,
+      start_ms: -1,
+      partitions: None,
+    }
+  }
+}
+
+pub struct TransactionDescriptionBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> TransactionDescriptionBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_transactional_id(&mut self, transactional_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TransactionDescription::VT_TRANSACTIONAL_ID, transactional_id);
+  }
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(TransactionDescription::VT_PRODUCER_ID, producer_id, -1);
+  }
+  #[inline]
+  pub fn add_producer_epoch(&mut self, producer_epoch: i16) {
+    self.fbb_.push_slot::<i16>(TransactionDescription::VT_PRODUCER_EPOCH, producer_epoch, -1);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TransactionDescription::VT_STATE, state);
+  }
+  #[inline]
+  pub fn add_timeout_ms(&mut self, timeout_ms: i32) {
+    self.fbb_.push_slot::<i32>(TransactionDescription::VT_TIMEOUT_MS, timeout_ms, 0);
+  }
+  #[inline]
+  pub fn add_start_ms(&mut self, start_ms: i64) {
+    self.fbb_.push_slot::<i64>(TransactionDescription::VT_START_MS, start_ms, -1);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TopicPartitions<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TransactionDescription::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> TransactionDescriptionBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    TransactionDescriptionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<TransactionDescription<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for TransactionDescription<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("TransactionDescription");
+      ds.field("transactional_id", &self.transactional_id());
+      ds.field("producer_id", &self.producer_id());
+      ds.field("producer_epoch", &self.producer_epoch());
+      ds.field("state", &self.state());
+      ds.field("timeout_ms", &self.timeout_ms());
+      ds.field("start_ms", &self.start_ms());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum ListTransactionsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListTransactionsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListTransactionsRequest<'a> {
+  type Inner = ListTransactionsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListTransactionsRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListTransactionsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args ListTransactionsRequestArgs
+  ) -> flatbuffers::WIPOffset<ListTransactionsRequest<'bldr>> {
+    let mut builder = ListTransactionsRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for ListTransactionsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListTransactionsRequestArgs {
+}
+impl<'a> Default for ListTransactionsRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    ListTransactionsRequestArgs {
+    }
+  }
+}
+
+pub struct ListTransactionsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListTransactionsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListTransactionsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListTransactionsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListTransactionsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListTransactionsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListTransactionsRequest");
+      ds.finish()
+  }
+}
+pub enum ListTransactionsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListTransactionsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListTransactionsResponse<'a> {
+  type Inner = ListTransactionsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListTransactionsResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_TRANSACTIONS: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListTransactionsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListTransactionsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListTransactionsResponse<'bldr>> {
+    let mut builder = ListTransactionsResponseBuilder::new(_fbb);
+    if let Some(x) = args.transactions { builder.add_transactions(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(ListTransactionsResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListTransactionsResponse::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn transactions(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TransactionDescription<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TransactionDescription>>>>(ListTransactionsResponse::VT_TRANSACTIONS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ListTransactionsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TransactionDescription>>>>("transactions", Self::VT_TRANSACTIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListTransactionsResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub transactions: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TransactionDescription<'a>>>>>,
+}
+impl<'a> Default for ListTransactionsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListTransactionsResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+      transactions: None,
+    }
+  }
+}
+
+pub struct ListTransactionsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListTransactionsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(ListTransactionsResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListTransactionsResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_transactions(&mut self, transactions: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TransactionDescription<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListTransactionsResponse::VT_TRANSACTIONS, transactions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListTransactionsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListTransactionsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListTransactionsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListTransactionsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListTransactionsResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("transactions", &self.transactions());
+      ds.finish()
+  }
+}
+pub enum AbortTransactionRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AbortTransactionRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AbortTransactionRequest<'a> {
+  type Inner = AbortTransactionRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AbortTransactionRequest<'a> {
+  pub const VT_TRANSACTIONAL_ID: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AbortTransactionRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AbortTransactionRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<AbortTransactionRequest<'bldr>> {
+    let mut builder = AbortTransactionRequestBuilder::new(_fbb);
+    if let Some(x) = args.transactional_id { builder.add_transactional_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn transactional_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AbortTransactionRequest::VT_TRANSACTIONAL_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for AbortTransactionRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("transactional_id", Self::VT_TRANSACTIONAL_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AbortTransactionRequestArgs<'a> {
+    pub transactional_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AbortTransactionRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AbortTransactionRequestArgs {
+      transactional_id: None,
+    }
+  }
+}
+
+pub struct AbortTransactionRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AbortTransactionRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_transactional_id(&mut self, transactional_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AbortTransactionRequest::VT_TRANSACTIONAL_ID, transactional_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AbortTransactionRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AbortTransactionRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AbortTransactionRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AbortTransactionRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AbortTransactionRequest");
+      ds.field("transactional_id", &self.transactional_id());
       ds.finish()
   }
 }
@@ -10728,6 +12240,81 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_add_partitions_to_txn_request(&self) -> Option<AddPartitionsToTxnRequest<'a>> {
+    if self.body_type() == RequestBody::AddPartitionsToTxnRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AddPartitionsToTxnRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_end_txn_request(&self) -> Option<EndTxnRequest<'a>> {
+    if self.body_type() == RequestBody::EndTxnRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { EndTxnRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_txn_offset_commit_request(&self) -> Option<TxnOffsetCommitRequest<'a>> {
+    if self.body_type() == RequestBody::TxnOffsetCommitRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TxnOffsetCommitRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_transactions_request(&self) -> Option<ListTransactionsRequest<'a>> {
+    if self.body_type() == RequestBody::ListTransactionsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListTransactionsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_abort_transaction_request(&self) -> Option<AbortTransactionRequest<'a>> {
+    if self.body_type() == RequestBody::AbortTransactionRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AbortTransactionRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -10762,6 +12349,11 @@ impl flatbuffers::Verifiable for Request<'_> {
           RequestBody::DeleteGroupsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteGroupsRequest>>("RequestBody::DeleteGroupsRequest", pos),
           RequestBody::DeleteRecordsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteRecordsRequest>>("RequestBody::DeleteRecordsRequest", pos),
           RequestBody::InitProducerIdRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<InitProducerIdRequest>>("RequestBody::InitProducerIdRequest", pos),
+          RequestBody::AddPartitionsToTxnRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AddPartitionsToTxnRequest>>("RequestBody::AddPartitionsToTxnRequest", pos),
+          RequestBody::EndTxnRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EndTxnRequest>>("RequestBody::EndTxnRequest", pos),
+          RequestBody::TxnOffsetCommitRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<TxnOffsetCommitRequest>>("RequestBody::TxnOffsetCommitRequest", pos),
+          RequestBody::ListTransactionsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListTransactionsRequest>>("RequestBody::ListTransactionsRequest", pos),
+          RequestBody::AbortTransactionRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AbortTransactionRequest>>("RequestBody::AbortTransactionRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -10972,6 +12564,41 @@ impl core::fmt::Debug for Request<'_> {
         },
         RequestBody::InitProducerIdRequest => {
           if let Some(x) = self.body_as_init_producer_id_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::AddPartitionsToTxnRequest => {
+          if let Some(x) = self.body_as_add_partitions_to_txn_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::EndTxnRequest => {
+          if let Some(x) = self.body_as_end_txn_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::TxnOffsetCommitRequest => {
+          if let Some(x) = self.body_as_txn_offset_commit_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ListTransactionsRequest => {
+          if let Some(x) = self.body_as_list_transactions_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::AbortTransactionRequest => {
+          if let Some(x) = self.body_as_abort_transaction_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -11358,6 +12985,51 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_add_partitions_to_txn_response(&self) -> Option<AddPartitionsToTxnResponse<'a>> {
+    if self.body_type() == ResponseBody::AddPartitionsToTxnResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AddPartitionsToTxnResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_end_txn_response(&self) -> Option<EndTxnResponse<'a>> {
+    if self.body_type() == ResponseBody::EndTxnResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { EndTxnResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_transactions_response(&self) -> Option<ListTransactionsResponse<'a>> {
+    if self.body_type() == ResponseBody::ListTransactionsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListTransactionsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Response<'_> {
@@ -11391,6 +13063,9 @@ impl flatbuffers::Verifiable for Response<'_> {
           ResponseBody::DeleteGroupsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteGroupsResponse>>("ResponseBody::DeleteGroupsResponse", pos),
           ResponseBody::DeleteRecordsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteRecordsResponse>>("ResponseBody::DeleteRecordsResponse", pos),
           ResponseBody::InitProducerIdResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<InitProducerIdResponse>>("ResponseBody::InitProducerIdResponse", pos),
+          ResponseBody::AddPartitionsToTxnResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AddPartitionsToTxnResponse>>("ResponseBody::AddPartitionsToTxnResponse", pos),
+          ResponseBody::EndTxnResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EndTxnResponse>>("ResponseBody::EndTxnResponse", pos),
+          ResponseBody::ListTransactionsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListTransactionsResponse>>("ResponseBody::ListTransactionsResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -11594,6 +13269,27 @@ impl core::fmt::Debug for Response<'_> {
         },
         ResponseBody::InitProducerIdResponse => {
           if let Some(x) = self.body_as_init_producer_id_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::AddPartitionsToTxnResponse => {
+          if let Some(x) = self.body_as_add_partitions_to_txn_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::EndTxnResponse => {
+          if let Some(x) = self.body_as_end_txn_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::ListTransactionsResponse => {
+          if let Some(x) = self.body_as_list_transactions_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
