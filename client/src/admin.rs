@@ -242,6 +242,41 @@ impl Admin {
         self.on_coordinator(group, |conn| async move { protocol::delete_group(&conn, group).await }).await
     }
 
+    /// Every transactional id of the cluster with its state (each node lists those it
+    /// coordinates), by id.
+    pub async fn list_transactions(&self) -> Result<Vec<protocol::TransactionInfo>> {
+        let mut all = Vec::new();
+        for node in self.router.learn_nodes().await? {
+            let conn = self.router.to_node(Some(node)).await?;
+            all.extend(protocol::list_transactions(&conn).await?);
+        }
+        all.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        all.dedup_by(|a, b| a.transactional_id == b.transactional_id);
+        Ok(all)
+    }
+
+    /// One transactional id's state (`TRANSACTIONAL_ID_NOT_FOUND` when none).
+    pub async fn describe_transaction(&self, transactional_id: &str) -> Result<protocol::TransactionInfo> {
+        self.list_transactions()
+            .await?
+            .into_iter()
+            .find(|t| t.transactional_id == transactional_id)
+            .ok_or_else(|| ClientError::server(105, Some(&format!("no transactional id {transactional_id:?}"))))
+    }
+
+    /// Aborts a transactional id's ongoing transaction (a hanging one): read-committed
+    /// consumers move past it, and its producer is fenced.
+    pub async fn abort_transaction(&self, transactional_id: &str) -> Result<()> {
+        with_retries(
+            RETRY_FOR,
+            coordinator_moved,
+            || self.router.to_txn_coordinator(transactional_id),
+            || {},
+            |conn| async move { protocol::abort_transaction(&conn, transactional_id).await },
+        )
+        .await
+    }
+
     /// Deletes the records of a partition below `offset` (-1: all written so far), as
     /// Kafka's DeleteRecords. Returns the partition's new log start.
     pub async fn delete_records(&self, topic: &str, partition: u32, offset: i64) -> Result<u64> {

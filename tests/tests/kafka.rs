@@ -1445,3 +1445,45 @@ fn consume_transform_produce_writes_each_input_record_exactly_once() {
     let committed = committed_natively(&node, "ctp", "in", 2);
     assert_eq!(committed, vec![Some(100), Some(100)]);
 }
+
+/// The `sluice` CLI with transactions a Kafka client wrote: `transaction list` and
+/// `describe` show a hanging transaction (left open by a confluent-kafka producer that
+/// exited, with a 10-minute timeout), `consume --isolation-level read_committed` prints
+/// only committed records and stops below it, and `transaction abort` ends it so
+/// read_committed readers move past it; aborting it again fails with exit code 1.
+#[test]
+fn the_sluice_cli_lists_describes_and_aborts_a_hanging_transaction() {
+    let (_dir, node) = start_node();
+    create_topic(&node, "hang", 1);
+    transactions(&node, &["produce", "hang", "1", "done-1", "c"]);
+    transactions(&node, &["open", "hang", "stuck-1", "600000"]);
+    let list = sluice_cli(&node, &["transaction", "list"], b"").stdout;
+    let line = list.lines().find(|l| l.starts_with("stuck-1")).unwrap_or_else(|| panic!("{list}"));
+    assert!(line.contains("Ongoing"), "{line}");
+    assert!(list.lines().any(|l| l.starts_with("done-1") && l.contains("CompleteCommit")), "{list}");
+    let described = sluice_cli(&node, &["transaction", "describe", "stuck-1"], b"").stdout;
+    assert!(described.contains("Ongoing") && described.contains("hang-0"), "{described}");
+    let consume = |isolation: &str| -> Vec<String> {
+        let args = ["consume", "hang", "--isolation-level", isolation, "--timeout-ms", "1500"];
+        sluice_cli(&node, &args, b"").stdout.lines().map(str::to_string).collect()
+    };
+    assert_eq!(consume("read_committed"), ["done-1-0-0", "done-1-0-1", "done-1-0-2"]);
+    assert_eq!(consume("read_uncommitted").len(), 4);
+    let (_, stable) = watermarks(&node, "hang", 0, "read_committed");
+    let (_, end) = watermarks(&node, "hang", 0, "read_uncommitted");
+    assert_eq!(stable + 1, end, "the hanging transaction holds the last stable offset");
+
+    sluice_cli(&node, &["transaction", "abort", "stuck-1"], b"");
+    let deadline = Instant::now() + WAIT;
+    while !sluice_cli(&node, &["transaction", "describe", "stuck-1"], b"").stdout.contains("CompleteAbort") {
+        assert!(Instant::now() < deadline, "the abort did not complete");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(watermarks(&node, "hang", 0, "read_committed").1, watermarks(&node, "hang", 0, "read_uncommitted").1);
+    assert_eq!(consume("read_committed"), ["done-1-0-0", "done-1-0-1", "done-1-0-2"]);
+    let mut command = Command::new(cli_binary());
+    command.args(["--bootstrap", &node.addr().to_string(), "transaction", "abort", "stuck-1"]);
+    let again = run_command(command, b"", TOOL_TIMEOUT);
+    assert_eq!(again.code, Some(1), "nothing left to abort: {again:?}");
+    assert!(again.stderr.contains("INVALID_TXN_STATE"), "{again:?}");
+}

@@ -34,7 +34,7 @@ commands:
       separator is the key. With --acks all (the default) the producer is idempotent:
       a record retried after a failure is stored once. A summary goes to stderr.
   consume TOPIC [--partition P] [--offset beginning|end|N] [--max-messages N]
-                [--timeout-ms T] [--format FMT]
+                [--timeout-ms T] [--format FMT] [--isolation-level read_uncommitted|read_committed]
                 [--group G [--session-timeout-ms N] [--heartbeat-interval-ms N]
                  [--strategy range|roundrobin|cooperative-sticky]]
       prints records to stdout. Stops after --max-messages, or when no record came for
@@ -43,7 +43,8 @@ commands:
       %T timestamp (ms), %h headers (k=v,...), \\n newline, \\t tab. Default: \"%s\\n\".
       With --group it joins consumer group G (the group assigns partitions and the
       consumer starts at the committed offsets, or the beginning) and commits after
-      printing each batch of records.
+      printing each batch of records. read_committed (default read_uncommitted) prints
+      only committed transactions' records and stops at an open transaction.
   cluster status            the controller, the live nodes, and the partitions that are
                             offline (no leader) or under-replicated (ISR below replicas)
   group list
@@ -51,6 +52,11 @@ commands:
                             log end and lag
   group reset-offsets G --topic T --to earliest|latest|N   (only while G has no members)
   group delete G            (only while G has no members)
+  transaction list          every transactional id: state, producer id and epoch,
+                            how long its transaction has been open
+  transaction describe ID   its state, timeout and the partitions of its transaction
+  transaction abort ID      aborts its ongoing (hanging) transaction and fences its
+                            producer; read_committed consumers move past it
 
 The bootstrap address also comes from $SLUICE_BOOTSTRAP (default 127.0.0.1:9292).
 Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 no node reachable.";
@@ -192,6 +198,7 @@ async fn run(servers: Vec<String>, words: Vec<String>) -> Result<(), Failure> {
         Some("produce") => produce(&servers, &words[1..]).await,
         Some("consume") => consume(&servers, &words[1..]).await,
         Some("cluster") => cluster(&servers, &words[1..]).await,
+        Some("transaction") => transaction(&servers, &words[1..]).await,
         Some(other) => Err(Failure::Usage(format!("unknown command {other:?}"))),
         None => Err(Failure::Usage("missing command".into())),
     }
@@ -406,7 +413,11 @@ async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
         "session-timeout-ms",
         "heartbeat-interval-ms",
         "strategy",
+        "isolation-level",
     ])?;
+    let isolation_level =
+        sluice_client::consumer::IsolationLevel::parse(args.one("isolation-level").unwrap_or("read_uncommitted"))
+            .map_err(|e| Failure::Usage(e.to_string()))?;
     let topic = args.name("topic")?;
     let max_messages = args.number::<u64>("max-messages")?;
     let idle_timeout = args.number::<u64>("timeout-ms")?.map(Duration::from_millis);
@@ -440,6 +451,7 @@ async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
         client_id: "sluice-cli".into(),
         auto_offset_reset: OffsetReset::Earliest,
         fetch_max_wait_ms: 200,
+        isolation_level,
         ..ConsumerConfig::default()
     };
     let mut source = match group_config {
@@ -530,6 +542,59 @@ async fn stop_signal() {
         }
         _ => std::future::pending().await,
     }
+}
+
+/// `transaction list|describe|abort`: transactional ids as their coordinators know them.
+async fn transaction(servers: &[String], words: &[String]) -> Result<(), Failure> {
+    let Some(sub) = words.first() else { return Err(Failure::Usage("transaction needs a subcommand".into())) };
+    let args = Args::parse(&words[1..], &[])?;
+    args.only(&[])?;
+    let admin = Admin::connect(servers).await?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let open_for = |start_ms: i64| if start_ms < 0 { "-".to_string() } else { format!("{} ms", now_ms - start_ms) };
+    match sub.as_str() {
+        "list" => {
+            println!(
+                "{:<32} {:<15} {:>12} {:>6} {:>12}",
+                "TRANSACTIONAL-ID", "STATE", "PRODUCER-ID", "EPOCH", "OPEN-FOR"
+            );
+            for t in admin.list_transactions().await? {
+                println!(
+                    "{:<32} {:<15} {:>12} {:>6} {:>12}",
+                    t.transactional_id,
+                    t.state,
+                    t.producer_id,
+                    t.producer_epoch,
+                    open_for(t.start_ms)
+                );
+            }
+        }
+        "describe" => {
+            let id = args.name("transactional id")?;
+            let t = admin.describe_transaction(&id).await?;
+            println!(
+                "transactional id {}: {} (producer {} epoch {}), timeout {} ms, open for {}",
+                t.transactional_id,
+                t.state,
+                t.producer_id,
+                t.producer_epoch,
+                t.timeout_ms,
+                open_for(t.start_ms)
+            );
+            for (topic, partition) in &t.partitions {
+                println!("  {topic}-{partition}");
+            }
+        }
+        "abort" => {
+            let id = args.name("transactional id")?;
+            admin.abort_transaction(&id).await?;
+            eprintln!("aborted the transaction of {id}");
+        }
+        other => return Err(Failure::Usage(format!("unknown transaction subcommand {other:?}"))),
+    }
+    Ok(())
 }
 
 async fn group(servers: &[String], words: &[String]) -> Result<(), Failure> {
