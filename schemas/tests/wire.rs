@@ -178,7 +178,13 @@ fn build_request_body(
             let topics = builder.create_vector(&[topic]);
             let body = FetchRequest::create(
                 builder,
-                &FetchRequestArgs { max_wait_ms: 100, min_bytes: 1024, max_bytes: 4096, topics: Some(topics) },
+                &FetchRequestArgs {
+                    max_wait_ms: 100,
+                    min_bytes: 1024,
+                    max_bytes: 4096,
+                    topics: Some(topics),
+                    isolation_level: 1,
+                },
             );
             (body.as_union_value(), no_payload)
         }
@@ -296,9 +302,83 @@ fn build_request_body(
             (body.as_union_value(), no_payload)
         }
         RequestBody::InitProducerIdRequest => {
+            let transactional_id = builder.create_string("billing-tx");
             let body = InitProducerIdRequest::create(
                 builder,
-                &InitProducerIdRequestArgs { producer_id: 4_000_000_123, producer_epoch: 7 },
+                &InitProducerIdRequestArgs {
+                    producer_id: 4_000_000_123,
+                    producer_epoch: 7,
+                    transactional_id: Some(transactional_id),
+                    transaction_timeout_ms: 15_000,
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::AddPartitionsToTxnRequest => {
+            let transactional_id = builder.create_string("billing-tx");
+            let topics = topic_partitions(builder);
+            let body = AddPartitionsToTxnRequest::create(
+                builder,
+                &AddPartitionsToTxnRequestArgs {
+                    transactional_id: Some(transactional_id),
+                    producer_id: 4_000_000_123,
+                    producer_epoch: 7,
+                    topics: Some(topics),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::EndTxnRequest => {
+            let transactional_id = builder.create_string("billing-tx");
+            let body = EndTxnRequest::create(
+                builder,
+                &EndTxnRequestArgs {
+                    transactional_id: Some(transactional_id),
+                    producer_id: 4_000_000_123,
+                    producer_epoch: 7,
+                    commit: true,
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::TxnOffsetCommitRequest => {
+            let metadata = builder.create_string("checkpoint");
+            let partition = OffsetCommitPartition::create(
+                builder,
+                &OffsetCommitPartitionArgs { partition: 2, offset: 42, metadata: Some(metadata) },
+            );
+            let partitions = builder.create_vector(&[partition]);
+            let topic = builder.create_string("orders");
+            let topic = OffsetCommitTopic::create(
+                builder,
+                &OffsetCommitTopicArgs { topic: Some(topic), partitions: Some(partitions) },
+            );
+            let topics = builder.create_vector(&[topic]);
+            let transactional_id = builder.create_string("billing-tx");
+            let group_id = builder.create_string("billing");
+            let member_id = builder.create_string("member-1");
+            let body = TxnOffsetCommitRequest::create(
+                builder,
+                &TxnOffsetCommitRequestArgs {
+                    transactional_id: Some(transactional_id),
+                    producer_id: 4_000_000_123,
+                    producer_epoch: 7,
+                    group_id: Some(group_id),
+                    member_id: Some(member_id),
+                    generation: 4,
+                    topics: Some(topics),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::ListTransactionsRequest => {
+            (ListTransactionsRequest::create(builder, &ListTransactionsRequestArgs {}).as_union_value(), no_payload)
+        }
+        RequestBody::AbortTransactionRequest => {
+            let transactional_id = builder.create_string("billing-tx");
+            let body = AbortTransactionRequest::create(
+                builder,
+                &AbortTransactionRequestArgs { transactional_id: Some(transactional_id) },
             );
             (body.as_union_value(), no_payload)
         }
@@ -377,6 +457,7 @@ fn check_request(request: &Request<'_>, payload: &[u8]) {
         RequestBody::FetchRequest => {
             let body = request.body_as_fetch_request().unwrap();
             assert_eq!((body.max_wait_ms(), body.min_bytes(), body.max_bytes()), (100, 1024, 4096));
+            assert_eq!(body.isolation_level(), 1);
             let topics = body.topics().unwrap();
             assert_eq!(topics.len(), 1);
             assert_eq!(topics.get(0).topic(), Some("orders"));
@@ -456,6 +537,43 @@ fn check_request(request: &Request<'_>, payload: &[u8]) {
         RequestBody::InitProducerIdRequest => {
             let body = request.body_as_init_producer_id_request().unwrap();
             assert_eq!((body.producer_id(), body.producer_epoch()), (4_000_000_123, 7));
+            assert_eq!(body.transactional_id(), Some("billing-tx"));
+            assert_eq!(body.transaction_timeout_ms(), 15_000);
+        }
+        RequestBody::AddPartitionsToTxnRequest => {
+            let body = request.body_as_add_partitions_to_txn_request().unwrap();
+            assert_eq!(body.transactional_id(), Some("billing-tx"));
+            assert_eq!((body.producer_id(), body.producer_epoch()), (4_000_000_123, 7));
+            check_topic_partitions(body.topics());
+        }
+        RequestBody::EndTxnRequest => {
+            let body = request.body_as_end_txn_request().unwrap();
+            assert_eq!(body.transactional_id(), Some("billing-tx"));
+            assert_eq!((body.producer_id(), body.producer_epoch()), (4_000_000_123, 7));
+            assert!(body.commit());
+        }
+        RequestBody::TxnOffsetCommitRequest => {
+            let body = request.body_as_txn_offset_commit_request().unwrap();
+            assert_eq!(body.transactional_id(), Some("billing-tx"));
+            assert_eq!((body.producer_id(), body.producer_epoch()), (4_000_000_123, 7));
+            assert_eq!(body.group_id(), Some("billing"));
+            assert_eq!(body.member_id(), Some("member-1"));
+            assert_eq!(body.generation(), 4);
+            let topics = body.topics().unwrap();
+            assert_eq!(topics.len(), 1);
+            assert_eq!(topics.get(0).topic(), Some("orders"));
+            let partitions = topics.get(0).partitions().unwrap();
+            assert_eq!(partitions.len(), 1);
+            let partition = partitions.get(0);
+            assert_eq!((partition.partition(), partition.offset()), (2, 42));
+            assert_eq!(partition.metadata(), Some("checkpoint"));
+        }
+        RequestBody::ListTransactionsRequest => {
+            request.body_as_list_transactions_request().unwrap();
+        }
+        RequestBody::AbortTransactionRequest => {
+            let body = request.body_as_abort_transaction_request().unwrap();
+            assert_eq!(body.transactional_id(), Some("billing-tx"));
         }
         other => panic!("unexpected body type {other:?}"),
     }
@@ -594,6 +712,31 @@ fn init_producer_id_request_round_trips_with_every_field_set() {
 }
 
 #[test]
+fn add_partitions_to_txn_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::AddPartitionsToTxnRequest);
+}
+
+#[test]
+fn end_txn_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::EndTxnRequest);
+}
+
+#[test]
+fn txn_offset_commit_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::TxnOffsetCommitRequest);
+}
+
+#[test]
+fn list_transactions_request_round_trips() {
+    round_trip_request(RequestBody::ListTransactionsRequest);
+}
+
+#[test]
+fn abort_transaction_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::AbortTransactionRequest);
+}
+
+#[test]
 fn every_request_body_type_is_covered_by_these_tests() {
     let covered = ALL_REQUEST_BODIES.len();
     assert_eq!(covered, RequestBody::ENUM_VALUES.len() - 1, "a request body type was added: add it to the tests");
@@ -610,7 +753,7 @@ fn a_response_envelope_is_not_taken_for_a_request() {
     }
 }
 
-const ALL_REQUEST_BODIES: [RequestBody; 20] = [
+const ALL_REQUEST_BODIES: [RequestBody; 25] = [
     RequestBody::ApiVersionsRequest,
     RequestBody::MetadataRequest,
     RequestBody::CreateTopicsRequest,
@@ -631,6 +774,11 @@ const ALL_REQUEST_BODIES: [RequestBody; 20] = [
     RequestBody::DeleteGroupsRequest,
     RequestBody::DeleteRecordsRequest,
     RequestBody::InitProducerIdRequest,
+    RequestBody::AddPartitionsToTxnRequest,
+    RequestBody::EndTxnRequest,
+    RequestBody::TxnOffsetCommitRequest,
+    RequestBody::ListTransactionsRequest,
+    RequestBody::AbortTransactionRequest,
 ];
 
 // Responses -----------------------------------------------------------------------------
@@ -652,6 +800,12 @@ fn check_topic_results(results: Option<Vector<'_, ForwardsUOffset<TopicResult<'_
     assert_eq!(result.name(), Some("orders"));
     assert_eq!(result.error(), ErrorCode::TopicAlreadyExists);
     assert_eq!(result.message(), Some("topic 'orders' already exists"));
+}
+
+/// The aborted transactions (producer id, first offset) the fetch response gives partition
+/// `partition`: two, distinct per partition.
+fn aborted_transactions_of(partition: i64) -> [(i64, i64); 2] {
+    [(4_000_000_123, 20 + partition), (4_000_000_456, 90 + partition)]
 }
 
 /// Builds a response body of `body_type` with every field set to a non-default value, and
@@ -793,6 +947,10 @@ fn build_response_body(
             let mut partitions = Vec::new();
             for (partition, error, records) in [(0, ErrorCode::None, one), (1, ErrorCode::OffsetOutOfRange, two)] {
                 let message = builder.create_string(&format!("partition {partition}"));
+                let aborted = aborted_transactions_of(i64::from(partition)).map(|(producer_id, first_offset)| {
+                    AbortedTransaction::create(builder, &AbortedTransactionArgs { producer_id, first_offset })
+                });
+                let aborted_transactions = builder.create_vector(&aborted);
                 partitions.push(PartitionFetchResult::create(
                     builder,
                     &PartitionFetchResultArgs {
@@ -802,6 +960,8 @@ fn build_response_body(
                         high_watermark: 200 + i64::from(partition),
                         log_start_offset: 10,
                         records: Some(&records),
+                        last_stable_offset: 150 + i64::from(partition),
+                        aborted_transactions: Some(aborted_transactions),
                     },
                 ));
             }
@@ -1026,6 +1186,50 @@ fn build_response_body(
             );
             (body.as_union_value(), no_payload)
         }
+        ResponseBody::AddPartitionsToTxnResponse => {
+            let message = builder.create_string("another transaction of 'billing-tx' is completing");
+            let body = AddPartitionsToTxnResponse::create(
+                builder,
+                &AddPartitionsToTxnResponseArgs { error: ErrorCode::ConcurrentTransactions, message: Some(message) },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::EndTxnResponse => {
+            let message = builder.create_string("producer epoch 7 of 'billing-tx' is fenced");
+            let body = EndTxnResponse::create(
+                builder,
+                &EndTxnResponseArgs { error: ErrorCode::ProducerFenced, message: Some(message) },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::ListTransactionsResponse => {
+            let transactional_id = builder.create_string("billing-tx");
+            let state = builder.create_string("Ongoing");
+            let partitions = topic_partitions(builder);
+            let description = TransactionDescription::create(
+                builder,
+                &TransactionDescriptionArgs {
+                    transactional_id: Some(transactional_id),
+                    producer_id: 12_000,
+                    producer_epoch: 3,
+                    state: Some(state),
+                    timeout_ms: 15_000,
+                    start_ms: 1_700_000_000_000,
+                    partitions: Some(partitions),
+                },
+            );
+            let transactions = builder.create_vector(&[description]);
+            let message = builder.create_string("transaction state still loading");
+            let body = ListTransactionsResponse::create(
+                builder,
+                &ListTransactionsResponseArgs {
+                    error: ErrorCode::CoordinatorLoadInProgress,
+                    message: Some(message),
+                    transactions: Some(transactions),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
         other => panic!("no response body of type {other:?}"),
     }
 }
@@ -1116,6 +1320,14 @@ fn check_response(response: &Response<'_>, payload: &[u8]) {
                 assert_eq!(partition.high_watermark(), 200 + index as i64);
                 assert_eq!(partition.log_start_offset(), 10);
                 assert_eq!(payload_slice(payload, partition.records().unwrap()).unwrap(), batch);
+                assert_eq!(partition.last_stable_offset(), 150 + index as i64);
+                let aborted: Vec<(i64, i64)> = partition
+                    .aborted_transactions()
+                    .unwrap()
+                    .iter()
+                    .map(|aborted| (aborted.producer_id(), aborted.first_offset()))
+                    .collect();
+                assert_eq!(aborted, aborted_transactions_of(index as i64));
             }
         }
         ResponseBody::ListOffsetsResponse => {
@@ -1232,6 +1444,30 @@ fn check_response(response: &Response<'_>, payload: &[u8]) {
             assert_eq!(body.message(), Some("no producer ids from the controller"));
             assert_eq!((body.producer_id(), body.producer_epoch()), (12_000, 3));
         }
+        ResponseBody::AddPartitionsToTxnResponse => {
+            let body = response.body_as_add_partitions_to_txn_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::ConcurrentTransactions);
+            assert_eq!(body.message(), Some("another transaction of 'billing-tx' is completing"));
+        }
+        ResponseBody::EndTxnResponse => {
+            let body = response.body_as_end_txn_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::ProducerFenced);
+            assert_eq!(body.message(), Some("producer epoch 7 of 'billing-tx' is fenced"));
+        }
+        ResponseBody::ListTransactionsResponse => {
+            let body = response.body_as_list_transactions_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::CoordinatorLoadInProgress);
+            assert_eq!(body.message(), Some("transaction state still loading"));
+            let transactions = body.transactions().unwrap();
+            assert_eq!(transactions.len(), 1);
+            let transaction = transactions.get(0);
+            assert_eq!(transaction.transactional_id(), Some("billing-tx"));
+            assert_eq!((transaction.producer_id(), transaction.producer_epoch()), (12_000, 3));
+            assert_eq!(transaction.state(), Some("Ongoing"));
+            assert_eq!(transaction.timeout_ms(), 15_000);
+            assert_eq!(transaction.start_ms(), 1_700_000_000_000);
+            check_topic_partitions(transaction.partitions());
+        }
         other => panic!("unexpected body type {other:?}"),
     }
 }
@@ -1251,7 +1487,7 @@ fn round_trip_response(body_type: ResponseBody) {
     check_response(&response, payload);
 }
 
-const ALL_RESPONSE_BODIES: [ResponseBody; 21] = [
+const ALL_RESPONSE_BODIES: [ResponseBody; 24] = [
     ResponseBody::ApiVersionsResponse,
     ResponseBody::MetadataResponse,
     ResponseBody::CreateTopicsResponse,
@@ -1273,6 +1509,9 @@ const ALL_RESPONSE_BODIES: [ResponseBody; 21] = [
     ResponseBody::DeleteGroupsResponse,
     ResponseBody::DeleteRecordsResponse,
     ResponseBody::InitProducerIdResponse,
+    ResponseBody::AddPartitionsToTxnResponse,
+    ResponseBody::EndTxnResponse,
+    ResponseBody::ListTransactionsResponse,
 ];
 
 #[test]
@@ -1362,6 +1601,21 @@ fn delete_records_response_round_trips_with_every_field_set() {
 #[test]
 fn init_producer_id_response_round_trips_with_every_field_set() {
     round_trip_response(ResponseBody::InitProducerIdResponse);
+}
+
+#[test]
+fn add_partitions_to_txn_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::AddPartitionsToTxnResponse);
+}
+
+#[test]
+fn end_txn_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::EndTxnResponse);
+}
+
+#[test]
+fn list_transactions_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::ListTransactionsResponse);
 }
 
 #[test]
