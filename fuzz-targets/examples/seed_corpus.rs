@@ -74,10 +74,27 @@ fn native() {
     write("native_frame", "produce", &frame(&env, &payload));
 
     let mut b = flatbuffers::FlatBufferBuilder::new();
-    let body =
-        w::InitProducerIdRequest::create(&mut b, &w::InitProducerIdRequestArgs { producer_id: -1, producer_epoch: -1 });
+    let transactional_id = Some(b.create_string("payments-1"));
+    let body = w::InitProducerIdRequest::create(
+        &mut b,
+        &w::InitProducerIdRequestArgs {
+            producer_id: -1,
+            producer_epoch: -1,
+            transactional_id,
+            transaction_timeout_ms: 60_000,
+        },
+    );
     let env = finish_request(&mut b, 3, 0, None, RequestBody::InitProducerIdRequest, body.as_union_value()).to_vec();
     write("native_frame", "init-producer-id", &frame(&env, &[]));
+
+    let mut b = flatbuffers::FlatBufferBuilder::new();
+    let transactional_id = Some(b.create_string("payments-1"));
+    let body = w::EndTxnRequest::create(
+        &mut b,
+        &w::EndTxnRequestArgs { transactional_id, producer_id: 7, producer_epoch: 0, commit: true },
+    );
+    let env = finish_request(&mut b, 5, 0, None, RequestBody::EndTxnRequest, body.as_union_value()).to_vec();
+    write("native_frame", "end-txn", &frame(&env, &[]));
 
     let mut b = flatbuffers::FlatBufferBuilder::new();
     let group = b.create_string("readers");
