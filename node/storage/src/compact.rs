@@ -9,8 +9,11 @@
 //!
 //! Transactions: only stable records (below the last stable offset) that were not
 //! aborted can supersede a key, so a record read_committed readers skip never removes
-//! one they read. Control batches (markers), aborted transactional batches and batches
-//! at or past the LSO are kept whole: markers and aborted data are not removed yet.
+//! one they read. Aborted transactions' batches are removed whole (as Kafka's cleaner
+//! does: no reader may see them); control batches (markers) and batches at or past the
+//! LSO are kept whole. Markers stay: a marker whose transaction's data is gone still
+//! tells a reader where the transaction ended (Kafka removes them after
+//! delete.retention.ms; not done here).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -118,15 +121,19 @@ impl Untouchable {
     }
 
     fn covers(&self, header: &BatchHeader) -> bool {
-        let attributes = header.attributes();
+        header.attributes().is_control() || header.base_offset() >= self.stable_end || self.aborted(header)
+    }
+
+    /// A stable batch of an aborted transaction (its records are never read committed).
+    fn aborted(&self, header: &BatchHeader) -> bool {
         let base = header.base_offset();
-        attributes.is_control()
-            || base >= self.stable_end
-            || (attributes.is_transactional()
-                && self
-                    .aborted
-                    .get(&header.producer_id.get())
-                    .is_some_and(|list| list.iter().any(|a| a.first_offset <= base && base < a.last_offset)))
+        header.attributes().is_transactional()
+            && !header.attributes().is_control()
+            && base < self.stable_end
+            && self
+                .aborted
+                .get(&header.producer_id.get())
+                .is_some_and(|list| list.iter().any(|a| a.first_offset <= base && base < a.last_offset))
     }
 }
 
@@ -175,6 +182,10 @@ fn clean_batch(
 ) -> Result<(Vec<u8>, u64), String> {
     let header = BatchHeader::view(batch).map_err(|e| e.to_string())?;
     let attributes = header.attributes();
+    if keep.aborted(header) {
+        let records = u64::try_from(header.record_count()).unwrap_or(0);
+        return Ok((Vec::new(), records));
+    }
     if keep.covers(header) {
         return Ok((batch.to_vec(), 0));
     }
