@@ -202,3 +202,44 @@ fn topic_describe_config_and_add_partitions_work_and_partitions_never_shrink() {
     let described = sluice_ok(&node, &["topic", "describe", "admin"], b"").stdout;
     assert!(described.starts_with("topic admin: 4 partitions\n"), "still 4: {described}");
 }
+
+/// The node's resident memory (VmRSS of /proc/PID/status), in bytes.
+fn resident_bytes(node: &NodeProcess) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).expect("the node's /proc status");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc status");
+    kib * 1024
+}
+
+/// Memory is bounded by the node-wide budgets, not by the partition count (issue 19):
+/// 1,000 partitions, 192 MB written to them and read back whole, with a 32 MiB cache and
+/// a 16 MiB read-ahead budget, leave the node's resident memory under 256 MiB. (A cache
+/// limit per log, as before the node-wide budgets, would let it grow to the data written.)
+#[test]
+fn resident_memory_stays_within_the_budgets_at_1000_partitions() {
+    const RESIDENT_MAX: u64 = 256 << 20;
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let flags = ["--cache-bytes", "33554432", "--read-ahead-bytes", "16777216"];
+    let node = NodeProcess::start(&dir.path().join("data"), SHARDS, &flags);
+    sluice_ok(&node, &["topic", "create", "wide", "--partitions", "1000"], b"");
+    let line = "x".repeat(1000) + "\n";
+    let input = line.repeat(192_000);
+    let produced = sluice_ok(&node, &["produce", "wide"], input.as_bytes());
+    assert!(produced.stderr.contains("produced 192000 of 192000"), "{produced:?}");
+    let after_writes = resident_bytes(&node);
+    let consumed = sluice_ok(&node, &["consume", "wide", "--max-messages", "192000", "--timeout-ms", "5000"], b"");
+    assert_eq!(consumed.stdout.lines().count(), 192_000);
+    // The node gives freed memory back to the system every few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut after_reads = resident_bytes(&node);
+    while after_reads > RESIDENT_MAX && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        after_reads = resident_bytes(&node);
+    }
+    eprintln!("resident: {} MiB after the writes, {} MiB after the reads", after_writes >> 20, after_reads >> 20);
+    assert!(after_writes < RESIDENT_MAX, "{} MiB resident after the writes", after_writes >> 20);
+    assert!(after_reads < RESIDENT_MAX, "{} MiB resident after the reads", after_reads >> 20);
+}
