@@ -54,6 +54,13 @@
 //! 7. (`SingleNode`, `LEAD_AGAIN_MS` after each start of the node) A life still up leads
 //!    every partition in the controller's current epoch, above every epoch its earlier
 //!    lives led, and serves consumers.
+//! 8. No payload is committed twice. Producers with acks=all are idempotent: a request
+//!    that failed or got no answer is sent again with the same payload until it is
+//!    acknowledged, and a leader whose log already holds that payload (whichever leader
+//!    stored it: the state is derived from the replicated log, as `PartitionLog`'s
+//!    producer state is) answers with its offset once the HW passes it instead of
+//!    appending it again (`PendingDuplicate`). Without that lookup the sweep fails on
+//!    this check at once.
 //!
 //! A partition with unclean election on may lose acknowledged records (Kafka's trade):
 //! once it had an unclean election, only 1a and 4 are checked for it (replicas of the old
@@ -315,6 +322,22 @@ struct Producer {
     leader: Option<NodeId>,
     /// (request id, acks, payload, sent at).
     in_flight: Option<(u64, Acks, PayloadId, u64)>,
+    /// An acks=all payload whose request failed or got no answer: an idempotent
+    /// producer sends the same batch again until it is acknowledged.
+    retry: Option<PayloadId>,
+}
+
+/// An idempotent producer's retry of a payload the leader's log already holds: answered
+/// with its offset once the high watermark passes it (as `PartitionLog` answers a
+/// duplicate from the producer state it derives from the log), never appended again.
+struct PendingDuplicate {
+    node: NodeId,
+    life: u64,
+    partition: ClusterPartitionId,
+    offset: Offset,
+    payload: PayloadId,
+    client: Endpoint,
+    request_id: u64,
 }
 
 struct Consumer {
@@ -356,6 +379,8 @@ struct Stats {
     leads_after_restart: u64,
     /// Records consumers read from a leader that had restarted at least once.
     consumed_after_restart: u64,
+    /// Idempotent retries of a payload the leader held, answered with its first offset.
+    duplicates_answered: u64,
 }
 
 impl Stats {
@@ -381,6 +406,7 @@ impl Stats {
         self.voter_reopened_from_snapshots += o.voter_reopened_from_snapshots;
         self.leads_after_restart += o.leads_after_restart;
         self.consumed_after_restart += o.consumed_after_restart;
+        self.duplicates_answered += o.duplicates_answered;
     }
 }
 
@@ -389,6 +415,9 @@ impl Stats {
 struct PartitionHistory {
     /// The committed prefix: (epoch, payload) per offset.
     committed: Vec<(LeaderEpoch, PayloadId)>,
+    /// (8) The payloads in `committed`: an idempotent producer's retried payload is never
+    /// committed twice.
+    committed_payloads: std::collections::HashSet<PayloadId>,
     /// Acknowledgements that promise durability: acks=all, and acks=1 where the leader is
     /// the only replica (its append is the whole ISR's): (offset, payload).
     acked: Vec<(Offset, PayloadId)>,
@@ -464,6 +493,13 @@ impl Checker {
             for offset in len..hw.0 {
                 let entry = log.entry(Offset(offset)).expect("below the log end");
                 history.committed.push((entry.epoch, entry.payload));
+                if !history.committed_payloads.insert(entry.payload) {
+                    return Err(format!(
+                        "(8) payload {:?} committed twice in partition {p} (again at offset {offset}): an \
+                         idempotent producer's retry was stored again",
+                        entry.payload
+                    ));
+                }
             }
             if let Some(cache) = self.verified.get_mut(&(node, p)) {
                 cache.1 = hw.0;
@@ -475,6 +511,7 @@ impl Checker {
     fn forget_partition(&mut self, p: ClusterPartitionId) {
         let history = self.partitions.entry(p).or_default();
         history.committed.clear();
+        history.committed_payloads.clear();
         history.acked.clear();
         self.verified.retain(|(_, q), _| *q != p);
     }
@@ -506,6 +543,7 @@ struct Sim {
     stats: Stats,
     /// A violation seen while delivering to a client, reported by the step's check.
     pending_violation: Option<String>,
+    duplicates: Vec<PendingDuplicate>,
 }
 
 impl Sim {
@@ -579,12 +617,19 @@ impl Sim {
             checker: Checker::default(),
             stats: Stats::default(),
             pending_violation: None,
+            duplicates: Vec::new(),
         };
         for id in ids {
             sim.start_node(id);
         }
         for (i, (p, _)) in sim.partitions.clone().into_iter().enumerate() {
-            sim.producers.push(Producer { client: ClientId(i as u32), partition: p, leader: None, in_flight: None });
+            sim.producers.push(Producer {
+                client: ClientId(i as u32),
+                partition: p,
+                leader: None,
+                in_flight: None,
+                retry: None,
+            });
             sim.consumers.push(Consumer {
                 client: ClientId(1_000 + i as u32),
                 partition: p,
@@ -635,6 +680,7 @@ impl Sim {
                 eprintln!("[{} t={}] {event:?}", self.step, self.now_ms);
             }
             self.handle(event);
+            self.answer_duplicates();
             self.check().map_err(|e| self.fail(&e))?;
         }
         self.final_check().map_err(|e| self.fail(&e))?;
@@ -776,10 +822,54 @@ impl Sim {
             },
             Endpoint::Node(id) => {
                 if self.nodes[&id].incarnation == life {
+                    if let Message::Produce { partition, acks: Acks::All, payload, request_id } = envelope.message {
+                        if let Some(offset) = self.held_by_leader(id, partition, payload) {
+                            self.duplicates.push(PendingDuplicate {
+                                node: id,
+                                life,
+                                partition,
+                                offset,
+                                payload,
+                                client: envelope.from,
+                                request_id,
+                            });
+                            return;
+                        }
+                    }
                     self.node_step(id, NodeInput::Receive(envelope));
                 }
             }
             Endpoint::Client(client) => self.client_receive(client, envelope.message),
+        }
+    }
+
+    /// Where `payload` lies in the log of a node that leads `p` (the producer state every
+    /// replica derives from its log: a new leader knows what the old one stored).
+    fn held_by_leader(&self, id: NodeId, p: ClusterPartitionId, payload: PayloadId) -> Option<Offset> {
+        let node = self.nodes[&id].node.as_ref()?;
+        node.leader_epoch_if_leader(p)?;
+        node.log(p)?.entries().iter().rev().find(|e| e.payload == payload).map(|e| e.offset)
+    }
+
+    /// Answers the pending duplicates whose stored payload the high watermark passed;
+    /// drops those whose node died, stopped leading or lost the entry (the producer times
+    /// out and sends it again).
+    fn answer_duplicates(&mut self) {
+        for d in std::mem::take(&mut self.duplicates) {
+            let slot = &self.nodes[&d.node];
+            let Some(node) = slot.node.as_ref().filter(|_| slot.incarnation == d.life) else { continue };
+            let held = node.log(d.partition).and_then(|l| l.entry(d.offset)).is_some_and(|e| e.payload == d.payload);
+            if node.leader_epoch_if_leader(d.partition).is_none() || !held {
+                continue;
+            }
+            if node.high_watermark(d.partition).is_some_and(|hw| hw > d.offset) {
+                self.stats.duplicates_answered += 1;
+                let message =
+                    Message::ProduceReply { partition: d.partition, request_id: d.request_id, result: Ok(d.offset) };
+                self.send(Envelope { from: Endpoint::Node(d.node), to: d.client, message });
+            } else {
+                self.duplicates.push(d);
+            }
         }
     }
 
@@ -1140,25 +1230,33 @@ impl Sim {
         self.schedule(after, Event::ProducerTick(i));
         let now = self.now_ms;
         let p = self.producers[i].partition;
-        if let Some((_, _, _, sent)) = self.producers[i].in_flight {
+        if let Some((_, acks, payload, sent)) = self.producers[i].in_flight {
             if now < sent + CLIENT_TIMEOUT_MS {
                 return;
             }
             // No answer: outcome unknown, as for a real producer's request timeout.
             self.producers[i].in_flight = None;
             self.producers[i].leader = None;
+            if acks == Acks::All {
+                self.producers[i].retry = Some(payload);
+            }
         }
         if self.producers[i].leader.is_none() || self.rng.percent(2) {
             self.producers[i].leader = self.control.state().partition(p).and_then(|s| s.leader);
         }
         let Some(leader) = self.producers[i].leader else { return };
-        let acks = match self.rng.range(0, 99) {
-            0..=54 => Acks::All,
-            55..=89 => Acks::Leader,
-            _ => Acks::None,
+        let (acks, payload) = match self.producers[i].retry {
+            Some(payload) => (Acks::All, payload),
+            None => {
+                let acks = match self.rng.range(0, 99) {
+                    0..=54 => Acks::All,
+                    55..=89 => Acks::Leader,
+                    _ => Acks::None,
+                };
+                self.next_payload += 1;
+                (acks, PayloadId(self.next_payload))
+            }
         };
-        self.next_payload += 1;
-        let payload = PayloadId(self.next_payload);
         let request_id = self.request_id();
         if acks != Acks::None {
             self.producers[i].in_flight = Some((request_id, acks, payload, now));
@@ -1205,6 +1303,9 @@ impl Sim {
                 self.producers[i].in_flight = None;
                 let p = self.producers[i].partition;
                 let unclean = self.checker.partitions.get(&p).is_some_and(|h| h.unclean_elections > 0);
+                // acks=all is idempotent: a failed request's payload goes again, whatever
+                // the failure (the leader may have stored it before failing).
+                self.producers[i].retry = (acks == Acks::All && result.is_err()).then_some(payload);
                 match result {
                     Ok(offset) => {
                         if acks == Acks::All {
@@ -1548,6 +1649,7 @@ fn sweep(mode: Mode, ci_seeds: u64, ci_steps: u64) -> Stats {
     if seeds.len() >= 10 {
         assert!(total.acked_all > 0 && total.consumed > 0, "nothing acknowledged or consumed: {total:?}");
         assert!(total.crashes > 0 && total.clean_shutdowns > 0 && total.elections > 0, "no faults: {total:?}");
+        assert!(total.duplicates_answered > 0, "no idempotent retry met a stored payload: {total:?}");
         if mode.replication().0 > 1 {
             assert!(total.truncations > 0, "no divergent tail was ever truncated: {total:?}");
         }
