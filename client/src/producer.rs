@@ -573,6 +573,9 @@ struct Inner {
     idle: Notify,
     /// A request was written: the next to its leader may go.
     turns: Notify,
+    /// Transactional producers: one AddPartitionsToTxn at a time (each adds every
+    /// partition its request needs that is not in the transaction yet).
+    txn_adds: tokio::sync::Mutex<()>,
 }
 
 /// The batching producer; cheap to clone, usable from many tasks.
@@ -610,6 +613,7 @@ impl Producer {
             wake: Notify::new(),
             idle: Notify::new(),
             turns: Notify::new(),
+            txn_adds: tokio::sync::Mutex::new(()),
         });
         inner.router.any().await?;
         // A transactional producer gets its identity from `init_transactions`.
@@ -709,7 +713,7 @@ impl Producer {
     ) -> Result<()> {
         use sluice_schemas::groups::{offsets_partition, OFFSETS_TOPIC};
         let inner = &self.inner;
-        inner.join_transaction(OFFSETS_TOPIC, offsets_partition(group)).await?;
+        inner.add_to_transaction(&[(OFFSETS_TOPIC.to_string(), offsets_partition(group))]).await?;
         let txn = inner.txn_producer()?;
         let offsets: Vec<protocol::CommitOffset> =
             offsets.iter().map(|(t, p, o)| (t.clone(), *p, *o, String::new())).collect();
@@ -798,7 +802,8 @@ impl Producer {
             }
         };
         if config.transactional_id.is_some() {
-            inner.join_transaction(&record.topic, partition).await?;
+            // The partition joins the transaction when its first request goes out.
+            inner.txn_producer()?;
         }
         let permit = match inner.memory.clone().try_acquire_many_owned(size as u32) {
             Ok(permit) => permit,
@@ -1085,21 +1090,27 @@ impl Inner {
         }
     }
 
-    /// Adds a partition to the ongoing transaction the first time the transaction writes
-    /// to it (one round trip to the coordinator per new partition).
-    async fn join_transaction(&self, topic: &str, partition: u32) -> Result<()> {
-        let txn = self.txn_producer()?;
-        let key = (topic.to_string(), partition);
-        if lock(&self.state).txn_partitions.contains(&key) {
+    /// Adds to the ongoing transaction those of `partitions` it does not have yet, in one
+    /// AddPartitionsToTxn (Kafka's producer does the same before it sends a partition's
+    /// first batch of a transaction): a request's new partitions cost one round trip.
+    async fn add_to_transaction(&self, partitions: &[(String, u32)]) -> Result<()> {
+        let _one_at_a_time = self.txn_adds.lock().await;
+        let mut missing: Vec<(String, u32)> = {
+            let st = lock(&self.state);
+            partitions.iter().filter(|p| !st.txn_partitions.contains(*p)).cloned().collect()
+        };
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
             return Ok(());
         }
-        let partitions = [key.clone()];
+        let txn = self.txn_producer()?;
         self.txn_call(|conn| {
-            let (txn, partitions) = (&txn, &partitions);
-            async move { protocol::add_partitions_to_txn(&conn, txn, partitions).await }
+            let (txn, missing) = (&txn, &missing);
+            async move { protocol::add_partitions_to_txn(&conn, txn, missing).await }
         })
         .await?;
-        lock(&self.state).txn_partitions.insert(key);
+        lock(&self.state).txn_partitions.extend(missing);
         Ok(())
     }
 
@@ -1435,6 +1446,10 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, ticket: u64, sent:
     let config = &inner.config;
     let acks = config.acks.wire();
     let result = async {
+        if config.transactional_id.is_some() {
+            let partitions: Vec<(String, u32)> = sent.iter().map(|s| (s.topic.to_string(), s.partition)).collect();
+            inner.add_to_transaction(&partitions).await?;
+        }
         let turn = inner.write_turn(leader, ticket).await;
         let conn = inner.router.to_node(leader).await?;
         let parts: Vec<PartitionBatches<'_>> = sent

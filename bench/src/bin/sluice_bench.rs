@@ -58,6 +58,8 @@ common flags:
 produce / e2e:
   --producers N (1)  --acks 0|1|all (1)  --compression none|gzip|snappy|lz4|zstd
   --idempotence on|off (on; applies with --acks all: up to 5 batches in flight per partition)
+  --transaction-records N (0: none) each producer is transactional and commits every N
+                     records (needs --acks all); reports commit latency
   --batch-bytes N (16384)  --linger-ms N (5)  --rate R records/s, 0 = max (0; e2e: 10000)
   --keys none|uniform|zipf (none)
 consume / e2e:
@@ -347,6 +349,8 @@ struct Meter {
     errors: AtomicU64,
     /// Bytes of every record counted, measured or not (warm-up and drain included).
     bytes_total: AtomicU64,
+    /// Transactional producers: each commit's latency (from its call to its answer).
+    commits: Mutex<Histogram<u64>>,
 }
 
 impl Meter {
@@ -359,6 +363,7 @@ impl Meter {
             measuring: AtomicBool::new(false),
             errors: AtomicU64::new(0),
             bytes_total: AtomicU64::new(0),
+            commits: Mutex::new(latency_histogram_us()?),
         }))
     }
 
@@ -476,6 +481,7 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
     let rate = rate_override.unwrap_or(opts.num::<u64>("rate", 0)?);
     let duration = Duration::from_secs_f64(opts.num::<f64>("duration-s", 10.0)?);
     let warmup = Duration::from_secs_f64(opts.num::<f64>("warmup-s", 2.0)?);
+    let transaction_records = opts.num::<u64>("transaction-records", 0)?;
     let config = ProducerConfig {
         bootstrap_servers: bootstrap,
         client_id: "sluice-bench".into(),
@@ -496,7 +502,15 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
     let value = sluice_bench::pattern(record_bytes);
     let mut tasks = Vec::new();
     for i in 0..producers {
-        let producer = Producer::new(config.clone()).await.map_err(client_error)?;
+        let mut config = config.clone();
+        if transaction_records > 0 {
+            config.transactional_id = Some(format!("sluice-bench-{}-{i}", std::process::id()));
+        }
+        let producer = Producer::new(config).await.map_err(client_error)?;
+        if transaction_records > 0 {
+            producer.init_transactions().await.map_err(client_error)?;
+            producer.begin_transaction().map_err(client_error)?;
+        }
         let (meter, stop, topic, value) = (meter.clone(), stop.clone(), topic.clone(), value.clone());
         let mut keys = Keys::new(&opts.get("keys", "none"), 0x9e37_79b9 + i as u64)?;
         let per_producer_rate = rate as f64 / producers as f64;
@@ -514,13 +528,13 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
                 };
                 let mut record = ProducerRecord::new(topic.clone(), value.clone());
                 record.key = keys.next();
-                let meter = meter.clone();
+                let delivered = meter.clone();
                 let bytes = value.len() as u64;
                 let sent_ok = producer
                     .send_with_callback(record, move |r| match r {
-                        Ok(_) => meter.record(bytes, intended.elapsed()),
+                        Ok(_) => delivered.record(bytes, intended.elapsed()),
                         Err(_) => {
-                            meter.errors.fetch_add(1, Ordering::Relaxed);
+                            delivered.errors.fetch_add(1, Ordering::Relaxed);
                         }
                     })
                     .await;
@@ -528,6 +542,22 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
                     break;
                 }
                 sent += 1;
+                if transaction_records > 0 && sent.is_multiple_of(transaction_records) {
+                    let asked = Instant::now();
+                    let committed = producer.commit_transaction().await;
+                    if committed.is_err() || producer.begin_transaction().is_err() {
+                        meter.errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    if meter.measuring.load(Ordering::Relaxed) {
+                        if let Ok(mut h) = meter.commits.lock() {
+                            let _ = h.record(u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
+                        }
+                    }
+                }
+            }
+            if transaction_records > 0 {
+                let _ = producer.commit_transaction().await;
             }
             producer.flush().await;
             producer.close().await;
@@ -567,6 +597,12 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
     report.latency("ack_latency", &latency);
     report.add("errors", meter.errors.load(Ordering::Relaxed) as f64);
     report.add("value_bytes_acked_total", meter.bytes_total.load(Ordering::Relaxed) as f64);
+    if transaction_records > 0 {
+        let commits = meter.commits.lock().map(|h| LatencySummary::of(&h)).unwrap_or_default();
+        report.add("transaction_records", transaction_records as f64);
+        report.add("transactions_committed", commits.count as f64);
+        report.latency("commit_latency", &commits);
+    }
     probe.finish(&mut report, elapsed);
     Ok(report)
 }

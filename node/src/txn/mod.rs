@@ -15,10 +15,11 @@
 //!   of the id is aborted first (the client is told CONCURRENT_TRANSACTIONS and retries).
 //! - AddPartitionsToTxn (and AddOffsetsToTxn, which adds the group's offsets partition)
 //!   records the partitions the producer is about to write; the transaction is Ongoing.
-//! - EndTxn stores PrepareCommit or PrepareAbort and answers; the coordinator then writes
-//!   a commit or abort marker (a control batch) to every partition of the transaction
-//!   through its leader (`ops::txn::write_marker`) and stores CompleteCommit or
-//!   CompleteAbort. Until then the id's requests get CONCURRENT_TRANSACTIONS.
+//! - EndTxn stores PrepareCommit or PrepareAbort; the coordinator then writes a commit or
+//!   abort marker (a control batch) to every partition of the transaction through its
+//!   leader (`ops::txn::write_marker`) and stores CompleteCommit or CompleteAbort, and
+//!   EndTxn answers then (or after `END_TXN_WAIT`: the decision is stored either way).
+//!   Until it completes the id's requests get CONCURRENT_TRANSACTIONS.
 //! - A transaction Ongoing for longer than its timeout is aborted with the producer's
 //!   epoch bumped, so the producer that left it is fenced.
 //!
@@ -55,6 +56,9 @@ pub const TRANSACTIONAL_ID_BYTES_MAX: usize = 1024;
 const LOAD_READ_BYTES: u64 = 1 << 20;
 /// The longest wait between tries of a marker or a state record that failed.
 const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long EndTxn waits for its markers before it answers (the decision is stored
+/// before; past this the markers go on in the background).
+const END_TXN_WAIT: Duration = Duration::from_secs(5);
 
 /// Work for the coordinator of a transactional id (List: every shard).
 #[derive(Debug)]
@@ -130,6 +134,8 @@ pub struct TxnCoordinator {
     /// Partitions being loaded: their ids' requests are answered "not available".
     loading: RefCell<BTreeSet<u32>>,
     generations: Cell<u64>,
+    /// Woken whenever a transaction completes (its markers are written).
+    completed: io::WaitQueue,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> NodeError {
@@ -386,6 +392,11 @@ impl TxnCoordinator {
                 meta.last_update_ms = now_ms();
                 self.store(shard, id, partition, generation, meta).await?;
                 self.spawn_completion(shard, id.to_string(), partition, generation);
+                // Answer once the markers are written (bounded): the producer's next
+                // transaction then starts at once instead of being told
+                // CONCURRENT_TRANSACTIONS and backing off (Kafka answers at the decision;
+                // the client's retry of its next AddPartitionsToTxn costs it 20-100 ms).
+                let _ = io::timeout(END_TXN_WAIT, self.wait_completed(id, partition)).await;
                 Ok(())
             }
             // A retry of an EndTxn that completed.
@@ -397,6 +408,24 @@ impl TxnCoordinator {
                 ErrorKind::InvalidTxnState,
                 format!("cannot {ending} transactional id {id:?}'s transaction: it is {}", status.name()),
             )),
+        }
+    }
+
+    /// Resolves once `id`'s transaction is no longer deciding (or this shard stopped
+    /// coordinating it).
+    async fn wait_completed(&self, id: &str, partition: u32) {
+        loop {
+            let wait = self.completed.wait();
+            let deciding = self
+                .partitions
+                .borrow()
+                .get(&partition)
+                .and_then(|l| l.ids.get(id))
+                .is_some_and(|e| e.meta.status.preparing());
+            if !deciding {
+                return;
+            }
+            wait.await;
         }
     }
 
@@ -491,6 +520,7 @@ impl TxnCoordinator {
                 match coordinator.store(&shard, &id, partition, generation, done.clone()).await {
                     Ok(()) => {
                         debug!(transactional_id = %id, commit, "transaction complete");
+                        coordinator.completed.notify_all();
                         return;
                     }
                     Err(e) => {
