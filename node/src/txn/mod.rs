@@ -402,7 +402,14 @@ impl TxnCoordinator {
             // A retry of an EndTxn that completed.
             (TxnStatus::CompleteCommit, true) | (TxnStatus::CompleteAbort, false) => Ok(()),
             (TxnStatus::PrepareCommit, true) | (TxnStatus::PrepareAbort, false) => {
-                Err(concurrent(id, "is still writing its markers"))
+                // A retry of an EndTxn whose markers are being written (by a new
+                // coordinator, after a failover): answered as the first would have been.
+                let _ = io::timeout(END_TXN_WAIT, self.wait_completed(id, partition)).await;
+                let done = if commit { TxnStatus::CompleteCommit } else { TxnStatus::CompleteAbort };
+                match self.current(id, partition) {
+                    Ok((Some(m), _)) if m.status == done && m.producer_epoch == epoch => Ok(()),
+                    _ => Err(concurrent(id, "is still writing its markers")),
+                }
             }
             (status, _) => Err(error(
                 ErrorKind::InvalidTxnState,
