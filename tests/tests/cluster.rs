@@ -591,7 +591,12 @@ fn consume_transform_produce_is_exactly_once_through_coordinator_and_leader_kill
         );
     }
     let lines = transform.finish(Duration::from_secs(400));
-    let done = lines.iter().find(|l| l.get("committed").is_some()).expect("the transform loop finished");
+    let done = lines.iter().find(|l| l.get("committed").is_some()).unwrap_or_else(|| {
+        panic!(
+            "the transform loop did not finish (its error is above); its last lines: {:?}",
+            lines.iter().rev().take(8).collect::<Vec<_>>()
+        )
+    });
     assert_eq!(done.get("committed").and_then(sluice_tests::json::Json::as_i64), Some(RECORDS as i64));
     let read = kafka_script(
         "transactions.py",
