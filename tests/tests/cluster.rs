@@ -1640,3 +1640,62 @@ fn chaos_kills_and_pauses_lose_no_acknowledged_record_and_store_none_twice() {
         seen.commits
     );
 }
+
+/// On 3 nodes: a transaction its confluent-kafka producer left open holds the partition's
+/// last stable offset, even through a kill -9 of the transaction coordinator's node; the
+/// new coordinator aborts it at its timeout, and the last stable offset moves to the end.
+#[test]
+fn an_open_transaction_is_aborted_at_its_timeout_by_a_new_coordinator_after_a_kill() {
+    const TXN_ID: &str = "left-open";
+    let mut cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
+    let topic = NewTopic { name: "open".into(), partitions: 1, replication_factor: 3, configs };
+    runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, "open").await;
+    });
+    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+    let bootstrap = bootstrap.join(",");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--bootstrap", &bootstrap];
+        all.extend_from_slice(args);
+        kafka_script("transactions.py", &all).finish(WAIT * 2)
+    };
+    // The partition's high watermark for `isolation`; `None` while a kill moves its leader
+    // (the script then fails and prints nothing).
+    let try_high = |isolation: &str| -> Option<i64> {
+        let lines = run(&["watermarks", "open", "0", isolation]);
+        lines.last().and_then(|l| l.get("high")).and_then(sluice_tests::json::Json::as_i64)
+    };
+    let high = |isolation: &str| try_high(isolation).expect("watermarks");
+    run(&["produce", "open", "1", "committed", "c"]);
+    let opened = run(&["open", "open", TXN_ID, "15000"]);
+    assert_eq!(opened.last().and_then(|l| l.get("written")).and_then(sluice_tests::json::Json::as_bool), Some(true));
+    let (stable, end) = (high("read_committed"), high("read_uncommitted"));
+    // Three committed records and their marker, then the open transaction's record.
+    assert_eq!((stable, end), (4, 5), "the open transaction's record is not stable");
+    let coordinator =
+        runtime.block_on(leader_of(&admin, "__transaction_state", sluice_node::txn::txn_partition(TXN_ID)));
+    cluster.node(coordinator).kill9_and_wait();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the open transaction was not aborted within 60 s");
+        let (Some(now_stable), Some(now_end)) = (try_high("read_committed"), try_high("read_uncommitted")) else {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        };
+        if now_stable == now_end && now_end > end {
+            break;
+        }
+        assert!(now_stable <= stable || now_stable == now_end, "the LSO passed the open record early");
+        assert!(Instant::now() < deadline, "the open transaction was not aborted: LSO {now_stable}, end {now_end}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    cluster.node(coordinator).restart();
+    let committed = run(&["consume", "open", "read_committed", "3"]);
+    let values: Vec<&str> =
+        committed.iter().filter_map(|l| l.get("value").and_then(sluice_tests::json::Json::as_str)).collect();
+    assert_eq!(values, ["committed-0-0", "committed-0-1", "committed-0-2"]);
+}
