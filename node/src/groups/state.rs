@@ -450,6 +450,46 @@ fn check_group_id(group: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// A commit's offsets split into those of existing partitions (with an offset of 0 or
+/// more) and the refused ones with why.
+fn split_commit(
+    topics: &dyn Topics,
+    offsets: Vec<(String, u32, i64, String)>,
+) -> (Vec<(String, u32, i64, String)>, Vec<PartitionOutcome>) {
+    let mut refused = Vec::new();
+    let mut accepted = Vec::new();
+    for (topic, partition, offset, metadata) in offsets {
+        match topics.partition_count(&topic) {
+            Some(c) if partition < c && offset >= 0 => accepted.push((topic, partition, offset, metadata)),
+            Some(_) if offset < 0 => refused.push((
+                topic,
+                partition,
+                Err(error(ErrorKind::OffsetOutOfRange, format!("offset {offset} is negative"))),
+            )),
+            _ => {
+                let e = NodeError::unknown_partition(&topic, partition);
+                refused.push((topic, partition, Err(e)));
+            }
+        }
+    }
+    (accepted, refused)
+}
+
+/// The offset records of a group's accepted commits.
+fn offset_records(group_id: &str, accepted: &[(String, u32, i64, String)]) -> Vec<GroupRecord> {
+    accepted
+        .iter()
+        .map(|(topic, partition, offset, metadata)| {
+            GroupRecord::Offset(OffsetRecord {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: Some((*offset, metadata.clone())),
+            })
+        })
+        .collect()
+}
+
 impl Groups {
     /// No groups. `instance_tag` makes member ids unique across the node's restarts (the
     /// member counter starts at 0 again, and clients reuse client ids).
@@ -526,7 +566,7 @@ impl Groups {
         }));
         for (group, metadata) in changed {
             let record = GroupRecord::Group(GroupMetadataRecord { group: group.clone(), value: Some(metadata) });
-            out.push(self.append(&group.clone(), vec![record], PendingAppend::GroupMetadata { group }));
+            out.push(self.append(&group.clone(), vec![record], PendingAppend::GroupMetadata { group }, None));
         }
     }
 
@@ -983,38 +1023,13 @@ impl Groups {
         if let Err(e) = self.check_commit(group_id, member_id, generation) {
             return Some(Err(e));
         }
-        let mut refused = Vec::new();
-        let mut accepted = Vec::new();
-        for (topic, partition, offset, metadata) in offsets {
-            match topics.partition_count(&topic) {
-                Some(c) if partition < c && offset >= 0 => accepted.push((topic, partition, offset, metadata)),
-                Some(_) if offset < 0 => refused.push((
-                    topic,
-                    partition,
-                    Err(error(ErrorKind::OffsetOutOfRange, format!("offset {offset} is negative"))),
-                )),
-                _ => {
-                    let e = NodeError::unknown_partition(&topic, partition);
-                    refused.push((topic, partition, Err(e)));
-                }
-            }
-        }
+        let (accepted, refused) = split_commit(topics, offsets);
         if accepted.is_empty() {
             return Some(Ok(refused));
         }
-        let records = accepted
-            .iter()
-            .map(|(topic, partition, offset, metadata)| {
-                GroupRecord::Offset(OffsetRecord {
-                    group: group_id.to_string(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    value: Some((*offset, metadata.clone())),
-                })
-            })
-            .collect();
+        let records = offset_records(group_id, &accepted);
         let pending = PendingAppend::Commit { id, group: group_id.to_string(), accepted, refused };
-        out.push(self.append(group_id, records, pending));
+        out.push(self.append(group_id, records, pending, None));
         None
     }
 
@@ -1075,12 +1090,19 @@ impl Groups {
         Ok(())
     }
 
-    /// Records what an append is for and returns the action that asks for it.
-    fn append(&mut self, group_id: &str, records: Vec<GroupRecord>, pending: PendingAppend) -> GroupAction {
+    /// Records what an append is for and returns the action that asks for it (a
+    /// transaction's, `producer`, as its transactional batch).
+    fn append(
+        &mut self,
+        group_id: &str,
+        records: Vec<GroupRecord>,
+        pending: PendingAppend,
+        producer: Option<(i64, i16)>,
+    ) -> GroupAction {
         let append = AppendId(self.next_append);
         self.next_append += 1;
         self.appends.insert(append, pending);
-        GroupAction::AppendOffsets { append, partition: offsets_partition(group_id), records, producer: None }
+        GroupAction::AppendOffsets { append, partition: offsets_partition(group_id), records, producer }
     }
 
     fn appended(&mut self, append: AppendId, result: Result<(), NodeError>, out: &mut Vec<GroupAction>) {
@@ -1303,7 +1325,7 @@ impl Groups {
         // neither.
         let mut records = tombstones(group_id, committed);
         records.push(GroupRecord::Group(GroupMetadataRecord { group: group_id.to_string(), value: None }));
-        out.push(self.append(group_id, records, PendingAppend::Delete { id, group: group_id.to_string() }));
+        out.push(self.append(group_id, records, PendingAppend::Delete { id, group: group_id.to_string() }, None));
         None
     }
 
@@ -1350,7 +1372,7 @@ impl Groups {
         }
         let records = tombstones(group_id, committed);
         let pending = PendingAppend::DeleteOffsets { id, group: group_id.to_string(), accepted, refused };
-        out.push(self.append(group_id, records, pending));
+        out.push(self.append(group_id, records, pending, None));
         None
     }
 
@@ -1376,7 +1398,7 @@ impl Groups {
         for (group, partitions) in groups {
             let records = tombstones(&group, partitions);
             let pending = PendingAppend::ForgetTopic { group: group.clone(), topic: topic.to_string() };
-            out.push(self.append(&group, records, pending));
+            out.push(self.append(&group, records, pending, None));
         }
     }
 
@@ -1433,31 +1455,11 @@ impl Groups {
         if let Err(e) = checked {
             return Some(Err(e));
         }
-        let mut refused = Vec::new();
-        let mut accepted = Vec::new();
-        for (topic, partition, offset, metadata) in offsets {
-            match topics.partition_count(&topic) {
-                Some(c) if partition < c && offset >= 0 => accepted.push((topic, partition, offset, metadata)),
-                _ => {
-                    let e = NodeError::unknown_partition(&topic, partition);
-                    refused.push((topic, partition, Err(e)));
-                }
-            }
-        }
+        let (accepted, refused) = split_commit(topics, offsets);
         if accepted.is_empty() {
             return Some(Ok(refused));
         }
-        let records = accepted
-            .iter()
-            .map(|(topic, partition, offset, metadata)| {
-                GroupRecord::Offset(OffsetRecord {
-                    group: group_id.to_string(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    value: Some((*offset, metadata.clone())),
-                })
-            })
-            .collect();
+        let records = offset_records(group_id, &accepted);
         let pending = PendingAppend::TxnCommit {
             id,
             group: group_id.to_string(),
@@ -1465,16 +1467,7 @@ impl Groups {
             accepted,
             refused,
         };
-        let GroupAction::AppendOffsets { append, partition, records, .. } = self.append(group_id, records, pending)
-        else {
-            unreachable!("append asks for an append")
-        };
-        out.push(GroupAction::AppendOffsets {
-            append,
-            partition,
-            records,
-            producer: Some((args.producer_id, args.producer_epoch)),
-        });
+        out.push(self.append(group_id, records, pending, Some((args.producer_id, args.producer_epoch))));
         None
     }
 
