@@ -450,12 +450,12 @@ fn check_group_id(group: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// One partition's commit: topic, partition, offset, metadata.
+type CommitOffset = (String, u32, i64, String);
+
 /// A commit's offsets split into those of existing partitions (with an offset of 0 or
 /// more) and the refused ones with why.
-fn split_commit(
-    topics: &dyn Topics,
-    offsets: Vec<(String, u32, i64, String)>,
-) -> (Vec<(String, u32, i64, String)>, Vec<PartitionOutcome>) {
+fn split_commit(topics: &dyn Topics, offsets: Vec<CommitOffset>) -> (Vec<CommitOffset>, Vec<PartitionOutcome>) {
     let mut refused = Vec::new();
     let mut accepted = Vec::new();
     for (topic, partition, offset, metadata) in offsets {
@@ -476,7 +476,7 @@ fn split_commit(
 }
 
 /// The offset records of a group's accepted commits.
-fn offset_records(group_id: &str, accepted: &[(String, u32, i64, String)]) -> Vec<GroupRecord> {
+fn offset_records(group_id: &str, accepted: &[CommitOffset]) -> Vec<GroupRecord> {
     accepted
         .iter()
         .map(|(topic, partition, offset, metadata)| {
