@@ -203,15 +203,13 @@ pub async fn write_txn_markers(server: &Rc<Server>, request: WriteTxnMarkersRequ
             let mut partitions = Vec::new();
             for p in &t.partition_indexes {
                 let tp = TopicPartition::new(t.name.0.to_string(), partition_index(*p));
-                let written = crate::ops::txn::write_marker_here(
-                    &server.shard,
-                    &tp,
-                    m.producer_id.0,
-                    m.producer_epoch,
-                    m.transaction_result,
-                    m.coordinator_epoch,
-                )
-                .await;
+                let marker = txn_ops::Marker {
+                    producer_id: m.producer_id.0,
+                    epoch: m.producer_epoch,
+                    commit: m.transaction_result,
+                    coordinator_epoch: m.coordinator_epoch,
+                };
+                let written = txn_ops::write_marker_here(&server.shard, &tp, marker).await;
                 partitions.push(
                     WritableTxnMarkerPartitionResult::default()
                         .with_partition_index(*p)

@@ -87,23 +87,25 @@ const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The WriteTxnMarkers version sent (v1: flexible, Kafka 2.8+).
 const MARKERS_VERSION: i16 = 1;
 
-/// Writes the marker of producer `producer_id`'s transaction (at `epoch`) to `tp`
-/// through its leader.
-pub async fn write_marker(
-    shard: &Rc<Shard>,
-    tp: &TopicPartition,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
-    coordinator_epoch: i32,
-) -> Result<(), NodeError> {
+/// A transaction's marker: whose transaction (producer id and epoch), how it ended, and
+/// the coordinator's epoch that decided it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// Writes `marker` to `tp` through its leader.
+pub async fn write_marker(shard: &Rc<Shard>, tp: &TopicPartition, marker: Marker) -> Result<(), NodeError> {
     shard.check_partition(&tp.topic, tp.partition)?;
     let leader = shard.placement(&tp.topic, tp.partition).leader;
     let Some(leader) = leader else {
         return Err(NodeError::new(ErrorKind::LeaderNotAvailable, format!("{tp} has no leader now")));
     };
     if leader == shard.node_id() {
-        return write_marker_here(shard, tp, producer_id, epoch, commit, coordinator_epoch).await;
+        return write_marker_here(shard, tp, marker).await;
     }
     let address = shard.config.nodes().iter().find(|p| p.id == leader.0).and_then(|p| p.kafka);
     let Some(address) = address else {
@@ -112,27 +114,13 @@ pub async fn write_marker(
             format!("{tp} is led by node {}, which has no Kafka listener to take its transaction marker", leader.0),
         ));
     };
-    send_marker(address, leader, tp, producer_id, epoch, commit, coordinator_epoch).await
+    send_marker(address, leader, tp, marker).await
 }
 
 /// Writes a marker to a partition this node leads, on the shard that owns it.
-pub async fn write_marker_here(
-    shard: &Rc<Shard>,
-    tp: &TopicPartition,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
-    coordinator_epoch: i32,
-) -> Result<(), NodeError> {
+pub async fn write_marker_here(shard: &Rc<Shard>, tp: &TopicPartition, marker: Marker) -> Result<(), NodeError> {
     shard.check_partition(&tp.topic, tp.partition)?;
-    let request = ShardRequest::WriteMarker {
-        topic: tp.topic.clone(),
-        partition: tp.partition,
-        producer_id,
-        epoch,
-        commit,
-        coordinator_epoch,
-    };
+    let request = ShardRequest::WriteMarker { topic: tp.topic.clone(), partition: tp.partition, marker };
     match shard.call(shard.owner(&tp.topic, tp.partition), request).await {
         ShardReply::Done => Ok(()),
         ShardReply::Failed(e) => Err(e),
@@ -145,19 +133,16 @@ async fn send_marker(
     address: SocketAddr,
     leader: NodeId,
     tp: &TopicPartition,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
-    coordinator_epoch: i32,
+    marker: Marker,
 ) -> Result<(), NodeError> {
     let topic = WritableTxnMarkerTopic::default()
         .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
         .with_partition_indexes(vec![i32::try_from(tp.partition).unwrap_or(-1)]);
     let marker = WritableTxnMarker::default()
-        .with_producer_id(ProducerId(producer_id))
-        .with_producer_epoch(epoch)
-        .with_transaction_result(commit)
-        .with_coordinator_epoch(coordinator_epoch)
+        .with_producer_id(ProducerId(marker.producer_id))
+        .with_producer_epoch(marker.epoch)
+        .with_transaction_result(marker.commit)
+        .with_coordinator_epoch(marker.coordinator_epoch)
         .with_topics(vec![topic]);
     let request = WriteTxnMarkersRequest::default().with_markers(vec![marker]);
     let unreachable =

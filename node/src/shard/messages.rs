@@ -73,10 +73,7 @@ pub enum ShardRequest {
     WriteMarker {
         topic: String,
         partition: u32,
-        producer_id: i64,
-        epoch: i16,
-        commit: bool,
-        coordinator_epoch: i32,
+        marker: crate::ops::txn::Marker,
     },
     /// The committed offsets of every group this shard coordinates (lag metrics).
     GroupOffsets,

@@ -397,8 +397,8 @@ impl Shard {
                 let handled: io::LocalFuture<'_, crate::txn::TxnReply> = Box::pin(self.txns.handle(self, request));
                 ShardReply::Txn(handled.await)
             }
-            ShardRequest::WriteMarker { topic, partition, producer_id, epoch, commit, coordinator_epoch } => {
-                match self.write_marker_local(&topic, partition, producer_id, epoch, commit, coordinator_epoch).await {
+            ShardRequest::WriteMarker { topic, partition, marker } => {
+                match self.write_marker_local(&topic, partition, marker).await {
                     Ok(()) => ShardReply::Done,
                     Err(e) => ShardReply::Failed(e),
                 }
@@ -536,20 +536,17 @@ impl Shard {
         &self,
         topic: &str,
         partition: u32,
-        producer_id: i64,
-        epoch: i16,
-        commit: bool,
-        coordinator_epoch: i32,
+        marker: crate::ops::txn::Marker,
     ) -> Result<(), NodeError> {
         use sluice_schemas::control::{control_batch, ControlType};
         let log = self.local_log(topic, partition)?;
         let replica = self.replica_id(topic, partition)?;
-        let control = if commit { ControlType::Commit } else { ControlType::Abort };
+        let control = if marker.commit { ControlType::Commit } else { ControlType::Abort };
         let now = io::Clock::system().now_ms();
-        let marker = control_batch(producer_id, epoch, control, coordinator_epoch, now);
-        self.host().append_marker(&log, replica, &marker, (topic, partition)).await?;
+        let batch = control_batch(marker.producer_id, marker.epoch, control, marker.coordinator_epoch, now);
+        self.host().append_marker(&log, replica, &batch, (topic, partition)).await?;
         if topic == OFFSETS_TOPIC {
-            self.groups.transaction_ended(producer_id, commit);
+            self.groups.transaction_ended(marker.producer_id, marker.commit);
         }
         Ok(())
     }

@@ -473,7 +473,12 @@ impl TxnCoordinator {
                 _ => return,
             };
             let commit = meta.status == TxnStatus::PrepareCommit;
-            let coordinator_epoch = i32::try_from(generation).unwrap_or(i32::MAX);
+            let marker = crate::ops::txn::Marker {
+                producer_id: meta.producer_id,
+                epoch: meta.producer_epoch,
+                commit,
+                coordinator_epoch: i32::try_from(generation).unwrap_or(i32::MAX),
+            };
             let writes: Vec<io::LocalFuture<'_, ()>> = meta
                 .partitions
                 .iter()
@@ -485,15 +490,7 @@ impl TxnCoordinator {
                             if !still(&shard.txns) {
                                 return;
                             }
-                            let result = crate::ops::txn::write_marker(
-                                shard,
-                                tp,
-                                meta.producer_id,
-                                meta.producer_epoch,
-                                commit,
-                                coordinator_epoch,
-                            )
-                            .await;
+                            let result = crate::ops::txn::write_marker(shard, tp, marker).await;
                             match result {
                                 Ok(()) => return,
                                 Err(e) if e.kind == ErrorKind::UnknownTopicOrPartition => {
