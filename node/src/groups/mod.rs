@@ -209,22 +209,12 @@ impl Coordinator {
     }
 
     async fn load_records(&self, log: &PartitionLog) {
-        let mut offset = log.log_start_offset();
         let mut loaded = 0u64;
         // Transactional commits, by producer, until their transaction's marker.
         let mut open: HashMap<i64, Vec<GroupRecord>> = HashMap::new();
-        while offset < log.log_end_offset() {
-            let fetched = match log.read(offset, LOAD_READ_BYTES).await {
-                Ok(f) if !f.chunks.is_empty() => f,
-                Ok(_) => break,
-                Err(e) => {
-                    warn!("loading committed offsets from {}: {e}", log.dir().display());
-                    break;
-                }
-            };
-            let bytes = fetched.to_vec();
+        read_log(log, "committed offsets", |bytes| {
             let mut records = Vec::new();
-            for batch in sluice_schemas::batch::BatchWalker::new(&bytes) {
+            for batch in sluice_schemas::batch::BatchWalker::new(bytes) {
                 let Ok((_, header, batch)) = batch else { break };
                 let attributes = header.attributes();
                 let producer_id = header.producer_id.get();
@@ -248,8 +238,8 @@ impl Coordinator {
             loaded += records.len() as u64;
             let actions = self.step(GroupInput::Loaded(records), &NoTopics);
             self.answer_all(actions);
-            offset = fetched.next_offset;
-        }
+        })
+        .await;
         for (producer_id, records) in open {
             let actions = self.step(GroupInput::LoadedTxn { producer_id, records }, &NoTopics);
             self.answer_all(actions);
@@ -283,6 +273,25 @@ impl Coordinator {
     #[must_use]
     pub fn all_committed(&self) -> Vec<(String, String, u32, i64)> {
         self.groups.borrow().all_committed()
+    }
+}
+
+/// Reads a coordinator's internal partition from its log start to its end, a chunk of
+/// whole batches (up to `LOAD_READ_BYTES`) at a time; a read that fails ends it, logged
+/// with `what` the partition holds.
+pub(crate) async fn read_log(log: &PartitionLog, what: &str, mut visit: impl FnMut(&[u8])) {
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let fetched = match log.read(offset, LOAD_READ_BYTES).await {
+            Ok(f) if !f.chunks.is_empty() => f,
+            Ok(_) => break,
+            Err(e) => {
+                warn!("loading {what} from {}: {e}", log.dir().display());
+                break;
+            }
+        };
+        visit(&fetched.to_vec());
+        offset = fetched.next_offset;
     }
 }
 

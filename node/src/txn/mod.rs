@@ -52,8 +52,6 @@ pub const TXN_TIMEOUT_MS_MAX: i32 = 900_000;
 pub const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 /// Transactional ids are at most this long (they are keys of the state topic).
 pub const TRANSACTIONAL_ID_BYTES_MAX: usize = 1024;
-/// Bytes read from a state partition at a time while loading it.
-const LOAD_READ_BYTES: u64 = 1 << 20;
 /// The longest wait between tries of a marker or a state record that failed.
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// How long EndTxn waits for its markers before it answers (the decision is stored
@@ -627,18 +625,8 @@ impl TxnCoordinator {
     /// log, then resumes the transactions that were deciding.
     pub async fn load(&self, shard: &Rc<Shard>, partition: u32, log: &PartitionLog) {
         let mut ids: HashMap<String, Entry> = HashMap::new();
-        let mut offset = log.log_start_offset();
-        while offset < log.log_end_offset() {
-            let fetched = match log.read(offset, LOAD_READ_BYTES).await {
-                Ok(f) if !f.chunks.is_empty() => f,
-                Ok(_) => break,
-                Err(e) => {
-                    warn!("loading transactions from {}: {e}", log.dir().display());
-                    break;
-                }
-            };
-            let bytes = fetched.to_vec();
-            for batch in sluice_schemas::batch::BatchWalker::new(&bytes) {
+        crate::groups::read_log(log, "transactions", |bytes| {
+            for batch in sluice_schemas::batch::BatchWalker::new(bytes) {
                 let Ok((_, header, batch)) = batch else { break };
                 if header.attributes().is_control() {
                     continue;
@@ -656,8 +644,8 @@ impl TxnCoordinator {
                     }
                 }
             }
-            offset = fetched.next_offset;
-        }
+        })
+        .await;
         let generation = self.generations.get() + 1;
         self.generations.set(generation);
         let deciding: Vec<String> =
