@@ -10,10 +10,13 @@
 //! Transactions: only stable records (below the last stable offset) that were not
 //! aborted can supersede a key, so a record read_committed readers skip never removes
 //! one they read. Aborted transactions' batches are removed whole (as Kafka's cleaner
-//! does: no reader may see them); control batches (markers) and batches at or past the
-//! LSO are kept whole. Markers stay: a marker whose transaction's data is gone still
-//! tells a reader where the transaction ended (Kafka removes them after
-//! delete.retention.ms; not done here).
+//! does: no reader may see them); batches at or past the LSO are kept whole. A marker
+//! stays while any record of its transaction stays (it tells a reader where the
+//! transaction ended); once the transaction's data is all gone, the marker goes too when
+//! it is older than delete.retention.ms, as a tombstone does (Kafka's rule, KIP-534, with
+//! the marker's own timestamp as the start of the horizon). A marker is removed only when
+//! the pass saw the whole transaction: after a segment the pass skips (too young for
+//! `min_lag_ms`), a producer's markers stay until the pass has seen its next one.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -48,8 +51,8 @@ pub async fn compact(
 ) -> Result<CompactionReport, StorageError> {
     let now_ms = log.config().clock.now_ms();
     let closed = log.closed_segments();
-    let eligible: Vec<_> =
-        closed.into_iter().filter(|(_, _, max_ts)| *max_ts <= now_ms.saturating_sub(min_lag_ms as i64)).collect();
+    let old_enough = |max_ts: i64| max_ts <= now_ms.saturating_sub(min_lag_ms as i64);
+    let eligible: Vec<_> = closed.iter().copied().filter(|(_, _, max_ts)| old_enough(*max_ts)).collect();
     let mut report = CompactionReport::default();
     let clean_offset = log.clean_offset();
     let total: u64 = eligible.iter().map(|(_, size, _)| size).sum();
@@ -61,7 +64,12 @@ pub async fn compact(
     let dirty_end = log.segments().iter().rev().nth(1).map_or(clean_offset, |s| s.next_offset);
     let keep = Untouchable::of(log);
     let latest = latest_offsets(log, &keep).await?;
-    for (base, size, _) in eligible {
+    let mut txns = TxnData::default();
+    for (base, size, max_ts) in closed {
+        if !old_enough(max_ts) {
+            txns.skipped_segment();
+            continue;
+        }
         let file = log.closed_segment_file(base).await?;
         let mut batches: Vec<Vec<u8>> = Vec::new();
         walk_batches(&file, 0, size, true, |_, _, batch| {
@@ -73,7 +81,7 @@ pub async fn compact(
         let mut rewritten = Vec::with_capacity(size as usize);
         let mut removed = 0u64;
         for batch in &batches {
-            let (kept, dropped) = clean_batch(batch, &latest, &keep, now_ms, delete_retention_ms)
+            let (kept, dropped) = clean_batch(batch, &latest, &keep, &mut txns, now_ms, delete_retention_ms)
                 .map_err(|reason| corrupt(log, base, base, reason))?;
             removed += dropped;
             rewritten.extend_from_slice(&kept);
@@ -137,6 +145,45 @@ impl Untouchable {
     }
 }
 
+/// Which producers' current transactions still have records after this pass, for the
+/// markers that close them: a marker is removable only when the pass saw every batch of
+/// its transaction and kept none.
+#[derive(Default)]
+struct TxnData {
+    /// Producers whose whole current transaction the pass has seen, and whether it kept
+    /// any of its records.
+    seen: HashMap<i64, bool>,
+    /// The pass skipped a segment: producers not in `seen` may have records in it.
+    skipped: bool,
+}
+
+impl TxnData {
+    fn skipped_segment(&mut self) {
+        self.skipped = true;
+        self.seen.clear();
+    }
+
+    /// A transactional data batch of `producer` leaves `kept` records.
+    fn data(&mut self, producer: i64, kept: bool) {
+        if let Some(has_data) = self.seen.get_mut(&producer) {
+            *has_data |= kept;
+        } else if !self.skipped {
+            self.seen.insert(producer, kept);
+        }
+    }
+
+    /// `producer`'s marker: whether its transaction kept no records. The producer's next
+    /// transaction starts after it, so it is seen whole from here.
+    fn marker_closes_empty(&mut self, producer: i64) -> bool {
+        let empty = match self.seen.get(&producer) {
+            Some(has_data) => !has_data,
+            None => !self.skipped,
+        };
+        self.seen.insert(producer, false);
+        empty
+    }
+}
+
 /// The latest offset of every key in the stable, not aborted part of the log.
 async fn latest_offsets(log: &PartitionLog, keep: &Untouchable) -> Result<HashMap<Vec<u8>, u64>, StorageError> {
     let mut latest = HashMap::new();
@@ -172,24 +219,55 @@ async fn latest_offsets(log: &PartitionLog, keep: &Untouchable) -> Result<HashMa
 }
 
 /// One batch without its superseded records and expired tombstones: the batch itself
-/// when nothing goes, a rebuilt batch when some do, nothing when all do.
+/// when nothing goes, a rebuilt batch when some do, nothing when all do (a marker goes
+/// when its transaction kept no records and it is past delete.retention.ms).
 fn clean_batch(
     batch: &[u8],
     latest: &HashMap<Vec<u8>, u64>,
     keep: &Untouchable,
+    txns: &mut TxnData,
     now_ms: i64,
     delete_retention_ms: u64,
 ) -> Result<(Vec<u8>, u64), String> {
     let header = BatchHeader::view(batch).map_err(|e| e.to_string())?;
     let attributes = header.attributes();
+    let producer = header.producer_id.get();
+    let records = u64::try_from(header.record_count()).unwrap_or(0);
+    let expired = header.max_timestamp() < now_ms.saturating_sub(delete_retention_ms as i64);
+    if attributes.is_control() {
+        let stable = header.base_offset() < keep.stable_end;
+        if txns.marker_closes_empty(producer) && stable && expired {
+            return Ok((Vec::new(), records));
+        }
+        return Ok((batch.to_vec(), 0));
+    }
+    let transactional = attributes.is_transactional();
     if keep.aborted(header) {
-        let records = u64::try_from(header.record_count()).unwrap_or(0);
+        txns.data(producer, false);
         return Ok((Vec::new(), records));
     }
     if keep.covers(header) {
+        if transactional {
+            txns.data(producer, true);
+        }
         return Ok((batch.to_vec(), 0));
     }
-    let tombstones_expire = header.max_timestamp() < now_ms.saturating_sub(delete_retention_ms as i64);
+    let (kept, removed) = clean_records(batch, header, latest, expired)?;
+    if transactional {
+        txns.data(producer, !kept.is_empty());
+    }
+    Ok((kept, removed))
+}
+
+/// A data batch without its superseded records and (when `tombstones_expire`) its
+/// tombstones.
+fn clean_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    latest: &HashMap<Vec<u8>, u64>,
+    tombstones_expire: bool,
+) -> Result<(Vec<u8>, u64), String> {
+    let attributes = header.attributes();
     let codec = attributes.compression().ok_or("unknown compression codec")?;
     type Kept = (u64, i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>);
     let (kept, total) = sluice_schemas::compression::with_records(batch, DECOMPRESSED_BYTES_MAX, |records| {

@@ -23,6 +23,11 @@ fn small_config() -> LogConfig {
 /// Producer `pid`'s transactional batch of 4 records of 200 bytes at sequence `sequence`
 /// (`None`: without a sequence, as Kafka's group coordinator writes offset commits).
 fn txn(pid: u64, epoch: i16, sequence: Option<i32>) -> Vec<u8> {
+    txn_at(pid, epoch, sequence, 1000)
+}
+
+/// `txn` with its records stamped `timestamp`.
+fn txn_at(pid: u64, epoch: i16, sequence: Option<i32>, timestamp: i64) -> Vec<u8> {
     let config = BatchConfig {
         producer_id: Some(ProducerId(pid)),
         producer_epoch: epoch,
@@ -32,7 +37,7 @@ fn txn(pid: u64, epoch: i16, sequence: Option<i32>) -> Vec<u8> {
     };
     let mut builder = BatchBuilder::new(config).unwrap();
     for i in 0..4 {
-        builder.push(Some(format!("k{pid}-{i}").as_bytes()), Some(&[i as u8; 200]), &[], 1000).unwrap();
+        builder.push(Some(format!("k{pid}-{i}").as_bytes()), Some(&[i as u8; 200]), &[], timestamp).unwrap();
     }
     builder.finish().unwrap()
 }
@@ -309,49 +314,94 @@ fn only_the_coordinator_appends_markers_and_it_appends_only_markers() {
     });
 }
 
-/// Compaction removes aborted transactions' batches and keeps markers and open
-/// transactions' batches whole, and an aborted or still open transaction's key never
-/// removes the committed record of that key.
+/// Compaction removes aborted transactions' batches and keeps open transactions'
+/// batches whole, and an aborted or still open transaction's key never removes the
+/// committed record of that key. A marker stays while its transaction has records and
+/// until it is older than delete.retention.ms.
 #[test]
-fn compaction_lets_only_committed_records_supersede_keys_and_keeps_markers() {
+fn compaction_lets_only_committed_records_supersede_keys_and_removes_empty_transactions_markers_late() {
+    // (delete.retention.ms, records removed, batch bases left below offset 24); the
+    // batches carry timestamps of 1970, so only an unbounded retention keeps markers.
+    let cases: [(u64, u64, &[u64]); 2] = [
+        (i64::MAX as u64, 8, &[0, 4, 9, 14, 15, 19, 20]),
+        // The markers at 9 (its aborted data is gone) and 14 (its records all superseded).
+        (0, 10, &[0, 4, 15, 19, 20]),
+    ];
+    for (delete_retention_ms, removed, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+            // Producer 1's keys k1-0..3: committed at 0-3, aborted at 5-8, open from 20.
+            log.append(&txn(1, 0, Some(0))).await.unwrap(); // 0-3
+            marker(&log, 1, 0, ControlType::Commit).await.unwrap(); // 4
+            log.append(&txn(1, 0, Some(4))).await.unwrap(); // 5-8
+            marker(&log, 1, 0, ControlType::Abort).await.unwrap(); // 9
+            // Producer 2 commits its keys k2-0..3 twice: the first copy may go.
+            log.append(&txn(2, 0, Some(0))).await.unwrap(); // 10-13
+            marker(&log, 2, 0, ControlType::Commit).await.unwrap(); // 14
+            log.append(&txn(2, 0, Some(4))).await.unwrap(); // 15-18
+            marker(&log, 2, 0, ControlType::Commit).await.unwrap(); // 19
+            log.append(&txn(1, 0, Some(8))).await.unwrap(); // 20-23
+            for seed in 0..60 {
+                log.append(&plain(100 + seed)).await.unwrap();
+            }
+            assert!(log.segments().len() >= 4);
+            let before = txn_view(&log);
+            let report = log.compact(0, delete_retention_ms, 0).await.unwrap();
+            assert_eq!(report.records_removed, removed, "delete.retention.ms {delete_retention_ms}: {report:?}");
+            let mut bases = Vec::new();
+            let mut at = log.log_start_offset();
+            while at < log.log_end_offset() {
+                let fetched = log.read(at, 1 << 20).await.unwrap();
+                for batch in sluice_schemas::batch::BatchWalker::new(&fetched.to_vec()) {
+                    bases.push(batch.unwrap().1.base_offset().0);
+                }
+                at = fetched.next_offset;
+            }
+            bases.retain(|b| *b < 24);
+            bases.dedup();
+            assert_eq!(bases, expected, "delete.retention.ms {delete_retention_ms}");
+            assert_eq!(txn_view(&log), before);
+            log.close().await.unwrap();
+            let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
+            assert_eq!(txn_view(&log), before, "the same after reopening the compacted log");
+            log.close().await.unwrap();
+        });
+    }
+}
+
+/// A pass that skips a segment too young to compact (`min_lag_ms`) keeps the markers of
+/// transactions that may have records in it, even when it kept none it saw itself.
+#[test]
+fn compaction_keeps_the_marker_of_a_transaction_with_records_in_a_skipped_segment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(async move {
         let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
-        // Producer 1's keys k1-0..3: committed at 0-3, aborted at 5-8, open from 20.
-        log.append(&txn(1, 0, Some(0))).await.unwrap(); // 0-3
-        marker(&log, 1, 0, ControlType::Commit).await.unwrap(); // 4
-        log.append(&txn(1, 0, Some(4))).await.unwrap(); // 5-8
-        marker(&log, 1, 0, ControlType::Abort).await.unwrap(); // 9
-                                                               // Producer 2 commits its keys k2-0..3 twice: the first copy may go.
-        log.append(&txn(2, 0, Some(0))).await.unwrap(); // 10-13
-        marker(&log, 2, 0, ControlType::Commit).await.unwrap(); // 14
-        log.append(&txn(2, 0, Some(4))).await.unwrap(); // 15-18
-        marker(&log, 2, 0, ControlType::Commit).await.unwrap(); // 19
-        log.append(&txn(1, 0, Some(8))).await.unwrap(); // 20-23
-        for seed in 0..60 {
-            log.append(&plain(100 + seed)).await.unwrap();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        for seed in 0..30 {
+            log.append(&plain(seed)).await.unwrap();
         }
-        assert!(log.segments().len() >= 4);
-        let before = txn_view(&log);
-        let report = log.compact(0, 0, 0).await.unwrap();
-        assert_eq!(report.records_removed, 8, "producer 2's first committed copy and the aborted batch: {report:?}");
-        let mut bases = Vec::new();
-        let mut at = log.log_start_offset();
-        while at < log.log_end_offset() {
-            let fetched = log.read(at, 1 << 20).await.unwrap();
-            for batch in sluice_schemas::batch::BatchWalker::new(&fetched.to_vec()) {
-                bases.push(batch.unwrap().1.base_offset().0);
-            }
-            at = fetched.next_offset;
+        let young = log.append(&txn_at(3, 0, Some(0), now_ms)).await.unwrap().base_offset;
+        let mut seed = 100;
+        while log.segments().last().unwrap().base <= young {
+            log.append(&plain(seed)).await.unwrap();
+            seed += 1;
         }
-        bases.retain(|b| *b < 24);
-        bases.dedup();
-        assert_eq!(bases, [0, 4, 9, 14, 15, 19, 20], "committed and open data and every marker stay");
-        assert_eq!(txn_view(&log), before);
-        log.close().await.unwrap();
-        let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
-        assert_eq!(txn_view(&log), before, "the same after reopening the compacted log");
+        let closing = marker(&log, 3, 0, ControlType::Commit).await.unwrap();
+        for seed in 200..260 {
+            log.append(&plain(seed)).await.unwrap();
+        }
+        let segments = log.segments();
+        let segment_of = |offset: Offset| segments.iter().rposition(|s| s.base <= offset).unwrap();
+        assert!(segment_of(young) < segment_of(closing), "the transaction's data and marker in different segments");
+        assert!(segment_of(closing) + 1 < segments.len(), "the marker's segment is closed");
+        log.compact(3_600_000, 0, 0).await.unwrap();
+        let fetched = log.read(closing, 1 << 20).await.unwrap().to_vec();
+        let (_, first, _) = sluice_schemas::batch::BatchWalker::new(&fetched).next().unwrap().unwrap();
+        assert_eq!(first.base_offset(), closing, "the marker stays");
+        assert!(first.attributes().is_control());
         log.close().await.unwrap();
     });
 }
