@@ -92,6 +92,60 @@ pub enum ErrorKind {
     Unknown,
 }
 
+impl ErrorKind {
+    /// Every kind, in declaration order (`kind_of_code` reads a code back through it:
+    /// where two kinds share a code, the first listed is the one read back).
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::UnknownTopicOrPartition,
+        ErrorKind::OffsetOutOfRange,
+        ErrorKind::CorruptMessage,
+        ErrorKind::MessageTooLarge,
+        ErrorKind::InvalidRecord,
+        ErrorKind::InvalidTopic,
+        ErrorKind::TopicAlreadyExists,
+        ErrorKind::InvalidPartitions,
+        ErrorKind::InvalidReplicationFactor,
+        ErrorKind::InvalidConfig,
+        ErrorKind::InvalidRequest,
+        ErrorKind::InvalidRequiredAcks,
+        ErrorKind::RequestTimedOut,
+        ErrorKind::NotEnoughReplicas,
+        ErrorKind::NotEnoughReplicasAfterAppend,
+        ErrorKind::NotLeaderOrFollower,
+        ErrorKind::LeaderNotAvailable,
+        ErrorKind::NotController,
+        ErrorKind::CoordinatorNotAvailable,
+        ErrorKind::NotCoordinator,
+        ErrorKind::InvalidGroupId,
+        ErrorKind::UnknownMemberId,
+        ErrorKind::InvalidSessionTimeout,
+        ErrorKind::RebalanceInProgress,
+        ErrorKind::IllegalGeneration,
+        ErrorKind::InconsistentGroupProtocol,
+        ErrorKind::OutOfOrderSequenceNumber,
+        ErrorKind::SequenceGap,
+        ErrorKind::InvalidProducerEpoch,
+        ErrorKind::UnknownProducerId,
+        ErrorKind::NonEmptyGroup,
+        ErrorKind::GroupIdNotFound,
+        ErrorKind::GroupSubscribedToTopic,
+        ErrorKind::FencedInstanceId,
+        ErrorKind::FencedMemberEpoch,
+        ErrorKind::UnsupportedAssignor,
+        ErrorKind::StaleMemberEpoch,
+        ErrorKind::CoordinatorLoadInProgress,
+        ErrorKind::ConcurrentTransactions,
+        ErrorKind::InvalidTxnState,
+        ErrorKind::InvalidProducerIdMapping,
+        ErrorKind::InvalidTransactionTimeout,
+        ErrorKind::ProducerFenced,
+        ErrorKind::TransactionalIdNotFound,
+        ErrorKind::UnstableOffsetCommit,
+        ErrorKind::Storage,
+        ErrorKind::Unknown,
+    ];
+}
+
 /// An error with the message for the person who sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeError {
@@ -174,19 +228,11 @@ const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 const PRODUCER_FENCED: i16 = 90;
 const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 
-/// The error kind of a Kafka error code another node answered (the codes a node
-/// acts on; others are `Unknown`).
+/// The error kind of a Kafka error code another node answered (`Unknown` for a code no
+/// kind has): the inverse of `error_code`.
 #[must_use]
 pub fn kind_of_code(code: i16) -> ErrorKind {
-    use sluice_schemas::wire::ErrorCode;
-    match code {
-        c if c == ErrorCode::UnknownTopicOrPartition.0 => ErrorKind::UnknownTopicOrPartition,
-        c if c == ErrorCode::NotLeaderOrFollower.0 => ErrorKind::NotLeaderOrFollower,
-        c if c == ErrorCode::InvalidProducerEpoch.0 => ErrorKind::InvalidProducerEpoch,
-        c if c == ErrorCode::RequestTimedOut.0 => ErrorKind::RequestTimedOut,
-        c if c == ErrorCode::NotEnoughReplicas.0 => ErrorKind::NotEnoughReplicas,
-        _ => ErrorKind::Unknown,
-    }
+    ErrorKind::ALL.iter().copied().find(|k| error_code(*k).0 == code).unwrap_or(ErrorKind::Unknown)
 }
 
 /// The wire error code of an error kind (Kafka's numbers).
@@ -240,5 +286,22 @@ pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
         ErrorKind::UnstableOffsetCommit => ErrorCode(UNSTABLE_OFFSET_COMMIT),
         ErrorKind::Storage => ErrorCode::KafkaStorageError,
         ErrorKind::Unknown => ErrorCode::UnknownServerError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A code another node answers reads back as the kind that sent it (the one kind
+    /// that shares its code, `SequenceGap`, reads back as `OutOfOrderSequenceNumber`).
+    #[test]
+    fn every_kind_reads_back_from_its_code() {
+        for kind in ErrorKind::ALL {
+            let back = kind_of_code(error_code(*kind).0);
+            let expected = if *kind == ErrorKind::SequenceGap { ErrorKind::OutOfOrderSequenceNumber } else { *kind };
+            assert_eq!(back, expected, "{kind:?}");
+        }
+        assert_eq!(kind_of_code(9_999), ErrorKind::Unknown);
     }
 }

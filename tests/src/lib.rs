@@ -10,9 +10,11 @@
 //! `node_client` serves the node tests instead: a real `sluice-node` process and a blocking client of
 //! its native protocol, for the node's integration tests (tests/node.rs). `json` reads
 //! what the Kafka client scripts (tests/kafka, run by tests/kafka.rs) print, and `streaming`
-//! runs such a script in the background and reads its lines as they come.
+//! runs such a script in the background and reads its lines as they come. `kafka_wire`
+//! sends raw Kafka requests on a plain socket.
 
 pub mod json;
+pub mod kafka_wire;
 pub mod node_client;
 pub mod streaming;
 

@@ -1699,3 +1699,114 @@ fn an_open_transaction_is_aborted_at_its_timeout_by_a_new_coordinator_after_a_ki
         committed.iter().filter_map(|l| l.get("value").and_then(sluice_tests::json::Json::as_str)).collect();
     assert_eq!(values, ["committed-0-0", "committed-0-1", "committed-0-2"]);
 }
+
+/// Transactions v2 (KIP-890 part 2) across nodes, as a Kafka 4 client speaks it: each
+/// partition's leader joins the partition to the transaction at the coordinator (on
+/// another node for most of them, with the inter-broker AddPartitionsToTxn) when a
+/// Produce v12 brings its first transactional batch; EndTxn v5 bumps the epoch, and the
+/// markers the coordinator writes through every leader carry it, so the old epoch is
+/// fenced everywhere and every partition's last stable offset passes the marker.
+#[test]
+fn transactions_v2_partitions_join_through_their_leaders_on_other_nodes() {
+    use kafka_protocol::messages::*;
+    use sluice_tests::kafka_wire::{txn_batch, Wire};
+    const TXN_ID: &str = "v2-cluster";
+    const PARTITIONS: u32 = 3;
+    let cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
+    let topic = NewTopic { name: "v2".into(), partitions: PARTITIONS, replication_factor: 3, configs };
+    runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, "v2").await;
+    });
+    let kafka = |node: u32| cluster.nodes[node as usize - 1].kafka_addr().unwrap();
+    let text = |s: &str| kafka_protocol::protocol::StrBytes::from_string(s.to_string());
+    let id = TransactionalId(text(TXN_ID));
+    // The coordinator: FindCoordinator creates the state topic; InitProducerId there
+    // answers once its partition is loaded.
+    let deadline = Instant::now() + WAIT;
+    let (coordinator, pid) = loop {
+        assert!(Instant::now() < deadline, "no coordinator answered InitProducerId");
+        let find = FindCoordinatorRequest::default().with_key(text(TXN_ID)).with_key_type(1);
+        let r: FindCoordinatorResponse = Wire::connect(kafka(1)).call(ApiKey::FindCoordinator, 3, &find);
+        if r.error_code == 0 {
+            let node = u32::try_from(r.node_id.0).unwrap();
+            let init = InitProducerIdRequest::default()
+                .with_transactional_id(Some(id.clone()))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+            let r: InitProducerIdResponse = Wire::connect(kafka(node)).call(ApiKey::InitProducerId, 5, &init);
+            if r.error_code == 0 {
+                assert_eq!(r.producer_epoch, 0);
+                break (node, r.producer_id);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let leaders: Vec<u32> = (0..PARTITIONS).map(|p| runtime.block_on(leader_of(&admin, "v2", p))).collect();
+    assert!(leaders.iter().any(|l| *l != coordinator), "a partition led away from the coordinator: {leaders:?}");
+    // One transactional batch per partition, each to its leader; a leader whose
+    // partition cannot join yet answers NOT_ENOUGH_REPLICAS (19), and the batch is retried.
+    let produce = |p: u32, epoch: i16| -> i16 {
+        let request = ProduceRequest::default()
+            .with_transactional_id(Some(id.clone()))
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(TopicName(text("v2")))
+                .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                    .with_index(i32::try_from(p).unwrap())
+                    .with_records(Some(txn_batch(pid.0, epoch, 0, &[b"one", b"two"])))])]);
+        let r: ProduceResponse = Wire::connect(kafka(leaders[p as usize])).call(ApiKey::Produce, 12, &request);
+        r.responses[0].partition_responses[0].error_code
+    };
+    for p in 0..PARTITIONS {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match produce(p, 0) {
+                0 => break,
+                19 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                code => panic!("v2-{p}: Produce v12 answered error {code}"),
+            }
+        }
+    }
+    let mut at_coordinator = Wire::connect(kafka(coordinator));
+    let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![id.clone()]);
+    let r: DescribeTransactionsResponse = at_coordinator.call(ApiKey::DescribeTransactions, 0, &describe);
+    let state = &r.transaction_states[0];
+    let joined: Vec<i32> = state.topics.iter().flat_map(|t| t.partitions.clone()).collect();
+    assert_eq!((state.transaction_state.as_str(), joined), ("Ongoing", vec![0, 1, 2]), "{r:?}");
+    let end = EndTxnRequest::default()
+        .with_transactional_id(id.clone())
+        .with_producer_id(pid)
+        .with_producer_epoch(0)
+        .with_committed(true);
+    let r: EndTxnResponse = at_coordinator.call(ApiKey::EndTxn, 5, &end);
+    assert_eq!((r.error_code, r.producer_id, r.producer_epoch), (0, pid, 1), "{r:?}");
+    for p in 0..PARTITIONS {
+        let code = produce(p, 0);
+        assert!(code == 47 || code == 90, "v2-{p}: the old epoch is fenced by the marker, not {code}");
+        let list =
+            ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_isolation_level(1).with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default().with_name(TopicName(text("v2"))).with_partitions(
+                    vec![list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(i32::try_from(p).unwrap())
+                        .with_timestamp(-1)],
+                ),
+            ]);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r: ListOffsetsResponse = Wire::connect(kafka(leaders[p as usize])).call(ApiKey::ListOffsets, 5, &list);
+            let answer = &r.topics[0].partitions[0];
+            // Two records and the commit marker are stable.
+            if answer.error_code == 0 && answer.offset == 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "v2-{p}: read_committed end {answer:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

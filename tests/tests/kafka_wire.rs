@@ -5,64 +5,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use sluice_schemas::records::{BatchBuilder, BatchConfig};
+use sluice_tests::kafka_wire::{connect, receive, request, response, send_raw, txn_batch, Wire, TIMEOUT};
 use sluice_tests::node_client::NodeProcess;
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    stream
-}
-
-fn send_raw(stream: &mut TcpStream, bytes: &[u8]) {
-    let mut frame = (bytes.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(bytes);
-    stream.write_all(&frame).unwrap();
-}
-
-/// Encodes a request (header and body) of `key` at `version`.
-fn request(key: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("kafka-wire-test")))
-        .encode(&mut buf, key.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    buf.to_vec()
-}
-
-/// Reads one response; `None` when the node closed the connection.
-fn receive(stream: &mut TcpStream) -> Option<Bytes> {
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).ok()?;
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut body).ok()?;
-    Some(Bytes::from(body))
-}
-
-fn response<T: Decodable>(key: ApiKey, version: i16, correlation_id: i32, mut bytes: Bytes) -> T {
-    let header = ResponseHeader::decode(&mut bytes, key.response_header_version(version)).unwrap();
-    assert_eq!(header.correlation_id, correlation_id);
-    let body = T::decode(&mut bytes, version).unwrap();
-    assert_eq!(bytes.remaining(), 0, "{key:?} v{version}: trailing bytes");
-    body
-}
 
 fn closed_by_node(stream: &mut TcpStream) -> bool {
     let mut byte = [0u8; 1];
@@ -106,7 +61,7 @@ fn api_versions_answers_every_version_and_falls_back_to_v0() {
     let fallback: ApiVersionsResponse = response(ApiKey::ApiVersions, 0, 1, receive(&mut s).unwrap());
     assert_eq!(fallback.error_code, 35, "UNSUPPORTED_VERSION");
     let produce = fallback.api_keys.iter().find(|k| k.api_key == ApiKey::Produce as i16).unwrap();
-    assert_eq!((produce.min_version, produce.max_version), (0, 11));
+    assert_eq!((produce.min_version, produce.max_version), (0, 12));
     for version in 0..=4 {
         send_raw(&mut s, &request(ApiKey::ApiVersions, version, 2, &ApiVersionsRequest::default()));
         let r: ApiVersionsResponse = response(ApiKey::ApiVersions, version, 2, receive(&mut s).unwrap());
@@ -388,11 +343,13 @@ fn pipelined_requests_of_one_connection_run_in_order_so_an_offset_fetch_sees_the
 /// Kafka 3.9's version range of every API the node serves, as its ApiVersions answers
 /// (Produce v0 to v2 are advertised, as Kafka does, but refused: they carry message
 /// formats Sluice does not store; Fetch starts at v4, the first to carry RecordBatch v2),
-/// and ConsumerGroupHeartbeat as Kafka 4.0 serves it (KIP-848 became GA there).
+/// with ConsumerGroupHeartbeat as Kafka 4.0 serves it (KIP-848 became GA there) and
+/// transactions v2's versions as Kafka 4.0 serves them (Produce v12, EndTxn v5,
+/// TxnOffsetCommit v5; KIP-890 part 2).
 const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
-    (ApiKey::Produce, 0, 11),
+    (ApiKey::Produce, 0, 12),
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 0, 9),
     (ApiKey::Metadata, 0, 12),
@@ -422,55 +379,12 @@ const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
-    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
     (ApiKey::WriteTxnMarkers, 0, 1),
-    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
 ];
-
-/// One connection's requests with increasing correlation ids.
-struct Wire {
-    stream: TcpStream,
-    correlation_id: i32,
-}
-
-impl Wire {
-    /// Sends `body` (the crate's type) at `version` and decodes the answer at `version`.
-    fn call<R: Decodable>(&mut self, key: ApiKey, version: i16, body: &impl Encodable) -> R {
-        self.call_as(key, version, version, body)
-    }
-
-    /// Sends `body` encoded in the layout of `layout` under the header of `version` (an
-    /// old version whose layout a later one kept), and decodes the answer as `layout`.
-    fn call_as<R: Decodable>(&mut self, key: ApiKey, version: i16, layout: i16, body: &impl Encodable) -> R {
-        let mut buf = BytesMut::new();
-        body.encode(&mut buf, layout).unwrap();
-        let mut bytes = self.call_raw(key, version, &buf);
-        let r = R::decode(&mut bytes, layout).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
-        assert_eq!(bytes.remaining(), 0, "{key:?} v{version}: trailing bytes");
-        r
-    }
-
-    /// Sends a body encoded by hand; returns the answer's body.
-    fn call_raw(&mut self, key: ApiKey, version: i16, body: &[u8]) -> Bytes {
-        self.correlation_id += 1;
-        let mut frame = BytesMut::new();
-        RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("kafka-wire-test")))
-            .encode(&mut frame, key.request_header_version(version))
-            .unwrap();
-        frame.extend_from_slice(body);
-        send_raw(&mut self.stream, &frame);
-        let mut bytes = receive(&mut self.stream).unwrap_or_else(|| panic!("{key:?} v{version}: connection closed"));
-        let header = ResponseHeader::decode(&mut bytes, key.response_header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, self.correlation_id, "{key:?} v{version}");
-        bytes
-    }
-}
 
 /// Fetch sessions (KIP-227), as the Java client uses them: a full fetch with session 0
 /// and epoch 0 opens one; the next requests (epochs 1, 2, ...) name only partitions whose
@@ -627,8 +541,8 @@ fn every_served_api_answers_at_its_oldest_and_newest_version() {
     );
     assert_eq!(r.topics[0].name.as_ref().map(|n| n.0.as_str()), Some("wire"), "Metadata v12 by id");
 
-    // Produce v3 and v11.
-    for (version, value) in [(3, &b"first"[..]), (11, &b"second"[..])] {
+    // Produce v3 and v12.
+    for (version, value) in [(3, &b"first"[..]), (12, &b"second"[..])] {
         let p = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
             produce_request::TopicProduceData::default().with_name(name("wire")).with_partition_data(vec![
                 produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch(&[value]))),
@@ -1141,4 +1055,132 @@ fn transaction_apis_answer_with_kafkas_states_and_errors() {
     }
     let r: InitProducerIdResponse = w.call(ApiKey::InitProducerId, 4, &init);
     assert_eq!((r.error_code, r.producer_id, r.producer_epoch), (0, pid, 1), "{r:?}");
+}
+
+/// Transactions v2 (KIP-890 part 2) as a Kafka 4 client speaks it once ApiVersions
+/// finalizes `transaction.version` 2: a Produce v12 joins its partitions to the
+/// transaction (no AddPartitionsToTxn), TxnOffsetCommit v5 joins the group's offsets
+/// (no AddOffsetsToTxn), and EndTxn v5 answers the next epoch, which the markers carry:
+/// the old epoch is fenced, a retried EndTxn gets the same answer, an empty abort bumps
+/// the epoch too and an empty commit is INVALID_TXN_STATE. A read_committed fetch
+/// names the aborted transaction and stops at the last stable offset.
+#[test]
+fn transactions_v2_join_partitions_by_produce_and_bump_the_epoch_with_every_transaction() {
+    use kafka_protocol::messages::*;
+    const INVALID_TXN_STATE: i16 = 48;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_kafka(dir.path(), 2, &[]);
+    node.client().create_topic("t2", 2, &[]);
+    let mut w = Wire { stream: connect(node.kafka_addr().unwrap()), correlation_id: 0 };
+    let r: ApiVersionsResponse = w.call(ApiKey::ApiVersions, 4, &ApiVersionsRequest::default());
+    let feature = r.finalized_features.iter().find(|f| f.name.as_str() == "transaction.version");
+    assert_eq!(feature.map(|f| f.max_version_level), Some(2), "{r:?}");
+    assert!(r.finalized_features_epoch >= 0);
+    let id = TransactionalId(text("v2-1"));
+    let r: FindCoordinatorResponse =
+        w.call(ApiKey::FindCoordinator, 3, &FindCoordinatorRequest::default().with_key(text("v2-1")).with_key_type(1));
+    assert_eq!(r.error_code, 0, "{r:?}");
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(id.clone()))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r: InitProducerIdResponse = w.call(ApiKey::InitProducerId, 5, &init);
+    assert_eq!((r.error_code, r.producer_epoch), (0, 0), "{r:?}");
+    let pid = r.producer_id;
+    let produce = |w: &mut Wire, epoch: i16, sequence: i32, partitions: &[i32]| -> Vec<i16> {
+        let data = partitions
+            .iter()
+            .map(|p| {
+                produce_request::PartitionProduceData::default().with_index(*p).with_records(Some(txn_batch(
+                    pid.0,
+                    epoch,
+                    sequence,
+                    &[b"a", b"b"],
+                )))
+            })
+            .collect();
+        let request = ProduceRequest::default()
+            .with_transactional_id(Some(id.clone()))
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(name("t2"))
+                .with_partition_data(data)]);
+        let r: ProduceResponse = w.call(ApiKey::Produce, 12, &request);
+        r.responses[0].partition_responses.iter().map(|p| p.error_code).collect()
+    };
+    let end = |epoch: i16, committed: bool| {
+        EndTxnRequest::default()
+            .with_transactional_id(id.clone())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_committed(committed)
+    };
+    let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![id.clone()]);
+    let joined = |w: &mut Wire| {
+        let r: DescribeTransactionsResponse = w.call(ApiKey::DescribeTransactions, 0, &describe);
+        let state = &r.transaction_states[0];
+        let topics: Vec<(String, Vec<i32>)> =
+            state.topics.iter().map(|t| (t.topic.0.to_string(), t.partitions.clone())).collect();
+        (state.transaction_state.to_string(), state.producer_epoch, topics)
+    };
+
+    // Transaction 1, epoch 0: two partitions joined by the produce, then the offsets.
+    assert_eq!(produce(&mut w, 0, 0, &[0, 1]), [0, 0]);
+    let (state, _, topics) = joined(&mut w);
+    assert_eq!((state.as_str(), topics), ("Ongoing", vec![("t2".to_string(), vec![0, 1])]));
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(id.clone())
+        .with_group_id(GroupId(text("g-v2")))
+        .with_producer_id(pid)
+        .with_producer_epoch(0)
+        .with_generation_id(-1)
+        .with_member_id(text(""))
+        .with_topics(vec![txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+            .with_name(name("t2"))
+            .with_partitions(vec![txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(2)])]);
+    let r: TxnOffsetCommitResponse = w.call(ApiKey::TxnOffsetCommit, 5, &commit);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0, "{r:?}");
+    let (_, _, topics) = joined(&mut w);
+    assert!(topics.iter().any(|(t, _)| t == "__consumer_offsets"), "the group's offsets joined: {topics:?}");
+    let r: EndTxnResponse = w.call(ApiKey::EndTxn, 5, &end(0, true));
+    assert_eq!((r.error_code, r.producer_id, r.producer_epoch), (0, pid, 1), "commit: {r:?}");
+    let r: EndTxnResponse = w.call(ApiKey::EndTxn, 5, &end(0, true));
+    assert_eq!((r.error_code, r.producer_id, r.producer_epoch), (0, pid, 1), "a retried commit: {r:?}");
+    assert_eq!(joined(&mut w).0, "CompleteCommit");
+    let fenced = produce(&mut w, 0, 2, &[0]);
+    assert!(fenced[0] == 47 || fenced[0] == 90, "the old epoch is fenced by the markers: {fenced:?}");
+
+    // Transaction 2, epoch 1, from sequence 0 again: aborted.
+    assert_eq!(produce(&mut w, 1, 0, &[0]), [0]);
+    let r: EndTxnResponse = w.call(ApiKey::EndTxn, 5, &end(1, false));
+    assert_eq!((r.error_code, r.producer_epoch), (0, 2), "abort: {r:?}");
+    // Empty transactions at epoch 2: a commit is refused, an abort bumps.
+    let r: EndTxnResponse = w.call(ApiKey::EndTxn, 5, &end(2, true));
+    assert_eq!(r.error_code, INVALID_TXN_STATE, "nothing to commit: {r:?}");
+    let r: EndTxnResponse = w.call(ApiKey::EndTxn, 5, &end(2, false));
+    assert_eq!((r.error_code, r.producer_epoch), (0, 3), "an empty abort: {r:?}");
+    let (state, epoch, _) = joined(&mut w);
+    assert_eq!((state.as_str(), epoch), ("CompleteAbort", 3));
+
+    // t2-0 holds 2 committed records, the commit marker, 2 aborted records and the
+    // abort marker; read_committed reads it all, naming the aborted transaction.
+    let fetch =
+        FetchRequest::default().with_max_wait_ms(0).with_isolation_level(1).with_max_bytes(1 << 20).with_topics(vec![
+            fetch_request::FetchTopic::default().with_topic(name("t2")).with_partitions(vec![
+                fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20),
+            ]),
+        ]);
+    let r: FetchResponse = w.call(ApiKey::Fetch, 11, &fetch);
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark, p.last_stable_offset), (0, 6, 6), "{p:?}");
+    let aborted: Vec<(i64, i64)> =
+        p.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset)).collect();
+    assert_eq!(aborted, [(pid.0, 3)], "the aborted transaction, from its first offset");
 }

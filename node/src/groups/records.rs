@@ -279,6 +279,20 @@ impl Writer {
         self.i32(i32::try_from(b.len()).unwrap_or(i32::MAX));
         self.0.extend_from_slice(b);
     }
+    /// An unsigned varint (flexible versions' lengths and tags).
+    pub(crate) fn uvarint(&mut self, mut v: u32) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+    /// A flexible version's compact string (length + 1, as a varint).
+    pub(crate) fn compact_string(&mut self, s: &str) {
+        let bytes = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
+        self.uvarint(bytes.len() as u32 + 1);
+        self.0.extend_from_slice(bytes);
+    }
 }
 
 pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
@@ -319,6 +333,22 @@ impl Reader<'_> {
             return Some(Vec::new());
         }
         self.take(len as usize).map(<[u8]>::to_vec)
+    }
+    pub(crate) fn uvarint(&mut self) -> Option<u32> {
+        let mut v = 0u32;
+        for shift in (0..35).step_by(7) {
+            let b = self.take(1)?[0];
+            v |= u32::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    /// A compact string; `None` for a null one or one that does not decode.
+    pub(crate) fn compact_string(&mut self) -> Option<String> {
+        let len = self.uvarint()?.checked_sub(1)?;
+        String::from_utf8(self.take(len as usize)?.to_vec()).ok()
     }
 }
 

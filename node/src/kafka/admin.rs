@@ -46,14 +46,37 @@ const SOURCE_STATIC_BROKER: i8 = 4;
 /// FindCoordinator key types.
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
+/// Kafka's feature flag for the transaction protocol, and the level finalized: 2 is
+/// transactions v2 (KIP-890 part 2), which Kafka 4 clients then use (Produce v12 joins
+/// partitions to the transaction, EndTxn v5 bumps the epoch, TxnOffsetCommit v5 without
+/// AddOffsetsToTxn). Clients that do not read features (librdkafka, kafka-python) keep
+/// transactions v1, which is served alongside.
+pub const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
+pub const TRANSACTION_VERSION: i16 = 2;
+/// The epoch of the finalized features (they never change on a running cluster).
+const FINALIZED_FEATURES_EPOCH: i64 = 1;
+
 pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    use kafka_protocol::messages::api_versions_response::{FinalizedFeatureKey, SupportedFeatureKey};
     let api_keys = APIS
         .iter()
         .map(|(key, min, max)| {
             ApiVersion::default().with_api_key(*key as i16).with_min_version(*min).with_max_version(*max)
         })
         .collect();
-    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+    let feature = kafka_protocol::protocol::StrBytes::from_static_str(TRANSACTION_VERSION_FEATURE);
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
+        .with_supported_features(vec![SupportedFeatureKey::default()
+            .with_name(feature.clone())
+            .with_min_version(0)
+            .with_max_version(TRANSACTION_VERSION)])
+        .with_finalized_features_epoch(FINALIZED_FEATURES_EPOCH)
+        .with_finalized_features(vec![FinalizedFeatureKey::default()
+            .with_name(feature)
+            .with_min_version_level(TRANSACTION_VERSION)
+            .with_max_version_level(TRANSACTION_VERSION)])
 }
 
 /// The topics a Metadata request asks for by name that do not exist and that it may

@@ -3,6 +3,7 @@
 //! Produce's record batches are slices of the request as read (no copy before the log);
 //! Fetch's go to the socket from the log's buffers (`fetch_response`).
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
@@ -20,14 +21,18 @@ use crate::errors::{ErrorKind, NodeError};
 use crate::listener::{ResponseFrame, Server};
 use crate::ops::fetch::{fetch_all, list_offset, FetchLimits, Wanted};
 use crate::ops::produce::{append_all, ProducePartition};
+use sluice_schemas::batch::BatchHeader;
+use sluice_schemas::TopicPartition;
 
 pub async fn produce(
     server: &Rc<Server>,
+    joined: &super::txn::Joined,
     request: &Request,
     produce: ProduceRequest,
 ) -> Result<Option<ResponseFrame>, NodeError> {
     let acks = produce.acks;
     let v = request.version;
+    let mut not_joined = join_transaction(server, joined, request, &produce).await;
     let topics = produce
         .topic_data
         .iter()
@@ -38,9 +43,15 @@ pub async fn produce(
                 .iter()
                 .map(|p| {
                     let partition = partition_index(p.index);
-                    let records = match &p.records {
-                        Some(records) => Ok(&records[..]),
-                        None => {
+                    let refused = if not_joined.is_empty() {
+                        None
+                    } else {
+                        not_joined.remove(&TopicPartition::new(&name, partition))
+                    };
+                    let records = match (refused, &p.records) {
+                        (Some(e), _) => Err(e),
+                        (None, Some(records)) => Ok(&records[..]),
+                        (None, None) => {
                             Err(NodeError::new(ErrorKind::InvalidRequest, format!("{name}-{partition}: no records")))
                         }
                     };
@@ -83,6 +94,42 @@ pub async fn produce(
         })
         .collect();
     request.respond(&ProduceResponse::default().with_responses(responses)).map(Some)
+}
+
+/// The first Produce version of transactions v2: its transactional batches' partitions
+/// join the transaction implicitly (KIP-890 part 2).
+const TRANSACTIONS_V2_PRODUCE: i16 = 12;
+
+/// Produce v12+ with a transactional id: the partitions its transactional batches write
+/// join the transaction first (`txn::join_for_produce`); the ones that could not, with
+/// why.
+async fn join_transaction(
+    server: &Rc<Server>,
+    joined: &super::txn::Joined,
+    request: &Request,
+    produce: &ProduceRequest,
+) -> HashMap<TopicPartition, NodeError> {
+    let id = produce.transactional_id.as_ref().map(|id| id.0.to_string()).unwrap_or_default();
+    if request.version < TRANSACTIONS_V2_PRODUCE || id.is_empty() {
+        return HashMap::new();
+    }
+    let batches = produce
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter().map(move |p| (t, p)))
+        .filter_map(|(t, p)| {
+            let header = BatchHeader::view(p.records.as_deref()?).ok()?;
+            let transactional = header.attributes().is_transactional() && !header.attributes().is_control();
+            transactional.then(|| {
+                let tp = TopicPartition::new(t.name.0.to_string(), partition_index(p.index));
+                (tp, header.producer_id.get(), header.producer_epoch.get())
+            })
+        })
+        .collect::<Vec<_>>();
+    if batches.is_empty() {
+        return HashMap::new();
+    }
+    super::txn::join_for_produce(server, joined, &id, batches).await
 }
 
 /// Fetch, with fetch sessions (`fetch_sessions`): a full fetch answers every partition

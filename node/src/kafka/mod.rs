@@ -39,10 +39,11 @@ use crate::metrics::Api;
 
 /// The APIs served and their versions: Kafka 3.9's ranges, except Produce v0 to v2 and
 /// Fetch v0 to v3, which carry message formats v0 and v1 (Sluice stores RecordBatch v2
-/// only and does not convert). Versions the kafka-protocol crate no longer has (Kafka
-/// 4.0 removed them) go through `legacy`.
+/// only and does not convert), and with Kafka 4.0's transactions v2 versions (Produce
+/// v12, EndTxn v5, TxnOffsetCommit v5; `admin::TRANSACTION_VERSION`). Versions the
+/// kafka-protocol crate no longer has (Kafka 4.0 removed them) go through `legacy`.
 pub const APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 0, 11),
+    (ApiKey::Produce, 0, 12),
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 0, 9),
     (ApiKey::Metadata, 0, 12),
@@ -74,9 +75,9 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
-    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
     (ApiKey::WriteTxnMarkers, 0, 1),
-    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
 ];
@@ -195,11 +196,14 @@ pub struct KafkaServer {
     server: Rc<Server>,
     /// This shard's fetch sessions (KIP-227).
     sessions: fetch_sessions::FetchSessions,
+    /// The partitions that joined transactions v2 transactions through this shard.
+    joined: txn::Joined,
 }
 
 /// Serves the Kafka protocol on `listener`, forever.
 pub async fn serve(server: Rc<Server>, listener: Listener) {
-    let kafka = KafkaServer { server, sessions: fetch_sessions::FetchSessions::default() };
+    let kafka =
+        KafkaServer { server, sessions: fetch_sessions::FetchSessions::default(), joined: txn::Joined::default() };
     crate::listener::serve(Rc::new(kafka), listener).await;
 }
 
@@ -339,7 +343,7 @@ impl KafkaServer {
                 admin::create_txn_topic_for(server, &request).await;
                 r.respond(&admin::find_coordinator(server, r, request))?
             }
-            ApiKey::Produce => return data::produce(server, r, decode(r, body)?).await,
+            ApiKey::Produce => return data::produce(server, &self.joined, r, decode(r, body)?).await,
             ApiKey::Fetch => data::fetch(server, &self.sessions, r, decode(r, body)?).await,
             ApiKey::ListOffsets => r.respond(&data::list_offsets(server, r, decode(r, body)?).await)?,
             ApiKey::JoinGroup => r.respond(&groups::join(server, r, decode(r, body)?, peer).await)?,
@@ -362,9 +366,9 @@ impl KafkaServer {
             ApiKey::ElectLeaders => r.respond(&admin::elect_leaders(server, r, decode(r, body)?).await)?,
             ApiKey::AddPartitionsToTxn => r.respond(&txn::add_partitions(server, r, decode(r, body)?).await)?,
             ApiKey::AddOffsetsToTxn => r.respond(&txn::add_offsets(server, decode(r, body)?).await)?,
-            ApiKey::EndTxn => r.respond(&txn::end_txn(server, decode(r, body)?).await)?,
+            ApiKey::EndTxn => r.respond(&txn::end_txn(server, r, decode(r, body)?).await)?,
             ApiKey::WriteTxnMarkers => r.respond(&txn::write_txn_markers(server, decode(r, body)?).await)?,
-            ApiKey::TxnOffsetCommit => r.respond(&txn::txn_offset_commit(server, decode(r, body)?).await)?,
+            ApiKey::TxnOffsetCommit => r.respond(&txn::txn_offset_commit(server, r, decode(r, body)?).await)?,
             ApiKey::DescribeTransactions => r.respond(&txn::describe_transactions(server, decode(r, body)?).await)?,
             ApiKey::ListTransactions => r.respond(&txn::list_transactions(server, decode(r, body)?).await)?,
             ApiKey::ConsumerGroupDescribe => {

@@ -3,6 +3,8 @@
 //! AddOffsetsToTxn, EndTxn, TxnOffsetCommit, WriteTxnMarkers, DescribeTransactions and
 //! ListTransactions. Only decoding and encoding live here.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
@@ -32,6 +34,9 @@ use crate::txn::{TxnMetadata, TxnRequest, TxnStatus};
 
 /// AddPartitionsToTxn v4+ (KIP-890) batches transactions, from brokers verifying them.
 const BATCHED_FROM: i16 = 4;
+/// The first EndTxn and TxnOffsetCommit versions of transactions v2 (KIP-890 part 2).
+const TRANSACTIONS_V2_END_TXN: i16 = 5;
+const TRANSACTIONS_V2_TXN_OFFSET_COMMIT: i16 = 5;
 
 fn partitions_of(topics: &[AddPartitionsToTxnTopic]) -> Vec<TopicPartition> {
     topics
@@ -116,6 +121,68 @@ pub async fn add_partitions(
     AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
 }
 
+/// Transactions v2: the partitions that joined each transaction through a produce on
+/// this shard, by producer id and epoch (with transactions v2 each transaction has an
+/// epoch of its own, so an entry never goes stale: a later transaction has another key),
+/// so only a transaction's first batch to a partition asks the coordinator.
+#[derive(Default)]
+pub struct Joined(RefCell<HashMap<(i64, i16), HashSet<TopicPartition>>>);
+
+/// Transactions remembered in `Joined`; past this all are forgotten (and asked again).
+const JOINED_TRANSACTIONS_MAX: usize = 10_000;
+
+/// Produce v12+ (transactions v2, KIP-890 part 2): the producer does not add partitions
+/// to its transaction itself; each transactional batch's partition joins it here, at the
+/// coordinator, before the batch is appended. `batches` are the request's transactional
+/// batches' partitions with their producer id and epoch; the answer names the
+/// partitions that could not join, with a retriable NOT_ENOUGH_REPLICAS (as Kafka maps
+/// them) while the coordinator is moving, loading or finishing the last transaction.
+pub async fn join_for_produce(
+    server: &Rc<Server>,
+    joined: &Joined,
+    transactional_id: &str,
+    batches: Vec<(TopicPartition, i64, i16)>,
+) -> HashMap<TopicPartition, NodeError> {
+    let mut wanted: HashMap<(i64, i16), Vec<TopicPartition>> = HashMap::new();
+    {
+        let known = joined.0.borrow();
+        for (tp, producer_id, epoch) in batches {
+            if !known.get(&(producer_id, epoch)).is_some_and(|set| set.contains(&tp)) {
+                wanted.entry((producer_id, epoch)).or_default().push(tp);
+            }
+        }
+    }
+    let mut failed = HashMap::new();
+    for ((producer_id, epoch), partitions) in wanted {
+        let result =
+            txn_ops::join_transaction(&server.shard, transactional_id, producer_id, epoch, partitions.clone()).await;
+        match result {
+            Ok(()) => {
+                let mut known = joined.0.borrow_mut();
+                if known.len() >= JOINED_TRANSACTIONS_MAX && !known.contains_key(&(producer_id, epoch)) {
+                    known.clear();
+                }
+                known.entry((producer_id, epoch)).or_default().extend(partitions);
+            }
+            Err(e) => {
+                let e = match e.kind {
+                    ErrorKind::CoordinatorLoadInProgress
+                    | ErrorKind::CoordinatorNotAvailable
+                    | ErrorKind::NotCoordinator
+                    | ErrorKind::ConcurrentTransactions
+                    | ErrorKind::LeaderNotAvailable => NodeError::new(
+                        ErrorKind::NotEnoughReplicas,
+                        format!("the partition could not join the transaction yet ({}); retry", e.message),
+                    ),
+                    _ => e,
+                };
+                failed.extend(partitions.into_iter().map(|tp| (tp, e.clone())));
+            }
+        }
+    }
+    failed
+}
+
 /// AddOffsetsToTxn: the group's offsets partition joins the transaction (its marker
 /// settles the transaction's offset commits).
 pub async fn add_offsets(server: &Rc<Server>, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
@@ -131,20 +198,54 @@ pub async fn add_offsets(server: &Rc<Server>, request: AddOffsetsToTxnRequest) -
     AddOffsetsToTxnResponse::default().with_error_code(error)
 }
 
-pub async fn end_txn(server: &Rc<Server>, request: EndTxnRequest) -> EndTxnResponse {
+/// EndTxn; from v5 (transactions v2) the epoch goes up with every transaction and the
+/// answer carries the producer id and epoch to go on with.
+pub async fn end_txn(server: &Rc<Server>, r: &Request, request: EndTxnRequest) -> EndTxnResponse {
     let ending = TxnRequest::EndTxn {
         transactional_id: request.transactional_id.0.to_string(),
         producer_id: request.producer_id.0,
         epoch: request.producer_epoch,
         commit: request.committed,
+        bump: r.version >= TRANSACTIONS_V2_END_TXN,
     };
-    let error = code_of(&txn_ops::txn_done(&server.shard, ending).await);
-    EndTxnResponse::default().with_error_code(error).with_producer_id(ProducerId(-1)).with_producer_epoch(-1)
+    let (error, (producer_id, epoch)) = match txn_ops::end_txn(&server.shard, ending).await {
+        Ok(continuing) => (0, continuing),
+        Err(e) => (code(&e), (-1, -1)),
+    };
+    EndTxnResponse::default()
+        .with_error_code(error)
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
 }
 
 /// TxnOffsetCommit: offsets committed in the producer's transaction, to the group's
 /// coordinator; they count once the transaction commits.
-pub async fn txn_offset_commit(server: &Rc<Server>, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+///
+/// From v5 (transactions v2) the producer does not send AddOffsetsToTxn: the group's
+/// offsets partition joins its transaction here first.
+pub async fn txn_offset_commit(
+    server: &Rc<Server>,
+    r: &Request,
+    request: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
+    let joined = if r.version >= TRANSACTIONS_V2_TXN_OFFSET_COMMIT {
+        let offsets = TopicPartition::new(OFFSETS_TOPIC, offsets_partition(&request.group_id.0));
+        let id = request.transactional_id.0.to_string();
+        txn_ops::join_transaction(&server.shard, &id, request.producer_id.0, request.producer_epoch, vec![offsets])
+            .await
+            .map_err(|e| match e.kind {
+                ErrorKind::NotCoordinator
+                | ErrorKind::CoordinatorNotAvailable
+                | ErrorKind::ConcurrentTransactions
+                | ErrorKind::LeaderNotAvailable => NodeError::new(
+                    ErrorKind::CoordinatorLoadInProgress,
+                    format!("the group's offsets could not join the transaction yet ({}); retry", e.message),
+                ),
+                _ => e,
+            })
+    } else {
+        Ok(())
+    };
     let offsets: Vec<(String, u32, i64, String)> = request
         .topics
         .iter()
@@ -168,7 +269,11 @@ pub async fn txn_offset_commit(server: &Rc<Server>, request: TxnOffsetCommitRequ
         generation: request.generation_id,
         offsets,
     };
-    let outcomes: Vec<(String, u32, i16)> = match server.shard.group_call(commit).await {
+    let reply = match joined {
+        Ok(()) => server.shard.group_call(commit).await,
+        Err(e) => GroupReply::Done(Err(e)),
+    };
+    let outcomes: Vec<(String, u32, i16)> = match reply {
         GroupReply::Committed(Ok(results)) => results.into_iter().map(|(t, p, r)| (t, p, code_of(&r))).collect(),
         GroupReply::Committed(Err(e)) | GroupReply::Done(Err(e)) => {
             asked.into_iter().map(|(t, p)| (t, p, code(&e))).collect()

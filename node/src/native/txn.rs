@@ -61,8 +61,9 @@ pub async fn end_txn(server: &Rc<Server>, cid: u32, r: wire::EndTxnRequest<'_>) 
         producer_id: r.producer_id(),
         epoch: r.producer_epoch(),
         commit: r.commit(),
+        bump: false,
     };
-    end_txn_response(cid, &txn_ops::txn_done(&server.shard, request).await)
+    end_txn_response(cid, &txn_ops::end_txn(&server.shard, request).await.map(|_| ()))
 }
 
 pub async fn abort_transaction(server: &Rc<Server>, cid: u32, r: wire::AbortTransactionRequest<'_>) -> ResponseFrame {

@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
 use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
 use kafka_protocol::messages::{
-    ApiKey, ProducerId, RequestHeader, ResponseHeader, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, ProducerId, RequestHeader, ResponseHeader,
+    TopicName, TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use sluice_schemas::TopicPartition;
@@ -23,7 +25,7 @@ use sluice_schemas::TopicPartition;
 use crate::errors::{ErrorKind, NodeError};
 use crate::replication::NodeId;
 use crate::shard::{Shard, ShardReply, ShardRequest};
-use crate::txn::{TxnMetadata, TxnReply, TxnRequest, TXN_TOPIC};
+use crate::txn::{txn_partition, TxnMetadata, TxnReply, TxnRequest, TXN_TOPIC};
 
 /// InitProducerId from either listener: with a transactional id, from the id's
 /// coordinator (creating `__transaction_state` first if it does not exist yet, as
@@ -62,6 +64,15 @@ pub async fn txn_done(shard: &Rc<Shard>, request: TxnRequest) -> Result<(), Node
     }
 }
 
+/// EndTxn: the producer id and epoch the producer goes on with.
+pub async fn end_txn(shard: &Rc<Shard>, request: TxnRequest) -> Result<(i64, i16), NodeError> {
+    match shard.txn_call(request).await {
+        TxnReply::ProducerId(r) => r,
+        TxnReply::Done(Err(e)) => Err(e),
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// The transactional ids this node coordinates, with their state.
 pub async fn list(shard: &Rc<Shard>) -> Vec<(String, TxnMetadata)> {
     match shard.txn_call(TxnRequest::List).await {
@@ -81,6 +92,92 @@ pub async fn describe(shard: &Rc<Shard>, transactional_id: &str) -> Result<TxnMe
 fn unexpected(reply: &TxnReply) -> NodeError {
     NodeError::new(ErrorKind::Unknown, format!("unexpected transaction reply {reply:?}"))
 }
+
+/// Transactions v2's implicit join (KIP-890 part 2): `partitions` join producer
+/// `producer_id`'s transaction at `transactional_id`'s coordinator, on this node or,
+/// with Kafka's inter-broker AddPartitionsToTxn (v5, not verify-only), on the node that
+/// leads the id's state partition.
+pub async fn join_transaction(
+    shard: &Rc<Shard>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: Vec<TopicPartition>,
+) -> Result<(), NodeError> {
+    let state = txn_partition(transactional_id);
+    let Some(coordinator) = shard.placement(TXN_TOPIC, state).leader else {
+        return Err(NodeError::new(
+            ErrorKind::CoordinatorNotAvailable,
+            format!("{TXN_TOPIC}-{state}, which coordinates transactional id {transactional_id:?}, has no leader now"),
+        ));
+    };
+    if coordinator == shard.node_id() {
+        let request = TxnRequest::AddPartitions {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            epoch,
+            partitions,
+        };
+        return txn_done(shard, request).await;
+    }
+    let address = shard.config.nodes().iter().find(|p| p.id == coordinator.0).and_then(|p| p.kafka);
+    let Some(address) = address else {
+        return Err(NodeError::new(
+            ErrorKind::CoordinatorNotAvailable,
+            format!("node {}, the coordinator of {transactional_id:?}, has no Kafka listener", coordinator.0),
+        ));
+    };
+    let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
+    for tp in &partitions {
+        let index = i32::try_from(tp.partition).unwrap_or(-1);
+        match topics.last_mut() {
+            Some(t) if *t.name.0 == *tp.topic => t.partitions.push(index),
+            _ => topics.push(
+                AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
+                    .with_partitions(vec![index]),
+            ),
+        }
+    }
+    let transaction = AddPartitionsToTxnTransaction::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_string(transactional_id.to_string())))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_verify_only(false)
+        .with_topics(topics);
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![transaction]);
+    let unreachable = |e: String| {
+        NodeError::new(
+            ErrorKind::CoordinatorNotAvailable,
+            format!("the coordinator of {transactional_id:?}, node {} at {address}: {e}", coordinator.0),
+        )
+    };
+    let call = call(address, ApiKey::AddPartitionsToTxn, JOIN_VERSION, &request);
+    let response: AddPartitionsToTxnResponse = match crate::io::timeout(REMOTE_TIMEOUT, call).await {
+        Some(r) => r.map_err(unreachable)?,
+        None => return Err(unreachable(format!("no answer within {REMOTE_TIMEOUT:?}"))),
+    };
+    let codes = response
+        .results_by_transaction
+        .iter()
+        .flat_map(|t| t.topic_results.iter())
+        .flat_map(|t| t.results_by_partition.iter())
+        .map(|p| p.partition_error_code);
+    match codes.chain(std::iter::once(response.error_code)).find(|c| *c != 0) {
+        None => Ok(()),
+        Some(code) => Err(NodeError::new(
+            crate::errors::kind_of_code(code),
+            format!(
+                "the coordinator of {transactional_id:?} (node {}) refused the partitions with error {code}",
+                coordinator.0
+            ),
+        )),
+    }
+}
+
+/// The AddPartitionsToTxn version a partition leader sends its coordinator (v5: the
+/// batched, inter-broker form of KIP-890).
+const JOIN_VERSION: i16 = 5;
 
 /// How long a marker sent to another node may take, connection included.
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -72,11 +72,15 @@ pub enum TxnRequest {
         epoch: i16,
         partitions: Vec<TopicPartition>,
     },
+    /// Answered with the producer id and epoch the producer goes on with: its own, or
+    /// with `bump` (transactions v2, EndTxn v5+) the next epoch (or a new producer id
+    /// once the epoch is spent).
     EndTxn {
         transactional_id: String,
         producer_id: i64,
         epoch: i16,
         commit: bool,
+        bump: bool,
     },
     Describe {
         transactional_id: String,
@@ -148,6 +152,29 @@ fn now_ms() -> i64 {
     io::Clock::system().now_ms()
 }
 
+/// An EndTxn: whose transaction, how it ends, and whether the epoch goes up with it
+/// (transactions v2).
+#[derive(Clone, Copy, Debug)]
+struct Ending {
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    bump: bool,
+}
+
+/// Transactions v2: the deciding transaction's markers carry the next epoch, which fences
+/// whatever the producer still had in flight at the old one. When the epoch would be the
+/// last one, the markers take it and the producer goes on with a new producer id
+/// (`next_producer_id`, taken at completion).
+async fn bump_epoch(shard: &Rc<Shard>, meta: &mut TxnMetadata) -> Result<(), NodeError> {
+    meta.client_version = 2;
+    meta.producer_epoch = meta.producer_epoch.saturating_add(1);
+    if meta.producer_epoch == i16::MAX {
+        meta.next_producer_id = crate::ops::admin::new_producer_id(shard).await?;
+    }
+    Ok(())
+}
+
 impl TxnCoordinator {
     pub async fn handle(&self, shard: &Rc<Shard>, request: TxnRequest) -> TxnReply {
         match request {
@@ -157,8 +184,9 @@ impl TxnCoordinator {
             TxnRequest::AddPartitions { transactional_id, producer_id, epoch, partitions } => {
                 TxnReply::Done(self.add_partitions(shard, &transactional_id, producer_id, epoch, partitions).await)
             }
-            TxnRequest::EndTxn { transactional_id, producer_id, epoch, commit } => {
-                TxnReply::Done(self.end_txn(shard, &transactional_id, producer_id, epoch, commit).await)
+            TxnRequest::EndTxn { transactional_id, producer_id, epoch, commit, bump } => {
+                let ending = Ending { producer_id, epoch, commit, bump };
+                TxnReply::ProducerId(self.end_txn(shard, &transactional_id, ending).await)
             }
             TxnRequest::Describe { transactional_id } => TxnReply::Described(self.describe(&transactional_id)),
             TxnRequest::List => TxnReply::Listed(self.list()),
@@ -300,15 +328,7 @@ impl TxnCoordinator {
                 }
             }
         };
-        let meta = TxnMetadata {
-            producer_id,
-            producer_epoch: epoch,
-            timeout_ms,
-            status: TxnStatus::Empty,
-            partitions: BTreeSet::new(),
-            last_update_ms: now,
-            start_ms: -1,
-        };
+        let meta = TxnMetadata::empty(producer_id, epoch, timeout_ms, now);
         self.store(shard, id, partition, generation, meta).await?;
         info!(transactional_id = %id, producer_id, epoch, "transactional producer initialized");
         Ok((producer_id, epoch))
@@ -373,21 +393,25 @@ impl TxnCoordinator {
         self.store(shard, id, partition, generation, meta).await
     }
 
-    async fn end_txn(
-        &self,
-        shard: &Rc<Shard>,
-        id: &str,
-        producer_id: i64,
-        epoch: i16,
-        commit: bool,
-    ) -> Result<(), NodeError> {
-        let (partition, generation, m) = self.producer_state(id, producer_id, epoch)?;
-        let ending = if commit { "commit" } else { "abort" };
-        match (m.status, commit) {
+    async fn end_txn(&self, shard: &Rc<Shard>, id: &str, e: Ending) -> Result<(i64, i16), NodeError> {
+        let ending = if e.commit { "commit" } else { "abort" };
+        let partition = self.check_coordinator(id)?;
+        if e.bump {
+            if let Some(answer) = self.retried_end(id, partition, e).await? {
+                return Ok(answer);
+            }
+        }
+        let (partition, generation, m) = self.producer_state(id, e.producer_id, e.epoch)?;
+        let continuing = |m: &TxnMetadata| (m.producer_id, m.producer_epoch);
+        match (m.status, e.commit) {
             (TxnStatus::Ongoing, _) => {
                 let mut meta = m;
-                meta.status = if commit { TxnStatus::PrepareCommit } else { TxnStatus::PrepareAbort };
+                meta.status = if e.commit { TxnStatus::PrepareCommit } else { TxnStatus::PrepareAbort };
                 meta.last_update_ms = now_ms();
+                if e.bump {
+                    bump_epoch(shard, &mut meta).await?;
+                }
+                let answer = meta.clone().completed();
                 self.store(shard, id, partition, generation, meta).await?;
                 self.spawn_completion(shard, id.to_string(), partition, generation);
                 // Answer once the markers are written (bounded): the producer's next
@@ -395,24 +419,70 @@ impl TxnCoordinator {
                 // CONCURRENT_TRANSACTIONS and backing off (Kafka answers at the decision;
                 // the client's retry of its next AddPartitionsToTxn costs it 20-100 ms).
                 let _ = io::timeout(END_TXN_WAIT, self.wait_completed(id, partition)).await;
-                Ok(())
+                Ok(continuing(&answer))
+            }
+            // Transactions v2: an abort with nothing in the transaction (after an error
+            // before any partition joined) still ends it, with the epoch bumped.
+            (TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort, false) if e.bump => {
+                let mut meta = m;
+                meta.status = TxnStatus::PrepareAbort;
+                meta.last_update_ms = now_ms();
+                bump_epoch(shard, &mut meta).await?;
+                meta = meta.completed();
+                let answer = continuing(&meta);
+                self.store(shard, id, partition, generation, meta).await?;
+                Ok(answer)
             }
             // A retry of an EndTxn that completed.
-            (TxnStatus::CompleteCommit, true) | (TxnStatus::CompleteAbort, false) => Ok(()),
-            (TxnStatus::PrepareCommit, true) | (TxnStatus::PrepareAbort, false) => {
+            (TxnStatus::CompleteCommit, true) | (TxnStatus::CompleteAbort, false) if !e.bump => Ok(continuing(&m)),
+            (TxnStatus::PrepareCommit, true) | (TxnStatus::PrepareAbort, false) if !e.bump => {
                 // A retry of an EndTxn whose markers are being written (by a new
                 // coordinator, after a failover): answered as the first would have been.
                 let _ = io::timeout(END_TXN_WAIT, self.wait_completed(id, partition)).await;
-                let done = if commit { TxnStatus::CompleteCommit } else { TxnStatus::CompleteAbort };
-                match self.current(id, partition) {
-                    Ok((Some(m), _)) if m.status == done && m.producer_epoch == epoch => Ok(()),
-                    _ => Err(concurrent(id, "is still writing its markers")),
-                }
+                self.settled(id, partition, e)
             }
             (status, _) => Err(error(
                 ErrorKind::InvalidTxnState,
                 format!("cannot {ending} transactional id {id:?}'s transaction: it is {}", status.name()),
             )),
+        }
+    }
+
+    /// Transactions v2: an EndTxn retried after its transaction was decided carries the
+    /// epoch before the bump (or the producer id before an overflow). It is answered as
+    /// the first one was, once the markers are written: `None` when it is not one.
+    async fn retried_end(&self, id: &str, partition: u32, e: Ending) -> Result<Option<(i64, i16)>, NodeError> {
+        let (Some(m), _) = self.current(id, partition)? else { return Ok(None) };
+        let same_outcome = if e.commit {
+            matches!(m.status, TxnStatus::PrepareCommit | TxnStatus::CompleteCommit)
+        } else {
+            matches!(m.status, TxnStatus::PrepareAbort | TxnStatus::CompleteAbort)
+        };
+        let before_bump = (m.producer_id == e.producer_id && m.producer_epoch == e.epoch.saturating_add(1))
+            || (m.previous_producer_id == e.producer_id && m.producer_epoch == 0 && m.status.completed());
+        if !(m.client_version == 2 && same_outcome && before_bump) {
+            return Ok(None);
+        }
+        let _ = io::timeout(END_TXN_WAIT, self.wait_completed(id, partition)).await;
+        self.settled(id, partition, Ending { producer_id: m.producer_id, epoch: m.producer_epoch, ..e }).map(Some)
+    }
+
+    /// The answer to an EndTxn whose transaction was decided: the producer id and epoch
+    /// to go on with once it is complete, CONCURRENT_TRANSACTIONS while its markers are
+    /// still being written.
+    fn settled(&self, id: &str, partition: u32, e: Ending) -> Result<(i64, i16), NodeError> {
+        let done = if e.commit { TxnStatus::CompleteCommit } else { TxnStatus::CompleteAbort };
+        match self.current(id, partition) {
+            Ok((Some(m), _)) if m.status == done => {
+                let ours = (m.producer_id == e.producer_id && m.producer_epoch == e.epoch)
+                    || (e.bump && m.previous_producer_id == e.producer_id);
+                if ours {
+                    Ok((m.producer_id, m.producer_epoch))
+                } else {
+                    Err(error(ErrorKind::ProducerFenced, format!("transactional id {id:?} has a newer producer")))
+                }
+            }
+            _ => Err(concurrent(id, "is still writing its markers")),
         }
     }
 
@@ -507,9 +577,7 @@ impl TxnCoordinator {
                 })
                 .collect();
             io::join_all(writes).await;
-            let mut done = meta.clone();
-            done.status = if commit { TxnStatus::CompleteCommit } else { TxnStatus::CompleteAbort };
-            done.partitions.clear();
+            let mut done = meta.clone().completed();
             done.last_update_ms = now_ms();
             let mut wait = Duration::from_millis(20);
             while still(coordinator) {

@@ -1,8 +1,10 @@
 //! What the `__transaction_state` partitions hold, in Kafka's own schemas
-//! (`TransactionLogKey` v0 and `TransactionLogValue` v0 in Kafka's transaction
+//! (`TransactionLogKey` v0 and `TransactionLogValue` v0 and v1 in Kafka's transaction
 //! coordinator), so tools that read the topic decode it: one record per change of a
 //! transactional id's state, the latest one per key being its state (the topic is
-//! compacted). A record without a value deletes the id. Nothing here does I/O.
+//! compacted). A record without a value deletes the id. Values are written as v0 unless
+//! they carry something only v1 has (transactions v2's client version, or the producer
+//! ids of an epoch overflow, in v1's tagged fields). Nothing here does I/O.
 
 use std::collections::BTreeSet;
 
@@ -12,6 +14,11 @@ use crate::groups::records::{Reader, Writer};
 
 const KEY_VERSION: i16 = 0;
 const VALUE_VERSION: i16 = 0;
+/// `TransactionLogValue` v1: flexible, with the tagged fields below.
+const VALUE_VERSION_FLEXIBLE: i16 = 1;
+const TAG_PREVIOUS_PRODUCER_ID: u32 = 0;
+const TAG_NEXT_PRODUCER_ID: u32 = 1;
+const TAG_CLIENT_TRANSACTION_VERSION: u32 = 2;
 
 /// A transaction's state, with Kafka's numbers (`TransactionState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +78,12 @@ impl TxnStatus {
     pub fn preparing(self) -> bool {
         matches!(self, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort)
     }
+
+    /// Every marker of the last transaction is written.
+    #[must_use]
+    pub fn completed(self) -> bool {
+        matches!(self, TxnStatus::CompleteCommit | TxnStatus::CompleteAbort)
+    }
 }
 
 /// A transactional id's state (`TransactionLogValue`).
@@ -85,6 +98,68 @@ pub struct TxnMetadata {
     pub last_update_ms: i64,
     /// When the transaction began (its first partition was added); -1 when none.
     pub start_ms: i64,
+    /// The transaction protocol the producer speaks: 2 for Kafka 4's transactions v2
+    /// (KIP-890: the epoch goes up at the end of every transaction), else 0.
+    pub client_version: i16,
+    /// The producer id before an epoch overflow gave the id a new one (a retried EndTxn
+    /// of the old one is answered), else -1.
+    pub previous_producer_id: i64,
+    /// The producer id the producer gets when its deciding transaction completes, when
+    /// its epoch overflowed; else -1.
+    pub next_producer_id: i64,
+}
+
+impl TxnMetadata {
+    /// A fresh state of `producer_id` at `producer_epoch`: Empty, nothing in it.
+    #[must_use]
+    pub fn empty(producer_id: i64, producer_epoch: i16, timeout_ms: i32, now_ms: i64) -> TxnMetadata {
+        TxnMetadata {
+            producer_id,
+            producer_epoch,
+            timeout_ms,
+            status: TxnStatus::Empty,
+            partitions: BTreeSet::new(),
+            last_update_ms: now_ms,
+            start_ms: -1,
+            client_version: 0,
+            previous_producer_id: -1,
+            next_producer_id: -1,
+        }
+    }
+
+    /// The state once the deciding transaction's markers are all written: complete,
+    /// with no partitions, and on the new producer id if the epoch was spent.
+    #[must_use]
+    pub fn completed(mut self) -> TxnMetadata {
+        self.status = match self.status {
+            TxnStatus::PrepareCommit => TxnStatus::CompleteCommit,
+            TxnStatus::PrepareAbort => TxnStatus::CompleteAbort,
+            other => other,
+        };
+        self.partitions.clear();
+        if self.next_producer_id != -1 {
+            self.previous_producer_id = self.producer_id;
+            self.producer_id = self.next_producer_id;
+            self.producer_epoch = 0;
+            self.next_producer_id = -1;
+        }
+        self
+    }
+
+    /// The tagged fields v1 carries, in tag order, for the values that are not defaults.
+    fn tagged(&self) -> Vec<(u32, Vec<u8>)> {
+        let mut tags = Vec::new();
+        if self.previous_producer_id != -1 {
+            tags.push((TAG_PREVIOUS_PRODUCER_ID, self.previous_producer_id.to_be_bytes().to_vec()));
+        }
+        if self.next_producer_id != -1 {
+            tags.push((TAG_NEXT_PRODUCER_ID, self.next_producer_id.to_be_bytes().to_vec()));
+        }
+        if self.client_version != 0 {
+            tags.push((TAG_CLIENT_TRANSACTION_VERSION, self.client_version.to_be_bytes().to_vec()));
+        }
+        tags
+    }
 }
 
 /// One record of a transaction state partition.
@@ -107,8 +182,10 @@ impl TxnRecord {
     #[must_use]
     pub fn value(&self) -> Option<Vec<u8>> {
         let m = self.value.as_ref()?;
+        let tagged = m.tagged();
+        let flexible = !tagged.is_empty();
         let mut w = Writer::default();
-        w.i16(VALUE_VERSION);
+        w.i16(if flexible { VALUE_VERSION_FLEXIBLE } else { VALUE_VERSION });
         w.i64(m.producer_id);
         w.i16(m.producer_epoch);
         w.i32(m.timeout_ms);
@@ -122,16 +199,37 @@ impl TxnRecord {
                 _ => topics.push((tp.topic.as_str(), vec![p])),
             }
         }
-        w.i32(i32::try_from(topics.len()).unwrap_or(i32::MAX));
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX - 1);
+        if flexible {
+            w.uvarint(count(topics.len()) + 1);
+        } else {
+            w.i32(i32::try_from(topics.len()).unwrap_or(i32::MAX));
+        }
         for (topic, partitions) in topics {
-            w.string(topic);
-            w.i32(i32::try_from(partitions.len()).unwrap_or(i32::MAX));
+            if flexible {
+                w.compact_string(topic);
+                w.uvarint(count(partitions.len()) + 1);
+            } else {
+                w.string(topic);
+                w.i32(i32::try_from(partitions.len()).unwrap_or(i32::MAX));
+            }
             for p in partitions {
                 w.i32(p);
+            }
+            if flexible {
+                w.uvarint(0); // the topic's tagged fields: none
             }
         }
         w.i64(m.last_update_ms);
         w.i64(m.start_ms);
+        if flexible {
+            w.uvarint(count(tagged.len()));
+            for (tag, data) in tagged {
+                w.uvarint(tag);
+                w.uvarint(count(data.len()));
+                w.0.extend_from_slice(&data);
+            }
+        }
         Some(w.0)
     }
 
@@ -149,31 +247,58 @@ impl TxnRecord {
     }
 }
 
-/// `TransactionLogValue` v0, and v1's leading fields (a flexible version: compact
-/// strings and arrays, which this node does not write; read as far as v0's layout goes
-/// for v0 only).
+/// `TransactionLogValue` v0 or v1 (flexible: compact strings and arrays, tagged fields,
+/// of which the three this node knows are read and others skipped).
 fn parse_value(value: &[u8]) -> Option<TxnMetadata> {
     let mut r = Reader(value);
-    if r.i16()? != VALUE_VERSION {
-        return None;
-    }
+    let flexible = match r.i16()? {
+        VALUE_VERSION => false,
+        VALUE_VERSION_FLEXIBLE => true,
+        _ => return None,
+    };
     let producer_id = r.i64()?;
     let producer_epoch = r.i16()?;
     let timeout_ms = r.i32()?;
     let status = TxnStatus::from_id(r.take(1)?[0] as i8)?;
-    let mut partitions = BTreeSet::new();
-    let topics = r.i32()?;
+    let mut m = TxnMetadata::empty(producer_id, producer_epoch, timeout_ms, -1);
+    m.status = status;
+    // A null array (-1, or 0 in compact form) is no partitions.
+    let topics = if flexible { i64::from(r.uvarint()?) - 1 } else { i64::from(r.i32()?) };
     for _ in 0..topics.max(0) {
-        let topic = r.string()?;
-        let count = r.i32()?;
+        let topic = if flexible { r.compact_string()? } else { r.string()? };
+        let count = if flexible { i64::from(r.uvarint()?) - 1 } else { i64::from(r.i32()?) };
         for _ in 0..count.max(0) {
             let p = u32::try_from(r.i32()?).ok()?;
-            partitions.insert(TopicPartition::new(&topic, p));
+            m.partitions.insert(TopicPartition::new(&topic, p));
+        }
+        if flexible {
+            skip_tagged(&mut r, |_, _| Some(()))?;
         }
     }
-    let last_update_ms = r.i64()?;
-    let start_ms = r.i64()?;
-    Some(TxnMetadata { producer_id, producer_epoch, timeout_ms, status, partitions, last_update_ms, start_ms })
+    m.last_update_ms = r.i64()?;
+    m.start_ms = r.i64()?;
+    if flexible {
+        skip_tagged(&mut r, |tag, mut data| {
+            match tag {
+                TAG_PREVIOUS_PRODUCER_ID => m.previous_producer_id = data.i64()?,
+                TAG_NEXT_PRODUCER_ID => m.next_producer_id = data.i64()?,
+                TAG_CLIENT_TRANSACTION_VERSION => m.client_version = data.i16()?,
+                _ => {}
+            }
+            Some(())
+        })?;
+    }
+    Some(m)
+}
+
+/// Reads a flexible structure's tagged fields, handing each to `field`.
+fn skip_tagged(r: &mut Reader<'_>, mut field: impl FnMut(u32, Reader<'_>) -> Option<()>) -> Option<()> {
+    for _ in 0..r.uvarint()? {
+        let tag = r.uvarint()?;
+        let size = r.uvarint()? as usize;
+        field(tag, Reader(r.take(size)?))?;
+    }
+    Some(())
 }
 
 #[cfg(test)]
@@ -186,15 +311,12 @@ mod tests {
         let record = TxnRecord {
             transactional_id: "tx-1".into(),
             value: Some(TxnMetadata {
-                producer_id: 4001,
-                producer_epoch: 3,
-                timeout_ms: 60_000,
                 status: TxnStatus::Ongoing,
                 partitions: [TopicPartition::new("a", 0), TopicPartition::new("a", 2), TopicPartition::new("b", 1)]
                     .into_iter()
                     .collect(),
-                last_update_ms: 1_700_000_000_123,
                 start_ms: 1_700_000_000_000,
+                ..TxnMetadata::empty(4001, 3, 60_000, 1_700_000_000_123)
             }),
         };
         assert_eq!(record.key(), [0, 0, 0, 4, b't', b'x', b'-', b'1']);
@@ -209,5 +331,39 @@ mod tests {
         assert_eq!(TxnRecord::parse(&record.key(), None), Some(tombstone.clone()));
         assert_eq!(TxnRecord::parse(&record.key(), Some(&value[..20])), Some(tombstone), "truncated value");
         assert_eq!(TxnRecord::parse(&record.key()[..5], Some(&value)), None, "truncated key");
+    }
+
+    /// Transactions v2's state is Kafka's `TransactionLogValue` v1: compact arrays and
+    /// strings, and the client version and producer ids in tagged fields 0 to 2.
+    #[test]
+    fn transactions_v2_state_is_kafkas_flexible_value_and_round_trips() {
+        let mut meta = TxnMetadata {
+            status: TxnStatus::PrepareCommit,
+            partitions: [TopicPartition::new("a", 1)].into_iter().collect(),
+            start_ms: 7,
+            client_version: 2,
+            next_producer_id: 9000,
+            ..TxnMetadata::empty(4001, i16::MAX, 60_000, 8)
+        };
+        let record = TxnRecord { transactional_id: "tx-2".into(), value: Some(meta.clone()) };
+        let value = record.value().unwrap();
+        let mut expected = vec![0, 1];
+        expected.extend_from_slice(&4001i64.to_be_bytes());
+        expected.extend_from_slice(&i16::MAX.to_be_bytes());
+        expected.extend_from_slice(&60_000i32.to_be_bytes());
+        expected.push(2); // PrepareCommit
+        expected.extend_from_slice(&[2, 2, b'a', 2, 0, 0, 0, 1, 0]); // [{"a", [1]}]
+        expected.extend_from_slice(&8i64.to_be_bytes());
+        expected.extend_from_slice(&7i64.to_be_bytes());
+        expected.extend_from_slice(&[2, 1, 8]); // two tags; NextProducerId, 8 bytes
+        expected.extend_from_slice(&9000i64.to_be_bytes());
+        expected.extend_from_slice(&[2, 2, 0, 2]); // ClientTransactionVersion 2
+        assert_eq!(value, expected);
+        assert_eq!(TxnRecord::parse(&record.key(), Some(&value)), Some(record));
+        meta.previous_producer_id = 4000;
+        meta.next_producer_id = -1;
+        meta.partitions.clear();
+        let record = TxnRecord { transactional_id: "tx-2".into(), value: Some(meta) };
+        assert_eq!(TxnRecord::parse(&record.key(), record.value().as_deref()), Some(record));
     }
 }

@@ -337,7 +337,7 @@ fn compaction_lets_only_committed_records_supersede_keys_and_removes_empty_trans
             marker(&log, 1, 0, ControlType::Commit).await.unwrap(); // 4
             log.append(&txn(1, 0, Some(4))).await.unwrap(); // 5-8
             marker(&log, 1, 0, ControlType::Abort).await.unwrap(); // 9
-            // Producer 2 commits its keys k2-0..3 twice: the first copy may go.
+                                                                   // Producer 2 commits its keys k2-0..3 twice: the first copy may go.
             log.append(&txn(2, 0, Some(0))).await.unwrap(); // 10-13
             marker(&log, 2, 0, ControlType::Commit).await.unwrap(); // 14
             log.append(&txn(2, 0, Some(4))).await.unwrap(); // 15-18
