@@ -14,6 +14,8 @@ pub struct PartitionLag {
     pub topic: String,
     pub partition: u32,
     pub committed: Option<u64>,
+    /// The end a consumer at the asked isolation level reads to: the log end (high
+    /// watermark), or read committed the last stable offset.
     pub log_end: u64,
     /// `log_end - committed` (the whole log when nothing is committed).
     pub lag: u64,
@@ -180,8 +182,10 @@ impl Admin {
         self.on_coordinator(group, |conn| async move { protocol::describe_group(&conn, group).await }).await
     }
 
-    /// Per partition with a committed offset or an owner: committed, log end and lag.
-    pub async fn group_lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
+    /// Per partition with a committed offset or an owner: committed, log end and lag, for
+    /// consumers reading at `isolation` (read committed: to the last stable offset, so a
+    /// transaction left open does not count as lag they could consume).
+    pub async fn group_lag(&self, group: &str, isolation: protocol::IsolationLevel) -> Result<Vec<PartitionLag>> {
         let info = self.describe_group(group).await?;
         let committed =
             self.on_coordinator(group, |conn| async move { protocol::fetch_offsets(&conn, group, None).await }).await?;
@@ -196,7 +200,7 @@ impl Admin {
         let mut ends = Vec::with_capacity(queries.len());
         for query in queries {
             let conn = self.to_leader(&query.0, query.1).await?;
-            ends.extend(protocol::list_offsets(&conn, &[query]).await?);
+            ends.extend(protocol::list_offsets_isolated(&conn, &[query], isolation).await?);
         }
         let mut out = Vec::new();
         for ((topic, partition), (committed, member_id)) in parts {

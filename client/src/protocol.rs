@@ -670,7 +670,11 @@ pub const EARLIEST: i64 = -2;
 pub type ListedOffset = (String, u32, Result<Option<u64>>);
 
 /// One topic entry per (topic, partition, timestamp).
-pub fn encode_list_offsets(b: &mut FlatBufferBuilder<'_>, parts: &[(impl AsRef<str>, u32, i64)]) -> EncodedBody {
+pub fn encode_list_offsets(
+    b: &mut FlatBufferBuilder<'_>,
+    parts: &[(impl AsRef<str>, u32, i64)],
+    isolation: IsolationLevel,
+) -> EncodedBody {
     let each: Vec<_> = parts.iter().map(|p| (p.0.as_ref(), vec![(p.1, p.2)])).collect();
     let topics = topic_tables(
         b,
@@ -683,7 +687,8 @@ pub fn encode_list_offsets(b: &mut FlatBufferBuilder<'_>, parts: &[(impl AsRef<s
             wire::TopicListOffsets::create(b, &args)
         },
     );
-    wire::ListOffsetsRequest::create(b, &wire::ListOffsetsRequestArgs { topics: Some(topics) }).as_union_value()
+    let args = wire::ListOffsetsRequestArgs { topics: Some(topics), isolation_level: isolation.wire() };
+    wire::ListOffsetsRequest::create(b, &args).as_union_value()
 }
 
 pub fn decode_list_offsets(frame: &Frame) -> Result<Vec<ListedOffset>> {
@@ -701,7 +706,17 @@ pub fn decode_list_offsets(frame: &Frame) -> Result<Vec<ListedOffset>> {
 }
 
 pub async fn list_offsets(conn: &Connection, parts: &[(String, u32, i64)]) -> Result<Vec<ListedOffset>> {
-    let build = |b: &mut FlatBufferBuilder<'static>| encode_list_offsets(b, parts);
+    list_offsets_isolated(conn, parts, IsolationLevel::ReadUncommitted).await
+}
+
+/// `list_offsets` for a reader at `isolation`: read committed, the latest offset is the
+/// last stable offset (a read-committed consumer's end).
+pub async fn list_offsets_isolated(
+    conn: &Connection,
+    parts: &[(String, u32, i64)],
+    isolation: IsolationLevel,
+) -> Result<Vec<ListedOffset>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_list_offsets(b, parts, isolation);
     decode_list_offsets(&conn.request(RequestBody::ListOffsetsRequest, build, &[]).await?)
 }
 

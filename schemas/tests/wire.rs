@@ -198,7 +198,10 @@ fn build_request_body(
                 &TopicListOffsetsArgs { topic: Some(topic), partitions: Some(partitions) },
             );
             let topics = builder.create_vector(&[topic]);
-            let body = ListOffsetsRequest::create(builder, &ListOffsetsRequestArgs { topics: Some(topics) });
+            let body = ListOffsetsRequest::create(
+                builder,
+                &ListOffsetsRequestArgs { topics: Some(topics), isolation_level: 1 },
+            );
             (body.as_union_value(), no_payload)
         }
         RequestBody::JoinGroupRequest => {
@@ -474,6 +477,7 @@ fn check_request(request: &Request<'_>, payload: &[u8]) {
             let partitions = topics.get(0).partitions().unwrap();
             assert_eq!(partitions.len(), 1);
             assert_eq!((partitions.get(0).partition(), partitions.get(0).timestamp()), (1, -2));
+            assert_eq!(body.isolation_level(), 1);
         }
         RequestBody::JoinGroupRequest => {
             let body = request.body_as_join_group_request().unwrap();

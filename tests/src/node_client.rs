@@ -970,8 +970,13 @@ impl Client {
     /// offset at or after that time): `(error, offset)`, the offset -1 when no record is
     /// that recent or the query was refused.
     pub fn list_offsets(&mut self, topic: &str, partition: u32, timestamp: i64) -> (ErrorCode, i64) {
-        let build =
-            |b: &mut FlatBufferBuilder<'static>| protocol::encode_list_offsets(b, &[(topic, partition, timestamp)]);
+        let build = |b: &mut FlatBufferBuilder<'static>| {
+            protocol::encode_list_offsets(
+                b,
+                &[(topic, partition, timestamp)],
+                protocol::IsolationLevel::ReadUncommitted,
+            )
+        };
         let response = self.request(RequestBody::ListOffsetsRequest, build, &[]);
         let mut answers = decoded("a ListOffsetsResponse", protocol::decode_list_offsets(&response.frame));
         assert_eq!(answers.len(), 1, "one partition asked, {} results", answers.len());

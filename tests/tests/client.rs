@@ -1128,6 +1128,16 @@ async fn transactions_commit_and_abort_and_read_committed_consumers_see_only_com
     let mut everything = values(&mut read(IsolationLevel::ReadUncommitted).await, 13).await;
     everything.sort();
     assert_eq!(everything.len(), 13, "{everything:?}");
+    // A group at the start of txn-0: read committed, its lag ends at the open
+    // transaction (offset 9: three transactions of two records and a marker before it).
+    let admin = Admin::connect(&bootstrap(&node)).await.unwrap();
+    admin.reset_offsets("lag-group", "txn", protocol::EARLIEST).await.unwrap();
+    let lag_of = |lags: Vec<sluice_client::admin::PartitionLag>| {
+        lags.iter().find(|l| l.partition == 0).map(|l| (l.log_end, l.lag)).unwrap()
+    };
+    let stable = lag_of(admin.group_lag("lag-group", IsolationLevel::ReadCommitted).await.unwrap());
+    let whole = lag_of(admin.group_lag("lag-group", IsolationLevel::ReadUncommitted).await.unwrap());
+    assert_eq!((stable, whole), ((9, 9), (10, 10)), "lag at the last stable offset and at the log end");
 
     producer.commit_transaction().await.unwrap();
     assert_eq!(values(&mut committed_reader, 1).await, ["r3-0"]);

@@ -397,7 +397,8 @@ async fn wait_for_balance(
 async fn wait_for_no_lag(admin: &Admin, group: &str, topic: &str, ends: &BTreeMap<u32, u64>) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let lag = admin.group_lag(group).await.expect("group lag");
+        let lag =
+            admin.group_lag(group, sluice_client::protocol::IsolationLevel::ReadUncommitted).await.expect("group lag");
         let caught_up = ends.iter().all(|(&p, &end)| {
             lag.iter().any(|l| {
                 l.topic == topic && l.partition == p && l.committed == Some(end) && l.log_end == end && l.lag == 0
@@ -750,7 +751,11 @@ async fn group_describe_shows_lag_as_produced_minus_committed() {
 
     let expected = [(0u32, 4u64, 15u64, 11u64), (1, 20, 25, 5), (2, 0, 35, 35)];
     let member_id = consumer.member_id();
-    let lag = admin(&node).await.group_lag(GROUP).await.expect("group lag");
+    let lag = admin(&node)
+        .await
+        .group_lag(GROUP, sluice_client::protocol::IsolationLevel::ReadUncommitted)
+        .await
+        .expect("group lag");
     let got: Vec<LagRow> =
         lag.iter().map(|l| (l.partition, l.committed, l.log_end, l.lag, l.member_id.clone())).collect();
     let want: Vec<LagRow> = expected.iter().map(|&(p, c, e, l)| (p, Some(c), e, l, Some(member_id.clone()))).collect();

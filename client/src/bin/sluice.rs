@@ -48,8 +48,10 @@ commands:
   cluster status            the controller, the live nodes, and the partitions that are
                             offline (no leader) or under-replicated (ISR below replicas)
   group list
-  group describe G          members, assignment, and per partition committed offset,
-                            log end and lag
+  group describe G [--isolation-level read_uncommitted|read_committed]
+                            members, assignment, and per partition committed offset,
+                            log end and lag; read_committed counts to the last stable
+                            offset (an open transaction's records are not lag)
   group reset-offsets G --topic T --to earliest|latest|N   (only while G has no members)
   group delete G            (only while G has no members)
   transaction list          every transactional id: state, producer id and epoch,
@@ -609,8 +611,11 @@ async fn group(servers: &[String], words: &[String]) -> Result<(), Failure> {
             }
         }
         "describe" => {
-            args.only(&[])?;
+            args.only(&["isolation-level"])?;
             let name = args.name("group id")?;
+            let isolation = sluice_client::consumer::IsolationLevel::parse(
+                args.one("isolation-level").unwrap_or("read_uncommitted"),
+            )?;
             let admin = Admin::connect(servers).await?;
             let info = admin.describe_group(&name).await?;
             println!(
@@ -630,8 +635,12 @@ async fn group(servers: &[String], words: &[String]) -> Result<(), Failure> {
                     m.assignment.len()
                 );
             }
-            println!("{:<24} {:>9} {:>12} {:>12} {:>10}  MEMBER", "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG");
-            for l in admin.group_lag(&name).await? {
+            let end = match isolation {
+                sluice_client::consumer::IsolationLevel::ReadCommitted => "STABLE-END",
+                sluice_client::consumer::IsolationLevel::ReadUncommitted => "LOG-END",
+            };
+            println!("{:<24} {:>9} {:>12} {:>12} {:>10}  MEMBER", "TOPIC", "PARTITION", "COMMITTED", end, "LAG");
+            for l in admin.group_lag(&name, isolation).await? {
                 let committed = l.committed.map_or_else(|| "-".to_string(), |c| c.to_string());
                 let member = l.member_id.unwrap_or_else(|| "-".to_string());
                 println!(

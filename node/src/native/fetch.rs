@@ -110,12 +110,13 @@ pub async fn list_offsets(
 ) -> ResponseFrame {
     let mut b = FlatBufferBuilder::new();
     let mut topic_offsets = Vec::new();
+    let read_committed = request.isolation_level() == 1;
     for topic in request.topics().iter().flatten() {
         let name = topic.topic().unwrap_or("").to_string();
         let mut partitions = Vec::new();
         for p in topic.partitions().iter().flatten() {
             let (partition, timestamp) = (p.partition(), p.timestamp());
-            let result = list_offset(&server.shard, &name, partition, timestamp, false).await;
+            let result = list_offset(&server.shard, &name, partition, timestamp, read_committed).await;
             let args = match result {
                 Ok(found) => wire::PartitionOffsetResultArgs {
                     partition,

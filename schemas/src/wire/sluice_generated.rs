@@ -5799,6 +5799,7 @@ impl<'a> flatbuffers::Follow<'a> for ListOffsetsRequest<'a> {
 
 impl<'a> ListOffsetsRequest<'a> {
   pub const VT_TOPICS: flatbuffers::VOffsetT = 4;
+  pub const VT_ISOLATION_LEVEL: flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -5811,6 +5812,7 @@ impl<'a> ListOffsetsRequest<'a> {
   ) -> flatbuffers::WIPOffset<ListOffsetsRequest<'bldr>> {
     let mut builder = ListOffsetsRequestBuilder::new(_fbb);
     if let Some(x) = args.topics { builder.add_topics(x); }
+    builder.add_isolation_level(args.isolation_level);
     builder.finish()
   }
 
@@ -5822,6 +5824,13 @@ impl<'a> ListOffsetsRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicListOffsets>>>>(ListOffsetsRequest::VT_TOPICS, None)}
   }
+  #[inline]
+  pub fn isolation_level(&self) -> i8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i8>(ListOffsetsRequest::VT_ISOLATION_LEVEL, Some(0)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for ListOffsetsRequest<'_> {
@@ -5832,18 +5841,21 @@ impl flatbuffers::Verifiable for ListOffsetsRequest<'_> {
     use self::flatbuffers::Verifiable;
     v.visit_table(pos)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicListOffsets>>>>("topics", Self::VT_TOPICS, false)?
+     .visit_field::<i8>("isolation_level", Self::VT_ISOLATION_LEVEL, false)?
      .finish();
     Ok(())
   }
 }
 pub struct ListOffsetsRequestArgs<'a> {
     pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicListOffsets<'a>>>>>,
+    pub isolation_level: i8,
 }
 impl<'a> Default for ListOffsetsRequestArgs<'a> {
   #[inline]
   fn default() -> Self {
     ListOffsetsRequestArgs {
       topics: None,
+      isolation_level: 0,
     }
   }
 }
@@ -5856,6 +5868,10 @@ impl<'a: 'b, 'b> ListOffsetsRequestBuilder<'a, 'b> {
   #[inline]
   pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TopicListOffsets<'b >>>>) {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListOffsetsRequest::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn add_isolation_level(&mut self, isolation_level: i8) {
+    self.fbb_.push_slot::<i8>(ListOffsetsRequest::VT_ISOLATION_LEVEL, isolation_level, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListOffsetsRequestBuilder<'a, 'b> {
@@ -5876,6 +5892,7 @@ impl core::fmt::Debug for ListOffsetsRequest<'_> {
   fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     let mut ds = f.debug_struct("ListOffsetsRequest");
       ds.field("topics", &self.topics());
+      ds.field("isolation_level", &self.isolation_level());
       ds.finish()
   }
 }
