@@ -33,6 +33,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--default-replication-factor N]
                    [--group-initial-rebalance-delay-ms N]
                    [--group-consumer-heartbeat-interval-ms N] [--group-consumer-session-timeout-ms N]
+                   [--transactional-id-expiration-ms N]
                    [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--voters ID,ID,...]
                    [--session-timeout-ms N]
                    [--replica-lag-time-max-ms N]
@@ -90,6 +91,10 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                             (KIP-848) heartbeat (default 5000)
   --group-consumer-session-timeout-ms N  a KIP-848 member not heard from for this long is
                             removed from its group (default 45000)
+  --transactional-id-expiration-ms N  a transactional id with no transaction open and
+                            no request for this long is forgotten (its producer must
+                            init again), as Kafka's transactional.id.expiration.ms
+                            (default 604800000: 7 days)
   --peer ID=NATIVE,CLUSTER[,KAFKA]  a node of the cluster: its id, native listener, cluster
                             (replication) listener and Kafka listener; repeat for every node,
                             this one included (its entry must match --node-id, --listen and
@@ -166,6 +171,8 @@ pub struct NodeConfig {
     /// (KIP-848 groups).
     pub group_consumer_heartbeat_interval_ms: u32,
     pub group_consumer_session_timeout_ms: u64,
+    /// Kafka's transactional.id.expiration.ms: an idle transactional id is forgotten.
+    pub transactional_id_expiration_ms: u64,
     /// Every node of the cluster, this one included, as `--peer` named them; empty for a
     /// cluster of one (see `nodes`).
     pub peers: Vec<Peer>,
@@ -221,6 +228,7 @@ impl Default for NodeConfig {
             num_partitions: 1,
             default_replication_factor: 1,
             group_initial_rebalance_delay_ms: 3_000,
+            transactional_id_expiration_ms: 604_800_000,
             group_consumer_heartbeat_interval_ms: 5_000,
             group_consumer_session_timeout_ms: 45_000,
             peers: Vec::new(),
@@ -423,6 +431,9 @@ impl NodeConfig {
             "default-replication-factor" => self.default_replication_factor = number(key, value, 1, 16)?,
             "group-initial-rebalance-delay-ms" => {
                 self.group_initial_rebalance_delay_ms = number(key, value, 0, 300_000)?;
+            }
+            "transactional-id-expiration-ms" => {
+                self.transactional_id_expiration_ms = number(key, value, 1_000, i32::MAX as u64)?;
             }
             "group-consumer-heartbeat-interval-ms" => {
                 self.group_consumer_heartbeat_interval_ms = number(key, value, 100, 600_000)?;

@@ -1184,3 +1184,64 @@ fn transactions_v2_join_partitions_by_produce_and_bump_the_epoch_with_every_tran
         p.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset)).collect();
     assert_eq!(aborted, [(pid.0, 3)], "the aborted transaction, from its first offset");
 }
+
+/// A transactional id with no transaction open and no change for longer than
+/// `--transactional-id-expiration-ms` is forgotten (Kafka's
+/// transactional.id.expiration.ms), and stays forgotten after a kill -9 and restart; an
+/// id with a transaction open is not.
+#[test]
+fn idle_transactional_ids_expire_and_stay_forgotten_across_a_restart() {
+    use kafka_protocol::messages::*;
+    const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start_with_kafka(dir.path(), 1, &["--transactional-id-expiration-ms", "2000"]);
+    node.client().create_topic("exp", 1, &[]);
+    let mut w = Wire::connect(node.kafka_addr().unwrap());
+    let init = |id: &str| {
+        InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(text(id))))
+            .with_transaction_timeout_ms(600_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    let r: FindCoordinatorResponse =
+        w.call(ApiKey::FindCoordinator, 3, &FindCoordinatorRequest::default().with_key(text("idle")).with_key_type(1));
+    assert_eq!(r.error_code, 0);
+    let r: InitProducerIdResponse = w.call(ApiKey::InitProducerId, 4, &init("idle"));
+    assert_eq!(r.error_code, 0, "{r:?}");
+    let r: InitProducerIdResponse = w.call(ApiKey::InitProducerId, 4, &init("busy"));
+    assert_eq!(r.error_code, 0, "{r:?}");
+    let add = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(text("busy")))
+        .with_v3_and_below_producer_id(r.producer_id)
+        .with_v3_and_below_producer_epoch(r.producer_epoch)
+        .with_v3_and_below_topics(vec![add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+            .with_name(name("exp"))
+            .with_partitions(vec![0])]);
+    let r: AddPartitionsToTxnResponse = w.call(ApiKey::AddPartitionsToTxn, 3, &add);
+    assert_eq!(r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0);
+    let describe = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(text("idle")), TransactionalId(text("busy"))]);
+    let codes = |w: &mut Wire| -> Vec<i16> {
+        let r: DescribeTransactionsResponse = w.call(ApiKey::DescribeTransactions, 0, &describe);
+        r.transaction_states.iter().map(|s| s.error_code).collect()
+    };
+    assert_eq!(codes(&mut w), [0, 0]);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while codes(&mut w) != [TRANSACTIONAL_ID_NOT_FOUND, 0] {
+        assert!(std::time::Instant::now() < deadline, "the idle id was not forgotten: {:?}", codes(&mut w));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    node.kill9_and_wait();
+    node.restart();
+    let mut w = Wire::connect(node.kafka_addr().unwrap());
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let now = codes(&mut w);
+        if now == [TRANSACTIONAL_ID_NOT_FOUND, 0] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "after the restart: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -442,6 +442,7 @@ fn broker_configs(
         ("group.consumer.heartbeat.interval.ms".into(), config.group_consumer_heartbeat_interval_ms.to_string()),
         ("group.consumer.session.timeout.ms".into(), config.group_consumer_session_timeout_ms.to_string()),
         ("socket.request.max.bytes".into(), config.frame_bytes_max.to_string()),
+        ("transactional.id.expiration.ms".into(), config.transactional_id_expiration_ms.to_string()),
     ];
     let defaults =
         crate::topics::Topic { name: String::new(), id: TopicId::NONE, partitions: 0, configs: BTreeMap::new() };

@@ -243,31 +243,72 @@ impl TxnCoordinator {
         generation: u64,
         meta: TxnMetadata,
     ) -> Result<(), NodeError> {
+        self.write(shard, id, partition, generation, Some(meta)).await
+    }
+
+    /// Forgets `id` if it is still idle (`idle`): a tombstone in its state partition,
+    /// then out of memory.
+    async fn forget(
+        &self,
+        shard: &Rc<Shard>,
+        id: &str,
+        partition: u32,
+        generation: u64,
+        idle: impl Fn(&Entry) -> bool,
+    ) -> Result<bool, NodeError> {
+        let still_idle = self.partitions.borrow().get(&partition).and_then(|l| l.ids.get(id)).is_some_and(&idle);
+        if !still_idle {
+            return Ok(false);
+        }
+        // No await between the check and `write` marking the id busy.
+        self.write(shard, id, partition, generation, None).await.map(|()| true)
+    }
+
+    /// `store` (`Some`) or `forget` (`None`).
+    async fn write(
+        &self,
+        shard: &Rc<Shard>,
+        id: &str,
+        partition: u32,
+        generation: u64,
+        value: Option<TxnMetadata>,
+    ) -> Result<(), NodeError> {
+        let gone = || error(ErrorKind::NotCoordinator, format!("{TXN_TOPIC}-{partition} is no longer led here"));
         let fresh = {
             let mut partitions = self.partitions.borrow_mut();
             let Some(loaded) = partitions.get_mut(&partition).filter(|l| l.generation == generation) else {
-                return Err(error(ErrorKind::NotCoordinator, format!("{TXN_TOPIC}-{partition} is no longer led here")));
+                return Err(gone());
             };
             let fresh = !loaded.ids.contains_key(id);
-            let entry = loaded.ids.entry(id.to_string()).or_insert_with(|| Entry { meta: meta.clone(), busy: false });
+            let entry = match (loaded.ids.get_mut(id), &value) {
+                (Some(entry), _) => entry,
+                (None, Some(meta)) => {
+                    loaded.ids.entry(id.to_string()).or_insert(Entry { meta: meta.clone(), busy: false })
+                }
+                (None, None) => return Ok(()),
+            };
             if entry.busy {
                 return Err(concurrent(id, "has a change in progress"));
             }
             entry.busy = true;
             fresh
         };
-        let record = TxnRecord { transactional_id: id.to_string(), value: Some(meta.clone()) };
+        let record = TxnRecord { transactional_id: id.to_string(), value: value.clone() };
         let result = append_record(shard, partition, &record).await;
         let mut partitions = self.partitions.borrow_mut();
         let Some(loaded) = partitions.get_mut(&partition).filter(|l| l.generation == generation) else {
-            return Err(error(ErrorKind::NotCoordinator, format!("{TXN_TOPIC}-{partition} is no longer led here")));
+            return Err(gone());
         };
-        match result {
-            Ok(()) => {
+        match (result, value) {
+            (Ok(()), Some(meta)) => {
                 loaded.ids.insert(id.to_string(), Entry { meta, busy: false });
                 Ok(())
             }
-            Err(e) => {
+            (Ok(()), None) => {
+                loaded.ids.remove(id);
+                Ok(())
+            }
+            (Err(e), _) => {
                 // A new id whose first record failed is forgotten; a known one keeps its state.
                 if fresh {
                     loaded.ids.remove(id);
@@ -643,9 +684,36 @@ impl TxnCoordinator {
     }
 
     /// Aborts the transactions that stayed Ongoing past their timeout, fencing their
-    /// producers (Kafka's transaction expiry).
+    /// producers (Kafka's transaction expiry), and forgets the ids idle (no transaction
+    /// open, no change) for longer than `--transactional-id-expiration-ms` (Kafka's
+    /// transactional.id.expiration.ms) with a tombstone in their state partition.
     pub async fn expire(&self, shard: &Rc<Shard>) {
         let now = now_ms();
+        let idle_ms = i64::try_from(shard.config.transactional_id_expiration_ms).unwrap_or(i64::MAX);
+        let is_idle = |e: &Entry| {
+            !e.busy
+                && matches!(e.meta.status, TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort)
+                && now.saturating_sub(e.meta.last_update_ms) > idle_ms
+        };
+        let idle: Vec<(String, u32, u64)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .flat_map(|(p, l)| {
+                l.ids
+                    .iter()
+                    .filter(|(_, e)| is_idle(e))
+                    .map(|(id, _)| (id.clone(), *p, l.generation))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (id, partition, generation) in idle {
+            match self.forget(shard, &id, partition, generation, is_idle).await {
+                Ok(true) => info!(transactional_id = %id, "forgot a transactional id idle past its expiration"),
+                Ok(false) => {}
+                Err(e) => debug!(transactional_id = %id, "forgetting an idle transactional id: {e}"),
+            }
+        }
         let expired: Vec<(String, u32, u64, TxnMetadata)> = self
             .partitions
             .borrow()
