@@ -126,16 +126,25 @@ pub(crate) struct Device {
     gathering: RefCell<Rc<Round>>,
     running: Cell<bool>,
     round_done: WaitQueue,
+    /// Logs that hold some of the reserve now.
+    holders: Cell<u64>,
+}
+
+impl Device {
+    fn new(limits: ShardLimits) -> Device {
+        Device {
+            limits: Cell::new(limits),
+            stats: RefCell::new(DeviceStats::default()),
+            gathering: RefCell::new(Rc::new(Round::default())),
+            running: Cell::new(false),
+            round_done: WaitQueue::new(),
+            holders: Cell::new(0),
+        }
+    }
 }
 
 thread_local! {
-    static DEVICE: Rc<Device> = Rc::new(Device {
-        limits: Cell::new(ShardLimits::default()),
-        stats: RefCell::new(DeviceStats::default()),
-        gathering: RefCell::new(Rc::new(Round::default())),
-        running: Cell::new(false),
-        round_done: WaitQueue::new(),
-    });
+    static DEVICE: Rc<Device> = Rc::new(Device::new(ShardLimits::default()));
 }
 
 /// This shard's device.
@@ -177,13 +186,29 @@ impl Device {
         }
     }
 
-    /// Up to `want` bytes of reserve (whole pages), as much as the shard's budget has left.
-    pub(crate) fn take_reserve(&self, want: u64) -> u64 {
+    /// Up to `want` bytes of reserve (whole pages), as much as the shard's budget has left
+    /// and at most a fair share of it: the budget divided among the logs that hold some
+    /// (counting the asking one, `holding` or not). Without the share the first logs to ask
+    /// would hold all of it and the others extend their files with every write (a
+    /// metadata change each, synced by a journal commit) when thousands of partitions
+    /// write at once.
+    pub(crate) fn take_reserve(&self, want: u64, holding: bool) -> u64 {
         let max = self.limits.get().reserve_bytes_max;
+        let share = max / (self.holders.get() + u64::from(!holding)).max(1);
         let mut s = self.stats.borrow_mut();
-        let granted = io::align_down(want.min(max.saturating_sub(s.reserved_bytes)));
+        let granted = io::align_down(want.min(share).min(max.saturating_sub(s.reserved_bytes)));
         s.reserved_bytes += granted;
         granted
+    }
+
+    /// A log's reserve went from `before` to `after` bytes (it counts among the holders
+    /// the fair share divides by while it holds any).
+    pub(crate) fn note_held(&self, before: u64, after: u64) {
+        match (before > 0, after > 0) {
+            (false, true) => self.holders.set(self.holders.get() + 1),
+            (true, false) => self.holders.set(self.holders.get().saturating_sub(1)),
+            _ => {}
+        }
     }
 
     /// Gives back reserve that writes used up or a trim released.
@@ -267,5 +292,37 @@ impl Device {
             })
             .collect();
         io::join_all(syncs).await.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reserve goes to the logs that ask, a fair share each: the budget divided among
+    /// the logs holding some (with the asking one), so with many logs writing each keeps
+    /// some zero-filled space ahead instead of the first few holding all of it.
+    #[test]
+    fn the_reserve_is_shared_fairly_among_the_logs_that_hold_it() {
+        const MIB: u64 = 1 << 20;
+        let d = Device::new(ShardLimits { reserve_bytes_max: MIB, ..ShardLimits::default() });
+        let take = |want: u64, held: u64| {
+            let granted = d.take_reserve(want, held > 0);
+            d.note_held(held, held + granted);
+            granted
+        };
+        // Alone, a log gets what it wants, up to the whole budget.
+        assert_eq!(take(256 << 10, 0), 256 << 10);
+        // A second log: at most half.
+        assert_eq!(take(MIB, 0), MIB / 2);
+        // A third: a third of the budget, whole pages, and never more than is left.
+        assert_eq!(take(MIB, 0), 256 << 10, "what is left");
+        assert_eq!(take(MIB, 0), 0, "nothing left");
+        d.return_reserve(MIB);
+        assert_eq!(take(MIB, 0), io::align_down(MIB / 4), "four holders' share");
+        // A holder that gives its reserve back no longer counts.
+        d.note_held(256 << 10, 0);
+        d.return_reserve(MIB);
+        assert_eq!(take(MIB, 4096), io::align_down(MIB / 3), "three holders, the asking one among them");
     }
 }

@@ -195,7 +195,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) -> Option<Written> {
     let write_len = align_up(len as u64) as usize;
     buf.as_mut_slice()[len..write_len].fill(0);
     let buf = buf.freeze(write_len);
-    let (file, preallocated, written_bytes, synced_bytes, written, write_bytes_average) = {
+    let (file, preallocated, written_bytes, synced_bytes, written, write_bytes_average, reserve_held) = {
         let mut st = sh.state.borrow_mut();
         let average = st.write_bytes_average;
         // Taken for the write and put back by it: no other write runs meanwhile.
@@ -204,7 +204,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) -> Option<Written> {
             unreachable!("segment {segment_base} vanished with writes queued")
         };
         let s = &*segment;
-        (s.file.clone(), s.preallocated_bytes, s.written_bytes, s.synced_bytes, written, average)
+        (s.file.clone(), s.preallocated_bytes, s.written_bytes, s.synced_bytes, written, average, st.reserve_held)
     };
     let Some(file) = file else { unreachable!("segment {segment_base} written before its file was created") };
     let path = file.path().display();
@@ -230,7 +230,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) -> Option<Written> {
         if sh.config.preallocate_bytes > 0 && small && end > preallocated {
             let want = (write_bytes_average * ZERO_FILL_AHEAD_WRITES)
                 .clamp(ZERO_FILL_BYTES_MIN.min(sh.config.preallocate_bytes), sh.config.preallocate_bytes);
-            granted = device.take_reserve(want);
+            granted = device.take_reserve(want, reserve_held > 0);
             if granted > 0 {
                 let from = align_up(preallocated.max(written_bytes));
                 let target = end + granted;
@@ -262,6 +262,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) -> Option<Written> {
     // What this log holds of the shard's reserve: its zero-filled bytes past the data.
     let held = file_end - end;
     device.return_reserve((st.reserve_held + granted).saturating_sub(held));
+    device.note_held(st.reserve_held, held);
     st.reserve_held = held;
     let Some(segment) = st.segment_mut(segment_base) else { unreachable!("segment vanished during a write") };
     segment.preallocated_bytes = file_end;
@@ -364,6 +365,7 @@ async fn complete(sh: Rc<Shared>, w: Written) {
 pub(super) fn release_reserve(sh: &Shared) {
     let held = std::mem::take(&mut sh.state.borrow_mut().reserve_held);
     device().return_reserve(held);
+    device().note_held(held, 0);
 }
 
 /// Every write to a segment file goes through here, zero-fills included: it refuses a
