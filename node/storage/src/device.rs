@@ -7,10 +7,11 @@
 //! cost of durability grows with the bytes and the rounds, not with the partition count.
 //!
 //! **Sync rounds.** A log whose write must be synced (fsync `always`) joins the shard's
-//! next round and waits for it; a round starts as soon as none runs (after letting the
-//! logs whose writes completed in the same executor turn join), so rounds follow one
-//! another back to back and each takes every log that joined while the previous one ran
-//! (group commit across partitions). A round makes durable:
+//! next round and waits for it; a round starts as soon as fewer than `ROUNDS_IN_FLIGHT`
+//! run (after letting the logs whose writes completed in the same executor turn join),
+//! and takes every log that joined while it gathered (group commit across partitions).
+//! Two at once: a write that completes while a round runs waits for one round, not for
+//! the rest of that one and then a whole next one. A round makes durable:
 //! - writes that changed no metadata (they overwrote zero-filled space whose size and
 //!   extents an earlier sync made durable), with one fdatasync of any one of their files:
 //!   ext4 and XFS flush the whole device's write cache on every fdatasync, and an
@@ -25,6 +26,11 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use sluice_io::{self as io, File, LocalFuture, WaitQueue};
+
+/// Rounds that run at once: a write that completes while one runs joins the next, which
+/// starts at once if fewer run, so it waits for one round, not for the rest of one and
+/// then another.
+const ROUNDS_IN_FLIGHT: usize = 2;
 
 /// At most this many files changed metadata in a round: fdatasync each; more: one syncfs.
 const METADATA_FDATASYNCS_MAX: usize = 4;
@@ -118,13 +124,16 @@ struct Round {
     /// Each joined file and whether its write changed the file's metadata.
     files: RefCell<Vec<(Rc<File>, bool)>>,
     outcome: RefCell<Option<Result<(), String>>>,
+    /// A task runs it (it is no longer the one gathering).
+    started: Cell<bool>,
 }
 
 pub(crate) struct Device {
     limits: Cell<ShardLimits>,
     stats: RefCell<DeviceStats>,
     gathering: RefCell<Rc<Round>>,
-    running: Cell<bool>,
+    /// Rounds running now (at most `ROUNDS_IN_FLIGHT`).
+    running: Cell<usize>,
     round_done: WaitQueue,
     /// Logs that hold some of the reserve now.
     holders: Cell<u64>,
@@ -136,7 +145,7 @@ impl Device {
             limits: Cell::new(limits),
             stats: RefCell::new(DeviceStats::default()),
             gathering: RefCell::new(Rc::new(Round::default())),
-            running: Cell::new(false),
+            running: Cell::new(0),
             round_done: WaitQueue::new(),
             holders: Cell::new(0),
         }
@@ -247,17 +256,18 @@ impl Device {
             if let Some(outcome) = round.outcome.borrow().clone() {
                 return outcome;
             }
-            if !self.running.get() {
+            if !round.started.get() && self.running.get() < ROUNDS_IN_FLIGHT {
                 // Ours is the gathering round (it has not run): run it, once the logs
                 // whose writes completed in the same turn of the executor have joined it.
-                self.running.set(true);
+                round.started.set(true);
+                self.running.set(self.running.get() + 1);
                 io::rt::yield_now().await;
                 *self.gathering.borrow_mut() = Rc::new(Round::default());
                 let started = std::time::Instant::now();
                 let outcome = self.run_round(&round).await;
                 self.stats.borrow_mut().sync_round_us += started.elapsed().as_micros() as u64;
                 *round.outcome.borrow_mut() = Some(outcome.clone());
-                self.running.set(false);
+                self.running.set(self.running.get() - 1);
                 self.round_done.notify_all();
                 return outcome;
             }
