@@ -845,7 +845,7 @@ impl Producer {
             let transactional = config.transactional_id.is_some();
             let batch = st.parts[part].open.get_or_insert_with(|| OpenBatch {
                 id,
-                builder: new_builder(transactional),
+                builder: new_builder(transactional, config.batch_size),
                 opened: now,
                 slots: Vec::new(),
                 permits: Vec::new(),
@@ -872,16 +872,20 @@ impl Producer {
     }
 }
 
-/// A batch builder; a transactional producer's batches carry the transactional attribute.
-fn new_builder(transactional: bool) -> BatchBuilder {
+/// A batch builder with room for `batch_size` bytes (a batch closes once it has them, as
+/// Kafka's producer allocates `batch.size` for each); a transactional producer's batches
+/// carry the transactional attribute.
+fn new_builder(transactional: bool, batch_size: usize) -> BatchBuilder {
     let mut config = BatchConfig::default();
     if transactional {
         config.attributes = sluice_schemas::batch::Attributes(sluice_schemas::batch::Attributes::TRANSACTIONAL_BIT);
     }
-    match BatchBuilder::new(config) {
+    let mut builder = match BatchBuilder::new(config) {
         Ok(b) => b,
         Err(e) => unreachable!("the default batch config is valid: {e}"),
-    }
+    };
+    builder.reserve_total(batch_size);
+    builder
 }
 
 /// The sequence number after a batch of `records` starting at `first`: they wrap from

@@ -441,6 +441,12 @@ impl BatchBuilder {
         self.config.base_sequence = base_sequence;
     }
 
+    /// Makes room for a batch of `bytes` in all (header included) at once, so a batch
+    /// that grows to that size is not copied on the way by the buffer's doubling.
+    pub fn reserve_total(&mut self, bytes: usize) {
+        self.buf.reserve(bytes.saturating_sub(self.buf.len()));
+    }
+
     /// A builder for a batch with the given header fields; an error if a field does not
     /// fit its wire type (an offset or producer id above i64::MAX, an epoch above
     /// i32::MAX) or the attributes name an unknown codec.
