@@ -96,6 +96,10 @@ pub struct ProducerConfig {
     pub buffer_memory: usize,
     /// How long `send` waits for buffer memory or metadata (max.block.ms).
     pub max_block_ms: u64,
+    /// Requests in flight to one broker (max.in.flight.requests.per.connection), and
+    /// batches of one partition in flight. As in Kafka's producer: with idempotence the
+    /// sequence numbers keep a partition's order through retries; without it, a retried
+    /// batch can land after batches sent behind it (set 1 to rule that out).
     pub max_in_flight_requests_per_connection: usize,
     pub retries: u32,
     pub retry_backoff_ms: u64,
@@ -410,8 +414,7 @@ struct PartitionQueue {
     partition: u32,
     open: Option<OpenBatch>,
     ready: VecDeque<ReadyBatch>,
-    /// Batches of the partition in requests: at most one without idempotence (the next
-    /// waits for its outcome), up to max.in.flight with it.
+    /// Batches of the partition in requests: up to max.in.flight (see `may_send`).
     in_flight: usize,
     /// The sequence number the partition's next closed batch starts at (idempotence).
     next_sequence: i32,
@@ -910,11 +913,26 @@ fn restamp(bytes: &mut [u8], identity: protocol::ProducerIdentity, mut sequence:
     sequence
 }
 
-/// Whether a partition with `in_flight` batches out may send `front` now: below `limit`,
-/// and a retried batch only when nothing of the partition is in flight (retries go one at
-/// a time, in sequence order).
-fn may_send(in_flight: usize, limit: usize, front: &ReadyBatch) -> bool {
-    in_flight < limit && (front.attempts == 0 || in_flight == 0)
+/// Whether a partition may send its front batch now: with nothing of it in flight, yes;
+/// otherwise below `limit` (max.in.flight) and only once its ready batches make a
+/// request's worth (`full` bytes: no batch more could ride along), so a partition that
+/// fills requests alone keeps several in flight, and one that does not lets its batches
+/// gather into one entry (one append on the node) behind the one in flight. A retried
+/// batch goes only when nothing of the partition is in flight (retries go one at a time,
+/// in sequence order).
+fn may_send(queue: &PartitionQueue, limit: usize, full: usize) -> bool {
+    let Some(front) = queue.ready.front() else { return false };
+    if queue.in_flight == 0 {
+        return true;
+    }
+    if queue.in_flight >= limit || front.attempts > 0 {
+        return false;
+    }
+    let mut ready = 0;
+    queue.ready.iter().any(|b| {
+        ready += b.bytes.len();
+        ready >= full
+    })
 }
 
 /// Errors a transaction request waits out: the coordinator moved or is loading, or the
@@ -1026,14 +1044,10 @@ impl Inner {
         }
     }
 
-    /// Batches of one partition in flight at most: one without idempotence (retries never
-    /// reorder), max.in.flight with it (sequence numbers keep the order).
-    fn partition_in_flight_max(&self) -> usize {
-        if self.config.idempotent() {
-            self.config.max_in_flight_requests_per_connection
-        } else {
-            1
-        }
+    /// The ready bytes that make a request's worth for one partition: past them no
+    /// further batch is sure to fit in max.request.size (see `may_send`).
+    fn request_worth(&self) -> usize {
+        self.config.max_request_size.saturating_sub(self.config.batch_size)
     }
 
     /// Asks for a producer id (`existing` `None`) or the next epoch, retrying retriable
@@ -1200,12 +1214,12 @@ impl Inner {
     /// in `backoff` while a retry waits. Not one with a batch in flight (its outcome
     /// queues it again) or queued already.
     fn mark_sendable(&self, st: &mut State, part: usize) {
-        let limit = self.partition_in_flight_max();
+        let (limit, full) = (self.config.max_in_flight_requests_per_connection, self.request_worth());
         let queue = &mut st.parts[part];
-        if queue.waiting {
+        if queue.waiting || !may_send(queue, limit, full) {
             return;
         }
-        let Some(front) = queue.ready.front().filter(|f| may_send(queue.in_flight, limit, f)) else { return };
+        let Some(front) = queue.ready.front() else { return };
         let expiry = front.created + self.delivery_timeout();
         let leader = (front.not_before <= Instant::now()).then(|| self.router.leader(&queue.topic, queue.partition));
         queue.waiting = true;
@@ -1288,7 +1302,7 @@ impl Inner {
         let timeout = self.delivery_timeout();
         let max_in_flight = self.config.max_in_flight_requests_per_connection;
         let max_bytes = self.config.max_request_size;
-        let limit = self.partition_in_flight_max();
+        let full = self.request_worth();
         let idempotent = st.identity.is_some();
         let State { parts, leaders, stats, .. } = st;
         let mut requests = Vec::new();
@@ -1307,7 +1321,7 @@ impl Inner {
                         }
                     }
                     let Some(len) =
-                        pq.ready.front().filter(|b| may_send(pq.in_flight, limit, b)).map(|b| b.bytes.len())
+                        pq.ready.front().filter(|_| may_send(pq, max_in_flight, full)).map(|b| b.bytes.len())
                     else {
                         queue.sendable.pop_front();
                         pq.waiting = false;
@@ -1350,7 +1364,7 @@ impl Inner {
                             stats.batches += 1;
                         }
                         pq.in_flight += 1;
-                        if pq.ready.front().is_some_and(|b| may_send(pq.in_flight, limit, b) && b.not_before <= now) {
+                        if may_send(pq, max_in_flight, full) && pq.ready.front().is_some_and(|b| b.not_before <= now) {
                             again.push(part);
                         }
                         batches.push(Sent { part, topic: pq.topic.clone(), partition: pq.partition, batch });
@@ -1695,8 +1709,50 @@ impl<K: ?Sized, V: ?Sized> TypedProducer<K, V> {
 
 #[cfg(test)]
 mod tests {
-    use super::{now_ms, WallClock};
+    use super::{may_send, now_ms, PartitionQueue, ReadyBatch, WallClock};
+    use std::collections::VecDeque;
     use std::time::{Duration, Instant};
+
+    fn queue(in_flight: usize, ready: &[(usize, u32)]) -> PartitionQueue {
+        let batch = |&(bytes, attempts): &(usize, u32)| ReadyBatch {
+            bytes: vec![0; bytes],
+            sequence: None,
+            sent_alone: false,
+            slots: Vec::new(),
+            permits: Vec::new(),
+            created: Instant::now(),
+            attempts,
+            not_before: Instant::now(),
+            last_error: None,
+        };
+        PartitionQueue {
+            topic: "t".into(),
+            partition: 0,
+            open: None,
+            ready: ready.iter().map(batch).collect::<VecDeque<_>>(),
+            in_flight,
+            next_sequence: 0,
+            acked_through: None,
+            waiting: false,
+        }
+    }
+
+    /// A partition with nothing in flight sends; with some in flight, it sends more only
+    /// once its ready batches make a request's worth (up to max.in.flight), and a retry
+    /// only alone.
+    #[test]
+    fn a_partition_pipelines_only_what_fills_requests_and_retries_alone() {
+        const FULL: usize = 1000;
+        assert!(!may_send(&queue(0, &[]), 5, FULL), "nothing ready");
+        assert!(may_send(&queue(0, &[(10, 0)]), 5, FULL), "nothing in flight");
+        assert!(may_send(&queue(0, &[(10, 3)]), 5, FULL), "a retry with nothing in flight");
+        assert!(!may_send(&queue(1, &[(10, 0), (10, 0)]), 5, FULL), "small batches gather behind one in flight");
+        assert!(may_send(&queue(1, &[(600, 0), (400, 0)]), 5, FULL), "a request's worth ready");
+        assert!(may_send(&queue(4, &[(FULL, 0)]), 5, FULL), "below max.in.flight");
+        assert!(!may_send(&queue(5, &[(FULL, 0)]), 5, FULL), "at max.in.flight");
+        assert!(!may_send(&queue(1, &[(FULL, 1)]), 5, FULL), "a retry waits for the partition's batches in flight");
+        assert!(may_send(&queue(1, &[(1, 0)]), 5, 0), "batches of max.request.size are each a request's worth");
+    }
 
     /// A record's default timestamp from the wall clock kept per producer: within a few
     /// ms of the real wall clock, also across a rebase.

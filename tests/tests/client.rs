@@ -463,8 +463,9 @@ async fn an_idempotent_producer_goes_on_after_a_batch_it_gave_up_on() {
     }
 }
 
-/// The same without idempotence: a partition's next batch goes only after the previous one
-/// is resolved, so retries keep the order, but a batch the node stored and could not
+/// The same without idempotence and with max.in.flight 1 (as in Kafka's producer, more in
+/// flight without idempotence may reorder a retried batch): a partition's next batch goes
+/// only after the previous one is resolved, so retries keep the order, but a batch the node stored and could not
 /// acknowledge is stored again; removing those resends, the partition holds 0, 1, 2, ...
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_keeps_send_order_across_retries_when_the_node_is_killed_and_restarted() {
@@ -488,6 +489,7 @@ async fn send_order_across_a_kill(idempotent: bool) {
         request_timeout_ms: 2_000,
         batch_size: 1024,
         enable_idempotence: idempotent,
+        max_in_flight_requests_per_connection: if idempotent { 5 } else { 1 },
         ..producer_config(&node)
     };
     let producer = Producer::new(config).await.unwrap();
