@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use crate::config::FsyncPolicy;
 use crate::error::StorageError;
 use crate::segment::{segment_path, LOG_SUFFIX};
-use sluice_io::{self as io, align_down, align_up, File, Oneshot, SharedBuf};
+use sluice_io::{self as io, align_down, align_up, File, Oneshot, SharedBuf, ZEROS_BYTES_MAX};
 
 use super::files::{write_epochs, write_index_files, write_producer_snapshot};
 use super::shape::{advance_start, swap_segment, truncate};
@@ -393,10 +393,9 @@ async fn write_segment(
 /// Writes zeros over `from..to` (aligned), so that later writes there overwrite written
 /// extents: no extent conversion, no size change, no metadata to sync.
 async fn zero_fill(sh: &Shared, file: &File, from: u64, to: u64, written: &TailPage) -> std::io::Result<()> {
-    const CHUNK_BYTES: u64 = 1 << 20;
     let mut position = from;
     while position < to {
-        let zeros = SharedBuf::zeros((to - position).min(CHUNK_BYTES) as usize);
+        let zeros = SharedBuf::zeros((to - position).min(ZEROS_BYTES_MAX as u64) as usize);
         write_segment(sh, file, &zeros, position, written).await?;
         device().count_write(zeros.len() as u64, true);
         position += zeros.len() as u64;
