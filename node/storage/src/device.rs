@@ -227,8 +227,11 @@ impl Device {
     }
 
     /// `bytes` of the shard's read-ahead budget, all or nothing.
-    pub(crate) fn take_read_ahead(&self, bytes: u64) -> bool {
-        let max = self.limits.get().read_ahead_bytes_max;
+    /// Takes `bytes` of the read-ahead budget: up to all of it for a reader's `first`
+    /// window, up to half of it for windows further ahead.
+    pub(crate) fn take_read_ahead(&self, bytes: u64, first: bool) -> bool {
+        let all = self.limits.get().read_ahead_bytes_max;
+        let max = if first { all } else { all / 2 };
         let mut s = self.stats.borrow_mut();
         if s.read_ahead_bytes + bytes > max {
             return false;

@@ -125,9 +125,22 @@ fn sequential_readers_are_served_from_a_read_ahead() {
         let before = shard_stats();
         let mut offset = Offset(0);
         let mut stored = Vec::new();
+        let mut reads = 0;
         while offset < log.log_end_offset() {
+            reads += 1;
             let fetched = log.read(offset, 64 << 10).await.unwrap();
             assert!(!fetched.from_cache);
+            if reads == 2 {
+                // The second read continued the first: while the reader is away, windows
+                // are read on ahead of it, one after the other, up to four.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while shard_stats().read_ahead_bytes < 4 * (64 << 10) {
+                    assert!(std::time::Instant::now() < deadline, "windows ahead: {:?}", shard_stats());
+                    sluice_io::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                sluice_io::sleep(std::time::Duration::from_millis(20)).await;
+                assert_eq!(shard_stats().read_ahead_bytes, 4 * (64 << 10), "four windows at most");
+            }
             assert!(fetched.next_offset > offset, "progress at {offset}");
             stored.extend(fetched.to_vec());
             offset = fetched.next_offset;

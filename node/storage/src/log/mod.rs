@@ -310,7 +310,7 @@ impl PartitionLog {
             last_write_bytes: 0,
             reserve_held: 0,
             read_next: None,
-            read_ahead: None,
+            read_ahead: std::collections::VecDeque::new(),
             write_bytes_average: 0,
             clean_offset: Offset(0),
             epochs,

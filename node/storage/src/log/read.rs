@@ -2,7 +2,7 @@
 //! from disk), the offset for a timestamp, and waiting for new data. Readers see only
 //! written batches.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use sluice_schemas::batch::{check_batch, BatchWalker};
@@ -13,22 +13,34 @@ use crate::error::StorageError;
 use crate::segment::{segment_path, walk_batches, Step, WalkEnd, LOG_SUFFIX};
 use sluice_io::{File, IoBytes, WaitQueue};
 
+use super::state::Shared;
 use super::{Fetched, PartitionLog};
 
 /// The most a read ahead reads at once, and the least.
 const READ_AHEAD_BYTES_MAX: u64 = 8 << 20;
 const READ_AHEAD_BYTES_MIN: u64 = 64 << 10;
+/// Windows a sequential reader may have read ahead of it: the next starts as soon as
+/// the one before it is read, so the disk keeps reading while the reader is served,
+/// sends and asks again (one window at a time left the disk idle for each round trip:
+/// cold consume at half the disk's read bandwidth).
+const READ_AHEAD_WINDOWS: usize = 4;
 
 /// Segment bytes read ahead of a sequential reader: the bytes after where its last read
-/// ended, read while it works on what it got, from the shard's read-ahead budget (given
-/// back when this is dropped). A read for `offset` is served from here.
+/// ended (or after the window before this one), read while it works on what it got,
+/// from the shard's read-ahead budget (given back when this is dropped). A read for
+/// `offset` is served from here.
 pub(super) struct ReadAhead {
     file: Rc<File>,
     segment_base: Offset,
     position: u64,
     offset: Offset,
+    /// The bytes a read asked for when the chain began: each window's size.
+    len_wanted: u64,
     /// `None` while the read runs.
     window: RefCell<Option<Result<IoBytes, String>>>,
+    /// Once read: the segment byte and offset after its last whole batch, where the
+    /// next window starts (`None` while reading, or when it holds no whole batch).
+    end: Cell<Option<(u64, Offset)>>,
     done: WaitQueue,
     charge: u64,
 }
@@ -81,8 +93,11 @@ impl PartitionLog {
                 });
             }
             // A read ahead serves exactly the offset it was read for; any other read
-            // drops it (a reader that jumped, or another reader).
-            let ahead = st.read_ahead.take().filter(|ahead| ahead.offset == from);
+            // drops the windows (a reader that jumped, or another reader).
+            let ahead = st.read_ahead.pop_front().filter(|ahead| ahead.offset == from);
+            if ahead.is_none() {
+                st.read_ahead.clear();
+            }
             let sequential = st.read_next == Some(from);
             let i = st.segments.partition_point(|s| s.base <= from).saturating_sub(1);
             (log_start, log_end, i, ahead, sequential)
@@ -218,7 +233,8 @@ impl PartitionLog {
 
     /// After a read from disk or a read ahead that ended at byte `position` of segment
     /// `base` (offset `next`): for a sequential reader (this read began where the last
-    /// one ended) with more to read in this segment, starts reading the next window.
+    /// one ended) with more to read in this segment, keeps windows read ahead of it: the
+    /// ones already read on from here, or a first one starting here.
     #[allow(clippy::too_many_arguments)]
     fn after_read(
         &self,
@@ -233,29 +249,20 @@ impl PartitionLog {
         let mut st = self.shared.state.borrow_mut();
         st.read_next = Some(next);
         if !sequential || next >= log_end {
+            st.read_ahead.clear();
             return;
         }
-        let Some(written) = st.segments.iter().find(|s| s.base == base).map(|s| s.written_bytes) else { return };
-        let len = max_bytes.clamp(READ_AHEAD_BYTES_MIN, READ_AHEAD_BYTES_MAX).min(written.saturating_sub(position));
-        if len == 0 || !device().take_read_ahead(len) {
-            return;
+        if st.read_ahead.front().is_some_and(|ahead| ahead.offset != next) {
+            // The windows went on from where an earlier read would have ended.
+            st.read_ahead.clear();
         }
-        let ahead = Rc::new(ReadAhead {
-            file: file.clone(),
-            segment_base: base,
-            position,
-            offset: next,
-            window: RefCell::new(None),
-            done: WaitQueue::new(),
-            charge: len,
-        });
-        st.read_ahead = Some(ahead.clone());
-        drop(st);
-        sluice_io::spawn_detached(async move {
-            let read = ahead.file.read_at(ahead.position, len as usize).await.map_err(|e| e.to_string());
-            *ahead.window.borrow_mut() = Some(read);
-            ahead.done.notify_all();
-        });
+        match st.read_ahead.back().cloned() {
+            Some(last) => {
+                drop(st);
+                read_on(&self.shared, &last);
+            }
+            None => start_window(&self.shared, &mut st, file.clone(), base, position, next, max_bytes),
+        }
     }
 
     /// The file and byte range to walk in segment `i` to find `from`, or `None` past the
@@ -299,5 +306,68 @@ impl PartitionLog {
             }
         }
         Ok(None)
+    }
+}
+
+/// Starts reading the window at byte `position` (offset `offset`) of segment `base`,
+/// `len_wanted` bytes (within the read-ahead bounds and the segment's written bytes), as
+/// the last of the log's windows, if the shard's budget grants it: all of it for a
+/// reader's first window, only its first half for windows further ahead, so that one
+/// reader's windows leave room for other readers' first.
+fn start_window(
+    shared: &Rc<Shared>,
+    st: &mut super::state::State,
+    file: Rc<File>,
+    base: Offset,
+    position: u64,
+    offset: Offset,
+    len_wanted: u64,
+) {
+    if st.closed || st.dropped {
+        return;
+    }
+    let Some(written) = st.segments.iter().find(|s| s.base == base).map(|s| s.written_bytes) else { return };
+    let len = len_wanted.clamp(READ_AHEAD_BYTES_MIN, READ_AHEAD_BYTES_MAX).min(written.saturating_sub(position));
+    if len == 0 || !device().take_read_ahead(len, st.read_ahead.is_empty()) {
+        return;
+    }
+    let ahead = Rc::new(ReadAhead {
+        file,
+        segment_base: base,
+        position,
+        offset,
+        len_wanted,
+        window: RefCell::new(None),
+        end: Cell::new(None),
+        done: WaitQueue::new(),
+        charge: len,
+    });
+    st.read_ahead.push_back(ahead.clone());
+    let shared = shared.clone();
+    sluice_io::spawn_detached(async move {
+        let read = ahead.file.read_at(ahead.position, len as usize).await.map_err(|e| e.to_string());
+        if let Ok(window) = &read {
+            let mut end = None;
+            for item in BatchWalker::new(window) {
+                let Ok((at, header, batch)) = item else { break };
+                end = Some((ahead.position + (at + batch.len()) as u64, header.next_offset()));
+            }
+            ahead.end.set(end);
+        }
+        *ahead.window.borrow_mut() = Some(read);
+        ahead.done.notify_all();
+        read_on(&shared, &ahead);
+    });
+}
+
+/// Starts the window after `last` once `last` is read, if it is still the log's last
+/// window (no jump, truncation or reshaping dropped it) and fewer than
+/// `READ_AHEAD_WINDOWS` are ahead of the reader.
+fn read_on(shared: &Rc<Shared>, last: &Rc<ReadAhead>) {
+    let Some((position, offset)) = last.end.get() else { return };
+    let mut st = shared.state.borrow_mut();
+    let is_last = st.read_ahead.back().is_some_and(|back| Rc::ptr_eq(back, last));
+    if is_last && st.read_ahead.len() < READ_AHEAD_WINDOWS {
+        start_window(shared, &mut st, last.file.clone(), last.segment_base, position, offset, last.len_wanted);
     }
 }

@@ -135,8 +135,9 @@ pub(super) struct State {
     /// Where the last read from disk (or from a read-ahead) ended, as the offset a
     /// sequential reader asks for next.
     pub(super) read_next: Option<Offset>,
-    /// The segment bytes after that, being read or read, for a sequential reader.
-    pub(super) read_ahead: Option<std::rc::Rc<super::read::ReadAhead>>,
+    /// The segment bytes after that, being read or read, for a sequential reader: the
+    /// windows in segment order, each starting where the one before it ends.
+    pub(super) read_ahead: std::collections::VecDeque<std::rc::Rc<super::read::ReadAhead>>,
     /// The recent write size (an exponential moving average, 1/8 per write): whether
     /// this log's writes are small enough to zero-fill ahead of.
     pub(super) write_bytes_average: u64,
@@ -183,7 +184,7 @@ impl State {
 
     /// Drops the read ahead: the segments are about to change shape under it.
     pub(super) fn forget_read_ahead(&mut self) {
-        self.read_ahead = None;
+        self.read_ahead.clear();
         self.read_next = None;
     }
 
