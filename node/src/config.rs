@@ -61,7 +61,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --request-memory-bytes N  memory for request bodies per shard, reserved as they arrive
                             (default 268435456)
   --reserve-bytes N         disk space zero-filled ahead of small writes, for all partitions
-                            together (default 67108864): writes into it sync no metadata
+                            together (default: 1% of the data directory's file system, from
+                            64 MiB to 1 GiB): writes into it sync no metadata
   --storage-min-free-bytes N  produce is refused (KAFKA_STORAGE_ERROR naming the directory)
                             while the data directory's file system has less free (default:
                             5% of it, at most 1 GiB; 0 turns the guard off); logs that
@@ -138,8 +139,8 @@ pub struct NodeConfig {
     /// files limit, at most 1024).
     pub segment_files_max: Option<usize>,
     /// Bytes zero-filled ahead of the writes of all partitions together (divided among
-    /// the shards).
-    pub reserve_bytes_max: u64,
+    /// the shards); `None`: `shard::space::default_reserve` of the data directory.
+    pub reserve_bytes_max: Option<u64>,
     /// Memory for the caches of recently written batches of all partitions together
     /// (divided among the shards).
     pub cache_bytes_max: u64,
@@ -216,7 +217,7 @@ impl Default for NodeConfig {
             request_memory_bytes_max: 256 << 20,
             storage_min_free_bytes: None,
             segment_files_max: None,
-            reserve_bytes_max: 64 << 20,
+            reserve_bytes_max: None,
             cache_bytes_max: memory_bytes() / 8,
             read_ahead_bytes_max: 256 << 20,
             topic_defaults: LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() },
@@ -413,7 +414,7 @@ impl NodeConfig {
             "request-memory-bytes" => self.request_memory_bytes_max = number(key, value, 1 << 20, 1 << 40)?,
             "segment-files-max" => self.segment_files_max = Some(number(key, value, 1, 1 << 24)?),
             "storage-min-free-bytes" => self.storage_min_free_bytes = Some(number(key, value, 0, 1 << 50)?),
-            "reserve-bytes" => self.reserve_bytes_max = number(key, value, 0, 1 << 40)?,
+            "reserve-bytes" => self.reserve_bytes_max = Some(number(key, value, 0, 1 << 40)?),
             "cache-bytes" => self.cache_bytes_max = number(key, value, 0, 1 << 44)?,
             "read-ahead-bytes" => self.read_ahead_bytes_max = number(key, value, 0, 1 << 40)?,
             "spin-before-park-us" => self.spin_before_park_us = number(key, value, 0, 1_000_000)?,

@@ -154,8 +154,17 @@ impl Shard {
         let id = ShardId(senders.me() as u16);
         let shards = senders.members() as u16;
         // Node-wide storage limits, this shard's share, before any log opens here.
+        let reserve = config.reserve_bytes_max.unwrap_or_else(|| space::default_reserve(&config.data_dir));
+        if id.0 == 0 {
+            tracing::info!(
+                cache_bytes = config.cache_bytes_max,
+                reserve_bytes = reserve,
+                read_ahead_bytes = config.read_ahead_bytes_max,
+                "storage budgets (node-wide)"
+            );
+        }
         crate::storage::configure_shard(crate::storage::ShardLimits {
-            reserve_bytes_max: config.reserve_bytes_max / u64::from(shards.max(1)),
+            reserve_bytes_max: reserve / u64::from(shards.max(1)),
             cache_bytes_max: config.cache_bytes_max / u64::from(shards.max(1)),
             read_ahead_bytes_max: config.read_ahead_bytes_max / u64::from(shards.max(1)),
             segment_files_max: (descriptors::segment_files_max(&config) / usize::from(shards.max(1))).max(1),
