@@ -23,6 +23,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--kafka-listen HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N] [--max-connections N]
+                   [--max-connections-per-ip N] [--max-connections-per-ip-overrides IP:N,...]
                    [--request-memory-bytes N] [--reserve-bytes N] [--cache-bytes N]
                    [--storage-min-free-bytes N] [--segment-files-max N]
                    [--read-ahead-bytes N]
@@ -58,6 +59,11 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --max-connections N       client connections open at once, both protocols, all shards
                             (default: half the open-files limit); past it a new one is
                             closed at once (sluice_connections_refused_total)
+  --max-connections-per-ip N  client connections open at once from one IP address, node-wide
+                            (Kafka's max.connections.per.ip; default: no limit); past it a new
+                            one is closed at once (sluice_connections_refused_per_ip_total)
+  --max-connections-per-ip-overrides IP:N,...  per-address exceptions to it (Kafka's
+                            max.connections.per.ip.overrides, IP addresses only)
   --request-memory-bytes N  memory for request bodies per shard, reserved as they arrive
                             (default 268435456)
   --reserve-bytes N         disk space zero-filled ahead of small writes, for all partitions
@@ -130,6 +136,10 @@ pub struct NodeConfig {
     pub in_flight_per_connection_max: usize,
     /// Client connections open at once, node-wide (`None`: half the open-files limit).
     pub connections_max: Option<usize>,
+    /// Client connections open at once from one IP address, node-wide (`None`: no limit).
+    pub connections_per_ip_max: Option<u32>,
+    /// Per-address exceptions to `connections_per_ip_max`.
+    pub connections_per_ip_overrides: Vec<(std::net::IpAddr, u32)>,
     /// Bytes of request bodies held at once by one shard.
     pub request_memory_bytes_max: u64,
     /// Produce is refused while the data directory's file system has less free space
@@ -214,6 +224,8 @@ impl Default for NodeConfig {
             frame_bytes_max: 100 << 20,
             in_flight_per_connection_max: 64,
             connections_max: None,
+            connections_per_ip_max: None,
+            connections_per_ip_overrides: Vec::new(),
             request_memory_bytes_max: 256 << 20,
             storage_min_free_bytes: None,
             segment_files_max: None,
@@ -263,6 +275,21 @@ fn number<T: TryFrom<u64>>(key: &str, value: &str, min: u64, max: u64) -> Result
     parsed
         .and_then(|v| T::try_from(v).ok())
         .ok_or_else(|| format!("{key} = {value:?}: must be a whole number from {min} to {max}"))
+}
+
+/// `IP:N,IP:N` (an IPv6 address in brackets: `[::1]:N`); empty for none.
+fn ip_counts(key: &str, value: &str) -> Result<Vec<(std::net::IpAddr, u32)>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let bad = || format!("{key} = {value:?}: {item:?} is not IP:N (an IP address and a count)");
+            let (ip, count) = item.rsplit_once(':').ok_or_else(bad)?;
+            let ip = ip.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| bad())?;
+            Ok((ip, number(key, count, 0, 1 << 30)?))
+        })
+        .collect()
 }
 
 fn address(key: &str, value: &str) -> Result<SocketAddr, String> {
@@ -411,6 +438,8 @@ impl NodeConfig {
             "max-frame-bytes" => self.frame_bytes_max = number(key, value, 1024, 1 << 30)?,
             "max-in-flight" => self.in_flight_per_connection_max = number(key, value, 1, 4096)?,
             "max-connections" => self.connections_max = Some(number(key, value, 1, 1 << 30)?),
+            "max-connections-per-ip" => self.connections_per_ip_max = Some(number(key, value, 0, 1 << 30)?),
+            "max-connections-per-ip-overrides" => self.connections_per_ip_overrides = ip_counts(key, value)?,
             "request-memory-bytes" => self.request_memory_bytes_max = number(key, value, 1 << 20, 1 << 40)?,
             "segment-files-max" => self.segment_files_max = Some(number(key, value, 1, 1 << 24)?),
             "storage-min-free-bytes" => self.storage_min_free_bytes = Some(number(key, value, 0, 1 << 50)?),
@@ -603,6 +632,22 @@ mod tests {
         assert!(NodeConfig::from_args(&args("--bogus 1")).unwrap_err().contains("unknown setting"));
         assert!(NodeConfig::from_args(&args("--listen nowhere")).unwrap_err().contains("HOST:PORT"));
         assert!(matches!(NodeConfig::from_args(&args("--help")), Ok(Command::Help)));
+    }
+
+    #[test]
+    fn per_ip_connection_limits_and_overrides_parse_and_bad_ones_are_named() {
+        let cmd = NodeConfig::from_args(&args(
+            "--max-connections-per-ip 10 --max-connections-per-ip-overrides 127.0.0.2:3,[::1]:0",
+        ));
+        let Command::Run(c) = cmd.unwrap() else { panic!("help") };
+        assert_eq!(c.connections_per_ip_max, Some(10));
+        let expected: Vec<(std::net::IpAddr, u32)> =
+            vec![("127.0.0.2".parse().unwrap(), 3), ("::1".parse().unwrap(), 0)];
+        assert_eq!(c.connections_per_ip_overrides, expected);
+        let e = NodeConfig::from_args(&args("--max-connections-per-ip-overrides localhost:3")).unwrap_err();
+        assert!(e.contains("\"localhost:3\" is not IP:N"), "{e}");
+        let e = NodeConfig::from_args(&args("--max-connections-per-ip-overrides 127.0.0.2:many")).unwrap_err();
+        assert!(e.contains("many") && e.contains("whole number"), "{e}");
     }
 
     #[test]

@@ -90,6 +90,17 @@ pub struct Server {
     connections_max: u64,
 }
 
+impl Server {
+    /// The max-connections-per-ip limit for connections from `ip` (its override, or the
+    /// node's), `None` for none.
+    fn per_ip_limit(&self, ip: std::net::IpAddr) -> Option<u32> {
+        let config = &self.shard.config;
+        let ip = ip.to_canonical();
+        let exception = config.connections_per_ip_overrides.iter().find(|(address, _)| address.to_canonical() == ip);
+        exception.map(|&(_, limit)| limit).or(config.connections_per_ip_max)
+    }
+}
+
 /// A wire protocol served on a listener: how its frames are delimited, and how one
 /// request is handled. The connection loop (`serve`) is the same for every protocol:
 /// pipelined requests up to `max-in-flight`, answered in order, bodies within the
@@ -150,42 +161,98 @@ pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// `read_body`).
 pub const BODY_PREFIX_BYTES: usize = 16 << 10;
 
+/// Client connections open per IP address, node-wide (every shard's listeners of both
+/// protocols), counted only for addresses with a max-connections-per-ip limit. Taken and
+/// given back once per connection, off the request path.
+static OPEN_PER_IP: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A connection counted against its address's limit; dropping it gives the place back.
+struct IpSlot(std::net::IpAddr);
+
+impl IpSlot {
+    /// A place for one more connection from `ip`, unless `limit` are open already.
+    fn take(ip: std::net::IpAddr, limit: u32) -> Option<IpSlot> {
+        let mut open = OPEN_PER_IP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= limit {
+            if *count == 0 {
+                open.remove(&ip);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot(ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = OPEN_PER_IP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.0) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.0);
+            }
+        }
+    }
+}
+
 /// Accepts connections of one protocol, forever. Past the shard's share of
-/// max-connections a new connection is closed at once (counted, and logged now and then),
-/// so that hostile or runaway clients cannot take the descriptors the logs need.
+/// max-connections, or past max-connections-per-ip for the connection's address (node-
+/// wide), a new connection is closed at once (counted, and logged now and then), so that
+/// hostile or runaway clients cannot take the descriptors the logs need, nor one address
+/// every connection the node takes.
 pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener) {
     let server = protocol.server();
     loop {
-        match listener.accept().await {
-            Ok(stream) if server.shard.metrics.borrow().connections >= server.connections_max => {
-                let refused = {
-                    let mut metrics = server.shard.metrics.borrow_mut();
-                    metrics.connections_refused += 1;
-                    metrics.connections_refused
-                };
-                if refused.is_power_of_two() {
-                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    warn!(%peer, refused, "max-connections reached on this shard: closing a new connection");
-                }
-                drop(stream);
-            }
-            Ok(stream) => {
-                let protocol = protocol.clone();
-                let server = server.clone();
-                server.shard.metrics.borrow_mut().connections += 1;
-                crate::io::spawn_detached(async move {
-                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    debug!(%peer, shard = server.shard.id.0, "connection opened");
-                    connection(protocol, stream).await;
-                    server.shard.metrics.borrow_mut().connections -= 1;
-                    debug!(%peer, "connection closed");
-                });
-            }
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
             Err(e) => {
                 warn!("accept failed: {e}");
                 crate::io::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if server.shard.metrics.borrow().connections >= server.connections_max {
+            let refused = {
+                let mut metrics = server.shard.metrics.borrow_mut();
+                metrics.connections_refused += 1;
+                metrics.connections_refused
+            };
+            if refused.is_power_of_two() {
+                let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                warn!(%peer, refused, "max-connections reached on this shard: closing a new connection");
+            }
+            continue;
+        }
+        let ip = stream.peer_addr().ok().map(|a| a.ip());
+        let mut slot = None;
+        if let Some((ip, limit)) = ip.and_then(|ip| server.per_ip_limit(ip).map(|limit| (ip, limit))) {
+            slot = IpSlot::take(ip, limit);
+            if slot.is_none() {
+                let refused = {
+                    let mut metrics = server.shard.metrics.borrow_mut();
+                    metrics.connections_refused_per_ip += 1;
+                    metrics.connections_refused_per_ip
+                };
+                if refused.is_power_of_two() {
+                    warn!(%ip, limit, refused, "max-connections-per-ip reached for this address: closing a new connection");
+                }
+                continue;
             }
         }
+        let protocol = protocol.clone();
+        let server = server.clone();
+        server.shard.metrics.borrow_mut().connections += 1;
+        crate::io::spawn_detached(async move {
+            let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            debug!(%peer, shard = server.shard.id.0, "connection opened");
+            connection(protocol, stream).await;
+            server.shard.metrics.borrow_mut().connections -= 1;
+            drop(slot);
+            debug!(%peer, "connection closed");
+        });
     }
 }
 

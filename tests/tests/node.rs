@@ -575,6 +575,70 @@ fn connections_past_max_connections_are_closed_at_once_and_counted() {
     }
 }
 
+/// max-connections-per-ip (Kafka's max.connections.per.ip) counts node-wide, across both
+/// shards' listeners: with a limit of 3 and an override of 5 for 127.0.0.3, of 8
+/// connections from each of 127.0.0.2, 127.0.0.3 and 127.0.0.4 exactly 3, 5 and 3 are
+/// answered; the others are closed at once and counted
+/// (`sluice_connections_refused_per_ip_total`). Once 127.0.0.2's close, it is served again.
+#[test]
+fn connections_past_max_connections_per_ip_are_closed_at_once_per_address() {
+    use std::io::{Read, Write};
+    let (_tmp, data) = node_dir();
+    let metrics = free_loopback_addr();
+    let metrics_arg = metrics.to_string();
+    let args = [
+        "--max-connections-per-ip",
+        "3",
+        "--max-connections-per-ip-overrides",
+        "127.0.0.3:5",
+        "--metrics-listen",
+        metrics_arg.as_str(),
+    ];
+    let node = NodeProcess::start(&data, SHARDS, &args);
+    let mut builder = flatbuffers::FlatBufferBuilder::new();
+    let body = wire::ApiVersionsRequest::create(&mut builder, &wire::ApiVersionsRequestArgs {});
+    let request = wire::frame(
+        wire::finish_request(&mut builder, 1, 0, None, RequestBody::ApiVersionsRequest, body.as_union_value()),
+        &[],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Whether the node answers a request on a new connection from `source` (kept open
+    // when it does).
+    let try_from = |source: [u8; 4]| -> Option<std::net::TcpStream> {
+        let stream = runtime.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().ok()?;
+            socket.bind(SocketAddr::from((source, 0))).ok()?;
+            let connect = socket.connect(node.addr());
+            tokio::time::timeout(Duration::from_secs(5), connect).await.ok()?.ok()?.into_std().ok()
+        })?;
+        stream.set_nonblocking(false).ok()?;
+        let mut stream = stream;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream.write_all(&request).ok()?;
+        let mut first = [0u8; 1];
+        matches!(stream.read(&mut first), Ok(1)).then_some(stream)
+    };
+    let mut open = Vec::new();
+    for (source, limit) in [([127, 0, 0, 2], 3), ([127, 0, 0, 3], 5), ([127, 0, 0, 4], 3)] {
+        let outcomes: Vec<Option<std::net::TcpStream>> = (0..8).map(|_| try_from(source)).collect();
+        let served: Vec<std::net::TcpStream> = outcomes.into_iter().flatten().collect();
+        assert_eq!(served.len(), limit, "connections served from {source:?} with a limit of {limit}");
+        open.push(served);
+    }
+    let scrape = scrape_metrics(metrics);
+    assert_eq!(metric_value(&scrape, "sluice_connections"), Some(11), "{scrape}");
+    assert_eq!(metric_value(&scrape, "sluice_connections_refused_per_ip_total"), Some(13), "{scrape}");
+    assert_eq!(metric_value(&scrape, "sluice_connections_refused_total"), Some(0), "{scrape}");
+    drop(open.remove(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_value(&scrape_metrics(metrics), "sluice_connections") != Some(8) {
+        assert!(Instant::now() < deadline, "127.0.0.2's connections still counted open 10 s after they closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(try_from([127, 0, 0, 2]).is_some(), "127.0.0.2 is served again once its connections closed");
+    assert!(try_from([127, 0, 0, 4]).is_none(), "127.0.0.4 is still at its limit");
+}
+
 /// The node raises its soft limit on open files to the hard limit at start (it needs a
 /// descriptor per segment and index file and per connection) and says so in its log:
 /// started at a soft limit of 256, it runs at the hard limit.

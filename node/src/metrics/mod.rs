@@ -95,6 +95,8 @@ pub struct Metrics {
     pub connections: u64,
     /// New connections closed at once: max-connections was reached.
     pub connections_refused: u64,
+    /// New connections closed at once: max-connections-per-ip was reached for their address.
+    pub connections_refused_per_ip: u64,
     /// Requests refused from their frame header (too large, inconsistent sizes).
     pub requests_refused_frame: u64,
     /// Request bodies that did not arrive within the body deadline.
@@ -138,6 +140,7 @@ impl Default for Metrics {
             cross_shard_calls: 0,
             connections: 0,
             connections_refused: 0,
+            connections_refused_per_ip: 0,
             requests_refused_frame: 0,
             requests_refused_body_timeout: 0,
             requests_refused_malformed: 0,
@@ -184,6 +187,7 @@ impl Metrics {
         self.cross_shard_calls += other.cross_shard_calls;
         self.connections += other.connections;
         self.connections_refused += other.connections_refused;
+        self.connections_refused_per_ip += other.connections_refused_per_ip;
         self.requests_refused_frame += other.requests_refused_frame;
         self.requests_refused_body_timeout += other.requests_refused_body_timeout;
         self.requests_refused_malformed += other.requests_refused_malformed;
@@ -270,6 +274,11 @@ impl Metrics {
             "# HELP sluice_connections_refused_total New connections closed at once because max-connections was reached.\n# TYPE sluice_connections_refused_total counter"
         );
         let _ = writeln!(out, "sluice_connections_refused_total {}", self.connections_refused);
+        let _ = writeln!(
+            out,
+            "# HELP sluice_connections_refused_per_ip_total New connections closed at once because max-connections-per-ip was reached for their address.\n# TYPE sluice_connections_refused_per_ip_total counter"
+        );
+        let _ = writeln!(out, "sluice_connections_refused_per_ip_total {}", self.connections_refused_per_ip);
         let _ = writeln!(
             out,
             "# HELP sluice_requests_refused_total Requests refused and their connections closed, by reason.\n# TYPE sluice_requests_refused_total counter"
