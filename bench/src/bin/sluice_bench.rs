@@ -57,7 +57,7 @@ common flags:
   --metrics HOST:PORT     the node's metrics endpoint: report bytes copied per byte fetched
 produce / e2e:
   --producers N (1)  --acks 0|1|all (1)  --compression none|gzip|snappy|lz4|zstd
-  --idempotence on|off (on; applies with --acks all: up to 5 batches in flight per partition)
+  --idempotence on|off (on; applies with --acks all: retries keep each partition's order)
   --transaction-records N (0: none) each producer is transactional and commits every N
                      records (needs --acks all); reports commit latency
   --batch-bytes N (16384)  --linger-ms N (5)  --rate R records/s, 0 = max (0; e2e: 10000)
