@@ -51,6 +51,8 @@ pub const FETCH_WAIT: Duration = Duration::from_millis(200);
 /// Batch bytes in one fetch answer (at least one whole batch is always sent).
 pub const FETCH_BYTES_MAX: u64 = 4 << 20;
 /// How long an acks=all produce waits for the ISR before it times out.
+/// The longest a follower's fetch waits for the log to store what the fetch says it holds.
+const STORED_WAIT: Duration = Duration::from_secs(5);
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a host finds the logs of the partitions it replicates (the shard).
@@ -588,8 +590,51 @@ impl ReplicaHost {
         wire::encode_parts(&reply(FetchResult::Entries { entries, high_watermark }), &parts)
     }
 
+    /// A follower's fetch tells its leader that everything below `fetch_offset` is stored
+    /// here, and the leader counts it toward the high watermark and the ISR. The replica's
+    /// view can run ahead of the log: a leader's appends are counted when the log gives
+    /// them offsets, before they are written, and this node may become a follower with
+    /// some still in flight. Such a fetch waits until the log holds everything below its
+    /// offset; if the log fails first (a full disk) or the writes do not complete within
+    /// `STORED_WAIT`, it is not sent, and the replica starts again from what the log holds.
+    fn fetch_once_stored(
+        self: &Rc<Self>,
+        envelope: Envelope,
+        id: ClusterPartitionId,
+        offset: Offset,
+        log: Rc<PartitionLog>,
+    ) {
+        let host = self.clone();
+        io::spawn_detached(async move {
+            let _ = io::timeout(STORED_WAIT, log.wait_for_data(Offset(offset.0 - 1))).await;
+            let current = host.log_of(id).is_some_and(|now| Rc::ptr_eq(&now, &log));
+            if !current {
+                return; // The log was reopened, and the replica rebuilt with it.
+            }
+            if log.log_end_offset() >= offset && log.failure().is_none() {
+                host.send(envelope);
+                return;
+            }
+            warn!(
+                "partition {id}: not fetching from {offset}: the log holds up to {} ({}); rebuilding its replica \
+                 from its log",
+                log.log_end_offset(),
+                log.failure().unwrap_or_else(|| format!("writes not done within {STORED_WAIT:?}"))
+            );
+            host.rebuild(id);
+        });
+    }
+
     /// Sends an envelope; a follower's fetches go through `queue_out`.
     fn send(self: &Rc<Self>, envelope: Envelope) {
+        if let Message::Fetch { partition, fetch_offset, .. } = envelope.message {
+            if let Some(log) = self.log_of(partition) {
+                if fetch_offset > log.log_end_offset() {
+                    self.fetch_once_stored(envelope, partition, fetch_offset, log);
+                    return;
+                }
+            }
+        }
         let (Message::Fetch { .. }, Endpoint::Node(leader)) = (&envelope.message, envelope.to) else {
             self.send_now(&envelope, &[]);
             return;
