@@ -11,8 +11,10 @@
 //! its native protocol, for the node's integration tests (tests/node.rs). `json` reads
 //! what the Kafka client scripts (tests/kafka, run by tests/kafka.rs) print, and `streaming`
 //! runs such a script in the background and reads its lines as they come. `kafka_wire`
-//! sends raw Kafka requests on a plain socket.
+//! sends raw Kafka requests on a plain socket. `faults` fills a small file system and cuts
+//! links between nodes, for the disk-full and chaos tests.
 
+pub mod faults;
 pub mod json;
 pub mod kafka_wire;
 pub mod node_client;

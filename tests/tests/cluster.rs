@@ -26,6 +26,7 @@ use sluice_client::{Admin, NewTopic};
 use sluice_node::storage::{LogConfig, PartitionLog};
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::Offset;
+use sluice_tests::faults::{Link, LoopFs};
 use sluice_tests::node_client::{free_loopback_addr, NodeProcess};
 use sluice_tests::streaming::Streaming;
 use tempfile::TempDir;
@@ -38,12 +39,48 @@ const POLL: Duration = Duration::from_millis(50);
 /// Fast failure detection, so ten failovers fit in a test.
 const NODE_FLAGS: &[&str] = &["--session-timeout-ms", "1000", "--replica-lag-time-max-ms", "3000"];
 
-/// A cluster of `NODES` node processes (each a voter), data under one temporary directory.
+/// A cluster of `NODES` node processes (each a voter), data under one temporary directory
+/// (or, for the chaos test, each node's on its own small file system).
 struct Cluster {
     // Fields drop in order: the nodes (printing their logs if the test failed) before
-    // the directory holding those logs.
+    // the links they dial through, the file systems they write and the directory
+    // holding their logs.
     nodes: Vec<NodeProcess>,
+    /// With `Faults`: `links[i][j]` carries node i+1's cluster traffic to node j+1.
+    links: Vec<Vec<Option<Link>>>,
+    /// With `Faults`: node i+1's data directory is `disks[i].mount`.
+    disks: Vec<LoopFs>,
     dir: TempDir,
+}
+
+/// Whether a cluster is started so that the test can cut links and fill disks.
+#[derive(Clone, Copy, PartialEq)]
+enum Faults {
+    Processes,
+    /// Processes, and each node's cluster traffic to each other node through its own
+    /// `Link`, and each node's data on its own `LoopFs`.
+    ProcessesLinksAndDisks,
+}
+
+/// Each node's file system in the chaos test: room for what a long run writes.
+const CHAOS_DISK_BYTES: u64 = 512 << 20;
+
+impl Drop for Cluster {
+    /// A failed test (or any, with `SLUICE_KEEP_LOGS` set) keeps every node's whole log
+    /// (the nodes print only their last lines), before the temporary directories go.
+    fn drop(&mut self) {
+        if !std::thread::panicking() && std::env::var_os("SLUICE_KEEP_LOGS").is_none() {
+            return;
+        }
+        let keep = std::env::temp_dir().join(format!("sluice-failed-cluster-{}", std::process::id()));
+        if std::fs::create_dir_all(&keep).is_err() {
+            return;
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let _ = std::fs::write(keep.join(format!("node-{}.log", i + 1)), node.log());
+        }
+        eprintln!("the nodes' whole logs are kept in {}", keep.display());
+    }
 }
 
 impl Cluster {
@@ -56,11 +93,15 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let args: Vec<&str> = ["--node-id", "1"].iter().chain(NODE_FLAGS).copied().collect();
         let node = NodeProcess::start_with_kafka(&Cluster::data_of(dir.path(), 1), SHARDS, &args);
-        Cluster { nodes: vec![node], dir }
+        Cluster { nodes: vec![node], links: Vec::new(), disks: Vec::new(), dir }
     }
 
     /// `count` nodes, each started with `extra` flags too.
     fn start_with(count: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_for(count, extra, Faults::Processes)
+    }
+
+    fn start_for(count: usize, extra: &[&str], faults: Faults) -> Cluster {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let mut addresses: Vec<SocketAddr> = Vec::new();
         while addresses.len() < 3 * count {
@@ -71,20 +112,57 @@ impl Cluster {
         }
         let (native, rest) = addresses.split_at(count);
         let (cluster, kafka) = rest.split_at(count);
-        let peers: Vec<String> =
-            (0..count).map(|i| format!("--peer={}={},{},{}", i + 1, native[i], cluster[i], kafka[i])).collect();
+        let with_faults = faults == Faults::ProcessesLinksAndDisks;
+        let links: Vec<Vec<Option<Link>>> = if with_faults {
+            (0..count).map(|i| (0..count).map(|j| (i != j).then(|| Link::new(cluster[j]))).collect()).collect()
+        } else {
+            Vec::new()
+        };
+        let disks: Vec<LoopFs> =
+            if with_faults { (0..count).map(|_| LoopFs::new(CHAOS_DISK_BYTES)).collect() } else { Vec::new() };
         let nodes = (0..count)
             .map(|i| {
                 let id = (i + 1).to_string();
-                let kafka = kafka[i].to_string();
-                let mut args: Vec<&str> = vec!["--node-id", &id, "--kafka-listen", &kafka];
+                let kafka_arg = kafka[i].to_string();
+                // Node i dials node j at j's cluster address, or through links[i][j].
+                let peers: Vec<String> = (0..count)
+                    .map(|j| {
+                        let via = links.get(i).and_then(|l| l[j].as_ref()).map_or(cluster[j], Link::addr);
+                        format!("--peer={}={},{},{}", j + 1, native[j], via, kafka[j])
+                    })
+                    .collect();
+                let mut args: Vec<&str> = vec!["--node-id", &id, "--kafka-listen", &kafka_arg];
                 args.extend(NODE_FLAGS);
                 args.extend(extra);
                 args.extend(peers.iter().map(String::as_str));
-                NodeProcess::start_at(native[i], &Cluster::data_of(dir.path(), i + 1), SHARDS, &args)
+                let data = disks.get(i).map_or_else(|| Cluster::data_of(dir.path(), i + 1), |d| d.mount.clone());
+                NodeProcess::start_at(native[i], &data, SHARDS, &args)
             })
             .collect();
-        Cluster { nodes, dir }
+        Cluster { nodes, links, disks, dir }
+    }
+
+    /// Node `node`'s data directory.
+    fn data_dir(&self, node: usize) -> PathBuf {
+        self.disks.get(node - 1).map_or_else(|| Cluster::data_of(self.dir.path(), node), |d| d.mount.clone())
+    }
+
+    /// Cuts (or heals) node `node`'s cluster links: those it dials others through when
+    /// `outbound`, and those others dial it through when `inbound`.
+    fn set_links(&self, node: u32, outbound: bool, inbound: bool, cut: bool) {
+        let n = node as usize - 1;
+        for (i, from) in self.links.iter().enumerate() {
+            for (j, link) in from.iter().enumerate() {
+                let Some(link) = link else { continue };
+                if (outbound && i == n) || (inbound && j == n) {
+                    if cut {
+                        link.cut();
+                    } else {
+                        link.heal();
+                    }
+                }
+            }
+        }
     }
 
     fn data_of(dir: &Path, node: usize) -> PathBuf {
@@ -1444,26 +1522,35 @@ async fn consume_until(bootstrap: Vec<String>, topic: &str, stop: Arc<AtomicBool
 
 /// Chaos, as Jepsen's queue workload: a 3-node cluster (replication factor 3,
 /// min.insync.replicas 2) under an idempotent acks=all confluent-kafka producer and a
-/// consumer group, while a seeded nemesis kills one node or two with kill -9 (restarting
-/// them after a few seconds) or freezes one with SIGSTOP for 3 to 15 s, over and over.
+/// consumer group, while a seeded nemesis, over and over: kills one node or two with
+/// kill -9 (restarting them after a few seconds); freezes one with SIGSTOP for 3 to 15 s;
+/// partitions one from the others for 3 to 15 s (its cluster links, which carry the
+/// controller quorum and replication, cut both ways), or cuts only what it sends; or
+/// fills one node's disk (each node's data is on its own loop-mounted 512 MiB file
+/// system) to the last block for 3 to 10 s.
 /// The checkers: no acknowledged record lost (each at its acknowledged offset), none
 /// stored twice, offsets dense below the high watermark, no consumer given a record below
 /// what its group had committed (going back), no consumer given a record that is not in
 /// the log at that offset afterwards (a read of uncommitted data), and every acknowledged
 /// record consumed. It prints its seed, the faults it injected and what it checked.
-/// `SLUICE_CHAOS_SECONDS` (default 60) and `SLUICE_CHAOS_SEED` set the run; the long run
-/// is `SLUICE_CHAOS_SECONDS=1800 cargo test -p sluice-tests --test cluster chaos`.
+/// `SLUICE_CHAOS_SECONDS` (default 60) and `SLUICE_CHAOS_SEED` set the run, and
+/// `SLUICE_CHAOS_FAULTS` (e.g. `3,5`) limits the faults to those kinds; the long run is
+/// `SLUICE_CHAOS_SECONDS=1800 cargo test -p sluice-tests --test cluster chaos`.
 #[test]
-fn chaos_kills_and_pauses_lose_no_acknowledged_record_and_store_none_twice() {
+fn chaos_kills_pauses_partitions_and_full_disks_lose_no_acknowledged_record_and_store_none_twice() {
     const TOPIC: &str = "chaos";
     const PARTITIONS: u32 = 3;
     let seconds: u64 = std::env::var("SLUICE_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let seed: u64 = std::env::var("SLUICE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
     });
+    // SLUICE_CHAOS_FAULTS=3,5 injects only those kinds (see the match below).
+    let only_faults: Option<Vec<u64>> = std::env::var("SLUICE_CHAOS_FAULTS")
+        .ok()
+        .map(|s| s.split(',').map(|k| k.trim().parse().expect("SLUICE_CHAOS_FAULTS: fault kinds 0 to 5")).collect());
     eprintln!("chaos: seed {seed}, {seconds} s (SLUICE_CHAOS_SEED={seed} repeats the nemesis' choices)");
     let mut rng = Rng(seed);
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::start_for(NODES, &[], Faults::ProcessesLinksAndDisks);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
     let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
@@ -1494,7 +1581,10 @@ fn chaos_kills_and_pauses_lose_no_acknowledged_record_and_store_none_twice() {
         std::thread::sleep(Duration::from_millis(rng.between(1_000, 3_000)));
         let first = rng.between(1, NODES as u64) as u32;
         let started = Instant::now();
-        let kind = rng.between(0, 2);
+        let mut kind = rng.between(0, 5);
+        if let Some(only) = &only_faults {
+            kind = only[kind as usize % only.len()];
+        }
         eprintln!("chaos: fault {kind} on node {first} at {:?}", end.saturating_duration_since(started));
         match kind {
             0 => {
@@ -1512,11 +1602,30 @@ fn chaos_kills_and_pauses_lose_no_acknowledged_record_and_store_none_twice() {
                 cluster.node(second).restart();
                 *faults.entry("kill two nodes").or_default() += 1;
             }
-            _ => {
+            2 => {
                 cluster.node(first).pause();
                 std::thread::sleep(Duration::from_millis(rng.between(3_000, 15_000)));
                 cluster.node(first).resume();
                 *faults.entry("pause one node (SIGSTOP)").or_default() += 1;
+            }
+            3 | 4 => {
+                // Kind 3 cuts the node off both ways; kind 4 only what it sends, so it
+                // hears the others (a controller's heartbeats, a leader's fetches' answers)
+                // but cannot answer them.
+                let both = kind == 3;
+                cluster.set_links(first, true, both, true);
+                std::thread::sleep(Duration::from_millis(rng.between(3_000, 15_000)));
+                cluster.set_links(first, true, both, false);
+                let what = if both { "partition one node from the others" } else { "cut one node's outbound links" };
+                *faults.entry(what).or_default() += 1;
+            }
+            _ => {
+                let disk = &cluster.disks[first as usize - 1];
+                let taken = disk.fill(0);
+                eprintln!("chaos: filled node {first}'s disk ({} MiB taken)", taken >> 20);
+                std::thread::sleep(Duration::from_millis(rng.between(3_000, 10_000)));
+                disk.unfill();
+                *faults.entry("fill one node's disk").or_default() += 1;
             }
         }
         runtime.block_on(wait_for_full_isr(&admin, TOPIC));
@@ -1570,7 +1679,7 @@ fn chaos_kills_and_pauses_lose_no_acknowledged_record_and_store_none_twice() {
     let mut stored: BTreeMap<u32, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
     let mut seen_values: BTreeMap<Vec<u8>, (u32, u64)> = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let dir = Cluster::data_of(cluster.dir.path(), 1).join(format!("{TOPIC}-{p}"));
+        let dir = cluster.data_dir(1).join(format!("{TOPIC}-{p}"));
         let batches = stored_batches(&dir, high_watermarks[p as usize]);
         let identity = |offset: u64| {
             batches.iter().rev().find(|(base, _)| *base <= offset).map(|(base, bytes)| {

@@ -20,13 +20,14 @@
 //! path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::records::{BatchBuilder, BatchConfig};
 use sluice_schemas::wire::ErrorCode;
+use sluice_tests::faults::LoopFs;
 use sluice_tests::node_client::{
     cli_binary, free_loopback_addr, metric_value, run_command, scrape_metrics, Client, NodeProcess,
 };
@@ -44,59 +45,6 @@ const PRODUCE_DEADLINE: Duration = Duration::from_secs(120);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 const FETCH_BYTES: u32 = 4 << 20;
 const FETCH_ROUNDS_MAX: usize = 10_000;
-
-/// A loop-mounted ext4 file system in a temporary directory, unmounted when dropped.
-struct LoopFs {
-    _tmp: tempfile::TempDir,
-    mount: PathBuf,
-}
-
-fn run(program: &str, args: &[&str]) {
-    let mut command = Command::new(program);
-    command.args(args);
-    let out = run_command(command, b"", COMMAND_TIMEOUT);
-    assert_eq!(
-        out.code,
-        Some(0),
-        "`{program} {}` failed: {}{}\nThis test needs root and loop devices (it loop-mounts a small ext4 image).",
-        args.join(" "),
-        out.stdout,
-        out.stderr
-    );
-}
-
-impl LoopFs {
-    fn new(bytes: u64) -> LoopFs {
-        let tmp = tempfile::tempdir().expect("temporary directory");
-        let image = tmp.path().join("disk.img");
-        std::fs::File::create(&image).and_then(|f| f.set_len(bytes)).expect("creating the image file");
-        let mount = tmp.path().join("mnt");
-        std::fs::create_dir(&mount).expect("creating the mount point");
-        let (image_arg, mount_arg) = (image.to_str().expect("utf-8 path"), mount.to_str().expect("utf-8 path"));
-        run("mkfs.ext4", &["-q", "-F", "-m", "0", image_arg]);
-        run("mount", &["-o", "loop", image_arg, mount_arg]);
-        let fs = LoopFs { _tmp: tmp, mount };
-        // The node's data directory is the file system's root: fsck's directory goes.
-        std::fs::remove_dir(fs.mount.join("lost+found")).expect("removing lost+found");
-        fs
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        // The node is stopped before this (it is declared after the file system).
-        let mount = self.mount.to_str().unwrap_or_default();
-        for _ in 0..50 {
-            let done = Command::new("umount").arg(mount).status().is_ok_and(|s| s.success());
-            if done {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // Busy: detach it lazily rather than leave it mounted.
-        let _ = Command::new("umount").args(["-l", mount]).status();
-    }
-}
 
 /// A batch of `records` records with keys `{tag}-{i}` and values of `value_bytes` bytes.
 fn batch(tag: &str, records: u32, value_bytes: usize) -> Vec<u8> {
