@@ -1192,3 +1192,222 @@ fn a_thousand_partitions_written_at_once_keep_every_acknowledged_batch_through_k
         }
     }
 }
+
+/// Kafka APIs a fuzzed frame is not sent as (it is sent as ApiVersions instead): those
+/// that create, delete or reshape topics, whose files and memory would stay by design.
+const KAFKA_APIS_NOT_FUZZED: [i16; 8] = [19, 20, 21, 33, 37, 44, 45, 60];
+
+/// The inputs of a committed fuzzing corpus (`fuzz/corpus/NAME`), up to 64 KiB each.
+fn fuzz_corpus(name: &str) -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("fuzz").join("corpus").join(name);
+    let mut inputs: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .filter(|(_, bytes)| !bytes.is_empty() && bytes.len() <= 64 << 10)
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 100, "{}: {} inputs", dir.display(), inputs.len());
+    inputs.into_iter().map(|(_, bytes)| bytes).collect()
+}
+
+/// A seeded generator (xorshift64*) for the fuzzing clients.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// A corpus input changed as libFuzzer would: bytes overwritten, cut short, random bytes
+/// inserted, or left as it is.
+fn mutated(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut bytes = seed.to_vec();
+    match rng.below(4) {
+        0 => {
+            for _ in 0..=rng.below(8) {
+                let at = rng.below(bytes.len());
+                bytes[at] = rng.next() as u8;
+            }
+        }
+        1 => bytes.truncate(rng.below(bytes.len() + 1)),
+        2 => {
+            let at = rng.below(bytes.len() + 1);
+            let extra: Vec<u8> = (0..=rng.below(64)).map(|_| rng.next() as u8).collect();
+            bytes.splice(at..at, extra);
+        }
+        _ => {}
+    }
+    bytes
+}
+
+/// The node's open descriptors: (sockets, all).
+fn open_descriptors(pid: u32) -> (usize, usize) {
+    let mut sockets = 0;
+    let mut all = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the node's /proc fd directory").flatten() {
+        all += 1;
+        if std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")) {
+            sockets += 1;
+        }
+    }
+    (sockets, all)
+}
+
+/// The node's resident memory (VmRSS), in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the node's /proc status");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc status");
+    kib * 1024
+}
+
+/// One fuzzing client: connects, sends 1 to 16 mutated corpus inputs (Kafka ones framed
+/// with their length, or now and then a false one; native ones are whole frames), reads
+/// whatever comes back, then goes away: abruptly, after a clean half-close, or in the
+/// middle of a frame. Returns the frames it sent.
+fn fuzzing_client(rng: &mut Rng, addr: SocketAddr, seeds: &[Vec<u8>], kafka: bool) -> usize {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return 0 };
+    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = s.set_read_timeout(Some(Duration::from_millis(5)));
+    let mut sent = 0;
+    let mut answers = vec![0u8; 64 << 10];
+    for _ in 0..=rng.below(16) {
+        let pick = rng.below(seeds.len());
+        let mut body = mutated(rng, &seeds[pick]);
+        let frame = if kafka {
+            if body.len() >= 2 && KAFKA_APIS_NOT_FUZZED.contains(&i16::from_be_bytes([body[0], body[1]])) {
+                body[..2].copy_from_slice(&18i16.to_be_bytes());
+            }
+            let len = if rng.below(8) == 0 { rng.next() as u32 } else { body.len() as u32 };
+            [len.to_be_bytes().as_slice(), &body].concat()
+        } else {
+            body
+        };
+        if s.write_all(&frame).is_err() {
+            break;
+        }
+        sent += 1;
+        while matches!(s.read(&mut answers), Ok(n) if n > 0) {}
+    }
+    match rng.below(3) {
+        0 => {}
+        1 => {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+            while matches!(s.read(&mut answers), Ok(n) if n > 0) {}
+        }
+        _ => {
+            let _ = s.write_all(&[0, 0, 0x40, 0, 0, 1, 2]);
+        }
+    }
+    sent
+}
+
+/// Fuzzed traffic from thousands of clients leaves nothing behind (issue 19): mutated
+/// inputs of the committed fuzzing corpora (Kafka requests, native frames, JoinGroups
+/// among them) from 6,000 connections on both listeners, each ending abruptly, cleanly or
+/// mid-frame. Once they are gone, the node's sockets and descriptors return to what they
+/// were before (read from /proc), its resident memory to within 32 MiB of it, the stored
+/// records are byte for byte as produced, and the node takes new writes.
+#[test]
+fn fuzzed_traffic_from_many_clients_leaves_no_descriptor_or_memory_behind() {
+    const CONNECTIONS: usize = 6_000;
+    const THREADS: usize = 8;
+    const RESIDENT_SLACK: u64 = 32 << 20;
+    const SETTLE: Duration = Duration::from_secs(60);
+    let (_tmp, data) = node_dir();
+    let node = NodeProcess::start_with_kafka(&data, SHARDS, &["--auto-create-topics", "false"]);
+    let mut client = node.client();
+    create(&mut client, "kept-exact", 2, &[]);
+    let stored = [batch("kept-0", 8, 200, 1_000), batch("kept-1", 8, 200, 1_000)];
+    for p in 0..2u32 {
+        assert_eq!(client.produce("kept-exact", p, &stored[p as usize], 1).error, ErrorCode::None);
+    }
+    let kafka_seeds = fuzz_corpus("kafka_request");
+    let native_seeds = fuzz_corpus("native_frame");
+    let pid = node.pid();
+    std::thread::sleep(Duration::from_secs(1));
+    let (sockets_before, descriptors_before) = open_descriptors(pid);
+    let resident_before = resident_bytes(pid);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("fuzzing clients: seed {seed}");
+    let (native, kafka) = (node.addr(), node.kafka_addr().expect("a Kafka listener"));
+    let started = Instant::now();
+    let frames: Vec<(usize, usize)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (kafka_seeds, native_seeds) = (&kafka_seeds, &native_seeds);
+                scope.spawn(move || {
+                    let mut rng = Rng(seed ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    let (mut to_kafka, mut to_native) = (0, 0);
+                    for c in 0..CONNECTIONS / THREADS {
+                        if c % 2 == 0 {
+                            to_kafka += fuzzing_client(&mut rng, kafka, kafka_seeds, true);
+                        } else {
+                            to_native += fuzzing_client(&mut rng, native, native_seeds, false);
+                        }
+                    }
+                    (to_kafka, to_native)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let (to_kafka, to_native) = frames.iter().fold((0, 0), |(a, b), (k, n)| (a + k, b + n));
+    let peak = resident_bytes(pid);
+    eprintln!(
+        "fuzzing clients: {to_kafka} Kafka and {to_native} native frames over {CONNECTIONS} connections in {:?}; \
+         resident {} MiB before, {} MiB after",
+        started.elapsed(),
+        resident_before >> 20,
+        peak >> 20
+    );
+    // Topics a native frame created (unlikely, but its bytes may say so) go, with their files.
+    let mut client = node.client();
+    for topic in client.metadata(None) {
+        if topic.name != "kept-exact" && !topic.name.starts_with("__") {
+            assert_eq!(client.delete_topic(&topic.name).error, ErrorCode::None, "deleting {}", topic.name);
+        }
+    }
+    drop(client);
+    let deadline = Instant::now() + SETTLE;
+    let settled = loop {
+        let ((sockets, descriptors), resident) = (open_descriptors(pid), resident_bytes(pid));
+        let done = sockets <= sockets_before
+            && descriptors <= descriptors_before
+            && resident <= resident_before + RESIDENT_SLACK;
+        if done || Instant::now() >= deadline {
+            break (sockets, descriptors, resident, done);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (sockets, descriptors, resident, done) = settled;
+    eprintln!(
+        "fuzzing clients gone: sockets {sockets_before} -> {sockets}, descriptors {descriptors_before} -> \
+         {descriptors}, resident {} -> {} MiB, {:?} after the traffic",
+        resident_before >> 20,
+        resident >> 20,
+        started.elapsed()
+    );
+    assert!(done, "the node did not return to its starting level within {SETTLE:?} of the clients leaving");
+    let mut client = node.client();
+    for p in 0..2u32 {
+        let what = format!("kept-exact-{p} after the fuzzing");
+        assert_stored_as_produced(&fetch_all(&mut client, "kept-exact", p), &[&stored[p as usize]], 0, &what);
+    }
+    let more = batch("kept-more", 4, 100, 2_000);
+    assert_eq!(client.produce("kept-exact", 0, &more, 1).error, ErrorCode::None);
+}
