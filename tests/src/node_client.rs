@@ -1079,3 +1079,15 @@ pub async fn committed_offsets(
         .map(|p| answers.iter().find(|(t, q, _, _)| t == topic && *q == p).and_then(|(_, _, o, _)| *o))
         .collect()
 }
+
+/// A process's resident memory (VmRSS of /proc/PID/status), in bytes.
+#[must_use]
+pub fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's /proc status");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc status");
+    kib * 1024
+}

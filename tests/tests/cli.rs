@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sluice_client::partitioner::partition_for_key;
-use sluice_tests::node_client::{cli_binary, free_loopback_addr, run_command, CliRun, NodeProcess};
+use sluice_tests::node_client::{cli_binary, free_loopback_addr, resident_bytes, run_command, CliRun, NodeProcess};
 use tempfile::TempDir;
 
 /// The shards of every node here: the test machines have two cores.
@@ -203,17 +203,6 @@ fn topic_describe_config_and_add_partitions_work_and_partitions_never_shrink() {
     assert!(described.starts_with("topic admin: 4 partitions\n"), "still 4: {described}");
 }
 
-/// The node's resident memory (VmRSS of /proc/PID/status), in bytes.
-fn resident_bytes(node: &NodeProcess) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).expect("the node's /proc status");
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS in /proc status");
-    kib * 1024
-}
-
 /// Memory is bounded by the node-wide budgets, not by the partition count (issue 19):
 /// 1,000 partitions, 192 MB written to them and read back whole, with a 32 MiB cache and
 /// a 16 MiB read-ahead budget, leave the node's resident memory under 256 MiB. (A cache
@@ -229,15 +218,15 @@ fn resident_memory_stays_within_the_budgets_at_1000_partitions() {
     let input = line.repeat(192_000);
     let produced = sluice_ok(&node, &["produce", "wide"], input.as_bytes());
     assert!(produced.stderr.contains("produced 192000 of 192000"), "{produced:?}");
-    let after_writes = resident_bytes(&node);
+    let after_writes = resident_bytes(node.pid());
     let consumed = sluice_ok(&node, &["consume", "wide", "--max-messages", "192000", "--timeout-ms", "5000"], b"");
     assert_eq!(consumed.stdout.lines().count(), 192_000);
     // The node gives freed memory back to the system every few seconds.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut after_reads = resident_bytes(&node);
+    let mut after_reads = resident_bytes(node.pid());
     while after_reads > RESIDENT_MAX && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
-        after_reads = resident_bytes(&node);
+        after_reads = resident_bytes(node.pid());
     }
     eprintln!("resident: {} MiB after the writes, {} MiB after the reads", after_writes >> 20, after_reads >> 20);
     assert!(after_writes < RESIDENT_MAX, "{} MiB resident after the writes", after_writes >> 20);

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use sluice_schemas::batch::BatchWalker;
 use sluice_schemas::records::{BatchBuilder, BatchConfig};
 use sluice_schemas::wire::{self, ErrorCode, FrameHeader, RequestBody};
-use sluice_tests::node_client::{free_loopback_addr, metric_value, scrape_metrics, Client, NodeProcess, StartAttempt};
+use sluice_tests::node_client::{
+    free_loopback_addr, metric_value, resident_bytes, scrape_metrics, Client, NodeProcess, StartAttempt,
+};
 use tempfile::TempDir;
 
 /// The shards of every node here: the test machines have two cores.
@@ -1260,17 +1262,6 @@ fn open_descriptors(pid: u32) -> (usize, usize) {
         }
     }
     (sockets, all)
-}
-
-/// The node's resident memory (VmRSS), in bytes.
-fn resident_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the node's /proc status");
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS in /proc status");
-    kib * 1024
 }
 
 /// One fuzzing client: connects, sends 1 to 16 mutated corpus inputs (Kafka ones framed
