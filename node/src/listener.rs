@@ -198,6 +198,15 @@ impl Drop for IpSlot {
     }
 }
 
+/// Counts a refused connection in `counter`; returns the count when it is a power of two
+/// (when the refusal is worth a log line).
+fn count_refusal(server: &Server, counter: impl FnOnce(&mut crate::metrics::Metrics) -> &mut u64) -> Option<u64> {
+    let mut metrics = server.shard.metrics.borrow_mut();
+    let count = counter(&mut metrics);
+    *count += 1;
+    count.is_power_of_two().then_some(*count)
+}
+
 /// Accepts connections of one protocol, forever. Past the shard's share of
 /// max-connections, or past max-connections-per-ip for the connection's address (node-
 /// wide), a new connection is closed at once (counted, and logged now and then), so that
@@ -215,12 +224,7 @@ pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener) {
             }
         };
         if server.shard.metrics.borrow().connections >= server.connections_max {
-            let refused = {
-                let mut metrics = server.shard.metrics.borrow_mut();
-                metrics.connections_refused += 1;
-                metrics.connections_refused
-            };
-            if refused.is_power_of_two() {
+            if let Some(refused) = count_refusal(&server, |m| &mut m.connections_refused) {
                 let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
                 warn!(%peer, refused, "max-connections reached on this shard: closing a new connection");
             }
@@ -231,12 +235,7 @@ pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener) {
         if let Some((ip, limit)) = ip.and_then(|ip| server.per_ip_limit(ip).map(|limit| (ip, limit))) {
             slot = IpSlot::take(ip, limit);
             if slot.is_none() {
-                let refused = {
-                    let mut metrics = server.shard.metrics.borrow_mut();
-                    metrics.connections_refused_per_ip += 1;
-                    metrics.connections_refused_per_ip
-                };
-                if refused.is_power_of_two() {
+                if let Some(refused) = count_refusal(&server, |m| &mut m.connections_refused_per_ip) {
                     warn!(%ip, limit, refused, "max-connections-per-ip reached for this address: closing a new connection");
                 }
                 continue;

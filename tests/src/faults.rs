@@ -38,7 +38,7 @@ const LINK_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const LINK_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs a system command to completion (bounded), failing the test with its output.
-pub fn run_system(program: &str, args: &[&str]) {
+fn run_system(program: &str, args: &[&str]) {
     let mut command = Command::new(program);
     command.args(args);
     let out = run_command(command, b"", COMMAND_TIMEOUT);

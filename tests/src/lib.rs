@@ -65,6 +65,35 @@ impl std::fmt::Display for BatchId {
     }
 }
 
+/// xorshift64*: the seeded generator of the tests' random choices (kill delays, the chaos
+/// nemesis, fuzzing clients), so that a printed seed repeats a run's choices.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (0, which xorshift cannot leave, is taken as 1).
+    #[must_use]
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform-ish in `low..=high`.
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next_u64() % (high - low + 1)
+    }
+
+    /// Uniform-ish in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
 /// splitmix64: a tiny, well-mixed deterministic generator step.
 fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);

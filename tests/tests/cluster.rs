@@ -29,6 +29,7 @@ use sluice_schemas::Offset;
 use sluice_tests::faults::{Link, LoopFs};
 use sluice_tests::node_client::{free_loopback_addr, NodeProcess};
 use sluice_tests::streaming::Streaming;
+use sluice_tests::Rng;
 use tempfile::TempDir;
 
 const NODES: usize = 3;
@@ -1431,23 +1432,6 @@ async fn acks_all_is_refused_while_the_isr_is_below_min_insync_replicas() {
     tokio::time::timeout(WAIT, all.send(record()).await.unwrap()).await.unwrap().unwrap();
 }
 
-/// A small seeded generator (xorshift64*) for the nemesis' choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `low..=high`.
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
-}
-
 /// What the chaos test's consumer saw: each record it was given, in order, and the
 /// position it committed per partition (the next offset to read) once a commit succeeded.
 #[derive(Default)]
@@ -1549,7 +1533,7 @@ fn chaos_kills_pauses_partitions_and_full_disks_lose_no_acknowledged_record_and_
         .ok()
         .map(|s| s.split(',').map(|k| k.trim().parse().expect("SLUICE_CHAOS_FAULTS: fault kinds 0 to 5")).collect());
     eprintln!("chaos: seed {seed}, {seconds} s (SLUICE_CHAOS_SEED={seed} repeats the nemesis' choices)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut cluster = Cluster::start_for(NODES, &[], Faults::ProcessesLinksAndDisks);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();

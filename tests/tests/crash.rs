@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use sluice_node::storage::{FsyncPolicy, LogConfig, PartitionLog};
 use sluice_schemas::batch::{check_batch, BatchHeader, BatchWalker};
 use sluice_schemas::Offset;
-use sluice_tests::{Ack, BatchId, Pattern, LARGE_BATCHES, WRITER_TASKS};
+use sluice_tests::{Ack, BatchId, Pattern, Rng, LARGE_BATCHES, WRITER_TASKS};
 
 /// Rounds of start, append, kill -9, verify per test.
 const ROUNDS: u32 = 24;
@@ -46,27 +46,6 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_BYTES_MAX: u64 = 1 << 20;
 /// The default base of the per-round seeds; `SLUICE_CRASH_SEED` overrides it.
 const SEED_BASE: u64 = 0x00c0_ffee_5eed_0001;
-
-/// xorshift64*: the per-round generator of kill delays.
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> XorShift {
-        XorShift(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform-ish in `min..=max`.
-    fn between(&mut self, min: u64, max: u64) -> u64 {
-        min + self.next() % (max - min + 1)
-    }
-}
 
 fn seed_base() -> u64 {
     match std::env::var("SLUICE_CRASH_SEED") {
@@ -496,7 +475,7 @@ fn acknowledged_batches_survive_kill_9(fsync: FsyncPolicy) {
     for round in 0..ROUNDS {
         let run = round + 1;
         let seed = base_seed.wrapping_add(u64::from(round));
-        let run_ms = XorShift::new(seed).between(RUN_MS_MIN, RUN_MS_MAX);
+        let run_ms = Rng::new(seed).between(RUN_MS_MIN, RUN_MS_MAX);
         let context = format!("fsync={fsync} round {round} (run {run}, seed {seed:#x} = SLUICE_CRASH_SEED {base_seed:#x} + {round}, killed after {run_ms} ms)");
         let r = crash_one_writer(&dir, WriterArgs::mixed(fsync, run), KillPlan::AfterMs(run_ms), deadline);
         assert_eq!(r.ready_end, log_end, "{context}: the writer opened the log at another end than verified");
@@ -593,7 +572,7 @@ fn large_then_small_survives_kill_9(fsync: FsyncPolicy) {
     for round in 0..rounds {
         let run = round + 1;
         let seed = base_seed.wrapping_add(u64::from(round));
-        let mut rng = XorShift::new(seed);
+        let mut rng = Rng::new(seed);
         let plan = if round % PATTERN_DIE_EVERY == PATTERN_DIE_EVERY - 1 {
             KillPlan::ByItself
         } else {

@@ -24,6 +24,7 @@ use sluice_schemas::wire::{self, ErrorCode, FrameHeader, RequestBody};
 use sluice_tests::node_client::{
     free_loopback_addr, metric_value, resident_bytes, scrape_metrics, Client, NodeProcess, StartAttempt,
 };
+use sluice_tests::Rng;
 use tempfile::TempDir;
 
 /// The shards of every node here: the test machines have two cores.
@@ -306,6 +307,17 @@ fn one_connection_reaches_partitions_on_every_shard() {
     assert!(hops > 0, "half the partitions are on the other shard, so some calls crossed: {scrape}");
 }
 
+/// Creates `topic` with 2 partitions and stores in each one batch of `records` records
+/// of `value_bytes` bytes (tagged `{topic}-{partition}`); returns the two batches.
+fn two_partitions_holding_a_batch(client: &mut Client, topic: &str, records: u32, value_bytes: usize) -> [Vec<u8>; 2] {
+    create(client, topic, 2, &[]);
+    let stored = [0, 1].map(|p| batch(&format!("{topic}-{p}"), records, value_bytes, 1_000));
+    for p in 0..2u32 {
+        assert_eq!(client.produce(topic, p, &stored[p as usize], 1).error, ErrorCode::None, "{topic}-{p}");
+    }
+    stored
+}
+
 /// A frame with a well-formed header around `envelope` (any bytes) and no payload.
 fn framed(envelope: &[u8]) -> Vec<u8> {
     wire::frame(envelope, &[])
@@ -321,11 +333,7 @@ fn malformed_frames_get_an_error_and_only_that_connection_closes() {
     let (_tmp, data) = node_dir();
     let node = NodeProcess::start(&data, SHARDS, &["--max-frame-bytes", "65536"]);
     let mut bystander = node.client();
-    create(&mut bystander, "safe", 2, &[]);
-    let stored = [batch("safe-0", 4, 100, 1_000), batch("safe-1", 4, 100, 1_000)];
-    for p in 0..2u32 {
-        assert_eq!(bystander.produce("safe", p, &stored[p as usize], 1).error, ErrorCode::None);
-    }
+    let stored = two_partitions_holding_a_batch(&mut bystander, "safe", 4, 100);
     let everything_still_works = |what: &str, bystander: &mut Client| {
         for client in [&mut node.client(), bystander] {
             assert_eq!(client.metadata(Some(&["safe"]))[0].partitions, vec![0, 1], "after {what}");
@@ -1213,22 +1221,6 @@ fn fuzz_corpus(name: &str) -> Vec<Vec<u8>> {
     inputs.into_iter().map(|(_, bytes)| bytes).collect()
 }
 
-/// A seeded generator (xorshift64*) for the fuzzing clients.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// A corpus input changed as libFuzzer would: bytes overwritten, cut short, random bytes
 /// inserted, or left as it is.
 fn mutated(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
@@ -1237,13 +1229,13 @@ fn mutated(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
         0 => {
             for _ in 0..=rng.below(8) {
                 let at = rng.below(bytes.len());
-                bytes[at] = rng.next() as u8;
+                bytes[at] = rng.next_u64() as u8;
             }
         }
         1 => bytes.truncate(rng.below(bytes.len() + 1)),
         2 => {
             let at = rng.below(bytes.len() + 1);
-            let extra: Vec<u8> = (0..=rng.below(64)).map(|_| rng.next() as u8).collect();
+            let extra: Vec<u8> = (0..=rng.below(64)).map(|_| rng.next_u64() as u8).collect();
             bytes.splice(at..at, extra);
         }
         _ => {}
@@ -1282,7 +1274,7 @@ fn fuzzing_client(rng: &mut Rng, addr: SocketAddr, seeds: &[Vec<u8>], kafka: boo
             if body.len() >= 2 && KAFKA_APIS_NOT_FUZZED.contains(&i16::from_be_bytes([body[0], body[1]])) {
                 body[..2].copy_from_slice(&18i16.to_be_bytes());
             }
-            let len = if rng.below(8) == 0 { rng.next() as u32 } else { body.len() as u32 };
+            let len = if rng.below(8) == 0 { rng.next_u64() as u32 } else { body.len() as u32 };
             [len.to_be_bytes().as_slice(), &body].concat()
         } else {
             body
@@ -1322,11 +1314,7 @@ fn fuzzed_traffic_from_many_clients_leaves_no_descriptor_or_memory_behind() {
     let (_tmp, data) = node_dir();
     let node = NodeProcess::start_with_kafka(&data, SHARDS, &["--auto-create-topics", "false"]);
     let mut client = node.client();
-    create(&mut client, "kept-exact", 2, &[]);
-    let stored = [batch("kept-0", 8, 200, 1_000), batch("kept-1", 8, 200, 1_000)];
-    for p in 0..2u32 {
-        assert_eq!(client.produce("kept-exact", p, &stored[p as usize], 1).error, ErrorCode::None);
-    }
+    let stored = two_partitions_holding_a_batch(&mut client, "kept-exact", 8, 200);
     let kafka_seeds = fuzz_corpus("kafka_request");
     let native_seeds = fuzz_corpus("native_frame");
     let pid = node.pid();
@@ -1342,7 +1330,7 @@ fn fuzzed_traffic_from_many_clients_leaves_no_descriptor_or_memory_behind() {
             .map(|t| {
                 let (kafka_seeds, native_seeds) = (&kafka_seeds, &native_seeds);
                 scope.spawn(move || {
-                    let mut rng = Rng(seed ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    let mut rng = Rng::new(seed ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                     let (mut to_kafka, mut to_native) = (0, 0);
                     for c in 0..CONNECTIONS / THREADS {
                         if c % 2 == 0 {

@@ -50,9 +50,9 @@ pub const NODE_TICK: Duration = Duration::from_millis(10);
 pub const FETCH_WAIT: Duration = Duration::from_millis(200);
 /// Batch bytes in one fetch answer (at least one whole batch is always sent).
 pub const FETCH_BYTES_MAX: u64 = 4 << 20;
-/// How long an acks=all produce waits for the ISR before it times out.
 /// The longest a follower's fetch waits for the log to store what the fetch says it holds.
 const STORED_WAIT: Duration = Duration::from_secs(5);
+/// How long an acks=all produce waits for the ISR before it times out.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a host finds the logs of the partitions it replicates (the shard).

@@ -226,9 +226,8 @@ impl Device {
         s.reserved_bytes = s.reserved_bytes.saturating_sub(bytes);
     }
 
-    /// `bytes` of the shard's read-ahead budget, all or nothing.
-    /// Takes `bytes` of the read-ahead budget: up to all of it for a reader's `first`
-    /// window, up to half of it for windows further ahead.
+    /// Takes `bytes` of the shard's read-ahead budget, all or nothing: up to all of the
+    /// budget for a reader's `first` window, up to half of it for windows further ahead.
     pub(crate) fn take_read_ahead(&self, bytes: u64, first: bool) -> bool {
         let all = self.limits.get().read_ahead_bytes_max;
         let max = if first { all } else { all / 2 };
