@@ -333,7 +333,9 @@ struct OpenBatch {
 }
 
 struct ReadyBatch {
-    bytes: Vec<u8>,
+    /// One encoded batch, or several of the partition's that ride together as one entry
+    /// (each its own buffer: riding along copies no byte, the request writes them all).
+    batches: Vec<Vec<u8>>,
     /// The sequence number of its first record (an idempotent producer's batches).
     sequence: Option<i32>,
     /// When last sent, it was the lowest sequence of its partition not yet acknowledged,
@@ -354,25 +356,22 @@ impl ReadyBatch {
     /// batches keep the entry's attempts and times; an idempotent producer's keep their
     /// sequence numbers.
     fn split(self) -> Result<Vec<ReadyBatch>, Box<ReadyBatch>> {
-        let mut bounds = Vec::new();
-        let mut at = 0;
-        while let Some(rest) = self.bytes.get(at..).filter(|r| !r.is_empty()) {
-            let Ok(header) = BatchHeader::view(rest) else { return Err(Box::new(self)) };
-            let (Ok(total), Ok(records)) = (header.total_bytes(), usize::try_from(header.record_count.get())) else {
-                return Err(Box::new(self));
-            };
-            let sequence = (header.base_sequence.get() >= 0).then(|| header.base_sequence.get());
-            bounds.push((at..at + total, records, sequence));
-            at += total;
+        let mut counts = Vec::with_capacity(self.batches.len());
+        for batch in &self.batches {
+            let Ok(header) = BatchHeader::view(batch) else { return Err(Box::new(self)) };
+            let Ok(records) = usize::try_from(header.record_count.get()) else { return Err(Box::new(self)) };
+            counts.push((records, (header.base_sequence.get() >= 0).then(|| header.base_sequence.get())));
         }
-        if bounds.len() < 2 || bounds.iter().map(|b| b.1).sum::<usize>() != self.slots.len() {
+        if counts.len() < 2 || counts.iter().map(|c| c.0).sum::<usize>() != self.slots.len() {
             return Err(Box::new(self));
         }
         let (mut slots, mut permits) = (self.slots.into_iter(), self.permits.into_iter());
-        Ok(bounds
+        Ok(self
+            .batches
             .into_iter()
-            .map(|(range, records, sequence)| ReadyBatch {
-                bytes: self.bytes[range].to_vec(),
+            .zip(counts)
+            .map(|(batch, (records, sequence))| ReadyBatch {
+                batches: vec![batch],
                 sequence,
                 sent_alone: false,
                 slots: slots.by_ref().take(records).collect(),
@@ -385,10 +384,15 @@ impl ReadyBatch {
             .collect())
     }
 
+    /// The entry's bytes: all its batches.
+    fn len(&self) -> usize {
+        self.batches.iter().map(Vec::len).sum()
+    }
+
     /// Puts `next`, the partition's following batch, after this one: they go as one
     /// entry, and their records get consecutive offsets (slot i at base + i).
     fn append(&mut self, next: ReadyBatch) {
-        self.bytes.extend_from_slice(&next.bytes);
+        self.batches.extend(next.batches);
         self.slots.extend(next.slots);
         self.permits.extend(next.permits);
         self.created = self.created.min(next.created);
@@ -846,12 +850,14 @@ impl Producer {
             }
             let id = st.next_batch_id;
             let transactional = config.transactional_id.is_some();
+            // Room for a batch of records like this one: no regrowth while it fills.
+            let records = (config.batch_size / size.max(1)).clamp(1, 1024);
             let batch = st.parts[part].open.get_or_insert_with(|| OpenBatch {
                 id,
                 builder: new_builder(transactional, config.batch_size),
                 opened: now,
-                slots: Vec::new(),
-                permits: Vec::new(),
+                slots: Vec::with_capacity(records),
+                permits: Vec::with_capacity(records),
             });
             let headers: Vec<RecordHeader<'_>> =
                 record.headers.iter().map(|(k, v)| RecordHeader { key: k, value: v.as_deref() }).collect();
@@ -898,17 +904,14 @@ fn next_sequence(first: i32, records: usize) -> i32 {
     ((i64::from(first) + records) % (i64::from(i32::MAX) + 1)) as i32
 }
 
-/// Stamps each batch in `bytes` (an entry: one batch, or several that rode together) with
+/// Stamps each batch of an entry (one batch, or several that rode together) with
 /// `identity` and consecutive sequence numbers from `sequence`; returns the next one.
-fn restamp(bytes: &mut [u8], identity: protocol::ProducerIdentity, mut sequence: i32) -> i32 {
-    let mut at = 0;
-    while let Some(rest) = bytes.get_mut(at..) {
-        let Ok(header) = BatchHeader::view(rest) else { break };
-        let (Ok(total), records) = (header.total_bytes(), header.record_count.get()) else { break };
-        let Some(batch) = rest.get_mut(..total) else { break };
+fn restamp(batches: &mut [Vec<u8>], identity: protocol::ProducerIdentity, mut sequence: i32) -> i32 {
+    for batch in batches {
+        let Ok(header) = BatchHeader::view(batch) else { break };
+        let records = header.record_count.get();
         stamp_producer(batch, identity.producer_id, identity.epoch, sequence);
         sequence = next_sequence(sequence, usize::try_from(records).unwrap_or(0));
-        at += total;
     }
     sequence
 }
@@ -930,7 +933,7 @@ fn may_send(queue: &PartitionQueue, limit: usize, full: usize) -> bool {
     }
     let mut ready = 0;
     queue.ready.iter().any(|b| {
-        ready += b.bytes.len();
+        ready += b.len();
         ready >= full
     })
 }
@@ -1020,7 +1023,7 @@ impl Inner {
         match encoded {
             Ok(bytes) => {
                 queue.ready.push_back(ReadyBatch {
-                    bytes,
+                    batches: vec![bytes],
                     sequence,
                     sent_alone: false,
                     slots,
@@ -1170,7 +1173,7 @@ impl Inner {
                     let mut sequence = 0;
                     for batch in &mut pq.ready {
                         batch.sequence = Some(sequence);
-                        sequence = restamp(&mut batch.bytes, next, sequence);
+                        sequence = restamp(&mut batch.batches, next, sequence);
                     }
                     pq.next_sequence = sequence;
                     pq.acked_through = None;
@@ -1320,8 +1323,7 @@ impl Inner {
                             expired.push(Sent { part, topic: pq.topic.clone(), partition: pq.partition, batch });
                         }
                     }
-                    let Some(len) =
-                        pq.ready.front().filter(|_| may_send(pq, max_in_flight, full)).map(|b| b.bytes.len())
+                    let Some(len) = pq.ready.front().filter(|_| may_send(pq, max_in_flight, full)).map(ReadyBatch::len)
                     else {
                         queue.sendable.pop_front();
                         pq.waiting = false;
@@ -1352,7 +1354,7 @@ impl Inner {
                         let mut entry = len;
                         let rides = !idempotent || batch.attempts == 0;
                         while let Some(next) = pq.ready.front().filter(|_| rides) {
-                            let n = next.bytes.len();
+                            let n = next.len();
                             if next.attempts > 0 || next.not_before > now || entry + n > share || bytes + n > max_bytes
                             {
                                 break;
@@ -1470,9 +1472,12 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, ticket: u64, sent:
         }
         let turn = inner.write_turn(leader, ticket).await;
         let conn = inner.router.to_node(leader).await?;
+        // An entry's batches follow each other: the request carries them as one slice.
         let parts: Vec<PartitionBatches<'_>> = sent
             .iter()
-            .map(|s| PartitionBatches { topic: &s.topic, partition: s.partition, batches: &s.batch.bytes })
+            .flat_map(|s| {
+                s.batch.batches.iter().map(|b| PartitionBatches { topic: &s.topic, partition: s.partition, batches: b })
+            })
             .collect();
         let pending = protocol::start_produce(&conn, acks, config.request_timeout_ms as u32, &parts).await?;
         drop(turn);
@@ -1709,13 +1714,15 @@ impl<K: ?Sized, V: ?Sized> TypedProducer<K, V> {
 
 #[cfg(test)]
 mod tests {
-    use super::{may_send, now_ms, PartitionQueue, ReadyBatch, WallClock};
+    use super::{may_send, new_builder, now_ms, restamp, PartitionQueue, ReadyBatch, Reply, Slot, WallClock};
+    use crate::protocol::ProducerIdentity;
+    use sluice_schemas::batch::BatchHeader;
     use std::collections::VecDeque;
     use std::time::{Duration, Instant};
 
     fn queue(in_flight: usize, ready: &[(usize, u32)]) -> PartitionQueue {
         let batch = |&(bytes, attempts): &(usize, u32)| ReadyBatch {
-            bytes: vec![0; bytes],
+            batches: vec![vec![0; bytes]],
             sequence: None,
             sent_alone: false,
             slots: Vec::new(),
@@ -1752,6 +1759,43 @@ mod tests {
         assert!(!may_send(&queue(5, &[(FULL, 0)]), 5, FULL), "at max.in.flight");
         assert!(!may_send(&queue(1, &[(FULL, 1)]), 5, FULL), "a retry waits for the partition's batches in flight");
         assert!(may_send(&queue(1, &[(1, 0)]), 5, 0), "batches of max.request.size are each a request's worth");
+    }
+
+    /// An entry of batches that rode together is stamped with consecutive sequence
+    /// numbers, and, refused, splits into its batches, each with its own records' slots
+    /// and its first sequence number.
+    #[test]
+    fn an_entry_of_several_batches_is_stamped_in_sequence_and_splits_into_its_batches() {
+        let encode = |records: usize| {
+            let mut builder = new_builder(false, 1 << 10);
+            for i in 0..records {
+                builder.push(None, Some(&[i as u8; 10]), &[], 0).expect("push");
+            }
+            builder.finish().expect("finish")
+        };
+        let (first, second) = (encode(2), encode(3));
+        let mut entry = ReadyBatch {
+            batches: vec![first.clone(), second.clone()],
+            sequence: Some(7),
+            sent_alone: false,
+            slots: (0..5).map(|_| Slot { reply: Reply::Callback(Box::new(|_| {})), timestamp_ms: 0 }).collect(),
+            permits: Vec::new(),
+            created: Instant::now(),
+            attempts: 2,
+            not_before: Instant::now(),
+            last_error: None,
+        };
+        assert_eq!(entry.len(), first.len() + second.len());
+        assert_eq!(restamp(&mut entry.batches, ProducerIdentity { producer_id: 42, epoch: 3 }, 7), 12);
+        let Ok(parts) = entry.split() else { panic!("an entry of two batches splits") };
+        let got: Vec<(Option<i32>, usize, usize, u32)> =
+            parts.iter().map(|b| (b.sequence, b.slots.len(), b.len(), b.attempts)).collect();
+        assert_eq!(got, [(Some(7), 2, first.len(), 2), (Some(9), 3, second.len(), 2)]);
+        for part in &parts {
+            let header = BatchHeader::view(&part.batches[0]).expect("a batch");
+            assert_eq!((header.producer_id.get(), header.producer_epoch.get()), (42, 3));
+        }
+        assert!(parts.into_iter().next().expect("a batch").split().is_err(), "one batch does not split");
     }
 
     /// A record's default timestamp from the wall clock kept per producer: within a few

@@ -371,7 +371,8 @@ pub async fn alter_configs(
 pub struct PartitionBatches<'a> {
     pub topic: &'a str,
     pub partition: u32,
-    /// One or more whole record batches.
+    /// One or more whole record batches (a partition's parts given one after another
+    /// make one slice of the request).
     pub batches: &'a [u8],
 }
 
@@ -385,8 +386,8 @@ pub struct ProduceOutcome {
 }
 
 /// A produce request's parts laid out: every partition's batches one after another in
-/// the payload (in the order given), and per topic, in order of first appearance, each
-/// partition's slice of it. The payload is the callers' batches themselves, written to
+/// the payload (in the order given; consecutive parts of the same partition make one
+/// slice), and per topic, in order of first appearance, each partition's slice of it. The payload is the callers' batches themselves, written to
 /// the socket in one vectored write: no byte of a batch is copied to lay it out.
 #[derive(Clone, Debug)]
 pub struct ProduceLayout<'a> {
@@ -409,7 +410,14 @@ impl<'a> ProduceLayout<'a> {
             let offset = u32::try_from(len).map_err(|_| ClientError::Protocol("request too large".into()))?;
             chunks.push(p.batches);
             len += p.batches.len();
-            slices.push((p.topic, (p.partition, offset, p.batches.len() as u32)));
+            u32::try_from(len).map_err(|_| ClientError::Protocol("request too large".into()))?;
+            match slices.last_mut() {
+                // The partition's next batches, right after its previous ones: one slice.
+                Some((topic, (partition, _, length))) if *topic == p.topic && *partition == p.partition => {
+                    *length += p.batches.len() as u32;
+                }
+                _ => slices.push((p.topic, (p.partition, offset, p.batches.len() as u32))),
+            }
         }
         let topics = by_topic(&slices, |s| s.0)
             .into_iter()
@@ -1277,4 +1285,21 @@ pub async fn abort_transaction(conn: &Connection, transactional_id: &str) -> Res
             .as_union_value()
     };
     decode_end_txn(&conn.request(RequestBody::AbortTransactionRequest, build, &[]).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PartitionBatches, ProduceLayout};
+
+    /// A partition's batches given one after another make one slice of the payload; the
+    /// payload is every part in order.
+    #[test]
+    fn consecutive_parts_of_a_partition_make_one_slice() {
+        let part = |topic, partition, batches| PartitionBatches { topic, partition, batches };
+        let (a, b, c, d) = (&[1u8; 3][..], &[2u8; 4][..], &[3u8; 5][..], &[4u8; 6][..]);
+        let layout =
+            ProduceLayout::new(&[part("t", 0, a), part("t", 0, b), part("u", 0, c), part("t", 1, d)]).expect("layout");
+        assert_eq!(layout.topics, [("t".to_string(), vec![(0, 0, 7), (1, 12, 6)]), ("u".to_string(), vec![(0, 7, 5)])]);
+        assert_eq!(layout.payload(), [a, b, c, d].concat());
+    }
 }
