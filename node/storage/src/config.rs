@@ -128,7 +128,7 @@ impl Default for LogConfig {
             write_buffer_bytes: 1 << 20,
             unflushed_bytes_max: 32 << 20,
             preallocate_bytes: 8 << 20,
-            zero_fill_write_bytes_max: 32 << 10,
+            zero_fill_write_bytes_max: 128 << 10,
             clock: Clock::system(),
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
