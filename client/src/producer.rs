@@ -1714,6 +1714,8 @@ impl<K: ?Sized, V: ?Sized> TypedProducer<K, V> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::expect_used)]
+
     use super::{may_send, new_builder, now_ms, restamp, PartitionQueue, ReadyBatch, Reply, Slot, WallClock};
     use crate::protocol::ProducerIdentity;
     use sluice_schemas::batch::BatchHeader;

@@ -1289,6 +1289,8 @@ pub async fn abort_transaction(conn: &Connection, transactional_id: &str) -> Res
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::expect_used)]
+
     use super::{PartitionBatches, ProduceLayout};
 
     /// A partition's batches given one after another make one slice of the payload; the
