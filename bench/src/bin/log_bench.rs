@@ -235,9 +235,11 @@ impl SizeResult {
     }
 }
 
+/// The node's allocator, so the log's costs here are the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
-    // As the node does at start: keep write buffers in the heap (see tune_allocator).
-    sluice_node::io::tune_allocator();
     match run() {
         Ok(()) => {}
         Err(e) => {

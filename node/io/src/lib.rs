@@ -231,8 +231,9 @@ fn glommio_error(e: glommio::GlommioError<()>) -> io::Error {
     }
 }
 
-/// Tunes the C allocator for the node's write buffers; call once at process start, before
-/// the shards start.
+/// Tunes glibc's malloc for the log's write buffers in a program that keeps it (the crash
+/// tests' log writer; the node and log-bench use mimalloc); call once at process start,
+/// before the shards start.
 ///
 /// The log allocates an aligned buffer per write (up to `write_buffer_bytes`) and keeps
 /// written buffers as its cache. With glibc's defaults every buffer over 128 KiB is a
