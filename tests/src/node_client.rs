@@ -152,12 +152,35 @@ fn build_binary(cargo: &std::ffi::OsStr, package: &str, bin: &str, profile_dir: 
     assert!(status.success(), "building {bin} failed ({status}): {command:?}");
 }
 
-/// A loopback address with a port that was free a moment ago: bound to port 0, read,
-/// released. Another process could take it before the node binds it; on a test machine
-/// that is rare. (A socket without SO_REUSEPORT there makes the node's bind fail; another
-/// sluice-node there is today silently shared: see tests/node.rs.)
+/// A loopback address with a port that was free a moment ago, for a node to bind.
+///
+/// The ports come from below the kernel's ephemeral range (`ip_local_port_range`, 32768
+/// and up by default), each handed out once per test process, from a start that differs
+/// per process. Port-0 binds (the chaos test's link proxies, other tests' listeners) and
+/// outbound connections take their ports from the ephemeral range, so none of them can
+/// take a port handed out here before its node binds it (a proxy once took a node's
+/// cluster port that way, and the node refused to start). Where the ephemeral range
+/// leaves no room below it, the port is one a port-0 bind was given and released.
 #[must_use]
 pub fn free_loopback_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|low| low.parse::<u32>().ok()))
+        .unwrap_or(0);
+    if ephemeral_low >= LOWEST + 1_000 {
+        let span = ephemeral_low - LOWEST;
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let port = LOWEST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            let Ok(port) = u16::try_from(port) else { continue };
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+                return listener.local_addr().expect("a bound listener has an address");
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
     listener.local_addr().expect("a bound listener has an address")
 }
