@@ -20,7 +20,8 @@ pub const USAGE: &str = "\
 sluice-node: the Sluice storage node
 
 usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
-                   [--kafka-listen HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
+                   [--kafka-listen [SSL://]HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
+                   [--tls-cert FILE] [--tls-key FILE] [--tls-client-ca FILE]
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N] [--max-connections N]
                    [--max-connections-per-ip N] [--max-connections-per-ip-overrides IP:N,...]
@@ -43,8 +44,13 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                             `[topic-defaults]` with topic config keys); flags win over it
   --data-dir DIR            where logs and metadata live (default ./sluice-data)
   --listen HOST:PORT        native protocol listener (default 127.0.0.1:9292)
-  --kafka-listen HOST:PORT  Kafka protocol listener for existing Kafka clients and tools
-                            (default 127.0.0.1:9092; `off` turns it off)
+  --kafka-listen [SSL://]HOST:PORT  Kafka protocol listener for existing Kafka clients and
+                            tools (default 127.0.0.1:9092, plaintext; `off` turns it off;
+                            SSL:// serves TLS with --tls-cert and --tls-key)
+  --tls-cert FILE           PEM certificate chain (leaf first) of SSL listeners
+  --tls-key FILE            PEM private key of --tls-cert; both are read again on SIGHUP
+  --tls-client-ca FILE      PEM CA certificates: SSL clients must present a certificate
+                            signed by one (mutual TLS; default: none asked for)
   --kafka-advertised HOST:PORT  the address Kafka clients are told to connect to
                             (default: the --kafka-listen address)
   --shards N                executors, one pinned per core (default: the number of cores)
@@ -128,6 +134,11 @@ pub struct NodeConfig {
     pub kafka_listen: Option<SocketAddr>,
     /// What Metadata and FindCoordinator tell Kafka clients (default: `kafka_listen`).
     pub kafka_advertised: Option<(String, u16)>,
+    /// How the Kafka listener's connections are secured (`SSL://` before its address).
+    pub kafka_security: SecurityProtocol,
+    /// The TLS certificate chain, its key and the CA clients' certificates must chain to
+    /// (PEM files), for listeners whose protocol is SSL.
+    pub tls: TlsFiles,
     pub shards: usize,
     pub metrics_listen: Option<SocketAddr>,
     /// Frames larger than this are refused before their body is read.
@@ -208,6 +219,39 @@ pub struct Peer {
     pub kafka: Option<SocketAddr>,
 }
 
+/// How a listener's connections are secured, as Kafka's `listener.security.protocol.map`
+/// names it (SASL is not served yet).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    /// TLS (rustls): the node's certificate, and the client's too when `tls-client-ca`
+    /// is set.
+    Ssl,
+}
+
+impl SecurityProtocol {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+        }
+    }
+}
+
+/// The PEM files TLS listeners use; read at start and again on SIGHUP.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The node's certificate chain (leaf first).
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// When set, clients must present a certificate that chains to one of these CAs
+    /// (Kafka's ssl.client.auth=required).
+    pub client_ca: Option<PathBuf>,
+}
+
 /// Controller voters at most.
 pub const VOTERS_MAX: usize = 7;
 
@@ -219,6 +263,8 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             kafka_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_KAFKA_PORT))),
             kafka_advertised: None,
+            kafka_security: SecurityProtocol::Plaintext,
+            tls: TlsFiles::default(),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()).min(SHARDS_MAX),
             metrics_listen: None,
             frame_bytes_max: 100 << 20,
@@ -299,6 +345,23 @@ fn address(key: &str, value: &str) -> Result<SocketAddr, String> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| format!("{key} = {value:?}: not a HOST:PORT address"))
+}
+
+/// `[PROTOCOL://]HOST:PORT`, PROTOCOL being PLAINTEXT (the default) or SSL, as in Kafka's
+/// `listeners` (where the name before `://` maps to a protocol).
+fn listener_address(key: &str, value: &str) -> Result<(SecurityProtocol, SocketAddr), String> {
+    let (security, rest) = match value.split_once("://") {
+        None => (SecurityProtocol::Plaintext, value),
+        Some((name, rest)) => match name.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => (SecurityProtocol::Plaintext, rest),
+            "SSL" => (SecurityProtocol::Ssl, rest),
+            "SASL_PLAINTEXT" | "SASL_SSL" => {
+                return Err(format!("{key} = {value:?}: {name} is not served yet (PLAINTEXT or SSL)"));
+            }
+            _ => return Err(format!("{key} = {value:?}: unknown security protocol {name:?} (PLAINTEXT or SSL)")),
+        },
+    };
+    Ok((security, address(key, rest)?))
 }
 
 /// `ID=NATIVE,CLUSTER[,KAFKA]`.
@@ -407,12 +470,44 @@ impl NodeConfig {
     }
 
     /// Applies one setting by its name (the flag without `--`, or the TOML key).
+    /// Whether some listener serves TLS.
+    #[must_use]
+    pub fn serves_tls(&self) -> bool {
+        self.kafka_listen.is_some() && self.kafka_security == SecurityProtocol::Ssl
+    }
+
+    /// An SSL listener needs a certificate and its key; TLS files without an SSL listener
+    /// are a mistake worth naming.
+    fn check_tls(&self) -> Result<(), String> {
+        let given = [("tls-cert", &self.tls.cert), ("tls-key", &self.tls.key), ("tls-client-ca", &self.tls.client_ca)];
+        if self.serves_tls() {
+            for (key, path) in &given[..2] {
+                if path.is_none() {
+                    return Err(format!(
+                        "kafka-listen = SSL://{} needs {key} = FILE (PEM)",
+                        self.kafka_listen.map(|a| a.to_string()).unwrap_or_default()
+                    ));
+                }
+            }
+        } else if let Some((key, _)) = given.iter().find(|(_, path)| path.is_some()) {
+            return Err(format!("{key} is set but no listener uses SSL (kafka-listen = SSL://HOST:PORT)"));
+        }
+        Ok(())
+    }
+
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
             "data-dir" => self.data_dir = PathBuf::from(value),
             "listen" => self.listen = address(key, value)?,
             "kafka-listen" if value == "off" => self.kafka_listen = None,
-            "kafka-listen" => self.kafka_listen = Some(address(key, value)?),
+            "kafka-listen" => {
+                let (security, address) = listener_address(key, value)?;
+                self.kafka_security = security;
+                self.kafka_listen = Some(address);
+            }
+            "tls-cert" => self.tls.cert = Some(PathBuf::from(value)),
+            "tls-key" => self.tls.key = Some(PathBuf::from(value)),
+            "tls-client-ca" => self.tls.client_ca = Some(PathBuf::from(value)),
             "kafka-advertised" => {
                 let (host, port) = value
                     .rsplit_once(':')
@@ -581,6 +676,7 @@ impl NodeConfig {
                 config.kafka_listen.map(|a| a.to_string()).unwrap_or_default()
             ));
         }
+        config.check_tls()?;
         if config.request_memory_bytes_max < u64::from(config.frame_bytes_max) {
             return Err(format!(
                 "request-memory-bytes = {} must be at least max-frame-bytes = {} (else a largest frame could never be read)",
@@ -671,5 +767,19 @@ mod tests {
         assert_eq!(c.voter_ids(), vec![1]);
         let e = NodeConfig::from_args(&args(&format!("{base} {peers} --voters 1,5"))).unwrap_err();
         assert!(e.contains("node 5 is not one of the --peer entries"), "{e}");
+    }
+
+    /// `--kafka-listen` takes Kafka's `PROTOCOL://HOST:PORT` form: PLAINTEXT (also
+    /// without a prefix) or SSL; SASL and unknown names are refused by name.
+    #[test]
+    fn kafka_listen_takes_a_security_protocol_and_refuses_unknown_ones() {
+        let parse = |value: &str| super::listener_address("kafka-listen", value);
+        let at = "127.0.0.1:9093".parse().unwrap();
+        assert_eq!(parse("127.0.0.1:9093"), Ok((SecurityProtocol::Plaintext, at)));
+        assert_eq!(parse("PLAINTEXT://127.0.0.1:9093"), Ok((SecurityProtocol::Plaintext, at)));
+        assert_eq!(parse("ssl://127.0.0.1:9093"), Ok((SecurityProtocol::Ssl, at)));
+        assert!(parse("SASL_SSL://127.0.0.1:9093").unwrap_err().contains("not served yet"));
+        assert!(parse("TLS://127.0.0.1:9093").unwrap_err().contains("unknown security protocol"));
+        assert!(parse("SSL://nowhere").unwrap_err().contains("not a HOST:PORT"));
     }
 }

@@ -22,6 +22,7 @@
 //!   its part in a cluster (`shard::cluster`).
 //! - `io`: the I/O seam, the only module that touches glommio and io_uring.
 //! - `storage`: the partition log (segments, indexes, cache, recovery).
+//! - `tls`: TLS for SSL listeners (certificates from PEM files, reloaded on SIGHUP).
 //! - `topics`: topic metadata, its validation and its file.
 
 pub mod cluster;
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod native;
 pub mod ops;
 pub mod shard;
+pub mod tls;
 pub mod topics;
 pub mod txn;
 

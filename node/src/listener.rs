@@ -212,7 +212,11 @@ fn count_refusal(server: &Server, counter: impl FnOnce(&mut crate::metrics::Metr
 /// wide), a new connection is closed at once (counted, and logged now and then), so that
 /// hostile or runaway clients cannot take the descriptors the logs need, nor one address
 /// every connection the node takes.
-pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener) {
+///
+/// With `tls`, each connection first completes a TLS handshake with the node's current
+/// configuration (`crate::tls`) within `TLS_HANDSHAKE_TIMEOUT`; one that fails or takes
+/// longer is closed and counted (`sluice_tls_handshakes_failed_total`), nothing of it read.
+pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener, tls: bool) {
     let server = protocol.server();
     loop {
         let stream = match listener.accept().await {
@@ -247,7 +251,15 @@ pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener) {
         crate::io::spawn_detached(async move {
             let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
             debug!(%peer, shard = server.shard.id.0, "connection opened");
-            connection(protocol, stream).await;
+            let _ = stream.set_nodelay(true);
+            let peer_address: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
+            if tls {
+                if let Some(stream) = tls_handshake(&server, stream, &peer).await {
+                    connection(protocol, stream, peer_address).await;
+                }
+            } else {
+                connection(protocol, stream, peer_address).await;
+            }
             server.shard.metrics.borrow_mut().connections -= 1;
             drop(slot);
             debug!(%peer, "connection closed");
@@ -255,9 +267,42 @@ pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener) {
     }
 }
 
-async fn connection<P: Protocol>(protocol: Rc<P>, stream: Connection) {
-    let _ = stream.set_nodelay(true);
-    let peer_address: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
+/// How long a TLS client has to complete its handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The TLS side of a new connection, once its handshake completed; `None` (counted and
+/// logged at debug level: a port scan or a plaintext client is not news) when it failed
+/// or timed out.
+async fn tls_handshake(
+    server: &Server,
+    stream: Connection,
+    peer: &str,
+) -> Option<futures_rustls::server::TlsStream<Connection>> {
+    let failed = |why: String| {
+        server.shard.metrics.borrow_mut().tls_handshakes_failed += 1;
+        debug!(%peer, "TLS handshake failed: {why}");
+    };
+    let Some(acceptor) = crate::tls::acceptor() else {
+        failed("no TLS configuration installed".to_string());
+        return None;
+    };
+    match crate::io::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Some(Ok(stream)) => Some(stream),
+        Some(Err(e)) => {
+            failed(e.to_string());
+            None
+        }
+        None => {
+            failed(format!("not completed within {TLS_HANDSHAKE_TIMEOUT:?}"));
+            None
+        }
+    }
+}
+
+async fn connection<P: Protocol, S>(protocol: Rc<P>, stream: S, peer_address: Rc<str>)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let server = protocol.server();
     let in_flight = server.shard.config.in_flight_per_connection_max;

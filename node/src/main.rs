@@ -5,6 +5,7 @@
 //! protocol. Every node is part of a cluster (without `--peer`, a cluster of one: its own
 //! controller). SIGTERM or SIGINT stop it cleanly: each shard closes its logs (writes
 //! finished, synced, preallocation trimmed). After a kill -9 the next start recovers.
+//! SIGHUP reads the TLS certificate and key again (for listeners that serve SSL).
 
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -79,8 +80,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // Shards inherit this mask, so only the main thread receives SIGTERM/SIGINT.
-    let signals = block_stop_signals();
+    if config.serves_tls() {
+        match sluice_node::tls::load(&config.tls) {
+            Ok(tls) => sluice_node::tls::install(tls),
+            Err(e) => {
+                error!("{e}");
+                eprintln!("sluice-node: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    // Shards inherit this mask, so only the main thread receives SIGTERM, SIGINT and
+    // SIGHUP.
+    let signals = block_signals();
     let life = Arc::new(Lifecycle {
         stop: AtomicBool::new(false),
         started: Barrier::new(config.shards),
@@ -120,9 +132,17 @@ fn main() -> ExitCode {
         }
     }
     while !stop.load(Ordering::SeqCst) {
-        if wait_for_signal(&signals, Duration::from_millis(100)) {
-            info!("stop signal received; shutting down");
-            stop.store(true, Ordering::SeqCst);
+        match wait_for_signal(&signals, Duration::from_millis(100)) {
+            Some(libc::SIGHUP) if config.serves_tls() => match sluice_node::tls::reload(&config.tls) {
+                Ok(()) => info!("SIGHUP: TLS certificate and key read again; new connections get them"),
+                Err(e) => error!("SIGHUP: reading the TLS files again failed, the previous ones stay in use: {e}"),
+            },
+            Some(libc::SIGHUP) => info!("SIGHUP: nothing to reload (no TLS listener)"),
+            Some(_) => {
+                info!("stop signal received; shutting down");
+                stop.store(true, Ordering::SeqCst);
+            }
+            None => {}
         }
         if life.finished.load(Ordering::SeqCst) == handles.len() {
             break;
@@ -206,6 +226,7 @@ async fn run_shard(
     let listen = config.listen;
     let metrics_listen = config.metrics_listen;
     let kafka_listen = config.kafka_listen;
+    let kafka_security = config.kafka_security;
     let sole_voter = config.sole_voter();
     let shard = Shard::start(Rc::new(config), &cluster, mesh).await?;
     life.started.wait();
@@ -230,7 +251,7 @@ async fn run_shard(
     let kafka = match kafka_listen {
         Some(address) => {
             let listener = listener::bind(address).map_err(|e| format!("Kafka listener on {address}: {e}"))?;
-            Some(rt::spawn(sluice_node::kafka::serve(server.clone(), listener)))
+            Some(rt::spawn(sluice_node::kafka::serve(server.clone(), listener, kafka_security)))
         }
         None => None,
     };
@@ -243,7 +264,12 @@ async fn run_shard(
     };
     if shard.id.0 == 0 {
         match kafka_listen {
-            Some(kafka) => info!(listen = %listen, kafka_listen = %kafka, "sluice-node ready"),
+            Some(kafka) => info!(
+                listen = %listen,
+                kafka_listen = %kafka,
+                kafka_security = kafka_security.name(),
+                "sluice-node ready"
+            ),
             None => info!(listen = %listen, "sluice-node ready"),
         }
     }
@@ -366,7 +392,7 @@ fn check_memlock(shards: usize) -> Result<(), String> {
     ))
 }
 
-fn block_stop_signals() -> libc::sigset_t {
+fn block_signals() -> libc::sigset_t {
     // SAFETY: the sigset is initialised by sigemptyset before use; pthread_sigmask only
     // changes this thread's mask (inherited by threads spawned after it).
     unsafe {
@@ -374,15 +400,17 @@ fn block_stop_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
 }
 
-/// Waits up to `timeout` for a blocked stop signal; true when one arrived.
-fn wait_for_signal(set: &libc::sigset_t, timeout: Duration) -> bool {
+/// Waits up to `timeout` for one of the blocked signals; the signal, if one arrived.
+fn wait_for_signal(set: &libc::sigset_t, timeout: Duration) -> Option<libc::c_int> {
     let ts =
         libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
     // SAFETY: `set` is a valid, initialised sigset; a null siginfo pointer is allowed.
-    unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) > 0 }
+    let signal = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (signal > 0).then_some(signal)
 }

@@ -39,6 +39,35 @@ def deadline(seconds):
     signal.alarm(seconds)
 
 
+def add_tls_arguments(parser):
+    """--tls-ca FILE: connect over TLS (security.protocol SSL) trusting the CAs in FILE
+    (PEM), the node's name checked against its certificate; --tls-cert and --tls-key:
+    the client's own certificate and key (PEM), for nodes that ask for one."""
+    parser.add_argument("--tls-ca")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+
+
+def confluent_tls(args):
+    """librdkafka's settings for the --tls-* arguments ({} without --tls-ca)."""
+    if not args.tls_ca:
+        return {}
+    config = {"security.protocol": "ssl", "ssl.ca.location": args.tls_ca}
+    if args.tls_cert:
+        config.update({"ssl.certificate.location": args.tls_cert, "ssl.key.location": args.tls_key})
+    return config
+
+
+def kafka_python_tls(args):
+    """kafka-python's settings for the --tls-* arguments ({} without --tls-ca)."""
+    if not args.tls_ca:
+        return {}
+    config = {"security_protocol": "SSL", "ssl_cafile": args.tls_ca, "ssl_check_hostname": True}
+    if args.tls_cert:
+        config.update({"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key})
+    return config
+
+
 def emit(**fields):
     """Prints one JSON line."""
     print(json.dumps(fields), flush=True)

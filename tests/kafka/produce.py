@@ -4,11 +4,12 @@ input order, once every record is acknowledged: {"partition", "offset", "timesta
 
 usage: produce.py --client confluent|kafka-python --bootstrap HOST:PORT --topic T
                   [--compression none|gzip|snappy|lz4|zstd] [--timeout S]
+                  [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 """
 
 import argparse
 
-from common import deadline, emit, fail, read_specs, run
+from common import add_tls_arguments, confluent_tls, deadline, emit, fail, kafka_python_tls, read_specs, run
 
 
 def produce_confluent(args, specs):
@@ -21,6 +22,7 @@ def produce_confluent(args, specs):
             "compression.type": args.compression,
             "linger.ms": 5,
             "message.timeout.ms": args.timeout * 1000 // 2,
+            **confluent_tls(args),
         }
     )
     reports = [None] * len(specs)
@@ -62,6 +64,7 @@ def produce_kafka_python(args, specs):
         linger_ms=5,
         request_timeout_ms=10_000,
         max_block_ms=args.timeout * 1000 // 2,
+        **kafka_python_tls(args),
     )
     futures = []
     for spec in specs:
@@ -92,6 +95,7 @@ def main():
     parser.add_argument("--topic", required=True)
     parser.add_argument("--compression", default="none")
     parser.add_argument("--timeout", type=int, default=60)
+    add_tls_arguments(parser)
     args = parser.parse_args()
     deadline(args.timeout)
     specs = read_specs()

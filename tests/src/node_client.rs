@@ -517,6 +517,11 @@ impl NodeProcess {
         self.signal(libc::SIGSTOP);
     }
 
+    /// Asks the node to read its TLS files again (SIGHUP).
+    pub fn reload(&self) {
+        self.signal(libc::SIGHUP);
+    }
+
     /// Lets a paused process go on (SIGCONT).
     pub fn resume(&self) {
         self.signal(libc::SIGCONT);

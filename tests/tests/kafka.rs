@@ -20,6 +20,12 @@
 //!   A new group's first rebalance waits for members starting together.
 //! - Kafka's consumer group protocol (KIP-848): the coordinator hands partitions from one
 //!   member to another with no record read twice, and takes back a dead member's.
+//! - TLS (`--kafka-listen SSL://`): kcat, confluent-kafka and kafka-python produce and
+//!   consume over it with a CA the test makes with `openssl`; plaintext clients and
+//!   clients trusting another CA are refused and counted; SIGHUP serves a renewed
+//!   certificate (a broken one keeps the old); with `--tls-client-ca` only clients with
+//!   a certificate that CA signed are served; a TLS listener without a usable
+//!   certificate stops the node naming what is wrong.
 //!
 //! Each test starts its own `sluice-node` (two shards) with a Kafka listener on a free
 //! loopback port (`NodeProcess::start_with_kafka`), its data in a temporary directory;
@@ -30,8 +36,8 @@
 //! and fails the test; the scripts also stop themselves after `SCRIPT_TIMEOUT_S`. The
 //! native side is the client crate (`sluice_client`) in this process and the `sluice` CLI.
 //!
-//! What the machine needs: `kcat` (Debian package kcat) and python3 with confluent-kafka
-//! 2.16.1 and kafka-python 3.0.12; .ci/run installs them.
+//! What the machine needs: `kcat` (Debian package kcat), python3 with confluent-kafka
+//! 2.16.1 and kafka-python 3.0.12, and the `openssl` CLI; .ci/run installs them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -420,9 +426,16 @@ fn script(name: &str, args: &[&str], stdin: &[u8]) -> Vec<Json> {
 
 /// Produces `specs` through produce.py with `client` and returns where each was stored.
 fn produce_through_kafka(node: &NodeProcess, client: &str, topic: &str, specs: &[Spec]) -> Vec<(u32, u64)> {
+    produce_through(&kafka(node), &[], client, topic, specs)
+}
+
+/// `produce_through_kafka` to the listener at `bootstrap`, with produce.py's `extra`
+/// arguments (its TLS settings).
+fn produce_through(bootstrap: &str, extra: &[&str], client: &str, topic: &str, specs: &[Spec]) -> Vec<(u32, u64)> {
     let input: String = specs.iter().map(Spec::to_json).collect();
-    let lines =
-        script("produce.py", &["--client", client, "--bootstrap", &kafka(node), "--topic", topic], input.as_bytes());
+    let mut args = vec!["--client", client, "--bootstrap", bootstrap, "--topic", topic];
+    args.extend_from_slice(extra);
+    let lines = script("produce.py", &args, input.as_bytes());
     assert_eq!(lines.len(), specs.len(), "one delivery report per record");
     lines
         .iter()
@@ -442,11 +455,18 @@ fn consume_through_kafka(
     count: usize,
     group: Option<&str>,
 ) -> Vec<Record> {
-    let (count, kafka) = (count.to_string(), kafka(node));
-    let mut args = vec!["--client", client, "--bootstrap", &kafka, "--topic", topic, "--max", &count];
+    let mut extra = Vec::new();
     if let Some(group) = group {
-        args.extend(["--group", group]);
+        extra.extend(["--group", group]);
     }
+    consume_through(&kafka(node), &extra, client, topic, count)
+}
+
+/// `count` records of `topic` through consume.py at `bootstrap`, with its `extra` arguments.
+fn consume_through(bootstrap: &str, extra: &[&str], client: &str, topic: &str, count: usize) -> Vec<Record> {
+    let count = count.to_string();
+    let mut args = vec!["--client", client, "--bootstrap", bootstrap, "--topic", topic, "--max", &count];
+    args.extend_from_slice(extra);
     script("consume.py", &args, b"").iter().map(Record::from_json).collect()
 }
 
@@ -1486,4 +1506,306 @@ fn the_sluice_cli_lists_describes_and_aborts_a_hanging_transaction() {
     let again = run_command(command, b"", TOOL_TIMEOUT);
     assert_eq!(again.code, Some(1), "nothing left to abort: {again:?}");
     assert!(again.stderr.contains("INVALID_TXN_STATE"), "{again:?}");
+}
+
+// TLS ---------------------------------------------------------------------------------------
+
+/// A test PKI in a directory, made with the openssl CLI: CAs (`NAME.pem`, `NAME.key`) and
+/// certificates they sign for 127.0.0.1, usable by servers and clients alike.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).expect("creating the PKI directory");
+        Pki { dir: dir.to_path_buf() }
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        require("openssl");
+        let mut command = Command::new("openssl");
+        command.args(args).current_dir(&self.dir);
+        let run = run_command(command, b"", TOOL_TIMEOUT);
+        assert_eq!(run.code, Some(0), "openssl {args:?} failed: {run:?}");
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// A self-signed CA `name`; returns its certificate's path.
+    fn ca(&self, name: &str) -> String {
+        let subject = format!("/CN={name}");
+        let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-subj",
+            &subject,
+        ]);
+        self.path(&cert)
+    }
+
+    /// A certificate `name` for IP 127.0.0.1 (server and client use), signed by CA `ca`;
+    /// returns the paths of the certificate and its key.
+    fn leaf(&self, name: &str, ca: &str) -> (String, String) {
+        let (key, csr, cert, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        std::fs::write(
+            self.dir.join(&ext),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("writing the extensions file");
+        let subject = format!("/CN={name}");
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &subject,
+        ]);
+        let (ca_cert, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+        (self.path(&cert), self.path(&key))
+    }
+}
+
+/// A node whose Kafka listener serves TLS (`SSL://`) with `tls_args`, and that listener's
+/// address.
+fn start_tls_node(dir: &Path, tls_args: &[&str]) -> (NodeProcess, String) {
+    let kafka = sluice_tests::node_client::free_loopback_addr().to_string();
+    let listen = format!("SSL://{kafka}");
+    let mut args = vec!["--kafka-listen", listen.as_str()];
+    args.extend_from_slice(tls_args);
+    let node = NodeProcess::start(&dir.join("data"), SHARDS, &args);
+    (node, kafka)
+}
+
+/// kcat's TLS settings: trust `ca`, and present `client` (certificate, key) if given.
+fn kcat_tls<'a>(ca: &'a str, client: Option<&'a (String, String)>) -> Vec<String> {
+    let mut args =
+        vec!["-X".to_string(), "security.protocol=ssl".to_string(), "-X".to_string(), format!("ssl.ca.location={ca}")];
+    if let Some((cert, key)) = client {
+        args.extend(["-X".to_string(), format!("ssl.certificate.location={cert}")]);
+        args.extend(["-X".to_string(), format!("ssl.key.location={key}")]);
+    }
+    args
+}
+
+/// Whether kcat gets the cluster's metadata from `bootstrap` with `settings` within 10 s.
+fn kcat_reaches(bootstrap: &str, settings: &[String]) -> bool {
+    require("kcat");
+    let mut command = Command::new("kcat");
+    command.args(["-b", bootstrap, "-L", "-m", "10"]).args(settings);
+    let run = run_command(command, b"", TOOL_TIMEOUT);
+    run.code == Some(0) && run.stdout.contains("broker")
+}
+
+/// A Kafka listener that serves TLS (`--kafka-listen SSL://`, `--tls-cert`, `--tls-key`):
+/// kcat, confluent-kafka and kafka-python, each trusting the test's CA and checking the
+/// node's name (IP 127.0.0.1) against its certificate, produce and consume keyed records
+/// with headers byte for byte; a plaintext client and a client trusting another CA get
+/// nothing, and the node counts their failed handshakes.
+#[test]
+fn kafka_clients_produce_and_consume_over_tls_and_others_are_refused() {
+    const TOPIC: &str = "over-tls";
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let ca = pki.ca("ca");
+    let (cert, key) = pki.leaf("node", "ca");
+    let other_ca = pki.ca("other-ca");
+    let metrics = sluice_tests::node_client::free_loopback_addr().to_string();
+    let (node, kafka) =
+        start_tls_node(dir.path(), &["--tls-cert", &cert, "--tls-key", &key, "--metrics-listen", &metrics]);
+    create_topic(&node, TOPIC, 3);
+    let tls = kcat_tls(&ca, None);
+    let mut produce: Vec<String> = ["-b", kafka.as_str(), "-P", "-t", TOPIC, "-K", ":", "-H", "via=kcat"]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+    produce.extend(tls.iter().cloned());
+    let input: String = (0..100).map(|i| format!("key-{i}:value-{i}\n")).collect();
+    kcat(&produce.iter().map(String::as_str).collect::<Vec<_>>(), input.as_bytes());
+    let mut consume: Vec<String> =
+        ["-b", kafka.as_str(), "-C", "-t", TOPIC, "-o", "beginning", "-e", "-f", "%k:%s:%h\n"]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect();
+    consume.extend(tls.iter().cloned());
+    let read = kcat(&consume.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    let mut got: Vec<&str> = read.stdout.lines().collect();
+    got.sort_unstable();
+    let mut want: Vec<String> = (0..100).map(|i| format!("key-{i}:value-{i}:via=kcat")).collect();
+    want.sort();
+    assert_eq!(got, want, "kcat reads back over TLS what it produced over TLS");
+
+    let tls_ca = ["--tls-ca", ca.as_str()];
+    for client in ["confluent", "kafka-python"] {
+        let topic = format!("{TOPIC}-{client}");
+        create_topic(&node, &topic, 2);
+        // (kafka-python refuses null header values and records with neither key nor value.)
+        let specs: Vec<Spec> = (0..40)
+            .map(|i| {
+                let mut spec = varied(i, (i % 2) as u32);
+                spec.headers.retain(|(_, value)| value.is_some());
+                spec.value.get_or_insert_with(Vec::new);
+                spec
+            })
+            .collect();
+        let stored = produce_through(&kafka, &tls_ca, client, &topic, &specs);
+        let mut expected: Vec<Record> = specs.iter().zip(&stored).map(|(s, &at)| s.stored_at(at)).collect();
+        expected.sort();
+        let mut consumed = consume_through(&kafka, &tls_ca, client, &topic, specs.len());
+        consumed.sort();
+        assert_eq!(consumed, expected, "{client} over TLS reads what it produced, byte for byte");
+    }
+
+    let before = sluice_tests::node_client::metric_value(
+        &sluice_tests::node_client::scrape_metrics(metrics.parse().unwrap()),
+        "sluice_tls_handshakes_failed_total",
+    )
+    .expect("the handshake failure counter");
+    assert!(!kcat_reaches(&kafka, &[]), "a plaintext client gets no metadata from a TLS listener");
+    assert!(!kcat_reaches(&kafka, &kcat_tls(&other_ca, None)), "a client trusting another CA refuses the node");
+    let after = sluice_tests::node_client::metric_value(
+        &sluice_tests::node_client::scrape_metrics(metrics.parse().unwrap()),
+        "sluice_tls_handshakes_failed_total",
+    )
+    .expect("the handshake failure counter");
+    assert!(after >= before + 2, "both refused clients' handshakes are counted ({before} -> {after})");
+    assert!(kcat_reaches(&kafka, &tls), "the listener still serves TLS clients after refusing others");
+}
+
+/// SIGHUP makes the node read its TLS files again: a renewed certificate from another CA
+/// is served to new connections without a restart, and files that cannot be read keep the
+/// previous certificate in use, with an error in the log naming the file.
+#[test]
+fn sighup_serves_a_renewed_certificate_and_a_broken_one_keeps_the_old() {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (first_ca, second_ca) = (pki.ca("first-ca"), pki.ca("second-ca"));
+    let (first_cert, first_key) = pki.leaf("first", "first-ca");
+    let (second_cert, second_key) = pki.leaf("second", "second-ca");
+    let served = (dir.path().join("node.pem"), dir.path().join("node.key"));
+    let install = |cert: &str, key: &str| {
+        std::fs::copy(cert, &served.0).expect("copying the certificate");
+        std::fs::copy(key, &served.1).expect("copying the key");
+    };
+    install(&first_cert, &first_key);
+    let (cert_arg, key_arg) = (served.0.display().to_string(), served.1.display().to_string());
+    let (node, kafka) = start_tls_node(dir.path(), &["--tls-cert", &cert_arg, "--tls-key", &key_arg]);
+    assert!(kcat_reaches(&kafka, &kcat_tls(&first_ca, None)), "the first certificate is served");
+
+    let wait_for_log = |what: &str, count: usize| {
+        let deadline = Instant::now() + WAIT;
+        while node.log().matches(what).count() < count {
+            assert!(Instant::now() < deadline, "no {what:?} in the node's log after SIGHUP:\n{}", node.log_tail());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::fs::write(&served.0, "not a certificate\n").expect("breaking the certificate file");
+    node.reload();
+    wait_for_log("the previous ones stay in use", 1);
+    assert!(node.log().contains(&cert_arg), "the error names the file:\n{}", node.log_tail());
+    assert!(kcat_reaches(&kafka, &kcat_tls(&first_ca, None)), "a failed reload keeps the first certificate");
+
+    install(&second_cert, &second_key);
+    node.reload();
+    wait_for_log("TLS certificate and key read again", 1);
+    assert!(kcat_reaches(&kafka, &kcat_tls(&second_ca, None)), "the renewed certificate is served");
+    assert!(!kcat_reaches(&kafka, &kcat_tls(&first_ca, None)), "the first certificate is no longer served");
+}
+
+/// With `--tls-client-ca`, the listener asks clients for a certificate (Kafka's
+/// ssl.client.auth=required): a client without one, or with one another CA signed, is
+/// refused; one with a certificate the client CA signed produces and consumes.
+#[test]
+fn with_a_client_ca_only_clients_with_its_certificates_are_served() {
+    const TOPIC: &str = "mutual-tls";
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let ca = pki.ca("ca");
+    let (cert, key) = pki.leaf("node", "ca");
+    let client_ca = pki.ca("client-ca");
+    let client = pki.leaf("client", "client-ca");
+    let stranger = pki.leaf("stranger", "ca");
+    let (node, kafka) =
+        start_tls_node(dir.path(), &["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &client_ca]);
+    create_topic(&node, TOPIC, 1);
+    assert!(!kcat_reaches(&kafka, &kcat_tls(&ca, None)), "a client without a certificate is refused");
+    assert!(!kcat_reaches(&kafka, &kcat_tls(&ca, Some(&stranger))), "a certificate of another CA is refused");
+    let tls = kcat_tls(&ca, Some(&client));
+    let mut produce: Vec<String> =
+        ["-b", kafka.as_str(), "-P", "-t", TOPIC, "-K", ":"].iter().map(|s| (*s).to_string()).collect();
+    produce.extend(tls.iter().cloned());
+    kcat(&produce.iter().map(String::as_str).collect::<Vec<_>>(), b"a:1\nb:2\n");
+    let mut consume: Vec<String> = ["-b", kafka.as_str(), "-C", "-t", TOPIC, "-o", "beginning", "-e", "-f", "%k:%s\n"]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+    consume.extend(tls.iter().cloned());
+    let read = kcat(&consume.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    assert_eq!(read.stdout, "a:1\nb:2\n", "a client with the client CA's certificate is served");
+}
+
+/// A TLS listener without its certificate, or with a file that holds none, stops the node
+/// at start with an error naming what is missing or which file is wrong.
+#[test]
+fn a_tls_listener_without_a_usable_certificate_stops_the_node_naming_it() {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let kafka = format!("SSL://{}", sluice_tests::node_client::free_loopback_addr());
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM at all\n").expect("writing a file that is not PEM");
+    let garbage = garbage.display().to_string();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--kafka-listen", &kafka], "needs tls-cert"),
+        (&["--kafka-listen", &kafka, "--tls-cert", &garbage, "--tls-key", &garbage], garbage.as_str()),
+        (&["--tls-cert", &garbage, "--tls-key", &garbage], "no listener uses SSL"),
+    ];
+    for (i, (args, named)) in cases.iter().enumerate() {
+        let data = dir.path().join(format!("data-{i}"));
+        let addr = sluice_tests::node_client::free_loopback_addr();
+        match NodeProcess::try_start_at(addr, &data, SHARDS, args) {
+            sluice_tests::node_client::StartAttempt::Exited(status, log) => {
+                assert_eq!(status.code(), Some(2), "{args:?}: exit status 2 for a bad configuration:\n{log}");
+                assert!(log.contains(named), "{args:?}: the error names {named:?}:\n{log}");
+            }
+            sluice_tests::node_client::StartAttempt::Started(log) => panic!("{args:?}: the node started:\n{log}"),
+        }
+    }
 }

@@ -426,7 +426,8 @@ fn broker_configs(
         );
         return result.with_error_code(code(&e)).with_error_message(Some(text(&e.message)));
     }
-    let listener = |a: Option<(String, u16)>| a.map_or(String::new(), |(h, p)| format!("PLAINTEXT://{h}:{p}"));
+    let security = config.kafka_security.name();
+    let listener = |a: Option<(String, u16)>| a.map_or(String::new(), |(h, p)| format!("{security}://{h}:{p}"));
     let mut settings: Vec<(String, String)> = vec![
         ("broker.id".into(), config.node_id.to_string()),
         ("node.id".into(), config.node_id.to_string()),

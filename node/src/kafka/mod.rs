@@ -200,11 +200,11 @@ pub struct KafkaServer {
     joined: txn::Joined,
 }
 
-/// Serves the Kafka protocol on `listener`, forever.
-pub async fn serve(server: Rc<Server>, listener: Listener) {
+/// Serves the Kafka protocol on `listener`, forever; over TLS when `security` says SSL.
+pub async fn serve(server: Rc<Server>, listener: Listener, security: crate::config::SecurityProtocol) {
     let kafka =
         KafkaServer { server, sessions: fetch_sessions::FetchSessions::default(), joined: txn::Joined::default() };
-    crate::listener::serve(Rc::new(kafka), listener).await;
+    crate::listener::serve(Rc::new(kafka), listener, security == crate::config::SecurityProtocol::Ssl).await;
 }
 
 impl Protocol for KafkaServer {

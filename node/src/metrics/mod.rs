@@ -97,6 +97,8 @@ pub struct Metrics {
     pub connections_refused: u64,
     /// New connections closed at once: max-connections-per-ip was reached for their address.
     pub connections_refused_per_ip: u64,
+    /// New connections to a TLS listener closed because their handshake failed or timed out.
+    pub tls_handshakes_failed: u64,
     /// Requests refused from their frame header (too large, inconsistent sizes).
     pub requests_refused_frame: u64,
     /// Request bodies that did not arrive within the body deadline.
@@ -141,6 +143,7 @@ impl Default for Metrics {
             connections: 0,
             connections_refused: 0,
             connections_refused_per_ip: 0,
+            tls_handshakes_failed: 0,
             requests_refused_frame: 0,
             requests_refused_body_timeout: 0,
             requests_refused_malformed: 0,
@@ -188,6 +191,7 @@ impl Metrics {
         self.connections += other.connections;
         self.connections_refused += other.connections_refused;
         self.connections_refused_per_ip += other.connections_refused_per_ip;
+        self.tls_handshakes_failed += other.tls_handshakes_failed;
         self.requests_refused_frame += other.requests_refused_frame;
         self.requests_refused_body_timeout += other.requests_refused_body_timeout;
         self.requests_refused_malformed += other.requests_refused_malformed;
@@ -279,6 +283,11 @@ impl Metrics {
             "# HELP sluice_connections_refused_per_ip_total New connections closed at once because max-connections-per-ip was reached for their address.\n# TYPE sluice_connections_refused_per_ip_total counter"
         );
         let _ = writeln!(out, "sluice_connections_refused_per_ip_total {}", self.connections_refused_per_ip);
+        let _ = writeln!(
+            out,
+            "# HELP sluice_tls_handshakes_failed_total New connections to a TLS listener closed because their handshake failed or timed out.\n# TYPE sluice_tls_handshakes_failed_total counter"
+        );
+        let _ = writeln!(out, "sluice_tls_handshakes_failed_total {}", self.tls_handshakes_failed);
         let _ = writeln!(
             out,
             "# HELP sluice_requests_refused_total Requests refused and their connections closed, by reason.\n# TYPE sluice_requests_refused_total counter"

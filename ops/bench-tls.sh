@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Kafka listener throughput over TLS next to plaintext, with kcat (librdkafka), on this
+# machine: one fresh release node per protocol, one shard pinned to core 0, kcat pinned
+# to core 1. Prints a markdown table.
+#
+#   ops/bench-tls.sh [RECORDS]        (default 500000 records of 1 KiB)
+#
+# Each row: kcat produces RECORDS records (one per stdin line, librdkafka's defaults:
+# linger.ms 5, batch.size 1 MB, acks=1 here) to a 16-partition topic and exits once every
+# record is acknowledged; then kcat consumes the topic from its start to its end. The TLS
+# row's certificate (EC P-256, TLS 1.3 as rustls and OpenSSL 3 agree) comes from a CA made
+# here with openssl. BIN=DIR takes sluice-node and sluice from DIR instead of building them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RECORDS=${1:-500000}
+DATA=$(mktemp -d "${TMPDIR:-/var/tmp}/sluice-tls.XXXXXX")
+PORT=${PORT:-19492}
+KPORT=${KAFKA_PORT:-19493}
+command -v kcat >/dev/null || { echo "kcat is missing (apt-get install kcat)"; exit 1; }
+command -v openssl >/dev/null || { echo "openssl is missing (apt-get install openssl)"; exit 1; }
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p sluice-node -p sluice-client
+  BIN=target/release
+fi
+NODE_PID=
+trap '[ -n "$NODE_PID" ] && kill $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
+
+# The test PKI: a CA and a certificate for 127.0.0.1.
+(
+  cd "$DATA"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem \
+    -days 2 -subj /CN=bench-ca 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout node.key -out node.csr \
+    -subj /CN=127.0.0.1 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >node.ext
+  openssl x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out node.pem -days 2 \
+    -extfile node.ext 2>/dev/null
+)
+python3 -c "
+import sys
+line = b'x' * 1023 + b'\n'
+with open(sys.argv[1], 'wb') as f:
+    for _ in range(int(sys.argv[2])):
+        f.write(line)" "$DATA/records" "$RECORDS"
+
+start_node() {
+  rm -rf "$DATA/node"
+  # shellcheck disable=SC2068 # the listener flags are a list
+  taskset -c 0 "$BIN/sluice-node" --shards 1 --data-dir "$DATA/node" --listen 127.0.0.1:$PORT $@ \
+    2>>"$DATA/node.log" &
+  NODE_PID=$!
+  for _ in $(seq 1 600); do
+    (exec 3<>/dev/tcp/127.0.0.1/$KPORT) 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "the node did not listen within 30 s" >&2
+  return 1
+}
+stop_node() {
+  kill "$NODE_PID"
+  wait "$NODE_PID" 2>/dev/null || true
+  NODE_PID=
+}
+now() { date +%s.%N; }
+mb_s() { python3 -c "import sys; print(f'{int(sys.argv[1]) * 1024 / (float(sys.argv[3]) - float(sys.argv[2])) / 1e6:.1f}')" "$@"; }
+
+echo "| listener | produce MB/s | consume MB/s | node CPU s |"
+echo "|---|---:|---:|---:|"
+row() {
+  local name=$1 listen=$2
+  shift 2
+  start_node --kafka-listen "$listen" "${NODE_TLS[@]}"
+  "$BIN/sluice" --bootstrap 127.0.0.1:$PORT topic create tls-bench --partitions 16 >/dev/null 2>&1
+  local t0 t1 t2
+  t0=$(now)
+  taskset -c 1 kcat -P -b 127.0.0.1:$KPORT -t tls-bench -X acks=1 "$@" <"$DATA/records"
+  t1=$(now)
+  local got
+  got=$(taskset -c 1 kcat -C -b 127.0.0.1:$KPORT -t tls-bench -o beginning -e -q -f '%o\n' "$@" | wc -l)
+  t2=$(now)
+  [ "$got" -eq "$RECORDS" ] || { echo "$name: consumed $got of $RECORDS records" >&2; exit 1; }
+  local cpu
+  cpu=$(awk '{print ($14 + $15) / 100}' /proc/$NODE_PID/stat)
+  echo "| $name | $(mb_s "$RECORDS" "$t0" "$t1") | $(mb_s "$RECORDS" "$t1" "$t2") | $cpu |"
+  stop_node
+}
+NODE_TLS=()
+row plaintext "127.0.0.1:$KPORT"
+NODE_TLS=(--tls-cert "$DATA/node.pem" --tls-key "$DATA/node.key")
+row "TLS (SSL://)" "SSL://127.0.0.1:$KPORT" -X security.protocol=ssl -X ssl.ca.location="$DATA/ca.pem"
