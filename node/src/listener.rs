@@ -216,8 +216,9 @@ fn count_refusal(server: &Server, counter: impl FnOnce(&mut crate::metrics::Metr
 /// With `tls`, each connection first completes a TLS handshake with the node's current
 /// configuration (`crate::tls`) within `TLS_HANDSHAKE_TIMEOUT`; one that fails or takes
 /// longer is closed and counted (`sluice_tls_handshakes_failed_total`), nothing of it read.
-pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener, tls: bool) {
+pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener, tls: Option<crate::tls::ShardTls>) {
     let server = protocol.server();
+    let tls = tls.map(Rc::new);
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -247,14 +248,15 @@ pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener, tls:
         }
         let protocol = protocol.clone();
         let server = server.clone();
+        let tls = tls.clone();
         server.shard.metrics.borrow_mut().connections += 1;
         crate::io::spawn_detached(async move {
             let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
             debug!(%peer, shard = server.shard.id.0, "connection opened");
             let _ = stream.set_nodelay(true);
             let peer_address: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
-            if tls {
-                if let Some(stream) = tls_handshake(&server, stream, &peer).await {
+            if let Some(tls) = tls {
+                if let Some(stream) = tls_handshake(&server, &tls, stream, &peer).await {
                     connection(protocol, stream, peer_address).await;
                 }
             } else {
@@ -275,6 +277,7 @@ pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// or timed out.
 async fn tls_handshake(
     server: &Server,
+    tls: &crate::tls::ShardTls,
     stream: Connection,
     peer: &str,
 ) -> Option<futures_rustls::server::TlsStream<Connection>> {
@@ -282,8 +285,12 @@ async fn tls_handshake(
         server.shard.metrics.borrow_mut().tls_handshakes_failed += 1;
         debug!(%peer, "TLS handshake failed: {why}");
     };
-    let Some(acceptor) = crate::tls::acceptor() else {
-        failed("no TLS configuration installed".to_string());
+    let (acceptor, error) = tls.acceptor();
+    if let Some(error) = error {
+        warn!(shard = server.shard.id.0, "reading the TLS files again failed, the previous ones stay in use: {error}");
+    }
+    let Some(acceptor) = acceptor else {
+        failed("no TLS configuration could be read".to_string());
         return None;
     };
     match crate::io::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

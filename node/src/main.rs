@@ -80,14 +80,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // The TLS files are checked here, once: the shards' listeners read them themselves.
     if config.serves_tls() {
-        match sluice_node::tls::load(&config.tls) {
-            Ok(tls) => sluice_node::tls::install(tls),
-            Err(e) => {
-                error!("{e}");
-                eprintln!("sluice-node: {e}");
-                return ExitCode::from(2);
-            }
+        if let Err(e) = sluice_node::tls::load(&config.tls) {
+            error!("{e}");
+            eprintln!("sluice-node: {e}");
+            return ExitCode::from(2);
         }
     }
     // Shards inherit this mask, so only the main thread receives SIGTERM, SIGINT and

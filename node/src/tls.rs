@@ -2,15 +2,18 @@
 //! node's certificate chain and key, and optionally the CAs whose certificates clients must
 //! present (mutual TLS), all from PEM files.
 //!
-//! The files are read once at start (`load`, before any shard serves: a bad file stops
-//! the node with its name) and again on SIGHUP (`reload`), so a renewed certificate is
-//! served without a restart. The configuration in use is one process-wide value
-//! (`install`): every shard's listener takes the current one for each new connection;
-//! connections already open keep the one they started with. A reload that fails keeps
-//! the previous configuration and says why.
+//! The files are read once at start (`load` in the main thread, before any shard serves:
+//! a bad file stops the node with its name) and again on SIGHUP, where the main thread
+//! reads them to check them and, if they are good, bumps `GENERATION`. Shards share no
+//! lock: each listener keeps its own acceptor (`ShardTls`) and reads the files again when
+//! it sees a new generation at its next connection. Connections already open keep the
+//! configuration they started with. A reload that fails (in the main thread, or later in
+//! a shard) keeps the previous configuration and says why.
 
+use std::cell::RefCell;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use futures_rustls::TlsAcceptor;
 use rustls::pki_types::pem::PemObject;
@@ -20,8 +23,8 @@ use rustls::{RootCertStore, ServerConfig};
 
 use crate::config::TlsFiles;
 
-/// The configuration new TLS connections get (`None` until `install`).
-static CURRENT: RwLock<Option<Arc<ServerConfig>>> = RwLock::new(None);
+/// How many times the TLS files were read again successfully (SIGHUP).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Reads `files` into a server configuration. Every error names the file and what is wrong
 /// with it (unreadable, no PEM item of the kind wanted, a key that does not match the
@@ -71,19 +74,52 @@ fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
-/// Makes `config` the one new connections get.
-pub fn install(config: Arc<ServerConfig>) {
-    *CURRENT.write().unwrap_or_else(PoisonError::into_inner) = Some(config);
-}
-
-/// Reads `files` again and installs them; on an error the configuration in use stays.
+/// Reads `files` again (SIGHUP, in the main thread); when they are good, the shards'
+/// listeners read them too at their next connection. On an error nothing changes.
 pub fn reload(files: &TlsFiles) -> Result<(), String> {
-    install(load(files)?);
+    load(files)?;
+    GENERATION.fetch_add(1, Ordering::AcqRel);
     Ok(())
 }
 
-/// An acceptor with the current configuration (`None` before `install`).
-#[must_use]
-pub fn acceptor() -> Option<TlsAcceptor> {
-    CURRENT.read().unwrap_or_else(PoisonError::into_inner).clone().map(TlsAcceptor::from)
+/// One listener's TLS acceptor on a shard, read from the files again after each reload.
+pub struct ShardTls {
+    files: TlsFiles,
+    /// The acceptor and the generation it was read at.
+    current: RefCell<Option<(u64, TlsAcceptor)>>,
+}
+
+impl ShardTls {
+    #[must_use]
+    pub fn new(files: TlsFiles) -> ShardTls {
+        ShardTls { files, current: RefCell::new(None) }
+    }
+
+    /// The acceptor of the current generation; if reading the files for it fails, the
+    /// previous one with the error to log (once per reload), or only the error when there
+    /// is none.
+    pub fn acceptor(&self) -> (Option<TlsAcceptor>, Option<String>) {
+        let generation = GENERATION.load(Ordering::Acquire);
+        let mut current = self.current.borrow_mut();
+        if let Some((read_at, acceptor)) = current.as_ref() {
+            if *read_at == generation {
+                return (Some(acceptor.clone()), None);
+            }
+        }
+        match load(&self.files) {
+            Ok(config) => {
+                let acceptor = TlsAcceptor::from(config);
+                *current = Some((generation, acceptor.clone()));
+                (Some(acceptor), None)
+            }
+            Err(e) => {
+                // The previous acceptor stays, now for this generation too: the files are
+                // not read again (nor the error logged again) before the next reload.
+                if let Some((read_at, _)) = current.as_mut() {
+                    *read_at = generation;
+                }
+                (current.as_ref().map(|(_, acceptor)| acceptor.clone()), Some(e))
+            }
+        }
+    }
 }

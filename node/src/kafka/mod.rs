@@ -204,7 +204,9 @@ pub struct KafkaServer {
 pub async fn serve(server: Rc<Server>, listener: Listener, security: crate::config::SecurityProtocol) {
     let kafka =
         KafkaServer { server, sessions: fetch_sessions::FetchSessions::default(), joined: txn::Joined::default() };
-    crate::listener::serve(Rc::new(kafka), listener, security == crate::config::SecurityProtocol::Ssl).await;
+    let tls = (security == crate::config::SecurityProtocol::Ssl)
+        .then(|| crate::tls::ShardTls::new(kafka.server.shard.config.tls.clone()));
+    crate::listener::serve(Rc::new(kafka), listener, tls).await;
 }
 
 impl Protocol for KafkaServer {

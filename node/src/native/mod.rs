@@ -23,7 +23,7 @@ use crate::metrics::Api;
 
 /// Serves the native protocol on `listener`, forever.
 pub async fn serve_native(server: Rc<Server>, listener: Listener) {
-    serve(server, listener, false).await;
+    serve(server, listener, None).await;
 }
 
 /// Finishes a response envelope with its body and wraps it in a frame.
