@@ -52,7 +52,7 @@ pub use sluice_storage as storage;
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    /// The sources of the node's four crates, each up to its `#[cfg(test)]` module,
+    /// The sources of the node's four crates, each up to its `#[cfg(test)] mod`,
     /// without comment lines (test-only files left out).
     fn node_sources() -> Vec<(std::path::PathBuf, String)> {
         let node = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -67,11 +67,15 @@ mod tests {
                     dirs.push(path);
                 } else if name.ends_with(".rs") && name != "sim.rs" && !name.ends_with("_tests.rs") {
                     let text = std::fs::read_to_string(&path).unwrap();
-                    let code: Vec<&str> = text
-                        .lines()
-                        .take_while(|l| l.trim() != "#[cfg(test)]")
-                        .filter(|l| !l.trim_start().starts_with("//"))
-                        .collect();
+                    let lines: Vec<&str> = text.lines().collect();
+                    // Up to the test module: a `#[cfg(test)]` on an item of the file
+                    // (a test-only method, say) does not end the scan.
+                    let end = lines
+                        .windows(2)
+                        .position(|w| w[0].trim() == "#[cfg(test)]" && w[1].trim_start().starts_with("mod "))
+                        .unwrap_or(lines.len());
+                    let code: Vec<&str> =
+                        lines[..end].iter().copied().filter(|l| !l.trim_start().starts_with("//")).collect();
                     out.push((path, code.join("\n")));
                 }
             }

@@ -30,7 +30,7 @@ use sluice_io::rt::{self, Semaphore, StaticPermit, TaskHandle};
 use tracing::{debug, info, warn};
 
 use crate::io::{IoBytes, Oneshot, OneshotSender};
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardId, ShardReply, ShardRequest};
 
 /// Bytes that follow a response's envelope on the wire.
 pub enum Payload {
@@ -161,40 +161,31 @@ pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// `read_body`).
 pub const BODY_PREFIX_BYTES: usize = 16 << 10;
 
-/// Client connections open per IP address, node-wide (every shard's listeners of both
-/// protocols), counted only for addresses with a max-connections-per-ip limit. Taken and
-/// given back once per connection, off the request path.
-static OPEN_PER_IP: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>> =
-    std::sync::LazyLock::new(Default::default);
-
-/// A connection counted against its address's limit; dropping it gives the place back.
-struct IpSlot(std::net::IpAddr);
+/// A connection counted against its address's max-connections-per-ip limit by shard 0,
+/// which keeps the node-wide counts (shards share no lock); dropping it gives the place
+/// back there.
+struct IpSlot {
+    shard: Rc<Shard>,
+    ip: std::net::IpAddr,
+}
 
 impl IpSlot {
-    /// A place for one more connection from `ip`, unless `limit` are open already.
-    fn take(ip: std::net::IpAddr, limit: u32) -> Option<IpSlot> {
-        let mut open = OPEN_PER_IP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = open.entry(ip).or_insert(0);
-        if *count >= limit {
-            if *count == 0 {
-                open.remove(&ip);
-            }
-            return None;
+    /// A place for one more connection from `ip`, unless `limit` are open node-wide.
+    async fn take(shard: &Rc<Shard>, ip: std::net::IpAddr, limit: u32) -> Option<IpSlot> {
+        let request = ShardRequest::ConnectionSlot { ip, limit: Some(limit) };
+        match shard.call(ShardId(0), request).await {
+            ShardReply::SlotGranted(true) => Some(IpSlot { shard: shard.clone(), ip }),
+            _ => None,
         }
-        *count += 1;
-        Some(IpSlot(ip))
     }
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut open = OPEN_PER_IP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&self.0) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.0);
-            }
-        }
+        let (shard, ip) = (self.shard.clone(), self.ip);
+        crate::io::spawn_detached(async move {
+            let _ = shard.call(ShardId(0), ShardRequest::ConnectionSlot { ip, limit: None }).await;
+        });
     }
 }
 
@@ -235,22 +226,24 @@ pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener, tls:
             }
             continue;
         }
-        let ip = stream.peer_addr().ok().map(|a| a.ip());
-        let mut slot = None;
-        if let Some((ip, limit)) = ip.and_then(|ip| server.per_ip_limit(ip).map(|limit| (ip, limit))) {
-            slot = IpSlot::take(ip, limit);
-            if slot.is_none() {
-                if let Some(refused) = count_refusal(&server, |m| &mut m.connections_refused_per_ip) {
-                    warn!(%ip, limit, refused, "max-connections-per-ip reached for this address: closing a new connection");
-                }
-                continue;
-            }
-        }
         let protocol = protocol.clone();
         let server = server.clone();
         let tls = tls.clone();
         server.shard.metrics.borrow_mut().connections += 1;
         crate::io::spawn_detached(async move {
+            // Counted by shard 0 (a round trip, here rather than in the accept loop).
+            let ip = stream.peer_addr().ok().map(|a| a.ip());
+            let mut slot = None;
+            if let Some((ip, limit)) = ip.and_then(|ip| server.per_ip_limit(ip).map(|limit| (ip, limit))) {
+                slot = IpSlot::take(&server.shard, ip, limit).await;
+                if slot.is_none() {
+                    if let Some(refused) = count_refusal(&server, |m| &mut m.connections_refused_per_ip) {
+                        warn!(%ip, limit, refused, "max-connections-per-ip reached for this address: closing a new connection");
+                    }
+                    server.shard.metrics.borrow_mut().connections -= 1;
+                    return;
+                }
+            }
             let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
             debug!(%peer, shard = server.shard.id.0, "connection opened");
             let _ = stream.set_nodelay(true);

@@ -52,6 +52,13 @@ pub enum ShardRequest {
     Admin(AdminRequest),
     /// To shard 0: a producer id from the node's block (InitProducerId).
     ProducerId,
+    /// To shard 0, which counts client connections per IP address node-wide: a place for
+    /// one more connection from `ip` unless `limit` are open (`limit: Some`), or give one
+    /// back (`limit: None`).
+    ConnectionSlot {
+        ip: std::net::IpAddr,
+        limit: Option<u32>,
+    },
     /// To shard 0: Kafka's topic auto-creation of these topics (`Shard::auto_create`).
     AutoCreate(Vec<String>),
     /// Close every log (shutdown).
@@ -103,6 +110,8 @@ pub enum ShardReply {
     Offset(Result<Option<OffsetAndTime>, NodeError>),
     Admin(AdminResult),
     ProducerId(Result<i64, NodeError>),
+    /// Whether a `ConnectionSlot` was granted.
+    SlotGranted(bool),
     Metrics(Box<crate::metrics::Metrics>),
     Group(crate::groups::GroupReply),
     Txn(crate::txn::TxnReply),

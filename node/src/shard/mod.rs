@@ -119,6 +119,9 @@ pub struct Shard {
     caught_up: io::WaitQueue,
     /// Shard 0: topics being auto-created (`cluster::auto_create`).
     auto_creating: RefCell<std::collections::BTreeSet<String>>,
+    /// Shard 0: client connections open per IP address, node-wide, for the addresses
+    /// that have a max-connections-per-ip limit (`ShardRequest::ConnectionSlot`).
+    connections_per_ip: RefCell<HashMap<std::net::IpAddr, u32>>,
 }
 
 /// ListOffsets' special timestamps (Kafka's `ListOffsetsRequest` constants).
@@ -197,6 +200,7 @@ impl Shard {
             metadata_applied: Cell::new(false),
             caught_up: io::WaitQueue::new(),
             auto_creating: RefCell::new(std::collections::BTreeSet::new()),
+            connections_per_ip: RefCell::new(HashMap::new()),
         });
         spawn_receivers(&shard, receivers);
         shard.start_cluster(setup).await?;
@@ -356,6 +360,27 @@ impl Shard {
             }
             ShardRequest::Admin(request) => ShardReply::Admin(self.admin(request).await),
             ShardRequest::ProducerId => ShardReply::ProducerId(self.next_producer_id().await),
+            ShardRequest::ConnectionSlot { ip, limit: Some(limit) } => {
+                let mut open = self.connections_per_ip.borrow_mut();
+                let count = open.entry(ip).or_insert(0);
+                let granted = *count < limit;
+                if granted {
+                    *count += 1;
+                } else if *count == 0 {
+                    open.remove(&ip);
+                }
+                ShardReply::SlotGranted(granted)
+            }
+            ShardRequest::ConnectionSlot { ip, limit: None } => {
+                let mut open = self.connections_per_ip.borrow_mut();
+                if let Some(count) = open.get_mut(&ip) {
+                    *count -= 1;
+                    if *count == 0 {
+                        open.remove(&ip);
+                    }
+                }
+                ShardReply::Done
+            }
             ShardRequest::AutoCreate(names) => {
                 self.auto_create(names).await;
                 ShardReply::Done
