@@ -12,12 +12,14 @@
 //! what the Kafka client scripts (tests/kafka, run by tests/kafka.rs) print, and `streaming`
 //! runs such a script in the background and reads its lines as they come. `kafka_wire`
 //! sends raw Kafka requests on a plain socket. `faults` fills a small file system and cuts
-//! links between nodes, for the disk-full and chaos tests.
+//! links between nodes, for the disk-full and chaos tests. `pki` makes CAs and
+//! certificates with the openssl CLI, for the TLS tests.
 
 pub mod faults;
 pub mod json;
 pub mod kafka_wire;
 pub mod node_client;
+pub mod pki;
 pub mod streaming;
 
 use sluice_schemas::batch::BatchHeader;

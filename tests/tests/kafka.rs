@@ -54,6 +54,7 @@ use sluice_schemas::batch::{BatchWalker, Compression, TimestampType};
 use sluice_schemas::wire::ErrorCode;
 use sluice_tests::json::Json;
 use sluice_tests::node_client::{cli_binary, run_command, CliRun, NodeProcess};
+use sluice_tests::pki::Pki;
 use sluice_tests::streaming::Streaming;
 use tempfile::TempDir;
 
@@ -1509,101 +1510,6 @@ fn the_sluice_cli_lists_describes_and_aborts_a_hanging_transaction() {
 }
 
 // TLS ---------------------------------------------------------------------------------------
-
-/// A test PKI in a directory, made with the openssl CLI: CAs (`NAME.pem`, `NAME.key`) and
-/// certificates they sign for 127.0.0.1, usable by servers and clients alike.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        std::fs::create_dir_all(dir).expect("creating the PKI directory");
-        Pki { dir: dir.to_path_buf() }
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        require("openssl");
-        let mut command = Command::new("openssl");
-        command.args(args).current_dir(&self.dir);
-        let run = run_command(command, b"", TOOL_TIMEOUT);
-        assert_eq!(run.code, Some(0), "openssl {args:?} failed: {run:?}");
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).display().to_string()
-    }
-
-    /// A self-signed CA `name`; returns its certificate's path.
-    fn ca(&self, name: &str) -> String {
-        let subject = format!("/CN={name}");
-        let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-subj",
-            &subject,
-        ]);
-        self.path(&cert)
-    }
-
-    /// A certificate `name` for IP 127.0.0.1 (server and client use), signed by CA `ca`;
-    /// returns the paths of the certificate and its key.
-    fn leaf(&self, name: &str, ca: &str) -> (String, String) {
-        let (key, csr, cert, ext) =
-            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
-        std::fs::write(
-            self.dir.join(&ext),
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
-        )
-        .expect("writing the extensions file");
-        let subject = format!("/CN={name}");
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &subject,
-        ]);
-        let (ca_cert, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_cert,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-        (self.path(&cert), self.path(&key))
-    }
-}
 
 /// A node whose Kafka listener serves TLS (`SSL://`) with `tls_args`, and that listener's
 /// address.
