@@ -9,7 +9,7 @@
 # linger.ms 5, batch.size 1 MB, acks=1 here) to a 16-partition topic and exits once every
 # record is acknowledged; then kcat consumes the topic from its start to its end. The TLS
 # row's certificate (EC P-256, TLS 1.3 as rustls and OpenSSL 3 agree) comes from a CA made
-# here with openssl. BIN=DIR takes sluice-node and sluice from DIR instead of building them.
+# here with openssl; the last row turns librdkafka's Nagle off. BIN=DIR takes sluice-node and sluice from DIR instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS=${1:-500000}
@@ -88,3 +88,7 @@ NODE_TLS=()
 row plaintext "127.0.0.1:$KPORT"
 NODE_TLS=(--tls-cert "$DATA/node.pem" --tls-key "$DATA/node.key")
 row "TLS (SSL://)" "SSL://127.0.0.1:$KPORT" -X security.protocol=ssl -X ssl.ca.location="$DATA/ca.pem"
+# librdkafka leaves Nagle's algorithm on by default; over TLS it writes a request as more
+# than one record, and the second waits for the node's (delayed) ACK of the first.
+row "TLS, socket.nagle.disable=true" "SSL://127.0.0.1:$KPORT" -X security.protocol=ssl \
+  -X ssl.ca.location="$DATA/ca.pem" -X socket.nagle.disable=true

@@ -271,9 +271,12 @@ pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from
 async fn tls_handshake(
     server: &Server,
     tls: &crate::tls::ShardTls,
-    stream: Connection,
+    mut stream: Connection,
     peer: &str,
 ) -> Option<futures_rustls::server::TlsStream<Connection>> {
+    // TLS clients write a request as several records; with Nagle on (librdkafka's
+    // default) each later one waits for an ACK of the first (see `set_quick_ack`).
+    stream.set_quick_ack();
     let failed = |why: String| {
         server.shard.metrics.borrow_mut().tls_handshakes_failed += 1;
         debug!(%peer, "TLS handshake failed: {why}");
