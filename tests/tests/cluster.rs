@@ -221,14 +221,35 @@ async fn leader_of(admin: &Admin, topic: &str, partition: u32) -> u32 {
 /// The high watermark of a partition, from its leader (ListOffsets latest); waits while
 /// a leader just elected has not confirmed its high watermark yet (LEADER_NOT_AVAILABLE).
 async fn high_watermark(cluster: &Cluster, admin: &Admin, topic: &str, partition: u32) -> u64 {
-    wait_for(&format!("the high watermark of {topic}-{partition}"), || async {
-        let leader = leader_of(admin, topic, partition).await;
-        let address = cluster.nodes[leader as usize - 1].addr().to_string();
-        let conn = Connection::connect(&address, "cluster-test", 1, Duration::from_secs(10)).await.ok()?;
-        let answer = protocol::list_offsets(&conn, &[(topic.to_string(), partition, protocol::LATEST)]).await.ok()?;
-        answer.first()?.2.clone().ok()?
+    // The last answer, named in the failure: which leader, and what it said.
+    let last = std::cell::RefCell::new(String::from("no answer yet"));
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let leader = leader_of(admin, topic, partition).await;
+            let address = cluster.nodes[leader as usize - 1].addr().to_string();
+            let answer = match Connection::connect(&address, "cluster-test", 1, Duration::from_secs(10)).await {
+                Ok(conn) => protocol::list_offsets(&conn, &[(topic.to_string(), partition, protocol::LATEST)])
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|a| {
+                        a.first()
+                            .map(|o| o.2.clone().map_err(|e| e.to_string()))
+                            .unwrap_or(Err("no partition in the answer".into()))
+                    }),
+                Err(e) => Err(format!("connecting: {e}")),
+            };
+            match answer {
+                Ok(Some(offset)) => return offset,
+                Ok(None) => *last.borrow_mut() = format!("leader node {leader} at {address}: no offset"),
+                Err(e) => *last.borrow_mut() = format!("leader node {leader} at {address}: {e}"),
+            }
+            tokio::time::sleep(POLL).await;
+        }
     })
-    .await
+    .await;
+    found.unwrap_or_else(|_| {
+        panic!("waited {WAIT:?} for the high watermark of {topic}-{partition}; last: {}", last.borrow())
+    })
 }
 
 /// Every batch of a stopped node's replica below `end`: (base offset, bytes).
