@@ -41,28 +41,21 @@ impl Pki {
         self.dir.join(file).display().to_string()
     }
 
+    /// A new EC P-256 key `NAME.key` and, for subject `/CN=NAME`, a certificate request
+    /// (or with `-x509` in `extra`, a self-signed certificate) `out`.
+    fn new_key(&self, name: &str, out: &str, extra: &[&str]) {
+        let (key, subject) = (format!("{name}.key"), format!("/CN={name}"));
+        let mut args = vec!["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        args.extend_from_slice(extra);
+        args.extend(["-keyout", &key, "-out", out, "-subj", &subject]);
+        self.openssl(&args);
+    }
+
     /// A self-signed CA `name`; returns its certificate's path.
     #[must_use]
     pub fn ca(&self, name: &str) -> String {
-        let subject = format!("/CN={name}");
-        let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-subj",
-            &subject,
-        ]);
+        let cert = format!("{name}.pem");
+        self.new_key(name, &cert, &["-x509", "-days", "2"]);
         self.path(&cert)
     }
 
@@ -77,21 +70,7 @@ impl Pki {
             "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
         )
         .expect("writing the extensions file");
-        let subject = format!("/CN={name}");
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &subject,
-        ]);
+        self.new_key(name, &csr, &[]);
         let (ca_cert, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
         self.openssl(&[
             "x509",

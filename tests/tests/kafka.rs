@@ -1533,6 +1533,13 @@ fn kcat_tls<'a>(ca: &'a str, client: Option<&'a (String, String)>) -> Vec<String
     args
 }
 
+/// `kcat(args)` with TLS `settings` (from `kcat_tls`) after them.
+fn kcat_over_tls(args: &[&str], settings: &[String], stdin: &[u8]) -> CliRun {
+    let mut all = args.to_vec();
+    all.extend(settings.iter().map(String::as_str));
+    kcat(&all, stdin)
+}
+
 /// Whether kcat gets the cluster's metadata from `bootstrap` with `settings` within 10 s.
 fn kcat_reaches(bootstrap: &str, settings: &[String]) -> bool {
     require("kcat");
@@ -1560,20 +1567,10 @@ fn kafka_clients_produce_and_consume_over_tls_and_others_are_refused() {
         start_tls_node(dir.path(), &["--tls-cert", &cert, "--tls-key", &key, "--metrics-listen", &metrics]);
     create_topic(&node, TOPIC, 3);
     let tls = kcat_tls(&ca, None);
-    let mut produce: Vec<String> = ["-b", kafka.as_str(), "-P", "-t", TOPIC, "-K", ":", "-H", "via=kcat"]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect();
-    produce.extend(tls.iter().cloned());
     let input: String = (0..100).map(|i| format!("key-{i}:value-{i}\n")).collect();
-    kcat(&produce.iter().map(String::as_str).collect::<Vec<_>>(), input.as_bytes());
-    let mut consume: Vec<String> =
-        ["-b", kafka.as_str(), "-C", "-t", TOPIC, "-o", "beginning", "-e", "-f", "%k:%s:%h\n"]
-            .iter()
-            .map(|s| (*s).to_string())
-            .collect();
-    consume.extend(tls.iter().cloned());
-    let read = kcat(&consume.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    kcat_over_tls(&["-b", &kafka, "-P", "-t", TOPIC, "-K", ":", "-H", "via=kcat"], &tls, input.as_bytes());
+    let consume = ["-b", &kafka, "-C", "-t", TOPIC, "-o", "beginning", "-e", "-f", "%k:%s:%h\n"];
+    let read = kcat_over_tls(&consume, &tls, b"");
     let mut got: Vec<&str> = read.stdout.lines().collect();
     got.sort_unstable();
     let mut want: Vec<String> = (0..100).map(|i| format!("key-{i}:value-{i}:via=kcat")).collect();
@@ -1676,16 +1673,9 @@ fn with_a_client_ca_only_clients_with_its_certificates_are_served() {
     assert!(!kcat_reaches(&kafka, &kcat_tls(&ca, None)), "a client without a certificate is refused");
     assert!(!kcat_reaches(&kafka, &kcat_tls(&ca, Some(&stranger))), "a certificate of another CA is refused");
     let tls = kcat_tls(&ca, Some(&client));
-    let mut produce: Vec<String> =
-        ["-b", kafka.as_str(), "-P", "-t", TOPIC, "-K", ":"].iter().map(|s| (*s).to_string()).collect();
-    produce.extend(tls.iter().cloned());
-    kcat(&produce.iter().map(String::as_str).collect::<Vec<_>>(), b"a:1\nb:2\n");
-    let mut consume: Vec<String> = ["-b", kafka.as_str(), "-C", "-t", TOPIC, "-o", "beginning", "-e", "-f", "%k:%s\n"]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect();
-    consume.extend(tls.iter().cloned());
-    let read = kcat(&consume.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    kcat_over_tls(&["-b", &kafka, "-P", "-t", TOPIC, "-K", ":"], &tls, b"a:1\nb:2\n");
+    let consume = ["-b", &kafka, "-C", "-t", TOPIC, "-o", "beginning", "-e", "-f", "%k:%s\n"];
+    let read = kcat_over_tls(&consume, &tls, b"");
     assert_eq!(read.stdout, "a:1\nb:2\n", "a client with the client CA's certificate is served");
 }
 
