@@ -17,3 +17,32 @@ start_bench_node() {
     sleep 0.1
   done
 }
+
+# For the pinned one-shard scripts (bench-partitions.sh, bench-tls.sh): starts
+# $BIN/sluice-node with one shard pinned to core 0, its data in $DATA/node (appending to
+# $DATA/node.log), NODE_FLAGS then $NODE_ARGS; sets NODE_PID; returns once
+# 127.0.0.1:WAIT_PORT accepts connections, or fails after 30 s. The caller's EXIT trap
+# stops the node.
+#
+#   start_pinned_node WAIT_PORT NODE_FLAGS...
+start_pinned_node() {
+  local wait_port=$1
+  shift
+  # shellcheck disable=SC2086 # NODE_ARGS is a list of flags
+  taskset -c 0 "$BIN/sluice-node" --shards 1 --data-dir "$DATA/node" "$@" ${NODE_ARGS:-} 2>>"$DATA/node.log" &
+  NODE_PID=$!
+  for _ in $(seq 1 600); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$wait_port") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "the node did not listen within 30 s" >&2
+  return 1
+}
+
+# Stops the node start_pinned_node started (SIGTERM, waiting at most 30 s).
+stop_pinned_node() {
+  kill "$NODE_PID"
+  for _ in $(seq 1 600); do kill -0 "$NODE_PID" 2>/dev/null || break; sleep 0.05; done
+  wait "$NODE_PID" 2>/dev/null || true
+  NODE_PID=
+}

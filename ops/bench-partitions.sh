@@ -25,24 +25,9 @@ fi
 NODE_PID=
 trap '[ -n "$NODE_PID" ] && kill $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
 
-start_node() {
-  # shellcheck disable=SC2086 # NODE_ARGS is a list of flags
-  taskset -c 0 "$BIN/sluice-node" --shards 1 --data-dir "$DATA/node" --listen 127.0.0.1:$PORT \
-    --kafka-listen off ${NODE_ARGS:-} 2>>"$DATA/node.log" &
-  NODE_PID=$!
-  for _ in $(seq 1 600); do
-    (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "the node did not listen within 30 s" >&2
-  return 1
-}
-stop_node() {
-  kill "$NODE_PID"
-  for _ in $(seq 1 600); do kill -0 "$NODE_PID" 2>/dev/null || break; sleep 0.05; done
-  wait "$NODE_PID" 2>/dev/null || true
-  NODE_PID=
-}
+. ops/bench-node.sh
+start_node() { start_pinned_node "$PORT" --listen 127.0.0.1:$PORT --kafka-listen off; }
+stop_node() { stop_pinned_node; }
 field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d.get('$2', 'nan'))" "$1"; }
 
 BASE=$(taskset -c 1 "$BIN/sluice-bench" baseline --data-dir "$DATA" --json)

@@ -43,23 +43,10 @@ with open(sys.argv[1], 'wb') as f:
     for _ in range(int(sys.argv[2])):
         f.write(line)" "$DATA/records" "$RECORDS"
 
+. ops/bench-node.sh
 start_node() {
   rm -rf "$DATA/node"
-  # shellcheck disable=SC2068 # the listener flags are a list
-  taskset -c 0 "$BIN/sluice-node" --shards 1 --data-dir "$DATA/node" --listen 127.0.0.1:$PORT $@ \
-    2>>"$DATA/node.log" &
-  NODE_PID=$!
-  for _ in $(seq 1 600); do
-    (exec 3<>/dev/tcp/127.0.0.1/$KPORT) 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "the node did not listen within 30 s" >&2
-  return 1
-}
-stop_node() {
-  kill "$NODE_PID"
-  wait "$NODE_PID" 2>/dev/null || true
-  NODE_PID=
+  start_pinned_node "$KPORT" --listen 127.0.0.1:$PORT "$@"
 }
 now() { date +%s.%N; }
 mb_s() { python3 -c "import sys; print(f'{int(sys.argv[1]) * 1024 / (float(sys.argv[3]) - float(sys.argv[2])) / 1e6:.1f}')" "$@"; }
@@ -82,7 +69,7 @@ row() {
   local cpu
   cpu=$(awk '{print ($14 + $15) / 100}' /proc/$NODE_PID/stat)
   echo "| $name | $(mb_s "$RECORDS" "$t0" "$t1") | $(mb_s "$RECORDS" "$t1" "$t2") | $cpu |"
-  stop_node
+  stop_pinned_node
 }
 NODE_TLS=()
 row plaintext "127.0.0.1:$KPORT"
