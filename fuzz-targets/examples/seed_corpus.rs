@@ -200,6 +200,28 @@ fn kafka() {
             .with_name(StrBytes::from_static_str("range"))
             .with_metadata(bytes::Bytes::from_static(b"\0\x01"))]);
     write("kafka_request", "join-group-v7", &request(ApiKey::JoinGroup, 7, &join));
+    let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
+    write("kafka_request", "sasl-handshake-v1", &request(ApiKey::SaslHandshake, 1, &handshake));
+    let token = SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from_static(b"\0user\0pencil"));
+    write("kafka_request", "sasl-authenticate-v2", &request(ApiKey::SaslAuthenticate, 2, &token));
+    let upsert = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+        alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+            .with_name(StrBytes::from_static_str("user"))
+            .with_mechanism(1)
+            .with_iterations(4096)
+            .with_salt(bytes::Bytes::from_static(b"salt"))
+            .with_salted_password(bytes::Bytes::from_static(&[7; 32])),
+    ]);
+    write("kafka_request", "alter-user-scram-credentials-v0", &request(ApiKey::AlterUserScramCredentials, 0, &upsert));
+}
+
+/// SASL logins: PLAIN, and SCRAM client-first and client-final messages (the proof is
+/// wrong, so the exchange ends with an error after reading the whole message).
+fn sasl() {
+    write("sasl_exchange", "plain", b"\x02\0user\0pencil");
+    let scram = b"\x00n,,n=user,r=rOprNGfwEbeRWgbNEkqO\xffc=biws,r=rOprNGfwEbeRWgbNEkqO,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    write("sasl_exchange", "scram-sha-256", scram);
+    write("sasl_exchange", "scram-sha-512-extension", b"\x01n,,n=user,r=abc,tokenauth=true");
 }
 
 /// A closed segment's index files and a producer snapshot, as a log writes them.
@@ -227,6 +249,7 @@ fn storage() {
 }
 
 fn main() {
+    sasl();
     storage();
     kafka();
     native();

@@ -31,7 +31,32 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("controller_state", controller_state),
     ("kafka_request", kafka_request),
     ("storage_files", storage_files),
+    ("sasl_exchange", sasl_exchange),
 ];
+
+/// A SASL login as a client drives it: the first byte picks the mechanism (PLAIN,
+/// SCRAM-SHA-256 or SCRAM-SHA-512), the rest is the client's tokens, split at each 0xFF
+/// byte (never in a SCRAM or PLAIN token sent as UTF-8), against one user "user" whose
+/// password is "pencil". Every step must end in a challenge, a login or an error.
+pub fn sasl_exchange(data: &[u8]) {
+    use sluice_schemas::sasl::{credential_of, salted_password, Exchange, ScramCredential, ScramMechanism, Users};
+    struct One;
+    impl Users for One {
+        fn credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
+            // Few iterations: the fuzzer runs this for every input.
+            let salted = salted_password(mechanism, b"pencil", b"salt", 2);
+            (user == "user").then(|| credential_of(mechanism, &salted, b"salt", 2))
+        }
+    }
+    let Some((&which, tokens)) = data.split_first() else { return };
+    let mechanism = sluice_schemas::sasl::MECHANISMS[usize::from(which) % 3];
+    let Some(mut exchange) = Exchange::start(mechanism) else { return };
+    for token in tokens.split(|b| *b == 0xFF).take(4) {
+        if exchange.step(token, &One).is_err() {
+            return;
+        }
+    }
+}
 
 /// The small files a log reads at open, which a crash or a disk may have damaged: a
 /// closed segment's index files (the first 16 bytes give the segment's size and the
@@ -102,6 +127,10 @@ pub fn kafka_request(data: &[u8]) {
         ApiKey::IncrementalAlterConfigs => body::<IncrementalAlterConfigsRequest>(&mut b, version),
         ApiKey::DeleteRecords => body::<DeleteRecordsRequest>(&mut b, version),
         ApiKey::CreatePartitions => body::<CreatePartitionsRequest>(&mut b, version),
+        ApiKey::SaslHandshake => body::<SaslHandshakeRequest>(&mut b, version),
+        ApiKey::SaslAuthenticate => body::<SaslAuthenticateRequest>(&mut b, version),
+        ApiKey::DescribeUserScramCredentials => body::<DescribeUserScramCredentialsRequest>(&mut b, version),
+        ApiKey::AlterUserScramCredentials => body::<AlterUserScramCredentialsRequest>(&mut b, version),
         _ => {}
     }
 }

@@ -20,8 +20,9 @@ pub const USAGE: &str = "\
 sluice-node: the Sluice storage node
 
 usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
-                   [--kafka-listen [SSL://]HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
+                   [--kafka-listen [PROTOCOL://]HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
                    [--tls-cert FILE] [--tls-key FILE] [--tls-client-ca FILE]
+                   [--sasl-mechanisms M,M,...] [--connections-max-reauth-ms N]
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N] [--max-connections N]
                    [--max-connections-per-ip N] [--max-connections-per-ip-overrides IP:N,...]
@@ -44,13 +45,23 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                             `[topic-defaults]` with topic config keys); flags win over it
   --data-dir DIR            where logs and metadata live (default ./sluice-data)
   --listen HOST:PORT        native protocol listener (default 127.0.0.1:9292)
-  --kafka-listen [SSL://]HOST:PORT  Kafka protocol listener for existing Kafka clients and
-                            tools (default 127.0.0.1:9092, plaintext; `off` turns it off;
-                            SSL:// serves TLS with --tls-cert and --tls-key)
+  --kafka-listen [PROTOCOL://]HOST:PORT  Kafka protocol listener for existing Kafka clients
+                            and tools (default 127.0.0.1:9092, plaintext; `off` turns it off).
+                            PROTOCOL is Kafka's security protocol: PLAINTEXT (the default),
+                            SSL (TLS with --tls-cert and --tls-key), SASL_PLAINTEXT or
+                            SASL_SSL (clients authenticate as a user first; SASL_SSL over TLS)
   --tls-cert FILE           PEM certificate chain (leaf first) of SSL listeners
   --tls-key FILE            PEM private key of --tls-cert; both are read again on SIGHUP
   --tls-client-ca FILE      PEM CA certificates: SSL clients must present a certificate
                             signed by one (mutual TLS; default: none asked for)
+  --sasl-mechanisms M,M,... the SASL mechanisms SASL listeners accept, of SCRAM-SHA-256,
+                            SCRAM-SHA-512 and PLAIN (default: all three). Users are SCRAM
+                            credentials in the cluster's metadata (Kafka's
+                            AlterUserScramCredentials, or SLUICE_BOOTSTRAP_USER below);
+                            PLAIN checks the password against them
+  --connections-max-reauth-ms N  how long a SASL login lasts before the client must
+                            authenticate again on its connection (KIP-368; default 0: for
+                            the connection's life)
   --kafka-advertised HOST:PORT  the address Kafka clients are told to connect to
                             (default: the --kafka-listen address)
   --shards N                executors, one pinned per core (default: the number of cores)
@@ -121,6 +132,9 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                             ISR (replica.lag.time.max.ms, default 10000)
   -h, --help                this text
 
+Environment: SLUICE_BOOTSTRAP_USER=NAME:PASSWORD[:MECHANISM] creates that SASL user
+(SCRAM-SHA-256 unless MECHANISM says SCRAM-SHA-512) at start when it does not exist, so a
+node whose Kafka listener needs SASL can be reached at all.
 Logs go to stderr; RUST_LOG sets the filter (default info). SIGTERM or SIGINT shut the
 node down cleanly (writes finished, files synced and closed).";
 
@@ -137,8 +151,14 @@ pub struct NodeConfig {
     /// How the Kafka listener's connections are secured (`SSL://` before its address).
     pub kafka_security: SecurityProtocol,
     /// The TLS certificate chain, its key and the CA clients' certificates must chain to
-    /// (PEM files), for listeners whose protocol is SSL.
+    /// (PEM files), for listeners whose protocol is SSL or SASL_SSL.
     pub tls: TlsFiles,
+    /// The mechanisms SASL listeners accept (of `sasl::MECHANISMS`, in that order).
+    pub sasl_mechanisms: Vec<&'static str>,
+    /// How long a SASL login lasts (KIP-368's connections.max.reauth.ms; 0: no limit).
+    pub reauth_ms: u64,
+    /// The user `SLUICE_BOOTSTRAP_USER` asks for.
+    pub bootstrap_user: Option<BootstrapUser>,
     pub shards: usize,
     pub metrics_listen: Option<SocketAddr>,
     /// Frames larger than this are refused before their body is read.
@@ -220,7 +240,7 @@ pub struct Peer {
 }
 
 /// How a listener's connections are secured, as Kafka's `listener.security.protocol.map`
-/// names it (SASL is not served yet).
+/// names it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SecurityProtocol {
     #[default]
@@ -228,15 +248,75 @@ pub enum SecurityProtocol {
     /// TLS (rustls): the node's certificate, and the client's too when `tls-client-ca`
     /// is set.
     Ssl,
+    /// SASL authentication before any other request, in the clear.
+    SaslPlaintext,
+    /// TLS, then SASL authentication.
+    SaslSsl,
 }
 
 impl SecurityProtocol {
+    const ALL: [SecurityProtocol; 4] = [
+        SecurityProtocol::Plaintext,
+        SecurityProtocol::Ssl,
+        SecurityProtocol::SaslPlaintext,
+        SecurityProtocol::SaslSsl,
+    ];
+
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             SecurityProtocol::Plaintext => "PLAINTEXT",
             SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
         }
+    }
+
+    /// Whether connections start with a TLS handshake.
+    #[must_use]
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether clients must authenticate with SASL.
+    #[must_use]
+    pub fn sasl(self) -> bool {
+        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// A SASL user created at start when missing (`SLUICE_BOOTSTRAP_USER`); its password
+/// never shows in logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapUser {
+    pub name: String,
+    pub password: String,
+    pub mechanism: sluice_replication::state::ScramMechanism,
+}
+
+impl std::fmt::Debug for BootstrapUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BootstrapUser({}, {})", self.name, self.mechanism.name())
+    }
+}
+
+impl BootstrapUser {
+    /// `NAME:PASSWORD[:MECHANISM]`.
+    pub fn parse(value: &str) -> Result<BootstrapUser, String> {
+        let what = "SLUICE_BOOTSTRAP_USER must be NAME:PASSWORD[:SCRAM-SHA-256|SCRAM-SHA-512]";
+        let (name, rest) = value.split_once(':').ok_or_else(|| what.to_string())?;
+        let (password, mechanism) = match rest.rsplit_once(':') {
+            Some((password, m)) if m.to_ascii_uppercase().starts_with("SCRAM-") => {
+                let mechanism = sluice_replication::state::ScramMechanism::from_name(m)
+                    .ok_or_else(|| format!("{what}: unknown mechanism {m:?}"))?;
+                (password, mechanism)
+            }
+            _ => (rest, sluice_replication::state::ScramMechanism::Sha256),
+        };
+        if name.is_empty() || password.is_empty() {
+            return Err(format!("{what}: the name and the password must not be empty"));
+        }
+        Ok(BootstrapUser { name: name.to_string(), password: password.to_string(), mechanism })
     }
 }
 
@@ -265,6 +345,9 @@ impl Default for NodeConfig {
             kafka_advertised: None,
             kafka_security: SecurityProtocol::Plaintext,
             tls: TlsFiles::default(),
+            sasl_mechanisms: crate::sasl::MECHANISMS.to_vec(),
+            reauth_ms: 0,
+            bootstrap_user: None,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()).min(SHARDS_MAX),
             metrics_listen: None,
             frame_bytes_max: 100 << 20,
@@ -347,21 +430,40 @@ fn address(key: &str, value: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{key} = {value:?}: not a HOST:PORT address"))
 }
 
-/// `[PROTOCOL://]HOST:PORT`, PROTOCOL being PLAINTEXT (the default) or SSL, as in Kafka's
-/// `listeners` (where the name before `://` maps to a protocol).
+/// `[PROTOCOL://]HOST:PORT`, PROTOCOL being PLAINTEXT (the default), SSL, SASL_PLAINTEXT
+/// or SASL_SSL, as in Kafka's `listeners` (where the name before `://` maps to a protocol).
 fn listener_address(key: &str, value: &str) -> Result<(SecurityProtocol, SocketAddr), String> {
     let (security, rest) = match value.split_once("://") {
         None => (SecurityProtocol::Plaintext, value),
-        Some((name, rest)) => match name.to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => (SecurityProtocol::Plaintext, rest),
-            "SSL" => (SecurityProtocol::Ssl, rest),
-            "SASL_PLAINTEXT" | "SASL_SSL" => {
-                return Err(format!("{key} = {value:?}: {name} is not served yet (PLAINTEXT or SSL)"));
-            }
-            _ => return Err(format!("{key} = {value:?}: unknown security protocol {name:?} (PLAINTEXT or SSL)")),
-        },
+        Some((name, rest)) => {
+            let Some(security) = SecurityProtocol::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(name)) else {
+                return Err(format!(
+                    "{key} = {value:?}: unknown security protocol {name:?} (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)"
+                ));
+            };
+            (security, rest)
+        }
     };
     Ok((security, address(key, rest)?))
+}
+
+/// A list of SASL mechanism names, each one of `sasl::MECHANISMS`.
+fn mechanisms(key: &str, value: &str) -> Result<Vec<&'static str>, String> {
+    let mut out = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let Some(known) = crate::sasl::MECHANISMS.iter().find(|m| m.eq_ignore_ascii_case(name)) else {
+            return Err(format!(
+                "{key} = {value:?}: unknown SASL mechanism {name:?} (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN)"
+            ));
+        };
+        if !out.contains(known) {
+            out.push(*known);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{key} = {value:?}: no mechanism named"));
+    }
+    Ok(out)
 }
 
 /// `ID=NATIVE,CLUSTER[,KAFKA]`.
@@ -473,7 +575,7 @@ impl NodeConfig {
     /// Whether some listener serves TLS.
     #[must_use]
     pub fn serves_tls(&self) -> bool {
-        self.kafka_listen.is_some() && self.kafka_security == SecurityProtocol::Ssl
+        self.kafka_listen.is_some() && self.kafka_security.tls()
     }
 
     /// An SSL listener needs a certificate and its key; TLS files without an SSL listener
@@ -484,13 +586,16 @@ impl NodeConfig {
             for (key, path) in &given[..2] {
                 if path.is_none() {
                     return Err(format!(
-                        "kafka-listen = SSL://{} needs {key} = FILE (PEM)",
+                        "kafka-listen = {}://{} needs {key} = FILE (PEM)",
+                        self.kafka_security.name(),
                         self.kafka_listen.map(|a| a.to_string()).unwrap_or_default()
                     ));
                 }
             }
         } else if let Some((key, _)) = given.iter().find(|(_, path)| path.is_some()) {
-            return Err(format!("{key} is set but no listener uses SSL (kafka-listen = SSL://HOST:PORT)"));
+            return Err(format!(
+                "{key} is set but no listener uses TLS (kafka-listen = SSL://HOST:PORT or SASL_SSL://HOST:PORT)"
+            ));
         }
         Ok(())
     }
@@ -508,6 +613,8 @@ impl NodeConfig {
             "tls-cert" => self.tls.cert = Some(PathBuf::from(value)),
             "tls-key" => self.tls.key = Some(PathBuf::from(value)),
             "tls-client-ca" => self.tls.client_ca = Some(PathBuf::from(value)),
+            "sasl-mechanisms" => self.sasl_mechanisms = mechanisms(key, value)?,
+            "connections-max-reauth-ms" => self.reauth_ms = number(key, value, 0, i64::MAX as u64)?,
             "kafka-advertised" => {
                 let (host, port) = value
                     .rsplit_once(':')
@@ -677,6 +784,9 @@ impl NodeConfig {
             ));
         }
         config.check_tls()?;
+        if let Ok(value) = std::env::var("SLUICE_BOOTSTRAP_USER") {
+            config.bootstrap_user = Some(BootstrapUser::parse(&value)?);
+        }
         if config.request_memory_bytes_max < u64::from(config.frame_bytes_max) {
             return Err(format!(
                 "request-memory-bytes = {} must be at least max-frame-bytes = {} (else a largest frame could never be read)",
@@ -778,8 +888,26 @@ mod tests {
         assert_eq!(parse("127.0.0.1:9093"), Ok((SecurityProtocol::Plaintext, at)));
         assert_eq!(parse("PLAINTEXT://127.0.0.1:9093"), Ok((SecurityProtocol::Plaintext, at)));
         assert_eq!(parse("ssl://127.0.0.1:9093"), Ok((SecurityProtocol::Ssl, at)));
-        assert!(parse("SASL_SSL://127.0.0.1:9093").unwrap_err().contains("not served yet"));
+        assert_eq!(parse("SASL_SSL://127.0.0.1:9093"), Ok((SecurityProtocol::SaslSsl, at)));
+        assert_eq!(parse("sasl_plaintext://127.0.0.1:9093"), Ok((SecurityProtocol::SaslPlaintext, at)));
         assert!(parse("TLS://127.0.0.1:9093").unwrap_err().contains("unknown security protocol"));
         assert!(parse("SSL://nowhere").unwrap_err().contains("not a HOST:PORT"));
+    }
+
+    #[test]
+    fn sasl_settings_are_checked() {
+        assert_eq!(super::mechanisms("m", "plain, SCRAM-SHA-512,PLAIN"), Ok(vec!["PLAIN", "SCRAM-SHA-512"]));
+        assert!(super::mechanisms("m", "GSSAPI").unwrap_err().contains("unknown SASL mechanism"));
+        assert!(super::mechanisms("m", " , ").unwrap_err().contains("no mechanism"));
+        let user = BootstrapUser::parse("admin:se:cret:SCRAM-SHA-512").unwrap();
+        assert_eq!((user.name.as_str(), user.password.as_str()), ("admin", "se:cret"));
+        assert_eq!(user.mechanism, sluice_replication::state::ScramMechanism::Sha512);
+        assert_eq!(BootstrapUser::parse("admin:a:b").unwrap().password, "a:b", "a colon in the password");
+        assert!(!format!("{user:?}").contains("cret"), "the password never shows");
+        for bad in ["admin", ":pw", "admin:", "admin:pw:SCRAM-MD5"] {
+            assert!(BootstrapUser::parse(bad).is_err(), "{bad}");
+        }
+        let tls = NodeConfig::from_args(&args("--kafka-listen SASL_SSL://127.0.0.1:9093")).unwrap_err();
+        assert!(tls.contains("SASL_SSL://127.0.0.1:9093 needs tls-cert"), "{tls}");
     }
 }

@@ -35,6 +35,8 @@ pub mod listener;
 pub mod metrics;
 pub mod native;
 pub mod ops;
+/// SASL mechanisms (PLAIN, SCRAM) and SCRAM credentials, shared with the fuzz targets.
+pub use sluice_schemas::sasl;
 pub mod shard;
 pub mod tls;
 pub mod topics;

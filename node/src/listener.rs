@@ -110,12 +110,21 @@ pub(crate) trait Protocol: 'static {
     const HEADER_BYTES: usize;
     /// What the handler needs from the header.
     type Frame: 'static;
+    /// What one connection keeps between its requests (the Kafka protocol's SASL login).
+    type Session: Default + 'static;
     fn server(self: &Rc<Self>) -> Rc<Server>;
     /// The body's length and what the handler needs from the header; `Err` refuses the
     /// frame: its response, if any, is written and the connection closed.
     fn parse_header(&self, header: &[u8]) -> Result<(usize, Self::Frame), Option<ResponseFrame>>;
     /// Runs one request; `turn` is its place in the connection's order.
-    async fn handle(self: Rc<Self>, frame: Self::Frame, body: Vec<u8>, peer: Rc<str>, turn: Turn) -> Outcome;
+    async fn handle(
+        self: Rc<Self>,
+        session: Rc<Self::Session>,
+        frame: Self::Frame,
+        body: Vec<u8>,
+        peer: Rc<str>,
+        turn: Turn,
+    ) -> Outcome;
 }
 
 /// A request's place in its connection's order: `wait` returns once the request before
@@ -337,6 +346,7 @@ where
     let mut peer_gone = true;
     // What the next request's turn waits on.
     let mut previous_turn = None;
+    let session = Rc::new(P::Session::default());
     loop {
         if reader.read_exact(&mut header).await.is_err() {
             break; // closed by the peer
@@ -355,10 +365,11 @@ where
         };
         let protocol = protocol.clone();
         let peer = peer_address.clone();
+        let session = session.clone();
         let (turn, next) = Turn::after(previous_turn.take());
         previous_turn = Some(next);
         let task = rt::spawn(async move {
-            let outcome = protocol.handle(frame, body, peer, turn).await;
+            let outcome = protocol.handle(session, frame, body, peer, turn).await;
             drop(permits);
             outcome
         })

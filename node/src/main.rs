@@ -270,6 +270,17 @@ async fn run_shard(
             ),
             None => info!(listen = %listen, "sluice-node ready"),
         }
+        // Friendly defaults stay loopback; an open port without logins is worth a warning.
+        if let Some(kafka) = kafka_listen.filter(|a| !a.ip().is_loopback() && !kafka_security.sasl()) {
+            warn!(
+                "the Kafka listener on {kafka} ({}) lets every client in without authentication: \
+                 use SASL_SSL:// (or SASL_PLAINTEXT://) to require a login",
+                kafka_security.name()
+            );
+        }
+        if !listen.ip().is_loopback() {
+            warn!("the native listener on {listen} has no authentication: anyone who reaches it can read and change everything");
+        }
     }
     while !life.stop.load(Ordering::SeqCst) {
         sluice_node::io::sleep(Duration::from_millis(STOP_POLL_MS)).await;

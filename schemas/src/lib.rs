@@ -7,6 +7,8 @@
 //! - `compression`: Kafka's batch codecs (gzip, snappy in xerial framing, lz4 frame,
 //!   zstd), byte-compatible with Kafka clients, and `with_records` over any batch.
 //! - `records`: building and reading the varint-encoded records inside a batch.
+//! - `sasl`: SASL's PLAIN and SCRAM-SHA-256/512 exchanges on the server side, and the
+//!   SCRAM credentials users are kept as.
 //! - `varint`: the zigzag varints the records are written with.
 //! - `wire`: the native protocol: flatbuffers envelopes generated from schemas/fbs/sluice.fbs
 //!   and the frames that carry them, verified before use.
@@ -21,5 +23,6 @@ pub mod ids;
 
 pub use ids::{LeaderEpoch, Offset, ProducerId, TopicPartition};
 pub mod records;
+pub mod sasl;
 pub mod varint;
 pub mod wire;

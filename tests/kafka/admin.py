@@ -21,12 +21,20 @@ usage: admin.py --bootstrap HOST:PORT COMMAND ...
   elect-leaders preferred|unclean [TOPIC:PARTITION...]
                                          ElectLeaders (none named: every partition)
                                          {"topic", "partition", "error"} per partition
+  set-user NAME MECHANISM PASSWORD [ITERATIONS]
+                                         AlterUserScramCredentials upsertion (the client
+                                         salts the password) {"user", "error"}
+  delete-user NAME MECHANISM             AlterUserScramCredentials deletion {"user", "error"}
+  users [NAME...]                        DescribeUserScramCredentials (none named: every
+                                         user) {"user", "credentials": [[MECHANISM,
+                                         ITERATIONS]...], "error"} per user
+The --tls-* and --sasl-* arguments of common.add_security_arguments secure the connection.
 """
 
 import argparse
 import time
 
-from common import deadline, emit, fail, run
+from common import add_security_arguments, confluent_security, deadline, emit, fail, run
 
 REQUEST_TIMEOUT_S = 15
 
@@ -190,6 +198,53 @@ def elect_leaders(admin, args):
         emit(topic=tp.topic, partition=tp.partition, error=error.name() if error else None)
 
 
+def alter_users(admin, alterations):
+    futures = admin.alter_user_scram_credentials(alterations, request_timeout=REQUEST_TIMEOUT_S)
+    for user, future in sorted(futures.items()):
+        emit(user=user, error=error_name(future))
+
+
+def set_user(admin, args):
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    name, mechanism, password = args.rest[:3]
+    iterations = int(args.rest[3]) if len(args.rest) > 3 else 4096
+    info = ScramCredentialInfo(ScramMechanism[mechanism.replace("-", "_")], iterations)
+    alter_users(admin, [UserScramCredentialUpsertion(name, info, password.encode())])
+
+
+def delete_user(admin, args):
+    from confluent_kafka.admin import ScramMechanism, UserScramCredentialDeletion
+
+    name, mechanism = args.rest[:2]
+    alter_users(admin, [UserScramCredentialDeletion(name, ScramMechanism[mechanism.replace("-", "_")])])
+
+
+def users(admin, args):
+    from confluent_kafka import KafkaException
+
+    try:
+        if args.rest:
+            futures = admin.describe_user_scram_credentials(args.rest, request_timeout=REQUEST_TIMEOUT_S)
+            described = {}
+            for user, future in futures.items():
+                try:
+                    described[user] = future.result(timeout=REQUEST_TIMEOUT_S)
+                except KafkaException as e:
+                    emit(user=user, credentials=[], error=e.args[0].name())
+        else:
+            described = admin.describe_user_scram_credentials(request_timeout=REQUEST_TIMEOUT_S).result(
+                timeout=REQUEST_TIMEOUT_S
+            )
+    except KafkaException as e:
+        fail(f"DescribeUserScramCredentials: {e}")
+    for user, description in sorted(described.items()):
+        credentials = sorted(
+            [info.mechanism.name.replace("_", "-"), info.iterations] for info in description.scram_credential_infos
+        )
+        emit(user=user, credentials=credentials, error=None)
+
+
 def main():
     from confluent_kafka.admin import AdminClient
 
@@ -211,12 +266,16 @@ def main():
             "list-groups",
             "describe-group",
             "elect-leaders",
+            "set-user",
+            "delete-user",
+            "users",
         ],
     )
+    add_security_arguments(parser)
     parser.add_argument("rest", nargs="*")
     args = parser.parse_args()
     deadline(args.timeout)
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    admin = AdminClient({"bootstrap.servers": args.bootstrap, **confluent_security(args)})
     commands = {
         "create": create,
         "add-partitions": add_partitions,
@@ -230,6 +289,9 @@ def main():
         "list-groups": list_groups,
         "describe-group": describe,
         "elect-leaders": elect_leaders,
+        "set-user": set_user,
+        "delete-user": delete_user,
+        "users": users,
     }
     commands[args.command](admin, args)
 

@@ -39,32 +39,56 @@ def deadline(seconds):
     signal.alarm(seconds)
 
 
-def add_tls_arguments(parser):
+def add_security_arguments(parser):
     """--tls-ca FILE: connect over TLS (security.protocol SSL) trusting the CAs in FILE
     (PEM), the node's name checked against its certificate; --tls-cert and --tls-key:
-    the client's own certificate and key (PEM), for nodes that ask for one."""
+    the client's own certificate and key (PEM), for nodes that ask for one.
+    --sasl-mechanism M (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) with --sasl-user and
+    --sasl-password: log in with SASL (SASL_SSL with --tls-ca, else SASL_PLAINTEXT)."""
     parser.add_argument("--tls-ca")
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
+    parser.add_argument("--sasl-mechanism")
+    parser.add_argument("--sasl-user")
+    parser.add_argument("--sasl-password")
 
 
-def confluent_tls(args):
-    """librdkafka's settings for the --tls-* arguments ({} without --tls-ca)."""
-    if not args.tls_ca:
-        return {}
-    config = {"security.protocol": "ssl", "ssl.ca.location": args.tls_ca}
+def security_protocol(args):
+    """Kafka's security.protocol for the arguments."""
+    if args.sasl_mechanism:
+        return "SASL_SSL" if args.tls_ca else "SASL_PLAINTEXT"
+    return "SSL" if args.tls_ca else "PLAINTEXT"
+
+
+def confluent_security(args):
+    """librdkafka's settings for the --tls-* and --sasl-* arguments."""
+    config = {"security.protocol": security_protocol(args).lower()}
+    if args.tls_ca:
+        config["ssl.ca.location"] = args.tls_ca
     if args.tls_cert:
         config.update({"ssl.certificate.location": args.tls_cert, "ssl.key.location": args.tls_key})
+    if args.sasl_mechanism:
+        config.update(
+            {"sasl.mechanism": args.sasl_mechanism, "sasl.username": args.sasl_user, "sasl.password": args.sasl_password}
+        )
     return config
 
 
-def kafka_python_tls(args):
-    """kafka-python's settings for the --tls-* arguments ({} without --tls-ca)."""
-    if not args.tls_ca:
-        return {}
-    config = {"security_protocol": "SSL", "ssl_cafile": args.tls_ca, "ssl_check_hostname": True}
+def kafka_python_security(args):
+    """kafka-python's settings for the --tls-* and --sasl-* arguments."""
+    config = {"security_protocol": security_protocol(args)}
+    if args.tls_ca:
+        config.update({"ssl_cafile": args.tls_ca, "ssl_check_hostname": True})
     if args.tls_cert:
         config.update({"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key})
+    if args.sasl_mechanism:
+        config.update(
+            {
+                "sasl_mechanism": args.sasl_mechanism,
+                "sasl_plain_username": args.sasl_user,
+                "sasl_plain_password": args.sasl_password,
+            }
+        )
     return config
 
 

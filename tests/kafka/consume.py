@@ -12,12 +12,13 @@ It fails if no record comes for --idle-ms before it has read --max records.
 usage: consume.py --client confluent|kafka-python --bootstrap HOST:PORT --topic T --max N
                   [--group G] [--idle-ms MS] [--timeout S]
                   [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
+                  [--sasl-mechanism M --sasl-user U --sasl-password P]
 """
 
 import argparse
 import time
 
-from common import add_tls_arguments, confluent_tls, deadline, emit_record, fail, kafka_python_tls, run
+from common import add_security_arguments, confluent_security, deadline, emit_record, fail, kafka_python_security, run
 
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 500
@@ -59,7 +60,7 @@ def consume_confluent(args):
         "auto.offset.reset": "earliest",
         "session.timeout.ms": SESSION_TIMEOUT_MS,
         "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
-        **confluent_tls(args),
+        **confluent_security(args),
     }
     consumer = Consumer(config)
     if args.group:
@@ -102,7 +103,7 @@ def consume_kafka_python(args):
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
         request_timeout_ms=10_000,
-        **kafka_python_tls(args),
+        **kafka_python_security(args),
     )
     if args.group:
         consumer.subscribe([args.topic])
@@ -139,7 +140,7 @@ def main():
     parser.add_argument("--group")
     parser.add_argument("--idle-ms", type=int, default=15_000)
     parser.add_argument("--timeout", type=int, default=60)
-    add_tls_arguments(parser)
+    add_security_arguments(parser)
     args = parser.parse_args()
     deadline(args.timeout)
     if args.client == "confluent":

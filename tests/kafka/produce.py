@@ -5,11 +5,12 @@ input order, once every record is acknowledged: {"partition", "offset", "timesta
 usage: produce.py --client confluent|kafka-python --bootstrap HOST:PORT --topic T
                   [--compression none|gzip|snappy|lz4|zstd] [--timeout S]
                   [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
+                  [--sasl-mechanism M --sasl-user U --sasl-password P]
 """
 
 import argparse
 
-from common import add_tls_arguments, confluent_tls, deadline, emit, fail, kafka_python_tls, read_specs, run
+from common import add_security_arguments, confluent_security, deadline, emit, fail, kafka_python_security, read_specs, run
 
 
 def produce_confluent(args, specs):
@@ -22,7 +23,7 @@ def produce_confluent(args, specs):
             "compression.type": args.compression,
             "linger.ms": 5,
             "message.timeout.ms": args.timeout * 1000 // 2,
-            **confluent_tls(args),
+            **confluent_security(args),
         }
     )
     reports = [None] * len(specs)
@@ -64,7 +65,7 @@ def produce_kafka_python(args, specs):
         linger_ms=5,
         request_timeout_ms=10_000,
         max_block_ms=args.timeout * 1000 // 2,
-        **kafka_python_tls(args),
+        **kafka_python_security(args),
     )
     futures = []
     for spec in specs:
@@ -95,7 +96,7 @@ def main():
     parser.add_argument("--topic", required=True)
     parser.add_argument("--compression", default="none")
     parser.add_argument("--timeout", type=int, default=60)
-    add_tls_arguments(parser)
+    add_security_arguments(parser)
     args = parser.parse_args()
     deadline(args.timeout)
     specs = read_specs()

@@ -260,6 +260,8 @@ pub struct NodeProcess {
     /// The soft limit on open files the node process starts with (`None`: this one's).
     /// The open files limit the process starts with: soft, and hard when given.
     open_files_limits: Option<(u64, Option<u64>)>,
+    /// Environment variables the node process gets besides this process's.
+    env: Vec<(String, String)>,
 }
 
 impl NodeProcess {
@@ -331,7 +333,17 @@ impl NodeProcess {
             // One log per port: two nodes on one data directory keep separate logs.
             log_path: parent.join(format!("node-{}.log", addr.port())),
             open_files_limits: None,
+            env: Vec::new(),
         }
+    }
+
+    /// As `start`, with `env` set in the node's environment (kept across restarts).
+    #[must_use]
+    pub fn start_with_env(data_dir: &Path, shards: usize, extra_args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+        let mut node = NodeProcess::not_started(free_loopback_addr(), data_dir, shards, extra_args);
+        node.env = env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
+        node.spawn();
+        node
     }
 
     /// As `start`, with the node process started at a soft limit of `soft` open files.
@@ -371,6 +383,7 @@ impl NodeProcess {
             command.args(["--kafka-listen", "off"]);
         }
         command.args(&self.extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some((soft, hard)) = self.open_files_limits {
             use std::os::unix::process::CommandExt;
             // SAFETY: the closure runs in the child between fork and exec and only calls

@@ -26,6 +26,11 @@
 //!   certificate (a broken one keeps the old); with `--tls-client-ca` only clients with
 //!   a certificate that CA signed are served; a TLS listener without a usable
 //!   certificate stops the node naming what is wrong.
+//! - SASL (`--kafka-listen SASL_SSL://`): kcat and confluent-kafka log in with
+//!   SCRAM-SHA-512 and SCRAM-SHA-256, kafka-python with PLAIN, over TLS; users are made
+//!   and removed with Kafka's AlterUserScramCredentials through confluent-kafka's
+//!   AdminClient and survive a restart; wrong passwords, unknown users and clients
+//!   without SASL are refused and counted.
 //!
 //! Each test starts its own `sluice-node` (two shards) with a Kafka listener on a free
 //! loopback port (`NodeProcess::start_with_kafka`), its data in a temporary directory;
@@ -258,6 +263,15 @@ impl Spec {
             timestamp_ms: self.timestamp_ms,
         }
     }
+}
+
+/// `varied` as every client here can produce it (kafka-python refuses null header values
+/// and records with neither key nor value).
+fn varied_for_every_client(i: usize, partition: u32) -> Spec {
+    let mut spec = varied(i, partition);
+    spec.headers.retain(|(_, value)| value.is_some());
+    spec.value.get_or_insert_with(Vec::new);
+    spec
 }
 
 /// `len` bytes from `seed`, covering 0x00, 0xff and bytes that are not UTF-8.
@@ -1581,15 +1595,7 @@ fn kafka_clients_produce_and_consume_over_tls_and_others_are_refused() {
     for client in ["confluent", "kafka-python"] {
         let topic = format!("{TOPIC}-{client}");
         create_topic(&node, &topic, 2);
-        // (kafka-python refuses null header values and records with neither key nor value.)
-        let specs: Vec<Spec> = (0..40)
-            .map(|i| {
-                let mut spec = varied(i, (i % 2) as u32);
-                spec.headers.retain(|(_, value)| value.is_some());
-                spec.value.get_or_insert_with(Vec::new);
-                spec
-            })
-            .collect();
+        let specs: Vec<Spec> = (0..40).map(|i| varied_for_every_client(i, (i % 2) as u32)).collect();
         let stored = produce_through(&kafka, &tls_ca, client, &topic, &specs);
         let mut expected: Vec<Record> = specs.iter().zip(&stored).map(|(s, &at)| s.stored_at(at)).collect();
         expected.sort();
@@ -1691,7 +1697,7 @@ fn a_tls_listener_without_a_usable_certificate_stops_the_node_naming_it() {
     let cases: [(&[&str], &str); 3] = [
         (&["--kafka-listen", &kafka], "needs tls-cert"),
         (&["--kafka-listen", &kafka, "--tls-cert", &garbage, "--tls-key", &garbage], garbage.as_str()),
-        (&["--tls-cert", &garbage, "--tls-key", &garbage], "no listener uses SSL"),
+        (&["--tls-cert", &garbage, "--tls-key", &garbage], "no listener uses TLS"),
     ];
     for (i, (args, named)) in cases.iter().enumerate() {
         let data = dir.path().join(format!("data-{i}"));
@@ -1704,4 +1710,141 @@ fn a_tls_listener_without_a_usable_certificate_stops_the_node_naming_it() {
             sluice_tests::node_client::StartAttempt::Started(log) => panic!("{args:?}: the node started:\n{log}"),
         }
     }
+}
+
+// SASL --------------------------------------------------------------------------------------
+
+/// kcat's settings for SASL_SSL as `user` with `mechanism`, trusting `ca`.
+fn kcat_sasl(ca: &str, mechanism: &str, user: &str, password: &str) -> Vec<String> {
+    [
+        "security.protocol=sasl_ssl".to_string(),
+        format!("ssl.ca.location={ca}"),
+        format!("sasl.mechanism={mechanism}"),
+        format!("sasl.username={user}"),
+        format!("sasl.password={password}"),
+    ]
+    .into_iter()
+    .flat_map(|setting| ["-X".to_string(), setting])
+    .collect()
+}
+
+/// The scripts' arguments for SASL_SSL as `user` with `mechanism`, trusting `ca`.
+fn script_sasl<'a>(ca: &'a str, mechanism: &'a str, user: &'a str, password: &'a str) -> [&'a str; 8] {
+    ["--tls-ca", ca, "--sasl-mechanism", mechanism, "--sasl-user", user, "--sasl-password", password]
+}
+
+/// admin.py at `bootstrap` with `security` arguments, then `command`.
+fn admin_as(bootstrap: &str, security: &[&str], command: &[&str]) -> Vec<Json> {
+    let mut args = vec!["--bootstrap", bootstrap];
+    args.extend_from_slice(security);
+    args.extend_from_slice(command);
+    script("admin.py", &args, b"")
+}
+
+/// Waits (at most 20 s) until kcat logs in at `bootstrap` with `settings`.
+fn wait_for_login(bootstrap: &str, settings: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kcat_reaches(bootstrap, settings) {
+        assert!(Instant::now() < deadline, "no login at {bootstrap} with {settings:?} within 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The failed SASL logins a node counted.
+fn failed_logins(metrics: &str) -> u64 {
+    let scrape = sluice_tests::node_client::scrape_metrics(metrics.parse().unwrap());
+    sluice_tests::node_client::metric_value(&scrape, "sluice_sasl_authentications_total{result=\"failed\"}")
+        .expect("the SASL failure counter")
+}
+
+/// A SASL_SSL listener with real clients: the bootstrap user (SLUICE_BOOTSTRAP_USER,
+/// SCRAM-SHA-512) logs in with kcat and creates a SCRAM-SHA-256 user through
+/// confluent-kafka's AdminClient (AlterUserScramCredentials, which refuses too few
+/// iterations and deleting a credential that does not exist with Kafka's errors, and
+/// DescribeUserScramCredentials lists both). That user produces and consumes with kcat and
+/// confluent-kafka (SCRAM-SHA-256) and kafka-python (PLAIN); a wrong password, an unknown
+/// user, a mechanism the user has no credential for and a client without SASL are
+/// refused, and the failures counted. After a restart the users still log in; a deleted
+/// user no longer does.
+#[test]
+fn kafka_clients_log_in_with_scram_or_plain_over_sasl_ssl_and_users_survive_a_restart() {
+    const TOPIC: &str = "over-sasl";
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let ca = pki.ca("ca");
+    let (cert, key) = pki.leaf("node", "ca");
+    let kafka = sluice_tests::node_client::free_loopback_addr().to_string();
+    let metrics = sluice_tests::node_client::free_loopback_addr().to_string();
+    let listen = format!("SASL_SSL://{kafka}");
+    let args = ["--kafka-listen", &listen, "--tls-cert", &cert, "--tls-key", &key, "--metrics-listen", &metrics];
+    let bootstrap_user = [("SLUICE_BOOTSTRAP_USER", "admin:admin-secret:SCRAM-SHA-512")];
+    let mut node = NodeProcess::start_with_env(&dir.path().join("data"), SHARDS, &args, &bootstrap_user);
+    wait_for_login(&kafka, &kcat_sasl(&ca, "SCRAM-SHA-512", "admin", "admin-secret"));
+
+    let as_admin = script_sasl(&ca, "SCRAM-SHA-512", "admin", "admin-secret");
+    let set = admin_as(&kafka, &as_admin, &["set-user", "reader", "SCRAM-SHA-256", "reader-secret"]);
+    assert_eq!(set[0].get("error"), Some(&Json::Null), "{set:?}");
+    let weak = admin_as(&kafka, &as_admin, &["set-user", "weak", "SCRAM-SHA-256", "pw", "100"]);
+    assert_eq!(weak[0].get("error").and_then(Json::as_str), Some("UNACCEPTABLE_CREDENTIAL"), "{weak:?}");
+    let missing = admin_as(&kafka, &as_admin, &["delete-user", "nobody", "SCRAM-SHA-256"]);
+    assert_eq!(missing[0].get("error").and_then(Json::as_str), Some("RESOURCE_NOT_FOUND"), "{missing:?}");
+    let users: Vec<(String, Vec<(String, i64)>)> = admin_as(&kafka, &as_admin, &["users"])
+        .iter()
+        .map(|u| {
+            let credentials = u.get("credentials").and_then(Json::as_array).expect("credentials");
+            let credentials = credentials
+                .iter()
+                .map(|c| match c.as_array() {
+                    Some([m, i]) => (m.as_str().expect("a mechanism").to_string(), i.as_i64().expect("iterations")),
+                    _ => panic!("a credential is [mechanism, iterations]: {c:?}"),
+                })
+                .collect();
+            (u.get("user").and_then(Json::as_str).expect("a user").to_string(), credentials)
+        })
+        .collect();
+    let want = [("admin", "SCRAM-SHA-512"), ("reader", "SCRAM-SHA-256")]
+        .map(|(user, mechanism)| (user.to_string(), vec![(mechanism.to_string(), 4096)]));
+    assert_eq!(users, want, "DescribeUserScramCredentials lists both users");
+
+    create_topic(&node, TOPIC, 2);
+    let reader = kcat_sasl(&ca, "SCRAM-SHA-256", "reader", "reader-secret");
+    kcat_over_tls(&["-b", &kafka, "-P", "-t", TOPIC, "-K", ":"], &reader, b"a:1\nb:2\n");
+    let consume = ["-b", &kafka, "-C", "-t", TOPIC, "-o", "beginning", "-e", "-f", "%k:%s\n"];
+    let mut read: Vec<String> = kcat_over_tls(&consume, &reader, b"").stdout.lines().map(String::from).collect();
+    read.sort();
+    assert_eq!(read, ["a:1", "b:2"], "kcat logged in with SCRAM-SHA-256 reads what it produced");
+    for (client, mechanism) in [("confluent", "SCRAM-SHA-256"), ("kafka-python", "PLAIN")] {
+        let topic = format!("{TOPIC}-{client}");
+        create_topic(&node, &topic, 2);
+        let security = script_sasl(&ca, mechanism, "reader", "reader-secret");
+        let specs: Vec<Spec> = (0..20).map(|i| varied_for_every_client(i, (i % 2) as u32)).collect();
+        let stored = produce_through(&kafka, &security, client, &topic, &specs);
+        let mut expected: Vec<Record> = specs.iter().zip(&stored).map(|(s, &at)| s.stored_at(at)).collect();
+        expected.sort();
+        let mut consumed = consume_through(&kafka, &security, client, &topic, specs.len());
+        consumed.sort();
+        assert_eq!(consumed, expected, "{client} logged in with {mechanism} reads what it produced");
+    }
+
+    let before = failed_logins(&metrics);
+    let refused = [
+        kcat_sasl(&ca, "SCRAM-SHA-256", "reader", "wrong"),
+        kcat_sasl(&ca, "SCRAM-SHA-256", "nobody", "reader-secret"),
+        kcat_sasl(&ca, "SCRAM-SHA-512", "reader", "reader-secret"),
+        kcat_sasl(&ca, "PLAIN", "reader", "wrong"),
+    ];
+    for settings in &refused {
+        assert!(!kcat_reaches(&kafka, settings), "refused: {settings:?}");
+    }
+    assert!(!kcat_reaches(&kafka, &kcat_tls(&ca, None)), "TLS without a login is refused");
+    let after = failed_logins(&metrics);
+    assert!(after >= before + 4, "the refused logins are counted ({before} -> {after})");
+
+    node.sigterm_and_wait();
+    node.restart();
+    wait_for_login(&kafka, &reader);
+    let gone = admin_as(&kafka, &as_admin, &["delete-user", "reader", "SCRAM-SHA-256"]);
+    assert_eq!(gone[0].get("error"), Some(&Json::Null), "{gone:?}");
+    assert!(!kcat_reaches(&kafka, &reader), "a deleted user no longer logs in");
+    assert!(kcat_reaches(&kafka, &kcat_sasl(&ca, "SCRAM-SHA-512", "admin", "admin-secret")));
 }

@@ -384,6 +384,10 @@ const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// Fetch sessions (KIP-227), as the Java client uses them: a full fetch with session 0
@@ -941,6 +945,44 @@ fn every_served_api_answers_at_its_oldest_and_newest_version() {
         }
     }
 
+    // SASL users (KIP-554): a user created with a salted password, described, deleted. A
+    // SaslHandshake on a listener without SASL is ILLEGAL_SASL_STATE (as Kafka answers).
+    let upsert = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+        alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+            .with_name(text("wire-user"))
+            .with_mechanism(2)
+            .with_iterations(8192)
+            .with_salt(Bytes::from_static(b"0123456789abcdef"))
+            .with_salted_password(Bytes::from(vec![7u8; 64])),
+    ]);
+    let r: AlterUserScramCredentialsResponse = w.call(ApiKey::AlterUserScramCredentials, 0, &upsert);
+    assert_eq!((r.results[0].user.as_str(), r.results[0].error_code), ("wire-user", 0), "{r:?}");
+    let r: DescribeUserScramCredentialsResponse =
+        w.call(ApiKey::DescribeUserScramCredentials, 0, &DescribeUserScramCredentialsRequest::default());
+    let described: Vec<_> = r
+        .results
+        .iter()
+        .map(|u| {
+            (u.user.to_string(), u.credential_infos.iter().map(|c| (c.mechanism, c.iterations)).collect::<Vec<_>>())
+        })
+        .collect();
+    assert_eq!(described, vec![("wire-user".to_string(), vec![(2, 8192)])]);
+    let delete = AlterUserScramCredentialsRequest::default().with_deletions(vec![
+        alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+            .with_name(text("wire-user"))
+            .with_mechanism(2),
+    ]);
+    let r: AlterUserScramCredentialsResponse = w.call(ApiKey::AlterUserScramCredentials, 0, &delete);
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+    let r: DescribeUserScramCredentialsResponse =
+        w.call(ApiKey::DescribeUserScramCredentials, 0, &DescribeUserScramCredentialsRequest::default());
+    assert!(r.results.is_empty(), "{r:?}");
+    for version in [0, 1] {
+        let handshake = SaslHandshakeRequest::default().with_mechanism(text("PLAIN"));
+        let r: SaslHandshakeResponse = w.call(ApiKey::SaslHandshake, version, &handshake);
+        assert_eq!(r.error_code, 34, "SaslHandshake v{version} without SASL: ILLEGAL_SASL_STATE");
+    }
+
     // DeleteTopics v0 (by name; answered by hand) and v6 (by id).
     let d = DeleteTopicsRequest::default().with_timeout_ms(10_000).with_topic_names(vec![name("old")]);
     let mut buf = BytesMut::new();
@@ -1244,4 +1286,197 @@ fn idle_transactional_ids_expire_and_stay_forgotten_across_a_restart() {
         assert!(std::time::Instant::now() < deadline, "after the restart: {now:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+// SASL ---------------------------------------------------------------------------------------
+
+/// SaslHandshake v1 for `mechanism` then one SaslAuthenticate v2 with `token` on `w`.
+fn sasl_login(w: &mut Wire, mechanism: &str, token: &[u8]) -> kafka_protocol::messages::SaslAuthenticateResponse {
+    use kafka_protocol::messages::*;
+    let handshake = SaslHandshakeRequest::default().with_mechanism(text(mechanism));
+    let r: SaslHandshakeResponse = w.call(ApiKey::SaslHandshake, 1, &handshake);
+    assert_eq!(r.error_code, 0, "SaslHandshake for {mechanism}: {r:?}");
+    let authenticate = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::copy_from_slice(token));
+    w.call(ApiKey::SaslAuthenticate, 2, &authenticate)
+}
+
+/// A PLAIN token for `user` and `password`.
+fn plain(user: &str, password: &str) -> Vec<u8> {
+    format!("\0{user}\0{password}").into_bytes()
+}
+
+/// A request on `stream` that the node must answer by closing the connection.
+fn refused_by_closing(stream: &mut TcpStream, key: ApiKey, version: i16, body: &impl Encodable) -> bool {
+    send_raw(stream, &request(key, version, 99, body));
+    receive(stream).is_none()
+}
+
+/// A SASL_PLAINTEXT listener, byte by byte: before a login only ApiVersions and the SASL
+/// requests are served (anything else closes the connection); an unknown mechanism, a
+/// SaslAuthenticate without a handshake and a wrong password get Kafka's errors and the
+/// connection closed; a login lasts --connections-max-reauth-ms (said in the answer), a
+/// re-authentication as the same user extends it and one as another user is refused, and
+/// an expired login's next request closes the connection; Kafka's original framing (raw
+/// tokens after a v0 handshake) works; hundreds of garbage tokens leave the node serving.
+#[test]
+fn a_sasl_listener_serves_only_logged_in_connections() {
+    use kafka_protocol::messages::*;
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = sluice_tests::node_client::free_loopback_addr();
+    let listen = format!("SASL_PLAINTEXT://{kafka}");
+    let args =
+        ["--kafka-listen", &listen, "--connections-max-reauth-ms", "2000", "--sasl-mechanisms", "PLAIN,SCRAM-SHA-256"];
+    let node = NodeProcess::start_with_env(
+        &dir.path().join("data"),
+        1,
+        &args,
+        &[("SLUICE_BOOTSTRAP_USER", "alice:wonderland")],
+    );
+    let metadata = MetadataRequest::default().with_topics(Some(Vec::new()));
+
+    // The bootstrap user appears once the node is its own controller.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut w = loop {
+        let mut w = Wire::connect(kafka);
+        if sasl_login(&mut w, "PLAIN", &plain("alice", "wonderland")).error_code == 0 {
+            break w;
+        }
+        assert!(std::time::Instant::now() < deadline, "the bootstrap user never worked:\n{}", node.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let r: MetadataResponse = w.call(ApiKey::Metadata, 12, &metadata);
+    assert_eq!(r.brokers.len(), 1, "a logged-in connection is served");
+
+    // Before a login: ApiVersions yes (with the SASL APIs), Metadata no.
+    let mut fresh = Wire::connect(kafka);
+    let r: ApiVersionsResponse = fresh.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert!(r.api_keys.iter().any(|k| k.api_key == ApiKey::SaslAuthenticate as i16 && k.max_version == 2));
+    assert!(refused_by_closing(&mut fresh.stream, ApiKey::Metadata, 12, &metadata), "Metadata before a login");
+
+    // An unknown mechanism: UNSUPPORTED_SASL_MECHANISM with the enabled ones, then closed.
+    let mut s = connect(kafka);
+    send_raw(
+        &mut s,
+        &request(ApiKey::SaslHandshake, 1, 1, &SaslHandshakeRequest::default().with_mechanism(text("GSSAPI"))),
+    );
+    let r: SaslHandshakeResponse = response(ApiKey::SaslHandshake, 1, 1, receive(&mut s).unwrap());
+    let enabled: Vec<&str> = r.mechanisms.iter().map(|m| m.as_str()).collect();
+    assert_eq!((r.error_code, enabled), (33, vec!["PLAIN", "SCRAM-SHA-256"]));
+    assert!(closed_by_node(&mut s));
+
+    // SaslAuthenticate with no handshake: ILLEGAL_SASL_STATE, closed.
+    let mut s = connect(kafka);
+    let token = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(plain("alice", "wonderland")));
+    send_raw(&mut s, &request(ApiKey::SaslAuthenticate, 2, 1, &token));
+    let r: SaslAuthenticateResponse = response(ApiKey::SaslAuthenticate, 2, 1, receive(&mut s).unwrap());
+    assert_eq!(r.error_code, 34);
+    assert!(closed_by_node(&mut s));
+
+    // A wrong password: SASL_AUTHENTICATION_FAILED, closed.
+    let mut wrong = Wire::connect(kafka);
+    let r = sasl_login(&mut wrong, "PLAIN", &plain("alice", "looking-glass"));
+    assert_eq!(r.error_code, 58, "{r:?}");
+    assert!(r.error_message.as_ref().is_some_and(|m| m.contains("invalid credentials")), "{r:?}");
+    assert!(closed_by_node(&mut wrong.stream));
+
+    // A second user, made with a salted password as Kafka's AlterUserScramCredentials carries it.
+    let salt = b"bob's salt";
+    let salted =
+        sluice_schemas::sasl::salted_password(sluice_schemas::sasl::ScramMechanism::Sha256, b"builder", salt, 4096);
+    let upsert = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+        alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+            .with_name(text("bob"))
+            .with_mechanism(1)
+            .with_iterations(4096)
+            .with_salt(Bytes::from_static(salt))
+            .with_salted_password(Bytes::from(salted)),
+    ]);
+    let r: AlterUserScramCredentialsResponse = w.call(ApiKey::AlterUserScramCredentials, 0, &upsert);
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+    let mut as_bob = Wire::connect(kafka);
+    assert_eq!(
+        sasl_login(&mut as_bob, "PLAIN", &plain("bob", "builder")).error_code,
+        0,
+        "PLAIN checks the SCRAM credential"
+    );
+
+    // The login lasts 2 s; re-authenticating as alice extends it, as bob is refused.
+    let mut timed = Wire::connect(kafka);
+    let r = sasl_login(&mut timed, "PLAIN", &plain("alice", "wonderland"));
+    assert_eq!((r.error_code, r.session_lifetime_ms), (0, 2000));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(sasl_login(&mut timed, "PLAIN", &plain("alice", "wonderland")).error_code, 0, "re-authentication");
+    std::thread::sleep(Duration::from_millis(1200));
+    let r: MetadataResponse = timed.call(ApiKey::Metadata, 12, &metadata);
+    assert_eq!(r.brokers.len(), 1, "served 2.4 s after the first login: the re-authentication extended it");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(refused_by_closing(&mut timed.stream, ApiKey::Metadata, 12, &metadata), "an expired login");
+    let mut switch = Wire::connect(kafka);
+    assert_eq!(sasl_login(&mut switch, "PLAIN", &plain("alice", "wonderland")).error_code, 0);
+    assert_eq!(
+        sasl_login(&mut switch, "PLAIN", &plain("bob", "builder")).error_code,
+        58,
+        "another user on the connection"
+    );
+    assert!(closed_by_node(&mut switch.stream));
+
+    // Kafka's original framing: after a v0 handshake, raw size-prefixed tokens both ways.
+    for (password, works) in [("wonderland", true), ("looking-glass", false)] {
+        let mut s = connect(kafka);
+        send_raw(
+            &mut s,
+            &request(ApiKey::SaslHandshake, 0, 1, &SaslHandshakeRequest::default().with_mechanism(text("PLAIN"))),
+        );
+        let r: SaslHandshakeResponse = response(ApiKey::SaslHandshake, 0, 1, receive(&mut s).unwrap());
+        assert_eq!(r.error_code, 0);
+        send_raw(&mut s, &plain("alice", password));
+        if works {
+            assert_eq!(receive(&mut s).map(|b| b.len()), Some(0), "an empty raw token answers a PLAIN login");
+            send_raw(&mut s, &request(ApiKey::Metadata, 12, 2, &metadata));
+            let r: MetadataResponse = response(ApiKey::Metadata, 12, 2, receive(&mut s).unwrap());
+            assert_eq!(r.brokers.len(), 1);
+        } else {
+            assert!(receive(&mut s).is_none(), "a failed raw login closes the connection");
+        }
+    }
+
+    // Garbage tokens (random, and mutated good ones) for each mechanism: refused, never a crash.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let good: [&[u8]; 2] = [b"\0alice\0wonderland", b"n,,n=alice,r=abcdefgh"];
+    for i in 0..300 {
+        let mechanism = if i % 2 == 0 { "PLAIN" } else { "SCRAM-SHA-256" };
+        let mut token = good[i % 2].to_vec();
+        if i % 3 == 0 {
+            token = (0..next() % 64).map(|_| next() as u8).collect();
+        } else {
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % token.len();
+                token[at] = next() as u8;
+            }
+        }
+        let mut w = Wire::connect(kafka);
+        let handshake = SaslHandshakeRequest::default().with_mechanism(text(mechanism));
+        let _: SaslHandshakeResponse = w.call(ApiKey::SaslHandshake, 1, &handshake);
+        send_raw(
+            &mut w.stream,
+            &request(
+                ApiKey::SaslAuthenticate,
+                2,
+                9,
+                &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token)),
+            ),
+        );
+        let _ = receive(&mut w.stream);
+    }
+    let mut after = Wire::connect(kafka);
+    assert_eq!(sasl_login(&mut after, "PLAIN", &plain("alice", "wonderland")).error_code, 0, "still serving logins");
+    let r: MetadataResponse = after.call(ApiKey::Metadata, 12, &metadata);
+    assert_eq!(r.brokers.len(), 1);
+    assert!(!node.log().contains("panicked"), "{}", node.log_tail());
 }

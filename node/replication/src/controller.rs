@@ -259,7 +259,10 @@ pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Ve
         | Command::SetTopic { .. }
         | Command::DeleteTopic { .. }
         // The node finds its block in the committed state it follows.
-        | Command::AllocateProducerIds { .. } => {}
+        | Command::AllocateProducerIds { .. }
+        // Every node reads its users from the committed state.
+        | Command::SetScramCredential { .. }
+        | Command::DeleteScramCredential { .. } => {}
     }
     out
 }

@@ -292,7 +292,7 @@ struct Voters {
 }
 
 enum Control {
-    Direct(Controller),
+    Direct(Box<Controller>),
     Quorum(Box<Voters>),
 }
 
@@ -567,7 +567,7 @@ impl Sim {
             partitions.push((ClusterPartitionId(p), config));
         }
         let control = match mode.quorum_config(&mut rng) {
-            None => Control::Direct(Controller::new(CONTROLLER, &ids, &specs)),
+            None => Control::Direct(Box::new(Controller::new(CONTROLLER, &ids, &specs))),
             Some(config) => {
                 let bootstrap = ClusterState::new(&ids, &specs);
                 // In a cluster of one, voter 1 is node 1's (a node's raft id is its id).

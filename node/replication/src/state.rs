@@ -89,7 +89,14 @@ pub enum Command {
     /// is using; `None`: it has none in this life), so a request applied twice allocates
     /// once. Ignored for a life that is not the node's current one.
     AllocateProducerIds { node: NodeId, incarnation: Incarnation, after: Option<u64> },
+    /// Creates or replaces `user`'s SCRAM credential for `mechanism` (SASL users, Kafka's
+    /// AlterUserScramCredentials upsertion).
+    SetScramCredential { user: String, mechanism: ScramMechanism, credential: ScramCredential },
+    /// Deletes `user`'s SCRAM credential for `mechanism`. Ignored when it has none.
+    DeleteScramCredential { user: String, mechanism: ScramMechanism },
 }
+
+pub use sluice_schemas::sasl::{ScramCredential, ScramMechanism, SCRAM_FIELD_BYTES_MAX};
 
 /// Producer ids the controller hands a node at a time (Kafka's block size too).
 pub const PRODUCER_ID_BLOCK: u64 = 1_000;
@@ -171,6 +178,8 @@ pub struct ClusterState {
     next_producer_id: u64,
     /// Each node's latest block of producer ids.
     producer_ids: BTreeMap<NodeId, ProducerIdBlock>,
+    /// SASL users' SCRAM credentials, by user and mechanism.
+    scram: BTreeMap<(String, ScramMechanism), ScramCredential>,
 }
 
 impl ClusterState {
@@ -300,6 +309,18 @@ impl ClusterState {
         self.partitions.values().filter(|r| r.state.replicas.contains(&node)).map(|r| r.state.clone()).collect()
     }
 
+    /// `user`'s SCRAM credential for `mechanism`.
+    #[must_use]
+    pub fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<&ScramCredential> {
+        self.scram.get(&(user.to_string(), mechanism))
+    }
+
+    /// Every SCRAM credential, by user then mechanism.
+    #[must_use]
+    pub fn scram_credentials(&self) -> &BTreeMap<(String, ScramMechanism), ScramCredential> {
+        &self.scram
+    }
+
     /// Applies one command (see `Command` for what each does).
     pub fn apply_command(&mut self, command: &Command) -> Outcome {
         let mut out = Outcome::default();
@@ -407,6 +428,14 @@ impl ClusterState {
                     }
                     out.accepted = true;
                 }
+            }
+            Command::SetScramCredential { user, mechanism, credential } => {
+                let key = (user.clone(), *mechanism);
+                out.accepted = self.scram.get(&key) != Some(credential);
+                self.scram.insert(key, credential.clone());
+            }
+            Command::DeleteScramCredential { user, mechanism } => {
+                out.accepted = self.scram.remove(&(user.clone(), *mechanism)).is_some();
             }
             Command::AllocateProducerIds { node, incarnation, after } => {
                 let current = self.nodes.get(node).is_some_and(|r| r.incarnation == Some(*incarnation));
@@ -608,6 +637,8 @@ const TAG_CREATE: u8 = 7;
 const TAG_SET_TOPIC: u8 = 8;
 const TAG_DELETE_TOPIC: u8 = 9;
 const TAG_ALLOCATE_PRODUCER_IDS: u8 = 10;
+const TAG_SET_SCRAM: u8 = 11;
+const TAG_DELETE_SCRAM: u8 = 12;
 const TAG_OUTCOME: u8 = 100;
 
 /// Writes the encoding's fields (also used by `replication::wire`).
@@ -660,6 +691,18 @@ impl Writer {
         self.u32(s.partition_epoch.0);
         self.nodes(&s.isr);
         self.nodes(&s.replicas);
+    }
+    /// A SCRAM credential: salt and keys as u16-length byte strings, iterations u32.
+    pub(super) fn scram(&mut self, c: &ScramCredential) {
+        self.bytes16(&c.salt);
+        self.u32(c.iterations);
+        self.bytes16(&c.stored_key);
+        self.bytes16(&c.server_key);
+    }
+    fn bytes16(&mut self, bytes: &[u8]) {
+        assert!(bytes.len() <= SCRAM_FIELD_BYTES_MAX, "a SCRAM field of {} bytes", bytes.len());
+        self.u16(bytes.len() as u16);
+        self.0.extend_from_slice(bytes);
     }
     /// The same bytes in a command and in an inter-node message.
     pub(super) fn alter_partition(&mut self, a: &AlterPartition) {
@@ -746,6 +789,25 @@ impl<'a> Reader<'a> {
         let isr = self.nodes()?;
         let replicas = self.nodes()?;
         Ok(PartitionState { partition, leader, leader_epoch, partition_epoch, isr, replicas })
+    }
+    pub(super) fn mechanism(&mut self) -> Result<ScramMechanism, DecodeError> {
+        let n = self.u8()?;
+        ScramMechanism::from_number(n).map_or_else(|| self.err(format!("unknown SCRAM mechanism {n}")), Ok)
+    }
+    pub(super) fn scram(&mut self) -> Result<ScramCredential, DecodeError> {
+        Ok(ScramCredential {
+            salt: self.bytes16()?,
+            iterations: self.u32()?,
+            stored_key: self.bytes16()?,
+            server_key: self.bytes16()?,
+        })
+    }
+    fn bytes16(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let len = usize::from(self.u16()?);
+        if len > SCRAM_FIELD_BYTES_MAX {
+            return self.err(format!("a SCRAM field of {len} bytes, above {SCRAM_FIELD_BYTES_MAX}"));
+        }
+        Ok(self.take(len)?.to_vec())
     }
     pub(super) fn alter_partition(&mut self) -> Result<AlterPartition, DecodeError> {
         Ok(AlterPartition {
@@ -839,6 +901,17 @@ impl Command {
                 w.u64(incarnation.0);
                 w.optional_u64(*after);
             }
+            Command::SetScramCredential { user, mechanism, credential } => {
+                w.u8(TAG_SET_SCRAM);
+                w.string(user);
+                w.u8(mechanism.number());
+                w.scram(credential);
+            }
+            Command::DeleteScramCredential { user, mechanism } => {
+                w.u8(TAG_DELETE_SCRAM);
+                w.string(user);
+                w.u8(mechanism.number());
+            }
         }
         w.0
     }
@@ -883,6 +956,10 @@ impl Command {
                 incarnation: Incarnation(r.u64()?),
                 after: r.optional_u64()?,
             },
+            TAG_SET_SCRAM => {
+                Command::SetScramCredential { user: r.string()?, mechanism: r.mechanism()?, credential: r.scram()? }
+            }
+            TAG_DELETE_SCRAM => Command::DeleteScramCredential { user: r.string()?, mechanism: r.mechanism()? },
             tag => return r.err(format!("unknown command tag {tag}")),
         };
         r.finish()?;
@@ -980,7 +1057,49 @@ mod tests {
             Command::DeleteTopic { name: "orders".to_string() },
             Command::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(5), after: None },
             Command::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(5), after: Some(u64::MAX) },
+            Command::SetScramCredential {
+                user: "alice".to_string(),
+                mechanism: ScramMechanism::Sha512,
+                credential: ScramCredential {
+                    salt: vec![1; 16],
+                    iterations: 4096,
+                    stored_key: vec![2; 64],
+                    server_key: vec![3; 64],
+                },
+            },
+            Command::DeleteScramCredential { user: "alice".to_string(), mechanism: ScramMechanism::Sha256 },
         ]
+    }
+
+    /// A credential is set, replaced and deleted per user and mechanism; setting the same
+    /// one again or deleting a missing one changes nothing.
+    #[test]
+    fn scram_credentials_are_kept_per_user_and_mechanism() {
+        let mut state = cluster();
+        let credential = |n: u8| ScramCredential {
+            salt: vec![n; 16],
+            iterations: 4096,
+            stored_key: vec![n; 32],
+            server_key: vec![n; 32],
+        };
+        let set = |mechanism, n| Command::SetScramCredential {
+            user: "alice".to_string(),
+            mechanism,
+            credential: credential(n),
+        };
+        assert!(state.apply_command(&set(ScramMechanism::Sha256, 1)).accepted);
+        assert!(!state.apply_command(&set(ScramMechanism::Sha256, 1)).accepted, "the same credential again");
+        assert!(state.apply_command(&set(ScramMechanism::Sha256, 2)).accepted);
+        assert!(state.apply_command(&set(ScramMechanism::Sha512, 3)).accepted);
+        assert_eq!(state.scram_credential("alice", ScramMechanism::Sha256), Some(&credential(2)));
+        assert_eq!(state.scram_credential("bob", ScramMechanism::Sha256), None);
+        let delete = Command::DeleteScramCredential { user: "alice".to_string(), mechanism: ScramMechanism::Sha256 };
+        assert!(state.apply_command(&delete).accepted);
+        assert!(!state.apply_command(&delete).accepted, "already gone");
+        assert_eq!(
+            state.scram_credentials().keys().cloned().collect::<Vec<_>>(),
+            vec![("alice".to_string(), ScramMechanism::Sha512)]
+        );
     }
 
     /// Every command and outcome decodes to itself; truncated, extended, re-versioned or

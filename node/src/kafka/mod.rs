@@ -16,6 +16,7 @@
 //! close the connection with a log line, as Kafka does for a version it does not serve.
 
 mod admin;
+pub mod auth;
 mod data;
 mod fetch_response;
 mod fetch_sessions;
@@ -80,6 +81,10 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// Kafka's UNKNOWN_TOPIC_ID: a request named a topic by an id no topic has (the
@@ -198,20 +203,27 @@ pub struct KafkaServer {
     sessions: fetch_sessions::FetchSessions,
     /// The partitions that joined transactions v2 transactions through this shard.
     joined: txn::Joined,
+    /// How the listener's connections are secured.
+    security: crate::config::SecurityProtocol,
 }
 
-/// Serves the Kafka protocol on `listener`, forever; over TLS when `security` says SSL.
+/// Serves the Kafka protocol on `listener`, forever; over TLS when `security` says SSL or
+/// SASL_SSL, with SASL logins first when it says SASL_PLAINTEXT or SASL_SSL (`auth`).
 pub async fn serve(server: Rc<Server>, listener: Listener, security: crate::config::SecurityProtocol) {
-    let kafka =
-        KafkaServer { server, sessions: fetch_sessions::FetchSessions::default(), joined: txn::Joined::default() };
-    let tls = (security == crate::config::SecurityProtocol::Ssl)
-        .then(|| crate::tls::ShardTls::new(kafka.server.shard.config.tls.clone()));
+    let kafka = KafkaServer {
+        server,
+        sessions: fetch_sessions::FetchSessions::default(),
+        joined: txn::Joined::default(),
+        security,
+    };
+    let tls = security.tls().then(|| crate::tls::ShardTls::new(kafka.server.shard.config.tls.clone()));
     crate::listener::serve(Rc::new(kafka), listener, tls).await;
 }
 
 impl Protocol for KafkaServer {
     const HEADER_BYTES: usize = 4;
     type Frame = ();
+    type Session = auth::Session;
 
     fn server(self: &Rc<Self>) -> Rc<Server> {
         self.server.clone()
@@ -222,10 +234,12 @@ impl Protocol for KafkaServer {
         size.copy_from_slice(header);
         let size = i32::from_be_bytes(size);
         let max = self.server.shard.config.frame_bytes_max;
+        // Raw SASL tokens (after a v0 handshake) may be shorter than a request header;
+        // `handle` checks the size of everything else.
         match u32::try_from(size) {
-            Ok(s) if s >= 8 && s <= max => Ok((s as usize, ())),
+            Ok(s) if s <= max => Ok((s as usize, ())),
             _ => {
-                warn!("refusing a Kafka request of {size} bytes (from 8 to {max}); closing the connection");
+                warn!("refusing a Kafka request of {size} bytes (at most {max}); closing the connection");
                 Err(None)
             }
         }
@@ -239,9 +253,23 @@ impl Protocol for KafkaServer {
     /// in request order before anything after it runs (so an idempotent producer's
     /// pipelined batches are stored in order), and neither its wait for the in-sync
     /// replicas nor a fetch's long poll holds the connection up.
-    async fn handle(self: Rc<Self>, _frame: (), body: Vec<u8>, peer: Rc<str>, mut turn: Turn) -> Outcome {
+    async fn handle(
+        self: Rc<Self>,
+        session: Rc<auth::Session>,
+        _frame: (),
+        body: Vec<u8>,
+        peer: Rc<str>,
+        mut turn: Turn,
+    ) -> Outcome {
         turn.wait().await;
         let close = Outcome { response: None, close: true };
+        if self.security.sasl() && session.expects_raw() {
+            return self.sasl_raw_token(&session, &body, &peer);
+        }
+        if body.len() < 8 {
+            warn!(%peer, "a Kafka request of {} bytes, shorter than a request header; closing the connection", body.len());
+            return close;
+        }
         let mut body = Bytes::from(body);
         let key = i16::from_be_bytes([body[0], body[1]]);
         let version = i16::from_be_bytes([body[2], body[3]]);
@@ -267,6 +295,10 @@ impl Protocol for KafkaServer {
             warn!(%peer, "Kafka {api:?} v{version} is not served (v{min} to v{max}); closing the connection");
             return close;
         }
+        if let Err(why) = session.check(self.security.sasl(), api) {
+            warn!(%peer, "Kafka {api:?} refused: {why}; closing the connection");
+            return close;
+        }
         if api == ApiKey::Produce && version < PRODUCE_VERSION_MIN {
             warn!(
                 %peer,
@@ -288,6 +320,9 @@ impl Protocol for KafkaServer {
             correlation_id,
             client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
         };
+        if matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+            return self.sasl_request(&session, &request, body, &peer);
+        }
         if matches!(api, ApiKey::Produce | ApiKey::Fetch) {
             turn.release();
         }
@@ -373,6 +408,8 @@ impl KafkaServer {
             ApiKey::TxnOffsetCommit => r.respond(&txn::txn_offset_commit(server, r, decode(r, body)?).await)?,
             ApiKey::DescribeTransactions => r.respond(&txn::describe_transactions(server, decode(r, body)?).await)?,
             ApiKey::ListTransactions => r.respond(&txn::list_transactions(server, decode(r, body)?).await)?,
+            ApiKey::DescribeUserScramCredentials => r.respond(&auth::describe_users(server, decode(r, body)?))?,
+            ApiKey::AlterUserScramCredentials => r.respond(&auth::alter_users(server, decode(r, body)?).await)?,
             ApiKey::ConsumerGroupDescribe => {
                 r.respond(&groups::consumer_group_describe(server, decode(r, body)?).await)?
             }

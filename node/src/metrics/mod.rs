@@ -99,6 +99,9 @@ pub struct Metrics {
     pub connections_refused_per_ip: u64,
     /// New connections to a TLS listener closed because their handshake failed or timed out.
     pub tls_handshakes_failed: u64,
+    /// SASL logins (and re-authentications) that succeeded, and that failed.
+    pub sasl_authentications: u64,
+    pub sasl_authentications_failed: u64,
     /// Requests refused from their frame header (too large, inconsistent sizes).
     pub requests_refused_frame: u64,
     /// Request bodies that did not arrive within the body deadline.
@@ -144,6 +147,8 @@ impl Default for Metrics {
             connections_refused: 0,
             connections_refused_per_ip: 0,
             tls_handshakes_failed: 0,
+            sasl_authentications: 0,
+            sasl_authentications_failed: 0,
             requests_refused_frame: 0,
             requests_refused_body_timeout: 0,
             requests_refused_malformed: 0,
@@ -192,6 +197,8 @@ impl Metrics {
         self.connections_refused += other.connections_refused;
         self.connections_refused_per_ip += other.connections_refused_per_ip;
         self.tls_handshakes_failed += other.tls_handshakes_failed;
+        self.sasl_authentications += other.sasl_authentications;
+        self.sasl_authentications_failed += other.sasl_authentications_failed;
         self.requests_refused_frame += other.requests_refused_frame;
         self.requests_refused_body_timeout += other.requests_refused_body_timeout;
         self.requests_refused_malformed += other.requests_refused_malformed;
@@ -288,6 +295,16 @@ impl Metrics {
             "# HELP sluice_tls_handshakes_failed_total New connections to a TLS listener closed because their handshake failed or timed out.\n# TYPE sluice_tls_handshakes_failed_total counter"
         );
         let _ = writeln!(out, "sluice_tls_handshakes_failed_total {}", self.tls_handshakes_failed);
+        let _ = writeln!(
+            out,
+            "# HELP sluice_sasl_authentications_total SASL logins and re-authentications on Kafka listeners, by result.\n# TYPE sluice_sasl_authentications_total counter"
+        );
+        let _ = writeln!(out, "sluice_sasl_authentications_total{{result=\"ok\"}} {}", self.sasl_authentications);
+        let _ = writeln!(
+            out,
+            "sluice_sasl_authentications_total{{result=\"failed\"}} {}",
+            self.sasl_authentications_failed
+        );
         let _ = writeln!(
             out,
             "# HELP sluice_requests_refused_total Requests refused and their connections closed, by reason.\n# TYPE sluice_requests_refused_total counter"

@@ -55,6 +55,7 @@ impl Protocol for Server {
     const HEADER_BYTES: usize = FRAME_HEADER_BYTES;
     /// The envelope's length.
     type Frame = usize;
+    type Session = ();
 
     fn server(self: &Rc<Self>) -> Rc<Server> {
         self.clone()
@@ -72,7 +73,14 @@ impl Protocol for Server {
         }
     }
 
-    async fn handle(self: Rc<Self>, envelope_bytes: usize, body: Vec<u8>, peer: Rc<str>, turn: Turn) -> Outcome {
+    async fn handle(
+        self: Rc<Self>,
+        _session: Rc<()>,
+        envelope_bytes: usize,
+        body: Vec<u8>,
+        peer: Rc<str>,
+        turn: Turn,
+    ) -> Outcome {
         // Native requests run concurrently: the client orders what needs an order (an
         // idempotent producer's batches go out one leader turn at a time).
         drop(turn);

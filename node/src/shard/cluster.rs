@@ -40,6 +40,7 @@ use crate::replication::{
 };
 use crate::storage::PartitionLog;
 use crate::topics::{Metadata, Topic, TopicId};
+use sluice_replication::state::{ScramCredential, ScramMechanism};
 
 /// Which shard of this node holds each partition it replicates: lines of `TOPIC PARTITION
 /// SHARD` (topic names have no spaces).
@@ -84,9 +85,9 @@ fn assign_shards(placed: &mut HashMap<TopicPartition, ShardId>, mine: &[TopicPar
 }
 
 /// How long an admin request waits for its command to be applied.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a waiting admin request or start looks at the committed state again.
-const STATE_POLL: Duration = Duration::from_millis(2);
+pub(super) const STATE_POLL: Duration = Duration::from_millis(2);
 
 /// How long InitProducerId waits for the controller to give the node a block of ids.
 const PRODUCER_IDS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -140,6 +141,8 @@ pub struct ClusterView {
     pub registered: bool,
     /// The shard of each partition this node replicates (`SHARD_MAP_FILE`).
     pub shards: HashMap<TopicPartition, ShardId>,
+    /// SASL users' SCRAM credentials (`shard::users`).
+    pub users: std::sync::Arc<BTreeMap<(String, ScramMechanism), ScramCredential>>,
 }
 
 /// What shard 0 gives every shard when the committed state changes.
@@ -207,6 +210,7 @@ pub fn update_of(
         registered: state.node(me).and_then(|r| r.incarnation) == Some(incarnation),
         live: state.nodes().filter(|(_, r)| r.eligible()).map(|(id, _)| id).collect(),
         nodes: state.nodes().map(|(id, r)| (id, r.fenced)).collect(),
+        users: std::sync::Arc::new(state.scram_credentials().clone()),
         ..ClusterView::default()
     };
     let mut topics = Vec::new();
@@ -351,6 +355,7 @@ impl Shard {
         if self.id == ShardId(0) {
             self.refresh_cluster();
             self.spawn_offsets_topic_creation(setup.peers.len());
+            self.spawn_bootstrap_user();
         }
         self.sync_host(&ClusterView::default());
         Ok(())
@@ -468,7 +473,7 @@ impl Shard {
 
     /// Shard 0: waits (until `deadline`) until every shard applied a view taken after this
     /// call: what the committed state holds now is what every shard serves.
-    async fn await_local_view(self: &Rc<Self>, deadline: Instant) {
+    pub(super) async fn await_local_view(self: &Rc<Self>, deadline: Instant) {
         let target = self.refreshes_started.get() + 1;
         self.refresh_cluster();
         while self.refreshes_done.get() < target && Instant::now() < deadline {

@@ -11,7 +11,9 @@
 //! u32 each), configs (u32 count, key and value strings)); the producer ids (the next
 //! block's first id u64, u32 count; each node u32, incarnation u64, first id u64, count
 //! u64), a section that snapshots written before producer ids were allocated lack (their
-//! state starts at id 0). Decoding checks every count against the bytes left, refuses
+//! state starts at id 0); the SCRAM credentials (u32 count; each user string, mechanism
+//! number u8, salt, iterations u32, stored key, server key), a section older snapshots lack
+//! (no users). Decoding checks every count against the bytes left, refuses
 //! duplicates and trailing bytes.
 
 use std::collections::BTreeMap;
@@ -78,6 +80,12 @@ impl ClusterState {
             w.u64(block.first);
             w.u64(block.count);
         }
+        w.u32(count(self.scram.len()));
+        for ((user, mechanism), credential) in &self.scram {
+            w.string(user);
+            w.u8(mechanism.number());
+            w.scram(credential);
+        }
         w.0
     }
 
@@ -140,6 +148,17 @@ impl ClusterState {
                 }
             }
         }
+        if r.at < r.bytes.len() {
+            // Each credential takes at least 13 bytes (empty name, mechanism, empty fields).
+            for _ in 0..bounded(&mut r, 13)? {
+                let user = r.string()?;
+                let mechanism = r.mechanism()?;
+                let credential = r.scram()?;
+                if state.scram.insert((user.clone(), mechanism), credential).is_some() {
+                    return r.err(format!("the {} credential of user {user:?} listed twice", mechanism.name()));
+                }
+            }
+        }
         r.finish()?;
         Ok(state)
     }
@@ -166,7 +185,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::state::Command;
+    use crate::state::{Command, ScramCredential, ScramMechanism};
     use crate::PartitionEpoch;
 
     fn ids(nodes: &[u32]) -> Vec<NodeId> {
@@ -218,10 +237,32 @@ mod tests {
                 Command::AllocateProducerIds { node: NodeId(node), incarnation: Incarnation(node.into()), after };
             assert!(state.apply_command(&command).accepted);
         }
+        for (user, mechanism) in
+            [("alice", ScramMechanism::Sha256), ("alice", ScramMechanism::Sha512), ("bob", ScramMechanism::Sha512)]
+        {
+            let credential = ScramCredential {
+                salt: user.as_bytes().to_vec(),
+                iterations: 4096,
+                stored_key: vec![mechanism.number(); 32],
+                server_key: vec![7; 32],
+            };
+            state.apply_command(&Command::SetScramCredential { user: user.to_string(), mechanism, credential });
+        }
         state
     }
 
-    /// Bytes the producer-id section at the end of `state`'s snapshot takes.
+    /// Bytes the SCRAM section at the end of `state`'s snapshot takes.
+    fn scram_section_bytes(state: &ClusterState) -> usize {
+        4 + state
+            .scram
+            .iter()
+            .map(|((user, _), c)| {
+                2 + user.len() + 1 + 2 + c.salt.len() + 4 + 2 + c.stored_key.len() + 2 + c.server_key.len()
+            })
+            .sum::<usize>()
+    }
+
+    /// Bytes the producer-id section (before the SCRAM one) of `state`'s snapshot takes.
     fn producer_section_bytes(state: &ClusterState) -> usize {
         8 + 4 + 28 * state.producer_ids.len()
     }
@@ -235,6 +276,7 @@ mod tests {
         assert!(state.node(NodeId(4)).unwrap().shutting_down && state.is_fenced(NodeId(1)));
         assert!(state.partition_record(ClusterPartitionId(0)).unwrap().last_alter.is_some());
         assert!(state.topic("gone").is_none() && state.topic("risky").is_some());
+        assert_eq!(state.scram_credentials().len(), 3);
         assert!(state.partition(ClusterPartitionId(0)).unwrap().leader.is_none(), "n1, the last ISR member, is fenced");
         assert_eq!(state.producer_id_block(NodeId(2)).map(|b| b.first), Some(2 * crate::state::PRODUCER_ID_BLOCK));
         let bytes = state.encode_snapshot();
@@ -252,13 +294,17 @@ mod tests {
     fn malformed_snapshots_are_refused() {
         let state = busy_state();
         let bytes = state.encode_snapshot();
-        // A snapshot from before producer ids ends where their section starts.
-        let older = bytes.len() - producer_section_bytes(&state);
-        for cut in (0..bytes.len()).filter(|cut| *cut != older) {
+        // A snapshot from before SCRAM users ends where their section starts, and one from
+        // before producer ids where theirs does.
+        let before_users = bytes.len() - scram_section_bytes(&state);
+        let older = before_users - producer_section_bytes(&state);
+        for cut in (0..bytes.len()).filter(|cut| *cut != older && *cut != before_users) {
             assert!(ClusterState::decode_snapshot(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         let without = ClusterState::decode_snapshot(&bytes[..older]).unwrap();
         assert!(without.producer_id_block(NodeId(2)).is_none() && without.next_producer_id == 0);
+        let no_users = ClusterState::decode_snapshot(&bytes[..before_users]).unwrap();
+        assert!(no_users.scram_credentials().is_empty() && no_users.producer_id_block(NodeId(2)).is_some());
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(ClusterState::decode_snapshot(&longer).is_err());

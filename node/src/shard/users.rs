@@ -1,0 +1,148 @@
+//! SASL users: their SCRAM credentials live in the controller's replicated state
+//! (`Command::SetScramCredential`, `Command::DeleteScramCredential`), and every shard
+//! reads them from its cluster view, so a login is checked on the connection's shard with
+//! no cross-shard hop. Changes run on shard 0 of the controller, like topic changes, and
+//! are answered once committed and served by this node's shards.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use sluice_replication::state::{ClusterState, Command, ScramCredential, ScramMechanism};
+use tracing::{info, warn};
+
+use super::cluster::{ADMIN_TIMEOUT, STATE_POLL};
+use super::{Shard, ShardId, ShardReply, ShardRequest};
+use crate::errors::{ErrorKind, NodeError};
+
+impl crate::sasl::Users for Shard {
+    fn credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
+        self.view.borrow().users.get(&(user.to_string(), mechanism)).cloned()
+    }
+}
+
+impl Shard {
+    /// Every user's mechanisms and iterations, as this shard serves them.
+    #[must_use]
+    pub fn users(&self) -> Vec<(String, ScramMechanism, u32)> {
+        self.view.borrow().users.iter().map(|((user, m), c)| (user.clone(), *m, c.iterations)).collect()
+    }
+
+    /// Applies credential changes (each a `SetScramCredential` or `DeleteScramCredential`)
+    /// through the controller, from any shard; one result per change.
+    pub async fn alter_users(self: &Rc<Self>, changes: Vec<Command>) -> Vec<Result<(), NodeError>> {
+        let count = changes.len();
+        match self.call(ShardId(0), ShardRequest::AlterUsers(changes)).await {
+            ShardReply::UsersAltered(results) => results,
+            ShardReply::Failed(e) => vec![Err(e); count],
+            other => vec![Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))); count],
+        }
+    }
+
+    /// Shard 0: proposes each change and waits until it is committed and every shard of
+    /// this node serves it. Only the controller proposes.
+    pub(super) async fn alter_users_here(self: &Rc<Self>, changes: Vec<Command>) -> Vec<Result<(), NodeError>> {
+        let Some(agent) = self.agent.get().cloned() else {
+            let e = NodeError::new(ErrorKind::Unknown, format!("user change on shard {}, not shard 0", self.id.0));
+            return vec![Err(e); changes.len()];
+        };
+        if !agent.is_controller() {
+            let who =
+                agent.controller().map_or("no controller is elected yet".to_string(), |c| format!("node {}", c.0));
+            let e = NodeError::new(
+                ErrorKind::NotController,
+                format!(
+                    "node {} is not the cluster's controller, which changes users; the controller is {who}",
+                    self.host().node()
+                ),
+            );
+            return vec![Err(e); changes.len()];
+        }
+        let deadline = Instant::now() + ADMIN_TIMEOUT;
+        let mut results = Vec::with_capacity(changes.len());
+        for change in &changes {
+            results.push(match agent.propose(change) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    Err(NodeError::new(ErrorKind::NotController, format!("the controller could not propose it: {e}")))
+                }
+            });
+        }
+        while Instant::now() < deadline {
+            if agent.with_state(|state| changes.iter().all(|c| applied(state, c))) == Some(true) {
+                self.await_local_view(deadline).await;
+                for (change, result) in changes.iter().zip(&results) {
+                    if let (
+                        Ok(()),
+                        Command::SetScramCredential { user, mechanism, .. }
+                        | Command::DeleteScramCredential { user, mechanism },
+                    ) = (result, change)
+                    {
+                        let what = if matches!(change, Command::SetScramCredential { .. }) { "set" } else { "deleted" };
+                        info!(audit = true, user = %user, mechanism = mechanism.name(), "SASL user credential {what}");
+                    }
+                }
+                return results;
+            }
+            crate::io::sleep(STATE_POLL).await;
+        }
+        let timeout = NodeError::new(
+            ErrorKind::RequestTimedOut,
+            format!("the user change was not committed within {ADMIN_TIMEOUT:?} (is a quorum of voters up?)"),
+        );
+        results.into_iter().map(|r| r.and(Err(timeout.clone()))).collect()
+    }
+
+    /// Shard 0: creates `SLUICE_BOOTSTRAP_USER` once this node is the controller, unless
+    /// the user already has a credential for its mechanism (a later password change
+    /// through the Kafka API is never undone by a restart).
+    pub(super) fn spawn_bootstrap_user(self: &Rc<Self>) {
+        let Some(user) = self.config.bootstrap_user.clone() else { return };
+        let weak = Rc::downgrade(self);
+        crate::io::spawn_detached(async move {
+            loop {
+                let Some(shard) = weak.upgrade() else { return };
+                let Some(agent) = shard.agent.get().cloned() else { return };
+                let exists = agent.with_state(|s| s.scram_credential(&user.name, user.mechanism).is_some());
+                if exists == Some(true) {
+                    return;
+                }
+                if agent.is_controller() {
+                    let credential = match crate::sasl::new_credential(
+                        user.mechanism,
+                        &user.password,
+                        crate::sasl::ITERATIONS_DEFAULT,
+                    ) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            warn!("SLUICE_BOOTSTRAP_USER: {e}");
+                            return;
+                        }
+                    };
+                    let set =
+                        Command::SetScramCredential { user: user.name.clone(), mechanism: user.mechanism, credential };
+                    match shard.alter_users_here(vec![set]).await.pop() {
+                        Some(Ok(())) => {
+                            info!(user = %user.name, mechanism = user.mechanism.name(), "bootstrap SASL user created");
+                            return;
+                        }
+                        Some(Err(e)) => warn!("creating the bootstrap SASL user {:?}: {e}", user.name),
+                        None => {}
+                    }
+                }
+                drop(shard);
+                crate::io::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+}
+
+/// Whether a credential change shows in the committed state.
+fn applied(state: &ClusterState, change: &Command) -> bool {
+    match change {
+        Command::SetScramCredential { user, mechanism, credential } => {
+            state.scram_credential(user, *mechanism) == Some(credential)
+        }
+        Command::DeleteScramCredential { user, mechanism } => state.scram_credential(user, *mechanism).is_none(),
+        _ => true,
+    }
+}
