@@ -131,6 +131,9 @@ pub fn kafka_request(data: &[u8]) {
         ApiKey::SaslAuthenticate => body::<SaslAuthenticateRequest>(&mut b, version),
         ApiKey::DescribeUserScramCredentials => body::<DescribeUserScramCredentialsRequest>(&mut b, version),
         ApiKey::AlterUserScramCredentials => body::<AlterUserScramCredentialsRequest>(&mut b, version),
+        ApiKey::CreateAcls => body::<CreateAclsRequest>(&mut b, version),
+        ApiKey::DescribeAcls => body::<DescribeAclsRequest>(&mut b, version),
+        ApiKey::DeleteAcls => body::<DeleteAclsRequest>(&mut b, version),
         _ => {}
     }
 }

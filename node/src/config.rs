@@ -23,6 +23,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--kafka-listen [PROTOCOL://]HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
                    [--tls-cert FILE] [--tls-key FILE] [--tls-client-ca FILE]
                    [--sasl-mechanisms M,M,...] [--connections-max-reauth-ms N]
+                   [--authorizer none|acl] [--super-users User:A;User:B]
+                   [--allow-everyone-if-no-acl-found true|false]
                    [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N] [--max-connections N]
                    [--max-connections-per-ip N] [--max-connections-per-ip-overrides IP:N,...]
@@ -62,6 +64,13 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --connections-max-reauth-ms N  how long a SASL login lasts before the client must
                             authenticate again on its connection (KIP-368; default 0: for
                             the connection's life)
+  --authorizer none|acl     acl: every Kafka request is checked against the ACLs (Kafka's
+                            model, managed with CreateAcls/DeleteAcls) for the connection's
+                            principal (User:NAME after a SASL login, else User:ANONYMOUS);
+                            default none: no checks
+  --super-users P;P;...     principals allowed everything (Kafka's super.users)
+  --allow-everyone-if-no-acl-found true|false  a resource no ACL names is open to all
+                            (default false: denied, as Kafka's default)
   --kafka-advertised HOST:PORT  the address Kafka clients are told to connect to
                             (default: the --kafka-listen address)
   --shards N                executors, one pinned per core (default: the number of cores)
@@ -159,6 +168,12 @@ pub struct NodeConfig {
     pub reauth_ms: u64,
     /// The user `SLUICE_BOOTSTRAP_USER` asks for.
     pub bootstrap_user: Option<BootstrapUser>,
+    /// Whether Kafka requests are checked against the ACLs (`--authorizer acl`).
+    pub acl_authorizer: bool,
+    /// Principals allowed everything.
+    pub super_users: Vec<String>,
+    /// A resource no ACL names is open to every principal.
+    pub allow_if_no_acl: bool,
     pub shards: usize,
     pub metrics_listen: Option<SocketAddr>,
     /// Frames larger than this are refused before their body is read.
@@ -348,6 +363,9 @@ impl Default for NodeConfig {
             sasl_mechanisms: crate::sasl::MECHANISMS.to_vec(),
             reauth_ms: 0,
             bootstrap_user: None,
+            acl_authorizer: false,
+            super_users: Vec::new(),
+            allow_if_no_acl: false,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()).min(SHARDS_MAX),
             metrics_listen: None,
             frame_bytes_max: 100 << 20,
@@ -445,6 +463,14 @@ fn listener_address(key: &str, value: &str) -> Result<(SecurityProtocol, SocketA
         }
     };
     Ok((security, address(key, rest)?))
+}
+
+fn boolean(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{key} = {value:?}: not true or false")),
+    }
 }
 
 /// A list of SASL mechanism names, each one of `sasl::MECHANISMS`.
@@ -615,6 +641,22 @@ impl NodeConfig {
             "tls-client-ca" => self.tls.client_ca = Some(PathBuf::from(value)),
             "sasl-mechanisms" => self.sasl_mechanisms = mechanisms(key, value)?,
             "connections-max-reauth-ms" => self.reauth_ms = number(key, value, 0, i64::MAX as u64)?,
+            "authorizer" => {
+                self.acl_authorizer = match value {
+                    "none" => false,
+                    "acl" => true,
+                    _ => return Err(format!("{key} = {value:?}: none or acl")),
+                }
+            }
+            "super-users" => {
+                let users: Vec<String> =
+                    value.split(';').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();
+                if let Some(bad) = users.iter().find(|u| u.strip_prefix("User:").is_none_or(str::is_empty)) {
+                    return Err(format!("{key} = {value:?}: {bad:?} is not User:NAME"));
+                }
+                self.super_users = users;
+            }
+            "allow-everyone-if-no-acl-found" => self.allow_if_no_acl = boolean(key, value)?,
             "kafka-advertised" => {
                 let (host, port) = value
                     .rsplit_once(':')
@@ -652,13 +694,7 @@ impl NodeConfig {
             "retention-check-ms" => self.retention_check_ms = number(key, value, 10, 86_400_000)?,
             "compaction-check-ms" => self.compaction_check_ms = number(key, value, 10, 86_400_000)?,
             "compaction-bytes-per-s" => self.compaction_bytes_per_s = number(key, value, 0, 1 << 40)?,
-            "auto-create-topics" => {
-                self.auto_create_topics = match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(format!("{key} = {value:?}: not true or false")),
-                };
-            }
+            "auto-create-topics" => self.auto_create_topics = boolean(key, value)?,
             "num-partitions" => self.num_partitions = number(key, value, 1, 1 << 20)?,
             "default-replication-factor" => self.default_replication_factor = number(key, value, 1, 16)?,
             "group-initial-rebalance-delay-ms" => {
@@ -906,6 +942,21 @@ mod tests {
         assert!(!format!("{user:?}").contains("cret"), "the password never shows");
         for bad in ["admin", ":pw", "admin:", "admin:pw:SCRAM-MD5"] {
             assert!(BootstrapUser::parse(bad).is_err(), "{bad}");
+        }
+        let Ok(Command::Run(config)) = NodeConfig::from_args(&args(
+            "--authorizer acl --super-users User:admin;User:ops --allow-everyone-if-no-acl-found true",
+        )) else {
+            panic!("authorization flags")
+        };
+        assert!(config.acl_authorizer && config.allow_if_no_acl);
+        assert_eq!(config.super_users, ["User:admin", "User:ops"]);
+        for bad in [
+            "--authorizer simple",
+            "--super-users admin",
+            "--super-users User:",
+            "--allow-everyone-if-no-acl-found yes",
+        ] {
+            assert!(NodeConfig::from_args(&args(bad)).is_err(), "{bad}");
         }
         let tls = NodeConfig::from_args(&args("--kafka-listen SASL_SSL://127.0.0.1:9093")).unwrap_err();
         assert!(tls.contains("SASL_SSL://127.0.0.1:9093 needs tls-cert"), "{tls}");

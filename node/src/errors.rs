@@ -86,6 +86,12 @@ pub enum ErrorKind {
     TransactionalIdNotFound,
     /// OffsetFetch asked for stable offsets while a transaction's commit of them is pending.
     UnstableOffsetCommit,
+    /// The ACLs do not let the request's principal do this (Kafka's
+    /// TOPIC/GROUP/CLUSTER/TRANSACTIONAL_ID_AUTHORIZATION_FAILED: 29, 30, 31, 53).
+    TopicAuthorizationFailed,
+    GroupAuthorizationFailed,
+    ClusterAuthorizationFailed,
+    TransactionalIdAuthorizationFailed,
     /// The partition's log failed (poisoned by an I/O error, or corrupt on disk).
     Storage,
     /// A bug or an unexpected state; the message says which.
@@ -141,6 +147,10 @@ impl ErrorKind {
         ErrorKind::ProducerFenced,
         ErrorKind::TransactionalIdNotFound,
         ErrorKind::UnstableOffsetCommit,
+        ErrorKind::TopicAuthorizationFailed,
+        ErrorKind::GroupAuthorizationFailed,
+        ErrorKind::ClusterAuthorizationFailed,
+        ErrorKind::TransactionalIdAuthorizationFailed,
         ErrorKind::Storage,
         ErrorKind::Unknown,
     ];
@@ -156,6 +166,30 @@ pub struct NodeError {
 impl NodeError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> NodeError {
         NodeError { kind, message: message.into() }
+    }
+
+    /// The ACLs denied `operation` (`acl::op`) on a topic.
+    #[must_use]
+    pub fn topic_denied(topic: &str) -> NodeError {
+        NodeError::new(ErrorKind::TopicAuthorizationFailed, format!("not authorized to access topic {topic:?}"))
+    }
+
+    #[must_use]
+    pub fn group_denied(group: &str) -> NodeError {
+        NodeError::new(ErrorKind::GroupAuthorizationFailed, format!("not authorized to access group {group:?}"))
+    }
+
+    #[must_use]
+    pub fn cluster_denied() -> NodeError {
+        NodeError::new(ErrorKind::ClusterAuthorizationFailed, "not authorized for this cluster operation")
+    }
+
+    #[must_use]
+    pub fn txn_denied(id: &str) -> NodeError {
+        NodeError::new(
+            ErrorKind::TransactionalIdAuthorizationFailed,
+            format!("not authorized to use transactional id {id:?}"),
+        )
     }
 
     #[must_use]
@@ -284,6 +318,10 @@ pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
         ErrorKind::ProducerFenced => ErrorCode(PRODUCER_FENCED),
         ErrorKind::TransactionalIdNotFound => ErrorCode(TRANSACTIONAL_ID_NOT_FOUND),
         ErrorKind::UnstableOffsetCommit => ErrorCode(UNSTABLE_OFFSET_COMMIT),
+        ErrorKind::TopicAuthorizationFailed => ErrorCode(29),
+        ErrorKind::GroupAuthorizationFailed => ErrorCode(30),
+        ErrorKind::ClusterAuthorizationFailed => ErrorCode(31),
+        ErrorKind::TransactionalIdAuthorizationFailed => ErrorCode(53),
         ErrorKind::Storage => ErrorCode::KafkaStorageError,
         ErrorKind::Unknown => ErrorCode::UnknownServerError,
     }

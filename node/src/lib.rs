@@ -25,6 +25,7 @@
 //! - `tls`: TLS for SSL listeners (certificates from PEM files, reloaded on SIGHUP).
 //! - `topics`: topic metadata, its validation and its file.
 
+pub mod acl;
 pub mod cluster;
 pub mod config;
 pub mod controller;

@@ -28,6 +28,15 @@ usage: admin.py --bootstrap HOST:PORT COMMAND ...
   users [NAME...]                        DescribeUserScramCredentials (none named: every
                                          user) {"user", "credentials": [[MECHANISM,
                                          ITERATIONS]...], "error"} per user
+  acl-add TYPE NAME PATTERN PRINCIPAL OPERATION PERMISSION
+                                         CreateAcls, e.g. TOPIC orders PREFIXED User:alice READ
+                                         ALLOW (host *) {"error"}
+  acls                                   DescribeAcls (everything) {"type", "name", "pattern",
+                                         "principal", "host", "operation", "permission"} each
+  acl-delete TYPE NAME PATTERN PRINCIPAL OPERATION PERMISSION
+                                         DeleteAcls with that filter (ANY where wanted; NAME
+                                         and PRINCIPAL "-" for any) {"deleted", "error"}
+  topic-error NAME                       Metadata for NAME alone: {"topic", "error"}
 The --tls-* and --sasl-* arguments of common.add_security_arguments secure the connection.
 """
 
@@ -245,6 +254,74 @@ def users(admin, args):
         emit(user=user, credentials=credentials, error=None)
 
 
+def acl_enums(args):
+    from confluent_kafka.admin import AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+
+    kind, name, pattern, principal, operation, permission = args.rest[:6]
+    return (
+        ResourceType[kind],
+        None if name == "-" else name,
+        ResourcePatternType[pattern],
+        None if principal == "-" else principal,
+        AclOperation[operation],
+        AclPermissionType[permission],
+    )
+
+
+def acl_add(admin, args):
+    from confluent_kafka.admin import AclBinding
+
+    kind, name, pattern, principal, operation, permission = acl_enums(args)
+    binding = AclBinding(kind, name, pattern, principal, "*", operation, permission)
+    for _, future in admin.create_acls([binding], request_timeout=REQUEST_TIMEOUT_S).items():
+        emit(error=error_name(future))
+
+
+def acls(admin, _args):
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    everything = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
+    )
+    try:
+        bindings = admin.describe_acls(everything, request_timeout=REQUEST_TIMEOUT_S).result(timeout=REQUEST_TIMEOUT_S)
+    except KafkaException as e:
+        emit(error=e.args[0].name())
+        return
+    rows = sorted(
+        (b.restype.name, b.name, b.resource_pattern_type.name, b.principal, b.host, b.operation.name, b.permission_type.name)
+        for b in bindings
+    )
+    for kind, name, pattern, principal, host, operation, permission in rows:
+        emit(type=kind, name=name, pattern=pattern, principal=principal, host=host, operation=operation, permission=permission)
+
+
+def acl_delete(admin, args):
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AclBindingFilter
+
+    kind, name, pattern, principal, operation, permission = acl_enums(args)
+    binding_filter = AclBindingFilter(kind, name, pattern, principal, None, operation, permission)
+    for _, future in admin.delete_acls([binding_filter], request_timeout=REQUEST_TIMEOUT_S).items():
+        try:
+            emit(deleted=len(future.result(timeout=REQUEST_TIMEOUT_S)), error=None)
+        except KafkaException as e:
+            emit(deleted=0, error=e.args[0].name())
+
+
+def topic_error(admin, args):
+    metadata = admin.list_topics(topic=args.rest[0], timeout=REQUEST_TIMEOUT_S)
+    topic = metadata.topics[args.rest[0]]
+    emit(topic=args.rest[0], error=topic.error.name() if topic.error else None)
+
+
 def main():
     from confluent_kafka.admin import AdminClient
 
@@ -269,6 +346,10 @@ def main():
             "set-user",
             "delete-user",
             "users",
+            "acl-add",
+            "acls",
+            "acl-delete",
+            "topic-error",
         ],
     )
     add_security_arguments(parser)
@@ -292,6 +373,10 @@ def main():
         "set-user": set_user,
         "delete-user": delete_user,
         "users": users,
+        "acl-add": acl_add,
+        "acls": acls,
+        "acl-delete": acl_delete,
+        "topic-error": topic_error,
     }
     commands[args.command](admin, args)
 

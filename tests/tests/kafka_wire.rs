@@ -388,6 +388,10 @@ const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    // Kafka 4.0's ranges (3.9: 0-3; v0 has no pattern type).
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// Fetch sessions (KIP-227), as the Java client uses them: a full fetch with session 0
@@ -1479,4 +1483,183 @@ fn a_sasl_listener_serves_only_logged_in_connections() {
     let r: MetadataResponse = after.call(ApiKey::Metadata, 12, &metadata);
     assert_eq!(r.brokers.len(), 1);
     assert!(!node.log().contains("panicked"), "{}", node.log_tail());
+}
+
+/// A logged-in connection at `kafka` as `user` (PLAIN), retried until the user exists.
+fn logged_in(kafka: std::net::SocketAddr, user: &str, password: &str, node: &NodeProcess) -> Wire {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut w = Wire::connect(kafka);
+        if sasl_login(&mut w, "PLAIN", &plain(user, password)).error_code == 0 {
+            return w;
+        }
+        assert!(std::time::Instant::now() < deadline, "{user} never logged in:\n{}", node.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `--authorizer acl`, byte by byte: a principal with no ACLs gets Kafka's authorization
+/// error from every API that names a resource (TOPIC_, GROUP_, CLUSTER_ and
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED in each response's own place), sees no topics
+/// and no groups in listings; CreateAcls (v1 literal, v3 prefixed; a malformed entry is
+/// INVALID_REQUEST), DescribeAcls with a MATCH filter and DeleteAcls by filter work for
+/// a super user, and an ACL takes effect for the next request.
+#[test]
+fn acls_answer_kafkas_authorization_errors_api_by_api() {
+    use kafka_protocol::messages::*;
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = sluice_tests::node_client::free_loopback_addr();
+    let listen = format!("SASL_PLAINTEXT://{kafka}");
+    let args = ["--kafka-listen", &listen, "--authorizer", "acl", "--super-users", "User:admin"];
+    let node =
+        NodeProcess::start_with_env(&dir.path().join("data"), 1, &args, &[("SLUICE_BOOTSTRAP_USER", "admin:pw")]);
+    let mut admin = logged_in(kafka, "admin", "pw", &node);
+    let salted =
+        sluice_schemas::sasl::salted_password(sluice_schemas::sasl::ScramMechanism::Sha256, b"bob-pw", b"salt", 4096);
+    let bob_user = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+        alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+            .with_name(text("bob"))
+            .with_mechanism(1)
+            .with_iterations(4096)
+            .with_salt(Bytes::from_static(b"salt"))
+            .with_salted_password(Bytes::from(salted)),
+    ]);
+    let r: AlterUserScramCredentialsResponse = admin.call(ApiKey::AlterUserScramCredentials, 0, &bob_user);
+    assert_eq!(r.results[0].error_code, 0);
+    let create = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(name("t"))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    let r: CreateTopicsResponse = admin.call(ApiKey::CreateTopics, 7, &create);
+    assert_eq!(r.topics[0].error_code, 0, "a super user creates topics");
+    let mut bob = logged_in(kafka, "bob", "bob-pw", &node);
+
+    // No ACL for bob: each API's authorization error in its place.
+    let r: CreateTopicsResponse = bob.call(ApiKey::CreateTopics, 7, &create);
+    assert_eq!(r.topics[0].error_code, 29, "CreateTopics");
+    let all: MetadataResponse = bob.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(None));
+    assert!(all.topics.is_empty(), "a listing hides what bob may not describe: {:?}", all.topics);
+    let named = MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(name("t")))]));
+    let r: MetadataResponse = bob.call(ApiKey::Metadata, 12, &named);
+    assert_eq!(r.topics[0].error_code, 29, "Metadata by name");
+    let r: ProduceResponse = bob.call(
+        ApiKey::Produce,
+        9,
+        &ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+            TopicProduceData::default().with_name(name("t")).with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch(&[b"x"])))]),
+        ]),
+    );
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 29, "Produce");
+    let fetch = FetchRequest::default().with_max_wait_ms(0).with_topics(vec![fetch_request::FetchTopic::default()
+        .with_topic(name("t"))
+        .with_partitions(vec![fetch_request::FetchPartition::default().with_partition(0)])]);
+    let r: FetchResponse = bob.call(ApiKey::Fetch, 12, &fetch);
+    assert_eq!(r.responses[0].partitions[0].error_code, 29, "Fetch");
+    let list = ListOffsetsRequest::default().with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+        .with_name(name("t"))
+        .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default().with_timestamp(-1)])]);
+    let r: ListOffsetsResponse = bob.call(ApiKey::ListOffsets, 7, &list);
+    assert_eq!(r.topics[0].partitions[0].error_code, 29, "ListOffsets");
+    let r: FindCoordinatorResponse =
+        bob.call(ApiKey::FindCoordinator, 3, &FindCoordinatorRequest::default().with_key(text("g")));
+    assert_eq!(r.error_code, 30, "FindCoordinator");
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(text("g")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(text("consumer"));
+    let r: JoinGroupResponse = bob.call(ApiKey::JoinGroup, 7, &join);
+    assert_eq!(r.error_code, 30, "JoinGroup");
+    let r: OffsetFetchResponse =
+        bob.call(ApiKey::OffsetFetch, 7, &OffsetFetchRequest::default().with_group_id(GroupId(text("g"))));
+    assert_eq!(r.error_code, 30, "OffsetFetch");
+    let r: DescribeGroupsResponse =
+        bob.call(ApiKey::DescribeGroups, 5, &DescribeGroupsRequest::default().with_groups(vec![GroupId(text("g"))]));
+    assert_eq!(r.groups[0].error_code, 30, "DescribeGroups");
+    let r: InitProducerIdResponse =
+        bob.call(ApiKey::InitProducerId, 4, &InitProducerIdRequest::default().with_producer_id(ProducerId(-1)));
+    assert_eq!(r.error_code, 31, "an idempotent InitProducerId");
+    let txn = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(text("tx"))))
+        .with_transaction_timeout_ms(10_000)
+        .with_producer_id(ProducerId(-1));
+    let r: InitProducerIdResponse = bob.call(ApiKey::InitProducerId, 4, &txn);
+    assert_eq!(r.error_code, 53, "a transactional InitProducerId");
+    let r: DescribeClusterResponse = bob.call(ApiKey::DescribeCluster, 0, &DescribeClusterRequest::default());
+    assert_eq!(r.error_code, 31, "DescribeCluster");
+    let broker = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(text("0")),
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(text("t")),
+    ]);
+    let r: DescribeConfigsResponse = bob.call(ApiKey::DescribeConfigs, 4, &broker);
+    assert_eq!((r.results[0].error_code, r.results[1].error_code), (31, 29), "DescribeConfigs");
+    let r: DescribeUserScramCredentialsResponse =
+        bob.call(ApiKey::DescribeUserScramCredentials, 0, &DescribeUserScramCredentialsRequest::default());
+    assert_eq!(r.error_code, 31, "DescribeUserScramCredentials");
+    let r: DescribeAclsResponse = bob.call(ApiKey::DescribeAcls, 3, &DescribeAclsRequest::default());
+    assert_eq!(r.error_code, 31, "DescribeAcls");
+    let r: ListGroupsResponse = bob.call(ApiKey::ListGroups, 4, &ListGroupsRequest::default());
+    assert_eq!((r.error_code, r.groups.len()), (0, 0), "ListGroups shows nothing");
+    let entry = |name: &str, pattern: i8, operation: i8| {
+        create_acls_request::AclCreation::default()
+            .with_resource_type(2)
+            .with_resource_name(text(name))
+            .with_resource_pattern_type(pattern)
+            .with_principal(text("User:bob"))
+            .with_host(text("*"))
+            .with_operation(operation)
+            .with_permission_type(3)
+    };
+    let r: CreateAclsResponse =
+        bob.call(ApiKey::CreateAcls, 3, &CreateAclsRequest::default().with_creations(vec![entry("t", 3, 3)]));
+    assert_eq!(r.results[0].error_code, 31, "bob may not give himself access");
+
+    // The super user's ACLs: v1 literal, v3 prefixed, and a malformed one refused.
+    let r: CreateAclsResponse =
+        admin.call(ApiKey::CreateAcls, 1, &CreateAclsRequest::default().with_creations(vec![entry("t", 3, 8)]));
+    assert_eq!(r.results[0].error_code, 0, "CreateAcls v1: DESCRIBE on t");
+    let creations = vec![entry("t", 4, 3), entry("t", 4, 1)];
+    let r: CreateAclsResponse =
+        admin.call(ApiKey::CreateAcls, 3, &CreateAclsRequest::default().with_creations(creations));
+    assert_eq!((r.results[0].error_code, r.results[1].error_code), (0, 42), "{r:?}");
+    let r: MetadataResponse = bob.call(ApiKey::Metadata, 12, &named);
+    assert_eq!(r.topics[0].error_code, 0, "DESCRIBE took effect");
+    let r: FetchResponse = bob.call(ApiKey::Fetch, 12, &fetch);
+    assert_eq!(r.responses[0].partitions[0].error_code, 0, "READ by prefix took effect");
+    let matching = DescribeAclsRequest::default()
+        .with_resource_type_filter(2)
+        .with_resource_name_filter(Some(text("t")))
+        .with_pattern_type_filter(2)
+        .with_principal_filter(None)
+        .with_host_filter(None)
+        .with_operation(1)
+        .with_permission_type(1);
+    let r: DescribeAclsResponse = admin.call(ApiKey::DescribeAcls, 3, &matching);
+    let found: Vec<(String, i8, i8)> = r
+        .resources
+        .iter()
+        .flat_map(|res| res.acls.iter().map(move |a| (res.resource_name.to_string(), res.pattern_type, a.operation)))
+        .collect();
+    assert_eq!(found, vec![("t".to_string(), 3, 8), ("t".to_string(), 4, 3)], "MATCH finds the literal and the prefix");
+    let delete = DeleteAclsRequest::default().with_filters(vec![delete_acls_request::DeleteAclsFilter::default()
+        .with_resource_type_filter(1)
+        .with_resource_name_filter(None)
+        .with_pattern_type_filter(1)
+        .with_host_filter(None)
+        .with_principal_filter(Some(text("User:bob")))
+        .with_operation(1)
+        .with_permission_type(1)]);
+    let r: DeleteAclsResponse = admin.call(ApiKey::DeleteAcls, 3, &delete);
+    assert_eq!(r.filter_results[0].matching_acls.len(), 2, "{r:?}");
+    let r: FetchResponse = bob.call(ApiKey::Fetch, 12, &fetch);
+    assert_eq!(r.responses[0].partitions[0].error_code, 29, "deleted: denied again");
 }

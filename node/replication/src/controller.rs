@@ -260,9 +260,11 @@ pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Ve
         | Command::DeleteTopic { .. }
         // The node finds its block in the committed state it follows.
         | Command::AllocateProducerIds { .. }
-        // Every node reads its users from the committed state.
+        // Every node reads its users and ACLs from the committed state.
         | Command::SetScramCredential { .. }
-        | Command::DeleteScramCredential { .. } => {}
+        | Command::DeleteScramCredential { .. }
+        | Command::CreateAcls { .. }
+        | Command::DeleteAcls { .. } => {}
     }
     out
 }

@@ -94,6 +94,27 @@ pub enum Command {
     SetScramCredential { user: String, mechanism: ScramMechanism, credential: ScramCredential },
     /// Deletes `user`'s SCRAM credential for `mechanism`. Ignored when it has none.
     DeleteScramCredential { user: String, mechanism: ScramMechanism },
+    /// Adds access control entries (Kafka's CreateAcls); ones already there stay once.
+    CreateAcls { acls: Vec<AclBinding> },
+    /// Removes these access control entries (Kafka's DeleteAcls, its filters already
+    /// resolved to the entries they match); missing ones are ignored.
+    DeleteAcls { acls: Vec<AclBinding> },
+}
+
+/// One access control entry, in Kafka's model and with Kafka's numbers for its enums
+/// (resource type, pattern type, operation, permission): who (`principal`, e.g.
+/// `User:alice` or `User:*`, from `host` or `*`) may or may not (`permission`) do what
+/// (`operation`) to which resources (`resource_type`, and `resource_name` taken
+/// literally, `*` for all, or as a prefix).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AclBinding {
+    pub resource_type: u8,
+    pub pattern_type: u8,
+    pub resource_name: String,
+    pub principal: String,
+    pub host: String,
+    pub operation: u8,
+    pub permission: u8,
 }
 
 pub use sluice_schemas::sasl::{ScramCredential, ScramMechanism, SCRAM_FIELD_BYTES_MAX};
@@ -180,6 +201,8 @@ pub struct ClusterState {
     producer_ids: BTreeMap<NodeId, ProducerIdBlock>,
     /// SASL users' SCRAM credentials, by user and mechanism.
     scram: BTreeMap<(String, ScramMechanism), ScramCredential>,
+    /// Access control entries.
+    acls: std::collections::BTreeSet<AclBinding>,
 }
 
 impl ClusterState {
@@ -321,6 +344,12 @@ impl ClusterState {
         &self.scram
     }
 
+    /// Every access control entry, in order.
+    #[must_use]
+    pub fn acls(&self) -> &std::collections::BTreeSet<AclBinding> {
+        &self.acls
+    }
+
     /// Applies one command (see `Command` for what each does).
     pub fn apply_command(&mut self, command: &Command) -> Outcome {
         let mut out = Outcome::default();
@@ -436,6 +465,16 @@ impl ClusterState {
             }
             Command::DeleteScramCredential { user, mechanism } => {
                 out.accepted = self.scram.remove(&(user.clone(), *mechanism)).is_some();
+            }
+            Command::CreateAcls { acls } => {
+                for acl in acls {
+                    out.accepted |= self.acls.insert(acl.clone());
+                }
+            }
+            Command::DeleteAcls { acls } => {
+                for acl in acls {
+                    out.accepted |= self.acls.remove(acl);
+                }
             }
             Command::AllocateProducerIds { node, incarnation, after } => {
                 let current = self.nodes.get(node).is_some_and(|r| r.incarnation == Some(*incarnation));
@@ -639,6 +678,8 @@ const TAG_DELETE_TOPIC: u8 = 9;
 const TAG_ALLOCATE_PRODUCER_IDS: u8 = 10;
 const TAG_SET_SCRAM: u8 = 11;
 const TAG_DELETE_SCRAM: u8 = 12;
+const TAG_CREATE_ACLS: u8 = 13;
+const TAG_DELETE_ACLS: u8 = 14;
 const TAG_OUTCOME: u8 = 100;
 
 /// Writes the encoding's fields (also used by `replication::wire`).
@@ -698,6 +739,17 @@ impl Writer {
         self.u32(c.iterations);
         self.bytes16(&c.stored_key);
         self.bytes16(&c.server_key);
+    }
+    /// An ACL: resource type, pattern type, then name, principal and host as strings,
+    /// then operation and permission.
+    pub(super) fn acl(&mut self, a: &AclBinding) {
+        self.u8(a.resource_type);
+        self.u8(a.pattern_type);
+        self.string(&a.resource_name);
+        self.string(&a.principal);
+        self.string(&a.host);
+        self.u8(a.operation);
+        self.u8(a.permission);
     }
     fn bytes16(&mut self, bytes: &[u8]) {
         assert!(bytes.len() <= SCRAM_FIELD_BYTES_MAX, "a SCRAM field of {} bytes", bytes.len());
@@ -800,6 +852,17 @@ impl<'a> Reader<'a> {
             iterations: self.u32()?,
             stored_key: self.bytes16()?,
             server_key: self.bytes16()?,
+        })
+    }
+    pub(super) fn acl(&mut self) -> Result<AclBinding, DecodeError> {
+        Ok(AclBinding {
+            resource_type: self.u8()?,
+            pattern_type: self.u8()?,
+            resource_name: self.string()?,
+            principal: self.string()?,
+            host: self.string()?,
+            operation: self.u8()?,
+            permission: self.u8()?,
         })
     }
     fn bytes16(&mut self) -> Result<Vec<u8>, DecodeError> {
@@ -912,6 +975,11 @@ impl Command {
                 w.string(user);
                 w.u8(mechanism.number());
             }
+            Command::CreateAcls { acls } | Command::DeleteAcls { acls } => {
+                w.u8(if matches!(self, Command::CreateAcls { .. }) { TAG_CREATE_ACLS } else { TAG_DELETE_ACLS });
+                w.u32(acls.len() as u32);
+                acls.iter().for_each(|acl| w.acl(acl));
+            }
         }
         w.0
     }
@@ -960,6 +1028,19 @@ impl Command {
                 Command::SetScramCredential { user: r.string()?, mechanism: r.mechanism()?, credential: r.scram()? }
             }
             TAG_DELETE_SCRAM => Command::DeleteScramCredential { user: r.string()?, mechanism: r.mechanism()? },
+            tag @ (TAG_CREATE_ACLS | TAG_DELETE_ACLS) => {
+                // Each entry takes at least 10 bytes: a larger count is malformed.
+                let count = r.u32()? as usize;
+                if count > bytes.len() / 10 {
+                    return r.err(format!("{count} ACLs in {} bytes", bytes.len()));
+                }
+                let acls = (0..count).map(|_| r.acl()).collect::<Result<Vec<_>, _>>()?;
+                if tag == TAG_CREATE_ACLS {
+                    Command::CreateAcls { acls }
+                } else {
+                    Command::DeleteAcls { acls }
+                }
+            }
             tag => return r.err(format!("unknown command tag {tag}")),
         };
         r.finish()?;
@@ -1026,6 +1107,29 @@ mod tests {
         state
     }
 
+    fn acl(name: &str, operation: u8) -> AclBinding {
+        AclBinding {
+            resource_type: 2,
+            pattern_type: 3,
+            resource_name: name.to_string(),
+            principal: "User:alice".to_string(),
+            host: "*".to_string(),
+            operation,
+            permission: 3,
+        }
+    }
+
+    /// ACLs are a set: added once, removed once.
+    #[test]
+    fn acls_are_added_and_removed_once() {
+        let mut state = cluster();
+        assert!(state.apply_command(&Command::CreateAcls { acls: vec![acl("a", 3), acl("b", 4)] }).accepted);
+        assert!(!state.apply_command(&Command::CreateAcls { acls: vec![acl("a", 3)] }).accepted, "already there");
+        assert!(state.apply_command(&Command::DeleteAcls { acls: vec![acl("a", 3), acl("zzz", 3)] }).accepted);
+        assert!(!state.apply_command(&Command::DeleteAcls { acls: vec![acl("a", 3)] }).accepted, "already gone");
+        assert_eq!(state.acls().iter().cloned().collect::<Vec<_>>(), vec![acl("b", 4)]);
+    }
+
     fn every_command() -> Vec<Command> {
         vec![
             Command::RegisterNode { node: NodeId(1), incarnation: Incarnation(u64::MAX) },
@@ -1068,6 +1172,8 @@ mod tests {
                 },
             },
             Command::DeleteScramCredential { user: "alice".to_string(), mechanism: ScramMechanism::Sha256 },
+            Command::CreateAcls { acls: vec![acl("orders", 3), acl("", 2)] },
+            Command::DeleteAcls { acls: vec![acl("orders", 3)] },
         ]
     }
 

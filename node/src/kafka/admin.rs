@@ -27,6 +27,7 @@ use kafka_protocol::messages::{
 use sluice_schemas::wire::ErrorCode;
 
 use super::{code, text, Request, APIS};
+use crate::acl::op;
 use crate::errors::{ErrorKind, NodeError};
 use crate::listener::Server;
 use crate::ops::admin::run_admin;
@@ -99,6 +100,10 @@ pub fn to_auto_create(server: &Rc<Server>, r: &Request, request: &MetadataReques
         .collect();
     names.sort();
     names.dedup();
+    // Kafka's check: CREATE on the cluster, or on each topic.
+    if !r.may_cluster(server, op::CREATE) {
+        names.retain(|n| r.may_topic(server, op::CREATE, n));
+    }
     names
 }
 
@@ -108,6 +113,7 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
     let metadata = shard.metadata();
     let broker = |id: NodeId| BrokerId(i32::try_from(id.0).unwrap_or(-1));
     // A topic is asked for by name, or (v12+) by id alone.
+    let request_topics_given = request.topics.as_ref().map(Vec::len);
     let asked: Vec<(Option<String>, TopicId)> = match request.topics {
         // v0 has no null: an empty list asks for every topic.
         Some(list) if !(v == 0 && list.is_empty()) => list
@@ -120,8 +126,14 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
                 }
             })
             .collect(),
-        _ => metadata.topics().map(|t| (Some(t.name.clone()), t.id)).collect(),
+        // Every topic: those the principal may not describe are left out.
+        _ => metadata
+            .topics()
+            .filter(|t| !shard.config.acl_authorizer || r.may_topic(server, op::DESCRIBE, &t.name))
+            .map(|t| (Some(t.name.clone()), t.id))
+            .collect(),
     };
+    let listing_all = request_lists_all(v, request_topics_given);
     let topics = asked
         .into_iter()
         .map(|(name, id)| {
@@ -133,6 +145,10 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
             let topic = MetadataResponseTopic::default()
                 .with_name(Some(TopicName(text(&name))))
                 .with_is_internal(v >= 1 && crate::topics::is_internal(&name));
+            if !listing_all && !r.may_topic(server, op::DESCRIBE, &name) {
+                let denied = crate::errors::error_code(ErrorKind::TopicAuthorizationFailed).0;
+                return topic.with_error_code(denied);
+            }
             match metadata.topic(&name) {
                 Some(t) => topic.with_topic_id(uuid::Uuid::from_bytes(t.id.0)).with_partitions(
                     (0..t.partitions)
@@ -178,6 +194,16 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
         .with_topics(topics)
 }
 
+/// Whether a Metadata request's topics (`None`: null; `Some(n)`: a list of `n`) ask for
+/// every topic (v0 has no null: an empty list does).
+fn request_lists_all(version: i16, topics: Option<usize>) -> bool {
+    match topics {
+        None => true,
+        Some(0) => version == 0,
+        Some(_) => false,
+    }
+}
+
 /// FindCoordinator: one key up to v3, a list of keys from v4 (KIP-699).
 /// The first FindCoordinator for a transactional id creates the transactions' state
 /// topic, as Kafka does (and waits, bounded, for its partitions to have leaders).
@@ -195,7 +221,9 @@ pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinat
             .iter()
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
-                match coordinator_of(server, request.key_type, key) {
+                match may_find(server, r, request.key_type, key)
+                    .and_then(|()| coordinator_of(server, request.key_type, key))
+                {
                     Ok((id, host, port)) => c.with_node_id(id).with_host(text(&host)).with_port(port),
                     Err((error, message)) => c
                         .with_error_code(error.0)
@@ -207,7 +235,9 @@ pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinat
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    match coordinator_of(server, request.key_type, &request.key) {
+    match may_find(server, r, request.key_type, &request.key)
+        .and_then(|()| coordinator_of(server, request.key_type, &request.key))
+    {
         Ok((id, host, port)) => {
             FindCoordinatorResponse::default().with_node_id(id).with_host(text(&host)).with_port(port)
         }
@@ -217,6 +247,22 @@ pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinat
             .with_node_id(BrokerId(-1))
             .with_port(-1),
     }
+}
+
+/// DESCRIBE on the group or transactional id whose coordinator is asked for.
+fn may_find(server: &Rc<Server>, r: &Request, key_type: i8, key: &str) -> Result<(), (ErrorCode, &'static str)> {
+    if key_type == KEY_TYPE_TRANSACTION {
+        if !r.may(server, op::DESCRIBE, crate::acl::resource::TRANSACTIONAL_ID, key) {
+            let code = crate::errors::error_code(ErrorKind::TransactionalIdAuthorizationFailed);
+            return Err((code, "not authorized to describe this transactional id"));
+        }
+    } else if !r.may_group(server, op::DESCRIBE, key) {
+        return Err((
+            crate::errors::error_code(ErrorKind::GroupAuthorizationFailed),
+            "not authorized to describe this group",
+        ));
+    }
+    Ok(())
 }
 
 /// The node coordinating `key`: the leader of the group's offsets partition.
@@ -246,12 +292,17 @@ pub async fn create_topics(server: &Rc<Server>, r: &Request, request: CreateTopi
     let mut refused: BTreeMap<String, NodeError> = BTreeMap::new();
     let mut asked: Vec<(String, i32, i16)> = Vec::new();
     let mut topics = Vec::new();
+    let may_create = r.may_cluster(server, op::CREATE);
     for t in request.topics {
         let name = t.name.0.to_string();
         // Kafka's defaults: num.partitions 1, default.replication.factor 1.
         let partitions = if t.num_partitions == -1 { 1 } else { t.num_partitions };
         let replication_factor = if t.replication_factor == -1 { 1 } else { t.replication_factor };
         asked.push((name.clone(), partitions, replication_factor));
+        if !may_create && !r.may_topic(server, op::CREATE, &name) {
+            refused.insert(name.clone(), NodeError::topic_denied(&name));
+            continue;
+        }
         if !t.assignments.is_empty() {
             let e = NodeError::new(ErrorKind::InvalidRequest, "manual replica assignment is not supported");
             refused.insert(name, e);
@@ -312,7 +363,13 @@ pub async fn delete_topics(server: &Rc<Server>, r: &Request, request: DeleteTopi
     }
     let ids: BTreeMap<String, TopicId> =
         names.iter().filter_map(|n| Some((n.clone(), metadata.topic(n)?.id))).collect();
-    let results = run_admin(&server.shard, AdminRequest::DeleteTopics { names }).await;
+    let (names, denied): (Vec<String>, Vec<String>) =
+        names.into_iter().partition(|n| r.may_topic(server, op::DELETE, n));
+    let mut results = run_admin(&server.shard, AdminRequest::DeleteTopics { names }).await;
+    results.extend(denied.into_iter().map(|n| {
+        let e = NodeError::topic_denied(&n);
+        (n, Err(e))
+    }));
     let mut responses: Vec<DeletableTopicResult> = results
         .into_iter()
         .map(|(name, result)| {
@@ -332,11 +389,23 @@ pub async fn delete_topics(server: &Rc<Server>, r: &Request, request: DeleteTopi
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub async fn create_partitions(server: &Rc<Server>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
-    let topics =
-        request.topics.into_iter().map(|t| (t.name.0.to_string(), u32::try_from(t.count).unwrap_or(0))).collect();
-    let results =
+pub async fn create_partitions(
+    server: &Rc<Server>,
+    r: &Request,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    type Counts = Vec<(String, u32)>;
+    let (topics, denied): (Counts, Counts) = request
+        .topics
+        .into_iter()
+        .map(|t| (t.name.0.to_string(), u32::try_from(t.count).unwrap_or(0)))
+        .partition(|(name, _)| r.may_topic(server, op::ALTER, name));
+    let mut results =
         run_admin(&server.shard, AdminRequest::CreatePartitions { topics, validate_only: request.validate_only }).await;
+    results.extend(denied.into_iter().map(|(n, _)| {
+        let e = NodeError::topic_denied(&n);
+        (n, Err(e))
+    }));
     let results = results
         .into_iter()
         .map(|(name, result)| {
@@ -349,7 +418,7 @@ pub async fn create_partitions(server: &Rc<Server>, request: CreatePartitionsReq
     CreatePartitionsResponse::default().with_results(results)
 }
 
-pub fn describe_configs(server: &Rc<Server>, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn describe_configs(server: &Rc<Server>, r: &Request, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let metadata = server.shard.metadata();
     let defaults = &server.shard.config.topic_defaults;
     let results = request
@@ -360,6 +429,9 @@ pub fn describe_configs(server: &Rc<Server>, request: DescribeConfigsRequest) ->
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name);
+            if let Err(e) = may_configure(server, r, op::DESCRIBE_CONFIGS, resource.resource_type, &name) {
+                return result.with_error_code(code(&e)).with_error_message(Some(text(&e.message)));
+            }
             if resource.resource_type == RESOURCE_BROKER {
                 return broker_configs(server, &name, resource.configuration_keys.as_deref(), result);
             }
@@ -499,6 +571,22 @@ async fn apply_config_changes(
         .collect()
 }
 
+/// DESCRIBE_CONFIGS or ALTER_CONFIGS on a config resource: a topic, or the cluster for a
+/// broker's settings.
+fn may_configure(
+    server: &Rc<Server>,
+    r: &Request,
+    operation: u8,
+    resource_type: i8,
+    name: &str,
+) -> Result<(), NodeError> {
+    match resource_type {
+        RESOURCE_TOPIC if !r.may_topic(server, operation, name) => Err(NodeError::topic_denied(name)),
+        RESOURCE_BROKER if !r.may_cluster(server, operation) => Err(NodeError::cluster_denied()),
+        _ => Ok(()),
+    }
+}
+
 fn topic_resource(resource_type: i8, name: &str) -> Result<(), NodeError> {
     if resource_type == RESOURCE_TOPIC {
         return Ok(());
@@ -511,14 +599,15 @@ fn topic_resource(resource_type: i8, name: &str) -> Result<(), NodeError> {
 
 /// Kafka's legacy AlterConfigs replaces a topic's whole set of configs: those not named
 /// return to their defaults.
-pub async fn alter_configs(server: &Rc<Server>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter_configs(server: &Rc<Server>, req: &Request, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let metadata = server.shard.metadata();
     let changes = request
         .resources
         .into_iter()
         .map(|r| {
             let name = r.resource_name.to_string();
-            let change = topic_resource(r.resource_type, &name).map(|()| {
+            let allowed = may_configure(server, req, op::ALTER_CONFIGS, r.resource_type, &name);
+            let change = allowed.and_then(|()| topic_resource(r.resource_type, &name)).map(|()| {
                 let set: Vec<(String, String)> = r
                     .configs
                     .iter()
@@ -540,6 +629,7 @@ pub async fn alter_configs(server: &Rc<Server>, request: AlterConfigsRequest) ->
 /// list value (`cleanup.policy`).
 pub async fn incremental_alter_configs(
     server: &Rc<Server>,
+    req: &Request,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let metadata = server.shard.metadata();
@@ -549,7 +639,8 @@ pub async fn incremental_alter_configs(
         .into_iter()
         .map(|r| {
             let name = r.resource_name.to_string();
-            let change = topic_resource(r.resource_type, &name).and_then(|()| {
+            let allowed = may_configure(server, req, op::ALTER_CONFIGS, r.resource_type, &name);
+            let change = allowed.and_then(|()| topic_resource(r.resource_type, &name)).and_then(|()| {
                 let current: BTreeMap<String, String> = metadata
                     .topic(&name)
                     .map(|t| t.effective_configs(defaults).into_iter().map(|(k, v, _)| (k, v)).collect())
@@ -602,12 +693,41 @@ pub async fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
+/// IDEMPOTENT_WRITE on the cluster, or WRITE on any topic (Kafka 3.0+, KIP-679).
+fn may_write_idempotently(server: &Rc<Server>, r: &Request) -> bool {
+    use crate::acl::resource::{CLUSTER, CLUSTER_NAME, TOPIC};
+    let shard = &server.shard;
+    let quiet =
+        |operation, resource_type, name: &str| shard.permits(&r.principal, &r.host, operation, resource_type, name);
+    quiet(op::IDEMPOTENT_WRITE, CLUSTER, CLUSTER_NAME)
+        || shard.metadata().topics().any(|t| quiet(op::WRITE, TOPIC, &t.name))
+        // Denied: asked again to log and count it.
+        || r.may_cluster(server, op::IDEMPOTENT_WRITE)
+}
+
 /// An idempotent producer's id and epoch (`ops::admin::init_producer`).
-pub async fn init_producer_id(server: &Rc<Server>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn init_producer_id(
+    server: &Rc<Server>,
+    r: &Request,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let existing = (request.producer_id.0 >= 0 && request.producer_epoch >= 0)
         .then_some((request.producer_id.0, request.producer_epoch));
-    let id = request.transactional_id.as_ref().map(|id| id.0.as_str());
-    match crate::ops::txn::init_producer(&server.shard, id, request.transaction_timeout_ms, existing).await {
+    let id = request.transactional_id.as_ref().map(|id| id.0.as_str()).filter(|id| !id.is_empty());
+    // Kafka's checks: WRITE on the transactional id; an idempotent producer needs
+    // IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (KIP-679).
+    let allowed = match id {
+        Some(id) => r
+            .may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, id)
+            .then_some(())
+            .ok_or_else(|| NodeError::txn_denied(id)),
+        None => may_write_idempotently(server, r).then_some(()).ok_or_else(NodeError::cluster_denied),
+    };
+    let result = match allowed {
+        Ok(()) => crate::ops::txn::init_producer(&server.shard, id, request.transaction_timeout_ms, existing).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok((id, epoch)) => {
             InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(epoch)
         }
@@ -632,6 +752,10 @@ pub fn describe_cluster(server: &Rc<Server>, r: &Request, request: DescribeClust
     let shard = &server.shard;
     let broker = |id: NodeId| BrokerId(i32::try_from(id.0).unwrap_or(-1));
     let response = DescribeClusterResponse::default().with_endpoint_type(BROKERS).with_cluster_id(text(CLUSTER_ID));
+    if !r.may_cluster(server, op::DESCRIBE) {
+        let e = NodeError::cluster_denied();
+        return response.with_error_code(code(&e)).with_error_message(Some(text(&e.message)));
+    }
     if r.version >= 1 && request.endpoint_type != BROKERS {
         return response
             .with_error_code(UNSUPPORTED_ENDPOINT_TYPE)
@@ -659,11 +783,19 @@ pub fn describe_cluster(server: &Rc<Server>, r: &Request, request: DescribeClust
 /// DescribeLogDirs: this node's one log directory (`--data-dir`) with the size of every
 /// partition replica it holds (all, or those asked), its file system's total and usable
 /// bytes (v4), and offset lag 0 (no replica is being moved between directories).
-pub async fn describe_log_dirs(server: &Rc<Server>, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+pub async fn describe_log_dirs(
+    server: &Rc<Server>,
+    r: &Request,
+    request: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
     use kafka_protocol::messages::describe_log_dirs_response::{
         DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
     };
     let shard = &server.shard;
+    if !r.may_cluster(server, op::DESCRIBE) {
+        // v3+ carry the error; older versions get no directories, as Kafka answers.
+        return DescribeLogDirsResponse::default().with_error_code(code(&NodeError::cluster_denied()));
+    }
     let mut sizes: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
     for s in 0..shard.shards {
         if let crate::shard::ShardReply::LogSizes(list) =
@@ -734,6 +866,26 @@ pub async fn elect_leaders(
 ) -> kafka_protocol::messages::ElectLeadersResponse {
     use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
     let shard = &server.shard;
+    if !request.may_cluster(server, op::ALTER) {
+        // v1+ carry a top-level error; v0 gets it for every partition named.
+        let code = code(&NodeError::cluster_denied());
+        let results = r
+            .topic_partitions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| PartitionResult::default().with_partition_id(p).with_error_code(code))
+                    .collect();
+                ReplicaElectionResult::default().with_topic(t.topic).with_partition_result(partitions)
+            })
+            .collect();
+        return kafka_protocol::messages::ElectLeadersResponse::default()
+            .with_error_code(code)
+            .with_replica_election_results(results);
+    }
     let unclean = request.version >= 1 && r.election_type == 1;
     let metadata = shard.metadata();
     let explicit = r.topic_partitions.is_some();

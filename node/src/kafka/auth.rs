@@ -243,8 +243,15 @@ impl KafkaServer {
 /// DescribeUserScramCredentials: every user (no names, or none given) or the ones named.
 pub fn describe_users(
     server: &crate::listener::Server,
+    r: &Request,
     request: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if !r.may_cluster(server, crate::acl::op::DESCRIBE) {
+        let e = crate::errors::NodeError::cluster_denied();
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(super::code(&e))
+            .with_error_message(Some(text(&e.message)));
+    }
     let mut known: BTreeMap<String, Vec<CredentialInfo>> = BTreeMap::new();
     for (user, mechanism, iterations) in server.shard.users() {
         let info =
@@ -289,14 +296,18 @@ pub fn describe_users(
 /// before any is made, and a user with one bad change gets that error for all of them.
 pub async fn alter_users(
     server: &crate::listener::Server,
+    r: &Request,
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
     type Check = Result<Command, (i16, String)>;
+    let allowed = r.may_cluster(server, crate::acl::op::ALTER);
     let mut per_user: BTreeMap<String, Vec<Check>> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
     let shard = &server.shard;
     let mut check = |user: &str, mechanism: i8, make: &dyn Fn(ScramMechanism) -> Check| {
-        let checked = if user.is_empty() {
+        let checked = if !allowed {
+            Err((super::code(&crate::errors::NodeError::cluster_denied()), "not authorized to alter users".to_string()))
+        } else if user.is_empty() {
             Err((UNACCEPTABLE_CREDENTIAL, "the user name must not be empty".to_string()))
         } else if let Some(m) = u8::try_from(mechanism).ok().and_then(ScramMechanism::from_number) {
             if seen.insert((user.to_string(), m)) {
@@ -355,7 +366,7 @@ pub async fn alter_users(
         }
     }
     if !changes.is_empty() {
-        let mut outcomes = shard.alter_users(changes).await.into_iter();
+        let mut outcomes = shard.change_security(changes).await.into_iter();
         for (user, count) in users_changed {
             let failed = outcomes.by_ref().take(count).find_map(Result::err);
             results.push(match failed {

@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
 use super::fetch_response::{FetchedPartition, FetchedTopic};
 use super::fetch_sessions::{FetchSessions, Plan};
 use super::{code, index_of, partition_index, text, Request};
+use crate::acl::op;
 use crate::errors::{ErrorKind, NodeError};
 use crate::listener::{ResponseFrame, Server};
 use crate::ops::fetch::{fetch_all, list_offset, FetchLimits, Wanted};
@@ -32,7 +33,21 @@ pub async fn produce(
 ) -> Result<Option<ResponseFrame>, NodeError> {
     let acks = produce.acks;
     let v = request.version;
-    let mut not_joined = join_transaction(server, joined, request, &produce).await;
+    // Authorization first (WRITE on the transactional id, if any, and on each topic).
+    let txn_id = produce.transactional_id.as_ref().map(|id| id.0.to_string()).filter(|id| !id.is_empty());
+    let txn_denied = txn_id
+        .filter(|id| !request.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, id))
+        .map(|id| NodeError::txn_denied(&id));
+    let mut denied: HashMap<String, NodeError> = HashMap::new();
+    for t in &produce.topic_data {
+        let name = t.name.0.to_string();
+        if let Some(e) = &txn_denied {
+            denied.insert(name, e.clone());
+        } else if !denied.contains_key(&name) && !request.may_topic(server, op::WRITE, &name) {
+            denied.insert(name.clone(), NodeError::topic_denied(&name));
+        }
+    }
+    let mut not_joined = join_transaction(server, joined, request, &produce, &denied).await;
     let topics = produce
         .topic_data
         .iter()
@@ -43,7 +58,9 @@ pub async fn produce(
                 .iter()
                 .map(|p| {
                     let partition = partition_index(p.index);
-                    let refused = if not_joined.is_empty() {
+                    let refused = if let Some(e) = denied.get(&name) {
+                        Some(e.clone())
+                    } else if not_joined.is_empty() {
                         None
                     } else {
                         not_joined.remove(&TopicPartition::new(&name, partition))
@@ -101,13 +118,14 @@ pub async fn produce(
 const TRANSACTIONS_V2_PRODUCE: i16 = 12;
 
 /// Produce v12+ with a transactional id: the partitions its transactional batches write
-/// join the transaction first (`txn::join_for_produce`); the ones that could not, with
-/// why.
+/// (but not those of `denied` topics) join the transaction first
+/// (`txn::join_for_produce`); the ones that could not, with why.
 async fn join_transaction(
     server: &Rc<Server>,
     joined: &super::txn::Joined,
     request: &Request,
     produce: &ProduceRequest,
+    denied: &HashMap<String, NodeError>,
 ) -> HashMap<TopicPartition, NodeError> {
     let id = produce.transactional_id.as_ref().map(|id| id.0.to_string()).unwrap_or_default();
     if request.version < TRANSACTIONS_V2_PRODUCE || id.is_empty() {
@@ -116,6 +134,7 @@ async fn join_transaction(
     let batches = produce
         .topic_data
         .iter()
+        .filter(|t| !denied.contains_key(t.name.0.as_str()))
         .flat_map(|t| t.partition_data.iter().map(move |p| (t, p)))
         .filter_map(|(t, p)| {
             let header = BatchHeader::view(p.records.as_deref()?).ok()?;
@@ -149,8 +168,17 @@ pub async fn fetch(
         Plan::Full { session, parts } => (session, parts, false),
         Plan::Incremental { session, parts } => (session, parts, true),
     };
+    // READ on each topic, decided once per topic.
+    let mut readable: HashMap<String, bool> = HashMap::new();
+    for name in parts.iter().filter_map(|p| p.name.as_ref()) {
+        if !readable.contains_key(name) {
+            readable.insert(name.clone(), request.may_topic(server, op::READ, name));
+        }
+    }
+    let may_read = |name: &Option<String>| name.as_ref().is_some_and(|n| readable.get(n) == Some(&true));
     let wanted: Vec<Wanted> = parts
         .iter()
+        .filter(|p| may_read(&p.name))
         .filter_map(|p| {
             Some(Wanted {
                 topic: p.name.clone()?,
@@ -169,7 +197,8 @@ pub async fn fetch(
     let mut results = fetch_all(&server.shard, &wanted, limits).await.into_iter();
     let mut topics: Vec<FetchedTopic> = Vec::new();
     for part in parts {
-        let fetched = match part.name.as_ref().and_then(|_| results.next()) {
+        let denied = part.name.is_some() && !may_read(&part.name);
+        let fetched = match part.name.as_ref().filter(|_| !denied).and_then(|_| results.next()) {
             Some(Ok(got)) => FetchedPartition {
                 partition: part.partition,
                 error_code: 0,
@@ -184,6 +213,7 @@ pub async fn fetch(
                 partition: part.partition,
                 error_code: match failure {
                     Some(Err(e)) => code(&e),
+                    _ if denied => crate::errors::error_code(ErrorKind::TopicAuthorizationFailed).0,
                     _ => super::UNKNOWN_TOPIC_ID,
                 },
                 high_watermark: -1,
@@ -214,12 +244,15 @@ pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsets
     let mut topics = Vec::new();
     for t in request.topics {
         let name = t.name.0.to_string();
+        let allowed = r.may_topic(server, op::DESCRIBE, &name);
         let mut partitions = Vec::new();
         for p in t.partitions {
             let read_committed = r.version >= 2 && request.isolation_level == 1;
-            let result =
-                list_offset(&server.shard, &name, partition_index(p.partition_index), p.timestamp, read_committed)
-                    .await;
+            let result = if allowed {
+                list_offset(&server.shard, &name, partition_index(p.partition_index), p.timestamp, read_committed).await
+            } else {
+                Err(NodeError::topic_denied(&name))
+            };
             let response =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1);
             partitions.push(match result {
@@ -238,14 +271,23 @@ pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsets
 /// Each asked partition's idempotent producers, from its leader, with the first offset
 /// of each one's open transaction (-1: none). Sluice keeps no producer timestamps:
 /// last_timestamp and coordinator_epoch are -1.
-pub async fn describe_producers(server: &Rc<Server>, request: DescribeProducersRequest) -> DescribeProducersResponse {
+pub async fn describe_producers(
+    server: &Rc<Server>,
+    r: &Request,
+    request: DescribeProducersRequest,
+) -> DescribeProducersResponse {
     use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
     let mut topics = Vec::new();
     for t in request.topics {
         let name = t.name.0.to_string();
+        let allowed = r.may_topic(server, op::READ, &name);
         let mut partitions = Vec::new();
         for index in t.partition_indexes {
-            let result = crate::ops::admin::describe_producers(&server.shard, &name, partition_index(index)).await;
+            let result = if allowed {
+                crate::ops::admin::describe_producers(&server.shard, &name, partition_index(index)).await
+            } else {
+                Err(NodeError::topic_denied(&name))
+            };
             let response = PartitionResponse::default().with_partition_index(index);
             partitions.push(match result {
                 Ok(producers) => response.with_active_producers(
@@ -270,19 +312,19 @@ pub async fn describe_producers(server: &Rc<Server>, request: DescribeProducersR
     DescribeProducersResponse::default().with_topics(topics)
 }
 
-pub async fn delete_records(server: &Rc<Server>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn delete_records(server: &Rc<Server>, r: &Request, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let mut topics = Vec::new();
     for t in request.topics {
         let name = t.name.0.to_string();
+        let allowed = r.may_topic(server, op::DELETE, &name);
         let mut partitions = Vec::new();
         for p in t.partitions {
-            let result = crate::ops::delete_records::delete_records(
-                &server.shard,
-                &name,
-                partition_index(p.partition_index),
-                p.offset,
-            )
-            .await;
+            let result = if allowed {
+                let partition = partition_index(p.partition_index);
+                crate::ops::delete_records::delete_records(&server.shard, &name, partition, p.offset).await
+            } else {
+                Err(NodeError::topic_denied(&name))
+            };
             let response = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
             partitions.push(match result {
                 Ok(low) => response.with_low_watermark(low.as_i64()),

@@ -28,10 +28,12 @@ use kafka_protocol::messages::{
 use sluice_schemas::wire::ErrorCode;
 
 use super::{code, code_of, index_of, partition_index, text, Request};
+use crate::acl::op;
 use crate::errors::{ErrorKind, NodeError};
 use crate::groups::{by_topic, consumer_protocol, ConsumerHeartbeat, GroupReply, GroupRequest, JoinArgs, JoinProtocol};
 use crate::listener::Server;
 use crate::topics::TopicId;
+use std::collections::BTreeMap;
 
 fn unexpected(reply: &GroupReply) -> NodeError {
     NodeError::new(ErrorKind::Unknown, format!("unexpected group reply {reply:?}"))
@@ -62,6 +64,13 @@ pub async fn join(server: &Rc<Server>, request: &Request, r: JoinGroupRequest, p
     // JoinGroup v0 has no rebalance timeout: Kafka uses the session timeout.
     let rebalance_timeout_ms = u32::try_from(r.rebalance_timeout_ms).unwrap_or(session_timeout_ms);
     let protocol_type = r.protocol_type.to_string();
+    if !request.may_group(server, op::READ, &r.group_id.0) {
+        return JoinGroupResponse::default()
+            .with_error_code(code(&NodeError::group_denied(&r.group_id.0)))
+            .with_generation_id(-1)
+            .with_protocol_name(Some(text("")))
+            .with_member_id(r.member_id);
+    }
     let join = GroupRequest::Join {
         group: r.group_id.0.to_string(),
         join: JoinArgs {
@@ -106,7 +115,10 @@ pub async fn join(server: &Rc<Server>, request: &Request, r: JoinGroupRequest, p
     }
 }
 
-pub async fn sync(server: &Rc<Server>, r: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn sync(server: &Rc<Server>, request: &Request, r: SyncGroupRequest) -> SyncGroupResponse {
+    if !request.may_group(server, op::READ, &r.group_id.0) {
+        return SyncGroupResponse::default().with_error_code(code(&NodeError::group_denied(&r.group_id.0)));
+    }
     let sync = GroupRequest::Sync {
         group: r.group_id.0.to_string(),
         member_id: r.member_id.to_string(),
@@ -120,7 +132,10 @@ pub async fn sync(server: &Rc<Server>, r: SyncGroupRequest) -> SyncGroupResponse
     }
 }
 
-pub async fn heartbeat(server: &Rc<Server>, r: HeartbeatRequest) -> HeartbeatResponse {
+pub async fn heartbeat(server: &Rc<Server>, request: &Request, r: HeartbeatRequest) -> HeartbeatResponse {
+    if !request.may_group(server, op::READ, &r.group_id.0) {
+        return HeartbeatResponse::default().with_error_code(code(&NodeError::group_denied(&r.group_id.0)));
+    }
     let request = GroupRequest::Heartbeat {
         group: r.group_id.0.to_string(),
         member_id: r.member_id.to_string(),
@@ -131,6 +146,9 @@ pub async fn heartbeat(server: &Rc<Server>, r: HeartbeatRequest) -> HeartbeatRes
 
 pub async fn leave(server: &Rc<Server>, request: &Request, r: LeaveGroupRequest) -> LeaveGroupResponse {
     let group = r.group_id.0.to_string();
+    if !request.may_group(server, op::READ, &group) {
+        return LeaveGroupResponse::default().with_error_code(code(&NodeError::group_denied(&group)));
+    }
     // v0-v2 name one member; v3+ a batch of them, static ones by instance id.
     let members: Vec<(String, Option<String>)> = if request.version < 3 {
         vec![(r.member_id.to_string(), None)]
@@ -170,9 +188,19 @@ pub async fn leave(server: &Rc<Server>, request: &Request, r: LeaveGroupRequest)
     }
 }
 
-pub async fn commit(server: &Rc<Server>, r: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn commit(server: &Rc<Server>, req: &Request, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let mut asked = Vec::new();
+    let mut refused: Vec<(String, u32, i16)> = Vec::new();
+    let group_allowed = req.may_group(server, op::READ, &r.group_id.0);
     for t in &r.topics {
+        if !group_allowed || !req.may_topic(server, op::READ, &t.name.0) {
+            let e =
+                if group_allowed { NodeError::topic_denied(&t.name.0) } else { NodeError::group_denied(&r.group_id.0) };
+            refused.extend(
+                t.partitions.iter().map(|p| (t.name.0.to_string(), partition_index(p.partition_index), code(&e))),
+            );
+            continue;
+        }
         for p in &t.partitions {
             let metadata = p.committed_metadata.as_ref().map(ToString::to_string).unwrap_or_default();
             asked.push((t.name.0.to_string(), partition_index(p.partition_index), p.committed_offset, metadata));
@@ -184,7 +212,8 @@ pub async fn commit(server: &Rc<Server>, r: OffsetCommitRequest) -> OffsetCommit
         generation: r.generation_id_or_member_epoch,
         offsets: asked.clone(),
     };
-    let results: Vec<(String, u32, i16)> = match server.shard.group_call(request).await {
+    let mut results: Vec<(String, u32, i16)> = match server.shard.group_call(request).await {
+        _ if asked.is_empty() => Vec::new(),
         GroupReply::Committed(Ok(list)) => list.into_iter().map(|(t, p, r)| (t, p, code_of(&r))).collect(),
         other => {
             let e = failure(other);
@@ -194,6 +223,7 @@ pub async fn commit(server: &Rc<Server>, r: OffsetCommitRequest) -> OffsetCommit
             asked.into_iter().map(|(t, p, _, _)| (t, p, error)).collect()
         }
     };
+    results.extend(refused);
     let topics = by_topic(results)
         .into_iter()
         .map(|(name, partitions)| {
@@ -224,7 +254,8 @@ pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchReq
                 topics.into_iter().flat_map(|t| asked_partitions(t.name.0.to_string(), t.partition_indexes)).collect()
             });
             let response = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            groups.push(match fetch_group(server, g.group_id.0.to_string(), partitions, r.require_stable).await {
+            let fetched = fetch_group_as(server, req, g.group_id.0.to_string(), partitions, r.require_stable).await;
+            groups.push(match fetched {
                 Ok(offsets) => response.with_topics(
                     by_topic(offsets)
                         .into_iter()
@@ -254,7 +285,7 @@ pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchReq
         topics.into_iter().flat_map(|t| asked_partitions(t.name.0.to_string(), t.partition_indexes)).collect()
     });
     let asked: Vec<TopicPartition> = partitions.clone().unwrap_or_default();
-    match fetch_group(server, r.group_id.0.to_string(), partitions, r.require_stable).await {
+    match fetch_group_as(server, req, r.group_id.0.to_string(), partitions, r.require_stable).await {
         Ok(offsets) => OffsetFetchResponse::default().with_topics(offset_fetch_topics(offsets)),
         // v0 and v1 have no group-level error: the request's partitions carry it.
         Err(e) if req.version < 2 => {
@@ -267,6 +298,39 @@ pub async fn fetch_offsets(server: &Rc<Server>, req: &Request, r: OffsetFetchReq
 
 fn asked_partitions(name: String, indexes: Vec<i32>) -> impl Iterator<Item = TopicPartition> {
     indexes.into_iter().map(move |p| TopicPartition::new(name.as_str(), partition_index(p)))
+}
+
+/// `fetch_group` for the request's principal: DESCRIBE on the group, and on each topic
+/// (asked ones it may not describe are TOPIC_AUTHORIZATION_FAILED; when all are asked
+/// for, those are left out), as Kafka checks.
+async fn fetch_group_as(
+    server: &Rc<Server>,
+    req: &Request,
+    group: String,
+    partitions: Option<Vec<TopicPartition>>,
+    require_stable: bool,
+) -> Result<FetchedOffsets, NodeError> {
+    if !req.may_group(server, op::DESCRIBE, &group) {
+        return Err(NodeError::group_denied(&group));
+    }
+    let mut describable: BTreeMap<String, bool> = BTreeMap::new();
+    let mut may = |topic: &str| {
+        *describable.entry(topic.to_string()).or_insert_with(|| {
+            server.shard.permits(&req.principal, &req.host, op::DESCRIBE, crate::acl::resource::TOPIC, topic)
+        })
+    };
+    let Some(partitions) = partitions else {
+        let mut all = fetch_group(server, group, None, require_stable).await?;
+        all.retain(|(topic, _, _)| may(topic));
+        return Ok(all);
+    };
+    let (allowed, denied): (Vec<TopicPartition>, Vec<TopicPartition>) =
+        partitions.into_iter().partition(|tp| may(&tp.topic));
+    let mut out =
+        if allowed.is_empty() { Vec::new() } else { fetch_group(server, group, Some(allowed), require_stable).await? };
+    let denied_code = code(&NodeError::topic_denied(""));
+    out.extend(denied.into_iter().map(|tp| (tp.topic, tp.partition, (-1, String::new(), denied_code))));
+    Ok(out)
 }
 
 /// One group's committed offsets of `partitions` (`None`: all it has). With
@@ -319,11 +383,15 @@ fn offset_fetch_topics(offsets: FetchedOffsets) -> Vec<OffsetFetchResponseTopic>
         .collect()
 }
 
-pub async fn describe(server: &Rc<Server>, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub async fn describe(server: &Rc<Server>, request: &Request, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut groups = Vec::new();
     for id in r.groups {
-        let reply = server.shard.group_call(GroupRequest::Describe { group: id.0.to_string() }).await;
         let group = DescribedGroup::default().with_group_id(GroupId(id.0.clone()));
+        if !request.may_group(server, op::DESCRIBE, &id.0) {
+            groups.push(group.with_error_code(code(&NodeError::group_denied(&id.0))));
+            continue;
+        }
+        let reply = server.shard.group_call(GroupRequest::Describe { group: id.0.to_string() }).await;
         groups.push(match reply {
             GroupReply::Described(Ok(d)) => {
                 let members = d
@@ -370,11 +438,24 @@ pub async fn list(server: &Rc<Server>, request: &Request, r: ListGroupsRequest) 
         other => return ListGroupsResponse::default().with_error_code(code(&unexpected(&other))),
     };
     let wanted: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    // DESCRIBE on the cluster lists every group; else those the principal may describe.
+    let every = server.shard.permits(
+        &request.principal,
+        &request.host,
+        op::DESCRIBE,
+        crate::acl::resource::CLUSTER,
+        crate::acl::resource::CLUSTER_NAME,
+    );
+    let visible = |group: &str| {
+        every
+            || server.shard.permits(&request.principal, &request.host, op::DESCRIBE, crate::acl::resource::GROUP, group)
+    };
     // v5's types: "classic" (and native groups), "consumer" (KIP-848).
     let typed = |t: &str| r.types_filter.is_empty() || r.types_filter.iter().any(|w| w.eq_ignore_ascii_case(t));
     let groups = groups
         .into_iter()
         .filter(|g| typed(g.group_type) && (wanted.is_empty() || wanted.contains(&g.state.to_lowercase())))
+        .filter(|g| visible(&g.group))
         .map(|g| {
             ListedGroup::default()
                 .with_group_id(GroupId(text(&g.group)))
@@ -386,10 +467,14 @@ pub async fn list(server: &Rc<Server>, request: &Request, r: ListGroupsRequest) 
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub async fn delete(server: &Rc<Server>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete(server: &Rc<Server>, request: &Request, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::new();
     for id in r.groups_names {
-        let result = done(server.shard.group_call(GroupRequest::Delete { group: id.0.to_string() }).await);
+        let result = if request.may_group(server, op::DELETE, &id.0) {
+            done(server.shard.group_call(GroupRequest::Delete { group: id.0.to_string() }).await)
+        } else {
+            Err(NodeError::group_denied(&id.0))
+        };
         results.push(DeletableGroupResult::default().with_group_id(id).with_error_code(code_of(&result)));
     }
     DeleteGroupsResponse::default().with_results(results)
@@ -397,10 +482,21 @@ pub async fn delete(server: &Rc<Server>, r: DeleteGroupsRequest) -> DeleteGroups
 
 /// OffsetDelete: forgets a group's commits of partitions whose topics its members do not
 /// subscribe to (those they do: GROUP_SUBSCRIBED_TO_TOPIC).
-pub async fn delete_offsets(server: &Rc<Server>, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn delete_offsets(server: &Rc<Server>, req: &Request, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
     use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
-    let partitions = r
-        .topics
+    if !req.may_group(server, op::DELETE, &r.group_id.0) {
+        return OffsetDeleteResponse::default().with_error_code(code(&NodeError::group_denied(&r.group_id.0)));
+    }
+    let (readable, denied): (Vec<_>, Vec<_>) =
+        r.topics.iter().partition(|t| req.may_topic(server, op::READ, &t.name.0));
+    let refused: Vec<(String, u32, i16)> = denied
+        .iter()
+        .flat_map(|t| {
+            let e = code(&NodeError::topic_denied(&t.name.0));
+            t.partitions.iter().map(move |p| (t.name.0.to_string(), partition_index(p.partition_index), e))
+        })
+        .collect();
+    let partitions = readable
         .iter()
         .flat_map(|t| {
             let name = t.name.0.to_string();
@@ -412,7 +508,10 @@ pub async fn delete_offsets(server: &Rc<Server>, r: OffsetDeleteRequest) -> Offs
         GroupReply::Committed(Ok(list)) => list,
         other => return OffsetDeleteResponse::default().with_error_code(code(&failure(other))),
     };
-    let topics = by_topic(outcomes.into_iter().map(|(t, p, result)| (t, p, code_of(&result))).collect())
+    let mut outcomes: Vec<(String, u32, i16)> =
+        outcomes.into_iter().map(|(t, p, result)| (t, p, code_of(&result))).collect();
+    outcomes.extend(refused);
+    let topics = by_topic(outcomes)
         .into_iter()
         .map(|(name, partitions)| {
             OffsetDeleteResponseTopic::default().with_name(TopicName(text(&name))).with_partitions(
@@ -438,6 +537,12 @@ pub async fn consumer_heartbeat(
     r: ConsumerGroupHeartbeatRequest,
     peer: &str,
 ) -> ConsumerGroupHeartbeatResponse {
+    if !request.may_group(server, op::READ, &r.group_id.0) {
+        let e = NodeError::group_denied(&r.group_id.0);
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(code(&e))
+            .with_error_message(Some(text(&e.message)));
+    }
     let metadata = server.shard.metadata();
     let owned = r.topic_partitions.map(|list| {
         list.iter()
@@ -507,6 +612,7 @@ pub async fn consumer_heartbeat(
 /// with DescribeGroups).
 pub async fn consumer_group_describe(
     server: &Rc<Server>,
+    request: &Request,
     r: kafka_protocol::messages::ConsumerGroupDescribeRequest,
 ) -> kafka_protocol::messages::ConsumerGroupDescribeResponse {
     use kafka_protocol::messages::consumer_group_describe_response::{
@@ -529,6 +635,11 @@ pub async fn consumer_group_describe(
     let mut groups = Vec::new();
     for id in r.group_ids {
         let group = Group::default().with_group_id(id.clone()).with_authorized_operations(i32::MIN);
+        if !request.may_group(server, op::DESCRIBE, &id.0) {
+            let e = NodeError::group_denied(&id.0);
+            groups.push(group.with_error_code(code(&e)).with_error_message(Some(text(&e.message))));
+            continue;
+        }
         let described = match server.shard.group_call(GroupRequest::Describe { group: id.0.to_string() }).await {
             GroupReply::Described(Ok(d)) if d.kip848 => d,
             GroupReply::Described(Ok(_)) => {

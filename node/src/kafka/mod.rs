@@ -15,6 +15,7 @@
 //! features from it, but v0-v2 (message formats v0 and v1, which Sluice does not store)
 //! close the connection with a log line, as Kafka does for a version it does not serve.
 
+mod acls;
 mod admin;
 pub mod auth;
 mod data;
@@ -85,6 +86,10 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    // Kafka 4.0's ranges: v0 (before prefixed patterns) is gone from it and the crate.
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// Kafka's UNKNOWN_TOPIC_ID: a request named a topic by an id no topic has (the
@@ -138,15 +143,39 @@ pub(crate) fn index_of(p: u32) -> i32 {
     i32::try_from(p).unwrap_or(-1)
 }
 
-/// One request's header fields the handlers need.
+/// One request's header fields the handlers need, and who sent it.
 pub struct Request {
     pub key: ApiKey,
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: String,
+    /// The connection's principal (`User:NAME` after a SASL login, else
+    /// `acl::ANONYMOUS`) and the client's address, which the ACLs are checked for.
+    pub principal: Rc<str>,
+    pub host: Rc<str>,
 }
 
 impl Request {
+    /// Whether the request's principal may do `operation` to a resource (`crate::acl`).
+    pub fn may(&self, server: &Server, operation: u8, resource_type: u8, name: &str) -> bool {
+        server.shard.allowed(&self.principal, &self.host, operation, resource_type, name)
+    }
+
+    /// `may` for a topic.
+    pub fn may_topic(&self, server: &Server, operation: u8, topic: &str) -> bool {
+        self.may(server, operation, crate::acl::resource::TOPIC, topic)
+    }
+
+    /// `may` for a group.
+    pub fn may_group(&self, server: &Server, operation: u8, group: &str) -> bool {
+        self.may(server, operation, crate::acl::resource::GROUP, group)
+    }
+
+    /// `may` for the cluster.
+    pub fn may_cluster(&self, server: &Server, operation: u8) -> bool {
+        self.may(server, operation, crate::acl::resource::CLUSTER, crate::acl::resource::CLUSTER_NAME)
+    }
+
     /// Encodes `body` as this request's response.
     pub fn respond(&self, body: &impl Encodable) -> Result<ResponseFrame, NodeError> {
         self.respond_as(self.version, body)
@@ -314,11 +343,15 @@ impl Protocol for KafkaServer {
                 return close;
             }
         };
+        let principal: Rc<str> =
+            session.user().map_or_else(|| crate::acl::ANONYMOUS.into(), |u| format!("User:{u}").into());
         let request = Request {
             key: api,
             version,
             correlation_id,
             client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+            principal,
+            host: peer.clone(),
         };
         if matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
             return self.sasl_request(&session, &request, body, &peer);
@@ -357,24 +390,24 @@ impl KafkaServer {
             }
             ApiKey::CreateTopics => r.respond(&admin::create_topics(server, r, decode(r, body)?).await)?,
             ApiKey::DeleteTopics => r.respond(&admin::delete_topics(server, r, decode(r, body)?).await)?,
-            ApiKey::CreatePartitions => r.respond(&admin::create_partitions(server, decode(r, body)?).await)?,
-            ApiKey::DescribeConfigs => r.respond(&admin::describe_configs(server, decode(r, body)?))?,
-            ApiKey::AlterConfigs => r.respond(&admin::alter_configs(server, decode(r, body)?).await)?,
+            ApiKey::CreatePartitions => r.respond(&admin::create_partitions(server, r, decode(r, body)?).await)?,
+            ApiKey::DescribeConfigs => r.respond(&admin::describe_configs(server, r, decode(r, body)?))?,
+            ApiKey::AlterConfigs => r.respond(&admin::alter_configs(server, r, decode(r, body)?).await)?,
             ApiKey::IncrementalAlterConfigs => {
-                r.respond(&admin::incremental_alter_configs(server, decode(r, body)?).await)?
+                r.respond(&admin::incremental_alter_configs(server, r, decode(r, body)?).await)?
             }
-            ApiKey::DeleteRecords => r.respond(&data::delete_records(server, decode(r, body)?).await)?,
-            ApiKey::DescribeProducers => r.respond(&data::describe_producers(server, decode(r, body)?).await)?,
+            ApiKey::DeleteRecords => r.respond(&data::delete_records(server, r, decode(r, body)?).await)?,
+            ApiKey::DescribeProducers => r.respond(&data::describe_producers(server, r, decode(r, body)?).await)?,
             ApiKey::DescribeCluster => r.respond(&admin::describe_cluster(server, r, decode(r, body)?))?,
             // v0 has v1's layout (the crate starts at v1).
             ApiKey::DescribeLogDirs if r.version == 0 => {
                 let request = kafka_protocol::messages::DescribeLogDirsRequest::decode(body, 1).map_err(|e| {
                     NodeError::new(ErrorKind::InvalidRequest, format!("malformed DescribeLogDirs v0 request: {e}"))
                 })?;
-                r.respond_as(1, &admin::describe_log_dirs(server, request).await)?
+                r.respond_as(1, &admin::describe_log_dirs(server, r, request).await)?
             }
-            ApiKey::DescribeLogDirs => r.respond(&admin::describe_log_dirs(server, decode(r, body)?).await)?,
-            ApiKey::InitProducerId => r.respond(&admin::init_producer_id(server, decode(r, body)?).await)?,
+            ApiKey::DescribeLogDirs => r.respond(&admin::describe_log_dirs(server, r, decode(r, body)?).await)?,
+            ApiKey::InitProducerId => r.respond(&admin::init_producer_id(server, r, decode(r, body)?).await)?,
             ApiKey::FindCoordinator => {
                 let request = decode(r, body)?;
                 admin::create_txn_topic_for(server, &request).await;
@@ -384,10 +417,10 @@ impl KafkaServer {
             ApiKey::Fetch => data::fetch(server, &self.sessions, r, decode(r, body)?).await,
             ApiKey::ListOffsets => r.respond(&data::list_offsets(server, r, decode(r, body)?).await)?,
             ApiKey::JoinGroup => r.respond(&groups::join(server, r, decode(r, body)?, peer).await)?,
-            ApiKey::SyncGroup => r.respond(&groups::sync(server, decode(r, body)?).await)?,
-            ApiKey::Heartbeat => r.respond(&groups::heartbeat(server, decode(r, body)?).await)?,
+            ApiKey::SyncGroup => r.respond(&groups::sync(server, r, decode(r, body)?).await)?,
+            ApiKey::Heartbeat => r.respond(&groups::heartbeat(server, r, decode(r, body)?).await)?,
             ApiKey::LeaveGroup => r.respond(&groups::leave(server, r, decode(r, body)?).await)?,
-            ApiKey::OffsetCommit => r.respond(&groups::commit(server, decode(r, body)?).await)?,
+            ApiKey::OffsetCommit => r.respond(&groups::commit(server, r, decode(r, body)?).await)?,
             // v0 has v1's layout (the crate starts at v1).
             ApiKey::OffsetFetch if r.version == 0 => {
                 let request = kafka_protocol::messages::OffsetFetchRequest::decode(body, 1).map_err(|e| {
@@ -396,22 +429,27 @@ impl KafkaServer {
                 r.respond_as(1, &groups::fetch_offsets(server, r, request).await)?
             }
             ApiKey::OffsetFetch => r.respond(&groups::fetch_offsets(server, r, decode(r, body)?).await)?,
-            ApiKey::DescribeGroups => r.respond(&groups::describe(server, decode(r, body)?).await)?,
+            ApiKey::DescribeGroups => r.respond(&groups::describe(server, r, decode(r, body)?).await)?,
             ApiKey::ListGroups => r.respond(&groups::list(server, r, decode(r, body)?).await)?,
-            ApiKey::DeleteGroups => r.respond(&groups::delete(server, decode(r, body)?).await)?,
-            ApiKey::OffsetDelete => r.respond(&groups::delete_offsets(server, decode(r, body)?).await)?,
+            ApiKey::DeleteGroups => r.respond(&groups::delete(server, r, decode(r, body)?).await)?,
+            ApiKey::OffsetDelete => r.respond(&groups::delete_offsets(server, r, decode(r, body)?).await)?,
             ApiKey::ElectLeaders => r.respond(&admin::elect_leaders(server, r, decode(r, body)?).await)?,
             ApiKey::AddPartitionsToTxn => r.respond(&txn::add_partitions(server, r, decode(r, body)?).await)?,
-            ApiKey::AddOffsetsToTxn => r.respond(&txn::add_offsets(server, decode(r, body)?).await)?,
+            ApiKey::AddOffsetsToTxn => r.respond(&txn::add_offsets(server, r, decode(r, body)?).await)?,
             ApiKey::EndTxn => r.respond(&txn::end_txn(server, r, decode(r, body)?).await)?,
-            ApiKey::WriteTxnMarkers => r.respond(&txn::write_txn_markers(server, decode(r, body)?).await)?,
+            ApiKey::WriteTxnMarkers => r.respond(&txn::write_txn_markers(server, r, decode(r, body)?).await)?,
             ApiKey::TxnOffsetCommit => r.respond(&txn::txn_offset_commit(server, r, decode(r, body)?).await)?,
-            ApiKey::DescribeTransactions => r.respond(&txn::describe_transactions(server, decode(r, body)?).await)?,
-            ApiKey::ListTransactions => r.respond(&txn::list_transactions(server, decode(r, body)?).await)?,
-            ApiKey::DescribeUserScramCredentials => r.respond(&auth::describe_users(server, decode(r, body)?))?,
-            ApiKey::AlterUserScramCredentials => r.respond(&auth::alter_users(server, decode(r, body)?).await)?,
+            ApiKey::DescribeTransactions => {
+                r.respond(&txn::describe_transactions(server, r, decode(r, body)?).await)?
+            }
+            ApiKey::ListTransactions => r.respond(&txn::list_transactions(server, r, decode(r, body)?).await)?,
+            ApiKey::DescribeUserScramCredentials => r.respond(&auth::describe_users(server, r, decode(r, body)?))?,
+            ApiKey::AlterUserScramCredentials => r.respond(&auth::alter_users(server, r, decode(r, body)?).await)?,
+            ApiKey::CreateAcls => r.respond(&acls::create_acls(server, r, decode(r, body)?).await)?,
+            ApiKey::DescribeAcls => r.respond(&acls::describe_acls(server, r, decode(r, body)?))?,
+            ApiKey::DeleteAcls => r.respond(&acls::delete_acls(server, r, decode(r, body)?).await)?,
             ApiKey::ConsumerGroupDescribe => {
-                r.respond(&groups::consumer_group_describe(server, decode(r, body)?).await)?
+                r.respond(&groups::consumer_group_describe(server, r, decode(r, body)?).await)?
             }
             ApiKey::ConsumerGroupHeartbeat => {
                 r.respond(&groups::consumer_heartbeat(server, r, decode(r, body)?, peer).await)?
@@ -435,7 +473,7 @@ impl KafkaServer {
                 r.respond_encoded(&legacy::list_offsets_v0_response(&response, &max_offsets))
             }
             ApiKey::OffsetCommit => {
-                let response = groups::commit(server, legacy::offset_commit_v0_v1(body, r.version)?).await;
+                let response = groups::commit(server, r, legacy::offset_commit_v0_v1(body, r.version)?).await;
                 // v0 to v2 answer alike, and the crate has v2.
                 r.respond_as(2, &response)
             }
@@ -448,7 +486,7 @@ impl KafkaServer {
                 r.respond_encoded(&legacy::delete_topics_v0_response(&response))
             }
             ApiKey::DescribeConfigs => {
-                let response = admin::describe_configs(server, legacy::describe_configs_v0(body)?);
+                let response = admin::describe_configs(server, r, legacy::describe_configs_v0(body)?);
                 r.respond_encoded(&legacy::describe_configs_v0_response(&response))
             }
             other => Err(NodeError::new(ErrorKind::Unknown, format!("no legacy codec for {other:?} v{}", r.version))),

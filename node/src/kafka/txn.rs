@@ -26,6 +26,7 @@ use kafka_protocol::messages::{
 use sluice_schemas::TopicPartition;
 
 use super::{code, code_of, index_of, partition_index, text, Request};
+use crate::acl::op;
 use crate::errors::{ErrorKind, NodeError};
 use crate::groups::{by_topic, offsets_partition, GroupReply, GroupRequest, OFFSETS_TOPIC};
 use crate::listener::Server;
@@ -85,6 +86,16 @@ async fn verify(server: &Rc<Server>, id: String, producer_id: i64, epoch: i16, p
     }
 }
 
+/// WRITE on the transactional id and on every topic added: the error for all the
+/// partitions when not (`None`: allowed).
+fn may_add(server: &Rc<Server>, r: &Request, id: &str, partitions: &[TopicPartition]) -> Option<i16> {
+    if !r.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, id) {
+        return Some(code(&NodeError::txn_denied(id)));
+    }
+    let denied = partitions.iter().find(|tp| !r.may_topic(server, op::WRITE, &tp.topic))?;
+    Some(code(&NodeError::topic_denied(&denied.topic)))
+}
+
 pub async fn add_partitions(
     server: &Rc<Server>,
     r: &Request,
@@ -92,16 +103,21 @@ pub async fn add_partitions(
 ) -> AddPartitionsToTxnResponse {
     if r.version < BATCHED_FROM {
         let partitions = partitions_of(&request.v3_and_below_topics);
-        let error = add(
-            server,
-            request.v3_and_below_transactional_id.0.to_string(),
-            request.v3_and_below_producer_id.0,
-            request.v3_and_below_producer_epoch,
-            partitions.clone(),
-        )
-        .await;
+        let id = request.v3_and_below_transactional_id.0.to_string();
+        let error = match may_add(server, r, &id, &partitions) {
+            Some(error) => error,
+            None => {
+                let (pid, epoch) = (request.v3_and_below_producer_id.0, request.v3_and_below_producer_epoch);
+                add(server, id, pid, epoch, partitions.clone()).await
+            }
+        };
         return AddPartitionsToTxnResponse::default()
             .with_results_by_topic_v3_and_below(topic_results(&partitions, error));
+    }
+    // v4+ batches come from brokers (transactions v2's produce path on another node).
+    if !r.may_cluster(server, op::CLUSTER_ACTION) {
+        let e = code(&NodeError::cluster_denied());
+        return AddPartitionsToTxnResponse::default().with_error_code(e);
     }
     let mut results = Vec::new();
     for t in request.transactions {
@@ -185,7 +201,14 @@ pub async fn join_for_produce(
 
 /// AddOffsetsToTxn: the group's offsets partition joins the transaction (its marker
 /// settles the transaction's offset commits).
-pub async fn add_offsets(server: &Rc<Server>, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+pub async fn add_offsets(server: &Rc<Server>, r: &Request, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+    if !r.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, &request.transactional_id.0) {
+        return AddOffsetsToTxnResponse::default()
+            .with_error_code(code(&NodeError::txn_denied(&request.transactional_id.0)));
+    }
+    if !r.may_group(server, op::READ, &request.group_id.0) {
+        return AddOffsetsToTxnResponse::default().with_error_code(code(&NodeError::group_denied(&request.group_id.0)));
+    }
     let partition = offsets_partition(&request.group_id.0);
     let error = add(
         server,
@@ -201,6 +224,12 @@ pub async fn add_offsets(server: &Rc<Server>, request: AddOffsetsToTxnRequest) -
 /// EndTxn; from v5 (transactions v2) the epoch goes up with every transaction and the
 /// answer carries the producer id and epoch to go on with.
 pub async fn end_txn(server: &Rc<Server>, r: &Request, request: EndTxnRequest) -> EndTxnResponse {
+    if !r.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, &request.transactional_id.0) {
+        return EndTxnResponse::default()
+            .with_error_code(code(&NodeError::txn_denied(&request.transactional_id.0)))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     let ending = TxnRequest::EndTxn {
         transactional_id: request.transactional_id.0.to_string(),
         producer_id: request.producer_id.0,
@@ -228,7 +257,21 @@ pub async fn txn_offset_commit(
     r: &Request,
     request: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
-    let joined = if r.version >= TRANSACTIONS_V2_TXN_OFFSET_COMMIT {
+    // Kafka's checks: WRITE on the transactional id, READ on the group and on each topic.
+    let denied = if !r.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, &request.transactional_id.0) {
+        Some(NodeError::txn_denied(&request.transactional_id.0))
+    } else if !r.may_group(server, op::READ, &request.group_id.0) {
+        Some(NodeError::group_denied(&request.group_id.0))
+    } else {
+        request
+            .topics
+            .iter()
+            .find(|t| !r.may_topic(server, op::READ, &t.name.0))
+            .map(|t| NodeError::topic_denied(&t.name.0))
+    };
+    let joined = if let Some(e) = denied {
+        Err(e)
+    } else if r.version >= TRANSACTIONS_V2_TXN_OFFSET_COMMIT {
         let offsets = TopicPartition::new(OFFSETS_TOPIC, offsets_partition(&request.group_id.0));
         let id = request.transactional_id.0.to_string();
         txn_ops::join_transaction(&server.shard, &id, request.producer_id.0, request.producer_epoch, vec![offsets])
@@ -300,7 +343,12 @@ pub async fn txn_offset_commit(
 
 /// WriteTxnMarkers: a transaction coordinator (on another node) asks this node to write
 /// markers to partitions it leads.
-pub async fn write_txn_markers(server: &Rc<Server>, request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+pub async fn write_txn_markers(
+    server: &Rc<Server>,
+    r: &Request,
+    request: WriteTxnMarkersRequest,
+) -> WriteTxnMarkersResponse {
+    let allowed = r.may_cluster(server, op::CLUSTER_ACTION);
     let mut markers = Vec::new();
     for m in request.markers {
         let mut topics = Vec::new();
@@ -314,7 +362,11 @@ pub async fn write_txn_markers(server: &Rc<Server>, request: WriteTxnMarkersRequ
                     commit: m.transaction_result,
                     coordinator_epoch: m.coordinator_epoch,
                 };
-                let written = txn_ops::write_marker_here(&server.shard, &tp, marker).await;
+                let written = if allowed {
+                    txn_ops::write_marker_here(&server.shard, &tp, marker).await
+                } else {
+                    Err(NodeError::cluster_denied())
+                };
                 partitions.push(
                     WritableTxnMarkerPartitionResult::default()
                         .with_partition_index(*p)
@@ -344,13 +396,19 @@ fn topic_data(meta: &TxnMetadata) -> Vec<kafka_protocol::messages::describe_tran
 
 pub async fn describe_transactions(
     server: &Rc<Server>,
+    r: &Request,
     request: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
     use kafka_protocol::messages::describe_transactions_response::TransactionState;
     let mut states = Vec::new();
     for id in request.transactional_ids {
         let state = TransactionState::default().with_transactional_id(id.clone());
-        states.push(match txn_ops::describe(&server.shard, &id.0).await {
+        let described = if r.may(server, op::DESCRIBE, crate::acl::resource::TRANSACTIONAL_ID, &id.0) {
+            txn_ops::describe(&server.shard, &id.0).await
+        } else {
+            Err(NodeError::txn_denied(&id.0))
+        };
+        states.push(match described {
             Ok(m) => state
                 .with_transaction_state(text(m.status.name()))
                 .with_transaction_timeout_ms(m.timeout_ms)
@@ -364,9 +422,16 @@ pub async fn describe_transactions(
     DescribeTransactionsResponse::default().with_transaction_states(states)
 }
 
-pub async fn list_transactions(server: &Rc<Server>, request: ListTransactionsRequest) -> ListTransactionsResponse {
+pub async fn list_transactions(
+    server: &Rc<Server>,
+    r: &Request,
+    request: ListTransactionsRequest,
+) -> ListTransactionsResponse {
     use kafka_protocol::messages::list_transactions_response::TransactionState;
-    let listed = txn_ops::list(&server.shard).await;
+    let mut listed = txn_ops::list(&server.shard).await;
+    // Only the transactional ids the principal may describe (Kafka's filter).
+    let txn = crate::acl::resource::TRANSACTIONAL_ID;
+    listed.retain(|(id, _)| server.shard.permits(&r.principal, &r.host, op::DESCRIBE, txn, id));
     let states: Vec<String> = request.state_filters.iter().map(ToString::to_string).collect();
     let known = ["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort"];
     let unknown = states.iter().filter(|s| !known.contains(&s.as_str())).map(|s| text(s)).collect();

@@ -102,6 +102,8 @@ pub struct Metrics {
     /// SASL logins (and re-authentications) that succeeded, and that failed.
     pub sasl_authentications: u64,
     pub sasl_authentications_failed: u64,
+    /// Requests (or parts of them) the ACLs denied.
+    pub requests_denied: u64,
     /// Requests refused from their frame header (too large, inconsistent sizes).
     pub requests_refused_frame: u64,
     /// Request bodies that did not arrive within the body deadline.
@@ -149,6 +151,7 @@ impl Default for Metrics {
             tls_handshakes_failed: 0,
             sasl_authentications: 0,
             sasl_authentications_failed: 0,
+            requests_denied: 0,
             requests_refused_frame: 0,
             requests_refused_body_timeout: 0,
             requests_refused_malformed: 0,
@@ -199,6 +202,7 @@ impl Metrics {
         self.tls_handshakes_failed += other.tls_handshakes_failed;
         self.sasl_authentications += other.sasl_authentications;
         self.sasl_authentications_failed += other.sasl_authentications_failed;
+        self.requests_denied += other.requests_denied;
         self.requests_refused_frame += other.requests_refused_frame;
         self.requests_refused_body_timeout += other.requests_refused_body_timeout;
         self.requests_refused_malformed += other.requests_refused_malformed;
@@ -305,6 +309,11 @@ impl Metrics {
             "sluice_sasl_authentications_total{{result=\"failed\"}} {}",
             self.sasl_authentications_failed
         );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_authorization_denied_total Checks of a request (or of one resource it names) that the ACLs denied.\n# TYPE sluice_authorization_denied_total counter"
+        );
+        let _ = writeln!(out, "sluice_authorization_denied_total {}", self.requests_denied);
         let _ = writeln!(
             out,
             "# HELP sluice_requests_refused_total Requests refused and their connections closed, by reason.\n# TYPE sluice_requests_refused_total counter"

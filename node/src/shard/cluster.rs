@@ -143,6 +143,8 @@ pub struct ClusterView {
     pub shards: HashMap<TopicPartition, ShardId>,
     /// SASL users' SCRAM credentials (`shard::users`).
     pub users: std::sync::Arc<BTreeMap<(String, ScramMechanism), ScramCredential>>,
+    /// The access control entries, indexed (`crate::acl`).
+    pub acls: std::sync::Arc<crate::acl::Acls>,
 }
 
 /// What shard 0 gives every shard when the committed state changes.
@@ -211,6 +213,7 @@ pub fn update_of(
         live: state.nodes().filter(|(_, r)| r.eligible()).map(|(id, _)| id).collect(),
         nodes: state.nodes().map(|(id, r)| (id, r.fenced)).collect(),
         users: std::sync::Arc::new(state.scram_credentials().clone()),
+        acls: std::sync::Arc::new(crate::acl::Acls::new(state.acls())),
         ..ClusterView::default()
     };
     let mut topics = Vec::new();

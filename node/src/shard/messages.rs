@@ -50,9 +50,9 @@ pub enum ShardRequest {
     },
     /// To shard 0 only.
     Admin(AdminRequest),
-    /// To shard 0: SASL credential changes (`Command::SetScramCredential` or
-    /// `Command::DeleteScramCredential` each), run by the controller.
-    AlterUsers(Vec<sluice_replication::state::Command>),
+    /// To shard 0: changes of SASL users or ACLs (`Command::SetScramCredential`,
+    /// `DeleteScramCredential`, `CreateAcls`, `DeleteAcls`), run by the controller.
+    Security(Vec<sluice_replication::state::Command>),
     /// To shard 0: a producer id from the node's block (InitProducerId).
     ProducerId,
     /// To shard 0, which counts client connections per IP address node-wide: a place for
@@ -112,8 +112,8 @@ pub enum ShardReply {
     Read(Result<ReadResult, NodeError>),
     Offset(Result<Option<OffsetAndTime>, NodeError>),
     Admin(AdminResult),
-    /// One result per change of `AlterUsers`.
-    UsersAltered(Vec<Result<(), NodeError>>),
+    /// One result per change of `Security`.
+    SecurityChanged(Vec<Result<(), NodeError>>),
     ProducerId(Result<i64, NodeError>),
     /// Whether a `ConnectionSlot` was granted.
     SlotGranted(bool),

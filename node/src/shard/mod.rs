@@ -18,8 +18,8 @@
 pub mod cluster;
 pub mod descriptors;
 mod messages;
+mod security;
 pub mod space;
-mod users;
 
 pub use messages::{
     AdminRequest, AdminResult, Appended, ConfigChange, NewTopic, OffsetAndTime, ReadResult, ShardMsg, ShardReply,
@@ -360,7 +360,7 @@ impl Shard {
                 ShardReply::Offset(self.list_offset_local(&topic, partition, timestamp, read_committed).await)
             }
             ShardRequest::Admin(request) => ShardReply::Admin(self.admin(request).await),
-            ShardRequest::AlterUsers(changes) => ShardReply::UsersAltered(self.alter_users_here(changes).await),
+            ShardRequest::Security(changes) => ShardReply::SecurityChanged(self.change_security_here(changes).await),
             ShardRequest::ProducerId => ShardReply::ProducerId(self.next_producer_id().await),
             ShardRequest::ConnectionSlot { ip, limit: Some(limit) } => {
                 let mut open = self.connections_per_ip.borrow_mut();

@@ -13,7 +13,9 @@
 //! u64), a section that snapshots written before producer ids were allocated lack (their
 //! state starts at id 0); the SCRAM credentials (u32 count; each user string, mechanism
 //! number u8, salt, iterations u32, stored key, server key), a section older snapshots lack
-//! (no users). Decoding checks every count against the bytes left, refuses
+//! (no users); the ACLs (u32 count; each resource type u8, pattern type u8, resource name,
+//! principal and host strings, operation u8, permission u8), a section older snapshots
+//! lack (no ACLs). Decoding checks every count against the bytes left, refuses
 //! duplicates and trailing bytes.
 
 use std::collections::BTreeMap;
@@ -86,6 +88,8 @@ impl ClusterState {
             w.u8(mechanism.number());
             w.scram(credential);
         }
+        w.u32(count(self.acls.len()));
+        self.acls.iter().for_each(|acl| w.acl(acl));
         w.0
     }
 
@@ -159,6 +163,15 @@ impl ClusterState {
                 }
             }
         }
+        if r.at < r.bytes.len() {
+            // Each ACL takes at least 10 bytes.
+            for _ in 0..bounded(&mut r, 10)? {
+                let acl = r.acl()?;
+                if !state.acls.insert(acl.clone()) {
+                    return r.err(format!("ACL {acl:?} listed twice"));
+                }
+            }
+        }
         r.finish()?;
         Ok(state)
     }
@@ -185,7 +198,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::state::{Command, ScramCredential, ScramMechanism};
+    use crate::state::{AclBinding, Command, ScramCredential, ScramMechanism};
     use crate::PartitionEpoch;
 
     fn ids(nodes: &[u32]) -> Vec<NodeId> {
@@ -248,7 +261,26 @@ mod tests {
             };
             state.apply_command(&Command::SetScramCredential { user: user.to_string(), mechanism, credential });
         }
+        let acl = |name: &str, permission| AclBinding {
+            resource_type: 2,
+            pattern_type: 4,
+            resource_name: name.to_string(),
+            principal: "User:bob".to_string(),
+            host: "*".to_string(),
+            operation: 3,
+            permission,
+        };
+        state.apply_command(&Command::CreateAcls { acls: vec![acl("orders-", 3), acl("orders-secret", 2)] });
         state
+    }
+
+    /// Bytes the ACL section at the end of `state`'s snapshot takes.
+    fn acl_section_bytes(state: &ClusterState) -> usize {
+        4 + state
+            .acls
+            .iter()
+            .map(|a| 2 + 3 * 2 + a.resource_name.len() + a.principal.len() + a.host.len() + 2)
+            .sum::<usize>()
     }
 
     /// Bytes the SCRAM section at the end of `state`'s snapshot takes.
@@ -276,7 +308,7 @@ mod tests {
         assert!(state.node(NodeId(4)).unwrap().shutting_down && state.is_fenced(NodeId(1)));
         assert!(state.partition_record(ClusterPartitionId(0)).unwrap().last_alter.is_some());
         assert!(state.topic("gone").is_none() && state.topic("risky").is_some());
-        assert_eq!(state.scram_credentials().len(), 3);
+        assert_eq!((state.scram_credentials().len(), state.acls().len()), (3, 2));
         assert!(state.partition(ClusterPartitionId(0)).unwrap().leader.is_none(), "n1, the last ISR member, is fenced");
         assert_eq!(state.producer_id_block(NodeId(2)).map(|b| b.first), Some(2 * crate::state::PRODUCER_ID_BLOCK));
         let bytes = state.encode_snapshot();
@@ -296,15 +328,18 @@ mod tests {
         let bytes = state.encode_snapshot();
         // A snapshot from before SCRAM users ends where their section starts, and one from
         // before producer ids where theirs does.
-        let before_users = bytes.len() - scram_section_bytes(&state);
+        let before_acls = bytes.len() - acl_section_bytes(&state);
+        let before_users = before_acls - scram_section_bytes(&state);
         let older = before_users - producer_section_bytes(&state);
-        for cut in (0..bytes.len()).filter(|cut| *cut != older && *cut != before_users) {
+        for cut in (0..bytes.len()).filter(|cut| ![older, before_users, before_acls].contains(cut)) {
             assert!(ClusterState::decode_snapshot(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         let without = ClusterState::decode_snapshot(&bytes[..older]).unwrap();
         assert!(without.producer_id_block(NodeId(2)).is_none() && without.next_producer_id == 0);
         let no_users = ClusterState::decode_snapshot(&bytes[..before_users]).unwrap();
         assert!(no_users.scram_credentials().is_empty() && no_users.producer_id_block(NodeId(2)).is_some());
+        let no_acls = ClusterState::decode_snapshot(&bytes[..before_acls]).unwrap();
+        assert!(no_acls.acls().is_empty() && no_acls.scram_credentials().len() == 3);
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(ClusterState::decode_snapshot(&longer).is_err());

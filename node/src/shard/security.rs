@@ -1,8 +1,10 @@
-//! SASL users: their SCRAM credentials live in the controller's replicated state
-//! (`Command::SetScramCredential`, `Command::DeleteScramCredential`), and every shard
-//! reads them from its cluster view, so a login is checked on the connection's shard with
-//! no cross-shard hop. Changes run on shard 0 of the controller, like topic changes, and
-//! are answered once committed and served by this node's shards.
+//! SASL users and ACLs: both live in the controller's replicated state (users' SCRAM
+//! credentials: `Command::SetScramCredential`, `DeleteScramCredential`; access control
+//! entries: `CreateAcls`, `DeleteAcls`), and every shard reads them from its cluster
+//! view, so a login and an authorization are decided on the connection's shard with no
+//! cross-shard hop. Changes run on shard 0 of the controller, like topic changes, and
+//! are answered once committed and served by this node's shards; each is logged as an
+//! audit line, and so is every request an ACL denies.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -27,12 +29,43 @@ impl Shard {
         self.view.borrow().users.iter().map(|((user, m), c)| (user.clone(), *m, c.iterations)).collect()
     }
 
-    /// Applies credential changes (each a `SetScramCredential` or `DeleteScramCredential`)
-    /// through the controller, from any shard; one result per change.
-    pub async fn alter_users(self: &Rc<Self>, changes: Vec<Command>) -> Vec<Result<(), NodeError>> {
+    /// Whether `principal` from `host` may do `operation` to a resource (`crate::acl`):
+    /// always without `--authorizer acl`. Nothing logged: for filtering what a listing
+    /// shows.
+    #[must_use]
+    pub fn permits(&self, principal: &str, host: &str, operation: u8, resource_type: u8, name: &str) -> bool {
+        let config = &self.config;
+        if !config.acl_authorizer || config.super_users.iter().any(|u| u == principal) {
+            return true;
+        }
+        self.view.borrow().acls.allowed(principal, host, operation, resource_type, name, config.allow_if_no_acl)
+    }
+
+    /// `permits`, with a denial counted and logged as an audit line.
+    #[must_use]
+    pub fn allowed(&self, principal: &str, host: &str, operation: u8, resource_type: u8, name: &str) -> bool {
+        let allowed = self.permits(principal, host, operation, resource_type, name);
+        if !allowed {
+            self.metrics.borrow_mut().requests_denied += 1;
+            let (operation, resource_type) =
+                (crate::acl::operation_name(operation), crate::acl::resource_type_name(resource_type));
+            info!(audit = true, principal, host, operation, resource_type, resource = name, "denied by the ACLs");
+        }
+        allowed
+    }
+
+    /// Every access control entry, as this shard serves them.
+    #[must_use]
+    pub fn acls(&self) -> std::sync::Arc<crate::acl::Acls> {
+        self.view.borrow().acls.clone()
+    }
+
+    /// Applies changes of users or ACLs (`ShardRequest::Security`) through the controller,
+    /// from any shard; one result per change.
+    pub async fn change_security(self: &Rc<Self>, changes: Vec<Command>) -> Vec<Result<(), NodeError>> {
         let count = changes.len();
-        match self.call(ShardId(0), ShardRequest::AlterUsers(changes)).await {
-            ShardReply::UsersAltered(results) => results,
+        match self.call(ShardId(0), ShardRequest::Security(changes)).await {
+            ShardReply::SecurityChanged(results) => results,
             ShardReply::Failed(e) => vec![Err(e); count],
             other => vec![Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reply {other:?}"))); count],
         }
@@ -40,7 +73,7 @@ impl Shard {
 
     /// Shard 0: proposes each change and waits until it is committed and every shard of
     /// this node serves it. Only the controller proposes.
-    pub(super) async fn alter_users_here(self: &Rc<Self>, changes: Vec<Command>) -> Vec<Result<(), NodeError>> {
+    pub(super) async fn change_security_here(self: &Rc<Self>, changes: Vec<Command>) -> Vec<Result<(), NodeError>> {
         let Some(agent) = self.agent.get().cloned() else {
             let e = NodeError::new(ErrorKind::Unknown, format!("user change on shard {}, not shard 0", self.id.0));
             return vec![Err(e); changes.len()];
@@ -87,7 +120,7 @@ impl Shard {
         }
         let timeout = NodeError::new(
             ErrorKind::RequestTimedOut,
-            format!("the user change was not committed within {ADMIN_TIMEOUT:?} (is a quorum of voters up?)"),
+            format!("the change was not committed within {ADMIN_TIMEOUT:?} (is a quorum of voters up?)"),
         );
         results.into_iter().map(|r| r.and(Err(timeout.clone()))).collect()
     }
@@ -120,7 +153,7 @@ impl Shard {
                     };
                     let set =
                         Command::SetScramCredential { user: user.name.clone(), mechanism: user.mechanism, credential };
-                    match shard.alter_users_here(vec![set]).await.pop() {
+                    match shard.change_security_here(vec![set]).await.pop() {
                         Some(Ok(())) => {
                             info!(user = %user.name, mechanism = user.mechanism.name(), "bootstrap SASL user created");
                             return;
@@ -136,13 +169,15 @@ impl Shard {
     }
 }
 
-/// Whether a credential change shows in the committed state.
+/// Whether a change of users or ACLs shows in the committed state.
 fn applied(state: &ClusterState, change: &Command) -> bool {
     match change {
         Command::SetScramCredential { user, mechanism, credential } => {
             state.scram_credential(user, *mechanism) == Some(credential)
         }
         Command::DeleteScramCredential { user, mechanism } => state.scram_credential(user, *mechanism).is_none(),
+        Command::CreateAcls { acls } => acls.iter().all(|acl| state.acls().contains(acl)),
+        Command::DeleteAcls { acls } => acls.iter().all(|acl| !state.acls().contains(acl)),
         _ => true,
     }
 }
