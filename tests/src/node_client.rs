@@ -340,7 +340,19 @@ impl NodeProcess {
     /// As `start`, with `env` set in the node's environment (kept across restarts).
     #[must_use]
     pub fn start_with_env(data_dir: &Path, shards: usize, extra_args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
-        let mut node = NodeProcess::not_started(free_loopback_addr(), data_dir, shards, extra_args);
+        NodeProcess::start_at_with_env(free_loopback_addr(), data_dir, shards, extra_args, env)
+    }
+
+    /// As `start_at`, with `env` set in the node's environment (kept across restarts).
+    #[must_use]
+    pub fn start_at_with_env(
+        addr: SocketAddr,
+        data_dir: &Path,
+        shards: usize,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
+        let mut node = NodeProcess::not_started(addr, data_dir, shards, extra_args);
         node.env = env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
         node.spawn();
         node
@@ -420,7 +432,9 @@ impl NodeProcess {
     /// the kernel completes handshakes on it.
     fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + NODE_START_TIMEOUT;
-        let kafka = self.kafka_addr();
+        // ApiVersions is answered in the clear before any login, so only TLS listeners
+        // are not probed.
+        let kafka = self.kafka_listener().filter(|(protocol, _)| !protocol.contains("SSL")).map(|(_, addr)| addr);
         loop {
             if Client::answers(self.addr) && kafka.is_none_or(kafka_answers) {
                 return;
@@ -481,7 +495,14 @@ impl NodeProcess {
     /// started with, `None` when there is none or it is `off` (or not an IP:PORT).
     #[must_use]
     pub fn kafka_addr(&self) -> Option<SocketAddr> {
-        kafka_listen_value(&self.extra_args)?.parse().ok()
+        self.kafka_listener().map(|(_, addr)| addr)
+    }
+
+    /// The Kafka listener's security protocol (PLAINTEXT when not named) and address.
+    fn kafka_listener(&self) -> Option<(String, SocketAddr)> {
+        let value = kafka_listen_value(&self.extra_args)?;
+        let (protocol, address) = value.split_once("://").unwrap_or(("PLAINTEXT", value));
+        Some((protocol.to_ascii_uppercase(), address.parse().ok()?))
     }
 
     /// Whether the process runs (it was not stopped, or was started again).

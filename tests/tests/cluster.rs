@@ -103,6 +103,12 @@ impl Cluster {
     }
 
     fn start_for(count: usize, extra: &[&str], faults: Faults) -> Cluster {
+        Cluster::start_full(count, extra, faults, "PLAINTEXT", &[])
+    }
+
+    /// `count` nodes whose Kafka listeners use security `protocol` (SASL_PLAINTEXT, ...),
+    /// each started with `extra` flags and `env` in its environment.
+    fn start_full(count: usize, extra: &[&str], faults: Faults, protocol: &str, env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let mut addresses: Vec<SocketAddr> = Vec::new();
         while addresses.len() < 3 * count {
@@ -124,7 +130,7 @@ impl Cluster {
         let nodes = (0..count)
             .map(|i| {
                 let id = (i + 1).to_string();
-                let kafka_arg = kafka[i].to_string();
+                let kafka_arg = format!("{protocol}://{}", kafka[i]);
                 // Node i dials node j at j's cluster address, or through links[i][j].
                 let peers: Vec<String> = (0..count)
                     .map(|j| {
@@ -137,7 +143,7 @@ impl Cluster {
                 args.extend(extra);
                 args.extend(peers.iter().map(String::as_str));
                 let data = disks.get(i).map_or_else(|| Cluster::data_of(dir.path(), i + 1), |d| d.mount.clone());
-                NodeProcess::start_at(native[i], &data, SHARDS, &args)
+                NodeProcess::start_at_with_env(native[i], &data, SHARDS, &args, env)
             })
             .collect();
         Cluster { nodes, links, disks, dir }
@@ -1923,4 +1929,130 @@ fn transactions_v2_partitions_join_through_their_leaders_on_other_nodes() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// kcat `-L` (Metadata) of `topic` at `bootstrap`, logged in as `user` (SCRAM-SHA-256 over
+/// SASL_PLAINTEXT): what it printed, or why it failed.
+fn kcat_as(bootstrap: &str, user: &str, password: &str, topic: &str) -> Result<String, String> {
+    let mut kcat = std::process::Command::new("kcat");
+    kcat.args(["-b", bootstrap, "-L", "-t", topic, "-m", "10"]);
+    for setting in [
+        "security.protocol=sasl_plaintext".to_string(),
+        "sasl.mechanism=SCRAM-SHA-256".to_string(),
+        format!("sasl.username={user}"),
+        format!("sasl.password={password}"),
+    ] {
+        kcat.args(["-X", &setting]);
+    }
+    let run = sluice_tests::node_client::run_command(kcat, b"", WAIT);
+    if run.code == Some(0) {
+        Ok(run.stdout)
+    } else {
+        Err(format!("{}{}", run.stdout, run.stderr))
+    }
+}
+
+/// Creates `user` with AlterUserScramCredentials sent to the Kafka listener at `at`
+/// itself, logged in there as `admin` (PLAIN), and gives it DESCRIBE on `shared`.
+fn forwarded_user(at: &str, user: &str, password: &str) {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    let mut w = sluice_tests::kafka_wire::Wire::connect(at.parse().unwrap());
+    let text = |s: &str| StrBytes::from_string(s.to_string());
+    let r: SaslHandshakeResponse =
+        w.call(ApiKey::SaslHandshake, 1, &SaslHandshakeRequest::default().with_mechanism(text("PLAIN")));
+    assert_eq!(r.error_code, 0);
+    let token = bytes::Bytes::from_static(b"\0admin\0admin-secret");
+    let r: SaslAuthenticateResponse =
+        w.call(ApiKey::SaslAuthenticate, 2, &SaslAuthenticateRequest::default().with_auth_bytes(token));
+    assert_eq!(r.error_code, 0);
+    let mechanism = sluice_schemas::sasl::ScramMechanism::Sha256;
+    let salted = sluice_schemas::sasl::salted_password(mechanism, password.as_bytes(), b"salt", 4096);
+    let upsert = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+        alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+            .with_name(text(user))
+            .with_mechanism(1)
+            .with_iterations(4096)
+            .with_salt(bytes::Bytes::from_static(b"salt"))
+            .with_salted_password(bytes::Bytes::from(salted)),
+    ]);
+    let r: AlterUserScramCredentialsResponse = w.call(ApiKey::AlterUserScramCredentials, 0, &upsert);
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+    let acl = create_acls_request::AclCreation::default()
+        .with_resource_type(2)
+        .with_resource_name(text("shared"))
+        .with_resource_pattern_type(3)
+        .with_principal(text(&format!("User:{user}")))
+        .with_host(text("*"))
+        .with_operation(8)
+        .with_permission_type(3);
+    let r: CreateAclsResponse = w.call(ApiKey::CreateAcls, 3, &CreateAclsRequest::default().with_creations(vec![acl]));
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+}
+
+/// tests/kafka/admin.py at `bootstrap` as the super user `admin`.
+fn admin_script(bootstrap: &str, command: &[&str]) -> Vec<sluice_tests::json::Json> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("admin.py");
+    let mut script = std::process::Command::new("python3");
+    script.arg(&path).args(["--timeout", "50", "--bootstrap", bootstrap]);
+    script.args(["--sasl-mechanism", "SCRAM-SHA-256", "--sasl-user", "admin", "--sasl-password", "admin-secret"]);
+    script.args(command).env("PYTHONDONTWRITEBYTECODE", "1");
+    let run = sluice_tests::node_client::run_command(script, b"", WAIT);
+    assert_eq!(run.code, Some(0), "admin.py {command:?}: {run:?}");
+    run.stdout.lines().map(|l| sluice_tests::json::Json::parse(l).unwrap()).collect()
+}
+
+/// Users and ACLs are cluster metadata: made through a node that is not the controller
+/// (it forwards them), every node lets the user in and applies the ACLs; after the
+/// controller is killed, the rest of the cluster still has them, and a user and an ACL
+/// made then through a surviving node work on every surviving node.
+#[test]
+fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
+    let env = [("SLUICE_BOOTSTRAP_USER", "admin:admin-secret")];
+    let flags = ["--authorizer", "acl", "--super-users", "User:admin"];
+    let mut cluster = Cluster::start_full(NODES, &flags, Faults::Processes, "SASL_PLAINTEXT", &env);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let controller =
+        runtime.block_on(wait_for("a controller", || async { admin.metadata(Some(&[])).await.ok()?.controller_id }));
+    let kafka = |cluster: &Cluster, n: u32| cluster.nodes[n as usize - 1].kafka_addr().unwrap().to_string();
+    let others: Vec<u32> = (1..=NODES as u32).filter(|n| *n != controller).collect();
+    let via = kafka(&cluster, others[0]);
+    let deadline = Instant::now() + WAIT;
+    while kcat_as(&via, "admin", "admin-secret", "none").is_err() {
+        assert!(Instant::now() < deadline, "the bootstrap user never logged in at {via}");
+        std::thread::sleep(POLL);
+    }
+    for name in ["shared", "private"] {
+        let topic = NewTopic { name: name.into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
+        runtime
+            .block_on(wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }));
+        runtime.block_on(wait_for_full_isr(&admin, name));
+    }
+    let ok = |lines: Vec<sluice_tests::json::Json>| {
+        assert!(lines.iter().all(|l| l.get("error") == Some(&sluice_tests::json::Json::Null)), "{lines:?}");
+    };
+    ok(admin_script(&via, &["set-user", "reader", "SCRAM-SHA-256", "reader-pw"]));
+    ok(admin_script(&via, &["acl-add", "TOPIC", "shared", "LITERAL", "User:reader", "DESCRIBE", "ALLOW"]));
+    // Sent to a node that is not the controller itself (a client may pick any node).
+    forwarded_user(&via, "direct", "direct-pw");
+    let check = |cluster: &Cluster, nodes: &[u32], user: &str, password: &str| {
+        for n in nodes {
+            let at = kafka(cluster, *n);
+            let shared = kcat_as(&at, user, password, "shared").unwrap_or_else(|e| panic!("{user} at node {n}: {e}"));
+            assert!(shared.contains("topic \"shared\" with 1 partitions"), "node {n}: {shared}");
+            let private = kcat_as(&at, user, password, "private").unwrap_or_else(|e| e);
+            assert!(private.contains("Topic authorization failed"), "node {n}: {private}");
+        }
+    };
+    let all: Vec<u32> = (1..=NODES as u32).collect();
+    check(&cluster, &all, "reader", "reader-pw");
+    check(&cluster, &all, "direct", "direct-pw");
+
+    cluster.node(controller).kill9_and_wait();
+    let via = kafka(&cluster, others[1]);
+    check(&cluster, &others, "reader", "reader-pw");
+    ok(admin_script(&via, &["set-user", "late", "SCRAM-SHA-256", "late-pw"]));
+    ok(admin_script(&via, &["acl-add", "TOPIC", "shared", "LITERAL", "User:late", "DESCRIBE", "ALLOW"]));
+    check(&cluster, &others, "late", "late-pw");
 }

@@ -269,6 +269,14 @@ pub enum Message {
     CreateTopics {
         names: Vec<String>,
     },
+    /// Node -> controller: changes of SASL users or ACLs (only `SetScramCredential`,
+    /// `DeleteScramCredential`, `CreateAcls` and `DeleteAcls`; others are dropped) made on
+    /// a node that is not the controller, which proposes them (Kafka's forwarding of admin
+    /// requests, KIP-590). Each applies idempotently, so a node may send them again; it
+    /// waits for them in the committed state; there is no reply.
+    ForwardSecurity {
+        commands: Vec<state::Command>,
+    },
     /// Controller -> leader: the partition's state after the proposal (accepted or not).
     AlterPartitionReply {
         incarnation: Incarnation,

@@ -434,6 +434,7 @@ impl ReplicaNode {
                     | Message::AlterPartition(_)
                     | Message::AllocateProducerIds { .. }
                     | Message::CreateTopics { .. }
+                    | Message::ForwardSecurity { .. }
                     | Message::ProduceReply { .. }
                     | Message::ConsumerFetchReply { .. } => {}
                 }

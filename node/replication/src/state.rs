@@ -714,6 +714,9 @@ impl Writer {
     pub(super) fn bool(&mut self, v: bool) {
         self.u8(u8::from(v));
     }
+    pub(super) fn raw(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
     pub(super) fn nodes(&mut self, nodes: &[NodeId]) {
         assert!(nodes.len() <= NODES_PER_LIST_MAX, "{} nodes in one list", nodes.len());
         self.u16(nodes.len() as u16);

@@ -29,6 +29,9 @@ const TAG_FETCH: u8 = 25;
 const TAG_FETCH_REPLY: u8 = 26;
 const TAG_ALLOCATE_PRODUCER_IDS: u8 = 27;
 const TAG_CREATE_TOPICS: u8 = 28;
+const TAG_FORWARD_SECURITY: u8 = 29;
+/// Commands in one `ForwardSecurity`: a count above it is malformed.
+const FORWARD_COMMANDS_MAX: usize = 10_000;
 /// Topic names in one `CreateTopics`: a count above it is malformed.
 const CREATE_TOPICS_MAX: usize = 10_000;
 
@@ -83,6 +86,15 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
             w.u8(TAG_CREATE_TOPICS);
             w.u32(names.len() as u32);
             names.iter().for_each(|n| w.string(n));
+        }
+        Message::ForwardSecurity { commands } => {
+            w.u8(TAG_FORWARD_SECURITY);
+            w.u32(commands.len() as u32);
+            for command in commands {
+                let bytes = command.encode();
+                w.u32(bytes.len() as u32);
+                w.raw(&bytes);
+            }
         }
         Message::AlterPartitionReply { incarnation, request_id, accepted, state } => {
             w.u8(TAG_ALTER_REPLY);
@@ -184,6 +196,20 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
                 return r.err(format!("{count} topic names in {} bytes", bytes.len()));
             }
             Message::CreateTopics { names: (0..count).map(|_| r.string()).collect::<Result<Vec<_>, _>>()? }
+        }
+        TAG_FORWARD_SECURITY => {
+            let count = r.u32()? as usize;
+            if count > FORWARD_COMMANDS_MAX || count > bytes.len() {
+                return r.err(format!("{count} commands in {} bytes", bytes.len()));
+            }
+            let mut commands = Vec::with_capacity(count);
+            for _ in 0..count {
+                let len = r.u32()? as usize;
+                let command = r.take(len)?;
+                commands
+                    .push(super::state::Command::decode(command).map_err(|e| DecodeError { at: r.at, what: e.what })?);
+            }
+            Message::ForwardSecurity { commands }
         }
         TAG_ALTER_REPLY => Message::AlterPartitionReply {
             incarnation: Incarnation(r.u64()?),
@@ -365,6 +391,15 @@ mod tests {
             Message::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(6), after: None },
             Message::CreateTopics { names: vec!["orders".into(), "é-topic".into()] },
             Message::CreateTopics { names: Vec::new() },
+            Message::ForwardSecurity {
+                commands: vec![
+                    crate::state::Command::DeleteScramCredential {
+                        user: "alice".into(),
+                        mechanism: crate::state::ScramMechanism::Sha512,
+                    },
+                    crate::state::Command::CreateAcls { acls: Vec::new() },
+                ],
+            },
             Message::HeartbeatReply {
                 incarnation: Incarnation(4),
                 states: vec![state(), state()],

@@ -216,6 +216,31 @@ impl Agent {
         Ok(())
     }
 
+    /// Controller: proposes the user and ACL changes another node forwarded (anything
+    /// else is dropped: nodes forward only these). Off the controller they are dropped;
+    /// the sender sends them again.
+    fn propose_forwarded(&self, commands: Vec<Command>) {
+        if !self.is_controller() {
+            return;
+        }
+        for command in commands {
+            let security = matches!(
+                command,
+                Command::SetScramCredential { .. }
+                    | Command::DeleteScramCredential { .. }
+                    | Command::CreateAcls { .. }
+                    | Command::DeleteAcls { .. }
+            );
+            if !security {
+                warn!("dropping a forwarded command that is not a user or ACL change: {command:?}");
+                continue;
+            }
+            if let Err(e) = self.propose(&command) {
+                warn!("proposing a forwarded user or ACL change: {e}");
+            }
+        }
+    }
+
     /// Sends `message` from this node to the controller (whichever voter leads).
     pub fn ask_controller(&self, message: Message) {
         self.send(&Envelope { from: Endpoint::Node(self.config.node), to: Endpoint::Controller, message });
@@ -312,6 +337,10 @@ impl Agent {
             let to = match wire::decode(&bytes) {
                 Ok((Envelope { to: Endpoint::Controller, message: Message::CreateTopics { names }, .. }, _)) => {
                     (self.hooks.create_topics)(names);
+                    continue;
+                }
+                Ok((Envelope { to: Endpoint::Controller, message: Message::ForwardSecurity { commands }, .. }, _)) => {
+                    self.propose_forwarded(commands);
                     continue;
                 }
                 Ok((envelope, _)) if envelope.to == Endpoint::Controller => {

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use sluice_replication::state::{ClusterState, Command, ScramCredential, ScramMechanism};
+use sluice_replication::Message;
 use tracing::{info, warn};
 
 use super::cluster::{ADMIN_TIMEOUT, STATE_POLL};
@@ -71,50 +72,38 @@ impl Shard {
         }
     }
 
-    /// Shard 0: proposes each change and waits until it is committed and every shard of
-    /// this node serves it. Only the controller proposes.
+    /// Shard 0: has the controller apply each change and waits until it is committed and
+    /// every shard of this node serves it. The controller proposes them itself; another
+    /// node forwards them to it (`Message::ForwardSecurity`, sent again every
+    /// `FORWARD_AGAIN` until they show: each applies idempotently).
     pub(super) async fn change_security_here(self: &Rc<Self>, changes: Vec<Command>) -> Vec<Result<(), NodeError>> {
         let Some(agent) = self.agent.get().cloned() else {
             let e = NodeError::new(ErrorKind::Unknown, format!("user change on shard {}, not shard 0", self.id.0));
             return vec![Err(e); changes.len()];
         };
-        if !agent.is_controller() {
-            let who =
-                agent.controller().map_or("no controller is elected yet".to_string(), |c| format!("node {}", c.0));
-            let e = NodeError::new(
-                ErrorKind::NotController,
-                format!(
-                    "node {} is not the cluster's controller, which changes users; the controller is {who}",
-                    self.host().node()
-                ),
-            );
-            return vec![Err(e); changes.len()];
-        }
         let deadline = Instant::now() + ADMIN_TIMEOUT;
-        let mut results = Vec::with_capacity(changes.len());
-        for change in &changes {
-            results.push(match agent.propose(change) {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    Err(NodeError::new(ErrorKind::NotController, format!("the controller could not propose it: {e}")))
+        let mut results = vec![Ok(()); changes.len()];
+        let mut next_forward = Instant::now();
+        if agent.is_controller() {
+            for (change, result) in changes.iter().zip(&mut results) {
+                if let Err(e) = agent.propose(change) {
+                    let message = format!("the controller could not propose it: {e}");
+                    *result = Err(NodeError::new(ErrorKind::NotController, message));
                 }
-            });
+            }
+            next_forward = deadline;
         }
         while Instant::now() < deadline {
             if agent.with_state(|state| changes.iter().all(|c| applied(state, c))) == Some(true) {
                 self.await_local_view(deadline).await;
-                for (change, result) in changes.iter().zip(&results) {
-                    if let (
-                        Ok(()),
-                        Command::SetScramCredential { user, mechanism, .. }
-                        | Command::DeleteScramCredential { user, mechanism },
-                    ) = (result, change)
-                    {
-                        let what = if matches!(change, Command::SetScramCredential { .. }) { "set" } else { "deleted" };
-                        info!(audit = true, user = %user, mechanism = mechanism.name(), "SASL user credential {what}");
-                    }
+                for (change, _) in changes.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
+                    audit(change);
                 }
                 return results;
+            }
+            if Instant::now() >= next_forward {
+                agent.ask_controller(Message::ForwardSecurity { commands: changes.clone() });
+                next_forward = Instant::now() + FORWARD_AGAIN;
             }
             crate::io::sleep(STATE_POLL).await;
         }
@@ -166,6 +155,24 @@ impl Shard {
                 crate::io::sleep(Duration::from_millis(200)).await;
             }
         });
+    }
+}
+
+/// How often a node that is not the controller forwards a change again while it waits.
+const FORWARD_AGAIN: Duration = Duration::from_secs(1);
+
+/// The audit line of a change that was applied.
+fn audit(change: &Command) {
+    match change {
+        Command::SetScramCredential { user, mechanism, .. } => {
+            info!(audit = true, user = %user, mechanism = mechanism.name(), "SASL user credential set");
+        }
+        Command::DeleteScramCredential { user, mechanism } => {
+            info!(audit = true, user = %user, mechanism = mechanism.name(), "SASL user credential deleted");
+        }
+        Command::CreateAcls { acls } => acls.iter().for_each(|acl| info!(audit = true, ?acl, "ACL created")),
+        Command::DeleteAcls { acls } => acls.iter().for_each(|acl| info!(audit = true, ?acl, "ACL deleted")),
+        _ => {}
     }
 }
 
