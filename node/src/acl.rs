@@ -87,6 +87,11 @@ pub fn resource_type_name(resource_type: u8) -> &'static str {
     NAMES.get(usize::from(resource_type)).copied().unwrap_or("UNKNOWN")
 }
 
+/// The principal of the requests nodes make of each other over the cluster link
+/// (`shard::kafka_calls`); it may do everything. No login can have it: logins are
+/// `User:` principals.
+pub const INTER_NODE: &str = "Node:cluster";
+
 /// The principal of a connection that did not authenticate (Kafka's).
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 

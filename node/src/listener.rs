@@ -63,6 +63,16 @@ impl ResponseFrame {
         ResponseFrame { head, payload }
     }
 
+    /// The whole frame in one buffer.
+    #[must_use]
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut out = self.head;
+        for piece in &self.payload {
+            out.extend_from_slice(piece.bytes());
+        }
+        out
+    }
+
     #[cfg(test)]
     pub fn head(&self) -> &[u8] {
         &self.head

@@ -2,7 +2,7 @@
 consume-transform-produce loop and read_committed consumers. Each command prints JSON
 lines.
 
-usage: transactions.py --bootstrap HOST:PORT COMMAND ...
+usage: transactions.py --bootstrap HOST:PORT [--tls-*/--sasl-* (common.py)] COMMAND ...
   produce TOPIC PARTITIONS TXN_ID PLAN   runs one transaction per letter of PLAN (c: commit,
                                          a: abort), each writing 3 values "TXN_ID-K-J"
                                          (K the transaction's number) over the partitions;
@@ -39,7 +39,10 @@ usage: transactions.py --bootstrap HOST:PORT COMMAND ...
 import argparse
 import time
 
-from common import deadline, emit, fail, run
+from common import add_security_arguments, confluent_security, deadline, emit, fail, run
+
+# The client settings of the --tls-* and --sasl-* arguments (common.add_security_arguments).
+SECURITY = {}
 
 
 def producer(bootstrap, txn_id, timeout_ms=10_000):
@@ -48,6 +51,7 @@ def producer(bootstrap, txn_id, timeout_ms=10_000):
     return Producer(
         {
             "bootstrap.servers": bootstrap,
+            **SECURITY,
             "transactional.id": txn_id,
             "transaction.timeout.ms": timeout_ms,
             "linger.ms": 5,
@@ -99,6 +103,7 @@ def consumer(bootstrap, isolation, group=None, auto_commit=False):
     return Consumer(
         {
             "bootstrap.servers": bootstrap,
+            **SECURITY,
             "group.id": group or f"reader-{time.monotonic_ns()}",
             "isolation.level": isolation,
             "auto.offset.reset": "earliest",
@@ -225,7 +230,7 @@ def bench(args):
     from confluent_kafka import Producer
 
     topic, partitions, txns, per_txn, mode = args.rest[0], int(args.rest[1]), int(args.rest[2]), int(args.rest[3]), args.rest[4]
-    config = {"bootstrap.servers": args.bootstrap, "linger.ms": 5, "acks": "all", "enable.idempotence": True}
+    config = {"bootstrap.servers": args.bootstrap, **SECURITY, "linger.ms": 5, "acks": "all", "enable.idempotence": True}
     if mode == "txn":
         config["transactional.id"] = f"bench-{time.monotonic_ns()}"
     p = Producer(config)
@@ -266,7 +271,9 @@ def main():
     parser.add_argument("--timeout", type=int, default=120)
     parser.add_argument("command")
     parser.add_argument("rest", nargs="*")
+    add_security_arguments(parser)
     args = parser.parse_args()
+    SECURITY.update(confluent_security(args))
     deadline(args.timeout)
     commands = {
         "produce": produce,

@@ -2003,8 +2003,10 @@ fn admin_script(bootstrap: &str, command: &[&str]) -> Vec<sluice_tests::json::Js
 }
 
 /// Users and ACLs are cluster metadata: made through a node that is not the controller
-/// (it forwards them), every node lets the user in and applies the ACLs; after the
-/// controller is killed, the rest of the cluster still has them, and a user and an ACL
+/// (it forwards them), every node lets the user in and applies the ACLs; transactions
+/// whose partitions other nodes lead complete although every Kafka listener needs a
+/// login (markers and partition joins go on the cluster link); after the controller is
+/// killed, the rest of the cluster still has the users and ACLs, and a user and an ACL
 /// made then through a surviving node work on every surviving node.
 #[test]
 fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
@@ -2048,6 +2050,24 @@ fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
     let all: Vec<u32> = (1..=NODES as u32).collect();
     check(&cluster, &all, "reader", "reader-pw");
     check(&cluster, &all, "direct", "direct-pw");
+
+    // Transactions across the nodes: markers and partition joins go between nodes on the
+    // cluster link, which needs no login.
+    let topic = NewTopic { name: "txn-out".into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
+    runtime.block_on(wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }));
+    runtime.block_on(wait_for_full_isr(&admin, "txn-out"));
+    let login = ["--sasl-mechanism", "SCRAM-SHA-256", "--sasl-user", "admin", "--sasl-password", "admin-secret"];
+    let transactions = |command: &[&str]| {
+        let args: Vec<&str> = ["--bootstrap", via.as_str()].iter().chain(&login).chain(command).copied().collect();
+        kafka_script("transactions.py", &args).finish(WAIT * 2)
+    };
+    let outcomes = transactions(&["produce", "txn-out", "3", "secured-txn", "cac"]);
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    let read = transactions(&["consume", "txn-out", "read_committed", "6"]);
+    let values: Vec<&str> =
+        read.iter().filter_map(|l| l.get("value").and_then(sluice_tests::json::Json::as_str)).collect();
+    assert_eq!(values.len(), 6, "the two committed transactions' records, over SASL listeners: {read:?}");
+    assert!(values.iter().all(|v| !v.contains("-1-")), "none of the aborted one: {values:?}");
 
     cluster.node(controller).kill9_and_wait();
     let via = kafka(&cluster, others[1]);

@@ -325,6 +325,21 @@ pub enum Message {
         request_id: u64,
         result: Result<ConsumerRecords, ReplicaError>,
     },
+    /// Node -> node: a Kafka request (its header and body, in the envelope's data) that a
+    /// node makes of another for its clients: WriteTxnMarkers to a partition's leader,
+    /// AddPartitionsToTxn v5 to a transactional id's coordinator. It travels on the
+    /// cluster link, not to the Kafka listener, which may ask for TLS and a login.
+    /// `reply_shard` is the sender's shard that waits for the answer, `request_id` its
+    /// request there. Handled by the node, not by the state machines.
+    KafkaRequest {
+        request_id: u64,
+        reply_shard: u16,
+    },
+    /// The answer to a `KafkaRequest` (its response header and body, in the data).
+    KafkaResponse {
+        request_id: u64,
+        reply_shard: u16,
+    },
 }
 
 /// A message on its way.

@@ -435,6 +435,8 @@ impl ReplicaNode {
                     | Message::AllocateProducerIds { .. }
                     | Message::CreateTopics { .. }
                     | Message::ForwardSecurity { .. }
+                    | Message::KafkaRequest { .. }
+                    | Message::KafkaResponse { .. }
                     | Message::ProduceReply { .. }
                     | Message::ConsumerFetchReply { .. } => {}
                 }

@@ -30,6 +30,8 @@ const TAG_FETCH_REPLY: u8 = 26;
 const TAG_ALLOCATE_PRODUCER_IDS: u8 = 27;
 const TAG_CREATE_TOPICS: u8 = 28;
 const TAG_FORWARD_SECURITY: u8 = 29;
+const TAG_KAFKA_REQUEST: u8 = 30;
+const TAG_KAFKA_RESPONSE: u8 = 31;
 /// Commands in one `ForwardSecurity`: a count above it is malformed.
 const FORWARD_COMMANDS_MAX: usize = 10_000;
 /// Topic names in one `CreateTopics`: a count above it is malformed.
@@ -146,6 +148,12 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
                 }
             }
         }
+        Message::KafkaRequest { request_id, reply_shard } | Message::KafkaResponse { request_id, reply_shard } => {
+            let request = matches!(envelope.message, Message::KafkaRequest { .. });
+            w.u8(if request { TAG_KAFKA_REQUEST } else { TAG_KAFKA_RESPONSE });
+            w.u64(*request_id);
+            w.u16(*reply_shard);
+        }
         Message::Produce { .. }
         | Message::ProduceReply { .. }
         | Message::ConsumerFetch { .. }
@@ -158,6 +166,13 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
         w.0.extend_from_slice(part);
     }
     Some(w.0)
+}
+
+/// Whether encoded envelope bytes carry a `KafkaRequest` or `KafkaResponse` (which the
+/// node handles itself), without decoding the rest.
+#[must_use]
+pub fn is_kafka(bytes: &[u8]) -> bool {
+    bytes.get(1).is_some_and(|tag| matches!(*tag, TAG_KAFKA_REQUEST | TAG_KAFKA_RESPONSE))
 }
 
 /// Where the data of an encoded envelope lies in its bytes, given its length from
@@ -271,6 +286,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
             };
             Message::FetchReply { partition, leader_epoch, request_id, result }
         }
+        TAG_KAFKA_REQUEST => Message::KafkaRequest { request_id: r.u64()?, reply_shard: r.u16()? },
+        TAG_KAFKA_RESPONSE => Message::KafkaResponse { request_id: r.u64()?, reply_shard: r.u16()? },
         tag => return r.err(format!("unknown replication message tag {tag}")),
     };
     let from = read_endpoint(&mut r)?;
@@ -391,6 +408,8 @@ mod tests {
             Message::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(6), after: None },
             Message::CreateTopics { names: vec!["orders".into(), "é-topic".into()] },
             Message::CreateTopics { names: Vec::new() },
+            Message::KafkaRequest { request_id: u64::MAX, reply_shard: 3 },
+            Message::KafkaResponse { request_id: 7, reply_shard: 0 },
             Message::ForwardSecurity {
                 commands: vec![
                     crate::state::Command::DeleteScramCredential {

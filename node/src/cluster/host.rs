@@ -162,6 +162,13 @@ impl ReplicaHost {
         self.me
     }
 
+    /// Sends `message` with `data` from this node to node `to` (for messages the node
+    /// itself handles, such as `Message::KafkaRequest`).
+    pub fn send_to(&self, to: NodeId, message: Message, data: &[u8]) {
+        let envelope = Envelope { from: Endpoint::Node(self.me), to: Endpoint::Node(to), message };
+        self.send_now(&envelope, data);
+    }
+
     #[must_use]
     pub fn incarnation(&self) -> Incarnation {
         self.incarnation

@@ -236,6 +236,41 @@ pub struct KafkaServer {
     security: crate::config::SecurityProtocol,
 }
 
+/// A Kafka request another node made of this one over the cluster link
+/// (`shard::kafka_calls`: `frame` is its header and body), run as the Kafka listener
+/// would run it, as `acl::INTER_NODE`; its answer (response header and body). Only the
+/// requests nodes make of each other are served: WriteTxnMarkers and AddPartitionsToTxn.
+pub async fn serve_inter_node(
+    shard: &Rc<crate::shard::Shard>,
+    from: crate::replication::NodeId,
+    frame: Vec<u8>,
+) -> Option<Vec<u8>> {
+    let mut body = Bytes::from(frame);
+    let (key, version) =
+        (body.first_chunk::<4>().map(|b| (i16::from_be_bytes([b[0], b[1]]), i16::from_be_bytes([b[2], b[3]]))))?;
+    let api =
+        ApiKey::try_from(key).ok().filter(|k| matches!(k, ApiKey::WriteTxnMarkers | ApiKey::AddPartitionsToTxn))?;
+    let header = RequestHeader::decode(&mut body, api.request_header_version(version)).ok()?;
+    let request = Request {
+        key: api,
+        version,
+        correlation_id: header.correlation_id,
+        client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+        principal: crate::acl::INTER_NODE.into(),
+        host: format!("node {}", from.0).into(),
+    };
+    let server = Server::new(shard.clone());
+    let response = match api {
+        ApiKey::WriteTxnMarkers => {
+            request.respond(&txn::write_txn_markers(&server, &request, decode(&request, &mut body).ok()?).await)
+        }
+        _ => request.respond(&txn::add_partitions(&server, &request, decode(&request, &mut body).ok()?).await),
+    };
+    let frame = response.ok()?;
+    // The frame's first 4 bytes are its size on a Kafka connection.
+    Some(frame.into_bytes().split_off(4))
+}
+
 /// Serves the Kafka protocol on `listener`, forever; over TLS when `security` says SSL or
 /// SASL_SSL, with SASL logins first when it says SASL_PLAINTEXT or SASL_SSL (`auth`).
 pub async fn serve(server: Rc<Server>, listener: Listener, security: crate::config::SecurityProtocol) {

@@ -3,16 +3,15 @@
 //!
 //! A partition this node leads gets its marker from the shard that owns it
 //! (`Shard::write_marker_local`: appended as the leader appends, acknowledged by the
-//! in-sync replicas). A partition another node leads gets it through that node's Kafka
-//! listener, with Kafka's own inter-broker request, WriteTxnMarkers, which the listener
-//! serves (`kafka::txn::write_txn_markers`) by coming back here on its node.
+//! in-sync replicas). A partition another node leads gets it with Kafka's own
+//! inter-broker request, WriteTxnMarkers, sent over the cluster link
+//! (`shard::kafka_calls`) and served there as the Kafka listener serves it
+//! (`kafka::txn::write_txn_markers`) by coming back here on its node.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
 use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
 use kafka_protocol::messages::{
@@ -120,13 +119,6 @@ pub async fn join_transaction(
         };
         return txn_done(shard, request).await;
     }
-    let address = shard.config.nodes().iter().find(|p| p.id == coordinator.0).and_then(|p| p.kafka);
-    let Some(address) = address else {
-        return Err(NodeError::new(
-            ErrorKind::CoordinatorNotAvailable,
-            format!("node {}, the coordinator of {transactional_id:?}, has no Kafka listener", coordinator.0),
-        ));
-    };
     let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
     for tp in &partitions {
         let index = i32::try_from(tp.partition).unwrap_or(-1);
@@ -149,14 +141,11 @@ pub async fn join_transaction(
     let unreachable = |e: String| {
         NodeError::new(
             ErrorKind::CoordinatorNotAvailable,
-            format!("the coordinator of {transactional_id:?}, node {} at {address}: {e}", coordinator.0),
+            format!("the coordinator of {transactional_id:?}, node {}: {e}", coordinator.0),
         )
     };
-    let call = call(address, ApiKey::AddPartitionsToTxn, JOIN_VERSION, &request);
-    let response: AddPartitionsToTxnResponse = match crate::io::timeout(REMOTE_TIMEOUT, call).await {
-        Some(r) => r.map_err(unreachable)?,
-        None => return Err(unreachable(format!("no answer within {REMOTE_TIMEOUT:?}"))),
-    };
+    let response: AddPartitionsToTxnResponse =
+        call(shard, coordinator, ApiKey::AddPartitionsToTxn, JOIN_VERSION, &request).await.map_err(unreachable)?;
     let codes = response
         .results_by_transaction
         .iter()
@@ -204,14 +193,7 @@ pub async fn write_marker(shard: &Rc<Shard>, tp: &TopicPartition, marker: Marker
     if leader == shard.node_id() {
         return write_marker_here(shard, tp, marker).await;
     }
-    let address = shard.config.nodes().iter().find(|p| p.id == leader.0).and_then(|p| p.kafka);
-    let Some(address) = address else {
-        return Err(NodeError::new(
-            ErrorKind::LeaderNotAvailable,
-            format!("{tp} is led by node {}, which has no Kafka listener to take its transaction marker", leader.0),
-        ));
-    };
-    send_marker(address, leader, tp, marker).await
+    send_marker(shard, leader, tp, marker).await
 }
 
 /// Writes a marker to a partition this node leads, on the shard that owns it.
@@ -225,13 +207,9 @@ pub async fn write_marker_here(shard: &Rc<Shard>, tp: &TopicPartition, marker: M
     }
 }
 
-/// Sends one marker to node `leader`'s Kafka listener and reads its answer.
-async fn send_marker(
-    address: SocketAddr,
-    leader: NodeId,
-    tp: &TopicPartition,
-    marker: Marker,
-) -> Result<(), NodeError> {
+/// Sends one marker to node `leader` (WriteTxnMarkers, over the cluster link) and reads
+/// its answer.
+async fn send_marker(shard: &Rc<Shard>, leader: NodeId, tp: &TopicPartition, marker: Marker) -> Result<(), NodeError> {
     let topic = WritableTxnMarkerTopic::default()
         .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
         .with_partition_indexes(vec![i32::try_from(tp.partition).unwrap_or(-1)]);
@@ -243,14 +221,9 @@ async fn send_marker(
         .with_topics(vec![topic]);
     let request = WriteTxnMarkersRequest::default().with_markers(vec![marker]);
     let unreachable =
-        |e: String| NodeError::new(ErrorKind::LeaderNotAvailable, format!("{tp}: node {} at {address}: {e}", leader.0));
+        |e: String| NodeError::new(ErrorKind::LeaderNotAvailable, format!("{tp}: node {}: {e}", leader.0));
     let response: WriteTxnMarkersResponse =
-        match crate::io::timeout(REMOTE_TIMEOUT, call(address, ApiKey::WriteTxnMarkers, MARKERS_VERSION, &request))
-            .await
-        {
-            Some(r) => r.map_err(unreachable)?,
-            None => return Err(unreachable(format!("no answer within {REMOTE_TIMEOUT:?}"))),
-        };
+        call(shard, leader, ApiKey::WriteTxnMarkers, MARKERS_VERSION, &request).await.map_err(unreachable)?;
     let code = response
         .markers
         .iter()
@@ -267,17 +240,16 @@ async fn send_marker(
     }
 }
 
-/// One request to a Kafka listener on a connection of its own; the decoded response.
+/// One Kafka request to node `to`, over the cluster link (`shard::kafka_calls`: the Kafka
+/// listener may need TLS and a login); the decoded response.
 async fn call<R: Decodable>(
-    address: SocketAddr,
+    shard: &Rc<Shard>,
+    to: NodeId,
     key: ApiKey,
     version: i16,
     body: &impl Encodable,
 ) -> Result<R, String> {
-    let mut connection = crate::io::net::Connection::connect(address).await.map_err(|e| e.to_string())?;
-    let _ = connection.set_nodelay(true);
     let mut frame = BytesMut::new();
-    frame.extend_from_slice(&[0; 4]);
     RequestHeader::default()
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
@@ -286,19 +258,8 @@ async fn call<R: Decodable>(
         .encode(&mut frame, key.request_header_version(version))
         .map_err(|e| e.to_string())?;
     body.encode(&mut frame, version).map_err(|e| e.to_string())?;
-    let size = u32::try_from(frame.len() - 4).map_err(|_| "request too large".to_string())?;
-    frame[..4].copy_from_slice(&size.to_be_bytes());
-    connection.write_all(&frame).await.map_err(|e| e.to_string())?;
-    connection.flush().await.map_err(|e| e.to_string())?;
-    let mut size = [0u8; 4];
-    connection.read_exact(&mut size).await.map_err(|e| e.to_string())?;
-    let size = u32::from_be_bytes(size) as usize;
-    if size > 1 << 20 {
-        return Err(format!("a response of {size} bytes to {key:?}"));
-    }
-    let mut body = vec![0u8; size];
-    connection.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-    let mut body = Bytes::from(body);
+    let answer = shard.kafka_call(to, &frame, REMOTE_TIMEOUT).await?;
+    let mut body = Bytes::from(answer);
     let header = ResponseHeader::decode(&mut body, key.response_header_version(version)).map_err(|e| e.to_string())?;
     if header.correlation_id != 1 {
         return Err(format!("response to correlation id {}", header.correlation_id));

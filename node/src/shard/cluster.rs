@@ -728,6 +728,12 @@ impl Shard {
                 }
                 continue;
             }
+            if let Message::KafkaResponse { reply_shard, .. } = envelope.message {
+                if reply_shard < self.shards {
+                    per_shard.entry(ShardId(reply_shard)).or_default().push(bytes);
+                }
+                continue;
+            }
             match partition_of(&envelope.message).map(|id| owner(&id)) {
                 Some(Some(to)) => per_shard.entry(to).or_default().push(bytes),
                 Some(None) => {} // A partition this node does not know yet: its sender retries.
@@ -741,7 +747,7 @@ impl Shard {
 
     fn deliver(self: &Rc<Self>, to: ShardId, list: Vec<Vec<u8>>) {
         if to == self.id {
-            self.host().receive_batch(list);
+            self.receive_envelopes(list);
             return;
         }
         let shard = self.clone();

@@ -17,6 +17,7 @@
 
 pub mod cluster;
 pub mod descriptors;
+mod kafka_calls;
 mod messages;
 mod security;
 pub mod space;
@@ -120,6 +121,10 @@ pub struct Shard {
     caught_up: io::WaitQueue,
     /// Shard 0: topics being auto-created (`cluster::auto_create`).
     auto_creating: RefCell<std::collections::BTreeSet<String>>,
+    /// Kafka requests this shard made of other nodes over the cluster link, waiting for
+    /// their answers (`shard::kafka_calls`), and the next request id.
+    kafka_calls: RefCell<HashMap<u64, crate::io::OneshotSender<Vec<u8>>>>,
+    next_kafka_call: Cell<u64>,
     /// Shard 0: client connections open per IP address, node-wide, for the addresses
     /// that have a max-connections-per-ip limit (`ShardRequest::ConnectionSlot`).
     connections_per_ip: RefCell<HashMap<std::net::IpAddr, u32>>,
@@ -201,6 +206,8 @@ impl Shard {
             metadata_applied: Cell::new(false),
             caught_up: io::WaitQueue::new(),
             auto_creating: RefCell::new(std::collections::BTreeSet::new()),
+            kafka_calls: RefCell::new(HashMap::new()),
+            next_kafka_call: Cell::new(0),
             connections_per_ip: RefCell::new(HashMap::new()),
         });
         spawn_receivers(&shard, receivers);
@@ -396,7 +403,7 @@ impl Shard {
                 ShardReply::Done
             }
             ShardRequest::Replication(list) => {
-                self.host().receive_batch(list);
+                self.receive_envelopes(list);
                 ShardReply::Done
             }
             ShardRequest::ClusterFrame(frame) => {

@@ -36,7 +36,10 @@ impl Shard {
     #[must_use]
     pub fn permits(&self, principal: &str, host: &str, operation: u8, resource_type: u8, name: &str) -> bool {
         let config = &self.config;
-        if !config.acl_authorizer || config.super_users.iter().any(|u| u == principal) {
+        if !config.acl_authorizer
+            || principal == crate::acl::INTER_NODE
+            || config.super_users.iter().any(|u| u == principal)
+        {
             return true;
         }
         self.view.borrow().acls.allowed(principal, host, operation, resource_type, name, config.allow_if_no_acl)
