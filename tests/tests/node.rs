@@ -1299,6 +1299,25 @@ fn fuzzing_client(rng: &mut Rng, addr: SocketAddr, seeds: &[Vec<u8>], kafka: boo
     sent
 }
 
+/// Creates the transactions' state topic through the Kafka listener at `kafka`: a
+/// FindCoordinator for a transactional id, asked until it names a coordinator (bounded).
+fn transaction_state_topic(kafka: SocketAddr) {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut w = sluice_tests::kafka_wire::Wire::connect(kafka);
+    loop {
+        let find = FindCoordinatorRequest::default()
+            .with_key(kafka_protocol::protocol::StrBytes::from_static_str("fuzz-baseline"))
+            .with_key_type(1);
+        let r: FindCoordinatorResponse = w.call(ApiKey::FindCoordinator, 3, &find);
+        if r.error_code == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no transaction coordinator within 30 s: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Fuzzed traffic from thousands of clients leaves nothing behind (issue 19): mutated
 /// inputs of the committed fuzzing corpora (Kafka requests, native frames, JoinGroups
 /// among them) from 6,000 connections on both listeners, each ending abruptly, cleanly or
@@ -1318,6 +1337,10 @@ fn fuzzed_traffic_from_many_clients_leaves_no_descriptor_or_memory_behind() {
     let kafka_seeds = fuzz_corpus("kafka_request");
     let native_seeds = fuzz_corpus("native_frame");
     let pid = node.pid();
+    // The corpora hold transactional requests, which create `__transaction_state` (8
+    // partitions, each an open segment file): it exists before the count, as the offsets
+    // topic does.
+    transaction_state_topic(node.kafka_addr().expect("a Kafka listener"));
     std::thread::sleep(Duration::from_secs(1));
     let (sockets_before, descriptors_before) = open_descriptors(pid);
     let resident_before = resident_bytes(pid);
