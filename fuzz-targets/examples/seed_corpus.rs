@@ -248,7 +248,38 @@ fn storage() {
     write("storage_files", "producers", &states.encode());
 }
 
+/// A certificate's DER as the node reads it: version, serial, algorithm, issuer,
+/// validity, then a subject of three RDNs (one with two attributes), built by hand.
+fn certificates() {
+    fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag, contents.len() as u8];
+        out.extend_from_slice(contents);
+        out
+    }
+    let attribute = |oid: &[u8], tag: u8, value: &[u8]| tlv(0x30, &[tlv(0x06, oid), tlv(tag, value)].concat());
+    let subject = [
+        tlv(0x31, &attribute(&[0x55, 4, 6], 0x13, b"US")),
+        tlv(0x31, &attribute(&[0x55, 4, 10], 0x0c, b"Acme, Inc.")),
+        tlv(
+            0x31,
+            &[attribute(&[0x55, 4, 3], 0x0c, b"client"), attribute(&[0x55, 4, 11], 0x1e, &[0, b'o', 0, b'u'])].concat(),
+        ),
+    ]
+    .concat();
+    let tbs = [
+        tlv(0xa0, &tlv(0x02, &[2])),
+        tlv(0x02, &[1, 2, 3]),
+        tlv(0x30, &tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 4, 3, 2])),
+        tlv(0x30, &[]),
+        tlv(0x30, &[]),
+        tlv(0x30, &subject),
+    ]
+    .concat();
+    write("certificate_subject", "client", &tlv(0x30, &tlv(0x30, &tbs)));
+}
+
 fn main() {
+    certificates();
     sasl();
     storage();
     kafka();

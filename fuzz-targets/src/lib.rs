@@ -32,7 +32,15 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("kafka_request", kafka_request),
     ("storage_files", storage_files),
     ("sasl_exchange", sasl_exchange),
+    ("certificate_subject", certificate_subject),
 ];
+
+/// A TLS client certificate (DER) whose subject becomes the connection's principal.
+pub fn certificate_subject(data: &[u8]) {
+    if let Ok(subject) = sluice_schemas::x509::subject(data) {
+        let _ = format!("User:{subject}");
+    }
+}
 
 /// A SASL login as a client drives it: the first byte picks the mechanism (PLAIN,
 /// SCRAM-SHA-256 or SCRAM-SHA-512), the rest is the client's tokens, split at each 0xFF

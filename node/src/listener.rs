@@ -122,6 +122,9 @@ pub(crate) trait Protocol: 'static {
     type Frame: 'static;
     /// What one connection keeps between its requests (the Kafka protocol's SASL login).
     type Session: Default + 'static;
+    /// A TLS connection's client presented a certificate: its principal (`User:` and the
+    /// subject's distinguished name), for the session.
+    fn set_tls_principal(_session: &Self::Session, _principal: Rc<str>) {}
     fn server(self: &Rc<Self>) -> Rc<Server>;
     /// The body's length and what the handler needs from the header; `Err` refuses the
     /// frame: its response, if any, is written and the connection closed.
@@ -269,10 +272,11 @@ pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener, tls:
             let peer_address: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
             if let Some(tls) = tls {
                 if let Some(stream) = tls_handshake(&server, &tls, stream, &peer).await {
-                    connection(protocol, stream, peer_address).await;
+                    let principal = certificate_principal(&stream, &peer);
+                    connection(protocol, stream, peer_address, principal).await;
                 }
             } else {
-                connection(protocol, stream, peer_address).await;
+                connection(protocol, stream, peer_address, None).await;
             }
             server.shard.metrics.borrow_mut().connections -= 1;
             drop(slot);
@@ -321,7 +325,20 @@ async fn tls_handshake(
     }
 }
 
-async fn connection<P: Protocol, S>(protocol: Rc<P>, stream: S, peer_address: Rc<str>)
+/// The principal of a TLS client's certificate, as Kafka's default principal builder
+/// makes it: `User:` and the subject as RFC 2253 writes it (`User:CN=client,O=Acme`).
+fn certificate_principal(stream: &futures_rustls::server::TlsStream<Connection>, peer: &str) -> Option<Rc<str>> {
+    let certificate = stream.get_ref().1.peer_certificates()?.first()?;
+    match sluice_schemas::x509::subject(certificate) {
+        Ok(subject) => Some(format!("User:{subject}").into()),
+        Err(e) => {
+            warn!(%peer, "the client certificate's subject could not be read ({e}); the connection is anonymous");
+            None
+        }
+    }
+}
+
+async fn connection<P: Protocol, S>(protocol: Rc<P>, stream: S, peer_address: Rc<str>, principal: Option<Rc<str>>)
 where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
@@ -357,6 +374,9 @@ where
     // What the next request's turn waits on.
     let mut previous_turn = None;
     let session = Rc::new(P::Session::default());
+    if let Some(principal) = principal {
+        P::set_tls_principal(&session, principal);
+    }
     loop {
         if reader.read_exact(&mut header).await.is_err() {
             break; // closed by the peer

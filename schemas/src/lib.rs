@@ -10,6 +10,7 @@
 //! - `sasl`: SASL's PLAIN and SCRAM-SHA-256/512 exchanges on the server side, and the
 //!   SCRAM credentials users are kept as.
 //! - `varint`: the zigzag varints the records are written with.
+//! - `x509`: a certificate's subject as RFC 2253 writes it (TLS clients' principals).
 //! - `wire`: the native protocol: flatbuffers envelopes generated from schemas/fbs/sluice.fbs
 //!   and the frames that carry them, verified before use.
 //!
@@ -26,3 +27,4 @@ pub mod records;
 pub mod sasl;
 pub mod varint;
 pub mod wire;
+pub mod x509;

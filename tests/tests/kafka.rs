@@ -1979,3 +1979,43 @@ fn acls_decide_what_each_principal_may_do_and_survive_a_restart() {
     assert_eq!(deleted[0].get("deleted").and_then(Json::as_i64), Some(1), "{deleted:?}");
     assert_eq!(kcat_read(&kafka, "public-b", &reader), Ok(vec!["b:1".to_string()]), "the DENY is gone");
 }
+
+/// Mutual TLS names the principal: a client certificate's subject is its principal as
+/// Kafka's default principal builder makes it (`User:CN=reader`), so ACLs apply to it: a
+/// super user by certificate creates a topic and an ACL through confluent-kafka's
+/// AdminClient, the certificate the ACL names reads the topic with kcat, and another
+/// certificate from the same CA gets TOPIC_AUTHORIZATION_FAILED.
+#[test]
+fn a_client_certificates_subject_is_its_principal_for_the_acls() {
+    const TOPIC: &str = "by-certificate";
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let ca = pki.ca("ca");
+    let (cert, key) = pki.leaf("node", "ca");
+    let client_ca = pki.ca("client-ca");
+    let admin = pki.leaf("admin", "client-ca");
+    let reader = pki.leaf("reader", "client-ca");
+    let stranger = pki.leaf("stranger", "client-ca");
+    let tls_args = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &client_ca,
+        "--authorizer",
+        "acl",
+        "--super-users",
+        "User:CN=admin",
+    ];
+    let (_node, kafka) = start_tls_node(dir.path(), &tls_args);
+    let as_admin = ["--tls-ca", ca.as_str(), "--tls-cert", admin.0.as_str(), "--tls-key", admin.1.as_str()];
+    let created = admin_as(&kafka, &as_admin, &["create", TOPIC, "1"]);
+    assert_eq!(created[0].get("error"), Some(&Json::Null), "{created:?}");
+    let acl = admin_as(&kafka, &as_admin, &["acl-add", "TOPIC", TOPIC, "LITERAL", "User:CN=reader", "READ", "ALLOW"]);
+    assert_eq!(acl[0].get("error"), Some(&Json::Null), "{acl:?}");
+    kcat_over_tls(&["-b", &kafka, "-P", "-t", TOPIC, "-K", ":"], &kcat_tls(&ca, Some(&admin)), b"k:v\n");
+    assert_eq!(kcat_read(&kafka, TOPIC, &kcat_tls(&ca, Some(&reader))), Ok(vec!["k:v".to_string()]));
+    let refused = kcat_read(&kafka, TOPIC, &kcat_tls(&ca, Some(&stranger))).expect_err("no ACL for CN=stranger");
+    assert!(refused.contains("Topic authorization failed"), "{refused}");
+}

@@ -43,10 +43,11 @@ const RESOURCE_NOT_FOUND: i16 = 91;
 const DUPLICATE_RESOURCE: i16 = 92;
 const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 
-/// One connection's SASL state.
+/// One connection's SASL state, and its TLS client certificate's principal.
 #[derive(Default)]
 pub struct Session {
     state: RefCell<State>,
+    tls_principal: RefCell<Option<std::rc::Rc<str>>>,
 }
 
 #[derive(Default)]
@@ -72,6 +73,19 @@ impl Session {
     /// Whether the next frame is a raw SASL token (after a v0 handshake).
     pub(super) fn expects_raw(&self) -> bool {
         matches!(&*self.state.borrow(), State::Exchanging { raw: true, .. })
+    }
+
+    pub(super) fn set_tls_principal(&self, principal: std::rc::Rc<str>) {
+        *self.tls_principal.borrow_mut() = Some(principal);
+    }
+
+    /// The connection's principal: `User:NAME` after a SASL login, else its TLS client
+    /// certificate's (`User:` and the subject), else `acl::ANONYMOUS` (Kafka's order).
+    pub(super) fn principal(&self) -> std::rc::Rc<str> {
+        if let Some(user) = self.user() {
+            return format!("User:{user}").into();
+        }
+        self.tls_principal.borrow().clone().unwrap_or_else(|| crate::acl::ANONYMOUS.into())
     }
 
     /// The authenticated user, if any.

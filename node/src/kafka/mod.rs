@@ -289,6 +289,10 @@ impl Protocol for KafkaServer {
     type Frame = ();
     type Session = auth::Session;
 
+    fn set_tls_principal(session: &auth::Session, principal: Rc<str>) {
+        session.set_tls_principal(principal);
+    }
+
     fn server(self: &Rc<Self>) -> Rc<Server> {
         self.server.clone()
     }
@@ -378,8 +382,7 @@ impl Protocol for KafkaServer {
                 return close;
             }
         };
-        let principal: Rc<str> =
-            session.user().map_or_else(|| crate::acl::ANONYMOUS.into(), |u| format!("User:{u}").into());
+        let principal = session.principal();
         let request = Request {
             key: api,
             version,
