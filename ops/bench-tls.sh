@@ -9,7 +9,10 @@
 # linger.ms 5, batch.size 1 MB, acks=1 here) to a 16-partition topic and exits once every
 # record is acknowledged; then kcat consumes the topic from its start to its end. The TLS
 # row's certificate (EC P-256, TLS 1.3 as rustls and OpenSSL 3 agree) comes from a CA made
-# here with openssl; the last row turns librdkafka's Nagle off. BIN=DIR takes sluice-node and sluice from DIR instead of building them.
+# here with openssl; the next row turns librdkafka's Nagle off; the last logs in over
+# SASL_SSL (SCRAM-SHA-256) as a user whose ACLs allow the topic, with `--authorizer acl`
+# on, so every request is also authorized (the user and ACLs are made with
+# tests/kafka/admin.py, confluent-kafka's AdminClient). BIN=DIR takes sluice-node and sluice from DIR instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS=${1:-500000}
@@ -58,6 +61,7 @@ row() {
   shift 2
   start_node --kafka-listen "$listen" "${NODE_TLS[@]}"
   "$BIN/sluice" --bootstrap 127.0.0.1:$PORT topic create tls-bench --partitions 16 >/dev/null 2>&1
+  [ -z "${SETUP:-}" ] || "$SETUP"
   local t0 t1 t2
   t0=$(now)
   taskset -c 1 kcat -P -b 127.0.0.1:$KPORT -t tls-bench -X acks=1 "$@" <"$DATA/records"
@@ -79,3 +83,19 @@ row "TLS (SSL://)" "SSL://127.0.0.1:$KPORT" -X security.protocol=ssl -X ssl.ca.l
 # than one record, and the second waits for the node's (delayed) ACK of the first.
 row "TLS, socket.nagle.disable=true" "SSL://127.0.0.1:$KPORT" -X security.protocol=ssl \
   -X ssl.ca.location="$DATA/ca.pem" -X socket.nagle.disable=true
+# SASL_SSL with ACLs: the super user made from SLUICE_BOOTSTRAP_USER makes the user
+# `bench` and its ACLs, then kcat logs in as it.
+sasl_setup() {
+  local admin=(python3 tests/kafka/admin.py --bootstrap 127.0.0.1:$KPORT --tls-ca "$DATA/ca.pem"
+    --sasl-mechanism SCRAM-SHA-256 --sasl-user admin --sasl-password admin-secret)
+  for _ in $(seq 1 100); do "${admin[@]}" users >/dev/null 2>&1 && break; sleep 0.1; done
+  "${admin[@]}" set-user bench SCRAM-SHA-256 bench-secret >/dev/null
+  "${admin[@]}" acl-add TOPIC tls-bench LITERAL User:bench WRITE ALLOW >/dev/null
+  "${admin[@]}" acl-add TOPIC tls-bench LITERAL User:bench READ ALLOW >/dev/null
+}
+export SLUICE_BOOTSTRAP_USER=admin:admin-secret
+SETUP=sasl_setup
+NODE_TLS=(--tls-cert "$DATA/node.pem" --tls-key "$DATA/node.key" --authorizer acl --super-users User:admin)
+row "SASL_SSL (SCRAM-SHA-256), ACLs" "SASL_SSL://127.0.0.1:$KPORT" -X security.protocol=sasl_ssl \
+  -X ssl.ca.location="$DATA/ca.pem" -X sasl.mechanism=SCRAM-SHA-256 -X sasl.username=bench \
+  -X sasl.password=bench-secret
