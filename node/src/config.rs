@@ -22,6 +22,7 @@ sluice-node: the Sluice storage node
 usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--kafka-listen [PROTOCOL://]HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
                    [--tls-cert FILE] [--tls-key FILE] [--tls-client-ca FILE]
+                   [--cluster-tls-ca FILE]
                    [--sasl-mechanisms M,M,...] [--connections-max-reauth-ms N]
                    [--authorizer none|acl] [--super-users User:A;User:B]
                    [--allow-everyone-if-no-acl-found true|false]
@@ -56,6 +57,10 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --tls-key FILE            PEM private key of --tls-cert; both are read again on SIGHUP
   --tls-client-ca FILE      PEM CA certificates: SSL clients must present a certificate
                             signed by one (mutual TLS; default: none asked for)
+  --cluster-tls-ca FILE     PEM CA of the cluster's nodes: the cluster link (replication,
+                            the controller quorum) uses mutual TLS, each node presenting
+                            --tls-cert and accepting only nodes whose certificate this CA
+                            signed (for their cluster address's IP); read at start
   --sasl-mechanisms M,M,... the SASL mechanisms SASL listeners accept, of SCRAM-SHA-256,
                             SCRAM-SHA-512 and PLAIN (default: all three). Users are SCRAM
                             credentials in the cluster's metadata (Kafka's
@@ -162,6 +167,8 @@ pub struct NodeConfig {
     /// The TLS certificate chain, its key and the CA clients' certificates must chain to
     /// (PEM files), for listeners whose protocol is SSL or SASL_SSL.
     pub tls: TlsFiles,
+    /// The CA of the cluster's nodes: the cluster link uses mutual TLS (`tls::cluster`).
+    pub cluster_tls_ca: Option<PathBuf>,
     /// The mechanisms SASL listeners accept (of `sasl::MECHANISMS`, in that order).
     pub sasl_mechanisms: Vec<&'static str>,
     /// How long a SASL login lasts (KIP-368's connections.max.reauth.ms; 0: no limit).
@@ -360,6 +367,7 @@ impl Default for NodeConfig {
             kafka_advertised: None,
             kafka_security: SecurityProtocol::Plaintext,
             tls: TlsFiles::default(),
+            cluster_tls_ca: None,
             sasl_mechanisms: crate::sasl::MECHANISMS.to_vec(),
             reauth_ms: 0,
             bootstrap_user: None,
@@ -618,10 +626,21 @@ impl NodeConfig {
                     ));
                 }
             }
+        } else if self.cluster_tls_ca.is_some() {
+            if let Some((key, _)) = given[..2].iter().find(|(_, path)| path.is_none()) {
+                return Err(format!("cluster-tls-ca needs {key} = FILE (PEM), the node's certificate"));
+            }
+            if self.tls.client_ca.is_some() {
+                return Err("tls-client-ca is set but no Kafka listener uses TLS".to_string());
+            }
         } else if let Some((key, _)) = given.iter().find(|(_, path)| path.is_some()) {
             return Err(format!(
-                "{key} is set but no listener uses TLS (kafka-listen = SSL://HOST:PORT or SASL_SSL://HOST:PORT)"
+                "{key} is set but no listener uses TLS (kafka-listen = SSL://HOST:PORT or SASL_SSL://HOST:PORT, or \
+                 cluster-tls-ca)"
             ));
+        }
+        if self.cluster_tls_ca.is_some() && self.peers.is_empty() {
+            return Err("cluster-tls-ca is set but the node has no peers (--peer): it has no cluster link".to_string());
         }
         Ok(())
     }
@@ -640,6 +659,7 @@ impl NodeConfig {
             "tls-key" => self.tls.key = Some(PathBuf::from(value)),
             "tls-client-ca" => self.tls.client_ca = Some(PathBuf::from(value)),
             "sasl-mechanisms" => self.sasl_mechanisms = mechanisms(key, value)?,
+            "cluster-tls-ca" => self.cluster_tls_ca = Some(PathBuf::from(value)),
             "connections-max-reauth-ms" => self.reauth_ms = number(key, value, 0, i64::MAX as u64)?,
             "authorizer" => {
                 self.acl_authorizer = match value {
@@ -958,6 +978,13 @@ mod tests {
         ] {
             assert!(NodeConfig::from_args(&args(bad)).is_err(), "{bad}");
         }
+        let lone =
+            NodeConfig::from_args(&args("--cluster-tls-ca ca.pem --tls-cert c.pem --tls-key k.pem")).unwrap_err();
+        assert!(lone.contains("no peers"), "{lone}");
+        let peers = "--node-id 1 --listen 127.0.0.1:9292 --kafka-listen off --peer 1=127.0.0.1:9292,127.0.0.1:9392 --cluster-tls-ca ca.pem";
+        let no_cert = NodeConfig::from_args(&args(peers)).unwrap_err();
+        assert!(no_cert.contains("cluster-tls-ca needs tls-cert"), "{no_cert}");
+        assert!(NodeConfig::from_args(&args(&format!("{peers} --tls-cert c.pem --tls-key k.pem"))).is_ok());
         let tls = NodeConfig::from_args(&args("--kafka-listen SASL_SSL://127.0.0.1:9093")).unwrap_err();
         assert!(tls.contains("SASL_SSL://127.0.0.1:9093 needs tls-cert"), "{tls}");
     }

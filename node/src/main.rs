@@ -81,12 +81,17 @@ fn main() -> ExitCode {
         }
     }
     // The TLS files are checked here, once: the shards' listeners read them themselves.
-    if config.serves_tls() {
-        if let Err(e) = sluice_node::tls::load(&config.tls) {
-            error!("{e}");
-            eprintln!("sluice-node: {e}");
-            return ExitCode::from(2);
-        }
+    let checked = match &config.cluster_tls_ca {
+        Some(ca) => sluice_node::tls::cluster(&config.tls, ca).map(|_| ()),
+        None => Ok(()),
+    };
+    if let Err(e) =
+        checked
+            .and_then(|()| if config.serves_tls() { sluice_node::tls::load(&config.tls).map(|_| ()) } else { Ok(()) })
+    {
+        error!("{e}");
+        eprintln!("sluice-node: {e}");
+        return ExitCode::from(2);
     }
     // Shards inherit this mask, so only the main thread receives SIGTERM, SIGINT and
     // SIGHUP.

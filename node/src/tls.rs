@@ -74,6 +74,56 @@ fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
+/// Mutual TLS on the cluster link (`--cluster-tls-ca`): nodes accept only nodes whose
+/// certificate the cluster CA signed, and connect only to such nodes, each presenting its
+/// own `--tls-cert`. Read once at start (a changed file needs a restart).
+pub struct ClusterTls {
+    pub acceptor: TlsAcceptor,
+    pub connector: futures_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterTls")
+    }
+}
+
+/// The cluster link's TLS from `files` and the cluster CA `ca`; every error names the file.
+pub fn cluster(files: &TlsFiles, ca: &Path) -> Result<ClusterTls, String> {
+    let (Some(cert_path), Some(key_path)) = (&files.cert, &files.key) else {
+        return Err("cluster-tls-ca needs tls-cert and tls-key (the node's certificate)".to_string());
+    };
+    let certs = certificates("tls-cert", cert_path)?;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| format!("tls-key {}: no PEM private key read ({e})", key_path.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in certificates("cluster-tls-ca", ca)? {
+        roots.add(cert).map_err(|e| format!("cluster-tls-ca {}: {e}", ca.display()))?;
+    }
+    let roots = Arc::new(roots);
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| format!("cluster-tls-ca {}: {e}", ca.display()))?;
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS protocol versions: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs.clone(), key.clone_key())
+        .map_err(|e| format!("tls-cert {} with tls-key {}: {e}", cert_path.display(), key_path.display()))?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS protocol versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| format!("tls-cert {} as a client certificate: {e}", cert_path.display()))?;
+    Ok(ClusterTls {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        connector: futures_rustls::TlsConnector::from(Arc::new(client)),
+    })
+}
+
 /// Reads `files` again (SIGHUP, in the main thread); when they are good, the shards'
 /// listeners read them too at their next connection. On an error nothing changes.
 pub fn reload(files: &TlsFiles) -> Result<(), String> {

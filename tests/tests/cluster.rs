@@ -51,6 +51,8 @@ struct Cluster {
     links: Vec<Vec<Option<Link>>>,
     /// With `Faults`: node i+1's data directory is `disks[i].mount`.
     disks: Vec<LoopFs>,
+    /// Node i+1's cluster (replication) listener.
+    cluster_addrs: Vec<SocketAddr>,
     dir: TempDir,
 }
 
@@ -94,7 +96,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let args: Vec<&str> = ["--node-id", "1"].iter().chain(NODE_FLAGS).copied().collect();
         let node = NodeProcess::start_with_kafka(&Cluster::data_of(dir.path(), 1), SHARDS, &args);
-        Cluster { nodes: vec![node], links: Vec::new(), disks: Vec::new(), dir }
+        Cluster { nodes: vec![node], links: Vec::new(), disks: Vec::new(), cluster_addrs: Vec::new(), dir }
     }
 
     /// `count` nodes, each started with `extra` flags too.
@@ -146,7 +148,7 @@ impl Cluster {
                 NodeProcess::start_at_with_env(native[i], &data, SHARDS, &args, env)
             })
             .collect();
-        Cluster { nodes, links, disks, dir }
+        Cluster { nodes, links, disks, cluster_addrs: cluster.to_vec(), dir }
     }
 
     /// Node `node`'s data directory.
@@ -2075,4 +2077,71 @@ fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
     ok(admin_script(&via, &["set-user", "late", "SCRAM-SHA-256", "late-pw"]));
     ok(admin_script(&via, &["acl-add", "TOPIC", "shared", "LITERAL", "User:late", "DESCRIBE", "ALLOW"]));
     check(&cluster, &others, "late", "late-pw");
+}
+
+/// `--cluster-tls-ca`: the cluster link is mutual TLS. Three nodes replicate a topic with
+/// replication factor 3 (acks=all) and elect a controller over it; a plaintext frame sent
+/// to a node's cluster port, and a TLS client whose certificate another CA signed, are
+/// closed at the handshake with a log line, and the cluster goes on replicating.
+#[test]
+fn the_cluster_link_is_mutual_tls_and_refuses_strangers() {
+    const TOPIC: &str = "over-tls";
+    let pki_dir = tempfile::tempdir().expect("a temporary directory");
+    let pki = sluice_tests::pki::Pki::new(pki_dir.path());
+    let ca = pki.ca("cluster-ca");
+    let (cert, key) = pki.leaf("node", "cluster-ca");
+    let _other_ca = pki.ca("other-ca");
+    let (stranger_cert, stranger_key) = pki.leaf("stranger", "other-ca");
+    let flags = ["--cluster-tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key];
+    let cluster = Cluster::start_full(NODES, &flags, Faults::Processes, "PLAINTEXT", &[]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let produce = |records: u64| {
+        runtime.block_on(async {
+            let admin = Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2)).await.unwrap();
+            let topic = NewTopic { name: TOPIC.into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
+            if partitions(&admin, TOPIC).await.is_none() {
+                wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+            }
+            wait_for_full_isr(&admin, TOPIC).await;
+            let config =
+                ProducerConfig { bootstrap_servers: cluster.bootstrap(), acks: Acks::All, ..ProducerConfig::default() };
+            let producer = Producer::new(config).await.unwrap();
+            for i in 0..records {
+                let record = ProducerRecord {
+                    topic: TOPIC.into(),
+                    partition: Some(0),
+                    value: Some(format!("v{i}").into_bytes()),
+                    ..ProducerRecord::default()
+                };
+                let delivery = producer.send(record).await.unwrap();
+                tokio::time::timeout(WAIT, delivery).await.unwrap().unwrap();
+            }
+            wait_for_full_isr(&admin, TOPIC).await;
+            high_watermark(&cluster, &admin, TOPIC, 0).await
+        })
+    };
+    assert_eq!(produce(20), 20, "acks=all with three replicas over the TLS link");
+
+    // A plaintext frame, and a TLS client with another CA's certificate.
+    let target = cluster.cluster_addrs[0];
+    let mut plain = std::net::TcpStream::connect(target).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut plain, &[0, 0, 0, 5, 1, 1, 2, 3, 4]).unwrap();
+    // At most a TLS alert comes back, then the end of the stream.
+    let mut buf = [0u8; 64];
+    let mut answered = 0;
+    while let Ok(n @ 1..) = std::io::Read::read(&mut plain, &mut buf) {
+        answered += n;
+        assert!(answered < 1024, "a plaintext peer is closed, not answered");
+    }
+    let mut s_client = std::process::Command::new("openssl");
+    s_client.args(["s_client", "-connect", &target.to_string(), "-CAfile", &ca, "-cert", &stranger_cert]);
+    s_client.args(["-key", &stranger_key, "-quiet"]);
+    let _ = sluice_tests::node_client::run_command(s_client, b"garbage\n", Duration::from_secs(20));
+    let deadline = Instant::now() + WAIT;
+    while cluster.nodes[0].log().matches("closing a cluster connection: TLS handshake").count() < 2 {
+        assert!(Instant::now() < deadline, "both strangers' handshakes are refused and logged");
+        std::thread::sleep(POLL);
+    }
+    assert_eq!(produce(10), 30, "the cluster goes on replicating");
 }

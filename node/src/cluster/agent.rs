@@ -77,6 +77,8 @@ pub struct AgentConfig {
     /// The controller voters (a subset of `peers`).
     pub voters: Vec<NodeId>,
     pub controller: ControllerConfig,
+    /// The cluster link's mutual TLS (`--cluster-tls-ca`), if any.
+    pub tls: Option<std::sync::Arc<crate::tls::ClusterTls>>,
 }
 
 /// Where the agent hands what is not the voter's.
@@ -147,7 +149,8 @@ impl Agent {
             queue.frames.borrow_mut().push_back(frame);
             queue.wake.notify_all();
         });
-        let transport = Transport::start(config.node, &transport::addresses(&config.peers), handler.clone());
+        let transport =
+            Transport::start(config.node, &transport::addresses(&config.peers), handler.clone(), config.tls.clone());
         let agent = Rc::new(Agent {
             config,
             started: Instant::now(),
@@ -159,7 +162,7 @@ impl Agent {
             writes: Writes::default(),
         });
         if let Some(listener) = listener {
-            io::spawn_detached(transport::serve(listener, handler));
+            io::spawn_detached(transport::serve(listener, handler, agent.transport.tls()));
         }
         io::spawn_detached(agent.clone().pump());
         io::spawn_detached(agent.clone().tick_voter());
@@ -464,6 +467,7 @@ mod tests {
                     preferred_election_interval_ms: 1_000,
                     proposal_retry_ms: 200,
                 },
+                tls: None,
             };
             let replica = ReplicaConfig {
                 heartbeat_interval_ms: 100,

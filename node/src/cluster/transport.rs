@@ -13,6 +13,11 @@
 //! (`u64` sender voter id, then a raft-rs message). Frames over
 //! `FRAME_BYTES_MAX` or of an unknown kind close the connection that sent them.
 //!
+//! With `--cluster-tls-ca` every connection is mutual TLS (`tls::ClusterTls`): a node
+//! connects only to a peer whose certificate the cluster CA signed for the peer's IP,
+//! and accepts only connections that present such a certificate; a handshake that fails
+//! or takes longer than `TLS_HANDSHAKE_TIMEOUT` closes the connection, nothing read.
+//!
 //! Guarantees: frames to one peer arrive in the order sent, or not at all, over one
 //! connection at a time; no input read from a socket can panic the node.
 //!
@@ -79,6 +84,7 @@ pub fn addresses(peers: &BTreeMap<NodeId, Option<SocketAddr>>) -> BTreeMap<NodeI
 /// This node's connections to its peers (see the module doc).
 pub struct Transport {
     me: NodeId,
+    tls: Option<std::sync::Arc<crate::tls::ClusterTls>>,
     outboxes: BTreeMap<NodeId, Rc<Outbox>>,
     handler: Handler,
 }
@@ -86,17 +92,29 @@ pub struct Transport {
 impl Transport {
     /// Starts a connection task per peer (connecting lazily, when there is something to
     /// send). Frames sent to `me` go straight to `handler`.
-    pub fn start(me: NodeId, peers: &BTreeMap<NodeId, SocketAddr>, handler: Handler) -> Rc<Transport> {
+    /// With `tls`, over mutual TLS.
+    pub fn start(
+        me: NodeId,
+        peers: &BTreeMap<NodeId, SocketAddr>,
+        handler: Handler,
+        tls: Option<std::sync::Arc<crate::tls::ClusterTls>>,
+    ) -> Rc<Transport> {
         let mut outboxes = BTreeMap::new();
         for (&node, &address) in peers {
             if node == me {
                 continue;
             }
             let outbox = Rc::new(Outbox::default());
-            io::spawn_detached(sender(node, address, outbox.clone()));
+            io::spawn_detached(sender(node, address, outbox.clone(), tls.clone()));
             outboxes.insert(node, outbox);
         }
-        Rc::new(Transport { me, outboxes, handler })
+        Rc::new(Transport { me, tls, outboxes, handler })
+    }
+
+    /// The cluster link's TLS, if it has one (its listener takes it too).
+    #[must_use]
+    pub fn tls(&self) -> Option<std::sync::Arc<crate::tls::ClusterTls>> {
+        self.tls.clone()
     }
 
     /// Queues an envelope's bytes for `to`.
@@ -169,8 +187,37 @@ impl Transport {
 
 /// The connection task to one peer: connects when there is something to send, writes
 /// queued frames in order, and reconnects after a failure.
-async fn sender(node: NodeId, address: SocketAddr, outbox: Rc<Outbox>) {
-    let mut stream: Option<TcpStream> = None;
+/// How long a TLS handshake between nodes may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to a peer, plain or TLS; the sender only writes.
+type Outgoing = Box<dyn futures_lite::AsyncWrite + Unpin>;
+
+/// Connects to a peer (and, with `tls`, completes the handshake, checking its
+/// certificate for its IP).
+async fn connect(address: SocketAddr, tls: Option<&crate::tls::ClusterTls>) -> Result<Outgoing, String> {
+    let s = match io::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return Err(e.to_string()),
+        None => return Err("timed out".to_string()),
+    };
+    let _ = s.set_nodelay(true);
+    let Some(tls) = tls else { return Ok(Box::new(s)) };
+    let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+    match io::timeout(TLS_HANDSHAKE_TIMEOUT, tls.connector.connect(name, s)).await {
+        Some(Ok(stream)) => Ok(Box::new(stream)),
+        Some(Err(e)) => Err(format!("TLS handshake: {e}")),
+        None => Err(format!("TLS handshake not done within {TLS_HANDSHAKE_TIMEOUT:?}")),
+    }
+}
+
+async fn sender(
+    node: NodeId,
+    address: SocketAddr,
+    outbox: Rc<Outbox>,
+    tls: Option<std::sync::Arc<crate::tls::ClusterTls>>,
+) {
+    let mut stream: Option<Outgoing> = None;
     loop {
         let wait = outbox.wake.wait();
         if outbox.frames.borrow().is_empty() {
@@ -178,17 +225,12 @@ async fn sender(node: NodeId, address: SocketAddr, outbox: Rc<Outbox>) {
             continue;
         }
         if stream.is_none() {
-            match io::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
-                Some(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
+            match connect(address, tls.as_deref()).await {
+                Ok(s) => {
                     debug!("connected to node {node} at {address}");
                     stream = Some(s);
                 }
-                failed => {
-                    let why = match failed {
-                        Some(Err(e)) => e.to_string(),
-                        _ => "timed out".to_string(),
-                    };
+                Err(why) => {
                     debug!("cannot reach node {node} at {address}: {why}");
                     outbox.frames.borrow_mut().clear();
                     outbox.bytes.set(0);
@@ -214,15 +256,26 @@ async fn sender(node: NodeId, address: SocketAddr, outbox: Rc<Outbox>) {
     }
 }
 
-/// Accepts other nodes' connections and hands every frame they send to `handler`.
-pub async fn serve(listener: TcpListener, handler: Handler) {
+/// Accepts other nodes' connections and hands every frame they send to `handler`; with
+/// `tls`, only connections that complete a mutual TLS handshake.
+pub async fn serve(listener: TcpListener, handler: Handler, tls: Option<std::sync::Arc<crate::tls::ClusterTls>>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 let handler = handler.clone();
+                let tls = tls.clone();
                 io::spawn_detached(async move {
-                    if let Err(why) = receive(stream, handler).await {
-                        debug!("closing a cluster connection: {why}");
+                    let _ = stream.set_nodelay(true);
+                    let result = match tls {
+                        None => receive(stream, handler).await,
+                        Some(tls) => match io::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+                            Some(Ok(stream)) => receive(stream, handler).await,
+                            Some(Err(e)) => Err(format!("TLS handshake: {e}")),
+                            None => Err(format!("TLS handshake not done within {TLS_HANDSHAKE_TIMEOUT:?}")),
+                        },
+                    };
+                    if let Err(why) = result {
+                        warn!("closing a cluster connection: {why}");
                     }
                 });
             }
@@ -234,8 +287,7 @@ pub async fn serve(listener: TcpListener, handler: Handler) {
     }
 }
 
-async fn receive(mut stream: TcpStream, handler: Handler) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
+async fn receive<S: futures_lite::AsyncRead + Unpin>(mut stream: S, handler: Handler) -> Result<(), String> {
     let mut header = [0u8; 4];
     loop {
         if stream.read_exact(&mut header).await.is_err() {
@@ -316,11 +368,11 @@ mod tests {
             let sink = received.clone();
             let handler: Handler = Rc::new(move |frame| sink.borrow_mut().push(frame));
             let noop: Handler = Rc::new(|_| {});
-            let transport = Transport::start(a, &peers, noop);
+            let transport = Transport::start(a, &peers, noop, None);
             // B is not listening: the frame is dropped, never delivered late.
             transport.send_envelope(b, b"lost".to_vec());
             io::sleep(Duration::from_millis(300)).await;
-            io::spawn_detached(serve(TcpListener::bind(b_address).unwrap(), handler.clone()));
+            io::spawn_detached(serve(TcpListener::bind(b_address).unwrap(), handler.clone(), None));
             for i in 0..100u8 {
                 transport.send_envelope(b, vec![i; 1 + usize::from(i) * 100]);
             }
@@ -345,7 +397,7 @@ mod tests {
             assert_eq!(received.borrow()[102], Inbound::Batch(batch));
             assert!(split_batch(&[0, 0, 0, 9, 1]).is_err() && split_batch(&[0, 0]).is_err());
             // To itself: straight to its own handler.
-            let own = Transport::start(b, &peers, handler);
+            let own = Transport::start(b, &peers, handler, None);
             own.send_envelope(b, b"self".to_vec());
             assert_eq!(received.borrow().last(), Some(&Inbound::Envelope(b"self".to_vec())));
         });

@@ -290,6 +290,11 @@ impl Shard {
     /// host.
     pub(super) async fn start_cluster(self: &Rc<Self>, setup: &ClusterSetup) -> Result<(), String> {
         let logs: std::rc::Weak<dyn HostLogs> = Rc::downgrade(self) as std::rc::Weak<dyn HostLogs>;
+        // The cluster link's mutual TLS: each shard reads the files (checked at start).
+        let tls = match &self.config.cluster_tls_ca {
+            Some(ca) => Some(std::sync::Arc::new(crate::tls::cluster(&self.config.tls, ca)?)),
+            None => None,
+        };
         let transport = if self.id == ShardId(0) {
             let listener = match setup.peers.get(&setup.node).copied().flatten() {
                 Some(address) => Some(
@@ -326,6 +331,7 @@ impl Shard {
                 peers: setup.peers.clone(),
                 voters: setup.voters.clone(),
                 controller: setup.controller,
+                tls,
             };
             let dir = self.config.data_dir.join("controller");
             let agent =
@@ -343,7 +349,7 @@ impl Shard {
                     });
                 }
             });
-            Transport::start(setup.node, &crate::cluster::transport::addresses(&setup.peers), handler)
+            Transport::start(setup.node, &crate::cluster::transport::addresses(&setup.peers), handler, tls)
         };
         let host = ReplicaHost::start(
             setup.node,
