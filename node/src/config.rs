@@ -26,7 +26,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                    [--sasl-mechanisms M,M,...] [--connections-max-reauth-ms N]
                    [--authorizer none|acl] [--super-users User:A;User:B]
                    [--allow-everyone-if-no-acl-found true|false]
-                   [--node-id N] [--metrics-listen HOST:PORT] [--fsync POLICY]
+                   [--node-id N] [--metrics-listen [https://]HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N] [--max-connections N]
                    [--max-connections-per-ip N] [--max-connections-per-ip-overrides IP:N,...]
                    [--request-memory-bytes N] [--reserve-bytes N] [--cache-bytes N]
@@ -80,7 +80,9 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                             (default: the --kafka-listen address)
   --shards N                executors, one pinned per core (default: the number of cores)
   --node-id N               this node's id (default 0)
-  --metrics-listen HOST:PORT  Prometheus text endpoint at /metrics (default: off)
+  --metrics-listen [https://]HOST:PORT  Prometheus text endpoint at /metrics (default:
+                            off); https:// serves it over TLS with --tls-cert and --tls-key
+                            (scrapers present a certificate too when --tls-client-ca is set)
   --fsync POLICY            default topic fsync policy: always, never or interval:N ms
                             (default always; every policy survives kill -9 of the node)
   --segment-bytes N         default topic segment size (default 1073741824)
@@ -183,6 +185,8 @@ pub struct NodeConfig {
     pub allow_if_no_acl: bool,
     pub shards: usize,
     pub metrics_listen: Option<SocketAddr>,
+    /// The metrics endpoint is served over TLS (`https://` before its address).
+    pub metrics_tls: bool,
     /// Frames larger than this are refused before their body is read.
     pub frame_bytes_max: u32,
     /// Requests read from one connection whose responses are not yet written.
@@ -376,6 +380,7 @@ impl Default for NodeConfig {
             allow_if_no_acl: false,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()).min(SHARDS_MAX),
             metrics_listen: None,
+            metrics_tls: false,
             frame_bytes_max: 100 << 20,
             in_flight_per_connection_max: 64,
             connections_max: None,
@@ -609,7 +614,8 @@ impl NodeConfig {
     /// Whether some listener serves TLS.
     #[must_use]
     pub fn serves_tls(&self) -> bool {
-        self.kafka_listen.is_some() && self.kafka_security.tls()
+        (self.kafka_listen.is_some() && self.kafka_security.tls())
+            || (self.metrics_listen.is_some() && self.metrics_tls)
     }
 
     /// An SSL listener needs a certificate and its key; TLS files without an SSL listener
@@ -619,11 +625,19 @@ impl NodeConfig {
         if self.serves_tls() {
             for (key, path) in &given[..2] {
                 if path.is_none() {
-                    return Err(format!(
-                        "kafka-listen = {}://{} needs {key} = FILE (PEM)",
-                        self.kafka_security.name(),
-                        self.kafka_listen.map(|a| a.to_string()).unwrap_or_default()
-                    ));
+                    let listener = if self.kafka_listen.is_some() && self.kafka_security.tls() {
+                        format!(
+                            "kafka-listen = {}://{}",
+                            self.kafka_security.name(),
+                            self.kafka_listen.map(|a| a.to_string()).unwrap_or_default()
+                        )
+                    } else {
+                        format!(
+                            "metrics-listen = https://{}",
+                            self.metrics_listen.map(|a| a.to_string()).unwrap_or_default()
+                        )
+                    };
+                    return Err(format!("{listener} needs {key} = FILE (PEM)"));
                 }
             }
         } else if self.cluster_tls_ca.is_some() {
@@ -687,7 +701,18 @@ impl NodeConfig {
             }
             "shards" => self.shards = number(key, value, 1, SHARDS_MAX as u64)?,
             "node-id" => self.node_id = number(key, value, 0, i32::MAX as u64)?,
-            "metrics-listen" => self.metrics_listen = Some(address(key, value)?),
+            "metrics-listen" => {
+                let (tls, rest) = match value.split_once("://") {
+                    None => (false, value),
+                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+                    Some((scheme, _)) => {
+                        return Err(format!("{key} = {value:?}: unknown scheme {scheme:?} (http or https)"))
+                    }
+                };
+                self.metrics_tls = tls;
+                self.metrics_listen = Some(address(key, rest)?);
+            }
             "fsync" => {
                 self.topic_defaults.fsync = value.parse().map_err(|e| format!("{key} = {value:?}: {e}"))?;
             }

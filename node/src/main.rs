@@ -228,6 +228,7 @@ async fn run_shard(
 ) -> Result<(), String> {
     let listen = config.listen;
     let metrics_listen = config.metrics_listen;
+    let config_metrics_tls = config.metrics_tls;
     let kafka_listen = config.kafka_listen;
     let kafka_security = config.kafka_security;
     let sole_voter = config.sole_voter();
@@ -261,7 +262,8 @@ async fn run_shard(
     let metrics = match (shard.id.0, metrics_listen) {
         (0, Some(address)) => {
             let listener = listener::bind(address).map_err(|e| format!("metrics listener on {address}: {e}"))?;
-            Some(rt::spawn(sluice_node::metrics::serve_metrics(shard.clone(), listener)))
+            let tls = config_metrics_tls.then(|| sluice_node::tls::ShardTls::new(shard.config.tls.clone()));
+            Some(rt::spawn(sluice_node::metrics::serve_metrics(shard.clone(), listener, tls)))
         }
         _ => None,
     };

@@ -2019,3 +2019,44 @@ fn a_client_certificates_subject_is_its_principal_for_the_acls() {
     let refused = kcat_read(&kafka, TOPIC, &kcat_tls(&ca, Some(&stranger))).expect_err("no ACL for CN=stranger");
     assert!(refused.contains("Topic authorization failed"), "{refused}");
 }
+
+/// `--metrics-listen https://`: the Prometheus endpoint over TLS with the node's
+/// certificate; a scraper trusting the test's CA reads the metrics, a plain-HTTP scrape
+/// gets none.
+#[test]
+fn the_metrics_endpoint_serves_over_tls() {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let ca = pki.ca("ca");
+    let (cert, key) = pki.leaf("node", "ca");
+    let metrics = sluice_tests::node_client::free_loopback_addr();
+    let listen = format!("https://{metrics}");
+    let _node = NodeProcess::start(
+        &dir.path().join("data"),
+        SHARDS,
+        &["--metrics-listen", &listen, "--tls-cert", &cert, "--tls-key", &key],
+    );
+    let scrape = |url: &str| {
+        let mut python = Command::new("python3");
+        python.args([
+            "-c",
+            "import ssl, sys, urllib.request\n\
+             context = ssl.create_default_context(cafile=sys.argv[2])\n\
+             print(urllib.request.urlopen(sys.argv[1], context=context, timeout=10).read().decode())",
+            url,
+            &ca,
+        ]);
+        run_command(python, b"", TOOL_TIMEOUT)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let served = loop {
+        let run = scrape(&format!("https://{metrics}/metrics"));
+        if run.code == Some(0) || Instant::now() > deadline {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(served.stdout.contains("sluice_connections"), "metrics over TLS: {served:?}");
+    let plain = scrape(&format!("http://{metrics}/metrics"));
+    assert!(plain.code != Some(0) && !plain.stdout.contains("sluice_connections"), "plain HTTP: {plain:?}");
+}

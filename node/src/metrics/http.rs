@@ -1,10 +1,12 @@
 //! The Prometheus endpoint: `GET /metrics` on `--metrics-listen`, served by shard 0,
-//! which sums every shard's metrics for each scrape.
+//! which sums every shard's metrics for each scrape; over TLS with `https://` (the
+//! node's certificate, and the scraper's when `--tls-client-ca` is set), a handshake
+//! that fails or takes over `TLS_HANDSHAKE_TIMEOUT` closing the connection.
 
 use std::rc::Rc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use sluice_io::net::{Connection, Listener};
+use sluice_io::net::Listener;
 use tracing::warn;
 
 use crate::metrics::Metrics;
@@ -14,14 +16,30 @@ use crate::shard::{Shard, ShardId, ShardReply, ShardRequest};
 /// The largest HTTP request head read from a scraper.
 const REQUEST_HEAD_BYTES_MAX: usize = 8192;
 
-/// Serves scrapes until the task is dropped.
-pub async fn serve_metrics(shard: Rc<Shard>, listener: Listener) {
+/// Serves scrapes until the task is dropped; with `tls`, over TLS.
+pub async fn serve_metrics(shard: Rc<Shard>, listener: Listener, tls: Option<crate::tls::ShardTls>) {
+    let tls = tls.map(Rc::new);
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 let shard = shard.clone();
+                let tls = tls.clone();
                 crate::io::spawn_detached(async move {
-                    if let Err(e) = scrape(&shard, stream).await {
+                    let result = match tls {
+                        None => scrape(&shard, stream).await,
+                        Some(tls) => match tls.acceptor() {
+                            (Some(acceptor), _) => {
+                                let timeout = crate::listener::TLS_HANDSHAKE_TIMEOUT;
+                                match crate::io::timeout(timeout, acceptor.accept(stream)).await {
+                                    Some(Ok(stream)) => scrape(&shard, stream).await,
+                                    Some(Err(e)) => Err(e),
+                                    None => Err(std::io::Error::other("the TLS handshake took too long")),
+                                }
+                            }
+                            (None, error) => Err(std::io::Error::other(error.unwrap_or_default())),
+                        },
+                    };
+                    if let Err(e) = result {
                         warn!("metrics request failed: {e}");
                     }
                 });
@@ -34,7 +52,10 @@ pub async fn serve_metrics(shard: Rc<Shard>, listener: Listener) {
     }
 }
 
-async fn scrape(shard: &Rc<Shard>, mut stream: Connection) -> std::io::Result<()> {
+async fn scrape<S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin>(
+    shard: &Rc<Shard>,
+    mut stream: S,
+) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
