@@ -1003,6 +1003,10 @@ mod tests {
         ] {
             assert!(NodeConfig::from_args(&args(bad)).is_err(), "{bad}");
         }
+        let https = NodeConfig::from_args(&args("--metrics-listen https://127.0.0.1:9100")).unwrap_err();
+        assert!(https.contains("metrics-listen = https://127.0.0.1:9100 needs tls-cert"), "{https}");
+        assert!(NodeConfig::from_args(&args("--metrics-listen ftp://127.0.0.1:9100")).unwrap_err().contains("scheme"));
+        assert!(NodeConfig::from_args(&args("--metrics-listen http://127.0.0.1:9100")).is_ok());
         let lone =
             NodeConfig::from_args(&args("--cluster-tls-ca ca.pem --tls-cert c.pem --tls-key k.pem")).unwrap_err();
         assert!(lone.contains("no peers"), "{lone}");
