@@ -232,6 +232,7 @@ async fn run_shard(
     let kafka_listen = config.kafka_listen;
     let kafka_security = config.kafka_security;
     let sole_voter = config.sole_voter();
+    let acl_authorizer = config.acl_authorizer;
     let shard = Shard::start(Rc::new(config), &cluster, mesh).await?;
     life.started.wait();
     // A cluster of one serves once it is its own controller and leads its partitions
@@ -287,6 +288,11 @@ async fn run_shard(
         }
         if !listen.ip().is_loopback() {
             warn!("the native listener on {listen} has no authentication: anyone who reaches it can read and change everything");
+        } else if acl_authorizer {
+            info!(
+                "the native listener on {listen} has no logins and the ACLs do not apply to it: it is for \
+                 administration from this host"
+            );
         }
     }
     while !life.stop.load(Ordering::SeqCst) {
