@@ -95,6 +95,9 @@ pub const INTER_NODE: &str = "Node:cluster";
 /// The principal of a connection that did not authenticate (Kafka's).
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
+/// Bytes of a name in an entry (or of a user name) at most: Kafka's strings hold 32,767.
+pub const NAME_BYTES_MAX: usize = 32_767;
+
 /// What an entry may name: checks a binding a client asks to create.
 pub fn check_binding(acl: &AclBinding) -> Result<(), String> {
     if !matches!(acl.resource_type, resource::TOPIC | resource::GROUP | resource::CLUSTER | resource::TRANSACTIONAL_ID)
@@ -106,6 +109,11 @@ pub fn check_binding(acl: &AclBinding) -> Result<(), String> {
     }
     if acl.resource_name.is_empty() {
         return Err("an empty resource name".to_string());
+    }
+    for (what, text) in [("resource name", &acl.resource_name), ("principal", &acl.principal), ("host", &acl.host)] {
+        if text.len() > NAME_BYTES_MAX {
+            return Err(format!("a {what} of {} bytes (at most {NAME_BYTES_MAX})", text.len()));
+        }
     }
     if acl.resource_type == resource::CLUSTER
         && (acl.resource_name != resource::CLUSTER_NAME || acl.pattern_type != pattern::LITERAL)

@@ -128,7 +128,12 @@ pub(crate) trait Protocol: 'static {
     fn server(self: &Rc<Self>) -> Rc<Server>;
     /// The body's length and what the handler needs from the header; `Err` refuses the
     /// frame: its response, if any, is written and the connection closed.
-    fn parse_header(&self, header: &[u8]) -> Result<(usize, Self::Frame), Option<ResponseFrame>>;
+    /// `session` is the connection's (a frame's limit may depend on it).
+    fn parse_header(
+        &self,
+        session: &Self::Session,
+        header: &[u8],
+    ) -> Result<(usize, Self::Frame), Option<ResponseFrame>>;
     /// Runs one request; `turn` is its place in the connection's order.
     async fn handle(
         self: Rc<Self>,
@@ -381,7 +386,7 @@ where
         if reader.read_exact(&mut header).await.is_err() {
             break; // closed by the peer
         }
-        let (body_bytes, frame) = match protocol.parse_header(&header) {
+        let (body_bytes, frame) = match protocol.parse_header(&session, &header) {
             Ok(parsed) => parsed,
             Err(refusal) => {
                 server.shard.metrics.borrow_mut().requests_refused_frame += 1;

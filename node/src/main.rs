@@ -233,6 +233,8 @@ async fn run_shard(
     let kafka_security = config.kafka_security;
     let sole_voter = config.sole_voter();
     let acl_authorizer = config.acl_authorizer;
+    let has_peers = !config.peers.is_empty();
+    let cluster_tls = config.cluster_tls_ca.is_some();
     let shard = Shard::start(Rc::new(config), &cluster, mesh).await?;
     life.started.wait();
     // A cluster of one serves once it is its own controller and leads its partitions
@@ -286,12 +288,19 @@ async fn run_shard(
                 kafka_security.name()
             );
         }
+        let secured = acl_authorizer || kafka_security.sasl();
         if !listen.ip().is_loopback() {
             warn!("the native listener on {listen} has no authentication: anyone who reaches it can read and change everything");
-        } else if acl_authorizer {
+        } else if secured {
             info!(
                 "the native listener on {listen} has no logins and the ACLs do not apply to it: it is for \
                  administration from this host"
+            );
+        }
+        if secured && has_peers && !cluster_tls {
+            warn!(
+                "logins or ACLs are on but the cluster link is plaintext without authentication: whoever reaches a \
+                 node's cluster port is a node; use --cluster-tls-ca"
             );
         }
     }

@@ -89,7 +89,21 @@ impl std::fmt::Debug for ClusterTls {
 }
 
 /// The cluster link's TLS from `files` and the cluster CA `ca`; every error names the file.
+/// Whoever holds a certificate the cluster CA signed is a node (the cluster link carries
+/// replication and controller traffic, and nodes' requests of each other as the
+/// cluster's own principal), so the cluster CA may not be the CA of Kafka clients'
+/// certificates (`tls-client-ca`): the same file, or the same certificates, is refused.
 pub fn cluster(files: &TlsFiles, ca: &Path) -> Result<ClusterTls, String> {
+    if let Some(client_ca) = &files.client_ca {
+        let same = std::fs::read(client_ca).ok().zip(std::fs::read(ca).ok()).is_some_and(|(a, b)| a == b);
+        if same || client_ca == ca {
+            return Err(format!(
+                "cluster-tls-ca {} is also tls-client-ca: a Kafka client's certificate would admit it to the \
+                 cluster link as a node; give the nodes a CA of their own",
+                ca.display()
+            ));
+        }
+    }
     let (Some(cert_path), Some(key_path)) = (&files.cert, &files.key) else {
         return Err("cluster-tls-ca needs tls-cert and tls-key (the node's certificate)".to_string());
     };

@@ -165,7 +165,7 @@ pub trait Users {
 /// One authentication exchange on the server side.
 pub enum Exchange {
     Plain,
-    Scram(Scram),
+    Scram(Box<Scram>),
 }
 
 /// What a step of an exchange decided.
@@ -186,7 +186,9 @@ impl Exchange {
         if mechanism == "PLAIN" {
             return Some(Exchange::Plain);
         }
-        ScramMechanism::from_name(mechanism).filter(|m| m.name() == mechanism).map(|m| Exchange::Scram(Scram::new(m)))
+        ScramMechanism::from_name(mechanism)
+            .filter(|m| m.name() == mechanism)
+            .map(|m| Exchange::Scram(Box::new(Scram::new(m))))
     }
 
     /// Takes the client's next token.
@@ -235,7 +237,15 @@ pub struct Scram {
 
 enum ScramState {
     First,
-    Final { user: String, credential: ScramCredential, client_first_bare: String, server_first: String, nonce: String },
+    Final {
+        user: String,
+        credential: ScramCredential,
+        /// The client-first message's GS2 header, which the final message must echo.
+        gs2_header: String,
+        client_first_bare: String,
+        server_first: String,
+        nonce: String,
+    },
     Over,
 }
 
@@ -255,7 +265,7 @@ impl Scram {
                     .map_err(|_| AuthError { reason: "no randomness for a SCRAM nonce".to_string() })?;
                 self.first(text, &base64_encode(&nonce), users)
             }
-            ScramState::Final { user, credential, client_first_bare, server_first, nonce } => {
+            ScramState::Final { user, credential, gs2_header, client_first_bare, server_first, nonce } => {
                 let (_, mac, hash) = algorithms(self.mechanism);
                 let Some((without_proof, proof)) = text.rsplit_once(",p=") else {
                     return fail("a SCRAM client-final message without a proof");
@@ -266,7 +276,7 @@ impl Scram {
                 let Some(header) = binding.and_then(base64_decode) else {
                     return fail("a SCRAM client-final message without channel binding data");
                 };
-                if !(header == b"n,," || header == format!("n,a={},", escape(&user)).as_bytes()) {
+                if header != gs2_header.as_bytes() {
                     return fail("SCRAM channel binding data that does not match the client-first message");
                 }
                 // librdkafka sends its own nonce again before the whole one (client's and
@@ -336,14 +346,11 @@ impl Scram {
         let nonce = format!("{client_nonce}{server_nonce}");
         let server_first = format!("r={nonce},s={},i={}", base64_encode(&credential.salt), credential.iterations);
         let challenge = server_first.clone().into_bytes();
-        self.state = ScramState::Final { user, credential, client_first_bare: bare.to_string(), server_first, nonce };
+        let gs2_header = format!("{binding},{authzid},");
+        let client_first_bare = bare.to_string();
+        self.state = ScramState::Final { user, credential, gs2_header, client_first_bare, server_first, nonce };
         Ok(Step::Challenge(challenge))
     }
-}
-
-/// A SCRAM name with `,` and `=` escaped (`=2C`, `=3D`).
-fn escape(name: &str) -> String {
-    name.replace('=', "=3D").replace(',', "=2C")
 }
 
 /// A SCRAM name unescaped; `None` for a `=` not followed by `2C` or `3D`.
@@ -489,6 +496,8 @@ mod tests {
             assert!(client(mechanism, "al=2Cice", "secret", &users, |m| format!("{m}x")).is_err(), "another nonce");
             let librdkafka = |m: String| m.replacen("r=", "r=clientnonce", 1);
             assert!(client(mechanism, "al=2Cice", "secret", &users, librdkafka).is_ok(), "librdkafka's nonce");
+            let other_header = |m: String| m.replacen("c=biws", "c=eSws", 1);
+            assert!(client(mechanism, "al=2Cice", "secret", &users, other_header).is_err(), "y,, echoed for n,,");
         }
         let mut scram = Scram::new(ScramMechanism::Sha256);
         assert!(scram.step(b"p=tls-unique,,n=al=2Cice,r=abc", &users).is_err(), "channel binding");

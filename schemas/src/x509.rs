@@ -83,8 +83,10 @@ fn distinguished_name(mut rdns: &[u8]) -> Result<String, String> {
             if !trailing.is_empty() {
                 return Err("bytes after an attribute's value".to_string());
             }
-            let name = attribute_name(oid.contents)?;
-            let text = match string_value(&value) {
+            let (name, known) = attribute_name(oid.contents)?;
+            // RFC 2253 (2.4), as Java writes it: a type named by its OID, or a value that
+            // is not a string, is the value's DER in hex.
+            let text = match string_value(&value).filter(|_| known) {
                 Some(text) => escape(&text),
                 None => format!("#{}", hex(&value_bytes[..value_bytes.len() - trailing.len()])),
             };
@@ -99,8 +101,8 @@ fn distinguished_name(mut rdns: &[u8]) -> Result<String, String> {
     Ok(parts.join(","))
 }
 
-/// RFC 2253's keyword for an attribute type, else its dotted OID.
-fn attribute_name(oid: &[u8]) -> Result<String, String> {
+/// RFC 2253's keyword for an attribute type (and `true`), else its dotted OID.
+fn attribute_name(oid: &[u8]) -> Result<(String, bool), String> {
     let dotted = dotted(oid)?;
     let known = match dotted.as_str() {
         "2.5.4.3" => "CN",
@@ -112,9 +114,9 @@ fn attribute_name(oid: &[u8]) -> Result<String, String> {
         "2.5.4.11" => "OU",
         "0.9.2342.19200300.100.1.25" => "DC",
         "0.9.2342.19200300.100.1.1" => "UID",
-        _ => return Ok(dotted),
+        _ => return Ok((dotted, false)),
     };
-    Ok(known.to_string())
+    Ok((known.to_string(), true))
 }
 
 /// An OID's contents as dotted decimal.
@@ -169,15 +171,14 @@ fn string_value(value: &Element<'_>) -> Option<String> {
     }
 }
 
-/// RFC 2253's escaping of a value: `,+"\<>;` with a backslash, and a leading `#` or space
-/// and a trailing space.
+/// RFC 2253's escaping of a value as Java's `X500Principal` writes it: `,=+<>#;"\`
+/// anywhere with a backslash, and a leading or trailing space.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let last = text.chars().count().saturating_sub(1);
     for (i, c) in text.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ');
+        let special =
+            matches!(c, ',' | '=' | '+' | '<' | '>' | '#' | ';' | '"' | '\\') || ((i == 0 || i == last) && c == ' ');
         if special {
             out.push('\\');
         }
@@ -240,9 +241,12 @@ mod tests {
             tlv(SET, &[attribute(CN, 0x0c, b"client"), attribute(EMAIL, 0x16, b"a@b")].concat()),
         ]
         .concat();
-        assert_eq!(subject(&certificate(&name)).unwrap(), "CN=client+1.2.840.113549.1.9.1=a@b,O=Acme\\, Inc.,C=US");
-        let odd = [tlv(SET, &attribute(CN, 0x0c, b"#lead ")), tlv(SET, &attribute(O, 0x02, &[5]))].concat();
-        assert_eq!(subject(&certificate(&odd)).unwrap(), "O=#020105,CN=\\#lead\\ ");
+        assert_eq!(
+            subject(&certificate(&name)).unwrap(),
+            "CN=client+1.2.840.113549.1.9.1=#1603614062,O=Acme\\, Inc.,C=US"
+        );
+        let odd = [tlv(SET, &attribute(CN, 0x0c, b" a=b#c ")), tlv(SET, &attribute(O, 0x02, &[5]))].concat();
+        assert_eq!(subject(&certificate(&odd)).unwrap(), "O=#020105,CN=\\ a\\=b\\#c\\ ");
         let bmp = tlv(SET, &attribute(CN, 0x1e, &[0, b'h', 0, b'i']));
         assert_eq!(subject(&certificate(&bmp)).unwrap(), "CN=hi");
     }

@@ -1699,6 +1699,41 @@ fn a_tls_listener_without_a_usable_certificate_stops_the_node_naming_it() {
         (&["--kafka-listen", &kafka, "--tls-cert", &garbage, "--tls-key", &garbage], garbage.as_str()),
         (&["--tls-cert", &garbage, "--tls-key", &garbage], "no listener uses TLS"),
     ];
+    // The nodes' CA may not be the Kafka clients' CA (a client certificate would admit
+    // its holder to the cluster link as a node).
+    let pki = Pki::new(&dir.path().join("pki"));
+    let ca = pki.ca("ca");
+    let (cert, key) = pki.leaf("node", "ca");
+    let native = sluice_tests::node_client::free_loopback_addr();
+    let (cluster, kafka_addr) =
+        (sluice_tests::node_client::free_loopback_addr(), sluice_tests::node_client::free_loopback_addr());
+    let peer = format!("1={native},{cluster},{kafka_addr}");
+    let ssl = format!("SSL://{kafka_addr}");
+    let same_ca: [&str; 14] = [
+        "--node-id",
+        "1",
+        "--kafka-listen",
+        &ssl,
+        "--peer",
+        &peer,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca,
+        "--cluster-tls-ca",
+        &ca,
+    ];
+    match NodeProcess::try_start_at(native, &dir.path().join("data-same-ca"), SHARDS, &same_ca) {
+        sluice_tests::node_client::StartAttempt::Exited(status, log) => {
+            assert_eq!(status.code(), Some(2), "{log}");
+            assert!(log.contains("give the nodes a CA of their own"), "{log}");
+        }
+        sluice_tests::node_client::StartAttempt::Started(log) => {
+            panic!("the node started with one CA for both:\n{log}")
+        }
+    }
     for (i, (args, named)) in cases.iter().enumerate() {
         let data = dir.path().join(format!("data-{i}"));
         let addr = sluice_tests::node_client::free_loopback_addr();

@@ -1444,6 +1444,18 @@ fn a_sasl_listener_serves_only_logged_in_connections() {
         }
     }
 
+    // Re-authenticating with another mechanism is refused (KIP-368 keeps the mechanism).
+    let mut other = Wire::connect(kafka);
+    assert_eq!(sasl_login(&mut other, "PLAIN", &plain("alice", "wonderland")).error_code, 0);
+    let r: SaslHandshakeResponse =
+        other.call(ApiKey::SaslHandshake, 1, &SaslHandshakeRequest::default().with_mechanism(text("SCRAM-SHA-256")));
+    assert_eq!(r.error_code, 34, "another mechanism on re-authentication");
+    assert!(closed_by_node(&mut other.stream));
+    // Before a login a frame is at most 512 KiB (Kafka's sasl.server.max.receive.size).
+    let mut big = connect(kafka);
+    std::io::Write::write_all(&mut big, &(1u32 << 20).to_be_bytes()).unwrap();
+    assert!(closed_by_node(&mut big), "a 1 MiB frame before a login");
+
     // Garbage tokens (random, and mutated good ones) for each mechanism: refused, never a crash.
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = move || {
@@ -1591,7 +1603,29 @@ fn acls_answer_kafkas_authorization_errors_api_by_api() {
     let r: InitProducerIdResponse = bob.call(ApiKey::InitProducerId, 4, &txn);
     assert_eq!(r.error_code, 53, "a transactional InitProducerId");
     let r: DescribeClusterResponse = bob.call(ApiKey::DescribeCluster, 0, &DescribeClusterRequest::default());
-    assert_eq!(r.error_code, 31, "DescribeCluster");
+    assert_eq!(r.error_code, 0, "DescribeCluster is answered to every principal, as Kafka does");
+    // By id, an unauthorized topic's name is not told.
+    let id = {
+        let r: MetadataResponse = admin.call(ApiKey::Metadata, 12, &named);
+        r.topics[0].topic_id
+    };
+    let by_id = MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(None).with_topic_id(id)]));
+    let r: MetadataResponse = bob.call(ApiKey::Metadata, 12, &by_id);
+    assert_eq!((r.topics[0].error_code, r.topics[0].name.is_none()), (29, true), "Metadata by id: {r:?}");
+    // Transactional batches need WRITE on a transactional id, also when none is named.
+    let transactional =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default(
+        )
+        .with_name(name("t"))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(txn_batch(
+            7,
+            0,
+            0,
+            &[b"x"],
+        )))])]);
+    let r: ProduceResponse = bob.call(ApiKey::Produce, 9, &transactional);
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 53, "transactional batches without an id");
     let broker = DescribeConfigsRequest::default().with_resources(vec![
         describe_configs_request::DescribeConfigsResource::default()
             .with_resource_type(4)

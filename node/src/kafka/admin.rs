@@ -100,9 +100,12 @@ pub fn to_auto_create(server: &Rc<Server>, r: &Request, request: &MetadataReques
         .collect();
     names.sort();
     names.dedup();
-    // Kafka's check: CREATE on the cluster, or on each topic.
-    if !r.may_cluster(server, op::CREATE) {
-        names.retain(|n| r.may_topic(server, op::CREATE, n));
+    // Kafka's check: CREATE on the cluster, or on each topic (quiet: the answer says
+    // UNKNOWN_TOPIC_OR_PARTITION for the others).
+    let (principal, host) = (&r.principal, &r.host);
+    let shard = &server.shard;
+    if !shard.permits(principal, host, op::CREATE, crate::acl::resource::CLUSTER, crate::acl::resource::CLUSTER_NAME) {
+        names.retain(|n| shard.permits(principal, host, op::CREATE, crate::acl::resource::TOPIC, n));
     }
     names
 }
@@ -129,7 +132,7 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
         // Every topic: those the principal may not describe are left out.
         _ => metadata
             .topics()
-            .filter(|t| !shard.config.acl_authorizer || r.may_topic(server, op::DESCRIBE, &t.name))
+            .filter(|t| shard.permits(&r.principal, &r.host, op::DESCRIBE, crate::acl::resource::TOPIC, &t.name))
             .map(|t| (Some(t.name.clone()), t.id))
             .collect(),
     };
@@ -147,6 +150,8 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
                 .with_is_internal(v >= 1 && crate::topics::is_internal(&name));
             if !listing_all && !r.may_topic(server, op::DESCRIBE, &name) {
                 let denied = crate::errors::error_code(ErrorKind::TopicAuthorizationFailed).0;
+                // Asked by id: the name is not told (Kafka's answer).
+                let topic = if id == TopicId::NONE { topic } else { topic.with_name(None) };
                 return topic.with_error_code(denied);
             }
             match metadata.topic(&name) {
@@ -207,8 +212,14 @@ fn request_lists_all(version: i16, topics: Option<usize>) -> bool {
 /// FindCoordinator: one key up to v3, a list of keys from v4 (KIP-699).
 /// The first FindCoordinator for a transactional id creates the transactions' state
 /// topic, as Kafka does (and waits, bounded, for its partitions to have leaders).
-pub async fn create_txn_topic_for(server: &Rc<Server>, request: &FindCoordinatorRequest) {
-    if request.key_type == KEY_TYPE_TRANSACTION {
+pub async fn create_txn_topic_for(server: &Rc<Server>, r: &Request, request: &FindCoordinatorRequest) {
+    if request.key_type != KEY_TYPE_TRANSACTION {
+        return;
+    }
+    // Only for a principal that may describe one of the ids asked about.
+    let txn = crate::acl::resource::TRANSACTIONAL_ID;
+    let mut keys = request.coordinator_keys.iter().map(|k| k.as_str()).chain(std::iter::once(request.key.as_str()));
+    if keys.any(|key| server.shard.permits(&r.principal, &r.host, op::DESCRIBE, txn, key)) {
         crate::ops::txn::ensure_txn_topic(&server.shard).await;
     }
 }
@@ -352,11 +363,16 @@ pub async fn delete_topics(server: &Rc<Server>, r: &Request, request: DeleteTopi
     let metadata = server.shard.metadata();
     let mut names: Vec<String> = request.topic_names.into_iter().map(|n| n.0.to_string()).collect();
     let mut unknown_ids = Vec::new();
+    // Topics named by id: a principal that may not delete one is not told its name.
+    let mut by_id = std::collections::BTreeSet::new();
     for t in request.topics {
         match t.name {
             Some(n) => names.push(n.0.to_string()),
             None => match metadata.topic_by_id(TopicId(*t.topic_id.as_bytes())) {
-                Some(topic) => names.push(topic.name.clone()),
+                Some(topic) => {
+                    by_id.insert(topic.name.clone());
+                    names.push(topic.name.clone());
+                }
                 None => unknown_ids.push(t.topic_id),
             },
         }
@@ -367,15 +383,21 @@ pub async fn delete_topics(server: &Rc<Server>, r: &Request, request: DeleteTopi
         names.into_iter().partition(|n| r.may_topic(server, op::DELETE, n));
     let mut results = run_admin(&server.shard, AdminRequest::DeleteTopics { names }).await;
     results.extend(denied.into_iter().map(|n| {
-        let e = NodeError::topic_denied(&n);
+        let e = if by_id.contains(&n) {
+            NodeError::new(ErrorKind::TopicAuthorizationFailed, "not authorized to delete this topic")
+        } else {
+            NodeError::topic_denied(&n)
+        };
         (n, Err(e))
     }));
     let mut responses: Vec<DeletableTopicResult> = results
         .into_iter()
         .map(|(name, result)| {
+            let hidden =
+                by_id.contains(&name) && result.as_ref().is_err_and(|e| e.kind == ErrorKind::TopicAuthorizationFailed);
             DeletableTopicResult::default()
                 .with_topic_id(uuid::Uuid::from_bytes(ids.get(&name).copied().unwrap_or(TopicId::NONE).0))
-                .with_name(Some(TopicName(text(&name))))
+                .with_name((!hidden).then(|| TopicName(text(&name))))
                 .with_error_code(super::code_of(&result))
                 .with_error_message(if r.version >= 5 { error_message(&result) } else { None })
         })
@@ -752,10 +774,8 @@ pub fn describe_cluster(server: &Rc<Server>, r: &Request, request: DescribeClust
     let shard = &server.shard;
     let broker = |id: NodeId| BrokerId(i32::try_from(id.0).unwrap_or(-1));
     let response = DescribeClusterResponse::default().with_endpoint_type(BROKERS).with_cluster_id(text(CLUSTER_ID));
-    if !r.may_cluster(server, op::DESCRIBE) {
-        let e = NodeError::cluster_denied();
-        return response.with_error_code(code(&e)).with_error_message(Some(text(&e.message)));
-    }
+    // Kafka answers DescribeCluster to every principal (only the authorized operations
+    // it may be asked for depend on the ACLs, and those are not computed here).
     if r.version >= 1 && request.endpoint_type != BROKERS {
         return response
             .with_error_code(UNSUPPORTED_ENDPOINT_TYPE)

@@ -65,6 +65,7 @@ enum State {
     },
     Authenticated {
         user: String,
+        mechanism: &'static str,
         expires: Option<Instant>,
     },
 }
@@ -142,12 +143,19 @@ impl KafkaServer {
                 let response = SaslHandshakeResponse::default().with_error_code(ILLEGAL_SASL_STATE);
                 return answer(r.respond(&response), false);
             }
+            let name = request.mechanism.to_string();
             let previous = match &*session.state.borrow() {
                 State::Anonymous => None,
-                State::Authenticated { user, .. } if r.version >= 1 => Some(user.clone()),
+                // KIP-368: re-authentication keeps the user and the mechanism.
+                State::Authenticated { user, mechanism, .. } if r.version >= 1 && *mechanism == name => {
+                    Some(user.clone())
+                }
+                State::Authenticated { mechanism, .. } if r.version >= 1 => {
+                    let why = format!("re-authentication with {name} on a connection that logged in with {mechanism}");
+                    return refuse(ILLEGAL_SASL_STATE, why);
+                }
                 _ => return refuse(ILLEGAL_SASL_STATE, "a handshake in the middle of an authentication".to_string()),
             };
-            let name = request.mechanism.to_string();
             let chosen = enabled.iter().find(|m| **m == name).and_then(|m| Some((*m, Exchange::start(m)?)));
             let Some((mechanism, exchange)) = chosen else {
                 return refuse(
@@ -242,7 +250,7 @@ impl KafkaServer {
                 } else {
                     tracing::debug!(%peer, user = %user, mechanism, "SASL login");
                 }
-                *state = State::Authenticated { user, expires: lifetime.map(|l| Instant::now() + l) };
+                *state = State::Authenticated { user, mechanism, expires: lifetime.map(|l| Instant::now() + l) };
                 Ok((last, lifetime))
             }
             Err(e) => {
@@ -321,8 +329,9 @@ pub async fn alter_users(
     let mut check = |user: &str, mechanism: i8, make: &dyn Fn(ScramMechanism) -> Check| {
         let checked = if !allowed {
             Err((super::code(&crate::errors::NodeError::cluster_denied()), "not authorized to alter users".to_string()))
-        } else if user.is_empty() {
-            Err((UNACCEPTABLE_CREDENTIAL, "the user name must not be empty".to_string()))
+        } else if user.is_empty() || user.len() > crate::acl::NAME_BYTES_MAX {
+            let why = format!("the user name must not be empty nor longer than {} bytes", crate::acl::NAME_BYTES_MAX);
+            Err((UNACCEPTABLE_CREDENTIAL, why))
         } else if let Some(m) = u8::try_from(mechanism).ok().and_then(ScramMechanism::from_number) {
             if seen.insert((user.to_string(), m)) {
                 make(m)

@@ -35,9 +35,20 @@ pub async fn produce(
     let v = request.version;
     // Authorization first (WRITE on the transactional id, if any, and on each topic).
     let txn_id = produce.transactional_id.as_ref().map(|id| id.0.to_string()).filter(|id| !id.is_empty());
-    let txn_denied = txn_id
-        .filter(|id| !request.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, id))
-        .map(|id| NodeError::txn_denied(&id));
+    // Transactional batches need WRITE on a transactional id, also when none is named
+    // (Kafka's check: then no principal has it).
+    let transactional = produce.topic_data.iter().flat_map(|t| t.partition_data.iter()).any(|p| {
+        p.records.as_deref().and_then(|r| BatchHeader::view(r).ok()).is_some_and(|h| h.attributes().is_transactional())
+    });
+    let txn_denied = match &txn_id {
+        Some(id) if !request.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, id) => {
+            Some(NodeError::txn_denied(id))
+        }
+        None if transactional && !request.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, "") => {
+            Some(NodeError::txn_denied("(none: transactional batches without a transactional id)"))
+        }
+        _ => None,
+    };
     let mut denied: HashMap<String, NodeError> = HashMap::new();
     for t in &produce.topic_data {
         let name = t.name.0.to_string();

@@ -96,6 +96,10 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
 /// native protocol names topics by name only, so its error codes stop short of it).
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 
+/// The largest frame a SASL listener reads before the connection logged in (Kafka's
+/// `sasl.server.max.receive.size` default).
+pub const PRE_LOGIN_FRAME_BYTES: u32 = 512 << 10;
+
 /// The oldest Produce version decoded: v3 carries RecordBatch v2, what the log stores.
 pub const PRODUCE_VERSION_MIN: i16 = 3;
 
@@ -297,11 +301,17 @@ impl Protocol for KafkaServer {
         self.server.clone()
     }
 
-    fn parse_header(&self, header: &[u8]) -> Result<(usize, ()), Option<ResponseFrame>> {
+    /// Before a SASL login a frame is at most `PRE_LOGIN_FRAME_BYTES` (Kafka's
+    /// `sasl.server.max.receive.size`): a client that has not logged in cannot make the
+    /// node read (and reserve memory for) a large body.
+    fn parse_header(&self, session: &auth::Session, header: &[u8]) -> Result<(usize, ()), Option<ResponseFrame>> {
         let mut size = [0u8; 4];
         size.copy_from_slice(header);
         let size = i32::from_be_bytes(size);
-        let max = self.server.shard.config.frame_bytes_max;
+        let mut max = self.server.shard.config.frame_bytes_max;
+        if self.security.sasl() && session.user().is_none() {
+            max = max.min(PRE_LOGIN_FRAME_BYTES);
+        }
         // Raw SASL tokens (after a v0 handshake) may be shorter than a request header;
         // `handle` checks the size of everything else.
         match u32::try_from(size) {
@@ -448,7 +458,7 @@ impl KafkaServer {
             ApiKey::InitProducerId => r.respond(&admin::init_producer_id(server, r, decode(r, body)?).await)?,
             ApiKey::FindCoordinator => {
                 let request = decode(r, body)?;
-                admin::create_txn_topic_for(server, &request).await;
+                admin::create_txn_topic_for(server, r, &request).await;
                 r.respond(&admin::find_coordinator(server, r, request))?
             }
             ApiKey::Produce => return data::produce(server, &self.joined, r, decode(r, body)?).await,

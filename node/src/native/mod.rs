@@ -61,7 +61,7 @@ impl Protocol for Server {
         self.clone()
     }
 
-    fn parse_header(&self, header: &[u8]) -> Result<(usize, usize), Option<ResponseFrame>> {
+    fn parse_header(&self, _session: &(), header: &[u8]) -> Result<(usize, usize), Option<ResponseFrame>> {
         let mut bytes = [0u8; FRAME_HEADER_BYTES];
         bytes.copy_from_slice(header);
         match FrameHeader::parse(&bytes, self.shard.config.frame_bytes_max) {
