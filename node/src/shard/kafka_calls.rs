@@ -51,9 +51,13 @@ impl Shard {
                         }
                     });
                 }
-                (Message::KafkaResponse { request_id, .. }, _) => {
-                    if let Some(waiting) = self.kafka_calls.borrow_mut().remove(&request_id) {
-                        waiting.send(data.to_vec());
+                (Message::KafkaResponse { request_id, .. }, Endpoint::Node(from)) => {
+                    // Only the node asked answers (an id is unique to this life of this shard).
+                    let mut calls = self.kafka_calls.borrow_mut();
+                    if calls.get(&request_id).is_some_and(|(to, _)| *to == from) {
+                        if let Some((_, waiting)) = calls.remove(&request_id) {
+                            waiting.send(data.to_vec());
+                        }
                     }
                 }
                 _ => {}
@@ -66,9 +70,9 @@ impl Shard {
     /// none within `timeout`.
     pub async fn kafka_call(self: &Rc<Self>, to: NodeId, frame: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
         let request_id = self.next_kafka_call.get();
-        self.next_kafka_call.set(request_id + 1);
+        self.next_kafka_call.set(request_id.wrapping_add(1));
         let (tx, rx): (_, Oneshot<Vec<u8>>) = Oneshot::channel();
-        self.kafka_calls.borrow_mut().insert(request_id, tx);
+        self.kafka_calls.borrow_mut().insert(request_id, (to, tx));
         self.host().send_to(to, Message::KafkaRequest { request_id, reply_shard: self.id.0 }, frame);
         let answer = crate::io::timeout(timeout, rx).await;
         self.kafka_calls.borrow_mut().remove(&request_id);

@@ -123,7 +123,7 @@ pub struct Shard {
     auto_creating: RefCell<std::collections::BTreeSet<String>>,
     /// Kafka requests this shard made of other nodes over the cluster link, waiting for
     /// their answers (`shard::kafka_calls`), and the next request id.
-    kafka_calls: RefCell<HashMap<u64, crate::io::OneshotSender<Vec<u8>>>>,
+    kafka_calls: RefCell<HashMap<u64, (crate::replication::NodeId, crate::io::OneshotSender<Vec<u8>>)>>,
     next_kafka_call: Cell<u64>,
     /// Shard 0: client connections open per IP address, node-wide, for the addresses
     /// that have a max-connections-per-ip limit (`ShardRequest::ConnectionSlot`).
@@ -207,7 +207,11 @@ impl Shard {
             caught_up: io::WaitQueue::new(),
             auto_creating: RefCell::new(std::collections::BTreeSet::new()),
             kafka_calls: RefCell::new(HashMap::new()),
-            next_kafka_call: Cell::new(0),
+            // Ids differ across the node's lives (an answer meant for the last life must
+            // not match a request of this one): they start from the clock.
+            next_kafka_call: Cell::new(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+            ),
             connections_per_ip: RefCell::new(HashMap::new()),
         });
         spawn_receivers(&shard, receivers);
