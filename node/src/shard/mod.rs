@@ -123,7 +123,7 @@ pub struct Shard {
     auto_creating: RefCell<std::collections::BTreeSet<String>>,
     /// Kafka requests this shard made of other nodes over the cluster link, waiting for
     /// their answers (`shard::kafka_calls`), and the next request id.
-    kafka_calls: RefCell<HashMap<u64, (crate::replication::NodeId, crate::io::OneshotSender<Vec<u8>>)>>,
+    kafka_calls: RefCell<HashMap<u64, KafkaCall>>,
     next_kafka_call: Cell<u64>,
     /// Shard 0: client connections open per IP address, node-wide, for the addresses
     /// that have a max-connections-per-ip limit (`ShardRequest::ConnectionSlot`).
@@ -874,6 +874,10 @@ impl Shard {
         }
     }
 }
+
+/// An inter-node Kafka request waiting for its answer: the node asked, and where the
+/// answer goes.
+type KafkaCall = (crate::replication::NodeId, crate::io::OneshotSender<Vec<u8>>);
 
 /// Logs opened (or closed) at once by one shard.
 const OPENS_AT_ONCE: usize = 64;
