@@ -497,8 +497,13 @@ impl Shard {
     fn check_coordinator(&self, request: &GroupRequest) -> Result<(), NodeError> {
         let Some(group) = request.group() else { return Ok(()) };
         let partition = offsets_partition(group);
+        // A node that restarted serves its replicas from its last view until its new life
+        // is registered; meanwhile it may think it still leads a partition it lost, and a
+        // group it took then would be a second one (the client then waits out a rebalance
+        // at the real coordinator): groups wait for the registered view.
+        let registered = self.view.borrow().registered;
         match self.readable_end(OFFSETS_TOPIC, partition) {
-            Ok(_) if self.log(OFFSETS_TOPIC, partition).is_some() => Ok(()),
+            Ok(_) if registered && self.log(OFFSETS_TOPIC, partition).is_some() => Ok(()),
             Ok(_) | Err(_) => {
                 let leader = self.placement(OFFSETS_TOPIC, partition).leader;
                 let leader = leader.map_or("no node yet".to_string(), |l| format!("node {}", l.0));
