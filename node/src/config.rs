@@ -59,8 +59,9 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                             signed by one (mutual TLS; default: none asked for)
   --cluster-tls-ca FILE     PEM CA of the cluster's nodes: the cluster link (replication,
                             the controller quorum) uses mutual TLS, each node presenting
-                            --tls-cert and accepting only nodes whose certificate this CA
-                            signed (for their cluster address's IP); read at start
+                            --tls-cert (naming its cluster address's IP), connecting only
+                            to and accepting only nodes whose certificate this CA signed;
+                            it must sign nodes only (not tls-client-ca); read at start
   --sasl-mechanisms M,M,... the SASL mechanisms SASL listeners accept, of SCRAM-SHA-256,
                             SCRAM-SHA-512 and PLAIN (default: all three). Users are SCRAM
                             credentials in the cluster's metadata (Kafka's

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
     CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DescribeAclsRequest,
     DescribeAclsResponse,
 };
+use kafka_protocol::protocol::StrBytes;
 use sluice_replication::state::{AclBinding, Command};
 
 use super::{code, text, Request};
@@ -34,6 +35,28 @@ struct Filter {
 }
 
 impl Filter {
+    /// A filter from its fields as Kafka's requests carry them (null names: any).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        resource_type: i8,
+        pattern_type: i8,
+        name: Option<StrBytes>,
+        principal: Option<StrBytes>,
+        host: Option<StrBytes>,
+        operation: i8,
+        permission: i8,
+    ) -> Filter {
+        Filter {
+            resource_type: byte(resource_type),
+            pattern_type: byte(pattern_type),
+            name: name.map(|n| n.to_string()),
+            principal: principal.map(|n| n.to_string()),
+            host: host.map(|n| n.to_string()),
+            operation: byte(operation),
+            permission: byte(permission),
+        }
+    }
+
     fn matches(&self, acl: &AclBinding) -> bool {
         acl::filter_matches(
             acl,
@@ -103,15 +126,15 @@ pub fn describe_acls(server: &Server, r: &Request, request: DescribeAclsRequest)
         let e = NodeError::cluster_denied();
         return DescribeAclsResponse::default().with_error_code(code(&e)).with_error_message(Some(text(&e.message)));
     }
-    let filter = Filter {
-        resource_type: byte(request.resource_type_filter),
-        pattern_type: byte(request.pattern_type_filter),
-        name: request.resource_name_filter.map(|n| n.to_string()),
-        principal: request.principal_filter.map(|n| n.to_string()),
-        host: request.host_filter.map(|n| n.to_string()),
-        operation: byte(request.operation),
-        permission: byte(request.permission_type),
-    };
+    let filter = Filter::new(
+        request.resource_type_filter,
+        request.pattern_type_filter,
+        request.resource_name_filter,
+        request.principal_filter,
+        request.host_filter,
+        request.operation,
+        request.permission_type,
+    );
     let acls = server.shard.acls();
     let mut by_resource: BTreeMap<(u8, String, u8), Vec<AclDescription>> = BTreeMap::new();
     for a in acls.all().iter().filter(|a| filter.matches(a)) {
@@ -153,15 +176,15 @@ pub async fn delete_acls(server: &Server, r: &Request, request: DeleteAclsReques
         .filters
         .into_iter()
         .map(|f| {
-            let filter = Filter {
-                resource_type: byte(f.resource_type_filter),
-                pattern_type: byte(f.pattern_type_filter),
-                name: f.resource_name_filter.map(|n| n.to_string()),
-                principal: f.principal_filter.map(|n| n.to_string()),
-                host: f.host_filter.map(|n| n.to_string()),
-                operation: byte(f.operation),
-                permission: byte(f.permission_type),
-            };
+            let filter = Filter::new(
+                f.resource_type_filter,
+                f.pattern_type_filter,
+                f.resource_name_filter,
+                f.principal_filter,
+                f.host_filter,
+                f.operation,
+                f.permission_type,
+            );
             acls.all().iter().filter(|a| filter.matches(a)).cloned().collect()
         })
         .collect();
