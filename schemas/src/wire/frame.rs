@@ -294,6 +294,13 @@ pub fn api_key_of(body: RequestBody) -> Option<ApiKey> {
         RequestBody::TxnOffsetCommitRequest => Some(ApiKey::TxnOffsetCommit),
         RequestBody::ListTransactionsRequest => Some(ApiKey::ListTransactions),
         RequestBody::AbortTransactionRequest => Some(ApiKey::AbortTransaction),
+        RequestBody::SaslHandshakeRequest => Some(ApiKey::SaslHandshake),
+        RequestBody::SaslAuthenticateRequest => Some(ApiKey::SaslAuthenticate),
+        RequestBody::DescribeUsersRequest => Some(ApiKey::DescribeUsers),
+        RequestBody::AlterUsersRequest => Some(ApiKey::AlterUsers),
+        RequestBody::CreateAclsRequest => Some(ApiKey::CreateAcls),
+        RequestBody::DescribeAclsRequest => Some(ApiKey::DescribeAcls),
+        RequestBody::DeleteAclsRequest => Some(ApiKey::DeleteAcls),
         _ => None,
     }
 }
@@ -483,6 +490,13 @@ mod tests {
             (RequestBody::TxnOffsetCommitRequest, ApiKey::TxnOffsetCommit),
             (RequestBody::ListTransactionsRequest, ApiKey::ListTransactions),
             (RequestBody::AbortTransactionRequest, ApiKey::AbortTransaction),
+            (RequestBody::SaslHandshakeRequest, ApiKey::SaslHandshake),
+            (RequestBody::SaslAuthenticateRequest, ApiKey::SaslAuthenticate),
+            (RequestBody::DescribeUsersRequest, ApiKey::DescribeUsers),
+            (RequestBody::AlterUsersRequest, ApiKey::AlterUsers),
+            (RequestBody::CreateAclsRequest, ApiKey::CreateAcls),
+            (RequestBody::DescribeAclsRequest, ApiKey::DescribeAcls),
+            (RequestBody::DeleteAclsRequest, ApiKey::DeleteAcls),
         ];
         for (body, api) in expected {
             assert_eq!(api_key_of(body), Some(api), "{body:?}");

@@ -32,7 +32,7 @@ pub const ENUM_MIN_ERROR_CODE: i16 = -1;
 pub const ENUM_MAX_ERROR_CODE: i16 = 105;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 45] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 55] = [
   ErrorCode::UnknownServerError,
   ErrorCode::None,
   ErrorCode::OffsetOutOfRange,
@@ -56,6 +56,11 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 45] = [
   ErrorCode::UnknownMemberId,
   ErrorCode::InvalidSessionTimeout,
   ErrorCode::RebalanceInProgress,
+  ErrorCode::TopicAuthorizationFailed,
+  ErrorCode::GroupAuthorizationFailed,
+  ErrorCode::ClusterAuthorizationFailed,
+  ErrorCode::UnsupportedSaslMechanism,
+  ErrorCode::IllegalSaslState,
   ErrorCode::UnsupportedVersion,
   ErrorCode::TopicAlreadyExists,
   ErrorCode::InvalidPartitions,
@@ -70,13 +75,18 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 45] = [
   ErrorCode::InvalidProducerIdMapping,
   ErrorCode::InvalidTransactionTimeout,
   ErrorCode::ConcurrentTransactions,
+  ErrorCode::TransactionalIdAuthorizationFailed,
   ErrorCode::KafkaStorageError,
+  ErrorCode::SaslAuthenticationFailed,
   ErrorCode::UnknownProducerId,
   ErrorCode::NonEmptyGroup,
   ErrorCode::GroupIdNotFound,
   ErrorCode::InvalidRecord,
   ErrorCode::UnstableOffsetCommit,
   ErrorCode::ProducerFenced,
+  ErrorCode::ResourceNotFound,
+  ErrorCode::DuplicateResource,
+  ErrorCode::UnacceptableCredential,
   ErrorCode::TransactionalIdNotFound,
 ];
 
@@ -108,6 +118,11 @@ impl ErrorCode {
   pub const UnknownMemberId: Self = Self(25);
   pub const InvalidSessionTimeout: Self = Self(26);
   pub const RebalanceInProgress: Self = Self(27);
+  pub const TopicAuthorizationFailed: Self = Self(29);
+  pub const GroupAuthorizationFailed: Self = Self(30);
+  pub const ClusterAuthorizationFailed: Self = Self(31);
+  pub const UnsupportedSaslMechanism: Self = Self(33);
+  pub const IllegalSaslState: Self = Self(34);
   pub const UnsupportedVersion: Self = Self(35);
   pub const TopicAlreadyExists: Self = Self(36);
   pub const InvalidPartitions: Self = Self(37);
@@ -122,13 +137,18 @@ impl ErrorCode {
   pub const InvalidProducerIdMapping: Self = Self(49);
   pub const InvalidTransactionTimeout: Self = Self(50);
   pub const ConcurrentTransactions: Self = Self(51);
+  pub const TransactionalIdAuthorizationFailed: Self = Self(53);
   pub const KafkaStorageError: Self = Self(56);
+  pub const SaslAuthenticationFailed: Self = Self(58);
   pub const UnknownProducerId: Self = Self(59);
   pub const NonEmptyGroup: Self = Self(68);
   pub const GroupIdNotFound: Self = Self(69);
   pub const InvalidRecord: Self = Self(87);
   pub const UnstableOffsetCommit: Self = Self(88);
   pub const ProducerFenced: Self = Self(90);
+  pub const ResourceNotFound: Self = Self(91);
+  pub const DuplicateResource: Self = Self(92);
+  pub const UnacceptableCredential: Self = Self(93);
   pub const TransactionalIdNotFound: Self = Self(105);
 
   pub const ENUM_MIN: i16 = -1;
@@ -157,6 +177,11 @@ impl ErrorCode {
     Self::UnknownMemberId,
     Self::InvalidSessionTimeout,
     Self::RebalanceInProgress,
+    Self::TopicAuthorizationFailed,
+    Self::GroupAuthorizationFailed,
+    Self::ClusterAuthorizationFailed,
+    Self::UnsupportedSaslMechanism,
+    Self::IllegalSaslState,
     Self::UnsupportedVersion,
     Self::TopicAlreadyExists,
     Self::InvalidPartitions,
@@ -171,13 +196,18 @@ impl ErrorCode {
     Self::InvalidProducerIdMapping,
     Self::InvalidTransactionTimeout,
     Self::ConcurrentTransactions,
+    Self::TransactionalIdAuthorizationFailed,
     Self::KafkaStorageError,
+    Self::SaslAuthenticationFailed,
     Self::UnknownProducerId,
     Self::NonEmptyGroup,
     Self::GroupIdNotFound,
     Self::InvalidRecord,
     Self::UnstableOffsetCommit,
     Self::ProducerFenced,
+    Self::ResourceNotFound,
+    Self::DuplicateResource,
+    Self::UnacceptableCredential,
     Self::TransactionalIdNotFound,
   ];
   /// Returns the variant's name or "" if unknown.
@@ -206,6 +236,11 @@ impl ErrorCode {
       Self::UnknownMemberId => Some("UnknownMemberId"),
       Self::InvalidSessionTimeout => Some("InvalidSessionTimeout"),
       Self::RebalanceInProgress => Some("RebalanceInProgress"),
+      Self::TopicAuthorizationFailed => Some("TopicAuthorizationFailed"),
+      Self::GroupAuthorizationFailed => Some("GroupAuthorizationFailed"),
+      Self::ClusterAuthorizationFailed => Some("ClusterAuthorizationFailed"),
+      Self::UnsupportedSaslMechanism => Some("UnsupportedSaslMechanism"),
+      Self::IllegalSaslState => Some("IllegalSaslState"),
       Self::UnsupportedVersion => Some("UnsupportedVersion"),
       Self::TopicAlreadyExists => Some("TopicAlreadyExists"),
       Self::InvalidPartitions => Some("InvalidPartitions"),
@@ -220,13 +255,18 @@ impl ErrorCode {
       Self::InvalidProducerIdMapping => Some("InvalidProducerIdMapping"),
       Self::InvalidTransactionTimeout => Some("InvalidTransactionTimeout"),
       Self::ConcurrentTransactions => Some("ConcurrentTransactions"),
+      Self::TransactionalIdAuthorizationFailed => Some("TransactionalIdAuthorizationFailed"),
       Self::KafkaStorageError => Some("KafkaStorageError"),
+      Self::SaslAuthenticationFailed => Some("SaslAuthenticationFailed"),
       Self::UnknownProducerId => Some("UnknownProducerId"),
       Self::NonEmptyGroup => Some("NonEmptyGroup"),
       Self::GroupIdNotFound => Some("GroupIdNotFound"),
       Self::InvalidRecord => Some("InvalidRecord"),
       Self::UnstableOffsetCommit => Some("UnstableOffsetCommit"),
       Self::ProducerFenced => Some("ProducerFenced"),
+      Self::ResourceNotFound => Some("ResourceNotFound"),
+      Self::DuplicateResource => Some("DuplicateResource"),
+      Self::UnacceptableCredential => Some("UnacceptableCredential"),
       Self::TransactionalIdNotFound => Some("TransactionalIdNotFound"),
       _ => None,
     }
@@ -286,10 +326,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 24;
+pub const ENUM_MAX_API_KEY: u16 = 31;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 25] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 32] = [
   ApiKey::ApiVersions,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -315,6 +355,13 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 25] = [
   ApiKey::TxnOffsetCommit,
   ApiKey::ListTransactions,
   ApiKey::AbortTransaction,
+  ApiKey::SaslHandshake,
+  ApiKey::SaslAuthenticate,
+  ApiKey::DescribeUsers,
+  ApiKey::AlterUsers,
+  ApiKey::CreateAcls,
+  ApiKey::DescribeAcls,
+  ApiKey::DeleteAcls,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -347,9 +394,16 @@ impl ApiKey {
   pub const TxnOffsetCommit: Self = Self(22);
   pub const ListTransactions: Self = Self(23);
   pub const AbortTransaction: Self = Self(24);
+  pub const SaslHandshake: Self = Self(25);
+  pub const SaslAuthenticate: Self = Self(26);
+  pub const DescribeUsers: Self = Self(27);
+  pub const AlterUsers: Self = Self(28);
+  pub const CreateAcls: Self = Self(29);
+  pub const DescribeAcls: Self = Self(30);
+  pub const DeleteAcls: Self = Self(31);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 24;
+  pub const ENUM_MAX: u16 = 31;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::ApiVersions,
     Self::Metadata,
@@ -376,6 +430,13 @@ impl ApiKey {
     Self::TxnOffsetCommit,
     Self::ListTransactions,
     Self::AbortTransaction,
+    Self::SaslHandshake,
+    Self::SaslAuthenticate,
+    Self::DescribeUsers,
+    Self::AlterUsers,
+    Self::CreateAcls,
+    Self::DescribeAcls,
+    Self::DeleteAcls,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -405,6 +466,13 @@ impl ApiKey {
       Self::TxnOffsetCommit => Some("TxnOffsetCommit"),
       Self::ListTransactions => Some("ListTransactions"),
       Self::AbortTransaction => Some("AbortTransaction"),
+      Self::SaslHandshake => Some("SaslHandshake"),
+      Self::SaslAuthenticate => Some("SaslAuthenticate"),
+      Self::DescribeUsers => Some("DescribeUsers"),
+      Self::AlterUsers => Some("AlterUsers"),
+      Self::CreateAcls => Some("CreateAcls"),
+      Self::DescribeAcls => Some("DescribeAcls"),
+      Self::DeleteAcls => Some("DeleteAcls"),
       _ => None,
     }
   }
@@ -463,10 +531,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ApiKey {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 25;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 32;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 26] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 33] = [
   RequestBody::NONE,
   RequestBody::ApiVersionsRequest,
   RequestBody::MetadataRequest,
@@ -493,6 +561,13 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 26] = [
   RequestBody::TxnOffsetCommitRequest,
   RequestBody::ListTransactionsRequest,
   RequestBody::AbortTransactionRequest,
+  RequestBody::SaslHandshakeRequest,
+  RequestBody::SaslAuthenticateRequest,
+  RequestBody::DescribeUsersRequest,
+  RequestBody::AlterUsersRequest,
+  RequestBody::CreateAclsRequest,
+  RequestBody::DescribeAclsRequest,
+  RequestBody::DeleteAclsRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -526,9 +601,16 @@ impl RequestBody {
   pub const TxnOffsetCommitRequest: Self = Self(23);
   pub const ListTransactionsRequest: Self = Self(24);
   pub const AbortTransactionRequest: Self = Self(25);
+  pub const SaslHandshakeRequest: Self = Self(26);
+  pub const SaslAuthenticateRequest: Self = Self(27);
+  pub const DescribeUsersRequest: Self = Self(28);
+  pub const AlterUsersRequest: Self = Self(29);
+  pub const CreateAclsRequest: Self = Self(30);
+  pub const DescribeAclsRequest: Self = Self(31);
+  pub const DeleteAclsRequest: Self = Self(32);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 25;
+  pub const ENUM_MAX: u8 = 32;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsRequest,
@@ -556,6 +638,13 @@ impl RequestBody {
     Self::TxnOffsetCommitRequest,
     Self::ListTransactionsRequest,
     Self::AbortTransactionRequest,
+    Self::SaslHandshakeRequest,
+    Self::SaslAuthenticateRequest,
+    Self::DescribeUsersRequest,
+    Self::AlterUsersRequest,
+    Self::CreateAclsRequest,
+    Self::DescribeAclsRequest,
+    Self::DeleteAclsRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -586,6 +675,13 @@ impl RequestBody {
       Self::TxnOffsetCommitRequest => Some("TxnOffsetCommitRequest"),
       Self::ListTransactionsRequest => Some("ListTransactionsRequest"),
       Self::AbortTransactionRequest => Some("AbortTransactionRequest"),
+      Self::SaslHandshakeRequest => Some("SaslHandshakeRequest"),
+      Self::SaslAuthenticateRequest => Some("SaslAuthenticateRequest"),
+      Self::DescribeUsersRequest => Some("DescribeUsersRequest"),
+      Self::AlterUsersRequest => Some("AlterUsersRequest"),
+      Self::CreateAclsRequest => Some("CreateAclsRequest"),
+      Self::DescribeAclsRequest => Some("DescribeAclsRequest"),
+      Self::DeleteAclsRequest => Some("DeleteAclsRequest"),
       _ => None,
     }
   }
@@ -646,10 +742,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 24;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 29;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 25] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 30] = [
   ResponseBody::NONE,
   ResponseBody::ApiVersionsResponse,
   ResponseBody::MetadataResponse,
@@ -675,6 +771,11 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 25] = [
   ResponseBody::AddPartitionsToTxnResponse,
   ResponseBody::EndTxnResponse,
   ResponseBody::ListTransactionsResponse,
+  ResponseBody::SaslHandshakeResponse,
+  ResponseBody::SaslAuthenticateResponse,
+  ResponseBody::DescribeUsersResponse,
+  ResponseBody::AlterUsersResponse,
+  ResponseBody::AclsResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -707,9 +808,14 @@ impl ResponseBody {
   pub const AddPartitionsToTxnResponse: Self = Self(22);
   pub const EndTxnResponse: Self = Self(23);
   pub const ListTransactionsResponse: Self = Self(24);
+  pub const SaslHandshakeResponse: Self = Self(25);
+  pub const SaslAuthenticateResponse: Self = Self(26);
+  pub const DescribeUsersResponse: Self = Self(27);
+  pub const AlterUsersResponse: Self = Self(28);
+  pub const AclsResponse: Self = Self(29);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 24;
+  pub const ENUM_MAX: u8 = 29;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsResponse,
@@ -736,6 +842,11 @@ impl ResponseBody {
     Self::AddPartitionsToTxnResponse,
     Self::EndTxnResponse,
     Self::ListTransactionsResponse,
+    Self::SaslHandshakeResponse,
+    Self::SaslAuthenticateResponse,
+    Self::DescribeUsersResponse,
+    Self::AlterUsersResponse,
+    Self::AclsResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -765,6 +876,11 @@ impl ResponseBody {
       Self::AddPartitionsToTxnResponse => Some("AddPartitionsToTxnResponse"),
       Self::EndTxnResponse => Some("EndTxnResponse"),
       Self::ListTransactionsResponse => Some("ListTransactionsResponse"),
+      Self::SaslHandshakeResponse => Some("SaslHandshakeResponse"),
+      Self::SaslAuthenticateResponse => Some("SaslAuthenticateResponse"),
+      Self::DescribeUsersResponse => Some("DescribeUsersResponse"),
+      Self::AlterUsersResponse => Some("AlterUsersResponse"),
+      Self::AclsResponse => Some("AclsResponse"),
       _ => None,
     }
   }
@@ -11767,6 +11883,2063 @@ impl core::fmt::Debug for AbortTransactionRequest<'_> {
       ds.finish()
   }
 }
+pub enum SaslHandshakeRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SaslHandshakeRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for SaslHandshakeRequest<'a> {
+  type Inner = SaslHandshakeRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> SaslHandshakeRequest<'a> {
+  pub const VT_MECHANISM: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    SaslHandshakeRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args SaslHandshakeRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<SaslHandshakeRequest<'bldr>> {
+    let mut builder = SaslHandshakeRequestBuilder::new(_fbb);
+    if let Some(x) = args.mechanism { builder.add_mechanism(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn mechanism(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(SaslHandshakeRequest::VT_MECHANISM, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for SaslHandshakeRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("mechanism", Self::VT_MECHANISM, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SaslHandshakeRequestArgs<'a> {
+    pub mechanism: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for SaslHandshakeRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SaslHandshakeRequestArgs {
+      mechanism: None,
+    }
+  }
+}
+
+pub struct SaslHandshakeRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> SaslHandshakeRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_mechanism(&mut self, mechanism: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SaslHandshakeRequest::VT_MECHANISM, mechanism);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> SaslHandshakeRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    SaslHandshakeRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<SaslHandshakeRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for SaslHandshakeRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("SaslHandshakeRequest");
+      ds.field("mechanism", &self.mechanism());
+      ds.finish()
+  }
+}
+pub enum SaslHandshakeResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SaslHandshakeResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for SaslHandshakeResponse<'a> {
+  type Inner = SaslHandshakeResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> SaslHandshakeResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_MECHANISMS: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    SaslHandshakeResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args SaslHandshakeResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<SaslHandshakeResponse<'bldr>> {
+    let mut builder = SaslHandshakeResponseBuilder::new(_fbb);
+    if let Some(x) = args.mechanisms { builder.add_mechanisms(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(SaslHandshakeResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(SaslHandshakeResponse::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn mechanisms(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(SaslHandshakeResponse::VT_MECHANISMS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for SaslHandshakeResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("mechanisms", Self::VT_MECHANISMS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SaslHandshakeResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub mechanisms: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for SaslHandshakeResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SaslHandshakeResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+      mechanisms: None,
+    }
+  }
+}
+
+pub struct SaslHandshakeResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> SaslHandshakeResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(SaslHandshakeResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SaslHandshakeResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_mechanisms(&mut self, mechanisms: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SaslHandshakeResponse::VT_MECHANISMS, mechanisms);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> SaslHandshakeResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    SaslHandshakeResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<SaslHandshakeResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for SaslHandshakeResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("SaslHandshakeResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("mechanisms", &self.mechanisms());
+      ds.finish()
+  }
+}
+pub enum SaslAuthenticateRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SaslAuthenticateRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for SaslAuthenticateRequest<'a> {
+  type Inner = SaslAuthenticateRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> SaslAuthenticateRequest<'a> {
+  pub const VT_TOKEN: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    SaslAuthenticateRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args SaslAuthenticateRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<SaslAuthenticateRequest<'bldr>> {
+    let mut builder = SaslAuthenticateRequestBuilder::new(_fbb);
+    if let Some(x) = args.token { builder.add_token(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn token(&self) -> Option<flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(SaslAuthenticateRequest::VT_TOKEN, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for SaslAuthenticateRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("token", Self::VT_TOKEN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SaslAuthenticateRequestArgs<'a> {
+    pub token: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for SaslAuthenticateRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SaslAuthenticateRequestArgs {
+      token: None,
+    }
+  }
+}
+
+pub struct SaslAuthenticateRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> SaslAuthenticateRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_token(&mut self, token: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SaslAuthenticateRequest::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> SaslAuthenticateRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    SaslAuthenticateRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<SaslAuthenticateRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for SaslAuthenticateRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("SaslAuthenticateRequest");
+      ds.field("token", &self.token());
+      ds.finish()
+  }
+}
+pub enum SaslAuthenticateResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SaslAuthenticateResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for SaslAuthenticateResponse<'a> {
+  type Inner = SaslAuthenticateResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> SaslAuthenticateResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_TOKEN: flatbuffers::VOffsetT = 8;
+  pub const VT_SESSION_LIFETIME_MS: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    SaslAuthenticateResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args SaslAuthenticateResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<SaslAuthenticateResponse<'bldr>> {
+    let mut builder = SaslAuthenticateResponseBuilder::new(_fbb);
+    builder.add_session_lifetime_ms(args.session_lifetime_ms);
+    if let Some(x) = args.token { builder.add_token(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(SaslAuthenticateResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(SaslAuthenticateResponse::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn token(&self) -> Option<flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(SaslAuthenticateResponse::VT_TOKEN, None)}
+  }
+  #[inline]
+  pub fn session_lifetime_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(SaslAuthenticateResponse::VT_SESSION_LIFETIME_MS, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for SaslAuthenticateResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("token", Self::VT_TOKEN, false)?
+     .visit_field::<i64>("session_lifetime_ms", Self::VT_SESSION_LIFETIME_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SaslAuthenticateResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub token: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub session_lifetime_ms: i64,
+}
+impl<'a> Default for SaslAuthenticateResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SaslAuthenticateResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+      token: None,
+      session_lifetime_ms: 0,
+    }
+  }
+}
+
+pub struct SaslAuthenticateResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> SaslAuthenticateResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(SaslAuthenticateResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SaslAuthenticateResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_token(&mut self, token: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SaslAuthenticateResponse::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn add_session_lifetime_ms(&mut self, session_lifetime_ms: i64) {
+    self.fbb_.push_slot::<i64>(SaslAuthenticateResponse::VT_SESSION_LIFETIME_MS, session_lifetime_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> SaslAuthenticateResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    SaslAuthenticateResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<SaslAuthenticateResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for SaslAuthenticateResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("SaslAuthenticateResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("token", &self.token());
+      ds.field("session_lifetime_ms", &self.session_lifetime_ms());
+      ds.finish()
+  }
+}
+pub enum UserCredentialOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UserCredential<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for UserCredential<'a> {
+  type Inner = UserCredential<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> UserCredential<'a> {
+  pub const VT_USER: flatbuffers::VOffsetT = 4;
+  pub const VT_MECHANISM: flatbuffers::VOffsetT = 6;
+  pub const VT_ITERATIONS: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    UserCredential { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args UserCredentialArgs<'args>
+  ) -> flatbuffers::WIPOffset<UserCredential<'bldr>> {
+    let mut builder = UserCredentialBuilder::new(_fbb);
+    builder.add_iterations(args.iterations);
+    if let Some(x) = args.mechanism { builder.add_mechanism(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UserCredential::VT_USER, None)}
+  }
+  #[inline]
+  pub fn mechanism(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UserCredential::VT_MECHANISM, None)}
+  }
+  #[inline]
+  pub fn iterations(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(UserCredential::VT_ITERATIONS, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for UserCredential<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("mechanism", Self::VT_MECHANISM, false)?
+     .visit_field::<u32>("iterations", Self::VT_ITERATIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UserCredentialArgs<'a> {
+    pub user: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub mechanism: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub iterations: u32,
+}
+impl<'a> Default for UserCredentialArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UserCredentialArgs {
+      user: None,
+      mechanism: None,
+      iterations: 0,
+    }
+  }
+}
+
+pub struct UserCredentialBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UserCredentialBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_user(&mut self, user: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UserCredential::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_mechanism(&mut self, mechanism: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UserCredential::VT_MECHANISM, mechanism);
+  }
+  #[inline]
+  pub fn add_iterations(&mut self, iterations: u32) {
+    self.fbb_.push_slot::<u32>(UserCredential::VT_ITERATIONS, iterations, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UserCredentialBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UserCredentialBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<UserCredential<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for UserCredential<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("UserCredential");
+      ds.field("user", &self.user());
+      ds.field("mechanism", &self.mechanism());
+      ds.field("iterations", &self.iterations());
+      ds.finish()
+  }
+}
+pub enum DescribeUsersRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeUsersRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DescribeUsersRequest<'a> {
+  type Inner = DescribeUsersRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DescribeUsersRequest<'a> {
+  pub const VT_USERS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DescribeUsersRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DescribeUsersRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<DescribeUsersRequest<'bldr>> {
+    let mut builder = DescribeUsersRequestBuilder::new(_fbb);
+    if let Some(x) = args.users { builder.add_users(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn users(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(DescribeUsersRequest::VT_USERS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DescribeUsersRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("users", Self::VT_USERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeUsersRequestArgs<'a> {
+    pub users: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for DescribeUsersRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescribeUsersRequestArgs {
+      users: None,
+    }
+  }
+}
+
+pub struct DescribeUsersRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DescribeUsersRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_users(&mut self, users: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeUsersRequest::VT_USERS, users);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DescribeUsersRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DescribeUsersRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DescribeUsersRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DescribeUsersRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeUsersRequest");
+      ds.field("users", &self.users());
+      ds.finish()
+  }
+}
+pub enum DescribeUsersResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeUsersResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DescribeUsersResponse<'a> {
+  type Inner = DescribeUsersResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DescribeUsersResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_CREDENTIALS: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DescribeUsersResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DescribeUsersResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<DescribeUsersResponse<'bldr>> {
+    let mut builder = DescribeUsersResponseBuilder::new(_fbb);
+    if let Some(x) = args.credentials { builder.add_credentials(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(DescribeUsersResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(DescribeUsersResponse::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn credentials(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<UserCredential<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<UserCredential>>>>(DescribeUsersResponse::VT_CREDENTIALS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DescribeUsersResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<UserCredential>>>>("credentials", Self::VT_CREDENTIALS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeUsersResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub credentials: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<UserCredential<'a>>>>>,
+}
+impl<'a> Default for DescribeUsersResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescribeUsersResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+      credentials: None,
+    }
+  }
+}
+
+pub struct DescribeUsersResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DescribeUsersResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(DescribeUsersResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeUsersResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_credentials(&mut self, credentials: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<UserCredential<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeUsersResponse::VT_CREDENTIALS, credentials);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DescribeUsersResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DescribeUsersResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DescribeUsersResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DescribeUsersResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeUsersResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("credentials", &self.credentials());
+      ds.finish()
+  }
+}
+pub enum UserChangeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UserChange<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for UserChange<'a> {
+  type Inner = UserChange<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> UserChange<'a> {
+  pub const VT_USER: flatbuffers::VOffsetT = 4;
+  pub const VT_MECHANISM: flatbuffers::VOffsetT = 6;
+  pub const VT_DELETE: flatbuffers::VOffsetT = 8;
+  pub const VT_ITERATIONS: flatbuffers::VOffsetT = 10;
+  pub const VT_SALT: flatbuffers::VOffsetT = 12;
+  pub const VT_SALTED_PASSWORD: flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    UserChange { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args UserChangeArgs<'args>
+  ) -> flatbuffers::WIPOffset<UserChange<'bldr>> {
+    let mut builder = UserChangeBuilder::new(_fbb);
+    if let Some(x) = args.salted_password { builder.add_salted_password(x); }
+    if let Some(x) = args.salt { builder.add_salt(x); }
+    builder.add_iterations(args.iterations);
+    if let Some(x) = args.mechanism { builder.add_mechanism(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_delete(args.delete);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UserChange::VT_USER, None)}
+  }
+  #[inline]
+  pub fn mechanism(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UserChange::VT_MECHANISM, None)}
+  }
+  #[inline]
+  pub fn delete(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(UserChange::VT_DELETE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn iterations(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(UserChange::VT_ITERATIONS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn salt(&self) -> Option<flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(UserChange::VT_SALT, None)}
+  }
+  #[inline]
+  pub fn salted_password(&self) -> Option<flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(UserChange::VT_SALTED_PASSWORD, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for UserChange<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("mechanism", Self::VT_MECHANISM, false)?
+     .visit_field::<bool>("delete", Self::VT_DELETE, false)?
+     .visit_field::<u32>("iterations", Self::VT_ITERATIONS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("salt", Self::VT_SALT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("salted_password", Self::VT_SALTED_PASSWORD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UserChangeArgs<'a> {
+    pub user: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub mechanism: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub delete: bool,
+    pub iterations: u32,
+    pub salt: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub salted_password: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for UserChangeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UserChangeArgs {
+      user: None,
+      mechanism: None,
+      delete: false,
+      iterations: 0,
+      salt: None,
+      salted_password: None,
+    }
+  }
+}
+
+pub struct UserChangeBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UserChangeBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_user(&mut self, user: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UserChange::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_mechanism(&mut self, mechanism: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UserChange::VT_MECHANISM, mechanism);
+  }
+  #[inline]
+  pub fn add_delete(&mut self, delete: bool) {
+    self.fbb_.push_slot::<bool>(UserChange::VT_DELETE, delete, false);
+  }
+  #[inline]
+  pub fn add_iterations(&mut self, iterations: u32) {
+    self.fbb_.push_slot::<u32>(UserChange::VT_ITERATIONS, iterations, 0);
+  }
+  #[inline]
+  pub fn add_salt(&mut self, salt: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UserChange::VT_SALT, salt);
+  }
+  #[inline]
+  pub fn add_salted_password(&mut self, salted_password: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UserChange::VT_SALTED_PASSWORD, salted_password);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UserChangeBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UserChangeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<UserChange<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for UserChange<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("UserChange");
+      ds.field("user", &self.user());
+      ds.field("mechanism", &self.mechanism());
+      ds.field("delete", &self.delete());
+      ds.field("iterations", &self.iterations());
+      ds.field("salt", &self.salt());
+      ds.field("salted_password", &self.salted_password());
+      ds.finish()
+  }
+}
+pub enum AlterUsersRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterUsersRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AlterUsersRequest<'a> {
+  type Inner = AlterUsersRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AlterUsersRequest<'a> {
+  pub const VT_CHANGES: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AlterUsersRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AlterUsersRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<AlterUsersRequest<'bldr>> {
+    let mut builder = AlterUsersRequestBuilder::new(_fbb);
+    if let Some(x) = args.changes { builder.add_changes(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn changes(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<UserChange<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<UserChange>>>>(AlterUsersRequest::VT_CHANGES, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for AlterUsersRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<UserChange>>>>("changes", Self::VT_CHANGES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterUsersRequestArgs<'a> {
+    pub changes: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<UserChange<'a>>>>>,
+}
+impl<'a> Default for AlterUsersRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterUsersRequestArgs {
+      changes: None,
+    }
+  }
+}
+
+pub struct AlterUsersRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AlterUsersRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_changes(&mut self, changes: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<UserChange<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AlterUsersRequest::VT_CHANGES, changes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AlterUsersRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AlterUsersRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AlterUsersRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AlterUsersRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AlterUsersRequest");
+      ds.field("changes", &self.changes());
+      ds.finish()
+  }
+}
+pub enum UserResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UserResult<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for UserResult<'a> {
+  type Inner = UserResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> UserResult<'a> {
+  pub const VT_USER: flatbuffers::VOffsetT = 4;
+  pub const VT_ERROR: flatbuffers::VOffsetT = 6;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    UserResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args UserResultArgs<'args>
+  ) -> flatbuffers::WIPOffset<UserResult<'bldr>> {
+    let mut builder = UserResultBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UserResult::VT_USER, None)}
+  }
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(UserResult::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UserResult::VT_MESSAGE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for UserResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, false)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UserResultArgs<'a> {
+    pub user: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for UserResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UserResultArgs {
+      user: None,
+      error: ErrorCode::None,
+      message: None,
+    }
+  }
+}
+
+pub struct UserResultBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UserResultBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_user(&mut self, user: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UserResult::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(UserResult::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UserResult::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UserResultBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UserResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<UserResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for UserResult<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("UserResult");
+      ds.field("user", &self.user());
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum AlterUsersResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterUsersResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AlterUsersResponse<'a> {
+  type Inner = AlterUsersResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AlterUsersResponse<'a> {
+  pub const VT_RESULTS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AlterUsersResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AlterUsersResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<AlterUsersResponse<'bldr>> {
+    let mut builder = AlterUsersResponseBuilder::new(_fbb);
+    if let Some(x) = args.results { builder.add_results(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn results(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<UserResult<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<UserResult>>>>(AlterUsersResponse::VT_RESULTS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for AlterUsersResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<UserResult>>>>("results", Self::VT_RESULTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterUsersResponseArgs<'a> {
+    pub results: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<UserResult<'a>>>>>,
+}
+impl<'a> Default for AlterUsersResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterUsersResponseArgs {
+      results: None,
+    }
+  }
+}
+
+pub struct AlterUsersResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AlterUsersResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_results(&mut self, results: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<UserResult<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AlterUsersResponse::VT_RESULTS, results);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AlterUsersResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AlterUsersResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AlterUsersResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AlterUsersResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AlterUsersResponse");
+      ds.field("results", &self.results());
+      ds.finish()
+  }
+}
+pub enum AclOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Acl<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for Acl<'a> {
+  type Inner = Acl<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> Acl<'a> {
+  pub const VT_RESOURCE_TYPE: flatbuffers::VOffsetT = 4;
+  pub const VT_RESOURCE_NAME: flatbuffers::VOffsetT = 6;
+  pub const VT_PATTERN_TYPE: flatbuffers::VOffsetT = 8;
+  pub const VT_PRINCIPAL: flatbuffers::VOffsetT = 10;
+  pub const VT_HOST: flatbuffers::VOffsetT = 12;
+  pub const VT_OPERATION: flatbuffers::VOffsetT = 14;
+  pub const VT_PERMISSION: flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    Acl { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AclArgs<'args>
+  ) -> flatbuffers::WIPOffset<Acl<'bldr>> {
+    let mut builder = AclBuilder::new(_fbb);
+    if let Some(x) = args.host { builder.add_host(x); }
+    if let Some(x) = args.principal { builder.add_principal(x); }
+    if let Some(x) = args.resource_name { builder.add_resource_name(x); }
+    builder.add_permission(args.permission);
+    builder.add_operation(args.operation);
+    builder.add_pattern_type(args.pattern_type);
+    builder.add_resource_type(args.resource_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn resource_type(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Acl::VT_RESOURCE_TYPE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn resource_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Acl::VT_RESOURCE_NAME, None)}
+  }
+  #[inline]
+  pub fn pattern_type(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Acl::VT_PATTERN_TYPE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Acl::VT_PRINCIPAL, None)}
+  }
+  #[inline]
+  pub fn host(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Acl::VT_HOST, None)}
+  }
+  #[inline]
+  pub fn operation(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Acl::VT_OPERATION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn permission(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Acl::VT_PERMISSION, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for Acl<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<u8>("resource_type", Self::VT_RESOURCE_TYPE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("resource_name", Self::VT_RESOURCE_NAME, false)?
+     .visit_field::<u8>("pattern_type", Self::VT_PATTERN_TYPE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("principal", Self::VT_PRINCIPAL, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("host", Self::VT_HOST, false)?
+     .visit_field::<u8>("operation", Self::VT_OPERATION, false)?
+     .visit_field::<u8>("permission", Self::VT_PERMISSION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AclArgs<'a> {
+    pub resource_type: u8,
+    pub resource_name: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub pattern_type: u8,
+    pub principal: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub host: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub operation: u8,
+    pub permission: u8,
+}
+impl<'a> Default for AclArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AclArgs {
+      resource_type: 0,
+      resource_name: None,
+      pattern_type: 0,
+      principal: None,
+      host: None,
+      operation: 0,
+      permission: 0,
+    }
+  }
+}
+
+pub struct AclBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AclBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_resource_type(&mut self, resource_type: u8) {
+    self.fbb_.push_slot::<u8>(Acl::VT_RESOURCE_TYPE, resource_type, 0);
+  }
+  #[inline]
+  pub fn add_resource_name(&mut self, resource_name: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Acl::VT_RESOURCE_NAME, resource_name);
+  }
+  #[inline]
+  pub fn add_pattern_type(&mut self, pattern_type: u8) {
+    self.fbb_.push_slot::<u8>(Acl::VT_PATTERN_TYPE, pattern_type, 0);
+  }
+  #[inline]
+  pub fn add_principal(&mut self, principal: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Acl::VT_PRINCIPAL, principal);
+  }
+  #[inline]
+  pub fn add_host(&mut self, host: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Acl::VT_HOST, host);
+  }
+  #[inline]
+  pub fn add_operation(&mut self, operation: u8) {
+    self.fbb_.push_slot::<u8>(Acl::VT_OPERATION, operation, 0);
+  }
+  #[inline]
+  pub fn add_permission(&mut self, permission: u8) {
+    self.fbb_.push_slot::<u8>(Acl::VT_PERMISSION, permission, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AclBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AclBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<Acl<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for Acl<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("Acl");
+      ds.field("resource_type", &self.resource_type());
+      ds.field("resource_name", &self.resource_name());
+      ds.field("pattern_type", &self.pattern_type());
+      ds.field("principal", &self.principal());
+      ds.field("host", &self.host());
+      ds.field("operation", &self.operation());
+      ds.field("permission", &self.permission());
+      ds.finish()
+  }
+}
+pub enum CreateAclsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CreateAclsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for CreateAclsRequest<'a> {
+  type Inner = CreateAclsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> CreateAclsRequest<'a> {
+  pub const VT_ACLS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    CreateAclsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args CreateAclsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<CreateAclsRequest<'bldr>> {
+    let mut builder = CreateAclsRequestBuilder::new(_fbb);
+    if let Some(x) = args.acls { builder.add_acls(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn acls(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Acl<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Acl>>>>(CreateAclsRequest::VT_ACLS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for CreateAclsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<Acl>>>>("acls", Self::VT_ACLS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CreateAclsRequestArgs<'a> {
+    pub acls: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Acl<'a>>>>>,
+}
+impl<'a> Default for CreateAclsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CreateAclsRequestArgs {
+      acls: None,
+    }
+  }
+}
+
+pub struct CreateAclsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> CreateAclsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_acls(&mut self, acls: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<Acl<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateAclsRequest::VT_ACLS, acls);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateAclsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    CreateAclsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<CreateAclsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for CreateAclsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("CreateAclsRequest");
+      ds.field("acls", &self.acls());
+      ds.finish()
+  }
+}
+pub enum AclResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AclResult<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AclResult<'a> {
+  type Inner = AclResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AclResult<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_ACLS: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AclResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AclResultArgs<'args>
+  ) -> flatbuffers::WIPOffset<AclResult<'bldr>> {
+    let mut builder = AclResultBuilder::new(_fbb);
+    if let Some(x) = args.acls { builder.add_acls(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(AclResult::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AclResult::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn acls(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Acl<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Acl>>>>(AclResult::VT_ACLS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for AclResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<Acl>>>>("acls", Self::VT_ACLS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AclResultArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub acls: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Acl<'a>>>>>,
+}
+impl<'a> Default for AclResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AclResultArgs {
+      error: ErrorCode::None,
+      message: None,
+      acls: None,
+    }
+  }
+}
+
+pub struct AclResultBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AclResultBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(AclResult::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AclResult::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_acls(&mut self, acls: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<Acl<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AclResult::VT_ACLS, acls);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AclResultBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AclResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AclResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AclResult<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AclResult");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("acls", &self.acls());
+      ds.finish()
+  }
+}
+pub enum DescribeAclsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeAclsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DescribeAclsRequest<'a> {
+  type Inner = DescribeAclsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DescribeAclsRequest<'a> {
+  pub const VT_FILTER: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DescribeAclsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DescribeAclsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<DescribeAclsRequest<'bldr>> {
+    let mut builder = DescribeAclsRequestBuilder::new(_fbb);
+    if let Some(x) = args.filter { builder.add_filter(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn filter(&self) -> Option<Acl<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<Acl>>(DescribeAclsRequest::VT_FILTER, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DescribeAclsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<Acl>>("filter", Self::VT_FILTER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeAclsRequestArgs<'a> {
+    pub filter: Option<flatbuffers::WIPOffset<Acl<'a>>>,
+}
+impl<'a> Default for DescribeAclsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescribeAclsRequestArgs {
+      filter: None,
+    }
+  }
+}
+
+pub struct DescribeAclsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DescribeAclsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_filter(&mut self, filter: flatbuffers::WIPOffset<Acl<'b >>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<Acl>>(DescribeAclsRequest::VT_FILTER, filter);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DescribeAclsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DescribeAclsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DescribeAclsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DescribeAclsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeAclsRequest");
+      ds.field("filter", &self.filter());
+      ds.finish()
+  }
+}
+pub enum DeleteAclsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteAclsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DeleteAclsRequest<'a> {
+  type Inner = DeleteAclsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DeleteAclsRequest<'a> {
+  pub const VT_FILTERS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DeleteAclsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DeleteAclsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<DeleteAclsRequest<'bldr>> {
+    let mut builder = DeleteAclsRequestBuilder::new(_fbb);
+    if let Some(x) = args.filters { builder.add_filters(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn filters(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Acl<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Acl>>>>(DeleteAclsRequest::VT_FILTERS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DeleteAclsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<Acl>>>>("filters", Self::VT_FILTERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteAclsRequestArgs<'a> {
+    pub filters: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Acl<'a>>>>>,
+}
+impl<'a> Default for DeleteAclsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteAclsRequestArgs {
+      filters: None,
+    }
+  }
+}
+
+pub struct DeleteAclsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DeleteAclsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_filters(&mut self, filters: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<Acl<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DeleteAclsRequest::VT_FILTERS, filters);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteAclsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DeleteAclsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DeleteAclsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DeleteAclsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteAclsRequest");
+      ds.field("filters", &self.filters());
+      ds.finish()
+  }
+}
+pub enum AclsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AclsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AclsResponse<'a> {
+  type Inner = AclsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AclsResponse<'a> {
+  pub const VT_RESULTS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AclsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AclsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<AclsResponse<'bldr>> {
+    let mut builder = AclsResponseBuilder::new(_fbb);
+    if let Some(x) = args.results { builder.add_results(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn results(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AclResult<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AclResult>>>>(AclsResponse::VT_RESULTS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for AclsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<AclResult>>>>("results", Self::VT_RESULTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AclsResponseArgs<'a> {
+    pub results: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AclResult<'a>>>>>,
+}
+impl<'a> Default for AclsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AclsResponseArgs {
+      results: None,
+    }
+  }
+}
+
+pub struct AclsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AclsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_results(&mut self, results: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<AclResult<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AclsResponse::VT_RESULTS, results);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AclsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AclsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AclsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AclsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AclsResponse");
+      ds.field("results", &self.results());
+      ds.finish()
+  }
+}
 pub enum ErrorResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -12332,6 +14505,111 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_sasl_handshake_request(&self) -> Option<SaslHandshakeRequest<'a>> {
+    if self.body_type() == RequestBody::SaslHandshakeRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SaslHandshakeRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_sasl_authenticate_request(&self) -> Option<SaslAuthenticateRequest<'a>> {
+    if self.body_type() == RequestBody::SaslAuthenticateRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SaslAuthenticateRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_users_request(&self) -> Option<DescribeUsersRequest<'a>> {
+    if self.body_type() == RequestBody::DescribeUsersRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeUsersRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_users_request(&self) -> Option<AlterUsersRequest<'a>> {
+    if self.body_type() == RequestBody::AlterUsersRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterUsersRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_create_acls_request(&self) -> Option<CreateAclsRequest<'a>> {
+    if self.body_type() == RequestBody::CreateAclsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CreateAclsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_acls_request(&self) -> Option<DescribeAclsRequest<'a>> {
+    if self.body_type() == RequestBody::DescribeAclsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeAclsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_delete_acls_request(&self) -> Option<DeleteAclsRequest<'a>> {
+    if self.body_type() == RequestBody::DeleteAclsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteAclsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -12371,6 +14649,13 @@ impl flatbuffers::Verifiable for Request<'_> {
           RequestBody::TxnOffsetCommitRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<TxnOffsetCommitRequest>>("RequestBody::TxnOffsetCommitRequest", pos),
           RequestBody::ListTransactionsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListTransactionsRequest>>("RequestBody::ListTransactionsRequest", pos),
           RequestBody::AbortTransactionRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AbortTransactionRequest>>("RequestBody::AbortTransactionRequest", pos),
+          RequestBody::SaslHandshakeRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SaslHandshakeRequest>>("RequestBody::SaslHandshakeRequest", pos),
+          RequestBody::SaslAuthenticateRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SaslAuthenticateRequest>>("RequestBody::SaslAuthenticateRequest", pos),
+          RequestBody::DescribeUsersRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeUsersRequest>>("RequestBody::DescribeUsersRequest", pos),
+          RequestBody::AlterUsersRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AlterUsersRequest>>("RequestBody::AlterUsersRequest", pos),
+          RequestBody::CreateAclsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CreateAclsRequest>>("RequestBody::CreateAclsRequest", pos),
+          RequestBody::DescribeAclsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeAclsRequest>>("RequestBody::DescribeAclsRequest", pos),
+          RequestBody::DeleteAclsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteAclsRequest>>("RequestBody::DeleteAclsRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -12616,6 +14901,55 @@ impl core::fmt::Debug for Request<'_> {
         },
         RequestBody::AbortTransactionRequest => {
           if let Some(x) = self.body_as_abort_transaction_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::SaslHandshakeRequest => {
+          if let Some(x) = self.body_as_sasl_handshake_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::SaslAuthenticateRequest => {
+          if let Some(x) = self.body_as_sasl_authenticate_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DescribeUsersRequest => {
+          if let Some(x) = self.body_as_describe_users_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::AlterUsersRequest => {
+          if let Some(x) = self.body_as_alter_users_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::CreateAclsRequest => {
+          if let Some(x) = self.body_as_create_acls_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DescribeAclsRequest => {
+          if let Some(x) = self.body_as_describe_acls_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DeleteAclsRequest => {
+          if let Some(x) = self.body_as_delete_acls_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -13047,6 +15381,81 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_sasl_handshake_response(&self) -> Option<SaslHandshakeResponse<'a>> {
+    if self.body_type() == ResponseBody::SaslHandshakeResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SaslHandshakeResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_sasl_authenticate_response(&self) -> Option<SaslAuthenticateResponse<'a>> {
+    if self.body_type() == ResponseBody::SaslAuthenticateResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SaslAuthenticateResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_users_response(&self) -> Option<DescribeUsersResponse<'a>> {
+    if self.body_type() == ResponseBody::DescribeUsersResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeUsersResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_users_response(&self) -> Option<AlterUsersResponse<'a>> {
+    if self.body_type() == ResponseBody::AlterUsersResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterUsersResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_acls_response(&self) -> Option<AclsResponse<'a>> {
+    if self.body_type() == ResponseBody::AclsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AclsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Response<'_> {
@@ -13083,6 +15492,11 @@ impl flatbuffers::Verifiable for Response<'_> {
           ResponseBody::AddPartitionsToTxnResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AddPartitionsToTxnResponse>>("ResponseBody::AddPartitionsToTxnResponse", pos),
           ResponseBody::EndTxnResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EndTxnResponse>>("ResponseBody::EndTxnResponse", pos),
           ResponseBody::ListTransactionsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListTransactionsResponse>>("ResponseBody::ListTransactionsResponse", pos),
+          ResponseBody::SaslHandshakeResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SaslHandshakeResponse>>("ResponseBody::SaslHandshakeResponse", pos),
+          ResponseBody::SaslAuthenticateResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SaslAuthenticateResponse>>("ResponseBody::SaslAuthenticateResponse", pos),
+          ResponseBody::DescribeUsersResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeUsersResponse>>("ResponseBody::DescribeUsersResponse", pos),
+          ResponseBody::AlterUsersResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AlterUsersResponse>>("ResponseBody::AlterUsersResponse", pos),
+          ResponseBody::AclsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AclsResponse>>("ResponseBody::AclsResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -13307,6 +15721,41 @@ impl core::fmt::Debug for Response<'_> {
         },
         ResponseBody::ListTransactionsResponse => {
           if let Some(x) = self.body_as_list_transactions_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::SaslHandshakeResponse => {
+          if let Some(x) = self.body_as_sasl_handshake_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::SaslAuthenticateResponse => {
+          if let Some(x) = self.body_as_sasl_authenticate_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::DescribeUsersResponse => {
+          if let Some(x) = self.body_as_describe_users_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::AlterUsersResponse => {
+          if let Some(x) = self.body_as_alter_users_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::AclsResponse => {
+          if let Some(x) = self.body_as_acls_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
