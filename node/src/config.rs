@@ -47,7 +47,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --config FILE             TOML file with the same keys (e.g. `data-dir = \"/var/lib/sluice\"`,
                             `[topic-defaults]` with topic config keys); flags win over it
   --data-dir DIR            where logs and metadata live (default ./sluice-data)
-  --listen HOST:PORT        native protocol listener (default 127.0.0.1:9292)
+  --listen [PROTOCOL://]HOST:PORT  native protocol listener (default 127.0.0.1:9292,
+                            plaintext); PROTOCOL as for --kafka-listen
   --kafka-listen [PROTOCOL://]HOST:PORT  Kafka protocol listener for existing Kafka clients
                             and tools (default 127.0.0.1:9092, plaintext; `off` turns it off).
                             PROTOCOL is Kafka's security protocol: PLAINTEXT (the default),
@@ -167,6 +168,8 @@ pub struct NodeConfig {
     pub kafka_advertised: Option<(String, u16)>,
     /// How the Kafka listener's connections are secured (`SSL://` before its address).
     pub kafka_security: SecurityProtocol,
+    /// The native listener's security protocol (`--listen PROTOCOL://HOST:PORT`).
+    pub listen_security: SecurityProtocol,
     /// The TLS certificate chain, its key and the CA clients' certificates must chain to
     /// (PEM files), for listeners whose protocol is SSL or SASL_SSL.
     pub tls: TlsFiles,
@@ -371,6 +374,7 @@ impl Default for NodeConfig {
             kafka_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_KAFKA_PORT))),
             kafka_advertised: None,
             kafka_security: SecurityProtocol::Plaintext,
+            listen_security: SecurityProtocol::Plaintext,
             tls: TlsFiles::default(),
             cluster_tls_ca: None,
             sasl_mechanisms: crate::sasl::MECHANISMS.to_vec(),
@@ -616,6 +620,7 @@ impl NodeConfig {
     #[must_use]
     pub fn serves_tls(&self) -> bool {
         (self.kafka_listen.is_some() && self.kafka_security.tls())
+            || self.listen_security.tls()
             || (self.metrics_listen.is_some() && self.metrics_tls)
     }
 
@@ -632,6 +637,8 @@ impl NodeConfig {
                             self.kafka_security.name(),
                             self.kafka_listen.map(|a| a.to_string()).unwrap_or_default()
                         )
+                    } else if self.listen_security.tls() {
+                        format!("listen = {}://{}", self.listen_security.name(), self.listen)
                     } else {
                         format!(
                             "metrics-listen = https://{}",
@@ -650,8 +657,8 @@ impl NodeConfig {
             }
         } else if let Some((key, _)) = given.iter().find(|(_, path)| path.is_some()) {
             return Err(format!(
-                "{key} is set but no listener uses TLS (kafka-listen = SSL://HOST:PORT or SASL_SSL://HOST:PORT, or \
-                 cluster-tls-ca)"
+                "{key} is set but no listener uses TLS (kafka-listen or listen = SSL://HOST:PORT or \
+                 SASL_SSL://HOST:PORT, or cluster-tls-ca)"
             ));
         }
         if self.cluster_tls_ca.is_some() && self.peers.is_empty() {
@@ -663,7 +670,7 @@ impl NodeConfig {
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
             "data-dir" => self.data_dir = PathBuf::from(value),
-            "listen" => self.listen = address(key, value)?,
+            "listen" => (self.listen_security, self.listen) = listener_address(key, value)?,
             "kafka-listen" if value == "off" => self.kafka_listen = None,
             "kafka-listen" => {
                 let (security, address) = listener_address(key, value)?;
@@ -974,6 +981,16 @@ mod tests {
         assert_eq!(parse("sasl_plaintext://127.0.0.1:9093"), Ok((SecurityProtocol::SaslPlaintext, at)));
         assert!(parse("TLS://127.0.0.1:9093").unwrap_err().contains("unknown security protocol"));
         assert!(parse("SSL://nowhere").unwrap_err().contains("not a HOST:PORT"));
+        // The native listener takes the same forms, and TLS there needs the node's files.
+        let Ok(Command::Run(config)) = NodeConfig::from_args(&args("--listen SASL_PLAINTEXT://127.0.0.1:9393")) else {
+            panic!("a SASL native listener")
+        };
+        assert_eq!(
+            (config.listen_security, config.listen),
+            (SecurityProtocol::SaslPlaintext, "127.0.0.1:9393".parse().unwrap())
+        );
+        let Err(e) = NodeConfig::from_args(&args("--listen SSL://127.0.0.1:9393")) else { panic!("TLS without files") };
+        assert!(e.contains("listen = SSL://127.0.0.1:9393 needs tls-cert"), "{e}");
     }
 
     #[test]

@@ -22,9 +22,12 @@
 //!   its part in a cluster (`shard::cluster`).
 //! - `io`: the I/O seam, the only module that touches glommio and io_uring.
 //! - `storage`: the partition log (segments, indexes, cache, recovery).
+//! - `access`: who asks (`Caller`), and the users' and ACLs' admin operations of both
+//!   protocols; `acl`: the ACL model and its index; `login`: a connection's SASL login.
 //! - `tls`: TLS for SSL listeners (certificates from PEM files, reloaded on SIGHUP).
 //! - `topics`: topic metadata, its validation and its file.
 
+pub mod access;
 pub mod acl;
 pub mod cluster;
 pub mod config;
@@ -33,6 +36,7 @@ pub mod errors;
 pub mod groups;
 pub mod kafka;
 pub mod listener;
+pub mod login;
 pub mod metrics;
 pub mod native;
 pub mod ops;

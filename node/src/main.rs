@@ -231,6 +231,7 @@ async fn run_shard(
     let config_metrics_tls = config.metrics_tls;
     let kafka_listen = config.kafka_listen;
     let kafka_security = config.kafka_security;
+    let listen_security = config.listen_security;
     let sole_voter = config.sole_voter();
     let acl_authorizer = config.acl_authorizer;
     let has_peers = !config.peers.is_empty();
@@ -274,11 +275,12 @@ async fn run_shard(
         match kafka_listen {
             Some(kafka) => info!(
                 listen = %listen,
+                listen_security = listen_security.name(),
                 kafka_listen = %kafka,
                 kafka_security = kafka_security.name(),
                 "sluice-node ready"
             ),
-            None => info!(listen = %listen, "sluice-node ready"),
+            None => info!(listen = %listen, listen_security = listen_security.name(), "sluice-node ready"),
         }
         // Friendly defaults stay loopback; an open port without logins is worth a warning.
         if let Some(kafka) = kafka_listen.filter(|a| !a.ip().is_loopback() && !kafka_security.sasl()) {
@@ -288,13 +290,17 @@ async fn run_shard(
                 kafka_security.name()
             );
         }
-        let secured = acl_authorizer || kafka_security.sasl();
-        if !listen.ip().is_loopback() {
-            warn!("the native listener on {listen} has no authentication: anyone who reaches it can read and change everything");
-        } else if secured {
+        let secured = acl_authorizer || kafka_security.sasl() || listen_security.sasl();
+        if !listen.ip().is_loopback() && !listen_security.sasl() {
+            warn!(
+                "the native listener on {listen} ({}) lets every client in without authentication: use \
+                 --listen SASL_SSL://{listen} (or SASL_PLAINTEXT://) to require a login",
+                listen_security.name()
+            );
+        } else if acl_authorizer && !listen_security.sasl() {
             info!(
-                "the native listener on {listen} has no logins and the ACLs do not apply to it: it is for \
-                 administration from this host"
+                "the native listener on {listen} has no logins: its clients are {} to the ACLs",
+                sluice_node::acl::ANONYMOUS
             );
         }
         if secured && has_peers && !cluster_tls {

@@ -26,6 +26,14 @@ const CLIENT_ID: &str = "sluice-test-client";
 /// the envelope names each by a `Slice`. Their content is opaque to the envelope.
 const BATCH_ONE: &[u8] = b"first record batch bytes";
 const BATCH_TWO: &[u8] = b"second, longer record batch bytes";
+/// SCRAM tokens as a login's SaslAuthenticate requests and responses carry them, and a
+/// credential's salt and salted password as AlterUsers carries them; opaque to the envelope.
+const CLIENT_FIRST_TOKEN: &[u8] = b"n,,n=alice,r=rOprNGfwEbeRWgbNEkqO";
+const SERVER_FIRST_TOKEN: &[u8] =
+    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+const SALT: &[u8] = &[0x5b, 0x6d, 0x99, 0x68, 0x9d, 0x12, 0x35, 0x8e, 0xec, 0xa0, 0x4b, 0x14, 0x12, 0x36, 0xfa, 0x81];
+const SALTED_PASSWORD: &[u8] =
+    &[0xc4, 0xa4, 0x95, 0x10, 0x32, 0x3a, 0xb4, 0xf9, 0x52, 0xca, 0xc1, 0xfa, 0x99, 0x44, 0x19, 0x39];
 
 fn strings<'f>(builder: &mut FlatBufferBuilder<'f>, items: &[&str]) -> WIPOffset<Vector<'f, ForwardsUOffset<&'f str>>> {
     let offsets: Vec<_> = items.iter().map(|item| builder.create_string(item)).collect();
@@ -69,6 +77,45 @@ fn check_topic_partitions(list: Option<Vector<'_, ForwardsUOffset<TopicPartition
     assert_eq!(list.len(), 1);
     assert_eq!(list.get(0).topic(), Some("orders"));
     assert_eq!(list.get(0).partitions().unwrap().iter().collect::<Vec<_>>(), [0, 2, 5]);
+}
+
+/// The access control entry "User:alice may describe the topics prefixed `orders` from
+/// 10.0.0.7" (its four numbers distinct), as the ACL requests and responses carry it.
+fn acl<'f>(builder: &mut FlatBufferBuilder<'f>) -> WIPOffset<Acl<'f>> {
+    let resource_name = builder.create_string("orders");
+    let principal = builder.create_string("User:alice");
+    let host = builder.create_string("10.0.0.7");
+    Acl::create(
+        builder,
+        &AclArgs {
+            resource_type: 2,
+            resource_name: Some(resource_name),
+            pattern_type: 4,
+            principal: Some(principal),
+            host: Some(host),
+            operation: 8,
+            permission: 3,
+        },
+    )
+}
+
+fn acls<'f>(builder: &mut FlatBufferBuilder<'f>) -> WIPOffset<Vector<'f, ForwardsUOffset<Acl<'f>>>> {
+    let acl = acl(builder);
+    builder.create_vector(&[acl])
+}
+
+fn check_acl(acl: Option<Acl<'_>>) {
+    let acl = acl.unwrap();
+    assert_eq!((acl.resource_type(), acl.pattern_type(), acl.operation(), acl.permission()), (2, 4, 8, 3));
+    assert_eq!(acl.resource_name(), Some("orders"));
+    assert_eq!(acl.principal(), Some("User:alice"));
+    assert_eq!(acl.host(), Some("10.0.0.7"));
+}
+
+fn check_acls(list: Option<Vector<'_, ForwardsUOffset<Acl<'_>>>>) {
+    let list = list.unwrap();
+    assert_eq!(list.len(), 1);
+    check_acl(Some(list.get(0)));
 }
 
 /// The payload of a frame that carries both batches, and the slices that name them.
@@ -385,6 +432,56 @@ fn build_request_body(
             );
             (body.as_union_value(), no_payload)
         }
+        RequestBody::SaslHandshakeRequest => {
+            let mechanism = builder.create_string("SCRAM-SHA-512");
+            let body = SaslHandshakeRequest::create(builder, &SaslHandshakeRequestArgs { mechanism: Some(mechanism) });
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::SaslAuthenticateRequest => {
+            let token = builder.create_vector(CLIENT_FIRST_TOKEN);
+            let body = SaslAuthenticateRequest::create(builder, &SaslAuthenticateRequestArgs { token: Some(token) });
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::DescribeUsersRequest => {
+            let users = strings(builder, &["alice", "bob"]);
+            let body = DescribeUsersRequest::create(builder, &DescribeUsersRequestArgs { users: Some(users) });
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::AlterUsersRequest => {
+            let user = builder.create_string("alice");
+            let mechanism = builder.create_string("SCRAM-SHA-512");
+            let salt = builder.create_vector(SALT);
+            let salted_password = builder.create_vector(SALTED_PASSWORD);
+            let change = UserChange::create(
+                builder,
+                &UserChangeArgs {
+                    user: Some(user),
+                    mechanism: Some(mechanism),
+                    delete: true,
+                    iterations: 8192,
+                    salt: Some(salt),
+                    salted_password: Some(salted_password),
+                },
+            );
+            let changes = builder.create_vector(&[change]);
+            let body = AlterUsersRequest::create(builder, &AlterUsersRequestArgs { changes: Some(changes) });
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::CreateAclsRequest => {
+            let acls = acls(builder);
+            let body = CreateAclsRequest::create(builder, &CreateAclsRequestArgs { acls: Some(acls) });
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::DescribeAclsRequest => {
+            let filter = acl(builder);
+            let body = DescribeAclsRequest::create(builder, &DescribeAclsRequestArgs { filter: Some(filter) });
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::DeleteAclsRequest => {
+            let filters = acls(builder);
+            let body = DeleteAclsRequest::create(builder, &DeleteAclsRequestArgs { filters: Some(filters) });
+            (body.as_union_value(), no_payload)
+        }
         other => panic!("no request body of type {other:?}"),
     }
 }
@@ -579,6 +676,39 @@ fn check_request(request: &Request<'_>, payload: &[u8]) {
             let body = request.body_as_abort_transaction_request().unwrap();
             assert_eq!(body.transactional_id(), Some("billing-tx"));
         }
+        RequestBody::SaslHandshakeRequest => {
+            let body = request.body_as_sasl_handshake_request().unwrap();
+            assert_eq!(body.mechanism(), Some("SCRAM-SHA-512"));
+        }
+        RequestBody::SaslAuthenticateRequest => {
+            let body = request.body_as_sasl_authenticate_request().unwrap();
+            assert_eq!(body.token().unwrap().bytes(), CLIENT_FIRST_TOKEN);
+        }
+        RequestBody::DescribeUsersRequest => {
+            let body = request.body_as_describe_users_request().unwrap();
+            assert_eq!(string_list(body.users()), ["alice", "bob"]);
+        }
+        RequestBody::AlterUsersRequest => {
+            let body = request.body_as_alter_users_request().unwrap();
+            let changes = body.changes().unwrap();
+            assert_eq!(changes.len(), 1);
+            let change = changes.get(0);
+            assert_eq!(change.user(), Some("alice"));
+            assert_eq!(change.mechanism(), Some("SCRAM-SHA-512"));
+            assert!(change.delete());
+            assert_eq!(change.iterations(), 8192);
+            assert_eq!(change.salt().unwrap().bytes(), SALT);
+            assert_eq!(change.salted_password().unwrap().bytes(), SALTED_PASSWORD);
+        }
+        RequestBody::CreateAclsRequest => {
+            check_acls(request.body_as_create_acls_request().unwrap().acls());
+        }
+        RequestBody::DescribeAclsRequest => {
+            check_acl(request.body_as_describe_acls_request().unwrap().filter());
+        }
+        RequestBody::DeleteAclsRequest => {
+            check_acls(request.body_as_delete_acls_request().unwrap().filters());
+        }
         other => panic!("unexpected body type {other:?}"),
     }
 }
@@ -741,6 +871,41 @@ fn abort_transaction_request_round_trips_with_every_field_set() {
 }
 
 #[test]
+fn sasl_handshake_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::SaslHandshakeRequest);
+}
+
+#[test]
+fn sasl_authenticate_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::SaslAuthenticateRequest);
+}
+
+#[test]
+fn describe_users_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::DescribeUsersRequest);
+}
+
+#[test]
+fn alter_users_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::AlterUsersRequest);
+}
+
+#[test]
+fn create_acls_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::CreateAclsRequest);
+}
+
+#[test]
+fn describe_acls_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::DescribeAclsRequest);
+}
+
+#[test]
+fn delete_acls_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::DeleteAclsRequest);
+}
+
+#[test]
 fn every_request_body_type_is_covered_by_these_tests() {
     let covered = ALL_REQUEST_BODIES.len();
     assert_eq!(covered, RequestBody::ENUM_VALUES.len() - 1, "a request body type was added: add it to the tests");
@@ -757,7 +922,7 @@ fn a_response_envelope_is_not_taken_for_a_request() {
     }
 }
 
-const ALL_REQUEST_BODIES: [RequestBody; 25] = [
+const ALL_REQUEST_BODIES: [RequestBody; 32] = [
     RequestBody::ApiVersionsRequest,
     RequestBody::MetadataRequest,
     RequestBody::CreateTopicsRequest,
@@ -783,6 +948,13 @@ const ALL_REQUEST_BODIES: [RequestBody; 25] = [
     RequestBody::TxnOffsetCommitRequest,
     RequestBody::ListTransactionsRequest,
     RequestBody::AbortTransactionRequest,
+    RequestBody::SaslHandshakeRequest,
+    RequestBody::SaslAuthenticateRequest,
+    RequestBody::DescribeUsersRequest,
+    RequestBody::AlterUsersRequest,
+    RequestBody::CreateAclsRequest,
+    RequestBody::DescribeAclsRequest,
+    RequestBody::DeleteAclsRequest,
 ];
 
 // Responses -----------------------------------------------------------------------------
@@ -1234,6 +1406,78 @@ fn build_response_body(
             );
             (body.as_union_value(), no_payload)
         }
+        ResponseBody::SaslHandshakeResponse => {
+            let message = builder.create_string("mechanism 'GSSAPI' is not enabled");
+            let mechanisms = strings(builder, &["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]);
+            let body = SaslHandshakeResponse::create(
+                builder,
+                &SaslHandshakeResponseArgs {
+                    error: ErrorCode::UnsupportedSaslMechanism,
+                    message: Some(message),
+                    mechanisms: Some(mechanisms),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::SaslAuthenticateResponse => {
+            let message = builder.create_string("authentication of 'alice' failed");
+            let token = builder.create_vector(SERVER_FIRST_TOKEN);
+            let body = SaslAuthenticateResponse::create(
+                builder,
+                &SaslAuthenticateResponseArgs {
+                    error: ErrorCode::SaslAuthenticationFailed,
+                    message: Some(message),
+                    token: Some(token),
+                    session_lifetime_ms: 3_600_000,
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::DescribeUsersResponse => {
+            let user = builder.create_string("alice");
+            let mechanism = builder.create_string("SCRAM-SHA-256");
+            let credential = UserCredential::create(
+                builder,
+                &UserCredentialArgs { user: Some(user), mechanism: Some(mechanism), iterations: 4096 },
+            );
+            let credentials = builder.create_vector(&[credential]);
+            let message = builder.create_string("no user 'bob'");
+            let body = DescribeUsersResponse::create(
+                builder,
+                &DescribeUsersResponseArgs {
+                    error: ErrorCode::ResourceNotFound,
+                    message: Some(message),
+                    credentials: Some(credentials),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::AlterUsersResponse => {
+            let user = builder.create_string("alice");
+            let message = builder.create_string("iterations 8192 out of range");
+            let result = UserResult::create(
+                builder,
+                &UserResultArgs { user: Some(user), error: ErrorCode::UnacceptableCredential, message: Some(message) },
+            );
+            let results = builder.create_vector(&[result]);
+            let body = AlterUsersResponse::create(builder, &AlterUsersResponseArgs { results: Some(results) });
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::AclsResponse => {
+            let message = builder.create_string("not authorized to alter the cluster");
+            let acls = acls(builder);
+            let result = AclResult::create(
+                builder,
+                &AclResultArgs {
+                    error: ErrorCode::ClusterAuthorizationFailed,
+                    message: Some(message),
+                    acls: Some(acls),
+                },
+            );
+            let results = builder.create_vector(&[result]);
+            let body = AclsResponse::create(builder, &AclsResponseArgs { results: Some(results) });
+            (body.as_union_value(), no_payload)
+        }
         other => panic!("no response body of type {other:?}"),
     }
 }
@@ -1472,6 +1716,46 @@ fn check_response(response: &Response<'_>, payload: &[u8]) {
             assert_eq!(transaction.start_ms(), 1_700_000_000_000);
             check_topic_partitions(transaction.partitions());
         }
+        ResponseBody::SaslHandshakeResponse => {
+            let body = response.body_as_sasl_handshake_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::UnsupportedSaslMechanism);
+            assert_eq!(body.message(), Some("mechanism 'GSSAPI' is not enabled"));
+            assert_eq!(string_list(body.mechanisms()), ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]);
+        }
+        ResponseBody::SaslAuthenticateResponse => {
+            let body = response.body_as_sasl_authenticate_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::SaslAuthenticationFailed);
+            assert_eq!(body.message(), Some("authentication of 'alice' failed"));
+            assert_eq!(body.token().unwrap().bytes(), SERVER_FIRST_TOKEN);
+            assert_eq!(body.session_lifetime_ms(), 3_600_000);
+        }
+        ResponseBody::DescribeUsersResponse => {
+            let body = response.body_as_describe_users_response().unwrap();
+            assert_eq!(body.error(), ErrorCode::ResourceNotFound);
+            assert_eq!(body.message(), Some("no user 'bob'"));
+            let credentials = body.credentials().unwrap();
+            assert_eq!(credentials.len(), 1);
+            let credential = credentials.get(0);
+            assert_eq!(credential.user(), Some("alice"));
+            assert_eq!(credential.mechanism(), Some("SCRAM-SHA-256"));
+            assert_eq!(credential.iterations(), 4096);
+        }
+        ResponseBody::AlterUsersResponse => {
+            let results = response.body_as_alter_users_response().unwrap().results().unwrap();
+            assert_eq!(results.len(), 1);
+            let result = results.get(0);
+            assert_eq!(result.user(), Some("alice"));
+            assert_eq!(result.error(), ErrorCode::UnacceptableCredential);
+            assert_eq!(result.message(), Some("iterations 8192 out of range"));
+        }
+        ResponseBody::AclsResponse => {
+            let results = response.body_as_acls_response().unwrap().results().unwrap();
+            assert_eq!(results.len(), 1);
+            let result = results.get(0);
+            assert_eq!(result.error(), ErrorCode::ClusterAuthorizationFailed);
+            assert_eq!(result.message(), Some("not authorized to alter the cluster"));
+            check_acls(result.acls());
+        }
         other => panic!("unexpected body type {other:?}"),
     }
 }
@@ -1491,7 +1775,7 @@ fn round_trip_response(body_type: ResponseBody) {
     check_response(&response, payload);
 }
 
-const ALL_RESPONSE_BODIES: [ResponseBody; 24] = [
+const ALL_RESPONSE_BODIES: [ResponseBody; 29] = [
     ResponseBody::ApiVersionsResponse,
     ResponseBody::MetadataResponse,
     ResponseBody::CreateTopicsResponse,
@@ -1516,6 +1800,11 @@ const ALL_RESPONSE_BODIES: [ResponseBody; 24] = [
     ResponseBody::AddPartitionsToTxnResponse,
     ResponseBody::EndTxnResponse,
     ResponseBody::ListTransactionsResponse,
+    ResponseBody::SaslHandshakeResponse,
+    ResponseBody::SaslAuthenticateResponse,
+    ResponseBody::DescribeUsersResponse,
+    ResponseBody::AlterUsersResponse,
+    ResponseBody::AclsResponse,
 ];
 
 #[test]
@@ -1620,6 +1909,31 @@ fn end_txn_response_round_trips_with_every_field_set() {
 #[test]
 fn list_transactions_response_round_trips_with_every_field_set() {
     round_trip_response(ResponseBody::ListTransactionsResponse);
+}
+
+#[test]
+fn sasl_handshake_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::SaslHandshakeResponse);
+}
+
+#[test]
+fn sasl_authenticate_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::SaslAuthenticateResponse);
+}
+
+#[test]
+fn describe_users_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::DescribeUsersResponse);
+}
+
+#[test]
+fn alter_users_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::AlterUsersResponse);
+}
+
+#[test]
+fn acls_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::AclsResponse);
 }
 
 #[test]

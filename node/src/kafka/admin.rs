@@ -102,10 +102,9 @@ pub fn to_auto_create(server: &Rc<Server>, r: &Request, request: &MetadataReques
     names.dedup();
     // Kafka's check: CREATE on the cluster, or on each topic (quiet: the answer says
     // UNKNOWN_TOPIC_OR_PARTITION for the others).
-    let (principal, host) = (&r.principal, &r.host);
-    let shard = &server.shard;
-    if !shard.permits(principal, host, op::CREATE, crate::acl::resource::CLUSTER, crate::acl::resource::CLUSTER_NAME) {
-        names.retain(|n| shard.permits(principal, host, op::CREATE, crate::acl::resource::TOPIC, n));
+    let caller = &r.caller;
+    if !caller.sees(server, op::CREATE, crate::acl::resource::CLUSTER, crate::acl::resource::CLUSTER_NAME) {
+        names.retain(|n| caller.sees(server, op::CREATE, crate::acl::resource::TOPIC, n));
     }
     names
 }
@@ -132,7 +131,7 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
         // Every topic: those the principal may not describe are left out.
         _ => metadata
             .topics()
-            .filter(|t| shard.permits(&r.principal, &r.host, op::DESCRIBE, crate::acl::resource::TOPIC, &t.name))
+            .filter(|t| r.caller.sees(server, op::DESCRIBE, crate::acl::resource::TOPIC, &t.name))
             .map(|t| (Some(t.name.clone()), t.id))
             .collect(),
     };
@@ -148,7 +147,7 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
             let topic = MetadataResponseTopic::default()
                 .with_name(Some(TopicName(text(&name))))
                 .with_is_internal(v >= 1 && crate::topics::is_internal(&name));
-            if !listing_all && !r.may_topic(server, op::DESCRIBE, &name) {
+            if !listing_all && !r.caller.may_topic(server, op::DESCRIBE, &name) {
                 let denied = crate::errors::error_code(ErrorKind::TopicAuthorizationFailed).0;
                 // Asked by id: the name is not told (Kafka's answer).
                 let topic = if id == TopicId::NONE { topic } else { topic.with_name(None) };
@@ -219,7 +218,7 @@ pub async fn create_txn_topic_for(server: &Rc<Server>, r: &Request, request: &Fi
     // Only for a principal that may describe one of the ids asked about.
     let txn = crate::acl::resource::TRANSACTIONAL_ID;
     let mut keys = request.coordinator_keys.iter().map(|k| k.as_str()).chain(std::iter::once(request.key.as_str()));
-    if keys.any(|key| server.shard.permits(&r.principal, &r.host, op::DESCRIBE, txn, key)) {
+    if keys.any(|key| r.caller.sees(server, op::DESCRIBE, txn, key)) {
         crate::ops::txn::ensure_txn_topic(&server.shard).await;
     }
 }
@@ -263,11 +262,11 @@ pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinat
 /// DESCRIBE on the group or transactional id whose coordinator is asked for.
 fn may_find(server: &Rc<Server>, r: &Request, key_type: i8, key: &str) -> Result<(), (ErrorCode, &'static str)> {
     if key_type == KEY_TYPE_TRANSACTION {
-        if !r.may(server, op::DESCRIBE, crate::acl::resource::TRANSACTIONAL_ID, key) {
+        if !r.caller.may(server, op::DESCRIBE, crate::acl::resource::TRANSACTIONAL_ID, key) {
             let code = crate::errors::error_code(ErrorKind::TransactionalIdAuthorizationFailed);
             return Err((code, "not authorized to describe this transactional id"));
         }
-    } else if !r.may_group(server, op::DESCRIBE, key) {
+    } else if !r.caller.may_group(server, op::DESCRIBE, key) {
         return Err((
             crate::errors::error_code(ErrorKind::GroupAuthorizationFailed),
             "not authorized to describe this group",
@@ -303,14 +302,14 @@ pub async fn create_topics(server: &Rc<Server>, r: &Request, request: CreateTopi
     let mut refused: BTreeMap<String, NodeError> = BTreeMap::new();
     let mut asked: Vec<(String, i32, i16)> = Vec::new();
     let mut topics = Vec::new();
-    let may_create = r.may_cluster(server, op::CREATE);
+    let may_create = r.caller.may_cluster(server, op::CREATE);
     for t in request.topics {
         let name = t.name.0.to_string();
         // Kafka's defaults: num.partitions 1, default.replication.factor 1.
         let partitions = if t.num_partitions == -1 { 1 } else { t.num_partitions };
         let replication_factor = if t.replication_factor == -1 { 1 } else { t.replication_factor };
         asked.push((name.clone(), partitions, replication_factor));
-        if !may_create && !r.may_topic(server, op::CREATE, &name) {
+        if !may_create && !r.caller.may_topic(server, op::CREATE, &name) {
             refused.insert(name.clone(), NodeError::topic_denied(&name));
             continue;
         }
@@ -380,7 +379,7 @@ pub async fn delete_topics(server: &Rc<Server>, r: &Request, request: DeleteTopi
     let ids: BTreeMap<String, TopicId> =
         names.iter().filter_map(|n| Some((n.clone(), metadata.topic(n)?.id))).collect();
     let (names, denied): (Vec<String>, Vec<String>) =
-        names.into_iter().partition(|n| r.may_topic(server, op::DELETE, n));
+        names.into_iter().partition(|n| r.caller.may_topic(server, op::DELETE, n));
     let mut results = run_admin(&server.shard, AdminRequest::DeleteTopics { names }).await;
     results.extend(denied.into_iter().map(|n| {
         let e = if by_id.contains(&n) {
@@ -421,7 +420,7 @@ pub async fn create_partitions(
         .topics
         .into_iter()
         .map(|t| (t.name.0.to_string(), u32::try_from(t.count).unwrap_or(0)))
-        .partition(|(name, _)| r.may_topic(server, op::ALTER, name));
+        .partition(|(name, _)| r.caller.may_topic(server, op::ALTER, name));
     let mut results =
         run_admin(&server.shard, AdminRequest::CreatePartitions { topics, validate_only: request.validate_only }).await;
     results.extend(denied.into_iter().map(|(n, _)| {
@@ -603,8 +602,8 @@ fn may_configure(
     name: &str,
 ) -> Result<(), NodeError> {
     match resource_type {
-        RESOURCE_TOPIC if !r.may_topic(server, operation, name) => Err(NodeError::topic_denied(name)),
-        RESOURCE_BROKER if !r.may_cluster(server, operation) => Err(NodeError::cluster_denied()),
+        RESOURCE_TOPIC if !r.caller.may_topic(server, operation, name) => Err(NodeError::topic_denied(name)),
+        RESOURCE_BROKER if !r.caller.may_cluster(server, operation) => Err(NodeError::cluster_denied()),
         _ => Ok(()),
     }
 }
@@ -715,18 +714,6 @@ pub async fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-/// IDEMPOTENT_WRITE on the cluster, or WRITE on any topic (Kafka 3.0+, KIP-679).
-fn may_write_idempotently(server: &Rc<Server>, r: &Request) -> bool {
-    use crate::acl::resource::{CLUSTER, CLUSTER_NAME, TOPIC};
-    let shard = &server.shard;
-    let quiet =
-        |operation, resource_type, name: &str| shard.permits(&r.principal, &r.host, operation, resource_type, name);
-    quiet(op::IDEMPOTENT_WRITE, CLUSTER, CLUSTER_NAME)
-        || shard.metadata().topics().any(|t| quiet(op::WRITE, TOPIC, &t.name))
-        // Denied: asked again to log and count it.
-        || r.may_cluster(server, op::IDEMPOTENT_WRITE)
-}
-
 /// An idempotent producer's id and epoch (`ops::admin::init_producer`).
 pub async fn init_producer_id(
     server: &Rc<Server>,
@@ -740,10 +727,11 @@ pub async fn init_producer_id(
     // IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (KIP-679).
     let allowed = match id {
         Some(id) => r
+            .caller
             .may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, id)
             .then_some(())
             .ok_or_else(|| NodeError::txn_denied(id)),
-        None => may_write_idempotently(server, r).then_some(()).ok_or_else(NodeError::cluster_denied),
+        None => r.caller.may_write_idempotently(server).then_some(()).ok_or_else(NodeError::cluster_denied),
     };
     let result = match allowed {
         Ok(()) => crate::ops::txn::init_producer(&server.shard, id, request.transaction_timeout_ms, existing).await,
@@ -812,7 +800,7 @@ pub async fn describe_log_dirs(
         DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
     };
     let shard = &server.shard;
-    if !r.may_cluster(server, op::DESCRIBE) {
+    if !r.caller.may_cluster(server, op::DESCRIBE) {
         // v3+ carry the error; older versions get no directories, as Kafka answers.
         return DescribeLogDirsResponse::default().with_error_code(code(&NodeError::cluster_denied()));
     }
@@ -886,7 +874,7 @@ pub async fn elect_leaders(
 ) -> kafka_protocol::messages::ElectLeadersResponse {
     use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
     let shard = &server.shard;
-    if !request.may_cluster(server, op::ALTER) {
+    if !request.caller.may_cluster(server, op::ALTER) {
         // v1+ carry a top-level error; v0 gets it for every partition named.
         let code = code(&NodeError::cluster_denied());
         let results = r

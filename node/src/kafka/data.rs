@@ -41,10 +41,10 @@ pub async fn produce(
         p.records.as_deref().and_then(|r| BatchHeader::view(r).ok()).is_some_and(|h| h.attributes().is_transactional())
     });
     let txn_denied = match &txn_id {
-        Some(id) if !request.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, id) => {
+        Some(id) if !request.caller.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, id) => {
             Some(NodeError::txn_denied(id))
         }
-        None if transactional && !request.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, "") => {
+        None if transactional && !request.caller.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, "") => {
             Some(NodeError::txn_denied("(none: transactional batches without a transactional id)"))
         }
         _ => None,
@@ -54,7 +54,7 @@ pub async fn produce(
         let name = t.name.0.to_string();
         if let Some(e) = &txn_denied {
             denied.insert(name, e.clone());
-        } else if !denied.contains_key(&name) && !request.may_topic(server, op::WRITE, &name) {
+        } else if !denied.contains_key(&name) && !request.caller.may_topic(server, op::WRITE, &name) {
             denied.insert(name.clone(), NodeError::topic_denied(&name));
         }
     }
@@ -183,7 +183,7 @@ pub async fn fetch(
     let mut readable: HashMap<String, bool> = HashMap::new();
     for name in parts.iter().filter_map(|p| p.name.as_ref()) {
         if !readable.contains_key(name) {
-            readable.insert(name.clone(), request.may_topic(server, op::READ, name));
+            readable.insert(name.clone(), request.caller.may_topic(server, op::READ, name));
         }
     }
     let may_read = |name: &Option<String>| name.as_ref().is_some_and(|n| readable.get(n) == Some(&true));
@@ -255,7 +255,7 @@ pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsets
     let mut topics = Vec::new();
     for t in request.topics {
         let name = t.name.0.to_string();
-        let allowed = r.may_topic(server, op::DESCRIBE, &name);
+        let allowed = r.caller.may_topic(server, op::DESCRIBE, &name);
         let mut partitions = Vec::new();
         for p in t.partitions {
             let read_committed = r.version >= 2 && request.isolation_level == 1;
@@ -291,7 +291,7 @@ pub async fn describe_producers(
     let mut topics = Vec::new();
     for t in request.topics {
         let name = t.name.0.to_string();
-        let allowed = r.may_topic(server, op::READ, &name);
+        let allowed = r.caller.may_topic(server, op::READ, &name);
         let mut partitions = Vec::new();
         for index in t.partition_indexes {
             let result = if allowed {
@@ -327,7 +327,7 @@ pub async fn delete_records(server: &Rc<Server>, r: &Request, request: DeleteRec
     let mut topics = Vec::new();
     for t in request.topics {
         let name = t.name.0.to_string();
-        let allowed = r.may_topic(server, op::DELETE, &name);
+        let allowed = r.caller.may_topic(server, op::DELETE, &name);
         let mut partitions = Vec::new();
         for p in t.partitions {
             let result = if allowed {

@@ -64,7 +64,7 @@ pub async fn join(server: &Rc<Server>, request: &Request, r: JoinGroupRequest, p
     // JoinGroup v0 has no rebalance timeout: Kafka uses the session timeout.
     let rebalance_timeout_ms = u32::try_from(r.rebalance_timeout_ms).unwrap_or(session_timeout_ms);
     let protocol_type = r.protocol_type.to_string();
-    if !request.may_group(server, op::READ, &r.group_id.0) {
+    if !request.caller.may_group(server, op::READ, &r.group_id.0) {
         return JoinGroupResponse::default()
             .with_error_code(code(&NodeError::group_denied(&r.group_id.0)))
             .with_generation_id(-1)
@@ -116,7 +116,7 @@ pub async fn join(server: &Rc<Server>, request: &Request, r: JoinGroupRequest, p
 }
 
 pub async fn sync(server: &Rc<Server>, request: &Request, r: SyncGroupRequest) -> SyncGroupResponse {
-    if !request.may_group(server, op::READ, &r.group_id.0) {
+    if !request.caller.may_group(server, op::READ, &r.group_id.0) {
         return SyncGroupResponse::default().with_error_code(code(&NodeError::group_denied(&r.group_id.0)));
     }
     let sync = GroupRequest::Sync {
@@ -133,7 +133,7 @@ pub async fn sync(server: &Rc<Server>, request: &Request, r: SyncGroupRequest) -
 }
 
 pub async fn heartbeat(server: &Rc<Server>, request: &Request, r: HeartbeatRequest) -> HeartbeatResponse {
-    if !request.may_group(server, op::READ, &r.group_id.0) {
+    if !request.caller.may_group(server, op::READ, &r.group_id.0) {
         return HeartbeatResponse::default().with_error_code(code(&NodeError::group_denied(&r.group_id.0)));
     }
     let request = GroupRequest::Heartbeat {
@@ -146,7 +146,7 @@ pub async fn heartbeat(server: &Rc<Server>, request: &Request, r: HeartbeatReque
 
 pub async fn leave(server: &Rc<Server>, request: &Request, r: LeaveGroupRequest) -> LeaveGroupResponse {
     let group = r.group_id.0.to_string();
-    if !request.may_group(server, op::READ, &group) {
+    if !request.caller.may_group(server, op::READ, &group) {
         return LeaveGroupResponse::default().with_error_code(code(&NodeError::group_denied(&group)));
     }
     // v0-v2 name one member; v3+ a batch of them, static ones by instance id.
@@ -191,9 +191,9 @@ pub async fn leave(server: &Rc<Server>, request: &Request, r: LeaveGroupRequest)
 pub async fn commit(server: &Rc<Server>, req: &Request, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let mut asked = Vec::new();
     let mut refused: Vec<(String, u32, i16)> = Vec::new();
-    let group_allowed = req.may_group(server, op::READ, &r.group_id.0);
+    let group_allowed = req.caller.may_group(server, op::READ, &r.group_id.0);
     for t in &r.topics {
-        if !group_allowed || !req.may_topic(server, op::READ, &t.name.0) {
+        if !group_allowed || !req.caller.may_topic(server, op::READ, &t.name.0) {
             let e =
                 if group_allowed { NodeError::topic_denied(&t.name.0) } else { NodeError::group_denied(&r.group_id.0) };
             refused.extend(
@@ -310,14 +310,14 @@ async fn fetch_group_as(
     partitions: Option<Vec<TopicPartition>>,
     require_stable: bool,
 ) -> Result<FetchedOffsets, NodeError> {
-    if !req.may_group(server, op::DESCRIBE, &group) {
+    if !req.caller.may_group(server, op::DESCRIBE, &group) {
         return Err(NodeError::group_denied(&group));
     }
     let mut describable: BTreeMap<String, bool> = BTreeMap::new();
     let mut may = |topic: &str| {
-        *describable.entry(topic.to_string()).or_insert_with(|| {
-            server.shard.permits(&req.principal, &req.host, op::DESCRIBE, crate::acl::resource::TOPIC, topic)
-        })
+        *describable
+            .entry(topic.to_string())
+            .or_insert_with(|| req.caller.sees(server, op::DESCRIBE, crate::acl::resource::TOPIC, topic))
     };
     let Some(partitions) = partitions else {
         let mut all = fetch_group(server, group, None, require_stable).await?;
@@ -387,7 +387,7 @@ pub async fn describe(server: &Rc<Server>, request: &Request, r: DescribeGroupsR
     let mut groups = Vec::new();
     for id in r.groups {
         let group = DescribedGroup::default().with_group_id(GroupId(id.0.clone()));
-        if !request.may_group(server, op::DESCRIBE, &id.0) {
+        if !request.caller.may_group(server, op::DESCRIBE, &id.0) {
             groups.push(group.with_error_code(code(&NodeError::group_denied(&id.0))));
             continue;
         }
@@ -439,17 +439,9 @@ pub async fn list(server: &Rc<Server>, request: &Request, r: ListGroupsRequest) 
     };
     let wanted: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
     // DESCRIBE on the cluster lists every group; else those the principal may describe.
-    let every = server.shard.permits(
-        &request.principal,
-        &request.host,
-        op::DESCRIBE,
-        crate::acl::resource::CLUSTER,
-        crate::acl::resource::CLUSTER_NAME,
-    );
-    let visible = |group: &str| {
-        every
-            || server.shard.permits(&request.principal, &request.host, op::DESCRIBE, crate::acl::resource::GROUP, group)
-    };
+    let every =
+        request.caller.sees(server, op::DESCRIBE, crate::acl::resource::CLUSTER, crate::acl::resource::CLUSTER_NAME);
+    let visible = |group: &str| every || request.caller.sees(server, op::DESCRIBE, crate::acl::resource::GROUP, group);
     // v5's types: "classic" (and native groups), "consumer" (KIP-848).
     let typed = |t: &str| r.types_filter.is_empty() || r.types_filter.iter().any(|w| w.eq_ignore_ascii_case(t));
     let groups = groups
@@ -470,7 +462,7 @@ pub async fn list(server: &Rc<Server>, request: &Request, r: ListGroupsRequest) 
 pub async fn delete(server: &Rc<Server>, request: &Request, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::new();
     for id in r.groups_names {
-        let result = if request.may_group(server, op::DELETE, &id.0) {
+        let result = if request.caller.may_group(server, op::DELETE, &id.0) {
             done(server.shard.group_call(GroupRequest::Delete { group: id.0.to_string() }).await)
         } else {
             Err(NodeError::group_denied(&id.0))
@@ -484,11 +476,11 @@ pub async fn delete(server: &Rc<Server>, request: &Request, r: DeleteGroupsReque
 /// subscribe to (those they do: GROUP_SUBSCRIBED_TO_TOPIC).
 pub async fn delete_offsets(server: &Rc<Server>, req: &Request, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
     use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
-    if !req.may_group(server, op::DELETE, &r.group_id.0) {
+    if !req.caller.may_group(server, op::DELETE, &r.group_id.0) {
         return OffsetDeleteResponse::default().with_error_code(code(&NodeError::group_denied(&r.group_id.0)));
     }
     let (readable, denied): (Vec<_>, Vec<_>) =
-        r.topics.iter().partition(|t| req.may_topic(server, op::READ, &t.name.0));
+        r.topics.iter().partition(|t| req.caller.may_topic(server, op::READ, &t.name.0));
     let refused: Vec<(String, u32, i16)> = denied
         .iter()
         .flat_map(|t| {
@@ -537,7 +529,7 @@ pub async fn consumer_heartbeat(
     r: ConsumerGroupHeartbeatRequest,
     peer: &str,
 ) -> ConsumerGroupHeartbeatResponse {
-    if !request.may_group(server, op::READ, &r.group_id.0) {
+    if !request.caller.may_group(server, op::READ, &r.group_id.0) {
         let e = NodeError::group_denied(&r.group_id.0);
         return ConsumerGroupHeartbeatResponse::default()
             .with_error_code(code(&e))
@@ -635,7 +627,7 @@ pub async fn consumer_group_describe(
     let mut groups = Vec::new();
     for id in r.group_ids {
         let group = Group::default().with_group_id(id.clone()).with_authorized_operations(i32::MIN);
-        if !request.may_group(server, op::DESCRIBE, &id.0) {
+        if !request.caller.may_group(server, op::DESCRIBE, &id.0) {
             let e = NodeError::group_denied(&id.0);
             groups.push(group.with_error_code(code(&e)).with_error_message(Some(text(&e.message))));
             continue;

@@ -103,6 +103,11 @@ pub const PRE_LOGIN_FRAME_BYTES: u32 = 512 << 10;
 /// The oldest Produce version decoded: v3 carries RecordBatch v2, what the log stores.
 pub const PRODUCE_VERSION_MIN: i16 = 3;
 
+/// ApiVersions and the login requests: the only ones a SASL listener serves before a login.
+fn is_login_api(api: ApiKey) -> bool {
+    matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+}
+
 /// The version range served for `key`.
 #[must_use]
 pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
@@ -153,33 +158,11 @@ pub struct Request {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: String,
-    /// The connection's principal (`User:NAME` after a SASL login, else
-    /// `acl::ANONYMOUS`) and the client's address, which the ACLs are checked for.
-    pub principal: Rc<str>,
-    pub host: Rc<str>,
+    /// Who sent it, which the ACLs are checked for.
+    pub caller: crate::access::Caller,
 }
 
 impl Request {
-    /// Whether the request's principal may do `operation` to a resource (`crate::acl`).
-    pub fn may(&self, server: &Server, operation: u8, resource_type: u8, name: &str) -> bool {
-        server.shard.allowed(&self.principal, &self.host, operation, resource_type, name)
-    }
-
-    /// `may` for a topic.
-    pub fn may_topic(&self, server: &Server, operation: u8, topic: &str) -> bool {
-        self.may(server, operation, crate::acl::resource::TOPIC, topic)
-    }
-
-    /// `may` for a group.
-    pub fn may_group(&self, server: &Server, operation: u8, group: &str) -> bool {
-        self.may(server, operation, crate::acl::resource::GROUP, group)
-    }
-
-    /// `may` for the cluster.
-    pub fn may_cluster(&self, server: &Server, operation: u8) -> bool {
-        self.may(server, operation, crate::acl::resource::CLUSTER, crate::acl::resource::CLUSTER_NAME)
-    }
-
     /// Encodes `body` as this request's response.
     pub fn respond(&self, body: &impl Encodable) -> Result<ResponseFrame, NodeError> {
         self.respond_as(self.version, body)
@@ -260,8 +243,10 @@ pub async fn serve_inter_node(
         version,
         correlation_id: header.correlation_id,
         client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
-        principal: crate::acl::INTER_NODE.into(),
-        host: format!("node {}", from.0).into(),
+        caller: crate::access::Caller {
+            principal: crate::acl::INTER_NODE.into(),
+            host: format!("node {}", from.0).into(),
+        },
     };
     let server = Server::new(shard.clone());
     let response = match api {
@@ -373,7 +358,7 @@ impl Protocol for KafkaServer {
             warn!(%peer, "Kafka {api:?} v{version} is not served (v{min} to v{max}); closing the connection");
             return close;
         }
-        if let Err(why) = session.check(self.security.sasl(), api) {
+        if let Err(why) = session.check(self.security.sasl(), is_login_api(api)) {
             warn!(%peer, "Kafka {api:?} refused: {why}; closing the connection");
             return close;
         }
@@ -398,8 +383,7 @@ impl Protocol for KafkaServer {
             version,
             correlation_id,
             client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
-            principal,
-            host: peer.clone(),
+            caller: crate::access::Caller { principal, host: peer.clone() },
         };
         if matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
             return self.sasl_request(&session, &request, body, &peer);

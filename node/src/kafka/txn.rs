@@ -89,10 +89,10 @@ async fn verify(server: &Rc<Server>, id: String, producer_id: i64, epoch: i16, p
 /// WRITE on the transactional id and on every topic added: the error for all the
 /// partitions when not (`None`: allowed).
 fn may_add(server: &Rc<Server>, r: &Request, id: &str, partitions: &[TopicPartition]) -> Option<i16> {
-    if !r.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, id) {
+    if !r.caller.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, id) {
         return Some(code(&NodeError::txn_denied(id)));
     }
-    let denied = partitions.iter().find(|tp| !r.may_topic(server, op::WRITE, &tp.topic))?;
+    let denied = partitions.iter().find(|tp| !r.caller.may_topic(server, op::WRITE, &tp.topic))?;
     Some(code(&NodeError::topic_denied(&denied.topic)))
 }
 
@@ -115,7 +115,7 @@ pub async fn add_partitions(
             .with_results_by_topic_v3_and_below(topic_results(&partitions, error));
     }
     // v4+ batches come from brokers (transactions v2's produce path on another node).
-    if !r.may_cluster(server, op::CLUSTER_ACTION) {
+    if !r.caller.may_cluster(server, op::CLUSTER_ACTION) {
         let e = code(&NodeError::cluster_denied());
         return AddPartitionsToTxnResponse::default().with_error_code(e);
     }
@@ -202,11 +202,11 @@ pub async fn join_for_produce(
 /// AddOffsetsToTxn: the group's offsets partition joins the transaction (its marker
 /// settles the transaction's offset commits).
 pub async fn add_offsets(server: &Rc<Server>, r: &Request, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
-    if !r.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, &request.transactional_id.0) {
+    if !r.caller.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, &request.transactional_id.0) {
         return AddOffsetsToTxnResponse::default()
             .with_error_code(code(&NodeError::txn_denied(&request.transactional_id.0)));
     }
-    if !r.may_group(server, op::READ, &request.group_id.0) {
+    if !r.caller.may_group(server, op::READ, &request.group_id.0) {
         return AddOffsetsToTxnResponse::default().with_error_code(code(&NodeError::group_denied(&request.group_id.0)));
     }
     let partition = offsets_partition(&request.group_id.0);
@@ -224,7 +224,7 @@ pub async fn add_offsets(server: &Rc<Server>, r: &Request, request: AddOffsetsTo
 /// EndTxn; from v5 (transactions v2) the epoch goes up with every transaction and the
 /// answer carries the producer id and epoch to go on with.
 pub async fn end_txn(server: &Rc<Server>, r: &Request, request: EndTxnRequest) -> EndTxnResponse {
-    if !r.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, &request.transactional_id.0) {
+    if !r.caller.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, &request.transactional_id.0) {
         return EndTxnResponse::default()
             .with_error_code(code(&NodeError::txn_denied(&request.transactional_id.0)))
             .with_producer_id(ProducerId(-1))
@@ -258,17 +258,18 @@ pub async fn txn_offset_commit(
     request: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
     // Kafka's checks: WRITE on the transactional id, READ on the group and on each topic.
-    let denied = if !r.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, &request.transactional_id.0) {
-        Some(NodeError::txn_denied(&request.transactional_id.0))
-    } else if !r.may_group(server, op::READ, &request.group_id.0) {
-        Some(NodeError::group_denied(&request.group_id.0))
-    } else {
-        request
-            .topics
-            .iter()
-            .find(|t| !r.may_topic(server, op::READ, &t.name.0))
-            .map(|t| NodeError::topic_denied(&t.name.0))
-    };
+    let denied =
+        if !r.caller.may(server, op::WRITE, crate::acl::resource::TRANSACTIONAL_ID, &request.transactional_id.0) {
+            Some(NodeError::txn_denied(&request.transactional_id.0))
+        } else if !r.caller.may_group(server, op::READ, &request.group_id.0) {
+            Some(NodeError::group_denied(&request.group_id.0))
+        } else {
+            request
+                .topics
+                .iter()
+                .find(|t| !r.caller.may_topic(server, op::READ, &t.name.0))
+                .map(|t| NodeError::topic_denied(&t.name.0))
+        };
     let joined = if let Some(e) = denied {
         Err(e)
     } else if r.version >= TRANSACTIONS_V2_TXN_OFFSET_COMMIT {
@@ -348,7 +349,7 @@ pub async fn write_txn_markers(
     r: &Request,
     request: WriteTxnMarkersRequest,
 ) -> WriteTxnMarkersResponse {
-    let allowed = r.may_cluster(server, op::CLUSTER_ACTION);
+    let allowed = r.caller.may_cluster(server, op::CLUSTER_ACTION);
     let mut markers = Vec::new();
     for m in request.markers {
         let mut topics = Vec::new();
@@ -403,7 +404,7 @@ pub async fn describe_transactions(
     let mut states = Vec::new();
     for id in request.transactional_ids {
         let state = TransactionState::default().with_transactional_id(id.clone());
-        let described = if r.may(server, op::DESCRIBE, crate::acl::resource::TRANSACTIONAL_ID, &id.0) {
+        let described = if r.caller.may(server, op::DESCRIBE, crate::acl::resource::TRANSACTIONAL_ID, &id.0) {
             txn_ops::describe(&server.shard, &id.0).await
         } else {
             Err(NodeError::txn_denied(&id.0))
@@ -431,7 +432,7 @@ pub async fn list_transactions(
     let mut listed = txn_ops::list(&server.shard).await;
     // Only the transactional ids the principal may describe (Kafka's filter).
     let txn = crate::acl::resource::TRANSACTIONAL_ID;
-    listed.retain(|(id, _)| server.shard.permits(&r.principal, &r.host, op::DESCRIBE, txn, id));
+    listed.retain(|(id, _)| r.caller.sees(server, op::DESCRIBE, txn, id));
     let states: Vec<String> = request.state_filters.iter().map(ToString::to_string).collect();
     let known = ["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort"];
     let unknown = states.iter().filter(|s| !known.contains(&s.as_str())).map(|s| text(s)).collect();

@@ -35,12 +35,22 @@ pub fn api_versions(correlation_id: u32) -> ResponseFrame {
     respond(b, correlation_id, ResponseBody::ApiVersionsResponse, body.as_union_value(), Vec::new())
 }
 
-pub fn metadata(server: &Rc<Server>, correlation_id: u32, request: wire::MetadataRequest<'_>) -> ResponseFrame {
+/// Metadata of the named topics, or of every topic the caller may describe.
+pub fn metadata(
+    server: &Rc<Server>,
+    caller: &crate::access::Caller,
+    correlation_id: u32,
+    request: wire::MetadataRequest<'_>,
+) -> ResponseFrame {
     let shard = &server.shard;
     let metadata = shard.metadata();
     let names: Vec<String> = match request.topics() {
         Some(list) => list.iter().map(str::to_string).collect(),
-        None => metadata.topics().map(|t| t.name.clone()).collect(),
+        None => metadata
+            .topics()
+            .filter(|t| caller.sees(server, crate::acl::op::DESCRIBE, crate::acl::resource::TOPIC, &t.name))
+            .map(|t| t.name.clone())
+            .collect(),
     };
     let mut b = FlatBufferBuilder::new();
     let topics: Vec<_> = names

@@ -262,11 +262,16 @@ pub async fn fetch(server: &Rc<Server>, cid: u32, r: wire::OffsetFetchRequest<'_
     respond(b, cid, ResponseBody::OffsetFetchResponse, body.as_union_value(), Vec::new())
 }
 
-pub async fn list(server: &Rc<Server>, cid: u32) -> ResponseFrame {
-    let groups = match server.shard.group_call(GroupRequest::List).await {
+/// Every group the caller may describe (every group with DESCRIBE on the cluster).
+pub async fn list(server: &Rc<Server>, caller: &crate::access::Caller, cid: u32) -> ResponseFrame {
+    use crate::acl::{op, resource};
+    let mut groups = match server.shard.group_call(GroupRequest::List).await {
         GroupReply::Listed(list) => list,
         _ => Vec::new(),
     };
+    if !caller.sees(server, op::DESCRIBE, resource::CLUSTER, resource::CLUSTER_NAME) {
+        groups.retain(|g| caller.sees(server, op::DESCRIBE, resource::GROUP, &g.group));
+    }
     let mut b = FlatBufferBuilder::new();
     let items: Vec<_> = groups
         .iter()

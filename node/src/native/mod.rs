@@ -1,13 +1,16 @@
 //! The native protocol (flatbuffers envelopes, `schemas/fbs/sluice.fbs`) on the shared
-//! connection loop (`listener`): parses each request, dispatches it to its handler over
-//! the operations in `ops`, and encodes the answer. A malformed request gets an
-//! `ErrorResponse` and its connection is closed.
+//! connection loop (`listener`): parses each request, checks it against the connection's
+//! login and the ACLs (`security`), dispatches it to its handler over the operations in
+//! `ops`, and encodes the answer. A malformed request gets an `ErrorResponse` and its
+//! connection is closed; so does a request other than ApiVersions before a SASL login on a
+//! SASL listener (`--listen SASL_SSL://...`).
 
 mod admin;
 mod delete_records;
 mod fetch;
 mod groups;
 mod produce;
+mod security;
 mod txn;
 
 use std::rc::Rc;
@@ -17,13 +20,18 @@ use sluice_io::net::Listener;
 use sluice_schemas::wire::{self, ErrorCode, FrameHeader, RequestBody, ResponseBody, FRAME_HEADER_BYTES};
 use tracing::warn;
 
+use crate::access::Caller;
 use crate::errors::{error_code, ErrorKind, NodeError};
 use crate::listener::{serve, Outcome, Payload, Protocol, ResponseFrame, Server, Turn};
+use crate::login::Session;
 use crate::metrics::Api;
 
-/// Serves the native protocol on `listener`, forever.
+/// Serves the native protocol on `listener`, forever, with TLS when its security
+/// protocol (`--listen PROTOCOL://...`) says so.
 pub async fn serve_native(server: Rc<Server>, listener: Listener) {
-    serve(server, listener, None).await;
+    let config = &server.shard.config;
+    let tls = config.listen_security.tls().then(|| crate::tls::ShardTls::new(config.tls.clone()));
+    serve(server, listener, tls).await;
 }
 
 /// Finishes a response envelope with its body and wraps it in a frame.
@@ -55,16 +63,26 @@ impl Protocol for Server {
     const HEADER_BYTES: usize = FRAME_HEADER_BYTES;
     /// The envelope's length.
     type Frame = usize;
-    type Session = ();
+    type Session = Session;
+
+    fn set_tls_principal(session: &Session, principal: Rc<str>) {
+        session.set_tls_principal(principal);
+    }
 
     fn server(self: &Rc<Self>) -> Rc<Server> {
         self.clone()
     }
 
-    fn parse_header(&self, _session: &(), header: &[u8]) -> Result<(usize, usize), Option<ResponseFrame>> {
+    /// Before a SASL login a frame is at most `kafka::PRE_LOGIN_FRAME_BYTES`, as on the
+    /// Kafka listener.
+    fn parse_header(&self, session: &Session, header: &[u8]) -> Result<(usize, usize), Option<ResponseFrame>> {
         let mut bytes = [0u8; FRAME_HEADER_BYTES];
         bytes.copy_from_slice(header);
-        match FrameHeader::parse(&bytes, self.shard.config.frame_bytes_max) {
+        let mut max = self.shard.config.frame_bytes_max;
+        if self.shard.config.listen_security.sasl() && session.user().is_none() {
+            max = max.min(crate::kafka::PRE_LOGIN_FRAME_BYTES);
+        }
+        match FrameHeader::parse(&bytes, max) {
             Ok(h) => Ok((h.body_bytes() as usize, h.envelope_bytes as usize)),
             Err(e) => {
                 warn!("refusing a frame: {e}");
@@ -75,7 +93,7 @@ impl Protocol for Server {
 
     async fn handle(
         self: Rc<Self>,
-        _session: Rc<()>,
+        session: Rc<Session>,
         envelope_bytes: usize,
         body: Vec<u8>,
         peer: Rc<str>,
@@ -84,13 +102,19 @@ impl Protocol for Server {
         // Native requests run concurrently: the client orders what needs an order (an
         // idempotent producer's batches go out one leader turn at a time).
         drop(turn);
-        self.handle_native(&body, envelope_bytes, &peer).await
+        self.handle_native(&session, &body, envelope_bytes, peer).await
     }
 }
 
 impl Server {
     /// Parses and runs one request (`body` is the frame after its header).
-    async fn handle_native(self: &Rc<Self>, body: &[u8], envelope_bytes: usize, peer: &str) -> Outcome {
+    async fn handle_native(
+        self: &Rc<Self>,
+        session: &Session,
+        body: &[u8],
+        envelope_bytes: usize,
+        peer: Rc<str>,
+    ) -> Outcome {
         let (envelope, payload) = body.split_at(envelope_bytes.min(body.len()));
         let request = match wire::parse_request(envelope) {
             Ok(r) => r,
@@ -105,9 +129,35 @@ impl Server {
             }
         };
         let correlation_id = request.correlation_id();
+        let body_type = request.body_type();
+        if let Err(why) = session.check(self.shard.config.listen_security.sasl(), security::is_login_body(body_type)) {
+            warn!(%peer, "native request {} refused: {why}; closing the connection", body_type.0);
+            let frame = error_frame(correlation_id, ErrorCode::IllegalSaslState, &format!("refused: {why}"));
+            return Outcome { response: Some(frame), close: true };
+        }
+        match body_type {
+            RequestBody::SaslHandshakeRequest => {
+                if let Some(body) = request.body_as_sasl_handshake_request() {
+                    return security::sasl_handshake(self, session, correlation_id, body);
+                }
+            }
+            RequestBody::SaslAuthenticateRequest => {
+                if let Some(body) = request.body_as_sasl_authenticate_request() {
+                    return security::sasl_authenticate(self, session, correlation_id, body, &peer);
+                }
+            }
+            _ => {}
+        }
+        let caller = Caller { principal: session.principal(), host: peer.clone() };
+        if let Err(e) = security::authorize(self, &caller, &request) {
+            return Outcome {
+                response: Some(error_frame(correlation_id, error_code(e.kind), &e.message)),
+                close: false,
+            };
+        }
         let started = std::time::Instant::now();
-        let api = Api::of(request.body_type());
-        let outcome = self.dispatch(&request, payload, peer).await;
+        let api = Api::of(body_type);
+        let outcome = self.dispatch(&request, payload, &caller).await;
         self.shard.metrics.borrow_mut().record(api, started.elapsed());
         match outcome {
             Ok(outcome) => outcome,
@@ -122,8 +172,9 @@ impl Server {
         self: &Rc<Self>,
         request: &wire::Request<'_>,
         payload: &[u8],
-        peer: &str,
+        caller: &Caller,
     ) -> Result<Outcome, NodeError> {
+        let peer = &*caller.host;
         let cid = request.correlation_id();
         let some = |frame| Ok(Outcome { response: Some(frame), close: false });
         let missing = || NodeError::new(ErrorKind::InvalidRequest, "request body is missing");
@@ -132,7 +183,7 @@ impl Server {
             RequestBody::MetadataRequest => {
                 let body = request.body_as_metadata_request().ok_or_else(missing)?;
                 self.shard.wait_for_metadata(crate::shard::METADATA_CATCH_UP_WAIT).await;
-                some(admin::metadata(self, cid, body))
+                some(admin::metadata(self, caller, cid, body))
             }
             RequestBody::CreateTopicsRequest => some(
                 admin::create_topics(self, cid, request.body_as_create_topics_request().ok_or_else(missing)?).await,
@@ -179,7 +230,7 @@ impl Server {
             RequestBody::OffsetFetchRequest => {
                 some(groups::fetch(self, cid, request.body_as_offset_fetch_request().ok_or_else(missing)?).await)
             }
-            RequestBody::ListGroupsRequest => some(groups::list(self, cid).await),
+            RequestBody::ListGroupsRequest => some(groups::list(self, caller, cid).await),
             RequestBody::DeleteRecordsRequest => some(
                 delete_records::delete_records(
                     self,
@@ -209,10 +260,30 @@ impl Server {
                 let body = request.body_as_txn_offset_commit_request().ok_or_else(missing)?;
                 some(groups::txn_commit(self, cid, body).await)
             }
-            RequestBody::ListTransactionsRequest => some(txn::list_transactions(self, cid).await),
+            RequestBody::ListTransactionsRequest => some(txn::list_transactions(self, caller, cid).await),
             RequestBody::AbortTransactionRequest => {
                 let body = request.body_as_abort_transaction_request().ok_or_else(missing)?;
                 some(txn::abort_transaction(self, cid, body).await)
+            }
+            RequestBody::DescribeUsersRequest => {
+                let body = request.body_as_describe_users_request().ok_or_else(missing)?;
+                some(security::describe_users(self, caller, cid, body))
+            }
+            RequestBody::AlterUsersRequest => {
+                let body = request.body_as_alter_users_request().ok_or_else(missing)?;
+                some(security::alter_users(self, caller, cid, body).await)
+            }
+            RequestBody::CreateAclsRequest => {
+                let body = request.body_as_create_acls_request().ok_or_else(missing)?;
+                some(security::create_acls(self, caller, cid, body).await)
+            }
+            RequestBody::DescribeAclsRequest => {
+                let body = request.body_as_describe_acls_request().ok_or_else(missing)?;
+                some(security::describe_acls(self, caller, cid, body))
+            }
+            RequestBody::DeleteAclsRequest => {
+                let body = request.body_as_delete_acls_request().ok_or_else(missing)?;
+                some(security::delete_acls(self, caller, cid, body).await)
             }
             other => Err(NodeError::new(ErrorKind::InvalidRequest, format!("unknown request type {}", other.0))),
         }

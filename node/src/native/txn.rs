@@ -72,8 +72,11 @@ pub async fn abort_transaction(server: &Rc<Server>, cid: u32, r: wire::AbortTran
 }
 
 /// The transactional ids this node coordinates.
-pub async fn list_transactions(server: &Rc<Server>, cid: u32) -> ResponseFrame {
-    let listed = txn_ops::list(&server.shard).await;
+/// The transactional ids this node coordinates that the caller may describe.
+pub async fn list_transactions(server: &Rc<Server>, caller: &crate::access::Caller, cid: u32) -> ResponseFrame {
+    let mut listed = txn_ops::list(&server.shard).await;
+    let txn = crate::acl::resource::TRANSACTIONAL_ID;
+    listed.retain(|(id, _)| caller.sees(server, crate::acl::op::DESCRIBE, txn, id));
     let mut b = FlatBufferBuilder::new();
     let items: Vec<_> = listed
         .iter()
