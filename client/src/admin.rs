@@ -1,12 +1,17 @@
-//! The admin client: topics, partitions and configs.
+//! The admin client: topics, partitions, configs, groups, transactions, users and ACLs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_schemas::sasl::{self, ScramMechanism};
+
+use crate::acl::{Acl, AclFilter};
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
-use crate::protocol::{self, ClusterMetadata, ConfigValue, GroupInfo, NewTopic, TopicInfo};
+pub use crate::protocol::UserCredential;
+use crate::protocol::{self, ClusterMetadata, ConfigValue, GroupInfo, NewTopic, TopicInfo, UserChange};
 use crate::router::{coordinator_moved, stale_metadata, with_retries, Router};
+use crate::security::Security;
 
 /// A partition's lag in a group: log end offset minus committed offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,17 +28,21 @@ pub struct PartitionLag {
     pub member_id: Option<String>,
 }
 
-/// Connects to the first reachable of `servers` (HOST:PORT each).
+/// Connects to the first reachable of `servers` (HOST:PORT each), secured as `security`
+/// says. A refused login or a bad setting ends the search: every node would refuse the
+/// same credentials.
 pub async fn connect_any(
     servers: &[String],
     client_id: &str,
     max_in_flight: usize,
     timeout: Duration,
+    security: &Security,
 ) -> Result<Connection> {
     let mut last = ClientError::Config("bootstrap servers are empty".into());
     for server in servers {
-        match Connection::connect(server, client_id, max_in_flight, timeout).await {
+        match Connection::connect(server, client_id, max_in_flight, timeout, security).await {
             Ok(c) => return Ok(c),
+            Err(e @ (ClientError::Authentication(_) | ClientError::Config(_))) => return Err(e),
             Err(e) => last = e,
         }
     }
@@ -56,6 +65,15 @@ impl std::fmt::Debug for Admin {
 /// How long an admin change keeps retrying while the controller or a leader moves.
 const RETRY_FOR: Duration = Duration::from_secs(15);
 
+/// Bytes of the random salt of a user's SCRAM credential made here (a SHA-256 output's worth).
+const USER_SALT_BYTES: usize = 32;
+
+/// A SCRAM mechanism by name, in any case.
+fn scram_mechanism(name: &str) -> Result<ScramMechanism> {
+    ScramMechanism::from_name(name)
+        .ok_or_else(|| ClientError::Config(format!("SCRAM mechanism {name:?}: must be SCRAM-SHA-256 or SCRAM-SHA-512")))
+}
+
 fn single(results: Vec<(String, Result<()>)>, name: &str) -> Result<()> {
     results
         .into_iter()
@@ -64,14 +82,20 @@ fn single(results: Vec<(String, Result<()>)>, name: &str) -> Result<()> {
 }
 
 impl Admin {
-    /// Connects to the first reachable bootstrap server.
+    /// Connects to the first reachable bootstrap server (PLAINTEXT).
     pub async fn connect(bootstrap_servers: &[String]) -> Result<Admin> {
         Admin::connect_with_timeout(bootstrap_servers, Duration::from_secs(30)).await
     }
 
     /// As `connect`, with `timeout` for each request (Kafka's request.timeout.ms).
     pub async fn connect_with_timeout(bootstrap_servers: &[String], timeout: Duration) -> Result<Admin> {
-        let router = Router::new(bootstrap_servers, "sluice-admin", 8, timeout, Duration::ZERO);
+        Admin::connect_secured(bootstrap_servers, Security::plaintext(), timeout).await
+    }
+
+    /// As `connect_with_timeout`, every connection secured as `security` says (TLS, a
+    /// SASL login).
+    pub async fn connect_secured(bootstrap_servers: &[String], security: Security, timeout: Duration) -> Result<Admin> {
+        let router = Router::new(bootstrap_servers, "sluice-admin", 8, timeout, Duration::ZERO, Arc::new(security));
         router.any().await?;
         Ok(Admin { servers: bootstrap_servers.to_vec(), router })
     }
@@ -279,6 +303,98 @@ impl Admin {
             |conn| async move { protocol::abort_transaction(&conn, transactional_id).await },
         )
         .await
+    }
+
+    /// Runs `call` on any node, again on another while connections fail. Users and ACLs
+    /// go to any node: the node forwards changes to the controller itself.
+    async fn on_any<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(Arc<Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        with_retries(RETRY_FOR, stale_metadata, || self.router.any(), || {}, call).await
+    }
+
+    /// The SCRAM credentials of `users` (empty: of every user), one per user and
+    /// mechanism, without their secrets.
+    pub async fn describe_users(&self, users: &[String]) -> Result<Vec<UserCredential>> {
+        let mut credentials = self.on_any(|conn| async move { protocol::describe_users(&conn, users).await }).await?;
+        credentials.sort();
+        Ok(credentials)
+    }
+
+    /// Sets `user`'s SCRAM credential for `mechanism` (SCRAM-SHA-256 or SCRAM-SHA-512),
+    /// creating the user if new. The password is salted here with a fresh random salt,
+    /// as Kafka's AlterUserScramCredentials does: it never travels, but the salted
+    /// password that does lets its holder log in as the user, so use TLS.
+    pub async fn set_user_password(&self, user: &str, mechanism: &str, password: &str, iterations: u32) -> Result<()> {
+        let scram = scram_mechanism(mechanism)?;
+        if !(sasl::ITERATIONS_MIN..=sasl::ITERATIONS_MAX).contains(&iterations) {
+            return Err(ClientError::Config(format!(
+                "iterations {iterations}: must be {} to {}",
+                sasl::ITERATIONS_MIN,
+                sasl::ITERATIONS_MAX
+            )));
+        }
+        if user.is_empty() || password.is_empty() {
+            return Err(ClientError::Config("a user needs a name and a password".into()));
+        }
+        let mut salt = vec![0u8; USER_SALT_BYTES];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+            .map_err(|_| ClientError::Config("no randomness for a salt".into()))?;
+        let salted_password = sasl::salted_password(scram, password.as_bytes(), &salt, iterations);
+        let change = UserChange::Set {
+            user: user.to_string(),
+            mechanism: scram.name().to_string(),
+            iterations,
+            salt,
+            salted_password,
+        };
+        self.alter_user(user, change).await
+    }
+
+    /// Deletes `user`'s credential for `mechanism` (the user goes with its last one).
+    pub async fn delete_user(&self, user: &str, mechanism: &str) -> Result<()> {
+        let scram = scram_mechanism(mechanism)?;
+        self.alter_user(user, UserChange::Delete { user: user.to_string(), mechanism: scram.name().to_string() }).await
+    }
+
+    async fn alter_user(&self, user: &str, change: UserChange) -> Result<()> {
+        let changes = std::slice::from_ref(&change);
+        let results = self.on_any(|conn| async move { protocol::alter_users(&conn, changes).await }).await?;
+        results
+            .into_iter()
+            .find(|(u, _)| u == user)
+            .map_or_else(|| Err(ClientError::Protocol(format!("no result for user {user:?}"))), |(_, r)| r)
+    }
+
+    /// Creates access control entries; the first that failed is the error.
+    pub async fn create_acls(&self, acls: Vec<Acl>) -> Result<()> {
+        let acls = &acls;
+        let results = self.on_any(|conn| async move { protocol::create_acls(&conn, acls).await }).await?;
+        if results.len() != acls.len() {
+            return Err(ClientError::Protocol(format!("{} results for {} ACL entries", results.len(), acls.len())));
+        }
+        results.into_iter().try_for_each(|r| r.map(|_| ()))
+    }
+
+    /// The access control entries `filter` matches, sorted.
+    pub async fn describe_acls(&self, filter: &AclFilter) -> Result<Vec<Acl>> {
+        let mut acls = self.on_any(|conn| async move { protocol::describe_acls(&conn, filter).await }).await?;
+        acls.sort();
+        Ok(acls)
+    }
+
+    /// Deletes the entries any of `filters` matches; returns those deleted, sorted.
+    pub async fn delete_acls(&self, filters: &[AclFilter]) -> Result<Vec<Acl>> {
+        let results = self.on_any(|conn| async move { protocol::delete_acls(&conn, filters).await }).await?;
+        let mut deleted = Vec::new();
+        for result in results {
+            deleted.extend(result?);
+        }
+        deleted.sort();
+        deleted.dedup();
+        Ok(deleted)
     }
 
     /// Deletes the records of a partition below `offset` (-1: all written so far), as

@@ -8,6 +8,7 @@ use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 use crate::error::{ClientError, Result};
 use crate::producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use crate::protocol::NewTopic;
+use crate::security::Security;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     // One worker: the producer's sender task keeps sending while the caller's thread
@@ -112,6 +113,13 @@ impl BlockingAdmin {
     pub fn connect(bootstrap_servers: &[String]) -> Result<BlockingAdmin> {
         let runtime = runtime()?;
         let admin = runtime.block_on(Admin::connect(bootstrap_servers))?;
+        Ok(BlockingAdmin { runtime, admin })
+    }
+
+    /// As `connect`, every connection secured as `security` says (TLS, a SASL login).
+    pub fn connect_secured(bootstrap_servers: &[String], security: Security) -> Result<BlockingAdmin> {
+        let runtime = runtime()?;
+        let admin = runtime.block_on(Admin::connect_secured(bootstrap_servers, security, Duration::from_secs(30)))?;
         Ok(BlockingAdmin { runtime, admin })
     }
 

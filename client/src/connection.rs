@@ -1,4 +1,9 @@
-//! One TCP connection to a node, with pipelined requests.
+//! One connection to a node (TCP, or TLS over TCP), with pipelined requests.
+//!
+//! `connect` secures the connection as its `Security` says before returning it: the TLS
+//! handshake, then the SASL login (see `security`). A login with a lifetime makes the
+//! connection count as broken shortly before the login ends, so its owner opens a new
+//! one (which logs in again) instead of logging in again on this one.
 //!
 //! Requests are written in order under a lock and their reply slots queued in the same
 //! order; a reader task hands each response to the next slot (the node answers in
@@ -8,16 +13,23 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use sluice_schemas::wire::{self, FrameHeader, RequestBody, FRAME_HEADER_BYTES};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::error::{ClientError, Result};
+use crate::security::{self, Security};
+
+/// The halves of a connection's stream: a TCP socket's, or a TLS stream's. Boxing keeps
+/// vectored writes: `Box` forwards `poll_write_vectored`, so a TCP socket's half still
+/// writes a frame's head and its payload's pieces in one writev (no copy), and a TLS
+/// stream's takes them into one TLS record where they fit.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// The largest response frame the client reads (a fetch asks for at most its
 /// fetch.max.bytes plus envelopes).
@@ -57,7 +69,7 @@ struct Pending {
 }
 
 struct Writer {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     next_correlation_id: u32,
 }
 
@@ -68,6 +80,18 @@ pub struct Connection {
     pending: Arc<Mutex<Pending>>,
     in_flight: Arc<Semaphore>,
     request_timeout: Duration,
+    /// The task reading responses, stopped when the connection is dropped (a TLS stream's
+    /// halves share the socket: dropping the writer alone would not close it).
+    reader: tokio::task::AbortHandle,
+    /// When the SASL login's lifetime is nearly over: from then on the connection counts
+    /// as broken.
+    renew_at: Option<Instant>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -77,12 +101,15 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connects to `address` (HOST:PORT).
+    /// Connects to `address` (HOST:PORT), secured as `security` says: TLS, then the SASL
+    /// login, before the connection is returned. A login the node refuses is
+    /// `ClientError::Authentication`.
     pub async fn connect(
         address: &str,
         client_id: &str,
         max_in_flight: usize,
         request_timeout: Duration,
+        security: &Security,
     ) -> Result<Connection> {
         let connect = tokio::time::timeout(request_timeout, TcpStream::connect(address)).await;
         let stream = match connect {
@@ -93,17 +120,35 @@ impl Connection {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+        let (read, write): (ReadHalf, WriteHalf) = match &security.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            Some(tls) => {
+                let stream = security::tls_handshake(tls, address, stream, request_timeout).await?;
+                let (read, write) = tokio::io::split(stream);
+                (Box::new(read), Box::new(write))
+            }
+        };
         let pending = Arc::new(Mutex::new(Pending { slots: VecDeque::new(), failed: None }));
-        tokio::spawn(read_responses(read, pending.clone(), address.to_string()));
-        Ok(Connection {
+        let reader = tokio::spawn(read_responses(read, pending.clone(), address.to_string())).abort_handle();
+        let mut connection = Connection {
             address: address.to_string(),
             client_id: client_id.to_string(),
             writer: tokio::sync::Mutex::new(Writer { half: write, next_correlation_id: 1 }),
             pending,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             request_timeout,
-        })
+            reader,
+            renew_at: None,
+        };
+        if let Some(sasl) = &security.sasl {
+            let started = Instant::now();
+            let lifetime = security::login(&connection, sasl).await?;
+            connection.renew_at = lifetime.map(|l| security::renew_at(started, l));
+        }
+        Ok(connection)
     }
 
     #[must_use]
@@ -111,10 +156,12 @@ impl Connection {
         &self.address
     }
 
-    /// Whether the connection has failed (the caller should reconnect).
+    /// Whether the connection has failed, or its login is about to end (the caller
+    /// should reconnect).
     #[must_use]
     pub fn is_broken(&self) -> bool {
-        self.pending.lock().map(|p| p.failed.is_some()).unwrap_or(true)
+        self.renew_at.is_some_and(|at| Instant::now() >= at)
+            || self.pending.lock().map(|p| p.failed.is_some()).unwrap_or(true)
     }
 
     /// Sends a request whose body `build` writes, followed by `payload`, and waits for
@@ -222,7 +269,7 @@ fn fail_all(pending: &Mutex<Pending>, error: ClientError) {
     }
 }
 
-async fn read_responses(mut read: OwnedReadHalf, pending: Arc<Mutex<Pending>>, address: String) {
+async fn read_responses(mut read: ReadHalf, pending: Arc<Mutex<Pending>>, address: String) {
     let error = loop {
         let mut header = [0u8; FRAME_HEADER_BYTES];
         if let Err(e) = read.read_exact(&mut header).await {
@@ -300,7 +347,7 @@ impl PendingResponse<'_> {
 
 /// Writes every slice (the frame's head and its payload's pieces) with as few writev
 /// calls as the socket takes.
-async fn write_all_vectored(half: &mut OwnedWriteHalf, mut slices: &mut [std::io::IoSlice<'_>]) -> std::io::Result<()> {
+async fn write_all_vectored(half: &mut WriteHalf, mut slices: &mut [std::io::IoSlice<'_>]) -> std::io::Result<()> {
     while !slices.is_empty() {
         let n = half.write_vectored(slices).await?;
         if n == 0 {

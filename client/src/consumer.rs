@@ -19,6 +19,7 @@ use crate::error::{ClientError, ErrorCode, Result};
 pub use crate::protocol::IsolationLevel;
 use crate::protocol::{self, FetchLimits, FetchPartition, FetchedPartition};
 use crate::router::{stale_metadata, Router};
+use crate::security::Security;
 
 /// What to do when a partition has no valid position (auto.offset.reset).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +59,9 @@ pub struct ConsumerConfig {
     /// isolation.level: read_committed reads only below the last stable offset and skips
     /// aborted transactions' records (Kafka's default, as here, is read_uncommitted).
     pub isolation_level: IsolationLevel,
+    /// security.protocol and its TLS and SASL settings, for every connection (a group
+    /// consumer's coordinator connections too).
+    pub security: Security,
 }
 
 impl Default for ConsumerConfig {
@@ -74,6 +78,7 @@ impl Default for ConsumerConfig {
             check_crcs: true,
             decompressed_batch_bytes_max: 64 << 20,
             isolation_level: IsolationLevel::ReadUncommitted,
+            security: Security::default(),
         }
     }
 }
@@ -134,6 +139,7 @@ impl Consumer {
             4,
             Duration::from_millis(config.request_timeout_ms),
             Duration::ZERO,
+            Arc::new(config.security.clone()),
         );
         router.any().await?;
         Ok(Consumer {

@@ -59,6 +59,16 @@ impl ErrorCode {
             88 => "UNSTABLE_OFFSET_COMMIT",
             90 => "PRODUCER_FENCED",
             105 => "TRANSACTIONAL_ID_NOT_FOUND",
+            29 => "TOPIC_AUTHORIZATION_FAILED",
+            30 => "GROUP_AUTHORIZATION_FAILED",
+            31 => "CLUSTER_AUTHORIZATION_FAILED",
+            33 => "UNSUPPORTED_SASL_MECHANISM",
+            34 => "ILLEGAL_SASL_STATE",
+            53 => "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+            58 => "SASL_AUTHENTICATION_FAILED",
+            91 => "RESOURCE_NOT_FOUND",
+            92 => "DUPLICATE_RESOURCE",
+            93 => "UNACCEPTABLE_CREDENTIAL",
             _ => "UNKNOWN_CODE",
         }
     }
@@ -111,15 +121,23 @@ pub enum ClientError {
     /// of a transaction whose records failed): the message says what to do.
     #[error("transaction: {0}")]
     Transaction(String),
+    /// A login the node refused (wrong credentials, a mechanism it does not enable) or a
+    /// TLS handshake that failed on a certificate: the message says which. Never retried:
+    /// the same credentials fail again.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
 }
 
 impl ClientError {
-    /// Whether sending again (after a metadata refresh and a backoff) can succeed.
+    /// Whether sending again (after a metadata refresh and a backoff) can succeed. Not
+    /// after a refused login or an authorization failure (TOPIC_AUTHORIZATION_FAILED and
+    /// the like): they wait for an operator, as in Kafka's clients.
     #[must_use]
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Connect { .. } | ClientError::Io { .. } | ClientError::Timeout { .. } => true,
             ClientError::Server { code, .. } => code.is_retriable(),
+            ClientError::Authentication(_) => false,
             _ => false,
         }
     }

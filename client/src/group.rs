@@ -148,6 +148,7 @@ impl GroupConsumer {
             // A join waits for the whole rebalance.
             Duration::from_millis(u64::from(config.rebalance_timeout_ms) + consumer_config.request_timeout_ms),
             Duration::ZERO,
+            Arc::new(consumer_config.security.clone()),
         );
         router.any().await?;
         let link = CoordinatorLink {

@@ -46,6 +46,7 @@ use crate::error::{ClientError, Result};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::protocol::{self, PartitionBatches};
 use crate::router::{stale_metadata, Router};
+use crate::security::Security;
 
 /// Bytes a batch's header and a record's framing add, for the size estimates that
 /// decide when a batch is full (the exact size is the builder's).
@@ -119,6 +120,8 @@ pub struct ProducerConfig {
     pub transactional_id: Option<String>,
     /// transaction.timeout.ms: the coordinator aborts a transaction open longer.
     pub transaction_timeout_ms: u64,
+    /// security.protocol and its TLS and SASL settings, for every connection.
+    pub security: Security,
 }
 
 impl std::fmt::Debug for ProducerConfig {
@@ -129,6 +132,7 @@ impl std::fmt::Debug for ProducerConfig {
             .field("batch_size", &self.batch_size)
             .field("linger_ms", &self.linger_ms)
             .field("compression", &self.compression)
+            .field("security", &self.security)
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +159,7 @@ impl Default for ProducerConfig {
             enable_idempotence: true,
             transactional_id: None,
             transaction_timeout_ms: 60_000,
+            security: Security::default(),
         }
     }
 }
@@ -611,6 +616,7 @@ impl Producer {
             config.max_in_flight_requests_per_connection,
             Duration::from_millis(config.request_timeout_ms),
             Duration::from_millis(config.metadata_max_age_ms),
+            Arc::new(config.security.clone()),
         );
         let inner = Arc::new(Inner {
             memory: Arc::new(Semaphore::new(config.buffer_memory)),

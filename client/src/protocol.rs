@@ -15,6 +15,7 @@ use std::sync::Arc;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use sluice_schemas::wire::{self, RequestBody};
 
+use crate::acl::{Acl, AclFilter};
 use crate::connection::{Connection, Frame};
 use crate::error::{ClientError, ErrorCode, Result};
 
@@ -1285,6 +1286,260 @@ pub async fn abort_transaction(conn: &Connection, transactional_id: &str) -> Res
             .as_union_value()
     };
     decode_end_txn(&conn.request(RequestBody::AbortTransactionRequest, build, &[]).await?)
+}
+
+// Security: SASL logins, users and ACLs --------------------------------------------------
+
+/// A SaslHandshake's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaslHandshakeAnswer {
+    pub error: ErrorCode,
+    pub message: Option<String>,
+    /// The mechanisms the listener enables.
+    pub mechanisms: Vec<String>,
+}
+
+pub fn encode_sasl_handshake(b: &mut FlatBufferBuilder<'_>, mechanism: &str) -> EncodedBody {
+    let mechanism = Some(b.create_string(mechanism));
+    wire::SaslHandshakeRequest::create(b, &wire::SaslHandshakeRequestArgs { mechanism }).as_union_value()
+}
+
+pub fn decode_sasl_handshake(frame: &Frame) -> Result<SaslHandshakeAnswer> {
+    let response = frame.response()?;
+    let r = response.body_as_sasl_handshake_response().ok_or_else(|| unexpected(frame, "SaslHandshake"))?;
+    Ok(SaslHandshakeAnswer {
+        error: ErrorCode(r.error().0),
+        message: r.message().map(str::to_string),
+        mechanisms: r.mechanisms().iter().flatten().map(str::to_string).collect(),
+    })
+}
+
+/// Picks the SASL mechanism of a connection's login (the first request on a SASL
+/// listener).
+pub async fn sasl_handshake(conn: &Connection, mechanism: &str) -> Result<SaslHandshakeAnswer> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_sasl_handshake(b, mechanism);
+    decode_sasl_handshake(&conn.request(RequestBody::SaslHandshakeRequest, build, &[]).await?)
+}
+
+/// A SaslAuthenticate's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaslAuthenticateAnswer {
+    pub error: ErrorCode,
+    pub message: Option<String>,
+    /// The mechanism's next server message.
+    pub token: Vec<u8>,
+    /// How long the login lasts (0: as long as the connection).
+    pub session_lifetime_ms: i64,
+}
+
+pub fn encode_sasl_authenticate(b: &mut FlatBufferBuilder<'_>, token: &[u8]) -> EncodedBody {
+    let token = Some(b.create_vector(token));
+    wire::SaslAuthenticateRequest::create(b, &wire::SaslAuthenticateRequestArgs { token }).as_union_value()
+}
+
+pub fn decode_sasl_authenticate(frame: &Frame) -> Result<SaslAuthenticateAnswer> {
+    let response = frame.response()?;
+    let r = response.body_as_sasl_authenticate_response().ok_or_else(|| unexpected(frame, "SaslAuthenticate"))?;
+    Ok(SaslAuthenticateAnswer {
+        error: ErrorCode(r.error().0),
+        message: r.message().map(str::to_string),
+        token: r.token().map(|t| t.bytes().to_vec()).unwrap_or_default(),
+        session_lifetime_ms: r.session_lifetime_ms(),
+    })
+}
+
+/// Sends one token of the login's mechanism.
+pub async fn sasl_authenticate(conn: &Connection, token: &[u8]) -> Result<SaslAuthenticateAnswer> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_sasl_authenticate(b, token);
+    decode_sasl_authenticate(&conn.request(RequestBody::SaslAuthenticateRequest, build, &[]).await?)
+}
+
+/// A user's SCRAM credential, without its secrets.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UserCredential {
+    pub user: String,
+    /// SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub mechanism: String,
+    pub iterations: u32,
+}
+
+/// `users` empty: every user.
+pub fn encode_describe_users(b: &mut FlatBufferBuilder<'_>, users: &[impl AsRef<str>]) -> EncodedBody {
+    let users = (!users.is_empty()).then(|| strings(b, users));
+    wire::DescribeUsersRequest::create(b, &wire::DescribeUsersRequestArgs { users }).as_union_value()
+}
+
+pub fn decode_describe_users(frame: &Frame) -> Result<Vec<UserCredential>> {
+    let response = frame.response()?;
+    let r = response.body_as_describe_users_response().ok_or_else(|| unexpected(frame, "DescribeUsers"))?;
+    code_result(r.error(), r.message())?;
+    Ok(r.credentials()
+        .iter()
+        .flatten()
+        .map(|c| UserCredential {
+            user: c.user().unwrap_or("").to_string(),
+            mechanism: c.mechanism().unwrap_or("").to_string(),
+            iterations: c.iterations(),
+        })
+        .collect())
+}
+
+/// The credentials of `users` (empty: of every user).
+pub async fn describe_users(conn: &Connection, users: &[String]) -> Result<Vec<UserCredential>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_describe_users(b, users);
+    decode_describe_users(&conn.request(RequestBody::DescribeUsersRequest, build, &[]).await?)
+}
+
+/// A change of one user's credential for one mechanism.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserChange {
+    /// Set the credential: the password salted by the client (`sasl::salted_password`),
+    /// never the password itself.
+    Set {
+        user: String,
+        mechanism: String,
+        iterations: u32,
+        salt: Vec<u8>,
+        salted_password: Vec<u8>,
+    },
+    Delete {
+        user: String,
+        mechanism: String,
+    },
+}
+
+pub fn encode_alter_users(b: &mut FlatBufferBuilder<'_>, changes: &[UserChange]) -> EncodedBody {
+    let items: Vec<_> = changes
+        .iter()
+        .map(|change| {
+            let args = match change {
+                UserChange::Set { user, mechanism, iterations, salt, salted_password } => wire::UserChangeArgs {
+                    user: Some(b.create_string(user)),
+                    mechanism: Some(b.create_string(mechanism)),
+                    delete: false,
+                    iterations: *iterations,
+                    salt: Some(b.create_vector(salt)),
+                    salted_password: Some(b.create_vector(salted_password)),
+                },
+                UserChange::Delete { user, mechanism } => wire::UserChangeArgs {
+                    user: Some(b.create_string(user)),
+                    mechanism: Some(b.create_string(mechanism)),
+                    delete: true,
+                    ..wire::UserChangeArgs::default()
+                },
+            };
+            wire::UserChange::create(b, &args)
+        })
+        .collect();
+    let changes = Some(b.create_vector(&items));
+    wire::AlterUsersRequest::create(b, &wire::AlterUsersRequestArgs { changes }).as_union_value()
+}
+
+/// One result per user.
+pub fn decode_alter_users(frame: &Frame) -> Result<Vec<(String, Result<()>)>> {
+    let response = frame.response()?;
+    let r = response.body_as_alter_users_response().ok_or_else(|| unexpected(frame, "AlterUsers"))?;
+    Ok(r.results()
+        .iter()
+        .flatten()
+        .map(|u| (u.user().unwrap_or("").to_string(), code_result(u.error(), u.message())))
+        .collect())
+}
+
+/// Sets or deletes users' credentials; one result per user.
+pub async fn alter_users(conn: &Connection, changes: &[UserChange]) -> Result<Vec<(String, Result<()>)>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_alter_users(b, changes);
+    decode_alter_users(&conn.request(RequestBody::AlterUsersRequest, build, &[]).await?)
+}
+
+fn acl_table<'b>(b: &mut FlatBufferBuilder<'b>, acl: &Acl) -> WIPOffset<wire::Acl<'b>> {
+    let args = wire::AclArgs {
+        resource_type: acl.resource_type,
+        resource_name: Some(b.create_string(&acl.resource_name)),
+        pattern_type: acl.pattern_type,
+        principal: Some(b.create_string(&acl.principal)),
+        host: Some(b.create_string(&acl.host)),
+        operation: acl.operation,
+        permission: acl.permission,
+    };
+    wire::Acl::create(b, &args)
+}
+
+/// A filter as an `Acl` table: absent strings match every value.
+fn acl_filter_table<'b>(b: &mut FlatBufferBuilder<'b>, filter: &AclFilter) -> WIPOffset<wire::Acl<'b>> {
+    let args = wire::AclArgs {
+        resource_type: filter.resource_type,
+        resource_name: filter.resource_name.as_deref().map(|s| b.create_string(s)),
+        pattern_type: filter.pattern_type,
+        principal: filter.principal.as_deref().map(|s| b.create_string(s)),
+        host: filter.host.as_deref().map(|s| b.create_string(s)),
+        operation: filter.operation,
+        permission: filter.permission,
+    };
+    wire::Acl::create(b, &args)
+}
+
+fn acl_of(a: &wire::Acl<'_>) -> Acl {
+    Acl {
+        resource_type: a.resource_type(),
+        resource_name: a.resource_name().unwrap_or("").to_string(),
+        pattern_type: a.pattern_type(),
+        principal: a.principal().unwrap_or("").to_string(),
+        host: a.host().unwrap_or("").to_string(),
+        operation: a.operation(),
+        permission: a.permission(),
+    }
+}
+
+/// AclsResponse's results: per entry (CreateAcls) or per filter (DescribeAcls,
+/// DeleteAcls), the error or the entries matched.
+pub fn decode_acls(frame: &Frame) -> Result<Vec<Result<Vec<Acl>>>> {
+    let response = frame.response()?;
+    let r = response.body_as_acls_response().ok_or_else(|| unexpected(frame, "Acls"))?;
+    Ok(r.results()
+        .iter()
+        .flatten()
+        .map(|result| {
+            code_result(result.error(), result.message())
+                .map(|()| result.acls().iter().flatten().map(|a| acl_of(&a)).collect())
+        })
+        .collect())
+}
+
+pub fn encode_create_acls(b: &mut FlatBufferBuilder<'_>, acls: &[Acl]) -> EncodedBody {
+    let items: Vec<_> = acls.iter().map(|a| acl_table(b, a)).collect();
+    let acls = Some(b.create_vector(&items));
+    wire::CreateAclsRequest::create(b, &wire::CreateAclsRequestArgs { acls }).as_union_value()
+}
+
+/// Creates entries; one result per entry.
+pub async fn create_acls(conn: &Connection, acls: &[Acl]) -> Result<Vec<Result<Vec<Acl>>>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_create_acls(b, acls);
+    decode_acls(&conn.request(RequestBody::CreateAclsRequest, build, &[]).await?)
+}
+
+pub fn encode_describe_acls(b: &mut FlatBufferBuilder<'_>, filter: &AclFilter) -> EncodedBody {
+    let filter = Some(acl_filter_table(b, filter));
+    wire::DescribeAclsRequest::create(b, &wire::DescribeAclsRequestArgs { filter }).as_union_value()
+}
+
+/// The entries `filter` matches.
+pub async fn describe_acls(conn: &Connection, filter: &AclFilter) -> Result<Vec<Acl>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_describe_acls(b, filter);
+    let results = decode_acls(&conn.request(RequestBody::DescribeAclsRequest, build, &[]).await?)?;
+    results.into_iter().next().unwrap_or_else(|| Err(ClientError::Protocol("empty DescribeAcls response".into())))
+}
+
+pub fn encode_delete_acls(b: &mut FlatBufferBuilder<'_>, filters: &[AclFilter]) -> EncodedBody {
+    let items: Vec<_> = filters.iter().map(|f| acl_filter_table(b, f)).collect();
+    let filters = Some(b.create_vector(&items));
+    wire::DeleteAclsRequest::create(b, &wire::DeleteAclsRequestArgs { filters }).as_union_value()
+}
+
+/// Deletes the entries each filter matches; per filter, the entries deleted.
+pub async fn delete_acls(conn: &Connection, filters: &[AclFilter]) -> Result<Vec<Result<Vec<Acl>>>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_delete_acls(b, filters);
+    decode_acls(&conn.request(RequestBody::DeleteAclsRequest, build, &[]).await?)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::admin::connect_any;
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 use crate::protocol;
+use crate::security::Security;
 
 #[derive(Default)]
 struct Known {
@@ -28,6 +29,8 @@ struct Known {
 pub(crate) struct Router {
     servers: Vec<String>,
     client_id: String,
+    /// How every connection is secured (TLS, SASL login).
+    security: Arc<Security>,
     max_in_flight: usize,
     timeout: Duration,
     max_age: Duration,
@@ -49,10 +52,12 @@ impl Router {
         max_in_flight: usize,
         timeout: Duration,
         max_age: Duration,
+        security: Arc<Security>,
     ) -> Router {
         Router {
             servers: servers.to_vec(),
             client_id: client_id.to_string(),
+            security,
             max_in_flight,
             timeout,
             max_age,
@@ -77,7 +82,8 @@ impl Router {
         let start = self.first.load(Ordering::Relaxed) % self.servers.len().max(1);
         let mut servers = self.servers.clone();
         servers.rotate_left(start);
-        let c = Arc::new(connect_any(&servers, &self.client_id, self.max_in_flight, self.timeout).await?);
+        let c =
+            Arc::new(connect_any(&servers, &self.client_id, self.max_in_flight, self.timeout, &self.security).await?);
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -139,7 +145,9 @@ impl Router {
         if let Some(c) = conns.get(&node).filter(|c| !c.is_broken()) {
             return Ok(c.clone());
         }
-        let c = Arc::new(Connection::connect(&address, &self.client_id, self.max_in_flight, self.timeout).await?);
+        let c = Arc::new(
+            Connection::connect(&address, &self.client_id, self.max_in_flight, self.timeout, &self.security).await?,
+        );
         conns.insert(node, c.clone());
         Ok(c)
     }

@@ -187,10 +187,18 @@ pub fn free_loopback_addr() -> SocketAddr {
 
 /// The value of a `--kafka-listen VALUE` (or `--kafka-listen=VALUE`) argument.
 fn kafka_listen_value<S: AsRef<str>>(args: &[S]) -> Option<&str> {
-    args.iter().enumerate().find_map(|(i, arg)| match arg.as_ref() {
-        "--kafka-listen" => args.get(i + 1).map(AsRef::as_ref),
-        other => other.strip_prefix("--kafka-listen="),
-    })
+    flag_value(args, "--kafka-listen")
+}
+
+/// The last value `args` give `flag` (as `FLAG VALUE` or `FLAG=VALUE`): the one the node uses.
+fn flag_value<'a, S: AsRef<str>>(args: &'a [S], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .enumerate()
+        .filter_map(|(i, arg)| match arg.as_ref() {
+            a if a == flag => args.get(i + 1).map(AsRef::as_ref),
+            other => other.strip_prefix(flag).and_then(|rest| rest.strip_prefix('=')),
+        })
+        .last()
 }
 
 /// True when `args` set the Kafka listener (to an address or `off`).
@@ -262,6 +270,9 @@ pub struct NodeProcess {
     open_files_limits: Option<(u64, Option<u64>)>,
     /// Environment variables the node process gets besides this process's.
     env: Vec<(String, String)>,
+    /// The ready lines in the log when this life was launched (a native TLS listener is
+    /// not probed in the clear: its life is ready when its log has one more).
+    ready_lines_before: usize,
 }
 
 impl NodeProcess {
@@ -334,6 +345,7 @@ impl NodeProcess {
             log_path: parent.join(format!("node-{}.log", addr.port())),
             open_files_limits: None,
             env: Vec::new(),
+            ready_lines_before: 0,
         }
     }
 
@@ -377,6 +389,7 @@ impl NodeProcess {
     /// Starts the process, without waiting for it to serve.
     fn launch(&mut self) {
         assert!(self.child.is_none(), "the node at {} is already running", self.addr);
+        self.ready_lines_before = self.ready_lines();
         let log = File::options()
             .create(true)
             .append(true)
@@ -435,8 +448,16 @@ impl NodeProcess {
         // ApiVersions is answered in the clear before any login, so only TLS listeners
         // are not probed.
         let kafka = self.kafka_listener().filter(|(protocol, _)| !protocol.contains("SSL")).map(|(_, addr)| addr);
+        let native_tls =
+            flag_value(&self.extra_args, "--listen").is_some_and(|v| v.to_ascii_uppercase().contains("SSL://"));
         loop {
-            if Client::answers(self.addr) && kafka.is_none_or(kafka_answers) {
+            let native = if native_tls {
+                self.ready_lines() > self.ready_lines_before
+                    && TcpStream::connect_timeout(&self.addr, SOCKET_TIMEOUT).is_ok()
+            } else {
+                Client::answers(self.addr)
+            };
+            if native && kafka.is_none_or(kafka_answers) {
                 return;
             }
             let child = self.child.as_mut().expect("spawned above");
@@ -499,6 +520,11 @@ impl NodeProcess {
     }
 
     /// The Kafka listener's security protocol (PLAINTEXT when not named) and address.
+    /// How many times the log says a life of the node was ready.
+    fn ready_lines(&self) -> usize {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default().matches(READY_LINE).count()
+    }
+
     fn kafka_listener(&self) -> Option<(String, SocketAddr)> {
         let value = kafka_listen_value(&self.extra_args)?;
         let (protocol, address) = value.split_once("://").unwrap_or(("PLAINTEXT", value));

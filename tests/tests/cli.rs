@@ -232,3 +232,130 @@ fn resident_memory_stays_within_the_budgets_at_1000_partitions() {
     assert!(after_writes < RESIDENT_MAX, "{} MiB resident after the writes", after_writes >> 20);
     assert!(after_reads < RESIDENT_MAX, "{} MiB resident after the reads", after_reads >> 20);
 }
+
+/// The native listener with a login and the ACLs (`--listen SASL_SSL://`), driven
+/// through the CLI as a user would: the bootstrap user (a super user) creates topics, a
+/// user and ACLs over TLS with SCRAM-SHA-512; the user produces to and consumes (in a
+/// group) the topic the ACLs give it, is refused another topic with
+/// TOPIC_AUTHORIZATION_FAILED, and does not see it listed; a wrong password, a plaintext
+/// client and a deleted user are refused; the users and ACLs list as made, and removed
+/// ACLs stop applying.
+#[test]
+fn the_native_listener_asks_for_a_login_over_tls_and_applies_the_acls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = sluice_tests::pki::Pki::new(&dir.path().join("pki"));
+    let ca = pki.ca("ca");
+    let (cert, key) = pki.leaf("node", "ca");
+    let addr = free_loopback_addr();
+    let listen = format!("SASL_SSL://{addr}");
+    let args = [
+        "--listen",
+        &listen,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--authorizer",
+        "acl",
+        "--super-users",
+        "User:admin",
+    ];
+    let env = [("SLUICE_BOOTSTRAP_USER", "admin:admin-secret:SCRAM-SHA-512")];
+    let node = NodeProcess::start_at_with_env(addr, &dir.path().join("data"), SHARDS, &args, &env);
+    let bootstrap = addr.to_string();
+    let as_user = |user: &str, password: &str, args: &[&str], stdin: &[u8]| {
+        let mut command = Command::new(cli_binary());
+        command
+            .args(["--bootstrap", &bootstrap, "--security-protocol", "SASL_SSL", "--tls-ca", &ca])
+            .args(["--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", user])
+            .args(args)
+            .env_remove("SLUICE_BOOTSTRAP")
+            .env("SLUICE_SASL_PASSWORD", password);
+        sluice_command(command, stdin)
+    };
+    let ok = |run: Run, what: &str| {
+        assert_eq!(run.code, Some(0), "{what}: {run:?}");
+        run
+    };
+    // The bootstrap user is made once the node is its own controller.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while as_user("admin", "admin-secret", &["topic", "list"], b"").code != Some(0) {
+        assert!(std::time::Instant::now() < deadline, "the bootstrap user never logged in: {}", node.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for topic in ["orders", "secrets"] {
+        ok(as_user("admin", "admin-secret", &["topic", "create", topic, "--partitions", "2"], b""), "topic create");
+    }
+    let mut create = Command::new(cli_binary());
+    create
+        .args(["--bootstrap", &bootstrap, "--security-protocol", "SASL_SSL", "--tls-ca", &ca])
+        .args(["--sasl-username", "admin", "user", "create", "alice"])
+        .env_remove("SLUICE_BOOTSTRAP")
+        .env("SLUICE_SASL_PASSWORD", "admin-secret")
+        .env("SLUICE_USER_PASSWORD", "alice-pw");
+    ok(sluice_command(create, b""), "user create");
+    let users = ok(as_user("admin", "admin-secret", &["user", "list"], b""), "user list").stdout;
+    assert!(users.lines().any(|l| l.starts_with("alice SCRAM-SHA-512 iterations=4096")), "{users}");
+    assert!(!users.contains("alice-pw"), "{users}");
+    let acl = |args: &[&str]| {
+        let mut all = vec!["acl", "add", "--principal", "User:alice"];
+        all.extend_from_slice(args);
+        ok(as_user("admin", "admin-secret", &all, b""), "acl add");
+    };
+    acl(&["--topic", "ord", "--prefixed", "--operation", "read,write"]);
+    acl(&["--group", "readers", "--operation", "read"]);
+    let listed = ok(as_user("admin", "admin-secret", &["acl", "list", "--principal", "User:alice"], b""), "acl list");
+    assert_eq!(listed.stdout.lines().count(), 3, "{listed:?}");
+    assert!(listed.stdout.contains("User:alice ALLOW READ topic ord PREFIXED host=*"), "{listed:?}");
+
+    // Alice: the prefixed ACL gives her orders, in her group, and nothing else.
+    let lines: String = (0..20).map(|i| format!("value-{i}\n")).collect();
+    ok(as_user("alice", "alice-pw", &["produce", "orders"], lines.as_bytes()), "alice produces");
+    let read = ok(
+        as_user("alice", "alice-pw", &["consume", "orders", "--group", "readers", "--max-messages", "20"], b""),
+        "alice consumes",
+    );
+    let got: BTreeSet<&str> = read.stdout.lines().collect();
+    assert_eq!(
+        got,
+        (0..20).map(|i| format!("value-{i}")).collect::<BTreeSet<String>>().iter().map(String::as_str).collect()
+    );
+    let denied = as_user("alice", "alice-pw", &["produce", "secrets"], b"nope\n");
+    assert_eq!(denied.code, Some(1), "{denied:?}");
+    assert!(
+        denied.stderr.contains("TOPIC_AUTHORIZATION_FAILED") || denied.stderr.contains("not authorized"),
+        "{denied:?}"
+    );
+    let denied = as_user("alice", "alice-pw", &["consume", "orders", "--group", "others", "--max-messages", "1"], b"");
+    assert_eq!(denied.code, Some(1), "another group: {denied:?}");
+    let topics = ok(as_user("alice", "alice-pw", &["topic", "list"], b""), "alice lists topics").stdout;
+    assert!(topics.contains("orders") && !topics.contains("secrets"), "{topics}");
+    let denied = as_user("alice", "alice-pw", &["user", "list"], b"");
+    assert_eq!(denied.code, Some(1), "users need DESCRIBE on the cluster: {denied:?}");
+
+    // Refused logins and connections.
+    let wrong = as_user("alice", "not-her-password", &["topic", "list"], b"");
+    assert_eq!(wrong.code, Some(1), "{wrong:?}");
+    assert!(wrong.stderr.contains("Authentication failed"), "{wrong:?}");
+    let plaintext = sluice(&bootstrap, &["topic", "list"], b"");
+    assert_ne!(plaintext.code, Some(0), "a plaintext client: {plaintext:?}");
+
+    // Removed ACLs stop applying; a deleted user cannot log in.
+    let removed = ok(
+        as_user(
+            "admin",
+            "admin-secret",
+            &["acl", "remove", "--principal", "User:alice", "--topic", "ord", "--prefixed"],
+            b"",
+        ),
+        "acl remove",
+    );
+    assert_eq!(removed.stdout.lines().count(), 2, "{removed:?}");
+    let denied = as_user("alice", "alice-pw", &["produce", "orders"], b"late\n");
+    assert_eq!(denied.code, Some(1), "after the ACL went: {denied:?}");
+    ok(as_user("admin", "admin-secret", &["user", "delete", "alice"], b""), "user delete");
+    let gone = as_user("alice", "alice-pw", &["topic", "list"], b"");
+    assert_eq!(gone.code, Some(1), "{gone:?}");
+    let log = node.log();
+    assert!(log.contains("denied by the ACLs") && log.contains("SASL authentication failed"), "audit lines");
+}

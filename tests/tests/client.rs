@@ -101,7 +101,15 @@ async fn flush(producer: &Producer) {
 }
 
 async fn connect(node: &NodeProcess) -> Connection {
-    Connection::connect(&node.addr().to_string(), "client-tests", 4, Duration::from_secs(10)).await.expect("connecting")
+    Connection::connect(
+        &node.addr().to_string(),
+        "client-tests",
+        4,
+        Duration::from_secs(10),
+        &sluice_client::Security::default(),
+    )
+    .await
+    .expect("connecting")
 }
 
 /// The log end offset of each partition of `topic`.

@@ -133,6 +133,8 @@ impl Cluster {
             .map(|i| {
                 let id = (i + 1).to_string();
                 let kafka_arg = format!("{protocol}://{}", kafka[i]);
+                // A SASL protocol asks for logins on the native listener too.
+                let native_arg = format!("--listen={protocol}://{}", native[i]);
                 // Node i dials node j at j's cluster address, or through links[i][j].
                 let peers: Vec<String> = (0..count)
                     .map(|j| {
@@ -143,6 +145,9 @@ impl Cluster {
                 let mut args: Vec<&str> = vec!["--node-id", &id, "--kafka-listen", &kafka_arg];
                 args.extend(NODE_FLAGS);
                 args.extend(extra);
+                if protocol.starts_with("SASL") {
+                    args.push(&native_arg);
+                }
                 args.extend(peers.iter().map(String::as_str));
                 let data = disks.get(i).map_or_else(|| Cluster::data_of(dir.path(), i + 1), |d| d.mount.clone());
                 NodeProcess::start_at_with_env(native[i], &data, SHARDS, &args, env)
@@ -235,7 +240,15 @@ async fn high_watermark(cluster: &Cluster, admin: &Admin, topic: &str, partition
         loop {
             let leader = leader_of(admin, topic, partition).await;
             let address = cluster.nodes[leader as usize - 1].addr().to_string();
-            let answer = match Connection::connect(&address, "cluster-test", 1, Duration::from_secs(10)).await {
+            let answer = match Connection::connect(
+                &address,
+                "cluster-test",
+                1,
+                Duration::from_secs(10),
+                &sluice_client::Security::default(),
+            )
+            .await
+            {
                 Ok(conn) => protocol::list_offsets(&conn, &[(topic.to_string(), partition, protocol::LATEST)])
                     .await
                     .map_err(|e| e.to_string())
@@ -2016,7 +2029,18 @@ fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
     let flags = ["--authorizer", "acl", "--super-users", "User:admin"];
     let mut cluster = Cluster::start_full(NODES, &flags, Faults::Processes, "SASL_PLAINTEXT", &env);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    // The native admin client logs in too (its listeners are SASL_PLAINTEXT).
+    let login = sluice_client::SaslSettings {
+        mechanism: "SCRAM-SHA-256".into(),
+        username: "admin".into(),
+        password: "admin-secret".into(),
+    };
+    let security =
+        sluice_client::Security::from_kafka("SASL_PLAINTEXT", sluice_client::TlsSettings::default(), Some(login))
+            .unwrap();
+    let admin = runtime.block_on(wait_for("the bootstrap user's first login", || async {
+        Admin::connect_secured(&cluster.bootstrap(), security.clone(), Duration::from_secs(2)).await.ok()
+    }));
     let controller =
         runtime.block_on(wait_for("a controller", || async { admin.metadata(Some(&[])).await.ok()?.controller_id }));
     let kafka = |cluster: &Cluster, n: u32| cluster.nodes[n as usize - 1].kafka_addr().unwrap().to_string();

@@ -111,7 +111,15 @@ async fn create_topic(node: &NodeProcess, name: &str, partitions: u32) {
 }
 
 async fn connect(node: &NodeProcess) -> Connection {
-    Connection::connect(&node.addr().to_string(), "group-tests", 4, Duration::from_secs(10)).await.expect("connecting")
+    Connection::connect(
+        &node.addr().to_string(),
+        "group-tests",
+        4,
+        Duration::from_secs(10),
+        &sluice_client::Security::default(),
+    )
+    .await
+    .expect("connecting")
 }
 
 async fn producer(node: &NodeProcess) -> Producer {
@@ -613,8 +621,15 @@ async fn a_stale_members_commit_is_refused() {
     let b_join = {
         let (node_addr, topics) = (node.addr().to_string(), topics.clone());
         tokio::spawn(async move {
-            let conn_b =
-                Connection::connect(&node_addr, "group-tests", 4, Duration::from_secs(40)).await.expect("connecting B");
+            let conn_b = Connection::connect(
+                &node_addr,
+                "group-tests",
+                4,
+                Duration::from_secs(40),
+                &sluice_client::Security::default(),
+            )
+            .await
+            .expect("connecting B");
             let joined = protocol::join_group(&conn_b, GROUP, "", 30_000, 30_000, &topics, "range").await;
             (conn_b, joined)
         })
@@ -991,7 +1006,9 @@ async fn a_completed_rebalance_answers_its_members_even_when_the_next_one_starts
         let (addr, topics) = (addr.clone(), topics.clone());
         tokio::spawn(async move {
             let timeout = Duration::from_millis(u64::from(REBALANCE_TIMEOUT_MS) + 10_000);
-            let conn = Connection::connect(&addr, "group-tests", 4, timeout).await.expect("connecting");
+            let conn = Connection::connect(&addr, "group-tests", 4, timeout, &sluice_client::Security::default())
+                .await
+                .expect("connecting");
             protocol::join_group(&conn, GROUP, &member_id, 30_000, REBALANCE_TIMEOUT_MS, &topics, "range").await
         })
     };

@@ -113,7 +113,15 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 async fn connect(node: &NodeProcess) -> Connection {
-    Connection::connect(&node.addr().to_string(), "kafka-tests", 4, Duration::from_secs(10)).await.expect("connecting")
+    Connection::connect(
+        &node.addr().to_string(),
+        "kafka-tests",
+        4,
+        Duration::from_secs(10),
+        &sluice_client::Security::default(),
+    )
+    .await
+    .expect("connecting")
 }
 
 /// A group's committed offsets of partitions 0..`partitions` of `topic`, read through

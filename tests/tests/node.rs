@@ -1545,3 +1545,146 @@ fn fuzzed_tls_handshakes_leave_no_descriptor_behind_and_tls_clients_are_served()
         "a TLS client trusting the CA is served after the fuzzing: {run:?}"
     );
 }
+
+/// The SASL gate of a native `SASL_PLAINTEXT` listener, byte by byte: before a login only
+/// ApiVersions is served (anything else gets ILLEGAL_SASL_STATE and a closed
+/// connection) and a frame is at most 512 KiB; an unknown mechanism and a wrong password
+/// get their errors and a closed connection; after a PLAIN login the connection is the
+/// user's, and with `--authorizer acl` a request the ACLs deny gets
+/// TOPIC_AUTHORIZATION_FAILED while the connection stays open for the next.
+#[test]
+fn a_sasl_native_listener_serves_nothing_before_a_login_and_checks_the_acls_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_loopback_addr();
+    let listen = format!("SASL_PLAINTEXT://{addr}");
+    let args = ["--listen", &listen, "--authorizer", "acl", "--super-users", "User:admin"];
+    let env = [("SLUICE_BOOTSTRAP_USER", "admin:admin-secret:SCRAM-SHA-256")];
+    let node = NodeProcess::start_at_with_env(addr, &dir.path().join("data"), SHARDS, &args, &env);
+    let handshake = |client: &mut Client, mechanism: &str| {
+        client.request(
+            RequestBody::SaslHandshakeRequest,
+            |b| {
+                let mechanism = b.create_string(mechanism);
+                wire::SaslHandshakeRequest::create(b, &wire::SaslHandshakeRequestArgs { mechanism: Some(mechanism) })
+                    .as_union_value()
+            },
+            &[],
+        )
+    };
+    let authenticate = |client: &mut Client, token: &[u8]| {
+        client.request(
+            RequestBody::SaslAuthenticateRequest,
+            |b| {
+                let token = b.create_vector(token);
+                wire::SaslAuthenticateRequest::create(b, &wire::SaslAuthenticateRequestArgs { token: Some(token) })
+                    .as_union_value()
+            },
+            &[],
+        )
+    };
+    let metadata = |client: &mut Client| {
+        client.request(
+            RequestBody::MetadataRequest,
+            |b| wire::MetadataRequest::create(b, &wire::MetadataRequestArgs { topics: None }).as_union_value(),
+            &[],
+        )
+    };
+
+    // Before a login: ApiVersions yes, anything else closes the connection.
+    let mut client = Client::connect(addr);
+    let versions = client.request(
+        RequestBody::ApiVersionsRequest,
+        |b| wire::ApiVersionsRequest::create(b, &wire::ApiVersionsRequestArgs {}).as_union_value(),
+        &[],
+    );
+    assert!(versions.response().body_as_api_versions_response().is_some());
+    let refused = metadata(&mut client);
+    let (code, message) = refused.error_response().expect("an ErrorResponse");
+    assert_eq!(code, ErrorCode::IllegalSaslState, "{message}");
+    assert!(message.contains("not authenticated"), "{message}");
+    assert!(client.is_closed_by_node());
+
+    // A frame header announcing more than 512 KiB before a login is refused from its header.
+    let mut client = Client::connect(addr);
+    client.send_raw(&FrameHeader::encode(64, 600 << 10)).unwrap();
+    let refused = client.receive().unwrap().expect("an answer");
+    assert_eq!(refused.error_response().map(|e| e.0), Some(ErrorCode::InvalidRequest));
+    assert!(client.is_closed_by_node());
+
+    // An unknown mechanism, then a wrong password.
+    let mut client = Client::connect(addr);
+    let answer = handshake(&mut client, "GSSAPI");
+    let r = answer.response().body_as_sasl_handshake_response().unwrap();
+    assert_eq!(r.error(), ErrorCode::UnsupportedSaslMechanism);
+    let offered: Vec<&str> = r.mechanisms().unwrap().iter().collect();
+    assert_eq!(offered, ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]);
+    assert!(client.is_closed_by_node());
+    let mut client = Client::connect(addr);
+    let answer = handshake(&mut client, "PLAIN");
+    assert_eq!(answer.response().body_as_sasl_handshake_response().unwrap().error(), ErrorCode::None);
+    let answer = authenticate(&mut client, b"\0admin\0wrong");
+    let r = answer.response().body_as_sasl_authenticate_response().unwrap();
+    assert_eq!(r.error(), ErrorCode::SaslAuthenticationFailed);
+    assert!(r.message().unwrap().contains("invalid credentials"), "{:?}", r.message());
+    assert!(client.is_closed_by_node());
+
+    // The bootstrap user logs in with PLAIN (its SCRAM credential checks the password).
+    let mut admin = Client::connect(addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        handshake(&mut admin, "PLAIN");
+        let answer = authenticate(&mut admin, b"\0admin\0admin-secret");
+        if answer.response().body_as_sasl_authenticate_response().unwrap().error() == ErrorCode::None {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bootstrap user never logged in: {}", node.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+        admin = Client::connect(addr);
+    }
+    let created = admin.create_topic("guarded", 1, &[]);
+    assert_eq!(created.error, ErrorCode::None, "a super user creates topics: {created:?}");
+    // A user with no ACLs: listed nothing, denied a produce, and still connected.
+    let made = admin.request(
+        RequestBody::AlterUsersRequest,
+        |b| {
+            let salt = b.create_vector(b"0123456789abcdef");
+            let salted = sluice_schemas::sasl::salted_password(
+                sluice_schemas::sasl::ScramMechanism::Sha256,
+                b"bob-pw",
+                b"0123456789abcdef",
+                sluice_schemas::sasl::ITERATIONS_MIN,
+            );
+            let salted = b.create_vector(&salted);
+            let (user, mechanism) = (b.create_string("bob"), b.create_string("SCRAM-SHA-256"));
+            let change = wire::UserChange::create(
+                b,
+                &wire::UserChangeArgs {
+                    user: Some(user),
+                    mechanism: Some(mechanism),
+                    delete: false,
+                    iterations: sluice_schemas::sasl::ITERATIONS_MIN,
+                    salt: Some(salt),
+                    salted_password: Some(salted),
+                },
+            );
+            let changes = b.create_vector(&[change]);
+            wire::AlterUsersRequest::create(b, &wire::AlterUsersRequestArgs { changes: Some(changes) }).as_union_value()
+        },
+        &[],
+    );
+    let results = made.response().body_as_alter_users_response().unwrap().results().unwrap();
+    assert_eq!((results.get(0).user(), results.get(0).error()), (Some("bob"), ErrorCode::None));
+    let mut bob = Client::connect(addr);
+    handshake(&mut bob, "PLAIN");
+    let answer = authenticate(&mut bob, b"\0bob\0bob-pw");
+    assert_eq!(answer.response().body_as_sasl_authenticate_response().unwrap().error(), ErrorCode::None);
+    let listed = metadata(&mut bob);
+    assert_eq!(listed.response().body_as_metadata_response().unwrap().topics().map_or(0, |t| t.len()), 0);
+    let correlation_id = bob.send_produce(1, &[("guarded", 0, b"denied")]);
+    let (code, message) = bob.receive_for(correlation_id).error_response().expect("an ErrorResponse");
+    assert_eq!(code, ErrorCode::TopicAuthorizationFailed, "{message}");
+    assert!(message.contains("guarded"), "{message}");
+    let again = metadata(&mut bob);
+    assert!(again.response().body_as_metadata_response().is_some(), "the connection stays open");
+    assert!(node.log().contains("denied by the ACLs"), "the denial is an audit line");
+}

@@ -1,8 +1,16 @@
-//! `sluice`: the command-line tool for topics, producing and consuming (like kcat and
-//! rpk). Exit codes a script can rely on: 0 success, 1 the operation failed (the message
-//! says why), 2 bad usage, 3 no node could be reached.
+//! `sluice`: the command-line tool for topics, producing and consuming, users and ACLs
+//! (like kcat and rpk). Exit codes a script can rely on: 0 success, 1 the operation failed
+//! (the message says why; a refused login too), 2 bad usage, 3 no node could be reached.
+//!
+//! The global flags (bootstrap servers and security) are in `sluice/global.rs`, the user
+//! and acl commands in `sluice/access.rs`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "sluice/access.rs"]
+mod access;
+#[path = "sluice/global.rs"]
+mod global;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -11,13 +19,15 @@ use std::time::{Duration, Instant};
 use sluice_client::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 use sluice_client::group::{GroupConfig, GroupConsumer};
 use sluice_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
-use sluice_client::{Admin, ClientError, NewTopic};
+use sluice_client::{ClientError, NewTopic};
 use sluice_schemas::batch::Compression;
+
+use crate::global::Global;
 
 const USAGE: &str = "\
 sluice: the Sluice command-line tool
 
-usage: sluice [--bootstrap HOST:PORT[,HOST:PORT...]] COMMAND ...
+usage: sluice [--bootstrap HOST:PORT[,HOST:PORT...]] [SECURITY FLAGS] COMMAND ...
 
 commands:
   topic create NAME --partitions N [--replication-factor R] [--config KEY=VALUE]...
@@ -59,9 +69,44 @@ commands:
   transaction describe ID   its state, timeout and the partitions of its transaction
   transaction abort ID      aborts its ongoing (hanging) transaction and fences its
                             producer; read_committed consumers move past it
+  user create NAME [--mechanism SCRAM-SHA-256|SCRAM-SHA-512] [--iterations N] [--password P]
+                            creates a SCRAM user (default SCRAM-SHA-512, 4096 iterations);
+                            the password comes from $SLUICE_USER_PASSWORD (safer: not in
+                            the process list or shell history) or --password
+  user password NAME ...    sets a user's password (the same flags as create)
+  user delete NAME [--mechanism M]   deletes the user's credential for M (default: all)
+  user list [NAME...]       one line per credential: NAME MECHANISM iterations=N
+  acl add --principal User:NAME (--topic T | --group G | --transactional-id ID | --cluster)
+          --operation OP[,OP...] [--prefixed] [--deny] [--host H]
+                            allows (or with --deny denies) the operations; the name is
+                            literal unless --prefixed; host * unless --host. Operations:
+                            all, read, write, create, delete, alter, describe,
+                            cluster_action, describe_configs, alter_configs,
+                            idempotent_write
+  acl list [--principal P] [--topic T | --group G | --transactional-id ID | --cluster]
+           [--operation OP[,OP...]] [--host H] [--literal | --prefixed | --match]
+           [--allow | --deny]
+                            the entries matching every selector given (none: all), one a
+                            line: User:alice ALLOW READ topic orders LITERAL host=*;
+                            --match: the entries that apply to the named resource
+  acl remove [the selectors of list] [--all]
+                            removes the entries list would show, and prints them; with
+                            no selector, only with --all (every entry)
 
-The bootstrap address also comes from $SLUICE_BOOTSTRAP (default 127.0.0.1:9292).
-Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 no node reachable.";
+Security flags (anywhere on the line; as Kafka's client settings):
+  --security-protocol PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL   (default PLAINTEXT)
+  --sasl-mechanism SCRAM-SHA-256|SCRAM-SHA-512|PLAIN           (default SCRAM-SHA-512)
+  --sasl-username U
+  --sasl-password P         prefer $SLUICE_SASL_PASSWORD: a flag shows in the process
+                            list and the shell history
+  --tls-ca FILE             the CA (PEM) that signed the nodes' certificates (SSL, SASL_SSL)
+  --tls-cert FILE --tls-key FILE   a client certificate (PEM), for mutual TLS
+
+The bootstrap address also comes from $SLUICE_BOOTSTRAP (default 127.0.0.1:9292), and
+the security settings from $SLUICE_SECURITY_PROTOCOL, $SLUICE_SASL_MECHANISM,
+$SLUICE_SASL_USERNAME and $SLUICE_SASL_PASSWORD (a flag wins over its variable).
+Exit codes: 0 success, 1 the operation failed (a refused login too), 2 bad usage,
+3 no node reachable.";
 
 enum Failure {
     Usage(String),
@@ -73,6 +118,8 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Connect { .. } => Failure::Unreachable(e.to_string()),
+            // A node was reached and refused the login: the operation failed.
+            ClientError::Authentication(_) => Failure::Failed(e.to_string()),
             other => Failure::Failed(other.to_string()),
         }
     }
@@ -157,22 +204,15 @@ fn main() -> ExitCode {
         println!("{USAGE}");
         return if words.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS };
     }
-    let mut bootstrap = std::env::var("SLUICE_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9292".to_string());
-    if let Some(i) = words.iter().position(|w| w == "--bootstrap" || w.starts_with("--bootstrap=")) {
-        let w = words.remove(i);
-        match w.split_once('=') {
-            Some((_, v)) => bootstrap = v.to_string(),
-            None if i < words.len() => bootstrap = words.remove(i),
-            None => return finish(Err(Failure::Usage("--bootstrap needs a value".into()))),
-        }
-    }
-    let servers: Vec<String> =
-        bootstrap.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    let global = match Global::take(&mut words, &|name| std::env::var(name).ok()) {
+        Ok(g) => g,
+        Err(e) => return finish(Err(e)),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return finish(Err(Failure::Failed(format!("starting the runtime: {e}")))),
     };
-    finish(runtime.block_on(run(servers, words)))
+    finish(runtime.block_on(run(&global, words)))
 }
 
 fn finish(result: Result<(), Failure>) -> ExitCode {
@@ -193,14 +233,16 @@ fn finish(result: Result<(), Failure>) -> ExitCode {
     }
 }
 
-async fn run(servers: Vec<String>, words: Vec<String>) -> Result<(), Failure> {
+async fn run(global: &Global, words: Vec<String>) -> Result<(), Failure> {
     match words.first().map(String::as_str) {
-        Some("topic") => topic(&servers, &words[1..]).await,
-        Some("group") => group(&servers, &words[1..]).await,
-        Some("produce") => produce(&servers, &words[1..]).await,
-        Some("consume") => consume(&servers, &words[1..]).await,
-        Some("cluster") => cluster(&servers, &words[1..]).await,
-        Some("transaction") => transaction(&servers, &words[1..]).await,
+        Some("topic") => topic(global, &words[1..]).await,
+        Some("group") => group(global, &words[1..]).await,
+        Some("produce") => produce(global, &words[1..]).await,
+        Some("consume") => consume(global, &words[1..]).await,
+        Some("cluster") => cluster(global, &words[1..]).await,
+        Some("transaction") => transaction(global, &words[1..]).await,
+        Some("user") => access::user(global, &words[1..]).await,
+        Some("acl") => access::acl(global, &words[1..]).await,
         Some(other) => Err(Failure::Usage(format!("unknown command {other:?}"))),
         None => Err(Failure::Usage("missing command".into())),
     }
@@ -208,14 +250,14 @@ async fn run(servers: Vec<String>, words: Vec<String>) -> Result<(), Failure> {
 
 /// `cluster status`: the live nodes, the controller, and the partitions that are offline
 /// (no leader) or under-replicated (fewer in sync than replicas).
-async fn cluster(servers: &[String], words: &[String]) -> Result<(), Failure> {
+async fn cluster(global: &Global, words: &[String]) -> Result<(), Failure> {
     match words.first().map(String::as_str) {
         Some("status") => {}
         Some(other) => return Err(Failure::Usage(format!("unknown cluster subcommand {other:?}"))),
         None => return Err(Failure::Usage("cluster needs a subcommand".into())),
     }
     Args::parse(&words[1..], &[])?.only(&[])?;
-    let metadata = Admin::connect(servers).await?.metadata(None).await?;
+    let metadata = global.admin().await?.metadata(None).await?;
     let controller = metadata.controller_id.map_or_else(|| "none elected".to_string(), |c| format!("node {c}"));
     println!("controller: {controller}");
     println!("live nodes: {}", metadata.nodes.len());
@@ -242,12 +284,12 @@ async fn cluster(servers: &[String], words: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn topic(servers: &[String], words: &[String]) -> Result<(), Failure> {
+async fn topic(global: &Global, words: &[String]) -> Result<(), Failure> {
     let Some(sub) = words.first() else { return Err(Failure::Usage("topic needs a subcommand".into())) };
     let args = Args::parse(&words[1..], &[])?;
     // Each subcommand checks its arguments before it connects: bad usage is exit code 2
     // whether or not a node is reachable.
-    let connect = || Admin::connect(servers);
+    let connect = || global.admin();
     match sub.as_str() {
         "create" => {
             args.only(&["partitions", "replication-factor", "config"])?;
@@ -295,7 +337,7 @@ async fn topic(servers: &[String], words: &[String]) -> Result<(), Failure> {
                 "end" => -1,
                 n => n.parse::<u64>().map_err(|_| Failure::Usage(format!("--offset {n:?}: an offset or end")))? as i64,
             };
-            let admin = Admin::connect(servers).await?;
+            let admin = connect().await?;
             let start = admin.delete_records(&name, partition, offset).await?;
             eprintln!("{name}-{partition} now starts at offset {start}");
         }
@@ -327,14 +369,15 @@ async fn topic(servers: &[String], words: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn produce(servers: &[String], words: &[String]) -> Result<(), Failure> {
+async fn produce(global: &Global, words: &[String]) -> Result<(), Failure> {
     let args = Args::parse(words, &[])?;
     args.only(&["acks", "key-separator", "compression", "partition", "header"])?;
     let topic = args.name("topic")?;
     let acks = Acks::parse(args.one("acks").unwrap_or("all")).map_err(|e| Failure::Usage(e.to_string()))?;
     let headers = args.all("header").iter().map(|h| key_value(h, "header")).collect::<Result<Vec<_>, _>>()?;
     let config = ProducerConfig {
-        bootstrap_servers: servers.to_vec(),
+        bootstrap_servers: global.servers.clone(),
+        security: global.security.clone(),
         client_id: "sluice-cli".into(),
         acks,
         compression: compression(args.one("compression").unwrap_or("none"))?,
@@ -403,7 +446,7 @@ impl Source {
     }
 }
 
-async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
+async fn consume(global: &Global, words: &[String]) -> Result<(), Failure> {
     let args = Args::parse(words, &[])?;
     args.only(&[
         "partition",
@@ -449,7 +492,8 @@ async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
         None => None,
     };
     let config = ConsumerConfig {
-        bootstrap_servers: servers.to_vec(),
+        bootstrap_servers: global.servers.clone(),
+        security: global.security.clone(),
         client_id: "sluice-cli".into(),
         auto_offset_reset: OffsetReset::Earliest,
         fetch_max_wait_ms: 200,
@@ -468,7 +512,7 @@ async fn consume(servers: &[String], words: &[String]) -> Result<(), Failure> {
             let partitions: Vec<u32> = match partition {
                 Some(p) => vec![p],
                 None => {
-                    let admin = Admin::connect(servers).await?;
+                    let admin = global.admin().await?;
                     let info = admin.describe_topic(&topic).await?;
                     info.partitions?.iter().map(|p| p.partition).collect()
                 }
@@ -547,11 +591,11 @@ async fn stop_signal() {
 }
 
 /// `transaction list|describe|abort`: transactional ids as their coordinators know them.
-async fn transaction(servers: &[String], words: &[String]) -> Result<(), Failure> {
+async fn transaction(global: &Global, words: &[String]) -> Result<(), Failure> {
     let Some(sub) = words.first() else { return Err(Failure::Usage("transaction needs a subcommand".into())) };
     let args = Args::parse(&words[1..], &[])?;
     args.only(&[])?;
-    let admin = Admin::connect(servers).await?;
+    let admin = global.admin().await?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -599,13 +643,13 @@ async fn transaction(servers: &[String], words: &[String]) -> Result<(), Failure
     Ok(())
 }
 
-async fn group(servers: &[String], words: &[String]) -> Result<(), Failure> {
+async fn group(global: &Global, words: &[String]) -> Result<(), Failure> {
     let Some(sub) = words.first() else { return Err(Failure::Usage("group needs a subcommand".into())) };
     let args = Args::parse(&words[1..], &[])?;
     match sub.as_str() {
         "list" => {
             args.only(&[])?;
-            let admin = Admin::connect(servers).await?;
+            let admin = global.admin().await?;
             for (group, state, members) in admin.list_groups().await? {
                 println!("{group}\t{state}\t{members} members");
             }
@@ -616,7 +660,7 @@ async fn group(servers: &[String], words: &[String]) -> Result<(), Failure> {
             let isolation = sluice_client::consumer::IsolationLevel::parse(
                 args.one("isolation-level").unwrap_or("read_uncommitted"),
             )?;
-            let admin = Admin::connect(servers).await?;
+            let admin = global.admin().await?;
             let info = admin.describe_group(&name).await?;
             println!(
                 "group {}: {} (generation {}, strategy {}), {} members",
@@ -661,7 +705,7 @@ async fn group(servers: &[String], words: &[String]) -> Result<(), Failure> {
                     .map_err(|_| Failure::Usage(format!("--to {n:?}: earliest, latest or an offset")))?
                     as i64,
             };
-            let admin = Admin::connect(servers).await?;
+            let admin = global.admin().await?;
             for (p, o) in admin.reset_offsets(&name, &topic, to).await? {
                 println!("{topic}\t{p}\t{o}");
             }
@@ -669,7 +713,7 @@ async fn group(servers: &[String], words: &[String]) -> Result<(), Failure> {
         "delete" => {
             args.only(&[])?;
             let name = args.name("group id")?;
-            let admin = Admin::connect(servers).await?;
+            let admin = global.admin().await?;
             admin.delete_group(&name).await?;
             eprintln!("deleted group {name}");
         }

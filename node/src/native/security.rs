@@ -77,8 +77,14 @@ pub fn authorize(server: &Server, caller: &Caller, request: &wire::Request<'_>) 
         | RequestBody::CreateAclsRequest
         | RequestBody::DescribeAclsRequest
         | RequestBody::DeleteAclsRequest => Ok(()),
+        // The internal topics' metadata is how native clients find a group's or a
+        // transactional id's coordinator (Kafka's FindCoordinator, which needs no topic
+        // ACL): their leaders are not hidden.
         RequestBody::MetadataRequest => match request.body_as_metadata_request().and_then(|r| r.topics()) {
-            Some(names) => topics(op::DESCRIBE, &mut names.iter()),
+            Some(names) => topics(
+                op::DESCRIBE,
+                &mut names.iter().filter(|n| *n != crate::groups::OFFSETS_TOPIC && *n != crate::txn::TXN_TOPIC),
+            ),
             None => Ok(()),
         },
         // CREATE on the cluster, or on each topic.
