@@ -105,6 +105,46 @@ fn native() {
     );
     let env = finish_request(&mut b, 4, 0, Some("seed"), RequestBody::HeartbeatRequest, body.as_union_value()).to_vec();
     write("native_frame", "heartbeat", &frame(&env, &[]));
+
+    let mut b = flatbuffers::FlatBufferBuilder::new();
+    let mechanism = Some(b.create_string("SCRAM-SHA-512"));
+    let body = w::SaslHandshakeRequest::create(&mut b, &w::SaslHandshakeRequestArgs { mechanism });
+    let env = finish_request(&mut b, 6, 0, None, RequestBody::SaslHandshakeRequest, body.as_union_value()).to_vec();
+    write("native_frame", "sasl-handshake", &frame(&env, &[]));
+
+    let mut b = flatbuffers::FlatBufferBuilder::new();
+    let token = Some(b.create_vector(b"n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL"));
+    let body = w::SaslAuthenticateRequest::create(&mut b, &w::SaslAuthenticateRequestArgs { token });
+    let env = finish_request(&mut b, 7, 0, None, RequestBody::SaslAuthenticateRequest, body.as_union_value()).to_vec();
+    write("native_frame", "sasl-authenticate", &frame(&env, &[]));
+
+    let mut b = flatbuffers::FlatBufferBuilder::new();
+    let (user, mechanism) = (Some(b.create_string("alice")), Some(b.create_string("SCRAM-SHA-256")));
+    let (salt, salted_password) = (Some(b.create_vector(&[7u8; 16])), Some(b.create_vector(&[9u8; 32])));
+    let change = w::UserChange::create(
+        &mut b,
+        &w::UserChangeArgs { user, mechanism, delete: false, iterations: 4_096, salt, salted_password },
+    );
+    let changes = Some(b.create_vector(&[change]));
+    let body = w::AlterUsersRequest::create(&mut b, &w::AlterUsersRequestArgs { changes });
+    let env = finish_request(&mut b, 8, 0, None, RequestBody::AlterUsersRequest, body.as_union_value()).to_vec();
+    write("native_frame", "alter-users", &frame(&env, &[]));
+
+    let mut b = flatbuffers::FlatBufferBuilder::new();
+    let args = w::AclArgs {
+        resource_type: 2,
+        resource_name: Some(b.create_string("orders")),
+        pattern_type: 4,
+        principal: Some(b.create_string("User:alice")),
+        host: Some(b.create_string("*")),
+        operation: 3,
+        permission: 3,
+    };
+    let acl = w::Acl::create(&mut b, &args);
+    let acls = Some(b.create_vector(&[acl]));
+    let body = w::CreateAclsRequest::create(&mut b, &w::CreateAclsRequestArgs { acls });
+    let env = finish_request(&mut b, 9, 0, None, RequestBody::CreateAclsRequest, body.as_union_value()).to_vec();
+    write("native_frame", "create-acls", &frame(&env, &[]));
 }
 
 fn batches() {
