@@ -2022,11 +2022,27 @@ fn admin_script(bootstrap: &str, command: &[&str]) -> Vec<sluice_tests::json::Js
 /// whose partitions other nodes lead complete although every Kafka listener needs a
 /// login (markers and partition joins go on the cluster link); after the controller is
 /// killed, the rest of the cluster still has the users and ACLs, and a user and an ACL
-/// made then through a surviving node work on every surviving node.
+/// made then through a surviving node work on every surviving node. The cluster link is
+/// mutual TLS (`--cluster-tls-ca`), as a secured cluster's should be.
 #[test]
 fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
     let env = [("SLUICE_BOOTSTRAP_USER", "admin:admin-secret")];
-    let flags = ["--authorizer", "acl", "--super-users", "User:admin"];
+    let pki_dir = tempfile::tempdir().expect("a temporary directory");
+    let pki = sluice_tests::pki::Pki::new(pki_dir.path());
+    let ca = pki.ca("cluster-ca");
+    let (cert, key) = pki.leaf("node", "cluster-ca");
+    let flags = [
+        "--authorizer",
+        "acl",
+        "--super-users",
+        "User:admin",
+        "--cluster-tls-ca",
+        &ca,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
     let mut cluster = Cluster::start_full(NODES, &flags, Faults::Processes, "SASL_PLAINTEXT", &env);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     // The native admin client logs in too (its listeners are SASL_PLAINTEXT).
@@ -2101,6 +2117,9 @@ fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
     ok(admin_script(&via, &["set-user", "late", "SCRAM-SHA-256", "late-pw"]));
     ok(admin_script(&via, &["acl-add", "TOPIC", "shared", "LITERAL", "User:late", "DESCRIBE", "ALLOW"]));
     check(&cluster, &others, "late", "late-pw");
+    for node in &cluster.nodes {
+        assert!(!node.log().contains("the cluster link is plaintext"), "the link is TLS: no warning");
+    }
 }
 
 /// `--cluster-tls-ca`: the cluster link is mutual TLS. Three nodes replicate a topic with
