@@ -191,41 +191,72 @@ impl Exchange {
             .map(|m| Exchange::Scram(Box::new(Scram::new(m))))
     }
 
-    /// Takes the client's next token.
+    /// Takes the client's next token. PLAIN's check of the password (one PBKDF2, about a
+    /// millisecond) runs here; a caller that keeps a thread for other work uses
+    /// `PlainCheck` instead, and runs `PlainCheck::verify` where it may take the time.
     pub fn step(&mut self, token: &[u8], users: &dyn Users) -> Result<Step, AuthError> {
-        if token.len() > TOKEN_BYTES_MAX {
-            return fail(format!("a SASL token of {} bytes (at most {TOKEN_BYTES_MAX})", token.len()));
-        }
         match self {
-            Exchange::Plain => plain(token, users),
-            Exchange::Scram(scram) => scram.step(token, users),
+            Exchange::Plain => PlainCheck::of(token, users)?.verify(),
+            Exchange::Scram(scram) => {
+                check_token(token)?;
+                scram.step(token, users)
+            }
         }
     }
 }
 
-/// PLAIN (RFC 4616): `[authzid] NUL authcid NUL passwd`; the authorization id, if any,
-/// must be the user itself.
-fn plain(token: &[u8], users: &dyn Users) -> Result<Step, AuthError> {
-    let Ok(text) = std::str::from_utf8(token) else { return fail("a PLAIN token that is not UTF-8") };
-    let parts: Vec<&str> = text.split('\0').collect();
-    let [authzid, user, password] = parts.as_slice() else {
-        return fail("a PLAIN token that is not authzid NUL user NUL password");
-    };
-    if user.is_empty() || password.is_empty() {
-        return fail("a PLAIN token with an empty user or password");
+fn check_token(token: &[u8]) -> Result<(), AuthError> {
+    if token.len() > TOKEN_BYTES_MAX {
+        return fail(format!("a SASL token of {} bytes (at most {TOKEN_BYTES_MAX})", token.len()));
     }
-    if !authzid.is_empty() && authzid != user {
-        return fail(format!("PLAIN user {user:?} asked to act as {authzid:?}"));
-    }
-    for mechanism in ScramMechanism::ALL {
-        if let Some(credential) = users.credential(user, mechanism) {
-            if password_matches(mechanism, &credential, password) {
-                return Ok(Step::Done { user: (*user).to_string(), last: Vec::new() });
-            }
-            return fail(format!("PLAIN: a wrong password for user {user:?}"));
+    Ok(())
+}
+
+/// A PLAIN token read and its user's credential found: what is left is the password's
+/// check, `verify`, which costs one PBKDF2 of the credential's iterations.
+pub struct PlainCheck {
+    user: String,
+    password: String,
+    mechanism: ScramMechanism,
+    credential: ScramCredential,
+}
+
+impl PlainCheck {
+    /// PLAIN (RFC 4616): `[authzid] NUL authcid NUL passwd`; the authorization id, if any,
+    /// must be the user itself, and the user must have a SCRAM credential.
+    pub fn of(token: &[u8], users: &dyn Users) -> Result<PlainCheck, AuthError> {
+        check_token(token)?;
+        let Ok(text) = std::str::from_utf8(token) else { return fail("a PLAIN token that is not UTF-8") };
+        let parts: Vec<&str> = text.split('\0').collect();
+        let [authzid, user, password] = parts.as_slice() else {
+            return fail("a PLAIN token that is not authzid NUL user NUL password");
+        };
+        if user.is_empty() || password.is_empty() {
+            return fail("a PLAIN token with an empty user or password");
         }
+        if !authzid.is_empty() && authzid != user {
+            return fail(format!("PLAIN user {user:?} asked to act as {authzid:?}"));
+        }
+        for mechanism in ScramMechanism::ALL {
+            if let Some(credential) = users.credential(user, mechanism) {
+                return Ok(PlainCheck {
+                    user: (*user).to_string(),
+                    password: (*password).to_string(),
+                    mechanism,
+                    credential,
+                });
+            }
+        }
+        fail(format!("PLAIN: no user {user:?}"))
     }
-    fail(format!("PLAIN: no user {user:?}"))
+
+    /// Checks the password against the credential: the exchange's last step.
+    pub fn verify(&self) -> Result<Step, AuthError> {
+        if password_matches(self.mechanism, &self.credential, &self.password) {
+            return Ok(Step::Done { user: self.user.clone(), last: Vec::new() });
+        }
+        fail(format!("PLAIN: a wrong password for user {:?}", self.user))
+    }
 }
 
 /// The server side of SCRAM (RFC 5802): client-first, server-first, client-final,

@@ -527,6 +527,17 @@ where
     glommio::spawn_local(future).detach();
 }
 
+/// Runs `work` on the executor's blocking thread pool (glommio's, on the shard's own
+/// placement) and waits for its result: CPU work of a millisecond or more (a PLAIN
+/// login's PBKDF2) that must not stall the shard's other tasks.
+pub async fn run_blocking<F, R>(work: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(work).await
+}
+
 /// Waits `duration` without blocking the executor.
 pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await;

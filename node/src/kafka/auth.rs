@@ -36,7 +36,7 @@ pub use crate::login::Session;
 
 impl KafkaServer {
     /// SaslHandshake and SaslAuthenticate.
-    pub(super) fn sasl_request(&self, session: &Session, r: &Request, mut body: Bytes, peer: &str) -> Outcome {
+    pub(super) async fn sasl_request(&self, session: &Session, r: &Request, mut body: Bytes, peer: &str) -> Outcome {
         let answer = |frame: Result<ResponseFrame, crate::errors::NodeError>, close: bool| match frame {
             Ok(frame) => Outcome { response: Some(frame), close },
             Err(_) => Outcome { response: None, close: true },
@@ -80,7 +80,7 @@ impl KafkaServer {
                 .with_error_message(Some(text("SaslAuthenticate needs a SaslHandshake (v1) first")));
             return answer(r.respond(&response), true);
         }
-        match session.step(&self.server.shard, &request.auth_bytes, peer) {
+        match session.step(&self.server.shard, &request.auth_bytes, peer).await {
             Ok((bytes, lifetime)) => {
                 let response = SaslAuthenticateResponse::default()
                     .with_auth_bytes(Bytes::from(bytes))
@@ -98,8 +98,8 @@ impl KafkaServer {
 
     /// A raw token after a v0 handshake, answered with a raw token (a failure closes the
     /// connection without one, as Kafka does).
-    pub(super) fn sasl_raw_token(&self, session: &Session, token: &[u8], peer: &str) -> Outcome {
-        match session.step(&self.server.shard, token, peer) {
+    pub(super) async fn sasl_raw_token(&self, session: &Session, token: &[u8], peer: &str) -> Outcome {
+        match session.step(&self.server.shard, token, peer).await {
             Ok((bytes, _)) => {
                 let mut frame = (bytes.len() as u32).to_be_bytes().to_vec();
                 frame.extend_from_slice(&bytes);

@@ -327,7 +327,7 @@ impl Protocol for KafkaServer {
         turn.wait().await;
         let close = Outcome { response: None, close: true };
         if self.security.sasl() && session.expects_raw() {
-            return self.sasl_raw_token(&session, &body, &peer);
+            return self.sasl_raw_token(&session, &body, &peer).await;
         }
         if body.len() < 8 {
             warn!(%peer, "a Kafka request of {} bytes, shorter than a request header; closing the connection", body.len());
@@ -386,7 +386,7 @@ impl Protocol for KafkaServer {
             caller: crate::access::Caller { principal, host: peer.clone() },
         };
         if matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
-            return self.sasl_request(&session, &request, body, &peer);
+            return self.sasl_request(&session, &request, body, &peer).await;
         }
         if matches!(api, ApiKey::Produce | ApiKey::Fetch) {
             turn.release();

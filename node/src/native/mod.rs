@@ -143,7 +143,7 @@ impl Server {
             }
             RequestBody::SaslAuthenticateRequest => {
                 if let Some(body) = request.body_as_sasl_authenticate_request() {
-                    return security::sasl_authenticate(self, session, correlation_id, body, &peer);
+                    return security::sasl_authenticate(self, session, correlation_id, body, &peer).await;
                 }
             }
             _ => {}

@@ -215,7 +215,7 @@ pub fn sasl_handshake(server: &Server, session: &Session, cid: u32, r: wire::Sas
 
 /// SaslAuthenticateRequest: one token of the exchange; a failed login closes the
 /// connection after its answer.
-pub fn sasl_authenticate(
+pub async fn sasl_authenticate(
     server: &Server,
     session: &Session,
     cid: u32,
@@ -223,7 +223,7 @@ pub fn sasl_authenticate(
     peer: &str,
 ) -> Outcome {
     let result = if session.exchanging() {
-        session.step(&server.shard, r.token().map(|t| t.bytes()).unwrap_or_default(), peer)
+        session.step(&server.shard, r.token().map(|t| t.bytes()).unwrap_or_default(), peer).await
     } else {
         Err(NodeError::new(ErrorKind::IllegalSaslState, "SaslAuthenticate needs a SaslHandshake first"))
     };
