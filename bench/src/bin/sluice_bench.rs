@@ -30,7 +30,7 @@ use sluice_bench::baseline::{self, Baseline};
 use sluice_bench::{latency_histogram_us, mb_per_s, record_latency, BenchError, LatencySummary};
 use sluice_client::consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 use sluice_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
-use sluice_client::{Admin, NewTopic};
+use sluice_client::{Admin, NewTopic, SaslSettings, Security, TlsSettings};
 use sluice_schemas::batch::Compression;
 
 const USAGE: &str = "\
@@ -55,6 +55,10 @@ common flags:
   --data-dir DIR          where the baseline measures disk bandwidth (default ./sluice-data)
   --node-pid PID          report the node's CPU seconds (from /proc)
   --metrics HOST:PORT     the node's metrics endpoint: report bytes copied per byte fetched
+  --security-protocol P   PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL, as the
+                          node's --listen; with --tls-ca FILE (SSL, SASL_SSL) and
+                          --sasl-username U, --sasl-mechanism M (default SCRAM-SHA-512),
+                          the password from $SLUICE_SASL_PASSWORD (SASL_*)
 produce / e2e:
   --producers N (1)  --acks 0|1|all (1)  --compression none|gzip|snappy|lz4|zstd
   --idempotence on|off (on; applies with --acks all: retries keep each partition's order)
@@ -262,6 +266,18 @@ fn add_ratios(report: &mut Report, baseline: Option<&Baseline>, field: &str) {
     report.add("ratio_to_loopback_tcp", v / b.loopback_tcp_mb_s);
 }
 
+/// The clients' security settings (`--security-protocol` and its companions).
+fn security(opts: &Opts) -> Result<Security, BenchError> {
+    let protocol = opts.get("security-protocol", "PLAINTEXT");
+    let tls = TlsSettings { ca_file: opts.flags.get("tls-ca").map(Into::into), ..TlsSettings::default() };
+    let sasl = opts.flags.get("sasl-username").map(|username| SaslSettings {
+        mechanism: opts.get("sasl-mechanism", "SCRAM-SHA-512"),
+        username: username.clone(),
+        password: std::env::var("SLUICE_SASL_PASSWORD").unwrap_or_default(),
+    });
+    Security::from_kafka(&protocol, tls, sasl).map_err(client_error)
+}
+
 async fn ensure_topic(opts: &Opts) -> Result<(String, u32, Vec<String>), BenchError> {
     let bootstrap: Vec<String> = opts.get("bootstrap", "127.0.0.1:9292").split(',').map(str::to_string).collect();
     let topic = opts.get("topic", "bench");
@@ -271,7 +287,8 @@ async fn ensure_topic(opts: &Opts) -> Result<(String, u32, Vec<String>), BenchEr
         0 => Vec::new(),
         n => vec![("min.insync.replicas".to_string(), n.to_string())],
     };
-    let admin = Admin::connect(&bootstrap).await.map_err(client_error)?;
+    let admin =
+        Admin::connect_secured(&bootstrap, security(opts)?, Duration::from_secs(30)).await.map_err(client_error)?;
     match admin.describe_topic(&topic).await.map_err(client_error)?.partitions {
         Ok(p) => Ok((topic, p.len() as u32, bootstrap)),
         Err(_) => {
@@ -485,6 +502,7 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
     let config = ProducerConfig {
         bootstrap_servers: bootstrap,
         client_id: "sluice-bench".into(),
+        security: security(opts)?,
         acks: Acks::parse(&opts.get("acks", "1")).map_err(client_error)?,
         compression: compression(&opts.get("compression", "none"))?,
         batch_size: opts.num("batch-bytes", 16_384)?,
@@ -609,6 +627,7 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
 
 async fn consume(opts: &Opts) -> Result<Report, BenchError> {
     let (topic, partitions, bootstrap) = ensure_topic(opts).await?;
+    let security = security(opts)?;
     let consumers = opts.num::<usize>("consumers", 1)?.max(1);
     let start = opts.get("start", "earliest");
     let tail_bytes = opts.num::<u64>("tail-mib", 16)? << 20;
@@ -622,7 +641,7 @@ async fn consume(opts: &Opts) -> Result<Report, BenchError> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..consumers {
-        let (mine, config) = consumer_share(&bootstrap, partitions, consumers, c, OffsetReset::Earliest);
+        let (mine, config) = consumer_share(&bootstrap, &security, partitions, consumers, c, OffsetReset::Earliest);
         let (meter, stop, topic, start) = (meter.clone(), stop.clone(), topic.clone(), start.clone());
         tasks.push(tokio::spawn(async move {
             let mut consumer = Consumer::new(config).await?;
@@ -683,6 +702,7 @@ async fn consume(opts: &Opts) -> Result<Report, BenchError> {
 /// Consumer `c` of `consumers`: its partitions (round-robin) and its settings.
 fn consumer_share(
     bootstrap: &[String],
+    security: &Security,
     partitions: u32,
     consumers: usize,
     c: usize,
@@ -691,6 +711,7 @@ fn consumer_share(
     let mine = (0..partitions).filter(|p| *p as usize % consumers == c).collect();
     let config = ConsumerConfig {
         bootstrap_servers: bootstrap.to_vec(),
+        security: security.clone(),
         client_id: format!("sluice-bench-{c}"),
         auto_offset_reset: reset,
         fetch_max_wait_ms: 100,
@@ -713,6 +734,7 @@ fn now_ms() -> i64 {
 
 async fn e2e(opts: &Opts) -> Result<Report, BenchError> {
     let (topic, partitions, bootstrap) = ensure_topic(opts).await?;
+    let security = security(opts)?;
     let rate = opts.num::<u64>("rate", 10_000)?;
     if rate == 0 {
         return Err(BenchError("e2e needs a fixed --rate".into()));
@@ -724,7 +746,7 @@ async fn e2e(opts: &Opts) -> Result<Report, BenchError> {
     let consumers = opts.num::<usize>("consumers", 1)?.max(1);
     let mut tasks = Vec::new();
     for c in 0..consumers {
-        let (mine, config) = consumer_share(&bootstrap, partitions, consumers, c, OffsetReset::Latest);
+        let (mine, config) = consumer_share(&bootstrap, &security, partitions, consumers, c, OffsetReset::Latest);
         let (meter, stop, topic) = (meter.clone(), stop.clone(), topic.clone());
         tasks.push(tokio::spawn(async move {
             let mut consumer = Consumer::new(config).await?;
