@@ -11,7 +11,7 @@ use std::path::Path;
 
 use sluice_replication::state::{ClusterState, Command};
 use sluice_replication::ClusterPartitionId;
-use sluice_replication::{wire, Endpoint, Envelope, Incarnation, Message, NodeId, PartitionConfig};
+use sluice_replication::{wire, AdvertisedListener, Endpoint, Envelope, Incarnation, Message, NodeId, PartitionConfig};
 use sluice_schemas::batch::Compression;
 use sluice_schemas::compression::compress;
 use sluice_schemas::records::{BatchBuilder, BatchConfig, RecordHeader};
@@ -160,9 +160,18 @@ fn batches() {
     write("record_batch", "two", &[batch(2, Compression::None), batch(3, Compression::Gzip)].concat());
 }
 
+fn listener() -> AdvertisedListener {
+    AdvertisedListener { name: "PLAINTEXT".into(), host: "127.0.0.1".into(), port: 9092 }
+}
+
 fn replication() {
     let messages = [
-        Message::Heartbeat { node: NodeId(2), incarnation: Incarnation(7), want_shutdown: false },
+        Message::Heartbeat {
+            node: NodeId(2),
+            incarnation: Incarnation(7),
+            want_shutdown: false,
+            listeners: vec![listener()],
+        },
         Message::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(7), after: Some(1_000) },
         Message::Fetch {
             partition: ClusterPartitionId(3),
@@ -174,8 +183,10 @@ fn replication() {
         },
     ];
     for (i, message) in messages.into_iter().enumerate() {
+        // A heartbeat carries no data (its listeners come after its envelope).
+        let data: &[u8] = if matches!(message, Message::Heartbeat { .. }) { b"" } else { b"data" };
         let envelope = Envelope { from: Endpoint::Node(NodeId(2)), to: Endpoint::Node(NodeId(1)), message };
-        write("replication_message", &format!("message-{i}"), &wire::encode(&envelope, b"data").unwrap());
+        write("replication_message", &format!("message-{i}"), &wire::encode(&envelope, data).unwrap());
     }
 }
 
@@ -193,6 +204,7 @@ fn controller() {
             config,
         },
         Command::AllocateProducerIds { node: NodeId(1), incarnation: Incarnation(1), after: None },
+        Command::SetListeners { node: NodeId(1), incarnation: Incarnation(1), listeners: vec![listener()] },
     ];
     for (i, command) in commands.iter().enumerate() {
         write("controller_state", &format!("command-{i}"), &command.encode());

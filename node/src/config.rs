@@ -19,8 +19,9 @@ pub const SHARDS_MAX: usize = 256;
 pub const USAGE: &str = "\
 sluice-node: the Sluice storage node
 
-usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
-                   [--kafka-listen [PROTOCOL://]HOST:PORT|off] [--kafka-advertised HOST:PORT] [--shards N]
+usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:PORT]
+                   [--kafka-listen [NAME://]HOST:PORT[,...]|off] [--kafka-advertised [NAME://]HOST:PORT[,...]]
+                   [--listener-security-protocol-map NAME:PROTOCOL,...] [--shards N]
                    [--tls-cert FILE] [--tls-key FILE] [--tls-client-ca FILE]
                    [--cluster-tls-ca FILE]
                    [--sasl-mechanisms M,M,...] [--connections-max-reauth-ms N]
@@ -49,11 +50,17 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --data-dir DIR            where logs and metadata live (default ./sluice-data)
   --listen [PROTOCOL://]HOST:PORT  native protocol listener (default 127.0.0.1:9292,
                             plaintext); PROTOCOL as for --kafka-listen
-  --kafka-listen [PROTOCOL://]HOST:PORT  Kafka protocol listener for existing Kafka clients
-                            and tools (default 127.0.0.1:9092, plaintext; `off` turns it off).
-                            PROTOCOL is Kafka's security protocol: PLAINTEXT (the default),
-                            SSL (TLS with --tls-cert and --tls-key), SASL_PLAINTEXT or
-                            SASL_SSL (clients authenticate as a user first; SASL_SSL over TLS)
+  --kafka-listen [NAME://]HOST:PORT[,[NAME://]HOST:PORT...]  Kafka protocol listeners for
+                            existing Kafka clients and tools (default 127.0.0.1:9092,
+                            plaintext; `off` turns them off), as Kafka's `listeners`. NAME is
+                            a security protocol: PLAINTEXT (the default), SSL (TLS with
+                            --tls-cert and --tls-key), SASL_PLAINTEXT or SASL_SSL (clients
+                            authenticate as a user first; SASL_SSL over TLS), or a name of
+                            --listener-security-protocol-map. Names are unique; Metadata
+                            answers with every node's listener of the name asked through.
+                            --peer entries give the first listener's address
+  --listener-security-protocol-map NAME:PROTOCOL,...  Kafka's listener.security.protocol.map:
+                            e.g. INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL
   --tls-cert FILE           PEM certificate chain (leaf first) of SSL listeners
   --tls-key FILE            PEM private key of --tls-cert; both are read again on SIGHUP
   --tls-client-ca FILE      PEM CA certificates: SSL clients must present a certificate
@@ -78,8 +85,9 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
   --super-users P;P;...     principals allowed everything (Kafka's super.users)
   --allow-everyone-if-no-acl-found true|false  a resource no ACL names is open to all
                             (default false: denied, as Kafka's default)
-  --kafka-advertised HOST:PORT  the address Kafka clients are told to connect to
-                            (default: the --kafka-listen address)
+  --kafka-advertised [NAME://]HOST:PORT[,...]  the addresses Kafka clients are told to
+                            connect to, per listener name (HOST:PORT alone: the first
+                            listener's; default: each listener's own address)
   --shards N                executors, one pinned per core (default: the number of cores)
   --node-id N               this node's id (default 0)
   --metrics-listen [https://]HOST:PORT  Prometheus text endpoint at /metrics (default:
@@ -162,12 +170,17 @@ pub struct NodeConfig {
     pub node_id: u32,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    /// The Kafka wire protocol's listener (`None`: off).
-    pub kafka_listen: Option<SocketAddr>,
-    /// What Metadata and FindCoordinator tell Kafka clients (default: `kafka_listen`).
-    pub kafka_advertised: Option<(String, u16)>,
-    /// How the Kafka listener's connections are secured (`SSL://` before its address).
-    pub kafka_security: SecurityProtocol,
+    /// The Kafka wire protocol's listeners, named as Kafka names them (empty: off). The
+    /// first is the one `--peer` entries give other nodes.
+    pub kafka_listeners: Vec<KafkaListener>,
+    /// `--kafka-listen` as given, `[NAME://]HOST:PORT` each: resolved into
+    /// `kafka_listeners` once every setting is read (`resolve_listeners`).
+    kafka_listen_given: Vec<(Option<String>, SocketAddr)>,
+    /// `--kafka-advertised` as given: `HOST:PORT` for the first listener, or
+    /// `NAME://HOST:PORT` each.
+    kafka_advertised_given: Vec<(Option<String>, (String, u16))>,
+    /// Kafka's `listener.security.protocol.map`: listener names that are not protocol names.
+    pub listener_protocols: Vec<(String, SecurityProtocol)>,
     /// The native listener's security protocol (`--listen PROTOCOL://HOST:PORT`).
     pub listen_security: SecurityProtocol,
     /// The TLS certificate chain, its key and the CA clients' certificates must chain to
@@ -315,6 +328,17 @@ impl SecurityProtocol {
     }
 }
 
+/// One Kafka listener: Kafka's listener name (a security protocol's name, or one that
+/// `listener-security-protocol-map` maps to a protocol), its protocol, where it listens, and
+/// the address clients are told to connect to for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaListener {
+    pub name: String,
+    pub security: SecurityProtocol,
+    pub address: SocketAddr,
+    pub advertised: (String, u16),
+}
+
 /// A SASL user created at start when missing (`SLUICE_BOOTSTRAP_USER`); its password
 /// never shows in logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -371,9 +395,10 @@ impl Default for NodeConfig {
             node_id: 0,
             data_dir: PathBuf::from("sluice-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
-            kafka_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_KAFKA_PORT))),
-            kafka_advertised: None,
-            kafka_security: SecurityProtocol::Plaintext,
+            kafka_listeners: Vec::new(),
+            kafka_listen_given: vec![(None, SocketAddr::from(([127, 0, 0, 1], DEFAULT_KAFKA_PORT)))],
+            kafka_advertised_given: Vec::new(),
+            listener_protocols: Vec::new(),
             listen_security: SecurityProtocol::Plaintext,
             tls: TlsFiles::default(),
             cluster_tls_ca: None,
@@ -483,6 +508,19 @@ fn listener_address(key: &str, value: &str) -> Result<(SecurityProtocol, SocketA
     Ok((security, address(key, rest)?))
 }
 
+/// The items of a comma-separated list, trimmed, empty ones left out.
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|item| !item.is_empty())
+}
+
+/// `NAME://REST` as `(Some(NAME), REST)`, else `(None, item)`.
+fn named(item: &str) -> (Option<String>, &str) {
+    match item.split_once("://") {
+        Some((name, rest)) => (Some(name.to_string()), rest),
+        None => (None, item),
+    }
+}
+
 fn boolean(key: &str, value: &str) -> Result<bool, String> {
     match value {
         "true" => Ok(true),
@@ -528,13 +566,89 @@ fn peer(key: &str, value: &str) -> Result<Peer, String> {
 }
 
 impl NodeConfig {
-    /// The host and port Kafka clients are told to connect to.
+    /// The first Kafka listener's address (the one `--peer` entries give).
+    #[must_use]
+    pub fn kafka_listen(&self) -> Option<SocketAddr> {
+        self.kafka_listeners.first().map(|l| l.address)
+    }
+
+    /// The first Kafka listener's security protocol.
+    #[must_use]
+    pub fn kafka_security(&self) -> SecurityProtocol {
+        self.kafka_listeners.first().map_or(SecurityProtocol::Plaintext, |l| l.security)
+    }
+
+    /// The host and port Kafka clients are told to connect to (the first listener's).
     #[must_use]
     pub fn kafka_advertised(&self) -> Option<(String, u16)> {
-        if self.kafka_advertised.is_some() {
-            return self.kafka_advertised.clone();
+        self.kafka_listeners.first().map(|l| l.advertised.clone())
+    }
+
+    /// The Kafka listeners as clients reach them, which the node registers with the
+    /// controller for the others' Metadata answers.
+    #[must_use]
+    pub fn advertised_listeners(&self) -> Vec<crate::replication::AdvertisedListener> {
+        self.kafka_listeners
+            .iter()
+            .map(|l| crate::replication::AdvertisedListener {
+                name: l.name.clone(),
+                host: l.advertised.0.clone(),
+                port: l.advertised.1,
+            })
+            .collect()
+    }
+
+    /// Builds `kafka_listeners` from `--kafka-listen`, `--kafka-advertised` and
+    /// `--listener-security-protocol-map`: every name maps to a protocol, names are
+    /// unique, a listener on every address (0.0.0.0) is advertised by name or position.
+    fn resolve_listeners(&mut self) -> Result<(), String> {
+        let mut listeners: Vec<KafkaListener> = Vec::new();
+        for (i, (name, address)) in self.kafka_listen_given.iter().enumerate() {
+            let name = name.clone().unwrap_or_else(|| "PLAINTEXT".to_string()).to_ascii_uppercase();
+            let security = match self.listener_protocols.iter().find(|(n, _)| *n == name) {
+                Some((_, security)) => *security,
+                None => SecurityProtocol::ALL.into_iter().find(|p| p.name() == name).ok_or_else(|| {
+                    format!(
+                        "kafka-listen: listener {name} has no security protocol: name one of PLAINTEXT, SSL, \
+                         SASL_PLAINTEXT, SASL_SSL, or map it with listener-security-protocol-map = {name}:PROTOCOL"
+                    )
+                })?,
+            };
+            if listeners.iter().any(|l| l.name == name) {
+                return Err(format!("kafka-listen: listener {name} is named twice (names must be unique)"));
+            }
+            let advertised = self.kafka_advertised_given.iter().find(|(n, _)| match n {
+                Some(n) => n.eq_ignore_ascii_case(&name),
+                None => i == 0,
+            });
+            let advertised = match advertised {
+                Some((_, a)) => a.clone(),
+                None if address.ip().is_unspecified() => {
+                    return Err(format!(
+                        "kafka-listen = {name}://{address} listens on every address: set kafka-advertised = \
+                         {name}://HOST:PORT to the address Kafka clients should connect to"
+                    ));
+                }
+                None => (address.ip().to_string(), address.port()),
+            };
+            listeners.push(KafkaListener { name, security, address: *address, advertised });
         }
-        self.kafka_listen.map(|a| (a.ip().to_string(), a.port()))
+        if let Some((Some(name), _)) = self
+            .kafka_advertised_given
+            .iter()
+            .find(|(n, _)| n.as_ref().is_some_and(|n| !listeners.iter().any(|l| l.name.eq_ignore_ascii_case(n))))
+        {
+            return Err(format!("kafka-advertised: no Kafka listener is named {name}"));
+        }
+        if listeners.len() > crate::replication::state::LISTENERS_MAX {
+            return Err(format!(
+                "kafka-listen: {} listeners (at most {})",
+                listeners.len(),
+                crate::replication::state::LISTENERS_MAX
+            ));
+        }
+        self.kafka_listeners = listeners;
+        Ok(())
     }
 
     /// The cluster's nodes: the `--peer` entries, or this node alone (a cluster of one,
@@ -549,7 +663,7 @@ impl NodeConfig {
 
     /// This node as a cluster of one describes it (no cluster listener).
     fn alone(&self) -> Peer {
-        Peer { id: self.node_id, listen: self.listen, cluster: None, kafka: self.kafka_listen }
+        Peer { id: self.node_id, listen: self.listen, cluster: None, kafka: self.kafka_listen() }
     }
 
     /// The controller voters: `voters`, or every node.
@@ -586,14 +700,14 @@ impl NodeConfig {
         let Some(me) = self.peers.iter().find(|p| p.id == self.node_id) else {
             return Err(format!("node-id = {} is not one of the --peer entries", self.node_id));
         };
-        if me.listen != self.listen || me.kafka != self.kafka_listen {
+        if me.listen != self.listen || me.kafka != self.kafka_listen() {
             return Err(format!(
                 "peer {}'s entry ({}, Kafka {}) does not match this node's listen = {} and kafka-listen = {}",
                 me.id,
                 me.listen,
                 me.kafka.map_or("off".to_string(), |a| a.to_string()),
                 self.listen,
-                self.kafka_listen.map_or("off".to_string(), |a| a.to_string())
+                self.kafka_listen().map_or("off".to_string(), |a| a.to_string())
             ));
         }
         let voters = self.voter_ids();
@@ -619,7 +733,7 @@ impl NodeConfig {
     /// Whether some listener serves TLS.
     #[must_use]
     pub fn serves_tls(&self) -> bool {
-        (self.kafka_listen.is_some() && self.kafka_security.tls())
+        self.kafka_listeners.iter().any(|l| l.security.tls())
             || self.listen_security.tls()
             || (self.metrics_listen.is_some() && self.metrics_tls)
     }
@@ -631,12 +745,8 @@ impl NodeConfig {
         if self.serves_tls() {
             for (key, path) in &given[..2] {
                 if path.is_none() {
-                    let listener = if self.kafka_listen.is_some() && self.kafka_security.tls() {
-                        format!(
-                            "kafka-listen = {}://{}",
-                            self.kafka_security.name(),
-                            self.kafka_listen.map(|a| a.to_string()).unwrap_or_default()
-                        )
+                    let listener = if let Some(l) = self.kafka_listeners.iter().find(|l| l.security.tls()) {
+                        format!("kafka-listen = {}://{}", l.name, l.address)
                     } else if self.listen_security.tls() {
                         format!("listen = {}://{}", self.listen_security.name(), self.listen)
                     } else {
@@ -671,11 +781,25 @@ impl NodeConfig {
         match key {
             "data-dir" => self.data_dir = PathBuf::from(value),
             "listen" => (self.listen_security, self.listen) = listener_address(key, value)?,
-            "kafka-listen" if value == "off" => self.kafka_listen = None,
+            "kafka-listen" if value == "off" => self.kafka_listen_given.clear(),
             "kafka-listen" => {
-                let (security, address) = listener_address(key, value)?;
-                self.kafka_security = security;
-                self.kafka_listen = Some(address);
+                self.kafka_listen_given = list(value)
+                    .map(|item| {
+                        let (name, rest) = named(item);
+                        Ok((name, address(key, rest)?))
+                    })
+                    .collect::<Result<_, String>>()?;
+            }
+            "listener-security-protocol-map" => {
+                self.listener_protocols = list(value)
+                    .map(|item| {
+                        let bad = || format!("{key} = {value:?}: {item:?} is not NAME:PROTOCOL");
+                        let (name, protocol) = item.split_once(':').ok_or_else(bad)?;
+                        let security =
+                            SecurityProtocol::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(protocol));
+                        Ok((name.to_ascii_uppercase(), security.ok_or_else(bad)?))
+                    })
+                    .collect::<Result<_, String>>()?;
             }
             "tls-cert" => self.tls.cert = Some(PathBuf::from(value)),
             "tls-key" => self.tls.key = Some(PathBuf::from(value)),
@@ -700,12 +824,19 @@ impl NodeConfig {
             }
             "allow-everyone-if-no-acl-found" => self.allow_if_no_acl = boolean(key, value)?,
             "kafka-advertised" => {
-                let (host, port) = value
-                    .rsplit_once(':')
-                    .and_then(|(h, p)| Some((h, p.parse::<u16>().ok().filter(|p| *p > 0)?)))
-                    .filter(|(h, _)| !h.is_empty())
-                    .ok_or_else(|| format!("{key} = {value:?}: not a HOST:PORT address"))?;
-                self.kafka_advertised = Some((host.to_string(), port));
+                self.kafka_advertised_given = list(value)
+                    .map(|item| {
+                        let (name, rest) = named(item);
+                        let (host, port) = rest
+                            .rsplit_once(':')
+                            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok().filter(|p| *p > 0)?)))
+                            .filter(|(h, _)| !h.is_empty())
+                            .ok_or_else(|| {
+                                format!("{key} = {value:?}: {item:?} is not a [NAME://]HOST:PORT address")
+                            })?;
+                        Ok((name, (host.to_string(), port)))
+                    })
+                    .collect::<Result<_, String>>()?;
             }
             "shards" => self.shards = number(key, value, 1, SHARDS_MAX as u64)?,
             "node-id" => self.node_id = number(key, value, 0, i32::MAX as u64)?,
@@ -864,14 +995,8 @@ impl NodeConfig {
             config.set(key, value).map_err(|e| format!("--{e}"))?;
         }
         config.topic_defaults.validate()?;
+        config.resolve_listeners()?;
         config.check_cluster()?;
-        if config.kafka_listen.is_some_and(|a| a.ip().is_unspecified()) && config.kafka_advertised.is_none() {
-            return Err(format!(
-                "kafka-listen = {} listens on every address: set kafka-advertised = HOST:PORT to the address Kafka \
-                 clients should connect to",
-                config.kafka_listen.map(|a| a.to_string()).unwrap_or_default()
-            ));
-        }
         config.check_tls()?;
         if let Ok(value) = std::env::var("SLUICE_BOOTSTRAP_USER") {
             config.bootstrap_user = Some(BootstrapUser::parse(&value)?);
@@ -990,6 +1115,43 @@ mod tests {
             (SecurityProtocol::SaslPlaintext, "127.0.0.1:9393".parse().unwrap())
         );
         let Err(e) = NodeConfig::from_args(&args("--listen SSL://127.0.0.1:9393")) else { panic!("TLS without files") };
+        assert!(e.contains("listen = SSL://127.0.0.1:9393 needs tls-cert"), "{e}");
+        // Several named Kafka listeners, as Kafka's listeners and listener.security.protocol.map.
+        let Ok(Command::Run(config)) = NodeConfig::from_args(&args(
+            "--kafka-listen INTERNAL://127.0.0.1:9092,SASL_PLAINTEXT://0.0.0.0:9094 \
+             --listener-security-protocol-map internal:PLAINTEXT \
+             --kafka-advertised SASL_PLAINTEXT://broker.example:9094",
+        )) else {
+            panic!("named listeners")
+        };
+        let listeners: Vec<(&str, SecurityProtocol, String, (String, u16))> = config
+            .kafka_listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.security, l.address.to_string(), l.advertised.clone()))
+            .collect();
+        assert_eq!(
+            listeners,
+            [
+                ("INTERNAL", SecurityProtocol::Plaintext, "127.0.0.1:9092".into(), ("127.0.0.1".into(), 9092)),
+                (
+                    "SASL_PLAINTEXT",
+                    SecurityProtocol::SaslPlaintext,
+                    "0.0.0.0:9094".into(),
+                    ("broker.example".into(), 9094)
+                ),
+            ]
+        );
+        assert_eq!(config.kafka_listen(), Some("127.0.0.1:9092".parse().unwrap()), "the first is the peers'");
+        for (bad, why) in [
+            ("--kafka-listen EXTERNAL://127.0.0.1:9092", "listener EXTERNAL has no security protocol"),
+            ("--kafka-listen SSL://127.0.0.1:9092,ssl://127.0.0.1:9093", "named twice"),
+            ("--kafka-listen 0.0.0.0:9092", "listens on every address"),
+            ("--kafka-listen 127.0.0.1:9092 --kafka-advertised OTHER://h:1", "no Kafka listener is named OTHER"),
+            ("--listener-security-protocol-map A:TLS", "is not NAME:PROTOCOL"),
+        ] {
+            let Err(e) = NodeConfig::from_args(&args(bad)) else { panic!("{bad} was taken") };
+            assert!(e.contains(why), "{bad}: {e}");
+        }
         assert!(e.contains("listen = SSL://127.0.0.1:9393 needs tls-cert"), "{e}");
     }
 

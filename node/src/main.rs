@@ -73,7 +73,8 @@ fn main() -> ExitCode {
     };
     // The shards' listeners share the port with SO_REUSEPORT, which would also let them
     // share it with another process: check first that nobody else listens there.
-    for address in std::iter::once(config.listen).chain(config.kafka_listen).chain(config.me().cluster) {
+    let kafka_addresses = config.kafka_listeners.iter().map(|l| l.address);
+    for address in std::iter::once(config.listen).chain(kafka_addresses).chain(config.me().cluster) {
         if let Err(e) = check_port_free(address) {
             error!("{e}");
             eprintln!("sluice-node: {e}");
@@ -200,6 +201,7 @@ fn cluster_setup(config: &NodeConfig) -> ClusterSetup {
             fetch_backoff_ms: 1,
             fetch_entries_max: 1_000,
             alter_partition_retry_ms: 500,
+            listeners: config.advertised_listeners(),
         },
     }
 }
@@ -229,8 +231,7 @@ async fn run_shard(
     let listen = config.listen;
     let metrics_listen = config.metrics_listen;
     let config_metrics_tls = config.metrics_tls;
-    let kafka_listen = config.kafka_listen;
-    let kafka_security = config.kafka_security;
+    let kafka_listeners = config.kafka_listeners.clone();
     let listen_security = config.listen_security;
     let sole_voter = config.sole_voter();
     let acl_authorizer = config.acl_authorizer;
@@ -256,13 +257,12 @@ async fn run_shard(
     let listener = listener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
     let server = Server::new(shard.clone());
     let serving = rt::spawn(sluice_node::native::serve_native(server.clone(), listener));
-    let kafka = match kafka_listen {
-        Some(address) => {
-            let listener = listener::bind(address).map_err(|e| format!("Kafka listener on {address}: {e}"))?;
-            Some(rt::spawn(sluice_node::kafka::serve(server.clone(), listener, kafka_security)))
-        }
-        None => None,
-    };
+    let mut kafka = Vec::new();
+    for l in &kafka_listeners {
+        let address = l.address;
+        let listener = listener::bind(address).map_err(|e| format!("Kafka listener {} on {address}: {e}", l.name))?;
+        kafka.push(rt::spawn(sluice_node::kafka::serve(server.clone(), listener, l.clone())));
+    }
     let metrics = match (shard.id.0, metrics_listen) {
         (0, Some(address)) => {
             let listener = listener::bind(address).map_err(|e| format!("metrics listener on {address}: {e}"))?;
@@ -272,25 +272,30 @@ async fn run_shard(
         _ => None,
     };
     if shard.id.0 == 0 {
-        match kafka_listen {
-            Some(kafka) => info!(
-                listen = %listen,
-                listen_security = listen_security.name(),
-                kafka_listen = %kafka,
-                kafka_security = kafka_security.name(),
-                "sluice-node ready"
-            ),
-            None => info!(listen = %listen, listen_security = listen_security.name(), "sluice-node ready"),
-        }
+        let kafka_listen: Vec<String> = kafka_listeners
+            .iter()
+            .map(|l| match l.security.name() == l.name {
+                true => format!("{}://{}", l.name, l.address),
+                false => format!("{}://{} ({})", l.name, l.address, l.security.name()),
+            })
+            .collect();
+        info!(
+            listen = %listen,
+            listen_security = listen_security.name(),
+            kafka_listen = %if kafka_listen.is_empty() { "off".to_string() } else { kafka_listen.join(",") },
+            "sluice-node ready"
+        );
         // Friendly defaults stay loopback; an open port without logins is worth a warning.
-        if let Some(kafka) = kafka_listen.filter(|a| !a.ip().is_loopback() && !kafka_security.sasl()) {
+        for l in kafka_listeners.iter().filter(|l| !l.address.ip().is_loopback() && !l.security.sasl()) {
             warn!(
-                "the Kafka listener on {kafka} ({}) lets every client in without authentication: \
+                "the Kafka listener {} on {} ({}) lets every client in without authentication: \
                  use SASL_SSL:// (or SASL_PLAINTEXT://) to require a login",
-                kafka_security.name()
+                l.name,
+                l.address,
+                l.security.name()
             );
         }
-        let secured = acl_authorizer || kafka_security.sasl() || listen_security.sasl();
+        let secured = acl_authorizer || kafka_listeners.iter().any(|l| l.security.sasl()) || listen_security.sasl();
         if !listen.ip().is_loopback() && !listen_security.sasl() {
             warn!(
                 "the native listener on {listen} ({}) lets every client in without authentication: use \

@@ -525,8 +525,9 @@ impl NodeProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default().matches(READY_LINE).count()
     }
 
+    /// The first Kafka listener (the one probed): its name and address.
     fn kafka_listener(&self) -> Option<(String, SocketAddr)> {
-        let value = kafka_listen_value(&self.extra_args)?;
+        let value = kafka_listen_value(&self.extra_args)?.split(',').next()?;
         let (protocol, address) = value.split_once("://").unwrap_or(("PLAINTEXT", value));
         Some((protocol.to_ascii_uppercase(), address.parse().ok()?))
     }

@@ -105,12 +105,20 @@ impl Cluster {
     }
 
     fn start_for(count: usize, extra: &[&str], faults: Faults) -> Cluster {
-        Cluster::start_full(count, extra, faults, "PLAINTEXT", &[])
+        Cluster::start_full(count, extra, faults, "PLAINTEXT", &[], &|_, _| Vec::new())
     }
 
     /// `count` nodes whose Kafka listeners use security `protocol` (SASL_PLAINTEXT, ...),
     /// each started with `extra` flags and `env` in its environment.
-    fn start_full(count: usize, extra: &[&str], faults: Faults, protocol: &str, env: &[(&str, &str)]) -> Cluster {
+    /// `per_node(i)`: flags for node `i` (from 0) alone, after the others.
+    fn start_full(
+        count: usize,
+        extra: &[&str],
+        faults: Faults,
+        protocol: &str,
+        env: &[(&str, &str)],
+        per_node: &dyn Fn(usize, SocketAddr) -> Vec<String>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let mut addresses: Vec<SocketAddr> = Vec::new();
         while addresses.len() < 3 * count {
@@ -148,6 +156,8 @@ impl Cluster {
                 if protocol.starts_with("SASL") {
                     args.push(&native_arg);
                 }
+                let own = per_node(i, kafka[i]);
+                args.extend(own.iter().map(String::as_str));
                 args.extend(peers.iter().map(String::as_str));
                 let data = disks.get(i).map_or_else(|| Cluster::data_of(dir.path(), i + 1), |d| d.mount.clone());
                 NodeProcess::start_at_with_env(native[i], &data, SHARDS, &args, env)
@@ -2043,7 +2053,7 @@ fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
         "--tls-key",
         &key,
     ];
-    let mut cluster = Cluster::start_full(NODES, &flags, Faults::Processes, "SASL_PLAINTEXT", &env);
+    let mut cluster = Cluster::start_full(NODES, &flags, Faults::Processes, "SASL_PLAINTEXT", &env, &|_, _| Vec::new());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     // The native admin client logs in too (its listeners are SASL_PLAINTEXT).
     let login = sluice_client::SaslSettings {
@@ -2136,7 +2146,7 @@ fn the_cluster_link_is_mutual_tls_and_refuses_strangers() {
     let _other_ca = pki.ca("other-ca");
     let (stranger_cert, stranger_key) = pki.leaf("stranger", "other-ca");
     let flags = ["--cluster-tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key];
-    let cluster = Cluster::start_full(NODES, &flags, Faults::Processes, "PLAINTEXT", &[]);
+    let cluster = Cluster::start_full(NODES, &flags, Faults::Processes, "PLAINTEXT", &[], &|_, _| Vec::new());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let produce = |records: u64| {
         runtime.block_on(async {
@@ -2187,4 +2197,85 @@ fn the_cluster_link_is_mutual_tls_and_refuses_strangers() {
         std::thread::sleep(POLL);
     }
     assert_eq!(produce(10), 30, "the cluster goes on replicating");
+}
+
+/// Named Kafka listeners (Kafka's `listeners` and `listener.security.protocol.map`): each
+/// of three nodes serves INTERNAL (plaintext, the address its `--peer` entries give) and
+/// EXTERNAL (SASL_PLAINTEXT, on another loopback address). Each node registers its
+/// listeners with the controller, so Metadata through a node's EXTERNAL listener names
+/// every node's EXTERNAL address, and through INTERNAL every INTERNAL one; a client
+/// without a login is refused on EXTERNAL and served on INTERNAL; records produced
+/// through one listener are read through the other.
+#[test]
+fn named_kafka_listeners_answer_with_every_nodes_listener_of_the_same_name() {
+    let env = [("SLUICE_BOOTSTRAP_USER", "admin:admin-secret")];
+    let external: Vec<SocketAddr> = (0..NODES)
+        .map(|_| {
+            let a = free_loopback_addr();
+            SocketAddr::from(([127, 0, 0, 2], a.port()))
+        })
+        .collect();
+    let per_node = |i: usize, internal: SocketAddr| {
+        vec![
+            format!("--kafka-listen=INTERNAL://{internal},EXTERNAL://{}", external[i]),
+            "--listener-security-protocol-map=INTERNAL:PLAINTEXT,EXTERNAL:SASL_PLAINTEXT".to_string(),
+        ]
+    };
+    let cluster = Cluster::start_full(NODES, &[], Faults::Processes, "PLAINTEXT", &env, &per_node);
+    let internal: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+    let brokers = |listing: &str| {
+        let mut at: Vec<String> = listing
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("broker "))
+            .map(|b| b.split(" (").next().unwrap_or(b).to_string())
+            .collect();
+        at.sort();
+        at
+    };
+    let expected = |addresses: &[String]| {
+        let mut e: Vec<String> = addresses.iter().enumerate().map(|(i, a)| format!("{} at {a}", i + 1)).collect();
+        e.sort();
+        e
+    };
+    // Through EXTERNAL (a login): every node's EXTERNAL address, once each has registered.
+    let external_at: Vec<String> = external.iter().map(ToString::to_string).collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listing = kcat_as(&external_at[1], "admin", "admin-secret", "none");
+        if listing.as_ref().is_ok_and(|l| brokers(l) == expected(&external_at)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "EXTERNAL metadata never named every EXTERNAL listener: {listing:?}");
+        std::thread::sleep(POLL);
+    }
+    // Through INTERNAL (no login): every node's INTERNAL address.
+    let mut list = std::process::Command::new("kcat");
+    list.args(["-b", &internal[2], "-L", "-m", "10"]);
+    let run = sluice_tests::node_client::run_command(list, b"", WAIT);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(brokers(&run.stdout), expected(&internal), "{}", run.stdout);
+    // No login on EXTERNAL: refused.
+    let mut anonymous = std::process::Command::new("kcat");
+    anonymous.args(["-b", &external_at[0], "-L", "-m", "5"]);
+    let run = sluice_tests::node_client::run_command(anonymous, b"", WAIT);
+    assert_ne!(run.code, Some(0), "a client without a login on EXTERNAL: {run:?}");
+    // Produced through EXTERNAL, read through INTERNAL.
+    let mut produce = std::process::Command::new("kcat");
+    produce.args(["-P", "-b", &external_at[0], "-t", "named", "-X", "security.protocol=sasl_plaintext"]);
+    produce.args([
+        "-X",
+        "sasl.mechanism=SCRAM-SHA-256",
+        "-X",
+        "sasl.username=admin",
+        "-X",
+        "sasl.password=admin-secret",
+    ]);
+    let run = sluice_tests::node_client::run_command(produce, b"one\ntwo\nthree\n", WAIT);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let mut consume = std::process::Command::new("kcat");
+    consume.args(["-C", "-b", &internal[1], "-t", "named", "-o", "beginning", "-c", "3", "-e", "-q"]);
+    let run = sluice_tests::node_client::run_command(consume, b"", WAIT);
+    let mut got: Vec<&str> = run.stdout.lines().collect();
+    got.sort_unstable();
+    assert_eq!(got, ["one", "three", "two"], "{run:?}");
 }

@@ -4,16 +4,18 @@
 //! `ControllerLeader` runs only on the controller quorum's leader. It takes the nodes'
 //! messages (heartbeats, AlterPartition) and ticks with the current time, reads the
 //! committed state, and decides: commands to propose (register, fence or unfence a node,
-//! controlled shutdown, an ISR change, a preferred-leader move) and the answers that need
-//! no command (a heartbeat's reply from the committed state). Its soft state is the nodes'
-//! last-heartbeat times and the commands in flight; a new leader starts every session
-//! clock afresh (as KRaft does), so a leadership change never fences a node by itself.
+//! controlled shutdown, a node's advertised listeners, an ISR change, a preferred-leader
+//! move) and the answers that need no command (a heartbeat's reply from the committed
+//! state). Its soft state is the nodes' last-heartbeat times and the commands in flight;
+//! a new leader starts every session clock afresh (as KRaft does), so a leadership change
+//! never fences a node by itself.
 //!
 //! Guarantees:
 //! - every answer carries committed state only: what a command changed reaches nodes
 //!   (`replies`: `PartitionUpdate`s, the `AlterPartitionReply`, the `HeartbeatReply` of a
-//!   registration or shutdown) only once the command was applied, never on proposal; a
-//!   heartbeat that needs a command gets no reply until then (the node sends another);
+//!   registration, shutdown or listener change) only once the command was applied, never
+//!   on proposal; a heartbeat that needs a command gets no reply until then (the node
+//!   sends another);
 //! - decisions are made on a leader's applied state only once it has applied everything
 //!   committed before its term (`Quorum::leader_ready`); a decision made on a state that
 //!   moved on since is harmless, since `ClusterState::apply` validates every command
@@ -33,7 +35,7 @@
 use std::collections::BTreeMap;
 
 use super::state::{ClusterState, Command, Outcome, PartitionSpec};
-use super::{Endpoint, Envelope, Incarnation, Message, NodeId};
+use super::{AdvertisedListener, Endpoint, Envelope, Incarnation, Message, NodeId};
 use crate::format::LogContents;
 use crate::quorum::{Applied, Persist, Quorum, QuorumConfig, QuorumError, StateMachine};
 
@@ -100,8 +102,8 @@ impl ControllerLeader {
         match input {
             ControllerInput::Tick => self.tick(now_ms, state, &mut out),
             ControllerInput::Receive(envelope) => match envelope.message {
-                Message::Heartbeat { node, incarnation, want_shutdown } => {
-                    self.heartbeat(now_ms, state, node, incarnation, want_shutdown, &mut out);
+                Message::Heartbeat { node, incarnation, want_shutdown, listeners } => {
+                    self.heartbeat(now_ms, state, node, incarnation, want_shutdown, listeners, &mut out);
                 }
                 Message::AlterPartition(alter) => {
                     // Validated when applied, against the state of that moment.
@@ -165,6 +167,7 @@ impl ControllerLeader {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn heartbeat(
         &mut self,
         now_ms: u64,
@@ -172,6 +175,7 @@ impl ControllerLeader {
         node: NodeId,
         incarnation: Incarnation,
         want_shutdown: bool,
+        listeners: Vec<AdvertisedListener>,
         out: &mut Decisions,
     ) {
         let record = state.node(node).cloned().unwrap_or_default();
@@ -188,6 +192,10 @@ impl ControllerLeader {
             Some(Command::ControlledShutdown { node, incarnation })
         } else if !want_shutdown && record.fenced && !record.shutting_down {
             Some(Command::UnfenceNode { node, incarnation })
+        } else if listeners != record.listeners {
+            // The registered life advertises other listeners (a new life right after its
+            // registration, or one whose listeners changed): record them.
+            Some(Command::SetListeners { node, incarnation, listeners })
         } else {
             None
         };
@@ -210,8 +218,8 @@ fn heartbeat_reply(state: &ClusterState, node: NodeId, incarnation: Incarnation)
 
 /// The messages a committed command calls for, from its `Outcome` and the state after it:
 /// the new state of every partition it changed to each replica's current life, the
-/// answer to an AlterPartition, and the heartbeat reply a registration, unfencing or
-/// shutdown was waiting for.
+/// answer to an AlterPartition, and the heartbeat reply a registration, unfencing,
+/// shutdown or listener change was waiting for.
 #[must_use]
 pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Vec<Envelope> {
     let mut out = Vec::new();
@@ -248,7 +256,8 @@ pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Ve
         }
         Command::RegisterNode { node, incarnation }
         | Command::UnfenceNode { node, incarnation }
-        | Command::ControlledShutdown { node, incarnation } => {
+        | Command::ControlledShutdown { node, incarnation }
+        | Command::SetListeners { node, incarnation, .. } => {
             if state.node(*node).is_some_and(|r| r.incarnation == Some(*incarnation)) {
                 out.push(heartbeat_reply(state, *node, *incarnation));
             }
@@ -533,8 +542,23 @@ mod tests {
     }
 
     fn heartbeat(c: &mut Controller, now: u64, node: u32, incarnation: u64) -> Vec<Envelope> {
-        let message =
-            Message::Heartbeat { node: NodeId(node), incarnation: Incarnation(incarnation), want_shutdown: false };
+        heartbeat_advertising(c, now, node, incarnation, &[])
+    }
+
+    /// A heartbeat that advertises `listeners`.
+    fn heartbeat_advertising(
+        c: &mut Controller,
+        now: u64,
+        node: u32,
+        incarnation: u64,
+        listeners: &[AdvertisedListener],
+    ) -> Vec<Envelope> {
+        let message = Message::Heartbeat {
+            node: NodeId(node),
+            incarnation: Incarnation(incarnation),
+            want_shutdown: false,
+            listeners: listeners.to_vec(),
+        };
         c.step(
             now,
             ControllerInput::Receive(Envelope {
@@ -603,6 +627,69 @@ mod tests {
         heartbeat(&mut c, 2_000, 1, 2);
         ask(&mut c, 2_500, 1, 1, Some(next));
         assert_eq!(c.state().producer_id_block(NodeId(1)).unwrap().first, next, "the old life asks in vain");
+    }
+
+    fn listener(name: &str, host: &str, port: u16) -> AdvertisedListener {
+        AdvertisedListener { name: name.to_string(), host: host.to_string(), port }
+    }
+
+    fn listeners_of(c: &Controller, node: u32) -> Vec<AdvertisedListener> {
+        c.state().node(NodeId(node)).unwrap().listeners.clone()
+    }
+
+    fn replied(out: &[Envelope], node: u32) -> bool {
+        out.iter().any(|e| e.to == Endpoint::Node(NodeId(node)) && matches!(e.message, Message::HeartbeatReply { .. }))
+    }
+
+    /// A registered life's heartbeat records its advertised listeners (answered once they
+    /// are committed), a changed list replaces them, the same list proposes nothing, a late
+    /// heartbeat of an older life changes nothing, and a new life keeps the old life's
+    /// listeners from its registration until its own heartbeat replaces them. The state
+    /// with them round-trips through its snapshot encoding.
+    #[test]
+    fn heartbeats_record_the_listeners_of_the_current_life() {
+        let mut c = controller(false);
+        let internal = vec![listener("INTERNAL", "10.0.0.1", 9092), listener("EXTERNAL", "n1.example.com", 9093)];
+        let out = heartbeat_advertising(&mut c, 0, 1, 1, &internal);
+        assert!(replied(&out, 1), "the registration is answered");
+        assert!(listeners_of(&c, 1).is_empty(), "registered first, listeners at the next heartbeat");
+        let out = heartbeat_advertising(&mut c, 10, 1, 1, &internal);
+        assert!(replied(&out, 1), "answered once the listeners are committed");
+        assert_eq!(listeners_of(&c, 1), internal);
+        let before = c.state().clone();
+        let decisions = c.leader.step(20, &c.state, {
+            let message = Message::Heartbeat {
+                node: NodeId(1),
+                incarnation: Incarnation(1),
+                want_shutdown: false,
+                listeners: internal.clone(),
+            };
+            ControllerInput::Receive(Envelope { from: Endpoint::Node(NodeId(1)), to: Endpoint::Controller, message })
+        });
+        assert!(decisions.propose.is_empty(), "the same listeners again: {:?}", decisions.propose);
+        assert!(replied(&decisions.send, 1), "answered at once");
+        assert_eq!(c.state(), &before);
+
+        let changed = vec![listener("INTERNAL", "10.0.0.1", 9192)];
+        heartbeat_advertising(&mut c, 30, 1, 1, &changed);
+        assert_eq!(listeners_of(&c, 1), changed, "a changed list replaces the old one");
+
+        // A restart: the new life registers, keeping the old life's listeners until its
+        // own heartbeat replaces them; the old life's late heartbeat changes nothing.
+        heartbeat_advertising(&mut c, 40, 1, 2, &internal);
+        assert_eq!(c.state().node(NodeId(1)).unwrap().incarnation, Some(Incarnation(2)));
+        assert_eq!(listeners_of(&c, 1), changed, "kept across the registration");
+        heartbeat_advertising(&mut c, 50, 1, 2, &internal);
+        assert_eq!(listeners_of(&c, 1), internal);
+        let out = heartbeat_advertising(&mut c, 60, 1, 1, &changed);
+        assert!(out.is_empty(), "an older life gets no answer");
+        assert_eq!(listeners_of(&c, 1), internal, "an older life's listeners are not recorded");
+        let stale = Command::SetListeners { node: NodeId(1), incarnation: Incarnation(1), listeners: changed };
+        assert!(!commit_at_once(&mut c.state, &stale).accepted, "nor applied");
+        assert!(listeners_of(&c, 2).is_empty(), "other nodes advertise nothing");
+
+        let bytes = c.state().encode_snapshot();
+        assert_eq!(&ClusterState::decode_snapshot(&bytes).unwrap(), c.state());
     }
 
     #[test]
@@ -710,7 +797,12 @@ mod tests {
         for n in 1..=3 {
             heartbeat(&mut c, 0, n, 1);
         }
-        let message = Message::Heartbeat { node: NodeId(1), incarnation: Incarnation(1), want_shutdown: true };
+        let message = Message::Heartbeat {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+            want_shutdown: true,
+            listeners: Vec::new(),
+        };
         let out = c.step(
             10,
             ControllerInput::Receive(Envelope { from: Endpoint::Node(NodeId(1)), to: Endpoint::Controller, message }),

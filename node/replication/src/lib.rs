@@ -18,8 +18,8 @@
 //! - `replica`: `ReplicaNode`, one node's replicas of every partition: the leader side
 //!   (follower progress, high watermark, ISR changes, acks) and the follower side
 //!   (fetching, truncating a divergent tail).
-//! - `state`: `ClusterState`, the controller's replicated state (node registrations and
-//!   fencing, partitions' leaders, epochs and ISRs), changed only by `Command`s applied in
+//! - `state`: `ClusterState`, the controller's replicated state (node registrations,
+//!   fencing and advertised listeners, partitions' leaders, epochs and ISRs), changed only by `Command`s applied in
 //!   the controller quorum's log order; it is the quorum's `StateMachine` (commands and
 //!   outcomes in a small versioned binary encoding).
 //! - `wire`: the bytes of the inter-node messages (heartbeats, partition updates,
@@ -117,6 +117,18 @@ pub struct Incarnation(pub u64);
 /// model carries an id that tests can compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct PayloadId(pub u64);
+
+/// A node's Kafka listener as clients reach it: Kafka's listener name (e.g. `PLAINTEXT`
+/// or `EXTERNAL`) and its advertised address. Every heartbeat carries the node's list
+/// (`Message::Heartbeat`), the controller records it in the replicated state
+/// (`Command::SetListeners`, `NodeRecord::listeners`), and every node answers Metadata
+/// with each node's listener of the name the request came in on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AdvertisedListener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
 
 /// Who sends or receives a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -233,11 +245,14 @@ pub struct ConsumerRecords {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// Node -> controller, every `heartbeat_interval_ms`; `want_shutdown` asks for a
-    /// controlled shutdown.
+    /// controlled shutdown; `listeners` are the node's advertised Kafka listeners
+    /// (`ReplicaConfig::listeners`, at most `state::LISTENERS_MAX`), which the controller
+    /// records for this life when they differ from the committed ones.
     Heartbeat {
         node: NodeId,
         incarnation: Incarnation,
         want_shutdown: bool,
+        listeners: Vec<AdvertisedListener>,
     },
     /// Controller -> node: the state of every partition the node replicates;
     /// `shutdown_ready` once leaderships have moved away after `want_shutdown`.

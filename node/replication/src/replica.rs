@@ -30,12 +30,12 @@ use sluice_schemas::ids::{LeaderEpoch, Offset};
 
 use super::log::{LogEntry, LogOp, ReplicaLog};
 use super::{
-    Acks, AlterPartition, ConsumerRecords, Endpoint, Envelope, FetchResult, Incarnation, Message, NodeId,
-    PartitionConfig, PartitionEpoch, PartitionState, ReplicaError,
+    Acks, AdvertisedListener, AlterPartition, ConsumerRecords, Endpoint, Envelope, FetchResult, Incarnation, Message,
+    NodeId, PartitionConfig, PartitionEpoch, PartitionState, ReplicaError,
 };
 
-/// A node's replication timers and limits.
-#[derive(Clone, Copy, Debug)]
+/// A node's replication timers and limits, and what its heartbeats advertise.
+#[derive(Clone, Debug)]
 pub struct ReplicaConfig {
     pub heartbeat_interval_ms: u64,
     /// `replica.lag.time.max.ms`.
@@ -48,6 +48,10 @@ pub struct ReplicaConfig {
     pub fetch_entries_max: usize,
     /// An AlterPartition without a reply for this long is sent again.
     pub alter_partition_retry_ms: u64,
+    /// The node's Kafka listeners as clients reach them, sent with every heartbeat and
+    /// recorded by the controller (`NodeRecord::listeners`); at most
+    /// `state::LISTENERS_MAX` (a longer list does not encode). Empty: none advertised.
+    pub listeners: Vec<AdvertisedListener>,
 }
 
 /// What a node reacts to.
@@ -447,7 +451,12 @@ impl ReplicaNode {
 }
 
 fn send_heartbeat(ctx: &mut Ctx<'_>, want_shutdown: bool) {
-    let message = Message::Heartbeat { node: ctx.node, incarnation: ctx.incarnation, want_shutdown };
+    let message = Message::Heartbeat {
+        node: ctx.node,
+        incarnation: ctx.incarnation,
+        want_shutdown,
+        listeners: ctx.config.listeners.clone(),
+    };
     ctx.send(Endpoint::Controller, message);
 }
 

@@ -16,6 +16,7 @@ const CONFIG: ReplicaConfig = ReplicaConfig {
     fetch_backoff_ms: 20,
     fetch_entries_max: 100,
     alter_partition_retry_ms: 150,
+    listeners: Vec::new(),
 };
 const PARTITION: PartitionConfig = PartitionConfig { min_insync_replicas: 2, unclean_leader_election: false };
 
@@ -312,4 +313,28 @@ fn the_nodes_produce_path_records_batches_the_stored_log_placed() {
     assert_eq!(leader.consumer_view(P), Ok((Offset(15), LeaderEpoch(2))));
     update(&mut leader, 2, state(2, 3, 2, &[2]));
     assert_eq!(leader.consumer_view(P), Err(ReplicaError::NotLeader));
+}
+
+/// Every heartbeat, the first and the one asking for a controlled shutdown alike, carries
+/// the node's advertised listeners.
+#[test]
+fn heartbeats_carry_the_configured_listeners() {
+    let listeners = vec![
+        AdvertisedListener { name: "INTERNAL".to_string(), host: "127.0.0.1".to_string(), port: 9092 },
+        AdvertisedListener { name: "EXTERNAL".to_string(), host: "n1.example.com".to_string(), port: 9093 },
+    ];
+    let config = ReplicaConfig { listeners: listeners.clone(), ..CONFIG };
+    let mut node = ReplicaNode::new(NodeId(1), Incarnation(3), config, vec![(P, PARTITION, ReplicaLog::new())]);
+    let mut heartbeats = sent(node.step(0, NodeInput::Tick));
+    heartbeats.extend(sent(node.step(1, NodeInput::BeginShutdown)));
+    let heartbeats: Vec<(bool, Vec<AdvertisedListener>)> = heartbeats
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Heartbeat { node: NodeId(1), incarnation: Incarnation(3), want_shutdown, listeners } => {
+                Some((want_shutdown, listeners))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(heartbeats, vec![(false, listeners.clone()), (true, listeners)]);
 }

@@ -84,9 +84,9 @@ use crate::ClusterPartitionId;
 use sluice_schemas::ids::{LeaderEpoch, Offset};
 
 use super::{
-    Acks, ClientId, ClusterState, Controller, ControllerConfig, ControllerInput, ControllerVoter, Endpoint, Envelope,
-    Incarnation, Message, NodeAction, NodeId, NodeInput, PartitionConfig, PartitionEpoch, PayloadId, ReplicaConfig,
-    ReplicaError, ReplicaLog, ReplicaNode, VoterOutput,
+    Acks, AdvertisedListener, ClientId, ClusterState, Controller, ControllerConfig, ControllerInput, ControllerVoter,
+    Endpoint, Envelope, Incarnation, Message, NodeAction, NodeId, NodeInput, PartitionConfig, PartitionEpoch,
+    PayloadId, ReplicaConfig, ReplicaError, ReplicaLog, ReplicaNode, VoterOutput,
 };
 use crate::format::MemoryLog;
 use crate::quorum::{Applied, Persist, QuorumConfig, QuorumError, StateMachine};
@@ -121,9 +121,21 @@ const REPLICA: ReplicaConfig = ReplicaConfig {
     fetch_backoff_ms: 20,
     fetch_entries_max: 8,
     alter_partition_retry_ms: 150,
+    listeners: Vec::new(),
 };
 const REPLICATION_FACTOR: u32 = 3;
 const MIN_INSYNC_REPLICAS: u32 = 2;
+/// The Kafka listeners life `life` of node `id` advertises: every other life adds one, so
+/// a restart usually changes what the controller records (`Command::SetListeners`).
+fn listeners_of(id: NodeId, life: u64) -> Vec<AdvertisedListener> {
+    let listener = |name: &str, port| AdvertisedListener { name: name.to_string(), host: format!("{id}.sim"), port };
+    let mut listeners = vec![listener("PLAINTEXT", 9092)];
+    if life.is_multiple_of(2) {
+        listeners.push(listener("EXTERNAL", 9093));
+    }
+    listeners
+}
+
 /// A stopped node restarts this long after (drawn per stop).
 const RESTART_DELAY_MS_MIN: u64 = 100;
 const RESTART_DELAY_MS_MAX: u64 = 1_500;
@@ -917,7 +929,8 @@ impl Sim {
                 (*p, config, log.clone())
             })
             .collect();
-        slot.node = Some(ReplicaNode::new(id, Incarnation(slot.incarnation), REPLICA, specs));
+        let config = ReplicaConfig { listeners: listeners_of(id, slot.incarnation), ..REPLICA };
+        slot.node = Some(ReplicaNode::new(id, Incarnation(slot.incarnation), config, specs));
         let life = slot.incarnation;
         let after = self.rng.range(0, NODE_TICK_MS);
         self.schedule(after, Event::NodeTick(id, life));

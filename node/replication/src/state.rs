@@ -1,8 +1,8 @@
 //! The controller's replicated state: what every controller voter holds, changed only by
 //! committed `Command`s applied in log order (`ClusterState::apply`, and through it
 //! `controller::quorum::StateMachine`). It keeps, per node, its registration (current
-//! incarnation, fenced, shutting down) and, per partition, {replicas, leader, leader
-//! epoch, partition epoch, ISR, config}.
+//! incarnation, fenced, shutting down) and its advertised Kafka listeners, and, per
+//! partition, {replicas, leader, leader epoch, partition epoch, ISR, config}.
 //!
 //! Guarantees:
 //! - `apply` is deterministic: no clock, no randomness, ordered maps only, so every voter
@@ -34,7 +34,7 @@ use std::fmt;
 use crate::ClusterPartitionId;
 use sluice_schemas::ids::LeaderEpoch;
 
-use super::{AlterPartition, Incarnation, NodeId, PartitionConfig, PartitionEpoch, PartitionState};
+use super::{AdvertisedListener, AlterPartition, Incarnation, NodeId, PartitionConfig, PartitionEpoch, PartitionState};
 use crate::quorum::StateMachine;
 
 mod snapshot;
@@ -45,6 +45,10 @@ pub const ENCODING_VERSION: u8 = 1;
 /// Replicas (or ISR members) in one list: far above any replication factor, low enough
 /// that a malformed length cannot make a decoder allocate much.
 pub const NODES_PER_LIST_MAX: usize = 1_024;
+/// Advertised listeners of one node (in a heartbeat, a command or a snapshot): far above
+/// any node's listener count, low enough that a malformed count cannot make a decoder
+/// allocate much. A node must not advertise more (its list would not encode).
+pub const LISTENERS_MAX: usize = 64;
 
 /// A change to the replicated state. Every one names what it is about precisely enough
 /// (incarnations, epochs) that applying it twice, or after the state moved on, is
@@ -53,7 +57,9 @@ pub const NODES_PER_LIST_MAX: usize = 1_024;
 pub enum Command {
     /// A node's life begins (first heartbeat of a new incarnation): the older life is
     /// fenced (it loses leaderships and ISR memberships), the new one is eligible. A
-    /// command for an older incarnation than the registered one changes nothing.
+    /// command for an older incarnation than the registered one changes nothing. The
+    /// node's advertised listeners stay what they were (only `SetListeners` replaces
+    /// them): the new life's heartbeats set its own right after.
     RegisterNode { node: NodeId, incarnation: Incarnation },
     /// A registered life whose session expired: fenced. Ignored for another life.
     FenceNode { node: NodeId, incarnation: Incarnation },
@@ -99,6 +105,10 @@ pub enum Command {
     /// Removes these access control entries (Kafka's DeleteAcls, its filters already
     /// resolved to the entries they match); missing ones are ignored.
     DeleteAcls { acls: Vec<AclBinding> },
+    /// The node's current life advertises these Kafka listeners (from its heartbeats):
+    /// they replace the node's recorded ones. Ignored for another life or when they are
+    /// already these.
+    SetListeners { node: NodeId, incarnation: Incarnation, listeners: Vec<AdvertisedListener> },
 }
 
 /// One access control entry, in Kafka's model and with Kafka's numbers for its enums
@@ -152,6 +162,10 @@ pub struct NodeRecord {
     pub fenced: bool,
     /// Asked for a controlled shutdown in this incarnation: fenced until it restarts.
     pub shutting_down: bool,
+    /// Its Kafka listeners as clients reach them, as its heartbeats last advertised them
+    /// (`Command::SetListeners`); kept across its lives until a new life's heartbeats
+    /// replace them. Empty until then.
+    pub listeners: Vec<AdvertisedListener>,
 }
 
 impl NodeRecord {
@@ -365,7 +379,9 @@ impl ClusterState {
                     self.fence(*node, &mut out);
                 }
                 let record = self.nodes.entry(*node).or_default();
-                *record = NodeRecord { incarnation: Some(*incarnation), fenced: false, shutting_down: false };
+                let listeners = std::mem::take(&mut record.listeners);
+                *record =
+                    NodeRecord { incarnation: Some(*incarnation), fenced: false, shutting_down: false, listeners };
                 out.accepted = true;
                 self.elect_leaderless(&mut out);
             }
@@ -474,6 +490,13 @@ impl ClusterState {
             Command::DeleteAcls { acls } => {
                 for acl in acls {
                     out.accepted |= self.acls.remove(acl);
+                }
+            }
+            Command::SetListeners { node, incarnation, listeners } => {
+                let Some(record) = self.nodes.get_mut(node) else { return out };
+                if record.incarnation == Some(*incarnation) && record.listeners != *listeners {
+                    record.listeners.clone_from(listeners);
+                    out.accepted = true;
                 }
             }
             Command::AllocateProducerIds { node, incarnation, after } => {
@@ -680,6 +703,7 @@ const TAG_SET_SCRAM: u8 = 11;
 const TAG_DELETE_SCRAM: u8 = 12;
 const TAG_CREATE_ACLS: u8 = 13;
 const TAG_DELETE_ACLS: u8 = 14;
+const TAG_SET_LISTENERS: u8 = 15;
 const TAG_OUTCOME: u8 = 100;
 
 /// Writes the encoding's fields (also used by `replication::wire`).
@@ -753,6 +777,17 @@ impl Writer {
         self.string(&a.host);
         self.u8(a.operation);
         self.u8(a.permission);
+    }
+    /// Advertised listeners: a u32 count (at most `LISTENERS_MAX`), then each name and host
+    /// as strings and the port u16.
+    pub(super) fn listeners(&mut self, listeners: &[AdvertisedListener]) {
+        assert!(listeners.len() <= LISTENERS_MAX, "{} advertised listeners", listeners.len());
+        self.u32(listeners.len() as u32);
+        for l in listeners {
+            self.string(&l.name);
+            self.string(&l.host);
+            self.u16(l.port);
+        }
     }
     fn bytes16(&mut self, bytes: &[u8]) {
         assert!(bytes.len() <= SCRAM_FIELD_BYTES_MAX, "a SCRAM field of {} bytes", bytes.len());
@@ -867,6 +902,17 @@ impl<'a> Reader<'a> {
             operation: self.u8()?,
             permission: self.u8()?,
         })
+    }
+    pub(super) fn listeners(&mut self) -> Result<Vec<AdvertisedListener>, DecodeError> {
+        let count = self.u32()? as usize;
+        // Each takes at least 6 bytes (two empty strings and the port).
+        let left = self.bytes.len() - self.at;
+        if count > LISTENERS_MAX || count > left / 6 {
+            return self.err(format!("{count} advertised listeners in {left} bytes, at most {LISTENERS_MAX}"));
+        }
+        (0..count)
+            .map(|_| Ok(AdvertisedListener { name: self.string()?, host: self.string()?, port: self.u16()? }))
+            .collect()
     }
     fn bytes16(&mut self) -> Result<Vec<u8>, DecodeError> {
         let len = usize::from(self.u16()?);
@@ -983,6 +1029,12 @@ impl Command {
                 w.u32(acls.len() as u32);
                 acls.iter().for_each(|acl| w.acl(acl));
             }
+            Command::SetListeners { node, incarnation, listeners } => {
+                w.u8(TAG_SET_LISTENERS);
+                w.u32(node.0);
+                w.u64(incarnation.0);
+                w.listeners(listeners);
+            }
         }
         w.0
     }
@@ -1044,6 +1096,11 @@ impl Command {
                     Command::DeleteAcls { acls }
                 }
             }
+            TAG_SET_LISTENERS => Command::SetListeners {
+                node: NodeId(r.u32()?),
+                incarnation: Incarnation(r.u64()?),
+                listeners: r.listeners()?,
+            },
             tag => return r.err(format!("unknown command tag {tag}")),
         };
         r.finish()?;
@@ -1177,7 +1234,49 @@ mod tests {
             Command::DeleteScramCredential { user: "alice".to_string(), mechanism: ScramMechanism::Sha256 },
             Command::CreateAcls { acls: vec![acl("orders", 3), acl("", 2)] },
             Command::DeleteAcls { acls: vec![acl("orders", 3)] },
+            Command::SetListeners { node: NodeId(3), incarnation: Incarnation(9), listeners: listeners(9092) },
+            Command::SetListeners { node: NodeId(3), incarnation: Incarnation(9), listeners: Vec::new() },
         ]
+    }
+
+    fn listeners(port: u16) -> Vec<AdvertisedListener> {
+        vec![
+            AdvertisedListener { name: "PLAINTEXT".to_string(), host: "10.1.2.3".to_string(), port },
+            AdvertisedListener { name: "EXTERNAL".to_string(), host: "broker-3.example.com".to_string(), port: 443 },
+        ]
+    }
+
+    /// A node's current life sets its listeners (once: the same list again changes
+    /// nothing); another life's list is ignored; a new life's registration keeps them.
+    #[test]
+    fn listeners_are_set_by_the_current_life_and_kept_across_registrations() {
+        let mut state = cluster();
+        let set = |life: u64, port| Command::SetListeners {
+            node: NodeId(2),
+            incarnation: Incarnation(life),
+            listeners: listeners(port),
+        };
+        assert!(state.apply_command(&set(1, 9092)).accepted);
+        assert!(!state.apply_command(&set(1, 9092)).accepted, "already these");
+        assert!(state.apply_command(&set(1, 9093)).accepted, "replaced");
+        assert_eq!(state.node(NodeId(2)).unwrap().listeners, listeners(9093));
+        assert!(!state.apply_command(&set(2, 9094)).accepted, "a life not yet registered");
+        assert!(
+            !state
+                .apply_command(&Command::SetListeners {
+                    node: NodeId(7),
+                    incarnation: Incarnation(1),
+                    listeners: listeners(1),
+                })
+                .accepted
+        );
+        assert!(state.node(NodeId(7)).is_none(), "an unknown node stays unknown");
+        assert!(state.apply_command(&Command::RegisterNode { node: NodeId(2), incarnation: Incarnation(2) }).accepted);
+        assert_eq!(state.node(NodeId(2)).unwrap().listeners, listeners(9093), "kept by the new life");
+        assert!(!state.apply_command(&set(1, 9095)).accepted, "the old life");
+        assert!(state.apply_command(&set(2, 9094)).accepted);
+        assert_eq!(state.node(NodeId(2)).unwrap().listeners, listeners(9094));
+        assert!(state.node(NodeId(1)).unwrap().listeners.is_empty());
     }
 
     /// A credential is set, replaced and deleted per user and mechanism; setting the same
@@ -1228,6 +1327,15 @@ mod tests {
             version[0] = ENCODING_VERSION + 1;
             assert!(Command::decode(&version).is_err());
         }
+        let too_many = Command::SetListeners {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+            listeners: vec![listeners(1)[0].clone(); LISTENERS_MAX],
+        };
+        let mut bytes = too_many.encode();
+        assert_eq!(Command::decode(&bytes).unwrap(), too_many, "the most there may be");
+        bytes[2 + 4 + 8 + 3] += 1; // The count's last byte: one more than there may be.
+        assert!(Command::decode(&bytes).unwrap_err().what.contains("advertised listeners"));
         let mut bad_tag = every_command()[0].encode();
         bad_tag[1] = 0;
         assert!(Command::decode(&bad_tag).is_err());
@@ -1274,6 +1382,7 @@ mod tests {
             }),
             Command::ElectPreferred { partition: P, partition_epoch: PartitionEpoch(3) },
             Command::ControlledShutdown { node: NodeId(2), incarnation: Incarnation(1) },
+            Command::SetListeners { node: NodeId(2), incarnation: Incarnation(1), listeners: listeners(9092) },
             Command::RegisterNode { node: NodeId(2), incarnation: Incarnation(2) },
         ];
         let mut a = cluster();

@@ -1,9 +1,13 @@
 //! The bytes of replication messages between nodes: an `Envelope` (sender, addressee,
 //! message) in the controller's versioned binary encoding (`state::Writer`/`Reader`:
 //! a version byte, a tag byte, big-endian fields, checked lengths), and for a fetch reply
-//! the batches' bytes after it. What travels between nodes is the inter-node protocol
-//! only: heartbeats and their replies, partition updates, AlterPartition and its reply,
-//! requests for producer ids and for topic creations, replica fetches and their replies. Client messages (`Produce`, `ConsumerFetch` and
+//! the batches' bytes after it. A heartbeat carries no data; its advertised listeners
+//! (u32 count, at most `state::LISTENERS_MAX`; each name and host strings, port u16) come
+//! last, after its envelope, so that a heartbeat from a node that predates listeners,
+//! whose bytes end with the envelope, decodes with none. What travels between nodes is
+//! the inter-node protocol only: heartbeats and their replies, partition updates,
+//! AlterPartition and its reply, requests for producer ids and for topic creations,
+//! replica fetches and their replies. Client messages (`Produce`, `ConsumerFetch` and
 //! their replies) stay inside the simulator: clients use the native and Kafka protocols.
 //!
 //! Guarantees: `decode(encode(e)) == e` for every inter-node envelope; decoding never
@@ -42,7 +46,8 @@ const STATE_BYTES_MIN: usize = 17;
 const ENTRY_BYTES: usize = 28;
 
 /// Encodes an inter-node envelope, with `data` (a fetch reply's batches) after it.
-/// `None` for a client message, which never travels between nodes.
+/// `None` for a client message, which never travels between nodes, and for a heartbeat
+/// with data (a heartbeat carries none).
 #[must_use]
 pub fn encode(envelope: &Envelope, data: &[u8]) -> Option<Vec<u8>> {
     encode_parts(envelope, &[data])
@@ -56,7 +61,10 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
     let mut w = Writer(Vec::with_capacity(64 + data_len));
     w.u8(ENCODING_VERSION);
     match &envelope.message {
-        Message::Heartbeat { node, incarnation, want_shutdown } => {
+        Message::Heartbeat { node, incarnation, want_shutdown, listeners: _ } => {
+            if data_len != 0 {
+                return None; // A heartbeat carries none: its listeners take that place.
+            }
             w.u8(TAG_HEARTBEAT);
             w.u32(node.0);
             w.u64(incarnation.0);
@@ -165,6 +173,9 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
     for part in parts {
         w.0.extend_from_slice(part);
     }
+    if let Message::Heartbeat { listeners, .. } = &envelope.message {
+        w.listeners(listeners);
+    }
     Some(w.0)
 }
 
@@ -176,7 +187,8 @@ pub fn is_kafka(bytes: &[u8]) -> bool {
 }
 
 /// Where the data of an encoded envelope lies in its bytes, given its length from
-/// `decode`: it is their last part.
+/// `decode`: it is their last part (a heartbeat's listeners come after its envelope, but
+/// a heartbeat has no data).
 #[must_use]
 pub fn data_range(bytes: &[u8], data_len: usize) -> std::ops::Range<usize> {
     bytes.len().saturating_sub(data_len)..bytes.len()
@@ -185,10 +197,13 @@ pub fn data_range(bytes: &[u8], data_len: usize) -> std::ops::Range<usize> {
 /// Decodes an envelope and the data after it (see `encode`).
 pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
     let mut r = Reader { bytes, at: 0 };
-    let message = match r.header()? {
-        TAG_HEARTBEAT => {
-            Message::Heartbeat { node: NodeId(r.u32()?), incarnation: Incarnation(r.u64()?), want_shutdown: r.bool()? }
-        }
+    let mut message = match r.header()? {
+        TAG_HEARTBEAT => Message::Heartbeat {
+            node: NodeId(r.u32()?),
+            incarnation: Incarnation(r.u64()?),
+            want_shutdown: r.bool()?,
+            listeners: Vec::new(), // After the envelope.
+        },
         TAG_HEARTBEAT_REPLY => {
             let incarnation = Incarnation(r.u64()?);
             let count = r.u32()? as usize;
@@ -294,6 +309,15 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
     let to = read_endpoint(&mut r)?;
     let len = r.u32()? as usize;
     let data = r.take(len)?;
+    if let Message::Heartbeat { listeners, .. } = &mut message {
+        if len != 0 {
+            return r.err(format!("a heartbeat with {len} bytes of data"));
+        }
+        // A heartbeat from before listeners ends with its envelope: it advertises none.
+        if r.at < bytes.len() {
+            *listeners = r.listeners()?;
+        }
+    }
     r.finish()?;
     Ok((Envelope { from, to, message }, data))
 }
@@ -378,7 +402,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::{AlterPartition, PartitionEpoch, PartitionState};
+    use crate::state::LISTENERS_MAX;
+    use crate::{AdvertisedListener, AlterPartition, PartitionEpoch, PartitionState};
 
     fn state() -> PartitionState {
         PartitionState {
@@ -389,6 +414,14 @@ mod tests {
             isr: vec![NodeId(2), NodeId(3)],
             replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
         }
+    }
+
+    fn listeners() -> Vec<AdvertisedListener> {
+        vec![
+            AdvertisedListener { name: "INTERNAL".into(), host: "127.0.0.1".into(), port: 9092 },
+            AdvertisedListener { name: "EXTERNAL".into(), host: "é.example.com".into(), port: u16::MAX },
+            AdvertisedListener { name: String::new(), host: String::new(), port: 0 },
+        ]
     }
 
     fn every_message() -> Vec<Message> {
@@ -403,7 +436,18 @@ mod tests {
             result,
         };
         let mut messages = vec![
-            Message::Heartbeat { node: NodeId(3), incarnation: Incarnation(1 << 40), want_shutdown: true },
+            Message::Heartbeat {
+                node: NodeId(3),
+                incarnation: Incarnation(1 << 40),
+                want_shutdown: true,
+                listeners: listeners(),
+            },
+            Message::Heartbeat {
+                node: NodeId(3),
+                incarnation: Incarnation(2),
+                want_shutdown: false,
+                listeners: Vec::new(),
+            },
             Message::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(6), after: Some(3_000) },
             Message::AllocateProducerIds { node: NodeId(2), incarnation: Incarnation(6), after: None },
             Message::CreateTopics { names: vec!["orders".into(), "é-topic".into()] },
@@ -459,14 +503,27 @@ mod tests {
     #[test]
     fn every_inter_node_message_round_trips_and_client_messages_stay_home() {
         for (i, message) in every_message().into_iter().enumerate() {
+            // A heartbeat carries no data.
+            let heartbeat = matches!(message, Message::Heartbeat { .. });
+            let data = if heartbeat { Vec::new() } else { vec![i as u8; i] };
             let envelope = Envelope { from: Endpoint::Node(NodeId(3)), to: Endpoint::Controller, message };
-            let data = vec![i as u8; i];
             let bytes = encode(&envelope, &data).unwrap();
             let (decoded, rest) = decode(&bytes).unwrap();
             assert_eq!(decoded, envelope);
             assert_eq!(rest, &data[..]);
-            // Every strict prefix is refused with a reason, never a panic.
+            assert_eq!(&bytes[data_range(&bytes, rest.len())], &data[..]);
+            // Every strict prefix is refused with a reason, never a panic, but for a
+            // heartbeat without its listeners: that is one from before listeners.
+            let listener_bytes = match &envelope.message {
+                Message::Heartbeat { listeners, .. } => {
+                    4 + listeners.iter().map(|l| 2 + l.name.len() + 2 + l.host.len() + 2).sum::<usize>()
+                }
+                _ => 0,
+            };
             for cut in 0..bytes.len() {
+                if heartbeat && cut == bytes.len() - listener_bytes {
+                    continue;
+                }
                 assert!(decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes of {envelope:?}");
             }
         }
@@ -479,6 +536,45 @@ mod tests {
         let envelope =
             Envelope { from: Endpoint::Client(ClientId(1)), to: Endpoint::Node(NodeId(1)), message: produce };
         assert_eq!(encode(&envelope, &[]), None);
+    }
+
+    /// A heartbeat from a node that predates listeners (its bytes end with the envelope)
+    /// decodes with none; a heartbeat with data, or with more listeners than
+    /// `LISTENERS_MAX`, is refused.
+    #[test]
+    fn heartbeats_without_listeners_decode_and_malformed_ones_are_refused() {
+        let message = Message::Heartbeat {
+            node: NodeId(4),
+            incarnation: Incarnation(9),
+            want_shutdown: false,
+            listeners: listeners(),
+        };
+        let envelope = Envelope { from: Endpoint::Node(NodeId(4)), to: Endpoint::Controller, message };
+        // The encoding before listeners, written out.
+        let mut old = vec![ENCODING_VERSION, TAG_HEARTBEAT, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 9, 0];
+        old.extend_from_slice(&[1, 0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let (decoded, data) = decode(&old).unwrap();
+        assert!(data.is_empty());
+        let Message::Heartbeat { node, incarnation, want_shutdown, listeners } = decoded.message else {
+            panic!("{decoded:?}")
+        };
+        assert_eq!((node, incarnation, want_shutdown, listeners), (NodeId(4), Incarnation(9), false, Vec::new()));
+        let bytes = encode(&envelope, &[]).unwrap();
+        assert_eq!(&bytes[..old.len()], &old[..], "the listeners follow the old encoding");
+
+        assert_eq!(encode(&envelope, b"data"), None, "a heartbeat carries no data");
+        let mut with_data = old.clone();
+        with_data[old.len() - 1] = 1;
+        with_data.push(7);
+        assert!(decode(&with_data).unwrap_err().what.contains("data"));
+
+        let mut too_many = old.clone();
+        too_many.extend_from_slice(&(LISTENERS_MAX as u32 + 1).to_be_bytes());
+        too_many.extend(std::iter::repeat_n(0, 6 * (LISTENERS_MAX + 1)));
+        assert!(decode(&too_many).unwrap_err().what.contains("advertised listeners"));
+        let mut huge = old;
+        huge.extend_from_slice(&[0xff; 4]);
+        assert!(decode(&huge).is_err());
     }
 
     #[test]

@@ -476,6 +476,7 @@ mod tests {
                 fetch_backoff_ms: 20,
                 fetch_entries_max: 100,
                 alter_partition_retry_ms: 500,
+                listeners: Vec::new(),
             };
             let voter_dir = dir.path().join(format!("n{node}"));
             let done = done_tx.clone();

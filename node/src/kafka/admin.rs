@@ -181,7 +181,7 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
         .node_addresses()
         .into_iter()
         .filter_map(|node| {
-            let (host, port) = node.kafka?;
+            let (host, port) = node.kafka_endpoint(&r.listener)?;
             Some(
                 MetadataResponseBroker::default()
                     .with_node_id(broker(node.id))
@@ -232,7 +232,7 @@ pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinat
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
                 match may_find(server, r, request.key_type, key)
-                    .and_then(|()| coordinator_of(server, request.key_type, key))
+                    .and_then(|()| coordinator_of(server, &r.listener, request.key_type, key))
                 {
                     Ok((id, host, port)) => c.with_node_id(id).with_host(text(&host)).with_port(port),
                     Err((error, message)) => c
@@ -246,7 +246,7 @@ pub fn find_coordinator(server: &Rc<Server>, r: &Request, request: FindCoordinat
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     match may_find(server, r, request.key_type, &request.key)
-        .and_then(|()| coordinator_of(server, request.key_type, &request.key))
+        .and_then(|()| coordinator_of(server, &r.listener, request.key_type, &request.key))
     {
         Ok((id, host, port)) => {
             FindCoordinatorResponse::default().with_node_id(id).with_host(text(&host)).with_port(port)
@@ -275,9 +275,11 @@ fn may_find(server: &Rc<Server>, r: &Request, key_type: i8, key: &str) -> Result
     Ok(())
 }
 
-/// The node coordinating `key`: the leader of the group's offsets partition.
+/// The node coordinating `key`: the leader of the group's offsets partition, at its
+/// Kafka listener named `listener`.
 fn coordinator_of(
     server: &Rc<Server>,
+    listener: &str,
     key_type: i8,
     key: &str,
 ) -> Result<(BrokerId, String, i32), (ErrorCode, &'static str)> {
@@ -288,7 +290,7 @@ fn coordinator_of(
     };
     let leader = server.shard.placement(topic, partition).leader;
     let address = leader.and_then(|l| server.shard.node_addresses().into_iter().find(|n| n.id == l));
-    match address.and_then(|n| Some((n.id, n.kafka?))) {
+    match address.and_then(|n| Some((n.id, n.kafka_endpoint(listener)?))) {
         Some((id, (host, port))) => Ok((BrokerId(i32::try_from(id.0).unwrap_or(-1)), host, i32::from(port))),
         None => Err((ErrorCode::CoordinatorNotAvailable, "the coordinator's internal partition has no leader yet")),
     }
@@ -519,14 +521,16 @@ fn broker_configs(
         );
         return result.with_error_code(code(&e)).with_error_message(Some(text(&e.message)));
     }
-    let security = config.kafka_security.name();
-    let listener = |a: Option<(String, u16)>| a.map_or(String::new(), |(h, p)| format!("{security}://{h}:{p}"));
+    let each = |f: &dyn Fn(&crate::config::KafkaListener) -> String| {
+        config.kafka_listeners.iter().map(f).collect::<Vec<_>>().join(",")
+    };
     let mut settings: Vec<(String, String)> = vec![
         ("broker.id".into(), config.node_id.to_string()),
         ("node.id".into(), config.node_id.to_string()),
         ("log.dirs".into(), config.data_dir.display().to_string()),
-        ("listeners".into(), listener(config.kafka_listen.map(|a| (a.ip().to_string(), a.port())))),
-        ("advertised.listeners".into(), listener(config.kafka_advertised())),
+        ("listeners".into(), each(&|l| format!("{}://{}", l.name, l.address))),
+        ("advertised.listeners".into(), each(&|l| format!("{}://{}:{}", l.name, l.advertised.0, l.advertised.1))),
+        ("listener.security.protocol.map".into(), each(&|l| format!("{}:{}", l.name, l.security.name()))),
         ("auto.create.topics.enable".into(), config.auto_create_topics.to_string()),
         ("num.partitions".into(), config.num_partitions.to_string()),
         ("default.replication.factor".into(), config.default_replication_factor.to_string()),
@@ -773,7 +777,7 @@ pub fn describe_cluster(server: &Rc<Server>, r: &Request, request: DescribeClust
         .node_addresses()
         .into_iter()
         .filter_map(|node| {
-            let (host, port) = node.kafka?;
+            let (host, port) = node.kafka_endpoint(&r.listener)?;
             Some(
                 DescribeClusterBroker::default()
                     .with_broker_id(broker(node.id))

@@ -160,6 +160,9 @@ pub struct Request {
     pub client_id: String,
     /// Who sent it, which the ACLs are checked for.
     pub caller: crate::access::Caller,
+    /// The name of the listener it came through (Metadata answers with every node's
+    /// listener of that name).
+    pub listener: Rc<str>,
 }
 
 impl Request {
@@ -221,6 +224,8 @@ pub struct KafkaServer {
     joined: txn::Joined,
     /// How the listener's connections are secured.
     security: crate::config::SecurityProtocol,
+    /// The listener's name: Metadata answers with every node's listener of this name.
+    name: Rc<str>,
 }
 
 /// A Kafka request another node made of this one over the cluster link
@@ -247,6 +252,7 @@ pub async fn serve_inter_node(
             principal: crate::acl::INTER_NODE.into(),
             host: format!("node {}", from.0).into(),
         },
+        listener: shard.config.kafka_listeners.first().map_or_else(|| "".into(), |l| l.name.as_str().into()),
     };
     let server = Server::new(shard.clone());
     let response = match api {
@@ -260,14 +266,17 @@ pub async fn serve_inter_node(
     Some(frame.into_bytes().split_off(4))
 }
 
-/// Serves the Kafka protocol on `listener`, forever; over TLS when `security` says SSL or
-/// SASL_SSL, with SASL logins first when it says SASL_PLAINTEXT or SASL_SSL (`auth`).
-pub async fn serve(server: Rc<Server>, listener: Listener, security: crate::config::SecurityProtocol) {
+/// Serves the Kafka protocol on `listener`, the Kafka listener `config`, forever; over
+/// TLS when its security protocol says SSL or SASL_SSL, with SASL logins first when it
+/// says SASL_PLAINTEXT or SASL_SSL (`auth`).
+pub async fn serve(server: Rc<Server>, listener: Listener, config: crate::config::KafkaListener) {
+    let security = config.security;
     let kafka = KafkaServer {
         server,
         sessions: fetch_sessions::FetchSessions::default(),
         joined: txn::Joined::default(),
         security,
+        name: config.name.into(),
     };
     let tls = security.tls().then(|| crate::tls::ShardTls::new(kafka.server.shard.config.tls.clone()));
     crate::listener::serve(Rc::new(kafka), listener, tls).await;
@@ -384,6 +393,7 @@ impl Protocol for KafkaServer {
             correlation_id,
             client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
             caller: crate::access::Caller { principal, host: peer.clone() },
+            listener: self.name.clone(),
         };
         if matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
             return self.sasl_request(&session, &request, body, &peer).await;

@@ -137,6 +137,8 @@ pub struct ClusterView {
     pub live: Vec<NodeId>,
     /// Every known node and whether it is fenced.
     pub nodes: Vec<(NodeId, bool)>,
+    /// The Kafka listeners each node registered (its advertised ones, by name).
+    pub listeners: HashMap<NodeId, Vec<crate::replication::AdvertisedListener>>,
     /// This life of the node is registered: the states are addressed to it.
     pub registered: bool,
     /// The shard of each partition this node replicates (`SHARD_MAP_FILE`).
@@ -180,8 +182,17 @@ pub struct Placement {
 pub struct NodeAddress {
     pub id: NodeId,
     pub listen: std::net::SocketAddr,
-    /// Where Kafka clients reach it.
-    pub kafka: Option<(String, u16)>,
+    /// Where Kafka clients reach it, per listener name.
+    pub kafka: Vec<crate::replication::AdvertisedListener>,
+}
+
+impl NodeAddress {
+    /// Its Kafka listener named `name` (Kafka answers a request with the brokers'
+    /// endpoints of the listener it came through; a broker without one is left out).
+    #[must_use]
+    pub fn kafka_endpoint(&self, name: &str) -> Option<(String, u16)> {
+        self.kafka.iter().find(|l| l.name == name).map(|l| (l.host.clone(), l.port))
+    }
 }
 
 impl HostLogs for Shard {
@@ -212,6 +223,11 @@ pub fn update_of(
         registered: state.node(me).and_then(|r| r.incarnation) == Some(incarnation),
         live: state.nodes().filter(|(_, r)| r.eligible()).map(|(id, _)| id).collect(),
         nodes: state.nodes().map(|(id, r)| (id, r.fenced)).collect(),
+        listeners: state
+            .nodes()
+            .filter(|(_, r)| !r.listeners.is_empty())
+            .map(|(id, r)| (id, r.listeners.clone()))
+            .collect(),
         users: std::sync::Arc::new(state.scram_credentials().clone()),
         acls: std::sync::Arc::new(crate::acl::Acls::new(state.acls())),
         ..ClusterView::default()
@@ -265,9 +281,22 @@ impl Shard {
                 id: NodeId(p.id),
                 listen: p.listen,
                 kafka: if p.id == self.config.node_id {
-                    self.config.kafka_advertised()
+                    self.config.advertised_listeners()
                 } else {
-                    p.kafka.map(|a| (a.ip().to_string(), a.port()))
+                    // What the node registered, else its `--peer` entry's address as the
+                    // first listener (the one `--peer` entries give) of this node's.
+                    view.listeners.get(&NodeId(p.id)).cloned().unwrap_or_else(|| {
+                        let first = self.config.kafka_listeners.first().map(|l| l.name.clone());
+                        first
+                            .zip(p.kafka)
+                            .map(|(name, a)| crate::replication::AdvertisedListener {
+                                name,
+                                host: a.ip().to_string(),
+                                port: a.port(),
+                            })
+                            .into_iter()
+                            .collect()
+                    })
                 },
             })
             .collect()
@@ -356,7 +385,7 @@ impl Shard {
             setup.incarnation,
             self.id.0,
             setup.voters.clone(),
-            setup.replica,
+            setup.replica.clone(),
             transport,
             logs,
         );

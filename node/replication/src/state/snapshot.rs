@@ -15,8 +15,10 @@
 //! number u8, salt, iterations u32, stored key, server key), a section older snapshots lack
 //! (no users); the ACLs (u32 count; each resource type u8, pattern type u8, resource name,
 //! principal and host strings, operation u8, permission u8), a section older snapshots
-//! lack (no ACLs). Decoding checks every count against the bytes left, refuses
-//! duplicates and trailing bytes.
+//! lack (no ACLs); the advertised listeners (u32 count of the nodes that have any; each
+//! node id u32, then its list: u32 count, each name and host strings, port u16), a
+//! section older snapshots lack (no listeners). Decoding checks every count against the
+//! bytes left, refuses duplicates and trailing bytes.
 
 use std::collections::BTreeMap;
 
@@ -29,7 +31,7 @@ use super::{
 };
 use crate::{Incarnation, NodeId, PartitionConfig};
 
-/// The tag of a whole state (commands use 1-9, outcomes 100).
+/// The tag of a whole state (commands use 1-15, outcomes 100).
 const TAG_STATE: u8 = 101;
 
 impl ClusterState {
@@ -90,6 +92,13 @@ impl ClusterState {
         }
         w.u32(count(self.acls.len()));
         self.acls.iter().for_each(|acl| w.acl(acl));
+        let advertising: Vec<(&NodeId, &NodeRecord)> =
+            self.nodes.iter().filter(|(_, record)| !record.listeners.is_empty()).collect();
+        w.u32(count(advertising.len()));
+        for (id, record) in advertising {
+            w.u32(id.0);
+            w.listeners(&record.listeners);
+        }
         w.0
     }
 
@@ -108,7 +117,7 @@ impl ClusterState {
         for _ in 0..nodes {
             let id = NodeId(r.u32()?);
             let incarnation = r.optional_u64()?.map(Incarnation);
-            let record = NodeRecord { incarnation, fenced: r.bool()?, shutting_down: r.bool()? };
+            let record = NodeRecord { incarnation, fenced: r.bool()?, shutting_down: r.bool()?, listeners: Vec::new() };
             if state.nodes.insert(id, record).is_some() {
                 return r.err(format!("node {id} listed twice"));
             }
@@ -172,6 +181,23 @@ impl ClusterState {
                 }
             }
         }
+        if r.at < r.bytes.len() {
+            // Each node's entry takes at least 8 bytes (its id and its list's count).
+            for _ in 0..bounded(&mut r, 8)? {
+                let id = NodeId(r.u32()?);
+                let listeners = r.listeners()?;
+                let Some(record) = state.nodes.get_mut(&id) else {
+                    return r.err(format!("listeners of node {id}, which is not in the state"));
+                };
+                if listeners.is_empty() {
+                    return r.err(format!("node {id} listed with no listeners"));
+                }
+                if !record.listeners.is_empty() {
+                    return r.err(format!("listeners of node {id} listed twice"));
+                }
+                record.listeners = listeners;
+            }
+        }
         r.finish()?;
         Ok(state)
     }
@@ -199,7 +225,7 @@ mod tests {
 
     use super::*;
     use crate::state::{AclBinding, Command, ScramCredential, ScramMechanism};
-    use crate::PartitionEpoch;
+    use crate::{AdvertisedListener, PartitionEpoch};
 
     fn ids(nodes: &[u32]) -> Vec<NodeId> {
         nodes.iter().map(|n| NodeId(*n)).collect()
@@ -271,7 +297,28 @@ mod tests {
             permission,
         };
         state.apply_command(&Command::CreateAcls { acls: vec![acl("orders-", 3), acl("orders-secret", 2)] });
+        // n2 and n4 (shutting down) advertise listeners, n3 none; n4's are kept by its next life.
+        let listener =
+            |name: &str, host: &str, port| AdvertisedListener { name: name.to_string(), host: host.to_string(), port };
+        for (node, listeners) in [
+            (2, vec![listener("INTERNAL", "10.0.0.2", 9092), listener("EXTERNAL", "n2.example.com", 9093)]),
+            (4, vec![listener("PLAINTEXT", "", 0)]),
+        ] {
+            let command =
+                Command::SetListeners { node: NodeId(node), incarnation: Incarnation(node.into()), listeners };
+            assert!(state.apply_command(&command).accepted);
+        }
         state
+    }
+
+    /// Bytes the listener section at the end of `state`'s snapshot takes.
+    fn listener_section_bytes(state: &ClusterState) -> usize {
+        4 + state
+            .nodes
+            .values()
+            .filter(|r| !r.listeners.is_empty())
+            .map(|r| 4 + 4 + r.listeners.iter().map(|l| 2 + l.name.len() + 2 + l.host.len() + 2).sum::<usize>())
+            .sum::<usize>()
     }
 
     /// Bytes the ACL section at the end of `state`'s snapshot takes.
@@ -309,6 +356,8 @@ mod tests {
         assert!(state.partition_record(ClusterPartitionId(0)).unwrap().last_alter.is_some());
         assert!(state.topic("gone").is_none() && state.topic("risky").is_some());
         assert_eq!((state.scram_credentials().len(), state.acls().len()), (3, 2));
+        assert_eq!(state.node(NodeId(2)).unwrap().listeners.len(), 2);
+        assert!(state.node(NodeId(4)).unwrap().shutting_down && state.node(NodeId(4)).unwrap().listeners.len() == 1);
         assert!(state.partition(ClusterPartitionId(0)).unwrap().leader.is_none(), "n1, the last ISR member, is fenced");
         assert_eq!(state.producer_id_block(NodeId(2)).map(|b| b.first), Some(2 * crate::state::PRODUCER_ID_BLOCK));
         let bytes = state.encode_snapshot();
@@ -326,12 +375,13 @@ mod tests {
     fn malformed_snapshots_are_refused() {
         let state = busy_state();
         let bytes = state.encode_snapshot();
-        // A snapshot from before SCRAM users ends where their section starts, and one from
-        // before producer ids where theirs does.
-        let before_acls = bytes.len() - acl_section_bytes(&state);
+        // A snapshot from before listeners ends where their section starts, one from before
+        // ACLs where theirs does, and so on for SCRAM users and producer ids.
+        let before_listeners = bytes.len() - listener_section_bytes(&state);
+        let before_acls = before_listeners - acl_section_bytes(&state);
         let before_users = before_acls - scram_section_bytes(&state);
         let older = before_users - producer_section_bytes(&state);
-        for cut in (0..bytes.len()).filter(|cut| ![older, before_users, before_acls].contains(cut)) {
+        for cut in (0..bytes.len()).filter(|cut| ![older, before_users, before_acls, before_listeners].contains(cut)) {
             assert!(ClusterState::decode_snapshot(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         let without = ClusterState::decode_snapshot(&bytes[..older]).unwrap();
@@ -340,6 +390,11 @@ mod tests {
         assert!(no_users.scram_credentials().is_empty() && no_users.producer_id_block(NodeId(2)).is_some());
         let no_acls = ClusterState::decode_snapshot(&bytes[..before_acls]).unwrap();
         assert!(no_acls.acls().is_empty() && no_acls.scram_credentials().len() == 3);
+        let no_listeners = ClusterState::decode_snapshot(&bytes[..before_listeners]).unwrap();
+        assert!(no_listeners.nodes().all(|(_, r)| r.listeners.is_empty()) && no_listeners.acls().len() == 2);
+        let mut expected = state.clone();
+        expected.nodes.values_mut().for_each(|r| r.listeners.clear());
+        assert_eq!(no_listeners, expected, "everything else as it was");
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(ClusterState::decode_snapshot(&longer).is_err());
@@ -358,5 +413,23 @@ mod tests {
         assert!(ClusterState::decode_snapshot(&twice).unwrap_err().what.contains("twice"));
         let absurd = [ENCODING_VERSION, TAG_STATE, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
         assert!(ClusterState::decode_snapshot(&absurd).is_err());
+        // The listener section naming a node twice, a node the state lacks, or a node
+        // with an empty list.
+        let section = |entries: &[(u32, usize)]| {
+            let mut w = Writer::default();
+            w.u32(entries.len() as u32);
+            for (node, count) in entries {
+                w.u32(*node);
+                w.listeners(&vec![AdvertisedListener { name: "A".into(), host: "h".into(), port: 1 }; *count]);
+            }
+            [&bytes[..before_listeners], &w.0[..]].concat()
+        };
+        assert!(ClusterState::decode_snapshot(&section(&[(3, 1)])).is_ok());
+        let cases =
+            [(vec![(3, 1), (3, 2)], "twice"), (vec![(9, 1)], "not in the state"), (vec![(3, 0)], "no listeners")];
+        for (entries, what) in cases {
+            let e = ClusterState::decode_snapshot(&section(&entries)).unwrap_err();
+            assert!(e.what.contains(what), "{entries:?}: {e}");
+        }
     }
 }
