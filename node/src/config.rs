@@ -69,7 +69,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
                             the controller quorum) uses mutual TLS, each node presenting
                             --tls-cert (naming its cluster address's IP), connecting only
                             to and accepting only nodes whose certificate this CA signed;
-                            it must sign nodes only (not tls-client-ca); read at start
+                            it must sign nodes only (not tls-client-ca); read again on SIGHUP
   --sasl-mechanisms M,M,... the SASL mechanisms SASL listeners accept, of SCRAM-SHA-256,
                             SCRAM-SHA-512 and PLAIN (default: all three). Users are SCRAM
                             credentials in the cluster's metadata (Kafka's

@@ -6,7 +6,8 @@
 //! a bad file stops the node with its name) and again on SIGHUP, where the main thread
 //! reads them to check them and, if they are good, bumps `GENERATION`. Shards share no
 //! lock: each listener keeps its own acceptor (`ShardTls`) and reads the files again when
-//! it sees a new generation at its next connection. Connections already open keep the
+//! it sees a new generation at its next connection; so does the cluster link
+//! (`ClusterTls`, with the cluster CA). Connections already open keep the
 //! configuration they started with. A reload that fails (in the main thread, or later in
 //! a shard) keeps the previous configuration and says why.
 
@@ -76,10 +77,71 @@ fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, 
 
 /// Mutual TLS on the cluster link (`--cluster-tls-ca`): nodes accept only nodes whose
 /// certificate the cluster CA signed, and connect only to such nodes, each presenting its
-/// own `--tls-cert`. Read once at start (a changed file needs a restart).
+/// own `--tls-cert`. Read at start and again after a SIGHUP (`reload`): the connections
+/// made after it use the new files, the open ones keep theirs.
 pub struct ClusterTls {
-    pub acceptor: TlsAcceptor,
-    pub connector: futures_rustls::TlsConnector,
+    files: TlsFiles,
+    ca: std::path::PathBuf,
+    /// The ends read at start, and the generation then. After a SIGHUP (`reload`) the
+    /// next connection in either direction reads the files again, into the thread's
+    /// `RELOADED` (the link runs on shard 0, and shards share no lock); a failed read
+    /// keeps the ends before it.
+    started: (u64, ClusterEnds),
+}
+
+thread_local! {
+    /// The cluster link's ends read after a reload, by cluster CA file, with their generation.
+    static RELOADED: RefCell<Vec<(std::path::PathBuf, u64, ClusterEnds)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The two ends of the cluster link's TLS.
+#[derive(Clone)]
+struct ClusterEnds {
+    acceptor: TlsAcceptor,
+    connector: futures_rustls::TlsConnector,
+}
+
+impl ClusterTls {
+    /// The acceptor for a peer's connection, of the current generation.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current_ends().acceptor
+    }
+
+    /// The connector for a connection to a peer, of the current generation.
+    pub fn connector(&self) -> futures_rustls::TlsConnector {
+        self.current_ends().connector
+    }
+
+    fn current_ends(&self) -> ClusterEnds {
+        let generation = GENERATION.load(Ordering::Acquire);
+        if generation == self.started.0 {
+            return self.started.1.clone();
+        }
+        RELOADED.with(|reloaded| {
+            let mut reloaded = reloaded.borrow_mut();
+            let at = match reloaded.iter().position(|(ca, _, _)| *ca == self.ca) {
+                Some(at) => at,
+                None => {
+                    reloaded.push((self.ca.clone(), self.started.0, self.started.1.clone()));
+                    reloaded.len() - 1
+                }
+            };
+            let entry = &mut reloaded[at];
+            if entry.1 != generation {
+                match cluster_ends(&self.files, &self.ca) {
+                    Ok(ends) => {
+                        tracing::info!("the cluster link's TLS files were read again (SIGHUP)");
+                        entry.2 = ends;
+                    }
+                    Err(e) => {
+                        tracing::error!("reading the cluster link's TLS files again failed, the previous ones stay: {e}");
+                    }
+                }
+                entry.1 = generation;
+            }
+            entry.2.clone()
+        })
+    }
 }
 
 impl std::fmt::Debug for ClusterTls {
@@ -94,6 +156,13 @@ impl std::fmt::Debug for ClusterTls {
 /// cluster's own principal), so the cluster CA may not be the CA of Kafka clients'
 /// certificates (`tls-client-ca`): the same file, or the same certificates, is refused.
 pub fn cluster(files: &TlsFiles, ca: &Path) -> Result<ClusterTls, String> {
+    let ends = cluster_ends(files, ca)?;
+    let generation = GENERATION.load(Ordering::Acquire);
+    Ok(ClusterTls { files: files.clone(), ca: ca.to_path_buf(), started: (generation, ends) })
+}
+
+/// The cluster link's acceptor and connector, read from the files.
+fn cluster_ends(files: &TlsFiles, ca: &Path) -> Result<ClusterEnds, String> {
     if let Some(client_ca) = &files.client_ca {
         let same = std::fs::read(client_ca).ok().zip(std::fs::read(ca).ok()).is_some_and(|(a, b)| a == b);
         if same || client_ca == ca {
@@ -132,16 +201,20 @@ pub fn cluster(files: &TlsFiles, ca: &Path) -> Result<ClusterTls, String> {
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)
         .map_err(|e| format!("tls-cert {} as a client certificate: {e}", cert_path.display()))?;
-    Ok(ClusterTls {
+    Ok(ClusterEnds {
         acceptor: TlsAcceptor::from(Arc::new(server)),
         connector: futures_rustls::TlsConnector::from(Arc::new(client)),
     })
 }
 
-/// Reads `files` again (SIGHUP, in the main thread); when they are good, the shards'
-/// listeners read them too at their next connection. On an error nothing changes.
-pub fn reload(files: &TlsFiles) -> Result<(), String> {
+/// Reads `files` again (SIGHUP, in the main thread), with the cluster CA `cluster_ca`
+/// when the cluster link uses TLS; when they are good, the shards' listeners and the
+/// cluster link read them too at their next connection. On an error nothing changes.
+pub fn reload(files: &TlsFiles, cluster_ca: Option<&Path>) -> Result<(), String> {
     load(files)?;
+    if let Some(ca) = cluster_ca {
+        cluster_ends(files, ca)?;
+    }
     GENERATION.fetch_add(1, Ordering::AcqRel);
     Ok(())
 }

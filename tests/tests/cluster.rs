@@ -2135,7 +2135,10 @@ fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
 /// `--cluster-tls-ca`: the cluster link is mutual TLS. Three nodes replicate a topic with
 /// replication factor 3 (acks=all) and elect a controller over it; a plaintext frame sent
 /// to a node's cluster port, and a TLS client whose certificate another CA signed, are
-/// closed at the handshake with a log line, and the cluster goes on replicating.
+/// closed at the handshake with a log line, and the cluster goes on replicating. Then the
+/// cluster CA and the nodes' certificates are replaced and every node gets SIGHUP: the
+/// old certificate is refused from then on, and a node killed and restarted rejoins over
+/// the new ones.
 #[test]
 fn the_cluster_link_is_mutual_tls_and_refuses_strangers() {
     const TOPIC: &str = "over-tls";
@@ -2146,9 +2149,9 @@ fn the_cluster_link_is_mutual_tls_and_refuses_strangers() {
     let _other_ca = pki.ca("other-ca");
     let (stranger_cert, stranger_key) = pki.leaf("stranger", "other-ca");
     let flags = ["--cluster-tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key];
-    let cluster = Cluster::start_full(NODES, &flags, Faults::Processes, "PLAINTEXT", &[], &|_, _| Vec::new());
+    let mut cluster = Cluster::start_full(NODES, &flags, Faults::Processes, "PLAINTEXT", &[], &|_, _| Vec::new());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let produce = |records: u64| {
+    let produce = |cluster: &Cluster, records: u64| {
         runtime.block_on(async {
             let admin = Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2)).await.unwrap();
             let topic = NewTopic { name: TOPIC.into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
@@ -2173,7 +2176,7 @@ fn the_cluster_link_is_mutual_tls_and_refuses_strangers() {
             high_watermark(&cluster, &admin, TOPIC, 0).await
         })
     };
-    assert_eq!(produce(20), 20, "acks=all with three replicas over the TLS link");
+    assert_eq!(produce(&cluster, 20), 20, "acks=all with three replicas over the TLS link");
 
     // A plaintext frame, and a TLS client with another CA's certificate.
     let target = cluster.cluster_addrs[0];
@@ -2191,12 +2194,49 @@ fn the_cluster_link_is_mutual_tls_and_refuses_strangers() {
     s_client.args(["s_client", "-connect", &target.to_string(), "-CAfile", &ca, "-cert", &stranger_cert]);
     s_client.args(["-key", &stranger_key, "-quiet"]);
     let _ = sluice_tests::node_client::run_command(s_client, b"garbage\n", Duration::from_secs(20));
+    let refusals =
+        |cluster: &Cluster| cluster.nodes[0].log().matches("closing a cluster connection: TLS handshake").count();
     let deadline = Instant::now() + WAIT;
-    while cluster.nodes[0].log().matches("closing a cluster connection: TLS handshake").count() < 2 {
+    while refusals(&cluster) < 2 {
         assert!(Instant::now() < deadline, "both strangers' handshakes are refused and logged");
         std::thread::sleep(POLL);
     }
-    assert_eq!(produce(10), 30, "the cluster goes on replicating");
+    assert_eq!(produce(&cluster, 10), 30, "the cluster goes on replicating");
+
+    // Rotation: a new cluster CA and node certificate in the same files, and SIGHUP.
+    let (old_cert, old_key) = (pki.path("old-node.pem"), pki.path("old-node.key"));
+    std::fs::copy(&cert, &old_cert).unwrap();
+    std::fs::copy(&key, &old_key).unwrap();
+    let new_ca = pki.ca("new-ca");
+    let (new_cert, new_key) = pki.leaf("rotated", "new-ca");
+    for (from, to) in [(&new_ca, &ca), (&new_cert, &cert), (&new_key, &key)] {
+        std::fs::copy(from, to).unwrap();
+    }
+    for node in &cluster.nodes {
+        node.reload();
+    }
+    let deadline = Instant::now() + WAIT;
+    while !cluster.nodes.iter().all(|n| n.log().contains("SIGHUP: TLS certificate and key read again")) {
+        assert!(Instant::now() < deadline, "every node read its TLS files again: {}", cluster.nodes[0].log_tail());
+        std::thread::sleep(POLL);
+    }
+    let before = refusals(&cluster);
+    let mut s_client = std::process::Command::new("openssl");
+    s_client.args(["s_client", "-connect", &target.to_string(), "-CAfile", &new_ca, "-cert", &old_cert]);
+    s_client.args(["-key", &old_key, "-quiet"]);
+    let _ = sluice_tests::node_client::run_command(s_client, b"garbage\n", Duration::from_secs(20));
+    let deadline = Instant::now() + WAIT;
+    while refusals(&cluster) <= before {
+        assert!(Instant::now() < deadline, "the old certificate is refused after the reload");
+        std::thread::sleep(POLL);
+    }
+    cluster.node(3).kill9_and_wait();
+    cluster.node(3).restart();
+    assert_eq!(produce(&cluster, 10), 40, "a restarted node rejoins over the new certificates");
+    assert!(
+        cluster.nodes[0].log().contains("the cluster link's TLS files were read again"),
+        "node 1 made its new connections with the files read again"
+    );
 }
 
 /// Named Kafka listeners (Kafka's `listeners` and `listener.security.protocol.map`): each

@@ -204,7 +204,7 @@ async fn connect(address: SocketAddr, tls: Option<&crate::tls::ClusterTls>) -> R
     let _ = s.set_nodelay(true);
     let Some(tls) = tls else { return Ok(Box::new(s)) };
     let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
-    match io::timeout(TLS_HANDSHAKE_TIMEOUT, tls.connector.connect(name, s)).await {
+    match io::timeout(TLS_HANDSHAKE_TIMEOUT, tls.connector().connect(name, s)).await {
         Some(Ok(stream)) => Ok(Box::new(stream)),
         Some(Err(e)) => Err(format!("TLS handshake: {e}")),
         None => Err(format!("TLS handshake not done within {TLS_HANDSHAKE_TIMEOUT:?}")),
@@ -268,7 +268,7 @@ pub async fn serve(listener: TcpListener, handler: Handler, tls: Option<std::syn
                     let _ = stream.set_nodelay(true);
                     let result = match tls {
                         None => receive(stream, handler).await,
-                        Some(tls) => match io::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+                        Some(tls) => match io::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
                             Some(Ok(stream)) => receive(stream, handler).await,
                             Some(Err(e)) => Err(format!("TLS handshake: {e}")),
                             None => Err(format!("TLS handshake not done within {TLS_HANDSHAKE_TIMEOUT:?}")),
