@@ -137,13 +137,12 @@ fn main() -> ExitCode {
     }
     while !stop.load(Ordering::SeqCst) {
         match wait_for_signal(&signals, Duration::from_millis(100)) {
-            Some(libc::SIGHUP) if config.serves_tls() || config.cluster_tls_ca.is_some() => match sluice_node::tls::reload(
-                &config.tls,
-                config.cluster_tls_ca.as_deref(),
-            ) {
-                Ok(()) => info!("SIGHUP: TLS certificate and key read again; new connections get them"),
-                Err(e) => error!("SIGHUP: reading the TLS files again failed, the previous ones stay in use: {e}"),
-            },
+            Some(libc::SIGHUP) if config.serves_tls() || config.cluster_tls_ca.is_some() => {
+                match sluice_node::tls::reload(&config.tls, config.cluster_tls_ca.as_deref()) {
+                    Ok(()) => info!("SIGHUP: TLS certificate and key read again; new connections get them"),
+                    Err(e) => error!("SIGHUP: reading the TLS files again failed, the previous ones stay in use: {e}"),
+                }
+            }
             Some(libc::SIGHUP) => info!("SIGHUP: nothing to reload (no TLS listener)"),
             Some(_) => {
                 info!("stop signal received; shutting down");

@@ -134,7 +134,9 @@ impl ClusterTls {
                         entry.2 = ends;
                     }
                     Err(e) => {
-                        tracing::error!("reading the cluster link's TLS files again failed, the previous ones stay: {e}");
+                        tracing::error!(
+                            "reading the cluster link's TLS files again failed, the previous ones stay: {e}"
+                        );
                     }
                 }
                 entry.1 = generation;

@@ -2173,7 +2173,7 @@ fn the_cluster_link_is_mutual_tls_and_refuses_strangers() {
                 tokio::time::timeout(WAIT, delivery).await.unwrap().unwrap();
             }
             wait_for_full_isr(&admin, TOPIC).await;
-            high_watermark(&cluster, &admin, TOPIC, 0).await
+            high_watermark(cluster, &admin, TOPIC, 0).await
         })
     };
     assert_eq!(produce(&cluster, 20), 20, "acks=all with three replicas over the TLS link");
