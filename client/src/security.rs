@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ring::rand::SecureRandom;
-use ring::{digest, hmac};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sluice_schemas::sasl::{self, ScramMechanism};
@@ -375,17 +374,6 @@ fn authentication(mechanism: ScramMechanism, message: impl std::fmt::Display) ->
     ClientError::Authentication(format!("{}: {message}", mechanism.name()))
 }
 
-fn hmac_of(algorithm: hmac::Algorithm, key: &[u8], data: &[u8]) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(algorithm, key), data).as_ref().to_vec()
-}
-
-fn algorithms(mechanism: ScramMechanism) -> (hmac::Algorithm, &'static digest::Algorithm) {
-    match mechanism {
-        ScramMechanism::Sha256 => (hmac::HMAC_SHA256, &digest::SHA256),
-        ScramMechanism::Sha512 => (hmac::HMAC_SHA512, &digest::SHA512),
-    }
-}
-
 /// `user` escaped for a SCRAM message (`,` and `=` are the syntax's own).
 fn escape(user: &str) -> String {
     user.replace('=', "=3D").replace(',', "=2C")
@@ -428,7 +416,7 @@ impl ScramClient {
                 let Some(signature) = text.strip_prefix("v=").and_then(sasl::base64_decode) else {
                     return Err(authentication(mechanism, "a server-final message without a signature"));
                 };
-                if !constant_time_eq(&signature, &server_signature) {
+                if !sasl::constant_time_eq(&signature, &server_signature) {
                     return Err(authentication(
                         mechanism,
                         "the node's signature is wrong: it does not hold the user's credential (not the real node?)",
@@ -467,24 +455,19 @@ impl ScramClient {
                 ))
             }
         };
-        let (mac, hash) = algorithms(mechanism);
         let salted = sasl::salted_password(mechanism, self.password.as_bytes(), &salt, iterations);
-        let client_key = hmac_of(mac, &salted, b"Client Key");
-        let stored_key = digest::digest(hash, &client_key);
+        // The keys the node keeps (StoredKey, ServerKey), from the same salted password.
+        let keys = sasl::credential_of(mechanism, &salted, &salt, iterations);
+        let client_key = sasl::scram_hmac(mechanism, &salted, b"Client Key");
         // c=biws: base64 of the GS2 header "n,," (no channel binding, no authzid).
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
-        let client_signature = hmac_of(mac, stored_key.as_ref(), auth_message.as_bytes());
+        let client_signature = sasl::scram_hmac(mechanism, &keys.stored_key, auth_message.as_bytes());
         let proof: Vec<u8> = client_key.iter().zip(&client_signature).map(|(k, s)| k ^ s).collect();
-        let server_key = hmac_of(mac, &salted, b"Server Key");
-        let server_signature = hmac_of(mac, &server_key, auth_message.as_bytes());
+        let server_signature = sasl::scram_hmac(mechanism, &keys.server_key, auth_message.as_bytes());
         self.state = ScramState::Final { server_signature };
         Ok(format!("{without_proof},p={}", sasl::base64_encode(&proof)).into_bytes())
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

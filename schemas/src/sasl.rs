@@ -111,6 +111,12 @@ fn hmac_of(algorithm: hmac::Algorithm, key: &[u8], data: &[u8]) -> Vec<u8> {
     hmac::sign(&hmac::Key::new(algorithm, key), data).as_ref().to_vec()
 }
 
+/// HMAC with `mechanism`'s hash (RFC 5802's HMAC), for the client side of SCRAM.
+#[must_use]
+pub fn scram_hmac(mechanism: ScramMechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
+    hmac_of(algorithms(mechanism).1, key, data)
+}
+
 /// The password salted (RFC 5802's SaltedPassword: PBKDF2 with HMAC of the mechanism's
 /// hash).
 #[must_use]
@@ -153,7 +159,9 @@ pub fn password_matches(mechanism: ScramMechanism, credential: &ScramCredential,
     constant_time_eq(&candidate.stored_key, &credential.stored_key)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a` and `b` are equal, in a time that does not depend on where they differ.
+#[must_use]
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
