@@ -26,7 +26,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
                    [--cluster-tls-ca FILE]
                    [--sasl-mechanisms M,M,...] [--connections-max-reauth-ms N]
                    [--authorizer none|acl] [--super-users User:A;User:B]
-                   [--allow-everyone-if-no-acl-found true|false]
+                   [--allow-everyone-if-no-acl-found true|false] [--ssl-principal-mapping-rules RULES]
                    [--node-id N] [--metrics-listen [https://]HOST:PORT] [--fsync POLICY]
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N] [--max-connections N]
                    [--max-connections-per-ip N] [--max-connections-per-ip-overrides IP:N,...]
@@ -83,6 +83,9 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
                             principal (User:NAME after a SASL login, else User:ANONYMOUS);
                             default none: no checks
   --super-users P;P;...     principals allowed everything (Kafka's super.users)
+  --ssl-principal-mapping-rules RULES  how a client certificate's subject becomes its
+                            principal (Kafka's ssl.principal.mapping.rules): e.g.
+                            'RULE:^CN=([^,]*).*$/$1/L,DEFAULT'; default DEFAULT (the subject)
   --allow-everyone-if-no-acl-found true|false  a resource no ACL names is open to all
                             (default false: denied, as Kafka's default)
   --kafka-advertised [NAME://]HOST:PORT[,...]  the addresses Kafka clients are told to
@@ -198,6 +201,9 @@ pub struct NodeConfig {
     pub acl_authorizer: bool,
     /// Principals allowed everything.
     pub super_users: Vec<String>,
+    /// How a TLS client certificate's subject becomes a principal's name (Kafka's
+    /// ssl.principal.mapping.rules).
+    pub principal_rules: crate::login::PrincipalRules,
     /// A resource no ACL names is open to every principal.
     pub allow_if_no_acl: bool,
     pub shards: usize,
@@ -407,6 +413,7 @@ impl Default for NodeConfig {
             bootstrap_user: None,
             acl_authorizer: false,
             super_users: Vec::new(),
+            principal_rules: crate::login::PrincipalRules::default(),
             allow_if_no_acl: false,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()).min(SHARDS_MAX),
             metrics_listen: None,
@@ -823,6 +830,10 @@ impl NodeConfig {
                 self.super_users = users;
             }
             "allow-everyone-if-no-acl-found" => self.allow_if_no_acl = boolean(key, value)?,
+            "ssl-principal-mapping-rules" => {
+                self.principal_rules =
+                    crate::login::PrincipalRules::parse(value).map_err(|e| format!("{key} = {value:?}: {e}"))?;
+            }
             "kafka-advertised" => {
                 self.kafka_advertised_given = list(value)
                     .map(|item| {

@@ -277,7 +277,7 @@ pub(crate) async fn serve<P: Protocol>(protocol: Rc<P>, listener: Listener, tls:
             let peer_address: Rc<str> = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default().into();
             if let Some(tls) = tls {
                 if let Some(stream) = tls_handshake(&server, &tls, stream, &peer).await {
-                    let principal = certificate_principal(&stream, &peer);
+                    let principal = certificate_principal(&stream, &peer, &server.shard.config.principal_rules);
                     connection(protocol, stream, peer_address, principal).await;
                 }
             } else {
@@ -332,10 +332,20 @@ async fn tls_handshake(
 
 /// The principal of a TLS client's certificate, as Kafka's default principal builder
 /// makes it: `User:` and the subject as RFC 2253 writes it (`User:CN=client,O=Acme`).
-fn certificate_principal(stream: &futures_rustls::server::TlsStream<Connection>, peer: &str) -> Option<Rc<str>> {
+fn certificate_principal(
+    stream: &futures_rustls::server::TlsStream<Connection>,
+    peer: &str,
+    rules: &crate::login::PrincipalRules,
+) -> Option<Rc<str>> {
     let certificate = stream.get_ref().1.peer_certificates()?.first()?;
     match sluice_schemas::x509::subject(certificate) {
-        Ok(subject) => Some(format!("User:{subject}").into()),
+        Ok(subject) => match rules.apply(&subject) {
+            Some(name) => Some(format!("User:{name}").into()),
+            None => {
+                warn!(%peer, %subject, "no ssl-principal-mapping-rules rule matches the client certificate's subject; the connection is anonymous");
+                None
+            }
+        },
         Err(e) => {
             warn!(%peer, "the client certificate's subject could not be read ({e}); the connection is anonymous");
             None

@@ -190,3 +190,132 @@ impl Session {
         }
     }
 }
+
+/// Kafka's `ssl.principal.mapping.rules`: how a TLS client certificate's subject (RFC 2253,
+/// as `sluice_schemas::x509::subject` writes it) becomes a principal's name. A list of
+/// `RULE:PATTERN/REPLACEMENT/[L|U]` and `DEFAULT`, separated by commas; a `/` inside a
+/// pattern or replacement is written `\/`. The first rule whose pattern matches the whole
+/// subject gives the name: the replacement with `$1`... for the pattern's groups, lower-
+/// or upper-cased with `L` or `U`; `DEFAULT` gives the subject as it is. A subject no rule
+/// matches has no principal (the connection stays anonymous, as Kafka refuses it). The
+/// default list is `DEFAULT`.
+#[derive(Clone, Debug)]
+pub struct PrincipalRules(Vec<PrincipalRule>);
+
+#[derive(Clone, Debug)]
+enum PrincipalRule {
+    Default,
+    Rule { pattern: regex_lite::Regex, replacement: String, case: Option<char> },
+}
+
+impl Default for PrincipalRules {
+    fn default() -> PrincipalRules {
+        PrincipalRules(vec![PrincipalRule::Default])
+    }
+}
+
+impl PrincipalRules {
+    /// The rules of `text`; an error names what is wrong with which rule.
+    pub fn parse(text: &str) -> Result<PrincipalRules, String> {
+        let mut rules = Vec::new();
+        let mut rest = text.trim();
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix("DEFAULT") {
+                rules.push(PrincipalRule::Default);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("RULE:") {
+                let (pattern, after) = until_slash(after).ok_or_else(|| format!("{rest:?}: no / after the pattern"))?;
+                let (replacement, after) =
+                    until_slash(after).ok_or_else(|| format!("{rest:?}: no / after the replacement"))?;
+                let (case, after) = match after.chars().next() {
+                    Some(c @ ('L' | 'U')) => (Some(c), &after[1..]),
+                    _ => (None, after),
+                };
+                // Kafka matches the whole subject (Java's Matcher::matches).
+                let pattern = regex_lite::Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|e| format!("RULE:{pattern}: not a regular expression: {e}"))?;
+                let replacement = replacement.replace("\\/", "/");
+                rules.push(PrincipalRule::Rule { pattern, replacement, case });
+                rest = after;
+            } else {
+                return Err(format!("{rest:?}: expected RULE:PATTERN/REPLACEMENT/[LU] or DEFAULT"));
+            }
+            rest = rest.trim_start();
+            match rest.strip_prefix(',') {
+                Some(after) => rest = after.trim_start(),
+                None if rest.is_empty() => {}
+                None => return Err(format!("{rest:?}: rules are separated by commas")),
+            }
+        }
+        if rules.is_empty() {
+            return Err("no rule given (DEFAULT keeps the subject as it is)".to_string());
+        }
+        Ok(PrincipalRules(rules))
+    }
+
+    /// The principal name for certificate subject `subject`, by the first rule that
+    /// matches it; `None` when none does.
+    #[must_use]
+    pub fn apply(&self, subject: &str) -> Option<String> {
+        self.0.iter().find_map(|rule| match rule {
+            PrincipalRule::Default => Some(subject.to_string()),
+            PrincipalRule::Rule { pattern, replacement, case } => {
+                let captures = pattern.captures(subject)?;
+                let mut name = String::new();
+                captures.expand(replacement, &mut name);
+                Some(match case {
+                    Some('L') => name.to_lowercase(),
+                    Some('U') => name.to_uppercase(),
+                    _ => name,
+                })
+            }
+        })
+    }
+}
+
+/// The text up to the first `/` not escaped as `\/`, and what follows that `/`.
+fn until_slash(text: &str) -> Option<(&str, &str)> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'/' => return Some((&text[..i], &text[i + 1..])),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::PrincipalRules;
+
+    /// Kafka's documented examples, and its order: the first rule that matches wins.
+    #[test]
+    fn principal_rules_map_subjects_as_kafkas_do() {
+        let rules = PrincipalRules::parse(
+            "RULE:^CN=(.*?),OU=ServiceUsers.*$/$1/, RULE:^CN=(.*?),OU=(.*?),O=(.*?),L=(.*?),ST=(.*?),C=(.*?)$/$1@$2/L, \
+             RULE:^.*[Cc][Nn]=([a-zA-Z0-9.]*).*$/$1/L, DEFAULT",
+        )
+        .unwrap();
+        assert_eq!(
+            rules.apply("CN=serviceuser,OU=ServiceUsers,O=Unknown,L=Unknown,ST=Unknown,C=Unknown").unwrap(),
+            "serviceuser"
+        );
+        assert_eq!(
+            rules.apply("CN=adminUser,OU=Admin,O=Unknown,L=Unknown,ST=Unknown,C=Unknown").unwrap(),
+            "adminuser@admin"
+        );
+        assert_eq!(rules.apply("CN=Reader.One").unwrap(), "reader.one");
+        assert_eq!(rules.apply("O=no-cn").unwrap(), "O=no-cn", "DEFAULT keeps the subject");
+        let upper = PrincipalRules::parse(r"RULE:^CN=([^,]*)(,.*)?$/$1\/x/U").unwrap();
+        assert_eq!(upper.apply("CN=bob,O=Acme").unwrap(), "BOB/X", "an escaped slash, upper case");
+        assert_eq!(upper.apply("O=Acme"), None, "no rule matches: no principal");
+        assert_eq!(PrincipalRules::default().apply("CN=a,O=b").unwrap(), "CN=a,O=b");
+        for bad in ["", "RULE:^CN=(.*$/x/", "RULE:abc", "RULE:a/b/ junk", "SOMETHING"] {
+            assert!(PrincipalRules::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

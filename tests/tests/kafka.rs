@@ -2027,7 +2027,9 @@ fn acls_decide_what_each_principal_may_do_and_survive_a_restart() {
 /// Kafka's default principal builder makes it (`User:CN=reader`), so ACLs apply to it: a
 /// super user by certificate creates a topic and an ACL through confluent-kafka's
 /// AdminClient, the certificate the ACL names reads the topic with kcat, and another
-/// certificate from the same CA gets TOPIC_AUTHORIZATION_FAILED.
+/// certificate from the same CA gets TOPIC_AUTHORIZATION_FAILED. Then a node with Kafka's
+/// `ssl.principal.mapping.rules` (the common name, upper-cased) does the same for the
+/// principals the rule makes (`User:ADMIN`, `User:READER`).
 #[test]
 fn a_client_certificates_subject_is_its_principal_for_the_acls() {
     const TOPIC: &str = "by-certificate";
@@ -2060,6 +2062,22 @@ fn a_client_certificates_subject_is_its_principal_for_the_acls() {
     kcat_over_tls(&["-b", &kafka, "-P", "-t", TOPIC, "-K", ":"], &kcat_tls(&ca, Some(&admin)), b"k:v\n");
     assert_eq!(kcat_read(&kafka, TOPIC, &kcat_tls(&ca, Some(&reader))), Ok(vec!["k:v".to_string()]));
     let refused = kcat_read(&kafka, TOPIC, &kcat_tls(&ca, Some(&stranger))).expect_err("no ACL for CN=stranger");
+    assert!(refused.contains("Topic authorization failed"), "{refused}");
+
+    let mapped_dir = dir.path().join("mapped");
+    std::fs::create_dir_all(&mapped_dir).unwrap();
+    let mut mapped_args = tls_args.to_vec();
+    let last = mapped_args.len() - 1;
+    mapped_args[last] = "User:ADMIN";
+    mapped_args.extend(["--ssl-principal-mapping-rules", "RULE:^CN=([^,]*)$/$1/U,DEFAULT"]);
+    let (_mapped, kafka) = start_tls_node(&mapped_dir, &mapped_args);
+    let created = admin_as(&kafka, &as_admin, &["create", TOPIC, "1"]);
+    assert_eq!(created[0].get("error"), Some(&Json::Null), "User:ADMIN is the super user: {created:?}");
+    let acl = admin_as(&kafka, &as_admin, &["acl-add", "TOPIC", TOPIC, "LITERAL", "User:READER", "READ", "ALLOW"]);
+    assert_eq!(acl[0].get("error"), Some(&Json::Null), "{acl:?}");
+    kcat_over_tls(&["-b", &kafka, "-P", "-t", TOPIC, "-K", ":"], &kcat_tls(&ca, Some(&admin)), b"k:v\n");
+    assert_eq!(kcat_read(&kafka, TOPIC, &kcat_tls(&ca, Some(&reader))), Ok(vec!["k:v".to_string()]));
+    let refused = kcat_read(&kafka, TOPIC, &kcat_tls(&ca, Some(&stranger))).expect_err("no ACL for STRANGER");
     assert!(refused.contains("Topic authorization failed"), "{refused}");
 }
 
