@@ -1485,7 +1485,8 @@ async fn send_request(inner: Arc<Inner>, leader: Option<u32>, ticket: u64, sent:
                 s.batch.batches.iter().map(|b| PartitionBatches { topic: &s.topic, partition: s.partition, batches: b })
             })
             .collect();
-        let pending = protocol::start_produce(&conn, acks, config.request_timeout_ms as u32, &parts).await?;
+        let txn_id = config.transactional_id.as_deref();
+        let pending = protocol::start_produce(&conn, acks, config.request_timeout_ms as u32, txn_id, &parts).await?;
         drop(turn);
         match pending {
             None => Ok(Vec::new()),

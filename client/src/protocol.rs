@@ -440,11 +440,13 @@ impl<'a> ProduceLayout<'a> {
     }
 }
 
-/// The request for `layout`, whose payload goes with it.
+/// The request for `layout`, whose payload goes with it; `transactional_id`: a
+/// transactional producer's (its batches are transactional).
 pub fn encode_produce(
     b: &mut FlatBufferBuilder<'_>,
     acks: i16,
     timeout_ms: u32,
+    transactional_id: Option<&str>,
     layout: &ProduceLayout<'_>,
 ) -> EncodedBody {
     let topics = topic_tables(
@@ -458,8 +460,12 @@ pub fn encode_produce(
             wire::TopicProduce::create(b, &wire::TopicProduceArgs { topic: Some(topic), partitions: Some(partitions) })
         },
     );
-    wire::ProduceRequest::create(b, &wire::ProduceRequestArgs { acks, timeout_ms, topics: Some(topics) })
-        .as_union_value()
+    let transactional_id = transactional_id.map(|id| b.create_string(id));
+    wire::ProduceRequest::create(
+        b,
+        &wire::ProduceRequestArgs { acks, timeout_ms, topics: Some(topics), transactional_id },
+    )
+    .as_union_value()
 }
 
 pub fn decode_produce(frame: &Frame) -> Result<Vec<ProduceOutcome>> {
@@ -485,7 +491,7 @@ pub async fn produce(
     timeout_ms: u32,
     parts: &[PartitionBatches<'_>],
 ) -> Result<Vec<ProduceOutcome>> {
-    match start_produce(conn, acks, timeout_ms, parts).await? {
+    match start_produce(conn, acks, timeout_ms, None, parts).await? {
         None => Ok(Vec::new()),
         Some(pending) => decode_produce(&pending.response().await?),
     }
@@ -497,10 +503,11 @@ pub async fn start_produce<'c>(
     conn: &'c Connection,
     acks: i16,
     timeout_ms: u32,
+    transactional_id: Option<&str>,
     parts: &[PartitionBatches<'_>],
 ) -> Result<Option<crate::connection::PendingResponse<'c>>> {
     let layout = ProduceLayout::new(parts)?;
-    let build = |b: &mut FlatBufferBuilder<'static>| encode_produce(b, acks, timeout_ms, &layout);
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_produce(b, acks, timeout_ms, transactional_id, &layout);
     if acks == 0 {
         conn.send_only(RequestBody::ProduceRequest, build, layout.chunks()).await?;
         return Ok(None);

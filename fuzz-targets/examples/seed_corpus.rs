@@ -68,7 +68,7 @@ fn native() {
     let topics = b.create_vector(&[topic]);
     let body = w::ProduceRequest::create(
         &mut b,
-        &w::ProduceRequestArgs { acks: -1, timeout_ms: 30_000, topics: Some(topics) },
+        &w::ProduceRequestArgs { acks: -1, timeout_ms: 30_000, topics: Some(topics), transactional_id: None },
     );
     let env = finish_request(&mut b, 2, 0, Some("seed"), RequestBody::ProduceRequest, body.as_union_value()).to_vec();
     write("native_frame", "produce", &frame(&env, &payload));

@@ -78,9 +78,10 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
   --connections-max-reauth-ms N  how long a SASL login lasts before the client must
                             authenticate again on its connection (KIP-368; default 0: for
                             the connection's life)
-  --authorizer none|acl     acl: every Kafka request is checked against the ACLs (Kafka's
-                            model, managed with CreateAcls/DeleteAcls) for the connection's
-                            principal (User:NAME after a SASL login, else User:ANONYMOUS);
+  --authorizer none|acl     acl: every request, Kafka's and the native protocol's, is checked
+                            against the ACLs (Kafka's model, managed with CreateAcls/DeleteAcls
+                            or `sluice acl`) for the connection's principal (User:NAME after a
+                            SASL login, else a TLS client certificate's, else User:ANONYMOUS);
                             default none: no checks
   --super-users P;P;...     principals allowed everything (Kafka's super.users)
   --ssl-principal-mapping-rules RULES  how a client certificate's subject becomes its

@@ -46,6 +46,9 @@ enum State {
         mechanism: &'static str,
         expires: Option<Instant>,
     },
+    /// A PLAIN password is being checked (off the shard thread): another token now is
+    /// refused, so one connection runs one check at a time.
+    Verifying,
 }
 
 impl Session {
@@ -146,7 +149,12 @@ impl Session {
             _ => return Err(without_handshake()),
         };
         let plain = match plain {
-            Some(Ok(check)) => Some(crate::io::run_blocking(move || check.verify()).await),
+            Some(Ok(check)) => {
+                let exchanging = std::mem::replace(&mut *self.state.borrow_mut(), State::Verifying);
+                let verified = crate::io::run_blocking(move || check.verify()).await;
+                *self.state.borrow_mut() = exchanging;
+                Some(verified)
+            }
             Some(Err(e)) => Some(Err(e)),
             None => None,
         };
@@ -234,7 +242,7 @@ impl PrincipalRules {
                 // Kafka matches the whole subject (Java's Matcher::matches).
                 let pattern = regex_lite::Regex::new(&format!("^(?:{pattern})$"))
                     .map_err(|e| format!("RULE:{pattern}: not a regular expression: {e}"))?;
-                let replacement = replacement.replace("\\/", "/");
+                let replacement = java_groups(&replacement.replace("\\/", "/"));
                 rules.push(PrincipalRule::Rule { pattern, replacement, case });
                 rest = after;
             } else {
@@ -263,7 +271,8 @@ impl PrincipalRules {
                 let captures = pattern.captures(subject)?;
                 let mut name = String::new();
                 captures.expand(replacement, &mut name);
-                Some(match case {
+                // An empty name would be one principal for every subject the rule matches.
+                (!name.is_empty()).then(|| match case {
                     Some('L') => name.to_lowercase(),
                     Some('U') => name.to_uppercase(),
                     _ => name,
@@ -271,6 +280,25 @@ impl PrincipalRules {
             }
         })
     }
+}
+
+/// A replacement with Java's group references (`$1` then any text) written as
+/// regex-lite's (`${1}`): regex-lite reads `$1_x` as the group named `1_x`.
+fn java_groups(replacement: &str) -> String {
+    let mut out = String::with_capacity(replacement.len() + 4);
+    let mut chars = replacement.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push_str("${");
+            while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                out.push(d);
+            }
+            out.push('}');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The text up to the first `/` not escaped as `\/`, and what follows that `/`.
@@ -314,6 +342,10 @@ mod tests {
         assert_eq!(upper.apply("CN=bob,O=Acme").unwrap(), "BOB/X", "an escaped slash, upper case");
         assert_eq!(upper.apply("O=Acme"), None, "no rule matches: no principal");
         assert_eq!(PrincipalRules::default().apply("CN=a,O=b").unwrap(), "CN=a,O=b");
+        // Java's `$1` followed by text, not a group named `1_svc`; an empty name matches nothing.
+        let suffixed = PrincipalRules::parse("RULE:^CN=([^,]*),OU=(.*)$/$1_$2/, RULE:^CN=()$/$1/").unwrap();
+        assert_eq!(suffixed.apply("CN=bob,OU=ops").unwrap(), "bob_ops");
+        assert_eq!(suffixed.apply("CN="), None);
         for bad in ["", "RULE:^CN=(.*$/x/", "RULE:abc", "RULE:a/b/ junk", "SOMETHING"] {
             assert!(PrincipalRules::parse(bad).is_err(), "{bad:?}");
         }

@@ -207,9 +207,10 @@ fn build_request_body(
             let topic =
                 TopicProduce::create(builder, &TopicProduceArgs { topic: Some(topic), partitions: Some(partitions) });
             let topics = builder.create_vector(&[topic]);
+            let transactional_id = Some(builder.create_string("payments-1"));
             let body = ProduceRequest::create(
                 builder,
-                &ProduceRequestArgs { acks: 1, timeout_ms: 5000, topics: Some(topics) },
+                &ProduceRequestArgs { acks: 1, timeout_ms: 5000, topics: Some(topics), transactional_id },
             );
             (body.as_union_value(), payload)
         }
@@ -541,6 +542,7 @@ fn check_request(request: &Request<'_>, payload: &[u8]) {
         }
         RequestBody::ProduceRequest => {
             let body = request.body_as_produce_request().unwrap();
+            assert_eq!(body.transactional_id(), Some("payments-1"));
             assert_eq!(body.acks(), 1);
             assert_eq!(body.timeout_ms(), 5000);
             let topics = body.topics().unwrap();

@@ -968,7 +968,8 @@ impl Client {
         let parts: Vec<PartitionBatches<'_>> =
             parts.iter().map(|&(topic, partition, batches)| PartitionBatches { topic, partition, batches }).collect();
         let layout = ProduceLayout::new(&parts).expect("test payloads fit a frame");
-        let build = |b: &mut FlatBufferBuilder<'static>| protocol::encode_produce(b, acks, PRODUCE_TIMEOUT_MS, &layout);
+        let build =
+            |b: &mut FlatBufferBuilder<'static>| protocol::encode_produce(b, acks, PRODUCE_TIMEOUT_MS, None, &layout);
         self.try_send(RequestBody::ProduceRequest, build, &layout.payload())
     }
 

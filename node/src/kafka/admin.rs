@@ -136,6 +136,22 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
             .collect(),
     };
     let listing_all = request_lists_all(v, request_topics_given);
+    // The nodes with a listener of the request's listener name: a partition led by
+    // another is answered as leaderless (retriable), as Kafka answers it.
+    let brokers: Vec<MetadataResponseBroker> = shard
+        .node_addresses()
+        .into_iter()
+        .filter_map(|node| {
+            let (host, port) = node.kafka_endpoint(&r.listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(broker(node.id))
+                    .with_host(text(&host))
+                    .with_port(i32::from(port)),
+            )
+        })
+        .collect();
+    let listed = |leader: BrokerId| brokers.iter().any(|b| b.node_id == leader);
     let topics = asked
         .into_iter()
         .map(|(name, id)| {
@@ -159,6 +175,7 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
                         .map(|p| {
                             let placement = shard.placement(&name, p);
                             let leader = placement.leader.map_or(BrokerId(-1), broker);
+                            let leader = if listed(leader) { leader } else { BrokerId(-1) };
                             let epoch = i32::try_from(placement.leader_epoch.0).unwrap_or(i32::MAX);
                             MetadataResponsePartition::default()
                                 .with_error_code(if leader.0 < 0 { ErrorCode::LeaderNotAvailable.0 } else { 0 })
@@ -175,19 +192,6 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
                 None if !shard.has_metadata() => topic.with_error_code(ErrorCode::LeaderNotAvailable.0),
                 None => topic.with_error_code(ErrorCode::UnknownTopicOrPartition.0),
             }
-        })
-        .collect();
-    let brokers = shard
-        .node_addresses()
-        .into_iter()
-        .filter_map(|node| {
-            let (host, port) = node.kafka_endpoint(&r.listener)?;
-            Some(
-                MetadataResponseBroker::default()
-                    .with_node_id(broker(node.id))
-                    .with_host(text(&host))
-                    .with_port(i32::from(port)),
-            )
         })
         .collect();
     let controller = shard.controller_id().map_or(BrokerId(-1), broker);

@@ -229,12 +229,23 @@ pub async fn alter_configs(server: &Rc<Server>, cid: u32, request: wire::AlterCo
     results_frame(cid, &results, ResponseBody::AlterConfigsResponse)
 }
 
-pub fn describe_configs(server: &Rc<Server>, cid: u32, request: wire::DescribeConfigsRequest<'_>) -> ResponseFrame {
+/// The configs of the named topics, or of every topic the caller may describe the
+/// configs of.
+pub fn describe_configs(
+    server: &Rc<Server>,
+    caller: &crate::access::Caller,
+    cid: u32,
+    request: wire::DescribeConfigsRequest<'_>,
+) -> ResponseFrame {
     let metadata = server.shard.metadata();
     let defaults = &server.shard.config.topic_defaults;
     let names: Vec<String> = match request.topics() {
         Some(v) => v.iter().map(str::to_string).collect(),
-        None => metadata.topics().map(|t| t.name.clone()).collect(),
+        None => metadata
+            .topics()
+            .filter(|t| caller.sees(server, crate::acl::op::DESCRIBE_CONFIGS, crate::acl::resource::TOPIC, &t.name))
+            .map(|t| t.name.clone())
+            .collect(),
     };
     let mut b = FlatBufferBuilder::new();
     let results: Vec<_> = names

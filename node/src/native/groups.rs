@@ -207,7 +207,14 @@ async fn commit_response(server: &Rc<Server>, cid: u32, request: GroupRequest) -
     respond(b, cid, ResponseBody::OffsetCommitResponse, body.as_union_value(), Vec::new())
 }
 
-pub async fn fetch(server: &Rc<Server>, cid: u32, r: wire::OffsetFetchRequest<'_>) -> ResponseFrame {
+/// The group's committed offsets: of the partitions named, or of every topic the caller
+/// may describe.
+pub async fn fetch(
+    server: &Rc<Server>,
+    caller: &crate::access::Caller,
+    cid: u32,
+    r: wire::OffsetFetchRequest<'_>,
+) -> ResponseFrame {
     let partitions = r.topics().map(|topics| {
         topics
             .iter()
@@ -226,11 +233,14 @@ pub async fn fetch(server: &Rc<Server>, cid: u32, r: wire::OffsetFetchRequest<'_
         .group_call(GroupRequest::Fetch { group: str_of(r.group_id()), partitions, require_stable: false })
         .await;
     let mut b = FlatBufferBuilder::new();
-    let (result, offsets) = match reply {
+    let (result, mut offsets) = match reply {
         GroupReply::Offsets(Ok(list)) => (Ok(()), list),
         GroupReply::Offsets(Err(e)) | GroupReply::Done(Err(e)) => (Err(e), Vec::new()),
         other => (Err(unexpected(&other)), Vec::new()),
     };
+    if r.topics().is_none() {
+        offsets.retain(|(t, ..)| caller.sees(server, crate::acl::op::DESCRIBE, crate::acl::resource::TOPIC, t));
+    }
     let triples: Vec<(String, u32, (i64, String))> = offsets.into_iter().map(|(t, p, o, m)| (t, p, (o, m))).collect();
     let topics: Vec<_> = by_topic(triples)
         .into_iter()

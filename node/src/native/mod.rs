@@ -149,7 +149,13 @@ impl Server {
             _ => {}
         }
         let caller = Caller { principal: session.principal(), host: peer.clone() };
-        if let Err(e) = security::authorize(self, &caller, &request) {
+        if let Err(e) = security::authorize(self, &caller, &request, payload) {
+            // A produce with acks=0 gets no answer, so the client would read this one as
+            // another request's: the connection is closed instead, as Kafka does.
+            if request.body_as_produce_request().is_some_and(|p| p.acks() == 0) {
+                warn!(%peer, "an acks=0 produce refused: {e}; closing the connection");
+                return Outcome { response: None, close: true };
+            }
             return Outcome {
                 response: Some(error_frame(correlation_id, error_code(e.kind), &e.message)),
                 close: false,
@@ -197,6 +203,7 @@ impl Server {
             ),
             RequestBody::DescribeConfigsRequest => some(admin::describe_configs(
                 self,
+                caller,
                 cid,
                 request.body_as_describe_configs_request().ok_or_else(missing)?,
             )),
@@ -227,9 +234,9 @@ impl Server {
             RequestBody::OffsetCommitRequest => {
                 some(groups::commit(self, cid, request.body_as_offset_commit_request().ok_or_else(missing)?).await)
             }
-            RequestBody::OffsetFetchRequest => {
-                some(groups::fetch(self, cid, request.body_as_offset_fetch_request().ok_or_else(missing)?).await)
-            }
+            RequestBody::OffsetFetchRequest => some(
+                groups::fetch(self, caller, cid, request.body_as_offset_fetch_request().ok_or_else(missing)?).await,
+            ),
             RequestBody::ListGroupsRequest => some(groups::list(self, caller, cid).await),
             RequestBody::DeleteRecordsRequest => some(
                 delete_records::delete_records(

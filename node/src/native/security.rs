@@ -29,7 +29,12 @@ pub fn is_login_body(body: RequestBody) -> bool {
 }
 
 /// Whether `caller` may run `request`: `Err` names what it may not do.
-pub fn authorize(server: &Server, caller: &Caller, request: &wire::Request<'_>) -> Result<(), NodeError> {
+pub fn authorize(
+    server: &Server,
+    caller: &Caller,
+    request: &wire::Request<'_>,
+    payload: &[u8],
+) -> Result<(), NodeError> {
     let topic = |operation: u8, name: &str| {
         if caller.may_topic(server, operation, name) {
             Ok(())
@@ -111,9 +116,25 @@ pub fn authorize(server: &Server, caller: &Caller, request: &wire::Request<'_>) 
             let list = request.body_as_alter_configs_request().and_then(|r| r.topics());
             topics(op::ALTER_CONFIGS, &mut list.iter().flatten().map(|t| t.name().unwrap_or("")))
         }
+        // WRITE on each topic, and, for transactional batches, on the transactional id the
+        // request names (or on "" when it names none, as Kafka's Produce checks).
         RequestBody::ProduceRequest => {
-            let list = request.body_as_produce_request().and_then(|r| r.topics());
-            topics(op::WRITE, &mut list.iter().flatten().map(|t| t.topic().unwrap_or("")))
+            let Some(r) = request.body_as_produce_request() else { return Ok(()) };
+            topics(op::WRITE, &mut r.topics().iter().flatten().map(|t| t.topic().unwrap_or("")))?;
+            let transactional =
+                r.topics().iter().flatten().flat_map(|t| t.partitions().into_iter().flatten()).any(|p| {
+                    p.records()
+                        .and_then(|slice| wire::payload_slice(payload, slice).ok())
+                        .and_then(|bytes| sluice_schemas::batch::BatchHeader::view(bytes).ok())
+                        .is_some_and(|h| h.attributes().is_transactional())
+                });
+            match r.transactional_id().filter(|id| !id.is_empty()) {
+                Some(id) if transactional => txn(id),
+                None if transactional && !caller.may(server, op::WRITE, resource::TRANSACTIONAL_ID, "") => {
+                    Err(NodeError::txn_denied("(none: transactional batches without a transactional id)"))
+                }
+                _ => Ok(()),
+            }
         }
         RequestBody::FetchRequest => {
             let list = request.body_as_fetch_request().and_then(|r| r.topics());

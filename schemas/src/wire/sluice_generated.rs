@@ -4214,6 +4214,7 @@ impl<'a> ProduceRequest<'a> {
   pub const VT_ACKS: flatbuffers::VOffsetT = 4;
   pub const VT_TIMEOUT_MS: flatbuffers::VOffsetT = 6;
   pub const VT_TOPICS: flatbuffers::VOffsetT = 8;
+  pub const VT_TRANSACTIONAL_ID: flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -4225,6 +4226,7 @@ impl<'a> ProduceRequest<'a> {
     args: &'args ProduceRequestArgs<'args>
   ) -> flatbuffers::WIPOffset<ProduceRequest<'bldr>> {
     let mut builder = ProduceRequestBuilder::new(_fbb);
+    if let Some(x) = args.transactional_id { builder.add_transactional_id(x); }
     if let Some(x) = args.topics { builder.add_topics(x); }
     builder.add_timeout_ms(args.timeout_ms);
     builder.add_acks(args.acks);
@@ -4253,6 +4255,13 @@ impl<'a> ProduceRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicProduce>>>>(ProduceRequest::VT_TOPICS, None)}
   }
+  #[inline]
+  pub fn transactional_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ProduceRequest::VT_TRANSACTIONAL_ID, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for ProduceRequest<'_> {
@@ -4265,6 +4274,7 @@ impl flatbuffers::Verifiable for ProduceRequest<'_> {
      .visit_field::<i16>("acks", Self::VT_ACKS, false)?
      .visit_field::<u32>("timeout_ms", Self::VT_TIMEOUT_MS, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicProduce>>>>("topics", Self::VT_TOPICS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("transactional_id", Self::VT_TRANSACTIONAL_ID, false)?
      .finish();
     Ok(())
   }
@@ -4273,6 +4283,7 @@ pub struct ProduceRequestArgs<'a> {
     pub acks: i16,
     pub timeout_ms: u32,
     pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicProduce<'a>>>>>,
+    pub transactional_id: Option<flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for ProduceRequestArgs<'a> {
   #[inline]
@@ -4281,6 +4292,7 @@ impl<'a> Default for ProduceRequestArgs<'a> {
       acks: -1,
       timeout_ms: 30000,
       topics: None,
+      transactional_id: None,
     }
   }
 }
@@ -4303,6 +4315,10 @@ impl<'a: 'b, 'b> ProduceRequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ProduceRequest::VT_TOPICS, topics);
   }
   #[inline]
+  pub fn add_transactional_id(&mut self, transactional_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ProduceRequest::VT_TRANSACTIONAL_ID, transactional_id);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ProduceRequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     ProduceRequestBuilder {
@@ -4323,6 +4339,7 @@ impl core::fmt::Debug for ProduceRequest<'_> {
       ds.field("acks", &self.acks());
       ds.field("timeout_ms", &self.timeout_ms());
       ds.field("topics", &self.topics());
+      ds.field("transactional_id", &self.transactional_id());
       ds.finish()
   }
 }
