@@ -75,7 +75,9 @@ impl Drop for Cluster {
         if !std::thread::panicking() && std::env::var_os("SLUICE_KEEP_LOGS").is_none() {
             return;
         }
-        let keep = std::env::temp_dir().join(format!("sluice-failed-cluster-{}", std::process::id()));
+        // One directory per test (several run in one process).
+        let test = std::thread::current().name().unwrap_or("cluster").replace("::", "-");
+        let keep = std::env::temp_dir().join(format!("sluice-failed-cluster-{}-{test}", std::process::id()));
         if std::fs::create_dir_all(&keep).is_err() {
             return;
         }
@@ -2124,6 +2126,13 @@ fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
     cluster.node(controller).kill9_and_wait();
     let via = kafka(&cluster, others[1]);
     check(&cluster, &others, "reader", "reader-pw");
+    // Kafka clients send user changes to the controller their last Metadata named: wait
+    // until the survivors name the new one (a client that asked in between would wait for
+    // the dead node until its next metadata refresh, minutes later).
+    runtime.block_on(wait_for("a new controller", || async {
+        let c = admin.metadata(Some(&[])).await.ok()?.controller_id?;
+        (c != controller).then_some(())
+    }));
     ok(admin_script(&via, &["set-user", "late", "SCRAM-SHA-256", "late-pw"]));
     ok(admin_script(&via, &["acl-add", "TOPIC", "shared", "LITERAL", "User:late", "DESCRIBE", "ALLOW"]));
     check(&cluster, &others, "late", "late-pw");
