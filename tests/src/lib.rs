@@ -13,11 +13,13 @@
 //! runs such a script in the background and reads its lines as they come. `kafka_wire`
 //! sends raw Kafka requests on a plain socket. `faults` fills a small file system and cuts
 //! links between nodes, for the disk-full and chaos tests. `pki` makes CAs and
-//! certificates with the openssl CLI, for the TLS tests.
+//! certificates with the openssl CLI, for the TLS tests. `log_check` verifies a log a
+//! crash or an injected fault left behind, for the crash and storage-fault tests.
 
 pub mod faults;
 pub mod json;
 pub mod kafka_wire;
+pub mod log_check;
 pub mod node_client;
 pub mod pki;
 pub mod streaming;

@@ -11,6 +11,7 @@
 //! completed has left this process and survives its kill -9; only `fdatasync` makes it
 //! survive a power loss. Every error names the operation and the file.
 
+pub mod faults;
 pub mod mesh;
 pub mod net;
 pub mod rt;
@@ -361,6 +362,7 @@ impl File {
         probe_device(parent_of(path)).await?;
         let inner =
             OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await.map_err(glommio_error)?;
+        faults::created(path);
         Ok(File { inner, path: path.to_path_buf() })
     }
 
@@ -380,7 +382,23 @@ impl File {
     pub async fn write_at(&self, buf: &SharedBuf, position: u64) -> io::Result<()> {
         assert!(position.is_multiple_of(IO_ALIGNMENT_BYTES), "unaligned write position {position}");
         let len = buf.len();
-        let written = self.inner.write_rc_at(buf.inner.clone(), position).await.map_err(glommio_error)?;
+        let (verdict, undo) = faults::before_write(&self.path, position, len)?;
+        let injected = match verdict {
+            faults::Verdict::Proceed => None,
+            faults::Verdict::Fail(errno) => return Err(faults::injected(errno, "writing", &self.path)),
+            faults::Verdict::Partial { bytes, errno } => Some((align_down(bytes.min(len) as u64) as usize, errno)),
+        };
+        if let Some((bytes, errno)) = injected {
+            if bytes > 0 {
+                let written = self.inner.write_rc_at(buf.prefix(bytes).inner, position).await;
+                faults::write_done(&self.path, undo);
+                written.map_err(glommio_error)?;
+            }
+            return Err(faults::injected(errno, "writing", &self.path));
+        }
+        let written = self.inner.write_rc_at(buf.inner.clone(), position).await;
+        faults::write_done(&self.path, undo);
+        let written = written.map_err(glommio_error)?;
         if written != len {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -392,6 +410,7 @@ impl File {
 
     /// Reads up to `len` bytes at `position` (any alignment); fewer at the end of file.
     pub async fn read_at(&self, position: u64, len: usize) -> io::Result<IoBytes> {
+        faults::before_read(&self.path, position, len)?;
         let read = self.inner.read_at(position, len).await.map_err(glommio_error)?;
         let n = read.len();
         Ok(IoBytes { source: IoSource::Read(read), range: 0..n })
@@ -399,7 +418,10 @@ impl File {
 
     /// Flushes written data (and the metadata needed to read it) to stable storage.
     pub async fn fdatasync(&self) -> io::Result<()> {
-        self.inner.fdatasync().await.map_err(glommio_error)
+        let covered = faults::before_sync(Some(&self.path))?;
+        let synced = self.inner.fdatasync().await.map_err(glommio_error);
+        faults::after_sync(&covered, synced.is_ok());
+        synced
     }
 
     /// syncfs(2) of the file system holding this file: commits every file's metadata
@@ -408,8 +430,9 @@ impl File {
     pub async fn syncfs(&self) -> io::Result<()> {
         use std::os::unix::io::AsRawFd;
         // A duplicate descriptor, so the blocking thread never sees one this file closed.
+        let covered = faults::before_sync(None)?;
         let fd = dup_cloexec(self.inner.as_raw_fd())?;
-        glommio::executor()
+        let synced = glommio::executor()
             .spawn_blocking(move || {
                 // SAFETY: `fd` is a descriptor this call owns (dup'ed above); closed here.
                 let rc = unsafe { libc::syncfs(fd) };
@@ -418,11 +441,15 @@ impl File {
                 unsafe { libc::close(fd) };
                 result
             })
-            .await
+            .await;
+        faults::after_sync(&covered, synced.is_ok());
+        synced
     }
 
     pub async fn truncate(&self, len: u64) -> io::Result<()> {
-        self.inner.truncate(len).await.map_err(glommio_error)
+        self.inner.truncate(len).await.map_err(glommio_error)?;
+        faults::truncated(&self.path, len);
+        Ok(())
     }
 
     pub async fn size(&self) -> io::Result<u64> {
@@ -478,8 +505,15 @@ pub async fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> 
         let _ = remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
+    rename(&tmp, path)?;
     sync_dir(parent_of(path)).await
+}
+
+/// Renames a file over another (not durable until the directory is synced).
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::rename(from, to)?;
+    faults::renamed(from, to);
+    Ok(())
 }
 
 /// Reads a whole (small) file, or `None` when it does not exist.
@@ -506,13 +540,16 @@ fn parent_of(path: &Path) -> &Path {
 pub async fn sync_dir(dir: &Path) -> io::Result<()> {
     // glommio opens directories relative to no directory fd, so the path must be absolute.
     let dir = std::path::absolute(dir)?;
+    let entries = faults::before_dir_sync(&dir);
     let d = glommio::io::Directory::open(&dir).await.map_err(glommio_error)?;
     d.sync().await.map_err(glommio_error)?;
+    faults::dir_synced(&entries);
     d.close().await.map_err(glommio_error)
 }
 
 /// Removes a file; a file that is already gone is not an error.
 pub fn remove_file(path: &Path) -> io::Result<()> {
+    faults::removed(path);
     match std::fs::remove_file(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,

@@ -496,16 +496,17 @@ async fn roll_files(
     Ok(())
 }
 
-/// Cuts a finished segment file to its data and syncs it (unless the policy is `never`):
-/// once the next segment exists, this one must hold exactly its batches.
+/// Cuts a finished segment file to its data and syncs it, under every policy (as Kafka's
+/// roll flushes the old segment): once the next segment exists, this one must hold exactly
+/// its batches, durably. Under `never` an unsynced closed segment could lose its tail to a
+/// power loss while the next segment kept what came after it, leaving a hole in the
+/// middle of the log (the storage-fault test found that).
 async fn seal_segment_file(sh: &Shared, file: &File, size: u64, preallocated: u64) -> Result<(), StorageError> {
     if preallocated != size {
         file.truncate(size).await.map_err(|e| StorageError::io("trimming segment", file.path(), e))?;
     }
-    if sh.config.fsync != FsyncPolicy::Never {
-        sh.faults.fire(FaultPoint::Fsync).map_err(|e| StorageError::io("syncing segment", file.path(), e))?;
-        file.fdatasync().await.map_err(|e| StorageError::io("syncing segment", file.path(), e))?;
-    }
+    sh.faults.fire(FaultPoint::Fsync).map_err(|e| StorageError::io("syncing segment", file.path(), e))?;
+    file.fdatasync().await.map_err(|e| StorageError::io("syncing segment", file.path(), e))?;
     Ok(())
 }
 

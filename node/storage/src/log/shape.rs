@@ -306,7 +306,7 @@ pub(super) async fn swap_segment(sh: &Shared, base: Offset, size: u64) -> Result
     }
     let path = segment_path(&sh.dir, base, LOG_SUFFIX);
     crate::segment_files::forget(&path);
-    std::fs::rename(&cleaned, &path).map_err(|e| StorageError::io("renaming a compacted segment to", &path, e))?;
+    io::rename(&cleaned, &path).map_err(|e| StorageError::io("renaming a compacted segment to", &path, e))?;
     io::sync_dir(&sh.dir).await.map_err(|e| StorageError::io("syncing directory", &sh.dir, e))?;
     let file = File::open(&path, true).await.map_err(|e| StorageError::io("opening segment", &path, e))?;
     let new_size = file.size().await.map_err(|e| StorageError::io("sizing segment", &path, e))?;
