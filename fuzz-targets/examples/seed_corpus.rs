@@ -298,6 +298,28 @@ fn storage() {
         states.record(ProducerBatch { id, base: sluice_schemas::Offset(base), last: sluice_schemas::Offset(base + 9) });
     }
     write("storage_files", "producers", &states.encode());
+    // Two segments as a log writes them (base offsets stamped), a checkpoint, epochs and
+    // the first segment's offset index; then the same with the second segment's tail torn.
+    let stamped = |base: u64, records: usize, compression: Compression| {
+        let mut b = batch(records, compression);
+        b[..8].copy_from_slice(&base.to_be_bytes());
+        b
+    };
+    let first: Vec<u8> = [stamped(0, 4, Compression::None), stamped(4, 6, Compression::Lz4)].concat();
+    let second: Vec<u8> = [stamped(10, 3, Compression::None), stamped(13, 5, Compression::Zstd)].concat();
+    let mut dir = vec![1 | 4 | 8 | 16];
+    for (step, bytes) in [(0u16, &first), (10, &second)] {
+        dir.extend_from_slice(&step.to_be_bytes());
+        dir.extend_from_slice(&(bytes.len() as u32).to_be_bytes()[1..]);
+        dir.extend_from_slice(bytes);
+    }
+    let mut whole = dir.clone();
+    whole.extend_from_slice(b"\xFF\xFE0\n\xFF0 0\n1 10\n\xFF");
+    let mut index = SegmentIndex::new(sluice_schemas::Offset(0), 512);
+    index.on_batch(sluice_schemas::Offset(0), 0, first.len() as u64, 1_000);
+    whole.extend_from_slice(&index.encode().0);
+    write("segment_recovery", "two-segments", &whole);
+    write("segment_recovery", "torn-tail", &dir[..dir.len() - 7]);
 }
 
 /// A certificate's DER as the node reads it: version, serial, algorithm, issuer,

@@ -209,6 +209,15 @@ pub(super) async fn scan_segment(
         if batch_base < next_offset {
             return Step::Invalid(format!("batch offset {batch_base} is below the expected {next_offset}"));
         }
+        // The log rolls before a segment's offsets pass base + u32::MAX (the index keeps
+        // them relative, in 32 bits): a batch past that is not this segment's.
+        let relative_last = header.last_offset().0.saturating_sub(base.0).max(batch_base.records_since(base));
+        if relative_last > u64::from(u32::MAX) {
+            return Step::Invalid(format!(
+                "batch offsets {batch_base}..={} are too far past the segment's base {base}",
+                header.last_offset()
+            ));
+        }
         if let Some(epoch) = header.leader_epoch() {
             if epochs.last().is_none_or(|last| last.0 < epoch) {
                 epochs.push((epoch, batch_base));
