@@ -31,7 +31,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
                    [--segment-bytes N] [--max-frame-bytes N] [--max-in-flight N] [--max-connections N]
                    [--max-connections-per-ip N] [--max-connections-per-ip-overrides IP:N,...]
                    [--request-memory-bytes N] [--reserve-bytes N] [--cache-bytes N]
-                   [--storage-min-free-bytes N] [--segment-files-max N]
+                   [--storage-min-free-bytes N] [--segment-files-max N] [--storage-faults SPEC]
                    [--read-ahead-bytes N]
                    [--spin-before-park-us N]
                    [--retention-check-ms N]
@@ -120,6 +120,10 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
                             while the data directory's file system has less free (default:
                             5% of it, at most 1 GiB; 0 turns the guard off); logs that
                             failed on a full disk are reopened once a second
+  --storage-faults SPEC     for fault-injection tests only: fail this share (per mille) of
+                            partition-log writes and syncs with EIO, as a failing disk
+                            would (seed=N,write-eio=P,sync-eio=P; the controller's log is
+                            spared); the node warns at start
   --segment-files-max N     closed segments' files open at once, all partitions together
                             (default: an eighth of the open files limit, at most 1024);
                             each partition also holds its active segment open
@@ -226,6 +230,8 @@ pub struct NodeConfig {
     /// Produce is refused while the data directory's file system has less free space
     /// (`None`: 5% of it, at most 1 GiB; 0: never refused).
     pub storage_min_free_bytes: Option<u64>,
+    /// Injected storage faults (`--storage-faults`, tests only).
+    pub storage_faults: Option<StorageFaults>,
     /// Closed segments' files open at once, node-wide (`None`: an eighth of the open
     /// files limit, at most 1024).
     pub segment_files_max: Option<usize>,
@@ -426,6 +432,7 @@ impl Default for NodeConfig {
             connections_per_ip_overrides: Vec::new(),
             request_memory_bytes_max: 256 << 20,
             storage_min_free_bytes: None,
+            storage_faults: None,
             segment_files_max: None,
             reserve_bytes_max: None,
             cache_bytes_max: memory_bytes() / 8,
@@ -476,6 +483,31 @@ fn number<T: TryFrom<u64>>(key: &str, value: &str, min: u64, max: u64) -> Result
 }
 
 /// `IP:N,IP:N` (an IPv6 address in brackets: `[::1]:N`); empty for none.
+/// Storage faults a node injects into its own partition logs (`--storage-faults`): a
+/// test's failing disk. Shares are per mille of writes and of syncs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageFaults {
+    pub seed: u64,
+    pub write_eio: u32,
+    pub sync_eio: u32,
+}
+
+impl StorageFaults {
+    fn parse(key: &str, value: &str) -> Result<StorageFaults, String> {
+        let mut faults = StorageFaults::default();
+        for item in value.split(',').filter(|i| !i.is_empty()) {
+            let (name, n) = item.split_once('=').ok_or_else(|| format!("{key} = {value:?}: {item:?} is not NAME=N"))?;
+            match name {
+                "seed" => faults.seed = number(key, n, 0, u64::MAX)?,
+                "write-eio" => faults.write_eio = number(key, n, 0, 1000)?,
+                "sync-eio" => faults.sync_eio = number(key, n, 0, 1000)?,
+                other => return Err(format!("{key} = {value:?}: unknown item {other:?} (seed, write-eio, sync-eio)")),
+            }
+        }
+        Ok(faults)
+    }
+}
+
 fn ip_counts(key: &str, value: &str) -> Result<Vec<(std::net::IpAddr, u32)>, String> {
     value
         .split(',')
@@ -883,6 +915,7 @@ impl NodeConfig {
             "request-memory-bytes" => self.request_memory_bytes_max = number(key, value, 1 << 20, 1 << 40)?,
             "segment-files-max" => self.segment_files_max = Some(number(key, value, 1, 1 << 24)?),
             "storage-min-free-bytes" => self.storage_min_free_bytes = Some(number(key, value, 0, 1 << 50)?),
+            "storage-faults" => self.storage_faults = Some(StorageFaults::parse(key, value)?),
             "reserve-bytes" => self.reserve_bytes_max = Some(number(key, value, 0, 1 << 40)?),
             "cache-bytes" => self.cache_bytes_max = number(key, value, 0, 1 << 44)?,
             "read-ahead-bytes" => self.read_ahead_bytes_max = number(key, value, 0, 1 << 40)?,

@@ -178,6 +178,9 @@ impl Shard {
             read_ahead_bytes_max: config.read_ahead_bytes_max / u64::from(shards.max(1)),
             segment_files_max: (descriptors::segment_files_max(&config) / usize::from(shards.max(1))).max(1),
         });
+        if let Some(faults) = config.storage_faults {
+            space::inject_storage_faults(faults, id.0);
+        }
         let (config_data_dir, config_min_free) = (config.data_dir.clone(), config.storage_min_free_bytes);
         let coordinator = Coordinator::for_node(&config);
         let shard = Rc::new(Shard {

@@ -281,6 +281,34 @@ pub(super) fn spawn_repair(shard: std::rc::Weak<Shard>) {
     });
 }
 
+/// `--storage-faults`: this shard's partition logs fail the given shares of writes and
+/// syncs with EIO (`sluice_io::faults`), as a failing disk would; the controller's log is
+/// spared, so the quorum stays whole. For the fault-injection tests only.
+pub(super) fn inject_storage_faults(faults: crate::config::StorageFaults, shard: u16) {
+    use crate::io::faults::{Op, Verdict};
+    warn!(shard, ?faults, "storage faults are injected into this node's partition logs (--storage-faults, tests only)");
+    let mut state = (faults.seed ^ (u64::from(shard) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
+    crate::io::faults::install(move |op: Op<'_>| {
+        let (path, per_mille) = match op {
+            Op::Write { path, .. } => (Some(path), faults.write_eio),
+            Op::Sync { path } => (path, faults.sync_eio),
+            Op::Read { .. } => return Verdict::Proceed,
+        };
+        if path.is_some_and(|p| p.components().any(|c| c.as_os_str() == "controller")) {
+            return Verdict::Proceed;
+        }
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        if state % 1000 < u64::from(per_mille) {
+            Verdict::Fail(libc::EIO)
+        } else {
+            Verdict::Proceed
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
