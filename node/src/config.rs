@@ -1116,6 +1116,19 @@ mod tests {
     }
 
     #[test]
+    fn storage_faults_parse_and_bad_ones_are_named() {
+        let cmd = NodeConfig::from_args(&args("--storage-faults seed=7,write-eio=30,sync-eio=5"));
+        let Command::Run(c) = cmd.unwrap() else { panic!("help") };
+        assert_eq!(c.storage_faults, Some(StorageFaults { seed: 7, write_eio: 30, sync_eio: 5 }));
+        let e = NodeConfig::from_args(&args("--storage-faults read-eio=3")).unwrap_err();
+        assert!(e.contains("unknown item \"read-eio\""), "{e}");
+        let e = NodeConfig::from_args(&args("--storage-faults write-eio=1001")).unwrap_err();
+        assert!(e.contains("write-eio=1001") || e.contains("1001"), "{e}");
+        let e = NodeConfig::from_args(&args("--storage-faults seed")).unwrap_err();
+        assert!(e.contains("is not NAME=N"), "{e}");
+    }
+
+    #[test]
     fn peers_name_every_node_and_must_include_this_one() {
         let peers = "--peer 1=127.0.0.1:7001,127.0.0.1:7101 --peer 2=127.0.0.1:7002,127.0.0.1:7102,127.0.0.1:7202";
         let cmd =
