@@ -47,8 +47,10 @@ const SEGMENT_BYTES: u64 = 256 << 10;
 const QUIET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Opens tried with faults on before one without.
 const OPEN_TRIES_WITH_FAULTS: u32 = 3;
-/// The whole test must finish within this.
+/// The whole test must finish within this, and this much more per life (each check reads
+/// the whole log, which grows: long runs take longer per life).
 const TEST_DEADLINE: Duration = Duration::from_secs(240);
+const DEADLINE_PER_LIFE: Duration = Duration::from_secs(2);
 
 /// How a life ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,7 +236,7 @@ fn storage_faults(fsync: FsyncPolicy) {
     eprintln!(
         "storage faults, fsync={fsync}: seed {seed} (SLUICE_STORAGE_FAULT_SEED={seed} repeats it), {lives} lives"
     );
-    let deadline = Instant::now() + TEST_DEADLINE;
+    let deadline = Instant::now() + TEST_DEADLINE + DEADLINE_PER_LIFE * lives;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let mut rng = Rng::new(seed);
@@ -243,7 +245,7 @@ fn storage_faults(fsync: FsyncPolicy) {
     let mut previous: Vec<Stored> = Vec::new();
     let (mut ends, mut failed_opens, mut failed_lives, mut acked, mut lost_volatile) = ([0u32; 3], 0, 0, 0, 0);
     for run in 1..=lives {
-        assert!(Instant::now() < deadline, "the test ran past {TEST_DEADLINE:?} at life {run} of {lives}");
+        assert!(Instant::now() < deadline, "the test ran past its deadline at life {run} of {lives}");
         let life_rates = Rates::draw(&mut rng);
         let end = [End::Close, End::Kill, End::PowerLoss, End::PowerLoss][rng.below(4)];
         let appends = rng.between(0, APPENDS_MAX);
