@@ -132,6 +132,9 @@ struct Seam {
     decide: Box<dyn FnMut(Op<'_>) -> Verdict>,
     /// Injection is paused (tracking goes on): a test checking what is stored.
     paused: bool,
+    /// Whether writes are tracked for `power_loss` (each costs a read of what it
+    /// overwrites, kept until a sync covers it); `inject` leaves them alone.
+    track: bool,
     files: BTreeMap<PathBuf, Tracked>,
     next_id: u64,
     counts: Counts,
@@ -140,10 +143,19 @@ struct Seam {
 thread_local!(static SEAM: RefCell<Option<Seam>> = const { RefCell::new(None) });
 
 /// Installs a seam on this thread, replacing any other; `decide` is asked about every
-/// write, read and sync.
+/// write, read and sync, and writes are tracked for `power_loss`.
 pub fn install(decide: impl FnMut(Op<'_>) -> Verdict + 'static) {
-    let seam =
-        Seam { decide: Box::new(decide), paused: false, files: BTreeMap::new(), next_id: 0, counts: Counts::default() };
+    install_seam(Box::new(decide), true);
+}
+
+/// Installs a seam that only injects what `decide` says, tracking nothing for a power
+/// loss (a running node's `--storage-faults`: no extra read per write, no memory kept).
+pub fn inject(decide: impl FnMut(Op<'_>) -> Verdict + 'static) {
+    install_seam(Box::new(decide), false);
+}
+
+fn install_seam(decide: Box<dyn FnMut(Op<'_>) -> Verdict>, track: bool) {
+    let seam = Seam { decide, paused: false, track, files: BTreeMap::new(), next_id: 0, counts: Counts::default() };
     SEAM.with(|s| *s.borrow_mut() = Some(seam));
 }
 
@@ -279,28 +291,34 @@ impl Seam {
     }
 }
 
-/// Before a write of `len` bytes at `position`: what to do, and the id of the write's
-/// undo record when it goes ahead (wholly or in part). The record is made before the
+/// Before a write of `len` bytes at `position`: what to do (a partial write's bytes
+/// rounded down to the I/O alignment), and the id of the write's undo record when it goes
+/// ahead (wholly or in part) and writes are tracked. The record is made before the
 /// write is issued, so a write abandoned in flight can still be undone.
 pub(crate) fn before_write(path: &Path, position: u64, len: usize) -> io::Result<(Verdict, Option<u64>)> {
-    let Some(verdict) = with_seam(|s| {
+    let Some((verdict, track)) = with_seam(|s| {
         s.counts.writes += 1;
-        let v = s.verdict(Op::Write { path, position, len });
+        let v = match s.verdict(Op::Write { path, position, len }) {
+            Verdict::Partial { bytes, errno } => {
+                Verdict::Partial { bytes: crate::align_down(bytes.min(len) as u64) as usize, errno }
+            }
+            other => other,
+        };
         match v {
             Verdict::Proceed => {}
             Verdict::Fail(_) => s.counts.write_errors += 1,
             Verdict::Partial { .. } => s.counts.partial_writes += 1,
         }
-        v
+        (v, s.track)
     }) else {
         return Ok((Verdict::Proceed, None));
     };
     let written = match verdict {
         Verdict::Proceed => len,
         Verdict::Fail(_) => 0,
-        Verdict::Partial { bytes, .. } => crate::align_down(bytes.min(len) as u64) as usize,
+        Verdict::Partial { bytes, .. } => bytes,
     };
-    if written == 0 {
+    if written == 0 || !track {
         return Ok((verdict, None));
     }
     let mut old = vec![0u8; written];
@@ -411,7 +429,11 @@ pub(crate) fn truncated(path: &Path, len: u64) {
 
 /// A file was created: its directory entry is not durable until the directory is synced.
 pub(crate) fn created(path: &Path) {
-    with_seam(|s| s.files.entry(key(path)).or_default().entry_unsynced = true);
+    with_seam(|s| {
+        if s.track {
+            s.files.entry(key(path)).or_default().entry_unsynced = true;
+        }
+    });
 }
 
 /// A file was removed (or renamed away): nothing of it is tracked any more.

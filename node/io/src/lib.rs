@@ -386,7 +386,7 @@ impl File {
         let injected = match verdict {
             faults::Verdict::Proceed => None,
             faults::Verdict::Fail(errno) => return Err(faults::injected(errno, "writing", &self.path)),
-            faults::Verdict::Partial { bytes, errno } => Some((align_down(bytes.min(len) as u64) as usize, errno)),
+            faults::Verdict::Partial { bytes, errno } => Some((bytes, errno)),
         };
         if let Some((bytes, errno)) = injected {
             if bytes > 0 {

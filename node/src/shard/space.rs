@@ -288,7 +288,7 @@ pub(super) fn inject_storage_faults(faults: crate::config::StorageFaults, shard:
     use crate::io::faults::{Op, Verdict};
     warn!(shard, ?faults, "storage faults are injected into this node's partition logs (--storage-faults, tests only)");
     let mut state = (faults.seed ^ (u64::from(shard) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
-    crate::io::faults::install(move |op: Op<'_>| {
+    crate::io::faults::inject(move |op: Op<'_>| {
         let (path, per_mille) = match op {
             Op::Write { path, .. } => (Some(path), faults.write_eio),
             Op::Sync { path } => (path, faults.sync_eio),
