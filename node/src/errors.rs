@@ -101,6 +101,12 @@ pub enum ErrorKind {
     ResourceNotFound,
     DuplicateResource,
     UnacceptableCredential,
+    /// A reassignment's replica list is empty, repeats a node or names one the cluster
+    /// does not know (Kafka's INVALID_REPLICA_ASSIGNMENT, 39).
+    InvalidReplicaAssignment,
+    /// A reassignment was cancelled where none is in progress (Kafka's
+    /// NO_REASSIGNMENT_IN_PROGRESS, 85).
+    NoReassignmentInProgress,
     /// The partition's log failed (poisoned by an I/O error, or corrupt on disk).
     Storage,
     /// A bug or an unexpected state; the message says which.
@@ -166,6 +172,8 @@ impl ErrorKind {
         ErrorKind::ResourceNotFound,
         ErrorKind::DuplicateResource,
         ErrorKind::UnacceptableCredential,
+        ErrorKind::InvalidReplicaAssignment,
+        ErrorKind::NoReassignmentInProgress,
         ErrorKind::Storage,
         ErrorKind::Unknown,
     ];
@@ -259,6 +267,9 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
     NodeError::new(kind, format!("{topic}-{partition}: {e}"))
 }
 
+/// Kafka's INVALID_REPLICA_ASSIGNMENT and NO_REASSIGNMENT_IN_PROGRESS.
+const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 /// Kafka's GROUP_SUBSCRIBED_TO_TOPIC.
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 /// Kafka's FENCED_INSTANCE_ID.
@@ -343,6 +354,8 @@ pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
         ErrorKind::ResourceNotFound => ErrorCode::ResourceNotFound,
         ErrorKind::DuplicateResource => ErrorCode::DuplicateResource,
         ErrorKind::UnacceptableCredential => ErrorCode::UnacceptableCredential,
+        ErrorKind::InvalidReplicaAssignment => ErrorCode(INVALID_REPLICA_ASSIGNMENT),
+        ErrorKind::NoReassignmentInProgress => ErrorCode(NO_REASSIGNMENT_IN_PROGRESS),
         ErrorKind::Storage => ErrorCode::KafkaStorageError,
         ErrorKind::Unknown => ErrorCode::UnknownServerError,
     }

@@ -569,22 +569,9 @@ fn idempotent_producer_through_kills(mut cluster: Cluster, kill_leaders: bool) -
         wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
         wait_for_full_isr(&admin, TOPIC).await;
     });
-    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
-    let stop_file = cluster.dir.path().join("stop-producing");
-    let mut command = std::process::Command::new("python3");
-    command
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("idempotent.py"))
-        .args(["--bootstrap", &bootstrap.join(","), "--topic", TOPIC, "--partitions", &PARTITIONS.to_string()])
-        .arg("--stop-file")
-        .arg(&stop_file)
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    let producer = Streaming::start(command);
-
+    let run = IdempotentRun::start(&cluster, TOPIC, PARTITIONS);
     for kill in 0..10u32 {
-        let before = producer.count("offset");
-        runtime.block_on(wait_for("records acknowledged before the next kill", || async {
-            (producer.count("offset") >= before + 300).then_some(())
-        }));
+        run.wait_acked(&runtime, "records acknowledged before the next kill", 300);
         if !kill_leaders {
             continue;
         }
@@ -602,56 +589,101 @@ fn idempotent_producer_through_kills(mut cluster: Cluster, kill_leaders: bool) -
         eprintln!(
             "kill {}: node {leader} (leader of {TOPIC}-{partition}); {} acknowledged",
             kill + 1,
-            producer.count("offset")
+            run.producer.count("offset")
         );
     }
-    let before = producer.count("offset");
-    runtime.block_on(wait_for("records acknowledged after the last kill", || async {
-        (producer.count("offset") >= before + 300).then_some(())
-    }));
-    std::fs::write(&stop_file, b"").unwrap();
-    let lines = producer.finish(WAIT * 2);
-
-    // A killed broker refuses connections, which librdkafka reports as transport errors
-    // and retries; any other error, a fatal one, or a failed delivery is a failure.
-    let transient = |l: &sluice_tests::json::Json| {
-        l.get("delivery").and_then(sluice_tests::json::Json::as_bool) == Some(false)
-            && l.get("fatal").and_then(sluice_tests::json::Json::as_bool) == Some(false)
-            && matches!(
-                l.get("code").and_then(sluice_tests::json::Json::as_str),
-                Some("_TRANSPORT" | "_ALL_BROKERS_DOWN")
-            )
-    };
-    let errors: Vec<&sluice_tests::json::Json> =
-        lines.iter().filter(|l| l.get("error").is_some() && !transient(l)).collect();
-    assert!(errors.is_empty(), "the producer saw errors: {errors:?}");
-    let done = lines.iter().find(|l| l.get("done").is_some()).expect("the producer finished");
-    assert_eq!(done.get("unflushed").and_then(sluice_tests::json::Json::as_i64), Some(0), "{done:?}");
-    let produced = done.get("produced").and_then(sluice_tests::json::Json::as_i64).unwrap();
-    let acked = acknowledged(&lines);
-    assert_eq!(acked.len() as i64, produced, "every produced record was acknowledged");
-
-    runtime.block_on(wait_for_full_isr(&admin, TOPIC));
-    let high_watermarks: Vec<u64> =
-        (0..PARTITIONS).map(|p| runtime.block_on(high_watermark(&cluster, &admin, TOPIC, p))).collect();
-    for node in &mut cluster.nodes {
-        node.sigterm_and_wait();
-    }
-    let mut seen: BTreeMap<Vec<u8>, (u32, u64)> = BTreeMap::new();
-    for p in 0..PARTITIONS {
-        let dir = Cluster::data_of(cluster.dir.path(), 1).join(format!("{TOPIC}-{p}"));
-        let stored = records_of(&stored_batches(&dir, high_watermarks[p as usize]));
-        assert_stored_once(&mut seen, p, &stored);
-        for ((partition, offset), value) in acked.iter().filter(|((partition, _), _)| *partition == p) {
-            assert_eq!(
-                stored.get(offset).map(|v| String::from_utf8_lossy(v).into_owned()).as_deref(),
-                Some(value.as_str()),
-                "the record acknowledged at {TOPIC}-{partition}@{offset}"
-            );
-        }
-    }
+    run.wait_acked(&runtime, "records acknowledged after the last kill", 300);
+    let produced = run.finish_and_check(&mut cluster, &runtime, &admin, &|_| 1);
     eprintln!("{produced} records produced through 10 rounds (kills of a leader: {kill_leaders}) on {nodes} nodes, each stored once");
     cluster
+}
+
+/// An idempotent acks=all confluent-kafka producer (`tests/kafka/idempotent.py`) writing
+/// numbered values to a topic's partitions through every node until told to stop.
+struct IdempotentRun {
+    producer: Streaming,
+    stop_file: PathBuf,
+    topic: String,
+    partitions: u32,
+}
+
+impl IdempotentRun {
+    fn start(cluster: &Cluster, topic: &str, partitions: u32) -> IdempotentRun {
+        let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+        let stop_file = cluster.dir.path().join(format!("stop-producing-{topic}"));
+        let mut command = std::process::Command::new("python3");
+        command
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("idempotent.py"))
+            .args(["--bootstrap", &bootstrap.join(","), "--topic", topic, "--partitions", &partitions.to_string()])
+            .arg("--stop-file")
+            .arg(&stop_file)
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        IdempotentRun { producer: Streaming::start(command), stop_file, topic: topic.to_string(), partitions }
+    }
+
+    /// Waits until `more` records more than now are acknowledged.
+    fn wait_acked(&self, runtime: &tokio::runtime::Runtime, what: &str, more: usize) {
+        let before = self.producer.count("offset");
+        runtime.block_on(wait_for(what, || async { (self.producer.count("offset") >= before + more).then_some(()) }));
+    }
+
+    /// Stops the producer and every node, then checks: the producer saw no error beyond
+    /// refused connections to killed nodes and had everything acknowledged, and the
+    /// replica of each partition `p` on node `replica_of(p)` holds every acknowledged value
+    /// at its offset and no value twice. Returns how many records were produced.
+    fn finish_and_check(
+        self,
+        cluster: &mut Cluster,
+        runtime: &tokio::runtime::Runtime,
+        admin: &Admin,
+        replica_of: &dyn Fn(u32) -> usize,
+    ) -> i64 {
+        let IdempotentRun { producer, stop_file, topic, partitions } = self;
+        let topic = topic.as_str();
+        std::fs::write(&stop_file, b"").unwrap();
+        let lines = producer.finish(WAIT * 2);
+
+        // A killed broker refuses connections, which librdkafka reports as transport errors
+        // and retries; any other error, a fatal one, or a failed delivery is a failure.
+        let transient = |l: &sluice_tests::json::Json| {
+            l.get("delivery").and_then(sluice_tests::json::Json::as_bool) == Some(false)
+                && l.get("fatal").and_then(sluice_tests::json::Json::as_bool) == Some(false)
+                && matches!(
+                    l.get("code").and_then(sluice_tests::json::Json::as_str),
+                    Some("_TRANSPORT" | "_ALL_BROKERS_DOWN")
+                )
+        };
+        let errors: Vec<&sluice_tests::json::Json> =
+            lines.iter().filter(|l| l.get("error").is_some() && !transient(l)).collect();
+        assert!(errors.is_empty(), "the producer saw errors: {errors:?}");
+        let done = lines.iter().find(|l| l.get("done").is_some()).expect("the producer finished");
+        assert_eq!(done.get("unflushed").and_then(sluice_tests::json::Json::as_i64), Some(0), "{done:?}");
+        let produced = done.get("produced").and_then(sluice_tests::json::Json::as_i64).unwrap();
+        let acked = acknowledged(&lines);
+        assert_eq!(acked.len() as i64, produced, "every produced record was acknowledged");
+
+        runtime.block_on(wait_for_full_isr(admin, topic));
+        let high_watermarks: Vec<u64> =
+            (0..partitions).map(|p| runtime.block_on(high_watermark(cluster, admin, topic, p))).collect();
+        for node in &mut cluster.nodes {
+            node.sigterm_and_wait();
+        }
+        let mut seen: BTreeMap<Vec<u8>, (u32, u64)> = BTreeMap::new();
+        for p in 0..partitions {
+            let node = replica_of(p);
+            let dir = cluster.data_dir(node).join(format!("{topic}-{p}"));
+            let stored = records_of(&stored_batches(&dir, high_watermarks[p as usize]));
+            assert_stored_once(&mut seen, p, &stored);
+            for ((partition, offset), value) in acked.iter().filter(|((partition, _), _)| *partition == p) {
+                assert_eq!(
+                    stored.get(offset).map(|v| String::from_utf8_lossy(v).into_owned()).as_deref(),
+                    Some(value.as_str()),
+                    "the record acknowledged at {topic}-{partition}@{offset} (node {node}'s replica)"
+                );
+            }
+        }
+        produced
+    }
 }
 
 /// Producer ids come from the controller in blocks, unique across the cluster and its
@@ -1084,6 +1116,141 @@ fn kafka_elect_leaders_hands_leadership_back_to_a_preferred_replica_in_sync() {
     let error = elect(&cluster, &["preferred", "elect:0"]);
     assert!(error.is_none() || error.as_deref() == Some("ELECTION_NOT_NEEDED"), "{error:?}");
     assert_eq!(runtime.block_on(leader_of(&admin, TOPIC, 0)), preferred, "the preferred replica leads again");
+}
+
+/// `Some` once each partition of `moves` has its target replicas, all in sync, and a leader.
+async fn moved(admin: &Admin, topic: &str, moves: &[(u32, Vec<u32>)]) -> Option<()> {
+    let now = partitions(admin, topic).await?;
+    moves
+        .iter()
+        .all(|(p, target)| {
+            now.get(*p as usize)
+                .is_some_and(|s| s.replicas == *target && s.isr.len() == target.len() && s.leader.is_some())
+        })
+        .then_some(())
+}
+
+/// `tests/kafka/reassign.py` (kafka-python's KafkaAdminClient) against `bootstrap`.
+fn reassign_script(bootstrap: &str, command: &[&str]) -> Vec<sluice_tests::json::Json> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("reassign.py");
+    let mut script = std::process::Command::new("python3");
+    script.arg(&path).args(["--bootstrap", bootstrap]).args(command).env("PYTHONDONTWRITEBYTECODE", "1");
+    let run = sluice_tests::node_client::run_command(script, b"", WAIT);
+    assert_eq!(run.code, Some(0), "reassign.py {command:?}: {run:?}");
+    run.stdout.lines().map(|l| sluice_tests::json::Json::parse(l).unwrap()).collect()
+}
+
+/// Reassignment under load (issue 21), driven by Kafka's AlterPartitionReassignments
+/// through kafka-python (a client nobody here wrote): four nodes (voters 1-3), a topic of
+/// four partitions with replication factor 3 and min.insync.replicas 2, and an
+/// idempotent acks=all confluent-kafka producer running throughout. Node 1 is drained in
+/// two rounds: its replica of each partition goes to the node that has none. In the
+/// first, the controller is killed with kill -9 right after the moves are accepted (and
+/// restarted); the moves complete, and node 1, up, deletes its copies. In the second,
+/// node 1 is down while its partitions move; restarted, it finds them gone from its
+/// replicas and deletes its copies. Then nothing is moving, node 1 holds nothing of the
+/// topic, every acknowledged value is stored once at its offset on a replica of the final
+/// assignment, and the producer saw no error beyond refused connections.
+#[test]
+fn partitions_move_off_a_drained_node_under_an_idempotent_producer_through_a_controller_kill() {
+    const TOPIC: &str = "moving";
+    const PARTITIONS: u32 = 4;
+    let mut cluster = Cluster::start_with(4, &["--voters", "1,2,3"]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
+    let topic = NewTopic { name: TOPIC.into(), partitions: PARTITIONS, replication_factor: 3, configs };
+    let parts = runtime.block_on(async {
+        wait_for("four live nodes", || async {
+            (admin.metadata(Some(&[])).await.ok()?.nodes.len() == 4).then_some(())
+        })
+        .await;
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, TOPIC).await
+    });
+    // kafka-python gives up on a bootstrap node that refuses connections: node 1 (down in
+    // the second round) is not one.
+    let kafka: Vec<String> = cluster.nodes[1..].iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+    let kafka = kafka.join(",");
+    // The drain's plan: in each partition node 1 holds, the node that holds none takes its place.
+    let plan: Vec<(u32, Vec<u32>)> = parts
+        .iter()
+        .filter(|p| p.replicas.contains(&1))
+        .map(|p| {
+            let missing = [4, 3, 2].into_iter().find(|n| !p.replicas.contains(n)).unwrap();
+            (p.partition, p.replicas.iter().map(|r| if *r == 1 { missing } else { *r }).collect())
+        })
+        .collect();
+    assert!(plan.len() >= 2, "node 1 holds at least two of the partitions: {parts:?}");
+    let (first, second) = plan.split_at(plan.len() / 2);
+    let run = IdempotentRun::start(&cluster, TOPIC, PARTITIONS);
+    run.wait_acked(&runtime, "records acknowledged before the first moves", 300);
+    let node_1_holds = |moves: &[(u32, Vec<u32>)], cluster: &Cluster| {
+        moves.iter().filter(|(p, _)| cluster.data_dir(1).join(format!("{TOPIC}-{p}")).exists()).count()
+    };
+    let start_moves = |moves: &[(u32, Vec<u32>)]| {
+        let mut args = vec!["move".to_string()];
+        args.extend(moves.iter().map(|(p, target)| {
+            let ids: Vec<String> = target.iter().map(u32::to_string).collect();
+            format!("{TOPIC}:{p}={}", ids.join(","))
+        }));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let answers = reassign_script(&kafka, &args);
+        assert_eq!(answers.len(), moves.len(), "{answers:?}");
+        for a in &answers {
+            assert!(a.get("error").is_some_and(sluice_tests::json::Json::is_null), "a move was refused: {a:?}");
+        }
+    };
+
+    // Round 1: the moves, and at once a kill -9 of the controller.
+    start_moves(first);
+    let controller =
+        runtime.block_on(wait_for("a controller", || async { admin.metadata(Some(&[])).await.ok()?.controller_id }));
+    cluster.node(controller).kill9_and_wait();
+    runtime.block_on(wait_for("another controller", || async {
+        admin.metadata(Some(&[])).await.ok()?.controller_id.filter(|c| *c != controller)
+    }));
+    cluster.node(controller).restart();
+    runtime.block_on(wait_for("the first moves to complete", || moved(&admin, TOPIC, first)));
+    runtime.block_on(wait_for("node 1 to delete its copies of the moved partitions", || async {
+        (node_1_holds(first, &cluster) == 0).then_some(())
+    }));
+    eprintln!(
+        "round 1: moved {first:?}, controller node {controller} killed; {} acknowledged",
+        run.producer.count("offset")
+    );
+    run.wait_acked(&runtime, "records acknowledged after the first moves", 300);
+
+    // Round 2: node 1 down while its other partitions move.
+    cluster.node(1).kill9_and_wait();
+    // (kafka-python fails on a listed node that refuses connections: wait until node 1
+    // is fenced and left out of the brokers.)
+    runtime.block_on(wait_for("a controller other than node 1, and node 1 fenced", || async {
+        let metadata = admin.metadata(Some(&[])).await.ok()?;
+        (metadata.controller_id.is_some_and(|c| c != 1) && metadata.nodes.iter().all(|n| n.node_id != 1)).then_some(())
+    }));
+    start_moves(second);
+    runtime.block_on(wait_for("the second moves to complete", || moved(&admin, TOPIC, second)));
+    assert_eq!(node_1_holds(second, &cluster), second.len(), "node 1 was down: its copies are still there");
+    cluster.node(1).restart();
+    runtime.block_on(wait_for("node 1 to delete its copies once restarted", || async {
+        (node_1_holds(&plan, &cluster) == 0).then_some(())
+    }));
+    let moving = reassign_script(&kafka, &["list"]);
+    assert!(moving.is_empty(), "nothing is moving: {moving:?}");
+    let held: Vec<String> = std::fs::read_dir(cluster.data_dir(1))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&format!("{TOPIC}-")))
+        .collect();
+    assert!(held.is_empty(), "node 1 holds nothing of {TOPIC}: {held:?}");
+    run.wait_acked(&runtime, "records acknowledged after the second moves", 300);
+
+    let last = runtime.block_on(wait_for_full_isr(&admin, TOPIC));
+    assert!(last.iter().all(|p| !p.replicas.contains(&1)), "node 1 is drained: {last:?}");
+    let first_replica: BTreeMap<u32, usize> = last.iter().map(|p| (p.partition, p.replicas[0] as usize)).collect();
+    let produced = run.finish_and_check(&mut cluster, &runtime, &admin, &|p| first_replica[&p]);
+    eprintln!("{produced} records produced while {} partitions moved off node 1, each stored once", plan.len());
 }
 
 /// Topic auto-creation in a cluster: kcat produces to a missing topic through a node

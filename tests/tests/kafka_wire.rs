@@ -377,6 +377,9 @@ const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::ElectLeaders, 0, 2),
+    // Kafka 4.1's range (3.9: 0-0; v1 adds allowReplicationFactorChange, KIP-860).
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
     (ApiKey::EndTxn, 0, 5),
@@ -759,6 +762,53 @@ fn every_served_api_answers_at_its_oldest_and_newest_version() {
     let r: ElectLeadersResponse =
         w.call(ApiKey::ElectLeaders, 2, &elect.clone().with_election_type(1).with_topic_partitions(None));
     assert!(r.replica_election_results.is_empty(), "ElectLeaders v2, every partition: none needed {r:?}");
+    // AlterPartitionReassignments (the node is node 0, the only one): a move to where the
+    // partition is succeeds and leaves nothing moving; an unknown node, a repeated one, an
+    // unknown partition, a cancel with nothing moving and (v1) a factor change not allowed
+    // are refused with Kafka's codes, each with a message.
+    let reassign = |moves: Vec<(&str, i32, Option<Vec<i32>>)>| {
+        let mut topics: Vec<alter_partition_reassignments_request::ReassignableTopic> = Vec::new();
+        for (topic, partition, replicas) in moves {
+            let p = alter_partition_reassignments_request::ReassignablePartition::default()
+                .with_partition_index(partition)
+                .with_replicas(replicas.map(|r| r.into_iter().map(BrokerId).collect()));
+            match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                Some(t) => t.partitions.push(p),
+                None => topics.push(
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(name(topic))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        AlterPartitionReassignmentsRequest::default().with_timeout_ms(10_000).with_topics(topics)
+    };
+    let moves = reassign(vec![
+        ("wire", 0, Some(vec![0])),
+        ("wire", 0, Some(vec![7])),
+        ("wire", 0, Some(vec![0, 0])),
+        ("wire", 99, Some(vec![0])),
+        ("nowhere", 0, Some(vec![0])),
+        ("wire", 0, None),
+    ]);
+    for version in [0, 1] {
+        let r: AlterPartitionReassignmentsResponse = w.call(ApiKey::AlterPartitionReassignments, version, &moves);
+        assert_eq!(r.error_code, 0, "AlterPartitionReassignments v{version}: {r:?}");
+        let codes: Vec<i16> = r.responses.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
+        assert_eq!(codes, vec![0, 39, 39, 3, 3, 85], "AlterPartitionReassignments v{version}: {r:?}");
+        let messages = r.responses.iter().flat_map(|t| t.partitions.iter().skip_while(|p| p.error_code == 0));
+        assert!(messages.clone().all(|p| p.error_message.as_ref().is_some_and(|m| !m.is_empty())), "{r:?}");
+    }
+    let keep = reassign(vec![("wire", 0, Some(vec![0, 7]))]).with_allow_replication_factor_change(false);
+    let r: AlterPartitionReassignmentsResponse = w.call(ApiKey::AlterPartitionReassignments, 1, &keep);
+    assert_eq!(r.responses[0].partitions[0].error_code, 38, "v1, factor kept: INVALID_REPLICATION_FACTOR {r:?}");
+    assert!(!r.allow_replication_factor_change);
+    let r: ListPartitionReassignmentsResponse = w.call(
+        ApiKey::ListPartitionReassignments,
+        0,
+        &ListPartitionReassignmentsRequest::default().with_timeout_ms(1_000),
+    );
+    assert_eq!((r.error_code, r.topics.len()), (0, 0), "ListPartitionReassignments v0: nothing moving {r:?}");
     // ConsumerGroupHeartbeat (KIP-848): v0 joins with no member id and is named by the
     // coordinator; v1 names itself. Each is assigned "wire"'s partitions (by topic id) in
     // turn, a second member's share once the first gives it up; both leave (epoch -1).

@@ -267,6 +267,9 @@ pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Ve
         | Command::CreatePartition { .. }
         | Command::SetTopic { .. }
         | Command::DeleteTopic { .. }
+        // The replicas get their partition's new state above; a replica that left finds
+        // out from the committed state it follows (and deletes its copy).
+        | Command::Reassign { .. }
         // The node finds its block in the committed state it follows.
         | Command::AllocateProducerIds { .. }
         // Every node reads its users and ACLs from the committed state.

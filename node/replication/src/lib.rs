@@ -67,7 +67,10 @@ pub use controller::{
 };
 pub use log::{EpochEnd, LogEntry, LogOp, ReplicaLog};
 pub use replica::{NodeAction, NodeInput, ReplicaConfig, ReplicaNode, ReplicaSpec};
-pub use state::{ClusterState, Command, NodeRecord, Outcome, PartitionRecord, PartitionSpec, ProducerIdBlock};
+pub use state::{
+    ClusterState, Command, NodeRecord, Outcome, PartitionRecord, PartitionSpec, ProducerIdBlock, ReassignError,
+    Reassignment,
+};
 
 /// A partition's cluster-wide id: the controller numbers every partition of every topic
 /// once (`ClusterState`), and replication names partitions by it on the wire and in its

@@ -89,6 +89,18 @@ struct FollowerProgress {
     last_caught_up_ms: u64,
 }
 
+impl FollowerProgress {
+    /// A follower not heard from yet in this epoch.
+    fn new(now_ms: u64) -> FollowerProgress {
+        FollowerProgress {
+            leo: None,
+            last_fetch_ms: now_ms,
+            last_fetch_leader_leo: Offset(0),
+            last_caught_up_ms: now_ms,
+        }
+    }
+}
+
 /// A proposed ISR waiting for the controller's answer.
 #[derive(Clone, Debug)]
 struct PendingIsr {
@@ -544,10 +556,15 @@ impl Replica {
         match (&mut self.role, state.leader) {
             (Role::Leader(leader), Some(new)) if new == me && leader.epoch == state.leader_epoch => {
                 // Same leadership, new ISR: the controller's answer supersedes any
-                // proposal made against an older partition epoch.
+                // proposal made against an older partition epoch. A reassignment may have
+                // added replicas (they start fetching) or removed some (forgotten).
                 leader.isr = state.isr.clone();
                 leader.partition_epoch = state.partition_epoch;
                 leader.pending = None;
+                leader.followers.retain(|r, _| state.replicas.contains(r));
+                for r in state.replicas.iter().filter(|r| **r != me) {
+                    leader.followers.entry(*r).or_insert_with(|| FollowerProgress::new(ctx.now_ms));
+                }
                 self.state = Some(state);
                 self.advance_high_watermark(ctx);
             }
@@ -557,15 +574,7 @@ impl Replica {
                     .replicas
                     .iter()
                     .filter(|r| **r != me)
-                    .map(|r| {
-                        let progress = FollowerProgress {
-                            leo: None,
-                            last_fetch_ms: ctx.now_ms,
-                            last_fetch_leader_leo: Offset(0),
-                            last_caught_up_ms: ctx.now_ms,
-                        };
-                        (*r, progress)
-                    })
+                    .map(|r| (*r, FollowerProgress::new(ctx.now_ms)))
                     .collect();
                 self.role = Role::Leader(LeaderState {
                     epoch: state.leader_epoch,

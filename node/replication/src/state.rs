@@ -109,6 +109,66 @@ pub enum Command {
     /// they replace the node's recorded ones. Ignored for another life or when they are
     /// already these.
     SetListeners { node: NodeId, incarnation: Incarnation, listeners: Vec<AdvertisedListener> },
+    /// Moves a partition to the replicas `target` (Kafka's AlterPartitionReassignments, KIP-455),
+    /// or with `None` cancels the move in progress. A move first replicates to the union of the
+    /// target and the current replicas (target first, so the preferred leader is the
+    /// target's first); once every target replica is in the ISR the partition becomes
+    /// `target`, and the others leave it (their nodes delete their copies). A new target for
+    /// a partition already moving replaces the old one (from the same original replicas).
+    /// Cancelling returns to the original replicas. Refused (changes nothing) for an unknown
+    /// partition, an empty target, duplicates, a node the cluster never registered, a cancel
+    /// with no move in progress, or a cancel whose original replicas hold no ISR member (it
+    /// would lose acknowledged records).
+    Reassign { partition: ClusterPartitionId, target: Option<Vec<NodeId>> },
+}
+
+/// Why a `Command::Reassign` is refused (Kafka's error for each: UNKNOWN_TOPIC_OR_PARTITION,
+/// NO_REASSIGNMENT_IN_PROGRESS, INVALID_REPLICA_ASSIGNMENT).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReassignError {
+    UnknownPartition,
+    NoReassignmentInProgress,
+    Invalid(String),
+}
+
+impl fmt::Display for ReassignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReassignError::UnknownPartition => f.write_str("no such partition"),
+            ReassignError::NoReassignmentInProgress => f.write_str("no reassignment is in progress"),
+            ReassignError::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A partition's move in progress: where it goes and where it came from. Its replicas are
+/// `target` followed by the `original` ones not in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reassignment {
+    pub target: Vec<NodeId>,
+    pub original: Vec<NodeId>,
+}
+
+impl Reassignment {
+    /// The replicas being added: in the target, not in the original.
+    #[must_use]
+    pub fn adding(&self) -> Vec<NodeId> {
+        self.target.iter().filter(|n| !self.original.contains(n)).copied().collect()
+    }
+
+    /// The replicas being removed: in the original, not in the target.
+    #[must_use]
+    pub fn removing(&self) -> Vec<NodeId> {
+        self.original.iter().filter(|n| !self.target.contains(n)).copied().collect()
+    }
+
+    /// The replica list while moving: the target, then the original replicas leaving.
+    #[must_use]
+    pub fn replicas(&self) -> Vec<NodeId> {
+        let mut all = self.target.clone();
+        all.extend(self.removing());
+        all
+    }
 }
 
 /// One access control entry, in Kafka's model and with Kafka's numbers for its enums
@@ -186,6 +246,8 @@ pub struct PartitionRecord {
     /// (same leader epoch, request id not above) are ignored, so once the leader has the
     /// answer to its latest send no older copy can change the ISR.
     pub last_alter: Option<(LeaderEpoch, u64)>,
+    /// The move in progress (`Command::Reassign`), if any.
+    pub reassignment: Option<Reassignment>,
 }
 
 /// A topic as the cluster knows it.
@@ -499,6 +561,11 @@ impl ClusterState {
                     out.accepted = true;
                 }
             }
+            Command::Reassign { partition, target } => {
+                if self.check_reassign(*partition, target.as_deref()).is_ok() {
+                    self.reassign(*partition, target.as_deref(), &mut out);
+                }
+            }
             Command::AllocateProducerIds { node, incarnation, after } => {
                 let current = self.nodes.get(node).is_some_and(|r| r.incarnation == Some(*incarnation));
                 let has_newer = self
@@ -543,7 +610,10 @@ impl ClusterState {
             isr: replicas.clone(),
             replicas,
         };
-        self.partitions.insert(partition, PartitionRecord { state, config, unclean_elections: 0, last_alter: None });
+        self.partitions.insert(
+            partition,
+            PartitionRecord { state, config, unclean_elections: 0, last_alter: None, reassignment: None },
+        );
     }
 
     fn alter_partition(&mut self, alter: &AlterPartition, out: &mut Outcome) {
@@ -573,6 +643,98 @@ impl ClusterState {
             out.changed.push(state.clone());
         }
         out.answer = Some(state.clone());
+        if accepted {
+            // The leader's answer stays the ISR it asked for; a move this completes
+            // reaches it as a partition update, like any other change.
+            self.complete_reassignment(partition, out);
+        }
+    }
+
+    /// Why `Command::Reassign { partition, target }` would be refused, if it would.
+    pub fn check_reassign(
+        &self,
+        partition: ClusterPartitionId,
+        target: Option<&[NodeId]>,
+    ) -> Result<(), ReassignError> {
+        let Some(record) = self.partitions.get(&partition) else { return Err(ReassignError::UnknownPartition) };
+        let Some(target) = target else {
+            let Some(moving) = &record.reassignment else { return Err(ReassignError::NoReassignmentInProgress) };
+            if !record.state.isr.iter().any(|m| moving.original.contains(m)) {
+                return Err(ReassignError::Invalid(format!(
+                    "cancelling would return to replicas {:?}, none of which is in the ISR {:?}",
+                    moving.original, record.state.isr
+                )));
+            }
+            return Ok(());
+        };
+        if target.is_empty() {
+            return Err(ReassignError::Invalid("the new replica list is empty".to_string()));
+        }
+        if target.len() > NODES_PER_LIST_MAX {
+            return Err(ReassignError::Invalid(format!("{} replicas: at most {NODES_PER_LIST_MAX}", target.len())));
+        }
+        if let Some((i, n)) = target.iter().enumerate().find(|(i, n)| target[..*i].contains(n)) {
+            return Err(ReassignError::Invalid(format!("node {} is listed twice (at {i})", n.0)));
+        }
+        if let Some(n) = target.iter().find(|n| self.nodes.get(n).is_none_or(|r| r.incarnation.is_none())) {
+            return Err(ReassignError::Invalid(format!("node {} is not a registered node of the cluster", n.0)));
+        }
+        Ok(())
+    }
+
+    /// Applies a checked `Command::Reassign`.
+    fn reassign(&mut self, id: ClusterPartitionId, target: Option<&[NodeId]>, out: &mut Outcome) {
+        let Some(record) = self.partitions.get_mut(&id) else { return };
+        let original =
+            record.reassignment.as_ref().map_or_else(|| record.state.replicas.clone(), |m| m.original.clone());
+        let moving = match target {
+            Some(target) if target != original.as_slice() => {
+                Some(Reassignment { target: target.to_vec(), original: original.clone() })
+            }
+            _ => None,
+        };
+        let replicas = moving.as_ref().map_or_else(|| original.clone(), Reassignment::replicas);
+        if record.state.replicas == replicas && record.reassignment == moving {
+            return; // Already where it was asked to be.
+        }
+        record.reassignment = moving;
+        let state = &mut record.state;
+        state.isr = replicas.iter().filter(|r| state.isr.contains(r)).copied().collect();
+        state.replicas = replicas;
+        let leader_left = state.leader.is_some_and(|l| !state.replicas.contains(&l));
+        out.accepted = true;
+        if leader_left {
+            self.elect(id);
+        }
+        self.bump_partition_epoch(id, out);
+        self.complete_reassignment(id, out);
+    }
+
+    /// Ends `id`'s move once every target replica is in the ISR: the partition's replicas
+    /// become the target, the others leave its ISR, and a leader that left is replaced by
+    /// the first target replica in sync and eligible.
+    fn complete_reassignment(&mut self, id: ClusterPartitionId, out: &mut Outcome) {
+        let Some(record) = self.partitions.get_mut(&id) else { return };
+        let Some(moving) = &record.reassignment else { return };
+        if !moving.target.iter().all(|n| record.state.isr.contains(n)) {
+            return;
+        }
+        let target = moving.target.clone();
+        record.reassignment = None;
+        let state = &mut record.state;
+        state.replicas = target;
+        state.isr = state.replicas.clone();
+        let leader_left = state.leader.is_some_and(|l| !state.replicas.contains(&l));
+        out.accepted = true;
+        if leader_left {
+            self.elect(id);
+        }
+        self.bump_partition_epoch(id, out);
+    }
+
+    /// The moves in progress, by partition.
+    pub fn reassignments(&self) -> impl Iterator<Item = (ClusterPartitionId, &Reassignment)> {
+        self.partitions.iter().filter_map(|(id, r)| r.reassignment.as_ref().map(|m| (*id, m)))
     }
 
     /// Fences `node`: it leaves every ISR where it is not the last member and loses its
@@ -704,6 +866,7 @@ const TAG_DELETE_SCRAM: u8 = 12;
 const TAG_CREATE_ACLS: u8 = 13;
 const TAG_DELETE_ACLS: u8 = 14;
 const TAG_SET_LISTENERS: u8 = 15;
+const TAG_REASSIGN: u8 = 16;
 const TAG_OUTCOME: u8 = 100;
 
 /// Writes the encoding's fields (also used by `replication::wire`).
@@ -1035,6 +1198,17 @@ impl Command {
                 w.u64(incarnation.0);
                 w.listeners(listeners);
             }
+            Command::Reassign { partition, target } => {
+                w.u8(TAG_REASSIGN);
+                w.u32(partition.0);
+                match target {
+                    Some(target) => {
+                        w.bool(true);
+                        w.nodes(target);
+                    }
+                    None => w.bool(false),
+                }
+            }
         }
         w.0
     }
@@ -1100,6 +1274,10 @@ impl Command {
                 node: NodeId(r.u32()?),
                 incarnation: Incarnation(r.u64()?),
                 listeners: r.listeners()?,
+            },
+            TAG_REASSIGN => Command::Reassign {
+                partition: ClusterPartitionId(r.u32()?),
+                target: if r.bool()? { Some(r.nodes()?) } else { None },
             },
             tag => return r.err(format!("unknown command tag {tag}")),
         };
@@ -1236,6 +1414,8 @@ mod tests {
             Command::DeleteAcls { acls: vec![acl("orders", 3)] },
             Command::SetListeners { node: NodeId(3), incarnation: Incarnation(9), listeners: listeners(9092) },
             Command::SetListeners { node: NodeId(3), incarnation: Incarnation(9), listeners: Vec::new() },
+            Command::Reassign { partition: ClusterPartitionId(7), target: Some(ids(&[4, 2, 3])) },
+            Command::Reassign { partition: ClusterPartitionId(u32::MAX), target: None },
         ]
     }
 
@@ -1428,6 +1608,151 @@ mod tests {
         assert!(!outcome.accepted);
         assert_eq!(outcome.answer.as_ref(), Some(&now));
         assert_eq!(state.partition(P).unwrap().isr, ids(&[1, 2]));
+    }
+
+    /// The leader of `P` proposes `isr` against the partition's current epochs.
+    fn alter_isr(state: &mut ClusterState, isr: &[u32], request_id: u64) -> Outcome {
+        let now = state.partition(P).unwrap().clone();
+        state.apply_command(&Command::AlterPartition(AlterPartition {
+            node: now.leader.unwrap(),
+            incarnation: Incarnation(1),
+            partition: P,
+            leader_epoch: now.leader_epoch,
+            partition_epoch: now.partition_epoch,
+            isr: ids(isr),
+            request_id,
+        }))
+    }
+
+    fn moving(state: &ClusterState) -> Option<Reassignment> {
+        state.partition_record(P).unwrap().reassignment.clone()
+    }
+
+    /// A move replicates to the target and the original replicas together (target first),
+    /// completes when the leader's AlterPartition brings the last target replica into the
+    /// ISR, and only then drops the replicas leaving, with a new leader when the old one left.
+    #[test]
+    fn a_reassignment_adds_first_and_removes_once_the_target_is_in_sync() {
+        let mut state = ClusterState::new(&ids(&[1, 2, 3, 4, 5]), &[(P, ids(&[1, 2, 3]), CONFIG)]);
+        for n in 1..=5 {
+            state.apply_command(&Command::RegisterNode { node: NodeId(n), incarnation: Incarnation(1) });
+        }
+        let start = state.partition(P).unwrap().clone();
+        assert_eq!(start.leader, Some(NodeId(1)));
+        let move_to = Command::Reassign { partition: P, target: Some(ids(&[4, 2, 5])) };
+        let outcome = state.apply_command(&move_to);
+        assert!(outcome.accepted);
+        let during = state.partition(P).unwrap().clone();
+        assert_eq!(during.replicas, ids(&[4, 2, 5, 1, 3]));
+        assert_eq!(during.isr, ids(&[2, 1, 3]));
+        assert_eq!((during.leader, during.leader_epoch), (start.leader, start.leader_epoch));
+        assert!(during.partition_epoch > start.partition_epoch);
+        assert_eq!(outcome.changed, vec![during.clone()]);
+        let m = moving(&state).unwrap();
+        assert_eq!((m.adding(), m.removing()), (ids(&[4, 5]), ids(&[1, 3])));
+        // The same move again changes nothing.
+        assert!(!state.apply_command(&move_to).accepted);
+        // n4 catches up: still moving.
+        assert!(alter_isr(&mut state, &[1, 2, 3, 4], 1).accepted);
+        assert!(moving(&state).is_some());
+        assert_eq!(state.partition(P).unwrap().replicas, ids(&[4, 2, 5, 1, 3]));
+        // n5 catches up: the partition is the target; n1 led and left, so n4 leads.
+        let outcome = alter_isr(&mut state, &[1, 2, 3, 4, 5], 2);
+        assert!(outcome.accepted);
+        let done = state.partition(P).unwrap().clone();
+        assert_eq!(moving(&state), None);
+        assert_eq!(done.replicas, ids(&[4, 2, 5]));
+        assert_eq!(done.isr, ids(&[4, 2, 5]));
+        assert_eq!(done.leader, Some(NodeId(4)));
+        assert!(done.leader_epoch > start.leader_epoch);
+        assert_eq!(outcome.changed.last(), Some(&done));
+        assert_eq!(state.reassignments().count(), 0);
+        // A snapshot taken mid-move keeps it.
+        let mut again = ClusterState::new(&ids(&[1, 2, 3, 4]), &[(P, ids(&[1, 2, 3]), CONFIG)]);
+        for n in 1..=4 {
+            again.apply_command(&Command::RegisterNode { node: NodeId(n), incarnation: Incarnation(1) });
+        }
+        again.apply_command(&Command::Reassign { partition: P, target: Some(ids(&[2, 3, 4])) });
+        let restored = ClusterState::decode_snapshot(&again.encode_snapshot()).unwrap();
+        assert_eq!(restored, again);
+        assert_eq!(moving(&restored).unwrap().target, ids(&[2, 3, 4]));
+    }
+
+    /// A leader that stays keeps its epoch; a move whose target is already in sync (a
+    /// removal, a reorder) completes at once; a new target replaces the old one from the
+    /// same original replicas; a cancel returns to them and elects away from an added leader.
+    #[test]
+    fn reassignments_complete_at_once_when_in_sync_and_can_be_replaced_or_cancelled() {
+        let mut state = ClusterState::new(&ids(&[1, 2, 3, 4, 5]), &[(P, ids(&[1, 2, 3]), CONFIG)]);
+        for n in 1..=5 {
+            state.apply_command(&Command::RegisterNode { node: NodeId(n), incarnation: Incarnation(1) });
+        }
+        let start = state.partition(P).unwrap().clone();
+        // Shrinking to (n2, n1): already in sync, done at once, n1 keeps leading in its epoch.
+        assert!(state.apply_command(&Command::Reassign { partition: P, target: Some(ids(&[2, 1])) }).accepted);
+        let shrunk = state.partition(P).unwrap().clone();
+        assert_eq!((shrunk.replicas.clone(), shrunk.isr.clone()), (ids(&[2, 1]), ids(&[2, 1])));
+        assert_eq!((shrunk.leader, shrunk.leader_epoch), (Some(NodeId(1)), start.leader_epoch));
+        assert_eq!(moving(&state), None);
+        // Towards (n4, n5), then replaced by (n3, n1) before n4 or n5 catch up.
+        state.apply_command(&Command::Reassign { partition: P, target: Some(ids(&[4, 5])) });
+        assert_eq!(state.partition(P).unwrap().replicas, ids(&[4, 5, 2, 1]));
+        assert!(alter_isr(&mut state, &[2, 1, 4], 1).accepted);
+        assert_eq!(state.partition(P).unwrap().isr, ids(&[4, 2, 1]));
+        state.apply_command(&Command::Reassign { partition: P, target: Some(ids(&[3, 1])) });
+        let replaced = state.partition(P).unwrap().clone();
+        assert_eq!(replaced.replicas, ids(&[3, 1, 2]));
+        assert_eq!(replaced.isr, ids(&[1, 2]), "n4 left with the old target");
+        assert_eq!(moving(&state).unwrap().original, ids(&[2, 1]));
+        // Cancelled: back to (n2, n1).
+        assert!(state.apply_command(&Command::Reassign { partition: P, target: None }).accepted);
+        let cancelled = state.partition(P).unwrap().clone();
+        assert_eq!((cancelled.replicas, cancelled.isr), (ids(&[2, 1]), ids(&[2, 1])));
+        assert_eq!(moving(&state), None);
+        assert_eq!(state.check_reassign(P, None), Err(ReassignError::NoReassignmentInProgress));
+        // A cancel that would drop an added leader elects among the original replicas.
+        state.apply_command(&Command::Reassign { partition: P, target: Some(ids(&[4])) });
+        let before = state.partition(P).unwrap().clone();
+        assert!(alter_isr(&mut state, &[2, 1, 4], 2).accepted);
+        assert_eq!(moving(&state), None, "n4 in sync: (n4) alone is done");
+        assert_eq!(state.partition(P).unwrap().leader, Some(NodeId(4)));
+        assert!(state.partition(P).unwrap().leader_epoch > before.leader_epoch);
+        state.apply_command(&Command::Reassign { partition: P, target: Some(ids(&[4, 5])) });
+        state.apply_command(&Command::Reassign { partition: P, target: None });
+        let back = state.partition(P).unwrap().clone();
+        assert_eq!((back.replicas.clone(), back.leader), (ids(&[4]), Some(NodeId(4))));
+    }
+
+    /// Refused moves change nothing: unknown partitions, empty or duplicated lists, nodes
+    /// never registered, cancels with nothing moving or no original replica in sync.
+    #[test]
+    fn invalid_reassignments_are_refused_with_their_reason() {
+        let mut state = cluster();
+        let unknown = ClusterPartitionId(9);
+        assert_eq!(state.check_reassign(unknown, Some(&ids(&[1]))), Err(ReassignError::UnknownPartition));
+        for bad in [ids(&[]), ids(&[1, 2, 1]), ids(&[1, 7])] {
+            assert!(matches!(state.check_reassign(P, Some(&bad)), Err(ReassignError::Invalid(_))), "{bad:?}");
+            let before = state.clone();
+            assert!(!state.apply_command(&Command::Reassign { partition: P, target: Some(bad) }).accepted);
+            assert_eq!(state, before);
+        }
+        assert!(!state.apply_command(&Command::Reassign { partition: P, target: None }).accepted);
+        // n4 joins and is added towards (n4, n2); n2 and n3 fall out, n4 catches up, n1 is
+        // fenced: only n4 is in sync, and a cancel (to n1..n3) would lose records.
+        state.apply_command(&Command::RegisterNode { node: NodeId(4), incarnation: Incarnation(1) });
+        state.apply_command(&Command::Reassign { partition: P, target: Some(ids(&[4, 2])) });
+        for n in [2, 3] {
+            state.apply_command(&Command::FenceNode { node: NodeId(n), incarnation: Incarnation(1) });
+        }
+        assert!(alter_isr(&mut state, &[1, 4], 1).accepted);
+        assert!(moving(&state).is_some());
+        state.apply_command(&Command::FenceNode { node: NodeId(1), incarnation: Incarnation(1) });
+        assert_eq!(state.partition(P).unwrap().isr, ids(&[4]));
+        assert_eq!(state.partition(P).unwrap().leader, Some(NodeId(4)));
+        assert!(matches!(state.check_reassign(P, None), Err(ReassignError::Invalid(_))));
+        let before = state.clone();
+        assert!(!state.apply_command(&Command::Reassign { partition: P, target: None }).accepted);
+        assert_eq!(state, before);
     }
 
     /// A created partition gets a leader at once when a replica is eligible, or as soon as

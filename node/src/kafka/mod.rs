@@ -23,6 +23,7 @@ mod fetch_response;
 mod fetch_sessions;
 mod groups;
 mod legacy;
+mod reassign;
 mod txn;
 
 use std::rc::Rc;
@@ -75,6 +76,8 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
     (ApiKey::EndTxn, 0, 5),
@@ -476,6 +479,8 @@ impl KafkaServer {
             ApiKey::DeleteGroups => r.respond(&groups::delete(server, r, decode(r, body)?).await)?,
             ApiKey::OffsetDelete => r.respond(&groups::delete_offsets(server, r, decode(r, body)?).await)?,
             ApiKey::ElectLeaders => r.respond(&admin::elect_leaders(server, r, decode(r, body)?).await)?,
+            ApiKey::AlterPartitionReassignments => r.respond(&reassign::alter(server, r, decode(r, body)?).await)?,
+            ApiKey::ListPartitionReassignments => r.respond(&reassign::list(server, r, decode(r, body)?).await)?,
             ApiKey::AddPartitionsToTxn => r.respond(&txn::add_partitions(server, r, decode(r, body)?).await)?,
             ApiKey::AddOffsetsToTxn => r.respond(&txn::add_offsets(server, r, decode(r, body)?).await)?,
             ApiKey::EndTxn => r.respond(&txn::end_txn(server, r, decode(r, body)?).await)?,

@@ -636,6 +636,9 @@ impl Shard {
         self.apply_metadata(update.metadata).await;
         if registered && !self.metadata_applied.replace(true) {
             self.caught_up.notify_all();
+            if self.id == ShardId(0) {
+                self.remove_stray_replicas();
+            }
         }
         self.sync_host(&previous);
         for partition in to_load {
@@ -722,7 +725,9 @@ impl Shard {
             states.push(state.clone());
         }
         for id in host.hosted() {
-            if !view.ids.contains_key(&id) {
+            let replicated =
+                view.ids.get(&id).and_then(|tp| view.partitions.get(tp)).is_some_and(|s| s.replicas.contains(&me));
+            if !replicated {
                 host.unhost(id);
             }
         }
@@ -873,26 +878,31 @@ impl Shard {
         }
     }
 
+    /// Shard 0: NOT_CONTROLLER, naming the controller, unless this node is it (admin
+    /// requests run on the controller only).
+    pub(super) fn check_controller(&self, agent: &Agent) -> Result<(), NodeError> {
+        if agent.is_controller() {
+            return Ok(());
+        }
+        let me = self.host().node().0;
+        let who = agent.controller().map_or("no controller is elected yet".to_string(), |c| {
+            let address =
+                self.config.nodes().iter().find(|p| p.id == c.0).map_or(String::new(), |p| format!(" at {}", p.listen));
+            format!("the controller is node {}{address}", c.0)
+        });
+        Err(NodeError::new(
+            ErrorKind::NotController,
+            format!("node {me} is not the cluster's controller, which runs admin requests; {who}"),
+        ))
+    }
+
     /// Shard 0: admin requests become controller commands, run by the controller only.
     pub(super) async fn cluster_admin(self: &Rc<Self>, agent: &Rc<Agent>, request: AdminRequest) -> AdminResult {
         let refuse = |e: NodeError| AdminResult {
             results: request.topic_names().into_iter().map(|n| (n, Err(e.clone()))).collect(),
         };
-        if !agent.is_controller() {
-            let me = self.host().node().0;
-            let who = agent.controller().map_or("no controller is elected yet".to_string(), |c| {
-                let address = self
-                    .config
-                    .nodes()
-                    .iter()
-                    .find(|p| p.id == c.0)
-                    .map_or(String::new(), |p| format!(" at {}", p.listen));
-                format!("the controller is node {}{address}", c.0)
-            });
-            return refuse(NodeError::new(
-                ErrorKind::NotController,
-                format!("node {me} is not the cluster's controller, which runs admin requests; {who}"),
-            ));
+        if let Err(e) = self.check_controller(agent) {
+            return refuse(e);
         }
         let Some(mut metadata) = agent.with_state(|s| update_of(s, NodeId(0), Incarnation(0), None).metadata) else {
             return refuse(NodeError::new(ErrorKind::NotController, "this node is not a controller voter"));

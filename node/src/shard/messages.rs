@@ -62,6 +62,14 @@ pub enum ShardRequest {
         ip: std::net::IpAddr,
         limit: Option<u32>,
     },
+    /// To shard 0: start or cancel partition moves (AlterPartitionReassignments); with
+    /// `keep_factor` a move may not change the partition's replica count.
+    Reassign {
+        moves: Vec<super::reassign::Move>,
+        keep_factor: bool,
+    },
+    /// To shard 0: the moves in progress, of these topics' partitions (`None`: all).
+    ListReassignments(Option<Vec<(String, Vec<u32>)>>),
     /// To shard 0: Kafka's topic auto-creation of these topics (`Shard::auto_create`).
     AutoCreate(Vec<String>),
     /// Close every log (shutdown).
@@ -126,6 +134,9 @@ pub enum ShardReply {
     Producers(Result<Vec<crate::storage::producers::ProducerSummary>, NodeError>),
     OpenFailures(Vec<(u32, String)>),
     LogSizes(Vec<(TopicPartition, u64)>),
+    /// One result per move of `Reassign`, in order.
+    Reassigned(Vec<Result<(), NodeError>>),
+    Reassignments(Result<Vec<super::reassign::MoveInProgress>, NodeError>),
     Done,
     Failed(NodeError),
 }

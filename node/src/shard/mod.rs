@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod descriptors;
 mod kafka_calls;
 mod messages;
+pub mod reassign;
 mod security;
 pub mod space;
 
@@ -35,7 +36,7 @@ use std::time::Duration;
 
 use sluice_io::mesh::{Mesh, MeshReceiver, MeshSender};
 use sluice_schemas::{Offset, TopicPartition};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::errors::{from_storage, ErrorKind, NodeError};
@@ -374,6 +375,10 @@ impl Shard {
                 ShardReply::Offset(self.list_offset_local(&topic, partition, timestamp, read_committed).await)
             }
             ShardRequest::Admin(request) => ShardReply::Admin(self.admin(request).await),
+            ShardRequest::Reassign { moves, keep_factor } => {
+                ShardReply::Reassigned(self.reassign(moves, keep_factor).await)
+            }
+            ShardRequest::ListReassignments(asked) => ShardReply::Reassignments(self.reassignments(asked.as_deref())),
             ShardRequest::Security(changes) => ShardReply::SecurityChanged(self.change_security_here(changes).await),
             ShardRequest::ProducerId => ShardReply::ProducerId(self.next_producer_id().await),
             ShardRequest::ConnectionSlot { ip, limit: Some(limit) } => {
@@ -794,6 +799,30 @@ impl Shard {
                             warn!(dir = %dir.display(), "removing a deleted partition: {e}");
                         }
                     }
+                }
+            }
+        }
+        // Partitions moved off this node (a completed reassignment): the replicas that
+        // stay hold everything acknowledged, so this copy is closed and deleted.
+        let moved: Vec<TopicPartition> = self
+            .logs
+            .borrow()
+            .keys()
+            .filter(|k| current.topic(&k.topic).is_some() && !self.replicates(&k.topic, k.partition))
+            .cloned()
+            .collect();
+        for key in moved {
+            self.open_failures.borrow_mut().remove(&key);
+            let log = self.logs.borrow_mut().remove(&key);
+            if let Some(log) = log {
+                close_log(log).await;
+                let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {
+                        info!(topic = %key.topic, partition = key.partition, "replica moved off this node: its copy is deleted")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => warn!(dir = %dir.display(), "removing a replica moved off this node: {e}"),
                 }
             }
         }

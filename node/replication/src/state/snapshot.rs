@@ -17,7 +17,9 @@
 //! principal and host strings, operation u8, permission u8), a section older snapshots
 //! lack (no ACLs); the advertised listeners (u32 count of the nodes that have any; each
 //! node id u32, then its list: u32 count, each name and host strings, port u16), a
-//! section older snapshots lack (no listeners). Decoding checks every count against the
+//! section older snapshots lack (no listeners); the reassignments in progress (u32 count;
+//! each partition id u32, target and original replica lists), a section older snapshots
+//! lack (none). Decoding checks every count against the
 //! bytes left, refuses duplicates and trailing bytes.
 
 use std::collections::BTreeMap;
@@ -26,7 +28,7 @@ use crate::ClusterPartitionId;
 use sluice_schemas::ids::LeaderEpoch;
 
 use super::{
-    ClusterState, DecodeError, NodeRecord, PartitionRecord, ProducerIdBlock, Reader, TopicRecord, Writer,
+    ClusterState, DecodeError, NodeRecord, PartitionRecord, ProducerIdBlock, Reader, Reassignment, TopicRecord, Writer,
     ENCODING_VERSION,
 };
 use crate::{Incarnation, NodeId, PartitionConfig};
@@ -99,6 +101,13 @@ impl ClusterState {
             w.u32(id.0);
             w.listeners(&record.listeners);
         }
+        let moving: Vec<(ClusterPartitionId, &Reassignment)> = self.reassignments().collect();
+        w.u32(count(moving.len()));
+        for (id, m) in moving {
+            w.u32(id.0);
+            w.nodes(&m.target);
+            w.nodes(&m.original);
+        }
         w.0
     }
 
@@ -129,7 +138,8 @@ impl ClusterState {
             let unclean_elections = r.u64()?;
             let last_alter = if r.bool()? { Some((LeaderEpoch(r.u32()?), r.u64()?)) } else { None };
             let id = partition_state.partition;
-            let record = PartitionRecord { state: partition_state, config, unclean_elections, last_alter };
+            let record =
+                PartitionRecord { state: partition_state, config, unclean_elections, last_alter, reassignment: None };
             if state.partitions.insert(id, record).is_some() {
                 return r.err(format!("partition {id} listed twice"));
             }
@@ -196,6 +206,23 @@ impl ClusterState {
                     return r.err(format!("listeners of node {id} listed twice"));
                 }
                 record.listeners = listeners;
+            }
+        }
+        if r.at < r.bytes.len() {
+            // Each move takes at least 8 bytes (its partition id and two empty lists).
+            for _ in 0..bounded(&mut r, 8)? {
+                let id = ClusterPartitionId(r.u32()?);
+                let moving = Reassignment { target: r.nodes()?, original: r.nodes()? };
+                let Some(record) = state.partitions.get_mut(&id) else {
+                    return r.err(format!("a reassignment of partition {id}, which is not in the state"));
+                };
+                if record.reassignment.is_some() {
+                    return r.err(format!("the reassignment of partition {id} listed twice"));
+                }
+                if moving.target.is_empty() || record.state.replicas != moving.replicas() {
+                    return r.err(format!("the reassignment of partition {id} does not match its replicas"));
+                }
+                record.reassignment = Some(moving);
             }
         }
         r.finish()?;
@@ -265,6 +292,9 @@ mod tests {
         state.apply_command(&topic("gone", vec![ids(&[1, 2])], config));
         state.apply_command(&Command::DeleteTopic { name: "gone".to_string() });
         state.apply_command(&topic("risky", vec![ids(&[4, 1])], unclean));
+        // orders-0 (n2, n3) moving to (n3, n1): n1 is added, n2 removed.
+        let moving = Command::Reassign { partition: ClusterPartitionId(1), target: Some(ids(&[3, 1])) };
+        assert!(state.apply_command(&moving).accepted);
         state.apply_command(&Command::ControlledShutdown { node: NodeId(4), incarnation: Incarnation(4) });
         state.apply_command(&Command::FenceNode { node: NodeId(1), incarnation: Incarnation(1) });
         state.apply_command(&Command::ElectPreferred {
@@ -312,6 +342,11 @@ mod tests {
     }
 
     /// Bytes the listener section at the end of `state`'s snapshot takes.
+    /// Bytes the reassignment section at the end of `state`'s snapshot takes.
+    fn reassignment_section_bytes(state: &ClusterState) -> usize {
+        4 + state.reassignments().map(|(_, m)| 4 + 2 + 4 * m.target.len() + 2 + 4 * m.original.len()).sum::<usize>()
+    }
+
     fn listener_section_bytes(state: &ClusterState) -> usize {
         4 + state
             .nodes
@@ -375,13 +410,15 @@ mod tests {
     fn malformed_snapshots_are_refused() {
         let state = busy_state();
         let bytes = state.encode_snapshot();
-        // A snapshot from before listeners ends where their section starts, one from before
-        // ACLs where theirs does, and so on for SCRAM users and producer ids.
-        let before_listeners = bytes.len() - listener_section_bytes(&state);
+        // A snapshot from before reassignments ends where their section starts, one from
+        // before listeners where theirs does, and so on for ACLs, SCRAM users and producer ids.
+        let before_moves = bytes.len() - reassignment_section_bytes(&state);
+        let before_listeners = before_moves - listener_section_bytes(&state);
         let before_acls = before_listeners - acl_section_bytes(&state);
         let before_users = before_acls - scram_section_bytes(&state);
         let older = before_users - producer_section_bytes(&state);
-        for cut in (0..bytes.len()).filter(|cut| ![older, before_users, before_acls, before_listeners].contains(cut)) {
+        let sections = [older, before_users, before_acls, before_listeners, before_moves];
+        for cut in (0..bytes.len()).filter(|cut| !sections.contains(cut)) {
             assert!(ClusterState::decode_snapshot(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         let without = ClusterState::decode_snapshot(&bytes[..older]).unwrap();
@@ -393,6 +430,10 @@ mod tests {
         let no_listeners = ClusterState::decode_snapshot(&bytes[..before_listeners]).unwrap();
         assert!(no_listeners.nodes().all(|(_, r)| r.listeners.is_empty()) && no_listeners.acls().len() == 2);
         let mut expected = state.clone();
+        expected.partitions.values_mut().for_each(|r| r.reassignment = None);
+        let no_moves = ClusterState::decode_snapshot(&bytes[..before_moves]).unwrap();
+        assert_eq!(no_moves.reassignments().count(), 0);
+        assert_eq!(no_moves, expected, "everything else as it was");
         expected.nodes.values_mut().for_each(|r| r.listeners.clear());
         assert_eq!(no_listeners, expected, "everything else as it was");
         let mut longer = bytes.clone();

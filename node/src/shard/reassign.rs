@@ -1,0 +1,213 @@
+//! Partition reassignment as clients ask for it (Kafka's AlterPartitionReassignments and
+//! ListPartitionReassignments): shard 0 of the controller turns each move into a
+//! `Command::Reassign`, checked against the committed state first so a refusal names its
+//! reason, and answers once the move is recorded (started), not once it is done. The
+//! move itself runs in the cluster: the new replicas open empty logs and fetch from the
+//! leader like any follower, the leader brings them into the ISR, and the state machine
+//! completes the move (`ClusterState::complete_reassignment`) so that the replicas leaving
+//! close and delete their copies (`Shard::apply_metadata`).
+//!
+//! Lives on: shard 0 (its controller agent).
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use tracing::info;
+
+use super::cluster::{ADMIN_TIMEOUT, STATE_POLL};
+use super::Shard;
+use crate::errors::{ErrorKind, NodeError};
+use crate::replication::{ClusterPartitionId, ClusterState, Command, NodeId, ReassignError};
+
+/// A move a client asked for: the partition, and its new replicas (node ids, the first
+/// preferred as leader) or `None` to cancel the move in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Move {
+    pub topic: String,
+    pub partition: u32,
+    pub target: Option<Vec<u32>>,
+}
+
+/// A move in progress, as ListPartitionReassignments shows it: every replica the
+/// partition has now (target first), and which of them are being added and removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveInProgress {
+    pub topic: String,
+    pub partition: u32,
+    pub replicas: Vec<u32>,
+    pub adding: Vec<u32>,
+    pub removing: Vec<u32>,
+}
+
+fn numbers(nodes: &[NodeId]) -> Vec<u32> {
+    nodes.iter().map(|n| n.0).collect()
+}
+
+/// The cluster id of `topic`'s partition `partition`.
+fn partition_id(state: &ClusterState, topic: &str, partition: u32) -> Option<ClusterPartitionId> {
+    state.topic(topic)?.partitions.get(partition as usize).copied()
+}
+
+/// The command for `m`, or why it is refused. `keep_factor`: Kafka's
+/// `allowReplicationFactorChange = false` (v1): the target must have as many replicas as
+/// the partition had before any move.
+fn command_for(state: &ClusterState, m: &Move, keep_factor: bool) -> Result<Command, NodeError> {
+    let name = format!("{}-{}", m.topic, m.partition);
+    let Some(id) = partition_id(state, &m.topic, m.partition) else {
+        return Err(NodeError::new(ErrorKind::UnknownTopicOrPartition, format!("{name} does not exist")));
+    };
+    let target: Option<Vec<NodeId>> = m.target.as_ref().map(|t| t.iter().map(|n| NodeId(*n)).collect());
+    if let (Some(target), Some(record), true) = (&target, state.partition_record(id), keep_factor) {
+        let before = record.reassignment.as_ref().map_or(record.state.replicas.len(), |r| r.original.len());
+        if target.len() != before {
+            return Err(NodeError::new(
+                ErrorKind::InvalidReplicationFactor,
+                format!(
+                    "{name}: {} replicas asked for, {before} now, and the request does not allow the replication \
+                     factor to change",
+                    target.len()
+                ),
+            ));
+        }
+    }
+    state.check_reassign(id, target.as_deref()).map_err(|e| {
+        let kind = match e {
+            ReassignError::UnknownPartition => ErrorKind::UnknownTopicOrPartition,
+            ReassignError::NoReassignmentInProgress => ErrorKind::NoReassignmentInProgress,
+            ReassignError::Invalid(_) => ErrorKind::InvalidReplicaAssignment,
+        };
+        NodeError::new(kind, format!("{name}: {e}"))
+    })?;
+    Ok(Command::Reassign { partition: id, target })
+}
+
+/// Whether the committed state shows `command` (a `Command::Reassign`) applied: the move
+/// recorded, already completed, or (a cancel) no move left.
+fn shows(state: &ClusterState, command: &Command) -> bool {
+    let Command::Reassign { partition, target } = command else { return true };
+    let Some(record) = state.partition_record(*partition) else { return true };
+    match (target, &record.reassignment) {
+        (None, moving) => moving.is_none(),
+        (Some(target), Some(moving)) => moving.target == *target,
+        (Some(target), None) => record.state.replicas == *target,
+    }
+}
+
+impl Shard {
+    /// Shard 0, once the node's first view of the cluster shows it registered: deletes the
+    /// copies of partitions that moved off this node while it was down (a directory
+    /// `TOPIC-PARTITION` of a partition that exists and that this node does not
+    /// replicate). The view is the committed state, so a replica it does not list is not
+    /// in any ISR and holds nothing the cluster needs. Other entries are left alone.
+    pub(super) fn remove_stray_replicas(&self) {
+        let view = self.cluster_view();
+        let Ok(entries) = std::fs::read_dir(&self.config.data_dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((topic, partition)) = name.to_str().and_then(|n| n.rsplit_once('-')) else { continue };
+            let Ok(partition) = partition.parse::<u32>() else { continue };
+            let key = sluice_schemas::TopicPartition::new(topic, partition);
+            let Some(state) = view.partitions.get(&key) else { continue };
+            if !entry.path().is_dir() || state.replicas.iter().any(|r| *r == self.host().node()) {
+                continue;
+            }
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    info!(topic, partition, "this partition moved off this node while it was down: its copy is deleted")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(dir = %entry.path().display(), "removing a replica moved off this node: {e}"),
+            }
+        }
+    }
+
+    /// Shard 0: starts (or cancels) each move, one result per move in order; waits until
+    /// the controller's committed state shows them (at most `ADMIN_TIMEOUT`).
+    pub(super) async fn reassign(self: &Rc<Self>, moves: Vec<Move>, keep_factor: bool) -> Vec<Result<(), NodeError>> {
+        let Some(agent) = self.agent.get() else {
+            let e = NodeError::new(ErrorKind::Unknown, format!("reassignment on shard {}, not shard 0", self.id.0));
+            return moves.iter().map(|_| Err(e.clone())).collect();
+        };
+        if let Err(e) = self.check_controller(agent) {
+            return moves.iter().map(|_| Err(e.clone())).collect();
+        }
+        let not_voter = || NodeError::new(ErrorKind::NotController, "this node is not a controller voter");
+        let mut results: Vec<Result<Option<Command>, NodeError>> = Vec::with_capacity(moves.len());
+        for m in &moves {
+            let command = agent.with_state(|s| command_for(s, m, keep_factor)).unwrap_or_else(|| Err(not_voter()));
+            let proposed = command.and_then(|c| {
+                agent.propose(&c).map_err(|e| {
+                    NodeError::new(ErrorKind::NotController, format!("the controller could not propose it: {e}"))
+                })?;
+                info!(topic = %m.topic, partition = m.partition, target = ?m.target, "reassignment proposed");
+                Ok(Some(c))
+            });
+            results.push(proposed);
+        }
+        let deadline = Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            let waiting =
+                results.iter().any(|r| matches!(r, Ok(Some(c)) if agent.with_state(|s| shows(s, c)) != Some(true)));
+            if !waiting {
+                break;
+            }
+            if Instant::now() >= deadline {
+                for (r, m) in results.iter_mut().zip(&moves) {
+                    if matches!(r, Ok(Some(c)) if agent.with_state(|s| shows(s, c)) != Some(true)) {
+                        *r = Err(NodeError::new(
+                            ErrorKind::RequestTimedOut,
+                            format!(
+                                "{}-{}: the move was not committed within {ADMIN_TIMEOUT:?} (is a quorum of voters up?)",
+                                m.topic, m.partition
+                            ),
+                        ));
+                    }
+                }
+                break;
+            }
+            crate::io::sleep(STATE_POLL).await;
+        }
+        results.into_iter().map(|r| r.map(|_| ())).collect()
+    }
+
+    /// Shard 0: the moves in progress, of the partitions asked for (`None`: all), in topic
+    /// and partition order. Only the controller answers (it holds the latest state).
+    pub(super) fn reassignments(&self, asked: Option<&[(String, Vec<u32>)]>) -> Result<Vec<MoveInProgress>, NodeError> {
+        let Some(agent) = self.agent.get() else {
+            return Err(NodeError::new(
+                ErrorKind::Unknown,
+                format!("reassignments on shard {}, not shard 0", self.id.0),
+            ));
+        };
+        self.check_controller(agent)?;
+        let listed = agent.with_state(|state| {
+            let mut out = Vec::new();
+            for (topic, record) in state.topics() {
+                let wanted: Option<&Vec<u32>> = match asked {
+                    None => None,
+                    Some(list) => match list.iter().find(|(t, _)| t == topic) {
+                        Some((_, partitions)) => Some(partitions),
+                        None => continue,
+                    },
+                };
+                for (index, id) in record.partitions.iter().enumerate() {
+                    let partition = index as u32;
+                    if wanted.is_some_and(|w| !w.contains(&partition)) {
+                        continue;
+                    }
+                    let Some(p) = state.partition_record(*id) else { continue };
+                    let Some(moving) = &p.reassignment else { continue };
+                    out.push(MoveInProgress {
+                        topic: topic.clone(),
+                        partition,
+                        replicas: numbers(&p.state.replicas),
+                        adding: numbers(&moving.adding()),
+                        removing: numbers(&moving.removing()),
+                    });
+                }
+            }
+            out
+        });
+        listed.ok_or_else(|| NodeError::new(ErrorKind::NotController, "this node is not a controller voter"))
+    }
+}
