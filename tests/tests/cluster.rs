@@ -25,7 +25,6 @@ use sluice_client::protocol::{self, PartitionInfo};
 use sluice_client::{Admin, NewTopic};
 use sluice_node::storage::{LogConfig, PartitionLog};
 use sluice_schemas::batch::BatchWalker;
-use sluice_schemas::Offset;
 use sluice_tests::faults::{Link, LoopFs};
 use sluice_tests::node_client::{free_loopback_addr, NodeProcess};
 use sluice_tests::streaming::Streaming;
@@ -285,7 +284,8 @@ async fn high_watermark(cluster: &Cluster, admin: &Admin, topic: &str, partition
     })
 }
 
-/// Every batch of a stopped node's replica below `end`: (base offset, bytes).
+/// Every batch of a stopped node's replica below `end`, from its log start: (base
+/// offset, bytes).
 fn stored_batches(dir: &Path, end: u64) -> Vec<(u64, Vec<u8>)> {
     let dir = dir.to_path_buf();
     let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -297,7 +297,7 @@ fn stored_batches(dir: &Path, end: u64) -> Vec<(u64, Vec<u8>)> {
             .await
             .unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()));
         let mut out = Vec::new();
-        let mut offset = Offset(0);
+        let mut offset = log.log_start_offset();
         while offset.0 < end {
             assert!(offset < log.log_end_offset(), "{} ends at {} below {end}", dir.display(), log.log_end_offset());
             let bytes = log.read(offset, 1 << 20).await.unwrap().to_vec();
@@ -1150,7 +1150,9 @@ fn reassign_script(bootstrap: &str, command: &[&str]) -> Vec<sluice_tests::json:
 /// node 1 is down while its partitions move; restarted, it finds them gone from its
 /// replicas and deletes its copies. Then nothing is moving, node 1 holds nothing of the
 /// topic, every acknowledged value is stored once at its offset on a replica of the final
-/// assignment, and the producer saw no error beyond refused connections.
+/// assignment, and the producer saw no error beyond refused connections. Moved in the
+/// first round too: a partition whose records below 100 were deleted (DeleteRecords):
+/// its new replica starts at the leader's log start and holds everything from there.
 #[test]
 fn partitions_move_off_a_drained_node_under_an_idempotent_producer_through_a_controller_kill() {
     const TOPIC: &str = "moving";
@@ -1183,27 +1185,55 @@ fn partitions_move_off_a_drained_node_under_an_idempotent_producer_through_a_con
         .collect();
     assert!(plan.len() >= 2, "node 1 holds at least two of the partitions: {parts:?}");
     let (first, second) = plan.split_at(plan.len() / 2);
+    // A partition whose leader no longer has its first 100 records.
+    let trimmed = NewTopic { name: "trimmed".into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
+    let (trimmed_move, added, trimmed_values) = runtime.block_on(async {
+        wait_for("the trimmed topic to be created", || async { admin.create_topic(trimmed.clone()).await.ok() }).await;
+        let now = wait_for_full_isr(&admin, "trimmed").await;
+        let config =
+            ProducerConfig { bootstrap_servers: cluster.bootstrap(), acks: Acks::All, ..ProducerConfig::default() };
+        let producer = Producer::new(config).await.unwrap();
+        let mut values = BTreeMap::new();
+        for i in 0..200u64 {
+            let value = format!("t-{i}").into_bytes();
+            let record = ProducerRecord {
+                topic: "trimmed".into(),
+                partition: Some(0),
+                value: Some(value.clone()),
+                ..ProducerRecord::default()
+            };
+            let offset = tokio::time::timeout(WAIT, producer.send(record).await.unwrap()).await.unwrap().unwrap();
+            values.insert(offset.offset.expect("acks=all names the offset"), value);
+        }
+        assert_eq!(admin.delete_records("trimmed", 0, 100).await.unwrap(), 100);
+        let replicas = &now[0].replicas;
+        let missing = (1..=4).find(|n| !replicas.contains(n)).unwrap();
+        let leaving = if replicas.contains(&1) { 1 } else { replicas[2] };
+        let target: Vec<u32> = replicas.iter().map(|r| if *r == leaving { missing } else { *r }).collect();
+        (("trimmed", 0u32, target), missing as usize, values)
+    });
     let run = IdempotentRun::start(&cluster, TOPIC, PARTITIONS);
     run.wait_acked(&runtime, "records acknowledged before the first moves", 300);
     let node_1_holds = |moves: &[(u32, Vec<u32>)], cluster: &Cluster| {
         moves.iter().filter(|(p, _)| cluster.data_dir(1).join(format!("{TOPIC}-{p}")).exists()).count()
     };
-    let start_moves = |moves: &[(u32, Vec<u32>)]| {
+    let start_moves = |moves: &[(u32, Vec<u32>)], also: &[(&str, u32, Vec<u32>)]| {
         let mut args = vec!["move".to_string()];
-        args.extend(moves.iter().map(|(p, target)| {
+        let named = moves.iter().map(|(p, target)| (TOPIC, *p, target)).chain(also.iter().map(|(t, p, r)| (*t, *p, r)));
+        args.extend(named.map(|(topic, p, target)| {
             let ids: Vec<String> = target.iter().map(u32::to_string).collect();
-            format!("{TOPIC}:{p}={}", ids.join(","))
+            format!("{topic}:{p}={}", ids.join(","))
         }));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let answers = reassign_script(&kafka, &args);
-        assert_eq!(answers.len(), moves.len(), "{answers:?}");
+        assert_eq!(answers.len(), moves.len() + also.len(), "{answers:?}");
         for a in &answers {
             assert!(a.get("error").is_some_and(sluice_tests::json::Json::is_null), "a move was refused: {a:?}");
         }
     };
 
     // Round 1: the moves, and at once a kill -9 of the controller.
-    start_moves(first);
+    start_moves(first, &[trimmed_move.clone()]);
     let controller =
         runtime.block_on(wait_for("a controller", || async { admin.metadata(Some(&[])).await.ok()?.controller_id }));
     cluster.node(controller).kill9_and_wait();
@@ -1212,6 +1242,9 @@ fn partitions_move_off_a_drained_node_under_an_idempotent_producer_through_a_con
     }));
     cluster.node(controller).restart();
     runtime.block_on(wait_for("the first moves to complete", || moved(&admin, TOPIC, first)));
+    let trimmed_target = vec![(0, trimmed_move.2.clone())];
+    runtime
+        .block_on(wait_for("the trimmed partition's move to complete", || moved(&admin, "trimmed", &trimmed_target)));
     runtime.block_on(wait_for("node 1 to delete its copies of the moved partitions", || async {
         (node_1_holds(first, &cluster) == 0).then_some(())
     }));
@@ -1229,7 +1262,7 @@ fn partitions_move_off_a_drained_node_under_an_idempotent_producer_through_a_con
         let metadata = admin.metadata(Some(&[])).await.ok()?;
         (metadata.controller_id.is_some_and(|c| c != 1) && metadata.nodes.iter().all(|n| n.node_id != 1)).then_some(())
     }));
-    start_moves(second);
+    start_moves(second, &[]);
     runtime.block_on(wait_for("the second moves to complete", || moved(&admin, TOPIC, second)));
     assert_eq!(node_1_holds(second, &cluster), second.len(), "node 1 was down: its copies are still there");
     cluster.node(1).restart();
@@ -1251,6 +1284,11 @@ fn partitions_move_off_a_drained_node_under_an_idempotent_producer_through_a_con
     let first_replica: BTreeMap<u32, usize> = last.iter().map(|p| (p.partition, p.replicas[0] as usize)).collect();
     let produced = run.finish_and_check(&mut cluster, &runtime, &admin, &|p| first_replica[&p]);
     eprintln!("{produced} records produced while {} partitions moved off node 1, each stored once", plan.len());
+    // The trimmed partition's new replica (on a stopped node now) starts at 100 and holds
+    // every record from there.
+    let stored = records_of(&stored_batches(&cluster.data_dir(added).join("trimmed-0"), 200));
+    let expected: BTreeMap<u64, Vec<u8>> = trimmed_values.into_iter().filter(|(offset, _)| *offset >= 100).collect();
+    assert_eq!(stored, expected, "node {added}'s replica of trimmed-0, added after its first 100 records were deleted");
 }
 
 /// Topic auto-creation in a cluster: kcat produces to a missing topic through a node

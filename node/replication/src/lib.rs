@@ -220,10 +220,21 @@ pub enum ReplicaError {
 /// What a leader answers a follower's fetch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FetchResult {
-    /// Entries from the fetch offset (possibly none) and the leader's high watermark.
+    /// The follower's log ends before the leader's log start (retention or DeleteRecords
+    /// removed what it lacks): it starts its log empty at `log_start`, in `epoch` (the
+    /// leader's epoch at its log start), and fetches from there. Only a node's leader
+    /// answers it (the simulator's logs all start at 0).
+    Reset {
+        log_start: Offset,
+        epoch: LeaderEpoch,
+    },
+    /// Entries from the fetch offset (possibly none), the leader's high watermark and its
+    /// log start (the follower's moves up to it, as far as the follower's log goes:
+    /// DeleteRecords and retention reach every replica, as in Kafka).
     Entries {
         entries: Vec<LogEntry>,
         high_watermark: Offset,
+        log_start: Offset,
     },
     /// The follower's log diverges from the leader's: the leader's answer to
     /// OffsetsForLeaderEpoch for the follower's last epoch. The follower truncates to

@@ -12,7 +12,10 @@
 //! Guarantees (asserted, they are bugs otherwise): entries are contiguous; epochs never
 //! decrease along the log; the epoch cache always equals what the entries say. A
 //! truncation removes whole entries: the one holding the offset and everything after.
-//! Log start is always 0 here (retention is not modelled).
+//! A tracked log starts at offset 0 (retention is not modelled). A stored log starts where
+//! its `PartitionLog` does; a follower whose log ends before its leader's log start (the
+//! leader's retention or DeleteRecords removed what it lacks) is reset to start empty at
+//! the leader's log start (`LogOp::Reset`, Kafka's truncateFullyAndStartAt).
 
 use sluice_schemas::ids::{LeaderEpoch, Offset};
 
@@ -45,6 +48,11 @@ pub enum LogOp {
     Append(Vec<LogEntry>),
     /// Remove the entry holding this offset and every one after it.
     TruncateTo(Offset),
+    /// Remove every entry and start the log empty at this offset.
+    Reset(Offset),
+    /// Move the log start up to this offset (at most the log end): the entries below it
+    /// are no longer read (the leader's DeleteRecords or retention).
+    AdvanceStart(Offset),
 }
 
 /// The OffsetsForLeaderEpoch answer: the largest epoch at or below the one asked for,
@@ -68,6 +76,8 @@ struct EpochStart {
 pub struct ReplicaLog {
     /// Every entry (a tracked log), or `None` (a stored log).
     entries: Option<Vec<LogEntry>>,
+    /// The log start offset: 0, or where a stored log starts (or was reset to).
+    start: Offset,
     end: Offset,
     /// The leader-epoch cache, strictly increasing in both fields.
     epochs: Vec<EpochStart>,
@@ -82,17 +92,36 @@ impl ReplicaLog {
         ReplicaLog { entries: Some(Vec::new()), ..ReplicaLog::default() }
     }
 
-    /// The view of a stored log that ends at `end` with this epoch cache (from
+    /// The view of a stored log from `start` to `end` with this epoch cache (from
     /// `PartitionLog::epoch_starts`); epochs at or after `end` are ignored.
     #[must_use]
-    pub fn stored(end: Offset, epochs: &[(LeaderEpoch, Offset)]) -> ReplicaLog {
+    pub fn stored(start: Offset, end: Offset, epochs: &[(LeaderEpoch, Offset)]) -> ReplicaLog {
         let mut cache: Vec<EpochStart> = Vec::new();
         for (epoch, start) in epochs {
             if *start < end && cache.last().is_none_or(|last| last.epoch < *epoch && last.start <= *start) {
                 cache.push(EpochStart { epoch: *epoch, start: *start });
             }
         }
-        ReplicaLog { entries: None, end, epochs: cache, truncations: 0 }
+        ReplicaLog { entries: None, start: start.min(end), end, epochs: cache, truncations: 0 }
+    }
+
+    /// The log start offset.
+    #[must_use]
+    pub fn start_offset(&self) -> Offset {
+        self.start
+    }
+
+    /// Empties the log and starts it at `start`. With `epoch`, the cache names it as the
+    /// epoch the log starts in (the leader's epoch at its log start), so the follower's
+    /// next fetch proves where its empty log stands; the first entry appended replaces it.
+    pub fn reset(&mut self, start: Offset, epoch: Option<LeaderEpoch>) {
+        if let Some(entries) = &mut self.entries {
+            entries.clear();
+        }
+        self.start = start;
+        self.end = start;
+        self.epochs = epoch.map(|epoch| EpochStart { epoch, start }).into_iter().collect();
+        self.truncations += 1;
     }
 
     /// The log end offset (LEO): the offset the next entry gets.
@@ -157,7 +186,11 @@ impl ReplicaLog {
             Some(latest) if latest == entry.epoch => {}
             Some(latest) => {
                 assert!(latest < entry.epoch, "entry {entry:?} goes back from epoch {latest}");
-                self.epochs.push(EpochStart { epoch: entry.epoch, start: entry.offset });
+                match self.epochs.last_mut() {
+                    // The epoch a reset log starts in holds no entry: this one's replaces it.
+                    Some(last) if last.start == entry.offset => last.epoch = entry.epoch,
+                    _ => self.epochs.push(EpochStart { epoch: entry.epoch, start: entry.offset }),
+                }
             }
             None => self.epochs.push(EpochStart { epoch: entry.epoch, start: entry.offset }),
         }
@@ -175,11 +208,11 @@ impl ReplicaLog {
         if offset >= self.end {
             return;
         }
-        self.end = offset;
+        self.end = offset.max(self.start);
         if let Some(entries) = &mut self.entries {
             let keep = entries.partition_point(|e| e.end() <= offset);
             entries.truncate(keep);
-            self.end = entries.last().map_or(Offset(0), LogEntry::end);
+            self.end = entries.last().map_or(self.start, LogEntry::end);
         }
         let end = self.end;
         self.epochs.retain(|e| e.start < end);
@@ -191,6 +224,8 @@ impl ReplicaLog {
         match op {
             LogOp::Append(entries) => entries.iter().for_each(|e| self.push(*e)),
             LogOp::TruncateTo(offset) => self.truncate_to(*offset),
+            LogOp::Reset(start) => self.reset(*start, None),
+            LogOp::AdvanceStart(offset) => self.start = self.start.max((*offset).min(self.end)),
         }
     }
 
@@ -278,7 +313,8 @@ mod tests {
 
     #[test]
     fn a_stored_log_keeps_only_its_end_and_epoch_cache() {
-        let mut log = ReplicaLog::stored(Offset(100), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(4), Offset(60))]);
+        let mut log =
+            ReplicaLog::stored(Offset(0), Offset(100), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(4), Offset(60))]);
         assert_eq!(
             log.end_offset_for_epoch(LeaderEpoch(3)),
             Some(EpochEnd { epoch: LeaderEpoch(1), end_offset: Offset(60) })
@@ -290,8 +326,25 @@ mod tests {
         assert_eq!(log.epoch_starts(), vec![(LeaderEpoch(1), Offset(0))]);
         assert_eq!(log.end_offset(), Offset(60));
         assert!(log.entries().is_empty());
-        let ignored = ReplicaLog::stored(Offset(10), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(2), Offset(10))]);
+        let ignored =
+            ReplicaLog::stored(Offset(0), Offset(10), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(2), Offset(10))]);
         assert_eq!(ignored.latest_epoch(), Some(LeaderEpoch(1)), "an epoch starting at the end is not in the log");
+    }
+
+    /// A reset log is empty from its new start, in the epoch it was given, until its first
+    /// entry (whose epoch takes that place).
+    #[test]
+    fn a_reset_log_starts_empty_where_it_was_told() {
+        let mut log = log_with(&[1, 1, 2]);
+        log.reset(Offset(50), Some(LeaderEpoch(3)));
+        assert_eq!((log.start_offset(), log.end_offset()), (Offset(50), Offset(50)));
+        assert!(log.entries().is_empty());
+        assert_eq!(log.latest_epoch(), Some(LeaderEpoch(3)));
+        assert_eq!(log.end_offset_for_epoch(LeaderEpoch(3)).map(|e| e.end_offset), Some(Offset(50)));
+        log.push(LogEntry { offset: Offset(50), count: 5, epoch: LeaderEpoch(4), payload: PayloadId(7) });
+        assert_eq!(log.epoch_starts(), vec![(LeaderEpoch(4), Offset(50))]);
+        log.apply(&LogOp::Reset(Offset(0)));
+        assert_eq!((log.start_offset(), log.end_offset(), log.latest_epoch()), (Offset(0), Offset(0), None));
     }
 
     #[test]

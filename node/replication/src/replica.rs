@@ -729,7 +729,7 @@ impl Replica {
         self.advance_high_watermark(ctx);
         self.maybe_expand_isr(ctx, replica, fetch_offset);
         let entries = self.log.read(fetch_offset, leo, ctx.config.fetch_entries_max);
-        FetchResult::Entries { entries, high_watermark: self.high_watermark }
+        FetchResult::Entries { entries, high_watermark: self.high_watermark, log_start: self.log.start_offset() }
     }
 
     /// Proposes `replica` back into the ISR once it holds everything below the HW and
@@ -770,7 +770,7 @@ impl Replica {
         }
         follower.in_flight = None;
         match result {
-            FetchResult::Entries { entries, high_watermark } => {
+            FetchResult::Entries { entries, high_watermark, log_start } => {
                 if entries.first().is_some_and(|e| e.offset != self.log.end_offset()) {
                     follower.next_fetch_ms = ctx.now_ms + ctx.config.fetch_backoff_ms;
                     return;
@@ -784,9 +784,37 @@ impl Replica {
                 }
                 let hw = high_watermark.min(self.log.end_offset());
                 self.high_watermark = self.high_watermark.max(hw);
+                let start = log_start.min(self.log.end_offset());
+                if start > self.log.start_offset() {
+                    self.log_op(ctx, LogOp::AdvanceStart(start));
+                }
                 if got {
                     self.send_fetch(ctx);
                 }
+            }
+            FetchResult::Reset { log_start, epoch } => {
+                // Only a log that ends before the leader's log start lacks what the leader
+                // no longer has; an answer to an older fetch is otherwise ignored.
+                if self.log.end_offset() < log_start {
+                    tracing::info!(
+                        "partition {} on {}: its log ends at {} before the leader's log start {log_start}: \
+                         it starts again, empty, from there",
+                        self.partition,
+                        ctx.node,
+                        self.log.end_offset()
+                    );
+                    self.log.reset(log_start, Some(epoch));
+                    self.high_watermark = self.high_watermark.max(log_start);
+                    ctx.out.push(NodeAction::Log { partition: self.partition, op: LogOp::Reset(log_start) });
+                }
+                self.send_fetch(ctx);
+            }
+            FetchResult::Diverging { end: None } if self.log.start_offset() > Offset(0) => {
+                // Nothing of this log is shared with the leader's and it does not start at
+                // 0: it starts again empty at 0, and the leader tells it where to start.
+                self.high_watermark = Offset(0);
+                self.log_op(ctx, LogOp::Reset(Offset(0)));
+                self.send_fetch(ctx);
             }
             FetchResult::Diverging { end } => {
                 let target = end

@@ -126,7 +126,9 @@ fn leader_hw_is_the_minimum_isr_leo_and_acks_all_waits_for_it() {
     let (result, out) = fetch(&mut leader, 2, 3, 1, 1, Some(1));
     assert_eq!(leader.high_watermark(P), Some(Offset(1)), "min(2, 2, 1)");
     assert_eq!(acks(&out), vec![Ok(Offset(0))]);
-    assert!(matches!(result, FetchResult::Entries { high_watermark: Offset(1), ref entries } if entries.len() == 1));
+    assert!(
+        matches!(result, FetchResult::Entries { high_watermark: Offset(1), ref entries, .. } if entries.len() == 1)
+    );
     let (_, out) = fetch(&mut leader, 3, 3, 1, 2, Some(1));
     assert_eq!(acks(&out), vec![Ok(Offset(1))]);
     let (_, out) = fetch(&mut leader, 4, 3, 1, 1, Some(1));
@@ -293,7 +295,7 @@ fn controller_messages_for_another_life_are_ignored() {
 
 #[test]
 fn the_nodes_produce_path_records_batches_the_stored_log_placed() {
-    let stored = ReplicaLog::stored(Offset(10), &[(LeaderEpoch(1), Offset(0))]);
+    let stored = ReplicaLog::stored(Offset(0), Offset(10), &[(LeaderEpoch(1), Offset(0))]);
     let mut leader = ReplicaNode::new(NodeId(1), Incarnation(1), CONFIG, vec![(P, PARTITION, stored)]);
     let client = Endpoint::Client(ClientId(7));
     let (refused, _) = leader.lead_append(0, P, client, Acks::All, Offset(10), 5, 1);
@@ -308,7 +310,9 @@ fn the_nodes_produce_path_records_batches_the_stored_log_placed() {
     assert_eq!(leader.log(P).unwrap().end_offset(), Offset(15));
     assert_eq!(leader.consumer_view(P), Err(ReplicaError::OffsetNotAvailable), "HW below the epoch start (10)");
     let (result, out) = fetch(&mut leader, 1, 2, 2, 15, Some(2));
-    assert!(matches!(result, FetchResult::Entries { high_watermark: Offset(15), ref entries } if entries.is_empty()));
+    assert!(
+        matches!(result, FetchResult::Entries { high_watermark: Offset(15), ref entries, .. } if entries.is_empty())
+    );
     assert_eq!(acks(&out), vec![Ok(Offset(10))]);
     assert_eq!(leader.consumer_view(P), Ok((Offset(15), LeaderEpoch(2))));
     update(&mut leader, 2, state(2, 3, 2, &[2]));
@@ -337,4 +341,111 @@ fn heartbeats_carry_the_configured_listeners() {
         })
         .collect();
     assert_eq!(heartbeats, vec![(false, listeners.clone()), (true, listeners)]);
+}
+
+/// The follower's fetch after a reply, with the log operations before it.
+fn follower_reply(
+    follower: &mut ReplicaNode,
+    now: u64,
+    result: FetchResult,
+) -> (Vec<LogOp>, Option<(Offset, Option<LeaderEpoch>)>) {
+    let request_id = match sent(follower.step(now, NodeInput::Tick)).into_iter().find_map(|m| match m {
+        Message::Fetch { request_id, .. } => Some(request_id),
+        _ => None,
+    }) {
+        Some(id) => id,
+        None => panic!("the follower sends a fetch on its tick"),
+    };
+    let reply = Message::FetchReply { partition: P, leader_epoch: LeaderEpoch(5), request_id, result };
+    let envelope = Envelope { from: Endpoint::Node(NodeId(1)), to: Endpoint::Node(follower.id()), message: reply };
+    let actions = follower.step(now, NodeInput::Receive(envelope));
+    let ops = actions
+        .iter()
+        .filter_map(|a| match a {
+            NodeAction::Log { op, .. } => Some(op.clone()),
+            _ => None,
+        })
+        .collect();
+    let next = sent(actions).into_iter().find_map(|m| match m {
+        Message::Fetch { fetch_offset, last_fetched_epoch, .. } => Some((fetch_offset, last_fetched_epoch)),
+        _ => None,
+    });
+    (ops, next)
+}
+
+/// A follower whose log ends before the leader's log start (retention, DeleteRecords) is
+/// told to start there: it resets its log, empty, and its next fetch starts at the
+/// leader's log start in the leader's epoch there, which the leader accepts. A stored log
+/// that does not start at 0 and shares nothing with the leader starts again at 0 (the
+/// leader then says where to start), rather than truncating below its own start.
+#[test]
+fn a_follower_behind_the_leaders_log_start_starts_again_there() {
+    let stored = ReplicaLog::stored(Offset(0), Offset(3), &[(LeaderEpoch(1), Offset(0))]);
+    let mut follower = node_with(2, stored);
+    update(&mut follower, 0, state(1, 5, 1, &[1]));
+    let (ops, next) =
+        follower_reply(&mut follower, 1, FetchResult::Reset { log_start: Offset(40), epoch: LeaderEpoch(4) });
+    assert_eq!(ops, vec![LogOp::Reset(Offset(40))]);
+    assert_eq!(next, Some((Offset(40), Some(LeaderEpoch(4)))));
+    let log = follower.log(P).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (Offset(40), Offset(40)));
+    // The same answer again (to the fetch sent again after its timeout) changes nothing:
+    // the log no longer ends before 40.
+    let (ops, _) =
+        follower_reply(&mut follower, 500, FetchResult::Reset { log_start: Offset(40), epoch: LeaderEpoch(4) });
+    assert!(ops.is_empty(), "{ops:?}");
+
+    // The leader (log 0..60, epoch 4 from 10, retention moved its start to 40) accepts it.
+    let stored =
+        ReplicaLog::stored(Offset(40), Offset(60), &[(LeaderEpoch(2), Offset(0)), (LeaderEpoch(4), Offset(10))]);
+    let mut leader = node_with(1, stored);
+    update(&mut leader, 0, state(1, 5, 1, &[1]));
+    let (result, _) = fetch(&mut leader, 1, 2, 5, 40, Some(4));
+    assert!(matches!(result, FetchResult::Entries { .. }), "{result:?}");
+
+    // Restarted before it stored anything (its log starts at 40, no epoch known), the
+    // leader finds nothing in common: it starts again at 0 and asks the leader where to start.
+    let mut restarted = node_with(2, ReplicaLog::stored(Offset(40), Offset(40), &[]));
+    update(&mut restarted, 0, state(1, 5, 1, &[1]));
+    let (ops, next) = follower_reply(&mut restarted, 1, FetchResult::Diverging { end: None });
+    assert_eq!(ops, vec![LogOp::Reset(Offset(0))]);
+    assert_eq!(next, Some((Offset(0), None)));
+}
+
+/// The leader's log start (DeleteRecords, retention) reaches its followers: each moves its
+/// own up to it, as far as its log goes.
+#[test]
+fn a_follower_moves_its_log_start_up_to_the_leaders() {
+    let mut follower = node_with(2, log_of(&[1, 1, 1], 0));
+    update(&mut follower, 0, state(1, 5, 1, &[1, 2]));
+    let entries = |log_start| FetchResult::Entries {
+        entries: Vec::new(),
+        high_watermark: Offset(3),
+        log_start: Offset(log_start),
+    };
+    assert_eq!(follower_reply(&mut follower, 1, entries(0)).0, Vec::new());
+    assert_eq!(follower_reply(&mut follower, 500, entries(2)).0, vec![LogOp::AdvanceStart(Offset(2))]);
+    assert_eq!(follower_reply(&mut follower, 1000, entries(9)).0, vec![LogOp::AdvanceStart(Offset(3))]);
+    assert_eq!(follower.log(P).unwrap().start_offset(), Offset(3));
+    assert_eq!(follower_reply(&mut follower, 1500, entries(9)).0, Vec::new(), "already there");
+}
+
+/// A reassignment changes the replicas under a leader in the same epoch: an added replica
+/// is served at once (it is a follower now) and joins the ISR once caught up; a removed
+/// one is no longer served.
+#[test]
+fn a_leader_serves_replicas_added_in_its_epoch_and_forgets_removed_ones() {
+    let mut leader = node_with(1, log_of(&[1, 1], 0));
+    update(&mut leader, 0, state(1, 1, 1, &[1, 2, 3]));
+    let (result, _) = fetch(&mut leader, 1, 4, 1, 0, None);
+    assert_eq!(result, FetchResult::Error(ReplicaError::NotLeader), "node 4 is no replica yet");
+    let moving = PartitionState { replicas: ids(&[4, 2, 3, 1]), ..state(1, 1, 2, &[1, 2, 3]) };
+    update(&mut leader, 2, moving);
+    let (result, out) = fetch(&mut leader, 3, 4, 1, 2, Some(1));
+    assert!(matches!(result, FetchResult::Entries { .. }), "{result:?}");
+    assert_eq!(proposals(&out), vec![ids(&[1, 2, 3, 4])], "caught up: proposed into the ISR");
+    let done = PartitionState { replicas: ids(&[4, 2, 1]), ..state(1, 1, 3, &[1, 2, 4]) };
+    update(&mut leader, 4, done);
+    let (result, _) = fetch(&mut leader, 5, 3, 1, 2, Some(1));
+    assert_eq!(result, FetchResult::Error(ReplicaError::NotLeader), "node 3 left the replicas");
 }

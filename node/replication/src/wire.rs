@@ -128,9 +128,10 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
             w.u32(leader_epoch.0);
             w.u64(*request_id);
             match result {
-                FetchResult::Entries { entries, high_watermark } => {
+                FetchResult::Entries { entries, high_watermark, log_start } => {
                     w.u8(0);
                     w.u64(high_watermark.0);
+                    w.u64(log_start.0);
                     w.u32(entries.len() as u32);
                     for e in entries {
                         w.u64(e.offset.0);
@@ -153,6 +154,11 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
                 FetchResult::Error(e) => {
                     w.u8(2);
                     w.u8(error_code(*e));
+                }
+                FetchResult::Reset { log_start, epoch } => {
+                    w.u8(3);
+                    w.u64(log_start.0);
+                    w.u32(epoch.0);
                 }
             }
         }
@@ -262,6 +268,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
             let result = match r.u8()? {
                 0 => {
                     let high_watermark = Offset(r.u64()?);
+                    let log_start = Offset(r.u64()?);
                     let count = r.u32()? as usize;
                     if count > bytes.len() / ENTRY_BYTES {
                         return r.err(format!("{count} entries in {} bytes", bytes.len()));
@@ -280,7 +287,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
                         }
                         entries.push(entry);
                     }
-                    FetchResult::Entries { entries, high_watermark }
+                    FetchResult::Entries { entries, high_watermark, log_start }
                 }
                 1 => {
                     let end = if r.bool()? {
@@ -297,6 +304,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
                         None => return r.err(format!("unknown replication error code {code}")),
                     }
                 }
+                3 => FetchResult::Reset { log_start: Offset(r.u64()?), epoch: LeaderEpoch(r.u32()?) },
                 other => return r.err(format!("unknown fetch result kind {other}")),
             };
             Message::FetchReply { partition, leader_epoch, request_id, result }
@@ -492,9 +500,10 @@ mod tests {
                 last_fetched_epoch: None,
                 request_id: 11,
             },
-            reply(FetchResult::Entries { entries, high_watermark: Offset(12) }),
+            reply(FetchResult::Entries { entries, high_watermark: Offset(12), log_start: Offset(3) }),
             reply(FetchResult::Diverging { end: Some(EpochEnd { epoch: LeaderEpoch(3), end_offset: Offset(8) }) }),
             reply(FetchResult::Diverging { end: None }),
+            reply(FetchResult::Reset { log_start: Offset(u64::MAX), epoch: LeaderEpoch(7) }),
         ];
         messages.extend(ERRORS.iter().map(|e| reply(FetchResult::Error(*e))));
         messages

@@ -58,6 +58,9 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where a host finds the logs of the partitions it replicates (the shard).
 pub trait HostLogs {
     fn hosted_log(&self, topic: &str, partition: u32) -> Option<Rc<PartitionLog>>;
+    /// Replaces the partition's log with an empty one that starts at `start` (its files
+    /// deleted): the log's new state is what a crash at any point leaves, or an empty log.
+    fn reset_log(&self, topic: &str, partition: u32, start: Offset) -> io::LocalFuture<'_, Result<(), String>>;
 }
 
 /// A fetch answer's batches as they arrived: the whole frame, and where they lie in it
@@ -195,7 +198,7 @@ impl ReplicaHost {
         config: PartitionConfig,
         log: &PartitionLog,
     ) {
-        let stored = ReplicaLog::stored(log.log_end_offset(), &log.epoch_starts());
+        let stored = ReplicaLog::stored(log.log_start_offset(), log.log_end_offset(), &log.epoch_starts());
         self.replicas.borrow_mut().add_partition(id, config, stored);
         self.names.borrow_mut().insert(id, TopicPartition::new(topic, partition));
         self.ids.borrow_mut().insert(TopicPartition::new(topic, partition), id);
@@ -513,6 +516,22 @@ impl ReplicaHost {
                 debug!("partition {id}: truncated to {end} (asked {offset})");
                 Ok(())
             }
+            LogOp::AdvanceStart(offset) => {
+                let offset = (*offset).min(log.log_end_offset());
+                if offset > log.log_start_offset() {
+                    log.advance_log_start(offset)
+                        .await
+                        .map_err(|e| format!("moving the log start to {offset}: {e}"))?;
+                    debug!("partition {id}: log start moved to {offset}, as the leader's");
+                }
+                Ok(())
+            }
+            LogOp::Reset(start) => {
+                drop(log);
+                let tp = self.names.borrow().get(&id).cloned().ok_or("it is not hosted")?;
+                let logs = self.logs.upgrade().ok_or("the shard is gone")?;
+                logs.reset_log(&tp.topic, tp.partition, *start).await.map_err(|e| format!("resetting to {start}: {e}"))
+            }
         }
     }
 
@@ -566,6 +585,17 @@ impl ReplicaHost {
         let Some(log) = self.log_of(partition) else {
             return wire::encode(&reply(FetchResult::Error(ReplicaError::NotLeader)), &[]);
         };
+        let log_start = log.log_start_offset();
+        if from < log_start {
+            // The follower lacks what this log no longer has: it starts again at this log's
+            // start, in the epoch this log has there (none known: it keeps asking).
+            let epoch = log.epoch_starts().iter().rev().find(|(_, start)| *start <= log_start).map(|(e, _)| *e);
+            let result = match epoch {
+                Some(epoch) => FetchResult::Reset { log_start, epoch },
+                None => FetchResult::Error(ReplicaError::OffsetOutOfRange),
+            };
+            return wire::encode(&reply(result), &[]);
+        }
         let fetched = match log.read(from, FETCH_BYTES_MAX).await {
             Ok(fetched) => fetched,
             Err(e) => {
@@ -594,7 +624,7 @@ impl ReplicaHost {
             }
             parts.push(&chunk[start..]);
         }
-        wire::encode_parts(&reply(FetchResult::Entries { entries, high_watermark }), &parts)
+        wire::encode_parts(&reply(FetchResult::Entries { entries, high_watermark, log_start }), &parts)
     }
 
     /// A follower's fetch tells its leader that everything below `fetch_offset` is stored

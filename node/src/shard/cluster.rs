@@ -199,6 +199,61 @@ impl HostLogs for Shard {
     fn hosted_log(&self, topic: &str, partition: u32) -> Option<Rc<PartitionLog>> {
         self.log(topic, partition)
     }
+
+    /// Closes the log, deletes its directory, and opens an empty one that starts at
+    /// `start`. A crash in between leaves no directory (an empty log at 0 is opened at
+    /// start, and the leader tells it again where to start) or the empty one.
+    fn reset_log(
+        &self,
+        topic: &str,
+        partition: u32,
+        start: sluice_schemas::ids::Offset,
+    ) -> crate::io::LocalFuture<'_, Result<(), String>> {
+        let key = TopicPartition::new(topic, partition);
+        Box::pin(async move {
+            let old = self.logs.borrow_mut().remove(&key).ok_or("its log is not open")?;
+            self.resetting.borrow_mut().insert(key.clone());
+            let reset = self.reset_closed_log(&key, old, start).await;
+            self.resetting.borrow_mut().remove(&key);
+            if reset.is_err() && !self.logs.borrow().contains_key(&key) {
+                // Whatever the directory holds now is opened again (an empty log at 0 if
+                // nothing): the leader tells the replica again where to start.
+                if let Some(topic) = self.metadata().topic(&key.topic).cloned() {
+                    match self.open_log(&topic, key.partition).await {
+                        Ok(log) => {
+                            self.logs.borrow_mut().insert(key.clone(), Rc::new(log));
+                        }
+                        Err(e) => warn!(topic = %key.topic, partition = key.partition, "partition not opened: {e}"),
+                    }
+                }
+            }
+            reset
+        })
+    }
+}
+
+impl Shard {
+    /// `reset_log`'s work, while the partition is marked resetting.
+    async fn reset_closed_log(
+        &self,
+        key: &TopicPartition,
+        old: Rc<PartitionLog>,
+        start: sluice_schemas::ids::Offset,
+    ) -> Result<(), String> {
+        super::close_log(old).await;
+        let dir = super::partition_dir(&self.config.data_dir, &key.topic, key.partition);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", dir.display())),
+        }
+        PartitionLog::prepare_empty(&dir, start).await.map_err(|e| e.to_string())?;
+        let topic = self.metadata().topic(&key.topic).cloned().ok_or("its topic is gone")?;
+        let log = self.open_log(&topic, key.partition).await?;
+        info!(topic = %key.topic, partition = key.partition, %start, "log reset: it starts empty at the leader's log start");
+        self.logs.borrow_mut().insert(key.clone(), Rc::new(log));
+        Ok(())
+    }
 }
 
 /// Clears a flag when its task ends, however it ends.

@@ -112,6 +112,9 @@ pub struct Shard {
     /// Partitions this shard should have open and could not open, with why (a create
     /// that made them fails with it; see `cluster::commit_topic`).
     open_failures: RefCell<HashMap<TopicPartition, String>>,
+    /// Partitions whose log is being replaced by an empty one (`HostLogs::reset_log`):
+    /// out of `logs` meanwhile, and not opened by a view change.
+    resetting: RefCell<std::collections::HashSet<TopicPartition>>,
     /// This shard applied a view of the cluster's committed state in which this life of
     /// the node is registered: everything committed before the registration (every
     /// topic created before the node started) is in it. Before that its metadata may be
@@ -207,6 +210,7 @@ impl Shard {
             space: space::DataDirSpace::new(&config_data_dir, config_min_free),
             repairs: space::Repairs::default(),
             open_failures: RefCell::new(HashMap::new()),
+            resetting: RefCell::new(std::collections::HashSet::new()),
             metadata_applied: Cell::new(false),
             caught_up: io::WaitQueue::new(),
             auto_creating: RefCell::new(std::collections::BTreeSet::new()),
@@ -842,7 +846,7 @@ impl Shard {
                         close_log(old).await;
                     }
                 }
-                if !self.logs.borrow().contains_key(&key) {
+                if !self.logs.borrow().contains_key(&key) && !self.resetting.borrow().contains(&key) {
                     to_open.push((topic, p, key));
                 }
             }

@@ -205,6 +205,14 @@ pub struct PartitionLog {
 }
 
 impl PartitionLog {
+    /// Makes `dir`, which must hold no log, the directory of an empty log that starts at
+    /// `start` (its log start checkpoint, written durably): opened, its first segment
+    /// begins there. A follower whose leader no longer has what it lacks starts so.
+    pub async fn prepare_empty(dir: &Path, start: Offset) -> Result<(), StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("creating log directory", dir, e))?;
+        files::write_log_start(dir, start).await
+    }
+
     /// Opens the log in `dir` (created if missing), recovering it as described in the
     /// module documentation, and starts its flusher on the current shard.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, RecoveryReport), StorageError> {
