@@ -397,6 +397,19 @@ impl Admin {
         Ok(deleted)
     }
 
+    /// Starts moving partitions to new replicas (or cancels moves), as Kafka's
+    /// AlterPartitionReassignments: answered once each move is recorded by the
+    /// controller, not once it is done (`list_reassignments` shows what still moves).
+    /// One result per move, in order.
+    pub async fn alter_reassignments(&self, moves: &[protocol::PartitionMove]) -> Result<Vec<Result<()>>> {
+        self.on_controller(|conn| async move { protocol::alter_reassignments(&conn, moves).await }).await
+    }
+
+    /// The partition moves in progress, of these topics (`None`: all).
+    pub async fn list_reassignments(&self, topics: Option<&[String]>) -> Result<Vec<protocol::MoveInProgress>> {
+        self.on_controller(|conn| async move { protocol::list_reassignments(&conn, topics).await }).await
+    }
+
     /// Deletes the records of a partition below `offset` (-1: all written so far), as
     /// Kafka's DeleteRecords. Returns the partition's new log start.
     pub async fn delete_records(&self, topic: &str, partition: u32, offset: i64) -> Result<u64> {

@@ -1549,6 +1549,83 @@ pub async fn delete_acls(conn: &Connection, filters: &[AclFilter]) -> Result<Vec
     decode_acls(&conn.request(RequestBody::DeleteAclsRequest, build, &[]).await?)
 }
 
+/// A partition move: the partition, and its new replicas (the first preferred as leader)
+/// or `None` to cancel its move in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionMove {
+    pub topic: String,
+    pub partition: u32,
+    pub replicas: Option<Vec<u32>>,
+}
+
+/// A move in progress: every replica the partition has while it moves (the target's
+/// first), and which are being added and removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveInProgress {
+    pub topic: String,
+    pub partition: u32,
+    pub replicas: Vec<u32>,
+    pub adding: Vec<u32>,
+    pub removing: Vec<u32>,
+}
+
+pub fn encode_alter_reassignments(b: &mut FlatBufferBuilder<'_>, moves: &[PartitionMove]) -> EncodedBody {
+    let items: Vec<_> = moves
+        .iter()
+        .map(|m| {
+            let topic = Some(b.create_string(&m.topic));
+            let replicas = m.replicas.as_ref().map(|r| b.create_vector(r));
+            wire::PartitionMove::create(b, &wire::PartitionMoveArgs { topic, partition: m.partition, replicas })
+        })
+        .collect();
+    let moves = Some(b.create_vector(&items));
+    wire::AlterReassignmentsRequest::create(b, &wire::AlterReassignmentsRequestArgs { moves }).as_union_value()
+}
+
+/// Starts (or cancels) each move on the controller; one result per move, in order. A
+/// refusal of the whole request (not the controller, not authorized) is the error.
+pub async fn alter_reassignments(conn: &Connection, moves: &[PartitionMove]) -> Result<Vec<Result<()>>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_alter_reassignments(b, moves);
+    let frame = conn.request(RequestBody::AlterReassignmentsRequest, build, &[]).await?;
+    let response = frame.response()?;
+    let r = response.body_as_alter_reassignments_response().ok_or_else(|| unexpected(&frame, "AlterReassignments"))?;
+    code_result(r.error(), r.message())?;
+    let results: Vec<Result<()>> = r.results().iter().flatten().map(|p| code_result(p.error(), p.message())).collect();
+    if results.len() != moves.len() {
+        return Err(ClientError::Protocol(format!("{} results for {} moves", results.len(), moves.len())));
+    }
+    Ok(results)
+}
+
+pub fn encode_list_reassignments(b: &mut FlatBufferBuilder<'_>, topics: Option<&[String]>) -> EncodedBody {
+    let topics = topics.map(|list| {
+        let names: Vec<_> = list.iter().map(|t| b.create_string(t)).collect();
+        b.create_vector(&names)
+    });
+    wire::ListReassignmentsRequest::create(b, &wire::ListReassignmentsRequestArgs { topics }).as_union_value()
+}
+
+/// The moves in progress, of these topics (`None`: all), from the controller.
+pub async fn list_reassignments(conn: &Connection, topics: Option<&[String]>) -> Result<Vec<MoveInProgress>> {
+    let build = |b: &mut FlatBufferBuilder<'static>| encode_list_reassignments(b, topics);
+    let frame = conn.request(RequestBody::ListReassignmentsRequest, build, &[]).await?;
+    let response = frame.response()?;
+    let r = response.body_as_list_reassignments_response().ok_or_else(|| unexpected(&frame, "ListReassignments"))?;
+    code_result(r.error(), r.message())?;
+    let ids = |v: Option<flatbuffers::Vector<'_, u32>>| v.map(|v| v.iter().collect()).unwrap_or_default();
+    Ok(r.moves()
+        .iter()
+        .flatten()
+        .map(|m| MoveInProgress {
+            topic: m.topic().unwrap_or("").to_string(),
+            partition: m.partition(),
+            replicas: ids(m.replicas()),
+            adding: ids(m.adding()),
+            removing: ids(m.removing()),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::expect_used)]

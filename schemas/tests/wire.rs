@@ -483,6 +483,27 @@ fn build_request_body(
             let body = DeleteAclsRequest::create(builder, &DeleteAclsRequestArgs { filters: Some(filters) });
             (body.as_union_value(), no_payload)
         }
+        RequestBody::AlterReassignmentsRequest => {
+            let topic = builder.create_string("orders");
+            let replicas = builder.create_vector(&[4u32, 2, 3]);
+            let to = PartitionMove::create(
+                builder,
+                &PartitionMoveArgs { topic: Some(topic), partition: 7, replicas: Some(replicas) },
+            );
+            let cancel =
+                PartitionMove::create(builder, &PartitionMoveArgs { topic: Some(topic), partition: 8, replicas: None });
+            let moves = builder.create_vector(&[to, cancel]);
+            let body =
+                AlterReassignmentsRequest::create(builder, &AlterReassignmentsRequestArgs { moves: Some(moves) });
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::ListReassignmentsRequest => {
+            let topic = builder.create_string("orders");
+            let topics = builder.create_vector(&[topic]);
+            let body =
+                ListReassignmentsRequest::create(builder, &ListReassignmentsRequestArgs { topics: Some(topics) });
+            (body.as_union_value(), no_payload)
+        }
         other => panic!("no request body of type {other:?}"),
     }
 }
@@ -711,6 +732,18 @@ fn check_request(request: &Request<'_>, payload: &[u8]) {
         RequestBody::DeleteAclsRequest => {
             check_acls(request.body_as_delete_acls_request().unwrap().filters());
         }
+        RequestBody::AlterReassignmentsRequest => {
+            let moves = request.body_as_alter_reassignments_request().unwrap().moves().unwrap();
+            assert_eq!(moves.len(), 2);
+            let (to, cancel) = (moves.get(0), moves.get(1));
+            assert_eq!((to.topic(), to.partition()), (Some("orders"), 7));
+            assert_eq!(to.replicas().unwrap().iter().collect::<Vec<u32>>(), vec![4, 2, 3]);
+            assert_eq!((cancel.topic(), cancel.partition(), cancel.replicas().is_none()), (Some("orders"), 8, true));
+        }
+        RequestBody::ListReassignmentsRequest => {
+            let topics = request.body_as_list_reassignments_request().unwrap().topics().unwrap();
+            assert_eq!(topics.iter().collect::<Vec<&str>>(), vec!["orders"]);
+        }
         other => panic!("unexpected body type {other:?}"),
     }
 }
@@ -908,6 +941,16 @@ fn delete_acls_request_round_trips_with_every_field_set() {
 }
 
 #[test]
+fn alter_reassignments_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::AlterReassignmentsRequest);
+}
+
+#[test]
+fn list_reassignments_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::ListReassignmentsRequest);
+}
+
+#[test]
 fn every_request_body_type_is_covered_by_these_tests() {
     let covered = ALL_REQUEST_BODIES.len();
     assert_eq!(covered, RequestBody::ENUM_VALUES.len() - 1, "a request body type was added: add it to the tests");
@@ -924,7 +967,7 @@ fn a_response_envelope_is_not_taken_for_a_request() {
     }
 }
 
-const ALL_REQUEST_BODIES: [RequestBody; 32] = [
+const ALL_REQUEST_BODIES: [RequestBody; 34] = [
     RequestBody::ApiVersionsRequest,
     RequestBody::MetadataRequest,
     RequestBody::CreateTopicsRequest,
@@ -957,6 +1000,8 @@ const ALL_REQUEST_BODIES: [RequestBody; 32] = [
     RequestBody::CreateAclsRequest,
     RequestBody::DescribeAclsRequest,
     RequestBody::DeleteAclsRequest,
+    RequestBody::AlterReassignmentsRequest,
+    RequestBody::ListReassignmentsRequest,
 ];
 
 // Responses -----------------------------------------------------------------------------
@@ -1480,6 +1525,47 @@ fn build_response_body(
             let body = AclsResponse::create(builder, &AclsResponseArgs { results: Some(results) });
             (body.as_union_value(), no_payload)
         }
+        ResponseBody::AlterReassignmentsResponse => {
+            let topic = builder.create_string("orders");
+            let why = builder.create_string("orders-8: no reassignment is in progress");
+            let result = PartitionMoveResult::create(
+                builder,
+                &PartitionMoveResultArgs { topic: Some(topic), partition: 8, error: ErrorCode(85), message: Some(why) },
+            );
+            let results = builder.create_vector(&[result]);
+            let message = builder.create_string("node 2 is not the controller");
+            let body = AlterReassignmentsResponse::create(
+                builder,
+                &AlterReassignmentsResponseArgs {
+                    error: ErrorCode::NotController,
+                    message: Some(message),
+                    results: Some(results),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::ListReassignmentsResponse => {
+            let topic = builder.create_string("orders");
+            let replicas = builder.create_vector(&[4u32, 2, 3, 1]);
+            let adding = builder.create_vector(&[4u32]);
+            let removing = builder.create_vector(&[1u32]);
+            let moving = PartitionMoveInProgress::create(
+                builder,
+                &PartitionMoveInProgressArgs {
+                    topic: Some(topic),
+                    partition: 7,
+                    replicas: Some(replicas),
+                    adding: Some(adding),
+                    removing: Some(removing),
+                },
+            );
+            let moves = builder.create_vector(&[moving]);
+            let body = ListReassignmentsResponse::create(
+                builder,
+                &ListReassignmentsResponseArgs { error: ErrorCode::None, message: None, moves: Some(moves) },
+            );
+            (body.as_union_value(), no_payload)
+        }
         other => panic!("no response body of type {other:?}"),
     }
 }
@@ -1758,6 +1844,25 @@ fn check_response(response: &Response<'_>, payload: &[u8]) {
             assert_eq!(result.message(), Some("not authorized to alter the cluster"));
             check_acls(result.acls());
         }
+        ResponseBody::AlterReassignmentsResponse => {
+            let body = response.body_as_alter_reassignments_response().unwrap();
+            assert_eq!(
+                (body.error(), body.message()),
+                (ErrorCode::NotController, Some("node 2 is not the controller"))
+            );
+            let result = body.results().unwrap().get(0);
+            assert_eq!((result.topic(), result.partition(), result.error()), (Some("orders"), 8, ErrorCode(85)));
+            assert_eq!(result.message(), Some("orders-8: no reassignment is in progress"));
+        }
+        ResponseBody::ListReassignmentsResponse => {
+            let body = response.body_as_list_reassignments_response().unwrap();
+            assert_eq!((body.error(), body.message()), (ErrorCode::None, None));
+            let moving = body.moves().unwrap().get(0);
+            assert_eq!((moving.topic(), moving.partition()), (Some("orders"), 7));
+            let list = |v: Option<flatbuffers::Vector<'_, u32>>| v.unwrap().iter().collect::<Vec<u32>>();
+            assert_eq!(list(moving.replicas()), vec![4, 2, 3, 1]);
+            assert_eq!((list(moving.adding()), list(moving.removing())), (vec![4], vec![1]));
+        }
         other => panic!("unexpected body type {other:?}"),
     }
 }
@@ -1777,7 +1882,7 @@ fn round_trip_response(body_type: ResponseBody) {
     check_response(&response, payload);
 }
 
-const ALL_RESPONSE_BODIES: [ResponseBody; 29] = [
+const ALL_RESPONSE_BODIES: [ResponseBody; 31] = [
     ResponseBody::ApiVersionsResponse,
     ResponseBody::MetadataResponse,
     ResponseBody::CreateTopicsResponse,
@@ -1807,6 +1912,8 @@ const ALL_RESPONSE_BODIES: [ResponseBody; 29] = [
     ResponseBody::DescribeUsersResponse,
     ResponseBody::AlterUsersResponse,
     ResponseBody::AclsResponse,
+    ResponseBody::AlterReassignmentsResponse,
+    ResponseBody::ListReassignmentsResponse,
 ];
 
 #[test]
@@ -1936,6 +2043,16 @@ fn alter_users_response_round_trips_with_every_field_set() {
 #[test]
 fn acls_response_round_trips_with_every_field_set() {
     round_trip_response(ResponseBody::AclsResponse);
+}
+
+#[test]
+fn alter_reassignments_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::AlterReassignmentsResponse);
+}
+
+#[test]
+fn list_reassignments_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::ListReassignmentsResponse);
 }
 
 #[test]

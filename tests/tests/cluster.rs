@@ -1291,6 +1291,117 @@ fn partitions_move_off_a_drained_node_under_an_idempotent_producer_through_a_con
     assert_eq!(stored, expected, "node {added}'s replica of trimmed-0, added after its first 100 records were deleted");
 }
 
+/// `sluice` (the CLI) against `bootstrap`, bounded by `WAIT`.
+fn sluice_cli(bootstrap: &str, args: &[&str]) -> sluice_tests::node_client::CliRun {
+    let mut command = std::process::Command::new(sluice_tests::node_client::cli_binary());
+    command.args(["--bootstrap", bootstrap]).args(args).env_remove("SLUICE_BOOTSTRAP");
+    sluice_tests::node_client::run_command(command, b"", WAIT)
+}
+
+/// The CLI's partition moves and drains (issue 21) on four nodes (voters 1-3): bad moves
+/// and a cancel with nothing moving fail with the reason and exit 1; `node drain 2
+/// --dry-run` prints a plan that takes every replica off node 2 and changes nothing;
+/// `node drain 2 --wait` moves them (the internal offsets topic's too) and returns once
+/// done: then no partition has a replica on node 2, node 2 deleted its copies, and every
+/// record produced before is read back from the new replicas.
+#[test]
+fn the_cli_drains_a_node_of_every_replica_it_holds() {
+    let cluster = Cluster::start_with(4, &["--voters", "1,2,3"]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let topic = NewTopic { name: "drained".into(), partitions: 6, replication_factor: 2, configs: Vec::new() };
+    let produced = runtime.block_on(async {
+        wait_for("four live nodes", || async {
+            (admin.metadata(Some(&[])).await.ok()?.nodes.len() == 4).then_some(())
+        })
+        .await;
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, "drained").await;
+        let config =
+            ProducerConfig { bootstrap_servers: cluster.bootstrap(), acks: Acks::All, ..ProducerConfig::default() };
+        let producer = Producer::new(config).await.unwrap();
+        let mut deliveries = Vec::new();
+        for i in 0..600 {
+            let value = Some(format!("d-{i}").into_bytes());
+            deliveries.push(
+                producer
+                    .send(ProducerRecord { topic: "drained".into(), value, ..ProducerRecord::default() })
+                    .await
+                    .unwrap(),
+            );
+        }
+        for d in deliveries {
+            tokio::time::timeout(WAIT, d).await.unwrap().unwrap();
+        }
+        600
+    });
+    let bootstrap = cluster.nodes[0].addr().to_string();
+    let run = sluice_cli(&bootstrap, &["partition", "moves"]);
+    assert_eq!((run.code, run.stdout.as_str()), (Some(0), ""), "{run:?}");
+    let run = sluice_cli(&bootstrap, &["partition", "move", "drained:0=1,9"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stdout.contains("node 9 is not a registered node"), "{run:?}");
+    let run = sluice_cli(&bootstrap, &["partition", "cancel", "drained:0"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stdout.contains("no reassignment is in progress"), "{run:?}");
+    let run = sluice_cli(&bootstrap, &["partition", "move", "drained:0"]);
+    assert_eq!(run.code, Some(2), "no replicas named: bad usage {run:?}");
+
+    let holds_2 = |admin: &Admin| {
+        runtime.block_on(async {
+            let metadata = admin.metadata(None).await.unwrap();
+            metadata
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .flatten()
+                        .filter(|p| p.replicas.contains(&2))
+                        .map(|p| format!("{}-{}", t.name, p.partition))
+                })
+                .collect::<Vec<String>>()
+        })
+    };
+    let before = holds_2(&admin);
+    assert!(before.iter().any(|p| p.starts_with("drained-")), "node 2 holds replicas of drained: {before:?}");
+    let dry = sluice_cli(&bootstrap, &["node", "drain", "2", "--dry-run"]);
+    assert_eq!(dry.code, Some(0), "{dry:?}");
+    assert_eq!(dry.stdout.lines().count(), before.len(), "one move per replica on node 2: {dry:?}");
+    assert_eq!(holds_2(&admin), before, "a dry run changes nothing");
+    let run = sluice_cli(&bootstrap, &["node", "drain", "2", "--wait", "--timeout-ms", "50000"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout.lines().filter(|l| l.ends_with(": started")).count(), before.len(), "{run:?}");
+    let left = holds_2(&admin);
+    assert!(left.is_empty(), "node 2 still holds {left:?}");
+    runtime.block_on(wait_for("node 2 to delete its copies", || async {
+        let held = std::fs::read_dir(cluster.data_dir(2))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("drained-") || n.starts_with("__consumer_offsets-"))
+            .count();
+        (held == 0).then_some(())
+    }));
+    let consumer_config = ConsumerConfig {
+        bootstrap_servers: cluster.bootstrap(),
+        auto_offset_reset: OffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let seen = runtime.block_on(async {
+        let mut consumer = sluice_client::consumer::Consumer::new(consumer_config).await.unwrap();
+        consumer.assign((0..6).map(|p| ("drained".to_string(), p)).collect());
+        let mut seen = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + WAIT;
+        while seen.len() < produced && Instant::now() < deadline {
+            for r in consumer.poll(POLL).await.unwrap() {
+                seen.insert(r.value.unwrap_or_default());
+            }
+        }
+        seen
+    });
+    assert_eq!(seen.len(), produced, "every record is read back after the drain");
+}
+
 /// Topic auto-creation in a cluster: kcat produces to a missing topic through a node
 /// that is not the controller; that node forwards the creation to the controller, which
 /// creates it with its defaults (`--num-partitions 2 --default-replication-factor 3`),

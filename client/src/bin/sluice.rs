@@ -3,7 +3,8 @@
 //! (the message says why; a refused login too), 2 bad usage, 3 no node could be reached.
 //!
 //! The global flags (bootstrap servers and security) are in `sluice/global.rs`, the user
-//! and acl commands in `sluice/access.rs`.
+//! and acl commands in `sluice/access.rs`, the partition and node commands (moves, drains)
+//! in `sluice/moves.rs`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -11,6 +12,8 @@
 mod access;
 #[path = "sluice/global.rs"]
 mod global;
+#[path = "sluice/moves.rs"]
+mod moves;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -57,6 +60,19 @@ commands:
       only committed transactions' records and stops at an open transaction.
   cluster status            the controller, the live nodes, and the partitions that are
                             offline (no leader) or under-replicated (ISR below replicas)
+  partition move TOPIC:P=ID,ID,... ... [--wait [--timeout-ms T]]
+                            moves each partition to those replicas (the first preferred
+                            as leader), as kafka-reassign-partitions: the new replicas
+                            copy the log and join the ISR, then the others leave and
+                            delete their copies. Returns once the moves started; --wait
+                            until they are done (default 10 min)
+  partition cancel TOPIC:P ... [--wait]   cancels moves in progress (back to the replicas
+                            each had before)
+  partition moves [TOPIC...]   the moves in progress: replicas, adding, removing
+  node drain ID [--dry-run] [--wait [--timeout-ms T]]
+                            moves every replica node ID holds to the other live nodes
+                            (each to the least loaded one the partition is not on); its
+                            leaderships move with them. --dry-run prints the plan
   group list
   group describe G [--isolation-level read_uncommitted|read_committed]
                             members, assignment, and per partition committed offset,
@@ -243,6 +259,8 @@ async fn run(global: &Global, words: Vec<String>) -> Result<(), Failure> {
         Some("transaction") => transaction(global, &words[1..]).await,
         Some("user") => access::user(global, &words[1..]).await,
         Some("acl") => access::acl(global, &words[1..]).await,
+        Some("partition") => moves::partition(global, &words[1..]).await,
+        Some("node") => moves::node(global, &words[1..]).await,
         Some(other) => Err(Failure::Usage(format!("unknown command {other:?}"))),
         None => Err(Failure::Usage("missing command".into())),
     }

@@ -21,15 +21,11 @@ use super::{code, text, Request};
 use crate::acl::op;
 use crate::errors::{ErrorKind, NodeError};
 use crate::listener::Server;
+use crate::ops::admin::{list_reassignments, run_reassign};
 use crate::shard::reassign::{Move, MoveInProgress};
-use crate::shard::{ShardId, ShardReply, ShardRequest};
 
 fn brokers(nodes: &[u32]) -> Vec<BrokerId> {
     nodes.iter().map(|n| BrokerId(*n as i32)).collect()
-}
-
-fn unexpected(reply: &ShardReply) -> NodeError {
-    NodeError::new(ErrorKind::Unknown, format!("unexpected reassignment reply {reply:?}"))
 }
 
 /// AlterPartitionReassignments: each partition's new replicas (or a null list: cancel its
@@ -67,16 +63,11 @@ pub async fn alter(
         }
     }
     let top = if !request.caller.may_cluster(server, op::ALTER) { Some(NodeError::cluster_denied()) } else { None };
-    let mut results: std::vec::IntoIter<Result<(), NodeError>> = match &top {
-        Some(e) => vec![Err(e.clone()); moves.len()].into_iter(),
-        None if moves.is_empty() => Vec::new().into_iter(),
-        None => match server.shard.call(ShardId(0), ShardRequest::Reassign { moves: moves.clone(), keep_factor }).await
-        {
-            ShardReply::Reassigned(results) if results.len() == moves.len() => results.into_iter(),
-            ShardReply::Failed(e) => vec![Err(e); moves.len()].into_iter(),
-            other => vec![Err(unexpected(&other)); moves.len()].into_iter(),
-        },
-    };
+    let mut results = match &top {
+        Some(e) => vec![Err(e.clone()); moves.len()],
+        None => run_reassign(&server.shard, moves, keep_factor).await,
+    }
+    .into_iter();
     // A refusal every move shares (NOT_CONTROLLER, an authorization) is also the top-level one.
     let mut first_error: Option<NodeError> = top.clone();
     let mut responses: Vec<ReassignableTopicResponse> = Vec::new();
@@ -133,10 +124,9 @@ pub async fn list(
             })
             .collect()
     });
-    let found: Vec<MoveInProgress> = match server.shard.call(ShardId(0), ShardRequest::ListReassignments(asked)).await {
-        ShardReply::Reassignments(Ok(found)) => found,
-        ShardReply::Reassignments(Err(e)) | ShardReply::Failed(e) => return refuse(e),
-        other => return refuse(unexpected(&other)),
+    let found: Vec<MoveInProgress> = match list_reassignments(&server.shard, asked).await {
+        Ok(found) => found,
+        Err(e) => return refuse(e),
     };
     let mut topics: Vec<OngoingTopicReassignment> = Vec::new();
     for m in found {

@@ -10,6 +10,7 @@ mod delete_records;
 mod fetch;
 mod groups;
 mod produce;
+mod reassign;
 mod security;
 mod txn;
 
@@ -291,6 +292,14 @@ impl Server {
             RequestBody::DeleteAclsRequest => {
                 let body = request.body_as_delete_acls_request().ok_or_else(missing)?;
                 some(security::delete_acls(self, caller, cid, body).await)
+            }
+            RequestBody::AlterReassignmentsRequest => {
+                let body = request.body_as_alter_reassignments_request().ok_or_else(missing)?;
+                some(reassign::alter(self, cid, body).await)
+            }
+            RequestBody::ListReassignmentsRequest => {
+                let body = request.body_as_list_reassignments_request().ok_or_else(missing)?;
+                some(reassign::list(self, cid, body).await)
             }
             other => Err(NodeError::new(ErrorKind::InvalidRequest, format!("unknown request type {}", other.0))),
         }

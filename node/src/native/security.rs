@@ -202,6 +202,9 @@ pub fn authorize(
         }
         // An operator's abort fences another producer: ALTER on the cluster.
         RequestBody::AbortTransactionRequest => cluster(op::ALTER),
+        // Partition moves, as Kafka's: ALTER on the cluster to move, DESCRIBE to list.
+        RequestBody::AlterReassignmentsRequest => cluster(op::ALTER),
+        RequestBody::ListReassignmentsRequest => cluster(op::DESCRIBE),
         // Unknown bodies are refused by the dispatcher.
         _ => Ok(()),
     }

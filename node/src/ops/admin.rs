@@ -19,6 +19,37 @@ pub async fn run_admin(shard: &Rc<Shard>, request: AdminRequest) -> Vec<(String,
     }
 }
 
+/// Starts or cancels partition moves on shard 0 (the controller's); one result per move.
+pub async fn run_reassign(
+    shard: &Rc<Shard>,
+    moves: Vec<crate::shard::reassign::Move>,
+    keep_factor: bool,
+) -> Vec<Result<(), NodeError>> {
+    let count = moves.len();
+    if count == 0 {
+        return Vec::new();
+    }
+    match shard.call(ShardId(0), ShardRequest::Reassign { moves, keep_factor }).await {
+        ShardReply::Reassigned(results) if results.len() == count => results,
+        ShardReply::Failed(e) => vec![Err(e); count],
+        other => {
+            vec![Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reassignment reply {other:?}"))); count]
+        }
+    }
+}
+
+/// The moves in progress (of these topics' partitions; `None`: all), from shard 0.
+pub async fn list_reassignments(
+    shard: &Rc<Shard>,
+    asked: Option<Vec<(String, Vec<u32>)>>,
+) -> Result<Vec<crate::shard::reassign::MoveInProgress>, NodeError> {
+    match shard.call(ShardId(0), ShardRequest::ListReassignments(asked)).await {
+        ShardReply::Reassignments(found) => found,
+        ShardReply::Failed(e) => Err(e),
+        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected reassignments reply {other:?}"))),
+    }
+}
+
 /// How long a Metadata request waits for the topics it auto-creates to be served.
 const AUTO_CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 

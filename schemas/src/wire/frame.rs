@@ -301,6 +301,8 @@ pub fn api_key_of(body: RequestBody) -> Option<ApiKey> {
         RequestBody::CreateAclsRequest => Some(ApiKey::CreateAcls),
         RequestBody::DescribeAclsRequest => Some(ApiKey::DescribeAcls),
         RequestBody::DeleteAclsRequest => Some(ApiKey::DeleteAcls),
+        RequestBody::AlterReassignmentsRequest => Some(ApiKey::AlterReassignments),
+        RequestBody::ListReassignmentsRequest => Some(ApiKey::ListReassignments),
         _ => None,
     }
 }
@@ -497,6 +499,8 @@ mod tests {
             (RequestBody::CreateAclsRequest, ApiKey::CreateAcls),
             (RequestBody::DescribeAclsRequest, ApiKey::DescribeAcls),
             (RequestBody::DeleteAclsRequest, ApiKey::DeleteAcls),
+            (RequestBody::AlterReassignmentsRequest, ApiKey::AlterReassignments),
+            (RequestBody::ListReassignmentsRequest, ApiKey::ListReassignments),
         ];
         for (body, api) in expected {
             assert_eq!(api_key_of(body), Some(api), "{body:?}");

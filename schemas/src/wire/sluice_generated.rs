@@ -326,10 +326,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 31;
+pub const ENUM_MAX_API_KEY: u16 = 33;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 32] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 34] = [
   ApiKey::ApiVersions,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -362,6 +362,8 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 32] = [
   ApiKey::CreateAcls,
   ApiKey::DescribeAcls,
   ApiKey::DeleteAcls,
+  ApiKey::AlterReassignments,
+  ApiKey::ListReassignments,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -401,9 +403,11 @@ impl ApiKey {
   pub const CreateAcls: Self = Self(29);
   pub const DescribeAcls: Self = Self(30);
   pub const DeleteAcls: Self = Self(31);
+  pub const AlterReassignments: Self = Self(32);
+  pub const ListReassignments: Self = Self(33);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 31;
+  pub const ENUM_MAX: u16 = 33;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::ApiVersions,
     Self::Metadata,
@@ -437,6 +441,8 @@ impl ApiKey {
     Self::CreateAcls,
     Self::DescribeAcls,
     Self::DeleteAcls,
+    Self::AlterReassignments,
+    Self::ListReassignments,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -473,6 +479,8 @@ impl ApiKey {
       Self::CreateAcls => Some("CreateAcls"),
       Self::DescribeAcls => Some("DescribeAcls"),
       Self::DeleteAcls => Some("DeleteAcls"),
+      Self::AlterReassignments => Some("AlterReassignments"),
+      Self::ListReassignments => Some("ListReassignments"),
       _ => None,
     }
   }
@@ -531,10 +539,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ApiKey {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 32;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 34;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 33] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 35] = [
   RequestBody::NONE,
   RequestBody::ApiVersionsRequest,
   RequestBody::MetadataRequest,
@@ -568,6 +576,8 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 33] = [
   RequestBody::CreateAclsRequest,
   RequestBody::DescribeAclsRequest,
   RequestBody::DeleteAclsRequest,
+  RequestBody::AlterReassignmentsRequest,
+  RequestBody::ListReassignmentsRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -608,9 +618,11 @@ impl RequestBody {
   pub const CreateAclsRequest: Self = Self(30);
   pub const DescribeAclsRequest: Self = Self(31);
   pub const DeleteAclsRequest: Self = Self(32);
+  pub const AlterReassignmentsRequest: Self = Self(33);
+  pub const ListReassignmentsRequest: Self = Self(34);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 32;
+  pub const ENUM_MAX: u8 = 34;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsRequest,
@@ -645,6 +657,8 @@ impl RequestBody {
     Self::CreateAclsRequest,
     Self::DescribeAclsRequest,
     Self::DeleteAclsRequest,
+    Self::AlterReassignmentsRequest,
+    Self::ListReassignmentsRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -682,6 +696,8 @@ impl RequestBody {
       Self::CreateAclsRequest => Some("CreateAclsRequest"),
       Self::DescribeAclsRequest => Some("DescribeAclsRequest"),
       Self::DeleteAclsRequest => Some("DeleteAclsRequest"),
+      Self::AlterReassignmentsRequest => Some("AlterReassignmentsRequest"),
+      Self::ListReassignmentsRequest => Some("ListReassignmentsRequest"),
       _ => None,
     }
   }
@@ -742,10 +758,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 29;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 31;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 30] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 32] = [
   ResponseBody::NONE,
   ResponseBody::ApiVersionsResponse,
   ResponseBody::MetadataResponse,
@@ -776,6 +792,8 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 30] = [
   ResponseBody::DescribeUsersResponse,
   ResponseBody::AlterUsersResponse,
   ResponseBody::AclsResponse,
+  ResponseBody::AlterReassignmentsResponse,
+  ResponseBody::ListReassignmentsResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -813,9 +831,11 @@ impl ResponseBody {
   pub const DescribeUsersResponse: Self = Self(27);
   pub const AlterUsersResponse: Self = Self(28);
   pub const AclsResponse: Self = Self(29);
+  pub const AlterReassignmentsResponse: Self = Self(30);
+  pub const ListReassignmentsResponse: Self = Self(31);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 29;
+  pub const ENUM_MAX: u8 = 31;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsResponse,
@@ -847,6 +867,8 @@ impl ResponseBody {
     Self::DescribeUsersResponse,
     Self::AlterUsersResponse,
     Self::AclsResponse,
+    Self::AlterReassignmentsResponse,
+    Self::ListReassignmentsResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -881,6 +903,8 @@ impl ResponseBody {
       Self::DescribeUsersResponse => Some("DescribeUsersResponse"),
       Self::AlterUsersResponse => Some("AlterUsersResponse"),
       Self::AclsResponse => Some("AclsResponse"),
+      Self::AlterReassignmentsResponse => Some("AlterReassignmentsResponse"),
+      Self::ListReassignmentsResponse => Some("ListReassignmentsResponse"),
       _ => None,
     }
   }
@@ -14071,6 +14095,906 @@ impl core::fmt::Debug for ErrorResponse<'_> {
       ds.finish()
   }
 }
+pub enum PartitionMoveOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PartitionMove<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for PartitionMove<'a> {
+  type Inner = PartitionMove<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> PartitionMove<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: flatbuffers::VOffsetT = 6;
+  pub const VT_REPLICAS: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    PartitionMove { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args PartitionMoveArgs<'args>
+  ) -> flatbuffers::WIPOffset<PartitionMove<'bldr>> {
+    let mut builder = PartitionMoveBuilder::new(_fbb);
+    if let Some(x) = args.replicas { builder.add_replicas(x); }
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PartitionMove::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PartitionMove::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn replicas(&self) -> Option<flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u32>>>(PartitionMove::VT_REPLICAS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for PartitionMove<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u32>>>("replicas", Self::VT_REPLICAS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PartitionMoveArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u32,
+    pub replicas: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u32>>>,
+}
+impl<'a> Default for PartitionMoveArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PartitionMoveArgs {
+      topic: None,
+      partition: 0,
+      replicas: None,
+    }
+  }
+}
+
+pub struct PartitionMoveBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> PartitionMoveBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionMove::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(PartitionMove::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_replicas(&mut self, replicas: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionMove::VT_REPLICAS, replicas);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> PartitionMoveBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    PartitionMoveBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<PartitionMove<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for PartitionMove<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("PartitionMove");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("replicas", &self.replicas());
+      ds.finish()
+  }
+}
+pub enum AlterReassignmentsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterReassignmentsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AlterReassignmentsRequest<'a> {
+  type Inner = AlterReassignmentsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AlterReassignmentsRequest<'a> {
+  pub const VT_MOVES: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AlterReassignmentsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AlterReassignmentsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<AlterReassignmentsRequest<'bldr>> {
+    let mut builder = AlterReassignmentsRequestBuilder::new(_fbb);
+    if let Some(x) = args.moves { builder.add_moves(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn moves(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionMove<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionMove>>>>(AlterReassignmentsRequest::VT_MOVES, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for AlterReassignmentsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<PartitionMove>>>>("moves", Self::VT_MOVES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterReassignmentsRequestArgs<'a> {
+    pub moves: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionMove<'a>>>>>,
+}
+impl<'a> Default for AlterReassignmentsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterReassignmentsRequestArgs {
+      moves: None,
+    }
+  }
+}
+
+pub struct AlterReassignmentsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AlterReassignmentsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_moves(&mut self, moves: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<PartitionMove<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AlterReassignmentsRequest::VT_MOVES, moves);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AlterReassignmentsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AlterReassignmentsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AlterReassignmentsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AlterReassignmentsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AlterReassignmentsRequest");
+      ds.field("moves", &self.moves());
+      ds.finish()
+  }
+}
+pub enum PartitionMoveResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PartitionMoveResult<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for PartitionMoveResult<'a> {
+  type Inner = PartitionMoveResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> PartitionMoveResult<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: flatbuffers::VOffsetT = 6;
+  pub const VT_ERROR: flatbuffers::VOffsetT = 8;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    PartitionMoveResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args PartitionMoveResultArgs<'args>
+  ) -> flatbuffers::WIPOffset<PartitionMoveResult<'bldr>> {
+    let mut builder = PartitionMoveResultBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PartitionMoveResult::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PartitionMoveResult::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(PartitionMoveResult::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PartitionMoveResult::VT_MESSAGE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for PartitionMoveResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PartitionMoveResultArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u32,
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for PartitionMoveResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PartitionMoveResultArgs {
+      topic: None,
+      partition: 0,
+      error: ErrorCode::None,
+      message: None,
+    }
+  }
+}
+
+pub struct PartitionMoveResultBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> PartitionMoveResultBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionMoveResult::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(PartitionMoveResult::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(PartitionMoveResult::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionMoveResult::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> PartitionMoveResultBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    PartitionMoveResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<PartitionMoveResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for PartitionMoveResult<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("PartitionMoveResult");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum AlterReassignmentsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterReassignmentsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AlterReassignmentsResponse<'a> {
+  type Inner = AlterReassignmentsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AlterReassignmentsResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_RESULTS: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AlterReassignmentsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AlterReassignmentsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<AlterReassignmentsResponse<'bldr>> {
+    let mut builder = AlterReassignmentsResponseBuilder::new(_fbb);
+    if let Some(x) = args.results { builder.add_results(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(AlterReassignmentsResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AlterReassignmentsResponse::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn results(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionMoveResult<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionMoveResult>>>>(AlterReassignmentsResponse::VT_RESULTS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for AlterReassignmentsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<PartitionMoveResult>>>>("results", Self::VT_RESULTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterReassignmentsResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub results: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionMoveResult<'a>>>>>,
+}
+impl<'a> Default for AlterReassignmentsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterReassignmentsResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+      results: None,
+    }
+  }
+}
+
+pub struct AlterReassignmentsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AlterReassignmentsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(AlterReassignmentsResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AlterReassignmentsResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_results(&mut self, results: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<PartitionMoveResult<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AlterReassignmentsResponse::VT_RESULTS, results);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AlterReassignmentsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AlterReassignmentsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AlterReassignmentsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AlterReassignmentsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AlterReassignmentsResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("results", &self.results());
+      ds.finish()
+  }
+}
+pub enum ListReassignmentsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListReassignmentsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListReassignmentsRequest<'a> {
+  type Inner = ListReassignmentsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListReassignmentsRequest<'a> {
+  pub const VT_TOPICS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListReassignmentsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListReassignmentsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListReassignmentsRequest<'bldr>> {
+    let mut builder = ListReassignmentsRequestBuilder::new(_fbb);
+    if let Some(x) = args.topics { builder.add_topics(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(ListReassignmentsRequest::VT_TOPICS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ListReassignmentsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("topics", Self::VT_TOPICS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListReassignmentsRequestArgs<'a> {
+    pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for ListReassignmentsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListReassignmentsRequestArgs {
+      topics: None,
+    }
+  }
+}
+
+pub struct ListReassignmentsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListReassignmentsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListReassignmentsRequest::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListReassignmentsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListReassignmentsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListReassignmentsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListReassignmentsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListReassignmentsRequest");
+      ds.field("topics", &self.topics());
+      ds.finish()
+  }
+}
+pub enum PartitionMoveInProgressOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PartitionMoveInProgress<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for PartitionMoveInProgress<'a> {
+  type Inner = PartitionMoveInProgress<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> PartitionMoveInProgress<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: flatbuffers::VOffsetT = 6;
+  pub const VT_REPLICAS: flatbuffers::VOffsetT = 8;
+  pub const VT_ADDING: flatbuffers::VOffsetT = 10;
+  pub const VT_REMOVING: flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    PartitionMoveInProgress { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args PartitionMoveInProgressArgs<'args>
+  ) -> flatbuffers::WIPOffset<PartitionMoveInProgress<'bldr>> {
+    let mut builder = PartitionMoveInProgressBuilder::new(_fbb);
+    if let Some(x) = args.removing { builder.add_removing(x); }
+    if let Some(x) = args.adding { builder.add_adding(x); }
+    if let Some(x) = args.replicas { builder.add_replicas(x); }
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PartitionMoveInProgress::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PartitionMoveInProgress::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn replicas(&self) -> Option<flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u32>>>(PartitionMoveInProgress::VT_REPLICAS, None)}
+  }
+  #[inline]
+  pub fn adding(&self) -> Option<flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u32>>>(PartitionMoveInProgress::VT_ADDING, None)}
+  }
+  #[inline]
+  pub fn removing(&self) -> Option<flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u32>>>(PartitionMoveInProgress::VT_REMOVING, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for PartitionMoveInProgress<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u32>>>("replicas", Self::VT_REPLICAS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u32>>>("adding", Self::VT_ADDING, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u32>>>("removing", Self::VT_REMOVING, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PartitionMoveInProgressArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u32,
+    pub replicas: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u32>>>,
+    pub adding: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u32>>>,
+    pub removing: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u32>>>,
+}
+impl<'a> Default for PartitionMoveInProgressArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PartitionMoveInProgressArgs {
+      topic: None,
+      partition: 0,
+      replicas: None,
+      adding: None,
+      removing: None,
+    }
+  }
+}
+
+pub struct PartitionMoveInProgressBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> PartitionMoveInProgressBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionMoveInProgress::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(PartitionMoveInProgress::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_replicas(&mut self, replicas: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionMoveInProgress::VT_REPLICAS, replicas);
+  }
+  #[inline]
+  pub fn add_adding(&mut self, adding: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionMoveInProgress::VT_ADDING, adding);
+  }
+  #[inline]
+  pub fn add_removing(&mut self, removing: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionMoveInProgress::VT_REMOVING, removing);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> PartitionMoveInProgressBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    PartitionMoveInProgressBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<PartitionMoveInProgress<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for PartitionMoveInProgress<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("PartitionMoveInProgress");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("replicas", &self.replicas());
+      ds.field("adding", &self.adding());
+      ds.field("removing", &self.removing());
+      ds.finish()
+  }
+}
+pub enum ListReassignmentsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListReassignmentsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListReassignmentsResponse<'a> {
+  type Inner = ListReassignmentsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListReassignmentsResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_MOVES: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListReassignmentsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListReassignmentsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListReassignmentsResponse<'bldr>> {
+    let mut builder = ListReassignmentsResponseBuilder::new(_fbb);
+    if let Some(x) = args.moves { builder.add_moves(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(ListReassignmentsResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListReassignmentsResponse::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn moves(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionMoveInProgress<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionMoveInProgress>>>>(ListReassignmentsResponse::VT_MOVES, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ListReassignmentsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<PartitionMoveInProgress>>>>("moves", Self::VT_MOVES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListReassignmentsResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub moves: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionMoveInProgress<'a>>>>>,
+}
+impl<'a> Default for ListReassignmentsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListReassignmentsResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+      moves: None,
+    }
+  }
+}
+
+pub struct ListReassignmentsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListReassignmentsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(ListReassignmentsResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListReassignmentsResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_moves(&mut self, moves: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<PartitionMoveInProgress<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListReassignmentsResponse::VT_MOVES, moves);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListReassignmentsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListReassignmentsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListReassignmentsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListReassignmentsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListReassignmentsResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("moves", &self.moves());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -14627,6 +15551,36 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_reassignments_request(&self) -> Option<AlterReassignmentsRequest<'a>> {
+    if self.body_type() == RequestBody::AlterReassignmentsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterReassignmentsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_reassignments_request(&self) -> Option<ListReassignmentsRequest<'a>> {
+    if self.body_type() == RequestBody::ListReassignmentsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListReassignmentsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -14673,6 +15627,8 @@ impl flatbuffers::Verifiable for Request<'_> {
           RequestBody::CreateAclsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CreateAclsRequest>>("RequestBody::CreateAclsRequest", pos),
           RequestBody::DescribeAclsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeAclsRequest>>("RequestBody::DescribeAclsRequest", pos),
           RequestBody::DeleteAclsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteAclsRequest>>("RequestBody::DeleteAclsRequest", pos),
+          RequestBody::AlterReassignmentsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AlterReassignmentsRequest>>("RequestBody::AlterReassignmentsRequest", pos),
+          RequestBody::ListReassignmentsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListReassignmentsRequest>>("RequestBody::ListReassignmentsRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -14967,6 +15923,20 @@ impl core::fmt::Debug for Request<'_> {
         },
         RequestBody::DeleteAclsRequest => {
           if let Some(x) = self.body_as_delete_acls_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::AlterReassignmentsRequest => {
+          if let Some(x) = self.body_as_alter_reassignments_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ListReassignmentsRequest => {
+          if let Some(x) = self.body_as_list_reassignments_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -15473,6 +16443,36 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_reassignments_response(&self) -> Option<AlterReassignmentsResponse<'a>> {
+    if self.body_type() == ResponseBody::AlterReassignmentsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterReassignmentsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_reassignments_response(&self) -> Option<ListReassignmentsResponse<'a>> {
+    if self.body_type() == ResponseBody::ListReassignmentsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListReassignmentsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Response<'_> {
@@ -15514,6 +16514,8 @@ impl flatbuffers::Verifiable for Response<'_> {
           ResponseBody::DescribeUsersResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeUsersResponse>>("ResponseBody::DescribeUsersResponse", pos),
           ResponseBody::AlterUsersResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AlterUsersResponse>>("ResponseBody::AlterUsersResponse", pos),
           ResponseBody::AclsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AclsResponse>>("ResponseBody::AclsResponse", pos),
+          ResponseBody::AlterReassignmentsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AlterReassignmentsResponse>>("ResponseBody::AlterReassignmentsResponse", pos),
+          ResponseBody::ListReassignmentsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListReassignmentsResponse>>("ResponseBody::ListReassignmentsResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -15773,6 +16775,20 @@ impl core::fmt::Debug for Response<'_> {
         },
         ResponseBody::AclsResponse => {
           if let Some(x) = self.body_as_acls_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::AlterReassignmentsResponse => {
+          if let Some(x) = self.body_as_alter_reassignments_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::ListReassignmentsResponse => {
+          if let Some(x) = self.body_as_list_reassignments_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

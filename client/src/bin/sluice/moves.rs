@@ -1,0 +1,249 @@
+//! `sluice partition` and `sluice node`: moving partitions between nodes (as
+//! kafka-reassign-partitions and rpk's `cluster partitions move`), and draining a node
+//! (every replica it holds moves to the other live nodes). The plan a drain makes is a
+//! pure function of the cluster's metadata (`drain_plan`), tested without a node.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sluice_client::protocol::{ClusterMetadata, PartitionMove};
+
+use crate::global::Global;
+use crate::{Args, Failure};
+
+/// How long `--wait` waits by default for moves to complete.
+const WAIT_DEFAULT: Duration = Duration::from_secs(600);
+/// How often `--wait` looks again.
+const POLL: Duration = Duration::from_millis(500);
+
+/// `TOPIC:PARTITION` (the topic may hold colons: the last one separates).
+fn partition_of(s: &str) -> Result<(String, u32), Failure> {
+    let bad = || Failure::Usage(format!("{s:?} is not TOPIC:PARTITION"));
+    let (topic, partition) = s.rsplit_once(':').ok_or_else(bad)?;
+    if topic.is_empty() {
+        return Err(bad());
+    }
+    Ok((topic.to_string(), partition.parse().map_err(|_| bad())?))
+}
+
+/// `TOPIC:PARTITION=ID,ID,...`.
+fn move_of(s: &str) -> Result<PartitionMove, Failure> {
+    let (at, ids) =
+        s.split_once('=').ok_or_else(|| Failure::Usage(format!("{s:?} is not TOPIC:PARTITION=ID,ID,...")))?;
+    let (topic, partition) = partition_of(at)?;
+    let replicas = ids
+        .split(',')
+        .map(|n| n.trim().parse::<u32>().map_err(|_| Failure::Usage(format!("{s:?}: {n:?} is not a node id"))))
+        .collect::<Result<Vec<u32>, _>>()?;
+    Ok(PartitionMove { topic, partition, replicas: Some(replicas) })
+}
+
+/// Every partition `node` holds a replica of, moved to the other live nodes: its place is
+/// taken by the live node holding fewest replicas among those the partition is not on
+/// (counting the moves planned before), added last, so the partition's preferred leader
+/// becomes its next replica. Refused when a partition has nowhere to go.
+pub(crate) fn drain_plan(metadata: &ClusterMetadata, node: u32) -> Result<Vec<PartitionMove>, String> {
+    let live: Vec<u32> = metadata.nodes.iter().map(|n| n.node_id).filter(|n| *n != node).collect();
+    let mut load: BTreeMap<u32, usize> = live.iter().map(|n| (*n, 0)).collect();
+    for topic in &metadata.topics {
+        for p in topic.partitions.iter().flatten() {
+            for r in &p.replicas {
+                if let Some(count) = load.get_mut(r) {
+                    *count += 1;
+                }
+            }
+        }
+    }
+    let mut plan = Vec::new();
+    for topic in &metadata.topics {
+        for p in topic.partitions.iter().flatten() {
+            if !p.replicas.contains(&node) {
+                continue;
+            }
+            let to = live.iter().filter(|n| !p.replicas.contains(n)).min_by_key(|n| (load[*n], **n)).copied();
+            let Some(to) = to else {
+                return Err(format!(
+                    "{}-{} has replicas {:?}: no other live node can take node {node}'s place (live: {live:?})",
+                    topic.name, p.partition, p.replicas
+                ));
+            };
+            *load.entry(to).or_default() += 1;
+            let mut replicas: Vec<u32> = p.replicas.iter().copied().filter(|r| *r != node).collect();
+            replicas.push(to);
+            plan.push(PartitionMove { topic: topic.name.clone(), partition: p.partition, replicas: Some(replicas) });
+        }
+    }
+    Ok(plan)
+}
+
+fn describe(m: &PartitionMove) -> String {
+    match &m.replicas {
+        Some(r) => format!("{}-{} to {r:?}", m.topic, m.partition),
+        None => format!("{}-{}: cancel", m.topic, m.partition),
+    }
+}
+
+/// Sends the moves; prints one line per move; fails if any was refused.
+async fn start(global: &Global, moves: &[PartitionMove]) -> Result<(), Failure> {
+    let admin = global.admin().await?;
+    let results = admin.alter_reassignments(moves).await?;
+    let mut refused = 0;
+    for (m, r) in moves.iter().zip(&results) {
+        match r {
+            Ok(()) => println!("{}: started", describe(m)),
+            Err(e) => {
+                refused += 1;
+                println!("{}: refused: {e}", describe(m));
+            }
+        }
+    }
+    if refused > 0 {
+        return Err(Failure::Failed(format!("{refused} of {} moves refused", moves.len())));
+    }
+    Ok(())
+}
+
+/// Waits until none of `moves`' partitions is moving any more (at most `limit`).
+async fn wait(global: &Global, moves: &[PartitionMove], limit: Duration) -> Result<(), Failure> {
+    let admin = global.admin().await?;
+    let deadline = Instant::now() + limit;
+    loop {
+        let moving = admin.list_reassignments(None).await?;
+        let left =
+            moving.iter().filter(|m| moves.iter().any(|p| p.topic == m.topic && p.partition == m.partition)).count();
+        if left == 0 {
+            eprintln!("every move is done");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::Failed(format!("{left} partitions still moving after {limit:?}")));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn wait_limit(args: &Args) -> Result<Option<Duration>, Failure> {
+    if args.one("wait").is_none() {
+        return Ok(None);
+    }
+    Ok(Some(args.number::<u64>("timeout-ms")?.map_or(WAIT_DEFAULT, Duration::from_millis)))
+}
+
+/// `sluice partition move|cancel|moves ...`.
+pub(crate) async fn partition(global: &Global, words: &[String]) -> Result<(), Failure> {
+    let Some(sub) = words.first() else { return Err(Failure::Usage("partition needs a subcommand".into())) };
+    let args = Args::parse(&words[1..], &["wait"])?;
+    match sub.as_str() {
+        "move" | "cancel" => {
+            args.only(&["wait", "timeout-ms"])?;
+            if args.positional.is_empty() {
+                return Err(Failure::Usage(format!("partition {sub} needs at least one partition")));
+            }
+            let moves: Vec<PartitionMove> = if sub == "move" {
+                args.positional.iter().map(|s| move_of(s)).collect::<Result<_, _>>()?
+            } else {
+                args.positional
+                    .iter()
+                    .map(|s| {
+                        partition_of(s).map(|(topic, partition)| PartitionMove { topic, partition, replicas: None })
+                    })
+                    .collect::<Result<_, _>>()?
+            };
+            let limit = wait_limit(&args)?;
+            start(global, &moves).await?;
+            if let Some(limit) = limit {
+                wait(global, &moves, limit).await?;
+            }
+            Ok(())
+        }
+        "moves" => {
+            args.only(&[])?;
+            let topics = (!args.positional.is_empty()).then_some(args.positional.as_slice());
+            let admin = global.admin().await?;
+            for m in admin.list_reassignments(topics).await? {
+                println!(
+                    "{}-{}: replicas {:?}, adding {:?}, removing {:?}",
+                    m.topic, m.partition, m.replicas, m.adding, m.removing
+                );
+            }
+            Ok(())
+        }
+        other => Err(Failure::Usage(format!("unknown partition subcommand {other:?}"))),
+    }
+}
+
+/// `sluice node drain ID [--wait [--timeout-ms T]] [--dry-run]`.
+pub(crate) async fn node(global: &Global, words: &[String]) -> Result<(), Failure> {
+    match words.first().map(String::as_str) {
+        Some("drain") => {}
+        Some(other) => return Err(Failure::Usage(format!("unknown node subcommand {other:?}"))),
+        None => return Err(Failure::Usage("node needs a subcommand".into())),
+    }
+    let args = Args::parse(&words[1..], &["wait", "dry-run"])?;
+    args.only(&["wait", "timeout-ms", "dry-run"])?;
+    let id: u32 = args.name("node id")?.parse().map_err(|_| Failure::Usage("the node id must be a number".into()))?;
+    let limit = wait_limit(&args)?;
+    let metadata = global.admin().await?.metadata(None).await?;
+    let plan = drain_plan(&metadata, id).map_err(Failure::Failed)?;
+    if plan.is_empty() {
+        eprintln!("node {id} holds no replica");
+        return Ok(());
+    }
+    if args.one("dry-run").is_some() {
+        for m in &plan {
+            println!("{}", describe(m));
+        }
+        return Ok(());
+    }
+    start(global, &plan).await?;
+    if let Some(limit) = limit {
+        wait(global, &plan, limit).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use sluice_client::protocol::{NodeInfo, PartitionInfo, TopicInfo};
+
+    fn metadata(nodes: &[u32], partitions: &[&[u32]]) -> ClusterMetadata {
+        let info = |(i, replicas): (usize, &&[u32])| PartitionInfo {
+            partition: i as u32,
+            leader: replicas.first().copied(),
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+        };
+        ClusterMetadata {
+            nodes: nodes.iter().map(|n| NodeInfo { node_id: *n, host: "127.0.0.1".into(), port: 9000 }).collect(),
+            controller_id: Some(1),
+            topics: vec![TopicInfo {
+                name: "t".into(),
+                partitions: Ok(partitions.iter().enumerate().map(info).collect()),
+            }],
+        }
+    }
+
+    #[test]
+    fn moves_and_partitions_parse_or_name_what_is_wrong() {
+        let m = move_of("a:b:3=4, 2,3").ok().expect("accepted");
+        assert_eq!((m.topic.as_str(), m.partition, m.replicas), ("a:b", 3, Some(vec![4, 2, 3])));
+        for bad in ["t:1", "t=1,2", ":1=2", "t:x=1", "t:1=1,x"] {
+            assert!(matches!(move_of(bad), Err(Failure::Usage(_))), "{bad}");
+        }
+        assert_eq!(partition_of("orders:7").ok(), Some(("orders".to_string(), 7)));
+    }
+
+    /// Each partition on the drained node gets the least loaded live node it is not on,
+    /// appended; the others stay; a partition with nowhere to go refuses the drain.
+    #[test]
+    fn a_drain_moves_each_replica_to_the_least_loaded_other_node() {
+        let plan = drain_plan(&metadata(&[1, 2, 3, 4], &[&[1, 2, 3], &[2, 3, 4], &[3, 1, 2], &[1, 4, 2]]), 1).unwrap();
+        let moves: Vec<(u32, Vec<u32>)> = plan.into_iter().map(|m| (m.partition, m.replicas.unwrap())).collect();
+        assert_eq!(moves, vec![(0, vec![2, 3, 4]), (2, vec![3, 2, 4]), (3, vec![4, 2, 3])]);
+        assert!(drain_plan(&metadata(&[1, 2, 3], &[&[1, 2, 3]]), 1).unwrap_err().contains("no other live node"));
+        assert!(drain_plan(&metadata(&[1, 2, 3], &[&[2, 3]]), 1).unwrap().is_empty());
+    }
+}
