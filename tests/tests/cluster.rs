@@ -1233,7 +1233,7 @@ fn partitions_move_off_a_drained_node_under_an_idempotent_producer_through_a_con
     };
 
     // Round 1: the moves, and at once a kill -9 of the controller.
-    start_moves(first, &[trimmed_move.clone()]);
+    start_moves(first, std::slice::from_ref(&trimmed_move));
     let controller =
         runtime.block_on(wait_for("a controller", || async { admin.metadata(Some(&[])).await.ok()?.controller_id }));
     cluster.node(controller).kill9_and_wait();

@@ -430,6 +430,15 @@ mod tests {
         fn hosted_log(&self, _: &str, _: u32) -> Option<Rc<crate::storage::PartitionLog>> {
             None
         }
+
+        fn reset_log(
+            &self,
+            _: &str,
+            _: u32,
+            _: sluice_schemas::ids::Offset,
+        ) -> crate::io::LocalFuture<'_, Result<(), String>> {
+            Box::pin(async { Err("no logs here".to_string()) })
+        }
     }
 
     /// Three nodes, each on its own executor thread with its own cluster port and voter
