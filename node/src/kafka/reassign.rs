@@ -76,7 +76,8 @@ pub async fn alter(
             Some(e) => Err(e),
             None => results.next().unwrap_or_else(|| Err(NodeError::new(ErrorKind::Unknown, "no result"))),
         };
-        let mut answer = ReassignablePartitionResponse::default().with_partition_index(partition);
+        let mut answer =
+            ReassignablePartitionResponse::default().with_partition_index(partition).with_error_message(None);
         if let Err(e) = result {
             if first_error.is_none() && matches!(e.kind, ErrorKind::NotController) {
                 first_error = Some(e.clone());
@@ -91,6 +92,7 @@ pub async fn alter(
         }
     }
     let mut response = AlterPartitionReassignmentsResponse::default()
+        .with_error_message(None)
         .with_allow_replication_factor_change(!keep_factor)
         .with_responses(responses);
     if let Some(e) =
@@ -144,5 +146,5 @@ pub async fn list(
             ),
         }
     }
-    ListPartitionReassignmentsResponse::default().with_topics(topics)
+    ListPartitionReassignmentsResponse::default().with_error_message(None).with_topics(topics)
 }
