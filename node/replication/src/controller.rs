@@ -327,6 +327,14 @@ impl Controller {
         self.state.is_fenced(node)
     }
 
+    /// Commits an operator's command at once (a partition move, say); returns the messages
+    /// it calls for.
+    pub fn propose(&mut self, command: &Command) -> Vec<Envelope> {
+        let outcome = commit_at_once(&mut self.state, command);
+        self.leader.applied(command);
+        replies(&self.state, command, &outcome)
+    }
+
     /// One step: a message or a tick in, messages out (each command committed at once).
     pub fn step(&mut self, now_ms: u64, input: ControllerInput) -> Vec<Envelope> {
         let decisions = self.leader.step(now_ms, &self.state, input);

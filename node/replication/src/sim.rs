@@ -2,7 +2,9 @@
 //! (replication factor 3, min.insync.replicas 2), producers (acks 0, 1 and all) and
 //! consumers, over a network that loses, delays and reorders messages and that partitions;
 //! nodes crash (volatile state lost, every appended entry kept), restart, and shut down
-//! cleanly. One seed decides everything (a splitmix64 generator, simulated time, ordered
+//! cleanly; an operator moves partitions to other nodes and cancels moves
+//! (`Command::Reassign`, with nodes hosting what the committed state makes them replicas
+//! of: a new replica starts empty, one that left drops its log). One seed decides everything (a splitmix64 generator, simulated time, ordered
 //! maps only, Raft election timeouts drawn from the seed), so `SEED=n` replays a run
 //! exactly.
 //!
@@ -393,6 +395,9 @@ struct Stats {
     consumed_after_restart: u64,
     /// Idempotent retries of a payload the leader held, answered with its first offset.
     duplicates_answered: u64,
+    /// Partition moves proposed (new targets and cancels), and moves that completed.
+    moves_proposed: u64,
+    moves_completed: u64,
 }
 
 impl Stats {
@@ -419,6 +424,8 @@ impl Stats {
         self.leads_after_restart += o.leads_after_restart;
         self.consumed_after_restart += o.consumed_after_restart;
         self.duplicates_answered += o.duplicates_answered;
+        self.moves_proposed += o.moves_proposed;
+        self.moves_completed += o.moves_completed;
     }
 }
 
@@ -436,6 +443,8 @@ struct PartitionHistory {
     /// The controller's (leader epoch, partition epoch, leader) at the last step.
     controller: (LeaderEpoch, PartitionEpoch, Option<NodeId>),
     unclean_elections: u64,
+    /// The target of the move in progress at the last step.
+    moving: Option<Vec<NodeId>>,
 }
 
 #[derive(Default)]
@@ -834,6 +843,7 @@ impl Sim {
             },
             Endpoint::Node(id) => {
                 if self.nodes[&id].incarnation == life {
+                    self.sync_hosting(id);
                     if let Message::Produce { partition, acks: Acks::All, payload, request_id } = envelope.message {
                         if let Some(offset) = self.held_by_leader(id, partition, payload) {
                             self.duplicates.push(PendingDuplicate {
@@ -890,6 +900,11 @@ impl Sim {
         let slot = self.nodes.get_mut(&id).expect("known node");
         let Some(node) = slot.node.as_mut() else { return };
         let actions = node.step(now, input);
+        self.perform(id, actions);
+    }
+
+    /// Performs what node `id` asked for.
+    fn perform(&mut self, id: NodeId, actions: Vec<NodeAction>) {
         let mut ready = false;
         for action in actions {
             match action {
@@ -1020,8 +1035,75 @@ impl Sim {
             }
             75..=84 => self.loss_percent = self.rng.range(0, 10),
             85..=92 => self.voter_fault(),
+            93..=97 => self.move_fault(),
             _ => {}
         }
+    }
+
+    /// An operator moves a partition (`Command::Reassign`): to 3 nodes drawn from all of
+    /// them (up or down), or, while it moves, elsewhere again or back (a cancel). The
+    /// controller takes it as any other command; nodes host a partition from the moment
+    /// the committed state makes them a replica and drop it once it no longer does
+    /// (`sync_hosting`), as the node's shards do with their logs.
+    fn move_fault(&mut self) {
+        let Some((p, _)) = self.rng.pick(&self.partitions) else { return };
+        let mut ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let moving = self.control.state().partition_record(p).is_some_and(|r| r.reassignment.is_some());
+        let target = if moving && self.rng.percent(30) {
+            None
+        } else {
+            let mut target = Vec::new();
+            while target.len() < 3 && !ids.is_empty() {
+                let i = self.rng.range(0, ids.len() as u64 - 1) as usize;
+                target.push(ids.remove(i));
+            }
+            Some(target)
+        };
+        if self.control.state().check_reassign(p, target.as_deref()).is_err() {
+            return;
+        }
+        let command = super::Command::Reassign { partition: p, target };
+        self.stats.moves_proposed += 1;
+        match &mut self.control {
+            Control::Direct(controller) => {
+                let out = controller.propose(&command);
+                out.into_iter().for_each(|e| self.send(e));
+            }
+            Control::Quorum(voters) => {
+                let leaders: Vec<u64> = voters
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.voter.as_ref().is_some_and(ControllerVoter::is_leader))
+                    .map(|(id, _)| *id)
+                    .collect();
+                if let Some(id) = self.rng.pick(&leaders) {
+                    self.voter_call(id, |voter, now| voter.propose(now, &command));
+                }
+            }
+        }
+    }
+
+    /// Makes node `id` (up) host exactly the partitions the committed state makes it a
+    /// replica of: a new replica starts with an empty log, a replica that left forgets its
+    /// log (its disk copy too).
+    fn sync_hosting(&mut self, id: NodeId) {
+        let now = self.now_ms;
+        let mut actions = Vec::new();
+        for (p, config) in self.partitions.clone() {
+            let replica = self.control.state().partition(p).is_some_and(|s| s.replicas.contains(&id));
+            let slot = self.nodes.get_mut(&id).expect("known node");
+            let Some(node) = slot.node.as_mut() else { return };
+            let hosted = node.log(p).is_some();
+            if replica && !hosted {
+                node.add_partition(p, config, ReplicaLog::new());
+                slot.disk.insert(p, ReplicaLog::new());
+            } else if !replica && hosted {
+                actions.extend(node.remove_partition(now, p));
+                slot.disk.remove(&p);
+                self.checker.verified.remove(&(id, p));
+            }
+        }
+        self.perform(id, actions);
     }
 
     /// `Mode::SingleNode`'s faults: the process crashes or stops cleanly (node and voter
@@ -1430,7 +1512,17 @@ impl Sim {
             let p = *p;
             let state = self.control.state().partition(p).expect("partition").clone();
             let unclean = self.control.state().unclean_elections(p);
+            let target = self
+                .control
+                .state()
+                .partition_record(p)
+                .and_then(|r| r.reassignment.as_ref())
+                .map(|m| m.target.clone());
             let history = self.checker.partitions.entry(p).or_default();
+            if history.moving.take().is_some_and(|before| target.is_none() && state.replicas == before) {
+                self.stats.moves_completed += 1;
+            }
+            history.moving = target;
             // (4) The controller's epochs only increase; a new leader epoch comes with a
             // new partition epoch.
             let (last_leader_epoch, last_partition_epoch, _) = history.controller;
@@ -1665,6 +1757,7 @@ fn sweep(mode: Mode, ci_seeds: u64, ci_steps: u64) -> Stats {
         assert!(total.duplicates_answered > 0, "no idempotent retry met a stored payload: {total:?}");
         if mode.replication().0 > 1 {
             assert!(total.truncations > 0, "no divergent tail was ever truncated: {total:?}");
+            assert!(total.moves_completed > 0, "no partition move ever completed: {total:?}");
         }
     }
     total
