@@ -9,13 +9,15 @@
 # moves them to the other nodes and is timed. Meanwhile a producer writes 1 KiB records at
 # RATE records/s (default 2000) with acks=all to topic "live" (4 partitions, RF 3); its
 # ack latency is measured over the same length of time before the drain and during it.
-# The machine's limits (O_DIRECT write, loopback) come from the same run.
+# The machine's limits (O_DIRECT write, loopback) come from the same run. THROTTLE=BYTES
+# runs the nodes with --replication-throttled-rate BYTES (per node; default none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB=${1:-1024}
 OUT=${OUT:-bench-move.md}
 SHARDS=${SHARDS:-1}
 RATE=${RATE:-2000}
+THROTTLE=${THROTTLE:-0}
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench-move.XXXXXX")
 
 cargo build --release -q -p sluice-node -p sluice-bench -p sluice-client
@@ -25,7 +27,8 @@ run() { echo "+ sluice-bench $*" >&2; $BENCH "$@"; }
 
 BASE=$(run baseline --data-dir "$DATA" --json)
 trap 'ops/cluster.sh stop "$DATA/cluster" || true; rm -rf "$DATA"' EXIT
-BOOTSTRAP=$(NODE_FLAGS="--shards $SHARDS --voters 1,2,3" ops/cluster.sh start 4 "$DATA/cluster")
+BOOTSTRAP=$(NODE_FLAGS="--shards $SHARDS --voters 1,2,3 --replication-throttled-rate $THROTTLE" \
+    ops/cluster.sh start 4 "$DATA/cluster")
 # Every node registered before the topics are placed.
 for _ in $(seq 1 100); do
     [[ $($CLI --bootstrap "$BOOTSTRAP" cluster status | sed -n 's/^live nodes: //p') == 4 ]] && break
@@ -55,15 +58,16 @@ wait "$PRODUCER"
 DURING=$(cat "$DATA/during.json")
 $CLI --bootstrap "$BOOTSTRAP" topic describe moved >&2
 
-python3 - "$BASE" "$BEFORE" "$DURING" "$HELD" "$STARTED" "$ENDED" "$SHARDS" "$RATE" <<'PY' | tee "$OUT"
+python3 - "$BASE" "$BEFORE" "$DURING" "$HELD" "$STARTED" "$ENDED" "$SHARDS" "$RATE" "$THROTTLE" <<'PY' | tee "$OUT"
 import json, sys, datetime, os
 base, before, during = (json.loads(a) for a in sys.argv[1:4])
 held, started, ended = int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
-shards, rate = sys.argv[7], sys.argv[8]
+shards, rate, throttle = sys.argv[7], sys.argv[8], int(sys.argv[9])
 seconds = ended - started
 mb_s = held * 1.048576 / seconds
 print(f"Moving node 1's replicas to 3 other nodes (`sluice node drain 1 --wait`), {datetime.date.today()}, "
-      f"{os.cpu_count()} cores, 4 nodes on one machine, {shards} shard(s) per node, no throttle.")
+      f"{os.cpu_count()} cores, 4 nodes on one machine, {shards} shard(s) per node, "
+      + (f"--replication-throttled-rate {throttle} ({throttle / 1048576:.0f} MiB/s per node)." if throttle else "no throttle."))
 print()
 print(f"Machine limits (same run): O_DIRECT write {base['direct_write_mb_s']:.0f} MB/s, "
       f"loopback TCP {base['loopback_tcp_mb_s']:.0f} MB/s.")

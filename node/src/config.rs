@@ -43,7 +43,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
                    [--transactional-id-expiration-ms N]
                    [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--voters ID,ID,...]
                    [--session-timeout-ms N]
-                   [--replica-lag-time-max-ms N]
+                   [--replica-lag-time-max-ms N] [--replication-throttled-rate BYTES]
 
   --config FILE             TOML file with the same keys (e.g. `data-dir = \"/var/lib/sluice\"`,
                             `[topic-defaults]` with topic config keys); flags win over it
@@ -164,6 +164,10 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
                             leaderships (default 3000)
   --replica-lag-time-max-ms N  a follower that has not caught up for this long leaves the
                             ISR (replica.lag.time.max.ms, default 10000)
+  --replication-throttled-rate BYTES  bytes per second this node's leaders send to
+                            replicas outside the ISR: new replicas of a partition move,
+                            followers catching up (Kafka's leader.replication.throttled.rate;
+                            in-sync followers are never throttled). Default 0: no throttle
   -h, --help                this text
 
 Environment: SLUICE_BOOTSTRAP_USER=NAME:PASSWORD[:MECHANISM] creates that SASL user
@@ -280,6 +284,8 @@ pub struct NodeConfig {
     pub session_timeout_ms: u64,
     /// replica.lag.time.max.ms (cluster only).
     pub replica_lag_time_max_ms: u64,
+    /// Bytes per second to replicas outside the ISR (0: unthrottled).
+    pub replication_throttled_rate: u64,
 }
 
 /// A node of the cluster and its addresses.
@@ -453,6 +459,7 @@ impl Default for NodeConfig {
             voters: Vec::new(),
             session_timeout_ms: 3_000,
             replica_lag_time_max_ms: 10_000,
+            replication_throttled_rate: 0,
         }
     }
 }
@@ -949,6 +956,7 @@ impl NodeConfig {
             }
             "session-timeout-ms" => self.session_timeout_ms = number(key, value, 100, 600_000)?,
             "replica-lag-time-max-ms" => self.replica_lag_time_max_ms = number(key, value, 100, 600_000)?,
+            "replication-throttled-rate" => self.replication_throttled_rate = number(key, value, 0, 1 << 40)?,
             _ => return Err(format!("unknown setting {key:?} (see --help)")),
         }
         Ok(())

@@ -205,6 +205,7 @@ fn cluster_setup(config: &NodeConfig) -> ClusterSetup {
             alter_partition_retry_ms: 500,
             listeners: config.advertised_listeners(),
         },
+        throttled_rate: (config.replication_throttled_rate > 0).then_some(config.replication_throttled_rate),
     }
 }
 

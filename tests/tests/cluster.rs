@@ -1303,10 +1303,15 @@ fn sluice_cli(bootstrap: &str, args: &[&str]) -> sluice_tests::node_client::CliR
 /// --dry-run` prints a plan that takes every replica off node 2 and changes nothing;
 /// `node drain 2 --wait` moves them (the internal offsets topic's too) and returns once
 /// done: then no partition has a replica on node 2, node 2 deleted its copies, and every
-/// record produced before is read back from the new replicas.
+/// record produced before is read back from the new replicas. The nodes run with
+/// `--replication-throttled-rate` 1 MiB/s: the copies went through the throttle (its
+/// metric counts them), and the moves completed with it.
 #[test]
 fn the_cli_drains_a_node_of_every_replica_it_holds() {
-    let cluster = Cluster::start_with(4, &["--voters", "1,2,3"]);
+    let metrics: Vec<SocketAddr> = (0..4).map(|_| free_loopback_addr()).collect();
+    let per_node = |i: usize, _| vec!["--metrics-listen".to_string(), metrics[i].to_string()];
+    let flags = ["--voters", "1,2,3", "--replication-throttled-rate", "1048576"];
+    let cluster = Cluster::start_full(4, &flags, Faults::Processes, "PLAINTEXT", &[], &per_node);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
     let topic = NewTopic { name: "drained".into(), partitions: 6, replication_factor: 2, configs: Vec::new() };
@@ -1321,14 +1326,12 @@ fn the_cli_drains_a_node_of_every_replica_it_holds() {
             ProducerConfig { bootstrap_servers: cluster.bootstrap(), acks: Acks::All, ..ProducerConfig::default() };
         let producer = Producer::new(config).await.unwrap();
         let mut deliveries = Vec::new();
+        // Every partition gets records, so every replica that moves copies some.
         for i in 0..600 {
             let value = Some(format!("d-{i}").into_bytes());
-            deliveries.push(
-                producer
-                    .send(ProducerRecord { topic: "drained".into(), value, ..ProducerRecord::default() })
-                    .await
-                    .unwrap(),
-            );
+            let record =
+                ProducerRecord { topic: "drained".into(), partition: Some(i % 6), value, ..ProducerRecord::default() };
+            deliveries.push(producer.send(record).await.unwrap());
         }
         for d in deliveries {
             tokio::time::timeout(WAIT, d).await.unwrap().unwrap();
@@ -1400,6 +1403,18 @@ fn the_cli_drains_a_node_of_every_replica_it_holds() {
         seen
     });
     assert_eq!(seen.len(), produced, "every record is read back after the drain");
+    let throttled: u64 = metrics
+        .iter()
+        .map(|m| {
+            let body = sluice_tests::node_client::scrape_metrics(*m);
+            body.lines()
+                .find_map(|l| l.strip_prefix("sluice_replication_throttled_bytes_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(throttled > 0, "the new replicas' copies went through the throttle");
+    eprintln!("{throttled} bytes copied through the replication throttle");
 }
 
 /// Topic auto-creation in a cluster: kcat produces to a missing topic through a node

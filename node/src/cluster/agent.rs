@@ -518,6 +518,7 @@ mod tests {
                         replica,
                         agent.transport(),
                         logs,
+                        None,
                     );
                     let _ = host.set(started);
                     // Report until every node is registered in this voter's state (bounded).

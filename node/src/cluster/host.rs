@@ -35,6 +35,7 @@ use sluice_schemas::ids::Offset;
 use sluice_schemas::TopicPartition;
 use tracing::{debug, warn};
 
+use super::throttle::Throttle;
 use super::transport::Transport;
 use crate::errors::{from_storage, ErrorKind, NodeError};
 use crate::io::{self, Oneshot, OneshotSender, WaitQueue};
@@ -110,6 +111,9 @@ pub struct ReplicaHost {
     /// Fetches and fetch answers to send per node at the end of this executor turn.
     outgoing: RefCell<BTreeMap<NodeId, Vec<Vec<u8>>>>,
     flush_scheduled: Cell<bool>,
+    /// What this shard's leaders send replicas outside the ISR goes through it (`None`:
+    /// no throttle).
+    throttle: Option<Throttle>,
 }
 
 impl ReplicaHost {
@@ -124,6 +128,7 @@ impl ReplicaHost {
         config: ReplicaConfig,
         transport: Rc<Transport>,
         logs: Weak<dyn HostLogs>,
+        throttled_rate: Option<u64>,
     ) -> Rc<ReplicaHost> {
         let host = Rc::new(ReplicaHost {
             me,
@@ -143,6 +148,7 @@ impl ReplicaHost {
             shutdown_ready: Cell::new(false),
             outgoing: RefCell::new(BTreeMap::new()),
             flush_scheduled: Cell::new(false),
+            throttle: throttled_rate.map(Throttle::new),
         });
         let weak = Rc::downgrade(&host);
         io::spawn_detached(async move {
@@ -560,21 +566,43 @@ impl ReplicaHost {
     /// A leader's answer to a follower's fetch: once the partition has batches past the
     /// follower's log end, or after `FETCH_WAIT` (the follower's long poll). It leaves with
     /// the other answers for that node that are ready in the same executor turn.
+    /// An answer to a replica outside the ISR goes through the throttle, if any.
     async fn serve_fetch(self: &Rc<Self>, envelope: Envelope, from: Offset) {
         let Endpoint::Node(to) = envelope.to else { return };
-        if let Some(log) = partition_of(&envelope.message).and_then(|p| self.log_of(p)) {
+        let partition = partition_of(&envelope.message);
+        if let Some(log) = partition.and_then(|p| self.log_of(p)) {
             if log.log_end_offset() <= from {
                 let _ = io::timeout(FETCH_WAIT, log.wait_for_data(from)).await;
             }
         }
-        if let Some(bytes) = self.fetch_answer(envelope, from).await {
+        let in_sync = || {
+            let replicas = self.replicas.borrow();
+            partition.and_then(|p| replicas.known_state(p)).is_some_and(|s| s.isr.contains(&to))
+        };
+        let throttle = self.throttle.as_ref().filter(|_| !in_sync());
+
+        let max_bytes = match throttle {
+            Some(t) => t.allowance().await.min(FETCH_BYTES_MAX),
+            None => FETCH_BYTES_MAX,
+        };
+        if let Some((bytes, batches)) = self.fetch_answer(envelope, from, max_bytes).await {
+            if let Some(t) = throttle {
+                t.take(batches);
+            }
             self.queue_out(to, bytes);
         }
     }
 
+    /// (bytes the throttle let through, milliseconds answers waited on it).
+    #[must_use]
+    pub fn throttle_counters(&self) -> (u64, u64) {
+        self.throttle.as_ref().map_or((0, 0), Throttle::counters)
+    }
+
     /// A leader's answer to a follower's fetch, in wire bytes, with the batches from the
-    /// follower's log end as the log holds them.
-    async fn fetch_answer(&self, envelope: Envelope, from: Offset) -> Option<Vec<u8>> {
+    /// follower's log end as the log holds them (about `max_bytes` of them, at least one
+    /// whole batch; none when `max_bytes` is 0), and the batches' bytes.
+    async fn fetch_answer(&self, envelope: Envelope, from: Offset, max_bytes: u64) -> Option<(Vec<u8>, u64)> {
         let Message::FetchReply { partition, leader_epoch, request_id, result } = envelope.message else { return None };
         let FetchResult::Entries { high_watermark, .. } = result else { return None };
         let reply = |result| Envelope {
@@ -582,8 +610,9 @@ impl ReplicaHost {
             to: envelope.to,
             message: Message::FetchReply { partition, leader_epoch, request_id, result },
         };
+        let without_batches = |result| wire::encode(&reply(result), &[]).map(|bytes| (bytes, 0));
         let Some(log) = self.log_of(partition) else {
-            return wire::encode(&reply(FetchResult::Error(ReplicaError::NotLeader)), &[]);
+            return without_batches(FetchResult::Error(ReplicaError::NotLeader));
         };
         let log_start = log.log_start_offset();
         if from < log_start {
@@ -594,13 +623,17 @@ impl ReplicaHost {
                 Some(epoch) => FetchResult::Reset { log_start, epoch },
                 None => FetchResult::Error(ReplicaError::OffsetOutOfRange),
             };
-            return wire::encode(&reply(result), &[]);
+            return without_batches(result);
         }
-        let fetched = match log.read(from, FETCH_BYTES_MAX).await {
+        if max_bytes == 0 {
+            // The throttle has nothing for it now: the follower asks again.
+            return without_batches(FetchResult::Entries { entries: Vec::new(), high_watermark, log_start });
+        }
+        let fetched = match log.read(from, max_bytes).await {
             Ok(fetched) => fetched,
             Err(e) => {
                 debug!("partition {partition}: reading for a follower from {from}: {e}");
-                return wire::encode(&reply(FetchResult::Error(ReplicaError::OffsetOutOfRange)), &[]);
+                return without_batches(FetchResult::Error(ReplicaError::OffsetOutOfRange));
             }
         };
         // Whole batches from `from` (a read starts at the batch holding it; a follower's
@@ -624,7 +657,9 @@ impl ReplicaHost {
             }
             parts.push(&chunk[start..]);
         }
+        let bytes: u64 = parts.iter().map(|p| p.len() as u64).sum();
         wire::encode_parts(&reply(FetchResult::Entries { entries, high_watermark, log_start }), &parts)
+            .map(|frame| (frame, bytes))
     }
 
     /// A follower's fetch tells its leader that everything below `fetch_offset` is stored

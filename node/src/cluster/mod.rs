@@ -6,7 +6,9 @@
 //!   what reaches the node's cluster listener (shard 0).
 //! - `host`: a shard's `ReplicaNode` over its real logs: performs its log operations,
 //!   fills its fetch answers, and runs the leader's produce path.
+//! - `throttle`: the token bucket for what leaders send replicas outside the ISR.
 
 pub mod agent;
 pub mod host;
+pub mod throttle;
 pub mod transport;

@@ -120,6 +120,10 @@ pub struct Metrics {
     pub logs_reopened: u64,
     /// Produce requests refused because the data directory was below its free margin.
     pub produce_refused_no_space: u64,
+    /// Bytes leaders sent replicas outside the ISR through the replication throttle, and
+    /// milliseconds those answers waited on it (counters).
+    pub replication_throttled_bytes: u64,
+    pub replication_throttle_wait_ms: u64,
     /// The data directory's file system (filled in when a snapshot is taken).
     pub data_dir: Option<DataDirGauges>,
 }
@@ -159,6 +163,8 @@ impl Default for Metrics {
             failed_logs: 0,
             logs_reopened: 0,
             produce_refused_no_space: 0,
+            replication_throttled_bytes: 0,
+            replication_throttle_wait_ms: 0,
             data_dir: None,
         }
     }
@@ -210,6 +216,8 @@ impl Metrics {
         self.failed_logs += other.failed_logs;
         self.logs_reopened += other.logs_reopened;
         self.produce_refused_no_space += other.produce_refused_no_space;
+        self.replication_throttled_bytes += other.replication_throttled_bytes;
+        self.replication_throttle_wait_ms += other.replication_throttle_wait_ms;
         // One file system: the lowest free figure any shard read, full if any saw it so.
         self.data_dir = match (self.data_dir, other.data_dir) {
             (Some(a), Some(b)) => {
@@ -388,7 +396,7 @@ impl Metrics {
             ),
         ];
         let d = self.data_dir.unwrap_or_default();
-        let space: [(&str, &str, &str, u64); 7] = [
+        let space: [(&str, &str, &str, u64); 9] = [
             (
                 "sluice_storage_failed_logs",
                 "gauge",
@@ -400,6 +408,18 @@ impl Metrics {
                 "counter",
                 "Failed partition logs opened again.",
                 self.logs_reopened,
+            ),
+            (
+                "sluice_replication_throttled_bytes_total",
+                "counter",
+                "Bytes leaders sent replicas outside the ISR through --replication-throttled-rate.",
+                self.replication_throttled_bytes,
+            ),
+            (
+                "sluice_replication_throttle_wait_ms_total",
+                "counter",
+                "Milliseconds fetch answers to replicas outside the ISR waited on the replication throttle.",
+                self.replication_throttle_wait_ms,
             ),
             (
                 "sluice_produce_refused_no_space_total",

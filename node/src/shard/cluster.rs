@@ -166,6 +166,9 @@ pub struct ClusterSetup {
     pub voters: Vec<NodeId>,
     pub controller: ControllerConfig,
     pub replica: ReplicaConfig,
+    /// Bytes per second a node's leaders send replicas outside the ISR, all shards
+    /// together (`--replication-throttled-rate`; `None`: unthrottled).
+    pub throttled_rate: Option<u64>,
 }
 
 /// Where a partition lives, as Metadata answers.
@@ -443,6 +446,7 @@ impl Shard {
             setup.replica.clone(),
             transport,
             logs,
+            setup.throttled_rate.map(|rate| rate.div_ceil(u64::from(self.shards.max(1)))),
         );
         let _ = self.host.set(host);
         if self.id == ShardId(0) {

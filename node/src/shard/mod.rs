@@ -434,6 +434,10 @@ impl Shard {
                 metrics.failed_logs = self.logs.borrow().values().filter(|l| l.failure().is_some()).count() as u64;
                 metrics.logs_reopened = self.repairs.reopened.get();
                 metrics.produce_refused_no_space = self.space.refused.get();
+                if let Some(host) = self.host.get() {
+                    (metrics.replication_throttled_bytes, metrics.replication_throttle_wait_ms) =
+                        host.throttle_counters();
+                }
                 self.space.refresh(std::time::Instant::now());
                 let (free, total) = self.space.free_and_total();
                 metrics.data_dir = Some(crate::metrics::DataDirGauges {
