@@ -98,6 +98,8 @@ impl Throttle {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::expect_used)]
+
     use super::*;
 
     /// The bucket starts full (a tenth of a second's worth), lends what it holds, and after
