@@ -405,6 +405,12 @@ impl Admin {
         self.on_controller(|conn| async move { protocol::alter_reassignments(&conn, moves).await }).await
     }
 
+    /// Forgets a node that is down for good (Kafka's UnregisterBroker): refused while it is
+    /// live, holds replicas (drain it first) or is a controller voter.
+    pub async fn remove_node(&self, node: u32) -> Result<()> {
+        self.on_controller(|conn| async move { protocol::unregister_node(&conn, node).await }).await
+    }
+
     /// The partition moves in progress, of these topics (`None`: all).
     pub async fn list_reassignments(&self, topics: Option<&[String]>) -> Result<Vec<protocol::MoveInProgress>> {
         self.on_controller(|conn| async move { protocol::list_reassignments(&conn, topics).await }).await

@@ -1597,6 +1597,17 @@ pub async fn alter_reassignments(conn: &Connection, moves: &[PartitionMove]) -> 
     Ok(results)
 }
 
+/// Forgets node `node`, down for good and holding no replica (on the controller).
+pub async fn unregister_node(conn: &Connection, node: u32) -> Result<()> {
+    let build = |b: &mut FlatBufferBuilder<'static>| {
+        wire::UnregisterNodeRequest::create(b, &wire::UnregisterNodeRequestArgs { node }).as_union_value()
+    };
+    let frame = conn.request(RequestBody::UnregisterNodeRequest, build, &[]).await?;
+    let response = frame.response()?;
+    let r = response.body_as_unregister_node_response().ok_or_else(|| unexpected(&frame, "UnregisterNode"))?;
+    code_result(r.error(), r.message())
+}
+
 pub fn encode_list_reassignments(b: &mut FlatBufferBuilder<'_>, topics: Option<&[String]>) -> EncodedBody {
     let topics = topics.map(|list| {
         let names: Vec<_> = list.iter().map(|t| b.create_string(t)).collect();

@@ -107,6 +107,8 @@ pub enum ErrorKind {
     /// A reassignment was cancelled where none is in progress (Kafka's
     /// NO_REASSIGNMENT_IN_PROGRESS, 85).
     NoReassignmentInProgress,
+    /// No node of the cluster has this id (Kafka's BROKER_ID_NOT_REGISTERED, 102).
+    BrokerIdNotRegistered,
     /// The partition's log failed (poisoned by an I/O error, or corrupt on disk).
     Storage,
     /// A bug or an unexpected state; the message says which.
@@ -174,6 +176,7 @@ impl ErrorKind {
         ErrorKind::UnacceptableCredential,
         ErrorKind::InvalidReplicaAssignment,
         ErrorKind::NoReassignmentInProgress,
+        ErrorKind::BrokerIdNotRegistered,
         ErrorKind::Storage,
         ErrorKind::Unknown,
     ];
@@ -270,6 +273,7 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
 /// Kafka's INVALID_REPLICA_ASSIGNMENT and NO_REASSIGNMENT_IN_PROGRESS.
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+const BROKER_ID_NOT_REGISTERED: i16 = 102;
 /// Kafka's GROUP_SUBSCRIBED_TO_TOPIC.
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 /// Kafka's FENCED_INSTANCE_ID.
@@ -356,6 +360,7 @@ pub fn error_code(kind: ErrorKind) -> sluice_schemas::wire::ErrorCode {
         ErrorKind::UnacceptableCredential => ErrorCode::UnacceptableCredential,
         ErrorKind::InvalidReplicaAssignment => ErrorCode(INVALID_REPLICA_ASSIGNMENT),
         ErrorKind::NoReassignmentInProgress => ErrorCode(NO_REASSIGNMENT_IN_PROGRESS),
+        ErrorKind::BrokerIdNotRegistered => ErrorCode(BROKER_ID_NOT_REGISTERED),
         ErrorKind::Storage => ErrorCode::KafkaStorageError,
         ErrorKind::Unknown => ErrorCode::UnknownServerError,
     }

@@ -497,6 +497,10 @@ fn build_request_body(
                 AlterReassignmentsRequest::create(builder, &AlterReassignmentsRequestArgs { moves: Some(moves) });
             (body.as_union_value(), no_payload)
         }
+        RequestBody::UnregisterNodeRequest => {
+            let body = UnregisterNodeRequest::create(builder, &UnregisterNodeRequestArgs { node: 4 });
+            (body.as_union_value(), no_payload)
+        }
         RequestBody::ListReassignmentsRequest => {
             let topic = builder.create_string("orders");
             let topics = builder.create_vector(&[topic]);
@@ -740,6 +744,9 @@ fn check_request(request: &Request<'_>, payload: &[u8]) {
             assert_eq!(to.replicas().unwrap().iter().collect::<Vec<u32>>(), vec![4, 2, 3]);
             assert_eq!((cancel.topic(), cancel.partition(), cancel.replicas().is_none()), (Some("orders"), 8, true));
         }
+        RequestBody::UnregisterNodeRequest => {
+            assert_eq!(request.body_as_unregister_node_request().unwrap().node(), 4);
+        }
         RequestBody::ListReassignmentsRequest => {
             let topics = request.body_as_list_reassignments_request().unwrap().topics().unwrap();
             assert_eq!(topics.iter().collect::<Vec<&str>>(), vec!["orders"]);
@@ -951,6 +958,11 @@ fn list_reassignments_request_round_trips_with_every_field_set() {
 }
 
 #[test]
+fn unregister_node_request_round_trips_with_every_field_set() {
+    round_trip_request(RequestBody::UnregisterNodeRequest);
+}
+
+#[test]
 fn every_request_body_type_is_covered_by_these_tests() {
     let covered = ALL_REQUEST_BODIES.len();
     assert_eq!(covered, RequestBody::ENUM_VALUES.len() - 1, "a request body type was added: add it to the tests");
@@ -967,7 +979,7 @@ fn a_response_envelope_is_not_taken_for_a_request() {
     }
 }
 
-const ALL_REQUEST_BODIES: [RequestBody; 34] = [
+const ALL_REQUEST_BODIES: [RequestBody; 35] = [
     RequestBody::ApiVersionsRequest,
     RequestBody::MetadataRequest,
     RequestBody::CreateTopicsRequest,
@@ -1002,6 +1014,7 @@ const ALL_REQUEST_BODIES: [RequestBody; 34] = [
     RequestBody::DeleteAclsRequest,
     RequestBody::AlterReassignmentsRequest,
     RequestBody::ListReassignmentsRequest,
+    RequestBody::UnregisterNodeRequest,
 ];
 
 // Responses -----------------------------------------------------------------------------
@@ -1544,6 +1557,14 @@ fn build_response_body(
             );
             (body.as_union_value(), no_payload)
         }
+        ResponseBody::UnregisterNodeResponse => {
+            let message = builder.create_string("node 4 is live: stop it first");
+            let body = UnregisterNodeResponse::create(
+                builder,
+                &UnregisterNodeResponseArgs { error: ErrorCode::InvalidRequest, message: Some(message) },
+            );
+            (body.as_union_value(), no_payload)
+        }
         ResponseBody::ListReassignmentsResponse => {
             let topic = builder.create_string("orders");
             let replicas = builder.create_vector(&[4u32, 2, 3, 1]);
@@ -1854,6 +1875,13 @@ fn check_response(response: &Response<'_>, payload: &[u8]) {
             assert_eq!((result.topic(), result.partition(), result.error()), (Some("orders"), 8, ErrorCode(85)));
             assert_eq!(result.message(), Some("orders-8: no reassignment is in progress"));
         }
+        ResponseBody::UnregisterNodeResponse => {
+            let body = response.body_as_unregister_node_response().unwrap();
+            assert_eq!(
+                (body.error(), body.message()),
+                (ErrorCode::InvalidRequest, Some("node 4 is live: stop it first"))
+            );
+        }
         ResponseBody::ListReassignmentsResponse => {
             let body = response.body_as_list_reassignments_response().unwrap();
             assert_eq!((body.error(), body.message()), (ErrorCode::None, None));
@@ -1882,7 +1910,7 @@ fn round_trip_response(body_type: ResponseBody) {
     check_response(&response, payload);
 }
 
-const ALL_RESPONSE_BODIES: [ResponseBody; 31] = [
+const ALL_RESPONSE_BODIES: [ResponseBody; 32] = [
     ResponseBody::ApiVersionsResponse,
     ResponseBody::MetadataResponse,
     ResponseBody::CreateTopicsResponse,
@@ -1914,6 +1942,7 @@ const ALL_RESPONSE_BODIES: [ResponseBody; 31] = [
     ResponseBody::AclsResponse,
     ResponseBody::AlterReassignmentsResponse,
     ResponseBody::ListReassignmentsResponse,
+    ResponseBody::UnregisterNodeResponse,
 ];
 
 #[test]
@@ -2053,6 +2082,11 @@ fn alter_reassignments_response_round_trips_with_every_field_set() {
 #[test]
 fn list_reassignments_response_round_trips_with_every_field_set() {
     round_trip_response(ResponseBody::ListReassignmentsResponse);
+}
+
+#[test]
+fn unregister_node_response_round_trips_with_every_field_set() {
+    round_trip_response(ResponseBody::UnregisterNodeResponse);
 }
 
 #[test]

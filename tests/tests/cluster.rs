@@ -1299,11 +1299,13 @@ fn sluice_cli(bootstrap: &str, args: &[&str]) -> sluice_tests::node_client::CliR
 }
 
 /// The CLI's partition moves and drains (issue 21) on four nodes (voters 1-3): bad moves
-/// and a cancel with nothing moving fail with the reason and exit 1; `node drain 2
-/// --dry-run` prints a plan that takes every replica off node 2 and changes nothing;
-/// `node drain 2 --wait` moves them (the internal offsets topic's too) and returns once
-/// done: then no partition has a replica on node 2, node 2 deleted its copies, and every
-/// record produced before is read back from the new replicas. The nodes run with
+/// and a cancel with nothing moving fail with the reason and exit 1; `node drain 4
+/// --dry-run` prints a plan that takes every replica off node 4 and changes nothing;
+/// `node drain 4 --wait` moves them (the internal offsets topic's too) and returns once
+/// done: then no partition has a replica on node 4, node 4 deleted its copies, and every
+/// record produced before is read back from the new replicas. `node remove` refuses an
+/// unknown node, a voter and node 4 while it runs; once node 4 is stopped it is removed
+/// (gone from the cluster's nodes), and started again it joins again. The nodes run with
 /// `--replication-throttled-rate` 1 MiB/s: the copies went through the throttle (its
 /// metric counts them), and the moves completed with it.
 #[test]
@@ -1311,7 +1313,7 @@ fn the_cli_drains_a_node_of_every_replica_it_holds() {
     let metrics: Vec<SocketAddr> = (0..4).map(|_| free_loopback_addr()).collect();
     let per_node = |i: usize, _| vec!["--metrics-listen".to_string(), metrics[i].to_string()];
     let flags = ["--voters", "1,2,3", "--replication-throttled-rate", "1048576"];
-    let cluster = Cluster::start_full(4, &flags, Faults::Processes, "PLAINTEXT", &[], &per_node);
+    let mut cluster = Cluster::start_full(4, &flags, Faults::Processes, "PLAINTEXT", &[], &per_node);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
     let topic = NewTopic { name: "drained".into(), partitions: 6, replication_factor: 2, configs: Vec::new() };
@@ -1350,7 +1352,7 @@ fn the_cli_drains_a_node_of_every_replica_it_holds() {
     let run = sluice_cli(&bootstrap, &["partition", "move", "drained:0"]);
     assert_eq!(run.code, Some(2), "no replicas named: bad usage {run:?}");
 
-    let holds_2 = |admin: &Admin| {
+    let holds_4 = |admin: &Admin| {
         runtime.block_on(async {
             let metadata = admin.metadata(None).await.unwrap();
             metadata
@@ -1360,25 +1362,25 @@ fn the_cli_drains_a_node_of_every_replica_it_holds() {
                     t.partitions
                         .iter()
                         .flatten()
-                        .filter(|p| p.replicas.contains(&2))
+                        .filter(|p| p.replicas.contains(&4))
                         .map(|p| format!("{}-{}", t.name, p.partition))
                 })
                 .collect::<Vec<String>>()
         })
     };
-    let before = holds_2(&admin);
-    assert!(before.iter().any(|p| p.starts_with("drained-")), "node 2 holds replicas of drained: {before:?}");
-    let dry = sluice_cli(&bootstrap, &["node", "drain", "2", "--dry-run"]);
+    let before = holds_4(&admin);
+    assert!(before.iter().any(|p| p.starts_with("drained-")), "node 4 holds replicas of drained: {before:?}");
+    let dry = sluice_cli(&bootstrap, &["node", "drain", "4", "--dry-run"]);
     assert_eq!(dry.code, Some(0), "{dry:?}");
-    assert_eq!(dry.stdout.lines().count(), before.len(), "one move per replica on node 2: {dry:?}");
-    assert_eq!(holds_2(&admin), before, "a dry run changes nothing");
-    let run = sluice_cli(&bootstrap, &["node", "drain", "2", "--wait", "--timeout-ms", "50000"]);
+    assert_eq!(dry.stdout.lines().count(), before.len(), "one move per replica on node 4: {dry:?}");
+    assert_eq!(holds_4(&admin), before, "a dry run changes nothing");
+    let run = sluice_cli(&bootstrap, &["node", "drain", "4", "--wait", "--timeout-ms", "50000"]);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(run.stdout.lines().filter(|l| l.ends_with(": started")).count(), before.len(), "{run:?}");
-    let left = holds_2(&admin);
-    assert!(left.is_empty(), "node 2 still holds {left:?}");
-    runtime.block_on(wait_for("node 2 to delete its copies", || async {
-        let held = std::fs::read_dir(cluster.data_dir(2))
+    let left = holds_4(&admin);
+    assert!(left.is_empty(), "node 4 still holds {left:?}");
+    runtime.block_on(wait_for("node 4 to delete its copies", || async {
+        let held = std::fs::read_dir(cluster.data_dir(4))
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter(|n| n.starts_with("drained-") || n.starts_with("__consumer_offsets-"))
@@ -1415,6 +1417,24 @@ fn the_cli_drains_a_node_of_every_replica_it_holds() {
         .sum();
     assert!(throttled > 0, "the new replicas' copies went through the throttle");
     eprintln!("{throttled} bytes copied through the replication throttle");
+
+    for (node, why) in [("9", "the cluster has no node 9"), ("1", "controller voter"), ("4", "node 4 is live")] {
+        let run = sluice_cli(&bootstrap, &["node", "remove", node]);
+        assert_eq!(run.code, Some(1), "{run:?}");
+        assert!(run.stderr.contains(why), "node remove {node}: {run:?}");
+    }
+    cluster.node(4).sigterm_and_wait();
+    let listed = |count: usize| {
+        let admin = &admin;
+        move || async move { (admin.metadata(Some(&[])).await.ok()?.nodes.len() == count).then_some(()) }
+    };
+    runtime.block_on(wait_for("node 4 to be fenced", listed(3)));
+    let run = sluice_cli(&bootstrap, &["node", "remove", "4"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let run = sluice_cli(&bootstrap, &["node", "remove", "4"]);
+    assert!(run.code == Some(1) && run.stderr.contains("no node 4"), "removed once: {run:?}");
+    cluster.node(4).restart();
+    runtime.block_on(wait_for("node 4 to join again", listed(4)));
 }
 
 /// Topic auto-creation in a cluster: kcat produces to a missing topic through a node

@@ -380,6 +380,7 @@ const KAFKA_3_9: &[(ApiKey, i16, i16)] = &[
     // Kafka 4.1's range (3.9: 0-0; v1 adds allowReplicationFactorChange, KIP-860).
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::UnregisterBroker, 0, 0),
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
     (ApiKey::EndTxn, 0, 5),
@@ -812,6 +813,13 @@ fn every_served_api_answers_at_its_oldest_and_newest_version() {
         &ListPartitionReassignmentsRequest::default().with_timeout_ms(1_000),
     );
     assert_eq!((r.error_code, r.topics.len()), (0, 0), "ListPartitionReassignments v0: nothing moving {r:?}");
+    // UnregisterBroker: an unknown node, and the only (live) one, which is also a voter.
+    for (id, code) in [(9, 102), (0, 42)] {
+        let r: UnregisterBrokerResponse =
+            w.call(ApiKey::UnregisterBroker, 0, &UnregisterBrokerRequest::default().with_broker_id(BrokerId(id)));
+        assert_eq!(r.error_code, code, "UnregisterBroker v0 of node {id}: {r:?}");
+        assert!(r.error_message.is_some_and(|m| !m.is_empty()), "with why");
+    }
     // ConsumerGroupHeartbeat (KIP-848): v0 joins with no member id and is named by the
     // coordinator; v1 names itself. Each is assigned "wire"'s partitions (by topic id) in
     // turn, a second member's share once the first gives it up; both leave (epoch -1).

@@ -73,6 +73,9 @@ commands:
                             moves every replica node ID holds to the other live nodes
                             (each to the least loaded one the partition is not on); its
                             leaderships move with them. --dry-run prints the plan
+  node remove ID            forgets node ID once it is stopped for good and holds no
+                            replica (Kafka's UnregisterBroker; not a controller voter);
+                            if it starts again it joins again
   group list
   group describe G [--isolation-level read_uncommitted|read_committed]
                             members, assignment, and per partition committed offset,

@@ -270,6 +270,8 @@ pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Ve
         // The replicas get their partition's new state above; a replica that left finds
         // out from the committed state it follows (and deletes its copy).
         | Command::Reassign { .. }
+        // Nothing to tell: the node is down and holds nothing.
+        | Command::RemoveNode { .. }
         // The node finds its block in the committed state it follows.
         | Command::AllocateProducerIds { .. }
         // Every node reads its users and ACLs from the committed state.

@@ -69,7 +69,7 @@ pub use log::{EpochEnd, LogEntry, LogOp, ReplicaLog};
 pub use replica::{NodeAction, NodeInput, ReplicaConfig, ReplicaNode, ReplicaSpec};
 pub use state::{
     ClusterState, Command, NodeRecord, Outcome, PartitionRecord, PartitionSpec, ProducerIdBlock, ReassignError,
-    Reassignment,
+    Reassignment, RemoveNodeError,
 };
 
 /// A partition's cluster-wide id: the controller numbers every partition of every topic

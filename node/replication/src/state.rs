@@ -120,6 +120,22 @@ pub enum Command {
     /// with no move in progress, or a cancel whose original replicas hold no ISR member (it
     /// would lose acknowledged records).
     Reassign { partition: ClusterPartitionId, target: Option<Vec<NodeId>> },
+    /// Forgets a node that is down for good (Kafka's UnregisterBroker): its record, its
+    /// listeners and its producer id block. Refused (changes nothing) while it is live or
+    /// any partition lists it as a replica (moves included). If the node starts again, its
+    /// first heartbeat registers it again.
+    RemoveNode { node: NodeId },
+}
+
+/// Why a `Command::RemoveNode` is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoveNodeError {
+    /// The cluster has no such node (Kafka's BROKER_ID_NOT_REGISTERED).
+    Unknown,
+    /// It is registered and not fenced: stop it first.
+    Live,
+    /// These partitions list it as a replica: move them first.
+    HoldsReplicas(Vec<ClusterPartitionId>),
 }
 
 /// Why a `Command::Reassign` is refused (Kafka's error for each: UNKNOWN_TOPIC_OR_PARTITION,
@@ -566,6 +582,13 @@ impl ClusterState {
                     self.reassign(*partition, target.as_deref(), &mut out);
                 }
             }
+            Command::RemoveNode { node } => {
+                if self.check_remove_node(*node).is_ok() {
+                    self.nodes.remove(node);
+                    self.producer_ids.remove(node);
+                    out.accepted = true;
+                }
+            }
             Command::AllocateProducerIds { node, incarnation, after } => {
                 let current = self.nodes.get(node).is_some_and(|r| r.incarnation == Some(*incarnation));
                 let has_newer = self
@@ -732,6 +755,20 @@ impl ClusterState {
         self.bump_partition_epoch(id, out);
     }
 
+    /// Why `Command::RemoveNode { node }` would be refused, if it would.
+    pub fn check_remove_node(&self, node: NodeId) -> Result<(), RemoveNodeError> {
+        let Some(record) = self.nodes.get(&node) else { return Err(RemoveNodeError::Unknown) };
+        if record.eligible() {
+            return Err(RemoveNodeError::Live);
+        }
+        let holds: Vec<ClusterPartitionId> =
+            self.partitions.iter().filter(|(_, r)| r.state.replicas.contains(&node)).map(|(id, _)| *id).collect();
+        if !holds.is_empty() {
+            return Err(RemoveNodeError::HoldsReplicas(holds));
+        }
+        Ok(())
+    }
+
     /// The moves in progress, by partition.
     pub fn reassignments(&self) -> impl Iterator<Item = (ClusterPartitionId, &Reassignment)> {
         self.partitions.iter().filter_map(|(id, r)| r.reassignment.as_ref().map(|m| (*id, m)))
@@ -867,6 +904,7 @@ const TAG_CREATE_ACLS: u8 = 13;
 const TAG_DELETE_ACLS: u8 = 14;
 const TAG_SET_LISTENERS: u8 = 15;
 const TAG_REASSIGN: u8 = 16;
+const TAG_REMOVE_NODE: u8 = 17;
 const TAG_OUTCOME: u8 = 100;
 
 /// Writes the encoding's fields (also used by `replication::wire`).
@@ -1209,6 +1247,10 @@ impl Command {
                     None => w.bool(false),
                 }
             }
+            Command::RemoveNode { node } => {
+                w.u8(TAG_REMOVE_NODE);
+                w.u32(node.0);
+            }
         }
         w.0
     }
@@ -1279,6 +1321,7 @@ impl Command {
                 partition: ClusterPartitionId(r.u32()?),
                 target: if r.bool()? { Some(r.nodes()?) } else { None },
             },
+            TAG_REMOVE_NODE => Command::RemoveNode { node: NodeId(r.u32()?) },
             tag => return r.err(format!("unknown command tag {tag}")),
         };
         r.finish()?;
@@ -1416,6 +1459,7 @@ mod tests {
             Command::SetListeners { node: NodeId(3), incarnation: Incarnation(9), listeners: Vec::new() },
             Command::Reassign { partition: ClusterPartitionId(7), target: Some(ids(&[4, 2, 3])) },
             Command::Reassign { partition: ClusterPartitionId(u32::MAX), target: None },
+            Command::RemoveNode { node: NodeId(4) },
         ]
     }
 
@@ -1721,6 +1765,32 @@ mod tests {
         state.apply_command(&Command::Reassign { partition: P, target: None });
         let back = state.partition(P).unwrap().clone();
         assert_eq!((back.replicas.clone(), back.leader), (ids(&[4]), Some(NodeId(4))));
+    }
+
+    /// A node is forgotten only once it is down and holds no replica; it registers again
+    /// if it comes back.
+    #[test]
+    fn a_node_is_removed_only_when_down_and_without_replicas() {
+        let mut state = ClusterState::new(&ids(&[1, 2, 3, 4]), &[(P, ids(&[1, 2, 3]), CONFIG)]);
+        for n in 1..=4 {
+            state.apply_command(&Command::RegisterNode { node: NodeId(n), incarnation: Incarnation(1) });
+        }
+        let remove = |n| Command::RemoveNode { node: NodeId(n) };
+        assert_eq!(state.check_remove_node(NodeId(4)), Err(RemoveNodeError::Live));
+        assert_eq!(state.check_remove_node(NodeId(9)), Err(RemoveNodeError::Unknown));
+        state.apply_command(&Command::FenceNode { node: NodeId(3), incarnation: Incarnation(1) });
+        assert_eq!(state.check_remove_node(NodeId(3)), Err(RemoveNodeError::HoldsReplicas(vec![P])));
+        assert!(!state.apply_command(&remove(3)).accepted);
+        state.apply_command(&Command::FenceNode { node: NodeId(4), incarnation: Incarnation(1) });
+        let before = state.nodes().count();
+        assert!(state.apply_command(&remove(4)).accepted);
+        assert_eq!(state.nodes().count(), before - 1);
+        assert!(state.node(NodeId(4)).is_none());
+        assert!(!state.apply_command(&remove(4)).accepted, "once");
+        let restored = ClusterState::decode_snapshot(&state.encode_snapshot()).unwrap();
+        assert_eq!(restored, state);
+        state.apply_command(&Command::RegisterNode { node: NodeId(4), incarnation: Incarnation(2) });
+        assert!(state.eligible(NodeId(4)), "a removed node that starts again registers again");
     }
 
     /// Refused moves change nothing: unknown partitions, empty or duplicated lists, nodes

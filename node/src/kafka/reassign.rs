@@ -103,6 +103,30 @@ pub async fn alter(
     response
 }
 
+/// UnregisterBroker (v0): forgets a node that is down for good and holds no replica, on
+/// the controller (NOT_CONTROLLER elsewhere); BROKER_ID_NOT_REGISTERED for an unknown
+/// id, INVALID_REQUEST (with why) for a live node, one holding replicas, or a voter.
+/// Needs ALTER on the cluster.
+pub async fn unregister_broker(
+    server: &Rc<Server>,
+    request: &Request,
+    r: kafka_protocol::messages::UnregisterBrokerRequest,
+) -> kafka_protocol::messages::UnregisterBrokerResponse {
+    let result = if !request.caller.may_cluster(server, op::ALTER) {
+        Err(NodeError::cluster_denied())
+    } else {
+        match u32::try_from(r.broker_id.0) {
+            Ok(node) => crate::ops::admin::remove_node(&server.shard, node).await,
+            Err(_) => Err(NodeError::new(ErrorKind::BrokerIdNotRegistered, format!("no node {}", r.broker_id.0))),
+        }
+    };
+    let response = kafka_protocol::messages::UnregisterBrokerResponse::default().with_error_message(None);
+    match result {
+        Ok(()) => response,
+        Err(e) => response.with_error_code(code(&e)).with_error_message(Some(text(&e.message))),
+    }
+}
+
 /// ListPartitionReassignments: the moves in progress, of the partitions named (null: all).
 pub async fn list(
     server: &Rc<Server>,

@@ -301,6 +301,10 @@ impl Server {
                 let body = request.body_as_list_reassignments_request().ok_or_else(missing)?;
                 some(reassign::list(self, cid, body).await)
             }
+            RequestBody::UnregisterNodeRequest => {
+                let body = request.body_as_unregister_node_request().ok_or_else(missing)?;
+                some(reassign::unregister_node(self, cid, body).await)
+            }
             other => Err(NodeError::new(ErrorKind::InvalidRequest, format!("unknown request type {}", other.0))),
         }
     }

@@ -61,6 +61,18 @@ pub async fn alter(server: &Rc<Server>, cid: u32, request: wire::AlterReassignme
     respond(b, cid, ResponseBody::AlterReassignmentsResponse, body.as_union_value(), Vec::new())
 }
 
+/// UnregisterNode: forgets a node that is down for good (`ops::admin::remove_node`).
+pub async fn unregister_node(server: &Rc<Server>, cid: u32, request: wire::UnregisterNodeRequest<'_>) -> ResponseFrame {
+    let result = crate::ops::admin::remove_node(&server.shard, request.node()).await;
+    let mut b = FlatBufferBuilder::new();
+    let (error, message) = match &result {
+        Ok(()) => (ErrorCode::None, None),
+        Err(e) => (error_code(e.kind), Some(b.create_string(&e.message))),
+    };
+    let body = wire::UnregisterNodeResponse::create(&mut b, &wire::UnregisterNodeResponseArgs { error, message });
+    respond(b, cid, ResponseBody::UnregisterNodeResponse, body.as_union_value(), Vec::new())
+}
+
 /// ListReassignments: the moves in progress of the topics named (none: all).
 pub async fn list(server: &Rc<Server>, cid: u32, request: wire::ListReassignmentsRequest<'_>) -> ResponseFrame {
     let asked: Option<Vec<(String, Vec<u32>)>> = request.topics().map(|topics| {

@@ -205,6 +205,7 @@ pub fn authorize(
         // Partition moves, as Kafka's: ALTER on the cluster to move, DESCRIBE to list.
         RequestBody::AlterReassignmentsRequest => cluster(op::ALTER),
         RequestBody::ListReassignmentsRequest => cluster(op::DESCRIBE),
+        RequestBody::UnregisterNodeRequest => cluster(op::ALTER),
         // Unknown bodies are refused by the dispatcher.
         _ => Ok(()),
     }

@@ -50,6 +50,15 @@ pub async fn list_reassignments(
     }
 }
 
+/// Forgets a node that is down for good, on shard 0 (the controller's).
+pub async fn remove_node(shard: &Rc<Shard>, node: u32) -> Result<(), NodeError> {
+    match shard.call(ShardId(0), ShardRequest::RemoveNode(node)).await {
+        ShardReply::Removed(result) => result,
+        ShardReply::Failed(e) => Err(e),
+        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected node removal reply {other:?}"))),
+    }
+}
+
 /// How long a Metadata request waits for the topics it auto-creates to be served.
 const AUTO_CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -70,6 +70,8 @@ pub enum ShardRequest {
     },
     /// To shard 0: the moves in progress, of these topics' partitions (`None`: all).
     ListReassignments(Option<Vec<(String, Vec<u32>)>>),
+    /// To shard 0: forget a node that is down for good (UnregisterBroker).
+    RemoveNode(u32),
     /// To shard 0: Kafka's topic auto-creation of these topics (`Shard::auto_create`).
     AutoCreate(Vec<String>),
     /// Close every log (shutdown).
@@ -137,6 +139,7 @@ pub enum ShardReply {
     /// One result per move of `Reassign`, in order.
     Reassigned(Vec<Result<(), NodeError>>),
     Reassignments(Result<Vec<super::reassign::MoveInProgress>, NodeError>),
+    Removed(Result<(), NodeError>),
     Done,
     Failed(NodeError),
 }

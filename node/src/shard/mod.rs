@@ -383,6 +383,7 @@ impl Shard {
                 ShardReply::Reassigned(self.reassign(moves, keep_factor).await)
             }
             ShardRequest::ListReassignments(asked) => ShardReply::Reassignments(self.reassignments(asked.as_deref())),
+            ShardRequest::RemoveNode(node) => ShardReply::Removed(self.remove_node(node).await),
             ShardRequest::Security(changes) => ShardReply::SecurityChanged(self.change_security_here(changes).await),
             ShardRequest::ProducerId => ShardReply::ProducerId(self.next_producer_id().await),
             ShardRequest::ConnectionSlot { ip, limit: Some(limit) } => {

@@ -17,7 +17,7 @@ use tracing::info;
 use super::cluster::{ADMIN_TIMEOUT, STATE_POLL};
 use super::Shard;
 use crate::errors::{ErrorKind, NodeError};
-use crate::replication::{ClusterPartitionId, ClusterState, Command, NodeId, ReassignError};
+use crate::replication::{ClusterPartitionId, ClusterState, Command, NodeId, ReassignError, RemoveNodeError};
 
 /// A move a client asked for: the partition, and its new replicas (node ids, the first
 /// preferred as leader) or `None` to cancel the move in progress.
@@ -41,6 +41,11 @@ pub struct MoveInProgress {
 
 fn numbers(nodes: &[NodeId]) -> Vec<u32> {
     nodes.iter().map(|n| n.0).collect()
+}
+
+/// `TOPIC-PARTITION` of a partition id.
+fn name_of(state: &ClusterState, id: ClusterPartitionId) -> Option<String> {
+    state.topics().find_map(|(name, t)| t.partitions.iter().position(|p| *p == id).map(|i| format!("{name}-{i}")))
 }
 
 /// The cluster id of `topic`'s partition `partition`.
@@ -94,6 +99,69 @@ fn shows(state: &ClusterState, command: &Command) -> bool {
 }
 
 impl Shard {
+    /// Shard 0 of the controller: forgets node `node` (Kafka's UnregisterBroker), once it
+    /// is down and holds no replica, and is not a controller voter (voters are fixed at
+    /// start); waits until the committed state no longer has it (at most `ADMIN_TIMEOUT`).
+    pub(super) async fn remove_node(self: &Rc<Self>, node: u32) -> Result<(), NodeError> {
+        let Some(agent) = self.agent.get() else {
+            return Err(NodeError::new(
+                ErrorKind::Unknown,
+                format!("node removal on shard {}, not shard 0", self.id.0),
+            ));
+        };
+        self.check_controller(agent)?;
+        if self.config.voter_ids().contains(&node) {
+            return Err(NodeError::new(
+                ErrorKind::InvalidRequest,
+                format!("node {node} is a controller voter (--voters): voters cannot be removed yet"),
+            ));
+        }
+        let id = NodeId(node);
+        let checked = agent.with_state(|state| {
+            state.check_remove_node(id).map_err(|e| match e {
+                RemoveNodeError::Unknown => {
+                    NodeError::new(ErrorKind::BrokerIdNotRegistered, format!("the cluster has no node {node}"))
+                }
+                RemoveNodeError::Live => {
+                    NodeError::new(ErrorKind::InvalidRequest, format!("node {node} is live: stop it first"))
+                }
+                RemoveNodeError::HoldsReplicas(ids) => {
+                    let names: Vec<String> = ids
+                        .iter()
+                        .take(5)
+                        .filter_map(|p| name_of(state, *p))
+                        .collect();
+                    NodeError::new(
+                        ErrorKind::InvalidRequest,
+                        format!(
+                            "node {node} still holds replicas of {} partitions ({}{}): move them first (sluice node drain)",
+                            ids.len(),
+                            names.join(", "),
+                            if ids.len() > 5 { ", ..." } else { "" }
+                        ),
+                    )
+                }
+            })
+        });
+        checked
+            .unwrap_or_else(|| Err(NodeError::new(ErrorKind::NotController, "this node is not a controller voter")))?;
+        agent.propose(&Command::RemoveNode { node: id }).map_err(|e| {
+            NodeError::new(ErrorKind::NotController, format!("the controller could not propose it: {e}"))
+        })?;
+        let deadline = Instant::now() + ADMIN_TIMEOUT;
+        while agent.with_state(|state| state.node(id).is_some()) == Some(true) {
+            if Instant::now() >= deadline {
+                return Err(NodeError::new(
+                    ErrorKind::RequestTimedOut,
+                    format!("node {node}'s removal was not committed within {ADMIN_TIMEOUT:?}"),
+                ));
+            }
+            crate::io::sleep(STATE_POLL).await;
+        }
+        info!(node, "node removed from the cluster");
+        Ok(())
+    }
+
     /// Shard 0, once the node's first view of the cluster shows it registered: deletes the
     /// copies of partitions that moved off this node while it was down (a directory
     /// `TOPIC-PARTITION` of a partition that exists and that this node does not

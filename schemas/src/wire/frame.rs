@@ -303,6 +303,7 @@ pub fn api_key_of(body: RequestBody) -> Option<ApiKey> {
         RequestBody::DeleteAclsRequest => Some(ApiKey::DeleteAcls),
         RequestBody::AlterReassignmentsRequest => Some(ApiKey::AlterReassignments),
         RequestBody::ListReassignmentsRequest => Some(ApiKey::ListReassignments),
+        RequestBody::UnregisterNodeRequest => Some(ApiKey::UnregisterNode),
         _ => None,
     }
 }
@@ -501,6 +502,7 @@ mod tests {
             (RequestBody::DeleteAclsRequest, ApiKey::DeleteAcls),
             (RequestBody::AlterReassignmentsRequest, ApiKey::AlterReassignments),
             (RequestBody::ListReassignmentsRequest, ApiKey::ListReassignments),
+            (RequestBody::UnregisterNodeRequest, ApiKey::UnregisterNode),
         ];
         for (body, api) in expected {
             assert_eq!(api_key_of(body), Some(api), "{body:?}");

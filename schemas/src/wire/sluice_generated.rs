@@ -326,10 +326,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 33;
+pub const ENUM_MAX_API_KEY: u16 = 34;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 34] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 35] = [
   ApiKey::ApiVersions,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -364,6 +364,7 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 34] = [
   ApiKey::DeleteAcls,
   ApiKey::AlterReassignments,
   ApiKey::ListReassignments,
+  ApiKey::UnregisterNode,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -405,9 +406,10 @@ impl ApiKey {
   pub const DeleteAcls: Self = Self(31);
   pub const AlterReassignments: Self = Self(32);
   pub const ListReassignments: Self = Self(33);
+  pub const UnregisterNode: Self = Self(34);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 33;
+  pub const ENUM_MAX: u16 = 34;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::ApiVersions,
     Self::Metadata,
@@ -443,6 +445,7 @@ impl ApiKey {
     Self::DeleteAcls,
     Self::AlterReassignments,
     Self::ListReassignments,
+    Self::UnregisterNode,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -481,6 +484,7 @@ impl ApiKey {
       Self::DeleteAcls => Some("DeleteAcls"),
       Self::AlterReassignments => Some("AlterReassignments"),
       Self::ListReassignments => Some("ListReassignments"),
+      Self::UnregisterNode => Some("UnregisterNode"),
       _ => None,
     }
   }
@@ -539,10 +543,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ApiKey {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 34;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 35;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 35] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 36] = [
   RequestBody::NONE,
   RequestBody::ApiVersionsRequest,
   RequestBody::MetadataRequest,
@@ -578,6 +582,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 35] = [
   RequestBody::DeleteAclsRequest,
   RequestBody::AlterReassignmentsRequest,
   RequestBody::ListReassignmentsRequest,
+  RequestBody::UnregisterNodeRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -620,9 +625,10 @@ impl RequestBody {
   pub const DeleteAclsRequest: Self = Self(32);
   pub const AlterReassignmentsRequest: Self = Self(33);
   pub const ListReassignmentsRequest: Self = Self(34);
+  pub const UnregisterNodeRequest: Self = Self(35);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 34;
+  pub const ENUM_MAX: u8 = 35;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsRequest,
@@ -659,6 +665,7 @@ impl RequestBody {
     Self::DeleteAclsRequest,
     Self::AlterReassignmentsRequest,
     Self::ListReassignmentsRequest,
+    Self::UnregisterNodeRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -698,6 +705,7 @@ impl RequestBody {
       Self::DeleteAclsRequest => Some("DeleteAclsRequest"),
       Self::AlterReassignmentsRequest => Some("AlterReassignmentsRequest"),
       Self::ListReassignmentsRequest => Some("ListReassignmentsRequest"),
+      Self::UnregisterNodeRequest => Some("UnregisterNodeRequest"),
       _ => None,
     }
   }
@@ -758,10 +766,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 31;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 32;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 32] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 33] = [
   ResponseBody::NONE,
   ResponseBody::ApiVersionsResponse,
   ResponseBody::MetadataResponse,
@@ -794,6 +802,7 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 32] = [
   ResponseBody::AclsResponse,
   ResponseBody::AlterReassignmentsResponse,
   ResponseBody::ListReassignmentsResponse,
+  ResponseBody::UnregisterNodeResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -833,9 +842,10 @@ impl ResponseBody {
   pub const AclsResponse: Self = Self(29);
   pub const AlterReassignmentsResponse: Self = Self(30);
   pub const ListReassignmentsResponse: Self = Self(31);
+  pub const UnregisterNodeResponse: Self = Self(32);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 31;
+  pub const ENUM_MAX: u8 = 32;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsResponse,
@@ -869,6 +879,7 @@ impl ResponseBody {
     Self::AclsResponse,
     Self::AlterReassignmentsResponse,
     Self::ListReassignmentsResponse,
+    Self::UnregisterNodeResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -905,6 +916,7 @@ impl ResponseBody {
       Self::AclsResponse => Some("AclsResponse"),
       Self::AlterReassignmentsResponse => Some("AlterReassignmentsResponse"),
       Self::ListReassignmentsResponse => Some("ListReassignmentsResponse"),
+      Self::UnregisterNodeResponse => Some("UnregisterNodeResponse"),
       _ => None,
     }
   }
@@ -14995,6 +15007,217 @@ impl core::fmt::Debug for ListReassignmentsResponse<'_> {
       ds.finish()
   }
 }
+pub enum UnregisterNodeRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UnregisterNodeRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for UnregisterNodeRequest<'a> {
+  type Inner = UnregisterNodeRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> UnregisterNodeRequest<'a> {
+  pub const VT_NODE: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    UnregisterNodeRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args UnregisterNodeRequestArgs
+  ) -> flatbuffers::WIPOffset<UnregisterNodeRequest<'bldr>> {
+    let mut builder = UnregisterNodeRequestBuilder::new(_fbb);
+    builder.add_node(args.node);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(UnregisterNodeRequest::VT_NODE, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for UnregisterNodeRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<u32>("node", Self::VT_NODE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UnregisterNodeRequestArgs {
+    pub node: u32,
+}
+impl<'a> Default for UnregisterNodeRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    UnregisterNodeRequestArgs {
+      node: 0,
+    }
+  }
+}
+
+pub struct UnregisterNodeRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UnregisterNodeRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_node(&mut self, node: u32) {
+    self.fbb_.push_slot::<u32>(UnregisterNodeRequest::VT_NODE, node, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UnregisterNodeRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UnregisterNodeRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<UnregisterNodeRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for UnregisterNodeRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("UnregisterNodeRequest");
+      ds.field("node", &self.node());
+      ds.finish()
+  }
+}
+pub enum UnregisterNodeResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UnregisterNodeResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for UnregisterNodeResponse<'a> {
+  type Inner = UnregisterNodeResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> UnregisterNodeResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    UnregisterNodeResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args UnregisterNodeResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<UnregisterNodeResponse<'bldr>> {
+    let mut builder = UnregisterNodeResponseBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(UnregisterNodeResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UnregisterNodeResponse::VT_MESSAGE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for UnregisterNodeResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UnregisterNodeResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for UnregisterNodeResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UnregisterNodeResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+    }
+  }
+}
+
+pub struct UnregisterNodeResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UnregisterNodeResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(UnregisterNodeResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UnregisterNodeResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UnregisterNodeResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UnregisterNodeResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<UnregisterNodeResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for UnregisterNodeResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("UnregisterNodeResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -15581,6 +15804,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_unregister_node_request(&self) -> Option<UnregisterNodeRequest<'a>> {
+    if self.body_type() == RequestBody::UnregisterNodeRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UnregisterNodeRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -15629,6 +15867,7 @@ impl flatbuffers::Verifiable for Request<'_> {
           RequestBody::DeleteAclsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteAclsRequest>>("RequestBody::DeleteAclsRequest", pos),
           RequestBody::AlterReassignmentsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AlterReassignmentsRequest>>("RequestBody::AlterReassignmentsRequest", pos),
           RequestBody::ListReassignmentsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListReassignmentsRequest>>("RequestBody::ListReassignmentsRequest", pos),
+          RequestBody::UnregisterNodeRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UnregisterNodeRequest>>("RequestBody::UnregisterNodeRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -15937,6 +16176,13 @@ impl core::fmt::Debug for Request<'_> {
         },
         RequestBody::ListReassignmentsRequest => {
           if let Some(x) = self.body_as_list_reassignments_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::UnregisterNodeRequest => {
+          if let Some(x) = self.body_as_unregister_node_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -16473,6 +16719,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_unregister_node_response(&self) -> Option<UnregisterNodeResponse<'a>> {
+    if self.body_type() == ResponseBody::UnregisterNodeResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UnregisterNodeResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Response<'_> {
@@ -16516,6 +16777,7 @@ impl flatbuffers::Verifiable for Response<'_> {
           ResponseBody::AclsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AclsResponse>>("ResponseBody::AclsResponse", pos),
           ResponseBody::AlterReassignmentsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AlterReassignmentsResponse>>("ResponseBody::AlterReassignmentsResponse", pos),
           ResponseBody::ListReassignmentsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListReassignmentsResponse>>("ResponseBody::ListReassignmentsResponse", pos),
+          ResponseBody::UnregisterNodeResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UnregisterNodeResponse>>("ResponseBody::UnregisterNodeResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -16789,6 +17051,13 @@ impl core::fmt::Debug for Response<'_> {
         },
         ResponseBody::ListReassignmentsResponse => {
           if let Some(x) = self.body_as_list_reassignments_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::UnregisterNodeResponse => {
+          if let Some(x) = self.body_as_unregister_node_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

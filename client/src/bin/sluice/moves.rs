@@ -172,10 +172,19 @@ pub(crate) async fn partition(global: &Global, words: &[String]) -> Result<(), F
     }
 }
 
-/// `sluice node drain ID [--wait [--timeout-ms T]] [--dry-run]`.
+/// `sluice node drain ID [--wait [--timeout-ms T]] [--dry-run]` and `sluice node remove ID`.
 pub(crate) async fn node(global: &Global, words: &[String]) -> Result<(), Failure> {
     match words.first().map(String::as_str) {
         Some("drain") => {}
+        Some("remove") => {
+            let args = Args::parse(&words[1..], &[])?;
+            args.only(&[])?;
+            let id: u32 =
+                args.name("node id")?.parse().map_err(|_| Failure::Usage("the node id must be a number".into()))?;
+            global.admin().await?.remove_node(id).await?;
+            eprintln!("node {id} removed from the cluster");
+            return Ok(());
+        }
         Some(other) => return Err(Failure::Usage(format!("unknown node subcommand {other:?}"))),
         None => return Err(Failure::Usage("node needs a subcommand".into())),
     }
