@@ -1305,7 +1305,8 @@ fn sluice_cli(bootstrap: &str, args: &[&str]) -> sluice_tests::node_client::CliR
 /// done: then no partition has a replica on node 4, node 4 deleted its copies, and every
 /// record produced before is read back from the new replicas. `node remove` refuses an
 /// unknown node, a voter and node 4 while it runs; once node 4 is stopped it is removed
-/// (gone from the cluster's nodes), and started again it joins again. The nodes run with
+/// (gone from the cluster's nodes), and started again it joins again, empty, until
+/// `cluster balance --wait` evens the replicas out (at most one apart per node). The nodes run with
 /// `--replication-throttled-rate` 1 MiB/s: the copies went through the throttle (its
 /// metric counts them), and the moves completed with it.
 #[test]
@@ -1435,6 +1436,27 @@ fn the_cli_drains_a_node_of_every_replica_it_holds() {
     assert!(run.code == Some(1) && run.stderr.contains("no node 4"), "removed once: {run:?}");
     cluster.node(4).restart();
     runtime.block_on(wait_for("node 4 to join again", listed(4)));
+
+    // Node 4 is back, empty: `cluster balance` gives it its share.
+    let run = sluice_cli(&bootstrap, &["cluster", "balance", "--wait", "--timeout-ms", "50000"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let counts = runtime.block_on(async {
+        let metadata = admin.metadata(None).await.unwrap();
+        let mut counts = BTreeMap::new();
+        for p in metadata.topics.iter().flat_map(|t| t.partitions.iter().flatten()) {
+            for r in &p.replicas {
+                *counts.entry(*r).or_insert(0usize) += 1;
+            }
+        }
+        counts
+    });
+    let (min, max) = (counts.values().min().copied(), counts.values().max().copied());
+    assert!(
+        counts.len() == 4 && max.zip(min).is_some_and(|(a, b)| a - b <= 1),
+        "replicas per node after the balance: {counts:?}"
+    );
+    let run = sluice_cli(&bootstrap, &["cluster", "balance", "--dry-run"]);
+    assert_eq!((run.code, run.stdout.as_str()), (Some(0), ""), "balanced: nothing to move {run:?}");
 }
 
 /// Topic auto-creation in a cluster: kcat produces to a missing topic through a node

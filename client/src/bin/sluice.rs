@@ -60,6 +60,10 @@ commands:
       only committed transactions' records and stops at an open transaction.
   cluster status            the controller, the live nodes, and the partitions that are
                             offline (no leader) or under-replicated (ISR below replicas)
+  cluster balance [--dry-run] [--wait [--timeout-ms T]]
+                            evens out the live nodes: moves replicas from the nodes with
+                            the most to those with the fewest (until they differ by one at
+                            most), then spreads preferred leaders (leaderships follow)
   partition move TOPIC:P=ID,ID,... ... [--wait [--timeout-ms T]]
                             moves each partition to those replicas (the first preferred
                             as leader), as kafka-reassign-partitions: the new replicas
@@ -274,6 +278,7 @@ async fn run(global: &Global, words: Vec<String>) -> Result<(), Failure> {
 async fn cluster(global: &Global, words: &[String]) -> Result<(), Failure> {
     match words.first().map(String::as_str) {
         Some("status") => {}
+        Some("balance") => return moves::balance(global, &words[1..]).await,
         Some(other) => return Err(Failure::Usage(format!("unknown cluster subcommand {other:?}"))),
         None => return Err(Failure::Usage("cluster needs a subcommand".into())),
     }

@@ -76,6 +76,56 @@ pub(crate) fn drain_plan(metadata: &ClusterMetadata, node: u32) -> Result<Vec<Pa
     Ok(plan)
 }
 
+/// Moves that even out the live nodes: replicas first (a replica goes from the node with
+/// the most to the node with the fewest that the partition is not on, until they differ by
+/// one at most), then preferred leaders (each partition's replica list starts with the
+/// node among its replicas that is the preferred leader of the fewest partitions so far;
+/// the controller's preferred election then moves leaderships there). Replicas on nodes
+/// that are not live stay where they are. One move per partition that changes.
+pub(crate) fn balance_plan(metadata: &ClusterMetadata) -> Vec<PartitionMove> {
+    let live: Vec<u32> = metadata.nodes.iter().map(|n| n.node_id).collect();
+    let mut parts: Vec<(String, u32, Vec<u32>)> = metadata
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().flatten().map(|p| (t.name.clone(), p.partition, p.replicas.clone())))
+        .collect();
+    let before: Vec<Vec<u32>> = parts.iter().map(|(_, _, r)| r.clone()).collect();
+    if live.len() < 2 {
+        return Vec::new();
+    }
+    let count = |parts: &[(String, u32, Vec<u32>)], n: u32| parts.iter().filter(|(_, _, r)| r.contains(&n)).count();
+    // Each step lowers the spread or stops: at most one step per replica.
+    let replicas: usize = parts.iter().map(|(_, _, r)| r.len()).sum();
+    for _ in 0..replicas {
+        let most = live.iter().copied().max_by_key(|n| (count(&parts, *n), std::cmp::Reverse(*n))).unwrap_or(0);
+        let least = live.iter().copied().min_by_key(|n| (count(&parts, *n), *n)).unwrap_or(0);
+        if count(&parts, most) <= count(&parts, least) + 1 {
+            break;
+        }
+        let Some(part) = parts.iter_mut().find(|(_, _, r)| r.contains(&most) && !r.contains(&least)) else { break };
+        for r in part.2.iter_mut() {
+            if *r == most {
+                *r = least;
+            }
+        }
+    }
+    let mut leads: BTreeMap<u32, usize> = live.iter().map(|n| (*n, 0)).collect();
+    for (_, _, replicas) in parts.iter_mut() {
+        let first = replicas.iter().copied().filter(|r| leads.contains_key(r)).min_by_key(|r| (leads[r], *r));
+        if let Some(first) = first {
+            replicas.retain(|r| *r != first);
+            replicas.insert(0, first);
+            *leads.entry(first).or_default() += 1;
+        }
+    }
+    parts
+        .into_iter()
+        .zip(before)
+        .filter(|((_, _, after), before)| after != before)
+        .map(|((topic, partition, replicas), _)| PartitionMove { topic, partition, replicas: Some(replicas) })
+        .collect()
+}
+
 fn describe(m: &PartitionMove) -> String {
     match &m.replicas {
         Some(r) => format!("{}-{} to {r:?}", m.topic, m.partition),
@@ -172,6 +222,30 @@ pub(crate) async fn partition(global: &Global, words: &[String]) -> Result<(), F
     }
 }
 
+/// `sluice cluster balance [--dry-run] [--wait [--timeout-ms T]]`.
+pub(crate) async fn balance(global: &Global, words: &[String]) -> Result<(), Failure> {
+    let args = Args::parse(words, &["wait", "dry-run"])?;
+    args.only(&["wait", "timeout-ms", "dry-run"])?;
+    let limit = wait_limit(&args)?;
+    let metadata = global.admin().await?.metadata(None).await?;
+    let plan = balance_plan(&metadata);
+    if plan.is_empty() {
+        eprintln!("the cluster is balanced");
+        return Ok(());
+    }
+    if args.one("dry-run").is_some() {
+        for m in &plan {
+            println!("{}", describe(m));
+        }
+        return Ok(());
+    }
+    start(global, &plan).await?;
+    if let Some(limit) = limit {
+        wait(global, &plan, limit).await?;
+    }
+    Ok(())
+}
+
 /// `sluice node drain ID [--wait [--timeout-ms T]] [--dry-run]` and `sluice node remove ID`.
 pub(crate) async fn node(global: &Global, words: &[String]) -> Result<(), Failure> {
     match words.first().map(String::as_str) {
@@ -233,6 +307,26 @@ mod tests {
                 partitions: Ok(partitions.iter().enumerate().map(info).collect()),
             }],
         }
+    }
+
+    /// A node with nothing gets replicas until counts differ by one at most, and preferred
+    /// leaders spread; a balanced cluster gets no move.
+    #[test]
+    fn a_balance_evens_out_replicas_and_preferred_leaders() {
+        let skewed = metadata(&[1, 2, 3, 4], &[&[1, 2, 3], &[1, 2, 3], &[1, 2, 3], &[1, 2, 3]]);
+        let plan = balance_plan(&skewed);
+        let mut after: Vec<Vec<u32>> =
+            skewed.topics[0].partitions.as_ref().unwrap().iter().map(|p| p.replicas.clone()).collect();
+        for m in &plan {
+            after[m.partition as usize] = m.replicas.clone().unwrap();
+        }
+        let replicas = |n: u32| after.iter().filter(|r| r.contains(&n)).count();
+        let leaders = |n: u32| after.iter().filter(|r| r[0] == n).count();
+        assert_eq!([1, 2, 3, 4].map(replicas), [3, 3, 3, 3], "{after:?}");
+        assert_eq!([1, 2, 3, 4].map(leaders), [1, 1, 1, 1], "{after:?}");
+        assert!(after.iter().all(|r| r.len() == 3 && (1..r.len()).all(|i| !r[..i].contains(&r[i]))), "{after:?}");
+        let balanced = metadata(&[1, 2, 3], &[&[1, 2, 3], &[2, 3, 1], &[3, 1, 2]]);
+        assert!(balance_plan(&balanced).is_empty());
     }
 
     #[test]
