@@ -826,17 +826,11 @@ impl Sim {
                     let out = controller.step(self.now_ms, ControllerInput::Receive(envelope));
                     out.into_iter().for_each(|e| self.send(e));
                 }
-                Control::Quorum(voters) => {
+                Control::Quorum(_) => {
                     // The transport finds a voter that believes it leads (a deposed one
                     // may not know yet); with none, the message is lost and the node retries
                     // (a cluster of one's voter, too, drops it until it is ready to lead).
-                    let leaders: Vec<u64> = voters
-                        .slots
-                        .iter()
-                        .filter(|(_, s)| s.voter.as_ref().is_some_and(ControllerVoter::is_leader))
-                        .map(|(id, _)| *id)
-                        .collect();
-                    if let Some(id) = self.rng.pick(&leaders) {
+                    if let Some(id) = self.a_leading_voter() {
                         self.voter_call(id, |voter, now| voter.receive(now, envelope));
                     }
                 }
@@ -1069,18 +1063,24 @@ impl Sim {
                 let out = controller.propose(&command);
                 out.into_iter().for_each(|e| self.send(e));
             }
-            Control::Quorum(voters) => {
-                let leaders: Vec<u64> = voters
-                    .slots
-                    .iter()
-                    .filter(|(_, s)| s.voter.as_ref().is_some_and(ControllerVoter::is_leader))
-                    .map(|(id, _)| *id)
-                    .collect();
-                if let Some(id) = self.rng.pick(&leaders) {
+            Control::Quorum(_) => {
+                if let Some(id) = self.a_leading_voter() {
                     self.voter_call(id, |voter, now| voter.propose(now, &command));
                 }
             }
         }
+    }
+
+    /// One of the voters that believe they lead, drawn from the seed (`None`: none does).
+    fn a_leading_voter(&mut self) -> Option<u64> {
+        let Control::Quorum(voters) = &self.control else { return None };
+        let leaders: Vec<u64> = voters
+            .slots
+            .iter()
+            .filter(|(_, s)| s.voter.as_ref().is_some_and(ControllerVoter::is_leader))
+            .map(|(id, _)| *id)
+            .collect();
+        self.rng.pick(&leaders)
     }
 
     /// Makes node `id` (up) host exactly the partitions the committed state makes it a

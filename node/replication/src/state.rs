@@ -721,6 +721,15 @@ impl ClusterState {
             return; // Already where it was asked to be.
         }
         record.reassignment = moving;
+        self.set_replicas(id, replicas, out);
+        self.complete_reassignment(id, out);
+    }
+
+    /// Gives `id` these replicas: its ISR keeps the members still among them (in replica
+    /// order), a leader no longer among them is replaced (a new leader epoch), and the
+    /// partition epoch moves on.
+    fn set_replicas(&mut self, id: ClusterPartitionId, replicas: Vec<NodeId>, out: &mut Outcome) {
+        let Some(record) = self.partitions.get_mut(&id) else { return };
         let state = &mut record.state;
         state.isr = replicas.iter().filter(|r| state.isr.contains(r)).copied().collect();
         state.replicas = replicas;
@@ -730,7 +739,6 @@ impl ClusterState {
             self.elect(id);
         }
         self.bump_partition_epoch(id, out);
-        self.complete_reassignment(id, out);
     }
 
     /// Ends `id`'s move once every target replica is in the ISR: the partition's replicas
@@ -744,15 +752,7 @@ impl ClusterState {
         }
         let target = moving.target.clone();
         record.reassignment = None;
-        let state = &mut record.state;
-        state.replicas = target;
-        state.isr = state.replicas.clone();
-        let leader_left = state.leader.is_some_and(|l| !state.replicas.contains(&l));
-        out.accepted = true;
-        if leader_left {
-            self.elect(id);
-        }
-        self.bump_partition_epoch(id, out);
+        self.set_replicas(id, target, out);
     }
 
     /// Why `Command::RemoveNode { node }` would be refused, if it would.

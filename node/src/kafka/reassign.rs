@@ -95,9 +95,7 @@ pub async fn alter(
         .with_error_message(None)
         .with_allow_replication_factor_change(!keep_factor)
         .with_responses(responses);
-    if let Some(e) =
-        first_error.filter(|e| matches!(e.kind, ErrorKind::NotController | ErrorKind::ClusterAuthorizationFailed))
-    {
+    if let Some(e) = first_error {
         response = response.with_error_code(code(&e)).with_error_message(Some(text(&e.message)));
     }
     response

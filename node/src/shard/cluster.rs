@@ -243,13 +243,8 @@ impl Shard {
         old: Rc<PartitionLog>,
         start: sluice_schemas::ids::Offset,
     ) -> Result<(), String> {
-        super::close_log(old).await;
+        self.close_and_delete(key, old).await?;
         let dir = super::partition_dir(&self.config.data_dir, &key.topic, key.partition);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("removing {}: {e}", dir.display())),
-        }
         PartitionLog::prepare_empty(&dir, start).await.map_err(|e| e.to_string())?;
         let topic = self.metadata().topic(&key.topic).cloned().ok_or("its topic is gone")?;
         let log = self.open_log(&topic, key.partition).await?;

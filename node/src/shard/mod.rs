@@ -800,12 +800,11 @@ impl Shard {
                 self.open_failures.borrow_mut().retain(|key, _| key.topic != topic.name);
                 self.groups.forget_topic(self, &topic.name).await;
                 for p in 0..topic.partitions {
-                    let log = self.logs.borrow_mut().remove(&TopicPartition::new(topic.name.as_str(), p));
+                    let key = TopicPartition::new(topic.name.as_str(), p);
+                    let log = self.logs.borrow_mut().remove(&key);
                     if let Some(log) = log {
-                        close_log(log).await;
-                        let dir = partition_dir(&self.config.data_dir, &topic.name, p);
-                        if let Err(e) = std::fs::remove_dir_all(&dir) {
-                            warn!(dir = %dir.display(), "removing a deleted partition: {e}");
+                        if let Err(e) = self.close_and_delete(&key, log).await {
+                            warn!(topic = %key.topic, partition = p, "removing a deleted partition: {e}");
                         }
                     }
                 }
@@ -824,14 +823,11 @@ impl Shard {
             self.open_failures.borrow_mut().remove(&key);
             let log = self.logs.borrow_mut().remove(&key);
             if let Some(log) = log {
-                close_log(log).await;
-                let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
-                match std::fs::remove_dir_all(&dir) {
+                match self.close_and_delete(&key, log).await {
                     Ok(()) => {
                         info!(topic = %key.topic, partition = key.partition, "replica moved off this node: its copy is deleted")
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => warn!(dir = %dir.display(), "removing a replica moved off this node: {e}"),
+                    Err(e) => warn!(topic = %key.topic, partition = key.partition, "removing a moved replica: {e}"),
                 }
             }
         }
@@ -877,6 +873,17 @@ impl Shard {
                     }
                 }
             }
+        }
+    }
+
+    /// Closes a partition's log (taken out of `logs`) and deletes its directory (already
+    /// gone is fine); the error names the directory.
+    pub(super) async fn close_and_delete(&self, key: &TopicPartition, log: Rc<PartitionLog>) -> Result<(), String> {
+        close_log(log).await;
+        let dir = partition_dir(&self.config.data_dir, &key.topic, key.partition);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("removing {}: {e}", dir.display())),
+            _ => Ok(()),
         }
     }
 

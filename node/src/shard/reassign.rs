@@ -99,17 +99,22 @@ fn shows(state: &ClusterState, command: &Command) -> bool {
 }
 
 impl Shard {
+    /// Shard 0's controller agent, when this node is the controller (admin requests run
+    /// there); else why not.
+    fn controller_agent(&self, what: &str) -> Result<&Rc<crate::cluster::agent::Agent>, NodeError> {
+        let agent = self
+            .agent
+            .get()
+            .ok_or_else(|| NodeError::new(ErrorKind::Unknown, format!("{what} on shard {}, not shard 0", self.id.0)))?;
+        self.check_controller(agent)?;
+        Ok(agent)
+    }
+
     /// Shard 0 of the controller: forgets node `node` (Kafka's UnregisterBroker), once it
     /// is down and holds no replica, and is not a controller voter (voters are fixed at
     /// start); waits until the committed state no longer has it (at most `ADMIN_TIMEOUT`).
     pub(super) async fn remove_node(self: &Rc<Self>, node: u32) -> Result<(), NodeError> {
-        let Some(agent) = self.agent.get() else {
-            return Err(NodeError::new(
-                ErrorKind::Unknown,
-                format!("node removal on shard {}, not shard 0", self.id.0),
-            ));
-        };
-        self.check_controller(agent)?;
+        let agent = self.controller_agent("node removal")?;
         if self.config.voter_ids().contains(&node) {
             return Err(NodeError::new(
                 ErrorKind::InvalidRequest,
@@ -192,62 +197,51 @@ impl Shard {
     /// Shard 0: starts (or cancels) each move, one result per move in order; waits until
     /// the controller's committed state shows them (at most `ADMIN_TIMEOUT`).
     pub(super) async fn reassign(self: &Rc<Self>, moves: Vec<Move>, keep_factor: bool) -> Vec<Result<(), NodeError>> {
-        let Some(agent) = self.agent.get() else {
-            let e = NodeError::new(ErrorKind::Unknown, format!("reassignment on shard {}, not shard 0", self.id.0));
-            return moves.iter().map(|_| Err(e.clone())).collect();
+        let agent = match self.controller_agent("reassignment") {
+            Ok(agent) => agent,
+            Err(e) => return moves.iter().map(|_| Err(e.clone())).collect(),
         };
-        if let Err(e) = self.check_controller(agent) {
-            return moves.iter().map(|_| Err(e.clone())).collect();
-        }
         let not_voter = || NodeError::new(ErrorKind::NotController, "this node is not a controller voter");
-        let mut results: Vec<Result<Option<Command>, NodeError>> = Vec::with_capacity(moves.len());
-        for m in &moves {
-            let command = agent.with_state(|s| command_for(s, m, keep_factor)).unwrap_or_else(|| Err(not_voter()));
-            let proposed = command.and_then(|c| {
+        let proposed: Vec<Result<Command, NodeError>> = moves
+            .iter()
+            .map(|m| {
+                let c = agent.with_state(|s| command_for(s, m, keep_factor)).unwrap_or_else(|| Err(not_voter()))?;
                 agent.propose(&c).map_err(|e| {
                     NodeError::new(ErrorKind::NotController, format!("the controller could not propose it: {e}"))
                 })?;
                 info!(topic = %m.topic, partition = m.partition, target = ?m.target, "reassignment proposed");
-                Ok(Some(c))
-            });
-            results.push(proposed);
-        }
+                Ok(c)
+            })
+            .collect();
+        // Proposed, and not yet in the committed state.
+        let pending =
+            |r: &Result<Command, NodeError>| matches!(r, Ok(c) if agent.with_state(|s| shows(s, c)) != Some(true));
         let deadline = Instant::now() + ADMIN_TIMEOUT;
-        loop {
-            let waiting =
-                results.iter().any(|r| matches!(r, Ok(Some(c)) if agent.with_state(|s| shows(s, c)) != Some(true)));
-            if !waiting {
-                break;
-            }
-            if Instant::now() >= deadline {
-                for (r, m) in results.iter_mut().zip(&moves) {
-                    if matches!(r, Ok(Some(c)) if agent.with_state(|s| shows(s, c)) != Some(true)) {
-                        *r = Err(NodeError::new(
-                            ErrorKind::RequestTimedOut,
-                            format!(
-                                "{}-{}: the move was not committed within {ADMIN_TIMEOUT:?} (is a quorum of voters up?)",
-                                m.topic, m.partition
-                            ),
-                        ));
-                    }
-                }
-                break;
-            }
+        while proposed.iter().any(pending) && Instant::now() < deadline {
             crate::io::sleep(STATE_POLL).await;
         }
-        results.into_iter().map(|r| r.map(|_| ())).collect()
+        proposed
+            .into_iter()
+            .zip(&moves)
+            .map(|(r, m)| {
+                if pending(&r) {
+                    return Err(NodeError::new(
+                        ErrorKind::RequestTimedOut,
+                        format!(
+                            "{}-{}: the move was not committed within {ADMIN_TIMEOUT:?} (is a quorum of voters up?)",
+                            m.topic, m.partition
+                        ),
+                    ));
+                }
+                r.map(|_| ())
+            })
+            .collect()
     }
 
     /// Shard 0: the moves in progress, of the partitions asked for (`None`: all), in topic
     /// and partition order. Only the controller answers (it holds the latest state).
     pub(super) fn reassignments(&self, asked: Option<&[(String, Vec<u32>)]>) -> Result<Vec<MoveInProgress>, NodeError> {
-        let Some(agent) = self.agent.get() else {
-            return Err(NodeError::new(
-                ErrorKind::Unknown,
-                format!("reassignments on shard {}, not shard 0", self.id.0),
-            ));
-        };
-        self.check_controller(agent)?;
+        let agent = self.controller_agent("reassignments")?;
         let listed = agent.with_state(|state| {
             let mut out = Vec::new();
             for (topic, record) in state.topics() {

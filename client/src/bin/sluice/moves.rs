@@ -222,28 +222,46 @@ pub(crate) async fn partition(global: &Global, words: &[String]) -> Result<(), F
     }
 }
 
-/// `sluice cluster balance [--dry-run] [--wait [--timeout-ms T]]`.
-pub(crate) async fn balance(global: &Global, words: &[String]) -> Result<(), Failure> {
-    let args = Args::parse(words, &["wait", "dry-run"])?;
-    args.only(&["wait", "timeout-ms", "dry-run"])?;
-    let limit = wait_limit(&args)?;
-    let metadata = global.admin().await?.metadata(None).await?;
-    let plan = balance_plan(&metadata);
+/// How `balance` and `node drain` run their plan: `--dry-run` prints it, `--wait` waits
+/// for it (at most the limit).
+struct PlanFlags {
+    dry_run: bool,
+    wait: Option<Duration>,
+}
+
+impl PlanFlags {
+    fn of(args: &Args) -> Result<PlanFlags, Failure> {
+        Ok(PlanFlags { dry_run: args.one("dry-run").is_some(), wait: wait_limit(args)? })
+    }
+}
+
+/// A planned set of moves: `nothing` said when there is none, printed with `--dry-run`,
+/// else started (and with `--wait` waited for).
+async fn run_plan(global: &Global, flags: PlanFlags, plan: &[PartitionMove], nothing: &str) -> Result<(), Failure> {
     if plan.is_empty() {
-        eprintln!("the cluster is balanced");
+        eprintln!("{nothing}");
         return Ok(());
     }
-    if args.one("dry-run").is_some() {
-        for m in &plan {
+    if flags.dry_run {
+        for m in plan {
             println!("{}", describe(m));
         }
         return Ok(());
     }
-    start(global, &plan).await?;
-    if let Some(limit) = limit {
-        wait(global, &plan, limit).await?;
+    start(global, plan).await?;
+    if let Some(limit) = flags.wait {
+        wait(global, plan, limit).await?;
     }
     Ok(())
+}
+
+/// `sluice cluster balance [--dry-run] [--wait [--timeout-ms T]]`.
+pub(crate) async fn balance(global: &Global, words: &[String]) -> Result<(), Failure> {
+    let args = Args::parse(words, &["wait", "dry-run"])?;
+    args.only(&["wait", "timeout-ms", "dry-run"])?;
+    let flags = PlanFlags::of(&args)?;
+    let metadata = global.admin().await?.metadata(None).await?;
+    run_plan(global, flags, &balance_plan(&metadata), "the cluster is balanced").await
 }
 
 /// `sluice node drain ID [--wait [--timeout-ms T]] [--dry-run]` and `sluice node remove ID`.
@@ -265,24 +283,10 @@ pub(crate) async fn node(global: &Global, words: &[String]) -> Result<(), Failur
     let args = Args::parse(&words[1..], &["wait", "dry-run"])?;
     args.only(&["wait", "timeout-ms", "dry-run"])?;
     let id: u32 = args.name("node id")?.parse().map_err(|_| Failure::Usage("the node id must be a number".into()))?;
-    let limit = wait_limit(&args)?;
+    let flags = PlanFlags::of(&args)?;
     let metadata = global.admin().await?.metadata(None).await?;
     let plan = drain_plan(&metadata, id).map_err(Failure::Failed)?;
-    if plan.is_empty() {
-        eprintln!("node {id} holds no replica");
-        return Ok(());
-    }
-    if args.one("dry-run").is_some() {
-        for m in &plan {
-            println!("{}", describe(m));
-        }
-        return Ok(());
-    }
-    start(global, &plan).await?;
-    if let Some(limit) = limit {
-        wait(global, &plan, limit).await?;
-    }
-    Ok(())
+    run_plan(global, flags, &plan, &format!("node {id} holds no replica")).await
 }
 
 #[cfg(test)]
