@@ -411,6 +411,23 @@ impl Admin {
         self.on_controller(|conn| async move { protocol::unregister_node(&conn, node).await }).await
     }
 
+    /// Makes node `node` (a member of the controller quorum that caught up: a node that
+    /// joined) a controller voter.
+    pub async fn add_voter(&self, node: u32) -> Result<()> {
+        self.on_controller(|conn| async move { protocol::alter_voters(&conn, node, true).await }).await
+    }
+
+    /// Takes node `node`'s controller vote away (it keeps following the log); the
+    /// controller itself hands its leadership over first.
+    pub async fn remove_voter(&self, node: u32) -> Result<()> {
+        self.on_controller(|conn| async move { protocol::alter_voters(&conn, node, false).await }).await
+    }
+
+    /// The controller quorum as the controller knows it.
+    pub async fn describe_quorum(&self) -> Result<protocol::QuorumInfo> {
+        self.on_controller(|conn| async move { protocol::describe_quorum(&conn).await }).await
+    }
+
     /// The partition moves in progress, of these topics (`None`: all).
     pub async fn list_reassignments(&self, topics: Option<&[String]>) -> Result<Vec<protocol::MoveInProgress>> {
         self.on_controller(|conn| async move { protocol::list_reassignments(&conn, topics).await }).await

@@ -1608,6 +1608,40 @@ pub async fn unregister_node(conn: &Connection, node: u32) -> Result<()> {
     code_result(r.error(), r.message())
 }
 
+/// Makes node `node` a controller voter (`add`) or takes its vote away (on the controller).
+pub async fn alter_voters(conn: &Connection, node: u32, add: bool) -> Result<()> {
+    let build = |b: &mut FlatBufferBuilder<'static>| {
+        wire::AlterVotersRequest::create(b, &wire::AlterVotersRequestArgs { node, add }).as_union_value()
+    };
+    let frame = conn.request(RequestBody::AlterVotersRequest, build, &[]).await?;
+    let response = frame.response()?;
+    let r = response.body_as_alter_voters_response().ok_or_else(|| unexpected(&frame, "AlterVoters"))?;
+    code_result(r.error(), r.message())
+}
+
+/// The controller quorum: its leader, voters and learners.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QuorumInfo {
+    pub leader: Option<u32>,
+    pub voters: Vec<u32>,
+    pub learners: Vec<u32>,
+}
+
+pub async fn describe_quorum(conn: &Connection) -> Result<QuorumInfo> {
+    let build = |b: &mut FlatBufferBuilder<'static>| {
+        wire::DescribeQuorumRequest::create(b, &wire::DescribeQuorumRequestArgs {}).as_union_value()
+    };
+    let frame = conn.request(RequestBody::DescribeQuorumRequest, build, &[]).await?;
+    let response = frame.response()?;
+    let r = response.body_as_describe_quorum_response().ok_or_else(|| unexpected(&frame, "DescribeQuorum"))?;
+    code_result(r.error(), r.message())?;
+    Ok(QuorumInfo {
+        leader: u32::try_from(r.leader()).ok(),
+        voters: r.voters().map(|v| v.iter().collect()).unwrap_or_default(),
+        learners: r.learners().map(|v| v.iter().collect()).unwrap_or_default(),
+    })
+}
+
 pub fn encode_list_reassignments(b: &mut FlatBufferBuilder<'_>, topics: Option<&[String]>) -> EncodedBody {
     let topics = topics.map(|list| {
         let names: Vec<_> = list.iter().map(|t| b.create_string(t)).collect();

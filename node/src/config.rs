@@ -42,6 +42,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
                    [--group-consumer-heartbeat-interval-ms N] [--group-consumer-session-timeout-ms N]
                    [--transactional-id-expiration-ms N]
                    [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--voters ID,ID,...]
+                   [--join HOST:PORT --cluster-listen HOST:PORT] [--rack NAME]
                    [--session-timeout-ms N]
                    [--replica-lag-time-max-ms N] [--replication-throttled-rate BYTES]
 
@@ -159,7 +160,18 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
                             --kafka-listen). Without --peer the node is a cluster of one: its
                             own controller (one voter) and every partition's only replica
   --voters ID,ID,...        the controller quorum's voters, 1, 3 or 5 of the peers (default:
-                            every peer, if there are at most 7); the others follow its log
+                            every peer, if there are at most 7); the others follow its log.
+                            They are where a new cluster starts: `sluice controller
+                            add-voter|remove-voter` change them afterwards
+  --join HOST:PORT          join a running cluster through this cluster listener of any of
+                            its nodes, instead of --peer entries: the node announces itself
+                            (--node-id, unique in the cluster; --listen; --cluster-listen)
+                            and follows the controller quorum's log as a learner; restarted,
+                            it rejoins from what its data directory holds
+  --cluster-listen HOST:PORT  this node's cluster (replication) listener, an address the
+                            other nodes reach; needed with --join (--peer entries give it)
+  --rack NAME               the node's rack (Kafka's broker.rack): new partitions spread
+                            their replicas over racks, and Metadata reports it
   --session-timeout-ms N    a node not heard from for this long is fenced and loses its
                             leaderships (default 3000)
   --replica-lag-time-max-ms N  a follower that has not caught up for this long leaves the
@@ -280,6 +292,13 @@ pub struct NodeConfig {
     pub peers: Vec<Peer>,
     /// The controller quorum's voters (empty: every peer).
     pub voters: Vec<u32>,
+    /// A running cluster's node (its cluster listener) this node joins through, instead
+    /// of `peers`.
+    pub join: Option<SocketAddr>,
+    /// This node's cluster listener, with `join` (`peers` give it otherwise).
+    pub cluster_listen: Option<SocketAddr>,
+    /// Kafka's broker.rack.
+    pub rack: Option<String>,
     /// A node not heard from for this long is fenced (cluster only).
     pub session_timeout_ms: u64,
     /// replica.lag.time.max.ms (cluster only).
@@ -460,6 +479,9 @@ impl Default for NodeConfig {
             session_timeout_ms: 3_000,
             replica_lag_time_max_ms: 10_000,
             replication_throttled_rate: 0,
+            join: None,
+            cluster_listen: None,
+            rack: None,
         }
     }
 }
@@ -708,15 +730,19 @@ impl NodeConfig {
         self.peers.clone()
     }
 
-    /// This node as a cluster of one describes it (no cluster listener).
+    /// This node as a cluster of one describes it (no cluster listener), or, joining a
+    /// cluster, as it knows itself (the others are learned from the cluster).
     fn alone(&self) -> Peer {
-        Peer { id: self.node_id, listen: self.listen, cluster: None, kafka: self.kafka_listen() }
+        Peer { id: self.node_id, listen: self.listen, cluster: self.cluster_listen, kafka: self.kafka_listen() }
     }
 
-    /// The controller voters: `voters`, or every node.
+    /// The controller voters a new cluster starts with: `voters`, or every node; none for
+    /// a node that joins (it learns them from the cluster).
     #[must_use]
     pub fn voter_ids(&self) -> Vec<u32> {
-        if self.voters.is_empty() {
+        if self.join.is_some() {
+            Vec::new()
+        } else if self.voters.is_empty() {
             self.nodes().iter().map(|p| p.id).collect()
         } else {
             self.voters.clone()
@@ -738,6 +764,26 @@ impl NodeConfig {
     }
 
     fn check_cluster(&self) -> Result<(), String> {
+        if let Some(join) = self.join {
+            let Some(cluster) = self.cluster_listen else {
+                return Err(format!("join = {join} needs cluster-listen = HOST:PORT, this node's cluster listener"));
+            };
+            if !self.peers.is_empty() || !self.voters.is_empty() {
+                return Err("join: a joining node learns the cluster from it; give no --peer or --voters".to_string());
+            }
+            if cluster.ip().is_unspecified() {
+                return Err(format!("cluster-listen = {cluster}: the other nodes must reach it (not 0.0.0.0 or ::)"));
+            }
+            if cluster == join || cluster == self.listen {
+                return Err(format!("cluster-listen = {cluster} is also join or listen"));
+            }
+            return Ok(());
+        }
+        if let Some(cluster) = self.cluster_listen.filter(|_| !self.peers.is_empty()) {
+            if self.me().cluster != Some(cluster) {
+                return Err(format!("cluster-listen = {cluster} does not match this node's --peer entry"));
+            }
+        }
         if self.peers.is_empty() {
             if let Some(v) = self.voters.iter().find(|v| **v != self.node_id) {
                 return Err(format!("voters: node {v} is not this node, and no --peer names other nodes"));
@@ -818,7 +864,7 @@ impl NodeConfig {
                  SASL_SSL://HOST:PORT, or cluster-tls-ca)"
             ));
         }
-        if self.cluster_tls_ca.is_some() && self.peers.is_empty() {
+        if self.cluster_tls_ca.is_some() && self.peers.is_empty() && self.join.is_none() {
             return Err("cluster-tls-ca is set but the node has no peers (--peer): it has no cluster link".to_string());
         }
         Ok(())
@@ -957,6 +1003,15 @@ impl NodeConfig {
             "session-timeout-ms" => self.session_timeout_ms = number(key, value, 100, 600_000)?,
             "replica-lag-time-max-ms" => self.replica_lag_time_max_ms = number(key, value, 100, 600_000)?,
             "replication-throttled-rate" => self.replication_throttled_rate = number(key, value, 0, 1 << 40)?,
+            "join" => self.join = Some(address(key, value)?),
+            "cluster-listen" => self.cluster_listen = Some(address(key, value)?),
+            "rack" => {
+                let valid = |c: char| c.is_ascii_alphanumeric() || "._-:/".contains(c);
+                if value.is_empty() || value.len() > 255 || !value.chars().all(valid) {
+                    return Err(format!("{key} = {value:?}: a rack is 1 to 255 letters, digits and . _ - : /"));
+                }
+                self.rack = Some(value.to_string());
+            }
             _ => return Err(format!("unknown setting {key:?} (see --help)")),
         }
         Ok(())
@@ -1157,6 +1212,36 @@ mod tests {
         assert_eq!(c.voter_ids(), vec![1]);
         let e = NodeConfig::from_args(&args(&format!("{base} {peers} --voters 1,5"))).unwrap_err();
         assert!(e.contains("node 5 is not one of the --peer entries"), "{e}");
+    }
+
+    /// A joining node names its cluster listener and no peers; a node alone may open a
+    /// cluster listener for others to join; a rack is a plain name.
+    #[test]
+    fn a_joining_node_names_its_cluster_listener_and_no_peers() {
+        let join = "--node-id 4 --listen 127.0.0.1:7004 --kafka-listen off --join 127.0.0.1:7101";
+        let cmd = NodeConfig::from_args(&args(&format!("{join} --cluster-listen 127.0.0.1:7104 --rack r2")));
+        let Command::Run(c) = cmd.unwrap() else { panic!("help") };
+        assert_eq!(c.join, Some("127.0.0.1:7101".parse().unwrap()));
+        assert!(c.voter_ids().is_empty() && !c.sole_voter());
+        assert_eq!(c.me().cluster, Some("127.0.0.1:7104".parse().unwrap()));
+        assert_eq!(c.rack.as_deref(), Some("r2"));
+        let e = NodeConfig::from_args(&args(join)).unwrap_err();
+        assert!(e.contains("needs cluster-listen"), "{e}");
+        let e = NodeConfig::from_args(&args(&format!("{join} --cluster-listen 0.0.0.0:7104"))).unwrap_err();
+        assert!(e.contains("must reach it"), "{e}");
+        let e =
+            NodeConfig::from_args(&args(&format!("{join} --cluster-listen 127.0.0.1:7104 --voters 4"))).unwrap_err();
+        assert!(e.contains("give no --peer or --voters"), "{e}");
+        let e = NodeConfig::from_args(&args("--rack 'a b'")).unwrap_err();
+        assert!(e.contains("a rack is"), "{e}");
+        let cmd = NodeConfig::from_args(&args("--cluster-listen 127.0.0.1:7101 --kafka-listen off"));
+        let Command::Run(alone) = cmd.unwrap() else { panic!("help") };
+        assert!(alone.sole_voter() && alone.me().cluster.is_some());
+        let peers = "--peer 1=127.0.0.1:7001,127.0.0.1:7101 --peer 2=127.0.0.1:7002,127.0.0.1:7102";
+        let mismatch =
+            format!("--node-id 1 --listen 127.0.0.1:7001 --kafka-listen off {peers} --cluster-listen 127.0.0.1:9");
+        let e = NodeConfig::from_args(&args(&mismatch)).unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
     }
 
     /// `--kafka-listen` takes Kafka's `PROTOCOL://HOST:PORT` form: PLAINTEXT (also

@@ -206,6 +206,12 @@ fn cluster_setup(config: &NodeConfig) -> ClusterSetup {
             listeners: config.advertised_listeners(),
         },
         throttled_rate: (config.replication_throttled_rate > 0).then_some(config.replication_throttled_rate),
+        endpoints: config.me().cluster.map(|cluster| sluice_node::replication::NodeEndpoints {
+            native: config.listen.to_string(),
+            cluster: cluster.to_string(),
+            rack: config.rack.clone(),
+        }),
+        join: config.join,
     }
 }
 

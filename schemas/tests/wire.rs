@@ -501,6 +501,14 @@ fn build_request_body(
             let body = UnregisterNodeRequest::create(builder, &UnregisterNodeRequestArgs { node: 4 });
             (body.as_union_value(), no_payload)
         }
+        RequestBody::AlterVotersRequest => {
+            let body = AlterVotersRequest::create(builder, &AlterVotersRequestArgs { node: 4, add: true });
+            (body.as_union_value(), no_payload)
+        }
+        RequestBody::DescribeQuorumRequest => {
+            let body = DescribeQuorumRequest::create(builder, &DescribeQuorumRequestArgs {});
+            (body.as_union_value(), no_payload)
+        }
         RequestBody::ListReassignmentsRequest => {
             let topic = builder.create_string("orders");
             let topics = builder.create_vector(&[topic]);
@@ -747,6 +755,13 @@ fn check_request(request: &Request<'_>, payload: &[u8]) {
         RequestBody::UnregisterNodeRequest => {
             assert_eq!(request.body_as_unregister_node_request().unwrap().node(), 4);
         }
+        RequestBody::AlterVotersRequest => {
+            let body = request.body_as_alter_voters_request().unwrap();
+            assert_eq!((body.node(), body.add()), (4, true));
+        }
+        RequestBody::DescribeQuorumRequest => {
+            assert!(request.body_as_describe_quorum_request().is_some());
+        }
         RequestBody::ListReassignmentsRequest => {
             let topics = request.body_as_list_reassignments_request().unwrap().topics().unwrap();
             assert_eq!(topics.iter().collect::<Vec<&str>>(), vec!["orders"]);
@@ -963,6 +978,12 @@ fn unregister_node_request_round_trips_with_every_field_set() {
 }
 
 #[test]
+fn voter_requests_round_trip_with_every_field_set() {
+    round_trip_request(RequestBody::AlterVotersRequest);
+    round_trip_request(RequestBody::DescribeQuorumRequest);
+}
+
+#[test]
 fn every_request_body_type_is_covered_by_these_tests() {
     let covered = ALL_REQUEST_BODIES.len();
     assert_eq!(covered, RequestBody::ENUM_VALUES.len() - 1, "a request body type was added: add it to the tests");
@@ -979,7 +1000,7 @@ fn a_response_envelope_is_not_taken_for_a_request() {
     }
 }
 
-const ALL_REQUEST_BODIES: [RequestBody; 35] = [
+const ALL_REQUEST_BODIES: [RequestBody; 37] = [
     RequestBody::ApiVersionsRequest,
     RequestBody::MetadataRequest,
     RequestBody::CreateTopicsRequest,
@@ -1015,6 +1036,8 @@ const ALL_REQUEST_BODIES: [RequestBody; 35] = [
     RequestBody::AlterReassignmentsRequest,
     RequestBody::ListReassignmentsRequest,
     RequestBody::UnregisterNodeRequest,
+    RequestBody::AlterVotersRequest,
+    RequestBody::DescribeQuorumRequest,
 ];
 
 // Responses -----------------------------------------------------------------------------
@@ -1557,6 +1580,29 @@ fn build_response_body(
             );
             (body.as_union_value(), no_payload)
         }
+        ResponseBody::AlterVotersResponse => {
+            let message = builder.create_string("node 4 is not a member");
+            let body = AlterVotersResponse::create(
+                builder,
+                &AlterVotersResponseArgs { error: ErrorCode::InvalidRequest, message: Some(message) },
+            );
+            (body.as_union_value(), no_payload)
+        }
+        ResponseBody::DescribeQuorumResponse => {
+            let voters = builder.create_vector(&[1u32, 2, 3]);
+            let learners = builder.create_vector(&[4u32]);
+            let body = DescribeQuorumResponse::create(
+                builder,
+                &DescribeQuorumResponseArgs {
+                    error: ErrorCode::None,
+                    message: None,
+                    leader: 2,
+                    voters: Some(voters),
+                    learners: Some(learners),
+                },
+            );
+            (body.as_union_value(), no_payload)
+        }
         ResponseBody::UnregisterNodeResponse => {
             let message = builder.create_string("node 4 is live: stop it first");
             let body = UnregisterNodeResponse::create(
@@ -1875,6 +1921,16 @@ fn check_response(response: &Response<'_>, payload: &[u8]) {
             assert_eq!((result.topic(), result.partition(), result.error()), (Some("orders"), 8, ErrorCode(85)));
             assert_eq!(result.message(), Some("orders-8: no reassignment is in progress"));
         }
+        ResponseBody::AlterVotersResponse => {
+            let body = response.body_as_alter_voters_response().unwrap();
+            assert_eq!((body.error(), body.message()), (ErrorCode::InvalidRequest, Some("node 4 is not a member")));
+        }
+        ResponseBody::DescribeQuorumResponse => {
+            let body = response.body_as_describe_quorum_response().unwrap();
+            assert_eq!((body.error(), body.leader()), (ErrorCode::None, 2));
+            assert_eq!(body.voters().unwrap().iter().collect::<Vec<u32>>(), vec![1, 2, 3]);
+            assert_eq!(body.learners().unwrap().iter().collect::<Vec<u32>>(), vec![4]);
+        }
         ResponseBody::UnregisterNodeResponse => {
             let body = response.body_as_unregister_node_response().unwrap();
             assert_eq!(
@@ -1910,7 +1966,7 @@ fn round_trip_response(body_type: ResponseBody) {
     check_response(&response, payload);
 }
 
-const ALL_RESPONSE_BODIES: [ResponseBody; 32] = [
+const ALL_RESPONSE_BODIES: [ResponseBody; 34] = [
     ResponseBody::ApiVersionsResponse,
     ResponseBody::MetadataResponse,
     ResponseBody::CreateTopicsResponse,
@@ -1943,6 +1999,8 @@ const ALL_RESPONSE_BODIES: [ResponseBody; 32] = [
     ResponseBody::AlterReassignmentsResponse,
     ResponseBody::ListReassignmentsResponse,
     ResponseBody::UnregisterNodeResponse,
+    ResponseBody::AlterVotersResponse,
+    ResponseBody::DescribeQuorumResponse,
 ];
 
 #[test]
@@ -2087,6 +2145,12 @@ fn list_reassignments_response_round_trips_with_every_field_set() {
 #[test]
 fn unregister_node_response_round_trips_with_every_field_set() {
     round_trip_response(ResponseBody::UnregisterNodeResponse);
+}
+
+#[test]
+fn voter_responses_round_trip_with_every_field_set() {
+    round_trip_response(ResponseBody::AlterVotersResponse);
+    round_trip_response(ResponseBody::DescribeQuorumResponse);
 }
 
 #[test]

@@ -609,12 +609,18 @@ struct IdempotentRun {
 
 impl IdempotentRun {
     fn start(cluster: &Cluster, topic: &str, partitions: u32) -> IdempotentRun {
+        IdempotentRun::start_at_rate(cluster, topic, partitions, 2_000)
+    }
+
+    /// The same, producing `rate` records a second.
+    fn start_at_rate(cluster: &Cluster, topic: &str, partitions: u32, rate: u32) -> IdempotentRun {
         let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
         let stop_file = cluster.dir.path().join(format!("stop-producing-{topic}"));
         let mut command = std::process::Command::new("python3");
         command
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("idempotent.py"))
             .args(["--bootstrap", &bootstrap.join(","), "--topic", topic, "--partitions", &partitions.to_string()])
+            .args(["--rate", &rate.to_string()])
             .arg("--stop-file")
             .arg(&stop_file)
             .env("PYTHONDONTWRITEBYTECODE", "1");
@@ -665,7 +671,7 @@ impl IdempotentRun {
         runtime.block_on(wait_for_full_isr(admin, topic));
         let high_watermarks: Vec<u64> =
             (0..partitions).map(|p| runtime.block_on(high_watermark(cluster, admin, topic, p))).collect();
-        for node in &mut cluster.nodes {
+        for node in cluster.nodes.iter_mut().filter(|n| n.is_running()) {
             node.sigterm_and_wait();
         }
         let mut seen: BTreeMap<Vec<u8>, (u32, u64)> = BTreeMap::new();
@@ -1289,6 +1295,130 @@ fn partitions_move_off_a_drained_node_under_an_idempotent_producer_through_a_con
     let stored = records_of(&stored_batches(&cluster.data_dir(added).join("trimmed-0"), 200));
     let expected: BTreeMap<u64, Vec<u8>> = trimmed_values.into_iter().filter(|(offset, _)| *offset >= 100).collect();
     assert_eq!(stored, expected, "node {added}'s replica of trimmed-0, added after its first 100 records were deleted");
+}
+
+/// Issue 21's acceptance, under load: three nodes (voters 1-3), a topic of RF 3 with
+/// min.insync.replicas 2, an idempotent acks=all producer (confluent-kafka) and a group
+/// member reading it the whole time. A 4th node joins with `--join` (one running node's
+/// cluster address, no `--peer` list) and becomes a broker; `cluster balance --wait` moves
+/// replicas onto it until it holds a quarter of them (at most one off); it becomes a
+/// controller voter and node 1 loses its vote (`controller add-voter 4`, `remove-voter
+/// 1`, whichever node leads); node 1 is drained (`node drain 1 --wait`), stopped and
+/// removed (`node remove 1`: gone from the nodes and the quorum). Then every acknowledged
+/// record is stored once at its offset, the producer saw no error but refused
+/// connections to the stopped node, and the group member read every acknowledged value.
+#[test]
+fn a_node_joins_takes_a_quarter_of_the_replicas_and_node_1_is_drained_and_removed_under_load() {
+    const TOPIC: &str = "elastic";
+    const PARTITIONS: u32 = 6;
+    let mut cluster = Cluster::start_with(3, &[]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
+    let topic = NewTopic { name: TOPIC.into(), partitions: PARTITIONS, replication_factor: 3, configs };
+    runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, TOPIC).await;
+    });
+    let kafka: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+    // As fast as the member can follow: it commits every record, one at a time.
+    let run = IdempotentRun::start_at_rate(&cluster, TOPIC, PARTITIONS, 100);
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("group_member.py"))
+        .args(["--bootstrap", &kafka[1..].join(","), "--topic", TOPIC, "--group", "elastic-readers"])
+        .args(["--count", "1000000000", "--timeout", "400"])
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let member = Streaming::start(command);
+    run.wait_acked(&runtime, "records acknowledged before node 4 joins", 300);
+
+    // Node 4 joins through node 2's cluster listener.
+    let (native, kafka_4, cluster_4) = (free_loopback_addr(), free_loopback_addr(), free_loopback_addr());
+    let (kafka_arg, cluster_arg, join) =
+        (kafka_4.to_string(), cluster_4.to_string(), cluster.cluster_addrs[1].to_string());
+    let mut args = vec!["--node-id", "4", "--kafka-listen", &kafka_arg];
+    args.extend(NODE_FLAGS);
+    args.extend(["--join", &join, "--cluster-listen", &cluster_arg, "--rack", "rack-4"]);
+    let node_4 = NodeProcess::start_at(native, &Cluster::data_of(cluster.dir.path(), 4), SHARDS, &args);
+    cluster.nodes.push(node_4);
+    let bootstrap = cluster.bootstrap()[1..].join(",");
+    runtime.block_on(wait_for("node 4 to be a live node", || async {
+        (admin.metadata(Some(&[])).await.ok()?.nodes.iter().any(|n| n.node_id == 4)).then_some(())
+    }));
+    let status = sluice_cli(&bootstrap, &["controller", "status"]);
+    assert!(status.code == Some(0) && status.stdout.contains("learners: 4"), "{status:?}");
+
+    let balance = sluice_cli(&bootstrap, &["cluster", "balance", "--wait"]);
+    assert_eq!(balance.code, Some(0), "{balance:?}");
+    let held = runtime.block_on(async {
+        let metadata = admin.metadata(None).await.unwrap();
+        let replicas: Vec<u32> = metadata
+            .topics
+            .iter()
+            .filter_map(|t| t.partitions.as_ref().ok())
+            .flatten()
+            .flat_map(|p| p.replicas.clone())
+            .collect();
+        (replicas.iter().filter(|r| **r == 4).count(), replicas.len())
+    });
+    assert!(held.0 * 4 + 4 >= held.1 && held.0 * 4 <= held.1 + 4, "node 4 holds a quarter of the replicas: {held:?}");
+    run.wait_acked(&runtime, "records acknowledged after the balance", 300);
+
+    for args in [&["controller", "add-voter", "4"], &["controller", "remove-voter", "1"]] {
+        let change = sluice_cli(&bootstrap, args);
+        assert_eq!(change.code, Some(0), "{args:?}: {change:?}");
+    }
+    let status = sluice_cli(&bootstrap, &["controller", "status"]);
+    assert!(status.stdout.contains("voters: 2,3,4") && status.stdout.contains("learners: 1"), "{status:?}");
+    let drain = sluice_cli(&bootstrap, &["node", "drain", "1", "--wait"]);
+    assert_eq!(drain.code, Some(0), "{drain:?}");
+    let node_1 = cluster.data_dir(1);
+    runtime.block_on(wait_for("node 1 to delete its copies", || async {
+        (0..PARTITIONS).all(|p| !node_1.join(format!("{TOPIC}-{p}")).exists()).then_some(())
+    }));
+    run.wait_acked(&runtime, "records acknowledged after the drain", 300);
+    cluster.node(1).sigterm_and_wait();
+    runtime.block_on(wait_for("node 1 to be fenced", || async {
+        (admin.metadata(Some(&[])).await.ok()?.nodes.iter().all(|n| n.node_id != 1)).then_some(())
+    }));
+    let remove = sluice_cli(&bootstrap, &["node", "remove", "1"]);
+    assert_eq!(remove.code, Some(0), "{remove:?}");
+    let status = sluice_cli(&bootstrap, &["controller", "status"]);
+    assert!(status.stdout.contains("voters: 2,3,4") && status.stdout.contains("learners: \n"), "{status:?}");
+    run.wait_acked(&runtime, "records acknowledged after node 1 left", 300);
+
+    // The producer stops; the member reads everything it had acknowledged.
+    std::fs::write(&run.stop_file, b"").unwrap();
+    run.producer.wait_for("done", WAIT);
+    let acked: std::collections::BTreeSet<String> = acknowledged(&run.producer.lines()).into_values().collect();
+    let deadline = Instant::now() + WAIT;
+    let missing = loop {
+        let read: std::collections::BTreeSet<String> = member
+            .lines()
+            .iter()
+            .filter_map(|l| l.get("value").and_then(sluice_tests::json::Json::as_str).map(str::to_string))
+            .collect();
+        let missing: Vec<&String> = acked.difference(&read).collect();
+        if missing.is_empty() || Instant::now() >= deadline {
+            break missing.len();
+        }
+        std::thread::sleep(POLL);
+    };
+    let lines = member.kill();
+    let events: Vec<&sluice_tests::json::Json> = lines.iter().filter(|l| l.get("value").is_none()).collect();
+    assert_eq!(
+        missing,
+        0,
+        "of {} acknowledged values the group member did not read {missing}: {events:?}",
+        acked.len()
+    );
+    let assigned = lines.iter().filter(|l| l.get("assigned").is_some()).count();
+    assert!(assigned >= 1, "the member was assigned the partitions: {lines:?}");
+    let last = runtime.block_on(wait_for_full_isr(&admin, TOPIC));
+    assert!(last.iter().all(|p| !p.replicas.contains(&1)), "node 1 is drained: {last:?}");
+    let first_replica: BTreeMap<u32, usize> = last.iter().map(|p| (p.partition, p.replicas[0] as usize)).collect();
+    let produced = run.finish_and_check(&mut cluster, &runtime, &admin, &|p| first_replica[&p]);
+    eprintln!("{produced} records produced and read while node 4 joined and node 1 was drained and removed");
 }
 
 /// `sluice` (the CLI) against `bootstrap`, bounded by `WAIT`.

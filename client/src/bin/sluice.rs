@@ -78,8 +78,16 @@ commands:
                             (each to the least loaded one the partition is not on); its
                             leaderships move with them. --dry-run prints the plan
   node remove ID            forgets node ID once it is stopped for good and holds no
-                            replica (Kafka's UnregisterBroker; not a controller voter);
-                            if it starts again it joins again
+                            replica (Kafka's UnregisterBroker; not a controller voter),
+                            and takes it out of the controller quorum; if it starts
+                            again it joins again
+  controller status         the controller quorum: its leader, voters and learners (the
+                            nodes that follow its log without voting)
+  controller add-voter ID   makes node ID (one that joined: sluice-node --join) a
+                            controller voter once it caught up with the log
+  controller remove-voter ID
+                            takes node ID's vote away (it keeps following the log; the
+                            controller hands its leadership over first), one at a time
   group list
   group describe G [--isolation-level read_uncommitted|read_committed]
                             members, assignment, and per partition committed offset,
@@ -268,6 +276,7 @@ async fn run(global: &Global, words: Vec<String>) -> Result<(), Failure> {
         Some("acl") => access::acl(global, &words[1..]).await,
         Some("partition") => moves::partition(global, &words[1..]).await,
         Some("node") => moves::node(global, &words[1..]).await,
+        Some("controller") => moves::controller(global, &words[1..]).await,
         Some(other) => Err(Failure::Usage(format!("unknown command {other:?}"))),
         None => Err(Failure::Usage("missing command".into())),
     }

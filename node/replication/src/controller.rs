@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use super::state::{ClusterState, Command, Outcome, PartitionSpec};
 use super::{AdvertisedListener, Endpoint, Envelope, Incarnation, Message, NodeId};
 use crate::format::LogContents;
-use crate::quorum::{Applied, Persist, Quorum, QuorumConfig, QuorumError, StateMachine};
+use crate::quorum::{Applied, MemberChange, Persist, Quorum, QuorumConfig, QuorumError, StateMachine};
 
 /// The controller's timers.
 #[derive(Clone, Copy, Debug)]
@@ -272,6 +272,8 @@ pub fn replies(state: &ClusterState, command: &Command, outcome: &Outcome) -> Ve
         | Command::Reassign { .. }
         // Nothing to tell: the node is down and holds nothing.
         | Command::RemoveNode { .. }
+        // Every node reads the endpoints from the committed state it follows.
+        | Command::AnnounceNode { .. }
         // The node finds its block in the committed state it follows.
         | Command::AllocateProducerIds { .. }
         // Every node reads its users and ACLs from the committed state.
@@ -365,6 +367,8 @@ pub struct VoterOutput {
     /// What to make durable, in this order (after every earlier call's), acknowledging
     /// each with `ControllerVoter::persisted` (see `Quorum`).
     pub persist: Vec<Persist>,
+    /// The quorum's members changed (`Quorum::members`).
+    pub members_changed: bool,
 }
 
 /// One controller voter: the replicated `ClusterState` in a `Quorum`, and the decision
@@ -477,6 +481,14 @@ impl ControllerVoter {
         Ok(out)
     }
 
+    /// Proposes one change of the quorum's members (see `Quorum::change_members`).
+    pub fn change_members(&mut self, now_ms: u64, change: MemberChange) -> Result<VoterOutput, QuorumError> {
+        let mut out = VoterOutput::default();
+        self.quorum.change_members(change)?;
+        self.poll(now_ms, &mut out)?;
+        Ok(out)
+    }
+
     fn decide(&mut self, now_ms: u64, input: ControllerInput, out: &mut VoterOutput) -> Result<(), QuorumError> {
         let Some((_, leader)) = self.leader.as_mut() else { return Ok(()) };
         let decisions = leader.step(now_ms, self.quorum.state(), input);
@@ -502,6 +514,7 @@ impl ControllerVoter {
         out.raft.extend(output.messages);
         out.persist.extend(output.persist);
         out.restored = output.restored.or(out.restored);
+        out.members_changed |= output.members_changed;
         for applied in output.applied {
             if let Some(command) = applied.proposal.and_then(|id| self.proposals.remove(&id)) {
                 match Outcome::decode(&applied.result) {

@@ -68,8 +68,8 @@ pub use controller::{
 pub use log::{EpochEnd, LogEntry, LogOp, ReplicaLog};
 pub use replica::{NodeAction, NodeInput, ReplicaConfig, ReplicaNode, ReplicaSpec};
 pub use state::{
-    ClusterState, Command, NodeRecord, Outcome, PartitionRecord, PartitionSpec, ProducerIdBlock, ReassignError,
-    Reassignment, RemoveNodeError,
+    ClusterState, Command, NodeEndpoints, NodeRecord, Outcome, PartitionRecord, PartitionSpec, ProducerIdBlock,
+    ReassignError, Reassignment, RemoveNodeError,
 };
 
 /// A partition's cluster-wide id: the controller numbers every partition of every topic
@@ -254,6 +254,9 @@ pub struct ConsumerRecords {
     pub leader_epoch: LeaderEpoch,
 }
 
+/// How many times a `Message::Join` is passed on towards the controller before it is dropped.
+pub const JOIN_HOPS_MAX: u8 = 2;
+
 /// Every message of the protocol. Requests carry a `request_id` that their reply echoes;
 /// the sender keeps one request in flight per purpose and ignores replies to older ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -305,6 +308,18 @@ pub enum Message {
     /// waits for them in the committed state; there is no reply.
     ForwardSecurity {
         commands: Vec<state::Command>,
+    },
+    /// Node -> controller: where the node is reached and its rack; a node joining a
+    /// running cluster sends it to the one node it knows (`--join`), which passes it on to
+    /// the controller (`hops` counts the passes, at most `JOIN_HOPS_MAX`). The controller
+    /// records the endpoints (`Command::AnnounceNode`) and makes the node a member of the
+    /// controller quorum (a learner) if it is not one; the node sends it again until its
+    /// own state shows both. While the node is not a member the controller answers with its
+    /// own `Join` (addressed to the node): where the node reaches it, before the log says.
+    Join {
+        node: NodeId,
+        endpoints: state::NodeEndpoints,
+        hops: u8,
     },
     /// Controller -> leader: the partition's state after the proposal (accepted or not).
     AlterPartitionReply {

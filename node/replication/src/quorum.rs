@@ -29,13 +29,24 @@
 //! atomically, then older segments go; a crash in between leaves the old snapshot with its
 //! segment, which still holds everything. The bytes are `controller::format`'s.
 //!
-//! The voters are fixed at start (no membership changes); a quorum of one voter elects
-//! itself when it opens.
+//! Members: the quorum starts from the voters and learners it is opened with (the same on
+//! every member of a new cluster); afterwards the members change one at a time through
+//! committed configuration changes (`change_members`: raft's single-server changes, which
+//! raft-rs allows only one of in flight). Every member applies them in log order, and a
+//! snapshot carries the members at its index, so a restart comes back with the members
+//! its log says, not those it was opened with. A member added later (a joining node) opens
+//! with no members at all and waits for the leader, which takes a snapshot right after
+//! adding it (its state machine cannot be rebuilt from the log: the log starts after the
+//! cluster's bootstrap state) and sends it that snapshot. The leader never removes or
+//! demotes itself: it hands leadership to a caught-up voter first. A quorum of one voter
+//! elects itself when it opens.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot,
+};
 use raft::storage::MemStorage;
 use raft::{Config, GetEntriesContext, ProgressState, RaftState, RawNode, SnapshotStatus, StateRole, Storage};
 
@@ -100,6 +111,35 @@ pub struct Output {
     pub restored: Option<u64>,
     /// Writes to perform, then acknowledge with `persisted`.
     pub persist: Option<Persist>,
+    /// A configuration change was applied: the members are now `Quorum::members`.
+    pub members_changed: bool,
+}
+
+/// The quorum's members: those that vote and those that only follow the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Members {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+impl Members {
+    #[must_use]
+    pub fn contains(&self, id: u64) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+}
+
+/// One change of the members (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A new member that follows the log without voting (a node joining the cluster).
+    AddLearner(u64),
+    /// A learner that has caught up becomes a voter.
+    Promote(u64),
+    /// A voter becomes a learner (it keeps following the log).
+    Demote(u64),
+    /// A learner leaves the quorum (a node removed from the cluster).
+    Remove(u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +152,16 @@ pub enum QuorumError {
     Log(String),
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// A change of the members that is refused (it would not change them, or not safely).
+    #[error("{0}")]
+    Members(String),
+    /// A change of the members that cannot be made yet: ask again shortly.
+    #[error("{0}")]
+    MembersBusy(String),
+    /// The change would remove or demote the leader: leadership moves to `to` first; ask
+    /// the new leader again.
+    #[error("this voter leads the controller quorum: leadership is moving to {to} first, ask again there")]
+    LeaderMoving { to: u64 },
 }
 
 /// Ticks without a leader's heartbeat before a voter stands for election (randomized by
@@ -290,6 +340,9 @@ pub struct Quorum<S> {
     snapshots_sent: BTreeMap<u64, u64>,
     /// A snapshot over `SNAPSHOT_BYTES_MAX` was refused (said once).
     oversized_said: bool,
+    /// A learner was added: take a snapshot at the next poll, whatever the log's size
+    /// (the new member can only start from one).
+    snapshot_wanted: bool,
 }
 
 impl<S: StateMachine> Quorum<S> {
@@ -340,9 +393,11 @@ impl<S: StateMachine> Quorum<S> {
             state
                 .restore(stored.get_data())
                 .map_err(|e| QuorumError::Log(format!("the snapshot at index {index}: {e}")))?;
-            // The members are the configured ones (no membership changes), whatever they
-            // were when the snapshot was taken.
-            stored.mut_metadata().set_conf_state(members);
+            // The members are those at the snapshot's index (older snapshots, taken before
+            // members could change, may hold none: the configured ones).
+            if stored.get_metadata().get_conf_state().voters.is_empty() {
+                stored.mut_metadata().set_conf_state(members);
+            }
             mem.wl().apply_snapshot(stored.clone())?;
             snapshot = stored;
         }
@@ -406,6 +461,7 @@ impl<S: StateMachine> Quorum<S> {
             ticks: 0,
             snapshots_sent: BTreeMap::new(),
             oversized_said: false,
+            snapshot_wanted: false,
         })
     }
 
@@ -459,6 +515,90 @@ impl<S: StateMachine> Quorum<S> {
     #[must_use]
     pub fn is_leader(&self) -> bool {
         self.node.raft.state == StateRole::Leader
+    }
+
+    /// The members, as this member last applied them.
+    #[must_use]
+    pub fn members(&self) -> Members {
+        let cs = self.node.raft.prs().conf().to_conf_state();
+        let (mut voters, mut learners) = (cs.voters, cs.learners);
+        voters.sort_unstable();
+        learners.sort_unstable();
+        Members { voters, learners }
+    }
+
+    /// Proposes one change of the members (on the leader, with every command before its
+    /// term applied). It takes effect once committed and applied (`Output::members_changed`);
+    /// raft-rs drops a change proposed while another is in flight, so callers check
+    /// `members` afterwards and ask again. Refused: a change with nothing to do, a
+    /// promotion of a learner that has not caught up with the log, the removal of a voter
+    /// (demote it first), the last voter's demotion; the leader's own demotion moves
+    /// leadership to the most caught-up voter first (`QuorumError::LeaderMoving`).
+    pub fn change_members(&mut self, change: MemberChange) -> Result<(), QuorumError> {
+        if !self.leader_ready() {
+            return Err(QuorumError::NotLeader { leader: self.leader() });
+        }
+        let raft = &self.node.raft;
+        if raft.pending_conf_index > raft.raft_log.applied {
+            return Err(QuorumError::MembersBusy("another change of the controller quorum is in progress".into()));
+        }
+        let members = self.members();
+        let (id, kind) = match change {
+            MemberChange::AddLearner(id) => {
+                if members.contains(id) {
+                    return Err(QuorumError::Members(format!("{id} is a member already")));
+                }
+                (id, ConfChangeType::AddLearnerNode)
+            }
+            MemberChange::Promote(id) => {
+                if !members.learners.contains(&id) {
+                    return Err(QuorumError::Members(format!("{id} is not a learner of the controller quorum")));
+                }
+                let matched = raft.prs().get(id).map_or(0, |p| p.matched);
+                if matched < raft.raft_log.committed {
+                    return Err(QuorumError::MembersBusy(format!(
+                        "{id} has not caught up with the controller log yet ({matched} of {} entries)",
+                        raft.raft_log.committed
+                    )));
+                }
+                (id, ConfChangeType::AddNode)
+            }
+            MemberChange::Demote(id) => {
+                if !members.voters.contains(&id) {
+                    return Err(QuorumError::Members(format!("{id} is not a voter of the controller quorum")));
+                }
+                if members.voters.len() == 1 {
+                    return Err(QuorumError::Members(format!("{id} is the only voter")));
+                }
+                if id == self.id {
+                    let to = members
+                        .voters
+                        .iter()
+                        .filter(|v| **v != self.id)
+                        .max_by_key(|v| raft.prs().get(**v).map_or(0, |p| p.matched))
+                        .copied()
+                        .unwrap_or(self.id);
+                    self.node.transfer_leader(to);
+                    return Err(QuorumError::LeaderMoving { to });
+                }
+                (id, ConfChangeType::AddLearnerNode)
+            }
+            MemberChange::Remove(id) => {
+                if members.voters.contains(&id) {
+                    return Err(QuorumError::Members(format!("{id} is a voter: demote it first")));
+                }
+                if !members.learners.contains(&id) {
+                    return Err(QuorumError::Members(format!("{id} is not a member of the controller quorum")));
+                }
+                (id, ConfChangeType::RemoveNode)
+            }
+        };
+        let mut cc = ConfChangeV2::default();
+        let mut single = raft::eraftpb::ConfChangeSingle { node_id: id, ..Default::default() };
+        single.set_change_type(kind);
+        cc.mut_changes().push(single);
+        self.node.propose_conf_change(Vec::new(), cc)?;
+        Ok(())
     }
 
     /// Advances the voter's clock by one tick.
@@ -612,8 +752,12 @@ impl<S: StateMachine> Quorum<S> {
     fn apply(&mut self, entries: Vec<Entry>, out: &mut Output) {
         let Some(last) = entries.last().map(|e| e.index) else { return };
         for entry in entries {
+            if entry.get_entry_type() != EntryType::EntryNormal {
+                self.apply_conf_change(&entry, out);
+                continue;
+            }
             // Empty entries are the no-ops a new leader appends.
-            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+            if entry.data.is_empty() {
                 continue;
             }
             let result = self.state.apply(&entry.data);
@@ -622,6 +766,35 @@ impl<S: StateMachine> Quorum<S> {
         }
         self.applied = last;
         self.node.advance_apply_to(last);
+    }
+
+    /// Applies a committed change of the members (every member does, in log order). One
+    /// raft-rs refuses is refused on every member alike.
+    fn apply_conf_change(&mut self, entry: &Entry, out: &mut Output) {
+        let before = self.members();
+        let changed = match entry.get_entry_type() {
+            EntryType::EntryConfChangeV2 => ConfChangeV2::parse_from_bytes(&entry.data)
+                .map_err(|e| e.to_string())
+                .and_then(|cc| self.node.apply_conf_change(&cc).map_err(|e| e.to_string())),
+            _ => ConfChange::parse_from_bytes(&entry.data)
+                .map_err(|e| e.to_string())
+                .and_then(|cc| self.node.apply_conf_change(&cc).map_err(|e| e.to_string())),
+        };
+        match changed {
+            Ok(cs) => {
+                tracing::info!(
+                    "controller member {}: the quorum's voters are now {:?}, its learners {:?}",
+                    self.id,
+                    cs.voters,
+                    cs.learners
+                );
+                let added = cs.learners.iter().any(|l| !before.contains(*l));
+                self.node.mut_store().mem.wl().set_conf_state(cs);
+                self.snapshot_wanted |= added && self.is_leader();
+                out.members_changed = true;
+            }
+            Err(e) => tracing::error!("controller member {}: a configuration change is refused: {e}", self.id),
+        }
     }
 
     /// The leader's snapshot replaces the state and the log; the log restarts after it.
@@ -654,11 +827,12 @@ impl<S: StateMachine> Quorum<S> {
     fn maybe_compact(&mut self) -> Result<(), QuorumError> {
         let bytes = self.segment_bytes + self.pending.records.len() as u64;
         let entries = self.segment_entries + self.pending.entries;
-        let over = bytes > self.config.log_bytes_max || entries > self.config.log_entries_max;
+        let over = bytes > self.config.log_bytes_max || entries > self.config.log_entries_max || self.snapshot_wanted;
         let index = self.applied;
         if !over || self.restoring.is_some() || self.pending.snapshot.is_some() || index <= self.snapshot_index() {
             return Ok(());
         }
+        self.snapshot_wanted = false;
         let data = self.state.snapshot();
         if data.len() > SNAPSHOT_BYTES_MAX {
             if !std::mem::replace(&mut self.oversized_said, true) {

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::format::MemoryLog;
-use super::quorum::{Output, Persist, Quorum, QuorumConfig, StateMachine, ELECTION_TICKS};
+use super::quorum::{MemberChange, Output, Persist, Quorum, QuorumConfig, QuorumError, StateMachine, ELECTION_TICKS};
 use crate::sim::Rng;
 use crate::{ClusterState, Command, Incarnation, NodeId, PartitionConfig};
 
@@ -69,6 +69,8 @@ struct Net<S> {
     acknowledged: Vec<(Vec<u8>, u64)>,
     /// Every result any voter applied at each index (must be one).
     by_index: BTreeMap<u64, BTreeSet<Vec<u8>>>,
+    /// Members that joined later: they open with no members and wait for the leader.
+    joined: BTreeSet<u64>,
 }
 
 impl<S: StateMachine> Net<S> {
@@ -83,6 +85,7 @@ impl<S: StateMachine> Net<S> {
             new_state,
             acknowledged: Vec::new(),
             by_index: BTreeMap::new(),
+            joined: BTreeSet::new(),
         };
         for id in voters {
             net.members
@@ -97,9 +100,23 @@ impl<S: StateMachine> Net<S> {
         let ticks = ELECTION_TICKS + self.rng.range(0, ELECTION_TICKS as u64 - 1) as usize;
         let member = self.members.get_mut(&id).unwrap();
         let log = member.disk.open().unwrap();
-        let quorum = Quorum::open_for_simulation(id, &self.voters, log, (self.new_state)(), self.config, ticks);
+        let voters = if self.joined.contains(&id) { Vec::new() } else { self.voters.clone() };
+        let quorum = Quorum::open_for_simulation(id, &voters, log, (self.new_state)(), self.config, ticks);
         member.quorum = Some(quorum.unwrap());
         self.call(id, |_| {});
+    }
+
+    /// A new member, started with no members (a node joining the cluster).
+    fn join(&mut self, id: u64) {
+        self.joined.insert(id);
+        self.members
+            .insert(id, Member { quorum: None, disk: MemoryLog::default(), pending: VecDeque::new(), restored: 0 });
+        self.start(id);
+    }
+
+    /// Every member, the joined ones too.
+    fn ids(&self) -> Vec<u64> {
+        self.members.keys().copied().collect()
     }
 
     fn quorum(&self, id: u64) -> &Quorum<S> {
@@ -168,14 +185,14 @@ impl<S: StateMachine> Net<S> {
     }
 
     fn leader(&self) -> Option<u64> {
-        self.voters.iter().copied().find(|id| self.is_up(*id) && self.quorum(*id).leader_ready())
+        self.ids().into_iter().find(|id| self.is_up(*id) && self.quorum(*id).leader_ready())
     }
 
     /// Rounds without loss or crashes: every member up ticks, every message arrives,
     /// every persist completes.
     fn settle(&mut self, rounds: usize) {
         for _ in 0..rounds {
-            for id in self.voters.clone() {
+            for id in self.ids() {
                 self.call(id, Quorum::tick);
                 self.persist_all(id);
             }
@@ -396,5 +413,84 @@ fn a_voter_behind_the_compacted_log_catches_up_by_snapshot_and_restarts_recover_
     net.settle(60);
     for id in net.voters.clone() {
         assert_eq!(net.quorum(id).state(), &expected, "voter {id}'s state after a restart");
+    }
+}
+
+/// Members change one at a time: a node that joins with no members gets the leader's
+/// snapshot once added as a learner and holds the same state, is promoted once caught up;
+/// the leader asked to demote itself hands leadership over first; a demoted voter is then
+/// removed; the quorum goes on committing; and every member restarted from its log comes
+/// back with the members as changed, not as it was opened with.
+#[test]
+fn members_join_are_promoted_demoted_and_removed_one_at_a_time() {
+    let mut net = Net::new(3, 21, QuorumConfig::default(), cluster_state);
+    net.settle(60);
+    let propose = |net: &mut Net<ClusterState>, i: u64| {
+        let leader = net.leader().expect("a leader");
+        let command = Command::RegisterNode { node: NodeId(1), incarnation: Incarnation(i) };
+        net.call(leader, |q| {
+            q.propose(command.encode()).unwrap();
+        });
+        net.settle(3);
+    };
+    for i in 1..=5 {
+        propose(&mut net, i);
+    }
+    net.join(4);
+    net.settle(20);
+    assert_eq!(net.quorum(4).applied_index(), 0, "nobody talks to a node the quorum does not know");
+    let leader = net.leader().unwrap();
+    let change = |net: &mut Net<ClusterState>, at: u64, change: MemberChange| {
+        let mut result = Ok(());
+        net.call(at, |q| result = q.change_members(change));
+        result
+    };
+    assert!(matches!(change(&mut net, leader, MemberChange::Promote(4)), Err(QuorumError::Members(_))));
+    change(&mut net, leader, MemberChange::AddLearner(4)).unwrap();
+    net.settle(60);
+    assert!(net.members[&4].restored > 0, "the new member starts from the leader's snapshot");
+    assert_eq!(net.quorum(4).state(), net.quorum(leader).state());
+    assert_eq!(net.quorum(4).members().learners, vec![4]);
+    assert!(net.quorum(4).snapshot_index() > 0);
+    change(&mut net, leader, MemberChange::Promote(4)).unwrap();
+    net.settle(20);
+    for id in net.ids() {
+        assert_eq!(net.quorum(id).members().voters, vec![1, 2, 3, 4], "member {id}");
+    }
+    propose(&mut net, 6);
+    // The leader does not demote itself: leadership moves first.
+    let old = net.leader().unwrap();
+    let moving = change(&mut net, old, MemberChange::Demote(old));
+    assert!(matches!(moving, Err(QuorumError::LeaderMoving { .. })), "{moving:?}");
+    net.settle(40);
+    let leader = net.leader().unwrap();
+    assert_ne!(leader, old, "leadership moved");
+    assert!(matches!(change(&mut net, leader, MemberChange::Remove(old)), Err(QuorumError::Members(_))));
+    change(&mut net, leader, MemberChange::Demote(old)).unwrap();
+    net.settle(20);
+    assert!(!net.quorum(leader).members().voters.contains(&old));
+    assert!(net.quorum(leader).members().learners.contains(&old));
+    change(&mut net, leader, MemberChange::Remove(old)).unwrap();
+    net.settle(20);
+    let members = net.quorum(leader).members();
+    assert!(!members.contains(old) && members.voters.len() == 3, "{members:?}");
+    for i in 7..=9 {
+        propose(&mut net, i);
+    }
+    net.members.get_mut(&old).unwrap().quorum = None;
+    net.members.remove(&old);
+    let expected = net.quorum(leader).state().clone();
+    for id in net.ids() {
+        assert_eq!(net.quorum(id).state(), &expected, "member {id}");
+        let member = net.members.get_mut(&id).unwrap();
+        member.quorum = None;
+        member.pending.clear();
+        net.start(id);
+        assert_eq!(net.quorum(id).members(), members, "member {id} after a restart");
+    }
+    net.settle(60);
+    propose(&mut net, 10);
+    for id in net.ids() {
+        assert_eq!(net.quorum(id).state(), net.quorum(net.leader().unwrap()).state(), "member {id}");
     }
 }

@@ -451,6 +451,7 @@ impl ReplicaNode {
                     | Message::AllocateProducerIds { .. }
                     | Message::CreateTopics { .. }
                     | Message::ForwardSecurity { .. }
+                    | Message::Join { .. }
                     | Message::KafkaRequest { .. }
                     | Message::KafkaResponse { .. }
                     | Message::ProduceReply { .. }

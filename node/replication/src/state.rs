@@ -125,6 +125,22 @@ pub enum Command {
     /// any partition lists it as a replica (moves included). If the node starts again, its
     /// first heartbeat registers it again.
     RemoveNode { node: NodeId },
+    /// A node says where it is reached and which rack it is in (each node at start, and a
+    /// node joining a running cluster before anything else): the cluster learns of a node it
+    /// did not know (unregistered, fenced until its first heartbeat) and its endpoints
+    /// replace the recorded ones. Ignored when they are already these.
+    AnnounceNode { node: NodeId, endpoints: NodeEndpoints },
+}
+
+/// Where a node is reached (`host:port` addresses) and its rack, as it announced them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeEndpoints {
+    /// Its native protocol listener.
+    pub native: String,
+    /// Its cluster listener (replication and the controller quorum).
+    pub cluster: String,
+    /// Its rack (Kafka's `broker.rack`), if it has one.
+    pub rack: Option<String>,
 }
 
 /// Why a `Command::RemoveNode` is refused.
@@ -242,6 +258,9 @@ pub struct NodeRecord {
     /// (`Command::SetListeners`); kept across its lives until a new life's heartbeats
     /// replace them. Empty until then.
     pub listeners: Vec<AdvertisedListener>,
+    /// Where it is reached and its rack (`Command::AnnounceNode`); `None` until it
+    /// announced them.
+    pub endpoints: Option<NodeEndpoints>,
 }
 
 impl NodeRecord {
@@ -458,8 +477,14 @@ impl ClusterState {
                 }
                 let record = self.nodes.entry(*node).or_default();
                 let listeners = std::mem::take(&mut record.listeners);
-                *record =
-                    NodeRecord { incarnation: Some(*incarnation), fenced: false, shutting_down: false, listeners };
+                let endpoints = record.endpoints.take();
+                *record = NodeRecord {
+                    incarnation: Some(*incarnation),
+                    fenced: false,
+                    shutting_down: false,
+                    listeners,
+                    endpoints,
+                };
                 out.accepted = true;
                 self.elect_leaderless(&mut out);
             }
@@ -586,6 +611,13 @@ impl ClusterState {
                 if self.check_remove_node(*node).is_ok() {
                     self.nodes.remove(node);
                     self.producer_ids.remove(node);
+                    out.accepted = true;
+                }
+            }
+            Command::AnnounceNode { node, endpoints } => {
+                let record = self.nodes.entry(*node).or_insert(NodeRecord { fenced: true, ..NodeRecord::default() });
+                if record.endpoints.as_ref() != Some(endpoints) {
+                    record.endpoints = Some(endpoints.clone());
                     out.accepted = true;
                 }
             }
@@ -905,6 +937,7 @@ const TAG_DELETE_ACLS: u8 = 14;
 const TAG_SET_LISTENERS: u8 = 15;
 const TAG_REASSIGN: u8 = 16;
 const TAG_REMOVE_NODE: u8 = 17;
+const TAG_ANNOUNCE_NODE: u8 = 18;
 const TAG_OUTCOME: u8 = 100;
 
 /// Writes the encoding's fields (also used by `replication::wire`).
@@ -941,6 +974,15 @@ impl Writer {
     }
     pub(super) fn raw(&mut self, bytes: &[u8]) {
         self.0.extend_from_slice(bytes);
+    }
+    /// A node's endpoints: native and cluster addresses, then its rack as a flag and a string.
+    pub(super) fn endpoints(&mut self, e: &NodeEndpoints) {
+        self.string(&e.native);
+        self.string(&e.cluster);
+        self.bool(e.rack.is_some());
+        if let Some(rack) = &e.rack {
+            self.string(rack);
+        }
     }
     pub(super) fn nodes(&mut self, nodes: &[NodeId]) {
         assert!(nodes.len() <= NODES_PER_LIST_MAX, "{} nodes in one list", nodes.len());
@@ -1064,6 +1106,13 @@ impl<'a> Reader<'a> {
             1 => Ok(true),
             other => self.err(format!("flag byte {other} is neither 0 nor 1")),
         }
+    }
+    pub(super) fn endpoints(&mut self) -> Result<NodeEndpoints, DecodeError> {
+        Ok(NodeEndpoints {
+            native: self.string()?,
+            cluster: self.string()?,
+            rack: if self.bool()? { Some(self.string()?) } else { None },
+        })
     }
     pub(super) fn nodes(&mut self) -> Result<Vec<NodeId>, DecodeError> {
         let count = self.u16()? as usize;
@@ -1251,6 +1300,11 @@ impl Command {
                 w.u8(TAG_REMOVE_NODE);
                 w.u32(node.0);
             }
+            Command::AnnounceNode { node, endpoints } => {
+                w.u8(TAG_ANNOUNCE_NODE);
+                w.u32(node.0);
+                w.endpoints(endpoints);
+            }
         }
         w.0
     }
@@ -1322,6 +1376,7 @@ impl Command {
                 target: if r.bool()? { Some(r.nodes()?) } else { None },
             },
             TAG_REMOVE_NODE => Command::RemoveNode { node: NodeId(r.u32()?) },
+            TAG_ANNOUNCE_NODE => Command::AnnounceNode { node: NodeId(r.u32()?), endpoints: r.endpoints()? },
             tag => return r.err(format!("unknown command tag {tag}")),
         };
         r.finish()?;
@@ -1460,6 +1515,15 @@ mod tests {
             Command::Reassign { partition: ClusterPartitionId(7), target: Some(ids(&[4, 2, 3])) },
             Command::Reassign { partition: ClusterPartitionId(u32::MAX), target: None },
             Command::RemoveNode { node: NodeId(4) },
+            Command::AnnounceNode {
+                node: NodeId(7),
+                endpoints: NodeEndpoints {
+                    native: "127.0.0.7:7000".to_string(),
+                    cluster: "[::1]:7100".to_string(),
+                    rack: Some("eu-west-1a".to_string()),
+                },
+            },
+            Command::AnnounceNode { node: NodeId(7), endpoints: NodeEndpoints::default() },
         ]
     }
 

@@ -36,6 +36,7 @@ const TAG_CREATE_TOPICS: u8 = 28;
 const TAG_FORWARD_SECURITY: u8 = 29;
 const TAG_KAFKA_REQUEST: u8 = 30;
 const TAG_KAFKA_RESPONSE: u8 = 31;
+const TAG_JOIN: u8 = 32;
 /// Commands in one `ForwardSecurity`: a count above it is malformed.
 const FORWARD_COMMANDS_MAX: usize = 10_000;
 /// Topic names in one `CreateTopics`: a count above it is malformed.
@@ -105,6 +106,12 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
                 w.u32(bytes.len() as u32);
                 w.raw(&bytes);
             }
+        }
+        Message::Join { node, endpoints, hops } => {
+            w.u8(TAG_JOIN);
+            w.u32(node.0);
+            w.endpoints(endpoints);
+            w.u8(*hops);
         }
         Message::AlterPartitionReply { incarnation, request_id, accepted, state } => {
             w.u8(TAG_ALTER_REPLY);
@@ -247,6 +254,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
             }
             Message::ForwardSecurity { commands }
         }
+        TAG_JOIN => Message::Join { node: NodeId(r.u32()?), endpoints: r.endpoints()?, hops: r.u8()? },
         TAG_ALTER_REPLY => Message::AlterPartitionReply {
             incarnation: Incarnation(r.u64()?),
             request_id: r.u64()?,
@@ -462,6 +470,16 @@ mod tests {
             Message::CreateTopics { names: Vec::new() },
             Message::KafkaRequest { request_id: u64::MAX, reply_shard: 3 },
             Message::KafkaResponse { request_id: 7, reply_shard: 0 },
+            Message::Join {
+                node: NodeId(9),
+                endpoints: crate::state::NodeEndpoints {
+                    native: "10.0.0.9:7000".into(),
+                    cluster: "10.0.0.9:7100".into(),
+                    rack: Some("r1".into()),
+                },
+                hops: 1,
+            },
+            Message::Join { node: NodeId(0), endpoints: crate::state::NodeEndpoints::default(), hops: 0 },
             Message::ForwardSecurity {
                 commands: vec![
                     crate::state::Command::DeleteScramCredential {

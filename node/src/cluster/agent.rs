@@ -25,18 +25,27 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::transport::{self, Handler, Inbound, Transport};
 use crate::controller::wal::ControllerLog;
 use crate::io::{self, WaitQueue};
-use crate::replication::quorum::{Persist, QuorumConfig, QuorumError, SNAPSHOT_BYTES_MAX};
+use crate::replication::quorum::{MemberChange, Persist, QuorumConfig, QuorumError, SNAPSHOT_BYTES_MAX};
 use crate::replication::{
-    wire, ClusterState, Command, ControllerConfig, ControllerVoter, Endpoint, Envelope, Message, NodeId, VoterOutput,
+    wire, ClusterState, Command, ControllerConfig, ControllerVoter, Endpoint, Envelope, Message, NodeEndpoints, NodeId,
+    VoterOutput, JOIN_HOPS_MAX,
 };
 
 /// How often the voter ticks (raft-rs counts its election timeout in ticks).
 pub const CONTROLLER_TICK: Duration = Duration::from_millis(20);
+
+/// How often a node announces itself (`Message::Join`) until the committed state has its
+/// endpoints and the quorum has it as a member.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The transport's name for the node a joining node joins through (`--join`), whose id it
+/// does not know: past every node id (they are at most `i32::MAX`).
+const JOIN_SEED: NodeId = NodeId(u32::MAX);
 
 /// The raft id of a node's quorum member: its node id, but for node 0 (raft-rs reserves
 /// id 0), whose member is `NODE_0_RAFT_ID`, past every node id.
@@ -79,6 +88,26 @@ pub struct AgentConfig {
     pub controller: ControllerConfig,
     /// The cluster link's mutual TLS (`--cluster-tls-ca`), if any.
     pub tls: Option<std::sync::Arc<crate::tls::ClusterTls>>,
+    /// Where this node is reached and its rack, which it announces to the controller
+    /// (`None`: a cluster of one without a cluster listener, nothing to announce).
+    pub endpoints: Option<NodeEndpoints>,
+    /// The cluster listener of a running node this node joins through (`--join`); its
+    /// quorum member then opens with no members and waits for the controller's snapshot.
+    pub join: Option<SocketAddr>,
+}
+
+/// The controller quorum's members, as node ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QuorumMembers {
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
+
+impl QuorumMembers {
+    #[must_use]
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.voters.contains(&node) || self.learners.contains(&node)
+    }
 }
 
 /// Where the agent hands what is not the voter's.
@@ -103,6 +132,9 @@ pub struct Agent {
     last_controller: std::cell::Cell<Option<NodeId>>,
     /// The voter's log writes, for the writer task (see the module doc).
     writes: Writes,
+    /// The controller that said this node is not a member of its quorum (its log may be
+    /// stale: it was removed while down): the next announcement goes to it.
+    rejoin: std::cell::Cell<Option<NodeId>>,
 }
 
 /// Log writes waiting for the writer task, oldest first.
@@ -133,9 +165,12 @@ impl Agent {
         // Every node holds the committed state: voters vote, the other nodes follow the
         // log as learners.
         let voter = {
+            // A joining node starts with no members (the controller's snapshot brings them).
             let ids: Vec<u64> = config.voters.iter().map(|n| raft_id(*n)).collect();
-            let learners: Vec<u64> =
-                config.peers.keys().filter(|n| !config.voters.contains(n)).map(|n| raft_id(*n)).collect();
+            let learners: Vec<u64> = match config.join {
+                Some(_) => Vec::new(),
+                None => config.peers.keys().filter(|n| !config.voters.contains(n)).map(|n| raft_id(*n)).collect(),
+            };
             let nodes: Vec<NodeId> = config.peers.keys().copied().collect();
             let bootstrap = ClusterState::new(&nodes, &[]);
             let me = raft_id(config.node);
@@ -149,8 +184,11 @@ impl Agent {
             queue.frames.borrow_mut().push_back(frame);
             queue.wake.notify_all();
         });
-        let transport =
-            Transport::start(config.node, &transport::addresses(&config.peers), handler.clone(), config.tls.clone());
+        let mut addresses = transport::addresses(&config.peers);
+        if let Some(seed) = config.join {
+            addresses.insert(JOIN_SEED, seed);
+        }
+        let transport = Transport::start(config.node, &addresses, handler.clone(), config.tls.clone());
         let agent = Rc::new(Agent {
             config,
             started: Instant::now(),
@@ -160,6 +198,7 @@ impl Agent {
             hooks,
             last_controller: std::cell::Cell::new(None),
             writes: Writes::default(),
+            rejoin: std::cell::Cell::new(None),
         });
         if let Some(listener) = listener {
             io::spawn_detached(transport::serve(listener, handler, agent.transport.tls()));
@@ -167,7 +206,107 @@ impl Agent {
         io::spawn_detached(agent.clone().pump());
         io::spawn_detached(agent.clone().tick_voter());
         io::spawn_detached(agent.clone().write_log(log));
+        io::spawn_detached(agent.clone().announce());
         Ok(agent)
+    }
+
+    /// The controller quorum's members, as this node's member last applied them (`None`
+    /// once it left the quorum).
+    #[must_use]
+    pub fn members(&self) -> Option<QuorumMembers> {
+        let members = self.voter.borrow().as_ref()?.quorum().members();
+        let nodes = |ids: Vec<u64>| ids.into_iter().filter_map(node_of).collect();
+        Some(QuorumMembers { voters: nodes(members.voters), learners: nodes(members.learners) })
+    }
+
+    /// Proposes one change of the quorum's members (this voter must lead); see
+    /// `Quorum::change_members` for what is refused. The change is in effect once
+    /// `members` shows it.
+    pub fn change_members(&self, change: impl FnOnce(u64) -> MemberChange, node: NodeId) -> Result<(), QuorumError> {
+        let out = {
+            let mut voter = self.voter.borrow_mut();
+            let Some(voter) = voter.as_mut() else { return Err(QuorumError::NotLeader { leader: None }) };
+            voter.change_members(self.now_ms(), change(raft_id(node)))?
+        };
+        self.voter_output(Some(Ok(out)));
+        Ok(())
+    }
+
+    /// Says where this node is reached (`Message::Join`) until the committed state has it
+    /// and the quorum has it as a member: to the controller, or, while this node knows no
+    /// voter yet (it is joining), to the node it joins through.
+    async fn announce(self: Rc<Self>) {
+        let Some(endpoints) = self.config.endpoints.clone() else { return };
+        let me = self.config.node;
+        loop {
+            if self.voter.borrow().is_none() {
+                return;
+            }
+            let recorded = self.with_state(|s| s.node(me).and_then(|r| r.endpoints.clone())).flatten();
+            let members = self.members().unwrap_or_default();
+            let told = self.rejoin.take();
+            if recorded.as_ref() != Some(&endpoints) || !members.contains(me) || told.is_some() {
+                let message = Message::Join { node: me, endpoints: endpoints.clone(), hops: 0 };
+                let envelope = Envelope { from: Endpoint::Node(me), to: Endpoint::Controller, message };
+                match (told, members.voters.is_empty(), wire::encode(&envelope, &[])) {
+                    (Some(controller), _, Some(bytes)) => self.transport.send_envelope(controller, bytes),
+                    (None, true, Some(bytes)) => self.transport.send_envelope(JOIN_SEED, bytes),
+                    _ => self.send(&envelope),
+                }
+            }
+            io::sleep(ANNOUNCE_INTERVAL).await;
+        }
+    }
+
+    /// The controller's side of `Message::Join`: records the node's endpoints, then makes
+    /// it a learner of the quorum; a voter that does not lead passes a joining node's
+    /// message on to the leader it knows. A node id that a live node with other endpoints
+    /// has is refused (ids are unique).
+    fn join(&self, node: NodeId, endpoints: NodeEndpoints, hops: u8) {
+        let members = self.members().unwrap_or_default();
+        if !self.is_controller() {
+            let leader = self.controller().filter(|l| *l != self.config.node);
+            if let Some(leader) = leader.filter(|_| !members.contains(node) && hops < JOIN_HOPS_MAX) {
+                let message = Message::Join { node, endpoints, hops: hops + 1 };
+                let envelope = Envelope { from: Endpoint::Node(node), to: Endpoint::Controller, message };
+                if let Some(bytes) = wire::encode(&envelope, &[]) {
+                    self.transport.send_envelope(leader, bytes);
+                }
+            }
+            return;
+        }
+        let Some((live, recorded)) =
+            self.with_state(|s| s.node(node).map_or((false, None), |r| (r.eligible(), r.endpoints.clone())))
+        else {
+            return;
+        };
+        if !members.contains(node) {
+            if let Ok(address) = endpoints.cluster.parse() {
+                self.transport.set_addresses(&BTreeMap::from([(node, address)]));
+            }
+            self.tell_not_member(node);
+        }
+        if recorded.as_ref() == Some(&endpoints) {
+            if !members.contains(node) {
+                match self.change_members(MemberChange::AddLearner, node) {
+                    Ok(()) => info!("node {node} joins the cluster from {}", endpoints.cluster),
+                    Err(e) => debug!("adding node {node} to the controller quorum: {e}"),
+                }
+            }
+            return;
+        }
+        if live && recorded.is_some() {
+            warn!(
+                "a node announced itself as node {node} at {}, but node {node} is live at {}: refused (node ids \
+                 are unique; a node that moved is accepted once its old life is fenced)",
+                endpoints.cluster,
+                recorded.map(|e| e.cluster).unwrap_or_default()
+            );
+            return;
+        }
+        if let Err(e) = self.propose(&Command::AnnounceNode { node, endpoints }) {
+            debug!("recording node {node}'s endpoints: {e}");
+        }
     }
 
     /// The transport to other nodes (shard 0's replicas send through it too).
@@ -346,7 +485,27 @@ impl Agent {
                     self.propose_forwarded(commands);
                     continue;
                 }
+                Ok((
+                    Envelope { to: Endpoint::Controller, message: Message::Join { node, endpoints, hops }, .. },
+                    _,
+                )) => {
+                    self.join(node, endpoints, hops);
+                    continue;
+                }
+                // The controller tells this node it is not a member (`tell_not_member`).
+                Ok((Envelope { message: Message::Join { node, endpoints, .. }, .. }, _)) => {
+                    if let Ok(address) = endpoints.cluster.parse() {
+                        self.transport.set_addresses(&BTreeMap::from([(node, address)]));
+                    }
+                    self.rejoin.set(Some(node));
+                    continue;
+                }
                 Ok((envelope, _)) if envelope.to == Endpoint::Controller => {
+                    if let (Message::Heartbeat { node, .. }, true) = (&envelope.message, self.is_controller()) {
+                        if !self.members().is_some_and(|m| m.contains(*node)) {
+                            self.tell_not_member(*node);
+                        }
+                    }
                     let out = self.voter.borrow_mut().as_mut().map(|v| v.receive(now, envelope));
                     self.voter_output(out);
                     continue;
@@ -364,6 +523,17 @@ impl Agent {
         }
         if !mine.is_empty() {
             (self.hooks.route)(mine);
+        }
+    }
+
+    /// Controller: tells node `node`, which is not a member of the quorum, where this
+    /// controller is (a `Message::Join` addressed to it): a joining node knows no other
+    /// node's address until the log reaches it, and a node removed while it was down (whose
+    /// log still says it is a member) announces itself again when told.
+    fn tell_not_member(&self, node: NodeId) {
+        if let Some(mine) = &self.config.endpoints {
+            let message = Message::Join { node: self.config.node, endpoints: mine.clone(), hops: 0 };
+            self.send(&Envelope { from: Endpoint::Controller, to: Endpoint::Node(node), message });
         }
     }
 
@@ -394,7 +564,7 @@ impl Agent {
             self.send(&envelope);
         }
         let controller = self.controller();
-        let changed = !out.applied.is_empty() || out.restored.is_some();
+        let changed = !out.applied.is_empty() || out.restored.is_some() || out.members_changed;
         if changed || self.last_controller.replace(controller) != controller {
             (self.hooks.changed)();
         }
@@ -404,8 +574,8 @@ impl Agent {
         let Some(bytes) = wire::encode(envelope, &[]) else { return };
         match envelope.to {
             Endpoint::Controller => {
-                for voter in &self.config.voters {
-                    self.transport.send_envelope(*voter, bytes.clone());
+                for voter in self.members().unwrap_or_default().voters {
+                    self.transport.send_envelope(voter, bytes.clone());
                 }
             }
             Endpoint::Node(node) => self.transport.send_envelope(node, bytes),
@@ -477,6 +647,8 @@ mod tests {
                     proposal_retry_ms: 200,
                 },
                 tls: None,
+                endpoints: None,
+                join: None,
             };
             let replica = ReplicaConfig {
                 heartbeat_interval_ms: 100,

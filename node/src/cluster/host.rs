@@ -95,7 +95,8 @@ pub struct ReplicaHost {
     me: NodeId,
     incarnation: Incarnation,
     shard: u16,
-    voters: Vec<NodeId>,
+    /// The controller quorum's voters: where messages to the controller go.
+    voters: RefCell<Vec<NodeId>>,
     started: Instant,
     replicas: RefCell<ReplicaNode>,
     names: RefCell<BTreeMap<ClusterPartitionId, TopicPartition>>,
@@ -134,7 +135,7 @@ impl ReplicaHost {
             me,
             incarnation,
             shard,
-            voters,
+            voters: RefCell::new(voters),
             started: Instant::now(),
             replicas: RefCell::new(ReplicaNode::new(me, incarnation, config, Vec::new())),
             names: RefCell::new(BTreeMap::new()),
@@ -734,6 +735,17 @@ impl ReplicaHost {
         }
     }
 
+    /// The controller quorum's voters changed (members joined or left it).
+    pub fn set_voters(&self, voters: Vec<NodeId>) {
+        *self.voters.borrow_mut() = voters;
+    }
+
+    /// The transport this host sends through.
+    #[must_use]
+    pub fn transport(&self) -> Rc<Transport> {
+        self.transport.clone()
+    }
+
     fn send_now(&self, envelope: &Envelope, data: &[u8]) {
         if let Some(bytes) = wire::encode(envelope, data) {
             self.transmit(envelope, bytes);
@@ -743,7 +755,7 @@ impl ReplicaHost {
     fn transmit(&self, envelope: &Envelope, bytes: Vec<u8>) {
         match envelope.to {
             Endpoint::Controller => {
-                for voter in &self.voters {
+                for voter in self.voters.borrow().iter() {
                     self.transport.send_envelope(*voter, bytes.clone());
                 }
             }

@@ -72,6 +72,8 @@ struct Outbox {
     bytes: Cell<usize>,
     wake: WaitQueue,
     dropped: Cell<u64>,
+    /// The peer moved to another address (or is gone): the sender task ends.
+    closed: Cell<bool>,
 }
 
 /// The nodes that have a cluster address, with it (a cluster of one has none: it sends
@@ -85,7 +87,7 @@ pub fn addresses(peers: &BTreeMap<NodeId, Option<SocketAddr>>) -> BTreeMap<NodeI
 pub struct Transport {
     me: NodeId,
     tls: Option<std::sync::Arc<crate::tls::ClusterTls>>,
-    outboxes: BTreeMap<NodeId, Rc<Outbox>>,
+    outboxes: RefCell<BTreeMap<NodeId, (SocketAddr, Rc<Outbox>)>>,
     handler: Handler,
 }
 
@@ -99,16 +101,28 @@ impl Transport {
         handler: Handler,
         tls: Option<std::sync::Arc<crate::tls::ClusterTls>>,
     ) -> Rc<Transport> {
-        let mut outboxes = BTreeMap::new();
+        let transport = Rc::new(Transport { me, tls, outboxes: RefCell::default(), handler });
+        transport.set_addresses(peers);
+        transport
+    }
+
+    /// Learns where nodes are reached (nodes that joined, or moved): a node new to the
+    /// transport gets a connection task; one whose address changed gets a new one (its old
+    /// task ends, what was queued for it dropped). Nodes not named keep theirs.
+    pub fn set_addresses(&self, peers: &BTreeMap<NodeId, SocketAddr>) {
+        let mut outboxes = self.outboxes.borrow_mut();
         for (&node, &address) in peers {
-            if node == me {
+            if node == self.me || outboxes.get(&node).is_some_and(|(known, _)| *known == address) {
                 continue;
             }
             let outbox = Rc::new(Outbox::default());
-            io::spawn_detached(sender(node, address, outbox.clone(), tls.clone()));
-            outboxes.insert(node, outbox);
+            io::spawn_detached(sender(node, address, outbox.clone(), self.tls.clone()));
+            if let Some((old, previous)) = outboxes.insert(node, (address, outbox)) {
+                debug!("node {node} is now reached at {address} (was {old})");
+                previous.closed.set(true);
+                previous.wake.notify_all();
+            }
         }
-        Rc::new(Transport { me, tls, outboxes, handler })
     }
 
     /// The cluster link's TLS, if it has one (its listener takes it too).
@@ -161,12 +175,12 @@ impl Transport {
     /// Frames dropped so far because a peer's queue was full.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.outboxes.values().map(|o| o.dropped.get()).sum()
+        self.outboxes.borrow().values().map(|(_, o)| o.dropped.get()).sum()
     }
 
     fn queue(&self, to: NodeId, kind: u8, prefix: &[u8], body: &[u8]) {
-        let Some(outbox) = self.outboxes.get(&to) else {
-            warn!("no address for node {to}: a frame to it is dropped");
+        let Some(outbox) = self.outboxes.borrow().get(&to).map(|(_, o)| o.clone()) else {
+            debug!("no address for node {to}: a frame to it is dropped");
             return;
         };
         let len = 1 + prefix.len() + body.len();
@@ -218,7 +232,7 @@ async fn sender(
     tls: Option<std::sync::Arc<crate::tls::ClusterTls>>,
 ) {
     let mut stream: Option<Outgoing> = None;
-    loop {
+    while !outbox.closed.get() {
         let wait = outbox.wake.wait();
         if outbox.frames.borrow().is_empty() {
             wait.await;

@@ -147,7 +147,8 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
                 MetadataResponseBroker::default()
                     .with_node_id(broker(node.id))
                     .with_host(text(&host))
-                    .with_port(i32::from(port)),
+                    .with_port(i32::from(port))
+                    .with_rack(node.rack.as_deref().map(text)),
             )
         })
         .collect();
@@ -786,7 +787,8 @@ pub fn describe_cluster(server: &Rc<Server>, r: &Request, request: DescribeClust
                 DescribeClusterBroker::default()
                     .with_broker_id(broker(node.id))
                     .with_host(text(&host))
-                    .with_port(i32::from(port)),
+                    .with_port(i32::from(port))
+                    .with_rack(node.rack.as_deref().map(text)),
             )
         })
         .collect();

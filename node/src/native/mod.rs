@@ -305,6 +305,11 @@ impl Server {
                 let body = request.body_as_unregister_node_request().ok_or_else(missing)?;
                 some(reassign::unregister_node(self, cid, body).await)
             }
+            RequestBody::AlterVotersRequest => {
+                let body = request.body_as_alter_voters_request().ok_or_else(missing)?;
+                some(reassign::alter_voters(self, cid, body).await)
+            }
+            RequestBody::DescribeQuorumRequest => some(reassign::describe_quorum(self, cid).await),
             other => Err(NodeError::new(ErrorKind::InvalidRequest, format!("unknown request type {}", other.0))),
         }
     }

@@ -73,6 +73,43 @@ pub async fn unregister_node(server: &Rc<Server>, cid: u32, request: wire::Unreg
     respond(b, cid, ResponseBody::UnregisterNodeResponse, body.as_union_value(), Vec::new())
 }
 
+/// AlterVoters: adds or removes one controller voter (`ops::admin::change_voter`).
+pub async fn alter_voters(server: &Rc<Server>, cid: u32, request: wire::AlterVotersRequest<'_>) -> ResponseFrame {
+    let result = crate::ops::admin::change_voter(&server.shard, request.node(), request.add()).await;
+    let mut b = FlatBufferBuilder::new();
+    let (error, message) = match &result {
+        Ok(()) => (ErrorCode::None, None),
+        Err(e) => (error_code(e.kind), Some(b.create_string(&e.message))),
+    };
+    let body = wire::AlterVotersResponse::create(&mut b, &wire::AlterVotersResponseArgs { error, message });
+    respond(b, cid, ResponseBody::AlterVotersResponse, body.as_union_value(), Vec::new())
+}
+
+/// DescribeQuorum: the controller quorum's leader, voters and learners.
+pub async fn describe_quorum(server: &Rc<Server>, cid: u32) -> ResponseFrame {
+    let result = crate::ops::admin::describe_quorum(&server.shard).await;
+    let mut b = FlatBufferBuilder::new();
+    let args = match &result {
+        Ok(status) => {
+            let ids = |nodes: &[crate::replication::NodeId]| nodes.iter().map(|n| n.0).collect::<Vec<u32>>();
+            wire::DescribeQuorumResponseArgs {
+                error: ErrorCode::None,
+                message: None,
+                leader: status.leader.map_or(-1, |l| l.0 as i32),
+                voters: Some(b.create_vector(&ids(&status.members.voters))),
+                learners: Some(b.create_vector(&ids(&status.members.learners))),
+            }
+        }
+        Err(e) => wire::DescribeQuorumResponseArgs {
+            error: error_code(e.kind),
+            message: Some(b.create_string(&e.message)),
+            ..wire::DescribeQuorumResponseArgs::default()
+        },
+    };
+    let body = wire::DescribeQuorumResponse::create(&mut b, &args);
+    respond(b, cid, ResponseBody::DescribeQuorumResponse, body.as_union_value(), Vec::new())
+}
+
 /// ListReassignments: the moves in progress of the topics named (none: all).
 pub async fn list(server: &Rc<Server>, cid: u32, request: wire::ListReassignmentsRequest<'_>) -> ResponseFrame {
     let asked: Option<Vec<(String, Vec<u32>)>> = request.topics().map(|topics| {

@@ -205,7 +205,8 @@ pub fn authorize(
         // Partition moves, as Kafka's: ALTER on the cluster to move, DESCRIBE to list.
         RequestBody::AlterReassignmentsRequest => cluster(op::ALTER),
         RequestBody::ListReassignmentsRequest => cluster(op::DESCRIBE),
-        RequestBody::UnregisterNodeRequest => cluster(op::ALTER),
+        RequestBody::UnregisterNodeRequest | RequestBody::AlterVotersRequest => cluster(op::ALTER),
+        RequestBody::DescribeQuorumRequest => cluster(op::DESCRIBE),
         // Unknown bodies are refused by the dispatcher.
         _ => Ok(()),
     }

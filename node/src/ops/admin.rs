@@ -59,6 +59,25 @@ pub async fn remove_node(shard: &Rc<Shard>, node: u32) -> Result<(), NodeError> 
     }
 }
 
+/// Makes node `node` a controller voter (`add`) or takes its vote away, on shard 0 (the
+/// controller's).
+pub async fn change_voter(shard: &Rc<Shard>, node: u32, add: bool) -> Result<(), NodeError> {
+    match shard.call(ShardId(0), ShardRequest::ChangeVoter { node, add }).await {
+        ShardReply::VoterChanged(result) => result,
+        ShardReply::Failed(e) => Err(e),
+        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected voter change reply {other:?}"))),
+    }
+}
+
+/// The controller quorum as this node knows it.
+pub async fn describe_quorum(shard: &Rc<Shard>) -> Result<crate::shard::voters::QuorumStatus, NodeError> {
+    match shard.call(ShardId(0), ShardRequest::DescribeQuorum).await {
+        ShardReply::Quorum(result) => result,
+        ShardReply::Failed(e) => Err(e),
+        other => Err(NodeError::new(ErrorKind::Unknown, format!("unexpected quorum reply {other:?}"))),
+    }
+}
+
 /// How long a Metadata request waits for the topics it auto-creates to be served.
 const AUTO_CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -19,6 +19,7 @@
 //! Lives on: every shard's executor (the view and host are per shard).
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -29,14 +30,15 @@ use tracing::{info, warn};
 use crate::replication::ClusterPartitionId;
 
 use super::{messages, AdminRequest, AdminResult, Shard, ShardId, ShardRequest};
+pub use crate::cluster::agent::QuorumMembers;
 use crate::cluster::agent::{Agent, AgentConfig, AgentHooks};
 use crate::cluster::host::{partition_of, HostLogs, ReplicaHost};
 use crate::cluster::transport::{Handler, Inbound, Transport};
 use crate::errors::{ErrorKind, NodeError};
 use crate::groups::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::replication::{
-    wire, ClusterState, Command, ControllerConfig, Envelope, Incarnation, Message, NodeId, PartitionConfig,
-    PartitionState, ProducerIdBlock, ReplicaConfig,
+    wire, ClusterState, Command, ControllerConfig, Envelope, Incarnation, Message, NodeEndpoints, NodeId,
+    PartitionConfig, PartitionState, ProducerIdBlock, ReplicaConfig,
 };
 use crate::storage::PartitionLog;
 use crate::topics::{Metadata, Topic, TopicId};
@@ -147,6 +149,25 @@ pub struct ClusterView {
     pub users: std::sync::Arc<BTreeMap<(String, ScramMechanism), ScramCredential>>,
     /// The access control entries, indexed (`crate::acl`).
     pub acls: std::sync::Arc<crate::acl::Acls>,
+    /// The controller quorum's members (empty until this node's member knows them).
+    pub quorum: QuorumMembers,
+    /// Where each node that announced itself is reached, and its rack.
+    pub endpoints: BTreeMap<NodeId, NodeEndpoints>,
+}
+
+impl ClusterView {
+    /// The cluster address of every node: `--peer` entries, then what nodes announced
+    /// (nodes that joined, or moved).
+    #[must_use]
+    pub fn cluster_addresses(&self, peers: &BTreeMap<NodeId, Option<SocketAddr>>) -> BTreeMap<NodeId, SocketAddr> {
+        let mut addresses = crate::cluster::transport::addresses(peers);
+        for (node, e) in &self.endpoints {
+            if let Ok(address) = e.cluster.parse() {
+                addresses.insert(*node, address);
+            }
+        }
+        addresses
+    }
 }
 
 /// What shard 0 gives every shard when the committed state changes.
@@ -169,6 +190,10 @@ pub struct ClusterSetup {
     /// Bytes per second a node's leaders send replicas outside the ISR, all shards
     /// together (`--replication-throttled-rate`; `None`: unthrottled).
     pub throttled_rate: Option<u64>,
+    /// This node's endpoints, announced to the controller (`None`: a cluster of one).
+    pub endpoints: Option<NodeEndpoints>,
+    /// A running node's cluster listener this node joins through (`--join`).
+    pub join: Option<SocketAddr>,
 }
 
 /// Where a partition lives, as Metadata answers.
@@ -187,6 +212,8 @@ pub struct NodeAddress {
     pub listen: std::net::SocketAddr,
     /// Where Kafka clients reach it, per listener name.
     pub kafka: Vec<crate::replication::AdvertisedListener>,
+    /// Its rack (`--rack`), as it announced it.
+    pub rack: Option<String>,
 }
 
 impl NodeAddress {
@@ -270,9 +297,12 @@ pub fn update_of(
     me: NodeId,
     incarnation: Incarnation,
     controller: Option<NodeId>,
+    quorum: QuorumMembers,
 ) -> ClusterUpdate {
     let mut view = ClusterView {
         controller,
+        quorum,
+        endpoints: state.nodes().filter_map(|(id, r)| r.endpoints.clone().map(|e| (id, e))).collect(),
         registered: state.node(me).and_then(|r| r.incarnation) == Some(incarnation),
         live: state.nodes().filter(|(_, r)| r.eligible()).map(|(id, _)| id).collect(),
         nodes: state.nodes().map(|(id, r)| (id, r.fenced)).collect(),
@@ -325,14 +355,25 @@ impl Shard {
     #[must_use]
     pub fn node_addresses(&self) -> Vec<NodeAddress> {
         let view = self.view.borrow().clone();
+        // The `--peer` entries, and the nodes that joined since with the native address
+        // they announced.
+        let mut nodes = self.config.nodes();
+        for (id, e) in &view.endpoints {
+            let Ok(listen) = e.native.parse() else { continue };
+            match nodes.iter_mut().find(|p| p.id == id.0) {
+                Some(p) => p.listen = listen,
+                None => nodes.push(crate::config::Peer { id: id.0, listen, cluster: None, kafka: None }),
+            }
+        }
+        nodes.sort_by_key(|p| p.id);
         // Before the first committed state (no nodes known yet), every node.
-        self.config
-            .nodes()
+        nodes
             .iter()
             .filter(|p| view.nodes.is_empty() || view.live.contains(&NodeId(p.id)))
             .map(|p| NodeAddress {
                 id: NodeId(p.id),
                 listen: p.listen,
+                rack: view.endpoints.get(&NodeId(p.id)).and_then(|e| e.rack.clone()),
                 kafka: if p.id == self.config.node_id {
                     self.config.advertised_listeners()
                 } else {
@@ -414,6 +455,8 @@ impl Shard {
                 voters: setup.voters.clone(),
                 controller: setup.controller,
                 tls,
+                endpoints: setup.endpoints.clone(),
+                join: setup.join,
             };
             let dir = self.config.data_dir.join("controller");
             let agent =
@@ -627,8 +670,9 @@ impl Shard {
                 shard.refreshes_started.set(number);
                 let Some(agent) = shard.agent.get() else { return };
                 let host = shard.host();
-                let Some(mut update) =
-                    agent.with_state(|state| update_of(state, host.node(), host.incarnation(), agent.controller()))
+                let members = agent.members().unwrap_or_default();
+                let Some(mut update) = agent
+                    .with_state(|state| update_of(state, host.node(), host.incarnation(), agent.controller(), members))
                 else {
                     return;
                 };
@@ -751,6 +795,15 @@ impl Shard {
         let host = self.host();
         let view = self.view.borrow().clone();
         let me = host.node();
+        // Nodes that joined (or moved) are reached where they announced; the controller is
+        // wherever the quorum's voters are now.
+        if view.endpoints != previous.endpoints || view.quorum != previous.quorum {
+            let peers = self.config.nodes().iter().map(|p| (NodeId(p.id), p.cluster)).collect();
+            host.transport().set_addresses(&view.cluster_addresses(&peers));
+            if !view.quorum.voters.is_empty() {
+                host.set_voters(view.quorum.voters.clone());
+            }
+        }
         let mut states = Vec::new();
         for (id, tp) in &view.ids {
             let (topic, partition) = (&tp.topic, tp.partition);
@@ -941,7 +994,7 @@ impl Shard {
         let me = self.host().node().0;
         let who = agent.controller().map_or("no controller is elected yet".to_string(), |c| {
             let address =
-                self.config.nodes().iter().find(|p| p.id == c.0).map_or(String::new(), |p| format!(" at {}", p.listen));
+                self.node_addresses().iter().find(|n| n.id == c).map_or(String::new(), |n| format!(" at {}", n.listen));
             format!("the controller is node {}{address}", c.0)
         });
         Err(NodeError::new(
@@ -958,7 +1011,9 @@ impl Shard {
         if let Err(e) = self.check_controller(agent) {
             return refuse(e);
         }
-        let Some(mut metadata) = agent.with_state(|s| update_of(s, NodeId(0), Incarnation(0), None).metadata) else {
+        let Some(mut metadata) =
+            agent.with_state(|s| update_of(s, NodeId(0), Incarnation(0), None, QuorumMembers::default()).metadata)
+        else {
             return refuse(NodeError::new(ErrorKind::NotController, "this node is not a controller voter"));
         };
         let results = messages::apply_admin(&mut metadata, &request);

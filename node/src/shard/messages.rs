@@ -72,6 +72,13 @@ pub enum ShardRequest {
     ListReassignments(Option<Vec<(String, Vec<u32>)>>),
     /// To shard 0: forget a node that is down for good (UnregisterBroker).
     RemoveNode(u32),
+    /// To shard 0: make a node a controller voter (`add`) or take its vote away.
+    ChangeVoter {
+        node: u32,
+        add: bool,
+    },
+    /// To shard 0: the controller quorum's leader and members.
+    DescribeQuorum,
     /// To shard 0: Kafka's topic auto-creation of these topics (`Shard::auto_create`).
     AutoCreate(Vec<String>),
     /// Close every log (shutdown).
@@ -140,6 +147,8 @@ pub enum ShardReply {
     Reassigned(Vec<Result<(), NodeError>>),
     Reassignments(Result<Vec<super::reassign::MoveInProgress>, NodeError>),
     Removed(Result<(), NodeError>),
+    VoterChanged(Result<(), NodeError>),
+    Quorum(Result<super::voters::QuorumStatus, NodeError>),
     Done,
     Failed(NodeError),
 }

@@ -22,6 +22,7 @@ mod messages;
 pub mod reassign;
 mod security;
 pub mod space;
+pub mod voters;
 
 pub use messages::{
     AdminRequest, AdminResult, Appended, ConfigChange, NewTopic, OffsetAndTime, ReadResult, ShardMsg, ShardReply,
@@ -150,8 +151,23 @@ impl GroupHost for Shard {
         self.metadata().topic(topic).map(|t| t.partitions)
     }
 
+    /// Appends to the offsets partition; its failures become what a group's client acts on,
+    /// as Kafka's coordinator answers: a partition led elsewhere now means the coordinator
+    /// moved (NOT_COORDINATOR: find it again), too few replicas in sync or no such
+    /// partition means it is not available yet (retriable).
     fn append_offsets<'a>(&'a self, partition: u32, batch: &'a [u8]) -> io::LocalFuture<'a, Result<(), NodeError>> {
-        Box::pin(self.append_internal(OFFSETS_TOPIC, partition, batch))
+        Box::pin(async move {
+            self.append_internal(OFFSETS_TOPIC, partition, batch).await.map_err(|mut e| {
+                e.kind = match e.kind {
+                    ErrorKind::NotLeaderOrFollower => ErrorKind::NotCoordinator,
+                    ErrorKind::UnknownTopicOrPartition
+                    | ErrorKind::NotEnoughReplicas
+                    | ErrorKind::NotEnoughReplicasAfterAppend => ErrorKind::CoordinatorNotAvailable,
+                    other => other,
+                };
+                e
+            })
+        })
     }
 }
 
@@ -384,6 +400,8 @@ impl Shard {
             }
             ShardRequest::ListReassignments(asked) => ShardReply::Reassignments(self.reassignments(asked.as_deref())),
             ShardRequest::RemoveNode(node) => ShardReply::Removed(self.remove_node(node).await),
+            ShardRequest::ChangeVoter { node, add } => ShardReply::VoterChanged(self.change_voter(node, add).await),
+            ShardRequest::DescribeQuorum => ShardReply::Quorum(self.quorum_status()),
             ShardRequest::Security(changes) => ShardReply::SecurityChanged(self.change_security_here(changes).await),
             ShardRequest::ProducerId => ShardReply::ProducerId(self.next_producer_id().await),
             ShardRequest::ConnectionSlot { ip, limit: Some(limit) } => {

@@ -101,7 +101,7 @@ fn shows(state: &ClusterState, command: &Command) -> bool {
 impl Shard {
     /// Shard 0's controller agent, when this node is the controller (admin requests run
     /// there); else why not.
-    fn controller_agent(&self, what: &str) -> Result<&Rc<crate::cluster::agent::Agent>, NodeError> {
+    pub(super) fn controller_agent(&self, what: &str) -> Result<&Rc<crate::cluster::agent::Agent>, NodeError> {
         let agent = self
             .agent
             .get()
@@ -111,17 +111,18 @@ impl Shard {
     }
 
     /// Shard 0 of the controller: forgets node `node` (Kafka's UnregisterBroker), once it
-    /// is down and holds no replica, and is not a controller voter (voters are fixed at
-    /// start); waits until the committed state no longer has it (at most `ADMIN_TIMEOUT`).
+    /// is down and holds no replica, and is not a controller voter (take its vote away
+    /// first: `change_voter`); waits until the committed state no longer has it and it
+    /// left the controller quorum (at most `ADMIN_TIMEOUT` each).
     pub(super) async fn remove_node(self: &Rc<Self>, node: u32) -> Result<(), NodeError> {
         let agent = self.controller_agent("node removal")?;
-        if self.config.voter_ids().contains(&node) {
+        let id = NodeId(node);
+        if agent.members().is_some_and(|m| m.voters.contains(&id)) {
             return Err(NodeError::new(
                 ErrorKind::InvalidRequest,
-                format!("node {node} is a controller voter (--voters): voters cannot be removed yet"),
+                format!("node {node} is a controller voter: take its vote away first (sluice controller remove-voter {node})"),
             ));
         }
-        let id = NodeId(node);
         let checked = agent.with_state(|state| {
             state.check_remove_node(id).map_err(|e| match e {
                 RemoveNodeError::Unknown => {
@@ -163,6 +164,7 @@ impl Shard {
             }
             crate::io::sleep(STATE_POLL).await;
         }
+        self.remove_learner(id).await?;
         info!(node, "node removed from the cluster");
         Ok(())
     }

@@ -304,6 +304,8 @@ pub fn api_key_of(body: RequestBody) -> Option<ApiKey> {
         RequestBody::AlterReassignmentsRequest => Some(ApiKey::AlterReassignments),
         RequestBody::ListReassignmentsRequest => Some(ApiKey::ListReassignments),
         RequestBody::UnregisterNodeRequest => Some(ApiKey::UnregisterNode),
+        RequestBody::AlterVotersRequest => Some(ApiKey::AlterVoters),
+        RequestBody::DescribeQuorumRequest => Some(ApiKey::DescribeQuorum),
         _ => None,
     }
 }
@@ -503,6 +505,8 @@ mod tests {
             (RequestBody::AlterReassignmentsRequest, ApiKey::AlterReassignments),
             (RequestBody::ListReassignmentsRequest, ApiKey::ListReassignments),
             (RequestBody::UnregisterNodeRequest, ApiKey::UnregisterNode),
+            (RequestBody::AlterVotersRequest, ApiKey::AlterVoters),
+            (RequestBody::DescribeQuorumRequest, ApiKey::DescribeQuorum),
         ];
         for (body, api) in expected {
             assert_eq!(api_key_of(body), Some(api), "{body:?}");

@@ -326,10 +326,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 34;
+pub const ENUM_MAX_API_KEY: u16 = 36;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 35] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 37] = [
   ApiKey::ApiVersions,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -365,6 +365,8 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 35] = [
   ApiKey::AlterReassignments,
   ApiKey::ListReassignments,
   ApiKey::UnregisterNode,
+  ApiKey::AlterVoters,
+  ApiKey::DescribeQuorum,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -407,9 +409,11 @@ impl ApiKey {
   pub const AlterReassignments: Self = Self(32);
   pub const ListReassignments: Self = Self(33);
   pub const UnregisterNode: Self = Self(34);
+  pub const AlterVoters: Self = Self(35);
+  pub const DescribeQuorum: Self = Self(36);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 34;
+  pub const ENUM_MAX: u16 = 36;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::ApiVersions,
     Self::Metadata,
@@ -446,6 +450,8 @@ impl ApiKey {
     Self::AlterReassignments,
     Self::ListReassignments,
     Self::UnregisterNode,
+    Self::AlterVoters,
+    Self::DescribeQuorum,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -485,6 +491,8 @@ impl ApiKey {
       Self::AlterReassignments => Some("AlterReassignments"),
       Self::ListReassignments => Some("ListReassignments"),
       Self::UnregisterNode => Some("UnregisterNode"),
+      Self::AlterVoters => Some("AlterVoters"),
+      Self::DescribeQuorum => Some("DescribeQuorum"),
       _ => None,
     }
   }
@@ -543,10 +551,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ApiKey {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 35;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 37;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 36] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 38] = [
   RequestBody::NONE,
   RequestBody::ApiVersionsRequest,
   RequestBody::MetadataRequest,
@@ -583,6 +591,8 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 36] = [
   RequestBody::AlterReassignmentsRequest,
   RequestBody::ListReassignmentsRequest,
   RequestBody::UnregisterNodeRequest,
+  RequestBody::AlterVotersRequest,
+  RequestBody::DescribeQuorumRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -626,9 +636,11 @@ impl RequestBody {
   pub const AlterReassignmentsRequest: Self = Self(33);
   pub const ListReassignmentsRequest: Self = Self(34);
   pub const UnregisterNodeRequest: Self = Self(35);
+  pub const AlterVotersRequest: Self = Self(36);
+  pub const DescribeQuorumRequest: Self = Self(37);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 35;
+  pub const ENUM_MAX: u8 = 37;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsRequest,
@@ -666,6 +678,8 @@ impl RequestBody {
     Self::AlterReassignmentsRequest,
     Self::ListReassignmentsRequest,
     Self::UnregisterNodeRequest,
+    Self::AlterVotersRequest,
+    Self::DescribeQuorumRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -706,6 +720,8 @@ impl RequestBody {
       Self::AlterReassignmentsRequest => Some("AlterReassignmentsRequest"),
       Self::ListReassignmentsRequest => Some("ListReassignmentsRequest"),
       Self::UnregisterNodeRequest => Some("UnregisterNodeRequest"),
+      Self::AlterVotersRequest => Some("AlterVotersRequest"),
+      Self::DescribeQuorumRequest => Some("DescribeQuorumRequest"),
       _ => None,
     }
   }
@@ -766,10 +782,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 32;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 34;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 33] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 35] = [
   ResponseBody::NONE,
   ResponseBody::ApiVersionsResponse,
   ResponseBody::MetadataResponse,
@@ -803,6 +819,8 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 33] = [
   ResponseBody::AlterReassignmentsResponse,
   ResponseBody::ListReassignmentsResponse,
   ResponseBody::UnregisterNodeResponse,
+  ResponseBody::AlterVotersResponse,
+  ResponseBody::DescribeQuorumResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -843,9 +861,11 @@ impl ResponseBody {
   pub const AlterReassignmentsResponse: Self = Self(30);
   pub const ListReassignmentsResponse: Self = Self(31);
   pub const UnregisterNodeResponse: Self = Self(32);
+  pub const AlterVotersResponse: Self = Self(33);
+  pub const DescribeQuorumResponse: Self = Self(34);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 32;
+  pub const ENUM_MAX: u8 = 34;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsResponse,
@@ -880,6 +900,8 @@ impl ResponseBody {
     Self::AlterReassignmentsResponse,
     Self::ListReassignmentsResponse,
     Self::UnregisterNodeResponse,
+    Self::AlterVotersResponse,
+    Self::DescribeQuorumResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -917,6 +939,8 @@ impl ResponseBody {
       Self::AlterReassignmentsResponse => Some("AlterReassignmentsResponse"),
       Self::ListReassignmentsResponse => Some("ListReassignmentsResponse"),
       Self::UnregisterNodeResponse => Some("UnregisterNodeResponse"),
+      Self::AlterVotersResponse => Some("AlterVotersResponse"),
+      Self::DescribeQuorumResponse => Some("DescribeQuorumResponse"),
       _ => None,
     }
   }
@@ -15218,6 +15242,478 @@ impl core::fmt::Debug for UnregisterNodeResponse<'_> {
       ds.finish()
   }
 }
+pub enum AlterVotersRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterVotersRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AlterVotersRequest<'a> {
+  type Inner = AlterVotersRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AlterVotersRequest<'a> {
+  pub const VT_NODE: flatbuffers::VOffsetT = 4;
+  pub const VT_ADD: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AlterVotersRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AlterVotersRequestArgs
+  ) -> flatbuffers::WIPOffset<AlterVotersRequest<'bldr>> {
+    let mut builder = AlterVotersRequestBuilder::new(_fbb);
+    builder.add_node(args.node);
+    builder.add_add(args.add);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(AlterVotersRequest::VT_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn add(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(AlterVotersRequest::VT_ADD, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for AlterVotersRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<u32>("node", Self::VT_NODE, false)?
+     .visit_field::<bool>("add", Self::VT_ADD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterVotersRequestArgs {
+    pub node: u32,
+    pub add: bool,
+}
+impl<'a> Default for AlterVotersRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    AlterVotersRequestArgs {
+      node: 0,
+      add: false,
+    }
+  }
+}
+
+pub struct AlterVotersRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AlterVotersRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_node(&mut self, node: u32) {
+    self.fbb_.push_slot::<u32>(AlterVotersRequest::VT_NODE, node, 0);
+  }
+  #[inline]
+  pub fn add_add(&mut self, add: bool) {
+    self.fbb_.push_slot::<bool>(AlterVotersRequest::VT_ADD, add, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AlterVotersRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AlterVotersRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AlterVotersRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AlterVotersRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AlterVotersRequest");
+      ds.field("node", &self.node());
+      ds.field("add", &self.add());
+      ds.finish()
+  }
+}
+pub enum AlterVotersResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterVotersResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AlterVotersResponse<'a> {
+  type Inner = AlterVotersResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AlterVotersResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AlterVotersResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AlterVotersResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<AlterVotersResponse<'bldr>> {
+    let mut builder = AlterVotersResponseBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(AlterVotersResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AlterVotersResponse::VT_MESSAGE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for AlterVotersResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterVotersResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AlterVotersResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterVotersResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+    }
+  }
+}
+
+pub struct AlterVotersResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AlterVotersResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(AlterVotersResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AlterVotersResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AlterVotersResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AlterVotersResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AlterVotersResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AlterVotersResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AlterVotersResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum DescribeQuorumRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeQuorumRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DescribeQuorumRequest<'a> {
+  type Inner = DescribeQuorumRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DescribeQuorumRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DescribeQuorumRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args DescribeQuorumRequestArgs
+  ) -> flatbuffers::WIPOffset<DescribeQuorumRequest<'bldr>> {
+    let mut builder = DescribeQuorumRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for DescribeQuorumRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeQuorumRequestArgs {
+}
+impl<'a> Default for DescribeQuorumRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    DescribeQuorumRequestArgs {
+    }
+  }
+}
+
+pub struct DescribeQuorumRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DescribeQuorumRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DescribeQuorumRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DescribeQuorumRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DescribeQuorumRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DescribeQuorumRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeQuorumRequest");
+      ds.finish()
+  }
+}
+pub enum DescribeQuorumResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeQuorumResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DescribeQuorumResponse<'a> {
+  type Inner = DescribeQuorumResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DescribeQuorumResponse<'a> {
+  pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_LEADER: flatbuffers::VOffsetT = 8;
+  pub const VT_VOTERS: flatbuffers::VOffsetT = 10;
+  pub const VT_LEARNERS: flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DescribeQuorumResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DescribeQuorumResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<DescribeQuorumResponse<'bldr>> {
+    let mut builder = DescribeQuorumResponseBuilder::new(_fbb);
+    if let Some(x) = args.learners { builder.add_learners(x); }
+    if let Some(x) = args.voters { builder.add_voters(x); }
+    builder.add_leader(args.leader);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_error(args.error);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(DescribeQuorumResponse::VT_ERROR, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(DescribeQuorumResponse::VT_MESSAGE, None)}
+  }
+  #[inline]
+  pub fn leader(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(DescribeQuorumResponse::VT_LEADER, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn voters(&self) -> Option<flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u32>>>(DescribeQuorumResponse::VT_VOTERS, None)}
+  }
+  #[inline]
+  pub fn learners(&self) -> Option<flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u32>>>(DescribeQuorumResponse::VT_LEARNERS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DescribeQuorumResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("error", Self::VT_ERROR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<i32>("leader", Self::VT_LEADER, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u32>>>("voters", Self::VT_VOTERS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u32>>>("learners", Self::VT_LEARNERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeQuorumResponseArgs<'a> {
+    pub error: ErrorCode,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub leader: i32,
+    pub voters: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u32>>>,
+    pub learners: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u32>>>,
+}
+impl<'a> Default for DescribeQuorumResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescribeQuorumResponseArgs {
+      error: ErrorCode::None,
+      message: None,
+      leader: -1,
+      voters: None,
+      learners: None,
+    }
+  }
+}
+
+pub struct DescribeQuorumResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DescribeQuorumResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_error(&mut self, error: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(DescribeQuorumResponse::VT_ERROR, error, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeQuorumResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_leader(&mut self, leader: i32) {
+    self.fbb_.push_slot::<i32>(DescribeQuorumResponse::VT_LEADER, leader, -1);
+  }
+  #[inline]
+  pub fn add_voters(&mut self, voters: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeQuorumResponse::VT_VOTERS, voters);
+  }
+  #[inline]
+  pub fn add_learners(&mut self, learners: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeQuorumResponse::VT_LEARNERS, learners);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DescribeQuorumResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DescribeQuorumResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DescribeQuorumResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DescribeQuorumResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeQuorumResponse");
+      ds.field("error", &self.error());
+      ds.field("message", &self.message());
+      ds.field("leader", &self.leader());
+      ds.field("voters", &self.voters());
+      ds.field("learners", &self.learners());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -15819,6 +16315,36 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_voters_request(&self) -> Option<AlterVotersRequest<'a>> {
+    if self.body_type() == RequestBody::AlterVotersRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterVotersRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_quorum_request(&self) -> Option<DescribeQuorumRequest<'a>> {
+    if self.body_type() == RequestBody::DescribeQuorumRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeQuorumRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -15868,6 +16394,8 @@ impl flatbuffers::Verifiable for Request<'_> {
           RequestBody::AlterReassignmentsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AlterReassignmentsRequest>>("RequestBody::AlterReassignmentsRequest", pos),
           RequestBody::ListReassignmentsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListReassignmentsRequest>>("RequestBody::ListReassignmentsRequest", pos),
           RequestBody::UnregisterNodeRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UnregisterNodeRequest>>("RequestBody::UnregisterNodeRequest", pos),
+          RequestBody::AlterVotersRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AlterVotersRequest>>("RequestBody::AlterVotersRequest", pos),
+          RequestBody::DescribeQuorumRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeQuorumRequest>>("RequestBody::DescribeQuorumRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -16183,6 +16711,20 @@ impl core::fmt::Debug for Request<'_> {
         },
         RequestBody::UnregisterNodeRequest => {
           if let Some(x) = self.body_as_unregister_node_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::AlterVotersRequest => {
+          if let Some(x) = self.body_as_alter_voters_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DescribeQuorumRequest => {
+          if let Some(x) = self.body_as_describe_quorum_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -16734,6 +17276,36 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_voters_response(&self) -> Option<AlterVotersResponse<'a>> {
+    if self.body_type() == ResponseBody::AlterVotersResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterVotersResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_quorum_response(&self) -> Option<DescribeQuorumResponse<'a>> {
+    if self.body_type() == ResponseBody::DescribeQuorumResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeQuorumResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Response<'_> {
@@ -16778,6 +17350,8 @@ impl flatbuffers::Verifiable for Response<'_> {
           ResponseBody::AlterReassignmentsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AlterReassignmentsResponse>>("ResponseBody::AlterReassignmentsResponse", pos),
           ResponseBody::ListReassignmentsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListReassignmentsResponse>>("ResponseBody::ListReassignmentsResponse", pos),
           ResponseBody::UnregisterNodeResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UnregisterNodeResponse>>("ResponseBody::UnregisterNodeResponse", pos),
+          ResponseBody::AlterVotersResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AlterVotersResponse>>("ResponseBody::AlterVotersResponse", pos),
+          ResponseBody::DescribeQuorumResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeQuorumResponse>>("ResponseBody::DescribeQuorumResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -17058,6 +17632,20 @@ impl core::fmt::Debug for Response<'_> {
         },
         ResponseBody::UnregisterNodeResponse => {
           if let Some(x) = self.body_as_unregister_node_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::AlterVotersResponse => {
+          if let Some(x) = self.body_as_alter_voters_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::DescribeQuorumResponse => {
+          if let Some(x) = self.body_as_describe_quorum_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

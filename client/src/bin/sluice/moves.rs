@@ -289,6 +289,39 @@ pub(crate) async fn node(global: &Global, words: &[String]) -> Result<(), Failur
     run_plan(global, flags, &plan, &format!("node {id} holds no replica")).await
 }
 
+/// `sluice controller status|add-voter ID|remove-voter ID`.
+pub(crate) async fn controller(global: &Global, words: &[String]) -> Result<(), Failure> {
+    let sub = words.first().map(String::as_str);
+    let args = Args::parse(words.get(1..).unwrap_or_default(), &[])?;
+    args.only(&[])?;
+    let admin = global.admin().await?;
+    let node = || -> Result<u32, Failure> {
+        args.name("node id")?.parse().map_err(|_| Failure::Usage("the node id must be a number".into()))
+    };
+    match sub {
+        Some("status") => {
+            let q = admin.describe_quorum().await?;
+            let list = |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            println!("leader: {}", q.leader.map_or("none".to_string(), |l| l.to_string()));
+            println!("voters: {}", list(&q.voters));
+            println!("learners: {}", list(&q.learners));
+        }
+        Some("add-voter") => {
+            let id = node()?;
+            admin.add_voter(id).await?;
+            eprintln!("node {id} is a controller voter");
+        }
+        Some("remove-voter") => {
+            let id = node()?;
+            admin.remove_voter(id).await?;
+            eprintln!("node {id} is no longer a controller voter (it follows the log)");
+        }
+        Some(other) => return Err(Failure::Usage(format!("unknown controller subcommand {other:?}"))),
+        None => return Err(Failure::Usage("controller needs a subcommand".into())),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

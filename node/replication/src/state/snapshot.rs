@@ -19,7 +19,9 @@
 //! node id u32, then its list: u32 count, each name and host strings, port u16), a
 //! section older snapshots lack (no listeners); the reassignments in progress (u32 count;
 //! each partition id u32, target and original replica lists), a section older snapshots
-//! lack (none). Decoding checks every count against the
+//! lack (none); the nodes' endpoints (u32 count of the nodes that announced them; each node
+//! id u32, native and cluster address strings, rack as a flag and a string), a section
+//! older snapshots lack (none announced). Decoding checks every count against the
 //! bytes left, refuses duplicates and trailing bytes.
 
 use std::collections::BTreeMap;
@@ -108,6 +110,13 @@ impl ClusterState {
             w.nodes(&m.target);
             w.nodes(&m.original);
         }
+        let announced: Vec<(&NodeId, &super::NodeEndpoints)> =
+            self.nodes.iter().filter_map(|(id, record)| record.endpoints.as_ref().map(|e| (id, e))).collect();
+        w.u32(count(announced.len()));
+        for (id, endpoints) in announced {
+            w.u32(id.0);
+            w.endpoints(endpoints);
+        }
         w.0
     }
 
@@ -126,7 +135,13 @@ impl ClusterState {
         for _ in 0..nodes {
             let id = NodeId(r.u32()?);
             let incarnation = r.optional_u64()?.map(Incarnation);
-            let record = NodeRecord { incarnation, fenced: r.bool()?, shutting_down: r.bool()?, listeners: Vec::new() };
+            let record = NodeRecord {
+                incarnation,
+                fenced: r.bool()?,
+                shutting_down: r.bool()?,
+                listeners: Vec::new(),
+                endpoints: None,
+            };
             if state.nodes.insert(id, record).is_some() {
                 return r.err(format!("node {id} listed twice"));
             }
@@ -223,6 +238,19 @@ impl ClusterState {
                     return r.err(format!("the reassignment of partition {id} does not match its replicas"));
                 }
                 record.reassignment = Some(moving);
+            }
+        }
+        if r.at < r.bytes.len() {
+            // Each node's entry takes at least 9 bytes (its id, two empty strings, no rack).
+            for _ in 0..bounded(&mut r, 9)? {
+                let id = NodeId(r.u32()?);
+                let endpoints = r.endpoints()?;
+                let Some(record) = state.nodes.get_mut(&id) else {
+                    return r.err(format!("endpoints of node {id}, which is not in the state"));
+                };
+                if record.endpoints.replace(endpoints).is_some() {
+                    return r.err(format!("endpoints of node {id} listed twice"));
+                }
             }
         }
         r.finish()?;
@@ -327,6 +355,15 @@ mod tests {
             permission,
         };
         state.apply_command(&Command::CreateAcls { acls: vec![acl("orders-", 3), acl("orders-secret", 2)] });
+        // n2 announced itself with a rack, n6 joined (unknown until it announced), n3 has none.
+        for (node, rack) in [(2, Some("rack-a")), (6, None)] {
+            let endpoints = crate::state::NodeEndpoints {
+                native: format!("127.0.0.{node}:7000"),
+                cluster: format!("127.0.0.{node}:7100"),
+                rack: rack.map(str::to_string),
+            };
+            assert!(state.apply_command(&Command::AnnounceNode { node: NodeId(node), endpoints }).accepted);
+        }
         // n2 and n4 (shutting down) advertise listeners, n3 none; n4's are kept by its next life.
         let listener =
             |name: &str, host: &str, port| AdvertisedListener { name: name.to_string(), host: host.to_string(), port };
@@ -341,12 +378,19 @@ mod tests {
         state
     }
 
-    /// Bytes the listener section at the end of `state`'s snapshot takes.
-    /// Bytes the reassignment section at the end of `state`'s snapshot takes.
+    /// Bytes the endpoint section at the end of `state`'s snapshot takes.
+    fn endpoints_section_bytes(state: &ClusterState) -> usize {
+        let announced = state.nodes().filter_map(|(_, r)| r.endpoints.as_ref());
+        4 + announced
+            .map(|e| 4 + 2 + e.native.len() + 2 + e.cluster.len() + 1 + e.rack.as_ref().map_or(0, |r| 2 + r.len()))
+            .sum::<usize>()
+    }
+    /// Bytes the reassignment section (before the endpoint one) of `state`'s snapshot takes.
     fn reassignment_section_bytes(state: &ClusterState) -> usize {
         4 + state.reassignments().map(|(_, m)| 4 + 2 + 4 * m.target.len() + 2 + 4 * m.original.len()).sum::<usize>()
     }
 
+    /// Bytes the listener section (before the reassignment one) of `state`'s snapshot takes.
     fn listener_section_bytes(state: &ClusterState) -> usize {
         4 + state
             .nodes
@@ -410,14 +454,16 @@ mod tests {
     fn malformed_snapshots_are_refused() {
         let state = busy_state();
         let bytes = state.encode_snapshot();
-        // A snapshot from before reassignments ends where their section starts, one from
-        // before listeners where theirs does, and so on for ACLs, SCRAM users and producer ids.
-        let before_moves = bytes.len() - reassignment_section_bytes(&state);
+        // A snapshot from before endpoints ends where their section starts, one from before
+        // reassignments where theirs does, and so on for listeners, ACLs, SCRAM users and
+        // producer ids.
+        let before_endpoints = bytes.len() - endpoints_section_bytes(&state);
+        let before_moves = before_endpoints - reassignment_section_bytes(&state);
         let before_listeners = before_moves - listener_section_bytes(&state);
         let before_acls = before_listeners - acl_section_bytes(&state);
         let before_users = before_acls - scram_section_bytes(&state);
         let older = before_users - producer_section_bytes(&state);
-        let sections = [older, before_users, before_acls, before_listeners, before_moves];
+        let sections = [older, before_users, before_acls, before_listeners, before_moves, before_endpoints];
         for cut in (0..bytes.len()).filter(|cut| !sections.contains(cut)) {
             assert!(ClusterState::decode_snapshot(&bytes[..cut]).is_err(), "cut at {cut}");
         }
@@ -430,6 +476,9 @@ mod tests {
         let no_listeners = ClusterState::decode_snapshot(&bytes[..before_listeners]).unwrap();
         assert!(no_listeners.nodes().all(|(_, r)| r.listeners.is_empty()) && no_listeners.acls().len() == 2);
         let mut expected = state.clone();
+        expected.nodes.values_mut().for_each(|r| r.endpoints = None);
+        let no_endpoints = ClusterState::decode_snapshot(&bytes[..before_endpoints]).unwrap();
+        assert_eq!(no_endpoints, expected, "everything else as it was");
         expected.partitions.values_mut().for_each(|r| r.reassignment = None);
         let no_moves = ClusterState::decode_snapshot(&bytes[..before_moves]).unwrap();
         assert_eq!(no_moves.reassignments().count(), 0);
