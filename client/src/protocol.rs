@@ -110,6 +110,8 @@ pub struct NodeInfo {
     pub node_id: u32,
     pub host: String,
     pub port: u16,
+    /// Its rack, if it has one.
+    pub rack: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -131,7 +133,12 @@ pub fn decode_metadata(frame: &Frame) -> Result<ClusterMetadata> {
         .nodes()
         .iter()
         .flatten()
-        .map(|n| NodeInfo { node_id: n.node_id(), host: n.host().unwrap_or("").to_string(), port: n.port() })
+        .map(|n| NodeInfo {
+            node_id: n.node_id(),
+            host: n.host().unwrap_or("").to_string(),
+            port: n.port(),
+            rack: n.rack().map(str::to_string),
+        })
         .collect();
     let topics = m
         .topics()

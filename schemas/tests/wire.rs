@@ -1094,7 +1094,9 @@ fn build_response_body(
         }
         ResponseBody::MetadataResponse => {
             let host = builder.create_string("broker-1.example");
-            let node = NodeInfo::create(builder, &NodeInfoArgs { node_id: 1, host: Some(host), port: 9092 });
+            let rack = builder.create_string("rack-a");
+            let node =
+                NodeInfo::create(builder, &NodeInfoArgs { node_id: 1, host: Some(host), port: 9092, rack: Some(rack) });
             let nodes = builder.create_vector(&[node]);
             let replicas = builder.create_vector(&[1u32, 2, 3]);
             let isr = builder.create_vector(&[2u32, 3]);
@@ -1657,6 +1659,7 @@ fn check_response(response: &Response<'_>, payload: &[u8]) {
             assert_eq!(nodes.len(), 1);
             let node = nodes.get(0);
             assert_eq!((node.node_id(), node.host(), node.port()), (1, Some("broker-1.example"), 9092));
+            assert_eq!(node.rack(), Some("rack-a"));
             let topics = body.topics().unwrap();
             assert_eq!(topics.len(), 1);
             let topic = topics.get(0);

@@ -1342,9 +1342,10 @@ fn a_node_joins_takes_a_quarter_of_the_replicas_and_node_1_is_drained_and_remove
     let node_4 = NodeProcess::start_at(native, &Cluster::data_of(cluster.dir.path(), 4), SHARDS, &args);
     cluster.nodes.push(node_4);
     let bootstrap = cluster.bootstrap()[1..].join(",");
-    runtime.block_on(wait_for("node 4 to be a live node", || async {
-        (admin.metadata(Some(&[])).await.ok()?.nodes.iter().any(|n| n.node_id == 4)).then_some(())
+    let rack = runtime.block_on(wait_for("node 4 to be a live node", || async {
+        admin.metadata(Some(&[])).await.ok()?.nodes.into_iter().find(|n| n.node_id == 4).map(|n| n.rack)
     }));
+    assert_eq!(rack.as_deref(), Some("rack-4"), "node 4's rack, as Metadata reports it");
     let status = sluice_cli(&bootstrap, &["controller", "status"]);
     assert!(status.code == Some(0) && status.stdout.contains("learners: 4"), "{status:?}");
 

@@ -91,7 +91,7 @@ use super::{
     PayloadId, ReplicaConfig, ReplicaError, ReplicaLog, ReplicaNode, VoterOutput,
 };
 use crate::format::MemoryLog;
-use crate::quorum::{Applied, Persist, QuorumConfig, QuorumError, StateMachine};
+use crate::quorum::{Applied, MemberChange, Persist, QuorumConfig, QuorumError, StateMachine};
 
 /// The seeds CI runs, and their steps: `CI_SEEDS` with the one-voter controller,
 /// `QUORUM_CI_SEEDS` with the 3-voter Raft quorum (slower per step), `COMPACTING_CI_SEEDS`
@@ -398,6 +398,10 @@ struct Stats {
     /// Partition moves proposed (new targets and cancels), and moves that completed.
     moves_proposed: u64,
     moves_completed: u64,
+    /// Changes of the controller quorum's members proposed (demotions and promotions),
+    /// and their applications (one per voter that applied one).
+    member_changes_proposed: u64,
+    member_changes_applied: u64,
 }
 
 impl Stats {
@@ -426,6 +430,8 @@ impl Stats {
         self.duplicates_answered += o.duplicates_answered;
         self.moves_proposed += o.moves_proposed;
         self.moves_completed += o.moves_completed;
+        self.member_changes_proposed += o.member_changes_proposed;
+        self.member_changes_applied += o.member_changes_applied;
     }
 }
 
@@ -1168,8 +1174,13 @@ impl Sim {
         self.voter_call(id, |voter, now| voter.persisted(now, persist.number));
     }
 
-    /// A voter crashes (a minority at most is down) or is cut from the other voters.
+    /// A voter crashes (a minority at most is down) or is cut from the other voters, or
+    /// the quorum's members change (`member_fault`).
     fn voter_fault(&mut self) {
+        if self.rng.percent(20) {
+            self.member_fault();
+            return;
+        }
         let Control::Quorum(voters) = &self.control else { return };
         let ids = voters.ids.clone();
         let down = voters.slots.values().filter(|s| s.voter.is_none()).count();
@@ -1192,6 +1203,37 @@ impl Sim {
             let after = self.rng.range(100, 1_500);
             self.schedule(after, Event::Heal(cut));
         }
+    }
+
+    /// An operator changes the controller quorum's members through a leader: with all
+    /// three voting, one (maybe the leader itself, which then hands its leadership over)
+    /// loses its vote and follows the log as a learner; with one a learner, it gets its
+    /// vote back once caught up. Whatever the quorum refuses (a change in flight, a learner
+    /// behind) changes nothing.
+    fn member_fault(&mut self) {
+        let Some(leader) = self.a_leading_voter() else { return };
+        let Control::Quorum(voters) = &self.control else { return };
+        let Some(members) = voters.slots.get(&leader).and_then(|s| s.voter.as_ref()).map(|v| v.quorum().members())
+        else {
+            return;
+        };
+        let change = match members.learners.first() {
+            Some(learner) => MemberChange::Promote(*learner),
+            None => {
+                let Some(id) = self.rng.pick(&members.voters) else { return };
+                MemberChange::Demote(id)
+            }
+        };
+        self.stats.member_changes_proposed += 1;
+        self.voter_call(leader, |voter, now| match voter.change_members(now, change) {
+            Err(
+                QuorumError::Members(_)
+                | QuorumError::MembersBusy(_)
+                | QuorumError::LeaderMoving { .. }
+                | QuorumError::NotLeader { .. },
+            ) => Ok(VoterOutput::default()),
+            other => other,
+        });
     }
 
     /// Stops voter `id` if it is up; whether it was. Its unfinished writes are gone. Of what
@@ -1227,6 +1269,9 @@ impl Sim {
             self.stats.controller_elections += 1;
         }
         let restored = out.restored.map(|index| (index, voter.state().clone()));
+        if out.members_changed {
+            self.stats.member_changes_applied += 1;
+        }
         let writes = out.persist.len();
         let life = voters.slots.get(&id).map_or(0, |s| s.life);
         if let Some(slot) = voters.slots.get_mut(&id) {
@@ -1777,6 +1822,7 @@ fn replication_holds_its_invariants_with_a_raft_controller_quorum() {
     if env_u64("SEED").is_none() {
         assert!(total.controller_elections > total.voter_crashes.min(1), "leadership never moved: {total:?}");
         assert!(total.voter_crashes > 0 && total.voter_isolations > 0, "no controller faults: {total:?}");
+        assert!(total.member_changes_applied > 0, "the quorum's members never changed: {total:?}");
         assert!(total.commands_committed > 0, "nothing committed: {total:?}");
     }
 }

@@ -359,6 +359,8 @@ impl ClusterState {
                 }
             }
         }
+        // A node's rack (Kafka's broker.rack); a node without one is a rack of its own.
+        let rack = |n: &NodeId| self.nodes.get(n).and_then(|r| r.endpoints.as_ref()).and_then(|e| e.rack.as_deref());
         let mut out = Vec::with_capacity(count as usize);
         for p in 0..count as usize {
             // Ties go round-robin from a start that moves with each partition.
@@ -366,11 +368,14 @@ impl ClusterState {
             let mut chosen: Vec<NodeId> = Vec::with_capacity(factor);
             while chosen.len() < factor {
                 let load = |n: &NodeId| if chosen.is_empty() { (leaders[n], replicas[n]) } else { (replicas[n], 0) };
+                // Replicas spread over racks first: a rack holds a second replica of the
+                // partition only once every rack holds one.
+                let rack_taken = |n: &NodeId| rack(n).is_some_and(|r| chosen.iter().any(|c| rack(c) == Some(r)));
                 let next = live
                     .iter()
                     .enumerate()
                     .filter(|(_, n)| !chosen.contains(n))
-                    .min_by_key(|(i, n)| (load(n), turn(*i)))
+                    .min_by_key(|(i, n)| (rack_taken(n), load(n), turn(*i)))
                     .map(|(_, n)| *n);
                 let Some(next) = next else { break };
                 chosen.push(next);
@@ -1942,6 +1947,38 @@ mod tests {
         let e = state.place(1, 4).unwrap_err();
         assert!(e.contains("replication factor 4") && e.contains("3 live nodes"), "{e}");
         assert!(state.place(1, 0).is_err());
+    }
+
+    /// With racks (Kafka's broker.rack), a partition's replicas go to distinct racks while
+    /// there are racks enough (a rack takes a second replica only once each holds one),
+    /// and replicas and leaders still spread evenly over the nodes.
+    #[test]
+    fn placement_spreads_each_partition_over_racks() {
+        let mut state = ClusterState::new(&ids(&[1, 2, 3, 4, 5, 6]), &[]);
+        for (n, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")] {
+            state.apply_command(&Command::RegisterNode { node: NodeId(n), incarnation: Incarnation(1) });
+            let endpoints = NodeEndpoints { rack: Some(rack.to_string()), ..NodeEndpoints::default() };
+            state.apply_command(&Command::AnnounceNode { node: NodeId(n), endpoints });
+        }
+        let rack = |n: NodeId| ["a", "b", "c"][(n.0 as usize - 1) / 2];
+        let placed = state.place(12, 3).unwrap();
+        let mut replicas: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for list in &placed {
+            let mut racks: Vec<&str> = list.iter().map(|n| rack(*n)).collect();
+            racks.sort_unstable();
+            assert_eq!(racks, vec!["a", "b", "c"], "one replica per rack: {placed:?}");
+            list.iter().for_each(|n| *replicas.entry(*n).or_default() += 1);
+        }
+        assert!(replicas.values().all(|c| *c == 6), "{replicas:?}");
+        let leaders: std::collections::BTreeSet<NodeId> = placed.iter().map(|l| l[0]).collect();
+        assert_eq!(leaders.len(), 6, "every node leads some: {placed:?}");
+        // Four replicas over three racks: one rack takes two, the others one each.
+        for list in state.place(6, 4).unwrap() {
+            let mut racks: Vec<&str> = list.iter().map(|n| rack(*n)).collect();
+            racks.sort_unstable();
+            racks.dedup();
+            assert_eq!(racks.len(), 3, "{list:?}");
+        }
     }
 
     /// A topic takes fresh partition ids, its partitions get leaders, applying the same

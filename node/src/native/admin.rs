@@ -117,9 +117,10 @@ pub fn metadata(
         .into_iter()
         .map(|node| {
             let host = b.create_string(&node.listen.ip().to_string());
+            let rack = node.rack.as_deref().map(|r| b.create_string(r));
             wire::NodeInfo::create(
                 &mut b,
-                &wire::NodeInfoArgs { node_id: node.id.0, host: Some(host), port: node.listen.port() },
+                &wire::NodeInfoArgs { node_id: node.id.0, host: Some(host), port: node.listen.port(), rack },
             )
         })
         .collect();

@@ -1841,6 +1841,7 @@ impl<'a> NodeInfo<'a> {
   pub const VT_NODE_ID: flatbuffers::VOffsetT = 4;
   pub const VT_HOST: flatbuffers::VOffsetT = 6;
   pub const VT_PORT: flatbuffers::VOffsetT = 8;
+  pub const VT_RACK: flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -1852,6 +1853,7 @@ impl<'a> NodeInfo<'a> {
     args: &'args NodeInfoArgs<'args>
   ) -> flatbuffers::WIPOffset<NodeInfo<'bldr>> {
     let mut builder = NodeInfoBuilder::new(_fbb);
+    if let Some(x) = args.rack { builder.add_rack(x); }
     if let Some(x) = args.host { builder.add_host(x); }
     builder.add_node_id(args.node_id);
     builder.add_port(args.port);
@@ -1880,6 +1882,13 @@ impl<'a> NodeInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u16>(NodeInfo::VT_PORT, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn rack(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(NodeInfo::VT_RACK, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for NodeInfo<'_> {
@@ -1892,6 +1901,7 @@ impl flatbuffers::Verifiable for NodeInfo<'_> {
      .visit_field::<u32>("node_id", Self::VT_NODE_ID, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("host", Self::VT_HOST, false)?
      .visit_field::<u16>("port", Self::VT_PORT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("rack", Self::VT_RACK, false)?
      .finish();
     Ok(())
   }
@@ -1900,6 +1910,7 @@ pub struct NodeInfoArgs<'a> {
     pub node_id: u32,
     pub host: Option<flatbuffers::WIPOffset<&'a str>>,
     pub port: u16,
+    pub rack: Option<flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for NodeInfoArgs<'a> {
   #[inline]
@@ -1908,6 +1919,7 @@ impl<'a> Default for NodeInfoArgs<'a> {
       node_id: 0,
       host: None,
       port: 0,
+      rack: None,
     }
   }
 }
@@ -1930,6 +1942,10 @@ impl<'a: 'b, 'b> NodeInfoBuilder<'a, 'b> {
     self.fbb_.push_slot::<u16>(NodeInfo::VT_PORT, port, 0);
   }
   #[inline]
+  pub fn add_rack(&mut self, rack: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(NodeInfo::VT_RACK, rack);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> NodeInfoBuilder<'a, 'b> {
     let start = _fbb.start_table();
     NodeInfoBuilder {
@@ -1950,6 +1966,7 @@ impl core::fmt::Debug for NodeInfo<'_> {
       ds.field("node_id", &self.node_id());
       ds.field("host", &self.host());
       ds.field("port", &self.port());
+      ds.field("rack", &self.rack());
       ds.finish()
   }
 }

@@ -38,10 +38,21 @@ fn move_of(s: &str) -> Result<PartitionMove, Failure> {
     Ok(PartitionMove { topic, partition, replicas: Some(replicas) })
 }
 
+/// Node `n`'s rack (`None`: it has none, and is a rack of its own).
+fn rack_of(metadata: &ClusterMetadata, n: u32) -> Option<&str> {
+    metadata.nodes.iter().find(|i| i.node_id == n).and_then(|i| i.rack.as_deref())
+}
+
+/// Whether node `to` would be a second replica in one rack among `others`.
+fn shares_rack(metadata: &ClusterMetadata, others: &[u32], to: u32) -> bool {
+    rack_of(metadata, to).is_some_and(|rack| others.iter().any(|o| *o != to && rack_of(metadata, *o) == Some(rack)))
+}
+
 /// Every partition `node` holds a replica of, moved to the other live nodes: its place is
 /// taken by the live node holding fewest replicas among those the partition is not on
-/// (counting the moves planned before), added last, so the partition's preferred leader
-/// becomes its next replica. Refused when a partition has nowhere to go.
+/// (counting the moves planned before), preferring a rack none of the partition's other
+/// replicas is in; added last, so the partition's preferred leader becomes its next
+/// replica. Refused when a partition has nowhere to go.
 pub(crate) fn drain_plan(metadata: &ClusterMetadata, node: u32) -> Result<Vec<PartitionMove>, String> {
     let live: Vec<u32> = metadata.nodes.iter().map(|n| n.node_id).filter(|n| *n != node).collect();
     let mut load: BTreeMap<u32, usize> = live.iter().map(|n| (*n, 0)).collect();
@@ -60,7 +71,12 @@ pub(crate) fn drain_plan(metadata: &ClusterMetadata, node: u32) -> Result<Vec<Pa
             if !p.replicas.contains(&node) {
                 continue;
             }
-            let to = live.iter().filter(|n| !p.replicas.contains(n)).min_by_key(|n| (load[*n], **n)).copied();
+            let staying: Vec<u32> = p.replicas.iter().copied().filter(|r| *r != node).collect();
+            let to = live
+                .iter()
+                .filter(|n| !p.replicas.contains(n))
+                .min_by_key(|n| (shares_rack(metadata, &staying, **n), load[*n], **n))
+                .copied();
             let Some(to) = to else {
                 return Err(format!(
                     "{}-{} has replicas {:?}: no other live node can take node {node}'s place (live: {live:?})",
@@ -80,8 +96,10 @@ pub(crate) fn drain_plan(metadata: &ClusterMetadata, node: u32) -> Result<Vec<Pa
 /// the most to the node with the fewest that the partition is not on, until they differ by
 /// one at most), then preferred leaders (each partition's replica list starts with the
 /// node among its replicas that is the preferred leader of the fewest partitions so far;
-/// the controller's preferred election then moves leaderships there). Replicas on nodes
-/// that are not live stay where they are. One move per partition that changes.
+/// the controller's preferred election then moves leaderships there). With racks, a
+/// replica moves only where it puts no second replica of its partition in one rack (the
+/// balance stops short rather than give up the spread). Replicas on nodes that are not
+/// live stay where they are. One move per partition that changes.
 pub(crate) fn balance_plan(metadata: &ClusterMetadata) -> Vec<PartitionMove> {
     let live: Vec<u32> = metadata.nodes.iter().map(|n| n.node_id).collect();
     let mut parts: Vec<(String, u32, Vec<u32>)> = metadata
@@ -102,7 +120,12 @@ pub(crate) fn balance_plan(metadata: &ClusterMetadata) -> Vec<PartitionMove> {
         if count(&parts, most) <= count(&parts, least) + 1 {
             break;
         }
-        let Some(part) = parts.iter_mut().find(|(_, _, r)| r.contains(&most) && !r.contains(&least)) else { break };
+        let Some(part) = parts.iter_mut().find(|(_, _, r)| {
+            let staying: Vec<u32> = r.iter().copied().filter(|x| *x != most).collect();
+            r.contains(&most) && !r.contains(&least) && !shares_rack(metadata, &staying, least)
+        }) else {
+            break;
+        };
         for r in part.2.iter_mut() {
             if *r == most {
                 *r = least;
@@ -337,7 +360,10 @@ mod tests {
             isr: replicas.to_vec(),
         };
         ClusterMetadata {
-            nodes: nodes.iter().map(|n| NodeInfo { node_id: *n, host: "127.0.0.1".into(), port: 9000 }).collect(),
+            nodes: nodes
+                .iter()
+                .map(|n| NodeInfo { node_id: *n, host: "127.0.0.1".into(), port: 9000, rack: None })
+                .collect(),
             controller_id: Some(1),
             topics: vec![TopicInfo {
                 name: "t".into(),
@@ -385,5 +411,31 @@ mod tests {
         assert_eq!(moves, vec![(0, vec![2, 3, 4]), (2, vec![3, 2, 4]), (3, vec![4, 2, 3])]);
         assert!(drain_plan(&metadata(&[1, 2, 3], &[&[1, 2, 3]]), 1).unwrap_err().contains("no other live node"));
         assert!(drain_plan(&metadata(&[1, 2, 3], &[&[2, 3]]), 1).unwrap().is_empty());
+    }
+
+    /// With racks, a drained replica goes to a rack its partition is not in yet (even a
+    /// busier node), and a balance never puts two replicas of a partition in one rack.
+    #[test]
+    fn drains_and_balances_keep_replicas_on_distinct_racks() {
+        let with_racks = |mut m: ClusterMetadata, racks: &[(u32, &str)]| {
+            for n in &mut m.nodes {
+                n.rack = racks.iter().find(|(id, _)| *id == n.node_id).map(|(_, r)| (*r).to_string());
+            }
+            m
+        };
+        let racks = [(1, "a"), (2, "b"), (3, "c"), (4, "b"), (5, "a")];
+        // Node 5 (rack a, like the drained node 1) holds nothing; node 4 (rack b) is busier.
+        let m = with_racks(metadata(&[1, 2, 3, 4, 5], &[&[1, 2, 3], &[4, 3, 1]]), &racks);
+        let plan = drain_plan(&m, 1).unwrap();
+        let moves: Vec<Vec<u32>> = plan.into_iter().map(|m| m.replicas.unwrap()).collect();
+        assert_eq!(moves, vec![vec![2, 3, 5], vec![4, 3, 5]]);
+        let m = with_racks(metadata(&[1, 2, 3, 4, 5], &[&[1, 2, 3], &[1, 2, 3], &[1, 2, 3], &[1, 2, 3]]), &racks);
+        for mv in balance_plan(&m) {
+            let replicas = mv.replicas.unwrap();
+            let mut seen: Vec<&str> = replicas.iter().map(|r| rack_of(&m, *r).unwrap()).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), 3, "one replica per rack: {replicas:?}");
+        }
     }
 }
