@@ -43,6 +43,7 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
                    [--transactional-id-expiration-ms N]
                    [--peer ID=HOST:PORT,HOST:PORT[,HOST:PORT]]... [--voters ID,ID,...]
                    [--join HOST:PORT --cluster-listen HOST:PORT] [--rack NAME]
+                   [--replica-selector-class rack|leader]
                    [--session-timeout-ms N]
                    [--replica-lag-time-max-ms N] [--replication-throttled-rate BYTES]
 
@@ -172,6 +173,11 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
                             other nodes reach; needed with --join (--peer entries give it)
   --rack NAME               the node's rack (Kafka's broker.rack): new partitions spread
                             their replicas over racks, and Metadata reports it
+  --replica-selector-class rack|leader  with rack (Kafka's RackAwareReplicaSelector), a
+                            partition's leader sends a consumer that names its rack
+                            (client.rack) to an in-sync replica in that rack to fetch from
+                            (KIP-392). Default leader: consumers read from leaders (any
+                            replica still serves a Fetch v11+ sent to it)
   --session-timeout-ms N    a node not heard from for this long is fenced and loses its
                             leaderships (default 3000)
   --replica-lag-time-max-ms N  a follower that has not caught up for this long leaves the
@@ -299,6 +305,9 @@ pub struct NodeConfig {
     pub cluster_listen: Option<SocketAddr>,
     /// Kafka's broker.rack.
     pub rack: Option<String>,
+    /// Kafka's replica.selector.class is RackAwareReplicaSelector: a partition's leader
+    /// sends consumers that name a rack to an in-sync replica in it (KIP-392).
+    pub rack_aware_replica_selector: bool,
     /// A node not heard from for this long is fenced (cluster only).
     pub session_timeout_ms: u64,
     /// replica.lag.time.max.ms (cluster only).
@@ -482,6 +491,7 @@ impl Default for NodeConfig {
             join: None,
             cluster_listen: None,
             rack: None,
+            rack_aware_replica_selector: false,
         }
     }
 }
@@ -1003,6 +1013,18 @@ impl NodeConfig {
             "session-timeout-ms" => self.session_timeout_ms = number(key, value, 100, 600_000)?,
             "replica-lag-time-max-ms" => self.replica_lag_time_max_ms = number(key, value, 100, 600_000)?,
             "replication-throttled-rate" => self.replication_throttled_rate = number(key, value, 0, 1 << 40)?,
+            "replica-selector-class" => {
+                self.rack_aware_replica_selector = match value {
+                    "rack" | "org.apache.kafka.common.replica.RackAwareReplicaSelector" => true,
+                    "" | "leader" | "org.apache.kafka.common.replica.LeaderSelector" => false,
+                    other => {
+                        return Err(format!(
+                            "{key} = {other:?}: expected rack (Kafka's \
+                             org.apache.kafka.common.replica.RackAwareReplicaSelector) or leader"
+                        ))
+                    }
+                }
+            }
             "join" => self.join = Some(address(key, value)?),
             "cluster-listen" => self.cluster_listen = Some(address(key, value)?),
             "rack" => {

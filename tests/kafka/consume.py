@@ -7,10 +7,12 @@ committed offsets, or the beginning where there are none) and commits each recor
 offset + 1 synchronously right after printing it, so what it printed is exactly what it
 committed; it leaves the group before exiting.
 
-It fails if no record comes for --idle-ms before it has read --max records.
+It fails if no record comes for --idle-ms before it has read --max records. With
+--client-rack (confluent only) it names its rack (client.rack), so that leaders may send
+it to fetch from a replica in that rack (KIP-392).
 
 usage: consume.py --client confluent|kafka-python --bootstrap HOST:PORT --topic T --max N
-                  [--group G] [--idle-ms MS] [--timeout S]
+                  [--group G] [--idle-ms MS] [--timeout S] [--client-rack RACK]
                   [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
                   [--sasl-mechanism M --sasl-user U --sasl-password P]
 """
@@ -62,6 +64,9 @@ def consume_confluent(args):
         "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
         **confluent_security(args),
     }
+    if args.client_rack:
+        # KIP-392: the partitions' leaders may send it to a replica in this rack.
+        config["client.rack"] = args.client_rack
     consumer = Consumer(config)
     if args.group:
         consumer.subscribe([args.topic])
@@ -139,6 +144,7 @@ def main():
     parser.add_argument("--max", type=int, required=True)
     parser.add_argument("--group")
     parser.add_argument("--idle-ms", type=int, default=15_000)
+    parser.add_argument("--client-rack")
     parser.add_argument("--timeout", type=int, default=60)
     add_security_arguments(parser)
     args = parser.parse_args()

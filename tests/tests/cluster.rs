@@ -1422,6 +1422,76 @@ fn a_node_joins_takes_a_quarter_of_the_replicas_and_node_1_is_drained_and_remove
     eprintln!("{produced} records produced and read while node 4 joined and node 1 was drained and removed");
 }
 
+/// Fetch from the closest replica (KIP-392): three nodes in three racks run the
+/// rack-aware replica selector; a confluent-kafka consumer in rack-1 (client.rack) reads
+/// every record of a topic whose partitions nodes 1, 2 and 3 lead: the partitions led
+/// by the others are read from node 1, their follower in its rack (its metric of bytes served
+/// as a follower counts them; the other nodes, never asked as followers, count none), and
+/// nothing is missed or read twice.
+#[test]
+fn a_consumer_reads_from_the_replica_in_its_own_rack() {
+    const TOPIC: &str = "near";
+    const RECORDS: usize = 600;
+    let metrics: Vec<SocketAddr> = (0..3).map(|_| free_loopback_addr()).collect();
+    let per_node = |i: usize, _| {
+        let rack = format!("rack-{}", i + 1);
+        vec!["--metrics-listen".to_string(), metrics[i].to_string(), "--rack".to_string(), rack]
+    };
+    let flags = ["--replica-selector-class", "rack"];
+    let cluster = Cluster::start_full(3, &flags, Faults::Processes, "PLAINTEXT", &[], &per_node);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let topic = NewTopic { name: TOPIC.into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
+    let parts = runtime.block_on(async {
+        wait_for("racks in Metadata", || async {
+            let nodes = admin.metadata(Some(&[])).await.ok()?.nodes;
+            (nodes.len() == 3 && nodes.iter().all(|n| n.rack.is_some())).then_some(())
+        })
+        .await;
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, TOPIC).await
+    });
+    assert!(parts.iter().any(|p| p.leader != Some(1)), "nodes 2 or 3 lead some partition: {parts:?}");
+    let kafka: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+    let lines: String = (0..RECORDS).map(|i| format!("value-{i}\n")).collect();
+    let mut produce = std::process::Command::new("kcat");
+    produce.args(["-b", &kafka[0], "-P", "-t", TOPIC, "-X", "acks=all"]);
+    let run = sluice_tests::node_client::run_command(produce, lines.as_bytes(), WAIT);
+    assert_eq!(run.code, Some(0), "kcat -P: {run:?}");
+    runtime.block_on(wait_for_full_isr(&admin, TOPIC));
+
+    let follower_bytes = |node: usize| {
+        let body = sluice_tests::node_client::scrape_metrics(metrics[node]);
+        body.lines()
+            .find_map(|l| l.strip_prefix("sluice_fetch_bytes_served_by_follower_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("the follower fetch metric")
+    };
+    let mut consume = std::process::Command::new("python3");
+    consume
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka").join("consume.py"))
+        .args(["--client", "confluent", "--bootstrap", &kafka.join(","), "--topic", TOPIC])
+        .args(["--max", &RECORDS.to_string(), "--client-rack", "rack-1", "--timeout", "50"])
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let run = sluice_tests::node_client::run_command(consume, b"", WAIT);
+    assert_eq!(run.code, Some(0), "consume.py: {run:?}");
+    let mut values: Vec<String> = run
+        .stdout
+        .lines()
+        .filter_map(|l| sluice_tests::json::Json::parse(l).ok())
+        .filter_map(|j| j.get("value").and_then(sluice_tests::json::Json::as_str).map(str::to_string))
+        .collect();
+    values.sort();
+    // (consume.py prints values as hex.)
+    let hex = |s: String| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut expected: Vec<String> = (0..RECORDS).map(|i| hex(format!("value-{i}"))).collect();
+    expected.sort();
+    assert!(values == expected, "every record once: {} read, {} expected", values.len(), expected.len());
+    let served = [follower_bytes(0), follower_bytes(1), follower_bytes(2)];
+    assert!(served[0] > 0, "node 1 served the partitions it follows to the rack-1 consumer: {served:?}");
+    assert_eq!(&served[1..], &[0, 0], "nodes 2 and 3 were never asked as followers: {served:?}");
+}
+
 /// `sluice` (the CLI) against `bootstrap`, bounded by `WAIT`.
 fn sluice_cli(bootstrap: &str, args: &[&str]) -> sluice_tests::node_client::CliRun {
     let mut command = std::process::Command::new(sluice_tests::node_client::cli_binary());

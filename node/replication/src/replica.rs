@@ -361,6 +361,18 @@ impl ReplicaNode {
         Ok((replica.high_watermark, leader.epoch))
     }
 
+    /// What a consumer may read of `partition` on any replica (Kafka's fetch from a
+    /// follower, KIP-392): on the leader as `consumer_view`; on a follower below the high
+    /// watermark its leader last sent it (and its own log end). Returns the high watermark.
+    pub fn replica_view(&self, partition: ClusterPartitionId) -> Result<Offset, ReplicaError> {
+        let replica = self.replicas.get(&partition).ok_or(ReplicaError::NotLeader)?;
+        match &replica.role {
+            Role::Leader(_) => self.consumer_view(partition).map(|(hw, _)| hw),
+            Role::Follower(_) => Ok(replica.high_watermark.min(replica.log.end_offset())),
+            Role::Idle => Err(ReplicaError::NotLeader),
+        }
+    }
+
     /// One step: an input at `now_ms` in, actions out (in the order to perform them).
     pub fn step(&mut self, now_ms: u64, input: NodeInput) -> Vec<NodeAction> {
         let mut out = Vec::new();

@@ -377,8 +377,9 @@ impl ReplicaHost {
             // stored batch is committed.
             self.acks.borrow_mut().remove(&ack);
             if acks == Acks::All {
-                let _ = io::timeout(ACK_TIMEOUT, self.wait_for_high_watermark(id, info.last_offset)).await;
-                if self.readable(id, name)? <= info.last_offset {
+                let waited = self.wait_for_high_watermark(id, info.last_offset, Replicas::Leader);
+                let _ = io::timeout(ACK_TIMEOUT, waited).await;
+                if self.readable(id, name, Replicas::Leader)? <= info.last_offset {
                     return Err(NodeError::new(
                         ErrorKind::RequestTimedOut,
                         format!(
@@ -404,18 +405,28 @@ impl ReplicaHost {
         }
     }
 
-    /// What consumers may read here: below the returned high watermark, on the leader.
-    pub fn readable(&self, id: ClusterPartitionId, name: (&str, u32)) -> Result<Offset, NodeError> {
-        self.replicas.borrow().consumer_view(id).map(|(hw, _)| hw).map_err(|e| replica_error(e, name))
+    /// What consumers may read here: below the returned high watermark, on the leader
+    /// (`Replicas::Leader`) or, for a fetch from a follower (KIP-392), on any replica.
+    pub fn readable(&self, id: ClusterPartitionId, name: (&str, u32), on: Replicas) -> Result<Offset, NodeError> {
+        let replicas = self.replicas.borrow();
+        match on {
+            Replicas::Leader => replicas.consumer_view(id).map(|(hw, _)| hw),
+            Replicas::Any => replicas.replica_view(id),
+        }
+        .map_err(|e| replica_error(e, name))
     }
 
-    /// Resolves once the partition's high watermark is past `offset` or this node stops
-    /// leading it (callers bound the wait).
-    pub async fn wait_for_high_watermark(&self, id: ClusterPartitionId, offset: Offset) {
+    /// Resolves once the partition's high watermark here is past `offset` or this node
+    /// stops serving it (`on`: as the leader, or as any replica; callers bound the wait).
+    pub async fn wait_for_high_watermark(&self, id: ClusterPartitionId, offset: Offset, on: Replicas) {
         loop {
             let wait = self.moved.wait();
-            match self.replicas.borrow().consumer_view(id) {
-                Ok((hw, _)) if hw <= offset => {}
+            let view = match on {
+                Replicas::Leader => self.replicas.borrow().consumer_view(id).map(|(hw, _)| hw),
+                Replicas::Any => self.replicas.borrow().replica_view(id),
+            };
+            match view {
+                Ok(hw) if hw <= offset => {}
                 Err(ReplicaError::OffsetNotAvailable) => {}
                 _ => return,
             }
@@ -763,6 +774,16 @@ impl ReplicaHost {
             Endpoint::Client(_) => {}
         }
     }
+}
+
+/// Which replicas of a partition serve consumers' reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replicas {
+    /// Its leader only.
+    Leader,
+    /// Any replica, each below its high watermark: a Kafka consumer that names its rack
+    /// (Fetch v11+, KIP-392) may read from a follower.
+    Any,
 }
 
 /// The partition a message is about, if it is about one.

@@ -18,6 +18,7 @@ use super::fetch_response::{FetchedPartition, FetchedTopic};
 use super::fetch_sessions::{FetchSessions, Plan};
 use super::{code, index_of, partition_index, text, Request};
 use crate::acl::op;
+use crate::cluster::host::Replicas;
 use crate::errors::{ErrorKind, NodeError};
 use crate::listener::{ResponseFrame, Server};
 use crate::ops::fetch::{fetch_all, list_offset, FetchLimits, Wanted};
@@ -187,17 +188,28 @@ pub async fn fetch(
         }
     }
     let may_read = |name: &Option<String>| name.as_ref().is_some_and(|n| readable.get(n) == Some(&true));
+    // KIP-392: from v11 a consumer may read from a follower; a leader with a rack-aware
+    // replica selector sends a consumer in another rack to an in-sync replica in its own.
+    let on = if request.version >= 11 { Replicas::Any } else { Replicas::Leader };
+    let read_committed = fetch.isolation_level == 1;
+    let elsewhere: HashMap<(String, u32), u32> = parts
+        .iter()
+        .filter(|p| may_read(&p.name))
+        .filter_map(|p| {
+            let (topic, partition) = (p.name.clone()?, partition_index(p.partition));
+            let to = preferred_read_replica(server, request.version, &fetch.rack_id, &topic, partition)?;
+            Some(((topic, partition), to))
+        })
+        .collect();
     let wanted: Vec<Wanted> = parts
         .iter()
         .filter(|p| may_read(&p.name))
         .filter_map(|p| {
-            Some(Wanted {
-                topic: p.name.clone()?,
-                partition: partition_index(p.partition),
-                offset: p.offset,
-                max_bytes: p.max_bytes,
-                read_committed: fetch.isolation_level == 1,
-            })
+            let (topic, partition) = (p.name.clone()?, partition_index(p.partition));
+            if elsewhere.contains_key(&(topic.clone(), partition)) {
+                return None;
+            }
+            Some(Wanted { topic, partition, offset: p.offset, max_bytes: p.max_bytes, read_committed, on })
         })
         .collect();
     let limits = FetchLimits {
@@ -209,31 +221,38 @@ pub async fn fetch(
     let mut topics: Vec<FetchedTopic> = Vec::new();
     for part in parts {
         let denied = part.name.is_some() && !may_read(&part.name);
-        let fetched = match part.name.as_ref().filter(|_| !denied).and_then(|_| results.next()) {
-            Some(Ok(got)) => FetchedPartition {
-                partition: part.partition,
-                error_code: 0,
-                high_watermark: got.high_watermark.as_i64(),
-                last_stable_offset: got.last_stable_offset.as_i64(),
-                log_start_offset: got.log_start_offset.as_i64(),
-                aborted: got.aborted.iter().map(|(pid, first)| (*pid, first.as_i64())).collect(),
-                records: got.payload,
-                records_bytes: got.bytes,
-            },
-            failure => FetchedPartition {
-                partition: part.partition,
-                error_code: match failure {
-                    Some(Err(e)) => code(&e),
-                    _ if denied => crate::errors::error_code(ErrorKind::TopicAuthorizationFailed).0,
-                    _ => super::UNKNOWN_TOPIC_ID,
+        let redirect = part.name.clone().and_then(|t| elsewhere.get(&(t, partition_index(part.partition))).copied());
+        let fetched = if let (Some(to), Some(topic)) = (redirect, part.name.as_ref()) {
+            redirected(server, topic, part.partition, to, read_committed).await
+        } else {
+            match part.name.as_ref().filter(|_| !denied).and_then(|_| results.next()) {
+                Some(Ok(got)) => FetchedPartition {
+                    partition: part.partition,
+                    error_code: 0,
+                    high_watermark: got.high_watermark.as_i64(),
+                    last_stable_offset: got.last_stable_offset.as_i64(),
+                    log_start_offset: got.log_start_offset.as_i64(),
+                    aborted: got.aborted.iter().map(|(pid, first)| (*pid, first.as_i64())).collect(),
+                    records: got.payload,
+                    records_bytes: got.bytes,
+                    preferred_read_replica: -1,
                 },
-                high_watermark: -1,
-                last_stable_offset: -1,
-                log_start_offset: -1,
-                aborted: Vec::new(),
-                records: Vec::new(),
-                records_bytes: 0,
-            },
+                failure => FetchedPartition {
+                    partition: part.partition,
+                    error_code: match failure {
+                        Some(Err(e)) => code(&e),
+                        _ if denied => crate::errors::error_code(ErrorKind::TopicAuthorizationFailed).0,
+                        _ => super::UNKNOWN_TOPIC_ID,
+                    },
+                    high_watermark: -1,
+                    last_stable_offset: -1,
+                    log_start_offset: -1,
+                    aborted: Vec::new(),
+                    records: Vec::new(),
+                    records_bytes: 0,
+                    preferred_read_replica: -1,
+                },
+            }
         };
         if session != 0 {
             let news = sessions.has_news(request.version, session, &part, &fetched);
@@ -248,6 +267,57 @@ pub async fn fetch(
         }
     }
     super::fetch_response::encode(request.correlation_id, request.version, 0, session, topics)
+}
+
+/// KIP-392 on the partition's leader: the in-sync replica a consumer in rack `rack`
+/// should read from instead, when the node runs the rack-aware replica selector
+/// (`--replica-selector-class`), the request is v11+ and names a rack, and the leader is
+/// in another rack while a live in-sync follower is in that one (the first such in the
+/// ISR's order). `None`: read here.
+fn preferred_read_replica(server: &Server, version: i16, rack: &str, topic: &str, partition: u32) -> Option<u32> {
+    let shard = &server.shard;
+    if version < 11 || rack.is_empty() || !shard.config.rack_aware_replica_selector {
+        return None;
+    }
+    let placement = shard.placement(topic, partition);
+    let me = crate::replication::NodeId(shard.config.node_id);
+    if placement.leader != Some(me) {
+        return None;
+    }
+    let view = shard.cluster_view();
+    let rack_of = |n: &crate::replication::NodeId| view.endpoints.get(n).and_then(|e| e.rack.as_deref());
+    if rack_of(&me) == Some(rack) {
+        return None;
+    }
+    placement.isr.iter().find(|n| **n != me && rack_of(n) == Some(rack) && view.live.contains(n)).map(|n| n.0)
+}
+
+/// The answer for a partition a consumer should read from replica `to` (KIP-392): no
+/// records, the leader's offsets, and `to` as its preferred read replica.
+async fn redirected(
+    server: &Rc<Server>,
+    topic: &str,
+    partition: i32,
+    to: u32,
+    read_committed: bool,
+) -> FetchedPartition {
+    let index = partition_index(partition);
+    let offset = |timestamp| list_offset(&server.shard, topic, index, timestamp, read_committed);
+    let (end, start) = (offset(-1).await, offset(-2).await);
+    let at =
+        |r: Result<Option<(sluice_schemas::Offset, i64)>, NodeError>| r.ok().flatten().map_or(-1, |(o, _)| o.as_i64());
+    let high_watermark = at(end);
+    FetchedPartition {
+        partition,
+        error_code: 0,
+        high_watermark,
+        last_stable_offset: high_watermark,
+        log_start_offset: at(start),
+        aborted: Vec::new(),
+        records: Vec::new(),
+        records_bytes: 0,
+        preferred_read_replica: i32::try_from(to).unwrap_or(-1),
+    }
 }
 
 pub async fn list_offsets(server: &Rc<Server>, r: &Request, request: ListOffsetsRequest) -> ListOffsetsResponse {

@@ -31,6 +31,8 @@ pub struct FetchedPartition {
     /// Whole stored batches, as the log holds them.
     pub records: Vec<Payload>,
     pub records_bytes: u64,
+    /// The replica the consumer should read from instead (KIP-392; -1: this one).
+    pub preferred_read_replica: i32,
 }
 
 /// Builds the pieces of a response: owned field bytes between shared record bytes.
@@ -151,7 +153,7 @@ pub fn encode(
                 w.tags();
             }
             if version >= 11 {
-                w.i32(-1); // preferred_read_replica
+                w.i32(p.preferred_read_replica);
             }
             w.records(p.records_bytes, p.records);
             w.tags();
@@ -196,6 +198,7 @@ mod tests {
                             aborted: vec![(4001, 3), (4002, 6)],
                             records: vec![Payload::Owned(vec![1, 2, 3]), Payload::Owned(vec![4, 5])],
                             records_bytes: 5,
+                            preferred_read_replica: -1,
                         },
                         FetchedPartition {
                             partition: 3,
@@ -206,6 +209,7 @@ mod tests {
                             aborted: Vec::new(),
                             records: Vec::new(),
                             records_bytes: 0,
+                            preferred_read_replica: 4,
                         },
                     ],
                 },
@@ -239,6 +243,9 @@ mod tests {
             assert_eq!(p0.records.as_deref(), Some(&[1u8, 2, 3, 4, 5][..]));
             let p3 = &orders.partitions[1];
             assert_eq!((p3.partition_index, p3.error_code), (3, 1));
+            if version >= 11 {
+                assert_eq!((p0.preferred_read_replica.0, p3.preferred_read_replica.0), (-1, 4), "v{version}");
+            }
             assert_eq!(p3.records.as_deref().map(<[u8]>::len), Some(0));
             assert!(response.responses[1].partitions.is_empty());
         }

@@ -90,6 +90,8 @@ pub struct Metrics {
     pub fetch_bytes_copied: u64,
     /// Record bytes sent in fetch responses.
     pub fetch_bytes_served: u64,
+    /// Of those, bytes a follower served to consumers (fetch from follower, KIP-392).
+    pub fetch_bytes_served_by_follower: u64,
     pub cross_shard_calls: u64,
     /// Client connections open (both protocols; filled in when a snapshot is taken).
     pub connections: u64,
@@ -148,6 +150,7 @@ impl Default for Metrics {
             topics: BTreeMap::new(),
             fetch_bytes_copied: 0,
             fetch_bytes_served: 0,
+            fetch_bytes_served_by_follower: 0,
             cross_shard_calls: 0,
             connections: 0,
             connections_refused: 0,
@@ -201,6 +204,7 @@ impl Metrics {
         }
         self.fetch_bytes_copied += other.fetch_bytes_copied;
         self.fetch_bytes_served += other.fetch_bytes_served;
+        self.fetch_bytes_served_by_follower += other.fetch_bytes_served_by_follower;
         self.cross_shard_calls += other.cross_shard_calls;
         self.connections += other.connections;
         self.connections_refused += other.connections_refused;
@@ -285,6 +289,8 @@ impl Metrics {
         let _ = writeln!(out, "sluice_fetch_bytes_copied_total {}", self.fetch_bytes_copied);
         let _ = writeln!(out, "# HELP sluice_fetch_bytes_served_total Record bytes sent in fetch responses.\n# TYPE sluice_fetch_bytes_served_total counter");
         let _ = writeln!(out, "sluice_fetch_bytes_served_total {}", self.fetch_bytes_served);
+        let _ = writeln!(out, "# HELP sluice_fetch_bytes_served_by_follower_total Record bytes this node sent consumers from partitions it follows (fetch from the closest replica, KIP-392).\n# TYPE sluice_fetch_bytes_served_by_follower_total counter");
+        let _ = writeln!(out, "sluice_fetch_bytes_served_by_follower_total {}", self.fetch_bytes_served_by_follower);
         let _ = writeln!(out, "# HELP sluice_cross_shard_calls_total Requests forwarded to another shard.\n# TYPE sluice_cross_shard_calls_total counter");
         let _ = writeln!(out, "sluice_cross_shard_calls_total {}", self.cross_shard_calls);
         let _ = writeln!(

@@ -27,6 +27,7 @@ pub async fn fetch(server: &Rc<Server>, correlation_id: u32, request: wire::Fetc
                 offset: p.fetch_offset(),
                 max_bytes: p.max_bytes(),
                 read_committed: request.isolation_level() == READ_COMMITTED,
+                on: crate::cluster::host::Replicas::Leader,
             });
         }
         layout.push((name, wanted.len() - before));

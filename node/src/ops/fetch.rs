@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use sluice_schemas::Offset;
 
+use crate::cluster::host::Replicas;
 use crate::errors::{ErrorKind, NodeError};
 use crate::io::LocalFuture;
 use crate::listener::Payload;
@@ -28,6 +29,9 @@ pub struct Wanted {
     pub max_bytes: u32,
     /// Kafka's isolation level read_committed: only below the last stable offset.
     pub read_committed: bool,
+    /// Where it may be read: the leader only, or any replica (a Kafka consumer fetching
+    /// from a follower, KIP-392).
+    pub on: Replicas,
 }
 
 /// What a fetch got from one partition: whole stored batches.
@@ -126,7 +130,8 @@ async fn read_one(shard: &Rc<Shard>, w: &Wanted) -> Result<Got, NodeError> {
         .map_err(|_| NodeError::new(ErrorKind::OffsetOutOfRange, format!("fetch offset {} is negative", w.offset)))?;
     let owner = shard.owner(&w.topic, w.partition);
     if owner == shard.id {
-        let (chunks, summary) = shard.read_local(&w.topic, w.partition, offset, w.max_bytes, w.read_committed).await?;
+        let (chunks, summary) =
+            shard.read_local(&w.topic, w.partition, offset, w.max_bytes, w.read_committed, w.on).await?;
         let bytes = chunks.iter().map(|c| c.len() as u64).sum();
         return Ok(Got {
             payload: chunks.into_iter().map(Payload::Shared).collect(),
@@ -143,6 +148,7 @@ async fn read_one(shard: &Rc<Shard>, w: &Wanted) -> Result<Got, NodeError> {
         offset,
         max_bytes: w.max_bytes,
         read_committed: w.read_committed,
+        on: w.on,
     };
     match shard.call(owner, request).await {
         ShardReply::Read(Ok(ReadResult { bytes, high_watermark, log_start_offset, last_stable_offset, aborted })) => {
@@ -178,10 +184,10 @@ async fn wait_for_any(shard: &Rc<Shard>, wanted: &[Wanted], past: &[i64], max_wa
             let owner = shard.owner(&w.topic, w.partition);
             let offset = Offset(*at as u64);
             let fut: LocalFuture<'_, ()> = if owner == shard.id {
-                Box::pin(async move { shard.wait_for_readable(&w.topic, w.partition, offset).await })
+                Box::pin(async move { shard.wait_for_readable(&w.topic, w.partition, offset, w.on).await })
             } else {
-                let request =
-                    ShardRequest::WaitForData { topic: w.topic.clone(), partition: w.partition, offset, max_wait_ms };
+                let (topic, partition, on) = (w.topic.clone(), w.partition, w.on);
+                let request = ShardRequest::WaitForData { topic, partition, offset, max_wait_ms, on };
                 Box::pin(async move {
                     let _ = shard.call(owner, request).await;
                 })

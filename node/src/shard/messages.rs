@@ -34,6 +34,8 @@ pub enum ShardRequest {
         max_bytes: u32,
         /// Stop at the last stable offset and name the aborted transactions.
         read_committed: bool,
+        /// On the leader only, or on any replica (a fetch from a follower).
+        on: crate::cluster::host::Replicas,
     },
     /// Resolves when the partition has data at `offset`, or after `max_wait_ms`.
     WaitForData {
@@ -41,6 +43,7 @@ pub enum ShardRequest {
         partition: u32,
         offset: Offset,
         max_wait_ms: u64,
+        on: crate::cluster::host::Replicas,
     },
     ListOffset {
         topic: String,

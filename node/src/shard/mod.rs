@@ -29,6 +29,7 @@ pub use messages::{
     ShardRequest,
 };
 
+use crate::cluster::host::Replicas;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -372,8 +373,8 @@ impl Shard {
             ShardRequest::Append { topic, partition, batches, acks } => {
                 ShardReply::Appended(self.append_local(&topic, partition, &batches, acks).await)
             }
-            ShardRequest::Read { topic, partition, offset, max_bytes, read_committed } => {
-                let read = self.read_local(&topic, partition, offset, max_bytes, read_committed).await;
+            ShardRequest::Read { topic, partition, offset, max_bytes, read_committed, on } => {
+                let read = self.read_local(&topic, partition, offset, max_bytes, read_committed, on).await;
                 let result = read.map(|(chunks, r)| {
                     // Crossing to another thread means one copy of the record bytes.
                     let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum());
@@ -385,10 +386,9 @@ impl Shard {
                 });
                 ShardReply::Read(result)
             }
-            ShardRequest::WaitForData { topic, partition, offset, max_wait_ms } => {
-                let _ =
-                    io::timeout(Duration::from_millis(max_wait_ms), self.wait_for_readable(&topic, partition, offset))
-                        .await;
+            ShardRequest::WaitForData { topic, partition, offset, max_wait_ms, on } => {
+                let wait = self.wait_for_readable(&topic, partition, offset, on);
+                let _ = io::timeout(Duration::from_millis(max_wait_ms), wait).await;
                 ShardReply::Done
             }
             ShardRequest::ListOffset { topic, partition, timestamp, read_committed } => {
@@ -523,7 +523,12 @@ impl Shard {
     /// log's written end if that is lower (a leader alone in its ISR moves the high
     /// watermark when the log gives its append offsets, before the write completes).
     fn readable_end(&self, topic: &str, partition: u32) -> Result<Offset, NodeError> {
-        let hw = self.host().readable(self.replica_id(topic, partition)?, (topic, partition))?;
+        self.readable_end_on(topic, partition, Replicas::Leader)
+    }
+
+    /// `readable_end`, on the leader or (a fetch from a follower) on any replica.
+    fn readable_end_on(&self, topic: &str, partition: u32, on: Replicas) -> Result<Offset, NodeError> {
+        let hw = self.host().readable(self.replica_id(topic, partition)?, (topic, partition), on)?;
         Ok(self.log(topic, partition).map_or(hw, |log| hw.min(log.log_end_offset())))
     }
 
@@ -556,9 +561,9 @@ impl Shard {
     /// Resolves once consumers can read at `offset` of a partition this shard owns (its
     /// high watermark passed it and the log has written it, see `readable_end`) or this
     /// node stops leading it. Callers bound it.
-    pub async fn wait_for_readable(&self, topic: &str, partition: u32, offset: Offset) {
+    pub async fn wait_for_readable(&self, topic: &str, partition: u32, offset: Offset, on: Replicas) {
         if let Ok(id) = self.replica_id(topic, partition) {
-            self.host().wait_for_high_watermark(id, offset).await;
+            self.host().wait_for_high_watermark(id, offset, on).await;
             if let Some(log) = self.log(topic, partition) {
                 log.wait_for_data(offset).await;
             }
@@ -678,12 +683,15 @@ impl Shard {
         offset: Offset,
         max_bytes: u32,
         read_committed: bool,
+        on: Replicas,
     ) -> Result<(Vec<io::IoBytes>, ReadResult), NodeError> {
         let log = self.local_log(topic, partition)?;
-        let hw = self.readable_end(topic, partition)?;
+        let hw = self.readable_end_on(topic, partition, on)?;
         let lso = hw.min(log.last_stable_offset());
         let end = if read_committed { lso } else { hw };
-        let past_hw = offset >= end && offset <= log.log_end_offset();
+        // A follower may be behind the offset its consumer got from the leader: nothing to
+        // serve yet rather than out of range (it catches up).
+        let past_hw = offset >= end && (offset <= log.log_end_offset() || on == Replicas::Any);
         let mut fetched = if past_hw {
             // At or past the high watermark: nothing to serve yet (as at a log end).
             crate::storage::Fetched::empty(offset, log.log_start_offset(), log.log_end_offset())
@@ -703,8 +711,12 @@ impl Shard {
             last_stable_offset: lso,
             aborted,
         };
+        let by_follower = on == Replicas::Any && self.placement(topic, partition).leader != Some(self.host().node());
         let mut metrics = self.metrics.borrow_mut();
         metrics.fetch_bytes_served += fetched.bytes();
+        if by_follower {
+            metrics.fetch_bytes_served_by_follower += fetched.bytes();
+        }
         let counters = metrics.topic(topic);
         counters.bytes_out += fetched.bytes();
         counters.records_out += fetched.chunks.iter().map(|c| crate::metrics::records_in(c)).sum::<u64>();
@@ -783,7 +795,7 @@ impl Shard {
     ) -> Result<Vec<crate::storage::producers::ProducerSummary>, NodeError> {
         let log = self.local_log(topic, partition)?;
         let id = self.replica_id(topic, partition)?;
-        self.host().readable(id, (topic, partition))?;
+        self.host().readable(id, (topic, partition), Replicas::Leader)?;
         Ok(log.producers())
     }
 
