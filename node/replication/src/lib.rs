@@ -318,6 +318,8 @@ pub enum Message {
     /// own `Join` (addressed to the node): where the node reaches it, before the log says.
     Join {
         node: NodeId,
+        /// The announcing life (a controller's answer carries its own).
+        incarnation: Incarnation,
         endpoints: state::NodeEndpoints,
         hops: u8,
     },

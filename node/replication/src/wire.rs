@@ -107,9 +107,10 @@ pub fn encode_parts(envelope: &Envelope, parts: &[&[u8]]) -> Option<Vec<u8>> {
                 w.raw(&bytes);
             }
         }
-        Message::Join { node, endpoints, hops } => {
+        Message::Join { node, incarnation, endpoints, hops } => {
             w.u8(TAG_JOIN);
             w.u32(node.0);
+            w.u64(incarnation.0);
             w.endpoints(endpoints);
             w.u8(*hops);
         }
@@ -254,7 +255,12 @@ pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
             }
             Message::ForwardSecurity { commands }
         }
-        TAG_JOIN => Message::Join { node: NodeId(r.u32()?), endpoints: r.endpoints()?, hops: r.u8()? },
+        TAG_JOIN => Message::Join {
+            node: NodeId(r.u32()?),
+            incarnation: Incarnation(r.u64()?),
+            endpoints: r.endpoints()?,
+            hops: r.u8()?,
+        },
         TAG_ALTER_REPLY => Message::AlterPartitionReply {
             incarnation: Incarnation(r.u64()?),
             request_id: r.u64()?,
@@ -472,6 +478,7 @@ mod tests {
             Message::KafkaResponse { request_id: 7, reply_shard: 0 },
             Message::Join {
                 node: NodeId(9),
+                incarnation: Incarnation(1 << 41),
                 endpoints: crate::state::NodeEndpoints {
                     native: "10.0.0.9:7000".into(),
                     cluster: "10.0.0.9:7100".into(),
@@ -479,7 +486,12 @@ mod tests {
                 },
                 hops: 1,
             },
-            Message::Join { node: NodeId(0), endpoints: crate::state::NodeEndpoints::default(), hops: 0 },
+            Message::Join {
+                node: NodeId(0),
+                incarnation: Incarnation(0),
+                endpoints: crate::state::NodeEndpoints::default(),
+                hops: 0,
+            },
             Message::ForwardSecurity {
                 commands: vec![
                     crate::state::Command::DeleteScramCredential {

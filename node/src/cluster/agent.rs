@@ -32,8 +32,8 @@ use crate::controller::wal::ControllerLog;
 use crate::io::{self, WaitQueue};
 use crate::replication::quorum::{MemberChange, Persist, QuorumConfig, QuorumError, SNAPSHOT_BYTES_MAX};
 use crate::replication::{
-    wire, ClusterState, Command, ControllerConfig, ControllerVoter, Endpoint, Envelope, Message, NodeEndpoints, NodeId,
-    VoterOutput, JOIN_HOPS_MAX,
+    wire, ClusterState, Command, ControllerConfig, ControllerVoter, Endpoint, Envelope, Incarnation, Message,
+    NodeEndpoints, NodeId, VoterOutput, JOIN_HOPS_MAX,
 };
 
 /// How often the voter ticks (raft-rs counts its election timeout in ticks).
@@ -94,6 +94,8 @@ pub struct AgentConfig {
     /// The cluster listener of a running node this node joins through (`--join`); its
     /// quorum member then opens with no members and waits for the controller's snapshot.
     pub join: Option<SocketAddr>,
+    /// This life of the node (its announcements carry it).
+    pub incarnation: Incarnation,
 }
 
 /// The controller quorum's members, as node ids.
@@ -246,7 +248,8 @@ impl Agent {
             let members = self.members().unwrap_or_default();
             let told = self.rejoin.take();
             if recorded.as_ref() != Some(&endpoints) || !members.contains(me) || told.is_some() {
-                let message = Message::Join { node: me, endpoints: endpoints.clone(), hops: 0 };
+                let incarnation = self.config.incarnation;
+                let message = Message::Join { node: me, incarnation, endpoints: endpoints.clone(), hops: 0 };
                 let envelope = Envelope { from: Endpoint::Node(me), to: Endpoint::Controller, message };
                 match (told, members.voters.is_empty(), wire::encode(&envelope, &[])) {
                     (Some(controller), _, Some(bytes)) => self.transport.send_envelope(controller, bytes),
@@ -260,14 +263,14 @@ impl Agent {
 
     /// The controller's side of `Message::Join`: records the node's endpoints, then makes
     /// it a learner of the quorum; a voter that does not lead passes a joining node's
-    /// message on to the leader it knows. A node id that a live node with other endpoints
-    /// has is refused (ids are unique).
-    fn join(&self, node: NodeId, endpoints: NodeEndpoints, hops: u8) {
+    /// message on to the leader it knows. Other endpoints for a node id that a newer life
+    /// has registered are refused (an older process, or a second one with the same id).
+    fn join(&self, node: NodeId, incarnation: Incarnation, endpoints: NodeEndpoints, hops: u8) {
         let members = self.members().unwrap_or_default();
         if !self.is_controller() {
             let leader = self.controller().filter(|l| *l != self.config.node);
             if let Some(leader) = leader.filter(|_| !members.contains(node) && hops < JOIN_HOPS_MAX) {
-                let message = Message::Join { node, endpoints, hops: hops + 1 };
+                let message = Message::Join { node, incarnation, endpoints, hops: hops + 1 };
                 let envelope = Envelope { from: Endpoint::Node(node), to: Endpoint::Controller, message };
                 if let Some(bytes) = wire::encode(&envelope, &[]) {
                     self.transport.send_envelope(leader, bytes);
@@ -275,8 +278,8 @@ impl Agent {
             }
             return;
         }
-        let Some((live, recorded)) =
-            self.with_state(|s| s.node(node).map_or((false, None), |r| (r.eligible(), r.endpoints.clone())))
+        let Some((registered, recorded)) =
+            self.with_state(|s| s.node(node).map_or((None, None), |r| (r.incarnation, r.endpoints.clone())))
         else {
             return;
         };
@@ -295,10 +298,10 @@ impl Agent {
             }
             return;
         }
-        if live && recorded.is_some() {
+        if recorded.is_some() && registered.is_some_and(|r| r > incarnation) {
             warn!(
-                "a node announced itself as node {node} at {}, but node {node} is live at {}: refused (node ids \
-                 are unique; a node that moved is accepted once its old life is fenced)",
+                "a node announced itself as node {node} at {}, but a newer life of node {node} is registered at {}: \
+                 refused (node ids are unique)",
                 endpoints.cluster,
                 recorded.map(|e| e.cluster).unwrap_or_default()
             );
@@ -486,10 +489,14 @@ impl Agent {
                     continue;
                 }
                 Ok((
-                    Envelope { to: Endpoint::Controller, message: Message::Join { node, endpoints, hops }, .. },
+                    Envelope {
+                        to: Endpoint::Controller,
+                        message: Message::Join { node, incarnation, endpoints, hops },
+                        ..
+                    },
                     _,
                 )) => {
-                    self.join(node, endpoints, hops);
+                    self.join(node, incarnation, endpoints, hops);
                     continue;
                 }
                 // The controller tells this node it is not a member (`tell_not_member`).
@@ -532,7 +539,8 @@ impl Agent {
     /// log still says it is a member) announces itself again when told.
     fn tell_not_member(&self, node: NodeId) {
         if let Some(mine) = &self.config.endpoints {
-            let message = Message::Join { node: self.config.node, endpoints: mine.clone(), hops: 0 };
+            let incarnation = self.config.incarnation;
+            let message = Message::Join { node: self.config.node, incarnation, endpoints: mine.clone(), hops: 0 };
             self.send(&Envelope { from: Endpoint::Controller, to: Endpoint::Node(node), message });
         }
     }
@@ -649,6 +657,7 @@ mod tests {
                 tls: None,
                 endpoints: None,
                 join: None,
+                incarnation: Incarnation(1),
             };
             let replica = ReplicaConfig {
                 heartbeat_interval_ms: 100,

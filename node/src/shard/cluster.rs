@@ -457,6 +457,7 @@ impl Shard {
                 tls,
                 endpoints: setup.endpoints.clone(),
                 join: setup.join,
+                incarnation: setup.incarnation,
             };
             let dir = self.config.data_dir.join("controller");
             let agent =
