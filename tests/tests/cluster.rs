@@ -1492,6 +1492,98 @@ fn a_consumer_reads_from_the_replica_in_its_own_rack() {
     assert_eq!(&served[1..], &[0, 0], "nodes 2 and 3 were never asked as followers: {served:?}");
 }
 
+/// A node's shards are evened out (issue 21): node 1 follows all 8 partitions of a topic,
+/// spread over its two shards; the ones on its shard 0 move off the node, which leaves
+/// shard 1 far busier; node 1 then moves followers from shard 1 to shard 0 (its shard
+/// map ends at most one apart), the moved followers catch up on their new shard (the ISR
+/// is full again), and records produced after the move are in node 1's copies.
+#[test]
+fn a_nodes_followers_move_to_its_less_busy_shard_and_keep_replicating() {
+    const TOPIC: &str = "shards";
+    const PARTITIONS: u32 = 8;
+    let cluster = Cluster::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let topic = NewTopic { name: TOPIC.into(), partitions: PARTITIONS, replication_factor: 2, configs: Vec::new() };
+    runtime.block_on(async {
+        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        wait_for_full_isr(&admin, TOPIC).await;
+    });
+    let kafka: Vec<String> = cluster.nodes[1..].iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
+    let kafka = kafka.join(",");
+    let bootstrap = cluster.bootstrap().join(",");
+    let shard_map = |cluster: &Cluster| -> BTreeMap<(String, u32), u32> {
+        let text = std::fs::read_to_string(cluster.data_dir(1).join("shard-map")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let mut f = l.split(' ');
+                Some(((f.next()?.to_string(), f.next()?.parse().ok()?), f.next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let move_all = |targets: &[(u32, Vec<u32>)]| {
+        let mut args = vec!["partition".to_string(), "move".to_string()];
+        args.extend(
+            targets
+                .iter()
+                .map(|(p, r)| format!("{TOPIC}:{p}={}", r.iter().map(u32::to_string).collect::<Vec<_>>().join(","))),
+        );
+        args.push("--wait".to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = sluice_cli(&bootstrap, &args);
+        assert_eq!(run.code, Some(0), "{run:?}");
+    };
+    // Node 1 follows every partition (led by node 2 or 3).
+    let follow: Vec<(u32, Vec<u32>)> = (0..PARTITIONS).map(|p| (p, vec![2 + p % 2, 1])).collect();
+    move_all(&follow);
+    runtime.block_on(wait_for("nodes 2 and 3 to lead every partition", || async {
+        let parts = partitions(&admin, TOPIC).await?;
+        parts.iter().all(|p| p.leader.is_some_and(|l| l != 1) && p.isr.len() == 2).then_some(())
+    }));
+    let before = shard_map(&cluster);
+    let on_shard_0: Vec<u32> = (0..PARTITIONS).filter(|p| before.get(&(TOPIC.to_string(), *p)) == Some(&0)).collect();
+    assert!(on_shard_0.len() >= 2, "node 1 put some of the topic on shard 0: {before:?}");
+    // Those leave node 1: its shard 1 is now the busier by at least 4.
+    let leave: Vec<(u32, Vec<u32>)> = on_shard_0.iter().map(|p| (*p, vec![2, 3])).collect();
+    move_all(&leave);
+    let balanced = runtime.block_on(wait_for("node 1's shards to be even again", || async {
+        let map = shard_map(&cluster);
+        let load = |s: u32| map.values().filter(|v| **v == s).count();
+        let moved_back = map.keys().all(|(t, p)| t != TOPIC || !on_shard_0.contains(p));
+        (moved_back && load(0).abs_diff(load(1)) <= 1).then_some(map)
+    }));
+    let moved: Vec<u32> = (0..PARTITIONS)
+        .filter(|p| {
+            before.get(&(TOPIC.to_string(), *p)) == Some(&1) && balanced.get(&(TOPIC.to_string(), *p)) == Some(&0)
+        })
+        .collect();
+    assert!(!moved.is_empty(), "followers moved from shard 1 to shard 0: {before:?} -> {balanced:?}");
+    // The moved followers replicate from their new shard.
+    let lines: String = (0..400).map(|i| format!("after-{i}\n")).collect();
+    let mut produce = std::process::Command::new("kcat");
+    produce.args(["-b", &kafka, "-P", "-t", TOPIC, "-X", "acks=all"]);
+    let run = sluice_tests::node_client::run_command(produce, lines.as_bytes(), WAIT);
+    assert_eq!(run.code, Some(0), "kcat -P: {run:?}");
+    let parts = runtime.block_on(wait_for_full_isr(&admin, TOPIC));
+    let high_watermarks: BTreeMap<u32, u64> =
+        moved.iter().map(|p| (*p, runtime.block_on(high_watermark(&cluster, &admin, TOPIC, *p)))).collect();
+    let mut cluster = cluster;
+    for node in &mut cluster.nodes {
+        node.sigterm_and_wait();
+    }
+    for p in &moved {
+        let leader = parts[*p as usize].leader.unwrap() as usize;
+        let theirs =
+            records_of(&stored_batches(&cluster.data_dir(leader).join(format!("{TOPIC}-{p}")), high_watermarks[p]));
+        let ours = records_of(&stored_batches(&cluster.data_dir(1).join(format!("{TOPIC}-{p}")), high_watermarks[p]));
+        assert!(
+            !ours.is_empty() && ours == theirs,
+            "{TOPIC}-{p}: node 1's copy, moved to shard 0, matches its leader's"
+        );
+    }
+    eprintln!("node 1 moved {moved:?} from shard 1 to shard 0: {before:?} -> {balanced:?}");
+}
+
 /// `sluice` (the CLI) against `bootstrap`, bounded by `WAIT`.
 fn sluice_cli(bootstrap: &str, args: &[&str]) -> sluice_tests::node_client::CliRun {
     let mut command = std::process::Command::new(sluice_tests::node_client::cli_binary());

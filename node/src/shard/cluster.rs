@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use crate::replication::ClusterPartitionId;
 
-use super::{messages, AdminRequest, AdminResult, Shard, ShardId, ShardRequest};
+use super::{messages, AdminRequest, AdminResult, Shard, ShardId, ShardReply, ShardRequest};
 pub use crate::cluster::agent::QuorumMembers;
 use crate::cluster::agent::{Agent, AgentConfig, AgentHooks};
 use crate::cluster::host::{partition_of, HostLogs, ReplicaHost};
@@ -85,6 +85,39 @@ fn assign_shards(placed: &mut HashMap<TopicPartition, ShardId>, mine: &[TopicPar
         placed.insert(key.clone(), ShardId(least));
     }
 }
+
+/// Moves that even out the partitions per shard (counts at most one apart), of
+/// partitions `movable` says may move: each from the busiest shard to the idlest, the
+/// first movable one in order. (key, from, to) per move.
+fn shard_moves(
+    placed: &HashMap<TopicPartition, ShardId>,
+    shards: u16,
+    movable: impl Fn(&TopicPartition) -> bool,
+) -> Vec<(TopicPartition, ShardId, ShardId)> {
+    let mut load = vec![0usize; usize::from(shards)];
+    for shard in placed.values() {
+        load[usize::from(shard.0)] += 1;
+    }
+    let mut candidates: Vec<(&TopicPartition, ShardId)> =
+        placed.iter().filter(|(k, _)| movable(k)).map(|(k, s)| (k, *s)).collect();
+    candidates.sort();
+    let mut moves = Vec::new();
+    loop {
+        let busiest = (0..shards).max_by_key(|s| (load[usize::from(*s)], std::cmp::Reverse(*s))).unwrap_or(0);
+        let idlest = (0..shards).min_by_key(|s| (load[usize::from(*s)], *s)).unwrap_or(0);
+        if load[usize::from(busiest)] <= load[usize::from(idlest)] + 1 {
+            return moves;
+        }
+        let Some(i) = candidates.iter().position(|(_, s)| s.0 == busiest) else { return moves };
+        let (key, _) = candidates.remove(i);
+        load[usize::from(busiest)] -= 1;
+        load[usize::from(idlest)] += 1;
+        moves.push((key.clone(), ShardId(busiest), ShardId(idlest)));
+    }
+}
+
+/// How long a shard waits for the last reader or writer of a log it lets go of.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long an admin request waits for its command to be applied.
 pub(super) const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -691,7 +724,7 @@ impl Shard {
     /// shard it was given (from `SHARD_MAP_FILE`, so its log opens there after a restart);
     /// a new one goes to the shard with the fewest partitions. The file is written
     /// before any shard uses the map.
-    async fn place_on_shards(&self, view: &ClusterView, me: NodeId) -> HashMap<TopicPartition, ShardId> {
+    async fn place_on_shards(self: &Rc<Self>, view: &ClusterView, me: NodeId) -> HashMap<TopicPartition, ShardId> {
         let path = self.config.data_dir.join(SHARD_MAP_FILE);
         // The last view has the map; the file is read only until there is one.
         let mut known = self.view.borrow().shards.clone();
@@ -709,6 +742,19 @@ impl Shard {
             view.partitions.iter().filter(|(_, s)| s.replicas.contains(&me)).map(|(k, _)| k.clone()).collect();
         let before = known.clone();
         assign_shards(&mut known, &mine, self.shards);
+        // Shards drift apart as partitions leave the node (deleted, moved off): followers
+        // move from the busiest shard to the idlest, each once its old shard let go of it.
+        let movable = |key: &TopicPartition| {
+            key.topic != OFFSETS_TOPIC
+                && key.topic != crate::txn::TXN_TOPIC
+                && view.partitions.get(key).is_some_and(|s| s.leader != Some(me))
+        };
+        for (key, from, to) in shard_moves(&known, self.shards, movable) {
+            if let ShardReply::Released(true) = self.call(from, ShardRequest::ReleaseLog(key.clone())).await {
+                info!(topic = %key.topic, partition = key.partition, from = from.0, to = to.0, "a follower moves to a less busy shard");
+                known.insert(key, to);
+            }
+        }
         if known != before {
             if let Err(e) = crate::io::write_file_atomically(&path, shard_map_text(&known).as_bytes()).await {
                 warn!("writing {}: {e}", path.display());
@@ -833,15 +879,51 @@ impl Shard {
             states.push(state.clone());
         }
         for id in host.hosted() {
-            let replicated =
-                view.ids.get(&id).and_then(|tp| view.partitions.get(tp)).is_some_and(|s| s.replicas.contains(&me));
-            if !replicated {
+            let here = view.ids.get(&id).is_some_and(|tp| {
+                self.owner(&tp.topic, tp.partition) == self.id
+                    && view.partitions.get(tp).is_some_and(|s| s.replicas.contains(&me))
+            });
+            if !here {
                 host.unhost(id);
             }
         }
         if view.registered {
             host.apply_states(states);
         }
+    }
+
+    /// The shard that owns a follower lets go of it for another shard of this node: it
+    /// stops replicating it and closes its log once nothing else holds it (at most
+    /// `RELEASE_TIMEOUT`; then it keeps it). Whether it let go; a partition it leads, or is
+    /// resetting, stays.
+    pub(super) async fn release_log(&self, key: &TopicPartition) -> bool {
+        let host = self.host();
+        let Some(id) = host.partition_id(&key.topic, key.partition) else { return false };
+        let view = self.cluster_view();
+        let Some(state) = view.partitions.get(key).cloned() else { return false };
+        if state.leader == Some(host.node()) || self.resetting.borrow().contains(key) {
+            return false;
+        }
+        host.unhost(id);
+        let Some(log) = self.logs.borrow_mut().remove(key) else { return true };
+        let deadline = std::time::Instant::now() + RELEASE_TIMEOUT;
+        while Rc::strong_count(&log) > 1 {
+            if std::time::Instant::now() >= deadline {
+                warn!(topic = %key.topic, partition = key.partition, "a log still in use is not moved to another shard");
+                let config = view.configs.get(&id).copied();
+                let config =
+                    config.unwrap_or(PartitionConfig { min_insync_replicas: 1, unclean_leader_election: false });
+                host.host(id, &key.topic, key.partition, config, &log);
+                self.logs.borrow_mut().insert(key.clone(), log);
+                if view.registered {
+                    host.apply_states(vec![state]);
+                }
+                return false;
+            }
+            crate::io::sleep(Duration::from_millis(1)).await;
+        }
+        super::close_log(log).await;
+        true
     }
 
     /// Shard 0: an envelope for this node goes to the shard that owns its partition; a
@@ -1227,5 +1309,27 @@ mod tests {
         assert_eq!(load, [3, 3], "{placed:?}");
         let text = shard_map_text(&placed);
         assert_eq!(parse_shard_map(&format!("{text}not a line\n")), placed);
+    }
+
+    /// Shards that drifted apart get even again (at most one apart), by moving only the
+    /// partitions that may move, from the busiest shard to the idlest; shards already even,
+    /// or with nothing movable left, get no move.
+    #[test]
+    fn followers_move_from_the_busiest_shard_to_the_idlest() {
+        let placed: HashMap<TopicPartition, ShardId> =
+            (0..7).map(|p| (key("t", p), ShardId(if p < 6 { 1 } else { 0 }))).collect();
+        let moves = shard_moves(&placed, 3, |k| k.partition != 0);
+        let mut load = [1usize, 6, 0];
+        for (k, from, to) in &moves {
+            assert_eq!(placed[k], *from);
+            assert_ne!(k.partition, 0, "partition 0 may not move");
+            load[usize::from(from.0)] -= 1;
+            load[usize::from(to.0)] += 1;
+        }
+        assert!(load.iter().max().unwrap() - load.iter().min().unwrap() <= 1, "{load:?}: {moves:?}");
+        assert_eq!(moves.len(), 3, "{moves:?}");
+        assert!(shard_moves(&placed, 2, |_| false).is_empty(), "nothing movable");
+        let even: HashMap<TopicPartition, ShardId> = (0..4).map(|p| (key("t", p), ShardId((p % 2) as u16))).collect();
+        assert!(shard_moves(&even, 2, |_| true).is_empty());
     }
 }

@@ -75,6 +75,9 @@ pub enum ShardRequest {
     ListReassignments(Option<Vec<(String, Vec<u32>)>>),
     /// To shard 0: forget a node that is down for good (UnregisterBroker).
     RemoveNode(u32),
+    /// To the shard that owns a follower: let go of it for another shard of the node
+    /// (`Shard::release_log`).
+    ReleaseLog(sluice_schemas::TopicPartition),
     /// To shard 0: make a node a controller voter (`add`) or take its vote away.
     ChangeVoter {
         node: u32,
@@ -151,6 +154,8 @@ pub enum ShardReply {
     Reassignments(Result<Vec<super::reassign::MoveInProgress>, NodeError>),
     Removed(Result<(), NodeError>),
     VoterChanged(Result<(), NodeError>),
+    /// Whether a shard let go of a log (`ReleaseLog`).
+    Released(bool),
     Quorum(Result<super::voters::QuorumStatus, NodeError>),
     Done,
     Failed(NodeError),

@@ -402,6 +402,7 @@ impl Shard {
             ShardRequest::RemoveNode(node) => ShardReply::Removed(self.remove_node(node).await),
             ShardRequest::ChangeVoter { node, add } => ShardReply::VoterChanged(self.change_voter(node, add).await),
             ShardRequest::DescribeQuorum => ShardReply::Quorum(self.quorum_status()),
+            ShardRequest::ReleaseLog(key) => ShardReply::Released(self.release_log(&key).await),
             ShardRequest::Security(changes) => ShardReply::SecurityChanged(self.change_security_here(changes).await),
             ShardRequest::ProducerId => ShardReply::ProducerId(self.next_producer_id().await),
             ShardRequest::ConnectionSlot { ip, limit: Some(limit) } => {
