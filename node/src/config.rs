@@ -176,8 +176,8 @@ usage: sluice-node [--config FILE] [--data-dir DIR] [--listen [PROTOCOL://]HOST:
   --replica-selector-class rack|leader  with rack (Kafka's RackAwareReplicaSelector), a
                             partition's leader sends a consumer that names its rack
                             (client.rack) to an in-sync replica in that rack to fetch from
-                            (KIP-392). Default leader: consumers read from leaders (any
-                            replica still serves a Fetch v11+ sent to it)
+                            (KIP-392), which serves it. Default leader: consumers read
+                            from leaders
   --session-timeout-ms N    a node not heard from for this long is fenced and loses its
                             leaderships (default 3000)
   --replica-lag-time-max-ms N  a follower that has not caught up for this long leaves the

@@ -188,9 +188,11 @@ pub async fn fetch(
         }
     }
     let may_read = |name: &Option<String>| name.as_ref().is_some_and(|n| readable.get(n) == Some(&true));
-    // KIP-392: from v11 a consumer may read from a follower; a leader with a rack-aware
-    // replica selector sends a consumer in another rack to an in-sync replica in its own.
-    let on = if request.version >= 11 { Replicas::Any } else { Replicas::Leader };
+    // KIP-392: a leader with the rack-aware replica selector sends a consumer that names
+    // its rack (v11+) to an in-sync replica in that rack, which then serves it. Consumers
+    // that name no rack read from leaders only, as before.
+    let selecting = server.shard.config.rack_aware_replica_selector && !fetch.rack_id.is_empty();
+    let on = if request.version >= 11 && selecting { Replicas::Any } else { Replicas::Leader };
     let read_committed = fetch.isolation_level == 1;
     let elsewhere: HashMap<(String, u32), u32> = parts
         .iter()
