@@ -199,9 +199,20 @@ pub type ReplicaSpec = (ClusterPartitionId, PartitionConfig, ReplicaLog);
 pub struct ReplicaNode {
     me: Me,
     replicas: BTreeMap<ClusterPartitionId, Replica>,
+    /// The replicas a tick may have work for (`Replica::needs_ticks`): followers, and
+    /// leaders with other ISR members or an ISR change in flight. A tick visits only
+    /// these, so its cost grows with them, not with every partition hosted (a node's
+    /// 10,000 partitions led alone cost no tick). Kept up to date after every input that
+    /// touches a replica, and rebuilt from all of them every `TICKING_RESCAN_MS`.
+    pub(crate) ticking: std::collections::BTreeSet<ClusterPartitionId>,
+    last_rescan_ms: u64,
     last_heartbeat_ms: Option<u64>,
     shutting_down: bool,
 }
+
+/// How often a tick looks at every replica again to rebuild `ReplicaNode::ticking` (a
+/// safety net: the set is updated after each input that touches a replica).
+pub(crate) const TICKING_RESCAN_MS: u64 = 1_000;
 
 /// Who the node is and what every handler reads or counts: kept apart from the replicas
 /// so a handler can hold both.
@@ -231,6 +242,8 @@ impl ReplicaNode {
         let mut node = ReplicaNode {
             me: Me { id, incarnation, config, next_request_id: 0 },
             replicas: BTreeMap::new(),
+            ticking: std::collections::BTreeSet::new(),
+            last_rescan_ms: 0,
             last_heartbeat_ms: None,
             shutting_down: false,
         };
@@ -311,7 +324,16 @@ impl ReplicaNode {
         if let Some(mut replica) = self.replicas.remove(&partition) {
             replica.fail_waiting(&mut ctx);
         }
+        self.ticking.remove(&partition);
         out
+    }
+
+    /// Puts `partition` in `ticking` or takes it out, as its replica now needs.
+    fn retick(&mut self, partition: ClusterPartitionId) {
+        match self.replicas.get(&partition) {
+            Some(replica) if replica.needs_ticks(self.me.id) => self.ticking.insert(partition),
+            _ => self.ticking.remove(&partition),
+        };
     }
 
     /// The node's produce path, where the `PartitionLog` gives offsets: called at the
@@ -375,6 +397,25 @@ impl ReplicaNode {
 
     /// One step: an input at `now_ms` in, actions out (in the order to perform them).
     pub fn step(&mut self, now_ms: u64, input: NodeInput) -> Vec<NodeAction> {
+        let touched: Vec<ClusterPartitionId> = match &input {
+            NodeInput::Receive(envelope) => match &envelope.message {
+                Message::HeartbeatReply { states, .. } => states.iter().map(|s| s.partition).collect(),
+                Message::PartitionUpdate { state, .. } | Message::AlterPartitionReply { state, .. } => {
+                    vec![state.partition]
+                }
+                Message::Fetch { partition, .. } | Message::FetchReply { partition, .. } => vec![*partition],
+                _ => Vec::new(),
+            },
+            NodeInput::Tick | NodeInput::BeginShutdown => Vec::new(),
+        };
+        let out = self.step_replicas(now_ms, input);
+        for partition in touched {
+            self.retick(partition);
+        }
+        out
+    }
+
+    fn step_replicas(&mut self, now_ms: u64, input: NodeInput) -> Vec<NodeAction> {
         let mut out = Vec::new();
         let mut ctx = self.me.ctx(now_ms, &mut out);
         match input {
@@ -383,8 +424,22 @@ impl ReplicaNode {
                     self.last_heartbeat_ms = Some(now_ms);
                     send_heartbeat(&mut ctx, self.shutting_down);
                 }
-                for replica in self.replicas.values_mut() {
-                    replica.tick(&mut ctx);
+                if now_ms >= self.last_rescan_ms + TICKING_RESCAN_MS {
+                    self.last_rescan_ms = now_ms;
+                    let me = ctx.node;
+                    self.ticking = self.replicas.iter().filter(|(_, r)| r.needs_ticks(me)).map(|(id, _)| *id).collect();
+                }
+                let mut idle = Vec::new();
+                for id in &self.ticking {
+                    if let Some(replica) = self.replicas.get_mut(id) {
+                        replica.tick(&mut ctx);
+                        if !replica.needs_ticks(ctx.node) {
+                            idle.push(*id);
+                        }
+                    }
+                }
+                for id in idle {
+                    self.ticking.remove(&id);
                 }
             }
             NodeInput::BeginShutdown => {
@@ -489,6 +544,16 @@ impl Replica {
     fn log_op(&mut self, ctx: &mut Ctx<'_>, op: LogOp) {
         self.log.apply(&op);
         ctx.out.push(NodeAction::Log { partition: self.partition, op });
+    }
+
+    /// Whether a tick may have work for this replica: a follower (its fetch timers), or a
+    /// leader with other ISR members (their lag) or an ISR change in flight (its retry).
+    fn needs_ticks(&self, me: NodeId) -> bool {
+        match &self.role {
+            Role::Idle => false,
+            Role::Follower(_) => true,
+            Role::Leader(leader) => leader.pending.is_some() || leader.isr.iter().any(|m| *m != me),
+        }
     }
 
     fn tick(&mut self, ctx: &mut Ctx<'_>) {

@@ -449,3 +449,42 @@ fn a_leader_serves_replicas_added_in_its_epoch_and_forgets_removed_ones() {
     let (result, _) = fetch(&mut leader, 5, 3, 1, 2, Some(1));
     assert_eq!(result, FetchResult::Error(ReplicaError::NotLeader), "node 3 left the replicas");
 }
+
+/// A tick visits only the replicas it may have work for: of 1,000 partitions this node
+/// leads alone and one it follows, only the follower; a led partition whose ISR gains a
+/// member joins them (its lag is watched), and leaves again once the ISR is this node alone.
+#[test]
+fn a_tick_visits_followers_and_leaders_with_company_only() {
+    let partitions: Vec<ReplicaSpec> =
+        (0..1_001).map(|p| (ClusterPartitionId(p), PARTITION, ReplicaLog::new())).collect();
+    let mut node = ReplicaNode::new(NodeId(1), Incarnation(1), CONFIG, partitions);
+    let at = |p: u32, leader: u32, isr: &[u32]| PartitionState {
+        partition: ClusterPartitionId(p),
+        ..state(leader, 1, 1, isr)
+    };
+    let mut states: Vec<PartitionState> = (0..1_000).map(|p| at(p, 1, &[1])).collect();
+    states.push(at(1_000, 2, &[2, 1]));
+    let reply = Message::HeartbeatReply { incarnation: Incarnation(1), states, shutdown_ready: false };
+    deliver(&mut node, 0, Endpoint::Controller, reply);
+    node.step(10, NodeInput::Tick);
+    assert_eq!(node.ticking.iter().copied().collect::<Vec<_>>(), vec![ClusterPartitionId(1_000)]);
+    let update = |state| Message::PartitionUpdate { incarnation: Incarnation(1), state };
+    deliver(
+        &mut node,
+        20,
+        Endpoint::Controller,
+        update(PartitionState { partition_epoch: PartitionEpoch(2), ..at(7, 1, &[1, 2]) }),
+    );
+    assert!(node.ticking.contains(&ClusterPartitionId(7)), "a leader with an ISR member to watch");
+    deliver(
+        &mut node,
+        30,
+        Endpoint::Controller,
+        update(PartitionState { partition_epoch: PartitionEpoch(3), ..at(7, 1, &[1]) }),
+    );
+    node.step(40, NodeInput::Tick);
+    assert!(!node.ticking.contains(&ClusterPartitionId(7)), "alone in its ISR again");
+    // The rescan finds the same set.
+    node.step(40 + crate::replica::TICKING_RESCAN_MS, NodeInput::Tick);
+    assert_eq!(node.ticking.len(), 1);
+}
