@@ -285,7 +285,7 @@ impl Agent {
         };
         if !members.contains(node) {
             if let Ok(address) = endpoints.cluster.parse() {
-                self.transport.set_addresses(&BTreeMap::from([(node, address)]));
+                self.transport.learn_address(node, address);
             }
             self.tell_not_member(node);
         }
@@ -502,7 +502,7 @@ impl Agent {
                 // The controller tells this node it is not a member (`tell_not_member`).
                 Ok((Envelope { message: Message::Join { node, endpoints, .. }, .. }, _)) => {
                     if let Ok(address) = endpoints.cluster.parse() {
-                        self.transport.set_addresses(&BTreeMap::from([(node, address)]));
+                        self.transport.learn_address(node, address);
                     }
                     self.rejoin.set(Some(node));
                     continue;

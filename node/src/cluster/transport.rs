@@ -125,6 +125,14 @@ impl Transport {
         }
     }
 
+    /// Learns where a node is reached when the transport has no address for it yet (a
+    /// joining node and its controller, before the committed state names them).
+    pub fn learn_address(&self, node: NodeId, address: SocketAddr) {
+        if !self.outboxes.borrow().contains_key(&node) {
+            self.set_addresses(&BTreeMap::from([(node, address)]));
+        }
+    }
+
     /// The cluster link's TLS, if it has one (its listener takes it too).
     #[must_use]
     pub fn tls(&self) -> Option<std::sync::Arc<crate::tls::ClusterTls>> {

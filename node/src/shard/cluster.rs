@@ -189,14 +189,14 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// The cluster address of every node: `--peer` entries, then what nodes announced
-    /// (nodes that joined, or moved).
+    /// The cluster address of every node: its `--peer` entry (the operator's routing,
+    /// which may go through a proxy), else what it announced (a node that joined).
     #[must_use]
     pub fn cluster_addresses(&self, peers: &BTreeMap<NodeId, Option<SocketAddr>>) -> BTreeMap<NodeId, SocketAddr> {
         let mut addresses = crate::cluster::transport::addresses(peers);
         for (node, e) in &self.endpoints {
             if let Ok(address) = e.cluster.parse() {
-                addresses.insert(*node, address);
+                addresses.entry(*node).or_insert(address);
             }
         }
         addresses

@@ -152,23 +152,8 @@ impl GroupHost for Shard {
         self.metadata().topic(topic).map(|t| t.partitions)
     }
 
-    /// Appends to the offsets partition; its failures become what a group's client acts on,
-    /// as Kafka's coordinator answers: a partition led elsewhere now means the coordinator
-    /// moved (NOT_COORDINATOR: find it again), too few replicas in sync or no such
-    /// partition means it is not available yet (retriable).
     fn append_offsets<'a>(&'a self, partition: u32, batch: &'a [u8]) -> io::LocalFuture<'a, Result<(), NodeError>> {
-        Box::pin(async move {
-            self.append_internal(OFFSETS_TOPIC, partition, batch).await.map_err(|mut e| {
-                e.kind = match e.kind {
-                    ErrorKind::NotLeaderOrFollower => ErrorKind::NotCoordinator,
-                    ErrorKind::UnknownTopicOrPartition
-                    | ErrorKind::NotEnoughReplicas
-                    | ErrorKind::NotEnoughReplicasAfterAppend => ErrorKind::CoordinatorNotAvailable,
-                    other => other,
-                };
-                e
-            })
-        })
+        Box::pin(self.append_internal(OFFSETS_TOPIC, partition, batch))
     }
 }
 
