@@ -1507,6 +1507,11 @@ fn a_nodes_followers_move_to_its_less_busy_shard_and_keep_replicating() {
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
     let topic = NewTopic { name: TOPIC.into(), partitions: PARTITIONS, replication_factor: 2, configs: Vec::new() };
     runtime.block_on(async {
+        // (The moves below name every node: each must be registered first.)
+        wait_for("three live nodes", || async {
+            (admin.metadata(Some(&[])).await.ok()?.nodes.len() == 3).then_some(())
+        })
+        .await;
         wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
         wait_for_full_isr(&admin, TOPIC).await;
     });
