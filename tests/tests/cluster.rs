@@ -1461,10 +1461,8 @@ fn a_consumer_reads_from_the_replica_in_its_own_rack() {
     runtime.block_on(wait_for_full_isr(&admin, TOPIC));
 
     let follower_bytes = |node: usize| {
-        let body = sluice_tests::node_client::scrape_metrics(metrics[node]);
-        body.lines()
-            .find_map(|l| l.strip_prefix("sluice_fetch_bytes_served_by_follower_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        let scrape = sluice_tests::node_client::scrape_metrics(metrics[node]);
+        sluice_tests::node_client::metric_value(&scrape, "sluice_fetch_bytes_served_by_follower_total")
             .expect("the follower fetch metric")
     };
     let mut consume = std::process::Command::new("python3");
@@ -1717,11 +1715,8 @@ fn the_cli_drains_a_node_of_every_replica_it_holds() {
     let throttled: u64 = metrics
         .iter()
         .map(|m| {
-            let body = sluice_tests::node_client::scrape_metrics(*m);
-            body.lines()
-                .find_map(|l| l.strip_prefix("sluice_replication_throttled_bytes_total "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
+            let scrape = sluice_tests::node_client::scrape_metrics(*m);
+            sluice_tests::node_client::metric_value(&scrape, "sluice_replication_throttled_bytes_total").unwrap_or(0)
         })
         .sum();
     assert!(throttled > 0, "the new replicas' copies went through the throttle");

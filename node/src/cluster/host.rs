@@ -408,12 +408,16 @@ impl ReplicaHost {
     /// What consumers may read here: below the returned high watermark, on the leader
     /// (`Replicas::Leader`) or, for a fetch from a follower (KIP-392), on any replica.
     pub fn readable(&self, id: ClusterPartitionId, name: (&str, u32), on: Replicas) -> Result<Offset, NodeError> {
+        self.high_watermark_on(id, on).map_err(|e| replica_error(e, name))
+    }
+
+    /// The high watermark consumers read below here, on the leader or on any replica.
+    fn high_watermark_on(&self, id: ClusterPartitionId, on: Replicas) -> Result<Offset, ReplicaError> {
         let replicas = self.replicas.borrow();
         match on {
             Replicas::Leader => replicas.consumer_view(id).map(|(hw, _)| hw),
             Replicas::Any => replicas.replica_view(id),
         }
-        .map_err(|e| replica_error(e, name))
     }
 
     /// Resolves once the partition's high watermark here is past `offset` or this node
@@ -421,11 +425,7 @@ impl ReplicaHost {
     pub async fn wait_for_high_watermark(&self, id: ClusterPartitionId, offset: Offset, on: Replicas) {
         loop {
             let wait = self.moved.wait();
-            let view = match on {
-                Replicas::Leader => self.replicas.borrow().consumer_view(id).map(|(hw, _)| hw),
-                Replicas::Any => self.replicas.borrow().replica_view(id),
-            };
-            match view {
+            match self.high_watermark_on(id, on) {
                 Ok(hw) if hw <= offset => {}
                 Err(ReplicaError::OffsetNotAvailable) => {}
                 _ => return,

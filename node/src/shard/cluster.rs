@@ -189,6 +189,14 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
+    /// A partition's replication settings (min.insync.replicas 1, clean elections, for
+    /// one the view does not know).
+    #[must_use]
+    pub fn config_of(&self, id: ClusterPartitionId) -> PartitionConfig {
+        let default = PartitionConfig { min_insync_replicas: 1, unclean_leader_election: false };
+        self.configs.get(&id).copied().unwrap_or(default)
+    }
+
     /// The cluster address of every node: its `--peer` entry (the operator's routing,
     /// which may go through a proxy), else what it announced (a node that joined).
     #[must_use]
@@ -866,11 +874,7 @@ impl Shard {
                 let leader = state.leader.map_or("none".to_string(), |l| l.to_string());
                 info!(%topic, partition, %leader, epoch = %state.leader_epoch, isr = ?state.isr, "partition state");
             }
-            let config = view
-                .configs
-                .get(id)
-                .copied()
-                .unwrap_or(PartitionConfig { min_insync_replicas: 1, unclean_leader_election: false });
+            let config = view.config_of(*id);
             if host.is_hosted(*id) {
                 host.set_config(*id, config);
             } else if let Some(log) = self.log(topic, partition) {
@@ -910,10 +914,7 @@ impl Shard {
         while Rc::strong_count(&log) > 1 {
             if std::time::Instant::now() >= deadline {
                 warn!(topic = %key.topic, partition = key.partition, "a log still in use is not moved to another shard");
-                let config = view.configs.get(&id).copied();
-                let config =
-                    config.unwrap_or(PartitionConfig { min_insync_replicas: 1, unclean_leader_election: false });
-                host.host(id, &key.topic, key.partition, config, &log);
+                host.host(id, &key.topic, key.partition, view.config_of(id), &log);
                 self.logs.borrow_mut().insert(key.clone(), log);
                 if view.registered {
                     host.apply_states(vec![state]);
