@@ -37,12 +37,16 @@ usage: transactions.py --bootstrap HOST:PORT [--tls-*/--sasl-* (common.py)] COMM
 """
 
 import argparse
+import os
 import time
 
 from common import add_security_arguments, confluent_security, deadline, emit, fail, run
 
-# The client settings of the --tls-* and --sasl-* arguments (common.add_security_arguments).
+# The client settings of the --tls-* and --sasl-* arguments (common.add_security_arguments),
+# and librdkafka's debug contexts from SLUICE_RDKAFKA_DEBUG (e.g. "eos,cgrp,protocol"),
+# which it then logs to stderr.
 SECURITY = {}
+DEBUG = {"debug": os.environ["SLUICE_RDKAFKA_DEBUG"]} if os.environ.get("SLUICE_RDKAFKA_DEBUG") else {}
 
 
 def producer(bootstrap, txn_id, timeout_ms=10_000):
@@ -52,6 +56,7 @@ def producer(bootstrap, txn_id, timeout_ms=10_000):
         {
             "bootstrap.servers": bootstrap,
             **SECURITY,
+            **DEBUG,
             "transactional.id": txn_id,
             "transaction.timeout.ms": timeout_ms,
             "linger.ms": 5,
@@ -81,8 +86,6 @@ def produce(args):
 
 
 def open_transaction(args):
-    import os
-
     topic, txn_id, timeout_ms = args.rest[0], args.rest[1], int(args.rest[2])
     p = producer(args.bootstrap, txn_id, timeout_ms)
     p.init_transactions(30)
@@ -104,6 +107,7 @@ def consumer(bootstrap, isolation, group=None, auto_commit=False):
         {
             "bootstrap.servers": bootstrap,
             **SECURITY,
+            **DEBUG,
             "group.id": group or f"reader-{time.monotonic_ns()}",
             "isolation.level": isolation,
             "auto.offset.reset": "earliest",
@@ -127,6 +131,9 @@ def consume(args):
                 break
             if expect is None and count == 0 and time.monotonic() - quiet_since > 10:
                 break
+            if expect is not None and time.monotonic() - quiet_since > 30:
+                stalled(c, count)
+                break
             continue
         if msg.error():
             fail(f"consume error: {msg.error()}")
@@ -137,6 +144,15 @@ def consume(args):
             break
     c.close()
     emit(done=True, count=count)
+
+
+def stalled(c, count):
+    """Says where a consumer that expected more stands: for each partition it was
+    given, its position and the end it sees at its isolation level."""
+    for tp in c.assignment():
+        low, high = c.get_watermark_offsets(tp, timeout=10, cached=False)
+        (position,) = c.position([tp])
+        emit(stalled=count, partition=tp.partition, position=position.offset, low=low, high=high)
 
 
 def watermarks(args):

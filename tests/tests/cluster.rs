@@ -811,7 +811,14 @@ fn consume_transform_produce_is_exactly_once_through_coordinator_and_leader_kill
     assert!(twice.is_empty(), "records transformed more than once: {twice:?}");
     let expected: std::collections::BTreeSet<String> = (0..RECORDS).map(|i| format!("out-v-{i}")).collect();
     let got: std::collections::BTreeSet<String> = seen.into_keys().collect();
-    assert_eq!(got.len(), RECORDS, "{} of {RECORDS} input records made it out", got.len());
+    let stalled: Vec<&sluice_tests::json::Json> = read.iter().filter(|l| l.get("stalled").is_some()).collect();
+    assert_eq!(
+        got.len(),
+        RECORDS,
+        "{} of {RECORDS} input records made it out; missing: {:?}; where the reader stopped: {stalled:?}",
+        got.len(),
+        expected.difference(&got).take(20).collect::<Vec<_>>()
+    );
     assert_eq!(got, expected);
 }
 
@@ -2491,6 +2498,55 @@ fn chaos_kills_pauses_partitions_and_full_disks_lose_no_acknowledged_record_and_
         seen.records.len() - consumed_values.len(),
         seen.commits
     );
+}
+
+/// A controller voter whose disk filled leaves the quorum (it may not acknowledge what it
+/// could not store) and takes part again once its disk has room, without a restart: with
+/// its disk freed and the quorum's leader then killed, it and the third voter elect a
+/// new leader and commit a topic creation.
+#[test]
+fn a_controller_voter_whose_disk_filled_votes_again_once_it_has_room() {
+    let mut cluster = Cluster::start_for(NODES, &[], Faults::ProcessesLinksAndDisks);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
+    let topic = NewTopic { name: "configs".into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
+    runtime.block_on(wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }));
+    // A topic config change is one controller command, committed by a quorum.
+    let change = |n: u32| {
+        let set = [("retention.ms".to_string(), (86_400_000 + n).to_string())];
+        runtime.block_on(wait_for(&format!("config change {n} to commit"), || async {
+            admin.alter_configs("configs", &set, &[]).await.ok()
+        }));
+    };
+    let leader = runtime.block_on(wait_for("a controller", || async { admin.describe_quorum().await.ok()?.leader }));
+    let full = leader % NODES as u32 + 1;
+    let taken = cluster.disks[full as usize - 1].fill(0);
+    eprintln!("filled node {full}'s disk ({} MiB); node {leader} leads the quorum", taken >> 20);
+    // The controller's log grows with each command: once it needs a new block, node
+    // `full` cannot store it (a partial page is rewritten in place, so a few fit).
+    let left = "cannot write its log, leaving the quorum";
+    let deadline = Instant::now() + WAIT;
+    for n in 0.. {
+        if cluster.node(full).log().contains(left) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {full} wrote {n} config changes to its controller log on a full disk");
+        change(n);
+    }
+    cluster.disks[full as usize - 1].unfill();
+    let back = "opened its log again and takes part in the quorum";
+    while !cluster.node(full).log().contains(back) {
+        assert!(Instant::now() < deadline, "node {full}'s voter did not come back after its disk had room");
+        std::thread::sleep(POLL);
+    }
+    // Two of three voters left: the one whose disk filled must vote and store.
+    cluster.node(leader).kill9_and_wait();
+    change(u32::MAX / 2);
+    let quorum = runtime.block_on(wait_for("a new controller", || async {
+        admin.describe_quorum().await.ok().filter(|q| q.leader.is_some_and(|l| l != leader))
+    }));
+    eprintln!("node {leader} killed; the quorum after: {quorum:?}");
+    cluster.node(leader).restart();
 }
 
 /// On 3 nodes: a transaction its confluent-kafka producer left open holds the partition's

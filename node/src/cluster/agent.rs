@@ -9,7 +9,11 @@
 //! ticks meanwhile (raft-rs's asynchronous ready protocol): what it may send at once goes at
 //! once (a leader's appends), and the messages that depend on a write (votes, append
 //! acknowledgements) come out of the acknowledgement, after the write and its fdatasync.
-//! A write that fails takes the voter out of the quorum, as a crash would.
+//! A write that fails takes the voter out of the quorum, as a crash would; then, as the
+//! shards repair their partition logs (`shard::space`), the writer opens the log again
+//! once the file system has room, which recovers what the disk holds exactly as a restart
+//! would, and the voter opened from it takes part again (a voter whose disk filled
+//! rejoins once space is freed, without a restart).
 //!
 //! Routing: Raft messages go to the voter; envelopes addressed to `Endpoint::Controller` go
 //! to the voter (only the quorum's leader acts on them, the others drop them); envelopes to
@@ -21,7 +25,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -98,6 +102,26 @@ pub struct AgentConfig {
     pub incarnation: Incarnation,
 }
 
+/// Opens the quorum log in `dir` and the node's quorum member from it (as a voter or a
+/// learner: every node holds the committed state; voters vote, the other nodes follow the
+/// log as learners).
+async fn open_voter(config: &AgentConfig, dir: &Path) -> Result<(ControllerLog, ControllerVoter), String> {
+    let (log, contents) = ControllerLog::open(dir).await.map_err(|e| e.to_string())?;
+    // A joining node starts with no members (the controller's snapshot brings them).
+    let ids: Vec<u64> = config.voters.iter().map(|n| raft_id(*n)).collect();
+    let learners: Vec<u64> = match config.join {
+        Some(_) => Vec::new(),
+        None => config.peers.keys().filter(|n| !config.voters.contains(n)).map(|n| raft_id(*n)).collect(),
+    };
+    let nodes: Vec<NodeId> = config.peers.keys().copied().collect();
+    let bootstrap = ClusterState::new(&nodes, &[]);
+    let me = raft_id(config.node);
+    let quorum = QuorumConfig::default();
+    let voter = ControllerVoter::open(me, &ids, &learners, contents, bootstrap, config.controller, quorum)
+        .map_err(|e| e.to_string())?;
+    Ok((log, voter))
+}
+
 /// The controller quorum's members, as node ids.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QuorumMembers {
@@ -125,6 +149,8 @@ pub struct AgentHooks {
 /// One node's agent (see the module doc).
 pub struct Agent {
     config: AgentConfig,
+    /// The quorum log's directory.
+    dir: PathBuf,
     started: Instant,
     voter: RefCell<Option<ControllerVoter>>,
     transport: Rc<Transport>,
@@ -163,23 +189,7 @@ impl Agent {
         listener: Option<sluice_io::net::Listener>,
         hooks: AgentHooks,
     ) -> Result<Rc<Agent>, String> {
-        let (log, contents) = ControllerLog::open(dir).await.map_err(|e| e.to_string())?;
-        // Every node holds the committed state: voters vote, the other nodes follow the
-        // log as learners.
-        let voter = {
-            // A joining node starts with no members (the controller's snapshot brings them).
-            let ids: Vec<u64> = config.voters.iter().map(|n| raft_id(*n)).collect();
-            let learners: Vec<u64> = match config.join {
-                Some(_) => Vec::new(),
-                None => config.peers.keys().filter(|n| !config.voters.contains(n)).map(|n| raft_id(*n)).collect(),
-            };
-            let nodes: Vec<NodeId> = config.peers.keys().copied().collect();
-            let bootstrap = ClusterState::new(&nodes, &[]);
-            let me = raft_id(config.node);
-            let quorum = QuorumConfig::default();
-            ControllerVoter::open(me, &ids, &learners, contents, bootstrap, config.controller, quorum)
-                .map_err(|e| e.to_string())?
-        };
+        let (log, voter) = open_voter(&config, dir).await?;
         let inbox = Rc::new(Inbox::default());
         let queue = inbox.clone();
         let handler: Handler = Rc::new(move |frame| {
@@ -193,6 +203,7 @@ impl Agent {
         let transport = Transport::start(config.node, &addresses, handler.clone(), config.tls.clone());
         let agent = Rc::new(Agent {
             config,
+            dir: dir.to_path_buf(),
             started: Instant::now(),
             voter: RefCell::new(Some(voter)),
             transport,
@@ -242,7 +253,9 @@ impl Agent {
         let me = self.config.node;
         loop {
             if self.voter.borrow().is_none() {
-                return;
+                // Out of the quorum (a failed log write) until the writer opens it again.
+                io::sleep(ANNOUNCE_INTERVAL).await;
+                continue;
             }
             let recorded = self.with_state(|s| s.node(me).and_then(|r| r.endpoints.clone())).flatten();
             let members = self.members().unwrap_or_default();
@@ -420,6 +433,7 @@ impl Agent {
 
     /// Performs the voter's log writes in order (see the module doc).
     async fn write_log(self: Rc<Self>, mut log: ControllerLog) {
+        let mut backoff = crate::shard::space::REPAIR_CHECK;
         loop {
             let wait = self.writes.wake.wait();
             let batch: Vec<Persist> = self.writes.queue.borrow_mut().drain(..).collect();
@@ -432,15 +446,47 @@ impl Agent {
             };
             if let Err(e) = log.write(&batch).await {
                 // Nothing it did not store may be acknowledged: it stops taking part (as a
-                // crashed voter would); a restart reads back what is there.
-                error!("controller voter on node {} cannot write its log, leaving the quorum: {e}", self.config.node);
+                // crashed voter would) until its log is open again.
+                error!(
+                    "controller voter on node {} cannot write its log, leaving the quorum until it can: {e}",
+                    self.config.node
+                );
                 *self.voter.borrow_mut() = None;
                 self.writes.queue.borrow_mut().clear();
-                return;
+                drop(log);
+                log = self.reopen(backoff).await;
+                backoff = (backoff * 2).min(crate::shard::space::REPAIR_BACKOFF_MAX);
+                continue;
             }
+            backoff = crate::shard::space::REPAIR_CHECK;
             let now = self.now_ms();
             let out = self.voter.borrow_mut().as_mut().map(|v| v.persisted(now, last));
             self.voter_output(out);
+        }
+    }
+
+    /// After a failed write: waits `backoff` and until the file system has room for a
+    /// write, then opens the log and the voter again as a restart would (what the disk
+    /// holds, a torn tail cut); the voter takes part again. Retried until it opens.
+    async fn reopen(&self, backoff: Duration) -> ControllerLog {
+        /// What a few controller log writes need (they are small: commands, votes).
+        const ROOM: u64 = 1 << 20;
+        let node = self.config.node;
+        loop {
+            io::sleep(backoff).await;
+            match crate::shard::space::file_system_space(&self.dir) {
+                Ok((_, free)) if free < ROOM => continue,
+                _ => {}
+            }
+            match open_voter(&self.config, &self.dir).await {
+                Ok((log, voter)) => {
+                    self.writes.queue.borrow_mut().clear();
+                    *self.voter.borrow_mut() = Some(voter);
+                    info!("controller voter on node {node} opened its log again and takes part in the quorum");
+                    return log;
+                }
+                Err(e) => warn!("controller voter on node {node}: opening its log again: {e}; retrying"),
+            }
         }
     }
 
