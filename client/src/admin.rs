@@ -1,5 +1,6 @@
 //! The admin client: topics, partitions, configs, groups, transactions, users and ACLs.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,10 @@ pub use crate::protocol::UserCredential;
 use crate::protocol::{self, ClusterMetadata, ConfigValue, GroupInfo, NewTopic, TopicInfo, UserChange};
 use crate::router::{coordinator_moved, stale_metadata, with_retries, Router};
 use crate::security::Security;
+
+/// Kafka's codes for a change already made: what a retried create or removal is told.
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const BROKER_ID_NOT_REGISTERED: i16 = 102;
 
 /// A partition's lag in a group: log end offset minus committed offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +119,39 @@ impl Admin {
         with_retries(RETRY_FOR, stale_metadata, || self.router.to_controller(), || {}, call).await
     }
 
+    /// `on_controller` for a change whose effect a repeat reports as an error (`done`: the
+    /// topic exists, the node is not registered): when an earlier attempt may have been
+    /// applied (its answer was lost, or the controller moved after taking it), that error
+    /// on a later attempt means the change is made.
+    async fn change_on_controller<F, Fut>(&self, done: i16, call: F) -> Result<()>
+    where
+        F: Fn(Arc<Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let uncertain = std::sync::atomic::AtomicBool::new(false);
+        self.on_controller(|conn| {
+            let attempt = call(conn);
+            let uncertain = &uncertain;
+            async move {
+                let result = attempt.await;
+                match result {
+                    Err(e) if uncertain.load(Relaxed) && protocol::error_code(&e).is_some_and(|c| c.0 == done) => {
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // A refused connection never reached the controller.
+                        if !matches!(e, ClientError::Connect { .. }) {
+                            uncertain.store(true, Relaxed);
+                        }
+                        Err(e)
+                    }
+                    ok => ok,
+                }
+            }
+        })
+        .await
+    }
+
     /// Runs `call` on `group`'s coordinator, again while the coordinator moves.
     async fn on_coordinator<T, F, Fut>(&self, group: &str, call: F) -> Result<T>
     where
@@ -130,7 +168,7 @@ impl Admin {
     }
 
     pub async fn create_topic(&self, topic: NewTopic) -> Result<()> {
-        self.on_controller(|conn| {
+        self.change_on_controller(TOPIC_ALREADY_EXISTS, |conn| {
             let topic = topic.clone();
             async move {
                 let name = topic.name.clone();
@@ -408,7 +446,10 @@ impl Admin {
     /// Forgets a node that is down for good (Kafka's UnregisterBroker): refused while it is
     /// live, holds replicas (drain it first) or is a controller voter.
     pub async fn remove_node(&self, node: u32) -> Result<()> {
-        self.on_controller(|conn| async move { protocol::unregister_node(&conn, node).await }).await
+        self.change_on_controller(BROKER_ID_NOT_REGISTERED, |conn| async move {
+            protocol::unregister_node(&conn, node).await
+        })
+        .await
     }
 
     /// Makes node `node` (a member of the controller quorum that caught up: a node that

@@ -223,6 +223,19 @@ async fn partitions(admin: &Admin, topic: &str) -> Option<Vec<PartitionInfo>> {
     admin.describe_topic(topic).await.ok()?.partitions.ok()
 }
 
+/// Creates `topic`, asking again until it exists: an attempt that timed out may have
+/// created it, and the next one is then told TOPIC_ALREADY_EXISTS (36), which counts.
+async fn create_topic(admin: &Admin, topic: &NewTopic) {
+    wait_for(&format!("topic {} to be created", topic.name), || async {
+        match admin.create_topic(topic.clone()).await {
+            Ok(()) => Some(()),
+            Err(e) if e.code() == Some(36) => Some(()),
+            Err(_) => None,
+        }
+    })
+    .await;
+}
+
 /// Waits until every partition of `topic` has a leader and all its replicas in sync.
 async fn wait_for_full_isr(admin: &Admin, topic: &str) -> Vec<PartitionInfo> {
     wait_for(&format!("every partition of {topic} to have all its replicas in sync"), || async {
@@ -380,7 +393,7 @@ async fn acknowledged_records_survive_leader_kills_and_a_frozen_node_on_every_re
     let admin = Admin::connect_with_timeout(&bootstrap, Duration::from_secs(2)).await.unwrap();
     let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
     let topic = NewTopic { name: TOPIC.into(), partitions: PARTITIONS, replication_factor: 3, configs };
-    wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+    create_topic(&admin, &topic).await;
     wait_for_full_isr(&admin, TOPIC).await;
 
     let config = ProducerConfig {
@@ -566,7 +579,7 @@ fn idempotent_producer_through_kills(mut cluster: Cluster, kill_leaders: bool) -
     let configs = vec![("min.insync.replicas".to_string(), nodes.min(2).to_string())];
     let topic = NewTopic { name: TOPIC.into(), partitions: PARTITIONS, replication_factor: nodes as u16, configs };
     runtime.block_on(async {
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, TOPIC).await;
     });
     let run = IdempotentRun::start(&cluster, TOPIC, PARTITIONS);
@@ -726,7 +739,7 @@ fn consume_transform_produce_is_exactly_once_through_coordinator_and_leader_kill
         let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
         let topic = NewTopic { name: name.into(), partitions: 2, replication_factor: 3, configs };
         runtime.block_on(async {
-            wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+            create_topic(&admin, &topic).await;
             wait_for_full_isr(&admin, name).await;
         });
     }
@@ -832,7 +845,7 @@ fn producer_ids_are_unique_across_nodes_and_restarts() {
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
     let topic = NewTopic { name: TOPIC.into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
     runtime.block_on(async {
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, TOPIC).await;
     });
     let mut producers = Vec::new();
@@ -908,7 +921,7 @@ async fn a_group_keeps_consuming_and_its_commits_survive_a_coordinator_kill() {
     let bootstrap = cluster.bootstrap();
     let admin = Admin::connect_with_timeout(&bootstrap, Duration::from_secs(2)).await.unwrap();
     let topic = NewTopic { name: TOPIC.into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
-    wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+    create_topic(&admin, &topic).await;
     wait_for_full_isr(&admin, TOPIC).await;
     wait_for_full_isr(&admin, sluice_schemas::groups::OFFSETS_TOPIC).await;
 
@@ -1018,7 +1031,7 @@ fn group_through_coordinator_kills(protocol: &str) {
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
     let topic = NewTopic { name: TOPIC.into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
     runtime.block_on(async {
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, TOPIC).await;
         wait_for_full_isr(&admin, sluice_schemas::groups::OFFSETS_TOPIC).await;
     });
@@ -1095,7 +1108,7 @@ fn kafka_elect_leaders_hands_leadership_back_to_a_preferred_replica_in_sync() {
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
     let topic = NewTopic { name: TOPIC.into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
     let preferred = runtime.block_on(async {
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, TOPIC).await[0].replicas[0]
     });
     let elect = |cluster: &Cluster, args: &[&str]| {
@@ -1180,7 +1193,7 @@ fn partitions_move_off_a_drained_node_under_an_idempotent_producer_through_a_con
             (admin.metadata(Some(&[])).await.ok()?.nodes.len() == 4).then_some(())
         })
         .await;
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, TOPIC).await
     });
     // kafka-python gives up on a bootstrap node that refuses connections: node 1 (down in
@@ -1201,7 +1214,7 @@ fn partitions_move_off_a_drained_node_under_an_idempotent_producer_through_a_con
     // A partition whose leader no longer has its first 100 records.
     let trimmed = NewTopic { name: "trimmed".into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
     let (trimmed_move, added, trimmed_values) = runtime.block_on(async {
-        wait_for("the trimmed topic to be created", || async { admin.create_topic(trimmed.clone()).await.ok() }).await;
+        create_topic(&admin, &trimmed).await;
         let now = wait_for_full_isr(&admin, "trimmed").await;
         let config =
             ProducerConfig { bootstrap_servers: cluster.bootstrap(), acks: Acks::All, ..ProducerConfig::default() };
@@ -1324,7 +1337,7 @@ fn a_node_joins_takes_a_quarter_of_the_replicas_and_node_1_is_drained_and_remove
     let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
     let topic = NewTopic { name: TOPIC.into(), partitions: PARTITIONS, replication_factor: 3, configs };
     runtime.block_on(async {
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, TOPIC).await;
     });
     let kafka: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
@@ -1455,7 +1468,7 @@ fn a_consumer_reads_from_the_replica_in_its_own_rack() {
             (nodes.len() == 3 && nodes.iter().all(|n| n.rack.is_some())).then_some(())
         })
         .await;
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, TOPIC).await
     });
     assert!(parts.iter().any(|p| p.leader != Some(1)), "nodes 2 or 3 lead some partition: {parts:?}");
@@ -1517,7 +1530,7 @@ fn a_nodes_followers_move_to_its_less_busy_shard_and_keep_replicating() {
             (admin.metadata(Some(&[])).await.ok()?.nodes.len() == 3).then_some(())
         })
         .await;
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, TOPIC).await;
     });
     let kafka: Vec<String> = cluster.nodes[1..].iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
@@ -1636,7 +1649,7 @@ fn the_cli_drains_a_node_of_every_replica_it_holds() {
             (admin.metadata(Some(&[])).await.ok()?.nodes.len() == 4).then_some(())
         })
         .await;
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, "drained").await;
         let config =
             ProducerConfig { bootstrap_servers: cluster.bootstrap(), acks: Acks::All, ..ProducerConfig::default() };
@@ -1740,8 +1753,24 @@ fn the_cli_drains_a_node_of_every_replica_it_holds() {
         move || async move { (admin.metadata(Some(&[])).await.ok()?.nodes.len() == count).then_some(()) }
     };
     runtime.block_on(wait_for("node 4 to be fenced", listed(3)));
+    // Kafka's Metadata still lists the down node until it is removed: librdkafka
+    // decommissions a broker left out, which can hang its transactional producer.
+    let kafka_brokers = || {
+        use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+        let at = cluster.nodes[0].kafka_addr().expect("a Kafka listener");
+        let r: MetadataResponse = sluice_tests::kafka_wire::Wire::connect(at).call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(Some(Vec::new())),
+        );
+        r.brokers.iter().map(|b| b.node_id.0).collect::<Vec<i32>>()
+    };
+    assert_eq!(kafka_brokers(), vec![1, 2, 3, 4], "Kafka's Metadata lists node 4, down");
     let run = sluice_cli(&bootstrap, &["node", "remove", "4"]);
     assert_eq!(run.code, Some(0), "{run:?}");
+    runtime.block_on(wait_for("Kafka's Metadata to leave out node 4, removed", || async {
+        (kafka_brokers() == vec![1, 2, 3]).then_some(())
+    }));
     let run = sluice_cli(&bootstrap, &["node", "remove", "4"]);
     assert!(run.code == Some(1) && run.stderr.contains("no node 4"), "removed once: {run:?}");
     cluster.node(4).restart();
@@ -1966,7 +1995,7 @@ fn burrow_reports_a_groups_lag_and_keeps_reporting_it_after_a_coordinator_kill()
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
     let topic = NewTopic { name: TOPIC.into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
     runtime.block_on(async {
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, TOPIC).await;
         wait_for_full_isr(&admin, sluice_schemas::groups::OFFSETS_TOPIC).await;
     });
@@ -2045,7 +2074,7 @@ fn kcat_produces_to_leaders_and_consumes_as_a_group_across_the_cluster() {
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
     let topic = NewTopic { name: "kafka-made".into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
     runtime.block_on(async {
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, "kafka-made").await;
         wait_for_full_isr(&admin, sluice_schemas::groups::OFFSETS_TOPIC).await;
     });
@@ -2080,7 +2109,7 @@ fn a_restarted_node_answers_metadata_once_it_has_caught_up_with_the_topics() {
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
     let topic = NewTopic { name: TOPIC.into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
     runtime.block_on(async {
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, TOPIC).await;
     });
     cluster.node(2).kill9_and_wait();
@@ -2111,7 +2140,7 @@ async fn a_node_outside_the_voters_follows_the_metadata_and_replicates() {
     wait_for("four live nodes", || async { (admin.metadata(Some(&[])).await.ok()?.nodes.len() == 4).then_some(()) })
         .await;
     let topic = NewTopic { name: "wide".into(), partitions: 4, replication_factor: 3, configs: Vec::new() };
-    wait_for("the topic to be created through node 4", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+    create_topic(&admin, &topic).await;
     let parts = wait_for_full_isr(&admin, "wide").await;
     // Node 4 joined after the offsets topic was placed on the voters: it is the least
     // loaded, so it gets replicas and leaderships of the new topic.
@@ -2163,7 +2192,7 @@ async fn acks_all_is_refused_while_the_isr_is_below_min_insync_replicas() {
     let admin = Admin::connect_with_timeout(&bootstrap, Duration::from_secs(2)).await.unwrap();
     let configs = vec![("min.insync.replicas".to_string(), "3".to_string())];
     let topic = NewTopic { name: "strict".into(), partitions: 1, replication_factor: 3, configs };
-    wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+    create_topic(&admin, &topic).await;
     let parts = wait_for_full_isr(&admin, "strict").await;
     let leader = parts[0].leader.unwrap();
     let follower = parts[0].replicas.iter().copied().find(|r| *r != leader).unwrap();
@@ -2306,7 +2335,7 @@ fn chaos_kills_pauses_partitions_and_full_disks_lose_no_acknowledged_record_and_
     let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
     let topic = NewTopic { name: TOPIC.into(), partitions: PARTITIONS, replication_factor: 3, configs };
     runtime.block_on(async {
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, TOPIC).await;
         wait_for_full_isr(&admin, sluice_schemas::groups::OFFSETS_TOPIC).await;
     });
@@ -2510,7 +2539,7 @@ fn a_controller_voter_whose_disk_filled_votes_again_once_it_has_room() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let admin = runtime.block_on(Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2))).unwrap();
     let topic = NewTopic { name: "configs".into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
-    runtime.block_on(wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }));
+    runtime.block_on(create_topic(&admin, &topic));
     // A topic config change is one controller command, committed by a quorum.
     let change = |n: u32| {
         let set = [("retention.ms".to_string(), (86_400_000 + n).to_string())];
@@ -2561,7 +2590,7 @@ fn an_open_transaction_is_aborted_at_its_timeout_by_a_new_coordinator_after_a_ki
     let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
     let topic = NewTopic { name: "open".into(), partitions: 1, replication_factor: 3, configs };
     runtime.block_on(async {
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, "open").await;
     });
     let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_addr().unwrap().to_string()).collect();
@@ -2626,7 +2655,7 @@ fn transactions_v2_partitions_join_through_their_leaders_on_other_nodes() {
     let configs = vec![("min.insync.replicas".to_string(), "2".to_string())];
     let topic = NewTopic { name: "v2".into(), partitions: PARTITIONS, replication_factor: 3, configs };
     runtime.block_on(async {
-        wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+        create_topic(&admin, &topic).await;
         wait_for_full_isr(&admin, "v2").await;
     });
     let kafka = |node: u32| cluster.nodes[node as usize - 1].kafka_addr().unwrap();
@@ -2842,8 +2871,7 @@ fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
     }
     for name in ["shared", "private"] {
         let topic = NewTopic { name: name.into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
-        runtime
-            .block_on(wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }));
+        runtime.block_on(create_topic(&admin, &topic));
         runtime.block_on(wait_for_full_isr(&admin, name));
     }
     let ok = |lines: Vec<sluice_tests::json::Json>| {
@@ -2869,7 +2897,7 @@ fn users_and_acls_reach_every_node_and_survive_a_controller_kill() {
     // Transactions across the nodes: markers and partition joins go between nodes on the
     // cluster link, which needs no login.
     let topic = NewTopic { name: "txn-out".into(), partitions: 3, replication_factor: 3, configs: Vec::new() };
-    runtime.block_on(wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }));
+    runtime.block_on(create_topic(&admin, &topic));
     runtime.block_on(wait_for_full_isr(&admin, "txn-out"));
     let login = ["--sasl-mechanism", "SCRAM-SHA-256", "--sasl-user", "admin", "--sasl-password", "admin-secret"];
     let transactions = |command: &[&str]| {
@@ -2926,7 +2954,7 @@ fn the_cluster_link_is_mutual_tls_and_refuses_strangers() {
             let admin = Admin::connect_with_timeout(&cluster.bootstrap(), Duration::from_secs(2)).await.unwrap();
             let topic = NewTopic { name: TOPIC.into(), partitions: 1, replication_factor: 3, configs: Vec::new() };
             if partitions(&admin, TOPIC).await.is_none() {
-                wait_for("the topic to be created", || async { admin.create_topic(topic.clone()).await.ok() }).await;
+                create_topic(&admin, &topic).await;
             }
             wait_for_full_isr(&admin, TOPIC).await;
             let config =

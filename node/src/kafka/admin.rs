@@ -137,9 +137,10 @@ pub fn metadata(server: &Rc<Server>, r: &Request, request: MetadataRequest) -> M
     };
     let listing_all = request_lists_all(v, request_topics_given);
     // The nodes with a listener of the request's listener name: a partition led by
-    // another is answered as leaderless (retriable), as Kafka answers it.
+    // another is answered as leaderless (retriable), as Kafka answers it. Down nodes
+    // stay listed (see `registered_node_addresses`).
     let brokers: Vec<MetadataResponseBroker> = shard
-        .node_addresses()
+        .registered_node_addresses()
         .into_iter()
         .filter_map(|node| {
             let (host, port) = node.kafka_endpoint(&r.listener)?;

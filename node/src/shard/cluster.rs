@@ -172,6 +172,8 @@ pub struct ClusterView {
     pub live: Vec<NodeId>,
     /// Every known node and whether it is fenced.
     pub nodes: Vec<(NodeId, bool)>,
+    /// Nodes that registered in some life and were not removed since, fenced or not.
+    pub registered_nodes: Vec<NodeId>,
     /// The Kafka listeners each node registered (its advertised ones, by name).
     pub listeners: HashMap<NodeId, Vec<crate::replication::AdvertisedListener>>,
     /// This life of the node is registered: the states are addressed to it.
@@ -347,6 +349,7 @@ pub fn update_of(
         registered: state.node(me).and_then(|r| r.incarnation) == Some(incarnation),
         live: state.nodes().filter(|(_, r)| r.eligible()).map(|(id, _)| id).collect(),
         nodes: state.nodes().map(|(id, r)| (id, r.fenced)).collect(),
+        registered_nodes: state.nodes().filter(|(_, r)| r.incarnation.is_some()).map(|(id, _)| id).collect(),
         listeners: state
             .nodes()
             .filter(|(_, r)| !r.listeners.is_empty())
@@ -391,10 +394,26 @@ impl Shard {
         }
     }
 
-    /// The nodes Metadata lists: the cluster's live nodes (every node until this node has
-    /// a committed state).
+    /// The cluster's live nodes (every node until this node has a committed state): the
+    /// nodes native Metadata and DescribeCluster list, and that coordinators are found on.
     #[must_use]
     pub fn node_addresses(&self) -> Vec<NodeAddress> {
+        self.addresses_of(|view, id| view.live.contains(&id))
+    }
+
+    /// The nodes Kafka's Metadata lists: every registered node, the fenced ones (a node
+    /// that is down) too, until it is removed, as Redpanda lists its members. librdkafka
+    /// (2.10 on) decommissions a broker that a Metadata response leaves out, and its
+    /// `send_offsets_to_transaction` then waits forever on a group coordinator it had
+    /// cached on that broker (librdkafka issue 5511): a transactional producer hung after
+    /// a kill -9 of its group's coordinator. A down node's partitions name other leaders,
+    /// so clients only try to connect to it.
+    #[must_use]
+    pub fn registered_node_addresses(&self) -> Vec<NodeAddress> {
+        self.addresses_of(|view, id| view.live.contains(&id) || view.registered_nodes.contains(&id))
+    }
+
+    fn addresses_of(&self, listed: impl Fn(&ClusterView, NodeId) -> bool) -> Vec<NodeAddress> {
         let view = self.view.borrow().clone();
         // The `--peer` entries, and the nodes that joined since with the native address
         // they announced.
@@ -410,7 +429,7 @@ impl Shard {
         // Before the first committed state (no nodes known yet), every node.
         nodes
             .iter()
-            .filter(|p| view.nodes.is_empty() || view.live.contains(&NodeId(p.id)))
+            .filter(|p| view.nodes.is_empty() || listed(&view, NodeId(p.id)))
             .map(|p| NodeAddress {
                 id: NodeId(p.id),
                 listen: p.listen,
