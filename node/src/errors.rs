@@ -270,6 +270,26 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
     NodeError::new(kind, format!("{topic}-{partition}: {e}"))
 }
 
+/// What a coordinator answers when an append to its internal partition failed, as
+/// Kafka's coordinators map it (TransactionStateManager, GroupMetadataManager): the
+/// partition moved (NOT_COORDINATOR: find the coordinator again) or cannot take the
+/// record now (COORDINATOR_NOT_AVAILABLE: retry). Clients retry both, where
+/// NOT_ENOUGH_REPLICAS would end librdkafka's EndTxn with an error it does not retry.
+#[must_use]
+pub fn coordinator_append(topic: &str, partition: u32, e: NodeError) -> NodeError {
+    let kind = match e.kind {
+        ErrorKind::NotLeaderOrFollower | ErrorKind::Storage => ErrorKind::NotCoordinator,
+        ErrorKind::UnknownTopicOrPartition
+        | ErrorKind::NotEnoughReplicas
+        | ErrorKind::NotEnoughReplicasAfterAppend
+        | ErrorKind::RequestTimedOut => ErrorKind::CoordinatorNotAvailable,
+        _ => return e,
+    };
+    // Storage errors name the partition already; the others may not.
+    let named = e.message.starts_with(&format!("{topic}-{partition}"));
+    NodeError::new(kind, if named { e.message } else { format!("{topic}-{partition}: {}", e.message) })
+}
+
 /// Kafka's INVALID_REPLICA_ASSIGNMENT and NO_REASSIGNMENT_IN_PROGRESS.
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
@@ -380,5 +400,28 @@ mod tests {
             assert_eq!(back, expected, "{kind:?}");
         }
         assert_eq!(kind_of_code(9_999), ErrorKind::Unknown);
+    }
+
+    /// A coordinator's failed append is answered with what clients retry, naming the
+    /// partition once.
+    #[test]
+    fn coordinator_appends_fail_with_what_clients_retry() {
+        let cases = [
+            (ErrorKind::NotLeaderOrFollower, ErrorKind::NotCoordinator),
+            (ErrorKind::Storage, ErrorKind::NotCoordinator),
+            (ErrorKind::NotEnoughReplicas, ErrorKind::CoordinatorNotAvailable),
+            (ErrorKind::NotEnoughReplicasAfterAppend, ErrorKind::CoordinatorNotAvailable),
+            (ErrorKind::RequestTimedOut, ErrorKind::CoordinatorNotAvailable),
+            (ErrorKind::UnknownTopicOrPartition, ErrorKind::CoordinatorNotAvailable),
+            (ErrorKind::MessageTooLarge, ErrorKind::MessageTooLarge),
+        ];
+        for (kind, answered) in cases {
+            let e = coordinator_append("__transaction_state", 3, NodeError::new(kind, "too few in sync"));
+            assert_eq!(e.kind, answered, "{kind:?}");
+        }
+        let e = NodeError::new(ErrorKind::NotLeaderOrFollower, "__consumer_offsets-6: led by node 2");
+        assert_eq!(coordinator_append("__consumer_offsets", 6, e).message, "__consumer_offsets-6: led by node 2");
+        let e = coordinator_append("__consumer_offsets", 6, NodeError::new(ErrorKind::NotEnoughReplicas, "isr 1 < 2"));
+        assert_eq!(e.message, "__consumer_offsets-6: isr 1 < 2");
     }
 }

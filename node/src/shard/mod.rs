@@ -152,8 +152,13 @@ impl GroupHost for Shard {
         self.metadata().topic(topic).map(|t| t.partitions)
     }
 
+    /// Appends to the offsets partition; a failure is answered as Kafka's group
+    /// coordinator answers it (`errors::coordinator_append`).
     fn append_offsets<'a>(&'a self, partition: u32, batch: &'a [u8]) -> io::LocalFuture<'a, Result<(), NodeError>> {
-        Box::pin(self.append_internal(OFFSETS_TOPIC, partition, batch))
+        Box::pin(async move {
+            let appended = self.append_internal(OFFSETS_TOPIC, partition, batch).await;
+            appended.map_err(|e| crate::errors::coordinator_append(OFFSETS_TOPIC, partition, e))
+        })
     }
 }
 

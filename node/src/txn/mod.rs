@@ -810,12 +810,10 @@ async fn append_record(shard: &Rc<Shard>, partition: u32, record: &TxnRecord) ->
     let mut builder = BatchBuilder::new(BatchConfig::default()).map_err(fail)?;
     builder.push(Some(&record.key()), record.value().as_deref(), &[], timestamp_ms).map_err(fail)?;
     let batch = builder.finish().map_err(fail)?;
-    shard.append_internal(TXN_TOPIC, partition, &batch).await.map_err(|e| match e.kind {
-        ErrorKind::NotLeaderOrFollower | ErrorKind::UnknownTopicOrPartition => {
-            error(ErrorKind::NotCoordinator, format!("{TXN_TOPIC}-{partition}: {}", e.message))
-        }
-        _ => e,
-    })
+    shard
+        .append_internal(TXN_TOPIC, partition, &batch)
+        .await
+        .map_err(|e| crate::errors::coordinator_append(TXN_TOPIC, partition, e))
 }
 
 /// Runs `expire` every `EXPIRY_CHECK` while the shard lives.
