@@ -59,16 +59,27 @@ def main():
     parser.add_argument("rest", nargs="*")
     args = parser.parse_args()
     deadline(60)
-    from kafka.admin import KafkaAdminClient
+    import time
 
-    admin = KafkaAdminClient(bootstrap_servers=args.bootstrap.split(","), request_timeout_ms=REQUEST_TIMEOUT_MS)
-    try:
-        if args.command == "move":
-            move(admin, args.rest)
-        else:
-            list_moves(admin, args.rest)
-    finally:
-        admin.close()
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaConnectionError
+
+    # Metadata lists a node that is down (as Redpanda does; see README's Metadata row), and
+    # kafka-python's admin may send its controller lookup there and fail on the refused
+    # connection instead of trying another node: a user's script tries again, as this one
+    # does (within the deadline). Moves are idempotent.
+    while True:
+        admin = KafkaAdminClient(bootstrap_servers=args.bootstrap.split(","), request_timeout_ms=REQUEST_TIMEOUT_MS)
+        try:
+            if args.command == "move":
+                move(admin, args.rest)
+            else:
+                list_moves(admin, args.rest)
+            return
+        except KafkaConnectionError:
+            time.sleep(0.5)
+        finally:
+            admin.close()
 
 
 if __name__ == "__main__":
