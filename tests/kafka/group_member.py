@@ -22,6 +22,7 @@ usage: group_member.py --bootstrap HOSTS --topic T --group G --count N
 """
 
 import argparse
+import os
 import time
 
 from common import deadline, emit, run
@@ -61,6 +62,9 @@ def main():
     }
     if args.instance_id:
         config["group.instance.id"] = args.instance_id
+    if os.environ.get("SLUICE_RDKAFKA_DEBUG"):
+        # librdkafka's debug contexts (e.g. "cgrp,protocol"), logged to stderr.
+        config["debug"] = os.environ["SLUICE_RDKAFKA_DEBUG"]
     if args.protocol == "consumer":
         # The coordinator sets the session and heartbeat timing of KIP-848 members.
         del config["session.timeout.ms"]

@@ -47,7 +47,8 @@ fn failure(reply: GroupReply) -> NodeError {
         | GroupReply::Done(Err(e))
         | GroupReply::Committed(Err(e))
         | GroupReply::Offsets(Err(e))
-        | GroupReply::Described(Err(e)) => e,
+        | GroupReply::Described(Err(e))
+        | GroupReply::ConsumerHeartbeat(Err(e)) => e,
         other => unexpected(&other),
     }
 }
@@ -586,11 +587,11 @@ pub async fn consumer_heartbeat(
                 .with_heartbeat_interval_ms(i32::try_from(result.heartbeat_interval_ms).unwrap_or(i32::MAX))
                 .with_assignment(assignment)
         }
-        GroupReply::ConsumerHeartbeat(Err(e)) => ConsumerGroupHeartbeatResponse::default()
-            .with_error_code(code(&e))
-            .with_error_message(Some(text(&e.message))),
+        // An error of the group's or of the coordinator's (its groups are being loaded
+        // after a failover: COORDINATOR_NOT_AVAILABLE, which the member retries; answered
+        // as an unknown server error it was fatal to librdkafka's KIP-848 consumer).
         other => {
-            let e = unexpected(&other);
+            let e = failure(other);
             ConsumerGroupHeartbeatResponse::default()
                 .with_error_code(code(&e))
                 .with_error_message(Some(text(&e.message)))
