@@ -121,8 +121,9 @@ impl Admin {
 
     /// `on_controller` for a change whose effect a repeat reports as an error (`done`: the
     /// topic exists, the node is not registered): when an earlier attempt may have been
-    /// applied (its answer was lost, or the controller moved after taking it), that error
-    /// on a later attempt means the change is made.
+    /// applied (its answer was lost: the connection broke or the wait timed out), that error
+    /// on a later attempt means the change is made. An attempt refused before it was
+    /// proposed (NOT_CONTROLLER, a refused connection) leaves nothing to find.
     async fn change_on_controller<F, Fut>(&self, done: i16, call: F) -> Result<()>
     where
         F: Fn(Arc<Connection>) -> Fut,
@@ -139,8 +140,7 @@ impl Admin {
                         Ok(())
                     }
                     Err(e) => {
-                        // A refused connection never reached the controller.
-                        if !matches!(e, ClientError::Connect { .. }) {
+                        if matches!(e, ClientError::Io { .. } | ClientError::Timeout { .. }) {
                             uncertain.store(true, Relaxed);
                         }
                         Err(e)
