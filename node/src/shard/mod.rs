@@ -531,12 +531,16 @@ impl Shard {
         // A node that restarted serves its replicas from its last view until its new life
         // is registered; meanwhile it may think it still leads a partition it lost, and a
         // group it took then would be a second one (the client then waits out a rebalance
-        // at the real coordinator): groups wait for the registered view.
+        // at the real coordinator): groups wait for the registered view. The view and the
+        // replica must both say this node leads: groups are loaded and forgotten as the view
+        // changes (`follow_leadership`), so a group taken while only the replica still led
+        // would outlive its leadership here.
         let registered = self.view.borrow().registered;
+        let leader = self.placement(OFFSETS_TOPIC, partition).leader;
+        let in_view = leader == Some(self.host().node());
         match self.readable_end(OFFSETS_TOPIC, partition) {
-            Ok(_) if registered && self.log(OFFSETS_TOPIC, partition).is_some() => Ok(()),
+            Ok(_) if registered && in_view && self.log(OFFSETS_TOPIC, partition).is_some() => Ok(()),
             Ok(_) | Err(_) => {
-                let leader = self.placement(OFFSETS_TOPIC, partition).leader;
                 let leader = leader.map_or("no node yet".to_string(), |l| format!("node {}", l.0));
                 Err(NodeError::new(
                     ErrorKind::NotCoordinator,
