@@ -13,14 +13,8 @@ cd "$(dirname "$0")/.."
 SECONDS_IDLE=${1:-10}
 COUNTS=${2:-16 10000}
 PORT=${PORT:-19470}
-DATA=$(mktemp -d "${TMPDIR:-/var/tmp}/sluice-idle.XXXXXX")
-if [ -z "${BIN:-}" ]; then
-  cargo build --release -q -p sluice-node -p sluice-bench
-  BIN=target/release
-fi
-NODE_PID=
-trap '[ -n "$NODE_PID" ] && kill $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
 . ops/bench-node.sh
+pinned_bench_setup idle sluice-node sluice-bench
 HZ=$(getconf CLK_TCK)
 echo "Node: one shard pinned to core 0 (taskset -c 0); sluice-bench pinned to core 1."
 echo "| partitions | idle node CPU (% of a core, ${SECONDS_IDLE} s) |"

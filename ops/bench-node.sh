@@ -18,7 +18,26 @@ start_bench_node() {
   done
 }
 
-# For the pinned one-shard scripts (bench-partitions.sh, bench-tls.sh): starts
+# For the pinned one-shard scripts (bench-partitions.sh, bench-idle.sh, bench-tls.sh): a
+# data directory $DATA (mktemp, named after NAME), $BIN (built release binaries of
+# PACKAGES unless BIN=DIR is set), and an EXIT trap that stops the node and removes $DATA.
+#
+#   pinned_bench_setup NAME PACKAGE...
+pinned_bench_setup() {
+  local name=$1
+  shift
+  DATA=$(mktemp -d "${TMPDIR:-/var/tmp}/sluice-$name.XXXXXX")
+  if [ -z "${BIN:-}" ]; then
+    local packages=()
+    for p in "$@"; do packages+=(-p "$p"); done
+    cargo build --release -q "${packages[@]}"
+    BIN=target/release
+  fi
+  NODE_PID=
+  trap '[ -n "$NODE_PID" ] && kill $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
+}
+
+# For the pinned one-shard scripts: starts
 # $BIN/sluice-node with one shard pinned to core 0, its data in $DATA/node (appending to
 # $DATA/node.log), NODE_FLAGS then $NODE_ARGS; sets NODE_PID; returns once
 # 127.0.0.1:WAIT_PORT accepts connections, or fails after 30 s. The caller's EXIT trap

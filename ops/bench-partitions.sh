@@ -17,15 +17,8 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 COUNTS=${2:-16 256 1024 10000}
 PORT=${PORT:-19400}
-DATA=$(mktemp -d "${TMPDIR:-/var/tmp}/sluice-parts.XXXXXX")
-if [ -z "${BIN:-}" ]; then
-  cargo build --release -q -p sluice-node -p sluice-bench
-  BIN=target/release
-fi
-NODE_PID=
-trap '[ -n "$NODE_PID" ] && kill $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
-
 . ops/bench-node.sh
+pinned_bench_setup parts sluice-node sluice-bench
 start_node() { start_pinned_node "$PORT" --listen 127.0.0.1:$PORT --kafka-listen off; }
 stop_node() { stop_pinned_node; }
 field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d.get('$2', 'nan'))" "$1"; }

@@ -18,17 +18,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS=${1:-500000}
-DATA=$(mktemp -d "${TMPDIR:-/var/tmp}/sluice-tls.XXXXXX")
 PORT=${PORT:-19492}
 KPORT=${KAFKA_PORT:-19493}
 command -v kcat >/dev/null || { echo "kcat is missing (apt-get install kcat)"; exit 1; }
 command -v openssl >/dev/null || { echo "openssl is missing (apt-get install openssl)"; exit 1; }
-if [ -z "${BIN:-}" ]; then
-  cargo build --release -q -p sluice-node -p sluice-client -p sluice-bench
-  BIN=target/release
-fi
-NODE_PID=
-trap '[ -n "$NODE_PID" ] && kill $NODE_PID 2>/dev/null; rm -rf "$DATA"' EXIT
+. ops/bench-node.sh
+pinned_bench_setup tls sluice-node sluice-client sluice-bench
 
 # The test PKI: a CA and a certificate for 127.0.0.1.
 (
@@ -48,7 +43,6 @@ with open(sys.argv[1], 'wb') as f:
     for _ in range(int(sys.argv[2])):
         f.write(line)" "$DATA/records" "$RECORDS"
 
-. ops/bench-node.sh
 start_node() {
   rm -rf "$DATA/node"
   start_pinned_node "$KPORT" --listen 127.0.0.1:$PORT "$@"
