@@ -260,6 +260,7 @@ pub fn from_storage(topic: &str, partition: u32, e: &StorageError) -> NodeError 
         StorageError::UnknownProducer { .. } => ErrorKind::UnknownProducerId,
         // Retriable: the retry is appended again.
         StorageError::DuplicateLost { .. } => ErrorKind::RequestTimedOut,
+        StorageError::TransactionNotVerified { .. } => ErrorKind::InvalidTxnState,
         StorageError::Io { .. }
         | StorageError::Poisoned { .. }
         | StorageError::Corrupt { .. }

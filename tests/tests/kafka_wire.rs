@@ -1164,6 +1164,114 @@ fn transaction_apis_answer_with_kafkas_states_and_errors() {
     assert_eq!((r.error_code, r.producer_id, r.producer_epoch), (0, pid, 1), "{r:?}");
 }
 
+/// KIP-890 part 1 for transactions v1 clients (librdkafka and kafka-python send
+/// AddPartitionsToTxn v0-v3 and Produce below v12): a partition's first transactional
+/// batch is confirmed at the coordinator before it is appended. A partition not added
+/// to the transaction, and a produce that arrives after its transaction was aborted (a
+/// request held up in the network while the producer gave up on it), get
+/// INVALID_TXN_STATE; before, the late batch opened a transaction that no marker would
+/// ever close, and the partition's last stable offset stopped there for good.
+#[test]
+fn transactions_v1_produce_is_verified_so_a_late_batch_cannot_leave_a_transaction_hanging() {
+    use kafka_protocol::messages::*;
+    const INVALID_TXN_STATE: i16 = 48;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start_with_kafka(dir.path(), 2, &[]);
+    node.client().create_topic("v1", 2, &[]);
+    let mut w = Wire { stream: connect(node.kafka_addr().unwrap()), correlation_id: 0 };
+    let id = TransactionalId(text("v1-late"));
+    let r: FindCoordinatorResponse = w.call(
+        ApiKey::FindCoordinator,
+        3,
+        &FindCoordinatorRequest::default().with_key(text("v1-late")).with_key_type(1),
+    );
+    assert_eq!(r.error_code, 0, "{r:?}");
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(id.clone()))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r: InitProducerIdResponse = w.call(ApiKey::InitProducerId, 4, &init);
+    assert_eq!((r.error_code, r.producer_epoch), (0, 0), "{r:?}");
+    let pid = r.producer_id;
+    let add = |w: &mut Wire, partition: i32| {
+        let add = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(id.clone())
+            .with_v3_and_below_producer_id(pid)
+            .with_v3_and_below_producer_epoch(0)
+            .with_v3_and_below_topics(vec![add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(name("v1"))
+                .with_partitions(vec![partition])]);
+        let r: AddPartitionsToTxnResponse = w.call(ApiKey::AddPartitionsToTxn, 3, &add);
+        assert_eq!(r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0, "{r:?}");
+    };
+    let produce = |w: &mut Wire, partition: i32, sequence: i32| -> i16 {
+        let data = produce_request::PartitionProduceData::default()
+            .with_index(partition)
+            .with_records(Some(txn_batch(pid.0, 0, sequence, &[b"a", b"b"])));
+        let request = ProduceRequest::default()
+            .with_transactional_id(Some(id.clone()))
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(name("v1"))
+                .with_partition_data(vec![data])]);
+        let r: ProduceResponse = w.call(ApiKey::Produce, 9, &request);
+        r.responses[0].partition_responses[0].error_code
+    };
+    let end = |w: &mut Wire, committed: bool, state: &str| {
+        let request = EndTxnRequest::default()
+            .with_transactional_id(id.clone())
+            .with_producer_id(pid)
+            .with_producer_epoch(0)
+            .with_committed(committed);
+        let r: EndTxnResponse = w.call(ApiKey::EndTxn, 3, &request);
+        assert_eq!(r.error_code, 0, "{r:?}");
+        let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![id.clone()]);
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let r: DescribeTransactionsResponse = w.call(ApiKey::DescribeTransactions, 0, &describe);
+            if r.transaction_states[0].transaction_state.as_str() == state {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the transaction did not reach {state}: {r:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // (high watermark, last stable offset) of v1-0, read_committed.
+    let ends = |w: &mut Wire| {
+        let fetch =
+            FetchRequest::default().with_max_wait_ms(0).with_isolation_level(1).with_max_bytes(1 << 20).with_topics(
+                vec![fetch_request::FetchTopic::default().with_topic(name("v1")).with_partitions(vec![
+                    fetch_request::FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ])],
+            );
+        let r: FetchResponse = w.call(ApiKey::Fetch, 11, &fetch);
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "{p:?}");
+        (p.high_watermark, p.last_stable_offset)
+    };
+
+    add(&mut w, 0);
+    assert_eq!(produce(&mut w, 0, 0), 0, "v1-0 was added");
+    assert_eq!(produce(&mut w, 1, 0), INVALID_TXN_STATE, "v1-1 was not added to the transaction");
+    end(&mut w, false, "CompleteAbort");
+    assert_eq!(ends(&mut w), (3, 3), "two aborted records and the marker");
+    // The late produce: the next batch of the aborted transaction.
+    assert_eq!(produce(&mut w, 0, 2), INVALID_TXN_STATE, "its transaction was aborted");
+    assert_eq!(ends(&mut w), (3, 3), "nothing appended, no transaction left open");
+    // The next transaction adds v1-0 again and goes on from the next sequence number.
+    add(&mut w, 0);
+    assert_eq!(produce(&mut w, 0, 2), 0);
+    assert_eq!(produce(&mut w, 0, 4), 0, "the transaction is open here: nothing to verify");
+    assert_eq!(ends(&mut w), (7, 3), "open from offset 3");
+    end(&mut w, true, "CompleteCommit");
+    assert_eq!(ends(&mut w), (8, 8));
+}
+
 /// Transactions v2 (KIP-890 part 2) as a Kafka 4 client speaks it once ApiVersions
 /// finalizes `transaction.version` 2: a Produce v12 joins its partitions to the
 /// transaction (no AddPartitionsToTxn), TxnOffsetCommit v5 joins the group's offsets

@@ -43,6 +43,7 @@ use crate::replication::{
     wire, Acks, ClientId, Endpoint, Envelope, FetchResult, Incarnation, LogOp, Message, NodeAction, NodeId, NodeInput,
     PartitionConfig, PartitionState, ReplicaConfig, ReplicaError, ReplicaLog, ReplicaNode,
 };
+use crate::storage::producers::TxnGuard;
 use crate::storage::{AppendInfo, PartitionLog};
 
 /// How often the replicas tick (heartbeats, fetch timers, ISR checks).
@@ -62,6 +63,14 @@ pub trait HostLogs {
     /// Replaces the partition's log with an empty one that starts at `start` (its files
     /// deleted): the log's new state is what a crash at any point leaves, or an empty log.
     fn reset_log(&self, topic: &str, partition: u32, start: Offset) -> io::LocalFuture<'_, Result<(), String>>;
+}
+
+/// What a leader appends: producer batches (with KIP-890's guard for a Kafka
+/// transactional produce) or the coordinator's transaction marker.
+#[derive(Clone, Copy)]
+enum Led {
+    Producer(Option<TxnGuard>),
+    Marker,
 }
 
 /// A fetch answer's batches as they arrived: the whole frame, and where they lie in it
@@ -296,7 +305,9 @@ impl ReplicaHost {
     }
 
     /// Appends producer batches as the partition's leader. With acks=all it resolves once
-    /// every ISR member has them (the high watermark passed them), or fails.
+    /// every ISR member has them (the high watermark passed them), or fails. A `guard`
+    /// (KIP-890 part 1) decides whether a transactional batch may open its producer's
+    /// transaction (`TxnGuard`).
     pub async fn append(
         self: &Rc<Self>,
         log: &PartitionLog,
@@ -304,8 +315,9 @@ impl ReplicaHost {
         acks: Acks,
         batches: &[u8],
         name: (&str, u32),
+        guard: Option<TxnGuard>,
     ) -> Result<AppendInfo, NodeError> {
-        self.append_as(log, id, acks, batches, name, false).await
+        self.append_as(log, id, acks, batches, name, Led::Producer(guard)).await
     }
 
     /// Appends a transaction marker (a control batch the coordinator built) as the
@@ -317,7 +329,7 @@ impl ReplicaHost {
         marker: &[u8],
         name: (&str, u32),
     ) -> Result<AppendInfo, NodeError> {
-        self.append_as(log, id, Acks::All, marker, name, true).await
+        self.append_as(log, id, Acks::All, marker, name, Led::Marker).await
     }
 
     async fn append_as(
@@ -327,7 +339,7 @@ impl ReplicaHost {
         acks: Acks,
         batches: &[u8],
         name: (&str, u32),
-        marker: bool,
+        led: Led,
     ) -> Result<AppendInfo, NodeError> {
         let ack = self.next_ack.get() + 1;
         self.next_ack.set(ack);
@@ -346,10 +358,9 @@ impl ReplicaHost {
             actions = out;
             result
         };
-        let appended = if marker {
-            log.append_control_as_leader(batches, decide).await
-        } else {
-            log.append_as_leader(batches, decide).await
+        let appended = match led {
+            Led::Marker => log.append_control_as_leader(batches, decide).await,
+            Led::Producer(guard) => log.append_as_leader(batches, guard.as_ref(), decide).await,
         };
         self.perform(actions, None, None);
         self.moved.notify_all();

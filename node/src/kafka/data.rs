@@ -90,7 +90,11 @@ pub async fn produce(
             (name, partitions)
         })
         .collect();
-    let results = append_all(&server.shard, acks, topics).await;
+    // Transactions v1 (before Produce v12, which joins the partitions above): a
+    // partition's first transactional batch is verified at the coordinator (KIP-890
+    // part 1).
+    let verify = txn_id.as_deref().filter(|_| v < TRANSACTIONS_V2_PRODUCE);
+    let results = append_all(&server.shard, acks, verify, topics).await;
     if acks == 0 {
         // No response to carry an error: Kafka closes the connection so the client notices.
         let failed = results.iter().flat_map(|(_, parts)| parts).find_map(|(_, r)| r.as_ref().err());

@@ -30,8 +30,8 @@ use crate::acl::op;
 use crate::errors::{ErrorKind, NodeError};
 use crate::groups::{by_topic, offsets_partition, GroupReply, GroupRequest, OFFSETS_TOPIC};
 use crate::listener::Server;
-use crate::ops::txn as txn_ops;
-use crate::txn::{TxnMetadata, TxnRequest, TxnStatus};
+use crate::ops::txn::{self as txn_ops, Join};
+use crate::txn::{TxnMetadata, TxnRequest};
 
 /// AddPartitionsToTxn v4+ (KIP-890) batches transactions, from brokers verifying them.
 const BATCHED_FROM: i16 = 4;
@@ -67,23 +67,6 @@ fn topic_results(partitions: &[TopicPartition], error: i16) -> Vec<AddPartitions
 async fn add(server: &Rc<Server>, id: String, producer_id: i64, epoch: i16, partitions: Vec<TopicPartition>) -> i16 {
     let request = TxnRequest::AddPartitions { transactional_id: id, producer_id, epoch, partitions };
     code_of(&txn_ops::txn_done(&server.shard, request).await)
-}
-
-/// Whether the transaction of `id` is ongoing for this producer with `partitions` in it
-/// (a v4+ verify-only request).
-async fn verify(server: &Rc<Server>, id: String, producer_id: i64, epoch: i16, partitions: &[TopicPartition]) -> i16 {
-    match txn_ops::describe(&server.shard, &id).await {
-        Ok(m)
-            if m.producer_id == producer_id
-                && m.producer_epoch == epoch
-                && m.status == TxnStatus::Ongoing
-                && partitions.iter().all(|tp| m.partitions.contains(tp)) =>
-        {
-            0
-        }
-        Err(e) => code(&e),
-        Ok(_) => code(&NodeError::new(ErrorKind::InvalidTxnState, "the partitions are not in the ongoing transaction")),
-    }
 }
 
 /// WRITE on the transactional id and on every topic added: the error for all the
@@ -124,7 +107,7 @@ pub async fn add_partitions(
         let partitions = partitions_of(&t.topics);
         let id = t.transactional_id.0.to_string();
         let error = if t.verify_only {
-            verify(server, id, t.producer_id.0, t.producer_epoch, &partitions).await
+            code_of(&txn_ops::verify_here(&server.shard, &id, t.producer_id.0, t.producer_epoch, &partitions).await)
         } else {
             add(server, id, t.producer_id.0, t.producer_epoch, partitions.clone()).await
         };
@@ -170,8 +153,15 @@ pub async fn join_for_produce(
     }
     let mut failed = HashMap::new();
     for ((producer_id, epoch), partitions) in wanted {
-        let result =
-            txn_ops::join_transaction(&server.shard, transactional_id, producer_id, epoch, partitions.clone()).await;
+        let result = txn_ops::join_transaction(
+            &server.shard,
+            transactional_id,
+            producer_id,
+            epoch,
+            partitions.clone(),
+            Join::Add,
+        )
+        .await;
         match result {
             Ok(()) => {
                 let mut known = joined.0.borrow_mut();
@@ -181,17 +171,7 @@ pub async fn join_for_produce(
                 known.entry((producer_id, epoch)).or_default().extend(partitions);
             }
             Err(e) => {
-                let e = match e.kind {
-                    ErrorKind::CoordinatorLoadInProgress
-                    | ErrorKind::CoordinatorNotAvailable
-                    | ErrorKind::NotCoordinator
-                    | ErrorKind::ConcurrentTransactions
-                    | ErrorKind::LeaderNotAvailable => NodeError::new(
-                        ErrorKind::NotEnoughReplicas,
-                        format!("the partition could not join the transaction yet ({}); retry", e.message),
-                    ),
-                    _ => e,
-                };
+                let e = txn_ops::as_produce_error(e);
                 failed.extend(partitions.into_iter().map(|tp| (tp, e.clone())));
             }
         }
@@ -275,18 +255,25 @@ pub async fn txn_offset_commit(
     } else if r.version >= TRANSACTIONS_V2_TXN_OFFSET_COMMIT {
         let offsets = TopicPartition::new(OFFSETS_TOPIC, offsets_partition(&request.group_id.0));
         let id = request.transactional_id.0.to_string();
-        txn_ops::join_transaction(&server.shard, &id, request.producer_id.0, request.producer_epoch, vec![offsets])
-            .await
-            .map_err(|e| match e.kind {
-                ErrorKind::NotCoordinator
-                | ErrorKind::CoordinatorNotAvailable
-                | ErrorKind::ConcurrentTransactions
-                | ErrorKind::LeaderNotAvailable => NodeError::new(
-                    ErrorKind::CoordinatorLoadInProgress,
-                    format!("the group's offsets could not join the transaction yet ({}); retry", e.message),
-                ),
-                _ => e,
-            })
+        txn_ops::join_transaction(
+            &server.shard,
+            &id,
+            request.producer_id.0,
+            request.producer_epoch,
+            vec![offsets],
+            Join::Add,
+        )
+        .await
+        .map_err(|e| match e.kind {
+            ErrorKind::NotCoordinator
+            | ErrorKind::CoordinatorNotAvailable
+            | ErrorKind::ConcurrentTransactions
+            | ErrorKind::LeaderNotAvailable => NodeError::new(
+                ErrorKind::CoordinatorLoadInProgress,
+                format!("the group's offsets could not join the transaction yet ({}); retry", e.message),
+            ),
+            _ => e,
+        })
     } else {
         Ok(())
     };

@@ -39,7 +39,7 @@ pub async fn produce(
             .collect();
         topics.push((name, partitions));
     }
-    let results = append_all(&server.shard, acks, topics).await;
+    let results = append_all(&server.shard, acks, None, topics).await;
     if acks == 0 {
         return Ok(None);
     }

@@ -26,10 +26,13 @@ pub type ProduceResults = Vec<(String, Vec<PartitionOutcome>)>;
 
 /// Appends each partition's batches on the shard that owns it, concurrently, and returns
 /// each partition's outcome. Both protocols' Produce handlers call this; they only
-/// decode requests and encode responses.
+/// decode requests and encode responses. `verify`: the transactional id whose
+/// coordinator confirms a transactional batch that opens its producer's transaction on a
+/// partition (a Kafka transactions v1 produce, KIP-890 part 1: `ops::txn::guard`).
 pub async fn append_all(
     shard: &Rc<Shard>,
     acks: i16,
+    verify: Option<&str>,
     request: Vec<(String, Vec<ProducePartition<'_>>)>,
 ) -> ProduceResults {
     let mut topics: Vec<(String, Vec<LocalFuture<'_, PartitionOutcome>>)> = Vec::new();
@@ -37,7 +40,9 @@ pub async fn append_all(
         let mut parts: Vec<LocalFuture<'_, PartitionOutcome>> = Vec::new();
         for ProducePartition { partition, records } in partitions {
             let name = name.clone();
-            parts.push(Box::pin(async move { (partition, append_one(shard, acks, &name, partition, records).await) }));
+            parts.push(Box::pin(async move {
+                (partition, append_one(shard, acks, verify, &name, partition, records).await)
+            }));
         }
         topics.push((name, parts));
     }
@@ -51,6 +56,7 @@ pub async fn append_all(
 async fn append_one(
     shard: &Rc<Shard>,
     acks: i16,
+    verify: Option<&str>,
     name: &str,
     partition: u32,
     records: Result<&[u8], NodeError>,
@@ -68,9 +74,15 @@ async fn append_one(
     }
     let owner = shard.owner(name, partition);
     if owner == shard.id {
-        return shard.append_local(name, partition, records, acks).await;
+        return shard.append_local(name, partition, records, acks, verify).await;
     }
-    let request = ShardRequest::Append { topic: name.to_string(), partition, batches: records.to_vec(), acks };
+    let request = ShardRequest::Append {
+        topic: name.to_string(),
+        partition,
+        batches: records.to_vec(),
+        acks,
+        verify: verify.map(str::to_string),
+    };
     match shard.call(owner, request).await {
         ShardReply::Appended(r) => r,
         ShardReply::Failed(e) => Err(e),

@@ -24,7 +24,10 @@ use sluice_schemas::TopicPartition;
 use crate::errors::{ErrorKind, NodeError};
 use crate::replication::NodeId;
 use crate::shard::{Shard, ShardReply, ShardRequest};
+use crate::storage::producers::TxnGuard;
+use crate::storage::PartitionLog;
 use crate::txn::{txn_partition, TxnMetadata, TxnReply, TxnRequest, TXN_TOPIC};
+use sluice_schemas::batch::BatchHeader;
 
 /// InitProducerId from either listener: with a transactional id, from the id's
 /// coordinator (creating `__transaction_state` first if it does not exist yet, as
@@ -92,16 +95,111 @@ fn unexpected(reply: &TxnReply) -> NodeError {
     NodeError::new(ErrorKind::Unknown, format!("unexpected transaction reply {reply:?}"))
 }
 
-/// Transactions v2's implicit join (KIP-890 part 2): `partitions` join producer
-/// `producer_id`'s transaction at `transactional_id`'s coordinator, on this node or,
-/// with Kafka's inter-broker AddPartitionsToTxn (v5, not verify-only), on the node that
-/// leads the id's state partition.
+/// Whether producer `producer_id` at `epoch` has an ongoing transaction at
+/// `transactional_id` with every one of `partitions` in it, asked of the coordinator on
+/// this node (a verify-only AddPartitionsToTxn, KIP-890 part 1).
+pub async fn verify_here(
+    shard: &Rc<Shard>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[TopicPartition],
+) -> Result<(), NodeError> {
+    let m = describe(shard, transactional_id).await?;
+    if m.producer_id != producer_id || m.producer_epoch != epoch {
+        return Err(NodeError::new(
+            ErrorKind::InvalidProducerEpoch,
+            format!(
+                "transactional id {transactional_id:?} is at producer {} epoch {}, not {producer_id} epoch {epoch}",
+                m.producer_id, m.producer_epoch
+            ),
+        ));
+    }
+    if m.status != crate::txn::TxnStatus::Ongoing {
+        return Err(NodeError::new(
+            ErrorKind::InvalidTxnState,
+            format!("transactional id {transactional_id:?} has no ongoing transaction ({:?})", m.status),
+        ));
+    }
+    match partitions.iter().find(|tp| !m.partitions.contains(tp)) {
+        None => Ok(()),
+        Some(tp) => Err(NodeError::new(
+            ErrorKind::InvalidTxnState,
+            format!("{tp} was not added to the ongoing transaction of {transactional_id:?}"),
+        )),
+    }
+}
+
+/// A coordinator's answer to a produce's join or verification as the produce answers it:
+/// the coordinator moving, loading or finishing the last transaction becomes a retriable
+/// NOT_ENOUGH_REPLICAS, as Kafka maps them (a producer retries that, where it would give
+/// up on the coordinator's own errors, which it never expects from a produce).
+#[must_use]
+pub fn as_produce_error(e: NodeError) -> NodeError {
+    match e.kind {
+        ErrorKind::CoordinatorLoadInProgress
+        | ErrorKind::CoordinatorNotAvailable
+        | ErrorKind::NotCoordinator
+        | ErrorKind::ConcurrentTransactions
+        | ErrorKind::LeaderNotAvailable => NodeError::new(
+            ErrorKind::NotEnoughReplicas,
+            format!("the partition could not join the transaction yet ({}); retry", e.message),
+        ),
+        _ => e,
+    }
+}
+
+/// KIP-890 part 1 for a Kafka transactional produce to a partition this shard leads:
+/// when the request's transactional batch would open its producer's transaction here,
+/// the coordinator of `transactional_id` must confirm the partition is in that
+/// producer's ongoing transaction. The guard is taken before asking, and the log checks
+/// it again as it appends (`TxnGuard`): a produce that arrives after its transaction
+/// ended is refused with INVALID_TXN_STATE instead of opening a transaction no marker
+/// will close. `None` when the batches are not transactional. Kafka's clients send one
+/// batch per partition per request, so the first batch decides.
+pub async fn guard(
+    shard: &Rc<Shard>,
+    log: &PartitionLog,
+    transactional_id: &str,
+    tp: &TopicPartition,
+    batches: &[u8],
+) -> Result<Option<TxnGuard>, NodeError> {
+    let Ok(header) = BatchHeader::view(batches) else { return Ok(None) };
+    let attributes = header.attributes();
+    if !attributes.is_transactional() || attributes.is_control() {
+        return Ok(None);
+    }
+    let (producer_id, epoch) = (header.producer_id.get(), header.producer_epoch.get());
+    let guard = log.txn_guard(producer_id);
+    if guard.open {
+        return Ok(Some(guard));
+    }
+    join_transaction(shard, transactional_id, producer_id, epoch, vec![tp.clone()], Join::Verify)
+        .await
+        .map_err(as_produce_error)?;
+    Ok(Some(TxnGuard { verified: true, ..guard }))
+}
+
+/// How a partition reaches a producer's transaction at its coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Join {
+    /// It joins (transactions v2's implicit AddPartitionsToTxn, KIP-890 part 2).
+    Add,
+    /// The coordinator only confirms that it was added (KIP-890 part 1's verification of
+    /// a transactions v1 producer's first batch to a partition).
+    Verify,
+}
+
+/// `partitions` join producer `producer_id`'s transaction at `transactional_id`'s
+/// coordinator, or are verified to be in it (`Join`), on this node or, with Kafka's
+/// inter-broker AddPartitionsToTxn (v5), on the node that leads the id's state partition.
 pub async fn join_transaction(
     shard: &Rc<Shard>,
     transactional_id: &str,
     producer_id: i64,
     epoch: i16,
     partitions: Vec<TopicPartition>,
+    join: Join,
 ) -> Result<(), NodeError> {
     let state = txn_partition(transactional_id);
     let Some(coordinator) = shard.placement(TXN_TOPIC, state).leader else {
@@ -111,6 +209,9 @@ pub async fn join_transaction(
         ));
     };
     if coordinator == shard.node_id() {
+        if join == Join::Verify {
+            return verify_here(shard, transactional_id, producer_id, epoch, &partitions).await;
+        }
         let request = TxnRequest::AddPartitions {
             transactional_id: transactional_id.to_string(),
             producer_id,
@@ -135,7 +236,7 @@ pub async fn join_transaction(
         .with_transactional_id(TransactionalId(StrBytes::from_string(transactional_id.to_string())))
         .with_producer_id(ProducerId(producer_id))
         .with_producer_epoch(epoch)
-        .with_verify_only(false)
+        .with_verify_only(join == Join::Verify)
         .with_topics(topics);
     let request = AddPartitionsToTxnRequest::default().with_transactions(vec![transaction]);
     let unreachable = |e: String| {

@@ -26,6 +26,9 @@ pub enum ShardRequest {
         batches: Vec<u8>,
         /// 0, 1 or -1 (all).
         acks: i16,
+        /// The transactional id whose coordinator confirms a transactional batch that
+        /// opens its producer's transaction here (KIP-890 part 1; `ops::txn::guard`).
+        verify: Option<String>,
     },
     Read {
         topic: String,

@@ -360,8 +360,8 @@ impl Shard {
     /// Handles a request on the shard that owns what it concerns.
     pub async fn handle(self: &Rc<Self>, request: ShardRequest) -> ShardReply {
         match request {
-            ShardRequest::Append { topic, partition, batches, acks } => {
-                ShardReply::Appended(self.append_local(&topic, partition, &batches, acks).await)
+            ShardRequest::Append { topic, partition, batches, acks, verify } => {
+                ShardReply::Appended(self.append_local(&topic, partition, &batches, acks, verify.as_deref()).await)
             }
             ShardRequest::Read { topic, partition, offset, max_bytes, read_committed, on } => {
                 let read = self.read_local(&topic, partition, offset, max_bytes, read_committed, on).await;
@@ -566,17 +566,29 @@ impl Shard {
     }
 
     /// Appends batches to a partition this shard owns and leads with `acks` (0, 1 or -1:
-    /// all).
+    /// all). With `verify` (a Kafka transactional produce), a transactional batch that
+    /// opens its producer's transaction here is confirmed at that transactional id's
+    /// coordinator first (`ops::txn::guard`).
     pub async fn append_local(
-        &self,
+        self: &Rc<Self>,
         topic: &str,
         partition: u32,
         batches: &[u8],
         acks: i16,
+        verify: Option<&str>,
     ) -> Result<Appended, NodeError> {
         let log = self.local_log(topic, partition)?;
         let replica = self.replica_id(topic, partition)?;
         self.space.check(topic, partition, batches.len() as u64)?;
+        let guard = match verify {
+            Some(id) => {
+                // Boxed: asking the coordinator may come back through `handle`.
+                let tp = TopicPartition::new(topic, partition);
+                let asked: io::LocalFuture<'_, _> = Box::pin(crate::ops::txn::guard(self, &log, id, &tp, batches));
+                asked.await?
+            }
+            None => None,
+        };
         // As Kafka: an idempotent producer sends one batch per partition per request, so
         // that a retry is one unit (the log answers it from the stored batch).
         let acks = match acks {
@@ -584,7 +596,7 @@ impl Shard {
             1 => crate::replication::Acks::Leader,
             _ => crate::replication::Acks::All,
         };
-        let info = self.host().append(&log, replica, acks, batches, (topic, partition)).await?;
+        let info = self.host().append(&log, replica, acks, batches, (topic, partition), guard).await?;
         {
             let mut metrics = self.metrics.borrow_mut();
             let counters = metrics.topic(topic);
@@ -613,7 +625,7 @@ impl Shard {
             )
         })?;
         let id = self.replica_id(topic, partition)?;
-        self.host().append(&log, id, crate::replication::Acks::All, batch, (topic, partition)).await.map(|_| ())
+        self.host().append(&log, id, crate::replication::Acks::All, batch, (topic, partition), None).await.map(|_| ())
     }
 
     /// Writes a transaction's commit or abort marker to a partition this shard owns and

@@ -59,6 +59,10 @@ pub enum StorageError {
     /// An idempotent producer's batch carries an older epoch than one already stored.
     #[error("producer {producer_id} epoch {epoch} is fenced: epoch {current} is current")]
     ProducerFenced { producer_id: i64, epoch: i16, current: i16 },
+    /// A transactional batch that would open its producer's transaction here without the
+    /// coordinator's confirmation (`producers::TxnGuard`): Kafka's INVALID_TXN_STATE.
+    #[error("producer {producer_id}'s transactional batch is refused: {reason}")]
+    TransactionNotVerified { producer_id: i64, reason: &'static str },
     /// A retried batch whose first append is no longer in the log (cut meanwhile).
     #[error("producer {producer_id} sequence {sequence} was stored and then cut from the log; retry")]
     DuplicateLost { producer_id: i64, sequence: i32 },

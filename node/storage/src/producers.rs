@@ -230,6 +230,25 @@ impl LoggedBatch {
     }
 }
 
+/// What a partition knew of one producer's transaction when its leader took the guard,
+/// for KIP-890 part 1's verification: a transactional batch that would open its
+/// producer's transaction here is appended only if the coordinator confirmed, after the
+/// guard was taken, that the partition is in the producer's ongoing transaction
+/// (`verified`), and no marker of that producer was written here since (`last_marker`
+/// unchanged). Without it a produce that arrived late, after its transaction was aborted
+/// and the marker written, would open a transaction that no marker ever closes (a
+/// hanging transaction: the last stable offset stops there for good).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnGuard {
+    pub producer_id: i64,
+    /// The producer's transaction was open here: nothing to verify.
+    pub open: bool,
+    /// The offset of the producer's last marker here (`None`: none remembered).
+    pub last_marker: Option<Offset>,
+    /// The coordinator confirmed the partition is in the producer's ongoing transaction.
+    pub verified: bool,
+}
+
 /// A producer's state as an operator sees it (DescribeProducers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProducerSummary {
@@ -335,6 +354,36 @@ impl ProducerStates {
             }
         }
         Ok(None)
+    }
+
+    /// The guard of `producer_id`'s transaction here as it stands (not verified).
+    #[must_use]
+    pub fn txn_guard(&self, producer_id: i64) -> TxnGuard {
+        let p = self.producers.get(&producer_id);
+        TxnGuard {
+            producer_id,
+            open: p.is_some_and(|p| p.txn_first.is_some()),
+            last_marker: p.and_then(|p| p.last_txn.map(|(_, marker)| marker)),
+            verified: false,
+        }
+    }
+
+    /// Refuses a transactional batch of `producer_id` that would open its transaction
+    /// here unless `guard` was verified and no marker of the producer came since it was
+    /// taken (`TxnGuard`). A batch joining an open transaction needs nothing.
+    pub fn check_guard(&self, producer_id: i64, guard: &TxnGuard) -> Result<(), StorageError> {
+        let now = self.txn_guard(producer_id);
+        if now.open {
+            return Ok(());
+        }
+        let reason = if guard.producer_id != producer_id || !guard.verified {
+            "the coordinator did not confirm that this partition is in the producer's transaction"
+        } else if guard.last_marker != now.last_marker {
+            "the producer's transaction ended here while its coordinator was asked"
+        } else {
+            return Ok(());
+        };
+        Err(StorageError::TransactionNotVerified { producer_id, reason })
     }
 
     /// Refuses a marker or a sequence-less transactional batch of an older epoch than

@@ -604,7 +604,7 @@ fn leader_appends_stamp_their_epoch_and_the_epoch_cache_survives_rolls_truncatio
                 _ => 4,
             };
             let info = log
-                .append_as_leader::<()>(&batch(i, 4, 200, 0), |base, span| {
+                .append_as_leader::<()>(&batch(i, 4, 200, 0), None, |base, span| {
                     assert_eq!((base, span), (Offset(4 * i), 4), "decide sees the offsets the batch gets");
                     Ok(LeaderEpoch(epoch))
                 })
@@ -619,7 +619,7 @@ fn leader_appends_stamp_their_epoch_and_the_epoch_cache_survives_rolls_truncatio
         let (_, header, _) = BatchWalker::new(&read).next().unwrap().unwrap();
         assert_eq!(header.leader_epoch(), Some(LeaderEpoch(3)), "the batch carries its leader's epoch");
         // A refused append stores nothing.
-        let refused = log.append_as_leader(&batch(99, 1, 10, 0), |_, _| Err("not the leader")).await;
+        let refused = log.append_as_leader(&batch(99, 1, 10, 0), None, |_, _| Err("not the leader")).await;
         assert_eq!(refused.unwrap_err(), "not the leader");
         assert_eq!(log.log_end_offset(), Offset(120));
         log.close().await.unwrap();
@@ -635,7 +635,7 @@ fn leader_appends_stamp_their_epoch_and_the_epoch_cache_survives_rolls_truncatio
         let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
         assert_eq!(log.epoch_starts(), epochs(&[(1, 0), (3, 40)]));
         // A stale leader cannot append in an older epoch.
-        let stale = log.append_as_leader::<()>(&batch(5, 1, 10, 0), |_, _| Ok(LeaderEpoch(2))).await.unwrap();
+        let stale = log.append_as_leader::<()>(&batch(5, 1, 10, 0), None, |_, _| Ok(LeaderEpoch(2))).await.unwrap();
         assert!(matches!(stale, Err(StorageError::EpochGoesBack { .. })), "{stale:?}");
         log.close().await.unwrap();
     });
@@ -650,7 +650,7 @@ fn copied_batches_keep_the_leaders_offsets_and_epochs_and_must_continue_the_log(
         let (follower, _) = PartitionLog::open(&follower_path, small_config()).await.unwrap();
         for i in 0..6u64 {
             let epoch = LeaderEpoch(if i < 3 { 2 } else { 5 });
-            leader.append_as_leader::<()>(&batch(i, 3, 50, 0), |_, _| Ok(epoch)).await.unwrap().unwrap();
+            leader.append_as_leader::<()>(&batch(i, 3, 50, 0), None, |_, _| Ok(epoch)).await.unwrap().unwrap();
         }
         let all = leader.read(Offset(0), 1 << 20).await.unwrap().to_vec();
         // Not at the log end: refused, nothing stored.

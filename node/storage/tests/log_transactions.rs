@@ -302,7 +302,7 @@ fn only_the_coordinator_appends_markers_and_it_appends_only_markers() {
             log.append(&abort).await,
             Err(StorageError::InvalidBatch { source: BatchError::ControlBatchFromProducer, .. })
         ));
-        let led = log.append_as_leader(&abort, |_, _| Ok::<_, ()>(LeaderEpoch(1))).await.unwrap();
+        let led = log.append_as_leader(&abort, None, |_, _| Ok::<_, ()>(LeaderEpoch(1))).await.unwrap();
         assert!(matches!(led, Err(StorageError::InvalidBatch { source: BatchError::ControlBatchFromProducer, .. })));
         for not_a_marker in [plain(0), txn(1, 0, Some(0))] {
             let led = log.append_control_as_leader(&not_a_marker, |_, _| Ok::<_, ()>(LeaderEpoch(1))).await.unwrap();
@@ -310,6 +310,53 @@ fn only_the_coordinator_appends_markers_and_it_appends_only_markers() {
         }
         assert_eq!(log.log_end_offset(), Offset(0), "nothing stored");
         assert!(marker(&log, 1, 0, ControlType::Abort).await.is_ok());
+        log.close().await.unwrap();
+    });
+}
+
+/// KIP-890 part 1: with a guard, a transactional batch that would open its producer's
+/// transaction is appended only when the coordinator confirmed it after the guard was
+/// taken and no marker of that producer came since; one joining an open transaction
+/// needs neither. A late batch of an aborted transaction is refused so, not left open
+/// for good.
+#[test]
+fn a_guarded_append_opens_a_transaction_only_when_verified_and_no_marker_came_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (log, _) = PartitionLog::open(&path, LogConfig::default()).await.unwrap();
+        let lead = |batch: Vec<u8>, guard: sluice_storage::producers::TxnGuard| {
+            let log = &log;
+            async move { log.append_as_leader(&batch, Some(&guard), |_, _| Ok::<_, ()>(LeaderEpoch(1))).await.unwrap() }
+        };
+        let not_verified =
+            |r: Result<_, StorageError>| matches!(r, Err(StorageError::TransactionNotVerified { producer_id: 1, .. }));
+        let unverified = log.txn_guard(1);
+        assert_eq!((unverified.open, unverified.last_marker, unverified.verified), (false, None, false));
+        assert!(not_verified(lead(txn(1, 0, Some(0)), unverified).await), "not confirmed by the coordinator");
+        let verified = sluice_storage::producers::TxnGuard { verified: true, ..log.txn_guard(1) };
+        assert_eq!(lead(txn(1, 0, Some(0)), verified).await.unwrap().base_offset, Offset(0)); // 0-3
+                                                                                              // Open now: a guard taken while open lets a batch join without asking.
+        let open = log.txn_guard(1);
+        assert!(open.open);
+        assert_eq!(lead(txn(1, 0, Some(4)), open).await.unwrap().base_offset, Offset(4)); // 4-7
+                                                                                          // The transaction is aborted (its marker at 8); the late batch would open a new one.
+        assert_eq!(marker(&log, 1, 0, ControlType::Abort).await.unwrap(), Offset(8));
+        assert!(not_verified(lead(txn(1, 0, Some(8)), open).await), "the guard predates the marker");
+        assert!(not_verified(lead(txn(1, 0, Some(8)), verified).await), "verified before the marker");
+        assert_eq!(log.log_end_offset(), Offset(9), "nothing stored");
+        assert_eq!(log.last_stable_offset(), Offset(9), "no transaction left open");
+        // The next transaction, verified after the marker.
+        let next = sluice_storage::producers::TxnGuard { verified: true, ..log.txn_guard(1) };
+        assert_eq!(next.last_marker, Some(Offset(8)));
+        assert_eq!(lead(txn(1, 0, Some(8)), next).await.unwrap().base_offset, Offset(9));
+        assert_eq!(log.last_stable_offset(), Offset(9), "open again");
+        // Unguarded appends (followers' copies, the native protocol) are not checked.
+        assert!(log
+            .append_as_leader(&txn(2, 0, Some(0)), None, |_, _| Ok::<_, ()>(LeaderEpoch(1)))
+            .await
+            .unwrap()
+            .is_ok());
         log.close().await.unwrap();
     });
 }

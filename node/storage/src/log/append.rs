@@ -11,7 +11,7 @@ use sluice_schemas::ids::LeaderEpoch;
 use sluice_schemas::Offset;
 
 use crate::error::StorageError;
-use crate::producers::{BatchIdentity, Duplicate, LoggedBatch};
+use crate::producers::{BatchIdentity, Duplicate, LoggedBatch, TxnGuard};
 use sluice_io::Oneshot;
 
 use super::state::{AppendTicket, Waiter};
@@ -68,7 +68,7 @@ impl PartitionLog {
     pub async fn append(&self, batches: &[u8]) -> Result<AppendInfo, StorageError> {
         let checked = self.check_append(batches, Source::Producer)?;
         self.wait_turn(batches.len() as u64).await?;
-        if let Some(duplicate) = self.check_producers(&checked)? {
+        if let Some(duplicate) = self.check_producers(&checked, None)? {
             return self.answer_duplicate(&checked, duplicate).await;
         }
         let reply = self.enqueue(batches, &checked, Placement::Assign)?;
@@ -80,12 +80,17 @@ impl PartitionLog {
     /// offset and the number of offsets, and returns the leader epoch to stamp on every
     /// batch, or refuses the append (then nothing is stored). Replication uses it to keep
     /// its view of the log in step with the log.
+    ///
+    /// With a `guard` (a Kafka transactional produce, KIP-890 part 1), a transactional
+    /// batch that would open its producer's transaction is refused
+    /// (`TransactionNotVerified`) unless the guard allows it (`TxnGuard`).
     pub async fn append_as_leader<E>(
         &self,
         batches: &[u8],
+        guard: Option<&TxnGuard>,
         decide: impl FnOnce(Offset, u64) -> Result<LeaderEpoch, E>,
     ) -> Result<Result<AppendInfo, StorageError>, E> {
-        self.append_led(batches, Source::Producer, decide).await
+        self.append_led(batches, Source::Producer, guard, decide).await
     }
 
     /// `append_as_leader` for transaction markers the node's coordinator built
@@ -99,13 +104,14 @@ impl PartitionLog {
         batch: &[u8],
         decide: impl FnOnce(Offset, u64) -> Result<LeaderEpoch, E>,
     ) -> Result<Result<AppendInfo, StorageError>, E> {
-        self.append_led(batch, Source::Coordinator, decide).await
+        self.append_led(batch, Source::Coordinator, None, decide).await
     }
 
     async fn append_led<E>(
         &self,
         batches: &[u8],
         source: Source,
+        guard: Option<&TxnGuard>,
         decide: impl FnOnce(Offset, u64) -> Result<LeaderEpoch, E>,
     ) -> Result<Result<AppendInfo, StorageError>, E> {
         let checked = match self.check_append(batches, source) {
@@ -115,7 +121,7 @@ impl PartitionLog {
         if let Err(e) = self.wait_turn(batches.len() as u64).await {
             return Ok(Err(e));
         }
-        match self.check_producers(&checked) {
+        match self.check_producers(&checked, guard) {
             Ok(None) => {}
             Ok(Some(duplicate)) => return Ok(self.answer_duplicate(&checked, duplicate).await),
             Err(e) => return Ok(Err(e)),
@@ -178,15 +184,30 @@ impl PartitionLog {
 
     /// Checks an append's idempotent batches against the producers' stored ones (see
     /// `append`), and its markers and sequence-less transactional batches against their
-    /// producers' epochs. Runs with no await before the offsets are given, so no other
-    /// append comes in between.
-    fn check_producers(&self, checked: &[Checked]) -> Result<Option<Duplicate>, StorageError> {
+    /// producers' epochs, and with a `guard` its transactional batches against it. Runs
+    /// with no await before the offsets are given, so no other append comes in between.
+    fn check_producers(
+        &self,
+        checked: &[Checked],
+        guard: Option<&TxnGuard>,
+    ) -> Result<Option<Duplicate>, StorageError> {
         let ids: Vec<BatchIdentity> = checked.iter().filter_map(|c| c.identity).collect();
         let unsequenced = checked.iter().filter_map(|c| c.logged).filter(|l| l.identity.is_none());
         let st = self.shared.state.borrow();
         for l in unsequenced {
             st.check_writable(&self.shared.dir)?;
             st.producers.check_epoch(l.producer_id, l.epoch)?;
+        }
+        if let Some(guard) = guard {
+            // A producer's first transactional batch of the append decides: the ones after
+            // it join the transaction it opens.
+            let mut seen: Vec<i64> = Vec::new();
+            for l in checked.iter().filter_map(|c| c.logged).filter(|l| l.transactional && l.control.is_none()) {
+                if !seen.contains(&l.producer_id) {
+                    st.producers.check_guard(l.producer_id, guard)?;
+                    seen.push(l.producer_id);
+                }
+            }
         }
         if ids.is_empty() {
             return Ok(None);

@@ -344,6 +344,13 @@ impl PartitionLog {
         self.shared.state.borrow().producers.summaries()
     }
 
+    /// `producer_id`'s transaction here as it stands, for KIP-890 part 1's verification
+    /// (`producers::TxnGuard`; `append_as_leader` checks it again).
+    #[must_use]
+    pub fn txn_guard(&self, producer_id: i64) -> crate::producers::TxnGuard {
+        self.shared.state.borrow().producers.txn_guard(producer_id)
+    }
+
     /// The last stable offset: the first offset of the earliest open transaction, or the
     /// log end (`log_end_offset`) when none is open or it starts at or past the log end
     /// (appended, not yet written). read_committed readers stop here; the node takes the
