@@ -39,6 +39,8 @@ const SOLE_CONTROLLER_TIMEOUT: Duration = Duration::from_secs(30);
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Before the buffers are allocated (see the function for why).
+    let huge_pages = sluice_node::io::disable_transparent_huge_pages();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match NodeConfig::from_args(&args) {
         Ok(Command::Run(config)) => *config,
@@ -55,6 +57,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
+    if let Err(e) = huge_pages {
+        warn!("could not turn transparent huge pages off for the node: {e}");
+    }
     raise_open_files_limit();
     if let Err(e) = check_memlock(config.shards) {
         error!("{e}");

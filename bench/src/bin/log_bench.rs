@@ -240,6 +240,8 @@ impl SizeResult {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // As the node does.
+    let _ = sluice_node::io::disable_transparent_huge_pages();
     match run() {
         Ok(()) => {}
         Err(e) => {
