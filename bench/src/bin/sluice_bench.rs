@@ -53,7 +53,8 @@ common flags:
   --json                  print the summary as one JSON object
   --against-baseline      measure the machine's limits first and add the ratios
   --data-dir DIR          where the baseline measures disk bandwidth (default ./sluice-data)
-  --node-pid PID          report the node's CPU seconds (from /proc)
+  --node-pid PID          report the node's CPU seconds (from /proc); produce and consume
+                          always report the bench's own (bench_cpu_*, per record too)
   --metrics HOST:PORT     the node's metrics endpoint: report bytes copied per byte fetched
   --security-protocol P   PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL, as the
                           node's --listen; with --tls-ca FILE (SSL, SASL_SSL) and
@@ -452,6 +453,8 @@ struct NodeProbe {
     pid: Option<u32>,
     metrics: Option<String>,
     cpu: Option<f64>,
+    /// This process's CPU seconds at the start: the client's cost is part of the product.
+    bench_cpu: Option<f64>,
     copied: Option<f64>,
     served: Option<f64>,
 }
@@ -467,6 +470,7 @@ impl NodeProbe {
         let metrics = opts.flags.get("metrics").cloned();
         Ok(NodeProbe {
             cpu: pid.and_then(cpu_seconds),
+            bench_cpu: cpu_seconds(std::process::id()),
             copied: metrics.as_deref().and_then(|m| scrape(m, "sluice_fetch_bytes_copied_total")),
             served: metrics.as_deref().and_then(|m| scrape(m, "sluice_fetch_bytes_served_total")),
             pid,
@@ -474,13 +478,19 @@ impl NodeProbe {
         })
     }
 
-    fn finish(&self, report: &mut Report, elapsed: Duration) {
-        if let (Some(pid), Some(before)) = (self.pid, self.cpu) {
-            if let Some(after) = cpu_seconds(pid) {
-                report.add("node_cpu_seconds", after - before);
-                report.add("node_cpu_cores", (after - before) / elapsed.as_secs_f64());
-            }
-        }
+    /// Adds the node's and this process's CPU over the run (seconds, cores, microseconds
+    /// per record of the `records` it moved) and the node's fetch copy counters.
+    fn finish(&self, report: &mut Report, elapsed: Duration, records: u64) {
+        let mut cpu = |name: &str, pid: Option<u32>, before: Option<f64>| {
+            let Some(used) = pid.zip(before).and_then(|(pid, before)| Some(cpu_seconds(pid)? - before)) else {
+                return;
+            };
+            report.add(&format!("{name}_cpu_seconds"), used);
+            report.add(&format!("{name}_cpu_cores"), used / elapsed.as_secs_f64());
+            report.add(&format!("{name}_cpu_us_per_record"), used * 1e6 / records.max(1) as f64);
+        };
+        cpu("node", self.pid, self.cpu);
+        cpu("bench", Some(std::process::id()), self.bench_cpu);
         if let Some(m) = &self.metrics {
             let copied = scrape(m, "sluice_fetch_bytes_copied_total").zip(self.copied).map(|(a, b)| a - b);
             let served = scrape(m, "sluice_fetch_bytes_served_total").zip(self.served).map(|(a, b)| a - b);
@@ -621,7 +631,7 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
         report.add("transactions_committed", commits.count as f64);
         report.latency("commit_latency", &commits);
     }
-    probe.finish(&mut report, elapsed);
+    probe.finish(&mut report, elapsed, records);
     Ok(report)
 }
 
@@ -695,7 +705,7 @@ async fn consume(opts: &Opts) -> Result<Report, BenchError> {
     report.add("seconds", elapsed.as_secs_f64());
     report.add("throughput_records_s", records as f64 / elapsed.as_secs_f64());
     report.add("throughput_mb_s", mb_per_s(bytes, elapsed));
-    probe.finish(&mut report, elapsed);
+    probe.finish(&mut report, elapsed, records);
     Ok(report)
 }
 
