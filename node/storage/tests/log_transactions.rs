@@ -344,6 +344,9 @@ fn a_guarded_append_opens_a_transaction_only_when_verified_and_no_marker_came_si
         assert_eq!(marker(&log, 1, 0, ControlType::Abort).await.unwrap(), Offset(8));
         assert!(not_verified(lead(txn(1, 0, Some(8)), open).await), "the guard predates the marker");
         assert!(not_verified(lead(txn(1, 0, Some(8)), verified).await), "verified before the marker");
+        // A retry of a stored batch is answered as one (duplicates are checked first).
+        let retry = lead(txn(1, 0, Some(4)), open).await.unwrap();
+        assert_eq!((retry.base_offset, retry.duplicate), (Offset(4), true));
         assert_eq!(log.log_end_offset(), Offset(9), "nothing stored");
         assert_eq!(log.last_stable_offset(), Offset(9), "no transaction left open");
         // The next transaction, verified after the marker.

@@ -198,7 +198,15 @@ impl PartitionLog {
             st.check_writable(&self.shared.dir)?;
             st.producers.check_epoch(l.producer_id, l.epoch)?;
         }
-        if let Some(guard) = guard {
+        let duplicate = if ids.is_empty() {
+            None
+        } else {
+            st.check_writable(&self.shared.dir)?;
+            st.producers.check(&ids, checked.len())?
+        };
+        // A retry of stored batches is answered as such (as Kafka checks duplicates
+        // first); only what would be appended is checked against the guard.
+        if let (None, Some(guard)) = (duplicate, guard) {
             // A producer's first transactional batch of the append decides: the ones after
             // it join the transaction it opens.
             let mut seen: Vec<i64> = Vec::new();
@@ -209,11 +217,7 @@ impl PartitionLog {
                 }
             }
         }
-        if ids.is_empty() {
-            return Ok(None);
-        }
-        st.check_writable(&self.shared.dir)?;
-        st.producers.check(&ids, checked.len())
+        Ok(duplicate)
     }
 
     /// Answers a retried batch with its first append's offsets once that append is
