@@ -2643,8 +2643,12 @@ fn an_open_transaction_is_aborted_at_its_timeout_by_a_new_coordinator_after_a_ki
 /// Produce v12 brings its first transactional batch; EndTxn v5 bumps the epoch, and the
 /// markers the coordinator writes through every leader carry it, so the old epoch is
 /// fenced everywhere and every partition's last stable offset passes the marker.
+/// Then transactions v1 (KIP-890 part 1): each leader verifies a transaction's first
+/// batch at the coordinator (a verify-only AddPartitionsToTxn for the leaders on other
+/// nodes), so a produce arriving after the transaction was aborted is refused
+/// (INVALID_TXN_STATE) on every leader and leaves no transaction hanging.
 #[test]
-fn transactions_v2_partitions_join_through_their_leaders_on_other_nodes() {
+fn transactions_join_at_their_coordinator_through_leaders_on_other_nodes() {
     use kafka_protocol::messages::*;
     use sluice_tests::kafka_wire::{txn_batch, Wire};
     const TXN_ID: &str = "v2-cluster";
@@ -2663,53 +2667,62 @@ fn transactions_v2_partitions_join_through_their_leaders_on_other_nodes() {
     let id = TransactionalId(text(TXN_ID));
     // The coordinator: FindCoordinator creates the state topic; InitProducerId there
     // answers once its partition is loaded.
-    let deadline = Instant::now() + WAIT;
-    let (coordinator, pid) = loop {
-        assert!(Instant::now() < deadline, "no coordinator answered InitProducerId");
-        let find = FindCoordinatorRequest::default().with_key(text(TXN_ID)).with_key_type(1);
-        let r: FindCoordinatorResponse = Wire::connect(kafka(1)).call(ApiKey::FindCoordinator, 3, &find);
-        if r.error_code == 0 {
-            let node = u32::try_from(r.node_id.0).unwrap();
-            let init = InitProducerIdRequest::default()
-                .with_transactional_id(Some(id.clone()))
-                .with_transaction_timeout_ms(60_000)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1);
-            let r: InitProducerIdResponse = Wire::connect(kafka(node)).call(ApiKey::InitProducerId, 5, &init);
+    let init_at_coordinator = |txn_id: &str, version: i16| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "no coordinator answered InitProducerId for {txn_id}");
+            let find = FindCoordinatorRequest::default().with_key(text(txn_id)).with_key_type(1);
+            let r: FindCoordinatorResponse = Wire::connect(kafka(1)).call(ApiKey::FindCoordinator, 3, &find);
             if r.error_code == 0 {
-                assert_eq!(r.producer_epoch, 0);
-                break (node, r.producer_id);
+                let node = u32::try_from(r.node_id.0).unwrap();
+                let init = InitProducerIdRequest::default()
+                    .with_transactional_id(Some(TransactionalId(text(txn_id))))
+                    .with_transaction_timeout_ms(60_000)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1);
+                let r: InitProducerIdResponse = Wire::connect(kafka(node)).call(ApiKey::InitProducerId, version, &init);
+                if r.error_code == 0 {
+                    assert_eq!(r.producer_epoch, 0);
+                    break (node, r.producer_id);
+                }
             }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(200));
     };
+    let (coordinator, pid) = init_at_coordinator(TXN_ID, 5);
     let leaders: Vec<u32> = (0..PARTITIONS).map(|p| runtime.block_on(leader_of(&admin, "v2", p))).collect();
     assert!(leaders.iter().any(|l| *l != coordinator), "a partition led away from the coordinator: {leaders:?}");
     // One transactional batch per partition, each to its leader; a leader whose
     // partition cannot join yet answers NOT_ENOUGH_REPLICAS (19), and the batch is retried.
-    let produce = |p: u32, epoch: i16| -> i16 {
+    // (transactional id, producer id, epoch, sequence, Produce version).
+    let produce_as = |txn: &TransactionalId, pid: ProducerId, p: u32, epoch: i16, sequence: i32, version: i16| -> i16 {
         let request = ProduceRequest::default()
-            .with_transactional_id(Some(id.clone()))
+            .with_transactional_id(Some(txn.clone()))
             .with_acks(-1)
             .with_timeout_ms(10_000)
             .with_topic_data(vec![produce_request::TopicProduceData::default()
                 .with_name(TopicName(text("v2")))
                 .with_partition_data(vec![produce_request::PartitionProduceData::default()
                     .with_index(i32::try_from(p).unwrap())
-                    .with_records(Some(txn_batch(pid.0, epoch, 0, &[b"one", b"two"])))])]);
-        let r: ProduceResponse = Wire::connect(kafka(leaders[p as usize])).call(ApiKey::Produce, 12, &request);
+                    .with_records(Some(txn_batch(pid.0, epoch, sequence, &[b"one", b"two"])))])]);
+        let r: ProduceResponse = Wire::connect(kafka(leaders[p as usize])).call(ApiKey::Produce, version, &request);
         r.responses[0].partition_responses[0].error_code
     };
-    for p in 0..PARTITIONS {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match produce(p, 0) {
-                0 => break,
-                19 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-                code => panic!("v2-{p}: Produce v12 answered error {code}"),
+    let produce = |p: u32, epoch: i16| produce_as(&id, pid, p, epoch, 0, 12);
+    // Retried while the coordinator cannot take the partition yet (NOT_ENOUGH_REPLICAS).
+    let produce_until_taken = |produce: &dyn Fn(u32) -> i16| {
+        for p in 0..PARTITIONS {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                match produce(p) {
+                    0 => break,
+                    19 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                    code => panic!("v2-{p}: the transactional produce answered error {code}"),
+                }
             }
         }
-    }
+    };
+    produce_until_taken(&|p| produce(p, 0));
     let mut at_coordinator = Wire::connect(kafka(coordinator));
     let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![id.clone()]);
     let r: DescribeTransactionsResponse = at_coordinator.call(ApiKey::DescribeTransactions, 0, &describe);
@@ -2723,28 +2736,84 @@ fn transactions_v2_partitions_join_through_their_leaders_on_other_nodes() {
         .with_committed(true);
     let r: EndTxnResponse = at_coordinator.call(ApiKey::EndTxn, 5, &end);
     assert_eq!((r.error_code, r.producer_id, r.producer_epoch), (0, pid, 1), "{r:?}");
+    // Waits until `p`'s log end and read_committed end (ListOffsets latest) are both `end`.
+    let wait_stable_end = |p: u32, end: i64| {
+        let list = |isolation: i8| {
+            ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_isolation_level(isolation).with_topics(
+                vec![list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(TopicName(text("v2")))
+                    .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(i32::try_from(p).unwrap())
+                        .with_timestamp(-1)])],
+            )
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut leader = Wire::connect(kafka(leaders[p as usize]));
+            let ends: Vec<(i16, i64)> = [0, 1]
+                .into_iter()
+                .map(|isolation| {
+                    let r: ListOffsetsResponse = leader.call(ApiKey::ListOffsets, 5, &list(isolation));
+                    (r.topics[0].partitions[0].error_code, r.topics[0].partitions[0].offset)
+                })
+                .collect();
+            if ends == [(0, end), (0, end)] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "v2-{p}: (log end, read_committed end) {ends:?}, waiting for {end}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
     for p in 0..PARTITIONS {
         let code = produce(p, 0);
         assert!(code == 47 || code == 90, "v2-{p}: the old epoch is fenced by the marker, not {code}");
-        let list =
-            ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_isolation_level(1).with_topics(vec![
-                list_offsets_request::ListOffsetsTopic::default().with_name(TopicName(text("v2"))).with_partitions(
-                    vec![list_offsets_request::ListOffsetsPartition::default()
-                        .with_partition_index(i32::try_from(p).unwrap())
-                        .with_timestamp(-1)],
-                ),
-            ]);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let r: ListOffsetsResponse = Wire::connect(kafka(leaders[p as usize])).call(ApiKey::ListOffsets, 5, &list);
-            let answer = &r.topics[0].partitions[0];
-            // Two records and the commit marker are stable.
-            if answer.error_code == 0 && answer.offset == 3 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "v2-{p}: read_committed end {answer:?}");
-            std::thread::sleep(Duration::from_millis(100));
+        // Two records and the commit marker are stable.
+        wait_stable_end(p, 3);
+    }
+
+    // Transactions v1: AddPartitionsToTxn v3, Produce v9, EndTxn v3 (librdkafka's).
+    const V1_ID: &str = "v1-cluster";
+    let v1 = TransactionalId(text(V1_ID));
+    let (v1_coordinator, v1_pid) = init_at_coordinator(V1_ID, 4);
+    assert!(leaders.iter().any(|l| *l != v1_coordinator), "a partition led away from {v1_coordinator}: {leaders:?}");
+    let mut at_v1_coordinator = Wire::connect(kafka(v1_coordinator));
+    let add = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(v1.clone())
+        .with_v3_and_below_producer_id(v1_pid)
+        .with_v3_and_below_producer_epoch(0)
+        .with_v3_and_below_topics(vec![add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+            .with_name(TopicName(text("v2")))
+            .with_partitions((0..PARTITIONS).map(|p| i32::try_from(p).unwrap()).collect())]);
+    let r: AddPartitionsToTxnResponse = at_v1_coordinator.call(ApiKey::AddPartitionsToTxn, 3, &add);
+    assert!(
+        r.results_by_topic_v3_and_below[0].results_by_partition.iter().all(|p| p.partition_error_code == 0),
+        "{r:?}"
+    );
+    produce_until_taken(&|p| produce_as(&v1, v1_pid, p, 0, 0, 9));
+    let abort = EndTxnRequest::default()
+        .with_transactional_id(v1.clone())
+        .with_producer_id(v1_pid)
+        .with_producer_epoch(0)
+        .with_committed(false);
+    let r: EndTxnResponse = at_v1_coordinator.call(ApiKey::EndTxn, 3, &abort);
+    assert_eq!(r.error_code, 0, "{r:?}");
+    let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![v1.clone()]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r: DescribeTransactionsResponse = at_v1_coordinator.call(ApiKey::DescribeTransactions, 0, &describe);
+        if r.transaction_states[0].transaction_state.as_str() == "CompleteAbort" {
+            break;
         }
+        assert!(Instant::now() < deadline, "the v1 abort did not complete: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for p in 0..PARTITIONS {
+        // Two aborted records and the abort marker after the committed three.
+        wait_stable_end(p, 6);
+        // The late batch: the next sequence of the aborted transaction.
+        let code = produce_as(&v1, v1_pid, p, 0, 2, 9);
+        assert_eq!(code, 48, "v2-{p} (leader {}, coordinator {v1_coordinator}): a late produce", leaders[p as usize]);
+        wait_stable_end(p, 6);
     }
 }
 
