@@ -24,6 +24,91 @@ const LOG_START_FILE: &str = "log-start-offset";
 /// covers the closed segments; the active segment's epochs come from its scan at open.
 const EPOCHS_FILE: &str = "leader-epochs";
 
+/// Written when the log closes cleanly (`CleanClose`); taken (read and removed) at open.
+const CLEAN_CLOSE_FILE: &str = "clean-close";
+const CLEAN_CLOSE_MAGIC: &[u8; 4] = b"SLCC";
+const CLEAN_CLOSE_VERSION: u16 = 1;
+
+/// What a clean close leaves for the next open, so that it need not scan the active
+/// segment whole (Kafka's clean-shutdown marker): the active segment as it was closed
+/// (base, size, next offset, creation time) and the producers' state at the log end.
+/// Its index files and the leader-epoch cache are written beside it at the close.
+#[derive(Debug)]
+pub(super) struct CleanClose {
+    pub(super) base: Offset,
+    pub(super) size: u64,
+    pub(super) next_offset: Offset,
+    pub(super) created_ms: i64,
+    pub(super) producers: ProducerStates,
+}
+
+impl CleanClose {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(CLEAN_CLOSE_MAGIC);
+        out.extend_from_slice(&CLEAN_CLOSE_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.base.0.to_le_bytes());
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.next_offset.0.to_le_bytes());
+        out.extend_from_slice(&self.created_ms.to_le_bytes());
+        out.extend_from_slice(&self.producers.encode());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<CleanClose, String> {
+        const FIXED: usize = 4 + 2 + 8 * 4;
+        let Some((body, crc)) = bytes.split_last_chunk::<4>() else { return Err("shorter than its checksum".into()) };
+        if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {
+            return Err("checksum mismatch".into());
+        }
+        if body.len() < FIXED || &body[..4] != CLEAN_CLOSE_MAGIC {
+            return Err("not a clean-close record".into());
+        }
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&body[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let version = u16::from_le_bytes([body[4], body[5]]);
+        if version != CLEAN_CLOSE_VERSION {
+            return Err(format!("unknown version {version}"));
+        }
+        Ok(CleanClose {
+            base: Offset(u64_at(6)),
+            size: u64_at(14),
+            next_offset: Offset(u64_at(22)),
+            created_ms: u64_at(30) as i64,
+            producers: ProducerStates::decode(&body[FIXED..])?,
+        })
+    }
+}
+
+pub(super) async fn write_clean_close(dir: &Path, clean: &CleanClose) -> Result<(), StorageError> {
+    let path = dir.join(CLEAN_CLOSE_FILE);
+    io::write_file_atomically(&path, &clean.encode()).await.map_err(|e| StorageError::io("writing", &path, e))
+}
+
+/// The clean-close record a clean close left, if any and readable, removed from the disk
+/// (durably) before this returns: whatever happens to the log after this open, the
+/// next open scans it, unless it too closes cleanly.
+pub(super) async fn take_clean_close(dir: &Path) -> Result<Option<CleanClose>, StorageError> {
+    let path = dir.join(CLEAN_CLOSE_FILE);
+    let Some(bytes) = io::read_file(&path).await.map_err(|e| StorageError::io("reading", &path, e))? else {
+        return Ok(None);
+    };
+    io::remove_file(&path).map_err(|e| StorageError::io("removing", &path, e))?;
+    io::sync_dir(dir).await.map_err(|e| StorageError::io("syncing directory", dir, e))?;
+    match CleanClose::decode(&bytes) {
+        Ok(clean) => Ok(Some(clean)),
+        Err(reason) => {
+            warn!(path = %path.display(), %reason, "ignoring an unreadable clean-close record; scanning the log");
+            Ok(None)
+        }
+    }
+}
+
 pub(super) async fn write_index_files(
     dir: &Path,
     base: Offset,

@@ -15,7 +15,7 @@ use crate::error::StorageError;
 use crate::segment::{segment_path, LOG_SUFFIX};
 use sluice_io::{self as io, align_down, align_up, File, Oneshot, SharedBuf, ZEROS_BYTES_MAX};
 
-use super::files::{write_epochs, write_index_files, write_producer_snapshot};
+use super::files::{write_clean_close, write_epochs, write_index_files, write_producer_snapshot, CleanClose};
 use super::shape::{advance_start, swap_segment, truncate};
 use super::state::{Job, Pending, Shared, TailPage, Waiter};
 use super::{AppendInfo, Durability, FaultPoint, PartitionLog};
@@ -510,6 +510,27 @@ async fn seal_segment_file(sh: &Shared, file: &File, size: u64, preallocated: u6
     Ok(())
 }
 
+/// The active segment's index files, the leader-epoch cache (which covers the active
+/// segment's epochs only in memory until now) and, last, the clean-close record naming the
+/// active segment as it is on the disk now (`files::CleanClose`).
+async fn leave_clean_close(sh: &Shared) -> Result<(), StorageError> {
+    let (base, (offsets, times), epochs, clean) = {
+        let st = sh.state.borrow();
+        let s = st.active();
+        let clean = CleanClose {
+            base: s.base,
+            size: s.size_bytes,
+            next_offset: s.next_offset,
+            created_ms: s.created_ms,
+            producers: st.producers.clone(),
+        };
+        (s.base, s.index.encode(), st.epochs.clone(), clean)
+    };
+    write_index_files(&sh.dir, base, &offsets, &times).await?;
+    write_epochs(&sh.dir, &epochs).await?;
+    write_clean_close(&sh.dir, &clean).await
+}
+
 async fn close_files(sh: &Shared) -> Result<(), StorageError> {
     let (file, size, preallocated) = {
         let st = sh.state.borrow();
@@ -522,6 +543,11 @@ async fn close_files(sh: &Shared) -> Result<(), StorageError> {
             file.truncate(size).await.map_err(|e| StorageError::io("trimming segment", file.path(), e))?;
         }
         file.fdatasync().await.map_err(|e| StorageError::io("syncing segment", file.path(), e))?;
+    }
+    // What the next open needs to skip the active segment's scan. Only a speed-up: if it
+    // cannot be written, the next open scans as after a crash.
+    if let Err(e) = leave_clean_close(sh).await {
+        warn!(dir = %sh.dir.display(), error = %e, "the log closed without its clean-close record");
     }
     sh.state.borrow_mut().closed = true;
     info!(dir = %sh.dir.display(), "partition log closed");

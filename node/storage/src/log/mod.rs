@@ -75,9 +75,9 @@ use crate::index::SegmentIndex;
 use crate::segment::{parse_segment_name, segment_path, Segment, LOG_SUFFIX};
 use sluice_io::{self as io, File, IoBytes, WaitQueue};
 
-use files::{read_epochs, read_log_start};
+use files::{read_epochs, read_log_start, take_clean_close};
 use flusher::flusher;
-use recovery::{read_tail_page, recover_producers, recover_segment};
+use recovery::{read_tail_page, recover_producers, recover_segment, Role};
 use state::{Shared, State};
 
 /// Each leader epoch in the log and the offset of its first batch, both increasing.
@@ -159,6 +159,8 @@ pub struct Truncation {
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryReport {
     pub segments: usize,
+    /// The log had closed cleanly and its active segment was not scanned whole.
+    pub clean: bool,
     pub truncations: Vec<Truncation>,
     pub rebuilt_indexes: Vec<PathBuf>,
     pub log_start: Offset,
@@ -258,13 +260,20 @@ impl PartitionLog {
                 synced_bytes: 0,
             });
         }
+        let mut clean = take_clean_close(dir).await?;
         let mut active_producer_batches = Vec::new();
+        let mut clean_producers = None;
         for (i, &base) in bases.iter().enumerate() {
             let is_active = i + 1 == bases.len();
-            let (segment, producer_batches) =
-                recover_segment(dir, base, &config, is_active, now_ms, &mut report, &mut epochs).await?;
+            let role = if is_active { Role::Active(clean.as_ref()) } else { Role::Closed };
+            let (segment, producer_batches, clean_used) =
+                recover_segment(dir, base, &config, role, now_ms, &mut report, &mut epochs).await?;
             if is_active {
                 active_producer_batches = producer_batches;
+                if clean_used {
+                    clean_producers = clean.take().map(|c| c.producers);
+                    report.clean = true;
+                }
             }
             if let Some(previous) = segments.last() {
                 if previous.next_offset > segment.base {
@@ -286,7 +295,10 @@ impl PartitionLog {
         let log_end = active.next_offset;
         let log_start = checkpoint.unwrap_or(first_base).max(first_base).min(log_end);
         epochs.retain(|(_, start)| *start < log_end);
-        let mut producers = recover_producers(dir, &segments, active_producer_batches).await?;
+        let mut producers = match clean_producers {
+            Some(producers) => producers,
+            None => recover_producers(dir, &segments, active_producer_batches).await?,
+        };
         producers.advance_start(log_start);
         let tail = read_tail_page(active.file.as_deref(), active.size_bytes)
             .await

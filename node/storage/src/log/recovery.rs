@@ -16,7 +16,7 @@ use crate::segment::{segment_path, walk_batches, Segment, Step, INDEX_SUFFIX, LO
 use sluice_io::{self as io, align_down, File};
 use sluice_schemas::control::control_type;
 
-use super::files::{read_producer_snapshot, write_index_files};
+use super::files::{read_producer_snapshot, write_index_files, CleanClose};
 use super::state::TailPage;
 use super::{EpochStarts, RecoveryReport, Truncation};
 
@@ -33,26 +33,54 @@ pub(super) async fn read_tail_page(file: Option<&File>, size: u64) -> std::io::R
     Ok(TailPage { position, bytes })
 }
 
-/// Opens one segment at startup. The active (last) one is scanned whole with CRC checks;
-/// a closed one loads its index files and walks only the batches from the last index
-/// entry on; when the files are missing or disagree with the segment it is scanned
-/// whole and the files rewritten. Bytes after the last good batch are cut (and reported
-/// unless they are zeros: preallocated space never written). Also returns the batches
-/// the scan walked that change producer state (idempotent, transactional, markers; all
-/// of them for the active segment).
+/// Opens one segment at startup. The active (last) one is scanned whole with CRC checks,
+/// unless the log closed cleanly (`clean` names this segment at its present size): then,
+/// as a closed one, it loads its index files and walks only the batches from the last
+/// index entry on (with CRC checks), and must end where the clean close said. A closed
+/// one loads its index files the same way; when the files are missing or disagree with
+/// the segment it is scanned whole and the files rewritten. Bytes after the last good
+/// batch are cut (and reported unless they are zeros: preallocated space never written).
+/// Also returns the batches the scan walked that change producer state (idempotent,
+/// transactional, markers; all of them for the active segment unless the clean close
+/// was used, which the last value says: its producer state then replaces them).
 pub(super) async fn recover_segment(
     dir: &Path,
     base: Offset,
     config: &LogConfig,
-    is_active: bool,
+    role: Role<'_>,
     now_ms: i64,
     report: &mut RecoveryReport,
     epochs: &mut EpochStarts,
-) -> Result<(Segment, Vec<LoggedBatch>), StorageError> {
+) -> Result<(Segment, Vec<LoggedBatch>, bool), StorageError> {
     let path = segment_path(dir, base, LOG_SUFFIX);
     let file = File::open(&path, true).await.map_err(|e| StorageError::io("opening segment", &path, e))?;
     let size = file.size().await.map_err(|e| StorageError::io("sizing segment", &path, e))?;
     let fresh = || SegmentIndex::new(base, config.index_interval_bytes);
+    let (is_active, clean) = match role {
+        Role::Closed => (false, None),
+        Role::Active(clean) => (true, clean.filter(|c| c.base == base && c.size == size)),
+    };
+    if let Some(c) = clean {
+        let quick = match load_index(dir, base, config, size).await {
+            Some(Ok(mut index)) => {
+                let from = index.reset_tail();
+                let scan = scan_segment(&file, base, index, from, size, true)
+                    .await
+                    .map_err(|e| StorageError::io("scanning segment", &path, e))?;
+                let whole = scan.invalid.is_none() && scan.valid_end == size && scan.next_offset == c.next_offset;
+                whole.then_some(scan)
+            }
+            _ => None,
+        };
+        match quick {
+            Some(scan) => {
+                add_epochs(epochs, &scan.epochs);
+                let segment = Segment { created_ms: c.created_ms, ..segment_of(base, scan, Some(file), now_ms) };
+                return Ok((segment, Vec::new(), true));
+            }
+            None => warn!(segment = %path.display(), "the clean close does not match the segment; scanning it"),
+        }
+    }
     let mut rebuilt = false;
     let loaded = if is_active { None } else { load_index(dir, base, config, size).await };
     let mut scan = match loaded {
@@ -88,11 +116,7 @@ pub(super) async fn recover_segment(
             });
         }
     }
-    for (epoch, start) in &scan.epochs {
-        if epochs.last().is_none_or(|last| last.0 < *epoch) {
-            epochs.push((*epoch, *start));
-        }
-    }
+    add_epochs(epochs, &scan.epochs);
     if scan.valid_end < size {
         file.truncate(scan.valid_end).await.map_err(|e| StorageError::io("truncating segment", &path, e))?;
         file.fdatasync().await.map_err(|e| StorageError::io("syncing segment", &path, e))?;
@@ -102,21 +126,42 @@ pub(super) async fn recover_segment(
         let (o, t) = scan.index.encode();
         write_index_files(dir, base, &o, &t).await?;
     }
+    let producer_batches = std::mem::take(&mut scan.producer_batches);
+    // A closed segment's file closes here; reads open it again from the pool.
+    Ok((segment_of(base, scan, is_active.then_some(file), now_ms), producer_batches, false))
+}
+
+/// Which segment `recover_segment` opens: a closed one, or the active (last) one with
+/// the clean-close record the log left, if any.
+pub(super) enum Role<'a> {
+    Closed,
+    Active(Option<&'a CleanClose>),
+}
+
+/// The epochs a scan saw after the ones known.
+fn add_epochs(epochs: &mut EpochStarts, seen: &EpochStarts) {
+    for (epoch, start) in seen {
+        if epochs.last().is_none_or(|last| last.0 < *epoch) {
+            epochs.push((*epoch, *start));
+        }
+    }
+}
+
+/// The segment a scan found, holding `file` open if given (the active segment).
+fn segment_of(base: Offset, scan: Scan, file: Option<File>, now_ms: i64) -> Segment {
     // segment.ms counts from the first batch's time when it is believable.
     let created_ms = scan.first_timestamp.filter(|ts| *ts > 0 && *ts <= now_ms).unwrap_or(now_ms);
-    let segment = Segment {
+    Segment {
         base,
         next_offset: scan.next_offset,
         size_bytes: scan.valid_end,
         written_bytes: scan.valid_end,
         index: scan.index,
-        // A closed segment's file closes here; reads open it again from the pool.
-        file: is_active.then(|| Rc::new(file)),
+        file: file.map(Rc::new),
         created_ms,
         preallocated_bytes: scan.valid_end,
         synced_bytes: 0,
-    };
-    Ok((segment, scan.producer_batches))
+    }
 }
 
 /// Closed segments scanned for producer state when the snapshots are missing (a data
