@@ -89,6 +89,10 @@ pub struct LogConfig {
     /// Only writes up to this size zero-fill ahead of themselves: for larger ones the
     /// extra bandwidth costs more than the per-write overhead it saves.
     pub zero_fill_write_bytes_max: u64,
+    /// After a clean close, an active segment of at least this size is opened from the
+    /// clean-close record instead of scanned whole (a smaller one is cheaper to scan than
+    /// the record's files are to read).
+    pub clean_open_min_bytes: u64,
     /// The clock for segment age and LogAppendTime.
     pub clock: Clock,
     /// Delete closed segments whose newest record is older than this (retention.ms);
@@ -129,6 +133,7 @@ impl Default for LogConfig {
             unflushed_bytes_max: 32 << 20,
             preallocate_bytes: 8 << 20,
             zero_fill_write_bytes_max: 128 << 10,
+            clean_open_min_bytes: 4 << 20,
             clock: Clock::system(),
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,

@@ -676,21 +676,22 @@ fn copied_batches_keep_the_leaders_offsets_and_epochs_and_must_continue_the_log(
     });
 }
 
-/// Producer `pid`'s idempotent batch of 4 records at `sequence`, stamped `timestamp`.
-fn idempotent(pid: u64, sequence: i32, timestamp: i64) -> Vec<u8> {
+/// Producer `pid`'s idempotent batch of 4 records of `value_bytes` at `sequence`,
+/// stamped `timestamp`.
+fn idempotent(pid: u64, sequence: i32, value_bytes: usize, timestamp: i64) -> Vec<u8> {
     use sluice_schemas::ids::ProducerId;
     use sluice_schemas::records::{BatchBuilder, BatchConfig};
     let config = BatchConfig { producer_id: Some(ProducerId(pid)), base_sequence: sequence, ..BatchConfig::default() };
     let mut builder = BatchBuilder::new(config).unwrap();
     for i in 0..4 {
-        builder.push(Some(b"k"), Some(&[(sequence + i) as u8; 300]), &[], timestamp).unwrap();
+        builder.push(Some(b"k"), Some(&vec![(sequence + i) as u8; value_bytes]), &[], timestamp).unwrap();
     }
     builder.finish().unwrap()
 }
 
 /// What a reader sees of a log: its end, segments, epochs, producers, last stable offset,
-/// the offset of a timestamp and every byte.
-async fn log_view(log: &PartitionLog) -> String {
+/// the offset of timestamp `at` and every byte.
+async fn log_view(log: &PartitionLog, at: i64) -> String {
     let mut bytes = Vec::new();
     let mut offset = log.log_start_offset();
     while offset < log.log_end_offset() {
@@ -705,60 +706,70 @@ async fn log_view(log: &PartitionLog) -> String {
         log.epoch_starts(),
         log.producers(),
         log.last_stable_offset(),
-        log.offset_for_timestamp(5_000).await.unwrap(),
+        log.offset_for_timestamp(at).await.unwrap(),
         crc32c::crc32c(&bytes)
     )
 }
 
 /// A clean close leaves the active segment's index files, the leader-epoch cache and the
-/// producers' state (`clean-close`), and the next open uses them instead of scanning the
-/// active segment whole, and reads the same log as a full scan does. Open takes the
-/// record (removes it), so a log that then dies without closing is scanned at its next
-/// open; so is one whose active segment changed after the close.
+/// producers' state (`clean-close`), and the next open of a large active segment uses
+/// them instead of scanning it whole, and reads the same log as a full scan does. The
+/// record is removed before the log first changes, so a log that then dies without
+/// closing is scanned at its next open (one that dies unchanged is not); a record that
+/// does not match the segment (changed behind the log's back) is not used, and removed.
 #[test]
 fn a_cleanly_closed_log_reopens_without_scanning_its_active_segment_and_reads_the_same() {
+    const VALUE: usize = 64 * 1024;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let clean_close = path.join("clean-close");
+    // Recent timestamps: a segment whose first batch is older than segment.ms rolls.
+    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 60_000;
+    let at = t0 + 5_000;
     run(async move {
-        let config = || LogConfig { segment_bytes: 16 * 1024, index_interval_bytes: 1024, ..LogConfig::default() };
+        let config = || LogConfig { segment_bytes: 6 << 20, index_interval_bytes: 1024, ..LogConfig::default() };
         let (log, _) = PartitionLog::open(&path, config()).await.unwrap();
-        // Batches of two epochs and two idempotent producers over a few segments; the
-        // active one holds several index entries.
-        for i in 0..24u64 {
-            let epoch = LeaderEpoch(if i < 15 { 1 } else { 2 });
-            let b = idempotent(i % 2 + 7, (i / 2 * 4) as i32, 1000 * i as i64);
+        // 40 batches of 256 KiB, of two epochs and two idempotent producers: one closed
+        // segment and an active one of over 4 MiB (smaller ones are scanned anyway).
+        for i in 0..40u64 {
+            let epoch = LeaderEpoch(if i < 30 { 1 } else { 2 });
+            let b = idempotent(i % 2 + 7, (i / 2 * 4) as i32, VALUE, t0 + 1000 * i as i64);
             log.append_as_leader::<()>(&b, None, |_, _| Ok(epoch)).await.unwrap().unwrap();
         }
-        assert!(log.segments().len() >= 2, "{:?}", log.segments());
-        let before = log_view(&log).await;
+        let segments = log.segments();
+        assert!(segments.len() == 2 && segments[1].size_bytes >= 4 << 20, "{segments:?}");
+        let before = log_view(&log, at).await;
         log.close().await.unwrap();
         assert!(clean_close.exists(), "a clean close leaves its record");
 
         let (log, report) = PartitionLog::open(&path, config()).await.unwrap();
         assert!(report.clean && report.truncations.is_empty(), "{report:?}");
-        assert!(!clean_close.exists(), "taken at open");
-        assert_eq!(log_view(&log).await, before);
+        assert_eq!(log_view(&log, at).await, before);
+        drop(log); // A crash with nothing changed: the record still holds.
+        let (log, report) = PartitionLog::open(&path, config()).await.unwrap();
+        assert!(report.clean, "{report:?}");
+        assert_eq!(log_view(&log, at).await, before);
         // The producers' state came through: a retry of the last batch is a duplicate.
-        let retry = log.append(&idempotent(8, 44, 23_000)).await.unwrap();
+        let retry = log.append(&idempotent(8, 76, VALUE, t0 + 39_000)).await.unwrap();
         assert!(retry.duplicate, "{retry:?}");
         log.close().await.unwrap();
         // The same log read by a full scan (the record removed) is the same.
         std::fs::remove_file(&clean_close).unwrap();
         let (log, report) = PartitionLog::open(&path, config()).await.unwrap();
         assert!(!report.clean);
-        assert_eq!(log_view(&log).await, before);
+        assert_eq!(log_view(&log, at).await, before);
         log.close().await.unwrap();
 
-        // Opened cleanly, written, then dropped without closing (a crash): scanned.
+        // Opened cleanly, written (the record goes first), then dropped: scanned.
         let (log, report) = PartitionLog::open(&path, config()).await.unwrap();
         assert!(report.clean);
-        log.append(&idempotent(7, 48, 24_000)).await.unwrap();
-        let written = log_view(&log).await;
+        log.append(&idempotent(7, 80, VALUE, t0 + 40_000)).await.unwrap();
+        assert!(!clean_close.exists(), "removed before the first write");
+        let written = log_view(&log, at).await;
         drop(log);
         let (log, report) = PartitionLog::open(&path, config()).await.unwrap();
-        assert!(!report.clean, "no clean close since the last open");
-        assert_eq!(log_view(&log).await, written);
+        assert!(!report.clean, "no clean close since the last change");
+        assert_eq!(log_view(&log, at).await, written);
         log.close().await.unwrap();
 
         // Bytes added to the active segment after the clean close: scanned, and cut.
@@ -768,7 +779,8 @@ fn a_cleanly_closed_log_reopens_without_scanning_its_active_segment_and_reads_th
         drop(file);
         let (log, report) = PartitionLog::open(&path, config()).await.unwrap();
         assert!(!report.clean && report.truncations.len() == 1, "{report:?}");
-        assert_eq!(log_view(&log).await, written);
+        assert!(!clean_close.exists(), "a record that does not match is removed");
+        assert_eq!(log_view(&log, at).await, written);
         log.close().await.unwrap();
     });
 }

@@ -84,6 +84,8 @@ fn config(clock: &Clock) -> LogConfig {
         segment_bytes: 8192,
         segment_ms: SEGMENT_MS,
         index_interval_bytes: 512,
+        // Every reopen after a close goes through the clean-close record.
+        clean_open_min_bytes: 0,
         cache_bytes_max: 16 * 1024,
         write_buffer_bytes: 8192,
         unflushed_bytes_max: 64 * 1024,
@@ -195,6 +197,7 @@ async fn run_ops(dir: &Path, ops: Vec<Op>) {
                 log.close().await.unwrap();
                 let (reopened, report) = PartitionLog::open(dir, config(&clock)).await.unwrap();
                 assert!(report.truncations.is_empty(), "a clean close leaves nothing to cut: {report:?}");
+                assert!(report.clean, "opened from the clean-close record: {report:?}");
                 log = reopened;
             }
         }

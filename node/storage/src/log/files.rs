@@ -24,8 +24,9 @@ const LOG_START_FILE: &str = "log-start-offset";
 /// covers the closed segments; the active segment's epochs come from its scan at open.
 const EPOCHS_FILE: &str = "leader-epochs";
 
-/// Written when the log closes cleanly (`CleanClose`); taken (read and removed) at open.
-const CLEAN_CLOSE_FILE: &str = "clean-close";
+/// Written when the log closes cleanly (`CleanClose`); removed before the log first
+/// changes after an open.
+pub(super) const CLEAN_CLOSE_FILE: &str = "clean-close";
 const CLEAN_CLOSE_MAGIC: &[u8; 4] = b"SLCC";
 const CLEAN_CLOSE_VERSION: u16 = 1;
 
@@ -90,16 +91,12 @@ pub(super) async fn write_clean_close(dir: &Path, clean: &CleanClose) -> Result<
     io::write_file_atomically(&path, &clean.encode()).await.map_err(|e| StorageError::io("writing", &path, e))
 }
 
-/// The clean-close record a clean close left, if any and readable, removed from the disk
-/// (durably) before this returns: whatever happens to the log after this open, the
-/// next open scans it, unless it too closes cleanly.
-pub(super) async fn take_clean_close(dir: &Path) -> Result<Option<CleanClose>, StorageError> {
+/// The clean-close record a clean close left, if any and readable.
+pub(super) async fn read_clean_close(dir: &Path) -> Result<Option<CleanClose>, StorageError> {
     let path = dir.join(CLEAN_CLOSE_FILE);
     let Some(bytes) = io::read_file(&path).await.map_err(|e| StorageError::io("reading", &path, e))? else {
         return Ok(None);
     };
-    io::remove_file(&path).map_err(|e| StorageError::io("removing", &path, e))?;
-    io::sync_dir(dir).await.map_err(|e| StorageError::io("syncing directory", dir, e))?;
     match CleanClose::decode(&bytes) {
         Ok(clean) => Ok(Some(clean)),
         Err(reason) => {
@@ -107,6 +104,14 @@ pub(super) async fn take_clean_close(dir: &Path) -> Result<Option<CleanClose>, S
             Ok(None)
         }
     }
+}
+
+/// Removes the clean-close record, durably: done before anything changes the log after
+/// an open, so a record on the disk always describes the log as it is.
+pub(super) async fn remove_clean_close(dir: &Path) -> Result<(), StorageError> {
+    let path = dir.join(CLEAN_CLOSE_FILE);
+    io::remove_file(&path).map_err(|e| StorageError::io("removing", &path, e))?;
+    io::sync_dir(dir).await.map_err(|e| StorageError::io("syncing directory", dir, e))
 }
 
 pub(super) async fn write_index_files(

@@ -15,7 +15,9 @@ use crate::error::StorageError;
 use crate::segment::{segment_path, LOG_SUFFIX};
 use sluice_io::{self as io, align_down, align_up, File, Oneshot, SharedBuf, ZEROS_BYTES_MAX};
 
-use super::files::{write_clean_close, write_epochs, write_index_files, write_producer_snapshot, CleanClose};
+use super::files::{
+    remove_clean_close, write_clean_close, write_epochs, write_index_files, write_producer_snapshot, CleanClose,
+};
 use super::shape::{advance_start, swap_segment, truncate};
 use super::state::{Job, Pending, Shared, TailPage, Waiter};
 use super::{AppendInfo, Durability, FaultPoint, PartitionLog};
@@ -149,8 +151,25 @@ fn poison(sh: &Shared, what: String) -> StorageError {
     StorageError::Poisoned { dir: sh.dir.clone(), cause: what }
 }
 
+/// Removes the last clean close's record before the log first changes after its open,
+/// so that a record on the disk always describes the log as it is (`files::CleanClose`).
+async fn forget_clean_close(sh: &Shared) -> Result<(), StorageError> {
+    if !sh.state.borrow().clean_close_on_disk {
+        return Ok(());
+    }
+    remove_clean_close(&sh.dir).await?;
+    sh.state.borrow_mut().clean_close_on_disk = false;
+    Ok(())
+}
+
 /// Runs one job; returns true when the flusher should stop.
 async fn run_job(sh: &Rc<Shared>, job: Job) -> bool {
+    if !matches!(job, Job::Sync { .. } | Job::Close { .. }) {
+        if let Err(e) = forget_clean_close(sh).await {
+            // The job then finds the log poisoned and fails.
+            poison(sh, e.to_string());
+        }
+    }
     match job {
         Job::Write(_) => unreachable!("the flusher runs writes itself"),
         Job::Roll { base, epochs, producers } => match roll_files(sh, base, &epochs, &producers).await {
@@ -212,6 +231,7 @@ async fn write_pending(sh: &Rc<Shared>, p: Pending) -> Option<Written> {
     let end = file_position + write_len as u64;
     let mut granted = 0;
     let result: Result<u64, String> = async {
+        forget_clean_close(sh).await.map_err(|e| e.to_string())?;
         if written.end() != written_bytes {
             return Err(format!(
                 "refusing to write {path}: its written data ends at byte {written_bytes} but the last written page \

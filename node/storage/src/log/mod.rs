@@ -75,7 +75,7 @@ use crate::index::SegmentIndex;
 use crate::segment::{parse_segment_name, segment_path, Segment, LOG_SUFFIX};
 use sluice_io::{self as io, File, IoBytes, WaitQueue};
 
-use files::{read_epochs, read_log_start, take_clean_close};
+use files::{read_epochs, read_log_start, CLEAN_CLOSE_FILE};
 use flusher::flusher;
 use recovery::{read_tail_page, recover_producers, recover_segment, Role};
 use state::{Shared, State};
@@ -222,6 +222,7 @@ impl PartitionLog {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("creating log directory", dir, e))?;
         io::probe_device(dir).await.map_err(|e| StorageError::io("probing the device of", dir, e))?;
         let mut bases = Vec::new();
+        let mut clean_close = false;
         let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("listing log directory", dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| StorageError::io("listing log directory", dir, e))?;
@@ -236,6 +237,7 @@ impl PartitionLog {
             if let Some((base, LOG_SUFFIX)) = parse_segment_name(name) {
                 bases.push(base);
             }
+            clean_close |= name == CLEAN_CLOSE_FILE;
         }
         bases.sort();
         let checkpoint = read_log_start(dir).await?;
@@ -260,20 +262,17 @@ impl PartitionLog {
                 synced_bytes: 0,
             });
         }
-        let mut clean = take_clean_close(dir).await?;
         let mut active_producer_batches = Vec::new();
         let mut clean_producers = None;
         for (i, &base) in bases.iter().enumerate() {
             let is_active = i + 1 == bases.len();
-            let role = if is_active { Role::Active(clean.as_ref()) } else { Role::Closed };
-            let (segment, producer_batches, clean_used) =
+            let role = if is_active { Role::Active { clean_close } } else { Role::Closed };
+            let (segment, producer_batches, producers) =
                 recover_segment(dir, base, &config, role, now_ms, &mut report, &mut epochs).await?;
             if is_active {
                 active_producer_batches = producer_batches;
-                if clean_used {
-                    clean_producers = clean.take().map(|c| c.producers);
-                    report.clean = true;
-                }
+                report.clean = producers.is_some();
+                clean_producers = producers;
             }
             if let Some(previous) = segments.last() {
                 if previous.next_offset > segment.base {
@@ -333,6 +332,7 @@ impl PartitionLog {
             read_ahead: std::collections::VecDeque::new(),
             write_bytes_average: 0,
             clean_offset: Offset(0),
+            clean_close_on_disk: clean_close && dir.join(CLEAN_CLOSE_FILE).exists(),
             epochs,
             producers,
             stats: LogStats::default(),

@@ -16,7 +16,7 @@ use crate::segment::{segment_path, walk_batches, Segment, Step, INDEX_SUFFIX, LO
 use sluice_io::{self as io, align_down, File};
 use sluice_schemas::control::control_type;
 
-use super::files::{read_producer_snapshot, write_index_files, CleanClose};
+use super::files::{read_clean_close, read_producer_snapshot, remove_clean_close, write_index_files};
 use super::state::TailPage;
 use super::{EpochStarts, RecoveryReport, Truncation};
 
@@ -34,51 +34,52 @@ pub(super) async fn read_tail_page(file: Option<&File>, size: u64) -> std::io::R
 }
 
 /// Opens one segment at startup. The active (last) one is scanned whole with CRC checks,
-/// unless the log closed cleanly (`clean` names this segment at its present size): then,
-/// as a closed one, it loads its index files and walks only the batches from the last
-/// index entry on (with CRC checks), and must end where the clean close said. A closed
+/// unless the log closed cleanly and the segment is large (the clean-close record names
+/// it at its present size): then, as a closed one, it loads its index files and walks
+/// only the batches from the last index entry on (with CRC checks), and must end where
+/// the record says; a record that does not match is removed. A closed
 /// one loads its index files the same way; when the files are missing or disagree with
 /// the segment it is scanned whole and the files rewritten. Bytes after the last good
 /// batch are cut (and reported unless they are zeros: preallocated space never written).
 /// Also returns the batches the scan walked that change producer state (idempotent,
-/// transactional, markers; all of them for the active segment unless the clean close
-/// was used, which the last value says: its producer state then replaces them).
+/// transactional, markers; all of them for the active segment), or, when the clean-close
+/// record was used, the producers' state it holds.
 pub(super) async fn recover_segment(
     dir: &Path,
     base: Offset,
     config: &LogConfig,
-    role: Role<'_>,
+    role: Role,
     now_ms: i64,
     report: &mut RecoveryReport,
     epochs: &mut EpochStarts,
-) -> Result<(Segment, Vec<LoggedBatch>, bool), StorageError> {
+) -> Result<(Segment, Vec<LoggedBatch>, Option<ProducerStates>), StorageError> {
     let path = segment_path(dir, base, LOG_SUFFIX);
     let file = File::open(&path, true).await.map_err(|e| StorageError::io("opening segment", &path, e))?;
     let size = file.size().await.map_err(|e| StorageError::io("sizing segment", &path, e))?;
     let fresh = || SegmentIndex::new(base, config.index_interval_bytes);
-    let (is_active, clean) = match role {
-        Role::Closed => (false, None),
-        Role::Active(clean) => (true, clean.filter(|c| c.base == base && c.size == size)),
-    };
-    if let Some(c) = clean {
-        let quick = match load_index(dir, base, config, size).await {
-            Some(Ok(mut index)) => {
-                let from = index.reset_tail();
-                let scan = scan_segment(&file, base, index, from, size, true)
-                    .await
-                    .map_err(|e| StorageError::io("scanning segment", &path, e))?;
-                let whole = scan.invalid.is_none() && scan.valid_end == size && scan.next_offset == c.next_offset;
-                whole.then_some(scan)
-            }
-            _ => None,
-        };
-        match quick {
-            Some(scan) => {
+    let is_active = matches!(role, Role::Active { .. });
+    // A small active segment is scanned: cheaper than reading the record's files.
+    if matches!(role, Role::Active { clean_close: true }) && size >= config.clean_open_min_bytes {
+        if let Some(c) = read_clean_close(dir).await? {
+            let quick = match load_index(dir, base, config, size).await {
+                Some(Ok(mut index)) if c.base == base && c.size == size => {
+                    let from = index.reset_tail();
+                    let scan = scan_segment(&file, base, index, from, size, true)
+                        .await
+                        .map_err(|e| StorageError::io("scanning segment", &path, e))?;
+                    let whole = scan.invalid.is_none() && scan.valid_end == size && scan.next_offset == c.next_offset;
+                    whole.then_some(scan)
+                }
+                _ => None,
+            };
+            if let Some(scan) = quick {
                 add_epochs(epochs, &scan.epochs);
                 let segment = Segment { created_ms: c.created_ms, ..segment_of(base, scan, Some(file), now_ms) };
-                return Ok((segment, Vec::new(), true));
+                return Ok((segment, Vec::new(), Some(c.producers)));
             }
-            None => warn!(segment = %path.display(), "the clean close does not match the segment; scanning it"),
+            // Changed behind the log's back: the record is no use, now or later.
+            warn!(segment = %path.display(), "the clean-close record does not match the segment; scanning it");
+            remove_clean_close(dir).await?;
         }
     }
     let mut rebuilt = false;
@@ -128,14 +129,15 @@ pub(super) async fn recover_segment(
     }
     let producer_batches = std::mem::take(&mut scan.producer_batches);
     // A closed segment's file closes here; reads open it again from the pool.
-    Ok((segment_of(base, scan, is_active.then_some(file), now_ms), producer_batches, false))
+    Ok((segment_of(base, scan, is_active.then_some(file), now_ms), producer_batches, None))
 }
 
-/// Which segment `recover_segment` opens: a closed one, or the active (last) one with
-/// the clean-close record the log left, if any.
-pub(super) enum Role<'a> {
+/// Which segment `recover_segment` opens: a closed one, or the active (last) one, and
+/// whether the log's directory holds a clean-close record.
+#[derive(Clone, Copy)]
+pub(super) enum Role {
     Closed,
-    Active(Option<&'a CleanClose>),
+    Active { clean_close: bool },
 }
 
 /// The epochs a scan saw after the ones known.

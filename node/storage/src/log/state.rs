@@ -143,6 +143,9 @@ pub(super) struct State {
     pub(super) write_bytes_average: u64,
     /// Closed segments below this offset were compacted (what came after is "dirty").
     pub(super) clean_offset: Offset,
+    /// The last clean close's record is on the disk: the flusher removes it before
+    /// anything changes the log (`flusher::forget_clean_close`).
+    pub(super) clean_close_on_disk: bool,
     /// The leader-epoch cache, including batches not yet written.
     pub(super) epochs: EpochStarts,
     /// Idempotent producers' last batches, including batches not yet written.
