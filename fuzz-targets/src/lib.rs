@@ -69,8 +69,9 @@ pub fn sasl_exchange(data: &[u8]) {
 
 /// The small files a log reads at open, which a crash or a disk may have damaged: a
 /// closed segment's index files (the first 16 bytes give the segment's size and the
-/// index interval, the rest is split between the offset and time indexes) and a
-/// producer-state snapshot (the whole input). What decodes encodes again to the same.
+/// index interval, the rest is split between the offset and time indexes), a
+/// producer-state snapshot and a clean-close record (each the whole input). What decodes
+/// encodes again to the same.
 pub fn storage_files(data: &[u8]) {
     use sluice_schemas::Offset;
     use sluice_storage::index::SegmentIndex;
@@ -88,6 +89,12 @@ pub fn storage_files(data: &[u8]) {
         let (offsets, times) = index.encode();
         let again = SegmentIndex::decode(base, interval, &offsets, &times, segment_bytes).map(|i| i.entries().to_vec());
         assert_eq!(again, Ok(index.entries().to_vec()), "an index changed in a round trip");
+    }
+    let seen =
+        |c: &sluice_storage::log::CleanClose| (c.base, c.size, c.next_offset, c.created_ms, c.producers.summaries());
+    if let Ok(clean) = sluice_storage::log::CleanClose::decode(data) {
+        let again = sluice_storage::log::CleanClose::decode(&clean.encode()).map(|c| seen(&c));
+        assert_eq!(again, Ok(seen(&clean)), "a clean-close record changed in a round trip");
     }
 }
 

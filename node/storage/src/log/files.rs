@@ -35,16 +35,19 @@ const CLEAN_CLOSE_VERSION: u16 = 1;
 /// (base, size, next offset, creation time) and the producers' state at the log end.
 /// Its index files and the leader-epoch cache are written beside it at the close.
 #[derive(Debug)]
-pub(super) struct CleanClose {
-    pub(super) base: Offset,
-    pub(super) size: u64,
-    pub(super) next_offset: Offset,
-    pub(super) created_ms: i64,
-    pub(super) producers: ProducerStates,
+pub struct CleanClose {
+    pub base: Offset,
+    pub size: u64,
+    pub next_offset: Offset,
+    pub created_ms: i64,
+    pub producers: ProducerStates,
 }
 
 impl CleanClose {
-    fn encode(&self) -> Vec<u8> {
+    /// The record's bytes: magic, version, the four numbers (little-endian), the
+    /// producers' snapshot (`ProducerStates::encode`), then a CRC-32C of all of it.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(CLEAN_CLOSE_MAGIC);
         out.extend_from_slice(&CLEAN_CLOSE_VERSION.to_le_bytes());
@@ -58,7 +61,8 @@ impl CleanClose {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<CleanClose, String> {
+    /// Reads `encode`'s bytes, or says what is wrong with them.
+    pub fn decode(bytes: &[u8]) -> Result<CleanClose, String> {
         const FIXED: usize = 4 + 2 + 8 * 4;
         let Some((body, crc)) = bytes.split_last_chunk::<4>() else { return Err("shorter than its checksum".into()) };
         if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {

@@ -57,6 +57,7 @@ mod shape;
 mod state;
 
 pub use faults::{FaultInjector, FaultPoint};
+pub use files::CleanClose;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
