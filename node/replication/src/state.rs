@@ -468,6 +468,13 @@ impl ClusterState {
 
     /// Applies one command (see `Command` for what each does).
     pub fn apply_command(&mut self, command: &Command) -> Outcome {
+        let mut out = self.apply_changes(command);
+        keep_last_changes(&mut out.changed);
+        out
+    }
+
+    /// `apply_command`, with a partition changed more than once listed at each change.
+    fn apply_changes(&mut self, command: &Command) -> Outcome {
         let mut out = Outcome::default();
         match command {
             Command::RegisterNode { node, incarnation } => {
@@ -871,7 +878,9 @@ impl ClusterState {
     fn bump_partition_epoch(&mut self, id: ClusterPartitionId, out: &mut Outcome) {
         if let Some(record) = self.partitions.get_mut(&id) {
             record.state.partition_epoch = PartitionEpoch(record.state.partition_epoch.0 + 1);
-            out.changed.retain(|s| s.partition != id);
+            // An earlier change of it in this command goes at the end (`keep_last_changes`):
+            // removing it here cost a pass over every change, and a command that changes
+            // every partition of a node (its new life registering) was quadratic.
             out.changed.push(record.state.clone());
         }
     }
@@ -1387,6 +1396,18 @@ impl Command {
         r.finish()?;
         Ok(command)
     }
+}
+
+/// Keeps each partition's last state, in the order of those last states: as if every
+/// change had removed the partition's earlier one from the list.
+fn keep_last_changes(changed: &mut Vec<PartitionState>) {
+    if changed.len() < 2 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(changed.len());
+    let mut kept: Vec<PartitionState> = changed.drain(..).rev().filter(|s| seen.insert(s.partition)).collect();
+    kept.reverse();
+    *changed = kept;
 }
 
 impl Outcome {

@@ -532,11 +532,16 @@ async fn seal_segment_file(sh: &Shared, file: &File, size: u64, preallocated: u6
 
 /// The active segment's index files, the leader-epoch cache (which covers the active
 /// segment's epochs only in memory until now) and, last, the clean-close record naming the
-/// active segment as it is on the disk now (`files::CleanClose`).
+/// active segment as it is on the disk now (`files::CleanClose`). Only for an active
+/// segment the next open would use it for (`clean_open_min_bytes`): the three files cost
+/// six syncs, which at 10,000 small partitions made a clean stop take 16 s instead of 0.5.
 async fn leave_clean_close(sh: &Shared) -> Result<(), StorageError> {
     let (base, (offsets, times), epochs, clean) = {
         let st = sh.state.borrow();
         let s = st.active();
+        if s.size_bytes < sh.config.clean_open_min_bytes {
+            return Ok(());
+        }
         let clean = CleanClose {
             base: s.base,
             size: s.size_bytes,
