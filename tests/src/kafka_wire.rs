@@ -109,6 +109,55 @@ impl Wire {
     }
 }
 
+/// InitProducerId for a new producer of transactional id `id` (timeout `timeout_ms`).
+#[must_use]
+pub fn init_transactional(id: &str, timeout_ms: i32) -> kafka_protocol::messages::InitProducerIdRequest {
+    use kafka_protocol::messages::{InitProducerIdRequest, ProducerId, TransactionalId};
+    InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.to_string()))))
+        .with_transaction_timeout_ms(timeout_ms)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+}
+
+/// EndTxn of producer `pid` at `epoch` for transactional id `id`: commit or abort.
+#[must_use]
+pub fn end_txn(
+    id: &kafka_protocol::messages::TransactionalId,
+    pid: kafka_protocol::messages::ProducerId,
+    epoch: i16,
+    committed: bool,
+) -> kafka_protocol::messages::EndTxnRequest {
+    kafka_protocol::messages::EndTxnRequest::default()
+        .with_transactional_id(id.clone())
+        .with_producer_id(pid)
+        .with_producer_epoch(epoch)
+        .with_committed(committed)
+}
+
+impl Wire {
+    /// Asks DescribeTransactions until `id`'s transaction is in `state` (panics after
+    /// `within`); returns that answer's state.
+    pub fn wait_for_transaction_state(
+        &mut self,
+        id: &kafka_protocol::messages::TransactionalId,
+        state: &str,
+        within: Duration,
+    ) -> kafka_protocol::messages::describe_transactions_response::TransactionState {
+        use kafka_protocol::messages::{DescribeTransactionsRequest, DescribeTransactionsResponse};
+        let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![id.clone()]);
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let r: DescribeTransactionsResponse = self.call(ApiKey::DescribeTransactions, 0, &describe);
+            if r.transaction_states[0].transaction_state.as_str() == state {
+                return r.transaction_states[0].clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{:?} did not reach {state}: {r:?}", id.0);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// A transactional batch of producer `pid` at `epoch`, from sequence `sequence`.
 #[must_use]
 pub fn txn_batch(pid: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Bytes {

@@ -2653,7 +2653,7 @@ fn an_open_transaction_is_aborted_at_its_timeout_by_a_new_coordinator_after_a_ki
 #[test]
 fn transactions_join_at_their_coordinator_through_leaders_on_other_nodes() {
     use kafka_protocol::messages::*;
-    use sluice_tests::kafka_wire::{txn_batch, Wire};
+    use sluice_tests::kafka_wire::{end_txn, init_transactional, txn_batch, Wire};
     const TXN_ID: &str = "v2-cluster";
     const PARTITIONS: u32 = 3;
     let cluster = Cluster::start();
@@ -2678,11 +2678,7 @@ fn transactions_join_at_their_coordinator_through_leaders_on_other_nodes() {
             let r: FindCoordinatorResponse = Wire::connect(kafka(1)).call(ApiKey::FindCoordinator, 3, &find);
             if r.error_code == 0 {
                 let node = u32::try_from(r.node_id.0).unwrap();
-                let init = InitProducerIdRequest::default()
-                    .with_transactional_id(Some(TransactionalId(text(txn_id))))
-                    .with_transaction_timeout_ms(60_000)
-                    .with_producer_id(ProducerId(-1))
-                    .with_producer_epoch(-1);
+                let init = init_transactional(txn_id, 60_000);
                 let r: InitProducerIdResponse = Wire::connect(kafka(node)).call(ApiKey::InitProducerId, version, &init);
                 if r.error_code == 0 {
                     assert_eq!(r.producer_epoch, 0);
@@ -2732,12 +2728,7 @@ fn transactions_join_at_their_coordinator_through_leaders_on_other_nodes() {
     let state = &r.transaction_states[0];
     let joined: Vec<i32> = state.topics.iter().flat_map(|t| t.partitions.clone()).collect();
     assert_eq!((state.transaction_state.as_str(), joined), ("Ongoing", vec![0, 1, 2]), "{r:?}");
-    let end = EndTxnRequest::default()
-        .with_transactional_id(id.clone())
-        .with_producer_id(pid)
-        .with_producer_epoch(0)
-        .with_committed(true);
-    let r: EndTxnResponse = at_coordinator.call(ApiKey::EndTxn, 5, &end);
+    let r: EndTxnResponse = at_coordinator.call(ApiKey::EndTxn, 5, &end_txn(&id, pid, 0, true));
     assert_eq!((r.error_code, r.producer_id, r.producer_epoch), (0, pid, 1), "{r:?}");
     // Waits until `p`'s log end and read_committed end (ListOffsets latest) are both `end`.
     let wait_stable_end = |p: u32, end: i64| {
@@ -2793,23 +2784,9 @@ fn transactions_join_at_their_coordinator_through_leaders_on_other_nodes() {
         "{r:?}"
     );
     produce_until_taken(&|p| produce_as(&v1, v1_pid, p, 0, 0, 9));
-    let abort = EndTxnRequest::default()
-        .with_transactional_id(v1.clone())
-        .with_producer_id(v1_pid)
-        .with_producer_epoch(0)
-        .with_committed(false);
-    let r: EndTxnResponse = at_v1_coordinator.call(ApiKey::EndTxn, 3, &abort);
+    let r: EndTxnResponse = at_v1_coordinator.call(ApiKey::EndTxn, 3, &end_txn(&v1, v1_pid, 0, false));
     assert_eq!(r.error_code, 0, "{r:?}");
-    let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![v1.clone()]);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let r: DescribeTransactionsResponse = at_v1_coordinator.call(ApiKey::DescribeTransactions, 0, &describe);
-        if r.transaction_states[0].transaction_state.as_str() == "CompleteAbort" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the v1 abort did not complete: {r:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    at_v1_coordinator.wait_for_transaction_state(&v1, "CompleteAbort", WAIT);
     for p in 0..PARTITIONS {
         // Two aborted records and the abort marker after the committed three.
         wait_stable_end(p, 6);

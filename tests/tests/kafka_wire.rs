@@ -16,7 +16,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use sluice_schemas::records::{BatchBuilder, BatchConfig};
-use sluice_tests::kafka_wire::{connect, receive, request, response, send_raw, txn_batch, Wire, TIMEOUT};
+use sluice_tests::kafka_wire::{
+    connect, end_txn, init_transactional, receive, request, response, send_raw, txn_batch, Wire, TIMEOUT,
+};
 use sluice_tests::node_client::NodeProcess;
 
 fn closed_by_node(stream: &mut TcpStream) -> bool {
@@ -1086,21 +1088,11 @@ fn transaction_apis_answer_with_kafkas_states_and_errors() {
     let r: FindCoordinatorResponse =
         w.call(ApiKey::FindCoordinator, 3, &FindCoordinatorRequest::default().with_key(text("w-1")).with_key_type(1));
     assert_eq!((r.error_code, r.node_id.0), (0, 0), "FindCoordinator: {r:?}");
-    let init = InitProducerIdRequest::default()
-        .with_transactional_id(Some(id.clone()))
-        .with_transaction_timeout_ms(60_000)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1);
+    let init = init_transactional(&id.0, 60_000);
     let r: InitProducerIdResponse = w.call(ApiKey::InitProducerId, 4, &init);
     assert_eq!((r.error_code, r.producer_epoch), (0, 0), "{r:?}");
     let pid = r.producer_id;
-    let end = |epoch: i16, committed: bool| {
-        EndTxnRequest::default()
-            .with_transactional_id(id.clone())
-            .with_producer_id(pid)
-            .with_producer_epoch(epoch)
-            .with_committed(committed)
-    };
+    let end = |epoch: i16, committed: bool| end_txn(&id, pid, epoch, committed);
     let r: EndTxnResponse = w.call(ApiKey::EndTxn, 3, &end(0, true));
     assert_eq!(r.error_code, INVALID_TXN_STATE, "no transaction to commit");
     let topic = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
@@ -1150,16 +1142,7 @@ fn transaction_apis_answer_with_kafkas_states_and_errors() {
     assert_eq!(r.error_code, PRODUCER_FENCED, "another epoch");
     let r: EndTxnResponse = w.call(ApiKey::EndTxn, 3, &end(0, false));
     assert_eq!(r.error_code, 0, "abort");
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        let r: DescribeTransactionsResponse = w.call(ApiKey::DescribeTransactions, 0, &describe);
-        if r.transaction_states[0].transaction_state.as_str() == "CompleteAbort" {
-            assert!(r.transaction_states[0].topics.is_empty());
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the abort did not complete: {r:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(w.wait_for_transaction_state(&id, "CompleteAbort", TIMEOUT).topics.is_empty());
     let r: InitProducerIdResponse = w.call(ApiKey::InitProducerId, 4, &init);
     assert_eq!((r.error_code, r.producer_id, r.producer_epoch), (0, pid, 1), "{r:?}");
 }
@@ -1186,11 +1169,7 @@ fn transactions_v1_produce_is_verified_so_a_late_batch_cannot_leave_a_transactio
         &FindCoordinatorRequest::default().with_key(text("v1-late")).with_key_type(1),
     );
     assert_eq!(r.error_code, 0, "{r:?}");
-    let init = InitProducerIdRequest::default()
-        .with_transactional_id(Some(id.clone()))
-        .with_transaction_timeout_ms(60_000)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1);
+    let init = init_transactional(&id.0, 60_000);
     let r: InitProducerIdResponse = w.call(ApiKey::InitProducerId, 4, &init);
     assert_eq!((r.error_code, r.producer_epoch), (0, 0), "{r:?}");
     let pid = r.producer_id;
@@ -1220,23 +1199,9 @@ fn transactions_v1_produce_is_verified_so_a_late_batch_cannot_leave_a_transactio
         r.responses[0].partition_responses[0].error_code
     };
     let end = |w: &mut Wire, committed: bool, state: &str| {
-        let request = EndTxnRequest::default()
-            .with_transactional_id(id.clone())
-            .with_producer_id(pid)
-            .with_producer_epoch(0)
-            .with_committed(committed);
-        let r: EndTxnResponse = w.call(ApiKey::EndTxn, 3, &request);
+        let r: EndTxnResponse = w.call(ApiKey::EndTxn, 3, &end_txn(&id, pid, 0, committed));
         assert_eq!(r.error_code, 0, "{r:?}");
-        let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![id.clone()]);
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        loop {
-            let r: DescribeTransactionsResponse = w.call(ApiKey::DescribeTransactions, 0, &describe);
-            if r.transaction_states[0].transaction_state.as_str() == state {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "the transaction did not reach {state}: {r:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        w.wait_for_transaction_state(&id, state, TIMEOUT);
     };
     // (high watermark, last stable offset) of v1-0, read_committed.
     let ends = |w: &mut Wire| {
@@ -1295,11 +1260,7 @@ fn transactions_v2_join_partitions_by_produce_and_bump_the_epoch_with_every_tran
     let r: FindCoordinatorResponse =
         w.call(ApiKey::FindCoordinator, 3, &FindCoordinatorRequest::default().with_key(text("v2-1")).with_key_type(1));
     assert_eq!(r.error_code, 0, "{r:?}");
-    let init = InitProducerIdRequest::default()
-        .with_transactional_id(Some(id.clone()))
-        .with_transaction_timeout_ms(60_000)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1);
+    let init = init_transactional(&id.0, 60_000);
     let r: InitProducerIdResponse = w.call(ApiKey::InitProducerId, 5, &init);
     assert_eq!((r.error_code, r.producer_epoch), (0, 0), "{r:?}");
     let pid = r.producer_id;
@@ -1325,13 +1286,7 @@ fn transactions_v2_join_partitions_by_produce_and_bump_the_epoch_with_every_tran
         let r: ProduceResponse = w.call(ApiKey::Produce, 12, &request);
         r.responses[0].partition_responses.iter().map(|p| p.error_code).collect()
     };
-    let end = |epoch: i16, committed: bool| {
-        EndTxnRequest::default()
-            .with_transactional_id(id.clone())
-            .with_producer_id(pid)
-            .with_producer_epoch(epoch)
-            .with_committed(committed)
-    };
+    let end = |epoch: i16, committed: bool| end_txn(&id, pid, epoch, committed);
     let describe = DescribeTransactionsRequest::default().with_transactional_ids(vec![id.clone()]);
     let joined = |w: &mut Wire| {
         let r: DescribeTransactionsResponse = w.call(ApiKey::DescribeTransactions, 0, &describe);
@@ -1412,13 +1367,7 @@ fn idle_transactional_ids_expire_and_stay_forgotten_across_a_restart() {
     let mut node = NodeProcess::start_with_kafka(dir.path(), 1, &["--transactional-id-expiration-ms", "2000"]);
     node.client().create_topic("exp", 1, &[]);
     let mut w = Wire::connect(node.kafka_addr().unwrap());
-    let init = |id: &str| {
-        InitProducerIdRequest::default()
-            .with_transactional_id(Some(TransactionalId(text(id))))
-            .with_transaction_timeout_ms(600_000)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1)
-    };
+    let init = |id: &str| init_transactional(id, 600_000);
     let r: FindCoordinatorResponse =
         w.call(ApiKey::FindCoordinator, 3, &FindCoordinatorRequest::default().with_key(text("idle")).with_key_type(1));
     assert_eq!(r.error_code, 0);

@@ -264,16 +264,7 @@ pub async fn txn_offset_commit(
             Join::Add,
         )
         .await
-        .map_err(|e| match e.kind {
-            ErrorKind::NotCoordinator
-            | ErrorKind::CoordinatorNotAvailable
-            | ErrorKind::ConcurrentTransactions
-            | ErrorKind::LeaderNotAvailable => NodeError::new(
-                ErrorKind::CoordinatorLoadInProgress,
-                format!("the group's offsets could not join the transaction yet ({}); retry", e.message),
-            ),
-            _ => e,
-        })
+        .map_err(|e| txn_ops::join_retriable_as(e, ErrorKind::CoordinatorLoadInProgress, "the group's offsets"))
     } else {
         Ok(())
     };

@@ -130,23 +130,30 @@ pub async fn verify_here(
     }
 }
 
-/// A coordinator's answer to a produce's join or verification as the produce answers it:
-/// the coordinator moving, loading or finishing the last transaction becomes a retriable
-/// NOT_ENOUGH_REPLICAS, as Kafka maps them (a producer retries that, where it would give
-/// up on the coordinator's own errors, which it never expects from a produce).
+/// A coordinator's answer to a join that may succeed when retried (the coordinator
+/// moving, loading or finishing the last transaction) as `kind`, saying that `what`
+/// could not join yet; any other error as it is.
 #[must_use]
-pub fn as_produce_error(e: NodeError) -> NodeError {
+pub fn join_retriable_as(e: NodeError, kind: ErrorKind, what: &str) -> NodeError {
     match e.kind {
         ErrorKind::CoordinatorLoadInProgress
         | ErrorKind::CoordinatorNotAvailable
         | ErrorKind::NotCoordinator
         | ErrorKind::ConcurrentTransactions
-        | ErrorKind::LeaderNotAvailable => NodeError::new(
-            ErrorKind::NotEnoughReplicas,
-            format!("the partition could not join the transaction yet ({}); retry", e.message),
-        ),
+        | ErrorKind::LeaderNotAvailable => {
+            NodeError::new(kind, format!("{what} could not join the transaction yet ({}); retry", e.message))
+        }
         _ => e,
     }
+}
+
+/// A coordinator's answer to a produce's join or verification as the produce answers it:
+/// the retriable ones become NOT_ENOUGH_REPLICAS, as Kafka maps them (a producer retries
+/// that, where it would give up on the coordinator's own errors, which it never expects
+/// from a produce).
+#[must_use]
+pub fn as_produce_error(e: NodeError) -> NodeError {
+    join_retriable_as(e, ErrorKind::NotEnoughReplicas, "the partition")
 }
 
 /// KIP-890 part 1 for a Kafka transactional produce to a partition this shard leads:

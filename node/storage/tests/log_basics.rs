@@ -773,7 +773,7 @@ fn a_cleanly_closed_log_reopens_without_scanning_its_active_segment_and_reads_th
         log.close().await.unwrap();
 
         // Bytes added to the active segment after the clean close: scanned, and cut.
-        let active = log_segment_path(&path);
+        let active = common::newest_file(&path, "log");
         let mut file = std::fs::OpenOptions::new().append(true).open(&active).unwrap();
         std::io::Write::write_all(&mut file, &[0xab; 100]).unwrap();
         drop(file);
@@ -783,15 +783,4 @@ fn a_cleanly_closed_log_reopens_without_scanning_its_active_segment_and_reads_th
         assert_eq!(log_view(&log, at).await, written);
         log.close().await.unwrap();
     });
-}
-
-/// The newest segment file of the log in `dir`.
-fn log_segment_path(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut logs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs.pop().unwrap()
 }

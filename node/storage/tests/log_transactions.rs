@@ -156,7 +156,7 @@ fn reopens_restore_the_lso_and_the_aborted_list_across_rolls_crashes_and_lost_sn
         log.close().await.unwrap();
 
         // Without the newest snapshot, the one before it and the segments after it.
-        let newest = log_newest_snapshot(&path);
+        let newest = common::newest_file(&path, "producers");
         std::fs::remove_file(&newest).unwrap();
         let (log, _) = PartitionLog::open(&path, small_config()).await.unwrap();
         assert_eq!(txn_view(&log), before, "without {}", newest.display());
@@ -168,16 +168,6 @@ fn reopens_restore_the_lso_and_the_aborted_list_across_rolls_crashes_and_lost_sn
         assert_eq!(log.aborted_transactions(Offset(0), Offset(u64::MAX)).len(), 7);
         log.close().await.unwrap();
     });
-}
-
-fn log_newest_snapshot(path: &std::path::Path) -> std::path::PathBuf {
-    let mut all: Vec<_> = std::fs::read_dir(path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "producers"))
-        .collect();
-    all.sort();
-    all.pop().expect("a snapshot")
 }
 
 #[test]

@@ -48,17 +48,7 @@ impl CleanClose {
     /// producers' snapshot (`ProducerStates::encode`), then a CRC-32C of all of it.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(CLEAN_CLOSE_MAGIC);
-        out.extend_from_slice(&CLEAN_CLOSE_VERSION.to_le_bytes());
-        out.extend_from_slice(&self.base.0.to_le_bytes());
-        out.extend_from_slice(&self.size.to_le_bytes());
-        out.extend_from_slice(&self.next_offset.0.to_le_bytes());
-        out.extend_from_slice(&self.created_ms.to_le_bytes());
-        out.extend_from_slice(&self.producers.encode());
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        encode_clean_close(self.base, self.size, self.next_offset, self.created_ms, &self.producers)
     }
 
     /// Reads `encode`'s bytes, or says what is wrong with them.
@@ -90,9 +80,31 @@ impl CleanClose {
     }
 }
 
-pub(super) async fn write_clean_close(dir: &Path, clean: &CleanClose) -> Result<(), StorageError> {
+/// `CleanClose::encode` of a log's active segment and producers, without copying them.
+pub(super) fn encode_clean_close(
+    base: Offset,
+    size: u64,
+    next_offset: Offset,
+    created_ms: i64,
+    producers: &ProducerStates,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(CLEAN_CLOSE_MAGIC);
+    out.extend_from_slice(&CLEAN_CLOSE_VERSION.to_le_bytes());
+    out.extend_from_slice(&base.0.to_le_bytes());
+    out.extend_from_slice(&size.to_le_bytes());
+    out.extend_from_slice(&next_offset.0.to_le_bytes());
+    out.extend_from_slice(&created_ms.to_le_bytes());
+    out.extend_from_slice(&producers.encode());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Writes a clean-close record (`encode_clean_close`'s bytes) atomically.
+pub(super) async fn write_clean_close(dir: &Path, record: &[u8]) -> Result<(), StorageError> {
     let path = dir.join(CLEAN_CLOSE_FILE);
-    io::write_file_atomically(&path, &clean.encode()).await.map_err(|e| StorageError::io("writing", &path, e))
+    io::write_file_atomically(&path, record).await.map_err(|e| StorageError::io("writing", &path, e))
 }
 
 /// The clean-close record a clean close left, if any and readable.

@@ -15,6 +15,18 @@ pub fn run<T>(future: impl Future<Output = T> + 'static) -> T {
     ex.run(future)
 }
 
+/// The newest file of the log in `dir` whose name ends in `.extension` (the names sort
+/// by base offset).
+pub fn newest_file(dir: &std::path::Path, extension: &str) -> std::path::PathBuf {
+    let mut all: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    all.sort();
+    all.pop().unwrap_or_else(|| panic!("no .{extension} file in {}", dir.display()))
+}
+
 /// A producer batch of `count` records whose values are `value_bytes` bytes derived from
 /// `seed`, with timestamps starting at `timestamp`.
 pub fn batch(seed: u64, count: usize, value_bytes: usize, timestamp: i64) -> Vec<u8> {
