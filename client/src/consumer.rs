@@ -2,22 +2,26 @@
 //!
 //! `poll` fetches every assigned partition from its position, decodes the batches
 //! (decompressing them), skips records before the position (a batch can start earlier),
-//! and moves the positions past what it returns. As soon as it has records to return it
-//! starts the next fetch in the background, so the next batch is on its way while the
-//! application works (fetch pipelining). A partition with no position gets one from
+//! and moves the positions past what it returns. As soon as a fetch's answer arrives, the
+//! next fetch's requests are written (from the positions past its batches), before the
+//! batches are checked and decoded, so the node reads and sends the next ones while this
+//! consumer and the application work (fetch pipelining; Kafka's consumer and librdkafka
+//! prefetch too). A partition with no position gets one from
 //! `auto.offset.reset`; `none` makes `poll` fail with `NoOffset`, as in Kafka.
 //! Group subscription comes with consumer groups.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use sluice_schemas::batch::{check_batch, BatchWalker, TimestampType};
-use tokio::task::JoinHandle;
 
 use crate::error::{ClientError, ErrorCode, Result};
 pub use crate::protocol::IsolationLevel;
-use crate::protocol::{self, FetchLimits, FetchPartition, FetchedPartition};
+use crate::protocol::{self, FetchLimits, FetchPartition, FetchedData, FetchedPartition};
 use crate::router::{stale_metadata, Router};
 use crate::security::Security;
 
@@ -109,10 +113,14 @@ pub enum SeekTo {
 
 type Tp = (String, u32);
 
+type FetchFuture = Pin<Box<dyn Future<Output = Result<Vec<FetchedPartition>>> + Send>>;
+
 struct Prefetch {
     /// The positions the fetch was sent with: its result is used only if they still hold.
     positions: HashMap<Tp, u64>,
-    task: JoinHandle<Result<Vec<FetchedPartition>>>,
+    /// Its requests are already written (`start_fetch_from`); this waits for the answers.
+    /// (In a mutex only so that a `Consumer` is `Sync`; reached through `get_mut`.)
+    task: tokio::sync::Mutex<FetchFuture>,
 }
 
 /// A consumer of assigned partitions.
@@ -232,12 +240,22 @@ impl Consumer {
         Ok(())
     }
 
-    fn start_fetch(&mut self) {
+    /// Sends the next fetch from the current positions, unless one from them is in flight.
+    async fn start_fetch(&mut self) {
+        if self.prefetch.as_ref().is_some_and(|p| p.positions == self.positions) {
+            return;
+        }
+        self.start_fetch_from(self.positions.clone()).await;
+    }
+
+    /// Sends a fetch from `positions` (those of assigned partitions); its result is used
+    /// if the consumer's positions are these when it arrives.
+    async fn start_fetch_from(&mut self, positions: HashMap<Tp, u64>) {
         let parts: Vec<FetchPartition> = self
             .assignment
             .iter()
             .filter_map(|tp| {
-                self.positions.get(tp).map(|&offset| FetchPartition {
+                positions.get(tp).map(|&offset| FetchPartition {
                     topic: tp.0.clone(),
                     partition: tp.1,
                     offset,
@@ -255,8 +273,14 @@ impl Consumer {
         };
         let router = self.router.clone();
         let isolation = self.config.isolation_level;
-        let task = tokio::spawn(async move { fetch_from_leaders(&router, limits, isolation, parts).await });
-        self.prefetch = Some(Prefetch { positions: self.positions.clone(), task });
+        let mut task: FetchFuture =
+            Box::pin(async move { fetch_from_leaders(&router, limits, isolation, parts).await });
+        // Polled once here, the requests are written now, not when this consumer next
+        // waits (a spawned task would not run before then on a runtime with one worker).
+        if let Poll::Ready(done) = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await {
+            task = Box::pin(std::future::ready(done));
+        }
+        self.prefetch = Some(Prefetch { positions, task: tokio::sync::Mutex::new(task) });
     }
 
     /// Returns records from the assigned partitions, waiting up to `timeout` for some.
@@ -265,7 +289,7 @@ impl Consumer {
         loop {
             if !self.buffered.is_empty() {
                 let records: Vec<ConsumerRecord> = self.buffered.drain(..).collect();
-                self.start_fetch();
+                self.start_fetch().await;
                 return Ok(records);
             }
             let missing: Vec<Tp> =
@@ -280,7 +304,7 @@ impl Consumer {
             let prefetch = match self.prefetch.take() {
                 Some(p) if p.positions == self.positions => p,
                 _ => {
-                    self.start_fetch();
+                    self.start_fetch_from(self.positions.clone()).await;
                     match self.prefetch.take() {
                         Some(p) => p,
                         None => return Ok(Vec::new()),
@@ -289,19 +313,38 @@ impl Consumer {
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut task = prefetch.task;
-            let fetched = match tokio::time::timeout(remaining, &mut task).await {
-                Ok(joined) => joined.map_err(|e| ClientError::Protocol(format!("fetch task failed: {e}")))??,
+            let fetched = match tokio::time::timeout(remaining, task.get_mut()).await {
+                Ok(fetched) => fetched?,
                 Err(_) => {
                     // Keep the fetch for the next poll.
                     self.prefetch = Some(Prefetch { positions: prefetch.positions, task });
                     return Ok(Vec::new());
                 }
             };
+            // The next fetch leaves before these batches are checked and decoded, so the
+            // node reads and sends while this consumer works (Kafka's consumer and
+            // librdkafka prefetch too). It is used only if the positions it assumed hold.
+            if let Some(next) = self.positions_after(&fetched) {
+                self.start_fetch_from(next).await;
+            }
             self.absorb(fetched).await?;
             if self.buffered.is_empty() && Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
         }
+    }
+
+    /// The positions once `fetched` is absorbed without an error; `None` if a partition
+    /// failed (its position depends on what handling the error finds).
+    fn positions_after(&self, fetched: &[FetchedPartition]) -> Option<HashMap<Tp, u64>> {
+        let mut positions = self.positions.clone();
+        for part in fetched {
+            let data = part.result.as_ref().ok()?;
+            if let Some(position) = positions.get_mut(&(part.topic.clone(), part.partition)) {
+                *position = position_after(*position, data);
+            }
+        }
+        Some(positions)
     }
 
     /// Decodes a fetch's batches into the buffer and advances positions.
@@ -325,7 +368,6 @@ impl Consumer {
                 }
                 Err(e) => return Err(e),
             };
-            let mut next = position;
             let mut aborted = AbortedFilter::new(self.config.isolation_level, &data.aborted);
             for batch in BatchWalker::new(data.records()) {
                 let Ok((_, header, bytes)) = batch else { break };
@@ -334,7 +376,6 @@ impl Consumer {
                         .map_err(|e| ClientError::Codec(format!("{}-{}: {e}", part.topic, part.partition)))?;
                 }
                 if aborted.skips(header, bytes) {
-                    next = next.max(header.next_offset().0);
                     continue;
                 }
                 let records = decode_batch(bytes, self.config.decompressed_batch_bytes_max)
@@ -344,7 +385,6 @@ impl Consumer {
                     if r.offset < position {
                         continue;
                     }
-                    next = r.offset + 1;
                     self.buffered.push_back(ConsumerRecord {
                         topic: part.topic.clone(),
                         partition: part.partition,
@@ -356,13 +396,19 @@ impl Consumer {
                         headers: r.headers,
                     });
                 }
-                // Control batches and compaction gaps: move past the whole batch.
-                next = next.max(header.next_offset().0);
             }
-            self.positions.insert(tp, next.max(position));
+            self.positions.insert(tp, position_after(position, &data));
         }
         Ok(())
     }
+}
+
+/// A partition's position after its fetched batches: past the last whole batch (control
+/// batches, aborted transactions' batches and compaction gaps included), never back.
+fn position_after(position: u64, data: &FetchedData) -> u64 {
+    BatchWalker::new(data.records())
+        .map_while(std::result::Result::ok)
+        .fold(position, |next, (_, header, _)| next.max(header.next_offset().0))
 }
 
 /// A read-committed reader's skipping of aborted transactions (Kafka's consumer does
@@ -417,8 +463,9 @@ struct Decoded {
 }
 
 /// The records of one batch, decompressed if needed. Control batches have none.
-/// Fetches each partition from its leader, one request per leader, concurrently. A
-/// leader that cannot be reached fails only its own partitions.
+/// Fetches each partition from its leader, one request per leader, concurrently: every
+/// request is written before any answer is awaited. A leader that cannot be reached
+/// fails only its own partitions.
 async fn fetch_from_leaders(
     router: &Arc<Router>,
     limits: FetchLimits,
@@ -432,33 +479,33 @@ async fn fetch_from_leaders(
         }
         by_leader.entry(router.leader(&part.topic, part.partition)).or_default().push(part);
     }
-    let tasks: Vec<_> = by_leader
-        .into_iter()
-        .map(|(leader, parts)| {
-            let router = router.clone();
-            tokio::spawn(async move {
-                let result = match router.to_node(leader).await {
-                    Ok(conn) => protocol::fetch_isolated(&conn, limits, &parts, isolation).await,
-                    Err(e) => Err(e),
-                };
-                result.or_else(|e| {
-                    let failed = |p: &FetchPartition| FetchedPartition {
-                        topic: p.topic.clone(),
-                        partition: p.partition,
-                        result: Err(e.clone()),
-                    };
-                    if e.is_retriable() {
-                        Ok(parts.iter().map(failed).collect())
-                    } else {
-                        Err(e)
-                    }
-                })
-            })
-        })
-        .collect();
+    let mut conns = Vec::with_capacity(by_leader.len());
+    for (leader, parts) in by_leader {
+        conns.push((router.to_node(leader).await, parts));
+    }
+    let mut sent = Vec::with_capacity(conns.len());
+    for (conn, parts) in &conns {
+        let request = match conn {
+            Ok(conn) => protocol::start_fetch_isolated(conn, limits, parts, isolation).await,
+            Err(e) => Err(e.clone()),
+        };
+        sent.push((request, parts));
+    }
     let mut out = Vec::new();
-    for task in tasks {
-        out.extend(task.await.map_err(|e| ClientError::Protocol(format!("fetch task failed: {e}")))??);
+    for (request, parts) in sent {
+        let result = match request {
+            Ok(pending) => pending.response().await.and_then(|frame| protocol::decode_fetch(Arc::new(frame))),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(fetched) => out.extend(fetched),
+            Err(e) if e.is_retriable() => out.extend(parts.iter().map(|p| FetchedPartition {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                result: Err(e.clone()),
+            })),
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }

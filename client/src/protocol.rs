@@ -16,7 +16,7 @@ use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use sluice_schemas::wire::{self, RequestBody};
 
 use crate::acl::{Acl, AclFilter};
-use crate::connection::{Connection, Frame};
+use crate::connection::{Connection, Frame, PendingResponse};
 use crate::error::{ClientError, ErrorCode, Result};
 
 /// A request body written into a builder, ready for its envelope (`wire::finish_request`).
@@ -678,8 +678,19 @@ pub async fn fetch_isolated(
     parts: &[FetchPartition],
     isolation: IsolationLevel,
 ) -> Result<Vec<FetchedPartition>> {
+    decode_fetch(Arc::new(start_fetch_isolated(conn, limits, parts, isolation).await?.response().await?))
+}
+
+/// `fetch_isolated` in two steps: writes the request, and returns the wait for its
+/// answer (for `decode_fetch`).
+pub async fn start_fetch_isolated<'c>(
+    conn: &'c Connection,
+    limits: FetchLimits,
+    parts: &[FetchPartition],
+    isolation: IsolationLevel,
+) -> Result<PendingResponse<'c>> {
     let build = |b: &mut FlatBufferBuilder<'static>| encode_fetch_isolated(b, limits, parts, isolation);
-    decode_fetch(Arc::new(conn.request(RequestBody::FetchRequest, build, &[]).await?))
+    conn.start_request(RequestBody::FetchRequest, build, &[]).await
 }
 
 /// ListOffsets query: the log end.

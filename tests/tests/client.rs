@@ -31,7 +31,7 @@ use sluice_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord, Re
 use sluice_client::protocol::{self, FetchLimits, FetchPartition};
 use sluice_client::{Admin, ClientError, NewTopic};
 use sluice_schemas::batch::{BatchWalker, Compression};
-use sluice_tests::node_client::NodeProcess;
+use sluice_tests::node_client::{free_loopback_addr, metric_value, scrape_metrics, NodeProcess};
 use tempfile::TempDir;
 
 /// The shards of every node here: the test machines have two cores.
@@ -791,6 +791,61 @@ async fn auto_offset_reset_none_fails_earliest_starts_at_the_first_record_latest
     assert_eq!(latest.position("reset", 0), Some(3));
     produce("new").await;
     assert_eq!(values(&mut latest, 3).await, ["new-0", "new-1", "new-2"]);
+}
+
+/// A consumer writes its next fetch as soon as a fetch's answer arrives, before it decodes
+/// the batches and before the application polls again (fetch pipelining), even on a
+/// runtime with one thread, where a task spawned to send it would wait until the
+/// application next yields: the node serves the next batches while the application
+/// works. The answer is used: every record arrives once, in order.
+#[test]
+fn a_consumer_sends_its_next_fetch_before_the_application_polls_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_loopback_addr();
+    let metrics_arg = metrics.to_string();
+    let node = NodeProcess::start(&dir.path().join("data"), SHARDS, &["--metrics-listen", &metrics_arg]);
+    let fetches = || metric_value(&scrape_metrics(metrics), "sluice_requests_total{api=\"fetch\"}").unwrap_or(0);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        create_topic(&node, "prefetch", 1).await;
+        let producer = Producer::new(producer_config(&node)).await.unwrap();
+        // One batch per record: each is delivered before the next is sent.
+        for i in 0..10 {
+            let delivery = producer.send(ProducerRecord::new("prefetch", format!("r{i}"))).await.unwrap();
+            flush(&producer).await;
+            delivered(delivery, "prefetch").await.unwrap();
+        }
+        // A fetch answers one batch (at least one whole batch, however small the limit).
+        let config = ConsumerConfig { max_partition_fetch_bytes: 1, ..consumer_config(&node, OffsetReset::Earliest) };
+        let mut consumer = Consumer::new(config).await.unwrap();
+        consumer.assign(vec![("prefetch".to_string(), 0)]);
+        let deadline = Instant::now() + WAIT;
+        let mut records = Vec::new();
+        while records.is_empty() {
+            assert!(Instant::now() < deadline, "no records within {WAIT:?}");
+            records = consumer.poll(POLL).await.unwrap();
+        }
+        assert_eq!(offsets_of(&records), [0]);
+        // The application works without yielding to the runtime (this thread blocks): the
+        // node still gets the next fetch, written before `poll` returned.
+        while fetches() < 2 {
+            assert!(Instant::now() < deadline, "the next fetch did not leave while the application worked");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        while records.len() < 10 {
+            assert!(Instant::now() < deadline, "{} of 10 records within {WAIT:?}", records.len());
+            records.extend(consumer.poll(POLL).await.unwrap());
+        }
+        assert_eq!(offsets_of(&records), (0..10).collect::<Vec<u64>>(), "every record once, in order");
+        let values: Vec<String> =
+            records.iter().map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap()).collect();
+        assert_eq!(values, (0..10).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    });
+    drop(node);
+}
+
+fn offsets_of(records: &[ConsumerRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.offset).collect()
 }
 
 /// The values of the next `count` records (bounded by `WAIT`).

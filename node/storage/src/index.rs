@@ -90,6 +90,15 @@ impl SegmentIndex {
         }
     }
 
+    /// The last indexed batch start after byte `after` and at or before byte `at_most`:
+    /// its position and offset (a batch boundary known without reading the segment).
+    #[must_use]
+    pub fn batch_start_within(&self, after: u64, at_most: u64) -> Option<(u64, Offset)> {
+        let i = self.entries.partition_point(|e| u64::from(e.position) <= at_most);
+        let entry = self.entries[..i].last().filter(|e| u64::from(e.position) > after)?;
+        Some((u64::from(entry.position), self.base.plus(u64::from(entry.relative_offset))))
+    }
+
     /// The position to start walking from to find the first batch whose max-timestamp is
     /// at least `timestamp`: the last entry before which every batch is older.
     #[must_use]
@@ -216,6 +225,18 @@ mod tests {
         assert_eq!(index.position_for_offset(Offset(103)), 120);
         assert_eq!(index.position_for_timestamp(7), 0);
         assert_eq!(index.position_for_timestamp(8), 120);
+    }
+
+    #[test]
+    fn a_batch_start_within_a_range_is_the_last_entry_in_it() {
+        // Entries at 0 (offset 100), 150 (102) and 300 (104).
+        let index = index_of(&[(100, 0, 150, 5), (102, 150, 150, 7), (104, 300, 150, 9)]);
+        assert_eq!(index.batch_start_within(0, 449), Some((300, Offset(104))));
+        assert_eq!(index.batch_start_within(0, 299), Some((150, Offset(102))));
+        assert_eq!(index.batch_start_within(0, 150), Some((150, Offset(102))), "the end is in the range");
+        assert_eq!(index.batch_start_within(150, 299), None, "the start is not");
+        assert_eq!(index.batch_start_within(0, 149), None);
+        assert_eq!(index.batch_start_within(300, 1000), None);
     }
 
     #[test]

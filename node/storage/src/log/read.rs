@@ -20,9 +20,10 @@ use super::{Fetched, PartitionLog};
 const READ_AHEAD_BYTES_MAX: u64 = 8 << 20;
 const READ_AHEAD_BYTES_MIN: u64 = 64 << 10;
 /// Windows a sequential reader may have read ahead of it: the next starts as soon as
-/// the one before it is read, so the disk keeps reading while the reader is served,
-/// sends and asks again (one window at a time left the disk idle for each round trip:
-/// cold consume at half the disk's read bandwidth).
+/// where it starts is known (at once for a window that ends at an indexed batch start,
+/// else once the one before it is read), so the disk keeps reading, several reads at
+/// once, while the reader is served, sends and asks again (one window at a time left the
+/// disk idle for each round trip: cold consume at half the disk's read bandwidth).
 const READ_AHEAD_WINDOWS: usize = 4;
 
 /// Segment bytes read ahead of a sequential reader: the bytes after where its last read
@@ -38,8 +39,9 @@ pub(super) struct ReadAhead {
     len_wanted: u64,
     /// `None` while the read runs.
     window: RefCell<Option<Result<IoBytes, String>>>,
-    /// Once read: the segment byte and offset after its last whole batch, where the
-    /// next window starts (`None` while reading, or when it holds no whole batch).
+    /// The segment byte and offset after its last whole batch, where the next window
+    /// starts: known from the start for a window that ends at an indexed batch start,
+    /// else once read (`None` until then, or when it holds no whole batch).
     end: Cell<Option<(u64, Offset)>>,
     done: WaitQueue,
     charge: u64,
@@ -310,10 +312,12 @@ impl PartitionLog {
 }
 
 /// Starts reading the window at byte `position` (offset `offset`) of segment `base`,
-/// `len_wanted` bytes (within the read-ahead bounds and the segment's written bytes), as
-/// the last of the log's windows, if the shard's budget grants it: all of it for a
-/// reader's first window, only its first half for windows further ahead, so that one
-/// reader's windows leave room for other readers' first.
+/// `len_wanted` bytes (within the read-ahead bounds and the segment's written bytes;
+/// ending at the last indexed batch start in that range, if there is one), as the last
+/// of the log's windows, if the shard's budget grants it: all of it for a reader's first
+/// window, only its first half for windows further ahead, so that one reader's windows
+/// leave room for other readers' first. A window whose end is known so starts the next
+/// one at once.
 fn start_window(
     shared: &Rc<Shared>,
     st: &mut super::state::State,
@@ -326,8 +330,15 @@ fn start_window(
     if st.closed || st.dropped {
         return;
     }
-    let Some(written) = st.segments.iter().find(|s| s.base == base).map(|s| s.written_bytes) else { return };
-    let len = len_wanted.clamp(READ_AHEAD_BYTES_MIN, READ_AHEAD_BYTES_MAX).min(written.saturating_sub(position));
+    let Some(segment) = st.segments.iter().find(|s| s.base == base) else { return };
+    let mut len = len_wanted
+        .clamp(READ_AHEAD_BYTES_MIN, READ_AHEAD_BYTES_MAX)
+        .min(segment.written_bytes.saturating_sub(position));
+    // Index entries at or before the written end are starts of written batches.
+    let known_end = segment.index.batch_start_within(position, position + len);
+    if let Some((end, _)) = known_end {
+        len = end - position;
+    }
     if len == 0 || !device().take_read_ahead(len, st.read_ahead.is_empty()) {
         return;
     }
@@ -338,15 +349,16 @@ fn start_window(
         offset,
         len_wanted,
         window: RefCell::new(None),
-        end: Cell::new(None),
+        end: Cell::new(known_end),
         done: WaitQueue::new(),
         charge: len,
     });
     st.read_ahead.push_back(ahead.clone());
-    let shared = shared.clone();
+    let file = ahead.file.clone();
+    let chain = shared.clone();
     sluice_io::spawn_detached(async move {
         let read = ahead.file.read_at(ahead.position, len as usize).await.map_err(|e| e.to_string());
-        if let Ok(window) = &read {
+        if let Some(window) = read.as_ref().ok().filter(|_| ahead.end.get().is_none()) {
             let mut end = None;
             for item in BatchWalker::new(window) {
                 let Ok((at, header, batch)) = item else { break };
@@ -356,8 +368,11 @@ fn start_window(
         }
         *ahead.window.borrow_mut() = Some(read);
         ahead.done.notify_all();
-        read_on(&shared, &ahead);
+        read_on(&chain, &ahead);
     });
+    if let Some((next_position, next_offset)) = known_end.filter(|_| st.read_ahead.len() < READ_AHEAD_WINDOWS) {
+        start_window(shared, st, file, base, next_position, next_offset, len_wanted);
+    }
 }
 
 /// Starts the window after `last` once `last` is read, if it is still the log's last
