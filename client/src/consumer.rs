@@ -288,7 +288,7 @@ impl Consumer {
         let deadline = Instant::now() + timeout;
         loop {
             if !self.buffered.is_empty() {
-                let records: Vec<ConsumerRecord> = self.buffered.drain(..).collect();
+                let records = Vec::from(std::mem::take(&mut self.buffered));
                 self.start_fetch().await;
                 return Ok(records);
             }
@@ -368,36 +368,38 @@ impl Consumer {
                 }
                 Err(e) => return Err(e),
             };
-            let mut aborted = AbortedFilter::new(self.config.isolation_level, &data.aborted);
-            for batch in BatchWalker::new(data.records()) {
-                let Ok((_, header, bytes)) = batch else { break };
-                if self.config.check_crcs {
-                    check_batch(bytes)
-                        .map_err(|e| ClientError::Codec(format!("{}-{}: {e}", part.topic, part.partition)))?;
-                }
-                if aborted.skips(header, bytes) {
-                    continue;
-                }
-                let records = decode_batch(bytes, self.config.decompressed_batch_bytes_max)
-                    .map_err(|e| ClientError::Codec(format!("{}-{}: {e}", part.topic, part.partition)))?;
-                let timestamp_type = header.attributes().timestamp_type();
-                for r in records {
-                    if r.offset < position {
-                        continue;
-                    }
-                    self.buffered.push_back(ConsumerRecord {
-                        topic: part.topic.clone(),
-                        partition: part.partition,
-                        offset: r.offset,
-                        timestamp_ms: r.timestamp_ms,
-                        timestamp_type,
-                        key: r.key,
-                        value: r.value,
-                        headers: r.headers,
-                    });
-                }
+            // A partition's records are kept only if all of its batches decode: its
+            // position stays put on an error, so keeping some would deliver them twice.
+            let kept = self.buffered.len();
+            if let Err(e) = self.decode_partition(&part.topic, part.partition, position, &data) {
+                self.buffered.truncate(kept);
+                return Err(ClientError::Codec(format!("{}-{}: {e}", part.topic, part.partition)));
             }
             self.positions.insert(tp, position_after(position, &data));
+        }
+        Ok(())
+    }
+
+    /// Appends the records of a partition's fetched batches at or after `position` to the
+    /// buffer, skipping aborted transactions' batches.
+    fn decode_partition(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        position: u64,
+        data: &FetchedData,
+    ) -> std::result::Result<(), String> {
+        let mut aborted = AbortedFilter::new(self.config.isolation_level, &data.aborted);
+        for batch in BatchWalker::new(data.records()) {
+            let Ok((_, header, bytes)) = batch else { break };
+            if self.config.check_crcs {
+                check_batch(bytes).map_err(|e| e.to_string())?;
+            }
+            if aborted.skips(header, bytes) {
+                continue;
+            }
+            let limit = self.config.decompressed_batch_bytes_max;
+            decode_batch(bytes, limit, (topic, partition), position, &mut self.buffered)?;
         }
         Ok(())
     }
@@ -454,15 +456,6 @@ impl AbortedFilter {
     }
 }
 
-struct Decoded {
-    offset: u64,
-    timestamp_ms: i64,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-/// The records of one batch, decompressed if needed. Control batches have none.
 /// Fetches each partition from its leader, one request per leader, concurrently: every
 /// request is written before any answer is awaited. A leader that cannot be reached
 /// fails only its own partitions.
@@ -510,23 +503,37 @@ async fn fetch_from_leaders(
     Ok(out)
 }
 
-fn decode_batch(bytes: &[u8], limit: usize) -> std::result::Result<Vec<Decoded>, String> {
+/// Appends the records of one batch (decompressed if needed) at or after offset `from`
+/// to `out`, as they are decoded. Control batches have none.
+fn decode_batch(
+    bytes: &[u8],
+    limit: usize,
+    (topic, partition): (&str, u32),
+    from: u64,
+    out: &mut VecDeque<ConsumerRecord>,
+) -> std::result::Result<(), String> {
     let header = sluice_schemas::batch::BatchHeader::view(bytes).map_err(|e| e.to_string())?;
     if header.attributes().is_control() {
-        return Ok(Vec::new());
+        return Ok(());
     }
+    let timestamp_type = header.attributes().timestamp_type();
     crate::compression::with_records(bytes, limit, |records| {
-        records
-            .map(|r| {
-                let r = r.map_err(|e| e.to_string())?;
-                Ok(Decoded {
-                    offset: r.offset.0,
-                    timestamp_ms: r.timestamp,
-                    key: r.key.map(<[u8]>::to_vec),
-                    value: r.value.map(<[u8]>::to_vec),
-                    headers: r.headers.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect(),
-                })
-            })
-            .collect::<std::result::Result<Vec<_>, String>>()
+        for r in records {
+            let r = r.map_err(|e| e.to_string())?;
+            if r.offset.0 < from {
+                continue;
+            }
+            out.push_back(ConsumerRecord {
+                topic: topic.to_string(),
+                partition,
+                offset: r.offset.0,
+                timestamp_ms: r.timestamp,
+                timestamp_type,
+                key: r.key.map(<[u8]>::to_vec),
+                value: r.value.map(<[u8]>::to_vec),
+                headers: r.headers.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect(),
+            });
+        }
+        Ok(())
     })?
 }
