@@ -504,7 +504,8 @@ async fn fetch_from_leaders(
 }
 
 /// Appends the records of one batch (decompressed if needed) at or after offset `from`
-/// to `out`, as they are decoded. Control batches have none.
+/// to `out`, as they are decoded. Control batches have none. The batch's CRC is the
+/// caller's (checked once, when `check_crcs` says so).
 fn decode_batch(
     bytes: &[u8],
     limit: usize,
@@ -517,7 +518,7 @@ fn decode_batch(
         return Ok(());
     }
     let timestamp_type = header.attributes().timestamp_type();
-    crate::compression::with_records(bytes, limit, |records| {
+    crate::compression::with_records_crc_unchecked(bytes, limit, |records| {
         for r in records {
             let r = r.map_err(|e| e.to_string())?;
             if r.offset.0 < from {

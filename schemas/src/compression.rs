@@ -439,13 +439,36 @@ pub fn with_records<T>(
     size_limit_bytes: usize,
     f: impl FnOnce(RecordIter<'_>) -> T,
 ) -> Result<T, String> {
+    records_of(batch, size_limit_bytes, true, f)
+}
+
+/// As [`with_records`], without computing an uncompressed batch's CRC: for a caller that
+/// has checked the batch already (`check_batch`) or was told not to (a consumer with
+/// `check.crcs` off). A consumer computed each batch's CRC twice before.
+pub fn with_records_crc_unchecked<T>(
+    batch: &[u8],
+    size_limit_bytes: usize,
+    f: impl FnOnce(RecordIter<'_>) -> T,
+) -> Result<T, String> {
+    records_of(batch, size_limit_bytes, false, f)
+}
+
+fn records_of<T>(
+    batch: &[u8],
+    size_limit_bytes: usize,
+    check_crc: bool,
+    f: impl FnOnce(RecordIter<'_>) -> T,
+) -> Result<T, String> {
     let header = BatchHeader::view(batch).map_err(|e| e.to_string())?;
     let total = header.total_bytes().map_err(|e| e.to_string())?;
     let codec = header.attributes().compression().ok_or("unknown compression codec")?;
-    if codec == Compression::None {
+    if codec == Compression::None && check_crc {
         return RecordIter::from_bytes(&batch[..total.min(batch.len())]).map(f).map_err(|e| e.to_string());
     }
     let records = batch.get(HEADER_BYTES..total).ok_or("batch shorter than its length field")?;
+    if codec == Compression::None {
+        return RecordIter::over_records(records, header).map(f).map_err(|e| e.to_string());
+    }
     let decompressed = decompress(codec, records, size_limit_bytes).map_err(|e| e.to_string())?;
     RecordIter::over_records(&decompressed, header).map(f).map_err(|e| e.to_string())
 }
@@ -471,6 +494,21 @@ mod tests {
                 assert_eq!(decompress(codec, &packed, len).unwrap(), data, "{codec:?} at {len} bytes");
             }
         }
+    }
+
+    #[test]
+    fn only_with_records_computes_an_uncompressed_batchs_crc() {
+        let mut builder = crate::records::BatchBuilder::new(crate::records::BatchConfig::default()).unwrap();
+        for value in [&b"one"[..], b"two"] {
+            builder.push(None, Some(value), &[], 7).unwrap();
+        }
+        let mut batch = builder.finish().unwrap();
+        let values =
+            |records: RecordIter<'_>| -> Vec<Vec<u8>> { records.map(|r| r.unwrap().value.unwrap().to_vec()).collect() };
+        assert_eq!(with_records(&batch, 1 << 20, values).unwrap(), [b"one", b"two"]);
+        batch[crate::batch::CRC_START - 1] ^= 0xff; // the stored CRC no longer matches
+        assert!(with_records(&batch, 1 << 20, values).unwrap_err().contains("CRC"), "with_records checks it");
+        assert_eq!(with_records_crc_unchecked(&batch, 1 << 20, values).unwrap(), [b"one", b"two"]);
     }
 
     #[test]
