@@ -27,8 +27,8 @@ BASE=$(taskset -c 1 "$BIN/sluice-bench" baseline --data-dir "$DATA" --json)
 echo "Node: one shard pinned to core 0 (taskset -c 0); sluice-bench pinned to core 1 (taskset -c 1)."
 echo "Machine limits (same run, measured from core 1): $BASE"
 echo
-echo "| partitions | batch | records/s | MB/s | vs O_DIRECT write | ack p50 us | p99 us | node CPU cores | node CPU us/record | bench CPU us/record | data dir / bytes acked | node RSS MiB | restart s |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| partitions | batch | records/s | MB/s | vs O_DIRECT write | ack p50 us | p99 us | node CPU cores | node CPU us/record | records/batch | node CPU us/batch | bench CPU us/record | data dir / bytes acked | node RSS MiB | restart s |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 row() {
   local parts=$1 batch=$2 record=$3
   rm -rf "$DATA/node"
@@ -58,6 +58,7 @@ acked = r["value_bytes_acked_total"]
 cpu = r.get("node_cpu_cores", float("nan"))
 print(f"| {parts} | {int(batch)//1024} KiB | {rec:.0f} | {mb:.1f} | {mb / base['direct_write_mb_s']:.2f} | "
       f"{r.get('ack_latency_p50_us', '-')} | {r.get('ack_latency_p99_us', '-')} | {cpu:.2f} | {cpu * 1e6 / max(rec, 1):.2f} | "
+      f"{r.get('records_per_batch', float('nan')):.1f} | {r.get('node_cpu_us_per_batch', float('nan')):.1f} | "
       f"{r.get('bench_cpu_us_per_record', float('nan')):.2f} | {int(du) / max(acked, 1):.2f} | {rss} | {float(t1) - float(t0):.1f} |")
 PY
 }

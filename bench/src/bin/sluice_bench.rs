@@ -54,7 +54,8 @@ common flags:
   --against-baseline      measure the machine's limits first and add the ratios
   --data-dir DIR          where the baseline measures disk bandwidth (default ./sluice-data)
   --node-pid PID          report the node's CPU seconds (from /proc); produce and consume
-                          always report the bench's own (bench_cpu_*, per record too)
+                          always report the bench's own (bench_cpu_*, per record too;
+                          produce also per batch sent, with records_per_batch)
   --metrics HOST:PORT     the node's metrics endpoint: report bytes copied per byte fetched
   --security-protocol P   PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL, as the
                           node's --listen; with --tls-ca FILE (SSL, SASL_SSL) and
@@ -479,8 +480,9 @@ impl NodeProbe {
     }
 
     /// Adds the node's and this process's CPU over the run (seconds, cores, microseconds
-    /// per record of the `records` it moved) and the node's fetch copy counters.
-    fn finish(&self, report: &mut Report, elapsed: Duration, records: u64) {
+    /// per record of the `records` it moved, and per batch of the `batches` produced when
+    /// known) and the node's fetch copy counters.
+    fn finish(&self, report: &mut Report, elapsed: Duration, records: u64, batches: Option<u64>) {
         let mut cpu = |name: &str, pid: Option<u32>, before: Option<f64>| {
             let Some(used) = pid.zip(before).and_then(|(pid, before)| Some(cpu_seconds(pid)? - before)) else {
                 return;
@@ -488,6 +490,9 @@ impl NodeProbe {
             report.add(&format!("{name}_cpu_seconds"), used);
             report.add(&format!("{name}_cpu_cores"), used / elapsed.as_secs_f64());
             report.add(&format!("{name}_cpu_us_per_record"), used * 1e6 / records.max(1) as f64);
+            if let Some(batches) = batches {
+                report.add(&format!("{name}_cpu_us_per_batch"), used * 1e6 / batches.max(1) as f64);
+            }
         };
         cpu("node", self.pid, self.cpu);
         cpu("bench", Some(std::process::id()), self.bench_cpu);
@@ -529,6 +534,8 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
     let ticker = progress(meter.clone(), "produce", stop.clone());
     let value = sluice_bench::pattern(record_bytes);
     let mut tasks = Vec::new();
+    // Clones of the producers, to count the batches they send in the measured window.
+    let mut handles = Vec::new();
     for i in 0..producers {
         let mut config = config.clone();
         if transaction_records > 0 {
@@ -539,6 +546,7 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
             producer.init_transactions().await.map_err(client_error)?;
             producer.begin_transaction().map_err(client_error)?;
         }
+        handles.push(producer.clone());
         let (meter, stop, topic, value) = (meter.clone(), stop.clone(), topic.clone(), value.clone());
         let mut keys = Keys::new(&opts.get("keys", "none"), 0x9e37_79b9 + i as u64)?;
         let per_producer_rate = rate as f64 / producers as f64;
@@ -591,8 +599,10 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
             producer.close().await;
         }));
     }
+    let batches_sent = || handles.iter().map(|p| p.stats().batches).sum::<u64>();
     tokio::time::sleep(warmup).await;
     let probe = NodeProbe::start(opts)?;
+    let batches_before = batches_sent();
     meter.measuring.store(true, Ordering::Relaxed);
     let measured_from = Instant::now();
     match opts.num::<u64>("total-mib", 0)? {
@@ -607,6 +617,7 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
     }
     meter.measuring.store(false, Ordering::Relaxed);
     let elapsed = measured_from.elapsed();
+    let batches = batches_sent() - batches_before;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -625,13 +636,16 @@ async fn produce(opts: &Opts, rate_override: Option<u64>) -> Result<Report, Benc
     report.latency("ack_latency", &latency);
     report.add("errors", meter.errors.load(Ordering::Relaxed) as f64);
     report.add("value_bytes_acked_total", meter.bytes_total.load(Ordering::Relaxed) as f64);
+    // Sent in the measured window (retries count again), against the records acknowledged in it.
+    report.add("batches", batches as f64);
+    report.add("records_per_batch", records as f64 / batches.max(1) as f64);
     if transaction_records > 0 {
         let commits = meter.commits.lock().map(|h| LatencySummary::of(&h)).unwrap_or_default();
         report.add("transaction_records", transaction_records as f64);
         report.add("transactions_committed", commits.count as f64);
         report.latency("commit_latency", &commits);
     }
-    probe.finish(&mut report, elapsed, records);
+    probe.finish(&mut report, elapsed, records, Some(batches));
     Ok(report)
 }
 
@@ -707,7 +721,7 @@ async fn consume(opts: &Opts) -> Result<Report, BenchError> {
     report.add("seconds", elapsed.as_secs_f64());
     report.add("throughput_records_s", records as f64 / elapsed.as_secs_f64());
     report.add("throughput_mb_s", mb_per_s(bytes, elapsed));
-    probe.finish(&mut report, elapsed, records);
+    probe.finish(&mut report, elapsed, records, None);
     Ok(report)
 }
 
