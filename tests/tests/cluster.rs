@@ -496,14 +496,87 @@ async fn acknowledged_records_survive_leader_kills_and_a_frozen_node_on_every_re
 
 /// A child process the test reads JSON lines from as it runs; killed by its pid if the
 /// test ends before it does.
-/// What an idempotent.py producer printed as acknowledged: (partition, offset) -> value.
-fn acknowledged(lines: &[sluice_tests::json::Json]) -> BTreeMap<(u32, u64), String> {
-    let mut acked = BTreeMap::new();
+/// What an idempotent.py producer printed as acknowledged.
+///
+/// librdkafka acknowledges some records without an offset: when a request got no answer
+/// (a node killed or cut off) and a later batch of the same partition is acknowledged,
+/// the earlier batches must have been stored (a leader takes a producer's sequence
+/// numbers only in order), and it reports them delivered with none, its "implicit ack".
+/// Those are checked by value: stored in their partition, once.
+struct Acknowledged {
+    /// (partition, offset) -> value.
+    at: BTreeMap<(u32, u64), String>,
+    /// (partition, value) of the records acknowledged without an offset.
+    without_offset: Vec<(u32, String)>,
+}
+
+impl Acknowledged {
+    fn len(&self) -> usize {
+        self.at.len() + self.without_offset.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &String> {
+        self.at.values().chain(self.without_offset.iter().map(|(_, value)| value))
+    }
+
+    /// Fails unless every record acknowledged in `topic`-`p` is in `stored`, the records
+    /// of that partition: at its offset, or anywhere when it came without one.
+    fn assert_stored(&self, topic: &str, p: u32, stored: &BTreeMap<u64, Vec<u8>>, context: &str) {
+        for ((_, offset), value) in self.at.range((p, 0)..=(p, u64::MAX)) {
+            assert_eq!(
+                stored.get(offset).map(|v| String::from_utf8_lossy(v).into_owned()).as_deref(),
+                Some(value.as_str()),
+                "the record acknowledged at {topic}-{p}@{offset} is not there ({context})"
+            );
+        }
+        let values: std::collections::BTreeSet<&[u8]> = stored.values().map(Vec::as_slice).collect();
+        for (_, value) in self.without_offset.iter().filter(|(partition, _)| *partition == p) {
+            assert!(
+                values.contains(value.as_bytes()),
+                "{value}, acknowledged without an offset in {topic}-{p}, is not there ({context})"
+            );
+        }
+    }
+}
+
+/// The checker's reading of a producer's lines: a delivery librdkafka reported without
+/// an offset (a long chaos run met one; its `null` offset failed the run's checker) is
+/// checked by value, in its partition.
+#[test]
+fn records_acknowledged_without_an_offset_are_checked_by_value() {
+    let lines: Vec<sluice_tests::json::Json> = [
+        r#"{"partition": 0, "offset": 0, "value": "value-0"}"#,
+        r#"{"partition": 1, "offset": null, "value": "value-1"}"#,
+        r#"{"error": "timed out", "code": "_MSG_TIMED_OUT", "fatal": false, "delivery": false}"#,
+    ]
+    .iter()
+    .map(|l| sluice_tests::json::Json::parse(l).unwrap())
+    .collect();
+    let acked = acknowledged(&lines);
+    assert_eq!(acked.len(), 2);
+    assert_eq!(acked.without_offset, [(1, "value-1".to_string())]);
+    let stored = |value: &str| BTreeMap::from([(7, value.as_bytes().to_vec())]);
+    acked.assert_stored("t", 1, &stored("value-1"), "anywhere in its partition");
+    let missing = std::panic::catch_unwind(|| acked.assert_stored("t", 1, &stored("value-2"), "missing"));
+    assert!(missing.is_err(), "a value acknowledged without an offset and not stored fails the check");
+    let moved = std::panic::catch_unwind(|| acked.assert_stored("t", 0, &stored("value-0"), "at offset 7"));
+    assert!(moved.is_err(), "a value acknowledged at offset 0 and stored at 7 fails the check");
+}
+
+fn acknowledged(lines: &[sluice_tests::json::Json]) -> Acknowledged {
+    use sluice_tests::json::Json;
+    let mut acked = Acknowledged { at: BTreeMap::new(), without_offset: Vec::new() };
     for l in lines.iter().filter(|l| l.get("offset").is_some()) {
-        let partition = u32::try_from(l.get("partition").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
-        let offset = u64::try_from(l.get("offset").and_then(sluice_tests::json::Json::as_i64).unwrap()).unwrap();
-        let value = l.get("value").and_then(sluice_tests::json::Json::as_str).unwrap().to_string();
-        assert!(acked.insert((partition, offset), value).is_none(), "two acknowledgements at {partition}-{offset}");
+        let partition = u32::try_from(l.get("partition").and_then(Json::as_i64).unwrap()).unwrap();
+        let value = l.get("value").and_then(Json::as_str).unwrap().to_string();
+        match l.get("offset").and_then(Json::as_i64) {
+            Some(offset) => {
+                let offset = u64::try_from(offset).unwrap();
+                let first = acked.at.insert((partition, offset), value);
+                assert!(first.is_none(), "two acknowledgements at {partition}-{offset}");
+            }
+            None => acked.without_offset.push((partition, value)),
+        }
     }
     acked
 }
@@ -693,13 +766,7 @@ impl IdempotentRun {
             let dir = cluster.data_dir(node).join(format!("{topic}-{p}"));
             let stored = records_of(&stored_batches(&dir, high_watermarks[p as usize]));
             assert_stored_once(&mut seen, p, &stored);
-            for ((partition, offset), value) in acked.iter().filter(|((partition, _), _)| *partition == p) {
-                assert_eq!(
-                    stored.get(offset).map(|v| String::from_utf8_lossy(v).into_owned()).as_deref(),
-                    Some(value.as_str()),
-                    "the record acknowledged at {topic}-{partition}@{offset} (node {node}'s replica)"
-                );
-            }
+            acked.assert_stored(topic, p, &stored, &format!("node {node}'s replica"));
         }
         produced
     }
@@ -1411,7 +1478,7 @@ fn a_node_joins_takes_a_quarter_of_the_replicas_and_node_1_is_drained_and_remove
     // The producer stops; the member reads everything it had acknowledged.
     std::fs::write(&run.stop_file, b"").unwrap();
     run.producer.wait_for("done", WAIT);
-    let acked: std::collections::BTreeSet<String> = acknowledged(&run.producer.lines()).into_values().collect();
+    let acked: std::collections::BTreeSet<String> = acknowledged(&run.producer.lines()).values().cloned().collect();
     let deadline = Instant::now() + WAIT;
     let missing = loop {
         let read: std::collections::BTreeSet<String> = member
@@ -2485,7 +2552,7 @@ fn chaos_kills_pauses_partitions_and_full_disks_lose_no_acknowledged_record_and_
                     continue;
                 }
                 let text = String::from_utf8_lossy(value).into_owned();
-                let acked_at = acked.iter().find(|(_, v)| **v == text).map(|(k, _)| *k);
+                let acked_at = acked.at.iter().find(|(_, v)| **v == text).map(|(k, _)| *k);
                 eprintln!(
                     "chaos: duplicate {text} (acknowledged at {acked_at:?}): {:?} / {:?}",
                     identity(first),
@@ -2499,12 +2566,8 @@ fn chaos_kills_pauses_partitions_and_full_disks_lose_no_acknowledged_record_and_
         assert_stored_once(&mut seen_values, p, &records);
         stored.insert(p, records);
     }
-    for ((p, offset), value) in &acked {
-        assert_eq!(
-            stored[p].get(offset).map(|v| String::from_utf8_lossy(v).into_owned()).as_deref(),
-            Some(value.as_str()),
-            "the record acknowledged at {TOPIC}-{p}@{offset} is lost"
-        );
+    for (p, records) in &stored {
+        acked.assert_stored(TOPIC, *p, records, "lost");
     }
     let seen = consumed.lock().unwrap();
     assert!(seen.backwards.is_empty(), "consumers went back: {:?}", seen.backwards);
@@ -2522,10 +2585,11 @@ fn chaos_kills_pauses_partitions_and_full_disks_lose_no_acknowledged_record_and_
     assert_eq!(unconsumed, 0, "acknowledged records the consumer never got");
     let total: usize = stored.values().map(BTreeMap::len).sum();
     eprintln!(
-        "chaos: seed {seed}; faults {faults:?}; {} acknowledged ({failed_deliveries} deliveries failed and were \
-         not acknowledged), {total} stored, none lost, none twice; {} consumed ({} redelivered after a failure, \
-         none below a commit, none not in the log), {} commits",
+        "chaos: seed {seed}; faults {faults:?}; {} acknowledged ({} without an offset; {failed_deliveries} \
+         deliveries failed and were not acknowledged), {total} stored, none lost, none twice; {} consumed ({} \
+         redelivered after a failure, none below a commit, none not in the log), {} commits",
         acked.len(),
+        acked.without_offset.len(),
         seen.records.len(),
         seen.records.len() - consumed_values.len(),
         seen.commits
